@@ -1,0 +1,75 @@
+"""Typed pipeline configuration; the YAML files in ``configs/`` mirror these fields."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+@dataclass
+class BackboneConfig:
+    """Which timm model, which stages (timm feature indices; None = stride 8 and 16), which weights."""
+
+    name: str = "tf_efficientnet_lite0"
+    layers: list[int] | None = None
+    weights: str | None = None
+
+
+@dataclass
+class FeatureConfig:
+    image_size: int = 256
+    crop_size: int | None = None
+    batch_size: int = 32
+    aggregate: int = 3
+    embed_dim: int | None = 1024
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a fitted pipeline (with the scorer's state)."""
+
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    method: str = "patchcore"
+    scorer: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}")
+        try:
+            bb = BackboneConfig(**(data.pop("backbone", None) or {}))
+            ft = FeatureConfig(**(data.pop("features", None) or {}))
+        except TypeError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        return cls(backbone=bb, features=ft, **data)
+
+
+def load_config(path: Path | str | None) -> ModelConfig:
+    """Read a YAML config; ``None`` gives the defaults."""
+    if path is None:
+        return ModelConfig()
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return ModelConfig.from_dict(data, str(path))

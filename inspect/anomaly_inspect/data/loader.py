@@ -1,0 +1,83 @@
+"""Batched, prefetched image loading that reports per-image errors instead of dying."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .image_io import ImageReadError, read_image, read_mask
+from .transforms import TransformConfig, apply_transform, build_transform
+
+
+@dataclass
+class Batch:
+    """Images that decoded (stacked) and the ones that did not (with the reason)."""
+
+    indices: list[int]
+    images: np.ndarray  # (B, 3, H, W) float32, normalised
+    masks: np.ndarray | None  # (B, H, W) uint8 or None
+    originals: list[tuple[int, int]]  # (height, width) on disk
+    errors: list[tuple[int, str]]  # (index, reason)
+
+
+def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool):
+    image = read_image(path)
+    mask = None
+    if want_mask:
+        mask = read_mask(mask_path) if mask_path is not None else np.zeros(image.shape[:2], np.uint8)
+    chw, mask = apply_transform(transform, image, mask)
+    return chw, mask, image.shape[:2]
+
+
+def iter_batches(
+    paths: Sequence[Path],
+    cfg: TransformConfig,
+    batch_size: int = 32,
+    mask_paths: Sequence[Path | None] | None = None,
+    prefetch: bool = True,
+) -> Iterator[Batch]:
+    """Yield batches in order; decoding of the next batch overlaps the caller's work.
+
+    Masks are produced for every image when ``mask_paths`` is given (all-zero
+    where the entry is ``None``).
+    """
+    transform = build_transform(cfg)
+    want_mask = mask_paths is not None
+
+    def load(start: int) -> Batch:
+        idx, imgs, masks, sizes, errors = [], [], [], [], []
+        for i in range(start, min(start + batch_size, len(paths))):
+            try:
+                chw, mask, hw = _load_one(paths[i], mask_paths[i] if want_mask else None,
+                                          transform, want_mask)
+            except ImageReadError as exc:
+                errors.append((i, exc.reason))
+                continue
+            except Exception as exc:  # any decoder/transform failure is per-image
+                errors.append((i, f"{type(exc).__name__}: {exc}"))
+                continue
+            idx.append(i)
+            imgs.append(chw)
+            masks.append(mask)
+            sizes.append(hw)
+        size = cfg.output_size
+        images = np.stack(imgs) if imgs else np.zeros((0, 3, size, size), np.float32)
+        mask_arr = (np.stack(masks) if masks else np.zeros((0, size, size), np.uint8)) if want_mask else None
+        return Batch(idx, images, mask_arr, sizes, errors)
+
+    starts = list(range(0, len(paths), batch_size))
+    if not prefetch or len(starts) <= 1:
+        for s in starts:
+            yield load(s)
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        future = pool.submit(load, starts[0])
+        for nxt in starts[1:]:
+            batch = future.result()
+            future = pool.submit(load, nxt)
+            yield batch
+        yield future.result()

@@ -1,0 +1,1 @@
+"""Metrics, resource measurement, evaluation pipelines and reports."""

@@ -1,0 +1,45 @@
+"""Detection metrics. Convention: label 1 = anomalous / OOD = positive; higher score = more anomalous."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve, ties counted as one half (Mann-Whitney U).
+
+    Exact and memory-light enough for pixel AUROC over tens of millions of values.
+    """
+    labels = np.asarray(labels).ravel().astype(bool)
+    scores = np.asarray(scores).ravel()
+    n_pos = int(labels.sum())
+    n_neg = labels.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positive and negative samples")
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    pos = labels[order]
+    # average rank of each run of tied scores (1-based)
+    boundaries = np.flatnonzero(np.diff(s)) + 1
+    starts = np.concatenate(([0], boundaries))
+    ends = np.concatenate((boundaries, [s.size]))
+    pos_in_run = np.add.reduceat(pos.astype(np.int64), starts)
+    avg_rank = (starts + ends + 1) / 2.0
+    rank_sum = float((pos_in_run * avg_rank).sum())
+    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+
+
+def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float:
+    """False-positive rate at the highest threshold whose true-positive rate is >= ``tpr``.
+
+    Flagging rule: score >= threshold. Positives are label 1 (anomalous / OOD).
+    """
+    labels = np.asarray(labels).ravel().astype(bool)
+    scores = np.asarray(scores).ravel().astype(np.float64)
+    pos, neg = np.sort(scores[labels])[::-1], scores[~labels]
+    if pos.size == 0 or neg.size == 0:
+        raise ValueError("FPR@TPR needs both positive and negative samples")
+    k = int(np.ceil(tpr * pos.size - 1e-9))
+    k = min(max(k, 1), pos.size)
+    threshold = pos[k - 1]
+    return float((neg >= threshold).mean())

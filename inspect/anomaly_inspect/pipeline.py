@@ -1,0 +1,38 @@
+"""Build the backbone, extractor and scorer that a :class:`ModelConfig` describes."""
+
+from __future__ import annotations
+
+from .config import ModelConfig
+from .features.backbone import Backbone
+from .features.extractor import FeatureExtractor
+from .scorers import Scorer, build_scorer, get_scorer_class
+
+
+def build_backbone(cfg: ModelConfig) -> Backbone:
+    return Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed)
+
+
+def build_extractor(cfg: ModelConfig, backbone: Backbone, scorer_cls: type[Scorer]) -> FeatureExtractor:
+    f = cfg.features
+    return FeatureExtractor(
+        backbone, f.image_size, f.crop_size, f.batch_size, f.aggregate, f.embed_dim,
+        patches="patches" in scorer_cls.requires, pooled="pooled" in scorer_cls.requires,
+    )
+
+
+def build(cfg: ModelConfig, progress: bool = True) -> tuple[Backbone, FeatureExtractor, Scorer]:
+    scorer_cls = get_scorer_class(cfg.method)
+    params = dict(cfg.scorer)
+    if "seed" in _init_params(scorer_cls):
+        params.setdefault("seed", cfg.seed)
+    if "progress" in _init_params(scorer_cls):
+        params["progress"] = progress
+    scorer = build_scorer(cfg.method, **params)
+    backbone = build_backbone(cfg)
+    return backbone, build_extractor(cfg, backbone, scorer_cls), scorer
+
+
+def _init_params(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)

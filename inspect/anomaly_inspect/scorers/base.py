@@ -1,0 +1,126 @@
+"""The one scorer interface: ``fit(features)`` / ``score(features)``, higher = more anomalous.
+
+Constructor arguments are the configuration (they map one-to-one onto the
+YAML in ``configs/``); ``fit`` learns state from normal / in-distribution
+training features only; ``score`` never learns. State is saved as plain
+arrays (safetensors) plus JSON, never pickle.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from safetensors.numpy import load_file, save_file
+
+from ..features.extractor import Features
+
+SCORER_FORMAT_VERSION = 1
+
+
+class NotFittedError(RuntimeError):
+    """``score`` was called before ``fit``."""
+
+
+class ScorerFormatError(ValueError):
+    """Saved scorer state that this version cannot read."""
+
+
+@dataclass
+class ScoreResult:
+    """Scores of N images; ``patch_scores`` (N, h, w) only for patch-level scorers."""
+
+    image_scores: np.ndarray
+    patch_scores: np.ndarray | None = None
+
+    @staticmethod
+    def concat(parts: list[ScoreResult]) -> ScoreResult:
+        img = np.concatenate([p.image_scores for p in parts]) if parts else np.zeros(0)
+        has_patch = parts and all(p.patch_scores is not None for p in parts)
+        patch = np.concatenate([p.patch_scores for p in parts]) if has_patch else None
+        return ScoreResult(img, patch)
+
+
+class Scorer(ABC):
+    """Base class of every scorer. Subclasses set ``name`` and ``requires``."""
+
+    name: ClassVar[str] = ""
+    #: which :class:`Features` fields the scorer reads: "patches" and/or "pooled"
+    requires: ClassVar[tuple[str, ...]] = ("patches",)
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments, scikit-learn style (read back from attributes)."""
+        sig = inspect.signature(type(self).__init__)
+        return {
+            k: getattr(self, k)
+            for k, p in sig.parameters.items()
+            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        }
+
+    @property
+    def is_fitted(self) -> bool:
+        return getattr(self, "_fitted", False)
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__}.score() called before fit()")
+
+    @abstractmethod
+    def fit(self, features: Features, labels: np.ndarray | None = None) -> Scorer:
+        """Learn from training features (normal / in-distribution only)."""
+
+    @abstractmethod
+    def score(self, features: Features) -> ScoreResult:
+        """Score features; never changes the fitted state."""
+
+    @abstractmethod
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Fitted state as named numpy arrays."""
+
+    @abstractmethod
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restore fitted state from :meth:`get_state`'s arrays."""
+
+    def save(self, directory: Path | str) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self._check_fitted()
+        meta = {"format_version": SCORER_FORMAT_VERSION, "name": self.name, "params": self.get_params()}
+        (directory / "scorer.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
+        state = {k: np.ascontiguousarray(v) for k, v in self.get_state().items()}
+        save_file(state, str(directory / "scorer_state.safetensors"))
+
+    @classmethod
+    def load(cls, directory: Path | str) -> Scorer:
+        from . import get_scorer_class
+
+        directory = Path(directory)
+        meta_path = directory / "scorer.json"
+        if not meta_path.is_file():
+            raise FileNotFoundError(f"{meta_path}: no saved scorer here")
+        meta = json.loads(meta_path.read_text())
+        if meta.get("format_version") != SCORER_FORMAT_VERSION:
+            raise ScorerFormatError(
+                f"{meta_path}: scorer format version {meta.get('format_version')} is not "
+                f"supported (this version reads {SCORER_FORMAT_VERSION}); re-fit the model"
+            )
+        klass = get_scorer_class(meta["name"])
+        scorer = klass(**meta["params"])
+        scorer.set_state(load_file(str(directory / "scorer_state.safetensors")))
+        scorer._fitted = True
+        return scorer
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

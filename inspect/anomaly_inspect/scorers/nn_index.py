@@ -1,0 +1,75 @@
+"""A tiny faiss wrapper for nearest-neighbour search over a memory bank.
+
+``kind``: ``"flat"`` (exact L2, default), ``"hnsw"`` (graph index, M=32) or
+``"ivf"`` (inverted lists, ``nlist`` about 4*sqrt(N), ``nprobe`` probes).
+Distances returned are Euclidean (the square root of faiss's squared L2).
+"""
+
+from __future__ import annotations
+
+import math
+
+import faiss
+import numpy as np
+
+INDEX_KINDS = ("flat", "hnsw", "ivf")
+
+
+class NearestNeighbours:
+    def __init__(self, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 64,
+                 ef_construction: int = 80, nprobe: int = 8, seed: int = 0,
+                 query_batch: int = 65536):
+        if kind not in INDEX_KINDS:
+            raise ValueError(f"unknown index kind '{kind}'; choose from {', '.join(INDEX_KINDS)}")
+        self.kind = kind
+        self.hnsw_m = hnsw_m
+        self.ef_search = ef_search
+        self.ef_construction = ef_construction
+        self.nprobe = nprobe
+        self.seed = seed
+        self.query_batch = query_batch
+        self.index: faiss.Index | None = None
+
+    def fit(self, bank: np.ndarray) -> NearestNeighbours:
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        n, d = bank.shape
+        if self.kind == "flat" or n < 1024:
+            index = faiss.IndexFlatL2(d)
+        elif self.kind == "hnsw":
+            index = faiss.IndexHNSWFlat(d, self.hnsw_m)
+            index.hnsw.efConstruction = self.ef_construction
+            index.hnsw.efSearch = self.ef_search
+        else:
+            nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), nlist)
+            index.cp.seed = self.seed
+            index.train(bank)
+            index.nprobe = self.nprobe
+        index.add(bank)
+        self.index = index
+        return self
+
+    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), each (Q, k), queried in batches to bound memory."""
+        if self.index is None:
+            raise RuntimeError("NearestNeighbours.search() called before fit()")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        k = min(k, self.index.ntotal)
+        dist = np.empty((len(queries), k), np.float32)
+        idx = np.empty((len(queries), k), np.int64)
+        for s in range(0, len(queries), self.query_batch):
+            d2, i = self.index.search(queries[s:s + self.query_batch], k)
+            dist[s:s + len(d2)] = np.sqrt(np.maximum(d2, 0))
+            idx[s:s + len(i)] = i
+        return dist, idx
+
+    def serialize(self) -> np.ndarray:
+        return faiss.serialize_index(self.index)
+
+    def deserialize(self, data: np.ndarray) -> NearestNeighbours:
+        self.index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+        if hasattr(self.index, "hnsw"):
+            self.index.hnsw.efSearch = self.ef_search
+        if hasattr(self.index, "nprobe"):
+            self.index.nprobe = self.nprobe
+        return self

@@ -1,0 +1,64 @@
+"""Arguments and helpers shared by several sub-commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ..config import ModelConfig, load_config
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """--config plus the overrides every model-building command accepts."""
+    p.add_argument("--config", type=Path, help="YAML config (see configs/); flags below override it")
+    p.add_argument("--method", help="scorer name, e.g. patchcore")
+    p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
+    p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
+    p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
+    p.add_argument("--image-size", type=int, help="input side length in pixels (default 256)")
+    p.add_argument("--batch-size", type=int, help="images per backbone batch (default 32)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+
+
+def add_output_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output-json", type=Path, help="write the results as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
+
+
+def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
+    cfg = load_config(args.config)
+    if args.method:
+        if args.method != cfg.method:
+            cfg.scorer = {}
+        cfg.method = args.method
+    if args.backbone:
+        if args.backbone != cfg.backbone.name and args.layers is None:
+            cfg.backbone.layers = None
+        cfg.backbone.name = args.backbone
+    if args.weights:
+        cfg.backbone.weights = args.weights
+    if args.layers:
+        cfg.backbone.layers = [int(v) for v in args.layers.split(",")]
+    if args.image_size:
+        cfg.features.image_size = args.image_size
+    if args.batch_size:
+        cfg.features.batch_size = args.batch_size
+    if args.seed is not None:
+        cfg.seed = args.seed
+    return cfg
+
+
+def write_json(path: Path | None, data: dict) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    tmp.replace(path)
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}")

@@ -1,0 +1,30 @@
+"""Shared fixtures: where the real data lives, and skipping rules for it.
+
+Real data is read from ``../shared/data`` beside the checkout (or
+``$ANOMALY_INSPECT_DATA``). A test that needs it is skipped only when the data
+is absent and ``CI`` is unset; on CI a missing data folder is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    env = os.environ.get("ANOMALY_INSPECT_DATA")
+    return Path(env) if env else REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    root = shared_data_dir()
+    if not root.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"real data not found at {root} (required on CI)")
+        pytest.skip(f"real data not found at {root}")
+    return root

@@ -20,6 +20,8 @@ import torch
 
 from ..progress import Progress
 
+CACHE_BYTES = 4 * 2**20  # working set per greedy block; fits a typical L2/L3 slice
+
 
 def random_projection(x: torch.Tensor, dim: int | None, seed: int) -> torch.Tensor:
     """Gaussian random projection to ``dim`` dimensions (identity if dim is None or >= D)."""
@@ -107,7 +109,13 @@ def chunked_greedy_coreset(
     k = min(per, math.ceil(target / groups))
     counts = valid.sum(1)
     start = torch.from_numpy(rng.integers(0, 1 << 62, size=groups)) % counts
-    sel = _greedy_batched(xg, valid, k, start, progress)
+    # Run the greedy on blocks of chunks small enough to stay in the CPU cache:
+    # every step re-reads the block, so cache residency sets the speed.
+    per_block = max(1, CACHE_BYTES // (per * x.shape[1] * 4))
+    sel = torch.cat([
+        _greedy_batched(xg[b:b + per_block], valid[b:b + per_block], k, start[b:b + per_block], progress)
+        for b in range(0, groups, per_block)
+    ])
     # rank-major order: every chunk's first pick, then every chunk's second, ...
     picked = order.gather(1, sel).T.reshape(-1).numpy()
     picked = picked[picked >= 0]

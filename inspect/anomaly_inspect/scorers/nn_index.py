@@ -41,7 +41,9 @@ class NearestNeighbours:
             index.hnsw.efSearch = self.ef_search
         else:
             nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), nlist)
+            quantizer = faiss.IndexFlatL2(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist)
+            self._quantizer = quantizer  # keep alive: faiss does not own it
             index.cp.seed = self.seed
             index.train(bank)
             index.nprobe = self.nprobe

@@ -60,7 +60,7 @@ class PatchCore(Scorer):
         coreset_ratio: float = 0.1,
         max_bank_items: int | None = None,
         projection_dim: int | None = 128,
-        chunk_size: int | None = 16384,
+        chunk_size: int | None = 4096,
         index: str = "flat",
         num_neighbors: int = 1,
         seed: int = 0,

@@ -1,0 +1,41 @@
+"""End to end on real MVTec AD data: `anomaly-inspect evaluate` with the default config."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anomaly_inspect.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_evaluate_bottle_defaults(shared_data, tmp_path, capsys):
+    out = tmp_path / "bottle.json"
+    rc = main(["evaluate", "--root", str(shared_data / "mvtec_ad"), "--category", "bottle",
+               "--output-json", str(out), "--quiet"])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    for key in ("image_auroc", "pixel_auroc", "n_train", "n_test", "fit_seconds", "test_seconds",
+                "test_images_per_second", "memory_bank_items", "memory_bank_mb", "peak_rss_mb",
+                "backbone", "method", "category"):
+        assert key in result
+    assert result["n_train"] == 209 and result["n_test"] == 83
+    assert result["image_auroc"] >= 0.99
+    assert result["pixel_auroc"] >= 0.96
+    assert "image AUROC" in capsys.readouterr().out
+
+
+def test_evaluate_reports_missing_category(shared_data, capsys):
+    rc = main(["evaluate", "--root", str(shared_data / "mvtec_ad"), "--category", "no_such", "--quiet"])
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "no_such" in err
+
+
+def test_bench_backbone_prints_throughput(tmp_path):
+    out = tmp_path / "bench.json"
+    assert main(["bench-backbone", "--batch-size", "4", "--batches", "1", "--image-size", "128",
+                 "--output-json", str(out)]) == 0
+    assert json.loads(out.read_text())["images_per_second"] > 0

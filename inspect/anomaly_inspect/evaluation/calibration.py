@@ -53,7 +53,7 @@ class Calibration:
     def summary(self) -> str:
         lo, hi = self.fpr_interval
         text = (
-            f"threshold {self.threshold:.4g} = {self.rank}-th largest of {self.n_calibration} "
+            f"threshold {self.threshold:.4g} = rank {self.rank} from the top of {self.n_calibration} "
             f"normal calibration scores ({self.source}); expected FPR {self.expected_fpr:.2%} "
             f"(target {self.target_fpr:.2%}; {self.interval_level:.0%} interval for this "
             f"calibration set {lo:.2%}-{hi:.2%})"

@@ -69,6 +69,11 @@ _JS = """
 """
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
 def _esc(v) -> str:
     return html.escape(str(v), quote=True)
 
@@ -91,7 +96,7 @@ def _url_quote(part: str) -> str:
 def histogram_svg(scores: np.ndarray, labels: np.ndarray | None, threshold: float,
                   width: int = 560, height: int = 240, bins: int = 40) -> str:
     """Inline SVG histogram of ``scores`` (stacked by label when given) with the threshold line."""
-    pad_l, pad_r, pad_t, pad_b = 44, 12, 24, 36
+    pad_l, pad_r, pad_t, pad_b = 44, 12, (24 if labels is None else 50), 36
     if scores.size == 0:
         return f'<svg id="histogram" width="{width}" height="{height}"><text x="20" y="40">no scores</text></svg>'
     lo, hi = float(min(scores.min(), threshold)), float(max(scores.max(), threshold))
@@ -135,8 +140,9 @@ def histogram_svg(scores: np.ndarray, labels: np.ndarray | None, threshold: floa
     if labels is not None:
         for k, (name, colour, m) in enumerate(groups):
             if m.any():
-                parts.append(f'<rect x="{pad_l + 8}" y="{pad_t + 4 + 14 * k}" width="10" height="10" fill="{colour}"/>'
-                             f'<text x="{pad_l + 22}" y="{pad_t + 13 + 14 * k}" font-size="11">{name}</text>')
+                lx = width - pad_r - 86
+                parts.append(f'<rect x="{lx}" y="{4 + 13 * k}" width="9" height="9" fill="{colour}"/>'
+                             f'<text x="{lx + 13}" y="{12 + 13 * k}" font-size="11">{name}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -213,7 +219,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
         "<h2>Threshold</h2><dl>"
         f"<dt>threshold</dt><dd>score &gt; {cal.threshold:.6g}</dd>"
         f"<dt>target FPR</dt><dd>{cal.target_fpr:.2%}</dd>"
-        f"<dt>expected FPR</dt><dd id='expected-fpr'>{cal.expected_fpr:.2%} (the {cal.rank}-th largest of "
+        f"<dt>expected FPR</dt><dd id='expected-fpr'>{cal.expected_fpr:.2%} (the {_ordinal(cal.rank)} largest of "
         f"{cal.n_calibration} normal calibration scores; {cal.interval_level:.0%} interval for this "
         f"calibration set {lo:.2%}&ndash;{hi:.2%})</dd>"
         f"<dt>calibration images</dt><dd id='n-calibration'>{cal.n_calibration} ({_esc(cal.source)})</dd>"

@@ -29,6 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation.resources import peak_rss_mb
     from ..screening import load_model
 
     model = load_model(args.model_dir, progress=not args.quiet)
@@ -44,6 +45,7 @@ def run(args: argparse.Namespace) -> int:
                       f"{model.calibration.expected_fpr:.2%}, {model.calibration.n_calibration} "
                       f"calibration images)"),
         ("throughput", f"{s.images_per_second:.1f} img/s ({s.seconds:.1f} s)"),
+        ("peak RSS", f"{peak_rss_mb():.0f} MB"),
         ("results", str(s.results_csv)),
     ]
     if s.report_html:
@@ -52,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     write_json(args.output_json, {
         "n_inputs": s.n_inputs, "n_scored": s.n_scored, "n_resumed": s.n_resumed,
         "n_flagged": s.n_flagged, "n_errors": s.n_errors, "seconds": round(s.seconds, 3),
-        "images_per_second": round(s.images_per_second, 3),
+        "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
         "errors": [{"path": p, "error": e} for p, e in s.errors],
     })
     if s.n_errors:

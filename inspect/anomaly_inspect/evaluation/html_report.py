@@ -219,7 +219,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
         "<h2>Threshold</h2><dl>"
         f"<dt>threshold</dt><dd>score &gt; {cal.threshold:.6g}</dd>"
         f"<dt>target FPR</dt><dd>{cal.target_fpr:.2%}</dd>"
-        f"<dt>expected FPR</dt><dd id='expected-fpr'>{cal.expected_fpr:.2%} (the {_ordinal(cal.rank)} largest of "
+        f"<dt>expected FPR</dt><dd id='expected-fpr'>{cal.expected_fpr:.2%} (the {_ordinal(cal.rank) + ' ' if cal.rank > 1 else ''}largest of "
         f"{cal.n_calibration} normal calibration scores; {cal.interval_level:.0%} interval for this "
         f"calibration set {lo:.2%}&ndash;{hi:.2%})</dd>"
         f"<dt>calibration images</dt><dd id='n-calibration'>{cal.n_calibration} ({_esc(cal.source)})</dd>"

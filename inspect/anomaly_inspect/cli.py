@@ -14,6 +14,8 @@ COMMAND_MODULES = (
     "evaluate",
     "bench_backbone",
     "demo",
+    "fit",
+    "screen",
 )
 
 

@@ -1,0 +1,52 @@
+"""``anomaly-inspect fit``: fit on normal images, calibrate a threshold, save a model directory."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="fit on normal images and save a calibrated model directory",
+                       description=__doc__)
+    p.add_argument("--train", action="append", required=True, metavar="DIR",
+                   help="normal training images: folder (searched recursively), file or glob; repeatable")
+    p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="model directory to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    p.add_argument("--calibration", action="append", metavar="DIR",
+                   help="normal images that set the threshold (default: hold out part of --train)")
+    p.add_argument("--calibration-fraction", type=float, default=0.2,
+                   help="fraction of training images held out for calibration when no "
+                        "--calibration is given (default 0.2, seeded by --seed)")
+    p.add_argument("--target-fpr", type=float, default=0.01,
+                   help="false-positive rate on normal images the threshold aims at (default 0.01)")
+    add_model_args(p)
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..screening import fit
+
+    if args.out.exists() and not args.overwrite:  # fail before minutes of fitting
+        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
+    cfg = model_config_from_args(args)
+    model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
+                calibration_fraction=args.calibration_fraction, progress=not args.quiet)
+    model.save(args.out, overwrite=args.overwrite)
+    cal = model.calibration
+    lo, hi = cal.fpr_interval
+    print_table([
+        ("model", str(args.out)),
+        ("method", f"{cfg.method} on {cfg.backbone.name} ({model.info.backbone['weights']['kind']} weights)"),
+        ("training images", f"{len(model.info.train_images)} (skipped {len(model.info.skipped_images)} unreadable)"),
+        ("calibration", f"{cal.n_calibration} normal images, {cal.source}"),
+        ("threshold", f"score > {cal.threshold:.6g}"),
+        ("expected FPR", f"{cal.expected_fpr:.2%} (target {cal.target_fpr:.2%}; "
+                         f"{cal.interval_level:.0%} interval {lo:.2%}-{hi:.2%})"
+                         + ("" if cal.target_met else " TARGET NOT REACHABLE: too few calibration images")),
+    ])
+    write_json(args.output_json, {"model_dir": str(args.out), "calibration": cal.to_dict()})
+    return 0

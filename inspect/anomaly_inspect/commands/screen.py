@@ -1,0 +1,69 @@
+"""``anomaly-inspect screen``: score new images with a saved model; CSV, overlays, HTML report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import add_output_args, print_table, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("screen", help="screen images with a saved model (results.csv, report.html)",
+                       description=__doc__)
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("--out", type=Path, required=True, metavar="RESULTS_DIR", help="results folder")
+    p.add_argument("--rescore", action="store_true",
+                   help="score every image again instead of skipping those already in results.csv")
+    p.add_argument("--labels", metavar="CSV|mvtec|none",
+                   help="ground truth for ROC/AUROC in the report: a CSV with path,label columns, "
+                        "'mvtec' (test/good = normal), or 'none'; default: MVTec layout when every "
+                        "image follows it")
+    p.add_argument("--overlays", choices=["flagged", "all", "none"], default="flagged",
+                   help="which images get a heatmap overlay (default: flagged)")
+    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--batch-size", type=int, help="images per backbone batch (default: the model's)")
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..evaluation.resources import peak_rss_mb
+    from ..screening import load_model
+
+    model = load_model(args.model_dir, progress=not args.quiet)
+    if args.batch_size:
+        model.extractor.batch_size = args.batch_size
+    s = model.screen(args.inputs, args.out, rescore=args.rescore, overlays=args.overlays,
+                     labels=args.labels, report=not args.no_report, progress=not args.quiet)
+    rows = [
+        ("images", f"{s.n_inputs} ({s.n_scored} scored now, {s.n_resumed} already in results.csv)"),
+        ("flagged anomalous", f"{s.n_flagged} of {s.n_scored} scored now"),
+        ("errors", str(s.n_errors)),
+        ("threshold", f"score > {model.threshold:.6g} (expected FPR "
+                      f"{model.calibration.expected_fpr:.2%}, {model.calibration.n_calibration} "
+                      f"calibration images)"),
+        ("throughput", f"{s.images_per_second:.1f} img/s ({s.seconds:.1f} s)"),
+        ("peak RSS", f"{peak_rss_mb():.0f} MB"),
+        ("results", str(s.results_csv)),
+    ]
+    if s.report_html:
+        rows.append(("report", str(s.report_html)))
+    print_table(rows)
+    write_json(args.output_json, {
+        "n_inputs": s.n_inputs, "n_scored": s.n_scored, "n_resumed": s.n_resumed,
+        "n_flagged": s.n_flagged, "n_errors": s.n_errors, "seconds": round(s.seconds, 3),
+        "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
+        "errors": [{"path": p, "error": e} for p, e in s.errors],
+    })
+    if s.n_errors:
+        import sys
+
+        print(f"error: {s.n_errors} image(s) could not be screened (rows with an error in "
+              f"{s.results_csv}):", file=sys.stderr)
+        for path, reason in s.errors[:10]:
+            print(f"  {path}: {reason}", file=sys.stderr)
+        if s.n_errors > 10:
+            print(f"  ... and {s.n_errors - 10} more", file=sys.stderr)
+    return s.exit_code

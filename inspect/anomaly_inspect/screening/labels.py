@@ -1,0 +1,85 @@
+"""Optional ground-truth labels for a screening report (ROC / AUROC only; never for fitting).
+
+Two sources: a CSV with ``path,label`` columns (label 0/1, or normal/good/ok vs
+anomalous/defect/bad/ng), or the MVTec layout, where ``.../test/good/x.png`` is
+normal and ``.../test/<defect>/x.png`` is anomalous.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+NORMAL_WORDS = {"0", "normal", "good", "ok", "pass", "negative", "false"}
+ANOMALOUS_WORDS = {"1", "anomalous", "anomaly", "defect", "defective", "bad", "ng", "fail",
+                   "positive", "true"}
+
+
+def _key(path: Path | str) -> str:
+    return os.path.normcase(os.path.abspath(str(path)))
+
+
+def parse_label(value: str, where: str) -> int:
+    v = value.strip().lower()
+    if v in NORMAL_WORDS:
+        return 0
+    if v in ANOMALOUS_WORDS:
+        return 1
+    raise ValueError(f"{where}: label {value!r} is neither normal (0) nor anomalous (1)")
+
+
+def load_labels_csv(path: Path | str) -> dict[str, int]:
+    """{absolute path: label}; relative paths are taken relative to the CSV's folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: labels CSV not found")
+    out: dict[str, int] = {}
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        if "path" not in cols or "label" not in cols:
+            raise ValueError(f"{path}: labels CSV needs 'path' and 'label' columns, "
+                             f"found {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            raw = (row[cols["path"]] or "").strip()
+            if not raw:
+                raise ValueError(f"{path}:{line}: empty path")
+            p = Path(raw)
+            full = p if p.is_absolute() else path.parent / p
+            out[_key(full)] = parse_label(row[cols["label"]] or "", f"{path}:{line}")
+    if not out:
+        raise ValueError(f"{path}: labels CSV has no rows")
+    return out
+
+
+def mvtec_label(path: Path | str) -> int | None:
+    """0 for test/good, 1 for test/<defect>, None when the path is not in that layout."""
+    p = Path(path)
+    if p.parent.parent.name != "test" or not p.parent.name:
+        return None
+    return 0 if p.parent.name == "good" else 1
+
+
+def resolve_labels(paths: list[str], spec: str | None) -> tuple[dict[str, int], str]:
+    """Labels for ``paths`` and where they came from ("" = none).
+
+    ``spec``: a CSV path, ``"mvtec"``, ``"none"``, or ``None`` = MVTec layout if
+    every path follows it and both classes occur.
+    """
+    if spec == "none" or not paths:
+        return {}, ""
+    if spec not in (None, "mvtec"):
+        table = load_labels_csv(spec)
+        found = {p: table[_key(p)] for p in paths if _key(p) in table}
+        return found, f"labels CSV {spec} ({len(found)} of {len(paths)} images labelled)"
+    found = {}
+    for p in paths:
+        lab = mvtec_label(p)
+        if lab is not None:
+            found[p] = lab
+    if spec is None and (len(found) < len(paths) or len(set(found.values())) < 2):
+        return {}, ""
+    if spec == "mvtec" and not found:
+        raise ValueError("--labels mvtec: no screened image lies in a test/<type>/ folder")
+    return found, f"MVTec layout (test/good = normal; {len(found)} of {len(paths)} images labelled)"

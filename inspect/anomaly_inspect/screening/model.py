@@ -1,0 +1,232 @@
+"""Python API of the screening workflow: ``fit`` -> :class:`Model` -> ``save`` / ``load_model`` -> ``screen``.
+
+>>> model = fit(["bottle/train/good"], target_fpr=0.01)      # doctest: +SKIP
+>>> model.save("models/bottle")                              # doctest: +SKIP
+>>> model = load_model("models/bottle")                      # doctest: +SKIP
+>>> rows = model.score(["new/001.png"])                      # doctest: +SKIP
+>>> summary = model.screen(["new/"], "results/")            # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..data.layout import expand_inputs
+from ..evaluation.calibration import Calibration, calibrate, holdout_split
+from ..features.extractor import FeatureExtractor, Features
+from ..pipeline import build, build_backbone, build_extractor
+from ..progress import Progress
+from ..scorers import Scorer
+from .model_dir import (
+    SCORER_DIR,
+    ModelInfo,
+    check_backbone_checksum,
+    read_model_info,
+    save_model_dir,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoredImage:
+    """One screened image. ``error`` is set (and the numbers are NaN) when it could not be read."""
+
+    path: str
+    score: float
+    p_value: float
+    flagged: bool | None
+    error: str = ""
+    patch_scores: np.ndarray | None = None
+
+    @property
+    def decision(self) -> str:
+        if self.error:
+            return "error"
+        return "anomalous" if self.flagged else "normal"
+
+
+@dataclass
+class ScoredBatch:
+    """A batch from :meth:`Model.iter_score`: the scored images plus the decoded model inputs."""
+
+    images: list[ScoredImage]
+    inputs: dict[int, np.ndarray]  # position in ``images`` -> (3, H, W) normalised model input
+
+
+class Model:
+    """A fitted, calibrated pipeline: backbone + feature extractor + scorer + threshold."""
+
+    def __init__(self, cfg: ModelConfig, extractor: FeatureExtractor, scorer: Scorer,
+                 calibration: Calibration, info: ModelInfo):
+        self.cfg = cfg
+        self.extractor = extractor
+        self.scorer = scorer
+        self.calibration = calibration
+        self.info = info
+
+    @property
+    def threshold(self) -> float:
+        return self.calibration.threshold
+
+    def save(self, directory: Path | str, overwrite: bool = False) -> Path:
+        return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite)
+
+    def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
+                   keep_maps: bool = True) -> Iterator[ScoredBatch]:
+        """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows."""
+        paths = [Path(p) for p in paths]
+        for item in self.extractor.iter_extract(paths, progress=progress):
+            batch = item.batch
+            rows: dict[int, ScoredImage] = {}
+            inputs: dict[int, np.ndarray] = {}
+            if batch.indices:
+                result = self.scorer.score(item.features)
+                scores = result.image_scores.astype(np.float64)
+                pvals = self.calibration.p_values(scores)
+                flags = self.calibration.decide(scores)
+                for j, i in enumerate(batch.indices):
+                    maps = result.patch_scores[j] if keep_maps and result.patch_scores is not None else None
+                    rows[i] = ScoredImage(str(paths[i]), float(scores[j]), float(pvals[j]),
+                                          bool(flags[j]), "", maps)
+                    inputs[i] = batch.images[j]
+            for i, reason in batch.errors:
+                rows[i] = ScoredImage(str(paths[i]), float("nan"), float("nan"), None, reason)
+            order = sorted(rows)
+            pos = {i: k for k, i in enumerate(order)}
+            yield ScoredBatch([rows[i] for i in order], {pos[i]: x for i, x in inputs.items()})
+
+    def score(self, inputs: Sequence[Path | str], progress: bool = False) -> list[ScoredImage]:
+        """Score files / folders / globs and return one :class:`ScoredImage` per image."""
+        paths = expand_inputs(list(inputs))
+        out: list[ScoredImage] = []
+        with Progress(len(paths), "score", enabled=progress) as bar:
+            for b in self.iter_score(paths, bar):
+                out.extend(b.images)
+        return out
+
+    def screen(self, inputs: Sequence[Path | str], out_dir: Path | str, **kwargs):
+        """Screen files / folders / globs into ``out_dir`` (results.csv, overlays, report.html).
+
+        Keyword arguments are those of :func:`screening.runner.screen`.
+        """
+        from .runner import screen
+
+        return screen(self, inputs, out_dir, **kwargs)
+
+
+def _extract_skipping(extractor: FeatureExtractor, paths: list[Path], desc: str, progress: bool
+                      ) -> tuple[list[int], Features, list[dict[str, str]]]:
+    """Features of the readable images; unreadable ones are skipped with a warning."""
+    ok: list[int] = []
+    parts: list[Features] = []
+    skipped: list[dict[str, str]] = []
+    with Progress(len(paths), desc, enabled=progress) as bar:
+        for item in extractor.iter_extract(paths, progress=bar):
+            ok.extend(item.batch.indices)
+            if item.batch.indices:
+                parts.append(item.features)
+            for i, reason in item.batch.errors:
+                log.warning("skipping %s: %s", paths[i], reason)
+                skipped.append({"path": str(paths[i]), "error": reason})
+    return ok, Features.concat(parts), skipped
+
+
+def fit(
+    train: Sequence[Path | str],
+    cfg: ModelConfig | None = None,
+    calibration: Sequence[Path | str] | None = None,
+    target_fpr: float = 0.01,
+    calibration_fraction: float = 0.2,
+    progress: bool = True,
+) -> Model:
+    """Fit on normal images (files, folders searched recursively, globs) and calibrate.
+
+    Without ``calibration``, a seeded ``calibration_fraction`` of the training
+    images is held out (not fitted on) and its scores set the threshold at
+    ``target_fpr``. With ``calibration`` (normal images only), the scorer fits
+    on every training image. Anomalous labels are never used.
+    """
+    cfg = cfg or ModelConfig()
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    train_paths = expand_inputs(list(train))
+    if not train_paths:
+        raise ValueError(f"no training images found in {', '.join(map(str, train))}")
+    backbone, extractor, scorer = build(cfg, progress=progress)
+    ok, feats, skipped = _extract_skipping(extractor, train_paths, "extract train", progress)
+    if not ok:
+        raise ValueError(f"none of the {len(train_paths)} training images could be read")
+    readable = [train_paths[i] for i in ok]
+    if calibration is None:
+        fit_idx, cal_idx = holdout_split(len(readable), calibration_fraction, cfg.seed)
+        fit_feats, cal_feats = feats.subset(fit_idx), feats.subset(cal_idx)
+        del feats
+        fit_paths = [readable[i] for i in fit_idx]
+        cal_paths = [readable[i] for i in cal_idx]
+        source = f"held-out {calibration_fraction:.0%} of training images (seed {cfg.seed})"
+    else:
+        cal_all = expand_inputs(list(calibration))
+        if not cal_all:
+            raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
+        fit_feats, fit_paths = feats, readable
+        cal_ok, cal_feats, cal_skipped = _extract_skipping(extractor, cal_all, "extract calibration",
+                                                           progress)
+        if not cal_ok:
+            raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
+        skipped += cal_skipped
+        cal_paths = [cal_all[i] for i in cal_ok]
+        source = f"calibration images from {', '.join(map(str, calibration))}"
+    scorer.fit(fit_feats)
+    del fit_feats
+    result = scorer.score(cal_feats)
+    cal = calibrate(result.image_scores, target_fpr, source)
+    log.info("calibration: %s", cal.summary())
+    display = _display_range(result.patch_scores, cal.threshold)
+    info = ModelInfo(
+        config=cfg.to_dict(),
+        backbone={"name": backbone.name, "layers": list(backbone.layers),
+                  "weights": backbone.weight_source.to_dict()},
+        calibration=cal.to_dict(),
+        train_images=[str(p) for p in fit_paths],
+        calibration_images=[str(p) for p in cal_paths],
+        skipped_images=skipped,
+        display=display,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    return Model(cfg, extractor, scorer, cal, info)
+
+
+def _display_range(patch_scores: np.ndarray | None, threshold: float) -> dict[str, float]:
+    """Heatmap colour range: from the median normal patch score to as far above the threshold."""
+    if patch_scores is None or patch_scores.size == 0:
+        return {}
+    lo = float(np.median(patch_scores))
+    lo = min(lo, threshold)
+    return {"map_vmin": lo, "map_vmax": float(threshold + max(threshold - lo, 1e-6))}
+
+
+def load_model(directory: Path | str, progress: bool = False) -> Model:
+    """Load a saved model; checks the format version, then the backbone weights' checksum."""
+    directory = Path(directory)
+    info = read_model_info(directory)
+    cfg = ModelConfig.from_dict(info.config, f"{directory}/model.json config")
+    backbone = build_backbone(cfg)
+    check_backbone_checksum(directory, info, backbone.weight_source.checksum)
+    scorer = Scorer.load(directory / SCORER_DIR)
+    if hasattr(scorer, "progress"):
+        scorer.progress = progress
+    extractor = build_extractor(cfg, backbone, type(scorer))
+    return Model(cfg, extractor, scorer, Calibration.from_dict(info.calibration), info)
+
+
+# The three steps under the names the issue uses.
+load = load_model

@@ -1,0 +1,241 @@
+"""Streaming screening: images -> ``results.csv`` (+ thumbnails, overlays, ``report.html``).
+
+Memory is bounded whatever the number of images: images are decoded, scored
+and written batch by batch, and only one batch of thumbnails / overlays is in
+flight in the writer thread. ``results.csv`` is appended and flushed after
+every batch, so an interrupted run loses at most one batch and a re-run skips
+every image already scored (unless ``rescore``). Images that failed before are
+retried. A run that resumes with a different model is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..data.image_io import read_image
+from ..data.layout import expand_inputs
+from ..evaluation.overlays import denormalise, fit_within, heatmap_overlay, write_rgb
+from ..progress import Progress
+from .model import Model, ScoredImage
+
+log = logging.getLogger(__name__)
+
+RESULTS_CSV = "results.csv"
+RUN_JSON = "screen.json"
+CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay")
+OVERLAY_CHOICES = ("flagged", "all", "none")
+
+
+@dataclass
+class ScreenSummary:
+    """What a screening run did. ``exit_code`` is 1 when any image of this run failed."""
+
+    out_dir: Path
+    results_csv: Path
+    report_html: Path | None
+    n_inputs: int
+    n_scored: int  # scored in this run
+    n_resumed: int  # already in results.csv, skipped
+    n_flagged: int
+    n_errors: int
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return (self.n_scored + self.n_errors) / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.n_errors else 0
+
+
+def image_key(path: str) -> str:
+    """A file-name-safe, collision-free name for an input path (for thumbnails and overlays)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40].strip("_") or "image"
+    return f"{stem}_{hashlib.sha1(path.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+
+
+def thumb_relpath(path: str, overlay: bool = False) -> str:
+    return f"thumbs/{image_key(path)}{'_overlay' if overlay else ''}.jpg"
+
+
+def model_identity(model: Model) -> str:
+    blob = json.dumps(model.info.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
+    """Complete rows of ``results.csv`` and how many lines were malformed (e.g. a cut-off last line)."""
+    if not csv_path.is_file():
+        return [], 0
+    rows, bad = [], 0
+    with open(csv_path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+            raise ValueError(f"{csv_path}: not a results file of this tool (columns "
+                             f"{reader.fieldnames}); choose another --out or pass --rescore")
+        for row in reader:
+            if None in row or any(row.get(c) is None for c in CSV_COLUMNS):
+                bad += 1
+                continue
+            rows.append(row)
+    return rows, bad
+
+
+def _write_rows_atomic(csv_path: Path, rows: list[dict[str, str]]) -> None:
+    tmp = csv_path.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, csv_path)
+
+
+def _fmt(v: float) -> str:
+    return "" if math.isnan(v) else f"{v:.6g}"
+
+
+def screen(
+    model: Model,
+    inputs: Sequence[Path | str],
+    out_dir: Path | str,
+    rescore: bool = False,
+    overlays: str = "flagged",
+    labels: str | None = None,
+    report: bool = True,
+    progress: bool = True,
+    thumb_size: int = 128,
+    embed_images: bool | None = None,
+) -> ScreenSummary:
+    """Screen files / folders / globs with ``model`` into ``out_dir``."""
+    if overlays not in OVERLAY_CHOICES:
+        raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
+    start = time.perf_counter()
+    out_dir = Path(out_dir)
+    paths = [os.path.abspath(p) for p in expand_inputs(list(inputs))]
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path, run_path = out_dir / RESULTS_CSV, out_dir / RUN_JSON
+    ident = model_identity(model)
+
+    rows: list[dict[str, str]] = []
+    if not rescore and csv_path.exists():
+        meta = json.loads(run_path.read_text()) if run_path.is_file() else {}
+        if meta.get("model_id") != ident:
+            raise ValueError(f"{csv_path}: was written by a different model; pass --rescore to "
+                             f"start over or choose another --out")
+        rows, bad = read_results(csv_path)
+        n_err = sum(1 for r in rows if r["error"])
+        if bad or n_err:  # drop cut-off lines and failed rows (they are retried)
+            rows = [r for r in rows if not r["error"]]
+            _write_rows_atomic(csv_path, rows)
+            log.info("%s: dropped %d malformed and %d failed rows to retry", csv_path, bad, n_err)
+    else:
+        _write_rows_atomic(csv_path, [])
+    run_path.write_text(json.dumps({"model_id": ident, "model_created": model.info.created},
+                                   indent=2))
+    done = {r["path"] for r in rows}
+    todo = [p for p in paths if p not in done]
+    n_resumed = len(paths) - len(todo)
+    if n_resumed:
+        log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
+
+    writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size)
+    n_flagged = n_scored = 0
+    errors: list[tuple[str, str]] = []
+    try:
+        with Progress(len(todo), "screen", enabled=progress) as bar, \
+                ThreadPoolExecutor(max_workers=1) as pool:
+            pending: Future | None = None
+            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none"):
+                for r in batch.images:
+                    if r.error:
+                        errors.append((r.path, r.error))
+                    else:
+                        n_scored += 1
+                        n_flagged += int(bool(r.flagged))
+                if pending is not None:
+                    pending.result()  # at most one batch in flight: bounded memory
+                pending = pool.submit(writer.write, batch.images, batch.inputs)
+            if pending is not None:
+                pending.result()
+    finally:
+        writer.close()
+    seconds = time.perf_counter() - start
+
+    report_path = None
+    if report:
+        from ..evaluation.html_report import write_report
+
+        all_rows, _ = read_results(csv_path)
+        report_path = write_report(out_dir, all_rows, model, labels=labels, embed_images=embed_images)
+    summary = ScreenSummary(out_dir, csv_path, report_path, len(paths), n_scored, n_resumed,
+                            n_flagged, len(errors), errors, seconds)
+    log.info("screened %d images (%d flagged, %d errors, %d resumed) in %.1f s (%.1f img/s)",
+             n_scored, n_flagged, len(errors), n_resumed, seconds, summary.images_per_second)
+    return summary
+
+
+class _BatchWriter:
+    """Writes thumbnails, overlays and CSV rows for one batch (runs in a worker thread)."""
+
+    def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int):
+        self.out_dir = out_dir
+        self.overlays = overlays
+        self.thumb_size = thumb_size
+        t = model.extractor.transform
+        self.mean, self.std = t.mean, t.std
+        disp = model.info.display or {}
+        thr = model.threshold
+        self.vmin = disp.get("map_vmin", 0.5 * thr)
+        self.vmax = disp.get("map_vmax", 1.5 * thr)
+        self.fh = open(csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.csv = csv.DictWriter(self.fh, CSV_COLUMNS)
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def write(self, images: list[ScoredImage], inputs: dict[int, np.ndarray]) -> None:
+        rows = []
+        for k, r in enumerate(images):
+            overlay = ""
+            if not r.error:
+                self._thumb(r.path, inputs[k])
+                want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
+                if want and r.patch_scores is not None:
+                    overlay = self._overlay(r)
+            rows.append({"path": r.path, "score": _fmt(r.score), "p_value": _fmt(r.p_value),
+                         "decision": r.decision, "error": r.error, "overlay": overlay})
+        self.csv.writerows(rows)
+        self.fh.flush()
+
+    def _thumb(self, path: str, chw: np.ndarray) -> None:
+        img = fit_within(denormalise(chw, self.mean, self.std), self.thumb_size)
+        write_rgb(self.out_dir / thumb_relpath(path), img)
+
+    def _overlay(self, r: ScoredImage) -> str:
+        try:
+            image = read_image(r.path)  # the original, not the resized model input
+        except OSError as exc:
+            log.warning("no overlay for %s: %s", r.path, exc)
+            return ""
+        over = heatmap_overlay(image, r.patch_scores, self.vmin, self.vmax)
+        rel = f"overlays/{image_key(r.path)}.jpg"
+        write_rgb(self.out_dir / rel, over)
+        write_rgb(self.out_dir / thumb_relpath(r.path, overlay=True), fit_within(over, self.thumb_size))
+        return rel

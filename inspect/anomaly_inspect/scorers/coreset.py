@@ -17,6 +17,7 @@ import math
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 
 from ..progress import Progress
 
@@ -36,7 +37,14 @@ def _greedy(x: np.ndarray, k: int, start: int) -> np.ndarray:
     Each step is one GEMV over the block, so the block should fit in the CPU
     cache (a 4096 x 128 float32 chunk is 2 MB); numpy's BLAS call has far less
     per-step overhead than torch here, which matters for thousands of tiny steps.
+    BLAS runs single-threaded: a GEMV this small gains nothing from a second
+    thread, and spinning thread pools collapse when the cores are shared.
     """
+    with threadpool_limits(1):
+        return _greedy_loop(x, k, start)
+
+
+def _greedy_loop(x: np.ndarray, k: int, start: int) -> np.ndarray:
     sq = np.einsum("ij,ij->i", x, x)
     selected = np.empty(k, dtype=np.int64)
     selected[0] = start

@@ -134,3 +134,11 @@ def test_real_mvtec_images(shared_data):
     mask = next((shared_data / "mvtec_ad" / "bottle" / "ground_truth").rglob("*_mask.png"))
     m = read_mask(mask)
     assert m.shape == (256, 256) and 0 < m.sum() < m.size
+
+
+def test_jpeg_with_trailing_padding_is_not_truncated(tmp_path):
+    ok, buf = cv2.imencode(".jpg", rgb_image(32, 32))
+    assert ok
+    path = tmp_path / "padded.jpg"
+    path.write_bytes(buf.tobytes() + b"\x00" * 300)
+    assert read_image(path).shape == (32, 32, 3)

@@ -46,7 +46,9 @@ def _read_bytes(path: Path) -> bytes:
 def _check_complete(path: Path, data: bytes) -> None:
     """Reject truncated JPEG/PNG files that OpenCV would decode partially."""
     if data[:3] == b"\xff\xd8\xff":
-        if b"\xff\xd9" not in data[-64:]:
+        # the end-of-image marker must follow the last start-of-scan (trailing padding is fine;
+        # 0xFF bytes inside entropy-coded data are stuffed, so FFD9 cannot occur there)
+        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
             raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
     elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
         raise ImageReadError(path, "truncated PNG (no IEND chunk)")

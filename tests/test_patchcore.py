@@ -79,3 +79,10 @@ def test_save_load_roundtrip(tmp_path):
 def test_unknown_method_names_the_options():
     with pytest.raises(ValueError, match="patchcore"):
         build_scorer("nope")
+
+
+def test_auto_index_is_exact_for_small_banks_and_hnsw_for_large():
+    rng = np.random.default_rng(0)
+    small = NearestNeighbours("auto", auto_min_items=2048).fit(rng.standard_normal((1500, 8)).astype(np.float32))
+    large = NearestNeighbours("auto", auto_min_items=2048).fit(rng.standard_normal((3000, 8)).astype(np.float32))
+    assert small.resolved_kind == "flat" and large.resolved_kind == "hnsw"

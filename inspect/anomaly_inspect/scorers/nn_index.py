@@ -1,7 +1,9 @@
 """A tiny faiss wrapper for nearest-neighbour search over a memory bank.
 
-``kind``: ``"flat"`` (exact L2, default), ``"hnsw"`` (graph index, M=32) or
-``"ivf"`` (inverted lists, ``nlist`` about 4*sqrt(N), ``nprobe`` probes).
+``kind``: ``"flat"`` (exact L2), ``"hnsw"`` (graph index, M=32), ``"ivf"``
+(inverted lists, ``nlist`` about 4*sqrt(N), ``nprobe`` probes) or ``"auto"``
+(exact below ``auto_min_items`` memory items, HNSW above: exact search cost
+grows with bank size x queries and dominates the pipeline for large banks).
 Distances returned are Euclidean (the square root of faiss's squared L2).
 """
 
@@ -12,13 +14,13 @@ import math
 import faiss
 import numpy as np
 
-INDEX_KINDS = ("flat", "hnsw", "ivf")
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 
 
 class NearestNeighbours:
     def __init__(self, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 64,
                  ef_construction: int = 80, nprobe: int = 8, seed: int = 0,
-                 query_batch: int = 65536):
+                 query_batch: int = 65536, auto_min_items: int = 8192):
         if kind not in INDEX_KINDS:
             raise ValueError(f"unknown index kind '{kind}'; choose from {', '.join(INDEX_KINDS)}")
         self.kind = kind
@@ -28,14 +30,19 @@ class NearestNeighbours:
         self.nprobe = nprobe
         self.seed = seed
         self.query_batch = query_batch
+        self.auto_min_items = auto_min_items
         self.index: faiss.Index | None = None
 
     def fit(self, bank: np.ndarray) -> NearestNeighbours:
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         n, d = bank.shape
-        if self.kind == "flat" or n < 1024:
+        kind = self.kind
+        if kind == "auto":
+            kind = "hnsw" if n >= self.auto_min_items else "flat"
+        self.resolved_kind = kind if n >= 1024 else "flat"
+        if self.resolved_kind == "flat":
             index = faiss.IndexFlatL2(d)
-        elif self.kind == "hnsw":
+        elif kind == "hnsw":
             index = faiss.IndexHNSWFlat(d, self.hnsw_m)
             index.hnsw.efConstruction = self.ef_construction
             index.hnsw.efSearch = self.ef_search

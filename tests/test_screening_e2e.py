@@ -223,3 +223,24 @@ def test_report_in_headless_chromium(setup):
     assert 'data-ready="1"' in dom  # the table script ran to the end
     assert dom.count("<tr class=") == 2 * N_PER_GROUP
     assert 'id="histogram"' in dom and dom.count('class="bar"') >= 1
+
+
+def test_python_api_fit_with_calibration_folder(setup, tmp_path):
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.screening import fit
+
+    root, _ = setup
+    cfg = ModelConfig()
+    cfg.features.image_size = 128
+    model = fit([root / "train"], cfg, calibration=[root / "bottle" / "test" / "good"],
+                target_fpr=0.2, progress=False)
+    assert len(model.info.train_images) == N_TRAIN  # nothing held out
+    cal = model.calibration
+    assert cal.n_calibration == N_PER_GROUP and "test/good" in cal.source
+    assert cal.rank == 1 and cal.threshold == max(cal.scores)  # floor(0.2 * 5) = 1
+    saved = model.save(tmp_path / "m")
+    again = load_model(saved)
+    assert again.calibration == cal
+    a = model.score([root / "bottle" / "test" / "broken_large"])
+    b = again.score([root / "bottle" / "test" / "broken_large"])
+    assert [x.score for x in a] == pytest.approx([x.score for x in b], rel=1e-5)

@@ -299,6 +299,6 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
             + "<script>" + _JS + "</script></body></html>")
     path = out_dir / REPORT_HTML
     tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
+    tmp.write_text(page, encoding="utf-8", errors="replace")
     os.replace(tmp, path)
     return path

@@ -177,6 +177,11 @@ def fit(
         cal_all = expand_inputs(list(calibration))
         if not cal_all:
             raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
+        overlap = {p.resolve() for p in cal_all} & {p.resolve() for p in readable}
+        if overlap:
+            log.warning("%d calibration images are also training images: their scores are too "
+                        "low, so the threshold is too low and the real FPR higher than stated",
+                        len(overlap))
         fit_feats, fit_paths = feats, readable
         cal_ok, cal_feats, cal_skipped = _extract_skipping(extractor, cal_all, "extract calibration",
                                                            progress)

@@ -37,6 +37,8 @@ RESULTS_CSV = "results.csv"
 RUN_JSON = "screen.json"
 CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay")
 OVERLAY_CHOICES = ("flagged", "all", "none")
+# File names that are not valid UTF-8 round-trip through the CSV instead of crashing the run.
+PATH_ERRORS = "surrogateescape"
 
 
 @dataclass
@@ -83,7 +85,7 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
     if not csv_path.is_file():
         return [], 0
     rows, bad = [], 0
-    with open(csv_path, newline="", encoding="utf-8") as fh:
+    with open(csv_path, newline="", encoding="utf-8", errors=PATH_ERRORS) as fh:
         reader = csv.DictReader(fh)
         if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
             raise ValueError(f"{csv_path}: not a results file of this tool (columns "
@@ -98,7 +100,7 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
 
 def _write_rows_atomic(csv_path: Path, rows: list[dict[str, str]]) -> None:
     tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with open(tmp, "w", newline="", encoding="utf-8", errors=PATH_ERRORS) as fh:
         w = csv.DictWriter(fh, CSV_COLUMNS)
         w.writeheader()
         w.writerows(rows)
@@ -204,7 +206,7 @@ class _BatchWriter:
         thr = model.threshold
         self.vmin = disp.get("map_vmin", 0.5 * thr)
         self.vmax = disp.get("map_vmax", 1.5 * thr)
-        self.fh = open(csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        self.fh = open(csv_path, "a", newline="", encoding="utf-8", errors=PATH_ERRORS)  # noqa: SIM115 (closed in close())
         self.csv = csv.DictWriter(self.fh, CSV_COLUMNS)
 
     def close(self) -> None:

@@ -142,6 +142,8 @@ def test_evaluate_lt_end_to_end(shared_data, tmp_path, monkeypatch):
     assert got == {(m, c) for m in ("patchcore", "softpatch", "tailedcore")
                    for c in ("bottle", "screw", "magnetic_tile")}
     assert all(0.0 <= r["image_auroc"] <= 1.0 for r in report["results"])
+    # bottle defects are obvious: every method must separate them even on this small set
+    assert all(r["image_auroc"] > 0.9 for r in report["results"] if r["category"] == "bottle")
     est = report["class_size_estimates"]
     assert set(est["per_class"]) == {"bottle", "screw", "magnetic_tile"}
     split = report["split"]

@@ -58,6 +58,13 @@ def test_pareto_counts(tmp_path):
     assert total_noise <= int(np.floor(0.1 * sum(good.values()) + 0.5))  # round half up
     assert all(split.counts[c]["noise"] == 0 for c in SIZES if good[c] < 20)
     assert split.tail_classes == sorted(c for c in SIZES if good[c] < 20)
+    # three categories: shares 1, .128, .027 -> no class under 20 here; the smallest share is tail
+    three = {"a": (1000, 200), "b": (1000, 200), "c": (1000, 200)}
+    ds, dirs = fake_datasets(tmp_path / "3", three)
+    split = build_longtail(ds, dirs, "pareto", noise=0.1, seed=0)
+    good = {c: v["good"] for c, v in split.counts.items()}
+    assert sorted(good.values()) == [27, 128, 1000]  # 1000 x (.0265, .128, 1)
+    assert split.tail_classes == [min(good, key=good.get)]
 
 
 def test_manifest_reproducible_and_roundtrip(tmp_path):

@@ -8,7 +8,9 @@ From several MVTec-layout categories one unified training set is built:
   the largest-share class keeps all its images, clipped to [5, N_c];
 * noise: real test anomalies copied into the training set - step: each head
   class gets min(#anomalies, round(noise * N_c)); pareto: round(noise * total)
-  slots drawn over the images of classes with >= 20 images.
+  slots drawn over the images of classes with >= 20 images. Tail classes
+  (ground truth for TailSampler) are: step - the k-image classes; pareto - the
+  classes under 20 images, or the smallest-share class when there is none.
 
 Everything is drawn from one seeded generator and written as a JSON manifest
 (paths relative to each category folder) so a run repeats exactly. Injected
@@ -156,7 +158,9 @@ def build_longtail(
         biggest = int(shares.argmax())
         scale = n_orig[cats[biggest]] / shares[biggest]
         keep_n = {c: int(np.clip(_round(shares[i] * scale), 5, n_orig[c])) for i, c in enumerate(cats)}
-        tails = [c for c in cats if keep_n[c] < MIN_NOISY_CLASS]
+        # tail = the few-shot classes (< 20 images, which also get no noise); with few
+        # categories there may be none, then the class with the smallest share is the tail
+        tails = [c for c in cats if keep_n[c] < MIN_NOISY_CLASS] or [cats[int(shares.argmin())]]
 
     kept = {c: np.sort(rng.choice(n_orig[c], keep_n[c], replace=False)) for c in cats}
 

@@ -167,3 +167,13 @@ def test_evaluate_lt_end_to_end(shared_data, tmp_path, monkeypatch):
     # a second run re-uses the manifest (same split)
     assert main(args[:-3] + ["--methods", "patchcore", "--quiet"]) == 0
     assert manifest.read_text() == first
+
+
+def test_evaluate_lt_bad_arguments(tmp_path, capsys):
+    (tmp_path / "r" / "x" / "train").mkdir(parents=True)
+    base = ["evaluate-lt", "--root", str(tmp_path / "r"), "--manifest-dir", str(tmp_path / "m")]
+    assert main(base + ["--categories", "x,y", "--methods", "patchcore,nope"]) == 1
+    assert "unknown method 'nope'" in capsys.readouterr().err
+    assert main(base + ["--categories", "x,y"]) == 1
+    assert "category 'y'" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

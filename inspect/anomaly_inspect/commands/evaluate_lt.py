@@ -16,6 +16,7 @@ from ..data.longtail import TAIL_KINDS, LongTailSet, build_longtail, manifest_na
 from ..data.mvtec import load_mvtec
 from ..evaluation.longtail import evaluate_longtail
 from ..features.views import VIEW_KINDS
+from ..scorers import get_scorer_class
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if len(set(categories)) != len(categories):
         raise ValueError(f"--categories lists a category twice: {args.categories}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        get_scorer_class(m)  # unknown names fail before any work
     dirs = resolve_categories(args.root, categories)
     datasets = {c: load_mvtec(d) for c, d in dirs.items()}
     for c, d in list(datasets.items()):  # name by the requested category, not the folder
@@ -103,7 +107,6 @@ def run(args: argparse.Namespace) -> int:
             split = build_longtail(datasets, dirs, args.tail, args.k, args.noise, seed, args.overlap)
             split.save(path)
             log.info("wrote split manifest %s", path)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     params = {"coreset_ratio": args.coreset_ratio, "chunk_size": args.chunk_size, "index": args.index}
     views = args.tail_views or DEFAULT_VIEWS[split.tail]
     report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, views,

@@ -16,6 +16,7 @@ COMMAND_MODULES = (
     "demo",
     "fit",
     "screen",
+    "evaluate_lt",
 )
 
 

@@ -9,6 +9,8 @@ from .base import NotFittedError, Scorer, ScoreResult
 # method name -> "module:Class"; modules are imported only when used.
 _REGISTRY = {
     "patchcore": "patchcore:PatchCore",
+    "softpatch": "tailedcore:SoftPatch",
+    "tailedcore": "tailedcore:TailedCore",
 }
 
 

@@ -1,0 +1,199 @@
+"""Long-tailed, noisy, multi-class training sets (TailedCore protocol, benchmarks.md §4).
+
+From several MVTec-layout categories one unified training set is built:
+
+* ``step``: round(0.6 * C) randomly chosen tail classes keep ``k`` random
+  train/good images each, head classes keep all;
+* ``pareto``: class sizes follow a shuffled Pareto(alpha = 6) profile scaled so
+  the largest-share class keeps all its images, clipped to [5, N_c];
+* noise: real test anomalies copied into the training set - step: each head
+  class gets min(#anomalies, round(noise * N_c)); pareto: round(noise * total)
+  slots drawn over the images of classes with >= 20 images. Tail classes
+  (ground truth for TailSampler) are: step - the k-image classes; pareto - the
+  classes under 20 images, or the smallest-share class when there is none.
+
+Everything is drawn from one seeded generator and written as a JSON manifest
+(paths relative to each category folder) so a run repeats exactly. Injected
+anomalies are removed from the test sets unless ``overlap`` (the published
+protocol, which leaves them in) is chosen. methods.md §1.9 has the source.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .mvtec import AnomalyDataset
+from .samples import Sample
+
+log = logging.getLogger(__name__)
+
+MANIFEST_FORMAT = "anomaly-inspect-longtail/1"
+TAIL_KINDS = ("step", "pareto")
+MIN_NOISY_CLASS = 20  # pareto: classes smaller than this get no noise and count as tail
+
+
+@dataclass
+class LongTailSet:
+    """A generated long-tailed noisy split; paths are relative to each category folder."""
+
+    tail: str
+    k: int | None
+    noise: float
+    seed: int
+    overlap: bool
+    categories: list[str]
+    tail_classes: list[str]
+    train: list[dict]  # {"category", "path", "noise": bool}
+    removed_from_test: dict[str, list[str]] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    tail_ratio: float = 0.6
+    alpha: float = 6.0
+    format: str = MANIFEST_FORMAT
+
+    # -- persistence -----------------------------------------------------------
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def save(self, path: Path | str) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> LongTailSet:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: long-tail manifest not found")
+        try:
+            data = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not a JSON manifest ({exc})") from None
+        if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
+            raise ValueError(f"{path}: not a long-tail manifest (format must be '{MANIFEST_FORMAT}')")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f"{path}: malformed long-tail manifest ({exc})") from None
+
+    def same_recipe(self, tail: str, k: int | None, noise: float, seed: int, overlap: bool,
+                    categories: list[str]) -> bool:
+        return (self.tail, self.k if tail == "step" else None, self.noise, self.seed, self.overlap,
+                self.categories) == (tail, k if tail == "step" else None, noise, seed, overlap,
+                                     sorted(categories))
+
+    # -- use -------------------------------------------------------------------
+    def train_samples(self, category_dirs: dict[str, Path]) -> list[Sample]:
+        """Training samples (group = category); raises naming the first missing file."""
+        out = []
+        for item in self.train:
+            path = Path(category_dirs[item["category"]]) / item["path"]
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: listed in the long-tail manifest but missing")
+            out.append(Sample(path, 0, "train", item["category"]))
+        return out
+
+    def test_samples(self, dataset: AnomalyDataset, category_dir: Path) -> list[Sample]:
+        """The category's test samples without the injected ones (unless overlap)."""
+        removed = set() if self.overlap else set(self.removed_from_test.get(dataset.name, []))
+        return [s for s in dataset.test if _rel(s.path, category_dir) not in removed]
+
+    @property
+    def class_sizes(self) -> dict[str, int]:
+        """True number of training images per category (normal + injected)."""
+        return {c: self.counts[c]["good"] + self.counts[c]["noise"] for c in self.categories}
+
+
+def _rel(path: Path, category_dir: Path) -> str:
+    return Path(path).relative_to(category_dir).as_posix()
+
+
+def pareto_profile(n_classes: int, alpha: float = 6.0) -> np.ndarray:
+    """Relative class shares: Pareto(alpha) mass between C + 1 points from its 1 % to 99 % quantile."""
+    from scipy.stats import pareto
+
+    x = np.linspace(pareto.ppf(0.01, alpha), pareto.ppf(0.99, alpha), n_classes + 1)
+    return np.diff(pareto.cdf(x, alpha))
+
+
+def _round(x: float) -> int:
+    return int(np.floor(x + 0.5))
+
+
+def build_longtail(
+    datasets: dict[str, AnomalyDataset],
+    category_dirs: dict[str, Path],
+    tail: str = "step",
+    k: int = 4,
+    noise: float = 0.1,
+    seed: int = 0,
+    overlap: bool = False,
+    tail_ratio: float = 0.6,
+    alpha: float = 6.0,
+) -> LongTailSet:
+    """Draw a long-tailed noisy split of ``datasets`` (category -> MVTec-layout dataset)."""
+    if tail not in TAIL_KINDS:
+        raise ValueError(f"unknown tail kind '{tail}'; choose from {', '.join(TAIL_KINDS)}")
+    if not 0 <= noise < 1:
+        raise ValueError(f"noise ratio must be in [0, 1), got {noise}")
+    if tail == "step" and k < 1:
+        raise ValueError(f"step tail needs k >= 1 images per tail class, got {k}")
+    cats = sorted(datasets)
+    if len(cats) < 2:
+        raise ValueError(f"a long-tailed set needs at least 2 categories, got {cats}")
+    rng = np.random.default_rng(seed)
+    n_orig = {c: len(datasets[c].train) for c in cats}
+
+    if tail == "step":
+        n_tail = _round(tail_ratio * len(cats))
+        tails = sorted(cats[i] for i in rng.choice(len(cats), n_tail, replace=False))
+        keep_n = {c: min(k, n_orig[c]) if c in tails else n_orig[c] for c in cats}
+    else:
+        shares = pareto_profile(len(cats), alpha)[rng.permutation(len(cats))]
+        biggest = int(shares.argmax())
+        scale = n_orig[cats[biggest]] / shares[biggest]
+        keep_n = {c: int(np.clip(_round(shares[i] * scale), 5, n_orig[c])) for i, c in enumerate(cats)}
+        # tail = the few-shot classes (< 20 images, which also get no noise); with few
+        # categories there may be none, then the class with the smallest share is the tail
+        tails = [c for c in cats if keep_n[c] < MIN_NOISY_CLASS] or [cats[int(shares.argmin())]]
+
+    kept = {c: np.sort(rng.choice(n_orig[c], keep_n[c], replace=False)) for c in cats}
+
+    anomalies = {c: [s for s in datasets[c].test if s.label == 1] for c in cats}
+    if tail == "step":
+        n_noise = {c: 0 if c in tails else min(len(anomalies[c]), _round(noise * n_orig[c]))
+                   for c in cats}
+    else:
+        eligible = [c for c in cats if keep_n[c] >= MIN_NOISY_CLASS]
+        slots_of = np.array([c for c in eligible for _ in range(keep_n[c])])
+        total = min(_round(noise * sum(keep_n.values())), len(slots_of))
+        drawn = rng.choice(slots_of, total, replace=False) if total else np.array([])
+        n_noise = {c: min(len(anomalies[c]), int((drawn == c).sum())) for c in cats}
+
+    train, removed, counts = [], {}, {}
+    for c in cats:
+        cdir = Path(category_dirs[c])
+        train += [{"category": c, "path": _rel(datasets[c].train[i].path, cdir), "noise": False}
+                  for i in kept[c]]
+        picked = np.sort(rng.choice(len(anomalies[c]), n_noise[c], replace=False)) if n_noise[c] else []
+        injected = [_rel(anomalies[c][i].path, cdir) for i in picked]
+        train += [{"category": c, "path": p, "noise": True} for p in injected]
+        removed[c] = injected
+        counts[c] = {"original": n_orig[c], "good": int(keep_n[c]), "noise": len(injected)}
+    split = LongTailSet(tail, k if tail == "step" else None, noise, seed, overlap, cats, tails, train,
+                        removed, counts, tail_ratio, alpha)
+    log.info("long-tail %s set: %s; tail classes %s", tail,
+             ", ".join(f"{c} {v['good']}+{v['noise']}" for c, v in counts.items()), tails)
+    return split
+
+
+def manifest_name(tail: str, k: int | None, noise: float, seed: int, categories: list[str],
+                  overlap: bool = False) -> str:
+    shape = f"step_k{k}" if tail == "step" else tail
+    suffix = "_overlap" if overlap else ""
+    return f"lt_{shape}_noise{noise:g}_seed{seed}_{'-'.join(sorted(categories))}{suffix}.json"

@@ -1,0 +1,173 @@
+"""Long-tailed noisy benchmark: one unified model per method, per-class image AUROC.
+
+Training features (patches and pooled embeddings) are extracted once and
+every method is fitted on them; each category's test set is streamed once and
+scored by all fitted methods. TailSampler's class-size estimates are compared
+with the true class sizes of the generated split. Nothing sees test labels
+except the metric.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..data.image_io import ImageReadError
+from ..data.longtail import LongTailSet
+from ..data.mvtec import AnomalyDataset
+from ..features.extractor import FeatureExtractor
+from ..features.views import ViewFeatures
+from ..pipeline import build_backbone
+from ..progress import Progress
+from ..scorers import build_scorer, get_scorer_class
+from ..scorers.tail_sampler import TailSampler, TailSamplerResult
+from .metrics import auroc
+from .resources import Timer, peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LongTailReport:
+    results: list[dict]
+    class_size_estimates: dict
+    methods: dict[str, dict]
+    split: dict
+    timings: dict[str, float]
+    config: dict
+    peak_rss_mb: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"results": self.results, "mean_image_auroc": self.mean_auroc(),
+                "class_size_estimates": self.class_size_estimates, "methods": self.methods,
+                "split": self.split, "timings": self.timings, "peak_rss_mb": self.peak_rss_mb,
+                "config": self.config}
+
+    def mean_auroc(self) -> dict[str, float]:
+        out: dict[str, list[float]] = {}
+        for r in self.results:
+            out.setdefault(r["method"], []).append(r["image_auroc"])
+        return {m: float(np.mean(v)) for m, v in out.items()}
+
+
+def class_size_report(result: TailSamplerResult, categories: list[str], split: LongTailSet) -> dict:
+    """Per category: true size, predicted sizes of its images, how many were flagged tail."""
+    per = {}
+    for c in split.categories:
+        idx = np.flatnonzero(np.asarray(categories) == c)
+        pred = result.class_sizes[idx]
+        flagged = int(result.is_tail[idx].sum())
+        per[c] = {"true_size": split.class_sizes[c], "true_tail": c in split.tail_classes,
+                  "predicted_median": float(np.median(pred)), "predicted_mean": float(pred.mean()),
+                  "flagged_tail": flagged, "flagged_fraction": flagged / len(idx)}
+    true_tail = [c for c in split.categories if c in split.tail_classes]
+    tail_imgs = np.isin(categories, true_tail)
+    flagged = result.is_tail
+    return {
+        "per_class": per,
+        "histogram": result.histogram.tolist(),
+        "true_histogram": sorted(split.class_sizes.values(), reverse=True),
+        "max_k": result.max_k,
+        "n_tail_images_flagged": int(flagged.sum()),
+        "tail_image_recall": float(flagged[tail_imgs].mean()) if tail_imgs.any() else None,
+        "tail_image_precision": float(tail_imgs[flagged].mean()) if flagged.any() else None,
+        # a true tail class counts as detected when most of its images are flagged
+        "tail_classes_detected": {c: per[c]["flagged_fraction"] > 0.5 for c in true_tail},
+    }
+
+
+def evaluate_longtail(
+    split: LongTailSet,
+    datasets: dict[str, AnomalyDataset],
+    category_dirs: dict[str, Path],
+    cfg: ModelConfig,
+    methods: list[str],
+    scorer_params: dict | None = None,
+    tail_views: str = "rot15flip",
+    progress: bool = True,
+) -> LongTailReport:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
+    for m in methods:
+        get_scorer_class(m)  # fail early on unknown names
+    f = cfg.features
+    backbone = build_backbone(cfg)
+    extractor = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.aggregate,
+                                 f.embed_dim, patches=True, pooled=True)
+    patch_only = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.aggregate,
+                                  f.embed_dim, patches=True, pooled=False)
+    train = split.train_samples(category_dirs)
+    train_paths = [s.path for s in train]
+    train_cats = [s.group for s in train]
+    timings: dict[str, float] = {}
+    with Timer() as t, Progress(len(train), "extract train", enabled=progress) as bar:
+        feats = extractor.extract(train_paths, progress=bar)
+    timings["extract_train_s"] = round(t.seconds, 2)
+
+    with Timer() as t:
+        sampler = TailSampler().run(feats.pooled)
+    timings["tail_sampler_s"] = round(t.seconds, 3)
+    sizes = class_size_report(sampler, train_cats, split)
+
+    params = dict(scorer_params or {})
+    scorers, method_info = {}, {}
+    for m in methods:
+        scorer = build_scorer(m, **_params_for(m, params, cfg.seed, progress))
+        if hasattr(scorer, "set_view_source"):
+            scorer.set_view_source(ViewFeatures(patch_only, train_paths, tail_views, progress))
+        with Timer() as t:
+            scorer.fit(feats)
+        info = {"fit_seconds": round(t.seconds, 2), "memory_bank_items": getattr(scorer, "bank_size", None)}
+        if getattr(scorer, "tail_result", None) is not None:
+            info.update(tail_items=scorer.tail_size, head_items=scorer.head_size,
+                        tail_images=int(len(scorer.tail_result.tail_indices)))
+        log.info("%s fitted in %.1f s: %s", m, t.seconds, info)
+        scorers[m], method_info[m] = scorer, info
+    del feats
+
+    results = []
+    score_time = dict.fromkeys(methods, 0.0)
+    with Timer() as t_all:
+        for c in split.categories:
+            test = split.test_samples(datasets[c], Path(category_dirs[c]))
+            scores = {m: [] for m in methods}
+            with Progress(len(test), f"score {c}", enabled=progress) as bar:
+                for item in patch_only.iter_extract([s.path for s in test], progress=bar):
+                    if item.batch.errors:
+                        i, reason = item.batch.errors[0]
+                        raise ImageReadError(test[i].path, reason)
+                    for m, scorer in scorers.items():
+                        with Timer() as t:
+                            scores[m].append(scorer.score(item.features).image_scores)
+                        score_time[m] += t.seconds
+            labels = np.array([s.label for s in test])
+            for m in methods:
+                results.append({"method": m, "category": c,
+                                "image_auroc": float(auroc(labels, np.concatenate(scores[m]))),
+                                "n_test": len(test), "n_test_anomalous": int(labels.sum())})
+    timings["test_total_s"] = round(t_all.seconds, 2)
+    for m in methods:
+        method_info[m]["score_seconds"] = round(score_time[m], 2)
+    split_info = {"tail": split.tail, "k": split.k, "noise": split.noise, "seed": split.seed,
+                  "overlap": split.overlap, "tail_classes": split.tail_classes, "counts": split.counts,
+                  "n_train": len(train)}
+    return LongTailReport(results, sizes, method_info, split_info, timings, cfg.to_dict(),
+                          round(peak_rss_mb(), 1), {"tail_views": tail_views})
+
+
+def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:
+    import inspect
+
+    accepted = set(inspect.signature(get_scorer_class(method).__init__).parameters)
+    out = {k: v for k, v in params.items() if k in accepted and v is not None}
+    if "seed" in accepted:
+        out.setdefault("seed", seed)
+    if "progress" in accepted:
+        out["progress"] = progress
+    return out

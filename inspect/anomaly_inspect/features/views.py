@@ -1,0 +1,98 @@
+"""Rotated / flipped views of training images, for TailedCore's tail-memory augmentation.
+
+A tail class has only a few images, so TailedCore adds their rotated and
+flipped versions to the memory (methods.md §1.5): for every (angle, flip) in
+{0, r, ..., 360 - r} x {none, horizontal} except the identity, the image is
+replicate-padded so that no empty corners appear, rotated and centre-cropped
+back to its size. :class:`ViewFeatures` turns training-image indices into the
+patch features of those views; the evaluation hands it to the scorer.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from ..data.image_io import ImageReadError
+from ..data.loader import iter_batches
+from ..progress import Progress
+from .extractor import FeatureExtractor, Features
+from .patch_embed import patch_embed
+
+#: augmentation kinds: name -> (rotation step in degrees, or None for 90-degree steps; flip)
+VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
+              "rotflip": (90, True), "none": (None, False)}
+
+
+def view_params(kind: str) -> list[tuple[int, bool]]:
+    """(angle, hflip) pairs of a kind, the identity excluded."""
+    if kind not in VIEW_KINDS:
+        raise ValueError(f"unknown view kind '{kind}'; choose from {', '.join(VIEW_KINDS)}")
+    step, flip = VIEW_KINDS[kind]
+    if step is None:
+        return []
+    return [(a, f) for a in range(0, 360, step) for f in ((False, True) if flip else (False,))
+            if (a, f) != (0, False)]
+
+
+def rotated_views(images: torch.Tensor, kind: str = "rot15flip") -> Iterator[torch.Tensor]:
+    """Yield each (B, 3, H, W) view of a batch: flip, replicate-pad, rotate, centre-crop."""
+    h, w = images.shape[-2:]
+    diag = math.hypot(h, w)
+    pad_h, pad_w = math.ceil((diag - h) / 2), math.ceil((diag - w) / 2)
+    for angle, flip in view_params(kind):
+        x = TF.hflip(images) if flip else images
+        if angle % 90 == 0 and h == w:  # exact: no interpolation, no padding needed
+            x = torch.rot90(x, k=angle // 90, dims=(-2, -1))
+        elif angle:
+            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="replicate")
+            x = TF.rotate(x, angle, interpolation=InterpolationMode.BILINEAR)
+            x = TF.center_crop(x, [h, w])
+        yield x
+
+
+class ViewFeatures:
+    """Callable: training-image indices -> patch :class:`Features` of all their views.
+
+    Uses the same backbone, input transform and patch embedding as the
+    extractor that produced the training features.
+    """
+
+    def __init__(self, extractor: FeatureExtractor, paths: Sequence[Path], kind: str = "rot15flip",
+                 progress: bool = True):
+        view_params(kind)  # validate early
+        self.extractor = extractor
+        self.paths = list(paths)
+        self.kind = kind
+        self.progress = progress
+
+    @property
+    def views_per_image(self) -> int:
+        return len(view_params(self.kind))
+
+    def __call__(self, indices: Sequence[int]) -> Features:
+        indices = [int(i) for i in indices]
+        if not indices or self.views_per_image == 0:
+            return Features()
+        ex = self.extractor
+        paths = [self.paths[i] for i in indices]
+        parts = []
+        with Progress(len(paths) * self.views_per_image, "tail views", enabled=self.progress) as bar:
+            for batch in iter_batches(paths, ex.transform, ex.batch_size):
+                if batch.errors:
+                    i, reason = batch.errors[0]
+                    raise ImageReadError(paths[i], reason)
+                images = torch.from_numpy(batch.images)
+                for view in rotated_views(images, self.kind):
+                    with torch.inference_mode():
+                        emb = patch_embed(ex.backbone(view), ex.aggregate, ex.embed_dim)
+                    parts.append(np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))
+                    bar.update(len(view))
+        return Features(patches=np.concatenate(parts))

@@ -1,0 +1,88 @@
+"""Per-patch-position Local Outlier Factor filter (SoftPatch / TailedCore noise removal).
+
+Training sets can hold defective images. A defective patch is rare *at its
+position* among the training images, so for every patch position the N
+training vectors there get a LOF score (k = 6 neighbours, on a random 128-d
+projection) and the patches above the global 85th percentile of all scores
+are discarded before the coreset is built (methods.md §1.6). The kNN per
+position is one faiss exact search; the LOF arithmetic is vectorised over
+all positions.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import faiss
+import numpy as np
+import torch
+
+from ..progress import Progress
+from .coreset import random_projection
+
+log = logging.getLogger(__name__)
+
+
+def knn_excluding_self(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Euclidean distances and indices of each row's k nearest other rows (exact, faiss)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    d2, idx = faiss.knn(x, x, k + 1)
+    is_self = idx == np.arange(n)[:, None]
+    # duplicates may push the row itself out of the first k+1: then drop the farthest
+    no_self = ~is_self.any(axis=1)
+    is_self[no_self, -1] = True
+    keep = ~is_self
+    dist = np.sqrt(np.maximum(d2[keep].reshape(n, k), 0.0))
+    return dist, idx[keep].reshape(n, k)
+
+
+def local_outlier_factor(x: np.ndarray, k: int = 6) -> np.ndarray:
+    """LOF of every row of x (n, d), as sklearn's ``-negative_outlier_factor_``.
+
+    lrd(p) = 1 / mean_o reach(p, o), reach(p, o) = max(d(p, o), kdist(o));
+    LOF(p) = mean_o lrd(o) / lrd(p), o over p's k nearest neighbours.
+    """
+    n = len(x)
+    if n < 2:
+        return np.ones(n, np.float32)
+    k = min(k, n - 1)
+    dist, idx = knn_excluding_self(x, k)
+    kdist = dist[:, -1]
+    reach = np.maximum(dist, kdist[idx])
+    lrd = 1.0 / (reach.mean(axis=1) + 1e-10)
+    return (lrd[idx].mean(axis=1) / lrd).astype(np.float32)
+
+
+def per_position_lof(
+    patches: np.ndarray, k: int = 6, projection_dim: int | None = 128, seed: int = 0,
+    progress: bool = False,
+) -> np.ndarray:
+    """LOF score (N, h, w) of every patch among the N images' patches at the same position."""
+    if patches.ndim != 4:
+        raise ValueError(f"per-position LOF needs (N, h, w, D) patches, got shape {patches.shape}")
+    n, h, w, d = patches.shape
+    scores = np.empty((h * w, n), np.float32)
+    flat = patches.reshape(n, h * w, d)
+    with Progress(h * w, "LOF filter", unit="pos", enabled=progress) as bar:
+        for p in range(h * w):  # one exact kNN of n points per position
+            x = random_projection(torch.from_numpy(np.ascontiguousarray(flat[:, p])), projection_dim, seed)
+            scores[p] = local_outlier_factor(x.numpy(), k)
+            bar.update(1)
+    return scores.T.reshape(n, h, w)
+
+
+def lof_keep_mask(
+    patches: np.ndarray, k: int = 6, discard: float = 0.15, projection_dim: int | None = 128,
+    seed: int = 0, progress: bool = False,
+) -> np.ndarray:
+    """Boolean (N, h, w): True for patches kept (LOF below the (1 - discard) quantile)."""
+    if not 0 <= discard < 1:
+        raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
+    if discard == 0 or len(patches) <= 1:
+        return np.ones(patches.shape[:3], bool)
+    scores = per_position_lof(patches, k, projection_dim, seed, progress)
+    cut = np.quantile(scores, 1.0 - discard)
+    keep = scores < cut
+    log.info("LOF filter: kept %d of %d patches (cut %.3f)", keep.sum(), keep.size, cut)
+    return keep

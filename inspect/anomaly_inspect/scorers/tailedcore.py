@@ -1,0 +1,190 @@
+"""Noise- and tail-robust memory banks: SoftPatch-style LOF filtering and TailedCore.
+
+* :class:`SoftPatch` - PatchCore whose coreset is built only from the patches
+  that survive the per-position LOF filter (k = 6, top 15 % discarded), so
+  defects injected into the training set stay out of the memory. (SoftPatch's
+  soft re-weighting of test distances is not implemented.)
+* :class:`TailedCore` (Jung et al., CVPR 2025) - memory = head memory (the
+  SoftPatch coreset of *all* training patches) union tail memory (a coreset of
+  the patches of the images TailSampler finds in rare classes, plus their
+  rotated / flipped views, which the LOF filter would otherwise throw away as
+  "rare"). Score = 1-NN distance, image score = max over patches (as PatchCore).
+
+Both keep the :class:`~.base.Scorer` interface; ``fit(features)`` works on its
+own, and TailedCore uses extra views only when given a view source (see
+:meth:`TailedCore.set_view_source` and :class:`~..features.views.ViewFeatures`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from ..features.extractor import Features
+from .lof_filter import lof_keep_mask
+from .patchcore import PatchCore
+from .tail_sampler import TailSampler, TailSamplerResult
+
+log = logging.getLogger(__name__)
+
+EMBEDDINGS = ("pooled", "patch_mean")
+
+
+class SoftPatch(PatchCore):
+    """PatchCore on LOF-filtered training patches (noise-robust memory)."""
+
+    name = "softpatch"
+    requires = ("patches",)
+
+    def __init__(
+        self,
+        coreset_ratio: float = 0.1,
+        max_bank_items: int | None = None,
+        projection_dim: int | None = 128,
+        chunk_size: int | None = 16384,
+        index: str = "flat",
+        num_neighbors: int = 1,
+        lof_k: int = 6,
+        lof_discard: float = 0.15,
+        lof_projection_dim: int | None = 128,
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size, index,
+                         num_neighbors, seed, progress)
+        self.lof_k = lof_k
+        self.lof_discard = lof_discard
+        self.lof_projection_dim = lof_projection_dim
+
+    def head_memory(self, patches: np.ndarray) -> np.ndarray:
+        """Coreset of the LOF-filtered (N, h, w, D) patches, as an (M, D) array."""
+        keep = lof_keep_mask(patches, self.lof_k, self.lof_discard, self.lof_projection_dim,
+                             self.seed, self.progress)
+        kept = patches[keep]
+        return kept[self.select_bank(kept)]
+
+    def fit(self, features: Features, labels: np.ndarray | None = None) -> SoftPatch:
+        if features.patches is None:
+            raise ValueError(f"{type(self).__name__} needs patch features")
+        bank = self.head_memory(features.patches)
+        self._set_bank(np.ascontiguousarray(bank))
+        log.info("SoftPatch: %d memory items", len(bank))
+        return self
+
+
+class TailedCore(SoftPatch):
+    """Head memory (LOF-filtered coreset) union tail memory (coreset of tail images + views).
+
+    ``embedding`` picks the global image embedding TailSampler reads:
+    ``"pooled"`` (the backbone's pooled last-stage features, default) or
+    ``"patch_mean"`` (mean of the patch features; no full network pass).
+    ``tail_coreset_ratio`` defaults to ``coreset_ratio``.
+    """
+
+    name = "tailedcore"
+    requires = ("patches", "pooled")
+
+    def __init__(
+        self,
+        coreset_ratio: float = 0.1,
+        max_bank_items: int | None = None,
+        projection_dim: int | None = 128,
+        chunk_size: int | None = 16384,
+        index: str = "flat",
+        num_neighbors: int = 1,
+        lof_k: int = 6,
+        lof_discard: float = 0.15,
+        lof_projection_dim: int | None = 128,
+        tail_coreset_ratio: float | None = None,
+        tail_keep: float = 0.85,
+        tail_mass: float = 0.15,
+        embedding: str = "pooled",
+        seed: int = 0,
+        progress: bool = True,
+    ):
+        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size, index,
+                         num_neighbors, lof_k, lof_discard, lof_projection_dim, seed, progress)
+        if embedding not in EMBEDDINGS:
+            raise ValueError(f"unknown embedding '{embedding}'; choose from {', '.join(EMBEDDINGS)}")
+        self.tail_coreset_ratio = tail_coreset_ratio
+        self.tail_keep = tail_keep
+        self.tail_mass = tail_mass
+        self.embedding = embedding
+        self._view_source: Callable[[Sequence[int]], Features] | None = None
+        self.tail_result: TailSamplerResult | None = None
+        self.head_size = 0
+        self.tail_size = 0
+
+    def set_view_source(self, source: Callable[[Sequence[int]], Features] | None) -> TailedCore:
+        """Give a callable mapping training-image indices to the patch features of their
+        rotated / flipped views (e.g. :class:`~..features.views.ViewFeatures`); None = no views."""
+        self._view_source = source
+        return self
+
+    def global_embeddings(self, features: Features) -> np.ndarray:
+        if self.embedding == "pooled":
+            if features.pooled is None:
+                raise ValueError("TailedCore(embedding='pooled') needs pooled features; extract "
+                                 "with pooled=True or use embedding='patch_mean'")
+            return features.pooled
+        return features.patches.mean(axis=(1, 2))
+
+    def find_tail(self, features: Features) -> TailSamplerResult:
+        """Run TailSampler on the training images' global embeddings."""
+        return TailSampler(self.tail_keep, self.tail_mass).run(self.global_embeddings(features))
+
+    def tail_memory(self, patches: np.ndarray, tail: np.ndarray) -> np.ndarray:
+        """Coreset of the tail images' patches plus the patches of their views."""
+        d = patches.shape[-1]
+        parts = [patches[tail].reshape(-1, d)]
+        if self._view_source is not None and len(tail):
+            views = self._view_source(tail)
+            if views.patches is not None:
+                if views.patches.shape[-1] != d:
+                    raise ValueError(f"view features have dim {views.patches.shape[-1]}, training {d}")
+                parts.append(views.patches.reshape(-1, d))
+        tail_patches = np.concatenate(parts)
+        ratio = self.coreset_ratio if self.tail_coreset_ratio is None else self.tail_coreset_ratio
+        saved, self.coreset_ratio = self.coreset_ratio, ratio
+        try:
+            idx = self.select_bank(tail_patches)
+        finally:
+            self.coreset_ratio = saved
+        return tail_patches[idx]
+
+    def fit(self, features: Features, labels: np.ndarray | None = None) -> TailedCore:
+        if features.patches is None:
+            raise ValueError("TailedCore needs patch features")
+        self.tail_result = self.find_tail(features)
+        tail = self.tail_result.tail_indices
+        log.info("TailSampler: %d of %d images in tail classes (class size <= %d); histogram %s",
+                 len(tail), len(features), self.tail_result.max_k, self.tail_result.histogram.tolist())
+        head = self.head_memory(features.patches)
+        tail_bank = (self.tail_memory(features.patches, tail) if len(tail)
+                     else np.zeros((0, head.shape[1]), np.float32))
+        self.head_size, self.tail_size = len(head), len(tail_bank)
+        self._set_bank(np.ascontiguousarray(np.concatenate([tail_bank, head])))
+        log.info("TailedCore: memory %d items (tail %d + head %d)", self.bank_size, self.tail_size,
+                 self.head_size)
+        return self
+
+    # -- persistence -----------------------------------------------------------
+    def get_state(self) -> dict[str, np.ndarray]:
+        state = {"memory_bank": self.memory_bank,
+                 "sizes": np.array([self.tail_size, self.head_size], np.int64)}
+        if self.tail_result is not None:
+            state["tail_indices"] = self.tail_result.tail_indices.astype(np.int64)
+            state["class_sizes"] = self.tail_result.class_sizes.astype(np.int64)
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._set_bank(state["memory_bank"])
+        self.tail_size, self.head_size = (int(v) for v in state["sizes"])
+        if "class_sizes" in state:
+            sizes = state["class_sizes"]
+            self.tail_result = TailSamplerResult(sizes, np.zeros(len(sizes), np.float32),
+                                                 np.zeros(0, np.int64),
+                                                 int(sizes[state["tail_indices"]].max(initial=0)),
+                                                 state["tail_indices"])

@@ -1,0 +1,190 @@
+"""TailSampler, per-position LOF filter, SoftPatch and TailedCore on hand-built features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly_inspect.features.extractor import Features
+from anomaly_inspect.features.views import rotated_views, view_params
+from anomaly_inspect.scorers import Scorer, build_scorer
+from anomaly_inspect.scorers.lof_filter import local_outlier_factor, lof_keep_mask, per_position_lof
+from anomaly_inspect.scorers.tail_sampler import (
+    TailSampler,
+    class_size_histogram,
+    elbow,
+    mass_cut,
+    mode_vote,
+    trim_min_thresholds,
+)
+
+
+def clusters(sizes, dim=16, spread=0.03, seed=0):
+    """Tight clusters around orthogonal non-negative centres (like post-ReLU embeddings)."""
+    rng = np.random.default_rng(seed)
+    rows = [np.abs(np.eye(dim)[c] * 5 + rng.normal(0, spread, (n, dim))) for c, n in enumerate(sizes)]
+    return np.concatenate(rows).astype(np.float32)
+
+
+# -- TailSampler ---------------------------------------------------------------
+def test_tail_sampler_finds_the_two_image_class():
+    res = TailSampler().run(clusters([20, 20, 2]))
+    np.testing.assert_array_equal(res.tail_indices, [40, 41])
+    assert res.class_sizes[:40].min() > res.max_k
+    assert res.histogram.sum() == 42
+    assert res.is_tail.sum() == 2
+
+
+def test_tail_sampler_order_does_not_matter():
+    x = clusters([20, 20, 2], seed=1)
+    perm = np.random.default_rng(3).permutation(len(x))
+    res = TailSampler().run(x[perm])
+    assert sorted(perm[res.tail_indices].tolist()) == [40, 41]
+
+
+def test_tail_sampler_three_images_hand_checked():
+    # two identical images and one orthogonal one: row 0 = [1, 1, 0] -> tau 1 -> set {0, 1};
+    # row 2 -> set {2}. Sizes [2, 2, 1]; histogram [2, 1]; elbow 2, mass cut (0 images) -> 1.
+    x = np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32)
+    res = TailSampler().run(x)
+    np.testing.assert_array_equal(res.class_sizes, [2, 2, 1])
+    np.testing.assert_array_equal(res.histogram, [2, 1])
+    assert res.max_k == 1
+    np.testing.assert_array_equal(res.tail_indices, [2])
+
+
+def test_trim_min_threshold_hand_checked():
+    # one row, N = 4: quantised sorted [0, .75, .75, 1]; h = cos(90/2) = .707;
+    # U = [.75, .75, 1] -> floor(.85*3) = 2 -> U[-2] = .75
+    s = np.array([[1.0, 0.8, 0.8, 0.0]] * 4)
+    tau = trim_min_thresholds(s)
+    assert tau[0] == pytest.approx(0.75)
+
+
+def test_mode_vote_ties_go_to_smaller_size():
+    b = np.array([[1, 1, 0], [1, 1, 1], [0, 0, 1]], bool)  # n = [2, 3, 1]
+    np.testing.assert_array_equal(mode_vote(b), [2, 2, 1])  # col 0: {2, 3} tie -> 2
+
+
+def test_histogram_elbow_and_mass_cut():
+    np.testing.assert_array_equal(class_size_histogram([1, 1] + [17] * 40), [23, 17, 1, 1])
+    assert elbow(np.array([23, 17, 1, 1])) == 1  # (2, 1) lies 7.3 below the chord, (1, 17) 1.3 above
+    assert elbow(np.array([100, 90, 80, 5, 4])) == 80  # chord y = 100 - 24x: +14, +28, -23
+    assert mass_cut(np.array([23, 17, 1, 1]), 0.15) == 1  # 6 images allowed: the two 1s fit
+    assert mass_cut(np.array([100, 10, 5]), 0.15) == 10  # 16 allowed: 5 + 10 fit
+
+
+def test_tail_sampler_scales_to_thousands():
+    x = clusters([1500, 600, 8], dim=32)
+    res = TailSampler().run(x)
+    assert set(res.tail_indices.tolist()) == set(range(2100, 2108))
+
+
+def test_tail_sampler_rejects_bad_input():
+    with pytest.raises(ValueError, match="embedding"):
+        TailSampler().run(np.zeros((0, 4)))
+
+
+# -- LOF -----------------------------------------------------------------------
+def test_lof_matches_sklearn():
+    from sklearn.neighbors import LocalOutlierFactor
+
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    ref = -LocalOutlierFactor(n_neighbors=6).fit(x).negative_outlier_factor_
+    np.testing.assert_allclose(local_outlier_factor(x, 6), ref, rtol=1e-4)
+
+
+def test_lof_filter_removes_planted_outliers():
+    rng = np.random.default_rng(0)
+    patches = rng.normal(0, 0.1, (40, 4, 4, 24)).astype(np.float32)
+    planted = [(3, 1, 2), (17, 0, 0), (29, 3, 3), (35, 2, 1)]
+    for i, y, x in planted:
+        patches[i, y, x] += 3.0
+    scores = per_position_lof(patches, k=6)
+    for i, y, x in planted:
+        assert scores[i, y, x] == scores[:, y, x].max()
+    keep = lof_keep_mask(patches, k=6, discard=0.15)
+    assert not any(keep[p] for p in planted)
+    assert keep.mean() == pytest.approx(0.85, abs=0.01)
+
+
+# -- scorers -------------------------------------------------------------------
+def lt_features(seed=0):
+    """Head class (30 images) with one noisy image, tail class (2 images), 4x4 patches."""
+    rng = np.random.default_rng(seed)
+    head = rng.normal(0, 0.05, (30, 4, 4, 8)) + np.eye(8)[0]
+    head[5, 2, 2] += 2.0  # a defect injected into training
+    tail = rng.normal(0, 0.05, (2, 4, 4, 8)) + np.eye(8)[1]
+    patches = np.concatenate([head, tail]).astype(np.float32)
+    pooled = np.concatenate([np.abs(rng.normal(0, 0.02, (30, 8)) + np.eye(8)[0]),
+                             np.abs(rng.normal(0, 0.02, (2, 8)) + np.eye(8)[1])]).astype(np.float32)
+    return Features(patches, pooled)
+
+
+def test_softpatch_keeps_the_injected_defect_out():
+    feats = lt_features()
+    sp = build_scorer("softpatch", coreset_ratio=1.0, progress=False).fit(feats)
+    pc = build_scorer("patchcore", coreset_ratio=1.0, progress=False).fit(feats)
+    defect = feats.patches[5, 2, 2][None, None, None]
+    assert pc.score(Features(defect)).image_scores[0] == pytest.approx(0, abs=1e-3)
+    assert sp.score(Features(defect)).image_scores[0] > 1.0
+
+
+def test_tailedcore_memory_is_union_of_head_and_tail():
+    feats = lt_features()
+    calls = []
+
+    def views(idx):
+        calls.append(list(idx))
+        base = np.repeat(feats.patches[list(idx)], 3, axis=0)  # 3 distinct "views" per image
+        return Features(base + np.random.default_rng(1).normal(0, 0.01, base.shape).astype(np.float32))
+
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).set_view_source(views)
+    tc.fit(feats)
+    assert calls == [[30, 31]]
+    np.testing.assert_array_equal(tc.tail_result.tail_indices, [30, 31])
+    n_tail_patches = 2 * 16 * (1 + 3)
+    n_head_kept = int(round(32 * 16 * 0.85))
+    assert tc.tail_size == round(n_tail_patches * 0.5)
+    assert abs(tc.head_size - round(n_head_kept * 0.5)) <= 1
+    assert tc.bank_size == tc.tail_size + tc.head_size
+
+
+def test_tailedcore_without_views_and_save_load(tmp_path):
+    feats = lt_features(1)
+    tc = build_scorer("tailedcore", coreset_ratio=0.25, progress=False).fit(feats)
+    assert tc.tail_size == round(2 * 16 * 0.25)
+    tc.save(tmp_path / "m")
+    back = Scorer.load(tmp_path / "m")
+    np.testing.assert_allclose(back.score(feats).image_scores, tc.score(feats).image_scores)
+    np.testing.assert_array_equal(back.tail_result.tail_indices, tc.tail_result.tail_indices)
+    assert (back.tail_size, back.head_size) == (tc.tail_size, tc.head_size)
+
+
+def test_tailedcore_patch_mean_embedding_and_errors():
+    feats = lt_features(2)
+    tc = build_scorer("tailedcore", coreset_ratio=0.25, embedding="patch_mean", progress=False)
+    tc.fit(Features(feats.patches))
+    np.testing.assert_array_equal(tc.tail_result.tail_indices, [30, 31])
+    with pytest.raises(ValueError, match="pooled"):
+        build_scorer("tailedcore", progress=False).fit(Features(feats.patches))
+    with pytest.raises(ValueError, match="embedding"):
+        build_scorer("tailedcore", embedding="nope")
+
+
+# -- views ---------------------------------------------------------------------
+def test_rotated_views_count_and_geometry():
+    assert len(view_params("rot15flip")) == 47
+    assert len(view_params("rot30flip")) == 23
+    assert len(view_params("rotflip")) == 7
+    img = torch.zeros(1, 3, 8, 8)
+    img[..., 0, 0] = 1.0  # top-left corner
+    views = list(rotated_views(img, "rotflip"))
+    assert len(views) == 7 and all(v.shape == img.shape for v in views)
+    assert views[0][0, 0, 0, 7] == 1.0  # (0 deg, h-flip): top-right
+    smooth = torch.linspace(0, 1, 32).repeat(1, 3, 32, 1)
+    for v in rotated_views(smooth, "rot30flip"):
+        assert v.shape == smooth.shape and torch.isfinite(v).all()
+    with pytest.raises(ValueError, match="view kind"):
+        view_params("spin")

@@ -9,6 +9,20 @@ from .base import NotFittedError, Scorer, ScoreResult
 # method name -> "module:Class"; modules are imported only when used.
 _REGISTRY = {
     "patchcore": "patchcore:PatchCore",
+    # OOD scorers on pooled features (issue 3)
+    "feature_norm": "norms:FeatureNorm",
+    "block_feature_norm": "norms:BlockFeatureNorm",
+    "nan": "norms:NAN",
+    "mahalanobis": "distance:Mahalanobis",
+    "knn": "distance:KNN",
+    "knn_nan": "distance:KNNNANFusion",
+    "msp": "classifier_scorers:MSP",
+    "energy": "classifier_scorers:Energy",
+    "max_logit": "classifier_scorers:MaxLogit",
+    "head_nan": "classifier_scorers:HeadNAN",
+    "head_feature_norm": "classifier_scorers:HeadFeatureNorm",
+    "l2norm": "classifier_scorers:L2NormScore",
+    "line": "line:LINe",
 }
 
 

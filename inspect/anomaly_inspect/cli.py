@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "evaluate",
     "bench_backbone",
     "demo",
+    "ood_benchmark",
 )
 
 

@@ -211,6 +211,10 @@ def kfold_split(labels: np.ndarray, folds: int = 5, fold: int = 0, seed: int = 0
 
     if not 0 <= fold < folds:
         raise ValueError(f"fold must be in 0..{folds - 1}, got {fold}")
+    counts = np.unique(labels, return_counts=True)[1]
+    if counts.min() < folds:
+        raise ValueError(f"cannot make {folds} stratified folds: the smallest ID class has "
+                         f"{counts.min()} images (class sizes {counts.tolist()})")
     skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     train, held = list(skf.split(np.zeros(len(labels)), labels))[fold]
     return np.sort(train), np.sort(held)

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "fit",
     "screen",
     "evaluate_lt",
+    "ood_benchmark",
 )
 
 

@@ -11,6 +11,20 @@ _REGISTRY = {
     "patchcore": "patchcore:PatchCore",
     "softpatch": "tailedcore:SoftPatch",
     "tailedcore": "tailedcore:TailedCore",
+    # OOD scorers on pooled features (issue 3)
+    "feature_norm": "norms:FeatureNorm",
+    "block_feature_norm": "norms:BlockFeatureNorm",
+    "nan": "norms:NAN",
+    "mahalanobis": "distance:Mahalanobis",
+    "knn": "distance:KNN",
+    "knn_nan": "distance:KNNNANFusion",
+    "msp": "classifier_scorers:MSP",
+    "energy": "classifier_scorers:Energy",
+    "max_logit": "classifier_scorers:MaxLogit",
+    "head_nan": "classifier_scorers:HeadNAN",
+    "head_feature_norm": "classifier_scorers:HeadFeatureNorm",
+    "l2norm": "classifier_scorers:L2NormScore",
+    "line": "line:LINe",
 }
 
 

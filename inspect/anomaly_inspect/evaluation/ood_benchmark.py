@@ -1,0 +1,368 @@
+"""OOD benchmark runner: features extracted once (and cached), every scorer, every split.
+
+A benchmark config (``configs/ood/*.yaml``) names the data (ISIC ``index.csv``,
+ISIC archive layout, or an MVTec category with a held-out defect), the OOD
+splits, the backbone and the scorers. Features of each image set are computed
+once per configuration and cached on disk (pooled embedding plus per-channel
+block norms); patch scorers (PatchCore) are fitted and scored in the same pass.
+Nothing is fitted on test data or OOD labels: scorers see the ID training
+features (and ID class labels) only.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from ..config import BackboneConfig, ConfigError, FeatureConfig
+from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
+from ..data.image_io import ImageReadError
+from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
+from ..data.loader import iter_batches
+from ..data.mvtec_ood import mvtec_heldout_benchmark
+from ..data.samples import Sample
+from ..features.backbone import Backbone
+from ..features.cache import FeatureCache, cache_key, file_list_hash
+from ..features.extractor import Features
+from ..features.patch_embed import patch_embed
+from ..progress import Progress
+from ..scorers import build_scorer, get_scorer_class
+from .ood import CONVENTION, ood_metrics
+from .resources import peak_rss_mb
+
+log = logging.getLogger(__name__)
+
+SYNTHETIC_SPLITS = {
+    "ink_synth_similar": ("ink", "similar"), "ink_synth_dissimilar": ("ink", "dissimilar"),
+    "charts_synth_similar": ("chart", "similar"), "charts_synth_dissimilar": ("chart", "dissimilar"),
+}
+BENCHMARKS = ("isic", "isic_archive", "mvtec_heldout")
+
+
+@dataclass
+class ScorerSpec:
+    """One table row: a registered scorer, its parameters and which features it reads.
+
+    ``input``: ``pooled`` (default for pooled scorers), ``patches`` (PatchCore) or
+    ``block:final`` / ``block:<timm feature index>`` (per-channel block norms).
+    """
+
+    name: str
+    label: str = ""
+    params: dict[str, Any] = field(default_factory=dict)
+    input: str = ""
+
+    def __post_init__(self):
+        cls = get_scorer_class(self.name)  # raises for unknown names
+        self.label = self.label or self.name
+        if not self.input:
+            if self.name == "block_feature_norm":
+                self.input = "block:final"
+            else:
+                self.input = "patches" if "patches" in cls.requires else "pooled"
+
+
+@dataclass
+class OODBenchmarkConfig:
+    benchmark: str
+    data: dict[str, Any]
+    splits: list[str]
+    scorers: list[ScorerSpec]
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    synthetic: dict[str, Any] = field(default_factory=dict)
+    cache_dir: str = ".cache/anomaly-inspect/ood"
+    seed: int = 0
+    source: str = "config"
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> OODBenchmarkConfig:
+        data = dict(data or {})
+        known = {f.name for f in fields(cls)} - {"source"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"{source}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
+        for key in ("benchmark", "data", "splits", "scorers"):
+            if key not in data:
+                raise ConfigError(f"{source}: missing required key '{key}'")
+        if data["benchmark"] not in BENCHMARKS:
+            raise ConfigError(f"{source}: benchmark must be one of {BENCHMARKS}, got {data['benchmark']!r}")
+        try:
+            specs = [ScorerSpec(**s) if isinstance(s, dict) else ScorerSpec(str(s)) for s in data.pop("scorers")]
+            bb = BackboneConfig(**(data.pop("backbone", None) or {}))
+            ft = FeatureConfig(**(data.pop("features", None) or {}))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        if not specs or not data["splits"]:
+            raise ConfigError(f"{source}: 'scorers' and 'splits' must not be empty")
+        return cls(scorers=specs, backbone=bb, features=ft, source=source, **data)
+
+
+def load_ood_config(path: Path | str) -> OODBenchmarkConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return OODBenchmarkConfig.from_dict(data, str(path))
+
+
+# --- data ----------------------------------------------------------------------------------
+def _path(value: Any, data_root: Path | None, key: str) -> Path:
+    if value is None:
+        raise ConfigError(f"data.{key} is required")
+    p = Path(value)
+    return p if p.is_absolute() or data_root is None else data_root / p
+
+
+def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[OODData, dict]:
+    """ID / OOD samples for the configured splits, plus a record of how synthetic sets were made."""
+    d = cfg.data
+    synth_info: dict = {}
+    if cfg.benchmark == "isic":
+        root = _path(d.get("root"), data_root, "root")
+        real = [s for s in cfg.splits if s in REAL_SPLITS]
+        bad = [s for s in cfg.splits if s not in REAL_SPLITS and s not in SYNTHETIC_SPLITS]
+        if bad:
+            raise ConfigError(f"{cfg.source}: unknown ISIC splits {bad}; available: "
+                              f"{', '.join(REAL_SPLITS + tuple(SYNTHETIC_SPLITS))}")
+        colours = d.get("colours_csv")
+        data = isic_index_benchmark(root, _path(colours, data_root, "colours_csv") if colours else None, real)
+        synth = [s for s in cfg.splits if s in SYNTHETIC_SPLITS]
+        if synth:
+            rule = ColourRule(tuple(cfg.synthetic.get("roi_rgb", (176.0, 116.0, 77.0))),
+                              float(cfg.synthetic.get("threshold", 115.0)))
+            seed = int(cfg.synthetic.get("seed", cfg.seed))
+            sources = [s.path for s in data.id_test]
+            base = Path(cfg.cache_dir) / "synthetic" / cache_key(
+                {"files": file_list_hash(sources), "rule": asdict(rule), "seed": seed, "v": 1})
+            synth_info = {"rule": rule.describe(), "roi_rgb": list(rule.roi_rgb),
+                          "threshold": rule.threshold, "seed": seed, "source": "ID-test images",
+                          "folder": str(base), "splits": {}}
+            for name in synth:
+                kind, group = SYNTHETIC_SPLITS[name]
+                recs = make_synthetic_set(sources, SyntheticSpec(kind, group, rule, seed), base / name)
+                data.ood[name] = [Sample(Path(r.path), 1, "synthetic", name) for r in recs]
+                dist = np.array([r.distance for r in recs])
+                synth_info["splits"][name] = {
+                    "n": len(recs), "colours": sorted({r.colour for r in recs}),
+                    "distance_min": float(dist.min()), "distance_max": float(dist.max()),
+                    "all_follow_rule": bool(all(r.rule_similar == (group == "similar") for r in recs)),
+                    "manifest": str(base / name / "manifest.csv")}
+        data.ood = {s: data.ood[s] for s in cfg.splits}
+    elif cfg.benchmark == "isic_archive":
+        lists = {k: _path(v, data_root, f"ood_lists.{k}") for k, v in (d.get("ood_lists") or {}).items()}
+        data = isic_archive_benchmark(_path(d.get("image_dir"), data_root, "image_dir"),
+                                      _path(d.get("metadata_csv"), data_root, "metadata_csv"),
+                                      _path(d.get("id_list"), data_root, "id_list"), lists,
+                                      int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+        data.ood = {s: data.ood[s] for s in cfg.splits}
+    else:
+        manifest = d.get("colour_manifest")
+        data = mvtec_heldout_benchmark(
+            _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
+            d.get("ood_groups") or {}, Path(manifest) if manifest else None,
+            int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+        missing = [s for s in cfg.splits if s not in data.ood]
+        if missing:
+            raise ConfigError(f"{cfg.source}: splits {missing} are not defined in data.ood_groups")
+        data.ood = {s: data.ood[s] for s in cfg.splits}
+    empty = [k for k, v in data.ood.items() if not v]
+    if empty:
+        raise ValueError(f"{cfg.source}: OOD splits with no images: {empty}")
+    return data, synth_info
+
+
+# --- features ------------------------------------------------------------------------------
+class OODFeatureExtractor:
+    """One pass per image: pooled embedding, per-channel block norms and (optionally) patches."""
+
+    def __init__(self, backbone: Backbone, features: FeatureConfig):
+        self.backbone = backbone
+        self.cfg = features
+        self.transform = backbone.transform_config(features.image_size, features.crop_size)
+
+    def run(self, samples: list[Sample], want_patches: bool, on_patches, progress: Progress) -> dict:
+        paths = [s.path for s in samples]
+        pooled, blocks = [], {}
+        model = self.backbone.model
+        for batch in iter_batches(paths, self.transform, self.cfg.batch_size):
+            if batch.errors:
+                i, reason = batch.errors[0]
+                raise ImageReadError(paths[i], reason)
+            x = torch.from_numpy(batch.images)
+            with torch.inference_mode():
+                final, inter = model.forward_intermediates(
+                    x, indices=list(self.backbone.layers), intermediates_only=False)
+                pooled.append(model.forward_head(final, pre_logits=True).float().numpy())
+                for name, fmap in [("final", final), *zip(map(str, self.backbone.layers), inter, strict=True)]:
+                    norms = fmap.clamp_min(0).pow(2).sum(dim=(2, 3)).sqrt()
+                    blocks.setdefault(name, []).append(norms.float().numpy())
+                if want_patches:
+                    emb = patch_embed(inter, self.cfg.aggregate, self.cfg.embed_dim)
+                    on_patches(np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))
+            progress.update(len(batch.indices))
+        out = {"pooled": np.concatenate(pooled)}
+        out.update({f"block_{k}": np.concatenate(v) for k, v in blocks.items()})
+        return out
+
+
+def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
+    if spec.input == "pooled":
+        return Features(pooled=arrays["pooled"])
+    if spec.input.startswith("block:"):
+        key = "block_" + spec.input.split(":", 1)[1]
+        if key not in arrays:
+            raise ConfigError(f"scorer '{spec.label}': no block '{spec.input}'; available: "
+                              f"{', '.join('block:' + k[6:] for k in arrays if k.startswith('block_'))}")
+        # per-channel L2 norms as 1x1 maps: the block feature norm of these equals that of the maps
+        return Features(patches=arrays[key][:, None, None, :])
+    raise ConfigError(f"scorer '{spec.label}': unknown input '{spec.input}'")
+
+
+# --- run -----------------------------------------------------------------------------------
+def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
+                      progress: bool = True) -> dict:
+    t0 = time.perf_counter()
+    torch.manual_seed(cfg.seed)
+    data, synth_info = build_data(cfg, data_root)
+    t_data = time.perf_counter() - t0
+    backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed)
+    extractor = OODFeatureExtractor(backbone, cfg.features)
+    cache = FeatureCache(cfg.cache_dir)
+    sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}
+    feat_extra = {"v": 1, "kind": "pooled+block_norms"}
+
+    patch_specs = [s for s in cfg.scorers if s.input == "patches"]
+    pc_extra = {
+        s.label: {"v": 1, "kind": "patch_scores", "scorer": s.name, "params": s.params,
+                  "aggregate": cfg.features.aggregate, "embed_dim": cfg.features.embed_dim,
+                  "seed": cfg.seed, "train": file_list_hash([x.path for x in data.id_train])}
+        for s in patch_specs}
+
+    def desc(name: str, extra: dict) -> dict:
+        return cache.describe(backbone, cfg.features.image_size, cfg.features.crop_size,
+                              [x.path for x in sets[name]], extra)
+
+    arrays: dict[str, dict] = {}
+    patch_scores: dict[str, dict[str, np.ndarray]] = {s.label: {} for s in patch_specs}
+    for s in patch_specs:
+        for name in sets:
+            if name != "id_train" and (hit := cache.load(desc(name, pc_extra[s.label]))) is not None:
+                patch_scores[s.label][name] = hit["scores"]
+    need_patch = [s for s in patch_specs if len(patch_scores[s.label]) < len(sets) - 1]
+    fitted_patch = {}
+    n_extracted = 0
+    t1 = time.perf_counter()
+    with Progress(sum(map(len, sets.values())), "features", enabled=progress) as bar:
+        for name, samples in sets.items():
+            cached = cache.load(desc(name, feat_extra))
+            missing_patch = [s for s in need_patch if name == "id_train" or name not in patch_scores[s.label]]
+            if cached is not None and not missing_patch:
+                arrays[name] = cached
+                bar.update(len(samples))
+                continue
+            collected: list[np.ndarray] = []
+            scored: dict[str, list[np.ndarray]] = {s.label: [] for s in missing_patch}
+
+            def on_patches(p: np.ndarray, name=name, collected=collected, scored=scored,
+                           missing=missing_patch) -> None:
+                if name == "id_train":
+                    collected.append(p)
+                else:
+                    for s in missing:
+                        scored[s.label].append(fitted_patch[s.label].score(Features(patches=p)).image_scores)
+
+            log.info("extracting %s (%d images)", name, len(samples))
+            out = extractor.run(samples, bool(missing_patch), on_patches, bar)
+            n_extracted += len(samples)
+            if cached is None:
+                cache.save(desc(name, feat_extra), out)
+            arrays[name] = out
+            if name == "id_train":
+                train_patches = Features(patches=np.concatenate(collected)) if collected else None
+                for s in missing_patch:
+                    params = {"seed": cfg.seed, "progress": progress} | s.params
+                    fitted_patch[s.label] = build_scorer(s.name, **params).fit(
+                        train_patches, data.id_train_labels)
+                del collected[:], train_patches
+            else:
+                for s in missing_patch:
+                    patch_scores[s.label][name] = np.concatenate(scored[s.label])
+                    cache.save(desc(name, pc_extra[s.label]), {"scores": patch_scores[s.label][name]})
+    t_features = time.perf_counter() - t1
+
+    results, timings = [], {}
+    for spec in cfg.scorers:
+        t = time.perf_counter()
+        if spec.input == "patches":
+            scores = patch_scores[spec.label]
+        else:
+            params = dict(spec.params)
+            if "seed" in _init_params(get_scorer_class(spec.name)):
+                params.setdefault("seed", cfg.seed)
+            scorer = build_scorer(spec.name, **params)
+            scorer.fit(_features_for(spec, arrays["id_train"]), data.id_train_labels)
+            scores = {n: scorer.score(_features_for(spec, arrays[n])).image_scores
+                      for n in sets if n != "id_train"}
+        for split in data.ood:
+            m = ood_metrics(scores["id_test"], scores[split])
+            results.append({"scorer": spec.label, "method": spec.name, "split": split,
+                            "auroc": round(m.auroc, 4), "fpr_at_tpr80": round(m.fpr_at_tpr80, 4),
+                            "fpr_at_tpr95": round(m.fpr_at_tpr95, 4), "n_id": m.n_id, "n_ood": m.n_ood})
+        timings[spec.label] = round(time.perf_counter() - t, 3)
+    return {
+        "benchmark": cfg.benchmark,
+        "dataset": data.name,
+        "config": cfg.source,
+        "convention": CONVENTION,
+        "results": results,
+        "sets": {"id_train": len(data.id_train), "id_test": len(data.id_test),
+                 **{k: len(v) for k, v in data.ood.items()}},
+        "id_train_class_counts": {str(k): int(v) for k, v in
+                                  zip(*np.unique(data.id_train_labels, return_counts=True), strict=True)},
+        "notes": data.notes,
+        "synthetic": synth_info,
+        "backbone": {"name": backbone.name, "layers": list(backbone.layers),
+                     "weights": backbone.weight_source.to_dict(), "image_size": cfg.features.image_size},
+        "timings_s": {"data": round(t_data, 2), "features": round(t_features, 2),
+                      "images_extracted": n_extracted, "scorers": timings,
+                      "total": round(time.perf_counter() - t0, 2)},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+    }
+
+
+def _init_params(cls: type) -> set[str]:
+    import inspect
+
+    return set(inspect.signature(cls.__init__).parameters)
+
+
+def format_table(report: dict) -> str:
+    """Rows: scorers; columns: splits (with sizes); cells: AUROC / FPR@TPR80."""
+    splits = list(dict.fromkeys(r["split"] for r in report["results"]))
+    scorers = list(dict.fromkeys(r["scorer"] for r in report["results"]))
+    cell = {(r["scorer"], r["split"]): f"{r['auroc']:.3f} / {r['fpr_at_tpr80']:.2f}"
+            for r in report["results"]}
+    sizes = report["sets"]
+    heads = [f"{s} ({sizes[s]})" for s in splits]
+    w0 = max(len("scorer"), *map(len, scorers))
+    widths = [max(len(h), 14) for h in heads]
+    lines = [f"AUROC / FPR@TPR80 ({report['dataset']}; ID test {sizes['id_test']}, "
+             f"ID train {sizes['id_train']}; ID = positive)",
+             "  ".join([f"{'scorer':<{w0}}", *(f"{h:>{w}}" for h, w in zip(heads, widths, strict=True))])]
+    for sc in scorers:
+        lines.append("  ".join([f"{sc:<{w0}}", *(f"{cell.get((sc, s), '-'):>{w}}"
+                                                 for s, w in zip(splits, widths, strict=True))]))
+    return "\n".join(lines)

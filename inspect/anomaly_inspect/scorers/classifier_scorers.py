@@ -1,0 +1,119 @@
+"""OOD scorers on a classifier head trained on ID features with ID class labels.
+
+Every scorer here trains its own :class:`~.classifier_head.HeadWeights` in
+``fit(features, labels)`` (deterministic from ``seed``, so equal settings give
+the same head) and returns the negated confidence of its method:
+
+* ``msp``: max softmax probability (Hendrycks & Gimpel 2017).
+* ``energy``: logsumexp of the logits (Liu et al. 2020, T = 1).
+* ``max_logit``: largest logit (Hendrycks et al. 2022).
+* ``head_nan``: NAN = ||a||_1 / ||a||_0 of the head's hidden layer.
+* ``head_feature_norm``: ||a||_2 of the head's hidden layer.
+* ``l2norm``: Haas et al. (2023): the head is trained with L2-normalised hidden
+  features, and the score is the *un-normalised* ||a||_2 at test time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.special import logsumexp, softmax
+
+from ..features.extractor import Features
+from .base import Scorer, ScoreResult
+from .classifier_head import HeadConfig, HeadWeights, train_head
+from .norms import feature_norm, nan_confidence
+
+
+class HeadScorer(Scorer):
+    """Shared fit / state for classifier-head scorers; subclasses define ``confidence``."""
+
+    requires = ("pooled",)
+    default_l2_normalize = False
+
+    def __init__(self, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
+                 weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0,
+                 l2_normalize: bool | None = None, seed: int = 0):
+        self.hidden = hidden
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.dropout = dropout
+        self.l2_normalize = self.default_l2_normalize if l2_normalize is None else l2_normalize
+        self.seed = seed
+        self.head: HeadWeights | None = None
+
+    def _pooled(self, features: Features) -> np.ndarray:
+        if features.pooled is None:
+            raise ValueError(f"{self.name} needs pooled features, but they were not extracted")
+        return features.pooled
+
+    def head_config(self) -> HeadConfig:
+        return HeadConfig(self.hidden, self.epochs, self.lr, self.weight_decay, self.batch_size,
+                          self.dropout, self.l2_normalize, self.seed)
+
+    def fit(self, features: Features, labels: np.ndarray | None = None) -> HeadScorer:
+        if labels is None:
+            raise ValueError(f"{self.name} trains a classifier head and needs ID class labels")
+        self.head = train_head(self._pooled(features), labels, self.head_config())
+        self._after_fit(features, np.asarray(labels))
+        self._fitted = True
+        return self
+
+    def _after_fit(self, features: Features, labels: np.ndarray) -> None:
+        """Hook for scorers that pre-compute statistics from training data."""
+
+    def confidence(self, x: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def score(self, features: Features) -> ScoreResult:
+        self._check_fitted()
+        return ScoreResult((-self.confidence(self._pooled(features))).astype(np.float32))
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return self.head.to_state()
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.head = HeadWeights.from_state(state)
+
+
+class MSP(HeadScorer):
+    name = "msp"
+
+    def confidence(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.head.logits(x), axis=1).max(axis=1)
+
+
+class Energy(HeadScorer):
+    name = "energy"
+
+    def confidence(self, x: np.ndarray) -> np.ndarray:
+        return logsumexp(self.head.logits(x), axis=1)
+
+
+class MaxLogit(HeadScorer):
+    name = "max_logit"
+
+    def confidence(self, x: np.ndarray) -> np.ndarray:
+        return self.head.logits(x).max(axis=1)
+
+
+class HeadNAN(HeadScorer):
+    name = "head_nan"
+
+    def confidence(self, x: np.ndarray) -> np.ndarray:
+        return nan_confidence(self.head.hidden(x))
+
+
+class HeadFeatureNorm(HeadScorer):
+    name = "head_feature_norm"
+
+    def confidence(self, x: np.ndarray) -> np.ndarray:
+        return feature_norm(self.head.hidden(x), 2.0)
+
+
+class L2NormScore(HeadFeatureNorm):
+    """Haas et al.: L2-normalised training, un-normalised feature norm at test time."""
+
+    name = "l2norm"
+    default_l2_normalize = True

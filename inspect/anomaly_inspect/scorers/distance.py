@@ -1,0 +1,141 @@
+"""Distance scorers on pooled features: Mahalanobis (shrinkage covariance), deep kNN, kNN / NAN.
+
+Mahalanobis: one Gaussian of the ID training features (label-free, the
+default) or class means with a shared covariance (Lee et al. 2018) when
+``class_conditional`` and labels are given; the covariance is Ledoit-Wolf
+shrunk so that it is invertible with fewer images than dimensions.
+Deep kNN (Sun et al. 2022): distance to the k-th nearest ID training feature,
+on L2-normalised features by default (``normalize=False, reduction="mean",
+k=20`` gives the un-normalised mean-distance variant of the IGE benchmark).
+kNN / NAN (Park et al. 2023, Sec. 6.2): the kNN distance divided by NAN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.covariance import LedoitWolf
+
+from ..features.extractor import Features
+from .base import Scorer, ScoreResult
+from .nn_index import NearestNeighbours
+from .norms import EPS, nan_confidence
+
+
+def _pooled(features: Features, who: str) -> np.ndarray:
+    if features.pooled is None:
+        raise ValueError(f"{who} needs pooled features, but they were not extracted")
+    return np.asarray(features.pooled, dtype=np.float64)
+
+
+def _l2_normalise(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), EPS)
+
+
+class Mahalanobis(Scorer):
+    """Score = min over class means of the squared Mahalanobis distance (shrunk covariance)."""
+
+    name = "mahalanobis"
+    requires = ("pooled",)
+
+    def __init__(self, class_conditional: bool = False, shrinkage: float | None = None):
+        self.class_conditional = class_conditional
+        self.shrinkage = shrinkage  # None = Ledoit-Wolf estimate, else fixed in [0, 1]
+        self.means: np.ndarray | None = None
+        self.precision: np.ndarray | None = None
+
+    def fit(self, features: Features, labels: np.ndarray | None = None) -> Mahalanobis:
+        x = _pooled(features, self.name)
+        if len(x) < 2:
+            raise ValueError(f"{self.name}: needs at least 2 training images, got {len(x)}")
+        if self.class_conditional:
+            if labels is None:
+                raise ValueError(f"{self.name}: class_conditional=True needs ID class labels")
+            labels = np.asarray(labels)
+            classes = np.unique(labels)
+            means = np.stack([x[labels == c].mean(0) for c in classes])
+            centred = x - means[np.searchsorted(classes, labels)]
+        else:
+            means = x.mean(0, keepdims=True)
+            centred = x - means
+        if self.shrinkage is None:
+            cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
+        else:
+            if not 0.0 <= self.shrinkage <= 1.0:
+                raise ValueError(f"{self.name}: shrinkage must be in [0, 1], got {self.shrinkage}")
+            emp = centred.T @ centred / len(centred)
+            mu = np.trace(emp) / emp.shape[0]
+            cov = (1 - self.shrinkage) * emp + self.shrinkage * mu * np.eye(emp.shape[0])
+        self.means = means
+        self.precision = np.linalg.pinv(cov, hermitian=True)
+        self._fitted = True
+        return self
+
+    def score(self, features: Features) -> ScoreResult:
+        self._check_fitted()
+        x = _pooled(features, self.name)
+        d = np.stack([
+            np.einsum("nd,de,ne->n", x - m, self.precision, x - m) for m in self.means
+        ], axis=1)
+        return ScoreResult(d.min(axis=1).astype(np.float32))
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"means": self.means, "precision": self.precision}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.means, self.precision = state["means"], state["precision"]
+
+
+class KNN(Scorer):
+    """Deep kNN: distance to the k-th nearest (or mean of k nearest) ID training feature."""
+
+    name = "knn"
+    requires = ("pooled",)
+
+    def __init__(self, k: int = 5, normalize: bool = True, reduction: str = "kth"):
+        if reduction not in ("kth", "mean"):
+            raise ValueError(f"knn: reduction must be 'kth' or 'mean', got '{reduction}'")
+        if k < 1:
+            raise ValueError(f"knn: k must be >= 1, got {k}")
+        self.k = k
+        self.normalize = normalize
+        self.reduction = reduction
+        self.bank: np.ndarray | None = None
+        self._nn: NearestNeighbours | None = None
+
+    def _prep(self, features: Features) -> np.ndarray:
+        x = _pooled(features, self.name)
+        return (_l2_normalise(x) if self.normalize else x).astype(np.float32)
+
+    def fit(self, features: Features, labels: np.ndarray | None = None) -> KNN:
+        bank = self._prep(features)
+        if len(bank) < self.k:
+            raise ValueError(f"{self.name}: k={self.k} but only {len(bank)} training images")
+        self.bank = bank
+        self._nn = NearestNeighbours("flat").fit(bank)
+        self._fitted = True
+        return self
+
+    def distances(self, features: Features) -> np.ndarray:
+        self._check_fitted()
+        dist, _ = self._nn.search(self._prep(features), self.k)
+        return dist[:, -1] if self.reduction == "kth" else dist.mean(axis=1)
+
+    def score(self, features: Features) -> ScoreResult:
+        return ScoreResult(self.distances(features).astype(np.float32))
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"bank": self.bank}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.bank = np.ascontiguousarray(state["bank"], dtype=np.float32)
+        self._nn = NearestNeighbours("flat").fit(self.bank)
+
+
+class KNNNANFusion(KNN):
+    """Score = kNN distance / NAN(pooled): NAN re-calibrates the distance (Park et al. 2023)."""
+
+    name = "knn_nan"
+
+    def score(self, features: Features) -> ScoreResult:
+        nan = nan_confidence(_pooled(features, self.name))
+        return ScoreResult((self.distances(features) / (nan + EPS)).astype(np.float32))

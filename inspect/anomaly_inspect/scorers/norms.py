@@ -1,0 +1,107 @@
+"""Label-free norm scorers on backbone features: feature norm, block feature norm, NAN.
+
+All three read activations only (no memory bank, no labels); ``fit`` just
+checks the training features. Each returns an anomaly score (higher = more
+OOD), i.e. the negated confidence of the published method.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..features.extractor import Features
+from .base import Scorer, ScoreResult
+
+EPS = 1e-6
+
+
+def _as_2d(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(len(a), -1)
+
+
+def feature_norm(a: np.ndarray, p: float = 2.0) -> np.ndarray:
+    """Lp norm of each row of ``a`` (N, ...) -> (N,); the confidence of norm-based OOD."""
+    return np.linalg.norm(_as_2d(a), ord=p, axis=1)
+
+
+def block_feature_norm(maps: np.ndarray) -> np.ndarray:
+    """Yu et al. (CVPR 2023): ReLU, per-channel L2 over H x W, mean over channels.
+
+    ``maps``: (N, H, W, C) channels-last block outputs -> (N,) confidences.
+    """
+    maps = np.asarray(maps, dtype=np.float64)
+    if maps.ndim != 4:
+        raise ValueError(f"block feature norm needs (N, H, W, C) maps, got shape {maps.shape}")
+    per_channel = np.sqrt((np.maximum(maps, 0.0) ** 2).sum(axis=(1, 2)))  # (N, C)
+    return per_channel.mean(axis=1)
+
+
+def nan_confidence(a: np.ndarray) -> np.ndarray:
+    """Negative-aware norm (Park et al., ICCV 2023): ||a||_1 / ||a||_0.
+
+    ||a||_0 counts the active units (a_i > 0). An all-inactive vector gives 0
+    (as in the reference implementation's ``+ 1e-6`` in the denominator).
+    """
+    a = _as_2d(a)
+    active = (a > 0).sum(axis=1)
+    return np.abs(a).sum(axis=1) / (active + EPS)
+
+
+class _Stateless(Scorer):
+    """Scorers with no fitted state: ``fit`` only validates the input."""
+
+    requires = ("pooled",)
+
+    def _input(self, features: Features) -> np.ndarray:
+        field = self.requires[0]
+        arr = getattr(features, field)
+        if arr is None:
+            raise ValueError(f"{self.name} needs '{field}' features, but they were not extracted")
+        return arr
+
+    def fit(self, features: Features, labels: np.ndarray | None = None) -> _Stateless:
+        if len(self._input(features)) == 0:
+            raise ValueError(f"{self.name}: no training features")
+        self._fitted = True
+        return self
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {"fitted": np.ones(1, np.uint8)}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self._fitted = True
+
+
+class FeatureNorm(_Stateless):
+    """Score = -||pooled||_p (default p = 2): in-distribution images have larger norms."""
+
+    name = "feature_norm"
+
+    def __init__(self, p: float = 2.0):
+        self.p = p
+
+    def score(self, features: Features) -> ScoreResult:
+        self._check_fitted()
+        return ScoreResult((-feature_norm(self._input(features), self.p)).astype(np.float32))
+
+
+class BlockFeatureNorm(_Stateless):
+    """Score = -block feature norm of a block's (N, h, w, C) maps (``Features.patches``)."""
+
+    name = "block_feature_norm"
+    requires = ("patches",)
+
+    def score(self, features: Features) -> ScoreResult:
+        self._check_fitted()
+        return ScoreResult((-block_feature_norm(self._input(features))).astype(np.float32))
+
+
+class NAN(_Stateless):
+    """Score = -NAN(pooled): label-free, bank-free, hyper-parameter free."""
+
+    name = "nan"
+
+    def score(self, features: Features) -> ScoreResult:
+        self._check_fitted()
+        return ScoreResult((-nan_confidence(self._input(features))).astype(np.float32))

@@ -1,0 +1,96 @@
+"""End-to-end OOD benchmark on a small real ISIC subset (features cached between runs) and CLI errors."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.config import ConfigError
+from anomaly_inspect.evaluation.ood_benchmark import (
+    OODBenchmarkConfig,
+    format_table,
+    load_ood_config,
+    run_ood_benchmark,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _subset_index(src: Path, dst: Path) -> Path:
+    """A small index.csv over the real images (absolute paths; no image is copied)."""
+    with (src / "index.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    ann = [r for r in rows if r["artefacts_annotated"] == "1"]
+    clean = [r for r in ann if r["ink"] == r["patches"] == r["ruler"] == "0"]
+    train = [r for r in clean if r["split"] == "train"]
+    pick = (train[::20][:30] + [r for r in clean if r["split"] != "train"][::15][:16]
+            + [r for r in ann if r["ink"] == "1" and r["patches"] == "0"][::40][:10]
+            + [r for r in ann if r["patches"] == "1"][::14][:10])
+    dst.mkdir(parents=True)
+    with (dst / "index.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in pick:
+            w.writerow(r | {"path": str(src / r["path"])})
+    (dst / "labels").mkdir()
+    (dst / "labels" / "artefact_colours.csv").write_bytes(
+        (src / "labels" / "artefact_colours.csv").read_bytes())
+    return dst
+
+
+@pytest.mark.slow
+def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
+    root = _subset_index(shared_data / "isic2017_256", tmp_path / "isic")
+    scorers = ["feature_norm", "block_feature_norm", "nan", "mahalanobis", "knn", "msp", "head_nan",
+               "l2norm", "line", {"name": "patchcore", "params": {"coreset_ratio": 0.01}}]
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "isic", "data": {"root": str(root)},
+        "splits": ["ink_all", "charts_all", "charts_synth_similar", "ink_synth_dissimilar"],
+        "scorers": scorers, "cache_dir": str(tmp_path / "cache"),
+        "features": {"batch_size": 16}})
+    report = run_ood_benchmark(cfg, progress=False)
+    assert report["sets"]["id_train"] == 30 and report["sets"]["id_test"] == 16
+    assert report["sets"]["charts_synth_similar"] == 16
+    assert report["synthetic"]["splits"]["charts_synth_similar"]["all_follow_rule"]
+    assert len(report["results"]) == 10 * 4
+    for r in report["results"]:
+        assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["fpr_at_tpr80"] <= 1.0
+    res = {(r["scorer"], r["split"]): r["auroc"] for r in report["results"]}
+    # colour charts are far from ID even with 30 training images (full data: about 0.92-0.96)
+    assert res[("knn", "charts_all")] > 0.7
+    table = format_table(report)
+    assert "charts_all (10)" in table and "patchcore" in table
+    # second run: every feature and patch score comes from the cache
+    again = run_ood_benchmark(cfg, progress=False)
+    assert again["timings_s"]["images_extracted"] == 0
+    assert again["results"] == report["results"]
+
+
+def test_repo_configs_parse():
+    for path in sorted((REPO / "configs" / "ood").glob("*.yaml")):
+        cfg = load_ood_config(path)
+        assert cfg.scorers and cfg.splits
+
+
+def test_config_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\nscorers: [nope]\n")
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        load_ood_config(bad)
+    bad.write_text("benchmark: isic\nsplits: [ink_all]\nscorers: [nan]\nextra: 1\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown keys \['extra'\]"):
+        load_ood_config(bad)
+    assert main(["ood-benchmark", "--config", str(tmp_path / "missing.yaml"), "--quiet"]) == 1
+
+
+def test_cli_reports_missing_data(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("benchmark: isic\ndata: {root: nowhere}\nsplits: [ink_all]\nscorers: [nan]\n")
+    assert main(["ood-benchmark", "--config", str(cfg), "--data-root", str(tmp_path), "--quiet",
+                 "--output-json", str(tmp_path / "o.json")]) == 1
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "index.csv" in err
+    assert not (tmp_path / "o.json").exists()

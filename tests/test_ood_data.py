@@ -1,0 +1,200 @@
+"""ISIC / MVTec OOD adapters, synthetic artefacts and the feature cache (generated data)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+
+from anomaly_inspect.data.artefacts import (
+    ColourRule,
+    SyntheticSpec,
+    draw_artefact,
+    draw_chart,
+    draw_ink,
+    make_synthetic_set,
+)
+from anomaly_inspect.data.isic import (
+    isic_archive_benchmark,
+    isic_index_benchmark,
+    read_id_list,
+)
+from anomaly_inspect.data.layout import DatasetLayoutError
+from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark, read_colour_manifest
+from anomaly_inspect.features.cache import FeatureCache, file_list_hash
+
+HEADER = ["image_id", "split", "path", "melanoma_isic2017", "bissoto_label", "artefacts_annotated",
+          "dark_corner", "hair", "gel_border", "gel_bubble", "ruler", "ink", "patches"]
+
+
+def _img(path: Path, colour=(170, 120, 90), size=64) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.full((size, size, 3), colour, np.uint8)
+    cv2.imwrite(str(path), img)
+    return path
+
+
+def _isic_root(tmp_path: Path) -> Path:
+    root = tmp_path / "isic"
+    rows = []
+    def add(iid, split, mel, ann, ruler=0, ink=0, patches=0):
+        _img(root / "imgs" / f"{iid}.png")
+        rows.append([iid, split, f"imgs/{iid}.png", "" if mel is None else mel, "", ann,
+                     0, 0, 0, 0, ruler, ink, patches])
+    add("ID1", "train", 0, 1); add("ID2", "train", 1, 1); add("ID3", "train", 0, 1)  # noqa: E702
+    add("RUL", "train", 0, 1, ruler=1)           # ruler -> neither ID nor OOD
+    add("UNA", "train", 0, 0)                     # not annotated -> excluded
+    add("T1", "val", 0, 1); add("T2", "test", None, 1)  # noqa: E702  (test labels may be missing)
+    add("INKR", "test", None, 1, ink=1); add("INKP", "train", 0, 1, ink=1)  # noqa: E702
+    add("INKN", "val", 0, 1, ink=1)              # ink not visible -> only in ink_all
+    add("BOTH", "train", 0, 1, ink=1, patches=1)  # chart + ink -> charts only
+    add("CHY", "val", 0, 1, patches=1); add("CHB", "test", None, 1, patches=1)  # noqa: E702
+    add("CHM", "train", 0, 1, patches=1)          # mixed colours -> only charts_all
+    with (root / "index.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        w.writerows(rows)
+    (root / "labels").mkdir()
+    colours = [("INKR", "red", "none"), ("INKP", "purple", "none"), ("INKN", "none", "none"),
+               ("BOTH", "purple", "blue"), ("CHY", "none", "yellow+orange"), ("CHB", "none", "blue"),
+               ("CHM", "none", "orange+green")]
+    with (root / "labels" / "artefact_colours.csv").open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["image_id", "ink", "patches", "ink_colour", "chart_colour", "confidence"])
+        w.writerows([(i, 1, 0, a, b, "high") for i, a, b in colours])
+    return root
+
+
+def test_isic_index_splits_on_generated_manifest(tmp_path):
+    d = isic_index_benchmark(_isic_root(tmp_path))
+    names = lambda s: sorted(x.path.stem for x in s)  # noqa: E731
+    assert names(d.id_train) == ["ID1", "ID2", "ID3"]
+    assert d.id_train_labels.tolist() == [0, 1, 0]
+    assert names(d.id_test) == ["T1", "T2"]
+    assert names(d.ood["ink_all"]) == ["INKN", "INKP", "INKR"]
+    assert names(d.ood["ink_similar"]) == ["INKR"]
+    assert names(d.ood["ink_dissimilar"]) == ["INKP"]
+    assert names(d.ood["charts_all"]) == ["BOTH", "CHB", "CHM", "CHY"]
+    assert names(d.ood["charts_similar"]) == ["CHY"]
+    assert names(d.ood["charts_dissimilar"]) == ["BOTH", "CHB"]
+
+
+def test_isic_index_errors_name_the_file(tmp_path):
+    root = tmp_path / "bad"
+    root.mkdir()
+    (root / "index.csv").write_text("image_id,split\nA,train\n")
+    with pytest.raises(DatasetLayoutError, match=r"index\.csv: missing columns"):
+        isic_index_benchmark(root)
+    with pytest.raises(FileNotFoundError, match="index.csv"):
+        isic_index_benchmark(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="unknown ISIC OOD splits"):
+        isic_index_benchmark(_isic_root(tmp_path), splits=["ink_pink"])
+
+
+def test_isic_archive_layout(tmp_path):
+    images = tmp_path / "archive"
+    ids = [f"ISIC_{i:07d}" for i in range(10)]
+    for i in ids:
+        _img(images / f"{i}.jpg")
+    (tmp_path / "meta.csv").write_text("isic_id,benign_malignant\n" + "".join(
+        f"{i},{'malignant' if n % 2 else 'benign'}\n" for n, i in enumerate(ids)))
+    (tmp_path / "id.txt").write_text("# ID images\n" + "\n".join(ids[:8]) + "\n")
+    (tmp_path / "red.txt").write_text(f"{ids[8]}.jpg\n{ids[9]}\n")
+    d = isic_archive_benchmark(images, tmp_path / "meta.csv", tmp_path / "id.txt",
+                               {"ink_red": tmp_path / "red.txt"}, folds=4, fold=0)
+    assert len(d.id_train) == 6 and len(d.id_test) == 2
+    assert sorted(d.id_train_labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    assert [s.path.stem for s in d.ood["ink_red"]] == ids[8:]
+    assert read_id_list(tmp_path / "red.txt") == ids[8:]
+    (tmp_path / "gone.txt").write_text("ISIC_9999999\n")
+    with pytest.raises(DatasetLayoutError, match="ISIC_9999999"):
+        isic_archive_benchmark(images, tmp_path / "meta.csv", tmp_path / "id.txt",
+                               {"x": tmp_path / "gone.txt"}, folds=4)
+
+
+def test_colour_rule_by_hand():
+    rule = ColourRule((176, 116, 77), 115.0)
+    assert rule.distance((176, 116, 77)) == 0.0
+    assert rule.distance((176 + 3, 116 + 4, 77)) == pytest.approx(5.0)
+    assert rule.is_similar((200, 60, 50))       # red: (24, 56, 27) -> 66.6
+    assert not rule.is_similar((20, 20, 20))    # black: about 190
+
+
+@pytest.mark.parametrize("kind", ["ink", "chart"])
+@pytest.mark.parametrize("group", ["similar", "dissimilar"])
+def test_synthetic_artefacts_follow_the_rule(kind, group):
+    rng = np.random.default_rng(0)
+    base = np.full((128, 128, 3), (176, 116, 77), np.uint8)
+    rule = ColourRule()
+    for _ in range(5):
+        out, name, mean, tries = draw_artefact(base, SyntheticSpec(kind, group, rule), rng)
+        changed = np.abs(out.astype(int) - base).sum(axis=2) > 10
+        assert 10 < changed.sum() < 0.3 * changed.size  # a visible but partial artefact
+        assert rule.is_similar(mean) == (group == "similar") and tries >= 1
+
+
+def test_draw_functions_return_masks_where_colour_changed():
+    base = np.full((96, 96, 3), 200, np.uint8)
+    rng = np.random.default_rng(1)
+    out, mask = draw_ink(base, (20, 20, 20), rng)
+    assert mask.any() and out[mask].mean() < 120 and out[~mask].mean() > 150
+    out, mask = draw_chart(base, (0, 0, 255), rng)
+    assert mask.any() and out[mask][:, 2].mean() > out[mask][:, 0].mean() + 100
+
+
+def test_make_synthetic_set_is_deterministic_and_recorded(tmp_path):
+    src = [_img(tmp_path / "src" / f"{i}.png", size=96) for i in range(3)]
+    spec = SyntheticSpec("chart", "dissimilar", seed=5)
+    recs = make_synthetic_set(src, spec, tmp_path / "a")
+    again = make_synthetic_set(src, spec, tmp_path / "b")
+    assert [r.colour for r in recs] == [r.colour for r in again]
+    for r, q in zip(recs, again, strict=True):
+        assert (cv2.imread(r.path) == cv2.imread(q.path)).all()
+        assert not r.rule_similar and r.distance >= 115
+    rows = list(csv.DictReader((tmp_path / "a" / "manifest.csv").open()))
+    assert len(rows) == 3 and {"colour", "distance", "rule_similar"} <= set(rows[0])
+
+
+def test_mvtec_heldout_and_colour_manifest(tmp_path):
+    cat = tmp_path / "mv" / "pill"
+    for i in range(10):
+        _img(cat / "train" / "good" / f"{i:03d}.png")
+    for g, n in (("good", 5), ("crack", 5), ("scratch", 5), ("color", 4)):
+        for i in range(n):
+            _img(cat / "test" / g / f"{i:03d}.png")
+    man = tmp_path / "m.csv"
+    man.write_text("category,relpath,colour\npill,test/color/000.png,red\npill,test/color/002.png,red\n"
+                   "pill,test/color/001.png,yellow\nother,test/color/003.png,red\n")
+    assert read_colour_manifest(man, "pill") == {"red": ["test/color/000.png", "test/color/002.png"],
+                                                 "yellow": ["test/color/001.png"]}
+    d = mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good", "crack", "scratch"],
+                                {"red": ["colour:red"], "all": ["color"]}, man, folds=5)
+    assert len(d.id_train) + len(d.id_test) == 25 and len(d.id_test) == 5
+    assert set(d.id_train_labels.tolist()) == {0, 1, 2}
+    assert len(d.ood["red"]) == 2 and len(d.ood["all"]) == 4
+    with pytest.raises(DatasetLayoutError, match="colour 'blue'"):
+        mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good"], {"b": ["colour:blue"]}, man)
+    with pytest.raises(DatasetLayoutError, match="missing folder"):
+        mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good", "bent"], {}, None)
+
+
+def test_feature_cache_roundtrip_and_key_changes(tmp_path):
+    files = [_img(tmp_path / f"{i}.png") for i in range(2)]
+    bb = SimpleNamespace(name="m", weight_source=SimpleNamespace(checksum="abc"), layers=(1, 2))
+    cache = FeatureCache(tmp_path / "c")
+    desc = cache.describe(bb, 256, None, files, {"kind": "pooled"})
+    assert cache.load(desc) is None
+    cache.save(desc, {"pooled": np.arange(6.0).reshape(2, 3)})
+    np.testing.assert_array_equal(cache.load(desc)["pooled"], np.arange(6.0).reshape(2, 3))
+    bb2 = SimpleNamespace(name="m", weight_source=SimpleNamespace(checksum="other"), layers=(1, 2))
+    assert cache.load(cache.describe(bb2, 256, None, files, {"kind": "pooled"})) is None
+    assert cache.load(cache.describe(bb, 224, None, files, {"kind": "pooled"})) is None
+    h = file_list_hash(files)
+    _img(files[0], colour=(0, 0, 0), size=70)  # rewritten file -> new hash
+    assert file_list_hash(files) != h
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        file_list_hash([tmp_path / "missing.png"])

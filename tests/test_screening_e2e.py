@@ -129,6 +129,11 @@ def test_resume_skips_scored_and_rescore_redoes(setup):
     assert rc == 0 and s["n_scored"] == 2 and s["n_resumed"] == 6
     rows = _rows(out)
     assert len(rows) == 8 and len({r["path"] for r in rows}) == 8
+    # a line cut inside its last field parses as complete but is still re-scored
+    text = (out / "results.csv").read_text(encoding="utf-8")
+    (out / "results.csv").write_text(text.rstrip("\n")[:-1], encoding="utf-8")
+    rc, s = _screen(model, inputs, out, "--overlays", "none", "--no-report")
+    assert rc == 0 and s["n_scored"] == 1 and len(_rows(out)) == 8
     rc, s = _screen(model, inputs, out, "--overlays", "none", "--no-report", "--rescore")
     assert rc == 0 and s["n_scored"] == 8 and len(_rows(out)) == 8
     # results written by another model are not silently mixed in

@@ -90,11 +90,19 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
         if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
             raise ValueError(f"{csv_path}: not a results file of this tool (columns "
                              f"{reader.fieldnames}); choose another --out or pass --rescore")
+        last_ok = False
         for row in reader:
-            if None in row or any(row.get(c) is None for c in CSV_COLUMNS):
+            last_ok = not (None in row or any(row.get(c) is None for c in CSV_COLUMNS))
+            if last_ok:
+                rows.append(row)
+            else:
                 bad += 1
-                continue
-            rows.append(row)
+    with open(csv_path, "rb") as fh:
+        fh.seek(max(0, csv_path.stat().st_size - 1))
+        unterminated = fh.read(1) not in (b"\n", b"")
+    if unterminated and last_ok:  # the last line was cut off, even if all its fields parse
+        rows.pop()
+        bad += 1
     return rows, bad
 
 

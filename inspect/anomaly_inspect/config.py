@@ -24,7 +24,7 @@ class BackboneConfig:
 
 @dataclass
 class FeatureConfig:
-    image_size: int = 256
+    image_size: int = 320
     crop_size: int | None = None
     batch_size: int = 32
     aggregate: int = 3

@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..config import BackboneConfig
+from ..config import BackboneConfig, FeatureConfig
 from ..evaluation.resources import peak_rss_mb
 from ..features.backbone import Backbone
 from .common import print_table, write_json
@@ -22,7 +22,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default=BackboneConfig.name)
     p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
     p.add_argument("--weights", help="checkpoint FILE or 'random'")
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--image-size", type=int, default=FeatureConfig.image_size,
+                   help=f"input side in pixels (default {FeatureConfig.image_size}, as evaluate)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--batches", type=int, default=8, help="timed batches (after one warm-up)")
     p.add_argument("--output-json", type=__import__("pathlib").Path)

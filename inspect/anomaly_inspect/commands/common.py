@@ -16,7 +16,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
     p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
-    p.add_argument("--image-size", type=int, help="input side length in pixels (default 256)")
+    p.add_argument("--image-size", type=int, help="input side length in pixels (default 320)")
     p.add_argument("--batch-size", type=int, help="images per backbone batch (default 32)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
 

@@ -42,6 +42,7 @@ class EvaluationResult:
     images_per_second: float
     memory_bank_items: int | None
     memory_bank_mb: float | None
+    search_index: str | None
     peak_rss_mb: float
     config: dict
 
@@ -98,6 +99,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         images_per_second=round((n_train + n_test) / (fit_t.seconds + test_t.seconds), 3),
         memory_bank_items=getattr(scorer, "bank_size", None),
         memory_bank_mb=round(getattr(scorer, "bank_megabytes", 0.0), 3) if hasattr(scorer, "bank_megabytes") else None,
+        search_index=getattr(scorer, "search_index", None),
         peak_rss_mb=round(peak_rss_mb(), 1),
         config=cfg.to_dict(),
     )

@@ -61,7 +61,7 @@ class PatchCore(Scorer):
         max_bank_items: int | None = None,
         projection_dim: int | None = 128,
         chunk_size: int | None = 4096,
-        index: str = "flat",
+        index: str = "auto",
         num_neighbors: int = 1,
         seed: int = 0,
         progress: bool = True,
@@ -121,6 +121,11 @@ class PatchCore(Scorer):
     @property
     def bank_megabytes(self) -> float:
         return 0.0 if self.memory_bank is None else self.memory_bank.nbytes / 2**20
+
+    @property
+    def search_index(self) -> str | None:
+        """The faiss index kind in use ("auto" resolved by bank size)."""
+        return None if self._nn is None else self._nn.resolved_kind
 
     def get_state(self) -> dict[str, np.ndarray]:
         return {"memory_bank": self.memory_bank}

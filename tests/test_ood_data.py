@@ -198,3 +198,19 @@ def test_feature_cache_roundtrip_and_key_changes(tmp_path):
     assert file_list_hash(files) != h
     with pytest.raises(FileNotFoundError, match="missing.png"):
         file_list_hash([tmp_path / "missing.png"])
+
+
+def test_repo_pill_manifest_on_generated_layout(tmp_path):
+    """The shipped pill colour lists (paper's indices) resolve on an MVTec-layout pill folder."""
+    cat = tmp_path / "mv" / "pill"
+    for i in range(5):
+        _img(cat / "train" / "good" / f"{i:03d}.png", size=32)
+    for g, n in (("good", 5), ("crack", 5), ("color", 25)):
+        for i in range(n):
+            _img(cat / "test" / g / f"{i:03d}.png", size=32)
+    manifest = Path(__file__).resolve().parents[1] / "datasets" / "mvtec_pill_ood.csv"
+    d = mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good", "crack"],
+                                {"red": ["colour:red"], "yellow": ["colour:yellow"]}, manifest)
+    assert len(d.ood["red"]) == 12 and len(d.ood["yellow"]) == 6
+    assert {s.path.name for s in d.ood["yellow"]} == {"001.png", "002.png", "003.png", "004.png",
+                                                       "022.png", "023.png"}

@@ -1,6 +1,6 @@
 """A small seeded classifier head on frozen pooled features, for classifier-based OOD scorers.
 
-Architecture: z-scored input -> Linear(D, hidden) -> ReLU -> [dropout] ->
+Architecture: z-scored input (optional) -> Linear(D, hidden) -> ReLU -> [dropout] ->
 Linear(hidden, K). The hidden activations ``a`` are the "last hidden layer"
 that NAN, the feature norm and LINe read. With ``l2_normalize=True`` the
 head is trained as in Haas et al. (2023): logits = W (a / ||a||_2) + b, so
@@ -33,6 +33,7 @@ class HeadConfig:
     dropout: float = 0.0
     l2_normalize: bool = False
     seed: int = 0
+    standardize: bool = True  # z-score inputs with the training mean / std
 
 
 @dataclass
@@ -89,6 +90,16 @@ class _Net(nn.Module):
         return self.fc2(self.drop(a))
 
 
+def _train_loop(net, z, yt, loss_fn, opt, cfg: HeadConfig, gen: torch.Generator) -> None:
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(z), generator=gen)
+        for s in range(0, len(z), cfg.batch_size):
+            idx = order[s:s + cfg.batch_size]
+            opt.zero_grad()
+            loss_fn(net(z[idx]), yt[idx]).backward()
+            opt.step()
+
+
 def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeights:
     """Train the head on ID features ``x`` (N, D) with ID class ``labels`` (N,)."""
     x = np.asarray(x, np.float32)
@@ -98,8 +109,10 @@ def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeight
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"classifier head: needs at least 2 ID classes, got {classes.tolist()}")
-    mean = x.mean(0)
-    std = x.std(0) + 1e-4
+    if cfg.standardize:
+        mean, std = x.mean(0), x.std(0) + 1e-4
+    else:
+        mean, std = np.zeros(x.shape[1], np.float32), np.ones(x.shape[1], np.float32)
     z = torch.from_numpy((x - mean) / std)
     yt = torch.from_numpy(y.astype(np.int64))
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -110,14 +123,12 @@ def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeight
     loss_fn = nn.CrossEntropyLoss(weight=weight)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     net.train()
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(z), generator=gen)
-        for s in range(0, len(z), cfg.batch_size):
-            idx = order[s:s + cfg.batch_size]
-            opt.zero_grad()
-            loss = loss_fn(net(z[idx]), yt[idx])
-            loss.backward()
-            opt.step()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: extra threads only add synchronisation cost
+    try:
+        _train_loop(net, z, yt, loss_fn, opt, cfg, gen)
+    finally:
+        torch.set_num_threads(threads)
     net.eval()
     with torch.no_grad():
         acc = float((net(z).argmax(1) == yt).float().mean())

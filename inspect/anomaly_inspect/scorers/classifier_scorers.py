@@ -32,7 +32,7 @@ class HeadScorer(Scorer):
 
     def __init__(self, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0,
-                 l2_normalize: bool | None = None, seed: int = 0):
+                 l2_normalize: bool | None = None, seed: int = 0, standardize: bool = True):
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr
@@ -41,6 +41,7 @@ class HeadScorer(Scorer):
         self.dropout = dropout
         self.l2_normalize = self.default_l2_normalize if l2_normalize is None else l2_normalize
         self.seed = seed
+        self.standardize = standardize
         self.head: HeadWeights | None = None
 
     def _pooled(self, features: Features) -> np.ndarray:
@@ -50,7 +51,7 @@ class HeadScorer(Scorer):
 
     def head_config(self) -> HeadConfig:
         return HeadConfig(self.hidden, self.epochs, self.lr, self.weight_decay, self.batch_size,
-                          self.dropout, self.l2_normalize, self.seed)
+                          self.dropout, self.l2_normalize, self.seed, self.standardize)
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> HeadScorer:
         if labels is None:

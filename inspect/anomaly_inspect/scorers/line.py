@@ -58,8 +58,8 @@ class LINe(HeadScorer):
     def __init__(self, p_a: float = 90.0, p_w: float = 90.0, clip_percentile: float = 90.0,
                  clip_value: float | None = None, hidden: int = 256, epochs: int = 60,
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
-                 dropout: float = 0.0, seed: int = 0):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed)
+                 dropout: float = 0.0, seed: int = 0, standardize: bool = True):
+        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed, standardize)
         for what, v in (("p_a", p_a), ("p_w", p_w), ("clip_percentile", clip_percentile)):
             if not 0.0 <= v <= 100.0:
                 raise ValueError(f"line: {what} must be in [0, 100], got {v}")

@@ -5,7 +5,7 @@ ID test and the OOD sets, matched by their image counts) and prints AUROC of hea
 head_feature_norm and l2norm for a small grid of head settings. The benchmark's defaults were
 fixed before this ablation; it only reports how much the settings matter.
 
-Usage: python scripts/ood_head_ablation.py CACHE_DIR [--isic-root ../shared/data/isic2017_256]
+Usage: python docs/ood_head_ablation.py CACHE_DIR [--isic-root ../shared/data/isic2017_256]
 """
 
 from __future__ import annotations

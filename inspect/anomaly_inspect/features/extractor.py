@@ -116,11 +116,24 @@ class FeatureExtractor:
     def extract(
         self, paths: Sequence[Path], progress: Progress | None = None
     ) -> Features:
-        """Features of every path, in order; raises on the first unreadable image."""
-        parts = []
+        """Features of every path, in order; raises on the first unreadable image.
+
+        Batches are written into arrays allocated once for all images, so the
+        peak memory is one copy of the features, not two (list + concatenation).
+        """
+        out: dict[str, np.ndarray] = {}
+        start = 0
         for item in self.iter_extract(paths, progress=progress):
             if item.batch.errors:
                 index, reason = item.batch.errors[0]
                 raise ImageReadError(paths[index], reason)
-            parts.append(item.features)
-        return Features.concat(parts)
+            n = len(item.features)
+            for name in ("patches", "pooled"):
+                arr = getattr(item.features, name)
+                if arr is None:
+                    continue
+                if name not in out:
+                    out[name] = np.empty((len(paths), *arr.shape[1:]), dtype=arr.dtype)
+                out[name][start:start + n] = arr
+            start += n
+        return Features(out.get("patches"), out.get("pooled"))

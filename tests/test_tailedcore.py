@@ -188,3 +188,14 @@ def test_rotated_views_count_and_geometry():
         assert v.shape == smooth.shape and torch.isfinite(v).all()
     with pytest.raises(ValueError, match="view kind"):
         view_params("spin")
+
+
+def test_lof_mask_reuse_gives_the_same_memory():
+    feats = lt_features(3)
+    sp = build_scorer("softpatch", coreset_ratio=0.5, progress=False).fit(feats)
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False)
+    assert tc.lof_key == sp.lof_key
+    tc.reuse_lof_mask(sp.lof_mask_)
+    tc.fit(feats)
+    ref = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).fit(feats)
+    np.testing.assert_array_equal(tc.memory_bank, ref.memory_bank)

@@ -12,6 +12,17 @@ HERE = Path(__file__).parent
 METHODS = ("patchcore", "softpatch", "tailedcore")
 
 
+def cost(path: Path) -> str:
+    """'wall / cpu' from a /usr/bin/time -v report, or '-' when there is none."""
+    if not path.is_file():
+        return "-"
+    f = dict(line.strip().rsplit(": ", 1) for line in path.read_text().splitlines() if ": " in line)
+    h_m_s = [float(v) for v in f["Elapsed (wall clock) time (h:mm:ss or m:ss)"].split(":")]
+    wall = sum(v * 60 ** i for i, v in enumerate(reversed(h_m_s)))
+    cpu = float(f["User time (seconds)"]) + float(f["System time (seconds)"])
+    return f"{wall / 60:.1f} / {cpu / 60:.1f} min"
+
+
 def main() -> None:
     for setting in ("step_k4", "pareto"):
         runs = sorted(HERE.glob(f"{setting}_seed*.json"))
@@ -31,17 +42,20 @@ def main() -> None:
             print(f"| {m} | {np.mean(means):.4f} ± {np.std(means):.4f} | "
                   + " | ".join(f"{per[c]:.3f}" for c in cats) + f" | {fit:.0f} |")
         print("\n| seed | train (good+noise per class) | tail classes | TailedCore > PatchCore | "
-              "tail images flagged / recall / precision | tail class detected (>50 % flagged) |")
-        print("|---|---|---|---|---|---|")
+              "tail images flagged / recall / precision | tail class detected (>50 % flagged) | "
+              "wall / CPU (user+sys) |")
+        print("|---|---|---|---|---|---|---|")
         for r in reports:
             s, est = r["split"], r["class_size_estimates"]
+            seed = s["seed"]
             counts = ", ".join(f"{c} {v['good']}+{v['noise']}" for c, v in s["counts"].items())
             better = r["mean_image_auroc"]["tailedcore"] > r["mean_image_auroc"]["patchcore"]
             rec = est["tail_image_recall"]
             prec = est["tail_image_precision"]
             print(f"| {s['seed']} | {counts} | {', '.join(s['tail_classes'])} | {better} | "
                   f"{est['n_tail_images_flagged']} / {rec if rec is None else f'{rec:.2f}'} / "
-                  f"{prec if prec is None else f'{prec:.2f}'} | {est['tail_classes_detected']} |")
+                  f"{prec if prec is None else f'{prec:.2f}'} | {est['tail_classes_detected']} | "
+                  f"{cost(HERE / f'{setting}_seed{seed}.time')} |")
 
 
 if __name__ == "__main__":

@@ -58,10 +58,26 @@ class SoftPatch(PatchCore):
         self.lof_discard = lof_discard
         self.lof_projection_dim = lof_projection_dim
 
+    @property
+    def lof_key(self) -> tuple:
+        """Parameters that determine the LOF mask (scorers with equal keys share masks)."""
+        return (self.lof_k, self.lof_discard, self.lof_projection_dim, self.seed)
+
+    def reuse_lof_mask(self, mask: np.ndarray | None) -> None:
+        """Use this (N, h, w) keep-mask, computed by a scorer with the same ``lof_key`` on the
+        same training features, in the next ``fit`` instead of recomputing it."""
+        self._lof_hint = mask
+
     def head_memory(self, patches: np.ndarray) -> np.ndarray:
         """Coreset of the LOF-filtered (N, h, w, D) patches, as an (M, D) array."""
-        keep = lof_keep_mask(patches, self.lof_k, self.lof_discard, self.lof_projection_dim,
-                             self.seed, self.progress)
+        hint = getattr(self, "_lof_hint", None)
+        if hint is not None and hint.shape == patches.shape[:3]:
+            keep = hint
+        else:
+            keep = lof_keep_mask(patches, self.lof_k, self.lof_discard, self.lof_projection_dim,
+                                 self.seed, self.progress)
+        self._lof_hint = None
+        self.lof_mask_ = keep
         kept = patches[keep]
         return kept[self.select_bank(kept)]
 

@@ -40,8 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="where split manifests are read / written (default datasets/)")
     p.add_argument("--manifest", type=Path, help="use this manifest file as is")
     p.add_argument("--coreset-ratio", type=float, help="coreset ratio for every method (default 0.1)")
-    p.add_argument("--chunk-size", type=int, help="coreset chunk size (default 16384)")
-    p.add_argument("--index", choices=["flat", "hnsw", "ivf"], help="faiss index (default flat)")
+    p.add_argument("--chunk-size", type=int, help="coreset chunk size (default 4096)")
+    p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"],
+                   help="faiss index (default auto: exact for small banks, HNSW for large)")
     p.add_argument("--tail-views", choices=sorted(VIEW_KINDS),
                    help="tail augmentation (default rot15flip for step, rot30flip for pareto)")
     add_model_args(p)

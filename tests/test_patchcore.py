@@ -86,3 +86,18 @@ def test_auto_index_is_exact_for_small_banks_and_hnsw_for_large():
     small = NearestNeighbours("auto", auto_min_items=2048).fit(rng.standard_normal((1500, 8)).astype(np.float32))
     large = NearestNeighbours("auto", auto_min_items=2048).fit(rng.standard_normal((3000, 8)).astype(np.float32))
     assert small.resolved_kind == "flat" and large.resolved_kind == "hnsw"
+
+
+def test_image_scores_are_exact_even_with_a_poor_approximate_index():
+    # a deliberately bad HNSW search (efSearch = 4) misses many nearest neighbours, but the
+    # image score (max patch distance) is refined to the exact value
+    rng = np.random.default_rng(0)
+    train = Features(patches=rng.standard_normal((40, 16, 16, 32)).astype(np.float32))
+    test = Features(patches=(1.2 * rng.standard_normal((20, 16, 16, 32))).astype(np.float32))
+    exact = PatchCore(coreset_ratio=1.0, index="flat", progress=False).fit(train).score(test)
+    approx = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
+    approx._nn.index.hnsw.efSearch = 4
+    res = approx.score(test)
+    assert not np.allclose(res.patch_scores, exact.patch_scores)  # the search really is approximate
+    np.testing.assert_allclose(res.image_scores, exact.image_scores, rtol=1e-5)
+    assert np.all(res.patch_scores >= exact.patch_scores - 1e-4)

@@ -56,7 +56,23 @@ class NearestNeighbours:
             index.nprobe = self.nprobe
         index.add(bank)
         self.index = index
+        self._bank = bank
+        self._exact: faiss.Index | None = None
         return self
+
+    @property
+    def is_exact(self) -> bool:
+        return isinstance(self.index, faiss.IndexFlat)
+
+    def search_exact(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Exact (distances, indices) for a few queries, whatever ``kind`` the main index is."""
+        if self.is_exact:
+            return self.search(queries, k)
+        if self._exact is None:
+            self._exact = faiss.IndexFlatL2(self._bank.shape[1])
+            self._exact.add(self._bank)
+        d2, idx = self._exact.search(np.ascontiguousarray(queries, dtype=np.float32), k)
+        return np.sqrt(np.maximum(d2, 0)), idx
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """(distances, indices), each (Q, k), queried in batches to bound memory."""

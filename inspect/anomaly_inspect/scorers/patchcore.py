@@ -42,6 +42,39 @@ def reweight_image_scores(
     return ((1.0 - softmax_first) * s_star).astype(np.float32)
 
 
+def exact_image_maxima(
+    patches: np.ndarray, dist: np.ndarray, nn_idx: np.ndarray, nn: NearestNeighbours,
+    per_round: int = 8,
+) -> None:
+    """Make each image's maximum patch score exact after an approximate search (in place).
+
+    An approximate index returns a real memory item, so its distance is never
+    below the exact nearest-neighbour distance. Checking patches in order of
+    decreasing approximate distance with an exact search, an image is done once
+    no unchecked patch's approximate distance exceeds the largest exact one
+    found: the true maximum is then known. Usually a handful of patches per
+    image are re-searched, so image scores equal exact search at the cost of
+    the approximate one; the other patch scores stay approximate.
+    """
+    n, p = dist.shape
+    checked = np.zeros((n, p), dtype=bool)
+    best = np.full(n, -np.inf, dtype=np.float64)
+    rows_all = np.arange(n)[:, None]
+    while True:
+        pending = np.where(checked, -np.inf, dist)
+        top = np.argpartition(-pending, min(per_round, p) - 1, axis=1)[:, :per_round]
+        need = pending[rows_all, top] > best[:, None]
+        if not need.any():
+            return
+        rows, cols = np.nonzero(need)
+        cols = top[rows, cols]
+        d, i = nn.search_exact(patches[rows, cols], 1)
+        dist[rows, cols] = d[:, 0]
+        nn_idx[rows, cols] = i[:, 0]
+        checked[rows, cols] = True
+        np.maximum.at(best, rows, d[:, 0].astype(np.float64))
+
+
 class PatchCore(Scorer):
     """Greedy-coreset memory bank + faiss nearest-neighbour search.
 
@@ -109,7 +142,10 @@ class PatchCore(Scorer):
         flat = patches.reshape(n, h * w, d)
         dist, nn_idx = self._nn.search(flat.reshape(-1, d), 1)
         patch_scores = dist[:, 0].reshape(n, h * w)
-        image = reweight_image_scores(flat, patch_scores, nn_idx[:, 0].reshape(n, h * w),
+        nn_idx = nn_idx[:, 0].reshape(n, h * w)
+        if not self._nn.is_exact:
+            exact_image_maxima(flat, patch_scores, nn_idx, self._nn)
+        image = reweight_image_scores(flat, patch_scores, nn_idx,
                                       self.memory_bank, self._nn, self.num_neighbors)
         return ScoreResult(image, patch_scores.reshape(n, h, w))
 

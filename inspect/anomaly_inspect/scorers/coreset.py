@@ -22,13 +22,18 @@ from threadpoolctl import threadpool_limits
 from ..progress import Progress
 
 
+def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
+    """(d, dim) Gaussian random projection, or None (identity) if dim is None or >= d."""
+    if dim is None or dim >= d:
+        return None
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(d, dim, generator=gen) / math.sqrt(dim)
+
+
 def random_projection(x: torch.Tensor, dim: int | None, seed: int) -> torch.Tensor:
     """Gaussian random projection to ``dim`` dimensions (identity if dim is None or >= D)."""
-    if dim is None or dim >= x.shape[-1]:
-        return x
-    gen = torch.Generator().manual_seed(seed)
-    proj = torch.randn(x.shape[-1], dim, generator=gen) / math.sqrt(dim)
-    return x @ proj
+    proj = projection_matrix(x.shape[-1], dim, seed)
+    return x if proj is None else x @ proj
 
 
 def _greedy(x: np.ndarray, k: int, start: int) -> np.ndarray:
@@ -99,15 +104,18 @@ def chunked_greedy_coreset(
     if target >= n:
         return np.arange(n)
     rng = np.random.default_rng(seed)
-    x = random_projection(torch.from_numpy(np.ascontiguousarray(features, np.float32)),
-                          projection_dim, seed).numpy()
+    proj = projection_matrix(features.shape[1], projection_dim, seed)
+    proj = None if proj is None else proj.numpy()
     groups = 1 if chunk_size is None or n <= chunk_size else math.ceil(n / chunk_size)
     chunks = np.array_split(rng.permutation(n), groups)
     k = math.ceil(target / groups)
     picks = []
     for idx in chunks:
         k_i = min(k, len(idx))
-        sel = _greedy(np.ascontiguousarray(x[idx]), k_i, int(rng.integers(len(idx))))
+        # project chunk by chunk: no second (N, dim) copy of the features in memory
+        x = np.asarray(features[idx], dtype=np.float32)
+        x = np.ascontiguousarray(x if proj is None else x @ proj)
+        sel = _greedy(x, k_i, int(rng.integers(len(idx))))
         picks.append(idx[sel])
         if progress is not None:
             progress.update(k_i)

@@ -59,10 +59,8 @@ class ModelConfig:
         return cls(backbone=bb, features=ft, **data)
 
 
-def load_config(path: Path | str | None) -> ModelConfig:
-    """Read a YAML config; ``None`` gives the defaults."""
-    if path is None:
-        return ModelConfig()
+def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
+    """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
@@ -72,4 +70,11 @@ def load_config(path: Path | str | None) -> ModelConfig:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return ModelConfig.from_dict(data, str(path))
+    return data
+
+
+def load_config(path: Path | str | None) -> ModelConfig:
+    """Read a YAML config; ``None`` gives the defaults."""
+    if path is None:
+        return ModelConfig()
+    return ModelConfig.from_dict(read_yaml_mapping(path), str(path))

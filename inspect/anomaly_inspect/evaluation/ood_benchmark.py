@@ -19,9 +19,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 
-from ..config import BackboneConfig, ConfigError, FeatureConfig
+from ..config import BackboneConfig, ConfigError, FeatureConfig, read_yaml_mapping
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
 from ..data.image_io import ImageReadError
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
@@ -106,16 +105,7 @@ class OODBenchmarkConfig:
 
 
 def load_ood_config(path: Path | str) -> OODBenchmarkConfig:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level")
-    return OODBenchmarkConfig.from_dict(data, str(path))
+    return OODBenchmarkConfig.from_dict(read_yaml_mapping(path), str(path))
 
 
 # --- data ----------------------------------------------------------------------------------

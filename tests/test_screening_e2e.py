@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.screening import load_model
+from anomaly_inspect.screening import MODEL_FORMAT_VERSION, load_model
 from anomaly_inspect.screening.runner import CSV_COLUMNS
 
 pytestmark = pytest.mark.slow
@@ -59,7 +59,7 @@ def _screen(model, inputs, out, *extra):
 def test_fit_writes_self_describing_model(setup):
     _, model = setup
     info = json.loads((model / "model.json").read_text())
-    assert info["format_version"] == 1 and info["toolkit_version"]
+    assert info["format_version"] == MODEL_FORMAT_VERSION and info["toolkit_version"]
     assert {"torch", "timm", "faiss-cpu", "numpy"} <= set(info["libraries"])
     assert info["backbone"]["name"] == "tf_efficientnet_lite0"
     assert len(info["backbone"]["weights"]["checksum"]) == 64
@@ -198,10 +198,10 @@ def test_refusals(setup, tmp_path, capsys):
     assert main(["screen", str(copy), str(img), "--out", str(tmp_path / "r"), "--quiet"]) == 1
     assert "backbone weights differ" in capsys.readouterr().err
     # format version mismatch is checked first
-    info["format_version"] = 2
+    info["format_version"] = MODEL_FORMAT_VERSION + 1
     (copy / "model.json").write_text(json.dumps(info))
     assert main(["screen", str(copy), str(img), "--out", str(tmp_path / "r"), "--quiet"]) == 1
-    assert "format version 2 is not supported" in capsys.readouterr().err
+    assert f"format version {MODEL_FORMAT_VERSION + 1} is not supported" in capsys.readouterr().err
     # missing input
     assert main(["screen", str(model), str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 1
     assert "no such file or folder" in capsys.readouterr().err

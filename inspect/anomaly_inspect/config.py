@@ -8,6 +8,8 @@ from typing import Any
 
 import yaml
 
+from .features.patch_embed import PatchEmbedding
+
 
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used."""
@@ -29,6 +31,15 @@ class FeatureConfig:
     batch_size: int = 32
     aggregate: int = 3
     embed_dim: int | None = 1024
+    finest_stage: str = "rows"
+    equal_stage_weights: bool = True
+
+    def embedding(self) -> PatchEmbedding:
+        """The patch-feature map these settings describe (see features/patch_embed.py)."""
+        try:
+            return PatchEmbedding(self.aggregate, self.embed_dim, self.finest_stage, self.equal_stage_weights)
+        except ValueError as exc:
+            raise ConfigError(f"features: {exc}") from None
 
 
 @dataclass

@@ -15,7 +15,7 @@ def build_backbone(cfg: ModelConfig) -> Backbone:
 def build_extractor(cfg: ModelConfig, backbone: Backbone, scorer_cls: type[Scorer]) -> FeatureExtractor:
     f = cfg.features
     return FeatureExtractor(
-        backbone, f.image_size, f.crop_size, f.batch_size, f.aggregate, f.embed_dim,
+        backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
         patches="patches" in scorer_cls.requires, pooled="pooled" in scorer_cls.requires,
     )
 

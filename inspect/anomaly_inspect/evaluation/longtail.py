@@ -98,10 +98,10 @@ def evaluate_longtail(
         get_scorer_class(m)  # fail early on unknown names
     f = cfg.features
     backbone = build_backbone(cfg)
-    extractor = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.aggregate,
-                                 f.embed_dim, patches=True, pooled=True)
-    patch_only = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.aggregate,
-                                  f.embed_dim, patches=True, pooled=False)
+    extractor = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
+                                 patches=True, pooled=True)
+    patch_only = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
+                                  patches=True, pooled=False)
     train = split.train_samples(category_dirs)
     train_paths = [s.path for s in train]
     train_cats = [s.group for s in train]

@@ -30,7 +30,6 @@ from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import Features
-from ..features.patch_embed import patch_embed
 from ..progress import Progress
 from ..scorers import build_scorer, get_scorer_class
 from .ood import CONVENTION, ood_metrics
@@ -181,6 +180,7 @@ class OODFeatureExtractor:
     def __init__(self, backbone: Backbone, features: FeatureConfig):
         self.backbone = backbone
         self.cfg = features
+        self.embedding = features.embedding()
         self.transform = backbone.transform_config(features.image_size, features.crop_size)
 
     def run(self, samples: list[Sample], want_patches: bool, on_patches, progress: Progress) -> dict:
@@ -200,7 +200,7 @@ class OODFeatureExtractor:
                     norms = fmap.clamp_min(0).pow(2).sum(dim=(2, 3)).sqrt()
                     blocks.setdefault(name, []).append(norms.float().numpy())
                 if want_patches:
-                    emb = patch_embed(inter, self.cfg.aggregate, self.cfg.embed_dim)
+                    emb = self.embedding(inter)
                     on_patches(np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))
             progress.update(len(batch.indices))
         out = {"pooled": np.concatenate(pooled)}
@@ -237,7 +237,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     patch_specs = [s for s in cfg.scorers if s.input == "patches"]
     pc_extra = {
         s.label: {"v": 1, "kind": "patch_scores", "scorer": s.name, "params": s.params,
-                  "aggregate": cfg.features.aggregate, "embed_dim": cfg.features.embed_dim,
+                  "embedding": asdict(cfg.features.embedding()),
                   "seed": cfg.seed, "train": file_list_hash([x.path for x in data.id_train])}
         for s in patch_specs}
 

@@ -15,7 +15,7 @@ from ..data.loader import Batch, iter_batches
 from ..data.transforms import TransformConfig
 from ..progress import Progress
 from .backbone import Backbone
-from .patch_embed import patch_embed
+from .patch_embed import PatchEmbedding
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +71,14 @@ class FeatureExtractor:
         image_size: int = 256,
         crop_size: int | None = None,
         batch_size: int = 32,
-        aggregate: int = 3,
-        embed_dim: int | None = 1024,
+        embedding: PatchEmbedding | None = None,
         patches: bool = True,
         pooled: bool = False,
     ):
         self.backbone = backbone
         self.transform: TransformConfig = backbone.transform_config(image_size, crop_size)
         self.batch_size = batch_size
-        self.aggregate = aggregate
-        self.embed_dim = embed_dim
+        self.embedding = embedding or PatchEmbedding()
         self.want_patches = patches
         self.want_pooled = pooled
 
@@ -94,7 +92,7 @@ class FeatureExtractor:
         patches = None
         if self.want_patches:
             with torch.inference_mode():
-                emb = patch_embed(maps, self.aggregate, self.embed_dim)
+                emb = self.embedding(maps)
             patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
         return Features(patches, pooled_np)
 

@@ -24,7 +24,6 @@ from ..data.image_io import ImageReadError
 from ..data.loader import iter_batches
 from ..progress import Progress
 from .extractor import FeatureExtractor, Features
-from .patch_embed import patch_embed
 
 #: augmentation kinds: name -> (rotation step in degrees, or None for 90-degree steps; flip)
 VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
@@ -92,7 +91,7 @@ class ViewFeatures:
                 images = torch.from_numpy(batch.images)
                 for view in rotated_views(images, self.kind):
                     with torch.inference_mode():
-                        emb = patch_embed(ex.backbone(view), ex.aggregate, ex.embed_dim)
+                        emb = ex.embedding(ex.backbone(view))
                     parts.append(np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))
                     bar.update(len(view))
         return Features(patches=np.concatenate(parts))

@@ -29,7 +29,7 @@ from .. import __version__
 
 log = logging.getLogger(__name__)
 
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 SCORER_DIR = "scorer"
 

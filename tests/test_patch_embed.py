@@ -1,0 +1,73 @@
+"""PatchEmbedding on hand-checked maps: neighbourhood summaries, stage weighting, reduction."""
+
+import math
+
+import pytest
+import torch
+
+from anomaly_inspect.config import ConfigError, FeatureConfig
+from anomaly_inspect.features.patch_embed import PatchEmbedding
+
+GRID = torch.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[1,2,3],[4,5,6],[7,8,9]]
+
+
+def at(emb: torch.Tensor, y: int, x: int) -> list[float]:
+    return [round(v, 6) for v in emb[0, :, y, x].tolist()]
+
+
+def test_finest_stage_summaries_by_hand():
+    rows = PatchEmbedding(finest="rows", equal_weights=False)([GRID])
+    assert at(rows, 1, 1) == [2.0, 5.0, 8.0]       # row means of the full neighbourhood
+    assert at(rows, 0, 0) == [0.0, 1.0, 3.0]       # zero padding: (0+0+0)/3, (0+1+2)/3, (0+4+5)/3
+    full = PatchEmbedding(finest="full", equal_weights=False)([GRID])
+    assert at(full, 1, 1) == [1, 2, 3, 4, 5, 6, 7, 8, 9]
+    mean = PatchEmbedding(finest="mean", equal_weights=False)([GRID])
+    assert at(mean, 1, 1) == [5.0]
+    assert at(mean, 0, 0) == [round(12 / 9, 6)]    # (1+2+4+5)/9
+
+
+def test_channel_major_order_with_two_channels():
+    two = torch.cat([GRID, 10 * GRID], dim=1)
+    rows = PatchEmbedding(finest="rows", equal_weights=False)([two])
+    assert at(rows, 1, 1) == [2.0, 5.0, 8.0, 20.0, 50.0, 80.0]
+
+
+def test_equal_weights_divide_each_stage_by_sqrt_width():
+    fine = torch.ones(1, 1, 2, 2)
+    coarse = torch.full((1, 4, 1, 1), 2.0)
+    emb = PatchEmbedding(aggregate=1, finest="rows", equal_weights=True)([fine, coarse])
+    # aggregate 1: no neighbourhood; stage widths 1 and 4; coarse upsampled to 2x2
+    assert emb.shape == (1, 5, 2, 2)
+    assert at(emb, 1, 0) == [1.0] + [2.0 / 2.0] * 4
+    # each stage's squared norm: 1 and 4 * (2/2)^2 = 4 -> per-dimension mean is equal
+    plain = PatchEmbedding(aggregate=1, equal_weights=False)([fine, coarse])
+    assert at(plain, 0, 0) == [1.0, 2.0, 2.0, 2.0, 2.0]
+
+
+def test_wide_stage_is_pooled_to_embed_dim_per_stage():
+    fine = torch.arange(8.0).reshape(1, 8, 1, 1)
+    coarse = torch.ones(1, 2, 1, 1)
+    emb = PatchEmbedding(aggregate=1, embed_dim=8, equal_weights=False)([fine, coarse])
+    # 8 // 2 stages = 4 per stage: the 8 fine channels are averaged in pairs
+    assert at(emb, 0, 0) == [0.5, 2.5, 4.5, 6.5, 1.0, 1.0]
+    assert PatchEmbedding(aggregate=1, embed_dim=8).output_dim([8, 2]) == 6
+    assert PatchEmbedding(finest="rows").output_dim([40, 112]) == 120 + 112
+    assert PatchEmbedding(finest="full").output_dim([40, 112]) == 360 + 112
+
+
+def test_distance_weight_of_equal_stages():
+    torch.manual_seed(0)
+    a = [torch.randn(1, 40, 4, 4), torch.randn(1, 112, 2, 2)]
+    emb = PatchEmbedding(finest="mean", equal_weights=True)(a)
+    assert emb.shape[1] == 152
+    fine, coarse = emb[:, :40], emb[:, 40:]
+    ref = PatchEmbedding(finest="mean", equal_weights=False)(a)
+    assert torch.allclose(fine, ref[:, :40] / math.sqrt(40))
+    assert torch.allclose(coarse, ref[:, 40:] / math.sqrt(112))
+
+
+def test_bad_settings_are_config_errors():
+    with pytest.raises(ConfigError, match="finest_stage"):
+        FeatureConfig(finest_stage="diagonal").embedding()
+    with pytest.raises(ValueError, match="aggregate"):
+        PatchEmbedding(aggregate=0)

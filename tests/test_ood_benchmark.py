@@ -45,7 +45,8 @@ def _subset_index(src: Path, dst: Path) -> Path:
 def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     root = _subset_index(shared_data / "isic2017_256", tmp_path / "isic")
     scorers = ["feature_norm", "block_feature_norm", "nan", "mahalanobis", "knn", "msp", "head_nan",
-               "l2norm", "line", {"name": "patchcore", "params": {"coreset_ratio": 0.01}}]
+               "l2norm", "line", {"name": "patchcore", "params": {"coreset_ratio": 0.01}},
+               {"name": "head_nan", "label": "head_nan_oriented", "orient": "pseudo_ood"}]
     cfg = OODBenchmarkConfig.from_dict({
         "benchmark": "isic", "data": {"root": str(root)},
         "splits": ["ink_all", "charts_all", "charts_synth_similar", "ink_synth_dissimilar"],
@@ -55,7 +56,7 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     assert report["sets"]["id_train"] == 30 and report["sets"]["id_test"] == 16
     assert report["sets"]["charts_synth_similar"] == 16
     assert report["synthetic"]["splits"]["charts_synth_similar"]["all_follow_rule"]
-    assert len(report["results"]) == 10 * 4
+    assert len(report["results"]) == 11 * 4
     for r in report["results"]:
         assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["fpr_at_tpr80"] <= 1.0
     res = {(r["scorer"], r["split"]): r["auroc"] for r in report["results"]}
@@ -63,6 +64,12 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     assert res[("knn", "charts_all")] > 0.7
     table = format_table(report)
     assert "charts_all (10)" in table and "patchcore" in table
+    # the oriented row is the published one, negated or not as the jigsaw check (ID train only) says
+    o = report["orientation"]["head_nan_oriented"]
+    assert set(report["orientation"]) == {"head_nan_oriented"} and o["flipped"] == (o["pseudo_ood_auroc"] < 0.5)
+    for split in ("ink_all", "charts_all"):
+        plain, oriented = res[("head_nan", split)], res[("head_nan_oriented", split)]
+        assert oriented == pytest.approx(1 - plain if o["flipped"] else plain, abs=1e-3)
     # second run: every feature and patch score comes from the cache
     again = run_ood_benchmark(cfg, progress=False)
     assert again["timings_s"]["images_extracted"] == 0
@@ -84,6 +91,14 @@ def test_config_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"bad\.yaml: unknown keys \['extra'\]"):
         load_ood_config(bad)
     assert main(["ood-benchmark", "--config", str(tmp_path / "missing.yaml"), "--quiet"]) == 1
+    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\n"
+                   "scorers: [{name: nan, orient: sideways}]\n")
+    with pytest.raises(ConfigError, match="orient must be one of"):
+        load_ood_config(bad)
+    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\n"
+                   "scorers: [{name: patchcore, orient: pseudo_ood}]\n")
+    with pytest.raises(ConfigError, match="pooled / block inputs"):
+        load_ood_config(bad)
 
 
 def test_cli_reports_missing_data(tmp_path, capsys):

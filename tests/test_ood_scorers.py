@@ -193,3 +193,35 @@ def test_line_matches_definition_on_small_linear_model():
     # logits' = [W00*0 + W02*0 + .1, W11*2 - .2] = [.1, 3.8]
     expected = np.log(np.exp(0.1) + np.exp(3.8))
     np.testing.assert_allclose(line_energy(a, w, b, contrib, clip, p_a, p_w), [expected], rtol=1e-9)
+
+
+# --- label-free orientation from jigsaw pseudo-OOD ---------------------------------------------
+def test_jigsaw_moves_whole_tiles_and_keeps_the_border():
+    import torch
+
+    from anomaly_inspect.data.pseudo_ood import jigsaw
+
+    img = torch.arange(25.0).reshape(1, 1, 5, 5).repeat(3, 2, 1, 1)  # 5x5: a 2x2 grid of 2x2 tiles
+    out = jigsaw(img, grid=2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[:, :, 4, :], img[:, :, 4, :]) and torch.equal(out[:, :, :, 4], img[:, :, :, 4])
+    tiles = {tuple(img[0, 0, r:r + 2, c:c + 2].flatten().tolist()) for r in (0, 2) for c in (0, 2)}
+    for b in range(3):
+        got = [tuple(out[b, 0, r:r + 2, c:c + 2].flatten().tolist()) for r in (0, 2) for c in (0, 2)]
+        assert set(got) == tiles  # same four tiles, each whole
+        assert not torch.equal(out[b], img[b])  # never the identity order
+        assert torch.equal(out[b, 0], out[b, 1])  # channels move together
+    with pytest.raises(ValueError, match="too small"):
+        jigsaw(torch.zeros(1, 3, 2, 2), grid=3)
+
+
+def test_orientation_by_hand():
+    from anomaly_inspect.evaluation.ood import orientation
+
+    # anomaly scores: ID train 1, 2; pseudo-OOD 3, 4 -> published direction right (AUROC 1)
+    o = orientation(np.array([1.0, 2.0]), np.array([3.0, 4.0]))
+    assert o.pseudo_auroc == 1.0 and not o.flipped and o.sign == 1.0
+    # pseudo-OOD scored lower than ID train: 1 of 4 pairs right (3 > 2.5) -> AUROC 0.25, negate
+    o = orientation(np.array([2.0, 3.0]), np.array([1.0, 2.5]))
+    assert o.pseudo_auroc == 0.25 and o.flipped and o.sign == -1.0
+    # exactly 0.5 keeps the published direction
+    assert not orientation(np.array([1.0, 2.0]), np.array([1.0, 2.0])).flipped

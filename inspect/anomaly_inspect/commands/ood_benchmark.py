@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"convention: {report['convention']}")
     if report["synthetic"]:
         print(f"synthetic artefacts: {report['synthetic']['rule']}")
+    for label, o in report["orientation"].items():
+        print(f"orientation of {label}: {'negated' if o['flipped'] else 'as published'} "
+              f"(ID train vs its jigsaw pseudo-OOD: AUROC {o['pseudo_ood_auroc']:.3f} as published)")
     t = report["timings_s"]
     print(f"time: {t['total']:.1f} s total, {t['features']:.1f} s features "
           f"({t['images_extracted']} images extracted), peak RSS {report['peak_rss_mb']:.0f} MB")

@@ -68,3 +68,28 @@ def ood_metrics(id_scores: np.ndarray, ood_scores: np.ndarray) -> OODMetrics:
         n_id=int(s_id.size),
         n_ood=int(s_ood.size),
     )
+
+
+@dataclass
+class Orientation:
+    """Which way a score runs for this model, judged on ID-train vs pseudo-OOD images only."""
+
+    pseudo_auroc: float  # AUROC (ID = positive) of the score as published, ID train vs pseudo-OOD
+    flipped: bool  # True when pseudo_auroc < 0.5: the score is negated
+
+    @property
+    def sign(self) -> float:
+        return -1.0 if self.flipped else 1.0
+
+    def to_dict(self) -> dict:
+        return {"pseudo_ood_auroc": round(self.pseudo_auroc, 4), "flipped": self.flipped}
+
+
+def orientation(id_train_scores: np.ndarray, pseudo_ood_scores: np.ndarray) -> Orientation:
+    """Keep the published direction unless it ranks pseudo-OOD images above ID-train images.
+
+    No real OOD image and no test label is involved: the decision uses the
+    training images and their jigsaw-shuffled versions (``data.pseudo_ood``).
+    """
+    a = float(ood_metrics(id_train_scores, pseudo_ood_scores).auroc)
+    return Orientation(a, a < 0.5)

@@ -26,13 +26,14 @@ from ..data.image_io import ImageReadError
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
 from ..data.loader import iter_batches
 from ..data.mvtec_ood import mvtec_heldout_benchmark
+from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import Features
 from ..progress import Progress
 from ..scorers import build_scorer, get_scorer_class
-from .ood import CONVENTION, ood_metrics
+from .ood import CONVENTION, ood_metrics, orientation
 from .resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ SYNTHETIC_SPLITS = {
     "charts_synth_similar": ("chart", "similar"), "charts_synth_dissimilar": ("chart", "dissimilar"),
 }
 BENCHMARKS = ("isic", "isic_archive", "mvtec_heldout")
+ORIENT_MODES = ("published", "pseudo_ood")
+JIGSAW_GRID = 3
 
 
 @dataclass
@@ -50,12 +53,16 @@ class ScorerSpec:
 
     ``input``: ``pooled`` (default for pooled scorers), ``patches`` (PatchCore) or
     ``block:final`` / ``block:<timm feature index>`` (per-channel block norms).
+    ``orient``: ``published`` keeps the score's published direction;
+    ``pseudo_ood`` negates it when it ranks jigsaw-shuffled ID-train images
+    (label-free pseudo-OOD) above the ID-train images themselves.
     """
 
     name: str
     label: str = ""
     params: dict[str, Any] = field(default_factory=dict)
     input: str = ""
+    orient: str = "published"
 
     def __post_init__(self):
         cls = get_scorer_class(self.name)  # raises for unknown names
@@ -65,6 +72,10 @@ class ScorerSpec:
                 self.input = "block:final"
             else:
                 self.input = "patches" if "patches" in cls.requires else "pooled"
+        if self.orient not in ORIENT_MODES:
+            raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
+        if self.orient == "pseudo_ood" and self.input == "patches":
+            raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block inputs")
 
 
 @dataclass
@@ -183,7 +194,9 @@ class OODFeatureExtractor:
         self.embedding = features.embedding()
         self.transform = backbone.transform_config(features.image_size, features.crop_size)
 
-    def run(self, samples: list[Sample], want_patches: bool, on_patches, progress: Progress) -> dict:
+    def run(self, samples: list[Sample], want_patches: bool, on_patches, progress: Progress,
+            image_fn=None) -> dict:
+        """Features of ``samples``; ``image_fn`` transforms each normalised batch first."""
         paths = [s.path for s in samples]
         pooled, blocks = [], {}
         model = self.backbone.model
@@ -192,6 +205,8 @@ class OODFeatureExtractor:
                 i, reason = batch.errors[0]
                 raise ImageReadError(paths[i], reason)
             x = torch.from_numpy(batch.images)
+            if image_fn is not None:
+                x = image_fn(x)
             with torch.inference_mode():
                 final, inter = model.forward_intermediates(
                     x, indices=list(self.backbone.layers), intermediates_only=False)
@@ -291,9 +306,20 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 for s in missing_patch:
                     patch_scores[s.label][name] = np.concatenate(scored[s.label])
                     cache.save(desc(name, pc_extra[s.label]), {"scores": patch_scores[s.label][name]})
+    pseudo = None
+    if any(s.orient == "pseudo_ood" for s in cfg.scorers):
+        pseudo_desc = desc("id_train", feat_extra | {"pseudo_ood": f"jigsaw{JIGSAW_GRID}", "seed": cfg.seed})
+        pseudo = cache.load(pseudo_desc)
+        if pseudo is None:
+            gen = torch.Generator().manual_seed(cfg.seed)
+            with Progress(len(data.id_train), "pseudo-OOD (jigsaw)", enabled=progress) as bar:
+                pseudo = extractor.run(data.id_train, False, None, bar,
+                                       image_fn=lambda x: jigsaw(x, JIGSAW_GRID, gen))
+            n_extracted += len(data.id_train)
+            cache.save(pseudo_desc, pseudo)
     t_features = time.perf_counter() - t1
 
-    results, timings = [], {}
+    results, timings, orientations = [], {}, {}
     for spec in cfg.scorers:
         t = time.perf_counter()
         if spec.input == "patches":
@@ -306,6 +332,11 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             scorer.fit(_features_for(spec, arrays["id_train"]), data.id_train_labels)
             scores = {n: scorer.score(_features_for(spec, arrays[n])).image_scores
                       for n in sets if n != "id_train"}
+            if spec.orient == "pseudo_ood":
+                o = orientation(scorer.score(_features_for(spec, arrays["id_train"])).image_scores,
+                                scorer.score(_features_for(spec, pseudo)).image_scores)
+                orientations[spec.label] = o.to_dict()
+                scores = {n: o.sign * v for n, v in scores.items()}
         for split in data.ood:
             m = ood_metrics(scores["id_test"], scores[split])
             results.append({"scorer": spec.label, "method": spec.name, "split": split,
@@ -323,6 +354,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         "id_train_class_counts": {str(k): int(v) for k, v in
                                   zip(*np.unique(data.id_train_labels, return_counts=True), strict=True)},
         "notes": data.notes,
+        "orientation": orientations,
         "synthetic": synth_info,
         "backbone": {"name": backbone.name, "layers": list(backbone.layers),
                      "weights": backbone.weight_source.to_dict(), "image_size": cfg.features.image_size},

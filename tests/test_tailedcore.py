@@ -199,3 +199,43 @@ def test_lof_mask_reuse_gives_the_same_memory():
     tc.fit(feats)
     ref = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).fit(feats)
     np.testing.assert_array_equal(tc.memory_bank, ref.memory_bank)
+
+
+class _StreamingViews:
+    """A view source that can stream: 3 noisy "views" per image, one image per batch."""
+
+    def __init__(self, feats):
+        self.feats, self.streamed, self.gathered = feats, [], 0
+
+    def _views(self, i):
+        base = np.repeat(self.feats.patches[[i]], 3, axis=0)
+        return base + np.random.default_rng(i).normal(0, 0.01, base.shape).astype(np.float32)
+
+    def __call__(self, idx):
+        self.gathered += 1
+        return Features(np.concatenate([self._views(i) for i in idx]))
+
+    def iter_views(self, idx):
+        for i in idx:
+            self.streamed.append(int(i))
+            yield Features(self._views(i))
+
+
+def test_tailedcore_streams_views_batch_by_batch():
+    feats = lt_features()
+    src = _StreamingViews(feats)
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).set_view_source(src)
+    tc.fit(feats)
+    assert src.streamed == [30, 31] and src.gathered == 0  # never all views at once
+    # coreset of the tail images' own 32 patches (16) + of each image's 48 view patches (24 each)
+    assert tc.tail_size == 16 + 24 + 24
+    assert tc.bank_size == tc.tail_size + tc.head_size
+    # ratio 1: streaming keeps exactly the patches that gathering keeps
+    full = build_scorer("tailedcore", coreset_ratio=1.0, progress=False)
+    a = full.set_view_source(_StreamingViews(feats)).fit(feats).memory_bank
+    b = full.set_view_source(_StreamingViews(feats).__call__).fit(feats).memory_bank
+    np.testing.assert_array_equal(np.unique(a, axis=0), np.unique(b, axis=0))
+    # exact coreset (chunk_size None) gathers instead of streaming
+    src = _StreamingViews(feats)
+    build_scorer("tailedcore", coreset_ratio=0.5, chunk_size=None, progress=False).set_view_source(src).fit(feats)
+    assert src.gathered == 1 and src.streamed == []

@@ -77,12 +77,17 @@ class ViewFeatures:
         return len(view_params(self.kind))
 
     def __call__(self, indices: Sequence[int]) -> Features:
+        """Patch features of every view of the images at ``indices``, in one array."""
+        parts = [f.patches for f in self.iter_views(indices)]
+        return Features(patches=np.concatenate(parts)) if parts else Features()
+
+    def iter_views(self, indices: Sequence[int]) -> Iterator[Features]:
+        """The same features one (batch, view) at a time, so callers can reduce as they go."""
         indices = [int(i) for i in indices]
         if not indices or self.views_per_image == 0:
-            return Features()
+            return
         ex = self.extractor
         paths = [self.paths[i] for i in indices]
-        parts = []
         with Progress(len(paths) * self.views_per_image, "tail views", enabled=self.progress) as bar:
             for batch in iter_batches(paths, ex.transform, ex.batch_size):
                 if batch.errors:
@@ -92,6 +97,5 @@ class ViewFeatures:
                 for view in rotated_views(images, self.kind):
                     with torch.inference_mode():
                         emb = ex.embedding(ex.backbone(view))
-                    parts.append(np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))
                     bar.update(len(view))
-        return Features(patches=np.concatenate(parts))
+                    yield Features(patches=np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))

@@ -152,23 +152,43 @@ class TailedCore(SoftPatch):
         return TailSampler(self.tail_keep, self.tail_mass).run(self.global_embeddings(features))
 
     def tail_memory(self, patches: np.ndarray, tail: np.ndarray) -> np.ndarray:
-        """Coreset of the tail images' patches plus the patches of their views."""
+        """Coreset of the tail images' patches plus the patches of their views.
+
+        With a chunked coreset and a view source that can stream (``iter_views``),
+        each batch of views is reduced to its coreset as it arrives, so memory
+        holds one batch of views, not all of them (a coreset of chunks, as the
+        chunked greedy does anyway); otherwise all views are gathered first.
+        """
         d = patches.shape[-1]
-        parts = [patches[tail].reshape(-1, d)]
-        if self._view_source is not None and len(tail):
-            views = self._view_source(tail)
-            if views.patches is not None:
-                if views.patches.shape[-1] != d:
-                    raise ValueError(f"view features have dim {views.patches.shape[-1]}, training {d}")
-                parts.append(views.patches.reshape(-1, d))
-        tail_patches = np.concatenate(parts)
+        own = patches[tail].reshape(-1, d)
+        source = self._view_source
         ratio = self.coreset_ratio if self.tail_coreset_ratio is None else self.tail_coreset_ratio
         saved, self.coreset_ratio = self.coreset_ratio, ratio
         try:
-            idx = self.select_bank(tail_patches)
+            if source is None or not len(tail):
+                return own[self.select_bank(own)]
+            stream = getattr(source, "iter_views", None)
+            if stream is None or self.chunk_size is None:
+                views = source(tail)
+                parts = [own] + ([] if views.patches is None else [self._flat_views(views.patches, d)])
+                tail_patches = np.concatenate(parts)
+                return tail_patches[self.select_bank(tail_patches)]
+            kept = [own[self.select_bank(own)]]
+            for batch in stream(tail):
+                flat = self._flat_views(batch.patches, d)
+                kept.append(flat[self.select_bank(flat)])
+            bank = np.concatenate(kept)
+            if self.max_bank_items is not None and len(bank) > self.max_bank_items:
+                bank = bank[self.select_bank(bank)]
+            return bank
         finally:
             self.coreset_ratio = saved
-        return tail_patches[idx]
+
+    @staticmethod
+    def _flat_views(views: np.ndarray, d: int) -> np.ndarray:
+        if views.shape[-1] != d:
+            raise ValueError(f"view features have dim {views.shape[-1]}, training {d}")
+        return views.reshape(-1, d)
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> TailedCore:
         if features.patches is None:

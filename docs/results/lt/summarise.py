@@ -1,4 +1,7 @@
-"""Print the Markdown tables of docs/tailedcore.md from the evaluate-lt JSONs in this folder."""
+"""Print the Markdown tables of docs/tailedcore.md from the evaluate-lt JSONs in a folder.
+
+Usage: python docs/results/lt/summarise.py [FOLDER]   (default: this folder)
+"""
 
 from __future__ import annotations
 
@@ -24,8 +27,9 @@ def cost(path: Path) -> str:
 
 
 def main() -> None:
+    folder = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE
     for setting in ("step_k4", "pareto"):
-        runs = sorted(HERE.glob(f"{setting}_seed*.json"))
+        runs = sorted(folder.glob(f"{setting}_seed*.json"))
         if not runs:
             continue
         reports = [json.loads(p.read_text()) for p in runs]
@@ -55,7 +59,7 @@ def main() -> None:
             print(f"| {s['seed']} | {counts} | {', '.join(s['tail_classes'])} | {better} | "
                   f"{est['n_tail_images_flagged']} / {rec if rec is None else f'{rec:.2f}'} / "
                   f"{prec if prec is None else f'{prec:.2f}'} | {est['tail_classes_detected']} | "
-                  f"{cost(HERE / f'{setting}_seed{seed}.time')} |")
+                  f"{cost(folder / f'{setting}_seed{seed}.time')} |")
 
 
 if __name__ == "__main__":

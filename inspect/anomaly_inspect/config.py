@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from .data.transforms import RESIZE_MODES
 from .features.patch_embed import PatchEmbedding
 
 
@@ -26,13 +27,22 @@ class BackboneConfig:
 
 @dataclass
 class FeatureConfig:
+    """Model input geometry and patch embedding. ``resize``: "stretch" squashes every image
+    to a square (default); "pad" keeps the aspect ratio (longer side = ``image_size``,
+    mirrored padding that the scorers ignore)."""
+
     image_size: int = 320
     crop_size: int | None = None
+    resize: str = "stretch"
     batch_size: int = 32
     aggregate: int = 3
     embed_dim: int | None = 1024
     finest_stage: str = "rows"
     equal_stage_weights: bool = True
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES:
+            raise ConfigError(f"features: resize must be one of {RESIZE_MODES}, got {self.resize!r}")
 
     def embedding(self) -> PatchEmbedding:
         """The patch-feature map these settings describe (see features/patch_embed.py)."""

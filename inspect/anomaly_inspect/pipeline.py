@@ -17,6 +17,7 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, scorer_cls: type[Score
     return FeatureExtractor(
         backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
         patches="patches" in scorer_cls.requires, pooled="pooled" in scorer_cls.requires,
+        resize=f.resize,
     )
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from ..config import ModelConfig, load_config
+from ..data.transforms import RESIZE_MODES
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -17,6 +18,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
     p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
     p.add_argument("--image-size", type=int, help="input side length in pixels (default 320)")
+    p.add_argument("--resize", choices=RESIZE_MODES,
+                   help="stretch: squash to a square (default); pad: keep the aspect ratio and "
+                        "mirror-pad, the padding is ignored")
     p.add_argument("--batch-size", type=int, help="images per backbone batch (default 32)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
 
@@ -42,6 +46,8 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         cfg.backbone.layers = [int(v) for v in args.layers.split(",")]
     if args.image_size:
         cfg.features.image_size = args.image_size
+    if args.resize:
+        cfg.features.resize = args.resize
     if args.batch_size:
         cfg.features.batch_size = args.batch_size
     if args.seed is not None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .image_io import ImageReadError, read_image, read_mask
-from .transforms import TransformConfig, apply_transform, build_transform
+from .transforms import Box, TransformConfig, build_transform
 
 
 @dataclass
@@ -22,6 +22,7 @@ class Batch:
     masks: np.ndarray | None  # (B, H, W) uint8 or None
     originals: list[tuple[int, int]]  # (height, width) on disk
     errors: list[tuple[int, str]]  # (index, reason)
+    boxes: list[Box] | None = None  # where each image's content lies in the model input
 
 
 def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool):
@@ -29,8 +30,8 @@ def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool):
     mask = None
     if want_mask:
         mask = read_mask(mask_path) if mask_path is not None else np.zeros(image.shape[:2], np.uint8)
-    chw, mask = apply_transform(transform, image, mask)
-    return chw, mask, image.shape[:2]
+    chw, mask, box = transform(image, mask)
+    return chw, mask, image.shape[:2], box
 
 
 def iter_batches(
@@ -49,10 +50,10 @@ def iter_batches(
     want_mask = mask_paths is not None
 
     def load(start: int) -> Batch:
-        idx, imgs, masks, sizes, errors = [], [], [], [], []
+        idx, imgs, masks, sizes, boxes, errors = [], [], [], [], [], []
         for i in range(start, min(start + batch_size, len(paths))):
             try:
-                chw, mask, hw = _load_one(paths[i], mask_paths[i] if want_mask else None,
+                chw, mask, hw, box = _load_one(paths[i], mask_paths[i] if want_mask else None,
                                           transform, want_mask)
             except ImageReadError as exc:
                 errors.append((i, exc.reason))
@@ -64,10 +65,11 @@ def iter_batches(
             imgs.append(chw)
             masks.append(mask)
             sizes.append(hw)
+            boxes.append(box)
         size = cfg.output_size
         images = np.stack(imgs) if imgs else np.zeros((0, 3, size, size), np.float32)
         mask_arr = (np.stack(masks) if masks else np.zeros((0, size, size), np.uint8)) if want_mask else None
-        return Batch(idx, images, mask_arr, sizes, errors)
+        return Batch(idx, images, mask_arr, sizes, errors, boxes)
 
     starts = list(range(0, len(paths), batch_size))
     if not prefetch or len(starts) <= 1:

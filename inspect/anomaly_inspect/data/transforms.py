@@ -1,15 +1,56 @@
-"""Image transforms (albumentations): resize, optional centre crop, the backbone's normalisation."""
+"""Image transforms: resize (stretch, or keep the aspect ratio and pad), optional centre crop,
+the backbone's normalisation (albumentations).
+
+``resize="stretch"`` (the default) squashes every image to a square;
+``resize="pad"`` scales the longer side to ``image_size`` and
+fills the rest of the square by mirroring the image (OpenCV ``BORDER_REFLECT_101``),
+so that parts keep their shape whatever the aspect ratio of the files; where
+the content lies in the model input is returned as a :class:`Box`, which the
+scorers use to ignore the padding. For square images both modes are the same.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 # albumentations otherwise checks PyPI for a newer version on import.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
+
+RESIZE_MODES = ("stretch", "pad")
+
+
+@dataclass(frozen=True)
+class Box:
+    """Where an image's content lies in the (square) model input, in pixels."""
+
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def slices(self) -> tuple[slice, slice]:
+        return slice(self.top, self.top + self.height), slice(self.left, self.left + self.width)
+
+    def on_grid(self, input_size: int, grid: tuple[int, int]) -> Box:
+        """The cells of an (h, w) patch grid over the input whose centres lie in the box
+        (at least one cell, the one nearest the box centre, for boxes narrower than a cell)."""
+        def span(start: int, length: int, cells: int) -> tuple[int, int]:
+            step = input_size / cells
+            centres = (np.arange(cells) + 0.5) * step
+            inside = np.nonzero((centres >= start) & (centres < start + length))[0]
+            if len(inside) == 0:
+                c = int(np.clip((start + length / 2) // step, 0, cells - 1))
+                return c, 1
+            return int(inside[0]), int(len(inside))
+
+        top, height = span(self.top, self.height, grid[0])
+        left, width = span(self.left, self.width, grid[1])
+        return Box(top, left, height, width)
 
 
 @dataclass(frozen=True)
@@ -25,28 +66,80 @@ class TransformConfig:
     crop_size: int | None = None
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    resize: str = "stretch"
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_MODES:
+            raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
 
     @property
     def output_size(self) -> int:
         return self.crop_size or self.image_size
 
+    def resized_box(self, height: int, width: int) -> Box:
+        """Where an image of ``height`` x ``width`` pixels lies after resizing (before the crop)."""
+        s = self.image_size
+        if self.resize == "stretch":
+            return Box(0, 0, s, s)
+        scale = s / max(height, width)
+        h = min(s, max(1, round(height * scale)))
+        w = min(s, max(1, round(width * scale)))
+        return Box((s - h) // 2, (s - w) // 2, h, w)
 
-def build_transform(cfg: TransformConfig) -> A.Compose:
-    steps = [A.Resize(cfg.image_size, cfg.image_size, interpolation=1)]  # cv2.INTER_LINEAR
-    if cfg.crop_size:
-        steps.append(A.CenterCrop(cfg.crop_size, cfg.crop_size))
-    steps.append(A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0))
-    return A.Compose(steps)
+    def content_box(self, height: int, width: int) -> Box:
+        """Where an image of ``height`` x ``width`` pixels ends up in the model input."""
+        box = self.resized_box(height, width)
+        if not self.crop_size:
+            return box
+        off = (self.image_size - self.crop_size) // 2
+        top, left = max(box.top - off, 0), max(box.left - off, 0)
+        bottom = min(box.top + box.height - off, self.crop_size)
+        right = min(box.left + box.width - off, self.crop_size)
+        return Box(top, left, max(bottom - top, 1), max(right - left, 1))
+
+
+class ImageTransform:
+    """``(image, mask) -> ((3, H, W) float32, (H, W) mask or None, content Box)``."""
+
+    def __init__(self, cfg: TransformConfig):
+        self.cfg = cfg
+        steps: list = []
+        if cfg.resize == "stretch":
+            steps.append(A.Resize(cfg.image_size, cfg.image_size, interpolation=cv2.INTER_LINEAR))
+        if cfg.crop_size:
+            steps.append(A.CenterCrop(cfg.crop_size, cfg.crop_size))
+        steps.append(A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0))
+        self.compose = A.Compose(steps)
+
+    def _pad(self, image: np.ndarray, mask: np.ndarray | None):
+        s = self.cfg.image_size
+        box = self.cfg.resized_box(*image.shape[:2])
+        border = (box.top, s - box.top - box.height, box.left, s - box.left - box.width)
+        image = cv2.resize(image, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
+        image = cv2.copyMakeBorder(image, *border, cv2.BORDER_REFLECT_101)
+        if mask is not None:
+            mask = cv2.resize(mask, (box.width, box.height), interpolation=cv2.INTER_NEAREST)
+            mask = cv2.copyMakeBorder(mask, *border, cv2.BORDER_CONSTANT, value=0)
+        return image, mask
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray | None = None):
+        if mask is not None and mask.shape[:2] != image.shape[:2]:
+            mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
+        box = self.cfg.content_box(*image.shape[:2])
+        if self.cfg.resize == "pad":
+            image, mask = self._pad(image, mask)
+        out = self.compose(image=image, mask=mask) if mask is not None else self.compose(image=image)
+        chw = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
+        return chw, (out["mask"] if mask is not None else None), box
+
+
+def build_transform(cfg: TransformConfig) -> ImageTransform:
+    return ImageTransform(cfg)
 
 
 def apply_transform(
-    transform: A.Compose, image: np.ndarray, mask: np.ndarray | None = None
+    transform: ImageTransform, image: np.ndarray, mask: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Return a (3, H, W) float32 image and the (H, W) mask resized the same way."""
-    if mask is not None and mask.shape[:2] != image.shape[:2]:
-        import cv2
-
-        mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-    out = transform(image=image, mask=mask) if mask is not None else transform(image=image)
-    chw = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
-    return chw, (out["mask"] if mask is not None else None)
+    """Return a (3, H, W) float32 image and the (H, W) mask transformed the same way."""
+    chw, mask, _ = transform(image, mask)
+    return chw, mask

@@ -75,8 +75,10 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
             parts.append(result)
             if dataset.has_masks and result.patch_scores is not None:
                 size = item.batch.masks.shape[1:]
-                maps.append(anomaly_maps(result.patch_scores, size).astype(np.float32))
-                masks.append(item.batch.masks.astype(bool))
+                batch_maps = anomaly_maps(result.patch_scores, size).astype(np.float32)
+                for amap, mask, box in zip(batch_maps, item.batch.masks, item.batch.boxes, strict=True):
+                    maps.append(amap[box.slices()].ravel())  # pixels of the image, not the padding
+                    masks.append(mask[box.slices()].ravel().astype(bool))
     scores = ScoreResult.concat(parts)
     labels = np.array([s.label for s in test])
     image_auroc = auroc(labels, scores.image_scores)

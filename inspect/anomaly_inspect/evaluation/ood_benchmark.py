@@ -192,7 +192,8 @@ class OODFeatureExtractor:
         self.backbone = backbone
         self.cfg = features
         self.embedding = features.embedding()
-        self.transform = backbone.transform_config(features.image_size, features.crop_size)
+        self.transform = backbone.transform_config(features.image_size, features.crop_size,
+                                                   features.resize)
 
     def run(self, samples: list[Sample], want_patches: bool, on_patches, progress: Progress,
             image_fn=None) -> dict:
@@ -258,7 +259,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
     def desc(name: str, extra: dict) -> dict:
         return cache.describe(backbone, cfg.features.image_size, cfg.features.crop_size,
-                              [x.path for x in sets[name]], extra)
+                              [x.path for x in sets[name]], {**extra, "resize": cfg.features.resize})
 
     arrays: dict[str, dict] = {}
     patch_scores: dict[str, dict[str, np.ndarray]] = {s.label: {} for s in patch_specs}

@@ -83,9 +83,10 @@ class Backbone(nn.Module):
     def strides(self) -> list[int]:
         return [self.feature_info[i]["reduction"] for i in self.layers]
 
-    def transform_config(self, image_size: int = 256, crop_size: int | None = None) -> TransformConfig:
+    def transform_config(self, image_size: int = 256, crop_size: int | None = None,
+                         resize: str = "stretch") -> TransformConfig:
         """Input transform with this model's own normalisation (from timm's pretrained_cfg)."""
-        return TransformConfig(image_size, crop_size, self.mean, self.std)  # type: ignore[arg-type]
+        return TransformConfig(image_size, crop_size, self.mean, self.std, resize)  # type: ignore[arg-type]
 
     def train(self, mode: bool = True) -> Backbone:  # always frozen in eval mode
         return super().train(False)

@@ -12,7 +12,7 @@ import torch
 
 from ..data.image_io import ImageReadError
 from ..data.loader import Batch, iter_batches
-from ..data.transforms import TransformConfig
+from ..data.transforms import Box, TransformConfig
 from ..progress import Progress
 from .backbone import Backbone
 from .patch_embed import PatchEmbedding
@@ -26,10 +26,13 @@ class Features:
 
     ``patches``: (N, h, w, D) float32 patch embeddings, for memory-bank scorers.
     ``pooled``: (N, D) float32 global embedding, for image-level scorers.
+    ``valid``: (N, h, w) bool, the patches that lie on the image rather than on
+    the padding of an aspect-preserving resize; None when all do.
     """
 
     patches: np.ndarray | None = None
     pooled: np.ndarray | None = None
+    valid: np.ndarray | None = None
 
     def __len__(self) -> int:
         arr = self.patches if self.patches is not None else self.pooled
@@ -40,7 +43,14 @@ class Features:
         return Features(
             None if self.patches is None else self.patches[idx],
             None if self.pooled is None else self.pooled[idx],
+            None if self.valid is None else self.valid[idx],
         )
+
+    def valid_mask(self) -> np.ndarray:
+        """(N, h, w) bool: ``valid``, or all True."""
+        if self.valid is not None:
+            return self.valid
+        return np.ones(self.patches.shape[:3], dtype=bool)
 
     @staticmethod
     def concat(parts: list[Features]) -> Features:
@@ -48,7 +58,20 @@ class Features:
             arrs = [a for a in arrs if a is not None]
             return np.concatenate(arrs) if arrs else None
 
-        return Features(cat([p.patches for p in parts]), cat([p.pooled for p in parts]))
+        valid = None
+        if any(p.valid is not None for p in parts):
+            valid = np.concatenate([p.valid_mask() for p in parts if p.patches is not None])
+        return Features(cat([p.patches for p in parts]), cat([p.pooled for p in parts]), valid)
+
+
+def valid_grid(boxes: Sequence[Box], input_size: int, grid: tuple[int, int]) -> np.ndarray | None:
+    """(B, h, w) bool: the patch cells whose centres lie in each image's content box;
+    None when every cell of every image does (no padding)."""
+    valid = np.zeros((len(boxes), *grid), dtype=bool)
+    for i, box in enumerate(boxes):
+        cells = box.on_grid(input_size, grid)
+        valid[i][cells.slices()] = True
+    return None if valid.all() else valid
 
 
 @dataclass
@@ -74,16 +97,18 @@ class FeatureExtractor:
         embedding: PatchEmbedding | None = None,
         patches: bool = True,
         pooled: bool = False,
+        resize: str = "stretch",
     ):
         self.backbone = backbone
-        self.transform: TransformConfig = backbone.transform_config(image_size, crop_size)
+        self.transform: TransformConfig = backbone.transform_config(image_size, crop_size, resize)
         self.batch_size = batch_size
         self.embedding = embedding or PatchEmbedding()
         self.want_patches = patches
         self.want_pooled = pooled
 
-    def features_of(self, images: torch.Tensor) -> Features:
-        """Features of a normalised (B, 3, H, W) tensor."""
+    def features_of(self, images: torch.Tensor, boxes: Sequence[Box] | None = None) -> Features:
+        """Features of a normalised (B, 3, H, W) tensor; ``boxes`` (where each image's content
+        lies, from the transform) mark the patches on padding as not ``valid``."""
         if self.want_pooled:
             maps, pooled = self.backbone.forward_with_pooled(images)
             pooled_np = pooled.float().numpy()
@@ -94,7 +119,10 @@ class FeatureExtractor:
             with torch.inference_mode():
                 emb = self.embedding(maps)
             patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
-        return Features(patches, pooled_np)
+        valid = None
+        if patches is not None and boxes is not None:
+            valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])
+        return Features(patches, pooled_np, valid)
 
     def iter_extract(
         self,
@@ -105,7 +133,8 @@ class FeatureExtractor:
         """Yield features batch by batch (bounded memory); errors are in ``batch.errors``."""
         for batch in iter_batches(paths, self.transform, self.batch_size, mask_paths):
             feats = (
-                self.features_of(torch.from_numpy(batch.images)) if len(batch.indices) else Features()
+                self.features_of(torch.from_numpy(batch.images), batch.boxes) if len(batch.indices)
+                else Features()
             )
             if progress is not None:
                 progress.update(len(batch.indices) + len(batch.errors))
@@ -121,17 +150,19 @@ class FeatureExtractor:
         """
         out: dict[str, np.ndarray] = {}
         start = 0
+        # ``valid`` is kept only once a batch has padding; earlier batches were all valid.
         for item in self.iter_extract(paths, progress=progress):
             if item.batch.errors:
                 index, reason = item.batch.errors[0]
                 raise ImageReadError(paths[index], reason)
             n = len(item.features)
-            for name in ("patches", "pooled"):
+            for name in ("patches", "pooled", "valid"):
                 arr = getattr(item.features, name)
                 if arr is None:
                     continue
                 if name not in out:
-                    out[name] = np.empty((len(paths), *arr.shape[1:]), dtype=arr.dtype)
+                    fill = np.ones if name == "valid" else np.empty
+                    out[name] = fill((len(paths), *arr.shape[1:]), dtype=arr.dtype)
                 out[name][start:start + n] = arr
             start += n
-        return Features(out.get("patches"), out.get("pooled"))
+        return Features(out.get("patches"), out.get("pooled"), out.get("valid"))

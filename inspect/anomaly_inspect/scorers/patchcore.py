@@ -123,7 +123,9 @@ class PatchCore(Scorer):
     def fit(self, features: Features, labels: np.ndarray | None = None) -> PatchCore:
         if features.patches is None:
             raise ValueError("PatchCore needs patch features")
-        flat = features.patches.reshape(-1, features.patches.shape[-1])
+        patches = features.patches
+        flat = (patches.reshape(-1, patches.shape[-1]) if features.valid is None
+                else patches[features.valid])  # padding patches never enter the bank
         idx = self.select_bank(flat)
         self._set_bank(np.ascontiguousarray(flat[idx]))
         log.info("PatchCore: %d of %d patches in the memory bank", len(idx), len(flat))
@@ -140,13 +142,23 @@ class PatchCore(Scorer):
         patches = features.patches
         n, h, w, d = patches.shape
         flat = patches.reshape(n, h * w, d)
-        dist, nn_idx = self._nn.search(flat.reshape(-1, d), 1)
-        patch_scores = dist[:, 0].reshape(n, h * w)
-        nn_idx = nn_idx[:, 0].reshape(n, h * w)
+        padding = None if features.valid is None else ~features.valid.reshape(n, h * w)
+        if padding is None:
+            dist, nn_idx = self._nn.search(flat.reshape(-1, d), 1)
+            patch_scores = dist[:, 0].reshape(n, h * w)
+            nn_idx = nn_idx[:, 0].reshape(n, h * w)
+        else:  # only the image is searched; the image score is its maximum, not the padding's
+            patch_scores = np.full((n, h * w), -np.inf, np.float32)
+            nn_idx = np.zeros((n, h * w), np.int64)
+            dist, idx = self._nn.search(flat[~padding], 1)
+            patch_scores[~padding], nn_idx[~padding] = dist[:, 0], idx[:, 0]
         if not self._nn.is_exact:
             exact_image_maxima(flat, patch_scores, nn_idx, self._nn)
         image = reweight_image_scores(flat, patch_scores, nn_idx,
                                       self.memory_bank, self._nn, self.num_neighbors)
+        if padding is not None:  # maps: padding at the image's lowest score
+            low = np.where(padding, np.inf, patch_scores).min(axis=1, keepdims=True)
+            patch_scores = np.where(padding, low, patch_scores)
         return ScoreResult(image, patch_scores.reshape(n, h, w))
 
     # -- persistence -----------------------------------------------------------

@@ -68,8 +68,9 @@ class SoftPatch(PatchCore):
         same training features, in the next ``fit`` instead of recomputing it."""
         self._lof_hint = mask
 
-    def head_memory(self, patches: np.ndarray) -> np.ndarray:
-        """Coreset of the LOF-filtered (N, h, w, D) patches, as an (M, D) array."""
+    def head_memory(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
+        """Coreset of the LOF-filtered (N, h, w, D) patches, as an (M, D) array; patches
+        outside ``valid`` (padding) take part in the per-position LOF but are not kept."""
         hint = getattr(self, "_lof_hint", None)
         if hint is not None and hint.shape == patches.shape[:3]:
             keep = hint
@@ -78,13 +79,13 @@ class SoftPatch(PatchCore):
                                  self.seed, self.progress)
         self._lof_hint = None
         self.lof_mask_ = keep
-        kept = patches[keep]
+        kept = patches[keep if valid is None else keep & valid]
         return kept[self.select_bank(kept)]
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> SoftPatch:
         if features.patches is None:
             raise ValueError(f"{type(self).__name__} needs patch features")
-        bank = self.head_memory(features.patches)
+        bank = self.head_memory(features.patches, features.valid)
         self._set_bank(np.ascontiguousarray(bank))
         log.info("SoftPatch: %d memory items", len(bank))
         return self
@@ -145,14 +146,18 @@ class TailedCore(SoftPatch):
                 raise ValueError("TailedCore(embedding='pooled') needs pooled features; extract "
                                  "with pooled=True or use embedding='patch_mean'")
             return features.pooled
-        return features.patches.mean(axis=(1, 2))
+        if features.valid is None:
+            return features.patches.mean(axis=(1, 2))
+        w = features.valid[..., None].astype(np.float32)
+        return (features.patches * w).sum(axis=(1, 2)) / w.sum(axis=(1, 2))
 
     def find_tail(self, features: Features) -> TailSamplerResult:
         """Run TailSampler on the training images' global embeddings."""
         return TailSampler(self.tail_keep, self.tail_mass).run(self.global_embeddings(features))
 
-    def tail_memory(self, patches: np.ndarray, tail: np.ndarray) -> np.ndarray:
-        """Coreset of the tail images' patches plus the patches of their views.
+    def tail_memory(self, patches: np.ndarray, tail: np.ndarray,
+                    valid: np.ndarray | None = None) -> np.ndarray:
+        """Coreset of the tail images' patches (those in ``valid``) plus the patches of their views.
 
         With a chunked coreset and a view source that can stream (``iter_views``),
         each batch of views is reduced to its coreset as it arrives, so memory
@@ -160,7 +165,7 @@ class TailedCore(SoftPatch):
         chunked greedy does anyway); otherwise all views are gathered first.
         """
         d = patches.shape[-1]
-        own = patches[tail].reshape(-1, d)
+        own = patches[tail].reshape(-1, d) if valid is None else patches[tail][valid[tail]]
         source = self._view_source
         ratio = self.coreset_ratio if self.tail_coreset_ratio is None else self.tail_coreset_ratio
         saved, self.coreset_ratio = self.coreset_ratio, ratio
@@ -197,8 +202,8 @@ class TailedCore(SoftPatch):
         tail = self.tail_result.tail_indices
         log.info("TailSampler: %d of %d images in tail classes (class size <= %d); histogram %s",
                  len(tail), len(features), self.tail_result.max_k, self.tail_result.histogram.tolist())
-        head = self.head_memory(features.patches)
-        tail_bank = (self.tail_memory(features.patches, tail) if len(tail)
+        head = self.head_memory(features.patches, features.valid)
+        tail_bank = (self.tail_memory(features.patches, tail, features.valid) if len(tail)
                      else np.zeros((0, head.shape[1]), np.float32))
         self.head_size, self.tail_size = len(head), len(tail_bank)
         self._set_bank(np.ascontiguousarray(np.concatenate([tail_bank, head])))

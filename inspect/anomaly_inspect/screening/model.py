@@ -94,10 +94,15 @@ class Model:
                 pvals = self.calibration.p_values(scores)
                 flags = self.calibration.decide(scores)
                 for j, i in enumerate(batch.indices):
-                    maps = result.patch_scores[j] if keep_maps and result.patch_scores is not None else None
+                    maps = None
+                    if keep_maps and result.patch_scores is not None:  # the image's cells, no padding
+                        grid = result.patch_scores.shape[1:]
+                        cells = batch.boxes[j].on_grid(batch.images.shape[-1], grid)
+                        maps = result.patch_scores[j][cells.slices()]
                     rows[i] = ScoredImage(str(paths[i]), float(scores[j]), float(pvals[j]),
                                           bool(flags[j]), "", maps)
-                    inputs[i] = batch.images[j]
+                    rows_, cols_ = batch.boxes[j].slices()
+                    inputs[i] = batch.images[j][:, rows_, cols_]  # thumbnails without the padding
             for i, reason in batch.errors:
                 rows[i] = ScoredImage(str(paths[i]), float("nan"), float("nan"), None, reason)
             order = sorted(rows)
@@ -195,7 +200,9 @@ def fit(
     result = scorer.score(cal_feats)
     cal = calibrate(result.image_scores, target_fpr, source)
     log.info("calibration: %s", cal.summary())
-    display = _display_range(result.patch_scores, cal.threshold)
+    on_image = result.patch_scores if cal_feats.valid is None or result.patch_scores is None \
+        else result.patch_scores[cal_feats.valid]
+    display = _display_range(on_image, cal.threshold)
     info = ModelInfo(
         config=cfg.to_dict(),
         backbone={"name": backbone.name, "layers": list(backbone.layers),
@@ -223,7 +230,10 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
     """Load a saved model; checks the format version, then the backbone weights' checksum."""
     directory = Path(directory)
     info = read_model_info(directory)
-    cfg = ModelConfig.from_dict(info.config, f"{directory}/model.json config")
+    config = dict(info.config)
+    # Models saved before ``features.resize`` existed were fitted on stretched inputs.
+    config["features"] = {"resize": "stretch", **(config.get("features") or {})}
+    cfg = ModelConfig.from_dict(config, f"{directory}/model.json config")
     backbone = build_backbone(cfg)
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
     scorer = Scorer.load(directory / SCORER_DIR)

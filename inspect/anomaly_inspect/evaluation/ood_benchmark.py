@@ -30,7 +30,7 @@ from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
-from ..features.extractor import Features
+from ..features.extractor import Features, valid_grid
 from ..progress import Progress
 from ..scorers import build_scorer, get_scorer_class
 from .ood import CONVENTION, ood_metrics, orientation
@@ -217,7 +217,10 @@ class OODFeatureExtractor:
                     blocks.setdefault(name, []).append(norms.float().numpy())
                 if want_patches:
                     emb = self.embedding(inter)
-                    on_patches(np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))
+                    patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
+                    valid = None if image_fn is not None else \
+                        valid_grid(batch.boxes, x.shape[-1], patches.shape[1:3])
+                    on_patches(Features(patches=patches, valid=valid))
             progress.update(len(batch.indices))
         out = {"pooled": np.concatenate(pooled)}
         out.update({f"block_{k}": np.concatenate(v) for k, v in blocks.items()})
@@ -282,13 +285,13 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             collected: list[np.ndarray] = []
             scored: dict[str, list[np.ndarray]] = {s.label: [] for s in missing_patch}
 
-            def on_patches(p: np.ndarray, name=name, collected=collected, scored=scored,
+            def on_patches(f: Features, name=name, collected=collected, scored=scored,
                            missing=missing_patch) -> None:
                 if name == "id_train":
-                    collected.append(p)
+                    collected.append(f)
                 else:
                     for s in missing:
-                        scored[s.label].append(fitted_patch[s.label].score(Features(patches=p)).image_scores)
+                        scored[s.label].append(fitted_patch[s.label].score(f).image_scores)
 
             log.info("extracting %s (%d images)", name, len(samples))
             out = extractor.run(samples, bool(missing_patch), on_patches, bar)
@@ -297,7 +300,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 cache.save(desc(name, feat_extra), out)
             arrays[name] = out
             if name == "id_train":
-                train_patches = Features(patches=np.concatenate(collected)) if collected else None
+                train_patches = Features.concat(collected) if collected else None
                 for s in missing_patch:
                     params = {"seed": cfg.seed, "progress": progress} | s.params
                     fitted_patch[s.label] = build_scorer(s.name, **params).fit(

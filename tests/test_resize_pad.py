@@ -166,3 +166,70 @@ def test_evaluate_with_pad_on_variable_aspect_real_images(tmp_path, shared_data)
     assert result.config["features"]["resize"] == "pad"
     # the bank holds image patches only: fewer than all 12 x 12 cells of 10 images at 10 %
     assert result.memory_bank_items < 0.1 * 10 * 12 * 12
+
+
+def test_lof_quantile_over_image_patches_only():
+    from anomaly_inspect.scorers.lof_filter import lof_keep_mask
+
+    rng = np.random.default_rng(0)
+    patches = rng.normal(0, 1, (20, 2, 4, 3)).astype(np.float32)
+    valid = np.ones((20, 2, 4), bool)
+    valid[:, :, 3] = False  # a quarter of the patches is padding
+    keep = lof_keep_mask(patches, k=6, discard=0.25, valid=valid)
+    assert not keep[:, :, 3].any()  # padding is never kept
+    # 25 % of the 120 image patches are dropped (not 25 % of all 160, padding included)
+    assert keep.sum() == 90
+    assert lof_keep_mask(patches, discard=0.0, valid=valid).sum() == 120
+
+
+def test_view_masks_follow_the_rotation():
+    import torch
+
+    from anomaly_inspect.features.views import cells_inside, content_masks, rotated_views
+
+    boxes = [Box(0, 0, 16, 8), Box(0, 0, 16, 16)]  # left half on content; no padding
+    masks = content_masks(boxes, 16)
+    assert masks.shape == (2, 1, 16, 16) and masks[0, 0, :, :8].all() and not masks[0, 0, :, 8:].any()
+    assert content_masks([Box(0, 0, 16, 16)], 16) is None
+    views = list(rotated_views(masks, "rotflip"))  # first view: horizontal flip, no rotation
+    valid = cells_inside(views[0], (4, 4))
+    assert valid[0, :, 2:].all() and not valid[0, :, :2].any() and valid[1].all()
+    assert cells_inside(torch.ones(1, 1, 16, 16), (2, 2)).all()
+
+
+def test_tailedcore_leaves_padding_out_of_view_memory():
+    from anomaly_inspect.scorers.tailedcore import TailedCore
+
+    views = _features_with_padding(77.0, n=4)
+    flat = TailedCore._flat_views(views, 2)
+    assert flat.shape == (4 * 2 * 3, 2) and np.abs(flat).max() < 1.0
+
+
+def test_evaluate_lt_builds_extractors_with_the_resize_mode(monkeypatch):
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.evaluation import longtail
+
+    seen = []
+
+    class Spy:
+        def __init__(self, *args, resize="stretch", **kwargs):
+            seen.append(resize)
+            if len(seen) == 2:
+                raise RuntimeError("stop here")
+
+    monkeypatch.setattr(longtail, "FeatureExtractor", Spy)
+    monkeypatch.setattr(longtail, "build_backbone", lambda cfg: None)
+    cfg = ModelConfig()
+    cfg.features.resize = "pad"
+    with pytest.raises(RuntimeError, match="stop here"):
+        longtail.evaluate_longtail(None, {}, {}, cfg, ["patchcore"], progress=False)
+    assert seen == ["pad", "pad"]
+
+
+def test_bad_resize_in_yaml_names_the_file(tmp_path):
+    from anomaly_inspect.config import load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("features: {resize: squash}\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: features: resize must be one of"):
+        load_config(path)

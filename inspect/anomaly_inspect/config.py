@@ -75,7 +75,7 @@ class ModelConfig:
         try:
             bb = BackboneConfig(**(data.pop("backbone", None) or {}))
             ft = FeatureConfig(**(data.pop("features", None) or {}))
-        except TypeError as exc:
+        except (TypeError, ConfigError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
         return cls(backbone=bb, features=ft, **data)
 

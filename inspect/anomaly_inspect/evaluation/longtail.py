@@ -99,9 +99,9 @@ def evaluate_longtail(
     f = cfg.features
     backbone = build_backbone(cfg)
     extractor = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
-                                 patches=True, pooled=True)
+                                 patches=True, pooled=True, resize=f.resize)
     patch_only = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
-                                  patches=True, pooled=False)
+                                  patches=True, pooled=False, resize=f.resize)
     train = split.train_samples(category_dirs)
     train_paths = [s.path for s in train]
     train_cats = [s.group for s in train]

@@ -184,6 +184,11 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     return data, synth_info
 
 
+def _with_resize(extra: dict, resize: str) -> dict:
+    """Cache description extras; "stretch" adds nothing, so caches made before ``resize`` stay valid."""
+    return extra if resize == "stretch" else {**extra, "resize": resize}
+
+
 # --- features ------------------------------------------------------------------------------
 class OODFeatureExtractor:
     """One pass per image: pooled embedding, per-channel block norms and (optionally) patches."""
@@ -262,7 +267,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
     def desc(name: str, extra: dict) -> dict:
         return cache.describe(backbone, cfg.features.image_size, cfg.features.crop_size,
-                              [x.path for x in sets[name]], {**extra, "resize": cfg.features.resize})
+                              [x.path for x in sets[name]], _with_resize(extra, cfg.features.resize))
 
     arrays: dict[str, dict] = {}
     patch_scores: dict[str, dict[str, np.ndarray]] = {s.label: {} for s in patch_specs}
@@ -282,7 +287,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 arrays[name] = cached
                 bar.update(len(samples))
                 continue
-            collected: list[np.ndarray] = []
+            collected: list[Features] = []
             scored: dict[str, list[np.ndarray]] = {s.label: [] for s in missing_patch}
 
             def on_patches(f: Features, name=name, collected=collected, scored=scored,

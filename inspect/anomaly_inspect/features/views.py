@@ -22,6 +22,7 @@ from torchvision.transforms import InterpolationMode
 
 from ..data.image_io import ImageReadError
 from ..data.loader import iter_batches
+from ..data.transforms import Box
 from ..progress import Progress
 from .extractor import FeatureExtractor, Features
 
@@ -78,8 +79,8 @@ class ViewFeatures:
 
     def __call__(self, indices: Sequence[int]) -> Features:
         """Patch features of every view of the images at ``indices``, in one array."""
-        parts = [f.patches for f in self.iter_views(indices)]
-        return Features(patches=np.concatenate(parts)) if parts else Features()
+        parts = list(self.iter_views(indices))
+        return Features.concat(parts) if parts else Features()
 
     def iter_views(self, indices: Sequence[int]) -> Iterator[Features]:
         """The same features one (batch, view) at a time, so callers can reduce as they go."""
@@ -94,8 +95,29 @@ class ViewFeatures:
                     i, reason = batch.errors[0]
                     raise ImageReadError(paths[i], reason)
                 images = torch.from_numpy(batch.images)
+                content = content_masks(batch.boxes, images.shape[-1])
+                masks = rotated_views(content, self.kind) if content is not None else None
                 for view in rotated_views(images, self.kind):
                     with torch.inference_mode():
                         emb = ex.embedding(ex.backbone(view))
                     bar.update(len(view))
-                    yield Features(patches=np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy()))
+                    patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
+                    valid = None if masks is None else cells_inside(next(masks), patches.shape[1:3])
+                    yield Features(patches=patches, valid=valid)
+
+
+def content_masks(boxes: Sequence[Box], size: int) -> torch.Tensor | None:
+    """(B, 1, size, size) float: 1 on each image's content, 0 on the padding; None without padding."""
+    mask = torch.zeros((len(boxes), 1, size, size))
+    for i, box in enumerate(boxes):
+        rows, cols = box.slices()
+        mask[i, 0, rows, cols] = 1.0
+    return None if bool(mask.all()) else mask
+
+
+def cells_inside(mask: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
+    """(B, h, w) bool: the grid cells whose centre lies on content in a (rotated) content mask."""
+    size = mask.shape[-1]
+    ys = ((np.arange(grid[0]) + 0.5) * size / grid[0]).astype(int)
+    xs = ((np.arange(grid[1]) + 0.5) * size / grid[1]).astype(int)
+    return (mask[:, 0][:, ys][:, :, xs] > 0.5).numpy()

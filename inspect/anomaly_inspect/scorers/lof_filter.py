@@ -74,15 +74,20 @@ def per_position_lof(
 
 def lof_keep_mask(
     patches: np.ndarray, k: int = 6, discard: float = 0.15, projection_dim: int | None = 128,
-    seed: int = 0, progress: bool = False,
+    seed: int = 0, progress: bool = False, valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean (N, h, w): True for patches kept (LOF below the (1 - discard) quantile)."""
+    """Boolean (N, h, w): True for patches kept (LOF below the (1 - discard) quantile).
+
+    With ``valid`` (patches on the image, not on padding) the quantile is taken over
+    those patches only, and padding is never kept.
+    """
     if not 0 <= discard < 1:
         raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
+    on_image = np.ones(patches.shape[:3], bool) if valid is None else valid
     if discard == 0 or len(patches) <= 1:
-        return np.ones(patches.shape[:3], bool)
+        return on_image.copy()
     scores = per_position_lof(patches, k, projection_dim, seed, progress)
-    cut = np.quantile(scores, 1.0 - discard)
-    keep = scores < cut
+    cut = np.quantile(scores[on_image], 1.0 - discard)
+    keep = (scores < cut) & on_image
     log.info("LOF filter: kept %d of %d patches (cut %.3f)", keep.sum(), keep.size, cut)
     return keep

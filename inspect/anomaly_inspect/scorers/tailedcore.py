@@ -70,13 +70,14 @@ class SoftPatch(PatchCore):
 
     def head_memory(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Coreset of the LOF-filtered (N, h, w, D) patches, as an (M, D) array; patches
-        outside ``valid`` (padding) take part in the per-position LOF but are not kept."""
+        outside ``valid`` (padding) take part in the per-position LOF but are not kept,
+        nor counted in its discard quantile."""
         hint = getattr(self, "_lof_hint", None)
         if hint is not None and hint.shape == patches.shape[:3]:
             keep = hint
         else:
             keep = lof_keep_mask(patches, self.lof_k, self.lof_discard, self.lof_projection_dim,
-                                 self.seed, self.progress)
+                                 self.seed, self.progress, valid)
         self._lof_hint = None
         self.lof_mask_ = keep
         kept = patches[keep if valid is None else keep & valid]
@@ -175,12 +176,12 @@ class TailedCore(SoftPatch):
             stream = getattr(source, "iter_views", None)
             if stream is None or self.chunk_size is None:
                 views = source(tail)
-                parts = [own] + ([] if views.patches is None else [self._flat_views(views.patches, d)])
+                parts = [own] + ([] if views.patches is None else [self._flat_views(views, d)])
                 tail_patches = np.concatenate(parts)
                 return tail_patches[self.select_bank(tail_patches)]
             kept = [own[self.select_bank(own)]]
             for batch in stream(tail):
-                flat = self._flat_views(batch.patches, d)
+                flat = self._flat_views(batch, d)
                 kept.append(flat[self.select_bank(flat)])
             bank = np.concatenate(kept)
             if self.max_bank_items is not None and len(bank) > self.max_bank_items:
@@ -190,10 +191,12 @@ class TailedCore(SoftPatch):
             self.coreset_ratio = saved
 
     @staticmethod
-    def _flat_views(views: np.ndarray, d: int) -> np.ndarray:
-        if views.shape[-1] != d:
-            raise ValueError(f"view features have dim {views.shape[-1]}, training {d}")
-        return views.reshape(-1, d)
+    def _flat_views(views: Features, d: int) -> np.ndarray:
+        """The view patches that lie on the (rotated) image, as an (M, D) array."""
+        patches = views.patches
+        if patches.shape[-1] != d:
+            raise ValueError(f"view features have dim {patches.shape[-1]}, training {d}")
+        return patches.reshape(-1, d) if views.valid is None else patches[views.valid]
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> TailedCore:
         if features.patches is None:

@@ -24,6 +24,9 @@ def test_evaluate_bottle_defaults(shared_data, tmp_path, capsys):
     assert result["n_train"] == 209 and result["n_test"] == 83
     assert result["image_auroc"] >= 0.99
     assert result["pixel_auroc"] >= 0.96
+    by_defect = result["image_auroc_by_defect"]
+    assert set(by_defect) == {"broken_large", "broken_small", "contamination"}
+    assert min(by_defect.values()) <= result["image_auroc"] <= max(by_defect.values()) + 1e-9
     assert "image AUROC" in capsys.readouterr().out
 
 

@@ -45,3 +45,16 @@ def test_fpr_at_tpr_by_hand():
 def test_fpr_at_tpr_with_tied_scores():
     # the tie at 0.5 between a positive and a negative counts as flagged (score >= threshold)
     assert fpr_at_tpr([1, 1, 0, 0], [0.9, 0.5, 0.5, 0.1], 1.0) == pytest.approx(0.5)
+
+
+def test_auroc_by_group_by_hand():
+    from anomaly_inspect.evaluation.metrics import auroc_by_group
+
+    labels = np.array([0, 0, 1, 1, 1])
+    scores = np.array([0.1, 0.4, 0.3, 0.9, 0.5])
+    groups = ["good", "good", "crack", "hole", "hole"]
+    # crack: 0.3 beats 0.1, loses to 0.4 -> 1/2; hole: 0.9 and 0.5 beat both -> 1
+    assert auroc_by_group(labels, scores, groups) == {"crack": 0.5, "hole": 1.0}
+    # the overall AUROC is the anomaly-count-weighted mean of the groups' (1/3 * 0.5 + 2/3 * 1)
+    assert auroc(labels, scores) == pytest.approx(5 / 6)
+    assert auroc_by_group(np.ones(2), np.zeros(2), ["a", "b"]) == {}

@@ -50,6 +50,7 @@ def print_result(result: EvaluationResult) -> None:
         ("method", f"{result.method} on {result.backbone} ({result.weights} weights, {result.image_size}px)"),
         ("image AUROC", f"{result.image_auroc:.4f}"),
         ("pixel AUROC", px),
+        ("image AUROC by defect", ", ".join(f"{g} {v:.3f}" for g, v in result.image_auroc_by_defect.items())),
         ("train / test images", f"{result.n_train} / {result.n_test} ({result.n_test_anomalous} anomalous)"),
         ("fit", f"{result.fit_seconds:.1f} s"),
         ("test", f"{result.test_seconds:.1f} s ({result.test_images_per_second:.1f} img/s)"),

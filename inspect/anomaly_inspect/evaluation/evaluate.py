@@ -18,7 +18,7 @@ from ..pipeline import build
 from ..progress import Progress
 from ..scorers import ScoreResult
 from ..scorers.maps import anomaly_maps
-from .metrics import auroc
+from .metrics import auroc, auroc_by_group
 from .resources import Timer, peak_rss_mb
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class EvaluationResult:
     image_size: int
     image_auroc: float
     pixel_auroc: float | None
+    image_auroc_by_defect: dict[str, float]
     n_train: int
     n_test: int
     n_test_anomalous: int
@@ -92,6 +93,8 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         image_size=cfg.features.image_size,
         image_auroc=float(image_auroc),
         pixel_auroc=None if pixel is None else float(pixel),
+        image_auroc_by_defect={g: round(float(v), 4) for g, v in
+                               auroc_by_group(labels, scores.image_scores, [s.group for s in test]).items()},
         n_train=n_train,
         n_test=n_test,
         n_test_anomalous=int(labels.sum()),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 
@@ -43,3 +45,15 @@ def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> flo
     k = min(max(k, 1), pos.size)
     threshold = pos[k - 1]
     return float((neg >= threshold).mean())
+
+
+def auroc_by_group(labels: np.ndarray, scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
+    """Image AUROC of each anomalous group (e.g. defect type) against all normal samples."""
+    labels = np.asarray(labels).astype(bool)
+    scores = np.asarray(scores)
+    groups = np.asarray(groups)
+    if labels.all():
+        return {}
+    return {g: auroc(labels[keep], scores[keep])
+            for g in sorted(set(groups[labels].tolist()))
+            for keep in [~labels | (groups == g)]}

@@ -22,7 +22,7 @@ class Batch:
     masks: np.ndarray | None  # (B, H, W) uint8 or None
     originals: list[tuple[int, int]]  # (height, width) on disk
     errors: list[tuple[int, str]]  # (index, reason)
-    boxes: list[Box] | None = None  # where each image's content lies in the model input
+    boxes: list[Box]  # where each image's content lies in the model input
 
 
 def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool):

@@ -24,6 +24,11 @@ import albumentations as A  # noqa: E402
 RESIZE_MODES = ("stretch", "pad")
 
 
+def cell_centres(input_size: int, cells: int) -> np.ndarray:
+    """Pixel coordinates of the centres of ``cells`` equal cells across ``input_size`` pixels."""
+    return (np.arange(cells) + 0.5) * (input_size / cells)
+
+
 @dataclass(frozen=True)
 class Box:
     """Where an image's content lies in the (square) model input, in pixels."""
@@ -40,11 +45,10 @@ class Box:
         """The cells of an (h, w) patch grid over the input whose centres lie in the box
         (at least one cell, the one nearest the box centre, for boxes narrower than a cell)."""
         def span(start: int, length: int, cells: int) -> tuple[int, int]:
-            step = input_size / cells
-            centres = (np.arange(cells) + 0.5) * step
+            centres = cell_centres(input_size, cells)
             inside = np.nonzero((centres >= start) & (centres < start + length))[0]
             if len(inside) == 0:
-                c = int(np.clip((start + length / 2) // step, 0, cells - 1))
+                c = int(np.clip((start + length / 2) // (input_size / cells), 0, cells - 1))
                 return c, 1
             return int(inside[0]), int(len(inside))
 
@@ -88,7 +92,10 @@ class TransformConfig:
 
     def content_box(self, height: int, width: int) -> Box:
         """Where an image of ``height`` x ``width`` pixels ends up in the model input."""
-        box = self.resized_box(height, width)
+        return self.cropped(self.resized_box(height, width))
+
+    def cropped(self, box: Box) -> Box:
+        """A :meth:`resized_box` after the optional centre crop."""
         if not self.crop_size:
             return box
         off = (self.image_size - self.crop_size) // 2
@@ -111,9 +118,8 @@ class ImageTransform:
         steps.append(A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0))
         self.compose = A.Compose(steps)
 
-    def _pad(self, image: np.ndarray, mask: np.ndarray | None):
+    def _pad(self, image: np.ndarray, mask: np.ndarray | None, box: Box):
         s = self.cfg.image_size
-        box = self.cfg.resized_box(*image.shape[:2])
         border = (box.top, s - box.top - box.height, box.left, s - box.left - box.width)
         image = cv2.resize(image, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
         image = cv2.copyMakeBorder(image, *border, cv2.BORDER_REFLECT_101)
@@ -125,21 +131,13 @@ class ImageTransform:
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None):
         if mask is not None and mask.shape[:2] != image.shape[:2]:
             mask = cv2.resize(mask, (image.shape[1], image.shape[0]), interpolation=cv2.INTER_NEAREST)
-        box = self.cfg.content_box(*image.shape[:2])
+        resized = self.cfg.resized_box(*image.shape[:2])
         if self.cfg.resize == "pad":
-            image, mask = self._pad(image, mask)
+            image, mask = self._pad(image, mask, resized)
         out = self.compose(image=image, mask=mask) if mask is not None else self.compose(image=image)
         chw = np.ascontiguousarray(out["image"].transpose(2, 0, 1), dtype=np.float32)
-        return chw, (out["mask"] if mask is not None else None), box
+        return chw, (out["mask"] if mask is not None else None), self.cfg.cropped(resized)
 
 
 def build_transform(cfg: TransformConfig) -> ImageTransform:
     return ImageTransform(cfg)
-
-
-def apply_transform(
-    transform: ImageTransform, image: np.ndarray, mask: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Return a (3, H, W) float32 image and the (H, W) mask transformed the same way."""
-    chw, mask, _ = transform(image, mask)
-    return chw, mask

@@ -22,7 +22,7 @@ from torchvision.transforms import InterpolationMode
 
 from ..data.image_io import ImageReadError
 from ..data.loader import iter_batches
-from ..data.transforms import Box
+from ..data.transforms import Box, cell_centres
 from ..progress import Progress
 from .extractor import FeatureExtractor, Features
 
@@ -118,6 +118,5 @@ def content_masks(boxes: Sequence[Box], size: int) -> torch.Tensor | None:
 def cells_inside(mask: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
     """(B, h, w) bool: the grid cells whose centre lies on content in a (rotated) content mask."""
     size = mask.shape[-1]
-    ys = ((np.arange(grid[0]) + 0.5) * size / grid[0]).astype(int)
-    xs = ((np.arange(grid[1]) + 0.5) * size / grid[1]).astype(int)
+    ys, xs = (cell_centres(size, cells).astype(int) for cells in grid)
     return (mask[:, 0][:, ys][:, :, xs] > 0.5).numpy()

@@ -80,7 +80,7 @@ class SoftPatch(PatchCore):
                                  self.seed, self.progress, valid)
         self._lof_hint = None
         self.lof_mask_ = keep
-        kept = patches[keep if valid is None else keep & valid]
+        kept = patches[keep]
         return kept[self.select_bank(kept)]
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> SoftPatch:

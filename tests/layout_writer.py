@@ -60,3 +60,16 @@ def write_mvtec(
             if masks:
                 write_mask(cat / "ground_truth" / name / f"{i:03d}_mask.png", size)
     return cat
+
+
+def link_subset(src: Path, dst: Path, n: int, pattern: str = "*.png") -> list[Path]:
+    """Symlink the first ``n`` files of ``src`` matching ``pattern`` (sorted) into ``dst``.
+
+    Links, not copies: the licensed images in ../shared/data never leave it.
+    """
+    dst.mkdir(parents=True, exist_ok=True)
+    links = []
+    for p in sorted(src.glob(pattern))[:n]:
+        (dst / p.name).symlink_to(p)
+        links.append(dst / p.name)
+    return links

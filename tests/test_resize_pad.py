@@ -14,6 +14,7 @@ from anomaly_inspect.config import ConfigError, FeatureConfig
 from anomaly_inspect.data.transforms import Box, TransformConfig, build_transform
 from anomaly_inspect.features.extractor import Features, valid_grid
 from anomaly_inspect.scorers.patchcore import PatchCore
+from layout_writer import link_subset
 
 
 def test_content_box_by_hand():
@@ -116,9 +117,7 @@ def test_old_model_without_resize_loads_as_stretch(tmp_path, shared_data):
     from anomaly_inspect.screening import load_model
 
     train = tmp_path / "train"
-    train.mkdir()
-    for p in sorted((shared_data / "mvtec_ad" / "bottle" / "train" / "good").glob("*.png"))[:8]:
-        (train / p.name).symlink_to(p)
+    link_subset(shared_data / "mvtec_ad" / "bottle" / "train" / "good", train, 8)
     model = tmp_path / "model"
     assert main(["fit", "--train", str(train), "--out", str(model), "--image-size", "64",
                  "--calibration-fraction", "0.25", "--resize", "pad", "--quiet"]) == 0
@@ -150,14 +149,11 @@ def test_evaluate_with_pad_on_variable_aspect_real_images(tmp_path, shared_data)
 
     src = shared_data / "magnetic_tile" / "magnetic_tile"
     dst = tmp_path / "mt"
-    for group, n in (("train/good", 10), ("test/good", 3), ("test/blowhole", 3)):
-        (dst / group).mkdir(parents=True)
-        for p in sorted((src / group).glob("*.jpg"))[:n]:
-            (dst / group / p.name).symlink_to(p)  # links: the licensed images are never copied
-    (dst / "ground_truth" / "blowhole").mkdir(parents=True)
-    for p in sorted((dst / "test" / "blowhole").glob("*.jpg")):
-        m = src / "ground_truth" / "blowhole" / f"{p.stem}_mask.png"
-        (dst / "ground_truth" / "blowhole" / m.name).symlink_to(m)
+    for group, n in (("train/good", 10), ("test/good", 3)):
+        link_subset(src / group, dst / group, n, "*.jpg")
+    for p in link_subset(src / "test" / "blowhole", dst / "test" / "blowhole", 3, "*.jpg"):
+        link_subset(src / "ground_truth" / "blowhole", dst / "ground_truth" / "blowhole", 1,
+                    f"{p.stem}_mask.png")
     cfg = ModelConfig()
     cfg.features.image_size, cfg.features.resize = 96, "pad"
     result = evaluate(load_mvtec(tmp_path, "mt"), cfg, progress=False)

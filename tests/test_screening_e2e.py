@@ -15,6 +15,7 @@ import pytest
 from anomaly_inspect.cli import main
 from anomaly_inspect.screening import MODEL_FORMAT_VERSION, load_model
 from anomaly_inspect.screening.runner import CSV_COLUMNS
+from layout_writer import link_subset
 
 pytestmark = pytest.mark.slow
 
@@ -22,19 +23,13 @@ N_TRAIN, N_PER_GROUP = 24, 4
 FAST = ["--image-size", "128", "--quiet"]
 
 
-def _link_subset(src, dst, n):
-    dst.mkdir(parents=True)
-    for p in sorted(src.glob("*.png"))[:n]:
-        (dst / p.name).symlink_to(p)  # links in a temp dir: the licensed images are never copied
-
-
 @pytest.fixture(scope="module")
 def setup(shared_data, tmp_path_factory):
     bottle = shared_data / "mvtec_ad" / "bottle"
     root = tmp_path_factory.mktemp("screen")
-    _link_subset(bottle / "train" / "good", root / "train", N_TRAIN)
+    link_subset(bottle / "train" / "good", root / "train", N_TRAIN)
     for group in ("good", "broken_large"):
-        _link_subset(bottle / "test" / group, root / "bottle" / "test" / group, N_PER_GROUP)
+        link_subset(bottle / "test" / group, root / "bottle" / "test" / group, N_PER_GROUP)
     model = root / "model"
     rc = main(["fit", "--train", str(root / "train"), "--out", str(model),
                "--calibration-fraction", "0.25", "--target-fpr", "0.1", *FAST])

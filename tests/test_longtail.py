@@ -164,9 +164,27 @@ def test_evaluate_lt_end_to_end(shared_data, tmp_path, monkeypatch):
     assert len(head) == 1 and split["counts"][head[0]]["noise"] > 0
     n_test = {r["category"]: r["n_test"] for r in report["results"]}
     assert n_test[head[0]] == len(list((root / head[0] / "test").rglob("*.*"))) - split["counts"][head[0]]["noise"]
-    # a second run re-uses the manifest (same split)
-    assert main(args[:-3] + ["--methods", "patchcore", "--quiet"]) == 0
+    assert report["methods"]["softpatch"]["params"]["soft_weight"] is False
+    # a second run re-uses the manifest (same split); the config's scorer section reaches
+    # the methods that take its keys (soft_weight: SoftPatch only)
+    cfg = tmp_path / "soft.yaml"
+    cfg.write_text("scorer: {soft_weight: true, lof_k: 5}\n")
+    assert main(args[:-3] + ["--methods", "patchcore,softpatch", "--config", str(cfg),
+                             "--output-json", str(out), "--quiet"]) == 0
     assert manifest.read_text() == first
+    methods = json.loads(out.read_text())["methods"]
+    assert methods["softpatch"]["params"]["soft_weight"] is True
+    assert methods["softpatch"]["params"]["lof_k"] == 5 and "lof_k" not in methods["patchcore"]["params"]
+
+
+def test_scorer_params_merge_and_reject_unknown_keys():
+    from anomaly_inspect.commands.evaluate_lt import scorer_params
+
+    got = scorer_params({"coreset_ratio": 0.2, "soft_weight": True}, ["patchcore", "softpatch"],
+                        {"coreset_ratio": 0.01, "chunk_size": None})
+    assert got == {"coreset_ratio": 0.01, "soft_weight": True}
+    with pytest.raises(ValueError, match=r"\['sof_weight'\] are not parameters"):
+        scorer_params({"sof_weight": True}, ["patchcore", "softpatch"], {})
 
 
 def test_evaluate_lt_bad_arguments(tmp_path, capsys):

@@ -190,12 +190,12 @@ def test_rotated_views_count_and_geometry():
         view_params("spin")
 
 
-def test_lof_mask_reuse_gives_the_same_memory():
+def test_lof_score_reuse_gives_the_same_memory():
     feats = lt_features(3)
     sp = build_scorer("softpatch", coreset_ratio=0.5, progress=False).fit(feats)
     tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False)
     assert tc.lof_key == sp.lof_key
-    tc.reuse_lof_mask(sp.lof_mask_)
+    tc.reuse_lof_scores(sp.lof_scores_)
     tc.fit(feats)
     ref = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).fit(feats)
     np.testing.assert_array_equal(tc.memory_bank, ref.memory_bank)
@@ -239,3 +239,61 @@ def test_tailedcore_streams_views_batch_by_batch():
     src = _StreamingViews(feats)
     build_scorer("tailedcore", coreset_ratio=0.5, chunk_size=None, progress=False).set_view_source(src).fit(feats)
     assert src.gathered == 1 and src.streamed == []
+
+
+# -- SoftPatch soft re-weighting ---------------------------------------------------
+def test_item_weights_multiply_the_distance_to_the_nearest_item_by_hand():
+    from anomaly_inspect.scorers.patchcore import PatchCore
+
+    pc = PatchCore(index="flat", progress=False)
+    pc._set_bank(np.array([[0, 0], [10, 0]], np.float32), np.array([2.0, 0.5], np.float32))
+    # (1,0): nearest (0,0) at 1, weight 2 -> 2; (7,0): nearest (10,0) at 3, weight 0.5 -> 1.5
+    # (the weighted distance to (0,0) would be 14: the match is by distance, then weighted)
+    res = pc.score(Features(patches=np.array([[[[1, 0], [7, 0]]]], np.float32)))
+    np.testing.assert_allclose(res.patch_scores[0, 0], [2.0, 1.5], rtol=1e-6)
+    assert res.image_scores[0] == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="3 item weights for a bank of 2"):
+        pc._set_bank(np.zeros((2, 2), np.float32), np.ones(3, np.float32))
+
+
+def test_soft_weighted_image_scores_are_exact_with_a_poor_approximate_index():
+    from anomaly_inspect.scorers.patchcore import PatchCore
+
+    rng = np.random.default_rng(1)
+    bank = rng.standard_normal((3000, 32)).astype(np.float32)
+    weights = rng.uniform(0.8, 1.6, len(bank)).astype(np.float32)
+    test = Features(patches=(1.2 * rng.standard_normal((20, 16, 16, 32))).astype(np.float32))
+    exact = PatchCore(index="flat", progress=False)
+    exact._set_bank(bank, weights)
+    approx = PatchCore(index="hnsw", progress=False)
+    approx._set_bank(bank, weights)
+    approx._nn.index.hnsw.efSearch = 4
+    ref, res = exact.score(test), approx.score(test)
+    assert not np.allclose(res.patch_scores, ref.patch_scores)
+    np.testing.assert_allclose(res.image_scores, ref.image_scores, rtol=1e-5)
+
+
+def test_softpatch_soft_weights_are_the_kept_items_lof_and_survive_save_load(tmp_path):
+    feats = lt_features(4)
+    sp = build_scorer("softpatch", coreset_ratio=0.5, soft_weight=True, progress=False).fit(feats)
+    scores = per_position_lof(feats.patches, k=6)
+    keep = lof_keep_mask(feats.patches, k=6, discard=0.15)
+    kept, lof = feats.patches[keep], scores[keep]
+    # every memory item is a kept training patch and carries that patch's LOF
+    for item, w in zip(sp.memory_bank, sp.item_weights, strict=True):
+        j = np.flatnonzero((kept == item).all(axis=1))
+        assert len(j) == 1 and w == pytest.approx(lof[j[0]], rel=1e-6)
+    plain = build_scorer("softpatch", coreset_ratio=0.5, progress=False).fit(feats)
+    assert plain.item_weights is None
+    np.testing.assert_array_equal(plain.memory_bank, sp.memory_bank)
+    sp.save(tmp_path / "sp")
+    loaded = Scorer.load(tmp_path / "sp")
+    assert loaded.soft_weight is True
+    np.testing.assert_array_equal(loaded.item_weights, sp.item_weights)
+    test = lt_features(5)
+    np.testing.assert_allclose(loaded.score(test).image_scores, sp.score(test).image_scores)
+    # each patch score is the distance to the nearest item times that item's LOF
+    q = test.patches.reshape(-1, test.patches.shape[-1])
+    d = np.linalg.norm(q[:, None] - sp.memory_bank[None], axis=-1)
+    expected = d.min(1) * sp.item_weights[d.argmin(1)]
+    np.testing.assert_allclose(sp.score(test).patch_scores.reshape(-1), expected, rtol=1e-5)

@@ -77,6 +77,22 @@ def resolve_categories(roots: list[str], categories: list[str]) -> dict[str, Pat
     return out
 
 
+def scorer_params(section: dict, methods: list[str], options: dict) -> dict:
+    """The config's ``scorer`` section overridden by the command-line options that are set;
+    each method later takes the keys its constructor accepts. A key no method accepts is an
+    error (a typo would otherwise be ignored silently)."""
+    import inspect
+
+    params = dict(section or {})
+    params.update({k: v for k, v in options.items() if v is not None})
+    accepted = set().union(*(inspect.signature(get_scorer_class(m).__init__).parameters
+                             for m in methods))
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ValueError(f"scorer settings {unknown} are not parameters of any of {methods}")
+    return params
+
+
 def run(args: argparse.Namespace) -> int:
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if len(set(categories)) != len(categories):
@@ -108,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
             split = build_longtail(datasets, dirs, args.tail, args.k, args.noise, seed, args.overlap)
             split.save(path)
             log.info("wrote split manifest %s", path)
-    params = {"coreset_ratio": args.coreset_ratio, "chunk_size": args.chunk_size, "index": args.index}
+    params = scorer_params(cfg.scorer, methods, {"coreset_ratio": args.coreset_ratio,
+                                                 "chunk_size": args.chunk_size, "index": args.index})
     views = args.tail_views or DEFAULT_VIEWS[split.tail]
     report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, views,
                                progress=not args.quiet)

@@ -116,19 +116,20 @@ def evaluate_longtail(
     sizes = class_size_report(sampler, train_cats, split)
 
     params = dict(scorer_params or {})
-    scorers, method_info, lof_masks = {}, {}, {}
+    scorers, method_info, lof_scores = {}, {}, {}
     for m in methods:
         scorer = build_scorer(m, **_params_for(m, params, cfg.seed, progress))
         if hasattr(scorer, "set_view_source"):
             scorer.set_view_source(ViewFeatures(patch_only, train_paths, tail_views, progress))
-        if hasattr(scorer, "reuse_lof_mask"):  # same features + LOF params -> same mask
-            scorer.reuse_lof_mask(lof_masks.get(scorer.lof_key))
+        if hasattr(scorer, "reuse_lof_scores"):  # same features + LOF params -> same scores
+            scorer.reuse_lof_scores(lof_scores.get(scorer.lof_key))
         with Timer() as t:
             scorer.fit(feats)
-        if getattr(scorer, "lof_mask_", None) is not None:
-            lof_masks[scorer.lof_key] = scorer.lof_mask_
-            scorer.lof_mask_ = None
-        info = {"fit_seconds": round(t.seconds, 2), "memory_bank_items": getattr(scorer, "bank_size", None)}
+        if getattr(scorer, "lof_scores_", None) is not None:
+            lof_scores[scorer.lof_key] = scorer.lof_scores_
+            scorer.lof_scores_ = None
+        info = {"fit_seconds": round(t.seconds, 2), "memory_bank_items": getattr(scorer, "bank_size", None),
+                "params": {k: v for k, v in scorer.get_params().items() if k != "progress"}}
         if getattr(scorer, "tail_result", None) is not None:
             info.update(tail_items=scorer.tail_size, head_items=scorer.head_size,
                         tail_images=int(len(scorer.tail_result.tail_indices)))

@@ -72,22 +72,33 @@ def per_position_lof(
     return scores.T.reshape(n, h, w)
 
 
-def lof_keep_mask(
-    patches: np.ndarray, k: int = 6, discard: float = 0.15, projection_dim: int | None = 128,
-    seed: int = 0, progress: bool = False, valid: np.ndarray | None = None,
+def keep_below_quantile(
+    scores: np.ndarray, discard: float = 0.15, valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean (N, h, w): True for patches kept (LOF below the (1 - discard) quantile).
+    """Boolean (N, h, w): True for patches whose LOF is below the (1 - discard) quantile.
 
     With ``valid`` (patches on the image, not on padding) the quantile is taken over
     those patches only, and padding is never kept.
     """
     if not 0 <= discard < 1:
         raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
-    on_image = np.ones(patches.shape[:3], bool) if valid is None else valid
-    if discard == 0 or len(patches) <= 1:
+    on_image = np.ones(scores.shape, bool) if valid is None else valid
+    if discard == 0 or len(scores) <= 1:
         return on_image.copy()
-    scores = per_position_lof(patches, k, projection_dim, seed, progress)
     cut = np.quantile(scores[on_image], 1.0 - discard)
     keep = (scores < cut) & on_image
     log.info("LOF filter: kept %d of %d patches (cut %.3f)", keep.sum(), keep.size, cut)
     return keep
+
+
+def lof_keep_mask(
+    patches: np.ndarray, k: int = 6, discard: float = 0.15, projection_dim: int | None = 128,
+    seed: int = 0, progress: bool = False, valid: np.ndarray | None = None,
+) -> np.ndarray:
+    """Boolean (N, h, w): True for patches kept (LOF below the (1 - discard) quantile)."""
+    if not 0 <= discard < 1:
+        raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
+    if discard == 0 or len(patches) <= 1:
+        return np.ones(patches.shape[:3], bool) if valid is None else valid.copy()
+    return keep_below_quantile(per_position_lof(patches, k, projection_dim, seed, progress),
+                               discard, valid)

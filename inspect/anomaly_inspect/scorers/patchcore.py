@@ -44,7 +44,7 @@ def reweight_image_scores(
 
 def exact_image_maxima(
     patches: np.ndarray, dist: np.ndarray, nn_idx: np.ndarray, nn: NearestNeighbours,
-    per_round: int = 8,
+    weights: np.ndarray | None = None, per_round: int = 8,
 ) -> None:
     """Make each image's maximum patch score exact after an approximate search (in place).
 
@@ -55,13 +55,19 @@ def exact_image_maxima(
     found: the true maximum is then known. Usually a handful of patches per
     image are re-searched, so image scores equal exact search at the cost of
     the approximate one; the other patch scores stay approximate.
+
+    With ``weights`` (a factor per memory item; a patch's score is its distance
+    times its nearest item's weight) the approximate distance times the largest
+    weight bounds a patch's exact score, and the same search runs on the bounds.
+    ``dist`` and ``nn_idx`` are updated; the caller applies the weights.
     """
     n, p = dist.shape
+    scale = 1.0 if weights is None else max(float(weights.max()), 1e-12)
     checked = np.zeros((n, p), dtype=bool)
     best = np.full(n, -np.inf, dtype=np.float64)
     rows_all = np.arange(n)[:, None]
     while True:
-        pending = np.where(checked, -np.inf, dist)
+        pending = np.where(checked, -np.inf, dist * scale)
         top = np.argpartition(-pending, min(per_round, p) - 1, axis=1)[:, :per_round]
         need = pending[rows_all, top] > best[:, None]
         if not need.any():
@@ -72,7 +78,8 @@ def exact_image_maxima(
         dist[rows, cols] = d[:, 0]
         nn_idx[rows, cols] = i[:, 0]
         checked[rows, cols] = True
-        np.maximum.at(best, rows, d[:, 0].astype(np.float64))
+        exact = d[:, 0] if weights is None else d[:, 0] * weights[i[:, 0]]
+        np.maximum.at(best, rows, exact.astype(np.float64))
 
 
 class PatchCore(Scorer):
@@ -108,6 +115,7 @@ class PatchCore(Scorer):
         self.seed = seed
         self.progress = progress
         self.memory_bank: np.ndarray | None = None
+        self.item_weights: np.ndarray | None = None
         self._nn: NearestNeighbours | None = None
 
     # -- fitting ---------------------------------------------------------------
@@ -131,8 +139,12 @@ class PatchCore(Scorer):
         log.info("PatchCore: %d of %d patches in the memory bank", len(idx), len(flat))
         return self
 
-    def _set_bank(self, bank: np.ndarray) -> None:
+    def _set_bank(self, bank: np.ndarray, weights: np.ndarray | None = None) -> None:
+        """Install the memory bank; ``weights`` (one per item) multiply the distances to it."""
+        if weights is not None and len(weights) != len(bank):
+            raise ValueError(f"{len(weights)} item weights for a bank of {len(bank)} items")
         self.memory_bank = bank.astype(np.float32, copy=False)
+        self.item_weights = None if weights is None else np.asarray(weights, np.float32)
         self._nn = NearestNeighbours(self.index, seed=self.seed).fit(self.memory_bank)
         self._fitted = True
 
@@ -153,7 +165,10 @@ class PatchCore(Scorer):
             dist, idx = self._nn.search(flat[~padding], 1)
             patch_scores[~padding], nn_idx[~padding] = dist[:, 0], idx[:, 0]
         if not self._nn.is_exact:
-            exact_image_maxima(flat, patch_scores, nn_idx, self._nn)
+            exact_image_maxima(flat, patch_scores, nn_idx, self._nn, self.item_weights)
+        if self.item_weights is not None:
+            patch_scores = np.where(np.isneginf(patch_scores), -np.inf,
+                                    patch_scores * self.item_weights[nn_idx])
         image = reweight_image_scores(flat, patch_scores, nn_idx,
                                       self.memory_bank, self._nn, self.num_neighbors)
         if padding is not None:  # maps: padding at the image's lowest score
@@ -176,7 +191,10 @@ class PatchCore(Scorer):
         return None if self._nn is None else self._nn.resolved_kind
 
     def get_state(self) -> dict[str, np.ndarray]:
-        return {"memory_bank": self.memory_bank}
+        state = {"memory_bank": self.memory_bank}
+        if self.item_weights is not None:
+            state["item_weights"] = self.item_weights
+        return state
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self._set_bank(state["memory_bank"])
+        self._set_bank(state["memory_bank"], state.get("item_weights"))

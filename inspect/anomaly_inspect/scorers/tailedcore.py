@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..features.extractor import Features
-from .lof_filter import lof_keep_mask
+from .lof_filter import keep_below_quantile, per_position_lof
 from .patchcore import PatchCore
 from .tail_sampler import TailSampler, TailSamplerResult
 
@@ -33,7 +33,13 @@ EMBEDDINGS = ("pooled", "patch_mean")
 
 
 class SoftPatch(PatchCore):
-    """PatchCore on LOF-filtered training patches (noise-robust memory)."""
+    """PatchCore on LOF-filtered training patches (noise-robust memory).
+
+    ``soft_weight`` adds SoftPatch's soft re-weighting: every memory item keeps its
+    LOF score and a test patch's distance is multiplied by the LOF of the item it
+    matched, so a match to an atypical training patch counts as less normal. Off by
+    default: the LOF discard alone is what TailedCore's head memory uses.
+    """
 
     name = "softpatch"
     requires = ("patches",)
@@ -49,6 +55,7 @@ class SoftPatch(PatchCore):
         lof_k: int = 6,
         lof_discard: float = 0.15,
         lof_projection_dim: int | None = 128,
+        soft_weight: bool = False,
         seed: int = 0,
         progress: bool = True,
     ):
@@ -57,38 +64,49 @@ class SoftPatch(PatchCore):
         self.lof_k = lof_k
         self.lof_discard = lof_discard
         self.lof_projection_dim = lof_projection_dim
+        self.soft_weight = soft_weight
+        self._lof_hint: np.ndarray | None = None
+        self.lof_scores_: np.ndarray | None = None
+        self.head_weights_: np.ndarray | None = None
 
     @property
     def lof_key(self) -> tuple:
-        """Parameters that determine the LOF mask (scorers with equal keys share masks)."""
-        return (self.lof_k, self.lof_discard, self.lof_projection_dim, self.seed)
+        """Parameters that determine the LOF scores (scorers with equal keys share them)."""
+        return (self.lof_k, self.lof_projection_dim, self.seed)
 
-    def reuse_lof_mask(self, mask: np.ndarray | None) -> None:
-        """Use this (N, h, w) keep-mask, computed by a scorer with the same ``lof_key`` on the
-        same training features, in the next ``fit`` instead of recomputing it."""
-        self._lof_hint = mask
+    def reuse_lof_scores(self, scores: np.ndarray | None) -> None:
+        """Use these (N, h, w) LOF scores, computed by a scorer with the same ``lof_key`` on
+        the same training features, in the next ``fit`` instead of recomputing them."""
+        self._lof_hint = scores
 
     def head_memory(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
         """Coreset of the LOF-filtered (N, h, w, D) patches, as an (M, D) array; patches
         outside ``valid`` (padding) take part in the per-position LOF but are not kept,
-        nor counted in its discard quantile."""
-        hint = getattr(self, "_lof_hint", None)
-        if hint is not None and hint.shape == patches.shape[:3]:
-            keep = hint
+        nor counted in its discard quantile. Sets ``head_weights_`` (the kept items' LOF)."""
+        scores, self._lof_hint = self._lof_hint, None
+        if scores is not None and scores.shape != patches.shape[:3]:
+            scores = None
+        if scores is None and (self.lof_discard > 0 or self.soft_weight) and len(patches) > 1:
+            scores = per_position_lof(patches, self.lof_k, self.lof_projection_dim, self.seed,
+                                      self.progress)
+        if scores is None:
+            keep = np.ones(patches.shape[:3], bool) if valid is None else valid.copy()
         else:
-            keep = lof_keep_mask(patches, self.lof_k, self.lof_discard, self.lof_projection_dim,
-                                 self.seed, self.progress, valid)
-        self._lof_hint = None
-        self.lof_mask_ = keep
+            keep = keep_below_quantile(scores, self.lof_discard, valid)
+        self.lof_scores_ = scores
         kept = patches[keep]
-        return kept[self.select_bank(kept)]
+        idx = self.select_bank(kept)
+        self.head_weights_ = (np.ones(len(idx), np.float32) if scores is None
+                              else scores[keep][idx].astype(np.float32))
+        return kept[idx]
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> SoftPatch:
         if features.patches is None:
             raise ValueError(f"{type(self).__name__} needs patch features")
         bank = self.head_memory(features.patches, features.valid)
-        self._set_bank(np.ascontiguousarray(bank))
-        log.info("SoftPatch: %d memory items", len(bank))
+        self._set_bank(np.ascontiguousarray(bank), self.head_weights_ if self.soft_weight else None)
+        log.info("SoftPatch: %d memory items%s", len(bank),
+                 " (soft weights)" if self.soft_weight else "")
         return self
 
 
@@ -123,7 +141,8 @@ class TailedCore(SoftPatch):
         progress: bool = True,
     ):
         super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size, index,
-                         num_neighbors, lof_k, lof_discard, lof_projection_dim, seed, progress)
+                         num_neighbors, lof_k, lof_discard, lof_projection_dim, seed=seed,
+                         progress=progress)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"unknown embedding '{embedding}'; choose from {', '.join(EMBEDDINGS)}")
         self.tail_coreset_ratio = tail_coreset_ratio

@@ -38,7 +38,8 @@ def main() -> None:
         print(f"\n### {setting} (noise 0.1), seeds {seeds}\n")
         print("| method | mean image AUROC (mean ± std over seeds) | " + " | ".join(cats) + " | fit s (mean) |")
         print("|---" * (len(cats) + 3) + "|")
-        for m in METHODS:
+        methods = [m for m in METHODS if m in reports[0]["mean_image_auroc"]]
+        for m in methods:
             means = [r["mean_image_auroc"][m] for r in reports]
             per = {c: np.mean([x["image_auroc"] for r in reports for x in r["results"]
                                if x["method"] == m and x["category"] == c]) for c in cats}
@@ -53,7 +54,9 @@ def main() -> None:
             s, est = r["split"], r["class_size_estimates"]
             seed = s["seed"]
             counts = ", ".join(f"{c} {v['good']}+{v['noise']}" for c, v in s["counts"].items())
-            better = r["mean_image_auroc"]["tailedcore"] > r["mean_image_auroc"]["patchcore"]
+            mean = r["mean_image_auroc"]
+            better = (mean["tailedcore"] > mean["patchcore"]
+                      if "tailedcore" in mean and "patchcore" in mean else "-")
             rec = est["tail_image_recall"]
             prec = est["tail_image_precision"]
             print(f"| {s['seed']} | {counts} | {', '.join(s['tail_classes'])} | {better} | "

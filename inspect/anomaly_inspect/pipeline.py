@@ -5,7 +5,7 @@ from __future__ import annotations
 from .config import ModelConfig
 from .features.backbone import Backbone
 from .features.extractor import FeatureExtractor
-from .scorers import Scorer, build_scorer, get_scorer_class
+from .scorers import Scorer, build_scorer, get_scorer_class, scorer_parameters
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:
@@ -24,16 +24,11 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, scorer_cls: type[Score
 def build(cfg: ModelConfig, progress: bool = True) -> tuple[Backbone, FeatureExtractor, Scorer]:
     scorer_cls = get_scorer_class(cfg.method)
     params = dict(cfg.scorer)
-    if "seed" in _init_params(scorer_cls):
+    accepted = scorer_parameters(cfg.method)
+    if "seed" in accepted:
         params.setdefault("seed", cfg.seed)
-    if "progress" in _init_params(scorer_cls):
+    if "progress" in accepted:
         params["progress"] = progress
     scorer = build_scorer(cfg.method, **params)
     backbone = build_backbone(cfg)
     return backbone, build_extractor(cfg, backbone, scorer_cls), scorer
-
-
-def _init_params(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters)

@@ -16,7 +16,7 @@ from ..data.longtail import TAIL_KINDS, LongTailSet, build_longtail, manifest_na
 from ..data.mvtec import load_mvtec
 from ..evaluation.longtail import evaluate_longtail
 from ..features.views import VIEW_KINDS
-from ..scorers import get_scorer_class
+from ..scorers import get_scorer_class, scorer_parameters
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
 
 log = logging.getLogger(__name__)
@@ -81,12 +81,9 @@ def scorer_params(section: dict, methods: list[str], options: dict) -> dict:
     """The config's ``scorer`` section overridden by the command-line options that are set;
     each method later takes the keys its constructor accepts. A key no method accepts is an
     error (a typo would otherwise be ignored silently)."""
-    import inspect
-
     params = dict(section or {})
     params.update({k: v for k, v in options.items() if v is not None})
-    accepted = set().union(*(inspect.signature(get_scorer_class(m).__init__).parameters
-                             for m in methods))
+    accepted = set().union(*(scorer_parameters(m) for m in methods))
     unknown = sorted(set(params) - accepted)
     if unknown:
         raise ValueError(f"scorer settings {unknown} are not parameters of any of {methods}")

@@ -24,7 +24,7 @@ from ..features.extractor import FeatureExtractor
 from ..features.views import ViewFeatures
 from ..pipeline import build_backbone
 from ..progress import Progress
-from ..scorers import build_scorer, get_scorer_class
+from ..scorers import build_scorer, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSampler, TailSamplerResult
 from .metrics import auroc
 from .resources import Timer, peak_rss_mb
@@ -168,9 +168,7 @@ def evaluate_longtail(
 
 
 def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:
-    import inspect
-
-    accepted = set(inspect.signature(get_scorer_class(method).__init__).parameters)
+    accepted = scorer_parameters(method)
     out = {k: v for k, v in params.items() if k in accepted and v is not None}
     if "seed" in accepted:
         out.setdefault("seed", seed)

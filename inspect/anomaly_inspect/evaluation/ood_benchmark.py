@@ -32,7 +32,7 @@ from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import Features, valid_grid
 from ..progress import Progress
-from ..scorers import build_scorer, get_scorer_class
+from ..scorers import build_scorer, get_scorer_class, scorer_parameters
 from .ood import CONVENTION, ood_metrics, orientation
 from .resources import peak_rss_mb
 
@@ -335,7 +335,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             scores = patch_scores[spec.label]
         else:
             params = dict(spec.params)
-            if "seed" in _init_params(get_scorer_class(spec.name)):
+            if "seed" in scorer_parameters(spec.name):
                 params.setdefault("seed", cfg.seed)
             scorer = build_scorer(spec.name, **params)
             scorer.fit(_features_for(spec, arrays["id_train"]), data.id_train_labels)
@@ -372,12 +372,6 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       "total": round(time.perf_counter() - t0, 2)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-
-
-def _init_params(cls: type) -> set[str]:
-    import inspect
-
-    return set(inspect.signature(cls.__init__).parameters)
 
 
 def format_table(report: dict) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 
 from .base import NotFittedError, Scorer, ScoreResult
 
@@ -44,9 +45,14 @@ def get_scorer_class(name: str) -> type[Scorer]:
     return getattr(importlib.import_module(f".{module}", __name__), cls)
 
 
+def scorer_parameters(name: str) -> set[str]:
+    """Names of the constructor arguments of the scorer registered under ``name``."""
+    return set(inspect.signature(get_scorer_class(name).__init__).parameters) - {"self"}
+
+
 def build_scorer(name: str, **params) -> Scorer:
     return get_scorer_class(name)(**params)
 
 
 __all__ = ["NotFittedError", "ScoreResult", "Scorer", "available_scorers", "build_scorer",
-           "get_scorer_class"]
+           "get_scorer_class", "scorer_parameters"]

@@ -297,3 +297,16 @@ def test_softpatch_soft_weights_are_the_kept_items_lof_and_survive_save_load(tmp
     d = np.linalg.norm(q[:, None] - sp.memory_bank[None], axis=-1)
     expected = d.min(1) * sp.item_weights[d.argmin(1)]
     np.testing.assert_allclose(sp.score(test).patch_scores.reshape(-1), expected, rtol=1e-5)
+
+
+def test_bad_lof_discard_fails_before_any_lof_work(monkeypatch):
+    import anomaly_inspect.scorers.tailedcore as tc_module
+
+    def no_lof(*args, **kwargs):
+        raise AssertionError("LOF computed before the discard ratio was checked")
+
+    monkeypatch.setattr(tc_module, "per_position_lof", no_lof)
+    with pytest.raises(ValueError, match=r"discard ratio must be in \[0, 1\), got 1.0"):
+        build_scorer("softpatch", lof_discard=1.0, progress=False).fit(lt_features(0))
+    with pytest.raises(ValueError, match=r"discard ratio must be in \[0, 1\), got -0.1"):
+        lof_keep_mask(lt_features(0).patches, discard=-0.1)

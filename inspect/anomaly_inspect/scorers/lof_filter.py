@@ -72,6 +72,12 @@ def per_position_lof(
     return scores.T.reshape(n, h, w)
 
 
+def check_discard(discard: float) -> None:
+    """Reject a discard ratio outside [0, 1) before any LOF work is done."""
+    if not 0 <= discard < 1:
+        raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
+
+
 def keep_below_quantile(
     scores: np.ndarray, discard: float = 0.15, valid: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -80,8 +86,7 @@ def keep_below_quantile(
     With ``valid`` (patches on the image, not on padding) the quantile is taken over
     those patches only, and padding is never kept.
     """
-    if not 0 <= discard < 1:
-        raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
+    check_discard(discard)
     on_image = np.ones(scores.shape, bool) if valid is None else valid
     if discard == 0 or len(scores) <= 1:
         return on_image.copy()
@@ -96,9 +101,9 @@ def lof_keep_mask(
     seed: int = 0, progress: bool = False, valid: np.ndarray | None = None,
 ) -> np.ndarray:
     """Boolean (N, h, w): True for patches kept (LOF below the (1 - discard) quantile)."""
-    if not 0 <= discard < 1:
-        raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
-    if discard == 0 or len(patches) <= 1:
-        return np.ones(patches.shape[:3], bool) if valid is None else valid.copy()
-    return keep_below_quantile(per_position_lof(patches, k, projection_dim, seed, progress),
-                               discard, valid)
+    check_discard(discard)
+    if discard == 0 or len(patches) <= 1:  # nothing is discarded: skip the LOF
+        scores = np.zeros(patches.shape[:3], np.float32)
+    else:
+        scores = per_position_lof(patches, k, projection_dim, seed, progress)
+    return keep_below_quantile(scores, discard, valid)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..features.extractor import Features
-from .lof_filter import keep_below_quantile, per_position_lof
+from .lof_filter import check_discard, keep_below_quantile, per_position_lof
 from .patchcore import PatchCore
 from .tail_sampler import TailSampler, TailSamplerResult
 
@@ -67,7 +67,6 @@ class SoftPatch(PatchCore):
         self.soft_weight = soft_weight
         self._lof_hint: np.ndarray | None = None
         self.lof_scores_: np.ndarray | None = None
-        self.head_weights_: np.ndarray | None = None
 
     @property
     def lof_key(self) -> tuple:
@@ -79,32 +78,31 @@ class SoftPatch(PatchCore):
         the same training features, in the next ``fit`` instead of recomputing them."""
         self._lof_hint = scores
 
-    def head_memory(self, patches: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
-        """Coreset of the LOF-filtered (N, h, w, D) patches, as an (M, D) array; patches
-        outside ``valid`` (padding) take part in the per-position LOF but are not kept,
-        nor counted in its discard quantile. Sets ``head_weights_`` (the kept items' LOF)."""
+    def head_memory(self, patches: np.ndarray,
+                    valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Coreset of the LOF-filtered (N, h, w, D) patches: the (M, D) items and their LOF
+        scores (1 where no LOF was needed). Patches outside ``valid`` (padding) take part in
+        the per-position LOF but are not kept, nor counted in its discard quantile."""
+        check_discard(self.lof_discard)
         scores, self._lof_hint = self._lof_hint, None
         if scores is not None and scores.shape != patches.shape[:3]:
             scores = None
-        if scores is None and (self.lof_discard > 0 or self.soft_weight) and len(patches) > 1:
+        if scores is None and (self.lof_discard > 0 or self.soft_weight):
             scores = per_position_lof(patches, self.lof_k, self.lof_projection_dim, self.seed,
                                       self.progress)
-        if scores is None:
-            keep = np.ones(patches.shape[:3], bool) if valid is None else valid.copy()
-        else:
-            keep = keep_below_quantile(scores, self.lof_discard, valid)
         self.lof_scores_ = scores
+        if scores is None:  # nothing to discard or weigh: every image patch is kept, weight 1
+            scores = np.ones(patches.shape[:3], np.float32)
+        keep = keep_below_quantile(scores, self.lof_discard, valid)
         kept = patches[keep]
         idx = self.select_bank(kept)
-        self.head_weights_ = (np.ones(len(idx), np.float32) if scores is None
-                              else scores[keep][idx].astype(np.float32))
-        return kept[idx]
+        return kept[idx], scores[keep][idx].astype(np.float32)
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> SoftPatch:
         if features.patches is None:
             raise ValueError(f"{type(self).__name__} needs patch features")
-        bank = self.head_memory(features.patches, features.valid)
-        self._set_bank(np.ascontiguousarray(bank), self.head_weights_ if self.soft_weight else None)
+        bank, lof = self.head_memory(features.patches, features.valid)
+        self._set_bank(np.ascontiguousarray(bank), lof if self.soft_weight else None)
         log.info("SoftPatch: %d memory items%s", len(bank),
                  " (soft weights)" if self.soft_weight else "")
         return self
@@ -224,7 +222,7 @@ class TailedCore(SoftPatch):
         tail = self.tail_result.tail_indices
         log.info("TailSampler: %d of %d images in tail classes (class size <= %d); histogram %s",
                  len(tail), len(features), self.tail_result.max_k, self.tail_result.histogram.tolist())
-        head = self.head_memory(features.patches, features.valid)
+        head, _ = self.head_memory(features.patches, features.valid)
         tail_bank = (self.tail_memory(features.patches, tail, features.valid) if len(tail)
                      else np.zeros((0, head.shape[1]), np.float32))
         self.head_size, self.tail_size = len(head), len(tail_bank)

@@ -30,7 +30,7 @@ from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
-from ..features.extractor import Features, valid_grid
+from ..features.extractor import Features, patch_array, valid_grid
 from ..progress import Progress
 from ..scorers import build_scorer, get_scorer_class, scorer_parameters
 from .ood import CONVENTION, ood_metrics, orientation
@@ -222,7 +222,7 @@ class OODFeatureExtractor:
                     blocks.setdefault(name, []).append(norms.float().numpy())
                 if want_patches:
                     emb = self.embedding(inter)
-                    patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
+                    patches = patch_array(emb)
                     valid = None if image_fn is not None else \
                         valid_grid(batch.boxes, x.shape[-1], patches.shape[1:3])
                     on_patches(Features(patches=patches, valid=valid))

@@ -64,6 +64,11 @@ class Features:
         return Features(cat([p.patches for p in parts]), cat([p.pooled for p in parts]), valid)
 
 
+def patch_array(emb: torch.Tensor) -> np.ndarray:
+    """A (B, D, h, w) patch-embedding tensor as the (B, h, w, D) float32 array scorers take."""
+    return np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
+
+
 def valid_grid(boxes: Sequence[Box], input_size: int, grid: tuple[int, int]) -> np.ndarray | None:
     """(B, h, w) bool: the patch cells whose centres lie in each image's content box;
     None when every cell of every image does (no padding)."""
@@ -118,7 +123,7 @@ class FeatureExtractor:
         if self.want_patches:
             with torch.inference_mode():
                 emb = self.embedding(maps)
-            patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
+            patches = patch_array(emb)
         valid = None
         if patches is not None and boxes is not None:
             valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])

@@ -24,7 +24,7 @@ from ..data.image_io import ImageReadError
 from ..data.loader import iter_batches
 from ..data.transforms import Box, cell_centres
 from ..progress import Progress
-from .extractor import FeatureExtractor, Features
+from .extractor import FeatureExtractor, Features, patch_array
 
 #: augmentation kinds: name -> (rotation step in degrees, or None for 90-degree steps; flip)
 VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
@@ -101,7 +101,7 @@ class ViewFeatures:
                     with torch.inference_mode():
                         emb = ex.embedding(ex.backbone(view))
                     bar.update(len(view))
-                    patches = np.ascontiguousarray(emb.permute(0, 2, 3, 1).float().numpy())
+                    patches = patch_array(emb)
                     valid = None if masks is None else cells_inside(next(masks), patches.shape[1:3])
                     yield Features(patches=patches, valid=valid)
 

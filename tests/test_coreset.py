@@ -1,16 +1,34 @@
-"""Greedy k-center coreset against hand-checked cases."""
+"""Greedy k-center coreset: hand-checked cases, the two-round bound, the small-ratio regression."""
 
 from __future__ import annotations
+
+from itertools import combinations
 
 import numpy as np
 import pytest
 
-from anomaly_inspect.scorers.coreset import chunked_greedy_coreset, coreset_size, greedy_coreset
+from anomaly_inspect.scorers.coreset import (
+    TwoRoundCoreset,
+    coreset_size,
+    covering_radius,
+    greedy_coreset,
+    two_round_coreset,
+)
 
 # Five 2-D points. Starting at (0, 0): the farthest point is (9, 9) (12.73);
 # then (0, 11) (its distance to the nearest centre is min(11, 9.22) = 9.22,
 # beating (10, 0)'s min(10, 9.06) = 9.06); then (10, 0); (1, 1) is last.
 FIVE = np.array([[0, 0], [10, 0], [0, 11], [1, 1], [9, 9]], dtype=np.float32)
+
+
+def radius(x, idx):
+    return covering_radius(x, x[idx])
+
+
+def optimal_radius(x, k):
+    """Brute-force discrete k-center optimum (centres among the points)."""
+    d = np.linalg.norm(x[:, None] - x[None], axis=-1)
+    return min(d[:, list(c)].min(1).max() for c in combinations(range(len(x)), k))
 
 
 def test_greedy_five_points_by_hand():
@@ -21,38 +39,138 @@ def test_greedy_five_points_by_hand():
 def test_greedy_covering_radius_is_minimised_step_by_step():
     # after 3 picks {0, 4, 2} the farthest remaining point is (10, 0) at 9.06
     order = greedy_coreset(FIVE, 3, projection_dim=None, start=0)
-    centres = FIVE[order]
-    radius = np.linalg.norm(FIVE[:, None] - centres[None], axis=-1).min(1).max()
-    assert radius == pytest.approx(np.hypot(1, 9), rel=1e-6)
+    assert radius(FIVE, order) == pytest.approx(np.hypot(1, 9), rel=1e-6)
 
 
-def test_chunked_equals_exact_when_one_chunk():
+def test_chunk_size_none_is_the_exact_greedy():
     x = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
-    chunked = chunked_greedy_coreset(x, ratio=0.1, chunk_size=None, projection_dim=None, seed=3)
-    assert len(chunked) == 30 and len(np.unique(chunked)) == 30
-    # one chunk = the exact greedy on a seeded permutation from a seeded start
-    rng = np.random.default_rng(3)
-    perm = rng.permutation(300)
-    exact = perm[greedy_coreset(x[perm], 30, None, start=int(rng.integers(300)))]
-    assert sorted(exact.tolist()) == chunked.tolist()
+    sel = two_round_coreset(x, ratio=0.1, chunk_size=None, seed=3)
+    exact = greedy_coreset(x, 30, projection_dim=128, seed=3)  # same start: default_rng(3)
+    assert sel.tolist() == sorted(exact.tolist())
 
 
-def test_chunked_size_cap_and_determinism():
+def test_one_chunk_is_the_exact_greedy_prefix():
+    x = np.random.default_rng(2).standard_normal((500, 8)).astype(np.float32)
+    sel = two_round_coreset(x, ratio=0.02, chunk_size=4096, projection_dim=None, seed=0)
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(500)
+    exact = perm[greedy_coreset(x[perm], 10, None, start=int(rng.integers(500)))]
+    assert sel.tolist() == sorted(exact.tolist())
+
+
+# Three planted clusters, each the four points at distance 1 around its centre.
+# Any one point of a cluster is within 2 of the other three (opposite corner),
+# and no better discrete centre exists, so the optimal 3-center radius is 2.
+DIAMOND = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], np.float32)
+PLANTED = np.concatenate([c + DIAMOND for c in ([0, 0], [10, 0], [0, 10])]).astype(np.float32)
+
+
+def test_two_round_radius_on_the_planted_case_by_hand():
+    assert optimal_radius(PLANTED, 3) == pytest.approx(2.0)
+    for seed in range(10):
+        # 2 chunks of 6; round 1 keeps 3 (= k) per chunk, round 2 greedy over the 6
+        sel = two_round_coreset(PLANTED, ratio=0.25, chunk_size=6, first_round_ratio=0.5,
+                                projection_dim=None, seed=seed)
+        assert len(sel) == 3
+        assert {int(i) // 4 for i in sel} == {0, 1, 2}  # one centre in every cluster
+        assert radius(PLANTED, sel) == pytest.approx(2.0)
+
+
+def test_two_round_radius_is_within_four_times_the_optimum():
+    # Malkomes et al.: with k picks per chunk, radius <= r1 + r2 <= 2 OPT + 2 OPT.
+    for seed in range(15):
+        x = np.random.default_rng(seed).uniform(0, 10, (12, 2)).astype(np.float32)
+        opt = optimal_radius(x, 3)
+        sel = two_round_coreset(x, ratio=0.25, chunk_size=4, first_round_ratio=0.75,
+                                projection_dim=None, seed=seed)
+        assert len(sel) == 3
+        assert radius(x, sel) <= 4 * opt + 1e-5
+        exact = greedy_coreset(x, 3, projection_dim=None, seed=seed)
+        assert radius(x, exact) <= 2 * opt + 1e-5
+
+
+def many_clusters(n_clusters=200, per=100, dim=16, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-50, 50, (n_clusters, dim))
+    return (centres.repeat(per, 0) + rng.normal(0, 1, (n_clusters * per, dim))).astype(np.float32)
+
+
+def test_small_ratio_two_round_covers_like_the_exact_greedy():
+    # 1 % of 100 clusters x 200 points: a plain chunked greedy gets ~10 picks per 1024-row
+    # chunk, every chunk's picks land on the same few outlying clusters, and most clusters get
+    # no centre. Round 1 keeps ~103 per chunk (more than the 100 clusters), so the union holds
+    # every cluster and round 2 covers each, as the exact greedy does.
+    x = many_clusters(100, 200)
+    exact_sel = two_round_coreset(x, 0.01, chunk_size=None, seed=0)
+    two = two_round_coreset(x, 0.01, chunk_size=1024, seed=0)
+    plain = two_round_coreset(x, 0.01, chunk_size=1024, first_round_ratio=None, seed=0)
+    assert len(two) == len(plain) == len(exact_sel) == 200
+    hit = [len({int(i) // 200 for i in s}) for s in (exact_sel, two, plain)]
+    assert hit[0] == hit[1] == 100 and hit[2] < 75
+    exact = radius(x, exact_sel)
+    assert radius(x, two) <= 1.25 * exact
+    assert radius(x, plain) > 2 * exact
+
+
+def test_large_ratio_without_oversampling_keeps_each_chunks_first_picks():
     x = np.random.default_rng(0).standard_normal((5000, 32)).astype(np.float32)
-    a = chunked_greedy_coreset(x, ratio=0.1, chunk_size=1000, seed=0)
-    b = chunked_greedy_coreset(x, ratio=0.1, chunk_size=1000, seed=0)
+    a = two_round_coreset(x, ratio=0.1, chunk_size=1000, seed=0)
+    b = two_round_coreset(x, ratio=0.1, chunk_size=1000, seed=0)
     assert np.array_equal(a, b)
     assert len(a) == 500 and len(np.unique(a)) == 500
-    capped = chunked_greedy_coreset(x, ratio=0.1, max_items=123, chunk_size=1000, seed=0)
+    capped = two_round_coreset(x, ratio=0.1, max_items=123, chunk_size=1000, seed=0)
     assert len(capped) == 123
     assert coreset_size(5000, 0.1, 123) == 123
 
 
-def test_chunked_coreset_covers_far_clusters():
-    # 4 tight, far-apart clusters: any greedy coreset of >= 4 points hits all of them
-    rng = np.random.default_rng(0)
-    centres = np.array([[0, 0], [100, 0], [0, 100], [100, 100]], np.float32)
-    x = np.concatenate([c + rng.normal(0, 0.1, (500, 2)) for c in centres]).astype(np.float32)
-    sel = chunked_greedy_coreset(x, ratio=0.01, chunk_size=512, projection_dim=None, seed=0)
-    hit = {int(i) // 500 for i in sel}
-    assert hit == {0, 1, 2, 3}
+def test_streamed_blocks_match_one_block_in_size_and_rows():
+    x = many_clusters(50, 80, dim=8, seed=1)
+    stream = TwoRoundCoreset(0.02, chunk_size=512, seed=0, keep_rows=True)
+    for block in np.array_split(x, 7):
+        stream.add(block)
+    assert stream.n_seen == len(x) and stream.target == 80 and stream.greedy_round_two
+    pos = stream.finish()
+    rows = stream.finish_rows()
+    assert len(pos) == 80 and len(np.unique(pos)) == 80
+    assert np.array_equal(rows, x[pos])  # rows come back in position order
+    whole = two_round_coreset(x, 0.02, chunk_size=512, seed=0)
+    assert radius(x, pos) <= 1.5 * radius(x, whole)
+
+
+def test_bad_coreset_arguments():
+    with pytest.raises(ValueError, match="ratio"):
+        TwoRoundCoreset(0.0)
+    with pytest.raises(ValueError, match="chunk_size"):
+        TwoRoundCoreset(0.1, chunk_size=0)
+    with pytest.raises(ValueError, match="no rows"):
+        TwoRoundCoreset(0.1).finish()
+    with pytest.raises(ValueError, match="keep_rows"):
+        c = TwoRoundCoreset(0.1)
+        c.add(FIVE)
+        c.finish_rows()
+
+
+def test_bench_coreset_command_prints_and_writes_rows(tmp_path, capsys):
+    import json
+
+    from anomaly_inspect.cli import main
+    from anomaly_inspect.data.synthetic import generate_dataset
+
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=4, n_test_good=2,
+                            n_test_per_defect=1, image_size=64).parent
+    out = tmp_path / "bench.json"
+    assert main(["bench-coreset", "--root", str(root), "--category", "tiny", "--image-size", "64",
+                 "--ratios", "0.05,0.5", "--variants", "two_round,one_round,exact",
+                 "--output-json", str(out), "--quiet"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["ratio"], r["variant"]) for r in rows] == [
+        (0.05, "two_round"), (0.05, "one_round"), (0.05, "exact"),
+        (0.5, "two_round"), (0.5, "one_round"), (0.5, "exact")]
+    patches = rows[0]["patches"]
+    assert patches == 4 * 8 * 8  # 64 px, stride-8 grid
+    for r in rows:
+        assert r["bank"] == round(r["ratio"] * patches)
+        assert 0.0 <= r["image_auroc"] <= 1.0 and r["radius"] > 0
+    # a bigger bank covers at least as tightly (exact greedy is monotone in k)
+    assert rows[5]["radius"] <= rows[2]["radius"]
+    assert "image AUROC" in capsys.readouterr().out

@@ -235,10 +235,13 @@ def test_tailedcore_streams_views_batch_by_batch():
     a = full.set_view_source(_StreamingViews(feats)).fit(feats).memory_bank
     b = full.set_view_source(_StreamingViews(feats).__call__).fit(feats).memory_bank
     np.testing.assert_array_equal(np.unique(a, axis=0), np.unique(b, axis=0))
-    # exact coreset (chunk_size None) gathers instead of streaming
+    # the exact coreset (chunk_size None) streams too, and equals gathering all views
+    exact = build_scorer("tailedcore", coreset_ratio=0.5, chunk_size=None, progress=False)
     src = _StreamingViews(feats)
-    build_scorer("tailedcore", coreset_ratio=0.5, chunk_size=None, progress=False).set_view_source(src).fit(feats)
-    assert src.gathered == 1 and src.streamed == []
+    a = exact.set_view_source(src).fit(feats).memory_bank
+    b = exact.set_view_source(_StreamingViews(feats).__call__).fit(feats).memory_bank
+    assert src.streamed == [30, 31] and src.gathered == 0
+    np.testing.assert_array_equal(a, b)
 
 
 # -- SoftPatch soft re-weighting ---------------------------------------------------

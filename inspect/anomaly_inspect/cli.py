@@ -13,6 +13,7 @@ from . import __version__
 COMMAND_MODULES = (
     "evaluate",
     "bench_backbone",
+    "bench_coreset",
     "demo",
     "fit",
     "screen",

@@ -1,14 +1,26 @@
-"""Greedy k-center coreset (PatchCore's minimax facility location), vectorised.
+"""Greedy k-center coreset (PatchCore's minimax facility location), two-round and streamed.
 
-Each step picks the point farthest from the current centres and updates
+Each greedy step picks the point farthest from the current centres and updates
 every point's distance to its nearest centre using only the newest centre
 (a GEMV: ||x||^2 - 2 x.c + ||c||^2), so no N x N matrix is built. Selection
 runs on a random projection (default 128-d), as in PatchCore.
 
-:func:`chunked_greedy_coreset` bounds the cost for large banks: the points
-are randomly partitioned into chunks of ``chunk_size`` and the greedy runs in
-each chunk, so the cost is ``ratio * N * chunk_size * d`` - linear in N
-instead of quadratic - and each chunk stays in the CPU cache.
+:class:`TwoRoundCoreset` bounds the cost for large banks without the collapse
+of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
+
+* round 1, as blocks of training patches arrive: each block is split at random
+  into chunks of ``chunk_size`` rows and the greedy keeps ``max(ratio,
+  first_round_ratio)`` of every chunk - well above the chunk's share of the
+  final bank when the ratio is small, so no chunk is covered coarsely. Only
+  the kept rows are stored, so memory follows the kept rows, not the input.
+* round 2: one greedy k-center pass over the union of the kept rows, down to
+  ``ratio`` of all rows seen (at most ``max_items``).
+
+The covering radius is at most round 1's radius plus round 2's; with at least
+``k`` picks per chunk each is at most 2x the optimal k-center radius, so the
+two-round radius is within 4x the optimum (the greedy alone: 2x). When round 1
+did not oversample (``ratio >= first_round_ratio``) its union already has the
+target size and round 2 only trims each chunk's last picks.
 """
 
 from __future__ import annotations
@@ -36,25 +48,24 @@ def random_projection(x: torch.Tensor, dim: int | None, seed: int) -> torch.Tens
     return x if proj is None else x @ proj
 
 
-def _greedy(x: np.ndarray, k: int, start: int) -> np.ndarray:
+def _greedy(x: np.ndarray, k: int, start: int, progress: Progress | None = None) -> np.ndarray:
     """Greedy k-center on one (n, d) float32 block; returns k indices in pick order.
 
-    Each step is one GEMV over the block, so the block should fit in the CPU
-    cache (a 4096 x 128 float32 chunk is 2 MB); numpy's BLAS call has far less
-    per-step overhead than torch here, which matters for thousands of tiny steps.
-    BLAS runs single-threaded: a GEMV this small gains nothing from a second
-    thread, and spinning thread pools collapse when the cores are shared.
+    Each step is one GEMV over the block. BLAS runs single-threaded: a GEMV
+    this small gains nothing from a second thread, and spinning thread pools
+    collapse when the cores are shared.
     """
     with threadpool_limits(1):
-        return _greedy_loop(x, k, start)
+        return _greedy_loop(x, k, start, progress)
 
 
-def _greedy_loop(x: np.ndarray, k: int, start: int) -> np.ndarray:
+def _greedy_loop(x: np.ndarray, k: int, start: int, progress: Progress | None) -> np.ndarray:
     sq = np.einsum("ij,ij->i", x, x)
     selected = np.empty(k, dtype=np.int64)
     selected[0] = start
     c = x[start]
     min_d = sq - 2.0 * (x @ c) + c @ c
+    step = 1024
     for t in range(1, k):
         i = int(min_d.argmax())
         selected[t] = i
@@ -64,12 +75,16 @@ def _greedy_loop(x: np.ndarray, k: int, start: int) -> np.ndarray:
         d += sq
         d += c @ c
         np.minimum(min_d, d, out=min_d)
+        if progress is not None and t % step == 0:
+            progress.update(step)
+    if progress is not None:
+        progress.update(k - (k - 1) // step * step)
     return selected
 
 
 def greedy_coreset(
     features: np.ndarray, n_select: int, projection_dim: int | None = 128, seed: int = 0,
-    start: int | None = None,
+    start: int | None = None, progress: Progress | None = None,
 ) -> np.ndarray:
     """Exact greedy k-center over all points; returns ``n_select`` indices in pick order."""
     n = len(features)
@@ -78,7 +93,7 @@ def greedy_coreset(
                           projection_dim, seed).numpy()
     if start is None:
         start = int(np.random.default_rng(seed).integers(n))
-    return _greedy(np.ascontiguousarray(x), n_select, start)
+    return _greedy(np.ascontiguousarray(x), n_select, start, progress)
 
 
 def coreset_size(n: int, ratio: float, max_items: int | None = None) -> int:
@@ -86,44 +101,165 @@ def coreset_size(n: int, ratio: float, max_items: int | None = None) -> int:
     return min(size, max_items) if max_items else size
 
 
-def chunked_greedy_coreset(
+def covering_radius(points: np.ndarray, centres: np.ndarray, block: int = 65536) -> float:
+    """Largest distance from a point to its nearest centre (exact, faiss, in blocks)."""
+    import faiss
+
+    index = faiss.IndexFlatL2(centres.shape[1])
+    index.add(np.ascontiguousarray(centres, np.float32))
+    worst = 0.0
+    for s in range(0, len(points), block):
+        d2, _ = index.search(np.ascontiguousarray(points[s:s + block], np.float32), 1)
+        worst = max(worst, float(d2.max()))
+    return math.sqrt(max(worst, 0.0))
+
+
+class TwoRoundCoreset:
+    """Streamed two-round greedy coreset (see the module docstring).
+
+    ``add`` takes blocks of (M, D) rows in any number of calls; ``finish``
+    returns the positions of the coreset's rows among all rows added
+    (0-based, sorted). ``chunk_size=None`` is the exact greedy over all rows
+    (round 1 keeps every row); ``first_round_ratio=None`` turns round 1's
+    oversampling off (the plain chunked greedy, which collapses at small
+    ratios; kept for comparison). ``seed`` drives the projection, the chunking
+    and the start points.
+    """
+
+    def __init__(self, ratio: float = 0.1, max_items: int | None = None,
+                 chunk_size: int | None = 4096, first_round_ratio: float | None = 0.1,
+                 projection_dim: int | None = 128, seed: int = 0, keep_rows: bool = False):
+        if not ratio > 0:
+            raise ValueError(f"coreset ratio must be > 0, got {ratio}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        self.ratio = ratio
+        self.max_items = max_items
+        self.chunk_size = chunk_size
+        self.first_round_ratio = first_round_ratio
+        self.projection_dim = projection_dim
+        self.seed = seed
+        self.keep_rows = keep_rows
+        self._rng = np.random.default_rng(seed)
+        self._proj: np.ndarray | None = None
+        self._seen = 0
+        self._positions: list[np.ndarray] = []  # per chunk, in pick order
+        self._projected: list[np.ndarray] = []
+        self._rows: list[np.ndarray] = []  # the kept rows themselves, with keep_rows
+        self._selection: np.ndarray | None = None  # round 2's result, once computed
+
+    @property
+    def keep_ratio(self) -> float:
+        """The share of every chunk that round 1 keeps."""
+        return max(self.ratio, self.first_round_ratio or 0.0)
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        if self._proj is None and self._seen == 0:
+            proj = projection_matrix(x.shape[1], self.projection_dim, self.seed)
+            self._proj = None if proj is None else proj.numpy()
+        x = np.asarray(x, dtype=np.float32)
+        return np.ascontiguousarray(x if self._proj is None else x @ self._proj)
+
+    def add(self, rows: np.ndarray, progress: Progress | None = None) -> None:
+        """Round 1 on a block of rows: greedy in random chunks, keep ``keep_ratio`` of each."""
+        n = len(rows)
+        if n == 0:
+            return
+        self._selection = None
+        if self.chunk_size is None:  # exact greedy: keep every row for round 2
+            self._positions.append(self._seen + np.arange(n))
+            self._projected.append(self._project(rows))
+            if self.keep_rows:
+                self._rows.append(np.asarray(rows, np.float32))
+            self._seen += n
+            if progress is not None:
+                progress.update(n)
+            return
+        groups = math.ceil(n / self.chunk_size)
+        for idx in np.array_split(self._rng.permutation(n), groups):
+            x = self._project(rows[idx])  # chunk by chunk: no (N, dim) copy of the block
+            k = min(len(idx), math.ceil(self.keep_ratio * len(idx)))
+            sel = _greedy(x, k, int(self._rng.integers(len(idx))))
+            self._positions.append(self._seen + idx[sel])
+            self._projected.append(x[sel])
+            if self.keep_rows:
+                self._rows.append(np.asarray(rows[idx[sel]], np.float32))
+            if progress is not None:
+                progress.update(len(idx))
+        self._seen += n
+
+    @property
+    def n_seen(self) -> int:
+        return self._seen
+
+    @property
+    def target(self) -> int:
+        return coreset_size(self._seen, self.ratio, self.max_items)
+
+    @property
+    def greedy_round_two(self) -> bool:
+        """Whether ``finish`` runs a greedy pass (round 1 oversampled or kept every row)."""
+        union = sum(len(p) for p in self._positions)
+        if union <= self.target:
+            return False
+        if self.chunk_size is None:
+            return True
+        return (len(self._positions) > 1 and self.first_round_ratio is not None
+                and self.ratio < self.first_round_ratio)
+
+    def _select(self, progress: Progress | None) -> np.ndarray:
+        """Round 2 (once): indices into the union of round 1's picks."""
+        if not self._positions:
+            raise ValueError("no rows were added to the coreset")
+        if self._selection is None:
+            self._selection = self._round_two(progress)
+        return self._selection
+
+    def _round_two(self, progress: Progress | None) -> np.ndarray:
+        target = self.target
+        sizes = [len(p) for p in self._positions]
+        offsets = np.cumsum([0, *sizes[:-1]])
+        union = sum(sizes)
+        if union <= target:
+            return np.arange(union)
+        if self.chunk_size is not None and len(sizes) == 1:
+            return np.arange(target)  # one chunk: the exact greedy's prefix
+        if self.chunk_size is not None and (self.first_round_ratio is None
+                                            or self.ratio >= self.first_round_ratio):
+            # no oversampling: every chunk's first pick, then every chunk's second, ...
+            ranked = np.full((len(sizes), max(sizes)), -1, dtype=np.int64)
+            for g, (o, k) in enumerate(zip(offsets, sizes, strict=True)):
+                ranked[g, :k] = o + np.arange(k)
+            order = ranked.T.reshape(-1)
+            return order[order >= 0][:target]
+        x = np.concatenate(self._projected)
+        return _greedy(x, target, int(self._rng.integers(len(x))), progress)
+
+    def finish(self, progress: Progress | None = None) -> np.ndarray:
+        """The positions (sorted) of the final coreset among all rows added."""
+        sel = self._select(progress)
+        return np.sort(np.concatenate(self._positions)[sel])
+
+    def finish_rows(self, progress: Progress | None = None) -> np.ndarray:
+        """The final coreset's rows (needs ``keep_rows=True``), in position order."""
+        if not self.keep_rows:
+            raise ValueError("TwoRoundCoreset(keep_rows=False) keeps positions only")
+        sel = self._select(progress)
+        sel = sel[np.argsort(np.concatenate(self._positions)[sel], kind="stable")]
+        return np.concatenate(self._rows)[sel]
+
+
+def two_round_coreset(
     features: np.ndarray,
     ratio: float = 0.1,
     max_items: int | None = None,
     chunk_size: int | None = 4096,
+    first_round_ratio: float | None = 0.1,
     projection_dim: int | None = 128,
     seed: int = 0,
     progress: Progress | None = None,
 ) -> np.ndarray:
-    """Indices of a greedy coreset of about ``ratio * N`` points (at most ``max_items``).
-
-    With ``chunk_size=None`` (or N <= chunk_size) this is the exact greedy.
-    """
-    n = len(features)
-    target = coreset_size(n, ratio, max_items)
-    if target >= n:
-        return np.arange(n)
-    rng = np.random.default_rng(seed)
-    proj = projection_matrix(features.shape[1], projection_dim, seed)
-    proj = None if proj is None else proj.numpy()
-    groups = 1 if chunk_size is None or n <= chunk_size else math.ceil(n / chunk_size)
-    chunks = np.array_split(rng.permutation(n), groups)
-    k = math.ceil(target / groups)
-    picks = []
-    for idx in chunks:
-        k_i = min(k, len(idx))
-        # project chunk by chunk: no second (N, dim) copy of the features in memory
-        x = np.asarray(features[idx], dtype=np.float32)
-        x = np.ascontiguousarray(x if proj is None else x @ proj)
-        sel = _greedy(x, k_i, int(rng.integers(len(idx))))
-        picks.append(idx[sel])
-        if progress is not None:
-            progress.update(k_i)
-    # rank-major order (every chunk's first pick, then every chunk's second, ...)
-    # so that trimming to ``target`` drops the least important picks evenly.
-    ranked = np.full((groups, k), -1, dtype=np.int64)
-    for g, p in enumerate(picks):
-        ranked[g, :len(p)] = p
-    order = ranked.T.reshape(-1)
-    order = order[order >= 0][:target]
-    return np.sort(order)
+    """Sorted indices of a two-round greedy coreset of ``ratio`` of the rows of ``features``."""
+    coreset = TwoRoundCoreset(ratio, max_items, chunk_size, first_round_ratio, projection_dim, seed)
+    coreset.add(features, progress)
+    return coreset.finish()

@@ -14,7 +14,7 @@ import numpy as np
 from ..features.extractor import Features
 from ..progress import Progress
 from .base import Scorer, ScoreResult
-from .coreset import chunked_greedy_coreset, coreset_size
+from .coreset import TwoRoundCoreset
 from .nn_index import NearestNeighbours
 
 log = logging.getLogger(__name__)
@@ -87,9 +87,11 @@ class PatchCore(Scorer):
 
     Parameters mirror ``configs/patchcore.yaml``: ``coreset_ratio`` of the
     training patches is kept (at most ``max_bank_items``), selected on a
-    ``projection_dim`` random projection in chunks of ``chunk_size`` patches
-    (None = exact greedy); ``index`` is the faiss index kind; ``num_neighbors``
-    > 1 turns on the paper's image-score re-weighting.
+    ``projection_dim`` random projection by the two-round greedy of
+    :class:`~.coreset.TwoRoundCoreset`: chunks of ``chunk_size`` patches (None =
+    exact greedy), each first reduced to ``first_round_ratio`` of itself;
+    ``index`` is the faiss index kind; ``num_neighbors`` > 1 turns on the
+    paper's image-score re-weighting.
     """
 
     name = "patchcore"
@@ -101,6 +103,7 @@ class PatchCore(Scorer):
         max_bank_items: int | None = None,
         projection_dim: int | None = 128,
         chunk_size: int | None = 4096,
+        first_round_ratio: float | None = 0.1,
         index: str = "auto",
         num_neighbors: int = 1,
         seed: int = 0,
@@ -110,6 +113,7 @@ class PatchCore(Scorer):
         self.max_bank_items = max_bank_items
         self.projection_dim = projection_dim
         self.chunk_size = chunk_size
+        self.first_round_ratio = first_round_ratio
         self.index = index
         self.num_neighbors = num_neighbors
         self.seed = seed
@@ -119,14 +123,29 @@ class PatchCore(Scorer):
         self._nn: NearestNeighbours | None = None
 
     # -- fitting ---------------------------------------------------------------
-    def select_bank(self, patches: np.ndarray) -> np.ndarray:
+    def coreset(self, ratio: float | None = None, keep_rows: bool = False) -> TwoRoundCoreset:
+        """An empty coreset builder with this scorer's settings (``ratio`` overrides
+        ``coreset_ratio``, e.g. for TailedCore's tail memory)."""
+        return TwoRoundCoreset(self.coreset_ratio if ratio is None else ratio,
+                               self.max_bank_items, self.chunk_size, self.first_round_ratio,
+                               self.projection_dim, self.seed, keep_rows)
+
+    def run_coreset(self, coreset: TwoRoundCoreset, blocks) -> TwoRoundCoreset:
+        """Feed (M, D) blocks of patches to ``coreset`` (round 1), with a progress bar."""
+        with Progress(None, "coreset", unit="pt", enabled=self.progress) as bar:
+            for block in blocks:
+                coreset.add(block, bar)
+        return coreset
+
+    def finish_coreset(self, coreset: TwoRoundCoreset, rows: bool = False) -> np.ndarray:
+        """Round 2: the positions (or, with ``rows``, the rows) of the final coreset."""
+        with Progress(coreset.target, "coreset round 2", unit="pt",
+                      enabled=self.progress and coreset.greedy_round_two) as bar:
+            return coreset.finish_rows(bar) if rows else coreset.finish(bar)
+
+    def select_bank(self, patches: np.ndarray, ratio: float | None = None) -> np.ndarray:
         """Coreset indices of the flattened (M, D) training patches."""
-        target = coreset_size(len(patches), self.coreset_ratio, self.max_bank_items)
-        with Progress(target, "coreset", unit="pt", enabled=self.progress) as bar:
-            return chunked_greedy_coreset(
-                patches, self.coreset_ratio, self.max_bank_items, self.chunk_size,
-                self.projection_dim, self.seed, bar,
-            )
+        return self.finish_coreset(self.run_coreset(self.coreset(ratio), [patches]))
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> PatchCore:
         if features.patches is None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from itertools import chain
 
 import numpy as np
 
@@ -50,6 +51,7 @@ class SoftPatch(PatchCore):
         max_bank_items: int | None = None,
         projection_dim: int | None = 128,
         chunk_size: int | None = 4096,
+        first_round_ratio: float | None = 0.1,
         index: str = "auto",
         num_neighbors: int = 1,
         lof_k: int = 6,
@@ -59,8 +61,8 @@ class SoftPatch(PatchCore):
         seed: int = 0,
         progress: bool = True,
     ):
-        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size, index,
-                         num_neighbors, seed, progress)
+        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
+                         first_round_ratio, index, num_neighbors, seed, progress)
         self.lof_k = lof_k
         self.lof_discard = lof_discard
         self.lof_projection_dim = lof_projection_dim
@@ -126,6 +128,7 @@ class TailedCore(SoftPatch):
         max_bank_items: int | None = None,
         projection_dim: int | None = 128,
         chunk_size: int | None = 4096,
+        first_round_ratio: float | None = 0.1,
         index: str = "auto",
         num_neighbors: int = 1,
         lof_k: int = 6,
@@ -138,9 +141,9 @@ class TailedCore(SoftPatch):
         seed: int = 0,
         progress: bool = True,
     ):
-        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size, index,
-                         num_neighbors, lof_k, lof_discard, lof_projection_dim, seed=seed,
-                         progress=progress)
+        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
+                         first_round_ratio, index, num_neighbors, lof_k, lof_discard,
+                         lof_projection_dim, seed=seed, progress=progress)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"unknown embedding '{embedding}'; choose from {', '.join(EMBEDDINGS)}")
         self.tail_coreset_ratio = tail_coreset_ratio
@@ -177,35 +180,22 @@ class TailedCore(SoftPatch):
                     valid: np.ndarray | None = None) -> np.ndarray:
         """Coreset of the tail images' patches (those in ``valid``) plus the patches of their views.
 
-        With a chunked coreset and a view source that can stream (``iter_views``),
-        each batch of views is reduced to its coreset as it arrives, so memory
-        holds one batch of views, not all of them (a coreset of chunks, as the
-        chunked greedy does anyway); otherwise all views are gathered first.
+        Views reach the coreset batch by batch when the view source can stream
+        (``iter_views``): round 1 reduces each batch as it arrives, so memory
+        holds one batch of views plus the kept rows, not all views.
         """
         d = patches.shape[-1]
         own = patches[tail].reshape(-1, d) if valid is None else patches[tail][valid[tail]]
+        coreset = self.coreset(self.tail_coreset_ratio, keep_rows=True)
         source = self._view_source
-        ratio = self.coreset_ratio if self.tail_coreset_ratio is None else self.tail_coreset_ratio
-        saved, self.coreset_ratio = self.coreset_ratio, ratio
-        try:
-            if source is None or not len(tail):
-                return own[self.select_bank(own)]
+        if source is None or not len(tail):
+            blocks = [own]
+        else:
             stream = getattr(source, "iter_views", None)
-            if stream is None or self.chunk_size is None:
-                views = source(tail)
-                parts = [own] + ([] if views.patches is None else [self._flat_views(views, d)])
-                tail_patches = np.concatenate(parts)
-                return tail_patches[self.select_bank(tail_patches)]
-            kept = [own[self.select_bank(own)]]
-            for batch in stream(tail):
-                flat = self._flat_views(batch, d)
-                kept.append(flat[self.select_bank(flat)])
-            bank = np.concatenate(kept)
-            if self.max_bank_items is not None and len(bank) > self.max_bank_items:
-                bank = bank[self.select_bank(bank)]
-            return bank
-        finally:
-            self.coreset_ratio = saved
+            batches = stream(tail) if stream is not None else [source(tail)]
+            blocks = chain([own], (self._flat_views(b, d) for b in batches
+                                   if b.patches is not None))
+        return self.finish_coreset(self.run_coreset(coreset, blocks), rows=True)
 
     @staticmethod
     def _flat_views(views: Features, d: int) -> np.ndarray:

@@ -1,0 +1,37 @@
+"""``anomaly-inspect bench-coreset``: coreset variants side by side (radius, time, AUROC)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..data.mvtec import load_mvtec
+from ..evaluation.coreset_bench import VARIANTS, bench_coreset
+from .common import add_model_args, add_output_args, model_config_from_args, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench-coreset", help="coreset variants side by side: radius, time, AUROC",
+                       description=__doc__)
+    p.add_argument("--root", type=Path, required=True, help="folder holding CATEGORY/")
+    p.add_argument("--category", required=True)
+    p.add_argument("--ratios", default="0.01,0.1,0.25", help="comma-separated coreset ratios")
+    p.add_argument("--variants", default="two_round,exact",
+                   help=f"comma-separated, from {', '.join(VARIANTS)} (exact is slow at large ratios)")
+    add_model_args(p)
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = model_config_from_args(args)
+    rows = bench_coreset(load_mvtec(args.root, args.category), cfg,
+                         [float(r) for r in args.ratios.split(",")], args.variants.split(","),
+                         progress=not args.quiet)
+    if args.quiet:
+        from ..evaluation.coreset_bench import format_row
+
+        for row in rows:
+            print(format_row(row))
+    write_json(args.output_json, {"rows": rows, "config": cfg.to_dict()})
+    return 0

@@ -174,3 +174,26 @@ def test_bench_coreset_command_prints_and_writes_rows(tmp_path, capsys):
     # a bigger bank covers at least as tightly (exact greedy is monotone in k)
     assert rows[5]["radius"] <= rows[2]["radius"]
     assert "image AUROC" in capsys.readouterr().out
+
+
+def test_round_one_does_not_depend_on_how_rows_arrive():
+    x = np.random.default_rng(4).standard_normal((3000, 8)).astype(np.float32)
+    whole = two_round_coreset(x, 0.02, chunk_size=100, seed=1)  # windows of 1600 rows
+    parts = TwoRoundCoreset(0.02, chunk_size=100, seed=1, keep_rows=True)
+    for block in np.array_split(x, [7, 500, 1601, 1602, 2999]):
+        parts.add(block)
+    assert np.array_equal(parts.finish(), whole)
+    assert np.array_equal(parts.finish_rows(), x[whole])
+    with pytest.raises(ValueError, match="dim"):
+        parts.add(np.zeros((3, 5), np.float32))
+
+
+def test_max_items_keeps_round_one_memory_bounded():
+    x = many_clusters(40, 500, dim=8, seed=2)  # 20,000 rows
+    capped = TwoRoundCoreset(0.5, max_items=100, chunk_size=100, seed=0)
+    for block in np.array_split(x, 40):
+        capped.add(block)
+        assert capped._union_size <= 4 * 100 + 0.5 * 100 * 16  # compacted after each window
+    sel = capped.finish()
+    assert len(sel) == 100 and len(np.unique(sel)) == 100
+    assert len({int(i) // 500 for i in sel}) == 40  # every cluster still covered

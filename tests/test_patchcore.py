@@ -101,3 +101,13 @@ def test_image_scores_are_exact_even_with_a_poor_approximate_index():
     assert not np.allclose(res.patch_scores, exact.patch_scores)  # the search really is approximate
     np.testing.assert_allclose(res.image_scores, exact.image_scores, rtol=1e-5)
     assert np.all(res.patch_scores >= exact.patch_scores - 1e-4)
+
+
+def test_streamed_fit_gives_the_same_bank_as_fitting_all_features():
+    rng = np.random.default_rng(0)
+    feats = Features(rng.standard_normal((40, 12, 12, 16)).astype(np.float32))
+    whole = PatchCore(coreset_ratio=0.02, chunk_size=256, progress=False).fit(feats)
+    batches = (feats.subset(np.arange(s, min(s + 7, 40))) for s in range(0, 40, 7))
+    streamed = PatchCore(coreset_ratio=0.02, chunk_size=256, progress=False).fit_batches(batches, 40)
+    assert whole.bank_size == round(0.02 * 40 * 144)
+    np.testing.assert_array_equal(streamed.memory_bank, whole.memory_bank)

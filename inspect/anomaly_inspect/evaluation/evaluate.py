@@ -56,11 +56,8 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
     np.random.seed(cfg.seed)
     backbone, extractor, scorer = build(cfg, progress=progress)
     train_paths = [s.path for s in dataset.train]
-    with Timer() as fit_t:
-        with Progress(len(train_paths), "extract train", enabled=progress) as bar:
-            train = extractor.extract(train_paths, progress=bar)
-        scorer.fit(train)
-        del train
+    with Timer() as fit_t, Progress(len(train_paths), "extract train", enabled=progress) as bar:
+        scorer.fit_batches(extractor.iter_features(train_paths, bar), len(train_paths))
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None
     parts: list[ScoreResult] = []

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +51,28 @@ class Features:
         if self.valid is not None:
             return self.valid
         return np.ones(self.patches.shape[:3], dtype=bool)
+
+    @staticmethod
+    def collect(parts: Iterable[Features], n: int) -> Features:
+        """Features arriving part by part, written into arrays allocated once for ``n`` rows
+        (the peak is one copy of the features, not a list plus its concatenation)."""
+        out: dict[str, np.ndarray] = {}
+        start = 0
+        # ``valid`` is kept only once a part has padding; earlier parts were all valid.
+        for part in parts:
+            m = len(part)
+            for name in ("patches", "pooled", "valid"):
+                arr = getattr(part, name)
+                if arr is None:
+                    continue
+                if name not in out:
+                    fill = np.ones if name == "valid" else np.empty
+                    out[name] = fill((n, *arr.shape[1:]), dtype=arr.dtype)
+                out[name][start:start + m] = arr
+            start += m
+        if start != n:
+            raise ValueError(f"expected features of {n} images, got {start}")
+        return Features(out.get("patches"), out.get("pooled"), out.get("valid"))
 
     @staticmethod
     def concat(parts: list[Features]) -> Features:
@@ -145,29 +167,16 @@ class FeatureExtractor:
                 progress.update(len(batch.indices) + len(batch.errors))
             yield ExtractedBatch(batch, feats)
 
-    def extract(
-        self, paths: Sequence[Path], progress: Progress | None = None
-    ) -> Features:
-        """Features of every path, in order; raises on the first unreadable image.
-
-        Batches are written into arrays allocated once for all images, so the
-        peak memory is one copy of the features, not two (list + concatenation).
-        """
-        out: dict[str, np.ndarray] = {}
-        start = 0
-        # ``valid`` is kept only once a batch has padding; earlier batches were all valid.
+    def iter_features(self, paths: Sequence[Path], progress: Progress | None = None
+                      ) -> Iterator[Features]:
+        """Features of every path, batch by batch, in order; raises on the first unreadable image."""
         for item in self.iter_extract(paths, progress=progress):
             if item.batch.errors:
                 index, reason = item.batch.errors[0]
                 raise ImageReadError(paths[index], reason)
-            n = len(item.features)
-            for name in ("patches", "pooled", "valid"):
-                arr = getattr(item.features, name)
-                if arr is None:
-                    continue
-                if name not in out:
-                    fill = np.ones if name == "valid" else np.empty
-                    out[name] = fill((len(paths), *arr.shape[1:]), dtype=arr.dtype)
-                out[name][start:start + n] = arr
-            start += n
-        return Features(out.get("patches"), out.get("pooled"), out.get("valid"))
+            yield item.features
+
+    def extract(self, paths: Sequence[Path], progress: Progress | None = None) -> Features:
+        """Features of every path, in order, in arrays allocated once; raises on the first
+        unreadable image."""
+        return Features.collect(self.iter_features(paths, progress), len(paths))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -73,6 +74,14 @@ class Scorer(ABC):
     @abstractmethod
     def fit(self, features: Features, labels: np.ndarray | None = None) -> Scorer:
         """Learn from training features (normal / in-distribution only)."""
+
+    def fit_batches(self, batches: Iterable[Features], n_images: int) -> Scorer:
+        """Fit on training features that arrive batch by batch (``n_images`` in all).
+
+        The default gathers them (one copy) and calls :meth:`fit`; scorers that can
+        learn from a stream (PatchCore's coreset) override it to keep memory flat.
+        """
+        return self.fit(Features.collect(batches, n_images))
 
     @abstractmethod
     def score(self, features: Features) -> ScoreResult:

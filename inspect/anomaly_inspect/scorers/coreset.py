@@ -8,19 +8,22 @@ runs on a random projection (default 128-d), as in PatchCore.
 :class:`TwoRoundCoreset` bounds the cost for large banks without the collapse
 of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
 
-* round 1, as blocks of training patches arrive: each block is split at random
-  into chunks of ``chunk_size`` rows and the greedy keeps ``max(ratio,
-  first_round_ratio)`` of every chunk - well above the chunk's share of the
-  final bank when the ratio is small, so no chunk is covered coarsely. Only
-  the kept rows are stored, so memory follows the kept rows, not the input.
+* round 1, as training patches arrive: rows are cut into windows of 16
+  chunks, each window is shuffled and split into chunks of ``chunk_size`` rows,
+  and the greedy keeps ``max(ratio, first_round_ratio)`` of every chunk - well
+  above the chunk's share of the final bank when the ratio is small, so no
+  chunk is covered coarsely. Only the kept rows are stored, and the result
+  does not depend on how the rows arrive (one array or batch by batch). With
+  ``max_items``, the kept rows are halved (the same chunked greedy) whenever
+  they pass 4 x ``max_items``, so memory stays bounded however many arrive.
 * round 2: one greedy k-center pass over the union of the kept rows, down to
-  ``ratio`` of all rows seen (at most ``max_items``).
+  ``ratio`` of all rows seen (at most ``max_items``). When round 1 kept only
+  the target plus rounding (``ratio >= first_round_ratio``, no cap) it just
+  drops each chunk's last picks.
 
 The covering radius is at most round 1's radius plus round 2's; with at least
 ``k`` picks per chunk each is at most 2x the optimal k-center radius, so the
-two-round radius is within 4x the optimum (the greedy alone: 2x). When round 1
-did not oversample (``ratio >= first_round_ratio``) its union already has the
-target size and round 2 only trims each chunk's last picks.
+two-round radius is within 4x the optimum (the greedy alone: 2x).
 """
 
 from __future__ import annotations
@@ -32,6 +35,10 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..progress import Progress
+
+WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is independent of how
+#                     the rows arrive (one array, or batch by batch)
+COMPACT_AT = 4  # with max_items, halve the kept rows whenever they pass 4 x max_items
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -142,7 +149,12 @@ class TwoRoundCoreset:
         self.keep_rows = keep_rows
         self._rng = np.random.default_rng(seed)
         self._proj: np.ndarray | None = None
-        self._seen = 0
+        self._dim: int | None = None
+        self._proj_ready = False
+        self._seen = 0  # rows added
+        self._processed = 0  # rows through round 1 (the rest wait in the buffer)
+        self._buffer: list[np.ndarray] = []
+        self._buffered = 0
         self._positions: list[np.ndarray] = []  # per chunk, in pick order
         self._projected: list[np.ndarray] = []
         self._rows: list[np.ndarray] = []  # the kept rows themselves, with keep_rows
@@ -154,39 +166,89 @@ class TwoRoundCoreset:
         return max(self.ratio, self.first_round_ratio or 0.0)
 
     def _project(self, x: np.ndarray) -> np.ndarray:
-        if self._proj is None and self._seen == 0:
+        if not self._proj_ready:
             proj = projection_matrix(x.shape[1], self.projection_dim, self.seed)
             self._proj = None if proj is None else proj.numpy()
+            self._proj_ready = True
         x = np.asarray(x, dtype=np.float32)
         return np.ascontiguousarray(x if self._proj is None else x @ self._proj)
 
     def add(self, rows: np.ndarray, progress: Progress | None = None) -> None:
-        """Round 1 on a block of rows: greedy in random chunks, keep ``keep_ratio`` of each."""
+        """Round 1 on a block of rows (any size: blocks are re-cut into windows)."""
         n = len(rows)
         if n == 0:
             return
+        if self._dim is not None and rows.shape[1] != self._dim:
+            raise ValueError(f"rows of dim {rows.shape[1]} added to a coreset of dim {self._dim}")
+        self._dim = rows.shape[1]
         self._selection = None
+        self._seen += n
         if self.chunk_size is None:  # exact greedy: keep every row for round 2
-            self._positions.append(self._seen + np.arange(n))
-            self._projected.append(self._project(rows))
-            if self.keep_rows:
-                self._rows.append(np.asarray(rows, np.float32))
-            self._seen += n
+            self._keep_chunk(np.arange(n), np.asarray(rows, np.float32), None)
+            self._processed += n
             if progress is not None:
                 progress.update(n)
             return
-        groups = math.ceil(n / self.chunk_size)
-        for idx in np.array_split(self._rng.permutation(n), groups):
-            x = self._project(rows[idx])  # chunk by chunk: no (N, dim) copy of the block
+        window = self.chunk_size * WINDOW_CHUNKS
+        start = 0
+        if self._buffer:  # complete the pending window first
+            take = min(n, window - self._buffered)
+            self._buffer.append(np.array(rows[:take], np.float32))
+            self._buffered += take
+            start = take
+            if self._buffered == window:
+                self._round_one(np.concatenate(self._buffer), progress)
+                self._buffer, self._buffered = [], 0
+        while n - start >= window:
+            self._round_one(rows[start:start + window], progress)
+            start += window
+        if start < n:  # the caller may reuse its array: keep a copy
+            self._buffer.append(np.array(rows[start:], np.float32))
+            self._buffered += n - start
+
+    def _flush(self, progress: Progress | None = None) -> None:
+        if self._buffer:
+            self._round_one(np.concatenate(self._buffer), progress)
+            self._buffer, self._buffered = [], 0
+
+    def _round_one(self, rows: np.ndarray, progress: Progress | None) -> None:
+        """Greedy in random chunks of one window of rows; keep ``keep_ratio`` of each chunk."""
+        n = len(rows)
+        for idx in np.array_split(self._rng.permutation(n), math.ceil(n / self.chunk_size)):
+            x = self._project(rows[idx])  # chunk by chunk: no (N, dim) copy of the window
             k = min(len(idx), math.ceil(self.keep_ratio * len(idx)))
             sel = _greedy(x, k, int(self._rng.integers(len(idx))))
-            self._positions.append(self._seen + idx[sel])
-            self._projected.append(x[sel])
-            if self.keep_rows:
-                self._rows.append(np.asarray(rows[idx[sel]], np.float32))
+            self._keep_chunk(idx[sel], rows[idx[sel]], x[sel])
             if progress is not None:
                 progress.update(len(idx))
-        self._seen += n
+        self._processed += n
+        if self.max_items and self._union_size > COMPACT_AT * self.max_items:
+            self._compact()
+
+    def _keep_chunk(self, idx: np.ndarray, rows: np.ndarray, projected: np.ndarray | None) -> None:
+        self._positions.append(self._processed + idx)
+        self._projected.append(self._project(rows) if projected is None else projected)
+        if self.keep_rows:
+            self._rows.append(np.asarray(rows, np.float32))
+
+    @property
+    def _union_size(self) -> int:
+        return sum(len(p) for p in self._positions)
+
+    def _compact(self) -> None:
+        """Halve the kept rows (greedy in random chunks of the union), so that memory stays
+        bounded by ``max_items`` however many rows arrive."""
+        positions = np.concatenate(self._positions)
+        projected = np.concatenate(self._projected)
+        rows = np.concatenate(self._rows) if self.keep_rows else None
+        self._positions, self._projected, self._rows = [], [], []
+        for idx in np.array_split(self._rng.permutation(len(positions)),
+                                  math.ceil(len(positions) / self.chunk_size)):
+            sel = idx[_greedy(projected[idx], math.ceil(len(idx) / 2), int(self._rng.integers(len(idx))))]
+            self._positions.append(positions[sel])
+            self._projected.append(projected[sel])
+            if rows is not None:
+                self._rows.append(rows[sel])
 
     @property
     def n_seen(self) -> int:
@@ -198,17 +260,19 @@ class TwoRoundCoreset:
 
     @property
     def greedy_round_two(self) -> bool:
-        """Whether ``finish`` runs a greedy pass (round 1 oversampled or kept every row)."""
-        union = sum(len(p) for p in self._positions)
-        if union <= self.target:
+        """Whether ``finish`` runs a greedy pass: round 1 kept more than the target plus its
+        rounding (one pick per chunk), because it oversampled, kept every row
+        (``chunk_size=None``) or ``max_items`` caps the target."""
+        self._flush()
+        excess = self._union_size - self.target
+        if excess <= 0:
             return False
-        if self.chunk_size is None:
-            return True
-        return (len(self._positions) > 1 and self.first_round_ratio is not None
-                and self.ratio < self.first_round_ratio)
+        return self.chunk_size is None or (len(self._positions) > 1
+                                           and excess > len(self._positions))
 
     def _select(self, progress: Progress | None) -> np.ndarray:
         """Round 2 (once): indices into the union of round 1's picks."""
+        self._flush()
         if not self._positions:
             raise ValueError("no rows were added to the coreset")
         if self._selection is None:
@@ -218,15 +282,13 @@ class TwoRoundCoreset:
     def _round_two(self, progress: Progress | None) -> np.ndarray:
         target = self.target
         sizes = [len(p) for p in self._positions]
-        offsets = np.cumsum([0, *sizes[:-1]])
-        union = sum(sizes)
-        if union <= target:
-            return np.arange(union)
+        if sum(sizes) <= target:
+            return np.arange(sum(sizes))
         if self.chunk_size is not None and len(sizes) == 1:
             return np.arange(target)  # one chunk: the exact greedy's prefix
-        if self.chunk_size is not None and (self.first_round_ratio is None
-                                            or self.ratio >= self.first_round_ratio):
-            # no oversampling: every chunk's first pick, then every chunk's second, ...
+        if not self.greedy_round_two:
+            # only rounding to drop: every chunk's first pick, then every chunk's second, ...
+            offsets = np.cumsum([0, *sizes[:-1]])
             ranked = np.full((len(sizes), max(sizes)), -1, dtype=np.int64)
             for g, (o, k) in enumerate(zip(offsets, sizes, strict=True)):
                 ranked[g, :k] = o + np.arange(k)

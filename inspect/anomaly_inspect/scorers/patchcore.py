@@ -82,6 +82,14 @@ def exact_image_maxima(
         np.maximum.at(best, rows, exact.astype(np.float64))
 
 
+def image_patches(features: Features) -> np.ndarray:
+    """The (M, D) patches of ``features`` that lie on the images (padding never enters a bank)."""
+    patches = features.patches
+    if patches is None:
+        raise ValueError("memory-bank scorers need patch features")
+    return patches.reshape(-1, patches.shape[-1]) if features.valid is None else patches[features.valid]
+
+
 class PatchCore(Scorer):
     """Greedy-coreset memory bank + faiss nearest-neighbour search.
 
@@ -148,14 +156,13 @@ class PatchCore(Scorer):
         return self.finish_coreset(self.run_coreset(self.coreset(ratio), [patches]))
 
     def fit(self, features: Features, labels: np.ndarray | None = None) -> PatchCore:
-        if features.patches is None:
-            raise ValueError("PatchCore needs patch features")
-        patches = features.patches
-        flat = (patches.reshape(-1, patches.shape[-1]) if features.valid is None
-                else patches[features.valid])  # padding patches never enter the bank
-        idx = self.select_bank(flat)
-        self._set_bank(np.ascontiguousarray(flat[idx]))
-        log.info("PatchCore: %d of %d patches in the memory bank", len(idx), len(flat))
+        return self.fit_batches([features], len(features))
+
+    def fit_batches(self, batches, n_images: int) -> PatchCore:
+        """Stream the training patches through the coreset: only its kept rows stay in memory."""
+        coreset = self.run_coreset(self.coreset(keep_rows=True), map(image_patches, batches))
+        self._set_bank(np.ascontiguousarray(self.finish_coreset(coreset, rows=True)))
+        log.info("PatchCore: %d of %d patches in the memory bank", self.bank_size, coreset.n_seen)
         return self
 
     def _set_bank(self, bank: np.ndarray, weights: np.ndarray | None = None) -> None:

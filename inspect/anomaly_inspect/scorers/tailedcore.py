@@ -100,6 +100,10 @@ class SoftPatch(PatchCore):
         idx = self.select_bank(kept)
         return kept[idx], scores[keep][idx].astype(np.float32)
 
+    def fit_batches(self, batches, n_images: int) -> SoftPatch:
+        """The per-position LOF needs every training image at once: gather, then fit."""
+        return self.fit(Features.collect(batches, n_images))
+
     def fit(self, features: Features, labels: np.ndarray | None = None) -> SoftPatch:
         if features.patches is None:
             raise ValueError(f"{type(self).__name__} needs patch features")

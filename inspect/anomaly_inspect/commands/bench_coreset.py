@@ -13,8 +13,12 @@ from .common import add_model_args, add_output_args, model_config_from_args, wri
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-coreset", help="coreset variants side by side: radius, time, AUROC",
                        description=__doc__)
-    p.add_argument("--root", type=Path, required=True, help="folder holding CATEGORY/")
-    p.add_argument("--category", required=True)
+    p.add_argument("--root", type=Path, help="folder holding CATEGORY/")
+    p.add_argument("--category")
+    p.add_argument("--stream-images", metavar="N,N,...",
+                   help="instead: peak RSS of the streamed fit on N images of random features "
+                        "(one fresh process each; coreset and bank only, no backbone)")
+    p.add_argument("--max-bank-items", type=int, help="with --stream-images: cap the bank")
     p.add_argument("--ratios", default="0.01,0.1,0.25", help="comma-separated coreset ratios")
     p.add_argument("--variants", default="two_round,exact",
                    help=f"comma-separated, from {', '.join(VARIANTS)} (exact is slow at large ratios)")
@@ -24,6 +28,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.stream_images:
+        return run_stream(args)
+    if args.root is None or args.category is None:
+        raise ValueError("--root and --category are required (or --stream-images)")
     cfg = model_config_from_args(args)
     rows = bench_coreset(load_mvtec(args.root, args.category), cfg,
                          [float(r) for r in args.ratios.split(",")], args.variants.split(","),
@@ -34,4 +42,17 @@ def run(args: argparse.Namespace) -> int:
         for row in rows:
             print(format_row(row))
     write_json(args.output_json, {"rows": rows, "config": cfg.to_dict()})
+    return 0
+
+
+def run_stream(args: argparse.Namespace) -> int:
+    from ..evaluation.coreset_bench import stream_fit_in_subprocess
+
+    rows = []
+    for n in (int(v) for v in args.stream_images.split(",")):
+        rows.append(stream_fit_in_subprocess(n, max_items=args.max_bank_items))
+        r = rows[-1]
+        print(f"{r['images']:>6} images  {r['patches']:>9} patches  bank {r['bank']:>7}  "
+              f"{r['seconds']:>7.1f} s  peak RSS {r['peak_rss_mb']:.0f} MB", flush=True)
+    write_json(args.output_json, {"stream_fit": rows})
     return 0

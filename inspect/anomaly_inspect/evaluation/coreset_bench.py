@@ -16,11 +16,13 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..data.mvtec import AnomalyDataset
+from ..features.extractor import Features
 from ..pipeline import build
 from ..progress import Progress
 from ..scorers.coreset import TwoRoundCoreset, covering_radius, projection_matrix
-from ..scorers.patchcore import PatchCore
+from ..scorers.patchcore import PatchCore, image_patches
 from .metrics import auroc
+from .resources import peak_rss_mb
 
 # name -> (chunk_size, first_round_ratio) given the config's chunk size and first-round ratio
 VARIANTS = {
@@ -37,29 +39,37 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(VARIANTS)}")
-    params = {"chunk_size": 4096, "first_round_ratio": 0.1, "projection_dim": 128, **cfg.scorer}
     _, extractor, _ = build(cfg, progress=progress)
     with Progress(len(dataset.train), "extract train", enabled=progress) as bar:
         train = extractor.extract([s.path for s in dataset.train], bar)
     with Progress(len(dataset.test), "extract test", enabled=progress) as bar:
         test = extractor.extract([s.path for s in dataset.test], bar)
     labels = np.array([s.label for s in dataset.test])
-    flat = train.patches.reshape(-1, train.patches.shape[-1])
-    proj = projection_matrix(flat.shape[1], params["projection_dim"], cfg.seed)
+    return bench_coreset_features(dataset.name, train, test, labels, cfg.scorer, ratios, variants,
+                                  cfg.seed, progress)
+
+
+def bench_coreset_features(name: str, train: Features, test: Features, labels: np.ndarray,
+                           scorer_params: dict, ratios: Sequence[float], variants: Sequence[str],
+                           seed: int = 0, progress: bool = True) -> list[dict]:
+    """:func:`bench_coreset` on features already extracted."""
+    params = {"chunk_size": 4096, "first_round_ratio": 0.1, "projection_dim": 128, **scorer_params}
+    flat = image_patches(train)
+    proj = projection_matrix(flat.shape[1], params["projection_dim"], seed)
     projected = flat if proj is None else flat @ proj.numpy()
     rows = []
     for ratio in ratios:
-        for name in variants:
-            chunk, first = VARIANTS[name](params["chunk_size"], params["first_round_ratio"])
+        for variant in variants:
+            chunk, first = VARIANTS[variant](params["chunk_size"], params["first_round_ratio"])
             start = time.perf_counter()
-            coreset = TwoRoundCoreset(ratio, None, chunk, first, params["projection_dim"], cfg.seed)
+            coreset = TwoRoundCoreset(ratio, None, chunk, first, params["projection_dim"], seed)
             coreset.add(flat)
             idx = coreset.finish()
             seconds = time.perf_counter() - start
             scorer = PatchCore(index="flat", progress=False)
             scorer.set_state({"memory_bank": np.ascontiguousarray(flat[idx])})
             rows.append({
-                "category": dataset.name, "ratio": ratio, "variant": name, "bank": len(idx),
+                "category": name, "ratio": ratio, "variant": variant, "bank": len(idx),
                 "patches": len(flat), "seconds": round(seconds, 2),
                 "radius": round(covering_radius(projected, projected[idx]), 4),
                 "image_auroc": round(float(auroc(labels, scorer.score(test).image_scores)), 4),
@@ -72,3 +82,35 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
 def format_row(row: dict) -> str:
     return (f"{row['category']}  ratio {row['ratio']:<5}  {row['variant']:<9}  bank {row['bank']:>7}"
             f"  {row['seconds']:>8.1f} s  radius {row['radius']:.3f}  image AUROC {row['image_auroc']:.4f}")
+
+
+def stream_fit(n_images: int, grid: int = 40, dim: int = 232, batch_size: int = 32,
+               ratio: float = 0.1, max_items: int | None = None, seed: int = 0) -> dict:
+    """Peak RSS and time of PatchCore's streamed fit on ``n_images`` of random features.
+
+    Isolates the coreset's memory from the backbone's: batches of (B, grid, grid,
+    dim) float32 features (the default 320 px embedding's shape) arrive as from
+    the extractor, and nothing but the coreset's kept rows may accumulate. Run
+    each size in a fresh process (peak RSS only grows).
+    """
+    rng = np.random.default_rng(seed)
+
+    def batches():
+        for start in range(0, n_images, batch_size):
+            m = min(batch_size, n_images - start)
+            yield Features(rng.standard_normal((m, grid, grid, dim), dtype=np.float32))
+
+    start = time.perf_counter()
+    scorer = PatchCore(coreset_ratio=ratio, max_bank_items=max_items, index="flat",
+                       seed=seed, progress=False).fit_batches(batches(), n_images)
+    return {"images": n_images, "patches": n_images * grid * grid, "ratio": ratio,
+            "max_bank_items": max_items, "bank": scorer.bank_size,
+            "seconds": round(time.perf_counter() - start, 1), "peak_rss_mb": round(peak_rss_mb(), 1)}
+
+
+def stream_fit_in_subprocess(n_images: int, **kwargs) -> dict:
+    """:func:`stream_fit` in a fresh (spawned) process, so each peak RSS is its own."""
+    import multiprocessing as mp
+
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(stream_fit, (n_images,), kwargs)

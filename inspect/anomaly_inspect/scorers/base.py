@@ -131,8 +131,8 @@ class Scorer(ABC):
             scorer = get_scorer_class(meta["name"])(**meta["params"])
             scorer.set_state(state)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise ScorerFormatError(f"{directory}: saved scorer does not match its description "
-                                    f"({type(exc).__name__}: {exc})") from None
+            raise ScorerFormatError(f"{state_path}: does not match the scorer described in "
+                                    f"{meta_path.name} ({type(exc).__name__}: {exc})") from None
         scorer._fitted = True
         return scorer
 

@@ -112,8 +112,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_checksums(root: Path) -> None:
-    files = sorted(p for p in root.rglob("*") if p.is_file())
+def write_checksums(root: Path) -> None:
+    """Record sha256 and size of every file under ``root`` in its ``checksums.json``."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS_JSON)
     table = {p.relative_to(root).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
              for p in files}
     (root / CHECKSUMS_JSON).write_text(json.dumps({"algorithm": "sha256", "files": table},
@@ -154,9 +155,10 @@ def verify_model_files(directory: Path | str) -> None:
             raise ModelFormatError(f"{path}: missing from the model directory")
         size = path.stat().st_size
         if size != want["bytes"]:
-            raise ModelFormatError(f"{path}: {'truncated' if size < want['bytes'] else 'changed'} "
-                                   f"({size} bytes, {want['bytes']} when saved); restore the "
-                                   f"model directory or re-fit")
+            how = "changed or truncated" if size < want["bytes"] else "changed"
+            raise ModelFormatError(f"{path}: {how} since the model was saved ({size} bytes, "
+                                   f"{want['bytes']} when saved); restore the model directory "
+                                   f"or re-fit")
         if _sha256(path) != want["sha256"]:
             raise ModelFormatError(f"{path}: changed since the model was saved (sha256 "
                                    f"mismatch); restore the model directory or re-fit")
@@ -205,7 +207,7 @@ def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool 
         scorer.save(tmp / SCORER_DIR)
         (tmp / MODEL_JSON).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False),
                                       encoding="utf-8")
-        _write_checksums(tmp)
+        write_checksums(tmp)
         _fsync_tree(tmp)
         if target.exists():
             _replace_model(tmp, target)

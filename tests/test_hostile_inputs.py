@@ -355,6 +355,22 @@ def test_non_utf8_file_name(tiny, tmp_path):
     assert again.n_resumed == 2 and again.n_scored == 0 and len(_rows(out)) == 2
 
 
+def test_fit_on_non_utf8_file_names_saves_a_utf8_model(tmp_path):
+    raw_dir = os.fsencode(tmp_path / "train")
+    os.mkdir(raw_dir)
+    for i in range(5):
+        with open(os.path.join(raw_dir, b"img\xff%d.png" % i), "wb") as fh:
+            fh.write(cv2.imencode(".png", rgb_image(40, seed=i))[1].tobytes())
+    cfg = ModelConfig()
+    cfg.backbone.weights = "random"
+    cfg.features.image_size = 64
+    model = fit([tmp_path / "train"], cfg, calibration_fraction=0.4, progress=False)
+    saved = model.save(tmp_path / "m")
+    info = json.loads((saved / "model.json").read_bytes().decode("utf-8"))
+    assert len(info["train_images"]) == 3 and all("\\xff" in p for p in info["train_images"])
+    assert load_model(saved).threshold == model.threshold
+
+
 # ---------------------------------------------------------------- one writer per output folder
 
 

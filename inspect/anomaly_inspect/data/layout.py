@@ -35,6 +35,11 @@ def canonical_path(path: Path | str) -> Path:
     return Path(os.path.realpath(p))
 
 
+def display_path(path: Path | str) -> str:
+    """``path`` as valid UTF-8 text: bytes of a non-UTF-8 file name escaped as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
     """Files (and dangling links) under ``folder``; each real directory is entered once."""
     seen: set[tuple[int, int]] = set()

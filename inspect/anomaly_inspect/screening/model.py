@@ -21,7 +21,7 @@ import torch
 
 from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
-from ..data.layout import expand_inputs
+from ..data.layout import display_path, expand_inputs
 from ..evaluation.calibration import Calibration, calibrate, holdout_split
 from ..features.extractor import FeatureExtractor, Features
 from ..pipeline import build, build_backbone, build_extractor
@@ -145,8 +145,8 @@ def _extract_skipping(extractor: FeatureExtractor, paths: list[Path], desc: str,
             if item.batch.indices:
                 parts.append(item.features)
             for i, reason in item.batch.errors:
-                log.warning("skipping %s: %s", paths[i], reason)
-                skipped.append({"path": str(paths[i]), "error": reason})
+                log.warning("skipping %s: %s", display_path(paths[i]), reason)
+                skipped.append({"path": display_path(paths[i]), "error": reason})
     return ok, Features.concat(parts), skipped
 
 
@@ -216,8 +216,8 @@ def fit(
         backbone={"name": backbone.name, "layers": list(backbone.layers),
                   "weights": backbone.weight_source.to_dict()},
         calibration=cal.to_dict(),
-        train_images=[str(p) for p in fit_paths],
-        calibration_images=[str(p) for p in cal_paths],
+        train_images=[display_path(p) for p in fit_paths],  # model.json is UTF-8
+        calibration_images=[display_path(p) for p in cal_paths],
         skipped_images=skipped,
         display=display,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

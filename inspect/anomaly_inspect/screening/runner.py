@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.image_io import read_image
-from ..data.layout import expand_inputs
+from ..data.layout import display_path, expand_inputs
 from ..evaluation.overlays import denormalise, fit_within, heatmap_overlay, write_rgb
 from ..progress import Progress
 from .lock import OutputLock
@@ -70,11 +70,6 @@ class ScreenSummary:
     @property
     def exit_code(self) -> int:
         return 1 if self.n_errors else 0
-
-
-def display_path(path: str) -> str:
-    """``path`` as valid UTF-8 text: bytes of a non-UTF-8 file name escaped as ``\\xff``."""
-    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def raw_path_field(path: str) -> str:

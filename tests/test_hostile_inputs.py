@@ -423,6 +423,27 @@ def test_lock_from_another_host_is_not_taken_over(tiny, tmp_path):
         _screen(model, [write_image(tmp_path / "a.png", rgb_image(40))], out)
 
 
+def test_lock_without_flock_falls_back_to_the_pid(tmp_path, monkeypatch):
+    import errno
+
+    from anomaly_inspect.screening import lock as lock_mod
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock_mod.fcntl, "flock", no_flock)
+    host = socket.gethostname()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": host}))
+    with pytest.raises(OutputLockedError, match=f"pid {os.getppid()}"):  # alive: refused
+        OutputLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": host}))
+    with OutputLock(tmp_path):  # its holder is gone: taken over
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
 def test_concurrent_cli_runs_write_each_image_once(tiny, tmp_path):
     root, _, model_dir = tiny
     for i in range(24):

@@ -73,15 +73,20 @@ class OutputLock:
 
     def acquire(self) -> OutputLock:
         host = socket.gethostname()
+        flocked = fcntl is not None
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                if fcntl is not None:
+                if flocked:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 holder = self._read(fd)
                 os.close(fd)
                 raise self._refuse(holder, "") from None
+            except OSError as exc:  # a file system without flock: the pid check alone
+                log.warning("%s: cannot lock (%s); relying on the pid in the lock file",
+                            self.path, exc.strerror or exc)
+                flocked = False
             try:  # the holder may have removed the file between our open and flock: retry
                 same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
             except FileNotFoundError:
@@ -96,7 +101,7 @@ class OutputLock:
                 os.close(fd)
                 raise self._refuse(holder, f"; it may still be running on that machine - if it "
                                            f"is not, delete {self.path}")
-            if fcntl is None and isinstance(pid, int) and _pid_alive(pid):
+            if not flocked and isinstance(pid, int) and _pid_alive(pid):
                 os.close(fd)
                 raise self._refuse(holder, "")
             log.warning("%s: taking over the lock of a run that stopped without releasing it (%s)",

@@ -190,8 +190,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
             legacy = fh.readline().rstrip("\r\n").split(",") != list(CSV_COLUMNS)
         if bad or len(rows) != n_read or legacy:  # cut-off lines, failed rows (retried), repeats
             _write_rows_atomic(csv_path, rows)
-            log.info("%s: dropped %d malformed and %d failed or repeated rows", csv_path, bad,
-                     n_read - len(rows) - n_err)
+            log.info("%s: dropped %d malformed, %d failed (retried now) and %d repeated rows",
+                     csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
         _write_rows_atomic(csv_path, [])
     run_path.write_text(json.dumps({"model_id": ident, "model_created": model.info.created},

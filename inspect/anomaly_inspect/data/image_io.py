@@ -109,9 +109,17 @@ def _check_complete(path: Path, data: bytes) -> None:
 
 def _probe(path: Path, data: bytes) -> _Header | None:
     """Size, format, frame count and EXIF orientation from the header; None if PIL cannot tell."""
-    from PIL import Image
+    # the six formats' plugins only (importing one registers it), not every plugin PIL has
+    from PIL import (  # noqa: F401
+        BmpImagePlugin,
+        GifImagePlugin,
+        Image,
+        JpegImagePlugin,
+        PngImagePlugin,
+        TiffImagePlugin,
+        WebPImagePlugin,
+    )
 
-    Image.init()
     head = data[:16]
     for fmt in _PROBE_FORMATS:
         factory, accept = Image.OPEN.get(fmt, (None, None))

@@ -109,8 +109,7 @@ class OutputLock:
         me = {"pid": os.getpid(), "host": host, "purpose": self.purpose,
               "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)
-        os.fsync(fd)
+        os.pwrite(fd, json.dumps(me).encode("utf-8"), 0)  # for messages only: no fsync needed
         self._fd = fd
         return self
 

@@ -14,6 +14,7 @@ import pytest
 
 from anomaly_inspect.cli import main
 from anomaly_inspect.screening import MODEL_FORMAT_VERSION, load_model
+from anomaly_inspect.screening.model_dir import write_checksums
 from anomaly_inspect.screening.runner import CSV_COLUMNS
 from layout_writer import link_subset
 
@@ -190,9 +191,13 @@ def test_refusals(setup, tmp_path, capsys):
     info["backbone"]["weights"]["checksum"] = "0" * 64
     (copy / "model.json").write_text(json.dumps(info))
     img = root / "bottle" / "test" / "good"
+    # an edited model.json no longer matches the checksum recorded at fit
+    assert main(["screen", str(copy), str(img), "--out", str(tmp_path / "r"), "--quiet"]) == 1
+    assert "model.json: changed or truncated since the model was saved" in capsys.readouterr().err
+    write_checksums(copy)  # as if fitted with other weights
     assert main(["screen", str(copy), str(img), "--out", str(tmp_path / "r"), "--quiet"]) == 1
     assert "backbone weights differ" in capsys.readouterr().err
-    # format version mismatch is checked first
+    # format version mismatch is checked first (before the checksums)
     info["format_version"] = MODEL_FORMAT_VERSION + 1
     (copy / "model.json").write_text(json.dumps(info))
     assert main(["screen", str(copy), str(img), "--out", str(tmp_path / "r"), "--quiet"]) == 1

@@ -7,7 +7,69 @@ import json
 from pathlib import Path
 
 from ..config import ModelConfig, load_config
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import RESIZE_MODES
+
+MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
+
+
+def _int(text: str, what: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    v = _int(text, "a positive integer")
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return v
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    v = _int(text, "a non-negative integer")
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}")
+    return v
+
+
+def image_size(text: str) -> int:
+    """argparse type: a model input side length in pixels."""
+    v = _int(text, "a whole number of pixels")
+    if v < MIN_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_IMAGE_SIZE} pixels, got {text!r}")
+    return v
+
+
+def fraction(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 < v < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text!r}")
+    return v
+
+
+def pixel_budget(text: str) -> int:
+    """argparse type: a positive pixel count, e.g. 100000000 or 1e8."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not (v >= 1 and v < float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {text!r}")
+    return int(v)
+
+
+def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-pixels", type=pixel_budget, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse (error row) images with more pixels than this, before decoding "
+                        f"(default {DEFAULT_MAX_PIXELS:.0e})")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -17,12 +79,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
     p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
-    p.add_argument("--image-size", type=int, help="input side length in pixels (default 320)")
+    p.add_argument("--image-size", type=image_size, help="input side length in pixels (default 320)")
     p.add_argument("--resize", choices=RESIZE_MODES,
                    help="stretch: squash to a square (default); pad: keep the aspect ratio and "
                         "mirror-pad, the padding is ignored")
-    p.add_argument("--batch-size", type=int, help="images per backbone batch (default 32)")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--batch-size", type=positive_int, help="images per backbone batch (default 32)")
+    p.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -44,11 +106,11 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         cfg.backbone.weights = args.weights
     if args.layers:
         cfg.backbone.layers = [int(v) for v in args.layers.split(",")]
-    if args.image_size:
+    if args.image_size is not None:
         cfg.features.image_size = args.image_size
     if args.resize:
         cfg.features.resize = args.resize
-    if args.batch_size:
+    if args.batch_size is not None:
         cfg.features.batch_size = args.batch_size
     if args.seed is not None:
         cfg.seed = args.seed

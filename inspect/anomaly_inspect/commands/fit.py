@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
+from .common import (
+    add_max_pixels_arg,
+    add_model_args,
+    add_output_args,
+    fraction,
+    model_config_from_args,
+    print_table,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,24 +25,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--calibration", action="append", metavar="DIR",
                    help="normal images that set the threshold (default: hold out part of --train)")
-    p.add_argument("--calibration-fraction", type=float, default=0.2,
+    p.add_argument("--calibration-fraction", type=fraction, default=0.2,
                    help="fraction of training images held out for calibration when no "
                         "--calibration is given (default 0.2, seeded by --seed)")
-    p.add_argument("--target-fpr", type=float, default=0.01,
+    p.add_argument("--target-fpr", type=fraction, default=0.01,
                    help="false-positive rate on normal images the threshold aims at (default 0.01)")
     add_model_args(p)
+    add_max_pixels_arg(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..screening import fit
+    from ..screening.model_dir import check_replaceable
 
-    if args.out.exists() and not args.overwrite:  # fail before minutes of fitting
-        raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
+    check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
     cfg = model_config_from_args(args)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
-                calibration_fraction=args.calibration_fraction, progress=not args.quiet)
+                calibration_fraction=args.calibration_fraction, progress=not args.quiet,
+                max_pixels=args.max_pixels)
     model.save(args.out, overwrite=args.overwrite)
     cal = model.calibration
     lo, hi = cal.fpr_interval

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_output_args, print_table, write_json
+from .common import add_max_pixels_arg, add_output_args, positive_int, print_table, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,18 +23,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlays", choices=["flagged", "all", "none"], default="flagged",
                    help="which images get a heatmap overlay (default: flagged)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
-    p.add_argument("--batch-size", type=int, help="images per backbone batch (default: the model's)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="images per backbone batch (default: the model's)")
+    add_max_pixels_arg(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from ..evaluation.resources import peak_rss_mb
     from ..screening import load_model
 
     model = load_model(args.model_dir, progress=not args.quiet)
-    if args.batch_size:
+    if args.batch_size is not None:
         model.extractor.batch_size = args.batch_size
+    model.extractor.transform = dataclasses.replace(model.extractor.transform,
+                                                    max_pixels=args.max_pixels)
     s = model.screen(args.inputs, args.out, rescore=args.rescore, overlays=args.overlays,
                      labels=args.labels, report=not args.no_report, progress=not args.quiet)
     rows = [

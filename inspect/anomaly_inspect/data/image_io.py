@@ -1,19 +1,38 @@
-"""Robust image and mask decoding.
+"""Robust, memory-bounded image and mask decoding.
 
 Every image comes back as an RGB ``uint8`` array whatever is on disk:
-grayscale, RGBA (alpha dropped), 16-bit (scaled to 8 bit) or palette images.
-Anything that cannot be decoded raises :class:`ImageReadError` naming the
-file and the reason, so a caller can record it and carry on.
+grayscale, RGBA (alpha dropped), 16-bit (scaled to 8 bit) or palette images,
+turned upright by its EXIF orientation. The header is read first (PIL's lazy
+open: size without decoding) and an image above the pixel budget is refused
+before any pixel is decoded; a very large JPEG is decoded at a reduced size
+(DCT scaling) when the caller needs fewer pixels. Anything that cannot be
+used raises :class:`ImageReadError` naming the file and the reason, so a
+caller can record it and carry on.
 """
 
 from __future__ import annotations
 
+import io
+import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: default pixel budget (width x height) of one image; larger ones are refused before decoding
+DEFAULT_MAX_PIXELS = 100_000_000
+#: images above this many pixels are decoded at a reduced size where the format allows it
+REDUCE_ABOVE_PIXELS = 16_000_000
+# First bytes of the formats we read, to find images whose extension is unusual.
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
+          b"MM\x00*")
+_PROBE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+_PNG_IEND = b"IEND\xaeB`\x82"
 
 
 class ImageReadError(OSError):
@@ -29,13 +48,42 @@ def is_image_file(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _read_bytes(path: Path) -> bytes:
+def looks_like_image(path: Path | str) -> bool:
+    """True when the file's first bytes are those of an image format we read."""
     try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError:
+        return False
+    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+
+
+@dataclass(frozen=True)
+class _Header:
+    width: int
+    height: int
+    format: str
+    frames: int
+    orientation: int
+
+
+def _read_bytes(path: Path, max_pixels: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        # no format stores a picture in more than 8 bytes per pixel (16-bit RGBA) plus headers
+        limit = 8 * max_pixels + (64 << 20)
+        if size > limit:
+            raise ImageReadError(path, f"file too large for the pixel budget ({size / 2**20:.0f} MiB "
+                                       f"for at most {max_pixels / 1e6:g} MP)")
         data = path.read_bytes()
     except FileNotFoundError:
+        if path.is_symlink():
+            raise ImageReadError(path, f"broken symbolic link (to {os.readlink(path)})") from None
         raise ImageReadError(path, "file not found") from None
     except IsADirectoryError:
         raise ImageReadError(path, "is a directory, not an image file") from None
+    except ImageReadError:
+        raise
     except OSError as exc:
         raise ImageReadError(path, f"cannot read file ({exc.strerror or exc})") from None
     if not data:
@@ -50,55 +98,158 @@ def _check_complete(path: Path, data: bytes) -> None:
         # 0xFF bytes inside entropy-coded data are stuffed, so FFD9 cannot occur there)
         if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
             raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
-    elif data[:8] == b"\x89PNG\r\n\x1a\n" and b"IEND" not in data[-32:]:
-        raise ImageReadError(path, "truncated PNG (no IEND chunk)")
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        end = data.rfind(_PNG_IEND)
+        if end < 0:
+            raise ImageReadError(path, "truncated PNG (no IEND chunk)")
+        extra = len(data) - end - len(_PNG_IEND)
+        if extra:
+            log.warning("%s: %d bytes after the PNG's end (IEND chunk) ignored", path, extra)
 
 
-def _decode(path: Path, flags: int) -> np.ndarray:
-    data = _read_bytes(path)
+def _probe(path: Path, data: bytes) -> _Header | None:
+    """Size, format, frame count and EXIF orientation from the header; None if PIL cannot tell."""
+    # the six formats' plugins only (importing one registers it), not every plugin PIL has
+    from PIL import (  # noqa: F401
+        BmpImagePlugin,
+        GifImagePlugin,
+        Image,
+        JpegImagePlugin,
+        PngImagePlugin,
+        TiffImagePlugin,
+        WebPImagePlugin,
+    )
+
+    head = data[:16]
+    for fmt in _PROBE_FORMATS:
+        factory, accept = Image.OPEN.get(fmt, (None, None))
+        if factory is None or (accept is not None and not accept(head)):
+            continue
+        try:
+            # the plugin itself, not Image.open: the budget below replaces PIL's bomb check
+            im = factory(io.BytesIO(data), "")
+            width, height = im.size
+            frames = int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
+            if im.format == "MPO":  # a camera JPEG with extra pictures: the first is the image
+                frames = 1
+            orientation = 1
+            if im.format != "PNG" or "exif" in im.info:  # PNG's getexif() would decode the image
+                orientation = int(im.getexif().get(0x0112, 1) or 1)
+        except Exception:  # noqa: BLE001 - a header PIL cannot parse: let the decoder decide
+            continue
+        return _Header(width, height, fmt, frames, orientation if 1 <= orientation <= 8 else 1)
+    return None
+
+
+def _reduction(header: _Header | None, min_side: int | None) -> int:
+    """DCT scale factor (1, 2, 4 or 8) for a large JPEG whose sides stay >= ``min_side``."""
+    if (header is None or min_side is None or header.format != "JPEG"
+            or header.width * header.height <= REDUCE_ABOVE_PIXELS):
+        return 1
+    short = min(header.width, header.height)
+    return next((f for f in (8, 4, 2) if short // f >= min_side), 1)
+
+
+def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, int]:
+    """Decoded array (OpenCV channel order) and the EXIF orientation still to apply."""
+    data = _read_bytes(path, max_pixels)
     _check_complete(path, data)
+    header = _probe(path, data)
+    if header is not None:
+        pixels = header.width * header.height
+        if pixels > max_pixels:
+            raise ImageReadError(path, f"image larger than the pixel budget ({header.width}x"
+                                       f"{header.height} = {pixels / 1e6:.1f} MP > "
+                                       f"{max_pixels / 1e6:g} MP; raise --max-pixels to allow it)")
+        if header.frames > 1:
+            raise ImageReadError(path, f"multi-frame image ({header.frames} frames, e.g. an "
+                                       f"animated {header.format}); save the frame to screen as "
+                                       f"a single image")
+    factor = _reduction(header, min_side)
+    flags = cv2.IMREAD_UNCHANGED if factor == 1 else (
+        {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
+         8: cv2.IMREAD_REDUCED_COLOR_8}[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         img = cv2.imdecode(buf, flags)
-    except cv2.error as exc:
-        raise ImageReadError(path, f"cannot decode image ({exc.err})") from None
+    except cv2.error:
+        img = None
+    if (img is None or img.size == 0) and header is not None:
+        img = _decode_pil(path, data)
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a decodable image (corrupt or unsupported format)")
-    return img
+    return img, header.orientation if header is not None else 1
+
+
+def _decode_pil(path: Path, data: bytes) -> np.ndarray | None:
+    """Formats OpenCV does not read (e.g. GIF in some builds), in OpenCV's channel order."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except Exception:  # noqa: BLE001 - any decoder failure is "not decodable"
+        return None
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (2-8) so that the picture is upright."""
+    if orientation in (5, 6, 7, 8):
+        img = cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE if orientation in (5, 6)
+                         else cv2.ROTATE_90_COUNTERCLOCKWISE)
+    if orientation in (2, 4, 5, 7):
+        img = cv2.flip(img, 1)
+    if orientation in (3, 4):
+        img = cv2.rotate(img, cv2.ROTATE_180)
+    return np.ascontiguousarray(img)
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """8-bit copy of ``img`` without float temporaries the size of the image."""
     if img.dtype == np.uint8:
         return img
     if img.dtype == np.uint16:
-        return (img.astype(np.float32) / 257.0 + 0.5).astype(np.uint8)
+        return cv2.convertScaleAbs(img, alpha=1.0 / 257.0)  # rounds like x / 257 + 0.5
     if np.issubdtype(img.dtype, np.floating):
         hi = float(np.nanmax(img)) if img.size else 1.0
         scale = 255.0 if hi <= 1.0 else 1.0
-        return np.clip(np.nan_to_num(img) * scale, 0, 255).astype(np.uint8)
+        img = np.nan_to_num(img, copy=False)
+        img *= scale
+        return np.clip(img, 0, 255, out=img).astype(np.uint8)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """Read any supported image as an (H, W, 3) RGB ``uint8`` array."""
+def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
+               min_side: int | None = None) -> np.ndarray:
+    """Read any supported image as an upright (H, W, 3) RGB ``uint8`` array.
+
+    ``max_pixels``: refuse larger images before decoding. ``min_side``: a very
+    large JPEG may be decoded at 1/2, 1/4 or 1/8 size as long as both sides
+    stay at least this long (for callers that downscale anyway).
+    """
     path = Path(path)
-    img = _to_uint8(_decode(path, cv2.IMREAD_UNCHANGED))
+    raw, orientation = _decode(path, max_pixels, min_side)
+    img = _to_uint8(raw)
     if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    channels = img.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if channels == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-    if channels == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    raise ImageReadError(path, f"unsupported number of channels: {channels}")
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 1:
+        img = cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    elif img.shape[2] == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif img.shape[2] == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+    else:
+        raise ImageReadError(path, f"unsupported number of channels: {img.shape[2]}")
+    return _orient(img, orientation) if orientation != 1 else img
 
 
-def read_mask(path: Path | str) -> np.ndarray:
-    """Read a ground-truth mask as an (H, W) ``uint8`` array of {0, 1}."""
+def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a ground-truth mask as an upright (H, W) ``uint8`` array of {0, 1}."""
     path = Path(path)
-    img = _to_uint8(_decode(path, cv2.IMREAD_UNCHANGED))
+    raw, orientation = _decode(path, max_pixels)
+    img = _to_uint8(raw)
     if img.ndim == 3:
         img = img[:, :, :3].max(axis=2)
-    return (img > 127).astype(np.uint8)
+    img = (img > 127).astype(np.uint8)
+    return _orient(img, orientation) if orientation != 1 else img

@@ -1,58 +1,189 @@
-"""Listing image files and the errors raised for bad dataset layouts."""
+"""Listing image files and the errors raised for bad dataset layouts.
+
+Inputs are accounted for exactly once: every file is scheduled under one
+canonical path (``..`` and symbolic links resolved), directory walks and
+recursive globs visit each real directory once (so a symlink loop cannot make
+them repeat or hang), and a folder's files are kept when they look like
+images by extension *or* by their first bytes. A dangling symbolic link is
+kept as well (it becomes an error row instead of vanishing).
+"""
 
 from __future__ import annotations
 
-import glob
+import fnmatch
+import os
+import re
+from collections.abc import Iterator
 from pathlib import Path
 
-from .image_io import is_image_file
+from .image_io import is_image_file, looks_like_image
 
 
 class DatasetLayoutError(ValueError):
     """A dataset folder that does not have the expected structure."""
 
 
+def canonical_path(path: Path | str) -> Path:
+    """One spelling per file: absolute, ``..`` and symbolic links resolved.
+
+    A dangling symbolic link keeps its own (absolute, normalised) path, so that
+    its error names the link the user can see.
+    """
+    p = os.path.abspath(os.fspath(path))
+    if os.path.islink(p) and not os.path.exists(p):
+        return Path(os.path.realpath(os.path.dirname(p))) / os.path.basename(p)
+    return Path(os.path.realpath(p))
+
+
+def display_path(path: Path | str) -> str:
+    """``path`` as valid UTF-8 text: bytes of a non-UTF-8 file name escaped as ``\\xff``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
+    """Files (and dangling links) under ``folder``; each real directory is entered once."""
+    seen: set[tuple[int, int]] = set()
+    stack = [folder]
+    while stack:
+        d = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue  # a symlink loop or a second link to a folder already walked
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        subdirs = []
+        for e in entries:
+            try:
+                if e.is_dir():  # follows links; loops are cut by ``seen``
+                    subdirs.append(Path(e.path))
+                elif e.is_file() or (e.is_symlink() and not os.path.exists(e.path)):
+                    yield Path(e.path)
+            except OSError:
+                continue
+        if recursive:
+            stack.extend(reversed(subdirs))
+
+
+def _is_candidate(path: Path) -> bool:
+    if is_image_file(path) or path.suffix.lower() == ".gif":
+        return True
+    if path.is_symlink() and not path.exists():  # dangling: an error row, not silence
+        return True
+    return looks_like_image(path)
+
+
 def list_images(folder: Path | str, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder``, sorted; raises if the folder is missing."""
+    """Image files under ``folder`` (by extension or content), sorted; raises if the folder is missing."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.is_file() and is_image_file(p))
+    return sorted(p for p in _walk_files(folder, recursive) if _is_candidate(p))
+
+
+def _glob_root(pattern: str) -> tuple[str, list[str]]:
+    """Split a glob into its literal leading folder and the remaining pattern parts."""
+    parts = pattern.split(os.sep)
+    root: list[str] = []
+    for i, part in enumerate(parts):
+        if any(ch in part for ch in "*?["):
+            return os.sep.join(root) or (os.sep if pattern.startswith(os.sep) else "."), parts[i:]
+        root.append(part)
+    return os.sep.join(root), []
+
+
+def _part_regex(part: str) -> re.Pattern[str]:
+    rx = fnmatch.translate(part)
+    if not part.startswith("."):  # like glob: '*' does not match hidden names
+        rx = r"(?!\.)" + rx
+    return re.compile(rx, re.DOTALL)
+
+
+def _glob(pattern: str) -> list[Path]:
+    """Files and folders matching ``pattern`` (``**`` = any depth), walking no symlink loop."""
+    root, parts = _glob_root(pattern)
+    if not os.path.isdir(root):
+        return []
+    recursive = "**" in parts
+    regexes = [None if p == "**" else _part_regex(p) for p in parts]
+
+    def match(rel: list[str], k: int = 0, j: int = 0) -> bool:
+        if k == len(regexes):
+            return j == len(rel)
+        if regexes[k] is None:  # '**': zero or more non-hidden folders
+            return any(match(rel, k + 1, j2) for j2 in range(j, len(rel) + 1)
+                       if all(not r.startswith(".") for r in rel[j:j2]))
+        return j < len(rel) and bool(regexes[k].match(rel[j])) and match(rel, k + 1, j + 1)
+
+    out: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    stack = [(root, [])]
+    depth_max = None if recursive else len(parts)
+    while stack:
+        d, rel = stack.pop()
+        try:
+            st = os.stat(d)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        try:
+            entries = sorted(os.scandir(d), key=lambda e: e.name)
+        except OSError:
+            continue
+        for e in entries:
+            r = [*rel, e.name]
+            if match(r):
+                out.append(Path(os.path.normpath(e.path)) if root != "." else Path(e.path[2:]))
+            try:
+                is_dir = e.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir and (depth_max is None or len(r) < depth_max):
+                stack.append((e.path, r))
+    return sorted(out)
 
 
 def expand_inputs(inputs: list[str | Path], recursive: bool = True) -> list[Path]:
-    """Resolve a mix of files, folders and glob patterns into image paths.
+    """Resolve a mix of files, folders and glob patterns into canonical image paths, each once.
 
-    Explicitly named files are kept even if their extension is unusual, so
-    that a bad file becomes a per-image error instead of vanishing.
+    Explicitly named files are kept even if their extension is unusual (and
+    dangling links named on the command line too), so that a bad file becomes
+    a per-image error instead of vanishing or stopping the run.
     """
     out: list[Path] = []
     seen: set[Path] = set()
 
     def add(p: Path) -> None:
-        if p not in seen:
-            seen.add(p)
-            out.append(p)
+        c = canonical_path(p)
+        if c not in seen:
+            seen.add(c)
+            out.append(c)
 
     for item in inputs:
         p = Path(item)
         if p.is_dir():
             for f in list_images(p, recursive=recursive):
                 add(f)
-        elif p.exists():
+        elif os.path.lexists(p):
             add(p)
         elif any(ch in str(item) for ch in "*?["):
-            matches = sorted(Path(m) for m in glob.glob(str(item), recursive=True))
+            matches = _glob(str(item))
             if not matches:
                 raise FileNotFoundError(f"{item}: glob pattern matched no files")
             for m in matches:
                 if m.is_dir():
                     for f in list_images(m, recursive=recursive):
                         add(f)
-                elif is_image_file(m):
+                elif _is_candidate(m):
                     add(m)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")

@@ -25,11 +25,14 @@ class Batch:
     boxes: list[Box]  # where each image's content lies in the model input
 
 
-def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool):
-    image = read_image(path)
+def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool, cfg: TransformConfig):
+    # without a mask to keep aligned, a huge JPEG may be decoded at a reduced size
+    min_side = None if want_mask else 2 * cfg.output_size
+    image = read_image(path, cfg.max_pixels, min_side)
     mask = None
     if want_mask:
-        mask = read_mask(mask_path) if mask_path is not None else np.zeros(image.shape[:2], np.uint8)
+        mask = (read_mask(mask_path, cfg.max_pixels) if mask_path is not None
+                else np.zeros(image.shape[:2], np.uint8))
     chw, mask, box = transform(image, mask)
     return chw, mask, image.shape[:2], box
 
@@ -46,6 +49,8 @@ def iter_batches(
     Masks are produced for every image when ``mask_paths`` is given (all-zero
     where the entry is ``None``).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
     transform = build_transform(cfg)
     want_mask = mask_paths is not None
 
@@ -54,7 +59,7 @@ def iter_batches(
         for i in range(start, min(start + batch_size, len(paths))):
             try:
                 chw, mask, hw, box = _load_one(paths[i], mask_paths[i] if want_mask else None,
-                                          transform, want_mask)
+                                          transform, want_mask, cfg)
             except ImageReadError as exc:
                 errors.append((i, exc.reason))
                 continue

@@ -21,6 +21,8 @@ import numpy as np
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 import albumentations as A  # noqa: E402
 
+from .image_io import DEFAULT_MAX_PIXELS  # noqa: E402
+
 RESIZE_MODES = ("stretch", "pad")
 
 
@@ -71,10 +73,14 @@ class TransformConfig:
     mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     std: tuple[float, float, float] = (0.5, 0.5, 0.5)
     resize: str = "stretch"
+    #: images above this many pixels are refused before decoding (see ``data.image_io``)
+    max_pixels: int = DEFAULT_MAX_PIXELS
 
     def __post_init__(self):
         if self.resize not in RESIZE_MODES:
             raise ValueError(f"resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        if self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive number of pixels, got {self.max_pixels}")
 
     @property
     def output_size(self) -> int:

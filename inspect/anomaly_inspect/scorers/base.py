@@ -112,15 +112,36 @@ class Scorer(ABC):
         meta_path = directory / "scorer.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: no saved scorer here")
-        meta = json.loads(meta_path.read_text())
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ScorerFormatError(f"{meta_path}: unreadable scorer description ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ScorerFormatError(f"{meta_path}: expected a JSON object")
         if meta.get("format_version") != SCORER_FORMAT_VERSION:
             raise ScorerFormatError(
                 f"{meta_path}: scorer format version {meta.get('format_version')} is not "
                 f"supported (this version reads {SCORER_FORMAT_VERSION}); re-fit the model"
             )
-        klass = get_scorer_class(meta["name"])
-        scorer = klass(**meta["params"])
-        scorer.set_state(load_file(str(directory / "scorer_state.safetensors")))
+        state_path = directory / "scorer_state.safetensors"
+        if not state_path.is_file():
+            raise ScorerFormatError(f"{state_path}: missing scorer state")
+        try:
+            state = load_file(str(state_path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            first = (str(exc).splitlines() or [""])[0]
+            raise ScorerFormatError(f"{state_path}: damaged scorer state ({type(exc).__name__}: "
+                                    f"{first})") from None
+        for key, arr in state.items():
+            if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
+                raise ScorerFormatError(f"{state_path}: array {key!r} holds NaN or Inf values; "
+                                        f"the saved model is damaged, re-fit it")
+        try:
+            scorer = get_scorer_class(meta["name"])(**meta["params"])
+            scorer.set_state(state)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise ScorerFormatError(f"{state_path}: does not match the scorer described in "
+                                    f"{meta_path.name} ({type(exc).__name__}: {exc})") from None
         scorer._fitted = True
         return scorer
 

@@ -17,7 +17,7 @@ ANOMALOUS_WORDS = {"1", "anomalous", "anomaly", "defect", "defective", "bad", "n
 
 
 def _key(path: Path | str) -> str:
-    return os.path.normcase(os.path.abspath(str(path)))
+    return os.path.normcase(os.path.realpath(str(path)))
 
 
 def parse_label(value: str, where: str) -> int:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 from collections.abc import Iterator, Sequence
@@ -19,18 +20,22 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..data.layout import expand_inputs
+from ..data.image_io import DEFAULT_MAX_PIXELS
+from ..data.layout import display_path, expand_inputs
 from ..evaluation.calibration import Calibration, calibrate, holdout_split
 from ..features.extractor import FeatureExtractor, Features
 from ..pipeline import build, build_backbone, build_extractor
 from ..progress import Progress
 from ..scorers import Scorer
 from .model_dir import (
+    MODEL_JSON,
     SCORER_DIR,
+    ModelFormatError,
     ModelInfo,
     check_backbone_checksum,
     read_model_info,
     save_model_dir,
+    verify_model_files,
 )
 
 log = logging.getLogger(__name__)
@@ -140,8 +145,8 @@ def _extract_skipping(extractor: FeatureExtractor, paths: list[Path], desc: str,
             if item.batch.indices:
                 parts.append(item.features)
             for i, reason in item.batch.errors:
-                log.warning("skipping %s: %s", paths[i], reason)
-                skipped.append({"path": str(paths[i]), "error": reason})
+                log.warning("skipping %s: %s", display_path(paths[i]), reason)
+                skipped.append({"path": display_path(paths[i]), "error": reason})
     return ok, Features.concat(parts), skipped
 
 
@@ -152,13 +157,15 @@ def fit(
     target_fpr: float = 0.01,
     calibration_fraction: float = 0.2,
     progress: bool = True,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> Model:
     """Fit on normal images (files, folders searched recursively, globs) and calibrate.
 
     Without ``calibration``, a seeded ``calibration_fraction`` of the training
     images is held out (not fitted on) and its scores set the threshold at
     ``target_fpr``. With ``calibration`` (normal images only), the scorer fits
-    on every training image. Anomalous labels are never used.
+    on every training image. Anomalous labels are never used. Images above
+    ``max_pixels`` are skipped unread (see ``data.image_io``).
     """
     cfg = cfg or ModelConfig()
     torch.manual_seed(cfg.seed)
@@ -167,6 +174,7 @@ def fit(
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
     backbone, extractor, scorer = build(cfg, progress=progress)
+    extractor.transform = dataclasses.replace(extractor.transform, max_pixels=max_pixels)
     ok, feats, skipped = _extract_skipping(extractor, train_paths, "extract train", progress)
     if not ok:
         raise ValueError(f"none of the {len(train_paths)} training images could be read")
@@ -208,8 +216,8 @@ def fit(
         backbone={"name": backbone.name, "layers": list(backbone.layers),
                   "weights": backbone.weight_source.to_dict()},
         calibration=cal.to_dict(),
-        train_images=[str(p) for p in fit_paths],
-        calibration_images=[str(p) for p in cal_paths],
+        train_images=[display_path(p) for p in fit_paths],  # model.json is UTF-8
+        calibration_images=[display_path(p) for p in cal_paths],
         skipped_images=skipped,
         display=display,
         created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -227,20 +235,27 @@ def _display_range(patch_scores: np.ndarray | None, threshold: float) -> dict[st
 
 
 def load_model(directory: Path | str, progress: bool = False) -> Model:
-    """Load a saved model; checks the format version, then the backbone weights' checksum."""
+    """Load a saved model; checks the format version, every file's checksum, then the
+    backbone weights' checksum; any damage is a one-line :class:`ModelFormatError`."""
     directory = Path(directory)
     info = read_model_info(directory)
-    config = dict(info.config)
-    # Models saved before ``features.resize`` existed were fitted on stretched inputs.
-    config["features"] = {"resize": "stretch", **(config.get("features") or {})}
-    cfg = ModelConfig.from_dict(config, f"{directory}/model.json config")
+    verify_model_files(directory)
+    try:
+        config = dict(info.config)
+        # Models saved before ``features.resize`` existed were fitted on stretched inputs.
+        config["features"] = {"resize": "stretch", **(config.get("features") or {})}
+        cfg = ModelConfig.from_dict(config, f"{directory}/model.json config")
+        calibration = Calibration.from_dict(info.calibration)
+    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise ModelFormatError(f"{directory}/{MODEL_JSON}: damaged model description "
+                               f"({type(exc).__name__}: {exc})") from None
     backbone = build_backbone(cfg)
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
     scorer = Scorer.load(directory / SCORER_DIR)
     if hasattr(scorer, "progress"):
         scorer.progress = progress
     extractor = build_extractor(cfg, backbone, type(scorer))
-    return Model(cfg, extractor, scorer, Calibration.from_dict(info.calibration), info)
+    return Model(cfg, extractor, scorer, calibration, info)
 
 
 # The three steps under the names the issue uses.

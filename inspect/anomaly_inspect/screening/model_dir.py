@@ -7,14 +7,20 @@ Layout::
                                             training / calibration image lists
     MODEL_DIR/scorer/scorer.json            scorer name and constructor parameters
     MODEL_DIR/scorer/scorer_state.safetensors
+    MODEL_DIR/checksums.json                sha256 and size of each file above
 
 Saving writes everything into a temporary folder beside the target and moves
 it into place with one ``os.replace``: a crash leaves either the old model or
 the new one, never a half-written directory that loads. Nothing is pickled.
+Loading verifies every checksum first, so a changed, truncated or damaged file
+is refused with one line naming it (models saved before checksums existed
+load with a warning). ``overwrite`` replaces only a directory recognised as a
+model and removes only the files a model writes; other files in it are kept.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +38,10 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 SCORER_DIR = "scorer"
+CHECKSUMS_JSON = "checksums.json"
+#: every file a model directory holds (besides those listed in its checksums)
+MODEL_FILES = (MODEL_JSON, CHECKSUMS_JSON, f"{SCORER_DIR}/scorer.json",
+               f"{SCORER_DIR}/scorer_state.safetensors")
 
 
 class ModelFormatError(ValueError):
@@ -94,15 +104,102 @@ class ModelInfo:
             raise ModelFormatError(f"{source}: missing field {exc} in {MODEL_JSON}") from None
 
 
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checksums(root: Path) -> None:
+    """Record sha256 and size of every file under ``root`` in its ``checksums.json``."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS_JSON)
+    table = {p.relative_to(root).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+             for p in files}
+    (root / CHECKSUMS_JSON).write_text(json.dumps({"algorithm": "sha256", "files": table},
+                                                  indent=2), encoding="utf-8")
+
+
+def _read_checksums(directory: Path) -> dict[str, dict[str, Any]] | None:
+    """``{relative path: {sha256, bytes}}``, or None for a model saved without checksums."""
+    path = directory / CHECKSUMS_JSON
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        files = data["files"]
+        if data.get("algorithm") != "sha256" or not isinstance(files, dict) or not all(
+                isinstance(v, dict) and isinstance(v.get("sha256"), str) and isinstance(v.get("bytes"), int)
+                for v in files.values()):
+            raise ValueError("unexpected content")
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise ModelFormatError(f"{path}: damaged checksum list ({exc}); restore the model "
+                               f"directory or re-fit") from None
+    return files
+
+
+def verify_model_files(directory: Path | str) -> None:
+    """Refuse a model directory whose files differ from those written at ``fit``."""
+    directory = Path(directory)
+    table = _read_checksums(directory)
+    if table is None:
+        log.warning("%s: no %s (saved by an older version): file integrity not verified",
+                    directory, CHECKSUMS_JSON)
+        return
+    for rel, want in table.items():
+        path = directory / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise ModelFormatError(f"{directory / CHECKSUMS_JSON}: bad file name {rel!r}")
+        if not path.is_file():
+            raise ModelFormatError(f"{path}: missing from the model directory")
+        size = path.stat().st_size
+        if size != want["bytes"]:
+            how = "changed or truncated" if size < want["bytes"] else "changed"
+            raise ModelFormatError(f"{path}: {how} since the model was saved ({size} bytes, "
+                                   f"{want['bytes']} when saved); restore the model directory "
+                                   f"or re-fit")
+        if _sha256(path) != want["sha256"]:
+            raise ModelFormatError(f"{path}: changed since the model was saved (sha256 "
+                                   f"mismatch); restore the model directory or re-fit")
+
+
+def _is_model_dir(target: Path) -> bool:
+    """A folder this tool wrote: its model.json is a JSON object with a format version."""
+    try:
+        data = json.loads((target / MODEL_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and "format_version" in data
+
+
+def _model_files(target: Path) -> set[str]:
+    """Relative paths of the files a model wrote into ``target`` (its own checksum list included)."""
+    try:
+        listed = set(_read_checksums(target) or {})
+    except ModelFormatError:
+        listed = set()
+    return {rel for rel in listed | set(MODEL_FILES) if (target / rel).is_file()}
+
+
+def check_replaceable(target: Path | str, overwrite: bool) -> None:
+    """Raise unless a model may be saved to ``target`` (new, empty, or a model with ``overwrite``)."""
+    target = Path(target)
+    if not (target.exists() or target.is_symlink()):
+        return
+    if not overwrite:
+        raise FileExistsError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
+    if target.is_dir() and not target.is_symlink() and (
+            _is_model_dir(target) or not any(target.iterdir())):
+        return
+    # Never delete something that is not a model directory, --overwrite or not.
+    raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")
+
+
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False) -> Path:
     """Write ``info`` and ``scorer`` to ``target`` atomically; refuse to overwrite unless asked."""
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise FileExistsError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
-    if target.exists() and not (target.is_dir() and ((target / MODEL_JSON).is_file()
-                                                     or not any(target.iterdir()))):
-        # Never delete something that is not a model directory, --overwrite or not.
-        raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")
+    check_replaceable(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it owner-only
@@ -110,13 +207,10 @@ def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool 
         scorer.save(tmp / SCORER_DIR)
         (tmp / MODEL_JSON).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False),
                                       encoding="utf-8")
+        write_checksums(tmp)
         _fsync_tree(tmp)
         if target.exists():
-            # os.replace cannot replace a non-empty directory: move the old one aside first.
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-            os.replace(target, old / "model")
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
+            _replace_model(tmp, target)
         else:
             os.replace(tmp, target)
     except BaseException:
@@ -124,6 +218,33 @@ def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool 
         raise
     log.info("saved model to %s", target)
     return target
+
+
+def _replace_model(new: Path, target: Path) -> None:
+    """Put the model in ``new`` at ``target``, keeping any file there that a model did not write."""
+    old_files = _model_files(target)
+    present = {p.relative_to(target).as_posix() for p in target.rglob("*")
+               if p.is_file() or p.is_symlink()}
+    foreign = sorted(present - old_files)
+    if not foreign:
+        # os.replace cannot replace a non-empty directory: move the old one aside first.
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        os.replace(target, old / "model")
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return
+    # Someone's own files live here: replace the model's files one by one around them, the
+    # checksum list and model.json last (a crash in between fails verification, never loads).
+    new_files = sorted((p.relative_to(new).as_posix() for p in new.rglob("*") if p.is_file()),
+                       key=lambda rel: (rel in (CHECKSUMS_JSON, MODEL_JSON), rel == MODEL_JSON))
+    for rel in new_files:
+        (target / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(new / rel, target / rel)
+    for rel in sorted(old_files - set(new_files)):
+        (target / rel).unlink(missing_ok=True)
+    shutil.rmtree(new, ignore_errors=True)
+    log.info("%s: kept %d file(s) that are not part of the model: %s", target, len(foreign),
+             ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""))
 
 
 def _fsync_tree(root: Path) -> None:

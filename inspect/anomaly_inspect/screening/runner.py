@@ -5,7 +5,12 @@ and written batch by batch, and only one batch of thumbnails / overlays is in
 flight in the writer thread. ``results.csv`` is appended and flushed after
 every batch, so an interrupted run loses at most one batch and a re-run skips
 every image already scored (unless ``rescore``). Images that failed before are
-retried. A run that resumes with a different model is refused.
+retried. A run that resumes with a different model is refused, and so is a
+second run while another one writes to the same folder (see :mod:`.lock`).
+
+``results.csv`` is always valid UTF-8: a file name that is not is written
+with its undecodable bytes escaped (``\xff``) in ``path``, and its raw bytes,
+percent-encoded, in ``raw_path`` (empty for every other file).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import math
 import os
 import re
 import time
+import urllib.parse
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -26,19 +32,20 @@ from pathlib import Path
 import numpy as np
 
 from ..data.image_io import read_image
-from ..data.layout import expand_inputs
+from ..data.layout import display_path, expand_inputs
 from ..evaluation.overlays import denormalise, fit_within, heatmap_overlay, write_rgb
 from ..progress import Progress
+from .lock import OutputLock
 from .model import Model, ScoredImage
 
 log = logging.getLogger(__name__)
 
 RESULTS_CSV = "results.csv"
 RUN_JSON = "screen.json"
-CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay")
+CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay", "raw_path")
+LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-1]  # before raw_path: read on resume, rewritten
 OVERLAY_CHOICES = ("flagged", "all", "none")
-# File names that are not valid UTF-8 round-trip through the CSV instead of crashing the run.
-PATH_ERRORS = "surrogateescape"
+OVERLAY_SIDE = 768  # longer side of an overlay image at most
 
 
 @dataclass
@@ -65,10 +72,22 @@ class ScreenSummary:
         return 1 if self.n_errors else 0
 
 
+def raw_path_field(path: str) -> str:
+    """The ``raw_path`` column: percent-encoded bytes when the name is not UTF-8, else empty."""
+    return "" if display_path(path) == path else urllib.parse.quote(os.fsencode(path), safe="/")
+
+
+def row_key(row: dict[str, str]) -> str:
+    """The input path (as the file system spells it) a results row stands for."""
+    raw = row.get("raw_path") or ""
+    return os.fsdecode(urllib.parse.unquote_to_bytes(raw)) if raw else row["path"]
+
+
 def image_key(path: str) -> str:
     """A file-name-safe, collision-free name for an input path (for thumbnails and overlays)."""
+    path = display_path(path)  # the report only knows the CSV's spelling
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40].strip("_") or "image"
-    return f"{stem}_{hashlib.sha1(path.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
+    return f"{stem}_{hashlib.sha1(path.encode('utf-8')).hexdigest()[:10]}"
 
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:
@@ -85,16 +104,18 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
     if not csv_path.is_file():
         return [], 0
     rows, bad = [], 0
-    with open(csv_path, newline="", encoding="utf-8", errors=PATH_ERRORS) as fh:
+    # older versions wrote undecodable file names' raw bytes: read them back escaped
+    with open(csv_path, newline="", encoding="utf-8", errors="backslashreplace") as fh:
         reader = csv.DictReader(fh)
-        if tuple(reader.fieldnames or ()) != CSV_COLUMNS:
+        columns = tuple(reader.fieldnames or ())
+        if columns not in (CSV_COLUMNS, LEGACY_CSV_COLUMNS):
             raise ValueError(f"{csv_path}: not a results file of this tool (columns "
                              f"{reader.fieldnames}); choose another --out or pass --rescore")
         last_ok = False
         for row in reader:
-            last_ok = not (None in row or any(row.get(c) is None for c in CSV_COLUMNS))
+            last_ok = not (None in row or any(row.get(c) is None for c in columns))
             if last_ok:
-                rows.append(row)
+                rows.append({"raw_path": "", **row})
             else:
                 bad += 1
     with open(csv_path, "rb") as fh:
@@ -108,7 +129,7 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
 
 def _write_rows_atomic(csv_path: Path, rows: list[dict[str, str]]) -> None:
     tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8", errors=PATH_ERRORS) as fh:
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, CSV_COLUMNS)
         w.writeheader()
         w.writerows(rows)
@@ -140,26 +161,42 @@ def screen(
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)
+    with OutputLock(out_dir, "screen"):
+        return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
+                              thumb_size, embed_images, start)
+
+
+def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool, overlays: str,
+                   labels: str | None, report: bool, progress: bool, thumb_size: int,
+                   embed_images: bool | None, start: float) -> ScreenSummary:
+    """:func:`screen` once ``out_dir`` is locked for this run."""
     csv_path, run_path = out_dir / RESULTS_CSV, out_dir / RUN_JSON
     ident = model_identity(model)
 
     rows: list[dict[str, str]] = []
     if not rescore and csv_path.exists():
-        meta = json.loads(run_path.read_text()) if run_path.is_file() else {}
-        if meta.get("model_id") != ident:
+        try:
+            meta = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else {}
+        except (ValueError, UnicodeDecodeError):
+            meta = {}
+        if not isinstance(meta, dict) or meta.get("model_id") != ident:
             raise ValueError(f"{csv_path}: was written by a different model; pass --rescore to "
                              f"start over or choose another --out")
         rows, bad = read_results(csv_path)
-        n_err = sum(1 for r in rows if r["error"])
-        if bad or n_err:  # drop cut-off lines and failed rows (they are retried)
-            rows = [r for r in rows if not r["error"]]
+        n_read, n_err = len(rows), sum(1 for r in rows if r["error"])
+        by_key = {row_key(r): r for r in rows if not r["error"]}  # the last row of a path wins
+        rows = list(by_key.values())
+        with open(csv_path, encoding="utf-8", errors="replace") as fh:
+            legacy = fh.readline().rstrip("\r\n").split(",") != list(CSV_COLUMNS)
+        if bad or len(rows) != n_read or legacy:  # cut-off lines, failed rows (retried), repeats
             _write_rows_atomic(csv_path, rows)
-            log.info("%s: dropped %d malformed and %d failed rows to retry", csv_path, bad, n_err)
+            log.info("%s: dropped %d malformed, %d failed (retried now) and %d repeated rows",
+                     csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
         _write_rows_atomic(csv_path, [])
     run_path.write_text(json.dumps({"model_id": ident, "model_created": model.info.created},
                                    indent=2))
-    done = {r["path"] for r in rows}
+    done = {row_key(r) for r in rows}
     todo = [p for p in paths if p not in done]
     n_resumed = len(paths) - len(todo)
     if n_resumed:
@@ -175,7 +212,7 @@ def screen(
             for batch in model.iter_score(todo, bar, keep_maps=overlays != "none"):
                 for r in batch.images:
                     if r.error:
-                        errors.append((r.path, r.error))
+                        errors.append((display_path(r.path), r.error))
                     else:
                         n_scored += 1
                         n_flagged += int(bool(r.flagged))
@@ -210,11 +247,12 @@ class _BatchWriter:
         self.thumb_size = thumb_size
         t = model.extractor.transform
         self.mean, self.std = t.mean, t.std
+        self.max_pixels = t.max_pixels
         disp = model.info.display or {}
         thr = model.threshold
         self.vmin = disp.get("map_vmin", 0.5 * thr)
         self.vmax = disp.get("map_vmax", 1.5 * thr)
-        self.fh = open(csv_path, "a", newline="", encoding="utf-8", errors=PATH_ERRORS)  # noqa: SIM115 (closed in close())
+        self.fh = open(csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.csv = csv.DictWriter(self.fh, CSV_COLUMNS)
 
     def close(self) -> None:
@@ -229,8 +267,9 @@ class _BatchWriter:
                 want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
                 if want and r.patch_scores is not None:
                     overlay = self._overlay(r)
-            rows.append({"path": r.path, "score": _fmt(r.score), "p_value": _fmt(r.p_value),
-                         "decision": r.decision, "error": r.error, "overlay": overlay})
+            rows.append({"path": display_path(r.path), "score": _fmt(r.score),
+                         "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
+                         "overlay": overlay, "raw_path": raw_path_field(r.path)})
         self.csv.writerows(rows)
         self.fh.flush()
 
@@ -240,11 +279,12 @@ class _BatchWriter:
 
     def _overlay(self, r: ScoredImage) -> str:
         try:
-            image = read_image(r.path)  # the original, not the resized model input
+            # the original, not the resized model input (a huge JPEG decoded reduced)
+            image = read_image(r.path, self.max_pixels, min_side=2 * OVERLAY_SIDE)
         except OSError as exc:
             log.warning("no overlay for %s: %s", r.path, exc)
             return ""
-        over = heatmap_overlay(image, r.patch_scores, self.vmin, self.vmax)
+        over = heatmap_overlay(image, r.patch_scores, self.vmin, self.vmax, max_side=OVERLAY_SIDE)
         rel = f"overlays/{image_key(r.path)}.jpg"
         write_rgb(self.out_dir / rel, over)
         write_rgb(self.out_dir / thumb_relpath(r.path, overlay=True), fit_within(over, self.thumb_size))

@@ -1,0 +1,670 @@
+"""Screening you can leave running: hostile inputs, damaged models, concurrent runs, bad arguments.
+
+Every case is generated on the fly in a temporary folder; the model is a tiny
+one (random backbone weights, 64 px inputs) fitted once per module.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import textwrap
+import urllib.parse
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from safetensors.numpy import load_file, save_file
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.data.image_io import ImageReadError, read_image
+from anomaly_inspect.data.layout import expand_inputs
+from anomaly_inspect.data.loader import iter_batches
+from anomaly_inspect.data.transforms import TransformConfig
+from anomaly_inspect.screening import ModelFormatError, fit, load_model
+from anomaly_inspect.screening.lock import LOCK_NAME, OutputLock, OutputLockedError
+from anomaly_inspect.screening.model_dir import CHECKSUMS_JSON, save_model_dir
+from anomaly_inspect.screening.runner import CSV_COLUMNS, screen
+from layout_writer import rgb_image, write_image
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = str(REPO / "inspect")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """(root folder, fitted model, saved model directory)."""
+    root = tmp_path_factory.mktemp("hostile")
+    for i in range(8):
+        write_image(root / "train" / f"{i}.png", rgb_image(48, seed=i))
+    cfg = ModelConfig()
+    cfg.backbone.weights = "random"
+    cfg.features.image_size = 64
+    model = fit([root / "train"], cfg, calibration_fraction=0.25, progress=False)
+    return root, model, model.save(root / "model")
+
+
+def _rows(out: Path) -> list[dict[str, str]]:
+    data = (out / "results.csv").read_bytes()
+    text = data.decode("utf-8")  # strict: must be valid UTF-8
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    assert tuple(reader.fieldnames) == CSV_COLUMNS
+    return list(reader)
+
+
+def _screen(model, inputs, out, **kw):
+    return screen(model, inputs, out, progress=False, report=False, overlays="none", **kw)
+
+
+def _by_name(rows):
+    return {os.path.basename(r["path"]): r for r in rows}
+
+
+# ---------------------------------------------------------------- inputs accounted for once
+
+
+def test_one_row_per_file_whatever_the_spelling(tiny, tmp_path, monkeypatch):
+    root, model, _ = tiny
+    a = write_image(tmp_path / "a.png", rgb_image(40, seed=1))
+    (tmp_path / "x").mkdir()
+    (tmp_path / "link.png").symlink_to(a)
+    (tmp_path / "dirlink").symlink_to(tmp_path, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    spellings = ["a.png", str(a), "x/../a.png", "./a.png", "link.png", "dirlink/a.png",
+                 str(tmp_path / "x" / ".." / "a.png")]
+    assert expand_inputs(spellings) == [a.resolve()]
+    s = _screen(model, spellings, tmp_path / "out")
+    rows = _rows(tmp_path / "out")
+    assert s.n_inputs == 1 and len(rows) == 1 and rows[0]["path"] == str(a.resolve())
+
+
+def _random_tree(root: Path, seed: int) -> set[Path]:
+    """A folder tree with image files and symlinks to folders (loops included); the real files."""
+    rng = np.random.default_rng(seed)
+    root.mkdir()
+    dirs = [root]
+    files: set[Path] = set()
+    png = cv2.imencode(".png", rgb_image(8, seed=seed))[1].tobytes()
+    for i in range(12):
+        d = dirs[rng.integers(len(dirs))] / f"d{i}"
+        d.mkdir()
+        dirs.append(d)
+    for i in range(20):
+        f = dirs[rng.integers(len(dirs))] / f"f{i}.png"
+        f.write_bytes(png)
+        files.add(f.resolve())
+    for i in range(8):  # links to arbitrary folders: ancestors (loops), siblings, itself
+        src, dst = dirs[rng.integers(len(dirs))], dirs[rng.integers(len(dirs))]
+        (src / f"l{i}").symlink_to(dst, target_is_directory=True)
+    (root / "self").symlink_to(root, target_is_directory=True)
+    return files
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_walks_and_recursive_globs_terminate_once_per_file(tmp_path, seed, monkeypatch):
+    files = _random_tree(tmp_path / "tree", seed)
+    monkeypatch.chdir(tmp_path)
+    for inputs in (["tree"], ["tree/**/*.png"], [str(tmp_path / "tree" / "**" / "*.png")],
+                   ["tree/**"], ["tree", "tree/**/*.png", "tree/self/self/d0/.."]):
+        got = expand_inputs(inputs)
+        assert len(got) == len(set(got)) == len(files), inputs
+        assert set(got) == files
+
+
+def test_glob_keeps_glob_semantics(tmp_path, monkeypatch):
+    for rel in ("a.png", "b.jpg", "sub/c.png", "sub/deep/d.png", ".hidden/e.png", "sub/.f.png"):
+        write_image(tmp_path / rel, rgb_image(8))
+    monkeypatch.chdir(tmp_path)
+    names = lambda pattern: sorted(p.name for p in expand_inputs([pattern]))  # noqa: E731
+    assert names("*.png") == ["a.png"]
+    assert names("**/*.png") == ["a.png", "c.png", "d.png"]  # like glob: hidden skipped
+    assert names("sub/*/*.png") == ["d.png"]
+    assert names("s?b/[cd].png") == ["c.png"]
+    with pytest.raises(FileNotFoundError, match="matched no files"):
+        expand_inputs(["*.tif"])
+
+
+def _animated_gif(path: Path, frames: int = 3) -> Path:
+    imgs = [Image.fromarray(rgb_image(32, seed=i)) for i in range(frames)]
+    imgs[0].save(path, save_all=True, append_images=imgs[1:], duration=50, loop=0)
+    return path
+
+
+def test_every_image_like_file_in_a_folder_gets_a_row(tiny, tmp_path):
+    root, model, _ = tiny
+    d = tmp_path / "in"
+    d.mkdir()
+    png = cv2.imencode(".png", rgb_image(40, seed=3))[1].tobytes()
+    (d / "scan_0001").write_bytes(png)  # no extension: found by content
+    (d / "scan.dat").write_bytes(cv2.imencode(".jpg", rgb_image(40, seed=4))[1].tobytes())
+    write_image(d / "UPPER.PNG", rgb_image(40, seed=5))
+    Image.fromarray(rgb_image(32, seed=6)).save(d / "still.gif")
+    _animated_gif(d / "moving.gif")
+    (d / "gone.png").symlink_to(d / "deleted.png")  # dangling
+    (d / "gone_too").symlink_to("/nonexistent/file")
+    (d / "notes.txt").write_text("not an image")
+    (d / "data.bin").write_bytes(os.urandom(64))
+    s = _screen(model, [d], tmp_path / "out")
+    rows = _by_name(_rows(tmp_path / "out"))
+    assert set(rows) == {"scan_0001", "scan.dat", "UPPER.PNG", "still.gif", "moving.gif",
+                         "gone.png", "gone_too"}
+    for ok in ("scan_0001", "scan.dat", "UPPER.PNG", "still.gif"):
+        assert not rows[ok]["error"] and np.isfinite(float(rows[ok]["score"])), ok
+    assert "multi-frame image (3 frames" in rows["moving.gif"]["error"]
+    assert "broken symbolic link" in rows["gone.png"]["error"]
+    assert "broken symbolic link" in rows["gone_too"]["error"]
+    assert s.n_errors == 3 and s.exit_code == 1
+
+
+def test_dangling_symlink_on_the_command_line_is_a_row_not_a_stop(tiny, tmp_path, capsys):
+    root, _, model_dir = tiny
+    good = write_image(tmp_path / "good.png", rgb_image(40, seed=7))
+    (tmp_path / "dangling.png").symlink_to(tmp_path / "nowhere.png")
+    out = tmp_path / "out"
+    rc = main(["screen", str(model_dir), str(tmp_path / "dangling.png"), str(good),
+               "--out", str(out), "--quiet", "--no-report"])
+    assert rc == 1
+    rows = _by_name(_rows(out))
+    assert not rows["good.png"]["error"]
+    assert rows["dangling.png"]["decision"] == "error"
+    assert "broken symbolic link" in rows["dangling.png"]["error"]
+    assert "1 image(s) could not be screened" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- bounded decode memory
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _png_claiming(width: int, height: int, rows: int = 1) -> bytes:
+    """A PNG whose header claims width x height but holds only ``rows`` rows of pixels."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * (rows * (3 * width + 1)))
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat)
+            + _png_chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("side", [32000, 60000, 200_000])
+def test_pixel_budget_is_checked_before_decoding(tiny, tmp_path, side):
+    path = tmp_path / f"huge_{side}.png"
+    path.write_bytes(_png_claiming(side, side))
+    with pytest.raises(ImageReadError, match="larger than the pixel budget") as info:
+        read_image(path)
+    assert f"{side}x{side}" in info.value.reason and str(path) in str(info.value)
+    _, model, _ = tiny
+    _screen(model, [path], tmp_path / "out")
+    (row,) = _rows(tmp_path / "out")
+    assert row["decision"] == "error" and "larger than the pixel budget" in row["error"]
+
+
+def test_pixel_budget_is_configurable(tiny, tmp_path):
+    path = write_image(tmp_path / "a.png", rgb_image(40))
+    assert read_image(path, max_pixels=1600).shape == (40, 40, 3)
+    with pytest.raises(ImageReadError, match=r"40x40 = 0.0 MP > 0.001599 MP"):
+        read_image(path, max_pixels=1599)
+    root, _, model_dir = tiny
+    out = tmp_path / "out"
+    assert main(["screen", str(model_dir), str(path), "--out", str(out), "--quiet", "--no-report",
+                 "--max-pixels", "1000"]) == 1
+    assert "pixel budget" in _rows(out)[0]["error"]
+
+
+def test_large_jpeg_decoded_reduced_when_allowed(tmp_path):
+    from anomaly_inspect.data import image_io
+
+    img = np.kron(rgb_image(16, seed=2), np.ones((250, 300, 1), np.uint8))  # 4000 x 4800
+    path = tmp_path / "big.jpg"
+    assert cv2.imwrite(str(path), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    assert read_image(path).shape == (4000, 4800, 3)  # no size hint: full size
+    small = read_image(path, min_side=640)
+    assert small.shape == (500, 600, 3) or small.shape[0] >= 640  # 19 MP > 16 MP: reduced
+    assert small.shape[0] < 4000 and min(small.shape[:2]) >= 500
+    full = cv2.resize(read_image(path), small.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(full.astype(int) - small).mean() < 4
+    assert image_io.REDUCE_ABOVE_PIXELS < 4000 * 4800
+
+
+# ---------------------------------------------------------------- correct reading
+
+
+def test_png_with_bytes_after_iend_is_read_with_a_warning(tmp_path, caplog):
+    img = rgb_image(24, seed=8)
+    path = tmp_path / "trailing.png"
+    path.write_bytes(cv2.imencode(".png", cv2.cvtColor(img, cv2.COLOR_RGB2BGR))[1].tobytes()
+                     + os.urandom(100))
+    np.testing.assert_array_equal(read_image(path), img)
+    assert "100 bytes after the PNG's end" in caplog.text
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ImageReadError, match="truncated PNG"):
+        read_image(cut)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_applied(tmp_path, orientation):
+    # four flat quadrants of distinct colours: JPEG keeps them, any wrong turn moves them
+    q = [(250, 10, 10), (10, 250, 10), (10, 10, 250), (250, 250, 10)]
+    img = np.zeros((32, 48, 3), np.uint8)
+    img[:16, :24], img[:16, 24:], img[16:, :24], img[16:, 24:] = q
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"o{orientation}.jpg"
+    Image.fromarray(img).save(path, "JPEG", quality=95, exif=exif.tobytes())
+    want = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("RGB")).astype(int)
+    got = read_image(path)
+    assert got.shape == want.shape
+    assert np.abs(got.astype(int) - want).mean() < 3
+    if orientation == 6:  # 90 degrees clockwise: the top-left quadrant ends up top-right
+        assert got.shape[:2] == (48, 32) and tuple(int(v) for v in got[4, 28]) == pytest.approx(q[0], abs=12)
+
+
+def _mutations(data: bytes, rng: np.random.Generator) -> list[bytes]:
+    out = [data[: int(rng.integers(1, len(data)))] for _ in range(4)]
+    for _ in range(6):
+        b = bytearray(data)
+        for pos in rng.integers(0, len(b), int(rng.integers(1, 8))):
+            b[pos] = int(rng.integers(0, 256))
+        out.append(bytes(b))
+    return out
+
+
+@pytest.mark.parametrize("fmt", [".png", ".jpg", ".bmp", ".tif", ".webp", ".gif"])
+def test_damaged_images_read_or_fail_cleanly(tmp_path, fmt):
+    rng = np.random.default_rng(abs(hash(fmt)) % 2**32)
+    if fmt == ".gif":
+        buf = io.BytesIO()
+        Image.fromarray(rgb_image(24)).save(buf, "GIF")
+        data = buf.getvalue()
+    else:
+        data = cv2.imencode(fmt, rgb_image(24))[1].tobytes()
+    for k, bad in enumerate(_mutations(data, rng)):
+        path = tmp_path / f"m{k}{fmt}"
+        path.write_bytes(bad)
+        try:
+            img = read_image(path)
+        except ImageReadError as exc:
+            assert exc.reason and str(path) in str(exc)
+        else:
+            assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
+
+
+# ---------------------------------------------------------------- arguments
+
+
+@pytest.mark.parametrize("args, option", [
+    (["screen", "M", "x.png", "--out", "o", "--batch-size", "-2"], "--batch-size"),
+    (["screen", "M", "x.png", "--out", "o", "--batch-size", "0"], "--batch-size"),
+    (["screen", "M", "x.png", "--out", "o", "--max-pixels", "-1"], "--max-pixels"),
+    (["fit", "--train", "t", "--out", "m", "--batch-size", "-3"], "--batch-size"),
+    (["fit", "--train", "t", "--out", "m", "--image-size", "-5"], "--image-size"),
+    (["fit", "--train", "t", "--out", "m", "--image-size", "0"], "--image-size"),
+    (["fit", "--train", "t", "--out", "m", "--image-size", "abc"], "--image-size"),
+    (["fit", "--train", "t", "--out", "m", "--target-fpr", "0"], "--target-fpr"),
+    (["fit", "--train", "t", "--out", "m", "--target-fpr", "1.5"], "--target-fpr"),
+    (["fit", "--train", "t", "--out", "m", "--calibration-fraction", "nan"],
+     "--calibration-fraction"),
+    (["fit", "--train", "t", "--out", "m", "--seed", "-1"], "--seed"),
+    (["fit", "--out", "m"], "--train"),
+])
+def test_bad_arguments_fail_with_one_line(args, option, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert option in err and "error:" in err
+
+
+def test_batch_size_checked_in_the_library():
+    with pytest.raises(ValueError, match="batch size must be a positive"):
+        next(iter_batches([Path("a.png")], TransformConfig(64), batch_size=-2))
+
+
+# ---------------------------------------------------------------- paths that are not UTF-8
+
+
+def test_non_utf8_file_name(tiny, tmp_path):
+    _, model, _ = tiny
+    raw_dir = os.fsencode(tmp_path / "in")
+    os.mkdir(raw_dir)
+    raw = os.path.join(raw_dir, b"caf\xe9 \xff.png")
+    with open(raw, "wb") as fh:
+        fh.write(cv2.imencode(".png", rgb_image(40, seed=9))[1].tobytes())
+    write_image(tmp_path / "in" / "plain é.png", rgb_image(40, seed=10))
+    out = tmp_path / "out"
+    s = _screen(model, [tmp_path / "in"], out)
+    assert s.n_scored == 2
+    rows = _by_name(_rows(out))  # decodes strictly as UTF-8
+    odd = rows["caf\\xe9 \\xff.png"]
+    assert not odd["error"] and urllib.parse.unquote_to_bytes(odd["raw_path"]) == raw
+    assert rows["plain é.png"]["raw_path"] == ""
+    again = _screen(model, [tmp_path / "in"], out)  # resume recognises both
+    assert again.n_resumed == 2 and again.n_scored == 0 and len(_rows(out)) == 2
+
+
+def test_fit_on_non_utf8_file_names_saves_a_utf8_model(tmp_path):
+    raw_dir = os.fsencode(tmp_path / "train")
+    os.mkdir(raw_dir)
+    for i in range(5):
+        with open(os.path.join(raw_dir, b"img\xff%d.png" % i), "wb") as fh:
+            fh.write(cv2.imencode(".png", rgb_image(40, seed=i))[1].tobytes())
+    cfg = ModelConfig()
+    cfg.backbone.weights = "random"
+    cfg.features.image_size = 64
+    model = fit([tmp_path / "train"], cfg, calibration_fraction=0.4, progress=False)
+    saved = model.save(tmp_path / "m")
+    info = json.loads((saved / "model.json").read_bytes().decode("utf-8"))
+    assert len(info["train_images"]) == 3 and all("\\xff" in p for p in info["train_images"])
+    assert load_model(saved).threshold == model.threshold
+
+
+# ---------------------------------------------------------------- one writer per output folder
+
+
+def test_second_run_on_a_locked_folder_refuses(tiny, tmp_path):
+    _, model, _ = tiny
+    img = write_image(tmp_path / "a.png", rgb_image(40))
+    out = tmp_path / "out"
+    out.mkdir()
+    with OutputLock(out), pytest.raises(OutputLockedError) as info:
+        _screen(model, [img], out)
+    msg = str(info.value)
+    assert f"pid {os.getpid()}" in msg and socket.gethostname() in msg and "--out" in msg
+    assert not (out / "results.csv").exists()  # refused before touching anything
+    _screen(model, [img], out)  # released: runs
+    assert len(_rows(out)) == 1 and not (out / LOCK_NAME).exists()
+
+
+def test_lock_of_a_killed_run_is_taken_over(tiny, tmp_path, caplog):
+    _, model, _ = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(f"""
+            import sys, time
+            from anomaly_inspect.screening.lock import OutputLock
+            OutputLock({str(out)!r}).acquire()
+            print("locked", flush=True)
+            time.sleep(600)
+        """)], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": SRC})
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(OutputLockedError, match=f"pid {holder.pid}"):
+            OutputLock(out).acquire()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert json.loads((out / LOCK_NAME).read_text())["pid"] == holder.pid  # left behind
+    img = write_image(tmp_path / "a.png", rgb_image(40))
+    _screen(model, [img], out)
+    assert "taking over the lock" in caplog.text and f"pid {holder.pid}" in caplog.text
+    assert len(_rows(out)) == 1
+
+
+def test_lock_from_another_host_is_not_taken_over(tiny, tmp_path):
+    _, model, _ = tiny
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / LOCK_NAME).write_text(json.dumps({"pid": 1, "host": "elsewhere", "started": "t"}))
+    with pytest.raises(OutputLockedError, match="host elsewhere.*delete"):
+        _screen(model, [write_image(tmp_path / "a.png", rgb_image(40))], out)
+
+
+def test_lock_without_flock_falls_back_to_the_pid(tmp_path, monkeypatch):
+    import errno
+
+    from anomaly_inspect.screening import lock as lock_mod
+
+    def no_flock(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(lock_mod.fcntl, "flock", no_flock)
+    host = socket.gethostname()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": os.getppid(), "host": host}))
+    with pytest.raises(OutputLockedError, match=f"pid {os.getppid()}"):  # alive: refused
+        OutputLock(tmp_path).acquire()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (tmp_path / LOCK_NAME).write_text(json.dumps({"pid": dead.pid, "host": host}))
+    with OutputLock(tmp_path):  # its holder is gone: taken over
+        assert json.loads((tmp_path / LOCK_NAME).read_text())["pid"] == os.getpid()
+    assert not (tmp_path / LOCK_NAME).exists()
+
+
+def test_concurrent_cli_runs_write_each_image_once(tiny, tmp_path):
+    root, _, model_dir = tiny
+    for i in range(24):
+        write_image(tmp_path / "in" / f"{i:02d}.png", rgb_image(40, seed=100 + i))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "anomaly_inspect.cli", "screen", str(model_dir),
+           str(tmp_path / "in"), "--out", str(out), "--quiet", "--no-report", "--batch-size", "2"]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    for rc, err in results:
+        assert rc == 0 or (rc == 1 and "in use by another run" in err), err
+    assert any(rc == 0 for rc, _ in results)
+    rows = _rows(out)
+    assert len(rows) == 24 and len({r["path"] for r in rows}) == 24
+
+
+def test_resume_drops_repeated_rows(tiny, tmp_path):
+    _, model, _ = tiny
+    for i in range(3):
+        write_image(tmp_path / "in" / f"{i}.png", rgb_image(40, seed=i))
+    out = tmp_path / "out"
+    _screen(model, [tmp_path / "in"], out)
+    text = (out / "results.csv").read_text(encoding="utf-8")
+    header, *lines = text.splitlines(keepends=True)
+    (out / "results.csv").write_text(header + "".join(lines * 2), encoding="utf-8")  # 6 rows
+    s = _screen(model, [tmp_path / "in"], out)
+    assert s.n_resumed == 3 and s.n_scored == 0 and len(_rows(out)) == 3
+
+
+def test_results_of_the_previous_column_layout_resume(tiny, tmp_path):
+    _, model, _ = tiny
+    img = write_image(tmp_path / "a.png", rgb_image(40))
+    out = tmp_path / "out"
+    _screen(model, [img], out)
+    rows = _rows(out)
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, CSV_COLUMNS[:-1], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    s = _screen(model, [img], out)
+    assert s.n_resumed == 1 and _rows(out) == rows
+
+
+# ---------------------------------------------------------------- tamper-evident model directories
+
+
+def _copy_model(model_dir: Path, dst: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(model_dir, dst))
+
+
+STATE = "scorer/scorer_state.safetensors"
+
+
+def _set_nan(path: Path) -> None:
+    state = load_file(str(path))
+    key = next(k for k, v in state.items() if v.dtype.kind == "f")
+    state[key].flat[0] = np.nan
+    save_file(state, str(path))
+
+
+def _damage(kind: str, path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    if kind == "flip_data_byte":
+        data[-5] ^= 0x01
+    elif kind == "damage_header":
+        data[12] = ord("#")
+    elif kind == "truncate":
+        data = data[: len(data) // 2]
+    elif kind == "empty":
+        data = bytearray()
+    if kind == "nan":
+        _set_nan(path)
+    elif kind == "delete":
+        path.unlink()
+    else:
+        path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("with_checksums", [True, False])
+@pytest.mark.parametrize("kind", ["flip_data_byte", "nan", "damage_header", "truncate", "empty",
+                                  "delete"])
+def test_damaged_scorer_state_is_refused_in_one_line(tiny, tmp_path, kind, with_checksums, capsys):
+    _, _, model_dir = tiny
+    m = _copy_model(model_dir, tmp_path / "m")
+    if not with_checksums:  # a model saved before checksums existed
+        (m / CHECKSUMS_JSON).unlink()
+    _damage(kind, m / STATE)
+    rc = main(["screen", str(m), str(model_dir.parent / "train"), "--out", str(tmp_path / "o"),
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    if kind == "flip_data_byte" and not with_checksums:
+        # a flipped byte that still gives a finite value is only visible to a checksum:
+        # such an old model loads (and scores), it must not crash
+        assert rc == 0, err
+        return
+    assert rc == 1
+    (line,) = [ln for ln in err.splitlines() if ln.startswith("error:")]
+    assert STATE.split("/")[-1] in line
+    if kind == "nan" and not with_checksums:
+        assert "NaN or Inf" in line
+    if with_checksums and kind in ("flip_data_byte", "nan"):
+        assert "changed since the model was saved" in line
+    if with_checksums and kind == "truncate":
+        assert "truncated" in line
+    assert not (tmp_path / "o" / "results.csv").exists()
+
+
+@pytest.mark.parametrize("name", ["model.json", "scorer/scorer.json", STATE, CHECKSUMS_JSON])
+def test_fuzzed_model_files_never_load_silently_nor_crash(tiny, tmp_path, name):
+    _, _, model_dir = tiny
+    rng = np.random.default_rng(len(name))
+    original = (model_dir / name).read_bytes()
+    m = _copy_model(model_dir, tmp_path / "m")
+    for mutated in _mutations(original, rng):
+        if mutated == original:
+            continue
+        (m / name).write_bytes(mutated)
+        try:
+            load_model(m)
+        except ValueError as exc:  # ModelFormatError / ScorerFormatError: one line
+            assert "\n" not in str(exc)
+        else:
+            # only a checksum list that still matches every file may load
+            assert name == CHECKSUMS_JSON
+            json.loads(mutated)  # still valid JSON, and the model files themselves are intact
+
+
+def test_model_without_checksums_still_loads(tiny, tmp_path, caplog):
+    _, model, model_dir = tiny
+    m = _copy_model(model_dir, tmp_path / "m")
+    (m / CHECKSUMS_JSON).unlink()
+    loaded = load_model(m)
+    assert "file integrity not verified" in caplog.text
+    assert loaded.threshold == model.threshold
+
+
+def test_overwrite_removes_only_model_files(tiny, tmp_path):
+    _, model, model_dir = tiny
+    m = _copy_model(model_dir, tmp_path / "m")
+    (m / "notes.txt").write_text("mine")
+    (m / "scorer" / "extra.npy").write_bytes(b"mine too")
+    (m / "plots").mkdir()
+    (m / "plots" / "a.png").write_bytes(b"x")
+    model.save(m, overwrite=True)
+    assert (m / "notes.txt").read_text() == "mine"
+    assert (m / "scorer" / "extra.npy").read_bytes() == b"mine too"
+    assert (m / "plots" / "a.png").exists()
+    assert load_model(m).threshold == model.threshold  # checksums of the new files verify
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary folders left
+
+
+@pytest.mark.parametrize("content", [None, "[]", "{not json", '{"name": "my project"}'])
+def test_overwrite_refuses_a_folder_that_is_not_a_model(tiny, tmp_path, content, capsys):
+    root, model, _ = tiny
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "precious.txt").write_text("x")
+    if content is not None:
+        (d / "model.json").write_text(content)
+    with pytest.raises(FileExistsError, match="not a model directory"):
+        save_model_dir(d, model.info, model.scorer, overwrite=True)
+    assert main(["fit", "--train", str(root / "train"), "--out", str(d), "--overwrite",
+                 "--weights", "random", "--quiet"]) == 1  # refused before fitting
+    assert "not a model directory" in capsys.readouterr().err
+    assert (d / "precious.txt").read_text() == "x"
+
+
+def test_load_refuses_model_json_that_is_not_a_model(tmp_path):
+    (tmp_path / "model.json").write_text("{}")
+    with pytest.raises(ModelFormatError):
+        load_model(tmp_path)
+
+
+# ---------------------------------------------------------------- peak memory (real decodes)
+
+
+def _valid_huge_png(path: Path, width: int, height: int) -> None:
+    """A valid all-black RGB PNG of width x height, written without holding it in memory."""
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (3 * width + 1)
+    with open(path, "wb") as fh:
+        fh.write(b"\x89PNG\r\n\x1a\n")
+        fh.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
+        parts = [comp.compress(row) for _ in range(height)] + [comp.flush()]
+        fh.write(_png_chunk(b"IDAT", b"".join(parts)))
+        fh.write(_png_chunk(b"IEND", b""))
+
+
+@pytest.mark.slow
+def test_peak_memory_of_huge_images_stays_bounded(tmp_path):
+    _valid_huge_png(tmp_path / "32k.png", 32000, 32000)  # 3 GB of pixels in a few MB
+    _valid_huge_png(tmp_path / "10k.png", 10000, 10000)  # at the budget: decoded
+    big = np.kron(rgb_image(20, seed=1), np.ones((480, 480, 1), np.uint8))  # 9600 x 9600 JPEG
+    assert cv2.imwrite(str(tmp_path / "big.jpg"), big)
+    del big
+    for name, expect in (("32k.png", "budget"), ("10k.png", (10000, 10000, 3)),
+                         ("big.jpg", (1200, 1200, 3))):
+        code = textwrap.dedent(f"""
+            import sys
+            from anomaly_inspect.data.image_io import ImageReadError, read_image
+
+            def peak_mb():  # VmHWM: this process's own peak (ru_maxrss survives exec)
+                with open("/proc/self/status") as fh:
+                    return next(int(ln.split()[1]) for ln in fh if ln.startswith("VmHWM")) // 1024
+
+            try:
+                shape = read_image({str(tmp_path / name)!r}, min_side=640).shape
+            except ImageReadError as exc:
+                shape = exc.reason
+            print(shape, peak_mb())
+        """)
+        out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": SRC},
+                             capture_output=True, text=True, timeout=300, check=True).stdout
+        result, peak_mb = out.rsplit(" ", 1)
+        assert int(peak_mb) < 3 * 1024, (name, peak_mb)
+        if expect == "budget":
+            assert "larger than the pixel budget" in result
+        else:
+            assert result == str(expect), (name, result)

@@ -8,6 +8,7 @@ the maximum patch score, optionally re-weighted as in the paper with the
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -138,7 +139,7 @@ class PatchCore(Scorer):
                                self.max_bank_items, self.chunk_size, self.first_round_ratio,
                                self.projection_dim, self.seed, keep_rows)
 
-    def run_coreset(self, coreset: TwoRoundCoreset, blocks) -> TwoRoundCoreset:
+    def run_coreset(self, coreset: TwoRoundCoreset, blocks: Iterable[np.ndarray]) -> TwoRoundCoreset:
         """Feed (M, D) blocks of patches to ``coreset`` (round 1), with a progress bar."""
         with Progress(None, "coreset", unit="pt", enabled=self.progress) as bar:
             for block in blocks:
@@ -158,7 +159,7 @@ class PatchCore(Scorer):
     def fit(self, features: Features, labels: np.ndarray | None = None) -> PatchCore:
         return self.fit_batches([features], len(features))
 
-    def fit_batches(self, batches, n_images: int) -> PatchCore:
+    def fit_batches(self, batches: Iterable[Features], n_images: int) -> PatchCore:
         """Stream the training patches through the coreset: only its kept rows stay in memory."""
         coreset = self.run_coreset(self.coreset(keep_rows=True), map(image_patches, batches))
         self._set_bank(np.ascontiguousarray(self.finish_coreset(coreset, rows=True)))

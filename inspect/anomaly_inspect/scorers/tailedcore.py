@@ -18,7 +18,7 @@ own, and TailedCore uses extra views only when given a view source (see
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
 
 import numpy as np
@@ -100,7 +100,7 @@ class SoftPatch(PatchCore):
         idx = self.select_bank(kept)
         return kept[idx], scores[keep][idx].astype(np.float32)
 
-    def fit_batches(self, batches, n_images: int) -> SoftPatch:
+    def fit_batches(self, batches: Iterable[Features], n_images: int) -> SoftPatch:
         """The per-position LOF needs every training image at once: gather, then fit."""
         return self.fit(Features.collect(batches, n_images))
 

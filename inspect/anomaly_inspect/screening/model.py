@@ -22,11 +22,11 @@ import torch
 from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
-from ..evaluation.calibration import Calibration, calibrate, holdout_split
 from ..features.extractor import FeatureExtractor, Features
 from ..pipeline import build, build_backbone, build_extractor
 from ..progress import Progress
 from ..scorers import Scorer
+from .calibration import Calibration, calibrate, holdout_split
 from .model_dir import (
     MODEL_JSON,
     SCORER_DIR,

@@ -50,9 +50,19 @@ def scorer_parameters(name: str) -> set[str]:
     return set(inspect.signature(get_scorer_class(name).__init__).parameters) - {"self"}
 
 
+def check_scorer_params(name: str, params: dict, section: str = "scorer") -> None:
+    """Raise ``ValueError`` (one line) if ``params`` holds a key that scorer ``name`` does not take."""
+    accepted = scorer_parameters(name)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        keys = ", ".join(repr(k) for k in unknown)
+        raise ValueError(f"{section}: unknown key{'s' if len(unknown) > 1 else ''} {keys} for method "
+                         f"'{name}'; accepted keys: {', '.join(sorted(accepted))}")
+
+
 def build_scorer(name: str, **params) -> Scorer:
     return get_scorer_class(name)(**params)
 
 
 __all__ = ["NotFittedError", "ScoreResult", "Scorer", "available_scorers", "build_scorer",
-           "get_scorer_class", "scorer_parameters"]
+           "check_scorer_params", "get_scorer_class", "scorer_parameters"]

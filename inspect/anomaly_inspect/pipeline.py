@@ -35,8 +35,6 @@ def build(cfg: ModelConfig, progress: bool = True) -> tuple[Backbone, FeatureExt
     accepted = scorer_parameters(cfg.method)
     if "seed" in accepted:
         params.setdefault("seed", cfg.seed)
-    if "progress" in accepted:
-        params["progress"] = progress
-    scorer = build_scorer(cfg.method, **params)
+    scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress))
     backbone = build_backbone(cfg)
     return backbone, build_extractor(cfg, backbone, scorer_cls), scorer

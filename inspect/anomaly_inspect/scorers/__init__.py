@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 
 from .base import NotFittedError, Scorer, ScoreResult
 
@@ -46,8 +45,9 @@ def get_scorer_class(name: str) -> type[Scorer]:
 
 
 def scorer_parameters(name: str) -> set[str]:
-    """Names of the constructor arguments of the scorer registered under ``name``."""
-    return set(inspect.signature(get_scorer_class(name).__init__).parameters) - {"self"}
+    """Model parameters (constructor arguments but runtime switches) of scorer ``name``."""
+    cls = get_scorer_class(name)
+    return set(cls.constructor_params()) - set(cls.runtime_params)
 
 
 def check_scorer_params(name: str, params: dict, section: str = "scorer") -> None:

@@ -251,9 +251,7 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
                                f"({type(exc).__name__}: {exc})") from None
     backbone = build_backbone(cfg)
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
-    scorer = Scorer.load(directory / SCORER_DIR)
-    if hasattr(scorer, "progress"):
-        scorer.progress = progress
+    scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
     extractor = build_extractor(cfg, backbone, type(scorer))
     return Model(cfg, extractor, scorer, calibration, info)
 

@@ -255,6 +255,3 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
     extractor = build_extractor(cfg, backbone, type(scorer))
     return Model(cfg, extractor, scorer, calibration, info)
 
-
-# The three steps under the names the issue uses.
-load = load_model

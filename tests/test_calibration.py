@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from anomaly_inspect.evaluation.calibration import (
+from anomaly_inspect.screening.calibration import (
     Calibration,
     calibrate,
     conformal_p_values,

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from anomaly_inspect.evaluation.html_report import histogram_svg, roc_points
 from anomaly_inspect.features.extractor import Features
 from anomaly_inspect.scorers.patchcore import PatchCore
+from anomaly_inspect.screening.html_report import histogram_svg, roc_points
 from anomaly_inspect.screening.labels import load_labels_csv, mvtec_label, resolve_labels
 from anomaly_inspect.screening.model_dir import (
     MODEL_JSON,

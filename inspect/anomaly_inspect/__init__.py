@@ -1,11 +1,75 @@
 """anomaly-inspect: anomaly inspection for industrial and medical images.
 
 A plain torch/numpy core: dataset adapters (``data``), offline timm backbones
-(``features``), scorers with one ``fit``/``score`` interface (``scorers``) and
-leakage-free evaluation (``evaluation``). The command-line interface in
-``cli`` is a thin layer over these modules.
+(``features``), scorers with one ``fit``/``score`` interface (``scorers``),
+leakage-free evaluation (``evaluation``) and fit-once screening
+(``screening``). The command-line interface in ``cli`` is a thin layer over
+these modules.
+
+The public API is flat and imported lazily (PEP 562), so ``import
+anomaly_inspect`` stays cheap (no torch)::
+
+    from anomaly_inspect import ModelConfig, PatchCore, evaluate, fit, load_model, load_mvtec
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+# public name -> "module:attribute", relative to this package; imported on first use.
+_EXPORTS = {
+    # pipeline configuration, data, features
+    "ModelConfig": "config:ModelConfig",
+    "load_config": "config:load_config",
+    "load_mvtec": "data.mvtec:load_mvtec",
+    "load_folders": "data.folder:load_folders",
+    "Features": "features.extractor:Features",
+    # the scorer interface and every registered scorer
+    "Scorer": "scorers.base:Scorer",
+    "ScoreResult": "scorers.base:ScoreResult",
+    "NotFittedError": "scorers.base:NotFittedError",
+    "available_scorers": "scorers:available_scorers",
+    "build_scorer": "scorers:build_scorer",
+    "PatchCore": "scorers.patchcore:PatchCore",
+    "SoftPatch": "scorers.tailedcore:SoftPatch",
+    "TailedCore": "scorers.tailedcore:TailedCore",
+    "FeatureNorm": "scorers.norms:FeatureNorm",
+    "BlockFeatureNorm": "scorers.norms:BlockFeatureNorm",
+    "NAN": "scorers.norms:NAN",
+    "Mahalanobis": "scorers.distance:Mahalanobis",
+    "KNN": "scorers.distance:KNN",
+    "KNNNANFusion": "scorers.distance:KNNNANFusion",
+    "MSP": "scorers.classifier_scorers:MSP",
+    "Energy": "scorers.classifier_scorers:Energy",
+    "MaxLogit": "scorers.classifier_scorers:MaxLogit",
+    "HeadNAN": "scorers.classifier_scorers:HeadNAN",
+    "HeadFeatureNorm": "scorers.classifier_scorers:HeadFeatureNorm",
+    "L2NormScore": "scorers.classifier_scorers:L2NormScore",
+    "LINe": "scorers.line:LINe",
+    # benchmark evaluation and day-to-day screening
+    "evaluate": "evaluation.evaluate:evaluate",
+    "fit": "screening.model:fit",
+    "load_model": "screening.model:load_model",
+    "Model": "screening.model:Model",
+    "screen": "screening.runner:screen",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _EXPORTS[name].split(":")
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f".{module}", __name__), attr)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))
+

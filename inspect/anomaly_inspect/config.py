@@ -1,4 +1,8 @@
-"""Typed pipeline configuration; the YAML files in ``configs/`` mirror these fields."""
+"""Typed pipeline configuration; the YAML files in ``configs/`` mirror these fields.
+
+The configs ship inside the package (``anomaly_inspect/configs``); a config is
+given as a file path or by name: ``patchcore``, ``ood/isic_all``.
+"""
 
 from __future__ import annotations
 
@@ -80,11 +84,33 @@ class ModelConfig:
         return cls(backbone=bb, features=ft, **data)
 
 
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+
+
+def packaged_configs() -> list[str]:
+    """Names of the packaged configs: ``patchcore``, ``ood/isic_all``, ..."""
+    return sorted(p.relative_to(CONFIG_DIR).with_suffix("").as_posix()
+                  for p in CONFIG_DIR.rglob("*.yaml"))
+
+
+def resolve_config(ref: Path | str) -> Path:
+    """A config file path: ``ref`` itself if it is a file, else the packaged config named ``ref``."""
+    path = Path(ref)
+    if path.is_file():
+        return path
+    name = path.as_posix()
+    if name in packaged_configs():
+        return CONFIG_DIR / f"{name}.yaml"
+    raise ConfigError(f"{ref}: config file not found, and not a packaged config name "
+                      f"(available: {', '.join(packaged_configs())})")
+
+
 def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (an empty file is an empty mapping)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
+    """The top-level mapping of a YAML file (an empty file is an empty mapping).
+
+    ``path`` may also name a packaged config (see :func:`resolve_config`).
+    """
+    path = resolve_config(path)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -95,7 +121,7 @@ def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
 
 
 def load_config(path: Path | str | None) -> ModelConfig:
-    """Read a YAML config; ``None`` gives the defaults."""
+    """Read a YAML config (a file or a packaged config name); ``None`` gives the defaults."""
     if path is None:
         return ModelConfig()
     return ModelConfig.from_dict(read_yaml_mapping(path), str(path))

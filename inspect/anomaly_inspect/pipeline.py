@@ -5,7 +5,13 @@ from __future__ import annotations
 from .config import ModelConfig
 from .features.backbone import Backbone
 from .features.extractor import FeatureExtractor
-from .scorers import Scorer, build_scorer, get_scorer_class, scorer_parameters
+from .scorers import (
+    Scorer,
+    build_scorer,
+    check_scorer_params,
+    get_scorer_class,
+    scorer_parameters,
+)
 
 
 def build_backbone(cfg: ModelConfig) -> Backbone:
@@ -22,13 +28,13 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, scorer_cls: type[Score
 
 
 def build(cfg: ModelConfig, progress: bool = True) -> tuple[Backbone, FeatureExtractor, Scorer]:
+    """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key is a ``ValueError``."""
     scorer_cls = get_scorer_class(cfg.method)
+    check_scorer_params(cfg.method, cfg.scorer)
     params = dict(cfg.scorer)
     accepted = scorer_parameters(cfg.method)
     if "seed" in accepted:
         params.setdefault("seed", cfg.seed)
-    if "progress" in accepted:
-        params["progress"] = progress
-    scorer = build_scorer(cfg.method, **params)
+    scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress))
     backbone = build_backbone(cfg)
     return backbone, build_extractor(cfg, backbone, scorer_cls), scorer

@@ -74,7 +74,7 @@ def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """--config plus the overrides every model-building command accepts."""
-    p.add_argument("--config", type=Path, help="YAML config (see configs/); flags below override it")
+    p.add_argument("--config", type=Path, help="YAML config FILE or packaged config name (e.g. patchcore); flags below override it")
     p.add_argument("--method", help="scorer name, e.g. patchcore")
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")

@@ -14,7 +14,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ood-benchmark", help="run OOD scorers on ISIC / MVTec artefact splits, print AUROC table",
         description="Fit every scorer of the config on the ID training images (features extracted "
                     "once and cached), score ID test and each OOD split, print AUROC / FPR@TPR80.")
-    p.add_argument("--config", type=Path, required=True, help="benchmark YAML, e.g. configs/ood/isic_all.yaml")
+    p.add_argument("--config", type=Path, required=True, help="benchmark YAML FILE or packaged config name, e.g. ood/isic_all")
     p.add_argument("--data-root", type=Path,
                    help="folder that relative data paths in the config are resolved against "
                         "(default: the current directory)")

@@ -1,1 +1,1 @@
-"""Metrics, resource measurement, evaluation pipelines and reports."""
+"""Metrics, resource measurement and the benchmark runners (evaluate, ood_benchmark, longtail)."""

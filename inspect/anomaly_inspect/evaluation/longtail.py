@@ -129,7 +129,7 @@ def evaluate_longtail(
             lof_scores[scorer.lof_key] = scorer.lof_scores_
             scorer.lof_scores_ = None
         info = {"fit_seconds": round(t.seconds, 2), "memory_bank_items": getattr(scorer, "bank_size", None),
-                "params": {k: v for k, v in scorer.get_params().items() if k != "progress"}}
+                "params": scorer.get_params()}
         if getattr(scorer, "tail_result", None) is not None:
             info.update(tail_items=scorer.tail_size, head_items=scorer.head_size,
                         tail_images=int(len(scorer.tail_result.tail_indices)))
@@ -172,6 +172,5 @@ def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:
     out = {k: v for k, v in params.items() if k in accepted and v is not None}
     if "seed" in accepted:
         out.setdefault("seed", seed)
-    if "progress" in accepted:
-        out["progress"] = progress
+    out.update(get_scorer_class(method).runtime_kwargs(progress=progress))
     return out

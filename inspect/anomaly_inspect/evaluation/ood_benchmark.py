@@ -32,7 +32,7 @@ from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import Features, patch_array, valid_grid
 from ..progress import Progress
-from ..scorers import build_scorer, get_scorer_class, scorer_parameters
+from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .ood import CONVENTION, ood_metrics, orientation
 from .resources import peak_rss_mb
 
@@ -67,6 +67,7 @@ class ScorerSpec:
     def __post_init__(self):
         cls = get_scorer_class(self.name)  # raises for unknown names
         self.label = self.label or self.name
+        check_scorer_params(self.name, self.params, f"scorer '{self.label}' params")
         if not self.input:
             if self.name == "block_feature_norm":
                 self.input = "block:final"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import inspect
 
 from .base import NotFittedError, Scorer, ScoreResult
 
@@ -46,8 +45,19 @@ def get_scorer_class(name: str) -> type[Scorer]:
 
 
 def scorer_parameters(name: str) -> set[str]:
-    """Names of the constructor arguments of the scorer registered under ``name``."""
-    return set(inspect.signature(get_scorer_class(name).__init__).parameters) - {"self"}
+    """Model parameters (constructor arguments but runtime switches) of scorer ``name``."""
+    cls = get_scorer_class(name)
+    return set(cls.constructor_params()) - set(cls.runtime_params)
+
+
+def check_scorer_params(name: str, params: dict, section: str = "scorer") -> None:
+    """Raise ``ValueError`` (one line) if ``params`` holds a key that scorer ``name`` does not take."""
+    accepted = scorer_parameters(name)
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        keys = ", ".join(repr(k) for k in unknown)
+        raise ValueError(f"{section}: unknown key{'s' if len(unknown) > 1 else ''} {keys} for method "
+                         f"'{name}'; accepted keys: {', '.join(sorted(accepted))}")
 
 
 def build_scorer(name: str, **params) -> Scorer:
@@ -55,4 +65,4 @@ def build_scorer(name: str, **params) -> Scorer:
 
 
 __all__ = ["NotFittedError", "ScoreResult", "Scorer", "available_scorers", "build_scorer",
-           "get_scorer_class", "scorer_parameters"]
+           "check_scorer_params", "get_scorer_class", "scorer_parameters"]

@@ -53,15 +53,31 @@ class Scorer(ABC):
     name: ClassVar[str] = ""
     #: which :class:`Features` fields the scorer reads: "patches" and/or "pooled"
     requires: ClassVar[tuple[str, ...]] = ("patches",)
+    #: constructor arguments that are runtime switches, not model parameters: left out of
+    #: :meth:`get_params` and the saved scorer; whoever builds or loads the scorer sets them
+    runtime_params: ClassVar[tuple[str, ...]] = ("progress",)
+
+    @classmethod
+    def constructor_params(cls) -> list[str]:
+        """Names of the keyword arguments of ``__init__``."""
+        sig = inspect.signature(cls.__init__)
+        return [k for k, p in sig.parameters.items()
+                if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+    @classmethod
+    def runtime_kwargs(cls, **switches: Any) -> dict[str, Any]:
+        """The runtime ``switches`` (e.g. ``progress=False``) that this scorer's constructor takes."""
+        unknown = set(switches) - set(cls.runtime_params)
+        if unknown:
+            raise TypeError(f"not runtime switches of {cls.__name__}: {sorted(unknown)}")
+        accepted = cls.constructor_params()
+        return {k: v for k, v in switches.items() if k in accepted}
 
     def get_params(self) -> dict[str, Any]:
-        """Constructor arguments, scikit-learn style (read back from attributes)."""
-        sig = inspect.signature(type(self).__init__)
-        return {
-            k: getattr(self, k)
-            for k, p in sig.parameters.items()
-            if k != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
-        }
+        """Model parameters: the constructor arguments but runtime switches, scikit-learn
+        style (read back from attributes)."""
+        return {k: getattr(self, k) for k in self.constructor_params()
+                if k not in self.runtime_params}
 
     @property
     def is_fitted(self) -> bool:
@@ -105,7 +121,8 @@ class Scorer(ABC):
         save_file(state, str(directory / "scorer_state.safetensors"))
 
     @classmethod
-    def load(cls, directory: Path | str) -> Scorer:
+    def load(cls, directory: Path | str, **runtime: Any) -> Scorer:
+        """Load a saved scorer; ``runtime`` switches (e.g. ``progress=False``) are the caller's."""
         from . import get_scorer_class
 
         directory = Path(directory)
@@ -137,7 +154,10 @@ class Scorer(ABC):
                 raise ScorerFormatError(f"{state_path}: array {key!r} holds NaN or Inf values; "
                                         f"the saved model is damaged, re-fit it")
         try:
-            scorer = get_scorer_class(meta["name"])(**meta["params"])
+            scorer_cls = get_scorer_class(meta["name"])
+            # files written before runtime switches were left out may still hold them
+            params = {k: v for k, v in meta["params"].items() if k not in scorer_cls.runtime_params}
+            scorer = scorer_cls(**params, **scorer_cls.runtime_kwargs(**runtime))
             scorer.set_state(state)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ScorerFormatError(f"{state_path}: does not match the scorer described in "

@@ -22,11 +22,11 @@ import torch
 from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
-from ..evaluation.calibration import Calibration, calibrate, holdout_split
 from ..features.extractor import FeatureExtractor, Features
 from ..pipeline import build, build_backbone, build_extractor
 from ..progress import Progress
 from ..scorers import Scorer
+from .calibration import Calibration, calibrate, holdout_split
 from .model_dir import (
     MODEL_JSON,
     SCORER_DIR,
@@ -251,12 +251,7 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
                                f"({type(exc).__name__}: {exc})") from None
     backbone = build_backbone(cfg)
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
-    scorer = Scorer.load(directory / SCORER_DIR)
-    if hasattr(scorer, "progress"):
-        scorer.progress = progress
+    scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
     extractor = build_extractor(cfg, backbone, type(scorer))
     return Model(cfg, extractor, scorer, calibration, info)
 
-
-# The three steps under the names the issue uses.
-load = load_model

@@ -33,10 +33,10 @@ import numpy as np
 
 from ..data.image_io import read_image
 from ..data.layout import display_path, expand_inputs
-from ..evaluation.overlays import denormalise, fit_within, heatmap_overlay, write_rgb
 from ..progress import Progress
 from .lock import OutputLock
 from .model import Model, ScoredImage
+from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,7 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
 
     report_path = None
     if report:
-        from ..evaluation.html_report import write_report
+        from .html_report import write_report
 
         all_rows, _ = read_results(csv_path)
         report_path = write_report(out_dir, all_rows, model, labels=labels, embed_images=embed_images)

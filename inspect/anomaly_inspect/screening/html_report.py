@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .metrics import auroc
+from ..evaluation.metrics import auroc
 
 if TYPE_CHECKING:
-    from ..screening.model import Model
+    from .model import Model
 
 EMBED_LIMIT = 2000
 REPORT_HTML = "report.html"
@@ -193,8 +193,8 @@ def _common_dir(paths: list[str]) -> str:
 def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels: str | None = None,
                  embed_images: bool | None = None) -> Path:
     """Write ``out_dir/report.html`` for the rows of results.csv; returns its path."""
-    from ..screening.labels import resolve_labels
-    from ..screening.runner import thumb_relpath
+    from .labels import resolve_labels
+    from .runner import thumb_relpath
 
     out_dir = Path(out_dir)
     embed = len(rows) <= EMBED_LIMIT if embed_images is None else embed_images

@@ -1,0 +1,64 @@
+"""An unknown key in a config's ``scorer:`` section is one line, for every command."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.config import ConfigError, ModelConfig
+from anomaly_inspect.evaluation.ood_benchmark import load_ood_config
+from anomaly_inspect.pipeline import build
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    """Four small images per folder and a config with a misspelt scorer key."""
+    rng = np.random.default_rng(0)
+    for name in ("train", "good", "bad"):
+        (tmp_path / name).mkdir()
+        for i in range(4):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+                tmp_path / name / f"{i}.png")
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("method: patchcore\nscorer:\n  coreset_ratio: 0.5\n  coreset_ration: 0.5\n")
+    return tmp_path, cfg
+
+
+def _assert_one_line_naming_the_key(err: str):
+    err = err.strip()
+    assert "\n" not in err, err
+    assert err.startswith("error: scorer: unknown key 'coreset_ration' for method 'patchcore'")
+    assert "accepted keys: " in err and "coreset_ratio" in err and "num_neighbors" in err
+
+
+def test_evaluate_names_the_unknown_key(tiny, capsys):
+    root, cfg = tiny
+    code = main(["evaluate", "--dataset", "folder", "--train-dir", str(root / "train"),
+                 "--test-normal-dir", str(root / "good"), "--test-anomalous-dir", str(root / "bad"),
+                 "--config", str(cfg), "--quiet"])
+    assert code == 1
+    _assert_one_line_naming_the_key(capsys.readouterr().err)
+
+
+def test_fit_names_the_unknown_key(tiny, capsys):
+    root, cfg = tiny
+    code = main(["fit", "--train", str(root / "train"), "--out", str(root / "model"),
+                 "--config", str(cfg), "--quiet"])
+    assert code == 1
+    _assert_one_line_naming_the_key(capsys.readouterr().err)
+    assert not (root / "model").exists()
+
+
+def test_library_check_before_any_backbone_is_built():
+    with pytest.raises(ValueError, match=r"unknown keys 'a', 'b' for method 'knn'; accepted keys: k"):
+        build(ModelConfig(method="knn", scorer={"k": 3, "b": 1, "a": 2}))
+
+
+def test_ood_benchmark_scorer_params_are_checked(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\n"
+                   "scorers: [{name: knn, params: {kk: 3}}]\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: scorer 'knn' params: unknown key 'kk'"):
+        load_ood_config(bad)

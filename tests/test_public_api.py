@@ -1,0 +1,63 @@
+"""The flat public API: every exported name resolves, lazily; ``import anomaly_inspect`` is cheap."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import anomaly_inspect
+from anomaly_inspect.scorers import available_scorers, get_scorer_class
+
+SRC = Path(__file__).resolve().parents[1] / "inspect"
+
+
+@pytest.mark.parametrize("name", anomaly_inspect.__all__)
+def test_every_exported_name_resolves_to_its_definition(name):
+    value = getattr(anomaly_inspect, name)
+    assert name in dir(anomaly_inspect)
+    if name != "__version__":
+        module, attr = anomaly_inspect._EXPORTS[name].split(":")
+        assert value is getattr(importlib.import_module(f"anomaly_inspect.{module}"), attr)
+        assert getattr(value, "__name__", name) == name
+
+
+def test_every_registered_scorer_is_exported():
+    for key in available_scorers():
+        cls = get_scorer_class(key)
+        assert getattr(anomaly_inspect, cls.__name__) is cls, key
+
+
+def test_the_documented_names_are_exported():
+    from anomaly_inspect import (  # noqa: F401
+        Features,
+        ModelConfig,
+        PatchCore,
+        ScoreResult,
+        SoftPatch,
+        TailedCore,
+        evaluate,
+        fit,
+        load_folders,
+        load_model,
+        load_mvtec,
+    )
+
+
+def test_unknown_name_is_an_attribute_error():
+    with pytest.raises(AttributeError, match="no attribute 'PatchKore'"):
+        anomaly_inspect.PatchKore  # noqa: B018
+    with pytest.raises(ImportError):
+        from anomaly_inspect.screening import load  # noqa: F401 - one name: load_model
+
+
+def test_import_does_not_import_torch():
+    code = ("import sys, anomaly_inspect; "
+            "print(sorted(m for m in ('torch', 'faiss', 'timm', 'cv2', 'sklearn') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,152 @@
+"""The scorer contract, checked on every registered scorer (in the spirit of scikit-learn's
+``check_estimator``): naming, ``fit`` / ``score`` shapes, ``NotFittedError``, save / load,
+``get_params`` and that planted outliers score above inliers.
+
+Data: inliers are tight clusters of large positive activations (two classes for the
+scorers that train a classifier head); outliers are small activations far from them
+(between the classes, with a small norm), so every family of scorer (distance,
+memory bank, norm, classifier head) should rank them above the inliers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.features.extractor import Features
+from anomaly_inspect.scorers import NotFittedError, Scorer, available_scorers, get_scorer_class
+
+D, H, W = 8, 4, 4
+N_TRAIN, N_TEST = 24, 6
+
+# small settings where the defaults are slow or need more images than the test has
+FAST = {
+    "patchcore": {"coreset_ratio": 0.5},
+    "softpatch": {"coreset_ratio": 0.5, "lof_k": 3},
+    "tailedcore": {"coreset_ratio": 0.5, "lof_k": 3},
+    "knn": {"k": 2},
+    "knn_nan": {"k": 2},
+}
+HEAD = {"hidden": 16, "epochs": 200, "lr": 1e-2}
+
+
+def _params(name: str) -> dict:
+    cls = get_scorer_class(name)
+    params = dict(FAST.get(name, {}))
+    if "epochs" in cls.constructor_params():
+        params.update(HEAD)
+    params.update(cls.runtime_kwargs(progress=False))
+    return params
+
+
+def _inliers(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(n, D) pooled rows of two classes, 3 on one half of the units and 0 on the other."""
+    labels = np.arange(n) % 2
+    centres = np.zeros((2, D))
+    centres[0, : D // 2] = centres[1, D // 2:] = 3.0
+    return centres[labels] + rng.normal(0, 0.1, (n, D)), labels
+
+
+def _features(pooled: np.ndarray, rng: np.random.Generator) -> Features:
+    """Pooled rows plus (N, H, W, D) patch grids scattered tightly around each row."""
+    patches = pooled[:, None, None, :] + rng.normal(0, 0.05, (len(pooled), H, W, D))
+    return Features(patches=patches.astype(np.float32), pooled=pooled.astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    train, labels = _inliers(N_TRAIN, rng)
+    test_in, _ = _inliers(N_TEST, rng)
+    test_out = 0.3 + rng.normal(0, 0.05, (N_TEST, D))  # small and between the classes
+    return (_features(train, rng), labels, _features(test_in, rng), _features(test_out, rng))
+
+
+def _fit(name: str, train: Features, labels: np.ndarray) -> Scorer:
+    scorer = get_scorer_class(name)(**_params(name))
+    assert scorer.fit(train, labels) is scorer
+    return scorer
+
+
+@pytest.fixture(scope="module")
+def fitted(data):
+    train, labels, _, _ = data
+    cache: dict[str, Scorer] = {}
+
+    def get(name: str) -> Scorer:
+        if name not in cache:
+            cache[name] = _fit(name, train, labels)
+        return cache[name]
+
+    return get
+
+
+SCORERS = available_scorers()
+
+
+def test_registry_is_not_empty():
+    assert {"patchcore", "softpatch", "tailedcore", "knn", "msp", "line"} <= set(SCORERS)
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_class_declares_its_name_and_inputs(name):
+    cls = get_scorer_class(name)
+    assert issubclass(cls, Scorer) and cls.name == name
+    assert cls.requires and set(cls.requires) <= {"patches", "pooled"}
+    assert set(cls.runtime_params) & set(cls.constructor_params()) <= {"progress"}
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_get_params_round_trips_through_the_constructor(name):
+    cls = get_scorer_class(name)
+    scorer = cls(**_params(name))
+    params = scorer.get_params()
+    assert "progress" not in params
+    assert cls(**params).get_params() == params
+    for key, value in _params(name).items():
+        if key not in cls.runtime_params:
+            assert params[key] == value, key
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_score_before_fit_raises(name, data):
+    scorer = get_scorer_class(name)(**_params(name))
+    assert not scorer.is_fitted
+    with pytest.raises(NotFittedError):
+        scorer.score(data[2])
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_score_shapes(name, data, fitted):
+    _, _, test_in, _ = data
+    result = fitted(name).score(test_in)
+    assert result.image_scores.shape == (N_TEST,)
+    assert np.isfinite(result.image_scores).all()
+    if result.patch_scores is not None:
+        assert "patches" in get_scorer_class(name).requires
+        assert result.patch_scores.shape == (N_TEST, H, W)
+    # scoring never learns: the same input scores the same twice
+    np.testing.assert_array_equal(fitted(name).score(test_in).image_scores, result.image_scores)
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_save_load_gives_identical_scores(name, data, fitted, tmp_path):
+    _, _, test_in, test_out = data
+    scorer = fitted(name)
+    scorer.save(tmp_path / name)
+    back = Scorer.load(tmp_path / name, progress=False)
+    assert type(back) is type(scorer) and back.is_fitted
+    assert back.get_params() == scorer.get_params()
+    for feats in (test_in, test_out):
+        a, b = scorer.score(feats), back.score(feats)
+        np.testing.assert_array_equal(b.image_scores, a.image_scores)
+        if a.patch_scores is not None:
+            np.testing.assert_array_equal(b.patch_scores, a.patch_scores)
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_planted_outliers_score_above_inliers(name, data, fitted):
+    _, _, test_in, test_out = data
+    scorer = fitted(name)
+    inl, out = scorer.score(test_in).image_scores, scorer.score(test_out).image_scores
+    assert out.min() > inl.max(), f"inliers {np.round(inl, 3)}, outliers {np.round(out, 3)}"

@@ -252,7 +252,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     torch.manual_seed(cfg.seed)
     data, synth_info = build_data(cfg, data_root)
     t_data = time.perf_counter() - t0
-    backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed)
+    # Block norms need the final feature map too: this extractor runs the torch module directly.
+    backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed,
+                        runtime="torch")
     extractor = OODFeatureExtractor(backbone, cfg.features)
     cache = FeatureCache(cfg.cache_dir)
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}

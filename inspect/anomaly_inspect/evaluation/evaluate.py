@@ -19,7 +19,7 @@ from ..progress import Progress
 from ..scorers import ScoreResult
 from ..scorers.maps import anomaly_maps
 from .metrics import auroc, auroc_by_group
-from .resources import Timer, peak_rss_mb
+from .resources import StageTimes, Timer, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class EvaluationResult:
     search_index: str | None
     peak_rss_mb: float
     config: dict
+    runtime: str = "torch"
+    stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, coreset, search, maps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,30 +58,36 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
     np.random.seed(cfg.seed)
     backbone, extractor, scorer = build(cfg, progress=progress)
     train_paths = [s.path for s in dataset.train]
+    times = StageTimes()
     with Timer() as fit_t:
         with Progress(len(train_paths), "extract train", enabled=progress) as bar:
-            train = extractor.extract(train_paths, progress=bar)
-        scorer.fit(train)
+            train = extractor.extract(train_paths, progress=bar, times=times)
+        with times("coreset"):  # the scorer's whole fit (coreset selection and index)
+            scorer.fit(train)
         del train
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None
     parts: list[ScoreResult] = []
     maps, masks = [], []
     with Timer() as test_t, Progress(len(test), "score test", enabled=progress) as bar:
-        for item in extractor.iter_extract([s.path for s in test], mask_paths, progress=bar):
+        for item in extractor.iter_extract([s.path for s in test], mask_paths, progress=bar,
+                                           times=times):
             if item.batch.errors:
                 from ..data.image_io import ImageReadError
 
                 i, reason = item.batch.errors[0]
                 raise ImageReadError(test[i].path, reason)
-            result = scorer.score(item.features)
+            with times("search"):
+                result = scorer.score(item.features)
             parts.append(result)
             if dataset.has_masks and result.patch_scores is not None:
-                size = item.batch.masks.shape[1:]
-                batch_maps = anomaly_maps(result.patch_scores, size).astype(np.float32)
-                for amap, mask, box in zip(batch_maps, item.batch.masks, item.batch.boxes, strict=True):
-                    maps.append(amap[box.slices()].ravel())  # pixels of the image, not the padding
-                    masks.append(mask[box.slices()].ravel().astype(bool))
+                with times("maps"):
+                    size = item.batch.masks.shape[1:]
+                    batch_maps = anomaly_maps(result.patch_scores, size).astype(np.float32)
+                    for amap, mask, box in zip(batch_maps, item.batch.masks, item.batch.boxes,
+                                               strict=True):
+                        maps.append(amap[box.slices()].ravel())  # the image's pixels, not padding
+                        masks.append(mask[box.slices()].ravel().astype(bool))
     scores = ScoreResult.concat(parts)
     labels = np.array([s.label for s in test])
     image_auroc = auroc(labels, scores.image_scores)
@@ -107,4 +115,15 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         search_index=getattr(scorer, "search_index", None),
         peak_rss_mb=round(peak_rss_mb(), 1),
         config=cfg.to_dict(),
+        runtime=_runtime_used(backbone),
+        stage_seconds=times.to_dict(),
     )
+
+
+def _runtime_used(backbone) -> str:
+    """The configured runtime and precision, or "torch (fallback)" where the export failed."""
+    if backbone.runtime == "torch":
+        return "torch"
+    if backbone._runners and all(r is None for r in backbone._runners.values()):
+        return "torch (export failed)"
+    return f"{backbone.runtime} {backbone.precision}"

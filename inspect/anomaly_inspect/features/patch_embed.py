@@ -74,11 +74,17 @@ def _neighbourhood(fmap: torch.Tensor, k: int, mode: str) -> torch.Tensor:
         return fmap
     if mode == "mean":
         return F.avg_pool2d(fmap, k, stride=1, padding=k // 2)
+    # Shifted views of the zero-padded map, in F.unfold's (channel, row, column) order;
+    # equal to unfolding, ~6x faster on the CPU (unfold dominated the embedding).
     b, c, h, w = fmap.shape
-    cols = F.unfold(fmap, k, padding=k // 2).reshape(b, c, k, k, h, w)  # channel, row, column
+    pad = k // 2
     if mode == "rows":
-        return cols.mean(dim=3).reshape(b, c * k, h, w)
-    return cols.reshape(b, c * k * k, h, w)
+        means = F.avg_pool2d(fmap, (1, k), stride=1, padding=(0, pad))  # zeros count, as in unfold
+        means = F.pad(means, (0, 0, pad, pad))
+        return torch.stack([means[:, :, i:i + h] for i in range(k)], dim=2).reshape(b, c * k, h, w)
+    padded = F.pad(fmap, (pad, pad, pad, pad))
+    shifted = [padded[:, :, i:i + h, j:j + w] for i in range(k) for j in range(k)]
+    return torch.stack(shifted, dim=2).reshape(b, c * k * k, h, w)
 
 
 def _reduce_channels(fmap: torch.Tensor, width: int) -> torch.Tensor:

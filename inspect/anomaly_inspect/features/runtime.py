@@ -166,6 +166,8 @@ class OnnxRunner:
             opts.inter_op_num_threads = 1
             opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
             opts.log_severity_level = 3
+            # No busy-waiting between runs: decoding, embedding and search share these cores.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._session = ort.InferenceSession(str(self.path), opts,
                                                  providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name

@@ -115,15 +115,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         search_index=getattr(scorer, "search_index", None),
         peak_rss_mb=round(peak_rss_mb(), 1),
         config=cfg.to_dict(),
-        runtime=_runtime_used(backbone),
+        runtime=backbone.runs_on,
         stage_seconds=times.to_dict(),
     )
 
-
-def _runtime_used(backbone) -> str:
-    """The configured runtime and precision, or "torch (fallback)" where the export failed."""
-    if backbone.runtime == "torch":
-        return "torch"
-    if backbone._runners and all(r is None for r in backbone._runners.values()):
-        return "torch (export failed)"
-    return f"{backbone.runtime} {backbone.precision}"

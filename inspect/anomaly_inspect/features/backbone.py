@@ -131,6 +131,16 @@ class Backbone(nn.Module):
         """The ONNX files this backbone has run from so far."""
         return [r.path for r in self._runners.values() if r is not None]
 
+    @property
+    def runs_on(self) -> str:
+        """What has run the backbone so far: "torch", e.g. "onnxruntime f32", or
+        "torch (export failed)" where every export fell back."""
+        if self.runtime == "torch":
+            return "torch"
+        if self._runners and all(r is None for r in self._runners.values()):
+            return "torch (export failed)"
+        return f"{self.runtime} {self.precision}"
+
     def _runner(self, input_hw: tuple[int, int], pooled: bool) -> OnnxRunner | None:
         """The compiled graph for this input size; None = run in torch (export failed)."""
         slot = (int(input_hw[0]), int(input_hw[1]), bool(pooled))

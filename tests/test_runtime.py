@@ -1,0 +1,188 @@
+"""Backbone runtimes: ONNX exports agree with torch, are cached by key, and fall back to torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.config import BackboneConfig, ConfigError, ModelConfig, load_config
+from anomaly_inspect.features import runtime as rt
+from anomaly_inspect.features.backbone import Backbone
+from anomaly_inspect.features.runtime import check_runtime, export_key, runtime_available
+
+SIZE = 64  # small inputs keep the export and the runs fast
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory):
+    """One export cache for the tests that only read it (each export takes seconds)."""
+    return tmp_path_factory.mktemp("onnx_cache")
+
+
+@pytest.fixture(scope="module")
+def x():
+    torch.manual_seed(1)
+    return torch.randn(3, 3, SIZE, SIZE)
+
+
+def random_backbone(runtime: str, cache_dir=None, **kw) -> Backbone:
+    return Backbone("tf_efficientnet_lite0", weights="random", seed=5, runtime=runtime,
+                    cache_dir=cache_dir, **kw)
+
+
+def test_onnxruntime_equals_torch_on_random_weights(x, shared_cache):
+    ref, ort_bb = random_backbone("torch"), random_backbone("onnxruntime", shared_cache)
+    maps, want = ort_bb(x), ref(x)
+    assert [m.shape for m in maps] == [m.shape for m in want]
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(maps, want, strict=True))
+    (pm, pooled), (rm, rpooled) = ort_bb.forward_with_pooled(x), ref.forward_with_pooled(x)
+    assert pooled.shape == rpooled.shape == (3, 1280)
+    assert rel_diff(pooled, rpooled) < 1e-4
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(pm, rm, strict=True))
+    # one export per (input size, pooled?), both in the cache directory
+    assert sorted(p.parent for p in ort_bb.exports) == [shared_cache, shared_cache]
+    assert ort_bb.runs_on == "onnxruntime f32"
+
+
+def test_batch_axis_is_dynamic(x, shared_cache):
+    bb = random_backbone("onnxruntime", shared_cache)
+    one, three = bb(x[:1]), bb(x)
+    assert one[0].shape[0] == 1 and three[0].shape[0] == 3
+    assert rel_diff(one[1][0], three[1][0]) < 1e-5
+    assert len(bb.exports) == 1
+
+
+def test_cache_hit_does_not_export_again(x, tmp_path, monkeypatch):
+    calls = []
+    real = rt.export_onnx
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    first = random_backbone("onnxruntime", tmp_path)(x)
+    again = random_backbone("onnxruntime", tmp_path)(x)  # a new backbone, same key
+    assert len(calls) == 1
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_unreadable_cache_entry_is_exported_again(x, tmp_path, caplog):
+    bb = random_backbone("onnxruntime", tmp_path)
+    path = bb.export_path((SIZE, SIZE), pooled=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not an onnx file")
+    with caplog.at_level(logging.WARNING):
+        maps = bb(x)
+    assert "unreadable cached export" in caplog.text
+    assert rel_diff(maps[0], random_backbone("torch")(x)[0]) < 1e-4
+
+
+def test_cache_key_changes_with_what_the_graph_depends_on():
+    base = dict(name="tf_efficientnet_lite0", weights_checksum="abc", layers=[2, 3],
+                input_hw=(320, 320), pooled=False)
+    key = export_key(**base)
+    assert export_key(**base) == key
+    for change in ({"layers": [1, 2]}, {"input_hw": (256, 256)}, {"pooled": True},
+                   {"weights_checksum": "abd"}, {"name": "tf_efficientnet_lite2"}):
+        assert export_key(**{**base, **change}) != key, change
+
+
+def test_export_path_follows_cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "c"))
+    bb = random_backbone("onnxruntime")
+    assert bb.export_path((64, 64), False).parent == tmp_path / "c" / "onnx"
+    assert random_backbone("onnxruntime", tmp_path / "m").export_path((64, 64), False).parent == tmp_path / "m"
+
+
+def test_export_failure_falls_back_to_torch_with_one_warning(x, tmp_path, monkeypatch, caplog):
+    def broken(*a, **k):
+        raise RuntimeError("unsupported operator Foo\nlong traceback text")
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", broken)
+    bb = random_backbone("onnxruntime", tmp_path)
+    with caplog.at_level(logging.WARNING):
+        maps = bb(x)
+        bb(x)  # no second attempt, no second warning
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                and r.name == "anomaly_inspect.features.backbone"]
+    assert len(warnings) == 1
+    assert "unsupported operator Foo" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
+    assert all(torch.equal(a, b) for a, b in zip(maps, random_backbone("torch")(x), strict=True))
+    assert bb.runs_on == "torch (export failed)"
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_runtime_and_precision_are_checked():
+    check_runtime("openvino", "bf16")
+    with pytest.raises(ValueError, match="bf16 needs runtime openvino"):
+        check_runtime("onnxruntime", "bf16")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        check_runtime("tensorrt", "f32")
+    with pytest.raises(ConfigError, match="backbone: precision must be one of"):
+        BackboneConfig(precision="int4")
+
+
+def test_config_round_trip_and_old_configs_get_the_default(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("backbone:\n  runtime: torch\n")
+    cfg = load_config(path)
+    assert (cfg.backbone.runtime, cfg.backbone.precision) == ("torch", "f32")
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    old = cfg.to_dict()
+    del old["backbone"]["runtime"], old["backbone"]["precision"]  # a model saved before runtimes
+    assert ModelConfig.from_dict(old).backbone.runtime == rt.DEFAULT_RUNTIME == "onnxruntime"
+    path.write_text("backbone:\n  runtime: onnxruntime\n  precision: bf16\n")
+    with pytest.raises(ConfigError, match="bf16 needs runtime openvino"):
+        load_config(path)
+
+
+def test_cli_runtime_flag_overrides_config():
+    from anomaly_inspect.cli import build_parser
+    from anomaly_inspect.commands.common import model_config_from_args
+
+    args = build_parser().parse_args(["evaluate", "--root", "x", "--runtime", "torch"])
+    assert model_config_from_args(args).backbone.runtime == "torch"
+    args = build_parser().parse_args(["evaluate", "--root", "x"])
+    assert model_config_from_args(args).backbone.runtime == "onnxruntime"
+
+
+@pytest.mark.skipif(not runtime_available("openvino"), reason="openvino extra not installed")
+def test_openvino_f32_equals_torch_and_bf16_is_close(x, shared_cache):
+    ref = random_backbone("torch")(x)
+    f32 = random_backbone("openvino", shared_cache)(x)
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(f32, ref, strict=True))
+    bf16 = random_backbone("openvino", shared_cache, precision="bf16")(x)
+    assert all(a.shape == b.shape for a, b in zip(bf16, ref, strict=True))
+    assert all(rel_diff(a, b) < 0.2 for a, b in zip(bf16, ref, strict=True))
+
+
+def test_bench_backbone_reports_every_runtime_against_torch(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench-backbone", "--weights", "random", "--image-size", str(SIZE),
+                 "--batch-size", "2", "--rounds", "1", "--runtime", "onnxruntime",
+                 "--output-json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    rows = {(r["runtime"], r["precision"]): r for r in result["runtimes"]}
+    assert set(rows) == {("torch", "f32"), ("onnxruntime", "f32")}
+    assert rows[("torch", "f32")]["ratio_to_torch_f32"] == 1.0
+    assert rows[("onnxruntime", "f32")]["max_rel_diff_vs_torch"] < 1e-4
+    assert rows[("onnxruntime", "f32")]["images_per_second"] > 0
+    assert "onnxruntime f32" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1",
+                                  "tf_efficientnet_lite2"])
+def test_supported_backbones_export_and_agree(name, x, tmp_path):
+    ref = Backbone(name, weights="random", runtime="torch")
+    bb = Backbone(name, weights="random", runtime="onnxruntime", cache_dir=tmp_path)
+    (maps, pooled), (rmaps, rpooled) = bb.forward_with_pooled(x), ref.forward_with_pooled(x)
+    assert bb.runs_on == "onnxruntime f32"  # exported, no fallback
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip([*maps, pooled], [*rmaps, rpooled], strict=True))

@@ -186,3 +186,35 @@ def test_supported_backbones_export_and_agree(name, x, tmp_path):
     (maps, pooled), (rmaps, rpooled) = bb.forward_with_pooled(x), ref.forward_with_pooled(x)
     assert bb.runs_on == "onnxruntime f32"  # exported, no fallback
     assert all(rel_diff(a, b) < 1e-4 for a, b in zip([*maps, pooled], [*rmaps, rpooled], strict=True))
+
+
+def test_saved_model_records_runtime_and_carries_its_export(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from anomaly_inspect.screening import fit, load_model
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "train").mkdir()
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "train" / f"{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    cfg = ModelConfig()
+    cfg.backbone.weights, cfg.features.image_size, cfg.features.batch_size = "random", SIZE, 4
+    model = fit([tmp_path / "train"], cfg, target_fpr=0.2, progress=False)
+    saved = model.save(tmp_path / "m")
+    info = json.loads((saved / "model.json").read_text())
+    assert info["config"]["backbone"]["runtime"] == "onnxruntime"
+    assert [p.name for p in (saved / "backbone").glob("*.onnx")] == [model.extractor.backbone.exports[0].name]
+
+    def no_export(*a, **k):
+        raise AssertionError("a saved model must not need a new export")
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", no_export)
+    again = load_model(saved)
+    a, b = model.score([tmp_path / "train"]), again.score([tmp_path / "train"])
+    assert [x.score for x in a] == pytest.approx([x.score for x in b], rel=1e-5)
+    assert again.extractor.backbone.exports[0].parent == saved / "backbone"
+    # a model saved before runtimes existed loads with the default runtime
+    del info["config"]["backbone"]["runtime"], info["config"]["backbone"]["precision"]
+    (saved / "model.json").write_text(json.dumps(info))
+    assert load_model(saved).cfg.backbone.runtime == "onnxruntime"

@@ -65,7 +65,8 @@ class Backbone(nn.Module):
     bf16 on openvino only) choose how those two calls run; see
     :mod:`.runtime`. Non-torch runtimes export the graph on the first batch of
     each input size into ``cache_dir`` (None = the user cache) and fall back to
-    torch, with a warning, where the export fails. ``model`` stays the torch
+    torch, with a warning, where the export fails (a read-only ``cache_dir`` falls back to
+    the user cache). ``model`` stays the torch
     module for whatever needs gradients or other outputs.
     """
 
@@ -155,7 +156,14 @@ class Backbone(nn.Module):
                 except Exception as exc:  # unreadable cache entry: export again
                     log.warning("%s: unreadable cached export (%s); exporting again", path, exc)
             if runner is None:
-                export_onnx(self.model, self.layers, slot[:2], pooled, path)
+                try:
+                    export_onnx(self.model, self.layers, slot[:2], pooled, path)
+                except OSError:  # e.g. a read-only model directory: use the user cache
+                    if self.cache_dir is None:
+                        raise
+                    path = default_cache_dir() / path.name
+                    if not path.is_file():
+                        export_onnx(self.model, self.layers, slot[:2], pooled, path)
                 runner = OnnxRunner(path, self.runtime, self.precision)
         except RuntimeUnavailableError:
             raise

@@ -26,6 +26,7 @@ from ..pipeline import build, build_backbone, build_extractor
 from ..progress import Progress
 from ..scorers import Scorer
 from .model_dir import (
+    BACKBONE_DIR,
     SCORER_DIR,
     ModelInfo,
     check_backbone_checksum,
@@ -78,7 +79,9 @@ class Model:
         return self.calibration.threshold
 
     def save(self, directory: Path | str, overwrite: bool = False) -> Path:
-        return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite)
+        exports = {f"{BACKBONE_DIR}/{p.name}": p for p in self.extractor.backbone.exports}
+        return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite,
+                              extra_files=exports)
 
     def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
                    keep_maps: bool = True) -> Iterator[ScoredBatch]:
@@ -234,7 +237,7 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
     # Models saved before ``features.resize`` existed were fitted on stretched inputs.
     config["features"] = {"resize": "stretch", **(config.get("features") or {})}
     cfg = ModelConfig.from_dict(config, f"{directory}/model.json config")
-    backbone = build_backbone(cfg)
+    backbone = build_backbone(cfg, cache_dir=directory / BACKBONE_DIR)  # exports saved with it
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
     scorer = Scorer.load(directory / SCORER_DIR)
     if hasattr(scorer, "progress"):

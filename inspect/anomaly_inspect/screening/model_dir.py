@@ -7,6 +7,8 @@ Layout::
                                             training / calibration image lists
     MODEL_DIR/scorer/scorer.json            scorer name and constructor parameters
     MODEL_DIR/scorer/scorer_state.safetensors
+    MODEL_DIR/backbone/*.onnx               the backbone's ONNX export(s), when a non-torch
+                                            runtime ran it (a cache: rebuilt if absent)
 
 Saving writes everything into a temporary folder beside the target and moves
 it into place with one ``os.replace``: a crash leaves either the old model or
@@ -32,6 +34,7 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
 SCORER_DIR = "scorer"
+BACKBONE_DIR = "backbone"
 
 
 class ModelFormatError(ValueError):
@@ -94,8 +97,10 @@ class ModelInfo:
             raise ModelFormatError(f"{source}: missing field {exc} in {MODEL_JSON}") from None
 
 
-def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False) -> Path:
-    """Write ``info`` and ``scorer`` to ``target`` atomically; refuse to overwrite unless asked."""
+def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,
+                   extra_files: dict[str, Path] | None = None) -> Path:
+    """Write ``info`` and ``scorer`` (and ``extra_files``: relative name -> file to copy, e.g.
+    the backbone's ONNX exports) to ``target`` atomically; refuse to overwrite unless asked."""
     target = Path(target)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
@@ -108,6 +113,9 @@ def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool 
     tmp.chmod(0o755)  # mkdtemp makes it owner-only
     try:
         scorer.save(tmp / SCORER_DIR)
+        for name, src in (extra_files or {}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp / name)
         (tmp / MODEL_JSON).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False),
                                       encoding="utf-8")
         _fsync_tree(tmp)

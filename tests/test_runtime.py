@@ -218,3 +218,18 @@ def test_saved_model_records_runtime_and_carries_its_export(tmp_path, monkeypatc
     del info["config"]["backbone"]["runtime"], info["config"]["backbone"]["precision"]
     (saved / "model.json").write_text(json.dumps(info))
     assert load_model(saved).cfg.backbone.runtime == "onnxruntime"
+
+
+def test_export_command_writes_a_checked_onnx_file(tmp_path, capsys):
+    import onnxruntime as ort
+
+    out = tmp_path / "backbone.onnx"
+    args = ["export", "--out", str(out), "--weights", "random", "--image-size", str(SIZE), "--pooled",
+            "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "max rel diff vs torch" in printed
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["stage0", "stage1", "pooled"]
+    assert main(args) == 1  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err

@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "screen",
     "evaluate_lt",
     "ood_benchmark",
+    "export",
 )
 
 

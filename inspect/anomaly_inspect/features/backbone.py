@@ -187,6 +187,11 @@ class Backbone(nn.Module):
         outs = self._onnx(x, pooled=False)
         if outs is not None:
             return outs
+        return self.torch_forward(x)
+
+    @torch.inference_mode()
+    def torch_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``forward`` in eager torch, whatever the runtime."""
         if self._has_intermediates:
             return self.model.forward_intermediates(
                 x, indices=list(self.layers), stop_early=True, intermediates_only=True
@@ -199,6 +204,11 @@ class Backbone(nn.Module):
         outs = self._onnx(x, pooled=True)
         if outs is not None:
             return outs[:-1], outs[-1]
+        return self.torch_forward_with_pooled(x)
+
+    @torch.inference_mode()
+    def torch_forward_with_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``forward_with_pooled`` in eager torch, whatever the runtime."""
         final, inter = self.model.forward_intermediates(
             x, indices=list(self.layers), intermediates_only=False
         )

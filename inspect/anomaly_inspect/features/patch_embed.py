@@ -46,7 +46,7 @@ class PatchEmbedding:
             raise ValueError(f"aggregate must be >= 1, got {self.aggregate}")
 
     def __call__(self, maps: list[torch.Tensor]) -> torch.Tensor:
-        h, w = maps[0].shape[-2:]
+        b, h, w = maps[0].shape[0], *maps[0].shape[-2:]
         per_stage = None if self.embed_dim is None else max(1, self.embed_dim // len(maps))
         parts = []
         for i, fmap in enumerate(maps):
@@ -55,10 +55,20 @@ class PatchEmbedding:
                 fmap = _reduce_channels(fmap, per_stage)
             if fmap.shape[-2:] != (h, w):
                 fmap = F.interpolate(fmap, size=(h, w), mode="bilinear", align_corners=False)
-            if self.equal_weights:
-                fmap = fmap / fmap.shape[1] ** 0.5
             parts.append(fmap)
-        return torch.cat(parts, dim=1)
+        # Written straight into channels-last memory (the (B, h, w, D) layout scorers take),
+        # weighting on the way: one pass instead of divide, concatenate and permute.
+        out = torch.empty((b, h, w, sum(p.shape[1] for p in parts)), dtype=parts[0].dtype)
+        start = 0
+        for part in parts:
+            c = part.shape[1]
+            dst, src = out[..., start:start + c], part.permute(0, 2, 3, 1)
+            if self.equal_weights:
+                torch.div(src, c ** 0.5, out=dst)
+            else:
+                dst.copy_(src)
+            start += c
+        return out.permute(0, 3, 1, 2)
 
     def output_dim(self, channels: list[int]) -> int:
         """Width of the embedding for stages with these channel counts."""

@@ -22,24 +22,20 @@ def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory):
-    """One export cache for the tests that only read it (each export takes seconds)."""
-    return tmp_path_factory.mktemp("onnx_cache")
-
-
-@pytest.fixture(scope="module")
 def x():
     torch.manual_seed(1)
     return torch.randn(3, 3, SIZE, SIZE)
 
 
 def random_backbone(runtime: str, cache_dir=None, **kw) -> Backbone:
-    return Backbone("tf_efficientnet_lite0", weights="random", seed=5, runtime=runtime,
+    """Lite0 with seed-0 random weights; ``cache_dir`` None = the test session's export cache,
+    shared with bench-backbone's and the other tests' exports (each export takes seconds)."""
+    return Backbone("tf_efficientnet_lite0", weights="random", runtime=runtime,
                     cache_dir=cache_dir, **kw)
 
 
-def test_onnxruntime_equals_torch_on_random_weights(x, shared_cache):
-    ref, ort_bb = random_backbone("torch"), random_backbone("onnxruntime", shared_cache)
+def test_onnxruntime_equals_torch_on_random_weights(x):
+    ref, ort_bb = random_backbone("torch"), random_backbone("onnxruntime")
     maps, want = ort_bb(x), ref(x)
     assert [m.shape for m in maps] == [m.shape for m in want]
     assert all(rel_diff(a, b) < 1e-4 for a, b in zip(maps, want, strict=True))
@@ -48,26 +44,26 @@ def test_onnxruntime_equals_torch_on_random_weights(x, shared_cache):
     assert rel_diff(pooled, rpooled) < 1e-4
     assert all(rel_diff(a, b) < 1e-4 for a, b in zip(pm, rm, strict=True))
     # one export per (input size, pooled?), both in the cache directory
-    assert sorted(p.parent for p in ort_bb.exports) == [shared_cache, shared_cache]
+    assert [p.parent for p in ort_bb.exports] == [rt.default_cache_dir()] * 2
     assert ort_bb.runs_on == "onnxruntime f32"
 
 
-def test_batch_axis_is_dynamic(x, shared_cache):
-    bb = random_backbone("onnxruntime", shared_cache)
+def test_batch_axis_is_dynamic(x):
+    bb = random_backbone("onnxruntime")
     one, three = bb(x[:1]), bb(x)
     assert one[0].shape[0] == 1 and three[0].shape[0] == 3
     assert rel_diff(one[1][0], three[1][0]) < 1e-5
     assert len(bb.exports) == 1
 
 
-def test_cache_hit_does_not_export_again(x, tmp_path, monkeypatch):
+def test_cache_hit_does_not_export_again(x, monkeypatch):
+    first = random_backbone("onnxruntime")(x)  # exported now or by an earlier test
+    assert random_backbone("onnxruntime").export_path((SIZE, SIZE), False).is_file()
     calls = []
-    real = rt.export_onnx
     monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx",
-                        lambda *a, **k: calls.append(a) or real(*a, **k))
-    first = random_backbone("onnxruntime", tmp_path)(x)
-    again = random_backbone("onnxruntime", tmp_path)(x)  # a new backbone, same key
-    assert len(calls) == 1
+                        lambda *a, **k: calls.append(a))
+    again = random_backbone("onnxruntime")(x)  # a new backbone, same key
+    assert calls == []
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
 
 
@@ -154,11 +150,11 @@ def test_cli_runtime_flag_overrides_config():
 
 
 @pytest.mark.skipif(not runtime_available("openvino"), reason="openvino extra not installed")
-def test_openvino_f32_equals_torch_and_bf16_is_close(x, shared_cache):
+def test_openvino_f32_equals_torch_and_bf16_is_close(x):
     ref = random_backbone("torch")(x)
-    f32 = random_backbone("openvino", shared_cache)(x)
+    f32 = random_backbone("openvino")(x)
     assert all(rel_diff(a, b) < 1e-4 for a, b in zip(f32, ref, strict=True))
-    bf16 = random_backbone("openvino", shared_cache, precision="bf16")(x)
+    bf16 = random_backbone("openvino", precision="bf16")(x)
     assert all(a.shape == b.shape for a, b in zip(bf16, ref, strict=True))
     assert all(rel_diff(a, b) < 0.2 for a, b in zip(bf16, ref, strict=True))
 
@@ -180,9 +176,9 @@ def test_bench_backbone_reports_every_runtime_against_torch(tmp_path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1",
                                   "tf_efficientnet_lite2"])
-def test_supported_backbones_export_and_agree(name, x, tmp_path):
+def test_supported_backbones_export_and_agree(name, x):
     ref = Backbone(name, weights="random", runtime="torch")
-    bb = Backbone(name, weights="random", runtime="onnxruntime", cache_dir=tmp_path)
+    bb = Backbone(name, weights="random", runtime="onnxruntime")  # Lite0: the cache of the tests above
     (maps, pooled), (rmaps, rpooled) = bb.forward_with_pooled(x), ref.forward_with_pooled(x)
     assert bb.runs_on == "onnxruntime f32"  # exported, no fallback
     assert all(rel_diff(a, b) < 1e-4 for a, b in zip([*maps, pooled], [*rmaps, rpooled], strict=True))

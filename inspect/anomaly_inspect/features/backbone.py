@@ -142,6 +142,22 @@ class Backbone(nn.Module):
             return "torch (export failed)"
         return f"{self.runtime} {self.precision}"
 
+    def export(self, input_hw: tuple[int, int], pooled: bool = False, reuse: bool = True) -> Path:
+        """The cached ONNX export for this input size, made now if absent (or ``reuse=False``).
+        A read-only ``cache_dir`` (e.g. a model directory) falls back to the user cache."""
+        path = self.export_path(input_hw, pooled)
+        if reuse and path.is_file():
+            return path
+        try:
+            return export_onnx(self.model, self.layers, input_hw, pooled, path)
+        except OSError:
+            if self.cache_dir is None:
+                raise
+        path = default_cache_dir() / path.name
+        if reuse and path.is_file():
+            return path
+        return export_onnx(self.model, self.layers, input_hw, pooled, path)
+
     def _runner(self, input_hw: tuple[int, int], pooled: bool) -> OnnxRunner | None:
         """The compiled graph for this input size; None = run in torch (export failed)."""
         slot = (int(input_hw[0]), int(input_hw[1]), bool(pooled))
@@ -156,14 +172,7 @@ class Backbone(nn.Module):
                 except Exception as exc:  # unreadable cache entry: export again
                     log.warning("%s: unreadable cached export (%s); exporting again", path, exc)
             if runner is None:
-                try:
-                    export_onnx(self.model, self.layers, slot[:2], pooled, path)
-                except OSError:  # e.g. a read-only model directory: use the user cache
-                    if self.cache_dir is None:
-                        raise
-                    path = default_cache_dir() / path.name
-                    if not path.is_file():
-                        export_onnx(self.model, self.layers, slot[:2], pooled, path)
+                path = self.export(slot[:2], pooled, reuse=False)
                 runner = OnnxRunner(path, self.runtime, self.precision)
         except RuntimeUnavailableError:
             raise

@@ -27,7 +27,13 @@ def test_evaluate_bottle_defaults(shared_data, tmp_path, capsys):
     by_defect = result["image_auroc_by_defect"]
     assert set(by_defect) == {"broken_large", "broken_small", "contamination"}
     assert min(by_defect.values()) <= result["image_auroc"] <= max(by_defect.values()) + 1e-9
-    assert "image AUROC" in capsys.readouterr().out
+    assert result["runtime"] == "onnxruntime f32"  # the default runtime, no fallback
+    stages = result["stage_seconds"]
+    assert list(stages) == ["decode", "backbone", "embed", "coreset", "search", "maps"]
+    assert all(v >= 0 for v in stages.values()) and stages["backbone"] > 0 and stages["maps"] > 0
+    assert sum(stages.values()) <= result["fit_seconds"] + result["test_seconds"] + 1e-6
+    printed = capsys.readouterr().out
+    assert "image AUROC" in printed and "time by stage" in printed
 
 
 def test_evaluate_reports_missing_category(shared_data, capsys):

@@ -229,3 +229,22 @@ def test_export_command_writes_a_checked_onnx_file(tmp_path, capsys):
     assert [o.name for o in sess.get_outputs()] == ["stage0", "stage1", "pooled"]
     assert main(args) == 1  # refuses to overwrite
     assert "already exists" in capsys.readouterr().err
+
+
+def test_legacy_exporter_is_the_fallback_of_the_default_one(x, tmp_path, monkeypatch):
+    real = torch.onnx.export
+    used = []
+
+    def no_dynamo(*a, dynamo=True, **k):
+        used.append(dynamo)
+        if dynamo:
+            raise RuntimeError("torch.export cannot trace this model")
+        return real(*a, dynamo=False, **k)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    bb = random_backbone("onnxruntime", tmp_path)
+    maps = bb(x[:1]), bb(x)  # the legacy graph has a dynamic batch axis too
+    assert used == [True, False] and bb.runs_on == "onnxruntime f32"
+    want = random_backbone("torch")(x)
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(maps[1], want, strict=True))
+    assert rel_diff(maps[0][0][0], want[0][0]) < 1e-4

@@ -102,8 +102,9 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
     """Export ``model``'s stages (and pooled embedding) to ``path`` with a dynamic batch axis.
 
     Uses torch's default (``torch.export``-based) exporter: its graph has the batch
-    norms folded and runs ~1.4x faster in ONNX Runtime than the legacy exporter's.
-    The file is written beside ``path`` and renamed into place (no half-written cache).
+    norms folded and runs ~1.4x faster in ONNX Runtime than the legacy exporter's,
+    which is the fallback where the default one fails. The file is written beside
+    ``path`` and renamed into place (no half-written cache).
     """
     graph = _StagesGraph(model, layers, pooled).eval()
     names = [f"stage{i}" for i in range(len(layers))] + (["pooled"] if pooled else [])
@@ -111,13 +112,22 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.onnx", dir=path.parent)
     os.close(fd)
+    log.info("exporting the backbone to ONNX (once per backbone, weights, stages and input size)")
     try:
         with _quiet_exporter(), torch.no_grad():
-            torch.onnx.export(
-                graph, (x,), tmp, dynamo=True, external_data=False, verbose=False,
-                input_names=["images"], output_names=names,
-                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-            )
+            try:
+                torch.onnx.export(
+                    graph, (x,), tmp, dynamo=True, external_data=False, verbose=False,
+                    input_names=["images"], output_names=names,
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                )
+            except Exception as exc:
+                log.info("torch.export-based ONNX export failed (%s: %s); trying the legacy exporter",
+                         type(exc).__name__, (str(exc).strip().splitlines() or [""])[0][:200])
+                torch.onnx.export(
+                    graph, (x,), tmp, dynamo=False, opset_version=17, input_names=["images"],
+                    output_names=names, dynamic_axes={n: {0: "batch"} for n in ["images", *names]},
+                )
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -62,9 +62,14 @@ def test_cache_hit_does_not_export_again(x, monkeypatch):
     calls = []
     monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx",
                         lambda *a, **k: calls.append(a))
-    again = random_backbone("onnxruntime")(x)  # a new backbone, same key
+    bb = random_backbone("onnxruntime")  # a new backbone, same key
+    again = bb(x)
+    bb.release()  # sessions freed; reloaded from the cache on the next batch
+    after_release = bb(x)
     assert calls == []
+    assert bb.exports and bb.runs_on == "onnxruntime f32"
     assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(first, after_release, strict=True))
 
 
 def test_unreadable_cache_entry_is_exported_again(x, tmp_path, caplog):

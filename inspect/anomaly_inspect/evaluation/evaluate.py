@@ -62,6 +62,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
     with Timer() as fit_t:
         with Progress(len(train_paths), "extract train", enabled=progress) as bar:
             train = extractor.extract(train_paths, progress=bar, times=times)
+        backbone.release()  # the runtime's memory arena is not needed while the scorer fits
         with times("coreset"):  # the scorer's whole fit (coreset selection and index)
             scorer.fit(train)
         del train

@@ -105,6 +105,7 @@ class Backbone(nn.Module):
         self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
         self._runners: dict[tuple[int, int, bool], OnnxRunner | None] = {}
+        self._exports: dict[tuple[int, int, bool], Path] = {}  # every export run so far
 
     @property
     def channels(self) -> list[int]:
@@ -130,7 +131,12 @@ class Backbone(nn.Module):
     @property
     def exports(self) -> list[Path]:
         """The ONNX files this backbone has run from so far."""
-        return [r.path for r in self._runners.values() if r is not None]
+        return list(self._exports.values())
+
+    def release(self) -> None:
+        """Free the runtimes' sessions and their memory arenas (hundreds of MB at batch 32);
+        the next batch reloads them from the cached export, without exporting again."""
+        self._runners = {k: r for k, r in self._runners.items() if r is None}
 
     @property
     def runs_on(self) -> str:
@@ -138,7 +144,7 @@ class Backbone(nn.Module):
         "torch (export failed)" where every export fell back."""
         if self.runtime == "torch":
             return "torch"
-        if self._runners and all(r is None for r in self._runners.values()):
+        if not self._exports and any(r is None for r in self._runners.values()):
             return "torch (export failed)"
         return f"{self.runtime} {self.precision}"
 
@@ -181,6 +187,8 @@ class Backbone(nn.Module):
             log.warning("%s: ONNX export / %s load failed (%s: %s); running the backbone in torch",
                         self.name, self.runtime, type(exc).__name__, first)
         self._runners[slot] = runner
+        if runner is not None:
+            self._exports[slot] = runner.path
         return runner
 
     def _onnx(self, x: torch.Tensor, pooled: bool) -> list[torch.Tensor] | None:

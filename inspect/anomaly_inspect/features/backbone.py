@@ -62,12 +62,11 @@ class Backbone(nn.Module):
     pooled pre-logit embedding (e.g. 1280-d for EfficientNet-Lite0).
 
     ``runtime`` (torch | onnxruntime | openvino) and ``precision`` (f32 | bf16,
-    bf16 on openvino only) choose how those two calls run; see
-    :mod:`.runtime`. Non-torch runtimes export the graph on the first batch of
-    each input size into ``cache_dir`` (None = the user cache) and fall back to
-    torch, with a warning, where the export fails (a read-only ``cache_dir`` falls back to
-    the user cache). ``model`` stays the torch
-    module for whatever needs gradients or other outputs.
+    bf16 on openvino only) choose how those two calls run; see :mod:`.runtime`.
+    Non-torch runtimes export the graph on the first batch of each input size
+    into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
+    and run in torch, with a one-line warning, where the export fails.
+    ``model`` stays the torch module for whatever needs gradients or other outputs.
     """
 
     def __init__(

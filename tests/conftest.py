@@ -28,3 +28,15 @@ def shared_data() -> Path:
             pytest.fail(f"real data not found at {root} (required on CI)")
         pytest.skip(f"real data not found at {root}")
     return root
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _onnx_export_cache(tmp_path_factory):
+    """Backbone ONNX exports go to a per-session folder, never the user's cache."""
+    old = os.environ.get("ANOMALY_INSPECT_CACHE")
+    os.environ["ANOMALY_INSPECT_CACHE"] = str(tmp_path_factory.mktemp("anomaly_inspect_cache"))
+    yield
+    if old is None:
+        os.environ.pop("ANOMALY_INSPECT_CACHE", None)
+    else:
+        os.environ["ANOMALY_INSPECT_CACHE"] = old

@@ -27,7 +27,13 @@ def test_evaluate_bottle_defaults(shared_data, tmp_path, capsys):
     by_defect = result["image_auroc_by_defect"]
     assert set(by_defect) == {"broken_large", "broken_small", "contamination"}
     assert min(by_defect.values()) <= result["image_auroc"] <= max(by_defect.values()) + 1e-9
-    assert "image AUROC" in capsys.readouterr().out
+    assert result["runtime"] == "onnxruntime f32"  # the default runtime, no fallback
+    stages = result["stage_seconds"]
+    assert list(stages) == ["decode", "backbone", "embed", "coreset", "search", "maps"]
+    assert all(v >= 0 for v in stages.values()) and stages["backbone"] > 0 and stages["maps"] > 0
+    assert sum(stages.values()) <= result["fit_seconds"] + result["test_seconds"] + 1e-6
+    printed = capsys.readouterr().out
+    assert "image AUROC" in printed and "time by stage" in printed
 
 
 def test_evaluate_reports_missing_category(shared_data, capsys):
@@ -39,6 +45,9 @@ def test_evaluate_reports_missing_category(shared_data, capsys):
 
 def test_bench_backbone_prints_throughput(tmp_path):
     out = tmp_path / "bench.json"
-    assert main(["bench-backbone", "--batch-size", "4", "--batches", "1", "--image-size", "128",
-                 "--output-json", str(out)]) == 0
-    assert json.loads(out.read_text())["images_per_second"] > 0
+    assert main(["bench-backbone", "--batch-size", "4", "--rounds", "1", "--image-size", "128",
+                 "--runtime", "onnxruntime", "--output-json", str(out)]) == 0
+    rows = json.loads(out.read_text())["runtimes"]
+    assert [(r["runtime"], r["precision"]) for r in rows] == [("torch", "f32"), ("onnxruntime", "f32")]
+    assert all(r["images_per_second"] > 0 for r in rows)
+    assert rows[1]["max_rel_diff_vs_torch"] < 1e-4  # the bundled weights, not only random ones

@@ -71,3 +71,18 @@ def test_bad_settings_are_config_errors():
         FeatureConfig(finest_stage="diagonal").embedding()
     with pytest.raises(ValueError, match="aggregate"):
         PatchEmbedding(aggregate=0)
+
+
+@pytest.mark.parametrize("k", [3, 5])
+@pytest.mark.parametrize("finest", ["rows", "full"])
+def test_neighbourhood_equals_unfold_reference(k, finest):
+    """The shifted-view neighbourhood equals the F.unfold definition (channel, row, column order)."""
+    import torch.nn.functional as F
+
+    from anomaly_inspect.features.patch_embed import _neighbourhood
+
+    torch.manual_seed(0)
+    fmap = torch.randn(2, 3, 6, 7)
+    cols = F.unfold(fmap, k, padding=k // 2).reshape(2, 3, k, k, 6, 7)
+    ref = cols.mean(dim=3).reshape(2, 3 * k, 6, 7) if finest == "rows" else cols.reshape(2, 3 * k * k, 6, 7)
+    assert torch.allclose(_neighbourhood(fmap, k, finest), ref, atol=1e-6)

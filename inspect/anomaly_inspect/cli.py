@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "screen",
     "evaluate_lt",
     "ood_benchmark",
+    "export",
 )
 
 

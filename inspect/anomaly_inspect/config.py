@@ -14,6 +14,7 @@ import yaml
 
 from .data.transforms import RESIZE_MODES
 from .features.patch_embed import PatchEmbedding
+from .features.runtime import DEFAULT_PRECISION, DEFAULT_RUNTIME, check_runtime
 
 
 class ConfigError(ValueError):
@@ -22,11 +23,21 @@ class ConfigError(ValueError):
 
 @dataclass
 class BackboneConfig:
-    """Which timm model, which stages (timm feature indices; None = stride 8 and 16), which weights."""
+    """Which timm model, which stages (timm feature indices; None = stride 8 and 16), which weights,
+    and how it runs: ``runtime`` torch | onnxruntime | openvino, ``precision`` f32 | bf16
+    (openvino only). The runtime never changes what is computed (f32 agrees with torch)."""
 
     name: str = "tf_efficientnet_lite0"
     layers: list[int] | None = None
     weights: str | None = None
+    runtime: str = DEFAULT_RUNTIME
+    precision: str = DEFAULT_PRECISION
+
+    def __post_init__(self):
+        try:
+            check_runtime(self.runtime, self.precision)
+        except ValueError as exc:
+            raise ConfigError(f"backbone: {exc}") from None
 
 
 @dataclass

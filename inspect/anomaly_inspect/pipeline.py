@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .config import ModelConfig
 from .features.backbone import Backbone
 from .features.extractor import FeatureExtractor
@@ -14,8 +16,11 @@ from .scorers import (
 )
 
 
-def build_backbone(cfg: ModelConfig) -> Backbone:
-    return Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed)
+def build_backbone(cfg: ModelConfig, cache_dir: str | Path | None = None) -> Backbone:
+    """The backbone ``cfg.backbone`` describes; ONNX exports go to ``cache_dir`` (None = user cache)."""
+    b = cfg.backbone
+    return Backbone(b.name, b.layers, b.weights, seed=cfg.seed, runtime=b.runtime,
+                    precision=b.precision, cache_dir=cache_dir)
 
 
 def build_extractor(cfg: ModelConfig, backbone: Backbone, scorer_cls: type[Scorer]) -> FeatureExtractor:

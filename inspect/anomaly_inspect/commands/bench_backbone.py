@@ -1,58 +1,114 @@
-"""``anomaly-inspect bench-backbone``: backbone-only feature throughput on this machine.
+"""``anomaly-inspect bench-backbone``: backbone-only throughput of each runtime, side by side.
 
 Same stages and input size as ``evaluate``: the physical limit the full
-pipeline is measured against.
+pipeline is measured against. Every runtime runs in this one process on the
+same batch, interleaved round by round (best of ``--rounds``), so that load
+from other processes affects them alike. torch f32 is always measured: it is
+the reference for the speed ratio and for the largest relative difference.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
 import torch
 
 from ..config import BackboneConfig, FeatureConfig
-from ..evaluation.resources import peak_rss_mb
 from ..features.backbone import Backbone
+from ..features.runtime import PRECISIONS, RUNTIMES, runtime_available
+from ..resources import peak_rss_mb
 from .common import print_table, write_json
+
+VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench-backbone", help="measure backbone-only images/s", description=__doc__)
+    p = sub.add_parser("bench-backbone", help="measure backbone-only images/s per runtime",
+                       description=__doc__)
     p.add_argument("--backbone", default=BackboneConfig.name)
     p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
     p.add_argument("--weights", help="checkpoint FILE or 'random'")
+    p.add_argument("--runtime", choices=RUNTIMES, action="append",
+                   help="measure this runtime (repeatable; default: every installed one); "
+                        "torch f32 is always measured as the reference")
+    p.add_argument("--precision", choices=PRECISIONS, action="append",
+                   help="measure this precision (repeatable; default: all; bf16 is openvino only)")
+    p.add_argument("--pooled", action="store_true",
+                   help="run the full network for the pooled embedding too (norm / classifier scorers)")
     p.add_argument("--image-size", type=int, default=FeatureConfig.image_size,
                    help=f"input side in pixels (default {FeatureConfig.image_size}, as evaluate)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--batches", type=int, default=8, help="timed batches (after one warm-up)")
-    p.add_argument("--output-json", type=__import__("pathlib").Path)
+    p.add_argument("--rounds", type=int, default=5,
+                   help="interleaved rounds, one batch per runtime each (after a warm-up); best kept")
+    p.add_argument("--output-json", type=Path)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
 
+def selected_variants(runtimes: list[str] | None, precisions: list[str] | None) -> list[tuple[str, str]]:
+    """torch f32 first, then the installed (runtime, precision) pairs the filters keep."""
+    keep = [v for v in VARIANTS[1:]
+            if (not runtimes or v[0] in runtimes) and (not precisions or v[1] in precisions)
+            and runtime_available(v[0])]
+    return [VARIANTS[0], *keep]
+
+
+def _max_rel_diff(out, ref) -> float:
+    return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(out, ref, strict=True))
+
+
 def run(args: argparse.Namespace) -> int:
     layers = [int(v) for v in args.layers.split(",")] if args.layers else None
-    backbone = Backbone(args.backbone, layers, args.weights)
+    variants = selected_variants(args.runtime, args.precision)
+    backbones = {v: Backbone(args.backbone, layers, args.weights, runtime=v[0], precision=v[1])
+                 for v in variants}
+    torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    backbone(x)  # warm-up
-    start = time.perf_counter()
-    for _ in range(args.batches):
-        backbone(x)
-    seconds = time.perf_counter() - start
-    ips = args.batch_size * args.batches / seconds
+
+    def step(b: Backbone):
+        if args.pooled:
+            maps, pooled = b.forward_with_pooled(x)
+            return [*maps, pooled]
+        return b(x)
+
+    ref = step(backbones[VARIANTS[0]])
+    diffs = {}
+    for v, b in backbones.items():  # warm-up (and the export on first use)
+        diffs[v] = _max_rel_diff(step(b), ref)
+    best = dict.fromkeys(variants, float("inf"))
+    for _ in range(max(1, args.rounds)):
+        for v, b in backbones.items():
+            start = time.perf_counter()
+            step(b)
+            best[v] = min(best[v], time.perf_counter() - start)
+    base = args.batch_size / best[VARIANTS[0]]
+    rows = []
+    for v in variants:
+        ips = args.batch_size / best[v]
+        rows.append({"runtime": v[0], "precision": v[1], "images_per_second": round(ips, 2),
+                     "ratio_to_torch_f32": round(ips / base, 2),
+                     "max_rel_diff_vs_torch": float(f"{diffs[v]:.2e}")})
+    first = backbones[VARIANTS[0]]
     result = {
         "backbone": args.backbone,
-        "layers": list(backbone.layers),
-        "strides": backbone.strides,
+        "layers": list(first.layers),
+        "strides": first.strides,
+        "pooled": bool(args.pooled),
         "image_size": args.image_size,
         "batch_size": args.batch_size,
-        "images": args.batch_size * args.batches,
-        "seconds": round(seconds, 3),
-        "images_per_second": round(ips, 3),
-        "torch_threads": torch.get_num_threads(),
+        "rounds": args.rounds,
+        "threads": torch.get_num_threads(),
+        "runtimes": rows,
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
-    print_table([(k, str(v)) for k, v in result.items()])
+    print(f"{args.backbone} stages {list(first.layers)} (strides {first.strides})"
+          f"{' + pooled' if args.pooled else ''}, {args.image_size} px, batch {args.batch_size}, "
+          f"best of {args.rounds} interleaved rounds, {torch.get_num_threads()} threads")
+    print_table([("runtime", "img/s   x torch f32   max rel diff")] + [
+        (f"{r['runtime']} {r['precision']}",
+         f"{r['images_per_second']:7.1f}   {r['ratio_to_torch_f32']:11.2f}   {r['max_rel_diff_vs_torch']:.1e}")
+        for r in rows])
     write_json(args.output_json, result)
     return 0

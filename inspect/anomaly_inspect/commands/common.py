@@ -6,9 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..config import ModelConfig, load_config
+from ..config import BackboneConfig, ModelConfig, load_config
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import RESIZE_MODES
+from ..features.runtime import PRECISIONS, RUNTIMES
 
 MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
 
@@ -79,12 +80,21 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
     p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
+    add_runtime_args(p)
     p.add_argument("--image-size", type=image_size, help="input side length in pixels (default 320)")
     p.add_argument("--resize", choices=RESIZE_MODES,
                    help="stretch: squash to a square (default); pad: keep the aspect ratio and "
                         "mirror-pad, the padding is ignored")
     p.add_argument("--batch-size", type=positive_int, help="images per backbone batch (default 32)")
     p.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
+
+
+def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
+    """--runtime / --precision: how the backbone runs (never what it computes)."""
+    p.add_argument("--runtime", choices=RUNTIMES,
+                   help="how the backbone runs (default onnxruntime; torch = eager PyTorch)" + help_suffix)
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="f32 (default) or bf16 (openvino only; faster, not bit-equal to torch)")
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -106,6 +116,10 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         cfg.backbone.weights = args.weights
     if args.layers:
         cfg.backbone.layers = [int(v) for v in args.layers.split(",")]
+    if args.runtime or args.precision:
+        cfg.backbone = BackboneConfig(
+            **{**cfg.backbone.__dict__, "runtime": args.runtime or cfg.backbone.runtime,
+               "precision": args.precision or cfg.backbone.precision})
     if args.image_size is not None:
         cfg.features.image_size = args.image_size
     if args.resize:

@@ -55,6 +55,8 @@ def print_result(result: EvaluationResult) -> None:
         ("fit", f"{result.fit_seconds:.1f} s"),
         ("test", f"{result.test_seconds:.1f} s ({result.test_images_per_second:.1f} img/s)"),
         ("end-to-end", f"{result.images_per_second:.1f} img/s (fit + test images)"),
+        ("backbone runtime", result.runtime),
+        ("time by stage", ", ".join(f"{k} {v:.1f} s" for k, v in (result.stage_seconds or {}).items())),
         ("memory bank", f"{result.memory_bank_items} items, {result.memory_bank_mb} MB, {result.search_index} search"),
         ("peak RSS", f"{result.peak_rss_mb:.0f} MB"),
     ])

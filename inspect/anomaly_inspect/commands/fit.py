@@ -50,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     lo, hi = cal.fpr_interval
     print_table([
         ("model", str(args.out)),
-        ("method", f"{cfg.method} on {cfg.backbone.name} ({model.info.backbone['weights']['kind']} weights)"),
+        ("method", f"{cfg.method} on {cfg.backbone.name} ({model.info.backbone['weights']['kind']} weights, "
+                   f"{model.extractor.backbone.runs_on} runtime)"),
         ("training images", f"{len(model.info.train_images)} (skipped {len(model.info.skipped_images)} unreadable)"),
         ("calibration", f"{cal.n_calibration} normal images, {cal.source}"),
         ("threshold", f"score > {cal.threshold:.6g}"),

@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from ..evaluation.resources import peak_rss_mb
+    from ..resources import peak_rss_mb
     from ..screening import load_model
 
     model = load_model(args.model_dir, progress=not args.quiet)

@@ -19,10 +19,10 @@ from ..data.mvtec import AnomalyDataset
 from ..features.extractor import Features
 from ..pipeline import build
 from ..progress import Progress
+from ..resources import peak_rss_mb
 from ..scorers.coreset import TwoRoundCoreset, covering_radius, projection_matrix
 from ..scorers.patchcore import PatchCore, image_patches
 from .metrics import auroc
-from .resources import peak_rss_mb
 
 # name -> (chunk_size, first_round_ratio) given the config's chunk size and first-round ratio
 VARIANTS = {

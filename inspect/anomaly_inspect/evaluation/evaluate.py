@@ -16,10 +16,10 @@ from ..config import ModelConfig
 from ..data.mvtec import AnomalyDataset
 from ..pipeline import build
 from ..progress import Progress
+from ..resources import StageTimes, Timer, peak_rss_mb
 from ..scorers import ScoreResult
 from ..scorers.maps import anomaly_maps
 from .metrics import auroc, auroc_by_group
-from .resources import Timer, peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,8 @@ class EvaluationResult:
     search_index: str | None
     peak_rss_mb: float
     config: dict
+    runtime: str = "torch"
+    stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, coreset, search, maps
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,27 +58,38 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
     np.random.seed(cfg.seed)
     backbone, extractor, scorer = build(cfg, progress=progress)
     train_paths = [s.path for s in dataset.train]
+    times = StageTimes()
     with Timer() as fit_t, Progress(len(train_paths), "extract train", enabled=progress) as bar:
-        scorer.fit_batches(extractor.iter_features(train_paths, bar), len(train_paths))
+        # the scorer fits while batches arrive (PatchCore's coreset streams), so its time
+        # is the fit's wall time less the extraction stages inside it
+        extraction = sum(times.seconds.values())
+        with Timer() as stream_t:
+            scorer.fit_batches(extractor.iter_features(train_paths, bar, times), len(train_paths))
+        times.add("coreset", stream_t.seconds - (sum(times.seconds.values()) - extraction))
+        backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None
     parts: list[ScoreResult] = []
     maps, masks = [], []
     with Timer() as test_t, Progress(len(test), "score test", enabled=progress) as bar:
-        for item in extractor.iter_extract([s.path for s in test], mask_paths, progress=bar):
+        for item in extractor.iter_extract([s.path for s in test], mask_paths, progress=bar,
+                                           times=times):
             if item.batch.errors:
                 from ..data.image_io import ImageReadError
 
                 i, reason = item.batch.errors[0]
                 raise ImageReadError(test[i].path, reason)
-            result = scorer.score(item.features)
+            with times("search"):
+                result = scorer.score(item.features)
             parts.append(result)
             if dataset.has_masks and result.patch_scores is not None:
-                size = item.batch.masks.shape[1:]
-                batch_maps = anomaly_maps(result.patch_scores, size).astype(np.float32)
-                for amap, mask, box in zip(batch_maps, item.batch.masks, item.batch.boxes, strict=True):
-                    maps.append(amap[box.slices()].ravel())  # pixels of the image, not the padding
-                    masks.append(mask[box.slices()].ravel().astype(bool))
+                with times("maps"):
+                    size = item.batch.masks.shape[1:]
+                    batch_maps = anomaly_maps(result.patch_scores, size).astype(np.float32)
+                    for amap, mask, box in zip(batch_maps, item.batch.masks, item.batch.boxes,
+                                               strict=True):
+                        maps.append(amap[box.slices()].ravel())  # the image's pixels, not padding
+                        masks.append(mask[box.slices()].ravel().astype(bool))
     scores = ScoreResult.concat(parts)
     labels = np.array([s.label for s in test])
     image_auroc = auroc(labels, scores.image_scores)
@@ -104,4 +117,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         search_index=getattr(scorer, "search_index", None),
         peak_rss_mb=round(peak_rss_mb(), 1),
         config=cfg.to_dict(),
+        runtime=backbone.runs_on,
+        stage_seconds=times.to_dict(),
     )
+

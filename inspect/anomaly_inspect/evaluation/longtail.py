@@ -24,10 +24,10 @@ from ..features.extractor import FeatureExtractor
 from ..features.views import ViewFeatures
 from ..pipeline import build_backbone
 from ..progress import Progress
+from ..resources import Timer, peak_rss_mb
 from ..scorers import build_scorer, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSampler, TailSamplerResult
 from .metrics import auroc
-from .resources import Timer, peak_rss_mb
 
 log = logging.getLogger(__name__)
 

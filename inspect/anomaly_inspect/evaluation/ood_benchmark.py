@@ -32,9 +32,9 @@ from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import Features, patch_array, valid_grid
 from ..progress import Progress
+from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .ood import CONVENTION, ood_metrics, orientation
-from .resources import peak_rss_mb
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     torch.manual_seed(cfg.seed)
     data, synth_info = build_data(cfg, data_root)
     t_data = time.perf_counter() - t0
-    backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed)
+    # Block norms need the final feature map too: this extractor runs the torch module directly.
+    backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed,
+                        runtime="torch")
     extractor = OODFeatureExtractor(backbone, cfg.features)
     cache = FeatureCache(cfg.cache_dir)
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}

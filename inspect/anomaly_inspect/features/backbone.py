@@ -16,6 +16,17 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from ..data.transforms import TransformConfig  # noqa: E402
+from .runtime import (  # noqa: E402
+    DEFAULT_PRECISION,
+    DEFAULT_RUNTIME,
+    OnnxRunner,
+    RuntimeUnavailableError,
+    check_runtime,
+    default_cache_dir,
+    export_key,
+    export_onnx,
+    runtime_available,
+)
 from .weights import WeightSource, load_weights  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -47,8 +58,15 @@ class Backbone(nn.Module):
 
     ``forward`` returns the feature maps of ``layers`` (indices into timm's
     ``feature_info``), running the network only up to the deepest of them.
-    ``forward_pooled`` runs the whole network and returns the globally pooled
-    pre-logit embedding (e.g. 1280-d for EfficientNet-Lite0).
+    ``forward_with_pooled`` runs the whole network and also returns the globally
+    pooled pre-logit embedding (e.g. 1280-d for EfficientNet-Lite0).
+
+    ``runtime`` (torch | onnxruntime | openvino) and ``precision`` (f32 | bf16,
+    bf16 on openvino only) choose how those two calls run; see :mod:`.runtime`.
+    Non-torch runtimes export the graph on the first batch of each input size
+    into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
+    and run in torch, with a one-line warning, where the export fails.
+    ``model`` stays the torch module for whatever needs gradients or other outputs.
     """
 
     def __init__(
@@ -57,8 +75,19 @@ class Backbone(nn.Module):
         layers: Sequence[int] | None = None,
         weights: str | Path | None = None,
         seed: int = 0,
+        runtime: str = DEFAULT_RUNTIME,
+        precision: str = DEFAULT_PRECISION,
+        cache_dir: str | Path | None = None,
     ):
         super().__init__()
+        check_runtime(runtime, precision)
+        if not runtime_available(runtime):
+            raise RuntimeUnavailableError(
+                f"runtime {runtime!r} is not installed"
+                + (": pip install 'anomaly-inspect[openvino]'" if runtime == "openvino" else ""))
+        self.runtime = runtime
+        self.precision = precision
+        self.cache_dir = None if cache_dir is None else Path(cache_dir)
         torch.manual_seed(seed)  # only matters for weights="random"
         self.name = name
         self.model = _create(name)
@@ -74,6 +103,8 @@ class Backbone(nn.Module):
         cfg = self.model.pretrained_cfg
         self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
+        self._runners: dict[tuple[int, int, bool], OnnxRunner | None] = {}
+        self._exports: dict[tuple[int, int, bool], Path] = {}  # every export run so far
 
     @property
     def channels(self) -> list[int]:
@@ -91,8 +122,92 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> Backbone:  # always frozen in eval mode
         return super().train(False)
 
+    def export_path(self, input_hw: tuple[int, int], pooled: bool) -> Path:
+        """Where the ONNX export for this input size (and pooled output) is cached."""
+        key = export_key(self.name, self.weight_source.checksum, self.layers, input_hw, pooled)
+        return (self.cache_dir or default_cache_dir()) / f"{self.name}-{key}.onnx"
+
+    @property
+    def exports(self) -> list[Path]:
+        """The ONNX files this backbone has run from so far."""
+        return list(self._exports.values())
+
+    def release(self) -> None:
+        """Free the runtimes' sessions and their memory arenas (hundreds of MB at batch 32);
+        the next batch reloads them from the cached export, without exporting again."""
+        self._runners = {k: r for k, r in self._runners.items() if r is None}
+
+    @property
+    def runs_on(self) -> str:
+        """What has run the backbone so far: "torch", e.g. "onnxruntime f32", or
+        "torch (export failed)" where every export fell back."""
+        if self.runtime == "torch":
+            return "torch"
+        if not self._exports and any(r is None for r in self._runners.values()):
+            return "torch (export failed)"
+        return f"{self.runtime} {self.precision}"
+
+    def export(self, input_hw: tuple[int, int], pooled: bool = False, reuse: bool = True) -> Path:
+        """The cached ONNX export for this input size, made now if absent (or ``reuse=False``).
+        A read-only ``cache_dir`` (e.g. a model directory) falls back to the user cache."""
+        path = self.export_path(input_hw, pooled)
+        if reuse and path.is_file():
+            return path
+        try:
+            return export_onnx(self.model, self.layers, input_hw, pooled, path)
+        except OSError:
+            if self.cache_dir is None:
+                raise
+        path = default_cache_dir() / path.name
+        if reuse and path.is_file():
+            return path
+        return export_onnx(self.model, self.layers, input_hw, pooled, path)
+
+    def _runner(self, input_hw: tuple[int, int], pooled: bool) -> OnnxRunner | None:
+        """The compiled graph for this input size; None = run in torch (export failed)."""
+        slot = (int(input_hw[0]), int(input_hw[1]), bool(pooled))
+        if slot in self._runners:
+            return self._runners[slot]
+        path = self.export_path(slot[:2], pooled)
+        runner = None
+        try:
+            if path.is_file():
+                try:
+                    runner = OnnxRunner(path, self.runtime, self.precision)
+                except Exception as exc:  # unreadable cache entry: export again
+                    log.warning("%s: unreadable cached export (%s); exporting again", path, exc)
+            if runner is None:
+                path = self.export(slot[:2], pooled, reuse=False)
+                runner = OnnxRunner(path, self.runtime, self.precision)
+        except RuntimeUnavailableError:
+            raise
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            log.warning("%s: ONNX export / %s load failed (%s: %s); running the backbone in torch",
+                        self.name, self.runtime, type(exc).__name__, first)
+        self._runners[slot] = runner
+        if runner is not None:
+            self._exports[slot] = runner.path
+        return runner
+
+    def _onnx(self, x: torch.Tensor, pooled: bool) -> list[torch.Tensor] | None:
+        if self.runtime == "torch":
+            return None
+        runner = self._runner(tuple(x.shape[-2:]), pooled)
+        if runner is None:
+            return None
+        return [torch.from_numpy(out) for out in runner(x.detach().cpu().numpy())]
+
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outs = self._onnx(x, pooled=False)
+        if outs is not None:
+            return outs
+        return self.torch_forward(x)
+
+    @torch.inference_mode()
+    def torch_forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``forward`` in eager torch, whatever the runtime."""
         if self._has_intermediates:
             return self.model.forward_intermediates(
                 x, indices=list(self.layers), stop_early=True, intermediates_only=True
@@ -102,6 +217,14 @@ class Backbone(nn.Module):
     @torch.inference_mode()
     def forward_with_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Stage maps and the pooled pre-logit embedding from one full pass."""
+        outs = self._onnx(x, pooled=True)
+        if outs is not None:
+            return outs[:-1], outs[-1]
+        return self.torch_forward_with_pooled(x)
+
+    @torch.inference_mode()
+    def torch_forward_with_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """``forward_with_pooled`` in eager torch, whatever the runtime."""
         final, inter = self.model.forward_intermediates(
             x, indices=list(self.layers), intermediates_only=False
         )

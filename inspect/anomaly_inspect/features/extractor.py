@@ -14,6 +14,7 @@ from ..data.image_io import ImageReadError
 from ..data.loader import Batch, iter_batches
 from ..data.transforms import Box, TransformConfig
 from ..progress import Progress
+from ..resources import StageTimes
 from .backbone import Backbone
 from .patch_embed import PatchEmbedding
 
@@ -133,22 +134,27 @@ class FeatureExtractor:
         self.want_patches = patches
         self.want_pooled = pooled
 
-    def features_of(self, images: torch.Tensor, boxes: Sequence[Box] | None = None) -> Features:
+    def features_of(self, images: torch.Tensor, boxes: Sequence[Box] | None = None,
+                    times: StageTimes | None = None) -> Features:
         """Features of a normalised (B, 3, H, W) tensor; ``boxes`` (where each image's content
-        lies, from the transform) mark the patches on padding as not ``valid``."""
-        if self.want_pooled:
-            maps, pooled = self.backbone.forward_with_pooled(images)
-            pooled_np = pooled.float().numpy()
-        else:
-            maps, pooled_np = self.backbone(images), None
-        patches = None
-        if self.want_patches:
-            with torch.inference_mode():
-                emb = self.embedding(maps)
-            patches = patch_array(emb)
-        valid = None
-        if patches is not None and boxes is not None:
-            valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])
+        lies, from the transform) mark the patches on padding as not ``valid``. ``times``
+        accumulates the seconds spent in ``backbone`` and ``embed``."""
+        times = times or StageTimes()
+        with times("backbone"):
+            if self.want_pooled:
+                maps, pooled = self.backbone.forward_with_pooled(images)
+                pooled_np = pooled.float().numpy()
+            else:
+                maps, pooled_np = self.backbone(images), None
+        with times("embed"):
+            patches = None
+            if self.want_patches:
+                with torch.inference_mode():
+                    emb = self.embedding(maps)
+                patches = patch_array(emb)
+            valid = None
+            if patches is not None and boxes is not None:
+                valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])
         return Features(patches, pooled_np, valid)
 
     def iter_extract(
@@ -156,27 +162,36 @@ class FeatureExtractor:
         paths: Sequence[Path],
         mask_paths: Sequence[Path | None] | None = None,
         progress: Progress | None = None,
+        times: StageTimes | None = None,
     ) -> Iterator[ExtractedBatch]:
-        """Yield features batch by batch (bounded memory); errors are in ``batch.errors``."""
-        for batch in iter_batches(paths, self.transform, self.batch_size, mask_paths):
+        """Yield features batch by batch (bounded memory); errors are in ``batch.errors``.
+        ``times`` accumulates ``decode`` (waiting for decoded batches), ``backbone``, ``embed``."""
+        times = times or StageTimes()
+        batches = iter_batches(paths, self.transform, self.batch_size, mask_paths)
+        while True:
+            with times("decode"):
+                batch = next(batches, None)
+            if batch is None:
+                return
             feats = (
-                self.features_of(torch.from_numpy(batch.images), batch.boxes) if len(batch.indices)
-                else Features()
+                self.features_of(torch.from_numpy(batch.images), batch.boxes, times)
+                if len(batch.indices) else Features()
             )
             if progress is not None:
                 progress.update(len(batch.indices) + len(batch.errors))
             yield ExtractedBatch(batch, feats)
 
-    def iter_features(self, paths: Sequence[Path], progress: Progress | None = None
-                      ) -> Iterator[Features]:
+    def iter_features(self, paths: Sequence[Path], progress: Progress | None = None,
+                      times: StageTimes | None = None) -> Iterator[Features]:
         """Features of every path, batch by batch, in order; raises on the first unreadable image."""
-        for item in self.iter_extract(paths, progress=progress):
+        for item in self.iter_extract(paths, progress=progress, times=times):
             if item.batch.errors:
                 index, reason = item.batch.errors[0]
                 raise ImageReadError(paths[index], reason)
             yield item.features
 
-    def extract(self, paths: Sequence[Path], progress: Progress | None = None) -> Features:
+    def extract(self, paths: Sequence[Path], progress: Progress | None = None,
+                times: StageTimes | None = None) -> Features:
         """Features of every path, in order, in arrays allocated once; raises on the first
         unreadable image."""
-        return Features.collect(self.iter_features(paths, progress), len(paths))
+        return Features.collect(self.iter_features(paths, progress, times), len(paths))

@@ -28,6 +28,7 @@ from ..progress import Progress
 from ..scorers import Scorer
 from .calibration import Calibration, calibrate, holdout_split
 from .model_dir import (
+    BACKBONE_DIR,
     MODEL_JSON,
     SCORER_DIR,
     ModelFormatError,
@@ -83,7 +84,9 @@ class Model:
         return self.calibration.threshold
 
     def save(self, directory: Path | str, overwrite: bool = False) -> Path:
-        return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite)
+        exports = {f"{BACKBONE_DIR}/{p.name}": p for p in self.extractor.backbone.exports}
+        return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite,
+                              extra_files=exports)
 
     def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
                    keep_maps: bool = True) -> Iterator[ScoredBatch]:
@@ -249,7 +252,7 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
     except (KeyError, TypeError, AttributeError, IndexError) as exc:
         raise ModelFormatError(f"{directory}/{MODEL_JSON}: damaged model description "
                                f"({type(exc).__name__}: {exc})") from None
-    backbone = build_backbone(cfg)
+    backbone = build_backbone(cfg, cache_dir=directory / BACKBONE_DIR)  # exports saved with it
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
     scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
     extractor = build_extractor(cfg, backbone, type(scorer))

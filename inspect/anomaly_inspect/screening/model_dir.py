@@ -8,6 +8,8 @@ Layout::
     MODEL_DIR/scorer/scorer.json            scorer name and constructor parameters
     MODEL_DIR/scorer/scorer_state.safetensors
     MODEL_DIR/checksums.json                sha256 and size of each file above
+    MODEL_DIR/backbone/*.onnx               the backbone's ONNX export(s), when a non-torch
+                                            runtime ran it (a cache: rebuilt if absent)
 
 Saving writes everything into a temporary folder beside the target and moves
 it into place with one ``os.replace``: a crash leaves either the old model or
@@ -42,6 +44,7 @@ CHECKSUMS_JSON = "checksums.json"
 #: every file a model directory holds (besides those listed in its checksums)
 MODEL_FILES = (MODEL_JSON, CHECKSUMS_JSON, f"{SCORER_DIR}/scorer.json",
                f"{SCORER_DIR}/scorer_state.safetensors")
+BACKBONE_DIR = "backbone"
 
 
 class ModelFormatError(ValueError):
@@ -196,8 +199,10 @@ def check_replaceable(target: Path | str, overwrite: bool) -> None:
     raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")
 
 
-def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False) -> Path:
-    """Write ``info`` and ``scorer`` to ``target`` atomically; refuse to overwrite unless asked."""
+def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,
+                   extra_files: dict[str, Path] | None = None) -> Path:
+    """Write ``info`` and ``scorer`` (and ``extra_files``: relative name -> file to copy, e.g.
+    the backbone's ONNX exports) to ``target`` atomically; refuse to overwrite unless asked."""
     target = Path(target)
     check_replaceable(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -205,6 +210,9 @@ def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool 
     tmp.chmod(0o755)  # mkdtemp makes it owner-only
     try:
         scorer.save(tmp / SCORER_DIR)
+        for name, src in (extra_files or {}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp / name)
         (tmp / MODEL_JSON).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False),
                                       encoding="utf-8")
         write_checksums(tmp)

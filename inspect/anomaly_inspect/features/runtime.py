@@ -1,0 +1,205 @@
+"""How the frozen backbone runs: torch eager, or an ONNX export run by ONNX Runtime / OpenVINO.
+
+The runtime changes how the backbone runs, never what it computes: the ONNX
+graph is exported from the same timm module (same weights, same stages, the
+pooled embedding when asked for), and an ``f32`` runtime agrees with torch to
+float tolerance. ``bf16`` (OpenVINO only) trades accuracy for speed and is
+never chosen unless asked for.
+
+Exports are made lazily (on the first batch, never at import time), once per
+(backbone, weights checksum, stages, input size, pooled?, torch version), and
+cached as ``backbone-<key>.onnx`` in a directory: the model directory for
+saved models, otherwise ``$ANOMALY_INSPECT_CACHE`` or ``~/.cache/anomaly_inspect``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+PRECISIONS = ("f32", "bf16")
+DEFAULT_RUNTIME = "onnxruntime"
+DEFAULT_PRECISION = "f32"
+EXPORT_FORMAT = 1  # bump when the exported graph's layout changes
+CACHE_ENV = "ANOMALY_INSPECT_CACHE"
+
+
+class RuntimeUnavailableError(RuntimeError):
+    """The requested runtime's library is not installed."""
+
+
+def check_runtime(runtime: str, precision: str) -> None:
+    """Raise ValueError for an unknown runtime / precision or an unsupported pair."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and runtime != "openvino":
+        raise ValueError(f"precision bf16 needs runtime openvino (got runtime {runtime!r})")
+
+
+def runtime_available(runtime: str) -> bool:
+    """Whether the library behind ``runtime`` can be imported."""
+    if runtime == "torch":
+        return True
+    module = {"onnxruntime": "onnxruntime", "openvino": "openvino"}[runtime]
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+def default_cache_dir() -> Path:
+    """``$ANOMALY_INSPECT_CACHE``/onnx, else ``~/.cache/anomaly_inspect/onnx``."""
+    root = os.environ.get(CACHE_ENV)
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "anomaly_inspect"
+    return base / "onnx"
+
+
+def export_key(name: str, weights_checksum: str, layers: Sequence[int], input_hw: tuple[int, int],
+               pooled: bool) -> str:
+    """Hash of everything the exported graph depends on."""
+    desc = {"name": name, "weights": weights_checksum, "layers": [int(i) for i in layers],
+            "input_hw": [int(v) for v in input_hw], "pooled": bool(pooled),
+            "torch": torch.__version__, "format": EXPORT_FORMAT}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class _StagesGraph(nn.Module):
+    """What is exported: the stage maps (early exit), plus the pooled embedding if asked."""
+
+    def __init__(self, model: nn.Module, layers: Sequence[int], pooled: bool):
+        super().__init__()
+        self.model = model
+        self.layers = [int(i) for i in layers]
+        self.pooled = pooled
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.pooled:
+            final, inter = self.model.forward_intermediates(x, indices=self.layers,
+                                                            intermediates_only=False)
+            return (*inter, self.model.forward_head(final, pre_logits=True))
+        return tuple(self.model.forward_intermediates(x, indices=self.layers, stop_early=True,
+                                                      intermediates_only=True))
+
+
+def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, int], pooled: bool,
+                path: Path) -> Path:
+    """Export ``model``'s stages (and pooled embedding) to ``path`` with a dynamic batch axis.
+
+    Uses torch's default (``torch.export``-based) exporter: its graph has the batch
+    norms folded and runs ~1.4x faster in ONNX Runtime than the legacy exporter's,
+    which is the fallback where the default one fails. The file is written beside
+    ``path`` and renamed into place (no half-written cache).
+    """
+    graph = _StagesGraph(model, layers, pooled).eval()
+    names = [f"stage{i}" for i in range(len(layers))] + (["pooled"] if pooled else [])
+    x = torch.zeros(2, 3, *input_hw)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.onnx", dir=path.parent)
+    os.close(fd)
+    log.info("exporting the backbone to ONNX (once per backbone, weights, stages and input size)")
+    try:
+        with _quiet_exporter(), torch.no_grad():
+            try:
+                torch.onnx.export(
+                    graph, (x,), tmp, dynamo=True, external_data=False, verbose=False,
+                    input_names=["images"], output_names=names,
+                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                )
+            except Exception as exc:
+                log.info("torch.export-based ONNX export failed (%s: %s); trying the legacy exporter",
+                         type(exc).__name__, (str(exc).strip().splitlines() or [""])[0][:200])
+                torch.onnx.export(
+                    graph, (x,), tmp, dynamo=False, opset_version=17, input_names=["images"],
+                    output_names=names, dynamic_axes={n: {0: "batch"} for n in ["images", *names]},
+                )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("exported backbone graph to %s", path)
+    return path
+
+
+@contextlib.contextmanager
+def _quiet_exporter():
+    """Silence the exporter's progress prints, info logs and warnings (not its errors)."""
+    names = ("torch.onnx", "onnx_ir", "onnxscript", "torch.export", "torch._dynamo")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
+
+
+class OnnxRunner:
+    """An exported backbone graph run by ONNX Runtime or OpenVINO on the CPU.
+
+    ``threads``: intra-op threads (None = ``torch.get_num_threads()``).
+    """
+
+    def __init__(self, path: Path, runtime: str = "onnxruntime", precision: str = "f32",
+                 threads: int | None = None):
+        check_runtime(runtime, precision)
+        if runtime == "torch":
+            raise ValueError("OnnxRunner runs onnxruntime or openvino, not torch")
+        self.path = Path(path)
+        self.runtime = runtime
+        self.precision = precision
+        self.threads = threads if threads is not None else torch.get_num_threads()
+        if runtime == "onnxruntime":
+            import onnxruntime as ort
+
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = self.threads
+            opts.inter_op_num_threads = 1
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.log_severity_level = 3
+            # No busy-waiting between runs: decoding, embedding and search share these cores.
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            self._session = ort.InferenceSession(str(self.path), opts,
+                                                 providers=["CPUExecutionProvider"])
+            self._input = self._session.get_inputs()[0].name
+        else:
+            try:
+                import openvino as ov
+            except ImportError as exc:
+                raise RuntimeUnavailableError(
+                    "runtime openvino needs the openvino package: "
+                    "pip install 'anomaly-inspect[openvino]'") from exc
+            core = ov.Core()
+            config = {"INFERENCE_NUM_THREADS": self.threads,
+                      "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                      "PERFORMANCE_HINT": "LATENCY"}
+            self._compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
+            self._request = self._compiled.create_infer_request()
+
+    def __call__(self, images: np.ndarray) -> list[np.ndarray]:
+        """Outputs for a (B, 3, H, W) float32 batch, in export order."""
+        images = np.ascontiguousarray(images, dtype=np.float32)
+        if self.runtime == "onnxruntime":
+            return self._session.run(None, {self._input: images})
+        self._request.infer({0: images})
+        return [np.array(self._request.get_output_tensor(i).data, dtype=np.float32)
+                for i in range(len(self._compiled.outputs))]

@@ -1,0 +1,258 @@
+"""Backbone runtimes: ONNX exports agree with torch, are cached by key, and fall back to torch."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import pytest
+import torch
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.config import BackboneConfig, ConfigError, ModelConfig, load_config
+from anomaly_inspect.features import runtime as rt
+from anomaly_inspect.features.backbone import Backbone
+from anomaly_inspect.features.runtime import check_runtime, export_key, runtime_available
+
+SIZE = 64  # small inputs keep the export and the runs fast
+
+
+def rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def x():
+    torch.manual_seed(1)
+    return torch.randn(3, 3, SIZE, SIZE)
+
+
+def random_backbone(runtime: str, cache_dir=None, **kw) -> Backbone:
+    """Lite0 with seed-0 random weights; ``cache_dir`` None = the test session's export cache,
+    shared with bench-backbone's and the other tests' exports (each export takes seconds)."""
+    return Backbone("tf_efficientnet_lite0", weights="random", runtime=runtime,
+                    cache_dir=cache_dir, **kw)
+
+
+def test_onnxruntime_equals_torch_on_random_weights(x):
+    ref, ort_bb = random_backbone("torch"), random_backbone("onnxruntime")
+    maps, want = ort_bb(x), ref(x)
+    assert [m.shape for m in maps] == [m.shape for m in want]
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(maps, want, strict=True))
+    (pm, pooled), (rm, rpooled) = ort_bb.forward_with_pooled(x), ref.forward_with_pooled(x)
+    assert pooled.shape == rpooled.shape == (3, 1280)
+    assert rel_diff(pooled, rpooled) < 1e-4
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(pm, rm, strict=True))
+    # one export per (input size, pooled?), both in the cache directory
+    assert [p.parent for p in ort_bb.exports] == [rt.default_cache_dir()] * 2
+    assert ort_bb.runs_on == "onnxruntime f32"
+
+
+def test_batch_axis_is_dynamic(x):
+    bb = random_backbone("onnxruntime")
+    one, three = bb(x[:1]), bb(x)
+    assert one[0].shape[0] == 1 and three[0].shape[0] == 3
+    assert rel_diff(one[1][0], three[1][0]) < 1e-5
+    assert len(bb.exports) == 1
+
+
+def test_cache_hit_does_not_export_again(x, monkeypatch):
+    first = random_backbone("onnxruntime")(x)  # exported now or by an earlier test
+    assert random_backbone("onnxruntime").export_path((SIZE, SIZE), False).is_file()
+    calls = []
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx",
+                        lambda *a, **k: calls.append(a))
+    bb = random_backbone("onnxruntime")  # a new backbone, same key
+    again = bb(x)
+    bb.release()  # sessions freed; reloaded from the cache on the next batch
+    after_release = bb(x)
+    assert calls == []
+    assert bb.exports and bb.runs_on == "onnxruntime f32"
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(first, after_release, strict=True))
+
+
+def test_unreadable_cache_entry_is_exported_again(x, tmp_path, caplog):
+    bb = random_backbone("onnxruntime", tmp_path)
+    path = bb.export_path((SIZE, SIZE), pooled=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not an onnx file")
+    with caplog.at_level(logging.WARNING):
+        maps = bb(x)
+    assert "unreadable cached export" in caplog.text
+    assert rel_diff(maps[0], random_backbone("torch")(x)[0]) < 1e-4
+
+
+def test_cache_key_changes_with_what_the_graph_depends_on():
+    base = dict(name="tf_efficientnet_lite0", weights_checksum="abc", layers=[2, 3],
+                input_hw=(320, 320), pooled=False)
+    key = export_key(**base)
+    assert export_key(**base) == key
+    for change in ({"layers": [1, 2]}, {"input_hw": (256, 256)}, {"pooled": True},
+                   {"weights_checksum": "abd"}, {"name": "tf_efficientnet_lite2"}):
+        assert export_key(**{**base, **change}) != key, change
+
+
+def test_export_path_follows_cache_env(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "c"))
+    bb = random_backbone("onnxruntime")
+    assert bb.export_path((64, 64), False).parent == tmp_path / "c" / "onnx"
+    assert random_backbone("onnxruntime", tmp_path / "m").export_path((64, 64), False).parent == tmp_path / "m"
+
+
+def test_export_failure_falls_back_to_torch_with_one_warning(x, tmp_path, monkeypatch, caplog):
+    def broken(*a, **k):
+        raise RuntimeError("unsupported operator Foo\nlong traceback text")
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", broken)
+    bb = random_backbone("onnxruntime", tmp_path)
+    with caplog.at_level(logging.WARNING):
+        maps = bb(x)
+        bb(x)  # no second attempt, no second warning
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                and r.name == "anomaly_inspect.features.backbone"]
+    assert len(warnings) == 1
+    assert "unsupported operator Foo" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()
+    assert all(torch.equal(a, b) for a, b in zip(maps, random_backbone("torch")(x), strict=True))
+    assert bb.runs_on == "torch (export failed)"
+    assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_runtime_and_precision_are_checked():
+    check_runtime("openvino", "bf16")
+    with pytest.raises(ValueError, match="bf16 needs runtime openvino"):
+        check_runtime("onnxruntime", "bf16")
+    with pytest.raises(ValueError, match="runtime must be one of"):
+        check_runtime("tensorrt", "f32")
+    with pytest.raises(ConfigError, match="backbone: precision must be one of"):
+        BackboneConfig(precision="int4")
+
+
+def test_config_round_trip_and_old_configs_get_the_default(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("backbone:\n  runtime: torch\n")
+    cfg = load_config(path)
+    assert (cfg.backbone.runtime, cfg.backbone.precision) == ("torch", "f32")
+    again = ModelConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    old = cfg.to_dict()
+    del old["backbone"]["runtime"], old["backbone"]["precision"]  # a model saved before runtimes
+    assert ModelConfig.from_dict(old).backbone.runtime == rt.DEFAULT_RUNTIME == "onnxruntime"
+    path.write_text("backbone:\n  runtime: onnxruntime\n  precision: bf16\n")
+    with pytest.raises(ConfigError, match="bf16 needs runtime openvino"):
+        load_config(path)
+
+
+def test_cli_runtime_flag_overrides_config():
+    from anomaly_inspect.cli import build_parser
+    from anomaly_inspect.commands.common import model_config_from_args
+
+    args = build_parser().parse_args(["evaluate", "--root", "x", "--runtime", "torch"])
+    assert model_config_from_args(args).backbone.runtime == "torch"
+    args = build_parser().parse_args(["evaluate", "--root", "x"])
+    assert model_config_from_args(args).backbone.runtime == "onnxruntime"
+
+
+@pytest.mark.skipif(not runtime_available("openvino") and not os.environ.get("CI"),
+                    reason="openvino (in the dev / openvino extras) not installed")
+def test_openvino_f32_equals_torch_and_bf16_is_close(x):
+    ref = random_backbone("torch")(x)
+    f32 = random_backbone("openvino")(x)
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(f32, ref, strict=True))
+    bf16 = random_backbone("openvino", precision="bf16")(x)
+    assert all(a.shape == b.shape for a, b in zip(bf16, ref, strict=True))
+    assert all(rel_diff(a, b) < 0.2 for a, b in zip(bf16, ref, strict=True))
+
+
+def test_bench_backbone_reports_every_runtime_against_torch(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench-backbone", "--weights", "random", "--image-size", str(SIZE),
+                 "--batch-size", "2", "--rounds", "1", "--runtime", "onnxruntime",
+                 "--output-json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    rows = {(r["runtime"], r["precision"]): r for r in result["runtimes"]}
+    assert set(rows) == {("torch", "f32"), ("onnxruntime", "f32")}
+    assert rows[("torch", "f32")]["ratio_to_torch_f32"] == 1.0
+    assert rows[("onnxruntime", "f32")]["max_rel_diff_vs_torch"] < 1e-4
+    assert rows[("onnxruntime", "f32")]["images_per_second"] > 0
+    assert "onnxruntime f32" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1",
+                                  "tf_efficientnet_lite2"])
+def test_supported_backbones_export_and_agree(name, x):
+    ref = Backbone(name, weights="random", runtime="torch")
+    bb = Backbone(name, weights="random", runtime="onnxruntime")  # Lite0: the cache of the tests above
+    (maps, pooled), (rmaps, rpooled) = bb.forward_with_pooled(x), ref.forward_with_pooled(x)
+    assert bb.runs_on == "onnxruntime f32"  # exported, no fallback
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip([*maps, pooled], [*rmaps, rpooled], strict=True))
+
+
+def test_saved_model_records_runtime_and_carries_its_export(tmp_path, monkeypatch):
+    import cv2
+    import numpy as np
+
+    from anomaly_inspect.screening import fit, load_model
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "train").mkdir()
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "train" / f"{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    cfg = ModelConfig()
+    cfg.backbone.weights, cfg.features.image_size, cfg.features.batch_size = "random", SIZE, 4
+    model = fit([tmp_path / "train"], cfg, target_fpr=0.2, progress=False)
+    saved = model.save(tmp_path / "m")
+    info = json.loads((saved / "model.json").read_text())
+    assert info["config"]["backbone"]["runtime"] == "onnxruntime"
+    assert [p.name for p in (saved / "backbone").glob("*.onnx")] == [model.extractor.backbone.exports[0].name]
+
+    def no_export(*a, **k):
+        raise AssertionError("a saved model must not need a new export")
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", no_export)
+    again = load_model(saved)
+    a, b = model.score([tmp_path / "train"]), again.score([tmp_path / "train"])
+    assert [x.score for x in a] == pytest.approx([x.score for x in b], rel=1e-5)
+    assert again.extractor.backbone.exports[0].parent == saved / "backbone"
+    # a model saved before runtimes existed loads with the default runtime
+    del info["config"]["backbone"]["runtime"], info["config"]["backbone"]["precision"]
+    (saved / "model.json").write_text(json.dumps(info))
+    (saved / "checksums.json").unlink()  # nor checksums
+    assert load_model(saved).cfg.backbone.runtime == "onnxruntime"
+
+
+def test_export_command_writes_a_checked_onnx_file(tmp_path, capsys):
+    import onnxruntime as ort
+
+    out = tmp_path / "backbone.onnx"
+    args = ["export", "--out", str(out), "--weights", "random", "--image-size", str(SIZE), "--pooled",
+            "--quiet"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "max rel diff vs torch" in printed
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["stage0", "stage1", "pooled"]
+    assert main(args) == 1  # refuses to overwrite
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_legacy_exporter_is_the_fallback_of_the_default_one(x, tmp_path, monkeypatch):
+    real = torch.onnx.export
+    used = []
+
+    def no_dynamo(*a, dynamo=True, **k):
+        used.append(dynamo)
+        if dynamo:
+            raise RuntimeError("torch.export cannot trace this model")
+        return real(*a, dynamo=False, **k)
+
+    monkeypatch.setattr(torch.onnx, "export", no_dynamo)
+    bb = random_backbone("onnxruntime", tmp_path)
+    maps = bb(x[:1]), bb(x)  # the legacy graph has a dynamic batch axis too
+    assert used == [True, False] and bb.runs_on == "onnxruntime f32"
+    want = random_backbone("torch")(x)
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(maps[1], want, strict=True))
+    assert rel_diff(maps[0][0][0], want[0][0]) < 1e-4

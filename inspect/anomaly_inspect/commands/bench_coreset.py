@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ..data.mvtec import load_mvtec
-from ..evaluation.coreset_bench import VARIANTS, bench_coreset
+from ..evaluation.coreset_bench import VARIANTS, bench_coreset, format_row, stream_fit_in_subprocess
 from .common import add_model_args, add_output_args, model_config_from_args, write_json
 
 
@@ -37,8 +37,6 @@ def run(args: argparse.Namespace) -> int:
                          [float(r) for r in args.ratios.split(",")], args.variants.split(","),
                          progress=not args.quiet)
     if args.quiet:
-        from ..evaluation.coreset_bench import format_row
-
         for row in rows:
             print(format_row(row))
     write_json(args.output_json, {"rows": rows, "config": cfg.to_dict()})
@@ -46,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_stream(args: argparse.Namespace) -> int:
-    from ..evaluation.coreset_bench import stream_fit_in_subprocess
-
     rows = []
     for n in (int(v) for v in args.stream_images.split(",")):
         rows.append(stream_fit_in_subprocess(n, max_items=args.max_bank_items))

@@ -32,13 +32,17 @@ VARIANTS = {
 }
 
 
+def check_variants(variants: Sequence[str]) -> None:
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(VARIANTS)}")
+
+
 def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
                   variants: Sequence[str] = ("two_round", "exact"),
                   progress: bool = True) -> list[dict]:
     """One row per (ratio, variant): bank size, coreset seconds, covering radius, image AUROC."""
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(VARIANTS)}")
+    check_variants(variants)
     _, extractor, _ = build(cfg, progress=progress)
     with Progress(len(dataset.train), "extract train", enabled=progress) as bar:
         train = extractor.extract([s.path for s in dataset.train], bar)
@@ -53,6 +57,7 @@ def bench_coreset_features(name: str, train: Features, test: Features, labels: n
                            scorer_params: dict, ratios: Sequence[float], variants: Sequence[str],
                            seed: int = 0, progress: bool = True) -> list[dict]:
     """:func:`bench_coreset` on features already extracted."""
+    check_variants(variants)
     params = {"chunk_size": 4096, "first_round_ratio": 0.1, "projection_dim": 128, **scorer_params}
     flat = image_patches(train)
     proj = projection_matrix(flat.shape[1], params["projection_dim"], seed)

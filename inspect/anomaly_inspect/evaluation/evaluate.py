@@ -62,10 +62,9 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
     with Timer() as fit_t, Progress(len(train_paths), "extract train", enabled=progress) as bar:
         # the scorer fits while batches arrive (PatchCore's coreset streams), so its time
         # is the fit's wall time less the extraction stages inside it
-        extraction = sum(times.seconds.values())
         with Timer() as stream_t:
             scorer.fit_batches(extractor.iter_features(train_paths, bar, times), len(train_paths))
-        times.add("coreset", stream_t.seconds - (sum(times.seconds.values()) - extraction))
+        times.add("coreset", stream_t.seconds - sum(times.seconds.values()))
         backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None
@@ -120,4 +119,3 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         runtime=backbone.runs_on,
         stage_seconds=times.to_dict(),
     )
-

@@ -151,7 +151,6 @@ class TwoRoundCoreset:
         self._proj: np.ndarray | None = None
         self._dim: int | None = None
         self._proj_ready = False
-        self._seen = 0  # rows added
         self._processed = 0  # rows through round 1 (the rest wait in the buffer)
         self._buffer: list[np.ndarray] = []
         self._buffered = 0
@@ -182,7 +181,6 @@ class TwoRoundCoreset:
             raise ValueError(f"rows of dim {rows.shape[1]} added to a coreset of dim {self._dim}")
         self._dim = rows.shape[1]
         self._selection = None
-        self._seen += n
         if self.chunk_size is None:  # exact greedy: keep every row for round 2
             self._keep_chunk(np.arange(n), np.asarray(rows, np.float32), None)
             self._processed += n
@@ -252,11 +250,12 @@ class TwoRoundCoreset:
 
     @property
     def n_seen(self) -> int:
-        return self._seen
+        """Rows added: through round 1 or waiting in the buffer."""
+        return self._processed + self._buffered
 
     @property
     def target(self) -> int:
-        return coreset_size(self._seen, self.ratio, self.max_items)
+        return coreset_size(self.n_seen, self.ratio, self.max_items)
 
     @property
     def greedy_round_two(self) -> bool:

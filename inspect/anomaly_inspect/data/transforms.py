@@ -100,6 +100,19 @@ class TransformConfig:
         """Where an image of ``height`` x ``width`` pixels ends up in the model input."""
         return self.cropped(self.resized_box(height, width))
 
+    def input_to_image(self, height: int, width: int, top: float, left: float, bottom: float,
+                       right: float) -> Box:
+        """A rectangle of the model input (pixels, after the optional crop) in the pixels of
+        the ``height`` x ``width`` image it came from (stretch or pad undone), clipped to it."""
+        off = (self.image_size - self.crop_size) // 2 if self.crop_size else 0
+        rb = self.resized_box(height, width)
+        sy, sx = height / rb.height, width / rb.width
+        y0 = int(np.clip(np.floor((top + off - rb.top) * sy), 0, height - 1))
+        x0 = int(np.clip(np.floor((left + off - rb.left) * sx), 0, width - 1))
+        y1 = int(np.clip(np.ceil((bottom + off - rb.top) * sy), y0 + 1, height))
+        x1 = int(np.clip(np.ceil((right + off - rb.left) * sx), x0 + 1, width))
+        return Box(y0, x0, y1 - y0, x1 - x0)
+
     def cropped(self, box: Box) -> Box:
         """A :meth:`resized_box` after the optional centre crop."""
         if not self.crop_size:

@@ -44,18 +44,24 @@ def view_params(kind: str) -> list[tuple[int, bool]]:
 
 def rotated_views(images: torch.Tensor, kind: str = "rot15flip") -> Iterator[torch.Tensor]:
     """Yield each (B, 3, H, W) view of a batch: flip, replicate-pad, rotate, centre-crop."""
+    for angle, flip in view_params(kind):
+        yield one_view(images, angle, flip)
+
+
+def one_view(images: torch.Tensor, angle: int, flip: bool) -> torch.Tensor:
+    """One (angle, flip) view of a (B, C, H, W) batch, as :func:`rotated_views` makes it
+    (also used to show the training patch a memory item came from)."""
     h, w = images.shape[-2:]
     diag = math.hypot(h, w)
     pad_h, pad_w = math.ceil((diag - h) / 2), math.ceil((diag - w) / 2)
-    for angle, flip in view_params(kind):
-        x = TF.hflip(images) if flip else images
-        if angle % 90 == 0 and h == w:  # exact: no interpolation, no padding needed
-            x = torch.rot90(x, k=angle // 90, dims=(-2, -1))
-        elif angle:
-            x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="replicate")
-            x = TF.rotate(x, angle, interpolation=InterpolationMode.BILINEAR)
-            x = TF.center_crop(x, [h, w])
-        yield x
+    x = TF.hflip(images) if flip else images
+    if angle % 90 == 0 and h == w:  # exact: no interpolation, no padding needed
+        x = torch.rot90(x, k=angle // 90, dims=(-2, -1))
+    elif angle:
+        x = F.pad(x, (pad_w, pad_w, pad_h, pad_h), mode="replicate")
+        x = TF.rotate(x, angle, interpolation=InterpolationMode.BILINEAR)
+        x = TF.center_crop(x, [h, w])
+    return x
 
 
 class ViewFeatures:
@@ -84,6 +90,13 @@ class ViewFeatures:
 
     def iter_views(self, indices: Sequence[int]) -> Iterator[Features]:
         """The same features one (batch, view) at a time, so callers can reduce as they go."""
+        for _, _, feats in self.iter_view_blocks(indices):
+            yield feats
+
+    def iter_view_blocks(self, indices: Sequence[int]
+                         ) -> Iterator[tuple[np.ndarray, tuple[int, bool], Features]]:
+        """As :meth:`iter_views`, each block with the training-image indices of its rows and
+        its (angle, flip): what a memory item's provenance records."""
         indices = [int(i) for i in indices]
         if not indices or self.views_per_image == 0:
             return
@@ -91,19 +104,21 @@ class ViewFeatures:
         paths = [self.paths[i] for i in indices]
         with Progress(len(paths) * self.views_per_image, "tail views", enabled=self.progress) as bar:
             for batch in iter_batches(paths, ex.transform, ex.batch_size):
+                ids = np.asarray(indices)[batch.indices]
                 if batch.errors:
                     i, reason = batch.errors[0]
                     raise ImageReadError(paths[i], reason)
                 images = torch.from_numpy(batch.images)
                 content = content_masks(batch.boxes, images.shape[-1])
                 masks = rotated_views(content, self.kind) if content is not None else None
-                for view in rotated_views(images, self.kind):
+                for params, view in zip(view_params(self.kind), rotated_views(images, self.kind),
+                                        strict=True):
                     with torch.inference_mode():
                         emb = ex.embedding(ex.backbone(view))
                     bar.update(len(view))
                     patches = patch_array(emb)
                     valid = None if masks is None else cells_inside(next(masks), patches.shape[1:3])
-                    yield Features(patches=patches, valid=valid)
+                    yield ids, params, Features(patches=patches, valid=valid)
 
 
 def content_masks(boxes: Sequence[Box], size: int) -> torch.Tensor | None:

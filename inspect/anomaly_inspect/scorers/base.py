@@ -34,17 +34,22 @@ class ScorerFormatError(ValueError):
 
 @dataclass
 class ScoreResult:
-    """Scores of N images; ``patch_scores`` (N, h, w) only for patch-level scorers."""
+    """Scores of N images; ``patch_scores`` (N, h, w) only for patch-level scorers;
+    ``nearest`` (N, h, w) int64, for memory-bank scorers: the memory item each patch was
+    matched with (-1 on padding), which explains its score."""
 
     image_scores: np.ndarray
     patch_scores: np.ndarray | None = None
+    nearest: np.ndarray | None = None
 
     @staticmethod
     def concat(parts: list[ScoreResult]) -> ScoreResult:
+        def cat(name):
+            arrs = [getattr(p, name) for p in parts]
+            return np.concatenate(arrs) if parts and all(a is not None for a in arrs) else None
+
         img = np.concatenate([p.image_scores for p in parts]) if parts else np.zeros(0)
-        has_patch = parts and all(p.patch_scores is not None for p in parts)
-        patch = np.concatenate([p.patch_scores for p in parts]) if has_patch else None
-        return ScoreResult(img, patch)
+        return ScoreResult(img, cat("patch_scores"), cat("nearest"))
 
 
 class Scorer(ABC):

@@ -303,11 +303,17 @@ class TwoRoundCoreset:
 
     def finish_rows(self, progress: Progress | None = None) -> np.ndarray:
         """The final coreset's rows (needs ``keep_rows=True``), in position order."""
+        return self.finish_positions_rows(progress)[1]
+
+    def finish_positions_rows(self, progress: Progress | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(positions, rows) of the final coreset, in position order (needs ``keep_rows=True``):
+        row ``i`` is the ``positions[i]``-th row added, so callers can say where it came from."""
         if not self.keep_rows:
             raise ValueError("TwoRoundCoreset(keep_rows=False) keeps positions only")
         sel = self._select(progress)
-        sel = sel[np.argsort(np.concatenate(self._positions)[sel], kind="stable")]
-        return np.concatenate(self._rows)[sel]
+        positions = np.concatenate(self._positions)[sel]
+        order = np.argsort(positions, kind="stable")
+        return positions[order], np.concatenate(self._rows)[sel[order]]
 
 
 def two_round_coreset(

@@ -17,6 +17,7 @@ from ..progress import Progress
 from .base import Scorer, ScoreResult
 from .coreset import TwoRoundCoreset
 from .nn_index import NearestNeighbours
+from .provenance import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class PatchCore(Scorer):
         self.progress = progress
         self.memory_bank: np.ndarray | None = None
         self.item_weights: np.ndarray | None = None
+        #: where each memory item came from (None for models saved before it was kept)
+        self.provenance: Provenance | None = None
         self._nn: NearestNeighbours | None = None
 
     # -- fitting ---------------------------------------------------------------
@@ -146,11 +149,11 @@ class PatchCore(Scorer):
                 coreset.add(block, bar)
         return coreset
 
-    def finish_coreset(self, coreset: TwoRoundCoreset, rows: bool = False) -> np.ndarray:
-        """Round 2: the positions (or, with ``rows``, the rows) of the final coreset."""
+    def finish_coreset(self, coreset: TwoRoundCoreset, rows: bool = False):
+        """Round 2: the positions of the final coreset; with ``rows``, (positions, rows)."""
         with Progress(coreset.target, "coreset round 2", unit="pt",
                       enabled=self.progress and coreset.greedy_round_two) as bar:
-            return coreset.finish_rows(bar) if rows else coreset.finish(bar)
+            return coreset.finish_positions_rows(bar) if rows else coreset.finish(bar)
 
     def select_bank(self, patches: np.ndarray, ratio: float | None = None) -> np.ndarray:
         """Coreset indices of the flattened (M, D) training patches."""
@@ -160,16 +163,32 @@ class PatchCore(Scorer):
         return self.fit_batches([features], len(features))
 
     def fit_batches(self, batches: Iterable[Features], n_images: int) -> PatchCore:
-        """Stream the training patches through the coreset: only its kept rows stay in memory."""
-        coreset = self.run_coreset(self.coreset(keep_rows=True), map(image_patches, batches))
-        self._set_bank(np.ascontiguousarray(self.finish_coreset(coreset, rows=True)))
+        """Stream the training patches through the coreset: only its kept rows stay in memory
+        (and one bool per training patch, to say where each kept row came from)."""
+        valid: list[np.ndarray] = []
+
+        def blocks():
+            for b in batches:
+                rows = image_patches(b)
+                valid.append(b.valid_mask())
+                yield rows
+
+        coreset = self.run_coreset(self.coreset(keep_rows=True), blocks())
+        positions, rows = self.finish_coreset(coreset, rows=True)
+        self._set_bank(np.ascontiguousarray(rows),
+                       provenance=Provenance.of_cells(np.concatenate(valid), positions))
         log.info("PatchCore: %d of %d patches in the memory bank", self.bank_size, coreset.n_seen)
         return self
 
-    def _set_bank(self, bank: np.ndarray, weights: np.ndarray | None = None) -> None:
-        """Install the memory bank; ``weights`` (one per item) multiply the distances to it."""
+    def _set_bank(self, bank: np.ndarray, weights: np.ndarray | None = None,
+                  provenance: Provenance | None = None) -> None:
+        """Install the memory bank; ``weights`` (one per item) multiply the distances to it;
+        ``provenance`` says where each item came from."""
         if weights is not None and len(weights) != len(bank):
             raise ValueError(f"{len(weights)} item weights for a bank of {len(bank)} items")
+        if provenance is not None and len(provenance) != len(bank):
+            raise ValueError(f"provenance of {len(provenance)} items for a bank of {len(bank)}")
+        self.provenance = provenance
         self.memory_bank = bank.astype(np.float32, copy=False)
         self.item_weights = None if weights is None else np.asarray(weights, np.float32)
         self._nn = NearestNeighbours(self.index, seed=self.seed).fit(self.memory_bank)
@@ -188,7 +207,7 @@ class PatchCore(Scorer):
             nn_idx = nn_idx[:, 0].reshape(n, h * w)
         else:  # only the image is searched; the image score is its maximum, not the padding's
             patch_scores = np.full((n, h * w), -np.inf, np.float32)
-            nn_idx = np.zeros((n, h * w), np.int64)
+            nn_idx = np.full((n, h * w), -1, np.int64)
             dist, idx = self._nn.search(flat[~padding], 1)
             patch_scores[~padding], nn_idx[~padding] = dist[:, 0], idx[:, 0]
         if not self._nn.is_exact:
@@ -201,7 +220,7 @@ class PatchCore(Scorer):
         if padding is not None:  # maps: padding at the image's lowest score
             low = np.where(padding, np.inf, patch_scores).min(axis=1, keepdims=True)
             patch_scores = np.where(padding, low, patch_scores)
-        return ScoreResult(image, patch_scores.reshape(n, h, w))
+        return ScoreResult(image, patch_scores.reshape(n, h, w), nn_idx.reshape(n, h, w))
 
     # -- persistence -----------------------------------------------------------
     @property
@@ -221,7 +240,11 @@ class PatchCore(Scorer):
         state = {"memory_bank": self.memory_bank}
         if self.item_weights is not None:
             state["item_weights"] = self.item_weights
-        return state
+        return {**state, **self.provenance_state()}
+
+    def provenance_state(self) -> dict[str, np.ndarray]:
+        return {} if self.provenance is None else self.provenance.state()
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self._set_bank(state["memory_bank"], state.get("item_weights"))
+        self._set_bank(state["memory_bank"], state.get("item_weights"),
+                       Provenance.from_state(state, len(state["memory_bank"])))

@@ -26,6 +26,7 @@ import numpy as np
 from ..features.extractor import Features
 from .lof_filter import check_discard, keep_below_quantile, per_position_lof
 from .patchcore import PatchCore
+from .provenance import Provenance
 from .tail_sampler import TailSampler, TailSamplerResult
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,8 @@ class SoftPatch(PatchCore):
                     valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Coreset of the LOF-filtered (N, h, w, D) patches: the (M, D) items and their LOF
         scores (1 where no LOF was needed). Patches outside ``valid`` (padding) take part in
-        the per-position LOF but are not kept, nor counted in its discard quantile."""
+        the per-position LOF but are not kept, nor counted in its discard quantile. Where the
+        items came from is left in ``head_provenance_``."""
         check_discard(self.lof_discard)
         scores, self._lof_hint = self._lof_hint, None
         if scores is not None and scores.shape != patches.shape[:3]:
@@ -98,6 +100,7 @@ class SoftPatch(PatchCore):
         keep = keep_below_quantile(scores, self.lof_discard, valid)
         kept = patches[keep]
         idx = self.select_bank(kept)
+        self.head_provenance_ = Provenance.of_cells(keep, idx)
         return kept[idx], scores[keep][idx].astype(np.float32)
 
     def fit_batches(self, batches: Iterable[Features], n_images: int) -> SoftPatch:
@@ -108,7 +111,8 @@ class SoftPatch(PatchCore):
         if features.patches is None:
             raise ValueError(f"{type(self).__name__} needs patch features")
         bank, lof = self.head_memory(features.patches, features.valid)
-        self._set_bank(np.ascontiguousarray(bank), lof if self.soft_weight else None)
+        self._set_bank(np.ascontiguousarray(bank), lof if self.soft_weight else None,
+                       self.head_provenance_)
         log.info("SoftPatch: %d memory items%s", len(bank),
                  " (soft weights)" if self.soft_weight else "")
         return self
@@ -155,6 +159,7 @@ class TailedCore(SoftPatch):
         self.tail_mass = tail_mass
         self.embedding = embedding
         self._view_source: Callable[[Sequence[int]], Features] | None = None
+        self.tail_provenance_: Provenance | None = None
         self.tail_result: TailSamplerResult | None = None
         self.head_size = 0
         self.tail_size = 0
@@ -186,20 +191,41 @@ class TailedCore(SoftPatch):
 
         Views reach the coreset batch by batch when the view source can stream
         (``iter_views``): round 1 reduces each batch as it arrives, so memory
-        holds one batch of views plus the kept rows, not all views.
+        holds one batch of views plus the kept rows, not all views. Where the
+        items came from is left in ``tail_provenance_``: a source with
+        ``iter_view_blocks`` (image indices and view of every batch) gives the
+        views' provenance; other sources' view items are marked unknown (-1).
         """
         d = patches.shape[-1]
+        tail = np.asarray(tail)
         own = patches[tail].reshape(-1, d) if valid is None else patches[tail][valid[tail]]
+        own_valid = (np.ones(patches.shape[:3], bool) if valid is None else valid)[tail]
         coreset = self.coreset(self.tail_coreset_ratio, keep_rows=True)
         source = self._view_source
+        #: per block after the first: (rows, image ids or None, view angle/flip, valid mask)
+        spans: list[tuple[int, np.ndarray | None, tuple[int, bool], np.ndarray | None]] = []
         if source is None or not len(tail):
             blocks = [own]
         else:
+            blocks = chain([own], self._view_blocks(source, tail, d, spans))
+        positions, rows = self.finish_coreset(self.run_coreset(coreset, blocks), rows=True)
+        self.tail_provenance_ = _view_provenance(positions, own_valid, tail, spans)
+        return rows
+
+    def _view_blocks(self, source, tail: np.ndarray, d: int, spans: list):
+        """(M, D) blocks of the views' patches, noting in ``spans`` where each came from."""
+        indexed = getattr(source, "iter_view_blocks", None)
+        if indexed is not None:
+            items = indexed(tail)
+        else:
             stream = getattr(source, "iter_views", None)
-            batches = stream(tail) if stream is not None else [source(tail)]
-            blocks = chain([own], (self._flat_views(b, d) for b in batches
-                                   if b.patches is not None))
-        return self.finish_coreset(self.run_coreset(coreset, blocks), rows=True)
+            items = ((None, None, b) for b in (stream(tail) if stream is not None else [source(tail)]))
+        for ids, view, b in items:
+            if b.patches is None:
+                continue
+            rows = self._flat_views(b, d)
+            spans.append((len(rows), ids, view, b.valid_mask() if ids is not None else None))
+            yield rows
 
     @staticmethod
     def _flat_views(views: Features, d: int) -> np.ndarray:
@@ -217,10 +243,14 @@ class TailedCore(SoftPatch):
         log.info("TailSampler: %d of %d images in tail classes (class size <= %d); histogram %s",
                  len(tail), len(features), self.tail_result.max_k, self.tail_result.histogram.tolist())
         head, _ = self.head_memory(features.patches, features.valid)
-        tail_bank = (self.tail_memory(features.patches, tail, features.valid) if len(tail)
-                     else np.zeros((0, head.shape[1]), np.float32))
+        if len(tail):
+            tail_bank, tail_prov = self.tail_memory(features.patches, tail, features.valid), \
+                self.tail_provenance_
+        else:
+            tail_bank, tail_prov = np.zeros((0, head.shape[1]), np.float32), Provenance.unknown(0)
         self.head_size, self.tail_size = len(head), len(tail_bank)
-        self._set_bank(np.ascontiguousarray(np.concatenate([tail_bank, head])))
+        self._set_bank(np.ascontiguousarray(np.concatenate([tail_bank, head])),
+                       provenance=Provenance.concat([tail_prov, self.head_provenance_]))
         log.info("TailedCore: memory %d items (tail %d + head %d)", self.bank_size, self.tail_size,
                  self.head_size)
         return self
@@ -232,10 +262,11 @@ class TailedCore(SoftPatch):
         if self.tail_result is not None:
             state["tail_indices"] = self.tail_result.tail_indices.astype(np.int64)
             state["class_sizes"] = self.tail_result.class_sizes.astype(np.int64)
-        return state
+        return {**state, **self.provenance_state()}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        self._set_bank(state["memory_bank"])
+        self._set_bank(state["memory_bank"],
+                       provenance=Provenance.from_state(state, len(state["memory_bank"])))
         self.tail_size, self.head_size = (int(v) for v in state["sizes"])
         if "class_sizes" in state:
             sizes = state["class_sizes"]
@@ -243,3 +274,31 @@ class TailedCore(SoftPatch):
                                                  np.zeros(0, np.int64),
                                                  int(sizes[state["tail_indices"]].max(initial=0)),
                                                  state["tail_indices"])
+
+
+def _view_provenance(positions: np.ndarray, own_valid: np.ndarray, tail: np.ndarray,
+                     spans: list) -> Provenance:
+    """Provenance of the tail coreset's ``positions`` among the rows streamed to it: first
+    the tail images' own patches (``own_valid``), then the view blocks in ``spans``."""
+    views: list[tuple[int, bool]] = [(0, False)]
+    for _, ids, view, _ in spans:
+        if ids is not None and (int(view[0]), bool(view[1])) not in views:
+            views.append((int(view[0]), bool(view[1])))
+    table = np.array(views, np.int16)
+    bounds = np.cumsum([int(own_valid.sum())] + [n for n, *_ in spans])
+    starts = np.concatenate([[0], bounds[:-1]])
+    which = np.searchsorted(bounds, positions, side="right")  # 0 = own patches, k = span k - 1
+    parts, part_pos = [Provenance.unknown(0, table)], [np.zeros(0, np.int64)]
+    for k in np.unique(which):
+        mine = np.flatnonzero(which == k)
+        local = positions[mine] - starts[k]
+        if k == 0:
+            parts.append(Provenance.of_cells(own_valid, local, tail, views=table))
+        elif spans[k - 1][1] is None:
+            parts.append(Provenance.unknown(len(local), table))
+        else:
+            _, ids, view, valid = spans[k - 1]
+            view_id = views.index((int(view[0]), bool(view[1])))
+            parts.append(Provenance.of_cells(valid, local, np.asarray(ids), view_id, table))
+        part_pos.append(mine)
+    return Provenance.concat(parts).take(np.argsort(np.concatenate(part_pos), kind="stable"))

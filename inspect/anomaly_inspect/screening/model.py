@@ -22,6 +22,7 @@ import torch
 from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
+from ..data.transforms import Box
 from ..features.extractor import FeatureExtractor, Features
 from ..pipeline import build, build_backbone, build_extractor
 from ..progress import Progress
@@ -34,6 +35,7 @@ from .model_dir import (
     ModelFormatError,
     ModelInfo,
     check_backbone_checksum,
+    file_sha256,
     read_model_info,
     save_model_dir,
     verify_model_files,
@@ -52,6 +54,11 @@ class ScoredImage:
     flagged: bool | None
     error: str = ""
     patch_scores: np.ndarray | None = None
+    #: memory item matched by each patch of ``patch_scores`` (memory-bank scorers), and where
+    #: those cells lie on the full patch grid of the model input (see ``screening.explain``)
+    nearest: np.ndarray | None = None
+    cells: Box | None = None
+    grid: tuple[int, int] | None = None
 
     @property
     def decision(self) -> str:
@@ -102,13 +109,15 @@ class Model:
                 pvals = self.calibration.p_values(scores)
                 flags = self.calibration.decide(scores)
                 for j, i in enumerate(batch.indices):
-                    maps = None
+                    maps = nearest = cells = grid = None
                     if keep_maps and result.patch_scores is not None:  # the image's cells, no padding
                         grid = result.patch_scores.shape[1:]
                         cells = batch.boxes[j].on_grid(batch.images.shape[-1], grid)
                         maps = result.patch_scores[j][cells.slices()]
+                        if result.nearest is not None:
+                            nearest = result.nearest[j][cells.slices()]
                     rows[i] = ScoredImage(str(paths[i]), float(scores[j]), float(pvals[j]),
-                                          bool(flags[j]), "", maps)
+                                          bool(flags[j]), "", maps, nearest, cells, grid)
                     rows_, cols_ = batch.boxes[j].slices()
                     inputs[i] = batch.images[j][:, rows_, cols_]  # thumbnails without the padding
             for i, reason in batch.errors:
@@ -134,6 +143,14 @@ class Model:
         from .runner import screen
 
         return screen(self, inputs, out_dir, **kwargs)
+
+    def explain(self, image: Path | str, top: int = 3):
+        """Why ``image`` scored as it did: its ``top`` most anomalous non-overlapping patches,
+        each with its box, distance and the training patch it was compared with (an
+        :class:`~.explain.Explanation`; see :mod:`.explain`)."""
+        from .explain import explain_image
+
+        return explain_image(self, image, top)
 
 
 def _extract_skipping(extractor: FeatureExtractor, paths: list[Path], desc: str, progress: bool
@@ -220,6 +237,7 @@ def fit(
                   "weights": backbone.weight_source.to_dict()},
         calibration=cal.to_dict(),
         train_images=[display_path(p) for p in fit_paths],  # model.json is UTF-8
+        train_image_sha256=[file_sha256(p) for p in fit_paths],  # explanations check these
         calibration_images=[display_path(p) for p in cal_paths],
         skipped_images=skipped,
         display=display,

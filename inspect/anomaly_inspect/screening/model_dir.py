@@ -77,6 +77,9 @@ class ModelInfo:
     skipped_images: list[dict[str, str]] = field(default_factory=list)
     display: dict[str, float] = field(default_factory=dict)
     created: str = ""
+    #: sha256 of each training image's content at fit (empty for older models): an explanation
+    #: shows a training crop only if the file is still the one the model learnt from
+    train_image_sha256: list[str] = field(default_factory=list)
     format_version: int = MODEL_FORMAT_VERSION
     toolkit_version: str = __version__
     libraries: dict[str, str] = field(default_factory=library_versions)
@@ -92,6 +95,7 @@ class ModelInfo:
             "calibration": self.calibration,
             "display": self.display,
             "train_images": self.train_images,
+            "train_image_sha256": self.train_image_sha256,
             "calibration_images": self.calibration_images,
             "skipped_images": self.skipped_images,
         }
@@ -102,12 +106,12 @@ class ModelInfo:
             return cls(**{k: d[k] for k in (
                 "config", "backbone", "calibration", "train_images", "calibration_images",
                 "skipped_images", "display", "created", "format_version", "toolkit_version",
-                "libraries")})
+                "libraries")}, train_image_sha256=list(d.get("train_image_sha256") or []))
         except KeyError as exc:
             raise ModelFormatError(f"{source}: missing field {exc} in {MODEL_JSON}") from None
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
@@ -118,7 +122,7 @@ def _sha256(path: Path) -> str:
 def write_checksums(root: Path) -> None:
     """Record sha256 and size of every file under ``root`` in its ``checksums.json``."""
     files = sorted(p for p in root.rglob("*") if p.is_file() and p.name != CHECKSUMS_JSON)
-    table = {p.relative_to(root).as_posix(): {"sha256": _sha256(p), "bytes": p.stat().st_size}
+    table = {p.relative_to(root).as_posix(): {"sha256": file_sha256(p), "bytes": p.stat().st_size}
              for p in files}
     (root / CHECKSUMS_JSON).write_text(json.dumps({"algorithm": "sha256", "files": table},
                                                   indent=2), encoding="utf-8")
@@ -162,7 +166,7 @@ def verify_model_files(directory: Path | str) -> None:
             raise ModelFormatError(f"{path}: {how} since the model was saved ({size} bytes, "
                                    f"{want['bytes']} when saved); restore the model directory "
                                    f"or re-fit")
-        if _sha256(path) != want["sha256"]:
+        if file_sha256(path) != want["sha256"]:
             raise ModelFormatError(f"{path}: changed since the model was saved (sha256 "
                                    f"mismatch); restore the model directory or re-fit")
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "demo",
     "fit",
     "screen",
+    "explain",
     "evaluate_lt",
     "ood_benchmark",
     "export",

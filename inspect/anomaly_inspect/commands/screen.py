@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlays", choices=["flagged", "all", "none"], default="flagged",
                    help="which images get a heatmap overlay (default: flagged)")
     p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--explain", nargs="?", type=positive_int, const=3, default=0, metavar="TOP",
+                   help="for each flagged image, a strip of its TOP (default 3) most anomalous "
+                        "patches beside the normal training patches they matched (explain/, "
+                        "shown in the report)")
     p.add_argument("--batch-size", type=positive_int,
                    help="images per backbone batch (default: the model's)")
     add_max_pixels_arg(p)
@@ -42,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     model.extractor.transform = dataclasses.replace(model.extractor.transform,
                                                     max_pixels=args.max_pixels)
     s = model.screen(args.inputs, args.out, rescore=args.rescore, overlays=args.overlays,
-                     labels=args.labels, report=not args.no_report, progress=not args.quiet)
+                     labels=args.labels, report=not args.no_report, progress=not args.quiet,
+                     explain=args.explain)
     rows = [
         ("images", f"{s.n_inputs} ({s.n_scored} scored now, {s.n_resumed} already in results.csv)"),
         ("flagged anomalous", f"{s.n_flagged} of {s.n_scored} scored now"),

@@ -308,7 +308,12 @@ def render_strip(model: Model, explanation: Explanation, image_input: np.ndarray
         rows.append(np.concatenate([row, band], axis=0))
     if not rows:
         return np.full((PANEL, 4 * PANEL, 3), 255, np.uint8)
-    return np.concatenate(rows, axis=0)
+    head = np.full((BAND, rows[0].shape[1], 3), 255, np.uint8)
+    for k, title in enumerate(("image", "suspicious patch", "nearest normal patch",
+                               "training image")):
+        cv2.putText(head, title, (4 + k * (PANEL + 6), BAND - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
+                    (60, 60, 60), 1, cv2.LINE_AA)
+    return np.concatenate([head, *rows], axis=0)
 
 
 def _local(rect, offset: Box) -> tuple[int, int, int, int]:
@@ -412,3 +417,36 @@ def _wrap(text: str, width: int) -> list[str]:
         else:
             line = f"{line} {w}".strip()
     return lines + ([line] if line else [])
+
+
+def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
+                   progress: bool = False) -> list[tuple[str, Explanation | str]]:
+    """Explain every image of ``inputs`` (files / folders / globs) into ``out_dir``: a strip
+    per image (``<name>.jpg``, named as ``screen --explain`` names them) and all explanations
+    in ``explanations.json``. Returns (path, :class:`Explanation` or error text) per image."""
+    from ..data.layout import display_path, expand_inputs
+    from ..progress import Progress
+    from .overlays import write_rgb
+    from .runner import explain_relpath
+
+    check_explainable(model)
+    paths = expand_inputs(list(inputs))
+    if not paths:
+        raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    train = TrainingImages(model)
+    results: list[tuple[str, Explanation | str]] = []
+    with Progress(len(paths), "explain", enabled=progress) as bar:
+        for path, (e, image) in zip(paths, iter_explain(model, paths, top, bar, train), strict=True):
+            results.append((display_path(path), e))
+            if isinstance(e, Explanation):
+                write_rgb(out_dir / Path(explain_relpath(str(path))).name,
+                          render_strip(model, e, image, train))
+    doc = [{"path": p, "error": e} if isinstance(e, str) else
+           {**e.to_dict(), "path": p, "strip": Path(explain_relpath(p)).name} for p, e in results]
+    import json
+
+    (out_dir / "explanations.json").write_text(json.dumps(doc, indent=1, default=str),
+                                               encoding="utf-8")
+    return results

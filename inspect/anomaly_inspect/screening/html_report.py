@@ -5,7 +5,10 @@ the number of calibration images), the score histogram with the threshold,
 ROC curve + AUROC when labels are known, and a sortable table with
 thumbnails and heatmap overlays. Thumbnails are inlined as data URIs for up to
 ``EMBED_LIMIT`` rows (one portable file); above that they are relative links
-into the results folder, to keep the page light.
+into the results folder, to keep the page light. Flagged images explained by
+``screen --explain`` get a "why?" cell: the strip (suspicious patches beside
+the normal patches they were compared with) is decoded only when opened, so
+the page opens as fast with or without them.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ table{border-collapse:collapse;background:#fff;width:100%}th,td{border-bottom:1p
 th{cursor:pointer;position:sticky;top:0;background:#f0f0f0;user-select:none}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.num{text-align:right;font-variant-numeric:tabular-nums}td img{display:block;max-height:96px}
 tr.anomalous td.dec{color:#c62828;font-weight:600}tr.error td.dec{color:#ef6c00;font-weight:600}
-td.path{max-width:420px;word-break:break-all}input#filter{margin:4px 0 8px;padding:4px 8px;width:320px}
+td.path{max-width:420px;word-break:break-all}details.why summary{cursor:pointer;color:#3949ab;white-space:nowrap}
+tr.why-row td{background:#f5f5f5}tr.why-row img{max-height:none;max-width:100%}input#filter{margin:4px 0 8px;padding:4px 8px;width:320px}
 dl{display:grid;grid-template-columns:max-content auto;gap:2px 12px;margin:0}dt{color:#666}
 """
 
@@ -55,15 +59,23 @@ _JS = """
       var asc=!h.classList.contains('asc');
       for(var j=0;j<heads.length;j++)heads[j].classList.remove('asc','desc');
       h.classList.add(asc?'asc':'desc');
-      var rows=Array.prototype.slice.call(body.rows);
+      var rows=Array.prototype.filter.call(body.rows,function(r){return !r.classList.contains('why-row');});
       rows.sort(function(a,b){var x=key(a,i,type),y=key(b,i,type);
         var c=x<y?-1:(x>y?1:0);return asc?c:-c;});
-      var frag=document.createDocumentFragment();rows.forEach(function(r){frag.appendChild(r);});
+      var frag=document.createDocumentFragment();rows.forEach(function(r){frag.appendChild(r);
+        var w=r.getAttribute('data-why');if(w)frag.appendChild(document.getElementById(w));});
       body.appendChild(frag);});})(i);}
   var filter=document.getElementById('filter');
+  function companion(r){var w=r.getAttribute('data-why');return w?document.getElementById(w):null;}
+  function showWhy(r){var c=companion(r);if(!c)return;var d=r.querySelector('details.why');
+    c.hidden=!(d&&d.open)||r.style.display==='none';
+    var img=c.querySelector('img[data-src]');
+    if(!c.hidden&&img){img.src=img.getAttribute('data-src');img.removeAttribute('data-src');}}
   filter.addEventListener('input',function(){var q=filter.value.toLowerCase();
-    Array.prototype.forEach.call(body.rows,function(r){
-      r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';});});
+    Array.prototype.forEach.call(body.rows,function(r){if(r.classList.contains('why-row'))return;
+      r.style.display=r.textContent.toLowerCase().indexOf(q)>=0?'':'none';showWhy(r);});});
+  Array.prototype.forEach.call(body.querySelectorAll('tr[data-why]'),function(r){
+    var d=r.querySelector('details.why');d.addEventListener('toggle',function(){showWhy(r);});showWhy(r);});
   document.body.setAttribute('data-ready','1');
 })();
 """
@@ -194,7 +206,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
                  embed_images: bool | None = None) -> Path:
     """Write ``out_dir/report.html`` for the rows of results.csv; returns its path."""
     from .labels import resolve_labels
-    from .runner import thumb_relpath
+    from .runner import explain_relpath, thumb_relpath
 
     out_dir = Path(out_dir)
     embed = len(rows) <= EMBED_LIMIT if embed_images is None else embed_images
@@ -257,7 +269,13 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
             "<th data-type='num'>p-value</th>", "<th data-type='str'>decision</th>"]
     if label_map:
         head.append("<th data-type='num'>label</th>")
-    head += ["<th>overlay</th>", "<th data-type='str'>error</th>"]
+    head += ["<th>overlay</th>"]
+    strips = {r["path"]: _img_src(out_dir, explain_relpath(r["path"]), embed)
+              for r in rows if r["decision"] == "anomalous"}
+    strips = {k: v for k, v in strips.items() if v}
+    if strips:
+        head.append("<th>why?</th>")
+    head.append("<th data-type='str'>error</th>")
     trs = []
     for r in sorted(rows, key=lambda r: -float(r["score"]) if r["score"] else math.inf):
         path = r["path"]
@@ -280,8 +298,18 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
             lv = label_map.get(path)
             cells.append(f"<td data-v='{'' if lv is None else lv}'>"
                          f"{'' if lv is None else ('anomalous' if lv else 'normal')}</td>")
-        cells += [f"<td>{ov}</td>", f"<td data-v='{_esc(r['error'])}'>{_esc(r['error'])}</td>"]
-        trs.append(f"<tr class='{cls}'>" + "".join(cells) + "</tr>")
+        cells.append(f"<td>{ov}</td>")
+        if strips:
+            cells.append("<td>" + ("<details class='why'><summary>nearest normal patches</summary>"
+                                   "</details>" if path in strips else "") + "</td>")
+        cells.append(f"<td data-v='{_esc(r['error'])}'>{_esc(r['error'])}</td>")
+        strip = strips.get(path)
+        why = f" data-why='why{len(trs)}'" if strip else ""
+        trs.append(f"<tr class='{cls}'{why}>" + "".join(cells) + "</tr>")
+        if strip:  # the strip's own full-width row, shown (and its image loaded) when opened
+            trs.append(f"<tr class='why-row' id='why{len(trs) - 1}' hidden><td colspan='{len(head)}'>"
+                       f"<img data-src='{strip}' alt='nearest normal patches of {_esc(shown)}'>"
+                       "</td></tr>")
     body.append(f"<h2>Images</h2><div class='muted'>paths relative to {_esc(base or '/')}; click a "
                 f"column to sort, an overlay to open it at full size</div>"
                 "<input id='filter' type='search' placeholder='filter rows'>"

@@ -94,6 +94,11 @@ def thumb_relpath(path: str, overlay: bool = False) -> str:
     return f"thumbs/{image_key(path)}{'_overlay' if overlay else ''}.jpg"
 
 
+def explain_relpath(path: str, suffix: str = ".jpg") -> str:
+    """Where ``screen --explain`` writes an image's strip (``.jpg``) and explanation (``.json``)."""
+    return f"explain/{image_key(path)}{suffix}"
+
+
 def model_identity(model: Model) -> str:
     blob = json.dumps(model.info.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
@@ -151,8 +156,14 @@ def screen(
     progress: bool = True,
     thumb_size: int = 128,
     embed_images: bool | None = None,
+    explain: int = 0,
 ) -> ScreenSummary:
-    """Screen files / folders / globs with ``model`` into ``out_dir``."""
+    """Screen files / folders / globs with ``model`` into ``out_dir``.
+
+    ``explain`` > 0: for each flagged image, a strip of its ``explain`` most anomalous
+    patches beside the normal training patches they were matched with
+    (``explain/*.jpg``, details in ``explain/*.json``; see :mod:`.explain`), shown in the report.
+    """
     if overlays not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
     start = time.perf_counter()
@@ -163,12 +174,26 @@ def screen(
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
-                              thumb_size, embed_images, start)
+                              thumb_size, embed_images, start, _explain_top(model, explain))
+
+
+def _explain_top(model: Model, top: int) -> int:
+    """``top``, or 0 (with a warning) when the model cannot explain its scores."""
+    if top <= 0:
+        return 0
+    from .explain import ExplainUnavailable, check_explainable
+
+    try:
+        check_explainable(model)
+    except ExplainUnavailable as exc:
+        log.warning("screening without explanations: %s", exc)
+        return 0
+    return top
 
 
 def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool, overlays: str,
                    labels: str | None, report: bool, progress: bool, thumb_size: int,
-                   embed_images: bool | None, start: float) -> ScreenSummary:
+                   embed_images: bool | None, start: float, explain: int = 0) -> ScreenSummary:
     """:func:`screen` once ``out_dir`` is locked for this run."""
     csv_path, run_path = out_dir / RESULTS_CSV, out_dir / RUN_JSON
     ident = model_identity(model)
@@ -202,14 +227,14 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     if n_resumed:
         log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
 
-    writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size)
+    writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain)
     n_flagged = n_scored = 0
     errors: list[tuple[str, str]] = []
     try:
         with Progress(len(todo), "screen", enabled=progress) as bar, \
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future | None = None
-            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none"):
+            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none" or explain > 0):
                 for r in batch.images:
                     if r.error:
                         errors.append((display_path(r.path), r.error))
@@ -241,7 +266,15 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
 class _BatchWriter:
     """Writes thumbnails, overlays and CSV rows for one batch (runs in a worker thread)."""
 
-    def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int):
+    def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int,
+                 explain: int = 0):
+        self.model = model
+        self.explain = explain
+        self.train = None
+        if explain:
+            from .explain import TrainingImages
+
+            self.train = TrainingImages(model)
         self.out_dir = out_dir
         self.overlays = overlays
         self.thumb_size = thumb_size
@@ -265,8 +298,13 @@ class _BatchWriter:
             if not r.error:
                 self._thumb(r.path, inputs[k])
                 want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
-                if want and r.patch_scores is not None:
-                    overlay = self._overlay(r)
+                explain = self.explain and r.flagged and r.nearest is not None
+                image = self._original(r) if (want and r.patch_scores is not None) or explain \
+                    else None
+                if want and r.patch_scores is not None and image is not None:
+                    overlay = self._overlay(r, image)
+                if explain and image is not None:
+                    self._explain(r, inputs[k], image.shape[:2])
             rows.append({"path": display_path(r.path), "score": _fmt(r.score),
                          "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
                          "overlay": overlay, "raw_path": raw_path_field(r.path)})
@@ -277,13 +315,26 @@ class _BatchWriter:
         img = fit_within(denormalise(chw, self.mean, self.std), self.thumb_size)
         write_rgb(self.out_dir / thumb_relpath(path), img)
 
-    def _overlay(self, r: ScoredImage) -> str:
+    def _original(self, r: ScoredImage) -> np.ndarray | None:
+        """The original image, not the resized model input (a huge JPEG decoded reduced,
+        unless explanations need its exact pixel size)."""
         try:
-            # the original, not the resized model input (a huge JPEG decoded reduced)
-            image = read_image(r.path, self.max_pixels, min_side=2 * OVERLAY_SIDE)
+            return read_image(r.path, self.max_pixels,
+                              min_side=None if self.explain else 2 * OVERLAY_SIDE)
         except OSError as exc:
-            log.warning("no overlay for %s: %s", r.path, exc)
-            return ""
+            log.warning("no overlay or explanation for %s: %s", r.path, exc)
+            return None
+
+    def _explain(self, r: ScoredImage, chw: np.ndarray, size: tuple[int, int]) -> None:
+        from .explain import explain_scored, render_strip
+
+        e = explain_scored(self.model, r, self.explain, self.train, size)
+        strip = render_strip(self.model, e, chw, self.train)
+        write_rgb(self.out_dir / explain_relpath(r.path), strip)
+        path = self.out_dir / explain_relpath(r.path, ".json")
+        path.write_text(json.dumps(e.to_dict(), indent=1, default=str), encoding="utf-8")
+
+    def _overlay(self, r: ScoredImage, image: np.ndarray) -> str:
         over = heatmap_overlay(image, r.patch_scores, self.vmin, self.vmax, max_side=OVERLAY_SIDE)
         rel = f"overlays/{image_key(r.path)}.jpg"
         write_rgb(self.out_dir / rel, over)

@@ -1,0 +1,62 @@
+"""``anomaly-inspect explain``: why each image scored as it did (nearest normal patches)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .common import add_max_pixels_arg, add_output_args, positive_int, print_table, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explain", help="show the normal training patches behind an image's score",
+                       description=__doc__ + " For every image: its most anomalous patches "
+                       "beside the normal training patches they were compared with (a strip "
+                       "per image in --out, details in --out/explanations.json).")
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where strips are written")
+    p.add_argument("--top", type=positive_int, default=3,
+                   help="non-overlapping suspicious patches per image (default 3)")
+    add_max_pixels_arg(p)
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ..screening import load_model
+    from ..screening.explain import ExplainUnavailable, explain_to_dir
+
+    model = load_model(args.model_dir, progress=not args.quiet)
+    model.extractor.transform = dataclasses.replace(model.extractor.transform,
+                                                    max_pixels=args.max_pixels)
+    try:
+        results = explain_to_dir(model, args.inputs, args.out, args.top, progress=not args.quiet)
+    except ExplainUnavailable as exc:
+        raise ValueError(f"{args.model_dir}: {exc}") from None
+    rows, failed = [], []
+    for path, e in results:
+        if isinstance(e, str):
+            failed.append((path, e))
+            continue
+        top = e.patches[0] if e.patches else None
+        match = "" if top is None else (top.match.note or f"{Path(top.match.path).name} "
+                                        f"{_box(top.match.box)}")
+        rows.append((path, f"score {e.score:.4g} ({'anomalous' if e.flagged else 'normal'}, "
+                           f"threshold {e.threshold:.4g}); top patch {_box(top.box) if top else '-'}"
+                           f" matched {match}"))
+    if rows:
+        print_table(rows)
+    print(f"strips and explanations.json in {args.out}")
+    write_json(args.output_json, {"explanations": str(Path(args.out) / "explanations.json"),
+                                  "n_images": len(results), "n_errors": len(failed)})
+    for path, reason in failed:
+        print(f"error: {path}: {reason}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _box(box) -> str:
+    return "-" if box is None else f"(x {box.left}, y {box.top}, {box.width}x{box.height})"

@@ -1,0 +1,336 @@
+"""Bank provenance and explanations on hand-made banks whose provenance is known."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.data.transforms import Box, TransformConfig
+from anomaly_inspect.features.extractor import Features
+from anomaly_inspect.scorers import Scorer, build_scorer
+from anomaly_inspect.scorers.coreset import TwoRoundCoreset
+from anomaly_inspect.scorers.patchcore import PatchCore
+from anomaly_inspect.scorers.provenance import Provenance
+from anomaly_inspect.screening.explain import (
+    ExplainUnavailable,
+    TrainingImages,
+    cell_rect,
+    explain_scored,
+    render_strip,
+    top_patches,
+)
+from anomaly_inspect.screening.model import ScoredImage
+from anomaly_inspect.screening.model_dir import ModelInfo, file_sha256
+from layout_writer import rgb_image, write_image
+from test_tailedcore import lt_features
+
+
+def _assert_provenance(scorer, patches_of):
+    """Every memory item equals the training patch its provenance names."""
+    prov = scorer.provenance
+    assert prov is not None and len(prov) == scorer.bank_size
+    for k in range(scorer.bank_size):
+        img, (r, c, v) = int(prov.image[k]), prov.cell[k]
+        np.testing.assert_array_equal(scorer.memory_bank[k], patches_of(img, int(v))[r, c])
+
+
+# -- provenance through the coreset ---------------------------------------------------------
+def test_of_cells_hand_checked():
+    valid = np.array([[[True, False], [True, True]], [[False, False], [False, True]]])
+    # patches[valid] order: (0,0,0) (0,1,0) (0,1,1) (1,1,1)
+    prov = Provenance.of_cells(valid, np.array([1, 3]), image_ids=np.array([7, 9]))
+    np.testing.assert_array_equal(prov.image, [7, 9])
+    np.testing.assert_array_equal(prov.cell, [[1, 0, 0], [1, 1, 0]])
+    assert prov.image.dtype == np.int32 and prov.cell.dtype == np.int16
+
+
+@pytest.mark.parametrize("kw", [dict(ratio=0.5), dict(ratio=0.01, chunk_size=64),
+                                dict(ratio=0.05, chunk_size=64, max_items=20),
+                                dict(ratio=0.1, chunk_size=None)])
+def test_coreset_positions_name_their_rows(kw):
+    x = np.random.default_rng(0).standard_normal((3000, 8)).astype(np.float32)
+    c = TwoRoundCoreset(keep_rows=True, **kw)
+    for s in range(0, 3000, 700):
+        c.add(x[s:s + 700])
+    pos, rows = c.finish_positions_rows()
+    assert np.all(np.diff(pos) > 0)
+    np.testing.assert_array_equal(rows, x[pos])
+    np.testing.assert_array_equal(pos, c.finish())
+
+
+def test_patchcore_streamed_fit_keeps_provenance_with_padding():
+    rng = np.random.default_rng(1)
+    patches = rng.standard_normal((9, 6, 5, 8)).astype(np.float32)
+    valid = np.ones((9, 6, 5), bool)
+    valid[::2, 0] = False  # padding rows never enter the bank
+    feats = Features(patches, valid=valid)
+    batches = (feats.subset(np.arange(s, min(s + 4, 9))) for s in range(0, 9, 4))
+    pc = PatchCore(coreset_ratio=0.3, chunk_size=32, progress=False).fit_batches(batches, 9)
+    _assert_provenance(pc, lambda i, v: patches[i])
+    assert valid[pc.provenance.image, pc.provenance.cell[:, 0], pc.provenance.cell[:, 1]].all()
+    assert (pc.provenance.cell[:, 2] == 0).all()
+
+
+def test_softpatch_provenance_after_the_lof_filter():
+    feats = lt_features()
+    sp = build_scorer("softpatch", coreset_ratio=0.5, progress=False).fit(feats)
+    _assert_provenance(sp, lambda i, v: feats.patches[i])
+    # the defect injected at image 5, cell (2, 2) is filtered out, so no item comes from it
+    assert not ((sp.provenance.image == 5) & (sp.provenance.cell[:, 0] == 2)
+                & (sp.provenance.cell[:, 1] == 2)).any()
+
+
+class _IndexedViews:
+    """A view source with provenance: two views per image (rotated 90 degrees, flipped)."""
+
+    VIEWS = ((90, False), (0, True))
+
+    def __init__(self, feats):
+        self.feats = feats
+
+    def view(self, i, params):
+        p = self.feats.patches[i] + (0.5 if params[1] else 0.25)  # distinct from the image's own
+        return np.ascontiguousarray(np.rot90(p, 1) if params == (90, False) else p[:, ::-1])
+
+    def iter_view_blocks(self, idx):
+        for i in idx:  # one image per batch
+            for params in self.VIEWS:
+                yield np.array([i]), params, Features(self.view(i, params)[None])
+
+
+def test_tailedcore_provenance_of_head_tail_and_views():
+    feats = lt_features()
+    src = _IndexedViews(feats)
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).set_view_source(src)
+    tc.fit(feats)
+    table = [tuple(v) for v in tc.provenance.views.tolist()]
+    assert table[0] == (0, 0) and sorted(table[1:]) == sorted((a, int(f)) for a, f in src.VIEWS)
+
+    def patches_of(i, v):
+        return feats.patches[i] if v == 0 else src.view(i, (table[v][0], bool(table[v][1])))
+
+    _assert_provenance(tc, patches_of)
+    tail_items = tc.provenance.image[:tc.tail_size]
+    assert set(tail_items.tolist()) <= {30, 31}  # the tail class
+    assert (tc.provenance.cell[:tc.tail_size, 2] > 0).any()  # views made it into the memory
+    assert (tc.provenance.cell[tc.tail_size:, 2] == 0).all()  # the head has no views
+
+
+def test_tailedcore_views_of_a_plain_source_are_marked_unknown():
+    feats = lt_features()
+    src = _IndexedViews(feats)
+
+    def plain(idx):
+        return Features(np.stack([src.view(i, p) for i in idx for p in src.VIEWS]))
+
+    tc = build_scorer("tailedcore", coreset_ratio=1.0, progress=False).set_view_source(plain)
+    tc.fit(feats)
+    unknown = tc.provenance.image == -1
+    assert unknown.sum() == 2 * 2 * 16  # every view patch of the two tail images
+    _assert_provenance(SimpleNamespace(provenance=tc.provenance.take(np.flatnonzero(~unknown)),
+                                       memory_bank=tc.memory_bank[~unknown],
+                                       bank_size=int((~unknown).sum())),
+                       lambda i, v: feats.patches[i])
+
+
+def test_provenance_is_saved_in_a_few_bytes_and_old_states_still_load(tmp_path):
+    rng = np.random.default_rng(0)
+    pc = PatchCore(coreset_ratio=0.5, progress=False).fit(
+        Features(rng.standard_normal((6, 8, 8, 232)).astype(np.float32)))
+    pc.save(tmp_path / "s")
+    back = Scorer.load(tmp_path / "s")
+    for k in ("image", "cell", "views"):
+        np.testing.assert_array_equal(getattr(back.provenance, k), getattr(pc.provenance, k))
+    extra = pc.provenance.image.nbytes + pc.provenance.cell.nbytes
+    assert extra == 10 * pc.bank_size  # int32 + 3 x int16 per item: ~1 % of a 232-d item
+    old = {k: v for k, v in pc.get_state().items() if not k.startswith("provenance")}
+    legacy = PatchCore(progress=False)
+    legacy.set_state(old)
+    assert legacy.provenance is None
+    assert np.isfinite(legacy.score(Features(rng.standard_normal((1, 8, 8, 232)).astype(
+        np.float32))).image_scores).all()
+    bad = {**pc.get_state(), "provenance_image": pc.provenance.image[:-1]}
+    with pytest.raises(ValueError):
+        PatchCore(progress=False).set_state(bad)
+
+
+# -- geometry --------------------------------------------------------------------------------
+def test_top_patches_are_non_overlapping_and_start_at_the_maximum():
+    s = np.zeros((8, 8), np.float32)
+    s[4, 4], s[4, 5], s[5, 5], s[1, 1], s[7, 7] = 9, 8, 7, 6, 5
+    assert top_patches(s, 3) == [(4, 4), (1, 1), (7, 7)]
+    assert top_patches(s, 1) == [(4, 4)]
+
+
+def test_input_boxes_map_back_to_image_pixels():
+    stretch = TransformConfig(image_size=64)
+    # a 128 x 256 image stretched to 64 x 64: y x2, x x4
+    assert stretch.input_to_image(128, 256, 8, 16, 24, 32) == Box(16, 64, 32, 64)
+    pad = TransformConfig(image_size=64, resize="pad")
+    # 32 x 64 padded: content rows 16..48 of the input, scale 1
+    assert pad.input_to_image(32, 64, 24, 8, 48, 32) == Box(8, 8, 24, 24)
+    assert pad.input_to_image(32, 64, 0, 0, 16, 8) == Box(0, 0, 1, 8)  # padding clips to the image
+    cropped = TransformConfig(image_size=80, crop_size=64)
+    # 80 x 80 image, crop offset 8
+    assert cropped.input_to_image(80, 80, 0, 0, 8, 8) == Box(8, 8, 8, 8)
+    # a 3 x 3 patch of cells on an 8 x 8 grid over 64 px, shifted inside the grid at the edge
+    assert cell_rect(0, 7, (8, 8), 64, 3) == (0.0, 40.0, 24.0, 64.0)
+
+
+# -- explanations on a hand-made bank ---------------------------------------------------------
+GRID, SIZE, D = 8, 64, 16
+
+
+def _hand_made(tmp_path, index="flat", n_train=3, seed=0):
+    """Training images on disk (64 x 64) and a bank of all their patches (provenance known):
+    patches far apart (about 57), so a patch moved by a few units is matched with its own."""
+    rng = np.random.default_rng(seed)
+    train = (10 * rng.standard_normal((n_train, GRID, GRID, D))).astype(np.float32)
+    paths = [write_image(tmp_path / "train" / f"{i}.png", rgb_image(SIZE, seed=i))
+             for i in range(n_train)]
+    scorer = PatchCore(coreset_ratio=1.0, index=index, progress=False).fit(Features(train))
+    info = ModelInfo({}, {}, {}, [str(p) for p in paths], [],
+                     train_image_sha256=[file_sha256(p) for p in paths])
+    model = SimpleNamespace(scorer=scorer, info=info, threshold=2.0,
+                            extractor=SimpleNamespace(transform=TransformConfig(image_size=SIZE)))
+    return model, train, paths
+
+
+def _scored(model, test, path="test.png"):
+    res = model.scorer.score(Features(test[None]))
+    return ScoredImage(str(path), float(res.image_scores[0]), 0.01, True, "",
+                       res.patch_scores[0], res.nearest[0], Box(0, 0, GRID, GRID), (GRID, GRID))
+
+
+def test_explanation_names_the_training_patch_and_its_box(tmp_path):
+    model, train, paths = _hand_made(tmp_path)
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 3.0 / np.sqrt(D)  # 3 away from image 2's patch at (4, 4)
+    test[1, 6] = train[1, 1, 6] + 2.0 / np.sqrt(D)  # 2 away from image 1's patch at (1, 6)
+    scored = _scored(model, test)
+    e = explain_scored(model, scored, top=3, image_size=(128, 64))
+    first, second = e.patches[:2]
+    assert first.distance == scored.score  # exactly the image score
+    assert first.distance == pytest.approx(3.0, abs=1e-4)
+    assert first.cell == (4, 4) and first.match.image_index == 2 and first.match.cell == (4, 4)
+    assert first.match.path == str(paths[2]) and first.match.note == ""
+    # the test image is 128 x 64 (stretched: y x2); cells 3..5 of 8 over 64 px -> 24..48
+    assert first.box == Box(48, 24, 48, 24)
+    assert first.match.box == Box(24, 24, 24, 24)  # in the 64 x 64 training image
+    assert second.cell == (1, 6) and second.match.image_index == 1
+    assert second.match.box == Box(0, 40, 24, 24)  # shifted inside the image at its edge
+    assert len(e.patches) == 3 and e.patches[2].distance <= second.distance
+
+
+def test_top_distance_is_the_image_score_with_a_poor_approximate_index(tmp_path):
+    rng = np.random.default_rng(0)
+    train = rng.standard_normal((40, 16, 16, 32)).astype(np.float32)
+    exact = PatchCore(coreset_ratio=1.0, index="flat", progress=False).fit(Features(train))
+    approx = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(Features(train))
+    approx._nn.index.hnsw.efSearch = 4
+    model = SimpleNamespace(scorer=approx, info=ModelInfo({}, {}, {}, [], []), threshold=1.0,
+                            extractor=SimpleNamespace(transform=TransformConfig(image_size=128)))
+    missed = 0
+    for _ in range(8):
+        test = (1.2 * rng.standard_normal((1, 16, 16, 32))).astype(np.float32)
+        res = approx.score(Features(test))
+        ref = exact.score(Features(test))
+        missed += int((res.nearest != ref.nearest).sum())
+        scored = ScoredImage("t.png", float(res.image_scores[0]), 0.5, True, "", res.patch_scores[0],
+                             res.nearest[0], Box(0, 0, 16, 16), (16, 16))
+        e = explain_scored(model, scored, top=3, image_size=(128, 128))
+        top = e.patches[0]
+        assert top.distance == scored.score
+        assert top.distance == pytest.approx(float(ref.image_scores[0]), rel=1e-5)
+        # the matched item really lies at that distance from the patch
+        gap = np.linalg.norm(test[0][top.cell] - approx.memory_bank[top.match.item])
+        assert gap == pytest.approx(top.distance, rel=1e-4)
+    assert missed > 0  # the index really is approximate
+
+
+def test_moved_and_changed_training_images_give_a_note(tmp_path):
+    model, train, paths = _hand_made(tmp_path)
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 1.0
+    test[0, 0] = train[1, 0, 0] + 0.9
+    write_image(paths[2], rgb_image(SIZE, seed=99))  # changed content
+    paths[1].unlink()  # moved away
+    scored = _scored(model, test)
+    e = explain_scored(model, scored, top=2, image_size=(64, 64))
+    notes = {p.match.image_index: p.match.note for p in e.patches}
+    assert "changed since fit" in notes[2] and "moved or deleted" in notes[1]
+    assert all(p.match.box is None for p in e.patches)
+    strip = render_strip(model, e, rgb_image(SIZE), TrainingImages(model))  # no crash
+    assert strip.ndim == 3 and strip.shape[2] == 3
+
+
+def test_strip_shows_the_matched_crop(tmp_path):
+    model, train, _ = _hand_made(tmp_path)
+    test = train[0].copy()
+    test[2, 3] = train[1, 2, 3] + 1.5
+    e = explain_scored(model, _scored(model, test), top=3, image_size=(64, 64))
+    strip = render_strip(model, e, rgb_image(SIZE), TrainingImages(model))
+    assert strip.shape[0] > 3 * 160 and strip.shape[1] >= 4 * 160
+
+
+def test_models_without_provenance_say_refit(tmp_path):
+    model, train, _ = _hand_made(tmp_path)
+    model.scorer.provenance = None
+    with pytest.raises(ExplainUnavailable, match="refit"):
+        explain_scored(model, _scored(model, train[0]))
+    model.scorer = SimpleNamespace(name="knn")
+    with pytest.raises(ExplainUnavailable, match="no memory bank"):
+        explain_scored(model, ScoredImage("t.png", 1.0, 0.5, True))
+
+
+# -- the report with many rows -----------------------------------------------------------------
+def test_report_with_10000_rows_loads_strips_lazily(tmp_path):
+    """10,000 rows, 1,000 flagged with a strip: the page opens with no strip decoded, no
+    console errors, and opening one loads it."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium not installed (CI needs the Debian package 'chromium')")
+        pytest.skip("headless browser check needs Debian package 'chromium' (not installed)")
+    from anomaly_inspect.screening.calibration import calibrate
+    from anomaly_inspect.screening.html_report import write_report
+    from anomaly_inspect.screening.runner import explain_relpath
+
+    out = tmp_path / "r"
+    strip = write_image(tmp_path / "strip.jpg", rgb_image(64))
+    rows = []
+    for i in range(10000):
+        flagged = i % 10 == 0
+        path = f"/data/batch/img_{i:05d}.png"
+        rows.append({"path": path, "score": f"{(3.0 if flagged else 1.0) + i * 1e-5:.6g}",
+                     "p_value": "0.5", "decision": "anomalous" if flagged else "normal",
+                     "error": "", "overlay": "", "raw_path": ""})
+        if flagged:
+            (out / explain_relpath(path)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(strip, out / explain_relpath(path))
+    cal = calibrate(np.linspace(0, 2, 50), 0.05, "test")
+    model = SimpleNamespace(calibration=cal, threshold=cal.threshold, cfg=SimpleNamespace(method="patchcore"),
+                            info=SimpleNamespace(created="now", backbone={"name": "b"}, train_images=[]))
+    report = write_report(out, rows, model, labels="none")
+    html = report.read_text()
+    assert html.count("class='why-row'") == 1000 and html.count("data-src=") == 1000
+    assert not re.search(r"(?<!data-)src='explain/", html)  # nothing decoded until opened
+    opened = out / "opened.html"
+    opened.write_text(html.replace("<details class='why'>", "<details class='why' open>", 1))
+    for page, loaded in ((report, 0), (opened, 1)):
+        cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr",
+               "--v=0", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert [ln for ln in proc.stderr.splitlines() if ":CONSOLE" in ln] == []
+        assert 'data-ready="1"' in proc.stdout
+        assert len(re.findall(r'(?<!data-)src="explain/', proc.stdout)) == loaded
+    summary = json.loads(html.split("id='summary'>")[1].split("</script>")[0])
+    assert summary["n_flagged"] == 1000

@@ -328,9 +328,13 @@ class _BatchWriter:
     def _explain(self, r: ScoredImage, chw: np.ndarray, size: tuple[int, int]) -> None:
         from .explain import explain_scored, render_strip
 
-        e = explain_scored(self.model, r, self.explain, self.train, size)
-        strip = render_strip(self.model, e, chw, self.train)
-        write_rgb(self.out_dir / explain_relpath(r.path), strip)
+        try:
+            e = explain_scored(self.model, r, self.explain, self.train, size)
+            strip = render_strip(self.model, e, chw, self.train)
+            write_rgb(self.out_dir / explain_relpath(r.path), strip)
+        except (OSError, ValueError) as exc:  # an explanation never stops the screening
+            log.warning("no explanation for %s: %s", r.path, exc)
+            return
         path = self.out_dir / explain_relpath(r.path, ".json")
         path.write_text(json.dumps(e.to_dict(), indent=1, default=str), encoding="utf-8")
 

@@ -55,19 +55,21 @@ def explain_vs_rescore(model, paths: list[Path], top: int) -> dict:
               ((b.images[k], b.inputs.get(k)) for k in range(len(b.images)))]
     batched = (time.perf_counter() - t0) / len(paths)
     flagged = [(r, x) for r, x in scored if r.flagged]
-    explain_s, alone_s = [], []
+    explain_s, alone_s, exact = [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for k, (r, x) in enumerate(flagged):
             t0 = time.perf_counter()
             size = read_image(r.path, t.max_pixels).shape[:2]
             e = explain_scored(model, r, top, train, size)
+            exact += int(e.patches[0].distance == r.score)
             write_rgb(Path(tmp) / f"{k}.jpg", render_strip(model, e, denormalise(x, t.mean, t.std),
                                                            train))
             explain_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             model.score([r.path])
             alone_s.append(time.perf_counter() - t0)
-    return {"n_flagged": len(flagged), "explain_s": statistics.mean(explain_s),
+    return {"n_flagged": len(flagged), "top_equals_score": exact, "index": model.scorer.search_index,
+            "explain_s": statistics.mean(explain_s),
             "explain_s_median": statistics.median(explain_s),
             "score_alone_s": statistics.mean(alone_s), "score_batched_s": batched}
 
@@ -112,7 +114,8 @@ def main() -> None:
     res["cost"] = c = explain_vs_rescore(model, sorted(expand_inputs([test])), args.top)
     print(f"per flagged image ({c['n_flagged']}): explain {c['explain_s'] * 1e3:.0f} ms "
           f"(median {c['explain_s_median'] * 1e3:.0f}) vs score again {c['score_alone_s'] * 1e3:.0f} "
-          f"ms alone / {c['score_batched_s'] * 1e3:.0f} ms batched")
+          f"ms alone / {c['score_batched_s'] * 1e3:.0f} ms batched; top distance == image score "
+          f"for {c['top_equals_score']} of {c['n_flagged']} ({c['index']} index)")
     res["throughput"] = tp = throughput(model, test, args.rounds, args.top)
     runs = ", ".join(f"{k}: " + " / ".join(f"{v:.2f}" for v in vs) for k, vs in tp["img_per_s"].items())
     print(f"throughput on {tp['images']} images, img/s per round ({runs}); medians "

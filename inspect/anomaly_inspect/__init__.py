@@ -55,6 +55,8 @@ _EXPORTS = {
     "load_model": "screening.model:load_model",
     "Model": "screening.model:Model",
     "screen": "screening.runner:screen",
+    "Explanation": "screening.explain:Explanation",
+    "ExplainUnavailable": "screening.explain:ExplainUnavailable",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -228,6 +228,27 @@ def test_explanation_names_the_training_patch_and_its_box(tmp_path):
     assert len(e.patches) == 3 and e.patches[2].distance <= second.distance
 
 
+def test_boxes_of_a_padded_image_stay_on_the_image(tmp_path):
+    model, train, _ = _hand_made(tmp_path)
+    model.extractor.transform = TransformConfig(image_size=SIZE, resize="pad")
+    # a 32 x 64 image padded to 64 x 64: content rows 16..48 of the input = grid rows 2..5
+    cells = model.extractor.transform.content_box(32, 64).on_grid(SIZE, (GRID, GRID))
+    assert cells == Box(2, 0, 4, 8)
+    test = train[0].copy()
+    test[3, 4] = train[1, 3, 4] + 2.0 / np.sqrt(D)
+    res = model.scorer.score(Features(test[None]))
+    scored = ScoredImage("t.png", float(res.patch_scores[0][cells.slices()].max()), 0.1, True, "",
+                         res.patch_scores[0][cells.slices()], res.nearest[0][cells.slices()],
+                         cells, (GRID, GRID))
+    e = explain_scored(model, scored, top=3, image_size=(32, 64))
+    assert e.patches[0].cell == (3, 4) and e.patches[0].match.image_index == 1
+    # rows 2..4 of the grid (kept on the content) = input y 16..40 = image y 0..24; x 24..48
+    assert e.patches[0].box == Box(0, 24, 24, 24)
+    for p in e.patches:
+        assert p.box.top >= 0 and p.box.top + p.box.height <= 32
+        assert 2 <= p.cell[0] <= 5
+
+
 def test_top_distance_is_the_image_score_with_a_poor_approximate_index(tmp_path):
     rng = np.random.default_rng(0)
     train = rng.standard_normal((40, 16, 16, 32)).astype(np.float32)

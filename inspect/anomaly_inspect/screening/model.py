@@ -23,7 +23,7 @@ from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
 from ..features.extractor import FeatureExtractor, Features
-from ..pipeline import build, build_backbone, build_extractor
+from ..pipeline import Engine, LocalEngine, build, build_backbone, build_extractor
 from ..progress import Progress
 from ..scorers import Scorer
 from .calibration import Calibration, calibrate, holdout_split
@@ -89,10 +89,16 @@ class Model:
                               extra_files=exports)
 
     def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
-                   keep_maps: bool = True) -> Iterator[ScoredBatch]:
-        """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows."""
-        paths = [Path(p) for p in paths]
-        for item in self.extractor.iter_extract(paths, progress=progress):
+                   keep_maps: bool = True, engine: Engine | None = None) -> Iterator[ScoredBatch]:
+        """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows.
+        ``engine`` says where the batches run (default: this process)."""
+        task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size, model=self)
+        return (engine or LocalEngine()).map(task, [Path(p) for p in paths], progress)
+
+    def score_batches(self, paths: Sequence[Path], keep_maps: bool = True
+                      ) -> Iterator[tuple[int, ScoredBatch]]:
+        """The per-batch screening step: ``(paths consumed, scored batch)`` in order."""
+        for item in self.extractor.iter_extract(paths):
             batch = item.batch
             rows: dict[int, ScoredImage] = {}
             inputs: dict[int, np.ndarray] = {}
@@ -115,7 +121,7 @@ class Model:
                 rows[i] = ScoredImage(str(paths[i]), float("nan"), float("nan"), None, reason)
             order = sorted(rows)
             pos = {i: k for k, i in enumerate(order)}
-            yield ScoredBatch([rows[i] for i in order], {pos[i]: x for i, x in inputs.items()})
+            yield len(rows), ScoredBatch([rows[i] for i in order], {pos[i]: x for i, x in inputs.items()})
 
     def score(self, inputs: Sequence[Path | str], progress: bool = False) -> list[ScoredImage]:
         """Score files / folders / globs and return one :class:`ScoredImage` per image."""
@@ -134,6 +140,26 @@ class Model:
         from .runner import screen
 
         return screen(self, inputs, out_dir, **kwargs)
+
+
+@dataclass
+class ScoreTask:
+    """The screening step as an engine task: a model (in memory, or a directory each worker
+    loads once) scoring batches of image paths."""
+
+    keep_maps: bool = True
+    batch_size: int = 32
+    model_dir: Path | None = None
+    model: Model | None = None
+
+    def setup(self) -> None:
+        if self.model is None:
+            if self.model_dir is None:
+                raise ValueError("ScoreTask needs a model or a model directory")
+            self.model = load_model(self.model_dir)
+
+    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, ScoredBatch]]:
+        return self.model.score_batches(paths, self.keep_maps)
 
 
 def _extract_skipping(extractor: FeatureExtractor, paths: list[Path], desc: str, progress: bool

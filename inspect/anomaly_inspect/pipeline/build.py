@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .config import ModelConfig
-from .features.backbone import Backbone
-from .features.extractor import FeatureExtractor
-from .scorers import (
+from ..config import ModelConfig
+from ..features.backbone import Backbone
+from ..features.extractor import FeatureExtractor
+from ..scorers import (
     Scorer,
     build_scorer,
     check_scorer_params,

@@ -1,0 +1,8 @@
+"""The pipeline: build backbone / extractor / scorer from a config, and the engines that run
+the per-batch work."""
+
+from .build import build, build_backbone, build_extractor
+from .engine import BatchTask, Engine, LocalEngine, make_engine
+
+__all__ = ["BatchTask", "Engine", "LocalEngine", "build", "build_backbone", "build_extractor",
+           "make_engine"]

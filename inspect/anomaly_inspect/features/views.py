@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,11 +21,12 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..data.image_io import ImageReadError
-from ..data.loader import iter_batches
+from ..core import Features
 from ..data.transforms import Box, cell_centres
 from ..progress import Progress
-from .extractor import FeatureExtractor, Features, patch_array
+
+if TYPE_CHECKING:
+    from .extractor import FeatureExtractor
 
 #: augmentation kinds: name -> (rotation step in degrees, or None for 90-degree steps; flip)
 VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
@@ -59,11 +61,9 @@ def rotated_views(images: torch.Tensor, kind: str = "rot15flip") -> Iterator[tor
 
 
 class ViewFeatures:
-    """Callable: training-image indices -> patch :class:`Features` of all their views.
-
-    Uses the same backbone, input transform and patch embedding as the
-    extractor that produced the training features.
-    """
+    """The :class:`~..core.ViewSource` of a set of training images: their views' patch
+    features, from the extractor that produced the training features (same backbone,
+    input transform and patch embedding)."""
 
     def __init__(self, extractor: FeatureExtractor, paths: Sequence[Path], kind: str = "rot15flip",
                  progress: bool = True):
@@ -79,31 +79,15 @@ class ViewFeatures:
 
     def __call__(self, indices: Sequence[int]) -> Features:
         """Patch features of every view of the images at ``indices``, in one array."""
-        parts = list(self.iter_views(indices))
-        return Features.concat(parts) if parts else Features()
+        return Features.concat(list(self.iter_views(indices)))
 
     def iter_views(self, indices: Sequence[int]) -> Iterator[Features]:
         """The same features one (batch, view) at a time, so callers can reduce as they go."""
-        indices = [int(i) for i in indices]
-        if not indices or self.views_per_image == 0:
+        if not len(indices) or self.views_per_image == 0:
             return
-        ex = self.extractor
-        paths = [self.paths[i] for i in indices]
+        paths = [self.paths[int(i)] for i in indices]
         with Progress(len(paths) * self.views_per_image, "tail views", enabled=self.progress) as bar:
-            for batch in iter_batches(paths, ex.transform, ex.batch_size):
-                if batch.errors:
-                    i, reason = batch.errors[0]
-                    raise ImageReadError(paths[i], reason)
-                images = torch.from_numpy(batch.images)
-                content = content_masks(batch.boxes, images.shape[-1])
-                masks = rotated_views(content, self.kind) if content is not None else None
-                for view in rotated_views(images, self.kind):
-                    with torch.inference_mode():
-                        emb = ex.embedding(ex.backbone(view))
-                    bar.update(len(view))
-                    patches = patch_array(emb)
-                    valid = None if masks is None else cells_inside(next(masks), patches.shape[1:3])
-                    yield Features(patches=patches, valid=valid)
+            yield from self.extractor.iter_views(paths, self.kind, bar)
 
 
 def content_masks(boxes: Sequence[Box], size: int) -> torch.Tensor | None:

@@ -3,6 +3,7 @@ the per-batch work."""
 
 from .build import build, build_backbone, build_extractor
 from .engine import BatchTask, Engine, LocalEngine, make_engine
+from .runner import BatchScores, Extracted, Runner, score_batches
 
-__all__ = ["BatchTask", "Engine", "LocalEngine", "build", "build_backbone", "build_extractor",
-           "make_engine"]
+__all__ = ["BatchTask", "Engine", "Extracted", "LocalEngine", "Runner", "BatchScores", "build",
+           "build_backbone", "build_extractor", "make_engine", "score_batches"]

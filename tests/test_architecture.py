@@ -20,7 +20,7 @@ PACKAGE = "anomaly_inspect"
 ROOT = Path(__file__).resolve().parents[1] / "inspect" / PACKAGE
 
 # Lowest first: a component may import only components listed before it.
-LAYERS = ["progress", "resources", "data", "features", "scorers", "config", "pipeline", "evaluation",
+LAYERS = ["core", "progress", "resources", "data", "features", "scorers", "config", "pipeline", "evaluation",
           "screening", "commands", "cli"]
 SUBPACKAGES = {"data", "features", "scorers", "evaluation", "screening", "commands"}
 
@@ -86,7 +86,7 @@ def test_graph_is_not_empty_and_covers_every_component():
     components = {_component(_module_name(p)) for p in ROOT.rglob("*.py")} - {None}
     assert components >= SUBPACKAGES
     assert components <= set(LAYERS), f"unplaced components: {components - set(LAYERS)}"
-    assert "features" in GRAPH["scorers"] and "evaluation" in GRAPH["screening"]
+    assert "core" in GRAPH["scorers"] and "evaluation" in GRAPH["screening"]
 
 
 def test_no_import_cycle_between_components():
@@ -120,6 +120,11 @@ def test_only_cli_imports_commands():
 
 def test_scorers_do_not_reach_up():
     assert not {"evaluation", "screening", "commands", "cli", "pipeline"} & set(GRAPH["scorers"])
+
+
+def test_scorers_do_not_import_the_backbone_stack():
+    """Scorers read :class:`core.Features`; importing one must not pull in timm / albumentations."""
+    assert "features" not in GRAPH["scorers"], GRAPH["scorers"].get("features")
 
 
 def test_resolver_reads_relative_and_lazy_imports():

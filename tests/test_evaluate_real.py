@@ -29,7 +29,7 @@ def test_evaluate_bottle_defaults(shared_data, tmp_path, capsys):
     assert min(by_defect.values()) <= result["image_auroc"] <= max(by_defect.values()) + 1e-9
     assert result["runtime"] == "onnxruntime f32"  # the default runtime, no fallback
     stages = result["stage_seconds"]
-    assert list(stages) == ["decode", "backbone", "embed", "coreset", "search", "maps"]
+    assert list(stages) == ["decode", "backbone", "embed", "fit", "search", "maps"]
     assert all(v >= 0 for v in stages.values()) and stages["backbone"] > 0 and stages["maps"] > 0
     assert sum(stages.values()) <= result["fit_seconds"] + result["test_seconds"] + 1e-6
     printed = capsys.readouterr().out

@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from anomaly_inspect.core import FitContext
 from anomaly_inspect.data.transforms import Box, TransformConfig
 from anomaly_inspect.features.extractor import Features
+from anomaly_inspect.features.views import ViewFeatures, view_params
 from anomaly_inspect.scorers import Scorer, build_scorer
 from anomaly_inspect.scorers.coreset import TwoRoundCoreset
 from anomaly_inspect.scorers.patchcore import PatchCore
@@ -90,6 +92,7 @@ class _IndexedViews:
     """A view source with provenance: two views per image (rotated 90 degrees, flipped)."""
 
     VIEWS = ((90, False), (0, True))
+    views_per_image = 2
 
     def __init__(self, feats):
         self.feats = feats
@@ -103,12 +106,26 @@ class _IndexedViews:
             for params in self.VIEWS:
                 yield np.array([i]), params, Features(self.view(i, params)[None])
 
+    def iter_views(self, idx):
+        for _, _, feats in self.iter_view_blocks(idx):
+            yield feats
+
+
+class _PlainViews(_IndexedViews):
+    """The same views from a source that does not say where they came from."""
+
+    iter_view_blocks = None
+
+    def iter_views(self, idx):
+        for i in idx:
+            yield Features(np.stack([self.view(i, p) for p in self.VIEWS]))
+
 
 def test_tailedcore_provenance_of_head_tail_and_views():
     feats = lt_features()
     src = _IndexedViews(feats)
-    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).set_view_source(src)
-    tc.fit(feats)
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False)
+    tc.fit(feats, context=FitContext(views=src))
     table = [tuple(v) for v in tc.provenance.views.tolist()]
     assert table[0] == (0, 0) and sorted(table[1:]) == sorted((a, int(f)) for a, f in src.VIEWS)
 
@@ -124,19 +141,31 @@ def test_tailedcore_provenance_of_head_tail_and_views():
 
 def test_tailedcore_views_of_a_plain_source_are_marked_unknown():
     feats = lt_features()
-    src = _IndexedViews(feats)
-
-    def plain(idx):
-        return Features(np.stack([src.view(i, p) for i in idx for p in src.VIEWS]))
-
-    tc = build_scorer("tailedcore", coreset_ratio=1.0, progress=False).set_view_source(plain)
-    tc.fit(feats)
+    tc = build_scorer("tailedcore", coreset_ratio=1.0, progress=False)
+    tc.fit(feats, context=FitContext(views=_PlainViews(feats)))
     unknown = tc.provenance.image == -1
     assert unknown.sum() == 2 * 2 * 16  # every view patch of the two tail images
     _assert_provenance(SimpleNamespace(provenance=tc.provenance.take(np.flatnonzero(~unknown)),
                                        memory_bank=tc.memory_bank[~unknown],
                                        bank_size=int((~unknown).sum())),
                        lambda i, v: feats.patches[i])
+
+
+def test_view_features_name_the_images_and_view_of_every_block():
+    class _Extractor:  # batches of 2 images, one block per view in view_params order
+        batch_size = 2
+
+        def iter_views(self, paths, kind, progress=None):
+            for s in range(0, len(paths), self.batch_size):
+                for _ in view_params(kind):
+                    yield Features(np.zeros((len(paths[s:s + 2]), 2, 2, 3), np.float32))
+
+    views = ViewFeatures(_Extractor(), [f"{i}.png" for i in range(10)], "rotflip", progress=False)
+    blocks = list(views.iter_view_blocks([7, 3, 5]))
+    params = view_params("rotflip")
+    assert len(blocks) == 2 * len(params)
+    assert [b[0].tolist() for b in blocks] == [[7, 3]] * len(params) + [[5]] * len(params)
+    assert [b[1] for b in blocks] == params * 2
 
 
 def test_provenance_is_saved_in_a_few_bytes_and_old_states_still_load(tmp_path):

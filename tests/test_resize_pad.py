@@ -202,25 +202,21 @@ def test_tailedcore_leaves_padding_out_of_view_memory():
     assert flat.shape == (4 * 2 * 3, 2) and np.abs(flat).max() < 1.0
 
 
-def test_evaluate_lt_builds_extractors_with_the_resize_mode(monkeypatch):
+def test_the_feature_source_takes_the_resize_mode_from_the_config():
+    """Every workflow builds its extractor with ``pipeline.build_extractor``."""
     from anomaly_inspect.config import ModelConfig
-    from anomaly_inspect.evaluation import longtail
+    from anomaly_inspect.pipeline import build_extractor
+    from anomaly_inspect.scorers.tailedcore import TailedCore
 
-    seen = []
+    class FakeBackbone:
+        def transform_config(self, size, crop, resize):
+            return (size, crop, resize)
 
-    class Spy:
-        def __init__(self, *args, resize="stretch", **kwargs):
-            seen.append(resize)
-            if len(seen) == 2:
-                raise RuntimeError("stop here")
-
-    monkeypatch.setattr(longtail, "FeatureExtractor", Spy)
-    monkeypatch.setattr(longtail, "build_backbone", lambda cfg: None)
     cfg = ModelConfig()
     cfg.features.resize = "pad"
-    with pytest.raises(RuntimeError, match="stop here"):
-        longtail.evaluate_longtail(None, {}, {}, cfg, ["patchcore"], progress=False)
-    assert seen == ["pad", "pad"]
+    ex = build_extractor(cfg, FakeBackbone(), TailedCore, outputs=("blocks",))
+    assert ex.transform == (cfg.features.image_size, cfg.features.crop_size, "pad")
+    assert (ex.want_patches, ex.want_pooled, ex.want_blocks) == (True, True, True)
 
 
 def test_bad_resize_in_yaml_names_the_file(tmp_path):

@@ -18,7 +18,7 @@ def test_stage_times_accumulate_and_keep_the_stage_order():
     times.add("search", 0.5)
     out = times.to_dict()
     assert list(out)[:len(STAGES)] == list(STAGES)
-    assert out["embed"] >= 0.02 and out["search"] == 0.5 and out["coreset"] == 0.0
+    assert out["embed"] >= 0.02 and out["search"] == 0.5 and out["fit"] == 0.0
 
 
 def test_stage_time_is_counted_when_the_stage_raises():
@@ -45,4 +45,4 @@ def test_extractor_times_its_stages(tmp_path):
     feats = ex.extract(paths, times=times)
     assert len(feats) == 3
     assert times.seconds["backbone"] > 0 and times.seconds["embed"] > 0 and times.seconds["decode"] > 0
-    assert times.seconds["coreset"] == times.seconds["search"] == 0.0
+    assert times.seconds["fit"] == times.seconds["search"] == 0.0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly_inspect.features.extractor import Features
+from anomaly_inspect.core import Features, FitContext, SharedResults
 from anomaly_inspect.features.views import rotated_views, view_params
 from anomaly_inspect.scorers import Scorer, build_scorer
 from anomaly_inspect.scorers.lof_filter import local_outlier_factor, lof_keep_mask, per_position_lof
@@ -135,13 +135,16 @@ def test_tailedcore_memory_is_union_of_head_and_tail():
     feats = lt_features()
     calls = []
 
-    def views(idx):
-        calls.append(list(idx))
-        base = np.repeat(feats.patches[list(idx)], 3, axis=0)  # 3 distinct "views" per image
-        return Features(base + np.random.default_rng(1).normal(0, 0.01, base.shape).astype(np.float32))
+    class Views:
+        views_per_image = 3
 
-    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).set_view_source(views)
-    tc.fit(feats)
+        def iter_views(self, idx):
+            calls.append(list(idx))
+            base = np.repeat(feats.patches[list(idx)], 3, axis=0)  # 3 distinct "views" per image
+            yield Features(base + np.random.default_rng(1).normal(0, 0.01, base.shape).astype(np.float32))
+
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False)
+    tc.fit(feats, context=FitContext(views=Views()))
     assert calls == [[30, 31]]
     np.testing.assert_array_equal(tc.tail_result.tail_indices, [30, 31])
     n_tail_patches = 2 * 16 * (1 + 3)
@@ -190,57 +193,69 @@ def test_rotated_views_count_and_geometry():
         view_params("spin")
 
 
-def test_lof_score_reuse_gives_the_same_memory():
+def test_lof_score_reuse_gives_the_same_memory(monkeypatch):
+    from anomaly_inspect.scorers import tailedcore
+
     feats = lt_features(3)
-    sp = build_scorer("softpatch", coreset_ratio=0.5, progress=False).fit(feats)
+    shared = SharedResults()
+    sp = build_scorer("softpatch", coreset_ratio=0.5, progress=False)
+    sp.fit(feats, context=FitContext(shared=shared))
     tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False)
-    assert tc.lof_key == sp.lof_key
-    tc.reuse_lof_scores(sp.lof_scores_)
-    tc.fit(feats)
+    assert tc.lof_key == sp.lof_key and shared.get(sp.lof_key) is not None
+    computed = []
+    real = tailedcore.per_position_lof
+    monkeypatch.setattr(tailedcore, "per_position_lof",
+                        lambda *a, **k: computed.append(1) or real(*a, **k))
+    tc.fit(feats, context=FitContext(shared=shared))
+    assert computed == []  # the shared scores were reused, not recomputed
     ref = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).fit(feats)
+    assert computed == [1]
     np.testing.assert_array_equal(tc.memory_bank, ref.memory_bank)
 
 
 class _StreamingViews:
-    """A view source that can stream: 3 noisy "views" per image, one image per batch."""
+    """A view source: 3 noisy "views" per image, one image per batch (or all in one batch)."""
 
-    def __init__(self, feats):
-        self.feats, self.streamed, self.gathered = feats, [], 0
+    views_per_image = 3
+
+    def __init__(self, feats, one_batch=False):
+        self.feats, self.streamed, self.one_batch = feats, [], one_batch
 
     def _views(self, i):
         base = np.repeat(self.feats.patches[[i]], 3, axis=0)
         return base + np.random.default_rng(i).normal(0, 0.01, base.shape).astype(np.float32)
 
-    def __call__(self, idx):
-        self.gathered += 1
-        return Features(np.concatenate([self._views(i) for i in idx]))
-
     def iter_views(self, idx):
-        for i in idx:
-            self.streamed.append(int(i))
-            yield Features(self._views(i))
+        self.streamed.extend(int(i) for i in idx)
+        if self.one_batch:
+            yield Features(np.concatenate([self._views(i) for i in idx]))
+        else:
+            for i in idx:
+                yield Features(self._views(i))
+
+
+def _with_views(views):
+    return FitContext(views=views)
 
 
 def test_tailedcore_streams_views_batch_by_batch():
     feats = lt_features()
     src = _StreamingViews(feats)
-    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).set_view_source(src)
-    tc.fit(feats)
-    assert src.streamed == [30, 31] and src.gathered == 0  # never all views at once
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False)
+    tc.fit(feats, context=_with_views(src))
+    assert src.streamed == [30, 31]
     # coreset of the tail images' own 32 patches (16) + of each image's 48 view patches (24 each)
     assert tc.tail_size == 16 + 24 + 24
     assert tc.bank_size == tc.tail_size + tc.head_size
     # ratio 1: streaming keeps exactly the patches that gathering keeps
     full = build_scorer("tailedcore", coreset_ratio=1.0, progress=False)
-    a = full.set_view_source(_StreamingViews(feats)).fit(feats).memory_bank
-    b = full.set_view_source(_StreamingViews(feats).__call__).fit(feats).memory_bank
+    a = full.fit(feats, context=_with_views(_StreamingViews(feats))).memory_bank
+    b = full.fit(feats, context=_with_views(_StreamingViews(feats, one_batch=True))).memory_bank
     np.testing.assert_array_equal(np.unique(a, axis=0), np.unique(b, axis=0))
     # the exact coreset (chunk_size None) streams too, and equals gathering all views
     exact = build_scorer("tailedcore", coreset_ratio=0.5, chunk_size=None, progress=False)
-    src = _StreamingViews(feats)
-    a = exact.set_view_source(src).fit(feats).memory_bank
-    b = exact.set_view_source(_StreamingViews(feats).__call__).fit(feats).memory_bank
-    assert src.streamed == [30, 31] and src.gathered == 0
+    a = exact.fit(feats, context=_with_views(_StreamingViews(feats))).memory_bank
+    b = exact.fit(feats, context=_with_views(_StreamingViews(feats, one_batch=True))).memory_bank
     np.testing.assert_array_equal(a, b)
 
 

@@ -24,7 +24,7 @@ class Timer:
         self.seconds = time.perf_counter() - self.start
 
 
-STAGES = ("decode", "backbone", "embed", "coreset", "search", "maps")
+STAGES = ("decode", "backbone", "embed", "fit", "search", "maps")  # fit: PatchCore's coreset
 
 
 class StageTimes:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..config import ModelConfig
+from ..core import Features
 from ..data.mvtec import AnomalyDataset
-from ..features.extractor import Features
 from ..pipeline import build
 from ..progress import Progress
 from ..resources import peak_rss_mb

@@ -10,14 +10,11 @@ import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
-import torch
 
 from ..config import ModelConfig
 from ..data.mvtec import AnomalyDataset
-from ..pipeline import build
-from ..progress import Progress
-from ..resources import StageTimes, Timer, peak_rss_mb
-from ..scorers import ScoreResult
+from ..pipeline import Engine, Runner, build
+from ..resources import Timer, peak_rss_mb
 from ..scorers.maps import anomaly_maps
 from .metrics import auroc, auroc_by_group
 
@@ -47,51 +44,41 @@ class EvaluationResult:
     peak_rss_mb: float
     config: dict
     runtime: str = "torch"
-    stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, coreset, search, maps
+    stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, fit, search, maps
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -> EvaluationResult:
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
+def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
+             engine: Engine | None = None) -> EvaluationResult:
+    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test`` (``engine``: where the
+    batches run, default this process)."""
     backbone, extractor, scorer = build(cfg, progress=progress)
+    runner = Runner(extractor, engine, progress)
     train_paths = [s.path for s in dataset.train]
-    times = StageTimes()
-    with Timer() as fit_t, Progress(len(train_paths), "extract train", enabled=progress) as bar:
-        # the scorer fits while batches arrive (PatchCore's coreset streams), so its time
-        # is the fit's wall time less the extraction stages inside it
-        with Timer() as stream_t:
-            scorer.fit_batches(extractor.iter_features(train_paths, bar, times), len(train_paths))
-        times.add("coreset", stream_t.seconds - sum(times.seconds.values()))
+    with Timer() as fit_t:
+        summary = runner.fit({cfg.method: scorer}, train_paths)[cfg.method]
         backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None
-    parts: list[ScoreResult] = []
-    maps, masks = [], []
-    with Timer() as test_t, Progress(len(test), "score test", enabled=progress) as bar:
-        for item in extractor.iter_extract([s.path for s in test], mask_paths, progress=bar,
-                                           times=times):
-            if item.batch.errors:
-                from ..data.image_io import ImageReadError
-
-                i, reason = item.batch.errors[0]
-                raise ImageReadError(test[i].path, reason)
-            with times("search"):
-                result = scorer.score(item.features)
-            parts.append(result)
+    scores, maps, masks = [], [], []
+    with Timer() as test_t:
+        for item in runner.score({cfg.method: scorer}, [s.path for s in test], "score test",
+                                 mask_paths):
+            result = item.results[cfg.method]
+            scores.append(result.image_scores)
             if dataset.has_masks and result.patch_scores is not None:
-                with times("maps"):
+                with runner.times("maps"):
                     size = item.batch.masks.shape[1:]
                     batch_maps = anomaly_maps(result.patch_scores, size).astype(np.float32)
                     for amap, mask, box in zip(batch_maps, item.batch.masks, item.batch.boxes,
                                                strict=True):
                         maps.append(amap[box.slices()].ravel())  # the image's pixels, not padding
                         masks.append(mask[box.slices()].ravel().astype(bool))
-    scores = ScoreResult.concat(parts)
+    image_scores = np.concatenate(scores)
     labels = np.array([s.label for s in test])
-    image_auroc = auroc(labels, scores.image_scores)
+    image_auroc = auroc(labels, image_scores)
     pixel = auroc(np.concatenate(masks), np.concatenate(maps)) if maps else None
     n_train, n_test = len(train_paths), len(test)
     return EvaluationResult(
@@ -103,7 +90,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         image_auroc=float(image_auroc),
         pixel_auroc=None if pixel is None else float(pixel),
         image_auroc_by_defect={g: round(float(v), 4) for g, v in
-                               auroc_by_group(labels, scores.image_scores, [s.group for s in test]).items()},
+                               auroc_by_group(labels, image_scores, [s.group for s in test]).items()},
         n_train=n_train,
         n_test=n_test,
         n_test_anomalous=int(labels.sum()),
@@ -111,11 +98,11 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         test_seconds=round(test_t.seconds, 3),
         test_images_per_second=round(n_test / test_t.seconds, 3),
         images_per_second=round((n_train + n_test) / (fit_t.seconds + test_t.seconds), 3),
-        memory_bank_items=getattr(scorer, "bank_size", None),
-        memory_bank_mb=round(getattr(scorer, "bank_megabytes", 0.0), 3) if hasattr(scorer, "bank_megabytes") else None,
-        search_index=getattr(scorer, "search_index", None),
+        memory_bank_items=summary.get("memory_bank_items"),
+        memory_bank_mb=summary.get("memory_bank_mb"),
+        search_index=summary.get("search_index"),
         peak_rss_mb=round(peak_rss_mb(), 1),
         config=cfg.to_dict(),
         runtime=backbone.runs_on,
-        stage_seconds=times.to_dict(),
+        stage_seconds=runner.times.to_dict(),
     )

@@ -14,16 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import ModelConfig
-from ..data.image_io import ImageReadError
+from ..core import FitContext, SharedResults
 from ..data.longtail import LongTailSet
 from ..data.mvtec import AnomalyDataset
-from ..features.extractor import FeatureExtractor
 from ..features.views import ViewFeatures
-from ..pipeline import build_backbone
-from ..progress import Progress
+from ..pipeline import Runner, build_backbone, build_extractor
 from ..resources import Timer, peak_rss_mb
 from ..scorers import build_scorer, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSampler, TailSamplerResult
@@ -92,22 +89,19 @@ def evaluate_longtail(
     tail_views: str = "rot15flip",
     progress: bool = True,
 ) -> LongTailReport:
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
-    for m in methods:
-        get_scorer_class(m)  # fail early on unknown names
-    f = cfg.features
+    """Fit every method on the split's training features (one extraction, one set of
+    shared LOF scores), score each category's test set once for all of them."""
+    params = dict(scorer_params or {})
+    scorers = {m: build_scorer(m, **_params_for(m, params, cfg.seed, progress)) for m in methods}
     backbone = build_backbone(cfg)
-    extractor = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
-                                 patches=True, pooled=True, resize=f.resize)
-    patch_only = FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
-                                  patches=True, pooled=False, resize=f.resize)
+    extractor = build_extractor(cfg, backbone, outputs=("patches", "pooled"))  # pooled: TailSampler
+    runner = Runner(extractor, progress=progress)
     train = split.train_samples(category_dirs)
     train_paths = [s.path for s in train]
     train_cats = [s.group for s in train]
     timings: dict[str, float] = {}
-    with Timer() as t, Progress(len(train), "extract train", enabled=progress) as bar:
-        feats = extractor.extract(train_paths, progress=bar)
+    with Timer() as t:
+        feats = runner.extract(train_paths, "extract train").features
     timings["extract_train_s"] = round(t.seconds, 2)
 
     with Timer() as t:
@@ -115,43 +109,29 @@ def evaluate_longtail(
     timings["tail_sampler_s"] = round(t.seconds, 3)
     sizes = class_size_report(sampler, train_cats, split)
 
-    params = dict(scorer_params or {})
-    scorers, method_info, lof_scores = {}, {}, {}
-    for m in methods:
-        scorer = build_scorer(m, **_params_for(m, params, cfg.seed, progress))
-        if hasattr(scorer, "set_view_source"):
-            scorer.set_view_source(ViewFeatures(patch_only, train_paths, tail_views, progress))
-        if hasattr(scorer, "reuse_lof_scores"):  # same features + LOF params -> same scores
-            scorer.reuse_lof_scores(lof_scores.get(scorer.lof_key))
+    context = FitContext(views=ViewFeatures(extractor, train_paths, tail_views, progress),
+                         shared=SharedResults())
+    method_info = {}
+    for m, scorer in scorers.items():
         with Timer() as t:
-            scorer.fit(feats)
-        if getattr(scorer, "lof_scores_", None) is not None:
-            lof_scores[scorer.lof_key] = scorer.lof_scores_
-            scorer.lof_scores_ = None
-        info = {"fit_seconds": round(t.seconds, 2), "memory_bank_items": getattr(scorer, "bank_size", None),
-                "params": scorer.get_params()}
-        if getattr(scorer, "tail_result", None) is not None:
-            info.update(tail_items=scorer.tail_size, head_items=scorer.head_size,
-                        tail_images=int(len(scorer.tail_result.tail_indices)))
-        log.info("%s fitted in %.1f s: %s", m, t.seconds, info)
-        scorers[m], method_info[m] = scorer, info
-    del feats
+            scorer.fit(feats, context=context)
+        method_info[m] = {"fit_seconds": round(t.seconds, 2), **_report_keys(scorer.fit_summary()),
+                          "params": scorer.get_params()}
+        log.info("%s fitted in %.1f s: %s", m, t.seconds, method_info[m])
+    del feats, context
 
     results = []
     score_time = dict.fromkeys(methods, 0.0)
+    scoring = build_extractor(cfg, backbone, outputs=("patches",))  # scores read patches only
     with Timer() as t_all:
         for c in split.categories:
             test = split.test_samples(datasets[c], Path(category_dirs[c]))
             scores = {m: [] for m in methods}
-            with Progress(len(test), f"score {c}", enabled=progress) as bar:
-                for item in patch_only.iter_extract([s.path for s in test], progress=bar):
-                    if item.batch.errors:
-                        i, reason = item.batch.errors[0]
-                        raise ImageReadError(test[i].path, reason)
-                    for m, scorer in scorers.items():
-                        with Timer() as t:
-                            scores[m].append(scorer.score(item.features).image_scores)
-                        score_time[m] += t.seconds
+            for item in Runner(scoring, progress=progress).score(scorers, [s.path for s in test],
+                                                                 f"score {c}"):
+                for m in methods:
+                    scores[m].append(item.results[m].image_scores)
+                    score_time[m] += item.seconds[m]
             labels = np.array([s.label for s in test])
             for m in methods:
                 results.append({"method": m, "category": c,
@@ -165,6 +145,12 @@ def evaluate_longtail(
                   "n_train": len(train)}
     return LongTailReport(results, sizes, method_info, split_info, timings, cfg.to_dict(),
                           round(peak_rss_mb(), 1), {"tail_views": tail_views})
+
+
+def _report_keys(summary: dict) -> dict:
+    """The fit-summary entries this report has always carried."""
+    return {k: v for k, v in summary.items() if k in ("memory_bank_items", "tail_items",
+                                                     "head_items", "tail_images")}
 
 
 def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:

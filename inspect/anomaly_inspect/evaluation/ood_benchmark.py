@@ -21,16 +21,15 @@ import numpy as np
 import torch
 
 from ..config import BackboneConfig, ConfigError, FeatureConfig, read_yaml_mapping
+from ..core import Features
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
-from ..data.image_io import ImageReadError
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
-from ..data.loader import iter_batches
 from ..data.mvtec_ood import mvtec_heldout_benchmark
 from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
-from ..features.extractor import Features, patch_array, valid_grid
+from ..features.extractor import FeatureExtractor
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
@@ -191,46 +190,22 @@ def _with_resize(extra: dict, resize: str) -> dict:
 
 
 # --- features ------------------------------------------------------------------------------
-class OODFeatureExtractor:
-    """One pass per image: pooled embedding, per-channel block norms and (optionally) patches."""
-
-    def __init__(self, backbone: Backbone, features: FeatureConfig):
-        self.backbone = backbone
-        self.cfg = features
-        self.embedding = features.embedding()
-        self.transform = backbone.transform_config(features.image_size, features.crop_size,
-                                                   features.resize)
-
-    def run(self, samples: list[Sample], want_patches: bool, on_patches, progress: Progress,
-            image_fn=None) -> dict:
-        """Features of ``samples``; ``image_fn`` transforms each normalised batch first."""
-        paths = [s.path for s in samples]
-        pooled, blocks = [], {}
-        model = self.backbone.model
-        for batch in iter_batches(paths, self.transform, self.cfg.batch_size):
-            if batch.errors:
-                i, reason = batch.errors[0]
-                raise ImageReadError(paths[i], reason)
-            x = torch.from_numpy(batch.images)
-            if image_fn is not None:
-                x = image_fn(x)
-            with torch.inference_mode():
-                final, inter = model.forward_intermediates(
-                    x, indices=list(self.backbone.layers), intermediates_only=False)
-                pooled.append(model.forward_head(final, pre_logits=True).float().numpy())
-                for name, fmap in [("final", final), *zip(map(str, self.backbone.layers), inter, strict=True)]:
-                    norms = fmap.clamp_min(0).pow(2).sum(dim=(2, 3)).sqrt()
-                    blocks.setdefault(name, []).append(norms.float().numpy())
-                if want_patches:
-                    emb = self.embedding(inter)
-                    patches = patch_array(emb)
-                    valid = None if image_fn is not None else \
-                        valid_grid(batch.boxes, x.shape[-1], patches.shape[1:3])
-                    on_patches(Features(patches=patches, valid=valid))
-            progress.update(len(batch.indices))
-        out = {"pooled": np.concatenate(pooled)}
-        out.update({f"block_{k}": np.concatenate(v) for k, v in blocks.items()})
-        return out
+def extract_arrays(extractor: FeatureExtractor, samples: list[Sample], on_patches,
+                   progress: Progress, image_fn=None) -> dict:
+    """Pooled embeddings and block norms of ``samples`` as the arrays the cache stores
+    (``pooled``, ``block_<name>``); patch features, when the extractor makes them, go to
+    ``on_patches`` batch by batch. ``image_fn`` transforms each normalised batch first."""
+    paths = [s.path for s in samples]
+    pooled, blocks = [], {}
+    for feats in extractor.iter_features(paths, progress, image_fn=image_fn):
+        pooled.append(feats.pooled)
+        for name, norms in feats.blocks.items():
+            blocks.setdefault(name, []).append(norms)
+        if feats.patches is not None:
+            on_patches(Features(patches=feats.patches, valid=feats.valid))
+    out = {"pooled": np.concatenate(pooled)}
+    out.update({f"block_{k}": np.concatenate(v) for k, v in blocks.items()})
+    return out
 
 
 def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
@@ -250,13 +225,16 @@ def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
 def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       progress: bool = True) -> dict:
     t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
     data, synth_info = build_data(cfg, data_root)
     t_data = time.perf_counter() - t0
-    # Block norms need the final feature map too: this extractor runs the torch module directly.
+    # Block norms need the final feature map, which only the torch module returns.
     backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed,
                         runtime="torch")
-    extractor = OODFeatureExtractor(backbone, cfg.features)
+    f = cfg.features
+    sources = {want: FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size,
+                                      f.embedding(), patches=want, pooled=True, resize=f.resize,
+                                      blocks=True)
+               for want in (False, True)}
     cache = FeatureCache(cfg.cache_dir)
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}
     feat_extra = {"v": 1, "kind": "pooled+block_norms"}
@@ -302,7 +280,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                         scored[s.label].append(fitted_patch[s.label].score(f).image_scores)
 
             log.info("extracting %s (%d images)", name, len(samples))
-            out = extractor.run(samples, bool(missing_patch), on_patches, bar)
+            out = extract_arrays(sources[bool(missing_patch)], samples, on_patches, bar)
             n_extracted += len(samples)
             if cached is None:
                 cache.save(desc(name, feat_extra), out)
@@ -325,8 +303,8 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         if pseudo is None:
             gen = torch.Generator().manual_seed(cfg.seed)
             with Progress(len(data.id_train), "pseudo-OOD (jigsaw)", enabled=progress) as bar:
-                pseudo = extractor.run(data.id_train, False, None, bar,
-                                       image_fn=lambda x: jigsaw(x, JIGSAW_GRID, gen))
+                pseudo = extract_arrays(sources[False], data.id_train, None, bar,
+                                        image_fn=lambda x: jigsaw(x, JIGSAW_GRID, gen))
             n_extracted += len(data.id_train)
             cache.save(pseudo_desc, pseudo)
     t_features = time.perf_counter() - t1

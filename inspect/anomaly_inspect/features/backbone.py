@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import difflib
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
-# Never let timm / huggingface_hub reach the network: weights must be local.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
+import timm
+import torch
+from torch import nn
 
-import timm  # noqa: E402
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
-from ..data.transforms import TransformConfig  # noqa: E402
-from .runtime import (  # noqa: E402
+from ..data.transforms import TransformConfig
+from .runtime import (
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
     OnnxRunner,
@@ -27,7 +23,7 @@ from .runtime import (  # noqa: E402
     export_onnx,
     runtime_available,
 )
-from .weights import WeightSource, load_weights  # noqa: E402
+from .weights import WeightSource, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +84,10 @@ class Backbone(nn.Module):
         self.runtime = runtime
         self.precision = precision
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
-        torch.manual_seed(seed)  # only matters for weights="random"
         self.name = name
-        self.model = _create(name)
+        with torch.random.fork_rng():  # seeds weights="random" without touching the caller's RNG
+            torch.manual_seed(seed)
+            self.model = _create(name)
         self.weight_source: WeightSource = load_weights(self.model, name, weights)
         info = [dict(f) for f in self.model.feature_info]
         self.feature_info = info
@@ -225,10 +222,17 @@ class Backbone(nn.Module):
     @torch.inference_mode()
     def torch_forward_with_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """``forward_with_pooled`` in eager torch, whatever the runtime."""
+        inter, _, pooled = self.torch_forward_full(x)
+        return inter, pooled
+
+    @torch.inference_mode()
+    def torch_forward_full(self, x: torch.Tensor
+                           ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Stage maps, the final feature map and the pooled embedding, in eager torch."""
         final, inter = self.model.forward_intermediates(
             x, indices=list(self.layers), intermediates_only=False
         )
-        return inter, self.model.forward_head(final, pre_logits=True)
+        return inter, final, self.model.forward_head(final, pre_logits=True)
 
     @torch.inference_mode()
     def classify(self, x: torch.Tensor) -> torch.Tensor:

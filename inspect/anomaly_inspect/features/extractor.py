@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..core import Features
 from ..data.image_io import ImageReadError
 from ..data.loader import Batch, iter_batches
 from ..data.transforms import Box, TransformConfig
@@ -19,72 +20,6 @@ from .backbone import Backbone
 from .patch_embed import PatchEmbedding
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Features:
-    """Features of a set of images, as scorers consume them.
-
-    ``patches``: (N, h, w, D) float32 patch embeddings, for memory-bank scorers.
-    ``pooled``: (N, D) float32 global embedding, for image-level scorers.
-    ``valid``: (N, h, w) bool, the patches that lie on the image rather than on
-    the padding of an aspect-preserving resize; None when all do.
-    """
-
-    patches: np.ndarray | None = None
-    pooled: np.ndarray | None = None
-    valid: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        arr = self.patches if self.patches is not None else self.pooled
-        return 0 if arr is None else len(arr)
-
-    def subset(self, idx: np.ndarray | Sequence[int]) -> Features:
-        idx = np.asarray(idx)
-        return Features(
-            None if self.patches is None else self.patches[idx],
-            None if self.pooled is None else self.pooled[idx],
-            None if self.valid is None else self.valid[idx],
-        )
-
-    def valid_mask(self) -> np.ndarray:
-        """(N, h, w) bool: ``valid``, or all True."""
-        if self.valid is not None:
-            return self.valid
-        return np.ones(self.patches.shape[:3], dtype=bool)
-
-    @staticmethod
-    def collect(parts: Iterable[Features], n: int) -> Features:
-        """Features arriving part by part, written into arrays allocated once for ``n`` rows
-        (the peak is one copy of the features, not a list plus its concatenation)."""
-        out: dict[str, np.ndarray] = {}
-        start = 0
-        # ``valid`` is kept only once a part has padding; earlier parts were all valid.
-        for part in parts:
-            m = len(part)
-            for name in ("patches", "pooled", "valid"):
-                arr = getattr(part, name)
-                if arr is None:
-                    continue
-                if name not in out:
-                    fill = np.ones if name == "valid" else np.empty
-                    out[name] = fill((n, *arr.shape[1:]), dtype=arr.dtype)
-                out[name][start:start + m] = arr
-            start += m
-        if start != n:
-            raise ValueError(f"expected features of {n} images, got {start}")
-        return Features(out.get("patches"), out.get("pooled"), out.get("valid"))
-
-    @staticmethod
-    def concat(parts: list[Features]) -> Features:
-        def cat(arrs):
-            arrs = [a for a in arrs if a is not None]
-            return np.concatenate(arrs) if arrs else None
-
-        valid = None
-        if any(p.valid is not None for p in parts):
-            valid = np.concatenate([p.valid_mask() for p in parts if p.patches is not None])
-        return Features(cat([p.patches for p in parts]), cat([p.pooled for p in parts]), valid)
 
 
 def patch_array(emb: torch.Tensor) -> np.ndarray:
@@ -109,11 +44,13 @@ class ExtractedBatch:
 
 
 class FeatureExtractor:
-    """Runs a frozen :class:`Backbone` over image files in batches.
+    """The one feature source: runs a frozen :class:`Backbone` over image files in batches.
 
-    ``patches`` / ``pooled`` choose which outputs to compute: patch features
-    need only the stages up to ``layers`` (early exit); the pooled embedding
-    needs the full network.
+    ``patches`` / ``pooled`` / ``blocks`` choose the outputs, all from one pass:
+    patch embeddings need only the stages up to ``layers`` (early exit); the
+    pooled embedding needs the full network; block norms (per-channel L2 norms of
+    each chosen stage and of the final map) need the final map too, which only
+    the torch module returns, so they always run in torch.
     """
 
     def __init__(
@@ -126,6 +63,7 @@ class FeatureExtractor:
         patches: bool = True,
         pooled: bool = False,
         resize: str = "stretch",
+        blocks: bool = False,
     ):
         self.backbone = backbone
         self.transform: TransformConfig = backbone.transform_config(image_size, crop_size, resize)
@@ -133,29 +71,38 @@ class FeatureExtractor:
         self.embedding = embedding or PatchEmbedding()
         self.want_patches = patches
         self.want_pooled = pooled
+        self.want_blocks = blocks
 
     def features_of(self, images: torch.Tensor, boxes: Sequence[Box] | None = None,
-                    times: StageTimes | None = None) -> Features:
+                    times: StageTimes | None = None, patches_only: bool = False) -> Features:
         """Features of a normalised (B, 3, H, W) tensor; ``boxes`` (where each image's content
         lies, from the transform) mark the patches on padding as not ``valid``. ``times``
-        accumulates the seconds spent in ``backbone`` and ``embed``."""
+        accumulates the seconds spent in ``backbone`` and ``embed``; ``patches_only`` skips
+        the pooled embedding and block norms (e.g. for augmented views)."""
         times = times or StageTimes()
+        pooled_np = blocks = None
         with times("backbone"):
-            if self.want_pooled:
+            if self.want_blocks and not patches_only:
+                maps, final, pooled = self.backbone.torch_forward_full(images)
+                pooled_np = pooled.float().numpy() if self.want_pooled else None
+                named = [("final", final), *zip(map(str, self.backbone.layers), maps, strict=True)]
+                blocks = {name: fmap.clamp_min(0).pow(2).sum(dim=(2, 3)).sqrt().float().numpy()
+                          for name, fmap in named}
+            elif self.want_pooled and not patches_only:
                 maps, pooled = self.backbone.forward_with_pooled(images)
                 pooled_np = pooled.float().numpy()
             else:
-                maps, pooled_np = self.backbone(images), None
+                maps = self.backbone(images)
         with times("embed"):
             patches = None
-            if self.want_patches:
+            if self.want_patches or patches_only:
                 with torch.inference_mode():
                     emb = self.embedding(maps)
                 patches = patch_array(emb)
             valid = None
             if patches is not None and boxes is not None:
                 valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])
-        return Features(patches, pooled_np, valid)
+        return Features(patches, pooled_np, valid, blocks)
 
     def iter_extract(
         self,
@@ -163,9 +110,12 @@ class FeatureExtractor:
         mask_paths: Sequence[Path | None] | None = None,
         progress: Progress | None = None,
         times: StageTimes | None = None,
+        image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> Iterator[ExtractedBatch]:
         """Yield features batch by batch (bounded memory); errors are in ``batch.errors``.
-        ``times`` accumulates ``decode`` (waiting for decoded batches), ``backbone``, ``embed``."""
+        ``times`` accumulates ``decode`` (waiting for decoded batches), ``backbone``, ``embed``.
+        ``image_fn`` transforms each normalised batch before the backbone (e.g. pseudo-OOD
+        jigsaw); its patches are then all marked valid."""
         times = times or StageTimes()
         batches = iter_batches(paths, self.transform, self.batch_size, mask_paths)
         while True:
@@ -173,25 +123,56 @@ class FeatureExtractor:
                 batch = next(batches, None)
             if batch is None:
                 return
-            feats = (
-                self.features_of(torch.from_numpy(batch.images), batch.boxes, times)
-                if len(batch.indices) else Features()
-            )
+            feats = Features()
+            if batch.indices:
+                x = torch.from_numpy(batch.images)
+                if image_fn is None:
+                    feats = self.features_of(x, batch.boxes, times)
+                else:
+                    feats = self.features_of(image_fn(x), None, times)
             if progress is not None:
                 progress.update(len(batch.indices) + len(batch.errors))
             yield ExtractedBatch(batch, feats)
 
     def iter_features(self, paths: Sequence[Path], progress: Progress | None = None,
-                      times: StageTimes | None = None) -> Iterator[Features]:
+                      times: StageTimes | None = None,
+                      image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+                      ) -> Iterator[Features]:
         """Features of every path, batch by batch, in order; raises on the first unreadable image."""
-        for item in self.iter_extract(paths, progress=progress, times=times):
-            if item.batch.errors:
-                index, reason = item.batch.errors[0]
-                raise ImageReadError(paths[index], reason)
+        for item in self.iter_extract(paths, progress=progress, times=times, image_fn=image_fn):
+            raise_first_error(item.batch, paths)
             yield item.features
 
     def extract(self, paths: Sequence[Path], progress: Progress | None = None,
-                times: StageTimes | None = None) -> Features:
+                times: StageTimes | None = None,
+                image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Features:
         """Features of every path, in order, in arrays allocated once; raises on the first
         unreadable image."""
-        return Features.collect(self.iter_features(paths, progress, times), len(paths))
+        return Features.collect(self.iter_features(paths, progress, times, image_fn), len(paths))
+
+    def iter_views(self, paths: Sequence[Path], kind: str, progress: Progress | None = None
+                   ) -> Iterator[Features]:
+        """Patch features of the rotated / flipped views (``kind``, see :mod:`.views`) of
+        ``paths``, one (batch, view) at a time; patches whose centre falls off the rotated
+        image content are not ``valid``. Raises on the first unreadable image."""
+        from .views import cells_inside, content_masks, rotated_views
+
+        for batch in iter_batches(paths, self.transform, self.batch_size):
+            raise_first_error(batch, paths)
+            images = torch.from_numpy(batch.images)
+            content = content_masks(batch.boxes, images.shape[-1])
+            masks = rotated_views(content, kind) if content is not None else None
+            for view in rotated_views(images, kind):
+                feats = self.features_of(view, patches_only=True)
+                if masks is not None:
+                    feats.valid = cells_inside(next(masks), feats.patches.shape[1:3])
+                if progress is not None:
+                    progress.update(len(view))
+                yield feats
+
+
+def raise_first_error(batch: Batch, paths: Sequence[Path]) -> None:
+    """Raise :class:`ImageReadError` for the first image of ``batch`` that could not be read."""
+    if batch.errors:
+        index, reason = batch.errors[0]
+        raise ImageReadError(paths[index], reason)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,11 +21,12 @@ import torch.nn.functional as F
 import torchvision.transforms.functional as TF
 from torchvision.transforms import InterpolationMode
 
-from ..data.image_io import ImageReadError
-from ..data.loader import iter_batches
+from ..core import Features
 from ..data.transforms import Box, cell_centres
 from ..progress import Progress
-from .extractor import FeatureExtractor, Features, patch_array
+
+if TYPE_CHECKING:
+    from .extractor import FeatureExtractor
 
 #: augmentation kinds: name -> (rotation step in degrees, or None for 90-degree steps; flip)
 VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
@@ -65,11 +67,9 @@ def one_view(images: torch.Tensor, angle: int, flip: bool) -> torch.Tensor:
 
 
 class ViewFeatures:
-    """Callable: training-image indices -> patch :class:`Features` of all their views.
-
-    Uses the same backbone, input transform and patch embedding as the
-    extractor that produced the training features.
-    """
+    """The :class:`~..core.ViewSource` of a set of training images: their views' patch
+    features, from the extractor that produced the training features (same backbone,
+    input transform and patch embedding)."""
 
     def __init__(self, extractor: FeatureExtractor, paths: Sequence[Path], kind: str = "rot15flip",
                  progress: bool = True):
@@ -85,40 +85,28 @@ class ViewFeatures:
 
     def __call__(self, indices: Sequence[int]) -> Features:
         """Patch features of every view of the images at ``indices``, in one array."""
-        parts = list(self.iter_views(indices))
-        return Features.concat(parts) if parts else Features()
+        return Features.concat(list(self.iter_views(indices)))
 
     def iter_views(self, indices: Sequence[int]) -> Iterator[Features]:
         """The same features one (batch, view) at a time, so callers can reduce as they go."""
-        for _, _, feats in self.iter_view_blocks(indices):
-            yield feats
+        if not len(indices) or self.views_per_image == 0:
+            return
+        paths = [self.paths[int(i)] for i in indices]
+        with Progress(len(paths) * self.views_per_image, "tail views", enabled=self.progress) as bar:
+            yield from self.extractor.iter_views(paths, self.kind, bar)
 
     def iter_view_blocks(self, indices: Sequence[int]
                          ) -> Iterator[tuple[np.ndarray, tuple[int, bool], Features]]:
         """As :meth:`iter_views`, each block with the training-image indices of its rows and
-        its (angle, flip): what a memory item's provenance records."""
-        indices = [int(i) for i in indices]
-        if not indices or self.views_per_image == 0:
-            return
-        ex = self.extractor
-        paths = [self.paths[i] for i in indices]
-        with Progress(len(paths) * self.views_per_image, "tail views", enabled=self.progress) as bar:
-            for batch in iter_batches(paths, ex.transform, ex.batch_size):
-                ids = np.asarray(indices)[batch.indices]
-                if batch.errors:
-                    i, reason = batch.errors[0]
-                    raise ImageReadError(paths[i], reason)
-                images = torch.from_numpy(batch.images)
-                content = content_masks(batch.boxes, images.shape[-1])
-                masks = rotated_views(content, self.kind) if content is not None else None
-                for params, view in zip(view_params(self.kind), rotated_views(images, self.kind),
-                                        strict=True):
-                    with torch.inference_mode():
-                        emb = ex.embedding(ex.backbone(view))
-                    bar.update(len(view))
-                    patches = patch_array(emb)
-                    valid = None if masks is None else cells_inside(next(masks), patches.shape[1:3])
-                    yield ids, params, Features(patches=patches, valid=valid)
+        its (angle, flip): what a memory item's provenance records. The extractor yields,
+        batch after batch of images, one block per view in :func:`view_params` order."""
+        ids = np.asarray([int(i) for i in indices])
+        params = view_params(self.kind)
+        start = 0
+        for k, feats in enumerate(self.iter_views(ids)):
+            yield ids[start:start + len(feats)], params[k % len(params)], feats
+            if k % len(params) == len(params) - 1:
+                start += len(feats)
 
 
 def content_masks(boxes: Sequence[Box], size: int) -> torch.Tensor | None:

@@ -12,14 +12,13 @@ import inspect
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from ..features.extractor import Features
+from ..core import Features, FitContext, ScoreResult
 
 SCORER_FORMAT_VERSION = 1
 
@@ -30,26 +29,6 @@ class NotFittedError(RuntimeError):
 
 class ScorerFormatError(ValueError):
     """Saved scorer state that this version cannot read."""
-
-
-@dataclass
-class ScoreResult:
-    """Scores of N images; ``patch_scores`` (N, h, w) only for patch-level scorers;
-    ``nearest`` (N, h, w) int64, for memory-bank scorers: the memory item each patch was
-    matched with (-1 on padding), which explains its score."""
-
-    image_scores: np.ndarray
-    patch_scores: np.ndarray | None = None
-    nearest: np.ndarray | None = None
-
-    @staticmethod
-    def concat(parts: list[ScoreResult]) -> ScoreResult:
-        def cat(name):
-            arrs = [getattr(p, name) for p in parts]
-            return np.concatenate(arrs) if parts and all(a is not None for a in arrs) else None
-
-        img = np.concatenate([p.image_scores for p in parts]) if parts else np.zeros(0)
-        return ScoreResult(img, cat("patch_scores"), cat("nearest"))
 
 
 class Scorer(ABC):
@@ -93,16 +72,24 @@ class Scorer(ABC):
             raise NotFittedError(f"{type(self).__name__}.score() called before fit()")
 
     @abstractmethod
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> Scorer:
-        """Learn from training features (normal / in-distribution only)."""
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> Scorer:
+        """Learn from training features (normal / in-distribution only); ``labels`` are ID
+        class labels for the scorers that train a classifier, ``context`` what some scorers
+        need besides (see :class:`FitContext`)."""
 
-    def fit_batches(self, batches: Iterable[Features], n_images: int) -> Scorer:
+    def fit_batches(self, batches: Iterable[Features], n_images: int,
+                    context: FitContext | None = None) -> Scorer:
         """Fit on training features that arrive batch by batch (``n_images`` in all).
 
         The default gathers them (one copy) and calls :meth:`fit`; scorers that can
         learn from a stream (PatchCore's coreset) override it to keep memory flat.
         """
-        return self.fit(Features.collect(batches, n_images))
+        return self.fit(Features.collect(batches, n_images), context=context)
+
+    def fit_summary(self) -> dict[str, Any]:
+        """What the fit produced, for reports (e.g. memory-bank size); empty by default."""
+        return {}
 
     @abstractmethod
     def score(self, features: Features) -> ScoreResult:

@@ -116,8 +116,9 @@ def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeight
     z = torch.from_numpy((x - mean) / std)
     yt = torch.from_numpy(y.astype(np.int64))
     gen = torch.Generator().manual_seed(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    net = _Net(x.shape[1], cfg, len(classes))
+    with torch.random.fork_rng():  # seeded initial weights, the caller's RNG untouched
+        torch.manual_seed(cfg.seed)
+        net = _Net(x.shape[1], cfg, len(classes))
     counts = np.bincount(y, minlength=len(classes)).astype(np.float32)
     weight = torch.from_numpy(counts.sum() / (len(classes) * counts))
     loss_fn = nn.CrossEntropyLoss(weight=weight)

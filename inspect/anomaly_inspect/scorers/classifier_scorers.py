@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp, softmax
 
-from ..features.extractor import Features
+from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 from .classifier_head import HeadConfig, HeadWeights, train_head
 from .norms import feature_norm, nan_confidence
@@ -53,7 +53,8 @@ class HeadScorer(Scorer):
         return HeadConfig(self.hidden, self.epochs, self.lr, self.weight_decay, self.batch_size,
                           self.dropout, self.l2_normalize, self.seed, self.standardize)
 
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> HeadScorer:
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> HeadScorer:
         if labels is None:
             raise ValueError(f"{self.name} trains a classifier head and needs ID class labels")
         self.head = train_head(self._pooled(features), labels, self.head_config())

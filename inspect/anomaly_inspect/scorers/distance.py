@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.covariance import LedoitWolf
 
-from ..features.extractor import Features
+from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 from .nn_index import NearestNeighbours
 from .norms import EPS, nan_confidence
@@ -43,7 +43,8 @@ class Mahalanobis(Scorer):
         self.means: np.ndarray | None = None
         self.precision: np.ndarray | None = None
 
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> Mahalanobis:
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> Mahalanobis:
         x = _pooled(features, self.name)
         if len(x) < 2:
             raise ValueError(f"{self.name}: needs at least 2 training images, got {len(x)}")
@@ -106,7 +107,8 @@ class KNN(Scorer):
         x = _pooled(features, self.name)
         return (_l2_normalise(x) if self.normalize else x).astype(np.float32)
 
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> KNN:
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> KNN:
         bank = self._prep(features)
         if len(bank) < self.k:
             raise ValueError(f"{self.name}: k={self.k} but only {len(bank)} training images")

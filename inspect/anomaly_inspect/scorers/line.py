@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import logsumexp
 
-from ..features.extractor import Features
+from ..core import Features
 from .classifier_scorers import HeadScorer
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..features.extractor import Features
+from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 
 EPS = 1e-6
@@ -60,7 +60,8 @@ class _Stateless(Scorer):
             raise ValueError(f"{self.name} needs '{field}' features, but they were not extracted")
         return arr
 
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> _Stateless:
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> _Stateless:
         if len(self._input(features)) == 0:
             raise ValueError(f"{self.name}: no training features")
         self._fitted = True

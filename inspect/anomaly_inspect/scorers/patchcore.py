@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
-from ..features.extractor import Features
+from ..core import Features, FitContext
 from ..progress import Progress
 from .base import Scorer, ScoreResult
 from .coreset import TwoRoundCoreset
@@ -159,10 +160,12 @@ class PatchCore(Scorer):
         """Coreset indices of the flattened (M, D) training patches."""
         return self.finish_coreset(self.run_coreset(self.coreset(ratio), [patches]))
 
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> PatchCore:
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> PatchCore:
         return self.fit_batches([features], len(features))
 
-    def fit_batches(self, batches: Iterable[Features], n_images: int) -> PatchCore:
+    def fit_batches(self, batches: Iterable[Features], n_images: int,
+                    context: FitContext | None = None) -> PatchCore:
         """Stream the training patches through the coreset: only its kept rows stay in memory
         (and one bool per training patch, to say where each kept row came from)."""
         valid: list[np.ndarray] = []
@@ -235,6 +238,11 @@ class PatchCore(Scorer):
     def search_index(self) -> str | None:
         """The faiss index kind in use ("auto" resolved by bank size)."""
         return None if self._nn is None else self._nn.resolved_kind
+
+    def fit_summary(self) -> dict[str, Any]:
+        return {"memory_bank_items": self.bank_size,
+                "memory_bank_mb": round(self.bank_megabytes, 3),
+                "search_index": self.search_index}
 
     def get_state(self) -> dict[str, np.ndarray]:
         state = {"memory_bank": self.memory_bank}

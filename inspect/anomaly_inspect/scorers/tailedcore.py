@@ -18,12 +18,12 @@ own, and TailedCore uses extra views only when given a view source (see
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
 from itertools import chain
+from typing import Any
 
 import numpy as np
 
-from ..features.extractor import Features
+from ..core import Features, FitContext, SharedResults, ViewSource
 from .lof_filter import check_discard, keep_below_quantile, per_position_lof
 from .patchcore import PatchCore
 from .provenance import Provenance
@@ -68,33 +68,29 @@ class SoftPatch(PatchCore):
         self.lof_discard = lof_discard
         self.lof_projection_dim = lof_projection_dim
         self.soft_weight = soft_weight
-        self._lof_hint: np.ndarray | None = None
-        self.lof_scores_: np.ndarray | None = None
 
     @property
     def lof_key(self) -> tuple:
         """Parameters that determine the LOF scores (scorers with equal keys share them)."""
         return (self.lof_k, self.lof_projection_dim, self.seed)
 
-    def reuse_lof_scores(self, scores: np.ndarray | None) -> None:
-        """Use these (N, h, w) LOF scores, computed by a scorer with the same ``lof_key`` on
-        the same training features, in the next ``fit`` instead of recomputing them."""
-        self._lof_hint = scores
-
-    def head_memory(self, patches: np.ndarray,
-                    valid: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def head_memory(self, patches: np.ndarray, valid: np.ndarray | None = None,
+                    shared: SharedResults | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Coreset of the LOF-filtered (N, h, w, D) patches: the (M, D) items and their LOF
         scores (1 where no LOF was needed). Patches outside ``valid`` (padding) take part in
-        the per-position LOF but are not kept, nor counted in its discard quantile. Where the
-        items came from is left in ``head_provenance_``."""
+        the per-position LOF but are not kept, nor counted in its discard quantile. LOF scores
+        found in ``shared`` under :attr:`lof_key` (same features, same LOF parameters) are
+        reused, and the ones computed here are put there. Where the items came from is left
+        in ``head_provenance_``."""
         check_discard(self.lof_discard)
-        scores, self._lof_hint = self._lof_hint, None
+        scores = None if shared is None else shared.get(self.lof_key)
         if scores is not None and scores.shape != patches.shape[:3]:
             scores = None
         if scores is None and (self.lof_discard > 0 or self.soft_weight):
             scores = per_position_lof(patches, self.lof_k, self.lof_projection_dim, self.seed,
                                       self.progress)
-        self.lof_scores_ = scores
+            if shared is not None:
+                shared.put(self.lof_key, scores)
         if scores is None:  # nothing to discard or weigh: every image patch is kept, weight 1
             scores = np.ones(patches.shape[:3], np.float32)
         keep = keep_below_quantile(scores, self.lof_discard, valid)
@@ -103,14 +99,13 @@ class SoftPatch(PatchCore):
         self.head_provenance_ = Provenance.of_cells(keep, idx)
         return kept[idx], scores[keep][idx].astype(np.float32)
 
-    def fit_batches(self, batches: Iterable[Features], n_images: int) -> SoftPatch:
-        """The per-position LOF needs every training image at once: gather, then fit."""
-        return self.fit(Features.collect(batches, n_images))
 
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> SoftPatch:
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> SoftPatch:
         if features.patches is None:
             raise ValueError(f"{type(self).__name__} needs patch features")
-        bank, lof = self.head_memory(features.patches, features.valid)
+        bank, lof = self.head_memory(features.patches, features.valid,
+                                     context.shared if context else None)
         self._set_bank(np.ascontiguousarray(bank), lof if self.soft_weight else None,
                        self.head_provenance_)
         log.info("SoftPatch: %d memory items%s", len(bank),
@@ -158,17 +153,10 @@ class TailedCore(SoftPatch):
         self.tail_keep = tail_keep
         self.tail_mass = tail_mass
         self.embedding = embedding
-        self._view_source: Callable[[Sequence[int]], Features] | None = None
-        self.tail_provenance_: Provenance | None = None
         self.tail_result: TailSamplerResult | None = None
+        self.tail_provenance_: Provenance | None = None
         self.head_size = 0
         self.tail_size = 0
-
-    def set_view_source(self, source: Callable[[Sequence[int]], Features] | None) -> TailedCore:
-        """Give a callable mapping training-image indices to the patch features of their
-        rotated / flipped views (e.g. :class:`~..features.views.ViewFeatures`); None = no views."""
-        self._view_source = source
-        return self
 
     def global_embeddings(self, features: Features) -> np.ndarray:
         if self.embedding == "pooled":
@@ -186,40 +174,35 @@ class TailedCore(SoftPatch):
         return TailSampler(self.tail_keep, self.tail_mass).run(self.global_embeddings(features))
 
     def tail_memory(self, patches: np.ndarray, tail: np.ndarray,
-                    valid: np.ndarray | None = None) -> np.ndarray:
-        """Coreset of the tail images' patches (those in ``valid``) plus the patches of their views.
-
-        Views reach the coreset batch by batch when the view source can stream
-        (``iter_views``): round 1 reduces each batch as it arrives, so memory
-        holds one batch of views plus the kept rows, not all views. Where the
-        items came from is left in ``tail_provenance_``: a source with
-        ``iter_view_blocks`` (image indices and view of every batch) gives the
-        views' provenance; other sources' view items are marked unknown (-1).
+                    valid: np.ndarray | None = None, views: ViewSource | None = None) -> np.ndarray:
+        """Coreset of the tail images' patches (those in ``valid``) plus the patches of their
+        ``views``. Views reach the coreset batch by batch: round 1 reduces each batch as it
+        arrives, so memory holds one batch of views plus the kept rows, not all views.
+        Where the items came from is left in ``tail_provenance_``: a view source with
+        ``iter_view_blocks`` (image indices and (angle, flip) of every block, as
+        :class:`~..features.views.ViewFeatures` has) gives the views' provenance; other
+        sources' view items are marked unknown (image -1).
         """
         d = patches.shape[-1]
         tail = np.asarray(tail)
         own = patches[tail].reshape(-1, d) if valid is None else patches[tail][valid[tail]]
         own_valid = (np.ones(patches.shape[:3], bool) if valid is None else valid)[tail]
         coreset = self.coreset(self.tail_coreset_ratio, keep_rows=True)
-        source = self._view_source
-        #: per block after the first: (rows, image ids or None, view angle/flip, valid mask)
-        spans: list[tuple[int, np.ndarray | None, tuple[int, bool], np.ndarray | None]] = []
-        if source is None or not len(tail):
+        #: per view block: (rows, image ids or None, (angle, flip), valid mask)
+        spans: list[tuple[int, np.ndarray | None, tuple[int, bool] | None, np.ndarray | None]] = []
+        if views is None or not len(tail):
             blocks = [own]
         else:
-            blocks = chain([own], self._view_blocks(source, tail, d, spans))
+            blocks = chain([own], self._view_blocks(views, tail, d, spans))
         positions, rows = self.finish_coreset(self.run_coreset(coreset, blocks), rows=True)
         self.tail_provenance_ = _view_provenance(positions, own_valid, tail, spans)
         return rows
 
-    def _view_blocks(self, source, tail: np.ndarray, d: int, spans: list):
+    def _view_blocks(self, views: ViewSource, tail: np.ndarray, d: int, spans: list):
         """(M, D) blocks of the views' patches, noting in ``spans`` where each came from."""
-        indexed = getattr(source, "iter_view_blocks", None)
-        if indexed is not None:
-            items = indexed(tail)
-        else:
-            stream = getattr(source, "iter_views", None)
-            items = ((None, None, b) for b in (stream(tail) if stream is not None else [source(tail)]))
+        indexed = getattr(views, "iter_view_blocks", None)
+        items = indexed(tail) if indexed is not None else \
+            ((None, None, b) for b in views.iter_views(tail))
         for ids, view, b in items:
             if b.patches is None:
                 continue
@@ -235,17 +218,19 @@ class TailedCore(SoftPatch):
             raise ValueError(f"view features have dim {patches.shape[-1]}, training {d}")
         return patches.reshape(-1, d) if views.valid is None else patches[views.valid]
 
-    def fit(self, features: Features, labels: np.ndarray | None = None) -> TailedCore:
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> TailedCore:
         if features.patches is None:
             raise ValueError("TailedCore needs patch features")
         self.tail_result = self.find_tail(features)
         tail = self.tail_result.tail_indices
         log.info("TailSampler: %d of %d images in tail classes (class size <= %d); histogram %s",
                  len(tail), len(features), self.tail_result.max_k, self.tail_result.histogram.tolist())
-        head, _ = self.head_memory(features.patches, features.valid)
+        context = context or FitContext()
+        head, _ = self.head_memory(features.patches, features.valid, context.shared)
         if len(tail):
-            tail_bank, tail_prov = self.tail_memory(features.patches, tail, features.valid), \
-                self.tail_provenance_
+            tail_bank = self.tail_memory(features.patches, tail, features.valid, context.views)
+            tail_prov = self.tail_provenance_
         else:
             tail_bank, tail_prov = np.zeros((0, head.shape[1]), np.float32), Provenance.unknown(0)
         self.head_size, self.tail_size = len(head), len(tail_bank)
@@ -254,6 +239,13 @@ class TailedCore(SoftPatch):
         log.info("TailedCore: memory %d items (tail %d + head %d)", self.bank_size, self.tail_size,
                  self.head_size)
         return self
+
+    def fit_summary(self) -> dict[str, Any]:
+        out = super().fit_summary()
+        if self.tail_result is not None:
+            out.update(tail_items=self.tail_size, head_items=self.head_size,
+                       tail_images=int(len(self.tail_result.tail_indices)))
+        return out
 
     # -- persistence -----------------------------------------------------------
     def get_state(self) -> dict[str, np.ndarray]:

@@ -17,14 +17,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
 from ..data.transforms import Box
-from ..features.extractor import FeatureExtractor, Features
-from ..pipeline import build, build_backbone, build_extractor
+from ..features.extractor import FeatureExtractor
+from ..pipeline import (
+    Engine,
+    LocalEngine,
+    Runner,
+    build,
+    build_backbone,
+    build_extractor,
+    score_batches,
+)
 from ..progress import Progress
 from ..scorers import Scorer
 from .calibration import Calibration, calibrate, holdout_split
@@ -96,15 +103,21 @@ class Model:
                               extra_files=exports)
 
     def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
-                   keep_maps: bool = True) -> Iterator[ScoredBatch]:
-        """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows."""
-        paths = [Path(p) for p in paths]
-        for item in self.extractor.iter_extract(paths, progress=progress):
+                   keep_maps: bool = True, engine: Engine | None = None) -> Iterator[ScoredBatch]:
+        """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows.
+        ``engine`` says where the batches run (default: this process)."""
+        task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size, model=self)
+        return (engine or LocalEngine()).map(task, [Path(p) for p in paths], progress)
+
+    def score_batches(self, paths: Sequence[Path], keep_maps: bool = True
+                      ) -> Iterator[tuple[int, ScoredBatch]]:
+        """The per-batch screening step: ``(paths consumed, scored batch)`` in order."""
+        for n, item in score_batches(self.extractor, {"model": self.scorer}, paths):
             batch = item.batch
             rows: dict[int, ScoredImage] = {}
             inputs: dict[int, np.ndarray] = {}
             if batch.indices:
-                result = self.scorer.score(item.features)
+                result = item.results["model"]
                 scores = result.image_scores.astype(np.float64)
                 pvals = self.calibration.p_values(scores)
                 flags = self.calibration.decide(scores)
@@ -124,7 +137,7 @@ class Model:
                 rows[i] = ScoredImage(str(paths[i]), float("nan"), float("nan"), None, reason)
             order = sorted(rows)
             pos = {i: k for k, i in enumerate(order)}
-            yield ScoredBatch([rows[i] for i in order], {pos[i]: x for i, x in inputs.items()})
+            yield n, ScoredBatch([rows[i] for i in order], {pos[i]: x for i, x in inputs.items()})
 
     def score(self, inputs: Sequence[Path | str], progress: bool = False) -> list[ScoredImage]:
         """Score files / folders / globs and return one :class:`ScoredImage` per image."""
@@ -153,21 +166,24 @@ class Model:
         return explain_image(self, image, top)
 
 
-def _extract_skipping(extractor: FeatureExtractor, paths: list[Path], desc: str, progress: bool
-                      ) -> tuple[list[int], Features, list[dict[str, str]]]:
-    """Features of the readable images; unreadable ones are skipped with a warning."""
-    ok: list[int] = []
-    parts: list[Features] = []
-    skipped: list[dict[str, str]] = []
-    with Progress(len(paths), desc, enabled=progress) as bar:
-        for item in extractor.iter_extract(paths, progress=bar):
-            ok.extend(item.batch.indices)
-            if item.batch.indices:
-                parts.append(item.features)
-            for i, reason in item.batch.errors:
-                log.warning("skipping %s: %s", display_path(paths[i]), reason)
-                skipped.append({"path": display_path(paths[i]), "error": reason})
-    return ok, Features.concat(parts), skipped
+@dataclass
+class ScoreTask:
+    """The screening step as an engine task: a model (in memory, or a directory each worker
+    loads once) scoring batches of image paths."""
+
+    keep_maps: bool = True
+    batch_size: int = 32
+    model_dir: Path | None = None
+    model: Model | None = None
+
+    def setup(self) -> None:
+        if self.model is None:
+            if self.model_dir is None:
+                raise ValueError("ScoreTask needs a model or a model directory")
+            self.model = load_model(self.model_dir)
+
+    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, ScoredBatch]]:
+        return self.model.score_batches(paths, self.keep_maps)
 
 
 def fit(
@@ -188,14 +204,14 @@ def fit(
     ``max_pixels`` are skipped unread (see ``data.image_io``).
     """
     cfg = cfg or ModelConfig()
-    torch.manual_seed(cfg.seed)
-    np.random.seed(cfg.seed)
     train_paths = expand_inputs(list(train))
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
     backbone, extractor, scorer = build(cfg, progress=progress)
     extractor.transform = dataclasses.replace(extractor.transform, max_pixels=max_pixels)
-    ok, feats, skipped = _extract_skipping(extractor, train_paths, "extract train", progress)
+    runner = Runner(extractor, progress=progress)
+    train_set = runner.extract(train_paths, "extract train", skip_errors=True)
+    ok, feats, skipped = train_set.indices, train_set.features, train_set.skipped
     if not ok:
         raise ValueError(f"none of the {len(train_paths)} training images could be read")
     readable = [train_paths[i] for i in ok]
@@ -216,8 +232,8 @@ def fit(
                         "low, so the threshold is too low and the real FPR higher than stated",
                         len(overlap))
         fit_feats, fit_paths = feats, readable
-        cal_ok, cal_feats, cal_skipped = _extract_skipping(extractor, cal_all, "extract calibration",
-                                                           progress)
+        cal_set = runner.extract(cal_all, "extract calibration", skip_errors=True)
+        cal_ok, cal_feats, cal_skipped = cal_set.indices, cal_set.features, cal_set.skipped
         if not cal_ok:
             raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
         skipped += cal_skipped

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
-from .config import ModelConfig
-from .features.backbone import Backbone
-from .features.extractor import FeatureExtractor
-from .scorers import (
+from ..config import ModelConfig
+from ..features.backbone import Backbone
+from ..features.extractor import FeatureExtractor
+from ..scorers import (
     Scorer,
     build_scorer,
     check_scorer_params,
@@ -23,12 +24,16 @@ def build_backbone(cfg: ModelConfig, cache_dir: str | Path | None = None) -> Bac
                     precision=b.precision, cache_dir=cache_dir)
 
 
-def build_extractor(cfg: ModelConfig, backbone: Backbone, scorer_cls: type[Scorer]) -> FeatureExtractor:
+def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[Scorer],
+                    outputs: Iterable[str] = ()) -> FeatureExtractor:
+    """The feature source for ``cfg``: the outputs the scorer classes require (``patches``,
+    ``pooled``, ``blocks``) plus ``outputs``."""
+    wanted = set(outputs).union(*(c.requires for c in scorer_classes))
     f = cfg.features
     return FeatureExtractor(
         backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
-        patches="patches" in scorer_cls.requires, pooled="pooled" in scorer_cls.requires,
-        resize=f.resize,
+        patches="patches" in wanted, pooled="pooled" in wanted, resize=f.resize,
+        blocks="blocks" in wanted,
     )
 
 

@@ -1,0 +1,72 @@
+"""Where the per-batch work runs: in this process, or on a pool of workers (Ray).
+
+The seam between *what* is computed per batch and *where*. A :class:`BatchTask`
+is a small, picklable description of the per-batch step (for example "load the
+model directory X, score images"); :meth:`BatchTask.setup` builds its heavy
+state (backbone, memory bank) once per worker, and :meth:`BatchTask.run` turns
+a run of consecutive paths into one output per batch, in order. The local
+engine calls ``run`` once over every path, so decoding of the next batch
+overlaps the backbone as before; a distributed engine calls it on each batch it
+hands to a worker. Both run the same code, so they give the same outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Protocol, TypeVar, runtime_checkable
+
+from ..progress import Progress
+
+T = TypeVar("T", covariant=True)
+
+ENGINES = ("local", "ray")
+
+
+@runtime_checkable
+class BatchTask(Protocol[T]):
+    """The per-batch step. ``batch_size`` paths (fewer at the end) make one output."""
+
+    batch_size: int
+
+    def setup(self) -> None:
+        """Build the heavy state (once per worker; idempotent)."""
+
+    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, T]]:
+        """Yield ``(number of paths consumed, output)`` per batch, in path order."""
+
+
+class Engine(Protocol):
+    name: str
+
+    def map(self, task: BatchTask[T], paths: Sequence[Path],
+            progress: Progress | None = None) -> Iterator[T]:
+        """The task's outputs over ``paths``, in order; ``progress`` counts paths."""
+
+
+class LocalEngine:
+    """Runs the task in this process: one ``setup``, one ``run`` over every path."""
+
+    name = "local"
+
+    def map(self, task: BatchTask[T], paths: Sequence[Path],
+            progress: Progress | None = None) -> Iterator[T]:
+        task.setup()
+        for n, out in task.run(list(paths)):
+            if progress is not None:
+                progress.update(n)
+            yield out
+
+
+def make_engine(name: str = "local", address: str | None = None,
+                workers: int | None = None) -> Engine:
+    """The engine called ``name``; ``address`` / ``workers`` configure the distributed one."""
+    if name == "local":
+        if address is not None or workers is not None:
+            raise ValueError("address and workers apply to a distributed engine, not 'local'")
+        return LocalEngine()
+    if name == "ray":
+        from .ray_engine import RayEngine  # Ray is an optional extra, imported only here
+
+        return RayEngine(address=address, workers=workers)
+    raise ValueError(f"unknown engine '{name}'; choose from {', '.join(ENGINES)}")

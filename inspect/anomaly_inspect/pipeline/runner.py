@@ -1,0 +1,195 @@
+"""The one fit / score loop: images -> features -> scorers, batch by batch, on an engine.
+
+Every workflow (``evaluate``, the long-tailed and OOD benchmarks, screening's ``fit`` and
+``screen``) is a configuration of :class:`Runner`: which images, which scorers, what the
+scorers need besides features (:class:`~..core.FitContext`). The per-batch work runs as an
+engine task (:mod:`.engine`), so where it runs is one switch.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..core import Features, FitContext, ScoreResult
+from ..data.layout import display_path
+from ..data.loader import Batch
+from ..features.extractor import FeatureExtractor, raise_first_error
+from ..progress import Progress
+from ..resources import StageTimes, Timer
+from ..scorers import Scorer
+from .engine import Engine, LocalEngine
+
+log = logging.getLogger(__name__)
+
+ImageFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class BatchScores:
+    """One decoded batch (indices, errors, masks, boxes), each scorer's result on it and the
+    seconds each scorer took."""
+
+    batch: Batch
+    results: dict[str, ScoreResult]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
+                  paths: Sequence[Path], mask_paths: Sequence[Path | None] | None = None,
+                  times: StageTimes | None = None) -> Iterator[tuple[int, BatchScores]]:
+    """The per-batch scoring step: ``(paths consumed, scored batch)`` in order; unreadable
+    images are in ``batch.errors`` and have no scores."""
+    times = times or StageTimes()
+    for item in extractor.iter_extract(paths, mask_paths, times=times):
+        out = BatchScores(item.batch, {})
+        if item.batch.indices:
+            for name, scorer in scorers.items():
+                with Timer() as t, times("search"):
+                    out.results[name] = scorer.score(item.features)
+                out.seconds[name] = t.seconds
+        yield len(item.batch.indices) + len(item.batch.errors), out
+
+
+@dataclass
+class ExtractTask:
+    """Engine task: features of each batch (readable images only; errors alongside)."""
+
+    extractor: FeatureExtractor
+    image_fn: ImageFn | None = None
+    times: StageTimes | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.extractor.batch_size
+
+    def setup(self) -> None:
+        pass
+
+    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, tuple[Batch, Features]]]:
+        for item in self.extractor.iter_extract(paths, times=self.times, image_fn=self.image_fn):
+            yield len(item.batch.indices) + len(item.batch.errors), (item.batch, item.features)
+
+
+@dataclass
+class ScoreTask:
+    """Engine task: every scorer's results on each batch."""
+
+    extractor: FeatureExtractor
+    scorers: Mapping[str, Scorer]
+    masks: Mapping[Path, Path | None] | None = None  # image -> mask (None: no mask)
+    times: StageTimes | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.extractor.batch_size
+
+    def setup(self) -> None:
+        pass
+
+    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, BatchScores]]:
+        mask_paths = None if self.masks is None else [self.masks[p] for p in paths]
+        return score_batches(self.extractor, self.scorers, paths, mask_paths, self.times)
+
+
+@dataclass
+class Extracted:
+    """Features of the readable images of a set, and the ones skipped (path, reason)."""
+
+    indices: list[int]
+    features: Features
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+class Runner:
+    """Fits scorers on training images and scores image sets through one feature source.
+
+    ``times`` accumulates per-stage seconds (decode, backbone, embed, search, ...);
+    ``engine`` says where the per-batch work runs (default: this process).
+    """
+
+    def __init__(self, extractor: FeatureExtractor, engine: Engine | None = None,
+                 progress: bool = True, times: StageTimes | None = None):
+        self.extractor = extractor
+        self.engine = engine or LocalEngine()
+        self.progress = progress
+        self.times = times if times is not None else StageTimes()
+
+    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None
+                      ) -> Iterator[Features]:
+        """Features of every path in order, batch by batch; raises on the first unreadable image."""
+        paths = list(paths)
+        task = ExtractTask(self.extractor, image_fn, self.times)
+        with Progress(len(paths), desc, enabled=self.progress) as bar:
+            for batch, feats in self.engine.map(task, paths, bar):
+                raise_first_error(batch, paths)
+                yield feats
+
+    def extract(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
+                skip_errors: bool = False) -> Extracted:
+        """Features of ``paths`` in arrays allocated once. Unreadable images raise, or with
+        ``skip_errors`` are left out with a warning (and listed in ``skipped``)."""
+        paths = list(paths)
+        if not skip_errors:
+            return Extracted(list(range(len(paths))),
+                             Features.collect(self.iter_features(paths, desc, image_fn), len(paths)))
+        ok: list[int] = []
+        parts: list[Features] = []
+        skipped: list[dict[str, str]] = []
+        task = ExtractTask(self.extractor, image_fn, self.times)
+        with Progress(len(paths), desc, enabled=self.progress) as bar:
+            for batch, feats in self.engine.map(task, paths, bar):
+                ok.extend(batch.indices)
+                if batch.indices:
+                    parts.append(feats)
+                for i, reason in batch.errors:
+                    log.warning("skipping %s: %s", display_path(paths[i]), reason)
+                    skipped.append({"path": display_path(paths[i]), "error": reason})
+        return Extracted(ok, Features.concat(parts), skipped)
+
+    def fit(self, scorers: Mapping[str, Scorer], paths: Sequence[Path],
+            labels: np.ndarray | None = None, context: FitContext | None = None,
+            desc: str = "extract train") -> dict[str, dict]:
+        """Fit every scorer on the training images' features (extracted once) and return each
+        one's :meth:`~..scorers.Scorer.fit_summary` with its fit seconds.
+
+        A single scorer fits while the batches arrive (:meth:`Scorer.fit_batches`: PatchCore's
+        coreset streams, so memory stays flat); several share one gathered copy."""
+        paths = list(paths)
+        info: dict[str, dict] = {}
+        if len(scorers) == 1 and labels is None:
+            (name, scorer), = scorers.items()
+            before = sum(self.times.seconds.values())
+            with Timer() as t:
+                scorer.fit_batches(self.iter_features(paths, desc), len(paths), context)
+            # the fit's own time is its wall time less the extraction stages inside it
+            self.times.add("fit", t.seconds - (sum(self.times.seconds.values()) - before))
+            info[name] = {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}
+            return info
+        feats = self.extract(paths, desc).features
+        for name, scorer in scorers.items():
+            with Timer() as t, self.times("fit"):
+                scorer.fit(feats, labels, context)
+            info[name] = {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}
+            log.info("%s fitted in %.1f s: %s", name, t.seconds, info[name])
+        return info
+
+    def score(self, scorers: Mapping[str, Scorer], paths: Sequence[Path], desc: str = "score",
+              mask_paths: Sequence[Path | None] | None = None,
+              strict: bool = True) -> Iterator[BatchScores]:
+        """Every scorer's results, batch by batch, in order. ``strict``: raise on the first
+        unreadable image (benchmarks); otherwise errors are left in ``batch.errors``."""
+        paths = list(paths)
+        masks = None if mask_paths is None else dict(zip(paths, mask_paths, strict=True))
+        task = ScoreTask(self.extractor, scorers, masks, self.times)
+        with Progress(len(paths), desc, enabled=self.progress) as bar:
+            for item in self.engine.map(task, paths, bar):
+                if strict:
+                    raise_first_error(item.batch, paths)
+                yield item
+

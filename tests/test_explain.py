@@ -184,9 +184,11 @@ def test_provenance_is_saved_in_a_few_bytes_and_old_states_still_load(tmp_path):
     assert legacy.provenance is None
     assert np.isfinite(legacy.score(Features(rng.standard_normal((1, 8, 8, 232)).astype(
         np.float32))).image_scores).all()
-    bad = {**pc.get_state(), "provenance_image": pc.provenance.image[:-1]}
-    with pytest.raises(ValueError):
-        PatchCore(progress=False).set_state(bad)
+    for bad in ({"provenance_image": pc.provenance.image[:-1]},  # damaged: dropped, still scores
+                {"provenance_cell": np.full_like(pc.provenance.cell, 7)}):  # no view 7
+        damaged = PatchCore(progress=False)
+        damaged.set_state({**pc.get_state(), **bad})
+        assert damaged.provenance is None and damaged.bank_size == pc.bank_size
 
 
 # -- geometry --------------------------------------------------------------------------------

@@ -10,9 +10,12 @@ plain integer arrays beside the bank: 10 bytes per item (int32 + 3 x int16).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 STATE_KEYS = ("provenance_image", "provenance_cell", "provenance_views")
 
@@ -77,12 +80,21 @@ class Provenance:
 
     @staticmethod
     def from_state(state: dict[str, np.ndarray], n_items: int) -> Provenance | None:
-        """The saved provenance, or None for a model saved before provenance existed."""
+        """The saved provenance, or None for a model saved before provenance existed. Damaged
+        provenance (a model without checksums) is dropped with a warning: the bank still
+        scores, only explanations need a refit."""
         if not all(k in state for k in STATE_KEYS):
             return None
-        prov = Provenance(*(np.asarray(state[k]) for k in STATE_KEYS))
-        if len(prov) != n_items:
-            raise ValueError(f"provenance of {len(prov)} items for a bank of {n_items}")
+        try:
+            prov = Provenance(*(np.asarray(state[k]) for k in STATE_KEYS))
+            if len(prov) != n_items:
+                raise ValueError(f"provenance of {len(prov)} items for a bank of {n_items}")
+            if prov.views.min() < 0 or prov.cell.min() < 0 or prov.image.min() < -1:
+                raise ValueError("negative provenance indices")
+        except ValueError as exc:
+            log.warning("memory-bank provenance is damaged (%s): scores are unaffected, "
+                        "explanations need a refit", exc)
+            return None
         return prov
 
     def nbytes(self) -> int:

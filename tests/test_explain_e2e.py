@@ -141,3 +141,41 @@ def test_moved_or_changed_training_images_give_notes_not_crashes(setup):
     assert all(p["match"]["box"] is None for p in doc[0]["patches"])
     assert (out / doc[0]["strip"]).is_file()
     assert np.isfinite(doc[0]["score"])
+
+
+def test_tailedcore_view_items_are_the_views_they_name(shared_data):
+    """Real bottle images: every tail-memory item taken from an augmented view equals the patch
+    feature recomputed from the view its provenance names (image, angle / flip, row, column)."""
+    import torch
+
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.loader import iter_batches
+    from anomaly_inspect.features.views import ViewFeatures, one_view
+    from anomaly_inspect.pipeline import build
+
+    cfg = ModelConfig()
+    cfg.method = "tailedcore"
+    cfg.features.image_size = 96
+    cfg.features.batch_size = 2  # views arrive in several batches
+    _, extractor, scorer = build(cfg, progress=False)
+    paths = sorted((shared_data / "mvtec_ad" / "bottle" / "train" / "good").glob("*.png"))[:6]
+    feats = extractor.extract(paths)
+    tail = np.array([1, 4, 5])
+    rows = scorer.tail_memory(feats.patches, tail, feats.valid,
+                              ViewFeatures(extractor, paths, "rotflip", progress=False))
+    prov = scorer.tail_provenance_
+    assert len(prov) == len(rows) and set(prov.image.tolist()) <= set(tail.tolist())
+    views = np.flatnonzero(prov.cell[:, 2] > 0)
+    assert len(views) > len(rows) // 2  # 7 views per image: most items come from views
+    inputs = {i: torch.from_numpy(b.images) for i, b in
+              zip(tail, iter_batches([paths[i] for i in tail], extractor.transform, 1), strict=True)}
+    for k in views[:: max(1, len(views) // 12)]:
+        r, c, v = (int(x) for x in prov.cell[k])
+        angle, flip = (int(x) for x in prov.views[v])
+        view = one_view(inputs[int(prov.image[k])], angle, bool(flip))
+        again = extractor.features_of(view, patches_only=True).patches[0, r, c]
+        np.testing.assert_allclose(rows[k], again, rtol=1e-4, atol=1e-4)
+    own = np.flatnonzero(prov.cell[:, 2] == 0)
+    for k in own[:5]:
+        np.testing.assert_array_equal(rows[k], feats.patches[prov.image[k], prov.cell[k, 0],
+                                                             prov.cell[k, 1]])

@@ -377,3 +377,28 @@ def test_report_with_10000_rows_loads_strips_lazily(tmp_path):
         assert len(re.findall(r'(?<!data-)src="explain/', dom)) == loaded
     summary = json.loads(html.split("id='summary'>")[1].split("</script>")[0])
     assert summary["n_flagged"] == 1000
+
+
+@pytest.mark.parametrize("n_flagged, inlined", [(10, True), (250, False)])
+def test_strips_are_inlined_only_up_to_a_limit(tmp_path, n_flagged, inlined):
+    from anomaly_inspect.screening.calibration import calibrate
+    from anomaly_inspect.screening.html_report import write_report
+    from anomaly_inspect.screening.runner import explain_relpath
+
+    strip = write_image(tmp_path / "strip.jpg", rgb_image(16))
+    rows = []
+    for i in range(300):
+        path = f"/data/img_{i:04d}.png"
+        flagged = i < n_flagged
+        rows.append({"path": path, "score": "3" if flagged else "1", "p_value": "0.5",
+                     "decision": "anomalous" if flagged else "normal", "error": "", "overlay": "",
+                     "raw_path": ""})
+        if flagged:
+            (tmp_path / explain_relpath(path)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(strip, tmp_path / explain_relpath(path))
+    cal = calibrate(np.linspace(0, 2, 50), 0.05, "test")
+    model = SimpleNamespace(calibration=cal, threshold=cal.threshold, cfg=SimpleNamespace(method="p"),
+                            info=SimpleNamespace(created="now", backbone={"name": "b"}, train_images=[]))
+    html = write_report(tmp_path, rows, model, labels="none").read_text()
+    assert html.count("data-src='data:image/jpeg") == (n_flagged if inlined else 0)
+    assert html.count("data-src='explain/") == (0 if inlined else n_flagged)

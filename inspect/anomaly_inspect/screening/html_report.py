@@ -8,7 +8,8 @@ thumbnails and heatmap overlays. Thumbnails are inlined as data URIs for up to
 into the results folder, to keep the page light. Flagged images explained by
 ``screen --explain`` get a "why?" cell: the strip (suspicious patches beside
 the normal patches they were compared with) is decoded only when opened, so
-the page opens as fast with or without them.
+the page opens as fast with or without them. Strips are inlined with the thumbnails, up to
+``STRIP_EMBED_LIMIT`` strips; above that they are relative links into ``explain/``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from .model import Model
 
 EMBED_LIMIT = 2000
+STRIP_EMBED_LIMIT = 200  # explanation strips (~70 kB each) are inlined only up to this many
 REPORT_HTML = "report.html"
 
 _CSS = """
@@ -270,9 +272,10 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
     if label_map:
         head.append("<th data-type='num'>label</th>")
     head += ["<th>overlay</th>"]
-    strips = {r["path"]: _img_src(out_dir, explain_relpath(r["path"]), embed)
-              for r in rows if r["decision"] == "anomalous"}
-    strips = {k: v for k, v in strips.items() if v}
+    strip_rows = [r["path"] for r in rows if r["decision"] == "anomalous"
+                  and (out_dir / explain_relpath(r["path"])).is_file()]
+    embed_strips = embed and len(strip_rows) <= STRIP_EMBED_LIMIT
+    strips = {p: _img_src(out_dir, explain_relpath(p), embed_strips) for p in strip_rows}
     if strips:
         head.append("<th>why?</th>")
     head.append("<th data-type='str'>error</th>")

@@ -56,13 +56,10 @@ def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
         yield len(item.batch.indices) + len(item.batch.errors), out
 
 
-@dataclass
-class ExtractTask:
-    """Engine task: features of each batch (readable images only; errors alongside)."""
+class _ExtractorTask:
+    """An engine task around an in-memory extractor: nothing to set up, its batch size."""
 
     extractor: FeatureExtractor
-    image_fn: ImageFn | None = None
-    times: StageTimes | None = None
 
     @property
     def batch_size(self) -> int:
@@ -70,6 +67,15 @@ class ExtractTask:
 
     def setup(self) -> None:
         pass
+
+
+@dataclass
+class ExtractTask(_ExtractorTask):
+    """Engine task: features of each batch (readable images only; errors alongside)."""
+
+    extractor: FeatureExtractor
+    image_fn: ImageFn | None = None
+    times: StageTimes | None = None
 
     def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, tuple[Batch, Features]]]:
         for item in self.extractor.iter_extract(paths, times=self.times, image_fn=self.image_fn):
@@ -77,20 +83,13 @@ class ExtractTask:
 
 
 @dataclass
-class ScoreTask:
+class ScoreTask(_ExtractorTask):
     """Engine task: every scorer's results on each batch."""
 
     extractor: FeatureExtractor
     scorers: Mapping[str, Scorer]
     masks: Mapping[Path, Path | None] | None = None  # image -> mask (None: no mask)
     times: StageTimes | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.extractor.batch_size
-
-    def setup(self) -> None:
-        pass
 
     def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, BatchScores]]:
         mask_paths = None if self.masks is None else [self.masks[p] for p in paths]

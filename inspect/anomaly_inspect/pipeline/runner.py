@@ -119,13 +119,15 @@ class Runner:
         self.progress = progress
         self.times = times if times is not None else StageTimes()
 
-    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None
-                      ) -> Iterator[Features]:
-        """Features of every path in order, batch by batch; raises on the first unreadable image."""
+    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
+                      bar: Progress | None = None) -> Iterator[Features]:
+        """Features of every path in order, batch by batch; raises on the first unreadable image.
+        ``bar``: a progress bar the caller shows across several sets (else one of ``desc``)."""
         paths = list(paths)
         task = ExtractTask(self.extractor, image_fn, self.times)
-        with Progress(len(paths), desc, enabled=self.progress) as bar:
-            for batch, feats in self.engine.map(task, paths, bar):
+        own = Progress(len(paths), desc, enabled=self.progress and bar is None)
+        with own:
+            for batch, feats in self.engine.map(task, paths, bar or own):
                 raise_first_error(batch, paths)
                 yield feats
 

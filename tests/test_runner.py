@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from layout_writer import write_mvtec
 
 from anomaly_inspect.config import ModelConfig
 from anomaly_inspect.data.image_io import ImageReadError
 from anomaly_inspect.data.registry import load_dataset
-from anomaly_inspect.pipeline import LocalEngine, Runner, build_backbone, build_extractor, make_engine
+from anomaly_inspect.pipeline import (
+    LocalEngine,
+    Runner,
+    build_backbone,
+    build_extractor,
+    make_engine,
+)
 from anomaly_inspect.scorers import build_scorer
 from anomaly_inspect.scorers.patchcore import PatchCore
+from layout_writer import write_mvtec
 
 
 class _Counting:

@@ -40,3 +40,10 @@ def _onnx_export_cache(tmp_path_factory):
         os.environ.pop("ANOMALY_INSPECT_CACHE", None)
     else:
         os.environ["ANOMALY_INSPECT_CACHE"] = old
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that reads the real data is ``slow``, whether or not its module says so."""
+    for item in items:
+        if "shared_data" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -62,3 +62,15 @@ def test_ood_benchmark_scorer_params_are_checked(tmp_path):
                    "scorers: [{name: knn, params: {kk: 3}}]\n")
     with pytest.raises(ConfigError, match=r"bad\.yaml: scorer 'knn' params: unknown key 'kk'"):
         load_ood_config(bad)
+
+
+@pytest.mark.parametrize("section,key", [("features", "imag_size"), ("backbone", "layer")])
+def test_unknown_section_keys_name_the_section_and_the_accepted_keys(tmp_path, section, key):
+    from anomaly_inspect.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(f"{section}: {{{key}: 1}}\n")
+    with pytest.raises(ConfigError, match=rf"c\.yaml: {section}: unknown key '{key}'; accepted keys: ") as info:
+        load_config(path)
+    assert ("image_size" if section == "features" else "layers") in str(info.value)
+    assert "\n" not in str(info.value)

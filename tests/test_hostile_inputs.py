@@ -382,7 +382,7 @@ def test_second_run_on_a_locked_folder_refuses(tiny, tmp_path):
     with OutputLock(out), pytest.raises(OutputLockedError) as info:
         _screen(model, [img], out)
     msg = str(info.value)
-    assert f"pid {os.getpid()}" in msg and socket.gethostname() in msg and "--out" in msg
+    assert f"pid {os.getpid()}" in msg and socket.gethostname() in msg and "out_dir" in msg
     assert not (out / "results.csv").exists()  # refused before touching anything
     _screen(model, [img], out)  # released: runs
     assert len(_rows(out)) == 1 and not (out / LOCK_NAME).exists()

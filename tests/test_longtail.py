@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.commands.evaluate_lt import resolve_categories
+from anomaly_inspect.data.layout import resolve_category_dirs as resolve_categories
 from anomaly_inspect.data.longtail import LongTailSet, build_longtail, manifest_name, pareto_profile
 from anomaly_inspect.data.mvtec import AnomalyDataset
 from anomaly_inspect.data.samples import Sample
@@ -178,7 +178,7 @@ def test_evaluate_lt_end_to_end(shared_data, tmp_path, monkeypatch):
 
 
 def test_scorer_params_merge_and_reject_unknown_keys():
-    from anomaly_inspect.commands.evaluate_lt import scorer_params
+    from anomaly_inspect.scorers import merge_scorer_params as scorer_params
 
     got = scorer_params({"coreset_ratio": 0.2, "soft_weight": True}, ["patchcore", "softpatch"],
                         {"coreset_ratio": 0.01, "chunk_size": None})

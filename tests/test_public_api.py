@@ -55,9 +55,33 @@ def test_unknown_name_is_an_attribute_error():
         from anomaly_inspect.screening import load  # noqa: F401 - one name: load_model
 
 
+def _fresh_python(code: str) -> str:
+    """stdout of ``code`` run by a new interpreter (nothing imported yet)."""
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
 def test_import_does_not_import_torch():
     code = ("import sys, anomaly_inspect; "
             "print(sorted(m for m in ('torch', 'faiss', 'timm', 'cv2', 'sklearn') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
-                         capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert _fresh_python(code) == "[]"
+
+
+def test_core_types_and_scorer_interface_import_without_the_backbone_stack():
+    """``Features`` / ``ScoreResult`` / ``FitContext`` and the scorer base are numpy only."""
+    code = ("import sys; from anomaly_inspect import Features, FitContext, ScoreResult; "
+            "import anomaly_inspect.scorers.base; "
+            "print(sorted(m for m in ('torch', 'timm', 'albumentations', 'cv2') if m in sys.modules))")
+    assert _fresh_python(code) == "[]"
+
+
+def test_no_environment_writes_at_import():
+    """Only the command line (cli.py) may set environment variables; library modules never do."""
+    code = ("import os; before = dict(os.environ); import anomaly_inspect.features.backbone, "
+            "anomaly_inspect.data.transforms, anomaly_inspect.screening.model; "
+            "print(sorted(k for k in ('HF_HUB_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE') "
+            "if os.environ.get(k) != before.get(k)))")
+    assert _fresh_python(code) == "[]"
+    writers = [p for p in SRC.rglob("*.py") if p.name != "cli.py" and
+               ("os.environ.setdefault" in p.read_text() or "os.environ[" in p.read_text())]
+    assert writers == []

@@ -209,7 +209,7 @@ def test_the_feature_source_takes_the_resize_mode_from_the_config():
     from anomaly_inspect.scorers.tailedcore import TailedCore
 
     class FakeBackbone:
-        def transform_config(self, size, crop, resize):
+        def transform_config(self, size, crop, resize, max_pixels):
             return (size, crop, resize)
 
     cfg = ModelConfig()

@@ -109,6 +109,20 @@ def test_get_params_round_trips_through_the_constructor(name):
 
 
 @pytest.mark.parametrize("name", SCORERS)
+def test_construction_and_fit_leave_the_parameters_as_given(name, data, fitted):
+    """scikit-learn discipline: parameters are stored as passed (defaults included) and
+    neither the constructor nor ``fit`` rewrites them."""
+    import inspect as pyinspect
+
+    cls = get_scorer_class(name)
+    defaults = {k: p.default for k, p in pyinspect.signature(cls.__init__).parameters.items()
+                if k not in ("self", *cls.runtime_params) and p.default is not p.empty}
+    assert {k: v for k, v in cls().get_params().items() if k in defaults} == defaults
+    expected = {**cls(**_params(name)).get_params()}
+    assert fitted(name).get_params() == expected
+
+
+@pytest.mark.parametrize("name", SCORERS)
 def test_score_before_fit_raises(name, data):
     scorer = get_scorer_class(name)(**_params(name))
     assert not scorer.is_fitted

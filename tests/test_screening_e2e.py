@@ -101,10 +101,13 @@ def test_screen_csv_overlays_report(setup):
 
 def test_python_api_matches_cli(setup):
     root, model = setup
+    good = root / "bottle" / "test" / "good"
+    rc, _ = _screen(model, [good], root / "api_vs_cli", "--overlays", "none", "--no-report")
+    assert rc == 0
     m = load_model(model)
-    scored = m.score([root / "bottle" / "test" / "good"])
+    scored = m.score([good])
     assert len(scored) == N_PER_GROUP
-    rows = {r["path"]: float(r["score"]) for r in _rows(root / "results")}
+    rows = {r["path"]: float(r["score"]) for r in _rows(root / "api_vs_cli")}
     for s in scored:
         assert s.score == pytest.approx(rows[os.path.abspath(s.path)], rel=1e-4)
         assert s.decision in ("normal", "anomalous")

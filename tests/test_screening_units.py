@@ -84,7 +84,7 @@ def test_model_dir_save_refuses_overwrite_and_is_atomic(tmp_path, monkeypatch):
     target = tmp_path / "model"
     save_model_dir(target, _info(), _fitted_scorer())
     assert read_model_info(target).train_images == ["a.png"]
-    with pytest.raises(FileExistsError, match="--overwrite"):
+    with pytest.raises(FileExistsError, match=r"overwrite=True"):
         save_model_dir(target, _info(), _fitted_scorer())
     # a crash while writing the new model leaves the old one intact and no temp folder
     scorer = _fitted_scorer()

@@ -85,8 +85,11 @@ def test_no_offline_weights_names_the_options(tmp_path, monkeypatch):
         Backbone("resnet18")
     msg = str(info.value)
     assert "'resnet18'" in msg
-    for option in ("--weights FILE", "--weights random", "tf_efficientnet_lite0", "cache"):
+    for option in ("weights=FILE", "weights='random'", "tf_efficientnet_lite0", "cache"):
         assert option in msg
+    from anomaly_inspect.cli import with_flag_hints  # the command line names its flags instead
+
+    assert "--weights FILE" in with_flag_hints(msg) and "--weights random" in with_flag_hints(msg)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".safetensors"])

@@ -5,7 +5,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+# The command line never reaches the network: albumentations would otherwise check PyPI
+# for a newer version when imported. (The library leaves the environment to its caller.)
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 from . import __version__
 
@@ -43,6 +48,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: library parameter phrases in error messages -> the command-line flag that sets them
+FLAG_HINTS = {"overwrite=True": "--overwrite", "rescore=True": "--rescore", "out_dir": "--out",
+              "labels='mvtec'": "--labels mvtec", "calibration=DIR": "--calibration DIR",
+              "weights=FILE": "--weights FILE", "weights='random'": "--weights random"}
+
+
+def with_flag_hints(message: str) -> str:
+    """A library error message in the command line's terms (its flags)."""
+    for phrase, flag in FLAG_HINTS.items():
+        message = message.replace(phrase, flag)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -64,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.
         if logging.getLogger().isEnabledFor(logging.DEBUG):
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {with_flag_hints(str(exc))}", file=sys.stderr)
         return 1
 
 

@@ -87,6 +87,16 @@ class ModelConfig:
         unknown = set(data) - known
         if unknown:
             raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}")
+        sections = {"backbone": BackboneConfig, "features": FeatureConfig}
+        for name, section_cls in sections.items():
+            given = data.get(name) or {}
+            if not isinstance(given, dict):
+                raise ConfigError(f"{source}: {name}: expected a mapping, got {given!r}")
+            accepted = sorted(f.name for f in fields(section_cls))
+            bad = sorted(set(given) - set(accepted))
+            if bad:
+                raise ConfigError(f"{source}: {name}: unknown key{'s' if len(bad) > 1 else ''} "
+                                  f"{', '.join(map(repr, bad))}; accepted keys: {', '.join(accepted)}")
         try:
             bb = BackboneConfig(**(data.pop("backbone", None) or {}))
             ft = FeatureConfig(**(data.pop("features", None) or {}))

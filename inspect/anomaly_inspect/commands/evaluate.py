@@ -5,21 +5,28 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.folder import load_folders
-from ..data.mvtec import load_mvtec
+from ..data.registry import available_datasets, dataset_options, load_dataset
 from ..evaluation.evaluate import EvaluationResult, evaluate
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
+
+#: adapter option -> the flag that sets it
+OPTION_FLAGS = {"root": "--root", "category": "--category", "train_dirs": "--train-dir",
+                "test_normal_dirs": "--test-normal-dir",
+                "test_anomalous_dirs": "--test-anomalous-dir", "mask_dir": "--mask-dir"}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="fit on train/good, score test, print AUROC and resources",
                        description=__doc__)
-    p.add_argument("--dataset", choices=["mvtec", "folder"], default="mvtec")
+    p.add_argument("--dataset", choices=available_datasets(), default="mvtec")
     p.add_argument("--root", type=Path, help="mvtec: folder holding CATEGORY/ (or the category itself)")
     p.add_argument("--category", help="mvtec: category name, e.g. bottle")
-    p.add_argument("--train-dir", type=Path, action="append", default=[], help="folder: normal training images")
-    p.add_argument("--test-normal-dir", type=Path, action="append", default=[], help="folder: normal test images")
-    p.add_argument("--test-anomalous-dir", type=Path, action="append", default=[], help="folder: anomalous test images")
+    p.add_argument("--train-dir", dest="train_dirs", type=Path, action="append", default=[],
+                   help="folder: normal training images")
+    p.add_argument("--test-normal-dir", dest="test_normal_dirs", type=Path, action="append",
+                   default=[], help="folder: normal test images")
+    p.add_argument("--test-anomalous-dir", dest="test_anomalous_dirs", type=Path, action="append",
+                   default=[], help="folder: anomalous test images")
     p.add_argument("--mask-dir", type=Path, help="folder: masks named like the anomalous images")
     add_model_args(p)
     add_output_args(p)
@@ -27,14 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.dataset == "mvtec":
-        if args.root is None:
-            raise ValueError("--root is required for --dataset mvtec")
-        dataset = load_mvtec(args.root, args.category)
-    else:
-        if not args.train_dir:
-            raise ValueError("--train-dir is required for --dataset folder")
-        dataset = load_folders(args.train_dir, args.test_normal_dir, args.test_anomalous_dir, args.mask_dir)
+    options = {k: v for k, v in vars(args).items() if k in OPTION_FLAGS}
+    required, _ = dataset_options(args.dataset)
+    missing = [OPTION_FLAGS[k] for k in required if not options.get(k)]
+    if missing:
+        raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
+    dataset = load_dataset(args.dataset, **options)
     cfg = model_config_from_args(args)
     result = evaluate(dataset, cfg, progress=not args.quiet)
     print_result(result)

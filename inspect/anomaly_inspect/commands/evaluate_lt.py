@@ -8,20 +8,15 @@ per-class and mean image AUROC plus TailSampler's class-size estimates.
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from ..data.layout import DatasetLayoutError
-from ..data.longtail import TAIL_KINDS, LongTailSet, build_longtail, manifest_name
+from ..data.layout import resolve_category_dirs
+from ..data.longtail import TAIL_KINDS, LongTailSet, load_or_build_longtail
 from ..data.mvtec import load_mvtec
 from ..evaluation.longtail import evaluate_longtail
 from ..features.views import VIEW_KINDS
-from ..scorers import get_scorer_class, scorer_parameters
+from ..scorers import get_scorer_class, merge_scorer_params
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
-
-log = logging.getLogger(__name__)
-
-DEFAULT_VIEWS = {"step": "rot15flip", "pareto": "rot30flip"}  # as the TailedCore MVTec configs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,46 +45,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_categories(roots: list[str], categories: list[str]) -> dict[str, Path]:
-    """Category -> its folder, from plain roots (searched in order) and CATEGORY=DIR entries."""
-    mapping: dict[str, Path] = {}
-    plain: list[Path] = []
-    for entry in roots:
-        if "=" in entry:
-            cat, d = entry.split("=", 1)
-            mapping[cat.strip()] = Path(d)
-        else:
-            plain.append(Path(entry))
-    for r in plain:
-        if not r.is_dir():
-            raise FileNotFoundError(f"{r}: --root folder not found")
-    out = {}
-    for c in categories:
-        if c in mapping:
-            out[c] = mapping[c]
-            continue
-        found = [r / c for r in plain if (r / c / "train").is_dir()]
-        found += [r for r in plain if r.name == c and (r / "train").is_dir()]
-        if not found:
-            raise DatasetLayoutError(
-                f"category '{c}': no {c}/train/ under {', '.join(map(str, plain)) or 'any --root'}")
-        out[c] = found[0]
-    return out
-
-
-def scorer_params(section: dict, methods: list[str], options: dict) -> dict:
-    """The config's ``scorer`` section overridden by the command-line options that are set;
-    each method later takes the keys its constructor accepts. A key no method accepts is an
-    error (a typo would otherwise be ignored silently)."""
-    params = dict(section or {})
-    params.update({k: v for k, v in options.items() if v is not None})
-    accepted = set().union(*(scorer_parameters(m) for m in methods))
-    unknown = sorted(set(params) - accepted)
-    if unknown:
-        raise ValueError(f"scorer settings {unknown} are not parameters of any of {methods}")
-    return params
-
-
 def run(args: argparse.Namespace) -> int:
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if len(set(categories)) != len(categories):
@@ -97,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     for m in methods:
         get_scorer_class(m)  # unknown names fail before any work
-    dirs = resolve_categories(args.root, categories)
+    dirs = resolve_category_dirs(args.root, categories)
     datasets = {c: load_mvtec(d) for c, d in dirs.items()}
     for c, d in list(datasets.items()):  # name by the requested category, not the folder
         d.name = c
@@ -109,22 +64,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.manifest}: manifest categories {split.categories} differ "
                              f"from --categories {sorted(categories)}")
     else:
-        path = args.manifest_dir / manifest_name(args.tail, args.k, args.noise, seed, categories,
-                                                 args.overlap)
-        if path.is_file():
-            split = LongTailSet.load(path)
-            if not split.same_recipe(args.tail, args.k, args.noise, seed, args.overlap, categories):
-                raise ValueError(f"{path}: existing manifest has a different recipe; delete it or "
-                                 f"use --manifest-dir")
-            log.info("re-using split manifest %s", path)
-        else:
-            split = build_longtail(datasets, dirs, args.tail, args.k, args.noise, seed, args.overlap)
-            split.save(path)
-            log.info("wrote split manifest %s", path)
-    params = scorer_params(cfg.scorer, methods, {"coreset_ratio": args.coreset_ratio,
+        split = load_or_build_longtail(datasets, dirs, args.tail, args.k, args.noise, seed,
+                                       args.overlap, args.manifest_dir)
+    params = merge_scorer_params(cfg.scorer, methods, {"coreset_ratio": args.coreset_ratio,
                                                  "chunk_size": args.chunk_size, "index": args.index})
-    views = args.tail_views or DEFAULT_VIEWS[split.tail]
-    report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, views,
+    report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, args.tail_views,
                                progress=not args.quiet)
 
     rows = [("split", f"{split.tail}" + (f" k={split.k}" if split.k else "") +

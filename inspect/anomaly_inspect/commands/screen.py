@@ -35,16 +35,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
 
     from ..resources import peak_rss_mb
     from ..screening import load_model
 
-    model = load_model(args.model_dir, progress=not args.quiet)
-    if args.batch_size is not None:
-        model.extractor.batch_size = args.batch_size
-    model.extractor.transform = dataclasses.replace(model.extractor.transform,
-                                                    max_pixels=args.max_pixels)
+    model = load_model(args.model_dir, progress=not args.quiet, batch_size=args.batch_size,
+                       max_pixels=args.max_pixels)
     s = model.screen(args.inputs, args.out, rescore=args.rescore, overlays=args.overlays,
                      labels=args.labels, report=not args.no_report, progress=not args.quiet,
                      explain=args.explain)

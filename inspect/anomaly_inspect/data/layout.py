@@ -188,3 +188,30 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True) -> list[Path
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return out
+
+
+def resolve_category_dirs(roots: list[str], categories: list[str]) -> dict[str, Path]:
+    """Category -> its folder, from plain roots (searched in order) and CATEGORY=DIR entries."""
+    mapping: dict[str, Path] = {}
+    plain: list[Path] = []
+    for entry in roots:
+        if "=" in entry:
+            cat, d = entry.split("=", 1)
+            mapping[cat.strip()] = Path(d)
+        else:
+            plain.append(Path(entry))
+    for r in plain:
+        if not r.is_dir():
+            raise FileNotFoundError(f"{r}: root folder not found")
+    out = {}
+    for c in categories:
+        if c in mapping:
+            out[c] = mapping[c]
+            continue
+        found = [r / c for r in plain if (r / c / "train").is_dir()]
+        found += [r for r in plain if r.name == c and (r / "train").is_dir()]
+        if not found:
+            raise DatasetLayoutError(
+                f"category '{c}': no {c}/train/ under {', '.join(map(str, plain)) or 'any root'}")
+        out[c] = found[0]
+    return out

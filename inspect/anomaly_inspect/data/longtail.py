@@ -197,3 +197,22 @@ def manifest_name(tail: str, k: int | None, noise: float, seed: int, categories:
     shape = f"step_k{k}" if tail == "step" else tail
     suffix = "_overlap" if overlap else ""
     return f"lt_{shape}_noise{noise:g}_seed{seed}_{'-'.join(sorted(categories))}{suffix}.json"
+
+
+def load_or_build_longtail(datasets: dict, dirs: dict[str, Path], tail: str, k: int | None,
+                           noise: float, seed: int, overlap: bool, manifest_dir: Path) -> LongTailSet:
+    """The split of this recipe: re-read from ``manifest_dir`` when its manifest is there
+    (refused if that file holds another recipe), else built and its manifest written."""
+    categories = list(dirs)
+    path = Path(manifest_dir) / manifest_name(tail, k, noise, seed, categories, overlap)
+    if path.is_file():
+        split = LongTailSet.load(path)
+        if not split.same_recipe(tail, k, noise, seed, overlap, categories):
+            raise ValueError(f"{path}: existing manifest has a different recipe; delete it or "
+                             f"write manifests to another folder")
+        log.info("re-using split manifest %s", path)
+        return split
+    split = build_longtail(datasets, dirs, tail, k, noise, seed, overlap)
+    split.save(path)
+    log.info("wrote split manifest %s", path)
+    return split

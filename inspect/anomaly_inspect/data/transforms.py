@@ -11,17 +11,13 @@ scorers use to ignore the padding. For square images both modes are the same.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+import albumentations as A
 import cv2
 import numpy as np
 
-# albumentations otherwise checks PyPI for a newer version on import.
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-import albumentations as A  # noqa: E402
-
-from .image_io import DEFAULT_MAX_PIXELS  # noqa: E402
+from .image_io import DEFAULT_MAX_PIXELS
 
 RESIZE_MODES = ("stretch", "pad")
 

@@ -28,6 +28,9 @@ from .metrics import auroc
 
 log = logging.getLogger(__name__)
 
+#: tail augmentation per split kind when none is given (as the TailedCore MVTec configs)
+DEFAULT_TAIL_VIEWS = {"step": "rot15flip", "pareto": "rot30flip"}
+
 
 @dataclass
 class LongTailReport:
@@ -86,11 +89,13 @@ def evaluate_longtail(
     cfg: ModelConfig,
     methods: list[str],
     scorer_params: dict | None = None,
-    tail_views: str = "rot15flip",
+    tail_views: str | None = None,
     progress: bool = True,
 ) -> LongTailReport:
     """Fit every method on the split's training features (one extraction, one set of
-    shared LOF scores), score each category's test set once for all of them."""
+    shared LOF scores), score each category's test set once for all of them. ``tail_views``
+    defaults to :data:`DEFAULT_TAIL_VIEWS` of the split's kind."""
+    tail_views = tail_views or DEFAULT_TAIL_VIEWS[split.tail]
     params = dict(scorer_params or {})
     scorers = {m: build_scorer(m, **_params_for(m, params, cfg.seed, progress)) for m in methods}
     backbone = build_backbone(cfg)

@@ -30,6 +30,7 @@ from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import FeatureExtractor
+from ..pipeline import Runner
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
@@ -190,14 +191,14 @@ def _with_resize(extra: dict, resize: str) -> dict:
 
 
 # --- features ------------------------------------------------------------------------------
-def extract_arrays(extractor: FeatureExtractor, samples: list[Sample], on_patches,
-                   progress: Progress, image_fn=None) -> dict:
+def extract_arrays(runner: Runner, samples: list[Sample], on_patches, progress: Progress,
+                   image_fn=None) -> dict:
     """Pooled embeddings and block norms of ``samples`` as the arrays the cache stores
     (``pooled``, ``block_<name>``); patch features, when the extractor makes them, go to
     ``on_patches`` batch by batch. ``image_fn`` transforms each normalised batch first."""
     paths = [s.path for s in samples]
     pooled, blocks = [], {}
-    for feats in extractor.iter_features(paths, progress, image_fn=image_fn):
+    for feats in runner.iter_features(paths, "features", image_fn, bar=progress):
         pooled.append(feats.pooled)
         for name, norms in feats.blocks.items():
             blocks.setdefault(name, []).append(norms)
@@ -231,9 +232,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed,
                         runtime="torch")
     f = cfg.features
-    sources = {want: FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size,
-                                      f.embedding(), patches=want, pooled=True, resize=f.resize,
-                                      blocks=True)
+    sources = {want: Runner(FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size,
+                                             f.embedding(), patches=want, pooled=True,
+                                             resize=f.resize, blocks=True), progress=progress)
                for want in (False, True)}
     cache = FeatureCache(cfg.cache_dir)
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}

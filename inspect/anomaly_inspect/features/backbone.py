@@ -11,6 +11,7 @@ import timm
 import torch
 from torch import nn
 
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import TransformConfig
 from .runtime import (
     DEFAULT_PRECISION,
@@ -112,9 +113,11 @@ class Backbone(nn.Module):
         return [self.feature_info[i]["reduction"] for i in self.layers]
 
     def transform_config(self, image_size: int = 256, crop_size: int | None = None,
-                         resize: str = "stretch") -> TransformConfig:
+                         resize: str = "stretch", max_pixels: int = DEFAULT_MAX_PIXELS
+                         ) -> TransformConfig:
         """Input transform with this model's own normalisation (from timm's pretrained_cfg)."""
-        return TransformConfig(image_size, crop_size, self.mean, self.std, resize)  # type: ignore[arg-type]
+        return TransformConfig(image_size, crop_size, self.mean, self.std, resize,  # type: ignore[arg-type]
+                               max_pixels)
 
     def train(self, mode: bool = True) -> Backbone:  # always frozen in eval mode
         return super().train(False)

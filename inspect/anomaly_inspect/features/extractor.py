@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..core import Features
-from ..data.image_io import ImageReadError
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.loader import Batch, iter_batches
 from ..data.transforms import Box, TransformConfig
 from ..progress import Progress
@@ -50,7 +50,8 @@ class FeatureExtractor:
     patch embeddings need only the stages up to ``layers`` (early exit); the
     pooled embedding needs the full network; block norms (per-channel L2 norms of
     each chosen stage and of the final map) need the final map too, which only
-    the torch module returns, so they always run in torch.
+    the torch module returns, so they always run in torch. Images above
+    ``max_pixels`` are refused unread (see :mod:`..data.image_io`).
     """
 
     def __init__(
@@ -64,9 +65,11 @@ class FeatureExtractor:
         pooled: bool = False,
         resize: str = "stretch",
         blocks: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ):
         self.backbone = backbone
-        self.transform: TransformConfig = backbone.transform_config(image_size, crop_size, resize)
+        self.transform: TransformConfig = backbone.transform_config(image_size, crop_size, resize,
+                                                                    max_pixels)
         self.batch_size = batch_size
         self.embedding = embedding or PatchEmbedding()
         self.want_patches = patches

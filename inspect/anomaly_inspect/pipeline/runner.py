@@ -56,13 +56,10 @@ def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
         yield len(item.batch.indices) + len(item.batch.errors), out
 
 
-@dataclass
-class ExtractTask:
-    """Engine task: features of each batch (readable images only; errors alongside)."""
+class _ExtractorTask:
+    """An engine task around an in-memory extractor: nothing to set up, its batch size."""
 
     extractor: FeatureExtractor
-    image_fn: ImageFn | None = None
-    times: StageTimes | None = None
 
     @property
     def batch_size(self) -> int:
@@ -70,6 +67,15 @@ class ExtractTask:
 
     def setup(self) -> None:
         pass
+
+
+@dataclass
+class ExtractTask(_ExtractorTask):
+    """Engine task: features of each batch (readable images only; errors alongside)."""
+
+    extractor: FeatureExtractor
+    image_fn: ImageFn | None = None
+    times: StageTimes | None = None
 
     def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, tuple[Batch, Features]]]:
         for item in self.extractor.iter_extract(paths, times=self.times, image_fn=self.image_fn):
@@ -77,20 +83,13 @@ class ExtractTask:
 
 
 @dataclass
-class ScoreTask:
+class ScoreTask(_ExtractorTask):
     """Engine task: every scorer's results on each batch."""
 
     extractor: FeatureExtractor
     scorers: Mapping[str, Scorer]
     masks: Mapping[Path, Path | None] | None = None  # image -> mask (None: no mask)
     times: StageTimes | None = None
-
-    @property
-    def batch_size(self) -> int:
-        return self.extractor.batch_size
-
-    def setup(self) -> None:
-        pass
 
     def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, BatchScores]]:
         mask_paths = None if self.masks is None else [self.masks[p] for p in paths]
@@ -120,13 +119,15 @@ class Runner:
         self.progress = progress
         self.times = times if times is not None else StageTimes()
 
-    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None
-                      ) -> Iterator[Features]:
-        """Features of every path in order, batch by batch; raises on the first unreadable image."""
+    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
+                      bar: Progress | None = None) -> Iterator[Features]:
+        """Features of every path in order, batch by batch; raises on the first unreadable image.
+        ``bar``: a progress bar the caller shows across several sets (else one of ``desc``)."""
         paths = list(paths)
         task = ExtractTask(self.extractor, image_fn, self.times)
-        with Progress(len(paths), desc, enabled=self.progress) as bar:
-            for batch, feats in self.engine.map(task, paths, bar):
+        own = Progress(len(paths), desc, enabled=self.progress and bar is None)
+        with own:
+            for batch, feats in self.engine.map(task, paths, bar or own):
                 raise_first_error(batch, paths)
                 yield feats
 

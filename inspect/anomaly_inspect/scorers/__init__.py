@@ -60,9 +60,22 @@ def check_scorer_params(name: str, params: dict, section: str = "scorer") -> Non
                          f"'{name}'; accepted keys: {', '.join(sorted(accepted))}")
 
 
+def merge_scorer_params(section: dict, methods: list[str], options: dict) -> dict:
+    """The config's ``scorer`` section overridden by the command-line options that are set;
+    each method later takes the keys its constructor accepts. A key no method accepts is an
+    error (a typo would otherwise be ignored silently)."""
+    params = dict(section or {})
+    params.update({k: v for k, v in options.items() if v is not None})
+    accepted = set().union(*(scorer_parameters(m) for m in methods))
+    unknown = sorted(set(params) - accepted)
+    if unknown:
+        raise ValueError(f"scorer settings {unknown} are not parameters of any of {methods}")
+    return params
+
+
 def build_scorer(name: str, **params) -> Scorer:
     return get_scorer_class(name)(**params)
 
 
 __all__ = ["NotFittedError", "ScoreResult", "Scorer", "available_scorers", "build_scorer",
-           "check_scorer_params", "get_scorer_class", "scorer_parameters"]
+           "check_scorer_params", "get_scorer_class", "merge_scorer_params", "scorer_parameters"]

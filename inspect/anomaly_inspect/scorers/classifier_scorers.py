@@ -39,7 +39,7 @@ class HeadScorer(Scorer):
         self.weight_decay = weight_decay
         self.batch_size = batch_size
         self.dropout = dropout
-        self.l2_normalize = self.default_l2_normalize if l2_normalize is None else l2_normalize
+        self.l2_normalize = l2_normalize  # None: the scorer's default (default_l2_normalize)
         self.seed = seed
         self.standardize = standardize
         self.head: HeadWeights | None = None
@@ -50,8 +50,9 @@ class HeadScorer(Scorer):
         return features.pooled
 
     def head_config(self) -> HeadConfig:
+        l2 = self.default_l2_normalize if self.l2_normalize is None else self.l2_normalize
         return HeadConfig(self.hidden, self.epochs, self.lr, self.weight_decay, self.batch_size,
-                          self.dropout, self.l2_normalize, self.seed, self.standardize)
+                          self.dropout, l2, self.seed, self.standardize)
 
     def fit(self, features: Features, labels: np.ndarray | None = None,
             context: FitContext | None = None) -> HeadScorer:

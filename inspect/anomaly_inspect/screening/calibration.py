@@ -137,7 +137,7 @@ def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, n
     if n_cal < 1 or n - n_cal < 1:
         raise ValueError(
             f"cannot hold out {fraction:.0%} of {n} training images for calibration "
-            f"(need at least one image on each side); add images or pass --calibration DIR"
+            f"(need at least one image on each side); add images or pass calibration=DIR"
         )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])

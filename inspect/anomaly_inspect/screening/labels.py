@@ -81,5 +81,5 @@ def resolve_labels(paths: list[str], spec: str | None) -> tuple[dict[str, int], 
     if spec is None and (len(found) < len(paths) or len(set(found.values())) < 2):
         return {}, ""
     if spec == "mvtec" and not found:
-        raise ValueError("--labels mvtec: no screened image lies in a test/<type>/ folder")
+        raise ValueError("labels='mvtec': no screened image lies in a test/<type>/ folder")
     return found, f"MVTec layout (test/good = normal; {len(found)} of {len(paths)} images labelled)"

@@ -69,7 +69,7 @@ class OutputLock:
     def _refuse(self, holder: dict, why: str) -> OutputLockedError:
         return OutputLockedError(
             f"{self.folder}: in use by another run ({_describe(holder)}){why}; wait for it to "
-            f"finish or choose another --out")
+            f"finish or choose another out_dir")
 
     def acquire(self) -> OutputLock:
         host = socket.gethostname()

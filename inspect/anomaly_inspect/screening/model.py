@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import logging
 from collections.abc import Iterator, Sequence
@@ -207,8 +206,7 @@ def fit(
     train_paths = expand_inputs(list(train))
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
-    backbone, extractor, scorer = build(cfg, progress=progress)
-    extractor.transform = dataclasses.replace(extractor.transform, max_pixels=max_pixels)
+    backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     runner = Runner(extractor, progress=progress)
     train_set = runner.extract(train_paths, "extract train", skip_errors=True)
     ok, feats, skipped = train_set.indices, train_set.features, train_set.skipped
@@ -271,9 +269,12 @@ def _display_range(patch_scores: np.ndarray | None, threshold: float) -> dict[st
     return {"map_vmin": lo, "map_vmax": float(threshold + max(threshold - lo, 1e-6))}
 
 
-def load_model(directory: Path | str, progress: bool = False) -> Model:
+def load_model(directory: Path | str, progress: bool = False, batch_size: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Model:
     """Load a saved model; checks the format version, every file's checksum, then the
-    backbone weights' checksum; any damage is a one-line :class:`ModelFormatError`."""
+    backbone weights' checksum; any damage is a one-line :class:`ModelFormatError`.
+    ``progress``, ``batch_size`` and ``max_pixels`` are how this run screens, not part of
+    the model."""
     directory = Path(directory)
     info = read_model_info(directory)
     verify_model_files(directory)
@@ -289,6 +290,7 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
     backbone = build_backbone(cfg, cache_dir=directory / BACKBONE_DIR)  # exports saved with it
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
     scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
-    extractor = build_extractor(cfg, backbone, type(scorer))
+    extractor = build_extractor(cfg, backbone, type(scorer), batch_size=batch_size,
+                                max_pixels=max_pixels)
     return Model(cfg, extractor, scorer, calibration, info)
 

@@ -195,7 +195,7 @@ def check_replaceable(target: Path | str, overwrite: bool) -> None:
     if not (target.exists() or target.is_symlink()):
         return
     if not overwrite:
-        raise FileExistsError(f"{target}: already exists; pass --overwrite (overwrite=True) to replace it")
+        raise FileExistsError(f"{target}: already exists; pass overwrite=True to replace it")
     if target.is_dir() and not target.is_symlink() and (
             _is_model_dir(target) or not any(target.iterdir())):
         return

@@ -115,7 +115,7 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
         columns = tuple(reader.fieldnames or ())
         if columns not in (CSV_COLUMNS, LEGACY_CSV_COLUMNS):
             raise ValueError(f"{csv_path}: not a results file of this tool (columns "
-                             f"{reader.fieldnames}); choose another --out or pass --rescore")
+                             f"{reader.fieldnames}); choose another out_dir or pass rescore=True")
         last_ok = False
         for row in reader:
             last_ok = not (None in row or any(row.get(c) is None for c in columns))
@@ -205,8 +205,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         except (ValueError, UnicodeDecodeError):
             meta = {}
         if not isinstance(meta, dict) or meta.get("model_id") != ident:
-            raise ValueError(f"{csv_path}: was written by a different model; pass --rescore to "
-                             f"start over or choose another --out")
+            raise ValueError(f"{csv_path}: was written by a different model; pass rescore=True to "
+                             f"start over or choose another out_dir")
         rows, bad = read_results(csv_path)
         n_read, n_err = len(rows), sum(1 for r in rows if r["error"])
         by_key = {row_key(r): r for r in rows if not r["error"]}  # the last row of a path wins

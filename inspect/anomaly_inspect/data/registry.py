@@ -1,0 +1,52 @@
+"""Dataset registry: name -> adapter, so that ``--dataset NAME`` finds it.
+
+Adding a dataset is one adapter module (a function returning an
+:class:`~.mvtec.AnomalyDataset`) plus one line in :data:`DATASETS`, as adding a
+scorer is one module plus one line in ``scorers.SCORERS``. Options reach the
+adapter by parameter name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from .mvtec import AnomalyDataset
+
+#: name -> "module:function", relative to this package; imported on first use
+DATASETS = {
+    "mvtec": "mvtec:load_mvtec",  # MVTec AD layout (also magnetic tile, metal nut, ...)
+    "folder": "folder:load_folders",  # plain folders of normal / anomalous images
+}
+
+
+def available_datasets() -> list[str]:
+    return sorted(DATASETS)
+
+
+def dataset_loader(name: str):
+    try:
+        module, fn = DATASETS[name].split(":")
+    except KeyError:
+        raise ValueError(f"unknown dataset '{name}'; available: {', '.join(available_datasets())}") from None
+    return getattr(importlib.import_module(f".{module}", __package__), fn)
+
+
+def dataset_options(name: str) -> tuple[list[str], list[str]]:
+    """(required, optional) option names of dataset ``name``."""
+    params = inspect.signature(dataset_loader(name)).parameters.values()
+    required = [p.name for p in params if p.default is inspect.Parameter.empty]
+    return required, [p.name for p in params if p.default is not inspect.Parameter.empty]
+
+
+def load_dataset(name: str, **options: Any) -> AnomalyDataset:
+    """Load dataset ``name``; options it does not take, or left unset (None / empty), are
+    ignored; a missing required one is a one-line ``ValueError``."""
+    required, optional = dataset_options(name)
+    given = {k: v for k, v in options.items()
+             if k in required + optional and v is not None and v != [] and v != ()}
+    missing = [k for k in required if k not in given]
+    if missing:
+        raise ValueError(f"dataset '{name}' needs {', '.join(missing)}")
+    return dataset_loader(name)(**given)

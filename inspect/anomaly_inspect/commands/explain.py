@@ -25,14 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import dataclasses
-
     from ..screening import load_model
     from ..screening.explain import ExplainUnavailable, explain_to_dir
 
-    model = load_model(args.model_dir, progress=not args.quiet)
-    model.extractor.transform = dataclasses.replace(model.extractor.transform,
-                                                    max_pixels=args.max_pixels)
+    model = load_model(args.model_dir, progress=not args.quiet, max_pixels=args.max_pixels)
     try:
         results = explain_to_dir(model, args.inputs, args.out, args.top, progress=not args.quiet)
     except ExplainUnavailable as exc:

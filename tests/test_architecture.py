@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[1] / "inspect" / PACKAGE
 
 # Lowest first: a component may import only components listed before it.
 LAYERS = ["progress", "resources", "data", "features", "scorers", "config", "pipeline", "evaluation",
-          "screening", "commands", "cli"]
-SUBPACKAGES = {"data", "features", "scorers", "evaluation", "screening", "commands"}
+          "tuning", "screening", "commands", "cli"]
+SUBPACKAGES = {"data", "features", "scorers", "evaluation", "tuning", "screening", "commands"}
 
 
 def _module_name(path: Path) -> str:

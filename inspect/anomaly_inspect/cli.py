@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "evaluate_lt",
     "ood_benchmark",
     "export",
+    "tune",
 )
 
 

@@ -47,7 +47,7 @@ class AnomalyRecipe:
     min_area: float = 0.001
     max_area: float = 0.05
     seed: int = 0
-    version: int = 1
+    version: int = 2
 
     def __post_init__(self):
         bad = [f for f in self.families if f not in FAMILIES]
@@ -187,17 +187,19 @@ def _poisson(image, rng, area, donor):
     donor = cv2.resize(donor, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) \
         if donor.shape[:2] != shape else donor
     h, w = _rect(rng, shape, area)
-    h, w = max(h, 3), max(w, 3)
+    h, w = max(h, 5), max(w, 5)
     sy, sx = _corner(rng, shape, (h, w))
     dy, dx = _corner(rng, shape, (h, w))
     patch = np.ascontiguousarray(donor[sy:sy + h, sx:sx + w])
-    inner = np.full((h, w), 255, np.uint8)
+    # a 1-pixel unmasked frame: OpenCV fails on a mask that fills its whole source patch
+    inner = np.zeros((h, w), np.uint8)
+    inner[1:-1, 1:-1] = 255
     centre = (dx + w // 2, dy + h // 2)
     cloned = cv2.seamlessClone(patch, image, inner, centre, cv2.NORMAL_CLONE)
-    # where seamlessClone put the patch (it centres it, so odd sizes shift by a pixel)
-    top, left = centre[1] - h // 2, centre[0] - w // 2
+    # the masked (h - 2) x (w - 2) box lands centred on ``centre``
+    top, left = centre[1] - (h - 2) // 2, centre[0] - (w - 2) // 2
     mask = np.zeros(shape, bool)
-    mask[top:top + h, left:left + w] = True
+    mask[top:top + h - 2, left:left + w - 2] = True
     out = image.copy()
     out[mask] = cloned[mask]
     return out, mask

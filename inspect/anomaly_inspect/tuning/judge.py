@@ -107,3 +107,18 @@ def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelCon
         "ensemble_normal_calibration": [c.to_dict() for c in cals],
         "seconds": round(time.perf_counter() - t0, 1),
     }
+
+
+def evaluate_ensemble(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
+                      cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True) -> dict:
+    """``evaluate --auto --ensemble K``: image AUROC of the normal-calibrated fusion of the tuned
+    ensemble (each member fitted on all training images, standardised by held-out normal scores)."""
+    t0 = time.perf_counter()
+    cands = [result.candidates[i].candidate for i in result.ensemble]
+    scores = test_scores(dataset, cands, base, cache_dir, progress)
+    value, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress)
+    labels = np.array([s.label for s in dataset.test])
+    return {"members": [c.name for c in cands], "image_auroc": round(value, 6),
+            "member_image_auroc": {c.name: round(float(auroc(labels, scores[c.name])), 6) for c in cands},
+            "normal_calibration": [c.to_dict() for c in cals],
+            "seconds": round(time.perf_counter() - t0, 1)}

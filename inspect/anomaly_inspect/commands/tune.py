@@ -26,6 +26,10 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grid", choices=("compact", "full"), default="compact",
                    help="candidates: compact = the base config and each setting changed one at a "
                         "time (11); full = every combination (216; hours on two cores)")
+    p.add_argument("--candidates", metavar="NAMES",
+                   help="comma-separated candidate names instead of --grid, e.g. "
+                        "lite0-320-8+16-rows-stretch,lite2-384-8+16-mean-pad (the base config is "
+                        "always added)")
     p.add_argument("--folds", type=positive_int, default=3, help="held-out folds (default 3)")
     p.add_argument("--max-tune-images", type=positive_int, default=300,
                    help="training images used for validation, a seeded subset (default 300)")
@@ -46,10 +50,12 @@ def settings_from_args(args: argparse.Namespace):
 
 def run_tune(train_paths, args: argparse.Namespace, cfg):
     """Tune on ``train_paths`` with the command-line settings; prints a one-line summary."""
+    from ..tuning.candidates import Candidate
     from ..tuning.tune import DEFAULT_CACHE, tune
 
-    result = tune(train_paths, cfg, settings_from_args(args), cache_dir=args.tune_cache or DEFAULT_CACHE,
-                  progress=not args.quiet)
+    cands = None if not args.candidates else [Candidate.parse(n) for n in args.candidates.split(",")]
+    result = tune(train_paths, cfg, settings_from_args(args), cands,
+                  cache_dir=args.tune_cache or DEFAULT_CACHE, progress=not args.quiet)
     d = result.decision
     print(f"tune: chose {result.chosen.name} ({d.reason}; {len(result.candidates)} candidates, "
           f"{result.seconds:.0f} s)")

@@ -74,6 +74,21 @@ class Candidate:
         return cfg
 
     @classmethod
+    def parse(cls, name: str) -> Candidate:
+        """The candidate named like ``lite0-320-8+16-rows-stretch`` (see :attr:`name`)."""
+        try:
+            short, size, strides, embedding, resize = name.split("-")
+            cand = cls(BACKBONES.get(short, short), int(size), tuple(int(s) for s in strides.split("+")),
+                       embedding, resize)
+        except ValueError:
+            raise ValueError(f"bad candidate name {name!r}: expected BACKBONE-SIZE-STRIDES-EMBEDDING-"
+                             f"RESIZE, e.g. lite0-320-8+16-rows-stretch") from None
+        if embedding not in EMBEDDINGS or resize not in RESIZES:
+            raise ValueError(f"bad candidate name {name!r}: embedding one of {EMBEDDINGS}, "
+                             f"resize one of {RESIZES}")
+        return cand
+
+    @classmethod
     def of(cls, cfg: ModelConfig) -> Candidate:
         """The candidate that ``cfg`` is (layers None = the stride-8 and stride-16 stages)."""
         strides = stage_strides(cfg.backbone.name)

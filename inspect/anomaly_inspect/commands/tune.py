@@ -99,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
             for c in out["tuning"]["candidates"]]
     if args.judge:
         from ..tuning.judge import judge_selector
+
+        write_json(args.output_json, out)  # the choice is kept even if judging is interrupted
         from ..tuning.tune import DEFAULT_CACHE
 
         judged = judge_selector(dataset, result, cfg, args.tune_cache or DEFAULT_CACHE,

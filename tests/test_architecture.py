@@ -20,9 +20,9 @@ PACKAGE = "anomaly_inspect"
 ROOT = Path(__file__).resolve().parents[1] / "inspect" / PACKAGE
 
 # Lowest first: a component may import only components listed before it.
-LAYERS = ["core", "progress", "resources", "data", "features", "scorers", "config", "pipeline", "evaluation",
-          "screening", "commands", "cli"]
-SUBPACKAGES = {"data", "features", "scorers", "evaluation", "screening", "commands"}
+LAYERS = ["core", "progress", "resources", "data", "features", "scorers", "config", "pipeline",
+          "evaluation", "tuning", "screening", "commands", "cli"]
+SUBPACKAGES = {"data", "features", "scorers", "evaluation", "tuning", "screening", "commands"}
 
 
 def _module_name(path: Path) -> str:

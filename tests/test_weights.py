@@ -14,7 +14,7 @@ from anomaly_inspect.features.weights import (
     map_state_dict_by_position,
 )
 
-LITES = sorted(BUNDLED_WEIGHTS)  # tf_efficientnet_lite0, tf_efficientnet_lite2
+LITES = sorted(BUNDLED_WEIGHTS)  # tf_efficientnet_lite0, lite1, lite2
 CAT_CLASSES = range(281, 286)  # ImageNet: tabby, tiger cat, Persian, Siamese, Egyptian cat
 
 

@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "evaluate_lt",
     "ood_benchmark",
     "export",
+    "tune",
 )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from ..data.registry import available_datasets, dataset_options, load_dataset
 from ..evaluation.evaluate import EvaluationResult, evaluate
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
+from .tune import add_tune_args, run_tune
 
 #: adapter option -> the flag that sets it
 OPTION_FLAGS = {"root": "--root", "category": "--category", "train_dirs": "--train-dir",
@@ -28,6 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-anomalous-dir", dest="test_anomalous_dirs", type=Path, action="append",
                    default=[], help="folder: anomalous test images")
     p.add_argument("--mask-dir", type=Path, help="folder: masks named like the anomalous images")
+    p.add_argument("--auto", action="store_true",
+                   help="choose the configuration first with `tune` on the training images only "
+                        "(synthetic anomalies); the choice is recorded in the JSON")
+    add_tune_args(p)
     add_model_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
@@ -41,9 +46,21 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
     dataset = load_dataset(args.dataset, **options)
     cfg = model_config_from_args(args)
-    result = evaluate(dataset, cfg, progress=not args.quiet)
+    tuning = run_tune([s.path for s in dataset.train], args, cfg) if args.auto else None
+    result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet)
     print_result(result)
-    write_json(args.output_json, result.to_dict())
+    out = result.to_dict()
+    if tuning is not None:
+        out["tuning"] = tuning.to_dict()
+        if args.ensemble:
+            from ..tuning.judge import evaluate_ensemble
+            from ..tuning.tune import DEFAULT_CACHE
+
+            out["ensemble"] = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache or DEFAULT_CACHE,
+                                                progress=not args.quiet)
+            print(f"ensemble image AUROC  {out['ensemble']['image_auroc']:.4f} "
+                  f"({', '.join(out['ensemble']['members'])}; normal-calibrated)")
+    write_json(args.output_json, out)
     return 0
 
 

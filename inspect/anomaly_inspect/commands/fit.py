@@ -14,6 +14,7 @@ from .common import (
     print_table,
     write_json,
 )
+from .tune import add_tune_args, run_tune
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +31,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "--calibration is given (default 0.2, seeded by --seed)")
     p.add_argument("--target-fpr", type=fraction, default=0.01,
                    help="false-positive rate on normal images the threshold aims at (default 0.01)")
+    p.add_argument("--auto", action="store_true",
+                   help="choose the configuration first with `tune` on the --train images "
+                        "(synthetic anomalies); the choice is recorded in model.json")
+    add_tune_args(p)
     add_model_args(p)
     add_max_pixels_arg(p)
     add_output_args(p)
@@ -42,9 +47,17 @@ def run(args: argparse.Namespace) -> int:
 
     check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
     cfg = model_config_from_args(args)
+    tuning = None
+    if args.auto:
+        from ..data.layout import expand_inputs
+
+        tuning = run_tune(expand_inputs(list(args.train)), args, cfg)
+        cfg = tuning.chosen_config(cfg)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
                 calibration_fraction=args.calibration_fraction, progress=not args.quiet,
                 max_pixels=args.max_pixels)
+    if tuning is not None:
+        model.info.tuning = tuning.to_dict()
     model.save(args.out, overwrite=args.overwrite)
     cal = model.calibration
     lo, hi = cal.fpr_interval
@@ -59,5 +72,6 @@ def run(args: argparse.Namespace) -> int:
                          f"{cal.interval_level:.0%} interval {lo:.2%}-{hi:.2%})"
                          + ("" if cal.target_met else " TARGET NOT REACHABLE: too few calibration images")),
     ])
-    write_json(args.output_json, {"model_dir": str(args.out), "calibration": cal.to_dict()})
+    write_json(args.output_json, {"model_dir": str(args.out), "calibration": cal.to_dict(),
+                                  **({"tuning": tuning.to_dict()} if tuning else {})})
     return 0

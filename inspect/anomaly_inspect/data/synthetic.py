@@ -133,6 +133,14 @@ TEXTURE_STYLES = {
 _TEXTURE_FUNCS = {"fabric": _fabric, "metal": _metal}
 
 
+def texture_image(kind: str, rng: np.random.Generator, size: int) -> np.ndarray:
+    """A (size, size, 3) float32 reflectance texture in [0, 1] ("fabric" or "metal"), unlit;
+    also the foreign texture of the synthetic-anomaly recipe (data/anomalies.py)."""
+    if kind not in _TEXTURE_FUNCS:
+        raise ValueError(f"unknown texture '{kind}'; choose from {', '.join(TEXTURES)}")
+    return _TEXTURE_FUNCS[kind](rng, size, TEXTURE_STYLES[kind])
+
+
 def _lighting(rng: np.random.Generator, size: int, texture: str) -> np.ndarray:
     """Multiplicative illumination field: gain, linear gradient, vignette (metal: specular band)."""
     y, x = (np.mgrid[0:size, 0:size].astype(np.float32) / size) - 0.5

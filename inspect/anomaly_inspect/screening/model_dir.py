@@ -83,8 +83,10 @@ class ModelInfo:
     format_version: int = MODEL_FORMAT_VERSION
     toolkit_version: str = __version__
     libraries: dict[str, str] = field(default_factory=library_versions)
+    tuning: dict[str, Any] | None = None  # ``fit --auto``: the choice, every candidate's scores, the recipe
 
     def to_dict(self) -> dict[str, Any]:
+        extra = {} if self.tuning is None else {"tuning": self.tuning}
         return {
             "format_version": self.format_version,
             "toolkit_version": self.toolkit_version,
@@ -98,6 +100,7 @@ class ModelInfo:
             "train_image_sha256": self.train_image_sha256,
             "calibration_images": self.calibration_images,
             "skipped_images": self.skipped_images,
+            **extra,
         }
 
     @classmethod
@@ -106,7 +109,8 @@ class ModelInfo:
             return cls(**{k: d[k] for k in (
                 "config", "backbone", "calibration", "train_images", "calibration_images",
                 "skipped_images", "display", "created", "format_version", "toolkit_version",
-                "libraries")}, train_image_sha256=list(d.get("train_image_sha256") or []))
+                "libraries")}, train_image_sha256=list(d.get("train_image_sha256") or []),
+                       tuning=d.get("tuning"))
         except KeyError as exc:
             raise ModelFormatError(f"{source}: missing field {exc} in {MODEL_JSON}") from None
 

@@ -1,0 +1,118 @@
+"""``anomaly-inspect tune``: choose a configuration from normal images alone (synthetic anomalies).
+
+With ``--judge`` (a labelled MVTec category) every candidate is also fitted on all training
+images and scored on the test split, to *report* how good the choice was; the test labels never
+change the choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .common import (
+    add_model_args,
+    add_output_args,
+    model_config_from_args,
+    non_negative_int,
+    positive_int,
+    print_table,
+    write_json,
+)
+
+
+def add_tune_args(p: argparse.ArgumentParser) -> None:
+    """The selector's options (shared by ``tune``, ``fit --auto`` and ``evaluate --auto``)."""
+    p.add_argument("--grid", choices=("compact", "full"), default="compact",
+                   help="candidates: compact = the base config and each setting changed one at a "
+                        "time (11); full = every combination (216; hours on two cores)")
+    p.add_argument("--candidates", metavar="NAMES",
+                   help="comma-separated candidate names instead of --grid, e.g. "
+                        "lite0-320-8+16-rows-stretch,lite2-384-8+16-mean-pad (the base config is "
+                        "always added)")
+    p.add_argument("--folds", type=positive_int, default=3, help="held-out folds (default 3)")
+    p.add_argument("--max-tune-images", type=positive_int, default=300,
+                   help="training images used for validation, a seeded subset (default 300)")
+    p.add_argument("--ensemble", type=non_negative_int, default=0, metavar="K",
+                   help="evaluate: fuse the top K candidates, each standardised by its held-out "
+                        "normal scores (default 0 = the single chosen configuration)")
+    p.add_argument("--tune-cache", type=Path, default=None, metavar="DIR",
+                   help="where extracted stage maps and synthetic images are kept "
+                        "(default /tmp/anomaly_inspect_tune)")
+
+
+def settings_from_args(args: argparse.Namespace):
+    from ..tuning import TuneSettings
+
+    return TuneSettings(n_folds=args.folds, max_images=args.max_tune_images,
+                        ensemble=args.ensemble or 3, grid=args.grid)
+
+
+def run_tune(train_paths, args: argparse.Namespace, cfg):
+    """Tune on ``train_paths`` with the command-line settings; prints a one-line summary."""
+    from ..tuning.candidates import Candidate
+    from ..tuning.tune import DEFAULT_CACHE, tune
+
+    cands = None if not args.candidates else [Candidate.parse(n) for n in args.candidates.split(",")]
+    result = tune(train_paths, cfg, settings_from_args(args), cands,
+                  cache_dir=args.tune_cache or DEFAULT_CACHE, progress=not args.quiet)
+    d = result.decision
+    print(f"tune: chose {result.chosen.name} ({d.reason}; {len(result.candidates)} candidates, "
+          f"{result.seconds:.0f} s)")
+    return result
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("tune", help="choose a configuration from normal images (synthetic anomalies)",
+                       description=__doc__)
+    p.add_argument("--train", action="append", metavar="DIR",
+                   help="normal training images: folder, file or glob; repeatable")
+    p.add_argument("--root", type=Path, help="MVTec layout: folder holding CATEGORY/")
+    p.add_argument("--category", help="MVTec category (its train/good images are used)")
+    p.add_argument("--judge", action="store_true",
+                   help="also score every candidate on the category's labelled test split and "
+                        "report test AUROC, rank correlation and regret (never used to choose)")
+    add_tune_args(p)
+    add_model_args(p)
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.layout import expand_inputs
+    from ..data.mvtec import load_mvtec
+
+    cfg = model_config_from_args(args)
+    dataset = None
+    if args.root is not None:
+        dataset = load_mvtec(args.root, args.category)
+        train = [s.path for s in dataset.train]
+    elif args.train:
+        train = expand_inputs(list(args.train))
+    else:
+        raise ValueError("tune: give --train DIR or --root/--category")
+    if args.judge and dataset is None:
+        raise ValueError("tune --judge needs a labelled MVTec category (--root/--category)")
+    result = run_tune(train, args, cfg)
+    out = {"tuning": result.to_dict()}
+    rows = [(c["name"], f"synthetic AUROC {c['mean_auroc']:.4f}, Borda {c['borda']:.2f}")
+            for c in out["tuning"]["candidates"]]
+    if args.judge:
+        from ..tuning.judge import judge_selector
+
+        write_json(args.output_json, out)  # the choice is kept even if judging is interrupted
+        from ..tuning.tune import DEFAULT_CACHE
+
+        judged = judge_selector(dataset, result, cfg, args.tune_cache or DEFAULT_CACHE,
+                                progress=not args.quiet)
+        out["judge"] = judged
+        test = {c["name"]: c["test_auroc"] for c in judged["candidates"]}
+        rows = [(n, f"{v}, test AUROC {test[n]:.4f}") for n, v in rows]
+        rows += [("chosen / default / best", f"{judged['chosen_test_auroc']:.4f} / "
+                  f"{judged['default_test_auroc']:.4f} / {judged['best_test_auroc']:.4f}"),
+                 ("regret chosen / default", f"{judged['regret_chosen']:.4f} / {judged['regret_default']:.4f}"),
+                 ("Spearman (Borda, test)", f"{judged['spearman_borda_test']:.3f}"),
+                 ("ensemble test AUROC", f"{judged['ensemble_test_auroc']:.4f} ({', '.join(judged['ensemble'])})")]
+    print_table(rows)
+    write_json(args.output_json, out)
+    return 0

@@ -1,0 +1,311 @@
+"""Synthetic anomalies drawn on normal images: the validation recipe of ``anomaly-inspect tune``.
+
+Why: a user with a new product has normal images only, so candidate configurations are ranked on
+held-out normal images with anomalies drawn on them. The recipe is fixed (docs/auto_config.md,
+seed 0) and must not be changed after seeing a real test result.
+
+Families (one per drawn anomaly; the region covers 0.1 %-5 % of the image, log-uniform):
+
+* ``cutpaste``: a rectangle of the same image, colour-jittered, pasted elsewhere (CutPaste).
+* ``scar``: a thin rotated rectangle of the same image, colour-jittered, pasted elsewhere
+  (CutPaste-scar).
+* ``texture``: a Perlin-noise blob filled with a foreign procedural texture (the demo's fabric /
+  metal, :func:`.synthetic.texture_image`), blended with opacity 0.2-1 (DRAEM-style).
+* ``poisson``: a rectangle of *another* normal image, Poisson-blended in (``cv2.seamlessClone``,
+  NSA-style).
+* ``local``: an ellipse blurred, noised or with its gain changed.
+
+Every family changes pixels inside its mask only (outside the mask the output equals the input
+bit for bit); grey images (equal channels) stay grey. Everything is drawn from the numpy
+``Generator`` passed in, so a seed reproduces the set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from .image_io import read_image
+from .synthetic import TEXTURES, texture_image
+
+FAMILIES = ("cutpaste", "scar", "texture", "poisson", "local")
+MANIFEST = "anomalies.json"
+
+
+@dataclass(frozen=True)
+class AnomalyRecipe:
+    """What is drawn: ``families``, region sizes as fractions of the image area (log-uniform in
+    [``min_area``, ``max_area``]), the ``seed`` of the whole set. Fixed before any real test run."""
+
+    families: tuple[str, ...] = FAMILIES
+    min_area: float = 0.001
+    max_area: float = 0.05
+    seed: int = 0
+    version: int = 2
+
+    def __post_init__(self):
+        bad = [f for f in self.families if f not in FAMILIES]
+        if bad or not self.families:
+            raise ValueError(f"unknown or no anomaly families {bad}; choose from {', '.join(FAMILIES)}")
+        if not 0 < self.min_area <= self.max_area < 1:
+            raise ValueError(f"need 0 < min_area <= max_area < 1, got {self.min_area}, {self.max_area}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["families"] = list(self.families)
+        return d
+
+    def key(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+# --------------------------------------------------------------------------- masks
+
+
+def _area_fraction(rng: np.random.Generator, recipe: AnomalyRecipe) -> float:
+    return float(np.exp(rng.uniform(np.log(recipe.min_area), np.log(recipe.max_area))))
+
+
+def _rect(rng: np.random.Generator, shape: tuple[int, int], area: float) -> tuple[int, int]:
+    """(height, width) of a rectangle of ``area`` pixels, aspect ratio log-uniform in [0.3, 3.3]."""
+    h_img, w_img = shape
+    aspect = float(np.exp(rng.uniform(np.log(0.3), np.log(3.3))))
+    h = int(round(np.clip(np.sqrt(area * aspect), 1, h_img - 4)))
+    w = int(round(np.clip(area / max(h, 1), 1, w_img - 4)))
+    return h, w
+
+
+def _corner(rng: np.random.Generator, shape: tuple[int, int], hw: tuple[int, int]) -> tuple[int, int]:
+    """Top-left corner of an ``hw`` box placed uniformly inside ``shape``, 2 px from the border."""
+    return (int(rng.integers(2, max(3, shape[0] - hw[0] - 1))),
+            int(rng.integers(2, max(3, shape[1] - hw[1] - 1))))
+
+
+def perlin(rng: np.random.Generator, shape: tuple[int, int], res: tuple[int, int]) -> np.ndarray:
+    """2-D Perlin gradient noise in about [-1, 1] with ``res`` periods along each axis."""
+    gh, gw = res
+    angles = rng.uniform(0, 2 * np.pi, (gh + 1, gw + 1))
+    grad = np.stack([np.cos(angles), np.sin(angles)], axis=-1)
+    y = np.linspace(0, gh, shape[0], endpoint=False)
+    x = np.linspace(0, gw, shape[1], endpoint=False)
+    yi, xi = np.floor(y).astype(int), np.floor(x).astype(int)
+    fy, fx = (y - yi)[:, None], (x - xi)[None, :]
+
+    def dot(dy, dx):
+        g = grad[(yi + dy)[:, None], (xi + dx)[None, :]]
+        return g[..., 0] * (fy - dy) + g[..., 1] * (fx - dx)
+
+    def fade(t):
+        return 6 * t**5 - 15 * t**4 + 10 * t**3
+
+    uy, ux = fade(fy), fade(fx)
+    top = dot(0, 0) * (1 - ux) + dot(0, 1) * ux
+    bottom = dot(1, 0) * (1 - ux) + dot(1, 1) * ux
+    return (top * (1 - uy) + bottom * uy) * np.sqrt(2)
+
+
+def _jitter(rng: np.random.Generator, patch: np.ndarray, amount: float = 0.1) -> np.ndarray:
+    """CutPaste's colour jitter: brightness and contrast by up to ``amount``, per-channel gain."""
+    p = patch.astype(np.float32)
+    mean = p.mean()
+    p = (p - mean) * rng.uniform(1 - amount, 1 + amount) + mean * rng.uniform(1 - amount, 1 + amount)
+    p = p * rng.uniform(1 - amount / 2, 1 + amount / 2, 3)
+    return np.clip(p + 0.5, 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------- families
+
+
+def _cutpaste(image, rng, area, _donor):
+    shape = image.shape[:2]
+    h, w = _rect(rng, shape, area)
+    sy, sx = _corner(rng, shape, (h, w))
+    dy, dx = _corner(rng, shape, (h, w))
+    out = image.copy()
+    out[dy:dy + h, dx:dx + w] = _jitter(rng, image[sy:sy + h, sx:sx + w])
+    mask = np.zeros(shape, bool)
+    mask[dy:dy + h, dx:dx + w] = True
+    return out, mask
+
+
+def _scar(image, rng, area, _donor):
+    shape = image.shape[:2]
+    side = min(shape)
+    width = rng.uniform(2, 8) * max(side / 256, 0.5)
+    length = float(np.clip(area / width, 4 * width, 0.4 * side))
+    angle = rng.uniform(-90, 90)
+    half = np.hypot(length, width) / 2 + 2
+    cy = rng.uniform(half, max(half + 1, shape[0] - half))
+    cx = rng.uniform(half, max(half + 1, shape[1] - half))
+    box = cv2.boxPoints(((cx, cy), (length, width), angle))
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillPoly(mask, [np.round(box).astype(np.int32)], 1)
+    # the content: the same image around another point, rotated, moved onto the scar
+    sy, sx = rng.uniform(half, max(half + 1, shape[0] - half)), rng.uniform(half, max(half + 1, shape[1] - half))
+    warp = cv2.getRotationMatrix2D((sx, sy), rng.uniform(-45, 45), 1.0)
+    warp[:, 2] += (cx - sx, cy - sy)
+    moved = cv2.warpAffine(image, warp, (shape[1], shape[0]), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REFLECT_101)
+    mask = mask.astype(bool)
+    out = image.copy()
+    out[mask] = _jitter(rng, moved[mask][None])[0]
+    return out, mask
+
+
+def _texture(image, rng, area, _donor):
+    shape = image.shape[:2]
+    fill = 0.4  # the blob covers this share of its window
+    side = int(np.clip(np.sqrt(area / fill), 8, min(shape) - 4))
+    res = int(rng.integers(2, 5))
+    noise = perlin(rng, (side, side), (res, res))
+    n_on = int(round(min(area, fill * side * side)))
+    thr = np.partition(noise.ravel(), -n_on)[-n_on]
+    top, left = _corner(rng, shape, (side, side))
+    mask = np.zeros(shape, bool)
+    mask[top:top + side, left:left + side] = noise >= thr
+    tex = texture_image(TEXTURES[int(rng.integers(len(TEXTURES)))], rng, side)
+    tex = tex * rng.uniform(0.4, 1.4) * 255.0
+    keep = rng.uniform(0.0, 0.8)  # DRAEM's beta: share of the image kept under the texture
+    out = image.copy()
+    region = out[top:top + side, left:left + side]
+    blended = np.clip(keep * region + (1 - keep) * tex + 0.5, 0, 255).astype(np.uint8)
+    sel = noise >= thr
+    region[sel] = blended[sel]
+    return out, mask
+
+
+def _poisson(image, rng, area, donor):
+    shape = image.shape[:2]
+    if donor is None:
+        raise ValueError("the poisson family needs a donor image")
+    donor = cv2.resize(donor, (shape[1], shape[0]), interpolation=cv2.INTER_AREA) \
+        if donor.shape[:2] != shape else donor
+    h, w = _rect(rng, shape, area)
+    h, w = max(h, 5), max(w, 5)
+    sy, sx = _corner(rng, shape, (h, w))
+    dy, dx = _corner(rng, shape, (h, w))
+    patch = np.ascontiguousarray(donor[sy:sy + h, sx:sx + w])
+    # a 1-pixel unmasked frame: OpenCV fails on a mask that fills its whole source patch
+    inner = np.zeros((h, w), np.uint8)
+    inner[1:-1, 1:-1] = 255
+    centre = (dx + w // 2, dy + h // 2)
+    cloned = cv2.seamlessClone(patch, image, inner, centre, cv2.NORMAL_CLONE)
+    # the masked (h - 2) x (w - 2) box lands centred on ``centre``
+    top, left = centre[1] - (h - 2) // 2, centre[0] - (w - 2) // 2
+    mask = np.zeros(shape, bool)
+    mask[top:top + h - 2, left:left + w - 2] = True
+    out = image.copy()
+    out[mask] = cloned[mask]
+    return out, mask
+
+
+def _local(image, rng, area, _donor):
+    shape = image.shape[:2]
+    aspect = float(np.exp(rng.uniform(np.log(0.4), np.log(2.5))))
+    a = np.sqrt(area / np.pi * aspect)
+    b = area / (np.pi * a)
+    a, b = min(a, shape[1] / 2 - 3), min(b, shape[0] / 2 - 3)
+    cy = rng.uniform(b + 2, shape[0] - b - 2)
+    cx = rng.uniform(a + 2, shape[1] - a - 2)
+    mask = np.zeros(shape, np.uint8)
+    cv2.ellipse(mask, (int(round(cx)), int(round(cy))), (max(int(round(a)), 1), max(int(round(b)), 1)),
+                rng.uniform(0, 180), 0, 360, 1, -1)
+    mask = mask.astype(bool)
+    kind = ("blur", "noise", "gain")[int(rng.integers(3))]
+    img = image.astype(np.float32)
+    if kind == "blur":
+        sigma = rng.uniform(1.0, 3.0) * max(min(shape) / 256, 0.5)
+        new = cv2.GaussianBlur(img, (0, 0), sigma)
+    elif kind == "noise":
+        new = img + rng.normal(0, rng.uniform(10, 25), img.shape[:2])[..., None]
+    else:
+        gain = rng.uniform(0.6, 0.8) if rng.random() < 0.5 else rng.uniform(1.2, 1.5)
+        new = img * gain
+    out = image.copy()
+    out[mask] = np.clip(new[mask] + 0.5, 0, 255).astype(np.uint8)
+    return out, mask
+
+
+_DRAW = {"cutpaste": _cutpaste, "scar": _scar, "texture": _texture, "poisson": _poisson,
+         "local": _local}
+
+
+def draw_anomaly(image: np.ndarray, family: str, rng: np.random.Generator,
+                 recipe: AnomalyRecipe = AnomalyRecipe(), donor: np.ndarray | None = None,
+                 tries: int = 20) -> tuple[np.ndarray, np.ndarray]:
+    """(image with one synthetic anomaly, its (H, W) bool mask) for an (H, W, 3) uint8 RGB image.
+
+    The mask covers ``recipe.min_area``-``recipe.max_area`` of the image (a draw outside that range,
+    e.g. from rasterising a thin scar, is redrawn); pixels outside the mask are unchanged.
+    ``donor``: another normal image, for ``poisson``.
+    """
+    if family not in _DRAW:
+        raise ValueError(f"unknown anomaly family '{family}'; choose from {', '.join(FAMILIES)}")
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+    if min(image.shape[:2]) < 32:
+        raise ValueError(f"image too small for synthetic anomalies: {image.shape[:2]}")
+    grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+    n_pix = image.shape[0] * image.shape[1]
+    for _ in range(tries):
+        area = _area_fraction(rng, recipe) * n_pix
+        out, mask = _DRAW[family](image, rng, area, donor)
+        frac = mask.sum() / n_pix
+        if recipe.min_area <= frac <= recipe.max_area:
+            break
+    else:
+        raise RuntimeError(f"{family}: no mask within {recipe.min_area}-{recipe.max_area} of the image "
+                           f"in {tries} draws (image {image.shape[:2]})")
+    if grey:  # a grey product stays grey: colour alone must not give the anomaly away
+        out[mask] = out[mask].mean(axis=1, keepdims=True).round().astype(np.uint8)
+    return out, mask
+
+
+@dataclass(frozen=True)
+class SyntheticAnomaly:
+    """One written image: where it came from, its family, where it is and its mask."""
+
+    source: str
+    family: str
+    path: str
+    mask_path: str
+    area: float
+
+
+def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Sequence[Path | None],
+                    out_dir: Path, recipe: AnomalyRecipe, stream: int = 0) -> list[SyntheticAnomaly]:
+    """Draw ``families[i]`` on ``sources[i]`` (donor ``donors[i]``) and write PNGs into ``out_dir``.
+
+    Image ``i`` uses the generator seeded ``(recipe.seed, stream, i)``, so each image is
+    reproducible on its own. PNG is lossless: pixels outside the mask equal the decoded source.
+    A finished set (its manifest) is read back instead of drawn again.
+    """
+    out_dir = Path(out_dir)
+    manifest = out_dir / MANIFEST
+    if manifest.is_file():
+        rows = [SyntheticAnomaly(**r) for r in json.loads(manifest.read_text())["images"]]
+        if len(rows) == len(sources) and all(Path(r.path).is_file() for r in rows):
+            return rows
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, (src, fam, donor) in enumerate(zip(sources, families, donors, strict=True)):
+        rng = np.random.default_rng((recipe.seed, stream, i))
+        image = read_image(src)
+        donor_img = read_image(donor) if donor is not None else None
+        out, mask = draw_anomaly(image, fam, rng, recipe, donor_img)
+        path, mask_path = out_dir / f"{i:05d}_{fam}.png", out_dir / f"{i:05d}_{fam}_mask.png"
+        if not (cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
+                and cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255)):
+            raise OSError(f"{path}: could not write image")
+        rows.append(SyntheticAnomaly(str(src), fam, str(path), str(mask_path), float(mask.mean())))
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"recipe": recipe.to_dict(), "stream": stream,
+                               "images": [asdict(r) for r in rows]}, indent=1))
+    tmp.replace(manifest)
+    return rows

@@ -1,0 +1,138 @@
+"""Candidate configurations for ``anomaly-inspect tune`` and the grids they come from.
+
+A candidate changes only the feature side of a :class:`ModelConfig`: backbone, input size,
+stages (by stride), the finest stage's embedding and the resize mode. Candidates that share
+backbone, size and resize share one feature extraction (with the union of their stages).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import asdict, dataclass
+from functools import cache
+
+from ..config import ModelConfig
+
+BACKBONES = {"lite0": "tf_efficientnet_lite0", "lite1": "tf_efficientnet_lite1",
+             "lite2": "tf_efficientnet_lite2"}
+SIZES = (256, 320, 384, 448)
+STAGE_SETS = ((8, 16), (4, 8, 16), (8, 16, 32))
+EMBEDDINGS = ("rows", "full", "mean")
+RESIZES = ("stretch", "pad")
+GRIDS = ("compact", "full")
+
+
+@cache
+def stage_strides(backbone: str) -> tuple[int, ...]:
+    """Stride of each timm feature stage of ``backbone`` (e.g. 2, 4, 8, 16, 32)."""
+    import timm
+
+    model = timm.create_model(backbone, pretrained=False, features_only=True)
+    return tuple(int(r) for r in model.feature_info.reduction())
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to rank: timm ``backbone``, ``image_size``, ``strides`` of the stages,
+    the finest stage's neighbourhood summary (``embedding``), ``resize`` mode."""
+
+    backbone: str
+    image_size: int
+    strides: tuple[int, ...]
+    embedding: str
+    resize: str
+
+    @property
+    def name(self) -> str:
+        short = {v: k for k, v in BACKBONES.items()}.get(self.backbone, self.backbone)
+        return (f"{short}-{self.image_size}-{'+'.join(map(str, self.strides))}-"
+                f"{self.embedding}-{self.resize}")
+
+    @property
+    def extraction(self) -> tuple[str, int, str]:
+        """Candidates with the same key share one feature extraction."""
+        return self.backbone, self.image_size, self.resize
+
+    def layers(self) -> list[int]:
+        strides = stage_strides(self.backbone)
+        missing = [s for s in self.strides if s not in strides]
+        if missing:
+            raise ValueError(f"{self.backbone}: no stage with stride {missing} (has {strides})")
+        return [strides.index(s) for s in self.strides]
+
+    def config(self, base: ModelConfig) -> ModelConfig:
+        """``base`` with this candidate's feature settings (everything else, e.g. the scorer, kept)."""
+        cfg = copy.deepcopy(base)
+        cfg.backbone.name = self.backbone
+        cfg.backbone.layers = self.layers()
+        if self.backbone != base.backbone.name:
+            cfg.backbone.weights = None  # a checkpoint file belongs to the base backbone
+        cfg.features.image_size = self.image_size
+        cfg.features.resize = self.resize
+        cfg.features.finest_stage = self.embedding
+        return cfg
+
+    @classmethod
+    def parse(cls, name: str) -> Candidate:
+        """The candidate named like ``lite0-320-8+16-rows-stretch`` (see :attr:`name`)."""
+        try:
+            short, size, strides, embedding, resize = name.split("-")
+            cand = cls(BACKBONES.get(short, short), int(size), tuple(int(s) for s in strides.split("+")),
+                       embedding, resize)
+        except ValueError:
+            raise ValueError(f"bad candidate name {name!r}: expected BACKBONE-SIZE-STRIDES-EMBEDDING-"
+                             f"RESIZE, e.g. lite0-320-8+16-rows-stretch") from None
+        if embedding not in EMBEDDINGS or resize not in RESIZES:
+            raise ValueError(f"bad candidate name {name!r}: embedding one of {EMBEDDINGS}, "
+                             f"resize one of {RESIZES}")
+        return cand
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> Candidate:
+        """The candidate that ``cfg`` is (layers None = the stride-8 and stride-16 stages)."""
+        strides = stage_strides(cfg.backbone.name)
+        layers = cfg.backbone.layers
+        picked = (8, 16) if layers is None else tuple(strides[i] for i in layers)
+        return cls(cfg.backbone.name, cfg.features.image_size, picked, cfg.features.finest_stage,
+                   cfg.features.resize)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["strides"] = list(self.strides)
+        d["name"] = self.name
+        return d
+
+
+def candidate_grid(grid: str, base: ModelConfig) -> list[Candidate]:
+    """The candidates of ``grid``, the base configuration first.
+
+    ``full``: every combination of Lite0/1/2, sizes 256-448, stage sets {8+16, 4+8+16, 8+16+32},
+    embeddings {rows, full, mean} and resize {stretch, pad} (216). ``compact`` (the default of
+    ``tune``): the base configuration and each of those values changed one at a time (11 with
+    the default base), chosen before any real test run because the full grid takes hours on two
+    CPU cores (docs/auto_config.md).
+    """
+    default = Candidate.of(base)
+    if grid == "full":
+        cands = [Candidate(BACKBONES[b], s, st, e, r) for b, s, st, e, r in itertools.product(
+            BACKBONES, SIZES, STAGE_SETS, EMBEDDINGS, RESIZES)]
+    elif grid == "compact":
+        cands = [default]
+        cands += [Candidate(b, default.image_size, default.strides, default.embedding, default.resize)
+                  for b in BACKBONES.values()]
+        cands += [Candidate(default.backbone, s, default.strides, default.embedding, default.resize)
+                  for s in SIZES]
+        cands += [Candidate(default.backbone, default.image_size, st, default.embedding, default.resize)
+                  for st in STAGE_SETS]
+        cands += [Candidate(default.backbone, default.image_size, default.strides, e, default.resize)
+                  for e in EMBEDDINGS]
+        cands += [Candidate(default.backbone, default.image_size, default.strides, default.embedding, r)
+                  for r in RESIZES]
+    else:
+        raise ValueError(f"unknown candidate grid {grid!r}; choose from {', '.join(GRIDS)}")
+    out = [default]
+    for c in cands:
+        if c not in out:
+            out.append(c)
+    return out

@@ -1,0 +1,124 @@
+"""Real-test scores of tuned candidates: normal-calibrated ensembles, and judging the selector.
+
+Test labels are used here only to *report* how good a choice was (per-candidate test AUROC,
+rank correlation with the synthetic validation, regret); nothing computed here feeds back into
+:func:`.tune.tune`. Each candidate is fitted on all training images (features from the same
+stage-map cache as tuning) and scores the test split exactly as ``evaluate`` would.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from ..config import ModelConfig
+from ..data.mvtec import AnomalyDataset
+from ..evaluation.metrics import auroc
+from ..pipeline import build_backbone
+from ..progress import Progress
+from .candidates import Candidate
+from .rank import NormalCalibration, fuse
+from .stage_cache import stage_maps
+from .tune import DEFAULT_CACHE, TuningResult, _scorer, normal_calibrations
+
+
+def test_scores(dataset: AnomalyDataset, cands: Sequence[Candidate], base: ModelConfig,
+                cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True) -> dict[str, np.ndarray]:
+    """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``."""
+    cache_dir = Path(cache_dir)
+    train = sorted(s.path for s in dataset.train)
+    test = [s.path for s in dataset.test]
+    groups: dict[tuple, list[Candidate]] = defaultdict(list)
+    for c in cands:
+        groups[c.extraction].append(c)
+    out = {}
+    bs = base.features.batch_size
+    with Progress(len(cands), "score test per candidate", unit="cand", enabled=progress) as bar:
+        for (name, size, resize), members in groups.items():
+            strides = sorted({s for c in members for s in c.strides})
+            cfg = members[0].config(base)
+            cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
+            backbone = build_backbone(cfg)
+            tr = stage_maps(backbone, train, size, resize, cache_dir / "maps", bs, progress,
+                            f"extract train {name} {size} {resize}")
+            te = stage_maps(backbone, test, size, resize, cache_dir / "maps", bs, progress,
+                            "extract test")
+            for c in members:
+                emb = c.config(base).features.embedding()
+                scorer = _scorer(base)
+                scorer.fit_batches(tr.iter_features(np.arange(len(tr)), c.strides, emb, bs), len(tr))
+                out[c.name] = np.concatenate([scorer.score(x).image_scores for x in
+                                              te.iter_features(np.arange(len(te)), c.strides, emb, bs)])
+                bar.update()
+    return out
+
+
+def ensemble_test_auroc(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
+                        scores: dict[str, np.ndarray], cache_dir: Path | str = DEFAULT_CACHE,
+                        progress: bool = True) -> tuple[float, list[NormalCalibration]]:
+    """Test AUROC of the tuned ensemble: each member's test scores standardised by its held-out
+    normal training scores at the deployed scorer settings, then averaged."""
+    labels = np.array([s.label for s in dataset.test])
+    cands = [result.candidates[i].candidate for i in result.ensemble]
+    cals = normal_calibrations([s.path for s in dataset.train], base, cands, result.settings,
+                               cache_dir, progress)
+    fused = fuse([scores[c.name] for c in cands], cals)
+    return float(auroc(labels, fused)), cals
+
+
+def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
+                   cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True) -> dict:
+    """Per candidate: synthetic-validation score next to real test AUROC; Spearman correlation;
+    regret of the choice against the default and against the best candidate in hindsight."""
+    t0 = time.perf_counter()
+    cands = [c.candidate for c in result.candidates]
+    scores = test_scores(dataset, cands, base, cache_dir, progress)
+    labels = np.array([s.label for s in dataset.test])
+    test = {name: float(auroc(labels, s)) for name, s in scores.items()}
+    val_mean = [c.mean_auroc for c in result.candidates]
+    borda = [c.borda for c in result.candidates]
+    real = [test[c.name] for c in cands]
+    best = int(np.argmax(real))
+    chosen, default, winner = (result.decision.chosen, result.decision.default, result.decision.winner)
+    rho_borda = spearmanr(borda, real).statistic if len(cands) > 2 else float("nan")
+    rho_mean = spearmanr(val_mean, real).statistic if len(cands) > 2 else float("nan")
+    ens, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress)
+    return {
+        "category": dataset.name,
+        "candidates": [{"name": c.name, "validation_mean_auroc": round(v, 4), "borda": round(b, 3),
+                        "test_auroc": round(t, 4)}
+                       for c, v, b, t in zip(cands, val_mean, borda, real, strict=True)],
+        "spearman_borda_test": round(float(rho_borda), 3),
+        "spearman_validation_auroc_test": round(float(rho_mean), 3),
+        "chosen": cands[chosen].name, "chosen_test_auroc": round(real[chosen], 4),
+        "winner": cands[winner].name, "winner_test_auroc": round(real[winner], 4),
+        "default": cands[default].name, "default_test_auroc": round(real[default], 4),
+        "best_in_hindsight": cands[best].name, "best_test_auroc": round(real[best], 4),
+        "regret_chosen": round(real[best] - real[chosen], 4),
+        "regret_default": round(real[best] - real[default], 4),
+        "chosen_minus_default": round(real[chosen] - real[default], 4),
+        "ensemble": [cands[i].name for i in result.ensemble],
+        "ensemble_test_auroc": round(ens, 4),
+        "ensemble_normal_calibration": [c.to_dict() for c in cals],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+
+
+def evaluate_ensemble(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
+                      cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True) -> dict:
+    """``evaluate --auto --ensemble K``: image AUROC of the normal-calibrated fusion of the tuned
+    ensemble (each member fitted on all training images, standardised by held-out normal scores)."""
+    t0 = time.perf_counter()
+    cands = [result.candidates[i].candidate for i in result.ensemble]
+    scores = test_scores(dataset, cands, base, cache_dir, progress)
+    value, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress)
+    labels = np.array([s.label for s in dataset.test])
+    return {"members": [c.name for c in cands], "image_auroc": round(value, 6),
+            "member_image_auroc": {c.name: round(float(auroc(labels, scores[c.name])), 6) for c in cands},
+            "normal_calibration": [c.to_dict() for c in cals],
+            "seconds": round(time.perf_counter() - t0, 1)}

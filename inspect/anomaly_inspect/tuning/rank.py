@@ -1,0 +1,95 @@
+"""Rank aggregation, the keep-the-default rule and normal-calibrated score fusion.
+
+* :func:`trimmed_borda`: each judge (a fold x anomaly family) ranks the candidates by its AUROC;
+  a candidate's Borda points from a judge are the number of candidates it beats (ties: half a
+  point each); its score is the trimmed mean of its points over judges (the ``trim`` share of
+  highest and lowest judges dropped), so one odd fold or family cannot decide alone.
+* :func:`beats_default`: a winner replaces the default only if its mean gain over the default
+  across folds exceeds the fold-to-fold standard deviation of that gain.
+* :class:`NormalCalibration` / :func:`fuse`: each ensemble member's scores are standardised by
+  the median and MAD of scores of held-out *normal* images (never of test scores), then averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+def borda_points(scores: np.ndarray) -> np.ndarray:
+    """(n_judges, n_candidates) scores -> points: how many candidates each beats (ties 0.5)."""
+    s = np.asarray(scores, np.float64)
+    greater = (s[:, :, None] > s[:, None, :]).sum(axis=2)
+    ties = (s[:, :, None] == s[:, None, :]).sum(axis=2) - 1
+    return greater + 0.5 * ties
+
+
+def trimmed_borda(scores: np.ndarray, trim: float = 0.1) -> np.ndarray:
+    """Trimmed-mean Borda score of each candidate (higher = better), from (n_judges, n_candidates)."""
+    points = np.sort(borda_points(scores), axis=0)
+    k = int(np.floor(trim * points.shape[0]))
+    if 2 * k >= points.shape[0]:
+        k = (points.shape[0] - 1) // 2
+    return points[k:points.shape[0] - k].mean(axis=0)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Which candidate the selector keeps, and why."""
+
+    chosen: int
+    winner: int
+    default: int
+    margin: float  # winner's mean gain over the default across folds (AUROC)
+    noise: float  # the fold-to-fold standard deviation of that gain
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def beats_default(fold_scores: np.ndarray, borda: np.ndarray, default: int = 0) -> Decision:
+    """Keep ``default`` unless the Borda winner's mean gain over it across folds exceeds the
+    fold-to-fold standard deviation of that gain. ``fold_scores``: (n_folds, n_candidates)."""
+    winner = int(np.argmax(borda))  # ties: the earlier candidate (the default is first)
+    if winner == default:
+        return Decision(default, winner, default, 0.0, 0.0, "the default ranks first")
+    gain = np.asarray(fold_scores, np.float64)[:, winner] - np.asarray(fold_scores, np.float64)[:, default]
+    margin = float(gain.mean())
+    noise = float(gain.std(ddof=1)) if len(gain) > 1 else float("inf")
+    if margin > noise:
+        return Decision(winner, winner, default, margin, noise,
+                        f"winner gains {margin:.4f} > fold-to-fold noise {noise:.4f}")
+    return Decision(default, winner, default, margin, noise,
+                    f"winner gains {margin:.4f} <= fold-to-fold noise {noise:.4f}: default kept")
+
+
+@dataclass(frozen=True)
+class NormalCalibration:
+    """Median and scaled MAD of one member's scores on held-out normal images."""
+
+    median: float
+    mad: float
+
+    @classmethod
+    def fit(cls, normal_scores: np.ndarray) -> NormalCalibration:
+        s = np.asarray(normal_scores, np.float64)
+        med = float(np.median(s))
+        mad = 1.4826 * float(np.median(np.abs(s - med)))
+        if not mad > 0:  # constant scores: fall back to the spread, then to 1
+            mad = float(s.std()) or 1.0
+        return cls(med, mad)
+
+    def __call__(self, scores: np.ndarray) -> np.ndarray:
+        return (np.asarray(scores, np.float64) - self.median) / self.mad
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def fuse(member_scores: list[np.ndarray], calibrations: list[NormalCalibration]) -> np.ndarray:
+    """Mean of the members' normal-standardised scores."""
+    if len(member_scores) != len(calibrations) or not member_scores:
+        raise ValueError("need one calibration per member and at least one member")
+    return np.mean([cal(s) for s, cal in zip(member_scores, calibrations, strict=True)], axis=0)

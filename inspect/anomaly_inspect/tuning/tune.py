@@ -1,0 +1,311 @@
+"""Label-free choice of a configuration: synthetic-anomaly validation on held-out normal images.
+
+Procedure (docs/auto_config.md): at most ``max_images`` training images (seeded subset) are split
+into ``n_folds`` seeded folds. Every image is held out once; a copy of it gets one synthetic
+anomaly (:mod:`..data.anomalies`, families assigned in a seeded balanced order, ``poisson`` donors
+taken from the fold's bank images). For each candidate and fold, the scorer is fitted on the
+other folds' images and scores the held-out normals and their anomalous copies; each (fold,
+family) pair is a judge with its AUROC. Candidates are ranked by trimmed Borda count over judges;
+the winner replaces the default only if it beats it by more than the fold-to-fold noise.
+Backbone features are extracted once per backbone x input size x resize into ``cache_dir``.
+
+Each candidate also keeps the median / MAD of its cross-fitted scores on held-out normal images:
+the normal calibration of :func:`.rank.fuse` for ensembles. Nothing here sees a test image.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ModelConfig
+from ..data.anomalies import AnomalyRecipe, write_anomalies
+from ..evaluation.metrics import auroc
+from ..pipeline import build_backbone
+from ..progress import Progress
+from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
+from .candidates import Candidate, candidate_grid
+from .rank import Decision, NormalCalibration, beats_default, fuse, trimmed_borda
+from .stage_cache import StageMaps, stage_maps
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path("/tmp/anomaly_inspect_tune")
+
+
+@dataclass(frozen=True)
+class TuneSettings:
+    """How candidates are validated: ``n_folds`` folds over at most ``max_images`` training images
+    (seeded by ``seed``), the anomaly ``recipe``, ``trim`` of the Borda mean, ``ensemble`` members.
+    ``coreset_ratio``: the scorer's coreset ratio during validation only (None = the base
+    config's); 0.01 keeps the fold banks small enough for exact search on two cores."""
+
+    n_folds: int = 3
+    max_images: int | None = 300
+    coreset_ratio: float | None = 0.01
+    seed: int = 0
+    trim: float = 0.1
+    ensemble: int = 3
+    grid: str = "compact"
+    recipe: AnomalyRecipe = field(default_factory=AnomalyRecipe)
+
+    def __post_init__(self):
+        if self.n_folds < 2:
+            raise ValueError(f"n_folds must be >= 2, got {self.n_folds}")
+        if self.ensemble < 1:
+            raise ValueError(f"ensemble must be >= 1, got {self.ensemble}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class CandidateScores:
+    """One candidate's validation: AUROC per (fold, family), per fold (all families pooled),
+    its Borda score, and the normal calibration from its held-out normal scores."""
+
+    candidate: Candidate
+    judge_auroc: dict[str, float]
+    fold_auroc: list[float]
+    borda: float = 0.0
+    calibration: NormalCalibration | None = None
+    seconds: float = 0.0
+
+    @property
+    def mean_auroc(self) -> float:
+        return float(np.mean(list(self.judge_auroc.values())))
+
+    def to_dict(self) -> dict:
+        return {**self.candidate.to_dict(), "borda": round(self.borda, 4),
+                "mean_auroc": round(self.mean_auroc, 4),
+                "fold_auroc": [round(v, 4) for v in self.fold_auroc],
+                "judge_auroc": {k: round(v, 4) for k, v in self.judge_auroc.items()},
+                "normal_calibration": None if self.calibration is None else self.calibration.to_dict(),
+                "seconds": round(self.seconds, 1)}
+
+
+@dataclass
+class TuningResult:
+    """The selector's outcome; ``to_dict`` is what model.json and the evaluate JSON record."""
+
+    settings: TuneSettings
+    candidates: list[CandidateScores]
+    decision: Decision
+    ensemble: list[int]
+    ensemble_judge_auroc: dict[str, float]
+    n_images: int
+    seconds: float
+    base: dict
+    scores: dict = field(default_factory=dict, repr=False)  # name -> fold -> (normal, anomalous)
+
+    @property
+    def chosen(self) -> Candidate:
+        return self.candidates[self.decision.chosen].candidate
+
+    def chosen_config(self, base: ModelConfig) -> ModelConfig:
+        return self.chosen.config(base)
+
+    def to_dict(self) -> dict:
+        order = np.argsort([-c.borda for c in self.candidates], kind="stable")
+        return {
+            "chosen": self.chosen.name,
+            "chosen_config": self.chosen.to_dict(),
+            "default": self.candidates[self.decision.default].candidate.name,
+            "decision": {**self.decision.to_dict(),
+                         "winner": self.candidates[self.decision.winner].candidate.name,
+                         "chosen": self.chosen.name,
+                         "default": self.candidates[self.decision.default].candidate.name},
+            "ensemble": [self.candidates[i].candidate.name for i in self.ensemble],
+            "ensemble_mean_auroc": round(float(np.mean(list(self.ensemble_judge_auroc.values()))), 4),
+            "ensemble_judge_auroc": {k: round(v, 4) for k, v in self.ensemble_judge_auroc.items()},
+            "settings": self.settings.to_dict(),
+            "n_images": self.n_images,
+            "seconds": round(self.seconds, 1),
+            "candidates": [self.candidates[i].to_dict() for i in order],
+        }
+
+
+def fold_plan(n: int, settings: TuneSettings) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(chosen image indices, fold of each, family index of each) for ``n`` training images."""
+    rng = np.random.default_rng((settings.seed, 1))
+    keep = n if settings.max_images is None else min(n, settings.max_images)
+    chosen = np.sort(rng.permutation(n)[:keep])
+    folds = np.empty(keep, np.int64)
+    folds[rng.permutation(keep)] = np.arange(keep) % settings.n_folds
+    families = np.empty(keep, np.int64)
+    families[rng.permutation(keep)] = np.arange(keep) % len(settings.recipe.families)
+    return chosen, folds, families
+
+
+def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray,
+                  settings: TuneSettings, cache_dir: Path) -> list[Path]:
+    """Write (or reuse) one anomalous copy of each image; donors come from its fold's bank."""
+    import hashlib
+    import json
+
+    rng = np.random.default_rng((settings.seed, 2))
+    donors = []
+    for i in range(len(paths)):
+        bank = np.flatnonzero(folds != folds[i])
+        donors.append(paths[int(rng.choice(bank))])
+    fams = [settings.recipe.families[f] for f in families]
+    key = hashlib.sha256(json.dumps([settings.recipe.to_dict(), [str(p) for p in paths],
+                                     folds.tolist(), fams, [str(d) for d in donors]]).encode()
+                         ).hexdigest()[:16]
+    rows = write_anomalies(paths, fams, donors, cache_dir / "synthetic" / key, settings.recipe)
+    return [Path(r.path) for r in rows]
+
+
+def _scorer(base: ModelConfig, coreset_ratio: float | None = None):
+    cls = get_scorer_class(base.method)
+    if "patches" not in cls.requires:
+        raise ValueError(f"tune: method '{base.method}' does not use patch features; tune ranks "
+                         f"patch-feature configurations (e.g. patchcore)")
+    check_scorer_params(base.method, base.scorer)
+    params = dict(base.scorer)
+    if coreset_ratio is not None and "coreset_ratio" in scorer_parameters(base.method):
+        params["coreset_ratio"] = coreset_ratio
+    if "seed" in scorer_parameters(base.method):
+        params.setdefault("seed", base.seed)
+    return build_scorer(base.method, **params, **cls.runtime_kwargs(progress=False))
+
+
+def score_candidate(cand: Candidate, base: ModelConfig, normal: StageMaps, anomalous: StageMaps,
+                    folds: np.ndarray, families: np.ndarray, family_names: Sequence[str],
+                    batch_size: int = 32, coreset_ratio: float | None = None
+                    ) -> tuple[CandidateScores, dict]:
+    """Cross-fitted validation of one candidate (see the module docstring)."""
+    t0 = time.perf_counter()
+    embedding = cand.config(base).features.embedding()
+    judge, fold_auroc, normals, raw = {}, [], [], {}
+    for f in range(int(folds.max()) + 1):
+        bank, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        scorer = _scorer(base, coreset_ratio)
+        scorer.fit_batches(normal.iter_features(bank, cand.strides, embedding, batch_size), len(bank))
+        s_norm = np.concatenate([scorer.score(x).image_scores for x in
+                                 normal.iter_features(held, cand.strides, embedding, batch_size)])
+        s_anom = np.concatenate([scorer.score(x).image_scores for x in
+                                 anomalous.iter_features(held, cand.strides, embedding, batch_size)])
+        del scorer
+        labels = np.r_[np.zeros(len(held)), np.ones(len(held))]
+        fold_auroc.append(auroc(labels, np.r_[s_norm, s_anom]))
+        for k, fam in enumerate(family_names):
+            sel = families[held] == k
+            if sel.any():
+                judge[f"fold{f}/{fam}"] = auroc(np.r_[np.zeros(len(held)), np.ones(int(sel.sum()))],
+                                                np.r_[s_norm, s_anom[sel]])
+        normals.append(s_norm)
+        raw[f] = (s_norm, s_anom)
+    cal = NormalCalibration.fit(np.concatenate(normals))
+    return CandidateScores(cand, judge, fold_auroc, calibration=cal,
+                           seconds=time.perf_counter() - t0), raw
+
+
+def ensemble_validation(members: list[int], raw: list[dict], folds: np.ndarray, families: np.ndarray,
+                        family_names: Sequence[str]) -> dict[str, float]:
+    """Judge AUROCs of the normal-calibrated fusion of ``members``: in fold f each member is
+    standardised by its held-out normal scores of the *other* folds."""
+    out = {}
+    n_folds = int(folds.max()) + 1
+    for f in range(n_folds):
+        held = np.flatnonzero(folds == f)
+        cals = [NormalCalibration.fit(np.concatenate([raw[m][g][0] for g in range(n_folds) if g != f]))
+                for m in members]
+        s_norm = fuse([raw[m][f][0] for m in members], cals)
+        s_anom = fuse([raw[m][f][1] for m in members], cals)
+        for k, fam in enumerate(family_names):
+            sel = families[held] == k
+            if sel.any():
+                out[f"fold{f}/{fam}"] = auroc(np.r_[np.zeros(len(held)), np.ones(int(sel.sum()))],
+                                              np.r_[s_norm, s_anom[sel]])
+    return out
+
+
+def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSettings = TuneSettings(),
+         candidates: Sequence[Candidate] | None = None, cache_dir: Path | str = DEFAULT_CACHE,
+         progress: bool = True) -> TuningResult:
+    """Rank ``candidates`` (default: ``settings.grid`` around ``base``) on synthetic-anomaly
+    validation of ``train_paths`` and decide (see the module docstring). ``base`` is the default:
+    it is kept unless a candidate beats it by more than the fold-to-fold noise."""
+    t0 = time.perf_counter()
+    cache_dir = Path(cache_dir)
+    paths = sorted(Path(p) for p in train_paths)
+    if len(paths) < 2 * settings.n_folds:
+        raise ValueError(f"tune needs at least {2 * settings.n_folds} training images, got {len(paths)}")
+    cands = list(candidates) if candidates is not None else candidate_grid(settings.grid, base)
+    default = Candidate.of(base)
+    if default not in cands:
+        cands.insert(0, default)
+    chosen, folds, families = fold_plan(len(paths), settings)
+    paths = [paths[i] for i in chosen]
+    synthetic = synthetic_set(paths, folds, families, settings, cache_dir)
+    groups: dict[tuple, list[int]] = defaultdict(list)
+    for i, c in enumerate(cands):
+        groups[c.extraction].append(i)
+    scores: list[CandidateScores | None] = [None] * len(cands)
+    raw: list[dict | None] = [None] * len(cands)
+    names = settings.recipe.families
+    with Progress(len(cands), "tune candidates", unit="cand", enabled=progress) as bar:
+        for (name, size, resize), members in groups.items():
+            strides = sorted({s for i in members for s in cands[i].strides})
+            cfg = cands[members[0]].config(base)
+            cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
+            backbone = build_backbone(cfg)
+            bs = base.features.batch_size
+            normal = stage_maps(backbone, paths, size, resize, cache_dir / "maps", bs, progress,
+                                f"extract {name} {size} {resize}")
+            anomalous = stage_maps(backbone, synthetic, size, resize, cache_dir / "maps", bs, progress,
+                                   "extract synthetic")
+            for i in members:
+                scores[i], raw[i] = score_candidate(cands[i], base, normal, anomalous, folds,
+                                                    families, names, bs, settings.coreset_ratio)
+                log.info("tune: %s mean synthetic AUROC %.4f", cands[i].name, scores[i].mean_auroc)
+                bar.update()
+            del backbone, normal, anomalous
+    judges = sorted(scores[0].judge_auroc)
+    table = np.array([[s.judge_auroc[j] for s in scores] for j in judges])
+    borda = trimmed_borda(table, settings.trim)
+    for s, b in zip(scores, borda, strict=True):
+        s.borda = float(b)
+    fold_table = np.array([s.fold_auroc for s in scores]).T
+    decision = beats_default(fold_table, borda, default=cands.index(default))
+    members = [int(i) for i in np.argsort(-borda, kind="stable")[:settings.ensemble]]
+    ens = ensemble_validation(members, raw, folds, families, names)
+    return TuningResult(settings, scores, decision, members, ens, len(paths),
+                        time.perf_counter() - t0, base.to_dict(),
+                        {c.name: r for c, r in zip(cands, raw, strict=True)})
+
+
+def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
+                        members: Sequence[Candidate], settings: TuneSettings = TuneSettings(),
+                        cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True
+                        ) -> list[NormalCalibration]:
+    """Each member's normal calibration at the *deployed* scorer settings (the base config's
+    coreset ratio): median / MAD of its cross-fitted scores on the tuning folds' held-out normal
+    images (same folds and stage-map cache as :func:`tune`). Test images never enter."""
+    cache_dir = Path(cache_dir)
+    paths = sorted(Path(p) for p in train_paths)
+    chosen, folds, _ = fold_plan(len(paths), settings)
+    paths = [paths[i] for i in chosen]
+    bs = base.features.batch_size
+    out = []
+    for cand in members:
+        backbone = build_backbone(cand.config(base))
+        normal = stage_maps(backbone, paths, cand.image_size, cand.resize, cache_dir / "maps", bs,
+                            progress, f"extract {cand.name}")
+        embedding = cand.config(base).features.embedding()
+        scores = []
+        for f in range(settings.n_folds):
+            bank, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+            scorer = _scorer(base)
+            scorer.fit_batches(normal.iter_features(bank, cand.strides, embedding, bs), len(bank))
+            scores += [scorer.score(x).image_scores for x in
+                       normal.iter_features(held, cand.strides, embedding, bs)]
+        out.append(NormalCalibration.fit(np.concatenate(scores)))
+    return out

@@ -1,0 +1,116 @@
+"""The synthetic-anomaly recipe: mask sizes, reproducibility, changes only inside the mask."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from anomaly_inspect.data.anomalies import (
+    FAMILIES,
+    AnomalyRecipe,
+    draw_anomaly,
+    perlin,
+    write_anomalies,
+)
+from anomaly_inspect.data.image_io import read_image
+from anomaly_inspect.data.synthetic import render_sample
+
+
+def _image(shape=(96, 128), grey=False, seed=0):
+    img = render_sample("metal", None, seed, max(shape)).clean[: shape[0], : shape[1]].copy()
+    if grey:
+        img[:] = img.mean(axis=2, keepdims=True).astype(np.uint8)
+    return img
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mask_in_range_and_changes_only_inside(family):
+    recipe = AnomalyRecipe()
+    img, donor = _image(), _image(seed=1)
+    for seed in range(25):
+        out, mask = draw_anomaly(img, family, np.random.default_rng(seed), recipe, donor)
+        assert out.shape == img.shape and out.dtype == np.uint8 and mask.dtype == bool
+        assert recipe.min_area <= mask.mean() <= recipe.max_area
+        changed = (out != img).any(axis=2)
+        assert not (changed & ~mask).any(), "a pixel outside the mask changed"
+        np.testing.assert_array_equal(out[~mask], img[~mask])
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_same_seed_same_anomaly_other_seed_other(family):
+    img, donor = _image(), _image(seed=1)
+    a = draw_anomaly(img, family, np.random.default_rng(7), donor=donor)
+    b = draw_anomaly(img, family, np.random.default_rng(7), donor=donor)
+    c = draw_anomaly(img, family, np.random.default_rng(8), donor=donor)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[1], c[1])
+
+
+def test_most_draws_change_the_image():
+    """The families draw visible anomalies (a blur of a flat area may not; most must)."""
+    img, donor = _image(), _image(seed=1)
+    for family in FAMILIES:
+        changed = [(draw_anomaly(img, family, np.random.default_rng(s), donor=donor)[0] != img).any()
+                   for s in range(10)]
+        assert sum(changed) >= 8, family
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_grey_images_stay_grey(family):
+    img = _image(grey=True)
+    out, _ = draw_anomaly(img, family, np.random.default_rng(3), donor=_image(seed=2, grey=True))
+    assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_sizes_follow_the_recipe_not_a_fixed_value():
+    recipe = AnomalyRecipe(families=("cutpaste",), min_area=0.01, max_area=0.02)
+    img = _image((128, 128))
+    areas = [draw_anomaly(img, "cutpaste", np.random.default_rng(s), recipe)[1].mean() for s in range(20)]
+    assert min(areas) >= 0.01 and max(areas) <= 0.02 and np.ptp(areas) > 0.002
+
+
+def test_bad_inputs_are_refused():
+    img = _image()
+    with pytest.raises(ValueError, match="unknown anomaly family"):
+        draw_anomaly(img, "glitter", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="donor"):
+        draw_anomaly(img, "poisson", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="uint8"):
+        draw_anomaly(img.astype(np.float32), "cutpaste", np.random.default_rng(0))
+    with pytest.raises(ValueError, match="min_area"):
+        AnomalyRecipe(min_area=0.1, max_area=0.01)
+
+
+def test_perlin_is_smooth_and_bounded():
+    noise = perlin(np.random.default_rng(0), (64, 64), (2, 2))
+    assert np.abs(noise).max() <= 1.0 + 1e-9 and noise.std() > 0.05
+    # smooth: neighbouring pixels differ much less than the overall range
+    assert np.abs(np.diff(noise, axis=1)).max() < 0.2 * np.ptp(noise)
+
+
+def test_write_anomalies_is_reproducible_and_lossless(tmp_path):
+    srcs = []
+    for i in range(3):
+        p = tmp_path / f"src{i}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(_image(seed=i), cv2.COLOR_RGB2BGR))
+        srcs.append(p)
+    fams = ["cutpaste", "poisson", "local"]
+    donors = [srcs[1], srcs[2], srcs[0]]
+    recipe = AnomalyRecipe(seed=5)
+    rows = write_anomalies(srcs, fams, donors, tmp_path / "a", recipe)
+    again = write_anomalies(srcs, fams, donors, tmp_path / "b", recipe)
+    for r, s, q in zip(rows, srcs, again, strict=True):
+        out, mask = read_image(r.path), read_image(r.mask_path)[..., 0] > 0
+        np.testing.assert_array_equal(out, read_image(q.path))
+        np.testing.assert_array_equal(out[~mask], read_image(s)[~mask])  # PNG: lossless outside
+        assert r.area == pytest.approx(mask.mean())
+    manifest = json.loads((tmp_path / "a" / "anomalies.json").read_text())
+    assert manifest["recipe"]["seed"] == 5 and [r["family"] for r in manifest["images"]] == fams
+    # a finished set is read back, not drawn again
+    mtime = (tmp_path / "a" / "00000_cutpaste.png").stat().st_mtime_ns
+    write_anomalies(srcs, fams, donors, tmp_path / "a", recipe)
+    assert (tmp_path / "a" / "00000_cutpaste.png").stat().st_mtime_ns == mtime

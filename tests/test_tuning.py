@@ -1,0 +1,186 @@
+"""The selector's parts on hand-checked cases: Borda, keep-the-default, normal-calibrated fusion,
+fold plan, candidate grids, and stage maps from the cache equal to the extractor's features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.tuning.candidates import Candidate, candidate_grid
+from anomaly_inspect.tuning.rank import (
+    NormalCalibration,
+    beats_default,
+    borda_points,
+    fuse,
+    trimmed_borda,
+)
+from anomaly_inspect.tuning.tune import TuneSettings, ensemble_validation, fold_plan
+
+# ----------------------------------------------------------------------------- Borda
+
+
+def test_borda_points_count_beaten_candidates_ties_half():
+    pts = borda_points(np.array([[0.9, 0.8, 0.8], [0.5, 0.7, 0.6]]))
+    np.testing.assert_array_equal(pts, [[2, 0.5, 0.5], [0, 2, 1]])
+
+
+def test_trimmed_borda_drops_an_outlier_judge():
+    # 10 judges: candidate 1 wins 9 of them; one wild judge puts candidate 0 first by far
+    scores = np.tile([0.80, 0.90, 0.70], (10, 1))
+    scores[0] = [0.99, 0.10, 0.20]
+    plain = trimmed_borda(scores, trim=0.0)
+    np.testing.assert_allclose(plain, [(9 * 1 + 2) / 10, (9 * 2 + 0) / 10, (0 + 1) / 10])
+    trimmed = trimmed_borda(scores, trim=0.1)  # one judge dropped at each end, per candidate
+    np.testing.assert_allclose(trimmed, [1.0, 2.0, 0.0])
+
+
+def test_trimmed_borda_never_trims_everything():
+    scores = np.array([[0.1, 0.2], [0.3, 0.1]])
+    np.testing.assert_allclose(trimmed_borda(scores, trim=0.5), [0.5, 0.5])
+
+
+# ----------------------------------------------------------------------------- keep the default
+
+
+def test_default_kept_when_gain_within_fold_noise():
+    folds = np.array([[0.90, 0.95], [0.90, 0.88], [0.90, 0.93]])  # gains 0.05, -0.02, 0.03
+    d = beats_default(folds, borda=np.array([0.0, 1.0]))
+    assert d.winner == 1 and d.chosen == 0
+    assert d.margin == pytest.approx(0.02) and d.noise == pytest.approx(np.std([0.05, -0.02, 0.03], ddof=1))
+    assert "default kept" in d.reason
+
+
+def test_winner_taken_when_gain_beats_fold_noise():
+    folds = np.array([[0.90, 0.95], [0.85, 0.91], [0.92, 0.96]])  # gains 0.05, 0.06, 0.04
+    d = beats_default(folds, borda=np.array([0.0, 1.0]))
+    assert d.chosen == 1 and d.margin == pytest.approx(0.05) and d.noise == pytest.approx(0.01)
+
+
+def test_default_ranked_first_is_kept_without_a_test():
+    d = beats_default(np.array([[0.9, 0.8]] * 3), borda=np.array([1.0, 0.0]))
+    assert d.chosen == d.winner == 0 and d.reason == "the default ranks first"
+
+
+# ----------------------------------------------------------------------------- fusion
+
+
+def test_normal_calibration_median_and_mad():
+    cal = NormalCalibration.fit(np.array([1.0, 2.0, 3.0, 4.0, 100.0]))
+    assert cal.median == 3.0 and cal.mad == pytest.approx(1.4826)  # |dev| = 2,1,0,1,97 -> 1
+    np.testing.assert_allclose(cal(np.array([3.0, 4.4826])), [0.0, 1.0])
+
+
+def test_normal_calibration_constant_scores_do_not_divide_by_zero():
+    cal = NormalCalibration.fit(np.array([2.0, 2.0, 2.0, 2.0]))
+    assert cal.mad == 1.0
+
+
+def test_fusion_puts_members_on_one_scale():
+    # member A's scores are 100x member B's; raw averaging would ignore B
+    a_norm, b_norm = np.array([100.0, 110.0, 90.0, 105.0, 95.0]), np.array([1.0, 1.1, 0.9, 1.05, 0.95])
+    cals = [NormalCalibration.fit(a_norm), NormalCalibration.fit(b_norm)]
+    assert cals[0].median == 100.0 and cals[1].median == 1.0
+    assert cals[0].mad == pytest.approx(100 * cals[1].mad)
+    # image 0 is anomalous for B only, image 1 for A only, by the same number of MADs
+    fused = fuse([np.array([100.0, 130.0]), np.array([1.3, 1.0])], cals)
+    np.testing.assert_allclose(fused[0], fused[1])
+    np.testing.assert_allclose(fused, [0.3 / (2 * cals[1].mad)] * 2)
+    with pytest.raises(ValueError):
+        fuse([a_norm], cals)
+
+
+def test_ensemble_validation_uses_other_folds_normals_only():
+    folds, families = np.array([0, 0, 1, 1]), np.array([0, 0, 0, 0])
+    # member A: normals [0, 2] in both folds; member B: normals [0, 2] in fold 0, [-1000, 1000]
+    # in fold 1. Fold 0's anomaly is high for A, very low for B.
+    # (one anomalous copy per held-out image, so two per fold)
+    raw = [{0: (np.array([0.0, 2.0]), np.array([2.2, 2.2])), 1: (np.array([0.0, 2.0]), np.array([3.0, 3.0]))},
+           {0: (np.array([0.0, 2.0]), np.array([-5.0, -5.0])),
+            1: (np.array([-1000.0, 1000.0]), np.array([0.0, 0.0]))}]
+    out = ensemble_validation([0, 1], raw, folds, families, ["cutpaste"])
+    # fold 0 standardised by fold 1's normals: B's MAD is huge, so B barely counts and A's high
+    # score ranks the anomaly first (1.0). With fold 0's own statistics it would rank last (0.0).
+    assert out["fold0/cutpaste"] == 1.0
+    # fold 1 by fold 0's normals: fused normals about -338 and 337, the anomaly 0.34: between
+    assert out["fold1/cutpaste"] == 0.5
+
+
+# ----------------------------------------------------------------------------- folds, candidates
+
+
+def test_fold_plan_partitions_and_balances():
+    s = TuneSettings(n_folds=3, max_images=50)
+    chosen, folds, families = fold_plan(80, s)
+    assert len(chosen) == 50 and len(set(chosen)) == 50 and (np.diff(chosen) > 0).all()
+    assert sorted(np.bincount(folds)) == [16, 17, 17]
+    assert set(np.bincount(families)) == {10}  # 5 families x 10
+    again = fold_plan(80, s)
+    assert all(np.array_equal(a, b) for a, b in zip((chosen, folds, families), again, strict=True))
+    other = fold_plan(80, TuneSettings(n_folds=3, max_images=50, seed=1))
+    assert not np.array_equal(folds, other[1])
+
+
+def test_candidate_grids():
+    base = ModelConfig()
+    compact = candidate_grid("compact", base)
+    assert compact[0].name == "lite0-320-8+16-rows-stretch" and compact[0] == Candidate.of(base)
+    assert len(compact) == len(set(compact)) == 11
+    assert {c.backbone for c in compact} == {f"tf_efficientnet_lite{i}" for i in range(3)}
+    assert {c.image_size for c in compact} == {256, 320, 384, 448}
+    assert {c.strides for c in compact} == {(8, 16), (4, 8, 16), (8, 16, 32)}
+    assert {c.embedding for c in compact} == {"rows", "full", "mean"}
+    assert {c.resize for c in compact} == {"stretch", "pad"}
+    assert len({c.extraction for c in compact}) == 7
+    full = candidate_grid("full", base)
+    assert len(full) == len(set(full)) == 216 and full[0] == compact[0]
+    with pytest.raises(ValueError, match="unknown candidate grid"):
+        candidate_grid("huge", base)
+
+
+def test_candidate_config_sets_layers_by_stride_and_keeps_the_scorer():
+    base = ModelConfig(scorer={"coreset_ratio": 0.05})
+    cfg = Candidate("tf_efficientnet_lite2", 384, (4, 8, 16), "full", "pad").config(base)
+    assert cfg.backbone.name == "tf_efficientnet_lite2" and cfg.backbone.layers == [1, 2, 3]
+    assert (cfg.features.image_size, cfg.features.finest_stage, cfg.features.resize) == (384, "full", "pad")
+    assert cfg.scorer == {"coreset_ratio": 0.05} and base.backbone.name == "tf_efficientnet_lite0"
+    assert Candidate.of(cfg) == Candidate("tf_efficientnet_lite2", 384, (4, 8, 16), "full", "pad")
+
+
+# ----------------------------------------------------------------------------- the cache
+
+
+@pytest.mark.parametrize("resize", ["stretch", "pad"])
+def test_features_from_stage_cache_equal_the_extractor(tmp_path, resize):
+    """Deriving a candidate's features from the union-of-stages cache changes nothing."""
+    import cv2
+
+    from anomaly_inspect.data.synthetic import render_sample
+    from anomaly_inspect.features.backbone import Backbone
+    from anomaly_inspect.features.extractor import FeatureExtractor
+    from anomaly_inspect.tuning.stage_cache import stage_maps
+
+    paths = []
+    for i, shape in enumerate([(64, 64), (48, 80), (80, 56)]):
+        p = tmp_path / f"{i}.png"
+        img = render_sample("fabric", None, i, 96).clean[: shape[0], : shape[1]]
+        cv2.imwrite(str(p), img[..., ::-1])
+        paths.append(p)
+    base = ModelConfig()
+    for strides, layers, finest in [((8, 16), [2, 3], "rows"), ((8, 16, 32), [2, 3, 4], "mean")]:
+        base.features.finest_stage = finest
+        emb = base.features.embedding()
+        direct = FeatureExtractor(Backbone(layers=layers, runtime="torch"), 64, embedding=emb,
+                                  resize=resize).extract(paths)
+        maps = stage_maps(Backbone(layers=[1, 2, 3, 4], runtime="torch"), paths, 64, resize,
+                          tmp_path / "cache", progress=False)
+        cached = maps.features(np.arange(3), strides, emb)
+        np.testing.assert_allclose(cached.patches, direct.patches, rtol=1e-5, atol=1e-6)
+        if resize == "pad":
+            np.testing.assert_array_equal(cached.valid, direct.valid)
+        else:
+            assert cached.valid is None and direct.valid is None
+    # a second call reads the cache instead of extracting
+    again = stage_maps(Backbone(layers=[1, 2, 3, 4], runtime="torch"), paths, 64, resize,
+                       tmp_path / "cache", progress=False)
+    assert again.directory == maps.directory

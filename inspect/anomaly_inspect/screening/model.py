@@ -24,6 +24,7 @@ from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
 from ..features.extractor import FeatureExtractor, Features
 from ..pipeline import Engine, LocalEngine, build, build_backbone, build_extractor
+from ..pipeline.engine import Shared
 from ..progress import Progress
 from ..scorers import Scorer
 from .calibration import Calibration, calibrate, holdout_split
@@ -78,6 +79,7 @@ class Model:
         self.scorer = scorer
         self.calibration = calibration
         self.info = info
+        self.directory: Path | None = None  # where it was loaded from (remote engines load it there)
 
     @property
     def threshold(self) -> float:
@@ -92,8 +94,17 @@ class Model:
                    keep_maps: bool = True, engine: Engine | None = None) -> Iterator[ScoredBatch]:
         """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows.
         ``engine`` says where the batches run (default: this process)."""
-        task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size, model=self)
-        return (engine or LocalEngine()).map(task, [Path(p) for p in paths], progress)
+        engine = engine or LocalEngine()
+        task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size,
+                         **({"model": self} if engine.in_process else self.remote_source(engine)))
+        return engine.map(task, [Path(p) for p in paths], progress)
+
+    def remote_source(self, engine: Engine) -> dict:
+        """How workers get this model: its directory's path (shared storage), or the
+        directory's files sent once through the engine (:func:`.remote.model_source`)."""
+        from .remote import model_source
+
+        return model_source(self, engine)
 
     def score_batches(self, paths: Sequence[Path], keep_maps: bool = True
                       ) -> Iterator[tuple[int, ScoredBatch]]:
@@ -151,15 +162,27 @@ class ScoreTask:
     batch_size: int = 32
     model_dir: Path | None = None
     model: Model | None = None
+    model_files: Shared | None = None  # {relative path: bytes} of a model directory
+    overrides: dict | None = None  # batch_size / max_pixels set on the driver's model
 
     def setup(self) -> None:
         if self.model is None:
-            if self.model_dir is None:
-                raise ValueError("ScoreTask needs a model or a model directory")
-            self.model = load_model(self.model_dir)
+            from .remote import load_remote_model
 
-    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, ScoredBatch]]:
-        return self.model.score_batches(paths, self.keep_maps)
+            self.model = load_remote_model(self.model_dir, self.model_files, self.overrides)
+
+    def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None
+            ) -> Iterator[tuple[int, ScoredBatch]]:
+        """Score ``paths`` (read from ``local_copies`` when the engine shipped their bytes)."""
+        if local_copies is None:
+            return self.model.score_batches(paths, self.keep_maps)
+        from .remote import renamed
+
+        return renamed(self.model.score_batches(local_copies, self.keep_maps), paths)
+
+    def __getstate__(self):  # a live model never travels; workers rebuild it in setup()
+        return {**self.__dict__, "model": None} if self.model_dir or self.model_files \
+            else self.__dict__
 
 
 def _extract_skipping(extractor: FeatureExtractor, paths: list[Path], desc: str, progress: bool
@@ -282,5 +305,7 @@ def load_model(directory: Path | str, progress: bool = False) -> Model:
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
     scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
     extractor = build_extractor(cfg, backbone, type(scorer))
-    return Model(cfg, extractor, scorer, calibration, info)
+    model = Model(cfg, extractor, scorer, calibration, info)
+    model.directory = directory
+    return model
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..data.image_io import read_image
 from ..data.layout import display_path, expand_inputs
+from ..pipeline.engine import Engine
 from ..progress import Progress
 from .lock import OutputLock
 from .model import Model, ScoredImage
@@ -151,8 +152,10 @@ def screen(
     progress: bool = True,
     thumb_size: int = 128,
     embed_images: bool | None = None,
+    engine: Engine | None = None,
 ) -> ScreenSummary:
-    """Screen files / folders / globs with ``model`` into ``out_dir``."""
+    """Screen files / folders / globs with ``model`` into ``out_dir``; ``engine`` says where
+    the images are scored (default: this process); the results are written here either way."""
     if overlays not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
     start = time.perf_counter()
@@ -163,12 +166,13 @@ def screen(
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
-                              thumb_size, embed_images, start)
+                              thumb_size, embed_images, start, engine)
 
 
 def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool, overlays: str,
                    labels: str | None, report: bool, progress: bool, thumb_size: int,
-                   embed_images: bool | None, start: float) -> ScreenSummary:
+                   embed_images: bool | None, start: float,
+                   engine: Engine | None = None) -> ScreenSummary:
     """:func:`screen` once ``out_dir`` is locked for this run."""
     csv_path, run_path = out_dir / RESULTS_CSV, out_dir / RUN_JSON
     ident = model_identity(model)
@@ -209,7 +213,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         with Progress(len(todo), "screen", enabled=progress) as bar, \
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future | None = None
-            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none"):
+            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none",
+                                            engine=engine):
                 for r in batch.images:
                     if r.error:
                         errors.append((display_path(r.path), r.error))

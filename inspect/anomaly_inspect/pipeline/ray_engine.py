@@ -25,6 +25,7 @@ import os
 import pickle
 import shutil
 import tempfile
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ class RayEngine:
         ctx.execution_options.preserve_order = True  # outputs in path order
         ctx.enable_progress_bars = False  # ours counts images
         ctx.print_on_execution_start = False
+        for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
     def pool(self) -> tuple[int, float]:
         """(actors, CPUs per actor): one CPU each, or the cluster's CPUs shared among them."""
@@ -169,18 +172,22 @@ class RayEngine:
                     progress: Progress | None) -> Iterator[T]:
         ray = self.ray
         n_actors, cpus = self.pool()
-        blocks = max(1, min(len(paths) // task.batch_size, 4 * n_actors * 8))
+        blocks = max(1, min(-(-len(paths) // task.batch_size), 32 * n_actors))
         ds = ray.data.from_items([{"path": os.fsencode(p)} for p in paths],
                                  override_num_blocks=blocks)
-        if not self.shared_storage:
-            here = ray.get_runtime_context().get_node_id()
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            ds = ds.map_batches(_read_bytes, batch_size=task.batch_size, num_cpus=0,
-                                scheduling_strategy=NodeAffinitySchedulingStrategy(here, soft=False))
-        ds = ds.map_batches(_TaskActor, fn_constructor_kwargs={"task": task},
-                            batch_size=task.batch_size, batch_format="numpy", num_cpus=cpus,
-                            compute=ray.data.ActorPoolStrategy(size=n_actors))
+        with warnings.catch_warnings():
+            # max_restarts has no named parameter yet; a restarted actor would need the task
+            # from the object store, so a failed actor fails the run instead
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors")
+            if not self.shared_storage:  # read on this node, ship through the object store
+                here = f"node:{ray.util.get_node_ip_address()}"
+                ds = ds.map_batches(_read_bytes, batch_size=task.batch_size, num_cpus=0,
+                                    resources={here: 0.001})
+            ds = ds.map_batches(_TaskActor, fn_constructor_kwargs={"task": task},
+                                batch_size=task.batch_size, batch_format="numpy", num_cpus=cpus,
+                                compute=ray.data.ActorPoolStrategy(size=n_actors),
+                                max_restarts=0)
         for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
             for n, blob in zip(out["n"], out["out"], strict=True):
                 if progress is not None:

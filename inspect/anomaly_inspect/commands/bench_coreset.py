@@ -7,7 +7,14 @@ from pathlib import Path
 
 from ..data.mvtec import load_mvtec
 from ..evaluation.coreset_bench import VARIANTS, bench_coreset, format_row, stream_fit_in_subprocess
-from .common import add_model_args, add_output_args, model_config_from_args, write_json
+from .common import (
+    add_engine_args,
+    add_model_args,
+    add_output_args,
+    engine_from_args,
+    model_config_from_args,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variants", default="two_round,exact",
                    help=f"comma-separated, from {', '.join(VARIANTS)} (exact is slow at large ratios)")
     add_model_args(p)
+    add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -35,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config_from_args(args)
     rows = bench_coreset(load_mvtec(args.root, args.category), cfg,
                          [float(r) for r in args.ratios.split(",")], args.variants.split(","),
-                         progress=not args.quiet)
+                         progress=not args.quiet, engine=engine_from_args(args))
     if args.quiet:
         for row in rows:
             print(format_row(row))

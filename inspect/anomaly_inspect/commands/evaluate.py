@@ -8,7 +8,15 @@ from pathlib import Path
 from ..data.folder import load_folders
 from ..data.mvtec import load_mvtec
 from ..evaluation.evaluate import EvaluationResult, evaluate
-from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
+from .common import (
+    add_engine_args,
+    add_model_args,
+    add_output_args,
+    engine_from_args,
+    model_config_from_args,
+    print_table,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,6 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--test-anomalous-dir", type=Path, action="append", default=[], help="folder: anomalous test images")
     p.add_argument("--mask-dir", type=Path, help="folder: masks named like the anomalous images")
     add_model_args(p)
+    add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -36,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("--train-dir is required for --dataset folder")
         dataset = load_folders(args.train_dir, args.test_normal_dir, args.test_anomalous_dir, args.mask_dir)
     cfg = model_config_from_args(args)
-    result = evaluate(dataset, cfg, progress=not args.quiet)
+    result = evaluate(dataset, cfg, progress=not args.quiet, engine=engine_from_args(args))
     print_result(result)
     write_json(args.output_json, result.to_dict())
     return 0

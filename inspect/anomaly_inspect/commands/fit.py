@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from .common import (
+    add_engine_args,
     add_max_pixels_arg,
     add_model_args,
     add_output_args,
+    engine_from_args,
     fraction,
     model_config_from_args,
     print_table,
@@ -32,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="false-positive rate on normal images the threshold aims at (default 0.01)")
     add_model_args(p)
     add_max_pixels_arg(p)
+    add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -42,9 +45,10 @@ def run(args: argparse.Namespace) -> int:
 
     check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
     cfg = model_config_from_args(args)
+    engine = engine_from_args(args)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
                 calibration_fraction=args.calibration_fraction, progress=not args.quiet,
-                max_pixels=args.max_pixels)
+                max_pixels=args.max_pixels, engine=engine)
     model.save(args.out, overwrite=args.overwrite)
     cal = model.calibration
     lo, hi = cal.fpr_interval

@@ -15,9 +15,10 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..config import ModelConfig
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.mvtec import AnomalyDataset
 from ..features.extractor import Features
-from ..pipeline import build
+from ..pipeline import Engine, build
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers.coreset import TwoRoundCoreset, covering_radius, projection_matrix
@@ -40,8 +41,10 @@ def check_variants(variants: Sequence[str]) -> None:
 
 def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
                   variants: Sequence[str] = ("two_round", "exact"),
-                  progress: bool = True) -> list[dict]:
-    """One row per (ratio, variant): bank size, coreset seconds, covering radius, image AUROC."""
+                  progress: bool = True, engine: Engine | None = None) -> list[dict]:
+    """One row per (ratio, variant): bank size, coreset seconds, covering radius, image AUROC.
+    With a distributed ``engine``, one more row per ratio (variant ``engine:NAME``): the bank
+    fitted on its workers (extraction and round 1 there, round 2 here)."""
     check_variants(variants)
     _, extractor, _ = build(cfg, progress=progress)
     with Progress(len(dataset.train), "extract train", enabled=progress) as bar:
@@ -49,8 +52,45 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     with Progress(len(dataset.test), "extract test", enabled=progress) as bar:
         test = extractor.extract([s.path for s in dataset.test], bar)
     labels = np.array([s.label for s in dataset.test])
-    return bench_coreset_features(dataset.name, train, test, labels, cfg.scorer, ratios, variants,
+    rows = bench_coreset_features(dataset.name, train, test, labels, cfg.scorer, ratios, variants,
                                   cfg.seed, progress)
+    if engine is not None and not engine.in_process:
+        rows += _engine_rows(dataset, cfg, ratios, engine, train, test, labels, progress)
+    return rows
+
+
+def _engine_rows(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
+                 engine: Engine, train: Features, test: Features, labels: np.ndarray,
+                 progress: bool) -> list[dict]:
+    """The banks ``engine`` fits from the training paths, measured like the local variants."""
+    from ..pipeline.remote_fit import fit_bank_remote
+
+    flat = image_patches(train)
+    params = {"projection_dim": 128, **cfg.scorer}
+    proj = projection_matrix(flat.shape[1], params["projection_dim"], cfg.seed)
+    project = (lambda x: x) if proj is None else (lambda x: x @ proj.numpy())
+    projected = project(flat)
+    rows = []
+    for ratio in ratios:
+        scorer = PatchCore(**{**cfg.scorer, "coreset_ratio": ratio, "index": "flat",
+                              "seed": cfg.seed, "progress": False})
+        sub = ModelConfig.from_dict({**cfg.to_dict(), "scorer": {**cfg.scorer, "coreset_ratio": ratio}},
+                                    "bench config")
+        start = time.perf_counter()
+        with Progress(len(dataset.train), f"{engine.name} fit", enabled=progress) as bar:
+            fit_bank_remote(scorer, engine, sub, [s.path for s in dataset.train],
+                            DEFAULT_MAX_PIXELS, bar)
+        seconds = time.perf_counter() - start
+        bank = scorer.memory_bank
+        rows.append({
+            "category": dataset.name, "ratio": ratio, "variant": f"engine:{engine.name}",
+            "bank": len(bank), "patches": len(flat), "seconds": round(seconds, 2),
+            "radius": round(covering_radius(projected, project(bank)), 4),
+            "image_auroc": round(float(auroc(labels, scorer.score(test).image_scores)), 4),
+        })
+        if progress:
+            print(format_row(rows[-1]), flush=True)
+    return rows
 
 
 def bench_coreset_features(name: str, train: Features, test: Features, labels: np.ndarray,

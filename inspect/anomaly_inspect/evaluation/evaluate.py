@@ -14,7 +14,7 @@ import torch
 
 from ..config import ModelConfig
 from ..data.mvtec import AnomalyDataset
-from ..pipeline import build
+from ..pipeline import Engine, build
 from ..progress import Progress
 from ..resources import StageTimes, Timer, peak_rss_mb
 from ..scorers import ScoreResult
@@ -22,6 +22,17 @@ from ..scorers.maps import anomaly_maps
 from .metrics import auroc, auroc_by_group
 
 log = logging.getLogger(__name__)
+
+
+def fit_remote(scorer, engine: Engine, cfg: ModelConfig, paths: list, max_pixels: int,
+               progress: Progress) -> None:
+    """The training split fitted on ``engine``'s workers; any unreadable image stops it."""
+    from ..data.image_io import ImageReadError
+    from ..pipeline.remote_fit import fit_bank_remote
+
+    _, errors = fit_bank_remote(scorer, engine, cfg, paths, max_pixels, progress)
+    if errors:
+        raise ImageReadError(paths[errors[0][0]], errors[0][1])
 
 
 @dataclass
@@ -53,7 +64,11 @@ class EvaluationResult:
         return asdict(self)
 
 
-def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -> EvaluationResult:
+def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
+             engine: Engine | None = None) -> EvaluationResult:
+    """Fit on the training split and score the test split. A distributed ``engine`` fits the
+    memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`); the test
+    split is scored here either way."""
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     backbone, extractor, scorer = build(cfg, progress=progress)
@@ -63,7 +78,11 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True) -
         # the scorer fits while batches arrive (PatchCore's coreset streams), so its time
         # is the fit's wall time less the extraction stages inside it
         with Timer() as stream_t:
-            scorer.fit_batches(extractor.iter_features(train_paths, bar, times), len(train_paths))
+            if engine is not None and not engine.in_process:
+                fit_remote(scorer, engine, cfg, train_paths, extractor.transform.max_pixels, bar)
+            else:
+                scorer.fit_batches(extractor.iter_features(train_paths, bar, times),
+                                   len(train_paths))
         times.add("coreset", stream_t.seconds - sum(times.seconds.values()))
         backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test

@@ -148,6 +148,8 @@ class RayEngine:
         ctx.execution_options.preserve_order = True  # outputs in path order
         ctx.enable_progress_bars = False  # ours counts images
         ctx.print_on_execution_start = False
+        # a small input gives fewer batches than actors: nothing to warn about
+        warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors")
         for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
@@ -179,7 +181,6 @@ class RayEngine:
             # max_restarts has no named parameter yet; a restarted actor would need the task
             # from the object store, so a failed actor fails the run instead
             warnings.simplefilter("ignore", DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors")
             if not self.shared_storage:  # read on this node, ship through the object store
                 here = f"node:{ray.util.get_node_ip_address()}"
                 ds = ds.map_batches(_read_bytes, batch_size=task.batch_size, num_cpus=0,

@@ -210,6 +210,7 @@ def fit(
     calibration_fraction: float = 0.2,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    engine: Engine | None = None,
 ) -> Model:
     """Fit on normal images (files, folders searched recursively, globs) and calibrate.
 
@@ -217,7 +218,8 @@ def fit(
     images is held out (not fitted on) and its scores set the threshold at
     ``target_fpr``. With ``calibration`` (normal images only), the scorer fits
     on every training image. Anomalous labels are never used. Images above
-    ``max_pixels`` are skipped unread (see ``data.image_io``).
+    ``max_pixels`` are skipped unread (see ``data.image_io``). With a distributed
+    ``engine``, see :func:`.distributed_fit.fit_on_engine`.
     """
     cfg = cfg or ModelConfig()
     torch.manual_seed(cfg.seed)
@@ -225,6 +227,11 @@ def fit(
     train_paths = expand_inputs(list(train))
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
+    if engine is not None and not engine.in_process:
+        from .distributed_fit import fit_on_engine
+
+        return fit_on_engine(train_paths, cfg, engine, calibration, target_fpr,
+                             calibration_fraction, progress, max_pixels)
     backbone, extractor, scorer = build(cfg, progress=progress)
     extractor.transform = dataclasses.replace(extractor.transform, max_pixels=max_pixels)
     ok, feats, skipped = _extract_skipping(extractor, train_paths, "extract train", progress)
@@ -258,11 +265,21 @@ def fit(
     scorer.fit(fit_feats)
     del fit_feats
     result = scorer.score(cal_feats)
-    cal = calibrate(result.image_scores, target_fpr, source)
-    log.info("calibration: %s", cal.summary())
     on_image = result.patch_scores if cal_feats.valid is None or result.patch_scores is None \
         else result.patch_scores[cal_feats.valid]
-    display = _display_range(on_image, cal.threshold)
+    return calibrated_model(cfg, backbone, extractor, scorer, result.image_scores, on_image,
+                            target_fpr, source, fit_paths, cal_paths, skipped)
+
+
+def calibrated_model(cfg: ModelConfig, backbone, extractor: FeatureExtractor, scorer: Scorer,
+                     cal_scores: np.ndarray, cal_patch_scores: np.ndarray | None,
+                     target_fpr: float, source: str, fit_paths: Sequence[Path],
+                     cal_paths: Sequence[Path], skipped: list[dict[str, str]]) -> Model:
+    """The fitted :class:`Model`: threshold from the calibration images' scores, heatmap range
+    from their on-image patch scores."""
+    cal = calibrate(cal_scores, target_fpr, source)
+    log.info("calibration: %s", cal.summary())
+    display = _display_range(cal_patch_scores, cal.threshold)
     info = ModelInfo(
         config=cfg.to_dict(),
         backbone={"name": backbone.name, "layers": list(backbone.layers),

@@ -14,6 +14,7 @@ COMMAND_MODULES = (
     "evaluate",
     "bench_backbone",
     "bench_coreset",
+    "bench_scale",
     "demo",
     "fit",
     "screen",

@@ -42,14 +42,15 @@ def _screen(root, name, *extra):
     shutil.rmtree(out, ignore_errors=True)
     rc = main(["screen", str(root / "model"), str(root / "test"), "--out", str(out),
                "--overlays", "all", "--batch-size", "4", "--quiet", *extra])
-    return rc, _rows(out), sorted(p.name for p in (out / "overlays").iterdir())
+    thumbs = {p.name: p.read_bytes() for p in (out / "thumbs").iterdir()}
+    return rc, _rows(out), sorted(p.name for p in (out / "overlays").iterdir()), thumbs
 
 
 @pytest.mark.parametrize("extra", [["--workers", "2"], ["--workers", "1", "--no-shared-storage"]],
                          ids=["by-path", "shipped"])
 def test_ray_scores_equal_local(bottle, ray_session, extra):
-    root, (rc_l, local, ov_l) = bottle
-    rc_r, remote, ov_r = _screen(root, "ray", "--engine", "ray", *extra)
+    root, (rc_l, local, ov_l, th_l) = bottle
+    rc_r, remote, ov_r, th_r = _screen(root, "ray", "--engine", "ray", *extra)
     assert rc_l == rc_r == 1  # the corrupt file is an error row in both
     assert len(local) == len(remote) == 11
     for a, b in zip(local, remote, strict=True):
@@ -58,3 +59,4 @@ def test_ray_scores_equal_local(bottle, ray_session, extra):
     scores = [[float(r["score"] or "nan") for r in rows] for rows in (local, remote)]
     np.testing.assert_allclose(*scores, rtol=1e-5, equal_nan=True)
     assert ov_l == ov_r and len(ov_l) == 10
+    assert th_l == th_r and len(th_l) == 20  # thumbnails made on the workers: the same bytes

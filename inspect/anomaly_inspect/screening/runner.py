@@ -214,7 +214,7 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future | None = None
             for batch in model.iter_score(todo, bar, keep_maps=overlays != "none",
-                                            engine=engine):
+                                            engine=engine, thumb_size=thumb_size):
                 for r in batch.images:
                     if r.error:
                         errors.append((display_path(r.path), r.error))
@@ -279,7 +279,9 @@ class _BatchWriter:
         self.fh.flush()
 
     def _thumb(self, path: str, chw: np.ndarray) -> None:
-        img = fit_within(denormalise(chw, self.mean, self.std), self.thumb_size)
+        # a remote engine sends the thumbnail itself (uint8 HWC), made by the same calls
+        img = chw if chw.dtype == np.uint8 else fit_within(denormalise(chw, self.mean, self.std),
+                                                           self.thumb_size)
         write_rgb(self.out_dir / thumb_relpath(path), img)
 
     def _overlay(self, r: ScoredImage) -> str:

@@ -109,3 +109,23 @@ def test_spooled_names_do_not_collide(tmp_path):
     out = actor._spool([a, b], np.array([b"1", b"2"], dtype=object), np.array(["", ""]))
     assert out[0] != out[1] and [p.read_bytes() for p in out] == [b"1", b"2"]
     actor.__del__()
+
+
+def test_shard_actors_search_equals_unsharded(ray_session):
+    import numpy as np
+
+    from anomaly_inspect.pipeline.ray_shards import RayShardedSearch
+    from anomaly_inspect.scorers.nn_index import NearestNeighbours
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(900, 12)).astype(np.float32)
+    queries = rng.normal(size=(150, 12)).astype(np.float32)
+    shards = RayShardedSearch(bank, n_shards=3)
+    try:
+        for k in (1, 3):
+            d0, i0 = NearestNeighbours("flat").fit(bank).search(queries, k)
+            d1, i1 = shards.search(queries, k)
+            np.testing.assert_array_equal(i1, i0)
+            np.testing.assert_allclose(d1, d0, rtol=1e-6)
+    finally:
+        shards.close()

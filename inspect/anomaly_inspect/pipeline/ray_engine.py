@@ -154,11 +154,12 @@ class RayEngine:
             logging.getLogger(name).setLevel(logging.WARNING)
 
     def pool(self) -> tuple[int, float]:
-        """(actors, CPUs per actor): one CPU each, or the cluster's CPUs shared among them."""
+        """(actors, CPUs per actor): the cluster's CPUs shared among the actors (whole CPUs
+        when there are enough, so that each actor's backbone gets that many threads)."""
         self.start()
         cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         n = self.workers or cpus
-        return n, max(1.0, float(cpus // n))
+        return n, float(cpus // n) if n <= cpus else cpus / n
 
     def share(self, value: Any) -> RayShared:
         self.start()

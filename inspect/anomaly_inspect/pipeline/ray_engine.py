@@ -190,8 +190,27 @@ class RayEngine:
                                 batch_size=task.batch_size, batch_format="numpy", num_cpus=cpus,
                                 compute=ray.data.ActorPoolStrategy(size=n_actors),
                                 max_restarts=0)
-        for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
-            for n, blob in zip(out["n"], out["out"], strict=True):
-                if progress is not None:
-                    progress.update(int(n))
-                yield pickle.loads(blob)
+        try:
+            for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                for n, blob in zip(out["n"], out["out"], strict=True):
+                    if progress is not None:
+                        progress.update(int(n))
+                    yield pickle.loads(blob)
+        except ray.exceptions.RayError as exc:
+            raise EngineFailed(f"ray engine: {_one_line(exc)}") from None
+
+
+class EngineFailed(RuntimeError):
+    """A worker or the cluster failed (one line; Ray's own log has the details)."""
+
+
+def _one_line(exc: BaseException) -> str:
+    """The root cause of a Ray error in one line (a task's own exception when there is one)."""
+    seen = set()
+    while getattr(exc, "cause", None) is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        exc = exc.cause
+    if exc.__cause__ is not None and not str(exc).strip():
+        exc = exc.__cause__
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"

@@ -3,8 +3,8 @@
 Each configuration runs in a fresh Python process (so that the driver's peak RSS is its own),
 one after the other in one call, with the load average recorded around each run: timings on a
 shared machine are only comparable side by side. A run scores the images through
-``Model.iter_score`` (the path ``screen`` takes, maps off as with ``--overlays none``) and
-drops the results, so it times the engine, not the CSV writer. Reported per run: start-up
+``Model.iter_score`` (the path ``screen`` takes, maps off as with ``--overlays none``,
+remote workers sending 128 px thumbnails as ``screen`` asks them to) and drops the results, so it times the engine, not the CSV writer. Reported per run: start-up
 (``ray.init`` and the first batch's arrival, model loading included), the steady rate after
 the first batch, the overall rate, the driver's peak RSS and the largest peak RSS of a Ray
 worker process (sampled from ``/proc``).
@@ -101,7 +101,7 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None) -
     first_at, first_n, n = None, 0, 0
     with WorkerPeaks() as peaks:
         start = time.perf_counter()
-        for batch in model.iter_score(paths, keep_maps=False, engine=eng):
+        for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128):
             n += len(batch.images)
             if first_at is None:
                 first_at, first_n = time.perf_counter(), n

@@ -129,3 +129,23 @@ def test_shard_actors_search_equals_unsharded(ray_session):
             np.testing.assert_allclose(d1, d0, rtol=1e-6)
     finally:
         shards.close()
+
+
+@dataclass
+class FailingTask:
+    batch_size: int = 2
+
+    def setup(self) -> None:
+        pass
+
+    def run(self, paths, local_copies=None):
+        raise ValueError(f"cannot score {paths[0].name}")
+        yield  # a generator, as tasks are
+
+
+def test_a_failing_task_is_one_line_naming_its_error(echo_pickled_by_value, tmp_path):
+    from anomaly_inspect.pipeline.ray_engine import EngineFailed
+
+    with pytest.raises(EngineFailed, match="ValueError: cannot score img_000.txt") as err:
+        list(make_engine("ray", workers=1).map(FailingTask(), _files(tmp_path, 2)))
+    assert "\n" not in str(err.value)

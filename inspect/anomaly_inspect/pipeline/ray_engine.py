@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -205,12 +206,19 @@ class EngineFailed(RuntimeError):
 
 
 def _one_line(exc: BaseException) -> str:
-    """The root cause of a Ray error in one line (a task's own exception when there is one)."""
-    seen = set()
-    while getattr(exc, "cause", None) is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        exc = exc.cause
-    if exc.__cause__ is not None and not str(exc).strip():
-        exc = exc.__cause__
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+    """The root cause of a Ray error in one line: a task's own ``XError: message`` (Ray carries
+    the worker's traceback as text), else the first line of Ray's message."""
+    chain = [exc]
+    for _ in range(10):  # RayTaskError -> UserCodeException -> ...
+        nxt = getattr(chain[-1], "cause", None) or chain[-1].__cause__
+        if nxt is None or nxt in chain:
+            break
+        chain.append(nxt)
+    pattern = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt): ")
+    for e in chain:
+        for line in reversed([ln.strip() for ln in str(e).splitlines()]):
+            if pattern.match(line) and not line.startswith(("ray.", "UserCodeException",
+                                                             "RayTaskError")):
+                return line
+    lines = [ln.strip() for ln in str(chain[-1]).splitlines() if ln.strip()]
+    return f"{type(chain[-1]).__name__}: {lines[0] if lines else ''}"

@@ -59,6 +59,65 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     return rows
 
 
+def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
+                     radius_sample: int | None = None, progress: bool = True) -> list[dict]:
+    """The one-machine fit (streamed, as ``fit`` / ``evaluate`` run it) against ``engine``'s,
+    holding no features: only the training patches' 128-d projections (a seeded sample of
+    ``radius_sample`` of them, when given) for the covering radius. The config's index is kept
+    (image scores are exact with any index)."""
+    from ..pipeline.remote_fit import fit_bank_remote
+
+    _, extractor, _ = build(cfg, progress=False)
+    params = {**cfg.scorer, "seed": cfg.seed, "progress": False}
+    local, remote = PatchCore(**params), PatchCore(**params)
+    paths = [s.path for s in dataset.train]
+    kept: list[np.ndarray] = []
+    proj: list = []
+
+    def project(x: np.ndarray) -> np.ndarray:
+        if not proj:
+            proj.append(projection_matrix(x.shape[1], local.projection_dim, cfg.seed))
+        return x if proj[0] is None else x @ proj[0].numpy()
+
+    def tee(batches):
+        for feats in batches:
+            kept.append(project(image_patches(feats)))
+            yield feats
+
+    seconds = {}
+    start = time.perf_counter()
+    with Progress(len(paths), "local fit", enabled=progress) as bar:
+        local.fit_batches(tee(extractor.iter_features(paths, bar)), len(paths))
+    seconds["two_round"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with Progress(len(paths), f"{engine.name} fit", enabled=progress) as bar:
+        fit_bank_remote(remote, engine, cfg, paths, DEFAULT_MAX_PIXELS, bar)
+    seconds[f"engine:{engine.name}"] = time.perf_counter() - start
+    projected = np.concatenate(kept)
+    n_patches = len(projected)
+    if radius_sample and n_patches > radius_sample:
+        pick = np.random.default_rng(cfg.seed).choice(n_patches, radius_sample, replace=False)
+        projected = projected[np.sort(pick)]
+    scores: dict[str, list[np.ndarray]] = {k: [] for k in seconds}
+    with Progress(len(dataset.test), "score test", enabled=progress) as bar:
+        for feats in extractor.iter_features([s.path for s in dataset.test], bar):
+            for name, scorer in zip(seconds, (local, remote), strict=True):
+                scores[name].append(scorer.score(feats).image_scores)
+    labels = np.array([s.label for s in dataset.test])
+    rows = []
+    for name, scorer in zip(seconds, (local, remote), strict=True):
+        rows.append({
+            "category": dataset.name, "ratio": local.coreset_ratio, "variant": name,
+            "bank": scorer.bank_size, "patches": n_patches, "seconds": round(seconds[name], 2),
+            "radius": round(covering_radius(projected, project(scorer.memory_bank)), 4),
+            "radius_points": len(projected),
+            "image_auroc": round(float(auroc(labels, np.concatenate(scores[name]))), 4),
+        })
+        if progress:
+            print(format_row(rows[-1]), flush=True)
+    return rows
+
+
 def _engine_rows(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
                  engine: Engine, train: Features, test: Features, labels: np.ndarray,
                  progress: bool) -> list[dict]:

@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Ray actor pool sizes to run (default 1,2)")
     p.add_argument("--rounds", type=positive_int, default=1,
                    help="repeat every configuration, interleaved (default 1)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="images per backbone batch, every run (default: the model's)")
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -38,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     configs = [("local", None)] + [("ray", int(w)) for w in args.workers.split(",")]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         rows = bench_scale(args.model_dir, paths, configs, Path(tmp), args.rounds,
-                           progress=True)
+                           progress=True, batch_size=args.batch_size)
     write_json(args.output_json, {"model_dir": str(args.model_dir), "images": len(paths),
                                   "distinct_images": len(found), "runs": rows})
     return 0

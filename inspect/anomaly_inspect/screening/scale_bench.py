@@ -85,7 +85,8 @@ class WorkerPeaks:
         return max(self.peaks.values(), default=0.0)
 
 
-def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None) -> dict:
+def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
+            batch_size: int | None = None) -> dict:
     """One configuration, in this process: timings and memory as a dict."""
     from ..pipeline import make_engine
     from .model import load_model
@@ -98,6 +99,8 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None) -
         eng.start()
         init_s = time.perf_counter() - t0
     model = load_model(model_dir)
+    if batch_size:
+        model.extractor.batch_size = batch_size
     first_at, first_n, n = None, 0, 0
     with WorkerPeaks() as peaks:
         start = time.perf_counter()
@@ -108,6 +111,7 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None) -
         end = time.perf_counter()
     steady = (n - first_n) / (end - first_at) if end > first_at and n > first_n else float("nan")
     return {"engine": engine, "workers": workers, "images": n,
+            "batch_size": model.extractor.batch_size,
             "init_s": round(init_s, 2), "first_batch_s": round(first_at - start, 2),
             "startup_s": round(first_at - t0, 2), "total_s": round(end - t0, 2),
             "steady_img_s": round(steady, 3), "overall_img_s": round(n / (end - t0), 3),
@@ -123,7 +127,8 @@ def load_average() -> float:
 
 
 def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int | None]],
-                work_dir: Path, rounds: int = 1, progress: bool = True) -> list[dict]:
+                work_dir: Path, rounds: int = 1, progress: bool = True,
+                batch_size: int | None = None) -> list[dict]:
     """Every (engine, workers) configuration in a fresh process, ``rounds`` times interleaved."""
     work_dir.mkdir(parents=True, exist_ok=True)
     paths_file = work_dir / "paths.txt"
@@ -134,7 +139,7 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
             load_before = load_average()
             code = ("import json, sys; from anomaly_inspect.screening.scale_bench import run_one; "
                     f"print(json.dumps(run_one({str(model_dir)!r}, {str(paths_file)!r}, "
-                    f"{engine!r}, {workers!r})))")
+                    f"{engine!r}, {workers!r}, {batch_size!r})))")
             proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                   env={**os.environ, "RAY_DEDUP_LOGS": "1"})
             if proc.returncode != 0:

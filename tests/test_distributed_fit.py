@@ -85,3 +85,30 @@ def test_engine_fit_on_real_images_matches_streamed_fit(shared_data):
     np.testing.assert_allclose(s_remote, s_local, rtol=0.15)
     for s in (s_local, s_remote):  # both separate the 3 broken bottles from the 3 good ones
         assert s[:3].min() > s[3:].max()
+
+
+@pytest.mark.slow
+def test_fit_on_engine_saves_a_complete_model(shared_data, tmp_path):
+    """The distributed fit's driver side (through the local engine): held-out split over the
+    listed paths, calibration scored batch by batch, the backbone export saved with the model,
+    an unreadable training image skipped with its reason."""
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.pipeline import LocalEngine
+    from anomaly_inspect.screening import load_model
+    from anomaly_inspect.screening.distributed_fit import fit_on_engine
+
+    src = shared_data / "mvtec_ad" / "bottle" / "train" / "good"
+    train = sorted(src.glob("*.png"))[:10]
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    cfg = ModelConfig.from_dict({"features": {"image_size": 128, "batch_size": 4}}, "test")
+    model = fit_on_engine([*train, bad], cfg, LocalEngine(), None, 0.2, 0.25, False, 10**8)
+    info = model.info
+    assert len(info.train_images) + len(info.calibration_images) == 10
+    assert len(info.calibration_images) in (2, 3) and len(info.skipped_images) == 1
+    assert "broken.png" in info.skipped_images[0]["path"]
+    assert np.isfinite(model.threshold) and info.display["map_vmax"] > info.display["map_vmin"]
+    out = model.save(tmp_path / "model")
+    assert list((out / "backbone").glob("*.onnx"))  # the driver ran its backbone once
+    again = load_model(out)
+    assert again.scorer.bank_size == model.scorer.bank_size

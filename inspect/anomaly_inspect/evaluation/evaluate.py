@@ -83,7 +83,9 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
             else:
                 scorer.fit_batches(extractor.iter_features(train_paths, bar, times),
                                    len(train_paths))
-        times.add("coreset", stream_t.seconds - sum(times.seconds.values()))
+        remote = engine is not None and not engine.in_process  # workers' stages are not timed
+        times.add("remote fit" if remote else "coreset",
+                  stream_t.seconds - sum(times.seconds.values()))
         backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None

@@ -59,7 +59,7 @@ def import_ray():
 
 @dataclass(frozen=True)
 class RayShared:
-    """A value put once in Ray's object store; ``get`` in a worker fetches (and caches) it."""
+    """A value put once in Ray's object store; ``get`` (in a task's setup) fetches it."""
 
     ref: Any
 

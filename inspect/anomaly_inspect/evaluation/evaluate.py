@@ -77,13 +77,13 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     with Timer() as fit_t, Progress(len(train_paths), "extract train", enabled=progress) as bar:
         # the scorer fits while batches arrive (PatchCore's coreset streams), so its time
         # is the fit's wall time less the extraction stages inside it
+        remote = engine is not None and not engine.in_process  # workers' stages are not timed
         with Timer() as stream_t:
-            if engine is not None and not engine.in_process:
+            if remote:
                 fit_remote(scorer, engine, cfg, train_paths, extractor.transform.max_pixels, bar)
             else:
                 scorer.fit_batches(extractor.iter_features(train_paths, bar, times),
                                    len(train_paths))
-        remote = engine is not None and not engine.in_process  # workers' stages are not timed
         times.add("remote fit" if remote else "coreset",
                   stream_t.seconds - sum(times.seconds.values()))
         backbone.release()  # the runtime's memory arena is not needed until the test images

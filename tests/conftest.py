@@ -47,3 +47,17 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+@pytest.fixture(scope="session")
+def ray_session():
+    """One small local Ray instance for every Ray test. Skipped only when Ray is not
+    installed and ``CI`` is unset (CI installs the extra)."""
+    try:
+        import ray
+    except ImportError:
+        if os.environ.get("CI"):
+            pytest.fail('Ray not installed (CI installs it: pip install -e ".[ray]")')
+        pytest.skip('Ray not installed (pip install -e ".[ray]")')
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=int(2e8),
+             log_to_driver=False)
+    yield ray
+    ray.shutdown()

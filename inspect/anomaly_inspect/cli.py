@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "evaluate",
     "bench_backbone",
     "bench_coreset",
+    "bench_scale",
     "demo",
     "fit",
     "screen",

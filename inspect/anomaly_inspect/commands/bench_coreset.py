@@ -7,7 +7,14 @@ from pathlib import Path
 
 from ..data.mvtec import load_mvtec
 from ..evaluation.coreset_bench import VARIANTS, bench_coreset, format_row, stream_fit_in_subprocess
-from .common import add_model_args, add_output_args, model_config_from_args, write_json
+from .common import (
+    add_engine_args,
+    add_model_args,
+    add_output_args,
+    engine_from_args,
+    model_config_from_args,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,7 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ratios", default="0.01,0.1,0.25", help="comma-separated coreset ratios")
     p.add_argument("--variants", default="two_round,exact",
                    help=f"comma-separated, from {', '.join(VARIANTS)} (exact is slow at large ratios)")
+    p.add_argument("--engine-only", action="store_true",
+                   help="with --engine ray: only the one-machine streamed fit against the engine's, "
+                        "holding no features (for large training sets)")
+    p.add_argument("--radius-sample", type=int, metavar="N",
+                   help="with --engine-only: covering radius over a seeded sample of N patches")
     add_model_args(p)
+    add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -33,9 +46,18 @@ def run(args: argparse.Namespace) -> int:
     if args.root is None or args.category is None:
         raise ValueError("--root and --category are required (or --stream-images)")
     cfg = model_config_from_args(args)
+    if args.engine_only:
+        from ..evaluation.coreset_bench import bench_engine_fit
+
+        rows = bench_engine_fit(load_mvtec(args.root, args.category), cfg, engine_from_args(args),
+                                args.radius_sample, progress=not args.quiet)
+        for row in rows if args.quiet else []:
+            print(format_row(row))
+        write_json(args.output_json, {"rows": rows, "config": cfg.to_dict()})
+        return 0
     rows = bench_coreset(load_mvtec(args.root, args.category), cfg,
                          [float(r) for r in args.ratios.split(",")], args.variants.split(","),
-                         progress=not args.quiet)
+                         progress=not args.quiet, engine=engine_from_args(args))
     if args.quiet:
         for row in rows:
             print(format_row(row))

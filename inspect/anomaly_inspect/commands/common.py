@@ -10,6 +10,7 @@ from ..config import BackboneConfig, ModelConfig, load_config
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import RESIZE_MODES
 from ..features.runtime import PRECISIONS, RUNTIMES
+from ..pipeline.engine import ENGINES
 
 MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
 
@@ -95,6 +96,29 @@ def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
                    help="how the backbone runs (default onnxruntime; torch = eager PyTorch)" + help_suffix)
     p.add_argument("--precision", choices=PRECISIONS,
                    help="f32 (default) or bf16 (openvino only; faster, not bit-equal to torch)")
+
+
+def add_engine_args(p: argparse.ArgumentParser) -> None:
+    """--engine / --address / --workers / --no-shared-storage: where the per-batch work runs."""
+    g = p.add_argument_group("engine (where the batches run; results are the same)")
+    g.add_argument("--engine", choices=ENGINES, default="local",
+                   help="local: this process (default); ray: a pool of Ray actors "
+                        "(pip install -e \".[ray]\")")
+    g.add_argument("--address", metavar="ADDR",
+                   help="Ray cluster to join (auto, ray://host:port); default: start a local "
+                        "Ray instance with this machine's cores")
+    g.add_argument("--workers", type=positive_int, metavar="N",
+                   help="Ray actors (default: one per CPU of the cluster)")
+    g.add_argument("--no-shared-storage", dest="shared_storage", action="store_false",
+                   help="the workers cannot see this machine's files: ship the model once "
+                        "through the object store and read the images here")
+
+
+def engine_from_args(args: argparse.Namespace):
+    """The engine the --engine arguments ask for (Ray is imported only for --engine ray)."""
+    from ..pipeline import make_engine
+
+    return make_engine(args.engine, args.address, args.workers, args.shared_storage)
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 from ..data.registry import available_datasets, dataset_options, load_dataset
 from ..evaluation.evaluate import EvaluationResult, evaluate
-from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
+from .common import (
+    add_engine_args,
+    add_model_args,
+    add_output_args,
+    engine_from_args,
+    model_config_from_args,
+    print_table,
+    write_json,
+)
 from .tune import add_tune_args, run_tune
 
 #: adapter option -> the flag that sets it
@@ -34,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(synthetic anomalies); the choice is recorded in the JSON")
     add_tune_args(p)
     add_model_args(p)
+    add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -47,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, **options)
     cfg = model_config_from_args(args)
     tuning = run_tune([s.path for s in dataset.train], args, cfg) if args.auto else None
-    result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet)
+    result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,
+                      engine=engine_from_args(args))
     print_result(result)
     out = result.to_dict()
     if tuning is not None:

@@ -6,9 +6,11 @@ import argparse
 from pathlib import Path
 
 from .common import (
+    add_engine_args,
     add_max_pixels_arg,
     add_model_args,
     add_output_args,
+    engine_from_args,
     fraction,
     model_config_from_args,
     print_table,
@@ -37,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_tune_args(p)
     add_model_args(p)
     add_max_pixels_arg(p)
+    add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -53,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
 
         tuning = run_tune(expand_inputs(list(args.train)), args, cfg)
         cfg = tuning.chosen_config(cfg)
+    engine = engine_from_args(args)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
                 calibration_fraction=args.calibration_fraction, progress=not args.quiet,
-                max_pixels=args.max_pixels)
+                max_pixels=args.max_pixels, engine=engine)
     if tuning is not None:
         model.info.tuning = tuning.to_dict()
     model.save(args.out, overwrite=args.overwrite)

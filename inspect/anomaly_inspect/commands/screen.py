@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_max_pixels_arg, add_output_args, positive_int, print_table, write_json
+from .common import (
+    add_engine_args,
+    add_max_pixels_arg,
+    add_output_args,
+    engine_from_args,
+    positive_int,
+    print_table,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int,
                    help="images per backbone batch (default: the model's)")
     add_max_pixels_arg(p)
+    add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -39,11 +48,12 @@ def run(args: argparse.Namespace) -> int:
     from ..resources import peak_rss_mb
     from ..screening import load_model
 
+    engine = engine_from_args(args)  # fails fast (one line) when Ray is missing
     model = load_model(args.model_dir, progress=not args.quiet, batch_size=args.batch_size,
                        max_pixels=args.max_pixels)
     s = model.screen(args.inputs, args.out, rescore=args.rescore, overlays=args.overlays,
                      labels=args.labels, report=not args.no_report, progress=not args.quiet,
-                     explain=args.explain)
+                     explain=args.explain, engine=engine)
     rows = [
         ("images", f"{s.n_inputs} ({s.n_scored} scored now, {s.n_resumed} already in results.csv)"),
         ("flagged anomalous", f"{s.n_flagged} of {s.n_scored} scored now"),

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..core import Features
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.mvtec import AnomalyDataset
-from ..pipeline import build
+from ..pipeline import Engine, build
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers.coreset import TwoRoundCoreset, covering_radius, projection_matrix
@@ -40,8 +41,10 @@ def check_variants(variants: Sequence[str]) -> None:
 
 def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
                   variants: Sequence[str] = ("two_round", "exact"),
-                  progress: bool = True) -> list[dict]:
-    """One row per (ratio, variant): bank size, coreset seconds, covering radius, image AUROC."""
+                  progress: bool = True, engine: Engine | None = None) -> list[dict]:
+    """One row per (ratio, variant): bank size, coreset seconds, covering radius, image AUROC.
+    With a distributed ``engine``, one more row per ratio (variant ``engine:NAME``): the bank
+    fitted on its workers (extraction and round 1 there, round 2 here)."""
     check_variants(variants)
     _, extractor, _ = build(cfg, progress=progress)
     with Progress(len(dataset.train), "extract train", enabled=progress) as bar:
@@ -49,8 +52,104 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     with Progress(len(dataset.test), "extract test", enabled=progress) as bar:
         test = extractor.extract([s.path for s in dataset.test], bar)
     labels = np.array([s.label for s in dataset.test])
-    return bench_coreset_features(dataset.name, train, test, labels, cfg.scorer, ratios, variants,
+    rows = bench_coreset_features(dataset.name, train, test, labels, cfg.scorer, ratios, variants,
                                   cfg.seed, progress)
+    if engine is not None and not engine.in_process:
+        rows += _engine_rows(dataset, cfg, ratios, engine, train, test, labels, progress)
+    return rows
+
+
+def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
+                     radius_sample: int | None = None, progress: bool = True) -> list[dict]:
+    """The one-machine fit (streamed, as ``fit`` / ``evaluate`` run it) against ``engine``'s,
+    holding no features: only the training patches' 128-d projections (a seeded sample of
+    ``radius_sample`` of them, when given) for the covering radius. The config's index is kept
+    (image scores are exact with any index)."""
+    from ..pipeline.remote_fit import fit_bank_remote
+
+    _, extractor, _ = build(cfg, progress=False)
+    params = {**cfg.scorer, "seed": cfg.seed, "progress": False}
+    local, remote = PatchCore(**params), PatchCore(**params)
+    paths = [s.path for s in dataset.train]
+    kept: list[np.ndarray] = []
+    proj: list = []
+
+    def project(x: np.ndarray) -> np.ndarray:
+        if not proj:
+            proj.append(projection_matrix(x.shape[1], local.projection_dim, cfg.seed))
+        return x if proj[0] is None else x @ proj[0].numpy()
+
+    def tee(batches):
+        for feats in batches:
+            kept.append(project(image_patches(feats)))
+            yield feats
+
+    seconds = {}
+    start = time.perf_counter()
+    with Progress(len(paths), "local fit", enabled=progress) as bar:
+        local.fit_batches(tee(extractor.iter_features(paths, bar)), len(paths))
+    seconds["two_round"] = time.perf_counter() - start
+    start = time.perf_counter()
+    with Progress(len(paths), f"{engine.name} fit", enabled=progress) as bar:
+        fit_bank_remote(remote, engine, cfg, paths, DEFAULT_MAX_PIXELS, bar)
+    seconds[f"engine:{engine.name}"] = time.perf_counter() - start
+    projected = np.concatenate(kept)
+    n_patches = len(projected)
+    if radius_sample and n_patches > radius_sample:
+        pick = np.random.default_rng(cfg.seed).choice(n_patches, radius_sample, replace=False)
+        projected = projected[np.sort(pick)]
+    scores: dict[str, list[np.ndarray]] = {k: [] for k in seconds}
+    with Progress(len(dataset.test), "score test", enabled=progress) as bar:
+        for feats in extractor.iter_features([s.path for s in dataset.test], bar):
+            for name, scorer in zip(seconds, (local, remote), strict=True):
+                scores[name].append(scorer.score(feats).image_scores)
+    labels = np.array([s.label for s in dataset.test])
+    rows = []
+    for name, scorer in zip(seconds, (local, remote), strict=True):
+        rows.append({
+            "category": dataset.name, "ratio": local.coreset_ratio, "variant": name,
+            "bank": scorer.bank_size, "patches": n_patches, "seconds": round(seconds[name], 2),
+            "radius": round(covering_radius(projected, project(scorer.memory_bank)), 4),
+            "radius_points": len(projected),
+            "image_auroc": round(float(auroc(labels, np.concatenate(scores[name]))), 4),
+        })
+        if progress:
+            print(format_row(rows[-1]), flush=True)
+    return rows
+
+
+def _engine_rows(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
+                 engine: Engine, train: Features, test: Features, labels: np.ndarray,
+                 progress: bool) -> list[dict]:
+    """The banks ``engine`` fits from the training paths, measured like the local variants."""
+    from ..pipeline.remote_fit import fit_bank_remote
+
+    flat = image_patches(train)
+    params = {"projection_dim": 128, **cfg.scorer}
+    proj = projection_matrix(flat.shape[1], params["projection_dim"], cfg.seed)
+    project = (lambda x: x) if proj is None else (lambda x: x @ proj.numpy())
+    projected = project(flat)
+    rows = []
+    for ratio in ratios:
+        scorer = PatchCore(**{**cfg.scorer, "coreset_ratio": ratio, "index": "flat",
+                              "seed": cfg.seed, "progress": False})
+        sub = ModelConfig.from_dict({**cfg.to_dict(), "scorer": {**cfg.scorer, "coreset_ratio": ratio}},
+                                    "bench config")
+        start = time.perf_counter()
+        with Progress(len(dataset.train), f"{engine.name} fit", enabled=progress) as bar:
+            fit_bank_remote(scorer, engine, sub, [s.path for s in dataset.train],
+                            DEFAULT_MAX_PIXELS, bar)
+        seconds = time.perf_counter() - start
+        bank = scorer.memory_bank
+        rows.append({
+            "category": dataset.name, "ratio": ratio, "variant": f"engine:{engine.name}",
+            "bank": len(bank), "patches": len(flat), "seconds": round(seconds, 2),
+            "radius": round(covering_radius(projected, project(bank)), 4),
+            "image_auroc": round(float(auroc(labels, scorer.score(test).image_scores)), 4),
+        })
+        if progress:
+            print(format_row(rows[-1]), flush=True)
+    return rows
 
 
 def bench_coreset_features(name: str, train: Features, test: Features, labels: np.ndarray,

@@ -14,6 +14,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..data.mvtec import AnomalyDataset
 from ..pipeline import Engine, Runner, build
+from ..progress import Progress
 from ..resources import Timer, peak_rss_mb
 from ..scorers.maps import anomaly_maps
 from .metrics import auroc, auroc_by_group
@@ -50,15 +51,35 @@ class EvaluationResult:
         return asdict(self)
 
 
+def fit_remote(scorer, engine: Engine, cfg: ModelConfig, paths: list, max_pixels: int,
+               progress: Progress) -> None:
+    """The training split fitted on ``engine``'s workers; any unreadable image stops it."""
+    from ..data.image_io import ImageReadError
+    from ..pipeline.remote_fit import fit_bank_remote
+
+    _, errors = fit_bank_remote(scorer, engine, cfg, paths, max_pixels, progress)
+    if errors:
+        raise ImageReadError(paths[errors[0][0]], errors[0][1])
+
+
 def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
              engine: Engine | None = None) -> EvaluationResult:
-    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test`` (``engine``: where the
-    batches run, default this process)."""
+    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``. A distributed
+    ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
+    extraction and the coreset's first round there, the second round here); the test split
+    is scored here either way."""
     backbone, extractor, scorer = build(cfg, progress=progress)
-    runner = Runner(extractor, engine, progress)
+    remote = engine is not None and not engine.in_process
+    runner = Runner(extractor, None if remote else engine, progress)
     train_paths = [s.path for s in dataset.train]
     with Timer() as fit_t:
-        summary = runner.fit({cfg.method: scorer}, train_paths)[cfg.method]
+        if remote:  # the workers' stages are not timed here
+            with Progress(len(train_paths), "extract train", enabled=progress) as bar, \
+                    runner.times("remote fit"):
+                fit_remote(scorer, engine, cfg, train_paths, extractor.transform.max_pixels, bar)
+            summary = scorer.fit_summary()
+        else:
+            summary = runner.fit({cfg.method: scorer}, train_paths)[cfg.method]
         backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None

@@ -13,8 +13,9 @@ hands to a worker. Both run the same code, so they give the same outputs.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from ..progress import Progress
 
@@ -36,18 +37,47 @@ class BatchTask(Protocol[T]):
         """Yield ``(number of paths consumed, output)`` per batch, in path order."""
 
 
+V = TypeVar("V")
+
+
+class Shared(Protocol[V]):
+    """A read-only value every worker can reach (``get`` it inside ``setup``)."""
+
+    def get(self) -> V: ...
+
+
+@dataclass(frozen=True)
+class InProcess(Generic[V]):
+    """A shared value that stays in this process."""
+
+    value: V
+
+    def get(self) -> V:
+        return self.value
+
+
 class Engine(Protocol):
     name: str
+    in_process: bool  # tasks may hold live objects (no pickling)
+    shared_storage: bool  # workers can open the driver's paths
 
     def map(self, task: BatchTask[T], paths: Sequence[Path],
             progress: Progress | None = None) -> Iterator[T]:
         """The task's outputs over ``paths``, in order; ``progress`` counts paths."""
+
+    def share(self, value: Any) -> Shared:
+        """``value`` sent once to every worker (Ray: the object store)."""
 
 
 class LocalEngine:
     """Runs the task in this process: one ``setup``, one ``run`` over every path."""
 
     name = "local"
+    in_process = True
+    shared_storage = True
+
+    def share(self, value: V) -> InProcess[V]:
+        return InProcess(value)
 
     def map(self, task: BatchTask[T], paths: Sequence[Path],
             progress: Progress | None = None) -> Iterator[T]:
@@ -59,14 +89,16 @@ class LocalEngine:
 
 
 def make_engine(name: str = "local", address: str | None = None,
-                workers: int | None = None) -> Engine:
-    """The engine called ``name``; ``address`` / ``workers`` configure the distributed one."""
+                workers: int | None = None, shared_storage: bool = True) -> Engine:
+    """The engine called ``name``; ``address`` / ``workers`` / ``shared_storage`` configure
+    the distributed one."""
     if name == "local":
-        if address is not None or workers is not None:
-            raise ValueError("address and workers apply to a distributed engine, not 'local'")
+        if address is not None or workers is not None or not shared_storage:
+            raise ValueError("--address, --workers and --no-shared-storage apply to a "
+                             "distributed engine, not 'local'")
         return LocalEngine()
     if name == "ray":
         from .ray_engine import RayEngine  # Ray is an optional extra, imported only here
 
-        return RayEngine(address=address, workers=workers)
+        return RayEngine(address=address, workers=workers, shared_storage=shared_storage)
     raise ValueError(f"unknown engine '{name}'; choose from {', '.join(ENGINES)}")

@@ -204,6 +204,24 @@ class TwoRoundCoreset:
             self._buffer.append(np.array(rows[start:], np.float32))
             self._buffered += n - start
 
+    def add_round_one(self, chunks: list[np.ndarray], rows: np.ndarray, n: int) -> None:
+        """Round 1 done elsewhere (a worker, :func:`round_one`) on a block of ``n`` rows:
+        ``chunks`` holds each chunk's picks (positions in the block, pick order) and ``rows``
+        the picked rows, chunk after chunk. The block counts as the next ``n`` rows."""
+        if self._buffered:
+            raise ValueError("add_round_one() cannot follow add() of a partial window")
+        if self._dim is not None and rows.shape[1] != self._dim:
+            raise ValueError(f"rows of dim {rows.shape[1]} added to a coreset of dim {self._dim}")
+        self._dim = rows.shape[1]
+        self._selection = None
+        start = 0
+        for pos in chunks:
+            self._keep_chunk(np.asarray(pos, np.int64), rows[start:start + len(pos)], None)
+            start += len(pos)
+        self._processed += n
+        if self.chunk_size and self.max_items and self._union_size > COMPACT_AT * self.max_items:
+            self._compact()
+
     def _flush(self, progress: Progress | None = None) -> None:
         if self._buffer:
             self._round_one(np.concatenate(self._buffer), progress)
@@ -314,6 +332,20 @@ class TwoRoundCoreset:
         positions = np.concatenate(self._positions)[sel]
         order = np.argsort(positions, kind="stable")
         return positions[order], np.concatenate(self._rows)[sel[order]]
+
+
+def round_one(rows: np.ndarray, ratio: float = 0.1, chunk_size: int | None = 4096,
+              first_round_ratio: float | None = 0.1, projection_dim: int | None = 128,
+              seed: int = 0, stream: int = 0) -> list[np.ndarray]:
+    """Round 1 of :class:`TwoRoundCoreset` on one block of rows, for a worker: each chunk's
+    picks (positions in ``rows``, pick order). The projection is the coreset's (``seed``);
+    the chunking and start points are drawn from ``(seed, stream)``, so each block (stream)
+    gets its own draws whichever worker runs it. Feed the result to ``add_round_one``."""
+    coreset = TwoRoundCoreset(ratio, None, chunk_size, first_round_ratio, projection_dim, seed)
+    coreset._rng = np.random.default_rng([seed, stream])
+    coreset.add(rows)
+    coreset._flush()
+    return coreset._positions
 
 
 def two_round_coreset(

@@ -98,3 +98,48 @@ class NearestNeighbours:
         if hasattr(self.index, "nprobe"):
             self.index.nprobe = self.nprobe
         return self
+
+
+def merge_shard_results(results: list[tuple[np.ndarray, np.ndarray]], offsets: list[int],
+                        k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Merge per-shard (distances, local indices), each (Q, k_s), into the global k nearest:
+    indices are shifted by each shard's ``offset``; ties keep the lower global index."""
+    dist = np.concatenate([d for d, _ in results], axis=1)
+    idx = np.concatenate([i + o for (_, i), o in zip(results, offsets, strict=True)], axis=1)
+    order = np.lexsort((idx, dist), axis=1)[:, :k] if dist.shape[1] else np.empty((len(dist), 0), int)
+    return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
+
+
+class ShardedNearestNeighbours(NearestNeighbours):
+    """The bank split into ``n_shards`` contiguous shards, each with its own index (``kind``),
+    searched together by ``faiss.IndexShards`` (minimum distance merged; ids are global).
+
+    For a bank too large for one index (or one machine: the same merge runs over shard
+    actors, see ``merge_shard_results``). With exact shards the results equal the
+    unsharded exact search.
+    """
+
+    def __init__(self, n_shards: int = 3, kind: str = "flat", **kwargs):
+        if n_shards < 1:
+            raise ValueError(f"n_shards must be >= 1, got {n_shards}")
+        super().__init__(kind, **kwargs)
+        self.n_shards = n_shards
+
+    def fit(self, bank: np.ndarray) -> ShardedNearestNeighbours:
+        bank = np.ascontiguousarray(bank, dtype=np.float32)
+        parts = [p for p in np.array_split(bank, self.n_shards) if len(p)]
+        params = {k: getattr(self, k) for k in ("hnsw_m", "ef_search", "ef_construction",
+                                                 "nprobe", "seed", "query_batch", "auto_min_items")}
+        self.shards = [NearestNeighbours(self.kind, **params).fit(p) for p in parts]
+        index = faiss.IndexShards(bank.shape[1], False, True)  # not threaded, successive ids
+        for shard in self.shards:
+            index.add_shard(shard.index)
+        self.index = index
+        self.resolved_kind = f"{len(parts)} x {'/'.join(sorted({s.resolved_kind for s in self.shards}))}"
+        self._bank = bank
+        self._exact = None
+        return self
+
+    @property
+    def is_exact(self) -> bool:
+        return all(s.is_exact for s in self.shards)

@@ -31,6 +31,7 @@ from ..pipeline import (
     build_extractor,
     score_batches,
 )
+from ..pipeline.engine import Shared
 from ..progress import Progress
 from ..scorers import Scorer
 from .calibration import Calibration, calibrate, holdout_split
@@ -91,6 +92,7 @@ class Model:
         self.scorer = scorer
         self.calibration = calibration
         self.info = info
+        self.directory: Path | None = None  # where it was loaded from (remote engines load it there)
 
     @property
     def threshold(self) -> float:
@@ -102,11 +104,24 @@ class Model:
                               extra_files=exports)
 
     def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
-                   keep_maps: bool = True, engine: Engine | None = None) -> Iterator[ScoredBatch]:
+                   keep_maps: bool = True, engine: Engine | None = None,
+                   thumb_size: int | None = None) -> Iterator[ScoredBatch]:
         """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows.
-        ``engine`` says where the batches run (default: this process)."""
-        task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size, model=self)
-        return (engine or LocalEngine()).map(task, [Path(p) for p in paths], progress)
+        ``engine`` says where the batches run (default: this process); with a remote engine and
+        ``thumb_size``, ``inputs`` come back as uint8 (H, W, 3) thumbnails of at most that side
+        (about 49 kB an image instead of the 1.2 MB model input at 320 px)."""
+        engine = engine or LocalEngine()
+        task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size,
+                         **({"model": self} if engine.in_process else
+                            {**self.remote_source(engine), "thumb_size": thumb_size}))
+        return engine.map(task, [Path(p) for p in paths], progress)
+
+    def remote_source(self, engine: Engine) -> dict:
+        """How workers get this model: its directory's path (shared storage), or the
+        directory's files sent once through the engine (:func:`.remote.model_source`)."""
+        from .remote import model_source
+
+        return model_source(self, engine)
 
     def score_batches(self, paths: Sequence[Path], keep_maps: bool = True
                       ) -> Iterator[tuple[int, ScoredBatch]]:
@@ -174,15 +189,32 @@ class ScoreTask:
     batch_size: int = 32
     model_dir: Path | None = None
     model: Model | None = None
+    model_files: Shared | None = None  # {relative path: bytes} of a model directory
+    overrides: dict | None = None  # batch_size / max_pixels set on the driver's model
+    thumb_size: int | None = None  # send thumbnails, not model inputs (see Model.iter_score)
 
     def setup(self) -> None:
         if self.model is None:
-            if self.model_dir is None:
-                raise ValueError("ScoreTask needs a model or a model directory")
-            self.model = load_model(self.model_dir)
+            from .remote import load_remote_model
 
-    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, ScoredBatch]]:
-        return self.model.score_batches(paths, self.keep_maps)
+            self.model = load_remote_model(self.model_dir, self.model_files, self.overrides)
+
+    def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None
+            ) -> Iterator[tuple[int, ScoredBatch]]:
+        """Score ``paths`` (read from ``local_copies`` when the engine shipped their bytes)."""
+        from .remote import renamed, thumbnailed
+
+        batches = self.model.score_batches(paths if local_copies is None else local_copies,
+                                           self.keep_maps)
+        if local_copies is not None:
+            batches = renamed(batches, paths)
+        if self.thumb_size:
+            batches = thumbnailed(batches, self.model.extractor.transform, self.thumb_size)
+        return batches
+
+    def __getstate__(self):  # a live model never travels; workers rebuild it in setup()
+        return {**self.__dict__, "model": None} if self.model_dir or self.model_files \
+            else self.__dict__
 
 
 def fit(
@@ -193,6 +225,7 @@ def fit(
     calibration_fraction: float = 0.2,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    engine: Engine | None = None,
 ) -> Model:
     """Fit on normal images (files, folders searched recursively, globs) and calibrate.
 
@@ -200,12 +233,18 @@ def fit(
     images is held out (not fitted on) and its scores set the threshold at
     ``target_fpr``. With ``calibration`` (normal images only), the scorer fits
     on every training image. Anomalous labels are never used. Images above
-    ``max_pixels`` are skipped unread (see ``data.image_io``).
+    ``max_pixels`` are skipped unread (see ``data.image_io``). With a distributed
+    ``engine``, see :func:`.distributed_fit.fit_on_engine`.
     """
     cfg = cfg or ModelConfig()
     train_paths = expand_inputs(list(train))
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
+    if engine is not None and not engine.in_process:
+        from .distributed_fit import fit_on_engine
+
+        return fit_on_engine(train_paths, cfg, engine, calibration, target_fpr,
+                             calibration_fraction, progress, max_pixels)
     backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     runner = Runner(extractor, progress=progress)
     train_set = runner.extract(train_paths, "extract train", skip_errors=True)
@@ -240,11 +279,21 @@ def fit(
     scorer.fit(fit_feats)
     del fit_feats
     result = scorer.score(cal_feats)
-    cal = calibrate(result.image_scores, target_fpr, source)
-    log.info("calibration: %s", cal.summary())
     on_image = result.patch_scores if cal_feats.valid is None or result.patch_scores is None \
         else result.patch_scores[cal_feats.valid]
-    display = _display_range(on_image, cal.threshold)
+    return calibrated_model(cfg, backbone, extractor, scorer, result.image_scores, on_image,
+                            target_fpr, source, fit_paths, cal_paths, skipped)
+
+
+def calibrated_model(cfg: ModelConfig, backbone, extractor: FeatureExtractor, scorer: Scorer,
+                     cal_scores: np.ndarray, cal_patch_scores: np.ndarray | None,
+                     target_fpr: float, source: str, fit_paths: Sequence[Path],
+                     cal_paths: Sequence[Path], skipped: list[dict[str, str]]) -> Model:
+    """The fitted :class:`Model`: threshold from the calibration images' scores, heatmap range
+    from their on-image patch scores."""
+    cal = calibrate(cal_scores, target_fpr, source)
+    log.info("calibration: %s", cal.summary())
+    display = _display_range(cal_patch_scores, cal.threshold)
     info = ModelInfo(
         config=cfg.to_dict(),
         backbone={"name": backbone.name, "layers": list(backbone.layers),
@@ -292,5 +341,7 @@ def load_model(directory: Path | str, progress: bool = False, batch_size: int | 
     scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
     extractor = build_extractor(cfg, backbone, type(scorer), batch_size=batch_size,
                                 max_pixels=max_pixels)
-    return Model(cfg, extractor, scorer, calibration, info)
+    model = Model(cfg, extractor, scorer, calibration, info)
+    model.directory = directory
+    return model
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..data.image_io import read_image
 from ..data.layout import display_path, expand_inputs
+from ..pipeline.engine import Engine
 from ..progress import Progress
 from .lock import OutputLock
 from .model import Model, ScoredImage
@@ -157,8 +158,10 @@ def screen(
     thumb_size: int = 128,
     embed_images: bool | None = None,
     explain: int = 0,
+    engine: Engine | None = None,
 ) -> ScreenSummary:
-    """Screen files / folders / globs with ``model`` into ``out_dir``.
+    """Screen files / folders / globs with ``model`` into ``out_dir``; ``engine`` says where
+    the images are scored (default: this process); the results are written here either way.
 
     ``explain`` > 0: for each flagged image, a strip of its ``explain`` most anomalous
     patches beside the normal training patches they were matched with
@@ -174,7 +177,8 @@ def screen(
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
-                              thumb_size, embed_images, start, _explain_top(model, explain))
+                              thumb_size, embed_images, start, _explain_top(model, explain),
+                              engine)
 
 
 def _explain_top(model: Model, top: int) -> int:
@@ -193,7 +197,8 @@ def _explain_top(model: Model, top: int) -> int:
 
 def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool, overlays: str,
                    labels: str | None, report: bool, progress: bool, thumb_size: int,
-                   embed_images: bool | None, start: float, explain: int = 0) -> ScreenSummary:
+                   embed_images: bool | None, start: float, explain: int = 0,
+                   engine: Engine | None = None) -> ScreenSummary:
     """:func:`screen` once ``out_dir`` is locked for this run."""
     csv_path, run_path = out_dir / RESULTS_CSV, out_dir / RUN_JSON
     ident = model_identity(model)
@@ -234,7 +239,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         with Progress(len(todo), "screen", enabled=progress) as bar, \
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future | None = None
-            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none" or explain > 0):
+            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none" or explain > 0,
+                                            engine=engine, thumb_size=thumb_size):
                 for r in batch.images:
                     if r.error:
                         errors.append((display_path(r.path), r.error))
@@ -312,7 +318,9 @@ class _BatchWriter:
         self.fh.flush()
 
     def _thumb(self, path: str, chw: np.ndarray) -> None:
-        img = fit_within(denormalise(chw, self.mean, self.std), self.thumb_size)
+        # a remote engine sends the thumbnail itself (uint8 HWC), made by the same calls
+        img = chw if chw.dtype == np.uint8 else fit_within(denormalise(chw, self.mean, self.std),
+                                                           self.thumb_size)
         write_rgb(self.out_dir / thumb_relpath(path), img)
 
     def _original(self, r: ScoredImage) -> np.ndarray | None:

@@ -1,0 +1,46 @@
+"""``anomaly-inspect bench-scale``: the same images screened by the local engine and by Ray at
+1, 2, ... workers, side by side: img/s, ratio to local, start-up, peak RSS of driver and workers."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+from .common import add_output_args, positive_int, write_json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench-scale", help="local vs Ray engine throughput and memory, side by side",
+                       description=__doc__)
+    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("--images", type=positive_int, default=1000,
+                   help="repeat the inputs up to this many images (default 1000)")
+    p.add_argument("--workers", default="1,2", metavar="N,N,...",
+                   help="Ray actor pool sizes to run (default 1,2)")
+    p.add_argument("--rounds", type=positive_int, default=1,
+                   help="repeat every configuration, interleaved (default 1)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="images per backbone batch, every run (default: the model's)")
+    add_output_args(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data.layout import expand_inputs
+    from ..pipeline.ray_engine import import_ray
+    from ..screening.scale_bench import bench_scale
+
+    import_ray()  # one line saying how to install it, before any run
+    found = expand_inputs(list(args.inputs))
+    if not found:
+        raise ValueError(f"no images found in {', '.join(args.inputs)}")
+    paths = [found[i % len(found)] for i in range(max(args.images, len(found)))]
+    configs = [("local", None)] + [("ray", int(w)) for w in args.workers.split(",")]
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
+        rows = bench_scale(args.model_dir, paths, configs, Path(tmp), args.rounds,
+                           progress=True, batch_size=args.batch_size)
+    write_json(args.output_json, {"model_dir": str(args.model_dir), "images": len(paths),
+                                  "distinct_images": len(found), "runs": rows})
+    return 0

@@ -1,0 +1,85 @@
+"""``fit`` on a distributed engine: the workers extract, the driver keeps only the coreset.
+
+The training images are extracted on the workers, each batch reduced by round 1 of the
+two-round coreset there (:func:`..pipeline.remote_fit.fit_bank_remote`); the driver runs
+round 2 once. The calibration images' features are extracted on the workers too and scored
+here batch by batch, so the driver holds the bank plus one batch of features. Differences
+from the one-machine fit, by design: the held-out calibration split is drawn over the
+listed training paths (the local fit draws it over the readable ones: the same split when
+every image reads), and round 1 chunks each batch's patches rather than windows of 16
+chunks, so the bank differs slightly (covering radius and AUROC: docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import ModelConfig
+from ..data.layout import display_path, expand_inputs
+from ..pipeline import Engine, build
+from ..pipeline.remote_fit import check_distributable, extract_parts, fit_bank_remote
+from ..progress import Progress
+from .calibration import holdout_split
+from .model import Model, calibrated_model
+
+log = logging.getLogger(__name__)
+
+
+def _skipped(paths: Sequence[Path], errors: list[tuple[int, str]]) -> list[dict[str, str]]:
+    out = []
+    for i, reason in errors:
+        log.warning("skipping %s: %s", display_path(paths[i]), reason)
+        out.append({"path": display_path(paths[i]), "error": reason})
+    return out
+
+
+def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
+                  calibration: Sequence[Path | str] | None, target_fpr: float,
+                  calibration_fraction: float, progress: bool, max_pixels: int) -> Model:
+    """:func:`.model.fit` with extraction and round 1 of the coreset on ``engine``'s workers."""
+    backbone, extractor, scorer = build(cfg, progress=progress)
+    check_distributable(scorer)
+    extractor.transform = dataclasses.replace(extractor.transform, max_pixels=max_pixels)
+    if calibration is None:
+        fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, cfg.seed)
+        fit_all = [train_paths[i] for i in fit_idx]
+        cal_all = [train_paths[i] for i in cal_idx]
+        source = f"held-out {calibration_fraction:.0%} of training images (seed {cfg.seed})"
+    else:
+        fit_all = train_paths
+        cal_all = expand_inputs(list(calibration))
+        if not cal_all:
+            raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
+        source = f"calibration images from {', '.join(map(str, calibration))}"
+    with Progress(len(fit_all), "extract train", enabled=progress) as bar:
+        ok, errors = fit_bank_remote(scorer, engine, cfg, fit_all, max_pixels, bar)
+    if not ok:
+        raise ValueError(f"none of the {len(fit_all)} training images could be read")
+    skipped = _skipped(fit_all, errors)
+    scores, patch_scores, cal_ok = [], [], []
+    with Progress(len(cal_all), "extract calibration", enabled=progress) as bar:
+        for part in extract_parts(engine, cfg, cal_all, "features", max_pixels, bar):
+            skipped += _skipped(cal_all, part.errors)
+            if part.features is None:
+                continue
+            cal_ok += part.indices
+            result = scorer.score(part.features)
+            scores.append(result.image_scores)
+            if result.patch_scores is not None:
+                valid = part.features.valid
+                patch_scores.append(result.patch_scores.ravel() if valid is None
+                                    else result.patch_scores[valid])
+    if not cal_ok:
+        raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
+    size = cfg.features.image_size  # run the driver's backbone once, so that the saved model
+    extractor.features_of(torch.zeros(1, 3, size, size))  # keeps its export as a local fit does
+    return calibrated_model(cfg, backbone, extractor, scorer, np.concatenate(scores),
+                            np.concatenate(patch_scores) if patch_scores else None, target_fpr,
+                            source, [fit_all[i] for i in ok], [cal_all[i] for i in cal_ok],
+                            skipped)

@@ -1,0 +1,81 @@
+"""How a saved model reaches workers that do not share this process: by path, or as bytes.
+
+With shared storage every worker loads the model directory from the path the
+driver loaded it from. Without it (or for a model that was never saved) the
+directory's files (``model.json``, checksums, the memory bank, the backbone
+export) are sent once through the engine (Ray's object store) and each worker
+writes them to a private folder and loads them with :func:`load_model`, so the
+same checksums are verified on every worker.
+"""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from ..pipeline.engine import Engine, Shared
+from .model import Model, ScoredBatch, load_model
+
+
+def model_files(directory: Path) -> dict[str, bytes]:
+    """Every file of a model directory, by relative path."""
+    return {p.relative_to(directory).as_posix(): p.read_bytes()
+            for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def _private_dir(prefix: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path
+
+
+def model_source(model: Model, engine: Engine) -> dict:
+    """``ScoreTask`` arguments that let ``engine``'s workers rebuild ``model``."""
+    overrides = {"batch_size": model.extractor.batch_size,
+                 "max_pixels": model.extractor.transform.max_pixels}
+    directory = model.directory
+    if directory is not None and engine.shared_storage:
+        return {"model_dir": Path(directory).resolve(), "overrides": overrides}
+    if directory is None:  # never saved: save a copy to ship
+        directory = model.save(_private_dir("anomaly-inspect-model-") / "model")
+    return {"model_files": engine.share(model_files(Path(directory))), "overrides": overrides}
+
+
+def load_remote_model(directory: Path | None, files: Shared | None,
+                      overrides: dict | None) -> Model:
+    """The model a worker scores with: loaded from ``directory`` or from shipped ``files``."""
+    if files is not None:
+        directory = _private_dir("anomaly-inspect-model-")
+        for rel, blob in files.get().items():
+            (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+            (directory / rel).write_bytes(blob)
+    if directory is None:
+        raise ValueError("a remote ScoreTask needs a model directory or its files")
+    model = load_model(directory, **(overrides or {}))
+    return model
+
+
+def renamed(batches: Iterator[tuple[int, ScoredBatch]], paths: Sequence[Path]
+            ) -> Iterator[tuple[int, ScoredBatch]]:
+    """Scored batches of local copies, reported under the original ``paths`` (same order)."""
+    offset = 0
+    for n, batch in batches:
+        for j, image in enumerate(batch.images):
+            image.path = str(paths[offset + j])
+        offset += n
+        yield n, batch
+
+
+def thumbnailed(batches: Iterator[tuple[int, ScoredBatch]], transform, size: int
+                ) -> Iterator[tuple[int, ScoredBatch]]:
+    """Scored batches whose model inputs are replaced by the report's uint8 thumbnails (made
+    here, on the worker, by the writer's own functions: the same pixels, 25x fewer bytes)."""
+    from .overlays import denormalise, fit_within
+
+    for n, batch in batches:
+        batch.inputs = {k: fit_within(denormalise(x, transform.mean, transform.std), size)
+                        for k, x in batch.inputs.items()}
+        yield n, batch

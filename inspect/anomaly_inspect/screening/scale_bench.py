@@ -1,0 +1,172 @@
+"""Engine overhead, measured: the same images screened locally and on Ray at 1, 2, ... workers.
+
+Each configuration runs in a fresh Python process (so that the driver's peak RSS is its own),
+one after the other in one call, with the load average recorded around each run: timings on a
+shared machine are only comparable side by side. A run scores the images through
+``Model.iter_score`` (the path ``screen`` takes, maps off as with ``--overlays none``,
+remote workers sending 128 px thumbnails as ``screen`` asks them to) and drops the results, so it times the engine, not the CSV writer. Reported per run: start-up
+(``ray.init`` and the first batch's arrival, model loading included), the steady rate after
+the first batch, the overall rate, the driver's peak RSS and the largest peak RSS of a Ray
+worker process (sampled from ``/proc``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..resources import peak_rss_mb
+
+
+def _descendants(root: int) -> list[int]:
+    """Process ids below ``root`` (Linux ``/proc``; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [root]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _peak_mb(pid: int) -> tuple[str, float]:
+    """(command line, peak RSS in MB) of a process, or ('', 0) when it is gone."""
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return cmd, int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return "", 0.0
+
+
+class WorkerPeaks:
+    """Samples the peak RSS of this process's Ray worker processes in a thread."""
+
+    def __init__(self, every: float = 0.5):
+        self.every = every
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> WorkerPeaks:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.every)
+
+    def sample(self) -> None:
+        for pid in _descendants(os.getpid()):
+            cmd, mb = _peak_mb(pid)
+            if cmd.startswith("ray::") and "IDLE" not in cmd:
+                self.peaks[pid] = max(self.peaks.get(pid, 0.0), mb)
+
+    @property
+    def max_mb(self) -> float:
+        return max(self.peaks.values(), default=0.0)
+
+
+def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
+            batch_size: int | None = None) -> dict:
+    """One configuration, in this process: timings and memory as a dict."""
+    from ..pipeline import make_engine
+    from .model import load_model
+
+    paths = Path(paths_file).read_text(encoding="utf-8").splitlines()
+    t0 = time.perf_counter()
+    eng = make_engine(engine, workers=workers)
+    init_s = 0.0
+    if engine == "ray":
+        eng.start()
+        init_s = time.perf_counter() - t0
+    model = load_model(model_dir)
+    if batch_size:
+        model.extractor.batch_size = batch_size
+    first_at, first_n, n = None, 0, 0
+    with WorkerPeaks() as peaks:
+        start = time.perf_counter()
+        for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128):
+            n += len(batch.images)
+            if first_at is None:
+                first_at, first_n = time.perf_counter(), n
+        end = time.perf_counter()
+    steady = (n - first_n) / (end - first_at) if end > first_at and n > first_n else float("nan")
+    return {"engine": engine, "workers": workers, "images": n,
+            "batch_size": model.extractor.batch_size,
+            "init_s": round(init_s, 2), "first_batch_s": round(first_at - start, 2),
+            "startup_s": round(first_at - t0, 2), "total_s": round(end - t0, 2),
+            "steady_img_s": round(steady, 3), "overall_img_s": round(n / (end - t0), 3),
+            "driver_peak_rss_mb": round(peak_rss_mb(), 1),
+            "worker_peak_rss_mb": round(peaks.max_mb, 1), "worker_processes": len(peaks.peaks)}
+
+
+def load_average() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
+def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int | None]],
+                work_dir: Path, rounds: int = 1, progress: bool = True,
+                batch_size: int | None = None) -> list[dict]:
+    """Every (engine, workers) configuration in a fresh process, ``rounds`` times interleaved."""
+    work_dir.mkdir(parents=True, exist_ok=True)
+    paths_file = work_dir / "paths.txt"
+    paths_file.write_text("\n".join(map(str, paths)), encoding="utf-8")
+    rows = []
+    for r in range(rounds):
+        for engine, workers in configs:
+            load_before = load_average()
+            code = ("import json, sys; from anomaly_inspect.screening.scale_bench import run_one; "
+                    f"print(json.dumps(run_one({str(model_dir)!r}, {str(paths_file)!r}, "
+                    f"{engine!r}, {workers!r}, {batch_size!r})))")
+            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                  env={**os.environ, "RAY_DEDUP_LOGS": "1"})
+            if proc.returncode != 0:
+                raise RuntimeError(f"bench-scale run {engine}x{workers} failed: "
+                                   f"{proc.stderr.strip().splitlines()[-1:]}")
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            row.update(round=r, load_before=round(load_before, 2),
+                       load_after=round(load_average(), 2))
+            rows.append(row)
+            if progress:
+                print(format_row(row, rows), flush=True)
+    return rows
+
+
+def local_rate(row: dict, rows: list[dict], key: str) -> float:
+    """The same round's local rate (the reference of the ratio)."""
+    ref = [r[key] for r in rows if r["engine"] == "local" and r["round"] == row["round"]]
+    return ref[0] if ref else float("nan")
+
+
+def format_row(row: dict, rows: list[dict]) -> str:
+    name = "local" if row["engine"] == "local" else f"ray x{row['workers']}"
+    ratio = row["overall_img_s"] / local_rate(row, rows, "overall_img_s")
+    sratio = row["steady_img_s"] / local_rate(row, rows, "steady_img_s")
+    return (f"{name:<8} {row['images']:>5} img  overall {row['overall_img_s']:6.2f} img/s "
+            f"(x{ratio:.2f} local)  steady {row['steady_img_s']:6.2f} img/s (x{sratio:.2f})  "
+            f"start-up {row['startup_s']:5.1f} s (ray.init {row['init_s']:.1f} s)  "
+            f"peak RSS driver {row['driver_peak_rss_mb']:.0f} MB, worker "
+            f"{row['worker_peak_rss_mb']:.0f} MB  load {row['load_before']:.1f}->"
+            f"{row['load_after']:.1f}")

@@ -22,6 +22,7 @@ import torch
 
 from ..config import BackboneConfig, ConfigError, FeatureConfig, read_yaml_mapping
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
+from ..data.colour_shift import ColourShift, colour_shift
 from ..data.image_io import ImageReadError
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
 from ..data.loader import iter_batches
@@ -30,10 +31,13 @@ from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
-from ..features.extractor import Features, patch_array, valid_grid
+from ..features.extractor import FeatureExtractor, Features, patch_array, valid_grid
+from ..features.views import ViewFeatures
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
+from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
+from ..scorers.tail_sampler import TailSampler
 from .ood import CONVENTION, ood_metrics, orientation
 
 log = logging.getLogger(__name__)
@@ -44,7 +48,9 @@ SYNTHETIC_SPLITS = {
 }
 BENCHMARKS = ("isic", "isic_archive", "mvtec_heldout")
 ORIENT_MODES = ("published", "pseudo_ood")
+NUISANCES = ("", "colour")
 JIGSAW_GRID = 3
+TAIL_VIEWS = "rot15flip"  # TailedCore's tail-view augmentation, as in the long-tailed benchmark
 
 
 @dataclass
@@ -56,6 +62,9 @@ class ScorerSpec:
     ``orient``: ``published`` keeps the score's published direction;
     ``pseudo_ood`` negates it when it ranks jigsaw-shuffled ID-train images
     (label-free pseudo-OOD) above the ID-train images themselves.
+    ``nuisance``: ``colour`` projects pooled features onto the complement of the
+    ``nuisance_k`` most colour-sensitive principal directions (learned from ID-train
+    images and colour-shifted copies of them, ``scorers/nuisance.py``) before fit and score.
     """
 
     name: str
@@ -63,6 +72,8 @@ class ScorerSpec:
     params: dict[str, Any] = field(default_factory=dict)
     input: str = ""
     orient: str = "published"
+    nuisance: str = ""
+    nuisance_k: int = 5
 
     def __post_init__(self):
         cls = get_scorer_class(self.name)  # raises for unknown names
@@ -77,6 +88,10 @@ class ScorerSpec:
             raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
         if self.orient == "pseudo_ood" and self.input == "patches":
             raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block inputs")
+        if self.nuisance not in NUISANCES:
+            raise ValueError(f"scorer '{self.label}': nuisance must be one of {NUISANCES}, got {self.nuisance!r}")
+        if self.nuisance and self.input != "pooled":
+            raise ValueError(f"scorer '{self.label}': nuisance '{self.nuisance}' is for pooled inputs")
 
 
 @dataclass
@@ -267,6 +282,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                   "embedding": asdict(cfg.features.embedding()),
                   "seed": cfg.seed, "train": file_list_hash([x.path for x in data.id_train])}
         for s in patch_specs}
+    for s in patch_specs:
+        if s.name == "tailedcore":
+            pc_extra[s.label]["views"] = TAIL_VIEWS
 
     def desc(name: str, extra: dict) -> dict:
         return cache.describe(backbone, cfg.features.image_size, cfg.features.crop_size,
@@ -309,10 +327,13 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             arrays[name] = out
             if name == "id_train":
                 train_patches = Features.concat(collected) if collected else None
+                if train_patches is not None:
+                    train_patches.pooled = out["pooled"]  # TailedCore's TailSampler reads it
                 for s in missing_patch:
                     params = {"seed": cfg.seed, "progress": progress} | s.params
-                    fitted_patch[s.label] = build_scorer(s.name, **params).fit(
-                        train_patches, data.id_train_labels)
+                    scorer = _with_view_source(build_scorer(s.name, **params), backbone, cfg.features,
+                                               data.id_train, progress)
+                    fitted_patch[s.label] = scorer.fit(train_patches, data.id_train_labels)
                 del collected[:], train_patches
             else:
                 for s in missing_patch:
@@ -329,7 +350,13 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                        image_fn=lambda x: jigsaw(x, JIGSAW_GRID, gen))
             n_extracted += len(data.id_train)
             cache.save(pseudo_desc, pseudo)
+    shifted = None
+    if any(s.nuisance == "colour" for s in cfg.scorers):
+        shifted, n = _colour_shifted_train(extractor, data.id_train, cache, desc("id_train", feat_extra),
+                                           cfg.seed, progress)
+        n_extracted += n
     t_features = time.perf_counter() - t1
+    projections: dict[int, NuisanceProjection] = {}
 
     results, timings, orientations = [], {}, {}
     for spec in cfg.scorers:
@@ -341,6 +368,11 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             if "seed" in scorer_parameters(spec.name):
                 params.setdefault("seed", cfg.seed)
             scorer = build_scorer(spec.name, **params)
+            if spec.nuisance:
+                if spec.nuisance_k not in projections:
+                    projections[spec.nuisance_k] = nuisance_subspace(
+                        arrays["id_train"]["pooled"], shifted["pooled"], spec.nuisance_k, spec.nuisance)
+                scorer = ProjectedScorer(scorer, projections[spec.nuisance_k])
             scorer.fit(_features_for(spec, arrays["id_train"]), data.id_train_labels)
             scores = {n: scorer.score(_features_for(spec, arrays[n])).image_scores
                       for n in sets if n != "id_train"}
@@ -367,6 +399,10 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                   zip(*np.unique(data.id_train_labels, return_counts=True), strict=True)},
         "notes": data.notes,
         "orientation": orientations,
+        "nuisance": {f"colour_k{k}": {**p.describe(), "shift": asdict(ColourShift()),
+                                      "source": "ID-train images and one colour-shifted copy of each"}
+                     for k, p in projections.items()},
+        "tail_sampler": tail_sampler_report(arrays["id_train"]["pooled"], data.id_train_labels),
         "synthetic": synth_info,
         "backbone": {"name": backbone.name, "layers": list(backbone.layers),
                      "weights": backbone.weight_source.to_dict(), "image_size": cfg.features.image_size},
@@ -375,6 +411,43 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       "total": round(time.perf_counter() - t0, 2)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def _with_view_source(scorer, backbone: Backbone, features: FeatureConfig, train: list[Sample],
+                      progress: bool):
+    """TailedCore gets the rotated / flipped views of its tail images (as in evaluate-lt)."""
+    if hasattr(scorer, "set_view_source"):
+        ex = FeatureExtractor(backbone, features.image_size, features.crop_size, features.batch_size,
+                              features.embedding(), patches=True, pooled=False, resize=features.resize)
+        scorer.set_view_source(ViewFeatures(ex, [s.path for s in train], TAIL_VIEWS, progress))
+    return scorer
+
+
+def _colour_shifted_train(extractor: OODFeatureExtractor, train: list[Sample], cache: FeatureCache,
+                          base_desc: dict, seed: int, progress: bool) -> tuple[dict, int]:
+    """Features of one colour-shifted copy of every ID-train image (cached); images extracted."""
+    shift = ColourShift()
+    d = {**base_desc, "nuisance": "colour", "shift": asdict(shift), "seed": seed}
+    if (hit := cache.load(d)) is not None:
+        return hit, 0
+    gen = torch.Generator().manual_seed(seed)
+    mean, std = extractor.transform.mean, extractor.transform.std
+    with Progress(len(train), "colour-shifted ID train", enabled=progress) as bar:
+        out = extractor.run(train, False, None, bar, image_fn=lambda x: colour_shift(x, mean, std, gen, shift))
+    cache.save(d, out)
+    return out, len(train)
+
+
+def tail_sampler_report(pooled: np.ndarray, labels: np.ndarray) -> dict:
+    """TailSampler's class-size estimates on the ID training set (label-free); the true ID
+    class counts are listed beside them for reading only."""
+    r = TailSampler().run(pooled)
+    sizes = r.class_sizes
+    return {"histogram": r.histogram.tolist(), "max_k": int(r.max_k),
+            "n_tail_images": int(len(r.tail_indices)), "n_images": int(len(sizes)),
+            "predicted_size_by_id_class": {str(c): {"median": float(np.median(sizes[labels == c])),
+                                                    "tail": int(r.is_tail[labels == c].sum())}
+                                           for c in np.unique(labels)}}
 
 
 def format_table(report: dict) -> str:

@@ -53,6 +53,7 @@ _EXPORTS = {
     "DICE": "scorers.ood_baselines:DICE",
     "ViM": "scorers.ood_baselines:ViM",
     "ODINFeature": "scorers.ood_baselines:ODINFeature",
+    "PatchMahalanobis": "scorers.patch_gaussian:PatchMahalanobis",
     "NuisanceProjection": "scorers.nuisance:NuisanceProjection",
     "ProjectedScorer": "scorers.nuisance:ProjectedScorer",
     # benchmark evaluation and day-to-day screening

@@ -26,7 +26,12 @@ from ..data.colour_shift import ColourShift, colour_shift
 from ..data.image_io import ImageReadError
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
 from ..data.loader import iter_batches
-from ..data.mvtec_ood import mvtec_heldout_benchmark
+from ..data.mvtec_ood import (
+    colour_similarity,
+    mvtec_heldout_benchmark,
+    object_mean_colour,
+    read_group_colours,
+)
 from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
@@ -186,10 +191,12 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         data.ood = {s: data.ood[s] for s in cfg.splits}
     else:
         manifest = d.get("colour_manifest")
+        manifest = _path(manifest, data_root, "colour_manifest") if manifest else None
         data = mvtec_heldout_benchmark(
             _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
-            d.get("ood_groups") or {}, Path(manifest) if manifest else None,
-            int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+            d.get("ood_groups") or {}, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+        if d.get("similar_groups"):
+            _add_similarity_splits(data, manifest, d.get("category"), d["similar_groups"], cfg.source)
         missing = [s for s in cfg.splits if s not in data.ood]
         if missing:
             raise ConfigError(f"{cfg.source}: splits {missing} are not defined in data.ood_groups")
@@ -198,6 +205,22 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     if empty:
         raise ValueError(f"{cfg.source}: OOD splits with no images: {empty}")
     return data, synth_info
+
+
+def _add_similarity_splits(data: OODData, manifest: Path | None, category: str, groups: list[str],
+                           source: str) -> None:
+    """OOD splits ``similar`` / ``dissimilar``: the colour groups the label-free rule picks
+    (``data.mvtec_ood.colour_similarity``), each defined in ``ood_groups`` under its colour name."""
+    if manifest is None:
+        raise ConfigError(f"{source}: data.similar_groups needs data.colour_manifest")
+    missing = [g for g in groups if g not in data.ood]
+    if missing:
+        raise ConfigError(f"{source}: data.similar_groups {missing} must be splits of data.ood_groups")
+    good = [s.path for s in data.id_train if s.group == "good"]
+    rule = colour_similarity(object_mean_colour(good), read_group_colours(manifest, category), groups)
+    data.ood["similar"] = list(data.ood[rule["similar"]])
+    data.ood["dissimilar"] = list(data.ood[rule["dissimilar"]])
+    data.notes["colour_similarity"] = rule
 
 
 def _with_resize(extra: dict, resize: str) -> dict:
@@ -330,7 +353,8 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 if train_patches is not None:
                     train_patches.pooled = out["pooled"]  # TailedCore's TailSampler reads it
                 for s in missing_patch:
-                    params = {"seed": cfg.seed, "progress": progress} | s.params
+                    params = ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
+                        get_scorer_class(s.name).runtime_kwargs(progress=progress) | s.params
                     scorer = _with_view_source(build_scorer(s.name, **params), backbone, cfg.features,
                                                data.id_train, progress)
                     fitted_patch[s.label] = scorer.fit(train_patches, data.id_train_labels)

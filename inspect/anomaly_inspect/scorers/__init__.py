@@ -30,6 +30,7 @@ _REGISTRY = {
     "dice": "ood_baselines:DICE",
     "vim": "ood_baselines:ViM",
     "odin_feature": "ood_baselines:ODINFeature",
+    "patch_mahalanobis": "patch_gaussian:PatchMahalanobis",
 }
 
 

@@ -55,7 +55,7 @@ BENCHMARKS = ("isic", "isic_archive", "mvtec_heldout")
 ORIENT_MODES = ("published", "pseudo_ood")
 NUISANCES = ("", "colour")
 JIGSAW_GRID = 3
-TAIL_VIEWS = "rot15flip"  # TailedCore's tail-view augmentation, as in the long-tailed benchmark
+TAIL_VIEWS = "rotflip"  # TailedCore's tail views: 90-degree rotations x flip (7 per image; rot15flip has 47)
 
 
 @dataclass

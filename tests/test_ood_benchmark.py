@@ -76,6 +76,49 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     assert again["results"] == report["results"]
 
 
+@pytest.mark.slow
+def test_isic_subset_baselines_nuisance_and_patch_rows(shared_data, tmp_path):
+    """ReAct / DICE / ViM / ODIN-feature, the colour projection and the patch rows (SoftPatch,
+    TailedCore with its views, patch Mahalanobis) run end to end on real images."""
+    root = _subset_index(shared_data / "isic2017_256", tmp_path / "isic")
+    small = {"coreset_ratio": 0.05, "lof_k": 3}
+    scorers = ["react", "dice", "vim", "odin_feature", "mahalanobis",
+               {"name": "mahalanobis", "label": "mahalanobis+colour", "nuisance": "colour"},
+               {"name": "head_nan", "label": "head_nan+colour", "orient": "pseudo_ood", "nuisance": "colour"},
+               "patch_mahalanobis", {"name": "softpatch", "params": small},
+               {"name": "tailedcore", "params": small}]
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "isic", "data": {"root": str(root)}, "splits": ["ink_all", "charts_all"],
+        "scorers": scorers, "cache_dir": str(tmp_path / "cache"), "features": {"batch_size": 16}})
+    report = run_ood_benchmark(cfg, progress=False)
+    # 30 train + 16 test + 20 OOD, the jigsaw and the colour-shifted copies of the 30 train images
+    assert report["timings_s"]["images_extracted"] == 30 + 16 + 20 + 30 + 30
+    assert len(report["results"]) == 10 * 2
+    assert all(0.0 <= r["auroc"] <= 1.0 for r in report["results"])
+    nuis = report["nuisance"]["colour_k5"]
+    assert nuis["k"] == 5 and len(nuis["variance_ranks"]) == 5
+    assert nuis["mean_sq_displacement"] == sorted(nuis["mean_sq_displacement"], reverse=True)
+    ts = report["tail_sampler"]
+    assert ts["n_images"] == 30 and sum(ts["histogram"]) == 30 and 0 <= ts["n_tail_images"] <= 30
+    res = {(r["scorer"], r["split"]): r["auroc"] for r in report["results"]}
+    assert res[("mahalanobis+colour", "charts_all")] != res[("mahalanobis", "charts_all")]
+
+
+@pytest.mark.slow
+def test_mvtec_colour_similarity_rule_on_real_data(shared_data):
+    """The label-free rule picks a similar / dissimilar colour group for pill and metal nut."""
+    from anomaly_inspect.evaluation.ood_benchmark import build_data
+
+    for name, groups in (("mvtec_pill_colour", {"red", "yellow"}), ("mvtec_metal_nut_colour", {"black", "blue"})):
+        cfg = load_ood_config(REPO / "configs" / "ood" / f"{name}.yaml")
+        data, _ = build_data(cfg, REPO)
+        rule = data.notes["colour_similarity"]
+        assert {rule["similar"], rule["dissimilar"]} == groups
+        assert rule["distance"][rule["similar"]] <= rule["distance"][rule["dissimilar"]]
+        assert data.ood["similar"] == data.ood[rule["similar"]] and len(data.ood["color_all"]) >= 22
+        assert all(s.group == "good" or s.group in cfg.data["id_groups"] for s in data.id_train)
+
+
 def test_repo_configs_parse():
     for path in sorted((REPO / "configs" / "ood").glob("*.yaml")):
         cfg = load_ood_config(path)

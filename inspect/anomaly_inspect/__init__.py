@@ -55,6 +55,13 @@ _EXPORTS = {
     "HeadFeatureNorm": "scorers.classifier_scorers:HeadFeatureNorm",
     "L2NormScore": "scorers.classifier_scorers:L2NormScore",
     "LINe": "scorers.line:LINe",
+    "ReAct": "scorers.ood_baselines:ReAct",
+    "DICE": "scorers.ood_baselines:DICE",
+    "ViM": "scorers.ood_baselines:ViM",
+    "ODINFeature": "scorers.ood_baselines:ODINFeature",
+    "PatchMahalanobis": "scorers.patch_gaussian:PatchMahalanobis",
+    "NuisanceProjection": "scorers.nuisance:NuisanceProjection",
+    "ProjectedScorer": "scorers.nuisance:ProjectedScorer",
     # benchmark evaluation and day-to-day screening
     "evaluate": "evaluation.evaluate:evaluate",
     "fit": "screening.model:fit",

@@ -6,7 +6,11 @@ stratified k-fold (fold ``fold`` held out as ID test; the ID class label is the
 group); OOD = the held-out defect group(s). A manifest CSV
 (``datasets/mvtec_<category>_ood.csv``: columns ``category, relpath, colour``)
 can split an OOD group by annotated colour, e.g. the paper's pill / metal-nut
-colour lists; which colour is "similar" is configured, not assumed.
+colour lists (``meta/mvtec_color_defect_groups.csv`` of ``../shared/data``, columns
+``category, path, colour_group, mask_mean_r/g/b``, is read too). Which colour group
+is "similar" is decided by :func:`colour_similarity`, without OOD labels: the group
+whose annotated mean colour is nearest (RGB) to the object's mean colour on the
+ID-train ``good`` images.
 """
 
 from __future__ import annotations
@@ -21,24 +25,92 @@ from .isic import OODData, kfold_split
 from .layout import DatasetLayoutError, list_images
 from .samples import Sample
 
+#: accepted column names: (relative path, colour) in the repo's manifests / the shared meta CSV
+_MANIFEST_COLUMNS = (("relpath", "colour"), ("path", "colour_group"))
 
-def read_colour_manifest(path: Path | str, category: str | None = None) -> dict[str, list[str]]:
-    """colour -> relative image paths, from a ``category, relpath, colour`` CSV."""
+
+def _manifest_rows(path: Path | str, category: str | None) -> tuple[list[dict], str, str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: colour manifest not found")
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
-        need = {"category", "relpath", "colour"}
-        if not need <= set(reader.fieldnames or []):
-            raise DatasetLayoutError(f"{path}: needs columns {sorted(need)}, found {reader.fieldnames}")
-        out: dict[str, list[str]] = {}
-        for row in reader:
-            if category is None or row["category"] == category:
-                out.setdefault(row["colour"], []).append(row["relpath"])
+        fields = set(reader.fieldnames or [])
+        cols = next((c for c in _MANIFEST_COLUMNS if {"category", *c} <= fields), None)
+        if cols is None:
+            raise DatasetLayoutError(f"{path}: needs columns category + relpath, colour (or path, "
+                                     f"colour_group), found {reader.fieldnames}")
+        rows = [r for r in reader if category is None or r["category"] == category]
+    return rows, *cols
+
+
+def read_colour_manifest(path: Path | str, category: str | None = None) -> dict[str, list[str]]:
+    """colour -> relative image paths, from a ``category, relpath, colour`` CSV (or the shared
+    ``category, path, colour_group, ...`` meta CSV)."""
+    rows, rel, col = _manifest_rows(path, category)
+    out: dict[str, list[str]] = {}
+    for row in rows:
+        out.setdefault(row[col], []).append(row[rel])
     if not out:
         raise DatasetLayoutError(f"{path}: no rows for category {category!r}")
     return out
+
+
+def read_group_colours(path: Path | str, category: str) -> dict[str, np.ndarray]:
+    """colour group -> mean of its images' measured mean RGB inside the defect mask
+    (``mask_mean_r/g/b`` columns of the shared meta CSV)."""
+    rows, _, col = _manifest_rows(path, category)
+    need = ("mask_mean_r", "mask_mean_g", "mask_mean_b")
+    if not rows or any(k not in rows[0] for k in need):
+        raise DatasetLayoutError(f"{path}: needs columns {', '.join(need)} for the colour-similarity rule")
+    groups: dict[str, list[list[float]]] = {}
+    for r in rows:
+        groups.setdefault(r[col], []).append([float(r[k]) for k in need])
+    return {g: np.mean(v, axis=0) for g, v in groups.items()}
+
+
+#: foreground = pixels whose RGB distance to the image's median border colour exceeds this
+FOREGROUND_DISTANCE = 40.0
+BORDER_PX = 8
+
+
+def object_mean_colour(paths: Sequence[Path]) -> np.ndarray:
+    """Mean RGB of the object (foreground) over normal images: pixels farther than
+    ``FOREGROUND_DISTANCE`` from the median colour of the image's ``BORDER_PX`` border."""
+    from PIL import Image
+
+    total, count = np.zeros(3), 0
+    for p in paths:
+        a = np.asarray(Image.open(p).convert("RGB"), np.float64)
+        b = BORDER_PX
+        border = np.concatenate([a[:b].reshape(-1, 3), a[-b:].reshape(-1, 3),
+                                 a[:, :b].reshape(-1, 3), a[:, -b:].reshape(-1, 3)])
+        fg = np.linalg.norm(a - np.median(border, axis=0), axis=-1) > FOREGROUND_DISTANCE
+        total += a[fg].sum(axis=0)
+        count += int(fg.sum())
+    if count == 0:
+        raise ValueError("object colour: no foreground pixel in the normal images")
+    return total / count
+
+
+def colour_similarity(object_rgb: np.ndarray, group_rgb: dict[str, np.ndarray],
+                      groups: Sequence[str]) -> dict:
+    """The rule: of ``groups``, the one whose mean colour is nearest (Euclidean RGB) to the
+    object's mean colour is "similar", the farthest "dissimilar"."""
+    missing = [g for g in groups if g not in group_rgb]
+    if len(groups) < 2 or missing:
+        raise ValueError(f"colour similarity: need >= 2 known groups, got {list(groups)} "
+                         f"(unknown: {missing})")
+    dist = {g: float(np.linalg.norm(group_rgb[g] - object_rgb)) for g in groups}
+    order = sorted(groups, key=dist.__getitem__)
+    return {"similar": order[0], "dissimilar": order[-1],
+            "object_rgb": [round(float(v), 1) for v in object_rgb],
+            "group_rgb": {g: [round(float(v), 1) for v in group_rgb[g]] for g in groups},
+            "distance": {g: round(d, 1) for g, d in dist.items()},
+            "rule": f"similar = the colour group whose mean defect colour (measured inside the masks) "
+                    f"is nearest in RGB to the object's mean colour on the ID-train good images "
+                    f"(foreground: RGB distance > {FOREGROUND_DISTANCE:g} from the median "
+                    f"{BORDER_PX}-px border colour); no OOD label is used"}
 
 
 def mvtec_heldout_benchmark(

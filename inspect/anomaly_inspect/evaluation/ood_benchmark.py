@@ -21,19 +21,28 @@ import numpy as np
 import torch
 
 from ..config import BackboneConfig, ConfigError, FeatureConfig, read_yaml_mapping
-from ..core import Features
+from ..core import Features, FitContext, SharedResults
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
+from ..data.colour_shift import ColourShift, colour_shift
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
-from ..data.mvtec_ood import mvtec_heldout_benchmark
+from ..data.mvtec_ood import (
+    colour_similarity,
+    mvtec_heldout_benchmark,
+    object_mean_colour,
+    read_group_colours,
+)
 from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import FeatureExtractor
+from ..features.views import ViewFeatures
 from ..pipeline import Runner
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
+from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
+from ..scorers.tail_sampler import TailSampler
 from .ood import CONVENTION, ood_metrics, orientation
 
 log = logging.getLogger(__name__)
@@ -44,7 +53,9 @@ SYNTHETIC_SPLITS = {
 }
 BENCHMARKS = ("isic", "isic_archive", "mvtec_heldout")
 ORIENT_MODES = ("published", "pseudo_ood")
+NUISANCES = ("", "colour")
 JIGSAW_GRID = 3
+TAIL_VIEWS = "rotflip"  # TailedCore's tail views: 90-degree rotations x flip (7 per image; rot15flip has 47)
 
 
 @dataclass
@@ -56,6 +67,9 @@ class ScorerSpec:
     ``orient``: ``published`` keeps the score's published direction;
     ``pseudo_ood`` negates it when it ranks jigsaw-shuffled ID-train images
     (label-free pseudo-OOD) above the ID-train images themselves.
+    ``nuisance``: ``colour`` projects pooled features onto the complement of the
+    ``nuisance_k`` most colour-sensitive principal directions (learned from ID-train
+    images and colour-shifted copies of them, ``scorers/nuisance.py``) before fit and score.
     """
 
     name: str
@@ -63,6 +77,8 @@ class ScorerSpec:
     params: dict[str, Any] = field(default_factory=dict)
     input: str = ""
     orient: str = "published"
+    nuisance: str = ""
+    nuisance_k: int = 5
 
     def __post_init__(self):
         cls = get_scorer_class(self.name)  # raises for unknown names
@@ -77,6 +93,10 @@ class ScorerSpec:
             raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
         if self.orient == "pseudo_ood" and self.input == "patches":
             raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block inputs")
+        if self.nuisance not in NUISANCES:
+            raise ValueError(f"scorer '{self.label}': nuisance must be one of {NUISANCES}, got {self.nuisance!r}")
+        if self.nuisance and self.input != "pooled":
+            raise ValueError(f"scorer '{self.label}': nuisance '{self.nuisance}' is for pooled inputs")
 
 
 @dataclass
@@ -171,10 +191,12 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         data.ood = {s: data.ood[s] for s in cfg.splits}
     else:
         manifest = d.get("colour_manifest")
+        manifest = _path(manifest, data_root, "colour_manifest") if manifest else None
         data = mvtec_heldout_benchmark(
             _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
-            d.get("ood_groups") or {}, Path(manifest) if manifest else None,
-            int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+            d.get("ood_groups") or {}, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+        if d.get("similar_groups"):
+            _add_similarity_splits(data, manifest, d.get("category"), d["similar_groups"], cfg.source)
         missing = [s for s in cfg.splits if s not in data.ood]
         if missing:
             raise ConfigError(f"{cfg.source}: splits {missing} are not defined in data.ood_groups")
@@ -183,6 +205,22 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     if empty:
         raise ValueError(f"{cfg.source}: OOD splits with no images: {empty}")
     return data, synth_info
+
+
+def _add_similarity_splits(data: OODData, manifest: Path | None, category: str, groups: list[str],
+                           source: str) -> None:
+    """OOD splits ``similar`` / ``dissimilar``: the colour groups the label-free rule picks
+    (``data.mvtec_ood.colour_similarity``), each defined in ``ood_groups`` under its colour name."""
+    if manifest is None:
+        raise ConfigError(f"{source}: data.similar_groups needs data.colour_manifest")
+    missing = [g for g in groups if g not in data.ood]
+    if missing:
+        raise ConfigError(f"{source}: data.similar_groups {missing} must be splits of data.ood_groups")
+    good = [s.path for s in data.id_train if s.group == "good"]
+    rule = colour_similarity(object_mean_colour(good), read_group_colours(manifest, category), groups)
+    data.ood["similar"] = list(data.ood[rule["similar"]])
+    data.ood["dissimilar"] = list(data.ood[rule["dissimilar"]])
+    data.notes["colour_similarity"] = rule
 
 
 def _with_resize(extra: dict, resize: str) -> dict:
@@ -236,6 +274,10 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                              f.embedding(), patches=want, pooled=True,
                                              resize=f.resize, blocks=True), progress=progress)
                for want in (False, True)}
+    # TailedCore's tail memory takes rotated / flipped views of its tail images (as evaluate-lt)
+    train_context = FitContext(
+        views=ViewFeatures(sources[True].extractor, [x.path for x in data.id_train], TAIL_VIEWS,
+                           progress), shared=SharedResults())
     cache = FeatureCache(cfg.cache_dir)
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}
     feat_extra = {"v": 1, "kind": "pooled+block_norms"}
@@ -246,6 +288,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                   "embedding": asdict(cfg.features.embedding()),
                   "seed": cfg.seed, "train": file_list_hash([x.path for x in data.id_train])}
         for s in patch_specs}
+    for s in patch_specs:
+        if s.name == "tailedcore":
+            pc_extra[s.label]["views"] = TAIL_VIEWS
 
     def desc(name: str, extra: dict) -> dict:
         return cache.describe(backbone, cfg.features.image_size, cfg.features.crop_size,
@@ -288,10 +333,13 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             arrays[name] = out
             if name == "id_train":
                 train_patches = Features.concat(collected) if collected else None
+                if train_patches is not None:
+                    train_patches.pooled = out["pooled"]  # TailedCore's TailSampler reads it
                 for s in missing_patch:
-                    params = {"seed": cfg.seed, "progress": progress} | s.params
+                    params = ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
+                        get_scorer_class(s.name).runtime_kwargs(progress=progress) | s.params
                     fitted_patch[s.label] = build_scorer(s.name, **params).fit(
-                        train_patches, data.id_train_labels)
+                        train_patches, data.id_train_labels, context=train_context)
                 del collected[:], train_patches
             else:
                 for s in missing_patch:
@@ -308,7 +356,13 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                         image_fn=lambda x: jigsaw(x, JIGSAW_GRID, gen))
             n_extracted += len(data.id_train)
             cache.save(pseudo_desc, pseudo)
+    shifted = None
+    if any(s.nuisance == "colour" for s in cfg.scorers):
+        shifted, n = _colour_shifted_train(sources[False], data.id_train, cache, desc("id_train", feat_extra),
+                                           cfg.seed, progress)
+        n_extracted += n
     t_features = time.perf_counter() - t1
+    projections: dict[int, NuisanceProjection] = {}
 
     results, timings, orientations = [], {}, {}
     for spec in cfg.scorers:
@@ -320,6 +374,11 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             if "seed" in scorer_parameters(spec.name):
                 params.setdefault("seed", cfg.seed)
             scorer = build_scorer(spec.name, **params)
+            if spec.nuisance:
+                if spec.nuisance_k not in projections:
+                    projections[spec.nuisance_k] = nuisance_subspace(
+                        arrays["id_train"]["pooled"], shifted["pooled"], spec.nuisance_k, spec.nuisance)
+                scorer = ProjectedScorer(scorer, projections[spec.nuisance_k])
             scorer.fit(_features_for(spec, arrays["id_train"]), data.id_train_labels)
             scores = {n: scorer.score(_features_for(spec, arrays[n])).image_scores
                       for n in sets if n != "id_train"}
@@ -346,6 +405,10 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                   zip(*np.unique(data.id_train_labels, return_counts=True), strict=True)},
         "notes": data.notes,
         "orientation": orientations,
+        "nuisance": {f"colour_k{k}": {**p.describe(), "shift": asdict(ColourShift()),
+                                      "source": "ID-train images and one colour-shifted copy of each"}
+                     for k, p in projections.items()},
+        "tail_sampler": tail_sampler_report(arrays["id_train"]["pooled"], data.id_train_labels),
         "synthetic": synth_info,
         "backbone": {"name": backbone.name, "layers": list(backbone.layers),
                      "weights": backbone.weight_source.to_dict(), "image_size": cfg.features.image_size},
@@ -354,6 +417,34 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       "total": round(time.perf_counter() - t0, 2)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def _colour_shifted_train(runner: Runner, train: list[Sample], cache: FeatureCache,
+                          base_desc: dict, seed: int, progress: bool) -> tuple[dict, int]:
+    """Features of one colour-shifted copy of every ID-train image (cached); images extracted."""
+    shift = ColourShift()
+    d = {**base_desc, "nuisance": "colour", "shift": asdict(shift), "seed": seed}
+    if (hit := cache.load(d)) is not None:
+        return hit, 0
+    gen = torch.Generator().manual_seed(seed)
+    mean, std = runner.extractor.transform.mean, runner.extractor.transform.std
+    with Progress(len(train), "colour-shifted ID train", enabled=progress) as bar:
+        out = extract_arrays(runner, train, None, bar,
+                             image_fn=lambda x: colour_shift(x, mean, std, gen, shift))
+    cache.save(d, out)
+    return out, len(train)
+
+
+def tail_sampler_report(pooled: np.ndarray, labels: np.ndarray) -> dict:
+    """TailSampler's class-size estimates on the ID training set (label-free); the true ID
+    class counts are listed beside them for reading only."""
+    r = TailSampler().run(pooled)
+    sizes = r.class_sizes
+    return {"histogram": r.histogram.tolist(), "max_k": int(r.max_k),
+            "n_tail_images": int(len(r.tail_indices)), "n_images": int(len(sizes)),
+            "predicted_size_by_id_class": {str(c): {"median": float(np.median(sizes[labels == c])),
+                                                    "tail": int(r.is_tail[labels == c].sum())}
+                                           for c in np.unique(labels)}}
 
 
 def format_table(report: dict) -> str:

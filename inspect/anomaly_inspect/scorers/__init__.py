@@ -25,6 +25,12 @@ _REGISTRY = {
     "head_feature_norm": "classifier_scorers:HeadFeatureNorm",
     "l2norm": "classifier_scorers:L2NormScore",
     "line": "line:LINe",
+    # post-hoc baselines on the same head (issue 18)
+    "react": "ood_baselines:ReAct",
+    "dice": "ood_baselines:DICE",
+    "vim": "ood_baselines:ViM",
+    "odin_feature": "ood_baselines:ODINFeature",
+    "patch_mahalanobis": "patch_gaussian:PatchMahalanobis",
 }
 
 

@@ -122,7 +122,7 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
         errors += part.errors
         if part.chunks is not None:
             coreset.add_round_one(part.chunks, part.rows, part.n_rows)
-    if ok:
-        scorer.set_state({"memory_bank": np.ascontiguousarray(
-            scorer.finish_coreset(coreset, rows=True))})
+    if ok:  # no provenance: the workers do not send where each row came from (explain refuses)
+        _, rows = scorer.finish_coreset(coreset, rows=True)
+        scorer.set_state({"memory_bank": np.ascontiguousarray(rows)})
     return ok, errors

@@ -39,29 +39,6 @@ _EXPORTS = {
     "NotFittedError": "scorers.base:NotFittedError",
     "available_scorers": "scorers:available_scorers",
     "build_scorer": "scorers:build_scorer",
-    "PatchCore": "scorers.patchcore:PatchCore",
-    "SoftPatch": "scorers.tailedcore:SoftPatch",
-    "TailedCore": "scorers.tailedcore:TailedCore",
-    "FeatureNorm": "scorers.norms:FeatureNorm",
-    "BlockFeatureNorm": "scorers.norms:BlockFeatureNorm",
-    "NAN": "scorers.norms:NAN",
-    "Mahalanobis": "scorers.distance:Mahalanobis",
-    "KNN": "scorers.distance:KNN",
-    "KNNNANFusion": "scorers.distance:KNNNANFusion",
-    "MSP": "scorers.classifier_scorers:MSP",
-    "Energy": "scorers.classifier_scorers:Energy",
-    "MaxLogit": "scorers.classifier_scorers:MaxLogit",
-    "HeadNAN": "scorers.classifier_scorers:HeadNAN",
-    "HeadFeatureNorm": "scorers.classifier_scorers:HeadFeatureNorm",
-    "L2NormScore": "scorers.classifier_scorers:L2NormScore",
-    "LINe": "scorers.line:LINe",
-    "ReAct": "scorers.ood_baselines:ReAct",
-    "DICE": "scorers.ood_baselines:DICE",
-    "ViM": "scorers.ood_baselines:ViM",
-    "ODINFeature": "scorers.ood_baselines:ODINFeature",
-    "PatchMahalanobis": "scorers.patch_gaussian:PatchMahalanobis",
-    "NuisanceProjection": "scorers.nuisance:NuisanceProjection",
-    "ProjectedScorer": "scorers.nuisance:ProjectedScorer",
     # benchmark evaluation and day-to-day screening
     "evaluate": "evaluation.evaluate:evaluate",
     "fit": "screening.model:fit",
@@ -71,6 +48,11 @@ _EXPORTS = {
     "Explanation": "screening.explain:Explanation",
     "ExplainUnavailable": "screening.explain:ExplainUnavailable",
 }
+
+# every registered scorer class, by its class name: registering a scorer exports it
+from .scorers import _REGISTRY as _SCORERS  # noqa: E402 - numpy only, no torch
+
+_EXPORTS.update({target.split(":")[1]: f"scorers.{target}" for target in _SCORERS.values()})
 
 __all__ = ["__version__", *_EXPORTS]
 

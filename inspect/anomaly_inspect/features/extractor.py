@@ -41,6 +41,7 @@ def valid_grid(boxes: Sequence[Box], input_size: int, grid: tuple[int, int]) -> 
 class ExtractedBatch:
     batch: Batch
     features: Features
+    maps: list[np.ndarray] | None = None  # raw (B, C, h, w) stage maps, with ``maps=True``
 
 
 class FeatureExtractor:
@@ -66,6 +67,7 @@ class FeatureExtractor:
         resize: str = "stretch",
         blocks: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        maps: bool = False,
     ):
         self.backbone = backbone
         self.transform: TransformConfig = backbone.transform_config(image_size, crop_size, resize,
@@ -75,6 +77,7 @@ class FeatureExtractor:
         self.want_patches = patches
         self.want_pooled = pooled
         self.want_blocks = blocks
+        self.want_maps = maps
 
     def features_of(self, images: torch.Tensor, boxes: Sequence[Box] | None = None,
                     times: StageTimes | None = None, patches_only: bool = False) -> Features:
@@ -82,6 +85,11 @@ class FeatureExtractor:
         lies, from the transform) mark the patches on padding as not ``valid``. ``times``
         accumulates the seconds spent in ``backbone`` and ``embed``; ``patches_only`` skips
         the pooled embedding and block norms (e.g. for augmented views)."""
+        return self._forward(images, boxes, times, patches_only)[0]
+
+    def _forward(self, images: torch.Tensor, boxes: Sequence[Box] | None, times: StageTimes | None,
+                 patches_only: bool = False) -> tuple[Features, list[torch.Tensor]]:
+        """:meth:`features_of` and the raw stage maps it was computed from."""
         times = times or StageTimes()
         pooled_np = blocks = None
         with times("backbone"):
@@ -105,7 +113,7 @@ class FeatureExtractor:
             valid = None
             if patches is not None and boxes is not None:
                 valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])
-        return Features(patches, pooled_np, valid, blocks)
+        return Features(patches, pooled_np, valid, blocks), maps
 
     def iter_extract(
         self,
@@ -126,16 +134,17 @@ class FeatureExtractor:
                 batch = next(batches, None)
             if batch is None:
                 return
-            feats = Features()
+            feats, maps = Features(), None
             if batch.indices:
                 x = torch.from_numpy(batch.images)
                 if image_fn is None:
-                    feats = self.features_of(x, batch.boxes, times)
+                    feats, maps = self._forward(x, batch.boxes, times)
                 else:
-                    feats = self.features_of(image_fn(x), None, times)
+                    feats, maps = self._forward(image_fn(x), None, times)
             if progress is not None:
                 progress.update(len(batch.indices) + len(batch.errors))
-            yield ExtractedBatch(batch, feats)
+            raw = [m.float().numpy() for m in maps] if self.want_maps and maps is not None else None
+            yield ExtractedBatch(batch, feats, raw)
 
     def iter_features(self, paths: Sequence[Path], progress: Progress | None = None,
                       times: StageTimes | None = None,

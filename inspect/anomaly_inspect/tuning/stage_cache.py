@@ -16,11 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.image_io import ImageReadError
-from ..data.loader import iter_batches
+from ..core import Features
 from ..data.transforms import Box
 from ..features.backbone import Backbone
-from ..features.extractor import Features, patch_array, valid_grid
+from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
 from ..progress import Progress
 
@@ -79,26 +78,25 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
     if (directory / "done").is_file():
         return StageMaps(directory, strides, image_size)
     directory.mkdir(parents=True, exist_ok=True)
-    transform = backbone.transform_config(image_size, None, resize)
+    extractor = FeatureExtractor(backbone, image_size, None, batch_size, patches=False,
+                                 resize=resize, maps=True)
     arrays: dict[int, np.ndarray] = {}
     boxes = np.zeros((len(paths), 4), np.int64)
     start = 0
     with Progress(len(paths), desc, enabled=progress) as bar:
-        for batch in iter_batches(paths, transform, batch_size):
-            if batch.errors:
-                i, reason = batch.errors[0]
-                raise ImageReadError(paths[i], reason)
-            maps = backbone(torch.from_numpy(batch.images))
-            for stride, fmap in zip(strides, maps, strict=True):
+        for item in extractor.iter_extract(paths, progress=bar):
+            raise_first_error(item.batch, paths)
+            if not item.batch.indices:
+                continue
+            for stride, fmap in zip(strides, item.maps, strict=True):
                 if stride not in arrays:
                     arrays[stride] = np.lib.format.open_memmap(
                         directory / f"stride{stride}.npy", mode="w+", dtype=np.float32,
                         shape=(len(paths), *fmap.shape[1:]))
-                arrays[stride][start:start + len(fmap)] = fmap.float().numpy()
-            for j, box in enumerate(batch.boxes):
+                arrays[stride][start:start + len(fmap)] = fmap
+            for j, box in enumerate(item.batch.boxes):
                 boxes[start + j] = (box.top, box.left, box.height, box.width)
-            start += len(batch.indices)
-            bar.update(len(batch.indices))
+            start += len(item.batch.indices)
     for arr in arrays.values():
         arr.flush()
     backbone.release()

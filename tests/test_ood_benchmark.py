@@ -115,7 +115,9 @@ def test_mvtec_colour_similarity_rule_on_real_data(shared_data):
         rule = data.notes["colour_similarity"]
         assert {rule["similar"], rule["dissimilar"]} == groups
         assert rule["distance"][rule["similar"]] <= rule["distance"][rule["dissimilar"]]
-        assert data.ood["similar"] == data.ood[rule["similar"]] and len(data.ood["color_all"]) >= 22
+        assert {s.group for s in data.ood["similar"]} == {rule["similar"]}
+        assert {s.group for s in data.ood["dissimilar"]} == {rule["dissimilar"]}
+        assert data.ood["similar"] and len(data.ood["color_all"]) >= 22
         assert all(s.group == "good" or s.group in cfg.data["id_groups"] for s in data.id_train)
 
 

@@ -39,6 +39,8 @@ _EXPORTS = {
     "NotFittedError": "scorers.base:NotFittedError",
     "available_scorers": "scorers:available_scorers",
     "build_scorer": "scorers:build_scorer",
+    "NuisanceProjection": "scorers.nuisance:NuisanceProjection",
+    "ProjectedScorer": "scorers.nuisance:ProjectedScorer",
     # benchmark evaluation and day-to-day screening
     "evaluate": "evaluation.evaluate:evaluate",
     "fit": "screening.model:fit",

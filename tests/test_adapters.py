@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from anomaly_inspect.data import loader
 from anomaly_inspect.data.folder import load_folders
 from anomaly_inspect.data.layout import DatasetLayoutError
-from anomaly_inspect.data.loader import iter_batches
+from anomaly_inspect.data.loader import BatchStream, iter_batches
 from anomaly_inspect.data.mvtec import load_mvtec
 from anomaly_inspect.data.transforms import TransformConfig
 from layout_writer import rgb_image, write_image, write_mask, write_mvtec
@@ -184,3 +185,22 @@ def test_iter_batches_masks_and_all_bad_batch(tmp_path):
     (only_bad,) = iter_batches([bad], cfg, batch_size=4)
     assert only_bad.images.shape == (0, 3, 16, 16) and only_bad.indices == []
     assert only_bad.errors[0][0] == 0
+
+
+def test_batch_stream_decodes_the_next_batch_only_when_asked(tmp_path, monkeypatch):
+    paths = [write_image(tmp_path / f"g{i}.png", rgb_image(24, i)) for i in range(5)]
+    cfg = TransformConfig(image_size=16)
+    expected = [b.images for b in iter_batches(paths, cfg, batch_size=2, prefetch=False)]
+    decoded = []
+    real = loader._load_one
+    monkeypatch.setattr(loader, "_load_one", lambda path, *a: (decoded.append(path), real(path, *a))[1])
+    with BatchStream(paths, cfg, batch_size=2, eager=False) as stream:
+        first = next(stream)
+        assert decoded == paths[:2]  # lazy: batch 2 waits for prefetch()
+        stream.prefetch()
+        rest = list(stream)
+    assert decoded == paths  # each image decoded once, in order
+    got = [first.images] + [b.images for b in rest]
+    assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
+    with pytest.raises(ValueError, match="batch size"):
+        BatchStream(paths, cfg, batch_size=0)

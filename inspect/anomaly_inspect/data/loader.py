@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +37,61 @@ def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool, cf
     return chw, mask, image.shape[:2], box
 
 
+class BatchStream:
+    """Batches of ``paths`` in order, each decoded one ahead of the consumer in a worker thread.
+
+    With ``eager`` (the default) the next batch starts decoding as soon as one is handed out.
+    A consumer that runs a multi-threaded stage first (the backbone) passes ``eager=False``
+    and calls :meth:`prefetch` after it, so that decoding overlaps its single-threaded work
+    instead of competing with the backbone's threads for the cores.
+    """
+
+    def __init__(self, paths: Sequence[Path], cfg: TransformConfig, batch_size: int = 32,
+                 mask_paths: Sequence[Path | None] | None = None, prefetch: bool = True,
+                 eager: bool = True):
+        if batch_size < 1:
+            raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
+        self._load = _batch_loader(paths, cfg, batch_size, mask_paths)
+        self._starts = list(range(0, len(paths), batch_size))
+        self._next = 0  # the next batch to hand out
+        self.eager = eager
+        self._pool = ThreadPoolExecutor(max_workers=1) if prefetch and len(self._starts) > 1 else None
+        self._future: Future[Batch] | None = None
+
+    def __iter__(self) -> BatchStream:
+        return self
+
+    def __next__(self) -> Batch:
+        if self._next >= len(self._starts):
+            self.close()
+            raise StopIteration
+        self.prefetch()
+        start = self._starts[self._next]
+        batch = self._future.result() if self._future is not None else self._load(start)
+        self._future = None
+        self._next += 1
+        if self.eager:
+            self.prefetch()
+        return batch
+
+    def prefetch(self) -> None:
+        """Start decoding the next batch (if there is one and it has not started)."""
+        if self._pool is not None and self._future is None and self._next < len(self._starts):
+            self._future = self._pool.submit(self._load, self._starts[self._next])
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+            self._future = None
+
+    def __enter__(self) -> BatchStream:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
 def iter_batches(
     paths: Sequence[Path],
     cfg: TransformConfig,
@@ -49,8 +104,13 @@ def iter_batches(
     Masks are produced for every image when ``mask_paths`` is given (all-zero
     where the entry is ``None``).
     """
-    if batch_size < 1:
-        raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
+    with BatchStream(paths, cfg, batch_size, mask_paths, prefetch) as stream:
+        yield from stream
+
+
+def _batch_loader(paths: Sequence[Path], cfg: TransformConfig, batch_size: int,
+                  mask_paths: Sequence[Path | None] | None):
+    """A function decoding the batch of ``paths`` that starts at a given index."""
     transform = build_transform(cfg)
     want_mask = mask_paths is not None
 
@@ -76,15 +136,4 @@ def iter_batches(
         mask_arr = (np.stack(masks) if masks else np.zeros((0, size, size), np.uint8)) if want_mask else None
         return Batch(idx, images, mask_arr, sizes, errors, boxes)
 
-    starts = list(range(0, len(paths), batch_size))
-    if not prefetch or len(starts) <= 1:
-        for s in starts:
-            yield load(s)
-        return
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        future = pool.submit(load, starts[0])
-        for nxt in starts[1:]:
-            batch = future.result()
-            future = pool.submit(load, nxt)
-            yield batch
-        yield future.result()
+    return load

@@ -12,7 +12,7 @@ import torch
 
 from ..core import Features
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
-from ..data.loader import Batch, iter_batches
+from ..data.loader import Batch, BatchStream, iter_batches
 from ..data.transforms import Box, TransformConfig
 from ..progress import Progress
 from ..resources import StageTimes
@@ -128,23 +128,26 @@ class FeatureExtractor:
         ``image_fn`` transforms each normalised batch before the backbone (e.g. pseudo-OOD
         jigsaw); its patches are then all marked valid."""
         times = times or StageTimes()
-        batches = iter_batches(paths, self.transform, self.batch_size, mask_paths)
-        while True:
-            with times("decode"):
-                batch = next(batches, None)
-            if batch is None:
-                return
-            feats, maps = Features(), None
-            if batch.indices:
-                x = torch.from_numpy(batch.images)
-                if image_fn is None:
-                    feats, maps = self._forward(x, batch.boxes, times)
-                else:
-                    feats, maps = self._forward(image_fn(x), None, times)
-            if progress is not None:
-                progress.update(len(batch.indices) + len(batch.errors))
-            raw = [m.float().numpy() for m in maps] if self.want_maps and maps is not None else None
-            yield ExtractedBatch(batch, feats, raw)
+        # the next batch decodes while the caller works on this one (the coreset, the
+        # search), not while the backbone's and the embedding's threads need the cores
+        with BatchStream(paths, self.transform, self.batch_size, mask_paths, eager=False) as batches:
+            while True:
+                with times("decode"):
+                    batch = next(batches, None)
+                if batch is None:
+                    return
+                feats, maps = Features(), None
+                if batch.indices:
+                    x = torch.from_numpy(batch.images)
+                    if image_fn is None:
+                        feats, maps = self._forward(x, batch.boxes, times)
+                    else:
+                        feats, maps = self._forward(image_fn(x), None, times)
+                batches.prefetch()
+                if progress is not None:
+                    progress.update(len(batch.indices) + len(batch.errors))
+                raw = [m.float().numpy() for m in maps] if self.want_maps and maps is not None else None
+                yield ExtractedBatch(batch, feats, raw)
 
     def iter_features(self, paths: Sequence[Path], progress: Progress | None = None,
                       times: StageTimes | None = None,

@@ -1,10 +1,16 @@
 """A tiny faiss wrapper for nearest-neighbour search over a memory bank.
 
-``kind``: ``"flat"`` (exact L2), ``"hnsw"`` (graph index, M=32), ``"ivf"``
+``kind``: ``"flat"`` (exact L2), ``"hnsw"`` (graph index, M=16), ``"ivf"``
 (inverted lists, ``nlist`` about 4*sqrt(N), ``nprobe`` probes) or ``"auto"``
 (exact below ``auto_min_items`` memory items, HNSW above: exact search cost
 grows with bank size x queries and dominates the pipeline for large banks).
 Distances returned are Euclidean (the square root of faiss's squared L2).
+
+The HNSW defaults (M=16, efConstruction=40, efSearch=32) are set for PatchCore's use: image
+scores are made exact afterwards (``patchcore.exact_image_maxima``), so the graph only has
+to be good enough for the patch maps. Against M=32 / 80 / 64 they build 2.6x and search
+2.3x faster on magnetic tile's 121,760-item bank, with patch distances 0.14 % above exact
+on average (docs/runtime.md).
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 
 
 class NearestNeighbours:
-    def __init__(self, kind: str = "flat", hnsw_m: int = 32, ef_search: int = 64,
-                 ef_construction: int = 80, nprobe: int = 8, seed: int = 0,
+    def __init__(self, kind: str = "flat", hnsw_m: int = 16, ef_search: int = 32,
+                 ef_construction: int = 40, nprobe: int = 8, seed: int = 0,
                  query_batch: int = 65536, auto_min_items: int = 8192):
         if kind not in INDEX_KINDS:
             raise ValueError(f"unknown index kind '{kind}'; choose from {', '.join(INDEX_KINDS)}")

@@ -124,6 +124,9 @@ def test_runtime_and_precision_are_checked():
     check_runtime("openvino", "bf16")
     with pytest.raises(ValueError, match="bf16 needs runtime openvino"):
         check_runtime("onnxruntime", "bf16")
+    check_runtime("onnxruntime", "int8")
+    with pytest.raises(ValueError, match="int8 needs runtime onnxruntime"):
+        check_runtime("openvino", "int8")
     with pytest.raises(ValueError, match="runtime must be one of"):
         check_runtime("tensorrt", "f32")
     with pytest.raises(ConfigError, match="backbone: precision must be one of"):
@@ -173,7 +176,7 @@ def test_bench_backbone_reports_every_runtime_against_torch(tmp_path, capsys):
                  "--output-json", str(out), "--quiet"]) == 0
     result = json.loads(out.read_text())
     rows = {(r["runtime"], r["precision"]): r for r in result["runtimes"]}
-    assert set(rows) == {("torch", "f32"), ("onnxruntime", "f32")}
+    assert set(rows) == {("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8")}
     assert rows[("torch", "f32")]["ratio_to_torch_f32"] == 1.0
     assert rows[("onnxruntime", "f32")]["max_rel_diff_vs_torch"] < 1e-4
     assert rows[("onnxruntime", "f32")]["images_per_second"] > 0
@@ -256,3 +259,49 @@ def test_legacy_exporter_is_the_fallback_of_the_default_one(x, tmp_path, monkeyp
     want = random_backbone("torch")(x)
     assert all(rel_diff(a, b) < 1e-4 for a, b in zip(maps[1], want, strict=True))
     assert rel_diff(maps[0][0][0], want[0][0]) < 1e-4
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0))
+
+
+def test_int8_is_calibrated_on_the_images_given_then_found_beside_its_export(x, tmp_path):
+    bb = random_backbone("onnxruntime", cache_dir=tmp_path, precision="int8")
+    with pytest.raises(rt.CalibrationError, match="calibrated on the training images"):
+        bb(x)  # never calibrated silently on whatever comes first
+    bb.calibrate(x.numpy())
+    maps, ref = bb(x), random_backbone("torch")(x)
+    assert all(cosine(a, b) > 0.9 for a, b in zip(maps, ref, strict=True))  # close, not equal
+    assert not all(rel_diff(a, b) < 1e-4 for a, b in zip(maps, ref, strict=True))
+    f32, int8 = bb.exports  # the int8 graph and the f32 export it was made from
+    assert int8.name == f"{f32.stem}-int8-{rt.calibration_digest(x.numpy())}.onnx"
+    assert sorted(tmp_path.glob("*.onnx")) == sorted([f32, int8])
+    # a backbone that is not calibrated (a loaded model) runs the one calibrated graph there
+    again = random_backbone("onnxruntime", cache_dir=tmp_path, precision="int8")
+    assert all(torch.equal(a, b) for a, b in zip(again(x), maps, strict=True))
+    (tmp_path / f"{f32.stem}-int8-other.onnx").write_bytes(int8.read_bytes())
+    with pytest.raises(rt.CalibrationError, match="more than one"):
+        random_backbone("onnxruntime", cache_dir=tmp_path, precision="int8")(x)
+
+
+def test_int8_model_is_calibrated_on_its_training_images_and_saved_with_both_graphs(tmp_path):
+    import cv2
+    import numpy as np
+
+    from anomaly_inspect.screening import fit, load_model
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "train").mkdir()
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / "train" / f"{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
+    cfg = ModelConfig()
+    cfg.backbone.weights, cfg.features.image_size, cfg.features.batch_size = "random", SIZE, 4
+    cfg.backbone.precision = "int8"
+    model = fit([tmp_path / "train"], cfg, target_fpr=0.2, progress=False)
+    saved = model.save(tmp_path / "m")
+    assert len(list((saved / "backbone").glob("*-int8-*.onnx"))) == 1
+    assert len(list((saved / "backbone").glob("*.onnx"))) == 2
+    again = load_model(saved)
+    assert again.extractor.backbone.runs_on == "onnxruntime int8"
+    a, b = model.score([tmp_path / "train"]), again.score([tmp_path / "train"])
+    assert [s.score for s in a] == pytest.approx([s.score for s in b], rel=1e-5)

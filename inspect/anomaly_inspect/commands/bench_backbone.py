@@ -21,7 +21,8 @@ from ..features.runtime import PRECISIONS, RUNTIMES, runtime_available
 from ..resources import peak_rss_mb
 from .common import print_table, write_json
 
-VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("openvino", "f32"), ("openvino", "bf16")]
+VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "f32"),
+            ("openvino", "bf16")]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measure this runtime (repeatable; default: every installed one); "
                         "torch f32 is always measured as the reference")
     p.add_argument("--precision", choices=PRECISIONS, action="append",
-                   help="measure this precision (repeatable; default: all; bf16 is openvino only)")
+                   help="measure this precision (repeatable; default: all; bf16 is openvino only, "
+                        "int8 onnxruntime only, calibrated here on the benchmark batch)")
     p.add_argument("--pooled", action="store_true",
                    help="run the full network for the pooled embedding too (norm / classifier scorers)")
     p.add_argument("--image-size", type=int, default=FeatureConfig.image_size,
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
                  for v in variants}
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
+    for b in backbones.values():  # int8: calibrated on this batch (a speed figure only)
+        b.calibrate(x.numpy())
 
     def step(b: Backbone):
         if args.pooled:

@@ -95,7 +95,8 @@ def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
     p.add_argument("--runtime", choices=RUNTIMES,
                    help="how the backbone runs (default onnxruntime; torch = eager PyTorch)" + help_suffix)
     p.add_argument("--precision", choices=PRECISIONS,
-                   help="f32 (default) or bf16 (openvino only; faster, not bit-equal to torch)")
+                   help="f32 (default); bf16 (openvino only) or int8 (onnxruntime only, calibrated on "
+                        "the training images): faster, not bit-equal to torch")
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import timm
 import torch
 from torch import nn
@@ -16,12 +17,15 @@ from ..data.transforms import TransformConfig
 from .runtime import (
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
+    CalibrationError,
     OnnxRunner,
     RuntimeUnavailableError,
+    calibration_digest,
     check_runtime,
     default_cache_dir,
     export_key,
     export_onnx,
+    quantize_int8,
     runtime_available,
 )
 from .weights import WeightSource, load_weights
@@ -58,8 +62,10 @@ class Backbone(nn.Module):
     ``forward_with_pooled`` runs the whole network and also returns the globally
     pooled pre-logit embedding (e.g. 1280-d for EfficientNet-Lite0).
 
-    ``runtime`` (torch | onnxruntime | openvino) and ``precision`` (f32 | bf16,
-    bf16 on openvino only) choose how those two calls run; see :mod:`.runtime`.
+    ``runtime`` (torch | onnxruntime | openvino) and ``precision`` (f32 | bf16 | int8,
+    bf16 on openvino only, int8 on onnxruntime only) choose how those two calls run; see
+    :mod:`.runtime`. An int8 graph is quantised from the f32 export on a batch of training
+    images given to :meth:`calibrate` (fitting does this), or found in ``cache_dir``.
     Non-torch runtimes export the graph on the first batch of each input size
     into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
     and run in torch, with a one-line warning, where the export fails.
@@ -101,8 +107,9 @@ class Backbone(nn.Module):
         cfg = self.model.pretrained_cfg
         self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
+        self._calibration: np.ndarray | None = None  # int8: the training images it is calibrated on
         self._runners: dict[tuple[int, int, bool], OnnxRunner | None] = {}
-        self._exports: dict[tuple[int, int, bool], Path] = {}  # every export run so far
+        self._exports: dict[tuple[int, int, bool], list[Path]] = {}  # graphs run so far
 
     @property
     def channels(self) -> list[int]:
@@ -129,8 +136,9 @@ class Backbone(nn.Module):
 
     @property
     def exports(self) -> list[Path]:
-        """The ONNX files this backbone has run from so far."""
-        return list(self._exports.values())
+        """The ONNX files this backbone has run from so far (at int8 with the f32 export each
+        graph was quantised from)."""
+        return [p for paths in self._exports.values() for p in paths]
 
     def release(self) -> None:
         """Free the runtimes' sessions and their memory arenas (hundreds of MB at batch 32);
@@ -163,6 +171,41 @@ class Backbone(nn.Module):
             return path
         return export_onnx(self.model, self.layers, input_hw, pooled, path)
 
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int8"
+
+    def calibrate(self, images: np.ndarray) -> None:
+        """Calibrate the int8 graphs on these normalised (B, 3, H, W) training images (a no-op
+        at other precisions). Graphs already made are kept; new ones use these images."""
+        if self.needs_calibration:
+            self._calibration = np.ascontiguousarray(images, np.float32)
+
+    def _int8_path(self, f32: Path) -> Path:
+        """The int8 graph made from the f32 export ``f32``: calibrated on this backbone's
+        images, or (a loaded model) the one calibrated graph in ``cache_dir``."""
+        if self._calibration is not None:
+            return f32.with_name(f"{f32.stem}-int8-{calibration_digest(self._calibration)}.onnx")
+        found = sorted(f32.parent.glob(f"{f32.stem}-int8-*.onnx"))
+        if len(found) != 1:
+            raise CalibrationError(
+                f"precision int8: {'no' if not found else 'more than one'} calibrated int8 graph "
+                f"{f32.stem}-int8-*.onnx in {f32.parent}; int8 graphs are calibrated on the "
+                "training images when a model is fitted (fit / evaluate), then saved with it")
+        return found[0]
+
+    def _session(self, input_hw: tuple[int, int], pooled: bool, path: Path) -> OnnxRunner:
+        """The runtime session for this input size: ``path`` (the f32 export), or at int8 the
+        graph quantised from it (made now if absent)."""
+        if self.precision == "int8":
+            int8 = self._int8_path(path)
+            if not int8.is_file():
+                if self._calibration is None:  # found by _int8_path, removed since
+                    raise CalibrationError(f"precision int8: {int8} is gone")
+                quantize_int8(path, self._calibration, int8)
+            path = int8
+        return OnnxRunner(path, self.runtime, self.precision)
+
     def _runner(self, input_hw: tuple[int, int], pooled: bool) -> OnnxRunner | None:
         """The compiled graph for this input size; None = run in torch (export failed)."""
         slot = (int(input_hw[0]), int(input_hw[1]), bool(pooled))
@@ -173,13 +216,15 @@ class Backbone(nn.Module):
         try:
             if path.is_file():
                 try:
-                    runner = OnnxRunner(path, self.runtime, self.precision)
+                    runner = self._session(slot[:2], pooled, path)
+                except CalibrationError:
+                    raise
                 except Exception as exc:  # unreadable cache entry: export again
                     log.warning("%s: unreadable cached export (%s); exporting again", path, exc)
             if runner is None:
                 path = self.export(slot[:2], pooled, reuse=False)
-                runner = OnnxRunner(path, self.runtime, self.precision)
-        except RuntimeUnavailableError:
+                runner = self._session(slot[:2], pooled, path)
+        except (RuntimeUnavailableError, CalibrationError):
             raise
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:200]
@@ -187,7 +232,7 @@ class Backbone(nn.Module):
                         self.name, self.runtime, type(exc).__name__, first)
         self._runners[slot] = runner
         if runner is not None:
-            self._exports[slot] = runner.path
+            self._exports[slot] = list(dict.fromkeys([path, runner.path]))
         return runner
 
     def _onnx(self, x: torch.Tensor, pooled: bool) -> list[torch.Tensor] | None:

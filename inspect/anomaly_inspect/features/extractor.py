@@ -18,6 +18,7 @@ from ..progress import Progress
 from ..resources import StageTimes
 from .backbone import Backbone
 from .patch_embed import PatchEmbedding
+from .runtime import CALIBRATION_IMAGES
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,17 @@ class FeatureExtractor:
             if patches is not None and boxes is not None:
                 valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])
         return Features(patches, pooled_np, valid, blocks), maps
+
+    def calibrate(self, paths: Sequence[Path]) -> None:
+        """Calibrate a backbone that needs it (int8) on up to ``CALIBRATION_IMAGES`` of these
+        training images, spread evenly over them; a no-op otherwise."""
+        if not self.backbone.needs_calibration or not paths:
+            return
+        picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), CALIBRATION_IMAGES)).round())
+        chosen = [paths[int(i)] for i in picks]
+        batch = next(iter_batches(chosen, self.transform, len(chosen), prefetch=False))
+        raise_first_error(batch, chosen)
+        self.backbone.calibrate(batch.images)
 
     def iter_extract(
         self,

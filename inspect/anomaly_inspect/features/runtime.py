@@ -3,8 +3,9 @@
 The runtime changes how the backbone runs, never what it computes: the ONNX
 graph is exported from the same timm module (same weights, same stages, the
 pooled embedding when asked for), and an ``f32`` runtime agrees with torch to
-float tolerance. ``bf16`` (OpenVINO only) trades accuracy for speed and is
-never chosen unless asked for.
+float tolerance. ``bf16`` (OpenVINO only) and ``int8`` (ONNX Runtime only: static
+post-training quantisation, calibrated on training images) trade accuracy for speed
+and are never chosen unless asked for.
 
 Exports are made lazily (on the first batch, never at import time), once per
 (backbone, weights checksum, stages, input size, pooled?, torch version), and
@@ -32,7 +33,8 @@ from torch import nn
 log = logging.getLogger(__name__)
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("f32", "bf16")
+PRECISIONS = ("f32", "bf16", "int8")
+CALIBRATION_IMAGES = 32  # training images an int8 graph is calibrated on
 DEFAULT_RUNTIME = "onnxruntime"
 DEFAULT_PRECISION = "f32"
 EXPORT_FORMAT = 1  # bump when the exported graph's layout changes
@@ -43,6 +45,10 @@ class RuntimeUnavailableError(RuntimeError):
     """The requested runtime's library is not installed."""
 
 
+class CalibrationError(ValueError):
+    """An int8 graph is needed but there is neither one nor training images to calibrate it."""
+
+
 def check_runtime(runtime: str, precision: str) -> None:
     """Raise ValueError for an unknown runtime / precision or an unsupported pair."""
     if runtime not in RUNTIMES:
@@ -51,6 +57,8 @@ def check_runtime(runtime: str, precision: str) -> None:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if precision == "bf16" and runtime != "openvino":
         raise ValueError(f"precision bf16 needs runtime openvino (got runtime {runtime!r})")
+    if precision == "int8" and runtime != "onnxruntime":
+        raise ValueError(f"precision int8 needs runtime onnxruntime (got runtime {runtime!r})")
 
 
 def runtime_available(runtime: str) -> bool:
@@ -134,6 +142,44 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
             os.unlink(tmp)
     log.info("exported backbone graph to %s", path)
     return path
+
+
+def calibration_digest(images: np.ndarray) -> str:
+    """Hash of the calibration batch an int8 graph was made from (part of its file name)."""
+    return hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()[:12]
+
+
+def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8) -> Path:
+    """Static int8 quantisation of the f32 graph ``src`` (QDQ, per-channel int8 weights,
+    uint8 activations, min-max ranges) calibrated on ``images`` (B, 3, H, W), normalised
+    as for the backbone; written beside ``dst`` and renamed into place."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter([images[i:i + batch] for i in range(0, len(images), batch)])
+
+        def get_next(self):
+            x = next(self._batches, None)
+            return None if x is None else {"images": np.ascontiguousarray(x, np.float32)}
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    log.info("quantising the backbone to int8 (calibrated on %d training images)", len(images))
+    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet_exporter():
+        pre = Path(tmp) / "pre.onnx"
+        out = Path(tmp) / "int8.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True)
+        os.replace(out, dst)
+    return dst
 
 
 @contextlib.contextmanager

@@ -162,6 +162,7 @@ class Runner:
         A single scorer fits while the batches arrive (:meth:`Scorer.fit_batches`: PatchCore's
         coreset streams, so memory stays flat); several share one gathered copy."""
         paths = list(paths)
+        self.extractor.calibrate(paths)  # int8 backbones: on training images only
         info: dict[str, dict] = {}
         if len(scorers) == 1 and labels is None:
             (name, scorer), = scorers.items()

@@ -80,6 +80,11 @@ def test_engine_fit_on_real_images_matches_streamed_fit(shared_data):
     ok, errors = fit_bank_remote(remote, LocalEngine(), cfg, train, 10**8)
     assert ok == list(range(10)) and errors == []
     assert remote.bank_size == local.bank_size
+    # provenance travels from the workers: every item is the training patch it names
+    prov, train_feats = remote.provenance, extractor.extract(train)
+    assert prov is not None and len(prov) == remote.bank_size
+    rows = train_feats.patches[prov.image, prov.cell[:, 0], prov.cell[:, 1]]
+    np.testing.assert_allclose(remote.memory_bank, rows, rtol=1e-6)
     feats = extractor.extract(test)
     s_local, s_remote = local.score(feats).image_scores, remote.score(feats).image_scores
     np.testing.assert_allclose(s_remote, s_local, rtol=0.15)

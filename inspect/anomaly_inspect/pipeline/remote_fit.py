@@ -27,6 +27,7 @@ from ..progress import Progress
 from ..scorers import Scorer
 from ..scorers.coreset import round_one
 from ..scorers.patchcore import PatchCore, image_patches
+from ..scorers.provenance import Provenance
 from .build import build
 from .engine import Engine
 
@@ -36,13 +37,15 @@ MODES = ("round_one", "features")
 @dataclass
 class ExtractedPart:
     """One batch's outcome: readable / unreadable positions (in the task's paths) and either
-    the round-1 picks (``chunks``, ``rows``, ``n_rows``) or the ``features``."""
+    the round-1 picks (``chunks``, ``rows``, ``n_rows``, and ``valid``: which patch cells of
+    the readable images the rows were numbered over, for provenance) or the ``features``."""
 
     indices: list[int]
     errors: list[tuple[int, str]]
     n_rows: int = 0
     chunks: list[np.ndarray] | None = None
     rows: np.ndarray | None = None
+    valid: np.ndarray | None = None
     features: Features | None = None
 
 
@@ -82,6 +85,7 @@ class ExtractTask:
                                    s.projection_dim, s.seed,
                                    stream=zlib.crc32(os.fsencode(paths[first])))
                 part.n_rows, part.chunks = len(patches), chunks
+                part.valid = item.features.valid_mask()
                 part.rows = np.ascontiguousarray(patches[np.concatenate(chunks)], np.float32)
             yield len(b.indices) + len(b.errors), part
 
@@ -117,12 +121,15 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
     coreset = scorer.coreset(keep_rows=True)
     ok: list[int] = []
     errors: list[tuple[int, str]] = []
+    valid: list[np.ndarray] = []
     for part in extract_parts(engine, cfg, paths, "round_one", max_pixels, progress):
         ok += part.indices
         errors += part.errors
         if part.chunks is not None:
             coreset.add_round_one(part.chunks, part.rows, part.n_rows)
-    if ok:  # no provenance: the workers do not send where each row came from (explain refuses)
-        _, rows = scorer.finish_coreset(coreset, rows=True)
-        scorer.set_state({"memory_bank": np.ascontiguousarray(rows)})
+            valid.append(part.valid)
+    if ok:  # provenance numbers the readable images in order, as the model lists them
+        positions, rows = scorer.finish_coreset(coreset, rows=True)
+        provenance = Provenance.of_cells(np.concatenate(valid), positions)
+        scorer.set_state({"memory_bank": np.ascontiguousarray(rows), **provenance.state()})
     return ok, errors

@@ -49,6 +49,15 @@ def test_onnxruntime_equals_torch_on_random_weights(x):
     assert ort_bb.runs_on == "onnxruntime f32"
 
 
+def test_full_graph_gives_the_final_map_for_block_norms_as_torch_does(x):
+    ref, bb = random_backbone("torch"), random_backbone("onnxruntime")
+    (maps, final, pooled), (rmaps, rfinal, rpooled) = bb.forward_full(x), ref.forward_full(x)
+    assert final.shape == rfinal.shape and final.shape[1] == 1280
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip([*maps, final, pooled],
+                                                     [*rmaps, rfinal, rpooled], strict=True))
+    assert len(bb.exports) == 1 and bb.runs_on == "onnxruntime f32"
+
+
 def test_batch_axis_is_dynamic(x):
     bb = random_backbone("onnxruntime")
     one, three = bb(x[:1]), bb(x)
@@ -59,7 +68,7 @@ def test_batch_axis_is_dynamic(x):
 
 def test_cache_hit_does_not_export_again(x, monkeypatch):
     first = random_backbone("onnxruntime")(x)  # exported now or by an earlier test
-    assert random_backbone("onnxruntime").export_path((SIZE, SIZE), False).is_file()
+    assert random_backbone("onnxruntime").export_path((SIZE, SIZE), "stages").is_file()
     calls = []
     monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx",
                         lambda *a, **k: calls.append(a))
@@ -75,7 +84,7 @@ def test_cache_hit_does_not_export_again(x, monkeypatch):
 
 def test_unreadable_cache_entry_is_exported_again(x, tmp_path, caplog):
     bb = random_backbone("onnxruntime", tmp_path)
-    path = bb.export_path((SIZE, SIZE), pooled=False)
+    path = bb.export_path((SIZE, SIZE), "stages")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"not an onnx file")
     with caplog.at_level(logging.WARNING):
@@ -86,10 +95,11 @@ def test_unreadable_cache_entry_is_exported_again(x, tmp_path, caplog):
 
 def test_cache_key_changes_with_what_the_graph_depends_on():
     base = dict(name="tf_efficientnet_lite0", weights_checksum="abc", layers=[2, 3],
-                input_hw=(320, 320), pooled=False)
+                input_hw=(320, 320), outputs="stages")
     key = export_key(**base)
     assert export_key(**base) == key
-    for change in ({"layers": [1, 2]}, {"input_hw": (256, 256)}, {"pooled": True},
+    for change in ({"layers": [1, 2]}, {"input_hw": (256, 256)}, {"outputs": "pooled"},
+                   {"outputs": "full"},
                    {"weights_checksum": "abd"}, {"name": "tf_efficientnet_lite2"}):
         assert export_key(**{**base, **change}) != key, change
 
@@ -97,8 +107,8 @@ def test_cache_key_changes_with_what_the_graph_depends_on():
 def test_export_path_follows_cache_env(tmp_path, monkeypatch):
     monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "c"))
     bb = random_backbone("onnxruntime")
-    assert bb.export_path((64, 64), False).parent == tmp_path / "c" / "onnx"
-    assert random_backbone("onnxruntime", tmp_path / "m").export_path((64, 64), False).parent == tmp_path / "m"
+    assert bb.export_path((64, 64), "stages").parent == tmp_path / "c" / "onnx"
+    assert random_backbone("onnxruntime", tmp_path / "m").export_path((64, 64), "stages").parent == tmp_path / "m"
 
 
 def test_export_failure_falls_back_to_torch_with_one_warning(x, tmp_path, monkeypatch, caplog):

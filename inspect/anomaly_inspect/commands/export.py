@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = build_backbone(cfg)
     size = cfg.features.image_size
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(backbone.export((size, size), args.pooled), args.out)  # the cached export
+    shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), args.out)  # the cached export
     torch.manual_seed(0)
     x = torch.randn(2, 3, size, size)
     if args.pooled:

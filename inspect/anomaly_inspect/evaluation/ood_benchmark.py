@@ -266,9 +266,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     t0 = time.perf_counter()
     data, synth_info = build_data(cfg, data_root)
     t_data = time.perf_counter() - t0
-    # Block norms need the final feature map, which only the torch module returns.
-    backbone = Backbone(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights, seed=cfg.seed,
-                        runtime="torch")
+    b = cfg.backbone
+    backbone = Backbone(b.name, b.layers, b.weights, seed=cfg.seed, runtime=b.runtime,
+                        precision=b.precision)
     f = cfg.features
     sources = {want: Runner(FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size,
                                              f.embedding(), patches=want, pooled=True,

@@ -108,8 +108,8 @@ class Backbone(nn.Module):
         self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
         self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
         self._calibration: np.ndarray | None = None  # int8: the training images it is calibrated on
-        self._runners: dict[tuple[int, int, bool], OnnxRunner | None] = {}
-        self._exports: dict[tuple[int, int, bool], list[Path]] = {}  # graphs run so far
+        self._runners: dict[tuple[int, int, str], OnnxRunner | None] = {}
+        self._exports: dict[tuple[int, int, str], list[Path]] = {}  # graphs run so far
 
     @property
     def channels(self) -> list[int]:
@@ -129,9 +129,10 @@ class Backbone(nn.Module):
     def train(self, mode: bool = True) -> Backbone:  # always frozen in eval mode
         return super().train(False)
 
-    def export_path(self, input_hw: tuple[int, int], pooled: bool) -> Path:
-        """Where the ONNX export for this input size (and pooled output) is cached."""
-        key = export_key(self.name, self.weight_source.checksum, self.layers, input_hw, pooled)
+    def export_path(self, input_hw: tuple[int, int], outputs: str = "stages") -> Path:
+        """Where the ONNX export for this input size and ``outputs`` (stages | pooled | full)
+        is cached."""
+        key = export_key(self.name, self.weight_source.checksum, self.layers, input_hw, outputs)
         return (self.cache_dir or default_cache_dir()) / f"{self.name}-{key}.onnx"
 
     @property
@@ -155,21 +156,21 @@ class Backbone(nn.Module):
             return "torch (export failed)"
         return f"{self.runtime} {self.precision}"
 
-    def export(self, input_hw: tuple[int, int], pooled: bool = False, reuse: bool = True) -> Path:
+    def export(self, input_hw: tuple[int, int], outputs: str = "stages", reuse: bool = True) -> Path:
         """The cached ONNX export for this input size, made now if absent (or ``reuse=False``).
         A read-only ``cache_dir`` (e.g. a model directory) falls back to the user cache."""
-        path = self.export_path(input_hw, pooled)
+        path = self.export_path(input_hw, outputs)
         if reuse and path.is_file():
             return path
         try:
-            return export_onnx(self.model, self.layers, input_hw, pooled, path)
+            return export_onnx(self.model, self.layers, input_hw, outputs, path)
         except OSError:
             if self.cache_dir is None:
                 raise
         path = default_cache_dir() / path.name
         if reuse and path.is_file():
             return path
-        return export_onnx(self.model, self.layers, input_hw, pooled, path)
+        return export_onnx(self.model, self.layers, input_hw, outputs, path)
 
     @property
     def needs_calibration(self) -> bool:
@@ -194,7 +195,7 @@ class Backbone(nn.Module):
                 "training images when a model is fitted (fit / evaluate), then saved with it")
         return found[0]
 
-    def _session(self, input_hw: tuple[int, int], pooled: bool, path: Path) -> OnnxRunner:
+    def _session(self, path: Path) -> OnnxRunner:
         """The runtime session for this input size: ``path`` (the f32 export), or at int8 the
         graph quantised from it (made now if absent)."""
         if self.precision == "int8":
@@ -206,24 +207,25 @@ class Backbone(nn.Module):
             path = int8
         return OnnxRunner(path, self.runtime, self.precision)
 
-    def _runner(self, input_hw: tuple[int, int], pooled: bool) -> OnnxRunner | None:
-        """The compiled graph for this input size; None = run in torch (export failed)."""
-        slot = (int(input_hw[0]), int(input_hw[1]), bool(pooled))
+    def _runner(self, input_hw: tuple[int, int], outputs: str) -> OnnxRunner | None:
+        """The compiled graph for this input size and outputs; None = run in torch (export
+        failed)."""
+        slot = (int(input_hw[0]), int(input_hw[1]), outputs)
         if slot in self._runners:
             return self._runners[slot]
-        path = self.export_path(slot[:2], pooled)
+        path = self.export_path(slot[:2], outputs)
         runner = None
         try:
             if path.is_file():
                 try:
-                    runner = self._session(slot[:2], pooled, path)
+                    runner = self._session(path)
                 except CalibrationError:
                     raise
                 except Exception as exc:  # unreadable cache entry: export again
                     log.warning("%s: unreadable cached export (%s); exporting again", path, exc)
             if runner is None:
-                path = self.export(slot[:2], pooled, reuse=False)
-                runner = self._session(slot[:2], pooled, path)
+                path = self.export(slot[:2], outputs, reuse=False)
+                runner = self._session(path)
         except (RuntimeUnavailableError, CalibrationError):
             raise
         except Exception as exc:
@@ -235,17 +237,17 @@ class Backbone(nn.Module):
             self._exports[slot] = list(dict.fromkeys([path, runner.path]))
         return runner
 
-    def _onnx(self, x: torch.Tensor, pooled: bool) -> list[torch.Tensor] | None:
+    def _onnx(self, x: torch.Tensor, outputs: str) -> list[torch.Tensor] | None:
         if self.runtime == "torch":
             return None
-        runner = self._runner(tuple(x.shape[-2:]), pooled)
+        runner = self._runner(tuple(x.shape[-2:]), outputs)
         if runner is None:
             return None
         return [torch.from_numpy(out) for out in runner(x.detach().cpu().numpy())]
 
     @torch.inference_mode()
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = self._onnx(x, pooled=False)
+        outs = self._onnx(x, "stages")
         if outs is not None:
             return outs
         return self.torch_forward(x)
@@ -262,7 +264,7 @@ class Backbone(nn.Module):
     @torch.inference_mode()
     def forward_with_pooled(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Stage maps and the pooled pre-logit embedding from one full pass."""
-        outs = self._onnx(x, pooled=True)
+        outs = self._onnx(x, "pooled")
         if outs is not None:
             return outs[:-1], outs[-1]
         return self.torch_forward_with_pooled(x)
@@ -272,6 +274,14 @@ class Backbone(nn.Module):
         """``forward_with_pooled`` in eager torch, whatever the runtime."""
         inter, _, pooled = self.torch_forward_full(x)
         return inter, pooled
+
+    @torch.inference_mode()
+    def forward_full(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
+        """Stage maps, the final feature map and the pooled embedding from one full pass."""
+        outs = self._onnx(x, "full")
+        if outs is not None:
+            return outs[:-2], outs[-2], outs[-1]
+        return self.torch_forward_full(x)
 
     @torch.inference_mode()
     def torch_forward_full(self, x: torch.Tensor

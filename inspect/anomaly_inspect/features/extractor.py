@@ -95,7 +95,7 @@ class FeatureExtractor:
         pooled_np = blocks = None
         with times("backbone"):
             if self.want_blocks and not patches_only:
-                maps, final, pooled = self.backbone.torch_forward_full(images)
+                maps, final, pooled = self.backbone.forward_full(images)
                 pooled_np = pooled.float().numpy() if self.want_pooled else None
                 named = [("final", final), *zip(map(str, self.backbone.layers), maps, strict=True)]
                 blocks = {name: fmap.clamp_min(0).pow(2).sum(dim=(2, 3)).sqrt().float().numpy()

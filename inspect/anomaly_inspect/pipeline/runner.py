@@ -49,11 +49,20 @@ def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
     for item in extractor.iter_extract(paths, mask_paths, times=times):
         out = BatchScores(item.batch, {})
         if item.batch.indices:
-            for name, scorer in scorers.items():
-                with Timer() as t, times("search"):
-                    out.results[name] = scorer.score(item.features)
-                out.seconds[name] = t.seconds
+            out.results, out.seconds = timed_scores(scorers, item.features, times)
         yield len(item.batch.indices) + len(item.batch.errors), out
+
+
+def timed_scores(scorers: Mapping[str, Scorer], features: Features,
+                 times: StageTimes) -> tuple[dict[str, ScoreResult], dict[str, float]]:
+    """Every scorer's result on ``features`` and the seconds each took (stage "search")."""
+    results: dict[str, ScoreResult] = {}
+    seconds: dict[str, float] = {}
+    for name, scorer in scorers.items():
+        with Timer() as t, times("search"):
+            results[name] = scorer.score(features)
+        seconds[name] = t.seconds
+    return results, seconds
 
 
 class _ExtractorTask:
@@ -162,7 +171,6 @@ class Runner:
         A single scorer fits while the batches arrive (:meth:`Scorer.fit_batches`: PatchCore's
         coreset streams, so memory stays flat); several share one gathered copy."""
         paths = list(paths)
-        info: dict[str, dict] = {}
         if len(scorers) == 1 and labels is None:
             (name, scorer), = scorers.items()
             before = sum(self.times.seconds.values())
@@ -170,15 +178,26 @@ class Runner:
                 scorer.fit_batches(self.iter_features(paths, desc), len(paths), context)
             # the fit's own time is its wall time less the extraction stages inside it
             self.times.add("fit", t.seconds - (sum(self.times.seconds.values()) - before))
-            info[name] = {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}
-            return info
-        feats = self.extract(paths, desc).features
+            return {name: {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}}
+        return self.fit_features(scorers, self.extract(paths, desc).features, labels, context)
+
+    def fit_features(self, scorers: Mapping[str, Scorer], features: Features,
+                     labels: np.ndarray | None = None,
+                     context: FitContext | None = None) -> dict[str, dict]:
+        """Fit every scorer on features already extracted (stage "fit") and return each one's
+        :meth:`~..scorers.Scorer.fit_summary` with its fit seconds."""
+        info: dict[str, dict] = {}
         for name, scorer in scorers.items():
             with Timer() as t, self.times("fit"):
-                scorer.fit(feats, labels, context)
+                scorer.fit(features, labels, context)
             info[name] = {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}
             log.info("%s fitted in %.1f s: %s", name, t.seconds, info[name])
         return info
+
+    def score_features(self, scorers: Mapping[str, Scorer],
+                       features: Features) -> dict[str, ScoreResult]:
+        """Every scorer's result on features already extracted (stage "search")."""
+        return timed_scores(scorers, features, self.times)[0]
 
     def score(self, scorers: Mapping[str, Scorer], paths: Sequence[Path], desc: str = "score",
               mask_paths: Sequence[Path | None] | None = None,

@@ -151,7 +151,7 @@ def test_tailedcore_view_items_are_the_views_they_name(shared_data):
     from anomaly_inspect.config import ModelConfig
     from anomaly_inspect.data.loader import iter_batches
     from anomaly_inspect.features.views import ViewFeatures, one_view
-    from anomaly_inspect.pipeline import build
+    from anomaly_inspect.pipeline import Runner, build
 
     cfg = ModelConfig()
     cfg.method = "tailedcore"
@@ -159,7 +159,7 @@ def test_tailedcore_view_items_are_the_views_they_name(shared_data):
     cfg.features.batch_size = 2  # views arrive in several batches
     _, extractor, scorer = build(cfg, progress=False)
     paths = sorted((shared_data / "mvtec_ad" / "bottle" / "train" / "good").glob("*.png"))[:6]
-    feats = extractor.extract(paths)
+    feats = Runner(extractor, progress=False).extract(paths, "train").features
     tail = np.array([1, 4, 5])
     rows = scorer.tail_memory(feats.patches, tail, feats.valid,
                               ViewFeatures(extractor, paths, "rotflip", progress=False))

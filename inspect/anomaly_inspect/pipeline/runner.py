@@ -128,39 +128,43 @@ class Runner:
         self.progress = progress
         self.times = times if times is not None else StageTimes()
 
-    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
-                      bar: Progress | None = None) -> Iterator[Features]:
-        """Features of every path in order, batch by batch; raises on the first unreadable image.
-        ``bar``: a progress bar the caller shows across several sets (else one of ``desc``)."""
-        paths = list(paths)
+    def _batches(self, paths: list[Path], desc: str, image_fn: ImageFn | None = None,
+                 bar: Progress | None = None, skipped: list[dict[str, str]] | None = None
+                 ) -> Iterator[tuple[list[int], Features]]:
+        """The one extraction loop: (indices, features) of each batch's readable images, in
+        order. An unreadable image raises, or, given a ``skipped`` list, is logged and listed."""
         task = ExtractTask(self.extractor, image_fn, self.times)
         own = Progress(len(paths), desc, enabled=self.progress and bar is None)
         with own:
             for batch, feats in self.engine.map(task, paths, bar or own):
-                raise_first_error(batch, paths)
-                yield feats
+                if skipped is None:
+                    raise_first_error(batch, paths)
+                for i, reason in batch.errors:
+                    log.warning("skipping %s: %s", display_path(paths[i]), reason)
+                    skipped.append({"path": display_path(paths[i]), "error": reason})
+                if batch.indices:
+                    yield batch.indices, feats
+
+    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
+                      bar: Progress | None = None) -> Iterator[Features]:
+        """Features of every path in order, batch by batch; raises on the first unreadable image.
+        ``bar``: a progress bar the caller shows across several sets (else one of ``desc``)."""
+        for _, feats in self._batches(list(paths), desc, image_fn, bar):
+            yield feats
 
     def extract(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
                 skip_errors: bool = False) -> Extracted:
-        """Features of ``paths`` in arrays allocated once. Unreadable images raise, or with
-        ``skip_errors`` are left out with a warning (and listed in ``skipped``)."""
+        """Features of ``paths`` (in arrays allocated once, unless ``skip_errors``). Unreadable
+        images raise, or with ``skip_errors`` are left out with a warning (and listed in
+        ``skipped``)."""
         paths = list(paths)
         if not skip_errors:
             return Extracted(list(range(len(paths))),
                              Features.collect(self.iter_features(paths, desc, image_fn), len(paths)))
-        ok: list[int] = []
-        parts: list[Features] = []
         skipped: list[dict[str, str]] = []
-        task = ExtractTask(self.extractor, image_fn, self.times)
-        with Progress(len(paths), desc, enabled=self.progress) as bar:
-            for batch, feats in self.engine.map(task, paths, bar):
-                ok.extend(batch.indices)
-                if batch.indices:
-                    parts.append(feats)
-                for i, reason in batch.errors:
-                    log.warning("skipping %s: %s", display_path(paths[i]), reason)
-                    skipped.append({"path": display_path(paths[i]), "error": reason})
-        return Extracted(ok, Features.concat(parts), skipped)
+        parts = list(self._batches(paths, desc, image_fn, skipped=skipped))
+        return Extracted([i for idx, _ in parts for i in idx], Features.concat([f for _, f in parts]),
+                         skipped)
 
     def fit(self, scorers: Mapping[str, Scorer], paths: Sequence[Path],
             labels: np.ndarray | None = None, context: FitContext | None = None,

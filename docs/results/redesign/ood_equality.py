@@ -1,26 +1,23 @@
-"""OOD benchmark equality check: run a small ISIC subset config, record every raw score array
-passed to ood_metrics, save them (npz) and the report JSON. Usage: ood_eq.py OUTDIR"""
-import csv, json, sys
+"""OOD benchmark equality check: a small ISIC subset (the slow test's), every scorer kind; every
+raw score array passed to ``ood_metrics`` is saved (npz) with the report JSON (less timings).
+
+Usage: PYTHONPATH=<tree>/inspect python ood_equality.py OUTDIR  (then ood_equality_compare.py)
+"""
+
+import json
+import sys
 from pathlib import Path
+
 import numpy as np
+
 import anomaly_inspect.evaluation.ood_benchmark as ob
 
-out = Path(sys.argv[1]); out.mkdir(parents=True, exist_ok=True)
-src = Path("/work/shared/data/isic2017_256")
-dst = out / "isic"
-rows = list(csv.DictReader((src / "index.csv").open(newline="")))
-ann = [r for r in rows if r["artefacts_annotated"] == "1"]
-clean = [r for r in ann if r["ink"] == r["patches"] == r["ruler"] == "0"]
-train = [r for r in clean if r["split"] == "train"]
-pick = (train[::20][:30] + [r for r in clean if r["split"] != "train"][::15][:16]
-        + [r for r in ann if r["ink"] == "1" and r["patches"] == "0"][::40][:10]
-        + [r for r in ann if r["patches"] == "1"][::14][:10])
-(dst / "labels").mkdir(parents=True, exist_ok=True)
-with (dst / "index.csv").open("w", newline="") as fh:
-    w = csv.DictWriter(fh, fieldnames=list(rows[0])); w.writeheader()
-    for r in pick:
-        w.writerow(r | {"path": str(src / r["path"])})
-(dst / "labels" / "artefact_colours.csv").write_bytes((src / "labels" / "artefact_colours.csv").read_bytes())
+sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "tests"))
+from test_ood_benchmark import _subset_index  # noqa: E402  (the tests' subset: 30 / 16 / 20 images)
+
+out = Path(sys.argv[1])
+out.mkdir(parents=True, exist_ok=True)
+root = _subset_index(Path("/work/shared/data/isic2017_256"), out / "isic")
 small = {"coreset_ratio": 0.05, "lof_k": 3}
 scorers = ["feature_norm", "block_feature_norm", "nan", "mahalanobis", "knn", "msp", "head_nan",
            "l2norm", "line", "react", "dice", "vim", "odin_feature",
@@ -30,22 +27,27 @@ scorers = ["feature_norm", "block_feature_norm", "nan", "mahalanobis", "knn", "m
            "patch_mahalanobis", {"name": "softpatch", "params": small},
            {"name": "tailedcore", "params": small}]
 cfg = ob.OODBenchmarkConfig.from_dict({
-    "benchmark": "isic", "data": {"root": str(dst)},
+    "benchmark": "isic", "data": {"root": str(root)},
     "splits": ["ink_all", "charts_all", "charts_synth_similar"],
     "scorers": scorers, "cache_dir": str(out / "cache"), "features": {"batch_size": 16}})
 calls = []
-orig = ob.ood_metrics
-def rec(a, b):
-    calls.append((np.asarray(a).copy(), np.asarray(b).copy()))
-    return orig(a, b)
-ob.ood_metrics = rec
+metrics = ob.ood_metrics
+
+
+def recording(id_scores, ood_scores):
+    calls.append((np.asarray(id_scores).copy(), np.asarray(ood_scores).copy()))
+    return metrics(id_scores, ood_scores)
+
+
+ob.ood_metrics = recording
 report = ob.run_ood_benchmark(cfg, progress=False)
-np.savez(out / "scores.npz", **{f"{r['scorer']}|{r['split']}|{k}": c[i]
-                                for r, c in zip(report["results"], calls) for i, k in enumerate(("id", "ood"))})
-for k in ("timings_s", "peak_rss_mb", "config"):
-    report.pop(k)
+np.savez(out / "scores.npz", **{f"{r['scorer']}|{r['split']}|{k}": c[i] for r, c in
+                                zip(report["results"], calls, strict=True)
+                                for i, k in enumerate(("id", "ood"))})
+for key in ("timings_s", "peak_rss_mb", "config"):
+    report.pop(key)
 report["synthetic"].pop("folder", None)
-for s in report["synthetic"].get("splits", {}).values():
-    s.pop("manifest", None)
+for split in report["synthetic"].get("splits", {}).values():
+    split.pop("manifest", None)
 (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
 print(len(calls), "score pairs")

@@ -16,24 +16,14 @@ from anomaly_inspect.screening import load_model
 from anomaly_inspect.screening.model_dir import write_checksums
 from anomaly_inspect.screening.runner import explain_relpath
 from browser import headless_dom
-from layout_writer import link_subset
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--image-size", "128", "--quiet"]
-
 
 @pytest.fixture(scope="module")
-def setup(shared_data, tmp_path_factory):
-    bottle = shared_data / "mvtec_ad" / "bottle"
-    root = tmp_path_factory.mktemp("explain")
-    link_subset(bottle / "train" / "good", root / "train", 24)
-    for group in ("good", "broken_large"):
-        link_subset(bottle / "test" / group, root / "bottle" / "test" / group, 4)
-    model = root / "model"
-    assert main(["fit", "--train", str(root / "train"), "--out", str(model),
-                 "--calibration-fraction", "0.25", "--target-fpr", "0.1", *FAST]) == 0
-    return root, model
+def setup(bottle_subset):
+    root = bottle_subset(24, 4, ("--calibration-fraction", "0.25", "--target-fpr", "0.1"))
+    return root, root / "model"
 
 
 def test_a_defect_is_matched_with_a_train_good_patch_inside_its_image(setup, capsys):

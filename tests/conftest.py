@@ -30,6 +30,36 @@ def shared_data() -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def bottle_subset(shared_data, tmp_path_factory):
+    """Factory of small real-bottle layouts, each made once per session for its arguments and
+    shared by the tests that ask for the same ones: ``root/train`` (``n_train`` train-good
+    images), ``root/bottle/test/{good,broken_large}`` (``n_test`` each; links, nothing copied,
+    plus an unreadable ``zz_corrupt.png`` with ``corrupt``) and ``root/model``, fitted on them
+    at 128 px with ``fit_args``. Tests write their outputs beside these and change none of them."""
+    from anomaly_inspect.cli import main
+    from layout_writer import link_subset
+
+    made: dict[tuple, Path] = {}
+
+    def make(n_train: int, n_test: int, fit_args: tuple[str, ...] = (), corrupt: bool = False) -> Path:
+        key = (n_train, n_test, tuple(fit_args), corrupt)
+        if key not in made:
+            src = shared_data / "mvtec_ad" / "bottle"
+            root = tmp_path_factory.mktemp("bottle")
+            link_subset(src / "train" / "good", root / "train", n_train)
+            for group in ("good", "broken_large"):
+                link_subset(src / "test" / group, root / "bottle" / "test" / group, n_test)
+            if corrupt:
+                (root / "bottle" / "test" / "zz_corrupt.png").write_bytes(b"not an image")
+            assert main(["fit", "--train", str(root / "train"), "--out", str(root / "model"),
+                         "--image-size", "128", "--quiet", *fit_args]) == 0
+            made[key] = root
+        return made[key]
+
+    return make
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _onnx_export_cache(tmp_path_factory):
     """Backbone ONNX exports go to a per-session folder, never the user's cache."""
@@ -47,6 +77,8 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """One small local Ray instance for every Ray test. Skipped only when Ray is not

@@ -10,7 +10,7 @@ import pytest
 from anomaly_inspect.config import load_config
 from anomaly_inspect.data.mvtec import load_mvtec
 from anomaly_inspect.evaluation.metrics import auroc
-from anomaly_inspect.pipeline import build
+from anomaly_inspect.pipeline import Runner, build
 from anomaly_inspect.scorers.patchcore import PatchCore
 
 pytestmark = pytest.mark.slow
@@ -22,9 +22,9 @@ def test_screw_one_percent_coreset_two_round_vs_plain_chunked(shared_data):
     # the setting: 256 px, anomalib-style 152-d embedding, 1 % coreset
     cfg = load_config(REPO / "configs" / "longtail_first_embedding.yaml")
     data = load_mvtec(shared_data / "mvtec_ad", "screw")
-    _, extractor, _ = build(cfg, progress=False)
-    train = extractor.extract([s.path for s in data.train])
-    test = extractor.extract([s.path for s in data.test])
+    runner = Runner(build(cfg, progress=False)[1], progress=False)
+    train = runner.extract([s.path for s in data.train], "train").features
+    test = runner.extract([s.path for s in data.test], "test").features
     labels = np.array([s.label for s in data.test])
 
     def image_auroc(**params):

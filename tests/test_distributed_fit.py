@@ -63,7 +63,7 @@ def test_engine_fit_on_real_images_matches_streamed_fit(shared_data):
     """fit_bank_remote through the local engine: workers' code path, no Ray; same bank size
     and close scores to PatchCore.fit_batches on the same bottle images."""
     from anomaly_inspect.config import ModelConfig
-    from anomaly_inspect.pipeline import LocalEngine, build
+    from anomaly_inspect.pipeline import LocalEngine, Runner, build
     from anomaly_inspect.pipeline.remote_fit import fit_bank_remote
 
     src = shared_data / "mvtec_ad" / "bottle"
@@ -75,17 +75,18 @@ def test_engine_fit_on_real_images_matches_streamed_fit(shared_data):
     cfg = ModelConfig.from_dict({"features": {"image_size": 128, "batch_size": 4},
                                  "scorer": {"first_round_ratio": 0.3}}, "test")
     _, extractor, local = build(cfg, progress=False)
-    local.fit_batches(extractor.iter_features(train), len(train))
+    runner = Runner(extractor, progress=False)
+    local.fit_batches(runner.iter_features(train, "train"), len(train))
     _, _, remote = build(cfg, progress=False)
     ok, errors = fit_bank_remote(remote, LocalEngine(), cfg, train, 10**8)
     assert ok == list(range(10)) and errors == []
     assert remote.bank_size == local.bank_size
     # provenance travels from the workers: every item is the training patch it names
-    prov, train_feats = remote.provenance, extractor.extract(train)
+    prov, train_feats = remote.provenance, runner.extract(train, "train").features
     assert prov is not None and len(prov) == remote.bank_size
     rows = train_feats.patches[prov.image, prov.cell[:, 0], prov.cell[:, 1]]
     np.testing.assert_allclose(remote.memory_bank, rows, rtol=1e-6)
-    feats = extractor.extract(test)
+    feats = runner.extract(test, "test").features
     s_local, s_remote = local.score(feats).image_scores, remote.score(feats).image_scores
     np.testing.assert_allclose(s_remote, s_local, rtol=0.15)
     for s in (s_local, s_remote):  # both separate the 3 broken bottles from the 3 good ones

@@ -342,29 +342,35 @@ def test_models_without_provenance_say_refit(tmp_path):
 
 
 # -- the report with many rows -----------------------------------------------------------------
-def test_report_with_10000_rows_loads_strips_lazily(tmp_path):
-    """10,000 rows, 1,000 flagged with a strip: the page opens with no strip decoded, no
-    console errors, and opening one loads it."""
+def _report_with_strips(out, strip, rows_in):
+    """The HTML report of ``rows_in`` (path, score, flagged); each flagged row's explanation
+    strip is a copy of ``strip``."""
     from anomaly_inspect.screening.calibration import calibrate
     from anomaly_inspect.screening.html_report import write_report
     from anomaly_inspect.screening.runner import explain_relpath
 
-    out = tmp_path / "r"
-    strip = write_image(tmp_path / "strip.jpg", rgb_image(64))
     rows = []
-    for i in range(10000):
-        flagged = i % 10 == 0
-        path = f"/data/batch/img_{i:05d}.png"
-        rows.append({"path": path, "score": f"{(3.0 if flagged else 1.0) + i * 1e-5:.6g}",
-                     "p_value": "0.5", "decision": "anomalous" if flagged else "normal",
-                     "error": "", "overlay": "", "raw_path": ""})
+    for path, score, flagged in rows_in:
+        rows.append({"path": path, "score": score, "p_value": "0.5",
+                     "decision": "anomalous" if flagged else "normal", "error": "", "overlay": "",
+                     "raw_path": ""})
         if flagged:
             (out / explain_relpath(path)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(strip, out / explain_relpath(path))
     cal = calibrate(np.linspace(0, 2, 50), 0.05, "test")
     model = SimpleNamespace(calibration=cal, threshold=cal.threshold, cfg=SimpleNamespace(method="patchcore"),
                             info=SimpleNamespace(created="now", backbone={"name": "b"}, train_images=[]))
-    report = write_report(out, rows, model, labels="none")
+    return write_report(out, rows, model, labels="none")
+
+
+def test_report_with_10000_rows_loads_strips_lazily(tmp_path):
+    """10,000 rows, 1,000 flagged with a strip: the page opens with no strip decoded, no
+    console errors, and opening one loads it."""
+    out = tmp_path / "r"
+    strip = write_image(tmp_path / "strip.jpg", rgb_image(64))
+    report = _report_with_strips(out, strip, [
+        (f"/data/batch/img_{i:05d}.png", f"{(3.0 if i % 10 == 0 else 1.0) + i * 1e-5:.6g}", i % 10 == 0)
+        for i in range(10000)])
     html = report.read_text()
     assert html.count("class='why-row'") == 1000 and html.count("data-src=") == 1000
     assert not re.search(r"(?<!data-)src='explain/", html)  # nothing decoded until opened
@@ -381,24 +387,9 @@ def test_report_with_10000_rows_loads_strips_lazily(tmp_path):
 
 @pytest.mark.parametrize("n_flagged, inlined", [(10, True), (250, False)])
 def test_strips_are_inlined_only_up_to_a_limit(tmp_path, n_flagged, inlined):
-    from anomaly_inspect.screening.calibration import calibrate
-    from anomaly_inspect.screening.html_report import write_report
-    from anomaly_inspect.screening.runner import explain_relpath
-
     strip = write_image(tmp_path / "strip.jpg", rgb_image(16))
-    rows = []
-    for i in range(300):
-        path = f"/data/img_{i:04d}.png"
-        flagged = i < n_flagged
-        rows.append({"path": path, "score": "3" if flagged else "1", "p_value": "0.5",
-                     "decision": "anomalous" if flagged else "normal", "error": "", "overlay": "",
-                     "raw_path": ""})
-        if flagged:
-            (tmp_path / explain_relpath(path)).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(strip, tmp_path / explain_relpath(path))
-    cal = calibrate(np.linspace(0, 2, 50), 0.05, "test")
-    model = SimpleNamespace(calibration=cal, threshold=cal.threshold, cfg=SimpleNamespace(method="p"),
-                            info=SimpleNamespace(created="now", backbone={"name": "b"}, train_images=[]))
-    html = write_report(tmp_path, rows, model, labels="none").read_text()
+    html = _report_with_strips(tmp_path, strip, [
+        (f"/data/img_{i:04d}.png", "3" if i < n_flagged else "1", i < n_flagged)
+        for i in range(300)]).read_text()
     assert html.count("data-src='data:image/jpeg") == (n_flagged if inlined else 0)
     assert html.count("data-src='explain/") == (0 if inlined else n_flagged)

@@ -16,24 +16,14 @@ from anomaly_inspect.screening import load_model
 from anomaly_inspect.screening.model_dir import write_checksums
 from anomaly_inspect.screening.runner import explain_relpath
 from browser import headless_dom
-from layout_writer import link_subset
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--image-size", "128", "--quiet"]
-
 
 @pytest.fixture(scope="module")
-def setup(shared_data, tmp_path_factory):
-    bottle = shared_data / "mvtec_ad" / "bottle"
-    root = tmp_path_factory.mktemp("explain")
-    link_subset(bottle / "train" / "good", root / "train", 24)
-    for group in ("good", "broken_large"):
-        link_subset(bottle / "test" / group, root / "bottle" / "test" / group, 4)
-    model = root / "model"
-    assert main(["fit", "--train", str(root / "train"), "--out", str(model),
-                 "--calibration-fraction", "0.25", "--target-fpr", "0.1", *FAST]) == 0
-    return root, model
+def setup(bottle_subset):
+    root = bottle_subset(24, 4, ("--calibration-fraction", "0.25", "--target-fpr", "0.1"))
+    return root, root / "model"
 
 
 def test_a_defect_is_matched_with_a_train_good_patch_inside_its_image(setup, capsys):
@@ -151,7 +141,7 @@ def test_tailedcore_view_items_are_the_views_they_name(shared_data):
     from anomaly_inspect.config import ModelConfig
     from anomaly_inspect.data.loader import iter_batches
     from anomaly_inspect.features.views import ViewFeatures, one_view
-    from anomaly_inspect.pipeline import build
+    from anomaly_inspect.pipeline import Runner, build
 
     cfg = ModelConfig()
     cfg.method = "tailedcore"
@@ -159,7 +149,7 @@ def test_tailedcore_view_items_are_the_views_they_name(shared_data):
     cfg.features.batch_size = 2  # views arrive in several batches
     _, extractor, scorer = build(cfg, progress=False)
     paths = sorted((shared_data / "mvtec_ad" / "bottle" / "train" / "good").glob("*.png"))[:6]
-    feats = extractor.extract(paths)
+    feats = Runner(extractor, progress=False).extract(paths, "train").features
     tail = np.array([1, 4, 5])
     rows = scorer.tail_memory(feats.patches, tail, feats.valid,
                               ViewFeatures(extractor, paths, "rotflip", progress=False))

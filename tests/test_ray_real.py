@@ -11,24 +11,13 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
-from layout_writer import link_subset
 
 pytestmark = pytest.mark.slow
 
-FAST = ["--image-size", "128", "--quiet"]
-
 
 @pytest.fixture(scope="module")
-def bottle(shared_data, tmp_path_factory):
-    src = shared_data / "mvtec_ad" / "bottle"
-    root = tmp_path_factory.mktemp("ray_real")
-    link_subset(src / "train" / "good", root / "train", 12)
-    link_subset(src / "test" / "good", root / "test" / "good", 5)
-    link_subset(src / "test" / "broken_large", root / "test" / "broken_large", 5)
-    (root / "test" / "zz_corrupt.png").write_bytes(b"not an image")
-    rc = main(["fit", "--train", str(root / "train"), "--out", str(root / "model"),
-               "--target-fpr", "0.2", *FAST])
-    assert rc == 0
+def bottle(bottle_subset):
+    root = bottle_subset(12, 5, ("--target-fpr", "0.2"), corrupt=True)
     return root, _screen(root, "local")
 
 
@@ -40,7 +29,7 @@ def _rows(out):
 def _screen(root, name, *extra):
     out = root / name
     shutil.rmtree(out, ignore_errors=True)
-    rc = main(["screen", str(root / "model"), str(root / "test"), "--out", str(out),
+    rc = main(["screen", str(root / "model"), str(root / "bottle" / "test"), "--out", str(out),
                "--overlays", "all", "--batch-size", "4", "--quiet", *extra])
     thumbs = {p.name: p.read_bytes() for p in (out / "thumbs").iterdir()}
     return rc, _rows(out), sorted(p.name for p in (out / "overlays").iterdir()), thumbs

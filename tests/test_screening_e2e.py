@@ -16,26 +16,16 @@ from anomaly_inspect.cli import main
 from anomaly_inspect.screening import MODEL_FORMAT_VERSION, load_model
 from anomaly_inspect.screening.model_dir import write_checksums
 from anomaly_inspect.screening.runner import CSV_COLUMNS
-from layout_writer import link_subset
 
 pytestmark = pytest.mark.slow
 
 N_TRAIN, N_PER_GROUP = 24, 4
-FAST = ["--image-size", "128", "--quiet"]
 
 
 @pytest.fixture(scope="module")
-def setup(shared_data, tmp_path_factory):
-    bottle = shared_data / "mvtec_ad" / "bottle"
-    root = tmp_path_factory.mktemp("screen")
-    link_subset(bottle / "train" / "good", root / "train", N_TRAIN)
-    for group in ("good", "broken_large"):
-        link_subset(bottle / "test" / group, root / "bottle" / "test" / group, N_PER_GROUP)
-    model = root / "model"
-    rc = main(["fit", "--train", str(root / "train"), "--out", str(model),
-               "--calibration-fraction", "0.25", "--target-fpr", "0.1", *FAST])
-    assert rc == 0
-    return root, model
+def setup(bottle_subset):
+    root = bottle_subset(N_TRAIN, N_PER_GROUP, ("--calibration-fraction", "0.25", "--target-fpr", "0.1"))
+    return root, root / "model"
 
 
 def _rows(out):

@@ -34,6 +34,7 @@ def test_extractor_times_its_stages(tmp_path):
 
     from anomaly_inspect.features.backbone import Backbone
     from anomaly_inspect.features.extractor import FeatureExtractor
+    from anomaly_inspect.pipeline import Runner
 
     rng = np.random.default_rng(0)
     paths = []
@@ -42,7 +43,7 @@ def test_extractor_times_its_stages(tmp_path):
         cv2.imwrite(str(paths[-1]), rng.integers(0, 255, (48, 40, 3), dtype=np.uint8))
     ex = FeatureExtractor(Backbone(weights="random", runtime="torch"), image_size=64, batch_size=2)
     times = StageTimes()
-    feats = ex.extract(paths, times=times)
+    feats = Runner(ex, progress=False, times=times).extract(paths, "x").features
     assert len(feats) == 3
     assert times.seconds["backbone"] > 0 and times.seconds["embed"] > 0 and times.seconds["decode"] > 0
     assert times.seconds["fit"] == times.seconds["search"] == 0.0

@@ -158,6 +158,7 @@ def test_features_from_stage_cache_equal_the_extractor(tmp_path, resize):
     from anomaly_inspect.data.synthetic import render_sample
     from anomaly_inspect.features.backbone import Backbone
     from anomaly_inspect.features.extractor import FeatureExtractor
+    from anomaly_inspect.pipeline import Runner
     from anomaly_inspect.tuning.stage_cache import stage_maps
 
     paths = []
@@ -170,8 +171,8 @@ def test_features_from_stage_cache_equal_the_extractor(tmp_path, resize):
     for strides, layers, finest in [((8, 16), [2, 3], "rows"), ((8, 16, 32), [2, 3, 4], "mean")]:
         base.features.finest_stage = finest
         emb = base.features.embedding()
-        direct = FeatureExtractor(Backbone(layers=layers, runtime="torch"), 64, embedding=emb,
-                                  resize=resize).extract(paths)
+        direct = Runner(FeatureExtractor(Backbone(layers=layers, runtime="torch"), 64, embedding=emb,
+                                         resize=resize), progress=False).extract(paths, "x").features
         maps = stage_maps(Backbone(layers=[1, 2, 3, 4], runtime="torch"), paths, 64, resize,
                           tmp_path / "cache", progress=False)
         cached = maps.features(np.arange(3), strides, emb)

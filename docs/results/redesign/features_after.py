@@ -1,6 +1,7 @@
 import sys, numpy as np, torch
 from pathlib import Path
 from anomaly_inspect.config import FeatureConfig
+from anomaly_inspect.core import Features
 from anomaly_inspect.features.backbone import Backbone
 from anomaly_inspect.evaluation.ood_benchmark import extract_arrays
 from anomaly_inspect.features.extractor import FeatureExtractor
@@ -18,6 +19,6 @@ out = extract_arrays(mk(True), [Sample(p) for p in paths], patches.append, Progr
 gen = torch.Generator().manual_seed(0)
 pseudo = extract_arrays(mk(False), [Sample(p) for p in paths], None, Progress(None, "", enabled=False), image_fn=lambda x: jigsaw(x, 4, gen))
 fx = FeatureExtractor(bb, fc.image_size, None, 8, fc.embedding(), patches=True, pooled=True)
-views = ViewFeatures(fx, paths[:3], "rotflip", progress=False)(range(3))
+views = Features.concat(list(ViewFeatures(fx, paths[:3], "rotflip", progress=False).iter_views(range(3))))
 np.savez(sys.argv[1], patches=np.concatenate([p.patches for p in patches]), views=views.patches,
          **out, **{"pseudo_" + k: v for k, v in pseudo.items()})

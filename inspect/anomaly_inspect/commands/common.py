@@ -46,12 +46,17 @@ def image_size(text: str) -> int:
     return v
 
 
+def _float(text: str) -> float:
+    """``text`` as a number; NaN (which fails every range check) when it is none."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
+
+
 def fraction(text: str) -> float:
     """argparse type: a number strictly between 0 and 1."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
+    v = _float(text)
     if not 0.0 < v < 1.0:  # NaN fails too
         raise argparse.ArgumentTypeError(f"must be a number between 0 and 1 (exclusive), got {text!r}")
     return v
@@ -59,10 +64,7 @@ def fraction(text: str) -> float:
 
 def pixel_budget(text: str) -> int:
     """argparse type: a positive pixel count, e.g. 100000000 or 1e8."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
+    v = _float(text)
     if not (v >= 1 and v < float("inf")):
         raise argparse.ArgumentTypeError(f"must be a positive number of pixels, got {text!r}")
     return int(v)

@@ -2,7 +2,7 @@
 
 Adding a dataset is one adapter module (a function returning an
 :class:`~.mvtec.AnomalyDataset`) plus one line in :data:`DATASETS`, as adding a
-scorer is one module plus one line in ``scorers.SCORERS``. Options reach the
+scorer is one module plus one line in ``scorers._REGISTRY``. Options reach the
 adapter by parameter name.
 """
 

@@ -18,7 +18,7 @@ from ..config import ModelConfig
 from ..core import Features
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.mvtec import AnomalyDataset
-from ..pipeline import Engine, build
+from ..pipeline import Engine, Runner, build
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers.coreset import TwoRoundCoreset, covering_radius, projection_matrix
@@ -46,11 +46,9 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     With a distributed ``engine``, one more row per ratio (variant ``engine:NAME``): the bank
     fitted on its workers (extraction and round 1 there, round 2 here)."""
     check_variants(variants)
-    _, extractor, _ = build(cfg, progress=progress)
-    with Progress(len(dataset.train), "extract train", enabled=progress) as bar:
-        train = extractor.extract([s.path for s in dataset.train], bar)
-    with Progress(len(dataset.test), "extract test", enabled=progress) as bar:
-        test = extractor.extract([s.path for s in dataset.test], bar)
+    runner = Runner(build(cfg, progress=progress)[1], progress=progress)
+    train = runner.extract([s.path for s in dataset.train], "extract train").features
+    test = runner.extract([s.path for s in dataset.test], "extract test").features
     labels = np.array([s.label for s in dataset.test])
     rows = bench_coreset_features(dataset.name, train, test, labels, cfg.scorer, ratios, variants,
                                   cfg.seed, progress)
@@ -67,7 +65,7 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
     (image scores are exact with any index)."""
     from ..pipeline.remote_fit import fit_bank_remote
 
-    _, extractor, _ = build(cfg, progress=False)
+    runner = Runner(build(cfg, progress=False)[1], progress=progress)
     params = {**cfg.scorer, "seed": cfg.seed, "progress": False}
     local, remote = PatchCore(**params), PatchCore(**params)
     paths = [s.path for s in dataset.train]
@@ -86,8 +84,7 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
 
     seconds = {}
     start = time.perf_counter()
-    with Progress(len(paths), "local fit", enabled=progress) as bar:
-        local.fit_batches(tee(extractor.iter_features(paths, bar)), len(paths))
+    local.fit_batches(tee(runner.iter_features(paths, "local fit")), len(paths))
     seconds["two_round"] = time.perf_counter() - start
     start = time.perf_counter()
     with Progress(len(paths), f"{engine.name} fit", enabled=progress) as bar:
@@ -99,10 +96,10 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
         pick = np.random.default_rng(cfg.seed).choice(n_patches, radius_sample, replace=False)
         projected = projected[np.sort(pick)]
     scores: dict[str, list[np.ndarray]] = {k: [] for k in seconds}
-    with Progress(len(dataset.test), "score test", enabled=progress) as bar:
-        for feats in extractor.iter_features([s.path for s in dataset.test], bar):
-            for name, scorer in zip(seconds, (local, remote), strict=True):
-                scores[name].append(scorer.score(feats).image_scores)
+    for item in runner.score(dict(zip(seconds, (local, remote), strict=True)),
+                             [s.path for s in dataset.test], "score test"):
+        for name, result in item.results.items():
+            scores[name].append(result.image_scores)
     labels = np.array([s.label for s in dataset.test])
     rows = []
     for name, scorer in zip(seconds, (local, remote), strict=True):

@@ -9,7 +9,6 @@ except the metric.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,8 +24,6 @@ from ..resources import Timer, peak_rss_mb
 from ..scorers import build_scorer, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSampler, TailSamplerResult
 from .metrics import auroc
-
-log = logging.getLogger(__name__)
 
 #: tail augmentation per split kind when none is given (as the TailedCore MVTec configs)
 DEFAULT_TAIL_VIEWS = {"step": "rot15flip", "pareto": "rot30flip"}
@@ -116,13 +113,9 @@ def evaluate_longtail(
 
     context = FitContext(views=ViewFeatures(extractor, train_paths, tail_views, progress),
                          shared=SharedResults())
-    method_info = {}
-    for m, scorer in scorers.items():
-        with Timer() as t:
-            scorer.fit(feats, context=context)
-        method_info[m] = {"fit_seconds": round(t.seconds, 2), **_report_keys(scorer.fit_summary()),
-                          "params": scorer.get_params()}
-        log.info("%s fitted in %.1f s: %s", m, t.seconds, method_info[m])
+    fitted = runner.fit_features(scorers, feats, context=context)
+    method_info = {m: {"fit_seconds": fitted[m]["fit_seconds"], **_report_keys(fitted[m]),
+                       "params": scorer.get_params()} for m, scorer in scorers.items()}
     del feats, context
 
     results = []

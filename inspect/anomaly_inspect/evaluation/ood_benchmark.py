@@ -260,6 +260,10 @@ def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
     raise ConfigError(f"scorer '{spec.label}': unknown input '{spec.input}'")
 
 
+def _image_scores(runner: Runner, spec: ScorerSpec, scorer, arrays: dict) -> np.ndarray:
+    return runner.score_features({spec.label: scorer}, _features_for(spec, arrays))[spec.label].image_scores
+
+
 # --- run -----------------------------------------------------------------------------------
 def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       progress: bool = True) -> dict:
@@ -274,6 +278,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                              f.embedding(), patches=want, pooled=True,
                                              resize=f.resize, blocks=True), progress=progress)
                for want in (False, True)}
+    runner, patch_runner = sources[False], sources[True]  # fit / score on the (cached) features
     # TailedCore's tail memory takes rotated / flipped views of its tail images (as evaluate-lt)
     train_context = FitContext(
         views=ViewFeatures(sources[True].extractor, [x.path for x in data.id_train], TAIL_VIEWS,
@@ -322,8 +327,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 if name == "id_train":
                     collected.append(f)
                 else:
-                    for s in missing:
-                        scored[s.label].append(fitted_patch[s.label].score(f).image_scores)
+                    got = patch_runner.score_features({s.label: fitted_patch[s.label] for s in missing}, f)
+                    for label, r in got.items():
+                        scored[label].append(r.image_scores)
 
             log.info("extracting %s (%d images)", name, len(samples))
             out = extract_arrays(sources[bool(missing_patch)], samples, on_patches, bar)
@@ -338,8 +344,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 for s in missing_patch:
                     params = ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
                         get_scorer_class(s.name).runtime_kwargs(progress=progress) | s.params
-                    fitted_patch[s.label] = build_scorer(s.name, **params).fit(
-                        train_patches, data.id_train_labels, context=train_context)
+                    fitted_patch[s.label] = build_scorer(s.name, **params)
+                    patch_runner.fit_features({s.label: fitted_patch[s.label]}, train_patches,
+                                              data.id_train_labels, train_context)
                 del collected[:], train_patches
             else:
                 for s in missing_patch:
@@ -379,12 +386,12 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                     projections[spec.nuisance_k] = nuisance_subspace(
                         arrays["id_train"]["pooled"], shifted["pooled"], spec.nuisance_k, spec.nuisance)
                 scorer = ProjectedScorer(scorer, projections[spec.nuisance_k])
-            scorer.fit(_features_for(spec, arrays["id_train"]), data.id_train_labels)
-            scores = {n: scorer.score(_features_for(spec, arrays[n])).image_scores
-                      for n in sets if n != "id_train"}
+            runner.fit_features({spec.label: scorer}, _features_for(spec, arrays["id_train"]),
+                                data.id_train_labels)
+            scores = {n: _image_scores(runner, spec, scorer, arrays[n]) for n in sets if n != "id_train"}
             if spec.orient == "pseudo_ood":
-                o = orientation(scorer.score(_features_for(spec, arrays["id_train"])).image_scores,
-                                scorer.score(_features_for(spec, pseudo)).image_scores)
+                o = orientation(_image_scores(runner, spec, scorer, arrays["id_train"]),
+                                _image_scores(runner, spec, scorer, pseudo))
                 orientations[spec.label] = o.to_dict()
                 scores = {n: o.sign * v for n, v in scores.items()}
         for split in data.ood:

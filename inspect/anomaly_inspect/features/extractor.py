@@ -161,22 +161,6 @@ class FeatureExtractor:
                 raw = [m.float().numpy() for m in maps] if self.want_maps and maps is not None else None
                 yield ExtractedBatch(batch, feats, raw)
 
-    def iter_features(self, paths: Sequence[Path], progress: Progress | None = None,
-                      times: StageTimes | None = None,
-                      image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
-                      ) -> Iterator[Features]:
-        """Features of every path, batch by batch, in order; raises on the first unreadable image."""
-        for item in self.iter_extract(paths, progress=progress, times=times, image_fn=image_fn):
-            raise_first_error(item.batch, paths)
-            yield item.features
-
-    def extract(self, paths: Sequence[Path], progress: Progress | None = None,
-                times: StageTimes | None = None,
-                image_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Features:
-        """Features of every path, in order, in arrays allocated once; raises on the first
-        unreadable image."""
-        return Features.collect(self.iter_features(paths, progress, times, image_fn), len(paths))
-
     def iter_views(self, paths: Sequence[Path], kind: str, progress: Progress | None = None
                    ) -> Iterator[Features]:
         """Patch features of the rotated / flipped views (``kind``, see :mod:`.views`) of

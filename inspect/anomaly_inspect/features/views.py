@@ -83,12 +83,9 @@ class ViewFeatures:
     def views_per_image(self) -> int:
         return len(view_params(self.kind))
 
-    def __call__(self, indices: Sequence[int]) -> Features:
-        """Patch features of every view of the images at ``indices``, in one array."""
-        return Features.concat(list(self.iter_views(indices)))
-
     def iter_views(self, indices: Sequence[int]) -> Iterator[Features]:
-        """The same features one (batch, view) at a time, so callers can reduce as they go."""
+        """Patch features of every view of the images at ``indices``, one (batch, view) at a
+        time, so callers can reduce as they go."""
         if not len(indices) or self.views_per_image == 0:
             return
         paths = [self.paths[int(i)] for i in indices]

@@ -49,11 +49,20 @@ def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
     for item in extractor.iter_extract(paths, mask_paths, times=times):
         out = BatchScores(item.batch, {})
         if item.batch.indices:
-            for name, scorer in scorers.items():
-                with Timer() as t, times("search"):
-                    out.results[name] = scorer.score(item.features)
-                out.seconds[name] = t.seconds
+            out.results, out.seconds = timed_scores(scorers, item.features, times)
         yield len(item.batch.indices) + len(item.batch.errors), out
+
+
+def timed_scores(scorers: Mapping[str, Scorer], features: Features,
+                 times: StageTimes) -> tuple[dict[str, ScoreResult], dict[str, float]]:
+    """Every scorer's result on ``features`` and the seconds each took (stage "search")."""
+    results: dict[str, ScoreResult] = {}
+    seconds: dict[str, float] = {}
+    for name, scorer in scorers.items():
+        with Timer() as t, times("search"):
+            results[name] = scorer.score(features)
+        seconds[name] = t.seconds
+    return results, seconds
 
 
 class _ExtractorTask:
@@ -119,39 +128,43 @@ class Runner:
         self.progress = progress
         self.times = times if times is not None else StageTimes()
 
-    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
-                      bar: Progress | None = None) -> Iterator[Features]:
-        """Features of every path in order, batch by batch; raises on the first unreadable image.
-        ``bar``: a progress bar the caller shows across several sets (else one of ``desc``)."""
-        paths = list(paths)
+    def _batches(self, paths: list[Path], desc: str, image_fn: ImageFn | None = None,
+                 bar: Progress | None = None, skipped: list[dict[str, str]] | None = None
+                 ) -> Iterator[tuple[list[int], Features]]:
+        """The one extraction loop: (indices, features) of each batch's readable images, in
+        order. An unreadable image raises, or, given a ``skipped`` list, is logged and listed."""
         task = ExtractTask(self.extractor, image_fn, self.times)
         own = Progress(len(paths), desc, enabled=self.progress and bar is None)
         with own:
             for batch, feats in self.engine.map(task, paths, bar or own):
-                raise_first_error(batch, paths)
-                yield feats
+                if skipped is None:
+                    raise_first_error(batch, paths)
+                for i, reason in batch.errors:
+                    log.warning("skipping %s: %s", display_path(paths[i]), reason)
+                    skipped.append({"path": display_path(paths[i]), "error": reason})
+                if batch.indices:
+                    yield batch.indices, feats
+
+    def iter_features(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
+                      bar: Progress | None = None) -> Iterator[Features]:
+        """Features of every path in order, batch by batch; raises on the first unreadable image.
+        ``bar``: a progress bar the caller shows across several sets (else one of ``desc``)."""
+        for _, feats in self._batches(list(paths), desc, image_fn, bar):
+            yield feats
 
     def extract(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
                 skip_errors: bool = False) -> Extracted:
-        """Features of ``paths`` in arrays allocated once. Unreadable images raise, or with
-        ``skip_errors`` are left out with a warning (and listed in ``skipped``)."""
+        """Features of ``paths`` (in arrays allocated once, unless ``skip_errors``). Unreadable
+        images raise, or with ``skip_errors`` are left out with a warning (and listed in
+        ``skipped``)."""
         paths = list(paths)
         if not skip_errors:
             return Extracted(list(range(len(paths))),
                              Features.collect(self.iter_features(paths, desc, image_fn), len(paths)))
-        ok: list[int] = []
-        parts: list[Features] = []
         skipped: list[dict[str, str]] = []
-        task = ExtractTask(self.extractor, image_fn, self.times)
-        with Progress(len(paths), desc, enabled=self.progress) as bar:
-            for batch, feats in self.engine.map(task, paths, bar):
-                ok.extend(batch.indices)
-                if batch.indices:
-                    parts.append(feats)
-                for i, reason in batch.errors:
-                    log.warning("skipping %s: %s", display_path(paths[i]), reason)
-                    skipped.append({"path": display_path(paths[i]), "error": reason})
-        return Extracted(ok, Features.concat(parts), skipped)
+        parts = list(self._batches(paths, desc, image_fn, skipped=skipped))
+        return Extracted([i for idx, _ in parts for i in idx], Features.concat([f for _, f in parts]),
+                         skipped)
 
     def fit(self, scorers: Mapping[str, Scorer], paths: Sequence[Path],
             labels: np.ndarray | None = None, context: FitContext | None = None,
@@ -163,7 +176,6 @@ class Runner:
         coreset streams, so memory stays flat); several share one gathered copy."""
         paths = list(paths)
         self.extractor.calibrate(paths)  # int8 backbones: on training images only
-        info: dict[str, dict] = {}
         if len(scorers) == 1 and labels is None:
             (name, scorer), = scorers.items()
             before = sum(self.times.seconds.values())
@@ -171,15 +183,26 @@ class Runner:
                 scorer.fit_batches(self.iter_features(paths, desc), len(paths), context)
             # the fit's own time is its wall time less the extraction stages inside it
             self.times.add("fit", t.seconds - (sum(self.times.seconds.values()) - before))
-            info[name] = {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}
-            return info
-        feats = self.extract(paths, desc).features
+            return {name: {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}}
+        return self.fit_features(scorers, self.extract(paths, desc).features, labels, context)
+
+    def fit_features(self, scorers: Mapping[str, Scorer], features: Features,
+                     labels: np.ndarray | None = None,
+                     context: FitContext | None = None) -> dict[str, dict]:
+        """Fit every scorer on features already extracted (stage "fit") and return each one's
+        :meth:`~..scorers.Scorer.fit_summary` with its fit seconds."""
+        info: dict[str, dict] = {}
         for name, scorer in scorers.items():
             with Timer() as t, self.times("fit"):
-                scorer.fit(feats, labels, context)
+                scorer.fit(features, labels, context)
             info[name] = {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}
             log.info("%s fitted in %.1f s: %s", name, t.seconds, info[name])
         return info
+
+    def score_features(self, scorers: Mapping[str, Scorer],
+                       features: Features) -> dict[str, ScoreResult]:
+        """Every scorer's result on features already extracted (stage "search")."""
+        return timed_scores(scorers, features, self.times)[0]
 
     def score(self, scorers: Mapping[str, Scorer], paths: Sequence[Path], desc: str = "score",
               mask_paths: Sequence[Path | None] | None = None,

@@ -113,6 +113,9 @@ class ProjectedScorer:
         self.scorer.fit(self._project(features), labels, context)
         return self
 
+    def fit_summary(self) -> dict:
+        return self.scorer.fit_summary()
+
     def score(self, features: Features) -> ScoreResult:
         return self.scorer.score(self._project(features))
 

@@ -23,6 +23,8 @@ Statistics come from the ID training features only; defaults are the papers'
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 from scipy.special import logsumexp, softmax
 
@@ -84,23 +86,49 @@ def odin_feature_confidence(z: np.ndarray, w1: np.ndarray, b1: np.ndarray, w2: n
     return softmax(logits_t / temperature, axis=1).max(axis=1)
 
 
-def _head_args(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize):
-    return (hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed, standardize)
+class PostHocHeadScorer(HeadScorer):
+    """A post-hoc score on the classifier head (its input not L2-normalised). ``stats``: the
+    statistics ``_after_fit`` learns from the ID training activations (attribute -> ``float``,
+    ``bool`` (a mask) or ``np.ndarray``), saved beside the head's weights."""
+
+    stats: ClassVar[dict[str, type]] = {}
+
+    def __init__(self, hidden: int = 256, epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4,
+                 batch_size: int = 64, dropout: float = 0.0, seed: int = 0, standardize: bool = True):
+        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed, standardize)
+        for key in self.stats:
+            setattr(self, key, None)
+
+    def _require(self, ok: bool, rule: str, got: object) -> None:
+        if not ok:
+            raise ValueError(f"{self.name}: {rule}, got {got}")
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        state = super().get_state()
+        for key, kind in self.stats.items():
+            value = getattr(self, key)
+            state[key] = np.array([value]) if kind is float else value.astype(np.uint8) if kind is bool else value
+        return state
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        super().set_state(state)
+        for key, kind in self.stats.items():
+            value = state[key]
+            setattr(self, key, float(value[0]) if kind is float else value.astype(bool) if kind is bool else value)
 
 
-class ReAct(HeadScorer):
+class ReAct(PostHocHeadScorer):
     """Energy on hidden activations clipped at a training percentile."""
 
     name = "react"
+    stats: ClassVar[dict[str, type]] = {"clip": float}
 
     def __init__(self, percentile: float = 90.0, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
-        super().__init__(*_head_args(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize))
-        if not 0.0 < percentile <= 100.0:
-            raise ValueError(f"react: percentile must be in (0, 100], got {percentile}")
+        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        self._require(0.0 < percentile <= 100.0, "percentile must be in (0, 100]", percentile)
         self.percentile = percentile
-        self.clip: float | None = None
 
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
         self.clip = clip_threshold(self.head.hidden(self._pooled(features)), self.percentile)
@@ -108,27 +136,19 @@ class ReAct(HeadScorer):
     def confidence(self, x: np.ndarray) -> np.ndarray:
         return react_energy(self.head.hidden(x), self.head.w2, self.head.b2, self.clip)
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        return super().get_state() | {"clip": np.array([self.clip])}
 
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        super().set_state(state)
-        self.clip = float(state["clip"][0])
-
-
-class DICE(HeadScorer):
+class DICE(PostHocHeadScorer):
     """Energy with the last layer sparsified to its largest mean contributions."""
 
     name = "dice"
+    stats: ClassVar[dict[str, type]] = {"mask": bool}
 
     def __init__(self, sparsity: float = 90.0, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
-        super().__init__(*_head_args(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize))
-        if not 0.0 <= sparsity < 100.0:
-            raise ValueError(f"dice: sparsity must be in [0, 100), got {sparsity}")
+        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        self._require(0.0 <= sparsity < 100.0, "sparsity must be in [0, 100)", sparsity)
         self.sparsity = sparsity
-        self.mask: np.ndarray | None = None
 
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
         self.mask = dice_mask(self.head.hidden(self._pooled(features)), self.head.w2, self.sparsity)
@@ -136,29 +156,19 @@ class DICE(HeadScorer):
     def confidence(self, x: np.ndarray) -> np.ndarray:
         return logsumexp(self.head.hidden(x) @ (self.head.w2 * self.mask).T + self.head.b2, axis=1)
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        return super().get_state() | {"mask": self.mask.astype(np.uint8)}
 
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        super().set_state(state)
-        self.mask = state["mask"].astype(bool)
-
-
-class ViM(HeadScorer):
+class ViM(PostHocHeadScorer):
     """Virtual-logit matching on the head's hidden layer."""
 
     name = "vim"
+    stats: ClassVar[dict[str, type]] = {"origin": np.ndarray, "residual": np.ndarray, "alpha": float}
 
     def __init__(self, dim: int | None = None, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
-        super().__init__(*_head_args(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize))
-        if dim is not None and not 0 < dim < hidden:
-            raise ValueError(f"vim: dim must be in (0, hidden={hidden}), got {dim}")
+        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        self._require(dim is None or 0 < dim < hidden, f"dim must be in (0, hidden={hidden})", dim)
         self.dim = dim
-        self.origin: np.ndarray | None = None
-        self.residual: np.ndarray | None = None
-        self.alpha: float | None = None
 
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
         dim = self.dim if self.dim is not None else self.hidden // 2
@@ -169,17 +179,8 @@ class ViM(HeadScorer):
         return vim_confidence(self.head.hidden(x), self.head.w2, self.head.b2, self.origin,
                               self.residual, self.alpha)
 
-    def get_state(self) -> dict[str, np.ndarray]:
-        return super().get_state() | {"origin": self.origin, "residual": self.residual,
-                                      "alpha": np.array([self.alpha])}
 
-    def set_state(self, state: dict[str, np.ndarray]) -> None:
-        super().set_state(state)
-        self.origin, self.residual = state["origin"], state["residual"]
-        self.alpha = float(state["alpha"][0])
-
-
-class ODINFeature(HeadScorer):
+class ODINFeature(PostHocHeadScorer):
     """ODIN's temperature and input perturbation on the head's input features (not pixels)."""
 
     name = "odin_feature"
@@ -187,9 +188,9 @@ class ODINFeature(HeadScorer):
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014, hidden: int = 256,
                  epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
                  dropout: float = 0.0, seed: int = 0, standardize: bool = True):
-        super().__init__(*_head_args(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize))
-        if temperature <= 0 or epsilon < 0:
-            raise ValueError(f"odin_feature: need temperature > 0 and epsilon >= 0, got {temperature}, {epsilon}")
+        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        self._require(temperature > 0 and epsilon >= 0, "need temperature > 0 and epsilon >= 0",
+                      f"{temperature}, {epsilon}")
         self.temperature = temperature
         self.epsilon = epsilon
 

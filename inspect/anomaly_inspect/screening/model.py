@@ -276,9 +276,9 @@ def fit(
         skipped += cal_skipped
         cal_paths = [cal_all[i] for i in cal_ok]
         source = f"calibration images from {', '.join(map(str, calibration))}"
-    scorer.fit(fit_feats)
+    runner.fit_features({"model": scorer}, fit_feats)
     del fit_feats
-    result = scorer.score(cal_feats)
+    result = runner.score_features({"model": scorer}, cal_feats)["model"]
     on_image = result.patch_scores if cal_feats.valid is None or result.patch_scores is None \
         else result.patch_scores[cal_feats.valid]
     return calibrated_model(cfg, backbone, extractor, scorer, result.image_scores, on_image,

@@ -118,13 +118,14 @@ class FeatureExtractor:
 
     def calibrate(self, paths: Sequence[Path]) -> None:
         """Calibrate a backbone that needs it (int8) on up to ``CALIBRATION_IMAGES`` of these
-        training images, spread evenly over them; a no-op otherwise."""
+        training images, spread evenly over them (unreadable ones left out); a no-op otherwise."""
         if not self.backbone.needs_calibration or not paths:
             return
         picks = np.unique(np.linspace(0, len(paths) - 1, min(len(paths), CALIBRATION_IMAGES)).round())
         chosen = [paths[int(i)] for i in picks]
         batch = next(iter_batches(chosen, self.transform, len(chosen), prefetch=False))
-        raise_first_error(batch, chosen)
+        if not batch.indices:
+            raise_first_error(batch, chosen)
         self.backbone.calibrate(batch.images)
 
     def iter_extract(

@@ -102,6 +102,9 @@ def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path], mode:
     are ``paths``' indices."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if cfg.backbone.precision == "int8":
+        raise ValueError("precision int8 is calibrated where the model is fitted; a distributed "
+                         "fit does not ship the calibrated graph to its workers yet")
     task = ExtractTask(cfg.to_dict(), max_pixels, mode, cfg.features.batch_size)
     offset = 0
     for part in engine.map(task, list(paths), progress):

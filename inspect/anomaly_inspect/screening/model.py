@@ -247,6 +247,7 @@ def fit(
                              calibration_fraction, progress, max_pixels)
     backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     runner = Runner(extractor, progress=progress)
+    extractor.calibrate(train_paths)  # int8 backbones: on training images only
     train_set = runner.extract(train_paths, "extract train", skip_errors=True)
     ok, feats, skipped = train_set.indices, train_set.features, train_set.skipped
     if not ok:

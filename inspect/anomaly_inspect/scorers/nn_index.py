@@ -10,7 +10,7 @@ The HNSW defaults (M=16, efConstruction=40, efSearch=32) are set for PatchCore's
 scores are made exact afterwards (``patchcore.exact_image_maxima``), so the graph only has
 to be good enough for the patch maps. Against M=32 / 80 / 64 they build 2.6x and search
 2.3x faster on magnetic tile's 121,760-item bank, with patch distances 0.14 % above exact
-on average (docs/runtime.md).
+on average (README, "Backbone runtimes").
 """
 
 from __future__ import annotations

@@ -204,11 +204,12 @@ def test_supported_backbones_export_and_agree(name, x):
     assert all(rel_diff(a, b) < 1e-4 for a, b in zip([*maps, pooled], [*rmaps, rpooled], strict=True))
 
 
-def test_saved_model_records_runtime_and_carries_its_export(tmp_path, monkeypatch):
+def fit_random_model(tmp_path, precision: str = "f32"):
+    """A screening model fitted on 6 random images with random weights, and its saved folder."""
     import cv2
     import numpy as np
 
-    from anomaly_inspect.screening import fit, load_model
+    from anomaly_inspect.screening import fit
 
     rng = np.random.default_rng(0)
     (tmp_path / "train").mkdir()
@@ -216,8 +217,15 @@ def test_saved_model_records_runtime_and_carries_its_export(tmp_path, monkeypatc
         cv2.imwrite(str(tmp_path / "train" / f"{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
     cfg = ModelConfig()
     cfg.backbone.weights, cfg.features.image_size, cfg.features.batch_size = "random", SIZE, 4
+    cfg.backbone.precision = precision
     model = fit([tmp_path / "train"], cfg, target_fpr=0.2, progress=False)
-    saved = model.save(tmp_path / "m")
+    return model, model.save(tmp_path / "m")
+
+
+def test_saved_model_records_runtime_and_carries_its_export(tmp_path, monkeypatch):
+    from anomaly_inspect.screening import load_model
+
+    model, saved = fit_random_model(tmp_path)
     info = json.loads((saved / "model.json").read_text())
     assert info["config"]["backbone"]["runtime"] == "onnxruntime"
     assert [p.name for p in (saved / "backbone").glob("*.onnx")] == [model.extractor.backbone.exports[0].name]
@@ -295,20 +303,9 @@ def test_int8_is_calibrated_on_the_images_given_then_found_beside_its_export(x, 
 
 
 def test_int8_model_is_calibrated_on_its_training_images_and_saved_with_both_graphs(tmp_path):
-    import cv2
-    import numpy as np
+    from anomaly_inspect.screening import load_model
 
-    from anomaly_inspect.screening import fit, load_model
-
-    rng = np.random.default_rng(0)
-    (tmp_path / "train").mkdir()
-    for i in range(6):
-        cv2.imwrite(str(tmp_path / "train" / f"{i}.png"), rng.integers(0, 255, (40, 48, 3), dtype=np.uint8))
-    cfg = ModelConfig()
-    cfg.backbone.weights, cfg.features.image_size, cfg.features.batch_size = "random", SIZE, 4
-    cfg.backbone.precision = "int8"
-    model = fit([tmp_path / "train"], cfg, target_fpr=0.2, progress=False)
-    saved = model.save(tmp_path / "m")
+    model, saved = fit_random_model(tmp_path, "int8")
     assert len(list((saved / "backbone").glob("*-int8-*.onnx"))) == 1
     assert len(list((saved / "backbone").glob("*.onnx"))) == 2
     again = load_model(saved)

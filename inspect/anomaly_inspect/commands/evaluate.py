@@ -89,6 +89,7 @@ def print_result(result: EvaluationResult) -> None:
         ("end-to-end", f"{result.images_per_second:.1f} img/s (fit + test images)"),
         ("backbone runtime", result.runtime),
         ("time by stage", ", ".join(f"{k} {v:.1f} s" for k, v in (result.stage_seconds or {}).items())),
-        ("memory bank", f"{result.memory_bank_items} items, {result.memory_bank_mb} MB, {result.search_index} search"),
+        *([("memory bank", f"{result.memory_bank_items} items, {result.memory_bank_mb} MB, "
+                           f"{result.search_index} search")] if result.memory_bank_items else []),
         ("peak RSS", f"{result.peak_rss_mb:.0f} MB"),
     ])

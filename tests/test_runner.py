@@ -75,7 +75,7 @@ def test_several_scorers_score_in_one_pass_as_they_do_alone(tiny):
     train, test = [s.path for s in data.train], [s.path for s in data.test]
     a = build_scorer("patchcore", coreset_ratio=0.5, progress=False)
     b = build_scorer("patchcore", coreset_ratio=1.0, progress=False)
-    info = runner.fit({"a": a, "b": b}, train)
+    info = runner.fit({"a": a, "b": b}, train).info
     assert info["b"]["memory_bank_items"] > info["a"]["memory_bank_items"] > 0
     together = [item.results for item in runner.score({"a": a, "b": b}, test)]
     alone = [item.results["a"] for item in runner.score({"a": a}, test)]
@@ -93,6 +93,24 @@ def test_streamed_fit_equals_fit_on_gathered_features(tiny):
     gathered.fit(runner.extract(train, "train").features)
     np.testing.assert_array_equal(streamed.memory_bank, gathered.memory_bank)
     assert runner.times.seconds["fit"] > 0 and runner.times.seconds["backbone"] > 0
+
+
+def test_fit_skipping_unreadable_images_streams_the_readable_ones(tiny, tmp_path):
+    _, data, runner = tiny
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    train = [s.path for s in data.train]
+    skipping = build_scorer("patchcore", coreset_ratio=0.5, progress=False)
+    fitted = runner.fit({"pc": skipping}, [train[0], bad, *train[1:]], skip_errors=True)
+    assert fitted.indices == [0, *range(2, len(train) + 1)]
+    assert len(fitted.skipped) == 1 and "broken.png" in fitted.skipped[0]["path"]
+    clean = build_scorer("patchcore", coreset_ratio=0.5, progress=False)
+    runner.fit({"pc": clean}, train)
+    np.testing.assert_array_equal(skipping.memory_bank, clean.memory_bank)
+    with pytest.raises(ImageReadError, match="broken.png"):
+        runner.fit({"pc": clean}, [bad, *train])
+    with pytest.raises(ValueError, match="none of the 1 training images could be read"):
+        runner.fit({"pc": clean}, [bad], skip_errors=True)
 
 
 def test_unreadable_images_raise_or_are_skipped(tiny, tmp_path, caplog):

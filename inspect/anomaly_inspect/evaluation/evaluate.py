@@ -79,7 +79,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
                 fit_remote(scorer, engine, cfg, train_paths, extractor.transform.max_pixels, bar)
             summary = scorer.fit_summary()
         else:
-            summary = runner.fit({cfg.method: scorer}, train_paths)[cfg.method]
+            summary = runner.fit({cfg.method: scorer}, train_paths).info[cfg.method]
         backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None

@@ -106,6 +106,16 @@ class ScoreTask(_ExtractorTask):
 
 
 @dataclass
+class Fitted:
+    """What :meth:`Runner.fit` did: each scorer's :meth:`~..scorers.Scorer.fit_summary` with its
+    fit seconds, the readable paths it fitted on (positions) and the ones skipped."""
+
+    info: dict[str, dict]
+    indices: list[int]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
 class Extracted:
     """Features of the readable images of a set, and the ones skipped (path, reason)."""
 
@@ -128,9 +138,9 @@ class Runner:
         self.progress = progress
         self.times = times if times is not None else StageTimes()
 
-    def _batches(self, paths: list[Path], desc: str, image_fn: ImageFn | None = None,
-                 bar: Progress | None = None, skipped: list[dict[str, str]] | None = None
-                 ) -> Iterator[tuple[list[int], Features]]:
+    def iter_readable(self, paths: list[Path], desc: str, image_fn: ImageFn | None = None,
+                      bar: Progress | None = None, skipped: list[dict[str, str]] | None = None
+                      ) -> Iterator[tuple[list[int], Features]]:
         """The one extraction loop: (indices, features) of each batch's readable images, in
         order. An unreadable image raises, or, given a ``skipped`` list, is logged and listed."""
         task = ExtractTask(self.extractor, image_fn, self.times)
@@ -149,7 +159,7 @@ class Runner:
                       bar: Progress | None = None) -> Iterator[Features]:
         """Features of every path in order, batch by batch; raises on the first unreadable image.
         ``bar``: a progress bar the caller shows across several sets (else one of ``desc``)."""
-        for _, feats in self._batches(list(paths), desc, image_fn, bar):
+        for _, feats in self.iter_readable(list(paths), desc, image_fn, bar):
             yield feats
 
     def extract(self, paths: Sequence[Path], desc: str, image_fn: ImageFn | None = None,
@@ -162,29 +172,43 @@ class Runner:
             return Extracted(list(range(len(paths))),
                              Features.collect(self.iter_features(paths, desc, image_fn), len(paths)))
         skipped: list[dict[str, str]] = []
-        parts = list(self._batches(paths, desc, image_fn, skipped=skipped))
+        parts = list(self.iter_readable(paths, desc, image_fn, skipped=skipped))
         return Extracted([i for idx, _ in parts for i in idx], Features.concat([f for _, f in parts]),
                          skipped)
 
     def fit(self, scorers: Mapping[str, Scorer], paths: Sequence[Path],
             labels: np.ndarray | None = None, context: FitContext | None = None,
-            desc: str = "extract train") -> dict[str, dict]:
-        """Fit every scorer on the training images' features (extracted once) and return each
-        one's :meth:`~..scorers.Scorer.fit_summary` with its fit seconds.
+            desc: str = "extract train", skip_errors: bool = False) -> Fitted:
+        """Fit every scorer on the training images' features (extracted once). Unreadable
+        images raise, or with ``skip_errors`` are left out with a warning.
 
         A single scorer fits while the batches arrive (:meth:`Scorer.fit_batches`: PatchCore's
         coreset streams, so memory stays flat); several share one gathered copy."""
         paths = list(paths)
         self.extractor.calibrate(paths)  # int8 backbones: on training images only
+        skipped: list[dict[str, str]] | None = [] if skip_errors else None
+        readable: list[int] = []
+
+        def features() -> Iterator[Features]:
+            for idx, feats in self.iter_readable(paths, desc, skipped=skipped):
+                readable.extend(idx)
+                yield feats
+            if not readable:
+                raise ValueError(f"none of the {len(paths)} training images could be read")
+
         if len(scorers) == 1 and labels is None:
             (name, scorer), = scorers.items()
             before = sum(self.times.seconds.values())
             with Timer() as t:
-                scorer.fit_batches(self.iter_features(paths, desc), len(paths), context)
+                scorer.fit_batches(features(), len(paths), context)
             # the fit's own time is its wall time less the extraction stages inside it
             self.times.add("fit", t.seconds - (sum(self.times.seconds.values()) - before))
-            return {name: {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}}
-        return self.fit_features(scorers, self.extract(paths, desc).features, labels, context)
+            info = {name: {"fit_seconds": round(t.seconds, 2), **scorer.fit_summary()}}
+        else:
+            gathered = Features.concat(list(features())) if skip_errors else \
+                Features.collect(features(), len(paths))
+            info = self.fit_features(scorers, gathered, labels, context)
+        return Fitted(info, readable, skipped or [])
 
     def fit_features(self, scorers: Mapping[str, Scorer], features: Features,
                      labels: np.ndarray | None = None,

@@ -26,7 +26,7 @@ from ..pipeline import Engine, build
 from ..pipeline.remote_fit import check_distributable, extract_parts, fit_bank_remote
 from ..progress import Progress
 from .calibration import holdout_split
-from .model import Model, calibrated_model
+from .model import Model, calibrated_model, on_image
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,7 @@ def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
             result = scorer.score(part.features)
             scores.append(result.image_scores)
             if result.patch_scores is not None:
-                valid = part.features.valid
-                patch_scores.append(result.patch_scores.ravel() if valid is None
-                                    else result.patch_scores[valid])
+                patch_scores.append(on_image(result.patch_scores, part.features))
     if not cal_ok:
         raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
     size = cfg.features.image_size  # run the driver's backbone once, so that the saved model

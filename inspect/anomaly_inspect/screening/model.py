@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
+from ..core import Features
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
 from ..data.transforms import Box
@@ -247,43 +248,44 @@ def fit(
                              calibration_fraction, progress, max_pixels)
     backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     runner = Runner(extractor, progress=progress)
-    extractor.calibrate(train_paths)  # int8 backbones: on training images only
-    train_set = runner.extract(train_paths, "extract train", skip_errors=True)
-    ok, feats, skipped = train_set.indices, train_set.features, train_set.skipped
-    if not ok:
-        raise ValueError(f"none of the {len(train_paths)} training images could be read")
-    readable = [train_paths[i] for i in ok]
     if calibration is None:
-        fit_idx, cal_idx = holdout_split(len(readable), calibration_fraction, cfg.seed)
-        fit_feats, cal_feats = feats.subset(fit_idx), feats.subset(cal_idx)
-        del feats
-        fit_paths = [readable[i] for i in fit_idx]
-        cal_paths = [readable[i] for i in cal_idx]
+        fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, cfg.seed)
+        fit_all = [train_paths[i] for i in fit_idx]
+        cal_all = [train_paths[i] for i in cal_idx]
         source = f"held-out {calibration_fraction:.0%} of training images (seed {cfg.seed})"
     else:
+        fit_all = train_paths
         cal_all = expand_inputs(list(calibration))
         if not cal_all:
             raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
-        overlap = {p.resolve() for p in cal_all} & {p.resolve() for p in readable}
+        overlap = {p.resolve() for p in cal_all} & {p.resolve() for p in train_paths}
         if overlap:
             log.warning("%d calibration images are also training images: their scores are too "
                         "low, so the threshold is too low and the real FPR higher than stated",
                         len(overlap))
-        fit_feats, fit_paths = feats, readable
-        cal_set = runner.extract(cal_all, "extract calibration", skip_errors=True)
-        cal_ok, cal_feats, cal_skipped = cal_set.indices, cal_set.features, cal_set.skipped
-        if not cal_ok:
-            raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
-        skipped += cal_skipped
-        cal_paths = [cal_all[i] for i in cal_ok]
         source = f"calibration images from {', '.join(map(str, calibration))}"
-    runner.fit_features({"model": scorer}, fit_feats)
-    del fit_feats
-    result = runner.score_features({"model": scorer}, cal_feats)["model"]
-    on_image = result.patch_scores if cal_feats.valid is None or result.patch_scores is None \
-        else result.patch_scores[cal_feats.valid]
-    return calibrated_model(cfg, backbone, extractor, scorer, result.image_scores, on_image,
-                            target_fpr, source, fit_paths, cal_paths, skipped)
+    # streamed: the training features go batch by batch into the scorer (PatchCore's coreset),
+    # the calibration images batch by batch through it, so memory does not grow with the set
+    fitted = runner.fit({"model": scorer}, fit_all, skip_errors=True)
+    skipped = fitted.skipped
+    scores, patch_scores, cal_ok = [], [], []
+    for idx, feats in runner.iter_readable(cal_all, "extract calibration", skipped=skipped):
+        result = runner.score_features({"model": scorer}, feats)["model"]
+        cal_ok += idx
+        scores.append(result.image_scores)
+        if result.patch_scores is not None:
+            patch_scores.append(on_image(result.patch_scores, feats))
+    if not cal_ok:
+        raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
+    return calibrated_model(cfg, backbone, extractor, scorer, np.concatenate(scores),
+                            np.concatenate(patch_scores) if patch_scores else None, target_fpr,
+                            source, [fit_all[i] for i in fitted.indices],
+                            [cal_all[i] for i in cal_ok], skipped)
+
+
+def on_image(patch_scores: np.ndarray, features: Features) -> np.ndarray:
+    """The patch scores of the cells on the images (not on padding), flattened."""
+    return patch_scores.ravel() if features.valid is None else patch_scores[features.valid]
 
 
 def calibrated_model(cfg: ModelConfig, backbone, extractor: FeatureExtractor, scorer: Scorer,

@@ -15,7 +15,7 @@ of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
   chunk is covered coarsely. Only the kept rows are stored, and the result
   does not depend on how the rows arrive (one array or batch by batch). With
   ``max_items``, the kept rows are halved (the same chunked greedy) whenever
-  they pass 4 x ``max_items``, so memory stays bounded however many arrive.
+  they pass 2 x ``max_items``, so memory stays bounded however many arrive.
 * round 2: one greedy k-center pass over the union of the kept rows, down to
   ``ratio`` of all rows seen (at most ``max_items``). When round 1 kept only
   the target plus rounding (``ratio >= first_round_ratio``, no cap) it just
@@ -38,7 +38,7 @@ from ..progress import Progress
 
 WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is independent of how
 #                     the rows arrive (one array, or batch by batch)
-COMPACT_AT = 4  # with max_items, halve the kept rows whenever they pass 4 x max_items
+COMPACT_AT = 2  # with max_items, halve the kept rows whenever they pass 2 x max_items
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -331,7 +331,18 @@ class TwoRoundCoreset:
         sel = self._select(progress)
         positions = np.concatenate(self._positions)[sel]
         order = np.argsort(positions, kind="stable")
-        return positions[order], np.concatenate(self._rows)[sel[order]]
+        return positions[order], self._take_rows(sel[order])
+
+    def _take_rows(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of the union of the kept rows, gathered chunk by chunk (no copy of
+        the whole union)."""
+        starts = np.cumsum([0] + [len(r) for r in self._rows])
+        chunk = np.searchsorted(starts, idx, side="right") - 1
+        out = np.empty((len(idx), self._rows[0].shape[1]), np.float32)
+        for c in np.unique(chunk):
+            where = np.flatnonzero(chunk == c)
+            out[where] = self._rows[c][idx[where] - starts[c]]
+        return out
 
 
 def round_one(rows: np.ndarray, ratio: float = 0.1, chunk_size: int | None = 4096,

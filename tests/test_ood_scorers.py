@@ -140,6 +140,20 @@ def test_head_is_seeded_and_learns():
         train_head(x, np.zeros(len(x)), cfg)
 
 
+def test_head_with_dropout_does_not_depend_on_the_global_rng_nor_change_it():
+    import torch
+
+    x, y = _blobs()
+    cfg = HeadConfig(hidden=16, epochs=5, dropout=0.5, seed=3)
+    h1 = train_head(x, y, cfg)
+    torch.rand(7)  # whatever ran before the head must not change it
+    state = torch.random.get_rng_state()
+    h2 = train_head(x, y, cfg)
+    assert torch.equal(torch.random.get_rng_state(), state)  # the caller's RNG untouched
+    np.testing.assert_array_equal(h1.w1, h2.w1)
+    np.testing.assert_array_equal(h1.w2, h2.w2)
+
+
 def test_l2_normalised_head_logits_ignore_scale():
     x, y = _blobs()
     h = train_head(x, y, HeadConfig(hidden=16, epochs=10, l2_normalize=True))

@@ -116,20 +116,23 @@ def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeight
     z = torch.from_numpy((x - mean) / std)
     yt = torch.from_numpy(y.astype(np.int64))
     gen = torch.Generator().manual_seed(cfg.seed)
-    with torch.random.fork_rng():  # seeded initial weights, the caller's RNG untouched
-        torch.manual_seed(cfg.seed)
-        net = _Net(x.shape[1], cfg, len(classes))
     counts = np.bincount(y, minlength=len(classes)).astype(np.float32)
     weight = torch.from_numpy(counts.sum() / (len(classes) * counts))
     loss_fn = nn.CrossEntropyLoss(weight=weight)
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    net.train()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: extra threads only add synchronisation cost
-    try:
-        _train_loop(net, z, yt, loss_fn, opt, cfg, gen)
-    finally:
-        torch.set_num_threads(threads)
+    # Initial weights and dropout masks both draw from torch's global RNG: seed it for the
+    # whole training, so a head does not depend on what ran before it, and give the caller
+    # its RNG back untouched.
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.seed)
+        net = _Net(x.shape[1], cfg, len(classes))
+        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        net.train()
+        try:
+            _train_loop(net, z, yt, loss_fn, opt, cfg, gen)
+        finally:
+            torch.set_num_threads(threads)
     net.eval()
     with torch.no_grad():
         acc = float((net(z).argmax(1) == yt).float().mean())

@@ -48,6 +48,7 @@ def test_bench_backbone_prints_throughput(tmp_path):
     assert main(["bench-backbone", "--batch-size", "4", "--rounds", "1", "--image-size", "128",
                  "--runtime", "onnxruntime", "--output-json", str(out)]) == 0
     rows = json.loads(out.read_text())["runtimes"]
-    assert [(r["runtime"], r["precision"]) for r in rows] == [("torch", "f32"), ("onnxruntime", "f32")]
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8")]
     assert all(r["images_per_second"] > 0 for r in rows)
     assert rows[1]["max_rel_diff_vs_torch"] < 1e-4  # the bundled weights, not only random ones

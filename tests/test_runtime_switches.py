@@ -50,25 +50,3 @@ def test_scorer_without_the_switch_loads_with_it(tmp_path):
     KNN(k=2).fit(pooled).save(tmp_path / "k")
     assert Scorer.load(tmp_path / "k", progress=False).get_params() == {
         "k": 2, "normalize": True, "reduction": "kth"}
-
-
-def test_cli_fixes_glibcs_mmap_threshold_and_tolerates_other_libcs(monkeypatch):
-    import ctypes
-
-    from anomaly_inspect import cli
-
-    calls = []
-
-    class FakeLibc:
-        def mallopt(self, param, value):
-            calls.append((param, value))
-
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
-    assert cli.main([]) == 2  # no command: help, after the allocator setting
-    assert calls == [(-3, cli.MMAP_THRESHOLD)]
-
-    def no_glibc(name):
-        raise OSError(f"{name}: cannot open shared object file")
-
-    monkeypatch.setattr(ctypes, "CDLL", no_glibc)
-    cli.fix_mmap_threshold()  # silently a no-op

@@ -63,27 +63,7 @@ def with_flag_hints(message: str) -> str:
     return message
 
 
-MMAP_THRESHOLD = 128 * 1024  # bytes; glibc's M_MMAP_THRESHOLD
-
-
-def fix_mmap_threshold() -> None:
-    """Keep glibc from moving its mmap threshold up (to 32 MB) as large arrays are freed.
-
-    Every batch allocates and frees arrays of megabytes (decoded images, features, coreset
-    chunks) from several threads. Under the default dynamic threshold they land on the heap,
-    which fragments, so a fit's peak RSS grew with the number of images even with a fixed
-    bank (5,000 images: +22 % over 200); with a fixed threshold they are mmapped and returned
-    when freed (+7 %). No-op outside glibc."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").mallopt(-3, MMAP_THRESHOLD)  # -3 = M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def main(argv: list[str] | None = None) -> int:
-    fix_mmap_threshold()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

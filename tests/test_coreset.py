@@ -197,3 +197,13 @@ def test_max_items_keeps_round_one_memory_bounded():
     sel = capped.finish()
     assert len(sel) == 100 and len(np.unique(sel)) == 100
     assert len({int(i) // 500 for i in sel}) == 40  # every cluster still covered
+
+
+def test_compaction_keeps_rows_with_their_positions():
+    x = many_clusters(20, 300, dim=8, seed=3)
+    capped = TwoRoundCoreset(0.5, max_items=50, chunk_size=64, seed=0, keep_rows=True)
+    for block in np.array_split(x, 30):
+        capped.add(block)
+    positions, rows = capped.finish_positions_rows()
+    assert len(positions) == 50 and np.array_equal(rows, x[positions])
+    assert len({int(i) // 300 for i in positions}) == 20

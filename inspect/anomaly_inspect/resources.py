@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import resource
 import sys
 import time
@@ -50,3 +52,22 @@ class StageTimes:
 
     def to_dict(self, digits: int = 3) -> dict[str, float]:
         return {k: round(v, digits) for k, v in self.seconds.items()}
+
+
+@functools.cache
+def _malloc_trim():
+    try:
+        return ctypes.CDLL(None).malloc_trim  # glibc only
+    except (OSError, AttributeError):
+        return None
+
+
+def release_free_memory() -> None:
+    """Hand the C heap's free pages back to the OS (glibc ``malloc_trim``; a no-op elsewhere).
+
+    Per-batch arrays of megabytes, allocated and freed from several threads, fragment glibc's
+    heaps, so a long streamed fit's RSS creeps up although what it holds is bounded (capped
+    fit, 900 vs 200 images: +8.6 % without, +5.5 % with; docs/coreset.md). Costs about 1 %."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)

@@ -252,19 +252,32 @@ class TwoRoundCoreset:
         return sum(len(p) for p in self._positions)
 
     def _compact(self) -> None:
-        """Halve the kept rows (greedy in random chunks of the union), so that memory stays
-        bounded by ``max_items`` however many rows arrive."""
-        positions = np.concatenate(self._positions)
-        projected = np.concatenate(self._projected)
-        rows = np.concatenate(self._rows) if self.keep_rows else None
+        """Halve the kept rows, so that memory stays bounded by ``max_items`` however many
+        rows arrive: the kept chunks, in random order, are grouped into about ``chunk_size``
+        rows and the greedy keeps half of each group. Groups are freed as they are done, so
+        no copy of the whole union is ever made."""
+        old = list(zip(self._positions, self._projected,
+                       self._rows if self.keep_rows else [None] * len(self._positions),
+                       strict=True))
         self._positions, self._projected, self._rows = [], [], []
-        for idx in np.array_split(self._rng.permutation(len(positions)),
-                                  math.ceil(len(positions) / self.chunk_size)):
-            sel = idx[_greedy(projected[idx], math.ceil(len(idx) / 2), int(self._rng.integers(len(idx))))]
-            self._positions.append(positions[sel])
+        order = self._rng.permutation(len(old))
+        start = 0
+        while start < len(order):
+            end, size = start + 1, len(old[order[start]][0])
+            while end < len(order) and size + len(old[order[end]][0]) <= self.chunk_size:
+                size += len(old[order[end]][0])
+                end += 1
+            parts = [old[g] for g in order[start:end]]
+            for g in order[start:end]:
+                old[g] = None  # freed once this group is done
+            start = end
+            projected = np.concatenate([p[1] for p in parts])
+            sel = _greedy(projected, math.ceil(len(projected) / 2),
+                          int(self._rng.integers(len(projected))))
+            self._positions.append(np.concatenate([p[0] for p in parts])[sel])
             self._projected.append(projected[sel])
-            if rows is not None:
-                self._rows.append(rows[sel])
+            if self.keep_rows:
+                self._rows.append(np.concatenate([p[2] for p in parts])[sel])
 
     @property
     def n_seen(self) -> int:

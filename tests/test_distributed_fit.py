@@ -86,6 +86,15 @@ def test_engine_fit_on_real_images_matches_streamed_fit(shared_data):
     assert prov is not None and len(prov) == remote.bank_size
     rows = train_feats.patches[prov.image, prov.cell[:, 0], prov.cell[:, 1]]
     np.testing.assert_allclose(remote.memory_bank, rows, rtol=1e-6)
+    # images after the training set ride the same pass; batch 2 holds both kinds
+    with_then, alone, got = build(cfg, progress=False)[2], build(cfg, progress=False)[2], []
+    fit_bank_remote(with_then, LocalEngine(), cfg, train[:7], 10**8, then=train[7:],
+                    on_then=got.append)
+    fit_bank_remote(alone, LocalEngine(), cfg, train[:7], 10**8)
+    np.testing.assert_array_equal(with_then.memory_bank, alone.memory_bank)
+    assert [i for part in got for i in part.indices] == [0, 1, 2]
+    np.testing.assert_allclose(np.concatenate([part.features.patches for part in got]),
+                               train_feats.patches[7:], atol=1e-4)
     feats = runner.extract(test, "test").features
     s_local, s_remote = local.score(feats).image_scores, remote.score(feats).image_scores
     np.testing.assert_allclose(s_remote, s_local, rtol=0.15)
@@ -108,7 +117,16 @@ def test_fit_on_engine_saves_a_complete_model(shared_data, tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     cfg = ModelConfig.from_dict({"features": {"image_size": 128, "batch_size": 4}}, "test")
-    model = fit_on_engine([*train, bad], cfg, LocalEngine(), None, 0.2, 0.25, False, 10**8)
+
+    class CountingEngine(LocalEngine):
+        maps = 0
+
+        def map(self, *args, **kwargs):
+            CountingEngine.maps += 1
+            return super().map(*args, **kwargs)
+
+    model = fit_on_engine([*train, bad], cfg, CountingEngine(), None, 0.2, 0.25, False, 10**8)
+    assert CountingEngine.maps == 1  # training and calibration images: one pass, one pool
     info = model.info
     assert len(info.train_images) + len(info.calibration_images) == 10
     assert len(info.calibration_images) in (2, 3) and len(info.skipped_images) == 1
@@ -118,3 +136,5 @@ def test_fit_on_engine_saves_a_complete_model(shared_data, tmp_path):
     assert list((out / "backbone").glob("*.onnx"))  # the driver ran its backbone once
     again = load_model(out)
     assert again.scorer.bank_size == model.scorer.bank_size
+    with pytest.raises(ValueError, match="1 calibration images are also training images"):
+        fit_on_engine(train, cfg, LocalEngine(), [str(train[0])], 0.2, 0.25, False, 10**8)

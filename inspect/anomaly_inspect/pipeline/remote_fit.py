@@ -5,8 +5,9 @@ images and runs round 1 of the two-round coreset on that batch's patches
 (:func:`~..scorers.coreset.round_one`); only the kept rows (``first_round_ratio`` of them)
 travel to the driver, which runs round 2 once over their union
 (``TwoRoundCoreset.add_round_one`` / ``finish``): the composable-coreset scheme of
-Malkomes et al. (NeurIPS 2015). The same task in ``features`` mode returns the features
-themselves (for calibration images). Only memory-bank scorers that build their bank from the
+Malkomes et al. (NeurIPS 2015). Images listed after the training set (``then``: a fit's
+calibration images) go through the same pass and actor pool; their features come back
+whole, once the bank is finished. Only memory-bank scorers that build their bank from the
 plain coreset (PatchCore) fit this way.
 """
 
@@ -15,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,32 +32,34 @@ from ..scorers.provenance import Provenance
 from .build import build
 from .engine import Engine
 
-MODES = ("round_one", "features")
-
 
 @dataclass
 class ExtractedPart:
-    """One batch's outcome: readable / unreadable positions (in the task's paths) and either
-    the round-1 picks (``chunks``, ``rows``, ``n_rows``, and ``valid``: which patch cells of
-    the readable images the rows were numbered over, for provenance) or the ``features``."""
+    """One batch's outcome: readable / unreadable positions (in the task's paths); the round-1
+    picks of its training images (``chunks``, ``rows``, ``n_rows``, and ``valid``: which patch
+    cells of those images the rows were numbered over, for provenance; ``round_one``: their
+    positions) and the ``features`` of its other images (positions ``featured``)."""
 
     indices: list[int]
     errors: list[tuple[int, str]]
+    round_one: list[int] = dataclasses.field(default_factory=list)
     n_rows: int = 0
     chunks: list[np.ndarray] | None = None
     rows: np.ndarray | None = None
     valid: np.ndarray | None = None
+    featured: list[int] = dataclasses.field(default_factory=list)
     features: Features | None = None
 
 
 @dataclass
 class ExtractTask:
-    """Build the model's backbone once per worker; per batch: features, or round 1 of the
-    coreset on them. ``offset`` numbers the paths (and seeds each batch's round 1)."""
+    """Build the model's backbone once per worker; per batch: round 1 of the coreset on the
+    training images' features, and the features themselves of the images in
+    ``features_for`` (paths as ``os.fsencode`` gives them)."""
 
     config: dict
     max_pixels: int
-    mode: str = "round_one"
+    features_for: frozenset[bytes] = frozenset()
     batch_size: int = 32
 
     def setup(self) -> None:
@@ -70,22 +73,28 @@ class ExtractTask:
 
     def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, ExtractedPart]]:
         """Per batch: positions relative to the batch's first path (the caller adds where the
-        batch starts: outputs arrive in order); round 1 is seeded by the first path's name."""
+        batch starts: outputs arrive in order); round 1 is seeded by its first image's name."""
         for item in self._extractor.iter_extract(paths):
             b = item.batch
             first = min(b.indices + [i for i, _ in b.errors])
             part = ExtractedPart([i - first for i in b.indices],
                                  [(i - first, r) for i, r in b.errors])
-            if b.indices and self.mode == "features":
-                part.features = item.features
-            elif b.indices:
-                patches = image_patches(item.features)
+            wanted = [os.fsencode(paths[i]) in self.features_for for i in b.indices]
+            if any(wanted):
+                keep = np.flatnonzero(wanted)
+                part.featured = [b.indices[k] - first for k in keep]
+                part.features = item.features.subset(keep)
+            if not all(wanted):
+                keep = np.flatnonzero(np.logical_not(wanted))
+                feats = item.features if len(keep) == len(wanted) else item.features.subset(keep)
+                patches = image_patches(feats)
                 s = self._scorer
+                seed = zlib.crc32(os.fsencode(paths[b.indices[keep[0]]]))
                 chunks = round_one(patches, s.coreset_ratio, s.chunk_size, s.first_round_ratio,
-                                   s.projection_dim, s.seed,
-                                   stream=zlib.crc32(os.fsencode(paths[first])))
+                                   s.projection_dim, s.seed, stream=seed)
+                part.round_one = [b.indices[k] - first for k in keep]
                 part.n_rows, part.chunks = len(patches), chunks
-                part.valid = item.features.valid_mask()
+                part.valid = feats.valid_mask()
                 part.rows = np.ascontiguousarray(patches[np.concatenate(chunks)], np.float32)
             yield len(b.indices) + len(b.errors), part
 
@@ -96,43 +105,73 @@ def check_distributable(scorer: Scorer) -> None:
                          f"'{scorer.name}'; use --engine local for it")
 
 
-def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path], mode: str,
-                  max_pixels: int, progress: Progress | None = None) -> Iterator[ExtractedPart]:
+def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
+                  features_for: frozenset[bytes], max_pixels: int,
+                  progress: Progress | None = None) -> Iterator[ExtractedPart]:
     """:class:`ExtractTask` over ``paths`` on ``engine``, batch by batch, in order; positions
     are ``paths``' indices."""
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if cfg.backbone.precision == "int8":
         raise ValueError("precision int8 is calibrated where the model is fitted; a distributed "
                          "fit does not ship the calibrated graph to its workers yet")
-    task = ExtractTask(cfg.to_dict(), max_pixels, mode, cfg.features.batch_size)
+    task = ExtractTask(cfg.to_dict(), max_pixels, features_for, cfg.features.batch_size)
     offset = 0
     for part in engine.map(task, list(paths), progress):
-        n = len(part.indices) + len(part.errors)
         part.indices = [offset + i for i in part.indices]
         part.errors = [(offset + i, r) for i, r in part.errors]
-        offset += n
+        part.round_one = [offset + i for i in part.round_one]
+        part.featured = [offset + i for i in part.featured]
+        offset += len(part.indices) + len(part.errors)
         yield part
 
 
 def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
-                    max_pixels: int, progress: Progress | None = None
+                    max_pixels: int, progress: Progress | None = None,
+                    then: Sequence[Path] = (),
+                    on_then: Callable[[ExtractedPart], None] | None = None
                     ) -> tuple[list[int], list[tuple[int, str]]]:
     """Fit ``scorer``'s memory bank from ``paths``: extraction and round 1 on the workers,
-    round 2 here. Returns the readable positions and the (position, reason) of the others."""
+    round 2 here. Returns the readable positions and the (position, reason) of the others.
+
+    ``then``: images extracted in the same pass (one actor pool) once the training images
+    are done; ``on_then`` gets each batch of them (features, positions in ``then``) after
+    the bank is finished. They must not be training images too."""
     check_distributable(scorer)
+    both = set(map(os.fsencode, paths)) & set(map(os.fsencode, then))
+    if both:
+        raise ValueError(f"{len(both)} calibration images are also training images (e.g. "
+                         f"{os.fsdecode(min(both))}); a distributed fit needs the two disjoint")
     coreset = scorer.coreset(keep_rows=True)
+    n = len(paths)
     ok: list[int] = []
     errors: list[tuple[int, str]] = []
     valid: list[np.ndarray] = []
-    for part in extract_parts(engine, cfg, paths, "round_one", max_pixels, progress):
-        ok += part.indices
-        errors += part.errors
+    finished = False
+    for part in extract_parts(engine, cfg, [*paths, *then], frozenset(map(os.fsencode, then)),
+                              max_pixels, progress):
+        ok += [i for i in part.indices if i < n]
+        errors += [(i, r) for i, r in part.errors if i < n]
         if part.chunks is not None:
             coreset.add_round_one(part.chunks, part.rows, part.n_rows)
             valid.append(part.valid)
-    if ok:  # provenance numbers the readable images in order, as the model lists them
-        positions, rows = scorer.finish_coreset(coreset, rows=True)
-        provenance = Provenance.of_cells(np.concatenate(valid), positions)
-        scorer.set_state({"memory_bank": np.ascontiguousarray(rows), **provenance.state()})
+        then_errors = [(i - n, r) for i, r in part.errors if i >= n]
+        if part.featured or then_errors:  # training images done: outputs arrive in order
+            if not finished:
+                _finish(scorer, coreset, ok, valid, n)
+                finished = True
+            if on_then is not None:
+                featured = [i - n for i in part.featured]
+                on_then(ExtractedPart(featured, then_errors, featured=featured,
+                                      features=part.features))
+    if not finished:
+        _finish(scorer, coreset, ok, valid, n)
     return ok, errors
+
+
+def _finish(scorer: PatchCore, coreset, ok: list[int], valid: list[np.ndarray], n: int) -> None:
+    """Round 2, and the bank with its provenance (numbering the readable images in order,
+    as the model lists them)."""
+    if not ok:
+        raise ValueError(f"none of the {n} training images could be read")
+    positions, rows = scorer.finish_coreset(coreset, rows=True)
+    provenance = Provenance.of_cells(np.concatenate(valid), positions)
+    scorer.set_state({"memory_bank": np.ascontiguousarray(rows), **provenance.state()})

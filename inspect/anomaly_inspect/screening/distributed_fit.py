@@ -2,9 +2,10 @@
 
 The training images are extracted on the workers, each batch reduced by round 1 of the
 two-round coreset there (:func:`..pipeline.remote_fit.fit_bank_remote`); the driver runs
-round 2 once. The calibration images' features are extracted on the workers too and scored
-here batch by batch, so the driver holds the bank plus one batch of features. Differences
-from the one-machine fit, by design: the held-out calibration split is drawn over the
+round 2 once. The calibration images follow in the same pass (one actor pool); their
+features are scored here batch by batch, so the driver holds the bank plus one batch of
+features. Differences from the one-machine fit, by design: calibration images must not also
+be training images (the local fit warns), the held-out calibration split is drawn over the
 listed training paths (the local fit draws it over the readable ones: the same split when
 every image reads), and round 1 chunks each batch's patches rather than windows of 16
 chunks, so the bank differs slightly (covering radius and AUROC: docs/scaling.md).
@@ -23,7 +24,7 @@ import torch
 from ..config import ModelConfig
 from ..data.layout import display_path, expand_inputs
 from ..pipeline import Engine, build
-from ..pipeline.remote_fit import check_distributable, extract_parts, fit_bank_remote
+from ..pipeline.remote_fit import ExtractedPart, check_distributable, fit_bank_remote
 from ..progress import Progress
 from .calibration import holdout_split
 from .model import Model, calibrated_model, on_image
@@ -57,22 +58,24 @@ def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
         if not cal_all:
             raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
         source = f"calibration images from {', '.join(map(str, calibration))}"
-    with Progress(len(fit_all), "extract train", enabled=progress) as bar:
-        ok, errors = fit_bank_remote(scorer, engine, cfg, fit_all, max_pixels, bar)
-    if not ok:
-        raise ValueError(f"none of the {len(fit_all)} training images could be read")
-    skipped = _skipped(fit_all, errors)
-    scores, patch_scores, cal_ok = [], [], []
-    with Progress(len(cal_all), "extract calibration", enabled=progress) as bar:
-        for part in extract_parts(engine, cfg, cal_all, "features", max_pixels, bar):
-            skipped += _skipped(cal_all, part.errors)
-            if part.features is None:
-                continue
-            cal_ok += part.indices
-            result = scorer.score(part.features)
-            scores.append(result.image_scores)
-            if result.patch_scores is not None:
-                patch_scores.append(on_image(result.patch_scores, part.features))
+    scores, patch_scores, cal_ok, cal_skipped = [], [], [], []
+
+    def on_calibration(part: ExtractedPart) -> None:
+        cal_skipped.extend(_skipped(cal_all, part.errors))
+        if part.features is None:
+            return
+        cal_ok.extend(part.indices)
+        result = scorer.score(part.features)
+        scores.append(result.image_scores)
+        if result.patch_scores is not None:
+            patch_scores.append(on_image(result.patch_scores, part.features))
+
+    # one pass, one actor pool: the training images, then the calibration images
+    with Progress(len(fit_all) + len(cal_all), "extract train + calibration",
+                  enabled=progress) as bar:
+        ok, errors = fit_bank_remote(scorer, engine, cfg, fit_all, max_pixels, bar,
+                                     then=cal_all, on_then=on_calibration)
+    skipped = _skipped(fit_all, errors) + cal_skipped
     if not cal_ok:
         raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
     size = cfg.features.image_size  # run the driver's backbone once, so that the saved model

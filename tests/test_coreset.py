@@ -207,3 +207,14 @@ def test_compaction_keeps_rows_with_their_positions():
     positions, rows = capped.finish_positions_rows()
     assert len(positions) == 50 and np.array_equal(rows, x[positions])
     assert len({int(i) // 300 for i in positions}) == 20
+
+
+@pytest.mark.parametrize("ratio, keep", [(0.001, 0.3), (0.01, 0.3), (0.02, 0.15), (0.05, 0.06),
+                                         (0.1, 0.1), (0.25, 0.25)])
+def test_round_one_keeps_first_round_ratio_while_round_two_is_cheap(ratio, keep):
+    # auto: 0.3 while keep x ratio <= ROUND_TWO_BUDGET (0.003), never below the ratio itself
+    assert TwoRoundCoreset(ratio).keep_ratio == pytest.approx(keep)  # "auto"
+    assert TwoRoundCoreset(ratio, first_round_ratio=0.5).keep_ratio == max(ratio, 0.5)
+    assert TwoRoundCoreset(ratio, first_round_ratio=None).keep_ratio == ratio
+    with pytest.raises(ValueError, match="first_round_ratio"):
+        TwoRoundCoreset(ratio, first_round_ratio="half")

@@ -154,7 +154,7 @@ def bench_coreset_features(name: str, train: Features, test: Features, labels: n
                            seed: int = 0, progress: bool = True) -> list[dict]:
     """:func:`bench_coreset` on features already extracted."""
     check_variants(variants)
-    params = {"chunk_size": 4096, "first_round_ratio": 0.1, "projection_dim": 128, **scorer_params}
+    params = {"chunk_size": 4096, "first_round_ratio": "auto", "projection_dim": 128, **scorer_params}
     flat = image_patches(train)
     proj = projection_matrix(flat.shape[1], params["projection_dim"], seed)
     projected = flat if proj is None else flat @ proj.numpy()

@@ -12,13 +12,15 @@ of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
   chunks, each window is shuffled and split into chunks of ``chunk_size`` rows,
   and the greedy keeps ``max(ratio, first_round_ratio)`` of every chunk - well
   above the chunk's share of the final bank when the ratio is small, so no
-  chunk is covered coarsely. Only the kept rows are stored, and the result
+  chunk is covered coarsely. The default ``first_round_ratio="auto"`` keeps
+  0.3 at small ratios and less as the ratio grows, so that round 2 never costs
+  more than :data:`ROUND_TWO_BUDGET` (at 10 % it keeps the ratio itself). Only the kept rows are stored, and the result
   does not depend on how the rows arrive (one array or batch by batch). With
   ``max_items``, the kept rows are halved (the same chunked greedy) whenever
   they pass 2 x ``max_items``, so memory stays bounded however many arrive.
 * round 2: one greedy k-center pass over the union of the kept rows, down to
   ``ratio`` of all rows seen (at most ``max_items``). When round 1 kept only
-  the target plus rounding (``ratio >= first_round_ratio``, no cap) it just
+  the target plus rounding (``keep_ratio == ratio``, no cap) it just
   drops each chunk's last picks.
 
 The covering radius is at most round 1's radius plus round 2's; with at least
@@ -39,6 +41,10 @@ from ..progress import Progress
 WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is independent of how
 #                     the rows arrive (one array, or batch by batch)
 COMPACT_AT = 2  # with max_items, halve the kept rows whenever they pass 2 x max_items
+AUTO_FIRST_ROUND = 0.3  # first_round_ratio="auto": round 1 keeps this share at small ratios...
+ROUND_TWO_BUDGET = 0.003  # ...as long as keep x ratio stays under this: round 2 is a greedy over
+#                           keep x N rows picking ratio x N (1 %: keep 0.3; 3 %: 0.1; 10 %: the
+#                           ratio itself, so the default bank costs one chunked greedy, no round 2)
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -134,12 +140,15 @@ class TwoRoundCoreset:
     """
 
     def __init__(self, ratio: float = 0.1, max_items: int | None = None,
-                 chunk_size: int | None = 4096, first_round_ratio: float | None = 0.1,
+                 chunk_size: int | None = 4096, first_round_ratio: float | str | None = "auto",
                  projection_dim: int | None = 128, seed: int = 0, keep_rows: bool = False):
         if not ratio > 0:
             raise ValueError(f"coreset ratio must be > 0, got {ratio}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
+        if isinstance(first_round_ratio, str) and first_round_ratio != "auto":
+            raise ValueError(f"first_round_ratio must be a number, 'auto' or None, "
+                             f"got {first_round_ratio!r}")
         self.ratio = ratio
         self.max_items = max_items
         self.chunk_size = chunk_size
@@ -161,8 +170,11 @@ class TwoRoundCoreset:
 
     @property
     def keep_ratio(self) -> float:
-        """The share of every chunk that round 1 keeps."""
-        return max(self.ratio, self.first_round_ratio or 0.0)
+        """The share of every chunk that round 1 keeps (never less than ``ratio``)."""
+        first = self.first_round_ratio
+        if first == "auto":
+            first = min(AUTO_FIRST_ROUND, ROUND_TWO_BUDGET / self.ratio)
+        return max(self.ratio, first or 0.0)
 
     def _project(self, x: np.ndarray) -> np.ndarray:
         if not self._proj_ready:
@@ -359,7 +371,7 @@ class TwoRoundCoreset:
 
 
 def round_one(rows: np.ndarray, ratio: float = 0.1, chunk_size: int | None = 4096,
-              first_round_ratio: float | None = 0.1, projection_dim: int | None = 128,
+              first_round_ratio: float | str | None = "auto", projection_dim: int | None = 128,
               seed: int = 0, stream: int = 0) -> list[np.ndarray]:
     """Round 1 of :class:`TwoRoundCoreset` on one block of rows, for a worker: each chunk's
     picks (positions in ``rows``, pick order). The projection is the coreset's (``seed``);
@@ -377,7 +389,7 @@ def two_round_coreset(
     ratio: float = 0.1,
     max_items: int | None = None,
     chunk_size: int | None = 4096,
-    first_round_ratio: float | None = 0.1,
+    first_round_ratio: float | str | None = "auto",
     projection_dim: int | None = 128,
     seed: int = 0,
     progress: Progress | None = None,

@@ -100,7 +100,8 @@ class PatchCore(Scorer):
     training patches is kept (at most ``max_bank_items``), selected on a
     ``projection_dim`` random projection by the two-round greedy of
     :class:`~.coreset.TwoRoundCoreset`: chunks of ``chunk_size`` patches (None =
-    exact greedy), each first reduced to ``first_round_ratio`` of itself;
+    exact greedy), each first reduced to ``first_round_ratio`` of itself (``auto``: 0.3 at
+    small ratios, less from 1 % up);
     ``index`` is the faiss index kind; ``num_neighbors`` > 1 turns on the
     paper's image-score re-weighting.
     """
@@ -114,7 +115,7 @@ class PatchCore(Scorer):
         max_bank_items: int | None = None,
         projection_dim: int | None = 128,
         chunk_size: int | None = 4096,
-        first_round_ratio: float | None = 0.1,
+        first_round_ratio: float | str | None = "auto",
         index: str = "auto",
         num_neighbors: int = 1,
         seed: int = 0,

@@ -44,16 +44,24 @@ class TuneSettings:
     """How candidates are validated: ``n_folds`` folds over at most ``max_images`` training images
     (seeded by ``seed``), the anomaly ``recipe``, ``trim`` of the Borda mean, ``ensemble`` members.
     ``coreset_ratio``: the scorer's coreset ratio during validation only (None = the base
-    config's); 0.01 keeps the fold banks small enough for exact search on two cores."""
+    config's); 0.01 keeps the fold banks small enough for exact search on two cores.
+    ``first_round_ratio``: the coreset's round-1 share during validation (0.1: one cheap
+    pass; the fold banks rank candidates and are never deployed)."""
 
     n_folds: int = 3
     max_images: int | None = 300
     coreset_ratio: float | None = 0.01
+    first_round_ratio: float | None = 0.1
     seed: int = 0
     trim: float = 0.1
     ensemble: int = 3
     grid: str = "compact"
     recipe: AnomalyRecipe = field(default_factory=AnomalyRecipe)
+
+    def validation_overrides(self) -> dict:
+        """The scorer parameters validation sets (the ones not None)."""
+        return {k: v for k, v in (("coreset_ratio", self.coreset_ratio),
+                                  ("first_round_ratio", self.first_round_ratio)) if v is not None}
 
     def __post_init__(self):
         if self.n_folds < 2:
@@ -162,15 +170,17 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
     return [Path(r.path) for r in rows]
 
 
-def _scorer(base: ModelConfig, coreset_ratio: float | None = None):
+def _scorer(base: ModelConfig, overrides: dict | None = None):
+    """The base config's scorer; ``overrides`` (validation settings) replace the parameters
+    it has."""
     cls = get_scorer_class(base.method)
     if "patches" not in cls.requires:
         raise ValueError(f"tune: method '{base.method}' does not use patch features; tune ranks "
                          f"patch-feature configurations (e.g. patchcore)")
     check_scorer_params(base.method, base.scorer)
     params = dict(base.scorer)
-    if coreset_ratio is not None and "coreset_ratio" in scorer_parameters(base.method):
-        params["coreset_ratio"] = coreset_ratio
+    known = scorer_parameters(base.method)
+    params.update({k: v for k, v in (overrides or {}).items() if k in known})
     if "seed" in scorer_parameters(base.method):
         params.setdefault("seed", base.seed)
     return build_scorer(base.method, **params, **cls.runtime_kwargs(progress=False))
@@ -178,7 +188,7 @@ def _scorer(base: ModelConfig, coreset_ratio: float | None = None):
 
 def score_candidate(cand: Candidate, base: ModelConfig, normal: StageMaps, anomalous: StageMaps,
                     folds: np.ndarray, families: np.ndarray, family_names: Sequence[str],
-                    batch_size: int = 32, coreset_ratio: float | None = None
+                    batch_size: int = 32, overrides: dict | None = None
                     ) -> tuple[CandidateScores, dict]:
     """Cross-fitted validation of one candidate (see the module docstring)."""
     t0 = time.perf_counter()
@@ -186,7 +196,7 @@ def score_candidate(cand: Candidate, base: ModelConfig, normal: StageMaps, anoma
     judge, fold_auroc, normals, raw = {}, [], [], {}
     for f in range(int(folds.max()) + 1):
         bank, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-        scorer = _scorer(base, coreset_ratio)
+        scorer = _scorer(base, overrides)
         scorer.fit_batches(normal.iter_features(bank, cand.strides, embedding, batch_size), len(bank))
         s_norm = np.concatenate([scorer.score(x).image_scores for x in
                                  normal.iter_features(held, cand.strides, embedding, batch_size)])
@@ -264,7 +274,7 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
                                    "extract synthetic")
             for i in members:
                 scores[i], raw[i] = score_candidate(cands[i], base, normal, anomalous, folds,
-                                                    families, names, bs, settings.coreset_ratio)
+                                                    families, names, bs, settings.validation_overrides())
                 log.info("tune: %s mean synthetic AUROC %.4f", cands[i].name, scores[i].mean_auroc)
                 bar.update()
             del backbone, normal, anomalous

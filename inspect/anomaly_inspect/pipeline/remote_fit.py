@@ -37,12 +37,11 @@ from .engine import Engine
 class ExtractedPart:
     """One batch's outcome: readable / unreadable positions (in the task's paths); the round-1
     picks of its training images (``chunks``, ``rows``, ``n_rows``, and ``valid``: which patch
-    cells of those images the rows were numbered over, for provenance; ``round_one``: their
-    positions) and the ``features`` of its other images (positions ``featured``)."""
+    cells of those images the rows were numbered over, for provenance) and the ``features`` of
+    its other images (positions ``featured``)."""
 
     indices: list[int]
     errors: list[tuple[int, str]]
-    round_one: list[int] = dataclasses.field(default_factory=list)
     n_rows: int = 0
     chunks: list[np.ndarray] | None = None
     rows: np.ndarray | None = None
@@ -92,7 +91,6 @@ class ExtractTask:
                 seed = zlib.crc32(os.fsencode(paths[b.indices[keep[0]]]))
                 chunks = round_one(patches, s.coreset_ratio, s.chunk_size, s.first_round_ratio,
                                    s.projection_dim, s.seed, stream=seed)
-                part.round_one = [b.indices[k] - first for k in keep]
                 part.n_rows, part.chunks = len(patches), chunks
                 part.valid = feats.valid_mask()
                 part.rows = np.ascontiguousarray(patches[np.concatenate(chunks)], np.float32)
@@ -118,7 +116,6 @@ def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
     for part in engine.map(task, list(paths), progress):
         part.indices = [offset + i for i in part.indices]
         part.errors = [(offset + i, r) for i, r in part.errors]
-        part.round_one = [offset + i for i in part.round_one]
         part.featured = [offset + i for i in part.featured]
         offset += len(part.indices) + len(part.errors)
         yield part

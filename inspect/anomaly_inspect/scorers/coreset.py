@@ -14,8 +14,9 @@ of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
   above the chunk's share of the final bank when the ratio is small, so no
   chunk is covered coarsely. The default ``first_round_ratio="auto"`` keeps
   0.3 at small ratios and less as the ratio grows, so that round 2 never costs
-  more than :data:`ROUND_TWO_BUDGET` (at 10 % it keeps the ratio itself). Only the kept rows are stored, and the result
-  does not depend on how the rows arrive (one array or batch by batch). With
+  more than :data:`ROUND_TWO_BUDGET` (at 10 % it keeps the ratio itself).
+  Only the kept rows are stored, and the result does not depend on how the
+  rows arrive (one array or batch by batch). With
   ``max_items``, the kept rows are halved (the same chunked greedy) whenever
   they pass 2 x ``max_items``, so memory stays bounded however many arrive.
 * round 2: one greedy k-center pass over the union of the kept rows, down to

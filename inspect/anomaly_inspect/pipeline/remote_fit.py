@@ -133,7 +133,8 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
     are done; ``on_then`` gets each batch of them (features, positions in ``then``) after
     the bank is finished. They must not be training images too."""
     check_distributable(scorer)
-    both = set(map(os.fsencode, paths)) & set(map(os.fsencode, then))
+    then_keys = frozenset(map(os.fsencode, then))
+    both = then_keys.intersection(map(os.fsencode, paths))
     if both:
         raise ValueError(f"{len(both)} calibration images are also training images (e.g. "
                          f"{os.fsdecode(min(both))}); a distributed fit needs the two disjoint")
@@ -143,8 +144,7 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
     errors: list[tuple[int, str]] = []
     valid: list[np.ndarray] = []
     finished = False
-    for part in extract_parts(engine, cfg, [*paths, *then], frozenset(map(os.fsencode, then)),
-                              max_pixels, progress):
+    for part in extract_parts(engine, cfg, [*paths, *then], then_keys, max_pixels, progress):
         ok += [i for i in part.indices if i < n]
         errors += [(i, r) for i, r in part.errors if i < n]
         if part.chunks is not None:

@@ -124,15 +124,15 @@ def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeight
     # Initial weights and dropout masks both draw from torch's global RNG: seed it for the
     # whole training, so a head does not depend on what ran before it, and give the caller
     # its RNG back untouched.
-    with torch.random.fork_rng():
-        torch.manual_seed(cfg.seed)
-        net = _Net(x.shape[1], cfg, len(classes))
-        opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        net.train()
-        try:
+    try:
+        with torch.random.fork_rng():
+            torch.manual_seed(cfg.seed)
+            net = _Net(x.shape[1], cfg, len(classes))
+            opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+            net.train()
             _train_loop(net, z, yt, loss_fn, opt, cfg, gen)
-        finally:
-            torch.set_num_threads(threads)
+    finally:
+        torch.set_num_threads(threads)
     net.eval()
     with torch.no_grad():
         acc = float((net(z).argmax(1) == yt).float().mean())

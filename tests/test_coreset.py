@@ -188,6 +188,21 @@ def test_round_one_does_not_depend_on_how_rows_arrive():
         parts.add(np.zeros((3, 5), np.float32))
 
 
+def test_result_does_not_depend_on_the_thread_count():
+    import torch
+
+    x = np.random.default_rng(5).standard_normal((5000, 16)).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        picks = []
+        for threads in (1, 3):
+            torch.set_num_threads(threads)  # round 1's chunk threads and round 2's BLAS threads
+            picks.append(two_round_coreset(x, 0.01, chunk_size=250, seed=2))
+    finally:
+        torch.set_num_threads(before)
+    assert len(picks[0]) == 50 and np.array_equal(picks[0], picks[1])
+
+
 def test_max_items_keeps_round_one_memory_bounded():
     x = many_clusters(40, 500, dim=8, seed=2)  # 20,000 rows
     capped = TwoRoundCoreset(0.5, max_items=100, chunk_size=100, seed=0)

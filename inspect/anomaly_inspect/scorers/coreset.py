@@ -32,6 +32,7 @@ two-round radius is within 4x the optimum (the greedy alone: 2x).
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -62,14 +63,15 @@ def random_projection(x: torch.Tensor, dim: int | None, seed: int) -> torch.Tens
     return x if proj is None else x @ proj
 
 
-def _greedy(x: np.ndarray, k: int, start: int, progress: Progress | None = None) -> np.ndarray:
+def _greedy(x: np.ndarray, k: int, start: int, progress: Progress | None = None,
+            threads: int = 1) -> np.ndarray:
     """Greedy k-center on one (n, d) float32 block; returns k indices in pick order.
 
-    Each step is one GEMV over the block. BLAS runs single-threaded: a GEMV
-    this small gains nothing from a second thread, and spinning thread pools
-    collapse when the cores are shared.
+    Each step is one GEMV over the block, on ``threads`` BLAS threads: two halve a
+    large block's (each core streams half of it), while the small chunks of round 1
+    run one per thread instead (spinning BLAS threads collapse when a core is busy).
     """
-    with threadpool_limits(1):
+    with threadpool_limits(threads):
         return _greedy_loop(x, k, start, progress)
 
 
@@ -107,7 +109,7 @@ def greedy_coreset(
                           projection_dim, seed).numpy()
     if start is None:
         start = int(np.random.default_rng(seed).integers(n))
-    return _greedy(np.ascontiguousarray(x), n_select, start, progress)
+    return _greedy(np.ascontiguousarray(x), n_select, start, progress, torch.get_num_threads())
 
 
 def coreset_size(n: int, ratio: float, max_items: int | None = None) -> int:
@@ -177,11 +179,15 @@ class TwoRoundCoreset:
             first = min(AUTO_FIRST_ROUND, ROUND_TWO_BUDGET / self.ratio)
         return max(self.ratio, first or 0.0)
 
-    def _project(self, x: np.ndarray) -> np.ndarray:
+    def _proj_for(self, x: np.ndarray) -> None:
+        """Draw the projection for rows like ``x`` (once, before any thread needs it)."""
         if not self._proj_ready:
             proj = projection_matrix(x.shape[1], self.projection_dim, self.seed)
             self._proj = None if proj is None else proj.numpy()
             self._proj_ready = True
+
+    def _project(self, x: np.ndarray) -> np.ndarray:
+        self._proj_for(x)
         x = np.asarray(x, dtype=np.float32)
         return np.ascontiguousarray(x if self._proj is None else x @ self._proj)
 
@@ -241,15 +247,27 @@ class TwoRoundCoreset:
             self._buffer, self._buffered = [], 0
 
     def _round_one(self, rows: np.ndarray, progress: Progress | None) -> None:
-        """Greedy in random chunks of one window of rows; keep ``keep_ratio`` of each chunk."""
+        """Greedy in random chunks of one window of rows; keep ``keep_ratio`` of each chunk.
+
+        The chunks are independent, so they run on ``torch.get_num_threads()`` threads, one
+        single-threaded greedy each (numpy releases the GIL in its loops); the random draws
+        are made up front, so the result does not depend on the thread count."""
         n = len(rows)
-        for idx in np.array_split(self._rng.permutation(n), math.ceil(n / self.chunk_size)):
+        parts = np.array_split(self._rng.permutation(n), math.ceil(n / self.chunk_size))
+        starts = [int(self._rng.integers(len(idx))) for idx in parts]
+        self._proj_for(rows)
+
+        def pick(idx: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
             x = self._project(rows[idx])  # chunk by chunk: no (N, dim) copy of the window
             k = min(len(idx), math.ceil(self.keep_ratio * len(idx)))
-            sel = _greedy(x, k, int(self._rng.integers(len(idx))))
-            self._keep_chunk(idx[sel], rows[idx[sel]], x[sel])
-            if progress is not None:
-                progress.update(len(idx))
+            return x, _greedy_loop(x, k, start, None)
+
+        threads = max(1, min(torch.get_num_threads(), len(parts)))
+        with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
+            for idx, (x, sel) in zip(parts, pool.map(pick, parts, starts), strict=True):
+                self._keep_chunk(idx[sel], rows[idx[sel]], x[sel])
+                if progress is not None:
+                    progress.update(len(idx))
         self._processed += n
         if self.max_items and self._union_size > COMPACT_AT * self.max_items:
             self._compact()
@@ -338,7 +356,7 @@ class TwoRoundCoreset:
             order = ranked.T.reshape(-1)
             return order[order >= 0][:target]
         x = np.concatenate(self._projected)
-        return _greedy(x, target, int(self._rng.integers(len(x))), progress)
+        return _greedy(x, target, int(self._rng.integers(len(x))), progress, torch.get_num_threads())
 
     def finish(self, progress: Progress | None = None) -> np.ndarray:
         """The positions (sorted) of the final coreset among all rows added."""

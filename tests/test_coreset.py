@@ -6,6 +6,7 @@ from itertools import combinations
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from anomaly_inspect.scorers.coreset import (
     TwoRoundCoreset,
@@ -201,6 +202,18 @@ def test_result_does_not_depend_on_the_thread_count():
     finally:
         torch.set_num_threads(before)
     assert len(picks[0]) == 50 and np.array_equal(picks[0], picks[1])
+
+
+def test_projection_does_not_depend_on_the_blas_thread_count():
+    # OpenBLAS's sgemm rounds differently on two threads once the width passes a few hundred
+    # (472-d, the `full` embedding: up to 5e-5), which moved the picks on real data
+    x = np.random.default_rng(6).standard_normal((4096, 472)).astype(np.float32)
+    coreset = TwoRoundCoreset(0.1, seed=0)
+    projected = []
+    for threads in (1, 2):
+        with threadpool_limits(threads):
+            projected.append(coreset._project(x))
+    assert projected[0].shape == (4096, 128) and np.array_equal(projected[0], projected[1])
 
 
 def test_max_items_keeps_round_one_memory_bounded():

@@ -187,9 +187,15 @@ class TwoRoundCoreset:
             self._proj_ready = True
 
     def _project(self, x: np.ndarray) -> np.ndarray:
+        """The rows on the projection, always on one BLAS thread: OpenBLAS's sgemm rounds
+        differently with more threads once the width passes a few hundred (472-d: 5e-5), and
+        the picks must not depend on the thread count."""
         self._proj_for(x)
         x = np.asarray(x, dtype=np.float32)
-        return np.ascontiguousarray(x if self._proj is None else x @ self._proj)
+        if self._proj is None:
+            return np.ascontiguousarray(x)
+        with threadpool_limits(1):
+            return np.ascontiguousarray(x @ self._proj)
 
     def add(self, rows: np.ndarray, progress: Progress | None = None) -> None:
         """Round 1 on a block of rows (any size: blocks are re-cut into windows)."""

@@ -10,6 +10,7 @@ from threadpoolctl import threadpool_limits
 
 from anomaly_inspect.scorers.coreset import (
     TwoRoundCoreset,
+    cells_greedy,
     coreset_size,
     covering_radius,
     greedy_coreset,
@@ -115,8 +116,8 @@ def test_small_ratio_two_round_covers_like_the_exact_greedy():
 
 def test_large_ratio_without_oversampling_keeps_each_chunks_first_picks():
     x = np.random.default_rng(0).standard_normal((5000, 32)).astype(np.float32)
-    a = two_round_coreset(x, ratio=0.1, chunk_size=1000, seed=0)
-    b = two_round_coreset(x, ratio=0.1, chunk_size=1000, seed=0)
+    a = two_round_coreset(x, ratio=0.1, chunk_size=1000, first_round_ratio=None, seed=0)
+    b = two_round_coreset(x, ratio=0.1, chunk_size=1000, first_round_ratio=None, seed=0)
     assert np.array_equal(a, b)
     assert len(a) == 500 and len(np.unique(a)) == 500
     capped = two_round_coreset(x, ratio=0.1, max_items=123, chunk_size=1000, seed=0)
@@ -199,9 +200,11 @@ def test_result_does_not_depend_on_the_thread_count():
         for threads in (1, 3):
             torch.set_num_threads(threads)  # round 1's chunk threads and round 2's BLAS threads
             picks.append(two_round_coreset(x, 0.01, chunk_size=250, seed=2))
+            picks.append(two_round_coreset(x, 0.1, chunk_size=250, seed=2))  # round 2 in cells
     finally:
         torch.set_num_threads(before)
-    assert len(picks[0]) == 50 and np.array_equal(picks[0], picks[1])
+    assert len(picks[0]) == 50 and np.array_equal(picks[0], picks[2])
+    assert len(picks[1]) == 500 and np.array_equal(picks[1], picks[3])
 
 
 def test_projection_does_not_depend_on_the_blas_thread_count():
@@ -221,7 +224,7 @@ def test_max_items_keeps_round_one_memory_bounded():
     capped = TwoRoundCoreset(0.5, max_items=100, chunk_size=100, seed=0)
     for block in np.array_split(x, 40):
         capped.add(block)
-        assert capped._union_size <= 2 * 100 + 0.5 * 100 * 16  # compacted after each window
+        assert capped._union_size <= 2 * 100 + capped.keep_ratio * 100 * 16  # compacted per window
     sel = capped.finish()
     assert len(sel) == 100 and len(np.unique(sel)) == 100
     assert len({int(i) // 500 for i in sel}) == 40  # every cluster still covered
@@ -237,12 +240,54 @@ def test_compaction_keeps_rows_with_their_positions():
     assert len({int(i) // 300 for i in positions}) == 20
 
 
-@pytest.mark.parametrize("ratio, keep", [(0.001, 0.3), (0.01, 0.3), (0.02, 0.15), (0.05, 0.06),
-                                         (0.1, 0.1), (0.25, 0.25)])
+@pytest.mark.parametrize("ratio, keep", [(0.001, 0.3), (0.01, 0.3), (0.02, 0.15), (0.05, 0.1),
+                                         (0.1, 0.2), (0.25, 0.5), (0.6, 1.0)])
 def test_round_one_keeps_first_round_ratio_while_round_two_is_cheap(ratio, keep):
-    # auto: 0.3 while keep x ratio <= ROUND_TWO_BUDGET (0.003), never below the ratio itself
+    # auto: 0.3 while keep x ratio <= ROUND_TWO_BUDGET (0.003), and at least twice the ratio
     assert TwoRoundCoreset(ratio).keep_ratio == pytest.approx(keep)  # "auto"
-    assert TwoRoundCoreset(ratio, first_round_ratio=0.5).keep_ratio == max(ratio, 0.5)
+    assert TwoRoundCoreset(ratio, first_round_ratio=0.5).keep_ratio == min(1.0, max(ratio, 0.5))
     assert TwoRoundCoreset(ratio, first_round_ratio=None).keep_ratio == ratio
     with pytest.raises(ValueError, match="first_round_ratio"):
         TwoRoundCoreset(ratio, first_round_ratio="half")
+
+
+# Nine points 0..8 on a line (cell A) and two at 100 and 100.5 (cell B). Every distance in A is
+# at least 1, so A's greedy removes a squared radius >= 1 with each of its first nine picks,
+# while B's second pick removes only 0.25: with k = 4 the merge takes B's first pick and A's
+# first three. Three centres on 0..8 cover it at best within 1 (at 1, 4, 7), so the optimum
+# for k = 4 is 1, and A's greedy is within 2x of it.
+LINE = np.array([[v] for v in [*range(9), 100.0, 100.5]], np.float32)
+
+
+def test_cells_greedy_allocates_picks_by_radius_on_the_line_by_hand():
+    for seed in range(10):
+        sel = cells_greedy(LINE, 4, 2, np.random.default_rng(seed))
+        assert len(sel) == 4 and len(set(sel.tolist())) == 4
+        assert sum(int(i) >= 9 for i in sel) == 1
+        assert radius(LINE, sel) <= 2.0
+    assert optimal_radius(LINE, 4) == pytest.approx(1.0)
+
+
+def test_cells_greedy_lazy_extension_is_the_top_k_of_the_full_sequences():
+    x = many_clusters(30, 60, dim=8, seed=4)
+    lazy = cells_greedy(x, 180, 12, np.random.default_rng(0), grow=1.2)
+    full = cells_greedy(x, 180, 12, np.random.default_rng(0), grow=1e9)  # one pass to the end
+    assert np.array_equal(np.sort(lazy), np.sort(full))
+    assert len({int(i) // 60 for i in lazy}) == 30
+
+
+def test_round_two_runs_in_cells_only_when_one_greedy_would_pass_the_budget():
+    x = np.random.default_rng(7).standard_normal((20000, 8)).astype(np.float32)
+    small = TwoRoundCoreset(0.01, chunk_size=1000)
+    small.add(x)
+    assert small.round_two_cells(6000) == 1  # 200 x 6000 <= 0.003 x 20000^2
+    large = TwoRoundCoreset(0.1, chunk_size=1000)
+    large.add(x)
+    # 2000 x 4000 > 0.003 x 20000^2: cells of 200 picks, as long as a round-1 chunk's greedy
+    assert large.keep_ratio == 0.2 and large.round_two_cells(4000) == 10
+    exact = TwoRoundCoreset(0.1, chunk_size=None)
+    exact.add(x)
+    assert exact.round_two_cells(20000) == 1
+    sel = large.finish()
+    assert len(sel) == 2000 and len(np.unique(sel)) == 2000
+    assert radius(x, sel) <= 1.25 * radius(x, two_round_coreset(x, 0.1, chunk_size=None))

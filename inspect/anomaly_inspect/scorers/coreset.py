@@ -44,9 +44,10 @@ WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is indep
 #                     the rows arrive (one array, or batch by batch)
 COMPACT_AT = 2  # with max_items, halve the kept rows whenever they pass 2 x max_items
 AUTO_FIRST_ROUND = 0.3  # first_round_ratio="auto": round 1 keeps this share at small ratios...
-ROUND_TWO_BUDGET = 0.003  # ...as long as keep x ratio stays under this: round 2 is a greedy over
-#                           keep x N rows picking ratio x N (1 %: keep 0.3; 3 %: 0.1; 10 %: the
-#                           ratio itself, so the default bank costs one chunked greedy, no round 2)
+ROUND_TWO_BUDGET = 0.003  # ...as long as keep x ratio stays under this: round 2 is one greedy over
+#                           keep x N rows picking ratio x N (1 %: keep 0.3; 2 %: 0.15)...
+OVERSAMPLE = 2  # ...and at least twice the ratio (3 %: 0.1; 10 %: 0.2; 25 %: 0.5), with round 2
+#                 in k-means cells once one greedy over the union would pass the budget
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -76,26 +77,122 @@ def _greedy(x: np.ndarray, k: int, start: int, progress: Progress | None = None,
 
 
 def _greedy_loop(x: np.ndarray, k: int, start: int, progress: Progress | None) -> np.ndarray:
-    sq = np.einsum("ij,ij->i", x, x)
-    selected = np.empty(k, dtype=np.int64)
-    selected[0] = start
-    c = x[start]
-    min_d = sq - 2.0 * (x @ c) + c @ c
-    step = 1024
-    for t in range(1, k):
-        i = int(min_d.argmax())
-        selected[t] = i
-        c = x[i]
-        d = x @ c
-        d *= -2.0
-        d += sq
-        d += c @ c
-        np.minimum(min_d, d, out=min_d)
-        if progress is not None and t % step == 0:
-            progress.update(step)
+    greedy = _Greedy(x, start)
     if progress is not None:
-        progress.update(k - (k - 1) // step * step)
-    return selected
+        progress.update(1)
+    return greedy.extend(k, progress).picks
+
+
+class _Greedy:
+    """A greedy k-center on one (n, d) block that can be extended step by step: ``picks``
+    in pick order and ``values``, each pick's squared distance to the centres before it
+    (the covering radius it removed; the start has inf)."""
+
+    def __init__(self, x: np.ndarray, start: int):
+        self.x = x
+        self.sq = np.einsum("ij,ij->i", x, x)
+        c = x[start]
+        self.min_d = self.sq - 2.0 * (x @ c) + c @ c
+        self._picks = [start]
+        self._values = [np.inf]
+
+    @property
+    def picks(self) -> np.ndarray:
+        return np.asarray(self._picks, dtype=np.int64)
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.asarray(self._values)
+
+    @property
+    def done(self) -> bool:
+        return len(self._picks) >= len(self.x)
+
+    def extend(self, k: int, progress: Progress | None = None) -> _Greedy:
+        """Pick until there are ``k`` picks (at most one per row)."""
+        x, sq, min_d = self.x, self.sq, self.min_d
+        k = min(k, len(x))
+        pending = 0
+        for _ in range(len(self._picks), k):
+            i = int(min_d.argmax())
+            self._picks.append(i)
+            self._values.append(float(min_d[i]))
+            c = x[i]
+            d = x @ c
+            d *= -2.0
+            d += sq
+            d += c @ c
+            np.minimum(min_d, d, out=min_d)
+            pending += 1
+            if progress is not None and pending == 1024:
+                progress.update(pending)
+                pending = 0
+        if progress is not None and pending:
+            progress.update(pending)
+        return self
+
+
+def kmeans_cells(x: np.ndarray, n_cells: int, rng: np.random.Generator,
+                 iterations: int = 10, per_cell: int = 64) -> np.ndarray:
+    """Each row's cell among ``n_cells`` k-means cells (Lloyd on a sample of ``per_cell`` rows
+    per cell, then every row to its nearest centroid). Written out rather than faiss's so
+    that it runs on one BLAS thread: the cells, hence the picks, must not depend on the
+    thread count."""
+    n = len(x)
+    sample = x[rng.choice(n, min(n, per_cell * n_cells), replace=False)]
+    centroids = sample[rng.choice(len(sample), n_cells, replace=False)].copy()
+
+    def nearest(rows: np.ndarray) -> np.ndarray:
+        d = np.einsum("ij,ij->i", centroids, centroids)[None] - 2.0 * (rows @ centroids.T)
+        return d.argmin(1)
+
+    with threadpool_limits(1):
+        for _ in range(iterations):
+            assign = nearest(sample)
+            counts = np.bincount(assign, minlength=n_cells)
+            sums = np.zeros_like(centroids)
+            np.add.at(sums, assign, sample)
+            filled = counts > 0  # an empty cell keeps its centroid
+            centroids[filled] = sums[filled] / counts[filled, None]
+        return np.concatenate([nearest(x[s:s + 65536]) for s in range(0, n, 65536)])
+
+
+def cells_greedy(x: np.ndarray, k: int, n_cells: int, rng: np.random.Generator,
+                 threads: int = 1, progress: Progress | None = None, grow: float = 1.5) -> np.ndarray:
+    """``k`` rows of ``x`` by the greedy k-center run in k-means cells, picks merged by radius.
+
+    Each cell's greedy covers its own rows; the picks of all cells are taken largest removed
+    radius first, which is what one greedy over all rows would do if no row were covered
+    from a neighbouring cell. Cells are extended lazily (start at their share of ``k``, grow
+    by ``grow``) until every cell's next pick would fall below the k-th largest radius, so
+    the result is the top ``k`` of the cells' full greedy sequences. Cells run one per
+    thread; the draws are made up front, so the picks do not depend on the thread count.
+    Returns indices into ``x`` (merge order)."""
+    n_cells = max(1, min(n_cells, k))
+    cell = kmeans_cells(x, n_cells, rng)
+    order = np.argsort(cell, kind="stable")
+    bounds = np.searchsorted(cell[order], np.arange(n_cells + 1))
+    members = [order[bounds[j]:bounds[j + 1]] for j in range(n_cells) if bounds[j + 1] > bounds[j]]
+    starts = [int(rng.integers(len(m))) for m in members]
+    share = k / len(x)
+    done = 0
+    with threadpool_limits(1), ThreadPoolExecutor(max(1, min(threads, len(members)))) as pool:
+        greedies = list(pool.map(
+            lambda m, s: _Greedy(np.ascontiguousarray(x[m]), s).extend(math.ceil(share * len(m))),
+            members, starts))
+        while True:
+            values = np.concatenate([g.values for g in greedies])
+            if progress is not None and min(len(values), k) > done:
+                progress.update(min(len(values), k) - done)
+                done = min(len(values), k)
+            kth = np.partition(values, len(values) - k)[len(values) - k] if len(values) >= k \
+                else -np.inf
+            todo = [g for g in greedies if not g.done and g.values[-1] >= kth]
+            if not todo:
+                break
+            list(pool.map(lambda g: g.extend(math.ceil(len(g.picks) * grow) + 1), todo))
+    picks = np.concatenate([m[g.picks] for m, g in zip(members, greedies, strict=True)])
+    return picks[np.argsort(-values, kind="stable")[:k]]
 
 
 def greedy_coreset(
@@ -176,8 +273,19 @@ class TwoRoundCoreset:
         """The share of every chunk that round 1 keeps (never less than ``ratio``)."""
         first = self.first_round_ratio
         if first == "auto":
-            first = min(AUTO_FIRST_ROUND, ROUND_TWO_BUDGET / self.ratio)
-        return max(self.ratio, first or 0.0)
+            first = max(min(AUTO_FIRST_ROUND, ROUND_TWO_BUDGET / self.ratio),
+                        min(1.0, OVERSAMPLE * self.ratio))
+        return min(1.0, max(self.ratio, first or 0.0))
+
+    def round_two_cells(self, union: int) -> int:
+        """How many k-means cells round 2 splits a union of ``union`` rows into: one (a
+        single greedy) while that costs at most ``ROUND_TWO_BUDGET`` x N^2 row-steps,
+        otherwise as many as make each cell's greedy as long as a round-1 chunk's, so that
+        round 2 costs about what round 1 did."""
+        target = self.target
+        if self.chunk_size is None or target * union <= ROUND_TWO_BUDGET * self.n_seen ** 2:
+            return 1
+        return max(1, math.ceil(target / math.ceil(self.keep_ratio * self.chunk_size)))
 
     def _proj_for(self, x: np.ndarray) -> None:
         """Draw the projection for rows like ``x`` (once, before any thread needs it)."""
@@ -266,7 +374,7 @@ class TwoRoundCoreset:
         def pick(idx: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
             x = self._project(rows[idx])  # chunk by chunk: no (N, dim) copy of the window
             k = min(len(idx), math.ceil(self.keep_ratio * len(idx)))
-            return x, _greedy_loop(x, k, start, None)
+            return x, np.arange(k) if k == len(idx) else _greedy_loop(x, k, start, None)
 
         threads = max(1, min(torch.get_num_threads(), len(parts)))
         with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
@@ -362,6 +470,9 @@ class TwoRoundCoreset:
             order = ranked.T.reshape(-1)
             return order[order >= 0][:target]
         x = np.concatenate(self._projected)
+        cells = self.round_two_cells(len(x))
+        if cells > 1:
+            return cells_greedy(x, target, cells, self._rng, torch.get_num_threads(), progress)
         return _greedy(x, target, int(self._rng.integers(len(x))), progress, torch.get_num_threads())
 
     def finish(self, progress: Progress | None = None) -> np.ndarray:

@@ -290,8 +290,11 @@ class TwoRoundCoreset:
         single greedy) while that costs at most ``ROUND_TWO_BUDGET`` x N^2 row-steps,
         otherwise as many as make each cell's greedy as long as a round-1 chunk's, so that
         round 2 costs about what round 1 did."""
-        target = self.target
-        if self.chunk_size is None or target * union <= ROUND_TWO_BUDGET * self.n_seen ** 2:
+        target, n = self.target, self.n_seen
+        # the shares as configured: round 1 rounds every chunk's picks up, which must not tip
+        # the 1 % bank (0.01 x 0.3, exactly the budget) into cells
+        cost = min(self.ratio, target / n) * min(self.keep_ratio, union / n)
+        if self.chunk_size is None or cost <= ROUND_TWO_BUDGET + 1e-12:
             return 1
         return max(1, math.ceil(target / math.ceil(self.keep_ratio * self.chunk_size)))
 

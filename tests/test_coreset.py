@@ -162,19 +162,19 @@ def test_bench_coreset_command_prints_and_writes_rows(tmp_path, capsys):
                             n_test_per_defect=1, image_size=64).parent
     out = tmp_path / "bench.json"
     assert main(["bench-coreset", "--root", str(root), "--category", "tiny", "--image-size", "64",
-                 "--ratios", "0.05,0.5", "--variants", "two_round,one_round,exact",
+                 "--ratios", "0.05,0.5", "--variants", "two_round,one_round,exact,cells",
                  "--output-json", str(out), "--quiet"]) == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["ratio"], r["variant"]) for r in rows] == [
-        (0.05, "two_round"), (0.05, "one_round"), (0.05, "exact"),
-        (0.5, "two_round"), (0.5, "one_round"), (0.5, "exact")]
+        (0.05, "two_round"), (0.05, "one_round"), (0.05, "exact"), (0.05, "cells"),
+        (0.5, "two_round"), (0.5, "one_round"), (0.5, "exact"), (0.5, "cells")]
     patches = rows[0]["patches"]
     assert patches == 4 * 8 * 8  # 64 px, stride-8 grid
     for r in rows:
         assert r["bank"] == round(r["ratio"] * patches)
         assert 0.0 <= r["image_auroc"] <= 1.0 and r["radius"] > 0
     # a bigger bank covers at least as tightly (exact greedy is monotone in k)
-    assert rows[5]["radius"] <= rows[2]["radius"]
+    assert rows[6]["radius"] <= rows[2]["radius"]
     assert "image AUROC" in capsys.readouterr().out
 
 
@@ -200,7 +200,8 @@ def test_result_does_not_depend_on_the_thread_count():
         for threads in (1, 3):
             torch.set_num_threads(threads)  # round 1's chunk threads and round 2's BLAS threads
             picks.append(two_round_coreset(x, 0.01, chunk_size=250, seed=2))
-            picks.append(two_round_coreset(x, 0.1, chunk_size=250, seed=2))  # round 2 in cells
+            picks.append(two_round_coreset(x, 0.1, chunk_size=250, first_round_ratio=0.2,
+                                           seed=2))  # round 2 in cells
     finally:
         torch.set_num_threads(before)
     assert len(picks[0]) == 50 and np.array_equal(picks[0], picks[2])
@@ -240,10 +241,10 @@ def test_compaction_keeps_rows_with_their_positions():
     assert len({int(i) // 300 for i in positions}) == 20
 
 
-@pytest.mark.parametrize("ratio, keep", [(0.001, 0.3), (0.01, 0.3), (0.02, 0.15), (0.05, 0.1),
-                                         (0.1, 0.2), (0.25, 0.5), (0.6, 1.0)])
+@pytest.mark.parametrize("ratio, keep", [(0.001, 0.3), (0.01, 0.3), (0.02, 0.15), (0.05, 0.06),
+                                         (0.1, 0.1), (0.25, 0.25)])
 def test_round_one_keeps_first_round_ratio_while_round_two_is_cheap(ratio, keep):
-    # auto: 0.3 while keep x ratio <= ROUND_TWO_BUDGET (0.003), and at least twice the ratio
+    # auto: 0.3 while keep x ratio <= ROUND_TWO_BUDGET (0.003), never below the ratio itself
     assert TwoRoundCoreset(ratio).keep_ratio == pytest.approx(keep)  # "auto"
     assert TwoRoundCoreset(ratio, first_round_ratio=0.5).keep_ratio == min(1.0, max(ratio, 0.5))
     assert TwoRoundCoreset(ratio, first_round_ratio=None).keep_ratio == ratio
@@ -282,7 +283,7 @@ def test_round_two_runs_in_cells_only_when_one_greedy_would_pass_the_budget():
     small.add(x)
     # 1 % keeping 0.3 is exactly the budget; round 1's rounding up must not tip it into cells
     assert small.round_two_cells(6000) == small.round_two_cells(6040) == 1
-    large = TwoRoundCoreset(0.1, chunk_size=1000)
+    large = TwoRoundCoreset(0.1, chunk_size=1000, first_round_ratio=0.2)
     large.add(x)
     # 2000 x 4000 > 0.003 x 20000^2: cells of 200 picks, as long as a round-1 chunk's greedy
     assert large.keep_ratio == 0.2 and large.round_two_cells(4000) == 10
@@ -292,3 +293,6 @@ def test_round_two_runs_in_cells_only_when_one_greedy_would_pass_the_budget():
     sel = large.finish()
     assert len(sel) == 2000 and len(np.unique(sel)) == 2000
     assert radius(x, sel) <= 1.25 * radius(x, two_round_coreset(x, 0.1, chunk_size=None))
+    auto = TwoRoundCoreset(0.1, chunk_size=1000)  # auto keeps the ratio at 10 %: no cells
+    auto.add(x)
+    assert auto.keep_ratio == 0.1 and not auto.greedy_round_two

@@ -26,10 +26,12 @@ from ..scorers.patchcore import PatchCore, image_patches
 from .metrics import auroc
 
 # name -> (chunk_size, first_round_ratio) given the config's chunk size and first-round ratio
-VARIANTS = {
-    "two_round": lambda chunk, first: (chunk, first),
-    "one_round": lambda chunk, first: (chunk, None),  # the plain chunked greedy (before the fix)
-    "exact": lambda chunk, first: (None, None),
+VARIANTS = {  # (chunk_size, first_round_ratio) from the config's and the ratio
+    "two_round": lambda chunk, first, ratio: (chunk, first),
+    "one_round": lambda chunk, first, ratio: (chunk, None),  # plain chunked greedy (before the fix)
+    "cells": lambda chunk, first, ratio: (chunk, min(1.0, 2 * ratio)),  # round 1 keeps twice the
+    #                                       ratio, round 2 in k-means cells where it would be costly
+    "exact": lambda chunk, first, ratio: (None, None),
 }
 
 
@@ -161,7 +163,8 @@ def bench_coreset_features(name: str, train: Features, test: Features, labels: n
     rows = []
     for ratio in ratios:
         for variant in variants:
-            chunk, first = VARIANTS[variant](params["chunk_size"], params["first_round_ratio"])
+            chunk, first = VARIANTS[variant](params["chunk_size"], params["first_round_ratio"],
+                                            ratio)
             start = time.perf_counter()
             coreset = TwoRoundCoreset(ratio, None, chunk, first, params["projection_dim"], seed)
             coreset.add(flat)

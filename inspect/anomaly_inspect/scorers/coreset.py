@@ -11,24 +11,27 @@ of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
 * round 1, as training patches arrive: rows are cut into windows of 16
   chunks, each window is shuffled and split into chunks of ``chunk_size`` rows,
   and the greedy keeps ``max(ratio, first_round_ratio)`` of every chunk - well
-  above the chunk's share of the final bank, so no chunk is covered coarsely.
-  The default ``first_round_ratio="auto"`` keeps 0.3 at small ratios (less as
-  the ratio grows, while one greedy over the union stays within
-  :data:`ROUND_TWO_BUDGET`), and never less than twice the ratio (10 %: 0.2).
-  Only the kept rows are stored, and the result does not depend on how the
-  rows arrive (one array or batch by batch). With
+  above the chunk's share of the final bank when the ratio is small, so no
+  chunk is covered coarsely. The default ``first_round_ratio="auto"`` keeps
+  0.3 at small ratios and less as the ratio grows, so that one greedy over the
+  union never costs more than :data:`ROUND_TWO_BUDGET` (at 10 % it keeps the
+  ratio itself). Only the kept rows are stored, and the result does not depend
+  on how the rows arrive (one array or batch by batch). With
   ``max_items``, the kept rows are halved (the same chunked greedy) whenever
   they pass 2 x ``max_items``, so memory stays bounded however many arrive.
 * round 2: a greedy k-center pass over the union of the kept rows, down to
-  ``ratio`` of all rows seen (at most ``max_items``). Where one greedy over the
-  union would cost more than the budget (10 %, 25 %), the union is split into
-  k-means cells, the greedy runs in each, and the picks are merged largest
-  removed radius first (:func:`cells_greedy`); each cell gets about as many
-  picks as a round-1 chunk, so round 2 costs about what round 1 did. Random
-  chunks each cover the whole distribution, so at 10 % their picks overlap
-  (screw, 152-d: radius 22.3 against the exact greedy's 15.0); cells do not.
-  Without oversampling (``first_round_ratio=None``) round 2 just drops each
-  chunk's last picks (the plain chunked greedy, kept for comparison).
+  ``ratio`` of all rows seen (at most ``max_items``). When round 1 kept only
+  the target plus rounding (``keep_ratio == ratio``, no cap) it just drops each
+  chunk's last picks. Where one greedy over the union would cost more than the
+  budget (an explicit ``first_round_ratio`` above it, e.g. 0.2 at 10 %), the
+  union is split into k-means cells, the greedy runs in each, and the picks
+  are merged largest removed radius first (:func:`cells_greedy`); each cell
+  gets about as many picks as a round-1 chunk, so round 2 costs about what
+  round 1 did. Random chunks each span the whole distribution, so at 10 % their
+  picks overlap (screw, 152-d: radius 22.3 against the exact greedy's 15.0, image
+  AUROC 0.924 against 0.948 over three seeds); ``first_round_ratio=0.2`` with
+  cells gives 0.943 there, but on the default embedding and on bottle it gains
+  nothing for 2.6x the coreset time and a slower search (``docs/coreset.md``).
 
 The covering radius is at most round 1's radius plus round 2's; with at least
 ``k`` picks per chunk each is at most 2x the optimal k-center radius, so the
@@ -53,9 +56,8 @@ WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is indep
 COMPACT_AT = 2  # with max_items, halve the kept rows whenever they pass 2 x max_items
 AUTO_FIRST_ROUND = 0.3  # first_round_ratio="auto": round 1 keeps this share at small ratios...
 ROUND_TWO_BUDGET = 0.003  # ...as long as keep x ratio stays under this: round 2 is one greedy over
-#                           keep x N rows picking ratio x N (1 %: keep 0.3; 2 %: 0.15)...
-OVERSAMPLE = 2  # ...and at least twice the ratio (3 %: 0.1; 10 %: 0.2; 25 %: 0.5), with round 2
-#                 in k-means cells once one greedy over the union would pass the budget
+#                           keep x N rows picking ratio x N (1 %: keep 0.3; 3 %: 0.1; 10 %: the
+#                           ratio itself, so the default bank costs one chunked greedy, no round 2)
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -281,8 +283,7 @@ class TwoRoundCoreset:
         """The share of every chunk that round 1 keeps (never less than ``ratio``)."""
         first = self.first_round_ratio
         if first == "auto":
-            first = max(min(AUTO_FIRST_ROUND, ROUND_TWO_BUDGET / self.ratio),
-                        min(1.0, OVERSAMPLE * self.ratio))
+            first = min(AUTO_FIRST_ROUND, ROUND_TWO_BUDGET / self.ratio)
         return min(1.0, max(self.ratio, first or 0.0))
 
     def round_two_cells(self, union: int) -> int:

@@ -101,8 +101,8 @@ class PatchCore(Scorer):
     ``projection_dim`` random projection by the two-round greedy of
     :class:`~.coreset.TwoRoundCoreset`: chunks of ``chunk_size`` patches (None =
     exact greedy), each first reduced to ``first_round_ratio`` of itself (``auto``: 0.3 at
-    small ratios, less from 1 % up, never under twice the ratio), then one greedy over the
-    union (in k-means cells where one pass would be costly);
+    small ratios, less from 1 % up), then one greedy over the union (in k-means cells
+    where one pass would be costly);
     ``index`` is the faiss index kind; ``num_neighbors`` > 1 turns on the
     paper's image-score re-weighting.
     """

@@ -26,7 +26,8 @@ from ..scorers.patchcore import PatchCore, image_patches
 from .metrics import auroc
 
 # name -> (chunk_size, first_round_ratio) given the config's chunk size and first-round ratio
-VARIANTS = {  # (chunk_size, first_round_ratio) from the config's and the ratio
+# and the coreset ratio
+VARIANTS = {
     "two_round": lambda chunk, first, ratio: (chunk, first),
     "one_round": lambda chunk, first, ratio: (chunk, None),  # plain chunked greedy (before the fix)
     "cells": lambda chunk, first, ratio: (chunk, min(1.0, 2 * ratio)),  # round 1 keeps twice the

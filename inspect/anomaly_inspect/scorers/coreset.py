@@ -297,7 +297,7 @@ class TwoRoundCoreset:
         cost = min(self.ratio, target / n) * min(self.keep_ratio, union / n)
         if self.chunk_size is None or cost <= ROUND_TWO_BUDGET + 1e-12:
             return 1
-        return max(1, math.ceil(target / math.ceil(self.keep_ratio * self.chunk_size)))
+        return math.ceil(target / math.ceil(self.keep_ratio * self.chunk_size))
 
     def _proj_for(self, x: np.ndarray) -> None:
         """Draw the projection for rows like ``x`` (once, before any thread needs it)."""

@@ -87,3 +87,39 @@ def test_tune_judge_on_real_bottle(shared_data, tmp_path):
     assert judge["regret_chosen"] >= 0 and judge["regret_default"] >= 0
     assert judge["best_test_auroc"] == max(c["test_auroc"] for c in judge["candidates"])
     assert judge["ensemble_test_auroc"] >= 0.97
+
+
+def test_ascent_validates_the_combination_of_two_winners_and_can_choose_it(demo, tmp_path, monkeypatch):
+    """The ``ascent`` plumbing on the tiny set: two one-change candidates beat the default on
+    every fold (scores planted), so their combination is validated in a second round, appears
+    in the result and, scoring best, is chosen."""
+    import importlib
+
+    tune_mod = importlib.import_module("anomaly_inspect.tuning.tune")  # the package exports tune()
+
+    grid = [Candidate.parse(n) for n in ("lite0-64-8+16-rows-stretch", "lite0-64-8+16-mean-stretch",
+                                         "lite0-64-8+16-rows-pad")]
+    planted = {"lite0-64-8+16-rows-stretch": 0.70, "lite0-64-8+16-mean-stretch": 0.80,
+               "lite0-64-8+16-rows-pad": 0.75, "lite0-64-8+16-mean-pad": 0.90}
+    real = tune_mod.score_candidate
+    seen = []
+
+    def planted_scores(cand, *a, **k):
+        scores, raw = real(cand, *a, **k)  # runs the real validation, then plants the AUROCs
+        seen.append(cand.name)
+        v = planted[cand.name]
+        scores.fold_auroc = [v, v + 0.01, v - 0.01]
+        scores.judge_auroc = dict.fromkeys(scores.judge_auroc, v)
+        return scores, raw
+
+    monkeypatch.setattr(tune_mod, "candidate_grid", lambda grid_name, base: list(grid))
+    monkeypatch.setattr(tune_mod, "score_candidate", planted_scores)
+    from anomaly_inspect.config import ModelConfig
+
+    base = ModelConfig()
+    base.features.image_size, base.features.batch_size = 64, 8
+    result = tune_mod.tune(sorted((demo / "train" / "good").glob("*.png")), base,
+                           tune_mod.TuneSettings(grid="ascent"), cache_dir=tmp_path / "cache", progress=False)
+    assert seen == [*planted]  # the combination is validated after the first round
+    assert result.chosen.name == "lite0-64-8+16-mean-pad"
+    assert [c["name"] for c in result.to_dict()["candidates"]][0] == "lite0-64-8+16-mean-pad"

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.config import ModelConfig
-from anomaly_inspect.tuning.candidates import Candidate, candidate_grid
+from anomaly_inspect.tuning.candidates import Candidate, candidate_grid, changed_axis, combinations
 from anomaly_inspect.tuning.rank import (
     NormalCalibration,
     beats_default,
@@ -15,7 +15,7 @@ from anomaly_inspect.tuning.rank import (
     fuse,
     trimmed_borda,
 )
-from anomaly_inspect.tuning.tune import TuneSettings, ensemble_validation, fold_plan
+from anomaly_inspect.tuning.tune import TuneSettings, ascent_round, ensemble_validation, fold_plan
 
 # ----------------------------------------------------------------------------- Borda
 
@@ -136,6 +136,39 @@ def test_candidate_grids():
     assert len(full) == len(set(full)) == 216 and full[0] == compact[0]
     with pytest.raises(ValueError, match="unknown candidate grid"):
         candidate_grid("huge", base)
+
+
+def test_ascent_grid_starts_as_compact_and_combines_winners_by_pairs_and_all():
+    base = ModelConfig()
+    assert candidate_grid("ascent", base) == candidate_grid("compact", base)
+    d = Candidate.of(base)
+    lite2, big, mean = (Candidate.parse(n) for n in ("lite2-320-8+16-rows-stretch",
+                                                     "lite0-448-8+16-rows-stretch",
+                                                     "lite0-320-8+16-mean-stretch"))
+    assert [changed_axis(c, d) for c in (lite2, big, mean, d)] == ["backbone", "image_size", "embedding", None]
+    assert changed_axis(Candidate.parse("lite2-448-8+16-rows-stretch"), d) is None  # two changes
+    assert [c.name for c in combinations(d, [lite2, big])] == ["lite2-448-8+16-rows-stretch"]
+    assert [c.name for c in combinations(d, [lite2, big, mean])] == [
+        "lite2-448-8+16-rows-stretch", "lite2-320-8+16-mean-stretch", "lite0-448-8+16-mean-stretch",
+        "lite2-448-8+16-mean-stretch"]
+    with pytest.raises(ValueError, match="different settings"):
+        combinations(d, [lite2, Candidate.parse("lite1-320-8+16-rows-stretch")])
+
+
+def test_ascent_round_takes_per_setting_the_best_change_that_beats_fold_noise():
+    d, lite1, lite2, big, mean, pad = (Candidate.parse(n) for n in (
+        "lite0-320-8+16-rows-stretch", "lite1-320-8+16-rows-stretch", "lite2-320-8+16-rows-stretch",
+        "lite0-448-8+16-rows-stretch", "lite0-320-8+16-mean-stretch", "lite0-320-8+16-rows-pad"))
+    cands = [d, lite1, lite2, big, mean, pad]
+    folds = [[0.80, 0.82, 0.78],   # default
+             [0.83, 0.84, 0.81],   # lite1: +0.027 mean, sd 0.006 -> beats noise
+             [0.86, 0.87, 0.84],   # lite2: +0.057 -> the better backbone
+             [0.90, 0.80, 0.70],   # 448: +0.000 mean -> no
+             [0.85, 0.86, 0.83],   # mean: +0.047 -> yes
+             [0.81, 0.79, 0.82]]   # pad: +0.007, sd 0.025 -> within noise
+    assert [c.name for c in ascent_round(cands, folds, d)] == ["lite2-320-8+16-mean-stretch"]
+    # one winner: nothing to combine
+    assert ascent_round(cands[:3], folds[:3], d) == []
 
 
 def test_candidate_config_sets_layers_by_stride_and_keeps_the_scorer():

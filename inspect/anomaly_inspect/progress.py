@@ -22,6 +22,12 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
 
+    def grow(self, n: int) -> None:
+        """Add ``n`` to the total (work found to be needed on the way)."""
+        if self._bar is not None and n:
+            self._bar.total = (self._bar.total or 0) + n
+            self._bar.refresh()
+
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()

@@ -23,9 +23,11 @@ from .common import (
 
 def add_tune_args(p: argparse.ArgumentParser) -> None:
     """The selector's options (shared by ``tune``, ``fit --auto`` and ``evaluate --auto``)."""
-    p.add_argument("--grid", choices=("compact", "full"), default="compact",
+    p.add_argument("--grid", choices=("compact", "ascent", "full"), default="compact",
                    help="candidates: compact = the base config and each setting changed one at a "
-                        "time (11); full = every combination (216; hours on two cores)")
+                        "time (11); ascent = compact, then the pairs (and the whole set) of the "
+                        "changes that beat the base config by more than the fold noise; full = "
+                        "every combination (216; hours on two cores)")
     p.add_argument("--candidates", metavar="NAMES",
                    help="comma-separated candidate names instead of --grid, e.g. "
                         "lite0-320-8+16-rows-stretch,lite2-384-8+16-mean-pad (the base config is "

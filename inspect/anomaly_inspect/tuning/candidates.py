@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 import itertools
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
 from functools import cache
 
 from ..config import ModelConfig
@@ -20,7 +21,8 @@ SIZES = (256, 320, 384, 448)
 STAGE_SETS = ((8, 16), (4, 8, 16), (8, 16, 32))
 EMBEDDINGS = ("rows", "full", "mean")
 RESIZES = ("stretch", "pad")
-GRIDS = ("compact", "full")
+GRIDS = ("compact", "ascent", "full")
+AXES = ("backbone", "image_size", "strides", "embedding", "resize")
 
 
 @cache
@@ -111,13 +113,14 @@ def candidate_grid(grid: str, base: ModelConfig) -> list[Candidate]:
     embeddings {rows, full, mean} and resize {stretch, pad} (216). ``compact`` (the default of
     ``tune``): the base configuration and each of those values changed one at a time (11 with
     the default base), chosen before any real test run because the full grid takes hours on two
-    CPU cores (docs/auto_config.md).
+    CPU cores (docs/auto_config.md). ``ascent`` starts from ``compact``; its second round
+    (:func:`combinations`) depends on the first round's validation.
     """
     default = Candidate.of(base)
     if grid == "full":
         cands = [Candidate(BACKBONES[b], s, st, e, r) for b, s, st, e, r in itertools.product(
             BACKBONES, SIZES, STAGE_SETS, EMBEDDINGS, RESIZES)]
-    elif grid == "compact":
+    elif grid in ("compact", "ascent"):
         cands = [default]
         cands += [Candidate(b, default.image_size, default.strides, default.embedding, default.resize)
                   for b in BACKBONES.values()]
@@ -136,3 +139,27 @@ def candidate_grid(grid: str, base: ModelConfig) -> list[Candidate]:
         if c not in out:
             out.append(c)
     return out
+
+
+def changed_axis(cand: Candidate, default: Candidate) -> str | None:
+    """The one setting (of :data:`AXES`) in which ``cand`` differs from ``default``; None if it
+    equals the default or differs in more than one."""
+    diff = [a for a in AXES if getattr(cand, a) != getattr(default, a)]
+    return diff[0] if len(diff) == 1 else None
+
+
+def combinations(default: Candidate, winners: Sequence[Candidate]) -> list[Candidate]:
+    """Round 2 of the ``ascent`` grid: ``default`` with the changes of every pair of ``winners``
+    (one-change candidates on different settings), and with all of them together."""
+    axes = [changed_axis(w, default) for w in winners]
+    if None in axes or len(set(axes)) != len(axes):
+        raise ValueError("combinations need one-change candidates on different settings")
+
+    def apply(group: Sequence[Candidate]) -> Candidate:
+        return replace(default, **{changed_axis(w, default): getattr(w, changed_axis(w, default))
+                                               for w in group})
+
+    groups = list(itertools.combinations(winners, 2))
+    if len(winners) > 2:
+        groups.append(tuple(winners))
+    return [apply(g) for g in groups]

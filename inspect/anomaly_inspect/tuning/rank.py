@@ -5,7 +5,7 @@
   point each); its score is the trimmed mean of its points over judges (the ``trim`` share of
   highest and lowest judges dropped), so one odd fold or family cannot decide alone.
 * :func:`beats_default`: a winner replaces the default only if its mean gain over the default
-  across folds exceeds the fold-to-fold standard deviation of that gain.
+  across folds exceeds the fold-to-fold standard deviation of that gain (:func:`fold_gain`).
 * :class:`NormalCalibration` / :func:`fuse`: each ensemble member's scores are standardised by
   the median and MAD of scores of held-out *normal* images (never of test scores), then averaged.
 """
@@ -49,15 +49,21 @@ class Decision:
         return asdict(self)
 
 
+def fold_gain(fold_scores: np.ndarray, cand: int, default: int) -> tuple[float, float]:
+    """Mean gain of candidate ``cand`` over ``default`` across folds and its fold-to-fold standard
+    deviation (inf with one fold). ``fold_scores``: (n_folds, n_candidates)."""
+    s = np.asarray(fold_scores, np.float64)
+    gain = s[:, cand] - s[:, default]
+    return float(gain.mean()), float(gain.std(ddof=1)) if len(gain) > 1 else float("inf")
+
+
 def beats_default(fold_scores: np.ndarray, borda: np.ndarray, default: int = 0) -> Decision:
     """Keep ``default`` unless the Borda winner's mean gain over it across folds exceeds the
     fold-to-fold standard deviation of that gain. ``fold_scores``: (n_folds, n_candidates)."""
     winner = int(np.argmax(borda))  # ties: the earlier candidate (the default is first)
     if winner == default:
         return Decision(default, winner, default, 0.0, 0.0, "the default ranks first")
-    gain = np.asarray(fold_scores, np.float64)[:, winner] - np.asarray(fold_scores, np.float64)[:, default]
-    margin = float(gain.mean())
-    noise = float(gain.std(ddof=1)) if len(gain) > 1 else float("inf")
+    margin, noise = fold_gain(fold_scores, winner, default)
     if margin > noise:
         return Decision(winner, winner, default, margin, noise,
                         f"winner gains {margin:.4f} > fold-to-fold noise {noise:.4f}")

@@ -30,8 +30,8 @@ from ..evaluation.metrics import auroc
 from ..pipeline import build_backbone
 from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
-from .candidates import Candidate, candidate_grid
-from .rank import Decision, NormalCalibration, beats_default, fuse, trimmed_borda
+from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
+from .rank import Decision, NormalCalibration, beats_default, fold_gain, fuse, trimmed_borda
 from .stage_cache import StageMaps, stage_maps
 
 log = logging.getLogger(__name__)
@@ -237,6 +237,25 @@ def ensemble_validation(members: list[int], raw: list[dict], folds: np.ndarray, 
     return out
 
 
+def ascent_round(cands: Sequence[Candidate], fold_auroc: Sequence[Sequence[float]],
+                 default: Candidate) -> list[Candidate]:
+    """The ``ascent`` grid's second round: per setting, the one-change candidate with the largest
+    mean fold gain over the default, if that gain exceeds its fold-to-fold noise (the
+    keep-the-default rule); then those winners' pairs and all of them together."""
+    table = np.asarray(fold_auroc, np.float64).T  # (n_folds, n_candidates)
+    d = cands.index(default)
+    best: dict[str, tuple[float, int]] = {}
+    for i, c in enumerate(cands):
+        axis = changed_axis(c, default)
+        if axis is None:
+            continue
+        margin, noise = fold_gain(table, i, d)
+        if margin > noise and margin > best.get(axis, (-np.inf, -1))[0]:
+            best[axis] = (margin, i)
+    winners = [cands[best[axis][1]] for axis in AXES if axis in best]
+    return combinations(default, winners) if len(winners) > 1 else []
+
+
 def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSettings = TuneSettings(),
          candidates: Sequence[Candidate] | None = None, cache_dir: Path | str = DEFAULT_CACHE,
          progress: bool = True) -> TuningResult:
@@ -255,16 +274,17 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     chosen, folds, families = fold_plan(len(paths), settings)
     paths = [paths[i] for i in chosen]
     synthetic = synthetic_set(paths, folds, families, settings, cache_dir)
-    groups: dict[tuple, list[int]] = defaultdict(list)
-    for i, c in enumerate(cands):
-        groups[c.extraction].append(i)
-    scores: list[CandidateScores | None] = [None] * len(cands)
-    raw: list[dict | None] = [None] * len(cands)
-    names = settings.recipe.families
-    with Progress(len(cands), "tune candidates", unit="cand", enabled=progress) as bar:
+
+    def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:
+        """Cross-fitted validation of ``batch``, one feature extraction per backbone x size x
+        resize (with the union of its candidates' stages)."""
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, c in enumerate(batch):
+            groups[c.extraction].append(i)
+        out: list = [None] * len(batch)
         for (name, size, resize), members in groups.items():
-            strides = sorted({s for i in members for s in cands[i].strides})
-            cfg = cands[members[0]].config(base)
+            strides = sorted({s for i in members for s in batch[i].strides})
+            cfg = batch[members[0]].config(base)
             cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
             backbone = build_backbone(cfg)
             bs = base.features.batch_size
@@ -273,11 +293,24 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             anomalous = stage_maps(backbone, synthetic, size, resize, cache_dir / "maps", bs, progress,
                                    "extract synthetic")
             for i in members:
-                scores[i], raw[i] = score_candidate(cands[i], base, normal, anomalous, folds,
-                                                    families, names, bs, settings.validation_overrides())
-                log.info("tune: %s mean synthetic AUROC %.4f", cands[i].name, scores[i].mean_auroc)
+                out[i] = score_candidate(batch[i], base, normal, anomalous, folds, families,
+                                         settings.recipe.families, bs, settings.validation_overrides())
+                log.info("tune: %s mean synthetic AUROC %.4f", batch[i].name, out[i][0].mean_auroc)
                 bar.update()
             del backbone, normal, anomalous
+        return out
+
+    with Progress(len(cands), "tune candidates", unit="cand", enabled=progress) as bar:
+        validated = validate(cands)
+        if settings.grid == "ascent" and candidates is None:
+            second = [c for c in ascent_round(cands, [v[0].fold_auroc for v in validated], default)
+                      if c not in cands]
+            bar.grow(len(second))
+            cands += second
+            validated += validate(second)
+    scores = [v[0] for v in validated]
+    raw = [v[1] for v in validated]
+    names = settings.recipe.families
     judges = sorted(scores[0].judge_auroc)
     table = np.array([[s.judge_auroc[j] for s in scores] for j in judges])
     borda = trimmed_borda(table, settings.trim)

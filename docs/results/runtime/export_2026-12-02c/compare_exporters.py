@@ -1,6 +1,7 @@
 """TorchScript exporter (on static_same_padding's copy) vs torch.export: export seconds, ONNX
 Runtime img/s (interleaved, best of 5, batch 32, 2 threads) and max relative difference from
-torch f32, on the real weights. Run: python compare_exporters.py"""
+torch f32, on the real weights; for the first graph also OpenVINO f32 / bf16 on both exports.
+Run: python compare_exporters.py OUT.json"""
 import json
 import sys
 import tempfile
@@ -38,6 +39,9 @@ for name, size, layers, outputs in CASES:
         secs[kind] = time.perf_counter() - t
         torch.onnx.export = real
         runners[kind] = rt.OnnxRunner(path)
+        if not rows and rt.runtime_available("openvino"):
+            for prec in ("f32", "bf16"):
+                runners[f"{kind} openvino {prec}"] = rt.OnnxRunner(path, "openvino", prec)
     best = dict.fromkeys(runners, 1e9)
     for _ in range(5):
         for kind, r in runners.items():
@@ -47,7 +51,7 @@ for name, size, layers, outputs in CASES:
     for kind, r in runners.items():
         diff = max(float(np.abs(o - w).max() / np.abs(w).max()) for o, w in zip(r(x[:4]), ref, strict=True))
         rows.append({"backbone": name, "size": size, "layers": list(layers), "outputs": outputs,
-                     "exporter": kind, "export_s": round(secs[kind], 2),
+                     "exporter": kind, "export_s": round(secs[kind.split()[0]], 2),
                      "img_per_s": round(32 / best[kind], 1), "max_rel_diff_vs_torch": diff})
         print(json.dumps(rows[-1]), flush=True)
 json.dump(rows, open(sys.argv[1] if len(sys.argv) > 1 else "exporters.json", "w"), indent=1)

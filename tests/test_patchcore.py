@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import faiss
 import numpy as np
 import pytest
 
@@ -101,6 +102,19 @@ def test_image_scores_are_exact_even_with_a_poor_approximate_index():
     assert not np.allclose(res.patch_scores, exact.patch_scores)  # the search really is approximate
     np.testing.assert_allclose(res.image_scores, exact.image_scores, rtol=1e-5)
     assert np.all(res.patch_scores >= exact.patch_scores - 1e-4)
+
+
+def test_exact_search_under_hnsw_reads_its_storage_without_a_second_copy():
+    rng = np.random.default_rng(1)
+    bank = rng.standard_normal((3000, 16)).astype(np.float32)
+    queries = rng.standard_normal((50, 16)).astype(np.float32)
+    hnsw, flat = NearestNeighbours("hnsw").fit(bank), NearestNeighbours("flat").fit(bank)
+    for nn in (hnsw, flat):
+        d, i = nn.search_exact(queries, 3)
+        want_d, want_i = flat.search(queries, 3)
+        np.testing.assert_array_equal(i, want_i)
+        np.testing.assert_allclose(d, want_d, rtol=1e-6)
+    assert hnsw._exact.ntotal == 3000 and hnsw._exact.this == faiss.downcast_index(hnsw.index.storage).this
 
 
 def test_streamed_fit_gives_the_same_bank_as_fitting_all_features():

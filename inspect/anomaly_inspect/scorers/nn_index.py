@@ -75,8 +75,12 @@ class NearestNeighbours:
         if self.is_exact:
             return self.search(queries, k)
         if self._exact is None:
-            self._exact = faiss.IndexFlatL2(self._bank.shape[1])
-            self._exact.add(self._bank)
+            storage = getattr(self.index, "storage", None)
+            if storage is not None:  # HNSW keeps the vectors in a flat index: search that, no copy
+                self._exact = faiss.downcast_index(storage)
+            else:
+                self._exact = faiss.IndexFlatL2(self._bank.shape[1])
+                self._exact.add(self._bank)
         d2, idx = self._exact.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return np.sqrt(np.maximum(d2, 0)), idx
 
@@ -99,6 +103,7 @@ class NearestNeighbours:
 
     def deserialize(self, data: np.ndarray) -> NearestNeighbours:
         self.index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
+        self._exact = None  # it may point into the replaced index's storage
         if hasattr(self.index, "hnsw"):
             self.index.hnsw.efSearch = self.ef_search
         if hasattr(self.index, "nprobe"):

@@ -155,11 +155,8 @@ def combinations(default: Candidate, winners: Sequence[Candidate]) -> list[Candi
     if None in axes or len(set(axes)) != len(axes):
         raise ValueError("combinations need one-change candidates on different settings")
 
-    def apply(group: Sequence[Candidate]) -> Candidate:
-        return replace(default, **{changed_axis(w, default): getattr(w, changed_axis(w, default))
-                                               for w in group})
-
-    groups = list(itertools.combinations(winners, 2))
-    if len(winners) > 2:
-        groups.append(tuple(winners))
-    return [apply(g) for g in groups]
+    changes = [(axis, getattr(w, axis)) for w, axis in zip(winners, axes, strict=True)]
+    groups = list(itertools.combinations(changes, 2))
+    if len(changes) > 2:
+        groups.append(tuple(changes))
+    return [replace(default, **dict(g)) for g in groups]

@@ -51,12 +51,18 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
         "benchmark": "isic", "data": {"root": str(root)},
         "splits": ["ink_all", "charts_all", "charts_synth_similar", "ink_synth_dissimilar"],
         "scorers": scorers, "cache_dir": str(tmp_path / "cache"),
+        "fusions": [{"label": "fused", "members": ["mahalanobis", "patchcore"], "folds": 3}],
         "features": {"batch_size": 16}})
     report = run_ood_benchmark(cfg, progress=False)
     assert report["sets"]["id_train"] == 30 and report["sets"]["id_test"] == 16
     assert report["sets"]["charts_synth_similar"] == 16
     assert report["synthetic"]["splits"]["charts_synth_similar"]["all_follow_rule"]
-    assert len(report["results"]) == 11 * 4
+    assert len(report["results"]) == 12 * 4
+    # the fused row: each member standardised by its cross-fitted ID-train scores
+    fused = report["fusions"]["fused"]
+    assert fused["members"] == ["mahalanobis", "patchcore"] and fused["folds"] == 3
+    assert all(c["mad"] > 0 for c in fused["normal_calibration"].values())
+    assert [r["split"] for r in report["results"] if r["scorer"] == "fused"] == cfg.splits
     for r in report["results"]:
         assert 0.0 <= r["auroc"] <= 1.0 and 0.0 <= r["fpr_at_tpr80"] <= 1.0
     res = {(r["scorer"], r["split"]): r["auroc"] for r in report["results"]}
@@ -70,10 +76,10 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     for split in ("ink_all", "charts_all"):
         plain, oriented = res[("head_nan", split)], res[("head_nan_oriented", split)]
         assert oriented == pytest.approx(1 - plain if o["flipped"] else plain, abs=1e-3)
-    # second run: every feature and patch score comes from the cache
+    # second run: every feature and patch score (cross-fitted ones too) comes from the cache
     again = run_ood_benchmark(cfg, progress=False)
     assert again["timings_s"]["images_extracted"] == 0
-    assert again["results"] == report["results"]
+    assert again["results"] == report["results"] and again["fusions"] == report["fusions"]
 
 
 @pytest.mark.slow
@@ -143,6 +149,23 @@ def test_config_errors_name_the_file(tmp_path):
     bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\n"
                    "scorers: [{name: patchcore, orient: pseudo_ood}]\n")
     with pytest.raises(ConfigError, match="pooled / block inputs"):
+        load_ood_config(bad)
+
+
+def test_fusion_config_errors(tmp_path):
+    base = "benchmark: isic\ndata: {}\nsplits: [ink_all]\nscorers: [nan, mahalanobis]\n"
+    bad = tmp_path / "f.yaml"
+    bad.write_text(base + "fusions: [{label: f, members: [nan, knn]}]\n")
+    with pytest.raises(ConfigError, match=r"f\.yaml: fusion 'f': members \['knn'\] are not scorer rows"):
+        load_ood_config(bad)
+    bad.write_text(base + "fusions: [{label: nan, members: [nan, mahalanobis]}]\n")
+    with pytest.raises(ConfigError, match=r"row labels must be unique; repeated: \['nan'\]"):
+        load_ood_config(bad)
+    bad.write_text(base + "fusions: [{label: f, members: [nan]}]\n")
+    with pytest.raises(ConfigError, match="two or more distinct row labels"):
+        load_ood_config(bad)
+    bad.write_text(base + "fusions: [{label: f, members: [nan, mahalanobis], folds: 1}]\n")
+    with pytest.raises(ConfigError, match="folds must be >= 2"):
         load_ood_config(bad)
 
 

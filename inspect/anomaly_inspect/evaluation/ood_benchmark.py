@@ -43,6 +43,7 @@ from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
 from ..scorers.tail_sampler import TailSampler
+from .fusion import NormalCalibration, crossfit_folds, crossfit_scores, fuse
 from .ood import CONVENTION, ood_metrics, orientation
 
 log = logging.getLogger(__name__)
@@ -100,11 +101,30 @@ class ScorerSpec:
 
 
 @dataclass
+class FusionSpec:
+    """One fused row: the mean of the ``members`` rows' scores (their labels), each standardised
+    by the median / MAD of its ``folds``-fold cross-fitted ID-train scores (every ID-train image
+    scored by a model fitted without it; :mod:`.fusion`). Nothing is fitted on OOD or test data."""
+
+    label: str
+    members: list[str]
+    folds: int = 5
+
+    def __post_init__(self):
+        if len(self.members) < 2 or len(set(self.members)) != len(self.members):
+            raise ValueError(f"fusion '{self.label}': members must be two or more distinct row labels, "
+                             f"got {self.members}")
+        if self.folds < 2:
+            raise ValueError(f"fusion '{self.label}': folds must be >= 2, got {self.folds}")
+
+
+@dataclass
 class OODBenchmarkConfig:
     benchmark: str
     data: dict[str, Any]
     splits: list[str]
     scorers: list[ScorerSpec]
+    fusions: list[FusionSpec] = field(default_factory=list)
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     synthetic: dict[str, Any] = field(default_factory=dict)
@@ -126,13 +146,22 @@ class OODBenchmarkConfig:
             raise ConfigError(f"{source}: benchmark must be one of {BENCHMARKS}, got {data['benchmark']!r}")
         try:
             specs = [ScorerSpec(**s) if isinstance(s, dict) else ScorerSpec(str(s)) for s in data.pop("scorers")]
+            fusions = [FusionSpec(**f) for f in data.pop("fusions", None) or []]
             bb = BackboneConfig(**(data.pop("backbone", None) or {}))
             ft = FeatureConfig(**(data.pop("features", None) or {}))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
         if not specs or not data["splits"]:
             raise ConfigError(f"{source}: 'scorers' and 'splits' must not be empty")
-        return cls(scorers=specs, backbone=bb, features=ft, source=source, **data)
+        labels = [s.label for s in specs] + [f.label for f in fusions]
+        if len(set(labels)) != len(labels):
+            raise ConfigError(f"{source}: row labels must be unique; repeated: "
+                              f"{sorted({x for x in labels if labels.count(x) > 1})}")
+        for f in fusions:
+            unknown = [m for m in f.members if m not in labels[:len(specs)]]
+            if unknown:
+                raise ConfigError(f"{source}: fusion '{f.label}': members {unknown} are not scorer rows")
+        return cls(scorers=specs, fusions=fusions, backbone=bb, features=ft, source=source, **data)
 
 
 def load_ood_config(path: Path | str) -> OODBenchmarkConfig:
@@ -279,10 +308,19 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                              resize=f.resize, blocks=True), progress=progress)
                for want in (False, True)}
     runner, patch_runner = sources[False], sources[True]  # fit / score on the (cached) features
-    # TailedCore's tail memory takes rotated / flipped views of its tail images (as evaluate-lt)
-    train_context = FitContext(
-        views=ViewFeatures(sources[True].extractor, [x.path for x in data.id_train], TAIL_VIEWS,
-                           progress), shared=SharedResults())
+
+    def fit_context(samples: list[Sample]) -> FitContext:
+        # TailedCore's tail memory takes rotated / flipped views of its tail images (as evaluate-lt)
+        return FitContext(views=ViewFeatures(sources[True].extractor, [x.path for x in samples],
+                                             TAIL_VIEWS, progress), shared=SharedResults())
+
+    train_context = fit_context(data.id_train)
+    # fused rows' members: cross-fitted ID-train scores, per (label, folds)
+    cv_folds: dict[str, set[int]] = {}
+    for fu in cfg.fusions:
+        for m in fu.members:
+            cv_folds.setdefault(m, set()).add(fu.folds)
+    cv: dict[tuple[str, int], np.ndarray] = {}
     cache = FeatureCache(cfg.cache_dir)
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}
     feat_extra = {"v": 1, "kind": "pooled+block_norms"}
@@ -301,13 +339,24 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         return cache.describe(backbone, cfg.features.image_size, cfg.features.crop_size,
                               [x.path for x in sets[name]], _with_resize(extra, cfg.features.resize))
 
+    def cv_extra(label: str, folds: int) -> dict:
+        return pc_extra[label] | {"crossfit_folds": folds}
+
+    def patch_params(s: ScorerSpec) -> dict:
+        return ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
+            get_scorer_class(s.name).runtime_kwargs(progress=progress) | s.params
+
     arrays: dict[str, dict] = {}
     patch_scores: dict[str, dict[str, np.ndarray]] = {s.label: {} for s in patch_specs}
     for s in patch_specs:
         for name in sets:
             if name != "id_train" and (hit := cache.load(desc(name, pc_extra[s.label]))) is not None:
                 patch_scores[s.label][name] = hit["scores"]
-    need_patch = [s for s in patch_specs if len(patch_scores[s.label]) < len(sets) - 1]
+        for folds in cv_folds.get(s.label, ()):
+            if (hit := cache.load(desc("id_train", cv_extra(s.label, folds)))) is not None:
+                cv[s.label, folds] = hit["scores"]
+    need_patch = [s for s in patch_specs if len(patch_scores[s.label]) < len(sets) - 1
+                  or any((s.label, f) not in cv for f in cv_folds.get(s.label, ()))]
     fitted_patch = {}
     n_extracted = 0
     t1 = time.perf_counter()
@@ -342,11 +391,25 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 if train_patches is not None:
                     train_patches.pooled = out["pooled"]  # TailedCore's TailSampler reads it
                 for s in missing_patch:
-                    params = ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
-                        get_scorer_class(s.name).runtime_kwargs(progress=progress) | s.params
-                    fitted_patch[s.label] = build_scorer(s.name, **params)
+                    fitted_patch[s.label] = build_scorer(s.name, **patch_params(s))
                     patch_runner.fit_features({s.label: fitted_patch[s.label]}, train_patches,
                                               data.id_train_labels, train_context)
+                    for folds in sorted(cv_folds.get(s.label, ())):
+                        if (s.label, folds) in cv:
+                            continue
+
+                        def fit_score(bank: np.ndarray, held: np.ndarray, s=s, tp=train_patches) -> np.ndarray:
+                            scorer = build_scorer(s.name, **patch_params(s))
+                            patch_runner.fit_features(
+                                {s.label: scorer}, tp.subset(bank), data.id_train_labels[bank],
+                                fit_context([data.id_train[i] for i in bank]))
+                            return patch_runner.score_features(
+                                {s.label: scorer}, tp.subset(held))[s.label].image_scores
+
+                        log.info("cross-fitting %s on ID train (%d folds)", s.label, folds)
+                        cv[s.label, folds] = crossfit_scores(
+                            crossfit_folds(len(data.id_train), folds, cfg.seed), fit_score)
+                        cache.save(desc("id_train", cv_extra(s.label, folds)), {"scores": cv[s.label, folds]})
                 del collected[:], train_patches
             else:
                 for s in missing_patch:
@@ -371,35 +434,63 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     t_features = time.perf_counter() - t1
     projections: dict[int, NuisanceProjection] = {}
 
-    results, timings, orientations = [], {}, {}
+    def pooled_scorer(spec: ScorerSpec):
+        params = dict(spec.params)
+        if "seed" in scorer_parameters(spec.name):
+            params.setdefault("seed", cfg.seed)
+        scorer = build_scorer(spec.name, **params)
+        if spec.nuisance:
+            if spec.nuisance_k not in projections:
+                projections[spec.nuisance_k] = nuisance_subspace(
+                    arrays["id_train"]["pooled"], shifted["pooled"], spec.nuisance_k, spec.nuisance)
+            scorer = ProjectedScorer(scorer, projections[spec.nuisance_k])
+        return scorer
+
+    results, timings, orientations, row_scores = [], {}, {}, {}
+
+    def add_rows(label: str, method: str, scores: dict[str, np.ndarray]) -> None:
+        row_scores[label] = scores
+        for split in data.ood:
+            m = ood_metrics(scores["id_test"], scores[split])
+            results.append({"scorer": label, "method": method, "split": split,
+                            "auroc": round(m.auroc, 4), "fpr_at_tpr80": round(m.fpr_at_tpr80, 4),
+                            "fpr_at_tpr95": round(m.fpr_at_tpr95, 4), "n_id": m.n_id, "n_ood": m.n_ood})
+
     for spec in cfg.scorers:
         t = time.perf_counter()
         if spec.input == "patches":
             scores = patch_scores[spec.label]
         else:
-            params = dict(spec.params)
-            if "seed" in scorer_parameters(spec.name):
-                params.setdefault("seed", cfg.seed)
-            scorer = build_scorer(spec.name, **params)
-            if spec.nuisance:
-                if spec.nuisance_k not in projections:
-                    projections[spec.nuisance_k] = nuisance_subspace(
-                        arrays["id_train"]["pooled"], shifted["pooled"], spec.nuisance_k, spec.nuisance)
-                scorer = ProjectedScorer(scorer, projections[spec.nuisance_k])
-            runner.fit_features({spec.label: scorer}, _features_for(spec, arrays["id_train"]),
-                                data.id_train_labels)
+            scorer = pooled_scorer(spec)
+            train = _features_for(spec, arrays["id_train"])
+            runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
             scores = {n: _image_scores(runner, spec, scorer, arrays[n]) for n in sets if n != "id_train"}
+            sign = 1.0
             if spec.orient == "pseudo_ood":
                 o = orientation(_image_scores(runner, spec, scorer, arrays["id_train"]),
                                 _image_scores(runner, spec, scorer, pseudo))
                 orientations[spec.label] = o.to_dict()
-                scores = {n: o.sign * v for n, v in scores.items()}
-        for split in data.ood:
-            m = ood_metrics(scores["id_test"], scores[split])
-            results.append({"scorer": spec.label, "method": spec.name, "split": split,
-                            "auroc": round(m.auroc, 4), "fpr_at_tpr80": round(m.fpr_at_tpr80, 4),
-                            "fpr_at_tpr95": round(m.fpr_at_tpr95, 4), "n_id": m.n_id, "n_ood": m.n_ood})
+                sign = o.sign
+                scores = {n: sign * v for n, v in scores.items()}
+            for folds in sorted(cv_folds.get(spec.label, ())):
+
+                def fit_score(bank: np.ndarray, held: np.ndarray, spec=spec, train=train) -> np.ndarray:
+                    member = pooled_scorer(spec)
+                    runner.fit_features({spec.label: member}, train.subset(bank), data.id_train_labels[bank])
+                    return runner.score_features({spec.label: member}, train.subset(held))[spec.label].image_scores
+
+                cv[spec.label, folds] = sign * crossfit_scores(
+                    crossfit_folds(len(data.id_train), folds, cfg.seed), fit_score)
+        add_rows(spec.label, spec.name, scores)
         timings[spec.label] = round(time.perf_counter() - t, 3)
+    fusions = {}
+    for fu in cfg.fusions:
+        cals = [NormalCalibration.fit(cv[m, fu.folds]) for m in fu.members]
+        add_rows(fu.label, "fuse", {n: fuse([row_scores[m][n] for m in fu.members], cals)
+                                    for n in row_scores[fu.members[0]]})
+        fusions[fu.label] = {"members": fu.members, "folds": fu.folds,
+                             "normal_calibration": {m: c.to_dict() for m, c in zip(fu.members, cals, strict=True)},
+                             "source": "median / MAD of each member's cross-fitted ID-train scores"}
     return {
         "benchmark": cfg.benchmark,
         "dataset": data.name,
@@ -412,6 +503,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                   zip(*np.unique(data.id_train_labels, return_counts=True), strict=True)},
         "notes": data.notes,
         "orientation": orientations,
+        "fusions": fusions,
         "nuisance": {f"colour_k{k}": {**p.describe(), "shift": asdict(ColourShift()),
                                       "source": "ID-train images and one colour-shifted copy of each"}
                      for k, p in projections.items()},

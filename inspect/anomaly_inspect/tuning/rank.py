@@ -6,8 +6,9 @@
   highest and lowest judges dropped), so one odd fold or family cannot decide alone.
 * :func:`beats_default`: a winner replaces the default only if its mean gain over the default
   across folds exceeds the fold-to-fold standard deviation of that gain (:func:`fold_gain`).
-* :class:`NormalCalibration` / :func:`fuse`: each ensemble member's scores are standardised by
-  the median and MAD of scores of held-out *normal* images (never of test scores), then averaged.
+* :class:`NormalCalibration` / :func:`fuse` (from :mod:`..evaluation.fusion`): each ensemble
+  member's scores are standardised by the median and MAD of scores of held-out *normal* images
+  (never of test scores), then averaged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from ..evaluation.fusion import NormalCalibration, fuse
+
+__all__ = ["Decision", "NormalCalibration", "beats_default", "borda_points", "fold_gain", "fuse",
+           "trimmed_borda"]
 
 
 def borda_points(scores: np.ndarray) -> np.ndarray:
@@ -69,33 +75,3 @@ def beats_default(fold_scores: np.ndarray, borda: np.ndarray, default: int = 0) 
                         f"winner gains {margin:.4f} > fold-to-fold noise {noise:.4f}")
     return Decision(default, winner, default, margin, noise,
                     f"winner gains {margin:.4f} <= fold-to-fold noise {noise:.4f}: default kept")
-
-
-@dataclass(frozen=True)
-class NormalCalibration:
-    """Median and scaled MAD of one member's scores on held-out normal images."""
-
-    median: float
-    mad: float
-
-    @classmethod
-    def fit(cls, normal_scores: np.ndarray) -> NormalCalibration:
-        s = np.asarray(normal_scores, np.float64)
-        med = float(np.median(s))
-        mad = 1.4826 * float(np.median(np.abs(s - med)))
-        if not mad > 0:  # constant scores: fall back to the spread, then to 1
-            mad = float(s.std()) or 1.0
-        return cls(med, mad)
-
-    def __call__(self, scores: np.ndarray) -> np.ndarray:
-        return (np.asarray(scores, np.float64) - self.median) / self.mad
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def fuse(member_scores: list[np.ndarray], calibrations: list[NormalCalibration]) -> np.ndarray:
-    """Mean of the members' normal-standardised scores."""
-    if len(member_scores) != len(calibrations) or not member_scores:
-        raise ValueError("need one calibration per member and at least one member")
-    return np.mean([cal(s) for s, cal in zip(member_scores, calibrations, strict=True)], axis=0)

@@ -1,4 +1,4 @@
-"""ReAct, DICE, ViM, ODIN (feature space) and the colour-nuisance projection, against hand-computed values."""
+"""ReAct, DICE, ViM, ODIN (pixels and feature space) and the colour-nuisance projection, against hand-computed values."""
 
 from __future__ import annotations
 
@@ -65,6 +65,37 @@ def test_odin_feature_perturbs_towards_the_predicted_class_by_hand():
     # epsilon 0: temperature-scaled MSP
     got = odin_feature_confidence(z, w1, b1, w2, b2, temperature=2.0, epsilon=0.0)
     np.testing.assert_allclose(got, [1 / (1 + np.exp(-2.0))], rtol=1e-12)
+
+
+# --- ODIN on pixels ------------------------------------------------------------------------
+class _MeanPool(torch.nn.Module):
+    """A stand-in backbone: the pooled embedding is each channel's mean."""
+
+    def forward_features(self, x):
+        return x
+
+    def forward_head(self, f, pre_logits=True):
+        return f.mean((2, 3))
+
+
+def test_odin_perturbs_pixels_against_the_gradient_by_hand():
+    odin = build_scorer("odin", temperature=1.0, epsilon=0.01)
+    # hidden = relu(pooled); logits = [h0, h1]: channel 2 reaches no logit
+    odin.head = HeadWeights(np.zeros(3), np.ones(3), np.eye(3), np.zeros(3),
+                            np.array([[1.0, 0, 0], [0, 1.0, 0]]), np.zeros(2), np.array([0, 1]))
+    odin._fitted = True
+    x = torch.tensor([0.5, 0.2, 0.1]).view(1, 3, 1, 1).expand(1, 3, 4, 4).contiguous()
+    std = (0.5, 0.25, 1.0)
+    got = odin.perturb(_MeanPool(), x, std)
+    # predicted class 0: -log S_0 falls as channel 0 rises (step +eps/std) and as channel 1 falls
+    # (step -eps/std); channel 2 has zero gradient and stays
+    want = x + torch.tensor([0.01 / 0.5, -0.01 / 0.25, 0.0]).view(1, 3, 1, 1)
+    torch.testing.assert_close(got, want)
+    # the perturbed copy is more confident, as ODIN intends for in-distribution images
+    pooled = lambda t: t.mean((2, 3)).numpy().astype(np.float64)  # noqa: E731
+    assert odin.confidence(pooled(got))[0] > odin.confidence(pooled(x))[0]
+    # score on unperturbed features: the temperature-scaled MSP
+    np.testing.assert_allclose(odin.confidence(pooled(x)), [1 / (1 + np.exp(-0.3))], rtol=1e-6)
 
 
 def test_baseline_scorers_use_the_head_by_hand(tmp_path):

@@ -46,7 +46,7 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     root = _subset_index(shared_data / "isic2017_256", tmp_path / "isic")
     scorers = ["feature_norm", "block_feature_norm", "nan", "mahalanobis", "knn", "msp", "head_nan",
                "l2norm", "line", {"name": "patchcore", "params": {"coreset_ratio": 0.01}},
-               {"name": "head_nan", "label": "head_nan_oriented", "orient": "pseudo_ood"}]
+               {"name": "head_nan", "label": "head_nan_oriented", "orient": "pseudo_ood"}, "odin"]
     cfg = OODBenchmarkConfig.from_dict({
         "benchmark": "isic", "data": {"root": str(root)},
         "splits": ["ink_all", "charts_all", "charts_synth_similar", "ink_synth_dissimilar"],
@@ -57,7 +57,11 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     assert report["sets"]["id_train"] == 30 and report["sets"]["id_test"] == 16
     assert report["sets"]["charts_synth_similar"] == 16
     assert report["synthetic"]["splits"]["charts_synth_similar"]["all_follow_rule"]
-    assert len(report["results"]) == 12 * 4
+    assert len(report["results"]) == 13 * 4
+    # every scored image (ID test and OOD) once, again as ODIN's perturbed copy; ID train and its
+    # jigsaw copies (the orientation check) once
+    scored = sum(n for k, n in report["sets"].items() if k != "id_train")
+    assert report["timings_s"]["images_extracted"] == 2 * scored + 2 * 30
     # the fused row: each member standardised by its cross-fitted ID-train scores
     fused = report["fusions"]["fused"]
     assert fused["members"] == ["mahalanobis", "patchcore"] and fused["folds"] == 3

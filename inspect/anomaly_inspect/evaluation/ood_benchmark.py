@@ -11,6 +11,7 @@ features (and ID class labels) only.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -63,8 +64,10 @@ TAIL_VIEWS = "rotflip"  # TailedCore's tail views: 90-degree rotations x flip (7
 class ScorerSpec:
     """One table row: a registered scorer, its parameters and which features it reads.
 
-    ``input``: ``pooled`` (default for pooled scorers), ``patches`` (PatchCore) or
-    ``block:final`` / ``block:<timm feature index>`` (per-channel block norms).
+    ``input``: ``pooled`` (default for pooled scorers), ``patches`` (PatchCore),
+    ``block:final`` / ``block:<timm feature index>`` (per-channel block norms) or ``pixels``
+    (default for scorers that perturb the image, ODIN: the pooled features of each scored
+    image's perturbed copy, extracted per scorer and cached).
     ``orient``: ``published`` keeps the score's published direction;
     ``pseudo_ood`` negates it when it ranks jigsaw-shuffled ID-train images
     (label-free pseudo-OOD) above the ID-train images themselves.
@@ -88,11 +91,13 @@ class ScorerSpec:
         if not self.input:
             if self.name == "block_feature_norm":
                 self.input = "block:final"
+            elif hasattr(cls, "perturb"):
+                self.input = "pixels"
             else:
                 self.input = "patches" if "patches" in cls.requires else "pooled"
         if self.orient not in ORIENT_MODES:
             raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
-        if self.orient == "pseudo_ood" and self.input == "patches":
+        if self.orient == "pseudo_ood" and self.input in ("patches", "pixels"):
             raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block inputs")
         if self.nuisance not in NUISANCES:
             raise ValueError(f"scorer '{self.label}': nuisance must be one of {NUISANCES}, got {self.nuisance!r}")
@@ -277,7 +282,7 @@ def extract_arrays(runner: Runner, samples: list[Sample], on_patches, progress: 
 
 
 def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
-    if spec.input == "pooled":
+    if spec.input in ("pooled", "pixels"):
         return Features(pooled=arrays["pooled"])
     if spec.input.startswith("block:"):
         key = "block_" + spec.input.split(":", 1)[1]
@@ -464,7 +469,12 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             scorer = pooled_scorer(spec)
             train = _features_for(spec, arrays["id_train"])
             runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
-            scores = {n: _image_scores(runner, spec, scorer, arrays[n]) for n in sets if n != "id_train"}
+            scored = arrays
+            if spec.input == "pixels":
+                scored, n = _perturbed_arrays(runner, scorer, backbone, spec, sets, desc(
+                    "id_train", feat_extra), cache, lambda name, extra: desc(name, feat_extra | extra), progress)
+                n_extracted += n
+            scores = {n: _image_scores(runner, spec, scorer, scored[n]) for n in sets if n != "id_train"}
             sign = 1.0
             if spec.orient == "pseudo_ood":
                 o = orientation(_image_scores(runner, spec, scorer, arrays["id_train"]),
@@ -516,6 +526,34 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       "total": round(time.perf_counter() - t0, 2)},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }
+
+
+def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSpec,
+                      sets: dict[str, list[Sample]], train_desc: dict, cache: FeatureCache,
+                      desc, progress: bool) -> tuple[dict[str, dict], int]:
+    """Features of every scored set's images as ``scorer.perturb`` changes them (ODIN: one
+    backward pass through the torch backbone per image, then the usual extraction), cached
+    under the scorer's settings and a digest of its fitted state."""
+    state = scorer.get_state()
+    digest = cache_key({"train": train_desc, "scorer": spec.name, "params": spec.params,
+                        "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
+                                  for k, v in sorted(state.items())}})
+    out, n = {}, 0
+    names = [name for name in sets if name != "id_train"]
+    todo = []
+    for name in names:
+        d = desc(name, {"perturbed_by": digest})
+        out[name] = cache.load(d)
+        if out[name] is None:
+            todo.append((name, d))
+    with Progress(sum(len(sets[name]) for name, _ in todo), f"{spec.label}: perturbed images",
+                  enabled=progress and bool(todo)) as bar:
+        for name, d in todo:
+            out[name] = extract_arrays(runner, sets[name], None, bar,
+                                       image_fn=lambda x: scorer.perturb(backbone.model, x, backbone.std))
+            cache.save(d, out[name])
+            n += len(sets[name])
+    return out, n
 
 
 def _colour_shifted_train(runner: Runner, train: list[Sample], cache: FeatureCache,

@@ -29,6 +29,7 @@ _REGISTRY = {
     "react": "ood_baselines:ReAct",
     "dice": "ood_baselines:DICE",
     "vim": "ood_baselines:ViM",
+    "odin": "ood_baselines:ODIN",
     "odin_feature": "ood_baselines:ODINFeature",
     "patch_mahalanobis": "patch_gaussian:PatchMahalanobis",
 }

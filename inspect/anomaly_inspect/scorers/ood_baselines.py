@@ -1,6 +1,6 @@
-"""Post-hoc OOD baselines on the classifier head: ReAct, DICE, ViM and ODIN (feature space).
+"""Post-hoc OOD baselines on the classifier head: ReAct, DICE, ViM and ODIN (pixels and features).
 
-All four read the same seeded head as the other head scorers
+All of them read the same seeded head as the other head scorers
 (:class:`~.classifier_scorers.HeadScorer`): its post-ReLU hidden layer ``a``
 plays the penultimate features and ``logits = W a + b`` the last linear layer.
 Statistics come from the ID training features only; defaults are the papers'
@@ -15,17 +15,26 @@ Statistics come from the ID training features only; defaults are the papers'
   (top ``dim`` eigenvectors, default H / 2 as OpenOOD's 256 of 512) of the
   training ``a - o``; virtual logit = alpha * ||residual||, alpha = mean training
   max-logit / mean training residual norm; confidence = energy - virtual logit.
-* ``odin_feature``: ODIN's temperature (T = 1000) and input perturbation
-  (epsilon = 0.0014, OpenOOD's default, not tuned here) applied to the head's
-  z-scored **input features**, not to pixels. True ODIN perturbs the image,
-  which needs a backward pass through the backbone for every scored image.
+* ``odin`` (Liang et al., ICLR 2018): temperature T = 1000 and an input
+  perturbation of epsilon = 0.0014 (OpenOOD's defaults, fixed a priori, not tuned
+  on OOD data) on the **pixels**: x~ = x - epsilon * sign(grad_x of -log S_yhat(x; T)),
+  the step divided by the normalisation std per channel as in OpenOOD (so epsilon is
+  in [0, 1] pixel units); confidence = max softmax(logits(x~) / T). The gradient runs
+  through the frozen backbone in torch (:meth:`ODIN.perturb`), so the caller extracts
+  the features of the perturbed images; ``score`` on unperturbed features is ODIN's
+  temperature scaling alone.
+* ``odin_feature``: the same temperature and perturbation applied to the head's
+  z-scored **input features** instead of pixels (no backward pass through the backbone).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
 
 from ..core import Features
@@ -198,3 +207,41 @@ class ODINFeature(PostHocHeadScorer):
         h = self.head
         z = (np.asarray(x, np.float64) - h.in_mean) / h.in_std
         return odin_feature_confidence(z, h.w1, h.b1, h.w2, h.b2, self.temperature, self.epsilon)
+
+
+class ODIN(PostHocHeadScorer):
+    """ODIN on pixels: :meth:`perturb` moves each image against the gradient of its predicted
+    class's tempered log-softmax; ``score`` on the perturbed images' features is the
+    temperature-scaled MSP."""
+
+    name = "odin"
+
+    def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014, hidden: int = 256,
+                 epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
+                 dropout: float = 0.0, seed: int = 0, standardize: bool = True):
+        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        self._require(temperature > 0 and epsilon >= 0, "need temperature > 0 and epsilon >= 0",
+                      f"{temperature}, {epsilon}")
+        self.temperature = temperature
+        self.epsilon = epsilon
+
+    def confidence(self, x: np.ndarray) -> np.ndarray:
+        return softmax(self.head.logits(x) / self.temperature, axis=1).max(axis=1)
+
+    def perturb(self, model: torch.nn.Module, images: torch.Tensor, std: Sequence[float]) -> torch.Tensor:
+        """ODIN's perturbed copy of a batch of normalised ``images`` (B, 3, H, W). ``model`` is
+        the frozen timm backbone whose pooled pre-logit embedding the head reads; ``std`` its
+        per-channel normalisation std."""
+        self._check_fitted()
+        h = self.head
+        t = {k: torch.as_tensor(getattr(h, k), dtype=torch.float32)
+             for k in ("in_mean", "in_std", "w1", "b1", "w2", "b2")}
+        x = images.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+            z = (pooled - t["in_mean"]) / t["in_std"]
+            logits = F.relu(z @ t["w1"].T + t["b1"]) @ t["w2"].T + t["b2"]
+            loss = F.cross_entropy(logits / self.temperature, logits.argmax(1), reduction="sum")
+            (grad,) = torch.autograd.grad(loss, x)
+        step = torch.sign(grad) / torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        return (images - self.epsilon * step).detach()

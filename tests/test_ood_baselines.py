@@ -98,6 +98,22 @@ def test_odin_perturbs_pixels_against_the_gradient_by_hand():
     np.testing.assert_allclose(odin.confidence(pooled(x)), [1 / (1 + np.exp(-0.3))], rtol=1e-6)
 
 
+def test_odin_perturbs_each_image_on_its_own(monkeypatch):
+    """The backward pass runs a few images at a time; the result does not depend on the slicing."""
+    from anomaly_inspect.scorers import ood_baselines
+
+    odin = build_scorer("odin", temperature=2.0, epsilon=0.01)
+    rng = np.random.default_rng(0)
+    odin.head = HeadWeights(np.zeros(3), np.ones(3), rng.normal(size=(4, 3)), rng.normal(size=4),
+                            rng.normal(size=(2, 4)), np.zeros(2), np.array([0, 1]))
+    odin._fitted = True
+    x = torch.from_numpy(rng.normal(size=(5, 3, 4, 4)).astype(np.float32))
+    monkeypatch.setattr(ood_baselines, "PERTURB_BATCH", 2)
+    sliced = odin.perturb(_MeanPool(), x, (0.5, 0.5, 0.5))
+    monkeypatch.setattr(ood_baselines, "PERTURB_BATCH", 64)
+    torch.testing.assert_close(sliced, odin.perturb(_MeanPool(), x, (0.5, 0.5, 0.5)), rtol=0, atol=0)
+
+
 def test_baseline_scorers_use_the_head_by_hand(tmp_path):
     head = HeadWeights(in_mean=np.zeros(2), in_std=np.ones(2), w1=np.eye(2), b1=np.zeros(2),
                        w2=np.eye(2), b2=np.zeros(2), classes=np.array([0, 1]))

@@ -532,28 +532,31 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
                       sets: dict[str, list[Sample]], train_desc: dict, cache: FeatureCache,
                       desc, progress: bool) -> tuple[dict[str, dict], int]:
     """Features of every scored set's images as ``scorer.perturb`` changes them (ODIN: one
-    backward pass through the torch backbone per image, then the usual extraction), cached
-    under the scorer's settings and a digest of its fitted state."""
+    backward pass through the torch backbone per image, then the usual extraction), cached per
+    set under the scorer's settings and a digest of its fitted state. An image in several sets
+    (``ink_similar`` is part of ``ink_all``) is perturbed once."""
     state = scorer.get_state()
     digest = cache_key({"train": train_desc, "scorer": spec.name, "params": spec.params,
                         "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
                                   for k, v in sorted(state.items())}})
-    out, n = {}, 0
-    names = [name for name in sets if name != "id_train"]
-    todo = []
-    for name in names:
-        d = desc(name, {"perturbed_by": digest})
-        out[name] = cache.load(d)
-        if out[name] is None:
-            todo.append((name, d))
-    with Progress(sum(len(sets[name]) for name, _ in todo), f"{spec.label}: perturbed images",
-                  enabled=progress and bool(todo)) as bar:
+    out, todo = {}, []
+    for name in sets:
+        if name != "id_train":
+            d = desc(name, {"perturbed_by": digest})
+            out[name] = cache.load(d)
+            if out[name] is None:
+                todo.append((name, d))
+    unique = list(dict.fromkeys(x.path for name, _ in todo for x in sets[name]))
+    if unique:
+        row = {p: i for i, p in enumerate(unique)}
+        with Progress(len(unique), f"{spec.label}: perturbed images", enabled=progress) as bar:
+            arrays = extract_arrays(runner, [Sample(p) for p in unique], None, bar,
+                                    image_fn=lambda x: scorer.perturb(backbone.model, x, backbone.std))
         for name, d in todo:
-            out[name] = extract_arrays(runner, sets[name], None, bar,
-                                       image_fn=lambda x: scorer.perturb(backbone.model, x, backbone.std))
+            idx = np.array([row[x.path] for x in sets[name]])
+            out[name] = {k: v[idx] for k, v in arrays.items()}
             cache.save(d, out[name])
-            n += len(sets[name])
-    return out, n
+    return out, len(unique)
 
 
 def _colour_shifted_train(runner: Runner, train: list[Sample], cache: FeatureCache,

@@ -40,6 +40,8 @@ from scipy.special import logsumexp, softmax
 from ..core import Features
 from .classifier_scorers import HeadScorer
 
+PERTURB_BATCH = 8  # images per backward pass in ODIN.perturb (bounds its activation memory)
+
 
 def clip_threshold(a: np.ndarray, percentile: float) -> float:
     """ReAct's clip value: the percentile of the training activations; if that is 0 (mostly
@@ -236,12 +238,16 @@ class ODIN(PostHocHeadScorer):
         h = self.head
         t = {k: torch.as_tensor(getattr(h, k), dtype=torch.float32)
              for k in ("in_mean", "in_std", "w1", "b1", "w2", "b2")}
-        x = images.detach().clone().requires_grad_(True)
-        with torch.enable_grad():
-            pooled = model.forward_head(model.forward_features(x), pre_logits=True)
-            z = (pooled - t["in_mean"]) / t["in_std"]
-            logits = F.relu(z @ t["w1"].T + t["b1"]) @ t["w2"].T + t["b2"]
-            loss = F.cross_entropy(logits / self.temperature, logits.argmax(1), reduction="sum")
-            (grad,) = torch.autograd.grad(loss, x)
-        step = torch.sign(grad) / torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        grads = []
+        # a few images at a time: the backward pass holds every activation of the batch (the
+        # model is in eval mode, so each image's gradient is its own and slicing changes nothing)
+        for part in images.detach().split(PERTURB_BATCH):
+            x = part.clone().requires_grad_(True)
+            with torch.enable_grad():
+                pooled = model.forward_head(model.forward_features(x), pre_logits=True)
+                z = (pooled - t["in_mean"]) / t["in_std"]
+                logits = F.relu(z @ t["w1"].T + t["b1"]) @ t["w2"].T + t["b2"]
+                loss = F.cross_entropy(logits / self.temperature, logits.argmax(1), reduction="sum")
+                grads.append(torch.autograd.grad(loss, x)[0])
+        step = torch.sign(torch.cat(grads)) / torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
         return (images - self.epsilon * step).detach()

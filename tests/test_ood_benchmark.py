@@ -168,6 +168,9 @@ def test_fusion_config_errors(tmp_path):
     bad.write_text(base + "fusions: [{label: f, members: [nan]}]\n")
     with pytest.raises(ConfigError, match="two or more distinct row labels"):
         load_ood_config(bad)
+    bad.write_text(base.replace("[nan, mahalanobis]", "[nan, odin]") + "fusions: [{label: f, members: [nan, odin]}]\n")
+    with pytest.raises(ConfigError, match=r"members \['odin'\] score perturbed images"):
+        load_ood_config(bad)
     bad.write_text(base + "fusions: [{label: f, members: [nan, mahalanobis], folds: 1}]\n")
     with pytest.raises(ConfigError, match="folds must be >= 2"):
         load_ood_config(bad)

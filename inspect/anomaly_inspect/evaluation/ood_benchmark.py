@@ -162,10 +162,16 @@ class OODBenchmarkConfig:
         if len(set(labels)) != len(labels):
             raise ConfigError(f"{source}: row labels must be unique; repeated: "
                               f"{sorted({x for x in labels if labels.count(x) > 1})}")
+        inputs = {s.label: s.input for s in specs}
         for f in fusions:
-            unknown = [m for m in f.members if m not in labels[:len(specs)]]
+            unknown = [m for m in f.members if m not in inputs]
             if unknown:
                 raise ConfigError(f"{source}: fusion '{f.label}': members {unknown} are not scorer rows")
+            pixels = [m for m in f.members if inputs[m] == "pixels"]
+            if pixels:
+                raise ConfigError(f"{source}: fusion '{f.label}': members {pixels} score perturbed images; "
+                                  f"their cross-fitted ID-train scores would need perturbed ID-train "
+                                  f"images, which the benchmark does not make")
         return cls(scorers=specs, fusions=fusions, backbone=bb, features=ft, source=source, **data)
 
 

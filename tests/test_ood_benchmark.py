@@ -99,11 +99,13 @@ def test_isic_subset_baselines_nuisance_and_patch_rows(shared_data, tmp_path):
                {"name": "tailedcore", "params": small}]
     cfg = OODBenchmarkConfig.from_dict({
         "benchmark": "isic", "data": {"root": str(root)}, "splits": ["ink_all", "charts_all"],
-        "scorers": scorers, "cache_dir": str(tmp_path / "cache"), "features": {"batch_size": 16}})
+        "scorers": scorers, "cache_dir": str(tmp_path / "cache"), "features": {"batch_size": 16},
+        # a projected member: each fold learns its colour projection from its own bank images
+        "fusions": [{"label": "fused", "members": ["mahalanobis", "mahalanobis+colour"], "folds": 3}]})
     report = run_ood_benchmark(cfg, progress=False)
     # 30 train + 16 test + 20 OOD, the jigsaw and the colour-shifted copies of the 30 train images
     assert report["timings_s"]["images_extracted"] == 30 + 16 + 20 + 30 + 30
-    assert len(report["results"]) == 10 * 2
+    assert len(report["results"]) == 11 * 2
     assert all(0.0 <= r["auroc"] <= 1.0 for r in report["results"])
     nuis = report["nuisance"]["colour_k5"]
     assert nuis["k"] == 5 and len(nuis["variance_ranks"]) == 5
@@ -173,6 +175,17 @@ def test_fusion_config_errors(tmp_path):
         load_ood_config(bad)
     bad.write_text(base + "fusions: [{label: f, members: [nan, mahalanobis], folds: 1}]\n")
     with pytest.raises(ConfigError, match="folds must be >= 2"):
+        load_ood_config(bad)
+
+
+def test_pixel_rows_config_errors(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\nscorers: [{name: msp, input: pixels}]\n")
+    with pytest.raises(ConfigError, match="input 'pixels' is for scorers that perturb the image"):
+        load_ood_config(bad)
+    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\nscorers: [odin]\n"
+                   "backbone: {precision: int8}\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: scorers with input 'pixels' \(odin\) need backbone precision f32"):
         load_ood_config(bad)
 
 

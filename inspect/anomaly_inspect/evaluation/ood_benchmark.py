@@ -97,6 +97,9 @@ class ScorerSpec:
                 self.input = "patches" if "patches" in cls.requires else "pooled"
         if self.orient not in ORIENT_MODES:
             raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
+        if self.input == "pixels" and not hasattr(cls, "perturb"):
+            raise ValueError(f"scorer '{self.label}': input 'pixels' is for scorers that perturb the "
+                             f"image (odin); '{self.name}' does not")
         if self.orient == "pseudo_ood" and self.input in ("patches", "pixels"):
             raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block inputs")
         if self.nuisance not in NUISANCES:
@@ -162,6 +165,10 @@ class OODBenchmarkConfig:
         if len(set(labels)) != len(labels):
             raise ConfigError(f"{source}: row labels must be unique; repeated: "
                               f"{sorted({x for x in labels if labels.count(x) > 1})}")
+        if bb.precision != "f32" and any(s.input == "pixels" for s in specs):
+            # ODIN's 0.0014 step is below int8's input quantisation: the copies would not move
+            raise ConfigError(f"{source}: scorers with input 'pixels' (odin) need backbone precision "
+                              f"f32, got {bb.precision!r}")
         inputs = {s.label: s.input for s in specs}
         for f in fusions:
             unknown = [m for m in f.members if m not in inputs]
@@ -445,16 +452,23 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     t_features = time.perf_counter() - t1
     projections: dict[int, NuisanceProjection] = {}
 
-    def pooled_scorer(spec: ScorerSpec):
+    def pooled_scorer(spec: ScorerSpec, rows: np.ndarray | None = None):
+        """The row's scorer; a colour projection is learned from the ID-train ``rows`` (None:
+        all, cached), so that a cross-fitted member never learns it from its held-out fold."""
         params = dict(spec.params)
         if "seed" in scorer_parameters(spec.name):
             params.setdefault("seed", cfg.seed)
         scorer = build_scorer(spec.name, **params)
         if spec.nuisance:
-            if spec.nuisance_k not in projections:
-                projections[spec.nuisance_k] = nuisance_subspace(
-                    arrays["id_train"]["pooled"], shifted["pooled"], spec.nuisance_k, spec.nuisance)
-            scorer = ProjectedScorer(scorer, projections[spec.nuisance_k])
+            if rows is not None:
+                proj = nuisance_subspace(arrays["id_train"]["pooled"][rows], shifted["pooled"][rows],
+                                         spec.nuisance_k, spec.nuisance)
+            else:
+                if spec.nuisance_k not in projections:
+                    projections[spec.nuisance_k] = nuisance_subspace(
+                        arrays["id_train"]["pooled"], shifted["pooled"], spec.nuisance_k, spec.nuisance)
+                proj = projections[spec.nuisance_k]
+            scorer = ProjectedScorer(scorer, proj)
         return scorer
 
     results, timings, orientations, row_scores = [], {}, {}, {}
@@ -491,7 +505,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             for folds in sorted(cv_folds.get(spec.label, ())):
 
                 def fit_score(bank: np.ndarray, held: np.ndarray, spec=spec, train=train) -> np.ndarray:
-                    member = pooled_scorer(spec)
+                    member = pooled_scorer(spec, bank)
                     runner.fit_features({spec.label: member}, train.subset(bank), data.id_train_labels[bank])
                     return runner.score_features({spec.label: member}, train.subset(held))[spec.label].image_scores
 
@@ -542,7 +556,8 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
     set under the scorer's settings and a digest of its fitted state. An image in several sets
     (``ink_similar`` is part of ``ink_all``) is perturbed once."""
     state = scorer.get_state()
-    digest = cache_key({"train": train_desc, "scorer": spec.name, "params": spec.params,
+    used = {p: getattr(scorer, p) for p in scorer_parameters(spec.name) if hasattr(scorer, p)}
+    digest = cache_key({"v": 1, "train": train_desc, "scorer": spec.name, "params": used,
                         "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
                                   for k, v in sorted(state.items())}})
     out, todo = {}, []

@@ -193,6 +193,10 @@ def test_feature_cache_roundtrip_and_key_changes(tmp_path):
     bb2 = SimpleNamespace(name="m", weight_source=SimpleNamespace(checksum="other"), layers=(1, 2))
     assert cache.load(cache.describe(bb2, 256, None, files, {"kind": "pooled"})) is None
     assert cache.load(cache.describe(bb, 224, None, files, {"kind": "pooled"})) is None
+    # int8 / bf16 features are not f32's; f32 keeps the key it always had, on any runtime
+    for precision, hit in (("f32", True), ("int8", False), ("bf16", False)):
+        other = SimpleNamespace(**vars(bb), precision=precision)
+        assert (cache.load(cache.describe(other, 256, None, files, {"kind": "pooled"})) is not None) == hit
     h = file_list_hash(files)
     _img(files[0], colour=(0, 0, 0), size=70)  # rewritten file -> new hash
     assert file_list_hash(files) != h

@@ -54,6 +54,8 @@ class FeatureCache:
             "files": file_list_hash(paths),
             "n_files": len(paths),
             "extra": extra or {},
+            # f32 on any runtime gives the same features (to 3e-6), so f32 keys stay as they were
+            **({"precision": backbone.precision} if getattr(backbone, "precision", "f32") != "f32" else {}),
         }
 
     def load(self, description: dict) -> dict[str, np.ndarray] | None:

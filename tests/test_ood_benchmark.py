@@ -46,7 +46,8 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     root = _subset_index(shared_data / "isic2017_256", tmp_path / "isic")
     scorers = ["feature_norm", "block_feature_norm", "nan", "mahalanobis", "knn", "msp", "head_nan",
                "l2norm", "line", {"name": "patchcore", "params": {"coreset_ratio": 0.01}},
-               {"name": "head_nan", "label": "head_nan_oriented", "orient": "pseudo_ood"}, "odin"]
+               {"name": "head_nan", "label": "head_nan_oriented", "orient": "pseudo_ood"}, "odin",
+               {"name": "odin", "label": "odin_oriented", "orient": "pseudo_ood"}]
     cfg = OODBenchmarkConfig.from_dict({
         "benchmark": "isic", "data": {"root": str(root)},
         "splits": ["ink_all", "charts_all", "charts_synth_similar", "ink_synth_dissimilar"],
@@ -57,11 +58,12 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     assert report["sets"]["id_train"] == 30 and report["sets"]["id_test"] == 16
     assert report["sets"]["charts_synth_similar"] == 16
     assert report["synthetic"]["splits"]["charts_synth_similar"]["all_follow_rule"]
-    assert len(report["results"]) == 13 * 4
+    assert len(report["results"]) == 14 * 4
     # every scored image (ID test and OOD) once, again as ODIN's perturbed copy; ID train and its
-    # jigsaw copies (the orientation check) once
+    # jigsaw copies (the orientation check) once, and once more perturbed for odin_oriented (odin
+    # and odin_oriented share one head, hence one set of perturbed copies)
     scored = sum(n for k, n in report["sets"].items() if k != "id_train")
-    assert report["timings_s"]["images_extracted"] == 2 * scored + 2 * 30
+    assert report["timings_s"]["images_extracted"] == 2 * scored + 2 * 30 + 2 * 30
     # the fused row: each member standardised by its cross-fitted ID-train scores
     fused = report["fusions"]["fused"]
     assert fused["members"] == ["mahalanobis", "patchcore"] and fused["folds"] == 3
@@ -75,11 +77,13 @@ def test_isic_subset_end_to_end_with_cache(shared_data, tmp_path):
     table = format_table(report)
     assert "charts_all (10)" in table and "patchcore" in table
     # the oriented row is the published one, negated or not as the jigsaw check (ID train only) says
-    o = report["orientation"]["head_nan_oriented"]
-    assert set(report["orientation"]) == {"head_nan_oriented"} and o["flipped"] == (o["pseudo_ood_auroc"] < 0.5)
-    for split in ("ink_all", "charts_all"):
-        plain, oriented = res[("head_nan", split)], res[("head_nan_oriented", split)]
-        assert oriented == pytest.approx(1 - plain if o["flipped"] else plain, abs=1e-3)
+    assert set(report["orientation"]) == {"head_nan_oriented", "odin_oriented"}
+    for row in ("head_nan", "odin"):
+        o = report["orientation"][f"{row}_oriented"]
+        assert o["flipped"] == (o["pseudo_ood_auroc"] < 0.5)
+        for split in ("ink_all", "charts_all"):
+            plain, oriented = res[(row, split)], res[(f"{row}_oriented", split)]
+            assert oriented == pytest.approx(1 - plain if o["flipped"] else plain, abs=1e-3)
     # second run: every feature and patch score (cross-fitted ones too) comes from the cache
     again = run_ood_benchmark(cfg, progress=False)
     assert again["timings_s"]["images_extracted"] == 0
@@ -154,7 +158,7 @@ def test_config_errors_name_the_file(tmp_path):
         load_ood_config(bad)
     bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\n"
                    "scorers: [{name: patchcore, orient: pseudo_ood}]\n")
-    with pytest.raises(ConfigError, match="pooled / block inputs"):
+    with pytest.raises(ConfigError, match="pooled / block / pixel inputs"):
         load_ood_config(bad)
 
 

@@ -100,8 +100,8 @@ class ScorerSpec:
         if self.input == "pixels" and not hasattr(cls, "perturb"):
             raise ValueError(f"scorer '{self.label}': input 'pixels' is for scorers that perturb the "
                              f"image (odin); '{self.name}' does not")
-        if self.orient == "pseudo_ood" and self.input in ("patches", "pixels"):
-            raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block inputs")
+        if self.orient == "pseudo_ood" and self.input == "patches":
+            raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block / pixel inputs")
         if self.nuisance not in NUISANCES:
             raise ValueError(f"scorer '{self.label}': nuisance must be one of {NUISANCES}, got {self.nuisance!r}")
         if self.nuisance and self.input != "pooled":
@@ -492,13 +492,15 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             scored = arrays
             if spec.input == "pixels":
                 scored, n = _perturbed_arrays(runner, scorer, backbone, spec, sets, desc(
-                    "id_train", feat_extra), cache, lambda name, extra: desc(name, feat_extra | extra), progress)
+                    "id_train", feat_extra), cache, lambda name, extra: desc(name, feat_extra | extra),
+                    cfg.seed, progress)
                 n_extracted += n
             scores = {n: _image_scores(runner, spec, scorer, scored[n]) for n in sets if n != "id_train"}
             sign = 1.0
             if spec.orient == "pseudo_ood":
-                o = orientation(_image_scores(runner, spec, scorer, arrays["id_train"]),
-                                _image_scores(runner, spec, scorer, pseudo))
+                own = scored if spec.input == "pixels" else {"id_train": arrays["id_train"], "pseudo": pseudo}
+                o = orientation(_image_scores(runner, spec, scorer, own["id_train"]),
+                                _image_scores(runner, spec, scorer, own["pseudo"]))
                 orientations[spec.label] = o.to_dict()
                 sign = o.sign
                 scores = {n: sign * v for n, v in scores.items()}
@@ -550,19 +552,25 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
 def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSpec,
                       sets: dict[str, list[Sample]], train_desc: dict, cache: FeatureCache,
-                      desc, progress: bool) -> tuple[dict[str, dict], int]:
+                      desc, seed: int, progress: bool) -> tuple[dict[str, dict], int]:
     """Features of every scored set's images as ``scorer.perturb`` changes them (ODIN: one
     backward pass through the torch backbone per image, then the usual extraction), cached per
     set under the scorer's settings and a digest of its fitted state. An image in several sets
-    (``ink_similar`` is part of ``ink_all``) is perturbed once."""
+    (``ink_similar`` is part of ``ink_all``) is perturbed once. With ``orient: pseudo_ood`` the
+    ID-train images and their jigsaw copies (``"pseudo"``) are perturbed too, for the check."""
     state = scorer.get_state()
     used = {p: getattr(scorer, p) for p in scorer_parameters(spec.name) if hasattr(scorer, p)}
     digest = cache_key({"v": 1, "train": train_desc, "scorer": spec.name, "params": used,
                         "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
                                   for k, v in sorted(state.items())}})
+
+    def perturbed(x: torch.Tensor) -> torch.Tensor:
+        return scorer.perturb(backbone.model, x, backbone.std)
+
+    oriented = spec.orient == "pseudo_ood"
     out, todo = {}, []
     for name in sets:
-        if name != "id_train":
+        if name != "id_train" or oriented:
             d = desc(name, {"perturbed_by": digest})
             out[name] = cache.load(d)
             if out[name] is None:
@@ -571,13 +579,23 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
     if unique:
         row = {p: i for i, p in enumerate(unique)}
         with Progress(len(unique), f"{spec.label}: perturbed images", enabled=progress) as bar:
-            arrays = extract_arrays(runner, [Sample(p) for p in unique], None, bar,
-                                    image_fn=lambda x: scorer.perturb(backbone.model, x, backbone.std))
+            arrays = extract_arrays(runner, [Sample(p) for p in unique], None, bar, image_fn=perturbed)
         for name, d in todo:
             idx = np.array([row[x.path] for x in sets[name]])
             out[name] = {k: v[idx] for k, v in arrays.items()}
             cache.save(d, out[name])
-    return out, len(unique)
+    n = len(unique)
+    if oriented:
+        d = desc("id_train", {"perturbed_by": digest, "pseudo_ood": f"jigsaw{JIGSAW_GRID}", "seed": seed})
+        out["pseudo"] = cache.load(d)
+        if out["pseudo"] is None:
+            gen = torch.Generator().manual_seed(seed)  # the same jigsaw copies as the other rows' check
+            with Progress(len(sets["id_train"]), f"{spec.label}: perturbed pseudo-OOD", enabled=progress) as bar:
+                out["pseudo"] = extract_arrays(runner, sets["id_train"], None, bar,
+                                               image_fn=lambda x: perturbed(jigsaw(x, JIGSAW_GRID, gen)))
+            cache.save(d, out["pseudo"])
+            n += len(sets["id_train"])
+    return out, n
 
 
 def _colour_shifted_train(runner: Runner, train: list[Sample], cache: FeatureCache,

@@ -360,7 +360,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     def cv_extra(label: str, folds: int) -> dict:
         return pc_extra[label] | {"crossfit_folds": folds}
 
-    def patch_params(s: ScorerSpec) -> dict:
+    def row_params(s: ScorerSpec) -> dict:
         return ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
             get_scorer_class(s.name).runtime_kwargs(progress=progress) | s.params
 
@@ -409,7 +409,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 if train_patches is not None:
                     train_patches.pooled = out["pooled"]  # TailedCore's TailSampler reads it
                 for s in missing_patch:
-                    fitted_patch[s.label] = build_scorer(s.name, **patch_params(s))
+                    fitted_patch[s.label] = build_scorer(s.name, **row_params(s))
                     patch_runner.fit_features({s.label: fitted_patch[s.label]}, train_patches,
                                               data.id_train_labels, train_context)
                     for folds in sorted(cv_folds.get(s.label, ())):
@@ -417,7 +417,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                             continue
 
                         def fit_score(bank: np.ndarray, held: np.ndarray, s=s, tp=train_patches) -> np.ndarray:
-                            scorer = build_scorer(s.name, **patch_params(s))
+                            scorer = build_scorer(s.name, **row_params(s))
                             patch_runner.fit_features(
                                 {s.label: scorer}, tp.subset(bank), data.id_train_labels[bank],
                                 fit_context([data.id_train[i] for i in bank]))
@@ -435,7 +435,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                     cache.save(desc(name, pc_extra[s.label]), {"scores": patch_scores[s.label][name]})
     pseudo = None
     if any(s.orient == "pseudo_ood" for s in cfg.scorers):
-        pseudo_desc = desc("id_train", feat_extra | {"pseudo_ood": f"jigsaw{JIGSAW_GRID}", "seed": cfg.seed})
+        pseudo_desc = desc("id_train", feat_extra | _pseudo_extra(cfg.seed))
         pseudo = cache.load(pseudo_desc)
         if pseudo is None:
             gen = torch.Generator().manual_seed(cfg.seed)
@@ -455,10 +455,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     def pooled_scorer(spec: ScorerSpec, rows: np.ndarray | None = None):
         """The row's scorer; a colour projection is learned from the ID-train ``rows`` (None:
         all, cached), so that a cross-fitted member never learns it from its held-out fold."""
-        params = dict(spec.params)
-        if "seed" in scorer_parameters(spec.name):
-            params.setdefault("seed", cfg.seed)
-        scorer = build_scorer(spec.name, **params)
+        scorer = build_scorer(spec.name, **row_params(spec))
         if spec.nuisance:
             if rows is not None:
                 proj = nuisance_subspace(arrays["id_train"]["pooled"][rows], shifted["pooled"][rows],
@@ -550,6 +547,11 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     }
 
 
+def _pseudo_extra(seed: int) -> dict:
+    """Cache description of the jigsaw pseudo-OOD copies of the ID-train images."""
+    return {"pseudo_ood": f"jigsaw{JIGSAW_GRID}", "seed": seed}
+
+
 def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSpec,
                       sets: dict[str, list[Sample]], train_desc: dict, cache: FeatureCache,
                       desc, seed: int, progress: bool) -> tuple[dict[str, dict], int]:
@@ -559,8 +561,7 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
     (``ink_similar`` is part of ``ink_all``) is perturbed once. With ``orient: pseudo_ood`` the
     ID-train images and their jigsaw copies (``"pseudo"``) are perturbed too, for the check."""
     state = scorer.get_state()
-    used = {p: getattr(scorer, p) for p in scorer_parameters(spec.name) if hasattr(scorer, p)}
-    digest = cache_key({"v": 1, "train": train_desc, "scorer": spec.name, "params": used,
+    digest = cache_key({"v": 1, "train": train_desc, "scorer": spec.name, "params": scorer.get_params(),
                         "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
                                   for k, v in sorted(state.items())}})
 
@@ -586,7 +587,7 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
             cache.save(d, out[name])
     n = len(unique)
     if oriented:
-        d = desc("id_train", {"perturbed_by": digest, "pseudo_ood": f"jigsaw{JIGSAW_GRID}", "seed": seed})
+        d = desc("id_train", {"perturbed_by": digest} | _pseudo_extra(seed))
         out["pseudo"] = cache.load(d)
         if out["pseudo"] is None:
             gen = torch.Generator().manual_seed(seed)  # the same jigsaw copies as the other rows' check

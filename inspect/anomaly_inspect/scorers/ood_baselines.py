@@ -191,10 +191,8 @@ class ViM(PostHocHeadScorer):
                               self.residual, self.alpha)
 
 
-class ODINFeature(PostHocHeadScorer):
-    """ODIN's temperature and input perturbation on the head's input features (not pixels)."""
-
-    name = "odin_feature"
+class _ODINSettings(PostHocHeadScorer):
+    """ODIN's temperature and perturbation size, shared by the pixel and feature variants."""
 
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014, hidden: int = 256,
                  epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
@@ -204,6 +202,12 @@ class ODINFeature(PostHocHeadScorer):
                       f"{temperature}, {epsilon}")
         self.temperature = temperature
         self.epsilon = epsilon
+
+
+class ODINFeature(_ODINSettings):
+    """ODIN's temperature and input perturbation on the head's input features (not pixels)."""
+
+    name = "odin_feature"
 
     def confidence(self, x: np.ndarray) -> np.ndarray:
         h = self.head
@@ -211,21 +215,12 @@ class ODINFeature(PostHocHeadScorer):
         return odin_feature_confidence(z, h.w1, h.b1, h.w2, h.b2, self.temperature, self.epsilon)
 
 
-class ODIN(PostHocHeadScorer):
+class ODIN(_ODINSettings):
     """ODIN on pixels: :meth:`perturb` moves each image against the gradient of its predicted
     class's tempered log-softmax; ``score`` on the perturbed images' features is the
     temperature-scaled MSP."""
 
     name = "odin"
-
-    def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014, hidden: int = 256,
-                 epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
-                 dropout: float = 0.0, seed: int = 0, standardize: bool = True):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
-        self._require(temperature > 0 and epsilon >= 0, "need temperature > 0 and epsilon >= 0",
-                      f"{temperature}, {epsilon}")
-        self.temperature = temperature
-        self.epsilon = epsilon
 
     def confidence(self, x: np.ndarray) -> np.ndarray:
         return softmax(self.head.logits(x) / self.temperature, axis=1).max(axis=1)

@@ -7,14 +7,9 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.evaluation.fusion import NormalCalibration, fuse
 from anomaly_inspect.tuning.candidates import Candidate, candidate_grid, changed_axis, combinations
-from anomaly_inspect.tuning.rank import (
-    NormalCalibration,
-    beats_default,
-    borda_points,
-    fuse,
-    trimmed_borda,
-)
+from anomaly_inspect.tuning.rank import beats_default, borda_points, trimmed_borda
 from anomaly_inspect.tuning.tune import TuneSettings, ascent_round, ensemble_validation, fold_plan
 
 # ----------------------------------------------------------------------------- Borda

@@ -18,11 +18,11 @@ from scipy.stats import spearmanr
 
 from ..config import ModelConfig
 from ..data.mvtec import AnomalyDataset
+from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..pipeline import build_backbone
 from ..progress import Progress
 from .candidates import Candidate
-from .rank import NormalCalibration, fuse
 from .stage_cache import stage_maps
 from .tune import DEFAULT_CACHE, TuningResult, _scorer, normal_calibrations
 

@@ -1,4 +1,4 @@
-"""Rank aggregation, the keep-the-default rule and normal-calibrated score fusion.
+"""Rank aggregation and the keep-the-default rule (tune's ensembles fuse with :mod:`..evaluation.fusion`).
 
 * :func:`trimmed_borda`: each judge (a fold x anomaly family) ranks the candidates by its AUROC;
   a candidate's Borda points from a judge are the number of candidates it beats (ties: half a
@@ -6,9 +6,6 @@
   highest and lowest judges dropped), so one odd fold or family cannot decide alone.
 * :func:`beats_default`: a winner replaces the default only if its mean gain over the default
   across folds exceeds the fold-to-fold standard deviation of that gain (:func:`fold_gain`).
-* :class:`NormalCalibration` / :func:`fuse` (from :mod:`..evaluation.fusion`): each ensemble
-  member's scores are standardised by the median and MAD of scores of held-out *normal* images
-  (never of test scores), then averaged.
 """
 
 from __future__ import annotations
@@ -16,11 +13,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
-
-from ..evaluation.fusion import NormalCalibration, fuse
-
-__all__ = ["Decision", "NormalCalibration", "beats_default", "borda_points", "fold_gain", "fuse",
-           "trimmed_borda"]
 
 
 def borda_points(scores: np.ndarray) -> np.ndarray:

@@ -26,12 +26,13 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..data.anomalies import AnomalyRecipe, write_anomalies
+from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..pipeline import build_backbone
 from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
-from .rank import Decision, NormalCalibration, beats_default, fold_gain, fuse, trimmed_borda
+from .rank import Decision, beats_default, fold_gain, trimmed_borda
 from .stage_cache import StageMaps, stage_maps
 
 log = logging.getLogger(__name__)

@@ -44,6 +44,45 @@ def test_greedy_covering_radius_is_minimised_step_by_step():
     assert radius(FIVE, order) == pytest.approx(np.hypot(1, 9), rel=1e-6)
 
 
+# Seven points on a line, start 0: 30 is farthest (30), then 12 (12), then 2 and 10 tie at 2
+# (argmax takes the first, 2), then 10 (2), then 1 and 11 at 1.
+SEVEN = np.array([[0, 0], [1, 0], [2, 0], [10, 0], [11, 0], [12, 0], [30, 0]], np.float32)
+
+
+def test_pruned_greedy_on_the_line_by_hand(monkeypatch):
+    import anomaly_inspect.scorers.coreset as cs
+
+    monkeypatch.setattr(cs, "PRUNE_MIN_BYTES", 0)
+    g = cs._Greedy(SEVEN, 0)
+    assert g.pruned
+    g.extend(5)
+    assert g.picks.tolist() == [0, 6, 5, 2, 3]
+    assert g.values[1:].tolist() == [900, 144, 4, 4]
+    # each row's nearest centre (by pick number): row 1 is as near to 2 as to 0 and stays
+    # with 0; 11 goes to 12 (pick 2), which took it from 30 (pick 1)
+    assert g.assign[[0, 1, 2]].tolist() == [0, 0, 3]
+    assert g.assign[[4, 6]].tolist() == [2, 1]
+
+
+@pytest.mark.parametrize("n, d, k", [(3000, 16, 600), (2000, 128, 200)])
+def test_pruned_greedy_picks_what_the_full_update_picks(monkeypatch, n, d, k):
+    import anomaly_inspect.scorers.coreset as cs
+
+    rng = np.random.default_rng(n)
+    centres = rng.standard_normal((20, d)) * 5
+    x = (centres[rng.integers(20, size=n)] + rng.standard_normal((n, d))).astype(np.float32)
+    x[n // 2:n // 2 + 50] = x[:50]  # exact duplicates
+    monkeypatch.setattr(cs, "PRUNE_MIN_BYTES", 2**62)
+    full = cs._Greedy(x, 7).extend(k)
+    monkeypatch.setattr(cs, "PRUNE_MIN_BYTES", 0)
+    pruned = cs._Greedy(x, 7)
+    pruned.extend(k // 3).extend(k)  # extended in two steps, as cells_greedy does
+    assert pruned.pruned and not full.pruned
+    assert pruned.picks.tolist() == full.picks.tolist()
+    np.testing.assert_allclose(pruned.values[1:], full.values[1:], rtol=1e-5)
+    np.testing.assert_allclose(pruned.min_d, full.min_d, rtol=1e-4, atol=1e-3)
+
+
 def test_chunk_size_none_is_the_exact_greedy():
     x = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
     sel = two_round_coreset(x, ratio=0.1, chunk_size=None, seed=3)

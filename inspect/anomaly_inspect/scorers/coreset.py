@@ -2,8 +2,10 @@
 
 Each greedy step picks the point farthest from the current centres and updates
 every point's distance to its nearest centre using only the newest centre
-(a GEMV: ||x||^2 - 2 x.c + ||c||^2), so no N x N matrix is built. Selection
-runs on a random projection (default 128-d), as in PatchCore.
+(a GEMV: ||x||^2 - 2 x.c + ||c||^2), so no N x N matrix is built; in blocks
+larger than the cache, only the rows the new centre can reach (triangle
+inequality) are updated, with the same picks. Selection runs on a random
+projection (default 128-d), as in PatchCore.
 
 :class:`TwoRoundCoreset` bounds the cost for large banks without the collapse
 of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
@@ -58,6 +60,10 @@ AUTO_FIRST_ROUND = 0.3  # first_round_ratio="auto": round 1 keeps this share at 
 ROUND_TWO_BUDGET = 0.003  # ...as long as keep x ratio stays under this: round 2 is one greedy over
 #                           keep x N rows picking ratio x N (1 %: keep 0.3; 3 %: 0.1; 10 %: the
 #                           ratio itself, so the default bank costs one chunked greedy, no round 2)
+PRUNE_MIN_BYTES = 4 * 2**20  # greedy blocks this large skip rows the new centre cannot reach
+#                              (8192 x 128 floats; round 1's 4096-row chunks are faster without)
+PRUNE_GATHER_COST = 8  # gathering a row from memory costs about 8 rows of a streamed GEMV
+PRUNE_SLACK = 1e-3  # relative (and, times the largest squared norm, absolute) slack on that bound
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -96,7 +102,16 @@ def _greedy_loop(x: np.ndarray, k: int, start: int, progress: Progress | None) -
 class _Greedy:
     """A greedy k-center on one (n, d) block that can be extended step by step: ``picks``
     in pick order and ``values``, each pick's squared distance to the centres before it
-    (the covering radius it removed; the start has inf)."""
+    (the covering radius it removed; the start has inf).
+
+    Blocks of at least ``PRUNE_MIN_BYTES`` (larger than the L2 cache, where every GEMV
+    streams from memory) update only the rows the new centre can reach: a row whose
+    nearest centre a lies at ``dist(a, c) >= 2 dist(x, a)`` from the new centre c is
+    no nearer to c (triangle inequality), so it is skipped (Elkan's bound). The rows
+    that are checked get the same arithmetic as a full GEMV, so the picks are the same
+    (tested); a small slack on the bound keeps rounding from skipping a row that moves.
+    Late in a greedy only a few per cent of the rows are checked (docs/coreset.md).
+    """
 
     def __init__(self, x: np.ndarray, start: int):
         self.x = x
@@ -105,6 +120,19 @@ class _Greedy:
         self.min_d = self.sq - 2.0 * (x @ c) + c @ c
         self._picks = [start]
         self._values = [np.inf]
+        self.pruned = x.nbytes >= PRUNE_MIN_BYTES
+        if self.pruned:
+            # a row may move to a new centre only if dist^2(its centre, new) <= lim
+            self._slack = np.float32(PRUNE_SLACK * float(self.sq.max(initial=0.0)))
+            self.lim = self._bound(self.min_d)
+            self.assign = np.zeros(len(x), np.int32)
+            self.centres = np.empty((64, x.shape[1]), np.float32)
+            self.centres[0] = c
+            self.csq = np.empty(64, np.float32)
+            self.csq[0] = c @ c
+
+    def _bound(self, min_d: np.ndarray) -> np.ndarray:
+        return 4.0 * (1.0 + PRUNE_SLACK) * min_d + self._slack
 
     @property
     def picks(self) -> np.ndarray:
@@ -127,12 +155,15 @@ class _Greedy:
             i = int(min_d.argmax())
             self._picks.append(i)
             self._values.append(float(min_d[i]))
-            c = x[i]
-            d = x @ c
-            d *= -2.0
-            d += sq
-            d += c @ c
-            np.minimum(min_d, d, out=min_d)
+            if self.pruned:
+                self._update_pruned(x[i])
+            else:
+                c = x[i]
+                d = x @ c
+                d *= -2.0
+                d += sq
+                d += c @ c
+                np.minimum(min_d, d, out=min_d)
             pending += 1
             if progress is not None and pending == 1024:
                 progress.update(pending)
@@ -140,6 +171,37 @@ class _Greedy:
         if progress is not None and pending:
             progress.update(pending)
         return self
+
+    def _update_pruned(self, c: np.ndarray) -> None:
+        t = len(self._picks) - 1  # the new centre's number
+        if t == len(self.centres):
+            self.centres = np.concatenate([self.centres, np.empty_like(self.centres)])
+            self.csq = np.concatenate([self.csq, np.empty_like(self.csq)])
+        cc = c @ c
+        dc = self.centres[:t] @ c
+        dc *= -2.0
+        dc += self.csq[:t]
+        dc += cc
+        rows = np.flatnonzero(dc.take(self.assign) <= self.lim)
+        if len(rows) * PRUNE_GATHER_COST > len(self.x):  # early on: one GEMV beats the gather
+            d = self.x @ c
+            d *= -2.0
+            d += self.sq
+            d += cc
+            moved = np.flatnonzero(d < self.min_d)
+            d = d[moved]
+        else:
+            d = self.x[rows] @ c
+            d *= -2.0
+            d += self.sq.take(rows)
+            d += cc
+            better = d < self.min_d.take(rows)
+            moved, d = rows[better], d[better]
+        self.min_d[moved] = d
+        self.lim[moved] = self._bound(d)
+        self.assign[moved] = t
+        self.centres[t] = c
+        self.csq[t] = cc
 
 
 def kmeans_cells(x: np.ndarray, n_cells: int, rng: np.random.Generator,

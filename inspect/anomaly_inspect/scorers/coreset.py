@@ -31,8 +31,8 @@ of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
   gets about as many picks as a round-1 chunk, so round 2 costs about what
   round 1 did. Random chunks each span the whole distribution, so at 10 % their
   picks overlap (screw, 152-d: radius 22.3 against the exact greedy's 15.0, image
-  AUROC 0.924 against 0.948 over three seeds); ``first_round_ratio=0.2`` with
-  cells gives 0.943 there, but on the default embedding and on bottle it gains
+  AUROC 0.924 against 0.944 over five seeds); ``first_round_ratio=0.2`` with
+  cells gives 0.941 there, but on the default embedding and on bottle it gains
   nothing for 2.6x the coreset time and a slower search (``docs/coreset.md``).
 
 The covering radius is at most round 1's radius plus round 2's; with at least
@@ -99,6 +99,16 @@ def _greedy_loop(x: np.ndarray, k: int, start: int, progress: Progress | None) -
     return greedy.extend(k, progress).picks
 
 
+def _sq_distances(x: np.ndarray, sq: np.ndarray, c: np.ndarray, cc: float) -> np.ndarray:
+    """Squared distances from the rows ``x`` (squared norms ``sq``) to ``c`` (``cc``): one
+    GEMV, ||x||^2 - 2 x.c + ||c||^2, the same arithmetic for any subset of rows."""
+    d = x @ c
+    d *= -2.0
+    d += sq
+    d += cc
+    return d
+
+
 class _Greedy:
     """A greedy k-center on one (n, d) block that can be extended step by step: ``picks``
     in pick order and ``values``, each pick's squared distance to the centres before it
@@ -117,7 +127,7 @@ class _Greedy:
         self.x = x
         self.sq = np.einsum("ij,ij->i", x, x)
         c = x[start]
-        self.min_d = self.sq - 2.0 * (x @ c) + c @ c
+        self.min_d = _sq_distances(x, self.sq, c, c @ c)
         self._picks = [start]
         self._values = [np.inf]
         self.pruned = x.nbytes >= PRUNE_MIN_BYTES
@@ -158,12 +168,7 @@ class _Greedy:
             if self.pruned:
                 self._update_pruned(x[i])
             else:
-                c = x[i]
-                d = x @ c
-                d *= -2.0
-                d += sq
-                d += c @ c
-                np.minimum(min_d, d, out=min_d)
+                np.minimum(min_d, _sq_distances(x, sq, x[i], x[i] @ x[i]), out=min_d)
             pending += 1
             if progress is not None and pending == 1024:
                 progress.update(pending)
@@ -184,17 +189,11 @@ class _Greedy:
         dc += cc
         rows = np.flatnonzero(dc.take(self.assign) <= self.lim)
         if len(rows) * PRUNE_GATHER_COST > len(self.x):  # early on: one GEMV beats the gather
-            d = self.x @ c
-            d *= -2.0
-            d += self.sq
-            d += cc
+            d = _sq_distances(self.x, self.sq, c, cc)
             moved = np.flatnonzero(d < self.min_d)
             d = d[moved]
         else:
-            d = self.x[rows] @ c
-            d *= -2.0
-            d += self.sq.take(rows)
-            d += cc
+            d = _sq_distances(self.x[rows], self.sq.take(rows), c, cc)
             better = d < self.min_d.take(rows)
             moved, d = rows[better], d[better]
         self.min_d[moved] = d

@@ -183,10 +183,7 @@ class _Greedy:
             self.centres = np.concatenate([self.centres, np.empty_like(self.centres)])
             self.csq = np.concatenate([self.csq, np.empty_like(self.csq)])
         cc = c @ c
-        dc = self.centres[:t] @ c
-        dc *= -2.0
-        dc += self.csq[:t]
-        dc += cc
+        dc = _sq_distances(self.centres[:t], self.csq[:t], c, cc)
         rows = np.flatnonzero(dc.take(self.assign) <= self.lim)
         if len(rows) * PRUNE_GATHER_COST > len(self.x):  # early on: one GEMV beats the gather
             d = _sq_distances(self.x, self.sq, c, cc)

@@ -83,6 +83,27 @@ def test_pruned_greedy_picks_what_the_full_update_picks(monkeypatch, n, d, k):
     np.testing.assert_allclose(pruned.min_d, full.min_d, rtol=1e-4, atol=1e-3)
 
 
+def test_chunks_prune_when_a_large_share_is_picked(monkeypatch):
+    """A round-1 chunk (below PRUNE_MIN_BYTES) prunes when at least PRUNE_SHARE's share of it
+    is picked (the 1 % bank keeps 0.3 of each chunk), not at the default's 0.1, and a small
+    block never does; the coreset is the same either way."""
+    import anomaly_inspect.scorers.coreset as cs
+
+    rng = np.random.default_rng(5)
+    centres = rng.standard_normal((30, 24)) * 4
+    x = (centres[rng.integers(30, size=9000)] + rng.standard_normal((9000, 24))).astype(np.float32)
+    monkeypatch.setattr(cs, "PRUNE_SHARE", (0.15, 3000 * 24 * 4))  # x's chunks: 3000 x 24
+    chunk = x[:3000]
+    assert chunk.nbytes < cs.PRUNE_MIN_BYTES
+    assert not cs._Greedy(chunk, 0, 300).pruned  # 10 %
+    assert cs._Greedy(chunk, 0, 900).pruned  # 30 %
+    assert not cs._Greedy(chunk[:2000], 0, 900).pruned  # too small
+    pruned = two_round_coreset(x, ratio=0.01, projection_dim=None, seed=2)
+    monkeypatch.setattr(cs, "PRUNE_SHARE", (2.0, 0))  # never by share
+    assert not cs._Greedy(chunk, 0, 1229).pruned
+    assert pruned.tolist() == two_round_coreset(x, ratio=0.01, projection_dim=None, seed=2).tolist()
+
+
 def test_chunk_size_none_is_the_exact_greedy():
     x = np.random.default_rng(1).standard_normal((300, 16)).astype(np.float32)
     sel = two_round_coreset(x, ratio=0.1, chunk_size=None, seed=3)

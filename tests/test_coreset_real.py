@@ -36,3 +36,30 @@ def test_screw_one_percent_coreset_two_round_vs_plain_chunked(shared_data):
     two_round = image_auroc()
     assert plain < 0.9  # measured 0.631
     assert two_round >= 0.92  # measured 0.933; exact greedy 0.937
+
+
+def test_bottle_search_graph_is_checked_and_rebuilt_where_it_misses(shared_data):
+    """The cells bank (round 1 keeps 0.2) gives an M 16 HNSW graph 14 % off the exact
+    distances on bottle (docs/coreset.md); the fit-time check on training patches catches it,
+    the rebuilt graph is close on test patches, and the default bank keeps its M 16 graph."""
+    import faiss
+
+    from anomaly_inspect.scorers.nn_index import graph_excess, nearest_distances
+
+    cfg = load_config(None)
+    data = load_mvtec(shared_data / "mvtec_ad", "bottle")
+    runner = Runner(build(cfg, progress=False)[1], progress=False)
+    train = runner.extract([s.path for s in data.train], "train").features
+    test = runner.extract([s.path for s in data.test[::4]], "test").features
+    flat = test.patches.reshape(-1, test.patches.shape[-1])
+    queries = np.ascontiguousarray(flat[np.random.default_rng(0).choice(len(flat), 2000, replace=False)])
+
+    cells = PatchCore(first_round_ratio=0.2, progress=False).fit(train)
+    checks = cells.fit_summary()["search_graph_excess"]
+    assert checks[0] > 0.05 and checks[-1] <= 0.01  # measured 13.8 % at M 16
+    assert cells._nn.graph_m >= 32
+    exact = nearest_distances(faiss.downcast_index(cells._nn.index.storage), queries)
+    assert graph_excess(cells._nn.index, queries, exact) < 0.02  # test patches: ~12 % at M 16
+
+    default = PatchCore(progress=False).fit(train)
+    assert default._nn.graph_m == 16 and default.fit_summary()["search_graph_excess"][0] <= 0.01

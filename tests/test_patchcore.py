@@ -10,7 +10,7 @@ import pytest
 
 from anomaly_inspect.features.extractor import Features
 from anomaly_inspect.scorers import NotFittedError, Scorer, build_scorer
-from anomaly_inspect.scorers.nn_index import NearestNeighbours
+from anomaly_inspect.scorers.nn_index import NearestNeighbours, ProbeSample, graph_excess
 from anomaly_inspect.scorers.patchcore import PatchCore
 
 
@@ -115,6 +115,51 @@ def test_exact_search_under_hnsw_reads_its_storage_without_a_second_copy():
         np.testing.assert_array_equal(i, want_i)
         np.testing.assert_allclose(d, want_d, rtol=1e-6)
     assert hnsw._exact.ntotal == 3000 and hnsw._exact.this == faiss.downcast_index(hnsw.index.storage).this
+
+
+def test_graph_excess_by_hand():
+    # items 0 and 10 on a line; the probe at 1 is 1 from its nearest item. An "index" that
+    # holds only 10 answers 9: (9 - 1) / 1 = 8 above exact; one that holds both: 0
+    only_far, both = faiss.IndexFlatL2(1), faiss.IndexFlatL2(1)
+    only_far.add(np.array([[10.0]], np.float32))
+    both.add(np.array([[0.0], [10.0]], np.float32))
+    probes = np.array([[1.0]], np.float32)
+    assert graph_excess(only_far, probes, np.array([1.0])) == pytest.approx(8.0)
+    assert graph_excess(both, probes, np.array([1.0])) == pytest.approx(0.0)
+
+
+def test_probe_sample_is_seeded_uniform_and_blind_to_how_rows_arrive():
+    x = np.arange(5000, dtype=np.float32)[:, None] * np.ones((1, 3), np.float32)
+    whole = ProbeSample(64, seed=3).add(x).rows
+    parts = ProbeSample(64, seed=3)
+    for s in range(0, 5000, 700):
+        parts.add(x[s:s + 700])
+    np.testing.assert_array_equal(whole, parts.rows)
+    assert len(whole) == 64 and len(np.unique(whole[:, 0])) == 64
+    assert not np.array_equal(whole, ProbeSample(64, seed=4).add(x).rows)
+    assert len(ProbeSample(64).add(x[:10]).rows) == 10  # fewer rows than the sample: all of them
+    # uniform: the sample's mean position is near the middle (sd of the mean of 64 ~ 180)
+    assert abs(ProbeSample(1000, seed=0).add(x).rows[:, 0].mean() - 2500) < 200
+
+
+def test_a_graph_that_misses_is_rebuilt_with_more_links_and_saved_with_them(monkeypatch):
+    import anomaly_inspect.scorers.nn_index as nn_index
+
+    rng = np.random.default_rng(2)
+    train = Features(patches=rng.standard_normal((24, 8, 8, 8)).astype(np.float32))  # 1536 items
+    ok = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
+    assert ok._nn.graph_m == 16 and len(ok._nn.graph_checks) == 1  # checked once, kept
+    assert ok.fit_summary()["search_graph_m"] == 16
+    monkeypatch.setattr(nn_index, "HNSW_MAX_EXCESS", -1.0)  # every graph "misses"
+    rebuilt = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
+    assert rebuilt._nn.graph_m == nn_index.HNSW_MAX_M == 64
+    assert len(rebuilt._nn.graph_checks) == 3  # M 16, 32, 64
+    state = rebuilt.get_state()
+    assert state["search_graph_m"].tolist() == [64]
+    loaded = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False)
+    loaded.set_state(state)  # no probes at load: the saved M, unchecked
+    assert loaded._nn.graph_m == 64 and loaded._nn.graph_checks == []
+    assert faiss.downcast_index(loaded._nn.index).hnsw.nb_neighbors(1) == 64
 
 
 def test_streamed_fit_gives_the_same_bank_as_fitting_all_features():

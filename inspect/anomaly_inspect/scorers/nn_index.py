@@ -10,7 +10,10 @@ The HNSW defaults (M=16, efConstruction=40, efSearch=32) are set for PatchCore's
 scores are made exact afterwards (``patchcore.exact_image_maxima``), so the graph only has
 to be good enough for the patch maps. Against M=32 / 80 / 64 they build 2.6x and search
 2.3x faster on magnetic tile's 121,760-item bank, with patch distances 0.14 % above exact
-on average (README, "Backbone runtimes").
+on average (README, "Backbone runtimes"). On some banks an M=16 graph is far worse (bottle's
+cells bank: 14 % above exact, docs/coreset.md), so ``fit`` can check the graph on probe
+rows (training patches) and rebuild it with M doubled while it misses by more than
+``HNSW_MAX_EXCESS``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,43 @@ import faiss
 import numpy as np
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+HNSW_CHECK_PROBES = 1024  # training patches the graph is checked on at fit
+HNSW_MAX_EXCESS = 0.01  # rebuild with M doubled while the graph's mean distance is this far above
+HNSW_MAX_M = 64  #        the exact one (as a share of the mean exact distance), up to this M
+
+
+def nearest_distances(index: faiss.Index, queries: np.ndarray) -> np.ndarray:
+    """Each query's distance to its nearest item in ``index`` (Euclidean)."""
+    return np.sqrt(np.maximum(index.search(queries, 1)[0][:, 0], 0))
+
+
+def graph_excess(index: faiss.Index, probes: np.ndarray, exact: np.ndarray) -> float:
+    """How far ``index``'s nearest-neighbour distances for ``probes`` lie above the ``exact``
+    ones: the mean difference over the mean exact distance."""
+    return float((nearest_distances(index, probes) - exact).mean() / max(float(exact.mean()), 1e-12))
+
+
+class ProbeSample:
+    """A seeded uniform sample of ``size`` rows of blocks streamed past (the rows with the
+    smallest random keys), for checking a search index on data it does not hold."""
+
+    def __init__(self, size: int = HNSW_CHECK_PROBES, seed: int = 0):
+        self.size = size
+        self._rng = np.random.default_rng((seed, 0x5EA4C4))
+        self._keys = np.empty(0)
+        self.rows: np.ndarray | None = None
+
+    def add(self, rows: np.ndarray) -> ProbeSample:
+        keys = self._rng.random(len(rows))
+        if self.rows is not None and len(self._keys) >= self.size:
+            low = keys < self._keys.max()  # only these can enter the sample
+            keys, rows = keys[low], rows[low]
+        rows = np.asarray(rows, np.float32)
+        keys = np.concatenate([self._keys, keys])
+        rows = rows if self.rows is None else np.concatenate([self.rows, rows])
+        keep = np.argsort(keys, kind="stable")[:self.size]
+        self._keys, self.rows = keys[keep], np.ascontiguousarray(rows[keep])
+        return self
 
 
 class NearestNeighbours:
@@ -39,19 +79,26 @@ class NearestNeighbours:
         self.auto_min_items = auto_min_items
         self.index: faiss.Index | None = None
 
-    def fit(self, bank: np.ndarray) -> NearestNeighbours:
+    def fit(self, bank: np.ndarray, probes: np.ndarray | None = None) -> NearestNeighbours:
+        """Index ``bank``. With ``probes`` (rows like the queries, e.g. a sample of training
+        patches), an HNSW graph is checked on them and rebuilt with M doubled while its
+        distances miss the exact ones by more than ``HNSW_MAX_EXCESS`` (``graph_m``: the M
+        built; ``graph_checks``: the excess of each graph tried)."""
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         n, d = bank.shape
         kind = self.kind
         if kind == "auto":
             kind = "hnsw" if n >= self.auto_min_items else "flat"
         self.resolved_kind = kind if n >= 1024 else "flat"
+        self.graph_m: int | None = None
+        self.graph_checks: list[float] = []
+        self._bank = bank
+        self._exact: faiss.Index | None = None
+        if self.resolved_kind == "hnsw":
+            self.index = self._checked_graph(bank, probes)
+            return self
         if self.resolved_kind == "flat":
             index = faiss.IndexFlatL2(d)
-        elif kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, self.hnsw_m)
-            index.hnsw.efConstruction = self.ef_construction
-            index.hnsw.efSearch = self.ef_search
         else:
             nlist = max(1, min(int(4 * math.sqrt(n)), n // 39))
             quantizer = faiss.IndexFlatL2(d)
@@ -62,9 +109,29 @@ class NearestNeighbours:
             index.nprobe = self.nprobe
         index.add(bank)
         self.index = index
-        self._bank = bank
-        self._exact: faiss.Index | None = None
         return self
+
+    def _graph(self, bank: np.ndarray, m: int) -> faiss.Index:
+        index = faiss.IndexHNSWFlat(bank.shape[1], m)
+        index.hnsw.efConstruction = self.ef_construction
+        index.hnsw.efSearch = self.ef_search
+        index.add(bank)
+        return index
+
+    def _checked_graph(self, bank: np.ndarray, probes: np.ndarray | None) -> faiss.Index:
+        m = self.hnsw_m
+        index = self._graph(bank, m)
+        if probes is not None and len(probes):
+            probes = np.ascontiguousarray(probes, dtype=np.float32)
+            exact = nearest_distances(faiss.downcast_index(index.storage), probes)
+            while True:
+                self.graph_checks.append(round(graph_excess(index, probes, exact), 6))
+                if self.graph_checks[-1] <= HNSW_MAX_EXCESS or m >= HNSW_MAX_M:
+                    break
+                m *= 2
+                index = self._graph(bank, m)
+        self.graph_m = m
+        return index
 
     @property
     def is_exact(self) -> bool:
@@ -136,12 +203,12 @@ class ShardedNearestNeighbours(NearestNeighbours):
         super().__init__(kind, **kwargs)
         self.n_shards = n_shards
 
-    def fit(self, bank: np.ndarray) -> ShardedNearestNeighbours:
+    def fit(self, bank: np.ndarray, probes: np.ndarray | None = None) -> ShardedNearestNeighbours:
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         parts = [p for p in np.array_split(bank, self.n_shards) if len(p)]
         params = {k: getattr(self, k) for k in ("hnsw_m", "ef_search", "ef_construction",
                                                  "nprobe", "seed", "query_batch", "auto_min_items")}
-        self.shards = [NearestNeighbours(self.kind, **params).fit(p) for p in parts]
+        self.shards = [NearestNeighbours(self.kind, **params).fit(p, probes) for p in parts]
         index = faiss.IndexShards(bank.shape[1], False, True)  # not threaded, successive ids
         for shard in self.shards:
             index.add_shard(shard.index)

@@ -17,7 +17,7 @@ from ..core import Features, FitContext
 from ..progress import Progress
 from .base import Scorer, ScoreResult
 from .coreset import TwoRoundCoreset
-from .nn_index import NearestNeighbours
+from .nn_index import NearestNeighbours, ProbeSample
 from .provenance import Provenance
 
 log = logging.getLogger(__name__)
@@ -171,24 +171,34 @@ class PatchCore(Scorer):
         """Stream the training patches through the coreset: only its kept rows stay in memory
         (and one bool per training patch, to say where each kept row came from)."""
         valid: list[np.ndarray] = []
+        probes = ProbeSample(seed=self.seed)
 
         def blocks():
             for b in batches:
                 rows = image_patches(b)
                 valid.append(b.valid_mask())
+                probes.add(rows)
                 yield rows
 
         coreset = self.run_coreset(self.coreset(keep_rows=True), blocks())
         positions, rows = self.finish_coreset(coreset, rows=True)
         self._set_bank(np.ascontiguousarray(rows),
-                       provenance=Provenance.of_cells(np.concatenate(valid), positions))
+                       provenance=Provenance.of_cells(np.concatenate(valid), positions),
+                       probes=probes.rows)
         log.info("PatchCore: %d of %d patches in the memory bank", self.bank_size, coreset.n_seen)
         return self
 
+    def probes(self, features: Features) -> np.ndarray:
+        """The sample of training patches an HNSW index is checked on (see ``_set_bank``)."""
+        return ProbeSample(seed=self.seed).add(image_patches(features)).rows
+
     def _set_bank(self, bank: np.ndarray, weights: np.ndarray | None = None,
-                  provenance: Provenance | None = None) -> None:
+                  provenance: Provenance | None = None, probes: np.ndarray | None = None,
+                  graph_m: int | None = None) -> None:
         """Install the memory bank; ``weights`` (one per item) multiply the distances to it;
-        ``provenance`` says where each item came from."""
+        ``provenance`` says where each item came from. ``probes`` (a sample of training
+        patches) check an HNSW index at fit; ``graph_m`` rebuilds a saved model's graph with
+        the M that check chose."""
         if weights is not None and len(weights) != len(bank):
             raise ValueError(f"{len(weights)} item weights for a bank of {len(bank)} items")
         if provenance is not None and len(provenance) != len(bank):
@@ -196,7 +206,8 @@ class PatchCore(Scorer):
         self.provenance = provenance
         self.memory_bank = bank.astype(np.float32, copy=False)
         self.item_weights = None if weights is None else np.asarray(weights, np.float32)
-        self._nn = NearestNeighbours(self.index, seed=self.seed).fit(self.memory_bank)
+        params = {"seed": self.seed} if graph_m is None else {"seed": self.seed, "hnsw_m": graph_m}
+        self._nn = NearestNeighbours(self.index, **params).fit(self.memory_bank, probes)
         self._fitted = True
 
     # -- scoring ---------------------------------------------------------------
@@ -242,19 +253,32 @@ class PatchCore(Scorer):
         return None if self._nn is None else self._nn.resolved_kind
 
     def fit_summary(self) -> dict[str, Any]:
-        return {"memory_bank_items": self.bank_size,
-                "memory_bank_mb": round(self.bank_megabytes, 3),
-                "search_index": self.search_index}
+        out = {"memory_bank_items": self.bank_size,
+               "memory_bank_mb": round(self.bank_megabytes, 3),
+               "search_index": self.search_index}
+        if self._nn is not None and getattr(self._nn, "graph_checks", None):
+            out.update(search_graph_m=self._nn.graph_m, search_graph_excess=self._nn.graph_checks)
+        return out
 
     def get_state(self) -> dict[str, np.ndarray]:
         state = {"memory_bank": self.memory_bank}
         if self.item_weights is not None:
             state["item_weights"] = self.item_weights
-        return {**state, **self.provenance_state()}
+        return {**state, **self.bank_state()}
 
-    def provenance_state(self) -> dict[str, np.ndarray]:
-        return {} if self.provenance is None else self.provenance.state()
+    def bank_state(self) -> dict[str, np.ndarray]:
+        """What a saved bank needs besides its items: where they came from, and the M of
+        its checked search graph."""
+        state = {} if self.provenance is None else self.provenance.state()
+        if self._nn is not None and getattr(self._nn, "graph_m", None) is not None:
+            state["search_graph_m"] = np.array([self._nn.graph_m], np.int64)
+        return state
+
+    @staticmethod
+    def saved_graph_m(state: dict[str, np.ndarray]) -> int | None:
+        return int(state["search_graph_m"][0]) if "search_graph_m" in state else None
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._set_bank(state["memory_bank"], state.get("item_weights"),
-                       Provenance.from_state(state, len(state["memory_bank"])))
+                       Provenance.from_state(state, len(state["memory_bank"])),
+                       graph_m=self.saved_graph_m(state))

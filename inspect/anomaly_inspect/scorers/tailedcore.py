@@ -107,7 +107,7 @@ class SoftPatch(PatchCore):
         bank, lof = self.head_memory(features.patches, features.valid,
                                      context.shared if context else None)
         self._set_bank(np.ascontiguousarray(bank), lof if self.soft_weight else None,
-                       self.head_provenance_)
+                       self.head_provenance_, probes=self.probes(features))
         log.info("SoftPatch: %d memory items%s", len(bank),
                  " (soft weights)" if self.soft_weight else "")
         return self
@@ -235,7 +235,8 @@ class TailedCore(SoftPatch):
             tail_bank, tail_prov = np.zeros((0, head.shape[1]), np.float32), Provenance.unknown(0)
         self.head_size, self.tail_size = len(head), len(tail_bank)
         self._set_bank(np.ascontiguousarray(np.concatenate([tail_bank, head])),
-                       provenance=Provenance.concat([tail_prov, self.head_provenance_]))
+                       provenance=Provenance.concat([tail_prov, self.head_provenance_]),
+                       probes=self.probes(features))
         log.info("TailedCore: memory %d items (tail %d + head %d)", self.bank_size, self.tail_size,
                  self.head_size)
         return self
@@ -254,11 +255,12 @@ class TailedCore(SoftPatch):
         if self.tail_result is not None:
             state["tail_indices"] = self.tail_result.tail_indices.astype(np.int64)
             state["class_sizes"] = self.tail_result.class_sizes.astype(np.int64)
-        return {**state, **self.provenance_state()}
+        return {**state, **self.bank_state()}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._set_bank(state["memory_bank"],
-                       provenance=Provenance.from_state(state, len(state["memory_bank"])))
+                       provenance=Provenance.from_state(state, len(state["memory_bank"])),
+                       graph_m=self.saved_graph_m(state))
         self.tail_size, self.head_size = (int(v) for v in state["sizes"])
         if "class_sizes" in state:
             sizes = state["class_sizes"]

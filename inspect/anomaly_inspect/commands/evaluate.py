@@ -74,6 +74,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def graph_note(graph: dict | None) -> str:
+    """ ' (M 16; 0.02 % above exact)': an HNSW graph's links and its fit-time check(s)."""
+    if not graph:
+        return ""
+    checks = " -> ".join(f"{100 * e:.2f} %" for e in graph["excess"])
+    return f" (M {graph['m']}; {checks} above exact on training patches)"
+
+
 def print_result(result: EvaluationResult) -> None:
     """Print an evaluation result as the table every evaluating command shows."""
     px = "n/a (no masks)" if result.pixel_auroc is None else f"{result.pixel_auroc:.4f}"
@@ -90,6 +98,7 @@ def print_result(result: EvaluationResult) -> None:
         ("backbone runtime", result.runtime),
         ("time by stage", ", ".join(f"{k} {v:.1f} s" for k, v in (result.stage_seconds or {}).items())),
         *([("memory bank", f"{result.memory_bank_items} items, {result.memory_bank_mb} MB, "
-                           f"{result.search_index} search")] if result.memory_bank_items else []),
+                           f"{result.search_index} search{graph_note(result.search_graph)}")]
+          if result.memory_bank_items else []),
         ("peak RSS", f"{result.peak_rss_mb:.0f} MB"),
     ])

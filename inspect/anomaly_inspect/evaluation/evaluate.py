@@ -46,6 +46,7 @@ class EvaluationResult:
     config: dict
     runtime: str = "torch"
     stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, fit, search, maps
+    search_graph: dict | None = None  # an HNSW graph's M and its fit-time check(s): excess distance
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -126,4 +127,6 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
         config=cfg.to_dict(),
         runtime=backbone.runs_on,
         stage_seconds=runner.times.to_dict(),
+        search_graph={"m": summary["search_graph_m"], "excess": summary["search_graph_excess"]}
+        if "search_graph_m" in summary else None,
     )

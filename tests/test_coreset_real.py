@@ -56,10 +56,10 @@ def test_bottle_search_graph_is_checked_and_rebuilt_where_it_misses(shared_data)
 
     cells = PatchCore(first_round_ratio=0.2, progress=False).fit(train)
     checks = cells.fit_summary()["search_graph_excess"]
-    assert checks[0] > 0.05 and checks[-1] <= 0.01  # measured 13.8 % at M 16
+    assert checks[0] > 0.1 and checks[-1] <= 0.05  # measured 16.2 % at M 16, 0.4 % at M 32
     assert cells._nn.graph_m >= 32
     exact = nearest_distances(faiss.downcast_index(cells._nn.index.storage), queries)
     assert graph_excess(cells._nn.index, queries, exact) < 0.02  # test patches: ~12 % at M 16
 
     default = PatchCore(progress=False).fit(train)
-    assert default._nn.graph_m == 16 and default.fit_summary()["search_graph_excess"][0] <= 0.01
+    assert default._nn.graph_m == 16 and default.fit_summary()["search_graph_excess"][0] <= 0.02

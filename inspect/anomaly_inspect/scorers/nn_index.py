@@ -25,8 +25,10 @@ import numpy as np
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 HNSW_CHECK_PROBES = 1024  # training patches the graph is checked on at fit
-HNSW_MAX_EXCESS = 0.01  # rebuild with M doubled while the graph's mean distance is this far above
-HNSW_MAX_M = 64  #        the exact one (as a share of the mean exact distance), up to this M
+HNSW_MAX_EXCESS = 0.05  # rebuild with M doubled while the graph's mean distance is this far above
+HNSW_MAX_M = 64  #        the exact one (as a share of the mean exact distance), up to this M.
+#   Default banks measure 0-1.1 % (the mean is heavy-tailed: one probe sample of bottle's gave
+#   1.10 %, two others 0.0 %); the broken graph on bottle's cells bank 14-16 %
 
 
 def nearest_distances(index: faiss.Index, queries: np.ndarray) -> np.ndarray:

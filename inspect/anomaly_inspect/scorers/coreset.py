@@ -33,7 +33,8 @@ of a plain chunked greedy at small ratios (Malkomes et al., NeurIPS 2015):
   picks overlap (screw, 152-d: radius 22.3 against the exact greedy's 15.0, image
   AUROC 0.924 against 0.944 over five seeds); ``first_round_ratio=0.2`` with
   cells gives 0.941 there, but on the default embedding and on bottle it gains
-  nothing for 2.6x the coreset time and a slower search (``docs/coreset.md``).
+  nothing for 2.6x the coreset time and an HNSW graph that needs more links
+  (``docs/coreset.md``).
 
 The covering radius is at most round 1's radius plus round 2's; with at least
 ``k`` picks per chunk each is at most 2x the optimal k-center radius, so the

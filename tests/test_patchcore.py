@@ -142,7 +142,7 @@ def test_probe_sample_is_seeded_uniform_and_blind_to_how_rows_arrive():
     assert abs(ProbeSample(1000, seed=0).add(x).rows[:, 0].mean() - 2500) < 200
 
 
-def test_a_graph_that_misses_is_rebuilt_with_more_links_and_saved_with_them(monkeypatch):
+def test_a_graph_that_misses_is_rebuilt_with_more_links_and_saved_with_them(monkeypatch, tmp_path):
     import anomaly_inspect.scorers.nn_index as nn_index
 
     rng = np.random.default_rng(2)
@@ -160,6 +160,8 @@ def test_a_graph_that_misses_is_rebuilt_with_more_links_and_saved_with_them(monk
     loaded.set_state(state)  # no probes at load: the saved M, unchecked
     assert loaded._nn.graph_m == 64 and loaded._nn.graph_checks == []
     assert faiss.downcast_index(loaded._nn.index).hnsw.nb_neighbors(1) == 64
+    rebuilt.save(tmp_path / "model")  # and through a saved model directory
+    assert PatchCore.load(tmp_path / "model", progress=False)._nn.graph_m == 64
 
 
 def test_streamed_fit_gives_the_same_bank_as_fitting_all_features():

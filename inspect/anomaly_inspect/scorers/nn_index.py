@@ -24,11 +24,14 @@ import faiss
 import numpy as np
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
-HNSW_CHECK_PROBES = 1024  # training patches the graph is checked on at fit
-HNSW_MAX_EXCESS = 0.05  # rebuild with M doubled while the graph's mean distance is this far above
-HNSW_MAX_M = 64  #        the exact one (as a share of the mean exact distance), up to this M.
-#   Default banks measure 0-1.1 % (the mean is heavy-tailed: one probe sample of bottle's gave
-#   1.10 %, two others 0.0 %); the broken graph on bottle's cells bank 14-16 %
+# The fit-time graph check: HNSW_CHECK_PROBES training patches are searched on the graph and
+# exactly, and the graph is rebuilt with M doubled (up to HNSW_MAX_M) while its distances lie
+# more than HNSW_MAX_EXCESS above the exact ones (mean difference over mean exact distance).
+# Default banks measure 0-1.1 % (the mean is heavy-tailed: one probe sample of bottle's gave
+# 1.10 %, others 0.0 %); the broken graph on bottle's cells bank 14-16 % (docs/coreset.md).
+HNSW_CHECK_PROBES = 1024
+HNSW_MAX_EXCESS = 0.05
+HNSW_MAX_M = 64
 
 
 def nearest_distances(index: faiss.Index, queries: np.ndarray) -> np.ndarray:

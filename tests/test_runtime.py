@@ -66,6 +66,31 @@ def test_batch_axis_is_dynamic(x):
     assert len(bb.exports) == 1
 
 
+def test_micro_batch_by_hand():
+    assert rt.MICRO_BATCH_PIXELS == 2 * 320 * 320
+    assert [rt.micro_batch(s, s) for s in (64, 256, 320, 448, 453, 1024)] == [50, 4, 2, 2, 1, 1]
+    assert rt.micro_batch(320, 640) == 1
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_a_batch_runs_in_micro_batches_with_the_same_outputs(x, runtime, monkeypatch):
+    if not runtime_available(runtime):
+        pytest.skip(f"{runtime} not installed")
+    bb = random_backbone(runtime)
+    runner = rt.OnnxRunner(bb.export((SIZE, SIZE)), runtime)
+    images = torch.cat([x, x.flip(0)]).numpy()  # 6 images
+    whole = runner(images)
+    calls = []
+    run = runner._run
+    monkeypatch.setattr(runner, "_run", lambda im: calls.append(len(im)) or run(im))
+    monkeypatch.setattr(rt, "MICRO_BATCH_PIXELS", 4 * SIZE * SIZE)
+    sliced = runner(images)
+    assert calls == [4, 2]
+    for a, b in zip(sliced, whole, strict=True):
+        assert a.shape == b.shape
+        assert float(abs(a - b).max()) <= 1e-5 * float(abs(b).max())
+
+
 def test_cache_hit_does_not_export_again(x, monkeypatch):
     first = random_backbone("onnxruntime")(x)  # exported now or by an earlier test
     assert random_backbone("onnxruntime").export_path((SIZE, SIZE), "stages").is_file()

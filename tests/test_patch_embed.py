@@ -86,3 +86,15 @@ def test_neighbourhood_equals_unfold_reference(k, finest):
     cols = F.unfold(fmap, k, padding=k // 2).reshape(2, 3, k, k, 6, 7)
     ref = cols.mean(dim=3).reshape(2, 3 * k, 6, 7) if finest == "rows" else cols.reshape(2, 3 * k * k, 6, 7)
     assert torch.allclose(_neighbourhood(fmap, k, finest), ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("finest", ["rows", "full", "mean"])
+def test_chunks_of_images_give_the_whole_batch_embedding(finest):
+    g = torch.Generator().manual_seed(0)
+    maps = [torch.randn(5, 4, 6, 6, generator=g), torch.randn(5, 7, 3, 3, generator=g)]
+    emb = PatchEmbedding(finest=finest, embed_dim=8)
+    whole = emb(maps, chunk=5)
+    assert whole.shape == (5, emb.output_dim([4, 7]), 6, 6)
+    for chunk in (1, 2, 3):
+        assert torch.equal(emb(maps, chunk=chunk), whole)
+    assert torch.equal(emb(maps), whole)  # default: CHUNK_CELLS cells, all 5 images here

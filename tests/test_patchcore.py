@@ -117,6 +117,22 @@ def test_exact_search_under_hnsw_reads_its_storage_without_a_second_copy():
     assert hnsw._exact.ntotal == 3000 and hnsw._exact.this == faiss.downcast_index(hnsw.index.storage).this
 
 
+def test_exact_search_of_a_few_hundred_queries_is_one_gemm_with_the_brute_force_answer():
+    from anomaly_inspect.scorers import nn_index
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    with nn_index.gemm_distances():
+        assert faiss.cvar.distance_compute_blas_threshold == min(before, nn_index.BLAS_MIN_QUERIES)
+    assert faiss.cvar.distance_compute_blas_threshold == before
+    rng = np.random.default_rng(2)
+    bank = rng.standard_normal((2000, 24)).astype(np.float32)
+    queries = rng.standard_normal((256, 24)).astype(np.float32)
+    d, i = NearestNeighbours("hnsw").fit(bank).search_exact(queries, 1)
+    brute = np.linalg.norm(queries[:, None].astype(np.float64) - bank[None], axis=-1)
+    np.testing.assert_array_equal(i[:, 0], brute.argmin(1))
+    np.testing.assert_allclose(d[:, 0], brute.min(1), rtol=1e-5)
+
+
 def test_graph_excess_by_hand():
     # items 0 and 10 on a line; the probe at 1 is 1 from its nearest item. An "index" that
     # holds only 10 answers 9: (9 - 1) / 1 = 8 above exact; one that holds both: 0
@@ -150,7 +166,7 @@ def test_a_graph_that_misses_is_rebuilt_with_more_links_and_saved_with_them(monk
     ok = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
     assert ok._nn.graph_m == 16 and len(ok._nn.graph_checks) == 1  # checked once, kept
     assert ok.fit_summary()["search_graph_m"] == 16
-    monkeypatch.setattr(nn_index, "HNSW_MAX_EXCESS", -1.0)  # every graph "misses"
+    monkeypatch.setattr(nn_index, "HNSW_MAX_EXCESS", -np.inf)  # every graph "misses"
     rebuilt = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
     assert rebuilt._nn.graph_m == nn_index.HNSW_MAX_M == 64
     assert len(rebuilt._nn.graph_checks) == 3  # M 16, 32, 64

@@ -1,7 +1,7 @@
 #!/bin/bash
 # evaluate with efSearch 16 (NearestNeighbours' default patched in this process only)
 . /work/main/.venv/bin/activate
-out=$(dirname $0)/out; mkdir -p $out
+out=$(cd $(dirname $0) && pwd)/out; mkdir -p $out
 for c in bottle metal_nut pill magnetic_tile; do
   root=/work/shared/data/mvtec_ad; [ $c = magnetic_tile ] && root=/work/shared/data/magnetic_tile
   (cd /tmp && python -c "

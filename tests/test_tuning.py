@@ -213,3 +213,18 @@ def test_features_from_stage_cache_equal_the_extractor(tmp_path, resize):
     again = stage_maps(Backbone(layers=[1, 2, 3, 4], runtime="torch"), paths, 64, resize,
                        tmp_path / "cache", progress=False)
     assert again.directory == maps.directory
+
+
+def test_validation_banks_search_with_hnsw_and_give_exact_search_image_scores():
+    from anomaly_inspect.core import Features
+    from anomaly_inspect.tuning.tune import _scorer
+
+    overrides = TuneSettings().validation_overrides()
+    assert overrides == {"coreset_ratio": 0.01, "first_round_ratio": 0.1, "index": "hnsw"}
+    rng = np.random.default_rng(0)
+    train = Features(rng.standard_normal((60, 12, 12, 16)).astype(np.float32))
+    held = Features((1.3 * rng.standard_normal((10, 12, 12, 16))).astype(np.float32))
+    hnsw = _scorer(ModelConfig(), {**overrides, "coreset_ratio": 0.5}).fit(train)
+    flat = _scorer(ModelConfig(), {**overrides, "coreset_ratio": 0.5, "index": "flat"}).fit(train)
+    assert hnsw.search_index == "hnsw" and flat.search_index == "flat"
+    np.testing.assert_allclose(hnsw.score(held).image_scores, flat.score(held).image_scores, rtol=1e-5)

@@ -45,7 +45,7 @@ class TuneSettings:
     """How candidates are validated: ``n_folds`` folds over at most ``max_images`` training images
     (seeded by ``seed``), the anomaly ``recipe``, ``trim`` of the Borda mean, ``ensemble`` members.
     ``coreset_ratio``: the scorer's coreset ratio during validation only (None = the base
-    config's); 0.01 keeps the fold banks small enough for exact search on two cores.
+    config's); 0.01 keeps the fold banks small and cheap to select.
     ``first_round_ratio``: the coreset's round-1 share during validation (0.1: one cheap
     pass; the fold banks rank candidates and are never deployed).
     ``index``: the fold banks' search index. Validation reads image scores only, which are

@@ -54,11 +54,9 @@ class PatchEmbedding:
         :data:`CHUNK_CELLS` grid cells) so the intermediate maps stay small and in cache."""
         b, h, w = maps[0].shape[0], *maps[0].shape[-2:]
         chunk = chunk or max(1, CHUNK_CELLS // (h * w))
-        out = None
+        out = torch.empty((b, h, w, self.output_dim([m.shape[1] for m in maps])), dtype=maps[0].dtype)
         for i in range(0, b, chunk):
             parts = self._stages([m[i:i + chunk] for m in maps], h, w)
-            if out is None:
-                out = torch.empty((b, h, w, sum(p.shape[1] for p in parts)), dtype=parts[0].dtype)
             # Written straight into channels-last memory (the (B, h, w, D) layout scorers
             # take), weighting on the way: one pass instead of divide, concatenate, permute.
             start = 0

@@ -104,6 +104,24 @@ def test_image_scores_are_exact_even_with_a_poor_approximate_index():
     assert np.all(res.patch_scores >= exact.patch_scores - 1e-4)
 
 
+
+def test_image_scores_only_switch_searches_looser_bounds_with_the_same_image_scores():
+    # patch_maps=False (tune's validation) searches at efSearch 4 for this call only: patch
+    # scores become looser upper bounds, image scores stay those of the full search
+    rng = np.random.default_rng(0)
+    train = Features(patches=rng.standard_normal((40, 16, 16, 32)).astype(np.float32))
+    test = Features(patches=(1.2 * rng.standard_normal((20, 16, 16, 32))).astype(np.float32))
+    exact = PatchCore(coreset_ratio=1.0, index="flat", progress=False).fit(train).score(test)
+    maps = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
+    bounds = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False, patch_maps=False).fit(train)
+    full, fast = maps.score(test), bounds.score(test)
+    np.testing.assert_array_equal(fast.image_scores, full.image_scores)
+    np.testing.assert_allclose(fast.image_scores, exact.image_scores, rtol=1e-5)
+    assert fast.patch_scores.mean() > full.patch_scores.mean()  # a looser search than efSearch 16
+    assert np.all(fast.patch_scores >= exact.patch_scores - 1e-4)
+    assert bounds._nn.index.hnsw.efSearch == 16  # the graph itself is left as it was
+    assert "patch_maps" not in bounds.get_params()  # a runtime switch, not saved with the model
+
 def test_exact_search_under_hnsw_reads_its_storage_without_a_second_copy():
     rng = np.random.default_rng(1)
     bank = rng.standard_normal((3000, 16)).astype(np.float32)

@@ -93,7 +93,7 @@ def test_class_declares_its_name_and_inputs(name):
     cls = get_scorer_class(name)
     assert issubclass(cls, Scorer) and cls.name == name
     assert cls.requires and set(cls.requires) <= {"patches", "pooled"}
-    assert set(cls.runtime_params) & set(cls.constructor_params()) <= {"progress"}
+    assert set(cls.runtime_params) & set(cls.constructor_params()) <= {"progress", "patch_maps"}
 
 
 @pytest.mark.parametrize("name", SCORERS)

@@ -39,7 +39,10 @@ class Scorer(ABC):
     requires: ClassVar[tuple[str, ...]] = ("patches",)
     #: constructor arguments that are runtime switches, not model parameters: left out of
     #: :meth:`get_params` and the saved scorer; whoever builds or loads the scorer sets them
-    runtime_params: ClassVar[tuple[str, ...]] = ("progress",)
+    #: (each scorer takes the ones its constructor names): ``progress`` (bars) and
+    #: ``patch_maps`` (False where only image scores are read: memory banks then search
+    #: for cheaper upper bounds, the image scores being exact either way)
+    runtime_params: ClassVar[tuple[str, ...]] = ("progress", "patch_maps")
 
     @classmethod
     def constructor_params(cls) -> list[str]:

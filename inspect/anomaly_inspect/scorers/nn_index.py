@@ -178,16 +178,21 @@ class NearestNeighbours:
             d2, idx = self._exact.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return np.sqrt(np.maximum(d2, 0)), idx
 
-    def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, indices), each (Q, k), queried in batches to bound memory."""
+    def search(self, queries: np.ndarray, k: int = 1, ef_search: int | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), each (Q, k), queried in batches to bound memory.
+        ``ef_search`` replaces an HNSW graph's efSearch for this call only."""
         if self.index is None:
             raise RuntimeError("NearestNeighbours.search() called before fit()")
+        params = None
+        if ef_search is not None and isinstance(self.index, faiss.IndexHNSW):
+            params = faiss.SearchParametersHNSW(efSearch=ef_search)
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         k = min(k, self.index.ntotal)
         dist = np.empty((len(queries), k), np.float32)
         idx = np.empty((len(queries), k), np.int64)
         for s in range(0, len(queries), self.query_batch):
-            d2, i = self.index.search(queries[s:s + self.query_batch], k)
+            d2, i = self.index.search(queries[s:s + self.query_batch], k, params=params)
             dist[s:s + len(d2)] = np.sqrt(np.maximum(d2, 0))
             idx[s:s + len(i)] = i
         return dist, idx

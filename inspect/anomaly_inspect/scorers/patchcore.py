@@ -22,6 +22,12 @@ from .provenance import Provenance
 
 log = logging.getLogger(__name__)
 
+# efSearch of an HNSW bank when only image scores are read (``patch_maps=False``): the search
+# then only bounds each patch's distance from above and the exact image maxima do the rest.
+# Bottle, a tune fold bank of 2,224 items, 140 held-out images: efSearch 16 / 8 / 4 / 2 / 1
+# score in 0.64 / 0.48 / 0.39 / 0.39 / 0.55 s, every image score identical.
+BOUNDS_EF_SEARCH = 4
+
 
 def reweight_image_scores(
     patches: np.ndarray, patch_scores: np.ndarray, nn_idx: np.ndarray, bank: np.ndarray,
@@ -104,7 +110,9 @@ class PatchCore(Scorer):
     small ratios, less from 1 % up), then one greedy over the union (in k-means cells
     where one pass would be costly);
     ``index`` is the faiss index kind; ``num_neighbors`` > 1 turns on the
-    paper's image-score re-weighting.
+    paper's image-score re-weighting. ``patch_maps=False`` (a runtime switch, for callers
+    that read image scores only) searches an HNSW bank at ``BOUNDS_EF_SEARCH``: image scores
+    are the same, patch scores only upper bounds.
     """
 
     name = "patchcore"
@@ -121,6 +129,7 @@ class PatchCore(Scorer):
         num_neighbors: int = 1,
         seed: int = 0,
         progress: bool = True,
+        patch_maps: bool = True,
     ):
         self.coreset_ratio = coreset_ratio
         self.max_bank_items = max_bank_items
@@ -131,6 +140,7 @@ class PatchCore(Scorer):
         self.num_neighbors = num_neighbors
         self.seed = seed
         self.progress = progress
+        self.patch_maps = patch_maps
         self.memory_bank: np.ndarray | None = None
         self.item_weights: np.ndarray | None = None
         #: where each memory item came from (None for models saved before it was kept)
@@ -217,14 +227,15 @@ class PatchCore(Scorer):
         n, h, w, d = patches.shape
         flat = patches.reshape(n, h * w, d)
         padding = None if features.valid is None else ~features.valid.reshape(n, h * w)
+        ef = None if self.patch_maps else BOUNDS_EF_SEARCH
         if padding is None:
-            dist, nn_idx = self._nn.search(flat.reshape(-1, d), 1)
+            dist, nn_idx = self._nn.search(flat.reshape(-1, d), 1, ef)
             patch_scores = dist[:, 0].reshape(n, h * w)
             nn_idx = nn_idx[:, 0].reshape(n, h * w)
         else:  # only the image is searched; the image score is its maximum, not the padding's
             patch_scores = np.full((n, h * w), -np.inf, np.float32)
             nn_idx = np.full((n, h * w), -1, np.int64)
-            dist, idx = self._nn.search(flat[~padding], 1)
+            dist, idx = self._nn.search(flat[~padding], 1, ef)
             patch_scores[~padding], nn_idx[~padding] = dist[:, 0], idx[:, 0]
         if not self._nn.is_exact:
             exact_image_maxima(flat, patch_scores, nn_idx, self._nn, self.item_weights)

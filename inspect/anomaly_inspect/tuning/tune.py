@@ -177,8 +177,8 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
 
 
 def _scorer(base: ModelConfig, overrides: dict | None = None):
-    """The base config's scorer; ``overrides`` (validation settings) replace the parameters
-    it has."""
+    """The base config's scorer, for image scores only; ``overrides`` (validation settings)
+    replace the parameters it has."""
     cls = get_scorer_class(base.method)
     if "patches" not in cls.requires:
         raise ValueError(f"tune: method '{base.method}' does not use patch features; tune ranks "
@@ -189,7 +189,7 @@ def _scorer(base: ModelConfig, overrides: dict | None = None):
     params.update({k: v for k, v in (overrides or {}).items() if k in known})
     if "seed" in scorer_parameters(base.method):
         params.setdefault("seed", base.seed)
-    return build_scorer(base.method, **params, **cls.runtime_kwargs(progress=False))
+    return build_scorer(base.method, **params, **cls.runtime_kwargs(progress=False, patch_maps=False))
 
 
 def score_candidate(cand: Candidate, base: ModelConfig, normal: StageMaps, anomalous: StageMaps,

@@ -206,3 +206,24 @@ def test_streamed_fit_gives_the_same_bank_as_fitting_all_features():
     streamed = PatchCore(coreset_ratio=0.02, chunk_size=256, progress=False).fit_batches(batches, 40)
     assert whole.bank_size == round(0.02 * 40 * 144)
     np.testing.assert_array_equal(streamed.memory_bank, whole.memory_bank)
+
+
+@pytest.mark.parametrize("has_masks", [False, True])
+def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch, has_masks):
+    from types import SimpleNamespace
+
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.evaluation import evaluate as ev
+    from anomaly_inspect.pipeline.build import build
+
+    seen = {}
+
+    def stop(cfg, progress=True, patch_maps=True):
+        seen["patch_maps"] = patch_maps
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr(ev, "build", stop)
+    with pytest.raises(RuntimeError, match="stop"):
+        ev.evaluate(SimpleNamespace(has_masks=has_masks, train=[], test=[]), ModelConfig(), progress=False)
+    assert seen == {"patch_maps": has_masks}
+    assert build(ModelConfig(), progress=False, patch_maps=has_masks)[2].patch_maps is has_masks

@@ -69,7 +69,8 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
-    backbone, extractor, scorer = build(cfg, progress=progress)
+    # without masks nothing reads the patch maps: image scores only (the same, searched faster)
+    backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks)
     remote = engine is not None and not engine.in_process
     runner = Runner(extractor, None if remote else engine, progress)
     train_paths = [s.path for s in dataset.train]

@@ -40,15 +40,17 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[
     )
 
 
-def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
-          ) -> tuple[Backbone, FeatureExtractor, Scorer]:
-    """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key is a ``ValueError``."""
+def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
+          patch_maps: bool = True) -> tuple[Backbone, FeatureExtractor, Scorer]:
+    """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key is a ``ValueError``.
+    ``patch_maps=False`` where only image scores are read (see ``Scorer.runtime_params``)."""
     scorer_cls = get_scorer_class(cfg.method)
     check_scorer_params(cfg.method, cfg.scorer)
     params = dict(cfg.scorer)
     accepted = scorer_parameters(cfg.method)
     if "seed" in accepted:
         params.setdefault("seed", cfg.seed)
-    scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress))
+    scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress,
+                                                                               patch_maps=patch_maps))
     backbone = build_backbone(cfg)
     return backbone, build_extractor(cfg, backbone, scorer_cls, max_pixels=max_pixels), scorer

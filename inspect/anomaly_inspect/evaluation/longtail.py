@@ -156,5 +156,5 @@ def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:
     out = {k: v for k, v in params.items() if k in accepted and v is not None}
     if "seed" in accepted:
         out.setdefault("seed", seed)
-    out.update(get_scorer_class(method).runtime_kwargs(progress=progress))
+    out.update(get_scorer_class(method).runtime_kwargs(progress=progress, patch_maps=False))  # AUROC only
     return out

@@ -362,7 +362,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
     def row_params(s: ScorerSpec) -> dict:
         return ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
-            get_scorer_class(s.name).runtime_kwargs(progress=progress) | s.params
+            get_scorer_class(s.name).runtime_kwargs(progress=progress, patch_maps=False) | s.params
 
     arrays: dict[str, dict] = {}
     patch_scores: dict[str, dict[str, np.ndarray]] = {s.label: {} for s in patch_specs}

@@ -227,4 +227,5 @@ def test_validation_banks_search_with_hnsw_and_give_exact_search_image_scores():
     hnsw = _scorer(ModelConfig(), {**overrides, "coreset_ratio": 0.5}).fit(train)
     flat = _scorer(ModelConfig(), {**overrides, "coreset_ratio": 0.5, "index": "flat"}).fit(train)
     assert hnsw.search_index == "hnsw" and flat.search_index == "flat"
+    assert hnsw.patch_maps is False  # validation reads image scores only: looser, cheaper search
     np.testing.assert_allclose(hnsw.score(held).image_scores, flat.score(held).image_scores, rtol=1e-5)

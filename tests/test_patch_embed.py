@@ -98,3 +98,44 @@ def test_chunks_of_images_give_the_whole_batch_embedding(finest):
     for chunk in (1, 2, 3):
         assert torch.equal(emb(maps, chunk=chunk), whole)
     assert torch.equal(emb(maps), whole)  # default: CHUNK_CELLS cells, all 5 images here
+
+
+def _nchw_reference(emb: PatchEmbedding, maps: list[torch.Tensor]) -> torch.Tensor:
+    """The embedding as computed on NCHW maps (before it went channels-last)."""
+    import torch.nn.functional as F
+
+    h, w = maps[0].shape[-2:]
+    per_stage = None if emb.embed_dim is None else max(1, emb.embed_dim // len(maps))
+    parts = []
+    for i, fmap in enumerate(maps):
+        mode, k = (emb.finest if i == 0 else "mean"), emb.aggregate
+        b, c = fmap.shape[:2]
+        if mode == "mean":
+            fmap = F.avg_pool2d(fmap, k, stride=1, padding=k // 2)
+        elif mode == "rows":
+            means = F.pad(F.avg_pool2d(fmap, (1, k), stride=1, padding=(0, k // 2)), (0, 0, k // 2, k // 2))
+            fmap = torch.stack([means[:, :, j:j + h] for j in range(k)], dim=2).reshape(b, c * k, h, w)
+        else:
+            fmap = F.unfold(fmap, k, padding=k // 2).reshape(b, c * k * k, h, w)
+        if per_stage is not None and fmap.shape[1] > per_stage:
+            n, c, hh, ww = fmap.shape
+            flat = F.adaptive_avg_pool1d(fmap.permute(0, 2, 3, 1).reshape(-1, 1, c), per_stage)
+            fmap = flat.reshape(n, hh, ww, per_stage).permute(0, 3, 1, 2)
+        if fmap.shape[-2:] != (h, w):
+            fmap = F.interpolate(fmap, size=(h, w), mode="bilinear", align_corners=False)
+        parts.append(fmap / fmap.shape[1] ** 0.5 if emb.equal_weights else fmap)
+    return torch.cat(parts, dim=1)
+
+
+@pytest.mark.parametrize("finest", ["rows", "full", "mean"])
+@pytest.mark.parametrize("grid", [(40, 40), (80, 80)])  # torch's NCHW bilinear kernel changes past h + w = 128
+@pytest.mark.parametrize("embed_dim", [None, 96])
+def test_channels_last_embedding_equals_the_nchw_computation_bit_for_bit(finest, grid, embed_dim):
+    g = torch.Generator().manual_seed(1)
+    h, w = grid
+    maps = [torch.randn(2, 24, h, w, generator=g), torch.randn(2, 40, h // 2, w // 2, generator=g),
+            torch.randn(2, 112, h // 4, w // 4, generator=g)]
+    emb = PatchEmbedding(finest=finest, embed_dim=embed_dim)
+    got = emb(maps)
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(got, _nchw_reference(emb, maps))

@@ -10,7 +10,10 @@ import numpy as np
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve, ties counted as one half (Mann-Whitney U).
 
-    Exact and memory-light enough for pixel AUROC over tens of millions of values.
+    Exact and memory-light enough for pixel AUROC over tens of millions of values: the
+    negatives are sorted (a value sort, vectorised in numpy, unlike an argsort) and each
+    positive counts the negatives below and equal to it. U is an exact integer count of
+    half-pairs, so the one division is correctly rounded.
     """
     labels = np.asarray(labels).ravel().astype(bool)
     scores = np.asarray(scores).ravel()
@@ -18,17 +21,12 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUROC needs both positive and negative samples")
-    order = np.argsort(scores)  # tie runs are summed below: stability is not needed
-    s = scores[order]
-    pos = labels[order]
-    # average rank of each run of tied scores (1-based)
-    boundaries = np.flatnonzero(np.diff(s)) + 1
-    starts = np.concatenate(([0], boundaries))
-    ends = np.concatenate((boundaries, [s.size]))
-    pos_in_run = np.add.reduceat(pos.astype(np.int64), starts)
-    avg_rank = (starts + ends + 1) / 2.0
-    rank_sum = float((pos_in_run * avg_rank).sum())
-    return (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg)
+    neg = np.sort(scores[~labels])
+    pos = scores[labels]
+    below = np.searchsorted(neg, pos, side="left")
+    upto = np.searchsorted(neg, pos, side="right")
+    half_pairs = int(below.sum(dtype=np.int64)) + int(upto.sum(dtype=np.int64))  # 2 x below + ties
+    return half_pairs / (2.0 * n_pos * n_neg)
 
 
 def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> float:

@@ -71,6 +71,9 @@ def test_bad_settings_are_config_errors():
         FeatureConfig(finest_stage="diagonal").embedding()
     with pytest.raises(ValueError, match="aggregate"):
         PatchEmbedding(aggregate=0)
+    for even in (2, 4):  # an even window is off centre (and made wider-than-grid row maps)
+        with pytest.raises(ValueError, match="odd"):
+            PatchEmbedding(aggregate=even)
 
 
 @pytest.mark.parametrize("k", [3, 5])

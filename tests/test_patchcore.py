@@ -227,3 +227,24 @@ def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch
         ev.evaluate(SimpleNamespace(has_masks=has_masks, train=[], test=[]), ModelConfig(), progress=False)
     assert seen == {"patch_maps": has_masks}
     assert build(ModelConfig(), progress=False, patch_maps=has_masks)[2].patch_maps is has_masks
+
+
+@pytest.mark.parametrize("name", ["softpatch", "tailedcore"])
+def test_memory_bank_subclasses_take_the_image_scores_only_switch(name):
+    from anomaly_inspect.scorers import get_scorer_class
+
+    rng = np.random.default_rng(2)
+    train = Features(patches=rng.standard_normal((40, 16, 16, 32)).astype(np.float32),
+                     pooled=rng.standard_normal((40, 8)).astype(np.float32))
+    test = Features(patches=(1.2 * rng.standard_normal((12, 16, 16, 32))).astype(np.float32),
+                    pooled=rng.standard_normal((12, 8)).astype(np.float32))
+    cls = get_scorer_class(name)
+    extra = {"soft_weight": True} if name == "softpatch" else {}
+    full, fast = (cls(coreset_ratio=0.5, index="hnsw", progress=False, patch_maps=m, **extra).fit(train)
+                  for m in (True, False))
+    a, b = full.score(test), fast.score(test)
+    assert fast.patch_maps is False and "patch_maps" not in fast.get_params()
+    # item weights (LOF) scale each patch by its match's weight, so weighted patch scores of
+    # the looser search need not bound the full search's; the image scores are exact in both
+    np.testing.assert_array_equal(b.image_scores, a.image_scores)
+    assert not np.array_equal(b.patch_scores, a.patch_scores)  # the looser search really ran

@@ -46,8 +46,9 @@ class PatchEmbedding:
     def __post_init__(self):
         if self.finest not in FINEST_MODES:
             raise ValueError(f"finest_stage must be one of {FINEST_MODES}, got {self.finest!r}")
-        if self.aggregate < 1:
-            raise ValueError(f"aggregate must be >= 1, got {self.aggregate}")
+        if self.aggregate < 1 or self.aggregate % 2 == 0:
+            raise ValueError(f"aggregate must be an odd number >= 1 (a neighbourhood centred on "
+                             f"its patch), got {self.aggregate}")
 
     def __call__(self, maps: list[torch.Tensor], chunk: int | None = None) -> torch.Tensor:
         """The (B, D, H, W) embedding (channels-last in memory), computed ``chunk`` images at a

@@ -61,9 +61,10 @@ class SoftPatch(PatchCore):
         soft_weight: bool = False,
         seed: int = 0,
         progress: bool = True,
+        patch_maps: bool = True,
     ):
         super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
-                         first_round_ratio, index, num_neighbors, seed, progress)
+                         first_round_ratio, index, num_neighbors, seed, progress, patch_maps)
         self.lof_k = lof_k
         self.lof_discard = lof_discard
         self.lof_projection_dim = lof_projection_dim
@@ -143,10 +144,11 @@ class TailedCore(SoftPatch):
         embedding: str = "pooled",
         seed: int = 0,
         progress: bool = True,
+        patch_maps: bool = True,
     ):
         super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
                          first_round_ratio, index, num_neighbors, lof_k, lof_discard,
-                         lof_projection_dim, seed=seed, progress=progress)
+                         lof_projection_dim, seed=seed, progress=progress, patch_maps=patch_maps)
         if embedding not in EMBEDDINGS:
             raise ValueError(f"unknown embedding '{embedding}'; choose from {', '.join(EMBEDDINGS)}")
         self.tail_coreset_ratio = tail_coreset_ratio

@@ -8,6 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
+from anomaly_inspect.core import ScoreResult
 from anomaly_inspect.features.extractor import Features
 from anomaly_inspect.scorers import NotFittedError, Scorer, build_scorer
 from anomaly_inspect.scorers.nn_index import NearestNeighbours, ProbeSample, graph_excess
@@ -89,13 +90,18 @@ def test_auto_index_is_exact_for_small_banks_and_hnsw_for_large():
     assert small.resolved_kind == "flat" and large.resolved_kind == "hnsw"
 
 
-def test_image_scores_are_exact_even_with_a_poor_approximate_index():
-    # a deliberately bad HNSW search (efSearch = 4) misses many nearest neighbours, but the
-    # image score (max patch distance) is refined to the exact value
+def _approximate_search_case() -> tuple[Features, Features, ScoreResult]:
+    """Training and test patches on which HNSW misses nearest neighbours, and the exact scores."""
     rng = np.random.default_rng(0)
     train = Features(patches=rng.standard_normal((40, 16, 16, 32)).astype(np.float32))
     test = Features(patches=(1.2 * rng.standard_normal((20, 16, 16, 32))).astype(np.float32))
-    exact = PatchCore(coreset_ratio=1.0, index="flat", progress=False).fit(train).score(test)
+    return train, test, PatchCore(coreset_ratio=1.0, index="flat", progress=False).fit(train).score(test)
+
+
+def test_image_scores_are_exact_even_with_a_poor_approximate_index():
+    # a deliberately bad HNSW search (efSearch = 4) misses many nearest neighbours, but the
+    # image score (max patch distance) is refined to the exact value
+    train, test, exact = _approximate_search_case()
     approx = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
     approx._nn.index.hnsw.efSearch = 4
     res = approx.score(test)
@@ -104,14 +110,10 @@ def test_image_scores_are_exact_even_with_a_poor_approximate_index():
     assert np.all(res.patch_scores >= exact.patch_scores - 1e-4)
 
 
-
 def test_image_scores_only_switch_searches_looser_bounds_with_the_same_image_scores():
     # patch_maps=False (tune's validation) searches at efSearch 4 for this call only: patch
     # scores become looser upper bounds, image scores stay those of the full search
-    rng = np.random.default_rng(0)
-    train = Features(patches=rng.standard_normal((40, 16, 16, 32)).astype(np.float32))
-    test = Features(patches=(1.2 * rng.standard_normal((20, 16, 16, 32))).astype(np.float32))
-    exact = PatchCore(coreset_ratio=1.0, index="flat", progress=False).fit(train).score(test)
+    train, test, exact = _approximate_search_case()
     maps = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
     bounds = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False, patch_maps=False).fit(train)
     full, fast = maps.score(test), bounds.score(test)
@@ -121,6 +123,7 @@ def test_image_scores_only_switch_searches_looser_bounds_with_the_same_image_sco
     assert np.all(fast.patch_scores >= exact.patch_scores - 1e-4)
     assert bounds._nn.index.hnsw.efSearch == 16  # the graph itself is left as it was
     assert "patch_maps" not in bounds.get_params()  # a runtime switch, not saved with the model
+
 
 def test_exact_search_under_hnsw_reads_its_storage_without_a_second_copy():
     rng = np.random.default_rng(1)

@@ -11,10 +11,10 @@ scores are made exact afterwards (``patchcore.exact_image_maxima``), so the grap
 to be good enough for the patch maps. Against M=32 / 80 / 64, M=16 / 40 / 32 built 2.6x
 and searched 2.3x faster on magnetic tile's 121,760-item bank; efSearch 16 searches 1.6-1.7x
 faster again, with test-patch distances 0.45 % above exact on average (0.17 % at 32; pixel
-AUROC within 0.001 on every masked category; README, "Backbone runtimes"). On some banks an M=16 graph is far worse (bottle's
-cells bank: 14 % above exact, docs/coreset.md), so ``fit`` can check the graph on probe
-rows (training patches) and rebuild it with M doubled while it misses by more than
-``HNSW_MAX_EXCESS``.
+AUROC within 0.001 on every masked category; README, "Backbone runtimes"). On some banks an
+M=16 graph is far worse (bottle's cells bank: 14 % above exact, docs/coreset.md), so ``fit``
+can check the graph on probe rows (training patches) and rebuild it with M doubled while it
+misses by more than ``HNSW_MAX_EXCESS``.
 """
 
 from __future__ import annotations

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -128,3 +133,64 @@ def test_bad_checkpoint_files(tmp_path):
     # Weights of another architecture: refused, never silently partially loaded.
     with pytest.raises(WeightsUnavailableError, match="lite2"):
         Backbone("tf_efficientnet_lite0", weights=bundled_weights_path("tf_efficientnet_lite2"))
+
+
+CARD_RUN = """
+import json, sys
+import torch
+from anomaly_inspect.features.backbone import Backbone
+bb = Backbone("tf_efficientnet_lite0")
+x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+out = bb(x)
+timm_loaded = "timm" in sys.modules
+built = bb.model.training is False and "timm" in sys.modules  # built on first use
+print(json.dumps({"timm": timm_loaded, "built": built, "checksum": bb.weight_source.checksum,
+                  "layers": bb.layers, "mean": bb.mean, "sums": [float(o.double().sum()) for o in out],
+                  "torch": [float(o.double().sum()) for o in bb.torch_forward(x)]}))
+"""
+
+
+def test_a_cached_card_spares_timm_and_changes_nothing(tmp_path):
+    """The second process runs the backbone from its cached export and card without importing
+    timm (or torchvision); the same checksum, stages, normalisation and outputs; the model is
+    built on first use with the same weights."""
+    from pathlib import Path
+
+    src = str(Path(__file__).resolve().parents[1] / "inspect")
+    env = {**os.environ, "PYTHONPATH": src, "ANOMALY_INSPECT_CACHE": str(tmp_path)}
+    runs = [json.loads(subprocess.run([sys.executable, "-c", CARD_RUN], env=env, check=True,
+                                      capture_output=True, text=True).stdout.splitlines()[-1])
+            for _ in range(2)]
+    assert runs[0]["timm"] and not runs[1]["timm"] and runs[1]["built"]
+    assert len(list((tmp_path / "onnx").glob("*.card.json"))) == 1
+    for key in ("checksum", "layers", "mean", "sums", "torch"):
+        assert runs[0][key] == runs[1][key], key
+    np.testing.assert_allclose(runs[1]["sums"], runs[1]["torch"], rtol=1e-4)
+
+
+def test_a_card_that_does_not_match_the_weights_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path))
+    ref = Backbone("tf_efficientnet_lite0")
+    (card,) = (tmp_path / "onnx").glob("*.card.json")
+    doc = json.loads(card.read_text())
+    assert doc["source"]["checksum"] == ref.weight_source.checksum
+    doc["source"]["checksum"] = "0" * 64
+    card.write_text(json.dumps(doc))
+    stale = Backbone("tf_efficientnet_lite0")
+    assert stale.weight_source.checksum == "0" * 64  # read from the card, model not built yet
+    with pytest.raises(RuntimeError, match="do not match the cached card"):
+        stale.model  # noqa: B018
+    card.write_text("{not json")  # unreadable: built again, card rewritten
+    assert Backbone("tf_efficientnet_lite0").weight_source.checksum == ref.weight_source.checksum
+    assert json.loads(card.read_text())["source"]["checksum"] == ref.weight_source.checksum
+
+
+def test_a_model_first_built_in_inference_mode_still_takes_gradients(tmp_path, monkeypatch):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path))
+    Backbone("tf_efficientnet_lite0")  # writes the card
+    bb = Backbone("tf_efficientnet_lite0", runtime="torch")
+    with torch.inference_mode():
+        bb(torch.rand(1, 3, 32, 32))  # builds the model here
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    bb.model(x).sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

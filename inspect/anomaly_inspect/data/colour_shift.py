@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torchvision.transforms.functional as TF
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,8 @@ class ColourShift:
 def colour_shift(images: torch.Tensor, mean: Sequence[float], std: Sequence[float],
                  generator: torch.Generator, spec: ColourShift = ColourShift()) -> torch.Tensor:
     """Colour-shifted copy of a (B, 3, H, W) batch normalised with ``mean`` / ``std``."""
+    import torchvision.transforms.functional as TF  # torchvision: 1 s of import, here only
+
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"colour shift: expected a (B, 3, H, W) batch, got shape {tuple(images.shape)}")
     b = len(images)

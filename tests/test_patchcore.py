@@ -201,6 +201,54 @@ def test_a_graph_that_misses_is_rebuilt_with_more_links_and_saved_with_them(monk
     assert PatchCore.load(tmp_path / "model", progress=False)._nn.graph_m == 64
 
 
+@pytest.mark.parametrize("method", ["patchcore", "softpatch"])
+def test_a_saved_bank_is_searched_on_the_graph_it_was_fitted_with(monkeypatch, tmp_path, method):
+    """The HNSW links are saved with the bank: loading builds no graph, and the loaded scorer
+    gives the fitted one's approximate patch distances exactly."""
+    import anomaly_inspect.scorers.nn_index as nn_index
+
+    rng = np.random.default_rng(3)
+    train = Features(patches=rng.standard_normal((24, 8, 8, 8)).astype(np.float32))
+    test = Features(patches=rng.standard_normal((6, 8, 8, 8)).astype(np.float32))
+    fitted = build_scorer(method, coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
+    assert not fitted._nn.is_exact
+    fitted.save(tmp_path / "model")
+
+    def no_build(*args, **kwargs):
+        raise AssertionError("the graph was built again")
+
+    monkeypatch.setattr(nn_index.NearestNeighbours, "_graph", no_build)
+    loaded = Scorer.load(tmp_path / "model", progress=False)
+    a, b = fitted.score(test), loaded.score(test)
+    np.testing.assert_array_equal(a.patch_scores, b.patch_scores)
+    np.testing.assert_array_equal(a.image_scores, b.image_scores)
+    assert loaded._nn.graph_m == fitted._nn.graph_m
+
+
+def test_saved_links_that_do_not_fit_the_bank_are_built_again(caplog):
+    rng = np.random.default_rng(4)
+    train = Features(patches=rng.standard_normal((24, 8, 8, 8)).astype(np.float32))
+    test = Features(patches=rng.standard_normal((3, 8, 8, 8)).astype(np.float32))
+    fitted = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False).fit(train)
+    state = fitted.get_state()
+    n = len(state["memory_bank"])
+    broken = [{"search_links_neighbors": np.full_like(state["search_links_neighbors"], n)},
+              {"search_links_levels": state["search_links_levels"][:-1]},
+              {"search_links_header": np.array([n, 0, 40, 16])},
+              {"search_links_offsets": state["search_links_offsets"][::-1].copy()}]
+    for change in broken:
+        caplog.clear()
+        loaded = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False)
+        loaded.set_state({**state, **change})
+        assert "building it again" in caplog.text, change
+        np.testing.assert_array_equal(loaded.score(test).image_scores, fitted.score(test).image_scores)
+    old = {k: v for k, v in state.items() if not k.startswith("search_links_")}  # saved before
+    caplog.clear()
+    loaded = PatchCore(coreset_ratio=1.0, index="hnsw", progress=False)
+    loaded.set_state(old)
+    assert loaded._nn.graph_m == fitted._nn.graph_m and "building it again" not in caplog.text
+
+
 def test_streamed_fit_gives_the_same_bank_as_fitting_all_features():
     rng = np.random.default_rng(0)
     feats = Features(rng.standard_normal((40, 12, 12, 16)).astype(np.float32))

@@ -22,6 +22,8 @@ from .provenance import Provenance
 
 log = logging.getLogger(__name__)
 
+GRAPH_PREFIX = "search_links_"  # a saved bank's HNSW graph: search_links_neighbors, ...
+
 # efSearch of an HNSW bank when only image scores are read (``patch_maps=False``): the search
 # then only bounds each patch's distance from above and the exact image maxima do the rest.
 # Bottle, a tune fold bank of 2,224 items, 140 held-out images: efSearch 16 / 8 / 4 / 2 / 1
@@ -204,11 +206,11 @@ class PatchCore(Scorer):
 
     def _set_bank(self, bank: np.ndarray, weights: np.ndarray | None = None,
                   provenance: Provenance | None = None, probes: np.ndarray | None = None,
-                  graph_m: int | None = None) -> None:
+                  graph_m: int | None = None, graph: dict[str, np.ndarray] | None = None) -> None:
         """Install the memory bank; ``weights`` (one per item) multiply the distances to it;
         ``provenance`` says where each item came from. ``probes`` (a sample of training
-        patches) check an HNSW index at fit; ``graph_m`` rebuilds a saved model's graph with
-        the M that check chose."""
+        patches) check an HNSW index at fit; ``graph`` is a saved model's graph (its links),
+        ``graph_m`` the M that check chose, to rebuild a graph saved without its links."""
         if weights is not None and len(weights) != len(bank):
             raise ValueError(f"{len(weights)} item weights for a bank of {len(bank)} items")
         if provenance is not None and len(provenance) != len(bank):
@@ -217,7 +219,7 @@ class PatchCore(Scorer):
         self.memory_bank = bank.astype(np.float32, copy=False)
         self.item_weights = None if weights is None else np.asarray(weights, np.float32)
         params = {"seed": self.seed} if graph_m is None else {"seed": self.seed, "hnsw_m": graph_m}
-        self._nn = NearestNeighbours(self.index, **params).fit(self.memory_bank, probes)
+        self._nn = NearestNeighbours(self.index, **params).fit(self.memory_bank, probes, graph)
         self._fitted = True
 
     # -- scoring ---------------------------------------------------------------
@@ -278,18 +280,24 @@ class PatchCore(Scorer):
         return {**state, **self.bank_state()}
 
     def bank_state(self) -> dict[str, np.ndarray]:
-        """What a saved bank needs besides its items: where they came from, and the M of
-        its checked search graph."""
+        """What a saved bank needs besides its items: where they came from, and its checked
+        search graph (the M, and the links: see ``NearestNeighbours.graph_state``)."""
         state = {} if self.provenance is None else self.provenance.state()
         if self._nn is not None and getattr(self._nn, "graph_m", None) is not None:
             state["search_graph_m"] = np.array([self._nn.graph_m], np.int64)
+        if self._nn is not None:
+            state.update({f"{GRAPH_PREFIX}{k}": v for k, v in self._nn.graph_state().items()})
         return state
 
     @staticmethod
-    def saved_graph_m(state: dict[str, np.ndarray]) -> int | None:
-        return int(state["search_graph_m"][0]) if "search_graph_m" in state else None
+    def saved_graph(state: dict[str, np.ndarray]) -> dict:
+        """``_set_bank``'s graph arguments from a saved state: the links where they were saved
+        (models saved before 2026-12-03 have the M only, and their graph is built again)."""
+        links = {k[len(GRAPH_PREFIX):]: v for k, v in state.items() if k.startswith(GRAPH_PREFIX)}
+        m = int(state["search_graph_m"][0]) if "search_graph_m" in state else None
+        return {"graph_m": m, "graph": links or None}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._set_bank(state["memory_bank"], state.get("item_weights"),
                        Provenance.from_state(state, len(state["memory_bank"])),
-                       graph_m=self.saved_graph_m(state))
+                       **self.saved_graph(state))

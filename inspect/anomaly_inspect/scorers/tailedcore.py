@@ -262,7 +262,7 @@ class TailedCore(SoftPatch):
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         self._set_bank(state["memory_bank"],
                        provenance=Provenance.from_state(state, len(state["memory_bank"])),
-                       graph_m=self.saved_graph_m(state))
+                       **self.saved_graph(state))
         self.tail_size, self.head_size = (int(v) for v in state["sizes"])
         if "class_sizes" in state:
             sizes = state["class_sizes"]

@@ -95,6 +95,41 @@ class ProbeSample:
         return self
 
 
+def links_problem(n: int, entry: int, top: int, m: int, links: dict[str, np.ndarray]) -> str | None:
+    """Why saved HNSW links (``faiss.HNSW``'s arrays, see :data:`GRAPH_LINKS`) cannot be a graph
+    over ``n`` items, or None. Checks everything faiss's search trusts: each node's link slots
+    (``offsets``) match its levels (``cum_nneighbor_per_level``), ids lie in the bank, the
+    entry point lives on the top level, and a link on level l >= 1 leads to a node on level l
+    (about 7 ms for 121,760 items)."""
+    levels, offsets = links["levels"], links["offsets"]
+    neighbors, cum = links["neighbors"], links["cum_nneighbor_per_level"]
+    if any(a.ndim != 1 for a in links.values()):
+        return "not 1-D"
+    if not all(np.issubdtype(a.dtype, np.integer) for a in (levels, offsets, neighbors, cum)):
+        return "not integers"
+    if not 2 <= m <= 4 * HNSW_MAX_M:
+        return f"M {m}"
+    if len(levels) != n or n == 0 or levels.min() < 1:
+        return "levels"
+    n_levels = int(levels.max())
+    if len(cum) < n_levels + 1 or cum[0] != 0 or (np.diff(cum) < 0).any():
+        return "links per level"
+    if (len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != len(neighbors)
+            or not np.array_equal(np.diff(offsets), cum[levels])):
+        return "offsets"
+    if not (0 <= entry < n and top == n_levels - 1 and levels[entry] == n_levels):
+        return "entry point"
+    if len(neighbors) and (neighbors.min() < -1 or neighbors.max() >= n):
+        return "neighbour ids"
+    for level in range(1, n_levels):
+        nodes = np.flatnonzero(levels > level)
+        slots = (offsets[nodes] + cum[level])[:, None] + np.arange(cum[level + 1] - cum[level])
+        to = neighbors[slots]
+        if ((to != -1) & (levels[np.maximum(to, 0)] <= level)).any():
+            return f"links on level {level}"
+    return None
+
+
 class NearestNeighbours:
     def __init__(self, kind: str = "flat", hnsw_m: int = 16, ef_search: int = 16,
                  ef_construction: int = 40, nprobe: int = 8, seed: int = 0,
@@ -186,33 +221,30 @@ class NearestNeighbours:
 
     def _restored(self, bank: np.ndarray, graph: dict[str, np.ndarray]) -> faiss.Index | None:
         """The HNSW index of ``graph`` over ``bank``, or None (with a warning: the graph is then
-        built again) where the links cannot belong to this bank."""
+        built again) where the links cannot belong to this bank (:func:`links_problem`: faiss
+        would read out of bounds on such links)."""
         n, d = bank.shape
         try:
             entry, top, ef_construction, m = (int(v) for v in graph["header"])
-            links = {k: np.ascontiguousarray(graph[k]) for k in GRAPH_LINKS}
-            levels, offsets, neighbors = links["levels"], links["offsets"], links["neighbors"]
-            problem = (
-                "levels" if len(levels) != n or levels.min(initial=1) < 1 else
-                "offsets" if len(offsets) != n + 1 or offsets[0] != 0 or offsets[-1] != len(neighbors)
-                or (np.diff(offsets) < 0).any() else
-                "neighbours" if len(neighbors) and (neighbors.min() < -1 or neighbors.max() >= n) else
-                "header" if not (0 <= entry < n and top == int(levels.max()) - 1 and m >= 2) else None)
+            links = {k: np.asarray(graph[k]) for k in GRAPH_LINKS}
+            problem = links_problem(n, entry, top, m, links)
+            if problem is None:
+                index = faiss.IndexHNSWFlat(d, m)
+                index.storage.add(bank)
+                h = index.hnsw
+                for key in GRAPH_LINKS:
+                    dtype = faiss.vector_to_array(getattr(h, key)).dtype
+                    faiss.copy_array_to_vector(np.ascontiguousarray(links[key], dtype),
+                                               getattr(h, key))
+                h.entry_point, h.max_level = entry, top
+                h.efConstruction, h.efSearch = ef_construction, self.ef_search
+                index.ntotal = n
         except (KeyError, TypeError, ValueError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
         if problem is not None:
             log.warning("saved search graph does not fit the bank of %d items (%s): building it "
                         "again", n, problem)
             return None
-        index = faiss.IndexHNSWFlat(d, m)
-        index.storage.add(bank)
-        h = index.hnsw
-        for key in GRAPH_LINKS:
-            dtype = faiss.vector_to_array(getattr(h, key)).dtype
-            faiss.copy_array_to_vector(links[key].astype(dtype, copy=False), getattr(h, key))
-        h.entry_point, h.max_level = entry, top
-        h.efConstruction, h.efSearch = ef_construction, self.ef_search
-        index.ntotal = n
         self.graph_m = m
         return index
 
@@ -292,7 +324,9 @@ class ShardedNearestNeighbours(NearestNeighbours):
         super().__init__(kind, **kwargs)
         self.n_shards = n_shards
 
-    def fit(self, bank: np.ndarray, probes: np.ndarray | None = None) -> ShardedNearestNeighbours:
+    def fit(self, bank: np.ndarray, probes: np.ndarray | None = None,
+            graph: dict[str, np.ndarray] | None = None) -> ShardedNearestNeighbours:
+        """Index each shard (its graph is always built: ``graph`` is not used)."""
         bank = np.ascontiguousarray(bank, dtype=np.float32)
         parts = [p for p in np.array_split(bank, self.n_shards) if len(p)]
         params = {k: getattr(self, k) for k in ("hnsw_m", "ef_search", "ef_construction",

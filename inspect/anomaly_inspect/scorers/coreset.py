@@ -437,7 +437,9 @@ class TwoRoundCoreset:
         if self.chunk_size and self.max_items and self._union_size > COMPACT_AT * self.max_items:
             self._compact()
 
-    def _flush(self, progress: Progress | None = None) -> None:
+    def flush(self, progress: Progress | None = None) -> None:
+        """Round 1 on the rows still waiting for a full window, once no more rows will come
+        (``finish`` does it otherwise; this lets a caller count them on its progress bar)."""
         if self._buffer:
             self._round_one(np.concatenate(self._buffer), progress)
             self._buffer, self._buffered = [], 0
@@ -520,7 +522,7 @@ class TwoRoundCoreset:
         """Whether ``finish`` runs a greedy pass: round 1 kept more than the target plus its
         rounding (one pick per chunk), because it oversampled, kept every row
         (``chunk_size=None``) or ``max_items`` caps the target."""
-        self._flush()
+        self.flush()
         excess = self._union_size - self.target
         if excess <= 0:
             return False
@@ -529,7 +531,7 @@ class TwoRoundCoreset:
 
     def _select(self, progress: Progress | None) -> np.ndarray:
         """Round 2 (once): indices into the union of round 1's picks."""
-        self._flush()
+        self.flush()
         if not self._positions:
             raise ValueError("no rows were added to the coreset")
         if self._selection is None:
@@ -598,7 +600,7 @@ def round_one(rows: np.ndarray, ratio: float = 0.1, chunk_size: int | None = 409
     coreset = TwoRoundCoreset(ratio, None, chunk_size, first_round_ratio, projection_dim, seed)
     coreset._rng = np.random.default_rng([seed, stream])
     coreset.add(rows)
-    coreset._flush()
+    coreset.flush()
     return coreset._positions
 
 

@@ -162,6 +162,7 @@ class PatchCore(Scorer):
         with Progress(None, "coreset", unit="pt", enabled=self.progress) as bar:
             for block in blocks:
                 coreset.add(block, bar)
+            coreset.flush(bar)
         return coreset
 
     def finish_coreset(self, coreset: TwoRoundCoreset, rows: bool = False):

@@ -1,6 +1,12 @@
-"""``anomaly-inspect export``: write the frozen backbone as an ONNX file for deployment.
+"""``anomaly-inspect export``: a saved model, or the frozen backbone alone, for deployment.
 
-The graph is the one the ``onnxruntime`` / ``openvino`` runtimes run: input
+``export MODEL_DIR --format onnx|openvino --out DIR`` writes the model's deployment bundle
+(the backbone graph in that format, the bank, ``manifest.json``; a model directory itself, so
+``screen DIR`` scores with the same code). A model is exported only in the format of the
+runtime it was fitted with.
+
+``export --out FILE.onnx [model options]`` writes the backbone alone. The graph is the one
+the ``onnxruntime`` / ``openvino`` runtimes run: input
 ``images`` (B, 3, H, W) float32, normalised with the model's mean / std;
 outputs ``stage0``, ``stage1``, ... (the configured stages) and, with
 ``--pooled``, ``pooled`` (B, D). The batch axis is dynamic. The export is
@@ -22,8 +28,14 @@ from .common import add_model_args, model_config_from_args, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export the backbone to ONNX for deployment", description=__doc__)
-    p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
+    p = sub.add_parser("export", help="export a saved model (or the backbone alone) for deployment",
+                       description=__doc__)
+    p.add_argument("model_dir", type=Path, nargs="?", metavar="MODEL_DIR",
+                   help="a saved model (from 'anomaly-inspect fit'); without it, the backbone alone")
+    p.add_argument("--format", choices=["onnx", "openvino"],
+                   help="with MODEL_DIR: the backbone graph's format (must match the model's runtime)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="with MODEL_DIR, the bundle folder; otherwise the .onnx file to write")
     p.add_argument("--pooled", action="store_true", help="add the pooled embedding as an output")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     add_model_args(p)
@@ -32,6 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.model_dir is not None:
+        return run_model(args)
+    if args.format is not None:
+        raise ValueError("--format exports a saved model: give its MODEL_DIR")
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
     if args.out.suffix != ".onnx":
@@ -60,4 +76,25 @@ def run(args: argparse.Namespace) -> int:
             got, strict=True))),
         ("max rel diff vs torch", f"{diff:.1e} (onnxruntime f32, one random batch)"),
     ])
+    return 0
+
+
+def run_model(args: argparse.Namespace) -> int:
+    from ..screening.deploy import MANIFEST_JSON, export_model
+
+    manifest = export_model(args.model_dir, args.out, args.format or "onnx",
+                            overwrite=args.overwrite)
+    graphs = manifest["backbone"]["graphs"]
+    rows = [("wrote", f"{args.out} ({MANIFEST_JSON}, the model's files, checksums)"),
+            ("format", f"{manifest['format']} (fitted with {manifest['runtime']} "
+                       f"{manifest['precision']})"),
+            ("graphs", ", ".join(g.get("openvino", {}).get("xml", g["onnx"]) for g in graphs)),
+            ("input", f"{graphs[0]['input']['name']} {graphs[0]['input']['shape']} float32, "
+                      f"mean {manifest['preprocess']['mean']}, std {manifest['preprocess']['std']}"),
+            ("scorer", f"{manifest['scorer']['name']}, threshold {manifest['threshold']}")]
+    for g in graphs:
+        if "openvino" in g:
+            rows.append(("max rel diff IR vs ONNX", f"{g['openvino']['max_rel_diff_vs_onnx']:.1e} "
+                                                    f"(OpenVINO f32, one random batch)"))
+    print_table(rows)
     return 0

@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", type=Path, nargs="?", metavar="MODEL_DIR",
                    help="a saved model (from 'anomaly-inspect fit'); without it, the backbone alone")
     p.add_argument("--format", choices=["onnx", "openvino"],
-                   help="with MODEL_DIR: the backbone graph's format (must match the model's runtime)")
+                   help="with MODEL_DIR: the backbone graph's format (default, and the only one "
+                        "accepted: that of the runtime the model was fitted with)")
     p.add_argument("--out", type=Path, required=True,
                    help="with MODEL_DIR, the bundle folder; otherwise the .onnx file to write")
     p.add_argument("--pooled", action="store_true", help="add the pooled embedding as an output")
@@ -79,11 +80,20 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: options of the backbone-alone form; a saved model brings its own
+BACKBONE_ONLY = ("pooled", "config", "method", "backbone", "weights", "layers", "runtime",
+                 "precision", "image_size", "resize", "batch_size", "seed")
+
+
 def run_model(args: argparse.Namespace) -> int:
     from ..screening.deploy import MANIFEST_JSON, export_model
 
-    manifest = export_model(args.model_dir, args.out, args.format or "onnx",
-                            overwrite=args.overwrite)
+    given = [f"--{k.replace('_', '-')}" for k in BACKBONE_ONLY if getattr(args, k, None)
+             not in (None, False)]
+    if given:
+        raise ValueError(f"{' '.join(given)}: not used with MODEL_DIR (a saved model brings its "
+                         f"own settings); drop them, or drop MODEL_DIR to export a backbone alone")
+    manifest = export_model(args.model_dir, args.out, args.format, overwrite=args.overwrite)
     graphs = manifest["backbone"]["graphs"]
     rows = [("wrote", f"{args.out} ({MANIFEST_JSON}, the model's files, checksums)"),
             ("format", f"{manifest['format']} (fitted with {manifest['runtime']} "

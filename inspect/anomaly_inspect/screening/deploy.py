@@ -26,7 +26,11 @@ import numpy as np
 from .. import __version__
 from .model_dir import (
     BACKBONE_DIR,
+    MODEL_FILES,
     SCORER_DIR,
+    ModelFormatError,
+    _fsync_tree,
+    _read_checksums,
     _replace_model,
     check_replaceable,
     read_model_info,
@@ -46,7 +50,11 @@ def _graph_io(path: Path) -> dict[str, Any]:
     """Input and outputs of an ONNX graph (names, shapes with None for dynamic axes)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelFormatError(f"{path}: not a readable ONNX graph ({first})") from None
 
     def shape(t) -> list:
         return [d if isinstance(d, int) else None for d in t.shape]
@@ -77,72 +85,114 @@ def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int) -> fl
                for a, b in zip(outs[1], outs[0], strict=True))
 
 
-def export_model(model_dir: Path | str, out: Path | str, fmt: str = "onnx",
+def _model_file_names(model_dir: Path) -> list[str]:
+    """The files of a model directory that a bundle copies: those its checksums list (or, for
+    a model saved before checksums, the model files and its exported graphs), never other
+    files a user keeps there."""
+    listed = _read_checksums(model_dir)
+    if listed is None:
+        names = {f for f in MODEL_FILES if (model_dir / f).is_file()}
+        names |= {f"{BACKBONE_DIR}/{p.name}" for p in (model_dir / BACKBONE_DIR).glob("*.onnx")}
+    else:
+        names = set(listed) | {f for f in MODEL_FILES if (model_dir / f).is_file()}
+    stale = {MANIFEST_JSON}  # a bundle exported again: its own manifest and IR are remade
+    return sorted(n for n in names if n not in stale and not n.endswith((".xml", ".bin")))
+
+
+def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
                  overwrite: bool = False) -> dict[str, Any]:
-    """Write the deployment bundle of ``model_dir`` to ``out`` (atomically; refuses to replace
-    anything but a model directory, and that only with ``overwrite``); returns the manifest."""
+    """Write the deployment bundle of ``model_dir`` to ``out`` in format ``fmt`` (None: the
+    format of the runtime the model was fitted with). Atomic; refuses to replace anything but a
+    model directory, and that only with ``overwrite``. Returns the manifest."""
     model_dir, out = Path(model_dir), Path(out)
-    if fmt not in FORMATS:
-        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    info = read_model_info(model_dir)  # first: a missing or foreign folder is named as such
     verify_model_files(model_dir)
-    info = read_model_info(model_dir)
     backbone = info.config.get("backbone", {})
     runtime = backbone.get("runtime", "onnxruntime")
     precision = backbone.get("precision", "f32")
+    fits = [f for f, r in FORMATS.items() if r == runtime]
+    if fmt is None:
+        if not fits:
+            raise ExportMismatchError(f"{model_dir}: fitted with runtime {runtime}, which runs no "
+                                      f"exported graph; re-fit with --runtime onnxruntime or "
+                                      f"openvino to export it")
+        fmt = fits[0]
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     if runtime != FORMATS[fmt]:
-        fits = [f for f, r in FORMATS.items() if r == runtime]
-        hint = (f"export it with --format {fits[0]}" if fits else
-                "a model fitted in torch has no exported graph")
+        other = f", or export it with --format {fits[0]}" if fits else ""
         raise ExportMismatchError(
             f"{model_dir}: fitted with runtime {runtime} {precision}, so its bank holds that "
             f"runtime's features; --format {fmt} would run the backbone on {FORMATS[fmt]}. "
-            f"Re-fit with --runtime {FORMATS[fmt]}, or {hint}")
-    graphs = sorted((model_dir / BACKBONE_DIR).glob("*.onnx"))
+            f"Re-fit with --runtime {FORMATS[fmt]}{other}")
+    src, dst = model_dir.resolve(), out.resolve()
+    if dst == src or src in dst.parents or dst in src.parents:
+        raise ValueError(f"{out}: the bundle must be a folder outside the model directory "
+                         f"{model_dir} (and not contain it)")
+    names = _model_file_names(model_dir)
+    graphs = [n for n in names if n.startswith(f"{BACKBONE_DIR}/") and n.endswith(".onnx")]
     if not graphs:
         raise ExportMismatchError(f"{model_dir / BACKBONE_DIR}: no exported backbone graph in "
                                   f"the model directory; re-fit it to export it")
+    mean, std = _normalisation(info)
     check_replaceable(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     tmp.chmod(0o755)
     try:
-        shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
-        for stale in (tmp / MANIFEST_JSON, *(tmp / BACKBONE_DIR).glob("*.xml"),
-                      *(tmp / BACKBONE_DIR).glob("*.bin")):
-            stale.unlink(missing_ok=True)  # a model directory that was itself an export
-        size = int(info.config.get("features", {}).get("crop_size")
-                   or info.config.get("features", {}).get("image_size"))
+        for name in names:
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(model_dir / name, tmp / name)
+        write_checksums(tmp)  # of the copies: checked against the source's list just below
+        _same_as_source(model_dir, tmp, names)
+        features = info.config.get("features", {})
+        size = int(features.get("crop_size") or features.get("image_size"))
+        int8 = [g for g in graphs if "-int8-" in g]
         entries = []
-        for onnx_path in graphs:
-            entry = {"onnx": f"{BACKBONE_DIR}/{onnx_path.name}", **_graph_io(onnx_path)}
+        for name in graphs:
+            onnx_path = tmp / name
+            runs = name in int8 if precision == "int8" else True
+            entry = {"onnx": name, "runs": runs,
+                     "precision": "int8" if name in int8 else precision if runs else "f32",
+                     **_graph_io(onnx_path)}
+            if precision == "int8" and name not in int8:
+                entry["role"] = "the f32 graph the int8 one was quantised from"
             if fmt == "openvino":
-                xml = tmp / BACKBONE_DIR / f"{onnx_path.stem}.xml"
+                xml = onnx_path.with_suffix(".xml")
                 entry["openvino"] = {"xml": f"{BACKBONE_DIR}/{xml.name}",
                                      "bin": f"{BACKBONE_DIR}/{xml.stem}.bin",
+                                     "inference_precision_hint": precision,
                                      "max_rel_diff_vs_onnx": _to_openvino(onnx_path, xml, size, size)}
             entries.append(entry)
-        scorer = json.loads((model_dir / SCORER_DIR / "scorer.json").read_text(encoding="utf-8"))
+        entries.sort(key=lambda e: not e["runs"])
+        scorer = json.loads((tmp / SCORER_DIR / "scorer.json").read_text(encoding="utf-8"))
         manifest = {
             "format": fmt, "runtime": runtime, "precision": precision,
-            "toolkit_version": __version__, "source_model": str(model_dir.resolve()),
+            "toolkit_version": __version__, "source_model": str(model_dir),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "backbone": {"name": info.backbone.get("name"), "layers": info.backbone.get("layers"),
                          "weights_checksum": info.backbone.get("weights", {}).get("checksum"),
                          "graphs": entries},
             "preprocess": {"color": "RGB", "scale": "pixel / 255", "input_size": size,
-                           **{k: info.config.get("features", {}).get(k)
-                              for k in ("image_size", "crop_size", "resize")},
-                           "mean": _normalisation(info, "mean"), "std": _normalisation(info, "std")},
-            "embedding": {k: info.config.get("features", {}).get(k)
+                           **{k: features.get(k) for k in ("image_size", "crop_size", "resize")},
+                           "interpolation": "bilinear (OpenCV INTER_LINEAR)",
+                           "order": "resize to image_size (stretch, or pad: longer side, "
+                                    "mirror padding BORDER_REFLECT_101), then centre crop to "
+                                    "crop_size if set, then (x - mean) / std",
+                           "mean": mean, "std": std},
+            "embedding": {k: features.get(k)
                           for k in ("aggregate", "embed_dim", "finest_stage", "equal_stage_weights")},
             "scorer": {"name": scorer.get("name"), "params": scorer.get("params"),
                        "state": f"{SCORER_DIR}/scorer_state.safetensors"},
             "threshold": info.calibration.get("threshold"),
             "target_fpr": info.calibration.get("target_fpr"),
-            "usage": "anomaly_inspect.load_model(DIR).score(paths), or: anomaly-inspect screen DIR IMAGES",
+            "usage": "anomaly_inspect.load_model(DIR).score(paths), or: anomaly-inspect screen DIR "
+                     "IMAGES (with anomaly-inspect installed: the backbone is rebuilt from its "
+                     "weights to check their checksum)",
         }
         (tmp / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         write_checksums(tmp)
+        _fsync_tree(tmp)
         if out.exists():
             _replace_model(tmp, out)
         else:
@@ -153,11 +203,24 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str = "onnx",
     return manifest
 
 
-def _normalisation(info, key: str) -> list[float]:
-    """The model's input mean / std: its backbone's own (timm's pretrained_cfg; read from the
+def _same_as_source(model_dir: Path, copy: Path, names: list[str]) -> None:
+    """Refuse a copy whose files differ from the source's checksum list (a file changed
+    between the check and the copy)."""
+    listed = _read_checksums(model_dir)
+    if listed is None:
+        return
+    copied = _read_checksums(copy) or {}
+    for name in names:
+        if name in listed and copied.get(name, {}).get("sha256") != listed[name]["sha256"]:
+            raise ModelFormatError(f"{model_dir / name}: changed while it was exported; "
+                                   f"export again")
+
+
+def _normalisation(info) -> tuple[list[float], list[float]]:
+    """The model's input mean and std: its backbone's own (timm's pretrained_cfg, read from the
     backbone's cached card, so this builds no model where one is cached)."""
     from ..features.backbone import Backbone
 
     b = info.config.get("backbone", {})
-    return [float(v) for v in getattr(Backbone(b.get("name"), b.get("layers"), b.get("weights"),
-                                               runtime="torch"), key)]
+    backbone = Backbone(b.get("name"), b.get("layers"), b.get("weights"), runtime="torch")
+    return [float(v) for v in backbone.mean], [float(v) for v in backbone.std]

@@ -229,3 +229,16 @@ def test_validation_banks_search_with_hnsw_and_give_exact_search_image_scores():
     assert hnsw.search_index == "hnsw" and flat.search_index == "flat"
     assert hnsw.patch_maps is False  # validation reads image scores only: looser, cheaper search
     np.testing.assert_allclose(hnsw.score(held).image_scores, flat.score(held).image_scores, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
+def test_stage_strides_from_the_backbone_card_equal_timms(name):
+    import timm
+
+    from anomaly_inspect.features.backbone import Backbone, cached_feature_info
+    from anomaly_inspect.tuning.candidates import stage_strides
+
+    Backbone(name, runtime="torch")  # writes the card (session cache)
+    assert cached_feature_info(name) is not None
+    model = timm.create_model(name, pretrained=False, features_only=True)
+    assert stage_strides.__wrapped__(name) == tuple(int(r) for r in model.feature_info.reduction())

@@ -134,6 +134,14 @@ def _write_card(path: Path | None, card: dict) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
+def cached_feature_info(name: str, weights: str | Path | None = None) -> list[dict] | None:
+    """timm's ``feature_info`` of ``name`` from the cached card of these weights (no timm
+    import), or None where no card is cached yet."""
+    file = weights_file(name, weights)
+    card = None if file is None else _read_card(card_path(name, file, weights is not None))
+    return None if card is None else card["feature_info"]
+
+
 def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
     """Indices of the stride-8 and stride-16 stages (the PatchCore choice)."""
     reductions = [f["reduction"] for f in feature_info]

@@ -27,7 +27,13 @@ AXES = ("backbone", "image_size", "strides", "embedding", "resize")
 
 @cache
 def stage_strides(backbone: str) -> tuple[int, ...]:
-    """Stride of each timm feature stage of ``backbone`` (e.g. 2, 4, 8, 16, 32)."""
+    """Stride of each timm feature stage of ``backbone`` (e.g. 2, 4, 8, 16, 32): from the
+    backbone's cached card where there is one (no timm import), else from timm."""
+    from ..features.backbone import cached_feature_info
+
+    info = cached_feature_info(backbone)
+    if info is not None:
+        return tuple(int(f["reduction"]) for f in info)
     import timm
 
     model = timm.create_model(backbone, pretrained=False, features_only=True)

@@ -14,9 +14,7 @@ bf16): its bank was built from that runtime's features, and another runtime's di
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,11 +27,9 @@ from .model_dir import (
     MODEL_FILES,
     SCORER_DIR,
     ModelFormatError,
-    _fsync_tree,
     _read_checksums,
-    _replace_model,
-    check_replaceable,
     read_model_info,
+    staged_model_dir,
     verify_model_files,
     write_checksums,
 )
@@ -85,11 +81,10 @@ def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int) -> fl
                for a, b in zip(outs[1], outs[0], strict=True))
 
 
-def _model_file_names(model_dir: Path) -> list[str]:
-    """The files of a model directory that a bundle copies: those its checksums list (or, for
-    a model saved before checksums, the model files and its exported graphs), never other
-    files a user keeps there."""
-    listed = _read_checksums(model_dir)
+def _model_file_names(model_dir: Path, listed: dict | None) -> list[str]:
+    """The files of a model directory that a bundle copies: those its checksums list
+    (``listed``; or, for a model saved before checksums, the model files and its exported
+    graphs), never other files a user keeps there."""
     if listed is None:
         names = {f for f in MODEL_FILES if (model_dir / f).is_file()}
         names |= {f"{BACKBONE_DIR}/{p.name}" for p in (model_dir / BACKBONE_DIR).glob("*.onnx")}
@@ -129,22 +124,17 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
     if dst == src or src in dst.parents or dst in src.parents:
         raise ValueError(f"{out}: the bundle must be a folder outside the model directory "
                          f"{model_dir} (and not contain it)")
-    names = _model_file_names(model_dir)
+    listed = _read_checksums(model_dir)
+    names = _model_file_names(model_dir, listed)
     graphs = [n for n in names if n.startswith(f"{BACKBONE_DIR}/") and n.endswith(".onnx")]
     if not graphs:
         raise ExportMismatchError(f"{model_dir / BACKBONE_DIR}: no exported backbone graph in "
                                   f"the model directory; re-fit it to export it")
     mean, std = _normalisation(info)
-    check_replaceable(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    tmp.chmod(0o755)
-    try:
+    with staged_model_dir(out, overwrite) as tmp:
         for name in names:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_dir / name, tmp / name)
-        write_checksums(tmp)  # of the copies: checked against the source's list just below
-        _same_as_source(model_dir, tmp, names)
         features = info.config.get("features", {})
         size = int(features.get("crop_size") or features.get("image_size"))
         int8 = [g for g in graphs if "-int8-" in g]
@@ -192,21 +182,13 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
         }
         (tmp / MANIFEST_JSON).write_text(json.dumps(manifest, indent=2), encoding="utf-8")
         write_checksums(tmp)
-        _fsync_tree(tmp)
-        if out.exists():
-            _replace_model(tmp, out)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _same_as_source(model_dir, listed, tmp, names)
     return manifest
 
 
-def _same_as_source(model_dir: Path, copy: Path, names: list[str]) -> None:
-    """Refuse a copy whose files differ from the source's checksum list (a file changed
-    between the check and the copy)."""
-    listed = _read_checksums(model_dir)
+def _same_as_source(model_dir: Path, listed: dict | None, copy: Path, names: list[str]) -> None:
+    """Refuse a copy whose files differ from the source's checksum list ``listed`` (a file
+    changed between the check and the copy)."""
     if listed is None:
         return
     copied = _read_checksums(copy) or {}

@@ -22,6 +22,7 @@ model and removes only the files a model writes; other files in it are kept.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -207,23 +209,19 @@ def check_replaceable(target: Path | str, overwrite: bool) -> None:
     raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")
 
 
-def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,
-                   extra_files: dict[str, Path] | None = None) -> Path:
-    """Write ``info`` and ``scorer`` (and ``extra_files``: relative name -> file to copy, e.g.
-    the backbone's ONNX exports) to ``target`` atomically; refuse to overwrite unless asked."""
+@contextlib.contextmanager
+def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Path]:
+    """A temporary folder beside ``target`` to write a model directory into (its checksums
+    last: :func:`write_checksums`). On a clean exit it is synced to disk and put at ``target``
+    in one step (a model already there is replaced, keeping files a model did not write); on an
+    error it is removed. Refuses a ``target`` that :func:`check_replaceable` refuses."""
     target = Path(target)
     check_replaceable(target, overwrite)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     tmp.chmod(0o755)  # mkdtemp makes it owner-only
     try:
-        scorer.save(tmp / SCORER_DIR)
-        for name, src in (extra_files or {}).items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, tmp / name)
-        (tmp / MODEL_JSON).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False),
-                                      encoding="utf-8")
-        write_checksums(tmp)
+        yield tmp
         _fsync_tree(tmp)
         if target.exists():
             _replace_model(tmp, target)
@@ -232,6 +230,21 @@ def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,
+                   extra_files: dict[str, Path] | None = None) -> Path:
+    """Write ``info`` and ``scorer`` (and ``extra_files``: relative name -> file to copy, e.g.
+    the backbone's ONNX exports) to ``target`` atomically; refuse to overwrite unless asked."""
+    target = Path(target)
+    with staged_model_dir(target, overwrite) as tmp:
+        scorer.save(tmp / SCORER_DIR)
+        for name, src in (extra_files or {}).items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, tmp / name)
+        (tmp / MODEL_JSON).write_text(json.dumps(info.to_dict(), indent=2, ensure_ascii=False),
+                                      encoding="utf-8")
+        write_checksums(tmp)
     log.info("saved model to %s", target)
     return target
 

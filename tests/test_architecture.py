@@ -20,7 +20,7 @@ PACKAGE = "anomaly_inspect"
 ROOT = Path(__file__).resolve().parents[1] / "inspect" / PACKAGE
 
 # Lowest first: a component may import only components listed before it.
-LAYERS = ["core", "progress", "resources", "data", "features", "scorers", "config", "pipeline",
+LAYERS = ["choices", "core", "progress", "resources", "data", "features", "scorers", "config", "pipeline",
           "evaluation", "tuning", "screening", "commands", "cli"]
 SUBPACKAGES = {"data", "features", "scorers", "evaluation", "tuning", "screening", "commands"}
 
@@ -131,3 +131,17 @@ def test_resolver_reads_relative_and_lazy_imports():
     edges = _imported_modules(ROOT / "screening" / "runner.py")
     assert f"{PACKAGE}.screening.html_report" in edges  # imported inside a function
     assert f"{PACKAGE}.data.image_io" in edges
+
+
+def test_command_line_parser_imports_no_heavy_library():
+    """``anomaly-inspect --help`` and argument errors answer at once: building the parser (every
+    command's options) loads none of torch, timm, albumentations, faiss or ONNX Runtime; a
+    command imports them when it runs."""
+    import subprocess
+    import sys
+
+    heavy = ("torch", "timm", "albumentations", "faiss", "onnxruntime", "openvino", "ray")
+    code = ("import sys; from anomaly_inspect.cli import build_parser; build_parser(); "
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "", f"the parser imported {out.stdout.strip()}"

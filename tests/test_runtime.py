@@ -9,11 +9,12 @@ import os
 import pytest
 import torch
 
+from anomaly_inspect.choices import DEFAULT_RUNTIME, check_runtime
 from anomaly_inspect.cli import main
 from anomaly_inspect.config import BackboneConfig, ConfigError, ModelConfig, load_config
 from anomaly_inspect.features import runtime as rt
 from anomaly_inspect.features.backbone import Backbone
-from anomaly_inspect.features.runtime import check_runtime, export_key, runtime_available
+from anomaly_inspect.features.runtime import export_key, runtime_available
 
 SIZE = 64  # small inputs keep the export and the runs fast
 
@@ -177,7 +178,7 @@ def test_config_round_trip_and_old_configs_get_the_default(tmp_path):
     assert again == cfg
     old = cfg.to_dict()
     del old["backbone"]["runtime"], old["backbone"]["precision"]  # a model saved before runtimes
-    assert ModelConfig.from_dict(old).backbone.runtime == rt.DEFAULT_RUNTIME == "onnxruntime"
+    assert ModelConfig.from_dict(old).backbone.runtime == DEFAULT_RUNTIME == "onnxruntime"
     path.write_text("backbone:\n  runtime: onnxruntime\n  precision: bf16\n")
     with pytest.raises(ConfigError, match="bf16 needs runtime openvino"):
         load_config(path)

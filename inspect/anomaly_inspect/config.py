@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .data.transforms import RESIZE_MODES
-from .features.patch_embed import PatchEmbedding
-from .features.runtime import DEFAULT_PRECISION, DEFAULT_RUNTIME, check_runtime
+from .choices import DEFAULT_PRECISION, DEFAULT_RUNTIME, RESIZE_MODES, check_runtime
+
+if TYPE_CHECKING:
+    from .features.patch_embed import PatchEmbedding
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,8 @@ class FeatureConfig:
 
     def embedding(self) -> PatchEmbedding:
         """The patch-feature map these settings describe (see features/patch_embed.py)."""
+        from .features.patch_embed import PatchEmbedding
+
         try:
             return PatchEmbedding(self.aggregate, self.embed_dim, self.finest_stage, self.equal_stage_weights)
         except ValueError as exc:

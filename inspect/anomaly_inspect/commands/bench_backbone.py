@@ -13,12 +13,8 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
+from ..choices import PRECISIONS, RUNTIMES
 from ..config import BackboneConfig, FeatureConfig
-from ..features.backbone import Backbone
-from ..features.runtime import PRECISIONS, RUNTIMES, runtime_available
-from ..resources import peak_rss_mb
 from .common import print_table, write_json
 
 VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "f32"),
@@ -51,6 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def selected_variants(runtimes: list[str] | None, precisions: list[str] | None) -> list[tuple[str, str]]:
     """torch f32 first, then the installed (runtime, precision) pairs the filters keep."""
+    from ..features.runtime import runtime_available
+
     keep = [v for v in VARIANTS[1:]
             if (not runtimes or v[0] in runtimes) and (not precisions or v[1] in precisions)
             and runtime_available(v[0])]
@@ -62,6 +60,11 @@ def _max_rel_diff(out, ref) -> float:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..features.backbone import Backbone
+    from ..resources import peak_rss_mb
+
     layers = [int(v) for v in args.layers.split(",")] if args.layers else None
     variants = selected_variants(args.runtime, args.precision)
     backbones = {v: Backbone(args.backbone, layers, args.weights, runtime=v[0], precision=v[1])

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.mvtec import load_mvtec
-from ..evaluation.coreset_bench import VARIANTS, bench_coreset, format_row, stream_fit_in_subprocess
+from ..choices import CORESET_VARIANTS
 from .common import (
     add_engine_args,
     add_model_args,
@@ -28,7 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-bank-items", type=int, help="with --stream-images: cap the bank")
     p.add_argument("--ratios", default="0.01,0.1,0.25", help="comma-separated coreset ratios")
     p.add_argument("--variants", default="two_round,exact",
-                   help=f"comma-separated, from {', '.join(VARIANTS)} (exact is slow at large ratios)")
+                   help=f"comma-separated, from {', '.join(CORESET_VARIANTS)} (exact is slow at large ratios)")
     p.add_argument("--engine-only", action="store_true",
                    help="with --engine ray: only the one-machine streamed fit against the engine's, "
                         "holding no features (for large training sets)")
@@ -41,6 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.mvtec import load_mvtec
+    from ..evaluation.coreset_bench import bench_coreset, format_row
+
     if args.stream_images:
         return run_stream(args)
     if args.root is None or args.category is None:
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_stream(args: argparse.Namespace) -> int:
+    from ..evaluation.coreset_bench import stream_fit_in_subprocess
+
     rows = []
     for n in (int(v) for v in args.stream_images.split(",")):
         rows.append(stream_fit_in_subprocess(n, max_items=args.max_bank_items))

@@ -6,11 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
+from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
 from ..config import BackboneConfig, ModelConfig, load_config
 from ..data.image_io import DEFAULT_MAX_PIXELS
-from ..data.transforms import RESIZE_MODES
-from ..features.runtime import PRECISIONS, RUNTIMES
-from ..pipeline.engine import ENGINES
 
 MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
 

@@ -13,9 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..data.mvtec import load_mvtec
-from ..data.synthetic import DEFECTS, TEXTURES, generate_dataset
-from ..evaluation.evaluate import evaluate
+from ..data.synthetic import DEFECTS, TEXTURES
 from .common import add_model_args, add_output_args, model_config_from_args, write_json
 from .evaluate import print_result
 
@@ -41,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.mvtec import load_mvtec
+    from ..data.synthetic import generate_dataset
+    from ..evaluation.evaluate import evaluate
+
     cfg = model_config_from_args(args)
     defects = [d.strip() for d in args.defects.split(",") if d.strip()]
     if args.out is not None:

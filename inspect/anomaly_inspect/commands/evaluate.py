@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..data.registry import available_datasets, dataset_options, load_dataset
-from ..evaluation.evaluate import EvaluationResult, evaluate
 from .common import (
     add_engine_args,
     add_model_args,
@@ -17,6 +17,9 @@ from .common import (
     write_json,
 )
 from .tune import add_tune_args, run_tune
+
+if TYPE_CHECKING:
+    from ..evaluation.evaluate import EvaluationResult
 
 #: adapter option -> the flag that sets it
 OPTION_FLAGS = {"root": "--root", "category": "--category", "train_dirs": "--train-dir",
@@ -48,6 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation.evaluate import evaluate
+
     options = {k: v for k, v in vars(args).items() if k in OPTION_FLAGS}
     required, _ = dataset_options(args.dataset)
     missing = [OPTION_FLAGS[k] for k in required if not options.get(k)]

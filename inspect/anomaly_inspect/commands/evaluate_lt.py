@@ -10,12 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.layout import resolve_category_dirs
-from ..data.longtail import TAIL_KINDS, LongTailSet, load_or_build_longtail
-from ..data.mvtec import load_mvtec
-from ..evaluation.longtail import evaluate_longtail
-from ..features.views import VIEW_KINDS
-from ..scorers import get_scorer_class, merge_scorer_params
+from ..choices import VIEW_KINDS
+from ..data.longtail import TAIL_KINDS
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
 
 
@@ -46,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..data.layout import resolve_category_dirs
+    from ..data.longtail import LongTailSet, load_or_build_longtail
+    from ..data.mvtec import load_mvtec
+    from ..evaluation.longtail import evaluate_longtail
+    from ..scorers import get_scorer_class, merge_scorer_params
+
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if len(set(categories)) != len(categories):
         raise ValueError(f"--categories lists a category twice: {args.categories}")

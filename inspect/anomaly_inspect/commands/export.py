@@ -19,11 +19,6 @@ import argparse
 import shutil
 from pathlib import Path
 
-import numpy as np
-import torch
-
-from ..features.runtime import OnnxRunner
-from ..pipeline import build_backbone
 from .common import add_model_args, model_config_from_args, print_table
 
 
@@ -45,6 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import torch
+
+    from ..features.runtime import OnnxRunner
+    from ..pipeline import build_backbone
+
     if args.model_dir is not None:
         return run_model(args)
     if args.format is not None:

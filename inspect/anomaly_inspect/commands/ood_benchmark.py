@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..evaluation.ood_benchmark import format_table, load_ood_config, run_ood_benchmark
 from .common import add_output_args, write_json
 
 
@@ -24,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..evaluation.ood_benchmark import format_table, load_ood_config, run_ood_benchmark
+
     cfg = load_ood_config(args.config)
     if args.cache_dir:
         cfg.cache_dir = str(args.cache_dir)

@@ -17,9 +17,8 @@ import albumentations as A
 import cv2
 import numpy as np
 
+from ..choices import RESIZE_MODES
 from .image_io import DEFAULT_MAX_PIXELS
-
-RESIZE_MODES = ("stretch", "pad")
 
 
 def cell_centres(input_size: int, cells: int) -> np.ndarray:

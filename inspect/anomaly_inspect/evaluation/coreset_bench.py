@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from ..choices import CORESET_VARIANTS
 from ..config import ModelConfig
 from ..core import Features
 from ..data.image_io import DEFAULT_MAX_PIXELS
@@ -25,21 +26,11 @@ from ..scorers.coreset import TwoRoundCoreset, covering_radius, projection_matri
 from ..scorers.patchcore import PatchCore, image_patches
 from .metrics import auroc
 
-# name -> (chunk_size, first_round_ratio) given the config's chunk size and first-round ratio
-# and the coreset ratio
-VARIANTS = {
-    "two_round": lambda chunk, first, ratio: (chunk, first),
-    "one_round": lambda chunk, first, ratio: (chunk, None),  # plain chunked greedy (before the fix)
-    "cells": lambda chunk, first, ratio: (chunk, min(1.0, 2 * ratio)),  # round 1 keeps twice the
-    #                                       ratio, round 2 in k-means cells where it would be costly
-    "exact": lambda chunk, first, ratio: (None, None),
-}
-
 
 def check_variants(variants: Sequence[str]) -> None:
-    unknown = [v for v in variants if v not in VARIANTS]
+    unknown = [v for v in variants if v not in CORESET_VARIANTS]
     if unknown:
-        raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(VARIANTS)}")
+        raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(CORESET_VARIANTS)}")
 
 
 def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
@@ -164,7 +155,7 @@ def bench_coreset_features(name: str, train: Features, test: Features, labels: n
     rows = []
     for ratio in ratios:
         for variant in variants:
-            chunk, first = VARIANTS[variant](params["chunk_size"], params["first_round_ratio"],
+            chunk, first = CORESET_VARIANTS[variant](params["chunk_size"], params["first_round_ratio"],
                                             ratio)
             start = time.perf_counter()
             coreset = TwoRoundCoreset(ratio, None, chunk, first, params["projection_dim"], seed)

@@ -17,11 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..choices import DEFAULT_PRECISION, DEFAULT_RUNTIME
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import TransformConfig
 from .runtime import (
-    DEFAULT_PRECISION,
-    DEFAULT_RUNTIME,
     CalibrationError,
     OnnxRunner,
     RuntimeUnavailableError,

@@ -31,13 +31,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..choices import check_runtime
+
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("f32", "bf16", "int8")
 CALIBRATION_IMAGES = 32  # training images an int8 graph is calibrated on
-DEFAULT_RUNTIME = "onnxruntime"
-DEFAULT_PRECISION = "f32"
 EXPORT_FORMAT = 1  # bump when the exported graph's layout changes
 CACHE_ENV = "ANOMALY_INSPECT_CACHE"
 # Images per runtime call: a batch runs in slices of about this many pixels. Both runtimes
@@ -53,18 +51,6 @@ class RuntimeUnavailableError(RuntimeError):
 
 class CalibrationError(ValueError):
     """An int8 graph is needed but there is neither one nor training images to calibrate it."""
-
-
-def check_runtime(runtime: str, precision: str) -> None:
-    """Raise ValueError for an unknown runtime / precision or an unsupported pair."""
-    if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16" and runtime != "openvino":
-        raise ValueError(f"precision bf16 needs runtime openvino (got runtime {runtime!r})")
-    if precision == "int8" and runtime != "onnxruntime":
-        raise ValueError(f"precision int8 needs runtime onnxruntime (got runtime {runtime!r})")
 
 
 def runtime_available(runtime: str) -> bool:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..choices import VIEW_KINDS
 from ..core import Features
 from ..data.transforms import Box, cell_centres
 from ..progress import Progress
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
     from .extractor import FeatureExtractor
 
 #: augmentation kinds: name -> (rotation step in degrees, or None for 90-degree steps; flip)
-VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
-              "rotflip": (90, True), "none": (None, False)}
 
 
 def view_params(kind: str) -> list[tuple[int, bool]]:

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
+from ..choices import ENGINES
 from ..progress import Progress
 
 T = TypeVar("T", covariant=True)
-
-ENGINES = ("local", "ray")
 
 
 @runtime_checkable

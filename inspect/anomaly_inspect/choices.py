@@ -1,0 +1,37 @@
+"""The values that options take (runtimes, precisions, resize modes, engines, views, coreset
+variants) and their check, with no
+heavy import: the configuration and the command line use them without loading torch,
+albumentations or ONNX Runtime, so ``--help`` and argument errors answer at once."""
+
+from __future__ import annotations
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+PRECISIONS = ("f32", "bf16", "int8")
+DEFAULT_RUNTIME = "onnxruntime"
+DEFAULT_PRECISION = "f32"
+RESIZE_MODES = ("stretch", "pad")
+ENGINES = ("local", "ray")
+# tail views: kind -> (rotation step in degrees or None, horizontal flip)
+VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
+              "rotflip": (90, True), "none": (None, False)}
+# bench-coreset's variants: name -> (chunk_size, first_round_ratio) given the config's chunk
+# size and first-round ratio and the coreset ratio
+CORESET_VARIANTS = {
+    "two_round": lambda chunk, first, ratio: (chunk, first),
+    "one_round": lambda chunk, first, ratio: (chunk, None),  # plain chunked greedy (before the fix)
+    "cells": lambda chunk, first, ratio: (chunk, min(1.0, 2 * ratio)),  # round 1 keeps twice the
+    #                                       ratio, round 2 in k-means cells where it would be costly
+    "exact": lambda chunk, first, ratio: (None, None),
+}
+
+
+def check_runtime(runtime: str, precision: str) -> None:
+    """Raise ValueError for an unknown runtime / precision or an unsupported pair."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bf16" and runtime != "openvino":
+        raise ValueError(f"precision bf16 needs runtime openvino (got runtime {runtime!r})")
+    if precision == "int8" and runtime != "onnxruntime":
+        raise ValueError(f"precision int8 needs runtime onnxruntime (got runtime {runtime!r})")

@@ -114,6 +114,8 @@ def test_ascent_validates_the_combination_of_two_winners_and_can_choose_it(demo,
 
     monkeypatch.setattr(tune_mod, "candidate_grid", lambda grid_name, base: list(grid))
     monkeypatch.setattr(tune_mod, "score_candidate", planted_scores)
+    # the planted pad scores differ from stretch's, which the square demo images rule out
+    monkeypatch.setattr(tune_mod, "all_square", lambda paths: False)
     from anomaly_inspect.config import ModelConfig
 
     base = ModelConfig()
@@ -123,3 +125,43 @@ def test_ascent_validates_the_combination_of_two_winners_and_can_choose_it(demo,
     assert seen == [*planted]  # the combination is validated after the first round
     assert result.chosen.name == "lite0-64-8+16-mean-pad"
     assert [c["name"] for c in result.to_dict()["candidates"]][0] == "lite0-64-8+16-mean-pad"
+
+
+def test_pad_twin_on_square_images_takes_the_stretch_validation(demo, tmp_path, monkeypatch):
+    """On square images ``pad`` is the same model input as ``stretch``: the pad candidate is not
+    validated again but takes its twin's scores (which a real validation reproduces exactly),
+    and the ensemble does not take both twins."""
+    import importlib
+
+    import numpy as np
+
+    from anomaly_inspect.config import ModelConfig
+
+    tune_mod = importlib.import_module("anomaly_inspect.tuning.tune")
+    names = ("lite0-64-8+16-rows-stretch", "lite0-64-8+16-rows-pad", "lite0-64-8+16-mean-stretch")
+    real, seen = tune_mod.score_candidate, []
+
+    def spy(cand, *a, **k):
+        seen.append(cand.name)
+        return real(cand, *a, **k)
+
+    monkeypatch.setattr(tune_mod, "score_candidate", spy)
+    base = ModelConfig()
+    base.features.image_size, base.features.batch_size = 64, 8
+    paths = sorted((demo / "train" / "good").glob("*.png"))
+    settings = tune_mod.TuneSettings(ensemble=3)
+    result = tune_mod.tune(paths, base, settings, [Candidate.parse(n) for n in names],
+                           cache_dir=tmp_path / "cache", progress=False)
+    assert seen == [names[0], names[2]]
+    by = {c["name"]: c for c in result.to_dict()["candidates"]}
+    assert by[names[1]]["same_as"] == names[0] and "same_as" not in by[names[0]]
+    assert by[names[1]]["judge_auroc"] == by[names[0]]["judge_auroc"]
+    assert by[names[1]]["borda"] == by[names[0]]["borda"]
+    assert len(result.ensemble) == 2 and {names[0], names[1]} & set(result.to_dict()["ensemble"])
+    # what the reuse stands for: the pad validation itself gives the very same scores
+    monkeypatch.setattr(tune_mod, "all_square", lambda paths: False)
+    again = tune_mod.tune(paths, base, settings, [Candidate.parse(n) for n in names[:2]],
+                          cache_dir=tmp_path / "cache", progress=False)
+    for fold, (normal, anomalous) in again.scores[names[1]].items():
+        np.testing.assert_array_equal(normal, again.scores[names[0]][fold][0])
+        np.testing.assert_array_equal(anomalous, again.scores[names[0]][fold][1])

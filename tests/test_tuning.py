@@ -242,3 +242,31 @@ def test_stage_strides_from_the_backbone_card_equal_timms(name):
     assert cached_feature_info(name) is not None
     model = timm.create_model(name, pretrained=False, features_only=True)
     assert stage_strides.__wrapped__(name) == tuple(int(r) for r in model.feature_info.reduction())
+
+
+def test_all_square_reads_headers(tmp_path):
+    import cv2
+
+    from anomaly_inspect.tuning.tune import all_square
+
+    for name, shape in [("a.png", (20, 20)), ("b.png", (20, 20)), ("c.png", (20, 21))]:
+        cv2.imwrite(str(tmp_path / name), np.zeros((*shape, 3), np.uint8))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    assert all_square([tmp_path / "a.png", tmp_path / "b.png"])
+    assert not all_square([tmp_path / "a.png", tmp_path / "c.png"])
+    assert not all_square([tmp_path / "a.png", tmp_path / "bad.png"])  # unknown: validate as usual
+
+
+def test_stretch_twins_and_ensemble_members_skip_twins():
+    from anomaly_inspect.tuning.tune import CandidateScores, ensemble_members, stretch_twins
+
+    batch = [Candidate.parse(n) for n in ("lite0-320-8+16-rows-stretch", "lite0-320-8+16-mean-pad",
+                                          "lite0-320-8+16-rows-pad", "lite0-320-8+16-mean-stretch",
+                                          "lite0-256-8+16-rows-pad")]
+    assert stretch_twins(batch, square=False) == {}
+    assert stretch_twins(batch, square=True) == {1: 3, 2: 0}  # 256-pad has no twin in the batch
+    scores = [CandidateScores(c, {}, []) for c in batch]
+    scores[1].same_as, scores[2].same_as = batch[3].name, batch[0].name
+    borda = np.array([5.0, 4.0, 5.0, 4.0, 1.0])
+    assert ensemble_members(scores, borda, 3) == [0, 1, 4]  # 2 repeats 0, 3 repeats 1
+    assert ensemble_members(scores, borda, 1) == [0]

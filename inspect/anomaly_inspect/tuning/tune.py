@@ -8,6 +8,9 @@ other folds' images and scores the held-out normals and their anomalous copies; 
 family) pair is a judge with its AUROC. Candidates are ranked by trimmed Borda count over judges;
 the winner replaces the default only if it beats it by more than the fold-to-fold noise.
 Backbone features are extracted once per backbone x input size x resize into ``cache_dir``.
+Where every image is square, ``pad`` gives the very input ``stretch`` gives: a ``pad`` candidate
+then takes its ``stretch`` twin's validation (``same_as``) instead of repeating it, and an
+ensemble never takes both.
 
 Each candidate also keeps the median / MAD of its cross-fitted scores on held-out normal images:
 the normal calibration of :func:`.rank.fuse` for ensembles. Nothing here sees a test image.
@@ -19,7 +22,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,7 @@ class CandidateScores:
     borda: float = 0.0
     calibration: NormalCalibration | None = None
     seconds: float = 0.0
+    same_as: str | None = None  # the candidate whose validation this is (same model input)
 
     @property
     def mean_auroc(self) -> float:
@@ -101,7 +105,8 @@ class CandidateScores:
                 "fold_auroc": [round(v, 4) for v in self.fold_auroc],
                 "judge_auroc": {k: round(v, 4) for k, v in self.judge_auroc.items()},
                 "normal_calibration": None if self.calibration is None else self.calibration.to_dict(),
-                "seconds": round(self.seconds, 1)}
+                "seconds": round(self.seconds, 1),
+                **({"same_as": self.same_as} if self.same_as else {})}
 
 
 @dataclass
@@ -155,6 +160,43 @@ def fold_plan(n: int, settings: TuneSettings) -> tuple[np.ndarray, np.ndarray, n
     families = np.empty(keep, np.int64)
     families[rng.permutation(keep)] = np.arange(keep) % len(settings.recipe.families)
     return chosen, folds, families
+
+
+def all_square(paths: Sequence[Path]) -> bool:
+    """Whether every image is square (read from the headers): resize ``pad`` then gives the
+    same model input as ``stretch`` (the same bilinear resize to the full square, no border)."""
+    from PIL import Image
+
+    try:
+        for p in paths:
+            with Image.open(p) as im:
+                if im.size[0] != im.size[1]:
+                    return False
+    except Exception:  # noqa: BLE001 - unreadable header: the candidate is validated as usual
+        return False
+    return True
+
+
+def stretch_twins(batch: Sequence[Candidate], square: bool) -> dict[int, int]:
+    """``pad`` candidate -> its ``stretch`` twin in ``batch``, where the images are all square."""
+    if not square:
+        return {}
+    index = {c: i for i, c in enumerate(batch)}
+    return {i: index[replace(c, resize="stretch")] for i, c in enumerate(batch)
+            if c.resize == "pad" and replace(c, resize="stretch") in index}
+
+
+def ensemble_members(scores: Sequence[CandidateScores], borda: np.ndarray, size: int) -> list[int]:
+    """The ``size`` best candidates by Borda count, skipping any that is the same model input
+    as one already taken (a twin adds nothing to a fusion)."""
+    members: list[int] = []
+    taken: set[str] = set()
+    for i in np.argsort(-borda, kind="stable"):
+        same = scores[i].same_as or scores[i].candidate.name
+        if same not in taken and len(members) < size:
+            members.append(int(i))
+            taken.add(same)
+    return members
 
 
 def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray,
@@ -280,13 +322,17 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     chosen, folds, families = fold_plan(len(paths), settings)
     paths = [paths[i] for i in chosen]
     synthetic = synthetic_set(paths, folds, families, settings, cache_dir)
+    square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
 
     def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:
         """Cross-fitted validation of ``batch``, one feature extraction per backbone x size x
-        resize (with the union of its candidates' stages)."""
+        resize (with the union of its candidates' stages); a ``pad`` twin of a ``stretch``
+        candidate on square images takes the twin's validation."""
+        twins = stretch_twins(batch, square)
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, c in enumerate(batch):
-            groups[c.extraction].append(i)
+            if i not in twins:
+                groups[c.extraction].append(i)
         out: list = [None] * len(batch)
         for (name, size, resize), members in groups.items():
             strides = sorted({s for i in members for s in batch[i].strides})
@@ -304,6 +350,10 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
                 log.info("tune: %s mean synthetic AUROC %.4f", batch[i].name, out[i][0].mean_auroc)
                 bar.update()
             del backbone, normal, anomalous
+        for i, j in twins.items():
+            scores, raw = out[j]
+            out[i] = replace(scores, candidate=batch[i], seconds=0.0, same_as=batch[j].name), raw
+            bar.update()
         return out
 
     with Progress(len(cands), "tune candidates", unit="cand", enabled=progress) as bar:
@@ -324,7 +374,7 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
         s.borda = float(b)
     fold_table = np.array([s.fold_auroc for s in scores]).T
     decision = beats_default(fold_table, borda, default=cands.index(default))
-    members = [int(i) for i in np.argsort(-borda, kind="stable")[:settings.ensemble]]
+    members = ensemble_members(scores, borda, settings.ensemble)
     ens = ensemble_validation(members, raw, folds, families, names)
     return TuningResult(settings, scores, decision, members, ens, len(paths),
                         time.perf_counter() - t0, base.to_dict(),

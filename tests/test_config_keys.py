@@ -74,3 +74,42 @@ def test_unknown_section_keys_name_the_section_and_the_accepted_keys(tmp_path, s
         load_config(path)
     assert ("image_size" if section == "features" else "layers") in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: abc", "seed: expected an integer, got 'abc'"),
+    ("seed: -1", "seed: must be at least 0, got -1"),
+    ("features: {batch_size: '32'}", "features: batch_size: expected an integer, got '32'"),
+    ("features: {image_size: big}", "features: image_size: expected an integer, got 'big'"),
+    ("features: {image_size: 8}", "features: image_size: must be at least 32, got 8"),
+    ("features: {embed_dim: 0}", "features: embed_dim: must be at least 1, got 0"),
+    ("features: {image_size: 64, crop_size: 80}", "features: crop_size (80) must not exceed image_size (64)"),
+    ("backbone: {name: 5}", "backbone: name: expected a string, got 5"),
+    ("backbone: {layers: '2,3'}", "backbone: layers: expected a list of integers or null, got '2,3'"),
+    ("scorer: [1]", "scorer: expected a mapping, got [1]"),
+])
+def test_values_of_the_wrong_kind_are_one_line_naming_the_key(tmp_path, text, message):
+    from anomaly_inspect.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
+
+
+def test_values_of_the_right_kind_load():
+    cfg = ModelConfig.from_dict({"backbone": {"layers": [2, 3], "weights": None},
+                                 "features": {"embed_dim": None, "crop_size": 256}, "seed": 3})
+    assert cfg.backbone.layers == [2, 3] and cfg.features.embed_dim is None and cfg.seed == 3
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"coreset_ratio": 1.5}, r"coreset_ratio must be a number in \(0, 1\], got 1.5"),
+    ({"coreset_ratio": "0.1"}, r"coreset_ratio must be a number in \(0, 1\], got '0.1'"),
+    ({"num_neighbors": 0}, "num_neighbors must be a number >= 1, got 0"),
+    ({"projection_dim": -1}, "projection_dim must be a number >= 1, got -1"),
+])
+def test_patchcore_parameters_out_of_range_fail_before_any_backbone(params, message):
+    with pytest.raises(ValueError, match=message):
+        build(ModelConfig(scorer=params))

@@ -60,6 +60,21 @@ def test_a_defect_is_matched_with_a_train_good_patch_inside_its_image(setup, cap
     assert e.patches[0].match.path == first["patches"][0]["match"]["path"]
 
 
+def test_explaining_into_the_same_folder_keeps_earlier_entries(setup, capsys):
+    root, model_dir = setup
+    defects = sorted((root / "bottle" / "test" / "broken_large").iterdir())
+    out = root / "explained_twice"
+    assert main(["explain", str(model_dir), str(defects[0]), "--out", str(out), "--quiet"]) == 0
+    assert main(["explain", str(model_dir), str(defects[1]), str(defects[0]), "--out", str(out),
+                 "--quiet"]) == 0
+    doc = json.loads((out / "explanations.json").read_text())
+    assert sorted(d["path"] for d in doc) == sorted(str(p.resolve()) for p in defects[:2])
+    (out / "explanations.json").write_text('{"not": "ours"}')
+    assert main(["explain", str(model_dir), str(defects[2]), "--out", str(out), "--quiet"]) == 1
+    assert "not an explanations file of this tool" in capsys.readouterr().err
+    assert (out / "explanations.json").read_text() == '{"not": "ours"}'
+
+
 def test_screen_explain_strips_in_the_report(setup):
     root, model_dir = setup
     out = root / "screened"

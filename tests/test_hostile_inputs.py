@@ -318,6 +318,11 @@ def test_damaged_images_read_or_fail_cleanly(tmp_path, fmt):
      "--calibration-fraction"),
     (["fit", "--train", "t", "--out", "m", "--seed", "-1"], "--seed"),
     (["fit", "--out", "m"], "--train"),
+    (["fit", "--train", "t", "--out", "m", "--layers", "a,b"], "--layers"),
+    (["bench-backbone", "--rounds", "0"], "--rounds"),
+    (["bench-backbone", "--image-size", "-1"], "--image-size"),
+    (["bench-backbone", "--batch-size", "0"], "--batch-size"),
+    (["demo", "--data-size", "8"], "--data-size"),
 ])
 def test_bad_arguments_fail_with_one_line(args, option, capsys):
     with pytest.raises(SystemExit) as info:
@@ -622,6 +627,49 @@ def test_load_refuses_model_json_that_is_not_a_model(tmp_path):
         load_model(tmp_path)
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["calibration"].update(threshold="high"), "calibration: threshold: expected a number, got 'high'"),
+    (lambda d: d.update(backbone=None), "backbone: expected a mapping, got None"),
+    (lambda d: d.update(config="foo"), "config: expected a mapping, got 'foo'"),
+    (lambda d: d["config"]["features"].update(image_size=-5), "image_size: must be at least 32, got -5"),
+])
+def test_hand_edited_model_json_is_one_line_naming_the_field(tiny, tmp_path, edit, message, capsys):
+    """A model whose checksums were removed (so nothing flags the edit) and whose model.json was
+    changed by hand: refused at load in one line naming the file and the field."""
+    _, _, model_dir = tiny
+    m = _copy_model(model_dir, tmp_path / "m")
+    (m / CHECKSUMS_JSON).unlink()
+    doc = json.loads((m / "model.json").read_text())
+    edit(doc)
+    (m / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFormatError) as info:
+        load_model(m)
+    assert str(m / "model.json") in str(info.value) and message in str(info.value)
+    assert main(["screen", str(m), str(tmp_path / "x.png"), "--out", str(tmp_path / "o"), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and message in err
+
+
+def test_out_that_is_a_file_is_an_argument_error(tmp_path, capsys):
+    (tmp_path / "file.txt").write_text("mine")
+    for args in (["fit", "--train", "t"], ["screen", "M", "x.png"], ["explain", "M", "x.png"], ["demo"]):
+        with pytest.raises(SystemExit) as info:
+            main([*args, "--out", str(tmp_path / "file.txt")])
+        assert info.value.code == 2
+        err = capsys.readouterr().err
+        assert "--out" in err and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "file.txt").read_text() == "mine"
+
+
+def test_config_that_is_not_utf8_names_the_file(tmp_path):
+    from anomaly_inspect.config import ConfigError, load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_bytes(b"seed: 1\n# \xff\xfe\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: not UTF-8 text"):
+        load_config(path)
+
+
 # ---------------------------------------------------------------- peak memory (real decodes)
 
 
@@ -668,3 +716,64 @@ def test_peak_memory_of_huge_images_stays_bounded(tmp_path):
             assert "larger than the pixel budget" in result
         else:
             assert result == str(expect), (name, result)
+
+
+# ---------------------------------------------------------------- work already done is kept
+
+
+@pytest.mark.parametrize("command", ["fit", "screen", "explain"])
+def test_output_json_inside_out_is_refused_before_any_work(tmp_path, command, capsys):
+    """``--output-json`` inside the command's ``--out`` could replace a file the command writes
+    (a model's model.json, a screen's results.csv): refused in one line, nothing written."""
+    out = tmp_path / "out"
+    head = {"fit": ["fit", "--train", str(tmp_path / "t")],
+            "screen": ["screen", str(tmp_path / "m"), str(tmp_path / "x.png")],
+            "explain": ["explain", str(tmp_path / "m"), str(tmp_path / "x.png")]}[command]
+    target = "model.json" if command == "fit" else "results.csv"
+    assert main([*head, "--out", str(out), "--output-json", str(out / target)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "inside --out" in err and str(out / target) in err
+    assert not out.exists()
+
+
+def test_output_json_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("mine")
+    for target, reason in [(tmp_path / "folder", "is a folder"),
+                           (tmp_path / "file.txt" / "r.json", "is a file, not a folder")]:
+        assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path / "none"),
+                     "--output-json", str(target)]) == 1
+        err = capsys.readouterr().err
+        assert reason in err and "no such" not in err  # refused before the dataset is read
+    assert (tmp_path / "file.txt").read_text() == "mine" and not list(tmp_path.glob("*.tmp"))
+
+
+def test_results_folder_inside_the_input_is_not_screened(tiny, tmp_path):
+    """A second run into a results folder that lies inside the screened folder must not screen
+    its own overlays and thumbnails; a file named explicitly is still screened."""
+    _, model, _ = tiny
+    for i in range(3):
+        write_image(tmp_path / "in" / f"{i}.png", rgb_image(40, seed=i))
+    out = tmp_path / "in" / "results"
+    for _ in range(2):
+        s = screen(model, [tmp_path / "in"], out, progress=False, report=True, overlays="all")
+        assert s.n_inputs == 3
+    assert len(list(out.rglob("*.jpg"))) >= 3  # the outputs were there to be picked up
+    own = next(out.rglob("*.jpg"))
+    assert expand_inputs([tmp_path / "in", own], exclude=[out]) == sorted(
+        (tmp_path / "in").glob("*.png")) + [own.resolve()]
+
+
+def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys):
+    from anomaly_inspect.data.folder import load_folders
+    from anomaly_inspect.data.layout import DatasetLayoutError
+
+    for i in range(2):
+        write_image(tmp_path / "train" / f"{i}.png", rgb_image(40, seed=i))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetLayoutError, match=r"empty: no images in this folder"):
+        load_folders([tmp_path / "train"], [tmp_path / "empty"], [tmp_path / "train"])
+    assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path / "train"),
+                 "--test-normal-dir", str(tmp_path / "train"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "the test split needs normal and anomalous images" in err and "2 normal and 0 anomalous" in err

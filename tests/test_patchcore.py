@@ -304,7 +304,9 @@ def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch
 
     monkeypatch.setattr(ev, "build", stop)
     with pytest.raises(RuntimeError, match="stop"):
-        ev.evaluate(SimpleNamespace(has_masks=has_masks, train=[], test=[]), ModelConfig(), progress=False)
+        test = [SimpleNamespace(label=0), SimpleNamespace(label=1)]
+        ev.evaluate(SimpleNamespace(name="fake", has_masks=has_masks, train=[], test=test),
+                    ModelConfig(), progress=False)
     assert seen == {"patch_maps": has_masks}
     assert build(ModelConfig(), progress=False, patch_maps=has_masks)[2].patch_maps is has_masks
 

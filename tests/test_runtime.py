@@ -374,3 +374,12 @@ def test_int8_model_is_calibrated_on_its_training_images_and_saved_with_both_gra
     assert again.extractor.backbone.runs_on == "onnxruntime int8"
     a, b = model.score([tmp_path / "train"]), again.score([tmp_path / "train"])
     assert [s.score for s in a] == pytest.approx([s.score for s in b], rel=1e-5)
+
+
+def test_bench_backbone_refuses_a_pair_that_does_not_exist():
+    from anomaly_inspect.commands.bench_backbone import selected_variants
+
+    with pytest.raises(ValueError, match=r"--runtime onnxruntime --precision bf16: no such pair"):
+        selected_variants(["onnxruntime"], ["bf16"])
+    assert selected_variants(["torch"], None) == [("torch", "f32")]
+    assert selected_variants(["onnxruntime"], ["f32"]) == [("torch", "f32"), ("onnxruntime", "f32")]

@@ -270,3 +270,10 @@ def test_stretch_twins_and_ensemble_members_skip_twins():
     borda = np.array([5.0, 4.0, 5.0, 4.0, 1.0])
     assert ensemble_members(scores, borda, 3) == [0, 1, 4]  # 2 repeats 0, 3 repeats 1
     assert ensemble_members(scores, borda, 1) == [0]
+
+
+def test_unknown_candidate_backbone_is_named():
+    from anomaly_inspect.tuning.candidates import stage_strides
+
+    with pytest.raises(ValueError, match=r"backbone 'lite9': not a timm model name"):
+        stage_strides.__wrapped__("lite9")

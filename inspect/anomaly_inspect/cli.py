@@ -76,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
     try:
+        from .commands.common import check_output_json
+
+        check_output_json(getattr(args, "output_json", None), getattr(args, "out", None))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -6,7 +6,9 @@ given as a file path or by name: ``patchcore``, ``ood/isic_all``.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,8 +20,60 @@ if TYPE_CHECKING:
     from .features.patch_embed import PatchEmbedding
 
 
+MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
+
+
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used."""
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (the few kinds a config uses)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):  # a bool is no number here; an int is a float
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_is_a(v, typing.get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_field_types(obj: Any, section: str) -> None:
+    """Each field of the dataclass ``obj`` against its annotation, so that a YAML value of the
+    wrong kind ("32" for 32, ``seed: abc``) is one line naming the key, not a traceback later."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(hints[f.name]):
+            continue
+        if not _is_a(value, hints[f.name]):
+            raise ConfigError(f"{section}{f.name}: expected {_describe(hints[f.name])}, got {value!r}")
+
+
+def _at_least(section: str, name: str, value: int | None, low: int) -> None:
+    if value is not None and value < low:
+        raise ConfigError(f"{section}{name}: must be at least {low}, got {value}")
 
 
 @dataclass
@@ -35,6 +89,7 @@ class BackboneConfig:
     precision: str = DEFAULT_PRECISION
 
     def __post_init__(self):
+        check_field_types(self, "backbone: ")
         try:
             check_runtime(self.runtime, self.precision)
         except ValueError as exc:
@@ -57,6 +112,13 @@ class FeatureConfig:
     equal_stage_weights: bool = True
 
     def __post_init__(self):
+        check_field_types(self, "features: ")
+        _at_least("features: ", "image_size", self.image_size, MIN_IMAGE_SIZE)
+        for name in ("crop_size", "batch_size", "aggregate", "embed_dim"):
+            _at_least("features: ", name, getattr(self, name), 1)
+        if self.crop_size is not None and self.crop_size > self.image_size:
+            raise ConfigError(f"features: crop_size ({self.crop_size}) must not exceed "
+                              f"image_size ({self.image_size})")
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"features: resize must be one of {RESIZE_MODES}, got {self.resize!r}")
 
@@ -80,11 +142,17 @@ class ModelConfig:
     scorer: dict[str, Any] = field(default_factory=dict)
     seed: int = 0
 
+    def __post_init__(self):
+        check_field_types(self, "")
+        _at_least("", "seed", self.seed, 0)
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
+        if not isinstance(data, dict | None):
+            raise ConfigError(f"{source}: expected a mapping, got {data!r}")
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -105,7 +173,10 @@ class ModelConfig:
             ft = FeatureConfig(**(data.pop("features", None) or {}))
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
-        return cls(backbone=bb, features=ft, **data)
+        try:
+            return cls(backbone=bb, features=ft, **data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -136,9 +207,11 @@ def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
     """
     path = resolve_config(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..choices import PRECISIONS, RUNTIMES
 from ..config import BackboneConfig, FeatureConfig
-from .common import print_table, write_json
+from .common import image_size, int_list, positive_int, print_table, write_json
 
 VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "f32"),
             ("openvino", "bf16")]
@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-backbone", help="measure backbone-only images/s per runtime",
                        description=__doc__)
     p.add_argument("--backbone", default=BackboneConfig.name)
-    p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
+    p.add_argument("--layers", type=int_list,
+                   help="comma-separated timm feature indices (default: stride 8 and 16)")
     p.add_argument("--weights", help="checkpoint FILE or 'random'")
     p.add_argument("--runtime", choices=RUNTIMES, action="append",
                    help="measure this runtime (repeatable; default: every installed one); "
@@ -35,10 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "int8 onnxruntime only, calibrated here on the benchmark batch)")
     p.add_argument("--pooled", action="store_true",
                    help="run the full network for the pooled embedding too (norm / classifier scorers)")
-    p.add_argument("--image-size", type=int, default=FeatureConfig.image_size,
+    p.add_argument("--image-size", type=image_size, default=FeatureConfig.image_size,
                    help=f"input side in pixels (default {FeatureConfig.image_size}, as evaluate)")
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=5,
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--rounds", type=positive_int, default=5,
                    help="interleaved rounds, one batch per runtime each (after a warm-up); best kept")
     p.add_argument("--output-json", type=Path)
     p.add_argument("--quiet", action="store_true")
@@ -46,13 +47,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def selected_variants(runtimes: list[str] | None, precisions: list[str] | None) -> list[tuple[str, str]]:
-    """torch f32 first, then the installed (runtime, precision) pairs the filters keep."""
+    """torch f32 first, then the installed (runtime, precision) pairs the filters keep; filters
+    that keep no pair at all are an error (e.g. onnxruntime with bf16)."""
+    import logging
+
     from ..features.runtime import runtime_available
 
-    keep = [v for v in VARIANTS[1:]
-            if (not runtimes or v[0] in runtimes) and (not precisions or v[1] in precisions)
-            and runtime_available(v[0])]
-    return [VARIANTS[0], *keep]
+    asked = [v for v in VARIANTS
+             if (not runtimes or v[0] in runtimes) and (not precisions or v[1] in precisions)]
+    if not asked:
+        raise ValueError(f"--runtime {' '.join(runtimes or ['(any)'])} --precision "
+                         f"{' '.join(precisions or ['(any)'])}: no such pair; pairs: "
+                         f"{', '.join(' '.join(v) for v in VARIANTS)}")
+    for v in asked:
+        if not runtime_available(v[0]):
+            logging.getLogger(__name__).warning("%s is not installed: %s %s not measured", v[0], *v)
+    return [VARIANTS[0], *(v for v in asked if v != VARIANTS[0] and runtime_available(v[0]))]
 
 
 def _max_rel_diff(out, ref) -> float:
@@ -65,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     from ..features.backbone import Backbone
     from ..resources import peak_rss_mb
 
-    layers = [int(v) for v in args.layers.split(",")] if args.layers else None
+    layers = args.layers or None
     variants = selected_variants(args.runtime, args.precision)
     backbones = {v: Backbone(args.backbone, layers, args.weights, runtime=v[0], precision=v[1])
                  for v in variants}

@@ -7,10 +7,8 @@ import json
 from pathlib import Path
 
 from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
-from ..config import BackboneConfig, ModelConfig, load_config
+from ..config import MIN_IMAGE_SIZE, BackboneConfig, ModelConfig, load_config
 from ..data.image_io import DEFAULT_MAX_PIXELS
-
-MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
 
 
 def _int(text: str, what: str) -> int:
@@ -26,6 +24,22 @@ def positive_int(text: str) -> int:
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return v
+
+
+def out_dir(text: str) -> Path:
+    """argparse type: a folder to write into (it may not exist yet, but must not be a file)."""
+    path = Path(text)
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return path
+
+
+def int_list(text: str) -> list[int]:
+    """argparse type: comma-separated integers, e.g. ``2,3``."""
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be comma-separated integers (e.g. 2,3), got {text!r}") from None
 
 
 def non_negative_int(text: str) -> int:
@@ -80,7 +94,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", help="scorer name, e.g. patchcore")
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
-    p.add_argument("--layers", help="comma-separated timm feature indices (default: stride 8 and 16)")
+    p.add_argument("--layers", type=int_list,
+                   help="comma-separated timm feature indices (default: stride 8 and 16)")
     add_runtime_args(p)
     p.add_argument("--image-size", type=image_size, help="input side length in pixels (default 320)")
     p.add_argument("--resize", choices=RESIZE_MODES,
@@ -140,7 +155,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     if args.weights:
         cfg.backbone.weights = args.weights
     if args.layers:
-        cfg.backbone.layers = [int(v) for v in args.layers.split(",")]
+        cfg.backbone.layers = list(args.layers)
     if args.runtime or args.precision:
         cfg.backbone = BackboneConfig(
             **{**cfg.backbone.__dict__, "runtime": args.runtime or cfg.backbone.runtime,
@@ -156,13 +171,38 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     return cfg
 
 
+def check_output_json(path: Path | None, managed: Path | None = None) -> None:
+    """Refuse, before any work, an ``--output-json`` that could not be written at the end or
+    would replace what the command writes: a folder, a path below a file, or a path inside
+    ``managed`` (the command's ``--out`` folder: a model's ``model.json``, a screen's
+    ``results.csv``)."""
+    if path is None:
+        return
+    if path.is_dir():
+        raise IsADirectoryError(f"--output-json {path}: is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"--output-json {path}: {parent} is a file, not a folder")
+            break
+    if managed is not None:
+        out, target = managed.resolve(), path.resolve()
+        if target == out or out in target.parents:
+            raise ValueError(f"--output-json {path}: inside --out {managed}, whose files this "
+                             f"command writes; give a path outside it")
+
+
 def write_json(path: Path | None, data: dict) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(data, indent=2))
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:

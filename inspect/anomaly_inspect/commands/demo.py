@@ -14,23 +14,39 @@ import tempfile
 from pathlib import Path
 
 from ..data.synthetic import DEFECTS, TEXTURES
-from .common import add_model_args, add_output_args, model_config_from_args, write_json
+from .common import (
+    add_model_args,
+    add_output_args,
+    model_config_from_args,
+    out_dir,
+    positive_int,
+    write_json,
+)
 from .evaluate import print_result
 
 log = logging.getLogger(__name__)
 
 
+def data_size(text: str) -> int:
+    """argparse type: a generated image side, at least 64 pixels (the textures' scale)."""
+    v = positive_int(text)
+    if v < 64:
+        raise argparse.ArgumentTypeError(f"must be at least 64 pixels, got {text!r}")
+    return v
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the main job on a generated synthetic dataset", description=__doc__)
-    p.add_argument("--out", type=Path, help="write the dataset here (kept); default: a temporary folder")
+    p.add_argument("--out", type=out_dir, help="write the dataset here (kept); default: a temporary folder")
     p.add_argument("--keep", action="store_true", help="keep the temporary dataset folder and print its path")
     p.add_argument("--texture", choices=TEXTURES, default="fabric")
     p.add_argument("--defects", default=",".join(DEFECTS),
                    help=f"comma-separated defect types (default {','.join(DEFECTS)})")
-    p.add_argument("--n-train", type=int, default=40, help="normal training images (default 40)")
-    p.add_argument("--n-test-good", type=int, default=12, help="normal test images (default 12)")
-    p.add_argument("--n-test-per-defect", type=int, default=5, help="test images per defect (default 5)")
-    p.add_argument("--data-size", type=int, default=256, help="generated image side in pixels (default 256)")
+    p.add_argument("--n-train", type=positive_int, default=40, help="normal training images (default 40)")
+    p.add_argument("--n-test-good", type=positive_int, default=12, help="normal test images (default 12)")
+    p.add_argument("--n-test-per-defect", type=positive_int, default=5, help="test images per defect (default 5)")
+    p.add_argument("--data-size", type=data_size, default=256,
+                   help="generated image side in pixels (default 256, at least 64)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a dataset this command generated earlier under --out")
     add_model_args(p)

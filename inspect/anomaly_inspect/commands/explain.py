@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common import add_max_pixels_arg, add_output_args, positive_int, print_table, write_json
+from .common import (
+    add_max_pixels_arg,
+    add_output_args,
+    out_dir,
+    positive_int,
+    print_table,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        "per image in --out, details in --out/explanations.json).")
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
     p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
-    p.add_argument("--out", type=Path, required=True, metavar="DIR", help="where strips are written")
+    p.add_argument("--out", type=out_dir, required=True, metavar="DIR", help="where strips are written")
     p.add_argument("--top", type=positive_int, default=3,
                    help="non-overlapping suspicious patches per image (default 3)")
     add_max_pixels_arg(p)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .common import (
     add_engine_args,
@@ -13,6 +12,7 @@ from .common import (
     engine_from_args,
     fraction,
     model_config_from_args,
+    out_dir,
     print_table,
     write_json,
 )
@@ -24,7 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--train", action="append", required=True, metavar="DIR",
                    help="normal training images: folder (searched recursively), file or glob; repeatable")
-    p.add_argument("--out", type=Path, required=True, metavar="MODEL_DIR", help="model directory to write")
+    p.add_argument("--out", type=out_dir, required=True, metavar="MODEL_DIR", help="model directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--calibration", action="append", metavar="DIR",
                    help="normal images that set the threshold (default: hold out part of --train)")

@@ -10,6 +10,7 @@ from .common import (
     add_max_pixels_arg,
     add_output_args,
     engine_from_args,
+    out_dir,
     positive_int,
     print_table,
     write_json,
@@ -21,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
-    p.add_argument("--out", type=Path, required=True, metavar="RESULTS_DIR", help="results folder")
+    p.add_argument("--out", type=out_dir, required=True, metavar="RESULTS_DIR", help="results folder")
     p.add_argument("--rescore", action="store_true",
                    help="score every image again instead of skipping those already in results.csv")
     p.add_argument("--labels", metavar="CSV|mvtec|none",

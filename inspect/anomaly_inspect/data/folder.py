@@ -17,18 +17,25 @@ def load_folders(
     mask_dir: Path | str | None = None,
     name: str = "folder",
 ) -> AnomalyDataset:
-    """Build a dataset from plain folders; masks (optional) pair by file stem."""
-    train = [Sample(p, 0, "train", "good") for d in train_dirs for p in list_images(d)]
+    """Build a dataset from plain folders; masks (optional) pair by file stem. A named folder
+    without images is refused (a mistyped path must not pass as an empty split)."""
+    def images(d: Path | str) -> list[Path]:
+        found = list_images(d)
+        if not found:
+            raise DatasetLayoutError(f"{d}: no images in this folder")
+        return found
+
+    train = [Sample(p, 0, "train", "good") for d in train_dirs for p in images(d)]
     if not train:
         raise DatasetLayoutError(f"no training images in {', '.join(map(str, train_dirs))}")
-    test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in list_images(d)]
+    test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]
     masks = {}
     if mask_dir is not None:
         for m in list_images(mask_dir):
             masks[m.stem.removesuffix("_mask")] = m
     missing = []
     for d in test_anomalous_dirs:
-        for p in list_images(d):
+        for p in images(d):
             mask = masks.get(p.stem) if masks else None
             if masks and mask is None:
                 missing.append(str(p))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .image_io import is_image_file, looks_like_image
@@ -152,18 +152,25 @@ def _glob(pattern: str) -> list[Path]:
     return sorted(out)
 
 
-def expand_inputs(inputs: list[str | Path], recursive: bool = True) -> list[Path]:
+def expand_inputs(inputs: list[str | Path], recursive: bool = True,
+                  exclude: Sequence[str | Path] = ()) -> list[Path]:
     """Resolve a mix of files, folders and glob patterns into canonical image paths, each once.
 
     Explicitly named files are kept even if their extension is unusual (and
     dangling links named on the command line too), so that a bad file becomes
-    a per-image error instead of vanishing or stopping the run.
+    a per-image error instead of vanishing or stopping the run. Files that a
+    folder or glob brings in from under an ``exclude`` folder (a command's own
+    output, e.g. ``screen``'s overlays when its results folder lies inside the
+    input) are left out.
     """
     out: list[Path] = []
     seen: set[Path] = set()
+    skip = [canonical_path(Path(e)) for e in exclude]
 
-    def add(p: Path) -> None:
+    def add(p: Path, found: bool = True) -> None:
         c = canonical_path(p)
+        if found and any(c == e or e in c.parents for e in skip):
+            return
         if c not in seen:
             seen.add(c)
             out.append(c)
@@ -174,7 +181,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True) -> list[Path
             for f in list_images(p, recursive=recursive):
                 add(f)
         elif os.path.lexists(p):
-            add(p)
+            add(p, found=False)
         elif any(ch in str(item) for ch in "*?["):
             matches = _glob(str(item))
             if not matches:

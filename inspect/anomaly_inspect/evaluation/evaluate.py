@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..config import ModelConfig
+from ..data.layout import DatasetLayoutError
 from ..data.mvtec import AnomalyDataset
 from ..pipeline import Engine, Runner, build
 from ..progress import Progress
@@ -69,6 +70,11 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
+    n_anomalous = sum(s.label == 1 for s in dataset.test)
+    if not n_anomalous or n_anomalous == len(dataset.test):  # refused before any fitting
+        raise DatasetLayoutError(f"{dataset.name}: the test split needs normal and anomalous images "
+                                 f"for an AUROC; it has {len(dataset.test) - n_anomalous} normal and "
+                                 f"{n_anomalous} anomalous")
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
     backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks)
     remote = engine is not None and not engine.in_process

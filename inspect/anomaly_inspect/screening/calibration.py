@@ -70,9 +70,13 @@ class Calibration:
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibration:
+        from ..config import check_field_types
+
         d = dict(d)
         d["fpr_interval"] = tuple(d["fpr_interval"])
-        return cls(**d)
+        cal = cls(**d)
+        check_field_types(cal, "calibration: ")  # a hand-edited value fails here, not mid-run
+        return cal
 
 
 def conformal_p_values(calibration: np.ndarray, scores: np.ndarray | Sequence[float]) -> np.ndarray:

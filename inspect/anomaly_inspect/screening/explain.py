@@ -423,17 +423,22 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                    progress: bool = False) -> list[tuple[str, Explanation | str]]:
     """Explain every image of ``inputs`` (files / folders / globs) into ``out_dir``: a strip
     per image (``<name>.jpg``, named as ``screen --explain`` names them) and all explanations
-    in ``explanations.json``. Returns (path, :class:`Explanation` or error text) per image."""
+    in ``explanations.json``, which keeps the entries of earlier runs into the same folder (an
+    image explained again replaces its entry). Returns (path, :class:`Explanation` or error
+    text) per image."""
+    import json
+
     from ..data.layout import display_path, expand_inputs
     from ..progress import Progress
     from .overlays import write_rgb
     from .runner import explain_relpath
 
     check_explainable(model)
-    paths = expand_inputs(list(inputs))
+    out_dir = Path(out_dir)
+    paths = expand_inputs(list(inputs), exclude=[out_dir])
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
-    out_dir = Path(out_dir)
+    earlier = _earlier_explanations(out_dir / "explanations.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     train = TrainingImages(model)
     results: list[tuple[str, Explanation | str]] = []
@@ -445,8 +450,27 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                           render_strip(model, e, image, train))
     doc = [{"path": p, "error": e} if isinstance(e, str) else
            {**e.to_dict(), "path": p, "strip": Path(explain_relpath(p)).name} for p, e in results]
+    now = {d["path"] for d in doc}
+    doc = [d for d in earlier if d["path"] not in now] + doc
+    tmp = out_dir / "explanations.json.tmp"
+    tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
+    tmp.replace(out_dir / "explanations.json")
+    return results
+
+
+def _earlier_explanations(path: Path) -> list[dict]:
+    """The entries an earlier run wrote to ``path`` (none if it does not exist); anything else
+    there is refused before any work, so that no file of another kind is replaced."""
     import json
 
-    (out_dir / "explanations.json").write_text(json.dumps(doc, indent=1, default=str),
-                                               encoding="utf-8")
-    return results
+    if not path.exists():
+        return []
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: not an explanations file of this tool ({exc}); give another "
+                         f"--out folder or remove it") from None
+    if not isinstance(doc, list) or not all(isinstance(d, dict) and "path" in d for d in doc):
+        raise ValueError(f"{path}: not an explanations file of this tool (a list of entries "
+                         f"with a path); give another --out folder or remove it")
+    return doc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..config import ConfigError, ModelConfig
 from ..core import Features
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
@@ -336,7 +336,9 @@ def load_model(directory: Path | str, progress: bool = False, batch_size: int | 
         config["features"] = {"resize": "stretch", **(config.get("features") or {})}
         cfg = ModelConfig.from_dict(config, f"{directory}/model.json config")
         calibration = Calibration.from_dict(info.calibration)
-    except (KeyError, TypeError, AttributeError, IndexError) as exc:
+    except ConfigError as exc:
+        raise ModelFormatError(f"{directory}/{MODEL_JSON}: {exc}") from None
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         raise ModelFormatError(f"{directory}/{MODEL_JSON}: damaged model description "
                                f"({type(exc).__name__}: {exc})") from None
     backbone = build_backbone(cfg, cache_dir=directory / BACKBONE_DIR)  # exports saved with it

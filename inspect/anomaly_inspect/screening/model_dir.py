@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
+from ..config import ConfigError, check_field_types
 
 log = logging.getLogger(__name__)
 
@@ -108,13 +109,20 @@ class ModelInfo:
     @classmethod
     def from_dict(cls, d: dict[str, Any], source: str) -> ModelInfo:
         try:
-            return cls(**{k: d[k] for k in (
+            info = cls(**{k: d[k] for k in (
                 "config", "backbone", "calibration", "train_images", "calibration_images",
                 "skipped_images", "display", "created", "format_version", "toolkit_version",
                 "libraries")}, train_image_sha256=list(d.get("train_image_sha256") or []),
                        tuning=d.get("tuning"))
         except KeyError as exc:
             raise ModelFormatError(f"{source}: missing field {exc} in {MODEL_JSON}") from None
+        except TypeError as exc:
+            raise ModelFormatError(f"{source}: {MODEL_JSON} is not a model description ({exc})") from None
+        try:
+            check_field_types(info, "")
+        except ConfigError as exc:
+            raise ModelFormatError(f"{source}: {MODEL_JSON}: {exc}") from None
+        return info
 
 
 def file_sha256(path: Path) -> str:

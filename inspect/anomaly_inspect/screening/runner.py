@@ -171,7 +171,7 @@ def screen(
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    paths = [os.path.abspath(p) for p in expand_inputs(list(inputs))]
+    paths = [os.path.abspath(p) for p in expand_inputs(list(inputs), exclude=[out_dir])]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)

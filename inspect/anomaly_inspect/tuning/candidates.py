@@ -36,6 +36,9 @@ def stage_strides(backbone: str) -> tuple[int, ...]:
         return tuple(int(f["reduction"]) for f in info)
     import timm
 
+    if not timm.is_model(backbone):
+        raise ValueError(f"backbone {backbone!r}: not a timm model name (candidates name "
+                         f"{', '.join(BACKBONES)} or a timm model, e.g. tf_efficientnet_lite0)")
     model = timm.create_model(backbone, pretrained=False, features_only=True)
     return tuple(int(r) for r in model.feature_info.reduction())
 

@@ -447,25 +447,22 @@ class TwoRoundCoreset:
     def _round_one(self, rows: np.ndarray, progress: Progress | None) -> None:
         """Greedy in random chunks of one window of rows; keep ``keep_ratio`` of each chunk.
 
-        The chunks are projected on ``torch.get_num_threads()`` threads (one single-threaded
-        product each: numpy releases the GIL), then each chunk's greedy runs on that many BLAS
-        threads: each step's product splits the chunk's rows between the cores, so each core
-        keeps its half (1 MiB of a 4096 x 128 chunk) in its own cache across steps, where one
-        chunk per core streamed 2 MiB a step from further out (round 1 of 334k rows: 1.26 ->
-        1.03 s; docs/runtime.md). A row's product
-        is computed whole by one thread, so the picks do not depend on the thread count; the
-        random draws are made up front."""
+        The chunks are independent, so they run on ``torch.get_num_threads()`` threads, one
+        single-threaded greedy each (numpy releases the GIL in its loops); the random draws
+        are made up front, so the result does not depend on the thread count."""
         n = len(rows)
         parts = np.array_split(self._rng.permutation(n), math.ceil(n / self.chunk_size))
         starts = [int(self._rng.integers(len(idx))) for idx in parts]
         self._proj_for(rows)
-        threads = max(1, torch.get_num_threads())
-        with threadpool_limits(1), ThreadPoolExecutor(min(threads, len(parts))) as pool:
-            projected = list(pool.map(lambda idx: self._project(rows[idx]), parts))
-        with threadpool_limits(threads):
-            for idx, x, start in zip(parts, projected, starts, strict=True):
-                k = min(len(idx), math.ceil(self.keep_ratio * len(idx)))
-                sel = np.arange(k) if k == len(idx) else _greedy_loop(x, k, start, None)
+
+        def pick(idx: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
+            x = self._project(rows[idx])  # chunk by chunk: no (N, dim) copy of the window
+            k = min(len(idx), math.ceil(self.keep_ratio * len(idx)))
+            return x, np.arange(k) if k == len(idx) else _greedy_loop(x, k, start, None)
+
+        threads = max(1, min(torch.get_num_threads(), len(parts)))
+        with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:
+            for idx, (x, sel) in zip(parts, pool.map(pick, parts, starts), strict=True):
                 self._keep_chunk(idx[sel], rows[idx[sel]], x[sel])
                 if progress is not None:
                     progress.update(len(idx))

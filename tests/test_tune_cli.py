@@ -63,6 +63,37 @@ def test_evaluate_auto_with_ensemble(demo, tmp_path):
     assert ens["member_image_auroc"][result["tuning"]["chosen"]] == pytest.approx(result["image_auroc"], abs=1e-6)
 
 
+def test_fit_auto_skips_unreadable_training_images_as_fit_does(demo, tmp_path, capsys, caplog):
+    # tune used to stop at the first unreadable image where fit skips it; now both skip, and
+    # tuning on the folder equals tuning on its readable images alone (the same fold plan)
+    import shutil
+
+    good, mixed = demo / "train" / "good", tmp_path / "mixed"
+    shutil.copytree(good, mixed)
+    (mixed / "000_broken.png").write_text("not an image")
+    png = next(iter(sorted(good.glob("*.png")))).read_bytes()
+    (mixed / "zzz_truncated.png").write_bytes(png[: len(png) // 2])
+    runs = {}
+    for name, folder in (("clean", good), ("mixed", mixed)):
+        out = tmp_path / f"model_{name}"
+        assert main(["fit", "--auto", "--train", str(folder), "--out", str(out),
+                     "--tune-cache", str(tmp_path / "cache"), *TINY]) == 0
+        runs[name] = json.loads((out / "model.json").read_text())
+    printed = capsys.readouterr()
+    tuning = runs["mixed"]["tuning"]
+    assert sorted(s["path"].rsplit("/", 1)[-1] for s in tuning["skipped_images"]) == [
+        "000_broken.png", "zzz_truncated.png"]
+    assert all(s["error"] for s in tuning["skipped_images"])
+    assert len(runs["mixed"]["skipped_images"]) == 2  # and fit skipped them too
+    assert tuning["n_images"] == runs["clean"]["tuning"]["n_images"] == 12
+    assert runs["clean"]["tuning"]["skipped_images"] == []
+    clean = {c["name"]: c["fold_auroc"] for c in runs["clean"]["tuning"]["candidates"]}
+    assert {c["name"]: c["fold_auroc"] for c in tuning["candidates"]} == clean
+    assert "2 unreadable images skipped" in printed.out
+    assert any(r.name == "anomaly_inspect.tuning.tune" and "000_broken.png" in r.getMessage()
+               for r in caplog.records)
+
+
 def test_tune_without_images_is_one_line(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     rc = main(["tune", "--train", str(tmp_path / "empty"), "--quiet"])

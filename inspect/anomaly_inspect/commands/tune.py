@@ -59,8 +59,9 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
     result = tune(train_paths, cfg, settings_from_args(args), cands,
                   cache_dir=args.tune_cache or DEFAULT_CACHE, progress=not args.quiet)
     d = result.decision
+    skipped = f", {len(result.skipped)} unreadable images skipped" if result.skipped else ""
     print(f"tune: chose {result.chosen.name} ({d.reason}; {len(result.candidates)} candidates, "
-          f"{result.seconds:.0f} s)")
+          f"{result.seconds:.0f} s{skipped})")
     return result
 
 

@@ -27,11 +27,13 @@ from .stage_cache import stage_maps
 from .tune import DEFAULT_CACHE, TuningResult, _scorer, normal_calibrations
 
 
-def test_scores(dataset: AnomalyDataset, cands: Sequence[Candidate], base: ModelConfig,
-                cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True) -> dict[str, np.ndarray]:
-    """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``."""
+def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[Candidate],
+                base: ModelConfig, cache_dir: Path | str = DEFAULT_CACHE,
+                progress: bool = True) -> dict[str, np.ndarray]:
+    """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``
+    that tuning could read."""
     cache_dir = Path(cache_dir)
-    train = sorted(s.path for s in dataset.train)
+    train = sorted(result.readable([s.path for s in dataset.train]))
     test = [s.path for s in dataset.test]
     groups: dict[tuple, list[Candidate]] = defaultdict(list)
     for c in cands:
@@ -65,7 +67,7 @@ def ensemble_test_auroc(dataset: AnomalyDataset, result: TuningResult, base: Mod
     normal training scores at the deployed scorer settings, then averaged."""
     labels = np.array([s.label for s in dataset.test])
     cands = [result.candidates[i].candidate for i in result.ensemble]
-    cals = normal_calibrations([s.path for s in dataset.train], base, cands, result.settings,
+    cals = normal_calibrations(result.readable([s.path for s in dataset.train]), base, cands, result.settings,
                                cache_dir, progress)
     fused = fuse([scores[c.name] for c in cands], cals)
     return float(auroc(labels, fused)), cals
@@ -77,7 +79,7 @@ def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelCon
     regret of the choice against the default and against the best candidate in hindsight."""
     t0 = time.perf_counter()
     cands = [c.candidate for c in result.candidates]
-    scores = test_scores(dataset, cands, base, cache_dir, progress)
+    scores = test_scores(dataset, result, cands, base, cache_dir, progress)
     labels = np.array([s.label for s in dataset.test])
     test = {name: float(auroc(labels, s)) for name, s in scores.items()}
     val_mean = [c.mean_auroc for c in result.candidates]
@@ -115,7 +117,7 @@ def evaluate_ensemble(dataset: AnomalyDataset, result: TuningResult, base: Model
     ensemble (each member fitted on all training images, standardised by held-out normal scores)."""
     t0 = time.perf_counter()
     cands = [result.candidates[i].candidate for i in result.ensemble]
-    scores = test_scores(dataset, cands, base, cache_dir, progress)
+    scores = test_scores(dataset, result, cands, base, cache_dir, progress)
     value, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress)
     labels = np.array([s.label for s in dataset.test])
     return {"members": [c.name for c in cands], "image_auroc": round(value, 6),

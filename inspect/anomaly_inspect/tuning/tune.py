@@ -29,6 +29,8 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..data.anomalies import AnomalyRecipe, write_anomalies
+from ..data.image_io import ImageReadError
+from ..data.layout import display_path
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..pipeline import build_backbone
@@ -122,6 +124,12 @@ class TuningResult:
     seconds: float
     base: dict
     scores: dict = field(default_factory=dict, repr=False)  # name -> fold -> (normal, anomalous)
+    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable: path, error
+
+    def readable(self, train_paths: Sequence[Path | str]) -> list[Path]:
+        """``train_paths`` without the images tuning skipped as unreadable."""
+        bad = {s["path"] for s in self.skipped}
+        return [Path(p) for p in train_paths if display_path(p) not in bad]
 
     @property
     def chosen(self) -> Candidate:
@@ -145,6 +153,7 @@ class TuningResult:
             "ensemble_judge_auroc": {k: round(v, 4) for k, v in self.ensemble_judge_auroc.items()},
             "settings": self.settings.to_dict(),
             "n_images": self.n_images,
+            "skipped_images": self.skipped,
             "seconds": round(self.seconds, 1),
             "candidates": [self.candidates[i].to_dict() for i in order],
         }
@@ -313,15 +322,11 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
     paths = sorted(Path(p) for p in train_paths)
-    if len(paths) < 2 * settings.n_folds:
-        raise ValueError(f"tune needs at least {2 * settings.n_folds} training images, got {len(paths)}")
     cands = list(candidates) if candidates is not None else candidate_grid(settings.grid, base)
     default = Candidate.of(base)
     if default not in cands:
         cands.insert(0, default)
-    chosen, folds, families = fold_plan(len(paths), settings)
-    paths = [paths[i] for i in chosen]
-    synthetic = synthetic_set(paths, folds, families, settings, cache_dir)
+    paths, (chosen, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir)
     square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
 
     def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:
@@ -378,7 +383,30 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     ens = ensemble_validation(members, raw, folds, families, names)
     return TuningResult(settings, scores, decision, members, ens, len(paths),
                         time.perf_counter() - t0, base.to_dict(),
-                        {c.name: r for c, r in zip(cands, raw, strict=True)})
+                        {c.name: r for c, r in zip(cands, raw, strict=True)}, skipped)
+
+
+def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path):
+    """The fold plan and synthetic set of the readable images among ``paths``: drawing the
+    synthetic set reads every planned image first, so an unreadable one is skipped with a
+    warning (as ``fit`` does) and the plan is drawn again without it, before any extraction.
+    Returns (planned paths, (chosen, folds, families), synthetic paths, skipped)."""
+    skipped: list[dict[str, str]] = []
+    while True:
+        if len(paths) < 2 * settings.n_folds:
+            more = f" readable ({len(skipped)} unreadable skipped)" if skipped else ""
+            raise ValueError(f"tune needs at least {2 * settings.n_folds} training images, "
+                             f"got {len(paths)}{more}")
+        plan = fold_plan(len(paths), settings)
+        planned = [paths[i] for i in plan[0]]
+        try:
+            return planned, plan, synthetic_set(planned, *plan[1:], settings, cache_dir), skipped
+        except ImageReadError as e:
+            if e.path not in planned:
+                raise
+            log.warning("skipping %s: %s", display_path(e.path), e.reason)
+            skipped.append({"path": display_path(e.path), "error": e.reason})
+            paths = [p for p in paths if p != e.path]
 
 
 def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,

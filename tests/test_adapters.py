@@ -185,6 +185,12 @@ def test_iter_batches_masks_and_all_bad_batch(tmp_path):
     (only_bad,) = iter_batches([bad], cfg, batch_size=4)
     assert only_bad.images.shape == (0, 3, 16, 16) and only_bad.indices == []
     assert only_bad.errors[0][0] == 0
+    # a broken mask is named as the mask, not as its (readable) image
+    empty_mask = tmp_path / "empty_mask.png"
+    empty_mask.write_bytes(b"")
+    (b,) = iter_batches([img], cfg, batch_size=1, mask_paths=[empty_mask], prefetch=False)
+    assert b.indices == [] and b.errors[0][0] == 0
+    assert b.errors[0][1].startswith(f"its mask {empty_mask}: ")
 
 
 def test_batch_stream_decodes_the_next_batch_only_when_asked(tmp_path, monkeypatch):

@@ -773,6 +773,10 @@ def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetLayoutError, match=r"empty: no images in this folder"):
         load_folders([tmp_path / "train"], [tmp_path / "empty"], [tmp_path / "train"])
+    # an empty --mask-dir is a mistake too, not a run without pixel metrics
+    with pytest.raises(DatasetLayoutError, match=r"empty: no images in this folder"):
+        load_folders([tmp_path / "train"], [tmp_path / "train"], [tmp_path / "train"],
+                     mask_dir=tmp_path / "empty")
     assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path / "train"),
                  "--test-normal-dir", str(tmp_path / "train"), "--quiet"]) == 1
     err = capsys.readouterr().err

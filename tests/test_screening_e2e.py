@@ -103,7 +103,7 @@ def test_python_api_matches_cli(setup):
         assert s.decision in ("normal", "anomalous")
 
 
-def test_resume_skips_scored_and_rescore_redoes(setup):
+def test_resume_skips_scored_and_rescore_redoes(setup, capsys):
     root, model = setup
     out = root / "resume"
     inputs = [root / "bottle" / "test" / "*" / "*.png"]  # a glob
@@ -129,6 +129,16 @@ def test_resume_skips_scored_and_rescore_redoes(setup):
     meta = json.loads((out / "screen.json").read_text())
     (out / "screen.json").write_text(json.dumps({**meta, "model_id": "other"}))
     assert main(["screen", str(model), str(inputs[0]), "--out", str(out), "--quiet"]) == 1
+    assert "written by a different model; pass --rescore" in capsys.readouterr().err
+    # a damaged or missing screen.json is said to be that, not another model; rows are kept
+    before = (out / "results.csv").read_text(encoding="utf-8")
+    (out / "screen.json").write_text('{"model_id": "cut off')
+    assert main(["screen", str(model), str(inputs[0]), "--out", str(out), "--quiet"]) == 1
+    assert "screen.json: damaged (" in capsys.readouterr().err
+    (out / "screen.json").unlink()
+    assert main(["screen", str(model), str(inputs[0]), "--out", str(out), "--quiet"]) == 1
+    assert "screen.json is missing beside it" in capsys.readouterr().err
+    assert (out / "results.csv").read_text(encoding="utf-8") == before
 
 
 def _write_broken_folder(folder, real_png):

@@ -128,8 +128,14 @@ def test_bad_checkpoint_files(tmp_path):
         Backbone("tf_efficientnet_lite0", weights=tmp_path / "absent.pth")
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsUnavailableError, match=str(junk)):
+    with pytest.raises(WeightsUnavailableError, match=f"{junk}: not a readable torch checkpoint"):
         Backbone("tf_efficientnet_lite0", weights=junk)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsUnavailableError, match=f"{damaged}: not a readable safetensors file"):
+        Backbone("tf_efficientnet_lite0", weights=damaged)
+    with pytest.raises(WeightsUnavailableError, match=f"{tmp_path}: is a folder"):
+        Backbone("tf_efficientnet_lite0", weights=tmp_path)
     # Weights of another architecture: refused, never silently partially loaded.
     with pytest.raises(WeightsUnavailableError, match="lite2"):
         Backbone("tf_efficientnet_lite0", weights=bundled_weights_path("tf_efficientnet_lite2"))

@@ -31,13 +31,13 @@ def load_folders(
     test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]
     masks = {}
     if mask_dir is not None:
-        for m in list_images(mask_dir):
+        for m in images(mask_dir):
             masks[m.stem.removesuffix("_mask")] = m
     missing = []
     for d in test_anomalous_dirs:
         for p in images(d):
-            mask = masks.get(p.stem) if masks else None
-            if masks and mask is None:
+            mask = masks.get(p.stem)
+            if mask_dir is not None and mask is None:
                 missing.append(str(p))
             test.append(Sample(p, 1, "test", Path(d).name, mask))
     if missing:

@@ -120,8 +120,9 @@ def _batch_loader(paths: Sequence[Path], cfg: TransformConfig, batch_size: int,
             try:
                 chw, mask, hw, box = _load_one(paths[i], mask_paths[i] if want_mask else None,
                                           transform, want_mask, cfg)
-            except ImageReadError as exc:
-                errors.append((i, exc.reason))
+            except ImageReadError as exc:  # the image's or its mask's
+                errors.append((i, exc.reason if exc.path == Path(paths[i])
+                               else f"its mask {exc.path}: {exc.reason}"))
                 continue
             except Exception as exc:  # any decoder/transform failure is per-image
                 errors.append((i, f"{type(exc).__name__}: {exc}"))

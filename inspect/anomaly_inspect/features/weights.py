@@ -57,17 +57,22 @@ def state_dict_checksum(model: nn.Module) -> str:
 
 
 def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    if path.is_dir():
+        raise WeightsUnavailableError(f"{path}: is a folder; give the weights file in it "
+                                      f"(.pth, .pt or .safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    kind = "safetensors file" if path.suffix == ".safetensors" else "torch checkpoint"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(path))
-    else:
-        try:
+            state = load_file(str(path))
+        else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise WeightsUnavailableError(f"{path}: cannot read checkpoint ({exc})") from exc
+    except Exception as exc:
+        raise WeightsUnavailableError(f"{path}: not a readable {kind} "
+                                      f"({type(exc).__name__}: {exc})") from exc
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

@@ -205,13 +205,17 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
 
     rows: list[dict[str, str]] = []
     if not rescore and csv_path.exists():
+        again = "pass --rescore (rescore=True) to start over or choose another out_dir"
+        if not run_path.is_file():
+            raise ValueError(f"{csv_path}: {RUN_JSON} is missing beside it, so the model that "
+                             f"wrote it is unknown; {again}")
         try:
-            meta = json.loads(run_path.read_text(encoding="utf-8")) if run_path.is_file() else {}
-        except (ValueError, UnicodeDecodeError):
-            meta = {}
+            meta = json.loads(run_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{run_path}: damaged ({exc}), so the model that wrote {csv_path.name} "
+                             f"is unknown; {again}") from exc
         if not isinstance(meta, dict) or meta.get("model_id") != ident:
-            raise ValueError(f"{csv_path}: was written by a different model; pass rescore=True to "
-                             f"start over or choose another out_dir")
+            raise ValueError(f"{csv_path}: was written by a different model; {again}")
         rows, bad = read_results(csv_path)
         n_read, n_err = len(rows), sum(1 for r in rows if r["error"])
         by_key = {row_key(r): r for r in rows if not r["error"]}  # the last row of a path wins

@@ -107,9 +107,18 @@ def test_values_of_the_right_kind_load():
 @pytest.mark.parametrize("params, message", [
     ({"coreset_ratio": 1.5}, r"coreset_ratio must be a number in \(0, 1\], got 1.5"),
     ({"coreset_ratio": "0.1"}, r"coreset_ratio must be a number in \(0, 1\], got '0.1'"),
-    ({"num_neighbors": 0}, "num_neighbors must be a number >= 1, got 0"),
-    ({"projection_dim": -1}, "projection_dim must be a number >= 1, got -1"),
+    ({"num_neighbors": 0}, "num_neighbors must be a whole number >= 1, got 0"),
+    ({"num_neighbors": 2.0}, "num_neighbors must be a whole number >= 1, got 2.0"),
+    ({"projection_dim": -1}, "projection_dim must be a whole number >= 1, got -1"),
+    ({"chunk_size": 100.5}, "chunk_size must be a whole number >= 1, got 100.5"),
 ])
 def test_patchcore_parameters_out_of_range_fail_before_any_backbone(params, message):
     with pytest.raises(ValueError, match=message):
         build(ModelConfig(scorer=params))
+
+
+def test_patchcore_whole_numbers_take_numpy_integers_and_ratios_take_ints():
+    from anomaly_inspect.scorers import build_scorer
+
+    pc = build_scorer("patchcore", coreset_ratio=1, num_neighbors=np.int64(3), chunk_size=np.int32(64))
+    assert pc.num_neighbors == 3 and pc.coreset_ratio == 1

@@ -729,11 +729,55 @@ def test_output_json_inside_out_is_refused_before_any_work(tmp_path, command, ca
     head = {"fit": ["fit", "--train", str(tmp_path / "t")],
             "screen": ["screen", str(tmp_path / "m"), str(tmp_path / "x.png")],
             "explain": ["explain", str(tmp_path / "m"), str(tmp_path / "x.png")]}[command]
-    target = "model.json" if command == "fit" else "results.csv"
+    target = {"fit": "model.json", "screen": "results.csv", "explain": "explanations.json"}[command]
     assert main([*head, "--out", str(out), "--output-json", str(out / target)]) == 1
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and "inside --out" in err and str(out / target) in err
+    said = "inside --out" if command == "fit" else f"this command writes {target} in --out"
+    assert "\n" not in err and said in err and str(out / target) in err
     assert not out.exists()
+
+
+def test_write_json_uses_a_temporary_name_of_its_own(tmp_path):
+    import threading
+
+    from anomaly_inspect.commands.common import write_json
+
+    target, errors = tmp_path / "r.json", []
+
+    def writer(k):
+        try:
+            for i in range(100):
+                write_json(target, {"writer": k, "i": i})
+        except Exception as exc:  # a shared temporary name made one writer's replace fail
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and json.loads(target.read_text())["i"] == 99
+    assert [p.name for p in tmp_path.iterdir()] == ["r.json"]
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def test_output_json_beside_what_screen_writes_is_allowed(tmp_path):
+    from anomaly_inspect.commands.common import check_output_json
+    from anomaly_inspect.commands.screen import _outputs
+
+    out = tmp_path / "results"
+    check_output_json(out / "summary.json", out, _outputs)  # beside results.csv: fine
+    for name in ("results.csv", "screen.json", "report.html", "overlays/x.json"):
+        with pytest.raises(ValueError, match="this command writes"):
+            check_output_json(out / name, out, _outputs)
+    with pytest.raises(ValueError, match="whose files this command writes"):
+        check_output_json(out / "summary.json", out)  # a model directory is replaced whole
 
 
 def test_output_json_that_cannot_be_written_is_refused_before_any_work(tmp_path, capsys):
@@ -764,6 +808,27 @@ def test_results_folder_inside_the_input_is_not_screened(tiny, tmp_path):
         (tmp_path / "in").glob("*.png")) + [own.resolve()]
 
 
+def test_input_inside_the_results_folder_is_screened(tiny, tmp_path, monkeypatch):
+    """--out . (or a results folder that holds the input, or is the input) still screens the
+    input; the overlays and thumbnails a run wrote there are not screened on the next run."""
+    from anomaly_inspect.screening.explain import explain_to_dir
+
+    _, model, _ = tiny
+    for i in range(3):
+        write_image(tmp_path / "proj" / "imgs" / f"{i}.png", rgb_image(40, seed=i))
+    monkeypatch.chdir(tmp_path / "proj")
+    assert screen(model, ["imgs"], Path("."), progress=False, report=False).n_inputs == 3
+    assert screen(model, ["imgs/*.png"], Path("."), progress=False, report=False).n_inputs == 3
+    for _ in range(2):  # the input folder itself as --out
+        s = screen(model, ["imgs"], Path("imgs"), progress=False, report=True, overlays="all")
+        assert s.n_inputs == 3
+    assert len(list(Path("imgs").rglob("*.jpg"))) >= 3  # outputs were there to be picked up
+    for _ in range(2):
+        assert len(explain_to_dir(model, ["imgs"], Path("imgs"), top=1)) == 3  # not its strips
+    entries = json.loads((Path("imgs") / "explanations.json").read_text())
+    assert len(entries) == 3 and len({e["model_id"] for e in entries}) == 1
+
+
 def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys):
     from anomaly_inspect.data.folder import load_folders
     from anomaly_inspect.data.layout import DatasetLayoutError
@@ -777,7 +842,8 @@ def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys)
     with pytest.raises(DatasetLayoutError, match=r"empty: no images in this folder"):
         load_folders([tmp_path / "train"], [tmp_path / "train"], [tmp_path / "train"],
                      mask_dir=tmp_path / "empty")
-    assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path / "train"),
-                 "--test-normal-dir", str(tmp_path / "train"), "--quiet"]) == 1
-    err = capsys.readouterr().err
-    assert "the test split needs normal and anomalous images" in err and "2 normal and 0 anomalous" in err
+    for auto in ([], ["--auto"]):  # refused before tuning too
+        assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path / "train"),
+                     "--test-normal-dir", str(tmp_path / "train"), "--quiet", *auto]) == 1
+        err = capsys.readouterr().err
+        assert "the test split needs normal and anomalous images" in err and "2 normal and 0 anomalous" in err

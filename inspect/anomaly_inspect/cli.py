@@ -78,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from .commands.common import check_output_json
 
-        check_output_json(getattr(args, "output_json", None), getattr(args, "out", None))
+        check_output_json(getattr(args, "output_json", None), getattr(args, "out", None),
+                          getattr(args, "out_owns", None))
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

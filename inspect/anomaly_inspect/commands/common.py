@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
@@ -171,11 +174,13 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     return cfg
 
 
-def check_output_json(path: Path | None, managed: Path | None = None) -> None:
+def check_output_json(path: Path | None, managed: Path | None = None,
+                      owns: Callable[[], Sequence[str]] | None = None) -> None:
     """Refuse, before any work, an ``--output-json`` that could not be written at the end or
     would replace what the command writes: a folder, a path below a file, or a path inside
-    ``managed`` (the command's ``--out`` folder: a model's ``model.json``, a screen's
-    ``results.csv``)."""
+    ``managed`` (the command's ``--out`` folder) that the command writes: with ``owns``, the
+    names it returns (files and folders directly in ``managed``, e.g. a screen's
+    ``results.csv``); without, anything there (a model directory is replaced whole)."""
     if path is None:
         return
     if path.is_dir():
@@ -188,21 +193,36 @@ def check_output_json(path: Path | None, managed: Path | None = None) -> None:
     if managed is not None:
         out, target = managed.resolve(), path.resolve()
         if target == out or out in target.parents:
-            raise ValueError(f"--output-json {path}: inside --out {managed}, whose files this "
-                             f"command writes; give a path outside it")
+            first = target.relative_to(out).parts[:1]
+            if owns is None or not first:
+                raise ValueError(f"--output-json {path}: inside --out {managed}, whose files "
+                                 f"this command writes; give a path outside it")
+            if first[0] in owns():
+                raise ValueError(f"--output-json {path}: this command writes {first[0]} in "
+                                 f"--out {managed}; give another path")
 
 
 def write_json(path: Path | None, data: dict) -> None:
     if path is None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
+    # a temporary name of its own: two runs writing the same file never share (or remove) one
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = Path(name)
     try:
-        tmp.write_text(json.dumps(data, indent=2))
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(data, indent=2))
+        os.chmod(tmp, 0o666 & ~_umask())
         tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:

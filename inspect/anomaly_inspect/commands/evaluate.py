@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import evaluate
+    from ..evaluation.evaluate import check_test_labels, evaluate
 
     options = {k: v for k, v in vars(args).items() if k in OPTION_FLAGS}
     required, _ = dataset_options(args.dataset)
@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if missing:
         raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
     dataset = load_dataset(args.dataset, **options)
+    check_test_labels(dataset)  # before minutes of tuning or fitting
     cfg = model_config_from_args(args)
     tuning = run_tune([s.path for s in dataset.train], args, cfg) if args.auto else None
     result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,

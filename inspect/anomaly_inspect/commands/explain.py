@@ -28,7 +28,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="non-overlapping suspicious patches per image (default 3)")
     add_max_pixels_arg(p)
     add_output_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, out_owns=_outputs)
+
+
+def _outputs() -> tuple[str, ...]:
+    """The names explain writes in --out besides its strips (--output-json may go beside them)."""
+    from ..screening.explain import OUTPUTS
+
+    return OUTPUTS
 
 
 def run(args: argparse.Namespace) -> int:

@@ -41,7 +41,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_max_pixels_arg(p)
     add_engine_args(p)
     add_output_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, out_owns=_outputs)
+
+
+def _outputs() -> tuple[str, ...]:
+    """The names screen writes in --out (--output-json may go beside them)."""
+    from ..screening.runner import OUTPUTS
+
+    return OUTPUTS
 
 
 def run(args: argparse.Namespace) -> int:

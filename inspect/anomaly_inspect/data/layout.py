@@ -11,6 +11,7 @@ kept as well (it becomes an error row instead of vanishing).
 from __future__ import annotations
 
 import fnmatch
+import itertools
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -159,18 +160,21 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
     Explicitly named files are kept even if their extension is unusual (and
     dangling links named on the command line too), so that a bad file becomes
     a per-image error instead of vanishing or stopping the run. Files that a
-    folder or glob brings in from under an ``exclude`` folder (a command's own
-    output, e.g. ``screen``'s overlays when its results folder lies inside the
-    input) are left out.
+    folder or glob brings in from under an ``exclude`` folder that lies strictly
+    inside that folder (or the glob's fixed leading folders) are left out: a
+    command's own output, e.g. ``screen``'s overlays when its results folder lies
+    inside the input. An input inside the ``exclude`` folder is read as usual.
     """
     out: list[Path] = []
     seen: set[Path] = set()
     skip = [canonical_path(Path(e)) for e in exclude]
 
-    def add(p: Path, found: bool = True) -> None:
+    def add(p: Path, root: Path | None = None) -> None:
         c = canonical_path(p)
-        if found and any(c == e or e in c.parents for e in skip):
-            return
+        if root is not None:
+            r = canonical_path(root)
+            if any(r in e.parents and (c == e or e in c.parents) for e in skip):
+                return
         if c not in seen:
             seen.add(c)
             out.append(c)
@@ -179,19 +183,21 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
         p = Path(item)
         if p.is_dir():
             for f in list_images(p, recursive=recursive):
-                add(f)
+                add(f, p)
         elif os.path.lexists(p):
-            add(p, found=False)
+            add(p)
         elif any(ch in str(item) for ch in "*?["):
             matches = _glob(str(item))
             if not matches:
                 raise FileNotFoundError(f"{item}: glob pattern matched no files")
+            fixed = Path(*itertools.takewhile(lambda part: not any(ch in part for ch in "*?["),
+                                              p.parts))
             for m in matches:
                 if m.is_dir():
                     for f in list_images(m, recursive=recursive):
-                        add(f)
+                        add(f, m)
                 elif _is_candidate(m):
-                    add(m)
+                    add(m, fixed)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return out

@@ -64,17 +64,22 @@ def fit_remote(scorer, engine: Engine, cfg: ModelConfig, paths: list, max_pixels
         raise ImageReadError(paths[errors[0][0]], errors[0][1])
 
 
+def check_test_labels(dataset: AnomalyDataset) -> None:
+    """Refuse, before any fitting or tuning, a test split without both labels (no AUROC)."""
+    n_anomalous = sum(s.label == 1 for s in dataset.test)
+    if not n_anomalous or n_anomalous == len(dataset.test):
+        raise DatasetLayoutError(f"{dataset.name}: the test split needs normal and anomalous images "
+                                 f"for an AUROC; it has {len(dataset.test) - n_anomalous} normal and "
+                                 f"{n_anomalous} anomalous")
+
+
 def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
              engine: Engine | None = None) -> EvaluationResult:
     """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``. A distributed
     ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
-    n_anomalous = sum(s.label == 1 for s in dataset.test)
-    if not n_anomalous or n_anomalous == len(dataset.test):  # refused before any fitting
-        raise DatasetLayoutError(f"{dataset.name}: the test split needs normal and anomalous images "
-                                 f"for an AUROC; it has {len(dataset.test) - n_anomalous} normal and "
-                                 f"{n_anomalous} anomalous")
+    check_test_labels(dataset)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
     backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks)
     remote = engine is not None and not engine.in_process

@@ -8,6 +8,7 @@ the maximum patch score, optionally re-weighted as in the paper with the
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -133,19 +134,22 @@ class PatchCore(Scorer):
         progress: bool = True,
         patch_maps: bool = True,
     ):
-        def number(name: str, value, low: float, high: float = float("inf"), open_low: bool = False):
-            ok = isinstance(value, int | float) and not isinstance(value, bool) and (
+        def number(name: str, value, low: float, high: float = float("inf"), open_low: bool = False,
+                   whole: bool = False):
+            kind = numbers.Integral if whole else numbers.Real
+            ok = isinstance(value, kind) and not isinstance(value, bool) and (
                 low < value if open_low else low <= value) and value <= high
             if not ok:
                 span = f"in ({low:g}, {high:g}]" if high < float("inf") else f">= {low:g}"
-                raise ValueError(f"{self.name}: {name} must be a number {span}, got {value!r}")
+                raise ValueError(f"{self.name}: {name} must be a {'whole ' if whole else ''}number "
+                                 f"{span}, got {value!r}")
 
         number("coreset_ratio", coreset_ratio, 0, 1, open_low=True)
-        number("num_neighbors", num_neighbors, 1)
+        number("num_neighbors", num_neighbors, 1, whole=True)
         for name, value in (("projection_dim", projection_dim), ("max_bank_items", max_bank_items),
                             ("chunk_size", chunk_size)):
             if value is not None:
-                number(name, value, 1)
+                number(name, value, 1, whole=True)
         self.coreset_ratio = coreset_ratio
         self.max_bank_items = max_bank_items
         self.projection_dim = projection_dim

@@ -36,6 +36,7 @@ import numpy as np
 
 from ..data.image_io import read_image
 from ..data.transforms import Box, ImageTransform
+from .lock import LOCK_NAME
 from .model_dir import file_sha256
 from .overlays import denormalise, fit_within
 
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 
 PATCH_CELLS = 3  # a patch box spans 3 x 3 grid cells; boxes of chosen patches do not overlap
 CROP_CELLS = 9  # the crops shown span 9 x 9 cells of model input around the patch
+EXPLANATIONS_JSON = "explanations.json"
+OUTPUTS = (EXPLANATIONS_JSON, EXPLANATIONS_JSON + ".tmp", LOCK_NAME)  # besides the strips
 REFIT = "refit the model with this version (anomaly-inspect fit) to explain its scores"
 
 
@@ -423,38 +426,49 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                    progress: bool = False) -> list[tuple[str, Explanation | str]]:
     """Explain every image of ``inputs`` (files / folders / globs) into ``out_dir``: a strip
     per image (``<name>.jpg``, named as ``screen --explain`` names them) and all explanations
-    in ``explanations.json``, which keeps the entries of earlier runs into the same folder (an
-    image explained again replaces its entry). Returns (path, :class:`Explanation` or error
+    in ``explanations.json`` (each with the ``model_id`` of the model that explained it), which
+    keeps the entries of earlier runs into the same folder (an image explained again replaces
+    its entry). The folder is locked against other runs while this one writes. Returns (path, :class:`Explanation` or error
     text) per image."""
     import json
 
-    from ..data.layout import display_path, expand_inputs
+    from ..data.layout import canonical_path, display_path, expand_inputs
     from ..progress import Progress
+    from .lock import OutputLock
     from .overlays import write_rgb
-    from .runner import explain_relpath
+    from .runner import explain_relpath, model_identity, written_folders
 
     check_explainable(model)
     out_dir = Path(out_dir)
-    paths = expand_inputs(list(inputs), exclude=[out_dir])
+    record = out_dir / EXPLANATIONS_JSON
+    # strips an earlier run wrote are not inputs, also where out_dir is an input folder
+    strips = {canonical_path(out_dir / d["strip"]) for d in _earlier_explanations(record)
+              if isinstance(d.get("strip"), str)}
+    paths = [p for p in expand_inputs(list(inputs), exclude=written_folders(out_dir))
+             if p not in strips]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
-    earlier = _earlier_explanations(out_dir / "explanations.json")
     out_dir.mkdir(parents=True, exist_ok=True)
-    train = TrainingImages(model)
-    results: list[tuple[str, Explanation | str]] = []
-    with Progress(len(paths), "explain", enabled=progress) as bar:
-        for path, (e, image) in zip(paths, iter_explain(model, paths, top, bar, train), strict=True):
-            results.append((display_path(path), e))
-            if isinstance(e, Explanation):
-                write_rgb(out_dir / Path(explain_relpath(str(path))).name,
-                          render_strip(model, e, image, train))
-    doc = [{"path": p, "error": e} if isinstance(e, str) else
-           {**e.to_dict(), "path": p, "strip": Path(explain_relpath(p)).name} for p, e in results]
-    now = {d["path"] for d in doc}
-    doc = [d for d in earlier if d["path"] not in now] + doc
-    tmp = out_dir / "explanations.json.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
-    tmp.replace(out_dir / "explanations.json")
+    with OutputLock(out_dir, "explain"):
+        earlier = _earlier_explanations(record)  # as it is now that no other run writes
+        train = TrainingImages(model)
+        results: list[tuple[str, Explanation | str]] = []
+        with Progress(len(paths), "explain", enabled=progress) as bar:
+            for path, (e, image) in zip(paths, iter_explain(model, paths, top, bar, train),
+                                        strict=True):
+                results.append((display_path(path), e))
+                if isinstance(e, Explanation):
+                    write_rgb(out_dir / Path(explain_relpath(str(path))).name,
+                              render_strip(model, e, image, train))
+        ident = model_identity(model)
+        doc = [{"path": p, "error": e, "model_id": ident} if isinstance(e, str) else
+               {**e.to_dict(), "path": p, "strip": Path(explain_relpath(p)).name, "model_id": ident}
+               for p, e in results]
+        now = {d["path"] for d in doc}
+        doc = [d for d in earlier if d["path"] not in now] + doc
+        tmp = out_dir / (EXPLANATIONS_JSON + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
+        tmp.replace(record)
     return results
 
 

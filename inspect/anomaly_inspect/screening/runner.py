@@ -35,7 +35,7 @@ from ..data.image_io import read_image
 from ..data.layout import display_path, expand_inputs
 from ..pipeline.engine import Engine
 from ..progress import Progress
-from .lock import OutputLock
+from .lock import LOCK_NAME, OutputLock
 from .model import Model, ScoredImage
 from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
 
@@ -89,6 +89,16 @@ def image_key(path: str) -> str:
     path = display_path(path)  # the report only knows the CSV's spelling
     stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40].strip("_") or "image"
     return f"{stem}_{hashlib.sha1(path.encode('utf-8')).hexdigest()[:10]}"
+
+
+OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain")  # what screen writes besides its files
+OUTPUTS = (RESULTS_CSV, RUN_JSON, "report.html", LOCK_NAME, *OUTPUT_SUBDIRS)
+
+
+def written_folders(out_dir: Path) -> list[Path]:
+    """Folders of tool output that are never inputs: ``out_dir`` where it lies inside an input
+    folder, and the subfolders screen writes in it also where ``out_dir`` is an input folder."""
+    return [out_dir, *(out_dir / d for d in OUTPUT_SUBDIRS)]
 
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:
@@ -171,7 +181,7 @@ def screen(
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    paths = [os.path.abspath(p) for p in expand_inputs(list(inputs), exclude=[out_dir])]
+    paths = [os.path.abspath(p) for p in expand_inputs(list(inputs), exclude=written_folders(out_dir))]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -145,3 +145,20 @@ def test_command_line_parser_imports_no_heavy_library():
             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "", f"the parser imported {out.stdout.strip()}"
+
+
+def test_command_line_sets_a_short_openmp_spin_unless_the_user_did():
+    """The command line sets GOMP_SPINCOUNT before torch or faiss load libgomp (spinning OpenMP
+    threads take shared cores from other work); a value the user set is kept."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys; import anomaly_inspect.cli; assert 'torch' not in sys.modules; "
+            "print(os.environ['GOMP_SPINCOUNT'])")
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+    for given, expect in ((None, "10000"), ("123", "123")):
+        run_env = env if given is None else {**env, "GOMP_SPINCOUNT": given}
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             check=True, env=run_env)
+        assert out.stdout.strip() == expect

@@ -11,6 +11,11 @@ import sys
 # The command line never reaches the network: albumentations would otherwise check PyPI
 # for a newer version when imported. (The library leaves the environment to its caller.)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# OpenMP threads (torch's, faiss's) spin for a while after each parallel region, waiting for
+# the next; where other work shares the cores, spinning threads take them from it and from each
+# other (bottle `evaluate` beside one busy process: 19-23 -> 28-29 img/s; the same on a quiet
+# machine; docs/runtime.md). Read when torch first loads libgomp, so set before any import of it.
+os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__
 

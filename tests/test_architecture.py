@@ -149,7 +149,8 @@ def test_command_line_parser_imports_no_heavy_library():
 
 def test_command_line_sets_a_short_openmp_spin_unless_the_user_did():
     """The command line sets GOMP_SPINCOUNT before torch or faiss load libgomp (spinning OpenMP
-    threads take shared cores from other work); a value the user set is kept."""
+    threads take shared cores from other work); a value the user set is kept, and so is the
+    spin of a wait policy the user set (GOMP_SPINCOUNT would override it)."""
     import os
     import subprocess
     import sys
@@ -157,8 +158,10 @@ def test_command_line_sets_a_short_openmp_spin_unless_the_user_did():
     code = ("import os, sys; import anomaly_inspect.cli; assert 'torch' not in sys.modules; "
             "print(os.environ['GOMP_SPINCOUNT'])")
     env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
-    for given, expect in ((None, "10000"), ("123", "123")):
-        run_env = env if given is None else {**env, "GOMP_SPINCOUNT": given}
+    code = code.replace("os.environ['GOMP_SPINCOUNT']", "os.environ.get('GOMP_SPINCOUNT')")
+    env = {k: v for k, v in env.items() if k != "OMP_WAIT_POLICY"}
+    for given, expect in (({}, "10000"), ({"GOMP_SPINCOUNT": "123"}, "123"),
+                          ({"OMP_WAIT_POLICY": "PASSIVE"}, "None")):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True, env=run_env)
+                             check=True, env={**env, **given})
         assert out.stdout.strip() == expect

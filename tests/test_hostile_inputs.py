@@ -827,6 +827,27 @@ def test_input_inside_the_results_folder_is_screened(tiny, tmp_path, monkeypatch
         assert len(explain_to_dir(model, ["imgs"], Path("imgs"), top=1)) == 3  # not its strips
     entries = json.loads((Path("imgs") / "explanations.json").read_text())
     assert len(entries) == 3 and len({e["model_id"] for e in entries}) == 1
+    (Path("imgs") / "explanations.json").unlink()  # as if a run was cut off before writing it
+    assert len(explain_to_dir(model, ["imgs"], Path("imgs"), top=1)) == 3
+
+
+def test_globs_and_linked_results_folders_do_not_bring_tool_output_back(tmp_path, monkeypatch):
+    from anomaly_inspect.screening.runner import written_folders
+
+    monkeypatch.chdir(tmp_path)
+    for rel in ("data/a.png", "data/sub/b.png", "data/results/overlays/a_ov.png",
+                "data/results/thumbs/a_th.png", "elsewhere/out/overlays/x_ov.png"):
+        write_image(Path(rel), rgb_image(20, seed=0))
+    inputs = {Path("data/a.png").resolve(), Path("data/sub/b.png").resolve()}
+    out = Path("data/results")
+    for pattern in ("data/**", "data/*/*", "data", str(tmp_path / "data" / "**" / "*.png"),
+                    "./data/**/*.png"):
+        found = set(expand_inputs([pattern], exclude=written_folders(out)))
+        assert found <= inputs and Path("data/sub/b.png").resolve() in found, pattern
+    linked = Path("data/linked")
+    linked.symlink_to(tmp_path / "elsewhere" / "out")
+    assert set(expand_inputs(["data"], exclude=written_folders(linked))) == inputs | {
+        Path("data/results/overlays/a_ov.png").resolve(), Path("data/results/thumbs/a_th.png").resolve()}
 
 
 def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys):

@@ -90,8 +90,21 @@ def test_fit_auto_skips_unreadable_training_images_as_fit_does(demo, tmp_path, c
     clean = {c["name"]: c["fold_auroc"] for c in runs["clean"]["tuning"]["candidates"]}
     assert {c["name"]: c["fold_auroc"] for c in tuning["candidates"]} == clean
     assert "2 unreadable images skipped" in printed.out
+    from anomaly_inspect.data.anomalies import MANIFEST
+
+    sets = list((tmp_path / "cache" / "synthetic").iterdir())  # no partly drawn set left behind
+    assert sets and all((d / MANIFEST).is_file() for d in sets)
     assert any(r.name == "anomaly_inspect.tuning.tune" and "000_broken.png" in r.getMessage()
                for r in caplog.records)
+
+
+def test_tune_takes_the_pixel_budget_fit_takes(demo, tmp_path):
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.tuning.tune import tune
+
+    paths = sorted((demo / "train" / "good").glob("*.png"))  # 64 x 64 = 4,096 pixels each
+    with pytest.raises(ValueError, match=r"at least 6 training images, got 5 readable \(7 unreadable skipped\)"):
+        tune(paths, ModelConfig(), cache_dir=tmp_path / "cache", progress=False, max_pixels=4000)
 
 
 def test_tune_without_images_is_one_line(tmp_path, capsys):

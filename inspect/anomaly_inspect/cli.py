@@ -15,7 +15,8 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # the next; where other work shares the cores, spinning threads take them from it and from each
 # other (bottle `evaluate` beside one busy process: 19-23 -> 28-29 img/s; the same on a quiet
 # machine; docs/runtime.md). Read when torch first loads libgomp, so set before any import of it.
-os.environ.setdefault("GOMP_SPINCOUNT", "10000")
+if "OMP_WAIT_POLICY" not in os.environ:  # a policy the user set decides the spin itself
+    os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__
 

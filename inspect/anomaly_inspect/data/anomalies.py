@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .image_io import read_image
+from .image_io import DEFAULT_MAX_PIXELS, read_image
 from .synthetic import TEXTURES, texture_image
 
 FAMILIES = ("cutpaste", "scar", "texture", "poisson", "local")
@@ -279,7 +279,8 @@ class SyntheticAnomaly:
 
 
 def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Sequence[Path | None],
-                    out_dir: Path, recipe: AnomalyRecipe, stream: int = 0) -> list[SyntheticAnomaly]:
+                    out_dir: Path, recipe: AnomalyRecipe, stream: int = 0,
+                    max_pixels: int = DEFAULT_MAX_PIXELS) -> list[SyntheticAnomaly]:
     """Draw ``families[i]`` on ``sources[i]`` (donor ``donors[i]``) and write PNGs into ``out_dir``.
 
     Image ``i`` uses the generator seeded ``(recipe.seed, stream, i)``, so each image is
@@ -296,8 +297,8 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
     rows = []
     for i, (src, fam, donor) in enumerate(zip(sources, families, donors, strict=True)):
         rng = np.random.default_rng((recipe.seed, stream, i))
-        image = read_image(src)
-        donor_img = read_image(donor) if donor is not None else None
+        image = read_image(src, max_pixels)
+        donor_img = read_image(donor, max_pixels) if donor is not None else None
         out, mask = draw_anomaly(image, fam, rng, recipe, donor_img)
         path, mask_path = out_dir / f"{i:05d}_{fam}.png", out_dir / f"{i:05d}_{fam}_mask.png"
         if not (cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))

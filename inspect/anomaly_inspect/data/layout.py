@@ -164,16 +164,21 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
     inside that folder (or the glob's fixed leading folders) are left out: a
     command's own output, e.g. ``screen``'s overlays when its results folder lies
     inside the input. An input inside the ``exclude`` folder is read as usual.
+    Paths are compared as resolved and as spelled (an ``exclude`` folder may be a
+    link to elsewhere).
     """
     out: list[Path] = []
     seen: set[Path] = set()
-    skip = [canonical_path(Path(e)) for e in exclude]
+    skip = [(canonical_path(Path(e)), Path(os.path.abspath(e))) for e in exclude]
+
+    def inside(f: Path, e: Path, r: Path) -> bool:
+        return r in e.parents and (f == e or e in f.parents)
 
     def add(p: Path, root: Path | None = None) -> None:
         c = canonical_path(p)
         if root is not None:
-            r = canonical_path(root)
-            if any(r in e.parents and (c == e or e in c.parents) for e in skip):
+            rc, ra, fa = canonical_path(root), Path(os.path.abspath(root)), Path(os.path.abspath(p))
+            if any(inside(c, ec, rc) or inside(fa, ea, ra) for ec, ea in skip):
                 return
         if c not in seen:
             seen.add(c)
@@ -193,9 +198,9 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
             fixed = Path(*itertools.takewhile(lambda part: not any(ch in part for ch in "*?["),
                                               p.parts))
             for m in matches:
-                if m.is_dir():
+                if m.is_dir():  # the glob's fixed part is the root: m may be an excluded folder
                     for f in list_images(m, recursive=recursive):
-                        add(f, m)
+                        add(f, fixed)
                 elif _is_candidate(m):
                     add(m, fixed)
         else:

@@ -441,11 +441,12 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     check_explainable(model)
     out_dir = Path(out_dir)
     record = out_dir / EXPLANATIONS_JSON
-    # strips an earlier run wrote are not inputs, also where out_dir is an input folder
-    strips = {canonical_path(out_dir / d["strip"]) for d in _earlier_explanations(record)
-              if isinstance(d.get("strip"), str)}
-    paths = [p for p in expand_inputs(list(inputs), exclude=written_folders(out_dir))
-             if p not in strips]
+    found = expand_inputs(list(inputs), exclude=written_folders(out_dir))
+    # the inputs' strips are not inputs where out_dir is an input folder (also the strips of
+    # a run that was cut off before it wrote explanations.json)
+    strips = {Path(explain_relpath(str(p))).name for p in found}
+    here = canonical_path(out_dir) if out_dir.is_dir() else None
+    paths = [p for p in found if not (p.parent == here and p.name in strips)]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..core import Features
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import Box
 from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
@@ -64,7 +65,7 @@ class StageMaps:
 
 def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resize: str,
                cache_dir: Path, batch_size: int = 32, progress: bool = True,
-               desc: str = "extract") -> StageMaps:
+               desc: str = "extract", max_pixels: int = DEFAULT_MAX_PIXELS) -> StageMaps:
     """The stage maps of ``paths`` through ``backbone`` (all of its ``layers``), read from
     ``cache_dir`` when an extraction with the same backbone, weights, geometry and files
     (path, size, mtime) is there, else extracted now. Raises on the first unreadable image."""
@@ -79,7 +80,7 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
         return StageMaps(directory, strides, image_size)
     directory.mkdir(parents=True, exist_ok=True)
     extractor = FeatureExtractor(backbone, image_size, None, batch_size, patches=False,
-                                 resize=resize, maps=True)
+                                 resize=resize, maps=True, max_pixels=max_pixels)
     arrays: dict[int, np.ndarray] = {}
     boxes = np.zeros((len(paths), 4), np.int64)
     start = 0

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..data.anomalies import AnomalyRecipe, write_anomalies
-from ..data.image_io import ImageReadError
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
@@ -209,10 +209,13 @@ def ensemble_members(scores: Sequence[CandidateScores], borda: np.ndarray, size:
 
 
 def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray,
-                  settings: TuneSettings, cache_dir: Path) -> list[Path]:
-    """Write (or reuse) one anomalous copy of each image; donors come from its fold's bank."""
+                  settings: TuneSettings, cache_dir: Path,
+                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
+    """Write (or reuse) one anomalous copy of each image; donors come from its fold's bank.
+    At an unreadable image the partly written set is removed and the error raised."""
     import hashlib
     import json
+    import shutil
 
     rng = np.random.default_rng((settings.seed, 2))
     donors = []
@@ -223,7 +226,12 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
     key = hashlib.sha256(json.dumps([settings.recipe.to_dict(), [str(p) for p in paths],
                                      folds.tolist(), fams, [str(d) for d in donors]]).encode()
                          ).hexdigest()[:16]
-    rows = write_anomalies(paths, fams, donors, cache_dir / "synthetic" / key, settings.recipe)
+    out = cache_dir / "synthetic" / key
+    try:
+        rows = write_anomalies(paths, fams, donors, out, settings.recipe, max_pixels=max_pixels)
+    except ImageReadError:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     return [Path(r.path) for r in rows]
 
 
@@ -315,9 +323,10 @@ def ascent_round(cands: Sequence[Candidate], fold_auroc: Sequence[Sequence[float
 
 def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSettings = TuneSettings(),
          candidates: Sequence[Candidate] | None = None, cache_dir: Path | str = DEFAULT_CACHE,
-         progress: bool = True) -> TuningResult:
+         progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> TuningResult:
     """Rank ``candidates`` (default: ``settings.grid`` around ``base``) on synthetic-anomaly
-    validation of ``train_paths`` and decide (see the module docstring). ``base`` is the default:
+    validation of ``train_paths`` and decide (see the module docstring); images larger than
+    ``max_pixels`` are skipped as unreadable (as ``fit`` skips them). ``base`` is the default:
     it is kept unless a candidate beats it by more than the fold-to-fold noise."""
     t0 = time.perf_counter()
     cache_dir = Path(cache_dir)
@@ -326,7 +335,8 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     default = Candidate.of(base)
     if default not in cands:
         cands.insert(0, default)
-    paths, (chosen, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir)
+    paths, (chosen, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir,
+                                                                          max_pixels)
     square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
 
     def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:
@@ -346,9 +356,9 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             backbone = build_backbone(cfg)
             bs = base.features.batch_size
             normal = stage_maps(backbone, paths, size, resize, cache_dir / "maps", bs, progress,
-                                f"extract {name} {size} {resize}")
+                                f"extract {name} {size} {resize}", max_pixels)
             anomalous = stage_maps(backbone, synthetic, size, resize, cache_dir / "maps", bs, progress,
-                                   "extract synthetic")
+                                   "extract synthetic", max_pixels)
             for i in members:
                 out[i] = score_candidate(batch[i], base, normal, anomalous, folds, families,
                                          settings.recipe.families, bs, settings.validation_overrides())
@@ -386,11 +396,12 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
                         {c.name: r for c, r in zip(cands, raw, strict=True)}, skipped)
 
 
-def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path):
-    """The fold plan and synthetic set of the readable images among ``paths``: drawing the
-    synthetic set reads every planned image first, so an unreadable one is skipped with a
-    warning (as ``fit`` does) and the plan is drawn again without it, before any extraction.
-    Returns (planned paths, (chosen, folds, families), synthetic paths, skipped)."""
+def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, max_pixels: int):
+    """The fold plan and synthetic set of the readable images among ``paths``. Drawing the
+    synthetic set reads each planned image, before any extraction; at an unreadable one the
+    set drawn so far is dropped, the image skipped with a warning (as ``fit`` skips it) and
+    the plan drawn again without it (each bad image repeats the drawing, which is cheap next
+    to validation). Returns (planned paths, (chosen, folds, families), synthetic paths, skipped)."""
     skipped: list[dict[str, str]] = []
     while True:
         if len(paths) < 2 * settings.n_folds:
@@ -400,7 +411,8 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path):
         plan = fold_plan(len(paths), settings)
         planned = [paths[i] for i in plan[0]]
         try:
-            return planned, plan, synthetic_set(planned, *plan[1:], settings, cache_dir), skipped
+            return (planned, plan, synthetic_set(planned, *plan[1:], settings, cache_dir, max_pixels),
+                    skipped)
         except ImageReadError as e:
             if e.path not in planned:
                 raise

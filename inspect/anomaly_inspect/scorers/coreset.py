@@ -59,8 +59,9 @@ WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is indep
 COMPACT_AT = 2  # with max_items, halve the kept rows whenever they pass 2 x max_items
 AUTO_FIRST_ROUND = 0.3  # first_round_ratio="auto": round 1 keeps this share at small ratios...
 ROUND_TWO_BUDGET = 0.003  # ...as long as keep x ratio stays under this: round 2 is one greedy over
-#                           keep x N rows picking ratio x N (1 %: keep 0.3; 3 %: 0.1; 10 %: the
-#                           ratio itself, so the default bank costs one chunked greedy, no round 2)
+#                           keep x N rows picking ratio x N (1 %: keep 0.3; 3 %: 0.1; from about
+#                           5.5 % (sqrt 0.003) the ratio itself, so the default 10 % bank costs one
+#                           chunked greedy, no round 2)
 PRUNE_MIN_BYTES = 4 * 2**20  # greedy blocks this large skip rows the new centre cannot reach
 #                              (8192 x 128 floats; round 1's 4096-row chunks are faster without)...
 PRUNE_SHARE = (0.15, 2 * 2**20)  # ...unless at least 15 % of a block of at least 2 MiB is picked:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from .common import (
     add_model_args,
     add_output_args,
@@ -58,7 +59,7 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
     cands = None if not args.candidates else [Candidate.parse(n) for n in args.candidates.split(",")]
     result = tune(train_paths, cfg, settings_from_args(args), cands,
                   cache_dir=args.tune_cache or DEFAULT_CACHE, progress=not args.quiet,
-                  **({"max_pixels": args.max_pixels} if getattr(args, "max_pixels", None) else {}))
+                  max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))  # fit --auto's
     d = result.decision
     skipped = f", {len(result.skipped)} unreadable images skipped" if result.skipped else ""
     print(f"tune: chose {result.chosen.name} ({d.reason}; {len(result.candidates)} candidates, "

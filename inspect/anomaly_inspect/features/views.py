@@ -27,8 +27,6 @@ from ..progress import Progress
 if TYPE_CHECKING:
     from .extractor import FeatureExtractor
 
-#: augmentation kinds: name -> (rotation step in degrees, or None for 90-degree steps; flip)
-
 
 def view_params(kind: str) -> list[tuple[int, bool]]:
     """(angle, hflip) pairs of a kind, the identity excluded."""

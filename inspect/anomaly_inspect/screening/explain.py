@@ -428,8 +428,8 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     per image (``<name>.jpg``, named as ``screen --explain`` names them) and all explanations
     in ``explanations.json`` (each with the ``model_id`` of the model that explained it), which
     keeps the entries of earlier runs into the same folder (an image explained again replaces
-    its entry). The folder is locked against other runs while this one writes. Returns (path, :class:`Explanation` or error
-    text) per image."""
+    its entry). The folder is locked against other runs while this one writes. Returns (path,
+    :class:`Explanation` or error text) per image."""
     import json
 
     from ..data.layout import canonical_path, display_path, expand_inputs

@@ -335,8 +335,8 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     default = Candidate.of(base)
     if default not in cands:
         cands.insert(0, default)
-    paths, (chosen, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir,
-                                                                          max_pixels)
+    paths, (_, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir,
+                                                                     max_pixels)
     square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
 
     def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from .. import files
 from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
 from ..config import MIN_IMAGE_SIZE, BackboneConfig, ModelConfig, load_config
 from ..data.image_io import DEFAULT_MAX_PIXELS
@@ -203,26 +201,9 @@ def check_output_json(path: Path | None, managed: Path | None = None,
 
 
 def write_json(path: Path | None, data: dict) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # a temporary name of its own: two runs writing the same file never share (or remove) one
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    tmp = Path(name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(json.dumps(data, indent=2))
-        os.chmod(tmp, 0o666 & ~_umask())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """``--output-json``: written atomically (:mod:`anomaly_inspect.files`), if given."""
+    if path is not None:
+        files.write_json(path, data)
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:

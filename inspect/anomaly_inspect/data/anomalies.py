@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import write_json
 from .image_io import DEFAULT_MAX_PIXELS, read_image
 from .synthetic import TEXTURES, texture_image
 
@@ -305,8 +306,6 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
                 and cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255)):
             raise OSError(f"{path}: could not write image")
         rows.append(SyntheticAnomaly(str(src), fam, str(path), str(mask_path), float(mask.mean())))
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"recipe": recipe.to_dict(), "stream": stream,
-                               "images": [asdict(r) for r in rows]}, indent=1))
-    tmp.replace(manifest)
+    write_json(manifest, {"recipe": recipe.to_dict(), "stream": stream,
+                          "images": [asdict(r) for r in rows]}, indent=1)
     return rows

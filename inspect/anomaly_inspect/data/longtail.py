@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import write_text
 from .mvtec import AnomalyDataset
 from .samples import Sample
 
@@ -60,10 +61,7 @@ class LongTailSet:
         return asdict(self)
 
     def save(self, path: Path | str) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path | str) -> LongTailSet:

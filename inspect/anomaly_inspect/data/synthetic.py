@@ -22,7 +22,6 @@ clear margin, so the written mask is exactly where the image differs from its de
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from collections.abc import Sequence
@@ -32,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -339,7 +339,7 @@ def generate_dataset(
             if defect is not None:
                 _write_png(cat_dir / "ground_truth" / defect / f"{i:03d}_mask.png", sample.mask * 255)
             bar.update()
-    (cat_dir / MANIFEST).write_text(json.dumps(spec.to_dict(), indent=2))
+    write_json(cat_dir / MANIFEST, spec.to_dict())
     log.info("synthetic %s dataset: %d train, %d test images in %s", texture, n_train,
              n_test_good + n_test_per_defect * len(defects), cat_dir)
     return cat_dir

@@ -8,8 +8,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from torch import nn
 from ..choices import DEFAULT_PRECISION, DEFAULT_RUNTIME
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import TransformConfig
+from ..files import write_json
 from .runtime import (
     CalibrationError,
     OnnxRunner,
@@ -120,17 +119,10 @@ def _write_card(path: Path | None, card: dict) -> None:
     """Best effort: a cache that cannot be written only costs the next run timm's import."""
     if path is None:
         return
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(card, f)
-        os.replace(tmp, path)
+        write_json(path, card, indent=None)
     except OSError as exc:
         log.debug("%s: backbone card not cached (%s)", path, exc)
-        if tmp is not None:
-            Path(tmp).unlink(missing_ok=True)
 
 
 def cached_feature_info(name: str, weights: str | Path | None = None) -> list[dict] | None:

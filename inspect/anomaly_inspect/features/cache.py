@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import replacing, write_json
+
 log = logging.getLogger(__name__)
 
 
@@ -75,8 +77,7 @@ class FeatureCache:
         self.directory.mkdir(parents=True, exist_ok=True)
         key = cache_key(description)
         path = self.directory / f"{key}.npz"
-        tmp = self.directory / f"{key}.tmp.npz"
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
-        (self.directory / f"{key}.json").write_text(json.dumps(description, indent=2))
+        with replacing(path) as tmp:
+            np.savez(tmp, **arrays)
+        write_json(self.directory / f"{key}.json", description)
         return path

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..choices import check_runtime
+from ..files import replacing
 
 log = logging.getLogger(__name__)
 
@@ -184,30 +185,22 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
     names = [f"stage{i}" for i in range(len(layers))] + {
         "stages": [], "pooled": ["pooled"], "full": ["final", "pooled"]}[outputs]
     x = torch.zeros(2, 3, *input_hw)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.stem + ".", suffix=".tmp.onnx", dir=path.parent)
-    os.close(fd)
     log.info("exporting the backbone to ONNX (once per backbone, weights, stages and input size)")
-    try:
-        with _quiet_exporter(), torch.no_grad():
-            try:
-                torch.onnx.export(
-                    graph, (x,), tmp, dynamo=False, opset_version=17, input_names=["images"],
-                    output_names=names, dynamic_axes={n: {0: "batch"} for n in ["images", *names]},
-                )
-                _drop_empty_pad_inputs(Path(tmp))
-            except Exception as exc:
-                log.info("TorchScript-based ONNX export failed (%s: %s); trying torch.export",
-                         type(exc).__name__, (str(exc).strip().splitlines() or [""])[0][:200])
-                torch.onnx.export(
-                    graph, (x,), tmp, dynamo=True, external_data=False, verbose=False,
-                    input_names=["images"], output_names=names,
-                    dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
-                )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with replacing(path) as tmp, _quiet_exporter(), torch.no_grad():
+        try:
+            torch.onnx.export(
+                graph, (x,), str(tmp), dynamo=False, opset_version=17, input_names=["images"],
+                output_names=names, dynamic_axes={n: {0: "batch"} for n in ["images", *names]},
+            )
+            _drop_empty_pad_inputs(Path(tmp))
+        except Exception as exc:
+            log.info("TorchScript-based ONNX export failed (%s: %s); trying torch.export",
+                     type(exc).__name__, (str(exc).strip().splitlines() or [""])[0][:200])
+            torch.onnx.export(
+                graph, (x,), str(tmp), dynamo=True, external_data=False, verbose=False,
+                input_names=["images"], output_names=names,
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+            )
     log.info("exported backbone graph to %s", path)
     return path
 

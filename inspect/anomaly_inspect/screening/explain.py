@@ -36,6 +36,7 @@ import numpy as np
 
 from ..data.image_io import read_image
 from ..data.transforms import Box, ImageTransform
+from ..files import write_json
 from .lock import LOCK_NAME
 from .model_dir import file_sha256
 from .overlays import denormalise, fit_within
@@ -430,7 +431,6 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     keeps the entries of earlier runs into the same folder (an image explained again replaces
     its entry). The folder is locked against other runs while this one writes. Returns (path,
     :class:`Explanation` or error text) per image."""
-    import json
 
     from ..data.layout import canonical_path, display_path, expand_inputs
     from ..progress import Progress
@@ -467,9 +467,7 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                for p, e in results]
         now = {d["path"] for d in doc}
         doc = [d for d in earlier if d["path"] not in now] + doc
-        tmp = out_dir / (EXPLANATIONS_JSON + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1, default=str), encoding="utf-8")
-        tmp.replace(record)
+        write_json(record, doc, indent=1, default=str)
     return results
 
 

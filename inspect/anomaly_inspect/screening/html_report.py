@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..evaluation.metrics import auroc
+from ..files import write_text
 
 if TYPE_CHECKING:
     from .model import Model
@@ -328,8 +329,4 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
             + "<script type='application/json' id='summary'>"
             + json.dumps(summary).replace("</", "<\\/") + "</script>"
             + "<script>" + _JS + "</script></body></html>")
-    path = out_dir / REPORT_HTML
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8", errors="replace")
-    os.replace(tmp, path)
-    return path
+    return write_text(out_dir / REPORT_HTML, page, errors="replace")

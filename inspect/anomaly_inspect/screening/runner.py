@@ -33,6 +33,7 @@ import numpy as np
 
 from ..data.image_io import read_image
 from ..data.layout import display_path, expand_inputs
+from ..files import replacing, write_json
 from ..pipeline.engine import Engine
 from ..progress import Progress
 from .lock import LOCK_NAME, OutputLock
@@ -144,12 +145,10 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
 
 
 def _write_rows_atomic(csv_path: Path, rows: list[dict[str, str]]) -> None:
-    tmp = csv_path.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+    with replacing(csv_path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, CSV_COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    os.replace(tmp, csv_path)
 
 
 def _fmt(v: float) -> str:
@@ -238,8 +237,7 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
                      csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
         _write_rows_atomic(csv_path, [])
-    run_path.write_text(json.dumps({"model_id": ident, "model_created": model.info.created},
-                                   indent=2))
+    write_json(run_path, {"model_id": ident, "model_created": model.info.created})
     done = {row_key(r) for r in rows}
     todo = [p for p in paths if p not in done]
     n_resumed = len(paths) - len(todo)
@@ -358,7 +356,7 @@ class _BatchWriter:
             log.warning("no explanation for %s: %s", r.path, exc)
             return
         path = self.out_dir / explain_relpath(r.path, ".json")
-        path.write_text(json.dumps(e.to_dict(), indent=1, default=str), encoding="utf-8")
+        write_json(path, e.to_dict(), indent=1, default=str)
 
     def _overlay(self, r: ScoredImage, image: np.ndarray) -> str:
         over = heatmap_overlay(image, r.patch_scores, self.vmin, self.vmax, max_side=OVERLAY_SIDE)

@@ -22,6 +22,7 @@ from ..data.transforms import Box
 from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
+from ..files import write_json
 from ..progress import Progress
 
 
@@ -102,5 +103,5 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
         arr.flush()
     backbone.release()
     np.save(directory / "boxes.npy", boxes)
-    (directory / "done").write_text(json.dumps({"n": len(paths), "strides": list(strides)}))
+    write_json(directory / "done", {"n": len(paths), "strides": list(strides)}, indent=None)
     return StageMaps(directory, strides, image_size)

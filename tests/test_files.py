@@ -1,0 +1,64 @@
+"""Atomic writes (``anomaly_inspect.files``): the old file or the new one, never half of one."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from anomaly_inspect import files
+
+
+def test_write_json_replaces_the_file_and_leaves_no_temporary(tmp_path):
+    target = tmp_path / "sub" / "record.json"
+    files.write_json(target, {"a": 1})
+    files.write_json(target, {"a": 2}, indent=None)
+    assert json.loads(target.read_text()) == {"a": 2}
+    assert target.read_text() == '{"a": 2}'
+    assert sorted(p.name for p in target.parent.iterdir()) == ["record.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
+    target = tmp_path / "results.csv"
+    target.write_text("old rows\n")
+    with pytest.raises(RuntimeError, match="disk"), files.replacing(target) as tmp:
+        tmp.write_text("half of the new ro")
+        raise RuntimeError("disk full")
+    assert target.read_text() == "old rows\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
+
+
+def test_unserialisable_json_leaves_the_old_file(tmp_path):
+    target = tmp_path / "screen.json"
+    files.write_json(target, {"model_id": "x"})
+    with pytest.raises(TypeError):
+        files.write_json(target, {"bad": object()})
+    assert json.loads(target.read_text()) == {"model_id": "x"}
+    assert [p.name for p in tmp_path.iterdir()] == ["screen.json"]
+
+
+def test_temporaries_are_unique_per_writer_and_keep_the_suffix(tmp_path):
+    target = tmp_path / "features.npz"
+    with files.replacing(target) as a, files.replacing(target) as b:
+        assert a != b and a.parent == b.parent == tmp_path
+        assert a.name.startswith(".features.npz.") and a.suffix == ".npz"
+        np.savez(a, x=np.arange(3))  # np.savez would append .npz to a name without it
+        np.savez(b, x=np.arange(4))
+    # the writer that finished last wins, whole
+    with np.load(target) as data:
+        assert data["x"].tolist() == [0, 1, 2]
+    assert [p.name for p in tmp_path.iterdir()] == ["features.npz"]
+
+
+def test_permissions_follow_the_umask_like_a_plain_open(tmp_path):
+    old = os.umask(0o027)
+    try:
+        files.write_text(tmp_path / "report.html", "<html></html>")
+        (tmp_path / "plain.html").write_text("<html></html>")
+    finally:
+        os.umask(old)
+    mode = stat.S_IMODE((tmp_path / "report.html").stat().st_mode)
+    assert mode == stat.S_IMODE((tmp_path / "plain.html").stat().st_mode) == 0o640

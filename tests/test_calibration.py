@@ -86,3 +86,30 @@ def test_holdout_split_is_seeded_and_disjoint():
     assert not np.array_equal(holdout_split(10, 0.3, seed=4)[1], cal_a)
     with pytest.raises(ValueError, match="cannot hold out"):
         holdout_split(1, 0.2)
+
+
+def test_calibration_split_holds_out_or_takes_the_given_images(tmp_path, caplog):
+    from anomaly_inspect.screening.model import calibration_split
+
+    train = [tmp_path / f"t{i}.png" for i in range(10)]
+    for t in train:
+        t.write_bytes(b"")
+    fit, cal, source = calibration_split(train, None, 0.3, seed=3)
+    fit_idx, cal_idx = holdout_split(10, 0.3, seed=3)
+    assert fit == [train[i] for i in fit_idx] and cal == [train[i] for i in cal_idx]
+    assert source == "held-out 30% of training images (seed 3)"
+
+    folder = tmp_path / "cal"
+    folder.mkdir()
+    for name in ("b.png", "a.png"):
+        (folder / name).write_bytes(b"")
+    fit, cal, source = calibration_split(train, [folder], 0.3, seed=3)
+    assert fit == train and [p.name for p in cal] == ["a.png", "b.png"]
+    assert source == f"calibration images from {folder}" and not caplog.records
+
+    with caplog.at_level("WARNING"):
+        calibration_split(train[:3], [train[1], folder], 0.3, seed=3)
+    assert "1 calibration images are also training images" in caplog.text
+    with pytest.raises(ValueError, match="no calibration images found in .*empty"):
+        (tmp_path / "empty").mkdir()
+        calibration_split(train, [tmp_path / "empty"], 0.3, seed=3)

@@ -41,9 +41,11 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[
 
 
 def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
-          patch_maps: bool = True) -> tuple[Backbone, FeatureExtractor, Scorer]:
+          patch_maps: bool = True, batch_size: int | None = None,
+          ) -> tuple[Backbone, FeatureExtractor, Scorer]:
     """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key is a ``ValueError``.
-    ``patch_maps=False`` where only image scores are read (see ``Scorer.runtime_params``)."""
+    ``patch_maps=False`` where only image scores are read (see ``Scorer.runtime_params``);
+    ``batch_size`` as for :func:`build_extractor`."""
     scorer_cls = get_scorer_class(cfg.method)
     check_scorer_params(cfg.method, cfg.scorer)
     params = dict(cfg.scorer)
@@ -53,4 +55,5 @@ def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX
     scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress,
                                                                                patch_maps=patch_maps))
     backbone = build_backbone(cfg)
-    return backbone, build_extractor(cfg, backbone, scorer_cls, max_pixels=max_pixels), scorer
+    extractor = build_extractor(cfg, backbone, scorer_cls, batch_size=batch_size, max_pixels=max_pixels)
+    return backbone, extractor, scorer

@@ -65,9 +65,8 @@ class ExtractTask:
         if getattr(self, "_extractor", None) is not None:
             return
         cfg = ModelConfig.from_dict(self.config, "engine task config")
-        _, extractor, scorer = build(cfg, progress=False)
-        extractor.transform = dataclasses.replace(extractor.transform, max_pixels=self.max_pixels)
-        extractor.batch_size = self.batch_size
+        _, extractor, scorer = build(cfg, progress=False, max_pixels=self.max_pixels,
+                                     batch_size=self.batch_size)
         self._extractor, self._scorer = extractor, scorer
 
     def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, ExtractedPart]]:

@@ -13,7 +13,6 @@ chunks, so the bank differs slightly (covering radius and AUROC: docs/scaling.md
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,12 +21,11 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..data.layout import display_path, expand_inputs
+from ..data.layout import display_path
 from ..pipeline import Engine, build
 from ..pipeline.remote_fit import ExtractedPart, check_distributable, fit_bank_remote
 from ..progress import Progress
-from .calibration import holdout_split
-from .model import Model, calibrated_model, on_image
+from .model import Model, calibrated_model, calibration_split, on_image
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +42,10 @@ def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
                   calibration: Sequence[Path | str] | None, target_fpr: float,
                   calibration_fraction: float, progress: bool, max_pixels: int) -> Model:
     """:func:`.model.fit` with extraction and round 1 of the coreset on ``engine``'s workers."""
-    backbone, extractor, scorer = build(cfg, progress=progress)
+    backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     check_distributable(scorer)
-    extractor.transform = dataclasses.replace(extractor.transform, max_pixels=max_pixels)
-    if calibration is None:
-        fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, cfg.seed)
-        fit_all = [train_paths[i] for i in fit_idx]
-        cal_all = [train_paths[i] for i in cal_idx]
-        source = f"held-out {calibration_fraction:.0%} of training images (seed {cfg.seed})"
-    else:
-        fit_all = train_paths
-        cal_all = expand_inputs(list(calibration))
-        if not cal_all:
-            raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
-        source = f"calibration images from {', '.join(map(str, calibration))}"
+    fit_all, cal_all, source = calibration_split(train_paths, calibration, calibration_fraction,
+                                                 cfg.seed)
     scores, patch_scores, cal_ok, cal_skipped = [], [], [], []
 
     def on_calibration(part: ExtractedPart) -> None:

@@ -218,6 +218,26 @@ class ScoreTask:
             else self.__dict__
 
 
+def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
+                      calibration_fraction: float, seed: int) -> tuple[list[Path], list[Path], str]:
+    """The images the scorer fits on, the normal images its threshold is calibrated on, and a
+    description of the latter: a seeded held-out ``calibration_fraction`` of the training
+    images, or the images of ``calibration`` (then the scorer fits on every training image)."""
+    if calibration is None:
+        fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, seed)
+        return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
+                f"held-out {calibration_fraction:.0%} of training images (seed {seed})")
+    cal_all = expand_inputs(list(calibration))
+    if not cal_all:
+        raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
+    overlap = {p.resolve() for p in cal_all} & {p.resolve() for p in train_paths}
+    if overlap:
+        log.warning("%d calibration images are also training images: their scores are too "
+                    "low, so the threshold is too low and the real FPR higher than stated",
+                    len(overlap))
+    return train_paths, cal_all, f"calibration images from {', '.join(map(str, calibration))}"
+
+
 def fit(
     train: Sequence[Path | str],
     cfg: ModelConfig | None = None,
@@ -248,22 +268,8 @@ def fit(
                              calibration_fraction, progress, max_pixels)
     backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     runner = Runner(extractor, progress=progress)
-    if calibration is None:
-        fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, cfg.seed)
-        fit_all = [train_paths[i] for i in fit_idx]
-        cal_all = [train_paths[i] for i in cal_idx]
-        source = f"held-out {calibration_fraction:.0%} of training images (seed {cfg.seed})"
-    else:
-        fit_all = train_paths
-        cal_all = expand_inputs(list(calibration))
-        if not cal_all:
-            raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
-        overlap = {p.resolve() for p in cal_all} & {p.resolve() for p in train_paths}
-        if overlap:
-            log.warning("%d calibration images are also training images: their scores are too "
-                        "low, so the threshold is too low and the real FPR higher than stated",
-                        len(overlap))
-        source = f"calibration images from {', '.join(map(str, calibration))}"
+    fit_all, cal_all, source = calibration_split(train_paths, calibration, calibration_fraction,
+                                                 cfg.seed)
     # streamed: the training features go batch by batch into the scorer (PatchCore's coreset),
     # the calibration images batch by batch through it, so memory does not grow with the set
     fitted = runner.fit({"model": scorer}, fit_all, skip_errors=True)

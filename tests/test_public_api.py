@@ -33,7 +33,7 @@ def test_every_registered_scorer_is_exported():
 
 
 def test_the_documented_names_are_exported():
-    from anomaly_inspect import (  # noqa: F401
+    from anomaly_inspect import (
         Features,
         ModelConfig,
         PatchCore,
@@ -46,6 +46,10 @@ def test_the_documented_names_are_exported():
         load_model,
         load_mvtec,
     )
+
+    documented = (Features, ModelConfig, PatchCore, ScoreResult, SoftPatch, TailedCore, evaluate,
+                  fit, load_folders, load_model, load_mvtec)
+    assert all(callable(v) and v.__name__ in anomaly_inspect.__all__ for v in documented)
 
 
 def test_unknown_name_is_an_attribute_error():

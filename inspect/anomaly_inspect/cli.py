@@ -6,7 +6,9 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
+import threading
 
 # The command line never reaches the network: albumentations would otherwise check PyPI
 # for a newer version when imported. (The library leaves the environment to its caller.)
@@ -69,7 +71,30 @@ def with_flag_hints(message: str) -> str:
     return message
 
 
+class Terminated(BaseException):
+    """SIGTERM (``kill``, a scheduler's time limit), raised in the main thread like Ctrl-C so
+    that every cleanup runs: temporary files and folders are removed, locks released, the
+    files already complete (results.csv rows, a saved model) kept."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _main(argv)
+    except Terminated:  # during the last steps of _main (its own handler missed it)
+        print("terminated", file=sys.stderr)
+        return 143
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -90,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except (OSError, ValueError, RuntimeError) as exc:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.
         if logging.getLogger().isEnabledFor(logging.DEBUG):

@@ -1,0 +1,38 @@
+"""SIGTERM stops a command like Ctrl-C: cleanups run, the exit code says what happened."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+SLOW_COMMAND = textwrap.dedent("""
+    import sys, time
+    from anomaly_inspect import cli, files
+
+    def slow(argv):
+        with files.replacing(sys.argv[1]) as tmp:
+            tmp.write_text("half of a record")
+            print("writing", flush=True)
+            time.sleep(60)
+        return 0
+
+    cli._main = slow
+    sys.exit(cli.main([]))
+""")
+
+
+def test_sigterm_removes_the_temporary_and_exits_143(tmp_path):
+    target = tmp_path / "record.json"
+    target.write_text("the old record")
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_COMMAND, str(target)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    assert len(list(tmp_path.iterdir())) == 2  # the record and the temporary beside it
+    os.kill(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and err.strip() == "terminated"
+    assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
+    assert target.read_text() == "the old record"

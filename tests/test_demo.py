@@ -61,7 +61,9 @@ def test_demo_temporary_folder_is_removed(tmp_path, monkeypatch, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     assert "image AUROC" in printed and "synthetic_metal" in printed
-    assert list(tmp_path.iterdir()) == []  # nothing left behind without --keep / --out
+    # nothing left behind without --keep / --out (torch's own cache, made when the demo is the
+    # first to export the backbone to ONNX, is torch's, as it is in the real temp folder)
+    assert [p for p in tmp_path.iterdir() if not p.name.startswith("torchinductor_")] == []
     code = main(["demo", *TINY, "--texture", "metal", "--defects", "stain", "--keep"])
     assert code == 0
     (kept,) = tmp_path.iterdir()  # --keep: the temporary dataset stays, and its path is printed

@@ -855,16 +855,17 @@ def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys)
     from anomaly_inspect.data.layout import DatasetLayoutError
 
     for i in range(2):
-        write_image(tmp_path / "train" / f"{i}.png", rgb_image(40, seed=i))
+        for split in ("train", "good", "bad"):
+            write_image(tmp_path / split / f"{i}.png", rgb_image(40, seed=i))
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetLayoutError, match=r"empty: no images in this folder"):
-        load_folders([tmp_path / "train"], [tmp_path / "empty"], [tmp_path / "train"])
+        load_folders([tmp_path / "train"], [tmp_path / "empty"], [tmp_path / "bad"])
     # an empty --mask-dir is a mistake too, not a run without pixel metrics
     with pytest.raises(DatasetLayoutError, match=r"empty: no images in this folder"):
-        load_folders([tmp_path / "train"], [tmp_path / "train"], [tmp_path / "train"],
+        load_folders([tmp_path / "train"], [tmp_path / "good"], [tmp_path / "bad"],
                      mask_dir=tmp_path / "empty")
     for auto in ([], ["--auto"]):  # refused before tuning too
         assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path / "train"),
-                     "--test-normal-dir", str(tmp_path / "train"), "--quiet", *auto]) == 1
+                     "--test-normal-dir", str(tmp_path / "good"), "--quiet", *auto]) == 1
         err = capsys.readouterr().err
         assert "the test split needs normal and anomalous images" in err and "2 normal and 0 anomalous" in err

@@ -13,6 +13,9 @@ import threading
 # The command line never reaches the network: albumentations would otherwise check PyPI
 # for a newer version when imported. (The library leaves the environment to its caller.)
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+# A file OpenCV cannot decode is reported once, as "PATH: reason"; OpenCV's own log lines about
+# it (libtiff, loadsave) would add one to four more.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
 # OpenMP threads (torch's, faiss's) spin for a while after each parallel region, waiting for
 # the next; where other work shares the cores, spinning threads take them from it and from each
 # other (bottle `evaluate` beside one busy process: 19-23 -> 28-29 img/s; the same on a quiet

@@ -51,17 +51,23 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import check_test_labels, evaluate
+    from ..evaluation.evaluate import check_test_split, evaluate
 
     options = {k: v for k, v in vars(args).items() if k in OPTION_FLAGS}
-    required, _ = dataset_options(args.dataset)
+    required, optional = dataset_options(args.dataset)
     missing = [OPTION_FLAGS[k] for k in required if not options.get(k)]
     if missing:
         raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
+    ignored = [OPTION_FLAGS[k] for k, v in options.items() if v and k not in required + optional]
+    if ignored:
+        raise ValueError(f"--dataset {args.dataset} does not take {', '.join(ignored)}; it takes "
+                         f"{', '.join(OPTION_FLAGS[k] for k in required + optional if k in OPTION_FLAGS)}")
     dataset = load_dataset(args.dataset, **options)
-    check_test_labels(dataset)  # before minutes of tuning or fitting
     cfg = model_config_from_args(args)
-    tuning = run_tune([s.path for s in dataset.train], args, cfg) if args.auto else None
+    tuning = None
+    if args.auto:
+        check_test_split(dataset)  # before minutes of tuning (evaluate checks it before fitting)
+        tuning = run_tune([s.path for s in dataset.train], args, cfg)
     result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,
                       engine=engine_from_args(args))
     print_result(result)

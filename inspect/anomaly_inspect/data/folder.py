@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .layout import DatasetLayoutError, list_images
+from .layout import DatasetLayoutError, canonical_path, list_images
 from .mvtec import AnomalyDataset
 from .samples import Sample
 
@@ -18,7 +18,8 @@ def load_folders(
     name: str = "folder",
 ) -> AnomalyDataset:
     """Build a dataset from plain folders; masks (optional) pair by file stem. A named folder
-    without images is refused (a mistyped path must not pass as an empty split)."""
+    without images is refused (a mistyped path must not pass as an empty split), and so is a
+    file that lands in two splits or labels."""
     def images(d: Path | str) -> list[Path]:
         found = list_images(d)
         if not found:
@@ -29,18 +30,51 @@ def load_folders(
     if not train:
         raise DatasetLayoutError(f"no training images in {', '.join(map(str, train_dirs))}")
     test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]
-    masks = {}
-    if mask_dir is not None:
-        for m in images(mask_dir):
-            masks[m.stem.removesuffix("_mask")] = m
-    missing = []
-    for d in test_anomalous_dirs:
-        for p in images(d):
-            mask = masks.get(p.stem)
-            if mask_dir is not None and mask is None:
-                missing.append(str(p))
-            test.append(Sample(p, 1, "test", Path(d).name, mask))
+    test += [Sample(p, 1, "test", Path(d).name) for d in test_anomalous_dirs for p in images(d)]
+    masks = None if mask_dir is None else images(mask_dir)
+    _check_disjoint(train, test)
+    if masks is not None:
+        test = _with_masks(test, mask_dir, masks)
+    groups = sorted({s.group for s in test})
+    return AnomalyDataset(name, train, test, mask_dir is not None, groups)
+
+
+def _check_disjoint(train: list[Sample], test: list[Sample]) -> None:
+    """Refuse a file that two folders bring in twice (e.g. a test folder inside the training
+    folder): the AUROC would be measured on what was fitted, or count an image twice."""
+    role: dict[Path, str] = {}
+    for s in train + test:
+        what = "a training image" if s.split == "train" else (
+            "a normal test image" if s.label == 0 else "an anomalous test image")
+        key = canonical_path(s.path)
+        if key in role:
+            both = f"{what} twice" if role[key] == what else f"both {role[key]} and {what}"
+            raise DatasetLayoutError(f"{s.path}: {both}; the folders must not overlap")
+        role[key] = what
+
+
+def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> list[Sample]:
+    """The anomalous test samples with their masks, paired by file stem (``<stem>_mask.<ext>``
+    or ``<stem>.<ext>``); a stem two masks or two anomalous images share is refused."""
+    by_stem: dict[str, Path] = {}
+    for m in masks:
+        stem = m.stem[:-len("_mask")] if m.stem.lower().endswith("_mask") else m.stem
+        if stem in by_stem:
+            raise DatasetLayoutError(f"{mask_dir}: two masks for the images named {stem!r}: "
+                                     f"{by_stem[stem]} and {m}")
+        by_stem[stem] = m
+    owner: dict[str, Path] = {}
+    missing, out = [], []
+    for s in test:
+        if s.label == 1:
+            if s.path.stem in owner:
+                raise DatasetLayoutError(f"{s.path}: named like {owner[s.path.stem]}; masks pair "
+                                         f"by name, so anomalous images need distinct names")
+            owner[s.path.stem] = s.path
+            if s.path.stem not in by_stem:
+                missing.append(str(s.path))
+            s = Sample(s.path, 1, "test", s.group, by_stem.get(s.path.stem))
+        out.append(s)
     if missing:
         raise DatasetLayoutError(f"{mask_dir}: no mask for {len(missing)} image(s): {missing[:5]}")
-    groups = sorted({s.group for s in test})
-    return AnomalyDataset(name, train, test, bool(masks), groups)
+    return out

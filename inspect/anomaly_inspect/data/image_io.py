@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +30,9 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: images above this many pixels are decoded at a reduced size where the format allows it
 REDUCE_ABOVE_PIXELS = 16_000_000
 # First bytes of the formats we read, to find images whose extension is unusual.
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"BM", b"II*\x00",
-          b"MM\x00*")
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+# A BMP starts with "BM", as plenty of text does ("BMW parts"): its DIB header size says which
+_BMP_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 _PROBE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 _PNG_IEND = b"IEND\xaeB`\x82"
 
@@ -52,10 +54,12 @@ def looks_like_image(path: Path | str) -> bool:
     """True when the file's first bytes are those of an image format we read."""
     try:
         with open(path, "rb") as fh:
-            head = fh.read(16)
+            head = fh.read(18)
     except OSError:
         return False
-    return head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return (head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+            or (head[:2] == b"BM" and len(head) == 18
+                and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES))
 
 
 @dataclass(frozen=True)
@@ -126,15 +130,17 @@ def _probe(path: Path, data: bytes) -> _Header | None:
         if factory is None or (accept is not None and not accept(head)):
             continue
         try:
-            # the plugin itself, not Image.open: the budget below replaces PIL's bomb check
-            im = factory(io.BytesIO(data), "")
-            width, height = im.size
-            frames = int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
-            if im.format == "MPO":  # a camera JPEG with extra pictures: the first is the image
-                frames = 1
-            orientation = 1
-            if im.format != "PNG" or "exif" in im.info:  # PNG's getexif() would decode the image
-                orientation = int(im.getexif().get(0x0112, 1) or 1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Corrupt EXIF data": the decoder decides below
+                # the plugin itself, not Image.open: the budget below replaces PIL's bomb check
+                im = factory(io.BytesIO(data), "")
+                width, height = im.size
+                frames = int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
+                if im.format == "MPO":  # a camera JPEG with extra pictures: the first is the image
+                    frames = 1
+                orientation = 1
+                if im.format != "PNG" or "exif" in im.info:  # PNG's getexif() would decode it
+                    orientation = int(im.getexif().get(0x0112, 1) or 1)
         except Exception:  # noqa: BLE001 - a header PIL cannot parse: let the decoder decide
             continue
         return _Header(width, height, fmt, frames, orientation if 1 <= orientation <= 8 else 1)
@@ -150,8 +156,9 @@ def _reduction(header: _Header | None, min_side: int | None) -> int:
     return next((f for f in (8, 4, 2) if short // f >= min_side), 1)
 
 
-def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, int]:
-    """Decoded array (OpenCV channel order) and the EXIF orientation still to apply."""
+def _checked_header(path: Path, max_pixels: int) -> tuple[bytes, _Header | None]:
+    """The file's bytes and header (None where PIL cannot tell), refused if it is truncated,
+    above the pixel budget or has several frames."""
     data = _read_bytes(path, max_pixels)
     _check_complete(path, data)
     header = _probe(path, data)
@@ -165,6 +172,26 @@ def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[n
             raise ImageReadError(path, f"multi-frame image ({header.frames} frames, e.g. an "
                                        f"animated {header.format}); save the frame to screen as "
                                        f"a single image")
+    return data, header
+
+
+def image_size(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of the image :func:`read_image` would return, from the header where it
+    tells (no decoding), after the checks ``read_image`` makes first; raises
+    :class:`ImageReadError` as it would. For checking a whole split before long work."""
+    path = Path(path)
+    _, header = _checked_header(path, max_pixels)
+    if header is None:
+        img, orientation = _decode(path, max_pixels)
+        height, width = img.shape[:2]
+    else:
+        width, height, orientation = header.width, header.height, header.orientation
+    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
+
+
+def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, int]:
+    """Decoded array (OpenCV channel order) and the EXIF orientation still to apply."""
+    data, header = _checked_header(path, max_pixels)
     factor = _reduction(header, min_side)
     flags = cv2.IMREAD_UNCHANGED if factor == 1 else (
         {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -245,11 +272,18 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
 
 
 def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a ground-truth mask as an upright (H, W) ``uint8`` array of {0, 1}."""
+    """Read a ground-truth mask as an upright (H, W) ``uint8`` array of {0, 1}.
+
+    A mask with two values, 0 and one other (0 / 255, 0 / 1, 0 / 65535, 0 / 255 in 16 bits),
+    is that mask; any other is thresholded at the middle of the 8-bit range (anti-aliased or
+    JPEG-compressed masks)."""
     path = Path(path)
     raw, orientation = _decode(path, max_pixels)
-    img = _to_uint8(raw)
-    if img.ndim == 3:
-        img = img[:, :, :3].max(axis=2)
-    img = (img > 127).astype(np.uint8)
+    if raw.ndim == 3:
+        raw = raw[:, :, :3].max(axis=2)
+    levels = np.unique(raw)
+    if len(levels) == 2 and levels[0] == 0:
+        img = (raw > 0).astype(np.uint8)
+    else:
+        img = (_to_uint8(raw) > 127).astype(np.uint8)
     return _orient(img, orientation) if orientation != 1 else img

@@ -5,7 +5,9 @@ canonical path (``..`` and symbolic links resolved), directory walks and
 recursive globs visit each real directory once (so a symlink loop cannot make
 them repeat or hang), and a folder's files are kept when they look like
 images by extension *or* by their first bytes. A dangling symbolic link is
-kept as well (it becomes an error row instead of vanishing).
+kept as well (it becomes an error row instead of vanishing). Hidden files and
+folders below a listed folder are not images of the set (notebook checkpoints,
+macOS ``._`` resource forks, temporaries being written), as for a shell glob.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ def display_path(path: Path | str) -> str:
 
 
 def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
-    """Files (and dangling links) under ``folder``; each real directory is entered once."""
+    """Files (and dangling links) under ``folder``, hidden names (a leading dot) left out, as a
+    shell glob leaves them out; each real directory is entered once."""
     seen: set[tuple[int, int]] = set()
     stack = [folder]
     while stack:
@@ -60,6 +63,8 @@ def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
             continue
         subdirs = []
         for e in entries:
+            if e.name.startswith("."):  # hidden: .ipynb_checkpoints, macOS ._x.png, temporaries
+                continue
             try:
                 if e.is_dir():  # follows links; loops are cut by ``seen``
                     subdirs.append(Path(e.path))

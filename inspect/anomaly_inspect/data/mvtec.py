@@ -4,12 +4,15 @@ Layout::
 
     CATEGORY/train/good/*.png
     CATEGORY/test/<good|defect>/*.png
-    CATEGORY/ground_truth/<defect>/<stem>_mask.png     (optional)
+    CATEGORY/ground_truth/<defect>/<stem>_mask.png     (optional; or <stem>.png, any image
+                                                        extension; nested folders mirror test/)
 """
 
 from __future__ import annotations
 
 import logging
+import os
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +22,7 @@ from .samples import Sample
 log = logging.getLogger(__name__)
 
 GOOD = "good"
+MASK_SUFFIX = "_mask"
 
 
 @dataclass
@@ -36,19 +40,50 @@ class AnomalyDataset:
         return sum(1 for s in self.test if s.label == 1)
 
 
-def _mask_for(gt_dir: Path, image: Path) -> Path | None:
-    for name in (f"{image.stem}_mask.png", f"{image.stem}.png", f"{image.stem}_mask{image.suffix}"):
-        cand = gt_dir / name
-        if cand.is_file():
-            return cand
-    return None
+def _mask_index(gt_dir: Path) -> dict[tuple[str, str], list[Path]]:
+    """The masks under ``gt_dir`` by (folder relative to it, image stem): ``<stem>_mask.<ext>``
+    or ``<stem>.<ext>``, any image extension in any case."""
+    index: dict[tuple[str, str], list[Path]] = defaultdict(list)
+    for m in list_images(gt_dir):
+        stem = m.stem[:-len(MASK_SUFFIX)] if m.stem.lower().endswith(MASK_SUFFIX) else m.stem
+        index[(m.parent.relative_to(gt_dir).as_posix(), stem)].append(m)
+    return index
+
+
+def _pair_masks(images: list[Path], image_dir: Path, gt_dir: Path,
+                problems: list[str]) -> list[Path | None]:
+    """Each image's mask, by the image's path relative to ``image_dir`` (a nested image has its
+    mask in the same sub-folder of ``gt_dir``); what does not pair one to one goes to
+    ``problems``."""
+    index = _mask_index(gt_dir)
+    owner: dict[Path, Path] = {}
+    out: list[Path | None] = []
+    for img in images:
+        rel = img.parent.relative_to(image_dir).as_posix()
+        found = index.get((rel, img.stem), [])
+        mask = found[0] if len(found) == 1 else None
+        if not found:
+            problems.append(f"{img}: no mask {gt_dir / rel / (img.stem + MASK_SUFFIX + '.png')}")
+        elif len(found) > 1:
+            problems.append(f"{img}: more than one mask: {', '.join(map(str, found))}")
+        elif mask in owner:
+            problems.append(f"{mask}: the mask of both {owner[mask]} and {img} (one name, two "
+                            f"extensions); rename one")
+            mask = None
+        else:
+            owner[mask] = img
+        out.append(mask)
+    paired = {m for ms in index.values() if len(ms) > 1 for m in ms} | set(owner)
+    for extra in sorted({m for ms in index.values() for m in ms} - paired):
+        problems.append(f"{extra}: mask has no matching image in {image_dir}")
+    return out
 
 
 def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category."""
     root = Path(root)
     cat_dir = root / category if category else root
-    name = category or root.name
+    name = Path(os.path.abspath(cat_dir)).name  # "cat/", "." and ".." named as the folder is
     if not cat_dir.is_dir():
         hint = ""
         if root.is_dir():
@@ -68,9 +103,13 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     gt_root = cat_dir / "ground_truth"
     has_masks = gt_root.is_dir()
     test: list[Sample] = []
-    groups = sorted(p.name for p in test_dir.iterdir() if p.is_dir())
+    groups = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not groups:
         raise DatasetLayoutError(f"{test_dir}: no test/<type>/ folders found")
+    for group in groups:
+        if group != GOOD and group.lower() == GOOD:
+            raise DatasetLayoutError(f"{test_dir / group}: normal test images go in "
+                                     f"test/{GOOD}/ (lower case); '{group}' would be a defect type")
     problems: list[str] = []
     for group in groups:
         label = 0 if group == GOOD else 1
@@ -80,16 +119,9 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
             if not gt_dir.is_dir():
                 problems.append(f"{gt_dir}: no mask folder for defect type '{group}'")
                 continue
-            paired = set()
-            for img in images:
-                mask = _mask_for(gt_dir, img)
-                if mask is None:
-                    problems.append(f"{img}: no mask {gt_dir / (img.stem + '_mask.png')}")
-                else:
-                    paired.add(mask)
-                test.append(Sample(img, label, "test", group, mask))
-            for extra in sorted(set(list_images(gt_dir)) - paired):
-                problems.append(f"{extra}: mask has no matching image in {test_dir / group}")
+            masks = _pair_masks(images, test_dir / group, gt_dir, problems)
+            test.extend(Sample(img, label, "test", group, m)
+                        for img, m in zip(images, masks, strict=True))
         else:
             test.extend(Sample(p, label, "test", group) for p in images)
     if problems:

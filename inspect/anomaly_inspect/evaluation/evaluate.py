@@ -73,13 +73,44 @@ def check_test_labels(dataset: AnomalyDataset) -> None:
                                  f"{n_anomalous} anomalous")
 
 
+def check_test_split(dataset: AnomalyDataset) -> None:
+    """Refuse, before any fitting or tuning, a test split that cannot give its metrics: without
+    both labels (:func:`check_test_labels`), with an image or mask that cannot be read (found
+    from headers, without decoding), or with a mask of another shape than its image (it would
+    be stretched onto it)."""
+    from ..data.image_io import ImageReadError, image_size
+
+    check_test_labels(dataset)
+    problems = []
+    for s in dataset.test:
+        try:
+            width, height = image_size(s.path)
+        except ImageReadError as exc:
+            problems.append(str(exc))
+            continue
+        if s.mask_path is None:
+            continue
+        try:
+            w, h = image_size(s.mask_path)
+        except ImageReadError as exc:
+            problems.append(f"{exc} (the mask of {s.path})")
+            continue
+        if abs(width * h - w * height) > 0.01 * width * h:
+            problems.append(f"{s.mask_path}: a {w}x{h} mask for the {width}x{height} image "
+                            f"{s.path}; a mask has its image's shape")
+    if problems:
+        more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
+        raise DatasetLayoutError(f"{dataset.name}: {len(problems)} test file(s) cannot be used:\n  "
+                                 + "\n  ".join(problems[:10]) + more)
+
+
 def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
              engine: Engine | None = None) -> EvaluationResult:
     """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``. A distributed
     ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
-    check_test_labels(dataset)
+    check_test_split(dataset)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
     backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks)
     remote = engine is not None and not engine.in_process

@@ -1,0 +1,157 @@
+"""Dataset adapters on layouts users really have: every image in one split with one label,
+every mask with its own image, and what cannot be used refused before any fitting."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.data.folder import load_folders
+from anomaly_inspect.data.image_io import looks_like_image, read_mask
+from anomaly_inspect.data.layout import DatasetLayoutError, list_images
+from anomaly_inspect.data.mvtec import load_mvtec
+from anomaly_inspect.evaluation.evaluate import check_test_split
+from layout_writer import rgb_image, write_image
+
+
+def mask_array(seed: int, size: int = 32) -> np.ndarray:
+    m = np.zeros((size, size), np.uint8)
+    m[seed % 8:seed % 8 + 6, 4:12] = 255
+    return m
+
+
+def category(root, defects=("crack",), n=2):
+    """A small MVTec-layout category: train/good, test/good, test/<defect> with masks."""
+    for i in range(n):
+        write_image(root / "train" / "good" / f"{i:03d}.png", rgb_image(32, i))
+        write_image(root / "test" / "good" / f"{i:03d}.png", rgb_image(32, 10 + i))
+        for d in defects:
+            write_image(root / "test" / d / f"{i:03d}.png", rgb_image(32, 20 + i))
+            write_image(root / "ground_truth" / d / f"{i:03d}_mask.png", mask_array(i))
+    return root
+
+
+def masks_of(ds):
+    return {s.path.relative_to(s.path.parents[1]).as_posix(): s.mask_path.name
+            for s in ds.test if s.mask_path is not None}
+
+
+def test_hidden_files_and_folders_are_not_part_of_a_set(tmp_path):
+    cat = category(tmp_path / "cat")
+    write_image(cat / "test" / ".ipynb_checkpoints" / "x.png", rgb_image(32, 5))
+    write_image(cat / "train" / "good" / ".thumbs" / "000.png", rgb_image(32, 21))
+    (cat / "test" / "good" / "._000.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")
+    ds = load_mvtec(cat)
+    assert ds.groups == ["crack", "good"] and len(ds.train) == 2 and len(ds.test) == 4
+    assert [p.name for p in list_images(cat / "test")] == ["000.png", "001.png"] * 2
+
+
+def test_nested_defect_images_pair_with_the_mask_in_the_same_sub_folder(tmp_path):
+    cat = category(tmp_path / "cat")
+    write_image(cat / "test" / "crack" / "more" / "000.png", rgb_image(32, 30))
+    write_image(cat / "ground_truth" / "crack" / "more" / "000_mask.png", mask_array(3))
+    ds = load_mvtec(cat)
+    nested = next(s for s in ds.test if s.path.parent.name == "more")
+    assert nested.mask_path == cat / "ground_truth" / "crack" / "more" / "000_mask.png"
+    # without its own mask it is refused, not paired with crack/000_mask.png
+    (cat / "ground_truth" / "crack" / "more" / "000_mask.png").unlink()
+    with pytest.raises(DatasetLayoutError, match=r"more/000.png: no mask .*crack/more/000_mask.png"):
+        load_mvtec(cat)
+
+
+def test_one_mask_for_two_images_is_refused(tmp_path):
+    cat = category(tmp_path / "cat")
+    write_image(cat / "test" / "crack" / "000.jpg", rgb_image(32, 40))
+    with pytest.raises(DatasetLayoutError, match=r"000_mask.png: the mask of both .*000.jpg"):
+        load_mvtec(cat)
+
+
+def test_masks_of_any_image_extension_and_case_pair(tmp_path):
+    cat = category(tmp_path / "cat")
+    gt = cat / "ground_truth" / "crack"
+    (gt / "000_mask.png").rename(gt / "000_MASK.PNG")
+    write_image(gt / "001_mask.bmp", mask_array(1))
+    (gt / "001_mask.png").unlink()
+    assert masks_of(load_mvtec(cat)) == {"crack/000.png": "000_MASK.PNG",
+                                         "crack/001.png": "001_mask.bmp"}
+    write_image(gt / "001_mask.png", mask_array(1))  # two masks for one image
+    with pytest.raises(DatasetLayoutError, match=r"001.png: more than one mask"):
+        load_mvtec(cat)
+
+
+def test_a_capitalised_good_folder_is_not_taken_for_a_defect_type(tmp_path):
+    cat = category(tmp_path / "cat")
+    (cat / "test" / "good").rename(cat / "test" / "Good")
+    with pytest.raises(DatasetLayoutError, match=r"test/Good: normal test images go in test/good/"):
+        load_mvtec(cat)
+
+
+def test_the_category_is_named_as_its_folder_however_the_path_is_spelled(tmp_path, monkeypatch):
+    category(tmp_path / "cat")
+    assert load_mvtec(tmp_path, "cat/").name == "cat"
+    monkeypatch.chdir(tmp_path / "cat")
+    assert load_mvtec(".").name == "cat"
+
+
+def test_folders_refuse_overlapping_splits_and_ambiguous_masks(tmp_path):
+    for i in range(2):
+        write_image(tmp_path / "train" / f"{i}.png", rgb_image(32, i))
+        write_image(tmp_path / "ok" / f"{i}.png", rgb_image(32, 10 + i))
+        write_image(tmp_path / "bad" / "large" / f"{i}.png", rgb_image(32, 20 + i))
+        write_image(tmp_path / "gt" / "large" / f"{i}_mask.png", mask_array(i))
+    ds = load_folders([tmp_path / "train"], [tmp_path / "ok"], [tmp_path / "bad" / "large"],
+                      mask_dir=tmp_path / "gt")
+    assert sorted(s.mask_path.name for s in ds.test if s.label == 1) == ["0_mask.png", "1_mask.png"]
+    with pytest.raises(DatasetLayoutError, match=r"both a training image and a normal test image"):
+        load_folders([tmp_path / "train"], [tmp_path / "train"], [tmp_path / "bad"])
+    with pytest.raises(DatasetLayoutError, match=r"an anomalous test image twice"):
+        load_folders([tmp_path / "train"], [tmp_path / "ok"], [tmp_path / "bad", tmp_path / "bad" / "large"])
+    with pytest.raises(DatasetLayoutError, match=r"both a training image and an anomalous"):
+        load_folders([tmp_path / "bad"], [tmp_path / "ok"], [tmp_path / "bad" / "large"])
+    write_image(tmp_path / "gt" / "small" / "0_mask.png", mask_array(5))
+    with pytest.raises(DatasetLayoutError, match=r"two masks for the images named '0'"):
+        load_folders([tmp_path / "train"], [tmp_path / "ok"], [tmp_path / "bad" / "large"],
+                     mask_dir=tmp_path / "gt")
+    write_image(tmp_path / "bad" / "small" / "0.png", rgb_image(32, 30))
+    with pytest.raises(DatasetLayoutError, match=r"small/0.png: named like .*large/0.png"):
+        load_folders([tmp_path / "train"], [tmp_path / "ok"],
+                     [tmp_path / "bad" / "large", tmp_path / "bad" / "small"],
+                     mask_dir=tmp_path / "gt" / "large")
+
+
+@pytest.mark.parametrize("high, dtype", [(1, np.uint8), (255, np.uint8), (255, np.uint16),
+                                         (65535, np.uint16)])
+def test_two_level_masks_are_read_whatever_their_levels(tmp_path, high, dtype):
+    m = (mask_array(2) > 0).astype(dtype) * dtype(high)
+    write_image(tmp_path / "m.png", m)
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), (m > 0).astype(np.uint8))
+
+
+def test_text_starting_with_bm_is_not_a_bitmap(tmp_path):
+    (tmp_path / "parts").write_text("BMW parts list\nmore text here\n")
+    write_image(tmp_path / "real.bmp", rgb_image(32))
+    (tmp_path / "real.bmp").rename(tmp_path / "real")
+    assert not looks_like_image(tmp_path / "parts") and looks_like_image(tmp_path / "real")
+
+
+def test_unusable_test_files_are_refused_before_fitting(tmp_path, capsys):
+    cat = category(tmp_path / "cat")
+    check_test_split(load_mvtec(cat))  # the clean layout passes
+    data = (cat / "test" / "good" / "001.png").read_bytes()
+    (cat / "test" / "good" / "001.png").write_bytes(data[:len(data) // 2])
+    write_image(cat / "ground_truth" / "crack" / "000_mask.png", np.zeros((8, 32), np.uint8))
+    with pytest.raises(DatasetLayoutError) as err:
+        check_test_split(load_mvtec(cat))
+    assert "2 test file(s) cannot be used" in str(err.value)
+    assert "good/001.png: truncated PNG" in str(err.value)
+    assert "000_mask.png: a 32x8 mask for the 32x32 image" in str(err.value)
+    assert main(["evaluate", "--root", str(cat), "--quiet"]) == 1
+    assert "truncated PNG" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_evaluate_refuses_the_other_datasets_flags(tmp_path, capsys):
+    assert main(["evaluate", "--root", str(tmp_path), "--category", "c", "--train-dir",
+                 str(tmp_path), "--quiet"]) == 1
+    assert "--dataset mvtec does not take --train-dir" in capsys.readouterr().err

@@ -155,3 +155,15 @@ def test_evaluate_refuses_the_other_datasets_flags(tmp_path, capsys):
     assert main(["evaluate", "--root", str(tmp_path), "--category", "c", "--train-dir",
                  str(tmp_path), "--quiet"]) == 1
     assert "--dataset mvtec does not take --train-dir" in capsys.readouterr().err
+
+
+def test_what_the_layout_leaves_out_is_said(tmp_path, caplog):
+    cat = category(tmp_path / "cat")
+    (cat / "test" / "scratch").mkdir()
+    (cat / "ground_truth" / "scratch").mkdir()
+    write_image(cat / "test" / "loose.png", rgb_image(32, 7))
+    with caplog.at_level("WARNING"):
+        ds = load_mvtec(cat)
+    assert len(ds.test) == 4
+    assert "test/scratch: no images; 'scratch' left out" in caplog.text
+    assert "1 image(s) directly in test/ left out" in caplog.text

@@ -110,10 +110,16 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
         if group != GOOD and group.lower() == GOOD:
             raise DatasetLayoutError(f"{test_dir / group}: normal test images go in "
                                      f"test/{GOOD}/ (lower case); '{group}' would be a defect type")
+    loose = list_images(test_dir, recursive=False)
+    if loose:
+        log.warning("%s: %d image(s) directly in test/ left out (test images go in "
+                    "test/<type>/)", test_dir, len(loose))
     problems: list[str] = []
     for group in groups:
         label = 0 if group == GOOD else 1
         images = list_images(test_dir / group)
+        if not images:
+            log.warning("%s: no images; '%s' left out of the test split", test_dir / group, group)
         if has_masks and label == 1:
             gt_dir = gt_root / group
             if not gt_dir.is_dir():

@@ -4,6 +4,7 @@ its manifest and checksums, converts to OpenVINO IR faithfully, and refuses anot
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -136,3 +137,169 @@ def test_an_int8_bundle_says_which_graph_runs(tmp_path):
     assert len(manifest["backbone"]["graphs"]) == 2 and len(runs) == 1
     assert runs[0]["precision"] == "int8" and "-int8-" in runs[0]["onnx"]
     assert manifest["backbone"]["graphs"][0] is runs[0] or manifest["backbone"]["graphs"][0] == runs[0]
+
+
+@pytest.fixture(scope="module")
+def int8_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("deploy_int8")
+    return root, _model(root, "onnxruntime", precision="int8")
+
+
+def _files(folder) -> set[str]:
+    return {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", ["f32", "int8"])
+def test_a_bundle_runs_the_graphs_it_holds_under_another_torch_version(kind, onnx_model, int8_model,
+                                                                      tmp_path, monkeypatch):
+    import torch
+
+    from anomaly_inspect.features.backbone import Backbone
+
+    _, model_dir = onnx_model if kind == "f32" else int8_model
+    image = write_image(tmp_path / "t.png", rgb_image(48, seed=5))
+    export_model(model_dir, tmp_path / "bundle")
+    bundle, graphs = tmp_path / "bundle", sorted((tmp_path / "bundle" / "backbone").iterdir())
+    want = load_model(bundle).score([image])[0].score
+    bundled = load_model(bundle).extractor.backbone
+    user_cache_name = Backbone(bundled.name, bundled.layers, "random").export_path((64, 64)).name
+    assert [g.name for g in graphs if "-int8-" not in g.name] == [user_cache_name]
+    before = _files(bundle)
+    monkeypatch.setattr(torch, "__version__", "2.99.0")
+    # the user cache keys its exports by torch version; the bundle's graph keeps its name
+    assert Backbone(bundled.name, bundled.layers, "random").export_path((64, 64)).name != user_cache_name
+    assert main(["screen", str(bundle), str(image), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    model = load_model(bundle)
+    assert model.score([image])[0].score == want
+    assert sorted(model.extractor.backbone.exports) == graphs  # at int8 with its f32 source
+    assert _files(bundle) == before  # nothing exported into it
+
+
+def _edited(model_dir, dst, edit):
+    """A copy of ``model_dir`` with ``edit`` applied to its model.json, without checksums (as
+    a model saved before them)."""
+    import shutil
+
+    shutil.copytree(model_dir, dst)
+    info = json.loads((dst / "model.json").read_text())
+    edit(info)
+    (dst / "model.json").write_text(json.dumps(info))
+    (dst / "checksums.json").unlink()
+    return dst
+
+
+@pytest.mark.parametrize("edit, says", [
+    (lambda m: m["config"]["features"].pop("image_size"),
+     "m: it runs on 320x320 inputs and its f32 graphs take 64x64, so a bundle of it could not score"),
+    (lambda m: m["config"]["backbone"].update(precision="int8"),
+     "m: it runs at int8 and holds no int8 graph, so a bundle of it could not score"),
+    (lambda m: m["config"].update(backbone=None),  # the default backbone: other weights
+     "m: backbone weights differ from the ones this model was fitted with"),
+    (lambda m: m["config"]["backbone"].update(runtime="openvino", precision="int8"),
+     "model.json: config: backbone: precision int8 needs runtime onnxruntime"),
+    (lambda m: m["config"]["features"].update(image_size="64"),
+     "model.json: config: features: image_size: expected an integer, got '64'"),
+])
+def test_export_checks_the_model_as_load_does_and_refuses_one_whose_graphs_would_not_run(
+        onnx_model, tmp_path, capsys, edit, says):
+    _, model_dir = onnx_model
+    edited = _edited(model_dir, tmp_path / "m", edit)
+    assert main(["export", str(edited), "--out", str(tmp_path / "b"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert says in err and err.count("\n") == 1 and "Traceback" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # nothing written, no temporary
+
+
+def test_an_unreadable_graph_is_named_by_the_models_file(onnx_model, tmp_path, capsys):
+    _, model_dir = onnx_model
+    edited = _edited(model_dir, tmp_path / "m", lambda m: None)
+    (graph,) = (edited / "backbone").glob("*.onnx")
+    graph.write_bytes(b"not a graph")
+    assert main(["export", str(edited), "--out", str(tmp_path / "b"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {graph}: not a readable ONNX graph") and ".tmp-" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_staging_folders_of_killed_runs_are_removed_and_live_ones_kept(onnx_model, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from anomaly_inspect.screening.model_dir import STALE_AFTER_S
+
+    _, model_dir = onnx_model
+    out = tmp_path / "b"
+    old = time.time() - STALE_AFTER_S - 5
+
+    def aged(path):
+        os.utime(path, (old, old))
+        return path
+
+    child = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\n"
+        "from anomaly_inspect.screening.model_dir import staged_model_dir\n"
+        "with staged_model_dir(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'model.json').write_text('{}')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(120)\n"), str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        live = aged(Path(child.stdout.readline().strip()))
+        assert live.parent == tmp_path and live.name.startswith(".b.tmp-")
+        fresh = tmp_path / ".b.tmp-fresh123"  # unlocked but just made: maybe an instant old
+        fresh.mkdir()
+        others = [tmp_path / n for n in (".b.tmp-toolong12", ".c.tmp-abcdefgh", "b.tmp-abcdefgh")]
+        for other in others:  # not b's staging folders
+            other.mkdir()
+            aged(other)
+        export_model(model_dir, out)  # while the child writes its staging folder
+        assert live.is_dir() and fresh.is_dir() and all(o.is_dir() for o in others)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+        assert live.is_dir()  # what kill -9 leaves
+        export_model(model_dir, out, overwrite=True)
+        assert not live.exists() and fresh.is_dir() and all(o.is_dir() for o in others)
+        assert load_model(out) is not None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_backbone_export_refuses_options_it_cannot_honour_and_bad_paths(onnx_model, tmp_path,
+                                                                       capsys):
+    _, model_dir = onnx_model
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "d.onnx").mkdir()
+    (tmp_path / "gone").symlink_to(tmp_path / "nowhere")
+    cases = [
+        (["--out", str(tmp_path / "bb.onnx"), "--precision", "int8", "--runtime", "onnxruntime"],
+         "--runtime --precision: not used without MODEL_DIR: the backbone alone is written as "
+         "its f32 ONNX graph"),
+        (["--out", str(tmp_path / "d.onnx"), "--overwrite"],
+         f"{tmp_path / 'd.onnx'}: is a folder; --out names the .onnx file to write"),
+        (["--out", str(tmp_path / "afile" / "bb.onnx"), "--weights", "random", "--image-size", "64"],
+         f"{tmp_path / 'afile'}: is a file, not a folder"),
+        ([str(model_dir), "--out", str(tmp_path / "afile" / "sub")],
+         f"{tmp_path / 'afile'}: is a file, not a folder"),
+        ([str(model_dir), "--out", str(tmp_path / "gone" / "sub")],
+         f"{tmp_path / 'gone'}: is a dangling link, not a folder"),
+        ([str(tmp_path / "afile"), "--out", str(tmp_path / "y")],
+         f"{tmp_path / 'afile'}: is a file, not a model directory"),
+        ([str(model_dir), "--out", str(tmp_path / "y"), "--seed", "0"],
+         "--seed: not used with MODEL_DIR"),
+    ]
+    for argv, says in cases:
+        assert main(["export", *argv, "--quiet"]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "d.onnx", "gone"]
+    assert (tmp_path / "afile").read_text() == "mine" and not any((tmp_path / "d.onnx").iterdir())
+
+
+def test_export_help_says_what_overwrite_replaces(capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "--overwrite replace an existing --out: with MODEL_DIR a bundle or model folder" in help_text

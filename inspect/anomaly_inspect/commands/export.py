@@ -33,7 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True,
                    help="with MODEL_DIR, the bundle folder; otherwise the .onnx file to write")
     p.add_argument("--pooled", action="store_true", help="add the pooled embedding as an output")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing --out: with MODEL_DIR a bundle or model folder "
+                        "(other files in it are kept), otherwise the .onnx file")
     add_model_args(p)
     p.add_argument("--quiet", action="store_true", help="no info logs")
     p.set_defaults(func=run)
@@ -44,12 +46,21 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..features.runtime import OnnxRunner
+    from ..files import replacing
     from ..pipeline import build_backbone
+    from ..screening.model_dir import make_folder
 
     if args.model_dir is not None:
         return run_model(args)
     if args.format is not None:
         raise ValueError("--format exports a saved model: give its MODEL_DIR")
+    given = _given(args, ("runtime", "precision"))
+    if given:
+        raise ValueError(f"{' '.join(given)}: not used without MODEL_DIR: the backbone alone is "
+                         f"written as its f32 ONNX graph; to deploy another runtime or precision, "
+                         f"fit a model with it and export MODEL_DIR")
+    if args.out.is_dir():
+        raise IsADirectoryError(f"{args.out}: is a folder; --out names the .onnx file to write")
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
     if args.out.suffix != ".onnx":
@@ -57,8 +68,9 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config_from_args(args)
     backbone = build_backbone(cfg)
     size = cfg.features.image_size
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), args.out)  # the cached export
+    make_folder(args.out.parent)
+    with replacing(args.out) as tmp:  # the cached export
+        shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), tmp)
     torch.manual_seed(0)
     x = torch.randn(2, 3, size, size)
     if args.pooled:
@@ -86,11 +98,16 @@ BACKBONE_ONLY = ("pooled", "config", "method", "backbone", "weights", "layers", 
                  "precision", "image_size", "resize", "batch_size", "seed")
 
 
+def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
+    """The flags among ``names`` given on the command line (not left at None / False)."""
+    return [f"--{k.replace('_', '-')}" for k in names
+            if (v := getattr(args, k, None)) is not None and v is not False]  # --seed 0 counts
+
+
 def run_model(args: argparse.Namespace) -> int:
     from ..screening.deploy import MANIFEST_JSON, export_model
 
-    given = [f"--{k.replace('_', '-')}" for k in BACKBONE_ONLY if getattr(args, k, None)
-             not in (None, False)]
+    given = _given(args, BACKBONE_ONLY)
     if given:
         raise ValueError(f"{' '.join(given)}: not used with MODEL_DIR (a saved model brings its "
                          f"own settings); drop them, or drop MODEL_DIR to export a backbone alone")

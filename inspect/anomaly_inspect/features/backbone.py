@@ -8,6 +8,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,6 +29,8 @@ from .runtime import (
     default_cache_dir,
     export_key,
     export_onnx,
+    graph_outputs,
+    graph_signature,
     quantize_int8,
     runtime_available,
 )
@@ -154,7 +157,9 @@ class Backbone(nn.Module):
     images given to :meth:`calibrate` (fitting does this), or found in ``cache_dir``.
     Non-torch runtimes export the graph on the first batch of each input size
     into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
-    and run in torch, with a one-line warning, where the export fails.
+    and run in torch, with a one-line warning, where the export fails. A saved model's
+    ``cache_dir`` holds its graphs: one made there under another torch version (so named by
+    another key) is still found and run (:meth:`_graph_path`).
     ``model`` stays the torch module for whatever needs gradients or other outputs. It is
     built on first use where a card of these weights is cached (:func:`card_path`, written
     by the first backbone built from them): a backbone that runs from its cached export then
@@ -262,6 +267,20 @@ class Backbone(nn.Module):
         key = export_key(self.name, self.weight_source.checksum, self.layers, input_hw, outputs)
         return (self.cache_dir or default_cache_dir()) / f"{self.name}-{key}.onnx"
 
+    def _graph_path(self, input_hw: tuple[int, int], outputs: str) -> Path:
+        """The f32 graph to run for this input size and outputs: :meth:`export_path`; where
+        that is absent, the one export in ``cache_dir`` that takes this input and gives these
+        outputs (export names hash the torch version, and a saved model runs the graph it holds
+        whatever torch runs now; its folder holds only its own backbone's graphs)."""
+        path = self.export_path(input_hw, outputs)
+        if path.is_file() or self.cache_dir is None or not self.cache_dir.is_dir():
+            return path
+        named = re.compile(re.escape(self.name) + r"-[0-9a-f]{24}\.onnx")
+        want = ((3, *input_hw), graph_outputs(len(self.layers), outputs))
+        found = [p for p in sorted(self.cache_dir.iterdir())
+                 if named.fullmatch(p.name) and graph_signature(p) == want]
+        return found[0] if len(found) == 1 else path
+
     @property
     def exports(self) -> list[Path]:
         """The ONNX files this backbone has run from so far (at int8 with the f32 export each
@@ -340,7 +359,7 @@ class Backbone(nn.Module):
         slot = (int(input_hw[0]), int(input_hw[1]), outputs)
         if slot in self._runners:
             return self._runners[slot]
-        path = self.export_path(slot[:2], outputs)
+        path = self._graph_path(slot[:2], outputs)
         runner = None
         try:
             if path.is_file():

@@ -11,6 +11,8 @@ Exports are made lazily (on the first batch, never at import time), once per
 (backbone, weights checksum, stages, input size, pooled?, torch version), and
 cached as ``backbone-<key>.onnx`` in a directory: the model directory for
 saved models, otherwise ``$ANOMALY_INSPECT_CACHE`` or ``~/.cache/anomaly_inspect``.
+A saved model runs the graphs it holds whatever torch version runs now: in its
+folder a graph is also found by its input size and outputs (:func:`graph_signature`).
 """
 
 from __future__ import annotations
@@ -85,6 +87,25 @@ def export_key(name: str, weights_checksum: str, layers: Sequence[int], input_hw
     if outputs == "full":  # the two older kinds keep their keys (and saved models their files)
         desc["full"] = True
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def graph_outputs(n_stages: int, outputs: str) -> tuple[str, ...]:
+    """Output names of an exported graph with ``n_stages`` stages (see :class:`_StagesGraph`)."""
+    return (*(f"stage{i}" for i in range(n_stages)),
+            *{"stages": (), "pooled": ("pooled",), "full": ("final", "pooled")}[outputs])
+
+
+def graph_signature(path: Path) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
+    """The input shape without the batch axis and the output names of the ONNX graph at
+    ``path``; None where it is not a readable graph."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+        shape = tuple(int(d.dim_value) for d in graph.input[0].type.tensor_type.shape.dim[1:])
+    except Exception:  # onnx raises its own types (DecodeError, ...) for a damaged file
+        return None
+    return shape, tuple(o.name for o in graph.output)
 
 
 class _StagesGraph(nn.Module):
@@ -182,8 +203,7 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
     file is written beside ``path`` and renamed into place (no half-written cache).
     """
     graph = _StagesGraph(static_same_padding(model, input_hw), layers, outputs).eval()
-    names = [f"stage{i}" for i in range(len(layers))] + {
-        "stages": [], "pooled": ["pooled"], "full": ["final", "pooled"]}[outputs]
+    names = list(graph_outputs(len(layers), outputs))
     x = torch.zeros(2, 3, *input_hw)
     log.info("exporting the backbone to ONNX (once per backbone, weights, stages and input size)")
     with replacing(path) as tmp, _quiet_exporter(), torch.no_grad():

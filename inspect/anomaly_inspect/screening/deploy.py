@@ -22,15 +22,14 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from .model import open_model_dir
 from .model_dir import (
     BACKBONE_DIR,
     MODEL_FILES,
     SCORER_DIR,
     ModelFormatError,
     _read_checksums,
-    read_model_info,
     staged_model_dir,
-    verify_model_files,
     write_checksums,
 )
 
@@ -42,15 +41,16 @@ class ExportMismatchError(ValueError):
     """The model was fitted with a runtime whose graph is not the format asked for."""
 
 
-def _graph_io(path: Path) -> dict[str, Any]:
-    """Input and outputs of an ONNX graph (names, shapes with None for dynamic axes)."""
+def _graph_io(path: Path, source: Path) -> dict[str, Any]:
+    """Input and outputs of the ONNX graph at ``path`` (names, shapes with None for dynamic
+    axes); an unreadable one is refused naming ``source``, the model's file."""
     import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelFormatError(f"{path}: not a readable ONNX graph ({first})") from None
+        raise ModelFormatError(f"{source}: not a readable ONNX graph ({first})") from None
 
     def shape(t) -> list:
         return [d if isinstance(d, int) else None for d in t.shape]
@@ -60,23 +60,29 @@ def _graph_io(path: Path) -> dict[str, Any]:
             "outputs": [{"name": o.name, "shape": shape(o)} for o in session.get_outputs()]}
 
 
-def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int) -> float:
+def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int, source: Path) -> float:
     """Convert one ONNX graph to OpenVINO IR (f32 weights) and return the largest relative
-    difference between the two on a random batch of two images, both run by OpenVINO f32."""
+    difference between the two on a random batch of two images, both run by OpenVINO f32. A
+    graph OpenVINO cannot convert or run is refused naming ``source``, the model's file."""
     try:
         import openvino as ov
     except ImportError as exc:
         raise RuntimeError("export --format openvino needs the openvino package: "
                            "pip install 'anomaly-inspect[openvino]'") from exc
-    ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
     x = np.random.default_rng(0).standard_normal((2, 3, height, width)).astype(np.float32)
-    core = ov.Core()
-    outs = []
-    for path in (onnx_path, xml_path):
-        compiled = core.compile_model(core.read_model(str(path)), "CPU",
-                                      {"INFERENCE_PRECISION_HINT": "f32"})
-        result = compiled(x)
-        outs.append([np.asarray(result[o]) for o in compiled.outputs])
+    try:
+        ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+        core = ov.Core()
+        outs = []
+        for path in (onnx_path, xml_path):
+            compiled = core.compile_model(core.read_model(str(path)), "CPU",
+                                          {"INFERENCE_PRECISION_HINT": "f32"})
+            result = compiled(x)
+            outs.append([np.asarray(result[o]) for o in compiled.outputs])
+    except Exception as exc:  # OpenVINO raises its own exception types
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelFormatError(f"{source}: OpenVINO cannot convert or run this graph "
+                               f"({first})") from None
     return max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
                for a, b in zip(outs[1], outs[0], strict=True))
 
@@ -97,14 +103,13 @@ def _model_file_names(model_dir: Path, listed: dict | None) -> list[str]:
 def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
                  overwrite: bool = False) -> dict[str, Any]:
     """Write the deployment bundle of ``model_dir`` to ``out`` in format ``fmt`` (None: the
-    format of the runtime the model was fitted with). Atomic; refuses to replace anything but a
-    model directory, and that only with ``overwrite``. Returns the manifest."""
+    format of the runtime the model was fitted with). The model is checked as
+    :func:`.model.load_model` checks it, and refused where no graph it holds would run. Atomic;
+    refuses to replace anything but a model directory, and that only with ``overwrite``.
+    Returns the manifest."""
     model_dir, out = Path(model_dir), Path(out)
-    info = read_model_info(model_dir)  # first: a missing or foreign folder is named as such
-    verify_model_files(model_dir)
-    backbone = info.config.get("backbone", {})
-    runtime = backbone.get("runtime", "onnxruntime")
-    precision = backbone.get("precision", "f32")
+    info, cfg, calibration, backbone = open_model_dir(model_dir)
+    runtime, precision = cfg.backbone.runtime, cfg.backbone.precision
     fits = [f for f, r in FORMATS.items() if r == runtime]
     if fmt is None:
         if not fits:
@@ -130,52 +135,49 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
     if not graphs:
         raise ExportMismatchError(f"{model_dir / BACKBONE_DIR}: no exported backbone graph in "
                                   f"the model directory; re-fit it to export it")
-    mean, std = _normalisation(info)
+    size = cfg.features.crop_size or cfg.features.image_size
+    entries = [_graph_entry(model_dir, name, precision, size) for name in graphs]
+    if not any(e["runs"] for e in entries):
+        raise ExportMismatchError(f"{model_dir}: {_none_runs(entries, precision, size)}, so a "
+                                  f"bundle of it could not score; re-fit the model")
+    entries.sort(key=lambda e: not e["runs"])
     with staged_model_dir(out, overwrite) as tmp:
         for name in names:
             (tmp / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(model_dir / name, tmp / name)
-        features = info.config.get("features", {})
-        size = int(features.get("crop_size") or features.get("image_size"))
-        int8 = [g for g in graphs if "-int8-" in g]
-        entries = []
-        for name in graphs:
-            onnx_path = tmp / name
-            runs = name in int8 if precision == "int8" else True
-            entry = {"onnx": name, "runs": runs,
-                     "precision": "int8" if name in int8 else precision if runs else "f32",
-                     **_graph_io(onnx_path)}
-            if precision == "int8" and name not in int8:
-                entry["role"] = "the f32 graph the int8 one was quantised from"
-            if fmt == "openvino":
+        if fmt == "openvino":
+            for entry in entries:
+                onnx_path = tmp / entry["onnx"]
                 xml = onnx_path.with_suffix(".xml")
-                entry["openvino"] = {"xml": f"{BACKBONE_DIR}/{xml.name}",
-                                     "bin": f"{BACKBONE_DIR}/{xml.stem}.bin",
-                                     "inference_precision_hint": precision,
-                                     "max_rel_diff_vs_onnx": _to_openvino(onnx_path, xml, size, size)}
-            entries.append(entry)
-        entries.sort(key=lambda e: not e["runs"])
+                entry["openvino"] = {
+                    "xml": f"{BACKBONE_DIR}/{xml.name}", "bin": f"{BACKBONE_DIR}/{xml.stem}.bin",
+                    "inference_precision_hint": precision,
+                    "max_rel_diff_vs_onnx": _to_openvino(onnx_path, xml, size, size,
+                                                         model_dir / entry["onnx"])}
         scorer = json.loads((tmp / SCORER_DIR / "scorer.json").read_text(encoding="utf-8"))
+        features = cfg.features
         manifest = {
             "format": fmt, "runtime": runtime, "precision": precision,
             "toolkit_version": __version__, "source_model": str(model_dir),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "backbone": {"name": info.backbone.get("name"), "layers": info.backbone.get("layers"),
-                         "weights_checksum": info.backbone.get("weights", {}).get("checksum"),
+                         "weights_checksum": backbone.weight_source.checksum,
                          "graphs": entries},
             "preprocess": {"color": "RGB", "scale": "pixel / 255", "input_size": size,
-                           **{k: features.get(k) for k in ("image_size", "crop_size", "resize")},
+                           "image_size": features.image_size, "crop_size": features.crop_size,
+                           "resize": features.resize,
                            "interpolation": "bilinear (OpenCV INTER_LINEAR)",
                            "order": "resize to image_size (stretch, or pad: longer side, "
                                     "mirror padding BORDER_REFLECT_101), then centre crop to "
                                     "crop_size if set, then (x - mean) / std",
-                           "mean": mean, "std": std},
-            "embedding": {k: features.get(k)
+                           "mean": [float(v) for v in backbone.mean],
+                           "std": [float(v) for v in backbone.std]},
+            "embedding": {k: getattr(features, k)
                           for k in ("aggregate", "embed_dim", "finest_stage", "equal_stage_weights")},
             "scorer": {"name": scorer.get("name"), "params": scorer.get("params"),
                        "state": f"{SCORER_DIR}/scorer_state.safetensors"},
-            "threshold": info.calibration.get("threshold"),
-            "target_fpr": info.calibration.get("target_fpr"),
+            "threshold": calibration.threshold,
+            "target_fpr": calibration.target_fpr,
             "usage": "anomaly_inspect.load_model(DIR).score(paths), or: anomaly-inspect screen DIR "
                      "IMAGES (with anomaly-inspect installed: the backbone is rebuilt from its "
                      "weights to check their checksum)",
@@ -184,6 +186,31 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
         write_checksums(tmp)
         _same_as_source(model_dir, listed, tmp, names)
     return manifest
+
+
+def _graph_entry(model_dir: Path, name: str, precision: str, size: int) -> dict[str, Any]:
+    """The manifest entry of the graph ``name``: its input and outputs, whether the model runs
+    it (at int8 the int8 graph, otherwise the f32 one, taking the model's input size) and its
+    precision."""
+    int8 = "-int8-" in name
+    io = _graph_io(model_dir / name, model_dir / name)
+    runs = int8 == (precision == "int8") and io["input"]["shape"][1:] == [3, size, size]
+    entry = {"onnx": name, "runs": runs,
+             "precision": "int8" if int8 else precision if runs else "f32", **io}
+    if precision == "int8" and not int8:
+        entry["role"] = "the f32 graph the int8 one was quantised from"
+    return entry
+
+
+def _none_runs(entries: list[dict[str, Any]], precision: str, size: int) -> str:
+    """Why none of the graphs ``entries`` would run."""
+    kinds = [e for e in entries if ("-int8-" in e["onnx"]) == (precision == "int8")]
+    if not kinds:
+        return (f"it runs at {precision} and holds no "
+                f"{'int8' if precision == 'int8' else 'f32'} graph")
+    sizes = sorted({"x".join(map(str, e["input"]["shape"][2:])) for e in kinds})
+    return (f"it runs on {size}x{size} inputs and its {precision} graphs take "
+            f"{', '.join(sizes)}")
 
 
 def _same_as_source(model_dir: Path, listed: dict | None, copy: Path, names: list[str]) -> None:
@@ -196,13 +223,3 @@ def _same_as_source(model_dir: Path, listed: dict | None, copy: Path, names: lis
         if name in listed and copied.get(name, {}).get("sha256") != listed[name]["sha256"]:
             raise ModelFormatError(f"{model_dir / name}: changed while it was exported; "
                                    f"export again")
-
-
-def _normalisation(info) -> tuple[list[float], list[float]]:
-    """The model's input mean and std: its backbone's own (timm's pretrained_cfg, read from the
-    backbone's cached card, so this builds no model where one is cached)."""
-    from ..features.backbone import Backbone
-
-    b = info.config.get("backbone", {})
-    backbone = Backbone(b.get("name"), b.get("layers"), b.get("weights"), runtime="torch")
-    return [float(v) for v in backbone.mean], [float(v) for v in backbone.std]

@@ -22,6 +22,7 @@ from ..core import Features
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import display_path, expand_inputs
 from ..data.transforms import Box
+from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor
 from ..pipeline import (
     Engine,
@@ -327,12 +328,12 @@ def _display_range(patch_scores: np.ndarray | None, threshold: float) -> dict[st
     return {"map_vmin": lo, "map_vmax": float(threshold + max(threshold - lo, 1e-6))}
 
 
-def load_model(directory: Path | str, progress: bool = False, batch_size: int | None = None,
-               max_pixels: int = DEFAULT_MAX_PIXELS) -> Model:
-    """Load a saved model; checks the format version, every file's checksum, then the
-    backbone weights' checksum; any damage is a one-line :class:`ModelFormatError`.
-    ``progress``, ``batch_size`` and ``max_pixels`` are how this run screens, not part of
-    the model."""
+def open_model_dir(directory: Path | str
+                   ) -> tuple[ModelInfo, ModelConfig, Calibration, Backbone]:
+    """``directory``'s description, config, calibration and backbone (not built where its card
+    is cached), checked as a model is loaded: the format version, every file's checksum, the
+    config, then the backbone weights' checksum; any damage is a one-line
+    :class:`ModelFormatError`."""
     directory = Path(directory)
     info = read_model_info(directory)
     verify_model_files(directory)
@@ -340,7 +341,7 @@ def load_model(directory: Path | str, progress: bool = False, batch_size: int | 
         config = dict(info.config)
         # Models saved before ``features.resize`` existed were fitted on stretched inputs.
         config["features"] = {"resize": "stretch", **(config.get("features") or {})}
-        cfg = ModelConfig.from_dict(config, f"{directory}/model.json config")
+        cfg = ModelConfig.from_dict(config, "config")
         calibration = Calibration.from_dict(info.calibration)
     except ConfigError as exc:
         raise ModelFormatError(f"{directory}/{MODEL_JSON}: {exc}") from None
@@ -349,10 +350,18 @@ def load_model(directory: Path | str, progress: bool = False, batch_size: int | 
                                f"({type(exc).__name__}: {exc})") from None
     backbone = build_backbone(cfg, cache_dir=directory / BACKBONE_DIR)  # exports saved with it
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
+    return info, cfg, calibration, backbone
+
+
+def load_model(directory: Path | str, progress: bool = False, batch_size: int | None = None,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> Model:
+    """Load a saved model, checked by :func:`open_model_dir`. ``progress``, ``batch_size``
+    and ``max_pixels`` are how this run screens, not part of the model."""
+    directory = Path(directory)
+    info, cfg, calibration, backbone = open_model_dir(directory)
     scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
     extractor = build_extractor(cfg, backbone, type(scorer), batch_size=batch_size,
                                 max_pixels=max_pixels)
     model = Model(cfg, extractor, scorer, calibration, info)
     model.directory = directory
     return model
-

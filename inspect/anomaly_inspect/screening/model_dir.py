@@ -14,6 +14,8 @@ Layout::
 Saving writes everything into a temporary folder beside the target and moves
 it into place with one ``os.replace``: a crash leaves either the old model or
 the new one, never a half-written directory that loads. Nothing is pickled.
+The temporary folder is ``flock``-ed while it is written, so the next save to the
+same target removes the ones a killed run (``kill -9``) left behind.
 Loading verifies every checksum first, so a changed, truncated or damaged file
 is refused with one line naming it (models saved before checksums existed
 load with a warning). ``overwrite`` replaces only a directory recognised as a
@@ -28,8 +30,10 @@ import json
 import logging
 import os
 import platform
+import re
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +41,11 @@ from typing import Any
 
 from .. import __version__
 from ..config import ConfigError, check_field_types
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: staging folders are not locked
+    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +57,9 @@ CHECKSUMS_JSON = "checksums.json"
 MODEL_FILES = (MODEL_JSON, CHECKSUMS_JSON, f"{SCORER_DIR}/scorer.json",
                f"{SCORER_DIR}/scorer_state.safetensors")
 BACKBONE_DIR = "backbone"
+#: a staging folder younger than this is never removed as stale (its run locks it an instant
+#: after making it)
+STALE_AFTER_S = 60.0
 
 
 class ModelFormatError(ValueError):
@@ -217,18 +229,84 @@ def check_replaceable(target: Path | str, overwrite: bool) -> None:
     raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")
 
 
+def make_folder(folder: Path | str) -> Path:
+    """``mkdir -p folder``, refusing in one line a path below a file."""
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                what = "a file" if p.exists() else "a dangling link"
+                raise NotADirectoryError(f"{p}: is {what}, not a folder")
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.tmp-"
+
+
+def _lock_folder(folder: Path) -> int | None:
+    """An open descriptor of ``folder`` holding its exclusive ``flock`` (released when it is
+    closed or the process dies); None where another process holds it or it cannot be locked."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by a live run, or a file system without flock
+        os.close(fd)
+        return None
+    return fd
+
+
+def _remove_stale_staging(target: Path) -> None:
+    """Remove the staging folders of ``target`` (:func:`staged_model_dir`'s names) that no live
+    process holds: left by a run killed with SIGKILL. One that is locked, younger than
+    :data:`STALE_AFTER_S`, or on a file system without ``flock`` is left alone."""
+    named = re.compile(re.escape(_staging_prefix(target)) + r"[a-z0-9_]{8}")
+    removed = []
+    try:
+        siblings = sorted(target.parent.iterdir())
+    except OSError:
+        return
+    for path in siblings:
+        try:
+            if (not named.fullmatch(path.name) or path.is_symlink() or not path.is_dir()
+                    or time.time() - path.stat().st_mtime < STALE_AFTER_S):
+                continue
+            fd = _lock_folder(path)
+        except OSError:
+            continue
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(path)
+            removed.append(path.name)
+        except OSError as exc:
+            log.warning("%s: cannot remove the temporary folder of a killed run (%s)", path, exc)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("%s: removed %d temporary folder(s) left by a killed run: %s", target.parent,
+                 len(removed), ", ".join(removed))
+
+
 @contextlib.contextmanager
 def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``target`` to write a model directory into (its checksums
-    last: :func:`write_checksums`). On a clean exit it is synced to disk and put at ``target``
-    in one step (a model already there is replaced, keeping files a model did not write); on an
-    error it is removed. Refuses a ``target`` that :func:`check_replaceable` refuses."""
+    last: :func:`write_checksums`), locked while it is written. On a clean exit it is synced
+    to disk and put at ``target`` in one step (a model already there is replaced, keeping files
+    a model did not write); on an error it is removed. Refuses a ``target`` that
+    :func:`check_replaceable` refuses; removes the staging folders of killed runs."""
     target = Path(target)
     check_replaceable(target, overwrite)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it owner-only
+    make_folder(target.parent)
+    _remove_stale_staging(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+    lock = _lock_folder(tmp)
     try:
+        tmp.chmod(0o755)  # mkdtemp makes it owner-only
         yield tmp
         _fsync_tree(tmp)
         if target.exists():
@@ -238,6 +316,9 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,
@@ -294,6 +375,8 @@ def _fsync_tree(root: Path) -> None:
 def read_model_info(directory: Path | str) -> ModelInfo:
     """Read and check ``model.json`` (format version first); nothing else is touched."""
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"{directory}: is a file, not a model directory")
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: model directory not found")
     path = directory / MODEL_JSON

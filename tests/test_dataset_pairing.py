@@ -167,3 +167,17 @@ def test_what_the_layout_leaves_out_is_said(tmp_path, caplog):
     assert len(ds.test) == 4
     assert "test/scratch: no images; 'scratch' left out" in caplog.text
     assert "1 image(s) directly in test/ left out" in caplog.text
+
+
+def test_12_bit_data_in_a_16_bit_file_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    from anomaly_inspect.data import image_io
+
+    monkeypatch.setattr(image_io, "_DARK_16_BIT", [])
+    write_image(tmp_path / "full.png", (rgb_image(16)[..., 0].astype(np.uint16) * 257))
+    write_image(tmp_path / "dark.png", (rgb_image(16)[..., 0].astype(np.uint16) * 16))
+    with caplog.at_level("WARNING"):
+        image_io.read_image(tmp_path / "full.png")
+        assert "12-bit" not in caplog.text
+        image_io.read_image(tmp_path / "dark.png")
+        image_io.read_image(tmp_path / "dark.png")
+    assert caplog.text.count("12-bit camera data") == 1 and "dark.png" in caplog.text

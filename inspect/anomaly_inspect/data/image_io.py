@@ -35,6 +35,7 @@ _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00
 _BMP_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 _PROBE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 _PNG_IEND = b"IEND\xaeB`\x82"
+_DARK_16_BIT: list[Path] = []  # the first 16-bit image with 12-bit values, warned about once
 
 
 class ImageReadError(OSError):
@@ -257,6 +258,11 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
     """
     path = Path(path)
     raw, orientation = _decode(path, max_pixels, min_side)
+    if raw.dtype == np.uint16 and not _DARK_16_BIT and 0 < int(raw.max()) < 4096:
+        _DARK_16_BIT.append(path)
+        log.warning("%s: a 16-bit image whose values stay below 4096 (12-bit camera data?) is "
+                    "scaled as 16-bit and comes out nearly black; convert such images to 8 bit "
+                    "(x * 255 / 4095) first (said once)", path)
     img = _to_uint8(raw)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)

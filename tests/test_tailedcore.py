@@ -131,6 +131,24 @@ def test_softpatch_keeps_the_injected_defect_out():
     assert sp.score(Features(defect)).image_scores[0] > 1.0
 
 
+
+@pytest.mark.parametrize("name", ["softpatch", "tailedcore"])
+def test_batch_by_batch_fit_is_the_whole_method_not_plain_patchcore(name):
+    """fit_batches (what `fit` and `evaluate` call with one scorer) must filter by LOF (and
+    add TailedCore's tail) as fit does; it used to be PatchCore's streaming fit."""
+    from anomaly_inspect.pipeline.remote_fit import check_distributable
+
+    feats = lt_features()
+    whole = build_scorer(name, coreset_ratio=0.5, progress=False).fit(feats)
+    batched = build_scorer(name, coreset_ratio=0.5, progress=False).fit_batches(
+        [feats.subset(range(0, 16)), feats.subset(range(16, 32))], 32)
+    np.testing.assert_array_equal(batched.memory_bank, whole.memory_bank)
+    assert batched.fit_summary() == whole.fit_summary()
+    defect = Features(feats.patches[5, 2, 2][None, None, None])
+    assert batched.score(defect).image_scores[0] > 1.0  # the LOF filter kept it out
+    with pytest.raises(ValueError, match=f"not '{name}'"):
+        check_distributable(batched)
+
 def test_tailedcore_memory_is_union_of_head_and_tail():
     feats = lt_features()
     calls = []

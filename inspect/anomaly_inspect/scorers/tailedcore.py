@@ -11,19 +11,22 @@
   "rare"). Score = 1-NN distance, image score = max over patches (as PatchCore).
 
 Both keep the :class:`~.base.Scorer` interface; ``fit(features)`` works on its
-own, and TailedCore uses extra views only when given a view source (see
-:meth:`TailedCore.set_view_source` and :class:`~..features.views.ViewFeatures`).
+own, and TailedCore uses extra views only when the fit's context holds a view source
+(``FitContext.views``, :class:`~..features.views.ViewFeatures`). Neither streams: the LOF
+filter reads every training patch at once, so ``fit_batches`` gathers the batches first.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from ..core import Features, FitContext, SharedResults, ViewSource
+from .base import Scorer
 from .lof_filter import check_discard, keep_below_quantile, per_position_lof
 from .patchcore import PatchCore
 from .provenance import Provenance
@@ -100,6 +103,13 @@ class SoftPatch(PatchCore):
         self.head_provenance_ = Provenance.of_cells(keep, idx)
         return kept[idx], scores[keep][idx].astype(np.float32)
 
+
+    def fit_batches(self, batches: Iterable[Features], n_images: int,
+                    context: FitContext | None = None) -> SoftPatch:
+        """Gathers the batches and calls :meth:`fit` (the default of :class:`Scorer`): the LOF
+        filter (and TailedCore's tail) needs every training patch at once, so these cannot
+        stream through the coreset as :meth:`PatchCore.fit_batches` does."""
+        return Scorer.fit_batches(self, batches, n_images, context)
 
     def fit(self, features: Features, labels: np.ndarray | None = None,
             context: FitContext | None = None) -> SoftPatch:

@@ -346,3 +346,17 @@ def test_bad_lof_discard_fails_before_any_lof_work(monkeypatch):
         build_scorer("softpatch", lof_discard=1.0, progress=False).fit(lt_features(0))
     with pytest.raises(ValueError, match=r"discard ratio must be in \[0, 1\), got -0.1"):
         lof_keep_mask(lt_features(0).patches, discard=-0.1)
+
+
+def test_lof_ties_keep_the_share_asked_for_not_nothing():
+    from anomaly_inspect.scorers.lof_filter import keep_below_quantile
+
+    assert keep_below_quantile(np.ones((4, 2, 2), np.float32), 0.15).sum() == 13  # floor(0.85 x 16)
+    tied = np.array([0.1, 0.5, 0.5, 0.5, 0.5], np.float32).reshape(5, 1, 1)
+    np.testing.assert_array_equal(keep_below_quantile(tied, 0.4).ravel(), [1, 1, 1, 0, 0])
+    distinct = np.random.default_rng(0).random((30, 4, 4)).astype(np.float32)
+    np.testing.assert_array_equal(keep_below_quantile(distinct, 0.15),
+                                  distinct < np.quantile(distinct, 0.85))
+    same = Features(np.repeat(lt_features().patches[:1], 10, axis=0))  # ten identical images
+    sp = build_scorer("softpatch", coreset_ratio=0.5, progress=False).fit(same)
+    assert sp.bank_size > 0 and sp.score(same).image_scores.max() == pytest.approx(0, abs=1e-3)

@@ -12,6 +12,7 @@ all positions.
 from __future__ import annotations
 
 import logging
+import math
 
 import faiss
 import numpy as np
@@ -81,7 +82,8 @@ def check_discard(discard: float) -> None:
 def keep_below_quantile(
     scores: np.ndarray, discard: float = 0.15, valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean (N, h, w): True for patches whose LOF is below the (1 - discard) quantile.
+    """Boolean (N, h, w): True for patches whose LOF is below the (1 - discard) quantile, and
+    where ties at it would keep fewer than (1 - discard) of them, tied ones up to that share.
 
     With ``valid`` (patches on the image, not on padding) the quantile is taken over
     those patches only, and padding is never kept.
@@ -90,8 +92,14 @@ def keep_below_quantile(
     on_image = np.ones(scores.shape, bool) if valid is None else valid
     if discard == 0 or len(scores) <= 1:
         return on_image.copy()
-    cut = np.quantile(scores[on_image], 1.0 - discard)
+    values = scores[on_image]
+    cut = np.quantile(values, 1.0 - discard)
     keep = (scores < cut) & on_image
+    # patches tied at the cut (duplicate images: every LOF 1.0) are kept, first ones first, up to
+    # the share asked for: ties must not discard more than ``discard`` (or every patch)
+    short = int(math.floor((1.0 - discard) * len(values))) - int(keep.sum())
+    if short > 0:
+        keep.flat[np.flatnonzero((scores == cut) & on_image)[:short]] = True
     log.info("LOF filter: kept %d of %d patches (cut %.3f)", keep.sum(), keep.size, cut)
     return keep
 

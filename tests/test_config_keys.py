@@ -26,10 +26,11 @@ def tiny(tmp_path):
     return tmp_path, cfg
 
 
-def _assert_one_line_naming_the_key(err: str):
+def _assert_one_line_naming_the_key(err: str, cfg):
     err = err.strip()
     assert "\n" not in err, err
-    assert err.startswith("error: scorer: unknown key 'coreset_ration' for method 'patchcore'")
+    assert err.startswith(f"error: {cfg}: scorer: unknown key 'coreset_ration' for method "
+                          f"'patchcore'")
     assert "accepted keys: " in err and "coreset_ratio" in err and "num_neighbors" in err
 
 
@@ -39,7 +40,7 @@ def test_evaluate_names_the_unknown_key(tiny, capsys):
                  "--test-normal-dir", str(root / "good"), "--test-anomalous-dir", str(root / "bad"),
                  "--config", str(cfg), "--quiet"])
     assert code == 1
-    _assert_one_line_naming_the_key(capsys.readouterr().err)
+    _assert_one_line_naming_the_key(capsys.readouterr().err, cfg)
 
 
 def test_fit_names_the_unknown_key(tiny, capsys):
@@ -47,7 +48,7 @@ def test_fit_names_the_unknown_key(tiny, capsys):
     code = main(["fit", "--train", str(root / "train"), "--out", str(root / "model"),
                  "--config", str(cfg), "--quiet"])
     assert code == 1
-    _assert_one_line_naming_the_key(capsys.readouterr().err)
+    _assert_one_line_naming_the_key(capsys.readouterr().err, cfg)
     assert not (root / "model").exists()
 
 
@@ -109,8 +110,8 @@ def test_values_of_the_right_kind_load():
     ({"coreset_ratio": "0.1"}, r"coreset_ratio must be a number in \(0, 1\], got '0.1'"),
     ({"num_neighbors": 0}, "num_neighbors must be a whole number >= 1, got 0"),
     ({"num_neighbors": 2.0}, "num_neighbors must be a whole number >= 1, got 2.0"),
-    ({"projection_dim": -1}, "projection_dim must be a whole number >= 1, got -1"),
-    ({"chunk_size": 100.5}, "chunk_size must be a whole number >= 1, got 100.5"),
+    ({"projection_dim": -1}, "projection_dim must be a whole number >= 1 or None, got -1"),
+    ({"chunk_size": 100.5}, "chunk_size must be a whole number >= 1 or None, got 100.5"),
 ])
 def test_patchcore_parameters_out_of_range_fail_before_any_backbone(params, message):
     with pytest.raises(ValueError, match=message):
@@ -122,3 +123,17 @@ def test_patchcore_whole_numbers_take_numpy_integers_and_ratios_take_ints():
 
     pc = build_scorer("patchcore", coreset_ratio=1, num_neighbors=np.int64(3), chunk_size=np.int32(64))
     assert pc.num_neighbors == 3 and pc.coreset_ratio == 1
+
+
+@pytest.mark.parametrize("text, message", [
+    ("method: nonexistent\n", "unknown method 'nonexistent'; available: "),
+    ("method: patchcore\nscorer:\n  coreset_ratio: 1.5\n", "coreset_ratio must be a number in (0, 1]"),
+])
+def test_a_config_file_names_a_bad_method_or_scorer_value_when_read(tmp_path, text, message):
+    from anomaly_inspect.config import load_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value).startswith(f"{path}: ") and message in str(err.value)

@@ -11,7 +11,7 @@ from anomaly_inspect.data.folder import load_folders
 from anomaly_inspect.data.image_io import looks_like_image, read_mask
 from anomaly_inspect.data.layout import DatasetLayoutError, list_images
 from anomaly_inspect.data.mvtec import load_mvtec
-from anomaly_inspect.evaluation.evaluate import check_test_split
+from anomaly_inspect.evaluation.evaluate import check_dataset
 from layout_writer import rgb_image, write_image
 
 
@@ -137,18 +137,22 @@ def test_text_starting_with_bm_is_not_a_bitmap(tmp_path):
 
 def test_unusable_test_files_are_refused_before_fitting(tmp_path, capsys):
     cat = category(tmp_path / "cat")
-    check_test_split(load_mvtec(cat))  # the clean layout passes
+    check_dataset(load_mvtec(cat))  # the clean layout passes
     data = (cat / "test" / "good" / "001.png").read_bytes()
     (cat / "test" / "good" / "001.png").write_bytes(data[:len(data) // 2])
     write_image(cat / "ground_truth" / "crack" / "000_mask.png", np.zeros((8, 32), np.uint8))
     with pytest.raises(DatasetLayoutError) as err:
-        check_test_split(load_mvtec(cat))
-    assert "2 test file(s) cannot be used" in str(err.value)
+        check_dataset(load_mvtec(cat))
+    assert "2 file(s) cannot be used" in str(err.value)
     assert "good/001.png: truncated PNG" in str(err.value)
     assert "000_mask.png: a 32x8 mask for the 32x32 image" in str(err.value)
     assert main(["evaluate", "--root", str(cat), "--quiet"]) == 1
     assert "truncated PNG" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+    (cat / "train" / "good" / "001.png").write_text("not an image")  # training images too
+    for auto in ([], ["--auto"]):  # before tuning, not after it
+        assert main(["evaluate", "--root", str(cat), "--quiet", *auto]) == 1
+        assert "3 file(s) cannot be used" in capsys.readouterr().err
 
 
 def test_evaluate_refuses_the_other_datasets_flags(tmp_path, capsys):

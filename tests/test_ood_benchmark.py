@@ -96,7 +96,8 @@ def test_isic_subset_baselines_nuisance_and_patch_rows(shared_data, tmp_path):
     TailedCore with its views, patch Mahalanobis) run end to end on real images."""
     root = _subset_index(shared_data / "isic2017_256", tmp_path / "isic")
     small = {"coreset_ratio": 0.05, "lof_k": 3}
-    scorers = ["react", "dice", "vim", "odin_feature", "mahalanobis",
+    # vim: 30 training images, fewer than its default dim (hidden / 2 = 128)
+    scorers = ["react", "dice", {"name": "vim", "params": {"dim": 16}}, "odin_feature", "mahalanobis",
                {"name": "mahalanobis", "label": "mahalanobis+colour", "nuisance": "colour"},
                {"name": "head_nan", "label": "head_nan+colour", "orient": "pseudo_ood", "nuisance": "colour"},
                "patch_mahalanobis", {"name": "softpatch", "params": small},

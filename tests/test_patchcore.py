@@ -303,7 +303,7 @@ def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch
         raise RuntimeError("stop")
 
     monkeypatch.setattr(ev, "build", stop)
-    monkeypatch.setattr(ev, "check_test_split", lambda dataset: None)  # no files behind these
+    monkeypatch.setattr(ev, "check_dataset", lambda dataset: None)  # no files behind these
     with pytest.raises(RuntimeError, match="stop"):
         test = [SimpleNamespace(label=0), SimpleNamespace(label=1)]
         ev.evaluate(SimpleNamespace(name="fake", has_masks=has_masks, train=[], test=test),

@@ -164,3 +164,42 @@ def test_planted_outliers_score_above_inliers(name, data, fitted):
     scorer = fitted(name)
     inl, out = scorer.score(test_in).image_scores, scorer.score(test_out).image_scores
     assert out.min() > inl.max(), f"inliers {np.round(inl, 3)}, outliers {np.round(out, 3)}"
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_non_finite_features_are_refused_at_fit_and_score(name, data, fitted):
+    train, labels, test_in, _ = data
+    field = get_scorer_class(name).requires[0]
+    bad = Features(patches=test_in.patches.copy(), pooled=test_in.pooled.copy())
+    getattr(bad, field).reshape(len(bad), -1)[1, 0] = np.nan
+    getattr(bad, field).reshape(len(bad), -1)[3, 2] = np.inf
+    with pytest.raises(ValueError, match=rf"{field} features of 2 of {N_TEST} images hold NaN or Inf"):
+        fitted(name).score(bad)
+    with pytest.raises(ValueError, match=r"\.fit: .* hold NaN or Inf"):
+        get_scorer_class(name)(**_params(name)).fit(bad, labels[:N_TEST])
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_features_of_another_width_are_refused_at_score(name, data, fitted):
+    _, _, test_in, _ = data
+    field = get_scorer_class(name).requires[0]
+    narrow = Features(patches=test_in.patches[..., :-2].copy(), pooled=test_in.pooled[:, :-2].copy())
+    with pytest.raises(ValueError, match=rf"{field} features have width {D - 2}, the scorer was "
+                                         rf"fitted on width {D}"):
+        fitted(name).score(narrow)
+
+
+def test_save_before_fit_and_a_wrong_runtime_switch_say_what_is_wrong(tmp_path, fitted):
+    from anomaly_inspect.scorers.base import Scorer as Base
+
+    with pytest.raises(NotFittedError, match=r"KNN.save\(\) called before fit\(\)"):
+        get_scorer_class("knn")(**_params("knn")).save(tmp_path / "unfitted")
+    assert not (tmp_path / "unfitted").exists()
+    fitted("knn").save(tmp_path / "knn")
+    with pytest.raises(TypeError, match=r"not runtime switches of KNN: \['foo'\]"):
+        Base.load(tmp_path / "knn", foo=1)
+
+
+def test_patchcore_score_without_patches_says_so(fitted, data):
+    with pytest.raises(ValueError, match=r"PatchCore.score: needs patch features"):
+        fitted("patchcore").score(Features(pooled=data[2].pooled))

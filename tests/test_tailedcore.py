@@ -342,9 +342,9 @@ def test_bad_lof_discard_fails_before_any_lof_work(monkeypatch):
         raise AssertionError("LOF computed before the discard ratio was checked")
 
     monkeypatch.setattr(tc_module, "per_position_lof", no_lof)
-    with pytest.raises(ValueError, match=r"discard ratio must be in \[0, 1\), got 1.0"):
-        build_scorer("softpatch", lof_discard=1.0, progress=False).fit(lt_features(0))
-    with pytest.raises(ValueError, match=r"discard ratio must be in \[0, 1\), got -0.1"):
+    with pytest.raises(ValueError, match=r"softpatch: lof_discard must be a number in \[0, 1\), got 1.0"):
+        build_scorer("softpatch", lof_discard=1.0, progress=False)  # at construction
+    with pytest.raises(ValueError, match=r"LOF filter: discard must be a number in \[0, 1\), got -0.1"):
         lof_keep_mask(lt_features(0).patches, discard=-0.1)
 
 

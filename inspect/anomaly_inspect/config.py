@@ -174,8 +174,23 @@ class ModelConfig:
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
         try:
-            return cls(backbone=bb, features=ft, **data)
+            cfg = cls(backbone=bb, features=ft, **data)
         except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        cfg.check_scorer(source)
+        return cfg
+
+    def check_scorer(self, source: str = "config") -> None:
+        """Refuse, naming ``source``, a ``method`` that is not a scorer or ``scorer`` settings its
+        constructor refuses (unknown keys, wrong types or ranges): found when the file is read,
+        not at fit."""
+        from .scorers import build_scorer, check_scorer_params, get_scorer_class
+
+        try:
+            scorer_cls = get_scorer_class(self.method)
+            check_scorer_params(self.method, self.scorer)
+            build_scorer(self.method, **self.scorer, **scorer_cls.runtime_kwargs(progress=False))
+        except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
 

@@ -51,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.evaluate import check_test_split, evaluate
+    from ..evaluation.evaluate import check_dataset, evaluate
 
     options = {k: v for k, v in vars(args).items() if k in OPTION_FLAGS}
     required, optional = dataset_options(args.dataset)
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config_from_args(args)
     tuning = None
     if args.auto:
-        check_test_split(dataset)  # before minutes of tuning (evaluate checks it before fitting)
+        check_dataset(dataset)  # before minutes of tuning (evaluate checks it before fitting)
         tuning = run_tune([s.path for s in dataset.train], args, cfg)
     result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,
                       engine=engine_from_args(args))

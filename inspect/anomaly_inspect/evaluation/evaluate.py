@@ -73,16 +73,16 @@ def check_test_labels(dataset: AnomalyDataset) -> None:
                                  f"{n_anomalous} anomalous")
 
 
-def check_test_split(dataset: AnomalyDataset) -> None:
-    """Refuse, before any fitting or tuning, a test split that cannot give its metrics: without
-    both labels (:func:`check_test_labels`), with an image or mask that cannot be read (found
-    from headers, without decoding), or with a mask of another shape than its image (it would
-    be stretched onto it)."""
+def check_dataset(dataset: AnomalyDataset) -> None:
+    """Refuse, before any fitting or tuning, a dataset that cannot give its metrics: a test
+    split without both labels (:func:`check_test_labels`), a training or test image or a mask
+    that cannot be read (found from headers, without decoding), or a mask of another shape than
+    its image (it would be stretched onto it)."""
     from ..data.image_io import ImageReadError, image_size
 
     check_test_labels(dataset)
     problems = []
-    for s in dataset.test:
+    for s in [*dataset.train, *dataset.test]:
         try:
             width, height = image_size(s.path)
         except ImageReadError as exc:
@@ -100,7 +100,7 @@ def check_test_split(dataset: AnomalyDataset) -> None:
                             f"{s.path}; a mask has its image's shape")
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise DatasetLayoutError(f"{dataset.name}: {len(problems)} test file(s) cannot be used:\n  "
+        raise DatasetLayoutError(f"{dataset.name}: {len(problems)} file(s) cannot be used:\n  "
                                  + "\n  ".join(problems[:10]) + more)
 
 
@@ -110,7 +110,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
-    check_test_split(dataset)
+    check_dataset(dataset)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
     backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks)
     remote = engine is not None and not engine.in_process

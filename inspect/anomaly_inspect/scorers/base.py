@@ -8,6 +8,7 @@ arrays (safetensors) plus JSON, never pickle.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 from abc import ABC, abstractmethod
@@ -32,7 +33,11 @@ class ScorerFormatError(ValueError):
 
 
 class Scorer(ABC):
-    """Base class of every scorer. Subclasses set ``name`` and ``requires``."""
+    """Base class of every scorer. Subclasses set ``name`` and ``requires``.
+
+    Every subclass's ``fit``, ``fit_batches`` and ``score`` check what they are given first
+    (:meth:`check_input`, installed by ``__init_subclass__``): one error path for all scorers.
+    """
 
     name: ClassVar[str] = ""
     #: which :class:`Features` fields the scorer reads: "patches" and/or "pooled"
@@ -43,6 +48,34 @@ class Scorer(ABC):
     #: ``patch_maps`` (False where only image scores are read: memory banks then search
     #: for cheaper upper bounds, the image scores being exact either way)
     runtime_params: ClassVar[tuple[str, ...]] = ("progress", "patch_maps")
+
+    def __init_subclass__(cls, **kwargs: Any):
+        super().__init_subclass__(**kwargs)
+        for stage in ("fit", "fit_batches", "score"):
+            method = cls.__dict__.get(stage)
+            if method is not None and not getattr(method, "_checks_input", False):
+                setattr(cls, stage, _checking_input(method, stage))
+
+    def check_input(self, features: Features, stage: str) -> None:
+        """Refuse, naming the field, features this scorer cannot use: a field it reads that
+        holds NaN or Inf, or (at score) has another width than at fit. (A missing field is the
+        scorer's own error: some read a field at fit only.)"""
+        fitted = getattr(self, "_input_widths", None)
+        for field in self.requires:
+            arr = getattr(features, field, None)
+            if arr is None:
+                continue
+            if arr.dtype.kind in "fc" and arr.size and not np.isfinite(np.add.reduce(arr, None)):
+                bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
+                raise ValueError(f"{type(self).__name__}.{stage}: {field} features of "
+                                 f"{int(bad.sum())} of {len(arr)} images hold NaN or Inf values")
+            if stage == "score" and fitted and fitted.get(field, arr.shape[-1]) != arr.shape[-1]:
+                raise ValueError(f"{type(self).__name__}.score: {field} features have width "
+                                 f"{arr.shape[-1]}, the scorer was fitted on width {fitted[field]}")
+
+    def _record_widths(self, features: Features) -> None:
+        self._input_widths = {f: getattr(features, f).shape[-1] for f in self.requires
+                              if getattr(features, f, None) is not None}
 
     @classmethod
     def constructor_params(cls) -> list[str]:
@@ -107,9 +140,10 @@ class Scorer(ABC):
         """Restore fitted state from :meth:`get_state`'s arrays."""
 
     def save(self, directory: Path | str) -> None:
+        if not self.is_fitted:
+            raise NotFittedError(f"{type(self).__name__}.save() called before fit()")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self._check_fitted()
         meta = {"format_version": SCORER_FORMAT_VERSION, "name": self.name, "params": self.get_params()}
         (directory / "scorer.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
         state = {k: np.ascontiguousarray(v) for k, v in self.get_state().items()}
@@ -150,15 +184,43 @@ class Scorer(ABC):
                                         f"the saved model is damaged, re-fit it")
         try:
             scorer_cls = get_scorer_class(meta["name"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ScorerFormatError(f"{meta_path}: unknown scorer ({exc})") from None
+        switches = scorer_cls.runtime_kwargs(**runtime)  # a wrong switch is the caller's error
+        try:
             # files written before runtime switches were left out may still hold them
             params = {k: v for k, v in meta["params"].items() if k not in scorer_cls.runtime_params}
-            scorer = scorer_cls(**params, **scorer_cls.runtime_kwargs(**runtime))
+            scorer = scorer_cls(**params, **switches)
             scorer.set_state(state)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ScorerFormatError(f"{state_path}: does not match the scorer described in "
                                     f"{meta_path.name} ({type(exc).__name__}: {exc})") from None
         scorer._fitted = True
         return scorer
+
+
+def _checking_input(method, stage: str):
+    """``method`` (a scorer's fit, fit_batches or score) checking its features first; a fit
+    records the widths that score then expects."""
+    if stage == "fit_batches":
+        @functools.wraps(method)
+        def checked(self, batches, n_images, context=None):
+            def each():
+                for i, batch in enumerate(batches):
+                    self.check_input(batch, "fit")
+                    if i == 0:
+                        self._record_widths(batch)
+                    yield batch
+            return method(self, each(), n_images, context)
+    else:
+        @functools.wraps(method)
+        def checked(self, features, *args, **kwargs):
+            self.check_input(features, stage)
+            if stage == "fit":
+                self._record_widths(features)
+            return method(self, features, *args, **kwargs)
+    checked._checks_input = True
+    return checked
 
 
 def _jsonable(obj: Any) -> Any:

@@ -22,6 +22,7 @@ from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 from .classifier_head import HeadConfig, HeadWeights, train_head
 from .norms import feature_norm, nan_confidence
+from .params import check_number
 
 
 class HeadScorer(Scorer):
@@ -33,6 +34,12 @@ class HeadScorer(Scorer):
     def __init__(self, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0,
                  l2_normalize: bool | None = None, seed: int = 0, standardize: bool = True):
+        for key, value in (("hidden", hidden), ("epochs", epochs), ("batch_size", batch_size)):
+            check_number(self.name, key, value, 1, whole=True)
+        check_number(self.name, "seed", seed, 0, whole=True)
+        check_number(self.name, "lr", lr, 0, low_open=True)
+        check_number(self.name, "weight_decay", weight_decay, 0)
+        check_number(self.name, "dropout", dropout, 0, 1, high_open=True)
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr

@@ -53,6 +53,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..progress import Progress
+from .params import check_number
 
 WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is independent of how
 #                     the rows arrive (one array, or batch by batch)
@@ -308,6 +309,11 @@ def covering_radius(points: np.ndarray, centres: np.ndarray, block: int = 65536)
     return math.sqrt(max(worst, 0.0))
 
 
+def check_first_round_ratio(value: float | str | None, owner: str = "coreset") -> None:
+    """Raise unless ``value`` is a share in (0, 1], ``"auto"`` or None."""
+    check_number(owner, "first_round_ratio", value, 0, 1, low_open=True, allowed=(None, "auto"))
+
+
 class TwoRoundCoreset:
     """Streamed two-round greedy coreset (see the module docstring).
 
@@ -327,9 +333,7 @@ class TwoRoundCoreset:
             raise ValueError(f"coreset ratio must be > 0, got {ratio}")
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
-        if isinstance(first_round_ratio, str) and first_round_ratio != "auto":
-            raise ValueError(f"first_round_ratio must be a number, 'auto' or None, "
-                             f"got {first_round_ratio!r}")
+        check_first_round_ratio(first_round_ratio)
         self.ratio = ratio
         self.max_items = max_items
         self.chunk_size = chunk_size

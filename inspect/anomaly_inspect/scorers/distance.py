@@ -19,6 +19,7 @@ from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 from .nn_index import NearestNeighbours
 from .norms import EPS, nan_confidence
+from .params import check_choice, check_number
 
 
 def _pooled(features: Features, who: str) -> np.ndarray:
@@ -38,6 +39,7 @@ class Mahalanobis(Scorer):
     requires = ("pooled",)
 
     def __init__(self, class_conditional: bool = False, shrinkage: float | None = None):
+        check_number(self.name, "shrinkage", shrinkage, 0, 1, allowed=(None,))
         self.class_conditional = class_conditional
         self.shrinkage = shrinkage  # None = Ledoit-Wolf estimate, else fixed in [0, 1]
         self.means: np.ndarray | None = None
@@ -61,8 +63,6 @@ class Mahalanobis(Scorer):
         if self.shrinkage is None:
             cov = LedoitWolf(assume_centered=True).fit(centred).covariance_
         else:
-            if not 0.0 <= self.shrinkage <= 1.0:
-                raise ValueError(f"{self.name}: shrinkage must be in [0, 1], got {self.shrinkage}")
             emp = centred.T @ centred / len(centred)
             mu = np.trace(emp) / emp.shape[0]
             cov = (1 - self.shrinkage) * emp + self.shrinkage * mu * np.eye(emp.shape[0])
@@ -93,10 +93,8 @@ class KNN(Scorer):
     requires = ("pooled",)
 
     def __init__(self, k: int = 5, normalize: bool = True, reduction: str = "kth"):
-        if reduction not in ("kth", "mean"):
-            raise ValueError(f"knn: reduction must be 'kth' or 'mean', got '{reduction}'")
-        if k < 1:
-            raise ValueError(f"knn: k must be >= 1, got {k}")
+        check_number(self.name, "k", k, 1, whole=True)
+        check_choice(self.name, "reduction", reduction, ("kth", "mean"))
         self.k = k
         self.normalize = normalize
         self.reduction = reduction

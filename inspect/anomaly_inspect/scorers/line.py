@@ -7,7 +7,7 @@ C[c^, j] exceeds its ``p_a`` percentile, keep the weights whose
 |C[c^, j]| W[k, j] exceeds the ``p_w`` percentile over all K x H entries, and
 score with the energy logsumexp(W' a' + b). Defaults follow the official
 CIFAR-10 setting (p_w = p_a = 90); c_clip is the ``clip_percentile`` of the
-training hidden activations (ReAct's rule) unless ``clip_value`` is given.
+training hidden activations (ReAct's rule) unless ``clip_value`` (> 0) is given.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from scipy.special import logsumexp
 
 from ..core import Features
 from .classifier_scorers import HeadScorer
+from .params import check_number
 
 
 def contribution_matrix(a: np.ndarray, labels: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -60,9 +61,9 @@ class LINe(HeadScorer):
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
                  dropout: float = 0.0, seed: int = 0, standardize: bool = True):
         super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed, standardize)
-        for what, v in (("p_a", p_a), ("p_w", p_w), ("clip_percentile", clip_percentile)):
-            if not 0.0 <= v <= 100.0:
-                raise ValueError(f"line: {what} must be in [0, 100], got {v}")
+        for key, value in (("p_a", p_a), ("p_w", p_w), ("clip_percentile", clip_percentile)):
+            check_number(self.name, key, value, 0, 100)
+        check_number(self.name, "clip_value", clip_value, 0, low_open=True, allowed=(None,))
         self.p_a = p_a
         self.p_w = p_w
         self.clip_percentile = clip_percentile

@@ -20,6 +20,7 @@ import torch
 
 from ..progress import Progress
 from .coreset import random_projection
+from .params import check_number
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +74,9 @@ def per_position_lof(
     return scores.T.reshape(n, h, w)
 
 
-def check_discard(discard: float) -> None:
+def check_discard(discard: float, owner: str = "LOF filter", name: str = "discard") -> None:
     """Reject a discard ratio outside [0, 1) before any LOF work is done."""
-    if not 0 <= discard < 1:
-        raise ValueError(f"LOF discard ratio must be in [0, 1), got {discard}")
+    check_number(owner, name, discard, 0, 1, high_open=True)
 
 
 def keep_below_quantile(

@@ -11,6 +11,7 @@ import numpy as np
 
 from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
+from .params import check_number
 
 EPS = 1e-6
 
@@ -80,6 +81,7 @@ class FeatureNorm(_Stateless):
     name = "feature_norm"
 
     def __init__(self, p: float = 2.0):
+        check_number(self.name, "p", p, 0, low_open=True)
         self.p = p
 
     def score(self, features: Features) -> ScoreResult:

@@ -37,8 +37,9 @@ import torch
 import torch.nn.functional as F
 from scipy.special import logsumexp, softmax
 
-from ..core import Features
+from ..core import Features, FitContext
 from .classifier_scorers import HeadScorer
+from .params import check_number
 
 PERTURB_BATCH = 8  # images per backward pass in ODIN.perturb (bounds its activation memory)
 
@@ -110,10 +111,6 @@ class PostHocHeadScorer(HeadScorer):
         for key in self.stats:
             setattr(self, key, None)
 
-    def _require(self, ok: bool, rule: str, got: object) -> None:
-        if not ok:
-            raise ValueError(f"{self.name}: {rule}, got {got}")
-
     def get_state(self) -> dict[str, np.ndarray]:
         state = super().get_state()
         for key, kind in self.stats.items():
@@ -138,7 +135,7 @@ class ReAct(PostHocHeadScorer):
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
         super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
-        self._require(0.0 < percentile <= 100.0, "percentile must be in (0, 100]", percentile)
+        check_number(self.name, "percentile", percentile, 0, 100, low_open=True)
         self.percentile = percentile
 
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
@@ -158,7 +155,7 @@ class DICE(PostHocHeadScorer):
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
         super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
-        self._require(0.0 <= sparsity < 100.0, "sparsity must be in [0, 100)", sparsity)
+        check_number(self.name, "sparsity", sparsity, 0, 100, high_open=True)
         self.sparsity = sparsity
 
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
@@ -178,13 +175,28 @@ class ViM(PostHocHeadScorer):
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
         super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
-        self._require(dim is None or 0 < dim < hidden, f"dim must be in (0, hidden={hidden})", dim)
+        check_number(self.name, "dim", dim, 1, hidden - 1, whole=True, allowed=(None,))
         self.dim = dim
 
+    @property
+    def principal_dim(self) -> int:
+        """The principal subspace's dimension: ``dim``, or hidden / 2 when None."""
+        return self.dim if self.dim is not None else self.hidden // 2
+
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> ViM:
+        """As :meth:`HeadScorer.fit`, but first refuses at most ``principal_dim`` training
+        images: the principal subspace would then hold them all, leaving residuals of ~0 and
+        alpha ~1e12."""
+        n = len(self._pooled(features))
+        if n <= self.principal_dim:
+            raise ValueError(f"{self.name} needs more training images than dim="
+                             f"{self.principal_dim}, got {n}")
+        return super().fit(features, labels, context)
+
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
-        dim = self.dim if self.dim is not None else self.hidden // 2
         self.origin, self.residual, self.alpha = vim_fit(
-            self.head.hidden(self._pooled(features)), self.head.w2, self.head.b2, dim)
+            self.head.hidden(self._pooled(features)), self.head.w2, self.head.b2, self.principal_dim)
 
     def confidence(self, x: np.ndarray) -> np.ndarray:
         return vim_confidence(self.head.hidden(x), self.head.w2, self.head.b2, self.origin,
@@ -198,8 +210,8 @@ class _ODINSettings(PostHocHeadScorer):
                  epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
                  dropout: float = 0.0, seed: int = 0, standardize: bool = True):
         super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
-        self._require(temperature > 0 and epsilon >= 0, "need temperature > 0 and epsilon >= 0",
-                      f"{temperature}, {epsilon}")
+        check_number(self.name, "temperature", temperature, 0, low_open=True)
+        check_number(self.name, "epsilon", epsilon, 0)
         self.temperature = temperature
         self.epsilon = epsilon
 

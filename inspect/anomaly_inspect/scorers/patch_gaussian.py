@@ -17,6 +17,7 @@ import numpy as np
 
 from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
+from .params import check_number
 
 
 class PatchMahalanobis(Scorer):
@@ -26,8 +27,8 @@ class PatchMahalanobis(Scorer):
     requires = ("patches",)
 
     def __init__(self, shrinkage: float = 0.01, batch_size: int = 64):
-        if not 0.0 <= shrinkage <= 1.0:
-            raise ValueError(f"patch_mahalanobis: shrinkage must be in [0, 1], got {shrinkage}")
+        check_number(self.name, "shrinkage", shrinkage, 0, 1)
+        check_number(self.name, "batch_size", batch_size, 1, whole=True)
         self.shrinkage = shrinkage
         self.batch_size = batch_size
         self.mean: np.ndarray | None = None

@@ -8,7 +8,6 @@ the maximum patch score, optionally re-weighted as in the paper with the
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Iterable
 from typing import Any
 
@@ -17,8 +16,9 @@ import numpy as np
 from ..core import Features, FitContext
 from ..progress import Progress
 from .base import Scorer, ScoreResult
-from .coreset import TwoRoundCoreset
-from .nn_index import NearestNeighbours, ProbeSample
+from .coreset import TwoRoundCoreset, check_first_round_ratio
+from .nn_index import INDEX_KINDS, NearestNeighbours, ProbeSample
+from .params import check_choice, check_number
 from .provenance import Provenance
 
 log = logging.getLogger(__name__)
@@ -134,22 +134,14 @@ class PatchCore(Scorer):
         progress: bool = True,
         patch_maps: bool = True,
     ):
-        def number(name: str, value, low: float, high: float = float("inf"), open_low: bool = False,
-                   whole: bool = False):
-            kind = numbers.Integral if whole else numbers.Real
-            ok = isinstance(value, kind) and not isinstance(value, bool) and (
-                low < value if open_low else low <= value) and value <= high
-            if not ok:
-                span = f"in ({low:g}, {high:g}]" if high < float("inf") else f">= {low:g}"
-                raise ValueError(f"{self.name}: {name} must be a {'whole ' if whole else ''}number "
-                                 f"{span}, got {value!r}")
-
-        number("coreset_ratio", coreset_ratio, 0, 1, open_low=True)
-        number("num_neighbors", num_neighbors, 1, whole=True)
+        check_number(self.name, "coreset_ratio", coreset_ratio, 0, 1, low_open=True)
+        check_number(self.name, "num_neighbors", num_neighbors, 1, whole=True)
         for name, value in (("projection_dim", projection_dim), ("max_bank_items", max_bank_items),
                             ("chunk_size", chunk_size)):
-            if value is not None:
-                number(name, value, 1, whole=True)
+            check_number(self.name, name, value, 1, whole=True, allowed=(None,))
+        check_first_round_ratio(first_round_ratio, self.name)
+        check_choice(self.name, "index", index, INDEX_KINDS)
+        check_number(self.name, "seed", seed, 0, whole=True)
         self.coreset_ratio = coreset_ratio
         self.max_bank_items = max_bank_items
         self.projection_dim = projection_dim
@@ -244,6 +236,8 @@ class PatchCore(Scorer):
     def score(self, features: Features) -> ScoreResult:
         self._check_fitted()
         patches = features.patches
+        if patches is None:
+            raise ValueError(f"{type(self).__name__}.score: needs patch features; these have none")
         n, h, w, d = patches.shape
         flat = patches.reshape(n, h * w, d)
         padding = None if features.valid is None else ~features.valid.reshape(n, h * w)

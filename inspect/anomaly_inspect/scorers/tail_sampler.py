@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .params import check_number
+
 
 @dataclass
 class TailSamplerResult:
@@ -126,6 +128,14 @@ def mass_cut(histogram: np.ndarray, mass: float = 0.15) -> int:
     return int(k[min(len(k) - fits, len(k) - 1)])
 
 
+def check_tail_settings(keep: float, tail_mass: float, owner: str = "TailSampler",
+                        names: tuple[str, str] = ("keep", "tail_mass")) -> None:
+    """Raise unless ``keep`` is in (0, 1] and ``tail_mass`` in (0, 1) (``names``: theirs in the
+    error)."""
+    check_number(owner, names[0], keep, 0, 1, low_open=True)
+    check_number(owner, names[1], tail_mass, 0, 1, low_open=True, high_open=True)
+
+
 class TailSampler:
     """Label-free tail-class detector over global image embeddings.
 
@@ -134,8 +144,7 @@ class TailSampler:
     """
 
     def __init__(self, keep: float = 0.85, tail_mass: float = 0.15):
-        if not 0 < keep <= 1 or not 0 < tail_mass < 1:
-            raise ValueError(f"TailSampler: keep must be in (0, 1] and tail_mass in (0, 1), got {keep}, {tail_mass}")
+        check_tail_settings(keep, tail_mass)
         self.keep = keep
         self.tail_mass = tail_mass
 

@@ -28,9 +28,10 @@ import numpy as np
 from ..core import Features, FitContext, SharedResults, ViewSource
 from .base import Scorer
 from .lof_filter import check_discard, keep_below_quantile, per_position_lof
+from .params import check_choice, check_number
 from .patchcore import PatchCore
 from .provenance import Provenance
-from .tail_sampler import TailSampler, TailSamplerResult
+from .tail_sampler import TailSampler, TailSamplerResult, check_tail_settings
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,9 @@ class SoftPatch(PatchCore):
     ):
         super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
                          first_round_ratio, index, num_neighbors, seed, progress, patch_maps)
+        check_number(self.name, "lof_k", lof_k, 1, whole=True)
+        check_discard(lof_discard, self.name, "lof_discard")
+        check_number(self.name, "lof_projection_dim", lof_projection_dim, 1, whole=True, allowed=(None,))
         self.lof_k = lof_k
         self.lof_discard = lof_discard
         self.lof_projection_dim = lof_projection_dim
@@ -86,7 +90,6 @@ class SoftPatch(PatchCore):
         found in ``shared`` under :attr:`lof_key` (same features, same LOF parameters) are
         reused, and the ones computed here are put there. Where the items came from is left
         in ``head_provenance_``."""
-        check_discard(self.lof_discard)
         scores = None if shared is None else shared.get(self.lof_key)
         if scores is not None and scores.shape != patches.shape[:3]:
             scores = None
@@ -159,8 +162,10 @@ class TailedCore(SoftPatch):
         super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
                          first_round_ratio, index, num_neighbors, lof_k, lof_discard,
                          lof_projection_dim, seed=seed, progress=progress, patch_maps=patch_maps)
-        if embedding not in EMBEDDINGS:
-            raise ValueError(f"unknown embedding '{embedding}'; choose from {', '.join(EMBEDDINGS)}")
+        check_number(self.name, "tail_coreset_ratio", tail_coreset_ratio, 0, 1, low_open=True,
+                     allowed=(None,))
+        check_tail_settings(tail_keep, tail_mass, self.name, ("tail_keep", "tail_mass"))
+        check_choice(self.name, "embedding", embedding, EMBEDDINGS)
         self.tail_coreset_ratio = tail_coreset_ratio
         self.tail_keep = tail_keep
         self.tail_mass = tail_mass

@@ -1,0 +1,43 @@
+"""Construction-time checks of scorer parameters: one ``ValueError`` naming the owner, the
+parameter, the value and what is allowed (``"knn: k must be a whole number >= 1, got 2.5"``)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+
+def check_number(owner: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
+                 *, low_open: bool = False, high_open: bool = False, whole: bool = False,
+                 allowed: tuple = ()) -> None:
+    """Raise unless ``value`` is a real number (``whole``: an integer, numpy ones included;
+    never a bool) between ``low`` and ``high`` (excluded where open), or one of ``allowed``
+    (e.g. ``None``, ``"auto"``), which pass as they are."""
+    if any(value is a if a is None else (type(value) is type(a) and value == a) for a in allowed):
+        return
+    kind = numbers.Integral if whole else numbers.Real
+    ok = (isinstance(value, kind) and not isinstance(value, bool)
+          and (low < value if low_open else low <= value)
+          and (value < high if high_open else value <= high))
+    if ok:
+        return
+    if low > -math.inf and high < math.inf:
+        span = f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low > -math.inf:
+        span = f"{'>' if low_open else '>='} {low:g}"
+    else:
+        span = f"{'<' if high_open else '<='} {high:g}"
+    what = f"a {'whole ' if whole else ''}number {span}"
+    if allowed:
+        options = [what, *(repr(a) for a in allowed)]
+        what = ", ".join(options[:-1]) + " or " + options[-1]
+    raise ValueError(f"{owner}: {name} must be {what}, got {value!r}")
+
+
+def check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    if not (isinstance(value, str) and value in choices):
+        raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, "
+                         f"got {value!r}")

@@ -203,3 +203,14 @@ def test_save_before_fit_and_a_wrong_runtime_switch_say_what_is_wrong(tmp_path, 
 def test_patchcore_score_without_patches_says_so(fitted, data):
     with pytest.raises(ValueError, match=r"PatchCore.score: needs patch features"):
         fitted("patchcore").score(Features(pooled=data[2].pooled))
+
+
+def test_features_of_the_wrong_shape_are_refused_when_made():
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=r"Features.pooled must be a \(N, D\) array, got shape \(3, 1, 8\)"):
+        Features(pooled=rng.random((3, 1, 8)))
+    with pytest.raises(ValueError, match=r"Features.patches must be a \(N, h, w, D\) array"):
+        Features(patches=rng.random((3, 8)))
+    with pytest.raises(ValueError, match=r"Features.pooled has 2 images, another field 3"):
+        Features(patches=rng.random((3, 2, 2, 8)), pooled=rng.random((2, 8)))
+    assert len(Features(patches=rng.random((0, 2, 2, 8)), pooled=rng.random((0, 8)))) == 0

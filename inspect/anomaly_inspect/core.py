@@ -33,6 +33,22 @@ class Features:
     valid: np.ndarray | None = None
     blocks: dict[str, np.ndarray] | None = None
 
+    def __post_init__(self):
+        shapes = {"patches": (4, "(N, h, w, D)"), "pooled": (2, "(N, D)"), "valid": (3, "(N, h, w)")}
+        arrays = {k: getattr(self, k) for k in shapes}
+        arrays.update({f"blocks[{k!r}]": v for k, v in (self.blocks or {}).items()})
+        n = None
+        for name, arr in arrays.items():
+            if arr is None:
+                continue
+            ndim, what = shapes.get(name, (2, "(N, C)"))
+            if getattr(arr, "ndim", None) != ndim:
+                raise ValueError(f"Features.{name} must be a {what} array, got shape "
+                                 f"{getattr(arr, 'shape', type(arr).__name__)}")
+            if n is not None and len(arr) != n:
+                raise ValueError(f"Features.{name} has {len(arr)} images, another field {n}")
+            n = len(arr)
+
     def __len__(self) -> int:
         for arr in (self.patches, self.pooled, *(self.blocks or {}).values()):
             if arr is not None:

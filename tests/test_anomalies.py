@@ -13,9 +13,10 @@ from anomaly_inspect.data.anomalies import (
     AnomalyRecipe,
     draw_anomaly,
     perlin,
+    read_anomalies,
     write_anomalies,
 )
-from anomaly_inspect.data.image_io import read_image
+from anomaly_inspect.data.image_io import ImageReadError, read_image
 from anomaly_inspect.data.synthetic import render_sample
 
 
@@ -110,7 +111,17 @@ def test_write_anomalies_is_reproducible_and_lossless(tmp_path):
         assert r.area == pytest.approx(mask.mean())
     manifest = json.loads((tmp_path / "a" / "anomalies.json").read_text())
     assert manifest["recipe"]["seed"] == 5 and [r["family"] for r in manifest["images"]] == fams
-    # a finished set is read back, not drawn again
-    mtime = (tmp_path / "a" / "00000_cutpaste.png").stat().st_mtime_ns
-    write_anomalies(srcs, fams, donors, tmp_path / "a", recipe)
-    assert (tmp_path / "a" / "00000_cutpaste.png").stat().st_mtime_ns == mtime
+    # a finished set is read back wherever its folder has moved (tune renames it into place)
+    (tmp_path / "a").rename(tmp_path / "moved")
+    back = read_anomalies(tmp_path / "moved")
+    assert [r.path for r in back] == [str(tmp_path / "moved" / f"{i:05d}_{f}.png") for i, f in enumerate(fams)]
+    assert [(r.source, r.family, r.area) for r in back] == [(r.source, r.family, r.area) for r in rows]
+    (tmp_path / "moved" / "00001_poisson_mask.png").unlink()
+    assert read_anomalies(tmp_path / "moved") is None and read_anomalies(tmp_path / "none") is None
+
+
+def test_a_source_too_small_is_an_unreadable_image_naming_it(tmp_path):
+    src = tmp_path / "small.png"
+    cv2.imwrite(str(src), np.full((12, 40, 3), 128, np.uint8))
+    with pytest.raises(ImageReadError, match=r"small\.png: too small for synthetic anomalies: 40 x 12 px"):
+        write_anomalies([src], ["cutpaste"], [None], tmp_path / "out", AnomalyRecipe())

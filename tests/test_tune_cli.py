@@ -209,3 +209,118 @@ def test_pad_twin_on_square_images_takes_the_stretch_validation(demo, tmp_path, 
     for fold, (normal, anomalous) in again.scores[names[1]].items():
         np.testing.assert_array_equal(normal, again.scores[names[0]][fold][0])
         np.testing.assert_array_equal(anomalous, again.scores[names[0]][fold][1])
+
+
+def _tuning(path):
+    """A tune record without its timings (what must not change between equal runs)."""
+    d = json.loads(path.read_text())["tuning"]
+    d.pop("seconds")
+    for c in d["candidates"]:
+        c.pop("seconds")
+    return d
+
+
+def test_a_training_image_spoilt_after_a_cached_tune_is_skipped_as_on_a_fresh_cache(demo, tmp_path):
+    """The synthetic set is keyed on its files (size, mtime): an image changed in place is read
+    again, so a truncated one is skipped exactly as a fresh cache skips it (it used to be taken
+    from the old set and fail at extraction; a replaced one gave the old set's AUROCs)."""
+    import shutil
+
+    train = tmp_path / "train"
+    shutil.copytree(demo / "train" / "good", train)
+    args = ["tune", "--train", str(train), *TINY]
+    assert main([*args, "--tune-cache", str(tmp_path / "shared"), "--output-json", str(tmp_path / "a.json")]) == 0
+    png = (train / "004.png").read_bytes()
+    (train / "004.png").write_bytes(png[: len(png) // 2])
+    for cache, out in (("shared", "b.json"), ("fresh", "c.json")):
+        assert main([*args, "--tune-cache", str(tmp_path / cache), "--output-json", str(tmp_path / out)]) == 0
+    cached, fresh = _tuning(tmp_path / "b.json"), _tuning(tmp_path / "c.json")
+    assert cached == fresh and cached["n_images"] == 11
+    assert [s["path"].rsplit("/", 1)[-1] for s in cached["skipped_images"]] == ["004.png"]
+    assert _tuning(tmp_path / "a.json")["n_images"] == 12
+
+
+def test_an_image_too_small_for_anomalies_is_skipped_naming_it(demo, tmp_path, caplog):
+    import shutil
+
+    import cv2
+    import numpy as np
+
+    train = tmp_path / "train"
+    shutil.copytree(demo / "train" / "good", train)
+    cv2.imwrite(str(train / "005_small.png"), np.full((12, 12, 3), 128, np.uint8))
+    for folder, out in ((train, "small.json"), (demo / "train" / "good", "clean.json")):
+        assert main(["tune", "--train", str(folder), *TINY, "--tune-cache", str(tmp_path / "cache"),
+                     "--output-json", str(tmp_path / out)]) == 0
+    small, clean = _tuning(tmp_path / "small.json"), _tuning(tmp_path / "clean.json")
+    assert small["skipped_images"] == [{"path": str(train / "005_small.png"), "error":
+                                        "too small for synthetic anomalies: 12 x 12 px (need at least 32 on each side)"}]
+    small["skipped_images"] = []
+    assert small == clean  # the plan drawn again without it: the clean folder's validation
+    assert any("skipping" in r.getMessage() and "005_small.png" in r.getMessage() for r in caplog.records)
+
+
+def test_the_result_does_not_depend_on_the_order_of_the_candidates(demo, tmp_path):
+    names = ["lite0-64-8+16-mean-stretch", "lite0-64-8+16-full-stretch", "lite0-64-8+16-rows-stretch"]
+    runs = []
+    for order in (names, names[::-1], [names[1], names[2], names[0], names[1]]):  # a repeat too
+        out = tmp_path / f"{len(runs)}.json"
+        assert main(["tune", "--train", str(demo / "train" / "good"), "--image-size", "64", "--batch-size", "8",
+                     "--quiet", "--candidates", ",".join(order), "--tune-cache", str(tmp_path / "cache"),
+                     "--output-json", str(out)]) == 0
+        runs.append(_tuning(out))
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0]["default"] == "lite0-64-8+16-rows-stretch" and len(runs[0]["candidates"]) == 3
+
+
+def test_judge_skips_an_unreadable_training_image_outside_the_tuning_subset(demo, tmp_path, caplog):
+    """Tuning read only its subset; fitting every candidate on all training images skips an
+    unreadable one there as fit does (it used to fail on it), with the clean set's scores."""
+    import shutil
+
+    import numpy as np
+
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.mvtec import load_mvtec
+    from anomaly_inspect.tuning.judge import test_scores
+    from anomaly_inspect.tuning.tune import tune
+
+    spoilt = tmp_path / demo.name
+    shutil.copytree(demo, spoilt)
+    (spoilt / "train" / "good" / "zzz_broken.png").write_bytes(b"not an image")
+    base = ModelConfig()
+    base.features.image_size, base.features.batch_size = 64, 8
+    cands = [Candidate.parse("lite0-64-8+16-rows-stretch"), Candidate.parse("lite0-64-8+16-mean-stretch")]
+    result = tune(sorted((demo / "train" / "good").glob("*.png")), base, candidates=cands,
+                  cache_dir=tmp_path / "cache", progress=False)
+    assert result.skipped == []  # the broken image was not among those tuned on
+    clean = test_scores(load_mvtec(demo.parent, demo.name), result, cands, base, tmp_path / "cache", False)
+    got = test_scores(load_mvtec(tmp_path, demo.name), result, cands, base, tmp_path / "cache", False)
+    for c in cands:
+        np.testing.assert_allclose(got[c.name], clean[c.name], rtol=1e-5)
+    assert any("skipping" in r.getMessage() and "zzz_broken.png" in r.getMessage() for r in caplog.records)
+
+
+def test_validation_takes_the_crop_fit_takes(demo, tmp_path):
+    import numpy as np
+
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.tuning.tune import tune
+
+    base = ModelConfig()
+    base.features.image_size, base.features.crop_size, base.features.batch_size = 64, 48, 8
+    tune(sorted((demo / "train" / "good").glob("*.png")), base,
+         candidates=[Candidate.parse("lite0-64-8+16-mean-stretch")], cache_dir=tmp_path / "cache", progress=False)
+    shapes = {np.load(e / "stride8.npy", mmap_mode="r").shape[2:] for e in (tmp_path / "cache" / "maps").iterdir()}
+    assert shapes == {(6, 6)}  # 48 px / stride 8, for the images and their synthetic copies
+    with pytest.raises(ValueError, match=r"candidate lite0-32-8\+16-rows-stretch: .*crop_size \(48\) must not exceed"):
+        tune([], base, candidates=[Candidate.parse("lite0-32-8+16-rows-stretch")], cache_dir=tmp_path / "c2")
+
+
+def test_tune_command_line_refusals_are_one_line(tmp_path, capsys):
+    rc = main(["tune", "--train", str(tmp_path), "--root", str(tmp_path), "--category", "x", "--quiet"])
+    assert rc == 1 and capsys.readouterr().err == "error: tune: give --train DIR or --root/--category, not both\n"
+    with pytest.raises(SystemExit) as exc:
+        main(["tune", "--train", str(tmp_path), "--folds", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "argument --folds: must be at least 2" in err and err.count("\n") == 1

@@ -277,3 +277,292 @@ def test_unknown_candidate_backbone_is_named():
 
     with pytest.raises(ValueError, match=r"backbone 'lite9': not a timm model name"):
         stage_strides.__wrapped__("lite9")
+
+
+# ----------------------------------------------------------------------------- ties, candidates
+
+
+def test_the_default_wins_a_borda_tie_wherever_it_stands():
+    folds = np.array([[0.95, 0.8, 0.7], [0.8, 0.8, 0.6]])  # (n_folds, n_candidates)
+    d = beats_default(folds, np.array([1.5, 1.5, 0.0]), default=1)  # the default is not first
+    assert (d.chosen, d.winner, d.default) == (1, 1, 1) and d.reason == "the default ranks first"
+    d = beats_default(folds, np.array([1.5, 0.0, 1.5]), default=1)  # a tie among the others
+    assert (d.chosen, d.winner) == (1, 0) and d.margin == pytest.approx(0.075)  # +0.15, +0.0
+
+
+def test_candidate_weights_random_holds_for_every_backbone_a_checkpoint_only_for_its_own():
+    lite1 = Candidate("tf_efficientnet_lite1", 320, (8, 16), "rows", "stretch")
+    lite0 = Candidate("tf_efficientnet_lite0", 256, (8, 16), "rows", "stretch")
+    base = ModelConfig()
+    base.backbone.weights = "random"
+    assert lite1.config(base).backbone.weights == "random"
+    base.backbone.weights = "/models/lite0.pth"
+    assert lite1.config(base).backbone.weights is None and lite0.config(base).backbone.weights == "/models/lite0.pth"
+
+
+def test_invalid_candidates_are_one_line_naming_them_and_the_grid_leaves_them_out(caplog):
+    from anomaly_inspect.tuning.tune import usable
+
+    base = ModelConfig()
+    base.features.crop_size = 300  # image size 320: the grid's 256 cannot take the crop
+    with pytest.raises(ValueError, match=r"^candidate lite0-256-8\+16-rows-stretch: features: crop_size "
+                                         r"\(300\) must not exceed image_size \(256\)$"):
+        Candidate.parse("lite0-256-8+16-rows-stretch").check(base)
+    with pytest.raises(ValueError, match=r"^candidate lite0-0-8\+16-rows-stretch: features: image_size: "
+                                         r"must be at least 32, got 0$"):
+        Candidate.parse("lite0-0-8+16-rows-stretch").check(ModelConfig())
+    with pytest.raises(ValueError, match=r"^candidate lite0-320-8\+12-rows-stretch: .*no stage with stride \[12\]"):
+        Candidate.parse("lite0-320-8+12-rows-stretch").check(ModelConfig())
+    grid = candidate_grid("compact", base)
+    kept = usable(grid, base)
+    assert [c.name for c in grid if c not in kept] == ["lite0-256-8+16-rows-stretch"] and len(kept) == 10
+    assert any("leaving out candidate lite0-256-8+16-rows-stretch: features: crop_size (300)" in r.getMessage()
+               for r in caplog.records)
+
+
+def _pngs(folder, n, size=64, texture="fabric", first=0):
+    import cv2
+
+    from anomaly_inspect.data.synthetic import render_sample
+
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for i in range(n):
+        p = folder / f"{first + i:03d}.png"
+        cv2.imwrite(str(p), render_sample(texture, None, first + i, size).clean[..., ::-1])
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("base, message", [
+    (ModelConfig(method="knn"), "method 'knn' reads pooled features"),
+    (ModelConfig(method="tailedcore"), "method 'tailedcore' reads patches and pooled features.*patch_mean"),
+])
+def test_tune_refuses_before_any_work(tmp_path, base, message):
+    """A method tune cannot validate, a bad candidate, too few images after --max-tune-images:
+    refused before the synthetic set or any extraction (the cache folder is never made)."""
+    from anomaly_inspect.tuning.tune import tune
+
+    paths = _pngs(tmp_path / "train", 8)
+    with pytest.raises(ValueError, match=message):
+        tune(paths, base, cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(ValueError, match=r"^candidate lite0-64-8\+12-mean-stretch: .*stride \[12\]"):
+        tune(paths, ModelConfig(), candidates=[Candidate.parse("lite0-64-8+12-mean-stretch")],
+             cache_dir=tmp_path / "cache", progress=False)
+    with pytest.raises(ValueError, match=r"^tune needs at least 6 training images, got 4 "
+                                         r"\(max_images=4 of 8 images\)$"):
+        tune(paths, ModelConfig(), TuneSettings(max_images=4), cache_dir=tmp_path / "cache", progress=False)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_tailedcore_taking_its_embedding_from_the_patches_may_be_tuned():
+    from anomaly_inspect.tuning.tune import check_method
+
+    check_method(ModelConfig(method="tailedcore", scorer={"embedding": "patch_mean"}))
+    check_method(ModelConfig(method="softpatch"))
+    with pytest.raises(ValueError, match="tailedcore"):
+        check_method(ModelConfig(method="tailedcore"))
+
+
+# ----------------------------------------------------------------------------- cache entries
+
+
+def test_synthetic_set_is_drawn_again_when_a_source_changes_in_place(tmp_path):
+    import os
+
+    import cv2
+
+    from anomaly_inspect.data.image_io import read_image
+    from anomaly_inspect.data.synthetic import render_sample
+    from anomaly_inspect.tuning.tune import synthetic_set
+
+    paths = _pngs(tmp_path / "train", 6)
+    settings = TuneSettings(n_folds=2)
+    _, folds, fams = fold_plan(6, settings)
+    first = synthetic_set(paths, folds, fams, settings, tmp_path / "cache")
+    assert synthetic_set(paths, folds, fams, settings, tmp_path / "cache") == first  # reused
+    new = render_sample("metal", None, 7, 64).clean
+    cv2.imwrite(str(paths[0]), new[..., ::-1])  # the same name and size, another picture
+    second = synthetic_set(paths, folds, fams, settings, tmp_path / "cache")
+    assert second[0].parent != first[0].parent
+    for drawn, source in ((first[0], render_sample("fabric", None, 0, 64).clean), (second[0], new)):
+        mask = read_image(drawn.with_name(drawn.stem + "_mask.png"))[..., 0] > 0
+        np.testing.assert_array_equal(read_image(drawn)[~mask], source[~mask])  # drawn on that source
+    st = paths[3].stat()  # a new mtime alone (same bytes) is a change too
+    os.utime(paths[3], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert synthetic_set(paths, folds, fams, settings, tmp_path / "cache")[0].parent not in (
+        first[0].parent, second[0].parent)
+
+
+def _maps(paths, cache, **kw):
+    from anomaly_inspect.features.backbone import Backbone
+    from anomaly_inspect.tuning.stage_cache import stage_maps
+
+    return stage_maps(Backbone(layers=[2, 3], runtime="torch"), paths, 64, "stretch", cache,
+                      batch_size=1, progress=False, **kw)
+
+
+def _direct(paths, crop=None, resize="stretch"):
+    """Patch features from the extractor itself (the reference for the cache)."""
+    from anomaly_inspect.features.backbone import Backbone
+    from anomaly_inspect.features.extractor import FeatureExtractor
+    from anomaly_inspect.pipeline import Runner
+
+    ext = FeatureExtractor(Backbone(layers=[2, 3], runtime="torch"), 64, crop, batch_size=1,
+                           embedding=ModelConfig().features.embedding(), resize=resize)
+    return Runner(ext, progress=False).extract(paths, "x").features
+
+
+def test_a_run_killed_midway_never_spoils_the_entry_another_run_writes(tmp_path, monkeypatch):
+    """Run A pauses after two of four images; run C starts the same entry, writes one image and
+    is killed after A has finished. A later run B reads A's entry, right in every row (it used
+    to read row 1 as zeros: C had truncated the shared memmaps and A marked them done)."""
+    import threading
+
+    from anomaly_inspect.features import extractor as ex
+
+    paths = _pngs(tmp_path / "imgs", 4)
+    emb = ModelConfig().features.embedding()
+    ref = _direct(paths).patches
+    real = ex.FeatureExtractor.iter_extract
+    roles, results = ["A", "C"], {}
+    c_wrote, a_done = threading.Event(), threading.Event()
+
+    class Killed(Exception):
+        pass
+
+    def run_c():
+        with pytest.raises(Killed):
+            _maps(paths, tmp_path / "cache")
+        results["C"] = "killed"
+
+    def interleaved(self, *a, **k):
+        role = roles.pop(0)
+        for n, item in enumerate(real(self, *a, **k)):
+            if role == "C" and n == 1:
+                c_wrote.set()
+                assert a_done.wait(60)
+                raise Killed
+            yield item
+            if role == "A" and n == 1:
+                results["thread"] = threading.Thread(target=run_c)
+                results["thread"].start()
+                assert c_wrote.wait(60)
+
+    monkeypatch.setattr(ex.FeatureExtractor, "iter_extract", interleaved)
+    results["A"] = _maps(paths, tmp_path / "cache")
+    a_done.set()
+    results["thread"].join(60)
+    assert results["C"] == "killed"
+    results["B"] = _maps(paths, tmp_path / "cache")  # reads the entry (no role left to extract)
+    for run in ("A", "B"):
+        np.testing.assert_allclose(results[run].features(np.arange(4), (8, 16), emb).patches, ref,
+                                   rtol=1e-5, atol=1e-6)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [results["A"].directory.name]
+
+
+def test_a_run_that_loses_the_race_takes_the_entry_there_and_drops_its_copy(tmp_path, monkeypatch):
+    from anomaly_inspect.features import extractor as ex
+
+    paths = _pngs(tmp_path / "imgs", 4)
+    ref = _direct(paths).patches
+    real = ex.FeatureExtractor.iter_extract
+    roles, results = ["A", "B"], {}
+
+    def interleaved(self, *a, **k):
+        role = roles.pop(0)
+        for n, item in enumerate(real(self, *a, **k)):
+            yield item
+            if role == "A" and n == 1:
+                results["B"] = _maps(paths, tmp_path / "cache")  # B finishes first
+
+    monkeypatch.setattr(ex.FeatureExtractor, "iter_extract", interleaved)
+    results["A"] = _maps(paths, tmp_path / "cache")
+    assert results["A"].directory == results["B"].directory
+    entry = results["A"].directory
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]  # A's copy removed
+    np.testing.assert_allclose(results["A"].features(np.arange(4), (8, 16), ModelConfig().features.embedding()).patches,
+                               ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_broken_entry_is_extracted_again_with_a_warning(tmp_path, caplog):
+    paths = _pngs(tmp_path / "imgs", 3)
+    maps = _maps(paths, tmp_path / "cache")
+    entry = maps.directory
+    ref = _direct(paths).patches
+    emb = ModelConfig().features.embedding()
+    for damage in (lambda: (entry / "stride8.npy").write_bytes((entry / "stride8.npy").read_bytes()[:1000]),
+                   lambda: (entry / "stride16.npy").unlink()):
+        damage()
+        caplog.clear()
+        again = _maps(paths, tmp_path / "cache")
+        assert again.directory == entry
+        np.testing.assert_allclose(again.features(np.arange(3), (8, 16), emb).patches, ref, rtol=1e-5, atol=1e-6)
+        assert any(str(entry) in r.getMessage() and "broken stage-map cache entry" in r.getMessage()
+                   for r in caplog.records)
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]
+
+
+def test_cache_space_is_reserved_up_front_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from anomaly_inspect.tuning.stage_cache import _memmap
+
+    arr = _memmap(tmp_path / "a.npy", (64, 256, 32))  # 2 MiB of float32, nothing written yet
+    st = os.stat(tmp_path / "a.npy")
+    assert st.st_blocks * 512 >= st.st_size >= arr.nbytes  # allocated, not sparse
+    del arr
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    paths = _pngs(tmp_path / "imgs", 3)
+    with pytest.raises(OSError) as info:
+        _maps(paths, tmp_path / "cache")
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(str(tmp_path / "cache" / "tf_efficientnet_lite0-64-stretch-"))
+    assert ": no space left on the device" in msg
+    assert list((tmp_path / "cache").iterdir()) == []  # the half-built entry is gone
+
+
+def test_stage_maps_skip_unreadable_images_only_when_asked(tmp_path, caplog):
+    from anomaly_inspect.data.image_io import ImageReadError
+
+    paths = _pngs(tmp_path / "imgs", 4)
+    png = paths[1].read_bytes()
+    paths[1].write_bytes(png[: len(png) // 2])
+    good = [paths[0], paths[2], paths[3]]
+    with pytest.raises(ImageReadError, match=r"001\.png: truncated"):
+        _maps(paths, tmp_path / "cache")
+    assert list((tmp_path / "cache").iterdir()) == []
+    maps = _maps(paths, tmp_path / "cache", skip_unreadable=True)
+    assert len(maps) == 3 and [i for i, _ in maps.skipped] == [1]
+    np.testing.assert_allclose(maps.features(np.arange(3), (8, 16), ModelConfig().features.embedding()).patches,
+                               _direct(good).patches, rtol=1e-5, atol=1e-6)
+    assert any("skipping" in r.getMessage() and "001.png" in r.getMessage() for r in caplog.records)
+    with pytest.raises(ImageReadError, match=r"001\.png: truncated"):  # the cached entry too
+        _maps(paths, tmp_path / "cache")
+
+
+@pytest.mark.parametrize("resize", ["stretch", "pad"])
+def test_stage_maps_take_the_crop_fit_takes(tmp_path, resize):
+    from anomaly_inspect.features.backbone import Backbone
+    from anomaly_inspect.tuning.stage_cache import stage_maps
+
+    paths = _pngs(tmp_path / "imgs", 2) + _pngs(tmp_path / "wide", 1, size=96, first=5)
+    import cv2  # one image not square: pad leaves a border, the crop cuts into it
+
+    cv2.imwrite(str(paths[2]), cv2.imread(str(paths[2]))[:60])
+    direct = _direct(paths, crop=48, resize=resize)
+    maps = stage_maps(Backbone(layers=[2, 3], runtime="torch"), paths, 64, resize, tmp_path / "cache",
+                      progress=False, crop_size=48)
+    cached = maps.features(np.arange(3), (8, 16), ModelConfig().features.embedding())
+    assert cached.patches.shape[1:3] == (6, 6)  # 48 px / stride 8
+    np.testing.assert_allclose(cached.patches, direct.patches, rtol=1e-5, atol=1e-6)
+    if resize == "pad":
+        assert direct.valid is not None and not direct.valid.all()
+        np.testing.assert_array_equal(cached.valid, direct.valid)
+    else:
+        assert cached.valid is None and direct.valid is None

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
 #: library parameter phrases in error messages -> the command-line flag that sets them
 FLAG_HINTS = {"overwrite=True": "--overwrite", "rescore=True": "--rescore", "out_dir": "--out",
               "labels='mvtec'": "--labels mvtec", "calibration=DIR": "--calibration DIR",
-              "weights=FILE": "--weights FILE", "weights='random'": "--weights random"}
+              "weights=FILE": "--weights FILE", "weights='random'": "--weights random",
+              "max_images=": "--max-tune-images "}
 
 
 def with_flag_hints(message: str) -> str:

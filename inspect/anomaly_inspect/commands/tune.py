@@ -22,6 +22,14 @@ from .common import (
 )
 
 
+def folds(text: str) -> int:
+    """argparse type: a number of folds, >= 2 (each image is held out once)."""
+    v = positive_int(text)
+    if v < 2:
+        raise argparse.ArgumentTypeError(f"must be at least 2 (each fold is held out once), got {text!r}")
+    return v
+
+
 def add_tune_args(p: argparse.ArgumentParser) -> None:
     """The selector's options (shared by ``tune``, ``fit --auto`` and ``evaluate --auto``)."""
     p.add_argument("--grid", choices=("compact", "ascent", "full"), default="compact",
@@ -33,7 +41,7 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
                    help="comma-separated candidate names instead of --grid, e.g. "
                         "lite0-320-8+16-rows-stretch,lite2-384-8+16-mean-pad (the base config is "
                         "always added)")
-    p.add_argument("--folds", type=positive_int, default=3, help="held-out folds (default 3)")
+    p.add_argument("--folds", type=folds, default=3, help="held-out folds, at least 2 (default 3)")
     p.add_argument("--max-tune-images", type=positive_int, default=300,
                    help="training images used for validation, a seeded subset (default 300)")
     p.add_argument("--ensemble", type=non_negative_int, default=0, metavar="K",
@@ -87,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     from ..data.layout import expand_inputs
     from ..data.mvtec import load_mvtec
 
+    if (args.root is not None or args.category) and args.train:
+        raise ValueError("tune: give --train DIR or --root/--category, not both")
     cfg = model_config_from_args(args)
     dataset = None
     if args.root is not None:

@@ -32,11 +32,12 @@ import cv2
 import numpy as np
 
 from ..files import write_json
-from .image_io import DEFAULT_MAX_PIXELS, read_image
+from .image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .synthetic import TEXTURES, texture_image
 
 FAMILIES = ("cutpaste", "scar", "texture", "poisson", "local")
 MANIFEST = "anomalies.json"
+MIN_SIDE = 32  # pixels: the shortest side an anomaly is drawn on
 
 
 @dataclass(frozen=True)
@@ -250,7 +251,7 @@ def draw_anomaly(image: np.ndarray, family: str, rng: np.random.Generator,
         raise ValueError(f"unknown anomaly family '{family}'; choose from {', '.join(FAMILIES)}")
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
-    if min(image.shape[:2]) < 32:
+    if min(image.shape[:2]) < MIN_SIDE:
         raise ValueError(f"image too small for synthetic anomalies: {image.shape[:2]}")
     grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
     n_pix = image.shape[0] * image.shape[1]
@@ -282,23 +283,23 @@ class SyntheticAnomaly:
 def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Sequence[Path | None],
                     out_dir: Path, recipe: AnomalyRecipe, stream: int = 0,
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> list[SyntheticAnomaly]:
-    """Draw ``families[i]`` on ``sources[i]`` (donor ``donors[i]``) and write PNGs into ``out_dir``.
+    """Draw ``families[i]`` on ``sources[i]`` (donor ``donors[i]``) and write PNGs into ``out_dir``,
+    then the manifest (:func:`read_anomalies` reads the set back).
 
     Image ``i`` uses the generator seeded ``(recipe.seed, stream, i)``, so each image is
     reproducible on its own. PNG is lossless: pixels outside the mask equal the decoded source.
-    A finished set (its manifest) is read back instead of drawn again.
+    A source that cannot be read, or is under :data:`MIN_SIDE` pixels, is an
+    :class:`ImageReadError` naming it.
     """
     out_dir = Path(out_dir)
-    manifest = out_dir / MANIFEST
-    if manifest.is_file():
-        rows = [SyntheticAnomaly(**r) for r in json.loads(manifest.read_text())["images"]]
-        if len(rows) == len(sources) and all(Path(r.path).is_file() for r in rows):
-            return rows
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for i, (src, fam, donor) in enumerate(zip(sources, families, donors, strict=True)):
         rng = np.random.default_rng((recipe.seed, stream, i))
         image = read_image(src, max_pixels)
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise ImageReadError(src, f"too small for synthetic anomalies: {image.shape[1]} x "
+                                      f"{image.shape[0]} px (need at least {MIN_SIDE} on each side)")
         donor_img = read_image(donor, max_pixels) if donor is not None else None
         out, mask = draw_anomaly(image, fam, rng, recipe, donor_img)
         path, mask_path = out_dir / f"{i:05d}_{fam}.png", out_dir / f"{i:05d}_{fam}_mask.png"
@@ -306,6 +307,20 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
                 and cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255)):
             raise OSError(f"{path}: could not write image")
         rows.append(SyntheticAnomaly(str(src), fam, str(path), str(mask_path), float(mask.mean())))
-    write_json(manifest, {"recipe": recipe.to_dict(), "stream": stream,
-                          "images": [asdict(r) for r in rows]}, indent=1)
+    images = [{**asdict(r), "path": Path(r.path).name, "mask_path": Path(r.mask_path).name} for r in rows]
+    write_json(out_dir / MANIFEST, {"recipe": recipe.to_dict(), "stream": stream, "images": images},
+               indent=1)
     return rows
+
+
+def read_anomalies(out_dir: Path) -> list[SyntheticAnomaly] | None:
+    """The set :func:`write_anomalies` finished in ``out_dir`` (wherever the folder has moved
+    since: the manifest names its files relative to it), or None if there is none."""
+    out_dir = Path(out_dir)
+    try:
+        images = json.loads((out_dir / MANIFEST).read_text())["images"]
+        rows = [SyntheticAnomaly(**{**r, "path": str(out_dir / r["path"]),
+                                    "mask_path": str(out_dir / r["mask_path"])}) for r in images]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return rows if all(Path(r.path).is_file() and Path(r.mask_path).is_file() for r in rows) else None

@@ -77,12 +77,21 @@ class Candidate:
         cfg = copy.deepcopy(base)
         cfg.backbone.name = self.backbone
         cfg.backbone.layers = self.layers()
-        if self.backbone != base.backbone.name:
+        if self.backbone != base.backbone.name and cfg.backbone.weights != "random":
             cfg.backbone.weights = None  # a checkpoint file belongs to the base backbone
         cfg.features.image_size = self.image_size
         cfg.features.resize = self.resize
         cfg.features.finest_stage = self.embedding
         return cfg
+
+    def check(self, base: ModelConfig) -> None:
+        """Refuse, in one line naming this candidate, a configuration ``base`` cannot take (a
+        stride the backbone lacks, an input size below the crop, ...), as a config file is."""
+        try:
+            cfg = self.config(base)
+        except ValueError as e:
+            raise ValueError(f"candidate {self.name}: {e}") from None
+        ModelConfig.from_dict(cfg.to_dict(), f"candidate {self.name}")
 
     @classmethod
     def parse(cls, name: str) -> Candidate:

@@ -31,7 +31,8 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
                 base: ModelConfig, cache_dir: Path | str = DEFAULT_CACHE,
                 progress: bool = True) -> dict[str, np.ndarray]:
     """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``
-    that tuning could read."""
+    that can be read (unreadable training images are skipped with a warning, as ``fit`` skips
+    them, also those outside the tuning subset)."""
     cache_dir = Path(cache_dir)
     train = sorted(result.readable([s.path for s in dataset.train]))
     test = [s.path for s in dataset.test]
@@ -39,7 +40,7 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
     for c in cands:
         groups[c.extraction].append(c)
     out = {}
-    bs = base.features.batch_size
+    bs, crop = base.features.batch_size, base.features.crop_size
     with Progress(len(cands), "score test per candidate", unit="cand", enabled=progress) as bar:
         for (name, size, resize), members in groups.items():
             strides = sorted({s for c in members for s in c.strides})
@@ -47,9 +48,9 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
             cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
             backbone = build_backbone(cfg)
             tr = stage_maps(backbone, train, size, resize, cache_dir / "maps", bs, progress,
-                            f"extract train {name} {size} {resize}")
+                            f"extract train {name} {size} {resize}", crop_size=crop, skip_unreadable=True)
             te = stage_maps(backbone, test, size, resize, cache_dir / "maps", bs, progress,
-                            "extract test")
+                            "extract test", crop_size=crop)
             for c in members:
                 emb = c.config(base).features.embedding()
                 scorer = _scorer(base)

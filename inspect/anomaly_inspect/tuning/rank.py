@@ -57,8 +57,12 @@ def fold_gain(fold_scores: np.ndarray, cand: int, default: int) -> tuple[float, 
 
 def beats_default(fold_scores: np.ndarray, borda: np.ndarray, default: int = 0) -> Decision:
     """Keep ``default`` unless the Borda winner's mean gain over it across folds exceeds the
-    fold-to-fold standard deviation of that gain. ``fold_scores``: (n_folds, n_candidates)."""
-    winner = int(np.argmax(borda))  # ties: the earlier candidate (the default is first)
+    fold-to-fold standard deviation of that gain. ``fold_scores``: (n_folds, n_candidates).
+    The winner is the default where it ties for the top Borda score, else the first of the
+    tied candidates."""
+    borda = np.asarray(borda, np.float64)
+    top = np.flatnonzero(borda == borda.max())
+    winner = default if default in top else int(top[0])
     if winner == default:
         return Decision(default, winner, default, 0.0, 0.0, "the default ranks first")
     margin, noise = fold_gain(fold_scores, winner, default)

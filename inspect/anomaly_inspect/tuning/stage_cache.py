@@ -4,20 +4,31 @@ Why: ``tune`` ranks many candidates that differ only in which stages they use an
 embedding summarises them. One backbone pass per backbone x input size x resize (with the union
 of the candidates' stages) feeds all of them; the embedding of each candidate is derived from the
 cached maps, batch by batch, so memory stays bounded.
+
+Cache entries (these maps, tune's synthetic sets) are built in a temporary folder beside the
+entry and renamed into place when complete (:func:`new_entry`): a run never writes into an
+entry that another run reads, and an entry that is there is complete.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
+import logging
+import os
+import secrets
+import shutil
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..core import Features
-from ..data.image_io import DEFAULT_MAX_PIXELS
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
+from ..data.layout import display_path
 from ..data.transforms import Box
 from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
@@ -25,37 +36,98 @@ from ..features.patch_embed import PatchEmbedding
 from ..files import write_json
 from ..progress import Progress
 
+log = logging.getLogger(__name__)
 
-def _fingerprint(paths: Sequence[Path]) -> list:
+
+def file_fingerprints(paths: Sequence[Path]) -> list:
+    """[resolved path, size, mtime] of each file: a cache key that changes when a file does.
+    A file that cannot be looked at is an :class:`ImageReadError` naming it."""
     out = []
     for p in paths:
-        st = Path(p).stat()
+        try:
+            st = Path(p).stat()
+        except OSError as e:
+            raise ImageReadError(p, e.strerror or str(e)) from None
         out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
     return out
 
 
+@contextmanager
+def new_entry(directory: Path) -> Iterator[Path]:
+    """A temporary folder beside cache entry ``directory`` to build it in, renamed to
+    ``directory`` when the block ends; if another run has put the entry there meanwhile, theirs
+    is kept and this copy removed. Removed if the block raises; a full disk is one line naming
+    ``directory``."""
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(directory, "tmp")
+    try:
+        yield tmp
+        try:
+            os.rename(tmp, directory)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another run's complete entry won the race
+    except BaseException as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise OSError(f"{directory}: no space left on the device for this cache entry; free "
+                          f"space there or use another cache folder") from None
+        raise
+
+
+def discard_entry(directory: Path) -> None:
+    """Remove a broken cache entry: renamed aside first, so no run sees it half removed."""
+    directory = Path(directory)
+    aside = _sibling(directory, "old")
+    with suppress(FileNotFoundError):  # another run removed it first
+        os.rename(directory, aside / "entry")
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def _sibling(directory: Path, kind: str) -> Path:
+    """A new empty folder beside ``directory``, unique to this call (permissions as ``mkdir``'s)."""
+    while True:
+        path = directory.parent / f".{directory.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
 class StageMaps:
     """The cached maps of one image list: ``maps[stride]`` is an (N, C, h, w) float32 memmap,
-    ``boxes`` (N, 4) where each image's content lies in the model input."""
+    ``boxes`` (N, 4) where each image's content lies in the ``input_size`` model input;
+    ``skipped`` (index, reason) of the unreadable images, ``rows`` the others (image ``i`` of
+    :meth:`features` is row ``rows[i]``). Raises ``ValueError`` / ``OSError`` on a broken entry."""
 
-    def __init__(self, directory: Path, strides: Sequence[int], image_size: int):
+    def __init__(self, directory: Path, strides: Sequence[int], input_size: int):
         self.directory = Path(directory)
-        self.image_size = image_size
-        self.maps = {s: np.load(self.directory / f"stride{s}.npy", mmap_mode="r") for s in strides}
+        self.input_size = input_size
+        done = json.loads((self.directory / "done").read_text())
         self.boxes = np.load(self.directory / "boxes.npy")
+        self.maps = {s: np.load(self.directory / f"stride{s}.npy", mmap_mode="r") for s in strides}
+        n = int(done.get("n", len(self.boxes)))
+        for name, arr in [("boxes", self.boxes), *((f"stride{s}", m) for s, m in self.maps.items())]:
+            if len(arr) != n:
+                raise ValueError(f"{name}.npy holds {len(arr)} images, expected {n}")
+        self.skipped = [(int(i), str(reason)) for i, reason in done.get("skipped", [])]
+        self.rows = np.setdiff1d(np.arange(n), [i for i, _ in self.skipped])
 
     def __len__(self) -> int:
-        return len(self.boxes)
+        return len(self.rows)
 
     def features(self, idx: Sequence[int], strides: Sequence[int], embedding: PatchEmbedding) -> Features:
         """Patch features of images ``idx`` for the stages ``strides`` (as the extractor computes
         them from the same maps), with ``valid`` marking patches on the padding."""
-        idx = np.asarray(idx)
-        maps = [torch.from_numpy(np.ascontiguousarray(self.maps[s][idx])) for s in strides]
+        rows = self.rows[np.asarray(idx)]
+        maps = [torch.from_numpy(np.ascontiguousarray(self.maps[s][rows])) for s in strides]
         with torch.inference_mode():
             patches = patch_array(embedding(maps))
-        boxes = [Box(*map(int, b)) for b in self.boxes[idx]]
-        return Features(patches, None, valid_grid(boxes, self.image_size, patches.shape[1:3]))
+        boxes = [Box(*map(int, b)) for b in self.boxes[rows]]
+        return Features(patches, None, valid_grid(boxes, self.input_size, patches.shape[1:3]))
 
     def iter_features(self, idx: Sequence[int], strides: Sequence[int], embedding: PatchEmbedding,
                       batch_size: int = 32) -> Iterator[Features]:
@@ -66,42 +138,92 @@ class StageMaps:
 
 def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resize: str,
                cache_dir: Path, batch_size: int = 32, progress: bool = True,
-               desc: str = "extract", max_pixels: int = DEFAULT_MAX_PIXELS) -> StageMaps:
+               desc: str = "extract", max_pixels: int = DEFAULT_MAX_PIXELS,
+               crop_size: int | None = None, skip_unreadable: bool = False) -> StageMaps:
     """The stage maps of ``paths`` through ``backbone`` (all of its ``layers``), read from
     ``cache_dir`` when an extraction with the same backbone, weights, geometry and files
-    (path, size, mtime) is there, else extracted now. Raises on the first unreadable image."""
+    (path, size, mtime) is there, else extracted now. Raises on the first unreadable image,
+    or with ``skip_unreadable`` leaves it out with a warning naming it."""
     strides = backbone.strides
     key = hashlib.sha256(json.dumps({
         "backbone": backbone.name, "weights": backbone.weight_source.checksum,
         "layers": list(backbone.layers), "size": image_size, "resize": resize,
-        "mean": backbone.mean, "std": backbone.std, "files": _fingerprint(paths),
+        "mean": backbone.mean, "std": backbone.std, "files": file_fingerprints(paths),
+        **({"crop": crop_size} if crop_size else {}),
     }).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / f"{backbone.name}-{image_size}-{resize}-{key}"
+    input_size = crop_size or image_size
+    maps = _cached(directory, strides, input_size)
+    if maps is None:
+        with new_entry(directory) as tmp:
+            _extract(backbone, paths, image_size, resize, tmp, batch_size, progress, desc,
+                     max_pixels, crop_size, skip_unreadable)
+        backbone.release()
+        maps = StageMaps(directory, strides, input_size)
+    if maps.skipped and not skip_unreadable:
+        index, reason = maps.skipped[0]
+        raise ImageReadError(paths[index], reason)
+    for index, reason in maps.skipped:
+        log.warning("skipping %s: %s", display_path(paths[index]), reason)
+    return maps
+
+
+def _cached(directory: Path, strides: Sequence[int], input_size: int) -> StageMaps | None:
+    """The complete entry ``directory``, or None; a broken one is said and removed."""
+    if not directory.exists():
+        return None
     if (directory / "done").is_file():
-        return StageMaps(directory, strides, image_size)
-    directory.mkdir(parents=True, exist_ok=True)
-    extractor = FeatureExtractor(backbone, image_size, None, batch_size, patches=False,
+        try:
+            return StageMaps(directory, strides, input_size)
+        except (OSError, ValueError, EOFError) as e:
+            log.warning("%s: broken stage-map cache entry (%s); extracting again", directory, e)
+    discard_entry(directory)  # broken, or left unfinished by an older version
+    return None
+
+
+def _memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:
+    """A new float32 ``.npy`` memmap whose disk space is reserved now: writing a sparse memmap
+    on a full disk kills the process (SIGBUS) instead of raising."""
+    arr = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape)
+    with open(path, "r+b") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as e:
+            if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+    return arr
+
+
+def _extract(backbone: Backbone, paths: Sequence[Path], image_size: int, resize: str, out: Path,
+             batch_size: int, progress: bool, desc: str, max_pixels: int, crop_size: int | None,
+             skip_unreadable: bool) -> None:
+    """Write the entry's files (maps, boxes, then ``done``) into the folder ``out``."""
+    strides = backbone.strides
+    extractor = FeatureExtractor(backbone, image_size, crop_size, batch_size, patches=False,
                                  resize=resize, maps=True, max_pixels=max_pixels)
     arrays: dict[int, np.ndarray] = {}
     boxes = np.zeros((len(paths), 4), np.int64)
-    start = 0
+    skipped: list[tuple[int, str]] = []
     with Progress(len(paths), desc, enabled=progress) as bar:
         for item in extractor.iter_extract(paths, progress=bar):
-            raise_first_error(item.batch, paths)
+            if not skip_unreadable:
+                raise_first_error(item.batch, paths)
+            skipped += item.batch.errors
             if not item.batch.indices:
                 continue
+            idx = np.asarray(item.batch.indices)
             for stride, fmap in zip(strides, item.maps, strict=True):
                 if stride not in arrays:
-                    arrays[stride] = np.lib.format.open_memmap(
-                        directory / f"stride{stride}.npy", mode="w+", dtype=np.float32,
-                        shape=(len(paths), *fmap.shape[1:]))
-                arrays[stride][start:start + len(fmap)] = fmap
-            for j, box in enumerate(item.batch.boxes):
-                boxes[start + j] = (box.top, box.left, box.height, box.width)
-            start += len(item.batch.indices)
+                    arrays[stride] = _memmap(out / f"stride{stride}.npy", (len(paths), *fmap.shape[1:]))
+                arrays[stride][idx] = fmap
+            for j, box in zip(idx, item.batch.boxes, strict=True):
+                boxes[j] = (box.top, box.left, box.height, box.width)
+    if not arrays:
+        raise ValueError(f"no image could be read of the {len(paths)} to extract"
+                         + (f" (first: {display_path(paths[skipped[0][0]])}: {skipped[0][1]})"
+                            if skipped else ""))
     for arr in arrays.values():
         arr.flush()
-    backbone.release()
-    np.save(directory / "boxes.npy", boxes)
-    write_json(directory / "done", {"n": len(paths), "strides": list(strides)}, indent=None)
-    return StageMaps(directory, strides, image_size)
+    np.save(out / "boxes.npy", boxes)
+    write_json(out / "done", {"n": len(paths), "strides": list(strides), "skipped": skipped},
+               indent=None)

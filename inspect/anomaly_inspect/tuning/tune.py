@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
-from ..data.anomalies import AnomalyRecipe, write_anomalies
+from ..data.anomalies import AnomalyRecipe, read_anomalies, write_anomalies
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
 from ..evaluation.fusion import NormalCalibration, fuse
@@ -38,7 +38,7 @@ from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
 from .rank import Decision, beats_default, fold_gain, trimmed_borda
-from .stage_cache import StageMaps, stage_maps
+from .stage_cache import StageMaps, discard_entry, file_fingerprints, new_entry, stage_maps
 
 log = logging.getLogger(__name__)
 
@@ -212,10 +212,10 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
                   settings: TuneSettings, cache_dir: Path,
                   max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
     """Write (or reuse) one anomalous copy of each image; donors come from its fold's bank.
-    At an unreadable image the partly written set is removed and the error raised."""
+    The set is reused only for the same files (path, size, mtime of sources and donors) and
+    pixel budget. At an unreadable image nothing is kept and the error raised."""
     import hashlib
     import json
-    import shutil
 
     rng = np.random.default_rng((settings.seed, 2))
     donors = []
@@ -223,26 +223,42 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
         bank = np.flatnonzero(folds != folds[i])
         donors.append(paths[int(rng.choice(bank))])
     fams = [settings.recipe.families[f] for f in families]
-    key = hashlib.sha256(json.dumps([settings.recipe.to_dict(), [str(p) for p in paths],
-                                     folds.tolist(), fams, [str(d) for d in donors]]).encode()
-                         ).hexdigest()[:16]
+    key = hashlib.sha256(json.dumps([settings.recipe.to_dict(), file_fingerprints(paths),
+                                     folds.tolist(), fams, file_fingerprints(donors), max_pixels]
+                                    ).encode()).hexdigest()[:16]
     out = cache_dir / "synthetic" / key
-    try:
-        rows = write_anomalies(paths, fams, donors, out, settings.recipe, max_pixels=max_pixels)
-    except ImageReadError:
-        shutil.rmtree(out, ignore_errors=True)
-        raise
+    rows = read_anomalies(out)
+    if rows is None:
+        if out.exists():
+            discard_entry(out)  # unfinished (an older version's) or broken
+        with new_entry(out) as tmp:
+            write_anomalies(paths, fams, donors, tmp, settings.recipe, max_pixels=max_pixels)
+        rows = read_anomalies(out)
+    if rows is None:
+        raise OSError(f"{out}: the synthetic-anomaly set could not be read back")
     return [Path(r.path) for r in rows]
+
+
+def check_method(base: ModelConfig) -> None:
+    """Refuse a method that reads features other than patches (tune's cached stage maps give
+    patch features only), or ``scorer`` settings it does not take."""
+    cls = get_scorer_class(base.method)
+    check_scorer_params(base.method, base.scorer)
+    other = [f for f in cls.requires if f != "patches"]
+    if base.scorer.get("embedding") == "patch_mean" and "pooled" in other:
+        other.remove("pooled")  # TailedCore's image embedding taken from the patches
+    if "patches" not in cls.requires or other:
+        hint = "; or set its scorer embedding: patch_mean" if "embedding" in scorer_parameters(base.method) else ""
+        raise ValueError(f"tune: method '{base.method}' reads {' and '.join(cls.requires)} features; "
+                         f"tune ranks configurations of methods that read patch features only "
+                         f"(e.g. patchcore){hint}")
 
 
 def _scorer(base: ModelConfig, overrides: dict | None = None):
     """The base config's scorer, for image scores only; ``overrides`` (validation settings)
     replace the parameters it has."""
+    check_method(base)
     cls = get_scorer_class(base.method)
-    if "patches" not in cls.requires:
-        raise ValueError(f"tune: method '{base.method}' does not use patch features; tune ranks "
-                         f"patch-feature configurations (e.g. patchcore)")
-    check_scorer_params(base.method, base.scorer)
     params = dict(base.scorer)
     known = scorer_parameters(base.method)
     params.update({k: v for k, v in (overrides or {}).items() if k in known})
@@ -321,20 +337,42 @@ def ascent_round(cands: Sequence[Candidate], fold_auroc: Sequence[Sequence[float
     return combinations(default, winners) if len(winners) > 1 else []
 
 
+def usable(cands: Sequence[Candidate], base: ModelConfig) -> list[Candidate]:
+    """``cands`` without those whose configuration is invalid (e.g. an input size below the base
+    config's crop), each left out with a warning."""
+    out = []
+    for c in cands:
+        try:
+            c.check(base)
+        except ValueError as e:
+            log.warning("tune: leaving out %s", e)
+            continue
+        out.append(c)
+    return out
+
+
 def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSettings = TuneSettings(),
          candidates: Sequence[Candidate] | None = None, cache_dir: Path | str = DEFAULT_CACHE,
          progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> TuningResult:
     """Rank ``candidates`` (default: ``settings.grid`` around ``base``) on synthetic-anomaly
     validation of ``train_paths`` and decide (see the module docstring); images larger than
     ``max_pixels`` are skipped as unreadable (as ``fit`` skips them). ``base`` is the default:
-    it is kept unless a candidate beats it by more than the fold-to-fold noise."""
+    it is kept unless a candidate beats it by more than the fold-to-fold noise, and wins ties.
+    Before any work: an invalid candidate given in ``candidates`` is refused (one of the grid's
+    is left out with a warning); so is a method that reads more than patch features."""
     t0 = time.perf_counter()
+    check_method(base)
     cache_dir = Path(cache_dir)
     paths = sorted(Path(p) for p in train_paths)
-    cands = list(candidates) if candidates is not None else candidate_grid(settings.grid, base)
     default = Candidate.of(base)
-    if default not in cands:
-        cands.insert(0, default)
+    default.check(base)
+    if candidates is None:
+        cands = [default, *usable(candidate_grid(settings.grid, base)[1:], base)]
+    else:  # the default first, then by name: the result does not depend on the given order
+        cands = [default, *sorted(set(candidates) - {default}, key=lambda c: c.name)]
+        for c in cands:
+            c.check(base)
+    crop = base.features.crop_size
     paths, (_, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir,
                                                                      max_pixels)
     square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
@@ -356,9 +394,9 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             backbone = build_backbone(cfg)
             bs = base.features.batch_size
             normal = stage_maps(backbone, paths, size, resize, cache_dir / "maps", bs, progress,
-                                f"extract {name} {size} {resize}", max_pixels)
+                                f"extract {name} {size} {resize}", max_pixels, crop)
             anomalous = stage_maps(backbone, synthetic, size, resize, cache_dir / "maps", bs, progress,
-                                   "extract synthetic", max_pixels)
+                                   "extract synthetic", max_pixels, crop)
             for i in members:
                 out[i] = score_candidate(batch[i], base, normal, anomalous, folds, families,
                                          settings.recipe.families, bs, settings.validation_overrides())
@@ -374,8 +412,8 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     with Progress(len(cands), "tune candidates", unit="cand", enabled=progress) as bar:
         validated = validate(cands)
         if settings.grid == "ascent" and candidates is None:
-            second = [c for c in ascent_round(cands, [v[0].fold_auroc for v in validated], default)
-                      if c not in cands]
+            second = usable([c for c in ascent_round(cands, [v[0].fold_auroc for v in validated],
+                                                     default) if c not in cands], base)
             bar.grow(len(second))
             cands += second
             validated += validate(second)
@@ -404,10 +442,12 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
     to validation). Returns (planned paths, (chosen, folds, families), synthetic paths, skipped)."""
     skipped: list[dict[str, str]] = []
     while True:
-        if len(paths) < 2 * settings.n_folds:
+        kept = len(paths) if settings.max_images is None else min(len(paths), settings.max_images)
+        if kept < 2 * settings.n_folds:
             more = f" readable ({len(skipped)} unreadable skipped)" if skipped else ""
+            cap = f" (max_images={settings.max_images} of {len(paths)} images)" if kept < len(paths) else ""
             raise ValueError(f"tune needs at least {2 * settings.n_folds} training images, "
-                             f"got {len(paths)}{more}")
+                             f"got {kept}{more}{cap}")
         plan = fold_plan(len(paths), settings)
         planned = [paths[i] for i in plan[0]]
         try:
@@ -437,7 +477,7 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
     for cand in members:
         backbone = build_backbone(cand.config(base))
         normal = stage_maps(backbone, paths, cand.image_size, cand.resize, cache_dir / "maps", bs,
-                            progress, f"extract {cand.name}")
+                            progress, f"extract {cand.name}", crop_size=base.features.crop_size)
         embedding = cand.config(base).features.embedding()
         scores = []
         for f in range(settings.n_folds):

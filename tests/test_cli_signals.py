@@ -36,3 +36,16 @@ def test_sigterm_removes_the_temporary_and_exits_143(tmp_path):
     assert proc.returncode == 143 and err.strip() == "terminated"
     assert [p.name for p in tmp_path.iterdir()] == ["record.json"]
     assert target.read_text() == "the old record"
+
+
+def test_library_info_on_the_root_logger_is_dropped_ours_kept():
+    import logging
+
+    from anomaly_inspect.cli import _quiet_root_info
+
+    def record(name, level):
+        return logging.LogRecord(name, level, __file__, 1, "msg", None, None)
+
+    assert not _quiet_root_info(record("root", logging.INFO))  # onnxruntime's quantiser
+    assert _quiet_root_info(record("root", logging.WARNING))
+    assert _quiet_root_info(record("anomaly_inspect.features.runtime", logging.INFO))

@@ -75,6 +75,12 @@ def with_flag_hints(message: str) -> str:
     return message
 
 
+def _quiet_root_info(record: logging.LogRecord) -> bool:
+    """Drop INFO that libraries log on the root logger itself (ONNX Runtime's quantiser prints
+    ~50 "Increased scale" lines per int8 graph); named loggers, ours included, pass."""
+    return record.name != "root" or record.levelno >= logging.WARNING
+
+
 class Terminated(BaseException):
     """SIGTERM (``kill``, a scheduler's time limit), raised in the main thread like Ctrl-C so
     that every cleanup runs: temporary files and folders are removed, locks released, the
@@ -110,6 +116,9 @@ def _main(argv: list[str] | None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # the handler basicConfig made (or the caller's)
+        if _quiet_root_info not in handler.filters:
+            handler.addFilter(_quiet_root_info)
     try:
         from .commands.common import check_output_json
 

@@ -284,3 +284,18 @@ def test_vim_fits_with_one_more_training_image_than_dim():
     assert vim.principal_dim == 4 and vim.residual.shape == (8, 4)
     assert np.isfinite(vim.alpha) and vim.alpha < 1e6
     assert np.isfinite(vim.score(features).image_scores).all()
+
+
+@pytest.mark.parametrize("scorer, param", [
+    ("knn", "normalize"), ("mahalanobis", "class_conditional"), ("softpatch", "soft_weight"),
+    ("msp", "standardize"), ("vim", "standardize"),
+    ("line", "standardize"), ("head_nan", "l2_normalize"),
+])
+def test_switches_take_true_or_false_only(scorer, param):
+    from anomaly_inspect.scorers import build_scorer, get_scorer_class
+
+    runtime = get_scorer_class(scorer).runtime_kwargs(progress=False)
+    for value in (True, False, np.bool_(True)):
+        assert build_scorer(scorer, **{param: value}, **runtime).get_params()[param] == value
+    with pytest.raises(ValueError, match=rf"{scorer}: {param} must be true or false.*got 'false'"):
+        build_scorer(scorer, **{param: "false"}, **runtime)  # truthy: would have meant true

@@ -22,7 +22,7 @@ from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 from .classifier_head import HeadConfig, HeadWeights, train_head
 from .norms import feature_norm, nan_confidence
-from .params import check_number
+from .params import check_flag, check_number
 
 
 class HeadScorer(Scorer):
@@ -40,6 +40,8 @@ class HeadScorer(Scorer):
         check_number(self.name, "lr", lr, 0, low_open=True)
         check_number(self.name, "weight_decay", weight_decay, 0)
         check_number(self.name, "dropout", dropout, 0, 1, high_open=True)
+        check_flag(self.name, "l2_normalize", l2_normalize, allow_none=True)
+        check_flag(self.name, "standardize", standardize)
         self.hidden = hidden
         self.epochs = epochs
         self.lr = lr

@@ -19,7 +19,7 @@ from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 from .nn_index import NearestNeighbours
 from .norms import EPS, nan_confidence
-from .params import check_choice, check_number
+from .params import check_choice, check_flag, check_number
 
 
 def _pooled(features: Features, who: str) -> np.ndarray:
@@ -40,6 +40,7 @@ class Mahalanobis(Scorer):
 
     def __init__(self, class_conditional: bool = False, shrinkage: float | None = None):
         check_number(self.name, "shrinkage", shrinkage, 0, 1, allowed=(None,))
+        check_flag(self.name, "class_conditional", class_conditional)
         self.class_conditional = class_conditional
         self.shrinkage = shrinkage  # None = Ledoit-Wolf estimate, else fixed in [0, 1]
         self.means: np.ndarray | None = None
@@ -95,6 +96,7 @@ class KNN(Scorer):
     def __init__(self, k: int = 5, normalize: bool = True, reduction: str = "kth"):
         check_number(self.name, "k", k, 1, whole=True)
         check_choice(self.name, "reduction", reduction, ("kth", "mean"))
+        check_flag(self.name, "normalize", normalize)
         self.k = k
         self.normalize = normalize
         self.reduction = reduction

@@ -41,8 +41,10 @@ def block_feature_norm(maps: np.ndarray) -> np.ndarray:
 def nan_confidence(a: np.ndarray) -> np.ndarray:
     """Negative-aware norm (Park et al., ICCV 2023): ||a||_1 / ||a||_0.
 
-    ||a||_0 counts the active units (a_i > 0). An all-inactive vector gives 0
-    (as in the reference implementation's ``+ 1e-6`` in the denominator).
+    ||a||_0 counts the active units (a_i > 0), with the reference implementation's ``+ 1e-6``
+    in the denominator: an all-zero vector gives 0, but one with negative units and no
+    positive one gives ||a||_1 / 1e-6, a very high confidence. Post-ReLU features (the
+    published use) have no negative units.
     """
     a = _as_2d(a)
     active = (a > 0).sum(axis=1)

@@ -8,6 +8,8 @@ import numbers
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 
 def check_number(owner: str, name: str, value: Any, low: float = -math.inf, high: float = math.inf,
                  *, low_open: bool = False, high_open: bool = False, whole: bool = False,
@@ -41,3 +43,12 @@ def check_choice(owner: str, name: str, value: Any, choices: Sequence[str]) -> N
     if not (isinstance(value, str) and value in choices):
         raise ValueError(f"{owner}: {name} must be one of {', '.join(map(repr, choices))}, "
                          f"got {value!r}")
+
+
+def check_flag(owner: str, name: str, value: Any, allow_none: bool = False) -> None:
+    """Raise unless ``value`` is True or False (numpy's too), or None where ``allow_none``: a
+    string such as "false" from a config would otherwise count as true."""
+    if (value is None and allow_none) or isinstance(value, bool | np.bool_):
+        return
+    raise ValueError(f"{owner}: {name} must be true or false{' or None' if allow_none else ''}, "
+                     f"got {value!r}")

@@ -28,7 +28,7 @@ import numpy as np
 from ..core import Features, FitContext, SharedResults, ViewSource
 from .base import Scorer
 from .lof_filter import check_discard, keep_below_quantile, per_position_lof
-from .params import check_choice, check_number
+from .params import check_choice, check_flag, check_number
 from .patchcore import PatchCore
 from .provenance import Provenance
 from .tail_sampler import TailSampler, TailSamplerResult, check_tail_settings
@@ -72,6 +72,7 @@ class SoftPatch(PatchCore):
         check_number(self.name, "lof_k", lof_k, 1, whole=True)
         check_discard(lof_discard, self.name, "lof_discard")
         check_number(self.name, "lof_projection_dim", lof_projection_dim, 1, whole=True, allowed=(None,))
+        check_flag(self.name, "soft_weight", soft_weight)
         self.lof_k = lof_k
         self.lof_discard = lof_discard
         self.lof_projection_dim = lof_projection_dim

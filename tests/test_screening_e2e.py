@@ -252,3 +252,30 @@ def test_python_api_fit_with_calibration_folder(setup, tmp_path):
     a = model.score([root / "bottle" / "test" / "broken_large"])
     b = again.score([root / "bottle" / "test" / "broken_large"])
     assert [x.score for x in a] == pytest.approx([x.score for x in b], rel=1e-5)
+
+
+def test_reruns_keep_other_inputs_errors_and_skip_earlier_results_folders(setup, tmp_path):
+    root, model = setup
+    good = sorted((root / "bottle" / "test" / "good").glob("*.png"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for p in good[:2]:
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.png").write_bytes(b"")
+    rc, _ = _screen(model, [folder], folder / "results_v1", "--overlays", "all")
+    assert rc == 1 and len(_rows(folder / "results_v1")) == 3
+    # a second run into another folder inside the input: results_v1's overlays / thumbs are
+    # not new images
+    rc, summary = _screen(model, [folder], folder / "results_v2", "--overlays", "all")
+    assert summary["n_inputs"] == 3 and len(_rows(folder / "results_v2")) == 3
+    # a run over one file keeps the other inputs' error rows (they are not retried here)
+    out = folder / "results_v1"
+    rc, _ = _screen(model, [folder / good[0].name], out)
+    rows = _rows(out)
+    assert len(rows) == 3 and sum(bool(r["error"]) for r in rows) == 1
+    # what results.csv and screen.json say decides like the model did
+    meta = json.loads((out / "screen.json").read_text())
+    assert meta["decision"] == "score > threshold" and meta["n_calibration"] > 0
+    for r in rows:
+        if not r["error"]:
+            assert (float(r["score"]) > meta["threshold"]) == (r["decision"] == "anomalous")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -67,6 +68,10 @@ def test_image_key_is_safe_and_unique():
     a, b = image_key("/x/test/good/000.png"), image_key("/x/test/crack/000.png")
     assert a != b and a.startswith("000_")
     assert image_key("/x/ü ñ?.png").isascii()
+    # a raw byte 0xE9 and the text "\\xe9" display alike but are two files: two keys
+    raw = os.fsdecode(b"/x/lat\xe9n.png")
+    assert image_key(raw) != image_key("/x/lat\\xe9n.png")
+    assert image_key("/x/ü.png") == image_key(os.fsdecode("/x/ü.png".encode()))  # UTF-8: as before
 
 
 def _fitted_scorer() -> PatchCore:

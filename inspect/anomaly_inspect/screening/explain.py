@@ -436,12 +436,13 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     from ..progress import Progress
     from .lock import OutputLock
     from .overlays import write_rgb
-    from .runner import explain_relpath, model_identity, written_folders
+    from .runner import explain_relpath, model_identity, without_earlier_outputs, written_folders
 
     check_explainable(model)
     out_dir = Path(out_dir)
     record = out_dir / EXPLANATIONS_JSON
-    found = expand_inputs(list(inputs), exclude=written_folders(out_dir))
+    found = without_earlier_outputs(expand_inputs(list(inputs), exclude=written_folders(out_dir)),
+                                    inputs)
     # the inputs' strips are not inputs where out_dir is an input folder (also the strips of
     # a run that was cut off before it wrote explanations.json)
     strips = {Path(explain_relpath(str(p))).name for p in found}
@@ -454,17 +455,19 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
         earlier = _earlier_explanations(record)  # as it is now that no other run writes
         train = TrainingImages(model)
         results: list[tuple[str, Explanation | str]] = []
+        strip_names: list[str] = []
         with Progress(len(paths), "explain", enabled=progress) as bar:
             for path, (e, image) in zip(paths, iter_explain(model, paths, top, bar, train),
                                         strict=True):
                 results.append((display_path(path), e))
+                strip_names.append(Path(explain_relpath(str(path))).name)
                 if isinstance(e, Explanation):
                     write_rgb(out_dir / Path(explain_relpath(str(path))).name,
                               render_strip(model, e, image, train))
         ident = model_identity(model)
         doc = [{"path": p, "error": e, "model_id": ident} if isinstance(e, str) else
-               {**e.to_dict(), "path": p, "strip": Path(explain_relpath(p)).name, "model_id": ident}
-               for p, e in results]
+               {**e.to_dict(), "path": p, "strip": strip, "model_id": ident}
+               for (p, e), strip in zip(results, strip_names, strict=True)]
         now = {d["path"] for d in doc}
         doc = [d for d in earlier if d["path"] not in now] + doc
         write_json(record, doc, indent=1, default=str)

@@ -209,7 +209,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
                  embed_images: bool | None = None) -> Path:
     """Write ``out_dir/report.html`` for the rows of results.csv; returns its path."""
     from .labels import resolve_labels
-    from .runner import explain_relpath, thumb_relpath
+    from .runner import explain_relpath, row_key, thumb_relpath
 
     out_dir = Path(out_dir)
     embed = len(rows) <= EMBED_LIMIT if embed_images is None else embed_images
@@ -273,8 +273,8 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
     if label_map:
         head.append("<th data-type='num'>label</th>")
     head += ["<th>overlay</th>"]
-    strip_rows = [r["path"] for r in rows if r["decision"] == "anomalous"
-                  and (out_dir / explain_relpath(r["path"])).is_file()]
+    strip_rows = [row_key(r) for r in rows if r["decision"] == "anomalous"
+                  and (out_dir / explain_relpath(row_key(r))).is_file()]
     embed_strips = embed and len(strip_rows) <= STRIP_EMBED_LIMIT
     strips = {p: _img_src(out_dir, explain_relpath(p), embed_strips) for p in strip_rows}
     if strips:
@@ -284,11 +284,11 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
     for r in sorted(rows, key=lambda r: -float(r["score"]) if r["score"] else math.inf):
         path = r["path"]
         shown = os.path.relpath(path, base) if base else path
-        thumb = None if r["error"] else _img_src(out_dir, thumb_relpath(path), embed)
+        thumb = None if r["error"] else _img_src(out_dir, thumb_relpath(row_key(r)), embed)
         img = f"<img src='{thumb}' alt='' loading='lazy'>" if thumb else ""
         ov = ""
         if r["overlay"]:
-            ov_thumb = _img_src(out_dir, thumb_relpath(path, overlay=True), embed)
+            ov_thumb = _img_src(out_dir, thumb_relpath(row_key(r), overlay=True), embed)
             href = "/".join(_url_quote(p) for p in r["overlay"].split("/"))
             ov = f"<a href='{href}'>" + (f"<img src='{ov_thumb}' alt='overlay' loading='lazy'>"
                                           if ov_thumb else "overlay") + "</a>"
@@ -305,9 +305,9 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
         cells.append(f"<td>{ov}</td>")
         if strips:
             cells.append("<td>" + ("<details class='why'><summary>nearest normal patches</summary>"
-                                   "</details>" if path in strips else "") + "</td>")
+                                   "</details>" if row_key(r) in strips else "") + "</td>")
         cells.append(f"<td data-v='{_esc(r['error'])}'>{_esc(r['error'])}</td>")
-        strip = strips.get(path)
+        strip = strips.get(row_key(r))
         why = f" data-why='why{len(trs)}'" if strip else ""
         trs.append(f"<tr class='{cls}'{why}>" + "".join(cells) + "</tr>")
         if strip:  # the strip's own full-width row, shown (and its image loaded) when opened

@@ -36,6 +36,7 @@ from ..data.layout import display_path, expand_inputs
 from ..files import replacing, write_json
 from ..pipeline.engine import Engine
 from ..progress import Progress
+from .explain import EXPLANATIONS_JSON
 from .lock import LOCK_NAME, OutputLock
 from .model import Model, ScoredImage
 from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
@@ -86,13 +87,16 @@ def row_key(row: dict[str, str]) -> str:
 
 
 def image_key(path: str) -> str:
-    """A file-name-safe, collision-free name for an input path (for thumbnails and overlays)."""
-    path = display_path(path)  # the report only knows the CSV's spelling
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).stem)[:40].strip("_") or "image"
-    return f"{stem}_{hashlib.sha1(path.encode('utf-8')).hexdigest()[:10]}"
+    """A file-name-safe, collision-free name for an input path (for thumbnails and overlays):
+    a readable stem and a hash of the path's bytes as the file system has them (two names
+    that display alike, e.g. a raw byte 0xE9 and the text "\\xe9", get two keys; for a
+    UTF-8 name the bytes are its text's). Callers pass the raw path (:func:`row_key`)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(display_path(path)).stem)[:40].strip("_") or "image"
+    return f"{stem}_{hashlib.sha1(os.fsencode(path)).hexdigest()[:10]}"
 
 
 OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain")  # what screen writes besides its files
+STRIP_NAME = re.compile(r".+_[0-9a-f]{10}\.jpg")  # image_key's names, as explain's strips have
 OUTPUTS = (RESULTS_CSV, RUN_JSON, "report.html", LOCK_NAME, *OUTPUT_SUBDIRS)
 
 
@@ -100,6 +104,31 @@ def written_folders(out_dir: Path) -> list[Path]:
     """Folders of tool output that are never inputs: ``out_dir`` where it lies inside an input
     folder, and the subfolders screen writes in it also where ``out_dir`` is an input folder."""
     return [out_dir, *(out_dir / d for d in OUTPUT_SUBDIRS)]
+
+
+def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
+    """``paths`` less the images an earlier screen / explain wrote (its ``overlays/``,
+    ``thumbs/``, ``explain/`` beside a ``results.csv`` + ``screen.json`` or an
+    ``explanations.json``) that a folder or glob brought in; a file named itself stays. Without
+    this a results folder inside an input folder was screened as new images, run after run."""
+    named = {os.path.abspath(i) for i in inputs if os.path.isfile(i)}
+    verdict: dict[Path, bool] = {}
+
+    def written(folder: Path) -> bool:
+        if folder not in verdict:
+            run = folder.parent
+            verdict[folder] = folder.name in OUTPUT_SUBDIRS and (
+                ((run / RUN_JSON).is_file() and (run / RESULTS_CSV).is_file())
+                or (run / EXPLANATIONS_JSON).is_file())
+        return verdict[folder]
+
+    def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json
+        return (STRIP_NAME.fullmatch(path.name) is not None
+                and (path.parent / EXPLANATIONS_JSON).is_file())
+
+    return [p for p in paths if os.path.abspath(p) in named
+            or not (strip(Path(os.path.abspath(p)))
+                    or any(written(d) for d in Path(os.path.abspath(p)).parents))]
 
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:
@@ -152,7 +181,9 @@ def _write_rows_atomic(csv_path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def _fmt(v: float) -> str:
-    return "" if math.isnan(v) else f"{v:.6g}"
+    """9 significant digits: a float32 score reads back exactly, so ``score > threshold``
+    holds on the written value as it did for the decision."""
+    return "" if math.isnan(v) else f"{v:.9g}"
 
 
 def screen(
@@ -180,7 +211,8 @@ def screen(
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    paths = [os.path.abspath(p) for p in expand_inputs(list(inputs), exclude=written_folders(out_dir))]
+    found = expand_inputs(list(inputs), exclude=written_folders(out_dir))
+    paths = [os.path.abspath(p) for p in without_earlier_outputs(found, inputs)]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +246,7 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
 
     rows: list[dict[str, str]] = []
     if not rescore and csv_path.exists():
-        again = "pass --rescore (rescore=True) to start over or choose another out_dir"
+        again = "pass rescore=True to start over or choose another out_dir"
         if not run_path.is_file():
             raise ValueError(f"{csv_path}: {RUN_JSON} is missing beside it, so the model that "
                              f"wrote it is unknown; {again}")
@@ -226,8 +258,13 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         if not isinstance(meta, dict) or meta.get("model_id") != ident:
             raise ValueError(f"{csv_path}: was written by a different model; {again}")
         rows, bad = read_results(csv_path)
-        n_read, n_err = len(rows), sum(1 for r in rows if r["error"])
-        by_key = {row_key(r): r for r in rows if not r["error"]}  # the last row of a path wins
+        n_read = len(rows)
+        # a path's last good row wins; a failed row is retried if this run screens its path,
+        # kept (still an error of that earlier input) otherwise
+        wanted, good = set(paths), {row_key(r) for r in rows if not r["error"]}
+        by_key = {row_key(r): r for r in rows
+                  if not r["error"] or row_key(r) not in wanted | good}
+        n_err = sum(1 for r in rows if r["error"]) - sum(1 for r in by_key.values() if r["error"])
         rows = list(by_key.values())
         with open(csv_path, encoding="utf-8", errors="replace") as fh:
             legacy = fh.readline().rstrip("\r\n").split(",") != list(CSV_COLUMNS)
@@ -237,7 +274,10 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
                      csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
         _write_rows_atomic(csv_path, [])
-    write_json(run_path, {"model_id": ident, "model_created": model.info.created})
+    cal = model.calibration
+    write_json(run_path, {"model_id": ident, "model_created": model.info.created,
+                          "threshold": cal.threshold, "expected_fpr": cal.expected_fpr,
+                          "n_calibration": cal.n_calibration, "decision": "score > threshold"})
     done = {row_key(r) for r in rows}
     todo = [p for p in paths if p not in done]
     n_resumed = len(paths) - len(todo)

@@ -137,3 +137,18 @@ def test_a_config_file_names_a_bad_method_or_scorer_value_when_read(tmp_path, te
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value).startswith(f"{path}: ") and message in str(err.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("benchmark: mvtec_heldout\ndata: {category: bottle, flod: 1}\nsplits: [c]\nscorers: [knn]\n",
+     r"data: unknown key\(s\) \['flod'\] for benchmark 'mvtec_heldout'"),
+    ("benchmark: mvtec_heldout\ndata: {category: bottle}\nsynthetic: {seed: 3}\nsplits: [c]\n"
+     "scorers: [knn]\n", r"synthetic: unknown key\(s\) \['seed'\] for benchmark 'mvtec_heldout'"),
+    ("benchmark: isic\ndata: {}\nsplits: ink_all\nscorers: [knn]\n",
+     r"splits: expected a list of split names, got 'ink_all'"),
+])
+def test_ood_benchmark_data_sections_are_checked(tmp_path, text, message):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    with pytest.raises(ConfigError, match=rf"bad\.yaml: {message}"):
+        load_ood_config(bad)

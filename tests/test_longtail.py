@@ -195,3 +195,18 @@ def test_evaluate_lt_bad_arguments(tmp_path, capsys):
     assert main(base + ["--categories", "x,y"]) == 1
     assert "category 'y'" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_lt_refuses_a_category_left_without_anomalies_before_extracting(tmp_path):
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.evaluation.longtail import evaluate_longtail
+
+    ds, dirs = fake_datasets(tmp_path, {"a": (40, 3), "b": (30, 20), "c": (30, 20)})
+    split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0)
+    head = next(c for c in ("a", "b", "c") if c not in split.tail_classes)
+    split.removed_from_test[head] = [s.path.relative_to(dirs[head]).as_posix()
+                                     for s in ds[head].test if s.label == 1]
+    # the files do not exist: refused before any image is read
+    with pytest.raises(ValueError, match=rf"{head}: the long-tailed split leaves its test set 0 "
+                                         rf"anomalous and 5 normal images"):
+        evaluate_longtail(split, ds, dirs, ModelConfig(), ["patchcore"], progress=False)

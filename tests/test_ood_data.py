@@ -110,6 +110,13 @@ def test_isic_archive_layout(tmp_path):
     assert sorted(d.id_train_labels.tolist()) == [0, 0, 0, 1, 1, 1]
     assert [s.path.stem for s in d.ood["ink_red"]] == ids[8:]
     assert read_id_list(tmp_path / "red.txt") == ids[8:]
+    (tmp_path / "twice.txt").write_text("\n".join(ids[:8] + ids[:2]) + "\n")
+    with pytest.raises(DatasetLayoutError, match=r"twice.txt: 2 id\(s\) listed twice"):
+        read_id_list(tmp_path / "twice.txt")
+    (tmp_path / "shared.txt").write_text(f"{ids[0]}\n{ids[9]}\n")
+    with pytest.raises(DatasetLayoutError, match=r"ISIC_0000000.jpg: both in ID (train|test) and in OOD"):
+        isic_archive_benchmark(images, tmp_path / "meta.csv", tmp_path / "id.txt",
+                               {"x": tmp_path / "shared.txt"}, folds=4)
     (tmp_path / "gone.txt").write_text("ISIC_9999999\n")
     with pytest.raises(DatasetLayoutError, match="ISIC_9999999"):
         isic_archive_benchmark(images, tmp_path / "meta.csv", tmp_path / "id.txt",
@@ -180,6 +187,14 @@ def test_mvtec_heldout_and_colour_manifest(tmp_path):
         mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good"], {"b": ["colour:blue"]}, man)
     with pytest.raises(DatasetLayoutError, match="missing folder"):
         mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good", "bent"], {}, None)
+    # an ID group listed as OOD too: the same images would be ID and OOD
+    with pytest.raises(DatasetLayoutError, match=r"crack/00\d.png: both in ID (train|test) and in "
+                                                 r"OOD split 'c'; ID and OOD images must be distinct"):
+        mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good", "crack"], {"c": ["crack"]}, None)
+    # OOD splits may share images (a colour group inside all colour defects)
+    d = mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good"], {"red": ["colour:red"],
+                                                                    "all": ["color"]}, man)
+    assert len(d.ood["red"]) == 2 and len(d.ood["all"]) == 4
 
 
 def test_feature_cache_roundtrip_and_key_changes(tmp_path):

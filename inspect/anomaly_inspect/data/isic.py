@@ -16,6 +16,7 @@ Benchmark splits (benchmarks.md §2, after "The Invisible Gorilla Effect"):
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,21 @@ class OODData:
     id_test: list[Sample]
     ood: dict[str, list[Sample]]
     notes: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        """Refuse an image in two of ID train, ID test and an OOD split (a config listing an ID
+        group as OOD, an id list with repeats or shared with an OOD list): its AUROC would score
+        what was fitted, or the same image as ID and as OOD."""
+        role: dict[str, str] = {}
+        sets = [("ID train", self.id_train), ("ID test", self.id_test),
+                *((f"OOD split '{k}'", v) for k, v in self.ood.items())]
+        for what, samples in sets:  # OOD splits may share images (ink_similar is in ink_all)
+            for s in samples:
+                key = os.path.realpath(s.path)
+                if key in role and role[key] != what and role[key].startswith("ID"):
+                    raise DatasetLayoutError(f"{s.path}: both in {role[key]} and in {what}; "
+                                             f"ID and OOD images must be distinct")
+                role.setdefault(key, what)
 
 
 def _read_csv(path: Path, required: Iterable[str], delimiter: str = ",") -> list[dict[str, str]]:
@@ -173,6 +189,11 @@ def read_id_list(path: Path | str) -> list[str]:
             ids.append(Path(line).stem)
     if not ids:
         raise DatasetLayoutError(f"{path}: id list is empty")
+    seen: set[str] = set()
+    repeats = [i for i in ids if i in seen or seen.add(i)]
+    if repeats:
+        raise DatasetLayoutError(f"{path}: {len(repeats)} id(s) listed twice (first: "
+                                 f"{', '.join(repeats[:5])})")
     return ids
 
 

@@ -93,6 +93,13 @@ def evaluate_longtail(
     shared LOF scores), score each category's test set once for all of them. ``tail_views``
     defaults to :data:`DEFAULT_TAIL_VIEWS` of the split's kind."""
     tail_views = tail_views or DEFAULT_TAIL_VIEWS[split.tail]
+    for c in split.categories:  # before any extraction: every category needs both labels
+        labels = [s.label for s in split.test_samples(datasets[c], Path(category_dirs[c]))]
+        if 0 not in labels or 1 not in labels:
+            raise ValueError(f"{c}: the long-tailed split leaves its test set {sum(labels)} "
+                             f"anomalous and {len(labels) - sum(labels)} normal images, so it has "
+                             f"no AUROC (--noise moves anomalies into training: lower it, or "
+                             f"change --seed)")
     params = dict(scorer_params or {})
     scorers = {m: build_scorer(m, **_params_for(m, params, cfg.seed, progress)) for m in methods}
     backbone = build_backbone(cfg)

@@ -54,6 +54,11 @@ SYNTHETIC_SPLITS = {
     "charts_synth_similar": ("chart", "similar"), "charts_synth_dissimilar": ("chart", "dissimilar"),
 }
 BENCHMARKS = ("isic", "isic_archive", "mvtec_heldout")
+DATA_KEYS = {"isic": ("root", "colours_csv"),
+             "isic_archive": ("image_dir", "metadata_csv", "id_list", "ood_lists", "folds", "fold"),
+             "mvtec_heldout": ("root", "category", "id_groups", "ood_groups", "colour_manifest",
+                               "similar_groups", "folds", "fold")}
+SYNTHETIC_KEYS = ("roi_rgb", "threshold", "seed")  # the isic benchmark's synthetic splits
 ORIENT_MODES = ("published", "pseudo_ood")
 NUISANCES = ("", "colour")
 JIGSAW_GRID = 3
@@ -152,6 +157,18 @@ class OODBenchmarkConfig:
                 raise ConfigError(f"{source}: missing required key '{key}'")
         if data["benchmark"] not in BENCHMARKS:
             raise ConfigError(f"{source}: benchmark must be one of {BENCHMARKS}, got {data['benchmark']!r}")
+        for section, accepted in (("data", DATA_KEYS[data["benchmark"]]),
+                                  ("synthetic", SYNTHETIC_KEYS if data["benchmark"] == "isic" else ())):
+            given = data.get(section) or {}
+            if not isinstance(given, dict):
+                raise ConfigError(f"{source}: {section}: expected a mapping, got {given!r}")
+            bad = sorted(set(given) - set(accepted))
+            if bad:  # a typo ("flod: 1") would otherwise run with the default silently
+                raise ConfigError(f"{source}: {section}: unknown key(s) {bad} for benchmark "
+                                  f"'{data['benchmark']}'; accepted: {sorted(accepted) or 'none'}")
+        if isinstance(data["splits"], str):
+            raise ConfigError(f"{source}: splits: expected a list of split names, got "
+                              f"{data['splits']!r}")
         try:
             specs = [ScorerSpec(**s) if isinstance(s, dict) else ScorerSpec(str(s)) for s in data.pop("scorers")]
             fusions = [FusionSpec(**f) for f in data.pop("fusions", None) or []]

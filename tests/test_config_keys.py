@@ -146,6 +146,10 @@ def test_a_config_file_names_a_bad_method_or_scorer_value_when_read(tmp_path, te
      "scorers: [knn]\n", r"synthetic: unknown key\(s\) \['seed'\] for benchmark 'mvtec_heldout'"),
     ("benchmark: isic\ndata: {}\nsplits: ink_all\nscorers: [knn]\n",
      r"splits: expected a list of split names, got 'ink_all'"),
+    ("benchmark: isic\ndata: {}\nseed: '0'\nsplits: [ink_all]\nscorers: [knn]\n",
+     r"seed: expected a whole number >= 0, got '0'"),
+    ("benchmark: mvtec_heldout\ndata: {category: bottle, folds: two}\nsplits: [c]\nscorers: [knn]\n",
+     r"data: folds: expected a whole number >= 2, got 'two'"),
 ])
 def test_ood_benchmark_data_sections_are_checked(tmp_path, text, message):
     bad = tmp_path / "bad.yaml"

@@ -169,6 +169,12 @@ class OODBenchmarkConfig:
         if isinstance(data["splits"], str):
             raise ConfigError(f"{source}: splits: expected a list of split names, got "
                               f"{data['splits']!r}")
+        whole = [("seed", data.get("seed", 0), 0), *((f"data: {k}", (data.get("data") or {}).get(k), low)
+                                                    for k, low in (("folds", 2), ("fold", 0)))]
+        for name, value, low in whole:
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < low):
+                raise ConfigError(f"{source}: {name}: expected a whole number >= {low}, got {value!r}")
         try:
             specs = [ScorerSpec(**s) if isinstance(s, dict) else ScorerSpec(str(s)) for s in data.pop("scorers")]
             fusions = [FusionSpec(**f) for f in data.pop("fusions", None) or []]

@@ -62,3 +62,10 @@ def test_permissions_follow_the_umask_like_a_plain_open(tmp_path):
         os.umask(old)
     mode = stat.S_IMODE((tmp_path / "report.html").stat().st_mode)
     assert mode == stat.S_IMODE((tmp_path / "plain.html").stat().st_mode) == 0o640
+
+
+def test_a_file_where_a_folder_should_be_is_named(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(NotADirectoryError, match=r"afile: is a file, not a folder"):
+        files.write_json(tmp_path / "afile" / "sub" / "record.json", {})
+    assert (tmp_path / "afile").read_text() == "x"

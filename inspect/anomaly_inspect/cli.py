@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _main(argv)
-    except Terminated:  # during the last steps of _main (its own handler missed it)
+    except Terminated:
         print("terminated", file=sys.stderr)
         return 143
     finally:
@@ -128,9 +128,6 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
     except (OSError, ValueError, RuntimeError) as exc:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.
         if logging.getLogger().isEnabledFor(logging.DEBUG):

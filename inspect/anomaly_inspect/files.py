@@ -6,6 +6,7 @@ same file never share or remove each other's), which is renamed onto the target 
 writing has finished; if it fails, the temporary file is removed and the target is untouched.
 Rename is atomic on one file system; there is no fsync (a crash of the process, not of the
 machine, is what this guards against; saved models fsync their tree, ``screening/model_dir``).
+Folders are made with :func:`make_folder`, which names a file standing where a folder should be.
 """
 
 from __future__ import annotations
@@ -18,6 +19,19 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def make_folder(folder: Path | str) -> Path:
+    """``mkdir -p folder``, refusing in one line a path below a file."""
+    folder = Path(folder)
+    for p in (folder, *folder.parents):
+        if p.exists() or p.is_symlink():
+            if not p.is_dir():
+                what = "a file" if p.exists() else "a dangling link"
+                raise NotADirectoryError(f"{p}: is {what}, not a folder")
+            break
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 @contextmanager
 def replacing(path: Path | str) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; moved onto ``path`` when the block
@@ -25,7 +39,7 @@ def replacing(path: Path | str) -> Iterator[Path]:
     name without it) and gets the permissions a plain ``open`` would give (``mkstemp``'s are
     owner-only)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(path.parent)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp = Path(name)

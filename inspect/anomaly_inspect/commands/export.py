@@ -48,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
     from ..features.runtime import OnnxRunner
     from ..files import replacing
     from ..pipeline import build_backbone
-    from ..screening.model_dir import make_folder
 
     if args.model_dir is not None:
         return run_model(args)
@@ -68,7 +67,6 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config_from_args(args)
     backbone = build_backbone(cfg)
     size = cfg.features.image_size
-    make_folder(args.out.parent)
     with replacing(args.out) as tmp:  # the cached export
         shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), tmp)
     torch.manual_seed(0)

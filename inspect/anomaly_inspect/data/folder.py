@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .layout import DatasetLayoutError, canonical_path, list_images
-from .mvtec import AnomalyDataset
+from .mvtec import AnomalyDataset, mask_image_stem
 from .samples import Sample
 
 
@@ -58,7 +58,7 @@ def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> 
     or ``<stem>.<ext>``); a stem two masks or two anomalous images share is refused."""
     by_stem: dict[str, Path] = {}
     for m in masks:
-        stem = m.stem[:-len("_mask")] if m.stem.lower().endswith("_mask") else m.stem
+        stem = mask_image_stem(m)
         if stem in by_stem:
             raise DatasetLayoutError(f"{mask_dir}: two masks for the images named {stem!r}: "
                                      f"{by_stem[stem]} and {m}")

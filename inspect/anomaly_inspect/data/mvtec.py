@@ -40,13 +40,18 @@ class AnomalyDataset:
         return sum(1 for s in self.test if s.label == 1)
 
 
+def mask_image_stem(mask: Path) -> str:
+    """The stem of the image a mask file is named for: ``<stem>_mask.<ext>`` (any case) or
+    ``<stem>.<ext>``."""
+    return mask.stem[:-len(MASK_SUFFIX)] if mask.stem.lower().endswith(MASK_SUFFIX) else mask.stem
+
+
 def _mask_index(gt_dir: Path) -> dict[tuple[str, str], list[Path]]:
     """The masks under ``gt_dir`` by (folder relative to it, image stem): ``<stem>_mask.<ext>``
     or ``<stem>.<ext>``, any image extension in any case."""
     index: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for m in list_images(gt_dir):
-        stem = m.stem[:-len(MASK_SUFFIX)] if m.stem.lower().endswith(MASK_SUFFIX) else m.stem
-        index[(m.parent.relative_to(gt_dir).as_posix(), stem)].append(m)
+        index[(m.parent.relative_to(gt_dir).as_posix(), mask_image_stem(m))].append(m)
     return index
 
 

@@ -107,7 +107,6 @@ class SoftPatch(PatchCore):
         self.head_provenance_ = Provenance.of_cells(keep, idx)
         return kept[idx], scores[keep][idx].astype(np.float32)
 
-
     def fit_batches(self, batches: Iterable[Features], n_images: int,
                     context: FitContext | None = None) -> SoftPatch:
         """Gathers the batches and calls :meth:`fit` (the default of :class:`Scorer`): the LOF

@@ -41,16 +41,16 @@ class ExportMismatchError(ValueError):
     """The model was fitted with a runtime whose graph is not the format asked for."""
 
 
-def _graph_io(path: Path, source: Path) -> dict[str, Any]:
-    """Input and outputs of the ONNX graph at ``path`` (names, shapes with None for dynamic
-    axes); an unreadable one is refused naming ``source``, the model's file."""
+def _graph_io(path: Path) -> dict[str, Any]:
+    """Input and outputs of the ONNX graph at ``path``, a model's file (names, shapes with None
+    for dynamic axes); an unreadable one is refused naming it."""
     import onnxruntime as ort
 
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelFormatError(f"{source}: not a readable ONNX graph ({first})") from None
+        raise ModelFormatError(f"{path}: not a readable ONNX graph ({first})") from None
 
     def shape(t) -> list:
         return [d if isinstance(d, int) else None for d in t.shape]
@@ -193,7 +193,7 @@ def _graph_entry(model_dir: Path, name: str, precision: str, size: int) -> dict[
     it (at int8 the int8 graph, otherwise the f32 one, taking the model's input size) and its
     precision."""
     int8 = "-int8-" in name
-    io = _graph_io(model_dir / name, model_dir / name)
+    io = _graph_io(model_dir / name)
     runs = int8 == (precision == "int8") and io["input"]["shape"][1:] == [3, size, size]
     entry = {"onnx": name, "runs": runs,
              "precision": "int8" if int8 else precision if runs else "f32", **io}

@@ -462,8 +462,7 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                 results.append((display_path(path), e))
                 strip_names.append(Path(explain_relpath(str(path))).name)
                 if isinstance(e, Explanation):
-                    write_rgb(out_dir / Path(explain_relpath(str(path))).name,
-                              render_strip(model, e, image, train))
+                    write_rgb(out_dir / strip_names[-1], render_strip(model, e, image, train))
         ident = model_identity(model)
         doc = [{"path": p, "error": e, "model_id": ident} if isinstance(e, str) else
                {**e.to_dict(), "path": p, "strip": strip, "model_id": ident}

@@ -41,6 +41,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import ConfigError, check_field_types
+from ..files import make_folder
 
 try:
     import fcntl
@@ -227,19 +228,6 @@ def check_replaceable(target: Path | str, overwrite: bool) -> None:
         return
     # Never delete something that is not a model directory, --overwrite or not.
     raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")
-
-
-def make_folder(folder: Path | str) -> Path:
-    """``mkdir -p folder``, refusing in one line a path below a file."""
-    folder = Path(folder)
-    for p in (folder, *folder.parents):
-        if p.exists() or p.is_symlink():
-            if not p.is_dir():
-                what = "a file" if p.exists() else "a dangling link"
-                raise NotADirectoryError(f"{p}: is {what}, not a folder")
-            break
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def _staging_prefix(target: Path) -> str:

@@ -126,9 +126,11 @@ def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str])
         return (STRIP_NAME.fullmatch(path.name) is not None
                 and (path.parent / EXPLANATIONS_JSON).is_file())
 
-    return [p for p in paths if os.path.abspath(p) in named
-            or not (strip(Path(os.path.abspath(p)))
-                    or any(written(d) for d in Path(os.path.abspath(p)).parents))]
+    def earlier_output(p: Path) -> bool:
+        p = Path(os.path.abspath(p))
+        return str(p) not in named and (strip(p) or any(written(d) for d in p.parents))
+
+    return [p for p in paths if not earlier_output(p)]
 
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:

@@ -33,7 +33,7 @@ from ..data.transforms import Box
 from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
-from ..files import write_json
+from ..files import make_folder, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ def new_entry(directory: Path) -> Iterator[Path]:
     is kept and this copy removed. Removed if the block raises; a full disk is one line naming
     ``directory``."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(directory.parent)
     tmp = _sibling(directory, "tmp")
     try:
         yield tmp

@@ -194,6 +194,29 @@ def test_pixel_rows_config_errors(tmp_path):
         load_ood_config(bad)
 
 
+def test_scorer_input_config_errors(tmp_path):
+    """A row's input and nuisance_k are checked when the config is read, naming the row (a
+    typo'd input or a scorer given features it cannot read failed only after extraction)."""
+    bad = tmp_path / "i.yaml"
+    cases = [("{name: mahalanobis, input: pooledd}", r"scorer 'mahalanobis': input must be pooled, patches"),
+             ("{name: mahalanobis, input: patches}", "'mahalanobis' scores pooled features, not input 'patches'"),
+             ("{name: patchcore, input: pooled}", "'patchcore' scores patch features, not input 'pooled'"),
+             ("{name: block_feature_norm, input: 'block:x'}", "block:final or block:<stage index>"),
+             ("{name: mahalanobis, nuisance: colour, nuisance_k: 0}", "nuisance_k must be a whole number >= 1, got 0"),
+             ("{name: mahalanobis, nuisance_k: '5'}", "nuisance_k must be a whole number >= 1, got '5'")]
+    for row, message in cases:
+        bad.write_text(f"benchmark: isic\ndata: {{}}\nsplits: [ink_all]\nscorers: [{row}]\n")
+        with pytest.raises(ConfigError, match=message):
+            load_ood_config(bad)
+    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\nbackbone: {layers: [2, 3]}\n"
+                   "scorers: [{name: block_feature_norm, input: 'block:4'}]\n")
+    with pytest.raises(ConfigError, match=r"i\.yaml: scorer 'block_feature_norm': no block 'block:4'; "
+                                          r"available: block:final, block:2, block:3"):
+        load_ood_config(bad)
+    bad.write_text(bad.read_text().replace("block:4", "block:3"))
+    assert load_ood_config(bad).scorers[0].input == "block:3"
+
+
 def test_cli_reports_missing_data(tmp_path, capsys):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("benchmark: isic\ndata: {root: nowhere}\nsplits: [ink_all]\nscorers: [nan]\n")

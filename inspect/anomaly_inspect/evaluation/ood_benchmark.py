@@ -43,6 +43,7 @@ from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
+from ..scorers.params import check_number
 from ..scorers.tail_sampler import TailSampler
 from .fusion import NormalCalibration, crossfit_folds, crossfit_scores, fuse
 from .ood import CONVENTION, ood_metrics, orientation
@@ -100,6 +101,17 @@ class ScorerSpec:
                 self.input = "pixels"
             else:
                 self.input = "patches" if "patches" in cls.requires else "pooled"
+        block = self.input.split(":", 1)[1] if self.input.startswith("block:") else None
+        if self.input not in ("pooled", "patches", "pixels") and not (
+                block == "final" or (block or "").isdigit()):
+            raise ValueError(f"scorer '{self.label}': input must be pooled, patches, pixels, "
+                             f"block:final or block:<stage index>, got {self.input!r}")
+        reads = "patches" if self.input == "patches" or block is not None else "pooled"
+        if reads not in cls.requires:
+            raise ValueError(f"scorer '{self.label}': '{self.name}' scores "
+                             f"{' and '.join({'patches': 'patch'}.get(r, r) for r in cls.requires)} "
+                             f"features, not input {self.input!r}")
+        check_number(f"scorer '{self.label}'", "nuisance_k", self.nuisance_k, 1, whole=True)
         if self.orient not in ORIENT_MODES:
             raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
         if self.input == "pixels" and not hasattr(cls, "perturb"):
@@ -188,6 +200,12 @@ class OODBenchmarkConfig:
         if len(set(labels)) != len(labels):
             raise ConfigError(f"{source}: row labels must be unique; repeated: "
                               f"{sorted({x for x in labels if labels.count(x) > 1})}")
+        if bb.layers is not None:  # without layers the backbone's defaults are known at run time
+            have = ["final", *map(str, bb.layers)]
+            for s in specs:
+                if s.input.startswith("block:") and s.input[6:] not in have:
+                    raise ConfigError(f"{source}: scorer '{s.label}': no block '{s.input}'; "
+                                      f"available: {', '.join('block:' + h for h in have)}")
         if bb.precision != "f32" and any(s.input == "pixels" for s in specs):
             # ODIN's 0.0014 step is below int8's input quantisation: the copies would not move
             raise ConfigError(f"{source}: scorers with input 'pixels' (odin) need backbone precision "

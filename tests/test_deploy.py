@@ -228,7 +228,7 @@ def test_staging_folders_of_killed_runs_are_removed_and_live_ones_kept(onnx_mode
     import sys
     import time
 
-    from anomaly_inspect.screening.model_dir import STALE_AFTER_S
+    from anomaly_inspect.files import STALE_AFTER_S
 
     _, model_dir = onnx_model
     out = tmp_path / "b"

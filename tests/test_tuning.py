@@ -566,3 +566,33 @@ def test_stage_maps_take_the_crop_fit_takes(tmp_path, resize):
         np.testing.assert_array_equal(cached.valid, direct.valid)
     else:
         assert cached.valid is None and direct.valid is None
+
+
+def test_building_folders_a_killed_run_left_are_removed_by_the_next_build(tmp_path):
+    """A cache entry's temporary folder is locked while it is built: the next build of the entry
+    removes one that no live run holds (left by ``kill -9``), and keeps a locked or a young one
+    and those of other entries."""
+    import os
+    import time
+
+    from anomaly_inspect.files import STALE_AFTER_S, lock_folder
+    from anomaly_inspect.tuning.stage_cache import new_entry
+
+    entry = tmp_path / "cache" / "maps-abc"
+    entry.parent.mkdir()
+    names = {"killed": ".maps-abc.123.0badcafe.tmp", "live": ".maps-abc.124.00c0ffee.tmp",
+             "young": ".maps-abc.125.0000beef.old", "other": ".maps-xyz.126.0badcafe.tmp"}
+    old = time.time() - STALE_AFTER_S - 5
+    for key, name in names.items():
+        (entry.parent / name / "part").mkdir(parents=True)
+        if key != "young":
+            os.utime(entry.parent / name, (old, old))
+    held = lock_folder(entry.parent / names["live"])
+    try:
+        with new_entry(entry) as tmp:
+            (tmp / "done").write_text("{}")
+            assert lock_folder(tmp) is None  # locked while it is built
+    finally:
+        os.close(held)
+    left = sorted(p.name for p in entry.parent.iterdir())
+    assert left == sorted([entry.name, names["live"], names["young"], names["other"]])

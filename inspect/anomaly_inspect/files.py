@@ -7,16 +7,34 @@ writing has finished; if it fails, the temporary file is removed and the target 
 Rename is atomic on one file system; there is no fsync (a crash of the process, not of the
 machine, is what this guards against; saved models fsync their tree, ``screening/model_dir``).
 Folders are made with :func:`make_folder`, which names a file standing where a folder should be.
+Folders built beside their target and renamed into place (saved models, tune's cache entries) are
+``flock``-ed while a run builds them (:func:`lock_folder`), so the next run can tell those a
+``kill -9`` left from live ones and remove them (:func:`remove_stale_folders`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
+import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: building folders are not locked
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
+
+#: a building folder younger than this is never removed as stale (its run locks it an instant
+#: after making it)
+STALE_AFTER_S = 60.0
 
 
 def make_folder(folder: Path | str) -> Path:
@@ -77,3 +95,48 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def lock_folder(folder: Path | str) -> int | None:
+    """An open descriptor of ``folder`` holding its exclusive ``flock`` (released when it is
+    closed or the process dies); None where another process holds it or it cannot be locked."""
+    if fcntl is None:
+        return None
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # held by a live run, or a file system without flock
+        os.close(fd)
+        return None
+    return fd
+
+
+def remove_stale_folders(parent: Path | str, names: re.Pattern) -> None:
+    """Remove the folders in ``parent`` whose names match ``names`` and that no live process
+    holds (:func:`lock_folder`): left by a run killed with SIGKILL. One that is locked, younger
+    than :data:`STALE_AFTER_S`, or on a file system without ``flock`` is left alone."""
+    removed = []
+    try:
+        siblings = sorted(Path(parent).iterdir())
+    except OSError:
+        return
+    for path in siblings:
+        try:
+            if (not names.fullmatch(path.name) or path.is_symlink() or not path.is_dir()
+                    or time.time() - path.stat().st_mtime < STALE_AFTER_S):
+                continue
+            fd = lock_folder(path)
+        except OSError:
+            continue
+        if fd is None:
+            continue
+        try:
+            shutil.rmtree(path)
+            removed.append(path.name)
+        except OSError as exc:
+            log.warning("%s: cannot remove the temporary folder of a killed run (%s)", path, exc)
+        finally:
+            os.close(fd)
+    if removed:
+        log.info("%s: removed %d temporary folder(s) left by a killed run: %s", parent,
+                 len(removed), ", ".join(removed))

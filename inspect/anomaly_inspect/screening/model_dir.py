@@ -33,7 +33,6 @@ import platform
 import re
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,12 +40,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import ConfigError, check_field_types
-from ..files import make_folder
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows: staging folders are not locked
-    fcntl = None  # type: ignore[assignment]
+from ..files import lock_folder, make_folder, remove_stale_folders
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +52,6 @@ CHECKSUMS_JSON = "checksums.json"
 MODEL_FILES = (MODEL_JSON, CHECKSUMS_JSON, f"{SCORER_DIR}/scorer.json",
                f"{SCORER_DIR}/scorer_state.safetensors")
 BACKBONE_DIR = "backbone"
-#: a staging folder younger than this is never removed as stale (its run locks it an instant
-#: after making it)
-STALE_AFTER_S = 60.0
 
 
 class ModelFormatError(ValueError):
@@ -234,52 +225,6 @@ def _staging_prefix(target: Path) -> str:
     return f".{target.name}.tmp-"
 
 
-def _lock_folder(folder: Path) -> int | None:
-    """An open descriptor of ``folder`` holding its exclusive ``flock`` (released when it is
-    closed or the process dies); None where another process holds it or it cannot be locked."""
-    if fcntl is None:
-        return None
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:  # held by a live run, or a file system without flock
-        os.close(fd)
-        return None
-    return fd
-
-
-def _remove_stale_staging(target: Path) -> None:
-    """Remove the staging folders of ``target`` (:func:`staged_model_dir`'s names) that no live
-    process holds: left by a run killed with SIGKILL. One that is locked, younger than
-    :data:`STALE_AFTER_S`, or on a file system without ``flock`` is left alone."""
-    named = re.compile(re.escape(_staging_prefix(target)) + r"[a-z0-9_]{8}")
-    removed = []
-    try:
-        siblings = sorted(target.parent.iterdir())
-    except OSError:
-        return
-    for path in siblings:
-        try:
-            if (not named.fullmatch(path.name) or path.is_symlink() or not path.is_dir()
-                    or time.time() - path.stat().st_mtime < STALE_AFTER_S):
-                continue
-            fd = _lock_folder(path)
-        except OSError:
-            continue
-        if fd is None:
-            continue
-        try:
-            shutil.rmtree(path)
-            removed.append(path.name)
-        except OSError as exc:
-            log.warning("%s: cannot remove the temporary folder of a killed run (%s)", path, exc)
-        finally:
-            os.close(fd)
-    if removed:
-        log.info("%s: removed %d temporary folder(s) left by a killed run: %s", target.parent,
-                 len(removed), ", ".join(removed))
-
-
 @contextlib.contextmanager
 def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``target`` to write a model directory into (its checksums
@@ -290,9 +235,9 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
     target = Path(target)
     check_replaceable(target, overwrite)
     make_folder(target.parent)
-    _remove_stale_staging(target)
+    remove_stale_folders(target.parent, re.compile(re.escape(_staging_prefix(target)) + r"[a-z0-9_]{8}"))
     tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
-    lock = _lock_folder(tmp)
+    lock = lock_folder(tmp)
     try:
         tmp.chmod(0o755)  # mkdtemp makes it owner-only
         yield tmp

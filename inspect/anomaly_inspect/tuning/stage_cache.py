@@ -7,7 +7,8 @@ cached maps, batch by batch, so memory stays bounded.
 
 Cache entries (these maps, tune's synthetic sets) are built in a temporary folder beside the
 entry and renamed into place when complete (:func:`new_entry`): a run never writes into an
-entry that another run reads, and an entry that is there is complete.
+entry that another run reads, and an entry that is there is complete. The temporary folder is
+locked while it is built, so the next run that builds the entry removes one a ``kill -9`` left.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterator, Sequence
@@ -33,7 +35,7 @@ from ..data.transforms import Box
 from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
-from ..files import make_folder, write_json
+from ..files import lock_folder, make_folder, remove_stale_folders, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,9 @@ def new_entry(directory: Path) -> Iterator[Path]:
     ``directory``."""
     directory = Path(directory)
     make_folder(directory.parent)
+    remove_stale_folders(directory.parent, _siblings(directory))
     tmp = _sibling(directory, "tmp")
+    lock = lock_folder(tmp)
     try:
         yield tmp
         try:
@@ -75,15 +79,28 @@ def new_entry(directory: Path) -> Iterator[Path]:
             raise OSError(f"{directory}: no space left on the device for this cache entry; free "
                           f"space there or use another cache folder") from None
         raise
+    finally:
+        if lock is not None:
+            os.close(lock)
 
 
 def discard_entry(directory: Path) -> None:
     """Remove a broken cache entry: renamed aside first, so no run sees it half removed."""
     directory = Path(directory)
     aside = _sibling(directory, "old")
-    with suppress(FileNotFoundError):  # another run removed it first
-        os.rename(directory, aside / "entry")
-    shutil.rmtree(aside, ignore_errors=True)
+    lock = lock_folder(aside)
+    try:
+        with suppress(FileNotFoundError):  # another run removed it first
+            os.rename(directory, aside / "entry")
+        shutil.rmtree(aside, ignore_errors=True)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _siblings(directory: Path) -> re.Pattern:
+    """The names :func:`_sibling` gives folders beside ``directory``."""
+    return re.compile(re.escape(f".{directory.name}.") + r"\d+\.[0-9a-f]{8}\.(tmp|old)")
 
 
 def _sibling(directory: Path, kind: str) -> Path:

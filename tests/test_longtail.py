@@ -88,9 +88,9 @@ def test_injected_images_leave_the_test_set_unless_overlap(tmp_path):
     head = next(c for c in SIZES if c not in split.tail_classes)
     n_removed = len(split.removed_from_test[head])
     assert n_removed > 0
-    assert len(split.test_samples(ds[head], dirs[head])) == len(ds[head].test) - n_removed
+    assert len(split.test_samples(head, ds[head], dirs[head])) == len(ds[head].test) - n_removed
     split.overlap = True
-    assert len(split.test_samples(ds[head], dirs[head])) == len(ds[head].test)
+    assert len(split.test_samples(head, ds[head], dirs[head])) == len(ds[head].test)
 
 
 def test_bad_inputs(tmp_path):
@@ -210,3 +210,175 @@ def test_evaluate_lt_refuses_a_category_left_without_anomalies_before_extracting
     with pytest.raises(ValueError, match=rf"{head}: the long-tailed split leaves its test set 0 "
                                          rf"anomalous and 5 normal images"):
         evaluate_longtail(split, ds, dirs, ModelConfig(), ["patchcore"], progress=False)
+
+
+# -- manifests: data checks, validation, test leaks, recipe flags ------------------------------
+def test_saved_manifest_is_refused_on_other_data_and_reused_on_the_same(tmp_path):
+    from anomaly_inspect.data.longtail import load_or_build_longtail
+
+    small, dirs = fake_datasets(tmp_path, {"a": (24, 6), "b": (24, 6), "c": (24, 6)})
+    first = load_or_build_longtail(small, dirs, "pareto", 4, 0.1, 0, False, tmp_path / "m")
+    assert first.sources["a"]["train"] == 24 and first.sources["a"]["anomalies"] == 6
+    again = load_or_build_longtail(small, dirs, "pareto", 4, 0.1, 0, False, tmp_path / "m")
+    assert again.to_dict() == first.to_dict()  # same data: re-read
+    big, _ = fake_datasets(tmp_path, {"a": (209, 63), "b": (24, 6), "c": (24, 6)})
+    with pytest.raises(ValueError, match=r"lt_pareto_noise0\.1_seed0_a-b-c\.json: manifest was drawn "
+                                         r"from other data than found now \(a: 24 training images and "
+                                         r"6 anomalies then, 209 and 63 now\)"):
+        load_or_build_longtail(big, dirs, "pareto", 4, 0.1, 0, False, tmp_path / "m")
+    renamed = {c: AnomalyDataset(c, [Sample(s.path.with_name("x" + s.path.name), 0, "train", "good")
+                                     for s in d.train], d.test) for c, d in small.items()}
+    with pytest.raises(ValueError, match=r"\(a: as many images, other file names; b: .*; c: .*\)"):
+        load_or_build_longtail(renamed, dirs, "pareto", 4, 0.1, 0, False, tmp_path / "m")
+
+
+def test_manifest_of_an_older_version_is_checked_by_rebuilding_it(tmp_path):
+    from anomaly_inspect.data.longtail import load_or_build_longtail
+
+    ds, dirs = fake_datasets(tmp_path, SIZES)
+    path = tmp_path / "m" / manifest_name("step", 4, 0.1, 0, list(SIZES))
+    old = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0).to_dict()
+    del old["sources"]  # as written before manifests recorded their data
+    path.parent.mkdir()
+    path.write_text(json.dumps(old))
+    split = load_or_build_longtail(ds, dirs, "step", 4, 0.1, 0, False, tmp_path / "m")
+    assert split.sources == {} and split.train == old["train"]
+    assert json.loads(path.read_text()) == old  # re-used as it is, not rewritten
+    other, _ = fake_datasets(tmp_path, {**SIZES, "a": (150, 30)})
+    with pytest.raises(ValueError, match=r"has no record of its data \(older version\) and differs "
+                                         r"from the split rebuilt now \(a: \{'original': 200, "
+                                         r"'good': 200, 'noise': 20\} in the manifest, \{'original': "
+                                         r"150, 'good': 150, 'noise': 15\} rebuilt\)"):
+        load_or_build_longtail(other, dirs, "step", 4, 0.1, 0, False, tmp_path / "m")
+
+
+def test_injected_images_leave_the_test_set_whatever_the_dataset_is_called(tmp_path):
+    ds, dirs = fake_datasets(tmp_path, SIZES)
+    for c, d in ds.items():
+        d.name = f"{c}_256"  # the folder name (load_mvtec's), not the category key
+    split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0)
+    head = next(c for c in SIZES if c not in split.tail_classes)
+    injected = set(split.removed_from_test[head])
+    test = {s.path.relative_to(dirs[head]).as_posix() for s in split.test_samples(head, ds[head], dirs[head])}
+    assert len(injected) == 20 and not injected & test and len(test) == len(ds[head].test) - 20
+    split.removed_from_test[head] = []  # an in-memory split that forgot them: refused
+    with pytest.raises(ValueError, match=rf"{head}: 20 training image\(s\) also in the test set "
+                                         r"\(first: .*test/crack/\d+\.png\) although overlap is off"):
+        split.test_samples(head, ds[head], dirs[head])
+
+
+def test_evaluate_longtail_refuses_training_images_in_the_test_set_before_extracting(tmp_path):
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.evaluation.longtail import evaluate_longtail
+
+    ds, dirs = fake_datasets(tmp_path, SIZES)
+    split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0)
+    head = next(c for c in SIZES if c not in split.tail_classes)
+    split.removed_from_test[head] = split.removed_from_test[head][1:]
+    with pytest.raises(ValueError, match=rf"{head}: 1 training image\(s\) also in the test set"):
+        evaluate_longtail(split, ds, dirs, ModelConfig(), ["patchcore"], progress=False)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda m: m["train"][0].update(category="A"),
+     r"train entry 0 \(train/good/\d+\.png\) has category 'A', not one of \['a', 'b', 'c'\]"),
+    (lambda m: m["counts"].pop("b"), r"counts must have one entry per category \['a', 'b', 'c'\], got \['a', 'c'\]"),
+    (lambda m: m["train"][0].pop("noise"), r"train entry 0 must have exactly the keys category, path, noise"),
+    (lambda m: m["counts"]["a"].update(good=3),
+     r"category 'a': counts say \{'good': 3, 'noise': \d+\}, the train entries hold \{'good': \d+"),
+    (lambda m: m.update(removed_from_test={}),
+     r"category '\w': removed_from_test must list exactly its injected \(noise\) training images"),
+    (lambda m: m["train"].append(dict(m["train"][0])), r"category 'a' lists a training image twice"),
+    (lambda m: m.update(k=None), r"k must be a whole number >= 1 for a step tail and null for pareto"),
+    (lambda m: m["sources"].pop("c"), r"sources must give train, anomalies and sha256 for every category"),
+])
+def test_malformed_manifests_are_refused_naming_the_file(tmp_path, edit, message):
+    ds, dirs = fake_datasets(tmp_path, {"a": (50, 20), "b": (50, 20), "c": (50, 20)})
+    manifest = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0).to_dict()
+    assert any(manifest["removed_from_test"].values())  # so dropping them is a leak
+    edit(manifest)
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=rf"bad\.json: malformed long-tail manifest: {message}"):
+        LongTailSet.load(path)
+
+
+def _fake_layout(root: Path, categories=("x", "y", "z")) -> Path:
+    """Empty files in an MVTec layout (enough for the split; never read as images)."""
+    for c in categories:
+        for sub, n in (("train/good", 30), ("test/good", 3), ("test/crack", 10)):
+            (root / c / sub).mkdir(parents=True)
+            for i in range(n):
+                (root / c / sub / f"{i:03d}.png").write_bytes(b"")
+    return root
+
+
+def test_evaluate_lt_refuses_recipe_flags_that_contradict_the_manifest(tmp_path, monkeypatch, capsys):
+    from anomaly_inspect.data.mvtec import load_mvtec
+    from anomaly_inspect.evaluation import longtail as evaluation
+
+    root = _fake_layout(tmp_path / "r")
+    dirs = {c: root / c for c in ("x", "y", "z")}
+    split = build_longtail({c: load_mvtec(d) for c, d in dirs.items()}, dirs, "pareto", noise=0.1, seed=0)
+    manifest = split.save(tmp_path / "lt.json")
+
+    def reached(split, *args, **kwargs):
+        raise RuntimeError(f"evaluating the {split.tail} split")
+
+    monkeypatch.setattr(evaluation, "evaluate_longtail", reached)
+    base = ["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--manifest", str(manifest)]
+    for flags, message in ((["--tail", "step"], "--tail step conflicts with --manifest"),
+                           (["--noise", "0.2"], "--noise 0.2 conflicts with --manifest"),
+                           (["--k", "4"], "--k 4 conflicts with --manifest"),
+                           (["--overlap"], "--overlap conflicts with --manifest")):
+        assert main(base + flags) == 1
+        err = capsys.readouterr().err
+        assert message in err and str(manifest) in err and "leave --" in err, err
+    assert "which has tail = pareto" in (main(base + ["--tail", "step"]), capsys.readouterr().err)[1]
+    for flags in ([], ["--tail", "pareto", "--noise", "0.1"]):  # left out, or as in the manifest
+        assert main(base + flags) == 1
+        assert "evaluating the pareto split" in capsys.readouterr().err
+    # the manifest is checked against the data too
+    (root / "x" / "train" / "good" / "999.png").write_bytes(b"")
+    assert main(base) == 1
+    assert "x: 30 training images and 10 anomalies then, 31 and 10 now" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_class_size_report_is_tailedcores_own_tail_sampler_run(shared_data, tmp_path, monkeypatch):
+    """The report's class sizes come from the one TailSampler run of the fitted TailedCore (the
+    config's tail_keep / tail_mass / embedding); without TailedCore, from one run with the same
+    defaults TailedCore has."""
+    from anomaly_inspect.scorers.tail_sampler import TailSampler
+
+    root = mini_layout(shared_data, tmp_path / "data", 16, 4)
+    runs = []
+    real = TailSampler.run
+
+    def spy(self, embeddings):
+        result = real(self, embeddings)
+        runs.append((self.keep, self.tail_mass, embeddings.shape[1], result))
+        return result
+
+    monkeypatch.setattr(TailSampler, "run", spy)
+    cfg = tmp_path / "tail.yaml"
+    cfg.write_text("scorer: {tail_keep: 0.5, tail_mass: 0.6, embedding: patch_mean}\n")
+    out = tmp_path / "lt.json"
+    args = ["evaluate-lt", "--root", str(root), "--categories", "bottle,screw,magnetic_tile",
+            "--tail", "pareto", "--seed", "0", "--image-size", "128", "--tail-views", "none",
+            "--manifest-dir", str(tmp_path / "m"), "--output-json", str(out), "--quiet"]
+    assert main(args + ["--methods", "tailedcore", "--config", str(cfg)]) == 0
+    report = json.loads(out.read_text())
+    assert [r[:2] for r in runs] == [(0.5, 0.6)]  # one run, the config's settings
+    assert runs[0][2] != 1280  # patch_mean: the patch feature size, not the 1280-d pooled one
+    result = runs[0][3]
+    est = report["class_size_estimates"]
+    assert (est["histogram"], est["max_k"]) == (result.histogram.tolist(), result.max_k)
+    assert est["n_tail_images_flagged"] == len(result.tail_indices) == report["methods"]["tailedcore"]["tail_images"]
+    assert "tail_sampler_s" not in report["timings"]
+    runs.clear()
+    assert main(args + ["--methods", "patchcore"]) == 0
+    report = json.loads(out.read_text())
+    assert [r[:3] for r in runs] == [(0.85, 0.15, 1280)]  # pooled tf_efficientnet_lite0 features
+    assert "tail_sampler_s" in report["timings"]
+    assert report["class_size_estimates"]["max_k"] == runs[0][3].max_k

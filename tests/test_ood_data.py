@@ -233,3 +233,156 @@ def test_repo_pill_manifest_on_generated_layout(tmp_path):
     assert len(d.ood["red"]) == 12 and len(d.ood["yellow"]) == 6
     assert {s.path.name for s in d.ood["yellow"]} == {"001.png", "002.png", "003.png", "004.png",
                                                        "022.png", "023.png"}
+
+
+def _edit_index(root: Path, edit) -> None:
+    """Rewrite ``root/index.csv`` with ``edit(rows)`` applied (rows as dicts, in file order)."""
+    with (root / "index.csv").open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    edit(rows)
+    with (root / "index.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=HEADER)
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda rows: rows[0].update(split="Train"), r"line 2: split must be one of train, val, test, got 'Train'"),
+    (lambda rows: rows[5].update(split=""), r"line 7: split must be one of train, val, test, got ''"),
+    (lambda rows: rows[1].update(artefacts_annotated=""), r"line 3: artefacts_annotated is blank"),
+    (lambda rows: rows[1].update(artefacts_annotated="yes"), r"line 3: artefacts_annotated must be 0 or 1, got 'yes'"),
+    (lambda rows: rows[2].update(ink=""), r"line 4: annotated row with blank ink"),
+    (lambda rows: rows[2].update(ruler="", patches=""), r"line 4: annotated row with blank ruler, patches"),
+    (lambda rows: rows[2].update(ink="2"), r"line 4: ink must be 0 or 1, got '2'"),
+    (lambda rows: rows.append(dict(rows[0])), r"line 16: image_id ID1 is listed again \(first on line 2\)"),
+])
+def test_isic_index_refuses_rows_it_would_misfile_naming_the_line(tmp_path, edit, message):
+    root = _isic_root(tmp_path)
+    _edit_index(root, edit)
+    with pytest.raises(DatasetLayoutError, match=rf"isic/index\.csv, {message}"):
+        isic_index_benchmark(root, splits=["ink_all"])
+
+
+def test_isic_index_reads_flags_written_as_floats_and_blanks_on_unannotated_rows(tmp_path):
+    root = _isic_root(tmp_path)
+
+    def edit(rows):
+        rows[1].update(artefacts_annotated="1.0", ink="0.0", patches="0.0", ruler="0.0")  # ID2
+        rows[4].update(ink="", patches="", ruler="")  # UNA: not annotated, flags may be blank
+
+    _edit_index(root, edit)
+    d = isic_index_benchmark(root)
+    assert sorted(x.path.stem for x in d.id_train) == ["ID1", "ID2", "ID3"]
+    assert d.id_train_labels.tolist() == [0, 1, 0]
+
+
+def _edit_colours(root: Path, edit) -> Path:
+    path = root / "labels" / "artefact_colours.csv"
+    with path.open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    fields = list(rows[0])
+    edit(rows)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda rows: rows.pop(1), r"artefact_colours\.csv: no row for 1 ink / chart image\(s\) of "
+                               r".*index\.csv \(first: INKP, line 10\)"),
+    (lambda rows: rows[1].update(ink_colour="purpel"),
+     r"artefact_colours\.csv, line 3: ink_colour 'purpel' is not 'none' or colours joined with '\+' "
+     r"from black, blue, brown, green, other, purple, red"),
+    (lambda rows: rows[4].update(chart_colour="orange+"), r"artefact_colours\.csv, line 6: chart_colour 'orange\+'"),
+    (lambda rows: rows[0].update(ink_colour=""), r"artefact_colours\.csv, line 2: ink_colour ''"),
+    (lambda rows: rows[0].update(ink_colour="none+red"), r"artefact_colours\.csv, line 2: ink_colour 'none\+red'"),
+    (lambda rows: rows.append(dict(rows[0])), r"artefact_colours\.csv, line 9: image_id INKR is listed twice"),
+])
+def test_artefact_colours_problems_are_errors_not_silently_left_out(tmp_path, edit, message):
+    root = _isic_root(tmp_path)
+    _edit_colours(root, edit)
+    with pytest.raises(DatasetLayoutError, match=message):
+        isic_index_benchmark(root)
+    assert len(isic_index_benchmark(root, splits=["ink_all", "charts_all"]).ood["ink_all"]) == 3  # not read
+
+
+def test_artefact_colours_other_and_none_leave_an_image_out_of_both_groups(tmp_path):
+    root = _isic_root(tmp_path)
+    _edit_colours(root, lambda rows: rows[1].update(ink_colour="other"))  # INKP
+    d = isic_index_benchmark(root)
+    assert d.ood["ink_dissimilar"] == [] and [s.path.stem for s in d.ood["ink_similar"]] == ["INKR"]
+    _edit_colours(root, lambda rows: rows[1].update(ink_colour="Purple"))  # case is not a typo
+    assert [s.path.stem for s in isic_index_benchmark(root).ood["ink_dissimilar"]] == ["INKP"]
+
+
+def test_archive_labels_map_known_values_and_refuse_the_rest_naming_the_line(tmp_path):
+    from anomaly_inspect.data.isic import read_archive_labels
+
+    meta = tmp_path / "meta.csv"
+    meta.write_text("isic_id,benign_malignant,diagnosis\n"
+                    "ISIC_1,malignant,melanoma\n"
+                    "ISIC_2,indeterminate/malignant,\n"
+                    "ISIC_3,indeterminate/benign,\n"
+                    "ISIC_4,,Melanoma\n"
+                    "ISIC_5,,nevus\n"
+                    "ISIC_6,Benign,\n")
+    assert read_archive_labels(meta) == {"ISIC_1": 1, "ISIC_2": 1, "ISIC_3": 0, "ISIC_4": 1,
+                                         "ISIC_5": 0, "ISIC_6": 0}
+    for row, message in (("ISIC_7,,", r"line 8: ISIC_7 has no label \(benign_malignant and diagnosis blank\)"),
+                         ("ISIC_7,indeterminate,", r"line 8: ISIC_7: 'indeterminate' is not one of benign, "
+                                                   r"malignant, .*plain 'indeterminate' has no benign / "
+                                                   r"malignant leaning"),
+                         ("ISIC_7,malignent,", r"line 8: ISIC_7: 'malignent' is not one of"),
+                         ("ISIC_7,,actinic keratosis", r"line 8: ISIC_7: 'actinic keratosis' is not a known "
+                                                       r"benign or malignant diagnosis"),
+                         ("ISIC_1,benign,", r"line 8: ISIC_1 is listed twice")):
+        (tmp_path / "bad.csv").write_text(meta.read_text() + row + "\n")
+        with pytest.raises(DatasetLayoutError, match=rf"bad\.csv, {message}"):
+            read_archive_labels(tmp_path / "bad.csv")
+        # only the rows asked for need a label
+        assert read_archive_labels(tmp_path / "bad.csv", ["ISIC_2", "ISIC_5"]) == {"ISIC_2": 1, "ISIC_5": 0}
+    (tmp_path / "one.csv").write_text("isic_id,benign_malignant\nISIC_1,malignant\nISIC_2,\n")
+    with pytest.raises(DatasetLayoutError, match=r"one\.csv, line 3: ISIC_2 has no label \(benign_malignant blank\)"):
+        read_archive_labels(tmp_path / "one.csv")
+    (tmp_path / "none.csv").write_text("isic_id,label\nISIC_1,malignant\n")
+    with pytest.raises(DatasetLayoutError, match=r"none\.csv: needs a 'benign_malignant' or 'diagnosis' column"):
+        read_archive_labels(tmp_path / "none.csv")
+
+
+def test_make_synthetic_set_reuses_its_manifest_only_for_the_same_sources_and_settings(tmp_path, monkeypatch):
+    from anomaly_inspect.data import artefacts
+
+    src = [_img(tmp_path / "src" / f"{i}.png", colour=(170, 120 + 10 * i, 90), size=96) for i in range(6)]
+    out = tmp_path / "set"
+    spec = SyntheticSpec("ink", "dissimilar", ColourRule(threshold=115.0), seed=0)
+    first = make_synthetic_set(src[:3], spec, out)
+    drawn = []
+    real = artefacts.draw_artefact
+    monkeypatch.setattr(artefacts, "draw_artefact", lambda *a: drawn.append(1) or real(*a))
+    assert make_synthetic_set(src[:3], spec, out) == first and drawn == []  # nothing changed: reused
+    changes = [(src[3:], spec),                                                   # other sources
+               (src[:3], SyntheticSpec("ink", "dissimilar", ColourRule(threshold=115.0), seed=7)),
+               (src[:3], SyntheticSpec("ink", "dissimilar", ColourRule(threshold=105.0), seed=7)),
+               (src[:3], SyntheticSpec("chart", "similar", ColourRule(threshold=105.0), seed=7))]
+    for sources, changed in changes:
+        drawn.clear()
+        recs = make_synthetic_set(sources, changed, out)
+        assert len(drawn) == 3  # drawn again
+        assert [r.source for r in recs] == [str(s) for s in sources]
+        assert {(r.kind, r.group, r.seed, r.threshold) for r in recs} == {
+            (changed.kind, changed.group, changed.seed, changed.rule.threshold)}
+        assert recs == artefacts.read_synthetic_manifest(out / "manifest.csv")
+    # a manifest of the older format (no seed / rule columns) is drawn again once
+    rows = list(csv.DictReader((out / "manifest.csv").open()))
+    keep = ["source", "path", "kind", "group", "colour", "mean_r", "mean_g", "mean_b", "distance",
+            "rule_similar", "tries"]
+    with (out / "manifest.csv").open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keep, extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+    drawn.clear()
+    make_synthetic_set(src[:3], changes[-1][1], out)
+    make_synthetic_set(src[:3], changes[-1][1], out)
+    assert len(drawn) == 3

@@ -212,7 +212,7 @@ def test_rotated_views_count_and_geometry():
 
 
 def test_lof_score_reuse_gives_the_same_memory(monkeypatch):
-    from anomaly_inspect.scorers import tailedcore
+    from anomaly_inspect.scorers import lof_filter
 
     feats = lt_features(3)
     shared = SharedResults()
@@ -221,8 +221,8 @@ def test_lof_score_reuse_gives_the_same_memory(monkeypatch):
     tc = build_scorer("tailedcore", coreset_ratio=0.5, progress=False)
     assert tc.lof_key == sp.lof_key and shared.get(sp.lof_key) is not None
     computed = []
-    real = tailedcore.per_position_lof
-    monkeypatch.setattr(tailedcore, "per_position_lof",
+    real = lof_filter.per_position_lof
+    monkeypatch.setattr(lof_filter, "per_position_lof",
                         lambda *a, **k: computed.append(1) or real(*a, **k))
     tc.fit(feats, context=FitContext(shared=shared))
     assert computed == []  # the shared scores were reused, not recomputed
@@ -336,12 +336,12 @@ def test_softpatch_soft_weights_are_the_kept_items_lof_and_survive_save_load(tmp
 
 
 def test_bad_lof_discard_fails_before_any_lof_work(monkeypatch):
-    import anomaly_inspect.scorers.tailedcore as tc_module
+    import anomaly_inspect.scorers.lof_filter as lof_module
 
     def no_lof(*args, **kwargs):
         raise AssertionError("LOF computed before the discard ratio was checked")
 
-    monkeypatch.setattr(tc_module, "per_position_lof", no_lof)
+    monkeypatch.setattr(lof_module, "per_position_lof", no_lof)
     with pytest.raises(ValueError, match=r"softpatch: lof_discard must be a number in \[0, 1\), got 1.0"):
         build_scorer("softpatch", lof_discard=1.0, progress=False)  # at construction
     with pytest.raises(ValueError, match=r"LOF filter: discard must be a number in \[0, 1\), got -0.1"):
@@ -360,3 +360,48 @@ def test_lof_ties_keep_the_share_asked_for_not_nothing():
     same = Features(np.repeat(lt_features().patches[:1], 10, axis=0))  # ten identical images
     sp = build_scorer("softpatch", coreset_ratio=0.5, progress=False).fit(same)
     assert sp.bank_size > 0 and sp.score(same).image_scores.max() == pytest.approx(0, abs=1e-3)
+
+
+def test_tail_result_survives_save_load_and_older_states_still_load(tmp_path):
+    feats = lt_features(1)
+    tc = build_scorer("tailedcore", coreset_ratio=0.25, progress=False).fit(feats)
+    r = tc.tail_result
+    np.testing.assert_array_equal(r.tail_indices, [30, 31])
+    tc.save(tmp_path / "m")
+    back = Scorer.load(tmp_path / "m").tail_result
+    assert back.max_k == r.max_k
+    np.testing.assert_array_equal(back.histogram, r.histogram)
+    np.testing.assert_array_equal(back.thresholds, r.thresholds)
+    np.testing.assert_array_equal(back.class_sizes, r.class_sizes)
+    # a state saved before histogram / thresholds / max_k were kept
+    state = tc.get_state()
+    for key in ("tail_thresholds", "tail_histogram", "tail_max_k"):
+        del state[key]
+    old = build_scorer("tailedcore", progress=False)
+    old.set_state(state)
+    assert old.tail_result.max_k == r.class_sizes[[30, 31]].max()
+    assert old.tail_result.histogram.size == 0 and not old.tail_result.thresholds.any()
+    np.testing.assert_array_equal(old.tail_result.tail_indices, [30, 31])
+
+
+def test_lof_filter_is_the_one_lof_step_of_softpatch_and_lof_keep_mask(monkeypatch):
+    from anomaly_inspect.scorers import lof_filter as module
+
+    patches = lt_features(2).patches
+    scores = per_position_lof(patches, k=6)
+    keep, got = module.lof_filter(patches, 6, 0.15)
+    np.testing.assert_array_equal(got, scores)
+    np.testing.assert_array_equal(keep, scores < np.quantile(scores, 0.85))
+    np.testing.assert_array_equal(lof_keep_mask(patches, 6, 0.15), keep)
+    calls = []
+    monkeypatch.setattr(module, "per_position_lof", lambda *a: calls.append(1) or scores)
+    keep0, none = module.lof_filter(patches, 6, 0.0)  # nothing to discard: no LOF, all kept
+    assert none is None and keep0.all() and calls == []
+    _, weights = module.lof_filter(patches, 6, 0.0, need_scores=True)  # soft weights need it
+    assert weights is scores and calls == [1]
+    given = np.random.default_rng(0).random(patches.shape[:3]).astype(np.float32)
+    keep_given, same = module.lof_filter(patches, 6, 0.5, scores=given)  # reused as they are
+    assert same is given and calls == [1] and keep_given.sum() == patches[..., 0].size // 2
+    sp = build_scorer("softpatch", coreset_ratio=1.0, progress=False)
+    sp.fit(Features(patches))
+    assert calls == [1, 1] and sp.bank_size == keep.sum()  # SoftPatch's LOF came from here

@@ -14,6 +14,8 @@ from ..choices import VIEW_KINDS
 from ..data.longtail import TAIL_KINDS
 from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
 
+RECIPE_DEFAULTS = {"tail": "step", "k": 4, "noise": 0.1, "overlap": False}
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-lt", help="long-tailed noisy multi-class benchmark (TailedCore)",
@@ -21,15 +23,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", action="append", required=True, metavar="DIR|CATEGORY=DIR",
                    help="folder holding CATEGORY/ folders (repeatable), or CATEGORY=DIR for one category")
     p.add_argument("--categories", required=True, help="comma-separated category names")
-    p.add_argument("--tail", choices=TAIL_KINDS, default="step")
-    p.add_argument("--k", type=int, default=4, help="step: images kept per tail class (default 4)")
-    p.add_argument("--noise", type=float, default=0.1, help="ratio of injected test anomalies (default 0.1)")
-    p.add_argument("--overlap", action="store_true",
+    # recipe flags default to None so that one given with --manifest can be checked against it
+    p.add_argument("--tail", choices=TAIL_KINDS, help=f"split shape (default {RECIPE_DEFAULTS['tail']})")
+    p.add_argument("--k", type=int, help=f"step: images kept per tail class (default {RECIPE_DEFAULTS['k']})")
+    p.add_argument("--noise", type=float,
+                   help=f"ratio of injected test anomalies (default {RECIPE_DEFAULTS['noise']})")
+    p.add_argument("--overlap", action="store_true", default=None,
                    help="leave injected anomalies in the test sets (published protocol)")
     p.add_argument("--methods", default="patchcore,softpatch,tailedcore", help="comma-separated scorers")
     p.add_argument("--manifest-dir", type=Path, default=Path("datasets"),
                    help="where split manifests are read / written (default datasets/)")
-    p.add_argument("--manifest", type=Path, help="use this manifest file as is")
+    p.add_argument("--manifest", type=Path,
+                   help="use this manifest file (its recipe: --tail, --k, --noise, --overlap must "
+                        "agree with it or be left out)")
     p.add_argument("--coreset-ratio", type=float, help="coreset ratio for every method (default 0.1)")
     p.add_argument("--chunk-size", type=int, help="coreset chunk size (default 4096)")
     p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"],
@@ -60,14 +66,22 @@ def run(args: argparse.Namespace) -> int:
         d.name = c
     cfg = model_config_from_args(args)
     seed = cfg.seed
+    given = {k: getattr(args, k) for k in RECIPE_DEFAULTS if getattr(args, k) is not None}
     if args.manifest:
         split = LongTailSet.load(args.manifest)
         if sorted(split.categories) != sorted(categories):
             raise ValueError(f"{args.manifest}: manifest categories {split.categories} differ "
                              f"from --categories {sorted(categories)}")
+        for key, value in given.items():
+            if value != getattr(split, key):
+                flag = f"--{key}" if isinstance(value, bool) else f"--{key} {value}"
+                raise ValueError(f"{flag} conflicts with --manifest {args.manifest}, which has "
+                                 f"{key} = {getattr(split, key)}; leave --{key} out")
+        split.check_data(datasets, dirs, args.manifest)
     else:
-        split = load_or_build_longtail(datasets, dirs, args.tail, args.k, args.noise, seed,
-                                       args.overlap, args.manifest_dir)
+        recipe = {**RECIPE_DEFAULTS, **given}
+        split = load_or_build_longtail(datasets, dirs, recipe["tail"], recipe["k"], recipe["noise"],
+                                       seed, recipe["overlap"], args.manifest_dir)
     params = merge_scorer_params(cfg.scorer, methods, {"coreset_ratio": args.coreset_ratio,
                                                  "chunk_size": args.chunk_size, "index": args.index})
     report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, args.tail_views,

@@ -8,12 +8,14 @@ output pixels under the artefact mask) and the region-of-interest mean colour
 (ISIC lesions: about (176, 116, 77)) is below ``threshold`` -> similar. A
 drawing whose measured colour falls on the wrong side is redrawn (new colour
 jitter and shape) up to ``max_tries`` times; every image's colour, distance
-and verdict is recorded in the manifest written beside the images.
+and verdict, with the seed and rule it was drawn under, is recorded in the
+manifest written beside the images.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -22,6 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..files import write_text
 from .image_io import read_image
 
 log = logging.getLogger(__name__)
@@ -152,6 +155,11 @@ class SyntheticRecord:
     distance: float
     rule_similar: bool
     tries: int
+    seed: int  # of the spec it was drawn under, with its rule:
+    roi_r: float
+    roi_g: float
+    roi_b: float
+    threshold: float
 
 
 @dataclass
@@ -199,15 +207,21 @@ def draw_artefact(image: np.ndarray, spec: SyntheticSpec, rng: np.random.Generat
 def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Path) -> list[SyntheticRecord]:
     """Draw one artefact on each source image; PNGs and ``manifest.csv`` go to ``out_dir``.
 
-    Deterministic: image i uses ``seed`` and i. An existing complete manifest is reused.
+    Deterministic: image i uses ``seed`` and i. An existing manifest is reused only when it
+    lists these sources in order, with this kind, group, seed and rule, and its images exist;
+    otherwise the set is drawn again.
     """
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     if manifest.is_file():
         records = read_synthetic_manifest(manifest)
-        if len(records) == len(sources) and all(Path(r.path).is_file() for r in records):
+        if records is not None and _matches(records, sources, spec):
             return records
+        log.info("synthetic %s %s: %s is for other sources or settings; drawing again",
+                 spec.group, spec.kind, manifest)
+        manifest.unlink()  # a drawing stopped half-way must not leave it naming new images
     out_dir.mkdir(parents=True, exist_ok=True)
+    rule = (spec.seed, *(float(v) for v in spec.rule.roi_rgb), float(spec.rule.threshold))
     records = []
     for i, src in enumerate(sources):
         rng = np.random.default_rng([spec.seed, i, len(spec.kind), len(spec.group)])
@@ -217,22 +231,35 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
         cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
         records.append(SyntheticRecord(
             str(src), str(path), spec.kind, spec.group, name, *(round(float(v), 2) for v in mean),
-            round(spec.rule.distance(mean), 2), spec.rule.is_similar(mean), tries))
-    with manifest.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(asdict(records[0]).keys()))
-        writer.writeheader()
-        writer.writerows(asdict(r) for r in records)
+            round(spec.rule.distance(mean), 2), spec.rule.is_similar(mean), tries, *rule))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(asdict(records[0]).keys()))
+    writer.writeheader()
+    writer.writerows(asdict(r) for r in records)
+    write_text(manifest, text.getvalue())
     log.info("synthetic %s %s: %d images in %s", spec.group, spec.kind, len(records), out_dir)
     return records
 
 
-def read_synthetic_manifest(path: Path) -> list[SyntheticRecord]:
+def _matches(records: list[SyntheticRecord], sources: Sequence[Path], spec: SyntheticSpec) -> bool:
+    """Whether ``records`` are the drawing of ``spec`` on ``sources`` (and their images exist)."""
+    rule = (spec.seed, *(float(v) for v in spec.rule.roi_rgb), float(spec.rule.threshold))
+    return len(records) == len(sources) and all(
+        (r.source, r.kind, r.group, (r.seed, r.roi_r, r.roi_g, r.roi_b, r.threshold))
+        == (str(src), spec.kind, spec.group, rule) and Path(r.path).is_file()
+        for r, src in zip(records, sources, strict=True))
+
+
+def read_synthetic_manifest(path: Path) -> list[SyntheticRecord] | None:
+    """The records of a manifest written by :func:`make_synthetic_set`; None for one of an
+    older version (no seed / rule columns) or one that cannot be read."""
     with Path(path).open(newline="") as fh:
         rows = list(csv.DictReader(fh))
-    out = []
-    for r in rows:
-        out.append(SyntheticRecord(
+    try:
+        return [SyntheticRecord(
             r["source"], r["path"], r["kind"], r["group"], r["colour"], float(r["mean_r"]),
             float(r["mean_g"]), float(r["mean_b"]), float(r["distance"]),
-            r["rule_similar"] == "True", int(r["tries"])))
-    return out
+            r["rule_similar"] == "True", int(r["tries"]), int(r["seed"]), float(r["roi_r"]),
+            float(r["roi_g"]), float(r["roi_b"]), float(r["threshold"])) for r in rows]
+    except (KeyError, TypeError, ValueError):
+        return None

@@ -8,9 +8,15 @@ Benchmark splits (benchmarks.md §2, after "The Invisible Gorilla Effect"):
 * OOD real: ``ink_*`` = ink == 1 (and no colour chart), ``charts_*`` =
   patches == 1, from any split; ``*_similar`` / ``*_dissimilar`` by the visible
   colours in ``labels/artefact_colours.csv`` (every listed colour in the set).
+  Every ink / chart image needs a row there; its colours must come from the
+  vocabulary of ``artefact_colours.md`` (:data:`INK_VOCABULARY`,
+  :data:`CHART_VOCABULARY`); ``none`` (not visible) leaves it out of both groups,
+  as do ``other`` / ``multi`` and mixed colours.
 * Archive layout: a folder of ``<isic_id>.jpg|png`` images, a metadata CSV
   (``isic_id`` plus ``benign_malignant`` or ``diagnosis``) and id lists (one id
-  a line, e.g. the paper's per-colour lists) for ID and each OOD split.
+  a line, e.g. the paper's per-colour lists) for ID and each OOD split. Labels:
+  see :func:`read_archive_labels` (``indeterminate/benign`` -> 0,
+  ``indeterminate/malignant`` -> 1, plain ``indeterminate`` refused).
 """
 
 from __future__ import annotations
@@ -28,6 +34,13 @@ from .samples import Sample
 
 INDEX_COLUMNS = ("image_id", "split", "path", "melanoma_isic2017", "artefacts_annotated",
                  "ink", "patches", "ruler")
+INDEX_SPLITS = ("train", "val", "test")
+FLAG_COLUMNS = ("dark_corner", "hair", "gel_border", "gel_bubble", "ruler", "ink", "patches")
+ANNOTATED_FLAGS = ("ruler", "ink", "patches")  # the ID / OOD rule reads these
+#: allowed values of labels/artefact_colours.csv (artefact_colours.md); several joined with '+'
+INK_VOCABULARY = frozenset({"red", "purple", "blue", "black", "green", "brown", "other", "none"})
+CHART_VOCABULARY = frozenset({"red", "orange", "yellow", "green", "blue", "black", "grey", "white",
+                              "multi", "none"})
 INK_SIMILAR = frozenset({"red", "brown"})
 INK_DISSIMILAR = frozenset({"purple", "blue", "black", "green"})
 CHART_SIMILAR = frozenset({"red", "orange", "yellow"})
@@ -44,7 +57,8 @@ class IsicRecord:
     path: Path
     melanoma: int | None
     annotated: bool
-    flags: dict[str, int] = field(default_factory=dict)
+    flags: dict[str, int | None] = field(default_factory=dict)
+    line: int = 0  # in index.csv
 
 
 @dataclass
@@ -85,36 +99,76 @@ def _read_csv(path: Path, required: Iterable[str], delimiter: str = ",") -> list
         return list(reader)
 
 
-def _int_or_none(value: str) -> int | None:
+def _flag(value: str, column: str) -> int | None:
+    """0 / 1 (also written 0.0 / 1.0), None for a blank cell; anything else raises."""
     value = (value or "").strip()
-    return None if value == "" else int(float(value))
+    if value == "":
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = None
+    if number not in (0.0, 1.0):
+        raise ValueError(f"{column} must be 0 or 1, got '{value}'")
+    return int(number)
 
 
 def read_isic_index(root: Path | str, index: str = "index.csv") -> list[IsicRecord]:
-    """Records of ``root/index.csv``; image paths are resolved against ``root``."""
+    """Records of ``root/index.csv``; image paths are resolved against ``root``. Refused,
+    naming the line: a split other than train / val / test, flags other than 0 / 1, a blank
+    artefacts_annotated, a blank ink / patches / ruler flag on an annotated row, an image_id
+    listed twice."""
     root = Path(root)
     path = root / index
     records = []
+    first_line: dict[str, int] = {}
     for i, row in enumerate(_read_csv(path, INDEX_COLUMNS), start=2):
         try:
-            flags = {k: _int_or_none(row.get(k, "")) for k in
-                     ("dark_corner", "hair", "gel_border", "gel_bubble", "ruler", "ink", "patches")}
-            records.append(IsicRecord(row["image_id"], row["split"], root / row["path"],
-                                      _int_or_none(row["melanoma_isic2017"]),
-                                      row["artefacts_annotated"].strip() == "1", flags))
+            image_id = row["image_id"].strip()
+            if not image_id:
+                raise ValueError("image_id is blank")
+            if image_id in first_line:
+                raise ValueError(f"image_id {image_id} is listed again (first on line {first_line[image_id]})")
+            first_line[image_id] = i
+            if row["split"] not in INDEX_SPLITS:
+                raise ValueError(f"split must be one of {', '.join(INDEX_SPLITS)}, got '{row['split']}'")
+            annotated = _flag(row["artefacts_annotated"], "artefacts_annotated")
+            if annotated is None:
+                raise ValueError("artefacts_annotated is blank")
+            flags = {k: _flag(row.get(k, ""), k) for k in FLAG_COLUMNS}
+            blank = [k for k in ANNOTATED_FLAGS if flags[k] is None]
+            if annotated and blank:
+                raise ValueError(f"annotated row with blank {', '.join(blank)}")
+            records.append(IsicRecord(image_id, row["split"], root / row["path"],
+                                      _flag(row["melanoma_isic2017"], "melanoma_isic2017"),
+                                      bool(annotated), flags, i))
         except ValueError as exc:
-            raise DatasetLayoutError(f"{path}, line {i}: bad value ({exc})") from None
+            raise DatasetLayoutError(f"{path}, line {i}: {exc}") from None
     if not records:
         raise DatasetLayoutError(f"{path}: no rows")
     return records
 
 
 def read_artefact_colours(path: Path | str) -> dict[str, tuple[set[str], set[str]]]:
-    """image_id -> (ink colours, chart colours); 'none' gives an empty set."""
-    rows = _read_csv(Path(path), ("image_id", "ink_colour", "chart_colour"))
-    def split(v: str) -> set[str]:
-        return {c for c in v.strip().split("+") if c and c != "none"}
-    return {r["image_id"]: (split(r["ink_colour"]), split(r["chart_colour"])) for r in rows}
+    """image_id -> (ink colours, chart colours); 'none' gives an empty set. Colours outside
+    :data:`INK_VOCABULARY` / :data:`CHART_VOCABULARY`, blanks, 'none' joined with a colour and
+    repeated image ids are refused, naming the line."""
+    path = Path(path)
+    out: dict[str, tuple[set[str], set[str]]] = {}
+    for i, r in enumerate(_read_csv(path, ("image_id", "ink_colour", "chart_colour")), start=2):
+        colours = []
+        for column, vocabulary in (("ink_colour", INK_VOCABULARY), ("chart_colour", CHART_VOCABULARY)):
+            names = [c.strip().lower() for c in r[column].split("+")]
+            unknown = [c for c in names if c not in vocabulary]
+            if unknown or ("none" in names and len(names) > 1):
+                raise DatasetLayoutError(
+                    f"{path}, line {i}: {column} '{r[column]}' is not 'none' or colours joined with "
+                    f"'+' from {', '.join(sorted(vocabulary - {'none'}))}")
+            colours.append(set(names) - {"none"})
+        if r["image_id"] in out:
+            raise DatasetLayoutError(f"{path}, line {i}: image_id {r['image_id']} is listed twice")
+        out[r["image_id"]] = (colours[0], colours[1])
+    return out
 
 
 def _sample(r: IsicRecord, label: int, group: str) -> Sample:
@@ -139,19 +193,21 @@ def isic_index_benchmark(root: Path | str, colours_csv: Path | str | None = None
     unknown = sorted(set(splits) - set(REAL_SPLITS))
     if unknown:
         raise ValueError(f"unknown ISIC OOD splits {unknown}; available: {', '.join(REAL_SPLITS)}")
-    colours = None
-    if any(s.endswith(("similar", "dissimilar")) for s in splits):
-        colours = read_artefact_colours(colours_csv or root / "labels" / "artefact_colours.csv")
     ink = [r for r in ann if r.flags["ink"] == 1 and r.flags["patches"] != 1]
     charts = [r for r in ann if r.flags["patches"] == 1]
+    colours = {}
+    if any(s.endswith(("similar", "dissimilar")) for s in splits):
+        colours_csv = Path(colours_csv or root / "labels" / "artefact_colours.csv")
+        colours = read_artefact_colours(colours_csv)
+        missing = [r for r in ink + charts if r.image_id not in colours]
+        if missing:
+            raise DatasetLayoutError(
+                f"{colours_csv}: no row for {len(missing)} ink / chart image(s) of "
+                f"{root / 'index.csv'} (first: {missing[0].image_id}, line {missing[0].line}); "
+                f"give them their colours, or 'none'")
 
     def by_colour(rs: list[IsicRecord], which: int, allowed: frozenset) -> list[IsicRecord]:
-        out = []
-        for r in rs:
-            cols = colours.get(r.image_id, (set(), set()))[which]
-            if cols and cols <= allowed:
-                out.append(r)
-        return out
+        return [r for r in rs if colours[r.image_id][which] and colours[r.image_id][which] <= allowed]
 
     table = {
         "ink_all": lambda: ink,
@@ -210,19 +266,55 @@ def resolve_archive_images(ids: Sequence[str], image_dir: Path | str) -> list[Pa
     return [present[i] for i in ids]
 
 
-def read_archive_labels(metadata_csv: Path | str) -> dict[str, int]:
-    """isic_id -> 1 for malignant, 0 otherwise (``benign_malignant`` or ``diagnosis`` column)."""
+#: archive benign_malignant values; "indeterminate/<x>" takes its leaning x, plain
+#: "indeterminate" has none and is refused
+BENIGN_MALIGNANT = {"benign": 0, "malignant": 1, "indeterminate/benign": 0, "indeterminate/malignant": 1}
+MALIGNANT_DIAGNOSES = frozenset({"melanoma", "basal cell carcinoma", "squamous cell carcinoma"})
+BENIGN_DIAGNOSES = frozenset({
+    "nevus", "seborrheic keratosis", "solar lentigo", "lentigo simplex", "lentigo nos",
+    "lichenoid keratosis", "pigmented benign keratosis", "dermatofibroma", "vascular lesion",
+    "angioma", "angiokeratoma", "cafe-au-lait macule", "scar", "verruca", "clear cell acanthoma",
+    "neurofibroma"})
+
+
+def read_archive_labels(metadata_csv: Path | str, ids: Iterable[str] | None = None) -> dict[str, int]:
+    """isic_id -> 1 malignant / 0 benign, for the rows of ``ids`` (default: every row).
+
+    ``benign_malignant`` is read where the row has one (:data:`BENIGN_MALIGNANT`:
+    indeterminate/benign -> 0, indeterminate/malignant -> 1), else ``diagnosis``
+    (:data:`MALIGNANT_DIAGNOSES` -> 1, :data:`BENIGN_DIAGNOSES` -> 0). A row with no
+    label, plain ``indeterminate``, any other value or an id listed twice is refused,
+    naming the line."""
     path = Path(metadata_csv)
     rows = _read_csv(path, ("isic_id",))
-    out = {}
-    for r in rows:
-        if "benign_malignant" in r and r["benign_malignant"]:
-            out[r["isic_id"]] = int(r["benign_malignant"].strip().lower() == "malignant")
-        elif "diagnosis" in r:
-            out[r["isic_id"]] = int(r["diagnosis"].strip().lower() in ("melanoma", "basal cell carcinoma",
-                                                                       "squamous cell carcinoma"))
+    columns = [c for c in ("benign_malignant", "diagnosis") if c in rows[0]] if rows else []
+    if rows and not columns:
+        raise DatasetLayoutError(f"{path}: needs a 'benign_malignant' or 'diagnosis' column; "
+                                 f"found {list(rows[0])}")
+    wanted = None if ids is None else set(ids)
+    out: dict[str, int] = {}
+    for i, r in enumerate(rows, start=2):
+        iid = r["isic_id"].strip()
+        if wanted is not None and iid not in wanted:
+            continue
+        if iid in out:
+            raise DatasetLayoutError(f"{path}, line {i}: {iid} is listed twice")
+        bm = (r.get("benign_malignant") or "").strip().lower()
+        dx = (r.get("diagnosis") or "").strip().lower()
+        if bm:
+            label = BENIGN_MALIGNANT.get(bm)
+            known = f"one of {', '.join(BENIGN_MALIGNANT)}"
+        elif dx:
+            label = 1 if dx in MALIGNANT_DIAGNOSES else 0 if dx in BENIGN_DIAGNOSES else None
+            known = "a known benign or malignant diagnosis; give the row a benign_malignant value"
         else:
-            raise DatasetLayoutError(f"{path}: needs a 'benign_malignant' or 'diagnosis' column")
+            raise DatasetLayoutError(f"{path}, line {i}: {iid} has no label ({' and '.join(columns)} "
+                                     f"blank)")
+        if label is None:
+            raise DatasetLayoutError(f"{path}, line {i}: {iid}: '{bm or dx}' is not {known}"
+                                     + (" (plain 'indeterminate' has no benign / malignant leaning: "
+                                        "leave the image out)" if bm == "indeterminate" else ""))
+        out[iid] = label
     return out
 
 
@@ -245,8 +337,8 @@ def isic_archive_benchmark(image_dir: Path | str, metadata_csv: Path | str, id_l
                            ood_lists: dict[str, Path | str], folds: int = 5, fold: int = 0,
                            seed: int = 0) -> OODData:
     """ID = ids of ``id_list`` (paper: ``training_data.txt``), k-fold split; OOD = one split per list."""
-    labels_by_id = read_archive_labels(metadata_csv)
     ids = read_id_list(id_list)
+    labels_by_id = read_archive_labels(metadata_csv, ids)
     unlabelled = [i for i in ids if i not in labels_by_id]
     if unlabelled:
         raise DatasetLayoutError(f"{metadata_csv}: no label for {len(unlabelled)} ID images "

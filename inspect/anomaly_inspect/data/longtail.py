@@ -13,13 +13,16 @@ From several MVTec-layout categories one unified training set is built:
   classes under 20 images, or the smallest-share class when there is none.
 
 Everything is drawn from one seeded generator and written as a JSON manifest
-(paths relative to each category folder) so a run repeats exactly. Injected
-anomalies are removed from the test sets unless ``overlap`` (the published
-protocol, which leaves them in) is chosen. methods.md §1.9 has the source.
+(paths relative to each category folder) so a run repeats exactly. The manifest
+also records what each category held (``sources``: numbers of training images and
+anomalies, a SHA-256 of their file lists) so it is not re-used on other data.
+Injected anomalies are removed from the test sets unless ``overlap`` (the
+published protocol, which leaves them in) is chosen. methods.md §1.9 has the source.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
@@ -55,6 +58,8 @@ class LongTailSet:
     tail_ratio: float = 0.6
     alpha: float = 6.0
     format: str = MANIFEST_FORMAT
+    #: per category {"train", "anomalies", "sha256"} of the data drawn from (empty in older manifests)
+    sources: dict[str, dict] = field(default_factory=dict)
 
     # -- persistence -----------------------------------------------------------
     def to_dict(self) -> dict:
@@ -65,6 +70,7 @@ class LongTailSet:
 
     @classmethod
     def load(cls, path: Path | str) -> LongTailSet:
+        """Read and check a manifest; every error names ``path``."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: long-tail manifest not found")
@@ -75,15 +81,100 @@ class LongTailSet:
         if not isinstance(data, dict) or data.get("format") != MANIFEST_FORMAT:
             raise ValueError(f"{path}: not a long-tail manifest (format must be '{MANIFEST_FORMAT}')")
         try:
-            return cls(**data)
+            split = cls(**data)
         except TypeError as exc:
             raise ValueError(f"{path}: malformed long-tail manifest ({exc})") from None
+        problem = split._problem()
+        if problem:
+            raise ValueError(f"{path}: malformed long-tail manifest: {problem}")
+        return split
+
+    def _problem(self) -> str | None:
+        """What is inconsistent in this split (categories, counts, entries), or None."""
+        cats = self.categories
+        if self.tail not in TAIL_KINDS:
+            return f"tail '{self.tail}' is not one of {', '.join(TAIL_KINDS)}"
+        if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats) \
+                or len(set(cats)) != len(cats) or len(cats) < 2:
+            return f"categories must be at least 2 distinct names, got {cats!r}"
+        if (self.tail == "step") != (isinstance(self.k, int) and self.k >= 1):
+            return f"k must be a whole number >= 1 for a step tail and null for pareto, got {self.k!r}"
+        if not isinstance(self.overlap, bool):
+            return f"overlap must be true or false, got {self.overlap!r}"
+        if not set(self.tail_classes) <= set(cats):
+            return f"tail_classes {sorted(set(self.tail_classes) - set(cats))} are not in categories"
+        if not isinstance(self.counts, dict) or set(self.counts) != set(cats):
+            return f"counts must have one entry per category {cats}, got {sorted(self.counts)}"
+        for c in cats:
+            v = self.counts[c]
+            if not isinstance(v, dict) or not all(isinstance(v.get(k), int) and v[k] >= 0
+                                                  for k in ("original", "good", "noise")):
+                return f"counts['{c}'] needs whole numbers 'original', 'good', 'noise', got {v!r}"
+        listed: dict[str, dict[bool, list[str]]] = {c: {False: [], True: []} for c in cats}
+        for i, item in enumerate(self.train):
+            if not isinstance(item, dict) or set(item) != {"category", "path", "noise"}:
+                return f"train entry {i} must have exactly the keys category, path, noise, got {item!r}"
+            if item["category"] not in listed:
+                return f"train entry {i} ({item['path']}) has category '{item['category']}', not one of {cats}"
+            if not isinstance(item["path"], str) or not isinstance(item["noise"], bool):
+                return f"train entry {i}: path must be a string and noise true or false, got {item!r}"
+            listed[item["category"]][item["noise"]].append(item["path"])
+        for c in cats:
+            paths = listed[c][False] + listed[c][True]
+            if len(set(paths)) != len(paths):
+                return f"category '{c}' lists a training image twice"
+            got = {"good": len(listed[c][False]), "noise": len(listed[c][True])}
+            want = {k: self.counts[c][k] for k in got}
+            if got != want:
+                return f"category '{c}': counts say {want}, the train entries hold {got}"
+        if not isinstance(self.removed_from_test, dict) or not set(self.removed_from_test) <= set(cats):
+            return f"removed_from_test must map categories to paths, got keys {sorted(self.removed_from_test)}"
+        if not self.overlap:
+            for c in cats:
+                if sorted(self.removed_from_test.get(c, [])) != sorted(listed[c][True]):
+                    return (f"category '{c}': removed_from_test must list exactly its injected (noise) "
+                            f"training images when overlap is false, or they stay in the test set")
+        if self.sources and (set(self.sources) != set(cats) or any(
+                not isinstance(v, dict) or set(v) != {"train", "anomalies", "sha256"}
+                for v in self.sources.values())):
+            return "sources must give train, anomalies and sha256 for every category"
+        return None
 
     def same_recipe(self, tail: str, k: int | None, noise: float, seed: int, overlap: bool,
                     categories: list[str]) -> bool:
         return (self.tail, self.k if tail == "step" else None, self.noise, self.seed, self.overlap,
                 self.categories) == (tail, k if tail == "step" else None, noise, seed, overlap,
                                      sorted(categories))
+
+    def check_data(self, datasets: dict[str, AnomalyDataset], category_dirs: dict[str, Path],
+                   path: Path | str) -> None:
+        """Refuse (naming the manifest ``path``) a split drawn from other data than ``datasets``.
+        A manifest of an older version has no ``sources``: it passes when the split rebuilt
+        from its recipe and the data now is the same."""
+        if self.sources:
+            now = data_sources(datasets, category_dirs)
+            diffs = []
+            for c in self.categories:
+                then, cur = self.sources[c], now.get(c)
+                if cur is None:
+                    diffs.append(f"{c}: not among the categories now")
+                elif (then["train"], then["anomalies"]) != (cur["train"], cur["anomalies"]):
+                    diffs.append(f"{c}: {then['train']} training images and {then['anomalies']} "
+                                 f"anomalies then, {cur['train']} and {cur['anomalies']} now")
+                elif then["sha256"] != cur["sha256"]:
+                    diffs.append(f"{c}: as many images, other file names")
+            what = "was drawn from other data than found now"
+        else:
+            again = build_longtail(datasets, category_dirs, self.tail, self.k or 1, self.noise,
+                                   self.seed, self.overlap, self.tail_ratio, self.alpha)
+            same = {**again.to_dict(), "sources": {}} == self.to_dict()
+            diffs = [] if same else [
+                f"{c}: {self.counts[c]} in the manifest, {again.counts.get(c)} rebuilt"
+                for c in self.categories if self.counts[c] != again.counts.get(c)] or ["other images drawn"]
+            what = "has no record of its data (older version) and differs from the split rebuilt now"
+        if diffs:
+            raise ValueError(f"{path}: manifest {what} ({'; '.join(diffs)}); delete it to rebuild "
+                             f"the split, or write manifests to another folder")
 
     # -- use -------------------------------------------------------------------
     def train_samples(self, category_dirs: dict[str, Path]) -> list[Sample]:
@@ -96,10 +187,22 @@ class LongTailSet:
             out.append(Sample(path, 0, "train", item["category"]))
         return out
 
-    def test_samples(self, dataset: AnomalyDataset, category_dir: Path) -> list[Sample]:
-        """The category's test samples without the injected ones (unless overlap)."""
-        removed = set() if self.overlap else set(self.removed_from_test.get(dataset.name, []))
-        return [s for s in dataset.test if _rel(s.path, category_dir) not in removed]
+    def test_samples(self, category: str, dataset: AnomalyDataset, category_dir: Path) -> list[Sample]:
+        """``category``'s test samples without the injected ones (unless overlap); raises if a
+        training image would stay in them without overlap."""
+        if category not in self.categories:
+            raise ValueError(f"'{category}' is not a category of this split ({self.categories})")
+        if self.overlap:
+            return list(dataset.test)
+        removed = set(self.removed_from_test.get(category, []))
+        test = [s for s in dataset.test if _rel(s.path, category_dir) not in removed]
+        train = {item["path"] for item in self.train if item["category"] == category}
+        leaked = [s.path for s in test if _rel(s.path, category_dir) in train]
+        if leaked:
+            raise ValueError(f"{category}: {len(leaked)} training image(s) also in the test set "
+                             f"(first: {leaked[0]}) although overlap is off: removed_from_test "
+                             f"must list every injected image")
+        return test
 
     @property
     def class_sizes(self) -> dict[str, int]:
@@ -109,6 +212,19 @@ class LongTailSet:
 
 def _rel(path: Path, category_dir: Path) -> str:
     return Path(path).relative_to(category_dir).as_posix()
+
+
+def data_sources(datasets: dict[str, AnomalyDataset], category_dirs: dict[str, Path]) -> dict[str, dict]:
+    """Per category: numbers of training images and anomalies and a SHA-256 of their relative
+    paths in order (the lists the split is drawn from)."""
+    out = {}
+    for c in sorted(datasets):
+        cdir = Path(category_dirs[c])
+        train = [_rel(s.path, cdir) for s in datasets[c].train]
+        anomalies = [_rel(s.path, cdir) for s in datasets[c].test if s.label == 1]
+        digest = hashlib.sha256("\n".join(train + ["--"] + anomalies).encode()).hexdigest()
+        out[c] = {"train": len(train), "anomalies": len(anomalies), "sha256": digest}
+    return out
 
 
 def pareto_profile(n_classes: int, alpha: float = 6.0) -> np.ndarray:
@@ -184,7 +300,7 @@ def build_longtail(
         removed[c] = injected
         counts[c] = {"original": n_orig[c], "good": int(keep_n[c]), "noise": len(injected)}
     split = LongTailSet(tail, k if tail == "step" else None, noise, seed, overlap, cats, tails, train,
-                        removed, counts, tail_ratio, alpha)
+                        removed, counts, tail_ratio, alpha, sources=data_sources(datasets, category_dirs))
     log.info("long-tail %s set: %s; tail classes %s", tail,
              ", ".join(f"{c} {v['good']}+{v['noise']}" for c, v in counts.items()), tails)
     return split
@@ -200,17 +316,19 @@ def manifest_name(tail: str, k: int | None, noise: float, seed: int, categories:
 def load_or_build_longtail(datasets: dict, dirs: dict[str, Path], tail: str, k: int | None,
                            noise: float, seed: int, overlap: bool, manifest_dir: Path) -> LongTailSet:
     """The split of this recipe: re-read from ``manifest_dir`` when its manifest is there
-    (refused if that file holds another recipe), else built and its manifest written."""
+    (refused if that file holds another recipe or was drawn from other data), else built and
+    its manifest written."""
     categories = list(dirs)
     path = Path(manifest_dir) / manifest_name(tail, k, noise, seed, categories, overlap)
-    if path.is_file():
-        split = LongTailSet.load(path)
-        if not split.same_recipe(tail, k, noise, seed, overlap, categories):
-            raise ValueError(f"{path}: existing manifest has a different recipe; delete it or "
-                             f"write manifests to another folder")
-        log.info("re-using split manifest %s", path)
+    if not path.is_file():
+        split = build_longtail(datasets, dirs, tail, k, noise, seed, overlap)
+        split.save(path)
+        log.info("wrote split manifest %s", path)
         return split
-    split = build_longtail(datasets, dirs, tail, k, noise, seed, overlap)
-    split.save(path)
-    log.info("wrote split manifest %s", path)
+    split = LongTailSet.load(path)
+    if not split.same_recipe(tail, k, noise, seed, overlap, categories):
+        raise ValueError(f"{path}: existing manifest has a different recipe; delete it or "
+                         f"write manifests to another folder")
+    split.check_data(datasets, dirs, path)
+    log.info("re-using split manifest %s", path)
     return split

@@ -2,9 +2,10 @@
 
 Training features (patches and pooled embeddings) are extracted once and
 every method is fitted on them; each category's test set is streamed once and
-scored by all fitted methods. TailSampler's class-size estimates are compared
-with the true class sizes of the generated split. Nothing sees test labels
-except the metric.
+scored by all fitted methods. TailSampler's class-size estimates (those of the
+fitted TailedCore, or of one built from the same scorer settings when TailedCore
+is not among the methods) are compared with the true class sizes of the
+generated split. Nothing sees test labels except the metric.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from ..features.views import ViewFeatures
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..resources import Timer, peak_rss_mb
 from ..scorers import build_scorer, get_scorer_class, scorer_parameters
-from ..scorers.tail_sampler import TailSampler, TailSamplerResult
+from ..scorers.tail_sampler import TailSamplerResult
 from .metrics import auroc
 
 #: tail augmentation per split kind when none is given (as the TailedCore MVTec configs)
@@ -94,7 +95,7 @@ def evaluate_longtail(
     defaults to :data:`DEFAULT_TAIL_VIEWS` of the split's kind."""
     tail_views = tail_views or DEFAULT_TAIL_VIEWS[split.tail]
     for c in split.categories:  # before any extraction: every category needs both labels
-        labels = [s.label for s in split.test_samples(datasets[c], Path(category_dirs[c]))]
+        labels = [s.label for s in split.test_samples(c, datasets[c], Path(category_dirs[c]))]
         if 0 not in labels or 1 not in labels:
             raise ValueError(f"{c}: the long-tailed split leaves its test set {sum(labels)} "
                              f"anomalous and {len(labels) - sum(labels)} normal images, so it has "
@@ -113,14 +114,17 @@ def evaluate_longtail(
         feats = runner.extract(train_paths, "extract train").features
     timings["extract_train_s"] = round(t.seconds, 2)
 
-    with Timer() as t:
-        sampler = TailSampler().run(feats.pooled)
-    timings["tail_sampler_s"] = round(t.seconds, 3)
-    sizes = class_size_report(sampler, train_cats, split)
-
     context = FitContext(views=ViewFeatures(extractor, train_paths, tail_views, progress),
                          shared=SharedResults())
     fitted = runner.fit_features(scorers, feats, context=context)
+    if "tailedcore" in scorers:  # its fit ran TailSampler
+        tail_result = scorers["tailedcore"].tail_result
+    else:  # TailSampler as a TailedCore of the same settings would run it (never fitted)
+        finder = build_scorer("tailedcore", **_params_for("tailedcore", params, cfg.seed, False))
+        with Timer() as t:
+            tail_result = finder.find_tail(feats)
+        timings["tail_sampler_s"] = round(t.seconds, 3)
+    sizes = class_size_report(tail_result, train_cats, split)
     method_info = {m: {"fit_seconds": fitted[m]["fit_seconds"], **_report_keys(fitted[m]),
                        "params": scorer.get_params()} for m, scorer in scorers.items()}
     del feats, context
@@ -130,7 +134,7 @@ def evaluate_longtail(
     scoring = build_extractor(cfg, backbone, outputs=("patches",))  # scores read patches only
     with Timer() as t_all:
         for c in split.categories:
-            test = split.test_samples(datasets[c], Path(category_dirs[c]))
+            test = split.test_samples(c, datasets[c], Path(category_dirs[c]))
             scores = {m: [] for m in methods}
             for item in Runner(scoring, progress=progress).score(scorers, [s.path for s in test],
                                                                  f"score {c}"):

@@ -104,14 +104,25 @@ def keep_below_quantile(
     return keep
 
 
+def lof_filter(
+    patches: np.ndarray, k: int = 6, discard: float = 0.15, projection_dim: int | None = 128,
+    seed: int = 0, progress: bool = False, valid: np.ndarray | None = None,
+    scores: np.ndarray | None = None, need_scores: bool = False,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Keep mask (N, h, w) (LOF below the (1 - discard) quantile, see :func:`keep_below_quantile`)
+    and the LOF scores. ``scores`` computed before for these patches are used as they are;
+    otherwise the LOF is computed only when something can be discarded or ``need_scores``. When
+    it is not, every patch (in ``valid``) is kept and the scores are None."""
+    check_discard(discard)
+    if scores is None and (discard > 0 or need_scores) and len(patches) > 1:
+        scores = per_position_lof(patches, k, projection_dim, seed, progress)
+    ranked = np.ones(patches.shape[:3], np.float32) if scores is None else scores
+    return keep_below_quantile(ranked, discard, valid), scores
+
+
 def lof_keep_mask(
     patches: np.ndarray, k: int = 6, discard: float = 0.15, projection_dim: int | None = 128,
     seed: int = 0, progress: bool = False, valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Boolean (N, h, w): True for patches kept (LOF below the (1 - discard) quantile)."""
-    check_discard(discard)
-    if discard == 0 or len(patches) <= 1:  # nothing is discarded: skip the LOF
-        scores = np.zeros(patches.shape[:3], np.float32)
-    else:
-        scores = per_position_lof(patches, k, projection_dim, seed, progress)
-    return keep_below_quantile(scores, discard, valid)
+    """The keep mask of :func:`lof_filter` alone."""
+    return lof_filter(patches, k, discard, projection_dim, seed, progress, valid)[0]

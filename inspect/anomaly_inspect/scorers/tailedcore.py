@@ -2,8 +2,9 @@
 
 * :class:`SoftPatch` - PatchCore whose coreset is built only from the patches
   that survive the per-position LOF filter (k = 6, top 15 % discarded), so
-  defects injected into the training set stay out of the memory. (SoftPatch's
-  soft re-weighting of test distances is not implemented.)
+  defects injected into the training set stay out of the memory. SoftPatch's
+  soft re-weighting of test distances (x the matched item's LOF) is the
+  ``soft_weight`` option, off by default.
 * :class:`TailedCore` (Jung et al., CVPR 2025) - memory = head memory (the
   SoftPatch coreset of *all* training patches) union tail memory (a coreset of
   the patches of the images TailSampler finds in rare classes, plus their
@@ -27,7 +28,7 @@ import numpy as np
 
 from ..core import Features, FitContext, SharedResults, ViewSource
 from .base import Scorer
-from .lof_filter import check_discard, keep_below_quantile, per_position_lof
+from .lof_filter import check_discard, lof_filter
 from .params import check_choice, check_flag, check_number
 from .patchcore import PatchCore
 from .provenance import Provenance
@@ -91,17 +92,15 @@ class SoftPatch(PatchCore):
         found in ``shared`` under :attr:`lof_key` (same features, same LOF parameters) are
         reused, and the ones computed here are put there. Where the items came from is left
         in ``head_provenance_``."""
-        scores = None if shared is None else shared.get(self.lof_key)
-        if scores is not None and scores.shape != patches.shape[:3]:
-            scores = None
-        if scores is None and (self.lof_discard > 0 or self.soft_weight):
-            scores = per_position_lof(patches, self.lof_k, self.lof_projection_dim, self.seed,
-                                      self.progress)
-            if shared is not None:
-                shared.put(self.lof_key, scores)
-        if scores is None:  # nothing to discard or weigh: every image patch is kept, weight 1
+        cached = None if shared is None else shared.get(self.lof_key)
+        if cached is not None and cached.shape != patches.shape[:3]:
+            cached = None
+        keep, scores = lof_filter(patches, self.lof_k, self.lof_discard, self.lof_projection_dim,
+                                  self.seed, self.progress, valid, cached, self.soft_weight)
+        if shared is not None and cached is None and scores is not None:
+            shared.put(self.lof_key, scores)
+        if scores is None:  # nothing was discarded or weighed: weight 1
             scores = np.ones(patches.shape[:3], np.float32)
-        keep = keep_below_quantile(scores, self.lof_discard, valid)
         kept = patches[keep]
         idx = self.select_bank(kept)
         self.head_provenance_ = Provenance.of_cells(keep, idx)
@@ -270,21 +269,31 @@ class TailedCore(SoftPatch):
         state = {"memory_bank": self.memory_bank,
                  "sizes": np.array([self.tail_size, self.head_size], np.int64)}
         if self.tail_result is not None:
-            state["tail_indices"] = self.tail_result.tail_indices.astype(np.int64)
-            state["class_sizes"] = self.tail_result.class_sizes.astype(np.int64)
+            r = self.tail_result
+            state.update(tail_indices=r.tail_indices.astype(np.int64),
+                         class_sizes=r.class_sizes.astype(np.int64),
+                         tail_thresholds=r.thresholds.astype(np.float32),
+                         tail_histogram=r.histogram.astype(np.int64),
+                         tail_max_k=np.array([r.max_k], np.int64))
         return {**state, **self.bank_state()}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        """Restores the bank and ``tail_result``. States saved before the histogram, thresholds
+        and max_k were kept give zero thresholds, an empty histogram and max_k = the largest
+        class size among the tail images."""
         self._set_bank(state["memory_bank"],
                        provenance=Provenance.from_state(state, len(state["memory_bank"])),
                        **self.saved_graph(state))
         self.tail_size, self.head_size = (int(v) for v in state["sizes"])
         if "class_sizes" in state:
-            sizes = state["class_sizes"]
-            self.tail_result = TailSamplerResult(sizes, np.zeros(len(sizes), np.float32),
-                                                 np.zeros(0, np.int64),
-                                                 int(sizes[state["tail_indices"]].max(initial=0)),
-                                                 state["tail_indices"])
+            sizes, tail = state["class_sizes"], state["tail_indices"]
+            if "tail_max_k" in state:
+                thresholds, histogram = state["tail_thresholds"], state["tail_histogram"]
+                max_k = int(state["tail_max_k"][0])
+            else:
+                thresholds, histogram = np.zeros(len(sizes), np.float32), np.zeros(0, np.int64)
+                max_k = int(sizes[tail].max(initial=0))
+            self.tail_result = TailSamplerResult(sizes, thresholds, histogram, max_k, tail)
 
 
 def _view_provenance(positions: np.ndarray, own_valid: np.ndarray, tail: np.ndarray,

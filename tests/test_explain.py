@@ -210,8 +210,10 @@ def test_input_boxes_map_back_to_image_pixels():
     cropped = TransformConfig(image_size=80, crop_size=64)
     # 80 x 80 image, crop offset 8
     assert cropped.input_to_image(80, 80, 0, 0, 8, 8) == Box(8, 8, 8, 8)
-    # a 3 x 3 patch of cells on an 8 x 8 grid over 64 px, shifted inside the grid at the edge
-    assert cell_rect(0, 7, (8, 8), 64, 3) == (0.0, 40.0, 24.0, 64.0)
+    # a 3 x 3 patch of cells on an 8 x 8 grid over 64 px, clipped to the grid at the edge
+    assert cell_rect(0, 7, (8, 8), 64, 3) == (0.0, 48.0, 16.0, 64.0)
+    # a crop window keeps its size, moved inside the grid
+    assert cell_rect(0, 7, (8, 8), 64, 3, shift=True) == (0.0, 40.0, 24.0, 64.0)
 
 
 # -- explanations on a hand-made bank ---------------------------------------------------------
@@ -255,7 +257,7 @@ def test_explanation_names_the_training_patch_and_its_box(tmp_path):
     assert first.box == Box(48, 24, 48, 24)
     assert first.match.box == Box(24, 24, 24, 24)  # in the 64 x 64 training image
     assert second.cell == (1, 6) and second.match.image_index == 1
-    assert second.match.box == Box(0, 40, 24, 24)  # shifted inside the image at its edge
+    assert second.match.box == Box(0, 40, 24, 24)  # cells 0..2 x 5..7 of the 64 x 64 image
     assert len(e.patches) == 3 and e.patches[2].distance <= second.distance
 
 
@@ -345,7 +347,6 @@ def test_models_without_provenance_say_refit(tmp_path):
 def _report_with_strips(out, strip, rows_in):
     """The HTML report of ``rows_in`` (path, score, flagged); each flagged row's explanation
     strip is a copy of ``strip``."""
-    from anomaly_inspect.screening.calibration import calibrate
     from anomaly_inspect.screening.html_report import write_report
     from anomaly_inspect.screening.runner import explain_relpath
 
@@ -353,14 +354,21 @@ def _report_with_strips(out, strip, rows_in):
     for path, score, flagged in rows_in:
         rows.append({"path": path, "score": score, "p_value": "0.5",
                      "decision": "anomalous" if flagged else "normal", "error": "", "overlay": "",
-                     "raw_path": ""})
+                     "raw_path": "", "explain": explain_relpath(path) if flagged else ""})
         if flagged:
             (out / explain_relpath(path)).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(strip, out / explain_relpath(path))
+    return write_report(out, rows, _report_model(), labels="none")
+
+
+def _report_model():
+    from anomaly_inspect.screening.calibration import calibrate
+
     cal = calibrate(np.linspace(0, 2, 50), 0.05, "test")
-    model = SimpleNamespace(calibration=cal, threshold=cal.threshold, cfg=SimpleNamespace(method="patchcore"),
-                            info=SimpleNamespace(created="now", backbone={"name": "b"}, train_images=[]))
-    return write_report(out, rows, model, labels="none")
+    return SimpleNamespace(calibration=cal, threshold=cal.threshold,
+                           cfg=SimpleNamespace(method="patchcore"),
+                           info=SimpleNamespace(created="now", backbone={"name": "b"},
+                                                train_images=[]))
 
 
 def test_report_with_10000_rows_loads_strips_lazily(tmp_path):
@@ -393,3 +401,260 @@ def test_strips_are_inlined_only_up_to_a_limit(tmp_path, n_flagged, inlined):
         for i in range(300)]).read_text()
     assert html.count("data-src='data:image/jpeg") == (n_flagged if inlined else 0)
     assert html.count("data-src='explain/") == (0 if inlined else n_flagged)
+
+
+# -- review fixes: geometry, strips, report ---------------------------------------------------
+def _scores_at(peaks: dict[tuple[int, int], float]) -> np.ndarray:
+    s = np.zeros((GRID, GRID), np.float32)
+    for cell, v in peaks.items():
+        s[cell] = v
+    return s
+
+
+def _scored_map(scores, path="t.png", flagged=True):
+    return ScoredImage(str(path), float(scores.max()), 0.01, flagged, "", scores,
+                       np.zeros(scores.shape, np.int64), Box(0, 0, GRID, GRID), (GRID, GRID))
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return not (a.left + a.width <= b.left or b.left + b.width <= a.left
+                or a.top + a.height <= b.top or b.top + b.height <= a.top)
+
+
+def test_boxes_at_the_border_are_clipped_and_never_overlap(tmp_path):
+    model, _, _ = _hand_made(tmp_path)
+    # (0, 7) and (0, 4) are 3 cells apart: both chosen; shifted inside the grid, (0, 7)'s box
+    # took cells 5..7 and overlapped (0, 4)'s 3..5
+    s = _scores_at({(0, 7): 9, (0, 4): 8, (7, 0): 7})
+    e = explain_scored(model, _scored_map(s), top=3, image_size=(64, 64))
+    assert [p.cell for p in e.patches] == [(0, 7), (0, 4), (7, 0)]
+    assert [p.box for p in e.patches] == [Box(0, 48, 16, 16), Box(0, 24, 16, 24),
+                                          Box(48, 0, 16, 16)]
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        e = explain_scored(model, _scored_map(rng.random((GRID, GRID)).astype(np.float32)),
+                           top=9, image_size=(64, 64))
+        boxes = [p.box for p in e.patches]
+        assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_training_images_are_read_without_the_screening_pixel_budget(tmp_path):
+    model, train, _ = _hand_made(tmp_path)
+    model.extractor.transform = TransformConfig(image_size=SIZE, max_pixels=100)  # < 64 x 64
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 1.0
+    e = explain_scored(model, _scored(model, test), top=1, image_size=(64, 64))
+    assert e.patches[0].match.note == "" and e.patches[0].match.box == Box(24, 24, 24, 24)
+
+
+def test_the_image_size_comes_from_the_header_without_decoding(tmp_path, monkeypatch):
+    import anomaly_inspect.screening.explain as ex
+
+    model, train, _ = _hand_made(tmp_path)
+    path = write_image(tmp_path / "tall.png", np.zeros((128, 64, 3), np.uint8))
+    read = ex.read_image
+
+    def no_decode_of_the_test_image(p, *a, **k):
+        assert str(p) != str(path), "the explained image was decoded again"
+        return read(p, *a, **k)
+
+    monkeypatch.setattr(ex, "read_image", no_decode_of_the_test_image)
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 1.0
+    scored = _scored(model, test, path)
+    e = explain_scored(model, scored, top=2)
+    assert e.image_size == (128, 64)
+    assert [p.box for p in e.patches] == \
+        [p.box for p in explain_scored(model, scored, top=2, image_size=(128, 64)).patches]
+    assert e.patches[0].box == Box(48, 24, 48, 24)  # y x2 (128 / 64)
+
+
+def _texts(monkeypatch):
+    """The (text, colour) of every cv2.putText call from now on."""
+    import cv2
+
+    drawn = []
+    put = cv2.putText
+    monkeypatch.setattr(cv2, "putText", lambda img, text, org, font, scale, colour, *a, **k:
+                        (drawn.append((text, tuple(colour))), put(img, text, org, font, scale,
+                                                                   colour, *a, **k))[1])
+    return drawn
+
+
+def test_strip_colour_follows_the_decision_not_a_patch_against_the_threshold(tmp_path,
+                                                                             monkeypatch):
+    from anomaly_inspect.screening.explain import GREEN, RED
+
+    model, train, _ = _hand_made(tmp_path)
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 3.0 / np.sqrt(D)  # distance 3 > threshold 2
+    scored = _scored(model, test)
+    scored.flagged = False  # as with num_neighbors > 1: the image score is not that distance
+    e = explain_scored(model, scored, top=2, image_size=(64, 64))
+    assert e.patches[0].distance > e.threshold and not e.flagged
+    drawn = _texts(monkeypatch)
+    render_strip(model, e, rgb_image(SIZE), TrainingImages(model))
+    texts = [t for t, _ in drawn]
+    assert texts[-5] == f"score {e.score:.3f} <= threshold 2.000: normal"
+    assert texts[0].startswith("#1 patch distance 3.000") and "threshold" not in texts[0]
+    colours = {c for t, c in drawn if t.startswith(("#", "score"))}
+    assert colours == {GREEN} and RED not in colours
+
+
+def test_strip_text_is_ascii_and_a_note_spans_both_panels(tmp_path, monkeypatch):
+    from anomaly_inspect.screening.explain import BAND, GAP, PANEL
+
+    model, train, paths = _hand_made(tmp_path)
+    named = [shutil.copyfile(p, p.with_name(f"Prüfteil_{p.name}")) for p in paths]
+    model.info.train_images = [str(p) for p in named]
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 1.0
+    e = explain_scored(model, _scored(model, test), top=1, image_size=(64, 64))
+    drawn = _texts(monkeypatch)
+    render_strip(model, e, rgb_image(SIZE), TrainingImages(model))
+    assert all(t.isascii() for t, _ in drawn)
+    assert any("matched: Pr\\xfcfteil_2.png" in t for t, _ in drawn)
+
+    paths[2].unlink()  # the match now has a note instead of crops
+    model.info.train_images = [str(p) for p in paths]
+    e = explain_scored(model, _scored(model, test), top=1, image_size=(64, 64))
+    assert "moved or deleted" in e.patches[0].match.note
+    strip = render_strip(model, e, rgb_image(SIZE), TrainingImages(model))
+    assert strip.shape[1] == 4 * PANEL + 3 * GAP
+    # one grey note from the third panel to the end, also where the gap between them was
+    note = strip[2 * BAND:2 * BAND + PANEL, 2 * (PANEL + GAP):]
+    assert (note[-20:] == 245).all()
+
+
+def test_a_strip_draws_at_most_max_rows_and_refuses_a_thumbnail(tmp_path, monkeypatch):
+    from anomaly_inspect.screening.explain import (
+        BAND,
+        MAX_STRIP_ROWS,
+        PANEL,
+        Explanation,
+        Match,
+        PatchExplanation,
+    )
+
+    model, _, _ = _hand_made(tmp_path)
+    note = Match(0, -1, None, (0, 0), None, None, "origin unknown")
+    e = Explanation("t.png", 5.0, 2.0, True, (64, 64), (GRID, GRID), Box(0, 0, GRID, GRID),
+                    [PatchExplanation((4, 4), Box(24, 24, 24, 24), 5.0, note)] * 60)
+    drawn = _texts(monkeypatch)
+    strip = render_strip(model, e, rgb_image(SIZE), TrainingImages(model))
+    assert strip.shape[0] == 2 * BAND + MAX_STRIP_ROWS * (PANEL + BAND)  # 50 rows, not 60
+    assert any("(first 50 of 60 patches; all in the JSON)" in t for t, _ in drawn)
+    with pytest.raises(ValueError, match=r"t.png: a strip is drawn on the model input's "
+                                         r"content \(64x64 px\), got a 16x16 px image"):
+        render_strip(model, e, rgb_image(16), TrainingImages(model))
+
+
+def test_cli_summary_says_a_view_box_is_in_model_input_pixels():
+    from anomaly_inspect.commands.explain import summary
+    from anomaly_inspect.screening.explain import Explanation, Match, PatchExplanation
+
+    def line(view):
+        match = Match(3, 0, "/train/007.png", (1, 2), Box(8, 16, 24, 24), view)
+        e = Explanation("t.png", 5.0, 2.0, True, (64, 64), (8, 8), Box(0, 0, 8, 8),
+                        [PatchExplanation((4, 4), Box(24, 24, 24, 24), 5.0, match)])
+        return summary(e)
+
+    assert line(None).endswith("matched 007.png (x 16, y 8, 24x24)")
+    assert line((90, True)).endswith("matched 007.png (x 16, y 8, 24x24) in its view "
+                                     "(rotated 90, flipped), model-input px")
+
+
+def test_report_shows_only_the_strips_results_csv_records(tmp_path):
+    from anomaly_inspect.screening.runner import explain_relpath
+
+    strip = write_image(tmp_path / "strip.jpg", rgb_image(16))
+    out = tmp_path / "r"
+    html = _report_with_strips(out, strip, [("/d/a.png", "3", True), ("/d/b.png", "3", True),
+                                            ("/d/c.png", "1", False)]).read_text()
+    assert html.count("class='why-row'") == 2
+    # strips an earlier run left on disk, for rows that do not name them (a later model's run,
+    # an older results.csv without the column, a name that is not the row's strip)
+    from anomaly_inspect.screening.html_report import write_report
+
+    rows = [{"path": "/d/a.png", "score": "3", "p_value": "0.5", "decision": "anomalous",
+             "error": "", "overlay": "", "raw_path": "", "explain": ""},
+            {"path": "/d/b.png", "score": "3", "p_value": "0.5", "decision": "anomalous",
+             "error": "", "overlay": "", "raw_path": ""},
+            {"path": "/d/c.png", "score": "1", "p_value": "0.5", "decision": "anomalous",
+             "error": "", "overlay": "", "raw_path": "", "explain": explain_relpath("/d/a.png")}]
+    shutil.copyfile(strip, out / explain_relpath("/d/c.png"))
+    html = write_report(out, rows, _report_model(), labels="none").read_text()
+    assert "class='why-row'" not in html and "<th>why?</th>" not in html
+
+
+def test_remote_results_carry_a_flagged_images_model_input_for_its_strip():
+    from anomaly_inspect.screening.model import ScoredBatch
+    from anomaly_inspect.screening.overlays import denormalise, fit_within
+    from anomaly_inspect.screening.remote import thumbnailed
+
+    t = TransformConfig(image_size=64)
+    x = np.random.default_rng(0).standard_normal((2, 3, 64, 48)).astype(np.float32)
+    images = [ScoredImage("a.png", 5.0, 0.01, True), ScoredImage("b.png", 1.0, 0.5, False)]
+
+    def sent(flagged_inputs):
+        batch = ScoredBatch(list(images), {0: x[0], 1: x[1]})
+        return next(thumbnailed(iter([(2, batch)]), t, 16, flagged_inputs))[1].inputs
+
+    full = [denormalise(v, t.mean, t.std) for v in x]
+    plain, kept = sent(False), sent(True)
+    np.testing.assert_array_equal(plain[0], fit_within(full[0], 16))
+    np.testing.assert_array_equal(kept[0], full[0])  # what the strip is drawn on, in uint8
+    np.testing.assert_array_equal(kept[1], plain[1])  # normal images: the thumbnail only
+    # the writer's thumbnail of the whole input is the one the worker would have sent
+    np.testing.assert_array_equal(fit_within(kept[0], 16), plain[0])
+    assert fit_within(plain[1], 16) is plain[1]
+
+
+def test_strips_listed_in_explanations_json_are_not_inputs_other_files_are(tmp_path):
+    from anomaly_inspect.screening.runner import without_earlier_outputs
+
+    folder = tmp_path / "in"
+    names = ["part_1700000000.jpg", "part_1700000000_9e3ada8587.jpg", "x_0123456789.jpg"]
+    files = [write_image(folder / n, rgb_image(8)) for n in names]
+    assert without_earlier_outputs(files, [folder]) == files  # no explanations.json
+    (folder / "explanations.json").write_text(json.dumps(
+        [{"path": str(files[0]), "strip": names[1], "model_id": "m"},
+         {"path": "/gone.png", "error": "unreadable", "model_id": "m"}]))
+    assert without_earlier_outputs(files, [folder]) == [files[0], files[2]]
+    assert without_earlier_outputs(files, [folder, files[1]]) == files  # named: an input
+    (folder / "explanations.json").write_text("not ours")
+    assert without_earlier_outputs(files, [folder]) == files
+
+
+def test_overlay_heat_sits_where_the_model_saw_it_through_crop_and_pad():
+    from anomaly_inspect.screening.overlays import heatmap_overlay, image_map
+
+    # stretch 200 x 100 to 96, centre crop 48 (offset 24), 6 x 6 cells of 8 px: cell (1, 4) is
+    # input y 8..16, x 32..40 = resized y 32..40, x 56..64 = image y 66.7..83.3, x 58.3..66.7
+    # (stretched over the whole image, as before, it was y 33.3..66.7, x 66.7..83.3)
+    crop = TransformConfig(image_size=96, crop_size=48)
+    scores = np.zeros((6, 6), np.float32)
+    scores[1, 4] = 5
+    amap, covered = image_map(scores, Box(0, 0, 6, 6), (6, 6), crop, (200, 100), (200, 100))
+    y, x = np.unravel_index(np.argmax(amap), amap.shape)
+    assert 66 <= y <= 83 and 58 <= x <= 66
+    # the crop covers resized 24..72 = image y 50..150, x 25..75; no heat outside it
+    expected = np.zeros((200, 100), bool)
+    expected[50:150, 25:75] = True
+    np.testing.assert_array_equal(covered, expected)
+    image = rgb_image(100)[np.arange(200) // 2]
+    over = heatmap_overlay(image, scores, Box(0, 0, 6, 6), (6, 6), crop, 0.0, 5.0)
+    np.testing.assert_array_equal(over[~expected], image[~expected])
+    assert (over[expected] != image[expected]).any()
+    # pad: a 32 x 64 image lies in rows 16..48 of the 64 px input = grid rows 2..5 of 8; its
+    # cell (1, 6) is grid cell (3, 6) = input y 24..32, x 48..56 = image y 8..16, x 48..56
+    pad = TransformConfig(image_size=64, resize="pad")
+    scores = np.zeros((4, 8), np.float32)
+    scores[1, 6] = 5
+    amap, covered = image_map(scores, Box(2, 0, 4, 8), (8, 8), pad, (32, 64), (32, 64))
+    y, x = np.unravel_index(np.argmax(amap), amap.shape)
+    assert 8 <= y < 16 and 48 <= x < 56 and covered.all()
+    # shown at half size: the same place, halved
+    amap, _ = image_map(scores, Box(2, 0, 4, 8), (8, 8), pad, (32, 64), (16, 32))
+    y, x = np.unravel_index(np.argmax(amap), amap.shape)
+    assert 4 <= y < 8 and 24 <= x < 28

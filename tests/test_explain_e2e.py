@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -184,3 +185,130 @@ def test_tailedcore_view_items_are_the_views_they_name(shared_data):
     for k in own[:5]:
         np.testing.assert_array_equal(rows[k], feats.patches[prov.image[k], prov.cell[k, 0],
                                                              prov.cell[k, 1]])
+
+
+def _csv(out):
+    import csv
+
+    with open(out / "results.csv", newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_the_report_shows_the_strips_results_csv_records(setup):
+    """screen A --explain; screen B --rescore: A's strips stay on disk but are not B's, so the
+    report shows none; screen B --explain (resumed): B's flagged rows get theirs, scores kept."""
+    root, model_dir = setup
+    test = str(root / "bottle" / "test")
+    out = root / "screened_twice"
+    b = _copy_model(model_dir, root / "model_b",
+                    edit_info=lambda i: i["calibration"].update(threshold=0.0))  # flags all
+    assert main(["screen", str(model_dir), test, "--out", str(out), "--explain", "2",
+                 "--quiet"]) == 0
+    a_rows = _csv(out)
+    a_flagged = [r for r in a_rows if r["decision"] == "anomalous"]
+    assert a_flagged and all(r["explain"] == explain_relpath(r["path"]) for r in a_flagged)
+    assert all(r["explain"] == "" for r in a_rows if r["decision"] == "normal")
+
+    assert main(["screen", str(b), test, "--out", str(out), "--rescore", "--quiet"]) == 0
+    b_rows = _csv(out)
+    assert all(r["decision"] == "anomalous" and r["explain"] == "" for r in b_rows)
+    assert all((out / explain_relpath(r["path"])).is_file() for r in a_flagged)  # A's, unused
+    html = (out / "report.html").read_text()
+    assert "class='why-row'" not in html and "<th>why?</th>" not in html
+
+    assert main(["screen", str(b), test, "--out", str(out), "--explain", "2", "--quiet"]) == 0
+    again = _csv(out)
+    assert [(r["path"], r["score"], r["decision"]) for r in again] == \
+        [(r["path"], r["score"], r["decision"]) for r in b_rows]  # resumed: not rescored
+    assert all(r["explain"] == explain_relpath(r["path"]) for r in again)
+    for r in again:
+        assert json.loads((out / explain_relpath(r["path"], ".json")).read_text())["threshold"] == 0
+    assert (out / "report.html").read_text().count("class='why-row'") == len(again) == 8
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "explain").iterdir()}
+    assert main(["screen", str(b), test, "--out", str(out), "--explain", "2", "--quiet"]) == 0
+    assert {p: p.stat().st_mtime_ns for p in (out / "explain").iterdir()} == stamps  # none redone
+    gone = out / again[0]["explain"]
+    gone.unlink()
+    assert main(["screen", str(b), test, "--out", str(out), "--explain", "2", "--quiet"]) == 0
+    redone = {p for p, t in stamps.items() if not p.is_file() or p.stat().st_mtime_ns != t}
+    assert gone.is_file() and redone == {gone, gone.with_suffix(".json")}  # that one only
+
+
+def test_images_named_like_strips_are_still_inputs(setup, tmp_path):
+    """Images named <stem>_<10 hex digits>.jpg beside explanations.json: only the strips that
+    file lists are left out of the inputs, explaining into the input folder again and again."""
+    root, model_dir = setup
+    import cv2
+
+    defect = sorted((root / "bottle" / "test" / "broken_large").iterdir())[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    image = cv2.imread(str(defect))
+    names = ["part_1700000000.jpg", "part_1700000001.jpg"]
+    for name in names:
+        cv2.imwrite(str(folder / name), image)
+    for _ in range(2):
+        assert main(["explain", str(model_dir), str(folder), "--out", str(folder), "--quiet"]) == 0
+        doc = json.loads((folder / "explanations.json").read_text())
+        assert sorted(Path(d["path"]).name for d in doc) == names
+    assert len(list(folder.glob("*.jpg"))) == 4  # two images, two strips
+    assert main(["screen", str(model_dir), str(folder), "--out", str(tmp_path / "s"),
+                 "--quiet"]) == 0
+    assert sorted(Path(r["path"]).name for r in _csv(tmp_path / "s")) == names
+
+
+@pytest.mark.parametrize("stop", ["KeyboardInterrupt", "Terminated"])
+def test_an_interrupted_explain_keeps_what_it_finished(setup, tmp_path, monkeypatch, stop):
+    import anomaly_inspect.screening.explain as ex
+    from anomaly_inspect.cli import Terminated
+
+    root, model_dir = setup
+    model = load_model(model_dir, batch_size=2)
+    defects = sorted((root / "bottle" / "test" / "broken_large").iterdir())
+    out = tmp_path / "why"
+    render, record = ex.render_strip, []
+
+    def render_then_stop(model, e, image, train):
+        if len(record) == 2:  # the third image: the first batch of two was saved before it
+            record.append(json.loads((out / "explanations.json").read_text()))
+            raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[stop]
+        record.append(e.path)
+        return render(model, e, image, train)
+
+    monkeypatch.setattr(ex, "render_strip", render_then_stop)
+    with pytest.raises(BaseException) as stopped:
+        ex.explain_to_dir(model, defects, out, top=1)
+    assert type(stopped.value).__name__ == stop
+    first_two = [str(p.resolve()) for p in defects[:2]]
+    assert [d["path"] for d in record[2]] == first_two  # saved per batch (kill -9 keeps it)
+    doc = json.loads((out / "explanations.json").read_text())
+    assert [d["path"] for d in doc] == first_two  # and when stopped
+    assert all((out / d["strip"]).is_file() for d in doc)
+    monkeypatch.setattr(ex, "render_strip", render)
+    ex.explain_to_dir(model, defects, out, top=1)  # the lock was released; all four now
+    assert len(json.loads((out / "explanations.json").read_text())) == len(defects)
+
+
+def test_an_image_whose_strip_cannot_be_written_is_an_error_entry(setup, tmp_path, monkeypatch,
+                                                                   capsys):
+    import anomaly_inspect.screening.explain as ex
+
+    root, model_dir = setup
+    defects = sorted((root / "bottle" / "test" / "broken_large").iterdir())[:3]
+    out = tmp_path / "why"
+    render = ex.render_strip
+
+    def fail_on_the_second(model, e, image, train):
+        if e.path == str(defects[1].resolve()):
+            raise OSError("could not encode image")
+        return render(model, e, image, train)
+
+    monkeypatch.setattr(ex, "render_strip", fail_on_the_second)
+    assert main(["explain", str(model_dir), *map(str, defects), "--out", str(out), "--quiet"]) == 1
+    assert f"error: {defects[1].resolve()}: no strip: could not encode image" in \
+        capsys.readouterr().err
+    doc = {Path(d["path"]).name: d for d in json.loads((out / "explanations.json").read_text())}
+    assert doc[defects[1].name]["error"] == "no strip: could not encode image"
+    assert "strip" not in doc[defects[1].name]
+    for p in (defects[0], defects[2]):  # the images after it were explained too
+        assert (out / doc[p.name]["strip"]).is_file() and len(doc[p.name]["patches"]) == 3

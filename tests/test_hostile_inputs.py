@@ -827,7 +827,25 @@ def test_input_inside_the_results_folder_is_screened(tiny, tmp_path, monkeypatch
         assert len(explain_to_dir(model, ["imgs"], Path("imgs"), top=1)) == 3  # not its strips
     entries = json.loads((Path("imgs") / "explanations.json").read_text())
     assert len(entries) == 3 and len({e["model_id"] for e in entries}) == 1
-    (Path("imgs") / "explanations.json").unlink()  # as if a run was cut off before writing it
+    # a run cut off half-way lists the strips it wrote (explanations.json is written as it stops)
+    import anomaly_inspect.screening.explain as ex
+
+    drawn, render = [], ex.render_strip
+
+    def stop_at_the_second(*args):
+        if drawn:
+            raise KeyboardInterrupt
+        drawn.append(1)
+        return render(*args)
+
+    for p in Path("imgs").glob("*.jpg"):  # the strips of the runs above
+        p.unlink()
+    (Path("imgs") / "explanations.json").unlink()
+    monkeypatch.setattr(ex, "render_strip", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        explain_to_dir(model, ["imgs"], Path("imgs"), top=1)
+    assert len(list(Path("imgs").glob("*.jpg"))) == 1
+    monkeypatch.setattr(ex, "render_strip", render)
     assert len(explain_to_dir(model, ["imgs"], Path("imgs"), top=1)) == 3
 
 

@@ -49,3 +49,22 @@ def test_ray_scores_equal_local(bottle, ray_session, extra):
     np.testing.assert_allclose(*scores, rtol=1e-5, equal_nan=True)
     assert ov_l == ov_r and len(ov_l) == 10
     assert th_l == th_r and len(th_l) == 20  # thumbnails made on the workers: the same bytes
+
+
+def test_ray_strips_equal_local(bottle, ray_session):
+    """Strips are drawn on a flagged image's model input, which the workers send for it (not
+    on the thumbnail): the same files as a local run's."""
+    root, _ = bottle
+    ray = ["--engine", "ray", "--workers", "1"]
+    strips = []
+    for name, runs in (("x_local", [["--explain", "2"]]), ("x_ray", [["--explain", "2", *ray]]),
+                       ("x_ray_resumed", [ray, ["--explain", "2", *ray]])):  # strips drawn later
+        out = root / name
+        shutil.rmtree(out, ignore_errors=True)
+        for extra in runs:
+            main(["screen", str(root / "model"), str(root / "bottle" / "test"), "--out",
+                  str(out), "--overlays", "none", "--batch-size", "4", "--quiet", *extra])
+        strips.append({p.name: p.read_bytes() for p in (out / "explain").glob("*.jpg")})
+        assert sorted(r["explain"] for r in _rows(out) if r["explain"]) == \
+            sorted(f"explain/{n}" for n in strips[-1])
+    assert strips[0] and strips[0] == strips[1] == strips[2]

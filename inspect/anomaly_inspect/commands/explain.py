@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     p.add_argument("--out", type=out_dir, required=True, metavar="DIR", help="where strips are written")
     p.add_argument("--top", type=positive_int, default=3,
-                   help="non-overlapping suspicious patches per image (default 3)")
+                   help="non-overlapping suspicious patches per image (default 3; a strip draws "
+                        "the first 50, explanations.json keeps all)")
     add_max_pixels_arg(p)
     add_output_args(p)
     p.set_defaults(func=run, out_owns=_outputs)
@@ -51,13 +52,8 @@ def run(args: argparse.Namespace) -> int:
     for path, e in results:
         if isinstance(e, str):
             failed.append((path, e))
-            continue
-        top = e.patches[0] if e.patches else None
-        match = "" if top is None else (top.match.note or f"{Path(top.match.path).name} "
-                                        f"{_box(top.match.box)}")
-        rows.append((path, f"score {e.score:.4g} ({'anomalous' if e.flagged else 'normal'}, "
-                           f"threshold {e.threshold:.4g}); top patch {_box(top.box) if top else '-'}"
-                           f" matched {match}"))
+        else:
+            rows.append((path, summary(e)))
     if rows:
         print_table(rows)
     print(f"strips and explanations.json in {args.out}")
@@ -66,6 +62,22 @@ def run(args: argparse.Namespace) -> int:
     for path, reason in failed:
         print(f"error: {path}: {reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def summary(e) -> str:
+    """One line: the score and decision, the top patch's box and what it matched (a box in an
+    augmented view of the training image is in model-input pixels of that view)."""
+    from ..screening.explain import view_text
+
+    top = e.patches[0] if e.patches else None
+    match = "-"
+    if top is not None:
+        m = top.match
+        match = m.note or f"{Path(m.path).name} {_box(m.box)}"
+        if not m.note and m.view is not None:
+            match += f" in its view{view_text(m.view)}, model-input px"
+    return (f"score {e.score:.4g} ({'anomalous' if e.flagged else 'normal'}, threshold "
+            f"{e.threshold:.4g}); top patch {_box(top.box) if top else '-'} matched {match}")
 
 
 def _box(box) -> str:

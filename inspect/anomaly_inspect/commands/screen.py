@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explain", nargs="?", type=positive_int, const=3, default=0, metavar="TOP",
                    help="for each flagged image, a strip of its TOP (default 3) most anomalous "
                         "patches beside the normal training patches they matched (explain/, "
-                        "shown in the report)")
+                        "shown in the report); resumed flagged rows without one get theirs")
     p.add_argument("--batch-size", type=positive_int,
                    help="images per backbone batch (default: the model's)")
     add_max_pixels_arg(p)

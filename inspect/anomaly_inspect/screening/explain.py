@@ -13,19 +13,24 @@ the memory item the index returned: a real normal patch at the stated distance,
 with an approximate index not always the very nearest.
 
 A patch is its 3 x 3 neighbourhood of grid cells (what a patch feature
-summarises); boxes are in the screened image's own pixels (resize, stretch or
-pad, undone). A training image that has moved, or whose content differs from
-the sha256 recorded at ``fit``, gets a note instead of a crop.
+summarises), clipped to the image's cells at its border, so that the boxes of the
+chosen patches never overlap; boxes are in the screened image's own pixels
+(resize, stretch or pad, and crop undone). A training image that has moved, or
+whose content differs from the sha256 recorded at ``fit``, gets a note instead
+of a crop.
 
-:func:`render_strip` draws one strip per image: for each patch, the full image
-with the box, the suspicious crop, the matched normal crop at the same scale
-(the same extent of model input), the full training image with its box, and the
-distance against the threshold.
+:func:`render_strip` draws one strip per image: the image's score against the
+threshold, then for each patch (at most ``MAX_STRIP_ROWS``) the full image with
+the box, the suspicious crop, the matched normal crop at the same scale (the
+same extent of model input), the full training image with its box, and the
+patch's distance.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -34,6 +39,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
+from ..data import image_io
 from ..data.image_io import read_image
 from ..data.transforms import Box, ImageTransform
 from ..files import write_json
@@ -46,11 +52,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PATCH_CELLS = 3  # a patch box spans 3 x 3 grid cells; boxes of chosen patches do not overlap
+PATCH_CELLS = 3  # a patch box spans (up to, at the border) 3 x 3 grid cells
 CROP_CELLS = 9  # the crops shown span 9 x 9 cells of model input around the patch
+MAX_STRIP_ROWS = 50  # patches drawn in a strip (JPEG stops at 65,535 px); the JSON keeps all
 EXPLANATIONS_JSON = "explanations.json"
-OUTPUTS = (EXPLANATIONS_JSON, EXPLANATIONS_JSON + ".tmp", LOCK_NAME)  # besides the strips
+OUTPUTS = (EXPLANATIONS_JSON, LOCK_NAME)  # besides the strips
 REFIT = "refit the model with this version (anomaly-inspect fit) to explain its scores"
+
+Rect = tuple[float, float, float, float]  # (top, left, bottom, right) in model-input pixels
 
 
 class ExplainUnavailable(ValueError):
@@ -114,7 +123,8 @@ def check_explainable(model: Model) -> None:
 
 def top_patches(scores: np.ndarray, top: int, size: int = PATCH_CELLS) -> list[tuple[int, int]]:
     """(row, col) of the ``top`` highest cells of a patch-score map whose ``size`` x ``size``
-    boxes do not overlap, highest first (the first is the map's maximum)."""
+    neighbourhoods do not overlap, highest first (the first is the map's maximum). Their boxes
+    (:func:`cell_rect`, clipped to the map) are within these neighbourhoods: no overlap either."""
     order = np.argsort(-scores, axis=None, kind="stable")
     rows, cols = np.unravel_index(order, scores.shape)
     chosen: list[tuple[int, int]] = []
@@ -127,20 +137,46 @@ def top_patches(scores: np.ndarray, top: int, size: int = PATCH_CELLS) -> list[t
 
 
 def cell_rect(r: int, c: int, grid: tuple[int, int], input_size: int, cells: int,
-              limit: Box | None = None) -> tuple[float, float, float, float]:
+              limit: Box | None = None, shift: bool = False) -> Rect:
     """(top, left, bottom, right) in model-input pixels of the ``cells`` x ``cells`` cells
-    centred on cell (r, c), shifted / clipped to lie within ``limit`` cells (default: the grid)."""
+    centred on cell (r, c), clipped to the ``limit`` cells (default: the grid); with ``shift``,
+    a window of that size (at most ``limit``'s) moved inside them instead."""
     limit = limit or Box(0, 0, *grid)
     ch, cw = input_size / grid[0], input_size / grid[1]
 
     def span(centre: int, lo: int, n: int) -> tuple[int, int]:
+        start = centre - cells // 2
+        if not shift:
+            return max(start, lo), min(start + cells, lo + n)
         k = min(cells, n)
-        start = int(np.clip(centre - k // 2, lo, lo + n - k))
+        start = int(np.clip(start, lo, lo + n - k))
         return start, start + k
 
     r0, r1 = span(r, limit.top, limit.height)
     c0, c1 = span(c, limit.left, limit.width)
     return r0 * ch, c0 * cw, r1 * ch, c1 * cw
+
+
+def patch_rects(cell: tuple[int, int], grid: tuple[int, int], input_size: int,
+                limit: Box | None) -> tuple[Rect, Rect]:
+    """The box of the patch at grid ``cell`` (clipped to the ``limit`` cells) and the crop shown
+    around it (9 x 9 cells kept inside them), in model-input pixels."""
+    return (cell_rect(*cell, grid, input_size, PATCH_CELLS, limit),
+            cell_rect(*cell, grid, input_size, CROP_CELLS, limit, shift=True))
+
+
+def match_rects(match: Match, grid: tuple[int, int], input_size: int,
+                content: Box) -> tuple[Rect, Rect, Box]:
+    """:func:`patch_rects` of a match in its training image's model input (``content``: where
+    the image lies in it), and what they are drawn on: that content for the image's own view
+    (the rectangles stay on it), the whole input for an augmented view."""
+    if match.view is None:
+        return (*patch_rects(match.cell, grid, input_size, content.on_grid(input_size, grid)),
+                content)
+    return (*patch_rects(match.cell, grid, input_size, None), Box(0, 0, input_size, input_size))
+
+
+UNLIMITED = sys.maxsize  # no pixel budget: training images are the files fitted on (sha256 checked)
 
 
 class TrainingImages:
@@ -178,16 +214,14 @@ class TrainingImages:
                 return f"training image changed since fit (sha256 differs): {self.paths[index]}"
         return ""
 
-    def size(self, index: int) -> tuple[int, int]:
-        return self.model_input(index)[2]
-
     def model_input(self, index: int) -> tuple[np.ndarray, Box, tuple[int, int]]:
-        """(RGB uint8 model input (S, S, 3), content box, (height, width) on disk)."""
+        """(RGB uint8 model input (S, S, 3), content box, (height, width) on disk), read
+        without this run's pixel budget (``--max-pixels`` is for the screened images)."""
         if index in self._inputs:
             self._inputs.move_to_end(index)
             return self._inputs[index]
         t = self.model.extractor.transform
-        image = read_image(self.paths[index], t.max_pixels)
+        image = read_image(self.paths[index], UNLIMITED)
         chw, _, box = self._transform(image)
         entry = (denormalise(chw, t.mean, t.std), box, image.shape[:2])
         self._inputs[index] = entry
@@ -196,32 +230,37 @@ class TrainingImages:
         return entry
 
 
+def _check_top(top: int) -> None:
+    if top < 1:
+        raise ValueError(f"top must be >= 1, got {top}")
+
+
 def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
                    train: TrainingImages | None = None,
                    image_size: tuple[int, int] | None = None) -> Explanation:
     """Explain an image already scored with ``keep_maps`` (its patch scores and nearest memory
-    items); ``image_size`` (height, width) on disk, read from the file when not given."""
+    items); ``image_size`` (height, width) on disk, read from the file's header when not given."""
     check_explainable(model)
     if scored.error or scored.patch_scores is None or scored.nearest is None:
         raise ValueError(f"{scored.path}: no patch scores to explain"
                          + (f" ({scored.error})" if scored.error else ""))
-    if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+    _check_top(top)
     train = train or TrainingImages(model)
     t = model.extractor.transform
-    size = t.output_size
     if image_size is None:
-        image_size = read_image(scored.path, t.max_pixels).shape[:2]
+        width, height = image_io.image_size(scored.path, t.max_pixels)
+        image_size = (height, width)
     prov = model.scorer.provenance
     cells, grid = scored.cells, scored.grid
     out = Explanation(scored.path, scored.score, model.threshold, bool(scored.flagged),
                       tuple(int(v) for v in image_size), tuple(grid), cells)
     for r, c in top_patches(scored.patch_scores, top):
-        gr, gc = r + cells.top, c + cells.left
-        box = t.input_to_image(*image_size, *cell_rect(gr, gc, grid, size, PATCH_CELLS, cells))
-        item = int(scored.nearest[r, c])
-        out.patches.append(PatchExplanation((gr, gc), box, float(scored.patch_scores[r, c]),
-                                            _match(model, prov, item, grid, train)))
+        cell = (r + cells.top, c + cells.left)
+        patch, _ = patch_rects(cell, grid, t.output_size, cells)
+        out.patches.append(PatchExplanation(cell, t.input_to_image(*image_size, *patch),
+                                            float(scored.patch_scores[r, c]),
+                                            _match(model, prov, int(scored.nearest[r, c]), grid,
+                                                   train)))
     return out
 
 
@@ -229,24 +268,20 @@ def _match(model: Model, prov, item: int, grid: tuple[int, int], train: Training
     index = int(prov.image[item])
     mr, mc, view_id = (int(v) for v in prov.cell[item])
     view = None if view_id == 0 else (int(prov.views[view_id][0]), bool(prov.views[view_id][1]))
-    note = train.note(index)
     path = train.paths[index] if 0 <= index < len(train.paths) else None
-    box = None
-    if not note:
-        size = model.extractor.transform.output_size
-        try:
-            _, content, (h, w) = train.model_input(index)
-        except OSError as exc:
-            note = f"training image unreadable: {path} ({exc})"
-        else:
-            if view is None:
-                limit = content.on_grid(size, grid)
-                box = model.extractor.transform.input_to_image(
-                    h, w, *cell_rect(mr, mc, grid, size, PATCH_CELLS, limit))
-            else:
-                top, left, bottom, right = cell_rect(mr, mc, grid, size, PATCH_CELLS)
-                box = Box(int(top), int(left), int(bottom - top), int(right - left))
-    return Match(item, index, path, (mr, mc), box, view, note)
+    match = Match(item, index, path, (mr, mc), None, view, train.note(index))
+    if match.note:
+        return match
+    t = model.extractor.transform
+    try:
+        _, content, (h, w) = train.model_input(index)
+    except OSError as exc:
+        match.note = f"training image unreadable: {path} ({exc})"
+        return match
+    top, left, bottom, right = match_rects(match, grid, t.output_size, content)[0]
+    match.box = t.input_to_image(h, w, top, left, bottom, right) if view is None else \
+        Box(int(top), int(left), int(bottom - top), int(right - left))
+    return match
 
 
 def explain_image(model: Model, image: Path | str, top: int = 3) -> Explanation:
@@ -260,8 +295,10 @@ def explain_image(model: Model, image: Path | str, top: int = 3) -> Explanation:
 def iter_explain(model: Model, paths, top: int = 3, progress=None,
                  train: TrainingImages | None = None):
     """Score and explain ``paths`` batch by batch: (:class:`Explanation`, the image as the
-    model saw it, RGB uint8) per image, or (error text, None) for an unreadable one."""
+    model saw it, RGB uint8) per image, or (error text, None) for one that cannot be read or
+    explained."""
     check_explainable(model)
+    _check_top(top)
     train = train or TrainingImages(model)
     t = model.extractor.transform
     for batch in model.iter_score([Path(p) for p in paths], progress, keep_maps=True):
@@ -269,65 +306,96 @@ def iter_explain(model: Model, paths, top: int = 3, progress=None,
             if scored.error:
                 yield scored.error, None
                 continue
-            yield (explain_scored(model, scored, top, train),
-                   denormalise(batch.inputs[k], t.mean, t.std))
+            try:
+                explanation = explain_scored(model, scored, top, train)
+            except (OSError, ValueError) as exc:  # e.g. the file changed since it was scored
+                yield str(exc), None
+                continue
+            yield explanation, denormalise(batch.inputs[k], t.mean, t.std)
 
 
 # -- the strip ------------------------------------------------------------------------------
 PANEL = 160  # side of each panel of a strip, in pixels
-BAND = 22  # height of the caption under each row
+GAP = 6  # between panels
+BAND = 22  # height of a line of text (the head's, and the caption under each row)
 RED, GREEN, GREY = (220, 40, 40), (40, 170, 60), (120, 120, 120)
+TITLES = ("image", "suspicious patch", "nearest normal patch", "training image")
 
 
 def render_strip(model: Model, explanation: Explanation, image_input: np.ndarray,
                  train: TrainingImages) -> np.ndarray:
-    """RGB uint8 strip: one row per explained patch (see the module docstring).
+    """RGB uint8 strip (see the module docstring), in red for a flagged image, green otherwise.
 
     ``image_input``: the screened image as the model saw it, content only (RGB uint8, or the
-    normalised (3, h, w) model input).
+    normalised (3, h, w) model input); an image of another size (a thumbnail) is refused.
     """
     t = model.extractor.transform
     if image_input.ndim == 3 and image_input.shape[0] == 3 and image_input.shape[-1] != 3:
         image_input = denormalise(image_input, t.mean, t.std)
-    size = t.output_size
-    grid, cells = explanation.grid, explanation.cells
-    content = Box(0, 0, *image_input.shape[:2])
     offset = t.content_box(*explanation.image_size)
-    boxes = [_local(cell_rect(*q.cell, grid, size, PATCH_CELLS, cells), offset)
-             for q in explanation.patches]
+    if image_input.shape[:2] != (offset.height, offset.width):
+        raise ValueError(f"{explanation.path}: a strip is drawn on the model input's content "
+                         f"({offset.width}x{offset.height} px), got a {image_input.shape[1]}x"
+                         f"{image_input.shape[0]} px image")
+    shown = explanation.patches[:MAX_STRIP_ROWS]
+    rects = [[_local(r, offset) for r in patch_rects(p.cell, explanation.grid, t.output_size,
+                                                      explanation.cells)] for p in shown]
+    boxes = [patch for patch, _ in rects]
+    colour = RED if explanation.flagged else GREEN
     rows = []
-    for k, p in enumerate(explanation.patches):
-        rect = boxes[k]
-        crop = _local(cell_rect(*p.cell, grid, size, CROP_CELLS, cells), offset)
+    for k, p in enumerate(shown):
         full = _boxed(image_input, boxes, highlight=k)
-        left = [_panel(full), _panel(_crop_with_box(image_input, crop, rect, content))]
-        right, caption = _match_panels(model, p.match, grid, train)
-        colour = RED if p.distance > explanation.threshold else GREEN
-        text = (f"#{k + 1} distance {p.distance:.3f} {'>' if colour == RED else '<='} "
-                f"threshold {explanation.threshold:.3f}   {caption}")
+        left = [_panel(full), _panel(_crop_with_box(image_input, rects[k][1], boxes[k]))]
+        right, caption = _match_panels(model, p.match, explanation.grid, train)
         row = np.concatenate(_spaced(left + right), axis=1)
-        band = np.full((BAND, row.shape[1], 3), 255, np.uint8)
-        cv2.putText(band, text[:110], (4, BAND - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1,
-                    cv2.LINE_AA)
+        band = _band(row.shape[1])
+        _text(band, f"#{k + 1} patch distance {p.distance:.3f}   {caption}", 4, BAND - 7, colour)
         rows.append(np.concatenate([row, band], axis=0))
-    if not rows:
-        return np.full((PANEL, 4 * PANEL, 3), 255, np.uint8)
-    head = np.full((BAND, rows[0].shape[1], 3), 255, np.uint8)
-    for k, title in enumerate(("image", "suspicious patch", "nearest normal patch",
-                               "training image")):
-        cv2.putText(head, title, (4 + k * (PANEL + 6), BAND - 7), cv2.FONT_HERSHEY_SIMPLEX, 0.42,
-                    (60, 60, 60), 1, cv2.LINE_AA)
-    return np.concatenate([head, *rows], axis=0)
+    width = 4 * PANEL + 3 * GAP
+    verdict, titles = _band(width), _band(width)
+    _text(verdict, f"score {explanation.score:.3f} {'>' if explanation.flagged else '<='} "
+                   f"threshold {explanation.threshold:.3f}: "
+                   f"{'anomalous' if explanation.flagged else 'normal'}"
+                   + (f"   (first {len(shown)} of {len(explanation.patches)} patches; all in "
+                      f"the JSON)" if len(shown) < len(explanation.patches) else ""),
+          4, BAND - 7, colour)
+    for k, title in enumerate(TITLES):
+        _text(titles, title, 4 + k * (PANEL + GAP), BAND - 7, (60, 60, 60))
+    return np.concatenate([verdict, titles, *rows], axis=0)
 
 
-def _local(rect, offset: Box) -> tuple[int, int, int, int]:
+def _ascii(text: str) -> str:
+    """``text`` as OpenCV's font can draw it: non-ASCII characters escaped (``\\xfc``)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
+def _text(image: np.ndarray, text: str, x: int, y: int, colour) -> None:
+    """Draw ``text`` (escaped to ASCII, cut with "..." to fit) with its baseline at ``y``."""
+    text, room = _ascii(text), image.shape[1] - x - 4
+
+    def width(s: str) -> int:
+        return cv2.getTextSize(s, cv2.FONT_HERSHEY_SIMPLEX, 0.42, 1)[0][0]
+
+    if width(text) > room:
+        text = text[:max(1, len(text) * room // width(text))]
+        while len(text) > 1 and width(text + "...") > room:
+            text = text[:-1]
+        text += "..."
+    cv2.putText(image, text, (x, y), cv2.FONT_HERSHEY_SIMPLEX, 0.42, colour, 1, cv2.LINE_AA)
+
+
+def _band(width: int) -> np.ndarray:
+    return np.full((BAND, width, 3), 255, np.uint8)
+
+
+def _local(rect: Rect, offset: Box) -> tuple[int, int, int, int]:
     """A model-input rectangle relative to the content box (the image as shown)."""
     top, left, bottom, right = rect
     return (int(round(top)) - offset.top, int(round(left)) - offset.left,
             int(round(bottom)) - offset.top, int(round(right)) - offset.left)
 
 
-def _crop_with_box(image: np.ndarray, crop, rect, content: Box) -> np.ndarray:
+def _crop_with_box(image: np.ndarray, crop, rect) -> np.ndarray:
     """The ``crop`` rectangle of ``image`` (padded white outside it) with ``rect`` outlined."""
     top, left, bottom, right = crop
     h, w = image.shape[:2]
@@ -365,45 +433,45 @@ def _panel(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def _spaced(panels: list[np.ndarray], gap: int = 6) -> list[np.ndarray]:
+def _spaced(panels: list[np.ndarray]) -> list[np.ndarray]:
     out: list[np.ndarray] = []
     for k, p in enumerate(panels):
         if k:
-            out.append(np.full((PANEL, gap, 3), 255, np.uint8))
+            out.append(np.full((PANEL, GAP, 3), 255, np.uint8))
         out.append(p)
     return out
 
 
 def _match_panels(model: Model, match: Match, grid, train: TrainingImages):
-    """(matched crop panel, full training image panel) and a caption naming the file."""
+    """The matched crop and the full training image with its box (or, without a crop, one
+    note across both), and a caption naming the file."""
     if match.note:
-        note = np.full((PANEL, 2 * PANEL, 3), 245, np.uint8)
-        for i, line in enumerate(_wrap(match.note, 34)[:6]):
-            cv2.putText(note, line, (6, 22 + 20 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.42, GREY, 1,
-                        cv2.LINE_AA)
-        return [note[:, :PANEL], note[:, PANEL:]], "no training crop"
+        note = np.full((PANEL, 2 * PANEL + GAP, 3), 245, np.uint8)
+        for i, line in enumerate(_wrap(_ascii(match.note), 38)[:6]):
+            _text(note, line, 6, 22 + 20 * i, GREY)
+        return [note], "no training crop"
     from ..features.views import one_view  # torch: only for augmented views
 
-    t = model.extractor.transform
-    size = t.output_size
+    size = model.extractor.transform.output_size
     image, content, _ = train.model_input(match.image_index)
-    offset, limit = Box(0, 0, size, size), None
+    patch, crop, origin = match_rects(match, grid, size, content)
     if match.view is not None:
         import torch
 
         x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]
         image = one_view(x, *match.view)[0].numpy().transpose(1, 2, 0).copy()
     else:
-        offset, limit = content, content.on_grid(size, grid)
         rows, cols = content.slices()
         image = image[rows, cols]
-    rect = _local(cell_rect(*match.cell, grid, size, PATCH_CELLS, limit), offset)
-    crop = _local(cell_rect(*match.cell, grid, size, CROP_CELLS, limit), offset)
-    panels = [_panel(_crop_with_box(image, crop, rect, Box(0, 0, *image.shape[:2]))),
+    rect = _local(patch, origin)
+    panels = [_panel(_crop_with_box(image, _local(crop, origin), rect)),
               _panel(_boxed(image, [rect], 0))]
-    name = Path(match.path).name
-    view = "" if match.view is None else f" (rotated {match.view[0]}{', flipped' if match.view[1] else ''})"
-    return panels, f"matched: {name}{view}"
+    return panels, f"matched: {Path(match.path).name}{view_text(match.view)}"
+
+
+def view_text(view: tuple[int, bool] | None) -> str:
+    """`` (rotated 90, flipped)`` for an augmented view, empty for the image's own."""
+    return "" if view is None else f" (rotated {view[0]}{', flipped' if view[1] else ''})"
 
 
 def _wrap(text: str, width: int) -> list[str]:
@@ -427,57 +495,67 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                    progress: bool = False) -> list[tuple[str, Explanation | str]]:
     """Explain every image of ``inputs`` (files / folders / globs) into ``out_dir``: a strip
     per image (``<name>.jpg``, named as ``screen --explain`` names them) and all explanations
-    in ``explanations.json`` (each with the ``model_id`` of the model that explained it), which
-    keeps the entries of earlier runs into the same folder (an image explained again replaces
-    its entry). The folder is locked against other runs while this one writes. Returns (path,
-    :class:`Explanation` or error text) per image."""
+    in ``explanations.json`` (each with the ``model_id`` of the model that explained it, and
+    its strip's name), which keeps the entries of earlier runs into the same folder (an image
+    explained again replaces its entry). ``explanations.json`` is rewritten after every batch
+    and when the run stops (an error, Ctrl-C, SIGTERM), so finished work is kept; an image
+    that cannot be read, explained or drawn gets an entry with its error. The folder is
+    locked against other runs while this one writes. Returns (path, :class:`Explanation` or
+    error text) per image."""
 
-    from ..data.layout import canonical_path, display_path, expand_inputs
+    from ..data.layout import display_path, expand_inputs
     from ..progress import Progress
     from .lock import OutputLock
     from .overlays import write_rgb
     from .runner import explain_relpath, model_identity, without_earlier_outputs, written_folders
 
     check_explainable(model)
+    _check_top(top)
     out_dir = Path(out_dir)
     record = out_dir / EXPLANATIONS_JSON
-    found = without_earlier_outputs(expand_inputs(list(inputs), exclude=written_folders(out_dir)),
+    # strips an earlier run listed in explanations.json are not inputs (out_dir may be one)
+    paths = without_earlier_outputs(expand_inputs(list(inputs), exclude=written_folders(out_dir)),
                                     inputs)
-    # the inputs' strips are not inputs where out_dir is an input folder (also the strips of
-    # a run that was cut off before it wrote explanations.json)
-    strips = {Path(explain_relpath(str(p))).name for p in found}
-    here = canonical_path(out_dir) if out_dir.is_dir() else None
-    paths = [p for p in found if not (p.parent == here and p.name in strips)]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "explain"):
         earlier = _earlier_explanations(record)  # as it is now that no other run writes
         train = TrainingImages(model)
-        results: list[tuple[str, Explanation | str]] = []
-        strip_names: list[str] = []
-        with Progress(len(paths), "explain", enabled=progress) as bar:
-            for path, (e, image) in zip(paths, iter_explain(model, paths, top, bar, train),
-                                        strict=True):
-                results.append((display_path(path), e))
-                strip_names.append(Path(explain_relpath(str(path))).name)
-                if isinstance(e, Explanation):
-                    write_rgb(out_dir / strip_names[-1], render_strip(model, e, image, train))
         ident = model_identity(model)
-        doc = [{"path": p, "error": e, "model_id": ident} if isinstance(e, str) else
-               {**e.to_dict(), "path": p, "strip": strip, "model_id": ident}
-               for (p, e), strip in zip(results, strip_names, strict=True)]
-        now = {d["path"] for d in doc}
-        doc = [d for d in earlier if d["path"] not in now] + doc
-        write_json(record, doc, indent=1, default=str)
+        results: list[tuple[str, Explanation | str]] = []
+        entries: dict[str, dict] = {}
+
+        def save() -> None:
+            if entries:
+                write_json(record, [d for d in earlier if d["path"] not in entries]
+                           + list(entries.values()), indent=1, default=str)
+
+        try:
+            with Progress(len(paths), "explain", enabled=progress) as bar:
+                for n, (path, (e, image)) in enumerate(
+                        zip(paths, iter_explain(model, paths, top, bar, train), strict=True), 1):
+                    shown, strip = display_path(path), Path(explain_relpath(str(path))).name
+                    if isinstance(e, Explanation):
+                        try:
+                            write_rgb(out_dir / strip, render_strip(model, e, image, train))
+                        except (OSError, ValueError, cv2.error) as exc:
+                            e = f"no strip: {exc}"
+                    results.append((shown, e))
+                    entries[shown] = ({"path": shown, "error": e, "model_id": ident}
+                                      if isinstance(e, str) else
+                                      {**e.to_dict(), "path": shown, "strip": strip,
+                                       "model_id": ident})
+                    if n % model.extractor.batch_size == 0:
+                        save()
+        finally:
+            save()
     return results
 
 
 def _earlier_explanations(path: Path) -> list[dict]:
     """The entries an earlier run wrote to ``path`` (none if it does not exist); anything else
     there is refused before any work, so that no file of another kind is replaced."""
-    import json
-
     if not path.exists():
         return []
     try:
@@ -489,3 +567,13 @@ def _earlier_explanations(path: Path) -> list[dict]:
         raise ValueError(f"{path}: not an explanations file of this tool (a list of entries "
                          f"with a path); give another --out folder or remove it")
     return doc
+
+
+def listed_strips(folder: Path) -> set[str]:
+    """The strip names the ``explanations.json`` in ``folder`` lists (none where there is no
+    such file, or one that is not ours)."""
+    try:
+        doc = _earlier_explanations(folder / EXPLANATIONS_JSON)
+    except ValueError:
+        return set()
+    return {d["strip"] for d in doc if isinstance(d.get("strip"), str)}

@@ -5,11 +5,12 @@ the number of calibration images), the score histogram with the threshold,
 ROC curve + AUROC when labels are known, and a sortable table with
 thumbnails and heatmap overlays. Thumbnails are inlined as data URIs for up to
 ``EMBED_LIMIT`` rows (one portable file); above that they are relative links
-into the results folder, to keep the page light. Flagged images explained by
-``screen --explain`` get a "why?" cell: the strip (suspicious patches beside
-the normal patches they were compared with) is decoded only when opened, so
-the page opens as fast with or without them. Strips are inlined with the thumbnails, up to
-``STRIP_EMBED_LIMIT`` strips; above that they are relative links into ``explain/``.
+into the results folder, to keep the page light. Rows whose ``explain`` column
+names a strip that ``screen --explain`` drew for them get a "why?" cell: the strip
+(suspicious patches beside the normal patches they were compared with) is decoded
+only when opened, so the page opens as fast with or without them. Strips are
+inlined with the thumbnails, up to ``STRIP_EMBED_LIMIT`` strips; above that they
+are relative links into ``explain/``.
 """
 
 from __future__ import annotations
@@ -273,8 +274,10 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
     if label_map:
         head.append("<th data-type='num'>label</th>")
     head += ["<th>overlay</th>"]
-    strip_rows = [row_key(r) for r in rows if r["decision"] == "anomalous"
-                  and (out_dir / explain_relpath(row_key(r))).is_file()]
+    # only the strip recorded for the row (not one an earlier run, or model, left on disk)
+    strip_rows = [row_key(r) for r in rows if r.get("explain")
+                  and r["explain"] == explain_relpath(row_key(r))
+                  and (out_dir / r["explain"]).is_file()]
     embed_strips = embed and len(strip_rows) <= STRIP_EMBED_LIMIT
     strips = {p: _img_src(out_dir, explain_relpath(p), embed_strips) for p in strip_rows}
     if strips:

@@ -107,15 +107,19 @@ class Model:
 
     def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
                    keep_maps: bool = True, engine: Engine | None = None,
-                   thumb_size: int | None = None) -> Iterator[ScoredBatch]:
+                   thumb_size: int | None = None, flagged_inputs: bool = False
+                   ) -> Iterator[ScoredBatch]:
         """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows.
         ``engine`` says where the batches run (default: this process); with a remote engine and
         ``thumb_size``, ``inputs`` come back as uint8 (H, W, 3) thumbnails of at most that side
-        (about 49 kB an image instead of the 1.2 MB model input at 320 px)."""
+        (about 49 kB an image instead of the 1.2 MB model input at 320 px), and with
+        ``flagged_inputs`` a flagged image's as its whole model input in uint8 (for its
+        explanation strip)."""
         engine = engine or LocalEngine()
         task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size,
                          **({"model": self} if engine.in_process else
-                            {**self.remote_source(engine), "thumb_size": thumb_size}))
+                            {**self.remote_source(engine), "thumb_size": thumb_size,
+                             "flagged_inputs": flagged_inputs}))
         return engine.map(task, [Path(p) for p in paths], progress)
 
     def remote_source(self, engine: Engine) -> dict:
@@ -194,6 +198,7 @@ class ScoreTask:
     model_files: Shared | None = None  # {relative path: bytes} of a model directory
     overrides: dict | None = None  # batch_size / max_pixels set on the driver's model
     thumb_size: int | None = None  # send thumbnails, not model inputs (see Model.iter_score)
+    flagged_inputs: bool = False  # ... except for flagged images (uint8 model inputs)
 
     def setup(self) -> None:
         if self.model is None:
@@ -211,7 +216,8 @@ class ScoreTask:
         if local_copies is not None:
             batches = renamed(batches, paths)
         if self.thumb_size:
-            batches = thumbnailed(batches, self.model.extractor.transform, self.thumb_size)
+            batches = thumbnailed(batches, self.model.extractor.transform, self.thumb_size,
+                                  self.flagged_inputs)
         return batches
 
     def __getstate__(self):  # a live model never travels; workers rebuild it in setup()

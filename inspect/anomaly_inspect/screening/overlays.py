@@ -1,19 +1,25 @@
 """Heatmap overlays and thumbnails written with OpenCV.
 
 Anomaly maps come from :func:`scorers.maps.anomaly_map` (patch scores upsampled
-and blurred). Colours are scaled against the model's threshold so that the
-same colour means the same thing on every image: blue well below the
-threshold, red at twice the threshold and above.
+and blurred over the model input), mapped back onto the original image through
+the resize (stretch or pad) and the centre crop, so that a defect's heat sits on
+the defect; the border a crop leaves out gets no heat. Colours are scaled
+against the model's threshold so that the same colour means the same thing on
+every image: blue well below the threshold, red at twice the threshold and above.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from ..scorers.maps import anomaly_map
+
+if TYPE_CHECKING:
+    from ..data.transforms import Box, TransformConfig
 
 
 def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
@@ -27,17 +33,52 @@ def fit_within(image: np.ndarray, max_side: int) -> np.ndarray:
 
 
 def heatmap_overlay(
-    image_rgb: np.ndarray, patch_scores: np.ndarray, vmin: float, vmax: float,
-    alpha: float = 0.45, max_side: int = 768,
+    image_rgb: np.ndarray, patch_scores: np.ndarray, cells: Box, grid: tuple[int, int],
+    transform: TransformConfig, vmin: float, vmax: float, alpha: float = 0.45, max_side: int = 768,
 ) -> np.ndarray:
-    """RGB uint8 overlay of the anomaly map (scaled to [vmin, vmax]) on ``image_rgb``."""
+    """RGB uint8 overlay of the anomaly map (scaled to [vmin, vmax]) on ``image_rgb``: see
+    :func:`image_map` for ``patch_scores``, ``cells``, ``grid`` and ``transform``."""
     image = fit_within(image_rgb, max_side)
-    amap = anomaly_map(patch_scores, image.shape[:2])
+    amap, covered = image_map(patch_scores, cells, grid, transform, image_rgb.shape[:2],
+                              image.shape[:2])
     span = max(vmax - vmin, 1e-12)
     norm = np.clip((amap - vmin) / span, 0.0, 1.0)
     heat = cv2.applyColorMap((norm * 255).astype(np.uint8), cv2.COLORMAP_JET)
     heat = cv2.cvtColor(heat, cv2.COLOR_BGR2RGB)
-    return cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+    out = cv2.addWeighted(image, 1.0 - alpha, heat, alpha, 0.0)
+    out[~covered] = image[~covered]
+    return out
+
+
+def image_map(patch_scores: np.ndarray, cells: Box, grid: tuple[int, int],
+              transform: TransformConfig, image_size: tuple[int, int],
+              shown: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """The anomaly map of an image of ``image_size`` (height, width) pixels, shown at
+    ``shown`` (height, width), and the mask of its pixels the model input covers.
+
+    ``patch_scores`` are the scores of the ``cells`` of the model input's ``grid`` that lie on
+    the image (:class:`~.model.ScoredImage`); they are placed on the grid (padding cells take
+    the nearest image cell's score), upsampled and blurred over the model input, and each shown
+    pixel takes the value at its place in the model input: the inverse of
+    ``transform.input_to_image`` (resize and pad, then the centre crop's offset).
+    """
+    size = transform.output_size
+    pad = ((cells.top, grid[0] - cells.top - cells.height),
+           (cells.left, grid[1] - cells.left - cells.width))
+    amap = anomaly_map(np.pad(patch_scores, pad, mode="edge"), (size, size))
+    resized = transform.resized_box(*image_size)
+    crop = (transform.image_size - size) // 2  # 0 without a crop
+    sy, sx = resized.height / shown[0], resized.width / shown[1]  # model-input px per shown px
+    # pixel centres: y_in + 0.5 = (y + 0.5) * sy + resized.top - crop (and likewise x)
+    to_input = np.float32([[sx, 0, 0.5 * sx - 0.5 + resized.left - crop],
+                           [0, sy, 0.5 * sy - 0.5 + resized.top - crop]])
+
+    def warp(a: np.ndarray, border: int) -> np.ndarray:
+        return cv2.warpAffine(a, to_input, (shown[1], shown[0]),
+                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border)
+
+    covered = warp(np.ones((size, size), np.float32), cv2.BORDER_CONSTANT) > 0.5
+    return warp(amap, cv2.BORDER_REPLICATE), covered
 
 
 def denormalise(chw: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

@@ -69,13 +69,16 @@ def renamed(batches: Iterator[tuple[int, ScoredBatch]], paths: Sequence[Path]
         yield n, batch
 
 
-def thumbnailed(batches: Iterator[tuple[int, ScoredBatch]], transform, size: int
-                ) -> Iterator[tuple[int, ScoredBatch]]:
+def thumbnailed(batches: Iterator[tuple[int, ScoredBatch]], transform, size: int,
+                flagged_inputs: bool = False) -> Iterator[tuple[int, ScoredBatch]]:
     """Scored batches whose model inputs are replaced by the report's uint8 thumbnails (made
-    here, on the worker, by the writer's own functions: the same pixels, 25x fewer bytes)."""
+    here, on the worker, by the writer's own functions: the same pixels, 25x fewer bytes);
+    with ``flagged_inputs``, a flagged image's by its whole model input in uint8 RGB (what
+    its explanation strip is drawn on; the writer makes its thumbnail from it)."""
     from .overlays import denormalise, fit_within
 
     for n, batch in batches:
-        batch.inputs = {k: fit_within(denormalise(x, transform.mean, transform.std), size)
-                        for k, x in batch.inputs.items()}
+        rgb = {k: denormalise(x, transform.mean, transform.std) for k, x in batch.inputs.items()}
+        batch.inputs = {k: x if flagged_inputs and batch.images[k].flagged else fit_within(x, size)
+                        for k, x in rgb.items()}
         yield n, batch

@@ -10,7 +10,9 @@ second run while another one writes to the same folder (see :mod:`.lock`).
 
 ``results.csv`` is always valid UTF-8: a file name that is not is written
 with its undecodable bytes escaped (``\xff``) in ``path``, and its raw bytes,
-percent-encoded, in ``raw_path`` (empty for every other file).
+percent-encoded, in ``raw_path`` (empty for every other file). ``overlay`` and
+``explain`` name the heatmap overlay and the explanation strip written for the
+row (empty: none); the report shows only those.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from ..data.image_io import read_image
@@ -36,7 +39,7 @@ from ..data.layout import display_path, expand_inputs
 from ..files import replacing, write_json
 from ..pipeline.engine import Engine
 from ..progress import Progress
-from .explain import EXPLANATIONS_JSON
+from .explain import EXPLANATIONS_JSON, listed_strips
 from .lock import LOCK_NAME, OutputLock
 from .model import Model, ScoredImage
 from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
@@ -45,8 +48,9 @@ log = logging.getLogger(__name__)
 
 RESULTS_CSV = "results.csv"
 RUN_JSON = "screen.json"
-CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay", "raw_path")
-LEGACY_CSV_COLUMNS = CSV_COLUMNS[:-1]  # before raw_path: read on resume, rewritten
+CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay", "raw_path", "explain")
+# earlier layouts (before explain; before raw_path too): read on resume, rewritten
+LEGACY_CSV_COLUMNS = (CSV_COLUMNS[:-1], CSV_COLUMNS[:-2])
 OVERLAY_CHOICES = ("flagged", "all", "none")
 OVERLAY_SIDE = 768  # longer side of an overlay image at most
 
@@ -96,7 +100,6 @@ def image_key(path: str) -> str:
 
 
 OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain")  # what screen writes besides its files
-STRIP_NAME = re.compile(r".+_[0-9a-f]{10}\.jpg")  # image_key's names, as explain's strips have
 OUTPUTS = (RESULTS_CSV, RUN_JSON, "report.html", LOCK_NAME, *OUTPUT_SUBDIRS)
 
 
@@ -109,10 +112,12 @@ def written_folders(out_dir: Path) -> list[Path]:
 def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
     """``paths`` less the images an earlier screen / explain wrote (its ``overlays/``,
     ``thumbs/``, ``explain/`` beside a ``results.csv`` + ``screen.json`` or an
-    ``explanations.json``) that a folder or glob brought in; a file named itself stays. Without
-    this a results folder inside an input folder was screened as new images, run after run."""
+    ``explanations.json``, and the strips an ``explanations.json`` lists beside it) that a
+    folder or glob brought in; a file named itself stays. Without this a results folder inside
+    an input folder was screened as new images, run after run."""
     named = {os.path.abspath(i) for i in inputs if os.path.isfile(i)}
     verdict: dict[Path, bool] = {}
+    strips: dict[Path, set[str]] = {}
 
     def written(folder: Path) -> bool:
         if folder not in verdict:
@@ -123,8 +128,9 @@ def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str])
         return verdict[folder]
 
     def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json
-        return (STRIP_NAME.fullmatch(path.name) is not None
-                and (path.parent / EXPLANATIONS_JSON).is_file())
+        if path.parent not in strips:
+            strips[path.parent] = listed_strips(path.parent)
+        return path.name in strips[path.parent]
 
     def earlier_output(p: Path) -> bool:
         p = Path(os.path.abspath(p))
@@ -156,14 +162,14 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
     with open(csv_path, newline="", encoding="utf-8", errors="backslashreplace") as fh:
         reader = csv.DictReader(fh)
         columns = tuple(reader.fieldnames or ())
-        if columns not in (CSV_COLUMNS, LEGACY_CSV_COLUMNS):
+        if columns != CSV_COLUMNS and columns not in LEGACY_CSV_COLUMNS:
             raise ValueError(f"{csv_path}: not a results file of this tool (columns "
                              f"{reader.fieldnames}); choose another out_dir or pass rescore=True")
         last_ok = False
         for row in reader:
             last_ok = not (None in row or any(row.get(c) is None for c in columns))
             if last_ok:
-                rows.append({"raw_path": "", **row})
+                rows.append({"raw_path": "", "explain": "", **row})
             else:
                 bad += 1
     with open(csv_path, "rb") as fh:
@@ -207,7 +213,9 @@ def screen(
 
     ``explain`` > 0: for each flagged image, a strip of its ``explain`` most anomalous
     patches beside the normal training patches they were matched with
-    (``explain/*.jpg``, details in ``explain/*.json``; see :mod:`.explain`), shown in the report.
+    (``explain/*.jpg``, details in ``explain/*.json``; see :mod:`.explain`), named in the
+    ``explain`` column and shown in the report. A resumed run also draws the strips its
+    flagged rows lack (their maps are computed again; their scores in results.csv stay).
     """
     if overlays not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
@@ -285,6 +293,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     n_resumed = len(paths) - len(todo)
     if n_resumed:
         log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
+    if explain:
+        _missing_strips(model, rows, set(paths), out_dir, csv_path, explain, engine, progress)
 
     writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain)
     n_flagged = n_scored = 0
@@ -294,7 +304,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future | None = None
             for batch in model.iter_score(todo, bar, keep_maps=overlays != "none" or explain > 0,
-                                            engine=engine, thumb_size=thumb_size):
+                                            engine=engine, thumb_size=thumb_size,
+                                            flagged_inputs=explain > 0):
                 for r in batch.images:
                     if r.error:
                         errors.append((display_path(r.path), r.error))
@@ -323,24 +334,73 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     return summary
 
 
+def _missing_strips(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
+                    csv_path: Path, top: int, engine: Engine | None, progress: bool) -> None:
+    """Draw the strips of this run's flagged ``rows`` that have none (screened without
+    ``explain``, rescored since, or the file is gone) and record them in ``rows`` and
+    results.csv (also when the run stops half-way). Their maps are computed again; their
+    scores in results.csv stay."""
+    todo = [r for r in rows if r["decision"] == "anomalous" and row_key(r) in paths
+            and not (r["explain"] and (out_dir / r["explain"]).is_file())]
+    if not todo:
+        return
+    log.info("drawing the explanation strips of %d flagged images already in %s (their scores "
+             "there stay)", len(todo), csv_path)
+    strips = _Strips(model, out_dir, top)
+    done = drawn = 0
+    try:
+        with Progress(len(todo), "explain", enabled=progress) as bar:
+            for batch in model.iter_score([row_key(r) for r in todo], bar, keep_maps=True,
+                                          engine=engine):  # whole model inputs come back
+                for k, r in enumerate(batch.images):
+                    if r.error:
+                        log.warning("no explanation for %s: %s", r.path, r.error)
+                    else:
+                        todo[done + k]["explain"] = strips.write(r, batch.inputs[k])
+                        drawn += bool(todo[done + k]["explain"])
+                done += len(batch.images)
+    finally:
+        if drawn:
+            _write_rows_atomic(csv_path, rows)
+
+
+class _Strips:
+    """Writes the explanation strips of flagged images (``explain/<key>.jpg`` and ``.json``)."""
+
+    def __init__(self, model: Model, out_dir: Path, top: int):
+        from .explain import TrainingImages
+
+        self.model, self.out_dir, self.top = model, out_dir, top
+        self.train = TrainingImages(model)
+
+    def write(self, r: ScoredImage, image_input: np.ndarray) -> str:
+        """Explain ``r`` and draw its strip on ``image_input`` (the image as the model saw it,
+        content only); the strip's path relative to ``out_dir``, or "" (with a warning) when
+        it cannot be made: an explanation never stops the screening."""
+        from .explain import explain_scored, render_strip
+
+        rel = explain_relpath(r.path)
+        try:
+            e = explain_scored(self.model, r, self.top, self.train)
+            write_rgb(self.out_dir / rel, render_strip(self.model, e, image_input, self.train))
+            write_json(self.out_dir / explain_relpath(r.path, ".json"), e.to_dict(), indent=1,
+                       default=str)
+        except (OSError, ValueError, cv2.error) as exc:
+            log.warning("no explanation for %s: %s", r.path, exc)
+            return ""
+        return rel
+
+
 class _BatchWriter:
-    """Writes thumbnails, overlays and CSV rows for one batch (runs in a worker thread)."""
+    """Writes thumbnails, overlays, strips and CSV rows for one batch (runs in a worker thread)."""
 
     def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int,
                  explain: int = 0):
-        self.model = model
-        self.explain = explain
-        self.train = None
-        if explain:
-            from .explain import TrainingImages
-
-            self.train = TrainingImages(model)
+        self.strips = _Strips(model, out_dir, explain) if explain else None
         self.out_dir = out_dir
         self.overlays = overlays
         self.thumb_size = thumb_size
-        t = model.extractor.transform
-        self.mean, self.std = t.mean, t.std
-        self.max_pixels = t.max_pixels
+        self.transform = model.extractor.transform
         disp = model.info.display or {}
         thr = model.threshold
         self.vmin = disp.get("map_vmin", 0.5 * thr)
@@ -352,56 +412,38 @@ class _BatchWriter:
         self.fh.close()
 
     def write(self, images: list[ScoredImage], inputs: dict[int, np.ndarray]) -> None:
+        t = self.transform
         rows = []
         for k, r in enumerate(images):
-            overlay = ""
+            overlay = strip = ""
             if not r.error:
-                self._thumb(r.path, inputs[k])
+                # a remote engine sends uint8 RGB: the thumbnail, or with strips a flagged
+                # image's model input (remote.thumbnailed, by the same calls as here)
+                x = inputs[k]
+                image = x if x.dtype == np.uint8 else denormalise(x, t.mean, t.std)
+                write_rgb(self.out_dir / thumb_relpath(r.path), fit_within(image, self.thumb_size))
                 want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
-                explain = self.explain and r.flagged and r.nearest is not None
-                image = self._original(r) if (want and r.patch_scores is not None) or explain \
-                    else None
-                if want and r.patch_scores is not None and image is not None:
-                    overlay = self._overlay(r, image)
-                if explain and image is not None:
-                    self._explain(r, inputs[k], image.shape[:2])
+                if want and r.patch_scores is not None:
+                    overlay = self._overlay(r)
+                if self.strips is not None and r.flagged and r.nearest is not None:
+                    strip = self.strips.write(r, image)
             rows.append({"path": display_path(r.path), "score": _fmt(r.score),
                          "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
-                         "overlay": overlay, "raw_path": raw_path_field(r.path)})
+                         "overlay": overlay, "raw_path": raw_path_field(r.path),
+                         "explain": strip})
         self.csv.writerows(rows)
         self.fh.flush()
 
-    def _thumb(self, path: str, chw: np.ndarray) -> None:
-        # a remote engine sends the thumbnail itself (uint8 HWC), made by the same calls
-        img = chw if chw.dtype == np.uint8 else fit_within(denormalise(chw, self.mean, self.std),
-                                                           self.thumb_size)
-        write_rgb(self.out_dir / thumb_relpath(path), img)
-
-    def _original(self, r: ScoredImage) -> np.ndarray | None:
-        """The original image, not the resized model input (a huge JPEG decoded reduced,
-        unless explanations need its exact pixel size)."""
+    def _overlay(self, r: ScoredImage) -> str:
+        """The heatmap over the original image (a huge JPEG decoded reduced), not over the
+        model input; its path relative to the output folder, or "" (with a warning)."""
         try:
-            return read_image(r.path, self.max_pixels,
-                              min_side=None if self.explain else 2 * OVERLAY_SIDE)
+            image = read_image(r.path, self.transform.max_pixels, min_side=2 * OVERLAY_SIDE)
         except OSError as exc:
-            log.warning("no overlay or explanation for %s: %s", r.path, exc)
-            return None
-
-    def _explain(self, r: ScoredImage, chw: np.ndarray, size: tuple[int, int]) -> None:
-        from .explain import explain_scored, render_strip
-
-        try:
-            e = explain_scored(self.model, r, self.explain, self.train, size)
-            strip = render_strip(self.model, e, chw, self.train)
-            write_rgb(self.out_dir / explain_relpath(r.path), strip)
-        except (OSError, ValueError) as exc:  # an explanation never stops the screening
-            log.warning("no explanation for %s: %s", r.path, exc)
-            return
-        path = self.out_dir / explain_relpath(r.path, ".json")
-        write_json(path, e.to_dict(), indent=1, default=str)
-
-    def _overlay(self, r: ScoredImage, image: np.ndarray) -> str:
-        over = heatmap_overlay(image, r.patch_scores, self.vmin, self.vmax, max_side=OVERLAY_SIDE)
+            log.warning("no overlay for %s: %s", r.path, exc)
+            return ""
+        over = heatmap_overlay(image, r.patch_scores, r.cells, r.grid, self.transform, self.vmin,
+                               self.vmax, max_side=OVERLAY_SIDE)
         rel = f"overlays/{image_key(r.path)}.jpg"
         write_rgb(self.out_dir / rel, over)
         write_rgb(self.out_dir / thumb_relpath(r.path, overlay=True), fit_within(over, self.thumb_size))

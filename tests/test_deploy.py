@@ -303,3 +303,46 @@ def test_export_help_says_what_overwrite_replaces(capsys):
         main(["export", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--overwrite replace an existing --out: with MODEL_DIR a bundle or model folder" in help_text
+
+
+def test_backbone_export_takes_the_crop_and_refuses_what_it_would_ignore(tmp_path, capsys):
+    import onnxruntime as ort
+
+    cfg = tmp_path / "crop.yaml"
+    cfg.write_text("backbone:\n  weights: random\nfeatures:\n  image_size: 80\n  crop_size: 64\n")
+    out = tmp_path / "bb.onnx"
+    assert main(["export", "--out", str(out), "--config", str(cfg), "--quiet"]) == 0
+    (inp,) = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).get_inputs()
+    assert inp.shape[1:] == [3, 64, 64]  # the model input is the crop, not the resized image
+    assert "images (B, 3, 64, 64) float32" in capsys.readouterr().out
+    int8 = tmp_path / "int8.yaml"
+    int8.write_text("backbone:\n  weights: random\n  precision: int8\n")
+    cases = [
+        (["--config", str(int8)], f"{int8}: backbone runtime onnxruntime precision int8: the "
+                                  "backbone alone is written as its f32 ONNX graph"),
+        (["--weights", "random", "--method", "knn", "--resize", "pad", "--batch-size", "4"],
+         "--method --resize --batch-size: not used when exporting the backbone alone"),
+        (["--seed", "3"], "--seed: only changes random weights (--weights random)"),
+    ]
+    for argv, says in cases:
+        assert main(["export", "--out", str(tmp_path / "x.onnx"), *argv, "--quiet"]) == 1, argv
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {says}") and err.count("\n") == 1, err
+    assert not (tmp_path / "x.onnx").exists()
+    # --seed is used with random weights: another seed, other weights
+    seeded = tmp_path / "seeded.onnx"
+    assert main(["export", "--out", str(seeded), "--config", str(cfg), "--seed", "3", "--quiet"]) == 0
+    assert seeded.read_bytes() != out.read_bytes()
+
+
+def test_openvino_export_without_openvino_names_the_install_command(tmp_path, monkeypatch):
+    from anomaly_inspect.features import runtime as rt
+    from anomaly_inspect.screening.deploy import _to_openvino
+
+    monkeypatch.setattr(rt, "runtime_available", lambda r: r != "openvino")
+    with pytest.raises(rt.RuntimeUnavailableError) as info:
+        _to_openvino(tmp_path / "g.onnx", tmp_path / "g.xml", 64, 64, tmp_path / "g.onnx")
+    assert str(info.value) == ('export --format openvino needs the openvino package, which is not '
+                               'installed: pip install -e ".[openvino]"')
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    assert f"`{rt.OPENVINO_INSTALL}`" in readme  # the one install command, as the README gives it

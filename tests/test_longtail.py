@@ -382,3 +382,31 @@ def test_class_size_report_is_tailedcores_own_tail_sampler_run(shared_data, tmp_
     assert [r[:3] for r in runs] == [(0.85, 0.15, 1280)]  # pooled tf_efficientnet_lite0 features
     assert "tail_sampler_s" in report["timings"]
     assert report["class_size_estimates"]["max_k"] == runs[0][3].max_k
+
+
+def test_evaluate_lt_calibrates_int8_on_its_training_images_before_extracting(tmp_path, monkeypatch):
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.evaluation.longtail import evaluate_longtail
+    from anomaly_inspect.features.extractor import FeatureExtractor
+
+    class Calibrated(Exception):
+        pass
+
+    given = []
+
+    def stop(self, paths):  # the images need not exist: stop where the calibration would read them
+        given.append(list(paths))
+        raise Calibrated
+
+    monkeypatch.setattr(FeatureExtractor, "calibrate", stop)
+    ds, dirs = fake_datasets(tmp_path, {"a": (40, 20), "b": (30, 20), "c": (30, 20)})
+    for d in ds.values():
+        for sample in d.train + d.test:
+            sample.path.parent.mkdir(parents=True, exist_ok=True)
+            sample.path.touch()
+    split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0)
+    cfg = ModelConfig()
+    cfg.backbone.precision = "int8"
+    with pytest.raises(Calibrated):
+        evaluate_longtail(split, ds, dirs, cfg, ["patchcore"], progress=False)
+    assert given == [[s.path for s in split.train_samples(dirs)]]

@@ -225,3 +225,37 @@ def test_cli_reports_missing_data(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "nowhere" in err and "index.csv" in err
     assert not (tmp_path / "o.json").exists()
+
+
+def test_int8_is_calibrated_on_id_train_and_keys_the_feature_cache(tmp_path, monkeypatch):
+    """ood-benchmark at int8 calibrates on its ID training images before any feature (not on a
+    graph another run left in the user cache); the cached features are keyed by that
+    calibration, so a second run reads them all."""
+    import json
+
+    from anomaly_inspect.data.synthetic import generate_dataset
+    from anomaly_inspect.evaluation.ood_benchmark import build_data
+    from anomaly_inspect.features.extractor import FeatureExtractor
+
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "user_cache"))  # empty
+    given = []
+    real = FeatureExtractor.calibrate
+    monkeypatch.setattr(FeatureExtractor, "calibrate",
+                        lambda self, paths: given.append(list(paths)) or real(self, paths))
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "mvtec_heldout", "splits": ["defects"], "scorers": ["mahalanobis"],
+        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
+                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2},
+        "backbone": {"precision": "int8"}, "features": {"image_size": 64, "batch_size": 8},
+        "cache_dir": str(tmp_path / "cache")})
+    report = run_ood_benchmark(cfg, progress=False)
+    id_train = [s.path for s in build_data(cfg)[0].id_train]
+    assert given == [id_train]
+    assert report["timings_s"]["images_extracted"] > 0
+    described = [json.loads(p.read_text()) for p in (tmp_path / "cache").glob("*.json")]
+    assert described and all(d["precision"] == "int8" and len(d["calibration"]) == 12
+                             for d in described)
+    again = run_ood_benchmark(cfg, progress=False)
+    assert again["timings_s"]["images_extracted"] == 0 and again["results"] == report["results"]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import hashlib
+import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -18,6 +20,7 @@ from anomaly_inspect.data.artefacts import (
     draw_ink,
     make_synthetic_set,
 )
+from anomaly_inspect.data.image_io import ImageReadError
 from anomaly_inspect.data.isic import (
     isic_archive_benchmark,
     isic_index_benchmark,
@@ -26,6 +29,7 @@ from anomaly_inspect.data.isic import (
 from anomaly_inspect.data.layout import DatasetLayoutError
 from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark, read_colour_manifest
 from anomaly_inspect.features.cache import FeatureCache, file_list_hash
+from anomaly_inspect.features.runtime import CalibrationError
 
 HEADER = ["image_id", "split", "path", "melanoma_isic2017", "bissoto_label", "artefacts_annotated",
           "dark_corner", "hair", "gel_border", "gel_bubble", "ruler", "ink", "patches"]
@@ -210,13 +214,43 @@ def test_feature_cache_roundtrip_and_key_changes(tmp_path):
     assert cache.load(cache.describe(bb, 224, None, files, {"kind": "pooled"})) is None
     # int8 / bf16 features are not f32's; f32 keeps the key it always had, on any runtime
     for precision, hit in (("f32", True), ("int8", False), ("bf16", False)):
-        other = SimpleNamespace(**vars(bb), precision=precision)
+        other = SimpleNamespace(**vars(bb), precision=precision, calibration_digest="d1")
         assert (cache.load(cache.describe(other, 256, None, files, {"kind": "pooled"})) is not None) == hit
+    # int8: the images its graph is calibrated on are part of the key; uncalibrated is refused
+    int8 = SimpleNamespace(**vars(bb), precision="int8", calibration_digest="d1")
+    cache.save(cache.describe(int8, 256, None, files, {}), {"pooled": np.zeros(2)})
+    assert cache.load(cache.describe(int8, 256, None, files, {})) is not None
+    int8.calibration_digest = "d2"
+    assert cache.load(cache.describe(int8, 256, None, files, {})) is None
+    int8.calibration_digest = None
+    with pytest.raises(CalibrationError, match="precision int8: m is not calibrated"):
+        cache.describe(int8, 256, None, files, {})
     h = file_list_hash(files)
+    # the hash of path, size and mtime, as it always was (f32 caches keep their keys)
+    st = [Path(f).stat() for f in files]
+    assert h == hashlib.sha256("".join(f"{Path(f).resolve()}\0{s.st_size}\0{s.st_mtime_ns}\n"
+                                       for f, s in zip(files, st, strict=True)).encode()).hexdigest()
     _img(files[0], colour=(0, 0, 0), size=70)  # rewritten file -> new hash
     assert file_list_hash(files) != h
-    with pytest.raises(FileNotFoundError, match="missing.png"):
+    with pytest.raises(ImageReadError, match="missing.png: No such file or directory"):
         file_list_hash([tmp_path / "missing.png"])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+def test_a_damaged_feature_cache_entry_is_recomputed_with_a_warning(tmp_path, damage, caplog):
+    bb = SimpleNamespace(name="m", weight_source=SimpleNamespace(checksum="abc"), layers=(1, 2))
+    files = [_img(tmp_path / "0.png")]
+    cache = FeatureCache(tmp_path / "c")
+    desc = cache.describe(bb, 256, None, files)
+    path = cache.save(desc, {"pooled": np.arange(1000.0)})
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    with caplog.at_level(logging.WARNING):
+        assert cache.load(desc) is None
+    assert f"{path}: unreadable cache entry (" in caplog.text and "recomputing" in caplog.text
+    assert ("BadZipFile" if damage == "truncated" else "EOFError") in caplog.text
+    cache.save(desc, {"pooled": np.arange(3.0)})  # recomputed: written again over it
+    np.testing.assert_array_equal(cache.load(desc)["pooled"], np.arange(3.0))
 
 
 def test_repo_pill_manifest_on_generated_layout(tmp_path):

@@ -383,3 +383,153 @@ def test_bench_backbone_refuses_a_pair_that_does_not_exist():
         selected_variants(["onnxruntime"], ["bf16"])
     assert selected_variants(["torch"], None) == [("torch", "f32")]
     assert selected_variants(["onnxruntime"], ["f32"]) == [("torch", "f32"), ("onnxruntime", "f32")]
+
+
+def test_int8_never_runs_a_graph_it_finds_in_the_user_cache(x):
+    """Only a saved model's folder is searched for a calibrated graph: the user cache holds
+    graphs calibrated on other runs' images (another dataset, bench-backbone's noise)."""
+    made = random_backbone("onnxruntime", precision="int8")
+    made.calibrate(x.numpy())
+    made(x)
+    assert made.exports[1].parent == rt.default_cache_dir()  # a calibrated graph lies there now
+    for cache_dir in (None, rt.default_cache_dir()):
+        with pytest.raises(rt.CalibrationError, match="is not calibrated"):
+            random_backbone("onnxruntime", cache_dir=cache_dir, precision="int8")(x)
+
+
+def test_calibrating_on_other_images_drops_the_graphs_made_before(x, tmp_path):
+    bb = random_backbone("onnxruntime", cache_dir=tmp_path, precision="int8")
+    bb.calibrate(x.numpy())
+    first = bb(x)
+    assert bb.calibration_digest == rt.calibration_digest(x.numpy())
+    bb.calibrate(x.numpy())  # the same images: the graph is kept
+    assert bb.exports[1].name.endswith(f"-int8-{rt.calibration_digest(x.numpy())}.onnx")
+    other = (x * 3).numpy()
+    bb.calibrate(other)
+    assert bb.exports == [] and bb.calibration_digest == rt.calibration_digest(other)
+    again = bb(x)
+    assert bb.exports[1].name.endswith(f"-int8-{rt.calibration_digest(other)}.onnx")
+    assert not all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_bench_backbone_keeps_its_noise_calibrated_int8_graph_to_itself(tmp_path, monkeypatch,
+                                                                        caplog):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "cache"))
+    with caplog.at_level(logging.INFO, logger="anomaly_inspect"):
+        assert main(["bench-backbone", "--weights", "random", "--image-size", str(SIZE),
+                     "--batch-size", "2", "--rounds", "1", "--runtime", "onnxruntime",
+                     "--precision", "int8"]) == 0
+    assert not list((tmp_path / "cache").rglob("*-int8-*"))  # nothing another command could run
+    said = [r.getMessage() for r in caplog.records if "quantising" in r.getMessage()]
+    assert said == ["quantising the backbone to int8 (calibrated on 2 random inputs (a speed "
+                    "figure only))"]
+
+
+def test_bench_backbone_fails_on_a_named_runtime_that_is_not_installed(monkeypatch, capsys, caplog):
+    from anomaly_inspect.commands.bench_backbone import selected_variants
+
+    monkeypatch.setattr(rt, "runtime_available", lambda r: r != "openvino")
+    hint = 'pip install -e ".[openvino]"'
+    assert main(["bench-backbone", "--runtime", "openvino", "--weights", "random"]) == 1
+    assert capsys.readouterr().err == (
+        "error: bench-backbone --runtime openvino needs the openvino package, which is not "
+        f"installed: {hint}\n")
+    with pytest.raises(rt.RuntimeUnavailableError, match="openvino package"):
+        selected_variants(None, ["bf16"])  # the filters leave openvino alone
+    with caplog.at_level(logging.WARNING):  # the default, every runtime: openvino is skipped
+        assert selected_variants(None, None) == [("torch", "f32"), ("onnxruntime", "f32"),
+                                                 ("onnxruntime", "int8")]
+    assert "openvino is not installed: openvino f32, openvino bf16 not measured" in caplog.text
+    with pytest.raises(rt.RuntimeUnavailableError, match=r'runtime openvino needs .*\[openvino\]'):
+        random_backbone("openvino")
+
+
+@pytest.mark.parametrize(("layers", "says"), [
+    ([], "layers must not be empty"),
+    ([2, 2], r"layers must be increasing indices without repeats \(shallow to deep\), got \[2, 2\]"),
+    ([3, 2], r"layers must be increasing indices without repeats \(shallow to deep\), got \[3, 2\]"),
+])
+def test_backbone_refuses_empty_repeated_or_decreasing_layers(layers, says):
+    with pytest.raises(ValueError, match=says):
+        Backbone("tf_efficientnet_lite0", layers=layers, weights="random", runtime="torch")
+
+
+def test_runs_on_says_which_inputs_fell_back_to_torch(x, tmp_path, monkeypatch):
+    real = rt.export_onnx
+
+    def fails_at_48(model, layers, input_hw, outputs, path):
+        if tuple(input_hw) == (48, 48):
+            raise RuntimeError("no export at 48 px")
+        return real(model, layers, input_hw, outputs, path)
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", fails_at_48)
+    bb = random_backbone("onnxruntime", tmp_path)
+    bb(x)
+    assert bb.runs_on == "onnxruntime f32"
+    bb(x[..., :48, :48])
+    assert bb.runs_on == "onnxruntime f32 (torch where the export failed)"
+    bb.release()
+    assert bb.runs_on == "onnxruntime f32 (torch where the export failed)"
+
+
+def test_runs_on_reports_the_precision_the_compiled_graph_runs_at(x, tmp_path, monkeypatch):
+    class Downgraded(rt.OnnxRunner):  # as OpenVINO on a CPU without bf16: it runs f32
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.runs_precision = "f16"
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.OnnxRunner", Downgraded)
+    bb = random_backbone("onnxruntime", tmp_path)
+    bb(x)
+    assert bb.runs_on == "onnxruntime f16 (f32 asked for; this CPU runs f16)"
+
+
+def test_openvino_precision_is_read_back_from_the_compiled_model():
+    class Compiled:
+        def __init__(self, value):
+            self.value = value
+
+        def get_property(self, name):
+            assert name == "INFERENCE_PRECISION_HINT"
+            if isinstance(self.value, Exception):
+                raise self.value
+            return self.value
+
+    class OvType:  # what openvino returns: <Type: 'bfloat16'> with type_name 'bf16'
+        def __init__(self, short):
+            self.type_name = short
+
+    assert rt.openvino_precision(Compiled(OvType("bf16")), "bf16") == "bf16"
+    assert rt.openvino_precision(Compiled(OvType("f32")), "bf16") == "f32"
+    assert rt.openvino_precision(Compiled("float32"), "bf16") == "f32"
+    assert rt.openvino_precision(Compiled(RuntimeError("no such property")), "bf16") == "bf16"
+
+
+@pytest.mark.skipif(not runtime_available("openvino"), reason="openvino not installed")
+def test_openvino_runner_reports_what_the_cpu_runs(x):
+    import openvino as ov
+
+    bb = random_backbone("openvino", precision="bf16")
+    bb(x)
+    runner = next(iter(bb._runners.values()))
+    hint = runner._compiled.get_property("INFERENCE_PRECISION_HINT").type_name
+    assert runner.runs_precision == hint and bb.runs_on.startswith(f"openvino {hint}")
+    assert "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES") or hint == "bf16"
+
+
+def test_export_key_changes_with_the_timm_version(monkeypatch):
+    args = ("tf_efficientnet_lite0", "abc", [2, 3], (320, 320), "stages")
+    key = export_key(*args)
+    monkeypatch.setattr(rt, "timm_version", lambda: "0.0.1")
+    assert export_key(*args) != key
+
+
+def test_shared_helpers_by_hand():
+    import numpy as np
+
+    assert rt.max_rel_diff([np.array([1.0, 2.0]), np.array([0.0, 10.0])],
+                           [np.array([1.0, 4.0]), np.array([1.0, 10.0])]) == pytest.approx(0.5)
+    assert rt.max_rel_diff([torch.tensor([1e-13])], [torch.tensor([0.0])]) == pytest.approx(0.1)
+    assert rt.first_line(RuntimeError("  first\nsecond")) == "first"
+    assert rt.first_line(RuntimeError("x" * 300)) == "x" * 200
+    assert rt.first_line(RuntimeError("")) == ""

@@ -324,3 +324,37 @@ def test_tune_command_line_refusals_are_one_line(tmp_path, capsys):
         main(["tune", "--train", str(tmp_path), "--folds", "1"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "argument --folds: must be at least 2" in err and err.count("\n") == 1
+
+
+def test_int8_auto_evaluate_calibrates_every_extraction_on_training_images(demo, tmp_path,
+                                                                           monkeypatch):
+    """tune's validation, the ensemble's test scores and normal calibrations, and the final
+    fit each calibrate their int8 backbone on training images (never a graph found in the
+    user cache, never a test image)."""
+    from pathlib import Path
+
+    from anomaly_inspect.features.backbone import Backbone
+    from anomaly_inspect.features.extractor import FeatureExtractor
+
+    seen: list[tuple[str, int]] = []
+    real = Backbone.calibrate
+
+    def spy(self, images, source="training images"):
+        seen.append((source, len(images)))
+        return real(self, images, source)
+
+    given: list[list[Path]] = []
+    real_paths = FeatureExtractor.calibrate
+    monkeypatch.setattr(Backbone, "calibrate", spy)
+    monkeypatch.setattr(FeatureExtractor, "calibrate",
+                        lambda self, paths: given.append(list(paths)) or real_paths(self, paths))
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--root", str(demo.parent), "--category", demo.name, "--auto",
+                 "--ensemble", "2", "--precision", "int8", "--tune-cache", str(tmp_path / "cache"),
+                 "--output-json", str(out), *TINY]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["backbone"]["precision"] == "int8"
+    train = demo / "train" / "good"
+    # tune (one backbone x size), the ensemble's test scores, its 2 normal calibrations, the fit
+    assert len(given) == 5 and all(Path(p).parent == train for paths in given for p in paths)
+    assert seen == [("training images", 12)] * 5

@@ -596,3 +596,43 @@ def test_building_folders_a_killed_run_left_are_removed_by_the_next_build(tmp_pa
         os.close(held)
     left = sorted(p.name for p in entry.parent.iterdir())
     assert left == sorted([entry.name, names["live"], names["young"], names["other"]])
+
+
+def test_stage_map_key_holds_the_precision_and_keeps_earlier_f32_keys(tmp_path):
+    """f32 entries keep the key of earlier versions on any runtime (hand-computed below);
+    int8 entries are keyed by the images the graph is calibrated on, and an uncalibrated
+    int8 backbone is refused before anything is extracted."""
+    import hashlib
+    import json
+
+    from anomaly_inspect.features.backbone import Backbone
+    from anomaly_inspect.features.runtime import CalibrationError
+    from anomaly_inspect.tuning.stage_cache import calibrate, stage_maps
+    from layout_writer import rgb_image, write_image
+
+    paths = [write_image(tmp_path / f"{i}.png", rgb_image(48, seed=i)) for i in range(4)]
+    cache = tmp_path / "cache"
+
+    def maps_of(bb):
+        return stage_maps(bb, paths, 64, "stretch", cache, batch_size=2, progress=False)
+
+    f32 = Backbone(layers=[2, 3], runtime="torch")
+    plain = maps_of(f32)
+    files = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+    key = hashlib.sha256(json.dumps({
+        "backbone": f32.name, "weights": f32.weight_source.checksum, "layers": [2, 3],
+        "size": 64, "resize": "stretch", "mean": f32.mean, "std": f32.std, "files": files,
+    }).encode()).hexdigest()[:16]
+    assert plain.directory == cache / f"tf_efficientnet_lite0-64-stretch-{key}"
+    assert maps_of(Backbone(layers=[2, 3], runtime="onnxruntime")).directory == plain.directory
+    int8 = Backbone(layers=[2, 3], runtime="onnxruntime", precision="int8")
+    with pytest.raises(CalibrationError, match="is not calibrated"):
+        maps_of(int8)
+    assert sorted(p.name for p in cache.iterdir()) == [plain.directory.name]
+    calibrate(int8, paths, 64, "stretch")
+    quantised = maps_of(int8)
+    assert quantised.directory != plain.directory
+    assert not np.array_equal(quantised.maps[16][:], plain.maps[16][:])  # int8's own maps
+    other = Backbone(layers=[2, 3], runtime="onnxruntime", precision="int8")
+    calibrate(other, paths[:2], 64, "stretch")  # other calibration images: another entry
+    assert maps_of(other).directory not in (plain.directory, quantised.directory)

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -234,3 +235,60 @@ def test_no_card_is_written_when_the_weights_file_changes_while_read(tmp_path, m
     monkeypatch.setattr(B, "card_path", lambda name, file, explicit: tmp_path / f"{next(keys)}.card.json")
     bb = Backbone("tf_efficientnet_lite0")
     assert bb.weight_source.kind == "bundled" and not list(tmp_path.glob("*.card.json"))
+
+
+def _fake_timm_cache(tmp_path, monkeypatch, state: dict) -> Path:
+    """An HF cache holding ``state`` as timm's resnet18 weights (and an empty torch.hub)."""
+    from huggingface_hub import constants
+    from safetensors.torch import save_file
+
+    repo = tmp_path / "hf" / "models--timm--resnet18.a1_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("abc")
+    path = repo / "snapshots" / "abc" / "model.safetensors"
+    path.parent.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    return path
+
+
+def _resnet18_state(seed: int) -> dict:
+    import timm
+
+    torch.manual_seed(seed)
+    return timm.create_model("resnet18", pretrained=False).state_dict()
+
+
+def test_timm_cache_weights_that_do_not_fit_are_refused_naming_the_file(tmp_path, monkeypatch):
+    state = _resnet18_state(5)
+    path = _fake_timm_cache(tmp_path, monkeypatch, {f"encoder.{k}": v for k, v in state.items()})
+    with pytest.raises(WeightsUnavailableError) as info:
+        Backbone("resnet18", runtime="torch")
+    msg = str(info.value)
+    assert msg.startswith(f"{path}: does not fit the model: ") and "weights would stay random" in msg
+    assert "'bn1.bias' missing from the file" in msg  # the first of the sorted names
+    path.write_bytes(b"not a safetensors file")
+    with pytest.raises(WeightsUnavailableError, match=f"{path}: timm's cached weights for this "
+                                                      "model cannot be read"):
+        Backbone("resnet18", runtime="torch")
+
+
+def test_timm_cache_weights_load_with_only_the_classifier_left_out(tmp_path, monkeypatch):
+    state = _resnet18_state(5)
+    _fake_timm_cache(tmp_path, monkeypatch, {k: v for k, v in state.items() if not k.startswith("fc.")})
+    bb = Backbone("resnet18", runtime="torch")
+    assert bb.weight_source.kind == "timm-cache"
+    loaded = bb.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("fc."))
+    # one tensor too many that is not the classifier's: refused
+    _fake_timm_cache(tmp_path / "2", monkeypatch, {**state, "extra.weight": torch.ones(2)})
+    with pytest.raises(WeightsUnavailableError, match="'extra.weight' unexpected in the file"):
+        Backbone("resnet18", runtime="torch")
+    # a tensor of the wrong shape: refused too
+    bad = {**state, "conv1.weight": torch.ones(3, 3)}
+    _fake_timm_cache(tmp_path / "3", monkeypatch, bad)
+    with pytest.raises(WeightsUnavailableError,
+                       match=r"does not fit the model: 'conv1.weight' has shape \(3, 3\), the "
+                             r"model's \(64, 3, 7, 7\)"):
+        Backbone("resnet18", runtime="torch")

@@ -10,12 +10,12 @@ the reference for the speed ratio and for the largest relative difference.
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
-from pathlib import Path
 
 from ..choices import PRECISIONS, RUNTIMES
 from ..config import BackboneConfig, FeatureConfig
-from .common import image_size, int_list, positive_int, print_table, write_json
+from .common import add_output_args, image_size, int_list, positive_int, print_table, write_json
 
 VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "f32"),
             ("openvino", "bf16")]
@@ -29,11 +29,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated timm feature indices (default: stride 8 and 16)")
     p.add_argument("--weights", help="checkpoint FILE or 'random'")
     p.add_argument("--runtime", choices=RUNTIMES, action="append",
-                   help="measure this runtime (repeatable; default: every installed one); "
-                        "torch f32 is always measured as the reference")
+                   help="measure this runtime (repeatable; default: every installed one; one "
+                        "named here must be installed); torch f32 is always measured as the "
+                        "reference")
     p.add_argument("--precision", choices=PRECISIONS, action="append",
                    help="measure this precision (repeatable; default: all; bf16 is openvino only, "
-                        "int8 onnxruntime only, calibrated here on the benchmark batch)")
+                        "int8 onnxruntime only, calibrated here on the random benchmark batch, "
+                        "a graph kept for this run only)")
     p.add_argument("--pooled", action="store_true",
                    help="run the full network for the pooled embedding too (norm / classifier scorers)")
     p.add_argument("--image-size", type=image_size, default=FeatureConfig.image_size,
@@ -41,17 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--rounds", type=positive_int, default=5,
                    help="interleaved rounds, one batch per runtime each (after a warm-up); best kept")
-    p.add_argument("--output-json", type=Path)
-    p.add_argument("--quiet", action="store_true")
+    add_output_args(p)
     p.set_defaults(func=run)
 
 
 def selected_variants(runtimes: list[str] | None, precisions: list[str] | None) -> list[tuple[str, str]]:
     """torch f32 first, then the installed (runtime, precision) pairs the filters keep; filters
-    that keep no pair at all are an error (e.g. onnxruntime with bf16)."""
+    that keep no pair at all are an error (e.g. onnxruntime with bf16), and so is a runtime
+    named by ``runtimes`` (or the only one the filters leave) that is not installed. Without
+    ``runtimes`` an uninstalled runtime is skipped with a warning."""
     import logging
 
-    from ..features.runtime import runtime_available
+    from ..features.runtime import require_runtime, runtime_available
 
     asked = [v for v in VARIANTS
              if (not runtimes or v[0] in runtimes) and (not precisions or v[1] in precisions)]
@@ -59,30 +62,38 @@ def selected_variants(runtimes: list[str] | None, precisions: list[str] | None) 
         raise ValueError(f"--runtime {' '.join(runtimes or ['(any)'])} --precision "
                          f"{' '.join(precisions or ['(any)'])}: no such pair; pairs: "
                          f"{', '.join(' '.join(v) for v in VARIANTS)}")
-    for v in asked:
-        if not runtime_available(v[0]):
-            logging.getLogger(__name__).warning("%s is not installed: %s %s not measured", v[0], *v)
+    missing = sorted({v[0] for v in asked if not runtime_available(v[0])})
+    if missing and (runtimes or all(not runtime_available(v[0]) for v in asked)):
+        require_runtime(missing[0], f"bench-backbone --runtime {missing[0]}")
+    for name in missing:
+        logging.getLogger(__name__).warning("%s is not installed: %s not measured", name,
+                                            ", ".join(" ".join(v) for v in asked if v[0] == name))
     return [VARIANTS[0], *(v for v in asked if v != VARIANTS[0] and runtime_available(v[0]))]
 
 
-def _max_rel_diff(out, ref) -> float:
-    return max(float((a - b).abs().max() / b.abs().max().clamp_min(1e-12)) for a, b in zip(out, ref, strict=True))
-
-
 def run(args: argparse.Namespace) -> int:
+    variants = selected_variants(args.runtime, args.precision)
+    # int8 is calibrated on the random batch: its graphs go to a folder of this run only, so
+    # that nothing else ever runs them
+    with tempfile.TemporaryDirectory(prefix="bench-backbone-int8-") as scratch:
+        return _run(args, variants, scratch)
+
+
+def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str) -> int:
     import torch
 
     from ..features.backbone import Backbone
+    from ..features.runtime import max_rel_diff
     from ..resources import peak_rss_mb
 
     layers = args.layers or None
-    variants = selected_variants(args.runtime, args.precision)
-    backbones = {v: Backbone(args.backbone, layers, args.weights, runtime=v[0], precision=v[1])
+    backbones = {v: Backbone(args.backbone, layers, args.weights, runtime=v[0], precision=v[1],
+                             cache_dir=scratch if v[1] == "int8" else None)
                  for v in variants}
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
-    for b in backbones.values():  # int8: calibrated on this batch (a speed figure only)
-        b.calibrate(x.numpy())
+    for b in backbones.values():  # int8 only (a speed figure)
+        b.calibrate(x.numpy(), source="random inputs (a speed figure only)")
 
     def step(b: Backbone):
         if args.pooled:
@@ -93,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     ref = step(backbones[VARIANTS[0]])
     diffs = {}
     for v, b in backbones.items():  # warm-up (and the export on first use)
-        diffs[v] = _max_rel_diff(step(b), ref)
+        diffs[v] = max_rel_diff(step(b), ref)
     best = dict.fromkeys(variants, float("inf"))
     for _ in range(max(1, args.rounds)):
         for v, b in backbones.items():

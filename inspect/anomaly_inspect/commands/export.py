@@ -5,12 +5,12 @@
 ``screen DIR`` scores with the same code). A model is exported only in the format of the
 runtime it was fitted with.
 
-``export --out FILE.onnx [model options]`` writes the backbone alone. The graph is the one
-the ``onnxruntime`` / ``openvino`` runtimes run: input
-``images`` (B, 3, H, W) float32, normalised with the model's mean / std;
-outputs ``stage0``, ``stage1``, ... (the configured stages) and, with
-``--pooled``, ``pooled`` (B, D). The batch axis is dynamic. The export is
-checked against torch on one random batch before it is reported.
+``export --out FILE.onnx [model options]`` writes the backbone alone: the f32 graph the
+``onnxruntime`` runtime runs (a config of another runtime or precision is refused). Input
+``images`` (B, 3, S, S) float32, S the config's crop size (else its image size), normalised
+with the model's mean / std; outputs ``stage0``, ``stage1``, ... (the configured stages) and,
+with ``--pooled``, ``pooled`` (B, D). The batch axis is dynamic. The export is checked
+against torch on one random batch before it is reported.
 """
 
 from __future__ import annotations
@@ -42,10 +42,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from ..features.runtime import OnnxRunner
+    from ..features.runtime import OnnxRunner, max_rel_diff
     from ..files import replacing
     from ..pipeline import build_backbone
 
@@ -58,6 +57,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{' '.join(given)}: not used without MODEL_DIR: the backbone alone is "
                          f"written as its f32 ONNX graph; to deploy another runtime or precision, "
                          f"fit a model with it and export MODEL_DIR")
+    unused = _given(args, UNUSED_BY_BACKBONE)
+    if unused:
+        raise ValueError(f"{' '.join(unused)}: not used when exporting the backbone alone (its "
+                         f"graph has a dynamic batch axis and takes the resized input)")
     if args.out.is_dir():
         raise IsADirectoryError(f"{args.out}: is a folder; --out names the .onnx file to write")
     if args.out.exists() and not args.overwrite:
@@ -65,8 +68,17 @@ def run(args: argparse.Namespace) -> int:
     if args.out.suffix != ".onnx":
         raise ValueError(f"{args.out}: the output file must end in .onnx")
     cfg = model_config_from_args(args)
+    runtime, precision = cfg.backbone.runtime, cfg.backbone.precision
+    if (runtime, precision) != ("onnxruntime", "f32"):
+        raise ValueError(f"{args.config or 'config'}: backbone runtime {runtime} precision "
+                         f"{precision}: the backbone alone is written as its f32 ONNX graph "
+                         f"(onnxruntime f32); to deploy another runtime or precision, fit a "
+                         f"model with it and export MODEL_DIR")
+    if args.seed is not None and str(cfg.backbone.weights) != "random":
+        raise ValueError("--seed: only changes random weights (--weights random); the backbone's "
+                         "weights are its own")
     backbone = build_backbone(cfg)
-    size = cfg.features.image_size
+    size = cfg.features.crop_size or cfg.features.image_size  # the model input
     with replacing(args.out) as tmp:  # the cached export
         shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), tmp)
     torch.manual_seed(0)
@@ -77,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         want = backbone.torch_forward(x)
     got = OnnxRunner(args.out, "onnxruntime")(x.numpy())
-    diff = max(float(np.abs(g - w.numpy()).max() / np.abs(w.numpy()).max()) for g, w in zip(got, want, strict=True))
+    diff = max_rel_diff(got, want)
     print_table([
         ("wrote", str(args.out)),
         ("backbone", f"{backbone.name} ({backbone.weight_source.kind} weights, checksum "
@@ -91,6 +103,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+#: model options the backbone-alone form has no use for (the graph does not depend on them)
+UNUSED_BY_BACKBONE = ("method", "resize", "batch_size")
 #: options of the backbone-alone form; a saved model brings its own
 BACKBONE_ONLY = ("pooled", "config", "method", "backbone", "weights", "layers", "runtime",
                  "precision", "image_size", "resize", "batch_size", "seed")

@@ -33,6 +33,14 @@ def check_variants(variants: Sequence[str]) -> None:
         raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(CORESET_VARIANTS)}")
 
 
+def refuse_distributed_int8(cfg: ModelConfig) -> None:
+    """Refuse int8 before any work where a distributed engine fits (its fit refuses it too,
+    after the local rows would have been computed)."""
+    if cfg.backbone.precision == "int8":
+        raise ValueError("bench-coreset: precision int8 cannot run on a distributed engine (its "
+                         "workers do not get the calibrated graph); use --engine local or f32")
+
+
 def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
                   variants: Sequence[str] = ("two_round", "exact"),
                   progress: bool = True, engine: Engine | None = None) -> list[dict]:
@@ -40,8 +48,13 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     With a distributed ``engine``, one more row per ratio (variant ``engine:NAME``): the bank
     fitted on its workers (extraction and round 1 there, round 2 here)."""
     check_variants(variants)
-    runner = Runner(build(cfg, progress=progress)[1], progress=progress)
-    train = runner.extract([s.path for s in dataset.train], "extract train").features
+    if engine is not None and not engine.in_process:
+        refuse_distributed_int8(cfg)
+    extractor = build(cfg, progress=progress)[1]
+    train_paths = [s.path for s in dataset.train]
+    extractor.calibrate(train_paths)  # int8: on this dataset's training images
+    runner = Runner(extractor, progress=progress)
+    train = runner.extract(train_paths, "extract train").features
     test = runner.extract([s.path for s in dataset.test], "extract test").features
     labels = np.array([s.label for s in dataset.test])
     rows = bench_coreset_features(dataset.name, train, test, labels, cfg.scorer, ratios, variants,
@@ -59,6 +72,7 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
     (image scores are exact with any index)."""
     from ..pipeline.remote_fit import fit_bank_remote
 
+    refuse_distributed_int8(cfg)
     runner = Runner(build(cfg, progress=False)[1], progress=progress)
     params = {**cfg.scorer, "seed": cfg.seed, "progress": False}
     local, remote = PatchCore(**params), PatchCore(**params)

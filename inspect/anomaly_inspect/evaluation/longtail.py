@@ -109,6 +109,7 @@ def evaluate_longtail(
     train = split.train_samples(category_dirs)
     train_paths = [s.path for s in train]
     train_cats = [s.group for s in train]
+    extractor.calibrate(train_paths)  # int8: on the training images (the fit is not runner.fit)
     timings: dict[str, float] = {}
     with Timer() as t:
         feats = runner.extract(train_paths, "extract train").features

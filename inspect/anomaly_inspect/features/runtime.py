@@ -8,7 +8,7 @@ post-training quantisation, calibrated on training images) trade accuracy for sp
 and are never chosen unless asked for.
 
 Exports are made lazily (on the first batch, never at import time), once per
-(backbone, weights checksum, stages, input size, pooled?, torch version), and
+(backbone, weights checksum, stages, input size, outputs, torch and timm versions), and
 cached as ``backbone-<key>.onnx`` in a directory: the model directory for
 saved models, otherwise ``$ANOMALY_INSPECT_CACHE`` or ``~/.cache/anomaly_inspect``.
 A saved model runs the graphs it holds whatever torch version runs now: in its
@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import hashlib
+import importlib.metadata
 import io
 import json
 import logging
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 32  # training images an int8 graph is calibrated on
 EXPORT_FORMAT = 1  # bump when the exported graph's layout changes
 CACHE_ENV = "ANOMALY_INSPECT_CACHE"
+OPENVINO_INSTALL = 'pip install -e ".[openvino]"'  # as the README says
 # Images per runtime call: a batch runs in slices of about this many pixels. Both runtimes
 # are 15-50 % faster on slices of two 320 px images than on 32 at once (the activations of a
 # few images stay in cache), and ONNX Runtime's arena shrinks from ~650 MB to ~100 MB
@@ -66,6 +69,27 @@ def runtime_available(runtime: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def require_runtime(runtime: str, purpose: str | None = None) -> None:
+    """Raise :class:`RuntimeUnavailableError` (with the install command) where ``runtime``'s
+    library is not installed; ``purpose`` names what needs it (default: "runtime NAME")."""
+    if not runtime_available(runtime):
+        hint = f": {OPENVINO_INSTALL}" if runtime == "openvino" else ""
+        raise RuntimeUnavailableError(f"{purpose or f'runtime {runtime}'} needs the {runtime} "
+                                      f"package, which is not installed{hint}")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``exc``'s message, at most ``limit`` characters (for one-line errors)."""
+    return (str(exc).strip().splitlines() or [""])[0][:limit]
+
+
+def max_rel_diff(got: Sequence, want: Sequence) -> float:
+    """Largest over the output pairs of max |got - want| / max |want| (arrays or tensors)."""
+    return max(float(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)).max()
+                     / max(float(np.abs(np.asarray(w, np.float64)).max()), 1e-12))
+               for g, w in zip(got, want, strict=True))
+
+
 def default_cache_dir() -> Path:
     """``$ANOMALY_INSPECT_CACHE``/onnx, else ``~/.cache/anomaly_inspect/onnx``."""
     root = os.environ.get(CACHE_ENV)
@@ -76,15 +100,25 @@ def default_cache_dir() -> Path:
 OUTPUTS = ("stages", "pooled", "full")  # what an exported graph returns, see _StagesGraph
 
 
+@functools.cache
+def timm_version() -> str:
+    """The installed timm's version, read without importing timm."""
+    try:
+        return importlib.metadata.version("timm")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def export_key(name: str, weights_checksum: str, layers: Sequence[int], input_hw: tuple[int, int],
                outputs: str) -> str:
-    """Hash of everything the exported graph depends on."""
+    """Hash of everything the exported graph depends on (timm's version too: it defines the
+    module that is traced)."""
     if outputs not in OUTPUTS:
         raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}")
     desc = {"name": name, "weights": weights_checksum, "layers": [int(i) for i in layers],
             "input_hw": [int(v) for v in input_hw], "pooled": outputs != "stages",
-            "torch": torch.__version__, "format": EXPORT_FORMAT}
-    if outputs == "full":  # the two older kinds keep their keys (and saved models their files)
+            "torch": torch.__version__, "timm": timm_version(), "format": EXPORT_FORMAT}
+    if outputs == "full":  # a flag of its own, so that the two older kinds' keys kept their form
         desc["full"] = True
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -215,7 +249,7 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
             _drop_empty_pad_inputs(Path(tmp))
         except Exception as exc:
             log.info("TorchScript-based ONNX export failed (%s: %s); trying torch.export",
-                     type(exc).__name__, (str(exc).strip().splitlines() or [""])[0][:200])
+                     type(exc).__name__, first_line(exc))
             torch.onnx.export(
                 graph, (x,), str(tmp), dynamo=True, external_data=False, verbose=False,
                 input_names=["images"], output_names=names,
@@ -230,10 +264,12 @@ def calibration_digest(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()[:12]
 
 
-def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8) -> Path:
+def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8,
+                  source: str = "training images") -> Path:
     """Static int8 quantisation of the f32 graph ``src`` (QDQ, per-channel int8 weights,
     uint8 activations, min-max ranges) calibrated on ``images`` (B, 3, H, W), normalised
-    as for the backbone; written beside ``dst`` and renamed into place."""
+    as for the backbone; written beside ``dst`` and renamed into place. ``source`` says
+    what the images are (logged)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -251,7 +287,7 @@ def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8) -> P
             return None if x is None else {"images": np.ascontiguousarray(x, np.float32)}
 
     dst.parent.mkdir(parents=True, exist_ok=True)
-    log.info("quantising the backbone to int8 (calibrated on %d training images)", len(images))
+    log.info("quantising the backbone to int8 (calibrated on %d %s)", len(images), source)
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet_exporter():
         pre = Path(tmp) / "pre.onnx"
         out = Path(tmp) / "int8.onnx"
@@ -290,6 +326,8 @@ class OnnxRunner:
 
     ``threads``: intra-op threads (None = ``torch.get_num_threads()``). A batch runs in
     slices of :func:`micro_batch` images; the outputs are the same as in one call.
+    ``runs_precision``: the precision that runs, as the compiled model reports it (OpenVINO
+    runs f32 where the CPU has no bf16 support, whatever was asked).
     """
 
     def __init__(self, path: Path, runtime: str = "onnxruntime", precision: str = "f32",
@@ -301,6 +339,7 @@ class OnnxRunner:
         self.runtime = runtime
         self.precision = precision
         self.threads = threads if threads is not None else torch.get_num_threads()
+        self.runs_precision = precision
         if runtime == "onnxruntime":
             import onnxruntime as ort
 
@@ -315,18 +354,16 @@ class OnnxRunner:
                                                  providers=["CPUExecutionProvider"])
             self._input = self._session.get_inputs()[0].name
         else:
-            try:
-                import openvino as ov
-            except ImportError as exc:
-                raise RuntimeUnavailableError(
-                    "runtime openvino needs the openvino package: "
-                    "pip install 'anomaly-inspect[openvino]'") from exc
+            require_runtime("openvino")
+            import openvino as ov
+
             core = ov.Core()
             config = {"INFERENCE_NUM_THREADS": self.threads,
                       "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
                       "PERFORMANCE_HINT": "LATENCY"}
             self._compiled = core.compile_model(core.read_model(str(self.path)), "CPU", config)
             self._request = self._compiled.create_infer_request()
+            self.runs_precision = openvino_precision(self._compiled, precision)
 
     def __call__(self, images: np.ndarray) -> list[np.ndarray]:
         """Outputs for a (B, 3, H, W) float32 batch, in export order."""
@@ -343,3 +380,17 @@ class OnnxRunner:
         self._request.infer({0: images})
         return [np.array(self._request.get_output_tensor(i).data, dtype=np.float32)
                 for i in range(len(self._compiled.outputs))]
+
+
+def openvino_precision(compiled, asked: str) -> str:
+    """The precision an OpenVINO compiled model runs at (its ``INFERENCE_PRECISION_HINT`` read
+    back: bf16 falls back to f32 on a CPU without bf16 support); ``asked`` where the property
+    cannot be read."""
+    try:
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except Exception as exc:  # noqa: BLE001 - OpenVINO raises its own types
+        log.debug("OpenVINO: INFERENCE_PRECISION_HINT not readable (%s)", first_line(exc))
+        return asked
+    name = str(getattr(value, "type_name", None) or value).lower()
+    return {"bf16": "bf16", "bfloat16": "bf16", "f32": "f32", "float32": "f32",
+            "f16": "f16", "float16": "f16"}.get(name, name)

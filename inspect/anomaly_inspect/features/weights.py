@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import logging
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -133,6 +134,42 @@ def _timm_cached_file(model: nn.Module) -> Path | None:
     return None
 
 
+def _load_timm_cached(model: nn.Module, path: Path) -> None:
+    """Load timm's cached weights file ``path`` into ``model`` as timm loads pretrained weights:
+    read by timm, passed through the model family's ``checkpoint_filter_fn`` where it has one;
+    only classifier tensors may be missing or left over (every other one must load), else
+    :class:`WeightsUnavailableError` naming the file."""
+    import timm.models
+
+    from .runtime import first_line
+
+    try:
+        state = timm.models.load_state_dict(str(path), weights_only=True)
+        filter_fn = getattr(sys.modules.get(type(model).__module__), "checkpoint_filter_fn", None)
+        if filter_fn is not None:
+            state = filter_fn(state, model)
+    except Exception as exc:  # noqa: BLE001 - timm / safetensors / torch raise their own types
+        raise WeightsUnavailableError(f"{path}: timm's cached weights for this model cannot be "
+                                      f"read ({type(exc).__name__}: {first_line(exc)})") from None
+    target = model.state_dict()
+    for key, tensor in state.items():
+        if key in target and tuple(tensor.shape) != tuple(target[key].shape):
+            raise WeightsUnavailableError(
+                f"{path}: does not fit the model: {key!r} has shape {tuple(tensor.shape)}, the "
+                f"model's {tuple(target[key].shape)}")
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    heads = cfg.get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    bad = sorted(k for k in {*missing, *unexpected}
+                 if not any(k in (f"{h}.weight", f"{h}.bias") for h in heads))
+    if bad:
+        kind = "missing from" if bad[0] in missing else "unexpected in"
+        raise WeightsUnavailableError(
+            f"{path}: does not fit the model: {len(bad)} tensors missing or unexpected (e.g. "
+            f"{bad[0]!r} {kind} the file); its weights would stay random")
+
+
 def load_weights(model: nn.Module, name: str, weights: str | Path | None) -> WeightSource:
     """Load weights into ``model`` (a full timm model) following the documented order."""
     if weights is not None and str(weights) == RANDOM:
@@ -156,9 +193,7 @@ def load_weights(model: nn.Module, name: str, weights: str | Path | None) -> Wei
         return WeightSource("bundled", str(bundled), state_dict_checksum(model))
     cached = _timm_cached_file(model)
     if cached is not None:
-        import timm.models
-
-        timm.models.load_checkpoint(model, str(cached), strict=False)
+        _load_timm_cached(model, cached)
         return WeightSource("timm-cache", str(cached), state_dict_checksum(model))
     hint = ""
     if name in BUNDLED_WEIGHTS:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..features.runtime import first_line, max_rel_diff, require_runtime
 from .model import open_model_dir
 from .model_dir import (
     BACKBONE_DIR,
@@ -49,8 +50,7 @@ def _graph_io(path: Path) -> dict[str, Any]:
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
-        raise ModelFormatError(f"{path}: not a readable ONNX graph ({first})") from None
+        raise ModelFormatError(f"{path}: not a readable ONNX graph ({first_line(exc)})") from None
 
     def shape(t) -> list:
         return [d if isinstance(d, int) else None for d in t.shape]
@@ -64,11 +64,9 @@ def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int, sourc
     """Convert one ONNX graph to OpenVINO IR (f32 weights) and return the largest relative
     difference between the two on a random batch of two images, both run by OpenVINO f32. A
     graph OpenVINO cannot convert or run is refused naming ``source``, the model's file."""
-    try:
-        import openvino as ov
-    except ImportError as exc:
-        raise RuntimeError("export --format openvino needs the openvino package: "
-                           "pip install 'anomaly-inspect[openvino]'") from exc
+    require_runtime("openvino", "export --format openvino")
+    import openvino as ov
+
     x = np.random.default_rng(0).standard_normal((2, 3, height, width)).astype(np.float32)
     try:
         ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
@@ -80,11 +78,9 @@ def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int, sourc
             result = compiled(x)
             outs.append([np.asarray(result[o]) for o in compiled.outputs])
     except Exception as exc:  # OpenVINO raises its own exception types
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelFormatError(f"{source}: OpenVINO cannot convert or run this graph "
-                               f"({first})") from None
-    return max(float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-12))
-               for a, b in zip(outs[1], outs[0], strict=True))
+                               f"({first_line(exc)})") from None
+    return max_rel_diff(outs[1], outs[0])
 
 
 def _model_file_names(model_dir: Path, listed: dict | None) -> list[str]:

@@ -23,7 +23,7 @@ from ..evaluation.metrics import auroc
 from ..pipeline import build_backbone
 from ..progress import Progress
 from .candidates import Candidate
-from .stage_cache import stage_maps
+from .stage_cache import calibrate, stage_maps
 from .tune import DEFAULT_CACHE, TuningResult, _scorer, normal_calibrations
 
 
@@ -47,6 +47,7 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
             cfg = members[0].config(base)
             cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
             backbone = build_backbone(cfg)
+            calibrate(backbone, train, size, resize, crop)  # int8: on the training images
             tr = stage_maps(backbone, train, size, resize, cache_dir / "maps", bs, progress,
                             f"extract train {name} {size} {resize}", crop_size=crop, skip_unreadable=True)
             te = stage_maps(backbone, test, size, resize, cache_dir / "maps", bs, progress,

@@ -33,25 +33,13 @@ from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
 from ..data.transforms import Box
 from ..features.backbone import Backbone
+from ..features.cache import file_fingerprints, precision_key
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
 from ..files import lock_folder, make_folder, remove_stale_folders, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-def file_fingerprints(paths: Sequence[Path]) -> list:
-    """[resolved path, size, mtime] of each file: a cache key that changes when a file does.
-    A file that cannot be looked at is an :class:`ImageReadError` naming it."""
-    out = []
-    for p in paths:
-        try:
-            st = Path(p).stat()
-        except OSError as e:
-            raise ImageReadError(p, e.strerror or str(e)) from None
-        out.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-    return out
 
 
 @contextmanager
@@ -153,20 +141,31 @@ class StageMaps:
             yield self.features(idx[start:start + batch_size], strides, embedding)
 
 
+def calibrate(backbone: Backbone, train_paths: Sequence[Path], image_size: int, resize: str,
+              crop_size: int | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
+    """Calibrate an int8 ``backbone`` on ``train_paths`` (training images, never test images)
+    at the input geometry :func:`stage_maps` extracts with; a no-op at other precisions."""
+    if backbone.needs_calibration:
+        FeatureExtractor(backbone, image_size, crop_size, patches=False, resize=resize,
+                         max_pixels=max_pixels).calibrate(list(train_paths))
+
+
 def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resize: str,
                cache_dir: Path, batch_size: int = 32, progress: bool = True,
                desc: str = "extract", max_pixels: int = DEFAULT_MAX_PIXELS,
                crop_size: int | None = None, skip_unreadable: bool = False) -> StageMaps:
     """The stage maps of ``paths`` through ``backbone`` (all of its ``layers``), read from
-    ``cache_dir`` when an extraction with the same backbone, weights, geometry and files
-    (path, size, mtime) is there, else extracted now. Raises on the first unreadable image,
-    or with ``skip_unreadable`` leaves it out with a warning naming it."""
+    ``cache_dir`` when an extraction with the same backbone, weights, precision (at int8 the
+    calibration images, see :func:`calibrate`), geometry and files (path, size, mtime) is
+    there, else extracted now. Raises on the first unreadable image, or with
+    ``skip_unreadable`` leaves it out with a warning naming it."""
     strides = backbone.strides
     key = hashlib.sha256(json.dumps({
         "backbone": backbone.name, "weights": backbone.weight_source.checksum,
         "layers": list(backbone.layers), "size": image_size, "resize": resize,
         "mean": backbone.mean, "std": backbone.std, "files": file_fingerprints(paths),
         **({"crop": crop_size} if crop_size else {}),
+        **precision_key(backbone),  # nothing at f32: f32 keys are those of earlier versions
     }).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / f"{backbone.name}-{image_size}-{resize}-{key}"
     input_size = crop_size or image_size

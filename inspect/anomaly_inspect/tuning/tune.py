@@ -7,7 +7,8 @@ taken from the fold's bank images). For each candidate and fold, the scorer is f
 other folds' images and scores the held-out normals and their anomalous copies; each (fold,
 family) pair is a judge with its AUROC. Candidates are ranked by trimmed Borda count over judges;
 the winner replaces the default only if it beats it by more than the fold-to-fold noise.
-Backbone features are extracted once per backbone x input size x resize into ``cache_dir``.
+Backbone features are extracted once per backbone x input size x resize into ``cache_dir``
+(an int8 backbone is calibrated on the tuning images first, for each of them).
 Where every image is square, ``pad`` gives the very input ``stretch`` gives: a ``pad`` candidate
 then takes its ``stretch`` twin's validation (``same_as``) instead of repeating it, and an
 ensemble never takes both.
@@ -33,12 +34,13 @@ from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
+from ..features.cache import file_fingerprints
 from ..pipeline import build_backbone
 from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
 from .rank import Decision, beats_default, fold_gain, trimmed_borda
-from .stage_cache import StageMaps, discard_entry, file_fingerprints, new_entry, stage_maps
+from .stage_cache import StageMaps, calibrate, discard_entry, new_entry, stage_maps
 
 log = logging.getLogger(__name__)
 
@@ -392,6 +394,7 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             cfg = batch[members[0]].config(base)
             cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
             backbone = build_backbone(cfg)
+            calibrate(backbone, paths, size, resize, crop, max_pixels)
             bs = base.features.batch_size
             normal = stage_maps(backbone, paths, size, resize, cache_dir / "maps", bs, progress,
                                 f"extract {name} {size} {resize}", max_pixels, crop)
@@ -476,6 +479,7 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
     out = []
     for cand in members:
         backbone = build_backbone(cand.config(base))
+        calibrate(backbone, paths, cand.image_size, cand.resize, base.features.crop_size)
         normal = stage_maps(backbone, paths, cand.image_size, cand.resize, cache_dir / "maps", bs,
                             progress, f"extract {cand.name}", crop_size=base.features.crop_size)
         embedding = cand.config(base).features.embedding()

@@ -356,3 +356,36 @@ def test_round_two_runs_in_cells_only_when_one_greedy_would_pass_the_budget():
     auto = TwoRoundCoreset(0.1, chunk_size=1000)  # auto keeps the ratio at 10 %: no cells
     auto.add(x)
     assert auto.keep_ratio == 0.1 and not auto.greedy_round_two
+
+
+def test_bench_coreset_calibrates_int8_on_its_own_training_images(tmp_path, monkeypatch):
+    """int8 is calibrated on this dataset's training images, never on a graph another run left
+    in the user cache; a distributed engine refuses int8 before any work."""
+    from types import SimpleNamespace
+
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.mvtec import load_mvtec
+    from anomaly_inspect.data.synthetic import generate_dataset
+    from anomaly_inspect.evaluation.coreset_bench import bench_coreset, bench_engine_fit
+    from anomaly_inspect.features.extractor import FeatureExtractor
+
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=4, n_test_good=2,
+                            n_test_per_defect=1, image_size=64).parent
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "user_cache"))  # empty
+    given = []
+    real = FeatureExtractor.calibrate
+    monkeypatch.setattr(FeatureExtractor, "calibrate",
+                        lambda self, paths: given.append(list(paths)) or real(self, paths))
+    cfg = ModelConfig()
+    cfg.backbone.precision, cfg.features.image_size = "int8", 64
+    dataset = load_mvtec(root, "tiny")
+    rows = bench_coreset(dataset, cfg, [0.5], ["two_round"], progress=False)
+    assert given == [[s.path for s in dataset.train]] and 0 <= rows[0]["image_auroc"] <= 1
+    int8 = list((tmp_path / "user_cache").rglob("*-int8-*.onnx"))
+    assert len(int8) == 1  # made here, from these images
+    distributed = SimpleNamespace(in_process=False, name="ray")
+    for call in (lambda: bench_coreset(dataset, cfg, [0.5], ["two_round"], engine=distributed),
+                 lambda: bench_engine_fit(dataset, cfg, distributed)):
+        with pytest.raises(ValueError, match="precision int8 cannot run on a distributed engine"):
+            call()
+    assert len(given) == 1

@@ -17,16 +17,17 @@ TINY = ["--n-train", "6", "--n-test-good", "3", "--n-test-per-defect", "2",
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    """One demo run kept under --out (the slow part, shared by the tests below)."""
+    """One demo run kept under --out (the slow part, shared by the tests below); its JSON goes
+    into --out too, beside the dataset folder (demo writes only synthetic_<texture>/ there)."""
     out = tmp_path_factory.mktemp("demo")
-    code = main(["demo", *TINY, "--out", str(out / "data"), "--output-json", str(out / "r.json")])
+    code = main(["demo", *TINY, "--out", str(out / "data"), "--output-json", str(out / "data" / "r.json")])
     return code, out
 
 
 def test_demo_writes_json_with_metrics(demo_run, capsys):
     code, out = demo_run
     assert code == 0
-    result = json.loads((out / "r.json").read_text())
+    result = json.loads((out / "data" / "r.json").read_text())
     for key in ("image_auroc", "pixel_auroc", "n_train", "n_test", "fit_seconds", "test_seconds",
                 "test_images_per_second", "memory_bank_items", "memory_bank_mb", "peak_rss_mb",
                 "backbone", "method", "category"):

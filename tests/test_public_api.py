@@ -79,13 +79,37 @@ def test_core_types_and_scorer_interface_import_without_the_backbone_stack():
     assert _fresh_python(code) == "[]"
 
 
-def test_no_environment_writes_at_import():
-    """Only the command line (cli.py) may set environment variables; library modules never do."""
+def _python_without(variable: str, code: str, **env: str) -> str:
+    """stdout of ``code`` in a new interpreter whose environment lacks ``variable``."""
+    base = {k: v for k, v in os.environ.items() if k != variable}
+    return subprocess.run([sys.executable, "-c", code], env={**base, "PYTHONPATH": str(SRC), **env},
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_library_never_reaches_the_network():
+    """Imported without the command line (which sets nothing for it), the library keeps
+    albumentations from asking PyPI for a newer version: no name look-up, connection or
+    request while importing it and transforming an image."""
+    code = ("import sys; seen = []; sys.addaudithook(lambda e, a: seen.append(e) if e in "
+            "('socket.getaddrinfo', 'socket.connect', 'urllib.Request') else None); "
+            "import numpy as np, anomaly_inspect; import anomaly_inspect.screening.model; "
+            "from anomaly_inspect.data.transforms import TransformConfig, build_transform; "
+            "x = build_transform(TransformConfig(image_size=32))(np.zeros((40, 50, 3), np.uint8)); "
+            "print(x[0].shape, seen)")
+    assert _python_without("NO_ALBUMENTATIONS_UPDATE", code) == "(3, 32, 32) []"
+
+
+def test_the_only_environment_write_at_import_is_the_network_guard():
+    """Library modules set one variable, NO_ALBUMENTATIONS_UPDATE (in data/transforms.py, before
+    albumentations' only import), keeping a value the caller set; HF_HUB_OFFLINE is left alone
+    (the weights are found offline without it); other variables are set by cli.py only."""
     code = ("import os; before = dict(os.environ); import anomaly_inspect.features.backbone, "
             "anomaly_inspect.data.transforms, anomaly_inspect.screening.model; "
-            "print(sorted(k for k in ('HF_HUB_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE') "
+            "print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'), "
+            "sorted(k for k in ('HF_HUB_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE') "
             "if os.environ.get(k) != before.get(k)))")
-    assert _fresh_python(code) == "[]"
-    writers = [p for p in SRC.rglob("*.py") if p.name != "cli.py" and
+    assert _python_without("NO_ALBUMENTATIONS_UPDATE", code) == "1 ['NO_ALBUMENTATIONS_UPDATE']"
+    assert _python_without("NO_ALBUMENTATIONS_UPDATE", code, NO_ALBUMENTATIONS_UPDATE="true") == "true []"
+    writers = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if p.name != "cli.py" and
                ("os.environ.setdefault" in p.read_text() or "os.environ[" in p.read_text())]
-    assert writers == []
+    assert writers == ["anomaly_inspect/data/transforms.py"]

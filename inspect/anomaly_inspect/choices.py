@@ -10,6 +10,7 @@ PRECISIONS = ("f32", "bf16", "int8")
 DEFAULT_RUNTIME = "onnxruntime"
 DEFAULT_PRECISION = "f32"
 RESIZE_MODES = ("stretch", "pad")
+FINEST_MODES = ("mean", "rows", "full")  # how the patch embedding summarises the finest stage
 ENGINES = ("local", "ray")
 # tail views: kind -> (rotation step in degrees or None, horizontal flip)
 VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
@@ -35,3 +36,12 @@ def check_runtime(runtime: str, precision: str) -> None:
         raise ValueError(f"precision bf16 needs runtime openvino (got runtime {runtime!r})")
     if precision == "int8" and runtime != "onnxruntime":
         raise ValueError(f"precision int8 needs runtime onnxruntime (got runtime {runtime!r})")
+
+
+def check_embedding(aggregate: int, finest: str) -> None:
+    """Raise ValueError for patch-embedding settings ``PatchEmbedding`` cannot take."""
+    if finest not in FINEST_MODES:
+        raise ValueError(f"finest_stage must be one of {FINEST_MODES}, got {finest!r}")
+    if aggregate < 1 or aggregate % 2 == 0:
+        raise ValueError(f"aggregate must be an odd number >= 1 (a neighbourhood centred on "
+                         f"its patch), got {aggregate}")

@@ -6,13 +6,11 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import signal
 import sys
 import threading
 
-# The command line never reaches the network: albumentations would otherwise check PyPI
-# for a newer version when imported. (The library leaves the environment to its caller.)
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 # A file OpenCV cannot decode is reported once, as "PATH: reason"; OpenCV's own log lines about
 # it (libtiff, loadsave) would add one to four more.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "SILENT")
@@ -68,11 +66,19 @@ FLAG_HINTS = {"overwrite=True": "--overwrite", "rescore=True": "--rescore", "out
               "max_images=": "--max-tune-images "}
 
 
+def _whole(phrase: str) -> str:
+    """A pattern for ``phrase`` as a word of its own, not inside a path or a name
+    (``/tmp/my_out_dir/x``, ``out_dir.json``, ``out_dir/``)."""
+    tail = r"(?![\w/:-]|\.\w)" if phrase[-1].isalnum() else ""
+    return rf"(?<![\w./-]){re.escape(phrase)}{tail}"
+
+
+_HINTS = re.compile("|".join(map(_whole, FLAG_HINTS)))
+
+
 def with_flag_hints(message: str) -> str:
     """A library error message in the command line's terms (its flags)."""
-    for phrase, flag in FLAG_HINTS.items():
-        message = message.replace(phrase, flag)
-    return message
+    return _HINTS.sub(lambda m: FLAG_HINTS[m.group()], message)
 
 
 def _quiet_root_info(record: logging.LogRecord) -> bool:

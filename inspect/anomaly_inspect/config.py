@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .choices import DEFAULT_PRECISION, DEFAULT_RUNTIME, RESIZE_MODES, check_runtime
+from .choices import (
+    DEFAULT_PRECISION,
+    DEFAULT_RUNTIME,
+    RESIZE_MODES,
+    check_embedding,
+    check_runtime,
+)
 
 if TYPE_CHECKING:
     from .features.patch_embed import PatchEmbedding
@@ -80,7 +86,8 @@ def _at_least(section: str, name: str, value: int | None, low: int) -> None:
 class BackboneConfig:
     """Which timm model, which stages (timm feature indices; None = stride 8 and 16), which weights,
     and how it runs: ``runtime`` torch | onnxruntime | openvino, ``precision`` f32 | bf16
-    (openvino only). The runtime never changes what is computed (f32 agrees with torch)."""
+    (openvino only) | int8 (onnxruntime only, calibrated on the training images). The runtime
+    never changes what is computed (f32 agrees with torch)."""
 
     name: str = "tf_efficientnet_lite0"
     layers: list[int] | None = None
@@ -90,6 +97,9 @@ class BackboneConfig:
 
     def __post_init__(self):
         check_field_types(self, "backbone: ")
+        if self.layers is not None and (not self.layers or sorted(set(self.layers)) != self.layers):
+            raise ConfigError(f"backbone: layers must be null or a non-empty list of increasing "
+                              f"feature indices without repeats (shallow to deep), got {self.layers}")
         try:
             check_runtime(self.runtime, self.precision)
         except ValueError as exc:
@@ -121,6 +131,10 @@ class FeatureConfig:
                               f"image_size ({self.image_size})")
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"features: resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+        try:  # refused here, not when a model is built (and without importing torch)
+            check_embedding(self.aggregate, self.finest_stage)
+        except ValueError as exc:
+            raise ConfigError(f"features: {exc}") from None
 
     def embedding(self) -> PatchEmbedding:
         """The patch-feature map these settings describe (see features/patch_embed.py)."""
@@ -177,9 +191,23 @@ class ModelConfig:
             cfg = cls(backbone=bb, features=ft, **data)
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-        if "method" in data:  # without one, evaluate-lt routes the section to several methods
+        if "method" in data:
             cfg.check_scorer(source)
+        elif cfg.scorer:  # evaluate-lt routes such a section to several methods
+            cfg.check_scorer_keys(source)
         return cfg
+
+    def check_scorer_keys(self, source: str = "config") -> None:
+        """Refuse, naming ``source``, ``scorer`` keys that no method takes (typos); a key another
+        method takes is left to the command, which knows the method(s) it fits."""
+        from .scorers import available_scorers, check_scorer_params, scorer_parameters
+
+        known = set().union(*(scorer_parameters(m) for m in available_scorers()))
+        typos = {k: v for k, v in self.scorer.items() if k not in known}
+        try:
+            check_scorer_params(self.method, typos)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     def check_scorer(self, source: str = "config") -> None:
         """Refuse, naming ``source``, a ``method`` that is not a scorer or ``scorer`` settings its

@@ -23,7 +23,8 @@ class Progress:
             self._bar.update(n)
 
     def grow(self, n: int) -> None:
-        """Add ``n`` to the total (work found to be needed on the way)."""
+        """Add ``n`` to the total (work found to be needed on the way; negative: an estimate
+        corrected)."""
         if self._bar is not None and n:
             self._bar.total = (self._bar.total or 0) + n
             self._bar.refresh()

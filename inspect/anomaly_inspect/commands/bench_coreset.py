@@ -7,13 +7,28 @@ from pathlib import Path
 
 from ..choices import CORESET_VARIANTS
 from .common import (
+    MODEL_FLAGS,
     add_engine_args,
     add_model_args,
     add_output_args,
     engine_from_args,
     model_config_from_args,
+    positive_int,
+    positive_int_list,
     write_json,
 )
+
+DEFAULT_RATIOS = "0.01,0.1,0.25"
+DEFAULT_VARIANTS = "two_round,exact"
+
+#: options -> flag of the benchmark on real features (the model, engine and category ones);
+#: --stream-images runs on random features and takes none of them
+FEATURE_FLAGS = {"root": "--root", "category": "--category", "ratios": "--ratios",
+                 "variants": "--variants", "engine_only": "--engine-only",
+                 "radius_sample": "--radius-sample", **MODEL_FLAGS, "config": "--config",
+                 "engine": "--engine", "address": "--address", "workers": "--workers",
+                 "shared_storage": "--no-shared-storage"}
+UNSET = {"engine_only": False, "shared_storage": True}  # the value of an option not given (else None)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -21,17 +36,18 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__)
     p.add_argument("--root", type=Path, help="folder holding CATEGORY/")
     p.add_argument("--category")
-    p.add_argument("--stream-images", metavar="N,N,...",
+    p.add_argument("--stream-images", type=positive_int_list, metavar="N,N,...",
                    help="instead: peak RSS of the streamed fit on N images of random features "
                         "(one fresh process each; coreset and bank only, no backbone)")
-    p.add_argument("--max-bank-items", type=int, help="with --stream-images: cap the bank")
-    p.add_argument("--ratios", default="0.01,0.1,0.25", help="comma-separated coreset ratios")
-    p.add_argument("--variants", default="two_round,exact",
-                   help=f"comma-separated, from {', '.join(CORESET_VARIANTS)} (exact is slow at large ratios)")
+    p.add_argument("--max-bank-items", type=positive_int, help="with --stream-images: cap the bank")
+    p.add_argument("--ratios", help=f"comma-separated coreset ratios (default {DEFAULT_RATIOS})")
+    p.add_argument("--variants",
+                   help=f"comma-separated, from {', '.join(CORESET_VARIANTS)} (default "
+                        f"{DEFAULT_VARIANTS}; exact is slow at large ratios)")
     p.add_argument("--engine-only", action="store_true",
                    help="with --engine ray: only the one-machine streamed fit against the engine's, "
                         "holding no features (for large training sets)")
-    p.add_argument("--radius-sample", type=int, metavar="N",
+    p.add_argument("--radius-sample", type=positive_int, metavar="N",
                    help="with --engine-only: covering radius over a seeded sample of N patches")
     add_model_args(p)
     add_engine_args(p)
@@ -39,14 +55,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse the options the chosen benchmark does not use."""
+    if args.stream_images:
+        unused = [flag for dest, flag in FEATURE_FLAGS.items()
+                  if getattr(args, dest) is not UNSET.get(dest)]
+        if unused:
+            raise ValueError(f"--stream-images (random features) does not take {', '.join(unused)}")
+        return
+    if args.max_bank_items is not None:
+        raise ValueError("--max-bank-items applies to --stream-images only")
+    if args.engine_only:
+        unused = [flag for flag, v in (("--ratios", args.ratios), ("--variants", args.variants))
+                  if v is not None]
+        if unused:
+            raise ValueError(f"--engine-only (the config's own coreset) does not take {', '.join(unused)}")
+    elif args.radius_sample is not None:
+        raise ValueError("--radius-sample applies to --engine-only only")
+    if args.root is None or args.category is None:
+        raise ValueError("--root and --category are required (or --stream-images)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.mvtec import load_mvtec
     from ..evaluation.coreset_bench import bench_coreset, format_row
 
+    check_options(args)
     if args.stream_images:
         return run_stream(args)
-    if args.root is None or args.category is None:
-        raise ValueError("--root and --category are required (or --stream-images)")
     cfg = model_config_from_args(args)
     if args.engine_only:
         from ..evaluation.coreset_bench import bench_engine_fit
@@ -58,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.output_json, {"rows": rows, "config": cfg.to_dict()})
         return 0
     rows = bench_coreset(load_mvtec(args.root, args.category), cfg,
-                         [float(r) for r in args.ratios.split(",")], args.variants.split(","),
+                         [float(r) for r in (args.ratios or DEFAULT_RATIOS).split(",")],
+                         (args.variants or DEFAULT_VARIANTS).split(","),
                          progress=not args.quiet, engine=engine_from_args(args))
     if args.quiet:
         for row in rows:
@@ -71,7 +108,7 @@ def run_stream(args: argparse.Namespace) -> int:
     from ..evaluation.coreset_bench import stream_fit_in_subprocess
 
     rows = []
-    for n in (int(v) for v in args.stream_images.split(",")):
+    for n in args.stream_images:
         rows.append(stream_fit_in_subprocess(n, max_items=args.max_bank_items))
         r = rows[-1]
         print(f"{r['images']:>6} images  {r['patches']:>9} patches  bank {r['bank']:>7}  "

@@ -7,7 +7,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from .common import add_output_args, positive_int, write_json
+from .common import add_output_args, positive_int, positive_int_list, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--images", type=positive_int, default=1000,
                    help="repeat the inputs up to this many images (default 1000)")
-    p.add_argument("--workers", default="1,2", metavar="N,N,...",
+    p.add_argument("--workers", type=positive_int_list, default=[1, 2], metavar="N,N,...",
                    help="Ray actor pool sizes to run (default 1,2)")
     p.add_argument("--rounds", type=positive_int, default=1,
                    help="repeat every configuration, interleaved (default 1)")
@@ -30,17 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..data.layout import expand_inputs
     from ..pipeline.ray_engine import import_ray
-    from ..screening.scale_bench import bench_scale
+    from ..screening.scale_bench import bench_scale, format_row
 
     import_ray()  # one line saying how to install it, before any run
     found = expand_inputs(list(args.inputs))
     if not found:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     paths = [found[i % len(found)] for i in range(max(args.images, len(found)))]
-    configs = [("local", None)] + [("ray", int(w)) for w in args.workers.split(",")]
+    configs = [("local", None)] + [("ray", w) for w in args.workers]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         rows = bench_scale(args.model_dir, paths, configs, Path(tmp), args.rounds,
-                           progress=True, batch_size=args.batch_size)
+                           progress=not args.quiet, batch_size=args.batch_size)
+    for row in rows if args.quiet else []:  # printed as each run ends otherwise
+        print(format_row(row, rows))
     write_json(args.output_json, {"model_dir": str(args.model_dir), "images": len(paths),
                                   "distinct_images": len(found), "runs": rows})
     return 0

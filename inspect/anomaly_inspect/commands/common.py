@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from .. import files
 from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
-from ..config import MIN_IMAGE_SIZE, BackboneConfig, ModelConfig, load_config
+from ..config import MIN_IMAGE_SIZE, ConfigError, ModelConfig, load_config
 from ..data.image_io import DEFAULT_MAX_PIXELS
 
 
@@ -41,6 +42,18 @@ def int_list(text: str) -> list[int]:
         return [int(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be comma-separated integers (e.g. 2,3), got {text!r}") from None
+
+
+def positive_int_list(text: str) -> list[int]:
+    """argparse type: comma-separated integers >= 1, e.g. ``1,2,4``."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers (e.g. 1,2), "
+                                         f"got {text!r}")
+    return values
 
 
 def non_negative_int(text: str) -> int:
@@ -118,7 +131,7 @@ def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """--engine / --address / --workers / --no-shared-storage: where the per-batch work runs."""
     g = p.add_argument_group("engine (where the batches run; results are the same)")
-    g.add_argument("--engine", choices=ENGINES, default="local",
+    g.add_argument("--engine", choices=ENGINES,
                    help="local: this process (default); ray: a pool of Ray actors "
                         "(pip install -e \".[ray]\")")
     g.add_argument("--address", metavar="ADDR",
@@ -135,7 +148,7 @@ def engine_from_args(args: argparse.Namespace):
     """The engine the --engine arguments ask for (Ray is imported only for --engine ray)."""
     from ..pipeline import make_engine
 
-    return make_engine(args.engine, args.address, args.workers, args.shared_storage)
+    return make_engine(args.engine or "local", args.address, args.workers, args.shared_storage)
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -143,32 +156,45 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
 
 
+#: model-building option -> its flag (``add_model_args``; --config aside)
+MODEL_FLAGS = {"method": "--method", "backbone": "--backbone", "weights": "--weights",
+               "layers": "--layers", "runtime": "--runtime", "precision": "--precision",
+               "image_size": "--image-size", "resize": "--resize", "batch_size": "--batch-size",
+               "seed": "--seed"}
+
+
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
+    """The ``--config`` file with the flags' overrides, checked as a whole: an override that
+    does not fit the file (``--image-size`` below its crop_size, a ``--method`` that does not
+    take its ``scorer:`` keys) is refused naming both."""
+    from ..scorers import get_scorer_class
+
     cfg = load_config(args.config)
-    if args.method:
-        if args.method != cfg.method:
-            cfg.scorer = {}
-        cfg.method = args.method
-    if args.backbone:
-        if args.backbone != cfg.backbone.name and args.layers is None:
-            cfg.backbone.layers = None
-        cfg.backbone.name = args.backbone
-    if args.weights:
-        cfg.backbone.weights = args.weights
-    if args.layers:
-        cfg.backbone.layers = list(args.layers)
-    if args.runtime or args.precision:
-        cfg.backbone = BackboneConfig(
-            **{**cfg.backbone.__dict__, "runtime": args.runtime or cfg.backbone.runtime,
-               "precision": args.precision or cfg.backbone.precision})
-    if args.image_size is not None:
-        cfg.features.image_size = args.image_size
-    if args.resize:
-        cfg.features.resize = args.resize
-    if args.batch_size is not None:
-        cfg.features.batch_size = args.batch_size
-    if args.seed is not None:
-        cfg.seed = args.seed
+    given = " ".join(f"{flag} {','.join(map(str, v)) if isinstance(v, list) else v}"
+                     for dest, flag in MODEL_FLAGS.items() if (v := getattr(args, dest)) is not None)
+    source = " with ".join(s for s in (args.config and str(args.config), given) if s)
+    backbone = {k: getattr(args, k) for k in ("weights", "runtime", "precision")
+                if getattr(args, k) is not None}
+    if args.backbone is not None:
+        if args.backbone != cfg.backbone.name:
+            backbone["layers"] = None  # the file's stages are another model's
+        backbone["name"] = args.backbone
+    if args.layers is not None:
+        backbone["layers"] = list(args.layers)
+    features = {k: getattr(args, k) for k in ("image_size", "resize", "batch_size")
+                if getattr(args, k) is not None}
+    try:
+        if args.method is not None:
+            get_scorer_class(args.method)
+            cfg.method = args.method
+        if args.seed is not None:
+            cfg.seed = args.seed
+        cfg.backbone = replace(cfg.backbone, **backbone)  # rebuilt, so that __post_init__ checks
+        cfg.features = replace(cfg.features, **features)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    if args.config is not None and not hasattr(args, "methods"):  # evaluate-lt checks its own
+        cfg.check_scorer(source)
     return cfg
 
 

@@ -51,7 +51,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="replace a dataset this command generated earlier under --out")
     add_model_args(p)
     add_output_args(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, out_owns=_outputs)
+
+
+def _outputs() -> tuple[str, ...]:
+    """The names demo may write in --out (--output-json may go beside them)."""
+    return tuple(f"synthetic_{t}" for t in TEXTURES)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from .common import (
     print_table,
     write_json,
 )
-from .tune import add_tune_args, run_tune
+from .tune import add_tune_args, check_tune_args, run_tune
 
 if TYPE_CHECKING:
     from ..evaluation.evaluate import EvaluationResult
@@ -53,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import check_dataset, evaluate
 
+    check_tune_args(args)
     options = {k: v for k, v in vars(args).items() if k in OPTION_FLAGS}
     required, optional = dataset_options(args.dataset)
     missing = [OPTION_FLAGS[k] for k in required if not options.get(k)]
@@ -62,8 +63,8 @@ def run(args: argparse.Namespace) -> int:
     if ignored:
         raise ValueError(f"--dataset {args.dataset} does not take {', '.join(ignored)}; it takes "
                          f"{', '.join(OPTION_FLAGS[k] for k in required + optional if k in OPTION_FLAGS)}")
-    dataset = load_dataset(args.dataset, **options)
     cfg = model_config_from_args(args)
+    dataset = load_dataset(args.dataset, **options)
     tuning = None
     if args.auto:
         check_dataset(dataset)  # before minutes of tuning (evaluate checks it before fitting)

@@ -16,7 +16,7 @@ from .common import (
     print_table,
     write_json,
 )
-from .tune import add_tune_args, run_tune
+from .tune import add_tune_args, check_tune_args, run_tune
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..screening import fit
     from ..screening.model_dir import check_replaceable
 
+    check_tune_args(args)
     check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
     cfg = model_config_from_args(args)
     tuning = None

@@ -30,21 +30,27 @@ def folds(text: str) -> int:
     return v
 
 
+#: the selector's options (their defaults are TuneSettings'; None here = not given)
+TUNE_FLAGS = {"grid": "--grid", "candidates": "--candidates", "folds": "--folds",
+              "max_tune_images": "--max-tune-images", "ensemble": "--ensemble",
+              "tune_cache": "--tune-cache"}
+
+
 def add_tune_args(p: argparse.ArgumentParser) -> None:
     """The selector's options (shared by ``tune``, ``fit --auto`` and ``evaluate --auto``)."""
-    p.add_argument("--grid", choices=("compact", "ascent", "full"), default="compact",
+    p.add_argument("--grid", choices=("compact", "ascent", "full"),
                    help="candidates: compact = the base config and each setting changed one at a "
-                        "time (11); ascent = compact, then the pairs (and the whole set) of the "
-                        "changes that beat the base config by more than the fold noise; full = "
-                        "every combination (216; hours on two cores)")
+                        "time (11; default); ascent = compact, then the pairs (and the whole set) "
+                        "of the changes that beat the base config by more than the fold noise; "
+                        "full = every combination (216; hours on two cores)")
     p.add_argument("--candidates", metavar="NAMES",
                    help="comma-separated candidate names instead of --grid, e.g. "
                         "lite0-320-8+16-rows-stretch,lite2-384-8+16-mean-pad (the base config is "
                         "always added)")
-    p.add_argument("--folds", type=folds, default=3, help="held-out folds, at least 2 (default 3)")
-    p.add_argument("--max-tune-images", type=positive_int, default=300,
+    p.add_argument("--folds", type=folds, help="held-out folds, at least 2 (default 3)")
+    p.add_argument("--max-tune-images", type=positive_int,
                    help="training images used for validation, a seeded subset (default 300)")
-    p.add_argument("--ensemble", type=non_negative_int, default=0, metavar="K",
+    p.add_argument("--ensemble", type=non_negative_int, metavar="K",
                    help="evaluate: fuse the top K candidates, each standardised by its held-out "
                         "normal scores (default 0 = the single chosen configuration)")
     p.add_argument("--tune-cache", type=Path, default=None, metavar="DIR",
@@ -52,11 +58,20 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
                         "(default /tmp/anomaly_inspect_tune)")
 
 
+def check_tune_args(args: argparse.Namespace) -> None:
+    """Refuse the selector's options without ``--auto`` (``fit``, ``evaluate``): unused there."""
+    given = [flag for dest, flag in TUNE_FLAGS.items() if getattr(args, dest) is not None]
+    if given and not args.auto:
+        raise ValueError(f"{', '.join(given)}: tuning option{'s' if len(given) > 1 else ''}, "
+                         f"used only with --auto")
+
+
 def settings_from_args(args: argparse.Namespace):
     from ..tuning import TuneSettings
 
-    return TuneSettings(n_folds=args.folds, max_images=args.max_tune_images,
-                        ensemble=args.ensemble or 3, grid=args.grid)
+    given = {"n_folds": args.folds, "max_images": args.max_tune_images, "grid": args.grid,
+             "ensemble": args.ensemble or None}  # evaluate's 0 (no fusion): the default members
+    return TuneSettings(**{k: v for k, v in given.items() if v is not None})
 
 
 def run_tune(train_paths, args: argparse.Namespace, cfg):

@@ -11,14 +11,19 @@ scorers use to ignore the padding. For square images both modes are the same.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
-import albumentations as A
 import cv2
 import numpy as np
 
 from ..choices import RESIZE_MODES
 from .image_io import DEFAULT_MAX_PIXELS
+
+# The library never reaches the network: albumentations checks PyPI for a newer version when
+# imported unless this is set (a value the caller set is kept). This is its only import.
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import albumentations as A  # noqa: E402
 
 
 def cell_centres(input_size: int, cells: int) -> np.ndarray:

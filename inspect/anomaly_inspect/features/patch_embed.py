@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-FINEST_MODES = ("mean", "rows", "full")
+from ..choices import check_embedding
+
 # Grid cells embedded at a time: two 320 px images at stride 8. Small chunks keep the
 # intermediate maps in cache and out of fresh pages (batch 32 at 320 px, 2 threads: rows
 # 125 -> 54 ms, full 150 -> 74 ms, mean 97 -> 50 ms; docs/results/runtime/micro_batch_2026-12-03/).
@@ -44,11 +45,7 @@ class PatchEmbedding:
     equal_weights: bool = True
 
     def __post_init__(self):
-        if self.finest not in FINEST_MODES:
-            raise ValueError(f"finest_stage must be one of {FINEST_MODES}, got {self.finest!r}")
-        if self.aggregate < 1 or self.aggregate % 2 == 0:
-            raise ValueError(f"aggregate must be an odd number >= 1 (a neighbourhood centred on "
-                             f"its patch), got {self.aggregate}")
+        check_embedding(self.aggregate, self.finest)
 
     def __call__(self, maps: list[torch.Tensor], chunk: int | None = None) -> torch.Tensor:
         """The (B, D, H, W) embedding (channels-last in memory), computed ``chunk`` images at a

@@ -1,0 +1,323 @@
+"""Command-line options: a flag that does nothing where it is given is refused, a flag that
+does not fit the config is refused naming both, and library phrases become flags only where
+they are phrases (never inside a path)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.cli import build_parser, main, with_flag_hints
+from anomaly_inspect.commands.common import model_config_from_args
+from anomaly_inspect.config import ConfigError, ModelConfig, load_config
+
+
+def _config(tmp_path, text: str, name: str = "c.yaml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def _cfg(*argv: str) -> ModelConfig:
+    return model_config_from_args(build_parser().parse_args(["evaluate", *argv]))
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.strip()
+
+
+# ---------------------------------------------------------------- library phrases -> flags
+
+
+@pytest.mark.parametrize("message, expect", [
+    ("/tmp/my_out_dir/model: already exists; pass overwrite=True to replace it",
+     "/tmp/my_out_dir/model: already exists; pass --overwrite to replace it"),
+    ("/tmp/out_dir/m, out_dir/m, out_dir.json, my-out_dir, x.out_dir, out_dir: stay",
+     "/tmp/out_dir/m, out_dir/m, out_dir.json, my-out_dir, x.out_dir, out_dir: stay"),
+    ("results.csv has other columns; choose another out_dir or pass rescore=True",
+     "results.csv has other columns; choose another --out or pass --rescore"),
+    ("(max_images=300 of 500 images)", "(--max-tune-images 300 of 500 images)"),
+    ("pass weights=FILE or weights='random'.", "pass --weights FILE or --weights random."),
+])
+def test_flag_hints_replace_phrases_not_parts_of_paths(message, expect):
+    assert with_flag_hints(message) == expect
+
+
+def test_a_path_containing_a_parameter_name_is_printed_as_given(tmp_path, capsys):
+    out = tmp_path / "my_out_dir"
+    out.mkdir()
+    (out / "mine.txt").write_text("not a model")
+    train = tmp_path / "train"
+    train.mkdir()
+    assert main(["fit", "--train", str(train), "--out", str(out), "--quiet"]) == 1
+    err = _one_line_error(capsys)
+    assert f"error: {out}: " in err and "pass --overwrite" in err  # not .../my_--out
+
+
+# ---------------------------------------------------------------- config sections
+
+
+@pytest.mark.parametrize("text, message", [
+    ("backbone: {layers: []}", "backbone: layers must be null or a non-empty list of increasing "
+                               "feature indices without repeats (shallow to deep), got []"),
+    ("backbone: {layers: [2, 2]}", "backbone: layers must be null or a non-empty list of "
+                                   "increasing feature indices without repeats (shallow to deep), "
+                                   "got [2, 2]"),
+    ("backbone: {layers: [3, 2]}", "backbone: layers must be null or a non-empty list of "
+                                   "increasing feature indices without repeats (shallow to deep), "
+                                   "got [3, 2]"),
+    ("features: {finest_stage: bogus}",
+     "features: finest_stage must be one of ('mean', 'rows', 'full'), got 'bogus'"),
+    ("features: {aggregate: 2}", "features: aggregate must be an odd number >= 1"),
+    ("scorer: {coreset_ratoi: 0.01}", "scorer: unknown key 'coreset_ratoi' for method 'patchcore'"),
+])
+def test_config_errors_name_the_file_when_it_is_read(tmp_path, text, message):
+    path = _config(tmp_path, text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value).startswith(f"{path}: {message}")
+
+
+def test_increasing_layers_load():
+    assert ModelConfig.from_dict({"backbone": {"layers": [1, 3]}}).backbone.layers == [1, 3]
+    assert ModelConfig.from_dict({"backbone": {"layers": None}}).backbone.layers is None
+
+
+def test_a_key_of_another_method_loads_but_the_command_refuses_it_naming_the_file(tmp_path):
+    """Without ``method:`` the section may be meant for evaluate-lt's methods (soft_weight:
+    SoftPatch): read; a command fitting PatchCore refuses it naming the file."""
+    path = _config(tmp_path, "scorer: {soft_weight: true}")
+    assert load_config(path).scorer == {"soft_weight": True}
+    with pytest.raises(ConfigError, match=rf"^{path}: scorer: unknown key 'soft_weight' for "
+                                          rf"method 'patchcore'"):
+        _cfg("--config", str(path))
+    assert _cfg("--config", str(path), "--method", "softpatch").scorer == {"soft_weight": True}
+
+
+def test_method_keeps_the_scorer_keys_it_takes_and_refuses_the_others(tmp_path):
+    path = _config(tmp_path, "method: patchcore\nscorer: {coreset_ratio: 0.01, num_neighbors: 3}")
+    cfg = _cfg("--config", str(path), "--method", "softpatch")
+    assert (cfg.method, cfg.scorer) == ("softpatch", {"coreset_ratio": 0.01, "num_neighbors": 3})
+    with pytest.raises(ConfigError) as info:
+        _cfg("--config", str(path), "--method", "mahalanobis")
+    assert str(info.value).startswith(
+        f"{path} with --method mahalanobis: scorer: unknown keys 'coreset_ratio', 'num_neighbors' "
+        f"for method 'mahalanobis'; accepted keys: class_conditional, shrinkage")
+    with pytest.raises(ConfigError, match=r"^--method bogus: unknown method 'bogus'"):
+        _cfg("--method", "bogus")
+
+
+def test_image_size_below_the_configs_crop_is_refused_naming_both(tmp_path):
+    path = _config(tmp_path, "features: {crop_size: 300}")
+    with pytest.raises(ConfigError) as info:
+        _cfg("--config", str(path), "--image-size", "256")
+    assert str(info.value) == (f"{path} with --image-size 256: features: crop_size (300) must "
+                               f"not exceed image_size (256)")
+    cfg = _cfg("--config", str(path), "--image-size", "320", "--batch-size", "4")
+    assert (cfg.features.image_size, cfg.features.crop_size, cfg.features.batch_size) == (320, 300, 4)
+
+
+def test_layers_flag_with_a_repeat_is_refused_naming_it(capsys):
+    assert main(["evaluate", "--dataset", "folder", "--train-dir", "/nonexistent",
+                 "--layers", "2,2"]) == 1
+    assert _one_line_error(capsys) == ("error: --layers 2,2: backbone: layers must be null or a "
+                                       "non-empty list of increasing feature indices without "
+                                       "repeats (shallow to deep), got [2, 2]")
+
+
+def test_flags_override_the_config_as_before(tmp_path):
+    path = _config(tmp_path, "backbone: {name: tf_efficientnet_lite0, layers: [1, 2]}\nseed: 3")
+    cfg = _cfg("--config", str(path), "--backbone", "tf_efficientnet_lite2", "--runtime", "torch",
+               "--resize", "pad", "--seed", "5")
+    assert (cfg.backbone.name, cfg.backbone.layers, cfg.backbone.runtime) == ("tf_efficientnet_lite2", None, "torch")
+    assert (cfg.features.resize, cfg.seed) == ("pad", 5)
+    assert _cfg("--config", str(path), "--layers", "2,3").backbone.layers == [2, 3]
+
+
+# ---------------------------------------------------------------- tuning options need --auto
+
+
+@pytest.mark.parametrize("command", ["evaluate", "fit"])
+@pytest.mark.parametrize("option", [["--ensemble", "2"], ["--grid", "full"], ["--candidates", "x"],
+                                    ["--folds", "4"], ["--max-tune-images", "10"],
+                                    ["--tune-cache", "/tmp/c"], ["--ensemble", "0"]])
+def test_tuning_options_without_auto_are_refused(tmp_path, capsys, command, option):
+    head = {"evaluate": ["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path)],
+            "fit": ["fit", "--train", str(tmp_path), "--out", str(tmp_path / "m")]}[command]
+    assert main([*head, *option, "--quiet"]) == 1
+    assert _one_line_error(capsys) == f"error: {option[0]}: tuning option, used only with --auto"
+    assert not (tmp_path / "m").exists()
+
+
+def test_tune_settings_take_the_given_options_and_the_defaults_otherwise():
+    from anomaly_inspect.commands.tune import settings_from_args
+
+    def settings(*argv):
+        return settings_from_args(build_parser().parse_args(["tune", *argv]))
+
+    s = settings()
+    assert (s.n_folds, s.max_images, s.grid, s.ensemble) == (3, 300, "compact", 3)
+    s = settings("--folds", "4", "--max-tune-images", "10", "--grid", "ascent", "--ensemble", "2")
+    assert (s.n_folds, s.max_images, s.grid, s.ensemble) == (4, 10, "ascent", 2)
+    assert settings("--ensemble", "0").ensemble == 3  # evaluate's "no fusion"
+
+
+def test_several_tuning_options_are_named_together(tmp_path, capsys):
+    assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path), "--grid", "full",
+                 "--folds", "4"]) == 1
+    assert _one_line_error(capsys) == "error: --grid, --folds: tuning options, used only with --auto"
+
+
+# ---------------------------------------------------------------- bench-coreset / bench-scale
+
+
+def test_stream_images_refuses_the_options_it_does_not_use(capsys):
+    start = time.perf_counter()
+    assert main(["bench-coreset", "--stream-images", "20", "--backbone", "no_such_net",
+                 "--ratios", "7", "--variants", "bogus", "--root", "/nonexistent", "--seed", "0",
+                 "--no-shared-storage"]) == 1
+    assert _one_line_error(capsys) == (
+        "error: --stream-images (random features) does not take --root, --ratios, --variants, "
+        "--backbone, --seed, --no-shared-storage")
+    assert time.perf_counter() - start < 5  # refused before any fit process starts
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--root", "r", "--category", "c", "--radius-sample", "5"],
+     "--radius-sample applies to --engine-only only"),
+    (["--root", "r", "--category", "c", "--max-bank-items", "5"],
+     "--max-bank-items applies to --stream-images only"),
+    (["--root", "r", "--category", "c", "--engine-only", "--ratios", "0.1"],
+     "--engine-only (the config's own coreset) does not take --ratios"),
+    (["--category", "c"], "--root and --category are required (or --stream-images)"),
+])
+def test_bench_coreset_refuses_options_of_another_benchmark(capsys, argv, message):
+    assert main(["bench-coreset", *argv]) == 1
+    assert _one_line_error(capsys) == f"error: {message}"
+
+
+def test_bench_coreset_accepts_the_options_of_each_benchmark():
+    from anomaly_inspect.commands.bench_coreset import check_options
+
+    for argv in (["--stream-images", "20,40", "--max-bank-items", "5", "--quiet"],
+                 ["--root", "r", "--category", "c", "--engine-only", "--radius-sample", "5",
+                  "--engine", "ray", "--workers", "2", "--config", "patchcore"],
+                 ["--root", "r", "--category", "c", "--ratios", "0.1", "--variants", "exact"]):
+        args = build_parser().parse_args(["bench-coreset", *argv])
+        check_options(args)  # raises where refused
+    assert args.stream_images is None and args.engine is None
+    assert build_parser().parse_args(["bench-coreset", "--stream-images", "20,40"]).stream_images == [20, 40]
+
+
+@pytest.mark.parametrize("command", [["bench-coreset", "--stream-images"],
+                                     ["bench-scale", "m", "x", "--workers"]])
+@pytest.mark.parametrize("value", ["a,0", "0", "2,", "-1"])
+def test_lists_of_counts_are_checked_when_parsed(capsys, command, value):
+    with pytest.raises(SystemExit) as exc:
+        main([*command, value])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1
+    assert f"argument {command[-1]}: must be comma-separated positive integers (e.g. 1,2), got {value!r}" in err
+
+
+def test_bench_scale_quiet_prints_the_rows_once_at_the_end(tmp_path, monkeypatch, capsys):
+    import anomaly_inspect.pipeline.ray_engine as ray_engine
+    import anomaly_inspect.screening.scale_bench as scale_bench
+
+    (tmp_path / "a.png").write_bytes(b"")  # an image path; bench_scale is replaced below
+    seen = {}
+
+    def fake(model_dir, paths, configs, work_dir, rounds, progress, batch_size):
+        seen.update(progress=progress, configs=configs)
+        if progress:
+            print("as it runs")
+        return [{"engine": e, "workers": w, "round": 0, "images": 2, "overall_img_s": 1.0,
+                 "steady_img_s": 1.0, "startup_s": 0.0, "init_s": 0.0, "driver_peak_rss_mb": 1,
+                 "worker_peak_rss_mb": 1, "load_before": 0.0, "load_after": 0.0} for e, w in configs]
+
+    monkeypatch.setattr(ray_engine, "import_ray", lambda: None)
+    monkeypatch.setattr(scale_bench, "bench_scale", fake)
+    argv = ["bench-scale", str(tmp_path), str(tmp_path / "a.png"), "--workers", "1,3"]
+    assert main([*argv, "--quiet"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert seen == {"progress": False, "configs": [("local", None), ("ray", 1), ("ray", 3)]}
+    assert [line.split()[:2] for line in out] == [["local", "2"], ["ray", "x1"], ["ray", "x3"]]
+    assert main(argv) == 0
+    assert seen["progress"] is True and capsys.readouterr().out == "as it runs\n"
+
+
+# ---------------------------------------------------------------- the coreset bar
+
+
+class _Bar:
+    """A stand-in for Progress that records its total at each update."""
+
+    made: list[_Bar] = []
+
+    def __init__(self, total, desc, unit="img", enabled=True):
+        self.total, self.desc, self.done, self.seen = total, desc, 0, []
+        _Bar.made.append(self)
+
+    def update(self, n=1):
+        self.done += n
+        self.seen.append(self.total)
+
+    def grow(self, n):
+        self.total = (self.total or 0) + n
+
+    def close(self):
+        self.closed_at = self.total
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@pytest.mark.parametrize("n_images, totals", [
+    (10, [200, 225, 230]),  # 80 patches on the first 4 images: 20 each, so 200 for 10
+    (12, [240, 270, 276]),  # two announced images never came: corrected to 230 at the end
+])
+def test_the_coreset_bar_has_a_total_estimated_from_the_images_so_far(monkeypatch, n_images, totals):
+    import anomaly_inspect.scorers.patchcore as patchcore
+    from anomaly_inspect.core import Features
+
+    monkeypatch.setattr(patchcore, "Progress", _Bar)
+    _Bar.made.clear()
+    rng = np.random.default_rng(0)
+    grown = []
+
+    def batches():
+        for n, on_image in ((4, 20), (4, 25), (2, 25)):  # 5x5 grid; the first batch padded
+            valid = np.zeros((n, 5, 5), bool)
+            valid.reshape(n, -1)[:, :on_image] = True
+            yield Features(rng.standard_normal((n, 5, 5, 8), dtype=np.float32), valid=valid)
+            grown.append(_Bar.made[0].total)  # after the coreset took the block
+
+    patchcore.PatchCore(coreset_ratio=0.5, progress=True).fit_batches(batches(), n_images)
+    bar = _Bar.made[0]
+    assert bar.desc == "coreset" and grown == totals
+    assert bar.done == bar.closed_at == 230  # 4 * 20 + 6 * 25 patches: 100 % at the end
+    assert None not in bar.seen
+
+
+# ---------------------------------------------------------------- demo's --output-json
+
+
+def test_demo_output_json_may_go_beside_the_dataset_but_not_into_it(tmp_path, capsys):
+    from anomaly_inspect.commands.common import check_output_json
+
+    out = tmp_path / "out"
+    owns = build_parser().parse_args(["demo", "--out", str(out)]).out_owns
+    check_output_json(out / "r.json", out, owns)  # beside synthetic_<texture>/: fine
+    for name in ("synthetic_fabric", "synthetic_metal/r.json"):
+        with pytest.raises(ValueError, match=f"this command writes {name.split('/')[0]} in --out"):
+            check_output_json(out / name, out, owns)
+    assert main(["demo", "--out", str(out), "--output-json", str(out / "synthetic_fabric" / "r.json")]) == 1
+    assert "this command writes synthetic_fabric in --out" in _one_line_error(capsys)
+    assert not out.exists()

@@ -3,10 +3,26 @@ and the same fit through the engine seam on real images (local engine: no Ray ne
 
 from __future__ import annotations
 
+import os
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.pipeline import LocalEngine
+from anomaly_inspect.pipeline.engine import run_task
+from anomaly_inspect.pipeline.ray_engine import batch_groups
+from anomaly_inspect.pipeline.remote_fit import (
+    PROBE_STREAM,
+    batch_probes,
+    fit_bank_remote,
+    merge_probes,
+)
 from anomaly_inspect.scorers.coreset import TwoRoundCoreset, covering_radius, round_one
+from anomaly_inspect.scorers.patchcore import PatchCore, image_patches
+from layout_writer import write_mvtec
 
 DIAMOND = np.array([[1, 0], [-1, 0], [0, 1], [0, -1]], np.float32)
 PLANTED = np.concatenate([c + DIAMOND for c in ([0, 0], [10, 0], [0, 10])]).astype(np.float32)
@@ -138,3 +154,129 @@ def test_fit_on_engine_saves_a_complete_model(shared_data, tmp_path):
     assert again.scorer.bank_size == model.scorer.bank_size
     with pytest.raises(ValueError, match="1 calibration images are also training images"):
         fit_on_engine(train, cfg, LocalEngine(), [str(train[0])], 0.2, 0.25, False, 10**8)
+
+
+# -- batch numbering, shipped copies, location, probes (a random backbone: no real data) --
+
+@pytest.fixture(scope="module")
+def widget(tmp_path_factory):
+    """12 small training images (batches of 4 at 128 px: 3 batches, 3 x 1,024 patches) and a
+    config whose bank (half of them: HNSW from 1,024 items) is searched by HNSW, so that the
+    fit checks its graph."""
+    root = tmp_path_factory.mktemp("dfit")
+    write_mvtec(root, "widget", n_train=12, n_good=1, defects={"scratch": 1}, size=48)
+    cfg = ModelConfig.from_dict({"backbone": {"weights": "random", "runtime": "torch"},
+                                 "features": {"image_size": 128, "batch_size": 4},
+                                 "scorer": {"coreset_ratio": 0.5, "index": "hnsw"}}, "test")
+    return cfg, sorted((root / "widget" / "train" / "good").glob("*.png"))
+
+
+class GroupEngine(LocalEngine):
+    """The Ray engine's batching, in this process: the paths cut into the task's batches
+    (``batch_groups``), each run on its own and numbered by its first position; with
+    ``spool``, from copies of the files under other names there (as shipped bytes are)."""
+
+    def __init__(self, spool: Path | None = None):
+        self.spool = spool
+
+    def map(self, task, paths, progress=None):
+        task.setup()
+        for first, group in batch_groups(paths, task.batch_size):
+            group = [Path(os.fsdecode(p)) for p in group]
+            copies = None
+            if self.spool is not None:
+                copies = [self.spool / f"{first + k}_copy.png" for k in range(len(group))]
+                for src, dst in zip(group, copies, strict=True):
+                    shutil.copyfile(src, dst)
+            for _, out in run_task(task, group, copies, first):
+                yield out
+
+
+def _bank(cfg, paths, engine):
+    from anomaly_inspect.pipeline import build
+
+    scorer = build(cfg, progress=False)[2]
+    ok, errors = fit_bank_remote(scorer, engine, cfg, paths, 10**8)
+    assert ok == list(range(len(paths))) and errors == []
+    return scorer
+
+
+def test_bank_does_not_depend_on_batching_copies_or_location(widget, tmp_path):
+    """The bank of the distributed fit's task, run once over every path (local engine), per
+    batch as Ray runs it, from shipped copies, and on the same files in another folder: one
+    bank (round 1 was seeded by the batch's first absolute path: the folder changed it)."""
+    cfg, train = widget
+    local = _bank(cfg, train, LocalEngine())
+    (tmp_path / "spool").mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    moved = [Path(shutil.copyfile(p, elsewhere / p.name)) for p in train]
+    for other in (_bank(cfg, train, GroupEngine()), _bank(cfg, train, GroupEngine(tmp_path / "spool")),
+                  _bank(cfg, moved, LocalEngine())):
+        np.testing.assert_array_equal(other.memory_bank, local.memory_bank)
+        np.testing.assert_array_equal(other.provenance.cell, local.provenance.cell)
+        assert other._nn.graph_m == local._nn.graph_m
+
+
+def test_distributed_bank_graph_is_checked_on_its_probe_sample(widget, monkeypatch):
+    """The distributed fit installs its bank as the local fit does (PatchCore.install_coreset):
+    the HNSW graph is checked, on the 1,024 training patches with the smallest keys, each
+    batch's keys drawn from (seed, batch number); the summary reports the check (it was
+    skipped: no search_graph_m)."""
+    from anomaly_inspect.pipeline import Runner, build
+
+    cfg, train = widget
+    got = []
+    install = PatchCore.install_coreset
+
+    def spy(self, coreset, valid, probes):
+        got.append(probes)
+        return install(self, coreset, valid, probes)
+
+    monkeypatch.setattr(PatchCore, "install_coreset", spy)
+    scorer = _bank(cfg, train, LocalEngine())
+    assert scorer.fit_summary()["search_graph_m"] == scorer._nn.graph_m >= 16
+    assert scorer._nn.graph_checks  # the check ran: (M, excess) per graph tried
+    # by hand: every training patch with its key, the 1,024 smallest
+    runner = Runner(build(cfg, progress=False)[1], progress=False)
+    rows, keys = [], []
+    for batch, feats in enumerate(runner.iter_features(train, "train")):
+        patches = image_patches(feats)
+        rows.append(patches)
+        keys.append(np.random.default_rng((cfg.seed, PROBE_STREAM, batch)).random(len(patches)))
+    assert len(rows) == 3 and sum(map(len, rows)) > 1024
+    order = np.argsort(np.concatenate(keys), kind="stable")[:1024]
+    np.testing.assert_allclose(got[0], np.concatenate(rows)[order], rtol=1e-6)
+
+
+def test_merge_probes_keeps_the_smallest_keys():
+    rows = np.arange(8, dtype=np.float32).reshape(4, 2)
+    sample = merge_probes(None, (np.array([0.1, 0.5]), rows[:2]), size=3)
+    keys, kept = merge_probes(sample, (np.array([0.3, 0.05]), rows[2:]), size=3)
+    assert keys.tolist() == [0.05, 0.1, 0.3] and kept.tolist() == [[6, 7], [0, 1], [4, 5]]
+    k, r = batch_probes(rows, seed=0, batch=2, size=2)
+    want = np.random.default_rng((0, PROBE_STREAM, 2)).random(4)
+    assert k.tolist() == sorted(want)[:2] and r.tolist() == rows[np.argsort(want)[:2]].tolist()
+
+
+def test_ray_fit_bank_is_the_same_on_1_or_2_workers_and_shipped(widget, ray_session):
+    """Ray: 1 worker, 2 workers, and --no-shared-storage (it failed: the task took no
+    local_copies) all pick the local engine's bank items (the features themselves differ in
+    the last bits with the backbone's thread count: 2, 1, 2 here, 1 in this process), check
+    its graph, and leave no spool behind."""
+    from anomaly_inspect.pipeline.ray_engine import RayEngine
+    from test_ray_engine import no_run_folders
+
+    cfg, train = widget
+    local = _bank(cfg, train, LocalEngine())
+    banks = []
+    for engine in (RayEngine(workers=1), RayEngine(workers=2),
+                   RayEngine(workers=1, shared_storage=False)):
+        remote = _bank(cfg, train, engine)
+        np.testing.assert_array_equal(remote.provenance.image, local.provenance.image)
+        np.testing.assert_array_equal(remote.provenance.cell, local.provenance.cell)
+        np.testing.assert_allclose(remote.memory_bank, local.memory_bank, atol=1e-5)
+        assert remote._nn.graph_checks and remote._nn.graph_m == local._nn.graph_m
+        banks.append(remote.memory_bank)
+    np.testing.assert_array_equal(banks[2], banks[0])  # shipped or by path: 2 threads each
+    assert no_run_folders()

@@ -8,7 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from anomaly_inspect.data.image_io import ImageReadError, read_image, read_mask
+from anomaly_inspect.data.image_io import (
+    ImageReadError,
+    read_file,
+    read_image,
+    read_mask,
+    unreadable_copies,
+)
 from layout_writer import rgb_image, write_image
 
 
@@ -142,3 +148,15 @@ def test_jpeg_with_trailing_padding_is_not_truncated(tmp_path):
     path = tmp_path / "padded.jpg"
     path.write_bytes(buf.tobytes() + b"\x00" * 300)
     assert read_image(path).shape == (32, 32, 3)
+
+
+def test_unreadable_copies_read_with_the_reason_given(tmp_path):
+    """A copy of a file refused where it lives (a distributed engine ships the reason, not the
+    bytes) reads as that reason, for the image reader too, and only within the block."""
+    copy = write_image(tmp_path / "0_a.png", rgb_image(16))
+    with unreadable_copies({copy: "broken symbolic link (to /gone.png)"}):
+        for read in (read_file, read_image):
+            with pytest.raises(ImageReadError) as err:
+                read(copy)
+            assert err.value.path == copy and err.value.reason == "broken symbolic link (to /gone.png)"
+    assert read_image(copy).shape == (16, 16, 3)

@@ -294,7 +294,7 @@ def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch
 
     from anomaly_inspect.config import ModelConfig
     from anomaly_inspect.evaluation import evaluate as ev
-    from anomaly_inspect.pipeline.build import build
+    from anomaly_inspect.pipeline.builders import build
 
     seen = {}
 

@@ -4,8 +4,15 @@ shipped model and images): test_ray_real.py."""
 
 from __future__ import annotations
 
+import logging
 import os
+import pickle
+import signal
+import subprocess
 import sys
+import tempfile
+import time
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -66,12 +73,120 @@ def test_ray_engine_keeps_order_and_sets_up_once_per_actor(echo_pickled_by_value
     assert bar.n == 37
     names = [n for o in outs for n in o[0]]
     assert names == [p.name for p in paths]  # every path once, in order
-    assert all(len(o[0]) <= 4 for o in outs) and len(outs) >= 10
     assert len({o[1] for o in outs}) <= 2  # at most two actors ...
     assert {o[2] for o in outs} == {1}  # ... each set up once
     assert {o[3]["k"] for o in outs} == {7}  # the shared value reached every actor
     local = [o[0] for o in LocalEngine().map(EchoTask(), paths)]
-    assert [n for chunk in local for n in chunk] == names
+    assert [o[0] for o in outs] == local  # the local engine's batches, exactly
+
+
+@dataclass
+class NumberedTask:
+    """Yields, per batch: its paths' names and the position of its first path in the map."""
+
+    batch_size: int = 4
+
+    def setup(self) -> None:
+        pass
+
+    def run(self, paths, local_copies=None, first=0):
+        for s in range(0, len(paths), self.batch_size):
+            yield len(paths[s:s + self.batch_size]), (first + s, [p.name for p in
+                                                                  paths[s:s + self.batch_size]])
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["by-path", "shipped"])
+def test_batches_do_not_depend_on_the_workers(echo_pickled_by_value, tmp_path, shared):
+    """37 paths in batches of 4: 9 batches of 4 from position 0, then 1, on 1 or 2 workers
+    (Ray Data used to cut batches at its block boundaries, which depend on the pool)."""
+    paths = _files(tmp_path, 37)
+    want = [(s, [f"img_{i:03d}.txt" for i in range(s, min(s + 4, 37))]) for s in range(0, 37, 4)]
+    assert [len(names) for _, names in want] == [4] * 9 + [1]
+    assert list(LocalEngine().map(NumberedTask(), paths)) == want  # one run, numbered from 0
+    for workers in (1, 2):
+        engine = make_engine("ray", workers=workers, shared_storage=shared)
+        assert list(engine.map(NumberedTask(), paths)) == want
+
+
+@dataclass
+class SetupCounter:
+    batch_size: int = 2_000
+
+    def setup(self) -> None:
+        self.setup_at = f"{os.getpid()}-{id(self)}"
+
+    def run(self, paths, local_copies=None):
+        yield len(paths), self.setup_at
+
+
+def test_one_actor_pool_serves_the_whole_map(echo_pickled_by_value):
+    """250,001 paths (batches of 2,000): one actor, set up once (each 100,000 paths had their
+    own dataset, actor pool and model load)."""
+    outs = list(make_engine("ray", workers=1).map(SetupCounter(), [Path(f"/x/{i}.png")
+                                                                    for i in range(250_001)]))
+    assert len(outs) == 126 and len(set(outs)) == 1
+
+
+@dataclass
+class ReadingTask:
+    """Yields, per path: the bytes the local reader gives (from the shipped copy) or its
+    reason; with ``max_pixels`` as the pixel budget."""
+
+    max_pixels: int
+    batch_size: int = 8
+
+    def setup(self) -> None:
+        pass
+
+    def run(self, paths, local_copies=None):
+        from anomaly_inspect.data.image_io import ImageReadError, read_file
+
+        out = []
+        for p in local_copies or paths:
+            try:
+                out.append(read_file(p, self.max_pixels))
+            except ImageReadError as exc:
+                out.append(exc.reason)
+        yield len(paths), out
+
+
+def _hostile_files(tmp_path):
+    """A good file, a dangling link, an empty file and a sparse 65 MiB one (the size guard's
+    limit at max_pixels=1: 8 bytes + 64 MiB)."""
+    good, dangling, empty, big = (tmp_path / n for n in ("good.png", "dangling.png", "empty.png",
+                                                          "big.png"))
+    good.write_bytes(b"pixels")
+    dangling.symlink_to(tmp_path / "gone.png")
+    empty.write_bytes(b"")
+    with open(big, "wb") as fh:
+        fh.truncate(65 << 20)
+    return [good, dangling, empty, big]
+
+
+def test_shipped_files_keep_the_local_readers_reasons(echo_pickled_by_value, tmp_path):
+    """--no-shared-storage: the driver's node reads with the local reader (size guard first,
+    its reasons), and each reason reaches the task as that of its copy."""
+    files = _hostile_files(tmp_path)
+    want = [b"pixels", f"broken symbolic link (to {tmp_path / 'gone.png'})",
+            "file is empty (0 bytes)", "file too large for the pixel budget (65 MiB for at most "
+            "1e-06 MP)"]
+    local = list(LocalEngine().map(ReadingTask(1), files))
+    shipped = list(make_engine("ray", workers=1, shared_storage=False).map(ReadingTask(1), files))
+    assert local == shipped == [want]
+    assert no_run_folders()  # the spool is gone
+
+
+def no_run_folders(wait_s: float = 30.0) -> bool:
+    """Whether the actors' temporary folders are gone: the map removes them as it ends, an
+    actor that started after that (a pool of 2 for a few batches) as it exits."""
+    from anomaly_inspect.pipeline.ray_engine import RUN_PREFIX
+
+    deadline = time.monotonic() + wait_s
+    while list(Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}*")):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.5)
+    return True
 
 
 def test_missing_ray_is_one_line_saying_how_to_install(monkeypatch):
@@ -102,13 +217,112 @@ def test_spooled_names_do_not_collide(tmp_path):
     from anomaly_inspect.pipeline.ray_engine import _TaskActor
 
     actor = _TaskActor.__new__(_TaskActor)
-    actor.spool = None
+    actor.folder = tmp_path / "run"
+    actor.spool = actor.folder / "spool"
+    actor.spool.mkdir(parents=True)
+    a, b, c = Path("x/a.png"), Path("y/a.png"), Path("z/" + "a" * 250 + ".png")
+    out, refused = actor._spool([a, b, c], [(b"1", ""), (b"2", ""), (b"", "file not found")])
+    assert len(set(out)) == 3 and [p.read_bytes() for p in out[:2]] == [b"1", b"2"]
+    assert not out[2].exists() and refused == {out[2]: "file not found"}  # refused: no copy
+    assert out[2].name == "2.png"  # a name too long for a prefix keeps its extension
+    actor.__del__()
+    assert not actor.folder.exists()
+
+
+def test_read_stage_refuses_from_the_size_before_reading(tmp_path, monkeypatch):
+    """The driver-side read stage is the local reader: a file too large for the pixel budget
+    is refused from its size, never read (a 300 MB file was read and shipped first)."""
+    pytest.importorskip("ray")
     import numpy as np
 
-    a, b = Path("x/a.png"), Path("y/a.png")
-    out = actor._spool([a, b], np.array([b"1", b"2"], dtype=object), np.array(["", ""]))
-    assert out[0] != out[1] and [p.read_bytes() for p in out] == [b"1", b"2"]
-    actor.__del__()
+    from anomaly_inspect.pipeline.ray_engine import _read_groups, batch_groups
+
+    files = _hostile_files(tmp_path)
+    read = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or real(self))
+    (first, group), = batch_groups(files, 8)
+    table = _read_groups({"first": np.array([first]), "paths": np.array(
+        [pickle.dumps(group)], dtype=object)}, max_pixels=1)
+    shipped = pickle.loads(table.column("files")[0].as_py())
+    assert [reason for _, reason in shipped] == [
+        "", f"broken symbolic link (to {tmp_path / 'gone.png'})", "file is empty (0 bytes)",
+        "file too large for the pixel budget (65 MiB for at most 1e-06 MP)"]
+    assert [blob for blob, _ in shipped] == [b"pixels", b"", b"", b""]
+    assert read == ["good.png", "empty.png"]  # neither the link's target nor the big file
+
+
+def test_engine_module_imports_no_torch():
+    """Ray starts the read stage's processes from ray_engine: they must not load torch (each
+    did: 49 processes for 83 images)."""
+    code = ("import sys, anomaly_inspect.pipeline.ray_engine; "
+            "sys.exit(1 if 'torch' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+class _FakeRay:
+    """ray.init replaces the SIGTERM handler and logs Ray's notices, as Ray 2.60's does."""
+
+    def __init__(self):
+        self.initialized = False
+        self.data = types.SimpleNamespace(DataContext=types.SimpleNamespace(
+            get_current=lambda: types.SimpleNamespace(execution_options=types.SimpleNamespace())))
+
+    def is_initialized(self):
+        return self.initialized
+
+    def init(self, **kwargs):
+        signal.signal(signal.SIGTERM, lambda *a: None)
+        logging.getLogger("ray._private.authentication.authentication_token_setup").warning(
+            "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled")
+        self.initialized = True
+
+
+def _started_engine():
+    from anomaly_inspect.pipeline.ray_engine import RayEngine
+
+    engine = RayEngine.__new__(RayEngine)
+    engine.ray, engine.address = _FakeRay(), None
+    engine.start()
+    return engine
+
+
+def test_start_keeps_our_sigterm_handler():
+    """The CLI's handler (exit 143, cleanup) survives ray.init (which dumped a stack, 134)."""
+    def ours(signum, frame):
+        raise SystemExit(143)
+
+    previous = signal.signal(signal.SIGTERM, ours)
+    try:
+        _started_engine()
+        assert signal.getsignal(signal.SIGTERM) is ours
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@pytest.mark.parametrize("quiet", [True, False])
+def test_ray_notices_are_silent_without_info_logs(quiet):
+    """"Progress bars disabled" (our own setting) never shows; the token-auth notice only
+    where info logs show (not with --quiet)."""
+    seen = []
+    handler = logging.Handler()
+    handler.emit = lambda record: seen.append(record.getMessage())
+    loggers = [logging.getLogger(n) for n in ("ray.data._internal.progress",
+                                              "ray._private.authentication.authentication_token_setup")]
+    ours = logging.getLogger("anomaly_inspect")
+    level = ours.level
+    ours.setLevel(logging.WARNING if quiet else logging.INFO)  # as --quiet / not
+    for lg in loggers:
+        lg.addHandler(handler)
+    try:
+        _started_engine()
+        loggers[0].warning("Progress bars disabled. To enable, set ...")
+    finally:
+        ours.setLevel(level)
+        for lg in loggers:
+            lg.removeHandler(handler)
+    assert not any(m.startswith("Progress bars") for m in seen)
+    assert any(m.startswith("Token authentication is enabled") for m in seen) is not quiet
 
 
 def test_shard_actors_search_equals_unsharded(ray_session):

@@ -128,3 +128,38 @@ def test_unreadable_images_raise_or_are_skipped(tiny, tmp_path, caplog):
         list(runner.score({"pc": scorer}, paths))
     items = list(runner.score({"pc": scorer}, paths, strict=False))
     assert [i for item in items for i, _ in item.batch.errors] == [1]
+
+
+def test_tasks_read_the_engines_local_copies(tiny, tmp_path):
+    """The runner's tasks read the copies an engine shipped (--no-shared-storage: they took no
+    local_copies) and report the original paths' positions, errors included."""
+    import shutil
+
+    from anomaly_inspect.pipeline.runner import ExtractTask, ScoreTask
+
+    _, data, runner = tiny
+    paths = [s.path for s in data.train[:3]]
+    copies = [tmp_path / f"{k}_copy.png" for k in range(3)]
+    for src, dst in zip(paths[:2], copies[:2], strict=True):
+        shutil.copyfile(src, dst)  # the third copy is missing: unreadable
+    task = ExtractTask(runner.extractor)
+    (n, (batch, feats)), = task.run(paths, local_copies=copies)
+    assert n == 3 and batch.indices == [0, 1] and batch.errors == [(2, "file not found")]
+    want = runner.extract(paths[:2], "x").features
+    np.testing.assert_array_equal(feats.patches, want.patches)
+    scorer = build_scorer("patchcore", coreset_ratio=0.5, progress=False).fit(want)
+    (n, scored), = ScoreTask(runner.extractor, {"pc": scorer}).run(paths, local_copies=copies)
+    direct = scorer.score(want).image_scores
+    np.testing.assert_array_equal(scored.results["pc"].image_scores, direct)
+
+
+def test_pipeline_names_stay_the_functions():
+    """pipeline/__init__ imports lazily (ray_engine must load without torch); its names are the
+    functions and classes, whichever submodule was imported first."""
+    import subprocess
+    import sys
+
+    code = ("import types, anomaly_inspect.pipeline.builders; from anomaly_inspect.pipeline import "
+            "build, Runner; assert not isinstance(build, types.ModuleType) and callable(build); "
+            "import anomaly_inspect.pipeline as p; assert p.build is build")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0

@@ -47,3 +47,26 @@ def test_sharded_patchcore_bank_scores_like_flat():
     d0, _ = NearestNeighbours("flat").fit(bank).search(q)
     d1, _ = ShardedNearestNeighbours(4).fit(bank).search(q)
     assert np.array_equal(d0, d1)
+
+
+def test_shard_actors_keep_a_missing_neighbour_missing():
+    """An HNSW shard that finds fewer than k returns label -1; the merge must not shift it by
+    the shard's offset into a real index of the shard before (shard 1 starts at 3: -1 + 3 = 2
+    named bank item 2)."""
+    import types
+
+    from anomaly_inspect.pipeline.ray_shards import RayShardedSearch
+
+    answers = [(np.array([[0.5, 2.0]], np.float32), np.array([[1, 0]])),
+               (np.array([[1.0, 3.4e38]], np.float32), np.array([[0, -1]]))]
+
+    class Shard:
+        def __init__(self, answer):
+            self.search = types.SimpleNamespace(remote=lambda queries, k: answer)
+
+    search = RayShardedSearch.__new__(RayShardedSearch)
+    search.actors, search.offsets, search.ntotal = [Shard(a) for a in answers], [0, 3], 5
+    search._ray = types.SimpleNamespace(put=lambda x: x, get=lambda refs: refs)
+    d, i = search.search(np.zeros((1, 4), np.float32), 4)
+    assert i.tolist() == [[1, 3, 0, -1]]
+    assert d[0, :3].tolist() == [0.5, 1.0, 2.0] and np.isinf(d[0, 3])

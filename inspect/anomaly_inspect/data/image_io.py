@@ -16,6 +16,8 @@ import io
 import logging
 import os
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,7 +74,29 @@ class _Header:
     orientation: int
 
 
-def _read_bytes(path: Path, max_pixels: int) -> bytes:
+#: copies of files that could not be read where they live (a distributed engine ships the
+#: reason instead of the bytes, see :func:`unreadable_copies`): path -> that reason
+_UNREADABLE: dict[Path, str] = {}
+
+
+@contextmanager
+def unreadable_copies(reasons: Mapping[Path, str]) -> Iterator[None]:
+    """Within the block, reading any of these paths raises :class:`ImageReadError` with its
+    reason (the one the file's own reading gave where it lives)."""
+    _UNREADABLE.update({Path(p): r for p, r in reasons.items()})
+    try:
+        yield
+    finally:
+        for p in reasons:
+            _UNREADABLE.pop(Path(p), None)
+
+
+def read_file(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """An image file's bytes; one larger than any image within ``max_pixels`` is refused from
+    its size before it is read. Raises :class:`ImageReadError` naming the reason."""
+    path = Path(path)
+    if path in _UNREADABLE:
+        raise ImageReadError(path, _UNREADABLE[path])
     try:
         size = path.stat().st_size
         # no format stores a picture in more than 8 bytes per pixel (16-bit RGBA) plus headers
@@ -160,7 +184,7 @@ def _reduction(header: _Header | None, min_side: int | None) -> int:
 def _checked_header(path: Path, max_pixels: int) -> tuple[bytes, _Header | None]:
     """The file's bytes and header (None where PIL cannot tell), refused if it is truncated,
     above the pixel budget or has several frames."""
-    data = _read_bytes(path, max_pixels)
+    data = read_file(path, max_pixels)
     _check_complete(path, data)
     header = _probe(path, data)
     if header is not None:

@@ -6,12 +6,15 @@ model directory X, score images"); :meth:`BatchTask.setup` builds its heavy
 state (backbone, memory bank) once per worker, and :meth:`BatchTask.run` turns
 a run of consecutive paths into one output per batch, in order. The local
 engine calls ``run`` once over every path, so decoding of the next batch
-overlaps the backbone as before; a distributed engine calls it on each batch it
-hands to a worker. Both run the same code, so they give the same outputs.
+overlaps the backbone as before; a distributed engine cuts the paths into the
+same batches (``batch_size`` paths from position 0) and calls ``run`` on each
+batch it hands to a worker. Both run the same code on the same batches, so they
+give the same outputs whatever the number of workers.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +35,23 @@ class BatchTask(Protocol[T]):
     def setup(self) -> None:
         """Build the heavy state (once per worker; idempotent)."""
 
-    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, T]]:
-        """Yield ``(number of paths consumed, output)`` per batch, in path order."""
+    def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None
+            ) -> Iterator[tuple[int, T]]:
+        """Yield ``(number of paths consumed, output)`` per batch, in path order. With
+        ``local_copies`` (an engine that shipped the files' bytes), read those instead and
+        report ``paths``. A task that numbers its batches takes ``first`` too: the position
+        of ``paths[0]`` in the map's paths (a multiple of ``batch_size``; see
+        :func:`run_task`)."""
+
+
+def run_task(task: BatchTask[T], paths: Sequence[Path], local_copies: Sequence[Path] | None = None,
+             first: int = 0) -> Iterator[tuple[int, T]]:
+    """``task.run`` on the paths from position ``first`` of a map; ``first`` is given only to
+    a task whose ``run`` takes it, ``local_copies`` only where there are some."""
+    kwargs: dict[str, Any] = {} if local_copies is None else {"local_copies": local_copies}
+    if "first" in inspect.signature(task.run).parameters:
+        kwargs["first"] = first
+    return task.run(paths, **kwargs)
 
 
 V = TypeVar("V")
@@ -81,7 +99,7 @@ class LocalEngine:
     def map(self, task: BatchTask[T], paths: Sequence[Path],
             progress: Progress | None = None) -> Iterator[T]:
         task.setup()
-        for n, out in task.run(list(paths)):
+        for n, out in run_task(task, list(paths)):
             if progress is not None:
                 progress.update(n)
             yield out

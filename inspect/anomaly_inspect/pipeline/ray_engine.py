@@ -1,31 +1,44 @@
 """The Ray engine: a task's batches run on a pool of long-lived Ray actors.
 
-Ray Data streams the paths through ``map_batches`` with an
-``ActorPoolStrategy``: each actor builds the task once (``setup``: backbone,
-memory bank) and then runs batch after batch. Order is preserved and the
-driver consumes the outputs one block at a time, so whatever the caller writes
-(``results.csv``, overlays, a coreset) is written on the driver exactly as with
-the local engine. Memory is bounded: the paths go in windows of
-:data:`WINDOW` and Ray Data's streaming executor keeps only a few batches in
-flight.
+The driver cuts the paths into the task's batches (``batch_size`` paths from position 0,
+as the local engine reads them) and Ray Data streams the batches, one row each, through
+``map_batches`` with an ``ActorPoolStrategy``: each actor builds the task once (``setup``:
+backbone, memory bank) and then runs batch after batch. A batch is never split or merged,
+so every output is the local engine's whatever the number of workers. Order is preserved
+and the driver consumes the outputs one batch at a time, so whatever the caller writes
+(``results.csv``, overlays, a coreset) is written on the driver exactly as with the local
+engine. One dataset (every path, about 100 bytes each in the object store) and one actor
+pool serve the whole map, so each actor loads the model once; Ray Data's streaming executor
+keeps only a few batches in flight.
 
-Without shared storage (``shared_storage=False``) the image bytes are read by
-a Ray task pinned to the driver's node and travel through the object store to
-the actors, which write them to a private spool folder and read them with the
-same reader as the local engine (``task.run(paths, local_copies)``).
+Without shared storage (``shared_storage=False``) the image bytes are read by a few Ray
+tasks pinned to the driver's node, with the local reader's checks
+(:func:`~..data.image_io.read_file`: its size guard before reading, its reasons), and travel
+through the object store to the actors, which write them to a private spool folder and run
+the task on those copies (``task.run(paths, local_copies)``); a file refused on the driver's
+node reaches the task as an unreadable copy with that reason. This module imports no torch,
+so those readers stay small.
 
+Each actor keeps its temporary files (the spool, a shipped model) in one folder named after
+the map and locked while the actor lives. The driver removes its maps' folders from its node
+when each map ends and when it exits, also where Ray killed the actor (no ``__del__``), and,
+before each map, the unlocked ones a killed run left (``files.remove_stale_folders``).
 Ray is an optional extra (``pip install -e ".[ray]"``); only this module imports it.
 Outputs cross process boundaries as pickles (in flight only, never stored).
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import pickle
 import re
 import shutil
+import signal
 import tempfile
+import threading
+import uuid
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,14 +47,25 @@ from typing import Any
 
 import numpy as np
 
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_file, unreadable_copies
+from ..files import lock_folder, remove_stale_folders
 from ..progress import Progress
-from .engine import BatchTask, T
+from .engine import BatchTask, T, run_task
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = ('the ray engine needs Ray, which is not installed: pip install -e ".[ray]" '
                 '(or pip install "ray[data]>=2.51,<3")')
-WINDOW = 100_000  # paths per Ray dataset: the driver never holds a dataset of every path
+GROUPS_PER_BLOCK = 4  # batches per Ray Data block (fewer for a short map: every actor gets some)
+READERS = 4  # without shared storage: byte-reading tasks at once on the driver's node
+RUN_PREFIX = "anomaly-inspect-run-"  # an actor's temporary folder: RUN_PREFIX + map id + "-..."
+_RUN_FOLDER = re.compile(re.escape(RUN_PREFIX) + r"[0-9a-f]{12}-[a-z0-9_]{8}")
+_RUNS: list[str] = []  # this process's maps, whose folders are removed at exit too
+# Ray's notices that say nothing to our user: the progress bars we turn off ourselves, and,
+# without info logs (--quiet), that the local instance uses token authentication
+_PROGRESS_LOGGER = "ray.data._internal.progress"
+_TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
+_TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
 
 
 class EngineUnavailable(RuntimeError):
@@ -69,56 +93,112 @@ class RayShared:
         return ray.get(self.ref)
 
 
-class _TaskActor:
-    """One Ray actor: builds the task once, then runs it on every batch it is given."""
+def batch_groups(paths: Sequence[Path], batch_size: int) -> list[tuple[int, list[bytes]]]:
+    """The task's batches: (position of the first path, its ``batch_size`` paths, fewer at the
+    end), paths as ``os.fsencode`` gives them."""
+    encoded = [os.fsencode(p) for p in paths]
+    return [(s, encoded[s:s + batch_size]) for s in range(0, len(encoded), batch_size)]
 
-    def __init__(self, task: BatchTask):
+
+def _read_groups(batch: dict[str, np.ndarray], max_pixels: int):
+    """On the driver's node: each batch's files as ``(bytes, "")``, or ``(b"", reason)`` for a
+    file the local reader refuses (unread when its size alone rules it out)."""
+    import pyarrow as pa
+
+    files = []
+    for blob in batch["paths"]:
+        out = []
+        for p in pickle.loads(blob):
+            try:
+                out.append((read_file(os.fsdecode(p), max_pixels), ""))
+            except ImageReadError as exc:
+                out.append((b"", exc.reason))
+        files.append(pickle.dumps(out, protocol=5))
+    return pa.table({"first": pa.array(batch["first"], pa.int64()),
+                     "paths": pa.array(list(batch["paths"]), pa.large_binary()),
+                     "files": pa.array(files, pa.large_binary())})
+
+
+def _max_pixels(task: BatchTask) -> int:
+    """The pixel budget ``task`` reads images with (screening's ScoreTask keeps it in its
+    ``overrides``): the read stage refuses larger files before reading them."""
+    value = getattr(task, "max_pixels", None)
+    if value is None:
+        value = (getattr(task, "overrides", None) or {}).get("max_pixels")
+    return DEFAULT_MAX_PIXELS if value is None else int(value)
+
+
+class _TaskActor:
+    """One Ray actor: builds the task once, then runs it on every batch it is given. Its
+    temporary files (spool, shipped model) live in one folder named after the map."""
+
+    def __init__(self, task: BatchTask, run: str):
+        self.folder = Path(tempfile.mkdtemp(prefix=f"{RUN_PREFIX}{run}-"))
+        self.lock = lock_folder(self.folder)  # released when this process ends, however
+        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)  # a late actor's exit
+        self.spool = self.folder / "spool"
+        self.spool.mkdir()
+        tempfile.tempdir = str(self.folder)  # this process is the actor's alone
         self.task = task
         task.setup()
-        self.spool: Path | None = None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        paths = [Path(os.fsdecode(bytes(p))) for p in batch["path"]]
-        local = self._spool(paths, batch["data"], batch["error"]) if "data" in batch else None
         ns, outs = [], []
-        it = self.task.run(paths) if local is None else self.task.run(paths, local_copies=local)
-        for n, out in it:
-            ns.append(n)
-            outs.append(pickle.dumps(out, protocol=5))
-        if local is not None:
-            for p in local:
-                p.unlink(missing_ok=True)
+        for k, first in enumerate(batch["first"]):
+            paths = [Path(os.fsdecode(p)) for p in pickle.loads(batch["paths"][k])]
+            files = pickle.loads(batch["files"][k]) if "files" in batch else None
+            copies, refused = (None, {}) if files is None else self._spool(paths, files)
+            try:
+                with unreadable_copies(refused):
+                    for n, out in run_task(self.task, paths, copies, int(first)):
+                        ns.append(n)
+                        outs.append(pickle.dumps(out, protocol=5))
+            finally:
+                _unlink(copies or ())
         return {"n": np.asarray(ns, np.int64), "out": np.asarray(outs, dtype=object)}
 
-    def _spool(self, paths: list[Path], data: np.ndarray, errors: np.ndarray) -> list[Path]:
-        """Write shipped image bytes to a private folder (unreadable ones stay absent)."""
-        if self.spool is None:
-            self.spool = Path(tempfile.mkdtemp(prefix="anomaly-inspect-spool-"))
-        out = []
-        for k, (p, blob, err) in enumerate(zip(paths, data, errors, strict=True)):
-            local = self.spool / f"{k}_{p.name}"
-            if not err:
-                local.write_bytes(bytes(blob))
-            out.append(local)
-        return out
+    def _spool(self, paths: list[Path], files: list[tuple[bytes, str]]
+               ) -> tuple[list[Path], dict[Path, str]]:
+        """Write the shipped bytes to the spool folder: the copies (a refused file's stays
+        absent) and the refused ones' reasons."""
+        copies = [self.spool / (f"{k}_{p.name}" if len(os.fsencode(p.name)) <= 200
+                                else f"{k}{p.suffix[-16:]}") for k, p in enumerate(paths)]
+        try:
+            for c, (blob, reason) in zip(copies, files, strict=True):
+                if not reason:
+                    c.write_bytes(blob)
+        except BaseException:
+            _unlink(copies)
+            raise
+        return copies, {c: reason for c, (_, reason) in zip(copies, files, strict=True) if reason}
 
     def __del__(self):
-        if getattr(self, "spool", None) is not None:
-            shutil.rmtree(self.spool, ignore_errors=True)
+        if getattr(self, "folder", None) is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        if getattr(self, "lock", None) is not None:
+            os.close(self.lock)
+            self.lock = None
 
 
-def _read_bytes(batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """On the driver's node: the files' bytes (an empty blob and the reason when unreadable)."""
-    data, errors = [], []
-    for p in batch["path"]:
-        try:
-            data.append(Path(os.fsdecode(bytes(p))).read_bytes())
-            errors.append("")
-        except OSError as exc:
-            data.append(b"")
-            errors.append(exc.strerror or type(exc).__name__)
-    return {"path": batch["path"], "data": np.asarray(data, dtype=object),
-            "error": np.asarray(errors, dtype=object)}
+def _unlink(paths: Sequence[Path]) -> None:
+    for p in paths:
+        p.unlink(missing_ok=True)
+
+
+def remove_run_folders(runs: Sequence[str]) -> None:
+    """Remove the temporary folders the actors of these maps made on this node (their work
+    is over: the map has ended)."""
+    for run in runs:
+        for folder in Path(tempfile.gettempdir()).glob(f"{RUN_PREFIX}{run}-*"):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+# at exit; where Ray is imported after this module (the CLI), after Ray's own shutdown
+atexit.register(remove_run_folders, _RUNS)
+
+
+def _quiet_token_notice(record: logging.LogRecord) -> bool:
+    return not (record.getMessage().startswith(_TOKEN_NOTICE) and not log.isEnabledFor(logging.INFO))
 
 
 class RayEngine:
@@ -141,10 +221,20 @@ class RayEngine:
         self.shared_storage = shared_storage
 
     def start(self) -> None:
-        """Connect to (or start) Ray; a no-op when this process is already connected."""
+        """Connect to (or start) Ray; a no-op when this process is already connected. Our
+        SIGTERM handler survives (``ray.init`` installs its own, which dumps a stack)."""
+        logging.getLogger(_PROGRESS_LOGGER).setLevel(logging.ERROR)
+        token = logging.getLogger(_TOKEN_LOGGER)
+        if _quiet_token_notice not in token.filters:
+            token.addFilter(_quiet_token_notice)
         if not self.ray.is_initialized():
-            self.ray.init(address=self.address, include_dashboard=False,
-                          logging_level=logging.WARNING, log_to_driver=False)
+            sigterm = signal.getsignal(signal.SIGTERM)
+            try:
+                self.ray.init(address=self.address, include_dashboard=False,
+                              logging_level=logging.WARNING, log_to_driver=False)
+            finally:
+                if sigterm is not None and threading.current_thread() is threading.main_thread():
+                    signal.signal(signal.SIGTERM, sigterm)
         ctx = self.ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # outputs in path order
         ctx.enable_progress_bars = False  # ours counts images
@@ -168,27 +258,32 @@ class RayEngine:
 
     def map(self, task: BatchTask[T], paths: Sequence[Path],
             progress: Progress | None = None) -> Iterator[T]:
-        paths = list(paths)
-        for s in range(0, len(paths), WINDOW):
-            yield from self._map_window(task, paths[s:s + WINDOW], progress)
-
-    def _map_window(self, task: BatchTask[T], paths: list[Path],
-                    progress: Progress | None) -> Iterator[T]:
+        groups = batch_groups(paths, task.batch_size)
+        if not groups:
+            return
         ray = self.ray
         n_actors, cpus = self.pool()
-        blocks = max(1, min(-(-len(paths) // task.batch_size), 32 * n_actors))
-        ds = ray.data.from_items([{"path": os.fsencode(p)} for p in paths],
-                                 override_num_blocks=blocks)
+        remove_stale_folders(tempfile.gettempdir(), _RUN_FOLDER)
+        run = uuid.uuid4().hex[:12]
+        _RUNS.append(run)
+        # a batch is a row, so blocks (a task's input) never cut one
+        per_block = max(1, min(GROUPS_PER_BLOCK, len(groups) // (2 * n_actors)))
+        ds = ray.data.from_items([{"first": first, "paths": pickle.dumps(group, protocol=5)}
+                                  for first, group in groups],
+                                 override_num_blocks=-(-len(groups) // per_block))
+        del groups  # the dataset holds them now
         with warnings.catch_warnings():
             # max_restarts has no named parameter yet; a restarted actor would need the task
             # from the object store, so a failed actor fails the run instead
             warnings.simplefilter("ignore", DeprecationWarning)
             if not self.shared_storage:  # read on this node, ship through the object store
                 here = f"node:{ray.util.get_node_ip_address()}"
-                ds = ds.map_batches(_read_bytes, batch_size=task.batch_size, num_cpus=0,
-                                    resources={here: 0.001})
-            ds = ds.map_batches(_TaskActor, fn_constructor_kwargs={"task": task},
-                                batch_size=task.batch_size, batch_format="numpy", num_cpus=cpus,
+                ds = ds.map_batches(_read_groups, fn_kwargs={"max_pixels": _max_pixels(task)},
+                                    batch_size=1, batch_format="numpy", num_cpus=0,
+                                    resources={here: 0.001},
+                                    compute=ray.data.TaskPoolStrategy(size=min(READERS, n_actors)))
+            ds = ds.map_batches(_TaskActor, fn_constructor_kwargs={"task": task, "run": run},
+                                batch_size=1, batch_format="numpy", num_cpus=cpus,
                                 compute=ray.data.ActorPoolStrategy(size=n_actors),
                                 max_restarts=0)
         try:
@@ -199,6 +294,8 @@ class RayEngine:
                     yield pickle.loads(blob)
         except ray.exceptions.RayError as exc:
             raise EngineFailed(f"ray engine: {_one_line(exc)}") from None
+        finally:
+            remove_run_folders([run])
 
 
 class EngineFailed(RuntimeError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..scorers.nn_index import NearestNeighbours, merge_shard_results
-from .ray_engine import import_ray
+from .ray_engine import RayEngine
 
 
 class _ShardActor:
@@ -28,9 +28,9 @@ class RayShardedSearch:
 
     def __init__(self, bank: np.ndarray, n_shards: int = 3, kind: str = "flat", seed: int = 0,
                  num_cpus: float = 0.5):
-        ray = import_ray()
-        if not ray.is_initialized():
-            ray.init(include_dashboard=False)
+        engine = RayEngine()
+        engine.start()  # connects as the engine does (keeping our SIGTERM handler)
+        ray = engine.ray
         parts = [p for p in np.array_split(np.ascontiguousarray(bank, np.float32), n_shards)
                  if len(p)]
         self.offsets = np.cumsum([0, *[len(p) for p in parts[:-1]]]).tolist()
@@ -40,11 +40,15 @@ class RayShardedSearch:
         self._ray = ray
 
     def search(self, queries: np.ndarray, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """(distances, global indices), each (Q, k), nearest first."""
+        """(distances, global indices), each (Q, k), nearest first; a neighbour no shard found
+        is index -1 at distance inf."""
         k = min(k, self.ntotal)
         ref = self._ray.put(np.ascontiguousarray(queries, np.float32))
         results = self._ray.get([a.search.remote(ref, k) for a in self.actors])
-        return merge_shard_results(results, self.offsets, k)
+        # an HNSW shard may find fewer than k (label -1): that stays -1, behind every real one
+        shifted = [(np.where(i < 0, np.inf, d), np.where(i < 0, -1, i + o))
+                   for (d, i), o in zip(results, self.offsets, strict=True)]
+        return merge_shard_results(shifted, [0] * len(shifted), k)
 
     def close(self) -> None:
         for a in self.actors:

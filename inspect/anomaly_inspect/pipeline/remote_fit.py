@@ -1,21 +1,24 @@
 """Distributed fitting: training features extracted on the workers, the coreset in two rounds.
 
-Each worker builds the backbone once (:class:`ExtractTask`), extracts a batch of training
+Each worker builds the backbone once (:class:`RemoteFitTask`), extracts a batch of training
 images and runs round 1 of the two-round coreset on that batch's patches
 (:func:`~..scorers.coreset.round_one`); only the kept rows (``first_round_ratio`` of them)
 travel to the driver, which runs round 2 once over their union
 (``TwoRoundCoreset.add_round_one`` / ``finish``): the composable-coreset scheme of
-Malkomes et al. (NeurIPS 2015). Images listed after the training set (``then``: a fit's
-calibration images) go through the same pass and actor pool; their features come back
-whole, once the bank is finished. Only memory-bank scorers that build their bank from the
-plain coreset (PatchCore) fit this way.
+Malkomes et al. (NeurIPS 2015). Each batch also sends its share of the probe sample an HNSW
+bank is checked on (:func:`batch_probes`), and the bank is installed as the one-machine fit
+installs it (``PatchCore.install_coreset``). Round 1 and the probes are seeded by
+``(seed, batch number)``, so the bank depends on the images, their order and the batch
+size only: not on the number of workers, nor on where the files live. Images listed after
+the training set (``then``: a fit's calibration images) go through the same pass and actor
+pool; their features come back whole, once the bank is finished. Only memory-bank scorers
+that build their bank from the plain coreset (PatchCore) fit this way.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,18 +30,42 @@ from ..features.extractor import Features
 from ..progress import Progress
 from ..scorers import Scorer
 from ..scorers.coreset import round_one
+from ..scorers.nn_index import HNSW_CHECK_PROBES
 from ..scorers.patchcore import PatchCore, image_patches
-from ..scorers.provenance import Provenance
-from .build import build
+from .builders import build
 from .engine import Engine
+
+PROBE_STREAM = 0x5EA4C4  # the probe keys' stream, as nn_index.ProbeSample draws its own
+
+
+def batch_probes(rows: np.ndarray, seed: int, batch: int,
+                 size: int = HNSW_CHECK_PROBES) -> tuple[np.ndarray, np.ndarray]:
+    """Batch ``batch``'s share of the probe sample: a key per row drawn from ``(seed,
+    batch)``, and the ``size`` rows with the smallest keys (keys, rows). Merged over every
+    batch (:func:`merge_probes`) they are the rows of all batches with the smallest keys."""
+    keys = np.random.default_rng((seed, PROBE_STREAM, batch)).random(len(rows))
+    keep = np.argsort(keys, kind="stable")[:size]
+    return keys[keep], np.ascontiguousarray(rows[keep], np.float32)
+
+
+def merge_probes(sample: tuple[np.ndarray, np.ndarray] | None,
+                 part: tuple[np.ndarray, np.ndarray],
+                 size: int = HNSW_CHECK_PROBES) -> tuple[np.ndarray, np.ndarray]:
+    """The ``size`` rows with the smallest keys of a sample and a batch's share."""
+    if sample is None:
+        return part
+    keys = np.concatenate([sample[0], part[0]])
+    keep = np.argsort(keys, kind="stable")[:size]
+    return keys[keep], np.concatenate([sample[1], part[1]])[keep]
 
 
 @dataclass
 class ExtractedPart:
     """One batch's outcome: readable / unreadable positions (in the task's paths); the round-1
     picks of its training images (``chunks``, ``rows``, ``n_rows``, and ``valid``: which patch
-    cells of those images the rows were numbered over, for provenance) and the ``features`` of
-    its other images (positions ``featured``)."""
+    cells of those images the rows were numbered over, for provenance), their share of the
+    probe sample (``probes``: keys, rows) and the ``features`` of its other images (positions
+    ``featured``)."""
 
     indices: list[int]
     errors: list[tuple[int, str]]
@@ -46,15 +73,16 @@ class ExtractedPart:
     chunks: list[np.ndarray] | None = None
     rows: np.ndarray | None = None
     valid: np.ndarray | None = None
+    probes: tuple[np.ndarray, np.ndarray] | None = None
     featured: list[int] = dataclasses.field(default_factory=list)
     features: Features | None = None
 
 
 @dataclass
-class ExtractTask:
-    """Build the model's backbone once per worker; per batch: round 1 of the coreset on the
-    training images' features, and the features themselves of the images in
-    ``features_for`` (paths as ``os.fsencode`` gives them)."""
+class RemoteFitTask:
+    """Build the model's backbone once per worker; per batch: round 1 of the coreset and the
+    probe share of the training images' features, and the features themselves of the images
+    in ``features_for`` (paths as ``os.fsencode`` gives them)."""
 
     config: dict
     max_pixels: int
@@ -69,30 +97,34 @@ class ExtractTask:
                                      batch_size=self.batch_size)
         self._extractor, self._scorer = extractor, scorer
 
-    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, ExtractedPart]]:
+    def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None,
+            first: int = 0) -> Iterator[tuple[int, ExtractedPart]]:
         """Per batch: positions relative to the batch's first path (the caller adds where the
-        batch starts: outputs arrive in order); round 1 is seeded by its first image's name."""
-        for item in self._extractor.iter_extract(paths):
+        batch starts: outputs arrive in order); round 1 and the probes are seeded by the
+        batch's number in the map (``first``: the position of ``paths[0]`` there)."""
+        number = first // self.batch_size
+        for item in self._extractor.iter_extract(paths if local_copies is None else local_copies):
             b = item.batch
-            first = min(b.indices + [i for i, _ in b.errors])
-            part = ExtractedPart([i - first for i in b.indices],
-                                 [(i - first, r) for i, r in b.errors])
+            start = min(b.indices + [i for i, _ in b.errors])
+            part = ExtractedPart([i - start for i in b.indices],
+                                 [(i - start, r) for i, r in b.errors])
             wanted = [os.fsencode(paths[i]) in self.features_for for i in b.indices]
             if any(wanted):
                 keep = np.flatnonzero(wanted)
-                part.featured = [b.indices[k] - first for k in keep]
+                part.featured = [b.indices[k] - start for k in keep]
                 part.features = item.features.subset(keep)
             if not all(wanted):
                 keep = np.flatnonzero(np.logical_not(wanted))
                 feats = item.features if len(keep) == len(wanted) else item.features.subset(keep)
                 patches = image_patches(feats)
                 s = self._scorer
-                seed = zlib.crc32(os.fsencode(paths[b.indices[keep[0]]]))
                 chunks = round_one(patches, s.coreset_ratio, s.chunk_size, s.first_round_ratio,
-                                   s.projection_dim, s.seed, stream=seed)
+                                   s.projection_dim, s.seed, stream=number)
                 part.n_rows, part.chunks = len(patches), chunks
                 part.valid = feats.valid_mask()
                 part.rows = np.ascontiguousarray(patches[np.concatenate(chunks)], np.float32)
+                part.probes = batch_probes(patches, s.seed, number)
+            number += 1
             yield len(b.indices) + len(b.errors), part
 
 
@@ -105,12 +137,12 @@ def check_distributable(scorer: Scorer) -> None:
 def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
                   features_for: frozenset[bytes], max_pixels: int,
                   progress: Progress | None = None) -> Iterator[ExtractedPart]:
-    """:class:`ExtractTask` over ``paths`` on ``engine``, batch by batch, in order; positions
+    """:class:`RemoteFitTask` over ``paths`` on ``engine``, batch by batch, in order; positions
     are ``paths``' indices."""
     if cfg.backbone.precision == "int8":
         raise ValueError("precision int8 is calibrated where the model is fitted; a distributed "
                          "fit does not ship the calibrated graph to its workers yet")
-    task = ExtractTask(cfg.to_dict(), max_pixels, features_for, cfg.features.batch_size)
+    task = RemoteFitTask(cfg.to_dict(), max_pixels, features_for, cfg.features.batch_size)
     offset = 0
     for part in engine.map(task, list(paths), progress):
         part.indices = [offset + i for i in part.indices]
@@ -142,6 +174,7 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
     ok: list[int] = []
     errors: list[tuple[int, str]] = []
     valid: list[np.ndarray] = []
+    probes: tuple[np.ndarray, np.ndarray] | None = None
     finished = False
     for part in extract_parts(engine, cfg, [*paths, *then], then_keys, max_pixels, progress):
         ok += [i for i in part.indices if i < n]
@@ -149,25 +182,25 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
         if part.chunks is not None:
             coreset.add_round_one(part.chunks, part.rows, part.n_rows)
             valid.append(part.valid)
+            probes = merge_probes(probes, part.probes)
         then_errors = [(i - n, r) for i, r in part.errors if i >= n]
         if part.featured or then_errors:  # training images done: outputs arrive in order
             if not finished:
-                _finish(scorer, coreset, ok, valid, n)
+                _finish(scorer, coreset, ok, valid, probes, n)
                 finished = True
             if on_then is not None:
                 featured = [i - n for i in part.featured]
                 on_then(ExtractedPart(featured, then_errors, featured=featured,
                                       features=part.features))
     if not finished:
-        _finish(scorer, coreset, ok, valid, n)
+        _finish(scorer, coreset, ok, valid, probes, n)
     return ok, errors
 
 
-def _finish(scorer: PatchCore, coreset, ok: list[int], valid: list[np.ndarray], n: int) -> None:
+def _finish(scorer: PatchCore, coreset, ok: list[int], valid: list[np.ndarray],
+            probes: tuple[np.ndarray, np.ndarray] | None, n: int) -> None:
     """Round 2, and the bank with its provenance (numbering the readable images in order,
-    as the model lists them)."""
+    as the model lists them) and its search index checked on the merged probe sample."""
     if not ok:
         raise ValueError(f"none of the {n} training images could be read")
-    positions, rows = scorer.finish_coreset(coreset, rows=True)
-    provenance = Provenance.of_cells(np.concatenate(valid), positions)
-    scorer.set_state({"memory_bank": np.ascontiguousarray(rows), **provenance.state()})
+    scorer.install_coreset(coreset, valid, None if probes is None else probes[1])

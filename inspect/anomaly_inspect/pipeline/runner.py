@@ -65,6 +65,15 @@ def timed_scores(scorers: Mapping[str, Scorer], features: Features,
     return results, seconds
 
 
+def skip_unreadable(paths: Sequence[Path], errors: Sequence[tuple[int, str]]) -> list[dict[str, str]]:
+    """Unreadable images left out of a fit: each logged, and listed as a model records them."""
+    out = []
+    for i, reason in errors:
+        log.warning("skipping %s: %s", display_path(paths[i]), reason)
+        out.append({"path": display_path(paths[i]), "error": reason})
+    return out
+
+
 class _ExtractorTask:
     """An engine task around an in-memory extractor: nothing to set up, its batch size."""
 
@@ -73,6 +82,10 @@ class _ExtractorTask:
     @property
     def batch_size(self) -> int:
         return self.extractor.batch_size
+
+    @property
+    def max_pixels(self) -> int:
+        return self.extractor.transform.max_pixels
 
     def setup(self) -> None:
         pass
@@ -86,8 +99,10 @@ class ExtractTask(_ExtractorTask):
     image_fn: ImageFn | None = None
     times: StageTimes | None = None
 
-    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, tuple[Batch, Features]]]:
-        for item in self.extractor.iter_extract(paths, times=self.times, image_fn=self.image_fn):
+    def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None
+            ) -> Iterator[tuple[int, tuple[Batch, Features]]]:
+        source = paths if local_copies is None else local_copies
+        for item in self.extractor.iter_extract(source, times=self.times, image_fn=self.image_fn):
             yield len(item.batch.indices) + len(item.batch.errors), (item.batch, item.features)
 
 
@@ -100,9 +115,12 @@ class ScoreTask(_ExtractorTask):
     masks: Mapping[Path, Path | None] | None = None  # image -> mask (None: no mask)
     times: StageTimes | None = None
 
-    def run(self, paths: Sequence[Path]) -> Iterator[tuple[int, BatchScores]]:
+    def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None
+            ) -> Iterator[tuple[int, BatchScores]]:
+        """Masks are read by path (an engine ships the images' bytes only)."""
         mask_paths = None if self.masks is None else [self.masks[p] for p in paths]
-        return score_batches(self.extractor, self.scorers, paths, mask_paths, self.times)
+        source = paths if local_copies is None else local_copies
+        return score_batches(self.extractor, self.scorers, source, mask_paths, self.times)
 
 
 @dataclass
@@ -149,9 +167,8 @@ class Runner:
             for batch, feats in self.engine.map(task, paths, bar or own):
                 if skipped is None:
                     raise_first_error(batch, paths)
-                for i, reason in batch.errors:
-                    log.warning("skipping %s: %s", display_path(paths[i]), reason)
-                    skipped.append({"path": display_path(paths[i]), "error": reason})
+                else:
+                    skipped.extend(skip_unreadable(paths, batch.errors))
                 if batch.indices:
                     yield batch.indices, feats
 

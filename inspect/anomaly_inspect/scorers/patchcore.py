@@ -166,9 +166,11 @@ class PatchCore(Scorer):
                                self.max_bank_items, self.chunk_size, self.first_round_ratio,
                                self.projection_dim, self.seed, keep_rows)
 
-    def run_coreset(self, coreset: TwoRoundCoreset, blocks: Iterable[np.ndarray]) -> TwoRoundCoreset:
-        """Feed (M, D) blocks of patches to ``coreset`` (round 1), with a progress bar."""
-        with Progress(None, "coreset", unit="pt", enabled=self.progress) as bar:
+    def run_coreset(self, coreset: TwoRoundCoreset, blocks: Iterable[np.ndarray],
+                    bar: Progress | None = None) -> TwoRoundCoreset:
+        """Feed (M, D) blocks of patches to ``coreset`` (round 1), with a progress bar (``bar``,
+        or one without a total)."""
+        with bar or Progress(None, "coreset", unit="pt", enabled=self.progress) as bar:
             for block in blocks:
                 coreset.add(block, bar)
             coreset.flush(bar)
@@ -182,7 +184,8 @@ class PatchCore(Scorer):
 
     def select_bank(self, patches: np.ndarray, ratio: float | None = None) -> np.ndarray:
         """Coreset indices of the flattened (M, D) training patches."""
-        return self.finish_coreset(self.run_coreset(self.coreset(ratio), [patches]))
+        bar = Progress(len(patches), "coreset", unit="pt", enabled=self.progress)
+        return self.finish_coreset(self.run_coreset(self.coreset(ratio), [patches], bar))
 
     def fit(self, features: Features, labels: np.ndarray | None = None,
             context: FitContext | None = None) -> PatchCore:
@@ -194,21 +197,37 @@ class PatchCore(Scorer):
         (and one bool per training patch, to say where each kept row came from)."""
         valid: list[np.ndarray] = []
         probes = ProbeSample(seed=self.seed)
+        bar = Progress(None, "coreset", unit="pt", enabled=self.progress)
 
         def blocks():
+            images = patches = total = 0
             for b in batches:
                 rows = image_patches(b)
                 valid.append(b.valid_mask())
                 probes.add(rows)
+                # the bar's total: the patches so far and as many per image for those to come
+                images, patches = images + len(b), patches + len(rows)
+                estimate = patches + round(max(n_images - images, 0) * patches / max(images, 1))
+                bar.grow(estimate - total)
+                total = estimate
                 yield rows
+            bar.grow(patches - total)  # fewer images than n_images came (unreadable ones)
 
-        coreset = self.run_coreset(self.coreset(keep_rows=True), blocks())
+        coreset = self.run_coreset(self.coreset(keep_rows=True), blocks(), bar)
+        self.install_coreset(coreset, valid, probes.rows)
+        return self
+
+    def install_coreset(self, coreset: TwoRoundCoreset, valid: list[np.ndarray],
+                        probes: np.ndarray | None) -> None:
+        """Round 2 and the bank it gives, as every fit (one machine or distributed) installs
+        it: the kept rows, where they came from (``valid``: each training image's patch
+        cells, in order) and, for an HNSW index, the graph checked on ``probes`` (a sample of
+        the training patches)."""
         positions, rows = self.finish_coreset(coreset, rows=True)
         self._set_bank(np.ascontiguousarray(rows),
                        provenance=Provenance.of_cells(np.concatenate(valid), positions),
-                       probes=probes.rows)
+                       probes=probes)
         log.info("PatchCore: %d of %d patches in the memory bank", self.bank_size, coreset.n_seen)
-        return self
 
     def probes(self, features: Features) -> np.ndarray:
         """The sample of training patches an HNSW index is checked on (see ``_set_bank``)."""

@@ -4,16 +4,16 @@ The training images are extracted on the workers, each batch reduced by round 1 
 two-round coreset there (:func:`..pipeline.remote_fit.fit_bank_remote`); the driver runs
 round 2 once. The calibration images follow in the same pass (one actor pool); their
 features are scored here batch by batch, so the driver holds the bank plus one batch of
-features. Differences from the one-machine fit, by design: calibration images must not also
-be training images (the local fit warns), the held-out calibration split is drawn over the
-listed training paths (the local fit draws it over the readable ones: the same split when
-every image reads), and round 1 chunks each batch's patches rather than windows of 16
-chunks, so the bank differs slightly (covering radius and AUROC: docs/scaling.md).
+features. The held-out calibration split is the one-machine fit's (drawn over the listed
+training paths). Differences from the one-machine fit, by design: calibration images must not
+also be training images (the local fit warns); round 1 chunks each batch's patches rather
+than windows of 16 chunks, so the bank differs slightly (covering radius and AUROC:
+docs/scaling.md), and an HNSW graph is checked on a probe sample drawn per batch. Neither
+depends on the number of workers or on where the images live.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,21 +21,11 @@ import numpy as np
 import torch
 
 from ..config import ModelConfig
-from ..data.layout import display_path
 from ..pipeline import Engine, build
 from ..pipeline.remote_fit import ExtractedPart, check_distributable, fit_bank_remote
+from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
 from .model import Model, calibrated_model, calibration_split, on_image
-
-log = logging.getLogger(__name__)
-
-
-def _skipped(paths: Sequence[Path], errors: list[tuple[int, str]]) -> list[dict[str, str]]:
-    out = []
-    for i, reason in errors:
-        log.warning("skipping %s: %s", display_path(paths[i]), reason)
-        out.append({"path": display_path(paths[i]), "error": reason})
-    return out
 
 
 def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
@@ -49,7 +39,7 @@ def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
     scores, patch_scores, cal_ok, cal_skipped = [], [], [], []
 
     def on_calibration(part: ExtractedPart) -> None:
-        cal_skipped.extend(_skipped(cal_all, part.errors))
+        cal_skipped.extend(skip_unreadable(cal_all, part.errors))
         if part.features is None:
             return
         cal_ok.extend(part.indices)
@@ -63,7 +53,7 @@ def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
                   enabled=progress) as bar:
         ok, errors = fit_bank_remote(scorer, engine, cfg, fit_all, max_pixels, bar,
                                      then=cal_all, on_then=on_calibration)
-    skipped = _skipped(fit_all, errors) + cal_skipped
+    skipped = skip_unreadable(fit_all, errors) + cal_skipped
     if not cal_ok:
         raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
     size = cfg.features.image_size  # run the driver's backbone once, so that the saved model

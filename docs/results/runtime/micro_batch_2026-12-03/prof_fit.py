@@ -3,7 +3,7 @@ import os, sys, time, numpy as np, torch
 from pathlib import Path
 torch.set_num_threads(2)
 from anomaly_inspect.config import ModelConfig
-from anomaly_inspect.pipeline.build import build
+from anomaly_inspect.pipeline.builders import build
 from anomaly_inspect.pipeline.runner import Runner
 from anomaly_inspect.data.mvtec import load_mvtec
 from anomaly_inspect.core import Features

@@ -120,3 +120,18 @@ def test_model_dir_refuses_other_format_version(tmp_path):
         read_model_info(target)
     with pytest.raises(ModelFormatError, match="not a model directory"):
         read_model_info(tmp_path)
+
+
+def test_a_shipped_models_load_error_names_the_drivers_model_directory(tmp_path):
+    """A worker loads a shipped model from its private copy; the error names the directory the
+    model was shipped from, not that copy (which the user never sees)."""
+    from anomaly_inspect.screening.remote import load_remote_model
+
+    class Shipped:
+        def get(self):
+            return {"model.json": b"{not json"}
+
+    with pytest.raises(ValueError) as info:
+        load_remote_model(None, Shipped(), None, "/data/models/bottle")
+    assert str(info.value).startswith("/data/models/bottle/model.json: unreadable model description")
+    assert "anomaly-inspect-model-" not in str(info.value)

@@ -197,6 +197,7 @@ class ScoreTask:
     model: Model | None = None
     model_files: Shared | None = None  # {relative path: bytes} of a model directory
     overrides: dict | None = None  # batch_size / max_pixels set on the driver's model
+    model_origin: str | None = None  # where model_files came from, for errors
     thumb_size: int | None = None  # send thumbnails, not model inputs (see Model.iter_score)
     flagged_inputs: bool = False  # ... except for flagged images (uint8 model inputs)
 
@@ -204,7 +205,8 @@ class ScoreTask:
         if self.model is None:
             from .remote import load_remote_model
 
-            self.model = load_remote_model(self.model_dir, self.model_files, self.overrides)
+            self.model = load_remote_model(self.model_dir, self.model_files, self.overrides,
+                                            self.model_origin)
 
     def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None
             ) -> Iterator[tuple[int, ScoredBatch]]:

@@ -39,14 +39,18 @@ def model_source(model: Model, engine: Engine) -> dict:
     directory = model.directory
     if directory is not None and engine.shared_storage:
         return {"model_dir": Path(directory).resolve(), "overrides": overrides}
+    origin = "the model (never saved)" if directory is None else str(Path(directory).resolve())
     if directory is None:  # never saved: save a copy to ship
         directory = model.save(_private_dir("anomaly-inspect-model-") / "model")
-    return {"model_files": engine.share(model_files(Path(directory))), "overrides": overrides}
+    return {"model_files": engine.share(model_files(Path(directory))), "overrides": overrides,
+            "model_origin": origin}
 
 
 def load_remote_model(directory: Path | None, files: Shared | None,
-                      overrides: dict | None) -> Model:
-    """The model a worker scores with: loaded from ``directory`` or from shipped ``files``."""
+                      overrides: dict | None, origin: str | None = None) -> Model:
+    """The model a worker scores with: loaded from ``directory`` or from shipped ``files``
+    (written to a private copy; an error names ``origin``, the driver's model directory, in
+    place of that copy)."""
     if files is not None:
         directory = _private_dir("anomaly-inspect-model-")
         for rel, blob in files.get().items():
@@ -54,8 +58,13 @@ def load_remote_model(directory: Path | None, files: Shared | None,
             (directory / rel).write_bytes(blob)
     if directory is None:
         raise ValueError("a remote ScoreTask needs a model directory or its files")
-    model = load_model(directory, **(overrides or {}))
-    return model
+    try:
+        return load_model(directory, **(overrides or {}))
+    except (ValueError, OSError) as exc:
+        if files is None:
+            raise
+        text = str(exc).replace(str(directory), origin or "the shipped model")
+        raise (ValueError(text) if isinstance(exc, ValueError) else OSError(text)) from None
 
 
 def renamed(batches: Iterator[tuple[int, ScoredBatch]], paths: Sequence[Path]

@@ -113,3 +113,16 @@ def test_calibration_split_holds_out_or_takes_the_given_images(tmp_path, caplog)
     with pytest.raises(ValueError, match="no calibration images found in .*empty"):
         (tmp_path / "empty").mkdir()
         calibration_split(train, [tmp_path / "empty"], 0.3, seed=3)
+
+
+def test_a_nan_score_has_no_p_value_and_an_edited_calibration_is_refused():
+    cal = calibrate(np.arange(1.0, 21.0), target_fpr=0.1)  # k = 2: threshold 19
+    p = cal.p_values([np.nan, 19.5])
+    assert np.isnan(p[0]) and p[1] == pytest.approx(2 / 21)
+    d = cal.to_dict()
+    assert Calibration.from_dict(d).threshold == 19.0
+    with pytest.raises(ValueError, match="threshold, rank, n_calibration and scores disagree"):
+        Calibration.from_dict({**d, "threshold": 60.0})
+    with pytest.raises(ValueError, match="disagree"):
+        Calibration.from_dict({**d, "scores": d["scores"][:-1]})
+    assert Calibration.from_dict({**d, "scores": []}).threshold == 19.0  # older records: no scores

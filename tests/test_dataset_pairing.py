@@ -185,3 +185,24 @@ def test_12_bit_data_in_a_16_bit_file_is_warned_about_once(tmp_path, monkeypatch
         image_io.read_image(tmp_path / "dark.png")
         image_io.read_image(tmp_path / "dark.png")
     assert caplog.text.count("12-bit camera data") == 1 and "dark.png" in caplog.text
+
+
+def test_a_mask_of_its_images_aspect_but_another_size_is_refused(tmp_path):
+    """A mask must have its image's shape: a 64x64 mask for a 32x32 image (same aspect) or one
+    a pixel off would be stretched onto it, and was accepted within 1 % of the aspect."""
+    for shape in [(64, 64), (32, 31)]:
+        cat = category(tmp_path / f"cat{shape[1]}")
+        write_image(cat / "ground_truth" / "crack" / "000_mask.png", np.zeros(shape, np.uint8))
+        with pytest.raises(DatasetLayoutError, match=rf"000_mask\.png: a {shape[1]}x{shape[0]} mask "
+                                                     r"for the 32x32 image"):
+            check_dataset(load_mvtec(cat))
+
+
+def test_masks_without_an_anomalous_pixel_give_no_pixel_auroc_and_keep_the_image_auroc(caplog):
+    from anomaly_inspect.evaluation.evaluate import _pixel_auroc
+
+    maps = [np.array([0.1, 0.9]), np.array([0.2, 0.3])]
+    assert _pixel_auroc([np.zeros(2, bool)] * 2, maps, "cat") is None
+    assert "cat: the masks mark no pixel anomalous: no pixel AUROC" in caplog.text
+    assert _pixel_auroc([], [], "cat") is None
+    assert _pixel_auroc([np.array([False, True]), np.array([False, False])], maps, "cat") == 1.0

@@ -201,7 +201,7 @@ def test_the_report_shows_the_strips_results_csv_records(setup):
     test = str(root / "bottle" / "test")
     out = root / "screened_twice"
     b = _copy_model(model_dir, root / "model_b",
-                    edit_info=lambda i: i["calibration"].update(threshold=0.0))  # flags all
+                    edit_info=lambda i: i["calibration"].update(threshold=0.0, scores=[]))  # flags all
     assert main(["screen", str(model_dir), test, "--out", str(out), "--explain", "2",
                  "--quiet"]) == 0
     a_rows = _csv(out)

@@ -47,3 +47,11 @@ def test_fusion_of_crossfitted_members():
     assert cals[0].median == 2.0 and cals[0].mad == pytest.approx(1.4826)
     fused = fuse([np.array([2.0, 5.0]), np.array([200.0, 500.0])], cals)
     assert fused == pytest.approx([0.0, 3 / 1.4826])
+
+
+def test_normal_calibration_refuses_empty_or_non_finite_scores():
+    for bad in ([], [1.0, np.nan], [2.0, 2.0, np.inf]):
+        with pytest.raises(ValueError, match="normal calibration needs finite scores"):
+            NormalCalibration.fit(np.array(bad))
+    cal = NormalCalibration.fit(np.array([1.0, 2.0, 3.0]))
+    assert (cal.median, cal.mad) == (2.0, pytest.approx(1.4826))

@@ -58,3 +58,23 @@ def test_auroc_by_group_by_hand():
     # the overall AUROC is the anomaly-count-weighted mean of the groups' (1/3 * 0.5 + 2/3 * 1)
     assert auroc(labels, scores) == pytest.approx(5 / 6)
     assert auroc_by_group(np.ones(2), np.zeros(2), ["a", "b"]) == {}
+
+
+def test_metrics_refuse_what_would_give_a_wrong_number():
+    """Other shapes (a mask and a map in another layout), labels other than 0 / 1, NaN or inf
+    scores and a TPR outside (0, 1] are errors, not a number (8x4 against 4x8 gave 0.5; NaN
+    ranked as the most anomalous; tpr=95 was clamped to 1)."""
+    mask = np.zeros((4, 8), bool)
+    mask[:, :2] = True
+    with pytest.raises(ValueError, match=r"labels of shape \(4, 8\) and scores of shape \(8, 4\)"):
+        auroc(mask, mask.astype(float).reshape(8, 4))
+    for fn in (auroc, lambda y, s: fpr_at_tpr(y, s, 0.5)):
+        with pytest.raises(ValueError, match=r"labels must be 0 / 1 \(1 = anomalous\), got \[-1, 1\]"):
+            fn(np.array([-1, -1, 1, 1]), np.array([0.1, 0.2, 0.3, 0.4]))
+        with pytest.raises(ValueError, match="1 score\\(s\\) are NaN or infinite"):
+            fn(np.array([0, 0, 1, 1]), np.array([0.1, 0.2, np.nan, 0.05]))
+    for tpr in (95, 0, -0.5):
+        with pytest.raises(ValueError, match=r"tpr must be in \(0, 1\]"):
+            fpr_at_tpr([0, 1], [0.1, 0.2], tpr)
+    assert auroc(np.array([True, False]), np.array([0.9, 0.1])) == 1.0
+    assert fpr_at_tpr([0, 0, 1, 1], [0.1, 0.3, 0.2, 0.4], 1.0) == 0.5

@@ -95,13 +95,26 @@ def check_dataset(dataset: AnomalyDataset) -> None:
         except ImageReadError as exc:
             problems.append(f"{exc} (the mask of {s.path})")
             continue
-        if abs(width * h - w * height) > 0.01 * width * h:
+        if (w, h) != (width, height):
             problems.append(f"{s.mask_path}: a {w}x{h} mask for the {width}x{height} image "
                             f"{s.path}; a mask has its image's shape")
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DatasetLayoutError(f"{dataset.name}: {len(problems)} file(s) cannot be used:\n  "
                                  + "\n  ".join(problems[:10]) + more)
+
+
+def _pixel_auroc(masks: list[np.ndarray], maps: list[np.ndarray], name: str) -> float | None:
+    """Pixel AUROC over every test image's pixels; None, said once, where the masks cannot
+    give one (no masks, or no anomalous pixel in any of them), so the image AUROC is kept."""
+    if not masks:
+        return None
+    labels = np.concatenate(masks)
+    if not labels.any() or labels.all():
+        log.warning("%s: the masks mark %s pixel anomalous: no pixel AUROC", name,
+                    "no" if not labels.any() else "every")
+        return None
+    return auroc(labels, np.concatenate(maps))
 
 
 def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
@@ -144,7 +157,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     image_scores = np.concatenate(scores)
     labels = np.array([s.label for s in test])
     image_auroc = auroc(labels, image_scores)
-    pixel = auroc(np.concatenate(masks), np.concatenate(maps)) if maps else None
+    pixel = _pixel_auroc(masks, maps, dataset.name)
     n_train, n_test = len(train_paths), len(test)
     return EvaluationResult(
         category=dataset.name,

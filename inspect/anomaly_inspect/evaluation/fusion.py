@@ -23,6 +23,9 @@ class NormalCalibration:
     @classmethod
     def fit(cls, normal_scores: np.ndarray) -> NormalCalibration:
         s = np.asarray(normal_scores, np.float64)
+        if not s.size or not np.isfinite(s).all():
+            raise ValueError(f"normal calibration needs finite scores of held-out normal images, "
+                             f"got {s.size} score(s), {int((~np.isfinite(s)).sum())} not finite")
         med = float(np.median(s))
         mad = 1.4826 * float(np.median(np.abs(s - med)))
         if not mad > 0:  # constant scores: fall back to the spread, then to 1

@@ -7,6 +7,22 @@ from collections.abc import Sequence
 import numpy as np
 
 
+def _checked(labels, scores, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels as bool, scores), flattened, after refusing what would give a wrong number
+    without an error: other shapes (a mask and a map in another layout), labels other than
+    0 / 1, and scores that are not finite (NaN ranked as the most anomalous)."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    if labels.shape != scores.shape:
+        raise ValueError(f"{what}: labels of shape {labels.shape} and scores of shape "
+                         f"{scores.shape}; they must match")
+    if labels.dtype != bool and not ((labels == 0) | (labels == 1)).all():
+        raise ValueError(f"{what}: labels must be 0 / 1 (1 = anomalous), got "
+                         f"{np.unique(labels)[:5].tolist()}")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"{what}: {int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite")
+    return labels.ravel().astype(bool), scores.ravel()
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve, ties counted as one half (Mann-Whitney U).
 
@@ -17,8 +33,7 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     positives than random probes into a large array). U is an exact integer count of
     half-pairs, so the one division is correctly rounded.
     """
-    labels = np.asarray(labels).ravel().astype(bool)
-    scores = np.asarray(scores).ravel()
+    labels, scores = _checked(labels, scores, "AUROC")
     n_pos = int(labels.sum())
     n_neg = labels.size - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -36,8 +51,10 @@ def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> flo
 
     Flagging rule: score >= threshold. Positives are label 1 (anomalous / OOD).
     """
-    labels = np.asarray(labels).ravel().astype(bool)
-    scores = np.asarray(scores).ravel().astype(np.float64)
+    if not 0 < tpr <= 1:
+        raise ValueError(f"FPR@TPR: tpr must be in (0, 1], got {tpr}")
+    labels, scores = _checked(labels, scores, "FPR@TPR")
+    scores = scores.astype(np.float64)
     pos, neg = np.sort(scores[labels])[::-1], scores[~labels]
     if pos.size == 0 or neg.size == 0:
         raise ValueError("FPR@TPR needs both positive and negative samples")

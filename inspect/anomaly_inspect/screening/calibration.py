@@ -76,15 +76,23 @@ class Calibration:
         d["fpr_interval"] = tuple(d["fpr_interval"])
         cal = cls(**d)
         check_field_types(cal, "calibration: ")  # a hand-edited value fails here, not mid-run
+        ref = cal.scores
+        if ref and not (len(ref) == cal.n_calibration and 1 <= cal.rank <= len(ref)
+                        and all(a <= b for a, b in zip(ref, ref[1:], strict=False))
+                        and cal.threshold == ref[len(ref) - cal.rank]):
+            raise ValueError("calibration: threshold, rank, n_calibration and scores disagree "
+                             f"(threshold {cal.threshold}, rank {cal.rank} of "
+                             f"{cal.n_calibration}, {len(ref)} scores): edited by hand?")
         return cal
 
 
 def conformal_p_values(calibration: np.ndarray, scores: np.ndarray | Sequence[float]) -> np.ndarray:
-    """(1 + #{cal >= s}) / (n + 1) for each s; vectorised with a sorted search."""
+    """(1 + #{cal >= s}) / (n + 1) for each s (NaN for a NaN score: it ranks nowhere);
+    vectorised with a sorted search."""
     cal = np.sort(np.asarray(calibration, np.float64))
     s = np.asarray(scores, np.float64)
     n_ge = cal.size - np.searchsorted(cal, s, side="left")
-    return (1.0 + n_ge) / (cal.size + 1.0)
+    return np.where(np.isnan(s), np.nan, (1.0 + n_ge) / (cal.size + 1.0))
 
 
 def min_calibration_size(target_fpr: float) -> int:

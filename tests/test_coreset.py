@@ -389,3 +389,28 @@ def test_bench_coreset_calibrates_int8_on_its_own_training_images(tmp_path, monk
         with pytest.raises(ValueError, match="precision int8 cannot run on a distributed engine"):
             call()
     assert len(given) == 1
+
+
+def test_the_greedy_never_picks_a_row_twice_when_rows_repeat():
+    """Once every row is covered (identical rows), argmax kept returning the first tied row:
+    10 identical rows gave picks [5, 0, 0, 0]. Picks are distinct rows now."""
+    same = np.ones((10, 4), np.float32)
+    picks = greedy_coreset(same, 4, projection_dim=None, start=5)
+    assert picks[0] == 5 and len(set(picks.tolist())) == 4
+    for chunk in (None, 16):
+        sel = two_round_coreset(np.ones((50, 8), np.float32), 0.2, chunk_size=chunk)
+        assert len(sel) == 10 and len(set(sel.tolist())) == 10
+    # two copies of FIVE: five distinct places, then the copies
+    picks = greedy_coreset(np.concatenate([FIVE, FIVE]), 10, projection_dim=None, start=0)
+    assert sorted(picks.tolist()) == list(range(10))
+    assert {int(i) % 5 for i in picks[:5]} == set(range(5))
+
+
+def test_a_chunk_kept_whole_is_in_greedy_order_so_round_two_keeps_the_outlier():
+    """Round 1 returned a chunk kept whole in its random order, and round 2 took a prefix of
+    it: four points within 0.01 and one at (100, 100), 90 % kept, dropped the outlier on some
+    seeds (radius 141 instead of 0.01)."""
+    pts = np.array([[0, 0], [0.01, 0], [0, 0.01], [0.01, 0.01], [100, 100]], np.float32)
+    for seed in range(20):
+        sel = two_round_coreset(pts, 0.9, chunk_size=4096, projection_dim=None, seed=seed)
+        assert 4 in sel.tolist(), seed

@@ -331,3 +331,24 @@ def test_memory_bank_subclasses_take_the_image_scores_only_switch(name):
     # the looser search need not bound the full search's; the image scores are exact in both
     np.testing.assert_array_equal(b.image_scores, a.image_scores)
     assert not np.array_equal(b.patch_scores, a.patch_scores)  # the looser search really ran
+
+
+def test_image_reweighting_uses_the_exact_neighbourhood_on_an_approximate_index():
+    """N_b(m*) of the paper's re-weighting comes from an exact search (the HNSW search at its
+    small efSearch gave another neighbourhood, and -1 labels beyond the bank)."""
+    from anomaly_inspect.scorers.patchcore import reweight_image_scores
+
+    rng = np.random.default_rng(0)
+    bank = rng.normal(size=(3000, 16)).astype(np.float32)
+    patches = rng.normal(size=(20, 30, 16)).astype(np.float32)
+    exact = NearestNeighbours("flat").fit(bank)
+    graph = NearestNeighbours("hnsw", hnsw_m=4, ef_search=1).fit(bank)
+    d, i = exact.search(patches.reshape(-1, 16), 1)
+    d, i = d[:, 0].reshape(20, 30), i[:, 0].reshape(20, 30)
+    want = reweight_image_scores(patches, d, i, bank, exact, 9)
+    np.testing.assert_allclose(reweight_image_scores(patches, d, i, bank, graph, 9), want, rtol=1e-6)
+    small = bank[:5]  # fewer items than b: the missing neighbours weigh nothing
+    ds, is_ = NearestNeighbours("flat").fit(small).search(patches.reshape(-1, 16), 1)
+    got = reweight_image_scores(patches, ds[:, 0].reshape(20, 30), is_[:, 0].reshape(20, 30), small,
+                                NearestNeighbours("flat").fit(small), 9)
+    assert np.isfinite(got).all()

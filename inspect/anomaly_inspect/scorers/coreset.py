@@ -137,6 +137,7 @@ class _Greedy:
         self.sq = np.einsum("ij,ij->i", x, x)
         c = x[start]
         self.min_d = _sq_distances(x, self.sq, c, c @ c)
+        self.min_d[start] = -np.inf  # picked rows are never picked again (see extend)
         self._picks = [start]
         self._values = [np.inf]
         share, min_bytes = PRUNE_SHARE
@@ -180,6 +181,7 @@ class _Greedy:
                 self._update_pruned(x[i])
             else:
                 np.minimum(min_d, _sq_distances(x, sq, x[i], x[i] @ x[i]), out=min_d)
+            min_d[i] = -np.inf  # picked: never again, even once every row is covered (duplicates)
             pending += 1
             if progress is not None and pending == 1024:
                 progress.update(pending)
@@ -463,7 +465,8 @@ class TwoRoundCoreset:
         def pick(idx: np.ndarray, start: int) -> tuple[np.ndarray, np.ndarray]:
             x = self._project(rows[idx])  # chunk by chunk: no (N, dim) copy of the window
             k = min(len(idx), math.ceil(self.keep_ratio * len(idx)))
-            return x, np.arange(k) if k == len(idx) else _greedy_loop(x, k, start, None)
+            # a chunk kept whole is still put in greedy order: round 2 may take its prefix
+            return x, _greedy_loop(x, k, start, None)
 
         threads = max(1, min(torch.get_num_threads(), len(parts)))
         with threadpool_limits(1), ThreadPoolExecutor(threads) as pool:

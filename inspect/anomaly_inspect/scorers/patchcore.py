@@ -47,8 +47,10 @@ def reweight_image_scores(
         return s_star
     m_test = patches[np.arange(n), worst]  # (N, D)
     m_star = bank[nn_idx[np.arange(n), worst]]  # (N, D)
-    _, support = bank_index.search(m_star, b)  # (N, b), m* itself first
+    # exact, as the image maxima are (an approximate index gave another N_b, and -1 labels)
+    _, support = bank_index.search_exact(m_star, b)  # (N, b), m* itself first
     d = np.linalg.norm(bank[support] - m_test[:, None, :], axis=-1).astype(np.float64)
+    d[support < 0] = np.inf  # fewer than b items in the bank: no such neighbour
     d_star = d.min(axis=1, keepdims=True)
     softmax_first = 1.0 / np.exp(d - d_star).sum(axis=1)  # exp(d*) / sum exp(d), stable
     return ((1.0 - softmax_first) * s_star).astype(np.float32)

@@ -108,7 +108,8 @@ def _greedy_loop(x: np.ndarray, k: int, start: int, progress: Progress | None) -
 
 def _sq_distances(x: np.ndarray, sq: np.ndarray, c: np.ndarray, cc: float) -> np.ndarray:
     """Squared distances from the rows ``x`` (squared norms ``sq``) to ``c`` (``cc``): one
-    GEMV, ||x||^2 - 2 x.c + ||c||^2, the same arithmetic for any subset of rows."""
+    GEMV, ||x||^2 - 2 x.c + ||c||^2, the same formula for any subset of rows (BLAS may round
+    a subset's dot products differently in the last bit, which can swap near-tied picks)."""
     d = x @ c
     d *= -2.0
     d += sq
@@ -127,8 +128,10 @@ class _Greedy:
     the rows the new centre can reach: a row whose nearest centre a lies at
     ``dist(a, c) >= 2 dist(x, a)`` from the new centre c is no nearer to c (triangle
     inequality), so it is skipped (Elkan's bound). The rows
-    that are checked get the same arithmetic as a full GEMV, so the picks are the same
-    (tested); a small slack on the bound keeps rounding from skipping a row that moves.
+    that are checked get the same formula as a full GEMV, so the picks are the same (tested
+    on real and random data; BLAS may round a subset's dot products differently in the last
+    bit, which can swap two picks tied to that bit, e.g. duplicate rows); a small slack on
+    the bound keeps rounding from skipping a row that moves.
     Late in a greedy only a few per cent of the rows are checked (docs/coreset.md).
     """
 

@@ -1,12 +1,6 @@
 #!/bin/bash
-# evaluate on bottle and screw, the session's start (513dfba, worktree at $BEFORE) and its end
-# (this tree) interleaved; before = 022c86a (stop 35 end) in a worktree at $BEFORE, two rounds; then bench-backbone. JSONs to $OUT (default: beside this).
-. /work/main/.venv/bin/activate
-out=${OUT:-$(cd $(dirname $0) && pwd)}; BEFORE=${BEFORE:-/tmp/wt_start}; cd /tmp
-run() { # $1 label, $2 source root, $3 category, $4 round
-  env PYTHONPATH=$2 python -c "import sys; from anomaly_inspect.cli import main; sys.exit(main())" \
-    evaluate --root /work/shared/data/mvtec_ad --category $3 --quiet --output-json $out/$3_$1_$4.json > /dev/null
-  python -c "import json; d=json.load(open('$out/$3_$1_$4.json')); print('$1 $3 round $4:', d['image_auroc'], d.get('pixel_auroc'), d['images_per_second'], 'img/s', d['peak_rss_mb'], 'MB', d['stage_seconds'])"
-}
-for r in 1 2; do for c in bottle screw; do run before $BEFORE/inspect $c $r; run after /work/main/inspect $c $r; done; done
-anomaly-inspect bench-backbone --rounds 3 --output-json $out/bench_backbone.json | tail -8
+# The same side-by-side run as ../session_end_2026-12-03/run.sh (evaluate on bottle and screw,
+# before and this tree interleaved, two rounds; then bench-backbone), with before = 022c86a (the
+# end of stop 35) in a worktree at $BEFORE, and the JSONs beside this script.
+here=$(cd $(dirname $0) && pwd)
+OUT=${OUT:-$here} BEFORE=${BEFORE:-/tmp/wt_start} bash $here/../session_end_2026-12-03/run.sh

@@ -5,6 +5,9 @@ albumentations or ONNX Runtime, so ``--help`` and argument errors answer at once
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
+
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "int8")
 DEFAULT_RUNTIME = "onnxruntime"
@@ -45,3 +48,16 @@ def check_embedding(aggregate: int, finest: str) -> None:
     if aggregate < 1 or aggregate % 2 == 0:
         raise ValueError(f"aggregate must be an odd number >= 1 (a neighbourhood centred on "
                          f"its patch), got {aggregate}")
+
+
+def check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
+    """``layers`` as a tuple of ints; empty, repeated or decreasing indices are a ValueError.
+    Not sorted here: the stages always come back shallow to deep, and a config that says
+    [3, 2] would record one order while its features follow the other."""
+    layers = tuple(int(i) for i in layers)
+    if not layers:
+        raise ValueError(f"{name}: layers must not be empty")
+    if any(a >= b for a, b in itertools.pairwise(layers)):
+        raise ValueError(f"{name}: layers must be increasing indices without repeats "
+                         f"(shallow to deep), got {list(layers)}")
+    return layers

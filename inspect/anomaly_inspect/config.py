@@ -19,6 +19,7 @@ from .choices import (
     DEFAULT_RUNTIME,
     RESIZE_MODES,
     check_embedding,
+    check_layers,
     check_runtime,
 )
 
@@ -97,9 +98,11 @@ class BackboneConfig:
 
     def __post_init__(self):
         check_field_types(self, "backbone: ")
-        if self.layers is not None and (not self.layers or sorted(set(self.layers)) != self.layers):
-            raise ConfigError(f"backbone: layers must be null or a non-empty list of increasing "
-                              f"feature indices without repeats (shallow to deep), got {self.layers}")
+        if self.layers is not None:
+            try:
+                check_layers("backbone", self.layers)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
         try:
             check_runtime(self.runtime, self.precision)
         except ValueError as exc:

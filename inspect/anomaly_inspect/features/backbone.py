@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import hashlib
-import itertools
 import json
 import logging
 import re
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..choices import DEFAULT_PRECISION, DEFAULT_RUNTIME
+from ..choices import DEFAULT_PRECISION, DEFAULT_RUNTIME, check_layers
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import TransformConfig
 from ..files import write_json
@@ -129,19 +128,6 @@ def cached_feature_info(name: str, weights: str | Path | None = None) -> list[di
     file = weights_file(name, weights)
     card = None if file is None else _read_card(card_path(name, file, weights is not None))
     return None if card is None else card["feature_info"]
-
-
-def check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
-    """``layers`` as a tuple of ints; empty, repeated or decreasing indices are a ValueError.
-    Not sorted here: the stages always come back shallow to deep, and a config that says
-    [3, 2] would record one order while its features follow the other."""
-    layers = tuple(int(i) for i in layers)
-    if not layers:
-        raise ValueError(f"{name}: layers must not be empty")
-    if any(a >= b for a, b in itertools.pairwise(layers)):
-        raise ValueError(f"{name}: layers must be increasing indices without repeats "
-                         f"(shallow to deep), got {list(layers)}")
-    return layers
 
 
 def default_layers(feature_info: list[dict]) -> tuple[int, ...]:

@@ -111,6 +111,17 @@ def lock_folder(folder: Path | str) -> int | None:
     return fd
 
 
+@contextmanager
+def holding_lock(folder: Path | str) -> Iterator[None]:
+    """Hold ``folder``'s :func:`lock_folder` lock while the block runs."""
+    fd = lock_folder(folder)
+    try:
+        yield
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def remove_stale_folders(parent: Path | str, names: re.Pattern) -> None:
     """Remove the folders in ``parent`` whose names match ``names`` and that no live process
     holds (:func:`lock_folder`): left by a run killed with SIGKILL. One that is locked, younger

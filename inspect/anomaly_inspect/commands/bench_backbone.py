@@ -63,12 +63,12 @@ def selected_variants(runtimes: list[str] | None, precisions: list[str] | None) 
                          f"{' '.join(precisions or ['(any)'])}: no such pair; pairs: "
                          f"{', '.join(' '.join(v) for v in VARIANTS)}")
     missing = sorted({v[0] for v in asked if not runtime_available(v[0])})
-    if missing and (runtimes or all(not runtime_available(v[0]) for v in asked)):
+    if missing and (runtimes or {v[0] for v in asked} <= set(missing)):
         require_runtime(missing[0], f"bench-backbone --runtime {missing[0]}")
     for name in missing:
         logging.getLogger(__name__).warning("%s is not installed: %s not measured", name,
                                             ", ".join(" ".join(v) for v in asked if v[0] == name))
-    return [VARIANTS[0], *(v for v in asked if v != VARIANTS[0] and runtime_available(v[0]))]
+    return [VARIANTS[0], *(v for v in asked if v != VARIANTS[0] and v[0] not in missing)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -221,7 +221,7 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
                  spec.group, spec.kind, manifest)
         manifest.unlink()  # a drawing stopped half-way must not leave it naming new images
     out_dir.mkdir(parents=True, exist_ok=True)
-    rule = (spec.seed, *(float(v) for v in spec.rule.roi_rgb), float(spec.rule.threshold))
+    rule = _rule(spec)
     records = []
     for i, src in enumerate(sources):
         rng = np.random.default_rng([spec.seed, i, len(spec.kind), len(spec.group)])
@@ -241,9 +241,14 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
     return records
 
 
+def _rule(spec: SyntheticSpec) -> tuple[float, ...]:
+    """What a manifest records of ``spec`` besides kind and group: seed, ROI colour, threshold."""
+    return (spec.seed, *(float(v) for v in spec.rule.roi_rgb), float(spec.rule.threshold))
+
+
 def _matches(records: list[SyntheticRecord], sources: Sequence[Path], spec: SyntheticSpec) -> bool:
     """Whether ``records`` are the drawing of ``spec`` on ``sources`` (and their images exist)."""
-    rule = (spec.seed, *(float(v) for v in spec.rule.roi_rgb), float(spec.rule.threshold))
+    rule = _rule(spec)
     return len(records) == len(sources) and all(
         (r.source, r.kind, r.group, (r.seed, r.roi_r, r.roi_g, r.roi_b, r.threshold))
         == (str(src), spec.kind, spec.group, rule) and Path(r.path).is_file()

@@ -86,6 +86,11 @@ class TransformConfig:
     def output_size(self) -> int:
         return self.crop_size or self.image_size
 
+    @property
+    def crop_offset(self) -> int:
+        """Where the centre crop starts in the resized image (0 without a crop)."""
+        return (self.image_size - self.output_size) // 2
+
     def resized_box(self, height: int, width: int) -> Box:
         """Where an image of ``height`` x ``width`` pixels lies after resizing (before the crop)."""
         s = self.image_size
@@ -104,7 +109,7 @@ class TransformConfig:
                        right: float) -> Box:
         """A rectangle of the model input (pixels, after the optional crop) in the pixels of
         the ``height`` x ``width`` image it came from (stretch or pad undone), clipped to it."""
-        off = (self.image_size - self.crop_size) // 2 if self.crop_size else 0
+        off = self.crop_offset
         rb = self.resized_box(height, width)
         sy, sx = height / rb.height, width / rb.width
         y0 = int(np.clip(np.floor((top + off - rb.top) * sy), 0, height - 1))
@@ -117,7 +122,7 @@ class TransformConfig:
         """A :meth:`resized_box` after the optional centre crop."""
         if not self.crop_size:
             return box
-        off = (self.image_size - self.crop_size) // 2
+        off = self.crop_offset
         top, left = max(box.top - off, 0), max(box.left - off, 0)
         bottom = min(box.top + box.height - off, self.crop_size)
         right = min(box.left + box.width - off, self.crop_size)

@@ -45,10 +45,7 @@ class RayShardedSearch:
         k = min(k, self.ntotal)
         ref = self._ray.put(np.ascontiguousarray(queries, np.float32))
         results = self._ray.get([a.search.remote(ref, k) for a in self.actors])
-        # an HNSW shard may find fewer than k (label -1): that stays -1, behind every real one
-        shifted = [(np.where(i < 0, np.inf, d), np.where(i < 0, -1, i + o))
-                   for (d, i), o in zip(results, self.offsets, strict=True)]
-        return merge_shard_results(shifted, [0] * len(shifted), k)
+        return merge_shard_results(results, self.offsets, k)
 
     def close(self) -> None:
         for a in self.actors:

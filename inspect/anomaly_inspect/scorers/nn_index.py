@@ -302,9 +302,11 @@ class NearestNeighbours:
 def merge_shard_results(results: list[tuple[np.ndarray, np.ndarray]], offsets: list[int],
                         k: int) -> tuple[np.ndarray, np.ndarray]:
     """Merge per-shard (distances, local indices), each (Q, k_s), into the global k nearest:
-    indices are shifted by each shard's ``offset``; ties keep the lower global index."""
-    dist = np.concatenate([d for d, _ in results], axis=1)
-    idx = np.concatenate([i + o for (_, i), o in zip(results, offsets, strict=True)], axis=1)
+    indices are shifted by each shard's ``offset``; ties keep the lower global index. A
+    neighbour a shard did not find (an HNSW shard's label -1) stays -1, at distance inf."""
+    dist = np.concatenate([np.where(i < 0, np.inf, d) for d, i in results], axis=1)
+    idx = np.concatenate([np.where(i < 0, -1, i + o) for (_, i), o in zip(results, offsets, strict=True)],
+                         axis=1)
     order = np.lexsort((idx, dist), axis=1)[:, :k] if dist.shape[1] else np.empty((len(dist), 0), int)
     return np.take_along_axis(dist, order, 1), np.take_along_axis(idx, order, 1)
 

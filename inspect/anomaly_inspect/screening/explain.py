@@ -525,11 +525,13 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
         ident = model_identity(model)
         results: list[tuple[str, Explanation | str]] = []
         entries: dict[str, dict] = {}
+        saved = [0]  # results in the file: a stop right after a batch's save writes nothing again
 
         def save() -> None:
-            if entries:
+            if len(results) > saved[0]:
                 write_json(record, [d for d in earlier if d["path"] not in entries]
                            + list(entries.values()), indent=1, default=str)
+                saved[0] = len(results)
 
         try:
             with Progress(len(paths), "explain", enabled=progress) as bar:

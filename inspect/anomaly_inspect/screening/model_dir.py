@@ -40,7 +40,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import ConfigError, check_field_types
-from ..files import lock_folder, make_folder, remove_stale_folders
+from ..files import holding_lock, make_folder, remove_stale_folders
 
 log = logging.getLogger(__name__)
 
@@ -237,21 +237,18 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
     make_folder(target.parent)
     remove_stale_folders(target.parent, re.compile(re.escape(_staging_prefix(target)) + r"[a-z0-9_]{8}"))
     tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
-    lock = lock_folder(tmp)
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes it owner-only
-        yield tmp
-        _fsync_tree(tmp)
-        if target.exists():
-            _replace_model(tmp, target)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if lock is not None:
-            os.close(lock)
+    with holding_lock(tmp):
+        try:
+            tmp.chmod(0o755)  # mkdtemp makes it owner-only
+            yield tmp
+            _fsync_tree(tmp)
+            if target.exists():
+                _replace_model(tmp, target)
+            else:
+                os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,

@@ -67,7 +67,7 @@ def image_map(patch_scores: np.ndarray, cells: Box, grid: tuple[int, int],
            (cells.left, grid[1] - cells.left - cells.width))
     amap = anomaly_map(np.pad(patch_scores, pad, mode="edge"), (size, size))
     resized = transform.resized_box(*image_size)
-    crop = (transform.image_size - size) // 2  # 0 without a crop
+    crop = transform.crop_offset
     sy, sx = resized.height / shown[0], resized.width / shown[1]  # model-input px per shown px
     # pixel centres: y_in + 0.5 = (y + 0.5) * sy + resized.top - crop (and likewise x)
     to_input = np.float32([[sx, 0, 0.5 * sx - 0.5 + resized.left - crop],

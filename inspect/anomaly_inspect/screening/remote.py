@@ -39,9 +39,11 @@ def model_source(model: Model, engine: Engine) -> dict:
     directory = model.directory
     if directory is not None and engine.shared_storage:
         return {"model_dir": Path(directory).resolve(), "overrides": overrides}
-    origin = "the model (never saved)" if directory is None else str(Path(directory).resolve())
     if directory is None:  # never saved: save a copy to ship
+        origin = "the model (never saved)"
         directory = model.save(_private_dir("anomaly-inspect-model-") / "model")
+    else:
+        origin = str(Path(directory).resolve())
     return {"model_files": engine.share(model_files(Path(directory))), "overrides": overrides,
             "model_origin": origin}
 

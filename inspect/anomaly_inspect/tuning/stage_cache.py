@@ -36,7 +36,7 @@ from ..features.backbone import Backbone
 from ..features.cache import file_fingerprints, precision_key
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
-from ..files import lock_folder, make_folder, remove_stale_folders, write_json
+from ..files import holding_lock, make_folder, remove_stale_folders, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -52,38 +52,31 @@ def new_entry(directory: Path) -> Iterator[Path]:
     make_folder(directory.parent)
     remove_stale_folders(directory.parent, _siblings(directory))
     tmp = _sibling(directory, "tmp")
-    lock = lock_folder(tmp)
-    try:
-        yield tmp
+    with holding_lock(tmp):
         try:
-            os.rename(tmp, directory)
-        except OSError as e:
-            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another run's complete entry won the race
-    except BaseException as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(f"{directory}: no space left on the device for this cache entry; free "
-                          f"space there or use another cache folder") from None
-        raise
-    finally:
-        if lock is not None:
-            os.close(lock)
+            yield tmp
+            try:
+                os.rename(tmp, directory)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another run's complete entry won the race
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(f"{directory}: no space left on the device for this cache entry; "
+                              f"free space there or use another cache folder") from None
+            raise
 
 
 def discard_entry(directory: Path) -> None:
     """Remove a broken cache entry: renamed aside first, so no run sees it half removed."""
     directory = Path(directory)
     aside = _sibling(directory, "old")
-    lock = lock_folder(aside)
-    try:
+    with holding_lock(aside):
         with suppress(FileNotFoundError):  # another run removed it first
             os.rename(directory, aside / "entry")
         shutil.rmtree(aside, ignore_errors=True)
-    finally:
-        if lock is not None:
-            os.close(lock)
 
 
 def _siblings(directory: Path) -> re.Pattern:

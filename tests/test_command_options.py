@@ -70,7 +70,7 @@ def test_a_path_containing_a_parameter_name_is_printed_as_given(tmp_path, capsys
     ("features: {finest_stage: bogus}",
      "features: finest_stage must be one of ('mean', 'rows', 'full'), got 'bogus'"),
     ("features: {aggregate: 2}", "features: aggregate must be an odd number >= 1"),
-    ("scorer: {coreset_ratoi: 0.01}", "scorer: unknown key 'coreset_ratoi' for method 'patchcore'"),
+    ("scorer: {coreset_ratoi: 0.01}", "scorer settings ['coreset_ratoi'] are not parameters of any method"),
 ])
 def test_config_errors_name_the_file_when_it_is_read(tmp_path, text, message):
     path = _config(tmp_path, text)
@@ -125,6 +125,15 @@ def test_layers_flag_with_a_repeat_is_refused_naming_it(capsys):
                                        "indices without repeats (shallow to deep), got [2, 2]")
 
 
+def test_the_source_names_each_given_model_flag_in_the_order_of_help(tmp_path):
+    path = _config(tmp_path, "features: {crop_size: 300}")
+    with pytest.raises(ConfigError) as info:
+        _cfg("--seed", "0", "--image-size", "256", "--layers", "1,2", "--precision", "f32",
+             "--config", str(path))
+    assert str(info.value).startswith(f"{path} with --layers 1,2 --precision f32 "
+                                      f"--image-size 256 --seed 0: features: crop_size (300)")
+
+
 def test_flags_override_the_config_as_before(tmp_path):
     path = _config(tmp_path, "backbone: {name: tf_efficientnet_lite0, layers: [1, 2]}\nseed: 3")
     cfg = _cfg("--config", str(path), "--backbone", "tf_efficientnet_lite2", "--runtime", "torch",
@@ -132,6 +141,53 @@ def test_flags_override_the_config_as_before(tmp_path):
     assert (cfg.backbone.name, cfg.backbone.layers, cfg.backbone.runtime) == ("tf_efficientnet_lite2", None, "torch")
     assert (cfg.features.resize, cfg.seed) == ("pad", 5)
     assert _cfg("--config", str(path), "--layers", "2,3").backbone.layers == [2, 3]
+
+
+# ---------------------------------------------------------------- the flags given (from argparse)
+
+
+def _toy_options(p):
+    p.add_argument("--count", type=int)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--no-cache", dest="cache", action="store_false")
+    p.add_argument("--level", type=int, default=7)
+
+
+@pytest.mark.parametrize("argv, given", [
+    ([], {}),
+    (["--count", "0"], {"--count": 0}),  # a false value given counts
+    (["-v", "--no-cache"], {"--verbose": True, "--no-cache": False}),  # long form, own flag
+    (["--level", "1000", "--count", "2"], {"--count": 2, "--level": 1000}),  # the order of help
+])
+def test_given_options_are_read_from_the_parsers_actions(argv, given):
+    import argparse
+
+    from anomaly_inspect.commands.common import given_flags, given_options
+
+    p = argparse.ArgumentParser()
+    _toy_options(p)
+    args = p.parse_args(argv)
+    assert given_options(args, _toy_options) == given
+    assert given_flags(args, _toy_options) == list(given)
+    assert given_flags(args, _toy_options, only=("cache", "count")) == [
+        f for f in ("--no-cache", "--count") if f in given]
+    assert given_flags(args, _toy_options, but=("count",)) == [f for f in given if f != "--count"]
+
+
+@pytest.mark.parametrize("argv, positional", [(["bench-coreset"], set()),
+                                              (["export", "--out", "x"], {"model_dir"})])
+def test_the_options_read_for_refusals_are_the_commands_own(argv, positional):
+    """``given_flags`` reads the function that builds the command's parser, so every option of
+    the command (and no other) has its flag there: nothing to keep in step by hand."""
+    import importlib
+
+    from anomaly_inspect.commands.common import options_of
+
+    module = importlib.import_module(f"anomaly_inspect.commands.{argv[0].replace('-', '_')}")
+    options = options_of(module.add_arguments)
+    dests = set(vars(build_parser().parse_args(argv))) - {"command", "func"}
+    assert dests == set(options) | positional
+    assert max(options["image_size"].option_strings, key=len) == "--image-size"
 
 
 # ---------------------------------------------------------------- tuning options need --auto
@@ -162,6 +218,19 @@ def test_tune_settings_take_the_given_options_and_the_defaults_otherwise():
     assert settings("--ensemble", "0").ensemble == 3  # evaluate's "no fusion"
 
 
+def test_ensemble_is_refused_where_nothing_is_fused(tmp_path, capsys):
+    """fit --auto saves one model, so --ensemble would only be recorded, not used; tune's ensemble
+    is the size of the one it validates, so 0 is not 'no fusion' there."""
+    assert main(["fit", "--auto", "--ensemble", "2", "--train", str(tmp_path), "--out",
+                 str(tmp_path / "m"), "--quiet"]) == 1
+    assert _one_line_error(capsys) == ("error: --ensemble: fit saves one model (the chosen "
+                                       "configuration); fusion is evaluate --auto's")
+    assert not (tmp_path / "m").exists()
+    assert main(["tune", "--train", str(tmp_path), "--ensemble", "0", "--quiet"]) == 1
+    assert _one_line_error(capsys) == ("error: tune --ensemble: the size of the validated "
+                                       "ensemble, at least 1 (default 3)")
+
+
 def test_several_tuning_options_are_named_together(tmp_path, capsys):
     assert main(["evaluate", "--dataset", "folder", "--train-dir", str(tmp_path), "--grid", "full",
                  "--folds", "4"]) == 1
@@ -180,6 +249,28 @@ def test_stream_images_refuses_the_options_it_does_not_use(capsys):
         "error: --stream-images (random features) does not take --root, --ratios, --variants, "
         "--backbone, --seed, --no-shared-storage")
     assert time.perf_counter() - start < 5  # refused before any fit process starts
+
+
+def test_stream_images_names_every_option_of_the_feature_benchmark_in_the_order_of_help(capsys):
+    assert main(["bench-coreset", "--stream-images", "20", "--max-bank-items", "5", "--quiet",
+                 "--no-shared-storage", "--workers", "2", "--address", "auto", "--engine", "ray",
+                 "--seed", "1", "--batch-size", "2", "--resize", "pad", "--image-size", "64",
+                 "--precision", "f32", "--runtime", "torch", "--layers", "1,2", "--weights", "random",
+                 "--backbone", "b", "--method", "knn", "--config", "patchcore", "--radius-sample", "3",
+                 "--engine-only", "--variants", "exact", "--ratios", "0.1", "--category", "c",
+                 "--root", "r"]) == 1
+    assert _one_line_error(capsys) == (
+        "error: --stream-images (random features) does not take --root, --category, --ratios, "
+        "--variants, --engine-only, --radius-sample, --config, --method, --backbone, --weights, "
+        "--layers, --runtime, --precision, --image-size, --resize, --batch-size, --seed, "
+        "--engine, --address, --workers, --no-shared-storage")
+
+
+def test_engine_only_names_both_coreset_options(capsys):
+    assert main(["bench-coreset", "--root", "r", "--category", "c", "--engine-only",
+                 "--variants", "exact", "--ratios", "0.1"]) == 1
+    assert _one_line_error(capsys) == ("error: --engine-only (the config's own coreset) does not "
+                                       "take --ratios, --variants")
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -244,6 +335,31 @@ def test_bench_scale_quiet_prints_the_rows_once_at_the_end(tmp_path, monkeypatch
     assert [line.split()[:2] for line in out] == [["local", "2"], ["ray", "x1"], ["ray", "x3"]]
     assert main(argv) == 0
     assert seen["progress"] is True and capsys.readouterr().out == "as it runs\n"
+
+
+# ---------------------------------------------------------------- export's refusals
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--seed", "0", "--precision", "f32", "--runtime", "onnxruntime"],
+     "--runtime --precision: not used without MODEL_DIR: the backbone alone is written as its "
+     "f32 ONNX graph; to deploy another runtime or precision, fit a model with it and export "
+     "MODEL_DIR"),
+    (["--batch-size", "2", "--resize", "pad", "--method", "knn", "--seed", "0", "--pooled"],
+     "--method --resize --batch-size: not used when exporting the backbone alone (its graph has "
+     "a dynamic batch axis and takes the resized input)"),
+    (["no_such_model", "--seed", "0", "--batch-size", "2", "--resize", "pad", "--image-size", "64",
+      "--precision", "f32", "--runtime", "torch", "--layers", "1,2", "--weights", "random",
+      "--backbone", "b", "--method", "knn", "--config", "patchcore", "--pooled", "--quiet",
+      "--overwrite", "--format", "onnx"],
+     "--pooled --config --method --backbone --weights --layers --runtime --precision "
+     "--image-size --resize --batch-size --seed: not used with MODEL_DIR (a saved model brings "
+     "its own settings); drop them, or drop MODEL_DIR to export a backbone alone"),
+])
+def test_export_names_the_options_it_does_not_use(tmp_path, capsys, argv, message):
+    assert main(["export", "--out", str(tmp_path / "b.onnx"), *argv]) == 1
+    assert _one_line_error(capsys) == f"error: {message}"
+    assert not (tmp_path / "b.onnx").exists()
 
 
 # ---------------------------------------------------------------- the coreset bar

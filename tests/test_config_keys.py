@@ -57,6 +57,33 @@ def test_library_check_before_any_backbone_is_built():
         build(ModelConfig(method="knn", scorer={"k": 3, "b": 1, "a": 2}))
 
 
+def test_a_config_without_method_refuses_keys_no_method_takes_as_evaluate_lt_does(tmp_path):
+    """The file's check and evaluate-lt's (its methods) are one: ``merge_scorer_params``; the
+    message names no method's keys when the file names no method."""
+    from anomaly_inspect.config import load_config
+    from anomaly_inspect.scorers import merge_scorer_params
+
+    path = tmp_path / "c.yaml"
+    path.write_text("scorer: {soft_weight: true, k: 3, coreset_ration: 0.5}\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert str(info.value) == (f"{path}: scorer settings ['coreset_ration'] are not parameters "
+                               f"of any method")
+    path.write_text("scorer: {soft_weight: true, k: 3}\n")  # SoftPatch's and KNN's: read
+    assert load_config(path).scorer == {"soft_weight": True, "k": 3}
+    with pytest.raises(ValueError, match=r"^scorer settings \['k'\] are not parameters of any of "
+                                         r"\['patchcore', 'softpatch'\]$"):
+        merge_scorer_params(load_config(path).scorer, ["patchcore", "softpatch"], {})
+
+
+def test_reading_the_config_module_imports_no_torch():
+    import subprocess
+    import sys
+
+    code = "import sys, anomaly_inspect.config; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 def test_ood_benchmark_scorer_params_are_checked(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\n"

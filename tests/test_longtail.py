@@ -291,6 +291,12 @@ def test_evaluate_longtail_refuses_training_images_in_the_test_set_before_extrac
     (lambda m: m["train"].append(dict(m["train"][0])), r"category 'a' lists a training image twice"),
     (lambda m: m.update(k=None), r"k must be a whole number >= 1 for a step tail and null for pareto"),
     (lambda m: m["sources"].pop("c"), r"sources must give train, anomalies and sha256 for every category"),
+    # field types, as config files are checked (seed and noise were not checked at all)
+    (lambda m: m.update(overlap="no"), r"overlap: expected true or false, got 'no'"),
+    (lambda m: m.update(categories="abc"), r"categories: expected a list of strings, got 'abc'"),
+    (lambda m: m.update(seed="0"), r"seed: expected an integer, got '0'"),
+    (lambda m: m.update(k=True), r"k: expected an integer or null, got True"),
+    (lambda m: m.update(counts=[]), r"counts: expected a mapping, got \[\]"),
 ])
 def test_malformed_manifests_are_refused_naming_the_file(tmp_path, edit, message):
     ds, dirs = fake_datasets(tmp_path, {"a": (50, 20), "b": (50, 20), "c": (50, 20)})

@@ -6,7 +6,11 @@ albumentations or ONNX Runtime, so ``--help`` and argument errors answer at once
 from __future__ import annotations
 
 import itertools
+import types
+import typing
 from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
+from typing import Any
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "int8")
@@ -61,3 +65,51 @@ def check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"{name}: layers must be increasing indices without repeats "
                          f"(shallow to deep), got {list(layers)}")
     return layers
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used."""
+
+
+def _is_a(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits the annotation ``hint`` (the few kinds a config uses)."""
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_is_a(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint in (int, float):  # a bool is no number here; an int is a float
+        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_is_a(v, typing.get_args(hint)[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    return isinstance(value, hint) if isinstance(hint, type) else True
+
+
+def _describe(hint: Any) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "null"}
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(h) for h in typing.get_args(hint))
+    if typing.get_origin(hint) is list:
+        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
+    if typing.get_origin(hint) is dict:
+        return "a mapping"
+    return names.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def check_field_types(obj: Any, section: str) -> None:
+    """Each field of the dataclass ``obj`` against its annotation, so that a YAML value of the
+    wrong kind ("32" for 32, ``seed: abc``) is one line naming the key, not a traceback later."""
+    hints = typing.get_type_hints(type(obj))
+    for f in fields(obj):
+        value = getattr(obj, f.name)
+        if is_dataclass(hints[f.name]):
+            continue
+        if not _is_a(value, hints[f.name]):
+            raise ConfigError(f"{section}{f.name}: expected {_describe(hints[f.name])}, got {value!r}")

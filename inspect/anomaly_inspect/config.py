@@ -6,9 +6,7 @@ given as a file path or by name: ``patchcore``, ``ood/isic_all``.
 
 from __future__ import annotations
 
-import types
-import typing
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +16,9 @@ from .choices import (
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
     RESIZE_MODES,
+    ConfigError,
     check_embedding,
+    check_field_types,
     check_layers,
     check_runtime,
 )
@@ -28,54 +28,6 @@ if TYPE_CHECKING:
 
 
 MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
-
-
-class ConfigError(ValueError):
-    """A configuration file or value that cannot be used."""
-
-
-def _is_a(value: Any, hint: Any) -> bool:
-    """Whether ``value`` fits the annotation ``hint`` (the few kinds a config uses)."""
-    origin = typing.get_origin(hint)
-    if hint is Any:
-        return True
-    if origin in (typing.Union, types.UnionType):
-        return any(_is_a(value, h) for h in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint in (int, float):  # a bool is no number here; an int is a float
-        return isinstance(value, int if hint is int else (int, float)) and not isinstance(value, bool)
-    if origin is list:
-        return isinstance(value, list) and all(_is_a(v, typing.get_args(hint)[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict)
-    return isinstance(value, hint) if isinstance(hint, type) else True
-
-
-def _describe(hint: Any) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             type(None): "null"}
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_describe(h) for h in typing.get_args(hint))
-    if typing.get_origin(hint) is list:
-        return f"a list of {_describe(typing.get_args(hint)[0]).removeprefix('an ').removeprefix('a ')}s"
-    if typing.get_origin(hint) is dict:
-        return "a mapping"
-    return names.get(hint, getattr(hint, "__name__", str(hint)))
-
-
-def check_field_types(obj: Any, section: str) -> None:
-    """Each field of the dataclass ``obj`` against its annotation, so that a YAML value of the
-    wrong kind ("32" for 32, ``seed: abc``) is one line naming the key, not a traceback later."""
-    hints = typing.get_type_hints(type(obj))
-    for f in fields(obj):
-        value = getattr(obj, f.name)
-        if is_dataclass(hints[f.name]):
-            continue
-        if not _is_a(value, hints[f.name]):
-            raise ConfigError(f"{section}{f.name}: expected {_describe(hints[f.name])}, got {value!r}")
 
 
 def _at_least(section: str, name: str, value: int | None, low: int) -> None:
@@ -203,12 +155,10 @@ class ModelConfig:
     def check_scorer_keys(self, source: str = "config") -> None:
         """Refuse, naming ``source``, ``scorer`` keys that no method takes (typos); a key another
         method takes is left to the command, which knows the method(s) it fits."""
-        from .scorers import available_scorers, check_scorer_params, scorer_parameters
+        from .scorers import available_scorers, merge_scorer_params
 
-        known = set().union(*(scorer_parameters(m) for m in available_scorers()))
-        typos = {k: v for k, v in self.scorer.items() if k not in known}
         try:
-            check_scorer_params(self.method, typos)
+            merge_scorer_params(self.scorer, available_scorers(), {})
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 

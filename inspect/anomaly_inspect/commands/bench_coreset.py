@@ -7,11 +7,11 @@ from pathlib import Path
 
 from ..choices import CORESET_VARIANTS
 from .common import (
-    MODEL_FLAGS,
     add_engine_args,
     add_model_args,
     add_output_args,
     engine_from_args,
+    given_flags,
     model_config_from_args,
     positive_int,
     positive_int_list,
@@ -21,19 +21,20 @@ from .common import (
 DEFAULT_RATIOS = "0.01,0.1,0.25"
 DEFAULT_VARIANTS = "two_round,exact"
 
-#: options -> flag of the benchmark on real features (the model, engine and category ones);
-#: --stream-images runs on random features and takes none of them
-FEATURE_FLAGS = {"root": "--root", "category": "--category", "ratios": "--ratios",
-                 "variants": "--variants", "engine_only": "--engine-only",
-                 "radius_sample": "--radius-sample", **MODEL_FLAGS, "config": "--config",
-                 "engine": "--engine", "address": "--address", "workers": "--workers",
-                 "shared_storage": "--no-shared-storage"}
-UNSET = {"engine_only": False, "shared_storage": True}  # the value of an option not given (else None)
+#: the options --stream-images (random features) takes; every other option is one of the
+#: benchmark on real features (the model, engine and category ones) and is refused with it
+STREAM_OPTIONS = ("stream_images", "max_bank_items", "output_json", "quiet")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-coreset", help="coreset variants side by side: radius, time, AUROC",
                        description=__doc__)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """All of bench-coreset's options (read by :func:`check_options` through ``given_flags``)."""
     p.add_argument("--root", type=Path, help="folder holding CATEGORY/")
     p.add_argument("--category")
     p.add_argument("--stream-images", type=positive_int_list, metavar="N,N,...",
@@ -52,22 +53,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_model_args(p)
     add_engine_args(p)
     add_output_args(p)
-    p.set_defaults(func=run)
 
 
 def check_options(args: argparse.Namespace) -> None:
     """Refuse the options the chosen benchmark does not use."""
     if args.stream_images:
-        unused = [flag for dest, flag in FEATURE_FLAGS.items()
-                  if getattr(args, dest) is not UNSET.get(dest)]
+        unused = given_flags(args, add_arguments, but=STREAM_OPTIONS)
         if unused:
             raise ValueError(f"--stream-images (random features) does not take {', '.join(unused)}")
         return
     if args.max_bank_items is not None:
         raise ValueError("--max-bank-items applies to --stream-images only")
     if args.engine_only:
-        unused = [flag for flag, v in (("--ratios", args.ratios), ("--variants", args.variants))
-                  if v is not None]
+        unused = given_flags(args, add_arguments, only=("ratios", "variants"))
         if unused:
             raise ValueError(f"--engine-only (the config's own coreset) does not take {', '.join(unused)}")
     elif args.radius_sample is not None:

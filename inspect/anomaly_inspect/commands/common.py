@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+import functools
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .. import files
 from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
@@ -156,11 +158,38 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
 
 
-#: model-building option -> its flag (``add_model_args``; --config aside)
-MODEL_FLAGS = {"method": "--method", "backbone": "--backbone", "weights": "--weights",
-               "layers": "--layers", "runtime": "--runtime", "precision": "--precision",
-               "image_size": "--image-size", "resize": "--resize", "batch_size": "--batch-size",
-               "seed": "--seed"}
+@functools.cache
+def options_of(add_args: Callable[[argparse.ArgumentParser], None]) -> dict[str, argparse.Action]:
+    """dest -> argparse action (its flags, its default) of each option that ``add_args`` (an
+    ``add_*_args`` function, or a command's whole set) adds, in the order it adds them: read
+    from argparse itself, so that a new option needs no table of flags."""
+    p = argparse.ArgumentParser(add_help=False)
+    add_args(p)
+    return {a.dest: a for a in p._actions if a.option_strings}
+
+
+def given_options(args: argparse.Namespace, add_args: Callable[[argparse.ArgumentParser], None],
+                  only: Sequence[str] | None = None, but: Collection[str] = ()) -> dict[str, Any]:
+    """Flag -> value of the options of ``add_args`` (see :func:`options_of`) given on the
+    command line: those whose value is not the option's default (None, False for a
+    ``store_true``, True for a ``--no-...``; ``--seed 0`` counts). ``only``: these dests (in
+    this order) of them; ``but``: all of them except these dests."""
+    options = options_of(add_args)
+    dests = [d for d in (options if only is None else only) if d not in but]
+    given = {}
+    for dest in dests:
+        action = options[dest]
+        value = getattr(args, dest, action.default)
+        if value is not action.default:
+            given[max(action.option_strings, key=len)] = value  # the long form: --image-size
+    return given
+
+
+def given_flags(args: argparse.Namespace, add_args: Callable[[argparse.ArgumentParser], None],
+                only: Sequence[str] | None = None, but: Collection[str] = ()) -> list[str]:
+    """The flags of :func:`given_options`, e.g. ``["--grid", "--folds"]``: to refuse options
+    that would be ignored, naming them."""
+    return list(given_options(args, add_args, only, but))
 
 
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
@@ -171,7 +200,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
 
     cfg = load_config(args.config)
     given = " ".join(f"{flag} {','.join(map(str, v)) if isinstance(v, list) else v}"
-                     for dest, flag in MODEL_FLAGS.items() if (v := getattr(args, dest)) is not None)
+                     for flag, v in given_options(args, add_model_args, but=("config",)).items())
     source = " with ".join(s for s in (args.config and str(args.config), given) if s)
     backbone = {k: getattr(args, k) for k in ("weights", "runtime", "precision")
                 if getattr(args, k) is not None}

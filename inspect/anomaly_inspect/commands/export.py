@@ -19,12 +19,18 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .common import add_model_args, model_config_from_args, print_table
+from .common import add_model_args, given_flags, model_config_from_args, options_of, print_table
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a saved model (or the backbone alone) for deployment",
                        description=__doc__)
+    add_arguments(p)
+    p.set_defaults(func=run)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """All of export's arguments (its options read by ``given_flags``)."""
     p.add_argument("model_dir", type=Path, nargs="?", metavar="MODEL_DIR",
                    help="a saved model (from 'anomaly-inspect fit'); without it, the backbone alone")
     p.add_argument("--format", choices=["onnx", "openvino"],
@@ -38,7 +44,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "(other files in it are kept), otherwise the .onnx file")
     add_model_args(p)
     p.add_argument("--quiet", action="store_true", help="no info logs")
-    p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,12 +57,12 @@ def run(args: argparse.Namespace) -> int:
         return run_model(args)
     if args.format is not None:
         raise ValueError("--format exports a saved model: give its MODEL_DIR")
-    given = _given(args, ("runtime", "precision"))
+    given = given_flags(args, add_arguments, only=("runtime", "precision"))
     if given:
         raise ValueError(f"{' '.join(given)}: not used without MODEL_DIR: the backbone alone is "
                          f"written as its f32 ONNX graph; to deploy another runtime or precision, "
                          f"fit a model with it and export MODEL_DIR")
-    unused = _given(args, UNUSED_BY_BACKBONE)
+    unused = given_flags(args, add_arguments, only=UNUSED_BY_BACKBONE)
     if unused:
         raise ValueError(f"{' '.join(unused)}: not used when exporting the backbone alone (its "
                          f"graph has a dynamic batch axis and takes the resized input)")
@@ -105,21 +110,14 @@ def run(args: argparse.Namespace) -> int:
 
 #: model options the backbone-alone form has no use for (the graph does not depend on them)
 UNUSED_BY_BACKBONE = ("method", "resize", "batch_size")
-#: options of the backbone-alone form; a saved model brings its own
-BACKBONE_ONLY = ("pooled", "config", "method", "backbone", "weights", "layers", "runtime",
-                 "precision", "image_size", "resize", "batch_size", "seed")
-
-
-def _given(args: argparse.Namespace, names: tuple[str, ...]) -> list[str]:
-    """The flags among ``names`` given on the command line (not left at None / False)."""
-    return [f"--{k.replace('_', '-')}" for k in names
-            if (v := getattr(args, k, None)) is not None and v is not False]  # --seed 0 counts
+#: options of the backbone-alone form (--pooled and the model's); a saved model brings its own
+BACKBONE_ONLY = ("pooled", *options_of(add_model_args))
 
 
 def run_model(args: argparse.Namespace) -> int:
     from ..screening.deploy import MANIFEST_JSON, export_model
 
-    given = _given(args, BACKBONE_ONLY)
+    given = given_flags(args, add_arguments, only=BACKBONE_ONLY)
     if given:
         raise ValueError(f"{' '.join(given)}: not used with MODEL_DIR (a saved model brings its "
                          f"own settings); drop them, or drop MODEL_DIR to export a backbone alone")

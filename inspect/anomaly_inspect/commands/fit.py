@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from ..screening import fit
     from ..screening.model_dir import check_replaceable
 
-    check_tune_args(args)
+    check_tune_args(args, fuses=False)
     check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
     cfg = model_config_from_args(args)
     tuning = None

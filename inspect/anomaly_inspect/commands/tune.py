@@ -14,6 +14,7 @@ from ..data.image_io import DEFAULT_MAX_PIXELS
 from .common import (
     add_model_args,
     add_output_args,
+    given_flags,
     model_config_from_args,
     non_negative_int,
     positive_int,
@@ -30,14 +31,9 @@ def folds(text: str) -> int:
     return v
 
 
-#: the selector's options (their defaults are TuneSettings'; None here = not given)
-TUNE_FLAGS = {"grid": "--grid", "candidates": "--candidates", "folds": "--folds",
-              "max_tune_images": "--max-tune-images", "ensemble": "--ensemble",
-              "tune_cache": "--tune-cache"}
-
-
 def add_tune_args(p: argparse.ArgumentParser) -> None:
-    """The selector's options (shared by ``tune``, ``fit --auto`` and ``evaluate --auto``)."""
+    """The selector's options (shared by ``tune``, ``fit --auto`` and ``evaluate --auto``); their
+    defaults are TuneSettings', None here = not given."""
     p.add_argument("--grid", choices=("compact", "ascent", "full"),
                    help="candidates: compact = the base config and each setting changed one at a "
                         "time (11; default); ascent = compact, then the pairs (and the whole set) "
@@ -51,19 +47,24 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tune-images", type=positive_int,
                    help="training images used for validation, a seeded subset (default 300)")
     p.add_argument("--ensemble", type=non_negative_int, metavar="K",
-                   help="evaluate: fuse the top K candidates, each standardised by its held-out "
-                        "normal scores (default 0 = the single chosen configuration)")
+                   help="evaluate --auto: fuse the top K candidates, each standardised by its "
+                        "held-out normal scores (default 0 = the single chosen configuration); "
+                        "tune: the size of the ensemble it validates (default 3); not for fit")
     p.add_argument("--tune-cache", type=Path, default=None, metavar="DIR",
                    help="where extracted stage maps and synthetic images are kept "
                         "(default /tmp/anomaly_inspect_tune)")
 
 
-def check_tune_args(args: argparse.Namespace) -> None:
-    """Refuse the selector's options without ``--auto`` (``fit``, ``evaluate``): unused there."""
-    given = [flag for dest, flag in TUNE_FLAGS.items() if getattr(args, dest) is not None]
+def check_tune_args(args: argparse.Namespace, fuses: bool = True) -> None:
+    """Refuse the selector's options without ``--auto`` (``fit``, ``evaluate``): unused there;
+    and ``--ensemble`` where nothing is fused (``fit`` saves one model)."""
+    given = given_flags(args, add_tune_args)
     if given and not args.auto:
         raise ValueError(f"{', '.join(given)}: tuning option{'s' if len(given) > 1 else ''}, "
                          f"used only with --auto")
+    if not fuses and args.ensemble is not None:
+        raise ValueError("--ensemble: fit saves one model (the chosen configuration); "
+                         "fusion is evaluate --auto's")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -121,6 +122,9 @@ def run(args: argparse.Namespace) -> int:
         train = expand_inputs(list(args.train))
     else:
         raise ValueError("tune: give --train DIR or --root/--category")
+    if args.ensemble == 0:
+        raise ValueError("tune --ensemble: the size of the validated ensemble, at least 1 "
+                         "(default 3)")
     if args.judge and dataset is None:
         raise ValueError("tune --judge needs a labelled MVTec category (--root/--category)")
     result = run_tune(train, args, cfg)

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..choices import ConfigError, check_field_types
 from ..files import write_text
 from .mvtec import AnomalyDataset
 from .samples import Sample
@@ -90,20 +91,22 @@ class LongTailSet:
         return split
 
     def _problem(self) -> str | None:
-        """What is inconsistent in this split (categories, counts, entries), or None."""
+        """What is inconsistent in this split (field types, categories, counts, entries), or
+        None."""
+        try:
+            check_field_types(self, "")
+        except ConfigError as exc:
+            return str(exc)
         cats = self.categories
         if self.tail not in TAIL_KINDS:
             return f"tail '{self.tail}' is not one of {', '.join(TAIL_KINDS)}"
-        if not isinstance(cats, list) or not all(isinstance(c, str) for c in cats) \
-                or len(set(cats)) != len(cats) or len(cats) < 2:
+        if len(set(cats)) != len(cats) or len(cats) < 2:
             return f"categories must be at least 2 distinct names, got {cats!r}"
-        if (self.tail == "step") != (isinstance(self.k, int) and self.k >= 1):
+        if (self.tail == "step") != (self.k is not None and self.k >= 1):
             return f"k must be a whole number >= 1 for a step tail and null for pareto, got {self.k!r}"
-        if not isinstance(self.overlap, bool):
-            return f"overlap must be true or false, got {self.overlap!r}"
         if not set(self.tail_classes) <= set(cats):
             return f"tail_classes {sorted(set(self.tail_classes) - set(cats))} are not in categories"
-        if not isinstance(self.counts, dict) or set(self.counts) != set(cats):
+        if set(self.counts) != set(cats):
             return f"counts must have one entry per category {cats}, got {sorted(self.counts)}"
         for c in cats:
             v = self.counts[c]
@@ -127,7 +130,7 @@ class LongTailSet:
             want = {k: self.counts[c][k] for k in got}
             if got != want:
                 return f"category '{c}': counts say {want}, the train entries hold {got}"
-        if not isinstance(self.removed_from_test, dict) or not set(self.removed_from_test) <= set(cats):
+        if not set(self.removed_from_test) <= set(cats):
             return f"removed_from_test must map categories to paths, got keys {sorted(self.removed_from_test)}"
         if not self.overlap:
             for c in cats:

@@ -70,13 +70,15 @@ def check_scorer_params(name: str, params: dict, section: str = "scorer") -> Non
 def merge_scorer_params(section: dict, methods: list[str], options: dict) -> dict:
     """The config's ``scorer`` section overridden by the command-line options that are set;
     each method later takes the keys its constructor accepts. A key no method accepts is an
-    error (a typo would otherwise be ignored silently)."""
+    error (a typo would otherwise be ignored silently). With every method (a config that names
+    none, :meth:`~anomaly_inspect.config.ModelConfig.check_scorer_keys`): the keys no scorer takes."""
     params = dict(section or {})
     params.update({k: v for k, v in options.items() if v is not None})
     accepted = set().union(*(scorer_parameters(m) for m in methods))
     unknown = sorted(set(params) - accepted)
     if unknown:
-        raise ValueError(f"scorer settings {unknown} are not parameters of any of {methods}")
+        which = "any method" if set(methods) >= set(_REGISTRY) else f"any of {methods}"
+        raise ValueError(f"scorer settings {unknown} are not parameters of {which}")
     return params
 
 

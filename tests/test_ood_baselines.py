@@ -31,6 +31,27 @@ def test_react_clips_then_takes_energy_by_hand():
     # 50th percentile of 0..9 is 4.5; of an all-zero-but-two array it falls back to the active units
     assert clip_threshold(np.arange(10.0), 50) == pytest.approx(4.5)
     assert clip_threshold(np.array([0.0, 0, 0, 0, 2, 4]), 50) == pytest.approx(3.0)
+    # no active unit at all: 0 (every activation is clipped to 0)
+    assert clip_threshold(np.zeros((3, 4)), 90) == 0.0
+
+
+def test_line_and_react_share_the_clip_and_survive_a_dead_hidden_layer():
+    # every training hidden unit inactive: LINe took a percentile of no activations (IndexError);
+    # it now takes ReAct's clip, 0, so both score the energy of the bias alone, logsumexp(b2)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(20, 3)), np.arange(20) % 2
+    dead = HeadWeights(in_mean=np.zeros(3), in_std=np.ones(3), w1=np.ones((4, 3)), b1=np.full(4, -1e3),
+                       w2=np.arange(8.0).reshape(2, 4), b2=np.array([1.0, 2.0]), classes=np.array([0, 1]))
+    for name in ("line", "react"):
+        s = build_scorer(name, hidden=4, epochs=1).fit(Features(pooled=x), y)
+        s.head = dead
+        s._after_fit(Features(pooled=x), y)
+        assert s.clip == 0.0
+        np.testing.assert_allclose(s.score(Features(pooled=x[:3])).image_scores,
+                                   -np.log(np.e + np.e ** 2), rtol=1e-6)
+    # with active units both take the same clip (the clip_percentile-th percentile, 90)
+    line = build_scorer("line", hidden=4, epochs=1).fit(Features(pooled=x), y)
+    assert line.clip == clip_threshold(line.head.hidden(x), 90.0)
 
 
 # --- DICE ----------------------------------------------------------------------------------

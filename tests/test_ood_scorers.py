@@ -44,6 +44,22 @@ def test_block_feature_norm_by_hand():
     np.testing.assert_allclose(block_feature_norm(np.array([[[[5.0, 2.0]]]])), [3.5])
 
 
+def test_block_feature_norm_leaves_padding_out_by_hand():
+    # one image, 1x3 map, 1 channel: [3, 4, 100], the last cell on padding -> L2 of [3, 4] = 5
+    maps = np.array([3.0, 4.0, 100.0]).reshape(1, 1, 3, 1)
+    valid = np.array([[[True, True, False]]])
+    np.testing.assert_allclose(block_feature_norm(maps, valid), [5.0])
+    np.testing.assert_allclose(block_feature_norm(maps), [np.sqrt(9 + 16 + 100 ** 2)])
+    # the scorer reads Features.valid: whatever the padding holds, the score is -5
+    s = build_scorer("block_feature_norm").fit(Features(patches=maps, valid=valid))
+    for pad in (100.0, -7.0, 1e4):
+        m = maps.copy()
+        m[0, 0, 2, 0] = pad
+        np.testing.assert_allclose(s.score(Features(patches=m, valid=valid)).image_scores, [-5.0])
+    with pytest.raises(ValueError, match="valid mask of shape"):
+        block_feature_norm(maps, valid[:, :, :2])
+
+
 def test_norm_scorers_sign_and_save(tmp_path):
     train = Features(pooled=np.ones((3, 4), np.float32))
     test = Features(pooled=np.array([[3.0, 0, 1, 0], [1.0, 1, 1, 1]], np.float32))
@@ -60,11 +76,42 @@ def test_norm_scorers_sign_and_save(tmp_path):
 
 # --- distances -----------------------------------------------------------------------------
 def test_mahalanobis_fixed_shrinkage_by_hand():
-    # centred data with covariance diag(2, 8); shrinkage 0 -> distance = x0^2/2 + x1^2/8
+    # centred data with covariance diag(2, 8), trace / d = 5; shrinkage 0.5 ->
+    # cov = 0.5 diag(2, 8) + 0.5 * 5 I = diag(3.5, 6.5), distance = x0^2/3.5 + x1^2/6.5
     x = np.array([[1.0, 2.0], [-1.0, -2.0], [1.0, -2.0], [-1.0, 2.0]]) * np.sqrt([2.0, 8.0]) / [1, 2]
-    m = build_scorer("mahalanobis", shrinkage=0.0).fit(Features(pooled=x))
+    m = build_scorer("mahalanobis", shrinkage=0.5).fit(Features(pooled=x))
     q = np.array([[2.0, 0.0], [0.0, 4.0]])
-    np.testing.assert_allclose(m.score(Features(pooled=q)).image_scores, [2.0, 2.0], rtol=1e-5)
+    np.testing.assert_allclose(m.score(Features(pooled=q)).image_scores, [4 / 3.5, 16 / 6.5], rtol=1e-5)
+
+
+def test_mahalanobis_sees_a_direction_no_training_image_varies_in_by_hand():
+    # training images vary along x0 only: covariance diag(1, 0), trace / d = 0.5; shrinkage 0.5
+    # -> diag(0.75, 0.25): a step of 1 along the dead x1 costs 4, along x0 only 4/3
+    # (shrinkage 0, refused now, gave the dead direction no weight at all: distance 0)
+    x = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    m = build_scorer("mahalanobis", shrinkage=0.5).fit(Features(pooled=x))
+    q = np.array([[0.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(m.score(Features(pooled=q)).image_scores, [4.0, 4 / 3], rtol=1e-6)
+    p = build_scorer("patch_mahalanobis", shrinkage=0.5).fit(Features(patches=x.reshape(2, 1, 1, 2)))
+    np.testing.assert_allclose(p.score(Features(patches=q.reshape(2, 1, 1, 2))).image_scores,
+                               [4.0, 4 / 3], rtol=1e-6)
+
+
+@pytest.mark.parametrize("value", [1.0, 0.1, 0.0])
+def test_mahalanobis_refuses_training_features_that_do_not_vary(value):
+    # constant features: a zero covariance, whose pseudo-inverse scored every input 0 (0.1: the
+    # mean is off by rounding, leaving a covariance of ~1e-34 rather than 0)
+    x = np.full((7, 3), value)
+    for params in ({}, {"shrinkage": 0.5}):
+        with pytest.raises(ValueError, match=r"^mahalanobis: the training features do not vary "
+                                             r"around their mean"):
+            build_scorer("mahalanobis", **params).fit(Features(pooled=x))
+    with pytest.raises(ValueError, match=r"^patch_mahalanobis: the training features do not vary"):
+        build_scorer("patch_mahalanobis").fit(Features(patches=x.reshape(7, 1, 1, 3)))
+    # one image per class: nothing varies around the class means
+    with pytest.raises(ValueError, match="do not vary around their class means"):
+        build_scorer("mahalanobis", class_conditional=True).fit(
+            Features(pooled=np.eye(3)), np.array([0, 1, 2]))
 
 
 def test_mahalanobis_class_conditional_and_roundtrip(tmp_path):
@@ -138,6 +185,23 @@ def test_head_is_seeded_and_learns():
     assert (h1.logits(x).argmax(1) == y).mean() > 0.95
     with pytest.raises(ValueError, match="2 ID classes"):
         train_head(x, np.zeros(len(x)), cfg)
+
+
+def test_head_refuses_labels_that_are_not_whole_numbers(tmp_path):
+    # class names used to train, then failed at save (safetensors stores no strings)
+    x, y = _blobs(n=10)
+    cfg = HeadConfig(hidden=4, epochs=1)
+    with pytest.raises(ValueError, match=r"ID class labels must be whole numbers, got <U3 labels "
+                                         r"such as 'cat'; map class names to 0\.\.K-1 first"):
+        train_head(x, np.array(["cat", "dog"])[y], cfg)
+    with pytest.raises(ValueError, match=r"got float64 labels such as 0\.5"):
+        train_head(x, y + 0.5, cfg)
+    with pytest.raises(ValueError, match="whole numbers"):
+        build_scorer("msp", hidden=4, epochs=1).fit(Features(pooled=x), np.array(["a", "b"])[y])
+    # whole numbers of any numeric type train and save
+    for labels in (y, y.astype(np.uint8), y.astype(np.float32), y.astype(bool)):
+        s = build_scorer("msp", hidden=4, epochs=1).fit(Features(pooled=x), labels)
+        s.save(tmp_path / str(labels.dtype))
 
 
 def test_head_with_dropout_does_not_depend_on_the_global_rng_nor_change_it():

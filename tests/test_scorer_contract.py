@@ -179,14 +179,65 @@ def test_non_finite_features_are_refused_at_fit_and_score(name, data, fitted):
         get_scorer_class(name)(**_params(name)).fit(bad, labels[:N_TEST])
 
 
+def test_half_float_features_are_checked_without_overflow():
+    # 300 x 512 values of 5..15: their float16 sum overflows to Inf, which read as "0 of 300
+    # images hold NaN or Inf"; feature_norm = -||x||, here -sqrt(512 * 10^2)
+    x = np.full((300, 512), 10.0, np.float16)
+    s = get_scorer_class("feature_norm")().fit(Features(pooled=x))
+    np.testing.assert_allclose(s.score(Features(pooled=x[:2])).image_scores, -np.sqrt(512) * 10, rtol=1e-6)
+    x[7, 3] = np.nan
+    with pytest.raises(ValueError, match=r"pooled features of 1 of 300 images hold NaN or Inf"):
+        s.score(Features(pooled=x))
+    # finite values whose sum overflows even in float64 are not refused either
+    assert get_scorer_class("feature_norm")().fit(Features(pooled=np.full((2, 2), 1e308))).is_fitted
+
+
 @pytest.mark.parametrize("name", SCORERS)
-def test_features_of_another_width_are_refused_at_score(name, data, fitted):
+def test_features_of_another_width_are_refused_at_score(name, data, fitted, tmp_path):
     _, _, test_in, _ = data
     field = get_scorer_class(name).requires[0]
     narrow = Features(patches=test_in.patches[..., :-2].copy(), pooled=test_in.pooled[:, :-2].copy())
-    with pytest.raises(ValueError, match=rf"{field} features have width {D - 2}, the scorer was "
-                                         rf"fitted on width {D}"):
-        fitted(name).score(narrow)
+    fitted(name).save(tmp_path / name)
+    for scorer in (fitted(name), Scorer.load(tmp_path / name, progress=False)):  # saved with the scorer
+        with pytest.raises(ValueError, match=rf"{field} features have width {D - 2}, the scorer was "
+                                             rf"fitted on width {D}"):
+            scorer.score(narrow)
+
+
+def test_scorers_saved_without_their_widths_still_load(data, fitted, tmp_path):
+    import json
+
+    from anomaly_inspect.scorers.base import ScorerFormatError
+
+    _, _, test_in, _ = data
+    fitted("feature_norm").save(tmp_path / "m")
+    meta_path = tmp_path / "m" / "scorer.json"
+    meta = json.loads(meta_path.read_text())
+    assert meta["input_widths"] == {"pooled": D}
+    del meta["input_widths"]  # as written before the widths were saved: no width check
+    meta_path.write_text(json.dumps(meta))
+    back = Scorer.load(tmp_path / "m")
+    np.testing.assert_array_equal(back.score(test_in).image_scores,
+                                  fitted("feature_norm").score(test_in).image_scores)
+    assert back.score(Features(pooled=np.full((1, 2), 3.0))).image_scores == pytest.approx([-np.sqrt(18)])
+    meta["input_widths"] = {"pooled": "8"}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ScorerFormatError, match="input_widths must map feature fields to widths"):
+        Scorer.load(tmp_path / "m")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float16])
+def test_lof_filter_takes_patches_of_any_float_type(dtype):
+    from anomaly_inspect.scorers.lof_filter import per_position_lof
+
+    # one position, 4 images in 1-d: 0, 1, 2 and 10 (k = 1). Nearest other: d = 1, 1, 1, 8,
+    # so lrd = 1, 1, 1, 1/8 and LOF = lrd(neighbour) / lrd = 1, 1, 1, 8 (the far one is 8)
+    p = np.array([0.0, 1.0, 2.0, 10.0], dtype).reshape(4, 1, 1, 1)
+    np.testing.assert_allclose(per_position_lof(p, k=1, projection_dim=None).ravel(), [1, 1, 1, 8], rtol=1e-5)
+    rng = np.random.default_rng(0)
+    wide = rng.normal(size=(10, 2, 2, 200)).astype(dtype)  # projected to 128-d (float32)
+    np.testing.assert_array_equal(per_position_lof(wide), per_position_lof(wide.astype(np.float32)))
+    get_scorer_class("softpatch")(**_params("softpatch")).fit(Features(patches=wide))
 
 
 def test_save_before_fit_and_a_wrong_runtime_switch_say_what_is_wrong(tmp_path, fitted):

@@ -65,10 +65,12 @@ class Scorer(ABC):
             arr = getattr(features, field, None)
             if arr is None:
                 continue
-            if arr.dtype.kind in "fc" and arr.size and not np.isfinite(np.add.reduce(arr, None)):
+            if arr.dtype.kind in "fc" and arr.size and not _sum_is_finite(arr):
+                # the sum (one fast pass) can also overflow on finite values: count for sure
                 bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
-                raise ValueError(f"{type(self).__name__}.{stage}: {field} features of "
-                                 f"{int(bad.sum())} of {len(arr)} images hold NaN or Inf values")
+                if bad.any():
+                    raise ValueError(f"{type(self).__name__}.{stage}: {field} features of "
+                                     f"{int(bad.sum())} of {len(arr)} images hold NaN or Inf values")
             if stage == "score" and fitted and fitted.get(field, arr.shape[-1]) != arr.shape[-1]:
                 raise ValueError(f"{type(self).__name__}.score: {field} features have width "
                                  f"{arr.shape[-1]}, the scorer was fitted on width {fitted[field]}")
@@ -145,6 +147,9 @@ class Scorer(ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         meta = {"format_version": SCORER_FORMAT_VERSION, "name": self.name, "params": self.get_params()}
+        widths = getattr(self, "_input_widths", None)
+        if widths:  # the feature widths of the fit, which score checks
+            meta["input_widths"] = widths
         (directory / "scorer.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
         state = {k: np.ascontiguousarray(v) for k, v in self.get_state().items()}
         save_file(state, str(directory / "scorer_state.safetensors"))
@@ -195,6 +200,14 @@ class Scorer(ABC):
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ScorerFormatError(f"{state_path}: does not match the scorer described in "
                                     f"{meta_path.name} ({type(exc).__name__}: {exc})") from None
+        # files written before the widths were saved lack them: score then skips that check
+        widths = meta.get("input_widths")
+        if widths is not None:
+            if not (isinstance(widths, dict) and all(
+                    isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths.values())):
+                raise ScorerFormatError(f"{meta_path}: input_widths must map feature fields to "
+                                        f"widths, got {widths!r}")
+            scorer._input_widths = widths
         scorer._fitted = True
         return scorer
 
@@ -221,6 +234,15 @@ def _checking_input(method, stage: str):
             return method(self, features, *args, **kwargs)
     checked._checks_input = True
     return checked
+
+
+def _sum_is_finite(arr: np.ndarray) -> bool:
+    """Whether the sum of ``arr`` is finite: False for any NaN or Inf in it, and (rarely) for
+    finite values whose sum overflows. Half floats are summed in float32, whose range their
+    sums never leave."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = np.add.reduce(arr, None, dtype=np.float32 if arr.dtype == np.float16 else None)
+    return bool(np.isfinite(total))
 
 
 def _jsonable(obj: Any) -> Any:

@@ -100,12 +100,30 @@ def _train_loop(net, z, yt, loss_fn, opt, cfg: HeadConfig, gen: torch.Generator)
             opt.step()
 
 
+def _check_integer_labels(labels: np.ndarray) -> None:
+    """Refuse labels that are not whole numbers (class names, fractions, NaN): the head saves its
+    class values with its weights, as numbers."""
+    if labels.dtype.kind in "biu":
+        return
+    if labels.dtype.kind == "f":
+        whole = np.isfinite(labels) & (labels == np.round(labels))
+        if whole.all():
+            return
+        example = labels[~whole][:1]
+    else:
+        example = labels.ravel()[:1]
+    raise ValueError(f"classifier head: ID class labels must be whole numbers, got {labels.dtype} "
+                     f"labels{f' such as {example.tolist()[0]!r}' if example.size else ''}; "
+                     f"map class names to 0..K-1 first")
+
+
 def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeights:
     """Train the head on ID features ``x`` (N, D) with ID class ``labels`` (N,)."""
     x = np.asarray(x, np.float32)
     labels = np.asarray(labels)
     if x.ndim != 2 or len(x) != len(labels):
         raise ValueError(f"classifier head: need (N, D) features and N labels, got {x.shape} and {labels.shape}")
+    _check_integer_labels(labels)
     classes, y = np.unique(labels, return_inverse=True)
     if len(classes) < 2:
         raise ValueError(f"classifier head: needs at least 2 ID classes, got {classes.tolist()}")

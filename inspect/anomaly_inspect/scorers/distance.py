@@ -32,6 +32,23 @@ def _l2_normalise(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), EPS)
 
 
+#: total variance (trace of the covariance) below this share of the features' mean squared
+#: norm is rounding noise, not spread: features known to ~float32 precision (1e-7) vary less
+MIN_RELATIVE_SPREAD = 1e-12
+
+
+def check_spread(owner: str, cov: np.ndarray, mean_sq_norm: float, around: str = "their mean") -> None:
+    """Refuse a training covariance with (numerically) zero trace: the training features do
+    not vary (``around`` their mean or class means), so a Mahalanobis distance to them is
+    undefined (the pseudo-inverse is 0 and would score every input 0). ``mean_sq_norm``: the
+    mean squared norm of the features."""
+    total = float(np.trace(cov))
+    if not total > MIN_RELATIVE_SPREAD * mean_sq_norm:
+        raise ValueError(f"{owner}: the training features do not vary around {around} (total "
+                         f"variance {total:.3g}, mean squared norm {mean_sq_norm:.3g}): a "
+                         f"Mahalanobis distance needs features with some spread")
+
+
 class Mahalanobis(Scorer):
     """Score = min over class means of the squared Mahalanobis distance (shrunk covariance)."""
 
@@ -39,10 +56,13 @@ class Mahalanobis(Scorer):
     requires = ("pooled",)
 
     def __init__(self, class_conditional: bool = False, shrinkage: float | None = None):
-        check_number(self.name, "shrinkage", shrinkage, 0, 1, allowed=(None,))
+        # shrinkage 0 would leave the covariance singular wherever the training features do
+        # not vary, and its pseudo-inverse blind there: an input differing only in such a
+        # direction would score like a training image
+        check_number(self.name, "shrinkage", shrinkage, 0, 1, low_open=True, allowed=(None,))
         check_flag(self.name, "class_conditional", class_conditional)
         self.class_conditional = class_conditional
-        self.shrinkage = shrinkage  # None = Ledoit-Wolf estimate, else fixed in [0, 1]
+        self.shrinkage = shrinkage  # None = Ledoit-Wolf estimate, else fixed in (0, 1]
         self.means: np.ndarray | None = None
         self.precision: np.ndarray | None = None
 
@@ -67,6 +87,8 @@ class Mahalanobis(Scorer):
             emp = centred.T @ centred / len(centred)
             mu = np.trace(emp) / emp.shape[0]
             cov = (1 - self.shrinkage) * emp + self.shrinkage * mu * np.eye(emp.shape[0])
+        check_spread(self.name, cov, float(np.einsum("nd,nd->", x, x)) / len(x),
+                     "their class means" if self.class_conditional else "their mean")
         self.means = means
         self.precision = np.linalg.pinv(cov, hermitian=True)
         self._fitted = True

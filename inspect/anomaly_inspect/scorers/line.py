@@ -17,6 +17,7 @@ from scipy.special import logsumexp
 
 from ..core import Features
 from .classifier_scorers import HeadScorer
+from .ood_baselines import clip_threshold
 from .params import check_number
 
 
@@ -77,10 +78,8 @@ class LINe(HeadScorer):
         self.contrib = contribution_matrix(a, y, self.head.w2)
         if self.clip_value is not None:
             self.clip = float(self.clip_value)
-        else:
-            self.clip = float(np.percentile(a, self.clip_percentile))
-            if self.clip <= 0:  # mostly inactive units: take the percentile of active ones
-                self.clip = float(np.percentile(a[a > 0], self.clip_percentile))
+        else:  # ReAct's rule (the percentile of the active units where most are inactive)
+            self.clip = clip_threshold(a, self.clip_percentile)
 
     def confidence(self, x: np.ndarray) -> np.ndarray:
         return line_energy(self.head.hidden(x), self.head.w2, self.head.b2, self.contrib,

@@ -68,7 +68,9 @@ def per_position_lof(
     flat = patches.reshape(n, h * w, d)
     with Progress(h * w, "LOF filter", unit="pos", enabled=progress) as bar:
         for p in range(h * w):  # one exact kNN of n points per position
-            x = random_projection(torch.from_numpy(np.ascontiguousarray(flat[:, p])), projection_dim, seed)
+            # float32 whatever the patches' dtype: the projection matrix is float32
+            x = random_projection(torch.from_numpy(np.ascontiguousarray(flat[:, p], dtype=np.float32)),
+                                  projection_dim, seed)
             scores[p] = local_outlier_factor(x.numpy(), k)
             bar.update(1)
     return scores.T.reshape(n, h, w)

@@ -26,15 +26,23 @@ def feature_norm(a: np.ndarray, p: float = 2.0) -> np.ndarray:
     return np.linalg.norm(_as_2d(a), ord=p, axis=1)
 
 
-def block_feature_norm(maps: np.ndarray) -> np.ndarray:
+def block_feature_norm(maps: np.ndarray, valid: np.ndarray | None = None) -> np.ndarray:
     """Yu et al. (CVPR 2023): ReLU, per-channel L2 over H x W, mean over channels.
 
-    ``maps``: (N, H, W, C) channels-last block outputs -> (N,) confidences.
+    ``maps``: (N, H, W, C) channels-last block outputs -> (N,) confidences. ``valid`` (N, H, W):
+    the cells on the image; the others (padding) are left out of the L2, so that each image's
+    norm is that of its own map.
     """
     maps = np.asarray(maps, dtype=np.float64)
     if maps.ndim != 4:
         raise ValueError(f"block feature norm needs (N, H, W, C) maps, got shape {maps.shape}")
-    per_channel = np.sqrt((np.maximum(maps, 0.0) ** 2).sum(axis=(1, 2)))  # (N, C)
+    active = np.maximum(maps, 0.0)
+    if valid is not None:
+        if np.shape(valid) != maps.shape[:3]:
+            raise ValueError(f"block feature norm: valid mask of shape {np.shape(valid)} for maps "
+                             f"of shape {maps.shape}")
+        active *= np.asarray(valid, dtype=bool)[..., None]
+    per_channel = np.sqrt((active ** 2).sum(axis=(1, 2)))  # (N, C)
     return per_channel.mean(axis=1)
 
 
@@ -92,14 +100,16 @@ class FeatureNorm(_Stateless):
 
 
 class BlockFeatureNorm(_Stateless):
-    """Score = -block feature norm of a block's (N, h, w, C) maps (``Features.patches``)."""
+    """Score = -block feature norm of a block's (N, h, w, C) maps (``Features.patches``), over
+    the cells on the image (``Features.valid``) only."""
 
     name = "block_feature_norm"
     requires = ("patches",)
 
     def score(self, features: Features) -> ScoreResult:
         self._check_fitted()
-        return ScoreResult((-block_feature_norm(self._input(features))).astype(np.float32))
+        maps = self._input(features)
+        return ScoreResult((-block_feature_norm(maps, features.valid)).astype(np.float32))
 
 
 class NAN(_Stateless):

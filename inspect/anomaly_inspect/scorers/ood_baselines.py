@@ -46,7 +46,8 @@ PERTURB_BATCH = 8  # images per backward pass in ODIN.perturb (bounds its activa
 
 def clip_threshold(a: np.ndarray, percentile: float) -> float:
     """ReAct's clip value: the percentile of the training activations; if that is 0 (mostly
-    inactive ReLU units), the percentile of the active ones (as LINe does)."""
+    inactive ReLU units), the percentile of the active ones. With no active unit at all it is 0
+    (every activation is clipped to 0, leaving the energy of the bias). LINe uses it too."""
     c = float(np.percentile(a, percentile))
     if c <= 0 and (a > 0).any():
         c = float(np.percentile(a[a > 0], percentile))

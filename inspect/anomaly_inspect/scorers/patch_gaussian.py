@@ -5,8 +5,8 @@ by patch they stand out. Unlike PaDiM (one Gaussian per position, for aligned
 objects) the Gaussian is shared by all positions, since lesions and artefacts
 sit anywhere in the image. The covariance is accumulated batch by batch (sums
 of x and x x^T in float64), so fitting holds one D x D matrix, not the patches;
-it is shrunk towards a scaled identity by ``shrinkage`` (default 0.01, fixed a
-priori as a numerical regulariser) and inverted once.
+it is shrunk towards a scaled identity by ``shrinkage`` (in (0, 1], default 0.01,
+fixed a priori as a numerical regulariser) and inverted once.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import numpy as np
 
 from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
+from .distance import check_spread
 from .params import check_number
 
 
@@ -27,7 +28,9 @@ class PatchMahalanobis(Scorer):
     requires = ("patches",)
 
     def __init__(self, shrinkage: float = 0.01, batch_size: int = 64):
-        check_number(self.name, "shrinkage", shrinkage, 0, 1)
+        # > 0: unshrunk, a singular covariance's pseudo-inverse is blind to the directions in
+        # which no training patch varies (see Mahalanobis)
+        check_number(self.name, "shrinkage", shrinkage, 0, 1, low_open=True)
         check_number(self.name, "batch_size", batch_size, 1, whole=True)
         self.shrinkage = shrinkage
         self.batch_size = batch_size
@@ -53,6 +56,7 @@ class PatchMahalanobis(Scorer):
             raise ValueError(f"patch_mahalanobis: needs at least 2 training patches, got {n}")
         mean = s / n
         cov = ss / n - np.outer(mean, mean)
+        check_spread(self.name, cov, float(np.trace(ss)) / n)
         d = len(mean)
         cov = (1 - self.shrinkage) * cov + self.shrinkage * np.trace(cov) / d * np.eye(d)
         self.mean, self.precision = mean, np.linalg.pinv(cov, hermitian=True)

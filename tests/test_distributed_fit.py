@@ -11,16 +11,13 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.core import Features
 from anomaly_inspect.pipeline import LocalEngine
 from anomaly_inspect.pipeline.engine import run_task
 from anomaly_inspect.pipeline.ray_engine import batch_groups
-from anomaly_inspect.pipeline.remote_fit import (
-    PROBE_STREAM,
-    batch_probes,
-    fit_bank_remote,
-    merge_probes,
-)
+from anomaly_inspect.pipeline.remote_fit import check_distributed_precision, fit_bank_remote
 from anomaly_inspect.scorers.coreset import TwoRoundCoreset, covering_radius, round_one
+from anomaly_inspect.scorers.nn_index import PROBE_STREAM, ProbeSample
 from anomaly_inspect.scorers.patchcore import PatchCore, image_patches
 from layout_writer import write_mvtec
 
@@ -152,6 +149,9 @@ def test_fit_on_engine_saves_a_complete_model(shared_data, tmp_path):
     assert list((out / "backbone").glob("*.onnx"))  # the driver ran its backbone once
     again = load_model(out)
     assert again.scorer.bank_size == model.scorer.bank_size
+    for scorer in (model.scorer, again.scorer):  # the width check holds for a distributed bank
+        with pytest.raises(ValueError, match="the scorer was fitted on width"):
+            scorer.score(Features(patches=np.zeros((1, 4, 4, 7), np.float32)))
     with pytest.raises(ValueError, match="1 calibration images are also training images"):
         fit_on_engine(train, cfg, LocalEngine(), [str(train[0])], 0.2, 0.25, False, 10**8)
 
@@ -249,14 +249,43 @@ def test_distributed_bank_graph_is_checked_on_its_probe_sample(widget, monkeypat
     np.testing.assert_allclose(got[0], np.concatenate(rows)[order], rtol=1e-6)
 
 
-def test_merge_probes_keeps_the_smallest_keys():
+def test_probe_shares_merge_into_the_rows_with_the_smallest_keys():
+    """A batch's share is ProbeSample on the batch's own stream; merged shares keep the rows
+    of every batch with the smallest keys (the sample's first on equal keys), whatever the
+    grouping."""
     rows = np.arange(8, dtype=np.float32).reshape(4, 2)
-    sample = merge_probes(None, (np.array([0.1, 0.5]), rows[:2]), size=3)
-    keys, kept = merge_probes(sample, (np.array([0.3, 0.05]), rows[2:]), size=3)
-    assert keys.tolist() == [0.05, 0.1, 0.3] and kept.tolist() == [[6, 7], [0, 1], [4, 5]]
-    k, r = batch_probes(rows, seed=0, batch=2, size=2)
+    share = ProbeSample(2, seed=0, stream=2).add(rows)
     want = np.random.default_rng((0, PROBE_STREAM, 2)).random(4)
-    assert k.tolist() == sorted(want)[:2] and r.tolist() == rows[np.argsort(want)[:2]].tolist()
+    assert share.rows.tolist() == rows[np.argsort(want)[:2]].tolist()
+    x = np.random.default_rng(5).normal(size=(300, 3)).astype(np.float32)
+    blocks = np.split(x, [40, 41, 200])
+    shares = [ProbeSample(64, seed=3, stream=b).add(block) for b, block in enumerate(blocks)]
+    merged = ProbeSample(64)
+    for share in shares:
+        merged.merge(share)
+    keys = np.concatenate([np.random.default_rng((3, PROBE_STREAM, b)).random(len(block))
+                           for b, block in enumerate(blocks)])
+    assert merged.rows.tobytes() == x[np.argsort(keys, kind="stable")[:64]].tobytes()
+    halves = ProbeSample(64).merge(ProbeSample(64).merge(shares[0]).merge(shares[1]))
+    halves.merge(ProbeSample(64).merge(shares[2]).merge(shares[3]))
+    assert halves.rows.tobytes() == merged.rows.tobytes()
+    assert ProbeSample(64).merge(ProbeSample(64)).rows is None  # nothing seen: no sample
+
+
+def test_distributed_fit_refuses_int8_before_any_batch(widget):
+    """One refusal, before the engine is asked for anything."""
+    cfg, train = widget
+    int8 = ModelConfig.from_dict({**cfg.to_dict(), "backbone": {
+        **cfg.to_dict()["backbone"], "runtime": "onnxruntime", "precision": "int8"}})
+    check_distributed_precision(cfg)  # f32: passes
+
+    class NoEngine:
+        def map(self, *args, **kwargs):
+            raise AssertionError("the engine was asked to run")
+
+    scorer = PatchCore(**{**int8.scorer, "seed": int8.seed, "progress": False})
+    with pytest.raises(ValueError, match="int8 cannot run on a distributed engine"):
+        fit_bank_remote(scorer, NoEngine(), int8, train, 10**8)
 
 
 def test_ray_fit_bank_is_the_same_on_1_or_2_workers_and_shipped(widget, ray_session):
@@ -280,3 +309,18 @@ def test_ray_fit_bank_is_the_same_on_1_or_2_workers_and_shipped(widget, ray_sess
         banks.append(remote.memory_bank)
     np.testing.assert_array_equal(banks[2], banks[0])  # shipped or by path: 2 threads each
     assert no_run_folders()
+
+
+def test_bench_coreset_refuses_int8_on_a_distributed_engine_before_extracting(monkeypatch):
+    """bench-coreset's local rows would take minutes before the distributed fit refused int8:
+    the one refusal runs first."""
+    import types
+
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.evaluation import coreset_bench
+
+    cfg = ModelConfig.from_dict({"backbone": {"runtime": "onnxruntime", "precision": "int8"}})
+    monkeypatch.setattr(coreset_bench, "build", lambda *a, **k: pytest.fail("extracted first"))
+    engine = types.SimpleNamespace(in_process=False)
+    with pytest.raises(ValueError, match="int8 cannot run on a distributed engine"):
+        coreset_bench.bench_coreset(None, cfg, [0.1], ["two_round"], engine=engine)

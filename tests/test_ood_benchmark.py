@@ -178,9 +178,11 @@ def test_fusion_config_errors(tmp_path):
     bad.write_text(base.replace("[nan, mahalanobis]", "[nan, odin]") + "fusions: [{label: f, members: [nan, odin]}]\n")
     with pytest.raises(ConfigError, match=r"members \['odin'\] score perturbed images"):
         load_ood_config(bad)
-    bad.write_text(base + "fusions: [{label: f, members: [nan, mahalanobis], folds: 1}]\n")
-    with pytest.raises(ConfigError, match="folds must be >= 2"):
-        load_ood_config(bad)
+    for folds in ("1", "2.5", "'3'"):  # 2.5 and '3' passed (or failed comparing) before
+        bad.write_text(base + f"fusions: [{{label: f, members: [nan, mahalanobis], folds: {folds}}}]\n")
+        with pytest.raises(ConfigError, match=rf"fusion 'f': folds must be a whole number >= 2, "
+                                              rf"got {folds}"):
+            load_ood_config(bad)
 
 
 def test_pixel_rows_config_errors(tmp_path):
@@ -259,3 +261,39 @@ def test_int8_is_calibrated_on_id_train_and_keys_the_feature_cache(tmp_path, mon
                              for d in described)
     again = run_ood_benchmark(cfg, progress=False)
     assert again["timings_s"]["images_extracted"] == 0 and again["results"] == report["results"]
+
+
+def test_tail_sampler_report_is_the_tailedcore_rows_sampler(tmp_path, monkeypatch):
+    """The report's class sizes come from the sampler the TailedCore row runs (its tail_keep,
+    tail_mass), not a default TailSampler; a second run reads them from the cache."""
+    from anomaly_inspect.data.synthetic import generate_dataset
+    from anomaly_inspect.scorers.tail_sampler import TailSampler
+
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=10, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+    runs = []
+    real = TailSampler.run
+    monkeypatch.setattr(TailSampler, "run", lambda self, x: runs.append(
+        ((self.keep, self.tail_mass), real(self, x))) or runs[-1][1])
+    params = {"coreset_ratio": 0.5, "lof_k": 3, "tail_keep": 0.6, "tail_mass": 0.4}
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "mvtec_heldout", "splits": ["defects"],
+        "scorers": ["mahalanobis", {"name": "tailedcore", "label": "tc", "params": params}],
+        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
+                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2},
+        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")})
+    report = run_ood_benchmark(cfg, progress=False)
+    (settings, result), = runs  # the row's fit ran it, once
+    assert settings == (0.6, 0.4)
+    ts = report["tail_sampler"]
+    assert ts["sampler"] == {"row": "tc", "keep": 0.6, "tail_mass": 0.4, "embedding": "pooled"}
+    assert ts["histogram"] == result.histogram.tolist() and ts["max_k"] == result.max_k
+    assert ts["n_tail_images"] == len(result.tail_indices)
+    again = run_ood_benchmark(cfg, progress=False)
+    assert len(runs) == 1 and again["timings_s"]["images_extracted"] == 0
+    assert again["tail_sampler"] == ts
+    # no TailedCore row: TailSampler's defaults, said so
+    cfg.scorers = cfg.scorers[:1]
+    plain = run_ood_benchmark(cfg, progress=False)["tail_sampler"]
+    assert plain["sampler"] == {"row": None, "keep": 0.85, "tail_mass": 0.15, "embedding": "pooled"}
+    assert runs[-1][0] == (0.85, 0.15)

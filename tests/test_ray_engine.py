@@ -239,8 +239,9 @@ def test_read_stage_refuses_from_the_size_before_reading(tmp_path, monkeypatch):
 
     files = _hostile_files(tmp_path)
     read = []
-    real = Path.read_bytes
-    monkeypatch.setattr(Path, "read_bytes", lambda self: read.append(self.name) or real(self))
+    real = os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **k: read.append(Path(path).name) or
+                        real(path, *a, **k))
     (first, group), = batch_groups(files, 8)
     table = _read_groups({"first": np.array([first]), "paths": np.array(
         [pickle.dumps(group)], dtype=object)}, max_pixels=1)
@@ -250,6 +251,28 @@ def test_read_stage_refuses_from_the_size_before_reading(tmp_path, monkeypatch):
         "file too large for the pixel budget (65 MiB for at most 1e-06 MP)"]
     assert [blob for blob, _ in shipped] == [b"pixels", b"", b"", b""]
     assert read == ["good.png", "empty.png"]  # neither the link's target nor the big file
+
+
+def test_read_stage_budget_is_the_tasks_own_or_the_default():
+    """The read stage refuses files with the task's ``max_pixels`` (a pipeline task's from its
+    extractor, the distributed fit's from its field, screening's from the driver model's
+    overrides); a task without one gets the default budget."""
+    import types
+
+    from anomaly_inspect.data.image_io import DEFAULT_MAX_PIXELS
+    from anomaly_inspect.pipeline.ray_engine import _max_pixels
+    from anomaly_inspect.pipeline.remote_fit import RemoteFitTask
+    from anomaly_inspect.pipeline.runner import ExtractTask
+    from anomaly_inspect.screening.model import ScoreTask
+
+    extractor = types.SimpleNamespace(batch_size=4,
+                                      transform=types.SimpleNamespace(max_pixels=4321))
+    assert _max_pixels(ExtractTask(extractor)) == 4321
+    assert _max_pixels(RemoteFitTask({}, 1234)) == 1234
+    assert _max_pixels(ScoreTask(overrides={"batch_size": 2, "max_pixels": 999})) == 999
+    in_memory = types.SimpleNamespace(extractor=extractor)
+    assert _max_pixels(ScoreTask(model=in_memory)) == 4321
+    assert _max_pixels(ScoreTask()) == _max_pixels(EchoTask()) == DEFAULT_MAX_PIXELS
 
 
 def test_engine_module_imports_no_torch():

@@ -33,14 +33,6 @@ def check_variants(variants: Sequence[str]) -> None:
         raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(CORESET_VARIANTS)}")
 
 
-def refuse_distributed_int8(cfg: ModelConfig) -> None:
-    """Refuse int8 before any work where a distributed engine fits (its fit refuses it too,
-    after the local rows would have been computed)."""
-    if cfg.backbone.precision == "int8":
-        raise ValueError("bench-coreset: precision int8 cannot run on a distributed engine (its "
-                         "workers do not get the calibrated graph); use --engine local or f32")
-
-
 def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
                   variants: Sequence[str] = ("two_round", "exact"),
                   progress: bool = True, engine: Engine | None = None) -> list[dict]:
@@ -49,7 +41,9 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     fitted on its workers (extraction and round 1 there, round 2 here)."""
     check_variants(variants)
     if engine is not None and not engine.in_process:
-        refuse_distributed_int8(cfg)
+        from ..pipeline.remote_fit import check_distributed_precision
+
+        check_distributed_precision(cfg)
     extractor = build(cfg, progress=progress)[1]
     train_paths = [s.path for s in dataset.train]
     extractor.calibrate(train_paths)  # int8: on this dataset's training images
@@ -70,9 +64,9 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
     holding no features: only the training patches' 128-d projections (a seeded sample of
     ``radius_sample`` of them, when given) for the covering radius. The config's index is kept
     (image scores are exact with any index)."""
-    from ..pipeline.remote_fit import fit_bank_remote
+    from ..pipeline.remote_fit import check_distributed_precision, fit_bank_remote
 
-    refuse_distributed_int8(cfg)
+    check_distributed_precision(cfg)
     runner = Runner(build(cfg, progress=False)[1], progress=progress)
     params = {**cfg.scorer, "seed": cfg.seed, "progress": False}
     local, remote = PatchCore(**params), PatchCore(**params)

@@ -44,7 +44,7 @@ from ..resources import peak_rss_mb
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
 from ..scorers.params import check_number
-from ..scorers.tail_sampler import TailSampler
+from ..scorers.tail_sampler import TailSampler, TailSamplerResult
 from .fusion import NormalCalibration, crossfit_folds, crossfit_scores, fuse
 from .ood import CONVENTION, ood_metrics, orientation
 
@@ -139,8 +139,7 @@ class FusionSpec:
         if len(self.members) < 2 or len(set(self.members)) != len(self.members):
             raise ValueError(f"fusion '{self.label}': members must be two or more distinct row labels, "
                              f"got {self.members}")
-        if self.folds < 2:
-            raise ValueError(f"fusion '{self.label}': folds must be >= 2, got {self.folds}")
+        check_number(f"fusion '{self.label}'", "folds", self.folds, 2, whole=True)
 
 
 @dataclass
@@ -336,16 +335,17 @@ def extract_arrays(runner: Runner, samples: list[Sample], on_patches, progress: 
 
 
 def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
-    if spec.input in ("pooled", "pixels"):
+    """What a row that does not read patches fits and scores on (its input was checked by
+    :class:`ScorerSpec`): a block's norms for ``block:...``, else (pooled, pixels) the pooled
+    embedding."""
+    if not spec.input.startswith("block:"):
         return Features(pooled=arrays["pooled"])
-    if spec.input.startswith("block:"):
-        key = "block_" + spec.input.split(":", 1)[1]
-        if key not in arrays:
-            raise ConfigError(f"scorer '{spec.label}': no block '{spec.input}'; available: "
-                              f"{', '.join('block:' + k[6:] for k in arrays if k.startswith('block_'))}")
-        # per-channel L2 norms as 1x1 maps: the block feature norm of these equals that of the maps
-        return Features(patches=arrays[key][:, None, None, :])
-    raise ConfigError(f"scorer '{spec.label}': unknown input '{spec.input}'")
+    key = "block_" + spec.input.split(":", 1)[1]
+    if key not in arrays:  # a config without layers names the backbone's blocks at run time
+        raise ConfigError(f"scorer '{spec.label}': no block '{spec.input}'; available: "
+                          f"{', '.join('block:' + k[6:] for k in arrays if k.startswith('block_'))}")
+    # per-channel L2 norms as 1x1 maps: the block feature norm of these equals that of the maps
+    return Features(patches=arrays[key][:, None, None, :])
 
 
 def _image_scores(runner: Runner, spec: ScorerSpec, scorer, arrays: dict) -> np.ndarray:
@@ -405,6 +405,14 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         return ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
             get_scorer_class(s.name).runtime_kwargs(progress=progress, patch_maps=False) | s.params
 
+    # the TailSampler report: the first TailedCore row's sampler (its fit runs it; the result
+    # is cached beside the row's scores), else TailSampler's defaults on the pooled embedding
+    tail_spec = next((s for s in patch_specs if s.name == "tailedcore"), None)
+    tail_desc = tail_result = None
+    if tail_spec is not None:
+        tail_desc = desc("id_train", pc_extra[tail_spec.label] | {"kind": "tail_sampler"})
+        tail_result = _tail_from_arrays(cache.load(tail_desc))
+
     arrays: dict[str, dict] = {}
     patch_scores: dict[str, dict[str, np.ndarray]] = {s.label: {} for s in patch_specs}
     for s in patch_specs:
@@ -415,7 +423,8 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             if (hit := cache.load(desc("id_train", cv_extra(s.label, folds)))) is not None:
                 cv[s.label, folds] = hit["scores"]
     need_patch = [s for s in patch_specs if len(patch_scores[s.label]) < len(sets) - 1
-                  or any((s.label, f) not in cv for f in cv_folds.get(s.label, ()))]
+                  or any((s.label, f) not in cv for f in cv_folds.get(s.label, ()))
+                  or (s is tail_spec and tail_result is None)]
     fitted_patch = {}
     n_extracted = 0
     t1 = time.perf_counter()
@@ -453,6 +462,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                     fitted_patch[s.label] = build_scorer(s.name, **row_params(s))
                     patch_runner.fit_features({s.label: fitted_patch[s.label]}, train_patches,
                                               data.id_train_labels, train_context)
+                    if s is tail_spec:
+                        tail_result = fitted_patch[s.label].tail_result
+                        cache.save(tail_desc, _tail_arrays(tail_result))
                     for folds in sorted(cv_folds.get(s.label, ())):
                         if (s.label, folds) in cv:
                             continue
@@ -561,6 +573,10 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         fusions[fu.label] = {"members": fu.members, "folds": fu.folds,
                              "normal_calibration": {m: c.to_dict() for m, c in zip(fu.members, cals, strict=True)},
                              "source": "median / MAD of each member's cross-fitted ID-train scores"}
+    if tail_spec is None:
+        tail_result = TailSampler().run(arrays["id_train"]["pooled"])
+    sampler = _sampler_settings(tail_spec and build_scorer(tail_spec.name, **row_params(tail_spec)),
+                                tail_spec)
     return {
         "benchmark": cfg.benchmark,
         "dataset": data.name,
@@ -577,7 +593,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         "nuisance": {f"colour_k{k}": {**p.describe(), "shift": asdict(ColourShift()),
                                       "source": "ID-train images and one colour-shifted copy of each"}
                      for k, p in projections.items()},
-        "tail_sampler": tail_sampler_report(arrays["id_train"]["pooled"], data.id_train_labels),
+        "tail_sampler": tail_sampler_report(tail_result, data.id_train_labels, sampler),
         "synthetic": synth_info,
         "backbone": {"name": backbone.name, "layers": list(backbone.layers),
                      "weights": backbone.weight_source.to_dict(), "image_size": cfg.features.image_size},
@@ -656,12 +672,36 @@ def _colour_shifted_train(runner: Runner, train: list[Sample], cache: FeatureCac
     return out, len(train)
 
 
-def tail_sampler_report(pooled: np.ndarray, labels: np.ndarray) -> dict:
-    """TailSampler's class-size estimates on the ID training set (label-free); the true ID
-    class counts are listed beside them for reading only."""
-    r = TailSampler().run(pooled)
+def _tail_arrays(result: TailSamplerResult) -> dict[str, np.ndarray]:
+    return {"class_sizes": result.class_sizes, "thresholds": result.thresholds,
+            "histogram": result.histogram, "max_k": np.array([result.max_k]),
+            "tail_indices": result.tail_indices}
+
+
+def _tail_from_arrays(arrays: dict[str, np.ndarray] | None) -> TailSamplerResult | None:
+    if arrays is None:
+        return None
+    return TailSamplerResult(arrays["class_sizes"], arrays["thresholds"], arrays["histogram"],
+                             int(arrays["max_k"][0]), arrays["tail_indices"])
+
+
+def _sampler_settings(scorer, spec: ScorerSpec | None) -> dict:
+    """Which sampler the report ran: a TailedCore row's (``scorer``, built as the row is), or
+    TailSampler's defaults on the pooled embedding."""
+    if scorer is None:
+        sampler = TailSampler()
+        return {"row": None, "keep": sampler.keep, "tail_mass": sampler.tail_mass,
+                "embedding": "pooled"}
+    return {"row": spec.label, "keep": scorer.tail_keep, "tail_mass": scorer.tail_mass,
+            "embedding": scorer.embedding}
+
+
+def tail_sampler_report(r: TailSamplerResult, labels: np.ndarray, sampler: dict) -> dict:
+    """TailSampler's class-size estimates on the ID training set (label-free), from the
+    ``sampler`` the run configured (see :func:`_sampler_settings`); the true ID class counts
+    are listed beside them for reading only."""
     sizes = r.class_sizes
-    return {"histogram": r.histogram.tolist(), "max_k": int(r.max_k),
+    return {"sampler": sampler, "histogram": r.histogram.tolist(), "max_k": int(r.max_k),
             "n_tail_images": int(len(r.tail_indices)), "n_images": int(len(sizes)),
             "predicted_size_by_id_class": {str(c): {"median": float(np.median(sizes[labels == c])),
                                                     "tail": int(r.is_tail[labels == c].sum())}

@@ -28,7 +28,10 @@ T = TypeVar("T", covariant=True)
 
 @runtime_checkable
 class BatchTask(Protocol[T]):
-    """The per-batch step. ``batch_size`` paths (fewer at the end) make one output."""
+    """The per-batch step. ``batch_size`` paths (fewer at the end) make one output. A task
+    that reads its images with a pixel budget of its own names it in ``max_pixels`` (an
+    engine that reads the files for its workers refuses larger ones unread); one without
+    it reads with the default budget."""
 
     batch_size: int
 

@@ -120,11 +120,9 @@ def _read_groups(batch: dict[str, np.ndarray], max_pixels: int):
 
 
 def _max_pixels(task: BatchTask) -> int:
-    """The pixel budget ``task`` reads images with (screening's ScoreTask keeps it in its
-    ``overrides``): the read stage refuses larger files before reading them."""
+    """The pixel budget ``task`` reads images with: the read stage refuses larger files before
+    reading them."""
     value = getattr(task, "max_pixels", None)
-    if value is None:
-        value = (getattr(task, "overrides", None) or {}).get("max_pixels")
     return DEFAULT_MAX_PIXELS if value is None else int(value)
 
 

@@ -6,8 +6,9 @@ images and runs round 1 of the two-round coreset on that batch's patches
 travel to the driver, which runs round 2 once over their union
 (``TwoRoundCoreset.add_round_one`` / ``finish``): the composable-coreset scheme of
 Malkomes et al. (NeurIPS 2015). Each batch also sends its share of the probe sample an HNSW
-bank is checked on (:func:`batch_probes`), and the bank is installed as the one-machine fit
-installs it (``PatchCore.install_coreset``). Round 1 and the probes are seeded by
+bank is checked on (a :class:`~..scorers.nn_index.ProbeSample` on the batch's own stream;
+the driver merges them), and the bank is installed as the one-machine fit installs it
+(``PatchCore.install_coreset``). Round 1 and the probes are seeded by
 ``(seed, batch number)``, so the bank depends on the images, their order and the batch
 size only: not on the number of workers, nor on where the files live. Images listed after
 the training set (``then``: a fit's calibration images) go through the same pass and actor
@@ -30,33 +31,10 @@ from ..features.extractor import Features
 from ..progress import Progress
 from ..scorers import Scorer
 from ..scorers.coreset import round_one
-from ..scorers.nn_index import HNSW_CHECK_PROBES
+from ..scorers.nn_index import ProbeSample
 from ..scorers.patchcore import PatchCore, image_patches
 from .builders import build
 from .engine import Engine
-
-PROBE_STREAM = 0x5EA4C4  # the probe keys' stream, as nn_index.ProbeSample draws its own
-
-
-def batch_probes(rows: np.ndarray, seed: int, batch: int,
-                 size: int = HNSW_CHECK_PROBES) -> tuple[np.ndarray, np.ndarray]:
-    """Batch ``batch``'s share of the probe sample: a key per row drawn from ``(seed,
-    batch)``, and the ``size`` rows with the smallest keys (keys, rows). Merged over every
-    batch (:func:`merge_probes`) they are the rows of all batches with the smallest keys."""
-    keys = np.random.default_rng((seed, PROBE_STREAM, batch)).random(len(rows))
-    keep = np.argsort(keys, kind="stable")[:size]
-    return keys[keep], np.ascontiguousarray(rows[keep], np.float32)
-
-
-def merge_probes(sample: tuple[np.ndarray, np.ndarray] | None,
-                 part: tuple[np.ndarray, np.ndarray],
-                 size: int = HNSW_CHECK_PROBES) -> tuple[np.ndarray, np.ndarray]:
-    """The ``size`` rows with the smallest keys of a sample and a batch's share."""
-    if sample is None:
-        return part
-    keys = np.concatenate([sample[0], part[0]])
-    keep = np.argsort(keys, kind="stable")[:size]
-    return keys[keep], np.concatenate([sample[1], part[1]])[keep]
 
 
 @dataclass
@@ -64,7 +42,7 @@ class ExtractedPart:
     """One batch's outcome: readable / unreadable positions (in the task's paths); the round-1
     picks of its training images (``chunks``, ``rows``, ``n_rows``, and ``valid``: which patch
     cells of those images the rows were numbered over, for provenance), their share of the
-    probe sample (``probes``: keys, rows) and the ``features`` of its other images (positions
+    probe sample (``probes``) and the ``features`` of its other images (positions
     ``featured``)."""
 
     indices: list[int]
@@ -73,7 +51,7 @@ class ExtractedPart:
     chunks: list[np.ndarray] | None = None
     rows: np.ndarray | None = None
     valid: np.ndarray | None = None
-    probes: tuple[np.ndarray, np.ndarray] | None = None
+    probes: ProbeSample | None = None
     featured: list[int] = dataclasses.field(default_factory=list)
     features: Features | None = None
 
@@ -123,7 +101,7 @@ class RemoteFitTask:
                 part.n_rows, part.chunks = len(patches), chunks
                 part.valid = feats.valid_mask()
                 part.rows = np.ascontiguousarray(patches[np.concatenate(chunks)], np.float32)
-                part.probes = batch_probes(patches, s.seed, number)
+                part.probes = ProbeSample(seed=s.seed, stream=number).add(patches)
             number += 1
             yield len(b.indices) + len(b.errors), part
 
@@ -134,14 +112,21 @@ def check_distributable(scorer: Scorer) -> None:
                          f"'{scorer.name}'; use --engine local for it")
 
 
+def check_distributed_precision(cfg: ModelConfig) -> None:
+    """The refusal of precision int8 for a distributed fit (every distributed fit passes it;
+    a caller with work to do before the fit calls it first)."""
+    if cfg.backbone.precision == "int8":
+        raise ValueError("precision int8 cannot run on a distributed engine: it is calibrated "
+                         "where the model is fitted, and a distributed fit does not ship the "
+                         "calibrated graph to its workers; use --engine local or precision f32")
+
+
 def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
                   features_for: frozenset[bytes], max_pixels: int,
                   progress: Progress | None = None) -> Iterator[ExtractedPart]:
     """:class:`RemoteFitTask` over ``paths`` on ``engine``, batch by batch, in order; positions
     are ``paths``' indices."""
-    if cfg.backbone.precision == "int8":
-        raise ValueError("precision int8 is calibrated where the model is fitted; a distributed "
-                         "fit does not ship the calibrated graph to its workers yet")
+    check_distributed_precision(cfg)
     task = RemoteFitTask(cfg.to_dict(), max_pixels, features_for, cfg.features.batch_size)
     offset = 0
     for part in engine.map(task, list(paths), progress):
@@ -174,7 +159,7 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
     ok: list[int] = []
     errors: list[tuple[int, str]] = []
     valid: list[np.ndarray] = []
-    probes: tuple[np.ndarray, np.ndarray] | None = None
+    probes = ProbeSample()  # the batches' shares, merged
     finished = False
     for part in extract_parts(engine, cfg, [*paths, *then], then_keys, max_pixels, progress):
         ok += [i for i in part.indices if i < n]
@@ -182,7 +167,7 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
         if part.chunks is not None:
             coreset.add_round_one(part.chunks, part.rows, part.n_rows)
             valid.append(part.valid)
-            probes = merge_probes(probes, part.probes)
+            probes.merge(part.probes)
         then_errors = [(i - n, r) for i, r in part.errors if i >= n]
         if part.featured or then_errors:  # training images done: outputs arrive in order
             if not finished:
@@ -198,9 +183,9 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
 
 
 def _finish(scorer: PatchCore, coreset, ok: list[int], valid: list[np.ndarray],
-            probes: tuple[np.ndarray, np.ndarray] | None, n: int) -> None:
+            probes: ProbeSample, n: int) -> None:
     """Round 2, and the bank with its provenance (numbering the readable images in order,
     as the model lists them) and its search index checked on the merged probe sample."""
     if not ok:
         raise ValueError(f"none of the {n} training images could be read")
-    scorer.install_coreset(coreset, valid, None if probes is None else probes[1])
+    scorer.install_coreset(coreset, valid, probes.rows)

@@ -72,18 +72,36 @@ def graph_excess(index: faiss.Index, probes: np.ndarray, exact: np.ndarray) -> f
     return float((nearest_distances(index, probes) - exact).mean() / max(float(exact.mean()), 1e-12))
 
 
+PROBE_STREAM = 0x5EA4C4  # the probe keys' random stream (with the seed, and a block's stream)
+
+
 class ProbeSample:
     """A seeded uniform sample of ``size`` rows of blocks streamed past (the rows with the
-    smallest random keys), for checking a search index on data it does not hold."""
+    smallest random keys), for checking a search index on data it does not hold.
 
-    def __init__(self, size: int = HNSW_CHECK_PROBES, seed: int = 0):
+    ``stream``: the keys are drawn from a stream of their own (a distributed fit's batch
+    number), so that samples of disjoint blocks, each drawn on its own stream where the block
+    is, :meth:`merge` into the sample of their union, whichever worker drew which."""
+
+    def __init__(self, size: int = HNSW_CHECK_PROBES, seed: int = 0, stream: int | None = None):
         self.size = size
-        self._rng = np.random.default_rng((seed, 0x5EA4C4))
+        self._rng = np.random.default_rng((seed, PROBE_STREAM) if stream is None
+                                          else (seed, PROBE_STREAM, stream))
         self._keys = np.empty(0)
         self.rows: np.ndarray | None = None
 
     def add(self, rows: np.ndarray) -> ProbeSample:
-        keys = self._rng.random(len(rows))
+        """Rows streamed past: each drawn a key."""
+        return self._keep(self._rng.random(len(rows)), rows)
+
+    def merge(self, other: ProbeSample) -> ProbeSample:
+        """Another sample's rows with the keys they were drawn (rows this sample has not seen;
+        ``other`` drew its keys on a stream of its own)."""
+        return self if other.rows is None else self._keep(other._keys, other.rows)
+
+    def _keep(self, keys: np.ndarray, rows: np.ndarray) -> ProbeSample:
+        """The ``size`` rows with the smallest keys of the sample and ``rows`` (on equal keys,
+        the sample's first)."""
         if self.rows is not None and len(self._keys) >= self.size:
             low = keys < self._keys.max()  # only these can enter the sample
             keys, rows = keys[low], rows[low]

@@ -226,6 +226,7 @@ class PatchCore(Scorer):
         cells, in order) and, for an HNSW index, the graph checked on ``probes`` (a sample of
         the training patches)."""
         positions, rows = self.finish_coreset(coreset, rows=True)
+        self._input_widths = {"patches": rows.shape[1]}  # a distributed fit sees no Features
         self._set_bank(np.ascontiguousarray(rows),
                        provenance=Provenance.of_cells(np.concatenate(valid), positions),
                        probes=probes)

@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ScoredImage:
-    """One screened image. ``error`` is set (and the numbers are NaN) when it could not be read."""
+    """One screened image. ``error`` is set (and the numbers are NaN) when it could not be read;
+    ``p_value`` is also NaN for a model saved without its calibration scores."""
 
     path: str
     score: float
@@ -200,6 +201,14 @@ class ScoreTask:
     model_origin: str | None = None  # where model_files came from, for errors
     thumb_size: int | None = None  # send thumbnails, not model inputs (see Model.iter_score)
     flagged_inputs: bool = False  # ... except for flagged images (uint8 model inputs)
+
+    @property
+    def max_pixels(self) -> int | None:
+        """The pixel budget the workers read with: the driver model's (``overrides``), or the
+        in-memory model's own; None = the default."""
+        if self.overrides and self.overrides.get("max_pixels") is not None:
+            return int(self.overrides["max_pixels"])
+        return None if self.model is None else self.model.extractor.transform.max_pixels
 
     def setup(self) -> None:
         if self.model is None:

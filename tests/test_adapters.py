@@ -210,3 +210,28 @@ def test_batch_stream_decodes_the_next_batch_only_when_asked(tmp_path, monkeypat
     assert len(got) == 3 and all(np.array_equal(a, b) for a, b in zip(got, expected, strict=True))
     with pytest.raises(ValueError, match="batch size"):
         BatchStream(paths, cfg, batch_size=0)
+
+
+def test_mvtec_refuses_a_training_image_linked_into_test_and_counts_links_once(tmp_path, caplog):
+    """The folder adapter's disjointness check (canonical paths) runs on the MVTec layout too."""
+    cat = write_mvtec(tmp_path, "cat", defects={"crack": 1})
+    leak = cat / "test" / "good" / "leak.png"
+    leak.symlink_to(cat / "train" / "good" / "000.png")
+    with pytest.raises(DatasetLayoutError, match=r"leak\.png: both a training image and a normal "
+                                                 r"test image \(the same file as .*000\.png\)"):
+        load_mvtec(tmp_path, "cat")
+    leak.unlink()
+    (cat / "test" / "crack" / "000.png").rename(tmp_path / "c.png")
+    (cat / "test" / "good" / "000.png").rename(tmp_path / "g.png")
+    (cat / "test" / "crack" / "000.png").symlink_to(tmp_path / "c.png")
+    (cat / "test" / "good" / "000.png").symlink_to(tmp_path / "g.png")
+    (cat / "test" / "good" / "again.png").symlink_to(tmp_path / "g.png")  # a second link
+    with caplog.at_level("WARNING"):
+        ds = load_mvtec(tmp_path, "cat")
+    assert sorted(s.path.name for s in ds.test) == ["000.png", "000.png", "001.png"]
+    assert {s.path.parent.name for s in ds.test if s.path.name == "000.png"} == {"good", "crack"}
+    assert "counted once" in caplog.text and "again.png" in caplog.text
+    (cat / "test" / "good" / "again.png").unlink()
+    (cat / "test" / "good" / "both.png").symlink_to(tmp_path / "c.png")  # normal and anomalous
+    with pytest.raises(DatasetLayoutError, match=r"both an anomalous test image and a normal"):
+        load_mvtec(tmp_path, "cat")

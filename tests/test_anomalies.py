@@ -125,3 +125,65 @@ def test_a_source_too_small_is_an_unreadable_image_naming_it(tmp_path):
     cv2.imwrite(str(src), np.full((12, 40, 3), 128, np.uint8))
     with pytest.raises(ImageReadError, match=r"small\.png: too small for synthetic anomalies: 40 x 12 px"):
         write_anomalies([src], ["cutpaste"], [None], tmp_path / "out", AnomalyRecipe())
+
+
+def _pattern(h, w, seed):
+    """A deterministic textured RGB image from numpy alone (no renderer whose output may change)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float64)
+    rng = np.random.default_rng(seed)
+    c = [np.sin(x / (7 + 3 * k) + k) * np.cos(y / (11 + 2 * k)) * 80 + 120 + rng.normal(0, 6, (h, w))
+         for k in range(3)]
+    return np.clip(np.stack(c, -1), 0, 255).astype(np.uint8)
+
+
+def test_the_recipe_draws_what_it_drew_when_it_was_fixed(tmp_path):
+    """The recipe was fixed before the real test sets were scored (docs/auto_config.md): every
+    family's draws on ordinary shapes (colour and grey), and a written set, hash as they did
+    then (digests computed with the code before the elongated-image scar was added)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for shape, grey in [((256, 256), False), ((200, 320), False), ((256, 256), True), ((96, 64), False)]:
+        img, donor = _pattern(*shape, 1), _pattern(*shape, 2)
+        if grey:
+            img[...], donor[...] = img[..., :1], donor[..., :1]
+        for family in FAMILIES:
+            for s in range(4):
+                out, mask = draw_anomaly(img, family, np.random.default_rng((7, s)), AnomalyRecipe(), donor)
+                digest.update(out.tobytes())
+                digest.update(mask.tobytes())
+    assert digest.hexdigest() == "5231b1c8b32b0dfe5a6b371e2d4d2998321f0c9c546e5bdf0f7f44a750af5e1f"
+    srcs = []
+    for i in range(5):
+        srcs.append(tmp_path / f"n{i}.png")
+        cv2.imwrite(str(srcs[-1]), _pattern(256, 256, 10 + i))
+    rows = write_anomalies(srcs, list(FAMILIES), [srcs[(i + 1) % 5] for i in range(5)], tmp_path / "syn",
+                           AnomalyRecipe(), stream=3)
+    written = hashlib.sha256()
+    for r in rows:
+        written.update(read_image(r.path).tobytes())
+        written.update((read_image(r.mask_path)[..., 0] > 0).astype(np.uint8).tobytes())
+    assert written.hexdigest() == "d21cfec2dd5b340dde8bb8f564980a7030567d9172b8cc62b44d684316e75772"
+
+
+@pytest.mark.parametrize("shape", [(256, 4096), (4096, 256), (48, 2048)])
+def test_a_scar_on_a_very_elongated_image_is_drawn_along_its_long_side(shape):
+    """A line-scan strip: a scar 0.4 x the short side long cannot cover 0.1 % of it, so the
+    recipe's scar fails all its draws; the scar is then drawn along the long side, in range."""
+    from anomaly_inspect.data.anomalies import _scar
+
+    recipe = AnomalyRecipe()
+    img = _pattern(*shape, 3)
+    n_pix = shape[0] * shape[1]
+    rng = np.random.default_rng(0)
+    short = [_scar(img, rng, recipe.min_area * n_pix * k, None)[1].mean() for k in (1, 5, 20, 49)]
+    assert max(short) < recipe.min_area  # the recipe's own scar cannot reach the range
+    lengths = []
+    for seed in range(10):
+        out, mask = draw_anomaly(img, "scar", np.random.default_rng(seed), recipe)
+        assert recipe.min_area <= mask.mean() <= recipe.max_area
+        assert not ((out != img).any(axis=2) & ~mask).any()
+        assert (out != img).any(axis=2)[mask].mean() > 0.5
+        ys, xs = np.nonzero(mask)
+        lengths.append(max(np.ptp(ys), np.ptp(xs)) + 1)
+    assert max(lengths) > 0.4 * min(shape)  # longer than the short side allows the recipe's scar

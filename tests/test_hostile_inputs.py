@@ -887,3 +887,46 @@ def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys)
                      "--test-normal-dir", str(tmp_path / "good"), "--quiet", *auto]) == 1
         err = capsys.readouterr().err
         assert "the test split needs normal and anomalous images" in err and "2 normal and 0 anomalous" in err
+
+
+# ---------------------------------------------------------------- not a regular file
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
+def test_a_fifo_or_device_is_refused_unread_not_waited_on(tmp_path, monkeypatch):
+    """A FIFO's size is 0 and reading it waits for a writer; a device never ends: both are
+    refused by what they are, in a folder walk, a glob and when named."""
+    fifo = tmp_path / "in" / "pipe.png"
+    fifo.parent.mkdir()
+    os.mkfifo(fifo)
+    os.mkfifo(tmp_path / "in" / "noext")  # content sniffing must not open it either
+    write_image(tmp_path / "in" / "ok.png", rgb_image(8))
+    assert [p.name for p in expand_inputs([tmp_path / "in"])] == ["ok.png"]
+    monkeypatch.chdir(tmp_path)
+    assert sorted(p.name for p in expand_inputs(["in/*"])) == ["ok.png", "pipe.png"]
+    with pytest.raises(ImageReadError, match=r"pipe\.png: not a regular file \(a FIFO"):
+        read_image(fifo)
+    if os.path.exists("/dev/zero"):
+        with pytest.raises(ImageReadError, match=r"/dev/zero: not a regular file \(a character"):
+            read_image("/dev/zero")
+
+
+def test_a_link_is_reported_as_listed_and_labelled_by_its_own_folder(tmp_path, monkeypatch):
+    """expand_inputs tells files apart by canonical path but keeps each as listed: a link in
+    test/crack/ to an image kept elsewhere is a crack image named test/crack/..."""
+    from anomaly_inspect.screening.labels import mvtec_label
+
+    store = tmp_path / "store"
+    a = write_image(store / "z_first.png", rgb_image(8, 1))
+    b = write_image(store / "a_second.png", rgb_image(8, 2))
+    (tmp_path / "test" / "crack").mkdir(parents=True)
+    (tmp_path / "test" / "good").mkdir()
+    (tmp_path / "test" / "crack" / "001.png").symlink_to(a)
+    (tmp_path / "test" / "good" / "002.png").symlink_to(b)
+    (tmp_path / "test" / "good" / "003.png").symlink_to(b)  # a second link: once
+    got = expand_inputs([tmp_path / "test"])
+    assert got == [tmp_path / "test" / "crack" / "001.png", tmp_path / "test" / "good" / "002.png"]
+    assert [mvtec_label(p) for p in got] == [1, 0]
+    monkeypatch.chdir(tmp_path)
+    assert expand_inputs(["test/crack/001.png", str(a)]) == [tmp_path / "test" / "crack" / "001.png"]
+    assert expand_inputs(["test/*/*.png"]) == got

@@ -160,3 +160,141 @@ def test_unreadable_copies_read_with_the_reason_given(tmp_path):
                 read(copy)
             assert err.value.path == copy and err.value.reason == "broken symbolic link (to /gone.png)"
     assert read_image(copy).shape == (16, 16, 3)
+
+
+# ------------------------------------------------ orientation, label masks, fixed scaling
+
+
+def _oriented(path: Path, rgb: np.ndarray, orientation: int, **kw) -> Path:
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rgb).save(path, exif=exif, **kw)
+    return path
+
+
+@pytest.mark.parametrize("orientation", [2, 3, 4, 5, 6, 7, 8])
+def test_a_tiff_is_turned_upright_once_like_png_and_webp(tmp_path, orientation):
+    """OpenCV 5 (and recent Pillow) apply a TIFF's orientation tag themselves: the TIFF must
+    come out as the PNG / WebP with the same tag does (what ImageOps.exif_transpose gives)."""
+    from PIL import Image, ImageOps
+
+    from anomaly_inspect.data.image_io import image_size
+
+    rgb = np.zeros((40, 64, 3), np.uint8)
+    rgb[:10, :20] = 255
+    rgb[30:, 50:, 2] = 200
+    with Image.open(_oriented(tmp_path / "ref.png", rgb, orientation)) as im:
+        upright = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    for name, kw in (("a.png", {}), ("a.tif", {}), ("a.webp", {"lossless": True})):
+        path = _oriented(tmp_path / name, rgb, orientation, **kw)
+        np.testing.assert_array_equal(read_image(path), upright, err_msg=name)
+        assert image_size(path) == (upright.shape[1], upright.shape[0]), name
+        assert read_mask(path).shape == upright.shape[:2], name
+
+
+def test_a_two_level_mask_is_unchanged_and_label_masks_count_every_label(tmp_path):
+    mvtec = np.zeros((8, 8), np.uint8)
+    mvtec[2:5, 2:5] = 255
+    np.testing.assert_array_equal(read_mask(write_image(tmp_path / "m.png", mvtec)), mvtec // 255)
+    labels = np.zeros((8, 8), np.uint8)
+    labels[1:3, 1:3], labels[5:7, 5:7], labels[0, 7] = 1, 2, 7  # class indices
+    np.testing.assert_array_equal(read_mask(write_image(tmp_path / "l.png", labels)), labels > 0)
+    np.testing.assert_array_equal(read_mask(write_image(tmp_path / "l16.png",
+                                                        labels.astype(np.uint16))), labels > 0)
+    soft = mvtec.copy()
+    soft[2, 2], soft[0, 0] = 128, 100  # anti-aliased: still thresholded at the middle
+    expect = mvtec // 255
+    expect[0, 0] = 0
+    np.testing.assert_array_equal(read_mask(write_image(tmp_path / "aa.png", soft)), expect)
+
+
+def test_an_empty_mask_is_said_once_naming_the_file(tmp_path, monkeypatch, caplog):
+    from anomaly_inspect.data import image_io
+
+    monkeypatch.setattr(image_io, "_EMPTY_MASK", [])
+    dark = np.zeros((8, 8), np.uint16)
+    dark[2:4, 2:4], dark[0, 0] = 300, 200  # 16-bit, three levels: nothing above the middle
+    with caplog.at_level("WARNING"):
+        assert not read_mask(write_image(tmp_path / "empty1.png", dark)).any()
+        assert not read_mask(write_image(tmp_path / "empty2.png", np.zeros((8, 8), np.uint8))).any()
+    assert caplog.text.count("marks no pixel") == 1 and "empty1.png" in caplog.text
+
+
+def _tif(path: Path, array: np.ndarray) -> Path:
+    assert cv2.imwrite(str(path), array), path
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED).dtype == array.dtype, "writer changed the type"
+    return path
+
+
+def test_float_tiffs_are_scaled_by_a_fixed_rule_not_by_their_own_maximum(tmp_path):
+    ramp = np.tile(np.linspace(0, 1, 6, dtype=np.float32), (2, 1))  # 0, .2, .4, .6, .8, 1
+    expect = [0, 51, 102, 153, 204, 255]
+    assert read_image(_tif(tmp_path / "a.tif", ramp))[0, :, 0].tolist() == expect
+    over = ramp.copy()
+    over[1, 0] = 1.0001  # one pixel just above 1 used to switch the whole image to [0, 255]
+    assert read_image(_tif(tmp_path / "b.tif", over))[0, :, 0].tolist() == expect
+    wild = ramp.copy()
+    wild[0, 0], wild[0, 1], wild[1, 0] = np.nan, -3.0, 40.0  # clipped to [0, 1]; NaN is 0
+    out = read_image(_tif(tmp_path / "c.tif", wild))
+    assert out[0, :2, 0].tolist() == [0, 0] and out[1, 0, 0] == 255
+    assert read_image(_tif(tmp_path / "d.tif", ramp.astype(np.float64)))[0, :, 0].tolist() == expect
+
+
+def test_wide_and_signed_integer_tiffs_are_scaled_by_their_type_range(tmp_path, monkeypatch, caplog):
+    from anomaly_inspect.data import image_io
+
+    frac = np.array([[0.0, 0.2, 0.5, 1.0]])
+    i16 = np.round(frac * 32767).astype(np.int16)
+    assert read_image(_tif(tmp_path / "i16.tif", i16))[0, :, 0].tolist() == [0, 51, 128, 255]
+    u32 = np.round(frac * (2**32 - 1)).astype(np.uint32)
+    assert read_image(_tif(tmp_path / "u32.tif", u32))[0, :, 0].tolist() == [0, 51, 128, 255]
+    i32 = np.round(frac * (2**31 - 1)).astype(np.int32)
+    assert read_image(_tif(tmp_path / "i32.tif", i32))[0, :, 0].tolist() == [0, 51, 128, 255]
+    negative = i16.copy()
+    negative[0, 0] = -5
+    with pytest.raises(ImageReadError, match=r"neg\.tif: signed 16-bit samples with negative "
+                                             r"values \(down to -5\)"):
+        read_image(_tif(tmp_path / "neg.tif", negative))
+    monkeypatch.setattr(image_io, "_DARK_WIDE", [])
+    small = np.full((2, 2), 70000, np.uint32)  # counts, not a full-range image: nearly black
+    with caplog.at_level("WARNING"):
+        assert read_image(_tif(tmp_path / "small.tif", small)).max() == 0
+        read_image(_tif(tmp_path / "small2.tif", small))
+    assert caplog.text.count("nearly black") == 1 and "small.tif" in caplog.text
+
+
+def test_read_file_reads_no_more_than_the_file_with_an_unbounded_budget(tmp_path):
+    path = write_image(tmp_path / "a.png", rgb_image(8))
+    assert read_file(path, max_pixels=2**62) == path.read_bytes()
+
+
+def test_a_huge_jpeg_is_decoded_alike_with_or_without_a_mask(tmp_path):
+    """Training (no mask) and evaluation (with masks) go through one decode: a JPEG over 16 MP
+    is reduced for both (it was reduced for training only, 9 grey levels apart on average),
+    and its full-size mask follows the reduced image to the model input."""
+    import cv2
+
+    from anomaly_inspect.data.loader import BatchStream
+    from anomaly_inspect.data.transforms import TransformConfig
+
+    rng = np.random.default_rng(0)
+    big = cv2.resize((rng.random((64, 64, 3)) * 255).astype(np.uint8), (4104, 4104),
+                     interpolation=cv2.INTER_CUBIC)
+    path, mask_path = tmp_path / "big.jpg", tmp_path / "big_mask.png"
+    cv2.imwrite(str(path), big, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    mask = np.zeros((4104, 4104), np.uint8)
+    mask[1026:2052, 2052:3078] = 255  # rows 1/4-1/2, columns 1/2-3/4
+    cv2.imwrite(str(mask_path), mask)
+    cfg = TransformConfig(256, None, (0.5,) * 3, (0.5,) * 3)
+    plain = next(iter(BatchStream([path], cfg, 1, None, prefetch=False)))
+    masked = next(iter(BatchStream([path], cfg, 1, [mask_path], prefetch=False)))
+    assert np.array_equal(plain.images[0], masked.images[0])
+    got = masked.masks[0] > 0
+    expected = np.zeros_like(got)
+    expected[64:128, 128:192] = True  # two nearest-neighbour resizes: edges within one cell
+    inner, outer = expected.copy(), expected.copy()
+    inner[64:128, 128:192], inner[65:127, 129:191] = False, True
+    outer[63:129, 127:193] = True
+    assert got[inner].all() and not got[~outer].any()

@@ -420,3 +420,27 @@ def test_make_synthetic_set_reuses_its_manifest_only_for_the_same_sources_and_se
     make_synthetic_set(src[:3], changes[-1][1], out)
     make_synthetic_set(src[:3], changes[-1][1], out)
     assert len(drawn) == 3
+
+
+def test_make_synthetic_set_refuses_sources_that_share_a_file_stem(tmp_path):
+    """Outputs are named by source stem: a/001.png and b/001.png would overwrite each other."""
+    src = [_img(tmp_path / "a" / "001.png", size=64), _img(tmp_path / "b" / "001.png", size=64),
+           _img(tmp_path / "b" / "002.png", size=64)]
+    with pytest.raises(ValueError, match=r"share one with another: .*b/001\.png and .*a/001\.png"):
+        make_synthetic_set(src, SyntheticSpec("chart", "dissimilar"), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert len(make_synthetic_set(src[1:], SyntheticSpec("chart", "dissimilar"), tmp_path / "out")) == 2
+
+
+def test_object_mean_colour_reads_images_as_read_image_does(tmp_path):
+    """A 16-bit image gives the object colour its 8-bit copy gives (PIL's convert('RGB')
+    clipped 16-bit grey to white)."""
+    from anomaly_inspect.data.mvtec_ood import object_mean_colour
+    from layout_writer import write_image
+
+    grey = np.full((48, 64), 20, np.uint8)
+    grey[12:36, 16:40] = 200
+    eight = write_image(tmp_path / "g8.png", grey)
+    sixteen = write_image(tmp_path / "g16.png", grey.astype(np.uint16) * 257)
+    np.testing.assert_allclose(object_mean_colour([eight]), [200, 200, 200])
+    np.testing.assert_allclose(object_mean_colour([sixteen]), [200, 200, 200])

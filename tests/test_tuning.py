@@ -636,3 +636,102 @@ def test_stage_map_key_holds_the_precision_and_keeps_earlier_f32_keys(tmp_path):
     other = Backbone(layers=[2, 3], runtime="onnxruntime", precision="int8")
     calibrate(other, paths[:2], 64, "stretch")  # other calibration images: another entry
     assert maps_of(other).directory not in (plain.directory, quantised.directory)
+
+
+def test_synthetic_copies_of_a_huge_jpeg_differ_from_it_only_inside_the_mask_as_loaded(tmp_path):
+    """The loader decodes a JPEG over 16 MP at a reduced size (no mask to keep aligned); the copy
+    is drawn on that decode, so as model inputs source and copy differ only inside the mask.
+    PNG sources keep the set drawn without the input size (one set for every size)."""
+    import cv2
+
+    from anomaly_inspect.data.anomalies import AnomalyRecipe
+    from anomaly_inspect.data.image_io import read_mask
+    from anomaly_inspect.data.loader import _load_one
+    from anomaly_inspect.data.synthetic import render_sample
+    from anomaly_inspect.data.transforms import TransformConfig, build_transform
+    from anomaly_inspect.tuning.tune import synthetic_set
+
+    paths = []
+    for i in range(4):  # 4100 x 4000 = 16.4 MP, generated here, never committed
+        big = cv2.resize(render_sample("metal", None, i, 128).clean[..., ::-1], (4100, 4000),
+                         interpolation=cv2.INTER_CUBIC)
+        paths.append(tmp_path / f"{i}.jpg")
+        cv2.imwrite(str(paths[-1]), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    settings = TuneSettings(n_folds=2, recipe=AnomalyRecipe(families=("local", "cutpaste")))
+    _, folds, fams = fold_plan(4, settings)
+    sets = {}
+    for size in (64, 96, 320):  # reduced 8x, 8x and 4x for these input sizes
+        sets[size] = synthetic_set(paths, folds, fams, settings, tmp_path / "cache", output_size=size)
+        cfg = TransformConfig(image_size=size)
+        transform = build_transform(cfg)
+        for src, copy in zip(paths, sets[size], strict=True):
+            normal = _load_one(src, None, transform, False, cfg)[0]
+            drawn = _load_one(copy, None, transform, False, cfg)[0]
+            mask = read_mask(copy.with_name(copy.stem + "_mask.png"))
+            mask = cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+            mask = cv2.dilate(mask, np.ones((5, 5), np.uint8)) > 0  # the resize's reach
+            np.testing.assert_array_equal(normal[:, ~mask], drawn[:, ~mask])
+            assert (normal != drawn).any()
+    assert sets[64] == sets[96] and sets[64][0].parent != sets[320][0].parent  # same decodes, same set
+    assert cv2.imread(str(sets[320][0])).shape[:2] == (1000, 1025)
+    pngs = _pngs(tmp_path / "png", 4)
+    plain = synthetic_set(pngs, folds, fams, settings, tmp_path / "cache")
+    assert synthetic_set(pngs, folds, fams, settings, tmp_path / "cache", output_size=32) == plain
+
+
+def test_ensemble_normal_calibration_and_test_scores_share_the_int8_calibration(tmp_path, monkeypatch):
+    """With more training images than ``max_images``, the normal median / MAD of an int8 member
+    is computed with the backbone calibrated on all training images, as its test scores (and
+    ``fit``) are, not on the tuning subset."""
+    import importlib
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from anomaly_inspect.data.mvtec import AnomalyDataset
+    from anomaly_inspect.data.samples import Sample
+    from anomaly_inspect.tuning import judge
+
+    tune = importlib.import_module("anomaly_inspect.tuning.tune")  # the package names a function so
+    train = _pngs(tmp_path / "train", 8)
+    test = _pngs(tmp_path / "test", 2, texture="metal")
+    dataset = AnomalyDataset("x", [Sample(p, 0, "train") for p in train],
+                             [Sample(p, i, "test") for i, p in enumerate(test)])
+    base = ModelConfig()
+    base.backbone.runtime, base.backbone.precision = "onnxruntime", "int8"
+    cand = Candidate.parse("lite0-64-8+16-rows-stretch")
+    digests = {}
+
+    def recording(module, name):
+        real = module.calibrate
+
+        def calibrate(backbone, paths, *a, **k):
+            real(backbone, paths, *a, **k)
+            digests[name] = (len(paths), backbone.calibration_digest)
+
+        monkeypatch.setattr(module, "calibrate", calibrate)
+
+    recording(judge, "test scores")
+    recording(tune, "normal calibration")
+    result = SimpleNamespace(readable=lambda paths: [Path(p) for p in paths])
+    scores = judge.test_scores(dataset, result, [cand], base, tmp_path / "cache", progress=False)
+    cal, = tune.normal_calibrations(train, base, [cand], TuneSettings(n_folds=2, max_images=6),
+                                    tmp_path / "cache", progress=False)
+    assert digests["test scores"] == digests["normal calibration"] and digests["test scores"][0] == 8
+    assert len(scores[cand.name]) == 2 and np.isfinite(cal.median) and cal.mad > 0
+
+
+def test_stage_maps_of_another_pixel_budget_are_another_entry(tmp_path):
+    """Images refused under a small budget are not left out of maps read under a larger one
+    (nor included under a smaller budget than they were extracted with)."""
+    import cv2
+
+    from anomaly_inspect.data.image_io import ImageReadError
+
+    paths = _pngs(tmp_path / "imgs", 3)
+    cv2.imwrite(str(paths[2]), cv2.resize(cv2.imread(str(paths[2])), (96, 96)))
+    small = _maps(paths, tmp_path / "cache", max_pixels=64 * 64, skip_unreadable=True)
+    assert [i for i, _ in small.skipped] == [2]
+    full = _maps(paths, tmp_path / "cache")  # the default budget: all three, no error
+    assert len(full) == 3 and not full.skipped and full.directory != small.directory
+    with pytest.raises(ImageReadError, match=r"002\.png: image larger than the pixel budget"):
+        _maps(paths, tmp_path / "cache", max_pixels=64 * 64)

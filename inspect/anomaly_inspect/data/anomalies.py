@@ -8,7 +8,8 @@ Families (one per drawn anomaly; the region covers 0.1 %-5 % of the image, log-u
 
 * ``cutpaste``: a rectangle of the same image, colour-jittered, pasted elsewhere (CutPaste).
 * ``scar``: a thin rotated rectangle of the same image, colour-jittered, pasted elsewhere
-  (CutPaste-scar).
+  (CutPaste-scar); on a very elongated image where it cannot reach the size range, along the
+  long side.
 * ``texture``: a Perlin-noise blob filled with a foreign procedural texture (the demo's fabric /
   metal, :func:`.synthetic.texture_image`), blended with opacity 0.2-1 (DRAEM-style).
 * ``poisson``: a rectangle of *another* normal image, Poisson-blended in (``cv2.seamlessClone``,
@@ -146,10 +147,17 @@ def _scar(image, rng, area, _donor):
     cy = rng.uniform(half, max(half + 1, shape[0] - half))
     cx = rng.uniform(half, max(half + 1, shape[1] - half))
     box = cv2.boxPoints(((cx, cy), (length, width), angle))
+    sy, sx = rng.uniform(half, max(half + 1, shape[0] - half)), rng.uniform(half, max(half + 1, shape[1] - half))
+    return _fill_scar(image, rng, box, (cy, cx), (sy, sx))
+
+
+def _fill_scar(image, rng, box, centre, source):
+    """The scar ``box`` (corners) filled with the same image around the point ``source`` (y, x),
+    rotated by U[-45°, 45°], moved onto ``centre`` (y, x) and colour-jittered."""
+    shape = image.shape[:2]
+    (cy, cx), (sy, sx) = centre, source
     mask = np.zeros(shape, np.uint8)
     cv2.fillPoly(mask, [np.round(box).astype(np.int32)], 1)
-    # the content: the same image around another point, rotated, moved onto the scar
-    sy, sx = rng.uniform(half, max(half + 1, shape[0] - half)), rng.uniform(half, max(half + 1, shape[1] - half))
     warp = cv2.getRotationMatrix2D((sx, sy), rng.uniform(-45, 45), 1.0)
     warp[:, 2] += (cx - sx, cy - sy)
     moved = cv2.warpAffine(image, warp, (shape[1], shape[0]), flags=cv2.INTER_LINEAR,
@@ -158,6 +166,31 @@ def _scar(image, rng, area, _donor):
     out = image.copy()
     out[mask] = _jitter(rng, moved[mask][None])[0]
     return out, mask
+
+
+def _long_scar(image, rng, area, _donor):
+    """A scar along the image's long side: drawn only where :func:`_scar` found none within the
+    size range in all its draws (an image so elongated, e.g. a 256 x 4096 line-scan strip, that
+    a scar 0.4 x the short side long cannot cover 0.1 % of it). The length is capped at 0.4 x
+    the long side and the tilt off the long axis kept small enough for the scar to fit across
+    the short side."""
+    shape = image.shape[:2]
+    short, long = min(shape), max(shape)
+    width = rng.uniform(2, 8) * max(short / 256, 0.5)
+    length = float(np.clip(area / width, 4 * width, 0.4 * long))
+    tilt = np.degrees(np.arcsin(np.clip((0.8 * short - width) / length, 0, 1)))
+    angle = rng.uniform(-tilt, tilt) + (90 if shape[0] > shape[1] else 0)
+    a = np.radians(angle)
+    ext_x = abs(length * np.cos(a)) + abs(width * np.sin(a))
+    ext_y = abs(length * np.sin(a)) + abs(width * np.cos(a))
+
+    def centre():
+        return (rng.uniform(ext_y / 2 + 2, max(ext_y / 2 + 3, shape[0] - ext_y / 2 - 2)),
+                rng.uniform(ext_x / 2 + 2, max(ext_x / 2 + 3, shape[1] - ext_x / 2 - 2)))
+
+    cy, cx = centre()
+    box = cv2.boxPoints(((cx, cy), (length, width), angle))
+    return _fill_scar(image, rng, box, (cy, cx), centre())
 
 
 def _texture(image, rng, area, _donor):
@@ -255,15 +288,18 @@ def draw_anomaly(image: np.ndarray, family: str, rng: np.random.Generator,
         raise ValueError(f"image too small for synthetic anomalies: {image.shape[:2]}")
     grey = bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
     n_pix = image.shape[0] * image.shape[1]
-    for _ in range(tries):
+    # a scar that fails every draw (a very elongated image) is drawn along the long side next,
+    # from the same generator: every image where the first draws succeed keeps its anomaly
+    draws = [_DRAW[family]] * tries + ([_long_scar] * tries if family == "scar" else [])
+    for draw in draws:
         area = _area_fraction(rng, recipe) * n_pix
-        out, mask = _DRAW[family](image, rng, area, donor)
+        out, mask = draw(image, rng, area, donor)
         frac = mask.sum() / n_pix
         if recipe.min_area <= frac <= recipe.max_area:
             break
     else:
         raise RuntimeError(f"{family}: no mask within {recipe.min_area}-{recipe.max_area} of the image "
-                           f"in {tries} draws (image {image.shape[:2]})")
+                           f"in {len(draws)} draws (image {image.shape[:2]})")
     if grey:  # a grey product stays grey: colour alone must not give the anomaly away
         out[mask] = out[mask].mean(axis=1, keepdims=True).round().astype(np.uint8)
     return out, mask
@@ -282,12 +318,16 @@ class SyntheticAnomaly:
 
 def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Sequence[Path | None],
                     out_dir: Path, recipe: AnomalyRecipe, stream: int = 0,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> list[SyntheticAnomaly]:
+                    max_pixels: int = DEFAULT_MAX_PIXELS,
+                    min_side: int | None = None) -> list[SyntheticAnomaly]:
     """Draw ``families[i]`` on ``sources[i]`` (donor ``donors[i]``) and write PNGs into ``out_dir``,
     then the manifest (:func:`read_anomalies` reads the set back).
 
     Image ``i`` uses the generator seeded ``(recipe.seed, stream, i)``, so each image is
     reproducible on its own. PNG is lossless: pixels outside the mask equal the decoded source.
+    ``min_side``: decode a very large JPEG at the reduced size :func:`.image_io.read_image` gives
+    for it (the loader's decode for model inputs of ``min_side / 2`` pixels), so that the copy
+    differs only inside the mask from the source as the model sees it.
     A source that cannot be read, or is under :data:`MIN_SIDE` pixels, is an
     :class:`ImageReadError` naming it.
     """
@@ -296,12 +336,15 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
     rows = []
     for i, (src, fam, donor) in enumerate(zip(sources, families, donors, strict=True)):
         rng = np.random.default_rng((recipe.seed, stream, i))
-        image = read_image(src, max_pixels)
+        image = read_image(src, max_pixels, min_side)
         if min(image.shape[:2]) < MIN_SIDE:
             raise ImageReadError(src, f"too small for synthetic anomalies: {image.shape[1]} x "
                                       f"{image.shape[0]} px (need at least {MIN_SIDE} on each side)")
-        donor_img = read_image(donor, max_pixels) if donor is not None else None
-        out, mask = draw_anomaly(image, fam, rng, recipe, donor_img)
+        donor_img = read_image(donor, max_pixels, min_side) if donor is not None else None
+        try:
+            out, mask = draw_anomaly(image, fam, rng, recipe, donor_img)
+        except RuntimeError as e:
+            raise RuntimeError(f"{src}: {e}") from None
         path, mask_path = out_dir / f"{i:05d}_{fam}.png", out_dir / f"{i:05d}_{fam}_mask.png"
         if not (cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
                 and cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255)):

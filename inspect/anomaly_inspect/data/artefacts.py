@@ -209,8 +209,11 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
 
     Deterministic: image i uses ``seed`` and i. An existing manifest is reused only when it
     lists these sources in order, with this kind, group, seed and rule, and its images exist;
-    otherwise the set is drawn again.
+    otherwise the set is drawn again. Each output is named by its source's file stem, so
+    sources that share a stem (``a/001.png``, ``b/001.jpg``; compared ignoring case, as some
+    file systems do) are refused: one drawing would overwrite the other.
     """
+    _check_distinct_stems(sources)
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
     if manifest.is_file():
@@ -239,6 +242,23 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
     write_text(manifest, text.getvalue())
     log.info("synthetic %s %s: %d images in %s", spec.group, spec.kind, len(records), out_dir)
     return records
+
+
+def _check_distinct_stems(sources: Sequence[Path]) -> None:
+    """Refuse sources whose outputs would share a name (``<stem>_<kind>_<group>.png``)."""
+    first: dict[str, Path] = {}
+    clashes: list[str] = []
+    for src in sources:
+        stem = Path(src).stem.casefold()
+        if stem in first:
+            clashes.append(f"{src} and {first[stem]}")
+        else:
+            first[stem] = Path(src)
+    if clashes:
+        raise ValueError(f"synthetic artefacts are named by their source's file stem, and "
+                         f"{len(clashes)} source(s) share one with another: "
+                         f"{'; '.join(clashes[:5])}{' ...' if len(clashes) > 5 else ''}; "
+                         f"rename them or draw on sources with distinct names")
 
 
 def _rule(spec: SyntheticSpec) -> tuple[float, ...]:

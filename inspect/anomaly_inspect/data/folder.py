@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .layout import DatasetLayoutError, canonical_path, list_images
+from .layout import DatasetLayoutError, check_disjoint, list_images
 from .mvtec import AnomalyDataset, mask_image_stem
 from .samples import Sample
 
@@ -32,25 +32,11 @@ def load_folders(
     test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]
     test += [Sample(p, 1, "test", Path(d).name) for d in test_anomalous_dirs for p in images(d)]
     masks = None if mask_dir is None else images(mask_dir)
-    _check_disjoint(train, test)
+    check_disjoint(train, test)
     if masks is not None:
         test = _with_masks(test, mask_dir, masks)
     groups = sorted({s.group for s in test})
     return AnomalyDataset(name, train, test, mask_dir is not None, groups)
-
-
-def _check_disjoint(train: list[Sample], test: list[Sample]) -> None:
-    """Refuse a file that two folders bring in twice (e.g. a test folder inside the training
-    folder): the AUROC would be measured on what was fitted, or count an image twice."""
-    role: dict[Path, str] = {}
-    for s in train + test:
-        what = "a training image" if s.split == "train" else (
-            "a normal test image" if s.label == 0 else "an anomalous test image")
-        key = canonical_path(s.path)
-        if key in role:
-            both = f"{what} twice" if role[key] == what else f"both {role[key]} and {what}"
-            raise DatasetLayoutError(f"{s.path}: {both}; the folders must not overlap")
-        role[key] = what
 
 
 def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> list[Sample]:

@@ -1,8 +1,10 @@
 """Robust, memory-bounded image and mask decoding.
 
 Every image comes back as an RGB ``uint8`` array whatever is on disk:
-grayscale, RGBA (alpha dropped), 16-bit (scaled to 8 bit) or palette images,
-turned upright by its EXIF orientation. The header is read first (PIL's lazy
+grayscale, RGBA (alpha dropped), 16-bit, 32-bit or float (scaled to 8 bit by one fixed rule
+per sample type, see :func:`read_image`) or palette images, turned upright by its EXIF
+orientation, exactly once whichever decoder reads it (OpenCV 5 and recent Pillow turn a TIFF
+by its orientation tag on their own; their copy of the tag is reset first). The header is read first (PIL's lazy
 open: size without decoding) and an image above the pixel budget is refused
 before any pixel is decoded; a very large JPEG is decoded at a reduced size
 (DCT scaling) when the caller needs fewer pixels. Anything that cannot be
@@ -15,6 +17,8 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
+import struct
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -38,6 +42,9 @@ _BMP_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 _PROBE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
 _PNG_IEND = b"IEND\xaeB`\x82"
 _DARK_16_BIT: list[Path] = []  # the first 16-bit image with 12-bit values, warned about once
+_DARK_WIDE: list[Path] = []  # the first int16 / uint32 / ... image nearly black
+_EMPTY_MASK: list[Path] = []  # the first mask that marks no pixel, warned about once
+_TIFF_ORIENTATION_TAG = 0x0112
 
 
 class ImageReadError(OSError):
@@ -54,8 +61,11 @@ def is_image_file(path: Path) -> bool:
 
 
 def looks_like_image(path: Path | str) -> bool:
-    """True when the file's first bytes are those of an image format we read."""
+    """True when the file's first bytes are those of an image format we read (a FIFO or device
+    is not opened: reading it could wait forever)."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as fh:
             head = fh.read(18)
     except OSError:
@@ -91,20 +101,60 @@ def unreadable_copies(reasons: Mapping[Path, str]) -> Iterator[None]:
             _UNREADABLE.pop(Path(p), None)
 
 
+def _file_kind(mode: int) -> str:
+    for test, kind in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return kind
+    return "not a file"
+
+
+def _check_regular(path: Path, mode: int) -> None:
+    """Refuse a folder, FIFO, device or socket: its size says nothing and reading it may wait
+    forever or never end."""
+    if stat.S_ISDIR(mode):
+        raise ImageReadError(path, "is a directory, not an image file")
+    if not stat.S_ISREG(mode):
+        raise ImageReadError(path, f"not a regular file ({_file_kind(mode)}); images are read "
+                                   f"from regular files only")
+
+
 def read_file(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     """An image file's bytes; one larger than any image within ``max_pixels`` is refused from
-    its size before it is read. Raises :class:`ImageReadError` naming the reason."""
+    its size before it is read, and at most that much is read (a file that grows meanwhile is
+    refused too). Only a regular file is read: a FIFO, device or socket is refused unopened
+    (and, should one replace the file before it is opened, unread). Raises
+    :class:`ImageReadError` naming the reason."""
     path = Path(path)
     if path in _UNREADABLE:
         raise ImageReadError(path, _UNREADABLE[path])
+    # no format stores a picture in more than 8 bytes per pixel (16-bit RGBA) plus headers
+    limit = 8 * max_pixels + (64 << 20)
+
+    def too_large(size: float) -> ImageReadError:
+        return ImageReadError(path, f"file too large for the pixel budget ({size / 2**20:.0f} "
+                                    f"MiB for at most {max_pixels / 1e6:g} MP)")
     try:
-        size = path.stat().st_size
-        # no format stores a picture in more than 8 bytes per pixel (16-bit RGBA) plus headers
-        limit = 8 * max_pixels + (64 << 20)
-        if size > limit:
-            raise ImageReadError(path, f"file too large for the pixel budget ({size / 2**20:.0f} MiB "
-                                       f"for at most {max_pixels / 1e6:g} MP)")
-        data = path.read_bytes()
+        st = path.stat()
+        _check_regular(path, st.st_mode)
+        if st.st_size > limit:  # refused from its size, unopened
+            raise too_large(st.st_size)
+        # non-blocking: opening a FIFO put in the file's place meanwhile must not wait for a writer
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+        with open(os.open(path, flags), "rb") as fh:
+            st = os.fstat(fh.fileno())
+            _check_regular(path, st.st_mode)
+            if st.st_size > limit:
+                raise too_large(st.st_size)
+            data = fh.read(min(st.st_size, limit) + 1)  # no buffer larger than the file
+            if len(data) > st.st_size:  # it grew since: read on in bounded chunks
+                parts, total = [data], len(data)
+                while total <= limit and (chunk := fh.read(min(1 << 20, limit + 1 - total))):
+                    parts.append(chunk)
+                    total += len(chunk)
+                data = b"".join(parts)
+        if len(data) > limit:
+            raise too_large(len(data))
     except FileNotFoundError:
         if path.is_symlink():
             raise ImageReadError(path, f"broken symbolic link (to {os.readlink(path)})") from None
@@ -160,16 +210,54 @@ def _probe(path: Path, data: bytes) -> _Header | None:
                 # the plugin itself, not Image.open: the budget below replaces PIL's bomb check
                 im = factory(io.BytesIO(data), "")
                 width, height = im.size
+                if im.format == "TIFF":  # as stored: recent Pillow swaps size by orientation
+                    width = int(im.tag_v2.get(256, width))
+                    height = int(im.tag_v2.get(257, height))
                 frames = int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
                 if im.format == "MPO":  # a camera JPEG with extra pictures: the first is the image
                     frames = 1
                 orientation = 1
                 if im.format != "PNG" or "exif" in im.info:  # PNG's getexif() would decode it
-                    orientation = int(im.getexif().get(0x0112, 1) or 1)
+                    orientation = int(im.getexif().get(_TIFF_ORIENTATION_TAG, 1) or 1)
         except Exception:  # noqa: BLE001 - a header PIL cannot parse: let the decoder decide
             continue
         return _Header(width, height, fmt, frames, orientation if 1 <= orientation <= 8 else 1)
     return None
+
+
+def _tiff_upright_as_stored(data: bytes) -> bytes | bytearray:
+    """A TIFF's bytes with the orientation tag of its first IFD (the image) set to 1, so that
+    the decoder returns the pixels as stored and :func:`_orient` turns them once: OpenCV 5
+    applies the tag even with ``IMREAD_UNCHANGED`` (and ``IMREAD_IGNORE_ORIENTATION``),
+    recent Pillow on load, older versions of either do not (or only partly). A copy of the
+    bytes, made only for a TIFF with an orientation; ``data`` itself where there is no such tag
+    to reset."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None:
+        return data
+    try:
+        (magic,) = struct.unpack_from(order + "H", data, 2)
+        if magic == 42:  # classic TIFF: 2-byte entry count, 12-byte entries
+            (ifd,) = struct.unpack_from(order + "I", data, 4)
+            (n,), first, size, value_at = struct.unpack_from(order + "H", data, ifd), ifd + 2, 12, 8
+        elif magic == 43:  # BigTIFF: 8-byte entry count, 20-byte entries
+            (ifd,) = struct.unpack_from(order + "Q", data, 8)
+            (n,), first, size, value_at = struct.unpack_from(order + "Q", data, ifd), ifd + 8, 20, 12
+        else:
+            return data
+        for i in range(min(n, 65535)):
+            pos = first + i * size
+            tag, typ = struct.unpack_from(order + "HH", data, pos)
+            if tag == _TIFF_ORIENTATION_TAG:
+                fmt = {3: "H", 4: "I"}.get(typ)  # SHORT as the standard says, LONG from some writers
+                if fmt is None:
+                    return data
+                out = bytearray(data)
+                struct.pack_into(order + fmt, out, pos + value_at, 1)
+                return out
+    except struct.error:  # a header that ends early: the decoder decides
+        return data
+    return data
 
 
 def _reduction(header: _Header | None, min_side: int | None) -> int:
@@ -217,6 +305,8 @@ def image_size(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
 def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, int]:
     """Decoded array (OpenCV channel order) and the EXIF orientation still to apply."""
     data, header = _checked_header(path, max_pixels)
+    if header is not None and header.format == "TIFF" and header.orientation != 1:
+        data = _tiff_upright_as_stored(data)
     factor = _reduction(header, min_side)
     flags = cv2.IMREAD_UNCHANGED if factor == 1 else (
         {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -233,7 +323,7 @@ def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[n
     return img, header.orientation if header is not None else 1
 
 
-def _decode_pil(path: Path, data: bytes) -> np.ndarray | None:
+def _decode_pil(path: Path, data: bytes | bytearray) -> np.ndarray | None:
     """Formats OpenCV does not read (e.g. GIF in some builds), in OpenCV's channel order."""
     from PIL import Image
 
@@ -257,19 +347,40 @@ def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
-    """8-bit copy of ``img`` without float temporaries the size of the image."""
+#: rows converted at a time from a 32/64-bit integer image (bounds the float temporaries)
+_ROWS_PER_BLOCK = 256
+
+
+def _to_uint8(img: np.ndarray, path: Path) -> np.ndarray:
+    """8-bit copy of ``img`` by the fixed rule of its sample type (see :func:`read_image`),
+    without float temporaries the size of the image; ``img`` itself may be overwritten."""
     if img.dtype == np.uint8:
         return img
     if img.dtype == np.uint16:
         return cv2.convertScaleAbs(img, alpha=1.0 / 257.0)  # rounds like x / 257 + 0.5
     if np.issubdtype(img.dtype, np.floating):
-        hi = float(np.nanmax(img)) if img.size else 1.0
-        scale = 255.0 if hi <= 1.0 else 1.0
-        img = np.nan_to_num(img, copy=False)
-        img *= scale
-        return np.clip(img, 0, 255, out=img).astype(np.uint8)
-    return np.clip(img, 0, 255).astype(np.uint8)
+        img = np.nan_to_num(img, copy=False, nan=0.0, posinf=1.0, neginf=0.0)
+        np.clip(img, 0.0, 1.0, out=img)
+        img *= 255.0
+        img += 0.5  # round to nearest, as for 16 bit
+        return img.astype(np.uint8)
+    if not np.issubdtype(img.dtype, np.integer):
+        raise ImageReadError(path, f"unsupported sample type {img.dtype}")
+    info = np.iinfo(img.dtype)
+    if info.min < 0 and img.size and int(img.min()) < 0:
+        raise ImageReadError(path, f"signed {info.bits}-bit samples with negative values (down to "
+                                   f"{int(img.min())}) have no fixed 8-bit scale; save the image "
+                                   f"as unsigned (or 8/16-bit) data")
+    scale = 255.0 / info.max  # [0, the type's maximum] -> [0, 255]
+    if info.bits <= 16:  # int8 / int16: OpenCV scales and rounds without a float copy
+        return cv2.convertScaleAbs(img, alpha=scale)
+    out = np.empty(img.shape, np.uint8)
+    for r in range(0, img.shape[0], _ROWS_PER_BLOCK):
+        block = img[r:r + _ROWS_PER_BLOCK].astype(np.float64)
+        block *= scale
+        block += 0.5
+        out[r:r + _ROWS_PER_BLOCK] = block
+    return out
 
 
 def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
@@ -279,6 +390,16 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
     ``max_pixels``: refuse larger images before decoding. ``min_side``: a very
     large JPEG may be decoded at 1/2, 1/4 or 1/8 size as long as both sides
     stay at least this long (for callers that downscale anyway).
+
+    Samples become 8 bit by one fixed rule per sample type, never by the image's own range
+    (so that an image's brightness does not depend on its brightest pixel):
+
+    - ``uint8``: as stored; ``uint16``: ``x / 257``, rounded;
+    - other integers (``int8``, ``int16``, ``uint32``, ``int32``, ...): ``[0, the type's
+      maximum]`` to ``[0, 255]``, rounded (``int16``: ``x * 255 / 32767``; ``uint32``:
+      ``x * 255 / (2**32 - 1)``); a signed image with a negative sample is refused (no
+      fixed scale fits it);
+    - floats: ``[0, 1]`` to ``[0, 255]``, rounded; values outside are clipped (``NaN`` is 0).
     """
     path = Path(path)
     raw, orientation = _decode(path, max_pixels, min_side)
@@ -287,7 +408,14 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
         log.warning("%s: a 16-bit image whose values stay below 4096 (12-bit camera data?) is "
                     "scaled as 16-bit and comes out nearly black; convert such images to 8 bit "
                     "(x * 255 / 4095) first (said once)", path)
-    img = _to_uint8(raw)
+    img = _to_uint8(raw, path)
+    if (raw.dtype not in (np.uint8, np.uint16) and np.issubdtype(raw.dtype, np.integer)
+            and not _DARK_WIDE and int(img.max()) < 16 and int(raw.max()) > 0):
+        _DARK_WIDE.append(path)
+        log.warning("%s: a %s image whose values stay below 1/16 of its type's range (max %d) "
+                    "comes out nearly black: integers are scaled from [0, the type's maximum]; "
+                    "convert such images to 8 or 16 bit first (said once)", path, raw.dtype,
+                    int(raw.max()))
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
     elif img.shape[2] == 1:
@@ -305,15 +433,26 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
     """Read a ground-truth mask as an upright (H, W) ``uint8`` array of {0, 1}.
 
     A mask with two values, 0 and one other (0 / 255, 0 / 1, 0 / 65535, 0 / 255 in 16 bits),
-    is that mask; any other is thresholded at the middle of the 8-bit range (anti-aliased or
-    JPEG-compressed masks)."""
+    is that mask; so is an integer mask whose values all stay below 128 (a label or
+    class-index mask, 0 / 1 / 2 ...: every non-zero label is defect). Any other is thresholded
+    at the middle of the 8-bit range (anti-aliased or JPEG-compressed masks, 0 / 128 / 255).
+    A mask that marks no pixel is logged (once) naming the file: only an anomalous image's
+    mask is read, and an empty one usually means levels the rules above do not fit."""
     path = Path(path)
     raw, orientation = _decode(path, max_pixels)
     if raw.ndim == 3:
         raw = raw[:, :, :3].max(axis=2)
     levels = np.unique(raw)
-    if len(levels) == 2 and levels[0] == 0:
+    two_level = len(levels) == 2 and levels[0] == 0
+    labels = (np.issubdtype(raw.dtype, np.integer) and len(levels) > 0 and levels[0] >= 0
+              and levels[-1] < 128)  # class indices 0 / 1 / 2 ...
+    if two_level or labels:
         img = (raw > 0).astype(np.uint8)
     else:
-        img = (_to_uint8(raw) > 127).astype(np.uint8)
+        img = (_to_uint8(raw, path) > 127).astype(np.uint8)
+    if not img.any() and not _EMPTY_MASK:
+        _EMPTY_MASK.append(path)
+        shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
+        log.warning("%s: the mask marks no pixel (values %s); its anomalous image counts as "
+                    "having no defect area in the pixel metrics (said once)", path, shown)
     return _orient(img, orientation) if orientation != 1 else img

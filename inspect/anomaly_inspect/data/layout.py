@@ -1,7 +1,9 @@
 """Listing image files and the errors raised for bad dataset layouts.
 
-Inputs are accounted for exactly once: every file is scheduled under one
-canonical path (``..`` and symbolic links resolved), directory walks and
+Inputs are accounted for exactly once: files are told apart by one canonical
+path (``..`` and symbolic links resolved) but kept under the path they were
+listed by (made absolute; a link stays the link, so that ``test/<type>/``
+labels, order and reported paths follow what the user listed), directory walks and
 recursive globs visit each real directory once (so a symlink loop cannot make
 them repeat or hang), and a folder's files are kept when they look like
 images by extension *or* by their first bytes. A dangling symbolic link is
@@ -14,12 +16,16 @@ from __future__ import annotations
 
 import fnmatch
 import itertools
+import logging
 import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from .image_io import is_image_file, looks_like_image
+from .samples import Sample
+
+log = logging.getLogger(__name__)
 
 
 class DatasetLayoutError(ValueError):
@@ -38,6 +44,45 @@ def canonical_path(path: Path | str) -> Path:
     return Path(os.path.realpath(p))
 
 
+def check_disjoint(train: list[Sample], test: list[Sample],
+                   repeats: str = "refuse") -> tuple[list[Sample], list[Sample]]:
+    """``train`` and ``test`` with each file once; a file in two roles is refused.
+
+    Files are compared by :func:`canonical_path`, so a symbolic link or another spelling does
+    not hide one. A file that is both a training and a test image (the AUROC would be measured
+    on what was fitted) or both a normal and an anomalous test image is refused. A file brought
+    in twice in one role is refused with ``repeats="refuse"`` (named folders that overlap, e.g.
+    a test folder inside another) or kept once, the first, with ``repeats="once"`` (two links
+    to one file inside a dataset's split), which is logged."""
+    if repeats not in ("refuse", "once"):
+        raise ValueError(f"repeats must be 'refuse' or 'once', got {repeats!r}")
+    role: dict[Path, tuple[str, Path]] = {}
+    kept: dict[str, list[Sample]] = {"train": [], "test": []}
+    again: list[str] = []
+    for s in train + test:
+        what = "a training image" if s.split == "train" else (
+            "a normal test image" if s.label == 0 else "an anomalous test image")
+        key = canonical_path(s.path)
+        if key in role:
+            first, where = role[key]
+            same = "" if os.path.abspath(where) == os.path.abspath(s.path) else f" (the same file as {where})"
+            if first != what:
+                raise DatasetLayoutError(f"{s.path}: both {first} and {what}{same}; the folders "
+                                         f"must not overlap")
+            if repeats == "refuse":
+                raise DatasetLayoutError(f"{s.path}: {what} twice{same}; the folders must not "
+                                         f"overlap")
+            again.append(f"{s.path} (= {where})")
+            continue
+        role[key] = (what, s.path)
+        kept["train" if s.split == "train" else "test"].append(s)
+    if again:
+        log.warning("%d file(s) brought in twice within a split (links to one file) counted "
+                    "once: %s%s", len(again), ", ".join(again[:5]),
+                    " ..." if len(again) > 5 else "")
+    return kept["train"], kept["test"]
+
+
 def display_path(path: Path | str) -> str:
     """``path`` as valid UTF-8 text: bytes of a non-UTF-8 file name escaped as ``\\xff``."""
     return os.fsencode(path).decode("utf-8", "backslashreplace")
@@ -45,11 +90,14 @@ def display_path(path: Path | str) -> str:
 
 def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
     """Files (and dangling links) under ``folder``, hidden names (a leading dot) left out, as a
-    shell glob leaves them out; each real directory is entered once."""
+    shell glob leaves them out; each real directory is entered once, by a path without links
+    where it has one (folders reached through a link are walked last), so that its files are
+    named where they are."""
     seen: set[tuple[int, int]] = set()
-    stack = [folder]
-    while stack:
-        d = stack.pop()
+    stack: list[tuple[Path, bool]] = [(folder, False)]
+    linked: list[tuple[Path, bool]] = []  # folders whose path below ``folder`` has a link
+    while stack or linked:
+        d, via_link = stack.pop() if stack else linked.pop()
         try:
             st = os.stat(d)
         except OSError:
@@ -67,13 +115,14 @@ def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
                 continue
             try:
                 if e.is_dir():  # follows links; loops are cut by ``seen``
-                    subdirs.append(Path(e.path))
+                    subdirs.append((Path(e.path), via_link or e.is_symlink()))
                 elif e.is_file() or (e.is_symlink() and not os.path.exists(e.path)):
                     yield Path(e.path)
             except OSError:
                 continue
         if recursive:
-            stack.extend(reversed(subdirs))
+            for sub in reversed(subdirs):
+                (linked if sub[1] else stack).append(sub)
 
 
 def _is_candidate(path: Path) -> bool:
@@ -130,10 +179,11 @@ def _glob(pattern: str) -> list[Path]:
 
     out: list[Path] = []
     seen: set[tuple[int, int]] = set()
-    stack = [(root, [])]
+    stack: list[tuple[str, list[str], bool]] = [(root, [], False)]
+    linked: list[tuple[str, list[str], bool]] = []  # reached through a link: walked last
     depth_max = None if recursive else len(parts)
-    while stack:
-        d, rel = stack.pop()
+    while stack or linked:
+        d, rel, via_link = stack.pop() if stack else linked.pop()
         try:
             st = os.stat(d)
         except OSError:
@@ -151,16 +201,22 @@ def _glob(pattern: str) -> list[Path]:
                 out.append(Path(os.path.normpath(e.path)) if root != "." else Path(e.path[2:]))
             try:
                 is_dir = e.is_dir()
+                link = via_link or e.is_symlink()
             except OSError:
                 is_dir = False
             if is_dir and (depth_max is None or len(r) < depth_max):
-                stack.append((e.path, r))
+                (linked if link else stack).append((e.path, r, link))
     return sorted(out)
 
 
 def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                   exclude: Sequence[str | Path] = ()) -> list[Path]:
-    """Resolve a mix of files, folders and glob patterns into canonical image paths, each once.
+    """Resolve a mix of files, folders and glob patterns into image paths, each file once.
+
+    Files are told apart by :func:`canonical_path` (the first spelling of a file wins) but
+    come back as listed, made absolute and normalised: a symbolic link to an image stays the
+    link, so that what follows from the path (``test/<type>/`` labels, order, the path a
+    report shows) is what the user listed, not where the link points.
 
     Explicitly named files are kept even if their extension is unusual (and
     dangling links named on the command line too), so that a bad file becomes
@@ -187,7 +243,8 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                 return
         if c not in seen:
             seen.add(c)
-            out.append(c)
+            listed = Path(os.path.abspath(p))  # '..' after a link is not the lexical parent
+            out.append(listed if canonical_path(listed) == c else c)
 
     for item in inputs:
         p = Path(item)
@@ -202,12 +259,18 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                 raise FileNotFoundError(f"{item}: glob pattern matched no files")
             fixed = Path(*itertools.takewhile(lambda part: not any(ch in part for ch in "*?["),
                                               p.parts))
+            found: list[Path] = []
             for m in matches:
                 if m.is_dir():  # the glob's fixed part is the root: m may be an excluded folder
-                    for f in list_images(m, recursive=recursive):
-                        add(f, fixed)
+                    found.extend(list_images(m, recursive=recursive))
                 elif _is_candidate(m):
-                    add(m, fixed)
+                    found.append(m)
+            # the files reached through a link last, so that a file the glob also reaches
+            # directly is named where it is (``tree/**`` matches ``tree/sub`` and a folder
+            # holding a link to ``tree``); without links the order is the glob's
+            found.sort(key=lambda f: os.path.abspath(f) != str(canonical_path(f)))
+            for f in found:
+                add(f, fixed)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return out

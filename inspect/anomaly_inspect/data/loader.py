@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -9,7 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .image_io import ImageReadError, read_image, read_mask
+from .image_io import (
+    DEFAULT_MAX_PIXELS,
+    ImageReadError,
+    _checked_header,
+    _reduction,
+    read_image,
+    read_mask,
+)
 from .transforms import Box, TransformConfig, build_transform
 
 
@@ -25,10 +34,32 @@ class Batch:
     boxes: list[Box]  # where each image's content lies in the model input
 
 
+def reduced_side(output_size: int) -> int:
+    """The shortest side a very large JPEG keeps where the loader decodes it at a reduced size
+    for model inputs of ``output_size`` pixels (``read_image``'s ``min_side``)."""
+    return 2 * output_size
+
+
+def decode_factor(path: Path | str, output_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """1, 2, 4 or 8: the factor by which the loader reduces ``path``'s decode for model inputs
+    of ``output_size`` pixels (only JPEGs over 16 MP are reduced). Reads the header only,
+    except of a JPEG; raises :class:`ImageReadError` as ``read_image`` would."""
+    path = Path(path)
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read; refused below
+            with open(path, "rb") as fh:
+                if fh.read(3) != b"\xff\xd8\xff":
+                    return 1
+    except OSError:
+        pass  # the read below says why
+    _, header = _checked_header(path, max_pixels)
+    return _reduction(header, reduced_side(output_size))
+
+
 def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool, cfg: TransformConfig):
-    # without a mask to keep aligned, a huge JPEG may be decoded at a reduced size
-    min_side = None if want_mask else 2 * cfg.output_size
-    image = read_image(path, cfg.max_pixels, min_side)
+    # a huge JPEG is decoded at a reduced size, with or without a mask (training and test
+    # images go through one decode); the transform resizes its mask to the decoded image
+    image = read_image(path, cfg.max_pixels, reduced_side(cfg.output_size))
     mask = None
     if want_mask:
         mask = (read_mask(mask_path, cfg.max_pixels) if mask_path is not None

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import DatasetLayoutError, list_images
+from .layout import DatasetLayoutError, check_disjoint, list_images
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -85,7 +85,11 @@ def _pair_masks(images: list[Path], image_dir: Path, gt_dir: Path,
 
 
 def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
-    """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category."""
+    """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category.
+
+    Images are compared by canonical path (:func:`.layout.check_disjoint`, as the folder
+    adapter does): a file that is both a training and a test image, or both normal and
+    anomalous, is refused; two links to one file within a split count once."""
     root = Path(root)
     cat_dir = root / category if category else root
     name = Path(os.path.abspath(cat_dir)).name  # "cat/", "." and ".." named as the folder is
@@ -141,6 +145,8 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
         raise DatasetLayoutError(f"{cat_dir}: images and masks do not pair up:\n  {shown}{more}")
     if not test:
         raise DatasetLayoutError(f"{test_dir}: no test images found")
+    # a training image linked into test/ is refused; two links to one file in a split count once
+    train, test = check_disjoint(train, test, repeats="once")
     log.info("%s: %d train, %d test images (%d anomalous), masks: %s",
              name, len(train), len(test), sum(s.label for s in test), has_masks)
     return AnomalyDataset(name, train, test, has_masks, groups)

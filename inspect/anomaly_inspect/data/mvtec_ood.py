@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .image_io import read_image
 from .isic import OODData, kfold_split
 from .layout import DatasetLayoutError, list_images
 from .samples import Sample
@@ -76,12 +77,12 @@ BORDER_PX = 8
 
 def object_mean_colour(paths: Sequence[Path]) -> np.ndarray:
     """Mean RGB of the object (foreground) over normal images: pixels farther than
-    ``FOREGROUND_DISTANCE`` from the median colour of the image's ``BORDER_PX`` border."""
-    from PIL import Image
-
+    ``FOREGROUND_DISTANCE`` from the median colour of the image's ``BORDER_PX`` border. Images
+    are read as everywhere else (:func:`.image_io.read_image`: upright by EXIF orientation,
+    within the pixel budget, 16 bit scaled to 8)."""
     total, count = np.zeros(3), 0
     for p in paths:
-        a = np.asarray(Image.open(p).convert("RGB"), np.float64)
+        a = read_image(p).astype(np.float64)
         b = BORDER_PX
         border = np.concatenate([a[:b].reshape(-1, 3), a[-b:].reshape(-1, 3),
                                  a[:, :b].reshape(-1, 3), a[:, -b:].reshape(-1, 3)])

@@ -5,6 +5,12 @@ checksum (:func:`~.weights.state_dict_checksum` via ``Backbone.weight_source``),
 layers, precision (:func:`precision_key`), image / crop size, any extra settings
 and the file list (:func:`file_fingerprints`). A changed image, weight or setting
 gives a new key.
+
+Limit: like ``make``, the cache knows an image by its path, size and modification time, not
+its pixels. An image rewritten in place with the same size whose modification time is then
+put back (``cp -p``, ``rsync -a``, ``touch -r``, an archive extracted over it) keeps its key,
+and its stale features are served. After such a copy, delete the cache folder (or ``touch``
+the images).
 """
 
 from __future__ import annotations
@@ -27,7 +33,9 @@ log = logging.getLogger(__name__)
 
 def file_fingerprints(paths: Sequence[Path | str]) -> list[list]:
     """[resolved path, size, mtime in ns] of each file, in order: a cache key that changes
-    when a file does. A file that cannot be looked at is an :class:`ImageReadError` naming it."""
+    when a file does, as far as size and mtime tell (not when its pixels are rewritten and its
+    mtime restored: see the module's note). A file that cannot be looked at is an
+    :class:`ImageReadError` naming it."""
     out = []
     for p in paths:
         try:

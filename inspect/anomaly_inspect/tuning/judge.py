@@ -17,6 +17,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from ..config import ModelConfig
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.mvtec import AnomalyDataset
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
@@ -29,10 +30,11 @@ from .tune import DEFAULT_CACHE, TuningResult, _scorer, normal_calibrations
 
 def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[Candidate],
                 base: ModelConfig, cache_dir: Path | str = DEFAULT_CACHE,
-                progress: bool = True) -> dict[str, np.ndarray]:
+                progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
     """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``
     that can be read (unreadable training images are skipped with a warning, as ``fit`` skips
-    them, also those outside the tuning subset)."""
+    them, also those outside the tuning subset). An int8 backbone is calibrated on those
+    training images, as ``fit`` and :func:`.tune.normal_calibrations` calibrate it."""
     cache_dir = Path(cache_dir)
     train = sorted(result.readable([s.path for s in dataset.train]))
     test = [s.path for s in dataset.test]
@@ -47,11 +49,11 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
             cfg = members[0].config(base)
             cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
             backbone = build_backbone(cfg)
-            calibrate(backbone, train, size, resize, crop)  # int8: on the training images
+            calibrate(backbone, train, size, resize, crop, max_pixels)  # int8: on the training images
             tr = stage_maps(backbone, train, size, resize, cache_dir / "maps", bs, progress,
-                            f"extract train {name} {size} {resize}", crop_size=crop, skip_unreadable=True)
+                            f"extract train {name} {size} {resize}", max_pixels, crop, skip_unreadable=True)
             te = stage_maps(backbone, test, size, resize, cache_dir / "maps", bs, progress,
-                            "extract test", crop_size=crop)
+                            "extract test", max_pixels, crop)
             for c in members:
                 emb = c.config(base).features.embedding()
                 scorer = _scorer(base)
@@ -64,24 +66,26 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
 
 def ensemble_test_auroc(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
                         scores: dict[str, np.ndarray], cache_dir: Path | str = DEFAULT_CACHE,
-                        progress: bool = True) -> tuple[float, list[NormalCalibration]]:
+                        progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
+                        ) -> tuple[float, list[NormalCalibration]]:
     """Test AUROC of the tuned ensemble: each member's test scores standardised by its held-out
     normal training scores at the deployed scorer settings, then averaged."""
     labels = np.array([s.label for s in dataset.test])
     cands = [result.candidates[i].candidate for i in result.ensemble]
     cals = normal_calibrations(result.readable([s.path for s in dataset.train]), base, cands, result.settings,
-                               cache_dir, progress)
+                               cache_dir, progress, max_pixels)
     fused = fuse([scores[c.name] for c in cands], cals)
     return float(auroc(labels, fused)), cals
 
 
 def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
-                   cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True) -> dict:
+                   cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True,
+                   max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Per candidate: synthetic-validation score next to real test AUROC; Spearman correlation;
     regret of the choice against the default and against the best candidate in hindsight."""
     t0 = time.perf_counter()
     cands = [c.candidate for c in result.candidates]
-    scores = test_scores(dataset, result, cands, base, cache_dir, progress)
+    scores = test_scores(dataset, result, cands, base, cache_dir, progress, max_pixels)
     labels = np.array([s.label for s in dataset.test])
     test = {name: float(auroc(labels, s)) for name, s in scores.items()}
     val_mean = [c.mean_auroc for c in result.candidates]
@@ -91,7 +95,7 @@ def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelCon
     chosen, default, winner = (result.decision.chosen, result.decision.default, result.decision.winner)
     rho_borda = spearmanr(borda, real).statistic if len(cands) > 2 else float("nan")
     rho_mean = spearmanr(val_mean, real).statistic if len(cands) > 2 else float("nan")
-    ens, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress)
+    ens, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress, max_pixels)
     return {
         "category": dataset.name,
         "candidates": [{"name": c.name, "validation_mean_auroc": round(v, 4), "borda": round(b, 3),
@@ -114,13 +118,14 @@ def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelCon
 
 
 def evaluate_ensemble(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
-                      cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True) -> dict:
+                      cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True,
+                      max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """``evaluate --auto --ensemble K``: image AUROC of the normal-calibrated fusion of the tuned
     ensemble (each member fitted on all training images, standardised by held-out normal scores)."""
     t0 = time.perf_counter()
     cands = [result.candidates[i].candidate for i in result.ensemble]
-    scores = test_scores(dataset, result, cands, base, cache_dir, progress)
-    value, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress)
+    scores = test_scores(dataset, result, cands, base, cache_dir, progress, max_pixels)
+    value, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress, max_pixels)
     labels = np.array([s.label for s in dataset.test])
     return {"members": [c.name for c in cands], "image_auroc": round(value, 6),
             "member_image_auroc": {c.name: round(float(auroc(labels, scores[c.name])), 6) for c in cands},

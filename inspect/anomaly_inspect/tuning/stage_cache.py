@@ -149,15 +149,20 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
                crop_size: int | None = None, skip_unreadable: bool = False) -> StageMaps:
     """The stage maps of ``paths`` through ``backbone`` (all of its ``layers``), read from
     ``cache_dir`` when an extraction with the same backbone, weights, precision (at int8 the
-    calibration images, see :func:`calibrate`), geometry and files (path, size, mtime) is
-    there, else extracted now. Raises on the first unreadable image, or with
-    ``skip_unreadable`` leaves it out with a warning naming it."""
+    calibration images, see :func:`calibrate`), geometry, files (path, size, mtime) and pixel
+    budget is there, else extracted now. Raises on the first unreadable image, or with
+    ``skip_unreadable`` leaves it out with a warning naming it. (``skip_unreadable`` is no part
+    of the key: an entry holds unreadable images only when extracted with it, and one read
+    without it raises at the first of them, as the extraction would.)"""
     strides = backbone.strides
     key = hashlib.sha256(json.dumps({
         "backbone": backbone.name, "weights": backbone.weight_source.checksum,
         "layers": list(backbone.layers), "size": image_size, "resize": resize,
         "mean": backbone.mean, "std": backbone.std, "files": file_fingerprints(paths),
         **({"crop": crop_size} if crop_size else {}),
+        # the budget decides which images are refused as too large: another budget, another
+        # entry (nothing at the default: those keys are those of earlier versions)
+        **({"max_pixels": max_pixels} if max_pixels != DEFAULT_MAX_PIXELS else {}),
         **precision_key(backbone),  # nothing at f32: f32 keys are those of earlier versions
     }).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / f"{backbone.name}-{image_size}-{resize}-{key}"

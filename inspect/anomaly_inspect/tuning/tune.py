@@ -32,6 +32,7 @@ from ..config import ModelConfig
 from ..data.anomalies import AnomalyRecipe, read_anomalies, write_anomalies
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
+from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..features.cache import file_fingerprints
@@ -212,10 +213,15 @@ def ensemble_members(scores: Sequence[CandidateScores], borda: np.ndarray, size:
 
 def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray,
                   settings: TuneSettings, cache_dir: Path,
-                  max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Path]:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, output_size: int | None = None) -> list[Path]:
     """Write (or reuse) one anomalous copy of each image; donors come from its fold's bank.
-    The set is reused only for the same files (path, size, mtime of sources and donors) and
-    pixel budget. At an unreadable image nothing is kept and the error raised."""
+    With ``output_size`` (the model input side), each copy is drawn on the decode the loader
+    gives its source for that input (a JPEG over 16 MP at reduced size, see
+    :func:`..data.loader.decode_factor`), so that a copy differs from its source only inside
+    the mask as the features see them; where no decode is reduced (every PNG) the set is the one
+    drawn without ``output_size``. The set is reused only for the same files (path, size, mtime
+    of sources and donors), pixel budget and reduced decodes. At an unreadable image nothing is
+    kept and the error raised."""
     import hashlib
     import json
 
@@ -225,16 +231,23 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
         bank = np.flatnonzero(folds != folds[i])
         donors.append(paths[int(rng.choice(bank))])
     fams = [settings.recipe.families[f] for f in families]
-    key = hashlib.sha256(json.dumps([settings.recipe.to_dict(), file_fingerprints(paths),
-                                     folds.tolist(), fams, file_fingerprints(donors), max_pixels]
-                                    ).encode()).hexdigest()[:16]
+    described = [settings.recipe.to_dict(), file_fingerprints(paths), folds.tolist(), fams,
+                 file_fingerprints(donors), max_pixels]
+    factors = ([decode_factor(p, output_size, max_pixels) for p in [*paths, *donors]]
+               if output_size is not None else [])
+    min_side = None
+    if any(f > 1 for f in factors):  # else the key (and set) of a full decode
+        min_side = reduced_side(output_size)
+        described.append({"reduced_decode": factors})
+    key = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
     out = cache_dir / "synthetic" / key
     rows = read_anomalies(out)
     if rows is None:
         if out.exists():
             discard_entry(out)  # unfinished (an older version's) or broken
         with new_entry(out) as tmp:
-            write_anomalies(paths, fams, donors, tmp, settings.recipe, max_pixels=max_pixels)
+            write_anomalies(paths, fams, donors, tmp, settings.recipe, max_pixels=max_pixels,
+                            min_side=min_side)
         rows = read_anomalies(out)
     if rows is None:
         raise OSError(f"{out}: the synthetic-anomaly set could not be read back")
@@ -376,7 +389,7 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             c.check(base)
     crop = base.features.crop_size
     paths, (_, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir,
-                                                                     max_pixels)
+                                                                     max_pixels, crop or default.image_size)
     square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
 
     def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:
@@ -398,7 +411,10 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             bs = base.features.batch_size
             normal = stage_maps(backbone, paths, size, resize, cache_dir / "maps", bs, progress,
                                 f"extract {name} {size} {resize}", max_pixels, crop)
-            anomalous = stage_maps(backbone, synthetic, size, resize, cache_dir / "maps", bs, progress,
+            # drawn on the decode of this input size (the set drawn first, unless a JPEG over
+            # 16 MP is decoded at another reduced size for it)
+            drawn = synthetic_set(paths, folds, families, settings, cache_dir, max_pixels, crop or size)
+            anomalous = stage_maps(backbone, drawn, size, resize, cache_dir / "maps", bs, progress,
                                    "extract synthetic", max_pixels, crop)
             for i in members:
                 out[i] = score_candidate(batch[i], base, normal, anomalous, folds, families,
@@ -437,8 +453,10 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
                         {c.name: r for c, r in zip(cands, raw, strict=True)}, skipped)
 
 
-def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, max_pixels: int):
-    """The fold plan and synthetic set of the readable images among ``paths``. Drawing the
+def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, max_pixels: int,
+                   output_size: int | None = None):
+    """The fold plan and synthetic set (for model inputs of ``output_size``, see
+    :func:`synthetic_set`) of the readable images among ``paths``. Drawing the
     synthetic set reads each planned image, before any extraction; at an unreadable one the
     set drawn so far is dropped, the image skipped with a warning (as ``fit`` skips it) and
     the plan drawn again without it (each bad image repeats the drawing, which is cheap next
@@ -454,8 +472,8 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
         plan = fold_plan(len(paths), settings)
         planned = [paths[i] for i in plan[0]]
         try:
-            return (planned, plan, synthetic_set(planned, *plan[1:], settings, cache_dir, max_pixels),
-                    skipped)
+            return (planned, plan, synthetic_set(planned, *plan[1:], settings, cache_dir, max_pixels,
+                                                 output_size), skipped)
         except ImageReadError as e:
             if e.path not in planned:
                 raise
@@ -466,22 +484,25 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
 
 def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
                         members: Sequence[Candidate], settings: TuneSettings = TuneSettings(),
-                        cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True
-                        ) -> list[NormalCalibration]:
+                        cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True,
+                        max_pixels: int = DEFAULT_MAX_PIXELS) -> list[NormalCalibration]:
     """Each member's normal calibration at the *deployed* scorer settings (the base config's
     coreset ratio): median / MAD of its cross-fitted scores on the tuning folds' held-out normal
-    images (same folds and stage-map cache as :func:`tune`). Test images never enter."""
+    images (same folds and stage-map cache as :func:`tune`). Test images never enter. An int8
+    backbone is calibrated on all of ``train_paths``, as ``fit`` and :func:`.judge.test_scores`
+    calibrate the member whose scores this standardises (tune's validation calibrates on the
+    tuning subset, which differs where there are more than ``max_images`` images)."""
     cache_dir = Path(cache_dir)
-    paths = sorted(Path(p) for p in train_paths)
-    chosen, folds, _ = fold_plan(len(paths), settings)
-    paths = [paths[i] for i in chosen]
+    train = sorted(Path(p) for p in train_paths)
+    chosen, folds, _ = fold_plan(len(train), settings)
+    paths = [train[i] for i in chosen]
     bs = base.features.batch_size
     out = []
     for cand in members:
         backbone = build_backbone(cand.config(base))
-        calibrate(backbone, paths, cand.image_size, cand.resize, base.features.crop_size)
+        calibrate(backbone, train, cand.image_size, cand.resize, base.features.crop_size, max_pixels)
         normal = stage_maps(backbone, paths, cand.image_size, cand.resize, cache_dir / "maps", bs,
-                            progress, f"extract {cand.name}", crop_size=base.features.crop_size)
+                            progress, f"extract {cand.name}", max_pixels, base.features.crop_size)
         embedding = cand.config(base).features.embedding()
         scores = []
         for f in range(settings.n_folds):

@@ -126,3 +126,20 @@ def test_a_nan_score_has_no_p_value_and_an_edited_calibration_is_refused():
     with pytest.raises(ValueError, match="disagree"):
         Calibration.from_dict({**d, "scores": d["scores"][:-1]})
     assert Calibration.from_dict({**d, "scores": []}).threshold == 19.0  # older records: no scores
+
+
+def test_a_record_without_scores_has_no_p_values_not_one():
+    """Older records keep the threshold but not the calibration scores: their decisions stand,
+    their p-values are NaN (an empty p_value in results.csv), never 1.0 beside 'anomalous'."""
+    from anomaly_inspect.screening.calibration import NO_P_VALUE
+
+    cal = calibrate(np.arange(1.0, 21.0), target_fpr=0.1)
+    old = Calibration.from_dict({**cal.to_dict(), "scores": []})
+    assert cal.has_p_values and not old.has_p_values
+    p = old.p_values([0.5, 19.5, 100.0])
+    assert p.shape == (3,) and np.isnan(p).all() and np.isnan(NO_P_VALUE)
+    np.testing.assert_array_equal(old.decide([0.5, 19.5, 100.0]), [False, True, True])
+    assert old.p_values(np.array([[1.0, 2.0]])).shape == (1, 2)
+    assert "no p-values" in old.summary() and "no p-values" not in cal.summary()
+    with pytest.raises(ValueError, match="needs at least one calibration score"):
+        conformal_p_values(np.array([]), [1.0])

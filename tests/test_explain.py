@@ -371,6 +371,20 @@ def _report_model():
                                                 train_images=[]))
 
 
+def test_the_report_says_a_model_without_calibration_scores_has_no_p_values(tmp_path):
+    from anomaly_inspect.screening.calibration import Calibration
+    from anomaly_inspect.screening.html_report import write_report
+
+    model = _report_model()
+    rows = [{"path": "/d/a.png", "score": "3", "p_value": "", "decision": "anomalous",
+             "error": "", "overlay": "", "raw_path": "", "explain": ""}]
+    page = write_report(tmp_path, rows, model, labels="none").read_text()
+    assert "id='no-p-values'" not in page and "flagged iff p &le; expected FPR" in page
+    model.calibration = Calibration.from_dict({**model.calibration.to_dict(), "scores": []})
+    page = write_report(tmp_path, rows, model, labels="none").read_text()
+    assert "<dd id='no-p-values'>not available" in page and "flagged iff p" not in page
+
+
 def test_report_with_10000_rows_loads_strips_lazily(tmp_path):
     """10,000 rows, 1,000 flagged with a strip: the page opens with no strip decoded, no
     console errors, and opening one loads it."""
@@ -624,6 +638,96 @@ def test_strips_listed_in_explanations_json_are_not_inputs_other_files_are(tmp_p
     assert without_earlier_outputs(files, [folder, files[1]]) == files  # named: an input
     (folder / "explanations.json").write_text("not ours")
     assert without_earlier_outputs(files, [folder]) == files
+
+
+def test_strips_a_killed_runs_journal_lists_are_not_inputs_either(tmp_path):
+    from anomaly_inspect.screening.explain import JOURNAL
+    from anomaly_inspect.screening.runner import without_earlier_outputs
+
+    folder = tmp_path / "in"
+    names = ["part.jpg", "part_9e3ada8587.jpg"]
+    files = [write_image(folder / n, rgb_image(8)) for n in names]
+    (folder / JOURNAL).write_text(json.dumps([{"path": str(files[0]), "strip": names[1]}]) + "\n")
+    assert without_earlier_outputs(files, [folder]) == [files[0]]
+
+
+# -- explanations.json and its journal -------------------------------------------------------
+def _entry(k: int, model: str = "m") -> dict:
+    return {"path": f"/d/{k}.png", "strip": f"{k}_0123456789.jpg", "model_id": model}
+
+
+def test_batches_are_appended_and_folded_once_at_the_end(tmp_path, monkeypatch):
+    import anomaly_inspect.screening.explain as ex
+
+    written = []
+    write_json = ex.write_json
+    monkeypatch.setattr(ex, "write_json", lambda path, *a, **k: (written.append(path),
+                                                                 write_json(path, *a, **k)))
+    record = ex.ExplanationsRecord(tmp_path)
+    for k in range(100):
+        record.add(_entry(k))
+        if k % 10 == 9:
+            record.append_batch()
+    assert written == [] and not (tmp_path / ex.EXPLANATIONS_JSON).exists()  # no rewrite per batch
+    lines = (tmp_path / ex.JOURNAL).read_text().splitlines()
+    assert [len(json.loads(line)) for line in lines] == [10] * 10  # a line per batch
+    assert ex.read_explanations(tmp_path) == [_entry(k) for k in range(100)]  # readers see them
+    record.close()
+    assert written == [tmp_path / ex.EXPLANATIONS_JSON] and not (tmp_path / ex.JOURNAL).exists()
+    assert json.loads((tmp_path / ex.EXPLANATIONS_JSON).read_text()) == [_entry(k) for k in range(100)]
+
+
+def test_a_kill_loses_at_most_the_batch_in_flight_and_the_next_run_adds_to_the_file(tmp_path):
+    import anomaly_inspect.screening.explain as ex
+
+    first = ex.ExplanationsRecord(tmp_path)
+    for k in range(3):
+        first.add(_entry(k))
+    first.close()  # explanations.json: 0, 1, 2
+    killed = ex.ExplanationsRecord(tmp_path)
+    killed.add(_entry(1, "new"))
+    killed.add(_entry(3))
+    killed.append_batch()
+    killed.add(_entry(4))  # in flight when killed: never appended
+    with open(tmp_path / ex.JOURNAL, "a") as fh:  # and a batch cut off half-written
+        fh.write(json.dumps([_entry(5)])[:20])
+    # no close(): kill -9
+    want = [_entry(0), _entry(2), _entry(1, "new"), _entry(3)]
+    assert ex.read_explanations(tmp_path) == want
+    assert ex.listed_strips(tmp_path) == {d["strip"] for d in want}
+    again = ex.ExplanationsRecord(tmp_path)  # folds the journal before appending to a new one
+    assert not (tmp_path / ex.JOURNAL).exists()
+    assert json.loads((tmp_path / ex.EXPLANATIONS_JSON).read_text()) == want
+    again.add(_entry(0, "new"))
+    again.append_batch()
+    again.close()
+    assert json.loads((tmp_path / ex.EXPLANATIONS_JSON).read_text()) == \
+        [_entry(2), _entry(1, "new"), _entry(3), _entry(0, "new")]
+
+
+def test_a_damaged_record_or_journal_is_refused_naming_it(tmp_path):
+    import anomaly_inspect.screening.explain as ex
+
+    journal = tmp_path / ex.JOURNAL
+    journal.write_text(json.dumps([_entry(0)]) + "\n{cut\n" + json.dumps([_entry(1)]) + "\n")
+    for call in (ex.read_explanations, ex.ExplanationsRecord):
+        with pytest.raises(ValueError, match=re.escape(f"{journal}: line 2: damaged explanations "
+                                                       f"journal")):
+            call(tmp_path)
+    journal.write_text(json.dumps({"path": "x"}) + "\n")
+    with pytest.raises(ValueError, match=re.escape("line 1: damaged explanations journal (not a "
+                                                   "list of entries with a path)")):
+        ex.read_explanations(tmp_path)
+    journal.write_bytes(b"\xff\xfe\n")
+    with pytest.raises(ValueError, match=re.escape(f"{journal}: damaged explanations journal")):
+        ex.read_explanations(tmp_path)
+    assert ex.listed_strips(tmp_path) == set()
+    journal.unlink()
+    (tmp_path / ex.EXPLANATIONS_JSON).write_text("[{")
+    with pytest.raises(ValueError, match=re.escape(f"{tmp_path / ex.EXPLANATIONS_JSON}: not an "
+                                                   f"explanations file of this tool")):
+        ex.ExplanationsRecord(tmp_path)
+    assert (tmp_path / ex.EXPLANATIONS_JSON).read_text() == "[{"  # left as it was
 
 
 def test_overlay_heat_sits_where_the_model_saw_it_through_crop_and_pad():

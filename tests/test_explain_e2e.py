@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_a_defect_is_matched_with_a_train_good_patch_inside_its_image(setup, cap
         for p in e["patches"]:
             m = p["match"]
             assert m["note"] == "" and m["view"] is None
-            assert "/bottle/train/good/" in m["path"]  # a normal training image
+            assert "/bottle/train/good/" in os.path.realpath(m["path"])  # a normal training image
             h, w = read_image(m["path"]).shape[:2]
             b = m["box"]
             assert b["top"] >= 0 and b["top"] + b["height"] <= h and b["height"] > 0
@@ -56,7 +57,7 @@ def test_a_defect_is_matched_with_a_train_good_patch_inside_its_image(setup, cap
     # differ from the batch of four in the last digits, the explanation is the same)
     e = model.explain(defects[0])
     assert e.patches[0].distance == model.score([defects[0]])[0].score
-    first = next(d for d in doc if d["path"] == str(defects[0].resolve()))
+    first = next(d for d in doc if d["path"] == str(defects[0]))
     assert e.patches[0].distance == pytest.approx(first["patches"][0]["distance"], rel=1e-5)
     assert e.patches[0].match.path == first["patches"][0]["match"]["path"]
 
@@ -69,7 +70,7 @@ def test_explaining_into_the_same_folder_keeps_earlier_entries(setup, capsys):
     assert main(["explain", str(model_dir), str(defects[1]), str(defects[0]), "--out", str(out),
                  "--quiet"]) == 0
     doc = json.loads((out / "explanations.json").read_text())
-    assert sorted(d["path"] for d in doc) == sorted(str(p.resolve()) for p in defects[:2])
+    assert sorted(d["path"] for d in doc) == sorted(str(p) for p in defects[:2])
     (out / "explanations.json").write_text('{"not": "ours"}')
     assert main(["explain", str(model_dir), str(defects[2]), "--out", str(out), "--quiet"]) == 1
     assert "not an explanations file of this tool" in capsys.readouterr().err
@@ -111,6 +112,42 @@ def _copy_model(src, dst, edit_state=None, edit_info=None):
         (dst / "model.json").write_text(json.dumps(info))
     write_checksums(dst)
     return dst
+
+
+def test_rescore_with_another_model_removes_the_earlier_rows_files_only(setup, caplog):
+    """screen A --overlays all --explain; screen C --rescore (C flags nothing): A's overlays,
+    overlay thumbnails and strips go (also those of an image C no longer screens), the
+    thumbnails C writes again are C's, and files screen did not write stay."""
+    from anomaly_inspect.screening.runner import overlay_relpath, row_files, thumb_relpath
+
+    root, model_dir = setup
+    test = root / "bottle" / "test"
+    out = root / "rescored_by_c"
+    c = _copy_model(model_dir, root / "model_c",
+                    edit_info=lambda i: i["calibration"].update(threshold=1e9, scores=[]))
+    assert main(["screen", str(model_dir), str(test), "--out", str(out), "--overlays", "all",
+                 "--explain", "2", "--quiet"]) == 0
+    a_rows = _csv(out)
+    a_files = {f for r in a_rows for f in row_files(r)}
+    assert all(r["overlay"] == overlay_relpath(r["path"]) for r in a_rows)
+    assert any(r["explain"] for r in a_rows) and all((out / f).is_file() for f in a_files)
+    mine = [out / "overlays" / "mine.jpg", out / "explain" / "notes.json", out / "thumbs" / "x.jpg"]
+    for f in mine:
+        f.write_bytes(b"not the tool's")
+    kept = sorted((test / "good").iterdir())  # C screens the good images only
+    with caplog.at_level("INFO"):
+        assert main(["screen", str(c), str(test / "good"), "--out", str(out), "--rescore",
+                     "--quiet"]) == 0
+    assert "rescore: removed" in caplog.text
+    c_rows = _csv(out)
+    assert len(c_rows) == len(kept) and all(r["decision"] == "normal" and r["overlay"] == ""
+                                            and r["explain"] == "" for r in c_rows)
+    left = {str(p.relative_to(out)) for d in ("overlays", "thumbs", "explain") if (out / d).exists()
+            for p in (out / d).iterdir()}
+    assert left == {thumb_relpath(r["path"]) for r in c_rows} | {"overlays/mine.jpg",
+                                                                  "explain/notes.json",
+                                                                  "thumbs/x.jpg"}
+    assert all(f.read_bytes() == b"not the tool's" for f in mine)
 
 
 def test_old_models_screen_but_say_refit_to_explain(setup, capsys):
@@ -195,7 +232,7 @@ def _csv(out):
 
 
 def test_the_report_shows_the_strips_results_csv_records(setup):
-    """screen A --explain; screen B --rescore: A's strips stay on disk but are not B's, so the
+    """screen A --explain; screen B --rescore: A's strips are removed with A's rows, the
     report shows none; screen B --explain (resumed): B's flagged rows get theirs, scores kept."""
     root, model_dir = setup
     test = str(root / "bottle" / "test")
@@ -212,7 +249,9 @@ def test_the_report_shows_the_strips_results_csv_records(setup):
     assert main(["screen", str(b), test, "--out", str(out), "--rescore", "--quiet"]) == 0
     b_rows = _csv(out)
     assert all(r["decision"] == "anomalous" and r["explain"] == "" for r in b_rows)
-    assert all((out / explain_relpath(r["path"])).is_file() for r in a_flagged)  # A's, unused
+    assert not any((out / explain_relpath(r["path"], suffix)).exists()
+                   for r in a_flagged for suffix in (".jpg", ".json"))  # A's: gone with its rows
+    assert all(r["p_value"] == "" for r in b_rows)  # B's record keeps no calibration scores
     html = (out / "report.html").read_text()
     assert "class='why-row'" not in html and "<th>why?</th>" not in html
 
@@ -270,7 +309,7 @@ def test_an_interrupted_explain_keeps_what_it_finished(setup, tmp_path, monkeypa
 
     def render_then_stop(model, e, image, train):
         if len(record) == 2:  # the third image: the first batch of two was saved before it
-            record.append(json.loads((out / "explanations.json").read_text()))
+            record.append(ex.read_explanations(out))  # explanations.json and its journal
             raise {"KeyboardInterrupt": KeyboardInterrupt, "Terminated": Terminated}[stop]
         record.append(e.path)
         return render(model, e, image, train)
@@ -279,10 +318,11 @@ def test_an_interrupted_explain_keeps_what_it_finished(setup, tmp_path, monkeypa
     with pytest.raises(BaseException) as stopped:
         ex.explain_to_dir(model, defects, out, top=1)
     assert type(stopped.value).__name__ == stop
-    first_two = [str(p.resolve()) for p in defects[:2]]
+    first_two = [str(p) for p in defects[:2]]
     assert [d["path"] for d in record[2]] == first_two  # saved per batch (kill -9 keeps it)
     doc = json.loads((out / "explanations.json").read_text())
-    assert [d["path"] for d in doc] == first_two  # and when stopped
+    assert [d["path"] for d in doc] == first_two  # and when stopped, folded into the file
+    assert not (out / ex.JOURNAL).exists()
     assert all((out / d["strip"]).is_file() for d in doc)
     monkeypatch.setattr(ex, "render_strip", render)
     ex.explain_to_dir(model, defects, out, top=1)  # the lock was released; all four now
@@ -299,13 +339,13 @@ def test_an_image_whose_strip_cannot_be_written_is_an_error_entry(setup, tmp_pat
     render = ex.render_strip
 
     def fail_on_the_second(model, e, image, train):
-        if e.path == str(defects[1].resolve()):
+        if e.path == str(defects[1]):
             raise OSError("could not encode image")
         return render(model, e, image, train)
 
     monkeypatch.setattr(ex, "render_strip", fail_on_the_second)
     assert main(["explain", str(model_dir), *map(str, defects), "--out", str(out), "--quiet"]) == 1
-    assert f"error: {defects[1].resolve()}: no strip: could not encode image" in \
+    assert f"error: {defects[1]}: no strip: could not encode image" in \
         capsys.readouterr().err
     doc = {Path(d["path"]).name: d for d in json.loads((out / "explanations.json").read_text())}
     assert doc[defects[1].name]["error"] == "no strip: could not encode image"

@@ -135,3 +135,19 @@ def test_a_shipped_models_load_error_names_the_drivers_model_directory(tmp_path)
         load_remote_model(None, Shipped(), None, "/data/models/bottle")
     assert str(info.value).startswith("/data/models/bottle/model.json: unreadable model description")
     assert "anomaly-inspect-model-" not in str(info.value)
+
+
+def test_written_scores_give_the_decision_against_the_kept_threshold():
+    """results.csv's score reads back as the same float64, so `score > threshold` on the file
+    (threshold as screen.json keeps it) is the decision, also at the threshold itself (a
+    9-digit score, 3.29075885, read back above a threshold of 3.2907588481903076)."""
+    import math
+
+    from anomaly_inspect.screening.runner import _fmt
+
+    threshold = float(np.float32(3.2907588481903076))
+    assert float(_fmt(np.float32(threshold))) == threshold
+    assert not float(_fmt(np.float32(threshold))) > threshold
+    values = np.random.default_rng(0).random(1000).astype(np.float32) * 10
+    assert all(float(_fmt(v)) == float(v) for v in values)
+    assert _fmt(math.nan) == ""

@@ -24,7 +24,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--out", type=out_dir, required=True, metavar="RESULTS_DIR", help="results folder")
     p.add_argument("--rescore", action="store_true",
-                   help="score every image again instead of skipping those already in results.csv")
+                   help="score every image again instead of skipping those already in "
+                        "results.csv (which starts over: the thumbnails, overlays and strips "
+                        "its earlier rows name are removed)")
     p.add_argument("--labels", metavar="CSV|mvtec|none",
                    help="ground truth for ROC/AUROC in the report: a CSV with path,label columns, "
                         "'mvtec' (test/good = normal), or 'none'; default: MVTec layout when every "

@@ -14,6 +14,11 @@ Beta(k, n + 1 - k); we report its central interval too.
 
 When ``n + 1 < 1 / alpha`` no score can reach the target (k = 0): we fall back to
 the largest calibration score (expected FPR ``1 / (n+1)``) and say so loudly.
+
+A p-value needs the calibration scores themselves. Records saved before they were kept
+(``scores`` empty) still hold the threshold, so decisions are unchanged, but they have no
+p-values: :meth:`Calibration.p_values` gives NaN (``NO_P_VALUE``; an empty ``p_value`` in
+``results.csv``), never a made-up 1.0 ("as normal as can be") beside an "anomalous" decision.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+NO_P_VALUE = float("nan")  # the p-value of a record without calibration scores: none
+NO_SCORES = ("this model's calibration record keeps no calibration scores (saved by an older "
+             "version), so its p-values are not available; decisions use its threshold as "
+             "before; refit the model to get p-values")
 
 
 @dataclass
@@ -43,7 +53,16 @@ class Calibration:
     source: str  # e.g. "held-out 20% of training images (seed 0)" or "--calibration DIR"
     scores: list[float] = field(default_factory=list)  # the reference scores, ascending
 
+    @property
+    def has_p_values(self) -> bool:
+        """Whether the record keeps the calibration scores a p-value is computed from."""
+        return bool(self.scores)
+
     def p_values(self, scores: np.ndarray | Sequence[float]) -> np.ndarray:
+        """Conformal p-values of ``scores``; all ``NO_P_VALUE`` (NaN) for a record without
+        calibration scores (:attr:`has_p_values`)."""
+        if not self.has_p_values:
+            return np.full(np.shape(scores), NO_P_VALUE, np.float64)
         return conformal_p_values(np.asarray(self.scores, np.float64), scores)
 
     def decide(self, scores: np.ndarray | Sequence[float]) -> np.ndarray:
@@ -58,6 +77,8 @@ class Calibration:
             f"(target {self.target_fpr:.2%}; {self.interval_level:.0%} interval for this "
             f"calibration set {lo:.2%}-{hi:.2%})"
         )
+        if not self.has_p_values:
+            text += "; no p-values (record without calibration scores: refit to get them)"
         if not self.target_met:
             text += (f"; TARGET NOT REACHABLE: needs at least {min_calibration_size(self.target_fpr)} "
                      f"calibration images")
@@ -88,8 +109,11 @@ class Calibration:
 
 def conformal_p_values(calibration: np.ndarray, scores: np.ndarray | Sequence[float]) -> np.ndarray:
     """(1 + #{cal >= s}) / (n + 1) for each s (NaN for a NaN score: it ranks nowhere);
-    vectorised with a sorted search."""
+    vectorised with a sorted search. No calibration scores is an error: there is no p-value
+    to give (1 / (0 + 1) = 1.0 would say "normal" whatever the score)."""
     cal = np.sort(np.asarray(calibration, np.float64))
+    if cal.size == 0:
+        raise ValueError("a conformal p-value needs at least one calibration score, got none")
     s = np.asarray(scores, np.float64)
     n_ge = cal.size - np.searchsorted(cal, s, side="left")
     return np.where(np.isnan(s), np.nan, (1.0 + n_ge) / (cal.size + 1.0))

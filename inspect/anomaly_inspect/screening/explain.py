@@ -56,7 +56,9 @@ PATCH_CELLS = 3  # a patch box spans (up to, at the border) 3 x 3 grid cells
 CROP_CELLS = 9  # the crops shown span 9 x 9 cells of model input around the patch
 MAX_STRIP_ROWS = 50  # patches drawn in a strip (JPEG stops at 65,535 px); the JSON keeps all
 EXPLANATIONS_JSON = "explanations.json"
-OUTPUTS = (EXPLANATIONS_JSON, LOCK_NAME)  # besides the strips
+#: a run's finished batches, one JSON line each, until they are folded into explanations.json
+JOURNAL = "explanations.journal.jsonl"
+OUTPUTS = (EXPLANATIONS_JSON, JOURNAL, LOCK_NAME)  # besides the strips
 REFIT = "refit the model with this version (anomaly-inspect fit) to explain its scores"
 
 Rect = tuple[float, float, float, float]  # (top, left, bottom, right) in model-input pixels
@@ -497,9 +499,11 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     per image (``<name>.jpg``, named as ``screen --explain`` names them) and all explanations
     in ``explanations.json`` (each with the ``model_id`` of the model that explained it, and
     its strip's name), which keeps the entries of earlier runs into the same folder (an image
-    explained again replaces its entry). ``explanations.json`` is rewritten after every batch
-    and when the run stops (an error, Ctrl-C, SIGTERM), so finished work is kept; an image
-    that cannot be read, explained or drawn gets an entry with its error. The folder is
+    explained again replaces its entry). Every finished batch is appended to a journal
+    (``explanations.journal.jsonl``, one line per batch), folded into ``explanations.json`` when
+    the run stops (its end, an error, Ctrl-C, SIGTERM), so finished work is kept; a journal a
+    ``kill -9`` left is folded in by the next run (:func:`read_explanations` reads both). An
+    image that cannot be read, explained or drawn gets an entry with its error. The folder is
     locked against other runs while this one writes. Returns (path, :class:`Explanation` or
     error text) per image."""
 
@@ -512,7 +516,6 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     check_explainable(model)
     _check_top(top)
     out_dir = Path(out_dir)
-    record = out_dir / EXPLANATIONS_JSON
     # strips an earlier run listed in explanations.json are not inputs (out_dir may be one)
     paths = without_earlier_outputs(expand_inputs(list(inputs), exclude=written_folders(out_dir)),
                                     inputs)
@@ -520,19 +523,10 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "explain"):
-        earlier = _earlier_explanations(record)  # as it is now that no other run writes
+        record = ExplanationsRecord(out_dir)  # as it is now that no other run writes
         train = TrainingImages(model)
         ident = model_identity(model)
         results: list[tuple[str, Explanation | str]] = []
-        entries: dict[str, dict] = {}
-        saved = [0]  # results in the file: a stop right after a batch's save writes nothing again
-
-        def save() -> None:
-            if len(results) > saved[0]:
-                write_json(record, [d for d in earlier if d["path"] not in entries]
-                           + list(entries.values()), indent=1, default=str)
-                saved[0] = len(results)
-
         try:
             with Progress(len(paths), "explain", enabled=progress) as bar:
                 for n, (path, (e, image)) in enumerate(
@@ -544,15 +538,108 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                         except (OSError, ValueError, cv2.error) as exc:
                             e = f"no strip: {exc}"
                     results.append((shown, e))
-                    entries[shown] = ({"path": shown, "error": e, "model_id": ident}
-                                      if isinstance(e, str) else
-                                      {**e.to_dict(), "path": shown, "strip": strip,
-                                       "model_id": ident})
+                    record.add({"path": shown, "error": e, "model_id": ident}
+                               if isinstance(e, str) else
+                               {**e.to_dict(), "path": shown, "strip": strip, "model_id": ident})
                     if n % model.extractor.batch_size == 0:
-                        save()
+                        record.append_batch()
         finally:
-            save()
+            record.close()
     return results
+
+
+class ExplanationsRecord:
+    """``explanations.json`` of a folder while one (locked) run adds to it: each finished batch
+    is one line appended to the journal (a write the size of the batch, where rewriting the
+    file cost the size of everything explained so far); :meth:`close` folds all into
+    ``explanations.json`` (written whole, atomically) and removes the journal. A ``kill -9``
+    loses at most the batch in flight: the journal keeps the rest, and the next run folds it
+    in when it starts (so that its appends begin on a fresh journal)."""
+
+    def __init__(self, folder: Path):
+        self.path, self.journal = folder / EXPLANATIONS_JSON, folder / JOURNAL
+        self.earlier = read_explanations(folder)  # a damaged file is refused before any work
+        self.entries: dict[str, dict] = {}  # this run's, by path
+        self.pending: list[dict] = []  # not in the journal yet
+        if self.journal.exists():
+            self._fold()
+
+    def add(self, entry: dict) -> None:
+        self.entries[entry["path"]] = entry
+        self.pending.append(entry)
+
+    def append_batch(self) -> None:
+        """Append the entries added since the last call to the journal, as one line."""
+        if self.pending:
+            line = json.dumps(self.pending, default=str) + "\n"
+            with open(self.journal, "a", encoding="utf-8") as fh:
+                fh.write(line)
+            self.pending = []
+
+    def close(self) -> None:
+        """Fold this run's entries into ``explanations.json``; the journal goes."""
+        if self.entries:
+            self._fold()
+
+    def _fold(self) -> None:
+        # explanations.json first, then the journal goes: a reader in between sees both
+        write_json(self.path, _merged(self.earlier, self.entries.values()), indent=1,
+                   default=str)
+        self.journal.unlink(missing_ok=True)
+        self.pending = []
+
+
+def _merged(earlier: list[dict], later) -> list[dict]:
+    """``earlier`` entries less the paths ``later`` has, then ``later``'s (the last entry of a
+    path wins, in the place of its first)."""
+    newer: dict[str, dict] = {}
+    for d in later:
+        newer[d["path"]] = d
+    return [d for d in earlier if d["path"] not in newer] + list(newer.values())
+
+
+def read_explanations(folder: Path | str) -> list[dict]:
+    """The entries of ``folder``'s ``explanations.json`` as explain leaves them: with those a
+    run's journal holds (a run in progress, or one killed) folded in. None where neither
+    exists; a file that is not ours or is damaged is refused (ValueError naming it)."""
+    folder = Path(folder)
+    journal = _journal_entries(folder / JOURNAL)  # before the file: a run folding in between
+    return _merged(_earlier_explanations(folder / EXPLANATIONS_JSON), journal)  # is seen whole
+
+
+def _journal_entries(path: Path) -> list[dict]:
+    """The entries of a journal's lines; an unterminated last line that does not parse is the
+    batch a killed run was writing, and is dropped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: damaged explanations journal ({exc}); remove it (its "
+                         f"entries are lost, their strips stay) or give another --out "
+                         f"folder") from None
+    lines = text.split("\n")
+    out: list[dict] = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            batch = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if n == len(lines):  # cut off by a kill: the batch in flight
+                log.warning("%s: dropped its cut-off last line (a batch a stopped run was "
+                            "writing)", path)
+                break
+            batch, err = None, exc
+        else:
+            err = "not a list of entries with a path"
+        if not isinstance(batch, list) or not all(isinstance(d, dict) and "path" in d
+                                                   for d in batch):
+            raise ValueError(f"{path}: line {n}: damaged explanations journal ({err}); remove "
+                             f"it (its entries are lost, their strips stay) or give another "
+                             f"--out folder")
+        out.extend(batch)
+    return out
 
 
 def _earlier_explanations(path: Path) -> list[dict]:
@@ -572,10 +659,10 @@ def _earlier_explanations(path: Path) -> list[dict]:
 
 
 def listed_strips(folder: Path) -> set[str]:
-    """The strip names the ``explanations.json`` in ``folder`` lists (none where there is no
-    such file, or one that is not ours)."""
+    """The strip names the ``explanations.json`` in ``folder`` (and its journal) lists (none
+    where there is no such file, or one that is not ours)."""
     try:
-        doc = _earlier_explanations(folder / EXPLANATIONS_JSON)
+        doc = read_explanations(folder)
     except ValueError:
         return set()
     return {d["strip"] for d in doc if isinstance(d.get("strip"), str)}

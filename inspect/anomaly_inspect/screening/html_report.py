@@ -239,8 +239,11 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
         f"{cal.n_calibration} normal calibration scores; {cal.interval_level:.0%} interval for this "
         f"calibration set {lo:.2%}&ndash;{hi:.2%})</dd>"
         f"<dt>calibration images</dt><dd id='n-calibration'>{cal.n_calibration} ({_esc(cal.source)})</dd>"
-        "<dt>p-value</dt><dd>(1 + #calibration scores &ge; score) / (n + 1); flagged iff "
-        "p &le; expected FPR</dd></dl>")
+        + ("<dt>p-value</dt><dd>(1 + #calibration scores &ge; score) / (n + 1); flagged iff "
+           "p &le; expected FPR</dd></dl>" if cal.has_p_values else
+           "<dt>p-value</dt><dd id='no-p-values'>not available: this model's calibration record "
+           "keeps no calibration scores (saved by an older version); the decisions use its "
+           "threshold. Refit the model to get p-values.</dd></dl>"))
     if not cal.target_met:
         body.append(f"<p class='warn'>The target FPR of {cal.target_fpr:.2%} cannot be reached with "
                     f"{cal.n_calibration} calibration images; the threshold is the largest calibration "

@@ -4,8 +4,9 @@ Memory is bounded whatever the number of images: images are decoded, scored
 and written batch by batch, and only one batch of thumbnails / overlays is in
 flight in the writer thread. ``results.csv`` is appended and flushed after
 every batch, so an interrupted run loses at most one batch and a re-run skips
-every image already scored (unless ``rescore``). Images that failed before are
-retried. A run that resumes with a different model is refused, and so is a
+every image already scored (unless ``rescore``, which starts ``results.csv`` over and
+removes the thumbnails, overlays and strips its earlier rows named). Images that failed before
+are retried. A run that resumes with a different model is refused, and so is a
 second run while another one writes to the same folder (see :mod:`.lock`).
 
 ``results.csv`` is always valid UTF-8: a file name that is not is written
@@ -39,7 +40,7 @@ from ..data.layout import display_path, expand_inputs
 from ..files import replacing, write_json
 from ..pipeline.engine import Engine
 from ..progress import Progress
-from .explain import EXPLANATIONS_JSON, listed_strips
+from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
 from .lock import LOCK_NAME, OutputLock
 from .model import Model, ScoredImage
 from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
@@ -90,6 +91,12 @@ def row_key(row: dict[str, str]) -> str:
     return os.fsdecode(urllib.parse.unquote_to_bytes(raw)) if raw else row["path"]
 
 
+def same_file(path: str) -> str:
+    """The key under which two spellings of one input (relative, through a link) are one
+    row: rows keep the path as listed, a rerun matches them by the file they name."""
+    return os.path.realpath(path)
+
+
 def image_key(path: str) -> str:
     """A file-name-safe, collision-free name for an input path (for thumbnails and overlays):
     a readable stem and a hash of the path's bytes as the file system has them (two names
@@ -112,7 +119,7 @@ def written_folders(out_dir: Path) -> list[Path]:
 def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
     """``paths`` less the images an earlier screen / explain wrote (its ``overlays/``,
     ``thumbs/``, ``explain/`` beside a ``results.csv`` + ``screen.json`` or an
-    ``explanations.json``, and the strips an ``explanations.json`` lists beside it) that a
+    ``explanations.json`` or its journal, and the strips they list beside them) that a
     folder or glob brought in; a file named itself stays. Without this a results folder inside
     an input folder was screened as new images, run after run."""
     named = {os.path.abspath(i) for i in inputs if os.path.isfile(i)}
@@ -124,7 +131,7 @@ def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str])
             run = folder.parent
             verdict[folder] = folder.name in OUTPUT_SUBDIRS and (
                 ((run / RUN_JSON).is_file() and (run / RESULTS_CSV).is_file())
-                or (run / EXPLANATIONS_JSON).is_file())
+                or (run / EXPLANATIONS_JSON).is_file() or (run / JOURNAL).is_file())
         return verdict[folder]
 
     def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json
@@ -141,6 +148,10 @@ def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str])
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:
     return f"thumbs/{image_key(path)}{'_overlay' if overlay else ''}.jpg"
+
+
+def overlay_relpath(path: str) -> str:
+    return f"overlays/{image_key(path)}.jpg"
 
 
 def explain_relpath(path: str, suffix: str = ".jpg") -> str:
@@ -189,9 +200,10 @@ def _write_rows_atomic(csv_path: Path, rows: list[dict[str, str]]) -> None:
 
 
 def _fmt(v: float) -> str:
-    """9 significant digits: a float32 score reads back exactly, so ``score > threshold``
-    holds on the written value as it did for the decision."""
-    return "" if math.isnan(v) else f"{v:.9g}"
+    """The shortest text that reads back as the same float64, so ``score > threshold`` (the
+    threshold as screen.json keeps it) holds on the written value as it did for the decision,
+    also for a score equal to the threshold."""
+    return "" if math.isnan(v) else repr(float(v))
 
 
 def screen(
@@ -225,6 +237,10 @@ def screen(
     paths = [os.path.abspath(p) for p in without_earlier_outputs(found, inputs)]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
+    if report:
+        from .labels import resolve_labels
+
+        resolve_labels(paths, labels)  # a bad --labels fails now, not after scoring everything
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
@@ -271,9 +287,10 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         n_read = len(rows)
         # a path's last good row wins; a failed row is retried if this run screens its path,
         # kept (still an error of that earlier input) otherwise
-        wanted, good = set(paths), {row_key(r) for r in rows if not r["error"]}
-        by_key = {row_key(r): r for r in rows
-                  if not r["error"] or row_key(r) not in wanted | good}
+        wanted = {same_file(p) for p in paths}
+        good = {same_file(row_key(r)) for r in rows if not r["error"]}
+        by_key = {same_file(row_key(r)): r for r in rows
+                  if not r["error"] or same_file(row_key(r)) not in wanted | good}
         n_err = sum(1 for r in rows if r["error"]) - sum(1 for r in by_key.values() if r["error"])
         rows = list(by_key.values())
         with open(csv_path, encoding="utf-8", errors="replace") as fh:
@@ -283,18 +300,25 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
             log.info("%s: dropped %d malformed, %d failed (retried now) and %d repeated rows",
                      csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
+        if csv_path.exists():  # rescore: the files the earlier rows name are not this run's
+            _remove_row_files(out_dir, csv_path)
         _write_rows_atomic(csv_path, [])
     cal = model.calibration
+    if not cal.has_p_values:
+        from .calibration import NO_SCORES
+
+        log.warning("%s (the p_value column of %s stays empty)", NO_SCORES, csv_path)
     write_json(run_path, {"model_id": ident, "model_created": model.info.created,
                           "threshold": cal.threshold, "expected_fpr": cal.expected_fpr,
                           "n_calibration": cal.n_calibration, "decision": "score > threshold"})
-    done = {row_key(r) for r in rows}
-    todo = [p for p in paths if p not in done]
+    done = {same_file(row_key(r)) for r in rows}
+    todo = [p for p in paths if same_file(p) not in done]
     n_resumed = len(paths) - len(todo)
     if n_resumed:
         log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
     if explain:
-        _missing_strips(model, rows, set(paths), out_dir, csv_path, explain, engine, progress)
+        _missing_strips(model, rows, {same_file(p) for p in paths}, out_dir, csv_path, explain,
+                        engine, progress)
 
     writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain)
     n_flagged = n_scored = 0
@@ -334,13 +358,53 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     return summary
 
 
+def row_files(row: dict[str, str]) -> list[str]:
+    """The files screen wrote for a results row, relative to its folder: the thumbnail, and
+    the overlay (with its thumbnail) and explanation strip (with its JSON) the row names, where
+    they are the names screen gives that row's files (a hand-edited cell names nothing)."""
+    if row["error"]:
+        return []
+    key = row_key(row)
+    files = [thumb_relpath(key)]
+    if row["overlay"] and row["overlay"] == overlay_relpath(key):
+        files += [row["overlay"], thumb_relpath(key, overlay=True)]
+    if row["explain"] and row["explain"] == explain_relpath(key):
+        files += [row["explain"], explain_relpath(key, ".json")]
+    return files
+
+
+def _remove_row_files(out_dir: Path, csv_path: Path) -> None:
+    """Remove the files the rows of an earlier ``results.csv`` name (:func:`row_files`) before
+    it is started over (``rescore``): an overlay or strip of another model, or of an image no
+    longer screened, would otherwise stay beside the new rows and be taken for theirs. A
+    results file that is not ours (or unreadable) names nothing, and nothing else is removed."""
+    try:
+        rows, _ = read_results(csv_path)
+    except (OSError, ValueError):
+        return
+    removed = 0
+    for row in rows:
+        for rel in row_files(row):
+            try:
+                (out_dir / rel).unlink()
+                removed += 1
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not remove the earlier run's %s: %s", out_dir / rel, exc)
+    if removed:
+        log.info("rescore: removed %d thumbnails, overlays and strips of the earlier rows of %s",
+                 removed, csv_path)
+
+
 def _missing_strips(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
                     csv_path: Path, top: int, engine: Engine | None, progress: bool) -> None:
-    """Draw the strips of this run's flagged ``rows`` that have none (screened without
+    """Draw the strips of this run's flagged ``rows`` (``paths``: their :func:`same_file`
+    keys) that have none (screened without
     ``explain``, rescored since, or the file is gone) and record them in ``rows`` and
     results.csv (also when the run stops half-way). Their maps are computed again; their
     scores in results.csv stay."""
-    todo = [r for r in rows if r["decision"] == "anomalous" and row_key(r) in paths
+    todo = [r for r in rows if r["decision"] == "anomalous" and same_file(row_key(r)) in paths
             and not (r["explain"] and (out_dir / r["explain"]).is_file())]
     if not todo:
         return
@@ -444,7 +508,7 @@ class _BatchWriter:
             return ""
         over = heatmap_overlay(image, r.patch_scores, r.cells, r.grid, self.transform, self.vmin,
                                self.vmax, max_side=OVERLAY_SIDE)
-        rel = f"overlays/{image_key(r.path)}.jpg"
+        rel = overlay_relpath(r.path)
         write_rgb(self.out_dir / rel, over)
         write_rgb(self.out_dir / thumb_relpath(r.path, overlay=True), fit_within(over, self.thumb_size))
         return rel

@@ -297,3 +297,73 @@ def test_tail_sampler_report_is_the_tailedcore_rows_sampler(tmp_path, monkeypatc
     plain = run_ood_benchmark(cfg, progress=False)["tail_sampler"]
     assert plain["sampler"] == {"row": None, "keep": 0.85, "tail_mass": 0.15, "embedding": "pooled"}
     assert runs[-1][0] == (0.85, 0.15)
+
+
+def test_a_feature_cache_that_cannot_be_written_is_one_warning_and_the_run_goes_on(
+        tmp_path, monkeypatch, caplog):
+    """A full (or read-only) cache folder is said once, naming the folder and why; the benchmark
+    finishes on the features it extracted instead of stopping after extracting them all."""
+    import errno
+    import logging
+
+    from anomaly_inspect.data.synthetic import generate_dataset
+    from anomaly_inspect.features import cache as feature_cache
+
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+
+    def full(file, **arrays):
+        with open(file, "wb") as fh:
+            fh.write(b"PK")  # half an archive, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(feature_cache.np, "savez", full)
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "mvtec_heldout", "splits": ["defects"], "scorers": ["mahalanobis", "knn"],
+        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
+                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2},
+        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")})
+    with caplog.at_level(logging.WARNING, logger="anomaly_inspect.features.cache"):
+        report = run_ood_benchmark(cfg, progress=False)
+    assert {r["scorer"] for r in report["results"]} >= {"mahalanobis", "knn"}
+    said = [r.getMessage() for r in caplog.records if r.name == "anomaly_inspect.features.cache"]
+    assert len(said) == 1 and str(tmp_path / "cache") in said[0] and "No space left" in said[0]
+    assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_file()] == []  # no half file
+
+
+def test_splits_the_data_section_does_not_define_are_config_errors(tmp_path):
+    """An isic_archive split missing from ood_lists, and an ood_groups entry that is not a list,
+    are one line naming the config (a KeyError traceback / "missing folder for OOD group 'c'")."""
+    from anomaly_inspect.evaluation.ood_benchmark import build_data
+
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "isic_archive", "splits": ["ink_red", "ink_black"], "scorers": ["nan"],
+        "data": {"image_dir": "i", "metadata_csv": "m.csv", "id_list": "id.txt",
+                 "ood_lists": {"ink_red": "red.txt"}}}, "arch.yaml")
+    with pytest.raises(ConfigError, match=r"arch\.yaml: splits \['ink_black'\] are not defined "
+                                          r"in data\.ood_lists"):
+        build_data(cfg, tmp_path)
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "mvtec_heldout", "splits": ["contamination"], "scorers": ["nan"],
+        "data": {"root": str(tmp_path), "category": "c", "id_groups": ["good"],
+                 "ood_groups": {"contamination": "contamination"}}}, "mv.yaml")
+    with pytest.raises(ConfigError, match=r"mv\.yaml: data\.ood_groups \['contamination'\] must "
+                                          r"each be a list"):
+        build_data(cfg, tmp_path)
+
+
+def test_cached_scores_are_keyed_by_the_scorer_and_feature_code(tmp_path, monkeypatch):
+    """A change to the scorer or feature code changes the key of every cached feature and score
+    (a warm cache reported the old rows after the coreset fix)."""
+    from anomaly_inspect.evaluation import ood_benchmark
+
+    src = tmp_path / "anomaly_inspect"
+    for sub in ("features", "scorers", "evaluation"):
+        (src / sub).mkdir(parents=True)
+        (src / sub / "a.py").write_text("x = 1\n")
+    monkeypatch.setattr(ood_benchmark, "__file__", str(src / "evaluation" / "ood_benchmark.py"))
+    before = ood_benchmark.code_fingerprint()
+    (src / "evaluation" / "a.py").write_text("x = 2\n")  # not feature or scorer code
+    assert ood_benchmark.code_fingerprint() == before
+    (src / "scorers" / "a.py").write_text("x = 2\n")
+    assert ood_benchmark.code_fingerprint() != before

@@ -271,6 +271,7 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         data.ood = {s: data.ood[s] for s in cfg.splits}
     elif cfg.benchmark == "isic_archive":
         lists = {k: _path(v, data_root, f"ood_lists.{k}") for k, v in (d.get("ood_lists") or {}).items()}
+        _check_defined(cfg, lists, "ood_lists")
         data = isic_archive_benchmark(_path(d.get("image_dir"), data_root, "image_dir"),
                                       _path(d.get("metadata_csv"), data_root, "metadata_csv"),
                                       _path(d.get("id_list"), data_root, "id_list"), lists,
@@ -279,19 +280,40 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     else:
         manifest = d.get("colour_manifest")
         manifest = _path(manifest, data_root, "colour_manifest") if manifest else None
+        groups = d.get("ood_groups") or {}
+        not_lists = sorted(k for k, v in groups.items() if not isinstance(v, list))
+        if not_lists:
+            raise ConfigError(f"{cfg.source}: data.ood_groups {not_lists} must each be a list of "
+                              f"defect folders")
         data = mvtec_heldout_benchmark(
             _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
             d.get("ood_groups") or {}, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
         if d.get("similar_groups"):
             _add_similarity_splits(data, manifest, d.get("category"), d["similar_groups"], cfg.source)
-        missing = [s for s in cfg.splits if s not in data.ood]
-        if missing:
-            raise ConfigError(f"{cfg.source}: splits {missing} are not defined in data.ood_groups")
+        _check_defined(cfg, data.ood, "ood_groups")
         data.ood = {s: data.ood[s] for s in cfg.splits}
     empty = [k for k, v in data.ood.items() if not v]
     if empty:
         raise ValueError(f"{cfg.source}: OOD splits with no images: {empty}")
     return data, synth_info
+
+
+def _check_defined(cfg: OODBenchmarkConfig, defined, section: str) -> None:
+    """Refuse, naming the config, ``splits`` that the data section does not define."""
+    missing = [s for s in cfg.splits if s not in defined]
+    if missing:
+        raise ConfigError(f"{cfg.source}: splits {missing} are not defined in data.{section}")
+
+
+def code_fingerprint() -> str:
+    """A hash of the source of the feature and scorer code: cached features and scores are
+    keyed by it, so a run after a code change recomputes them instead of reporting the old
+    rows."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted([*(root / "features").glob("*.py"), *(root / "scorers").glob("*.py")]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _add_similarity_splits(data: OODData, manifest: Path | None, category: str, groups: list[str],
@@ -382,11 +404,12 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     cv: dict[tuple[str, int], np.ndarray] = {}
     cache = FeatureCache(cfg.cache_dir)
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}
-    feat_extra = {"v": 1, "kind": "pooled+block_norms"}
+    code = code_fingerprint()
+    feat_extra = {"v": 1, "kind": "pooled+block_norms", "code": code}
 
     patch_specs = [s for s in cfg.scorers if s.input == "patches"]
     pc_extra = {
-        s.label: {"v": 1, "kind": "patch_scores", "scorer": s.name, "params": s.params,
+        s.label: {"v": 1, "kind": "patch_scores", "code": code, "scorer": s.name, "params": s.params,
                   "embedding": asdict(cfg.features.embedding()),
                   "seed": cfg.seed, "train": file_list_hash([x.path for x in data.id_train])}
         for s in patch_specs}
@@ -618,7 +641,8 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
     (``ink_similar`` is part of ``ink_all``) is perturbed once. With ``orient: pseudo_ood`` the
     ID-train images and their jigsaw copies (``"pseudo"``) are perturbed too, for the check."""
     state = scorer.get_state()
-    digest = cache_key({"v": 1, "train": train_desc, "scorer": spec.name, "params": scorer.get_params(),
+    digest = cache_key({"v": 1, "code": code_fingerprint(), "train": train_desc, "scorer": spec.name,
+                        "params": scorer.get_params(),
                         "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
                                   for k, v in sorted(state.items())}})
 

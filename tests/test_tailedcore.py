@@ -278,18 +278,32 @@ def test_tailedcore_streams_views_batch_by_batch():
 
 
 # -- SoftPatch soft re-weighting ---------------------------------------------------
-def test_item_weights_multiply_the_distance_to_the_nearest_item_by_hand():
+def test_item_weights_multiply_the_distance_by_the_root_of_the_nearest_items_weight_by_hand():
     from anomaly_inspect.scorers.patchcore import PatchCore
 
     pc = PatchCore(index="flat", progress=False)
-    pc._set_bank(np.array([[0, 0], [10, 0]], np.float32), np.array([2.0, 0.5], np.float32))
-    # (1,0): nearest (0,0) at 1, weight 2 -> 2; (7,0): nearest (10,0) at 3, weight 0.5 -> 1.5
-    # (the weighted distance to (0,0) would be 14: the match is by distance, then weighted)
+    pc._set_bank(np.array([[0, 0], [10, 0]], np.float32), np.array([4.0, 0.25], np.float32))
+    # (1,0): nearest (0,0) at 1, weight 4 -> 1 x 2 = 2; (7,0): nearest (10,0) at 3, weight 0.25
+    # -> 3 x 0.5 = 1.5 (the weighted distance to (0,0) would be 14: the match is by distance,
+    # then weighted)
     res = pc.score(Features(patches=np.array([[[[1, 0], [7, 0]]]], np.float32)))
     np.testing.assert_allclose(res.patch_scores[0, 0], [2.0, 1.5], rtol=1e-6)
     assert res.image_scores[0] == pytest.approx(2.0)
     with pytest.raises(ValueError, match="3 item weights for a bank of 2"):
         pc._set_bank(np.zeros((2, 2), np.float32), np.ones(3, np.float32))
+
+
+@pytest.mark.parametrize("index", ["flat", "hnsw"])
+def test_soft_weights_rank_as_the_published_squared_distance_times_weight(index):
+    """SoftPatch's code scores ||x - m||^2 x LOF(m); d x sqrt(LOF) is its root. The old d x LOF
+    ranked as d^2 x LOF^2 and put B above A here."""
+    sp = build_scorer("softpatch", soft_weight=True, index=index, progress=False)
+    sp._set_bank(np.array([[0, 0], [10, 0]], np.float32), np.array([1.0, 1.5], np.float32))
+    a, b = [2, 0], [11.5, 0]  # A: d 2 to (0,0), weight 1; B: d 1.5 to (10,0), weight 1.5
+    scores = sp.score(Features(np.array([a, b], np.float32)[:, None, None, :])).image_scores
+    # published: A 2^2 x 1 = 4 > B 1.5^2 x 1.5 = 3.375; here A 2, B 1.5 x sqrt(1.5) = 1.837
+    np.testing.assert_allclose(scores, [2.0, 1.5 * np.sqrt(1.5)], rtol=1e-6)
+    assert scores[0] > scores[1]  # (d x w would give A 2 < B 2.25)
 
 
 def test_soft_weighted_image_scores_are_exact_with_a_poor_approximate_index():
@@ -328,10 +342,10 @@ def test_softpatch_soft_weights_are_the_kept_items_lof_and_survive_save_load(tmp
     np.testing.assert_array_equal(loaded.item_weights, sp.item_weights)
     test = lt_features(5)
     np.testing.assert_allclose(loaded.score(test).image_scores, sp.score(test).image_scores)
-    # each patch score is the distance to the nearest item times that item's LOF
+    # each patch score is the distance to the nearest item times the root of that item's LOF
     q = test.patches.reshape(-1, test.patches.shape[-1])
     d = np.linalg.norm(q[:, None] - sp.memory_bank[None], axis=-1)
-    expected = d.min(1) * sp.item_weights[d.argmin(1)]
+    expected = d.min(1) * np.sqrt(sp.item_weights[d.argmin(1)])
     np.testing.assert_allclose(sp.score(test).patch_scores.reshape(-1), expected, rtol=1e-5)
 
 
@@ -405,3 +419,94 @@ def test_lof_filter_is_the_one_lof_step_of_softpatch_and_lof_keep_mask(monkeypat
     sp = build_scorer("softpatch", coreset_ratio=1.0, progress=False)
     sp.fit(Features(patches))
     assert calls == [1, 1] and sp.bank_size == keep.sum()  # SoftPatch's LOF came from here
+
+
+# -- padding in the per-position LOF -------------------------------------------------
+def test_per_position_lof_leaves_padding_out_by_hand():
+    # 5 images, 1 x 2 positions, D = 1, k = 1, no projection. Position 0: every image on it.
+    # Position 1: images 0-2 at 0, 1, 3 and images 3-4 padding (two identical fill vectors).
+    # Valid rows alone: nearest distances 1, 1, 2 = k-distances; reach 1, 1, 2 -> lrd 1, 1, 0.5
+    # -> LOF 1, 1, 2 (row 2: lrd of its neighbour (1) / its own (0.5)); padding scores 1.
+    patches = np.array([[[[0.0], [0.0]]], [[[1.0], [1.0]]], [[[3.0], [3.0]]],
+                        [[[4.0], [1.001]]], [[[9.0], [1.001]]]], np.float32)
+    valid = np.ones((5, 1, 2), bool)
+    valid[3:, 0, 1] = False
+    got = per_position_lof(patches, k=1, projection_dim=None, valid=valid)
+    np.testing.assert_allclose(got[:, 0, 1], [1, 1, 2, 1, 1], rtol=1e-5)
+    plain = per_position_lof(patches, k=1, projection_dim=None)
+    np.testing.assert_array_equal(got[:, 0, 0], plain[:, 0, 0])  # all valid: as without a mask
+    # with the padding taking part, its zero k-distance makes row 2 look like a huge outlier
+    assert plain[2, 0, 1] > 1e6
+    with pytest.raises(ValueError, match="valid mask of shape"):
+        per_position_lof(patches, valid=valid[:, :, :1])
+
+
+def test_padding_no_longer_keeps_a_defect_and_discards_normal_patches():
+    from anomaly_inspect.scorers.lof_filter import lof_filter
+
+    rng = np.random.default_rng(0)
+    patches = rng.normal(size=(40, 1, 4, 32)).astype(np.float32)
+    valid = np.ones((40, 1, 4), bool)
+    # columns 2, 3 of images 0-11 are padding: near-identical fill vectors
+    patches[:12, 0, 2:] = rng.normal(0, 1e-3, (12, 2, 32))
+    valid[:12, 0, 2:] = False
+    patches[20, 0, 0] += 6.0  # a defect where no image is padded
+    keep, scores = lof_filter(patches, 6, 0.15, valid=valid, need_scores=True)
+    assert not keep[20, 0, 0]  # (before the fix: kept, LOF 5.3 against ~700 next to padding)
+    assert np.median(scores[valid[:, 0, 2], 0, 2]) < 1.5  # (before: 673)
+    assert (scores[~valid] == 1).all() and not keep[~valid].any()
+    assert keep[valid].sum() == int(np.floor(0.85 * valid.sum()))
+
+
+# -- TailedCore's memory cap ---------------------------------------------------------
+def test_bank_caps_split_max_bank_items_in_proportion_by_hand():
+    tc = build_scorer("tailedcore", coreset_ratio=0.5, max_bank_items=10, progress=False)
+    # targets 0.5 x 400 = 200 (head), 0.5 x 100 = 50 (tail): 10 x 200 / 250 = 8 and 2
+    assert tc.bank_caps(400, 100) == (8, 2)
+    assert tc.bank_caps(10, 6) == (10, 10)  # targets 5 + 3 fit: each its own target
+    tc.tail_coreset_ratio = 0.1  # targets 200, 10: 10 x 200 / 210 = 9.5 -> 10, tail at least 1
+    assert tc.bank_caps(400, 100) == (9, 1)
+    tc.max_bank_items = 1
+    assert tc.bank_caps(400, 100) == (1, 0)
+    tc.max_bank_items = None
+    assert tc.bank_caps(400, 100) == (None, None)
+
+
+def test_max_bank_items_caps_the_whole_tailedcore_memory():
+    feats = lt_features()
+    free = build_scorer("tailedcore", coreset_ratio=0.5, progress=False).fit(feats)
+    assert free.tail_size == 16  # images 30, 31: 0.5 x 32 patches
+    capped = build_scorer("tailedcore", coreset_ratio=0.5, max_bank_items=10, progress=False).fit(feats)
+    # head target 0.5 x 435 kept patches = 218 (floor(0.85 x 512) = 435), tail 16:
+    # 10 x 218 / 234 = 9.3 -> head 9, tail 1 (before the fix: 10 + 10)
+    assert (capped.head_size, capped.tail_size, capped.bank_size) == (9, 1, 10)
+    assert len(capped.provenance) == 10
+    one = build_scorer("tailedcore", coreset_ratio=0.5, max_bank_items=1, progress=False).fit(feats)
+    assert (one.head_size, one.tail_size) == (1, 0)
+    roomy = build_scorer("tailedcore", coreset_ratio=0.5, max_bank_items=1000, progress=False)
+    np.testing.assert_array_equal(roomy.fit(feats).memory_bank, free.memory_bank)
+
+
+# -- LOF discard ties ----------------------------------------------------------------
+def test_lof_discard_keeps_at_least_one_patch():
+    from anomaly_inspect.scorers.lof_filter import keep_below_quantile
+
+    # two images, one patch each: LOF 1 and 1 (each the other's only neighbour); discard 0.9:
+    # nothing below the cut, floor(0.1 x 2) = 0 -> one patch kept, not none
+    assert keep_below_quantile(np.ones((2, 1, 1), np.float32), 0.9).sum() == 1
+    feats = Features(np.array([[[[0.0, 1.0]]], [[[1.0, 0.0]]]], np.float32),
+                     np.array([[1.0, 0.0], [0.0, 1.0]], np.float32))
+    for name in ("softpatch", "tailedcore"):  # before: "no rows were added to the coreset"
+        scorer = build_scorer(name, lof_discard=0.9, progress=False).fit(feats)
+        assert scorer.bank_size >= 1
+
+
+# -- TailSampler's mass cut ----------------------------------------------------------
+def test_tail_mass_is_not_a_hard_bound_when_no_class_fits():
+    # classes of 10 and 5 images: 15 % of 15 = 2 images; not even the 5-image class fits,
+    # so the cut falls back to the smallest class size, 5 (the spec's / official code's rule)
+    assert mass_cut(np.array([10, 5]), 0.15) == 5
+    # three images (see test_tail_sampler_three_images_hand_checked): budget 0 images, the tail
+    # is still the 1-image class, a third of the images
+    res = TailSampler(tail_mass=0.15).run(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32))
+    assert len(res.tail_indices) / 3 > 0.15

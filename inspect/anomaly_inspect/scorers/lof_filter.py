@@ -4,7 +4,8 @@ Training sets can hold defective images. A defective patch is rare *at its
 position* among the training images, so for every patch position the N
 training vectors there get a LOF score (k = 6 neighbours, on a random 128-d
 projection) and the patches above the global 85th percentile of all scores
-are discarded before the coreset is built (methods.md §1.6). The kNN per
+are discarded before the coreset is built (methods.md §1.6). Padding cells
+(``valid`` False) take no part in the LOF at their position. The kNN per
 position is one faiss exact search; the LOF arithmetic is vectorised over
 all positions.
 """
@@ -58,20 +59,36 @@ def local_outlier_factor(x: np.ndarray, k: int = 6) -> np.ndarray:
 
 def per_position_lof(
     patches: np.ndarray, k: int = 6, projection_dim: int | None = 128, seed: int = 0,
-    progress: bool = False,
+    progress: bool = False, valid: np.ndarray | None = None,
 ) -> np.ndarray:
-    """LOF score (N, h, w) of every patch among the N images' patches at the same position."""
+    """LOF score (N, h, w) of every patch among the N images' patches at the same position.
+
+    With ``valid`` (N, h, w; False on padding) the LOF at a position is taken among the
+    patches that lie on the image there only: padding vectors are near-identical, so they
+    would form a very dense cluster and give the real patches next to them LOFs in the
+    hundreds. Padding cells get the neutral score 1 (they are never kept). Positions where
+    every row is valid (and ``valid=None``) are computed exactly as without a mask.
+    """
     if patches.ndim != 4:
         raise ValueError(f"per-position LOF needs (N, h, w, D) patches, got shape {patches.shape}")
     n, h, w, d = patches.shape
+    if valid is not None and valid.shape != (n, h, w):
+        raise ValueError(f"valid mask of shape {valid.shape} for patches of shape {patches.shape}")
+    on_image = None if valid is None else valid.reshape(n, h * w)
     scores = np.empty((h * w, n), np.float32)
     flat = patches.reshape(n, h * w, d)
     with Progress(h * w, "LOF filter", unit="pos", enabled=progress) as bar:
         for p in range(h * w):  # one exact kNN of n points per position
+            rows = None if on_image is None or on_image[:, p].all() else on_image[:, p]
+            at_p = flat[:, p] if rows is None else flat[rows, p]
             # float32 whatever the patches' dtype: the projection matrix is float32
-            x = random_projection(torch.from_numpy(np.ascontiguousarray(flat[:, p], dtype=np.float32)),
+            x = random_projection(torch.from_numpy(np.ascontiguousarray(at_p, dtype=np.float32)),
                                   projection_dim, seed)
-            scores[p] = local_outlier_factor(x.numpy(), k)
+            if rows is None:
+                scores[p] = local_outlier_factor(x.numpy(), k)
+            else:  # only the patches on the image: padding takes no part, and scores 1
+                scores[p] = 1.0
+                scores[p, rows] = local_outlier_factor(x.numpy(), k)
             bar.update(1)
     return scores.T.reshape(n, h, w)
 
@@ -86,6 +103,8 @@ def keep_below_quantile(
 ) -> np.ndarray:
     """Boolean (N, h, w): True for patches whose LOF is below the (1 - discard) quantile, and
     where ties at it would keep fewer than (1 - discard) of them, tied ones up to that share.
+    At least one patch is always kept (floor((1 - discard) x n) can be 0, and when every
+    score is equal nothing lies below the cut): the coreset needs a row.
 
     With ``valid`` (patches on the image, not on padding) the quantile is taken over
     those patches only, and padding is never kept.
@@ -95,13 +114,18 @@ def keep_below_quantile(
     if discard == 0 or len(scores) <= 1:
         return on_image.copy()
     values = scores[on_image]
+    if not len(values):  # no patch on any image: nothing to keep
+        return on_image.copy()
     cut = np.quantile(values, 1.0 - discard)
     keep = (scores < cut) & on_image
     # patches tied at the cut (duplicate images: every LOF 1.0) are kept, first ones first, up to
     # the share asked for: ties must not discard more than ``discard`` (or every patch)
-    short = int(math.floor((1.0 - discard) * len(values))) - int(keep.sum())
+    share = max(int(math.floor((1.0 - discard) * len(values))), 1)
+    short = share - int(keep.sum())
     if short > 0:
         keep.flat[np.flatnonzero((scores == cut) & on_image)[:short]] = True
+    if not keep.any():  # nothing at or below the cut (float rounding): the lowest score
+        keep.flat[np.flatnonzero(on_image)[np.argmin(values)]] = True
     log.info("LOF filter: kept %d of %d patches (cut %.3f)", keep.sum(), keep.size, cut)
     return keep
 
@@ -112,12 +136,13 @@ def lof_filter(
     scores: np.ndarray | None = None, need_scores: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Keep mask (N, h, w) (LOF below the (1 - discard) quantile, see :func:`keep_below_quantile`)
-    and the LOF scores. ``scores`` computed before for these patches are used as they are;
+    and the LOF scores (per position among the patches in ``valid``, see
+    :func:`per_position_lof`). ``scores`` computed before for these patches are used as they are;
     otherwise the LOF is computed only when something can be discarded or ``need_scores``. When
     it is not, every patch (in ``valid``) is kept and the scores are None."""
     check_discard(discard)
     if scores is None and (discard > 0 or need_scores) and len(patches) > 1:
-        scores = per_position_lof(patches, k, projection_dim, seed, progress)
+        scores = per_position_lof(patches, k, projection_dim, seed, progress, valid)
     ranked = np.ones(patches.shape[:3], np.float32) if scores is None else scores
     return keep_below_quantile(ranked, discard, valid), scores
 

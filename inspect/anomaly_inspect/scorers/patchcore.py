@@ -56,6 +56,17 @@ def reweight_image_scores(
     return ((1.0 - softmax_first) * s_star).astype(np.float32)
 
 
+def weighted_scores(dist: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Soft-weighted patch scores: Euclidean distance x sqrt(weight of the matched item).
+
+    SoftPatch's code (as PatchCore's) scores with the *squared* L2 distance times the
+    weight; d x sqrt(w) is the root of that, so it ranks test patches (and images) as the
+    published score does while keeping Euclidean units. (d x w, used before 2026-12-04,
+    ranked as d^2 x w^2: it squared the weight's effect.)
+    """
+    return dist * np.sqrt(weights)
+
+
 def exact_image_maxima(
     patches: np.ndarray, dist: np.ndarray, nn_idx: np.ndarray, nn: NearestNeighbours,
     weights: np.ndarray | None = None, per_round: int = 8,
@@ -70,13 +81,14 @@ def exact_image_maxima(
     image are re-searched, so image scores equal exact search at the cost of
     the approximate one; the other patch scores stay approximate.
 
-    With ``weights`` (a factor per memory item; a patch's score is its distance
-    times its nearest item's weight) the approximate distance times the largest
-    weight bounds a patch's exact score, and the same search runs on the bounds.
-    ``dist`` and ``nn_idx`` are updated; the caller applies the weights.
+    With ``weights`` (one per memory item; a patch's score is its distance times
+    the square root of its nearest item's weight, see :func:`weighted_scores`) the
+    approximate distance times the root of the largest weight bounds a patch's
+    exact score, and the same search runs on the bounds. ``dist`` and ``nn_idx``
+    are updated; the caller applies the weights.
     """
     n, p = dist.shape
-    scale = 1.0 if weights is None else max(float(weights.max()), 1e-12)
+    scale = 1.0 if weights is None else max(float(np.sqrt(weights.max())), 1e-12)
     checked = np.zeros((n, p), dtype=bool)
     best = np.full(n, -np.inf, dtype=np.float64)
     rows_all = np.arange(n)[:, None]
@@ -92,7 +104,7 @@ def exact_image_maxima(
         dist[rows, cols] = d[:, 0]
         nn_idx[rows, cols] = i[:, 0]
         checked[rows, cols] = True
-        exact = d[:, 0] if weights is None else d[:, 0] * weights[i[:, 0]]
+        exact = d[:, 0] if weights is None else weighted_scores(d[:, 0], weights[i[:, 0]])
         np.maximum.at(best, rows, exact.astype(np.float64))
 
 
@@ -161,11 +173,14 @@ class PatchCore(Scorer):
         self._nn: NearestNeighbours | None = None
 
     # -- fitting ---------------------------------------------------------------
-    def coreset(self, ratio: float | None = None, keep_rows: bool = False) -> TwoRoundCoreset:
+    def coreset(self, ratio: float | None = None, keep_rows: bool = False,
+                max_items: int | None = None) -> TwoRoundCoreset:
         """An empty coreset builder with this scorer's settings (``ratio`` overrides
-        ``coreset_ratio``, e.g. for TailedCore's tail memory)."""
+        ``coreset_ratio``, e.g. for TailedCore's tail memory, and ``max_items``
+        ``max_bank_items``, e.g. for TailedCore's share of the cap)."""
         return TwoRoundCoreset(self.coreset_ratio if ratio is None else ratio,
-                               self.max_bank_items, self.chunk_size, self.first_round_ratio,
+                               self.max_bank_items if max_items is None else max_items,
+                               self.chunk_size, self.first_round_ratio,
                                self.projection_dim, self.seed, keep_rows)
 
     def run_coreset(self, coreset: TwoRoundCoreset, blocks: Iterable[np.ndarray],
@@ -184,10 +199,13 @@ class PatchCore(Scorer):
                       enabled=self.progress and coreset.greedy_round_two) as bar:
             return coreset.finish_positions_rows(bar) if rows else coreset.finish(bar)
 
-    def select_bank(self, patches: np.ndarray, ratio: float | None = None) -> np.ndarray:
-        """Coreset indices of the flattened (M, D) training patches."""
+    def select_bank(self, patches: np.ndarray, ratio: float | None = None,
+                    max_items: int | None = None) -> np.ndarray:
+        """Coreset indices of the flattened (M, D) training patches (``ratio`` and ``max_items``
+        as in :meth:`coreset`)."""
         bar = Progress(len(patches), "coreset", unit="pt", enabled=self.progress)
-        return self.finish_coreset(self.run_coreset(self.coreset(ratio), [patches], bar))
+        return self.finish_coreset(self.run_coreset(self.coreset(ratio, max_items=max_items),
+                                                    [patches], bar))
 
     def fit(self, features: Features, labels: np.ndarray | None = None,
             context: FitContext | None = None) -> PatchCore:
@@ -239,7 +257,8 @@ class PatchCore(Scorer):
     def _set_bank(self, bank: np.ndarray, weights: np.ndarray | None = None,
                   provenance: Provenance | None = None, probes: np.ndarray | None = None,
                   graph_m: int | None = None, graph: dict[str, np.ndarray] | None = None) -> None:
-        """Install the memory bank; ``weights`` (one per item) multiply the distances to it;
+        """Install the memory bank; ``weights`` (one per item) weigh the distances to it
+        (score = distance x sqrt(weight), see :func:`weighted_scores`);
         ``provenance`` says where each item came from. ``probes`` (a sample of training
         patches) check an HNSW index at fit; ``graph`` is a saved model's graph (its links),
         ``graph_m`` the M that check chose, to rebuild a graph saved without its links."""
@@ -277,7 +296,7 @@ class PatchCore(Scorer):
             exact_image_maxima(flat, patch_scores, nn_idx, self._nn, self.item_weights)
         if self.item_weights is not None:
             patch_scores = np.where(np.isneginf(patch_scores), -np.inf,
-                                    patch_scores * self.item_weights[nn_idx])
+                                    weighted_scores(patch_scores, self.item_weights[nn_idx]))
         image = reweight_image_scores(flat, patch_scores, nn_idx,
                                       self.memory_bank, self._nn, self.num_neighbors)
         if padding is not None:  # maps: padding at the image's lowest score

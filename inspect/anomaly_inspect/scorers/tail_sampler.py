@@ -120,7 +120,10 @@ def elbow(histogram: np.ndarray) -> int:
 
 
 def mass_cut(histogram: np.ndarray, mass: float = 0.15) -> int:
-    """Largest class size among the smallest classes that together hold at most ``mass`` of the images."""
+    """Largest class size among the smallest classes that together hold at most ``mass`` of the
+    images; when not even the smallest class fits in that budget, the smallest class size (as
+    the spec and the official code: the cut is never below the smallest class, so the tail
+    can then hold more than ``mass`` of the images)."""
     k = np.sort(np.asarray(histogram, np.int64))[::-1]
     budget = int(k.sum() * mass)
     cum_from_small = np.cumsum(k[::-1])
@@ -140,7 +143,13 @@ class TailSampler:
     """Label-free tail-class detector over global image embeddings.
 
     ``keep`` is the trim fraction of the same-class candidates (0.85), and
-    ``tail_mass`` the share of images the tail may hold at most (0.15).
+    ``tail_mass`` the share of images the smallest classes may hold together to set the
+    mass cut (0.15): the cut-off is the largest class size among the smallest classes
+    that fit in that share. It is not a hard bound on the tail: when not even the
+    smallest class fits, the cut falls back to the smallest class size (as the spec and
+    the official code), and every image predicted to be in a class that small (or
+    smaller) is tail, whatever their share (e.g. all of them when every predicted size
+    is 1). The elbow of the class-size histogram can only lower the cut-off further.
     """
 
     def __init__(self, keep: float = 0.85, tail_mass: float = 0.15):

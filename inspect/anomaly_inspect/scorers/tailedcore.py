@@ -3,8 +3,9 @@
 * :class:`SoftPatch` - PatchCore whose coreset is built only from the patches
   that survive the per-position LOF filter (k = 6, top 15 % discarded), so
   defects injected into the training set stay out of the memory. SoftPatch's
-  soft re-weighting of test distances (x the matched item's LOF) is the
-  ``soft_weight`` option, off by default.
+  soft re-weighting of test distances (x sqrt of the matched item's LOF: the
+  published squared distance x LOF, in Euclidean units) is the ``soft_weight``
+  option, off by default.
 * :class:`TailedCore` (Jung et al., CVPR 2025) - memory = head memory (the
   SoftPatch coreset of *all* training patches) union tail memory (a coreset of
   the patches of the images TailSampler finds in rare classes, plus their
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..core import Features, FitContext, SharedResults, ViewSource
 from .base import Scorer
+from .coreset import TwoRoundCoreset, coreset_size
 from .lof_filter import check_discard, lof_filter
 from .params import check_choice, check_flag, check_number
 from .patchcore import PatchCore
@@ -43,9 +45,11 @@ class SoftPatch(PatchCore):
     """PatchCore on LOF-filtered training patches (noise-robust memory).
 
     ``soft_weight`` adds SoftPatch's soft re-weighting: every memory item keeps its
-    LOF score and a test patch's distance is multiplied by the LOF of the item it
-    matched, so a match to an atypical training patch counts as less normal. Off by
-    default: the LOF discard alone is what TailedCore's head memory uses.
+    LOF score and a test patch's distance is multiplied by the square root of the LOF
+    of the item it matched, so a match to an atypical training patch counts as less
+    normal. The published code scores squared L2 x LOF; d x sqrt(LOF) is its root, so
+    it ranks the same (d x LOF, used before 2026-12-04, squared the weight's effect).
+    Off by default: the LOF discard alone is what TailedCore's head memory uses.
     """
 
     name = "softpatch"
@@ -87,11 +91,17 @@ class SoftPatch(PatchCore):
     def head_memory(self, patches: np.ndarray, valid: np.ndarray | None = None,
                     shared: SharedResults | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Coreset of the LOF-filtered (N, h, w, D) patches: the (M, D) items and their LOF
-        scores (1 where no LOF was needed). Patches outside ``valid`` (padding) take part in
-        the per-position LOF but are not kept, nor counted in its discard quantile. LOF scores
+        scores (1 where no LOF was needed). Patches outside ``valid`` (padding) take no part
+        in the per-position LOF, are not kept, nor counted in its discard quantile. LOF scores
         found in ``shared`` under :attr:`lof_key` (same features, same LOF parameters) are
         reused, and the ones computed here are put there. Where the items came from is left
         in ``head_provenance_``."""
+        return self.head_coreset(patches, *self.lof_keep(patches, valid, shared))
+
+    def lof_keep(self, patches: np.ndarray, valid: np.ndarray | None = None,
+                 shared: SharedResults | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The LOF filter's keep mask (N, h, w) and the LOF scores (1 where no LOF was
+        needed), as :meth:`head_memory` uses them."""
         cached = None if shared is None else shared.get(self.lof_key)
         if cached is not None and cached.shape != patches.shape[:3]:
             cached = None
@@ -101,8 +111,14 @@ class SoftPatch(PatchCore):
             shared.put(self.lof_key, scores)
         if scores is None:  # nothing was discarded or weighed: weight 1
             scores = np.ones(patches.shape[:3], np.float32)
+        return keep, scores
+
+    def head_coreset(self, patches: np.ndarray, keep: np.ndarray, scores: np.ndarray,
+                     max_items: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Coreset (at most ``max_items``, default ``max_bank_items``) of the kept patches:
+        the items and their LOF scores; their provenance in ``head_provenance_``."""
         kept = patches[keep]
-        idx = self.select_bank(kept)
+        idx = self.select_bank(kept, max_items=max_items)
         self.head_provenance_ = Provenance.of_cells(keep, idx)
         return kept[idx], scores[keep][idx].astype(np.float32)
 
@@ -133,6 +149,12 @@ class TailedCore(SoftPatch):
     ``"pooled"`` (the backbone's pooled last-stage features, default) or
     ``"patch_mean"`` (mean of the patch features; no full network pass).
     ``tail_coreset_ratio`` defaults to ``coreset_ratio``.
+
+    ``max_bank_items`` caps the whole memory (tail + head). When the two parts' targets
+    (``tail_coreset_ratio`` of the tail rows, ``coreset_ratio`` of the kept head rows) add
+    up to more than the cap, it is split between them in proportion to those targets
+    (each part gets at least one item where the cap allows; see :meth:`bank_caps`);
+    otherwise each part is its target, as without a cap.
     """
 
     name = "tailedcore"
@@ -199,6 +221,12 @@ class TailedCore(SoftPatch):
         :class:`~..features.views.ViewFeatures` has) gives the views' provenance; other
         sources' view items are marked unknown (image -1).
         """
+        return self._finish_tail(*self._stream_tail(patches, tail, valid, views))
+
+    def _stream_tail(self, patches: np.ndarray, tail: np.ndarray, valid: np.ndarray | None,
+                     views: ViewSource | None) -> tuple:
+        """Round 1 of the tail coreset over the tail images' patches and their views:
+        (coreset, tail, the tail images' valid cells, the view blocks' spans)."""
         d = patches.shape[-1]
         tail = np.asarray(tail)
         own = patches[tail].reshape(-1, d) if valid is None else patches[tail][valid[tail]]
@@ -210,9 +238,37 @@ class TailedCore(SoftPatch):
             blocks = [own]
         else:
             blocks = chain([own], self._view_blocks(views, tail, d, spans))
-        positions, rows = self.finish_coreset(self.run_coreset(coreset, blocks), rows=True)
+        return self.run_coreset(coreset, blocks), tail, own_valid, spans
+
+    def _finish_tail(self, coreset: TwoRoundCoreset, tail: np.ndarray, own_valid: np.ndarray,
+                     spans: list) -> np.ndarray:
+        """Round 2 of the streamed tail coreset: its rows, their provenance in
+        ``tail_provenance_``."""
+        positions, rows = self.finish_coreset(coreset, rows=True)
         self.tail_provenance_ = _view_provenance(positions, own_valid, tail, spans)
         return rows
+
+    def bank_caps(self, head_rows: int, tail_rows: int) -> tuple[int | None, int | None]:
+        """(head, tail) item caps that keep the whole memory within ``max_bank_items``.
+
+        Each part's target is its coreset ratio of its rows (``head_rows`` LOF-kept patches,
+        ``tail_rows`` tail patches and views). When no cap is set, or the targets fit in it
+        together, each part keeps the plain cap (so its target, as before). Otherwise the cap
+        is split in proportion to the targets (rounded; each part at least one item when
+        the cap is 2 or more; a cap of 1 goes to the head, and the tail is then empty).
+        """
+        cap = self.max_bank_items
+        if cap is None:
+            return None, None
+        head = coreset_size(head_rows, self.coreset_ratio) if head_rows else 0
+        tail_ratio = self.coreset_ratio if self.tail_coreset_ratio is None else self.tail_coreset_ratio
+        tail = coreset_size(tail_rows, tail_ratio) if tail_rows else 0
+        if head + tail <= cap:
+            return cap, cap
+        if cap == 1:
+            return 1, 0
+        head_cap = min(max(int(round(cap * head / (head + tail))), 1), cap - 1)
+        return head_cap, cap - head_cap
 
     def _view_blocks(self, views: ViewSource, tail: np.ndarray, d: int, spans: list):
         """(M, D) blocks of the views' patches, noting in ``spans`` where each came from."""
@@ -243,12 +299,19 @@ class TailedCore(SoftPatch):
         log.info("TailSampler: %d of %d images in tail classes (class size <= %d); histogram %s",
                  len(tail), len(features), self.tail_result.max_k, self.tail_result.histogram.tolist())
         context = context or FitContext()
-        head, _ = self.head_memory(features.patches, features.valid, context.shared)
+        keep, lof = self.lof_keep(features.patches, features.valid, context.shared)
+        # the tail streams first: its row count (patches and views) splits max_bank_items
+        head_cap = tail_cap = self.max_bank_items
+        tail_bank = np.zeros((0, features.patches.shape[-1]), np.float32)
+        tail_prov = Provenance.unknown(0)
         if len(tail):
-            tail_bank = self.tail_memory(features.patches, tail, features.valid, context.views)
-            tail_prov = self.tail_provenance_
-        else:
-            tail_bank, tail_prov = np.zeros((0, head.shape[1]), np.float32), Provenance.unknown(0)
+            streamed = self._stream_tail(features.patches, tail, features.valid, context.views)
+            head_cap, tail_cap = self.bank_caps(int(keep.sum()), streamed[0].n_seen)
+            if tail_cap != 0:
+                streamed[0].max_items = tail_cap
+                tail_bank = self._finish_tail(*streamed)
+                tail_prov = self.tail_provenance_
+        head, _ = self.head_coreset(features.patches, keep, lof, head_cap)
         self.head_size, self.tail_size = len(head), len(tail_bank)
         self._set_bank(np.ascontiguousarray(np.concatenate([tail_bank, head])),
                        provenance=Provenance.concat([tail_prov, self.head_provenance_]),

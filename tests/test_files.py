@@ -69,3 +69,18 @@ def test_a_file_where_a_folder_should_be_is_named(tmp_path):
     with pytest.raises(NotADirectoryError, match=r"afile: is a file, not a folder"):
         files.write_json(tmp_path / "afile" / "sub" / "record.json", {})
     assert (tmp_path / "afile").read_text() == "x"
+
+
+def test_umask_is_read_without_changing_it_and_a_gone_folder_is_not_locked(tmp_path):
+    old = os.umask(0o027)
+    try:
+        assert files.current_umask() == 0o027
+        assert files.current_umask() == 0o027  # left as it was
+    finally:
+        os.umask(old)
+    assert files.lock_folder(tmp_path / "gone") is None
+    fd = files.lock_folder(tmp_path)
+    try:
+        assert fd is not None and files.lock_folder(tmp_path) is None  # held
+    finally:
+        os.close(fd)

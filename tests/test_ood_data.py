@@ -422,6 +422,74 @@ def test_make_synthetic_set_reuses_its_manifest_only_for_the_same_sources_and_se
     assert len(drawn) == 3
 
 
+def test_make_synthetic_set_is_built_aside_and_never_rewrites_a_listed_image(tmp_path, monkeypatch):
+    """The set is drawn in a temporary folder renamed into place once its manifest is written:
+    a drawing that fails half-way leaves nothing a later run trusts, one a killed run left is
+    removed by the next drawing, and a run that finishes second keeps the first run's set
+    (images another run's manifest lists are never rewritten)."""
+    import os
+    import time
+
+    from anomaly_inspect.data import artefacts
+    from anomaly_inspect.files import STALE_AFTER_S
+
+    src = [_img(tmp_path / "src" / f"{i}.png", colour=(170, 120 + 10 * i, 90), size=96) for i in range(3)]
+    spec = SyntheticSpec("ink", "similar", seed=3)
+    out = tmp_path / "cache" / "set"
+    real = artefacts.draw_artefact
+    written = []
+    real_write = artefacts.cv2.imwrite
+    monkeypatch.setattr(artefacts.cv2, "imwrite", lambda p, img: written.append(p) or real_write(p, img))
+
+    calls = []
+
+    def fail_second(image, spec, rng):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("stopped half-way")
+        return real(image, spec, rng)
+
+    monkeypatch.setattr(artefacts, "draw_artefact", fail_second)
+    with pytest.raises(RuntimeError, match="stopped half-way"):
+        make_synthetic_set(src, spec, out)
+    assert len(written) == 1 and not written[0].startswith(str(out) + os.sep)  # drawn aside
+    assert sorted(os.listdir(out.parent)) == []  # nothing left: neither the set nor its folder
+
+    killed = out.parent / ".set.4242.0badcafe.tmp"  # a run killed mid-write (its lock gone)
+    killed.mkdir()
+    (killed / "0_ink_similar.png").write_bytes(b"\x89PNG\r\n")
+    old = time.time() - STALE_AFTER_S - 5
+    os.utime(killed, (old, old))
+
+    def files():
+        return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in out.iterdir()}
+
+    first = {}
+
+    calls.clear()
+
+    def other_run_first(image, spec_, rng):
+        calls.append(1)
+        if len(calls) == len(src):  # another run finishes the same set before this one
+            monkeypatch.setattr(artefacts, "draw_artefact", real)
+            make_synthetic_set(src, spec, out)
+            first.update(files())
+        return real(image, spec_, rng)
+
+    monkeypatch.setattr(artefacts, "draw_artefact", other_run_first)
+    recs = make_synthetic_set(src, spec, out)
+    assert files() == first  # the first run's set, untouched
+    assert sorted(os.listdir(out.parent)) == ["set"]  # the killed run's folder and this copy gone
+    assert sorted(first) == sorted([*(f"{i}_ink_similar.png" for i in range(3)), "manifest.csv"])
+    assert [r.path for r in recs] == [str(out / f"{i}_ink_similar.png") for i in range(3)]
+    assert all(cv2.imread(r.path) is not None for r in recs)
+    assert recs == artefacts.read_synthetic_manifest(out / "manifest.csv")
+    # reused as it is (nothing rewritten)
+    monkeypatch.setattr(artefacts, "draw_artefact", lambda *a: pytest.fail("drawn again"))
+    assert make_synthetic_set(src, spec, out) == recs
+    assert files() == first
+
+
 def test_make_synthetic_set_refuses_sources_that_share_a_file_stem(tmp_path):
     """Outputs are named by source stem: a/001.png and b/001.png would overwrite each other."""
     src = [_img(tmp_path / "a" / "001.png", size=64), _img(tmp_path / "b" / "001.png", size=64),

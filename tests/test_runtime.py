@@ -271,6 +271,73 @@ def test_saved_model_records_runtime_and_carries_its_export(tmp_path, monkeypatc
     assert load_model(saved).cfg.backbone.runtime == "onnxruntime"
 
 
+def _as_made_by_another_torch(path):
+    """``path`` renamed as an export keyed by another torch version would be (what a saved
+    model's folder holds after torch is upgraded)."""
+    other = path.with_name(f"{path.name.split('-')[0]}-{'0' * 24}.onnx")
+    path.rename(other)
+    return other
+
+
+def test_a_graph_under_another_key_runs_only_for_the_weights_and_stages_it_records(x, tmp_path,
+                                                                                  monkeypatch):
+    import onnx
+
+    made = random_backbone("onnxruntime", tmp_path)
+    made(x)
+    (export,) = made.exports
+    record = {p.key: p.value for p in onnx.load(str(export)).metadata_props}
+    assert record == rt.export_record(made.name, made.weight_source.checksum, made.layers)
+    assert rt.graph_signature(export)[2] == record
+    graph = _as_made_by_another_torch(export)
+    # the same weights and stages: the graph is found and run, nothing is exported
+    calls = []
+    real = rt.export_onnx
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx",
+                        lambda *a, **k: calls.append(a) or real(*a, **k))
+    same = random_backbone("onnxruntime", tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(same(x), made(x), strict=True))
+    assert same.exports == [graph] and calls == []
+    # other weights, or other stages with as many outputs: exported anew, never that graph
+    for other in (random_backbone("onnxruntime", tmp_path, seed=2),
+                  random_backbone("onnxruntime", tmp_path, layers=(1, 3))):
+        maps = other(x)
+        assert other.exports == [other.export_path((SIZE, SIZE), "stages")] != [graph]
+        want = other.torch_forward(x)
+        assert max(rel_diff(a, b) for a, b in zip(maps, want, strict=True)) < 1e-4
+    assert len(calls) == 2
+
+
+def test_a_graph_exported_before_records_runs_where_it_computes_what_torch_does(x, tmp_path,
+                                                                              caplog):
+    """Graphs saved by older versions record nothing: one runs where it gives the backbone's
+    own torch outputs on a test input; otherwise the backbone is exported anew."""
+    import onnx
+
+    made = random_backbone("onnxruntime", tmp_path)
+    made(x)
+    (export,) = made.exports
+    legacy = onnx.load(str(export))
+    del legacy.metadata_props[:]
+    onnx.save(legacy, str(export))
+    assert rt.graph_signature(export)[2] == {}
+    graph = _as_made_by_another_torch(export)
+    again = random_backbone("onnxruntime", tmp_path)
+    assert all(torch.equal(a, b) for a, b in zip(again(x), made(x), strict=True))
+    assert again.exports == [graph]
+    # another backbone's weights: not run (it would give that backbone's features)
+    with caplog.at_level(logging.WARNING):
+        other = random_backbone("onnxruntime", tmp_path, seed=2)
+        maps = other(x)
+    assert other.exports == [other.export_path((SIZE, SIZE), "stages")]
+    assert max(rel_diff(a, b) for a, b in zip(maps, other.torch_forward(x), strict=True)) < 1e-4
+    assert f"{graph}: exported by an older version from other weights" in caplog.text
+    # beside a graph that records other weights: still the legacy graph, which alone matches
+    third = random_backbone("onnxruntime", tmp_path)
+    third(x)
+    assert third.exports == [graph]
+
+
 def test_export_command_writes_a_checked_onnx_file(tmp_path, capsys):
     import onnxruntime as ort
 
@@ -457,10 +524,10 @@ def test_backbone_refuses_empty_repeated_or_decreasing_layers(layers, says):
 def test_runs_on_says_which_inputs_fell_back_to_torch(x, tmp_path, monkeypatch):
     real = rt.export_onnx
 
-    def fails_at_48(model, layers, input_hw, outputs, path):
+    def fails_at_48(model, layers, input_hw, outputs, path, record=None):
         if tuple(input_hw) == (48, 48):
             raise RuntimeError("no export at 48 px")
-        return real(model, layers, input_hw, outputs, path)
+        return real(model, layers, input_hw, outputs, path, record)
 
     monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", fails_at_48)
     bb = random_backbone("onnxruntime", tmp_path)

@@ -111,6 +111,146 @@ def test_model_dir_save_refuses_overwrite_and_is_atomic(tmp_path, monkeypatch):
     assert (other / "precious.txt").exists()
 
 
+# Saves a model tagged ARGV[2] over ARGV[1], the process ending (os._exit: like kill -9) once
+# ARGV[3] os.replace calls are done: 0 before the old model is moved aside, 1 after, 2 after the
+# new one is moved in.
+_KILLED_SAVE = """
+import os, sys
+from pathlib import Path
+from anomaly_inspect.screening import model_dir as md
+target, tag, at = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+
+class Scorer:
+    def save(self, d):
+        d.mkdir()
+        (d / "scorer.json").write_text(tag)
+        (d / "scorer_state.safetensors").write_text(tag)
+
+real, calls = os.replace, []
+def replace(a, b):
+    if len(calls) == at:
+        os._exit(9)
+    real(a, b)
+    calls.append(b)
+    if len(calls) == at:
+        os._exit(9)
+md.os.replace = replace
+info = md.ModelInfo(config={}, backbone={}, calibration={}, train_images=[tag], calibration_images=[])
+md.save_model_dir(target, info, Scorer(), overwrite=True)
+os._exit(9)
+"""
+
+
+def _save_killed(target, tag: str, at: int) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _KILLED_SAVE, str(target), tag, str(at)])
+    assert done.returncode == 9
+
+
+def _tag(target) -> str:
+    return read_model_info(target).train_images[0]
+
+
+@pytest.mark.parametrize(("at", "left"), [(0, "old"), (1, "new"), (2, "new")])
+def test_a_model_replaced_by_a_killed_run_is_put_back_and_its_folders_removed(tmp_path, at, left,
+                                                                              monkeypatch, caplog):
+    from anomaly_inspect import files
+
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    _save_killed(target, "new", at)
+    assert target.exists() == (at != 1)  # between the two moves: no model there
+    leftovers = sorted(p.name[:7] for p in tmp_path.iterdir() if p.name != "m")
+    assert leftovers == ([".m.old-", ".m.tmp-"] if at < 2 else [".m.old-"])
+    assert _tag(target) == {"old": "a.png", "new": "new"}[left]  # loading puts it back
+    assert ("put back the new model" in caplog.text) == (at == 1)
+    # the next save removes what the killed run left
+    monkeypatch.setattr(files, "STALE_AFTER_S", -1.0)
+    save_model_dir(target, _info(), _fitted_scorer(), overwrite=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"] and _tag(target) == "a.png"
+
+
+def test_a_killed_replace_rolls_back_where_the_new_model_is_incomplete(tmp_path, monkeypatch):
+    from anomaly_inspect.files import lock_folder
+
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    _save_killed(target, "new", 1)
+    (aside,) = tmp_path.glob(".m.old-*")
+    (new,) = tmp_path.glob(".m.tmp-*")
+    # a live run's folders are left alone (the lock is what tells them from a killed run's)
+    held = lock_folder(aside)
+    try:
+        with pytest.raises(FileNotFoundError, match="model directory not found"):
+            read_model_info(target)
+    finally:
+        os.close(held)
+    (new / "scorer" / "scorer.json").write_text("damaged")
+    # the next save puts back the old model first (so without overwrite it is refused)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        save_model_dir(target, _info(), _fitted_scorer())
+    assert _tag(target) == "a.png" and not aside.exists()
+
+
+@pytest.mark.parametrize("fails", [[0], [1], [1, 2]])
+def test_a_failed_move_keeps_the_old_model(tmp_path, monkeypatch, fails):
+    """os.replace raising at the first move, the second (the old model is moved back), or the
+    second and the move back (the next load puts it back)."""
+    from anomaly_inspect.screening import model_dir as md
+
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(b)
+        if len(calls) - 1 in fails:
+            raise OSError("device busy")
+        real(a, b)
+
+    monkeypatch.setattr(md.os, "replace", replace)
+    other = ModelInfo(**{**_info().__dict__, "train_images": ["new.png"]})
+    with pytest.raises(OSError, match="device busy"):
+        save_model_dir(target, other, _fitted_scorer(), overwrite=True)
+    monkeypatch.setattr(md.os, "replace", real)
+    assert target.exists() == (fails != [1, 2])
+    assert _tag(target) == "a.png"
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_overwrite_drops_exported_graphs_the_new_model_does_not_hold(tmp_path):
+    graph = tmp_path / "g.onnx"
+    graph.write_bytes(b"old graph")
+    target = save_model_dir(tmp_path / "m", _info(), _fitted_scorer(),
+                            extra_files={"backbone/old-key.onnx": graph})
+    (target / "backbone" / "exported-since.onnx").write_bytes(b"cache")  # not in its checksums
+    for keep in ([], ["notes.txt"]):  # the model's folder replaced whole, or file by file
+        for name in keep:
+            (target / name).write_text("mine")
+        graph.write_bytes(b"new graph")
+        save_model_dir(target, _info(), _fitted_scorer(), overwrite=True,
+                       extra_files={"backbone/new-key.onnx": graph})
+        assert sorted(p.name for p in (target / "backbone").iterdir()) == ["new-key.onnx"]
+        assert all((target / name).read_text() == "mine" for name in keep)
+        (target / "backbone" / "exported-since.onnx").write_bytes(b"cache")
+        read_model_info(target)
+
+
+def test_model_folder_permissions_follow_the_umask(tmp_path):
+    import stat
+
+    for mask, mode in ((0o027, 0o750), (0o002, 0o775)):
+        old = os.umask(mask)
+        try:
+            target = save_model_dir(tmp_path / f"m{mask:o}", _info(), _fitted_scorer())
+        finally:
+            os.umask(old)
+        assert stat.S_IMODE(target.stat().st_mode) == mode
+        assert stat.S_IMODE((target / "scorer").stat().st_mode) == mode
+
+
 def test_model_dir_refuses_other_format_version(tmp_path):
     target = save_model_dir(tmp_path / "m", _info(), _fitted_scorer())
     data = json.loads((target / MODEL_JSON).read_text())

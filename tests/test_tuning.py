@@ -569,33 +569,37 @@ def test_stage_maps_take_the_crop_fit_takes(tmp_path, resize):
 
 
 def test_building_folders_a_killed_run_left_are_removed_by_the_next_build(tmp_path):
-    """A cache entry's temporary folder is locked while it is built: the next build of the entry
-    removes one that no live run holds (left by ``kill -9``), and keeps a locked or a young one
-    and those of other entries."""
+    """A cache entry's temporary folder is locked while it is built: the next build of any entry
+    in the same cache folder removes those that no live run holds (left by ``kill -9``, of this
+    entry or another: a killed run's key may never be built again), and keeps a locked or a young
+    one and other folders."""
     import os
     import time
 
-    from anomaly_inspect.files import STALE_AFTER_S, lock_folder
-    from anomaly_inspect.tuning.stage_cache import new_entry
+    from anomaly_inspect.files import STALE_AFTER_S, lock_folder, new_entry
 
     entry = tmp_path / "cache" / "maps-abc"
     entry.parent.mkdir()
     names = {"killed": ".maps-abc.123.0badcafe.tmp", "live": ".maps-abc.124.00c0ffee.tmp",
-             "young": ".maps-abc.125.0000beef.old", "other": ".maps-xyz.126.0badcafe.tmp"}
+             "young": ".maps-abc.125.0000beef.old", "other": ".maps-xyz.126.0badcafe.tmp",
+             "other_old": ".synth-1.127.12345678.old", "other_live": ".maps-xyz.128.0badcafe.tmp",
+             "entry": "maps-xyz", "not_ours": ".maps-xyz.tmp"}
     old = time.time() - STALE_AFTER_S - 5
     for key, name in names.items():
         (entry.parent / name / "part").mkdir(parents=True)
         if key != "young":
             os.utime(entry.parent / name, (old, old))
-    held = lock_folder(entry.parent / names["live"])
+    held = [lock_folder(entry.parent / names[k]) for k in ("live", "other_live")]
     try:
         with new_entry(entry) as tmp:
             (tmp / "done").write_text("{}")
             assert lock_folder(tmp) is None  # locked while it is built
     finally:
-        os.close(held)
+        for fd in held:
+            os.close(fd)
     left = sorted(p.name for p in entry.parent.iterdir())
-    assert left == sorted([entry.name, names["live"], names["young"], names["other"]])
+    assert left == sorted([entry.name, *(names[k] for k in ("live", "young", "other_live", "entry",
+                                                              "not_ours"))])
 
 
 def test_stage_map_key_holds_the_precision_and_keeps_earlier_f32_keys(tmp_path):

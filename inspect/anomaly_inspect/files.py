@@ -14,15 +14,17 @@ Folders built beside their target and renamed into place (saved models, tune's c
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 try:
@@ -63,11 +65,46 @@ def replacing(path: Path | str) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: a temporary file a killed run left is removed once it is older than this (no file is
+#: written that long before it is renamed into place)
+STALE_TEMP_AFTER_S = 3600.0
+#: :func:`replacing`'s temporary files: ``.<name>.<8 of mkstemp's letters>.tmp<suffix>``,
+#: where ``<suffix>`` is ``<name>``'s (checked by :func:`remove_stale_temp_files`)
+_REPLACING = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
+
+
+def remove_stale_temp_files(folder: Path | str) -> None:
+    """Remove the temporary files :func:`replacing` writes in ``folder`` (a feature or
+    ONNX cache) that are older than :data:`STALE_TEMP_AFTER_S`: left by a run killed while it
+    wrote them (a feature array, an export), each as large as the file it was to become. One
+    that cannot be looked at or removed (a read-only folder) is left alone."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    removed = []
+    for entry in entries:
+        m = _REPLACING.fullmatch(entry.name)
+        if m is None or (m[2] or "") != Path(m[1]).suffix:
+            continue
+        try:
+            if (not entry.is_file(follow_symlinks=False)
+                    or time.time() - entry.stat(follow_symlinks=False).st_mtime < STALE_TEMP_AFTER_S):
+                continue
+            os.unlink(entry.path)
+            removed.append(entry.name)
+        except OSError:
+            continue
+    if removed:
+        log.info("%s: removed %d temporary file(s) left by a killed run: %s", folder, len(removed),
+                 ", ".join(removed))
 
 
 def write_text(path: Path | str, text: str, errors: str = "strict") -> Path:
@@ -82,9 +119,9 @@ def write_json(path: Path | str, data, indent: int | None = 2, **dumps) -> Path:
     return write_text(path, json.dumps(data, indent=indent, **dumps))
 
 
-def _umask() -> int:
-    """The process's umask, read without setting it (setting it to read it back would race
-    with other threads creating files)."""
+def current_umask() -> int:
+    """The process's umask, read without setting it where ``/proc`` says it (setting it to read
+    it back races with other threads creating files; done only where ``/proc`` is absent)."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:
@@ -99,10 +136,14 @@ def _umask() -> int:
 
 def lock_folder(folder: Path | str) -> int | None:
     """An open descriptor of ``folder`` holding its exclusive ``flock`` (released when it is
-    closed or the process dies); None where another process holds it or it cannot be locked."""
+    closed or the process dies); None where another process holds it, it is gone, or it cannot
+    be locked."""
     if fcntl is None:
         return None
-    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # gone, or not readable
+        return None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:  # held by a live run, or a file system without flock
@@ -151,3 +192,56 @@ def remove_stale_folders(parent: Path | str, names: re.Pattern) -> None:
     if removed:
         log.info("%s: removed %d temporary folder(s) left by a killed run: %s", parent,
                  len(removed), ", ".join(removed))
+
+
+@contextmanager
+def new_entry(directory: Path) -> Iterator[Path]:
+    """A temporary folder beside cache entry ``directory`` to build it in, renamed to
+    ``directory`` when the block ends; if another run has put the entry there meanwhile, theirs
+    is kept and this copy removed. Removed if the block raises; a full disk is one line naming
+    ``directory``. The temporary folders killed runs left in the same cache folder (of any
+    entry: a run killed building one key may never build it again) are removed first."""
+    directory = Path(directory)
+    make_folder(directory.parent)
+    remove_stale_folders(directory.parent, _BUILDING)
+    tmp = _sibling(directory, "tmp")
+    with holding_lock(tmp):
+        try:
+            yield tmp
+            try:
+                os.rename(tmp, directory)
+            except OSError as e:
+                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another run's complete entry won the race
+        except BaseException as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise OSError(f"{directory}: no space left on the device for this cache entry; "
+                              f"free space there or use another cache folder") from None
+            raise
+
+
+def discard_entry(directory: Path) -> None:
+    """Remove a broken cache entry: renamed aside first, so no run sees it half removed."""
+    directory = Path(directory)
+    aside = _sibling(directory, "old")
+    with holding_lock(aside):
+        with suppress(FileNotFoundError):  # another run removed it first
+            os.rename(directory, aside / "entry")
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+#: the names :func:`_sibling` gives the temporary folders of entries: ``.<entry>.<pid>.<hex>.<kind>``
+_BUILDING = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.(tmp|old)")
+
+
+def _sibling(directory: Path, kind: str) -> Path:
+    """A new empty folder beside ``directory``, unique to this call (permissions as ``mkdir``'s)."""
+    while True:
+        path = directory.parent / f".{directory.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}"
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue

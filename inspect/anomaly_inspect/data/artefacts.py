@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files import write_text
+from ..files import discard_entry, new_entry, write_text
 from .image_io import read_image
 
 log = logging.getLogger(__name__)
@@ -209,39 +209,59 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
 
     Deterministic: image i uses ``seed`` and i. An existing manifest is reused only when it
     lists these sources in order, with this kind, group, seed and rule, and its images exist;
-    otherwise the set is drawn again. Each output is named by its source's file stem, so
-    sources that share a stem (``a/001.png``, ``b/001.jpg``; compared ignoring case, as some
-    file systems do) are refused: one drawing would overwrite the other.
+    otherwise the folder is removed and the set drawn again. Each output is named by its
+    source's file stem, so sources that share a stem (``a/001.png``, ``b/001.jpg``; compared
+    ignoring case, as some file systems do) are refused: one drawing would overwrite the other.
+
+    ``out_dir`` is a cache entry (``files.new_entry``): the set is drawn in a
+    temporary folder beside it and renamed into place once its manifest is written, so a
+    concurrent run never rewrites an image another run's manifest lists, and a killed drawing
+    leaves no image that a later run trusts (its folder is removed by the next drawing).
     """
+
     _check_distinct_stems(sources)
     out_dir = Path(out_dir)
     manifest = out_dir / "manifest.csv"
-    if manifest.is_file():
-        records = read_synthetic_manifest(manifest)
-        if records is not None and _matches(records, sources, spec):
-            return records
-        log.info("synthetic %s %s: %s is for other sources or settings; drawing again",
-                 spec.group, spec.kind, manifest)
-        manifest.unlink()  # a drawing stopped half-way must not leave it naming new images
-    out_dir.mkdir(parents=True, exist_ok=True)
+    records = _reusable(manifest, sources, spec)
+    if records is not None:
+        return records
+    if out_dir.exists() or out_dir.is_symlink():
+        log.info("synthetic %s %s: %s is for other sources or settings, or unfinished; drawing "
+                 "again", spec.group, spec.kind, out_dir)
+        discard_entry(out_dir)
     rule = _rule(spec)
     records = []
-    for i, src in enumerate(sources):
-        rng = np.random.default_rng([spec.seed, i, len(spec.kind), len(spec.group)])
-        img = read_image(src)
-        out, name, mean, tries = draw_artefact(img, spec, rng)
-        path = out_dir / f"{Path(src).stem}_{spec.kind}_{spec.group}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-        records.append(SyntheticRecord(
-            str(src), str(path), spec.kind, spec.group, name, *(round(float(v), 2) for v in mean),
-            round(spec.rule.distance(mean), 2), spec.rule.is_similar(mean), tries, *rule))
-    text = io.StringIO()
-    writer = csv.DictWriter(text, fieldnames=list(asdict(records[0]).keys()))
-    writer.writeheader()
-    writer.writerows(asdict(r) for r in records)
-    write_text(manifest, text.getvalue())
+    with new_entry(out_dir) as tmp:
+        for i, src in enumerate(sources):
+            rng = np.random.default_rng([spec.seed, i, len(spec.kind), len(spec.group)])
+            img = read_image(src)
+            out, name, mean, tries = draw_artefact(img, spec, rng)
+            png = f"{Path(src).stem}_{spec.kind}_{spec.group}.png"
+            if not cv2.imwrite(str(tmp / png), cv2.cvtColor(out, cv2.COLOR_RGB2BGR)):
+                raise OSError(f"{out_dir / png}: the synthetic image could not be written")
+            records.append(SyntheticRecord(
+                str(src), str(out_dir / png), spec.kind, spec.group, name,
+                *(round(float(v), 2) for v in mean), round(spec.rule.distance(mean), 2),
+                spec.rule.is_similar(mean), tries, *rule))
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(asdict(records[0]).keys()))
+        writer.writeheader()
+        writer.writerows(asdict(r) for r in records)
+        write_text(tmp / manifest.name, text.getvalue())
+    # another run may have renamed its drawing into place first (kept, this one removed)
+    if _reusable(manifest, sources, spec) is None:
+        raise OSError(f"{out_dir}: the synthetic set there is not the one just drawn (another "
+                      f"run drew other sources or settings into it meanwhile); run again")
     log.info("synthetic %s %s: %d images in %s", spec.group, spec.kind, len(records), out_dir)
     return records
+
+
+def _reusable(manifest: Path, sources: Sequence[Path], spec: SyntheticSpec) -> list[SyntheticRecord] | None:
+    """The records of ``manifest`` where it is the drawing of ``spec`` on ``sources``, else None."""
+    if not manifest.is_file():
+        return None
+    records = read_synthetic_manifest(manifest)
+    return records if records is not None and _matches(records, sources, spec) else None
 
 
 def _check_distinct_stems(sources: Sequence[Path]) -> None:

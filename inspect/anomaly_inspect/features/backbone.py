@@ -28,9 +28,11 @@ from .runtime import (
     default_cache_dir,
     export_key,
     export_onnx,
+    export_record,
     first_line,
     graph_outputs,
     graph_signature,
+    max_rel_diff,
     quantize_int8,
     require_runtime,
     timm_version,
@@ -154,7 +156,8 @@ class Backbone(nn.Module):
     into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
     and run in torch, with a one-line warning, where the export fails. A saved model's
     ``cache_dir`` holds its graphs: one made there under another torch version (so named by
-    another key) is still found and run (:meth:`_graph_path`).
+    another key) is still found and run where it records these weights and stages
+    (:meth:`_graph_path`).
     ``model`` stays the torch module for whatever needs gradients or other outputs. It is
     built on first use where a card of these weights is cached (:func:`card_path`, written
     by the first backbone built from them): a backbone that runs from its cached export then
@@ -266,17 +269,52 @@ class Backbone(nn.Module):
 
     def _graph_path(self, input_hw: tuple[int, int], outputs: str) -> Path:
         """The f32 graph to run for this input size and outputs: :meth:`export_path`; where
-        that is absent, the one export in ``cache_dir`` that takes this input and gives these
-        outputs (export names hash the torch version, and a saved model runs the graph it holds
-        whatever torch runs now; its folder holds only its own backbone's graphs)."""
+        that is absent, an export in ``cache_dir`` that takes this input, gives these outputs
+        and records this backbone's weights checksum and stages (export names hash the torch
+        version, and a saved model runs the graph it holds whatever torch runs now); else one
+        exported before exports recorded these that gives this backbone's outputs on a test
+        input (:meth:`_computes_as_torch`)."""
         path = self.export_path(input_hw, outputs)
         if path.is_file() or self.cache_dir is None or not self.cache_dir.is_dir():
             return path
         named = re.compile(re.escape(self.name) + r"-[0-9a-f]{24}\.onnx")
         want = ((3, *input_hw), graph_outputs(len(self.layers), outputs))
-        found = [p for p in sorted(self.cache_dir.iterdir())
-                 if named.fullmatch(p.name) and graph_signature(p) == want]
-        return found[0] if len(found) == 1 else path
+        found = {p: sig[2] for p in sorted(self.cache_dir.iterdir())
+                 if named.fullmatch(p.name) and (sig := graph_signature(p)) and sig[:2] == want}
+        mine = [p for p, record in found.items() if record == self._record]
+        if mine:
+            return mine[0]
+        for old in (p for p, record in found.items() if not record):
+            if self._computes_as_torch(old, input_hw, outputs):
+                log.info("%s: exported by an older version, which did not record the weights it "
+                         "was made from; it gives this backbone's outputs on a test input", old)
+                return old
+            log.warning("%s: exported by an older version from other weights or stages (not "
+                        "this backbone's outputs on a test input); not run", old)
+        return path
+
+    def _computes_as_torch(self, graph: Path, input_hw: tuple[int, int], outputs: str) -> bool:
+        """Whether the f32 ``graph`` gives this backbone's torch outputs on a random input (how
+        a graph that records nothing about the weights it was made from is checked)."""
+        x = torch.randn(1, 3, *input_hw, generator=torch.Generator().manual_seed(0))
+        try:
+            got = OnnxRunner(graph, self.runtime, "f32")(x.numpy())
+            if outputs == "stages":
+                want = self.torch_forward(x)
+            else:
+                maps, final, pooled = self.torch_forward_full(x)
+                want = [*maps, final, pooled] if outputs == "full" else [*maps, pooled]
+            return max_rel_diff(got, want) < 1e-3
+        except StaleCardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types
+            log.debug("%s: not checked (%s)", graph, first_line(exc))
+            return False
+
+    @property
+    def _record(self) -> dict[str, str]:
+        """What this backbone's exports record about it (:func:`export_record`)."""
+        return export_record(self.name, self.weight_source.checksum, self.layers)
 
     @property
     def exports(self) -> list[Path]:
@@ -313,14 +351,14 @@ class Backbone(nn.Module):
         if reuse and path.is_file():
             return path
         try:
-            return export_onnx(self.model, self.layers, input_hw, outputs, path)
+            return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
         except OSError:
             if self.cache_dir is None:
                 raise
         path = default_cache_dir() / path.name
         if reuse and path.is_file():
             return path
-        return export_onnx(self.model, self.layers, input_hw, outputs, path)
+        return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
 
     @property
     def needs_calibration(self) -> bool:

@@ -11,6 +11,10 @@ its pixels. An image rewritten in place with the same size whose modification ti
 put back (``cp -p``, ``rsync -a``, ``touch -r``, an archive extracted over it) keeps its key,
 and its stale features are served. After such a copy, delete the cache folder (or ``touch``
 the images).
+
+The cache only saves work: a folder that cannot be read is a miss, one that cannot be written
+(read-only, full) a warning, and the run goes on without it. A file a run killed while writing
+it left is removed by the next run that opens the folder, once an hour old.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.image_io import ImageReadError
-from ..files import replacing, write_json
+from ..files import make_folder, remove_stale_temp_files, replacing, write_json
 from .runtime import CalibrationError
 
 log = logging.getLogger(__name__)
@@ -79,6 +83,14 @@ class FeatureCache:
 
     def __init__(self, directory: Path | str):
         self.directory = Path(directory)
+        self._tidied = False
+        self._unwritable: str | None = None  # why saving failed (said once, then not tried)
+
+    def _tidy(self) -> None:
+        """Once per cache: remove the temporary files of writes a killed run left."""
+        if not self._tidied:
+            self._tidied = True
+            remove_stale_temp_files(self.directory)
 
     def describe(self, backbone, image_size: int, crop_size: int | None, paths: Sequence[Path],
                  extra: dict | None = None) -> dict:
@@ -95,8 +107,15 @@ class FeatureCache:
         }
 
     def load(self, description: dict) -> dict[str, np.ndarray] | None:
+        """The arrays saved under ``description``; None where there are none, or they (or the
+        folder) cannot be read."""
         path = self.directory / f"{cache_key(description)}.npz"
-        if not path.is_file():
+        self._tidy()
+        try:
+            if not path.is_file():
+                return None
+        except OSError as exc:  # a folder that cannot be read: a miss
+            log.debug("%s: cannot look in the feature cache (%s)", path, exc)
             return None
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -108,11 +127,23 @@ class FeatureCache:
         log.info("feature cache hit: %s", path.name)
         return arrays
 
-    def save(self, description: dict, arrays: dict[str, np.ndarray]) -> Path:
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def save(self, description: dict, arrays: dict[str, np.ndarray]) -> Path | None:
+        """Save ``arrays`` under ``description``; the path written, or None where the folder
+        cannot be written (read-only, full): said in one warning, and the run goes on without
+        caching (nothing more is tried)."""
+        if self._unwritable is not None:
+            return None
         key = cache_key(description)
         path = self.directory / f"{key}.npz"
-        with replacing(path) as tmp:
-            np.savez(tmp, **arrays)
-        write_json(self.directory / f"{key}.json", description)
+        try:
+            make_folder(self.directory)
+            self._tidy()
+            with replacing(path) as tmp:
+                np.savez(tmp, **arrays)
+            write_json(self.directory / f"{key}.json", description)
+        except OSError as exc:
+            self._unwritable = exc.strerror or str(exc)
+            log.warning("%s: cannot write the feature cache (%s); going on without caching "
+                        "features in this run", self.directory, self._unwritable)
+            return None
         return path

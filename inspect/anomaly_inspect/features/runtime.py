@@ -12,7 +12,9 @@ Exports are made lazily (on the first batch, never at import time), once per
 cached as ``backbone-<key>.onnx`` in a directory: the model directory for
 saved models, otherwise ``$ANOMALY_INSPECT_CACHE`` or ``~/.cache/anomaly_inspect``.
 A saved model runs the graphs it holds whatever torch version runs now: in its
-folder a graph is also found by its input size and outputs (:func:`graph_signature`).
+folder a graph is also found by its input size and outputs (:func:`graph_signature`) and by
+the backbone, weights checksum and stages each export records in its metadata
+(:func:`export_record`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,10 @@ import io
 import json
 import logging
 import os
+import re
+import shutil
 import tempfile
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +41,13 @@ import torch
 from torch import nn
 
 from ..choices import check_runtime
-from ..files import replacing
+from ..files import (
+    STALE_TEMP_AFTER_S,
+    holding_lock,
+    remove_stale_folders,
+    remove_stale_temp_files,
+    replacing,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,17 +140,32 @@ def graph_outputs(n_stages: int, outputs: str) -> tuple[str, ...]:
             *{"stages": (), "pooled": ("pooled",), "full": ("final", "pooled")}[outputs])
 
 
-def graph_signature(path: Path) -> tuple[tuple[int, ...], tuple[str, ...]] | None:
-    """The input shape without the batch axis and the output names of the ONNX graph at
-    ``path``; None where it is not a readable graph."""
+#: prefix of the metadata keys an export records (:func:`export_record`)
+RECORD_PREFIX = "anomaly_inspect."
+
+
+def export_record(name: str, weights_checksum: str, layers: Sequence[int]) -> dict[str, str]:
+    """What an export records in its ONNX metadata about the backbone it was made from (its
+    file name's key hashes these too, with the torch version: a graph found under another
+    key is run only where its record matches)."""
+    return {f"{RECORD_PREFIX}backbone": name, f"{RECORD_PREFIX}weights_checksum": weights_checksum,
+            f"{RECORD_PREFIX}layers": json.dumps([int(i) for i in layers])}
+
+
+def graph_signature(path: Path) -> tuple[tuple[int, ...], tuple[str, ...], dict[str, str]] | None:
+    """The input shape without the batch axis, the output names and the
+    :func:`export_record` (empty for a graph exported before records existed) of the ONNX
+    graph at ``path``; None where it is not a readable graph."""
     import onnx
 
     try:
-        graph = onnx.load(str(path), load_external_data=False).graph
+        model = onnx.load(str(path), load_external_data=False)
+        graph = model.graph
         shape = tuple(int(d.dim_value) for d in graph.input[0].type.tensor_type.shape.dim[1:])
     except Exception:  # onnx raises its own types (DecodeError, ...) for a damaged file
         return None
-    return shape, tuple(o.name for o in graph.output)
+    record = {p.key: p.value for p in model.metadata_props if p.key.startswith(RECORD_PREFIX)}
+    return shape, tuple(o.name for o in graph.output), record
 
 
 class _StagesGraph(nn.Module):
@@ -212,23 +238,28 @@ class _PaddedConv(nn.Module):
         return self.conv(torch.nn.functional.pad(x, self.pads))
 
 
-def _drop_empty_pad_inputs(path: Path) -> None:
-    """Drop the empty trailing inputs the legacy exporter gives ``Pad`` nodes: ONNX Runtime's
-    Pad-into-Conv fusion only applies to a ``Pad`` without them."""
+def _finish_graph(path: Path, record: dict[str, str] | None, drop_pad_inputs: bool) -> None:
+    """Add ``record`` to the graph's metadata; with ``drop_pad_inputs``, drop the empty trailing
+    inputs the legacy exporter gives ``Pad`` nodes: ONNX Runtime's Pad-into-Conv fusion only
+    applies to a ``Pad`` without them."""
     import onnx
 
     model = onnx.load(str(path))
-    for node in model.graph.node:
-        if node.op_type == "Pad":
-            while node.input and node.input[-1] == "":
-                node.input.pop()
+    if drop_pad_inputs:
+        for node in model.graph.node:
+            if node.op_type == "Pad":
+                while node.input and node.input[-1] == "":
+                    node.input.pop()
+    if record:
+        onnx.helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                            **record})
     onnx.save(model, str(path))
 
 
 def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, int], outputs: str,
-                path: Path) -> Path:
+                path: Path, record: dict[str, str] | None = None) -> Path:
     """Export ``model``'s stages (and more, see :class:`_StagesGraph`) to ``path`` with a
-    dynamic batch axis.
+    dynamic batch axis, ``record`` (:func:`export_record`) in its metadata.
 
     Uses torch's TorchScript-based exporter on :func:`static_same_padding`'s copy of the model:
     it exports in well under a second, where the ``torch.export``-based one takes 5-12 s, and
@@ -240,13 +271,14 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
     names = list(graph_outputs(len(layers), outputs))
     x = torch.zeros(2, 3, *input_hw)
     log.info("exporting the backbone to ONNX (once per backbone, weights, stages and input size)")
+    tidy_cache_folder(path.parent)
     with replacing(path) as tmp, _quiet_exporter(), torch.no_grad():
         try:
             torch.onnx.export(
                 graph, (x,), str(tmp), dynamo=False, opset_version=17, input_names=["images"],
                 output_names=names, dynamic_axes={n: {0: "batch"} for n in ["images", *names]},
             )
-            _drop_empty_pad_inputs(Path(tmp))
+            _finish_graph(Path(tmp), record, drop_pad_inputs=True)
         except Exception as exc:
             log.info("TorchScript-based ONNX export failed (%s: %s); trying torch.export",
                      type(exc).__name__, first_line(exc))
@@ -255,6 +287,7 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
                 input_names=["images"], output_names=names,
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
             )
+            _finish_graph(Path(tmp), record, drop_pad_inputs=False)
     log.info("exported backbone graph to %s", path)
     return path
 
@@ -288,15 +321,53 @@ def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8,
 
     dst.parent.mkdir(parents=True, exist_ok=True)
     log.info("quantising the backbone to int8 (calibrated on %d %s)", len(images), source)
-    with tempfile.TemporaryDirectory(dir=dst.parent) as tmp, _quiet_exporter():
-        pre = Path(tmp) / "pre.onnx"
-        out = Path(tmp) / "int8.onnx"
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=True)
-        os.replace(out, dst)
+    tidy_cache_folder(dst.parent)
+    # a work folder of a recognisable name, locked while it is used: the next run removes one
+    # that a run killed here left (tens of MB), see tidy_cache_folder
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    with holding_lock(tmp):
+        try:
+            with _quiet_exporter():
+                pre = tmp / "pre.onnx"
+                out = tmp / "int8.onnx"
+                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+                quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                per_channel=True)
+                os.replace(out, dst)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+#: :func:`quantize_int8`'s work folders (locked while used): ``.<graph>.onnx.<8 letters>.tmp``
+_QUANTISING = re.compile(r"\..+\.onnx\.[a-z0-9_]{8}\.tmp")
+#: those of earlier versions (``tempfile``'s names, not locked), and what they held
+_OLD_QUANTISING = re.compile(r"tmp[a-z0-9_]{8}")
+_OLD_QUANTISING_FILES = re.compile(r"(pre|int8)\.onnx(\.data)?")
+
+
+def tidy_cache_folder(folder: Path | str) -> None:
+    """Remove from the ONNX cache ``folder`` what killed runs left: the temporary files of
+    unfinished exports (:func:`remove_stale_temp_files`) and :func:`quantize_int8`'s work
+    folders no live run holds (and an earlier version's unlocked ones, ``tmpXXXXXXXX`` holding
+    only its ``pre.onnx`` / ``int8.onnx``, once older than :data:`STALE_TEMP_AFTER_S`)."""
+    remove_stale_temp_files(folder)
+    remove_stale_folders(folder, _QUANTISING)
+    try:
+        old = [p for p in Path(folder).iterdir() if _OLD_QUANTISING.fullmatch(p.name)]
+    except OSError:
+        return
+    for path in old:
+        try:
+            if (path.is_symlink() or not path.is_dir()
+                    or time.time() - path.stat().st_mtime < STALE_TEMP_AFTER_S
+                    or not all(_OLD_QUANTISING_FILES.fullmatch(f.name) for f in path.iterdir())):
+                continue
+            shutil.rmtree(path)
+            log.info("%s: removed the int8 work folder %s left by a killed run", folder, path.name)
+        except OSError:
+            continue
 
 
 @contextlib.contextmanager

@@ -11,15 +11,20 @@ Layout::
     MODEL_DIR/backbone/*.onnx               the backbone's ONNX export(s), when a non-torch
                                             runtime ran it (a cache: rebuilt if absent)
 
-Saving writes everything into a temporary folder beside the target and moves
-it into place with one ``os.replace``: a crash leaves either the old model or
-the new one, never a half-written directory that loads. Nothing is pickled.
-The temporary folder is ``flock``-ed while it is written, so the next save to the
-same target removes the ones a killed run (``kill -9``) left behind.
+Saving writes everything into a temporary folder ``.NAME.tmp-XXXXXXXX`` beside the
+target and moves it into place with ``os.replace``: a crash leaves either the old model or
+the new one, never a half-written directory that loads. Nothing is pickled. A model already
+at the target is first moved into ``.NAME.old-XXXXXXXX`` (same suffix as its new one's
+folder), then the new one is moved in; a run killed between the two leaves no model at the
+target, and the next save to it, or the next load of it, puts one back: the new one where
+its checksums verify, else the old one (:func:`recover_replace`). Both folders are
+``flock``-ed while in use, so the next save to the same target removes the ones a killed run
+(``kill -9``) left behind. The model folder gets the permissions the umask gives a new folder.
 Loading verifies every checksum first, so a changed, truncated or damaged file
 is refused with one line naming it (models saved before checksums existed
 load with a warning). ``overwrite`` replaces only a directory recognised as a
-model and removes only the files a model writes; other files in it are kept.
+model and removes only the files a model writes (and exported graphs ``backbone/*.onnx`` the
+new model does not hold); other files in it are kept.
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import ConfigError, check_field_types
-from ..files import holding_lock, make_folder, remove_stale_folders
+from ..files import current_umask, holding_lock, lock_folder, make_folder, remove_stale_folders
 
 log = logging.getLogger(__name__)
 
@@ -199,12 +204,15 @@ def _is_model_dir(target: Path) -> bool:
 
 
 def _model_files(target: Path) -> set[str]:
-    """Relative paths of the files a model wrote into ``target`` (its own checksum list included)."""
+    """Relative paths of the files a model or this tool wrote into ``target``: those its
+    checksum list names, the list itself, and every ``backbone/**.onnx`` (graphs exported
+    there after the model was saved are a cache, not the user's)."""
     try:
         listed = set(_read_checksums(target) or {})
     except ModelFormatError:
         listed = set()
-    return {rel for rel in listed | set(MODEL_FILES) if (target / rel).is_file()}
+    graphs = {p.relative_to(target).as_posix() for p in (target / BACKBONE_DIR).rglob("*.onnx")}
+    return {rel for rel in listed | set(MODEL_FILES) | graphs if (target / rel).is_file()}
 
 
 def check_replaceable(target: Path | str, overwrite: bool) -> None:
@@ -225,21 +233,90 @@ def _staging_prefix(target: Path) -> str:
     return f".{target.name}.tmp-"
 
 
+def _aside_prefix(target: Path) -> str:
+    return f".{target.name}.old-"
+
+
+def _folders(target: Path, prefix: str) -> re.Pattern:
+    """Names of ``target``'s staging or set-aside folders (``prefix``, mkdtemp's 8 characters)."""
+    return re.compile(re.escape(prefix) + r"[a-z0-9_]{8}")
+
+
+def recover_replace(target: Path | str) -> bool:
+    """Put a model back at a missing ``target`` where a run replacing the model there was
+    killed between moving the old one aside and moving the new one in: the new one
+    (``.NAME.tmp-X``) where it is complete (its checksums verify), else the old one
+    (``.NAME.old-X/model``). Folders a live run holds are left alone. True where a model was
+    put back."""
+    target = Path(target)
+    if target.exists() or target.is_symlink():
+        return False
+    pattern = _folders(target, _aside_prefix(target))
+    try:
+        siblings = sorted(target.parent.iterdir())
+    except OSError:
+        return False
+    for aside in siblings:
+        if not pattern.fullmatch(aside.name) or aside.is_symlink() or not (aside / "model").is_dir():
+            continue
+        fd = lock_folder(aside)
+        if fd is None:  # a live run's, gone since, or a file system without flock: left alone
+            continue
+        new = aside.with_name(_staging_prefix(target) + aside.name[-8:])
+        new_fd = lock_folder(new) if new.is_dir() and not new.is_symlink() else None
+        try:
+            if target.exists() or target.is_symlink():  # another run put one back meanwhile
+                return False
+            if new_fd is not None and _verifies(new):
+                os.replace(new, target)
+                how = f"the new model, which the run had finished writing ({new.name})"
+            else:
+                os.replace(aside / "model", target)
+                how = f"the model it was replacing ({aside.name}/model)"
+        except OSError as exc:
+            log.warning("%s: missing: a run replacing the model was killed, and it cannot be "
+                        "put back (%s); the old model lies in %s", target, exc, aside / "model")
+            return False
+        finally:
+            for held in (fd, new_fd):
+                if held is not None:
+                    os.close(held)
+        shutil.rmtree(aside, ignore_errors=True)
+        log.warning("%s: a run replacing the model was killed; put back %s", target, how)
+        return True
+    return False
+
+
+def _verifies(folder: Path) -> bool:
+    """``folder`` holds a checksum list (written last) and every file verifies against it."""
+    try:
+        if _read_checksums(folder) is None:
+            return False
+        verify_model_files(folder)
+    except (ModelFormatError, OSError):
+        return False
+    return True
+
+
 @contextlib.contextmanager
 def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``target`` to write a model directory into (its checksums
     last: :func:`write_checksums`), locked while it is written. On a clean exit it is synced
-    to disk and put at ``target`` in one step (a model already there is replaced, keeping files
-    a model did not write); on an error it is removed. Refuses a ``target`` that
-    :func:`check_replaceable` refuses; removes the staging folders of killed runs."""
+    to disk and put at ``target`` (a model already there is replaced, keeping files a model
+    did not write); on an error it is removed. First puts back a model a killed replacing run
+    left missing (:func:`recover_replace`); refuses a ``target`` that
+    :func:`check_replaceable` refuses; removes the folders of killed runs."""
     target = Path(target)
+    recover_replace(target)
     check_replaceable(target, overwrite)
     make_folder(target.parent)
-    remove_stale_folders(target.parent, re.compile(re.escape(_staging_prefix(target)) + r"[a-z0-9_]{8}"))
+    remove_stale_folders(target.parent, _folders(target, _staging_prefix(target)))
+    if target.exists():  # never the only copy of a model: only where one is in place
+        remove_stale_folders(target.parent, _folders(target, _aside_prefix(target)))
     tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
     with holding_lock(tmp):
         try:
-            tmp.chmod(0o755)  # mkdtemp makes it owner-only
+            tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it owner-only
             yield tmp
             _fsync_tree(tmp)
             if target.exists():
@@ -275,11 +352,21 @@ def _replace_model(new: Path, target: Path) -> None:
                if p.is_file() or p.is_symlink()}
     foreign = sorted(present - old_files)
     if not foreign:
-        # os.replace cannot replace a non-empty directory: move the old one aside first.
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "model")
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
+        # os.replace cannot replace a non-empty directory: move the old one aside first, into
+        # a locked folder named after ``new`` (what recover_replace needs, if killed between).
+        aside = target.parent / (_aside_prefix(target) + new.name[-8:])
+        aside.mkdir()
+        try:
+            with holding_lock(aside):
+                os.replace(target, aside / "model")
+                try:
+                    os.replace(new, target)
+                except BaseException:
+                    os.replace(aside / "model", target)
+                    raise
+        finally:
+            if target.exists():  # else the old model lies there alone: recover_replace's
+                shutil.rmtree(aside, ignore_errors=True)
         return
     # Someone's own files live here: replace the model's files one by one around them, the
     # checksum list and model.json last (a crash in between fails verification, never loads).
@@ -303,11 +390,12 @@ def _fsync_tree(root: Path) -> None:
 
 
 def read_model_info(directory: Path | str) -> ModelInfo:
-    """Read and check ``model.json`` (format version first); nothing else is touched."""
+    """Read and check ``model.json`` (format version first); nothing else is touched, except
+    that a model a killed replacing run left missing is put back first (:func:`recover_replace`)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory}: is a file, not a model directory")
-    if not directory.is_dir():
+    if not directory.is_dir() and not recover_replace(directory):
         raise FileNotFoundError(f"{directory}: model directory not found")
     path = directory / MODEL_JSON
     if not path.is_file():

@@ -8,7 +8,8 @@ cached maps, batch by batch, so memory stays bounded.
 Cache entries (these maps, tune's synthetic sets) are built in a temporary folder beside the
 entry and renamed into place when complete (:func:`new_entry`): a run never writes into an
 entry that another run reads, and an entry that is there is complete. The temporary folder is
-locked while it is built, so the next run that builds the entry removes one a ``kill -9`` left.
+locked while it is built, so the next run that builds an entry in the same cache folder removes
+those a ``kill -9`` left there (of any entry).
 """
 
 from __future__ import annotations
@@ -18,11 +19,7 @@ import hashlib
 import json
 import logging
 import os
-import re
-import secrets
-import shutil
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import numpy as np
@@ -36,63 +33,10 @@ from ..features.backbone import Backbone
 from ..features.cache import file_fingerprints, precision_key
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
-from ..files import holding_lock, make_folder, remove_stale_folders, write_json
+from ..files import discard_entry, new_entry, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
-
-
-@contextmanager
-def new_entry(directory: Path) -> Iterator[Path]:
-    """A temporary folder beside cache entry ``directory`` to build it in, renamed to
-    ``directory`` when the block ends; if another run has put the entry there meanwhile, theirs
-    is kept and this copy removed. Removed if the block raises; a full disk is one line naming
-    ``directory``."""
-    directory = Path(directory)
-    make_folder(directory.parent)
-    remove_stale_folders(directory.parent, _siblings(directory))
-    tmp = _sibling(directory, "tmp")
-    with holding_lock(tmp):
-        try:
-            yield tmp
-            try:
-                os.rename(tmp, directory)
-            except OSError as e:
-                if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another run's complete entry won the race
-        except BaseException as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise OSError(f"{directory}: no space left on the device for this cache entry; "
-                              f"free space there or use another cache folder") from None
-            raise
-
-
-def discard_entry(directory: Path) -> None:
-    """Remove a broken cache entry: renamed aside first, so no run sees it half removed."""
-    directory = Path(directory)
-    aside = _sibling(directory, "old")
-    with holding_lock(aside):
-        with suppress(FileNotFoundError):  # another run removed it first
-            os.rename(directory, aside / "entry")
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def _siblings(directory: Path) -> re.Pattern:
-    """The names :func:`_sibling` gives folders beside ``directory``."""
-    return re.compile(re.escape(f".{directory.name}.") + r"\d+\.[0-9a-f]{8}\.(tmp|old)")
-
-
-def _sibling(directory: Path, kind: str) -> Path:
-    """A new empty folder beside ``directory``, unique to this call (permissions as ``mkdir``'s)."""
-    while True:
-        path = directory.parent / f".{directory.name}.{os.getpid()}.{secrets.token_hex(4)}.{kind}"
-        try:
-            path.mkdir()
-            return path
-        except FileExistsError:
-            continue
 
 
 class StageMaps:

@@ -36,12 +36,13 @@ from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..features.cache import file_fingerprints
+from ..files import discard_entry, new_entry
 from ..pipeline import build_backbone
 from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
 from .rank import Decision, beats_default, fold_gain, trimmed_borda
-from .stage_cache import StageMaps, calibrate, discard_entry, new_entry, stage_maps
+from .stage_cache import StageMaps, calibrate, stage_maps
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
@@ -46,7 +45,7 @@ def test_a_defect_is_matched_with_a_train_good_patch_inside_its_image(setup, cap
         for p in e["patches"]:
             m = p["match"]
             assert m["note"] == "" and m["view"] is None
-            assert "/bottle/train/good/" in os.path.realpath(m["path"])  # a normal training image
+            assert "/bottle/train/good/" in m["path"]  # a normal training image
             h, w = read_image(m["path"]).shape[:2]
             b = m["box"]
             assert b["top"] >= 0 and b["top"] + b["height"] <= h and b["height"] > 0
@@ -57,7 +56,7 @@ def test_a_defect_is_matched_with_a_train_good_patch_inside_its_image(setup, cap
     # differ from the batch of four in the last digits, the explanation is the same)
     e = model.explain(defects[0])
     assert e.patches[0].distance == model.score([defects[0]])[0].score
-    first = next(d for d in doc if d["path"] == str(defects[0]))
+    first = next(d for d in doc if d["path"] == str(defects[0].resolve()))
     assert e.patches[0].distance == pytest.approx(first["patches"][0]["distance"], rel=1e-5)
     assert e.patches[0].match.path == first["patches"][0]["match"]["path"]
 
@@ -70,7 +69,7 @@ def test_explaining_into_the_same_folder_keeps_earlier_entries(setup, capsys):
     assert main(["explain", str(model_dir), str(defects[1]), str(defects[0]), "--out", str(out),
                  "--quiet"]) == 0
     doc = json.loads((out / "explanations.json").read_text())
-    assert sorted(d["path"] for d in doc) == sorted(str(p) for p in defects[:2])
+    assert sorted(d["path"] for d in doc) == sorted(str(p.resolve()) for p in defects[:2])
     (out / "explanations.json").write_text('{"not": "ours"}')
     assert main(["explain", str(model_dir), str(defects[2]), "--out", str(out), "--quiet"]) == 1
     assert "not an explanations file of this tool" in capsys.readouterr().err
@@ -148,6 +147,25 @@ def test_rescore_with_another_model_removes_the_earlier_rows_files_only(setup, c
                                                                   "explain/notes.json",
                                                                   "thumbs/x.jpg"}
     assert all(f.read_bytes() == b"not the tool's" for f in mine)
+
+
+def test_rescore_keeps_the_strips_an_explain_into_the_same_folder_lists(setup):
+    """`explain --out OUT/explain` names its strips as `screen --explain` does; `screen
+    --rescore` into OUT removes the earlier rows' files but not the strips explanations.json
+    lists (it deleted them, leaving the file naming missing strips)."""
+    root, model_dir = setup
+    test = root / "bottle" / "test"
+    out = root / "rescore_keeps_explain"
+    assert main(["screen", str(model_dir), str(test), "--out", str(out), "--explain", "2",
+                 "--quiet"]) == 0
+    defects = sorted((test / "broken_large").iterdir())
+    assert main(["explain", str(model_dir), *map(str, defects), "--out", str(out / "explain"),
+                 "--quiet"]) == 0
+    listed = [e["strip"] for e in json.loads((out / "explain" / "explanations.json").read_text())]
+    assert listed and all((out / "explain" / name).is_file() for name in listed)
+    assert main(["screen", str(model_dir), str(test), "--out", str(out), "--rescore",
+                 "--quiet"]) == 0
+    assert all((out / "explain" / name).is_file() for name in listed)
 
 
 def test_old_models_screen_but_say_refit_to_explain(setup, capsys):
@@ -318,7 +336,7 @@ def test_an_interrupted_explain_keeps_what_it_finished(setup, tmp_path, monkeypa
     with pytest.raises(BaseException) as stopped:
         ex.explain_to_dir(model, defects, out, top=1)
     assert type(stopped.value).__name__ == stop
-    first_two = [str(p) for p in defects[:2]]
+    first_two = [str(p.resolve()) for p in defects[:2]]
     assert [d["path"] for d in record[2]] == first_two  # saved per batch (kill -9 keeps it)
     doc = json.loads((out / "explanations.json").read_text())
     assert [d["path"] for d in doc] == first_two  # and when stopped, folded into the file
@@ -339,13 +357,13 @@ def test_an_image_whose_strip_cannot_be_written_is_an_error_entry(setup, tmp_pat
     render = ex.render_strip
 
     def fail_on_the_second(model, e, image, train):
-        if e.path == str(defects[1]):
+        if e.path == str(defects[1].resolve()):
             raise OSError("could not encode image")
         return render(model, e, image, train)
 
     monkeypatch.setattr(ex, "render_strip", fail_on_the_second)
     assert main(["explain", str(model_dir), *map(str, defects), "--out", str(out), "--quiet"]) == 1
-    assert f"error: {defects[1]}: no strip: could not encode image" in \
+    assert f"error: {defects[1].resolve()}: no strip: could not encode image" in \
         capsys.readouterr().err
     doc = {Path(d["path"]).name: d for d in json.loads((out / "explanations.json").read_text())}
     assert doc[defects[1].name]["error"] == "no strip: could not encode image"

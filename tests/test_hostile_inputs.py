@@ -911,11 +911,9 @@ def test_a_fifo_or_device_is_refused_unread_not_waited_on(tmp_path, monkeypatch)
             read_image("/dev/zero")
 
 
-def test_a_link_is_reported_as_listed_and_labelled_by_its_own_folder(tmp_path, monkeypatch):
-    """expand_inputs tells files apart by canonical path but keeps each as listed: a link in
-    test/crack/ to an image kept elsewhere is a crack image named test/crack/..."""
-    from anomaly_inspect.screening.labels import mvtec_label
-
+def test_links_to_one_file_are_one_input_under_the_file_they_name(tmp_path, monkeypatch):
+    """expand_inputs schedules every file once under its canonical path: two links to one image
+    and the image itself named directly are one input (the resolved path)."""
     store = tmp_path / "store"
     a = write_image(store / "z_first.png", rgb_image(8, 1))
     b = write_image(store / "a_second.png", rgb_image(8, 2))
@@ -925,8 +923,7 @@ def test_a_link_is_reported_as_listed_and_labelled_by_its_own_folder(tmp_path, m
     (tmp_path / "test" / "good" / "002.png").symlink_to(b)
     (tmp_path / "test" / "good" / "003.png").symlink_to(b)  # a second link: once
     got = expand_inputs([tmp_path / "test"])
-    assert got == [tmp_path / "test" / "crack" / "001.png", tmp_path / "test" / "good" / "002.png"]
-    assert [mvtec_label(p) for p in got] == [1, 0]
+    assert got == [a.resolve(), b.resolve()]
     monkeypatch.chdir(tmp_path)
-    assert expand_inputs(["test/crack/001.png", str(a)]) == [tmp_path / "test" / "crack" / "001.png"]
+    assert expand_inputs(["test/crack/001.png", str(a)]) == [a.resolve()]
     assert expand_inputs(["test/*/*.png"]) == got

@@ -103,16 +103,16 @@ def test_python_api_matches_cli(setup):
         assert s.decision in ("normal", "anomalous")
 
 
-def test_rows_keep_a_links_path_and_a_rerun_through_the_target_resumes_them(setup):
-    """An input reached through a link is reported as listed (its folder, not the target's);
-    a rerun naming the targets (or another spelling) finds those rows, with no repeats."""
+def test_an_input_through_a_link_is_one_row_under_its_file_and_a_rerun_resumes_it(setup):
+    """Inputs are scheduled under the file they name (links resolved), so a rerun naming the
+    targets (or another link) finds those rows, with no repeats."""
     root, model = setup
     good = root / "bottle" / "test" / "good"
     links = sorted(good.glob("*.png"))
     assert all(p.is_symlink() for p in links)
     out = root / "through_links"
     rc, _ = _screen(model, [good], out, "--overlays", "none", "--no-report")
-    assert rc == 0 and sorted(r["path"] for r in _rows(out)) == sorted(map(str, links))
+    assert rc == 0 and sorted(r["path"] for r in _rows(out)) == sorted(str(p.resolve()) for p in links)
     rc, summary = _screen(model, [p.resolve() for p in links], out, "--overlays", "none",
                           "--no-report")
     assert rc == 0 and summary["n_resumed"] == len(links) and len(_rows(out)) == len(links)
@@ -224,8 +224,10 @@ def test_refusals(setup, tmp_path, capsys):
     assert main(["screen", str(model), str(tmp_path / "nope"), "--out", str(tmp_path / "r")]) == 1
     assert "no such file or folder" in capsys.readouterr().err
     # a bad --labels is refused before anything is scored or written
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("path,label\nx.png,maybe\n")
     for spec, message in [(str(tmp_path / "nosuch.csv"), "labels CSV not found"),
-                          ("mvtec", "no screened image lies in a test/<type>/ folder")]:
+                          (str(bad_csv), "label 'maybe' is neither normal (0) nor anomalous (1)")]:
         out = tmp_path / "lab"
         assert main(["screen", str(model), str(root / "train"), "--out", str(out), "--labels",
                      spec, "--quiet"]) == 1

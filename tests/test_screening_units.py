@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -135,6 +136,8 @@ def replace(a, b):
     if len(calls) == at:
         os._exit(9)
 md.os.replace = replace
+if at == 3:  # after both moves, when the aside is removed
+    md.shutil.rmtree = lambda *a, **k: os._exit(9)
 info = md.ModelInfo(config={}, backbone={}, calibration={}, train_images=[tag], calibration_images=[])
 md.save_model_dir(target, info, Scorer(), overwrite=True)
 os._exit(9)
@@ -170,6 +173,19 @@ def test_a_model_replaced_by_a_killed_run_is_put_back_and_its_folders_removed(tm
     monkeypatch.setattr(files, "STALE_AFTER_S", -1.0)
     save_model_dir(target, _info(), _fitted_scorer(), overwrite=True)
     assert [p.name for p in tmp_path.iterdir()] == ["m"] and _tag(target) == "a.png"
+
+
+def test_a_model_deleted_after_a_killed_swap_is_not_brought_back(tmp_path):
+    """Killed after the new model was moved in (only the aside's removal left), then the model
+    deleted: a load finds no model (the older one is not resurrected) and the stale aside goes."""
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    _save_killed(target, "new", 3)
+    assert _tag(target) == "new" and list(tmp_path.glob(".m.old-*"))
+    shutil.rmtree(target)
+    with pytest.raises(FileNotFoundError, match="model directory not found"):
+        read_model_info(target)
+    assert [p.name for p in tmp_path.iterdir()] == []
 
 
 def test_a_killed_replace_rolls_back_where_the_new_model_is_incomplete(tmp_path, monkeypatch):
@@ -249,6 +265,8 @@ def test_model_folder_permissions_follow_the_umask(tmp_path):
             os.umask(old)
         assert stat.S_IMODE(target.stat().st_mode) == mode
         assert stat.S_IMODE((target / "scorer").stat().st_mode) == mode
+        files = [f for f in target.rglob("*") if f.is_file()]
+        assert files and all(stat.S_IMODE(f.stat().st_mode) == mode & 0o666 for f in files)
 
 
 def test_model_dir_refuses_other_format_version(tmp_path):

@@ -1,9 +1,7 @@
 """Listing image files and the errors raised for bad dataset layouts.
 
-Inputs are accounted for exactly once: files are told apart by one canonical
-path (``..`` and symbolic links resolved) but kept under the path they were
-listed by (made absolute; a link stays the link, so that ``test/<type>/``
-labels, order and reported paths follow what the user listed), directory walks and
+Inputs are accounted for exactly once: every file is scheduled under one
+canonical path (``..`` and symbolic links resolved), directory walks and
 recursive globs visit each real directory once (so a symlink loop cannot make
 them repeat or hang), and a folder's files are kept when they look like
 images by extension *or* by their first bytes. A dangling symbolic link is
@@ -90,14 +88,11 @@ def display_path(path: Path | str) -> str:
 
 def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
     """Files (and dangling links) under ``folder``, hidden names (a leading dot) left out, as a
-    shell glob leaves them out; each real directory is entered once, by a path without links
-    where it has one (folders reached through a link are walked last), so that its files are
-    named where they are."""
+    shell glob leaves them out; each real directory is entered once."""
     seen: set[tuple[int, int]] = set()
-    stack: list[tuple[Path, bool]] = [(folder, False)]
-    linked: list[tuple[Path, bool]] = []  # folders whose path below ``folder`` has a link
-    while stack or linked:
-        d, via_link = stack.pop() if stack else linked.pop()
+    stack = [folder]
+    while stack:
+        d = stack.pop()
         try:
             st = os.stat(d)
         except OSError:
@@ -115,14 +110,13 @@ def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
                 continue
             try:
                 if e.is_dir():  # follows links; loops are cut by ``seen``
-                    subdirs.append((Path(e.path), via_link or e.is_symlink()))
+                    subdirs.append(Path(e.path))
                 elif e.is_file() or (e.is_symlink() and not os.path.exists(e.path)):
                     yield Path(e.path)
             except OSError:
                 continue
         if recursive:
-            for sub in reversed(subdirs):
-                (linked if sub[1] else stack).append(sub)
+            stack.extend(reversed(subdirs))
 
 
 def _is_candidate(path: Path) -> bool:
@@ -179,11 +173,10 @@ def _glob(pattern: str) -> list[Path]:
 
     out: list[Path] = []
     seen: set[tuple[int, int]] = set()
-    stack: list[tuple[str, list[str], bool]] = [(root, [], False)]
-    linked: list[tuple[str, list[str], bool]] = []  # reached through a link: walked last
+    stack = [(root, [])]
     depth_max = None if recursive else len(parts)
-    while stack or linked:
-        d, rel, via_link = stack.pop() if stack else linked.pop()
+    while stack:
+        d, rel = stack.pop()
         try:
             st = os.stat(d)
         except OSError:
@@ -201,22 +194,16 @@ def _glob(pattern: str) -> list[Path]:
                 out.append(Path(os.path.normpath(e.path)) if root != "." else Path(e.path[2:]))
             try:
                 is_dir = e.is_dir()
-                link = via_link or e.is_symlink()
             except OSError:
                 is_dir = False
             if is_dir and (depth_max is None or len(r) < depth_max):
-                (linked if link else stack).append((e.path, r, link))
+                stack.append((e.path, r))
     return sorted(out)
 
 
 def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                   exclude: Sequence[str | Path] = ()) -> list[Path]:
-    """Resolve a mix of files, folders and glob patterns into image paths, each file once.
-
-    Files are told apart by :func:`canonical_path` (the first spelling of a file wins) but
-    come back as listed, made absolute and normalised: a symbolic link to an image stays the
-    link, so that what follows from the path (``test/<type>/`` labels, order, the path a
-    report shows) is what the user listed, not where the link points.
+    """Resolve a mix of files, folders and glob patterns into canonical image paths, each once.
 
     Explicitly named files are kept even if their extension is unusual (and
     dangling links named on the command line too), so that a bad file becomes
@@ -243,8 +230,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                 return
         if c not in seen:
             seen.add(c)
-            listed = Path(os.path.abspath(p))  # '..' after a link is not the lexical parent
-            out.append(listed if canonical_path(listed) == c else c)
+            out.append(c)
 
     for item in inputs:
         p = Path(item)
@@ -259,18 +245,12 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                 raise FileNotFoundError(f"{item}: glob pattern matched no files")
             fixed = Path(*itertools.takewhile(lambda part: not any(ch in part for ch in "*?["),
                                               p.parts))
-            found: list[Path] = []
             for m in matches:
                 if m.is_dir():  # the glob's fixed part is the root: m may be an excluded folder
-                    found.extend(list_images(m, recursive=recursive))
+                    for f in list_images(m, recursive=recursive):
+                        add(f, fixed)
                 elif _is_candidate(m):
-                    found.append(m)
-            # the files reached through a link last, so that a file the glob also reaches
-            # directly is named where it is (``tree/**`` matches ``tree/sub`` and a folder
-            # holding a link to ``tree``); without links the order is the glob's
-            found.sort(key=lambda f: os.path.abspath(f) != str(canonical_path(f)))
-            for f in found:
-                add(f, fixed)
+                    add(m, fixed)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     return out

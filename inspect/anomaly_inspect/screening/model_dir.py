@@ -242,12 +242,17 @@ def _folders(target: Path, prefix: str) -> re.Pattern:
     return re.compile(re.escape(prefix) + r"[a-z0-9_]{8}")
 
 
+#: marks a ``.NAME.old-X`` folder whose replacement is in place (see :func:`recover_replace`)
+SWAPPED = "swapped"
+
+
 def recover_replace(target: Path | str) -> bool:
     """Put a model back at a missing ``target`` where a run replacing the model there was
     killed between moving the old one aside and moving the new one in: the new one
     (``.NAME.tmp-X``) where it is complete (its checksums verify), else the old one
-    (``.NAME.old-X/model``). Folders a live run holds are left alone. True where a model was
-    put back."""
+    (``.NAME.old-X/model``). An aside marked as swapped is stale (the run was killed after the
+    new model was in place; a model deleted since is not brought back) and removed. Folders a
+    live run holds are left alone. True where a model was put back."""
     target = Path(target)
     if target.exists() or target.is_symlink():
         return False
@@ -261,6 +266,12 @@ def recover_replace(target: Path | str) -> bool:
             continue
         fd = lock_folder(aside)
         if fd is None:  # a live run's, gone since, or a file system without flock: left alone
+            continue
+        if (aside / SWAPPED).exists():
+            # killed after the new model was moved in (only the aside's removal was left): the
+            # model at target since then was removed by someone, not lost; nothing to put back
+            os.close(fd)
+            shutil.rmtree(aside, ignore_errors=True)
             continue
         new = aside.with_name(_staging_prefix(target) + aside.name[-8:])
         new_fd = lock_folder(new) if new.is_dir() and not new.is_symlink() else None
@@ -318,6 +329,10 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
         try:
             tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it owner-only
             yield tmp
+            mode = 0o666 & ~current_umask()
+            for f in tmp.rglob("*"):  # some writers (safetensors) make their files owner-only
+                if f.is_file() and not f.is_symlink():
+                    f.chmod(mode)
             _fsync_tree(tmp)
             if target.exists():
                 _replace_model(tmp, target)
@@ -364,6 +379,7 @@ def _replace_model(new: Path, target: Path) -> None:
                 except BaseException:
                     os.replace(aside / "model", target)
                     raise
+                (aside / SWAPPED).touch()  # the aside is now only the old copy: never put back
         finally:
             if target.exists():  # else the old model lies there alone: recover_replace's
                 shutil.rmtree(aside, ignore_errors=True)

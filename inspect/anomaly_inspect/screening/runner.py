@@ -91,12 +91,6 @@ def row_key(row: dict[str, str]) -> str:
     return os.fsdecode(urllib.parse.unquote_to_bytes(raw)) if raw else row["path"]
 
 
-def same_file(path: str) -> str:
-    """The key under which two spellings of one input (relative, through a link) are one
-    row: rows keep the path as listed, a rerun matches them by the file they name."""
-    return os.path.realpath(path)
-
-
 def image_key(path: str) -> str:
     """A file-name-safe, collision-free name for an input path (for thumbnails and overlays):
     a readable stem and a hash of the path's bytes as the file system has them (two names
@@ -237,10 +231,10 @@ def screen(
     paths = [os.path.abspath(p) for p in without_earlier_outputs(found, inputs)]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
-    if report:
-        from .labels import resolve_labels
+    if report and labels not in (None, "mvtec", "none"):
+        from .labels import load_labels_csv
 
-        resolve_labels(paths, labels)  # a bad --labels fails now, not after scoring everything
+        load_labels_csv(labels)  # a missing or bad CSV fails now, not after scoring everything
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
@@ -287,10 +281,9 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         n_read = len(rows)
         # a path's last good row wins; a failed row is retried if this run screens its path,
         # kept (still an error of that earlier input) otherwise
-        wanted = {same_file(p) for p in paths}
-        good = {same_file(row_key(r)) for r in rows if not r["error"]}
-        by_key = {same_file(row_key(r)): r for r in rows
-                  if not r["error"] or same_file(row_key(r)) not in wanted | good}
+        wanted, good = set(paths), {row_key(r) for r in rows if not r["error"]}
+        by_key = {row_key(r): r for r in rows
+                  if not r["error"] or row_key(r) not in wanted | good}
         n_err = sum(1 for r in rows if r["error"]) - sum(1 for r in by_key.values() if r["error"])
         rows = list(by_key.values())
         with open(csv_path, encoding="utf-8", errors="replace") as fh:
@@ -300,9 +293,9 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
             log.info("%s: dropped %d malformed, %d failed (retried now) and %d repeated rows",
                      csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
-        if csv_path.exists():  # rescore: the files the earlier rows name are not this run's
-            _remove_row_files(out_dir, csv_path)
-        _write_rows_atomic(csv_path, [])
+        earlier = _earlier_rows(csv_path)  # rescore: the files they name are not this run's
+        _write_rows_atomic(csv_path, [])  # first: a kill between leaves no row naming a removed file
+        _remove_row_files(out_dir, earlier, csv_path)
     cal = model.calibration
     if not cal.has_p_values:
         from .calibration import NO_SCORES
@@ -311,14 +304,13 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     write_json(run_path, {"model_id": ident, "model_created": model.info.created,
                           "threshold": cal.threshold, "expected_fpr": cal.expected_fpr,
                           "n_calibration": cal.n_calibration, "decision": "score > threshold"})
-    done = {same_file(row_key(r)) for r in rows}
-    todo = [p for p in paths if same_file(p) not in done]
+    done = {row_key(r) for r in rows}
+    todo = [p for p in paths if p not in done]
     n_resumed = len(paths) - len(todo)
     if n_resumed:
         log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
     if explain:
-        _missing_strips(model, rows, {same_file(p) for p in paths}, out_dir, csv_path, explain,
-                        engine, progress)
+        _missing_strips(model, rows, set(paths), out_dir, csv_path, explain, engine, progress)
 
     writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain)
     n_flagged = n_scored = 0
@@ -373,18 +365,29 @@ def row_files(row: dict[str, str]) -> list[str]:
     return files
 
 
-def _remove_row_files(out_dir: Path, csv_path: Path) -> None:
-    """Remove the files the rows of an earlier ``results.csv`` name (:func:`row_files`) before
-    it is started over (``rescore``): an overlay or strip of another model, or of an image no
-    longer screened, would otherwise stay beside the new rows and be taken for theirs. A
-    results file that is not ours (or unreadable) names nothing, and nothing else is removed."""
+def _earlier_rows(csv_path: Path) -> list[dict[str, str]]:
+    """The rows of an earlier ``results.csv`` (none where there is none, or one that is not
+    ours or cannot be read)."""
     try:
-        rows, _ = read_results(csv_path)
+        return read_results(csv_path)[0] if csv_path.exists() else []
     except (OSError, ValueError):
-        return
+        return []
+
+
+def _remove_row_files(out_dir: Path, rows: list[dict[str, str]], csv_path: Path) -> None:
+    """Remove the files earlier ``rows`` name (:func:`row_files`) once ``results.csv`` is
+    started over (``rescore``): an overlay or strip of another model, or of an image no longer
+    screened, would otherwise stay beside the new rows and be taken for theirs. Nothing else is
+    removed."""
+    from .explain import listed_strips
+
+    # an `explain --out OUT/explain` names its strips as screen does: those it lists stay
+    explained = {Path(name).stem for name in listed_strips(out_dir / "explain")}
     removed = 0
     for row in rows:
         for rel in row_files(row):
+            if rel.startswith("explain/") and Path(rel).stem in explained:
+                continue
             try:
                 (out_dir / rel).unlink()
                 removed += 1
@@ -399,12 +402,11 @@ def _remove_row_files(out_dir: Path, csv_path: Path) -> None:
 
 def _missing_strips(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
                     csv_path: Path, top: int, engine: Engine | None, progress: bool) -> None:
-    """Draw the strips of this run's flagged ``rows`` (``paths``: their :func:`same_file`
-    keys) that have none (screened without
+    """Draw the strips of this run's flagged ``rows`` that have none (screened without
     ``explain``, rescored since, or the file is gone) and record them in ``rows`` and
     results.csv (also when the run stops half-way). Their maps are computed again; their
     scores in results.csv stay."""
-    todo = [r for r in rows if r["decision"] == "anomalous" and same_file(row_key(r)) in paths
+    todo = [r for r in rows if r["decision"] == "anomalous" and row_key(r) in paths
             and not (r["explain"] and (out_dir / r["explain"]).is_file())]
     if not todo:
         return

@@ -382,6 +382,7 @@ def _replace_model(new: Path, target: Path) -> None:
                 (aside / SWAPPED).touch()  # the aside is now only the old copy: never put back
         finally:
             if target.exists():  # else the old model lies there alone: recover_replace's
+                shutil.rmtree(aside / "model", ignore_errors=True)  # before its marker goes
                 shutil.rmtree(aside, ignore_errors=True)
         return
     # Someone's own files live here: replace the model's files one by one around them, the

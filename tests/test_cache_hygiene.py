@@ -14,7 +14,13 @@ import pytest
 
 from anomaly_inspect.features import runtime
 from anomaly_inspect.features.cache import FeatureCache, cache_key
-from anomaly_inspect.files import STALE_AFTER_S, STALE_TEMP_AFTER_S, lock_folder, replacing
+from anomaly_inspect.files import (
+    STALE_AFTER_S,
+    STALE_TEMP_AFTER_S,
+    WORK_FOLDERS,
+    lock_folder,
+    replacing,
+)
 
 HOUR = STALE_TEMP_AFTER_S
 
@@ -135,7 +141,7 @@ def _fake_quantisation(monkeypatch, seen: list):
 
 
 def test_quantisation_works_in_a_locked_folder_the_next_run_removes_when_killed(tmp_path, monkeypatch):
-    """int8 quantisation works in ``.<graph>.onnx.XXXXXXXX.tmp``, locked while it runs and
+    """int8 quantisation works in a files.work_folder ``.<graph>.onnx.<pid>.<hex>.tmp``, locked while it runs and
     removed after; one a killed run left (unlocked) is removed by the next quantisation, as is
     an earlier version's ``tmpXXXXXXXX`` holding only its pre.onnx / int8.onnx once an hour old.
     """
@@ -143,11 +149,11 @@ def test_quantisation_works_in_a_locked_folder_the_next_run_removes_when_killed(
     folder.mkdir()
     src = folder / "b-key.onnx"
     src.write_bytes(b"f32")
-    killed = folder / ".b-key-int8-abc.onnx.k1ll3d_x.tmp"
+    killed = folder / ".b-key-int8-abc.onnx.4242.0123abcd.tmp"
     killed.mkdir()
     (killed / "pre.onnx").write_bytes(b"x" * 1000)
     _age(killed, STALE_AFTER_S + 5)
-    live = folder / ".b-key-int8-def.onnx.l1ve_abc.tmp"
+    live = folder / ".b-key-int8-def.onnx.4343.89abcdef.tmp"
     live.mkdir()
     _age(live, STALE_AFTER_S + 5)
     held = lock_folder(live)
@@ -170,7 +176,7 @@ def test_quantisation_works_in_a_locked_folder_the_next_run_removes_when_killed(
     finally:
         os.close(held)
     (work, fd), = seen
-    assert fd is None and work.parent == folder and runtime._QUANTISING.fullmatch(work.name)
+    assert fd is None and work.parent == folder and WORK_FOLDERS.fullmatch(work.name)
     assert work.name.startswith(f".{dst.name}.") and not work.exists()
     assert dst.read_bytes() == b"q"
     assert sorted(p.name for p in folder.iterdir()) == sorted(

@@ -195,28 +195,38 @@ def remove_stale_folders(parent: Path | str, names: re.Pattern) -> None:
 
 
 @contextmanager
+def work_folder(target: Path | str) -> Iterator[Path]:
+    """A temporary folder beside ``target`` (``.<name>.<pid>.<hex>.tmp``), locked while the
+    block runs and removed when it ends. The work folders killed runs left in the same folder
+    (of any target: a run killed working on one may never come back to it) are removed first."""
+    target = Path(target)
+    make_folder(target.parent)
+    remove_stale_folders(target.parent, WORK_FOLDERS)
+    tmp = _sibling(target, "tmp")
+    with holding_lock(tmp):
+        try:
+            yield tmp
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
 def new_entry(directory: Path) -> Iterator[Path]:
-    """A temporary folder beside cache entry ``directory`` to build it in, renamed to
+    """A :func:`work_folder` beside cache entry ``directory`` to build it in, renamed to
     ``directory`` when the block ends; if another run has put the entry there meanwhile, theirs
     is kept and this copy removed. Removed if the block raises; a full disk is one line naming
-    ``directory``. The temporary folders killed runs left in the same cache folder (of any
-    entry: a run killed building one key may never build it again) are removed first."""
+    ``directory``."""
     directory = Path(directory)
-    make_folder(directory.parent)
-    remove_stale_folders(directory.parent, _BUILDING)
-    tmp = _sibling(directory, "tmp")
-    with holding_lock(tmp):
+    with work_folder(directory) as tmp:
         try:
             yield tmp
             try:
                 os.rename(tmp, directory)
             except OSError as e:
                 if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise
-                shutil.rmtree(tmp, ignore_errors=True)  # another run's complete entry won the race
-        except BaseException as e:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # else another run's complete entry won the race: ours goes
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise OSError(f"{directory}: no space left on the device for this cache entry; "
                               f"free space there or use another cache folder") from None
             raise
@@ -232,8 +242,8 @@ def discard_entry(directory: Path) -> None:
         shutil.rmtree(aside, ignore_errors=True)
 
 
-#: the names :func:`_sibling` gives the temporary folders of entries: ``.<entry>.<pid>.<hex>.<kind>``
-_BUILDING = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.(tmp|old)")
+#: the names :func:`_sibling` gives work folders and set-aside entries: ``.<name>.<pid>.<hex>.<kind>``
+WORK_FOLDERS = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.(tmp|old)")
 
 
 def _sibling(directory: Path, kind: str) -> Path:

@@ -30,7 +30,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 import time
 import warnings
 from collections.abc import Sequence
@@ -43,10 +42,11 @@ from torch import nn
 from ..choices import check_runtime
 from ..files import (
     STALE_TEMP_AFTER_S,
-    holding_lock,
+    WORK_FOLDERS,
     remove_stale_folders,
     remove_stale_temp_files,
     replacing,
+    work_folder,
 )
 
 log = logging.getLogger(__name__)
@@ -322,27 +322,20 @@ def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8,
     dst.parent.mkdir(parents=True, exist_ok=True)
     log.info("quantising the backbone to int8 (calibrated on %d %s)", len(images), source)
     tidy_cache_folder(dst.parent)
-    # a work folder of a recognisable name, locked while it is used: the next run removes one
-    # that a run killed here left (tens of MB), see tidy_cache_folder
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
-    with holding_lock(tmp):
-        try:
-            with _quiet_exporter():
-                pre = tmp / "pre.onnx"
-                out = tmp / "int8.onnx"
-                quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-                quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                                per_channel=True)
-                os.replace(out, dst)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    # a locked work folder: the next run removes one that a run killed here left (tens of MB)
+    with work_folder(dst) as tmp, _quiet_exporter():
+        pre = tmp / "pre.onnx"
+        out = tmp / "int8.onnx"
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=True)
+        os.replace(out, dst)
     return dst
 
 
-#: :func:`quantize_int8`'s work folders (locked while used): ``.<graph>.onnx.<8 letters>.tmp``
-_QUANTISING = re.compile(r"\..+\.onnx\.[a-z0-9_]{8}\.tmp")
-#: those of earlier versions (``tempfile``'s names, not locked), and what they held
+#: :func:`quantize_int8`'s work folders of earlier versions (``tempfile``'s names, not locked),
+#: and what they held
 _OLD_QUANTISING = re.compile(r"tmp[a-z0-9_]{8}")
 _OLD_QUANTISING_FILES = re.compile(r"(pre|int8)\.onnx(\.data)?")
 
@@ -353,7 +346,7 @@ def tidy_cache_folder(folder: Path | str) -> None:
     folders no live run holds (and an earlier version's unlocked ones, ``tmpXXXXXXXX`` holding
     only its ``pre.onnx`` / ``int8.onnx``, once older than :data:`STALE_TEMP_AFTER_S`)."""
     remove_stale_temp_files(folder)
-    remove_stale_folders(folder, _QUANTISING)
+    remove_stale_folders(folder, WORK_FOLDERS)
     try:
         old = [p for p in Path(folder).iterdir() if _OLD_QUANTISING.fullmatch(p.name)]
     except OSError:

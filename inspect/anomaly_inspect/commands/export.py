@@ -110,14 +110,17 @@ def run(args: argparse.Namespace) -> int:
 
 #: model options the backbone-alone form has no use for (the graph does not depend on them)
 UNUSED_BY_BACKBONE = ("method", "resize", "batch_size")
-#: options of the backbone-alone form (--pooled and the model's); a saved model brings its own
-BACKBONE_ONLY = ("pooled", *options_of(add_model_args))
+
+def backbone_only() -> tuple[str, ...]:
+    """Options of the backbone-alone form (--pooled and the model's); a saved model brings its
+    own. Read when a command needs it, not at import (every CLI start imports this module)."""
+    return ("pooled", *options_of(add_model_args))
 
 
 def run_model(args: argparse.Namespace) -> int:
     from ..screening.deploy import MANIFEST_JSON, export_model
 
-    given = given_flags(args, add_arguments, only=BACKBONE_ONLY)
+    given = given_flags(args, add_arguments, only=backbone_only())
     if given:
         raise ValueError(f"{' '.join(given)}: not used with MODEL_DIR (a saved model brings its "
                          f"own settings); drop them, or drop MODEL_DIR to export a backbone alone")

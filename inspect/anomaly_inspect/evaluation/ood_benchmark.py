@@ -287,7 +287,7 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
                               f"defect folders")
         data = mvtec_heldout_benchmark(
             _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
-            d.get("ood_groups") or {}, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+            groups, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
         if d.get("similar_groups"):
             _add_similarity_splits(data, manifest, d.get("category"), d["similar_groups"], cfg.source)
         _check_defined(cfg, data.ood, "ood_groups")
@@ -641,8 +641,7 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
     (``ink_similar`` is part of ``ink_all``) is perturbed once. With ``orient: pseudo_ood`` the
     ID-train images and their jigsaw copies (``"pseudo"``) are perturbed too, for the check."""
     state = scorer.get_state()
-    digest = cache_key({"v": 1, "code": code_fingerprint(), "train": train_desc, "scorer": spec.name,
-                        "params": scorer.get_params(),
+    digest = cache_key({"v": 1, "train": train_desc, "scorer": spec.name, "params": scorer.get_params(),
                         "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
                                   for k, v in sorted(state.items())}})
 

@@ -379,8 +379,6 @@ def _remove_row_files(out_dir: Path, rows: list[dict[str, str]], csv_path: Path)
     started over (``rescore``): an overlay or strip of another model, or of an image no longer
     screened, would otherwise stay beside the new rows and be taken for theirs. Nothing else is
     removed."""
-    from .explain import listed_strips
-
     # an `explain --out OUT/explain` names its strips as screen does: those it lists stay
     explained = {Path(name).stem for name in listed_strips(out_dir / "explain")}
     removed = 0

@@ -234,8 +234,10 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
     fams = [settings.recipe.families[f] for f in families]
     described = [settings.recipe.to_dict(), file_fingerprints(paths), folds.tolist(), fams,
                  file_fingerprints(donors), max_pixels]
-    factors = ([decode_factor(p, output_size, max_pixels) for p in [*paths, *donors]]
-               if output_size is not None else [])
+    factors = []
+    if output_size is not None:  # each file's header once (a donor is also one of the paths)
+        factor = {p: decode_factor(p, output_size, max_pixels) for p in set(paths)}
+        factors = [factor[p] for p in [*paths, *donors]]
     min_side = None
     if any(f > 1 for f in factors):  # else the key (and set) of a full decode
         min_side = reduced_side(output_size)
@@ -392,6 +394,8 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     paths, (_, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir,
                                                                      max_pixels, crop or default.image_size)
     square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
+    # the synthetic set per decode size (the one drawn for the default's, then as groups ask)
+    drawn_for = {crop or default.image_size: synthetic}
 
     def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:
         """Cross-fitted validation of ``batch``, one feature extraction per backbone x size x
@@ -414,7 +418,11 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
                                 f"extract {name} {size} {resize}", max_pixels, crop)
             # drawn on the decode of this input size (the set drawn first, unless a JPEG over
             # 16 MP is decoded at another reduced size for it)
-            drawn = synthetic_set(paths, folds, families, settings, cache_dir, max_pixels, crop or size)
+            side = crop or size
+            if side not in drawn_for:
+                drawn_for[side] = synthetic_set(paths, folds, families, settings, cache_dir,
+                                                max_pixels, side)
+            drawn = drawn_for[side]
             anomalous = stage_maps(backbone, drawn, size, resize, cache_dir / "maps", bs, progress,
                                    "extract synthetic", max_pixels, crop)
             for i in members:

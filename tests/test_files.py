@@ -84,3 +84,25 @@ def test_umask_is_read_without_changing_it_and_a_gone_folder_is_not_locked(tmp_p
         assert fd is not None and files.lock_folder(tmp_path) is None  # held
     finally:
         os.close(fd)
+
+
+def test_cached_entry_builds_once_rebuilds_a_broken_entry_and_names_one_it_cannot_read(tmp_path):
+    entry = tmp_path / "entry"
+    built = []
+
+    def read(d):
+        f = d / "value"
+        return f.read_text() if f.is_file() and f.read_text() != "broken" else None
+
+    def build(tmp):
+        built.append(tmp)
+        (tmp / "value").write_text("v")
+
+    assert files.cached_entry(entry, read, build, "the test entry") == "v"
+    assert files.cached_entry(entry, read, build, "the test entry") == "v" and len(built) == 1
+    (entry / "value").write_text("broken")  # read says None: removed and built again
+    assert files.cached_entry(entry, read, build, "the test entry") == "v" and len(built) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["entry"]  # no work folder left
+
+    with pytest.raises(OSError, match="other: the test entry there is not the one just built"):
+        files.cached_entry(tmp_path / "other", lambda d: None, build, "the test entry")

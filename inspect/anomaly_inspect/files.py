@@ -23,9 +23,10 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import TypeVar
 
 try:
     import fcntl
@@ -33,6 +34,8 @@ except ImportError:  # pragma: no cover - Windows: building folders are not lock
     fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: a building folder younger than this is never removed as stale (its run locks it an instant
 #: after making it)
@@ -230,6 +233,27 @@ def new_entry(directory: Path) -> Iterator[Path]:
                 raise OSError(f"{directory}: no space left on the device for this cache entry; "
                               f"free space there or use another cache folder") from None
             raise
+
+
+def cached_entry(directory: Path, read: Callable[[Path], T | None], build: Callable[[Path], object],
+                 what: str) -> T:
+    """Cache entry ``directory`` as ``read`` gives it back, built first where it is missing or
+    broken (``read`` returns None): a broken or unfinished one is removed, the new one is built
+    by ``build`` in a :func:`new_entry` folder and read back. ``what`` names the entry in the
+    error raised if even the new entry cannot be read back (another run replaced it meanwhile)."""
+    directory = Path(directory)
+    value = read(directory)
+    if value is not None:
+        return value
+    if directory.exists() or directory.is_symlink():
+        discard_entry(directory)
+    with new_entry(directory) as tmp:
+        build(tmp)
+    value = read(directory)
+    if value is None:
+        raise OSError(f"{directory}: {what} there is not the one just built (another run put "
+                      f"other data there meanwhile, or it cannot be read back); run again")
+    return value
 
 
 def discard_entry(directory: Path) -> None:

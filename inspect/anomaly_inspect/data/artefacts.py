@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files import discard_entry, new_entry, write_text
+from ..files import cached_entry, write_text
 from .image_io import read_image
 
 log = logging.getLogger(__name__)
@@ -204,6 +204,10 @@ def draw_artefact(image: np.ndarray, spec: SyntheticSpec, rng: np.random.Generat
                        f"'{spec.rule.describe()}' in {spec.max_tries} tries")
 
 
+#: the file of a synthetic set that lists its images, written last
+MANIFEST = "manifest.csv"
+
+
 def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Path) -> list[SyntheticRecord]:
     """Draw one artefact on each source image; PNGs and ``manifest.csv`` go to ``out_dir``.
 
@@ -213,7 +217,7 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
     source's file stem, so sources that share a stem (``a/001.png``, ``b/001.jpg``; compared
     ignoring case, as some file systems do) are refused: one drawing would overwrite the other.
 
-    ``out_dir`` is a cache entry (``files.new_entry``): the set is drawn in a
+    ``out_dir`` is a cache entry (``files.cached_entry``): the set is drawn in a
     temporary folder beside it and renamed into place once its manifest is written, so a
     concurrent run never rewrites an image another run's manifest lists, and a killed drawing
     leaves no image that a later run trusts (its folder is removed by the next drawing).
@@ -221,17 +225,12 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
 
     _check_distinct_stems(sources)
     out_dir = Path(out_dir)
-    manifest = out_dir / "manifest.csv"
-    records = _reusable(manifest, sources, spec)
-    if records is not None:
-        return records
-    if out_dir.exists() or out_dir.is_symlink():
-        log.info("synthetic %s %s: %s is for other sources or settings, or unfinished; drawing "
-                 "again", spec.group, spec.kind, out_dir)
-        discard_entry(out_dir)
     rule = _rule(spec)
-    records = []
-    with new_entry(out_dir) as tmp:
+
+    def draw(tmp: Path) -> None:
+        log.info("synthetic %s %s: drawing %d images into %s", spec.group, spec.kind,
+                 len(sources), out_dir)
+        records = []
         for i, src in enumerate(sources):
             rng = np.random.default_rng([spec.seed, i, len(spec.kind), len(spec.group)])
             img = read_image(src)
@@ -247,13 +246,10 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
         writer = csv.DictWriter(text, fieldnames=list(asdict(records[0]).keys()))
         writer.writeheader()
         writer.writerows(asdict(r) for r in records)
-        write_text(tmp / manifest.name, text.getvalue())
-    # another run may have renamed its drawing into place first (kept, this one removed)
-    if _reusable(manifest, sources, spec) is None:
-        raise OSError(f"{out_dir}: the synthetic set there is not the one just drawn (another "
-                      f"run drew other sources or settings into it meanwhile); run again")
-    log.info("synthetic %s %s: %d images in %s", spec.group, spec.kind, len(records), out_dir)
-    return records
+        write_text(tmp / MANIFEST, text.getvalue())
+
+    return cached_entry(out_dir, lambda d: _reusable(d / MANIFEST, sources, spec), draw,
+                        f"the synthetic {spec.group} {spec.kind} set")
 
 
 def _reusable(manifest: Path, sources: Sequence[Path], spec: SyntheticSpec) -> list[SyntheticRecord] | None:

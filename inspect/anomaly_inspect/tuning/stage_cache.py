@@ -33,7 +33,7 @@ from ..features.backbone import Backbone
 from ..features.cache import file_fingerprints, precision_key
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
-from ..files import discard_entry, new_entry, write_json
+from ..files import cached_entry, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -111,13 +111,14 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
     }).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / f"{backbone.name}-{image_size}-{resize}-{key}"
     input_size = crop_size or image_size
-    maps = _cached(directory, strides, input_size)
-    if maps is None:
-        with new_entry(directory) as tmp:
-            _extract(backbone, paths, image_size, resize, tmp, batch_size, progress, desc,
-                     max_pixels, crop_size, skip_unreadable)
+
+    def extract(tmp: Path) -> None:
+        _extract(backbone, paths, image_size, resize, tmp, batch_size, progress, desc,
+                 max_pixels, crop_size, skip_unreadable)
         backbone.release()
-        maps = StageMaps(directory, strides, input_size)
+
+    maps = cached_entry(directory, lambda d: _complete(d, strides, input_size), extract,
+                        "the stage-map cache entry")
     if maps.skipped and not skip_unreadable:
         index, reason = maps.skipped[0]
         raise ImageReadError(paths[index], reason)
@@ -126,17 +127,15 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
     return maps
 
 
-def _cached(directory: Path, strides: Sequence[int], input_size: int) -> StageMaps | None:
-    """The complete entry ``directory``, or None; a broken one is said and removed."""
-    if not directory.exists():
+def _complete(directory: Path, strides: Sequence[int], input_size: int) -> StageMaps | None:
+    """The complete entry ``directory``, or None (absent, unfinished, or broken: said)."""
+    if not (directory / "done").is_file():
         return None
-    if (directory / "done").is_file():
-        try:
-            return StageMaps(directory, strides, input_size)
-        except (OSError, ValueError, EOFError) as e:
-            log.warning("%s: broken stage-map cache entry (%s); extracting again", directory, e)
-    discard_entry(directory)  # broken, or left unfinished by an older version
-    return None
+    try:
+        return StageMaps(directory, strides, input_size)
+    except (OSError, ValueError, EOFError) as e:
+        log.warning("%s: broken stage-map cache entry (%s); extracting again", directory, e)
+        return None
 
 
 def _memmap(path: Path, shape: tuple[int, ...]) -> np.ndarray:

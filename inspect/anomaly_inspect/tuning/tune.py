@@ -36,7 +36,7 @@ from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..features.cache import file_fingerprints
-from ..files import discard_entry, new_entry
+from ..files import cached_entry
 from ..pipeline import build_backbone
 from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
@@ -243,17 +243,11 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
         min_side = reduced_side(output_size)
         described.append({"reduced_decode": factors})
     key = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
-    out = cache_dir / "synthetic" / key
-    rows = read_anomalies(out)
-    if rows is None:
-        if out.exists():
-            discard_entry(out)  # unfinished (an older version's) or broken
-        with new_entry(out) as tmp:
-            write_anomalies(paths, fams, donors, tmp, settings.recipe, max_pixels=max_pixels,
-                            min_side=min_side)
-        rows = read_anomalies(out)
-    if rows is None:
-        raise OSError(f"{out}: the synthetic-anomaly set could not be read back")
+    rows = cached_entry(
+        cache_dir / "synthetic" / key, read_anomalies,
+        lambda tmp: write_anomalies(paths, fams, donors, tmp, settings.recipe,
+                                    max_pixels=max_pixels, min_side=min_side),
+        "the synthetic-anomaly set")
     return [Path(r.path) for r in rows]
 
 

@@ -302,6 +302,22 @@ def image_size(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
+def reduction_factor(path: Path | str, min_side: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """1, 2, 4 or 8: the factor by which :func:`read_image` with ``min_side`` reduces
+    ``path``'s decode (only JPEGs over 16 MP are reduced). Reads the header only, except of a
+    JPEG; raises :class:`ImageReadError` as ``read_image`` would."""
+    path = Path(path)
+    try:
+        if stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read; refused below
+            with open(path, "rb") as fh:
+                if fh.read(3) != b"\xff\xd8\xff":
+                    return 1
+    except OSError:
+        pass  # the read below says why
+    _, header = _checked_header(path, max_pixels)
+    return _reduction(header, min_side)
+
+
 def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, int]:
     """Decoded array (OpenCV channel order) and the EXIF orientation still to apply."""
     data, header = _checked_header(path, max_pixels)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import stat
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,10 +12,9 @@ import numpy as np
 from .image_io import (
     DEFAULT_MAX_PIXELS,
     ImageReadError,
-    _checked_header,
-    _reduction,
     read_image,
     read_mask,
+    reduction_factor,
 )
 from .transforms import Box, TransformConfig, build_transform
 
@@ -42,18 +39,8 @@ def reduced_side(output_size: int) -> int:
 
 def decode_factor(path: Path | str, output_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
     """1, 2, 4 or 8: the factor by which the loader reduces ``path``'s decode for model inputs
-    of ``output_size`` pixels (only JPEGs over 16 MP are reduced). Reads the header only,
-    except of a JPEG; raises :class:`ImageReadError` as ``read_image`` would."""
-    path = Path(path)
-    try:
-        if stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read; refused below
-            with open(path, "rb") as fh:
-                if fh.read(3) != b"\xff\xd8\xff":
-                    return 1
-    except OSError:
-        pass  # the read below says why
-    _, header = _checked_header(path, max_pixels)
-    return _reduction(header, reduced_side(output_size))
+    of ``output_size`` pixels (:func:`reduction_factor`)."""
+    return reduction_factor(path, reduced_side(output_size), max_pixels)
 
 
 def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool, cfg: TransformConfig):

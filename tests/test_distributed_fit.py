@@ -12,6 +12,7 @@ import pytest
 
 from anomaly_inspect.config import ModelConfig
 from anomaly_inspect.core import Features
+from anomaly_inspect.features.runtime import graph_signature
 from anomaly_inspect.pipeline import LocalEngine
 from anomaly_inspect.pipeline.engine import run_task
 from anomaly_inspect.pipeline.ray_engine import batch_groups
@@ -129,7 +130,8 @@ def test_fit_on_engine_saves_a_complete_model(shared_data, tmp_path):
     train = sorted(src.glob("*.png"))[:10]
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    cfg = ModelConfig.from_dict({"features": {"image_size": 128, "batch_size": 4}}, "test")
+    cfg = ModelConfig.from_dict({"features": {"image_size": 128, "crop_size": 112,
+                                              "batch_size": 4}}, "test")
 
     class CountingEngine(LocalEngine):
         maps = 0
@@ -146,7 +148,8 @@ def test_fit_on_engine_saves_a_complete_model(shared_data, tmp_path):
     assert "broken.png" in info.skipped_images[0]["path"]
     assert np.isfinite(model.threshold) and info.display["map_vmax"] > info.display["map_vmin"]
     out = model.save(tmp_path / "model")
-    assert list((out / "backbone").glob("*.onnx"))  # the driver ran its backbone once
+    graphs = list((out / "backbone").glob("*.onnx"))  # the driver ran its backbone once,
+    assert graphs and all(graph_signature(g)[0] == (3, 112, 112) for g in graphs)  # on crops
     again = load_model(out)
     assert again.scorer.bank_size == model.scorer.bank_size
     for scorer in (model.scorer, again.scorer):  # the width check holds for a distributed bank

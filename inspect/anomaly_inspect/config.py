@@ -91,6 +91,11 @@ class FeatureConfig:
         except ValueError as exc:
             raise ConfigError(f"features: {exc}") from None
 
+    @property
+    def input_size(self) -> int:
+        """The side of the square the backbone sees (the crop where there is one)."""
+        return self.crop_size or self.image_size
+
     def embedding(self) -> PatchEmbedding:
         """The patch-feature map these settings describe (see features/patch_embed.py)."""
         from .features.patch_embed import PatchEmbedding

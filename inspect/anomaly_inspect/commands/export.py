@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--seed: only changes random weights (--weights random); the backbone's "
                          "weights are its own")
     backbone = build_backbone(cfg)
-    size = cfg.features.crop_size or cfg.features.image_size  # the model input
+    size = cfg.features.input_size
     with replacing(args.out) as tmp:  # the cached export
         shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), tmp)
     torch.manual_seed(0)

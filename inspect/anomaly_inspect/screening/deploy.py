@@ -131,7 +131,7 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
     if not graphs:
         raise ExportMismatchError(f"{model_dir / BACKBONE_DIR}: no exported backbone graph in "
                                   f"the model directory; re-fit it to export it")
-    size = cfg.features.crop_size or cfg.features.image_size
+    size = cfg.features.input_size
     entries = [_graph_entry(model_dir, name, precision, size) for name in graphs]
     if not any(e["runs"] for e in entries):
         raise ExportMismatchError(f"{model_dir}: {_none_runs(entries, precision, size)}, so a "

@@ -56,8 +56,8 @@ def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
     skipped = skip_unreadable(fit_all, errors) + cal_skipped
     if not cal_ok:
         raise ValueError(f"none of the {len(cal_all)} calibration images could be read")
-    size = cfg.features.image_size  # run the driver's backbone once, so that the saved model
-    extractor.features_of(torch.zeros(1, 3, size, size))  # keeps its export as a local fit does
+    size = cfg.features.input_size  # run the driver's backbone once, so that the saved
+    extractor.features_of(torch.zeros(1, 3, size, size))  # model keeps its export as a local fit does
     return calibrated_model(cfg, backbone, extractor, scorer, np.concatenate(scores),
                             np.concatenate(patch_scores) if patch_scores else None, target_fpr,
                             source, [fit_all[i] for i in ok], [cal_all[i] for i in cal_ok],

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from anomaly_inspect.evaluation.metrics import auroc
 from anomaly_inspect.scorers.coreset import (
     TwoRoundCoreset,
     cells_greedy,
@@ -16,6 +17,7 @@ from anomaly_inspect.scorers.coreset import (
     greedy_coreset,
     two_round_coreset,
 )
+from anomaly_inspect.scorers.patchcore import PatchCore
 
 # Five 2-D points. Starting at (0, 0): the farthest point is (9, 9) (12.73);
 # then (0, 11) (its distance to the nearest centre is min(11, 9.22) = 9.22,
@@ -190,6 +192,7 @@ def test_streamed_blocks_match_one_block_in_size_and_rows():
     stream = TwoRoundCoreset(0.02, chunk_size=512, seed=0, keep_rows=True)
     for block in np.array_split(x, 7):
         stream.add(block)
+    stream.flush()
     assert stream.n_seen == len(x) and stream.target == 80 and stream.greedy_round_two
     pos = stream.finish()
     rows = stream.finish_rows()
@@ -355,6 +358,7 @@ def test_round_two_runs_in_cells_only_when_one_greedy_would_pass_the_budget():
     assert radius(x, sel) <= 1.25 * radius(x, two_round_coreset(x, 0.1, chunk_size=None))
     auto = TwoRoundCoreset(0.1, chunk_size=1000)  # auto keeps the ratio at 10 %: no cells
     auto.add(x)
+    auto.flush()
     assert auto.keep_ratio == 0.1 and not auto.greedy_round_two
 
 
@@ -414,3 +418,138 @@ def test_a_chunk_kept_whole_is_in_greedy_order_so_round_two_keeps_the_outlier():
     for seed in range(20):
         sel = two_round_coreset(pts, 0.9, chunk_size=4096, projection_dim=None, seed=seed)
         assert 4 in sel.tolist(), seed
+
+
+def test_rows_holding_nan_or_inf_are_refused_before_the_greedy():
+    """A NaN distance overwrote the -inf that marks picked rows: picks repeated and the bank
+    held NaN rows that could not be loaded."""
+    x = np.random.default_rng(0).standard_normal((50, 4)).astype(np.float32)
+    for bad in (np.nan, np.inf):
+        y = x.copy()
+        y[7, 1] = bad
+        for chunk in (4096, None):
+            with pytest.raises(ValueError, match="TwoRoundCoreset.add: 1 of 50 rows hold NaN or Inf"):
+                TwoRoundCoreset(0.2, chunk_size=chunk).add(y)
+    big = np.full((4, 2), 3e38, np.float32)  # finite rows whose sum overflows: accepted
+    TwoRoundCoreset(0.5, projection_dim=None).add(big)
+
+
+def test_reading_greedy_round_two_mid_stream_does_not_end_the_window():
+    """Reading the property ran round 1 on the pending rows (flush), so the rows after it
+    were chunked apart from them: the result then depended on when it was read."""
+    x = np.random.default_rng(4).standard_normal((3000, 8)).astype(np.float32)
+    whole = two_round_coreset(x, 0.02, chunk_size=100, seed=1)  # windows of 1600 rows
+    parts = TwoRoundCoreset(0.02, chunk_size=100, seed=1)
+    parts.add(x[:700])
+    with pytest.raises(ValueError, match="call flush"):
+        _ = parts.greedy_round_two
+    assert parts.n_seen == 700 and parts._buffered == 700  # still waiting for the window
+    parts.add(x[700:])
+    assert np.array_equal(parts.finish(), whole)
+
+
+def test_greedy_coreset_selects_on_the_coreset_projection_whatever_the_threads():
+    """greedy_coreset projected with torch on every thread, the coreset with numpy on one:
+    on near-duplicate rows (ties to the last bit) the picks parted after a few dozen."""
+    import torch
+
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((3000, 472)).astype(np.float32)
+    x[1500:] = x[:1500] + 1e-4 * rng.standard_normal((1500, 472)).astype(np.float32)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        picks = greedy_coreset(x, 300, projection_dim=128, seed=0)
+    finally:
+        torch.set_num_threads(before)
+    exact = two_round_coreset(x, 0.1, chunk_size=None, seed=0)  # same start: default_rng(0)
+    assert np.array_equal(np.sort(picks), exact)
+
+
+def _tiny(tmp_path):
+    from anomaly_inspect.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path / "data", "tiny", n_train=4, n_test_good=2,
+                            n_test_per_defect=1, image_size=64).parent
+
+
+@pytest.mark.parametrize("ratios, error", [
+    ("2", "error: --ratios must be shares in (0, 1], got 2.0"),
+    ("0.1,0", "error: --ratios must be shares in (0, 1], got 0.0"),
+    ("abc", "argument --ratios: --ratios must be comma-separated shares in (0, 1] (e.g. 0.01,0.1), "
+            "got 'abc'"),
+])
+def test_bench_coreset_ratios_outside_zero_one_are_refused_by_name(ratios, error, capsys):
+    """--ratios 2 ran (rows labelled 2.0), 0 failed after every feature was extracted, abc
+    gave an unnamed float error; all are refused before the dataset is read."""
+    from anomaly_inspect.cli import main
+
+    try:
+        assert main(["bench-coreset", "--root", "nowhere", "--category", "tiny",
+                     "--ratios", ratios]) == 1
+    except SystemExit as exc:
+        assert exc.code == 2
+    assert error in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["softpatch", "tailedcore", "knn"])
+def test_bench_coreset_refuses_other_methods_before_extracting(method, tmp_path, monkeypatch):
+    """--method softpatch / tailedcore ran plain PatchCore and labelled it so; knn failed
+    after extraction."""
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.mvtec import load_mvtec
+    from anomaly_inspect.evaluation import coreset_bench
+    from anomaly_inspect.pipeline import LocalEngine
+
+    monkeypatch.setattr(coreset_bench, "build", lambda *a, **k: pytest.fail("extracted"))
+    cfg = ModelConfig.from_dict({"method": method}, "test")
+    dataset = load_mvtec(_tiny(tmp_path), "tiny")
+    for call in (lambda: coreset_bench.bench_coreset(dataset, cfg, [0.5], ["two_round"]),
+                 lambda: coreset_bench.bench_engine_fit(dataset, cfg, LocalEngine())):
+        with pytest.raises(ValueError, match=f"PatchCore's coreset; the config's method is '{method}'"):
+            call()
+
+
+def test_bench_coreset_local_rows_keep_the_configs_cap_and_reweighting(tmp_path):
+    """Local rows dropped max_bank_items and num_neighbors (engine rows kept them): every row
+    is now the config's PatchCore at the row's ratio."""
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.mvtec import load_mvtec
+    from anomaly_inspect.evaluation.coreset_bench import bench_coreset_features
+    from anomaly_inspect.pipeline import Runner, build
+
+    cfg = ModelConfig.from_dict({"features": {"image_size": 64},
+                                 "scorer": {"max_bank_items": 20, "num_neighbors": 3}}, "test")
+    dataset = load_mvtec(_tiny(tmp_path), "tiny")
+    runner = Runner(build(cfg, progress=False)[1], progress=False)
+    train = runner.extract([s.path for s in dataset.train], "train").features
+    test = runner.extract([s.path for s in dataset.test], "test").features
+    labels = np.array([s.label for s in dataset.test])
+    rows = bench_coreset_features("tiny", train, test, labels, cfg.scorer, [0.5],
+                                  ["two_round", "exact"], cfg.seed, progress=False)
+    assert [r["bank"] for r in rows] == [20, 20]  # 128 patches at 0.5: capped
+    # the exact row's AUROC is the config's PatchCore (re-weighting on) fitted at 0.5
+    scorer = PatchCore(coreset_ratio=0.5, max_bank_items=20, chunk_size=None, num_neighbors=3,
+                       index="flat", seed=cfg.seed, progress=False).fit(train)
+    assert rows[1]["image_auroc"] == round(float(auroc(labels, scorer.score(test).image_scores)), 4)
+
+
+def test_bench_engine_fit_holds_only_the_radius_sample(tmp_path, monkeypatch):
+    """--radius-sample N kept every training patch's projection and sampled at the end; it
+    now keeps a seeded uniform sample (ProbeSample) as the batches pass."""
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.mvtec import load_mvtec
+    from anomaly_inspect.evaluation import coreset_bench
+    from anomaly_inspect.pipeline import LocalEngine
+    from anomaly_inspect.scorers.nn_index import ProbeSample
+
+    sizes = []
+    real_add = ProbeSample.add
+    monkeypatch.setattr(ProbeSample, "add",
+                        lambda self, rows: sizes.append(self.size) or real_add(self, rows))
+    cfg = ModelConfig.from_dict({"features": {"image_size": 64, "batch_size": 2}}, "test")
+    rows = coreset_bench.bench_engine_fit(load_mvtec(_tiny(tmp_path), "tiny"), cfg, LocalEngine(),
+                                          radius_sample=10, progress=False)
+    assert [r["radius_points"] for r in rows] == [10, 10] and rows[0]["patches"] == 4 * 64
+    assert 10 in sizes  # the projections went through a sample of 10, batch by batch
+    assert all(r["radius"] > 0 for r in rows)

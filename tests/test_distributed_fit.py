@@ -72,6 +72,39 @@ def test_add_round_one_refuses_a_partial_window():
         c.add_round_one([np.array([0])], np.zeros((1, 2), np.float32), 4)
 
 
+def test_round_one_rows_holding_nan_are_refused():
+    """A NaN row broke the worker's greedy (picks repeated) and reached the saved bank."""
+    x = np.random.default_rng(0).standard_normal((40, 4)).astype(np.float32)
+    chunks = round_one(x, 0.5, None, "auto", None, 0)
+    bad = x[np.concatenate(chunks)].copy()
+    bad[3, 0] = np.nan
+    with pytest.raises(ValueError, match="add_round_one: 1 of 40 rows hold NaN or Inf"):
+        TwoRoundCoreset(0.5, chunk_size=None, keep_rows=True).add_round_one(chunks, bad, len(x))
+
+
+def test_remote_fit_task_names_the_images_whose_features_hold_nan():
+    """The distributed fit had no finiteness check (the one-machine fit's Scorer.check_input):
+    the worker's task now refuses, before round 1, naming the training images."""
+    from types import SimpleNamespace
+
+    from anomaly_inspect.pipeline.remote_fit import RemoteFitTask
+
+    patches = np.random.default_rng(0).standard_normal((3, 4, 4, 8)).astype(np.float32)
+    patches[1, 2, 3, 0] = np.inf
+    paths = [Path(f"/train/{name}.png") for name in ("a", "b", "c")]
+    task = RemoteFitTask({}, 10**8, frozenset({os.fsencode(paths[0])}))
+    batch = SimpleNamespace(indices=[0, 1, 2], errors=[])
+    task._extractor = SimpleNamespace(
+        iter_extract=lambda p: iter([SimpleNamespace(batch=batch, features=Features(patches))]))
+    task._scorer = PatchCore(progress=False)
+    with pytest.raises(ValueError, match=r"features of 1 training images hold NaN or Inf values: "
+                                         r"/train/b\.png$"):
+        list(task.run(paths))
+    patches[1, 2, 3, 0] = 0.0  # finite: the task runs round 1 on b and c
+    (_, part), = task.run(paths)
+    assert part.n_rows == 2 * 16 and part.featured == [0]
+
+
 @pytest.mark.slow
 def test_engine_fit_on_real_images_matches_streamed_fit(shared_data):
     """fit_bank_remote through the local engine: workers' code path, no Ray; same bank size

@@ -352,3 +352,70 @@ def test_image_reweighting_uses_the_exact_neighbourhood_on_an_approximate_index(
     got = reweight_image_scores(patches, ds[:, 0].reshape(20, 30), is_[:, 0].reshape(20, 30), small,
                                 NearestNeighbours("flat").fit(small), 9)
     assert np.isfinite(got).all()
+
+
+def test_an_empty_or_flat_bank_is_refused_naming_the_file_where_loading(tmp_path):
+    """An empty bank ended in faiss's bare AssertionError at the first search."""
+    from safetensors.numpy import save_file
+
+    from anomaly_inspect.scorers.base import ScorerFormatError
+
+    for bank in (np.zeros((0, 8), np.float32), np.zeros(8, np.float32)):
+        with pytest.raises(ValueError, match=r"non-empty \(items, width\) array, got shape"):
+            PatchCore(progress=False).set_state({"memory_bank": bank})
+    fitted = PatchCore(progress=False).fit(grid(np.ones((1, 2, 2, 8))))
+    fitted.save(tmp_path)
+    save_file({"memory_bank": np.zeros((0, 8), np.float32)}, str(tmp_path / "scorer_state.safetensors"))
+    with pytest.raises(ScorerFormatError, match="scorer_state.safetensors: .*non-empty"):
+        Scorer.load(tmp_path, progress=False)
+
+
+def test_patches_of_another_width_than_the_bank_are_refused_by_name():
+    """A bank set from a state (no fit: no recorded widths) met 4-d patches with faiss's bare
+    AssertionError."""
+    pc = PatchCore(progress=False)
+    pc.set_state({"memory_bank": np.zeros((5, 8), np.float32)})
+    with pytest.raises(ValueError, match="width 4, the memory bank holds items of width 8"):
+        pc.score(grid(np.zeros((1, 2, 2, 4))))
+
+
+def test_padding_cells_take_the_nearest_image_cells_score_as_overlays_show_them():
+    """Padding (pad mode) took the image's lowest score in evaluate's maps, but the nearest
+    image cell's in the screening overlays; both edge-pad now (scorers.maps.pad_cells)."""
+    from anomaly_inspect.scorers.maps import pad_cells
+
+    bank = np.zeros((1, 1), np.float32)
+    values = np.array([[1, 5, 0], [2, 3, 0]], np.float32)[None, :, :, None]  # column 2: padding
+    valid = np.array([[[True, True, False], [True, True, False]]])
+    pc = PatchCore(progress=False)
+    pc.set_state({"memory_bank": bank})
+    result = pc.score(Features(patches=values, valid=valid))
+    assert result.image_scores.tolist() == [5.0]
+    assert result.patch_scores[0].tolist() == [[1, 5, 5], [2, 3, 3]]  # by hand: edge padding
+    np.testing.assert_array_equal(result.patch_scores[0],
+                                  pad_cells(values[0, :, :2, 0], 0, 0, (2, 3)))
+    # padding above and to the left (centred images): the first image row and column
+    valid = np.zeros((1, 3, 3), bool)
+    valid[0, 1:, 1:] = True
+    values = np.arange(9, dtype=np.float32).reshape(1, 3, 3, 1)
+    got = pc.score(Features(patches=values, valid=valid)).patch_scores[0]
+    assert got.tolist() == [[4, 4, 5], [4, 4, 5], [7, 7, 8]]
+
+
+def test_an_approximate_index_on_a_small_bank_is_exact_and_says_so(caplog):
+    """hnsw / ivf on a bank under APPROX_MIN_ITEMS (1024) items became flat silently."""
+    import logging
+
+    from anomaly_inspect.scorers.nn_index import APPROX_MIN_ITEMS
+
+    bank = np.random.default_rng(0).standard_normal((APPROX_MIN_ITEMS - 1, 4)).astype(np.float32)
+    for kind in ("hnsw", "ivf"):
+        with caplog.at_level(logging.INFO, logger="anomaly_inspect.scorers.nn_index"):
+            caplog.clear()
+            nn = NearestNeighbours(kind).fit(bank)
+        assert nn.resolved_kind == "flat"
+        assert f"index {kind}: a bank of 1023 items (fewer than 1024)" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="anomaly_inspect.scorers.nn_index"):
+        assert NearestNeighbours("hnsw").fit(np.concatenate([bank, bank[:1]])).resolved_kind == "hnsw"
+    assert "searched exactly" not in caplog.text

@@ -21,6 +21,24 @@ from .common import (
 DEFAULT_RATIOS = "0.01,0.1,0.25"
 DEFAULT_VARIANTS = "two_round,exact"
 
+
+def ratio_list(text: str) -> list[float]:
+    """argparse type of --ratios: comma-separated numbers (:func:`check_ratios` checks that
+    each is a share in (0, 1], once the options the benchmark ignores have been refused)."""
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--ratios must be comma-separated shares in (0, 1] "
+                                         f"(e.g. 0.01,0.1), got {text!r}") from None
+
+
+def check_ratios(ratios: list[float]) -> None:
+    """Refuse --ratios outside (0, 1] before any feature is extracted."""
+    bad = [r for r in ratios if not 0 < r <= 1]
+    if bad:
+        raise ValueError(f"--ratios must be shares in (0, 1], got {', '.join(map(str, bad))}")
+
+
 #: the options --stream-images (random features) takes; every other option is one of the
 #: benchmark on real features (the model, engine and category ones) and is refused with it
 STREAM_OPTIONS = ("stream_images", "max_bank_items", "output_json", "quiet")
@@ -41,7 +59,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="instead: peak RSS of the streamed fit on N images of random features "
                         "(one fresh process each; coreset and bank only, no backbone)")
     p.add_argument("--max-bank-items", type=positive_int, help="with --stream-images: cap the bank")
-    p.add_argument("--ratios", help=f"comma-separated coreset ratios (default {DEFAULT_RATIOS})")
+    p.add_argument("--ratios", type=ratio_list, metavar="R,R,...",
+                   help=f"comma-separated coreset ratios in (0, 1] (default {DEFAULT_RATIOS})")
     p.add_argument("--variants",
                    help=f"comma-separated, from {', '.join(CORESET_VARIANTS)} (default "
                         f"{DEFAULT_VARIANTS}; exact is slow at large ratios)")
@@ -72,6 +91,8 @@ def check_options(args: argparse.Namespace) -> None:
         raise ValueError("--radius-sample applies to --engine-only only")
     if args.root is None or args.category is None:
         raise ValueError("--root and --category are required (or --stream-images)")
+    if args.ratios is not None:
+        check_ratios(args.ratios)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.output_json, {"rows": rows, "config": cfg.to_dict()})
         return 0
     rows = bench_coreset(load_mvtec(args.root, args.category), cfg,
-                         [float(r) for r in (args.ratios or DEFAULT_RATIOS).split(",")],
+                         args.ratios or ratio_list(DEFAULT_RATIOS),
                          (args.variants or DEFAULT_VARIANTS).split(","),
                          progress=not args.quiet, engine=engine_from_args(args))
     if args.quiet:

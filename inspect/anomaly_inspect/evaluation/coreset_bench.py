@@ -2,7 +2,8 @@
 
 Features of the training and test images are extracted once; each coreset
 variant then picks a bank from the same training patches, and the bank is
-scored with exact search, so the variants differ only in the coreset. The
+scored with exact search and the config's other scorer settings (``max_bank_items``,
+``num_neighbors``; PatchCore only), so the variants differ only in the coreset. The
 covering radius is the largest distance from a training patch to its nearest
 centre, on the same random projection the coreset selects on.
 """
@@ -22,7 +23,8 @@ from ..data.mvtec import AnomalyDataset
 from ..pipeline import Engine, Runner, build
 from ..progress import Progress
 from ..resources import peak_rss_mb
-from ..scorers.coreset import TwoRoundCoreset, covering_radius, projection_matrix
+from ..scorers.coreset import covering_radius, projection_matrix
+from ..scorers.nn_index import ProbeSample
 from ..scorers.patchcore import PatchCore, image_patches
 from .metrics import auroc
 
@@ -33,6 +35,22 @@ def check_variants(variants: Sequence[str]) -> None:
         raise ValueError(f"unknown coreset variants {unknown}; choose from {sorted(CORESET_VARIANTS)}")
 
 
+def check_method(cfg: ModelConfig) -> None:
+    """Refuse, before any extraction, a method other than PatchCore: every row is a PatchCore
+    bank (a SoftPatch or TailedCore row would be plain PatchCore under another name)."""
+    if cfg.method != "patchcore":
+        raise ValueError(f"bench-coreset measures PatchCore's coreset; the config's method is "
+                         f"'{cfg.method}' (use method patchcore)")
+
+
+def bench_scorer(scorer_params: dict, ratio: float, seed: int, **overrides) -> PatchCore:
+    """The PatchCore of a row: the config's scorer settings (``max_bank_items``,
+    ``num_neighbors``, ...) at ``ratio``, with exact search (``overrides``: a variant's
+    ``chunk_size`` and ``first_round_ratio``). Local and engine rows are built alike."""
+    return PatchCore(**{**scorer_params, "coreset_ratio": ratio, "index": "flat", "seed": seed,
+                        "progress": False, **overrides})
+
+
 def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[float],
                   variants: Sequence[str] = ("two_round", "exact"),
                   progress: bool = True, engine: Engine | None = None) -> list[dict]:
@@ -40,6 +58,9 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
     With a distributed ``engine``, one more row per ratio (variant ``engine:NAME``): the bank
     fitted on its workers (extraction and round 1 there, round 2 here)."""
     check_variants(variants)
+    check_method(cfg)
+    for ratio in ratios:  # the scorer settings, before any extraction
+        bench_scorer(cfg.scorer, ratio, cfg.seed)
     if engine is not None and not engine.in_process:
         from ..pipeline.remote_fit import check_distributed_precision
 
@@ -61,17 +82,20 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
 def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
                      radius_sample: int | None = None, progress: bool = True) -> list[dict]:
     """The one-machine fit (streamed, as ``fit`` / ``evaluate`` run it) against ``engine``'s,
-    holding no features: only the training patches' 128-d projections (a seeded sample of
-    ``radius_sample`` of them, when given) for the covering radius. The config's index is kept
+    holding no features: only the training patches' 128-d projections (a seeded uniform sample
+    of ``radius_sample`` of them, kept as the batches pass, when given) for the covering radius. The config's index is kept
     (image scores are exact with any index)."""
     from ..pipeline.remote_fit import check_distributed_precision, fit_bank_remote
 
+    check_method(cfg)
     check_distributed_precision(cfg)
     runner = Runner(build(cfg, progress=False)[1], progress=progress)
     params = {**cfg.scorer, "seed": cfg.seed, "progress": False}
     local, remote = PatchCore(**params), PatchCore(**params)
     paths = [s.path for s in dataset.train]
-    kept: list[np.ndarray] = []
+    kept: list[np.ndarray] = []  # every projection, or (radius_sample) a sample as they pass
+    sample = ProbeSample(radius_sample, seed=cfg.seed) if radius_sample else None
+    n_patches = 0
     proj: list = []
 
     def project(x: np.ndarray) -> np.ndarray:
@@ -80,8 +104,14 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
         return x if proj[0] is None else x @ proj[0].numpy()
 
     def tee(batches):
+        nonlocal n_patches
         for feats in batches:
-            kept.append(project(image_patches(feats)))
+            rows = project(image_patches(feats))
+            n_patches += len(rows)
+            if sample is None:
+                kept.append(rows)
+            else:
+                sample.add(rows)
             yield feats
 
     seconds = {}
@@ -92,11 +122,7 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
     with Progress(len(paths), f"{engine.name} fit", enabled=progress) as bar:
         fit_bank_remote(remote, engine, cfg, paths, DEFAULT_MAX_PIXELS, bar)
     seconds[f"engine:{engine.name}"] = time.perf_counter() - start
-    projected = np.concatenate(kept)
-    n_patches = len(projected)
-    if radius_sample and n_patches > radius_sample:
-        pick = np.random.default_rng(cfg.seed).choice(n_patches, radius_sample, replace=False)
-        projected = projected[np.sort(pick)]
+    projected = np.concatenate(kept) if sample is None else sample.rows
     scores: dict[str, list[np.ndarray]] = {k: [] for k in seconds}
     for item in runner.score(dict(zip(seconds, (local, remote), strict=True)),
                              [s.path for s in dataset.test], "score test"):
@@ -124,14 +150,13 @@ def _engine_rows(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[flo
     from ..pipeline.remote_fit import fit_bank_remote
 
     flat = image_patches(train)
-    params = {"projection_dim": 128, **cfg.scorer}
-    proj = projection_matrix(flat.shape[1], params["projection_dim"], cfg.seed)
+    proj = projection_matrix(flat.shape[1], bench_scorer(cfg.scorer, 1.0, cfg.seed).projection_dim,
+                             cfg.seed)
     project = (lambda x: x) if proj is None else (lambda x: x @ proj.numpy())
     projected = project(flat)
     rows = []
     for ratio in ratios:
-        scorer = PatchCore(**{**cfg.scorer, "coreset_ratio": ratio, "index": "flat",
-                              "seed": cfg.seed, "progress": False})
+        scorer = bench_scorer(cfg.scorer, ratio, cfg.seed)
         sub = ModelConfig.from_dict({**cfg.to_dict(), "scorer": {**cfg.scorer, "coreset_ratio": ratio}},
                                     "bench config")
         start = time.perf_counter()
@@ -156,21 +181,22 @@ def bench_coreset_features(name: str, train: Features, test: Features, labels: n
                            seed: int = 0, progress: bool = True) -> list[dict]:
     """:func:`bench_coreset` on features already extracted."""
     check_variants(variants)
-    params = {"chunk_size": 4096, "first_round_ratio": "auto", "projection_dim": 128, **scorer_params}
     flat = image_patches(train)
-    proj = projection_matrix(flat.shape[1], params["projection_dim"], seed)
+    config = bench_scorer(scorer_params, 1.0, seed)
+    proj = projection_matrix(flat.shape[1], config.projection_dim, seed)
     projected = flat if proj is None else flat @ proj.numpy()
     rows = []
     for ratio in ratios:
         for variant in variants:
-            chunk, first = CORESET_VARIANTS[variant](params["chunk_size"], params["first_round_ratio"],
-                                            ratio)
+            chunk, first = CORESET_VARIANTS[variant](config.chunk_size, config.first_round_ratio,
+                                                     ratio)
+            scorer = bench_scorer(scorer_params, ratio, seed, chunk_size=chunk,
+                                  first_round_ratio=first)
             start = time.perf_counter()
-            coreset = TwoRoundCoreset(ratio, None, chunk, first, params["projection_dim"], seed)
+            coreset = scorer.coreset()
             coreset.add(flat)
             idx = coreset.finish()
             seconds = time.perf_counter() - start
-            scorer = PatchCore(index="flat", progress=False)
             scorer.set_state({"memory_bank": np.ascontiguousarray(flat[idx])})
             rows.append({
                 "category": name, "ratio": ratio, "variant": variant, "bank": len(idx),

@@ -94,6 +94,7 @@ class RemoteFitTask:
             if not all(wanted):
                 keep = np.flatnonzero(np.logical_not(wanted))
                 feats = item.features if len(keep) == len(wanted) else item.features.subset(keep)
+                check_finite_images(feats, [paths[b.indices[k]] for k in keep])
                 patches = image_patches(feats)
                 s = self._scorer
                 chunks = round_one(patches, s.coreset_ratio, s.chunk_size, s.first_round_ratio,
@@ -104,6 +105,17 @@ class RemoteFitTask:
                 part.probes = ProbeSample(seed=s.seed, stream=number).add(patches)
             number += 1
             yield len(b.indices) + len(b.errors), part
+
+
+def check_finite_images(features: Features, paths: Sequence[Path]) -> None:
+    """Refuse training features holding NaN or Inf, naming their images (``paths``, one per
+    image), before round 1: the one-machine fit refuses them in ``Scorer.check_input``, and
+    one such row breaks the greedy."""
+    bad = [os.fsdecode(p) for p, patches in zip(paths, features.patches, strict=True)
+           if not np.isfinite(patches).all()]
+    if bad:
+        raise ValueError(f"patch features of {len(bad)} training images hold NaN or Inf values: "
+                         f"{', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}")
 
 
 def check_distributable(scorer: Scorer) -> None:

@@ -3,8 +3,8 @@
 Each greedy step picks the point farthest from the current centres and updates
 every point's distance to its nearest centre using only the newest centre
 (a GEMV: ||x||^2 - 2 x.c + ||c||^2), so no N x N matrix is built; in blocks
-larger than the cache, only the rows the new centre can reach (triangle
-inequality) are updated, with the same picks. Selection runs on a random
+larger than the cache (and round-1 chunks of which a large share is picked), only the
+rows the new centre can reach (triangle inequality) are updated, with the same picks. Selection runs on a random
 projection (default 128-d), as in PatchCore.
 
 :class:`TwoRoundCoreset` bounds the cost for large banks without the collapse
@@ -53,6 +53,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..progress import Progress
+from .base import _sum_is_finite
 from .params import check_number
 
 WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is independent of how
@@ -79,6 +80,26 @@ def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None
         return None
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(d, dim, generator=gen) / math.sqrt(dim)
+
+
+def project_rows(x: np.ndarray, proj: np.ndarray | None) -> np.ndarray:
+    """The rows ``x`` on ``proj`` (None: as they are), as contiguous float32, always on one
+    BLAS thread: OpenBLAS's sgemm rounds differently with more threads once the width passes
+    a few hundred (472-d: 5e-5), and the picks must not depend on the thread count."""
+    x = np.asarray(x, dtype=np.float32)
+    if proj is None:
+        return np.ascontiguousarray(x)
+    with threadpool_limits(1):
+        return np.ascontiguousarray(x @ proj)
+
+
+def check_finite_rows(rows: np.ndarray, owner: str) -> None:
+    """Refuse rows holding NaN or Inf: a NaN distance in the greedy overwrites the mark of the
+    rows already picked, so picks repeat and the bank holds NaN."""
+    if rows.size and not _sum_is_finite(rows):  # the sum can also overflow: count for sure
+        bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{owner}: {int(bad.sum())} of {len(rows)} rows hold NaN or Inf values")
 
 
 def random_projection(x: torch.Tensor, dim: int | None, seed: int) -> torch.Tensor:
@@ -289,11 +310,11 @@ def greedy_coreset(
     """Exact greedy k-center over all points; returns ``n_select`` indices in pick order."""
     n = len(features)
     n_select = int(min(max(n_select, 1), n))
-    x = random_projection(torch.from_numpy(np.ascontiguousarray(features, np.float32)),
-                          projection_dim, seed).numpy()
+    proj = projection_matrix(features.shape[1], projection_dim, seed)
+    x = project_rows(features, None if proj is None else proj.numpy())  # as TwoRoundCoreset does
     if start is None:
         start = int(np.random.default_rng(seed).integers(n))
-    return _greedy(np.ascontiguousarray(x), n_select, start, progress, torch.get_num_threads())
+    return _greedy(x, n_select, start, progress, torch.get_num_threads())
 
 
 def coreset_size(n: int, ratio: float, max_items: int | None = None) -> int:
@@ -387,15 +408,9 @@ class TwoRoundCoreset:
             self._proj_ready = True
 
     def _project(self, x: np.ndarray) -> np.ndarray:
-        """The rows on the projection, always on one BLAS thread: OpenBLAS's sgemm rounds
-        differently with more threads once the width passes a few hundred (472-d: 5e-5), and
-        the picks must not depend on the thread count."""
+        """The rows on the coreset's projection (:func:`project_rows`)."""
         self._proj_for(x)
-        x = np.asarray(x, dtype=np.float32)
-        if self._proj is None:
-            return np.ascontiguousarray(x)
-        with threadpool_limits(1):
-            return np.ascontiguousarray(x @ self._proj)
+        return project_rows(x, self._proj)
 
     def add(self, rows: np.ndarray, progress: Progress | None = None) -> None:
         """Round 1 on a block of rows (any size: blocks are re-cut into windows)."""
@@ -404,6 +419,7 @@ class TwoRoundCoreset:
             return
         if self._dim is not None and rows.shape[1] != self._dim:
             raise ValueError(f"rows of dim {rows.shape[1]} added to a coreset of dim {self._dim}")
+        check_finite_rows(rows, "TwoRoundCoreset.add")
         self._dim = rows.shape[1]
         self._selection = None
         if self.chunk_size is None:  # exact greedy: keep every row for round 2
@@ -437,6 +453,7 @@ class TwoRoundCoreset:
             raise ValueError("add_round_one() cannot follow add() of a partial window")
         if self._dim is not None and rows.shape[1] != self._dim:
             raise ValueError(f"rows of dim {rows.shape[1]} added to a coreset of dim {self._dim}")
+        check_finite_rows(rows, "TwoRoundCoreset.add_round_one")
         self._dim = rows.shape[1]
         self._selection = None
         start = 0
@@ -532,8 +549,11 @@ class TwoRoundCoreset:
     def greedy_round_two(self) -> bool:
         """Whether ``finish`` runs a greedy pass: round 1 kept more than the target plus its
         rounding (one pick per chunk), because it oversampled, kept every row
-        (``chunk_size=None``) or ``max_items`` caps the target."""
-        self.flush()
+        (``chunk_size=None``) or ``max_items`` caps the target. Known once round 1 has seen
+        every row (after ``flush``); reading it never runs round 1 itself."""
+        if self._buffered:
+            raise ValueError("greedy_round_two is known once round 1 has seen every row: "
+                             "call flush() first")
         excess = self._union_size - self.target
         if excess <= 0:
             return False

@@ -3,7 +3,9 @@
 ``kind``: ``"flat"`` (exact L2), ``"hnsw"`` (graph index, M=16), ``"ivf"``
 (inverted lists, ``nlist`` about 4*sqrt(N), ``nprobe`` probes) or ``"auto"``
 (exact below ``auto_min_items`` memory items, HNSW above: exact search cost
-grows with bank size x queries and dominates the pipeline for large banks).
+grows with bank size x queries and dominates the pipeline for large banks). A bank of fewer
+than :data:`APPROX_MIN_ITEMS` items is searched exactly whatever the kind (logged at info):
+exact search is cheap there, and IVF's training needs more items than its lists.
 Distances returned are Euclidean (the square root of faiss's squared L2).
 
 The HNSW defaults (M=16, efConstruction=40, efSearch=16) are set for PatchCore's use: image
@@ -30,6 +32,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
+APPROX_MIN_ITEMS = 1024  # banks smaller than this are searched exactly (flat), whatever the kind
 # An HNSW graph's links as faiss keeps them (``faiss.HNSW``): saved with a bank (not its
 # vectors, which are the bank), so a loaded bank is searched on the graph it was fitted with.
 GRAPH_LINKS = ("assign_probas", "cum_nneighbor_per_level", "levels", "offsets", "neighbors")
@@ -179,7 +182,11 @@ class NearestNeighbours:
         kind = self.kind
         if kind == "auto":
             kind = "hnsw" if n >= self.auto_min_items else "flat"
-        self.resolved_kind = kind if n >= 1024 else "flat"
+        if kind != "flat" and n < APPROX_MIN_ITEMS:
+            log.info("index %s: a bank of %d items (fewer than %d) is searched exactly (flat)",
+                     kind, n, APPROX_MIN_ITEMS)
+            kind = "flat"
+        self.resolved_kind = kind
         self.graph_m: int | None = None
         self.graph_checks: list[float] = []
         self._bank = bank
@@ -303,18 +310,6 @@ class NearestNeighbours:
             dist[s:s + len(d2)] = np.sqrt(np.maximum(d2, 0))
             idx[s:s + len(i)] = i
         return dist, idx
-
-    def serialize(self) -> np.ndarray:
-        return faiss.serialize_index(self.index)
-
-    def deserialize(self, data: np.ndarray) -> NearestNeighbours:
-        self.index = faiss.deserialize_index(np.ascontiguousarray(data, dtype=np.uint8))
-        self._exact = None  # it may point into the replaced index's storage
-        if hasattr(self.index, "hnsw"):
-            self.index.hnsw.efSearch = self.ef_search
-        if hasattr(self.index, "nprobe"):
-            self.index.nprobe = self.nprobe
-        return self
 
 
 def merge_shard_results(results: list[tuple[np.ndarray, np.ndarray]], offsets: list[int],

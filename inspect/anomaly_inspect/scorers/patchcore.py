@@ -17,6 +17,7 @@ from ..core import Features, FitContext
 from ..progress import Progress
 from .base import Scorer, ScoreResult
 from .coreset import TwoRoundCoreset, check_first_round_ratio
+from .maps import pad_cells
 from .nn_index import INDEX_KINDS, NearestNeighbours, ProbeSample
 from .params import check_choice, check_number
 from .provenance import Provenance
@@ -262,6 +263,9 @@ class PatchCore(Scorer):
         ``provenance`` says where each item came from. ``probes`` (a sample of training
         patches) check an HNSW index at fit; ``graph`` is a saved model's graph (its links),
         ``graph_m`` the M that check chose, to rebuild a graph saved without its links."""
+        if np.ndim(bank) != 2 or len(bank) == 0:
+            raise ValueError(f"memory bank must be a non-empty (items, width) array, got shape "
+                             f"{np.shape(bank)}")
         if weights is not None and len(weights) != len(bank):
             raise ValueError(f"{len(weights)} item weights for a bank of {len(bank)} items")
         if provenance is not None and len(provenance) != len(bank):
@@ -280,6 +284,9 @@ class PatchCore(Scorer):
         if patches is None:
             raise ValueError(f"{type(self).__name__}.score: needs patch features; these have none")
         n, h, w, d = patches.shape
+        if d != self.memory_bank.shape[1]:
+            raise ValueError(f"{type(self).__name__}.score: patch features have width {d}, the "
+                             f"memory bank holds items of width {self.memory_bank.shape[1]}")
         flat = patches.reshape(n, h * w, d)
         padding = None if features.valid is None else ~features.valid.reshape(n, h * w)
         ef = None if self.patch_maps else BOUNDS_EF_SEARCH
@@ -299,10 +306,13 @@ class PatchCore(Scorer):
                                     weighted_scores(patch_scores, self.item_weights[nn_idx]))
         image = reweight_image_scores(flat, patch_scores, nn_idx,
                                       self.memory_bank, self._nn, self.num_neighbors)
-        if padding is not None:  # maps: padding at the image's lowest score
-            low = np.where(padding, np.inf, patch_scores).min(axis=1, keepdims=True)
-            patch_scores = np.where(padding, low, patch_scores)
-        return ScoreResult(image, patch_scores.reshape(n, h, w), nn_idx.reshape(n, h, w))
+        patch_scores = patch_scores.reshape(n, h, w)
+        if padding is not None:  # maps: padding takes the nearest image cell's score
+            for j, valid in enumerate(features.valid):
+                rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
+                cells = patch_scores[j, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+                patch_scores[j] = pad_cells(cells, rows[0], cols[0], (h, w))
+        return ScoreResult(image, patch_scores, nn_idx.reshape(n, h, w))
 
     # -- persistence -----------------------------------------------------------
     @property

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from ..scorers.maps import anomaly_map
+from ..scorers.maps import anomaly_map, pad_cells
 
 if TYPE_CHECKING:
     from ..data.transforms import Box, TransformConfig
@@ -58,14 +58,13 @@ def image_map(patch_scores: np.ndarray, cells: Box, grid: tuple[int, int],
 
     ``patch_scores`` are the scores of the ``cells`` of the model input's ``grid`` that lie on
     the image (:class:`~.model.ScoredImage`); they are placed on the grid (padding cells take
-    the nearest image cell's score), upsampled and blurred over the model input, and each shown
-    pixel takes the value at its place in the model input: the inverse of
-    ``transform.input_to_image`` (resize and pad, then the centre crop's offset).
+    the nearest image cell's score, as in evaluate's maps: :func:`~..scorers.maps.pad_cells`),
+    upsampled and blurred over the model input, and each shown pixel takes the value at its
+    place in the model input: the inverse of ``transform.input_to_image`` (resize and pad,
+    then the centre crop's offset).
     """
     size = transform.output_size
-    pad = ((cells.top, grid[0] - cells.top - cells.height),
-           (cells.left, grid[1] - cells.left - cells.width))
-    amap = anomaly_map(np.pad(patch_scores, pad, mode="edge"), (size, size))
+    amap = anomaly_map(pad_cells(patch_scores, cells.top, cells.left, grid), (size, size))
     resized = transform.resized_box(*image_size)
     crop = transform.crop_offset
     sy, sx = resized.height / shown[0], resized.width / shown[1]  # model-input px per shown px

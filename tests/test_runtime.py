@@ -600,3 +600,157 @@ def test_shared_helpers_by_hand():
     assert rt.first_line(RuntimeError("  first\nsecond")) == "first"
     assert rt.first_line(RuntimeError("x" * 300)) == "x" * 200
     assert rt.first_line(RuntimeError("")) == ""
+
+
+def test_a_failed_int8_quantisation_is_an_error_not_a_silent_torch_f32(x, tmp_path, monkeypatch,
+                                                                       caplog):
+    def broken(*a, **k):
+        raise RuntimeError("quantiser cannot handle Foo\nlong traceback text")
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.quantize_int8", broken)
+    bb = random_backbone("onnxruntime", tmp_path, precision="int8")
+    bb.calibrate(x.numpy())
+    with caplog.at_level(logging.WARNING), pytest.raises(rt.PrecisionError) as err:
+        bb(x)
+    assert str(err.value) == ("precision int8: quantising "
+                              f"{bb.export_path((SIZE, SIZE), 'stages').name} failed (RuntimeError: "
+                              "quantiser cannot handle Foo); the backbone is not run at another "
+                              "precision instead: use --precision f32")
+    assert "exporting again" not in caplog.text  # the f32 export was fine: not blamed
+    assert bb.precisions_run == set() and not list(tmp_path.glob("*-int8-*"))
+    # nor where the f32 export itself fails (no torch f32 in int8's place)
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", broken)
+    other = random_backbone("onnxruntime", tmp_path / "other", precision="int8")
+    other.calibrate(x.numpy())
+    with pytest.raises(rt.PrecisionError, match=r"^precision int8: ONNX export / onnxruntime load "
+                       r"failed \(RuntimeError: quantiser cannot handle Foo\); the backbone is not "
+                       r"run in torch f32 instead: use --precision f32$"):
+        other(x)
+
+
+def test_a_damaged_int8_graph_is_quantised_again_and_a_damaged_f32_export_exported_again(
+        x, tmp_path, caplog):
+    made = random_backbone("onnxruntime", tmp_path, precision="int8")
+    made.calibrate(x.numpy())
+    want = made(x)
+    f32, int8 = made.exports
+    int8.write_bytes(int8.read_bytes()[:1000])  # truncated
+    again = random_backbone("onnxruntime", tmp_path, precision="int8")
+    again.calibrate(x.numpy())
+    with caplog.at_level(logging.WARNING):
+        got = again(x)
+    assert f"{int8}: unreadable cached int8 graph (" in caplog.text
+    assert again.exports == [f32, int8] and again.runs_on == "onnxruntime int8"
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+    # a loaded model's folder cannot quantise again (no training images): one clear line
+    int8.write_bytes(b"not an onnx file")
+    with pytest.raises(rt.CalibrationError, match=r"unreadable int8 graph .*fit it again$"):
+        random_backbone("onnxruntime", tmp_path, precision="int8")(x)
+    # the f32 export it is quantised from is unreadable: exported again, then quantised
+    int8.unlink()
+    f32.write_bytes(b"not an onnx file")
+    caplog.clear()
+    third = random_backbone("onnxruntime", tmp_path, precision="int8")
+    third.calibrate(x.numpy())
+    with caplog.at_level(logging.WARNING):
+        got = third(x)
+    assert f"{f32}: unreadable cached export (" in caplog.text
+    assert third.runs_on == "onnxruntime int8"
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_the_unreadable_export_warning_is_one_line(x, tmp_path, monkeypatch, caplog):
+    real = rt.OnnxRunner
+    calls = []
+
+    def first_fails(*a, **k):
+        calls.append(a)
+        if len(calls) == 1:
+            raise RuntimeError("cannot load the graph\nsecond line of the message")
+        return real(*a, **k)
+
+    random_backbone("onnxruntime", tmp_path).export((SIZE, SIZE))
+    monkeypatch.setattr("anomaly_inspect.features.backbone.OnnxRunner", first_fails)
+    with caplog.at_level(logging.WARNING):
+        random_backbone("onnxruntime", tmp_path)(x)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                  and r.name == "anomaly_inspect.features.backbone"]
+    assert warning.endswith("unreadable cached export (cannot load the graph); exporting again")
+
+
+def test_a_model_whose_backbone_ran_at_another_precision_is_not_saved(x, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from anomaly_inspect.screening.model import Model
+
+    class Downgraded(rt.OnnxRunner):  # as OpenVINO running bf16 as f32
+        def __init__(self, *a, **k):
+            super().__init__(*a, **k)
+            self.runs_precision = "f16"
+
+    monkeypatch.setattr("anomaly_inspect.features.backbone.OnnxRunner", Downgraded)
+    bb = random_backbone("onnxruntime", tmp_path / "cache")
+    bb(x)
+    model = Model(ModelConfig(), SimpleNamespace(backbone=bb), None, None, None)
+    with pytest.raises(ValueError, match=r"m: not saved: the model records backbone runtime "
+                       r"onnxruntime precision f32, but its backbone ran at f16 \(onnxruntime f16 "):
+        model.save(tmp_path / "m")
+    assert not (tmp_path / "m").exists()
+
+
+def test_onnx_runner_takes_no_thread_count():
+    import inspect
+
+    assert list(inspect.signature(rt.OnnxRunner).parameters) == ["path", "runtime", "precision"]
+
+
+def test_export_command_exports_a_damaged_cached_graph_again(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "cache"))
+    bb = random_backbone("onnxruntime")
+    cached = bb.export((SIZE, SIZE))
+    cached.write_bytes(cached.read_bytes()[:20000])  # truncated
+    out = tmp_path / "backbone.onnx"
+    assert main(["export", "--out", str(out), "--weights", "random", "--image-size", str(SIZE),
+                 "--quiet"]) == 0
+    assert rt.graph_signature(out) is not None and rt.graph_signature(cached) is not None
+    assert "max rel diff vs torch" in capsys.readouterr().out
+
+
+def test_export_command_writes_nothing_that_fails_its_check(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "backbone.onnx"
+    args = ["export", "--out", str(out), "--weights", "random", "--image-size", str(SIZE),
+            "--quiet"]
+    monkeypatch.setattr(rt, "max_rel_diff", lambda got, want: 2e-4)
+    assert main(args) == 1
+    assert capsys.readouterr().err == (
+        f"error: {out}: not written: the exported graph differs from torch by 2.0e-04 (max "
+        "relative difference on one random batch), more than the f32 tolerance 1e-04\n")
+    assert not out.exists() and not list(tmp_path.iterdir())
+    # a graph onnxruntime cannot load: one line, and an existing --out is left as it was
+    out.write_bytes(b"the old file")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not an onnx file")
+    monkeypatch.setattr(Backbone, "export", lambda self, *a, **k: garbage)
+    assert main([*args, "--overwrite"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {out}: not written: onnxruntime cannot run the exported graph (")
+    assert err.count("\n") == 1
+    assert out.read_bytes() == b"the old file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["backbone.onnx", "garbage.onnx"]
+
+
+def test_bench_backbone_reports_what_ran_and_marks_a_fallback(tmp_path, monkeypatch, capsys):
+    def broken(*a, **k):
+        raise RuntimeError("export failed")
+
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", broken)
+    out = tmp_path / "bench.json"
+    assert main(["bench-backbone", "--weights", "random", "--image-size", str(SIZE),
+                 "--batch-size", "2", "--rounds", "1", "--runtime", "onnxruntime",
+                 "--precision", "f32", "--output-json", str(out), "--quiet"]) == 0
+    rows = {(r["runtime"], r["precision"]): r for r in json.loads(out.read_text())["runtimes"]}
+    assert (rows[("onnxruntime", "f32")]["runs_on"], rows[("onnxruntime", "f32")]["fell_back"]) == (
+        "torch (export failed)", True)
+    assert (rows[("torch", "f32")]["runs_on"], rows[("torch", "f32")]["fell_back"]) == ("torch", False)
+    assert "onnxruntime f32 (ran: torch (export failed))" in capsys.readouterr().out

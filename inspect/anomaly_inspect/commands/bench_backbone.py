@@ -5,6 +5,8 @@ pipeline is measured against. Every runtime runs in this one process on the
 same batch, interleaved round by round (best of ``--rounds``), so that load
 from other processes affects them alike. torch f32 is always measured: it is
 the reference for the speed ratio and for the largest relative difference.
+Each row names what ran (``runs_on``): a variant that fell back (an f32 export that failed
+runs in torch; OpenVINO runs bf16 as f32 on a CPU without bf16) says so (``fell_back``).
 """
 
 from __future__ import annotations
@@ -115,8 +117,10 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
     rows = []
     for v in variants:
         ips = args.batch_size / best[v]
-        rows.append({"runtime": v[0], "precision": v[1], "images_per_second": round(ips, 2),
-                     "ratio_to_torch_f32": round(ips / base, 2),
+        ran = backbones[v].runs_on
+        rows.append({"runtime": v[0], "precision": v[1], "runs_on": ran,
+                     "fell_back": v[0] != "torch" and ran != " ".join(v),
+                     "images_per_second": round(ips, 2), "ratio_to_torch_f32": round(ips / base, 2),
                      "max_rel_diff_vs_torch": float(f"{diffs[v]:.2e}")})
     first = backbones[VARIANTS[0]]
     result = {
@@ -135,7 +139,7 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
           f"{' + pooled' if args.pooled else ''}, {args.image_size} px, batch {args.batch_size}, "
           f"best of {args.rounds} interleaved rounds, {torch.get_num_threads()} threads")
     print_table([("runtime", "img/s   x torch f32   max rel diff")] + [
-        (f"{r['runtime']} {r['precision']}",
+        (f"{r['runtime']} {r['precision']}" + (f" (ran: {r['runs_on']})" if r["fell_back"] else ""),
          f"{r['images_per_second']:7.1f}   {r['ratio_to_torch_f32']:11.2f}   {r['max_rel_diff_vs_torch']:.1e}")
         for r in rows])
     write_json(args.output_json, result)

@@ -10,7 +10,9 @@ runtime it was fitted with.
 ``images`` (B, 3, S, S) float32, S the config's crop size (else its image size), normalised
 with the model's mean / std; outputs ``stage0``, ``stage1``, ... (the configured stages) and,
 with ``--pooled``, ``pooled`` (B, D). The batch axis is dynamic. The export is checked
-against torch on one random batch before it is reported.
+against torch on one random batch before it is written: a graph that cannot be loaded, or
+differs from torch by more than :data:`TOLERANCE` (max relative difference), is an error and
+``--out`` is left as it was.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..features.runtime import OnnxRunner, max_rel_diff
+    from ..features.runtime import OnnxRunner, first_line, max_rel_diff
     from ..files import replacing
     from ..pipeline import build_backbone
 
@@ -84,8 +86,6 @@ def run(args: argparse.Namespace) -> int:
                          "weights are its own")
     backbone = build_backbone(cfg)
     size = cfg.features.input_size
-    with replacing(args.out) as tmp:  # the cached export
-        shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), tmp)
     torch.manual_seed(0)
     x = torch.randn(2, 3, size, size)
     if args.pooled:
@@ -93,8 +93,18 @@ def run(args: argparse.Namespace) -> int:
         want = [*maps, pooled]
     else:
         want = backbone.torch_forward(x)
-    got = OnnxRunner(args.out, "onnxruntime")(x.numpy())
-    diff = max_rel_diff(got, want)
+    with replacing(args.out) as tmp:  # the cached export, checked before it replaces --out
+        shutil.copyfile(backbone.export((size, size), "pooled" if args.pooled else "stages"), tmp)
+        try:
+            got = OnnxRunner(tmp, "onnxruntime")(x.numpy())
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise RuntimeError(f"{args.out}: not written: onnxruntime cannot run the exported "
+                               f"graph ({type(exc).__name__}: {first_line(exc)})") from None
+        diff = max_rel_diff(got, want)
+        if not diff <= TOLERANCE:
+            raise RuntimeError(f"{args.out}: not written: the exported graph differs from torch "
+                               f"by {diff:.1e} (max relative difference on one random batch), "
+                               f"more than the f32 tolerance {TOLERANCE:.0e}")
     print_table([
         ("wrote", str(args.out)),
         ("backbone", f"{backbone.name} ({backbone.weight_source.kind} weights, checksum "
@@ -107,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
     ])
     return 0
 
+
+#: largest max relative difference from torch the written f32 graph may have (it agrees to a
+#: few 1e-6)
+TOLERANCE = 1e-4
 
 #: model options the backbone-alone form has no use for (the graph does not depend on them)
 UNUSED_BY_BACKBONE = ("method", "resize", "batch_size")

@@ -22,6 +22,7 @@ from ..files import write_json
 from .runtime import (
     CalibrationError,
     OnnxRunner,
+    PrecisionError,
     RuntimeUnavailableError,
     calibration_digest,
     check_runtime,
@@ -154,7 +155,9 @@ class Backbone(nn.Module):
     saved model's ``cache_dir`` (never in the user cache).
     Non-torch runtimes export the graph on the first batch of each input size
     into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
-    and run in torch, with a one-line warning, where the export fails. A saved model's
+    and, at f32, run in torch, with a one-line warning, where the export fails; at int8 / bf16
+    a failed export or quantisation is a :class:`PrecisionError` (a precision is never chosen
+    silently, :attr:`precisions_run`). A saved model's
     ``cache_dir`` holds its graphs: one made there under another torch version (so named by
     another key) is still found and run where it records these weights and stages
     (:meth:`_graph_path`).
@@ -344,11 +347,19 @@ class Backbone(nn.Module):
             text += f" ({self.precision} asked for; this CPU runs {'/'.join(ran)})"
         return text + (" (torch where the export failed)" if failed else "")
 
+    @property
+    def precisions_run(self) -> set[str]:
+        """The precisions the backbone has run at so far: each compiled graph's (as it reports
+        it), and f32 where an export failed and it ran in torch."""
+        ran = set(self._ran.values())
+        return ran | {"f32"} if any(r is None for r in self._runners.values()) else ran
+
     def export(self, input_hw: tuple[int, int], outputs: str = "stages", reuse: bool = True) -> Path:
-        """The cached ONNX export for this input size, made now if absent (or ``reuse=False``).
-        A read-only ``cache_dir`` (e.g. a model directory) falls back to the user cache."""
+        """The cached ONNX export for this input size, made now if absent or not a readable
+        graph (or ``reuse=False``). A read-only ``cache_dir`` (e.g. a model directory) falls
+        back to the user cache."""
         path = self.export_path(input_hw, outputs)
-        if reuse and path.is_file():
+        if reuse and path.is_file() and graph_signature(path) is not None:
             return path
         try:
             return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
@@ -356,7 +367,7 @@ class Backbone(nn.Module):
             if self.cache_dir is None:
                 raise
         path = default_cache_dir() / path.name
-        if reuse and path.is_file():
+        if reuse and path.is_file() and graph_signature(path) is not None:
             return path
         return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
 
@@ -399,19 +410,41 @@ class Backbone(nn.Module):
 
     def _session(self, path: Path) -> OnnxRunner:
         """The runtime session for this input size: ``path`` (the f32 export), or at int8 the
-        graph quantised from it (made now if absent)."""
-        if self.precision == "int8":
-            int8 = self._int8_path(path)
-            if not int8.is_file():
-                if self._calibration is None:  # found by _int8_path, removed since
-                    raise CalibrationError(f"precision int8: {int8} is gone")
-                quantize_int8(path, self._calibration, int8, source=self._calibration_source)
-            path = int8
-        return OnnxRunner(path, self.runtime, self.precision)
+        graph quantised from it (made now if absent; made again if unreadable and this backbone
+        is calibrated). At int8 an unreadable ``path`` raises what reading it does (so that it
+        is exported again), and a failed quantisation :class:`PrecisionError`."""
+        if self.precision != "int8":
+            return OnnxRunner(path, self.runtime, self.precision)
+        int8 = self._int8_path(path)
+        if int8.is_file():
+            try:
+                return OnnxRunner(int8, self.runtime, self.precision)
+            except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types
+                if self._calibration is None:
+                    raise CalibrationError(
+                        f"precision int8: {int8}: unreadable int8 graph ({first_line(exc)}); it is "
+                        "made from the training images when a model is fitted: fit it again"
+                    ) from exc
+                log.warning("%s: unreadable cached int8 graph (%s); quantising again", int8,
+                            first_line(exc))
+                int8.unlink(missing_ok=True)
+        elif self._calibration is None:  # found by _int8_path, removed since
+            raise CalibrationError(f"precision int8: {int8} is gone")
+        if graph_signature(path) is None:
+            raise ValueError(f"{path}: not a readable ONNX graph")
+        try:
+            quantize_int8(path, self._calibration, int8, source=self._calibration_source)
+            return OnnxRunner(int8, self.runtime, self.precision)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's quantiser raises its own types
+            raise PrecisionError(
+                f"precision int8: quantising {path.name} failed ({type(exc).__name__}: "
+                f"{first_line(exc)}); the backbone is not run at another precision instead: "
+                "use --precision f32") from exc
 
     def _runner(self, input_hw: tuple[int, int], outputs: str) -> OnnxRunner | None:
-        """The compiled graph for this input size and outputs; None = run in torch (export
-        failed)."""
+        """The compiled graph for this input size and outputs; None = run in torch (f32 only:
+        the export failed). At another precision a failed export is a :class:`PrecisionError`
+        (a precision is never chosen silently)."""
         slot = (int(input_hw[0]), int(input_hw[1]), outputs)
         if slot in self._runners:
             return self._runners[slot]
@@ -421,18 +454,22 @@ class Backbone(nn.Module):
             if path.is_file():
                 try:
                     runner = self._session(path)
-                except CalibrationError:
+                except (CalibrationError, PrecisionError):
                     raise
                 except Exception as exc:  # unreadable cache entry: export again
-                    log.warning("%s: unreadable cached export (%s); exporting again", path, exc)
+                    log.warning("%s: unreadable cached export (%s); exporting again", path,
+                                first_line(exc))
             if runner is None:
                 path = self.export(slot[:2], outputs, reuse=False)
                 runner = self._session(path)
-        except (RuntimeUnavailableError, CalibrationError, StaleCardError):
+        except (RuntimeUnavailableError, CalibrationError, PrecisionError, StaleCardError):
             raise
         except Exception as exc:
-            log.warning("%s: ONNX export / %s load failed (%s: %s); running the backbone in torch",
-                        self.name, self.runtime, type(exc).__name__, first_line(exc))
+            why = f"ONNX export / {self.runtime} load failed ({type(exc).__name__}: {first_line(exc)})"
+            if self.precision != "f32":
+                raise PrecisionError(f"precision {self.precision}: {why}; the backbone is not run "
+                                     "in torch f32 instead: use --precision f32") from exc
+            log.warning("%s: %s; running the backbone in torch", self.name, why)
         self._runners[slot] = runner
         if runner is not None:
             self._exports[slot] = list(dict.fromkeys([path, runner.path]))

@@ -70,6 +70,11 @@ class CalibrationError(ValueError):
     """An int8 graph is needed but there is neither one nor training images to calibrate it."""
 
 
+class PrecisionError(RuntimeError):
+    """The precision asked for cannot be run here (its export or quantisation failed): the
+    backbone never runs at another one instead (only f32 falls back, to torch f32)."""
+
+
 def runtime_available(runtime: str) -> bool:
     """Whether the library behind ``runtime`` can be imported."""
     if runtime == "torch":
@@ -264,7 +269,9 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
     Uses torch's TorchScript-based exporter on :func:`static_same_padding`'s copy of the model:
     it exports in well under a second, where the ``torch.export``-based one takes 5-12 s, and
     ONNX Runtime runs both graphs at the same speed (both fold every pad and batch norm into
-    the convolutions). The ``torch.export``-based exporter is the fallback where it fails. The
+    the convolutions). The ``torch.export``-based exporter is the fallback where it fails; its
+    graphs are opset 18, the lowest it implements (asked for 17 it fails to convert the ``Pad``
+    nodes and writes 18 anyway), the TorchScript one's 17: the same function either way. The
     file is written beside ``path`` and renamed into place (no half-written cache).
     """
     graph = _StagesGraph(static_same_padding(model, input_hw), layers, outputs).eval()
@@ -388,21 +395,20 @@ def micro_batch(height: int, width: int) -> int:
 class OnnxRunner:
     """An exported backbone graph run by ONNX Runtime or OpenVINO on the CPU.
 
-    ``threads``: intra-op threads (None = ``torch.get_num_threads()``). A batch runs in
+    It runs on torch's intra-op threads (``torch.get_num_threads()``). A batch runs in
     slices of :func:`micro_batch` images; the outputs are the same as in one call.
     ``runs_precision``: the precision that runs, as the compiled model reports it (OpenVINO
     runs f32 where the CPU has no bf16 support, whatever was asked).
     """
 
-    def __init__(self, path: Path, runtime: str = "onnxruntime", precision: str = "f32",
-                 threads: int | None = None):
+    def __init__(self, path: Path, runtime: str = "onnxruntime", precision: str = "f32"):
         check_runtime(runtime, precision)
         if runtime == "torch":
             raise ValueError("OnnxRunner runs onnxruntime or openvino, not torch")
         self.path = Path(path)
         self.runtime = runtime
         self.precision = precision
-        self.threads = threads if threads is not None else torch.get_num_threads()
+        self.threads = torch.get_num_threads()
         self.runs_precision = precision
         if runtime == "onnxruntime":
             import onnxruntime as ort

@@ -102,7 +102,17 @@ class Model:
         return self.calibration.threshold
 
     def save(self, directory: Path | str, overwrite: bool = False) -> Path:
-        exports = {f"{BACKBONE_DIR}/{p.name}": p for p in self.extractor.backbone.exports}
+        """Save to ``directory``; refused where the backbone ran at another precision than
+        ``model.json`` records (it would load as a model its bank was not made by)."""
+        backbone, recorded = self.extractor.backbone, self.cfg.backbone
+        other = backbone.precisions_run - {recorded.precision}
+        if other:
+            raise ValueError(
+                f"{directory}: not saved: the model records backbone runtime {recorded.runtime} "
+                f"precision {recorded.precision}, but its backbone ran at "
+                f"{'/'.join(sorted(other))} ({backbone.runs_on}); fit it with the precision "
+                "that runs here")
+        exports = {f"{BACKBONE_DIR}/{p.name}": p for p in backbone.exports}
         return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite,
                               extra_files=exports)
 

@@ -3,8 +3,8 @@
 Fits (or reuses) a model on a category's ``train/good`` with the default config, then prints:
 
 * bank size: the scorer state's bytes with and without the provenance arrays;
-* per flagged test image: seconds to explain it from its scores (pick patches, resolve
-  provenance, check / read the training images, draw and write the strip) against seconds to
+* per flagged test image: seconds to explain it from its scores (read its header, pick patches,
+  resolve provenance, check / read the training images, draw and write the strip) against seconds to
   score it again (one image alone, and the per-image share of a batched pass);
 * ``screen`` against ``screen --explain`` on the whole test split, interleaved round by round
   (the same machine load hits both), each run into a fresh folder, report included.
@@ -28,7 +28,6 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from anomaly_inspect.data.image_io import read_image
 from anomaly_inspect.data.layout import expand_inputs
 from anomaly_inspect.screening import fit, load_model
 from anomaly_inspect.screening.explain import TrainingImages, explain_scored, render_strip
@@ -55,12 +54,13 @@ def explain_vs_rescore(model, paths: list[Path], top: int) -> dict:
               ((b.images[k], b.inputs.get(k)) for k in range(len(b.images)))]
     batched = (time.perf_counter() - t0) / len(paths)
     flagged = [(r, x) for r, x in scored if r.flagged]
+    if not flagged:  # nothing to time (the throughput rounds still run)
+        return {"n_flagged": 0, "index": model.scorer.search_index, "score_batched_s": batched}
     explain_s, alone_s, exact = [], [], 0
     with tempfile.TemporaryDirectory() as tmp:
         for k, (r, x) in enumerate(flagged):
             t0 = time.perf_counter()
-            size = read_image(r.path, t.max_pixels).shape[:2]
-            e = explain_scored(model, r, top, train, size)
+            e = explain_scored(model, r, top, train)  # reads the image's header, as screen does
             exact += int(e.patches[0].distance == r.score)
             write_rgb(Path(tmp) / f"{k}.jpg", render_strip(model, e, denormalise(x, t.mean, t.std),
                                                            train))
@@ -112,10 +112,14 @@ def main() -> None:
     # warm-up: the ONNX session and caches, so that neither side pays them
     model.score(sorted(expand_inputs([test]))[:2])
     res["cost"] = c = explain_vs_rescore(model, sorted(expand_inputs([test])), args.top)
-    print(f"per flagged image ({c['n_flagged']}): explain {c['explain_s'] * 1e3:.0f} ms "
-          f"(median {c['explain_s_median'] * 1e3:.0f}) vs score again {c['score_alone_s'] * 1e3:.0f} "
-          f"ms alone / {c['score_batched_s'] * 1e3:.0f} ms batched; top distance == image score "
-          f"for {c['top_equals_score']} of {c['n_flagged']} ({c['index']} index)")
+    if not c["n_flagged"]:
+        print("no test image was flagged: no explanation to time")
+    else:
+        print(f"per flagged image ({c['n_flagged']}): explain {c['explain_s'] * 1e3:.0f} ms "
+              f"(median {c['explain_s_median'] * 1e3:.0f}) vs score again "
+              f"{c['score_alone_s'] * 1e3:.0f} ms alone / {c['score_batched_s'] * 1e3:.0f} ms "
+              f"batched; top distance == image score for {c['top_equals_score']} of "
+              f"{c['n_flagged']} ({c['index']} index)")
     res["throughput"] = tp = throughput(model, test, args.rounds, args.top)
     runs = ", ".join(f"{k}: " + " / ".join(f"{v:.2f}" for v in vs) for k, vs in tp["img_per_s"].items())
     print(f"throughput on {tp['images']} images, img/s per round ({runs}); medians "

@@ -483,6 +483,107 @@ def test_the_image_size_comes_from_the_header_without_decoding(tmp_path, monkeyp
     assert e.patches[0].box == Box(48, 24, 48, 24)  # y x2 (128 / 64)
 
 
+def _huge_jpeg(path):
+    """A 4100 x 4001 JPEG (16.4 MP): the loader decodes it at 1/8 size, 513 x 501 (each side
+    rounded up)."""
+    image = np.full((4001, 4100, 3), 128, np.uint8)
+    image[:, :2050] = 60
+    return write_image(path, image)
+
+
+def _loaded(path, t):
+    """``path`` as the loader gives it to fit and screen: (normalised model input, content box)."""
+    from anomaly_inspect.data.loader import BatchStream
+
+    batch = next(iter(BatchStream([path], t, 1, None, prefetch=False)))
+    return batch.images[0], batch.boxes[0]
+
+
+# cells 3..5 = input px 24..48 on the decode's 63 x 64 px of content: decode rows 190..382
+# (x 501 / 63), columns 192..385 (x 513 / 64); times 8 in the file's pixels
+HUGE_BOX = Box(1520, 1536, 3056 - 1520, 3080 - 1536)
+
+
+def test_a_huge_jpeg_is_explained_on_the_reduced_decode_it_was_scored_from(tmp_path):
+    model, train, _ = _hand_made(tmp_path)
+    t = model.extractor.transform = TransformConfig(image_size=SIZE, resize="pad")
+    big = _huge_jpeg(tmp_path / "big.jpg")
+    x, box = _loaded(big, t)
+    # the decode's content (63 x 64 px) is not the header's (62 x 64 px, one row lower)
+    assert box == Box(0, 0, 63, 64) and t.content_box(4001, 4100) == Box(1, 0, 62, 64)
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 1.0
+    res = model.scorer.score(Features(test[None]))
+    cells = box.on_grid(SIZE, (GRID, GRID))
+    scored = ScoredImage(str(big), float(res.image_scores[0]), 0.01, True, "",
+                         res.patch_scores[0][cells.slices()], res.nearest[0][cells.slices()],
+                         cells, (GRID, GRID))
+    e = explain_scored(model, scored, top=2)
+    assert e.image_size == (4001, 4100) and e.decode_factor == 8
+    assert e.patches[0].cell == (4, 4) and e.patches[0].box == HUGE_BOX
+    rows, cols = box.slices()
+    strip = render_strip(model, e, x[:, rows, cols], TrainingImages(model))  # was refused
+    assert strip.ndim == 3 and strip.shape[2] == 3
+
+
+def test_a_huge_training_jpeg_is_decoded_as_fit_decoded_it(tmp_path):
+    from anomaly_inspect.screening.overlays import denormalise
+
+    model, train, _ = _hand_made(tmp_path)
+    t = model.extractor.transform = TransformConfig(image_size=SIZE, resize="pad")
+    big = _huge_jpeg(tmp_path / "train" / "big.jpg")
+    model.info.train_images[2], model.info.train_image_sha256[2] = str(big), file_sha256(big)
+    x, box = _loaded(big, t)
+    image, content, size, factor = TrainingImages(model).model_input(2)
+    assert content == box and size == (4001, 4100) and factor == 8
+    np.testing.assert_array_equal(image, denormalise(x, t.mean, t.std))
+    test = train[0].copy()
+    test[4, 4] = train[2, 4, 4] + 1.0
+    match = explain_scored(model, _scored(model, test), top=1, image_size=(64, 64)).patches[0].match
+    assert match.image_index == 2 and match.cell == (4, 4) and match.box == HUGE_BOX
+
+
+def test_entries_name_a_non_utf8_image_as_results_csv_does_and_are_keyed_by_its_bytes(tmp_path):
+    import os
+
+    import anomaly_inspect.screening.explain as ex
+
+    raw = os.fsdecode(b"/d/\xe9.png")  # a byte that is not UTF-8
+    lookalike = "/d/\\xe9.png"  # the text it is shown as
+    d = ex.Explanation(raw, 5.0, 2.0, True, (64, 64), (GRID, GRID), Box(0, 0, GRID, GRID)).to_dict()
+    assert (d["path"], d["raw_path"]) == (lookalike, "/d/%E9.png")
+    json.dumps(d, ensure_ascii=False).encode("utf-8")  # no lone surrogate left
+    (tmp_path / ex.EXPLANATIONS_JSON).write_text(json.dumps(
+        [{"path": "/d/old.png", "strip": "old_1.jpg"}, {"path": "/d/kept.png", "error": "x"}]))
+    record = ex.ExplanationsRecord(tmp_path)  # entries written before raw_path existed
+    record.add({**d, "strip": "a.jpg"})
+    record.add({**ex.path_fields(lookalike), "error": "unreadable"})  # shown alike: another image
+    record.add({**ex.path_fields("/d/old.png"), "strip": "old_2.jpg"})  # replaces the old entry
+    record.append_batch()
+    assert len(ex.read_explanations(tmp_path)) == 4
+    record.close()
+    doc = json.loads((tmp_path / ex.EXPLANATIONS_JSON).read_text(encoding="utf-8"))
+    assert [(e["path"], e.get("raw_path"), e.get("strip")) for e in doc] == [
+        ("/d/kept.png", None, None), (lookalike, "/d/%E9.png", "a.jpg"), (lookalike, "", None),
+        ("/d/old.png", "", "old_2.jpg")]
+
+
+def test_explain_takes_batch_size_as_screen_does(tmp_path, monkeypatch):
+    import anomaly_inspect.screening as screening
+    from anomaly_inspect.cli import main
+
+    seen = {}
+
+    def load(directory, **kwargs):
+        seen.update(kwargs)
+        raise ValueError("stop after loading")
+
+    monkeypatch.setattr(screening, "load_model", load)
+    main(["explain", str(tmp_path / "m"), "x.png", "--out", str(tmp_path / "o"), "--batch-size",
+          "2", "--quiet"])
+    assert seen["batch_size"] == 2
+
+
 def _texts(monkeypatch):
     """The (text, colour) of every cv2.putText call from now on."""
     import cv2
@@ -558,7 +659,7 @@ def test_a_strip_draws_at_most_max_rows_and_refuses_a_thumbnail(tmp_path, monkey
     strip = render_strip(model, e, rgb_image(SIZE), TrainingImages(model))
     assert strip.shape[0] == 2 * BAND + MAX_STRIP_ROWS * (PANEL + BAND)  # 50 rows, not 60
     assert any("(first 50 of 60 patches; all in the JSON)" in t for t, _ in drawn)
-    with pytest.raises(ValueError, match=r"t.png: a strip is drawn on the model input's "
+    with pytest.raises(ValueError, match=r"^a strip is drawn on the model input's "
                                          r"content \(64x64 px\), got a 16x16 px image"):
         render_strip(model, e, rgb_image(16), TrainingImages(model))
 

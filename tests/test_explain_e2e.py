@@ -347,8 +347,8 @@ def test_an_interrupted_explain_keeps_what_it_finished(setup, tmp_path, monkeypa
     assert len(json.loads((out / "explanations.json").read_text())) == len(defects)
 
 
-def test_an_image_whose_strip_cannot_be_written_is_an_error_entry(setup, tmp_path, monkeypatch,
-                                                                   capsys):
+def test_an_image_whose_strip_cannot_be_written_keeps_its_explanation(setup, tmp_path,
+                                                                     monkeypatch, capsys):
     import anomaly_inspect.screening.explain as ex
 
     root, model_dir = setup
@@ -366,7 +366,73 @@ def test_an_image_whose_strip_cannot_be_written_is_an_error_entry(setup, tmp_pat
     assert f"error: {defects[1].resolve()}: no strip: could not encode image" in \
         capsys.readouterr().err
     doc = {Path(d["path"]).name: d for d in json.loads((out / "explanations.json").read_text())}
-    assert doc[defects[1].name]["error"] == "no strip: could not encode image"
-    assert "strip" not in doc[defects[1].name]
+    failed = doc[defects[1].name]
+    assert failed["strip_error"] == "could not encode image" and "error" not in failed
+    assert "strip" not in failed and len(failed["patches"]) == 3  # the explanation is kept
     for p in (defects[0], defects[2]):  # the images after it were explained too
         assert (out / doc[p.name]["strip"]).is_file() and len(doc[p.name]["patches"]) == 3
+        assert "strip_error" not in doc[p.name]
+
+
+def test_every_error_line_names_the_image_once(setup, tmp_path, monkeypatch, capsys):
+    import anomaly_inspect.screening.explain as ex
+
+    root, model_dir = setup
+    folder = tmp_path / "in"
+    folder.mkdir()
+    defect = sorted((root / "bottle" / "test" / "broken_large").iterdir())[0]
+    gone, small = (shutil.copyfile(defect, folder / name) for name in ("gone.png", "small.png"))
+    explain, render = ex.explain_scored, ex.render_strip
+
+    def removed_after_scoring(model, scored, *a, **k):
+        if scored.path == str(gone):
+            gone.unlink()
+        return explain(model, scored, *a, **k)
+
+    monkeypatch.setattr(ex, "explain_scored", removed_after_scoring)
+    monkeypatch.setattr(ex, "render_strip", lambda model, e, image, train:
+                        render(model, e, image[:16, :16], train))  # a thumbnail: refused
+    assert main(["explain", str(model_dir), str(folder), "--out", str(tmp_path / "why"),
+                 "--quiet"]) == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert f"error: {gone}: file not found" in lines
+    assert any(line.startswith(f"error: {small}: no strip: a strip is drawn on the model "
+                               f"input's content") for line in lines)
+    for path in (gone, small):
+        assert sum(line.count(str(path)) for line in lines) == 1
+    monkeypatch.setattr(ex, "render_strip", render)
+    shutil.copyfile(defect, gone)
+    with pytest.raises(ValueError) as raised:  # the Python API (removed again) names it once
+        load_model(model_dir).explain(gone)
+    assert str(raised.value) == f"{gone}: file not found"
+
+
+def test_non_utf8_names_are_written_as_results_csv_writes_them(setup, tmp_path):
+    """Two names that display alike (a raw byte 0xE9, the text "\\xe9") are two images: two
+    entries and strips; every JSON entry names its image as results.csv does (path as text,
+    raw_path as percent-encoded bytes), with no lone surrogate left in the file."""
+    import os
+
+    root, model_dir = setup
+    defect = sorted((root / "bottle" / "test" / "broken_large").iterdir())[0]
+    folder = tmp_path / "in"
+    folder.mkdir()
+    raw = Path(os.fsdecode(os.fsencode(folder) + b"/\xe9.png"))
+    lookalike = folder / "\\xe9.png"
+    for path in (raw, lookalike):
+        shutil.copyfile(defect, path)
+    why = tmp_path / "why"
+    assert main(["explain", str(model_dir), str(folder), "--out", str(why), "--quiet"]) == 0
+    doc = json.loads((why / "explanations.json").read_bytes().decode("utf-8"))
+    assert sorted((d["path"], d["raw_path"]) for d in doc) == [
+        (str(lookalike), ""), (str(lookalike), f"{folder}/%E9.png")]
+    assert len({d["strip"] for d in doc}) == 2
+    out = tmp_path / "screened"
+    assert main(["screen", str(model_dir), str(folder), "--out", str(out), "--explain", "1",
+                 "--quiet"]) == 0
+    rows = [r for r in _csv(out) if r["explain"]]
+    assert rows
+    for row in rows:
+        e = json.loads((out / Path(row["explain"]).with_suffix(".json")).read_bytes()
+                       .decode("utf-8"))
+        assert (e["path"], e["raw_path"]) == (row["path"], row["raw_path"])

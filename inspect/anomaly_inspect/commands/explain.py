@@ -27,6 +27,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--top", type=positive_int, default=3,
                    help="non-overlapping suspicious patches per image (default 3; a strip draws "
                         "the first 50, explanations.json keeps all)")
+    p.add_argument("--batch-size", type=positive_int,
+                   help="images per backbone batch (default: the model's)")
     add_max_pixels_arg(p)
     add_output_args(p)
     p.set_defaults(func=run, out_owns=_outputs)
@@ -43,17 +45,14 @@ def run(args: argparse.Namespace) -> int:
     from ..screening import load_model
     from ..screening.explain import ExplainUnavailable, explain_to_dir
 
-    model = load_model(args.model_dir, progress=not args.quiet, max_pixels=args.max_pixels)
+    model = load_model(args.model_dir, progress=not args.quiet, batch_size=args.batch_size,
+                       max_pixels=args.max_pixels)
     try:
         results = explain_to_dir(model, args.inputs, args.out, args.top, progress=not args.quiet)
     except ExplainUnavailable as exc:
         raise ValueError(f"{args.model_dir}: {exc}") from None
-    rows, failed = [], []
-    for path, e in results:
-        if isinstance(e, str):
-            failed.append((path, e))
-        else:
-            rows.append((path, summary(e)))
+    rows = [(path, summary(e)) for path, e, _ in results if e is not None]
+    failed = [(path, reason) for path, _, reason in results if reason]
     if rows:
         print_table(rows)
     print(f"strips and explanations.json in {args.out}")

@@ -15,9 +15,10 @@ with an approximate index not always the very nearest.
 A patch is its 3 x 3 neighbourhood of grid cells (what a patch feature
 summarises), clipped to the image's cells at its border, so that the boxes of the
 chosen patches never overlap; boxes are in the screened image's own pixels
-(resize, stretch or pad, and crop undone). A training image that has moved, or
-whose content differs from the sha256 recorded at ``fit``, gets a note instead
-of a crop.
+(resize, stretch or pad, and crop undone, as is the reduced decode the loader
+scores a JPEG over 16 MP from, :func:`..data.loader.decode_factor`). A training
+image that has moved, or whose content differs from the sha256 recorded at
+``fit``, gets a note instead of a crop.
 
 :func:`render_strip` draws one strip per image: the image's score against the
 threshold, then for each patch (at most ``MAX_STRIP_ROWS``) the full image with
@@ -40,8 +41,9 @@ import cv2
 import numpy as np
 
 from ..data import image_io
-from ..data.image_io import read_image
-from ..data.transforms import Box, ImageTransform
+from ..data.image_io import ImageReadError, read_image
+from ..data.loader import decode_factor, reduced_side
+from ..data.transforms import Box, ImageTransform, TransformConfig
 from ..files import write_json
 from .lock import LOCK_NAME
 from .model_dir import file_sha256
@@ -107,9 +109,49 @@ class Explanation:
     grid: tuple[int, int]  # the patch grid over the model input
     cells: Box  # the grid cells on the image (not on padding)
     patches: list[PatchExplanation] = field(default_factory=list)
+    #: the loader decoded the image this many times smaller (a JPEG over 16 MP); the model
+    #: input, and so the strip, is made from that decode (:func:`decoded_size`)
+    decode_factor: int = 1
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The explanation as JSON data, its image named as results.csv names it
+        (:func:`path_fields`)."""
+        return {**asdict(self), **path_fields(self.path)}
+
+
+def path_fields(path: str) -> dict[str, str]:
+    """How a JSON entry names the image at ``path`` (as the file system spells it): ``path``
+    as text and ``raw_path`` as results.csv's columns have them (a non-UTF-8 name's bytes
+    escaped in the one, percent-encoded in the other, which is empty for a UTF-8 name)."""
+    from ..data.layout import display_path
+    from .runner import raw_path_field
+
+    return {"path": display_path(path), "raw_path": raw_path_field(path)}
+
+
+def _entry_key(entry: dict) -> str:
+    """The image path (as the file system spells it) an entry of ``explanations.json`` is
+    for: two names that display alike are two images (entries written before ``raw_path``
+    existed are keyed by their ``path``)."""
+    from .runner import row_key
+
+    return row_key(entry)
+
+
+def decoded_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """(height, width) of an image of ``size`` decoded ``factor`` times smaller: libjpeg's
+    reduced decode rounds each side up."""
+    return -(-size[0] // factor), -(-size[1] // factor)
+
+
+def input_to_file(t: TransformConfig, size: tuple[int, int], factor: int, rect: Rect) -> Box:
+    """A model-input rectangle in the pixels of the file of ``size`` (height, width) that the
+    loader decoded ``factor`` times smaller: undone on that decode
+    (:meth:`TransformConfig.input_to_image`), then scaled to the file's pixels."""
+    box = t.input_to_image(*decoded_size(size, factor), *rect)
+    top, left = box.top * factor, box.left * factor
+    return Box(top, left, min((box.top + box.height) * factor, size[0]) - top,
+               min((box.left + box.width) * factor, size[1]) - left)
 
 
 def check_explainable(model: Model) -> None:
@@ -190,7 +232,8 @@ class TrainingImages:
         self.paths = list(model.info.train_images)
         self.hashes = list(model.info.train_image_sha256)
         self._checked: dict[int, str] = {}
-        self._inputs: OrderedDict[int, tuple[np.ndarray, Box, tuple[int, int]]] = OrderedDict()
+        self._inputs: OrderedDict[int, tuple[np.ndarray, Box, tuple[int, int], int]] = \
+            OrderedDict()
         self._cache = cache
         self._transform = ImageTransform(model.extractor.transform)
 
@@ -216,16 +259,19 @@ class TrainingImages:
                 return f"training image changed since fit (sha256 differs): {self.paths[index]}"
         return ""
 
-    def model_input(self, index: int) -> tuple[np.ndarray, Box, tuple[int, int]]:
-        """(RGB uint8 model input (S, S, 3), content box, (height, width) on disk), read
-        without this run's pixel budget (``--max-pixels`` is for the screened images)."""
+    def model_input(self, index: int) -> tuple[np.ndarray, Box, tuple[int, int], int]:
+        """(RGB uint8 model input (S, S, 3), content box, (height, width) on disk, the factor
+        it was decoded smaller by), decoded as fit decoded it (a JPEG over 16 MP reduced) and
+        read without this run's pixel budget (``--max-pixels`` is for the screened images)."""
         if index in self._inputs:
             self._inputs.move_to_end(index)
             return self._inputs[index]
-        t = self.model.extractor.transform
-        image = read_image(self.paths[index], UNLIMITED)
+        t, path = self.model.extractor.transform, self.paths[index]
+        factor = decode_factor(path, t.output_size, UNLIMITED)
+        image = read_image(path, UNLIMITED, min_side=reduced_side(t.output_size))
+        size = image.shape[:2] if factor == 1 else image_io.image_size(path, UNLIMITED)[::-1]
         chw, _, box = self._transform(image)
-        entry = (denormalise(chw, t.mean, t.std), box, image.shape[:2])
+        entry = (denormalise(chw, t.mean, t.std), box, tuple(size), factor)
         self._inputs[index] = entry
         if len(self._inputs) > self._cache:
             self._inputs.popitem(last=False)
@@ -237,29 +283,39 @@ def _check_top(top: int) -> None:
         raise ValueError(f"top must be >= 1, got {top}")
 
 
+def _reason(exc: Exception, path: Path | str) -> str:
+    """Why ``exc`` was raised, less ``path`` where an :class:`ImageReadError` names it (the
+    caller names it once)."""
+    return exc.reason if isinstance(exc, ImageReadError) and exc.path == Path(path) else str(exc)
+
+
 def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
                    train: TrainingImages | None = None,
                    image_size: tuple[int, int] | None = None) -> Explanation:
     """Explain an image already scored with ``keep_maps`` (its patch scores and nearest memory
-    items); ``image_size`` (height, width) on disk, read from the file's header when not given."""
+    items). ``image_size``: (height, width) of an image the loader decoded whole; when not
+    given, the file's header gives it and whether the loader decoded it reduced (no decode).
+    Errors do not name the image (callers do)."""
     check_explainable(model)
     if scored.error or scored.patch_scores is None or scored.nearest is None:
-        raise ValueError(f"{scored.path}: no patch scores to explain"
-                         + (f" ({scored.error})" if scored.error else ""))
+        raise ValueError("no patch scores to explain" + (f" ({scored.error})" if scored.error
+                                                         else ""))
     _check_top(top)
     train = train or TrainingImages(model)
     t = model.extractor.transform
+    factor = 1
     if image_size is None:
         width, height = image_io.image_size(scored.path, t.max_pixels)
         image_size = (height, width)
+        factor = decode_factor(scored.path, t.output_size, t.max_pixels)
     prov = model.scorer.provenance
     cells, grid = scored.cells, scored.grid
     out = Explanation(scored.path, scored.score, model.threshold, bool(scored.flagged),
-                      tuple(int(v) for v in image_size), tuple(grid), cells)
+                      tuple(int(v) for v in image_size), tuple(grid), cells, [], factor)
     for r, c in top_patches(scored.patch_scores, top):
         cell = (r + cells.top, c + cells.left)
         patch, _ = patch_rects(cell, grid, t.output_size, cells)
-        out.patches.append(PatchExplanation(cell, t.input_to_image(*image_size, *patch),
+        out.patches.append(PatchExplanation(cell, input_to_file(t, out.image_size, factor, patch),
                                             float(scored.patch_scores[r, c]),
                                             _match(model, prov, int(scored.nearest[r, c]), grid,
                                                    train)))
@@ -276,12 +332,13 @@ def _match(model: Model, prov, item: int, grid: tuple[int, int], train: Training
         return match
     t = model.extractor.transform
     try:
-        _, content, (h, w) = train.model_input(index)
+        _, content, size, factor = train.model_input(index)
     except OSError as exc:
-        match.note = f"training image unreadable: {path} ({exc})"
+        match.note = f"training image unreadable: {path} ({_reason(exc, path)})"
         return match
-    top, left, bottom, right = match_rects(match, grid, t.output_size, content)[0]
-    match.box = t.input_to_image(h, w, top, left, bottom, right) if view is None else \
+    rect = match_rects(match, grid, t.output_size, content)[0]
+    top, left, bottom, right = rect
+    match.box = input_to_file(t, size, factor, rect) if view is None else \
         Box(int(top), int(left), int(bottom - top), int(right - left))
     return match
 
@@ -298,7 +355,7 @@ def iter_explain(model: Model, paths, top: int = 3, progress=None,
                  train: TrainingImages | None = None):
     """Score and explain ``paths`` batch by batch: (:class:`Explanation`, the image as the
     model saw it, RGB uint8) per image, or (error text, None) for one that cannot be read or
-    explained."""
+    explained (the text does not name the image: callers do, once)."""
     check_explainable(model)
     _check_top(top)
     train = train or TrainingImages(model)
@@ -311,7 +368,7 @@ def iter_explain(model: Model, paths, top: int = 3, progress=None,
             try:
                 explanation = explain_scored(model, scored, top, train)
             except (OSError, ValueError) as exc:  # e.g. the file changed since it was scored
-                yield str(exc), None
+                yield _reason(exc, scored.path), None
                 continue
             yield explanation, denormalise(batch.inputs[k], t.mean, t.std)
 
@@ -329,15 +386,16 @@ def render_strip(model: Model, explanation: Explanation, image_input: np.ndarray
     """RGB uint8 strip (see the module docstring), in red for a flagged image, green otherwise.
 
     ``image_input``: the screened image as the model saw it, content only (RGB uint8, or the
-    normalised (3, h, w) model input); an image of another size (a thumbnail) is refused.
+    normalised (3, h, w) model input); an image of another size (a thumbnail) is refused (the
+    error does not name the image: callers do).
     """
     t = model.extractor.transform
     if image_input.ndim == 3 and image_input.shape[0] == 3 and image_input.shape[-1] != 3:
         image_input = denormalise(image_input, t.mean, t.std)
-    offset = t.content_box(*explanation.image_size)
+    offset = t.content_box(*decoded_size(explanation.image_size, explanation.decode_factor))
     if image_input.shape[:2] != (offset.height, offset.width):
-        raise ValueError(f"{explanation.path}: a strip is drawn on the model input's content "
-                         f"({offset.width}x{offset.height} px), got a {image_input.shape[1]}x"
+        raise ValueError(f"a strip is drawn on the model input's content ({offset.width}x"
+                         f"{offset.height} px), got a {image_input.shape[1]}x"
                          f"{image_input.shape[0]} px image")
     shown = explanation.patches[:MAX_STRIP_ROWS]
     rects = [[_local(r, offset) for r in patch_rects(p.cell, explanation.grid, t.output_size,
@@ -455,7 +513,7 @@ def _match_panels(model: Model, match: Match, grid, train: TrainingImages):
     from ..features.views import one_view  # torch: only for augmented views
 
     size = model.extractor.transform.output_size
-    image, content, _ = train.model_input(match.image_index)
+    image, content, _, _ = train.model_input(match.image_index)
     patch, crop, origin = match_rects(match, grid, size, content)
     if match.view is not None:
         import torch
@@ -494,7 +552,7 @@ def _wrap(text: str, width: int) -> list[str]:
 
 
 def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
-                   progress: bool = False) -> list[tuple[str, Explanation | str]]:
+                   progress: bool = False) -> list[tuple[str, Explanation | None, str]]:
     """Explain every image of ``inputs`` (files / folders / globs) into ``out_dir``: a strip
     per image (``<name>.jpg``, named as ``screen --explain`` names them) and all explanations
     in ``explanations.json`` (each with the ``model_id`` of the model that explained it, and
@@ -503,9 +561,10 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     (``explanations.journal.jsonl``, one line per batch), folded into ``explanations.json`` when
     the run stops (its end, an error, Ctrl-C, SIGTERM), so finished work is kept; a journal a
     ``kill -9`` left is folded in by the next run (:func:`read_explanations` reads both). An
-    image that cannot be read, explained or drawn gets an entry with its error. The folder is
-    locked against other runs while this one writes. Returns (path, :class:`Explanation` or
-    error text) per image."""
+    image that cannot be read or explained gets an entry with its ``error``; one whose strip
+    cannot be drawn keeps its explanation, with a ``strip_error``. The folder is locked against
+    other runs while this one writes. Returns (path as text, :class:`Explanation` or None,
+    error text or "") per image; the error text does not name the image."""
 
     from ..data.layout import display_path, expand_inputs
     from ..progress import Progress
@@ -526,21 +585,24 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
         record = ExplanationsRecord(out_dir)  # as it is now that no other run writes
         train = TrainingImages(model)
         ident = model_identity(model)
-        results: list[tuple[str, Explanation | str]] = []
+        results: list[tuple[str, Explanation | None, str]] = []
         try:
             with Progress(len(paths), "explain", enabled=progress) as bar:
                 for n, (path, (e, image)) in enumerate(
                         zip(paths, iter_explain(model, paths, top, bar, train), strict=True), 1):
-                    shown, strip = display_path(path), Path(explain_relpath(str(path))).name
-                    if isinstance(e, Explanation):
+                    if isinstance(e, str):
+                        results.append((display_path(path), None, e))
+                        record.add({**path_fields(str(path)), "error": e, "model_id": ident})
+                    else:
+                        strip = Path(explain_relpath(str(path))).name
                         try:
                             write_rgb(out_dir / strip, render_strip(model, e, image, train))
+                            drawn, error = {"strip": strip}, ""
                         except (OSError, ValueError, cv2.error) as exc:
-                            e = f"no strip: {exc}"
-                    results.append((shown, e))
-                    record.add({"path": shown, "error": e, "model_id": ident}
-                               if isinstance(e, str) else
-                               {**e.to_dict(), "path": shown, "strip": strip, "model_id": ident})
+                            drawn = {"strip_error": str(exc)}
+                            error = f"no strip: {drawn['strip_error']}"
+                        results.append((display_path(path), e, error))
+                        record.add({**e.to_dict(), **drawn, "model_id": ident})
                     if n % model.extractor.batch_size == 0:
                         record.append_batch()
         finally:
@@ -559,13 +621,13 @@ class ExplanationsRecord:
     def __init__(self, folder: Path):
         self.path, self.journal = folder / EXPLANATIONS_JSON, folder / JOURNAL
         self.earlier = read_explanations(folder)  # a damaged file is refused before any work
-        self.entries: dict[str, dict] = {}  # this run's, by path
+        self.entries: dict[str, dict] = {}  # this run's, by image (_entry_key)
         self.pending: list[dict] = []  # not in the journal yet
         if self.journal.exists():
             self._fold()
 
     def add(self, entry: dict) -> None:
-        self.entries[entry["path"]] = entry
+        self.entries[_entry_key(entry)] = entry
         self.pending.append(entry)
 
     def append_batch(self) -> None:
@@ -590,12 +652,12 @@ class ExplanationsRecord:
 
 
 def _merged(earlier: list[dict], later) -> list[dict]:
-    """``earlier`` entries less the paths ``later`` has, then ``later``'s (the last entry of a
-    path wins, in the place of its first)."""
+    """``earlier`` entries less the images ``later`` has, then ``later``'s (the last entry of
+    an image wins, in the place of its first); images by :func:`_entry_key`."""
     newer: dict[str, dict] = {}
     for d in later:
-        newer[d["path"]] = d
-    return [d for d in earlier if d["path"] not in newer] + list(newer.values())
+        newer[_entry_key(d)] = d
+    return [d for d in earlier if _entry_key(d) not in newer] + list(newer.values())
 
 
 def read_explanations(folder: Path | str) -> list[dict]:

@@ -390,6 +390,20 @@ def test_class_size_report_is_tailedcores_own_tail_sampler_run(shared_data, tmp_
     assert report["class_size_estimates"]["max_k"] == runs[0][3].max_k
 
 
+def _write_images(datasets: dict[str, AnomalyDataset]) -> None:
+    """A tiny PNG at every sample path of ``datasets``."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, format="PNG")
+    for d in datasets.values():
+        for sample in d.train + d.test:
+            sample.path.parent.mkdir(parents=True, exist_ok=True)
+            sample.path.write_bytes(buf.getvalue())
+
+
 def test_evaluate_lt_calibrates_int8_on_its_training_images_before_extracting(tmp_path, monkeypatch):
     from anomaly_inspect.config import ModelConfig
     from anomaly_inspect.evaluation.longtail import evaluate_longtail
@@ -406,13 +420,149 @@ def test_evaluate_lt_calibrates_int8_on_its_training_images_before_extracting(tm
 
     monkeypatch.setattr(FeatureExtractor, "calibrate", stop)
     ds, dirs = fake_datasets(tmp_path, {"a": (40, 20), "b": (30, 20), "c": (30, 20)})
-    for d in ds.values():
-        for sample in d.train + d.test:
-            sample.path.parent.mkdir(parents=True, exist_ok=True)
-            sample.path.touch()
+    _write_images(ds)  # readable headers (checked before anything is built); never decoded
     split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0)
     cfg = ModelConfig()
     cfg.backbone.precision = "int8"
     with pytest.raises(Calibrated):
         evaluate_longtail(split, ds, dirs, cfg, ["patchcore"], progress=False)
     assert given == [[s.path for s in split.train_samples(dirs)]]
+
+
+# -- refused before any work; what the report keeps ------------------------------------------
+def test_evaluate_lt_refuses_methods_it_cannot_score_naming_those_it_can():
+    from anomaly_inspect.evaluation.longtail import check_methods, runnable
+
+    assert runnable("tailedcore") and runnable("patchcore") and not runnable("knn")
+    check_methods(["patchcore", "softpatch", "tailedcore"])
+    for method in ("knn", "mahalanobis", "feature_norm", "msp"):  # pooled / class-label scorers
+        with pytest.raises(ValueError, match=rf"method '{method}' reads pooled features; evaluate-lt "
+                                             r"scores test images from patch features and runs "
+                                             r".*patchcore.*tailedcore") as err:
+            check_methods(["patchcore", method])
+        assert "knn" not in str(err.value).split("runs ")[1]
+    with pytest.raises(ValueError, match=r"unknown method 'nope'; evaluate-lt runs ") as err:
+        check_methods(["nope"])
+    assert "knn" not in str(err.value) and "tailedcore" in str(err.value)
+    with pytest.raises(ValueError, match=r"--methods: no method given"):
+        check_methods([])
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--methods", "patchcore,knn"], "method 'knn' reads pooled features"),
+    (["--methods", ","], "--methods: no method given"),
+    (["--method", "knn"], "--method knn: evaluate-lt fits several methods; give them with --methods"),
+    (["--tail", "pareto", "--k", "0"], "--k 0: the images kept per tail class of a step split; "
+                                       "--tail pareto does not use it"),
+])
+def test_evaluate_lt_refuses_flags_it_would_ignore_before_any_work(tmp_path, monkeypatch, capsys,
+                                                                   flags, message):
+    from anomaly_inspect.data import mvtec
+
+    def listed(*args, **kwargs):
+        raise RuntimeError("a dataset was read")
+
+    root = _fake_layout(tmp_path / "r")
+    monkeypatch.setattr(mvtec, "load_mvtec", listed)
+    base = ["evaluate-lt", "--root", str(root), "--categories", "x,y,z",
+            "--manifest-dir", str(tmp_path / "m")]
+    assert main(base + flags) == 1
+    err = capsys.readouterr().err
+    assert message in err and "a dataset was read" not in err, err
+    assert not (tmp_path / "m").exists()
+
+
+def test_evaluate_lt_takes_k_with_a_step_tail(tmp_path, monkeypatch, capsys):
+    from anomaly_inspect.evaluation import longtail as evaluation
+
+    def reached(split, *args, **kwargs):
+        raise RuntimeError(f"evaluating the {split.tail} split, k {split.k}")
+
+    monkeypatch.setattr(evaluation, "evaluate_longtail", reached)
+    root = _fake_layout(tmp_path / "r")
+    base = ["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--manifest-dir",
+            str(tmp_path / "m")]
+    for flags, split in ((["--k", "3"], "step split, k 3"), (["--tail", "step", "--k", "2"], "step split, k 2"),
+                         (["--tail", "pareto"], "pareto split, k None")):
+        assert main(base + flags) == 1
+        assert f"evaluating the {split}" in capsys.readouterr().err
+
+
+def _noise_layout(root: Path, categories=("x", "y", "z"), n_train: int = 10) -> Path:
+    """Small seeded random-noise PNGs in an MVTec layout (readable images)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in categories:
+        for sub, n in (("train/good", n_train), ("test/good", 3), ("test/crack", 4)):
+            (root / c / sub).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    root / c / sub / f"{i:03d}.png")
+    return root
+
+
+def test_evaluate_longtail_checks_every_image_before_extracting(tmp_path, monkeypatch):
+    """A corrupt test image of the last category was found only after every fit."""
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.layout import DatasetLayoutError
+    from anomaly_inspect.data.mvtec import load_mvtec
+    from anomaly_inspect.evaluation import longtail as evaluation
+
+    root = _noise_layout(tmp_path / "r")
+    dirs = {c: root / c for c in ("x", "y", "z")}
+    datasets = {c: load_mvtec(d) for c, d in dirs.items()}
+    split = build_longtail(datasets, dirs, "step", k=4, noise=0.1, seed=0)
+    bad = split.test_samples("z", datasets["z"], dirs["z"])[-1].path
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated
+
+    def built(*args, **kwargs):
+        raise RuntimeError("the backbone was built")
+
+    monkeypatch.setattr(evaluation, "build_backbone", built)
+    with pytest.raises(DatasetLayoutError, match=rf"z: 1 file\(s\) cannot be used:\n  {bad}"):
+        evaluation.evaluate_longtail(split, datasets, dirs, ModelConfig(), ["patchcore"],
+                                     progress=False)
+
+
+def test_evaluate_lt_json_first_tail_views_and_methods_without_a_bank(tmp_path, monkeypatch, capsys):
+    """A method without a memory bank (bank n/a, was a KeyError after the whole run); the JSON
+    is written before the table and records the tail views; each test set is listed once."""
+    from anomaly_inspect.commands import evaluate_lt as command
+
+    root = _noise_layout(tmp_path / "r")
+    listed = []
+    real = LongTailSet.test_samples
+
+    def spy(self, category, *args):
+        listed.append(category)
+        return real(self, category, *args)
+
+    monkeypatch.setattr(LongTailSet, "test_samples", spy)
+    out = tmp_path / "lt.json"
+    args = ["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--methods",
+            "patchcore,block_feature_norm", "--tail", "step", "--k", "2", "--image-size", "64",
+            "--tail-views", "none", "--coreset-ratio", "0.5", "--manifest-dir", str(tmp_path / "m"),
+            "--output-json", str(out), "--quiet"]
+    assert main(args) == 0
+    assert "block_feature_norm  mean" in (table := capsys.readouterr().out) and "bank n/a" in table
+    assert sorted(listed) == ["x", "y", "z"]
+    report = json.loads(out.read_text())
+    assert report["tail_views"] == "none"
+    assert "memory_bank_items" not in report["methods"]["block_feature_norm"]
+    assert {r["method"] for r in report["results"]} == {"patchcore", "block_feature_norm"}
+    out.unlink()
+
+    def broken(rows):
+        raise RuntimeError("table failed")
+
+    monkeypatch.setattr(command, "print_table", broken)
+    assert main(args) == 1
+    assert json.loads(out.read_text())["tail_views"] == "none"
+
+
+def test_long_tail_report_records_its_tail_views():
+    from anomaly_inspect.evaluation.longtail import LongTailReport
+
+    report = LongTailReport([], {}, {}, {}, {}, {}, "rot15flip")
+    assert report.to_dict()["tail_views"] == "rot15flip"

@@ -78,3 +78,18 @@ def test_metrics_refuse_what_would_give_a_wrong_number():
             fpr_at_tpr([0, 1], [0.1, 0.2], tpr)
     assert auroc(np.array([True, False]), np.array([0.9, 0.1])) == 1.0
     assert fpr_at_tpr([0, 0, 1, 1], [0.1, 0.3, 0.2, 0.4], 1.0) == 0.5
+
+
+def test_ood_metrics_refuse_non_finite_scores_as_the_metrics_do():
+    """One finiteness check (:func:`finite_scores`) for both conventions, naming the side."""
+    from anomaly_inspect.evaluation.metrics import finite_scores
+    from anomaly_inspect.evaluation.ood import ood_fpr_at_tpr, ood_metrics
+
+    with pytest.raises(ValueError, match=r"^ID scores: 2 score\(s\) are NaN or infinite$"):
+        ood_metrics(np.array([np.nan, np.inf, 1.0]), np.ones(2))
+    with pytest.raises(ValueError, match=r"^OOD scores: 1 score\(s\) are NaN or infinite$"):
+        ood_fpr_at_tpr(np.ones(2), np.array([-np.inf]), 0.8)
+    with pytest.raises(ValueError, match="OOD metrics need at least one ID score"):
+        ood_metrics(np.zeros(0), np.ones(2))
+    scores = np.array([0.5, 1.0])
+    assert finite_scores(scores, "x") is scores

@@ -64,26 +64,28 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--dataset {args.dataset} does not take {', '.join(ignored)}; it takes "
                          f"{', '.join(OPTION_FLAGS[k] for k in required + optional if k in OPTION_FLAGS)}")
     cfg = model_config_from_args(args)
+    engine = engine_from_args(args)  # its options checked before minutes of tuning
     dataset = load_dataset(args.dataset, **options)
     tuning = None
     if args.auto:
         check_dataset(dataset)  # before minutes of tuning (evaluate checks it before fitting)
         tuning = run_tune([s.path for s in dataset.train], args, cfg)
     result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,
-                      engine=engine_from_args(args))
-    print_result(result)
+                      engine=engine)
     out = result.to_dict()
     if tuning is not None:
         out["tuning"] = tuning.to_dict()
-        if args.ensemble:
-            from ..tuning.judge import evaluate_ensemble
-            from ..tuning.tune import DEFAULT_CACHE
+    write_json(args.output_json, out)  # kept should the ensemble fail
+    print_result(result)
+    if tuning is not None and args.ensemble:
+        from ..tuning.judge import evaluate_ensemble
+        from ..tuning.tune import DEFAULT_CACHE
 
-            out["ensemble"] = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache or DEFAULT_CACHE,
-                                                progress=not args.quiet)
-            print(f"ensemble image AUROC  {out['ensemble']['image_auroc']:.4f} "
-                  f"({', '.join(out['ensemble']['members'])}; normal-calibrated)")
-    write_json(args.output_json, out)
+        out["ensemble"] = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache or DEFAULT_CACHE,
+                                            progress=not args.quiet)
+        write_json(args.output_json, out)
+        print(f"ensemble image AUROC  {out['ensemble']['image_auroc']:.4f} "
+              f"({', '.join(out['ensemble']['members'])}; normal-calibrated)")
     return 0
 
 
@@ -97,7 +99,7 @@ def graph_note(graph: dict | None) -> str:
 
 def print_result(result: EvaluationResult) -> None:
     """Print an evaluation result as the table every evaluating command shows."""
-    px = "n/a (no masks)" if result.pixel_auroc is None else f"{result.pixel_auroc:.4f}"
+    px = f"n/a ({result.pixel_auroc_note})" if result.pixel_auroc is None else f"{result.pixel_auroc:.4f}"
     print_table([
         ("category", result.category),
         ("method", f"{result.method} on {result.backbone} ({result.weights} weights, {result.image_size}px)"),

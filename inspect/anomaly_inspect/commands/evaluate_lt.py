@@ -12,7 +12,14 @@ from pathlib import Path
 
 from ..choices import VIEW_KINDS
 from ..data.longtail import TAIL_KINDS
-from .common import add_model_args, add_output_args, model_config_from_args, print_table, write_json
+from .common import (
+    add_model_args,
+    add_output_args,
+    given_options,
+    model_config_from_args,
+    print_table,
+    write_json,
+)
 
 RECIPE_DEFAULTS = {"tail": "step", "k": 4, "noise": 0.1, "overlap": False}
 
@@ -23,13 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--root", action="append", required=True, metavar="DIR|CATEGORY=DIR",
                    help="folder holding CATEGORY/ folders (repeatable), or CATEGORY=DIR for one category")
     p.add_argument("--categories", required=True, help="comma-separated category names")
-    # recipe flags default to None so that one given with --manifest can be checked against it
-    p.add_argument("--tail", choices=TAIL_KINDS, help=f"split shape (default {RECIPE_DEFAULTS['tail']})")
-    p.add_argument("--k", type=int, help=f"step: images kept per tail class (default {RECIPE_DEFAULTS['k']})")
-    p.add_argument("--noise", type=float,
-                   help=f"ratio of injected test anomalies (default {RECIPE_DEFAULTS['noise']})")
-    p.add_argument("--overlap", action="store_true", default=None,
-                   help="leave injected anomalies in the test sets (published protocol)")
+    add_recipe_args(p)
     p.add_argument("--methods", default="patchcore,softpatch,tailedcore", help="comma-separated scorers")
     p.add_argument("--manifest-dir", type=Path, default=Path("datasets"),
                    help="where split manifests are read / written (default datasets/)")
@@ -47,26 +48,43 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """The split's recipe flags; they default to None so that one given with --manifest can be
+    checked against it (:func:`.common.given_options` finds those given)."""
+    p.add_argument("--tail", choices=TAIL_KINDS, help=f"split shape (default {RECIPE_DEFAULTS['tail']})")
+    p.add_argument("--k", type=int, help=f"step: images kept per tail class (default {RECIPE_DEFAULTS['k']})")
+    p.add_argument("--noise", type=float,
+                   help=f"ratio of injected test anomalies (default {RECIPE_DEFAULTS['noise']})")
+    p.add_argument("--overlap", action="store_true", default=None,
+                   help="leave injected anomalies in the test sets (published protocol)")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.layout import resolve_category_dirs
     from ..data.longtail import LongTailSet, load_or_build_longtail
     from ..data.mvtec import load_mvtec
-    from ..evaluation.longtail import evaluate_longtail
-    from ..scorers import get_scorer_class, merge_scorer_params
+    from ..evaluation.longtail import check_methods, evaluate_longtail
+    from ..scorers import merge_scorer_params
 
+    if args.method is not None:  # one model-args helper for every command; here it would be ignored
+        raise ValueError(f"--method {args.method}: evaluate-lt fits several methods; "
+                         f"give them with --methods")
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if len(set(categories)) != len(categories):
         raise ValueError(f"--categories lists a category twice: {args.categories}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    for m in methods:
-        get_scorer_class(m)  # unknown names fail before any work
+    check_methods(methods)  # before any work
+    given = {flag.removeprefix("--"): v for flag, v in given_options(args, add_recipe_args).items()}
+    recipe = {**RECIPE_DEFAULTS, **given}
+    if "k" in given and not args.manifest and recipe["tail"] != "step":  # a manifest's is checked below
+        raise ValueError(f"--k {args.k}: the images kept per tail class of a step split; "
+                         f"--tail {recipe['tail']} does not use it, leave it out")
     dirs = resolve_category_dirs(args.root, categories)
     datasets = {c: load_mvtec(d) for c, d in dirs.items()}
     for c, d in list(datasets.items()):  # name by the requested category, not the folder
         d.name = c
     cfg = model_config_from_args(args)
     seed = cfg.seed
-    given = {k: getattr(args, k) for k in RECIPE_DEFAULTS if getattr(args, k) is not None}
     if args.manifest:
         split = LongTailSet.load(args.manifest)
         if sorted(split.categories) != sorted(categories):
@@ -79,7 +97,6 @@ def run(args: argparse.Namespace) -> int:
                                  f"{key} = {getattr(split, key)}; leave --{key} out")
         split.check_data(datasets, dirs, args.manifest)
     else:
-        recipe = {**RECIPE_DEFAULTS, **given}
         split = load_or_build_longtail(datasets, dirs, recipe["tail"], recipe["k"], recipe["noise"],
                                        seed, recipe["overlap"], args.manifest_dir)
     params = merge_scorer_params(cfg.scorer, methods, {"coreset_ratio": args.coreset_ratio,
@@ -98,8 +115,8 @@ def run(args: argparse.Namespace) -> int:
         per = ", ".join(f"{c} {by[(m, c)]:.3f}" for c in split.categories)
         info = report.methods[m]
         rows.append((m, f"mean {mean:.4f} ({per}); fit {info['fit_seconds']:.0f} s, "
-                        f"bank {info['memory_bank_items']}"))
+                        f"bank {info.get('memory_bank_items', 'n/a')}"))
     rows.append(("timings", ", ".join(f"{k} {v}" for k, v in report.timings.items())))
+    write_json(args.output_json, report.to_dict())  # first: the table cannot lose it
     print_table(rows)
-    write_json(args.output_json, report.to_dict())
     return 0

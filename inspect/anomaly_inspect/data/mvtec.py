@@ -84,6 +84,11 @@ def _pair_masks(images: list[Path], image_dir: Path, gt_dir: Path,
     return out
 
 
+def _categories(root: Path) -> list[str]:
+    """The folders in ``root`` that hold a train/ folder."""
+    return sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
+
+
 def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category.
 
@@ -91,19 +96,25 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     adapter does): a file that is both a training and a test image, or both normal and
     anomalous, is refused; two links to one file within a split count once."""
     root = Path(root)
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: dataset root not found")
+    if not root.is_dir():
+        raise NotADirectoryError(f"{root}: dataset root is a file, not a folder")
     cat_dir = root / category if category else root
     name = Path(os.path.abspath(cat_dir)).name  # "cat/", "." and ".." named as the folder is
     if not cat_dir.is_dir():
-        hint = ""
-        if root.is_dir():
-            cats = sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
-            hint = f"; categories found under {root}: {', '.join(cats) or 'none'}"
+        hint = (f"; {root} is itself a category folder (it has train/): leave out the category "
+                f"(--category)" if (root / "train").is_dir() else
+                f"; categories found under {root}: {', '.join(_categories(root)) or 'none'}")
         raise FileNotFoundError(f"{cat_dir}: category folder not found{hint}")
     train_dir, test_dir = cat_dir / "train" / GOOD, cat_dir / "test"
     for needed in (train_dir, test_dir):
         if not needed.is_dir():
+            cats = [] if category or (root / "train").is_dir() else _categories(root)
+            hint = f"; categories found under {root}: {', '.join(cats)}: name one (--category)" \
+                if cats else ""
             raise DatasetLayoutError(
-                f"{needed}: missing; an MVTec-layout category needs train/good/ and test/<type>/"
+                f"{needed}: missing; an MVTec-layout category needs train/good/ and test/<type>/{hint}"
             )
     train = [Sample(p, 0, "train", GOOD) for p in list_images(train_dir)]
     if not train:

@@ -7,6 +7,7 @@ and the metrics are threshold-free.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -14,6 +15,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..data.layout import DatasetLayoutError
 from ..data.mvtec import AnomalyDataset
+from ..data.samples import Sample
 from ..pipeline import Engine, Runner, build
 from ..progress import Progress
 from ..resources import Timer, peak_rss_mb
@@ -48,6 +50,7 @@ class EvaluationResult:
     runtime: str = "torch"
     stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, fit, search, maps
     search_graph: dict | None = None  # an HNSW graph's M and its fit-time check(s): excess distance
+    pixel_auroc_note: str | None = None  # why there is no pixel AUROC (None when there is one)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -75,20 +78,25 @@ def check_test_labels(dataset: AnomalyDataset) -> None:
 
 def check_dataset(dataset: AnomalyDataset) -> None:
     """Refuse, before any fitting or tuning, a dataset that cannot give its metrics: a test
-    split without both labels (:func:`check_test_labels`), a training or test image or a mask
-    that cannot be read (found from headers, without decoding), or a mask of another shape than
-    its image (it would be stretched onto it)."""
+    split without both labels (:func:`check_test_labels`) or files :func:`check_files` refuses."""
+    check_test_labels(dataset)
+    check_files(dataset.name, [*dataset.train, *dataset.test])
+
+
+def check_files(name: str, samples: Sequence[Sample], masks: bool = True) -> None:
+    """Refuse, before any fitting, an image that cannot be read (found from headers, without
+    decoding) and, with ``masks``, a mask that cannot be read or has another shape than its
+    image (it would be stretched onto it); ``name`` heads the error."""
     from ..data.image_io import ImageReadError, image_size
 
-    check_test_labels(dataset)
     problems = []
-    for s in [*dataset.train, *dataset.test]:
+    for s in samples:
         try:
             width, height = image_size(s.path)
         except ImageReadError as exc:
             problems.append(str(exc))
             continue
-        if s.mask_path is None:
+        if not masks or s.mask_path is None:
             continue
         try:
             w, h = image_size(s.mask_path)
@@ -100,7 +108,7 @@ def check_dataset(dataset: AnomalyDataset) -> None:
                             f"{s.path}; a mask has its image's shape")
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
-        raise DatasetLayoutError(f"{dataset.name}: {len(problems)} file(s) cannot be used:\n  "
+        raise DatasetLayoutError(f"{name}: {len(problems)} file(s) cannot be used:\n  "
                                  + "\n  ".join(problems[:10]) + more)
 
 
@@ -117,6 +125,17 @@ def _pixel_auroc(masks: list[np.ndarray], maps: list[np.ndarray], name: str) -> 
     return auroc(labels, np.concatenate(maps))
 
 
+def pixel_auroc_note(has_masks: bool, masks: list[np.ndarray], method: str) -> str:
+    """Why :func:`_pixel_auroc` gave none: no masks, no anomaly maps from ``method``, or masks
+    that mark no (or every) pixel anomalous."""
+    if not has_masks:
+        return "no masks"
+    if not masks:
+        return f"{method} gives no anomaly maps"
+    return "the masks mark no pixel anomalous" if not any(m.any() for m in masks) else \
+        "the masks mark every pixel anomalous"
+
+
 def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
              engine: Engine | None = None) -> EvaluationResult:
     """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``. A distributed
@@ -129,6 +148,10 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     remote = engine is not None and not engine.in_process
     runner = Runner(extractor, None if remote else engine, progress)
     train_paths = [s.path for s in dataset.train]
+    start = getattr(engine, "start", None) if remote else None
+    if start is not None:  # Ray starts here, not inside the timed fit (nor in its img/s)
+        with runner.times("engine_start"):
+            start()
     with Timer() as fit_t:
         if remote:  # the workers' stages are not timed here
             with Progress(len(train_paths), "extract train", enabled=progress) as bar, \
@@ -158,6 +181,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     labels = np.array([s.label for s in test])
     image_auroc = auroc(labels, image_scores)
     pixel = _pixel_auroc(masks, maps, dataset.name)
+    note = None if pixel is not None else pixel_auroc_note(dataset.has_masks, masks, cfg.method)
     n_train, n_test = len(train_paths), len(test)
     return EvaluationResult(
         category=dataset.name,
@@ -167,7 +191,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
         image_size=cfg.features.image_size,
         image_auroc=float(image_auroc),
         pixel_auroc=None if pixel is None else float(pixel),
-        image_auroc_by_defect={g: round(float(v), 4) for g, v in
+        image_auroc_by_defect={g: float(v) for g, v in
                                auroc_by_group(labels, image_scores, [s.group for s in test]).items()},
         n_train=n_train,
         n_test=n_test,
@@ -185,4 +209,5 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
         stage_seconds=runner.times.to_dict(),
         search_graph={"m": summary["search_graph_m"], "excess": summary["search_graph_excess"]}
         if "search_graph_m" in summary else None,
+        pixel_auroc_note=note,
     )

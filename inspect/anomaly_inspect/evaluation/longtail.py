@@ -10,7 +10,7 @@ generated split. Nothing sees test labels except the metric.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,38 @@ from ..data.mvtec import AnomalyDataset
 from ..features.views import ViewFeatures
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..resources import Timer, peak_rss_mb
-from ..scorers import build_scorer, get_scorer_class, scorer_parameters
+from ..scorers import available_scorers, build_scorer, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSamplerResult
+from .evaluate import check_files
 from .metrics import auroc
 
 #: tail augmentation per split kind when none is given (as the TailedCore MVTec configs)
 DEFAULT_TAIL_VIEWS = {"step": "rot15flip", "pareto": "rot30flip"}
+#: the features extracted from the training images (pooled: TailSampler's, and TailedCore's at
+#: fit); the test images give patches only, so a method must score from patches
+FIT_FEATURES = ("patches", "pooled")
+
+
+def runnable(method: str) -> bool:
+    """Whether ``method`` can run here: it scores from patches and reads nothing at fit that
+    :data:`FIT_FEATURES` lacks (pooled-feature and class-label scorers cannot)."""
+    requires = get_scorer_class(method).requires
+    return "patches" in requires and set(requires) <= set(FIT_FEATURES)
+
+
+def check_methods(methods: list[str]) -> None:
+    """Refuse, before any work, no method, an unknown one or one this benchmark cannot run,
+    naming those it can."""
+    can = [m for m in available_scorers() if runnable(m)]
+    if not methods:
+        raise ValueError(f"--methods: no method given; evaluate-lt runs {', '.join(can)}")
+    for m in methods:
+        if m not in available_scorers():
+            raise ValueError(f"unknown method '{m}'; evaluate-lt runs {', '.join(can)}")
+        if not runnable(m):
+            raise ValueError(f"method '{m}' reads {' and '.join(get_scorer_class(m).requires)} "
+                             f"features; evaluate-lt scores test images from patch features "
+                             f"and runs {', '.join(can)}")
 
 
 @dataclass
@@ -38,14 +64,14 @@ class LongTailReport:
     split: dict
     timings: dict[str, float]
     config: dict
+    tail_views: str
     peak_rss_mb: float = 0.0
-    extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {"results": self.results, "mean_image_auroc": self.mean_auroc(),
                 "class_size_estimates": self.class_size_estimates, "methods": self.methods,
                 "split": self.split, "timings": self.timings, "peak_rss_mb": self.peak_rss_mb,
-                "config": self.config}
+                "config": self.config, "tail_views": self.tail_views}
 
     def mean_auroc(self) -> dict[str, float]:
         out: dict[str, list[float]] = {}
@@ -93,20 +119,24 @@ def evaluate_longtail(
     """Fit every method on the split's training features (one extraction, one set of
     shared LOF scores), score each category's test set once for all of them. ``tail_views``
     defaults to :data:`DEFAULT_TAIL_VIEWS` of the split's kind."""
+    check_methods(methods)
     tail_views = tail_views or DEFAULT_TAIL_VIEWS[split.tail]
-    for c in split.categories:  # before any extraction: every category needs both labels
-        labels = [s.label for s in split.test_samples(c, datasets[c], Path(category_dirs[c]))]
+    tests = {c: split.test_samples(c, datasets[c], Path(category_dirs[c])) for c in split.categories}
+    for c, test in tests.items():  # before any extraction: every category needs both labels
+        labels = [s.label for s in test]
         if 0 not in labels or 1 not in labels:
             raise ValueError(f"{c}: the long-tailed split leaves its test set {sum(labels)} "
                              f"anomalous and {len(labels) - sum(labels)} normal images, so it has "
                              f"no AUROC (--noise moves anomalies into training: lower it, or "
                              f"change --seed)")
+    train = split.train_samples(category_dirs)
+    for c, test in tests.items():  # and readable images (masks are not read here)
+        check_files(c, [*(s for s in train if s.group == c), *test], masks=False)
     params = dict(scorer_params or {})
     scorers = {m: build_scorer(m, **_params_for(m, params, cfg.seed, progress)) for m in methods}
     backbone = build_backbone(cfg)
-    extractor = build_extractor(cfg, backbone, outputs=("patches", "pooled"))  # pooled: TailSampler
+    extractor = build_extractor(cfg, backbone, outputs=FIT_FEATURES)
     runner = Runner(extractor, progress=progress)
-    train = split.train_samples(category_dirs)
     train_paths = [s.path for s in train]
     train_cats = [s.group for s in train]
     extractor.calibrate(train_paths)  # int8: on the training images (the fit is not runner.fit)
@@ -134,8 +164,7 @@ def evaluate_longtail(
     score_time = dict.fromkeys(methods, 0.0)
     scoring = build_extractor(cfg, backbone, outputs=("patches",))  # scores read patches only
     with Timer() as t_all:
-        for c in split.categories:
-            test = split.test_samples(c, datasets[c], Path(category_dirs[c]))
+        for c, test in tests.items():
             scores = {m: [] for m in methods}
             for item in Runner(scoring, progress=progress).score(scorers, [s.path for s in test],
                                                                  f"score {c}"):
@@ -154,7 +183,7 @@ def evaluate_longtail(
                   "overlap": split.overlap, "tail_classes": split.tail_classes, "counts": split.counts,
                   "n_train": len(train)}
     return LongTailReport(results, sizes, method_info, split_info, timings, cfg.to_dict(),
-                          round(peak_rss_mb(), 1), {"tail_views": tail_views})
+                          tail_views, round(peak_rss_mb(), 1))
 
 
 def _report_keys(summary: dict) -> dict:

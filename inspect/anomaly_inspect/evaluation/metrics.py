@@ -18,9 +18,14 @@ def _checked(labels, scores, what: str) -> tuple[np.ndarray, np.ndarray]:
     if labels.dtype != bool and not ((labels == 0) | (labels == 1)).all():
         raise ValueError(f"{what}: labels must be 0 / 1 (1 = anomalous), got "
                          f"{np.unique(labels)[:5].tolist()}")
+    return labels.ravel().astype(bool), finite_scores(scores, what).ravel()
+
+
+def finite_scores(scores: np.ndarray, what: str) -> np.ndarray:
+    """``scores`` after refusing NaN or infinite values (NaN would rank as the most anomalous)."""
     if not np.isfinite(scores).all():
         raise ValueError(f"{what}: {int((~np.isfinite(scores)).sum())} score(s) are NaN or infinite")
-    return labels.ravel().astype(bool), scores.ravel()
+    return scores
 
 
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .metrics import auroc, fpr_at_tpr
+from .metrics import auroc, finite_scores, fpr_at_tpr
 
 CONVENTION = (
     "ID = positive class; confidence = -anomaly score; AUROC ties count 1/2; "
@@ -42,12 +42,11 @@ class OODMetrics:
 
 
 def _check(scores: np.ndarray, what: str) -> np.ndarray:
+    """``scores`` as a flat float64 array; refused when empty or not finite."""
     scores = np.asarray(scores, dtype=np.float64).ravel()
     if scores.size == 0:
         raise ValueError(f"OOD metrics need at least one {what} score")
-    if not np.all(np.isfinite(scores)):
-        raise ValueError(f"{what} scores contain NaN or infinite values")
-    return scores
+    return finite_scores(scores, f"{what} scores")
 
 
 def ood_fpr_at_tpr(id_scores: np.ndarray, ood_scores: np.ndarray, tpr: float) -> float:

@@ -183,3 +183,68 @@ def test_ood_benchmark_data_sections_are_checked(tmp_path, text, message):
     bad.write_text(text)
     with pytest.raises(ConfigError, match=rf"bad\.yaml: {message}"):
         load_ood_config(bad)
+
+
+def test_a_key_given_twice_is_refused_naming_the_file_the_key_and_its_lines(tmp_path):
+    from anomaly_inspect.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("features:\n  image_size: 64\nfeatures:\n  batch_size: 8\n")
+    with pytest.raises(ConfigError) as info:  # before: the first block was dropped silently
+        load_config(path)
+    assert str(info.value) == (f"{path}: line 3: key 'features' given twice (first at line 1); "
+                               f"only one would be read: merge them")
+    path.write_text("method: knn\nscorer: {k: 1, k: 2}\n")
+    with pytest.raises(ConfigError, match=r"line 2: key 'k' given twice \(first at line 2\)"):
+        load_config(path)
+    path.write_text("features: &f {image_size: 64}\nbackbone: {name: x}\n"
+                    "scorer: {<<: {coreset_ratio: 0.2}, coreset_ratio: 0.1}\n")
+    assert load_config(path).scorer == {"coreset_ratio": 0.1}  # a merge may be overridden
+
+
+def test_a_seed_under_scorer_is_refused_pointing_to_the_top_level_seed(tmp_path):
+    from anomaly_inspect.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("method: patchcore\nscorer: {seed: 3}\nseed: 5\n")
+    message = "scorer: seed: set the top-level 'seed' (or --seed) instead; it seeds the scorer too"
+    with pytest.raises(ConfigError) as info:  # before: the scorer took 3, model.json said 5
+        load_config(path)
+    assert str(info.value) == f"{path}: {message}"
+    with pytest.raises(ConfigError) as info:  # a config built in code: refused before a backbone
+        build(ModelConfig(scorer={"seed": 3}, seed=5))
+    assert str(info.value) == f"config: {message}"
+
+
+def test_empty_sections_are_read_alike(tmp_path):
+    from anomaly_inspect.config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("backbone:\nfeatures:\nscorer:\n")  # before: scorer: expected a mapping
+    assert load_config(path) == ModelConfig()
+
+
+def test_a_folder_given_as_config_is_said_to_be_one(tmp_path):
+    from anomaly_inspect.config import load_config
+
+    with pytest.raises(ConfigError) as info:
+        load_config(tmp_path)
+    assert str(info.value) == (f"{tmp_path}: is a folder; give a config file (YAML) or a "
+                               f"packaged config name")
+
+
+def test_an_ood_benchmark_config_given_to_fit_is_named_as_one(tmp_path, capsys):
+    assert main(["fit", "--train", str(tmp_path), "--out", str(tmp_path / "m"),
+                 "--config", "ood/isic_all", "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        "error: ood/isic_all: an ood-benchmark config (it names a 'benchmark'), not a model "
+        "config; give it to 'anomaly-inspect ood-benchmark --config'\n")
+
+
+def test_a_bad_scorer_value_names_the_section_not_an_unrelated_flag(tmp_path, capsys):
+    path = tmp_path / "c.yaml"
+    path.write_text("scorer: {coreset_ratio: 1.5}\n")  # no method: checked with the command's
+    assert main(["fit", "--train", str(tmp_path), "--out", str(tmp_path / "m"),
+                 "--config", str(path), "--image-size", "64", "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"error: {path}: scorer: patchcore: coreset_ratio must be "
+                                       f"a number in (0, 1], got 1.5\n")

@@ -77,3 +77,43 @@ def test_demo_refuses_existing_output(demo_run, capsys):
     code = main(["demo", *TINY, "--out", str(out / "data")])
     assert code == 1
     assert "already exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--keep", "--out", "D"], "error: --keep keeps the temporary dataset folder; a dataset "
+                               "written to --out is kept anyway: give one of them"),
+    (["--overwrite"], "error: --overwrite replaces a dataset generated earlier under --out; "
+                      "without --out there is none"),
+])
+def test_demo_refuses_flags_that_would_mean_nothing(tmp_path, monkeypatch, capsys, flags, message):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", *TINY, *flags]) == 1
+    assert capsys.readouterr().err.strip() == message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_demo_keep_names_the_kept_folder_when_the_run_fails(tmp_path, monkeypatch, capsys):
+    def fail(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    monkeypatch.setattr("anomaly_inspect.evaluation.evaluate.evaluate", fail)
+    assert main(["demo", *TINY, "--defects", "hole", "--keep"]) == 1
+    (kept,) = tmp_path.iterdir()
+    assert capsys.readouterr().err == f"dataset folder kept: {kept}\nerror: boom\n"
+
+
+def test_demo_writes_its_json_before_printing(tmp_path, monkeypatch):
+    class Result:
+        def to_dict(self):
+            return {"image_auroc": 1.0}
+
+    def closed_pipe(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr("anomaly_inspect.evaluation.evaluate.evaluate", lambda *a, **k: Result())
+    monkeypatch.setattr("anomaly_inspect.commands.demo.print_result", closed_pipe)
+    out = tmp_path / "r.json"
+    assert main(["demo", *TINY, "--defects", "hole", "--out", str(tmp_path / "d"),
+                 "--output-json", str(out)]) == 1
+    assert json.loads(out.read_text())["image_auroc"] == 1.0

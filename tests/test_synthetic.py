@@ -118,3 +118,49 @@ def test_generate_dataset_refuses_to_clobber(tmp_path):
 def test_bad_arguments(tmp_path, kwargs, message):
     with pytest.raises(ValueError, match=message):
         generate_dataset(tmp_path, **{"n_train": 1, "n_test_good": 1, "n_test_per_defect": 1, **kwargs})
+
+
+def _interrupt_after(monkeypatch, n):
+    """Stop generation with Ctrl-C after ``n`` images have been drawn."""
+    import anomaly_inspect.data.synthetic as synthetic
+
+    drawn = []
+
+    def render(*args, **kwargs):
+        if len(drawn) == n:
+            raise KeyboardInterrupt
+        drawn.append(1)
+        return render_sample(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_sample", render)
+
+
+def test_an_interrupted_generation_leaves_nothing_the_next_run_refuses(tmp_path, monkeypatch):
+    kw = dict(n_train=2, n_test_good=1, n_test_per_defect=1, image_size=64, defects=("hole",))
+    with monkeypatch.context() as m:
+        _interrupt_after(m, 2)
+        with pytest.raises(KeyboardInterrupt):
+            generate_dataset(tmp_path / "out", **kw)
+    assert list((tmp_path / "out").iterdir()) == []  # before: half a dataset, without its manifest
+    cat = generate_dataset(tmp_path / "out", **kw)
+    assert json.loads((cat / MANIFEST).read_text())["n_train"] == 2
+    old = (cat / "train" / "good" / "000.png").read_bytes()
+    with monkeypatch.context() as m:  # an interrupted --overwrite keeps the complete one
+        _interrupt_after(m, 1)
+        with pytest.raises(KeyboardInterrupt):
+            generate_dataset(tmp_path / "out", overwrite=True, **{**kw, "n_train": 3})
+    assert [p.name for p in (tmp_path / "out").iterdir()] == [cat.name]
+    assert (cat / "train" / "good" / "000.png").read_bytes() == old
+    assert generate_dataset(tmp_path / "out", overwrite=True, **{**kw, "n_train": 3}) == cat
+    assert len(list((cat / "train" / "good").iterdir())) == 3
+
+
+def test_the_refusal_to_replace_names_the_command_line_flag(tmp_path):
+    from anomaly_inspect.cli import with_flag_hints
+
+    kw = dict(n_train=1, n_test_good=1, n_test_per_defect=1, image_size=64, defects=("hole",))
+    cat = generate_dataset(tmp_path, **kw)
+    with pytest.raises(FileExistsError) as info:
+        generate_dataset(tmp_path, **kw)
+    assert with_flag_hints(str(info.value)) == (f"{cat}: already exists and is not empty; pass "
+                                                f"--overwrite to replace it")

@@ -110,9 +110,24 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """``parser.parse_args``, with an unrecognised option reported by the sub-command's parser
+    (pointing to its ``--help``, which lists its options)."""
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub = commands.choices.get(getattr(args, "command", None) or "", parser)
+        sub.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+#: set to 1 to get the traceback of an error instead of its one line
+DEBUG_ENV = "ANOMALY_INSPECT_DEBUG"
+
+
 def _main(argv: list[str] | None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = _parse(parser, argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
@@ -136,7 +151,7 @@ def _main(argv: list[str] | None) -> int:
         return 130
     except (OSError, ValueError, RuntimeError) as exc:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
+        if os.environ.get(DEBUG_ENV) == "1":
             raise
         print(f"error: {with_flag_hints(str(exc))}", file=sys.stderr)
         return 1

@@ -130,8 +130,13 @@ class ModelConfig:
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
+        if "benchmark" in unknown:
+            raise ConfigError(f"{source}: an ood-benchmark config (it names a 'benchmark'), not a "
+                              f"model config; give it to 'anomaly-inspect ood-benchmark --config'")
         if unknown:
             raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}")
+        if data.get("scorer", {}) is None:  # an empty section, as for backbone: and features:
+            data["scorer"] = {}
         sections = {"backbone": BackboneConfig, "features": FeatureConfig}
         for name, section_cls in sections.items():
             given = data.get(name) or {}
@@ -176,9 +181,12 @@ class ModelConfig:
         try:
             scorer_cls = get_scorer_class(self.method)
             check_scorer_params(self.method, self.scorer)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+        try:
             build_scorer(self.method, **self.scorer, **scorer_cls.runtime_kwargs(progress=False))
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{source}: {exc}") from None
+            raise ConfigError(f"{source}: scorer: {exc}") from None
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -198,18 +206,51 @@ def resolve_config(ref: Path | str) -> Path:
     name = path.as_posix()
     if name in packaged_configs():
         return CONFIG_DIR / f"{name}.yaml"
+    if path.is_dir():
+        raise ConfigError(f"{ref}: is a folder; give a config file (YAML) or a packaged config name")
     raise ConfigError(f"{ref}: config file not found, and not a packaged config name "
                       f"(available: {', '.join(packaged_configs())})")
 
 
+class _DuplicateKey(Exception):
+    """A key given twice in one YAML mapping: (key, its first line, its second line)."""
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` refusing a key given twice in one mapping, which it would read as
+    the last one silently (two ``features:`` blocks: the first is lost). Keys a ``<<`` merge
+    brings in may be overridden, as YAML means them to be."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in lines:
+                        raise _DuplicateKey(key, lines[key], line)
+                    lines[key] = line
+                except TypeError:  # an unhashable key: refused by the base class
+                    continue
+        return super().construct_mapping(node, deep)
+
+
 def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
-    """The top-level mapping of a YAML file (an empty file is an empty mapping).
+    """The top-level mapping of a YAML file (an empty file is an empty mapping); a key given
+    twice in one mapping is refused.
 
     ``path`` may also name a packaged config (see :func:`resolve_config`).
     """
     path = resolve_config(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKey as exc:
+        key, first, line = exc.args
+        raise ConfigError(f"{path}: line {line}: key {key!r} given twice (first at line {first}); "
+                          f"only one would be read: merge them") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML ({exc})") from None
     except UnicodeDecodeError as exc:
@@ -223,4 +264,15 @@ def load_config(path: Path | str | None) -> ModelConfig:
     """Read a YAML config (a file or a packaged config name); ``None`` gives the defaults."""
     if path is None:
         return ModelConfig()
-    return ModelConfig.from_dict(read_yaml_mapping(path), str(path))
+    data = read_yaml_mapping(path)
+    check_scorer_seed(data.get("scorer"), str(path))
+    return ModelConfig.from_dict(data, str(path))
+
+
+def check_scorer_seed(scorer: Any, source: str) -> None:
+    """Refuse ``seed`` in a ``scorer`` section: the top-level ``seed`` is the one seed of a
+    model (the scorer's, the random weights', the calibration split's) that model.json
+    records, so a second one would make the record disagree with the scorer."""
+    if isinstance(scorer, dict) and "seed" in scorer:
+        raise ConfigError(f"{source}: scorer: seed: set the top-level 'seed' (or --seed) "
+                          f"instead; it seeds the scorer too")

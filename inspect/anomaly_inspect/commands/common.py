@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -223,14 +224,30 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
     if args.config is not None and not hasattr(args, "methods"):  # evaluate-lt checks its own
-        cfg.check_scorer(source)
+        # the scorer's settings are the file's and --method's only: no other flag is blamed
+        cfg.check_scorer(" with ".join(s for s in (str(args.config), args.method and
+                                                   f"--method {args.method}") if s))
     return cfg
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse, before any work, a ``flag`` path that could not be written at the end: the
+    nearest of its parent folders that exists must be a folder this process may write in
+    (the file or folder is made beside its target and renamed onto it, see ``files``)."""
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(f"{flag} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise PermissionError(f"{flag} {path}: cannot write in {parent} (permission denied)")
+            return
 
 
 def check_output_json(path: Path | None, managed: Path | None = None,
                       owns: Callable[[], Sequence[str]] | None = None) -> None:
     """Refuse, before any work, an ``--output-json`` that could not be written at the end or
-    would replace what the command writes: a folder, a path below a file, or a path inside
+    would replace what the command writes: a folder, a path below a file or in a folder this
+    process may not write in (:func:`check_writable`), or a path inside
     ``managed`` (the command's ``--out`` folder) that the command writes: with ``owns``, the
     names it returns (files and folders directly in ``managed``, e.g. a screen's
     ``results.csv``); without, anything there (a model directory is replaced whole)."""
@@ -238,11 +255,7 @@ def check_output_json(path: Path | None, managed: Path | None = None,
         return
     if path.is_dir():
         raise IsADirectoryError(f"--output-json {path}: is a folder; give a file name")
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(f"--output-json {path}: {parent} is a file, not a folder")
-            break
+    check_writable(path, "--output-json")
     if managed is not None:
         out, target = managed.resolve(), path.resolve()
         if target == out or out in target.parents:

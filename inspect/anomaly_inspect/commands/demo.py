@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import logging
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -38,7 +39,9 @@ def data_size(text: str) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the main job on a generated synthetic dataset", description=__doc__)
     p.add_argument("--out", type=out_dir, help="write the dataset here (kept); default: a temporary folder")
-    p.add_argument("--keep", action="store_true", help="keep the temporary dataset folder and print its path")
+    p.add_argument("--keep", action="store_true",
+                   help="keep the temporary dataset folder and print its path, also where the run "
+                        "fails (without --out)")
     p.add_argument("--texture", choices=TEXTURES, default="fabric")
     p.add_argument("--defects", default=",".join(DEFECTS),
                    help=f"comma-separated defect types (default {','.join(DEFECTS)})")
@@ -48,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-size", type=data_size, default=256,
                    help="generated image side in pixels (default 256, at least 64)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace a dataset this command generated earlier under --out")
+                   help="replace a dataset this command generated earlier under --out (with --out only)")
     add_model_args(p)
     add_output_args(p)
     p.set_defaults(func=run, out_owns=_outputs)
@@ -64,6 +67,12 @@ def run(args: argparse.Namespace) -> int:
     from ..data.synthetic import generate_dataset
     from ..evaluation.evaluate import evaluate
 
+    if args.out is not None and args.keep:
+        raise ValueError("--keep keeps the temporary dataset folder; a dataset written to --out "
+                         "is kept anyway: give one of them")
+    if args.overwrite and args.out is None:
+        raise ValueError("--overwrite replaces a dataset generated earlier under --out; "
+                         "without --out there is none")
     cfg = model_config_from_args(args)
     defects = [d.strip() for d in args.defects.split(",") if d.strip()]
     if args.out is not None:
@@ -71,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         root = Path(tempfile.mkdtemp(prefix="anomaly-inspect-demo-"))
         cleanup = not args.keep
+    done = False
     try:
         cat_dir = generate_dataset(
             root, texture=args.texture, n_train=args.n_train, n_test_good=args.n_test_good,
@@ -79,14 +89,17 @@ def run(args: argparse.Namespace) -> int:
         )
         dataset = load_mvtec(cat_dir)
         result = evaluate(dataset, cfg, progress=not args.quiet)
+        done = True
     finally:
         if cleanup:
             shutil.rmtree(root, ignore_errors=True)
-    print_result(result)
-    if not cleanup:
-        print(f"dataset: {cat_dir}")
+        elif args.keep and not done:  # failed or interrupted: say where the kept folder is
+            print(f"dataset folder kept: {root}", file=sys.stderr)
     data = result.to_dict()
     data["dataset"] = {"synthetic": True, "texture": args.texture, "defects": defects,
                        "path": None if cleanup else str(cat_dir)}
-    write_json(args.output_json, data)
+    write_json(args.output_json, data)  # before printing: a closed pipe (| head) must not lose it
+    print_result(result)
+    if not cleanup:
+        print(f"dataset: {cat_dir}")
     return 0

@@ -9,6 +9,7 @@ from .common import (
     add_max_pixels_arg,
     add_model_args,
     add_output_args,
+    check_writable,
     engine_from_args,
     fraction,
     model_config_from_args,
@@ -50,14 +51,15 @@ def run(args: argparse.Namespace) -> int:
 
     check_tune_args(args, fuses=False)
     check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
+    check_writable(args.out, "--out")
     cfg = model_config_from_args(args)
+    engine = engine_from_args(args)  # its option errors before tuning, too
     tuning = None
     if args.auto:
         from ..data.layout import expand_inputs
 
         tuning = run_tune(expand_inputs(list(args.train)), args, cfg)
         cfg = tuning.chosen_config(cfg)
-    engine = engine_from_args(args)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
                 calibration_fraction=args.calibration_fraction, progress=not args.quiet,
                 max_pixels=args.max_pixels, engine=engine)
@@ -66,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     model.save(args.out, overwrite=args.overwrite)
     cal = model.calibration
     lo, hi = cal.fpr_interval
+    write_json(args.output_json, {"model_dir": str(args.out), "calibration": cal.to_dict(),
+                                  **({"tuning": tuning.to_dict()} if tuning else {})})
     print_table([
         ("model", str(args.out)),
         ("method", f"{cfg.method} on {cfg.backbone.name} ({model.info.backbone['weights']['kind']} weights, "
@@ -77,6 +81,4 @@ def run(args: argparse.Namespace) -> int:
                          f"{cal.interval_level:.0%} interval {lo:.2%}-{hi:.2%})"
                          + ("" if cal.target_met else " TARGET NOT REACHABLE: too few calibration images")),
     ])
-    write_json(args.output_json, {"model_dir": str(args.out), "calibration": cal.to_dict(),
-                                  **({"tuning": tuning.to_dict()} if tuning else {})})
     return 0

@@ -77,13 +77,13 @@ def run(args: argparse.Namespace) -> int:
     ]
     if s.report_html:
         rows.append(("report", str(s.report_html)))
-    print_table(rows)
-    write_json(args.output_json, {
+    write_json(args.output_json, {  # before the table: a closed pipe (| head) must not lose it
         "n_inputs": s.n_inputs, "n_scored": s.n_scored, "n_resumed": s.n_resumed,
         "n_flagged": s.n_flagged, "n_errors": s.n_errors, "seconds": round(s.seconds, 3),
         "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
         "errors": [{"path": p, "error": e} for p, e in s.errors],
     })
+    print_table(rows)
     if s.n_errors:
         import sys
 

@@ -52,7 +52,7 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
                         "tune: the size of the ensemble it validates (default 3); not for fit")
     p.add_argument("--tune-cache", type=Path, default=None, metavar="DIR",
                    help="where extracted stage maps and synthetic images are kept "
-                        "(default /tmp/anomaly_inspect_tune)")
+                        "(default ~/.cache/anomaly_inspect/tune, or $ANOMALY_INSPECT_CACHE/tune)")
 
 
 def check_tune_args(args: argparse.Namespace, fuses: bool = True) -> None:

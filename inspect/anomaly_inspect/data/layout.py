@@ -7,7 +7,8 @@ them repeat or hang), and a folder's files are kept when they look like
 images by extension *or* by their first bytes. A dangling symbolic link is
 kept as well (it becomes an error row instead of vanishing). Hidden files and
 folders below a listed folder are not images of the set (notebook checkpoints,
-macOS ``._`` resource forks, temporaries being written), as for a shell glob.
+macOS ``._`` resource forks, temporaries being written), as for a shell glob. A named folder
+that cannot be listed is an error; one below it is left out with a warning naming it.
 """
 
 from __future__ import annotations
@@ -86,6 +87,25 @@ def display_path(path: Path | str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def _entries(d: Path | str, named: bool, seen: set[tuple[int, int]]) -> list[os.DirEntry] | None:
+    """The entries of folder ``d`` by name, or None where it was entered before (a symlink loop
+    or a second link to it). One that cannot be listed is an error where the user ``named``
+    it, else a warning naming it (its images are left out, not silently)."""
+    try:
+        st = os.stat(d)
+        if (st.st_dev, st.st_ino) in seen:
+            return None
+        seen.add((st.st_dev, st.st_ino))
+        return sorted(os.scandir(d), key=lambda e: e.name)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        if named:
+            raise type(exc)(f"{display_path(d)}: cannot list this folder ({reason})") from None
+        log.warning("%s: cannot list this folder (%s); the images in it are left out",
+                    display_path(d), reason)
+        return None
+
+
 def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
     """Files (and dangling links) under ``folder``, hidden names (a leading dot) left out, as a
     shell glob leaves them out; each real directory is entered once."""
@@ -93,16 +113,8 @@ def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
     stack = [folder]
     while stack:
         d = stack.pop()
-        try:
-            st = os.stat(d)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue  # a symlink loop or a second link to a folder already walked
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
+        entries = _entries(d, d is folder, seen)
+        if entries is None:
             continue
         subdirs = []
         for e in entries:
@@ -177,16 +189,8 @@ def _glob(pattern: str) -> list[Path]:
     depth_max = None if recursive else len(parts)
     while stack:
         d, rel = stack.pop()
-        try:
-            st = os.stat(d)
-        except OSError:
-            continue
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
-        try:
-            entries = sorted(os.scandir(d), key=lambda e: e.name)
-        except OSError:
+        entries = _entries(d, not rel, seen)
+        if entries is None:
             continue
         for e in entries:
             r = [*rel, e.name]

@@ -23,7 +23,7 @@ clear margin, so the written mask is exactly where the image differs from its de
 from __future__ import annotations
 
 import logging
-import shutil
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files import write_json
+from ..files import discard_entry, work_folder, write_json
 from ..progress import Progress
 
 log = logging.getLogger(__name__)
@@ -303,7 +303,9 @@ def generate_dataset(
     """Write a synthetic MVTec-layout category under ``root`` and return its folder.
 
     An existing category folder is replaced only with ``overwrite=True`` and only if it was
-    written by this function (it holds ``synthetic.json``); anything else raises.
+    written by this function (it holds ``synthetic.json``); anything else raises. The dataset
+    is written into a work folder beside it and renamed into place when complete, so a run
+    that is interrupted leaves the earlier dataset (or none), never a half-written one.
     """
     if texture not in _TEXTURE_FUNCS:
         raise ValueError(f"unknown texture '{texture}'; choose from {', '.join(TEXTURES)}")
@@ -316,30 +318,35 @@ def generate_dataset(
         raise ValueError(f"image_size must be at least 64 pixels, got {image_size}")
     category = category or f"synthetic_{texture}"
     cat_dir = Path(root) / category
-    if cat_dir.exists() and any(cat_dir.iterdir()):
+    replace = cat_dir.exists() and any(cat_dir.iterdir())
+    if replace:
         if not overwrite:
-            raise FileExistsError(f"{cat_dir}: already exists and is not empty (use overwrite)")
+            raise FileExistsError(f"{cat_dir}: already exists and is not empty; pass "
+                                  f"overwrite=True to replace it")
         if not (cat_dir / MANIFEST).is_file():
             raise FileExistsError(f"{cat_dir}: not a generated synthetic dataset; refusing to replace it")
-        shutil.rmtree(cat_dir)
     spec = SyntheticSpec(category, texture, tuple(defects), n_train, n_test_good,
                          n_test_per_defect, image_size, seed)
     jobs: list[tuple[str, str | None, int]] = [("train/good", None, i) for i in range(n_train)]
     jobs += [("test/good", None, i) for i in range(n_test_good)]
     jobs += [(f"test/{d}", d, i) for d in defects for i in range(n_test_per_defect)]
-    for folder in {j[0] for j in jobs}:
-        (cat_dir / folder).mkdir(parents=True, exist_ok=True)
-    for d in defects:
-        (cat_dir / "ground_truth" / d).mkdir(parents=True, exist_ok=True)
-    with Progress(len(jobs), "generate synthetic", enabled=progress) as bar:
-        for k, (folder, defect, i) in enumerate(jobs):
-            # Stream k of this seed: every image independent and reproducible.
-            sample = render_sample(texture, defect, (seed, k), image_size)
-            _write_png(cat_dir / folder / f"{i:03d}.png", sample.image)
-            if defect is not None:
-                _write_png(cat_dir / "ground_truth" / defect / f"{i:03d}_mask.png", sample.mask * 255)
-            bar.update()
-    write_json(cat_dir / MANIFEST, spec.to_dict())
+    with work_folder(cat_dir) as tmp:
+        for folder in {j[0] for j in jobs}:
+            (tmp / folder).mkdir(parents=True, exist_ok=True)
+        for d in defects:
+            (tmp / "ground_truth" / d).mkdir(parents=True, exist_ok=True)
+        with Progress(len(jobs), "generate synthetic", enabled=progress) as bar:
+            for k, (folder, defect, i) in enumerate(jobs):
+                # Stream k of this seed: every image independent and reproducible.
+                sample = render_sample(texture, defect, (seed, k), image_size)
+                _write_png(tmp / folder / f"{i:03d}.png", sample.image)
+                if defect is not None:
+                    _write_png(tmp / "ground_truth" / defect / f"{i:03d}_mask.png", sample.mask * 255)
+                bar.update()
+        write_json(tmp / MANIFEST, spec.to_dict())
+        if replace:
+            discard_entry(cat_dir)
+        os.rename(tmp, cat_dir)  # onto a missing or empty folder
     log.info("synthetic %s dataset: %d train, %d test images in %s", texture, n_train,
              n_test_good + n_test_per_defect * len(defects), cat_dir)
     return cat_dir

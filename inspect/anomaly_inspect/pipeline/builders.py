@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..config import ModelConfig
+from ..config import ModelConfig, check_scorer_seed
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..features.backbone import Backbone
 from ..features.extractor import FeatureExtractor
@@ -43,15 +43,16 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[
 def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
           patch_maps: bool = True, batch_size: int | None = None,
           ) -> tuple[Backbone, FeatureExtractor, Scorer]:
-    """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key is a ``ValueError``.
+    """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key, or a ``seed``
+    there (the scorer takes ``cfg.seed``, the one model.json records), is a ``ValueError``.
     ``patch_maps=False`` where only image scores are read (see ``Scorer.runtime_params``);
     ``batch_size`` as for :func:`build_extractor`."""
     scorer_cls = get_scorer_class(cfg.method)
     check_scorer_params(cfg.method, cfg.scorer)
+    check_scorer_seed(cfg.scorer, "config")
     params = dict(cfg.scorer)
-    accepted = scorer_parameters(cfg.method)
-    if "seed" in accepted:
-        params.setdefault("seed", cfg.seed)
+    if "seed" in scorer_parameters(cfg.method):
+        params["seed"] = cfg.seed
     scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress,
                                                                                patch_maps=patch_maps))
     backbone = build_backbone(cfg)

@@ -36,6 +36,7 @@ from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..features.cache import file_fingerprints
+from ..features.runtime import default_cache_dir
 from ..files import cached_entry
 from ..pipeline import build_backbone
 from ..progress import Progress
@@ -46,7 +47,9 @@ from .stage_cache import StageMaps, calibrate, stage_maps
 
 log = logging.getLogger(__name__)
 
-DEFAULT_CACHE = Path("/tmp/anomaly_inspect_tune")
+#: the user cache the ONNX exports go to (``$ANOMALY_INSPECT_CACHE`` moves both), not a folder
+#: in /tmp that every user of the machine shares
+DEFAULT_CACHE = default_cache_dir().parent / "tune"
 
 
 @dataclass(frozen=True)

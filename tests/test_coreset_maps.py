@@ -8,27 +8,22 @@ import numpy as np
 
 from anomaly_inspect.core import Features
 from anomaly_inspect.data.transforms import Box, TransformConfig
-from anomaly_inspect.scorers.maps import anomaly_map, grid_stride
+from anomaly_inspect.scorers.maps import anomaly_map
 from anomaly_inspect.scorers.patchcore import PatchCore
 from anomaly_inspect.screening.overlays import image_map
 
 
-def test_cells_cover_their_stride_from_the_top_left_when_it_does_not_divide_the_input():
-    """100 px at stride 8 gives 13 cells over 104 px; stretching them over 100 px put cell 6's
-    centre at 49.5 instead of 51.5 (and the last cell 4 px off)."""
-    assert grid_stride(100, 13) == 8 and grid_stride(96, 12) == 8 and grid_stride(9, 2) == 8
-    assert grid_stride(3, 4) is None  # no stride gives 4 cells over 3 px: stretched
+def test_maps_spread_cells_as_the_cell_boxes_do_when_the_stride_does_not_divide_the_input():
+    """100 px, 13 cells: the map's peak for cell 6 lies in the box the explanations draw for
+    it (``transforms.cell_centres``' geometry: cells spread evenly over the input). A map that
+    placed cells on the stride-8 grid instead put the peak beside the box."""
     scores = np.zeros((13, 13), np.float32)
-    scores[6, 6] = 1.0
+    scores[6, 12] = 1.0
     m = anomaly_map(scores, (100, 100), sigma=0)
-    assert m.shape == (100, 100)
-    # cell 6 covers pixels 48..56: the bilinear peak sits at its centre, 51.5
-    assert m[51, 51] == m[52, 52] == m.max() and m[51, 51] > m[50, 50]
-    np.testing.assert_array_equal(m, cv2.resize(scores, (104, 104))[:100, :100])
-    last = np.zeros((13, 13), np.float32)
-    last[:, 12] = 1.0  # cell 12 covers pixels 96..104, centre at 100: pixel 99 (centre 99.5)
-    #                    is 0.5 px short of it, 1 - 0.5 / 8 (stretched: past its centre, 1.0)
-    assert (anomaly_map(last, (100, 100), sigma=0)[:, 99] == 0.9375).all()
+    np.testing.assert_array_equal(m, cv2.resize(scores, (100, 100)))
+    y, x = np.unravel_index(int(np.argmax(m)), m.shape)
+    cell = 100 / 13
+    assert 6 * cell <= y < 7 * cell and 12 * cell <= x < 13 * cell
 
 
 def test_maps_at_multiples_of_the_stride_are_the_plain_stretch():

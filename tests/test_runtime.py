@@ -754,3 +754,23 @@ def test_bench_backbone_reports_what_ran_and_marks_a_fallback(tmp_path, monkeypa
         "torch (export failed)", True)
     assert (rows[("torch", "f32")]["runs_on"], rows[("torch", "f32")]["fell_back"]) == ("torch", False)
     assert "onnxruntime f32 (ran: torch (export failed))" in capsys.readouterr().out
+
+
+def test_bench_backbone_gives_a_variant_that_cannot_run_a_row_and_measures_the_others(
+        tmp_path, monkeypatch, capsys):
+    """int8 whose quantisation fails is a PrecisionError: its row says why; before, the
+    error ended the whole benchmark and every other variant's figure was lost."""
+    def broken(*a, **k):
+        raise RuntimeError("quantiser broke")
+
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("anomaly_inspect.features.backbone.quantize_int8", broken)
+    out = tmp_path / "bench.json"
+    assert main(["bench-backbone", "--weights", "random", "--image-size", str(SIZE),
+                 "--batch-size", "2", "--rounds", "1", "--runtime", "onnxruntime",
+                 "--precision", "int8", "--output-json", str(out), "--quiet"]) == 0
+    rows = {(r["runtime"], r["precision"]): r for r in json.loads(out.read_text())["runtimes"]}
+    int8 = rows[("onnxruntime", "int8")]
+    assert int8["images_per_second"] is None and int8["runs_on"].startswith("failed: precision int8")
+    assert rows[("torch", "f32")]["images_per_second"] > 0
+    assert "failed: precision int8: quantising" in capsys.readouterr().out

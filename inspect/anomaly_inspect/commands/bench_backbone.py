@@ -85,7 +85,7 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
     import torch
 
     from ..features.backbone import Backbone
-    from ..features.runtime import max_rel_diff
+    from ..features.runtime import PrecisionError, first_line, max_rel_diff
     from ..resources import peak_rss_mb
 
     layers = args.layers or None
@@ -104,10 +104,14 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
         return b(x)
 
     ref = step(backbones[VARIANTS[0]])
-    diffs = {}
-    for v, b in backbones.items():  # warm-up (and the export on first use)
-        diffs[v] = max_rel_diff(step(b), ref)
-    best = dict.fromkeys(variants, float("inf"))
+    diffs, failed = {}, {}
+    for v, b in list(backbones.items()):  # warm-up (and the export on first use)
+        try:
+            diffs[v] = max_rel_diff(step(b), ref)
+        except PrecisionError as exc:  # that variant cannot run here: a row says why
+            failed[v] = first_line(exc)
+            del backbones[v]
+    best = dict.fromkeys(backbones, float("inf"))
     for _ in range(max(1, args.rounds)):
         for v, b in backbones.items():
             start = time.perf_counter()
@@ -116,6 +120,11 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
     base = args.batch_size / best[VARIANTS[0]]
     rows = []
     for v in variants:
+        if v in failed:
+            rows.append({"runtime": v[0], "precision": v[1], "runs_on": f"failed: {failed[v]}",
+                         "fell_back": False, "images_per_second": None,
+                         "ratio_to_torch_f32": None, "max_rel_diff_vs_torch": None})
+            continue
         ips = args.batch_size / best[v]
         ran = backbones[v].runs_on
         rows.append({"runtime": v[0], "precision": v[1], "runs_on": ran,
@@ -140,6 +149,7 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
           f"best of {args.rounds} interleaved rounds, {torch.get_num_threads()} threads")
     print_table([("runtime", "img/s   x torch f32   max rel diff")] + [
         (f"{r['runtime']} {r['precision']}" + (f" (ran: {r['runs_on']})" if r["fell_back"] else ""),
+         r["runs_on"] if r["images_per_second"] is None else
          f"{r['images_per_second']:7.1f}   {r['ratio_to_torch_f32']:11.2f}   {r['max_rel_diff_vs_torch']:.1e}")
         for r in rows])
     write_json(args.output_json, result)

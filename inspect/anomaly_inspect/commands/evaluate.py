@@ -79,9 +79,8 @@ def run(args: argparse.Namespace) -> int:
     print_result(result)
     if tuning is not None and args.ensemble:
         from ..tuning.judge import evaluate_ensemble
-        from ..tuning.tune import DEFAULT_CACHE
 
-        out["ensemble"] = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache or DEFAULT_CACHE,
+        out["ensemble"] = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache,
                                             progress=not args.quiet)
         write_json(args.output_json, out)
         print(f"ensemble image AUROC  {out['ensemble']['image_auroc']:.4f} "

@@ -78,11 +78,11 @@ def settings_from_args(args: argparse.Namespace):
 def run_tune(train_paths, args: argparse.Namespace, cfg):
     """Tune on ``train_paths`` with the command-line settings; prints a one-line summary."""
     from ..tuning.candidates import Candidate
-    from ..tuning.tune import DEFAULT_CACHE, tune
+    from ..tuning.tune import tune
 
     cands = None if not args.candidates else [Candidate.parse(n) for n in args.candidates.split(",")]
     result = tune(train_paths, cfg, settings_from_args(args), cands,
-                  cache_dir=args.tune_cache or DEFAULT_CACHE, progress=not args.quiet,
+                  cache_dir=args.tune_cache, progress=not args.quiet,
                   max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))  # fit --auto's
     d = result.decision
     skipped = f", {len(result.skipped)} unreadable images skipped" if result.skipped else ""
@@ -135,9 +135,8 @@ def run(args: argparse.Namespace) -> int:
         from ..tuning.judge import judge_selector
 
         write_json(args.output_json, out)  # the choice is kept even if judging is interrupted
-        from ..tuning.tune import DEFAULT_CACHE
 
-        judged = judge_selector(dataset, result, cfg, args.tune_cache or DEFAULT_CACHE,
+        judged = judge_selector(dataset, result, cfg, args.tune_cache,
                                 progress=not args.quiet)
         out["judge"] = judged
         test = {c["name"]: c["test_auroc"] for c in judged["candidates"]}

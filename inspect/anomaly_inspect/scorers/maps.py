@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
-
-
-def grid_stride(size: int, cells: int) -> int | None:
-    """Pixels per patch cell along one side of a ``size``-pixel input with ``cells`` cells.
-
-    A backbone of stride s gives ceil(size / s) cells, so where s does not divide the input the
-    last cell reaches past it (100 px at stride 8: 13 cells over 104 px). The stride is
-    size / cells where that is whole, else the power of two that gives ``cells`` cells (CNN
-    strides are), else None (the cells are then stretched over the input)."""
-    if size % cells == 0:
-        return size // cells
-    stride = 2 ** max(0, math.ceil(math.log2(size / cells)))
-    return stride if math.ceil(size / stride) == cells else None
 
 
 def pad_cells(cells: np.ndarray, top: int, left: int, grid: tuple[int, int]) -> np.ndarray:
@@ -31,16 +16,11 @@ def pad_cells(cells: np.ndarray, top: int, left: int, grid: tuple[int, int]) -> 
 
 
 def anomaly_map(patch_scores: np.ndarray, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
-    """(h, w) patch scores -> (H, W) float32 map; ``size`` is (H, W). Each cell covers its
-    stride's pixels from the top left (:func:`grid_stride`); the part of the last cells past
-    the input is cropped off."""
-    h, w = patch_scores.shape
-    sy, sx = grid_stride(size[0], h), grid_stride(size[1], w)
-    covered = (h * sy if sy else size[0], w * sx if sx else size[1])
-    up = cv2.resize(patch_scores.astype(np.float32), (covered[1], covered[0]),
-                    interpolation=cv2.INTER_LINEAR)
-    if covered != tuple(size):
-        up = np.ascontiguousarray(up[:size[0], :size[1]])
+    """(h, w) patch scores -> (H, W) float32 map; ``size`` is (H, W). The cells are spread
+    evenly over the input, the geometry every cell box (``transforms.cell_centres``, the
+    explanation boxes) uses; where the stride does not divide the input (100 px at stride 8:
+    13 cells) the backbone's last cell reaches past it, which no part of the toolkit models."""
+    up = cv2.resize(patch_scores.astype(np.float32), (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
     if sigma > 0:
         k = 2 * int(round(4 * sigma)) + 1
         up = cv2.GaussianBlur(up, (k, k), sigmaX=sigma, sigmaY=sigma, borderType=cv2.BORDER_REFLECT)

@@ -25,17 +25,17 @@ from ..pipeline import build_backbone
 from ..progress import Progress
 from .candidates import Candidate
 from .stage_cache import calibrate, stage_maps
-from .tune import DEFAULT_CACHE, TuningResult, _scorer, normal_calibrations
+from .tune import TuningResult, _scorer, normal_calibrations, tune_cache
 
 
 def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[Candidate],
-                base: ModelConfig, cache_dir: Path | str = DEFAULT_CACHE,
+                base: ModelConfig, cache_dir: Path | str | None = None,
                 progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
     """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``
     that can be read (unreadable training images are skipped with a warning, as ``fit`` skips
     them, also those outside the tuning subset). An int8 backbone is calibrated on those
     training images, as ``fit`` and :func:`.tune.normal_calibrations` calibrate it."""
-    cache_dir = Path(cache_dir)
+    cache_dir = tune_cache(cache_dir)
     train = sorted(result.readable([s.path for s in dataset.train]))
     test = [s.path for s in dataset.test]
     groups: dict[tuple, list[Candidate]] = defaultdict(list)
@@ -65,7 +65,7 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
 
 
 def ensemble_test_auroc(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
-                        scores: dict[str, np.ndarray], cache_dir: Path | str = DEFAULT_CACHE,
+                        scores: dict[str, np.ndarray], cache_dir: Path | str | None = None,
                         progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS
                         ) -> tuple[float, list[NormalCalibration]]:
     """Test AUROC of the tuned ensemble: each member's test scores standardised by its held-out
@@ -79,7 +79,7 @@ def ensemble_test_auroc(dataset: AnomalyDataset, result: TuningResult, base: Mod
 
 
 def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
-                   cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True,
+                   cache_dir: Path | str | None = None, progress: bool = True,
                    max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """Per candidate: synthetic-validation score next to real test AUROC; Spearman correlation;
     regret of the choice against the default and against the best candidate in hindsight."""
@@ -118,7 +118,7 @@ def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelCon
 
 
 def evaluate_ensemble(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
-                      cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True,
+                      cache_dir: Path | str | None = None, progress: bool = True,
                       max_pixels: int = DEFAULT_MAX_PIXELS) -> dict:
     """``evaluate --auto --ensemble K``: image AUROC of the normal-calibrated fusion of the tuned
     ensemble (each member fitted on all training images, standardised by held-out normal scores)."""

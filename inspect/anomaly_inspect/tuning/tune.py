@@ -49,7 +49,10 @@ log = logging.getLogger(__name__)
 
 #: the user cache the ONNX exports go to (``$ANOMALY_INSPECT_CACHE`` moves both), not a folder
 #: in /tmp that every user of the machine shares
-DEFAULT_CACHE = default_cache_dir().parent / "tune"
+def tune_cache(cache_dir: Path | str | None = None) -> Path:
+    """``cache_dir``, else the user cache's ``tune`` folder (``$ANOMALY_INSPECT_CACHE``/tune or
+    ``~/.cache/anomaly_inspect/tune``), read when called (the environment may change)."""
+    return Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "tune"
 
 
 @dataclass(frozen=True)
@@ -367,7 +370,7 @@ def usable(cands: Sequence[Candidate], base: ModelConfig) -> list[Candidate]:
 
 
 def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSettings = TuneSettings(),
-         candidates: Sequence[Candidate] | None = None, cache_dir: Path | str = DEFAULT_CACHE,
+         candidates: Sequence[Candidate] | None = None, cache_dir: Path | str | None = None,
          progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> TuningResult:
     """Rank ``candidates`` (default: ``settings.grid`` around ``base``) on synthetic-anomaly
     validation of ``train_paths`` and decide (see the module docstring); images larger than
@@ -377,7 +380,7 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     is left out with a warning); so is a method that reads more than patch features."""
     t0 = time.perf_counter()
     check_method(base)
-    cache_dir = Path(cache_dir)
+    cache_dir = tune_cache(cache_dir)
     paths = sorted(Path(p) for p in train_paths)
     default = Candidate.of(base)
     default.check(base)
@@ -490,7 +493,7 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
 
 def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
                         members: Sequence[Candidate], settings: TuneSettings = TuneSettings(),
-                        cache_dir: Path | str = DEFAULT_CACHE, progress: bool = True,
+                        cache_dir: Path | str | None = None, progress: bool = True,
                         max_pixels: int = DEFAULT_MAX_PIXELS) -> list[NormalCalibration]:
     """Each member's normal calibration at the *deployed* scorer settings (the base config's
     coreset ratio): median / MAD of its cross-fitted scores on the tuning folds' held-out normal
@@ -498,7 +501,7 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
     backbone is calibrated on all of ``train_paths``, as ``fit`` and :func:`.judge.test_scores`
     calibrate the member whose scores this standardises (tune's validation calibrates on the
     tuning subset, which differs where there are more than ``max_images`` images)."""
-    cache_dir = Path(cache_dir)
+    cache_dir = tune_cache(cache_dir)
     train = sorted(Path(p) for p in train_paths)
     chosen, folds, _ = fold_plan(len(train), settings)
     paths = [train[i] for i in chosen]

@@ -248,3 +248,30 @@ def test_a_bad_scorer_value_names_the_section_not_an_unrelated_flag(tmp_path, ca
                  "--config", str(path), "--image-size", "64", "--quiet"]) == 1
     assert capsys.readouterr().err == (f"error: {path}: scorer: patchcore: coreset_ratio must be "
                                        f"a number in (0, 1], got 1.5\n")
+
+
+@pytest.mark.parametrize("flags, source", [((), "CONFIG"), (("--layers", "1,9"), "--layers 1,9")])
+def test_layers_the_backbone_lacks_name_the_file_or_flag_and_the_key(tiny, capsys, flags, source):
+    """Out-of-range stages are known only once the backbone is built (its stage list), long
+    after the config was read: the error still names where they came from and the key."""
+    root, _ = tiny
+    cfg = root / "layers.yaml"
+    cfg.write_text("backbone:\n  layers: [9]\n  weights: random\n")
+    code = main(["fit", "--train", str(root / "train"), "--out", str(root / "model"),
+                 "--config", str(cfg), *flags, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert err.startswith(f"error: {str(cfg) if source == 'CONFIG' else source}: backbone: "
+                          f"layers: tf_efficientnet_lite0: layer indices [9] out of range 0..")
+    assert not (root / "model").exists()
+
+
+def test_the_library_error_for_missing_layers_names_the_key_and_its_type():
+    from anomaly_inspect.features.backbone import LayerRangeError
+    from anomaly_inspect.pipeline import build_backbone
+
+    cfg = ModelConfig()
+    cfg.backbone.layers, cfg.backbone.weights = [2, 9], "random"
+    with pytest.raises(LayerRangeError, match=r"^backbone: layers: tf_efficientnet_lite0: layer "
+                                              r"indices \[9\] out of range 0\.\."):
+        build_backbone(cfg)

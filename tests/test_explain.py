@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 from types import SimpleNamespace
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.core import FitContext
+from anomaly_inspect.data.layout import display_path
 from anomaly_inspect.data.transforms import Box, TransformConfig
 from anomaly_inspect.features.extractor import Features
 from anomaly_inspect.features.views import ViewFeatures, view_params
@@ -28,6 +30,7 @@ from anomaly_inspect.screening.explain import (
 )
 from anomaly_inspect.screening.model import ScoredImage
 from anomaly_inspect.screening.model_dir import ModelInfo, file_sha256
+from anomaly_inspect.screening.runner import raw_path_field
 from browser import headless_dom
 from layout_writer import rgb_image, write_image
 from test_tailedcore import lt_features
@@ -322,6 +325,26 @@ def test_moved_and_changed_training_images_give_a_note(tmp_path):
     assert all(p.match.box is None for p in e.patches)
     strip = render_strip(model, e, rgb_image(SIZE), TrainingImages(model))  # no crash
     assert strip.ndim == 3 and strip.shape[2] == 3
+
+
+def test_a_training_image_with_a_non_utf8_name_is_opened_by_its_raw_name(tmp_path):
+    model, train, paths = _hand_made(tmp_path)
+    raw = os.fsdecode(os.path.join(os.fsencode(tmp_path / "train"), b"caf\xe9.png"))
+    os.replace(paths[1], raw)
+    files = [str(paths[0]), raw, str(paths[2])]
+    text = [display_path(f) for f in files]  # as model.json keeps them: "caf\\xe9.png"
+    sha = model.info.train_image_sha256
+    test = train[0].copy()
+    test[1, 6] = train[1, 1, 6] + 2.0 / np.sqrt(D)  # matched with image 1's patch at (1, 6)
+    model.info = ModelInfo({}, {}, {}, text, [], train_image_sha256=sha,
+                           train_images_raw=[raw_path_field(f) for f in files])
+    match = explain_scored(model, _scored(model, test), top=1, image_size=(64, 64)).patches[0].match
+    assert match.image_index == 1 and match.path == text[1] != raw
+    assert match.note == "" and match.box == Box(0, 40, 24, 24)
+    # a model saved before the raw names were recorded opens the text (which names no file)
+    model.info = ModelInfo({}, {}, {}, text, [], train_image_sha256=sha)
+    match = explain_scored(model, _scored(model, test), top=1, image_size=(64, 64)).patches[0].match
+    assert "moved or deleted" in match.note and match.box is None
 
 
 def test_strip_shows_the_matched_crop(tmp_path):

@@ -374,6 +374,33 @@ def test_fit_on_non_utf8_file_names_saves_a_utf8_model(tmp_path):
     info = json.loads((saved / "model.json").read_bytes().decode("utf-8"))
     assert len(info["train_images"]) == 3 and all("\\xff" in p for p in info["train_images"])
     assert load_model(saved).threshold == model.threshold
+    # the raw names are kept too (as results.csv's raw_path): explanations open the files
+    from anomaly_inspect.screening.explain import TrainingImages
+
+    raw = [urllib.parse.unquote_to_bytes(r) for r in info["train_images_raw"]]
+    assert all(os.path.isfile(r) and b"\xff" in r for r in raw)
+    train = TrainingImages(load_model(saved))
+    assert [train.note(i) for i in range(3)] == ["", "", ""]
+
+
+def test_screen_refuses_a_model_directory_as_out_and_labels_without_a_report(tiny, tmp_path,
+                                                                              capsys):
+    root, _, saved = tiny
+    img = write_image(tmp_path / "a.png", rgb_image(40))
+    before = sorted(p.name for p in saved.iterdir())
+    assert main(["screen", str(saved), str(img), "--out", str(saved), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {saved}: is a model directory; choose another --out (screening "
+                   f"writes results.csv, thumbs/ and report.html into it)")
+    assert sorted(p.name for p in saved.iterdir()) == before
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\na.png,0\n")
+    out = tmp_path / "out"
+    assert main(["screen", str(saved), str(img), "--out", str(out), "--no-report",
+                 "--labels", str(labels), "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --labels: used only by the report") and "\n" not in err
+    assert not out.exists()
 
 
 # ---------------------------------------------------------------- one writer per output folder
@@ -632,6 +659,8 @@ def test_load_refuses_model_json_that_is_not_a_model(tmp_path):
     (lambda d: d.update(backbone=None), "backbone: expected a mapping, got None"),
     (lambda d: d.update(config="foo"), "config: expected a mapping, got 'foo'"),
     (lambda d: d["config"]["features"].update(image_size=-5), "image_size: must be at least 32, got -5"),
+    (lambda d: d["config"]["backbone"].update(layers=[9]),
+     "model.json: config: backbone: layers: tf_efficientnet_lite0: layer indices [9] out of range"),
 ])
 def test_hand_edited_model_json_is_one_line_naming_the_field(tiny, tmp_path, edit, message, capsys):
     """A model whose checksums were removed (so nothing flags the edit) and whose model.json was

@@ -280,6 +280,40 @@ def test_model_dir_refuses_other_format_version(tmp_path):
         read_model_info(tmp_path)
 
 
+def test_raw_training_image_names_are_saved_and_checked_and_older_models_load(tmp_path):
+    from dataclasses import replace
+
+    info = replace(_info(), train_images=["a.png", "caf\\xe9.png"],
+                   train_images_raw=["", "caf%E9.png"])
+    target = save_model_dir(tmp_path / "m", info, _fitted_scorer())
+    assert read_model_info(target).train_images_raw == ["", "caf%E9.png"]
+    # an older model.json, without them: loads, and its description (identity) is unchanged
+    data = json.loads((target / MODEL_JSON).read_text())
+    del data["train_images_raw"]
+    old = ModelInfo.from_dict(data, "old")
+    assert old.train_images_raw == [] and old.to_dict() == data  # what model_identity hashes
+    with pytest.raises(ModelFormatError, match=r"m/model.json: train_images_raw: 1 entries for "
+                                               r"2 train_images"):
+        ModelInfo.from_dict({**data, "train_images_raw": ["x"]}, str(target / MODEL_JSON))
+    with pytest.raises(ModelFormatError, match=r"train_images_raw: expected"):
+        ModelInfo.from_dict({**data, "train_images_raw": ["", 3]}, "m")
+
+
+def test_screen_refuses_labels_without_a_report_and_a_model_directory_as_out(tmp_path):
+    from anomaly_inspect.screening.runner import screen
+
+    image = tmp_path / "in" / "a.png"
+    image.parent.mkdir()
+    image.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"labels='l.csv': used only by the report, which "
+                                         r"report=False turns off"):
+        screen(None, [image], tmp_path / "out", labels="l.csv", report=False)
+    model = save_model_dir(tmp_path / "m", _info(), _fitted_scorer())
+    with pytest.raises(ValueError, match=r"m: is a model directory; choose another out_dir \(screening"):
+        screen(None, [image], model)
+    assert not (model / "results.csv").exists() and not (tmp_path / "out").exists()
+
+
 def test_a_shipped_models_load_error_names_the_drivers_model_directory(tmp_path):
     """A worker loads a shipped model from its private copy; the error names the directory the
     model was shipped from, not that copy (which the user never sees)."""

@@ -1,4 +1,8 @@
-"""``anomaly-inspect fit``: fit on normal images, calibrate a threshold, save a model directory."""
+"""``anomaly-inspect fit``: fit on normal images, calibrate a threshold, save a model directory.
+
+Without ``--calibration``, a seeded share of the readable ``--train`` images is held out to
+calibrate the threshold; ``--auto`` tunes on the other images only, so that the images that
+set the threshold never influence the configuration either."""
 
 from __future__ import annotations
 
@@ -29,14 +33,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
     p.add_argument("--calibration", action="append", metavar="DIR",
                    help="normal images that set the threshold (default: hold out part of --train)")
-    p.add_argument("--calibration-fraction", type=fraction, default=0.2,
-                   help="fraction of training images held out for calibration when no "
-                        "--calibration is given (default 0.2, seeded by --seed)")
+    p.add_argument("--calibration-fraction", type=fraction,
+                   help="fraction of the readable training images held out for calibration "
+                        "(default 0.2, seeded by --seed); not with --calibration")
     p.add_argument("--target-fpr", type=fraction, default=0.01,
                    help="false-positive rate on normal images the threshold aims at (default 0.01)")
     p.add_argument("--auto", action="store_true",
-                   help="choose the configuration first with `tune` on the --train images "
-                        "(synthetic anomalies); the choice is recorded in model.json")
+                   help="choose the configuration first with `tune` on the --train images the "
+                        "model fits on (synthetic anomalies; not the held-out calibration "
+                        "images); the choice is recorded in model.json")
     add_tune_args(p)
     add_model_args(p)
     add_max_pixels_arg(p)
@@ -46,6 +51,22 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..features.backbone import LayerRangeError
+
+    if args.calibration is not None and args.calibration_fraction is not None:
+        raise ValueError("--calibration-fraction: sets the share of --train held out for "
+                         "calibration, so it does not apply with --calibration; drop one of them")
+    try:
+        return _run(args)
+    except LayerRangeError as exc:  # known once the backbone is built: name where they came from
+        if args.layers is not None:
+            raise LayerRangeError(f"--layers {','.join(map(str, args.layers))}: {exc}") from None
+        if args.config is not None:
+            raise LayerRangeError(f"{args.config}: {exc}") from None
+        raise
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..screening import fit
     from ..screening.model_dir import check_replaceable
 
@@ -55,10 +76,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config_from_args(args)
     engine = engine_from_args(args)  # its option errors before tuning, too
     tuning = None
-    if args.auto:
+    if args.auto:  # on the images fit fits on: the split fit draws again (same seed)
         from ..data.layout import expand_inputs
+        from ..screening.model import fit_split
 
-        tuning = run_tune(expand_inputs(list(args.train)), args, cfg)
+        fit_part = fit_split(expand_inputs(list(args.train)), args.calibration,
+                             args.calibration_fraction, cfg.seed, args.max_pixels)[0]
+        tuning = run_tune(fit_part, args, cfg)
         cfg = tuning.chosen_config(cfg)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
                 calibration_fraction=args.calibration_fraction, progress=not args.quiet,

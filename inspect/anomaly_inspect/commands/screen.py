@@ -33,7 +33,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "image follows it")
     p.add_argument("--overlays", choices=["flagged", "all", "none"], default="flagged",
                    help="which images get a heatmap overlay (default: flagged)")
-    p.add_argument("--no-report", action="store_true", help="do not write report.html")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write report.html (then --labels, used only there, is refused)")
     p.add_argument("--explain", nargs="?", type=positive_int, const=3, default=0, metavar="TOP",
                    help="for each flagged image, a strip of its TOP (default 3) most anomalous "
                         "patches beside the normal training patches they matched (explain/, "
@@ -58,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from ..resources import peak_rss_mb
     from ..screening import load_model
 
+    if args.labels is not None and args.no_report:
+        raise ValueError("--labels: used only by the report, which --no-report turns off; "
+                         "drop one of them")
     engine = engine_from_args(args)  # fails fast (one line) when Ray is missing
     model = load_model(args.model_dir, progress=not args.quiet, batch_size=args.batch_size,
                        max_pixels=args.max_pixels)

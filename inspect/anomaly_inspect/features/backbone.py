@@ -49,6 +49,10 @@ class UnknownBackboneError(ValueError):
     """The backbone name is not a timm model."""
 
 
+class LayerRangeError(ValueError):
+    """Layer indices the backbone does not have (known only once its stages are)."""
+
+
 class StaleCardError(RuntimeError):
     """A cached backbone card does not describe the weights it is keyed by (removed when found)."""
 
@@ -209,7 +213,7 @@ class Backbone(nn.Module):
         self.layers = tuple(int(i) for i in (layers if layers is not None else default_layers(info)))
         bad = [i for i in self.layers if not 0 <= i < len(info)]
         if bad:
-            raise ValueError(f"{name}: layer indices {bad} out of range 0..{len(info) - 1}")
+            raise LayerRangeError(f"{name}: layer indices {bad} out of range 0..{len(info) - 1}")
         self._has_intermediates = bool(card["intermediates"])
         self.mean = tuple(float(v) for v in card["mean"])
         self.std = tuple(float(v) for v in card["std"])

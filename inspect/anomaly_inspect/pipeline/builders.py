@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..config import ModelConfig, check_scorer_seed
 from ..data.image_io import DEFAULT_MAX_PIXELS
-from ..features.backbone import Backbone
+from ..features.backbone import Backbone, LayerRangeError
 from ..features.extractor import FeatureExtractor
 from ..scorers import (
     Scorer,
@@ -19,10 +19,15 @@ from ..scorers import (
 
 
 def build_backbone(cfg: ModelConfig, cache_dir: str | Path | None = None) -> Backbone:
-    """The backbone ``cfg.backbone`` describes; ONNX exports go to ``cache_dir`` (None = user cache)."""
+    """The backbone ``cfg.backbone`` describes; ONNX exports go to ``cache_dir`` (None = user cache).
+    Layers it lacks are a :class:`LayerRangeError` naming the ``backbone: layers`` key (the
+    config's source is the caller's to add: it is not known here)."""
     b = cfg.backbone
-    return Backbone(b.name, b.layers, b.weights, seed=cfg.seed, runtime=b.runtime,
-                    precision=b.precision, cache_dir=cache_dir)
+    try:
+        return Backbone(b.name, b.layers, b.weights, seed=cfg.seed, runtime=b.runtime,
+                        precision=b.precision, cache_dir=cache_dir)
+    except LayerRangeError as exc:
+        raise LayerRangeError(f"backbone: layers: {exc}") from None
 
 
 def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[Scorer],

@@ -225,11 +225,18 @@ UNLIMITED = sys.maxsize  # no pixel budget: training images are the files fitted
 
 class TrainingImages:
     """Training images of a model, by index: verified once against the sha256 recorded at
-    fit, decoded into model input on demand (a small LRU cache: matches often repeat)."""
+    fit, decoded into model input on demand (a small LRU cache: matches often repeat).
+    ``paths`` are their names as text (for notes and explanations), ``files`` as the file
+    system spells them (opened; the text of an older model that did not record them)."""
 
     def __init__(self, model: Model, cache: int = 32):
+        from .runner import row_key
+
         self.model = model
         self.paths = list(model.info.train_images)
+        raw = model.info.train_images_raw or [""] * len(self.paths)
+        self.files = [row_key({"path": p, "raw_path": r})
+                      for p, r in zip(self.paths, raw, strict=True)]
         self.hashes = list(model.info.train_image_sha256)
         self._checked: dict[int, str] = {}
         self._inputs: OrderedDict[int, tuple[np.ndarray, Box, tuple[int, int], int]] = \
@@ -247,7 +254,7 @@ class TrainingImages:
         if not 0 <= index < len(self.paths):
             return "origin unknown (augmented view from an unrecorded source)" if index < 0 else \
                 f"training image #{index} is not in the model's training list"
-        path = Path(self.paths[index])
+        path = Path(self.files[index])
         if not path.is_file():
             return f"training image moved or deleted since fit: {self.paths[index]}"
         if index < len(self.hashes):
@@ -266,7 +273,7 @@ class TrainingImages:
         if index in self._inputs:
             self._inputs.move_to_end(index)
             return self._inputs[index]
-        t, path = self.model.extractor.transform, self.paths[index]
+        t, path = self.model.extractor.transform, self.files[index]
         factor = decode_factor(path, t.output_size, UNLIMITED)
         image = read_image(path, UNLIMITED, min_side=reduced_side(t.output_size))
         size = image.shape[:2] if factor == 1 else image_io.image_size(path, UNLIMITED)[::-1]

@@ -12,17 +12,17 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ConfigError, ModelConfig
 from ..core import Features
-from ..data.image_io import DEFAULT_MAX_PIXELS
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size
 from ..data.layout import display_path, expand_inputs
 from ..data.transforms import Box
-from ..features.backbone import Backbone
+from ..features.backbone import Backbone, LayerRangeError
 from ..features.extractor import FeatureExtractor
 from ..pipeline import (
     Engine,
@@ -34,6 +34,7 @@ from ..pipeline import (
     score_batches,
 )
 from ..pipeline.engine import Shared
+from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
 from ..scorers import Scorer
 from .calibration import Calibration, calibrate, holdout_split
@@ -51,6 +52,10 @@ from .model_dir import (
 )
 
 log = logging.getLogger(__name__)
+
+#: the share of the training images held out to calibrate the threshold when no calibration
+#: images are given
+DEFAULT_CALIBRATION_FRACTION = 0.2
 
 
 @dataclass
@@ -266,42 +271,91 @@ def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str]
     return train_paths, cal_all, f"calibration images from {', '.join(map(str, calibration))}"
 
 
+def _held_out_fraction(calibration: Sequence[Path | str] | None,
+                       calibration_fraction: float | None) -> float:
+    """``calibration_fraction``, or the default where None; refused with ``calibration``."""
+    if calibration is not None and calibration_fraction is not None:
+        raise ValueError("calibration_fraction applies only without calibration=DIR (it is the "
+                         "share of the training images held out); drop one of them")
+    return DEFAULT_CALIBRATION_FRACTION if calibration_fraction is None else calibration_fraction
+
+
+def fit_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
+              calibration_fraction: float | None, seed: int,
+              max_pixels: int = DEFAULT_MAX_PIXELS
+              ) -> tuple[list[Path], list[Path], str, list[dict[str, str]]]:
+    """:func:`calibration_split` as ``fit`` draws it, and the training images left out unread:
+    without ``calibration``, the headers are checked first (``image_io.image_size``) and the
+    hold-out is drawn over the readable images only (the others skipped with fit's warning), so
+    that no unreadable image takes a calibration place; where every image reads, the split is
+    :func:`calibration_split`'s. ``calibration_fraction`` None = the default
+    (:data:`DEFAULT_CALIBRATION_FRACTION`); it is refused with ``calibration``, which it
+    does not apply to. ``fit --auto`` tunes on the fit part."""
+    fraction = _held_out_fraction(calibration, calibration_fraction)
+    if calibration is not None:
+        return (*calibration_split(train_paths, calibration, fraction, seed), [])
+    errors = []
+    for i, p in enumerate(train_paths):
+        try:
+            image_size(p, max_pixels)
+        except ImageReadError as exc:
+            errors.append((i, exc.reason))
+    skipped = skip_unreadable(train_paths, errors)
+    bad = {i for i, _ in errors}
+    readable = [p for i, p in enumerate(train_paths) if i not in bad]
+    if not readable:
+        raise ValueError(f"none of the {len(train_paths)} training images could be read")
+    try:
+        return (*calibration_split(readable, None, fraction, seed), skipped)
+    except ValueError as exc:
+        if not skipped:
+            raise
+        raise ValueError(f"{exc} ({len(skipped)} unreadable training images skipped)") from None
+
+
 def fit(
     train: Sequence[Path | str],
     cfg: ModelConfig | None = None,
     calibration: Sequence[Path | str] | None = None,
     target_fpr: float = 0.01,
-    calibration_fraction: float = 0.2,
+    calibration_fraction: float | None = None,
     progress: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     engine: Engine | None = None,
 ) -> Model:
     """Fit on normal images (files, folders searched recursively, globs) and calibrate.
 
-    Without ``calibration``, a seeded ``calibration_fraction`` of the training
-    images is held out (not fitted on) and its scores set the threshold at
-    ``target_fpr``. With ``calibration`` (normal images only), the scorer fits
-    on every training image. Anomalous labels are never used. Images above
-    ``max_pixels`` are skipped unread (see ``data.image_io``). With a distributed
-    ``engine``, see :func:`.distributed_fit.fit_on_engine`.
+    Without ``calibration``, a seeded ``calibration_fraction`` (default 0.2) of the readable
+    training images is held out (not fitted on) and its scores set the threshold at
+    ``target_fpr`` (see :func:`fit_split`). With ``calibration`` (normal images only), the
+    scorer fits on every training image; ``calibration_fraction`` is then refused. Anomalous
+    labels are never used. Images above ``max_pixels`` are skipped unread (see
+    ``data.image_io``). With a distributed ``engine``, see
+    :func:`.distributed_fit.fit_on_engine`.
     """
     cfg = cfg or ModelConfig()
     train_paths = expand_inputs(list(train))
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
+    fit_all, cal_all, source, unread = fit_split(train_paths, calibration, calibration_fraction,
+                                                 cfg.seed, max_pixels)
     if engine is not None and not engine.in_process:
         from .distributed_fit import fit_on_engine
 
-        return fit_on_engine(train_paths, cfg, engine, calibration, target_fpr,
-                             calibration_fraction, progress, max_pixels)
+        kept = set(fit_all) | set(cal_all)  # it draws the same split over the readable images
+        model = fit_on_engine([p for p in train_paths if p in kept], cfg, engine, calibration,
+                              target_fpr, _held_out_fraction(calibration, calibration_fraction),
+                              progress, max_pixels)
+        if not unread:
+            return model
+        return Model(model.cfg, model.extractor, model.scorer, model.calibration,
+                     replace(model.info, skipped_images=unread + model.info.skipped_images))
     backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     runner = Runner(extractor, progress=progress)
-    fit_all, cal_all, source = calibration_split(train_paths, calibration, calibration_fraction,
-                                                 cfg.seed)
     # streamed: the training features go batch by batch into the scorer (PatchCore's coreset),
     # the calibration images batch by batch through it, so memory does not grow with the set
     fitted = runner.fit({"model": scorer}, fit_all, skip_errors=True)
-    skipped = fitted.skipped
+    skipped = unread + fitted.skipped
     scores, patch_scores, cal_ok = [], [], []
     for idx, feats in runner.iter_readable(cal_all, "extract calibration", skipped=skipped):
         result = runner.score_features({"model": scorer}, feats)["model"]
@@ -328,6 +382,8 @@ def calibrated_model(cfg: ModelConfig, backbone, extractor: FeatureExtractor, sc
                      cal_paths: Sequence[Path], skipped: list[dict[str, str]]) -> Model:
     """The fitted :class:`Model`: threshold from the calibration images' scores, heatmap range
     from their on-image patch scores."""
+    from .runner import raw_path_field  # runner imports this module
+
     cal = calibrate(cal_scores, target_fpr, source)
     log.info("calibration: %s", cal.summary())
     display = _display_range(cal_patch_scores, cal.threshold)
@@ -338,6 +394,7 @@ def calibrated_model(cfg: ModelConfig, backbone, extractor: FeatureExtractor, sc
         calibration=cal.to_dict(),
         train_images=[display_path(p) for p in fit_paths],  # model.json is UTF-8
         train_image_sha256=[file_sha256(p) for p in fit_paths],  # explanations check these
+        train_images_raw=[raw_path_field(str(p)) for p in fit_paths],  # ... and open these
         calibration_images=[display_path(p) for p in cal_paths],
         skipped_images=skipped,
         display=display,
@@ -375,7 +432,10 @@ def open_model_dir(directory: Path | str
     except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         raise ModelFormatError(f"{directory}/{MODEL_JSON}: damaged model description "
                                f"({type(exc).__name__}: {exc})") from None
-    backbone = build_backbone(cfg, cache_dir=directory / BACKBONE_DIR)  # exports saved with it
+    try:
+        backbone = build_backbone(cfg, cache_dir=directory / BACKBONE_DIR)  # exports saved with it
+    except LayerRangeError as exc:
+        raise ModelFormatError(f"{directory}/{MODEL_JSON}: config: {exc}") from None
     check_backbone_checksum(directory, info, backbone.weight_source.checksum)
     return info, cfg, calibration, backbone
 

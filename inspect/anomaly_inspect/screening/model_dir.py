@@ -92,13 +92,19 @@ class ModelInfo:
     #: sha256 of each training image's content at fit (empty for older models): an explanation
     #: shows a training crop only if the file is still the one the model learnt from
     train_image_sha256: list[str] = field(default_factory=list)
+    #: each training image's name as the file system spells it, percent-encoded where it is not
+    #: UTF-8 (as results.csv's ``raw_path``; "" for every other name, and an empty list for
+    #: older models): ``train_images`` holds display text, which does not open such a file
+    train_images_raw: list[str] = field(default_factory=list)
     format_version: int = MODEL_FORMAT_VERSION
     toolkit_version: str = __version__
     libraries: dict[str, str] = field(default_factory=library_versions)
     tuning: dict[str, Any] | None = None  # ``fit --auto``: the choice, every candidate's scores, the recipe
 
     def to_dict(self) -> dict[str, Any]:
-        extra = {} if self.tuning is None else {"tuning": self.tuning}
+        # absent rather than empty: an older model's description (its identity) stays the same
+        extra = {**({"train_images_raw": self.train_images_raw} if self.train_images_raw else {}),
+                 **({} if self.tuning is None else {"tuning": self.tuning})}
         return {
             "format_version": self.format_version,
             "toolkit_version": self.toolkit_version,
@@ -122,6 +128,7 @@ class ModelInfo:
                 "config", "backbone", "calibration", "train_images", "calibration_images",
                 "skipped_images", "display", "created", "format_version", "toolkit_version",
                 "libraries")}, train_image_sha256=list(d.get("train_image_sha256") or []),
+                       train_images_raw=list(d.get("train_images_raw") or []),
                        tuning=d.get("tuning"))
         except KeyError as exc:
             raise ModelFormatError(f"{source}: missing field {exc} in {MODEL_JSON}") from None
@@ -131,6 +138,9 @@ class ModelInfo:
             check_field_types(info, "")
         except ConfigError as exc:
             raise ModelFormatError(f"{source}: {MODEL_JSON}: {exc}") from None
+        if info.train_images_raw and len(info.train_images_raw) != len(info.train_images):
+            raise ModelFormatError(f"{source}: train_images_raw: {len(info.train_images_raw)} "
+                                   f"entries for {len(info.train_images)} train_images")
         return info
 
 
@@ -194,7 +204,7 @@ def verify_model_files(directory: Path | str) -> None:
                                    f"mismatch); restore the model directory or re-fit")
 
 
-def _is_model_dir(target: Path) -> bool:
+def is_model_dir(target: Path) -> bool:
     """A folder this tool wrote: its model.json is a JSON object with a format version."""
     try:
         data = json.loads((target / MODEL_JSON).read_text(encoding="utf-8"))
@@ -223,7 +233,7 @@ def check_replaceable(target: Path | str, overwrite: bool) -> None:
     if not overwrite:
         raise FileExistsError(f"{target}: already exists; pass overwrite=True to replace it")
     if target.is_dir() and not target.is_symlink() and (
-            _is_model_dir(target) or not any(target.iterdir())):
+            is_model_dir(target) or not any(target.iterdir())):
         return
     # Never delete something that is not a model directory, --overwrite or not.
     raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")

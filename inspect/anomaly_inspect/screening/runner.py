@@ -43,6 +43,7 @@ from ..progress import Progress
 from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
 from .lock import LOCK_NAME, OutputLock
 from .model import Model, ScoredImage
+from .model_dir import is_model_dir
 from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
 
 log = logging.getLogger(__name__)
@@ -225,8 +226,14 @@ def screen(
     """
     if overlays not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
+    if labels is not None and not report:
+        raise ValueError(f"labels={labels!r}: used only by the report, which report=False "
+                         f"turns off; drop one of them")
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    if is_model_dir(out_dir):
+        raise ValueError(f"{out_dir}: is a model directory; choose another out_dir (screening "
+                         f"writes {RESULTS_CSV}, thumbs/ and report.html into it)")
     found = expand_inputs(list(inputs), exclude=written_folders(out_dir))
     paths = [os.path.abspath(p) for p in without_earlier_outputs(found, inputs)]
     if not paths:

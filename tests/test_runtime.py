@@ -539,16 +539,20 @@ def test_runs_on_says_which_inputs_fell_back_to_torch(x, tmp_path, monkeypatch):
     assert bb.runs_on == "onnxruntime f32 (torch where the export failed)"
 
 
-def test_runs_on_reports_the_precision_the_compiled_graph_runs_at(x, tmp_path, monkeypatch):
-    class Downgraded(rt.OnnxRunner):  # as OpenVINO on a CPU without bf16: it runs f32
+def test_a_graph_that_runs_at_another_precision_is_an_error_at_the_first_batch(x, tmp_path,
+                                                                              monkeypatch):
+    """As OpenVINO bf16 on a CPU without bf16 (it runs f32): refused at the first batch, not
+    after a whole fit whose model could then not be saved as what it records."""
+    class Downgraded(rt.OnnxRunner):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             self.runs_precision = "f16"
 
     monkeypatch.setattr("anomaly_inspect.features.backbone.OnnxRunner", Downgraded)
     bb = random_backbone("onnxruntime", tmp_path)
-    bb(x)
-    assert bb.runs_on == "onnxruntime f16 (f32 asked for; this CPU runs f16)"
+    with pytest.raises(rt.PrecisionError, match="precision f32: onnxruntime runs f16 on this CPU, "
+                                                "not f32; .* use --precision f16"):
+        bb(x)
 
 
 def test_openvino_precision_is_read_back_from_the_compiled_model():
@@ -617,7 +621,7 @@ def test_a_failed_int8_quantisation_is_an_error_not_a_silent_torch_f32(x, tmp_pa
                               "quantiser cannot handle Foo); the backbone is not run at another "
                               "precision instead: use --precision f32")
     assert "exporting again" not in caplog.text  # the f32 export was fine: not blamed
-    assert bb.precisions_run == set() and not list(tmp_path.glob("*-int8-*"))
+    assert not bb._ran and not list(tmp_path.glob("*-int8-*"))
     # nor where the f32 export itself fails (no torch f32 in int8's place)
     monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", broken)
     other = random_backbone("onnxruntime", tmp_path / "other", precision="int8")
@@ -676,26 +680,6 @@ def test_the_unreadable_export_warning_is_one_line(x, tmp_path, monkeypatch, cap
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
                   and r.name == "anomaly_inspect.features.backbone"]
     assert warning.endswith("unreadable cached export (cannot load the graph); exporting again")
-
-
-def test_a_model_whose_backbone_ran_at_another_precision_is_not_saved(x, tmp_path, monkeypatch):
-    from types import SimpleNamespace
-
-    from anomaly_inspect.screening.model import Model
-
-    class Downgraded(rt.OnnxRunner):  # as OpenVINO running bf16 as f32
-        def __init__(self, *a, **k):
-            super().__init__(*a, **k)
-            self.runs_precision = "f16"
-
-    monkeypatch.setattr("anomaly_inspect.features.backbone.OnnxRunner", Downgraded)
-    bb = random_backbone("onnxruntime", tmp_path / "cache")
-    bb(x)
-    model = Model(ModelConfig(), SimpleNamespace(backbone=bb), None, None, None)
-    with pytest.raises(ValueError, match=r"m: not saved: the model records backbone runtime "
-                       r"onnxruntime precision f32, but its backbone ran at f16 \(onnxruntime f16 "):
-        model.save(tmp_path / "m")
-    assert not (tmp_path / "m").exists()
 
 
 def test_onnx_runner_takes_no_thread_count():

@@ -160,8 +160,8 @@ class Backbone(nn.Module):
     Non-torch runtimes export the graph on the first batch of each input size
     into ``cache_dir`` (None = the user cache; a read-only one falls back to it)
     and, at f32, run in torch, with a one-line warning, where the export fails; at int8 / bf16
-    a failed export or quantisation is a :class:`PrecisionError` (a precision is never chosen
-    silently, :attr:`precisions_run`). A saved model's
+    a failed export or quantisation is a :class:`PrecisionError`, and so is a graph that runs at
+    another precision than asked for (a precision is never chosen silently). A saved model's
     ``cache_dir`` holds its graphs: one made there under another torch version (so named by
     another key) is still found and run where it records these weights and stages
     (:meth:`_graph_path`).
@@ -337,26 +337,16 @@ class Backbone(nn.Module):
     @property
     def runs_on(self) -> str:
         """What has run the backbone so far: "torch", e.g. "onnxruntime f32", "torch (export
-        failed)" where every export fell back, "... (torch where the export failed)" where some
-        did, and the precision each compiled graph reports it runs at where that is not the one
-        asked for (OpenVINO bf16 on a CPU without bf16)."""
+        failed)" where every export fell back (f32 only), "... (torch where the export failed)"
+        where some did. A compiled graph that would run at another precision than asked for
+        (OpenVINO bf16 on a CPU without bf16) is a :class:`PrecisionError`, not run."""
         if self.runtime == "torch":
             return "torch"
         failed = any(r is None for r in self._runners.values())
         if not self._ran and failed:
             return "torch (export failed)"
-        ran = sorted(set(self._ran.values())) or [self.precision]
-        text = f"{self.runtime} {'/'.join(ran)}"
-        if ran != [self.precision]:
-            text += f" ({self.precision} asked for; this CPU runs {'/'.join(ran)})"
+        text = f"{self.runtime} {self.precision}"
         return text + (" (torch where the export failed)" if failed else "")
-
-    @property
-    def precisions_run(self) -> set[str]:
-        """The precisions the backbone has run at so far: each compiled graph's (as it reports
-        it), and f32 where an export failed and it ran in torch."""
-        ran = set(self._ran.values())
-        return ran | {"f32"} if any(r is None for r in self._runners.values()) else ran
 
     def export(self, input_hw: tuple[int, int], outputs: str = "stages", reuse: bool = True) -> Path:
         """The cached ONNX export for this input size, made now if absent or not a readable
@@ -474,6 +464,11 @@ class Backbone(nn.Module):
                 raise PrecisionError(f"precision {self.precision}: {why}; the backbone is not run "
                                      "in torch f32 instead: use --precision f32") from exc
             log.warning("%s: %s; running the backbone in torch", self.name, why)
+        if runner is not None and runner.runs_precision != self.precision:
+            raise PrecisionError(  # OpenVINO runs bf16 as f32 on a CPU without bf16
+                f"precision {self.precision}: {self.runtime} runs {runner.runs_precision} on this "
+                f"CPU, not {self.precision}; the backbone is not run at another precision "
+                f"instead: use --precision {runner.runs_precision}")
         self._runners[slot] = runner
         if runner is not None:
             self._exports[slot] = list(dict.fromkeys([path, runner.path]))

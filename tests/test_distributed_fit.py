@@ -360,3 +360,34 @@ def test_bench_coreset_refuses_int8_on_a_distributed_engine_before_extracting(mo
     engine = types.SimpleNamespace(in_process=False)
     with pytest.raises(ValueError, match="int8 cannot run on a distributed engine"):
         coreset_bench.bench_coreset(None, cfg, [0.1], ["two_round"], engine=engine)
+
+
+def test_distributed_fit_refuses_a_weights_file_without_shared_storage():
+    """Workers build the backbone from --weights FILE's path, which --no-shared-storage says
+    they cannot see: refused before any batch (they built it from whatever lay there)."""
+    from anomaly_inspect.pipeline.remote_fit import extract_parts
+
+    class NoSharedStorage(LocalEngine):
+        shared_storage = False
+
+    cfg = ModelConfig.from_dict({"backbone": {"weights": "/models/backbone.pth"}}, "test")
+    with pytest.raises(ValueError, match="backbone weights /models/backbone.pth: .*"
+                                         "--no-shared-storage"):
+        next(extract_parts(NoSharedStorage(), cfg, [Path("a.png")], frozenset(), 10**6))
+
+
+def test_round_two_is_timed_as_the_fit_stage():
+    """Round 2 runs on the driver: timed as ``fit`` (as a local fit's coreset is), not hidden
+    in the caller's time for the workers' pass."""
+    import time
+
+    from anomaly_inspect.pipeline import remote_fit
+    from anomaly_inspect.resources import StageTimes
+
+    class Scorer:
+        def install_coreset(self, coreset, valid, probes):
+            time.sleep(0.05)
+
+    times = StageTimes()
+    remote_fit._finish(Scorer(), None, [0], [], ProbeSample(), 1, times)
+    assert times.seconds["fit"] >= 0.05

@@ -386,3 +386,74 @@ def test_a_failing_task_is_one_line_naming_its_error(echo_pickled_by_value, tmp_
     with pytest.raises(EngineFailed, match="ValueError: cannot score img_000.txt") as err:
         list(make_engine("ray", workers=1).map(FailingTask(), _files(tmp_path, 2)))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("debug", [False, True])
+def test_ray_data_errors_stay_off_the_console_unless_debugging(monkeypatch, debug):
+    """Ray Data logs a failed task's error (with a dead actor, a ~35-line traceback; --quiet
+    or not) from its executor thread, also after the map has ended; EngineFailed says it in
+    one line, so its console shows them only with ANOMALY_INSPECT_DEBUG=1 (its files keep
+    them; warnings still show)."""
+    pytest.importorskip("ray.data")
+    if debug:
+        monkeypatch.setenv("ANOMALY_INSPECT_DEBUG", "1")
+    else:
+        monkeypatch.delenv("ANOMALY_INSPECT_DEBUG", raising=False)
+    _started_engine()
+    handlers = logging.getLogger("ray.data").handlers
+    console = [h for h in handlers if type(h).__name__ == "PlainRayHandler"]
+    files = [h for h in handlers if type(h).__name__ == "SessionFileHandler"]
+    assert console and files
+
+    def record(level):
+        return logging.LogRecord("ray.data._internal.execution.streaming_executor_state", level,
+                                 "x.py", 1, "An exception was raised from a task", None, None)
+
+    for h in console:
+        assert bool(h.filter(record(logging.ERROR))) is debug
+        assert h.filter(record(logging.WARNING)) and h.filter(record(logging.CRITICAL))
+    assert all(h.filter(record(logging.ERROR)) for h in files)
+
+
+def test_an_unreachable_address_fails_in_seconds_naming_it():
+    """ray.init retried a closed port forever (SIGTERM took ~20 s); the engine refuses it
+    when made, before any progress bar."""
+    from anomaly_inspect.pipeline.ray_engine import EngineFailed
+
+    start = time.monotonic()
+    with pytest.raises(EngineFailed, match=r"^cannot reach the Ray cluster at 127\.0\.0\.1:1 "
+                                           r"\(Connection refused\)$"):
+        make_engine("ray", address="127.0.0.1:1")
+    assert time.monotonic() - start < 5
+
+
+def test_start_probes_an_explicit_address_before_ray_init():
+    from anomaly_inspect.pipeline.ray_engine import EngineFailed, RayEngine
+
+    engine = RayEngine.__new__(RayEngine)
+    engine.ray, engine.address = _FakeRay(), "ray://127.0.0.1:1"
+    with pytest.raises(EngineFailed, match="cannot reach the Ray cluster at ray://127.0.0.1:1"):
+        engine.start()
+    assert not engine.ray.initialized
+
+
+@pytest.mark.parametrize("address, target", [
+    ("10.0.0.5:6379", ("10.0.0.5", 6379)), ("ray://head:10001", ("head", 10001)),
+    ("[::1]:6379", ("::1", 6379)), ("auto", None), ("local", None), (None, None),
+    ("head", None), ("head:port", None)])
+def test_probe_target_reads_host_and_port_only_from_explicit_addresses(address, target):
+    from anomaly_inspect.pipeline.ray_engine import probe_target
+
+    assert probe_target(address) == target
+
+
+def test_engine_help_does_not_promise_equal_fits(capsys):
+    """Screen results are the local engine's; a distributed fit's bank differs by design."""
+    from anomaly_inspect.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "results are the same" not in text
+    assert "screen results are identical, a distributed fit differs slightly by design: " \
+           "docs/scaling.md" in text

@@ -45,4 +45,8 @@ def run(args: argparse.Namespace) -> int:
         print(format_row(row, rows))
     write_json(args.output_json, {"model_dir": str(args.model_dir), "images": len(paths),
                                   "distinct_images": len(found), "runs": rows})
+    failed = [row for row in rows if "error" in row]
+    if failed:
+        raise RuntimeError(f"{len(failed)} of {len(rows)} bench-scale runs failed (first: "
+                           f"{failed[0]['engine']} x{failed[0]['workers']}: {failed[0]['error']})")
     return 0

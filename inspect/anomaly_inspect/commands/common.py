@@ -133,7 +133,8 @@ def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
     """--engine / --address / --workers / --no-shared-storage: where the per-batch work runs."""
-    g = p.add_argument_group("engine (where the batches run; results are the same)")
+    g = p.add_argument_group("engine (where the batches run; screen results are identical, a "
+                             "distributed fit differs slightly by design: docs/scaling.md)")
     g.add_argument("--engine", choices=ENGINES,
                    help="local: this process (default); ray: a pool of Ray actors "
                         "(pip install -e \".[ray]\")")

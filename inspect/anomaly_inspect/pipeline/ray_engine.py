@@ -36,6 +36,7 @@ import pickle
 import re
 import shutil
 import signal
+import socket
 import tempfile
 import threading
 import uuid
@@ -66,6 +67,8 @@ _RUNS: list[str] = []  # this process's maps, whose folders are removed at exit 
 _PROGRESS_LOGGER = "ray.data._internal.progress"
 _TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 _TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
+DEBUG_ENV = "ANOMALY_INSPECT_DEBUG"  # the CLI's debug switch (cli.DEBUG_ENV): Ray Data's errors shown
+PROBE_S = 3.0  # how long an explicit --address may take to accept a connection
 
 
 class EngineUnavailable(RuntimeError):
@@ -202,8 +205,9 @@ def _quiet_token_notice(record: logging.LogRecord) -> bool:
 class RayEngine:
     """Runs a task's batches on ``workers`` Ray actors (default: one per CPU of the cluster).
 
-    ``address``: an existing cluster (``auto``, ``ray://host:port``); without it a local Ray
-    instance is started with this machine's cores (or the running one is reused).
+    ``address``: an existing cluster (``auto``, ``host:port``, ``ray://host:port``; an explicit
+    host and port must accept a connection within :data:`PROBE_S` seconds); without it a local
+    Ray instance is started with this machine's cores (or the running one is reused).
     """
 
     name = "ray"
@@ -217,6 +221,7 @@ class RayEngine:
         self.address = address
         self.workers = workers
         self.shared_storage = shared_storage
+        check_reachable(address)  # before the caller's first progress bar
 
     def start(self) -> None:
         """Connect to (or start) Ray; a no-op when this process is already connected. Our
@@ -226,6 +231,7 @@ class RayEngine:
         if _quiet_token_notice not in token.filters:
             token.addFilter(_quiet_token_notice)
         if not self.ray.is_initialized():
+            check_reachable(self.address)  # ray.init would retry an unreachable one forever
             sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 self.ray.init(address=self.address, include_dashboard=False,
@@ -241,6 +247,10 @@ class RayEngine:
         warnings.filterwarnings("ignore", message=".*minimum number of concurrent actors")
         for name in ("ray.data", "ray.data._internal.execution.streaming_executor"):
             logging.getLogger(name).setLevel(logging.WARNING)
+        for handler in logging.getLogger("ray.data").handlers:  # the console's, not its files'
+            if isinstance(handler, logging.StreamHandler) and not isinstance(
+                    handler, logging.FileHandler) and _quiet_data_errors not in handler.filters:
+                handler.addFilter(_quiet_data_errors)
 
     def pool(self) -> tuple[int, float]:
         """(actors, CPUs per actor): the cluster's CPUs shared among the actors (whole CPUs
@@ -297,7 +307,34 @@ class RayEngine:
 
 
 class EngineFailed(RuntimeError):
-    """A worker or the cluster failed (one line; Ray's own log has the details)."""
+    """A worker or the cluster failed, or cannot be reached (one line; Ray's own log has the
+    details)."""
+
+
+def probe_target(address: str | None) -> tuple[str, int] | None:
+    """(host, port) of an explicit cluster address (``host:port``, ``ray://host:port``, IPv6
+    in brackets); None for none, ``auto``, ``local`` or a form this does not know (Ray
+    judges those)."""
+    if not address:
+        return None
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str | None, timeout: float = PROBE_S) -> None:
+    """Refuse an explicit cluster address that accepts no TCP connection within ``timeout``
+    seconds: ``ray.init`` would retry it forever, silently."""
+    target = probe_target(address)
+    if target is None:
+        return
+    try:
+        socket.create_connection(target, timeout=timeout).close()
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise EngineFailed(f"cannot reach the Ray cluster at {address} ({reason})") from None
 
 
 def _one_line(exc: BaseException) -> str:
@@ -317,3 +354,10 @@ def _one_line(exc: BaseException) -> str:
                 return line
     lines = [ln.strip() for ln in str(chain[-1]).splitlines() if ln.strip()]
     return f"{type(chain[-1]).__name__}: {lines[0] if lines else ''}"
+
+
+def _quiet_data_errors(record: logging.LogRecord) -> bool:
+    """Ray Data's error records, off the console unless the CLI's debug switch is on: a failed
+    task's traceback (~35 lines, logged from Ray's executor thread, also after the map has
+    ended) is EngineFailed's one line here; Ray's own ``ray-data.log`` keeps it."""
+    return not logging.ERROR <= record.levelno < logging.CRITICAL or os.environ.get(DEBUG_ENV) == "1"

@@ -18,6 +18,7 @@ that build their bank from the plain coreset (PatchCore) fit this way.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -28,7 +29,9 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..features.extractor import Features
+from ..features.weights import RANDOM
 from ..progress import Progress
+from ..resources import StageTimes
 from ..scorers import Scorer
 from ..scorers.coreset import round_one
 from ..scorers.nn_index import ProbeSample
@@ -133,12 +136,24 @@ def check_distributed_precision(cfg: ModelConfig) -> None:
                          "calibrated graph to its workers; use --engine local or precision f32")
 
 
+def check_weights_reach_workers(cfg: ModelConfig, engine: Engine) -> None:
+    """Refuse a backbone weights file (``--weights FILE``) on workers without shared storage:
+    they build the backbone from the file's path here, and only the model's own files travel."""
+    weights = cfg.backbone.weights
+    if not engine.shared_storage and weights is not None and weights != RANDOM:
+        raise ValueError(f"backbone weights {weights}: a weights file is read by its path on "
+                         f"every worker, and --no-shared-storage says they cannot see this "
+                         f"machine's files; use shared storage (the file at this path on every "
+                         f"worker), the default weights, or --engine local")
+
+
 def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
                   features_for: frozenset[bytes], max_pixels: int,
                   progress: Progress | None = None) -> Iterator[ExtractedPart]:
     """:class:`RemoteFitTask` over ``paths`` on ``engine``, batch by batch, in order; positions
     are ``paths``' indices."""
     check_distributed_precision(cfg)
+    check_weights_reach_workers(cfg, engine)
     task = RemoteFitTask(cfg.to_dict(), max_pixels, features_for, cfg.features.batch_size)
     offset = 0
     for part in engine.map(task, list(paths), progress):
@@ -152,10 +167,12 @@ def extract_parts(engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
 def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: Sequence[Path],
                     max_pixels: int, progress: Progress | None = None,
                     then: Sequence[Path] = (),
-                    on_then: Callable[[ExtractedPart], None] | None = None
+                    on_then: Callable[[ExtractedPart], None] | None = None,
+                    times: StageTimes | None = None
                     ) -> tuple[list[int], list[tuple[int, str]]]:
     """Fit ``scorer``'s memory bank from ``paths``: extraction and round 1 on the workers,
-    round 2 here. Returns the readable positions and the (position, reason) of the others.
+    round 2 here (timed as the ``fit`` stage of ``times``, where given, as a local fit's
+    coreset is). Returns the readable positions and the (position, reason) of the others.
 
     ``then``: images extracted in the same pass (one actor pool) once the training images
     are done; ``on_then`` gets each batch of them (features, positions in ``then``) after
@@ -183,21 +200,22 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
         then_errors = [(i - n, r) for i, r in part.errors if i >= n]
         if part.featured or then_errors:  # training images done: outputs arrive in order
             if not finished:
-                _finish(scorer, coreset, ok, valid, probes, n)
+                _finish(scorer, coreset, ok, valid, probes, n, times)
                 finished = True
             if on_then is not None:
                 featured = [i - n for i in part.featured]
                 on_then(ExtractedPart(featured, then_errors, featured=featured,
                                       features=part.features))
     if not finished:
-        _finish(scorer, coreset, ok, valid, probes, n)
+        _finish(scorer, coreset, ok, valid, probes, n, times)
     return ok, errors
 
 
 def _finish(scorer: PatchCore, coreset, ok: list[int], valid: list[np.ndarray],
-            probes: ProbeSample, n: int) -> None:
+            probes: ProbeSample, n: int, times: StageTimes | None = None) -> None:
     """Round 2, and the bank with its provenance (numbering the readable images in order,
     as the model lists them) and its search index checked on the merged probe sample."""
     if not ok:
         raise ValueError(f"none of the {n} training images could be read")
-    scorer.install_coreset(coreset, valid, probes.rows)
+    with times("fit") if times is not None else contextlib.nullcontext():
+        scorer.install_coreset(coreset, valid, probes.rows)

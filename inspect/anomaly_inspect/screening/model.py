@@ -107,17 +107,7 @@ class Model:
         return self.calibration.threshold
 
     def save(self, directory: Path | str, overwrite: bool = False) -> Path:
-        """Save to ``directory``; refused where the backbone ran at another precision than
-        ``model.json`` records (it would load as a model its bank was not made by)."""
-        backbone, recorded = self.extractor.backbone, self.cfg.backbone
-        other = backbone.precisions_run - {recorded.precision}
-        if other:
-            raise ValueError(
-                f"{directory}: not saved: the model records backbone runtime {recorded.runtime} "
-                f"precision {recorded.precision}, but its backbone ran at "
-                f"{'/'.join(sorted(other))} ({backbone.runs_on}); fit it with the precision "
-                "that runs here")
-        exports = {f"{BACKBONE_DIR}/{p.name}": p for p in backbone.exports}
+        exports = {f"{BACKBONE_DIR}/{p.name}": p for p in self.extractor.backbone.exports}
         return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite,
                               extra_files=exports)
 
@@ -214,6 +204,7 @@ class ScoreTask:
     model_files: Shared | None = None  # {relative path: bytes} of a model directory
     overrides: dict | None = None  # batch_size / max_pixels set on the driver's model
     model_origin: str | None = None  # where model_files came from, for errors
+    model_fingerprint: str | None = None  # the driver's model's (remote.fingerprint)
     thumb_size: int | None = None  # send thumbnails, not model inputs (see Model.iter_score)
     flagged_inputs: bool = False  # ... except for flagged images (uint8 model inputs)
 
@@ -230,7 +221,7 @@ class ScoreTask:
             from .remote import load_remote_model
 
             self.model = load_remote_model(self.model_dir, self.model_files, self.overrides,
-                                            self.model_origin)
+                                            self.model_origin, self.model_fingerprint)
 
     def run(self, paths: Sequence[Path], local_copies: Sequence[Path] | None = None
             ) -> Iterator[tuple[int, ScoredBatch]]:

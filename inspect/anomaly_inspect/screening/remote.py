@@ -6,18 +6,28 @@ directory's files (``model.json``, checksums, the memory bank, the backbone
 export) are sent once through the engine (Ray's object store) and each worker
 writes them to a private folder and loads them with :func:`load_model`, so the
 same checksums are verified on every worker.
+
+Either way the task carries the fingerprint of the model the driver loaded (the sha256 of
+its ``checksums.json``, which covers every other file), and a worker refuses to score with
+a model whose fingerprint differs: a model folder replaced while the run starts would
+otherwise be scored with on the workers while the driver reports (threshold, summary,
+strips) its own.
 """
 
 from __future__ import annotations
 
 import atexit
+import hashlib
+import json
 import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from ..pipeline.engine import Engine, Shared
+from ..pipeline.remote_fit import check_weights_reach_workers
 from .model import Model, ScoredBatch, load_model
+from .model_dir import CHECKSUMS_JSON, MODEL_JSON, ModelInfo
 
 
 def model_files(directory: Path) -> dict[str, bytes]:
@@ -33,26 +43,67 @@ def _private_dir(prefix: str) -> Path:
 
 
 def model_source(model: Model, engine: Engine) -> dict:
-    """``ScoreTask`` arguments that let ``engine``'s workers rebuild ``model``."""
+    """``ScoreTask`` arguments that let ``engine``'s workers rebuild ``model``, with its
+    fingerprint (``model_fingerprint``, see :func:`load_remote_model`)."""
+    check_weights_reach_workers(model.cfg, engine)
     overrides = {"batch_size": model.extractor.batch_size,
                  "max_pixels": model.extractor.transform.max_pixels}
     directory = model.directory
     if directory is not None and engine.shared_storage:
-        return {"model_dir": Path(directory).resolve(), "overrides": overrides}
+        directory = Path(directory).resolve()
+        files = {name: (directory / name).read_bytes() for name in (MODEL_JSON, CHECKSUMS_JSON)
+                 if (directory / name).is_file()}
+        return {"model_dir": directory, "overrides": overrides,
+                "model_fingerprint": driver_fingerprint(model, files, directory)}
     if directory is None:  # never saved: save a copy to ship
         origin = "the model (never saved)"
-        directory = model.save(_private_dir("anomaly-inspect-model-") / "model")
+        files = model_files(model.save(_private_dir("anomaly-inspect-model-") / "model"))
+        sealed = fingerprint(files.get(CHECKSUMS_JSON))
     else:
         origin = str(Path(directory).resolve())
-    return {"model_files": engine.share(model_files(Path(directory))), "overrides": overrides,
-            "model_origin": origin}
+        files = model_files(Path(directory))
+        sealed = driver_fingerprint(model, files, origin)
+    return {"model_files": engine.share(files), "overrides": overrides, "model_origin": origin,
+            "model_fingerprint": sealed}
+
+
+def fingerprint(checksums: bytes | None) -> str | None:
+    """A model directory's fingerprint: the sha256 of its ``checksums.json`` (``checksums``),
+    None for a model saved without one."""
+    return None if checksums is None else hashlib.sha256(checksums).hexdigest()
+
+
+def driver_fingerprint(model: Model, files: dict[str, bytes], where: Path | str) -> str | None:
+    """The fingerprint of ``files`` (a model directory's, ``where``), refused unless its
+    ``model.json`` still describes ``model``: the folder may have been replaced since the
+    driver loaded it."""
+    try:
+        info = ModelInfo.from_dict(json.loads(files[MODEL_JSON]), str(where)).to_dict()
+    except (KeyError, ValueError):
+        info = None
+    if info != model.info.to_dict():
+        raise ValueError(f"{where}: the model directory was replaced or changed since this run "
+                         f"loaded it; run again to use the model now there")
+    return fingerprint(files.get(CHECKSUMS_JSON))
+
+
+def _check_fingerprint(directory: Path, expected: str | None, name: str) -> None:
+    if expected is None:  # a model saved without checksums (loading warns)
+        return
+    path = directory / CHECKSUMS_JSON
+    if fingerprint(path.read_bytes() if path.is_file() else None) != expected:
+        raise ValueError(f"{name}: the model directory was replaced or changed since the driver "
+                         f"loaded it (its {CHECKSUMS_JSON} differs); the workers would score "
+                         f"with another model than the one reported; run again")
 
 
 def load_remote_model(directory: Path | None, files: Shared | None,
-                      overrides: dict | None, origin: str | None = None) -> Model:
+                      overrides: dict | None, origin: str | None = None,
+                      expected: str | None = None) -> Model:
     """The model a worker scores with: loaded from ``directory`` or from shipped ``files``
     (written to a private copy; an error names ``origin``, the driver's model directory, in
-    place of that copy)."""
+    place of that copy). Refused, before and after loading, unless the directory's fingerprint
+    is the driver's (``expected``; None = not checked)."""
     if files is not None:
         directory = _private_dir("anomaly-inspect-model-")
         for rel, blob in files.get().items():
@@ -60,13 +111,17 @@ def load_remote_model(directory: Path | None, files: Shared | None,
             (directory / rel).write_bytes(blob)
     if directory is None:
         raise ValueError("a remote ScoreTask needs a model directory or its files")
+    name = str(directory) if files is None else origin or "the shipped model"
+    _check_fingerprint(directory, expected, name)
     try:
-        return load_model(directory, **(overrides or {}))
+        model = load_model(directory, **(overrides or {}))
     except (ValueError, OSError) as exc:
         if files is None:
             raise
         text = str(exc).replace(str(directory), origin or "the shipped model")
         raise (ValueError(text) if isinstance(exc, ValueError) else OSError(text)) from None
+    _check_fingerprint(directory, expected, name)  # replaced while it loaded
+    return model
 
 
 def renamed(batches: Iterator[tuple[int, ScoredBatch]], paths: Sequence[Path]

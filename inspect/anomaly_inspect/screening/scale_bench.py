@@ -7,13 +7,19 @@ shared machine are only comparable side by side. A run scores the images through
 remote workers sending 128 px thumbnails as ``screen`` asks them to) and drops the results, so it times the engine, not the CSV writer. Reported per run: start-up
 (``ray.init`` and the first batch's arrival, model loading included), the steady rate after
 the first batch, the overall rate, the driver's peak RSS and the largest peak RSS of a Ray
-worker process (sampled from ``/proc``).
+worker process (sampled from ``/proc``). A configuration that fails gets its row with the
+reason (``error``) and the others still run. Each run is a session of its own whose SIGTERM
+raises SystemExit, so that when this process is interrupted the run is stopped with
+SIGTERM and shuts its Ray instance down (killed only if it has not ended in
+:data:`STOP_GRACE_S` seconds).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -21,6 +27,10 @@ import time
 from pathlib import Path
 
 from ..resources import peak_rss_mb
+
+STOP_GRACE_S = 30.0  # an interrupted run's time to shut its Ray instance down before a kill
+#: a run's own preamble: SIGTERM raises SystemExit, so its cleanup (ray.shutdown, atexit) runs
+_CHILD_PREAMBLE = "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
 
 
 def _descendants(root: int) -> list[int]:
@@ -98,9 +108,7 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
     if engine == "ray":
         eng.start()
         init_s = time.perf_counter() - t0
-    model = load_model(model_dir)
-    if batch_size:
-        model.extractor.batch_size = batch_size
+    model = load_model(model_dir, batch_size=batch_size)
     first_at, first_n, n = None, 0, 0
     with WorkerPeaks() as peaks:
         start = time.perf_counter()
@@ -126,10 +134,43 @@ def load_average() -> float:
         return float("nan")
 
 
+def run_child(call: str, grace: float = STOP_GRACE_S) -> subprocess.CompletedProcess:
+    """``python -c`` running ``call`` in a fresh process (its own session, so a Ctrl-C reaches
+    only this one), output captured. If this process is interrupted meanwhile, the child gets
+    SIGTERM (which raises there, so its cleanup runs) and is killed if it has not ended within
+    ``grace`` seconds."""
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD_PREAMBLE + call],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "RAY_DEDUP_LOGS": "1"}, start_new_session=True)
+    try:
+        out, err = proc.communicate()
+    except BaseException:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.communicate(timeout=grace)
+        except (subprocess.TimeoutExpired, KeyboardInterrupt):
+            proc.kill()
+            proc.communicate()
+        raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def failure_reason(proc: subprocess.CompletedProcess) -> str:
+    """Why a run failed, in one line: the last line of its error output (its exception, the
+    module path dropped from the exception's name), or how it ended."""
+    if proc.returncode < 0:
+        return f"killed by {signal.Signals(-proc.returncode).name}"
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    if not lines:
+        return f"exit status {proc.returncode}"
+    return re.sub(r"^(?:[A-Za-z_]\w*\.)+(?=\w+: )", "", lines[-1])
+
+
 def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int | None]],
                 work_dir: Path, rounds: int = 1, progress: bool = True,
                 batch_size: int | None = None) -> list[dict]:
-    """Every (engine, workers) configuration in a fresh process, ``rounds`` times interleaved."""
+    """Every (engine, workers) configuration in a fresh process, ``rounds`` times interleaved;
+    a failed one's row holds ``error`` (one line) instead of the measurements."""
     work_dir.mkdir(parents=True, exist_ok=True)
     paths_file = work_dir / "paths.txt"
     paths_file.write_text("\n".join(map(str, paths)), encoding="utf-8")
@@ -137,15 +178,13 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
     for r in range(rounds):
         for engine, workers in configs:
             load_before = load_average()
-            code = ("import json, sys; from anomaly_inspect.screening.scale_bench import run_one; "
-                    f"print(json.dumps(run_one({str(model_dir)!r}, {str(paths_file)!r}, "
-                    f"{engine!r}, {workers!r}, {batch_size!r})))")
-            proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                  env={**os.environ, "RAY_DEDUP_LOGS": "1"})
-            if proc.returncode != 0:
-                raise RuntimeError(f"bench-scale run {engine}x{workers} failed: "
-                                   f"{proc.stderr.strip().splitlines()[-1:]}")
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            proc = run_child("import json; from anomaly_inspect.screening.scale_bench import "
+                             f"run_one; print(json.dumps(run_one({str(model_dir)!r}, "
+                             f"{str(paths_file)!r}, {engine!r}, {workers!r}, {batch_size!r})))")
+            if proc.returncode == 0:
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+            else:
+                row = {"engine": engine, "workers": workers, "error": failure_reason(proc)}
             row.update(round=r, load_before=round(load_before, 2),
                        load_after=round(load_average(), 2))
             rows.append(row)
@@ -155,13 +194,16 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
 
 
 def local_rate(row: dict, rows: list[dict], key: str) -> float:
-    """The same round's local rate (the reference of the ratio)."""
-    ref = [r[key] for r in rows if r["engine"] == "local" and r["round"] == row["round"]]
+    """The same round's local rate (the reference of the ratio; NaN where that run failed)."""
+    ref = [r[key] for r in rows if r["engine"] == "local" and r["round"] == row["round"]
+           and "error" not in r]
     return ref[0] if ref else float("nan")
 
 
 def format_row(row: dict, rows: list[dict]) -> str:
     name = "local" if row["engine"] == "local" else f"ray x{row['workers']}"
+    if "error" in row:
+        return f"{name:<8} failed: {row['error']}"
     ratio = row["overall_img_s"] / local_rate(row, rows, "overall_img_s")
     sratio = row["steady_img_s"] / local_rate(row, rows, "steady_img_s")
     return (f"{name:<8} {row['images']:>5} img  overall {row['overall_img_s']:6.2f} img/s "

@@ -21,6 +21,7 @@ from ..data.longtail import LongTailSet
 from ..data.mvtec import AnomalyDataset
 from ..features.views import ViewFeatures
 from ..pipeline import Runner, build_backbone, build_extractor
+from ..pipeline.builders import seeded_params
 from ..resources import Timer, peak_rss_mb
 from ..scorers import available_scorers, build_scorer, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSamplerResult
@@ -194,8 +195,7 @@ def _report_keys(summary: dict) -> dict:
 
 def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:
     accepted = scorer_parameters(method)
-    out = {k: v for k, v in params.items() if k in accepted and v is not None}
-    if "seed" in accepted:
-        out.setdefault("seed", seed)
+    out = seeded_params(method, {k: v for k, v in params.items() if k in accepted and v is not None},
+                        seed)
     out.update(get_scorer_class(method).runtime_kwargs(progress=progress, patch_maps=False))  # AUROC only
     return out

@@ -45,6 +45,17 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[
     )
 
 
+def seeded_params(method: str, params: dict, seed: int) -> dict:
+    """``params`` (a config's ``scorer`` section) with the model's ``seed`` for a scorer that
+    takes one: the one way every command seeds a scorer. A ``seed`` in ``params`` is refused
+    (``check_scorer_seed``): the top-level seed is the one model.json records."""
+    check_scorer_seed(params, "config")
+    out = dict(params)
+    if "seed" in scorer_parameters(method):
+        out["seed"] = seed
+    return out
+
+
 def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
           patch_maps: bool = True, batch_size: int | None = None,
           ) -> tuple[Backbone, FeatureExtractor, Scorer]:
@@ -54,10 +65,7 @@ def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX
     ``batch_size`` as for :func:`build_extractor`."""
     scorer_cls = get_scorer_class(cfg.method)
     check_scorer_params(cfg.method, cfg.scorer)
-    check_scorer_seed(cfg.scorer, "config")
-    params = dict(cfg.scorer)
-    if "seed" in scorer_parameters(cfg.method):
-        params["seed"] = cfg.seed
+    params = seeded_params(cfg.method, cfg.scorer, cfg.seed)
     scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress,
                                                                                patch_maps=patch_maps))
     backbone = build_backbone(cfg)

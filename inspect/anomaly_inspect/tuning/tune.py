@@ -39,6 +39,7 @@ from ..features.cache import file_fingerprints
 from ..features.runtime import default_cache_dir
 from ..files import cached_entry
 from ..pipeline import build_backbone
+from ..pipeline.builders import seeded_params
 from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
@@ -277,11 +278,9 @@ def _scorer(base: ModelConfig, overrides: dict | None = None):
     replace the parameters it has."""
     check_method(base)
     cls = get_scorer_class(base.method)
-    params = dict(base.scorer)
+    params = seeded_params(base.method, base.scorer, base.seed)
     known = scorer_parameters(base.method)
     params.update({k: v for k, v in (overrides or {}).items() if k in known})
-    if "seed" in scorer_parameters(base.method):
-        params.setdefault("seed", base.seed)
     return build_scorer(base.method, **params, **cls.runtime_kwargs(progress=False, patch_maps=False))
 
 

@@ -886,3 +886,22 @@ def test_overlay_heat_sits_where_the_model_saw_it_through_crop_and_pad():
     amap, _ = image_map(scores, Box(2, 0, 4, 8), (8, 8), pad, (32, 64), (16, 32))
     y, x = np.unravel_index(np.argmax(amap), amap.shape)
     assert 4 <= y < 8 and 24 <= x < 28
+
+
+def test_an_entry_from_before_raw_path_is_replaced_by_the_image_it_was_written_for(tmp_path):
+    """An old entry of a non-UTF-8 image has only its escaped text as ``path``: explaining the
+    image again replaces it (the new entry's key is the raw name, which the old text never
+    matched, so both were kept)."""
+    import os
+
+    import anomaly_inspect.screening.explain as ex
+
+    raw = os.fsdecode(b"/d/\xe9.png")
+    (tmp_path / ex.EXPLANATIONS_JSON).write_text(json.dumps(
+        [{"path": "/d/\\xe9.png", "strip": "old.jpg"}, {"path": "/d/other.png", "strip": "o.jpg"}]))
+    record = ex.ExplanationsRecord(tmp_path)
+    record.add({**ex.path_fields(raw), "strip": "new.jpg"})
+    record.close()
+    doc = json.loads((tmp_path / ex.EXPLANATIONS_JSON).read_text(encoding="utf-8"))
+    assert [(e["path"], e.get("strip")) for e in doc] == [("/d/other.png", "o.jpg"),
+                                                          ("/d/\\xe9.png", "new.jpg")]

@@ -664,7 +664,12 @@ def _merged(earlier: list[dict], later) -> list[dict]:
     newer: dict[str, dict] = {}
     for d in later:
         newer[_entry_key(d)] = d
-    return [d for d in earlier if _entry_key(d) not in newer] + list(newer.values())
+    shown = {d["path"] for d in newer.values()}  # an entry from before raw_path: by its text
+
+    def replaced(d: dict) -> bool:
+        return _entry_key(d) in newer or ("raw_path" not in d and d["path"] in shown)
+
+    return [d for d in earlier if not replaced(d)] + list(newer.values())
 
 
 def read_explanations(folder: Path | str) -> list[dict]:

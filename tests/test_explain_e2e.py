@@ -436,3 +436,32 @@ def test_non_utf8_names_are_written_as_results_csv_writes_them(setup, tmp_path):
         e = json.loads((out / Path(row["explain"]).with_suffix(".json")).read_bytes()
                        .decode("utf-8"))
         assert (e["path"], e["raw_path"]) == (row["path"], row["raw_path"])
+
+
+def test_screen_keeps_the_explanation_of_an_image_whose_strip_fails(setup, tmp_path, monkeypatch,
+                                                                    caplog):
+    """As explain does: the JSON is written with a strip_error, results.csv lists no strip, and
+    the warning names the image once (before, the explanation was dropped with the strip)."""
+    import logging
+
+    import anomaly_inspect.screening.explain as ex
+
+    root, model_dir = setup
+    defects = sorted((root / "bottle" / "test" / "broken_large").iterdir())[:2]
+
+    def fail(model, e, image, train):
+        raise OSError("could not encode image")
+
+    monkeypatch.setattr(ex, "render_strip", fail)
+    out = tmp_path / "screened"
+    with caplog.at_level(logging.WARNING, logger="anomaly_inspect.screening.runner"):
+        assert main(["screen", str(model_dir), *map(str, defects), "--out", str(out),
+                     "--explain", "2", "--quiet"]) == 0
+    rows = (out / "results.csv").read_text().splitlines()[1:]
+    flagged = [r.split(",")[0] for r in rows if ",anomalous," in r]
+    assert flagged and not list((out / "explain").glob("*.jpg"))
+    for path in flagged:
+        e = json.loads((out / explain_relpath(path, ".json")).read_text())
+        assert e["strip_error"] == "could not encode image" and len(e["patches"]) == 2
+        assert f"no explanation strip for {path}: could not encode image" in caplog.text
+        assert caplog.text.count(path) == 1

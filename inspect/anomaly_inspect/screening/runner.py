@@ -448,16 +448,25 @@ class _Strips:
         """Explain ``r`` and draw its strip on ``image_input`` (the image as the model saw it,
         content only); the strip's path relative to ``out_dir``, or "" (with a warning) when
         it cannot be made: an explanation never stops the screening."""
-        from .explain import explain_scored, render_strip
+        from .explain import _reason, explain_scored, render_strip
 
         rel = explain_relpath(r.path)
         try:
             e = explain_scored(self.model, r, self.top, self.train)
-            write_rgb(self.out_dir / rel, render_strip(self.model, e, image_input, self.train))
-            write_json(self.out_dir / explain_relpath(r.path, ".json"), e.to_dict(), indent=1,
-                       default=str)
         except (OSError, ValueError, cv2.error) as exc:
-            log.warning("no explanation for %s: %s", r.path, exc)
+            log.warning("no explanation for %s: %s", display_path(r.path), _reason(exc, r.path))
+            return ""
+        entry = e.to_dict()
+        try:
+            write_rgb(self.out_dir / rel, render_strip(self.model, e, image_input, self.train))
+        except (OSError, ValueError, cv2.error) as exc:  # the explanation is kept, as explain keeps it
+            entry["strip_error"] = _reason(exc, r.path)
+            log.warning("no explanation strip for %s: %s", display_path(r.path), entry["strip_error"])
+            rel = ""
+        try:
+            write_json(self.out_dir / explain_relpath(r.path, ".json"), entry, indent=1, default=str)
+        except OSError as exc:
+            log.warning("no explanation for %s: %s", display_path(r.path), exc)
             return ""
         return rel
 

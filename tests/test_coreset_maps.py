@@ -56,3 +56,24 @@ def test_evaluate_maps_and_overlays_agree_on_a_padded_image():
     overlay, covered = image_map(on_image, Box(2, 0, 4, 8), (8, 8), pad, (32, 64), (32, 64))
     assert covered.all()
     np.testing.assert_allclose(overlay, evaluate, atol=1e-5)
+
+
+def test_patch_mahalanobis_maps_fill_padding_as_patchcore_and_the_overlays_do():
+    """patch_mahalanobis returned raw scores on padding cells (mirror-padded content), which
+    the blur spread into the image's border: its evaluate maps differed from its overlays."""
+    from anomaly_inspect.scorers.patch_gaussian import PatchMahalanobis
+
+    rng = np.random.default_rng(2)
+    patches = rng.normal(size=(1, 8, 8, 2)).astype(np.float32)
+    patches[0, :2] = patches[0, 6:] = 5.0  # padding rows, far from the training mean
+    valid = np.zeros((1, 8, 8), bool)
+    valid[0, 2:6] = True
+    pm = PatchMahalanobis()
+    pm.fit(Features(patches=rng.normal(size=(4, 8, 8, 2)).astype(np.float32)))
+    scores = pm.score(Features(patches=patches, valid=valid)).patch_scores[0]
+    on_image = scores[2:6]
+    np.testing.assert_array_equal(scores[:2], np.repeat(on_image[:1], 2, axis=0))
+    np.testing.assert_array_equal(scores[6:], np.repeat(on_image[-1:], 2, axis=0))
+    pad = TransformConfig(image_size=64, resize="pad")
+    overlay, _ = image_map(on_image, Box(2, 0, 4, 8), (8, 8), pad, (32, 64), (32, 64))
+    np.testing.assert_allclose(overlay, anomaly_map(scores, (64, 64))[16:48], atol=1e-5)

@@ -15,6 +15,20 @@ def pad_cells(cells: np.ndarray, top: int, left: int, grid: tuple[int, int]) -> 
     return np.pad(cells, pad, mode="edge")
 
 
+def fill_padding(patch_scores: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """(N, h, w) patch scores with each image's padding cells (outside ``valid``, its content
+    in pad mode) taking the nearest content cell's score (:func:`pad_cells`): every scorer's
+    maps, as the overlays, blur only the image's scores into its border. ``valid`` None: as is."""
+    if valid is None:
+        return patch_scores
+    out = np.array(patch_scores, copy=True)
+    for j, v in enumerate(valid):
+        rows, cols = np.flatnonzero(v.any(1)), np.flatnonzero(v.any(0))
+        cells = out[j, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        out[j] = pad_cells(cells, rows[0], cols[0], out.shape[1:])
+    return out
+
+
 def anomaly_map(patch_scores: np.ndarray, size: tuple[int, int], sigma: float = 4.0) -> np.ndarray:
     """(h, w) patch scores -> (H, W) float32 map; ``size`` is (H, W). The cells are spread
     evenly over the input, the geometry every cell box (``transforms.cell_centres``, the

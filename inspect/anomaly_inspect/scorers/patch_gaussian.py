@@ -18,6 +18,7 @@ import numpy as np
 from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
 from .distance import check_spread
+from .maps import fill_padding
 from .params import check_number
 
 
@@ -78,7 +79,7 @@ class PatchMahalanobis(Scorer):
         m = np.einsum("nd,nd->n", x @ self.precision.astype(np.float32), x).reshape(p.shape[:3])
         valid = features.valid_mask()
         img = np.where(valid, m, -np.inf).max(axis=(1, 2))
-        return ScoreResult(img.astype(np.float32), m.astype(np.float32))
+        return ScoreResult(img.astype(np.float32), fill_padding(m.astype(np.float32), features.valid))
 
     def get_state(self) -> dict[str, np.ndarray]:
         return {"mean": self.mean, "precision": self.precision}

@@ -17,7 +17,7 @@ from ..core import Features, FitContext
 from ..progress import Progress
 from .base import Scorer, ScoreResult
 from .coreset import TwoRoundCoreset, check_first_round_ratio
-from .maps import pad_cells
+from .maps import fill_padding
 from .nn_index import INDEX_KINDS, NearestNeighbours, ProbeSample
 from .params import check_choice, check_number
 from .provenance import Provenance
@@ -306,12 +306,7 @@ class PatchCore(Scorer):
                                     weighted_scores(patch_scores, self.item_weights[nn_idx]))
         image = reweight_image_scores(flat, patch_scores, nn_idx,
                                       self.memory_bank, self._nn, self.num_neighbors)
-        patch_scores = patch_scores.reshape(n, h, w)
-        if padding is not None:  # maps: padding takes the nearest image cell's score
-            for j, valid in enumerate(features.valid):
-                rows, cols = np.flatnonzero(valid.any(1)), np.flatnonzero(valid.any(0))
-                cells = patch_scores[j, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
-                patch_scores[j] = pad_cells(cells, rows[0], cols[0], (h, w))
+        patch_scores = fill_padding(patch_scores.reshape(n, h, w), features.valid)
         return ScoreResult(image, patch_scores, nn_idx.reshape(n, h, w))
 
     # -- persistence -----------------------------------------------------------

@@ -173,6 +173,28 @@ def test_what_the_layout_leaves_out_is_said(tmp_path, caplog):
     assert "1 image(s) directly in test/ left out" in caplog.text
 
 
+def test_an_empty_defect_folder_without_a_mask_folder_is_left_out(tmp_path, caplog):
+    cat = category(tmp_path / "cat")
+    (cat / "test" / "scratch").mkdir()  # no images, so no ground_truth/scratch/ either
+    with caplog.at_level("WARNING"):
+        ds = load_mvtec(cat)
+    assert "'scratch' left out" in caplog.text
+    assert len(ds.test) == 4 and ds.groups == ["crack", "good"]
+
+
+def test_folders_refuse_a_mask_that_pairs_with_no_image(tmp_path):
+    for i in range(2):
+        write_image(tmp_path / "train" / f"{i}.png", rgb_image(32, i))
+        write_image(tmp_path / "bad" / f"{i}.png", rgb_image(32, 20 + i))
+        write_image(tmp_path / "gt" / f"{i}_mask.png", mask_array(i))
+    assert len(load_folders([tmp_path / "train"], [], [tmp_path / "bad"],
+                            mask_dir=tmp_path / "gt").test) == 2
+    write_image(tmp_path / "gt" / "2_mask.png", mask_array(2))
+    with pytest.raises(DatasetLayoutError, match=r"1 mask\(s\) have no matching anomalous image: "
+                                                 r"\[.*gt/2_mask.png'\]"):
+        load_folders([tmp_path / "train"], [], [tmp_path / "bad"], mask_dir=tmp_path / "gt")
+
+
 def test_12_bit_data_in_a_16_bit_file_is_warned_about_once(tmp_path, monkeypatch, caplog):
     from anomaly_inspect.data import image_io
 

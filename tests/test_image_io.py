@@ -10,6 +10,7 @@ import pytest
 
 from anomaly_inspect.data.image_io import (
     ImageReadError,
+    is_image_file,
     read_file,
     read_image,
     read_mask,
@@ -148,6 +149,54 @@ def test_jpeg_with_trailing_padding_is_not_truncated(tmp_path):
     path = tmp_path / "padded.jpg"
     path.write_bytes(buf.tobytes() + b"\x00" * 300)
     assert read_image(path).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_jpeg_with_data_after_its_end_is_read_and_a_cut_one_refused(tmp_path, progressive):
+    """Bytes after the end-of-image marker (a phone's motion photo appends a video, which may
+    hold a start-of-scan marker and no end) do not make a JPEG truncated; a JPEG cut inside a
+    scan, or between a progressive JPEG's scans, still is."""
+    params = [cv2.IMWRITE_JPEG_PROGRESSIVE, int(progressive), cv2.IMWRITE_JPEG_RST_INTERVAL, 1]
+    ok, buf = cv2.imencode(".jpg", rgb_image(48, seed=3), params)
+    assert ok
+    data = buf.tobytes()
+    path = tmp_path / "motion.jpg"
+    path.write_bytes(data + b"ftypmp42\xff\xda\x00\x08" + bytes(64) + b"\xff\xd8\xff\xe1")
+    assert read_image(path).shape == (48, 48, 3)
+    scans = [i for i in range(len(data)) if data[i:i + 2] == b"\xff\xda"]
+    assert (len(scans) > 1) == progressive
+    # in the first scan; before the last one's start (a progressive JPEG); just before the end
+    for cut in {scans[0] + 40, scans[-1] if progressive else len(data) - 2, len(data) - 4}:
+        path.write_bytes(data[:cut] + b"ftypmp42")
+        _assert_read_error(path, "truncated jpeg")
+
+
+def test_pixel_budget_holds_for_a_format_the_header_probe_does_not_read(tmp_path):
+    """A PPM saved as .png is decoded by OpenCV alone; its size is still held to the budget."""
+    ok, buf = cv2.imencode(".ppm", rgb_image(40)[:30])
+    assert ok
+    path = tmp_path / "disguised.png"
+    path.write_bytes(buf.tobytes())
+    assert read_image(path, max_pixels=1200).shape == (30, 40, 3)
+    with pytest.raises(ImageReadError, match=r"larger than the pixel budget \(40x30 = "):
+        read_image(path, max_pixels=1199)
+
+
+def test_the_pil_fallback_scales_16_bit_samples_by_the_fixed_rule(tmp_path, monkeypatch):
+    """Where OpenCV cannot decode a file and PIL does, 16-bit samples become x / 257 as
+    OpenCV's decode would give, not clipped to 255."""
+    values = np.array([[0, 257 * 100, 65535, 300]], np.uint16)
+    path = tmp_path / "g16.png"
+    assert cv2.imwrite(str(path), values)
+    want = read_image(path)
+    monkeypatch.setattr(cv2, "imdecode", lambda *a: None)
+    got = read_image(path)
+    np.testing.assert_array_equal(got, want)
+    assert got[0, :, 0].tolist() == [0, 100, 255, 1]
+
+
+def test_gif_is_an_image_extension_like_the_others():
+    assert is_image_file(Path("a.GIF")) and is_image_file(Path("b.gif"))
 
 
 def test_unreadable_copies_read_with_the_reason_given(tmp_path):

@@ -252,6 +252,29 @@ def test_manifest_of_an_older_version_is_checked_by_rebuilding_it(tmp_path):
         load_or_build_longtail(other, dirs, "step", 4, 0.1, 0, False, tmp_path / "m")
 
 
+def test_an_overlap_split_records_nothing_removed_and_older_overlap_manifests_are_reused(tmp_path):
+    """With overlap the injected images stay in the test set, so the manifest lists none as
+    removed; a manifest written before (listing them, no sources, like the committed ones) is
+    re-used as it is."""
+    from anomaly_inspect.data.longtail import load_or_build_longtail
+
+    ds, dirs = fake_datasets(tmp_path, SIZES)
+    split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0, overlap=True)
+    assert sum(c["noise"] for c in split.counts.values()) > 0
+    assert split.removed_from_test == {c: [] for c in SIZES}
+    old = split.to_dict()
+    del old["sources"]
+    old["removed_from_test"] = {c: [i["path"] for i in split.train if i["category"] == c and i["noise"]]
+                                for c in SIZES}
+    path = tmp_path / "m" / manifest_name("step", 4, 0.1, 0, list(SIZES), overlap=True)
+    path.parent.mkdir()
+    path.write_text(json.dumps(old))
+    again = load_or_build_longtail(ds, dirs, "step", 4, 0.1, 0, True, tmp_path / "m")
+    assert again.removed_from_test == old["removed_from_test"]
+    assert len(again.test_samples("a", ds["a"], dirs["a"])) == len(ds["a"].test)
+    assert json.loads(path.read_text()) == old
+
+
 def test_injected_images_leave_the_test_set_whatever_the_dataset_is_called(tmp_path):
     ds, dirs = fake_datasets(tmp_path, SIZES)
     for c, d in ds.items():

@@ -500,6 +500,28 @@ def test_make_synthetic_set_refuses_sources_that_share_a_file_stem(tmp_path):
     assert len(make_synthetic_set(src[1:], SyntheticSpec("chart", "dissimilar"), tmp_path / "out")) == 2
 
 
+@pytest.mark.parametrize("damage", [
+    lambda m: m.write_bytes(b"\xff\xfe\x00 not text \x81\x82"),       # not UTF-8
+    lambda m: m.write_text("source,path\n" + "x" * 200_000),           # csv.Error: field too long
+    lambda m: (m.unlink(), m.mkdir()),                                  # not a file
+])
+def test_a_damaged_synthetic_manifest_is_drawn_again(tmp_path, damage):
+    from anomaly_inspect.data import artefacts
+
+    src = [_img(tmp_path / "src" / f"{i}.png", size=64) for i in range(2)]
+    spec = SyntheticSpec("chart", "dissimilar")
+    first = make_synthetic_set(src, spec, tmp_path / "set")
+    manifest = tmp_path / "set" / "manifest.csv"
+    damage(manifest)
+    assert artefacts.read_synthetic_manifest(manifest) is None
+    assert make_synthetic_set(src, spec, tmp_path / "set") == first
+
+
+def test_make_synthetic_set_refuses_no_sources(tmp_path):
+    with pytest.raises(ValueError, match=r"out: no source images to draw synthetic similar ink"):
+        make_synthetic_set([], SyntheticSpec("ink", "similar"), tmp_path / "out")
+
+
 def test_object_mean_colour_reads_images_as_read_image_does(tmp_path):
     """A 16-bit image gives the object colour its 8-bit copy gives (PIL's convert('RGB')
     clipped 16-bit grey to white)."""

@@ -223,6 +223,9 @@ def make_synthetic_set(sources: Sequence[Path], spec: SyntheticSpec, out_dir: Pa
     leaves no image that a later run trusts (its folder is removed by the next drawing).
     """
 
+    if not sources:
+        raise ValueError(f"{out_dir}: no source images to draw synthetic {spec.group} "
+                         f"{spec.kind} artefacts on")
     _check_distinct_stems(sources)
     out_dir = Path(out_dir)
     rule = _rule(spec)
@@ -294,13 +297,13 @@ def _matches(records: list[SyntheticRecord], sources: Sequence[Path], spec: Synt
 def read_synthetic_manifest(path: Path) -> list[SyntheticRecord] | None:
     """The records of a manifest written by :func:`make_synthetic_set`; None for one of an
     older version (no seed / rule columns) or one that cannot be read."""
-    with Path(path).open(newline="") as fh:
-        rows = list(csv.DictReader(fh))
     try:
+        with Path(path).open(newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
         return [SyntheticRecord(
             r["source"], r["path"], r["kind"], r["group"], r["colour"], float(r["mean_r"]),
             float(r["mean_g"]), float(r["mean_b"]), float(r["distance"]),
             r["rule_similar"] == "True", int(r["tries"]), int(r["seed"]), float(r["roi_r"]),
             float(r["roi_g"]), float(r["roi_b"]), float(r["threshold"])) for r in rows]
-    except (KeyError, TypeError, ValueError):
+    except (OSError, csv.Error, KeyError, TypeError, ValueError):  # UnicodeDecodeError too
         return None

@@ -41,7 +41,9 @@ def load_folders(
 
 def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> list[Sample]:
     """The anomalous test samples with their masks, paired by file stem (``<stem>_mask.<ext>``
-    or ``<stem>.<ext>``); a stem two masks or two anomalous images share is refused."""
+    or ``<stem>.<ext>``); a stem two masks or two anomalous images share is refused, and so is
+    a mask no anomalous image pairs with (as in the MVTec layout: a misnamed mask must not
+    leave its image unpaired or vanish)."""
     by_stem: dict[str, Path] = {}
     for m in masks:
         stem = mask_image_stem(m)
@@ -63,4 +65,8 @@ def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> 
         out.append(s)
     if missing:
         raise DatasetLayoutError(f"{mask_dir}: no mask for {len(missing)} image(s): {missing[:5]}")
+    stray = [str(m) for stem, m in by_stem.items() if stem not in owner]
+    if stray:
+        raise DatasetLayoutError(f"{mask_dir}: {len(stray)} mask(s) have no matching anomalous "
+                                 f"image: {stray[:5]}")
     return out

@@ -6,7 +6,8 @@ per sample type, see :func:`read_image`) or palette images, turned upright by it
 orientation, exactly once whichever decoder reads it (OpenCV 5 and recent Pillow turn a TIFF
 by its orientation tag on their own; their copy of the tag is reset first). The header is read first (PIL's lazy
 open: size without decoding) and an image above the pixel budget is refused
-before any pixel is decoded; a very large JPEG is decoded at a reduced size
+before any pixel is decoded (one in a format PIL's probe does not read, once
+decoded); a very large JPEG is decoded at a reduced size
 (DCT scaling) when the caller needs fewer pixels. Anything that cannot be
 used raises :class:`ImageReadError` naming the file and the reason, so a
 caller can record it and carry on.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import stat
 import struct
 import warnings
@@ -30,7 +32,7 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
 #: default pixel budget (width x height) of one image; larger ones are refused before decoding
 DEFAULT_MAX_PIXELS = 100_000_000
 #: images above this many pixels are decoded at a reduced size where the format allows it
@@ -170,12 +172,42 @@ def read_file(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
     return data
 
 
+# a marker: 0xFF and a code that is neither 0x00 nor 0xFF (fill bytes 0xFF may come before it;
+# no ``+`` after the 0xFF, which would make the search many times slower)
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xff]")
+# where entropy-coded data ends: a marker other than a stuffed 0xFF00 or a restart RST0-RST7
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+# markers without a length field: TEM, RST0-RST7, SOI
+_JPEG_STANDALONE = frozenset((0x01, *range(0xD0, 0xD9)))
+
+
+def _jpeg_has_end(data: bytes) -> bool:
+    """Whether the JPEG's end-of-image marker follows its scans, found by walking its marker
+    segments and skipping each scan's entropy-coded data (a progressive JPEG has several), so
+    that bytes after the image (a phone's "motion photo" appends a video) are never read as
+    part of it. A file that ends before its first scan is left to the decoder."""
+    pos, scanned = 2, False
+    while (m := _JPEG_MARKER.search(data, pos)) is not None:
+        code, pos = data[m.end() - 1], m.end()
+        if code == 0xD9:
+            return True
+        if code in _JPEG_STANDALONE:
+            continue
+        if pos + 2 > len(data):
+            break
+        pos += int.from_bytes(data[pos:pos + 2], "big")
+        if code == 0xDA:  # start of scan: its entropy-coded data runs to the next marker
+            scanned = True
+            if (m := _JPEG_SCAN_END.search(data, pos)) is None:
+                return False
+            pos = m.start()
+    return not scanned
+
+
 def _check_complete(path: Path, data: bytes) -> None:
     """Reject truncated JPEG/PNG files that OpenCV would decode partially."""
     if data[:3] == b"\xff\xd8\xff":
-        # the end-of-image marker must follow the last start-of-scan (trailing padding is fine;
-        # 0xFF bytes inside entropy-coded data are stuffed, so FFD9 cannot occur there)
-        if data.rfind(b"\xff\xd9") < data.rfind(b"\xff\xda"):
+        if not _jpeg_has_end(data):
             raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
         end = data.rfind(_PNG_IEND)
@@ -269,6 +301,15 @@ def _reduction(header: _Header | None, min_side: int | None) -> int:
     return next((f for f in (8, 4, 2) if short // f >= min_side), 1)
 
 
+def _check_budget(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """Refuse an image of more than ``max_pixels`` pixels."""
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageReadError(path, f"image larger than the pixel budget ({width}x{height} = "
+                                   f"{pixels / 1e6:.1f} MP > {max_pixels / 1e6:g} MP; raise "
+                                   f"--max-pixels to allow it)")
+
+
 def _checked_header(path: Path, max_pixels: int) -> tuple[bytes, _Header | None]:
     """The file's bytes and header (None where PIL cannot tell), refused if it is truncated,
     above the pixel budget or has several frames."""
@@ -276,11 +317,7 @@ def _checked_header(path: Path, max_pixels: int) -> tuple[bytes, _Header | None]
     _check_complete(path, data)
     header = _probe(path, data)
     if header is not None:
-        pixels = header.width * header.height
-        if pixels > max_pixels:
-            raise ImageReadError(path, f"image larger than the pixel budget ({header.width}x"
-                                       f"{header.height} = {pixels / 1e6:.1f} MP > "
-                                       f"{max_pixels / 1e6:g} MP; raise --max-pixels to allow it)")
+        _check_budget(path, header.width, header.height, max_pixels)
         if header.frames > 1:
             raise ImageReadError(path, f"multi-frame image ({header.frames} frames, e.g. an "
                                        f"animated {header.format}); save the frame to screen as "
@@ -336,15 +373,23 @@ def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[n
         img = _decode_pil(path, data)
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a decodable image (corrupt or unsupported format)")
-    return img, header.orientation if header is not None else 1
+    if header is None:  # a format PIL's header probe does not read: the budget holds after all
+        _check_budget(path, img.shape[1], img.shape[0], max_pixels)
+        return img, 1
+    return img, header.orientation
 
 
 def _decode_pil(path: Path, data: bytes | bytearray) -> np.ndarray | None:
-    """Formats OpenCV does not read (e.g. GIF in some builds), in OpenCV's channel order."""
+    """Formats OpenCV does not read (e.g. GIF in some builds), in OpenCV's channel order. A
+    16-bit, 32-bit or float image comes back with its samples as stored, for
+    :func:`_to_uint8`'s rule (PIL's own conversion to RGB would clip them)."""
     from PIL import Image
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            if im.mode.startswith(("I", "F")):  # I;16, I;16B, I (int32), F (float32)
+                wide = np.asarray(im)
+                return wide.astype(wide.dtype.newbyteorder("="), copy=False)
             rgb = np.asarray(im.convert("RGB"))
     except Exception:  # noqa: BLE001 - any decoder failure is "not decodable"
         return None

@@ -132,7 +132,7 @@ def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
 
 
 def _is_candidate(path: Path) -> bool:
-    if is_image_file(path) or path.suffix.lower() == ".gif":
+    if is_image_file(path):
         return True
     if path.is_symlink() and not path.exists():  # dangling: an error row, not silence
         return True

@@ -26,7 +26,7 @@ class Batch:
     indices: list[int]
     images: np.ndarray  # (B, 3, H, W) float32, normalised
     masks: np.ndarray | None  # (B, H, W) uint8 or None
-    originals: list[tuple[int, int]]  # (height, width) on disk
+    originals: list[tuple[int, int]]  # (height, width) as decoded: upright, maybe DCT-reduced
     errors: list[tuple[int, str]]  # (index, reason)
     boxes: list[Box]  # where each image's content lies in the model input
 

@@ -170,7 +170,9 @@ class LongTailSet:
         else:
             again = build_longtail(datasets, category_dirs, self.tail, self.k or 1, self.noise,
                                    self.seed, self.overlap, self.tail_ratio, self.alpha)
-            same = {**again.to_dict(), "sources": {}} == self.to_dict()
+            # with overlap nothing is removed; the committed manifests list the injected images
+            ignored = {"sources": {}, **({"removed_from_test": {}} if self.overlap else {})}
+            same = {**again.to_dict(), **ignored} == {**self.to_dict(), **ignored}
             diffs = [] if same else [
                 f"{c}: {self.counts[c]} in the manifest, {again.counts.get(c)} rebuilt"
                 for c in self.categories if self.counts[c] != again.counts.get(c)] or ["other images drawn"]
@@ -300,7 +302,7 @@ def build_longtail(
         picked = np.sort(rng.choice(len(anomalies[c]), n_noise[c], replace=False)) if n_noise[c] else []
         injected = [_rel(anomalies[c][i].path, cdir) for i in picked]
         train += [{"category": c, "path": p, "noise": True} for p in injected]
-        removed[c] = injected
+        removed[c] = [] if overlap else injected  # overlap: they stay in the test set
         counts[c] = {"original": n_orig[c], "good": int(keep_n[c]), "noise": len(injected)}
     split = LongTailSet(tail, k if tail == "step" else None, noise, seed, overlap, cats, tails, train,
                         removed, counts, tail_ratio, alpha, sources=data_sources(datasets, category_dirs))

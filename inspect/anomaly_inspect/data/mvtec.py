@@ -138,8 +138,9 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     for group in groups:
         label = 0 if group == GOOD else 1
         images = list_images(test_dir / group)
-        if not images:
+        if not images:  # left out before its masks are looked for: it needs none
             log.warning("%s: no images; '%s' left out of the test split", test_dir / group, group)
+            continue
         if has_masks and label == 1:
             gt_dir = gt_root / group
             if not gt_dir.is_dir():
@@ -160,4 +161,4 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     train, test = check_disjoint(train, test, repeats="once")
     log.info("%s: %d train, %d test images (%d anomalous), masks: %s",
              name, len(train), len(test), sum(s.label for s in test), has_masks)
-    return AnomalyDataset(name, train, test, has_masks, groups)
+    return AnomalyDataset(name, train, test, has_masks, sorted({s.group for s in test}))

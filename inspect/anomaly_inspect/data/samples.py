@@ -25,12 +25,3 @@ class Sample:
     def name(self) -> str:
         return self.path.name
 
-
-def labels_of(samples: list[Sample]) -> list[int]:
-    """Labels of ``samples``; raises if any is unknown."""
-    out = []
-    for s in samples:
-        if s.label is None:
-            raise ValueError(f"{s.path}: sample has no label")
-        out.append(int(s.label))
-    return out

@@ -47,6 +47,11 @@ def test_fit_auto_records_the_choice_in_model_json(demo, tmp_path, capsys):
         assert 0 <= c["mean_auroc"] <= 1 and c["normal_calibration"]["mad"] > 0
     assert info["config"]["features"]["finest_stage"] == tuning["chosen_config"]["embedding"]
     assert "tune: chose" in capsys.readouterr().out
+    # where the candidates came from, and the base config they were derived from
+    from anomaly_inspect.config import ModelConfig
+
+    assert tuning["settings"]["candidates"] == "given"
+    assert Candidate.of(ModelConfig.from_dict(tuning["base"])).name == tuning["default"]
 
 
 def test_evaluate_auto_with_ensemble(demo, tmp_path):
@@ -166,6 +171,7 @@ def test_ascent_validates_the_combination_of_two_winners_and_can_choose_it(demo,
     result = tune_mod.tune(sorted((demo / "train" / "good").glob("*.png")), base,
                            tune_mod.TuneSettings(grid="ascent"), cache_dir=tmp_path / "cache", progress=False)
     assert seen == [*planted]  # the combination is validated after the first round
+    assert result.to_dict()["settings"]["candidates"] == "grid"
     assert result.chosen.name == "lite0-64-8+16-mean-pad"
     assert [c["name"] for c in result.to_dict()["candidates"]][0] == "lite0-64-8+16-mean-pad"
 
@@ -316,9 +322,19 @@ def test_validation_takes_the_crop_fit_takes(demo, tmp_path):
         tune([], base, candidates=[Candidate.parse("lite0-32-8+16-rows-stretch")], cache_dir=tmp_path / "c2")
 
 
-def test_tune_command_line_refusals_are_one_line(tmp_path, capsys):
+def test_tune_command_line_refusals_are_one_line(demo, tmp_path, capsys):
     rc = main(["tune", "--train", str(tmp_path), "--root", str(tmp_path), "--category", "x", "--quiet"])
     assert rc == 1 and capsys.readouterr().err == "error: tune: give --train DIR or --root/--category, not both\n"
+    assert main(["tune", "--category", "bottle", "--quiet"]) == 1
+    assert capsys.readouterr().err == "error: tune --category: needs --root, the folder holding the category\n"
+    # --grid was ignored silently next to --candidates (and the record named it)
+    grid = "error: --grid: not with --candidates (the listed candidates replace the grid); drop one of them\n"
+    for command in (["tune", "--train", str(demo / "train" / "good")],
+                    ["evaluate", "--auto", "--root", str(demo.parent), "--category", demo.name],
+                    ["fit", "--auto", "--train", str(demo / "train" / "good"), "--out", str(tmp_path / "m")]):
+        assert main([*command, *TINY, "--grid", "ascent", "--tune-cache", str(tmp_path / "cache")]) == 1
+        assert capsys.readouterr().err == grid
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "m").exists()
     with pytest.raises(SystemExit) as exc:
         main(["tune", "--train", str(tmp_path), "--folds", "1"])
     err = capsys.readouterr().err
@@ -357,3 +373,54 @@ def test_int8_auto_evaluate_calibrates_every_extraction_on_training_images(demo,
     # tune (one backbone x size), the ensemble's test scores, its 2 normal calibrations, the fit
     assert len(given) == 5 and all(Path(p).parent == train for paths in given for p in paths)
     assert seen == [("training images", 12)] * 5
+
+
+@pytest.mark.parametrize("command", ["evaluate", "fit"])
+def test_auto_keeps_the_tuning_record_when_the_later_step_fails(demo, tmp_path, monkeypatch, capsys, command):
+    """``--output-json`` holds ``{"tuning": ...}`` as soon as tuning ends: a failed evaluation
+    or fit no longer loses minutes of tuning; a successful run replaces it with its own JSON."""
+    import importlib
+    from types import SimpleNamespace
+
+    module = importlib.import_module(f"anomaly_inspect.commands.{command}")
+    tuning = SimpleNamespace(chosen_config=lambda cfg: cfg, to_dict=lambda: {"chosen": "base"})
+    monkeypatch.setattr(module, "run_tune", lambda paths, args, cfg: tuning)
+
+    def failed(*args, **kwargs):
+        raise RuntimeError(f"{command} failed")
+
+    if command == "evaluate":
+        from anomaly_inspect.evaluation import evaluate as target
+        args = ["evaluate", "--root", str(demo.parent), "--category", demo.name]
+    else:
+        import anomaly_inspect.screening as target
+        args = ["fit", "--train", str(demo / "train" / "good"), "--out", str(tmp_path / "model")]
+    monkeypatch.setattr(target, command, failed)
+    out = tmp_path / "r.json"
+    assert main([*args, "--auto", "--quiet", "--output-json", str(out)]) == 1
+    assert f"{command} failed" in capsys.readouterr().err
+    assert json.loads(out.read_text()) == {"tuning": {"chosen": "base"}}
+
+
+def test_judge_with_two_candidates_writes_valid_json_and_no_warning(demo, tmp_path, capsys):
+    """Spearman's rho is undefined with two candidates: null and the reason (a bare NaN was
+    written, no valid JSON, and scipy's warning printed under --quiet)."""
+    import re
+    import warnings
+
+    out = tmp_path / "tune.json"
+
+    def no_nan(name):
+        raise ValueError(f"{name} in the JSON")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["tune", "--root", str(demo.parent), "--category", demo.name, "--judge",
+                     "--tune-cache", str(tmp_path / "cache"), "--output-json", str(out), *TINY]) == 0
+    captured = capsys.readouterr()
+    judge = json.loads(out.read_text(), parse_constant=no_nan)["judge"]
+    assert judge["spearman_borda_test"] is None and judge["spearman_validation_auroc_test"] is None
+    assert judge["spearman_note"] == dict.fromkeys(["spearman_borda_test", "spearman_validation_auroc_test"],
+                                                   "undefined with 2 candidates (needs 3)")
+    assert "Warning" not in captured.err
+    assert re.search(r"Spearman \(Borda, test\) +n/a, undefined with 2 candidates \(needs 3\)\n", captured.out)

@@ -166,6 +166,18 @@ def test_ascent_round_takes_per_setting_the_best_change_that_beats_fold_noise():
     assert ascent_round(cands[:3], folds[:3], d) == []
 
 
+def test_ascent_round_a_larger_gain_within_its_noise_does_not_stop_a_smaller_one_beyond_it():
+    """The rule as coded and documented since 2026-12-04 (and as the published runs used it):
+    screw's ascent run, fold AUROCs from its JSON. 448 px gains more (0.0079) than 384 px
+    (0.0074) but within its noise (0.0082), 384 px beyond its own (0.0049): 384 px is taken."""
+    d, lite2, big, mid = (Candidate.parse(n) for n in (
+        "lite0-320-8+16-rows-stretch", "lite2-320-8+16-rows-stretch", "lite0-448-8+16-rows-stretch",
+        "lite0-384-8+16-rows-stretch"))
+    folds = [[0.8973, 0.8767, 0.916], [0.9041, 0.8852, 0.9243], [0.9082, 0.8909, 0.9147],
+             [0.9026, 0.8897, 0.9199]]
+    assert [c.name for c in ascent_round([d, lite2, big, mid], folds, d)] == ["lite2-384-8+16-rows-stretch"]
+
+
 def test_candidate_config_sets_layers_by_stride_and_keeps_the_scorer():
     base = ModelConfig(scorer={"coreset_ratio": 0.05})
     cfg = Candidate("tf_efficientnet_lite2", 384, (4, 8, 16), "full", "pad").config(base)
@@ -718,7 +730,8 @@ def test_ensemble_normal_calibration_and_test_scores_share_the_int8_calibration(
     recording(tune, "normal calibration")
     result = SimpleNamespace(readable=lambda paths: [Path(p) for p in paths])
     scores = judge.test_scores(dataset, result, [cand], base, tmp_path / "cache", progress=False)
-    cal, = tune.normal_calibrations(train, base, [cand], TuneSettings(n_folds=2, max_images=6),
+    cal, = tune.normal_calibrations(train, base, [tune.CandidateScores(cand, {}, [])],
+                                    TuneSettings(n_folds=2, max_images=6),
                                     tmp_path / "cache", progress=False)
     assert digests["test scores"] == digests["normal calibration"] and digests["test scores"][0] == 8
     assert len(scores[cand.name]) == 2 and np.isfinite(cal.median) and cal.mad > 0
@@ -739,3 +752,59 @@ def test_stage_maps_of_another_pixel_budget_are_another_entry(tmp_path):
     assert len(full) == 3 and not full.skipped and full.directory != small.directory
     with pytest.raises(ImageReadError, match=r"002\.png: image larger than the pixel budget"):
         _maps(paths, tmp_path / "cache", max_pixels=64 * 64)
+
+
+def test_rank_correlation_is_null_with_a_note_where_undefined_and_never_warns():
+    """``tune --judge``'s Spearman rho: two candidates or constant scores give null and the
+    reason (it was a bare NaN, no valid JSON, with scipy's warning printed under --quiet)."""
+    import json
+    import warnings
+
+    from anomaly_inspect.tuning.judge import rank_correlation
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert rank_correlation([1.0, 2.0, 3.0], [0.5, 0.7, 0.6]) == (0.5, None)
+        assert rank_correlation([1.0, 2.0], [0.5, 0.7]) == (None, "undefined with 2 candidates (needs 3)")
+        assert rank_correlation([1.0, 2.0, 3.0], [0.9, 0.9, 0.9]) == (
+            None, "undefined: every candidate has the same test score")
+        assert rank_correlation([2.0, 2.0, 2.0], [0.9, 0.9, 0.9]) == (
+            None, "undefined: every candidate has the same validation and test score")
+    json.dumps({"rho": rank_correlation([1.0, 2.0], [0.5, 0.7])[0]}, allow_nan=False)
+
+
+def test_ensemble_normal_calibration_reads_the_stage_maps_validation_extracted(tmp_path, monkeypatch):
+    """A member extracted with the union of its group's stages in validation is read from that
+    cache entry for its normal calibration (it was extracted again under its own stages alone:
+    another cache key); a ``pad`` twin reads its ``stretch`` twin's entry."""
+    import importlib
+
+    from anomaly_inspect.tuning import stage_cache
+
+    tune = importlib.import_module("anomaly_inspect.tuning.tune")
+    paths = _pngs(tmp_path / "train", 12)
+    base = ModelConfig()
+    base.features.image_size, base.features.batch_size = 64, 8
+    cands = [Candidate.parse(n) for n in ("lite0-64-8+16-rows-stretch", "lite0-64-4+8+16-rows-stretch",
+                                          "lite0-64-8+16-rows-pad")]
+    result = tune.tune(paths, base, TuneSettings(ensemble=3), cands, cache_dir=tmp_path / "cache",
+                       progress=False)
+    by = {c.candidate.name: c for c in result.candidates}
+    assert by["lite0-64-8+16-rows-stretch"].extraction == Candidate.parse("lite0-64-4+8+16-rows-stretch")
+    assert by["lite0-64-8+16-rows-pad"].same_as == "lite0-64-8+16-rows-stretch"
+    real, extracted = stage_cache._extract, []
+
+    def counting(backbone, paths, *a, **k):
+        extracted.append(list(backbone.layers))
+        return real(backbone, paths, *a, **k)
+
+    monkeypatch.setattr(stage_cache, "_extract", counting)
+    members = [by["lite0-64-8+16-rows-stretch"], by["lite0-64-8+16-rows-pad"]]
+    cals = tune.normal_calibrations(paths, base, members, result.settings, tmp_path / "cache", progress=False)
+    assert extracted == [] and len(cals) == 2 and all(c.mad > 0 for c in cals)
+    assert cals[0].to_dict() == cals[1].to_dict()  # twins: the very same model input
+    # a member without a recorded extraction is extracted alone, as before
+    alone, = tune.normal_calibrations(paths, base, [tune.CandidateScores(cands[0], {}, [])],
+                                      result.settings, tmp_path / "cache", progress=False)
+    assert extracted == [[2, 3]]
+    assert (alone.median, alone.mad) == pytest.approx((cals[0].median, cals[0].mad), rel=1e-4)

@@ -70,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     if args.auto:
         check_dataset(dataset)  # before minutes of tuning (evaluate checks it before fitting)
         tuning = run_tune([s.path for s in dataset.train], args, cfg)
+        write_json(args.output_json, {"tuning": tuning.to_dict()})  # kept should evaluate fail
     result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,
                       engine=engine)
     out = result.to_dict()

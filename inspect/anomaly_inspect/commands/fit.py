@@ -83,6 +83,7 @@ def _run(args: argparse.Namespace) -> int:
         fit_part = fit_split(expand_inputs(list(args.train)), args.calibration,
                              args.calibration_fraction, cfg.seed, args.max_pixels)[0]
         tuning = run_tune(fit_part, args, cfg)
+        write_json(args.output_json, {"tuning": tuning.to_dict()})  # kept should the fit fail
         cfg = tuning.chosen_config(cfg)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,
                 calibration_fraction=args.calibration_fraction, progress=not args.quiet,

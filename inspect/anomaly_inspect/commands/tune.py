@@ -76,10 +76,14 @@ def settings_from_args(args: argparse.Namespace):
 
 
 def run_tune(train_paths, args: argparse.Namespace, cfg):
-    """Tune on ``train_paths`` with the command-line settings; prints a one-line summary."""
+    """Tune on ``train_paths`` with the command-line settings; prints a one-line summary.
+    ``--grid`` with ``--candidates`` is refused: the list replaces the grid."""
     from ..tuning.candidates import Candidate
     from ..tuning.tune import tune
 
+    if args.candidates and given_flags(args, add_tune_args, only=("grid",)):
+        raise ValueError("--grid: not with --candidates (the listed candidates replace the grid); "
+                         "drop one of them")
     cands = None if not args.candidates else [Candidate.parse(n) for n in args.candidates.split(",")]
     result = tune(train_paths, cfg, settings_from_args(args), cands,
                   cache_dir=args.tune_cache, progress=not args.quiet,
@@ -113,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
 
     if (args.root is not None or args.category) and args.train:
         raise ValueError("tune: give --train DIR or --root/--category, not both")
+    if args.category and args.root is None:
+        raise ValueError("tune --category: needs --root, the folder holding the category")
     cfg = model_config_from_args(args)
     dataset = None
     if args.root is not None:
@@ -144,7 +150,9 @@ def run(args: argparse.Namespace) -> int:
         rows += [("chosen / default / best", f"{judged['chosen_test_auroc']:.4f} / "
                   f"{judged['default_test_auroc']:.4f} / {judged['best_test_auroc']:.4f}"),
                  ("regret chosen / default", f"{judged['regret_chosen']:.4f} / {judged['regret_default']:.4f}"),
-                 ("Spearman (Borda, test)", f"{judged['spearman_borda_test']:.3f}"),
+                 ("Spearman (Borda, test)", f"{judged['spearman_borda_test']:.3f}"
+                  if judged["spearman_borda_test"] is not None
+                  else f"n/a, {judged['spearman_note']['spearman_borda_test']}"),
                  ("ensemble test AUROC", f"{judged['ensemble_test_auroc']:.4f} ({', '.join(judged['ensemble'])})")]
     print_table(rows)
     write_json(args.output_json, out)

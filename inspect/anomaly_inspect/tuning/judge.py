@@ -9,12 +9,13 @@ stage-map cache as tuning) and scores the test split exactly as ``evaluate`` wou
 from __future__ import annotations
 
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import spearmanr
+from scipy.stats import ConstantInputWarning, spearmanr
 
 from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
@@ -25,7 +26,7 @@ from ..pipeline import build_backbone
 from ..progress import Progress
 from .candidates import Candidate
 from .stage_cache import calibrate, stage_maps
-from .tune import TuningResult, _scorer, normal_calibrations, tune_cache
+from .tune import TuningResult, _scorer, extraction_of, normal_calibrations, tune_cache
 
 
 def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[Candidate],
@@ -45,10 +46,7 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
     bs, crop = base.features.batch_size, base.features.crop_size
     with Progress(len(cands), "score test per candidate", unit="cand", enabled=progress) as bar:
         for (name, size, resize), members in groups.items():
-            strides = sorted({s for c in members for s in c.strides})
-            cfg = members[0].config(base)
-            cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
-            backbone = build_backbone(cfg)
+            backbone = build_backbone(extraction_of(members).config(base))
             calibrate(backbone, train, size, resize, crop, max_pixels)  # int8: on the training images
             tr = stage_maps(backbone, train, size, resize, cache_dir / "maps", bs, progress,
                             f"extract train {name} {size} {resize}", max_pixels, crop, skip_unreadable=True)
@@ -71,11 +69,27 @@ def ensemble_test_auroc(dataset: AnomalyDataset, result: TuningResult, base: Mod
     """Test AUROC of the tuned ensemble: each member's test scores standardised by its held-out
     normal training scores at the deployed scorer settings, then averaged."""
     labels = np.array([s.label for s in dataset.test])
-    cands = [result.candidates[i].candidate for i in result.ensemble]
-    cals = normal_calibrations(result.readable([s.path for s in dataset.train]), base, cands, result.settings,
+    members = [result.candidates[i] for i in result.ensemble]
+    cands = [m.candidate for m in members]
+    cals = normal_calibrations(result.readable([s.path for s in dataset.train]), base, members, result.settings,
                                cache_dir, progress, max_pixels)
     fused = fuse([scores[c.name] for c in cands], cals)
     return float(auroc(labels, fused)), cals
+
+
+def rank_correlation(x: Sequence[float], y: Sequence[float]) -> tuple[float | None, str | None]:
+    """Spearman's rho of ``x`` and ``y`` (rounded to 3 digits), or None and why where it is
+    undefined: two candidates or fewer, or one side constant (where scipy gives NaN, no valid
+    JSON, and a warning that would print under --quiet)."""
+    if len(x) <= 2:
+        return None, f"undefined with {len(x)} candidates (needs 3)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConstantInputWarning)  # its NaN is said in the note
+        rho = float(spearmanr(x, y).statistic)
+    if np.isnan(rho):
+        same = [side for values, side in ((x, "validation"), (y, "test")) if np.ptp(values) == 0]
+        return None, f"undefined: every candidate has the same {' and '.join(same) or 'NaN'} score"
+    return round(rho, 3), None
 
 
 def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelConfig,
@@ -93,16 +107,19 @@ def judge_selector(dataset: AnomalyDataset, result: TuningResult, base: ModelCon
     real = [test[c.name] for c in cands]
     best = int(np.argmax(real))
     chosen, default, winner = (result.decision.chosen, result.decision.default, result.decision.winner)
-    rho_borda = spearmanr(borda, real).statistic if len(cands) > 2 else float("nan")
-    rho_mean = spearmanr(val_mean, real).statistic if len(cands) > 2 else float("nan")
+    rho_borda, why_borda = rank_correlation(borda, real)
+    rho_mean, why_mean = rank_correlation(val_mean, real)
+    notes = {key: why for key, why in (("spearman_borda_test", why_borda),
+                                        ("spearman_validation_auroc_test", why_mean)) if why}
     ens, cals = ensemble_test_auroc(dataset, result, base, scores, cache_dir, progress, max_pixels)
     return {
         "category": dataset.name,
         "candidates": [{"name": c.name, "validation_mean_auroc": round(v, 4), "borda": round(b, 3),
                         "test_auroc": round(t, 4)}
                        for c, v, b, t in zip(cands, val_mean, borda, real, strict=True)],
-        "spearman_borda_test": round(float(rho_borda), 3),
-        "spearman_validation_auroc_test": round(float(rho_mean), 3),
+        "spearman_borda_test": rho_borda,
+        "spearman_validation_auroc_test": rho_mean,
+        **({"spearman_note": notes} if notes else {}),  # why a rho is null
         "chosen": cands[chosen].name, "chosen_test_auroc": round(real[chosen], 4),
         "winner": cands[winner].name, "winner_test_auroc": round(real[winner], 4),
         "default": cands[default].name, "default_test_auroc": round(real[default], 4),

@@ -11,7 +11,7 @@ Backbone features are extracted once per backbone x input size x resize into ``c
 (an int8 backbone is calibrated on the tuning images first, for each of them).
 Where every image is square, ``pad`` gives the very input ``stretch`` gives: a ``pad`` candidate
 then takes its ``stretch`` twin's validation (``same_as``) instead of repeating it, and an
-ensemble never takes both.
+ensemble never takes both; it is still ranked, a column of the Borda table like any candidate.
 
 Each candidate also keeps the median / MAD of its cross-fitted scores on held-out normal images:
 the normal calibration of :func:`.rank.fuse` for ensembles. Nothing here sees a test image.
@@ -107,6 +107,7 @@ class CandidateScores:
     calibration: NormalCalibration | None = None
     seconds: float = 0.0
     same_as: str | None = None  # the candidate whose validation this is (same model input)
+    extraction: Candidate | None = None  # the extraction that fed it (:func:`extraction_of`)
 
     @property
     def mean_auroc(self) -> float:
@@ -133,9 +134,10 @@ class TuningResult:
     ensemble_judge_auroc: dict[str, float]
     n_images: int
     seconds: float
-    base: dict
+    base: dict  # the base config the candidates were derived from (``ModelConfig.to_dict``)
     scores: dict = field(default_factory=dict, repr=False)  # name -> fold -> (normal, anomalous)
     skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable: path, error
+    candidate_source: str = "grid"  # "grid": settings.grid's; "given": tune's ``candidates``
 
     def readable(self, train_paths: Sequence[Path | str]) -> list[Path]:
         """``train_paths`` without the images tuning skipped as unreadable."""
@@ -162,7 +164,8 @@ class TuningResult:
             "ensemble": [self.candidates[i].candidate.name for i in self.ensemble],
             "ensemble_mean_auroc": round(float(np.mean(list(self.ensemble_judge_auroc.values()))), 4),
             "ensemble_judge_auroc": {k: round(v, 4) for k, v in self.ensemble_judge_auroc.items()},
-            "settings": self.settings.to_dict(),
+            "settings": {**self.settings.to_dict(), "candidates": self.candidate_source},
+            "base": self.base,
             "n_images": self.n_images,
             "skipped_images": self.skipped,
             "seconds": round(self.seconds, 1),
@@ -204,6 +207,14 @@ def stretch_twins(batch: Sequence[Candidate], square: bool) -> dict[int, int]:
     index = {c: i for i, c in enumerate(batch)}
     return {i: index[replace(c, resize="stretch")] for i, c in enumerate(batch)
             if c.resize == "pad" and replace(c, resize="stretch") in index}
+
+
+def extraction_of(group: Sequence[Candidate]) -> Candidate:
+    """The one feature extraction that feeds ``group`` (candidates of one backbone x size x
+    resize): its first candidate with the union of the group's stages, whose layers are part of
+    the stage-map cache key. Validation, the ensemble's normal calibration and the test scores
+    all extract through it, so the calibration reads the entry validation wrote."""
+    return replace(group[0], strides=tuple(sorted({s for c in group for s in c.strides})))
 
 
 def ensemble_members(scores: Sequence[CandidateScores], borda: np.ndarray, size: int) -> list[int]:
@@ -337,9 +348,10 @@ def ensemble_validation(members: list[int], raw: list[dict], folds: np.ndarray, 
 
 def ascent_round(cands: Sequence[Candidate], fold_auroc: Sequence[Sequence[float]],
                  default: Candidate) -> list[Candidate]:
-    """The ``ascent`` grid's second round: per setting, the one-change candidate with the largest
-    mean fold gain over the default, if that gain exceeds its fold-to-fold noise (the
-    keep-the-default rule); then those winners' pairs and all of them together."""
+    """The ``ascent`` grid's second round: per setting, among the one-change candidates whose
+    mean fold gain over the default exceeds their own fold-to-fold noise (the keep-the-default
+    rule), the one with the largest gain; then those winners' pairs and all of them together.
+    (A larger gain within its noise does not stop a smaller one beyond its noise.)"""
     table = np.asarray(fold_auroc, np.float64).T  # (n_folds, n_candidates)
     d = cands.index(default)
     best: dict[str, tuple[float, int]] = {}
@@ -407,10 +419,8 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
                 groups[c.extraction].append(i)
         out: list = [None] * len(batch)
         for (name, size, resize), members in groups.items():
-            strides = sorted({s for i in members for s in batch[i].strides})
-            cfg = batch[members[0]].config(base)
-            cfg.backbone.layers = Candidate(name, size, tuple(strides), "rows", resize).layers()
-            backbone = build_backbone(cfg)
+            ext = extraction_of([batch[i] for i in members])
+            backbone = build_backbone(ext.config(base))
             calibrate(backbone, paths, size, resize, crop, max_pixels)
             bs = base.features.batch_size
             normal = stage_maps(backbone, paths, size, resize, cache_dir / "maps", bs, progress,
@@ -425,8 +435,9 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             anomalous = stage_maps(backbone, drawn, size, resize, cache_dir / "maps", bs, progress,
                                    "extract synthetic", max_pixels, crop)
             for i in members:
-                out[i] = score_candidate(batch[i], base, normal, anomalous, folds, families,
-                                         settings.recipe.families, bs, settings.validation_overrides())
+                scores, raw = score_candidate(batch[i], base, normal, anomalous, folds, families,
+                                              settings.recipe.families, bs, settings.validation_overrides())
+                out[i] = replace(scores, extraction=ext), raw
                 log.info("tune: %s mean synthetic AUROC %.4f", batch[i].name, out[i][0].mean_auroc)
                 bar.update()
             del backbone, normal, anomalous
@@ -458,7 +469,8 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     ens = ensemble_validation(members, raw, folds, families, names)
     return TuningResult(settings, scores, decision, members, ens, len(paths),
                         time.perf_counter() - t0, base.to_dict(),
-                        {c.name: r for c, r in zip(cands, raw, strict=True)}, skipped)
+                        {c.name: r for c, r in zip(cands, raw, strict=True)}, skipped,
+                        "grid" if candidates is None else "given")
 
 
 def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, max_pixels: int,
@@ -491,12 +503,13 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
 
 
 def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
-                        members: Sequence[Candidate], settings: TuneSettings = TuneSettings(),
+                        members: Sequence[CandidateScores], settings: TuneSettings = TuneSettings(),
                         cache_dir: Path | str | None = None, progress: bool = True,
                         max_pixels: int = DEFAULT_MAX_PIXELS) -> list[NormalCalibration]:
     """Each member's normal calibration at the *deployed* scorer settings (the base config's
     coreset ratio): median / MAD of its cross-fitted scores on the tuning folds' held-out normal
-    images (same folds and stage-map cache as :func:`tune`). Test images never enter. An int8
+    images (same folds and stage-map cache as :func:`tune`: each member is extracted as its
+    validation was, ``extraction``, else alone). Test images never enter. An int8
     backbone is calibrated on all of ``train_paths``, as ``fit`` and :func:`.judge.test_scores`
     calibrate the member whose scores this standardises (tune's validation calibrates on the
     tuning subset, which differs where there are more than ``max_images`` images)."""
@@ -506,10 +519,11 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
     paths = [train[i] for i in chosen]
     bs = base.features.batch_size
     out = []
-    for cand in members:
-        backbone = build_backbone(cand.config(base))
-        calibrate(backbone, train, cand.image_size, cand.resize, base.features.crop_size, max_pixels)
-        normal = stage_maps(backbone, paths, cand.image_size, cand.resize, cache_dir / "maps", bs,
+    for member in members:
+        cand, ext = member.candidate, member.extraction or extraction_of([member.candidate])
+        backbone = build_backbone(ext.config(base))
+        calibrate(backbone, train, ext.image_size, ext.resize, base.features.crop_size, max_pixels)
+        normal = stage_maps(backbone, paths, ext.image_size, ext.resize, cache_dir / "maps", bs,
                             progress, f"extract {cand.name}", max_pixels, base.features.crop_size)
         embedding = cand.config(base).features.embedding()
         scores = []

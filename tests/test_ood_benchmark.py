@@ -210,7 +210,7 @@ def test_scorer_input_config_errors(tmp_path):
         bad.write_text(f"benchmark: isic\ndata: {{}}\nsplits: [ink_all]\nscorers: [{row}]\n")
         with pytest.raises(ConfigError, match=message):
             load_ood_config(bad)
-    bad.write_text("benchmark: isic\ndata: {}\nsplits: [ink_all]\nbackbone: {layers: [2, 3]}\n"
+    bad.write_text("benchmark: isic\ndata: {root: r}\nsplits: [ink_all]\nbackbone: {layers: [2, 3]}\n"
                    "scorers: [{name: block_feature_norm, input: 'block:4'}]\n")
     with pytest.raises(ConfigError, match=r"i\.yaml: scorer 'block_feature_norm': no block 'block:4'; "
                                           r"available: block:final, block:2, block:3"):
@@ -352,18 +352,194 @@ def test_splits_the_data_section_does_not_define_are_config_errors(tmp_path):
         build_data(cfg, tmp_path)
 
 
-def test_cached_scores_are_keyed_by_the_scorer_and_feature_code(tmp_path, monkeypatch):
-    """A change to the scorer or feature code changes the key of every cached feature and score
-    (a warm cache reported the old rows after the coreset fix)."""
+def test_cached_arrays_are_keyed_by_every_module_the_benchmark_can_reach(tmp_path, monkeypatch):
+    """A change to any module that feeds the cached arrays (features and scorers, but also image
+    decoding, transforms, pseudo-OOD, fusion, core, the runner) changes the key of every cached
+    feature and score (a warm cache reported the old rows after the coreset fix); the CLI and
+    the screening / tuning tools, which the benchmark never imports, do not."""
     from anomaly_inspect.evaluation import ood_benchmark
 
     src = tmp_path / "anomaly_inspect"
-    for sub in ("features", "scorers", "evaluation"):
-        (src / sub).mkdir(parents=True)
-        (src / sub / "a.py").write_text("x = 1\n")
+    files = ["features/a.py", "scorers/a.py", "data/transforms.py", "data/image_io.py",
+             "data/artefacts.py", "evaluation/fusion.py", "evaluation/ood_benchmark.py", "core.py",
+             "pipeline/runner.py", "commands/ood_benchmark.py", "screening/a.py", "tuning/a.py", "cli.py"]
+    for rel in files:
+        (src / rel).parent.mkdir(parents=True, exist_ok=True)
+        (src / rel).write_text("x = 1\n")
     monkeypatch.setattr(ood_benchmark, "__file__", str(src / "evaluation" / "ood_benchmark.py"))
-    before = ood_benchmark.code_fingerprint()
-    (src / "evaluation" / "a.py").write_text("x = 2\n")  # not feature or scorer code
-    assert ood_benchmark.code_fingerprint() == before
-    (src / "scorers" / "a.py").write_text("x = 2\n")
-    assert ood_benchmark.code_fingerprint() != before
+    for rel in files:
+        before = ood_benchmark.code_fingerprint()
+        (src / rel).write_text((src / rel).read_text() + "x += 1\n")
+        reaches = rel.split("/")[0] not in ood_benchmark.UNFINGERPRINTED
+        assert (ood_benchmark.code_fingerprint() != before) == reaches, rel
+
+
+def test_the_fingerprinted_modules_import_none_of_the_unfingerprinted_ones():
+    """What ``code_fingerprint`` leaves out must stay out of the benchmark's reach."""
+    import ast
+
+    from anomaly_inspect.evaluation import ood_benchmark
+
+    root = Path(ood_benchmark.__file__).resolve().parent.parent
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if rel.parts[0] in ood_benchmark.UNFINGERPRINTED:
+            continue
+        package = ["anomaly_inspect", *rel.parts[:-1]]
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[:len(package) - node.level + 1] if node.level else []
+                names = [".".join([*base, node.module or ""]).strip(".")]
+                names += [f"{names[0]}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                continue
+            for name in names:
+                parts = name.split(".")
+                assert not (parts[0] == "anomaly_inspect" and len(parts) > 1 and
+                            parts[1].removesuffix(".py") in {u.removesuffix(".py") for u in
+                                                             ood_benchmark.UNFINGERPRINTED}), (rel, name)
+
+
+def test_synthetic_drawings_are_keyed_by_the_code(tmp_path, monkeypatch):
+    """The synthetic ISIC sets' folder changes with the code fingerprint (it was keyed by a
+    fixed version number, so a change to the drawing code reused the old drawings)."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from anomaly_inspect.data.isic import OODData
+    from anomaly_inspect.data.samples import Sample
+    from anomaly_inspect.evaluation import ood_benchmark
+
+    images = []
+    for name in ("train", "test"):
+        (tmp_path / f"{name}.png").write_bytes(b"x")
+        images.append(Sample(tmp_path / f"{name}.png", 0, name))
+    monkeypatch.setattr(ood_benchmark, "isic_index_benchmark", lambda root, colours, real: OODData(
+        "isic", images[:1], np.zeros(1, np.int64), images[1:], {}))
+    drawn = []
+
+    def draw(sources, spec, out_dir):
+        drawn.append(out_dir)
+        return [SimpleNamespace(path=str(out_dir / "test.png"), distance=50.0, colour="red",
+                                rule_similar=True)]
+
+    monkeypatch.setattr(ood_benchmark, "make_synthetic_set", draw)
+    cfg = OODBenchmarkConfig.from_dict({"benchmark": "isic", "data": {"root": str(tmp_path)},
+                                        "splits": ["ink_synth_similar"], "scorers": ["nan"],
+                                        "cache_dir": str(tmp_path / "cache")})
+    ood_benchmark.build_data(cfg)
+    ood_benchmark.build_data(cfg)
+    monkeypatch.setattr(ood_benchmark, "code_fingerprint", lambda: "changed")
+    ood_benchmark.build_data(cfg)
+    assert drawn[0] == drawn[1] != drawn[2]
+
+
+def test_scorer_values_are_checked_when_the_config_is_read(tmp_path):
+    """A value the scorer refuses fails when the config is read, naming the config and the row
+    (it failed after every set was extracted and the rows before it scored, with no JSON)."""
+    bad = tmp_path / "v.yaml"
+    cases = [("react", "{percentile: 150}", r"react: percentile must be a number in \(0, 100\], got 150"),
+             ("vim", "{dim: 300}", r"vim: dim must be a whole number in \[1, 255\] or None, got 300"),
+             ("dice", "{sparsity: 100}", r"dice: sparsity must be a number in \[0, 100\), got 100"),
+             ("knn", "{k: 0}", r"knn: k must be a whole number >= 1, got 0"),
+             ("line", "{p_a: 100}", r"line: p_a must be a number in \[0, 100\), got 100")]
+    for name, params, message in cases:
+        bad.write_text(f"benchmark: isic\ndata: {{root: r}}\nsplits: [ink_all]\n"
+                       f"scorers: [nan, {{name: {name}, label: row, params: {params}}}]\n")
+        with pytest.raises(ConfigError, match=rf"^{tmp_path / 'v.yaml'}: scorer 'row': {message}$"):
+            load_ood_config(bad)
+
+
+def test_orienting_a_scorer_that_keeps_its_training_images_is_refused(tmp_path):
+    """kNN / Mahalanobis score their own ID-train images (near) 0, so the in-sample jigsaw check
+    would always keep the published direction: orient pseudo_ood is refused for them."""
+    bad = tmp_path / "o.yaml"
+    for name in ("knn", "knn_nan", "mahalanobis"):
+        bad.write_text(f"benchmark: isic\ndata: {{root: r}}\nsplits: [ink_all]\n"
+                       f"scorers: [{{name: {name}, orient: pseudo_ood}}]\n")
+        with pytest.raises(ConfigError, match=rf"o\.yaml: scorer '{name}': orient 'pseudo_ood' scores "
+                                              r"the ID-train images the scorer was fitted on"):
+            load_ood_config(bad)
+    bad.write_text(bad.read_text().replace("mahalanobis", "head_nan"))
+    assert load_ood_config(bad).scorers[0].orient == "pseudo_ood"
+
+
+def test_block_rows_are_refused_with_padded_inputs(tmp_path):
+    """Block norms sum over every cell, padding included: a block row with resize pad is
+    refused (it scored the mirrored border); with stretch it runs as before."""
+    bad = tmp_path / "b.yaml"
+    bad.write_text("benchmark: isic\ndata: {root: r}\nsplits: [ink_all]\nfeatures: {resize: pad}\n"
+                   "scorers: [nan, block_feature_norm, {name: block_feature_norm, label: b3, "
+                   "input: 'block:3'}]\n")
+    with pytest.raises(ConfigError, match=r"b\.yaml: scorers \['block_feature_norm', 'b3'\] read "
+                                          r"block norms, which would count the padding"):
+        load_ood_config(bad)
+    bad.write_text(bad.read_text().replace("pad", "stretch"))
+    assert load_ood_config(bad).features.resize == "stretch"
+    bad.write_text("benchmark: isic\ndata: {root: r}\nsplits: [ink_all]\nfeatures: {resize: pad}\n"
+                   "scorers: [nan]\n")
+    assert load_ood_config(bad).features.resize == "pad"
+
+
+def test_data_settings_are_checked_naming_the_config(tmp_path):
+    """A missing required data key, a fold outside 0..folds-1 and more folds than an ID class
+    has images are one ConfigError naming the config (a TypeError, or a bare "fold must be in
+    0..4" / "cannot make 3 stratified folds")."""
+    from anomaly_inspect.data.synthetic import generate_dataset
+    from anomaly_inspect.evaluation.ood_benchmark import build_data
+
+    data = {"root": "r", "category": "c", "id_groups": ["good"], "ood_groups": {"c": ["x"]}}
+    base = {"benchmark": "mvtec_heldout", "splits": ["c"], "scorers": ["nan"]}
+    no_category = {k: v for k, v in data.items() if k != "category"}
+    with pytest.raises(ConfigError, match=r"^m\.yaml: data: missing required key\(s\) \['category'\] "
+                                          r"for benchmark 'mvtec_heldout'$"):
+        OODBenchmarkConfig.from_dict(base | {"data": no_category}, "m.yaml")
+    with pytest.raises(ConfigError, match=r"m\.yaml: data: missing required key\(s\) \['root'\]"):
+        OODBenchmarkConfig.from_dict({**base, "benchmark": "isic", "splits": ["ink_all"], "data": {}},
+                                     "m.yaml")
+    for given, folds in (({"fold": 7}, 5), ({"fold": 2, "folds": 2}, 2)):
+        with pytest.raises(ConfigError, match=rf"^m\.yaml: data: fold: expected a whole number < "
+                                              rf"folds \({folds}\), got {given['fold']}$"):
+            OODBenchmarkConfig.from_dict(base | {"data": data | given}, "m.yaml")
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+    cfg = OODBenchmarkConfig.from_dict(base | {"data": {
+        "root": str(root), "category": "tiny", "id_groups": ["good", "scratch"],
+        "ood_groups": {"c": ["stain"]}, "folds": 3}}, "m.yaml")
+    with pytest.raises(ConfigError, match=r"^m\.yaml: data: folds: cannot make 3 stratified folds: "
+                                          r"the smallest ID class has 2 images"):
+        build_data(cfg)
+
+
+def test_a_setting_the_data_cannot_meet_names_the_config_and_row_before_any_scoring(
+        tmp_path, monkeypatch):
+    """kNN's k above the ID-train count is refused naming the config and the row; a block the
+    backbone does not make is refused before any image is extracted."""
+    from anomaly_inspect.data.synthetic import generate_dataset
+    from anomaly_inspect.evaluation import ood_benchmark
+
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+    data = {"root": str(root), "category": "tiny", "id_groups": ["good"],
+            "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2}
+    common = {"benchmark": "mvtec_heldout", "splits": ["defects"], "data": data,
+              "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")}
+    extracted = []
+    real = ood_benchmark.extract_arrays
+    monkeypatch.setattr(ood_benchmark, "extract_arrays",
+                        lambda runner, samples, *a, **k: extracted.append(len(samples)) or
+                        real(runner, samples, *a, **k))
+    cfg = OODBenchmarkConfig.from_dict(common | {"scorers": [
+        "nan", {"name": "block_feature_norm", "label": "b9", "input": "block:9"}]}, "k.yaml")
+    with pytest.raises(ConfigError, match=r"^k\.yaml: scorer 'b9': no block 'block:9'; available: "
+                                          r"block:final, block:"):
+        ood_benchmark.run_ood_benchmark(cfg, progress=False)
+    assert extracted == []
+    cfg = OODBenchmarkConfig.from_dict(common | {"scorers": [
+        "nan", {"name": "knn", "label": "knn50", "params": {"k": 50}}]}, "k.yaml")
+    with pytest.raises(ConfigError, match=r"^k\.yaml: scorer 'knn50': knn: k=50 but only \d+ "
+                                          r"training images$"):
+        ood_benchmark.run_ood_benchmark(cfg, progress=False)

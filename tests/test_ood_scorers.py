@@ -273,6 +273,15 @@ def test_line_matches_definition_on_small_linear_model():
     np.testing.assert_allclose(line_energy(a, w, b, contrib, clip, p_a, p_w), [expected], rtol=1e-9)
 
 
+@pytest.mark.parametrize("key", ["p_a", "p_w"])
+def test_line_refuses_a_percentile_that_keeps_nothing(key):
+    """p_a (p_w) = 100 keeps no neuron (weight): every image scores the bias's energy (AUROC 0.5,
+    no warning); refused as DICE's sparsity 100 is, while 99.9 is taken."""
+    with pytest.raises(ValueError, match=rf"line: {key} must be a number in \[0, 100\), got 100"):
+        build_scorer("line", **{key: 100})
+    assert getattr(build_scorer("line", **{key: 99.9}), key) == 99.9
+
+
 # --- label-free orientation from jigsaw pseudo-OOD ---------------------------------------------
 def test_jigsaw_moves_whole_tiles_and_keeps_the_border():
     import torch

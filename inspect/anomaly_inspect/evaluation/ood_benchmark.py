@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from ..core import Features, FitContext, SharedResults
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
 from ..data.colour_shift import ColourShift, colour_shift
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
+from ..data.layout import DatasetLayoutError
 from ..data.mvtec_ood import (
     colour_similarity,
     mvtec_heldout_benchmark,
@@ -59,9 +61,14 @@ DATA_KEYS = {"isic": ("root", "colours_csv"),
              "isic_archive": ("image_dir", "metadata_csv", "id_list", "ood_lists", "folds", "fold"),
              "mvtec_heldout": ("root", "category", "id_groups", "ood_groups", "colour_manifest",
                                "similar_groups", "folds", "fold")}
+DATA_REQUIRED = {"isic": ("root",), "isic_archive": ("image_dir", "metadata_csv", "id_list", "ood_lists"),
+                 "mvtec_heldout": ("root", "category", "ood_groups")}
 SYNTHETIC_KEYS = ("roi_rgb", "threshold", "seed")  # the isic benchmark's synthetic splits
 ORIENT_MODES = ("published", "pseudo_ood")
 NUISANCES = ("", "colour")
+# scorers that keep the ID-train features (or their mean and covariance): in-sample, those images
+# score (near) 0 (kNN with k = 1: exactly 0), so the jigsaw check would always keep the published direction
+IN_SAMPLE_DEGENERATE = ("knn", "knn_nan", "mahalanobis")
 JIGSAW_GRID = 3
 TAIL_VIEWS = "rotflip"  # TailedCore's tail views: 90-degree rotations x flip (7 per image; rot15flip has 47)
 
@@ -76,7 +83,8 @@ class ScorerSpec:
     image's perturbed copy, extracted per scorer and cached).
     ``orient``: ``published`` keeps the score's published direction;
     ``pseudo_ood`` negates it when it ranks jigsaw-shuffled ID-train images
-    (label-free pseudo-OOD) above the ID-train images themselves.
+    (label-free pseudo-OOD) above the ID-train images themselves (refused for
+    ``IN_SAMPLE_DEGENERATE`` scorers, whose own training images score degenerately).
     ``nuisance``: ``colour`` projects pooled features onto the complement of the
     ``nuisance_k`` most colour-sensitive principal directions (learned from ID-train
     images and colour-shifted copies of them, ``scorers/nuisance.py``) before fit and score.
@@ -94,6 +102,10 @@ class ScorerSpec:
         cls = get_scorer_class(self.name)  # raises for unknown names
         self.label = self.label or self.name
         check_scorer_params(self.name, self.params, f"scorer '{self.label}' params")
+        try:  # the values, now rather than after every set is extracted
+            cls(**self.params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"scorer '{self.label}': {exc}") from None
         if not self.input:
             if self.name == "block_feature_norm":
                 self.input = "block:final"
@@ -119,6 +131,11 @@ class ScorerSpec:
                              f"image (odin); '{self.name}' does not")
         if self.orient == "pseudo_ood" and self.input == "patches":
             raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' is for pooled / block / pixel inputs")
+        if self.orient == "pseudo_ood" and self.name in IN_SAMPLE_DEGENERATE:
+            raise ValueError(f"scorer '{self.label}': orient 'pseudo_ood' scores the ID-train images "
+                             f"the scorer was fitted on; '{self.name}' keeps them (or their mean and "
+                             f"covariance), so they score (near) 0 and the check would always keep "
+                             f"the published direction")
         if self.nuisance not in NUISANCES:
             raise ValueError(f"scorer '{self.label}': nuisance must be one of {NUISANCES}, got {self.nuisance!r}")
         if self.nuisance and self.input != "pooled":
@@ -186,6 +203,10 @@ class OODBenchmarkConfig:
             if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                       or value < low):
                 raise ConfigError(f"{source}: {name}: expected a whole number >= {low}, got {value!r}")
+        given = data.get("data") or {}
+        folds, fold = (default if given.get(k) is None else given[k] for k, default in (("folds", 5), ("fold", 0)))
+        if fold >= folds:
+            raise ConfigError(f"{source}: data: fold: expected a whole number < folds ({folds}), got {fold}")
         try:
             specs = [ScorerSpec(**s) if isinstance(s, dict) else ScorerSpec(str(s)) for s in data.pop("scorers")]
             fusions = [FusionSpec(**f) for f in data.pop("fusions", None) or []]
@@ -200,11 +221,12 @@ class OODBenchmarkConfig:
             raise ConfigError(f"{source}: row labels must be unique; repeated: "
                               f"{sorted({x for x in labels if labels.count(x) > 1})}")
         if bb.layers is not None:  # without layers the backbone's defaults are known at run time
-            have = ["final", *map(str, bb.layers)]
-            for s in specs:
-                if s.input.startswith("block:") and s.input[6:] not in have:
-                    raise ConfigError(f"{source}: scorer '{s.label}': no block '{s.input}'; "
-                                      f"available: {', '.join('block:' + h for h in have)}")
+            check_blocks(source, specs, bb.layers)
+        blocks = [s.label for s in specs if s.input.startswith("block:")]
+        if blocks and ft.resize != "stretch":
+            # the block norms sum over every cell of the map (features/extractor.py), padding included
+            raise ConfigError(f"{source}: scorers {blocks} read block norms, which would count the "
+                              f"padding of features: resize {ft.resize!r}; use resize 'stretch'")
         if bb.precision != "f32" and any(s.input == "pixels" for s in specs):
             # ODIN's 0.0014 step is below int8's input quantisation: the copies would not move
             raise ConfigError(f"{source}: scorers with input 'pixels' (odin) need backbone precision "
@@ -219,7 +241,21 @@ class OODBenchmarkConfig:
                 raise ConfigError(f"{source}: fusion '{f.label}': members {pixels} score perturbed images; "
                                   f"their cross-fitted ID-train scores would need perturbed ID-train "
                                   f"images, which the benchmark does not make")
+        missing = [k for k in DATA_REQUIRED[data["benchmark"]] if given.get(k) in (None, "", [], {})]
+        if missing:
+            raise ConfigError(f"{source}: data: missing required key(s) {missing} for benchmark "
+                              f"'{data['benchmark']}'")
         return cls(scorers=specs, fusions=fusions, backbone=bb, features=ft, source=source, **data)
+
+
+def check_blocks(source: str, specs: list[ScorerSpec], layers) -> None:
+    """Refuse a ``block:<name>`` input that a backbone with these feature ``layers`` does not
+    make (its blocks: ``final`` and each layer)."""
+    have = ["final", *map(str, layers)]
+    for s in specs:
+        if s.input.startswith("block:") and s.input[6:] not in have:
+            raise ConfigError(f"{source}: scorer '{s.label}': no block '{s.input}'; "
+                              f"available: {', '.join('block:' + h for h in have)}")
 
 
 def load_ood_config(path: Path | str) -> OODBenchmarkConfig:
@@ -254,7 +290,8 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
             seed = int(cfg.synthetic.get("seed", cfg.seed))
             sources = [s.path for s in data.id_test]
             base = Path(cfg.cache_dir) / "synthetic" / cache_key(
-                {"files": file_list_hash(sources), "rule": asdict(rule), "seed": seed, "v": 1})
+                {"files": file_list_hash(sources), "rule": asdict(rule), "seed": seed,
+                 "code": code_fingerprint()})
             synth_info = {"rule": rule.describe(), "roi_rgb": list(rule.roi_rgb),
                           "threshold": rule.threshold, "seed": seed, "source": "ID-test images",
                           "folder": str(base), "splits": {}}
@@ -272,10 +309,11 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     elif cfg.benchmark == "isic_archive":
         lists = {k: _path(v, data_root, f"ood_lists.{k}") for k, v in (d.get("ood_lists") or {}).items()}
         _check_defined(cfg, lists, "ood_lists")
-        data = isic_archive_benchmark(_path(d.get("image_dir"), data_root, "image_dir"),
-                                      _path(d.get("metadata_csv"), data_root, "metadata_csv"),
-                                      _path(d.get("id_list"), data_root, "id_list"), lists,
-                                      int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+        with _config_errors(f"{cfg.source}: data: folds"):
+            data = isic_archive_benchmark(_path(d.get("image_dir"), data_root, "image_dir"),
+                                          _path(d.get("metadata_csv"), data_root, "metadata_csv"),
+                                          _path(d.get("id_list"), data_root, "id_list"), lists,
+                                          int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
         data.ood = {s: data.ood[s] for s in cfg.splits}
     else:
         manifest = d.get("colour_manifest")
@@ -285,9 +323,10 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         if not_lists:
             raise ConfigError(f"{cfg.source}: data.ood_groups {not_lists} must each be a list of "
                               f"defect folders")
-        data = mvtec_heldout_benchmark(
-            _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
-            groups, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+        with _config_errors(f"{cfg.source}: data: folds"):
+            data = mvtec_heldout_benchmark(
+                _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
+                groups, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
         if d.get("similar_groups"):
             _add_similarity_splits(data, manifest, d.get("category"), d["similar_groups"], cfg.source)
         _check_defined(cfg, data.ood, "ood_groups")
@@ -298,6 +337,19 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     return data, synth_info
 
 
+@contextmanager
+def _config_errors(prefix: str):
+    """Re-raise a ``ValueError`` from inside (a setting the data cannot meet: more folds than an
+    ID class has images, kNN's k above the ID-train count) as a ``ConfigError`` starting with
+    ``prefix``, the config and the setting; layout errors name their file already and pass."""
+    try:
+        yield
+    except (ConfigError, DatasetLayoutError):
+        raise
+    except ValueError as exc:
+        raise ConfigError(f"{prefix}: {exc}") from None
+
+
 def _check_defined(cfg: OODBenchmarkConfig, defined, section: str) -> None:
     """Refuse, naming the config, ``splits`` that the data section does not define."""
     missing = [s for s in cfg.splits if s not in defined]
@@ -305,14 +357,22 @@ def _check_defined(cfg: OODBenchmarkConfig, defined, section: str) -> None:
         raise ConfigError(f"{cfg.source}: splits {missing} are not defined in data.{section}")
 
 
+#: parts of the package the benchmark never imports (front ends, the screening and tuning tools)
+UNFINGERPRINTED = ("cli.py", "commands", "screening", "tuning")
+
+
 def code_fingerprint() -> str:
-    """A hash of the source of the feature and scorer code: cached features and scores are
-    keyed by it, so a run after a code change recomputes them instead of reporting the old
-    rows."""
+    """A hash of the package's source but ``UNFINGERPRINTED``: cached features, scores and
+    synthetic drawings depend on more than the feature and scorer code (image decoding,
+    transforms, pseudo-OOD, colour shifts, artefact drawing, fusion, the runner), so every
+    module the benchmark can reach keys them, and a run after a code change recomputes them
+    instead of reporting the old rows."""
     root = Path(__file__).resolve().parent.parent
     digest = hashlib.sha256()
-    for path in sorted([*(root / "features").glob("*.py"), *(root / "scorers").glob("*.py")]):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] not in UNFINGERPRINTED:
+            digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -358,14 +418,11 @@ def extract_arrays(runner: Runner, samples: list[Sample], on_patches, progress: 
 
 def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
     """What a row that does not read patches fits and scores on (its input was checked by
-    :class:`ScorerSpec`): a block's norms for ``block:...``, else (pooled, pixels) the pooled
-    embedding."""
+    :class:`ScorerSpec` and :func:`check_blocks`): a block's norms for ``block:...``, else
+    (pooled, pixels) the pooled embedding."""
     if not spec.input.startswith("block:"):
         return Features(pooled=arrays["pooled"])
     key = "block_" + spec.input.split(":", 1)[1]
-    if key not in arrays:  # a config without layers names the backbone's blocks at run time
-        raise ConfigError(f"scorer '{spec.label}': no block '{spec.input}'; available: "
-                          f"{', '.join('block:' + k[6:] for k in arrays if k.startswith('block_'))}")
     # per-channel L2 norms as 1x1 maps: the block feature norm of these equals that of the maps
     return Features(patches=arrays[key][:, None, None, :])
 
@@ -381,6 +438,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     data, synth_info = build_data(cfg, data_root)
     t_data = time.perf_counter() - t0
     backbone = build_backbone(cfg)  # reads cfg.backbone and cfg.seed, as of a ModelConfig
+    check_blocks(cfg.source, cfg.scorers, backbone.layers)  # a config without layers: the backbone's
     f = cfg.features
     sources = {want: Runner(FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size,
                                              f.embedding(), patches=want, pooled=True,
@@ -483,8 +541,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                     train_patches.pooled = out["pooled"]  # TailedCore's TailSampler reads it
                 for s in missing_patch:
                     fitted_patch[s.label] = build_scorer(s.name, **row_params(s))
-                    patch_runner.fit_features({s.label: fitted_patch[s.label]}, train_patches,
-                                              data.id_train_labels, train_context)
+                    with _config_errors(f"{cfg.source}: scorer '{s.label}'"):
+                        patch_runner.fit_features({s.label: fitted_patch[s.label]}, train_patches,
+                                                  data.id_train_labels, train_context)
                     if s is tail_spec:
                         tail_result = fitted_patch[s.label].tail_result
                         cache.save(tail_desc, _tail_arrays(tail_result))
@@ -561,7 +620,8 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         else:
             scorer = pooled_scorer(spec)
             train = _features_for(spec, arrays["id_train"])
-            runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
+            with _config_errors(f"{cfg.source}: scorer '{spec.label}'"):
+                runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
             scored = arrays
             if spec.input == "pixels":
                 scored, n = _perturbed_arrays(runner, scorer, backbone, spec, sets, desc(

@@ -98,6 +98,8 @@ class FeatureExtractor:
                 maps, final, pooled = self.backbone.forward_full(images)
                 pooled_np = pooled.float().numpy() if self.want_pooled else None
                 named = [("final", final), *zip(map(str, self.backbone.layers), maps, strict=True)]
+                # over every cell, padding (resize "pad") included: the OOD benchmark refuses
+                # block rows with pad rather than score the mirrored border
                 blocks = {name: fmap.clamp_min(0).pow(2).sum(dim=(2, 3)).sqrt().float().numpy()
                           for name, fmap in named}
             elif self.want_pooled and not patches_only:

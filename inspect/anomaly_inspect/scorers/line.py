@@ -62,8 +62,10 @@ class LINe(HeadScorer):
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
                  dropout: float = 0.0, seed: int = 0, standardize: bool = True):
         super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed, standardize)
-        for key, value in (("p_a", p_a), ("p_w", p_w), ("clip_percentile", clip_percentile)):
-            check_number(self.name, key, value, 0, 100)
+        # p_a / p_w = 100 would keep no neuron / weight (a constant score), as DICE's sparsity
+        for key, value in (("p_a", p_a), ("p_w", p_w)):
+            check_number(self.name, key, value, 0, 100, high_open=True)
+        check_number(self.name, "clip_percentile", clip_percentile, 0, 100)
         check_number(self.name, "clip_value", clip_value, 0, low_open=True, allowed=(None,))
         self.p_a = p_a
         self.p_w = p_w

@@ -32,7 +32,7 @@ def test_debug_environment_variable_gives_the_traceback(tmp_path, monkeypatch, c
 
 
 def test_the_tune_cache_defaults_to_the_user_cache_the_variable_moves(tmp_path):
-    code = "from anomaly_inspect.tuning.tune import DEFAULT_CACHE; print(DEFAULT_CACHE)"
+    code = "from anomaly_inspect.tuning.tune import tune_cache; print(tune_cache())"
     env = {"ANOMALY_INSPECT_CACHE": str(tmp_path), "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True).stdout.strip()

@@ -49,3 +49,34 @@ def test_library_info_on_the_root_logger_is_dropped_ours_kept():
     assert not _quiet_root_info(record("root", logging.INFO))  # onnxruntime's quantiser
     assert _quiet_root_info(record("root", logging.WARNING))
     assert _quiet_root_info(record("anomaly_inspect.features.runtime", logging.INFO))
+
+
+STARTING = textwrap.dedent("""
+    import sys, threading, time
+    from anomaly_inspect import cli
+
+    def slow_imports():
+        print("importing", flush=True)
+        time.sleep(60)
+
+    def done_then_slow_shutdown(argv):
+        threading.Thread(target=time.sleep, args=(60,)).start()  # joined at exit
+        print("summary", flush=True)
+        return 0
+
+    if sys.argv[1] == "start-up":
+        cli.build_parser = slow_imports
+    else:
+        cli._main = done_then_slow_shutdown
+    sys.exit(cli.main())
+""")
+
+
+def test_ctrl_c_during_start_up_or_shutdown_is_interrupted_and_130():
+    for when in ("start-up", "shutdown"):
+        proc = subprocess.Popen([sys.executable, "-c", STARTING, when], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() in ("importing", "summary")
+        os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert (proc.returncode, err.strip()) == (130, "interrupted"), when

@@ -254,7 +254,8 @@ def test_staging_folders_of_killed_runs_are_removed_and_live_ones_kept(onnx_mode
         for other in others:  # not b's staging folders
             other.mkdir()
             aged(other)
-        export_model(model_dir, out)  # while the child writes its staging folder
+        with pytest.raises(RuntimeError, match="another save to it is in progress"):
+            export_model(model_dir, out)  # while the child writes its staging folder
         assert live.is_dir() and fresh.is_dir() and all(o.is_dir() for o in others)
         os.kill(child.pid, signal.SIGKILL)
         child.wait()

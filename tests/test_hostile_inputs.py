@@ -521,6 +521,85 @@ def test_results_of_the_previous_column_layout_resume(tiny, tmp_path):
     assert s.n_resumed == 1 and _rows(out) == rows
 
 
+def test_results_of_the_oldest_layout_with_raw_names_resume_once(tiny, tmp_path):
+    """The layout before raw_path wrote a non-UTF-8 name's raw bytes into path: resumed as the
+    same file (not scored again into a second row), and rewritten in the current layout."""
+    _, model, _ = tiny
+    folder = os.fsencode(tmp_path / "in")
+    os.mkdir(folder)
+    raw = os.path.join(folder, b"caf\xe9.png")
+    with open(raw, "wb") as fh:
+        fh.write(cv2.imencode(".png", rgb_image(40, seed=3))[1].tobytes())
+    out = tmp_path / "out"
+    _screen(model, [tmp_path / "in"], out)
+    (row,) = _rows(out)
+    old = ",".join(CSV_COLUMNS[:-2]).encode() + b"\n" + b",".join(
+        [raw, *(row[c].encode() for c in CSV_COLUMNS[1:-2])]) + b"\n"
+    (out / "results.csv").write_bytes(old)
+    s = _screen(model, [tmp_path / "in"], out)
+    assert (s.n_resumed, s.n_scored) == (1, 0)
+    assert _rows(out) == [row] and urllib.parse.unquote_to_bytes(row["raw_path"]) == raw
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    ({"score": "abc"}, "score 'abc' is not a number"),
+    ({"decision": "maybe"}, "decision 'maybe' is none of normal, anomalous, error"),
+    ({"decision": "error"}, "decision 'error' with error ''"),
+    ({"p_value": "x"}, "p_value 'x' is not a number"),
+])
+def test_a_hand_edited_results_row_is_refused_naming_its_line(tiny, tmp_path, edit, message):
+    _, model, _ = tiny
+    imgs = [write_image(tmp_path / "in" / f"{i}.png", rgb_image(40, seed=i)) for i in range(2)]
+    out = tmp_path / "out"
+    _screen(model, imgs, out)
+    rows = _rows(out)
+    rows[1].update(edit)
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(ValueError) as info:
+        _screen(model, imgs, out)
+    assert str(info.value).startswith(f"{out / 'results.csv'}:3: {message}")
+    assert "rescore=True" in str(info.value)
+    assert _screen(model, imgs, out, rescore=True).n_scored == 2
+
+
+@pytest.mark.parametrize("left", ["empty", "header", "header, other model"])
+def test_results_without_rows_are_a_fresh_start(tiny, tmp_path, left):
+    """A run killed before its first row (results.csv written, screen.json not yet), or a
+    rescore killed once it started results.csv over (screen.json still the old model's)."""
+    _, model, _ = tiny
+    img = write_image(tmp_path / "a.png", rgb_image(40))
+    out = tmp_path / "out"
+    out.mkdir()
+    header = ",".join(CSV_COLUMNS) + "\r\n"
+    (out / "results.csv").write_text("" if left == "empty" else header, encoding="utf-8")
+    if left == "header, other model":
+        (out / "screen.json").write_text(json.dumps({"model_id": "another model"}))
+    s = _screen(model, [img], out)
+    assert (s.n_scored, s.n_resumed) == (1, 0) and len(_rows(out)) == 1
+    assert _screen(model, [img], out).n_resumed == 1  # and screen.json names this model now
+
+
+def test_labels_naming_none_of_the_images_are_refused_before_scoring(tiny, tmp_path):
+    _, model, _ = tiny
+    img = write_image(tmp_path / "in" / "a.png", rgb_image(40))
+    labels = tmp_path / "meta" / "labels.csv"
+    labels.parent.mkdir()
+    labels.write_text("path,label\nin/a.png,1\n")  # relative to meta/, not to the cwd
+    out = tmp_path / "out"
+    with pytest.raises(ValueError) as info:
+        screen(model, [img], out, progress=False, labels=str(labels))
+    assert str(info.value) == (
+        f"{labels}: the labels CSV names none of the 1 screened images (its relative paths are "
+        f"taken from the CSV's folder, {labels.parent}; e.g. {img} is not in it)")
+    assert not out.exists()
+    labels.write_text("path,label\n../in/a.png,1\n")
+    assert screen(model, [img], out, progress=False, labels=str(labels)).n_scored == 1
+    assert "labels CSV" in (out / "report.html").read_text(encoding="utf-8")
+
+
 # ---------------------------------------------------------------- tamper-evident model directories
 
 

@@ -166,7 +166,7 @@ def test_a_model_replaced_by_a_killed_run_is_put_back_and_its_folders_removed(tm
     _save_killed(target, "new", at)
     assert target.exists() == (at != 1)  # between the two moves: no model there
     leftovers = sorted(p.name[:7] for p in tmp_path.iterdir() if p.name != "m")
-    assert leftovers == ([".m.old-", ".m.tmp-"] if at < 2 else [".m.old-"])
+    assert leftovers == [".m.lock", ".m.old-", ".m.tmp-"][:3 if at < 2 else 2]
     assert _tag(target) == {"old": "a.png", "new": "new"}[left]  # loading puts it back
     assert ("put back the new model" in caplog.text) == (at == 1)
     # the next save removes what the killed run left
@@ -234,6 +234,95 @@ def test_a_failed_move_keeps_the_old_model(tmp_path, monkeypatch, fails):
     assert target.exists() == (fails != [1, 2])
     assert _tag(target) == "a.png"
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def _with_users_files(target):
+    (target / "notes.txt").write_text("mine")
+    (target / "scorer" / "readme.md").parent.mkdir(exist_ok=True)
+    (target / "scorer" / "readme.md").write_text("also mine")
+
+
+def _users_files_kept(target) -> bool:
+    return ((target / "notes.txt").read_text() == "mine"
+            and (target / "scorer" / "readme.md").read_text() == "also mine")
+
+
+# os.replace calls of a save over a model folder holding two of the user's files: 1-2 move them
+# into the new folder, 3 moves the old model aside, 4 moves the new one in
+@pytest.mark.parametrize("at", range(5))
+def test_a_killed_save_over_a_folder_with_the_users_files_keeps_a_model_and_the_files(tmp_path, at):
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    _with_users_files(target)
+    _save_killed(target, "new", at)
+    from anomaly_inspect.screening.model_dir import recover_replace, verify_model_files
+
+    recover_replace(target)
+    verify_model_files(target)  # a whole model, not one half replaced
+    assert _tag(target) == ("a.png" if at < 3 else "new") and _users_files_kept(target)
+
+
+@pytest.mark.parametrize("at", range(1, 6))
+def test_a_failed_move_over_a_folder_with_the_users_files_keeps_the_old_model_and_them(
+        tmp_path, monkeypatch, at):
+    """os.replace raising at its at-th call (at=5: at the 4th, and at the 5th, the old model's
+    move back: the next load puts the new one, with the files, in place)."""
+    from anomaly_inspect.screening import model_dir as md
+
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    _with_users_files(target)
+    real, calls = os.replace, []
+
+    def replace(a, b):
+        calls.append(b)
+        if len(calls) in (at, 4 if at == 5 else at):
+            raise OSError("device busy")
+        real(a, b)
+
+    monkeypatch.setattr(md.os, "replace", replace)
+    other = ModelInfo(**{**_info().__dict__, "train_images": ["new.png"]})
+    with pytest.raises(OSError, match="device busy"):
+        save_model_dir(target, other, _fitted_scorer(), overwrite=True)
+    monkeypatch.setattr(md.os, "replace", real)
+    assert _tag(target) == ("new.png" if at == 5 else "a.png") and _users_files_kept(target)
+    assert [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_a_second_save_to_one_target_is_refused_and_the_model_kept(tmp_path):
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    inner = _fitted_scorer()
+
+    class Saving:  # the second save starts while the first one writes
+        def save(self, d):
+            save_model_dir(target, _info(), inner, overwrite=True)
+
+    with pytest.raises(RuntimeError) as info:
+        save_model_dir(target, _info(), Saving(), overwrite=True)
+    assert str(info.value) == (f"{target}: another save to it is in progress (it holds "
+                               f"{tmp_path / '.m.lock'}); wait for it to finish")
+    assert _tag(target) == "a.png" and [p.name for p in tmp_path.iterdir()] == ["m"]
+
+
+def test_saving_a_loaded_model_keeps_the_graphs_of_its_directory(tmp_path):
+    """Right after loading, the backbone has exported nothing: the graphs its directory holds
+    (an int8 one cannot be remade) go with a copy, and stay when it is saved over itself."""
+    from types import SimpleNamespace
+
+    from anomaly_inspect.screening.model import Model
+
+    graph = tmp_path / "g.onnx"
+    graph.write_bytes(b"int8 graph")
+    src = save_model_dir(tmp_path / "m", _info(), _fitted_scorer(),
+                         extra_files={"backbone/b-int8.onnx": graph})
+    model = Model(None, SimpleNamespace(backbone=SimpleNamespace(exports=[])), _fitted_scorer(),
+                  None, read_model_info(src))
+    model.directory = src
+    for target, overwrite in ((tmp_path / "copy", False), (src, True)):
+        model.save(target, overwrite=overwrite)
+        assert (target / "backbone" / "b-int8.onnx").read_bytes() == b"int8 graph"
+        assert "backbone/b-int8.onnx" in json.loads((target / "checksums.json").read_text())["files"]
 
 
 def test_overwrite_drops_exported_graphs_the_new_model_does_not_hold(tmp_path):

@@ -97,17 +97,30 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+def _exit_interrupted(signum, frame):
+    sys.stdout.flush()
+    print("interrupted", file=sys.stderr, flush=True)
+    os._exit(130)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run a command; Ctrl-C is "interrupted" and 130 from the first import of a command to
+    the process's exit (for the command line, ``argv`` None: also during its shutdown)."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except Terminated:
         print("terminated", file=sys.stderr)
         return 143
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if argv is None:  # the process ends next: nothing is left for a KeyboardInterrupt to undo
+            signal.signal(signal.SIGINT, _exit_interrupted)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -146,9 +159,6 @@ def _main(argv: list[str] | None) -> int:
         check_output_json(getattr(args, "output_json", None), getattr(args, "out", None),
                           getattr(args, "out_owns", None))
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except (OSError, ValueError, RuntimeError) as exc:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.
         if os.environ.get(DEBUG_ENV) == "1":

@@ -217,8 +217,8 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
     cal = model.calibration
     ok = [r for r in rows if not r["error"]]
     scores = np.array([float(r["score"]) for r in ok], np.float64)
-    label_map, label_source = resolve_labels([r["path"] for r in rows], labels)
-    lab = np.array([label_map.get(r["path"], -1) for r in ok], np.int64) if label_map else None
+    label_map, label_source = resolve_labels([row_key(r) for r in rows], labels)  # as named
+    lab = np.array([label_map.get(row_key(r), -1) for r in ok], np.int64) if label_map else None
     n_flag = sum(1 for r in ok if r["decision"] == "anomalous")
     n_err = len(rows) - len(ok)
 
@@ -305,7 +305,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
                  f"<td class='num' data-v='{_esc(r['p_value'])}'>{_esc(r['p_value'])}</td>",
                  f"<td class='dec' data-v='{_esc(r['decision'])}'>{_esc(r['decision'])}</td>"]
         if label_map:
-            lv = label_map.get(path)
+            lv = label_map.get(row_key(r))
             cells.append(f"<td data-v='{'' if lv is None else lv}'>"
                          f"{'' if lv is None else ('anomalous' if lv else 'normal')}</td>")
         cells.append(f"<td>{ov}</td>")

@@ -11,6 +11,8 @@ import csv
 import os
 from pathlib import Path
 
+from ..data.layout import display_path
+
 NORMAL_WORDS = {"0", "normal", "good", "ok", "pass", "negative", "false"}
 ANOMALOUS_WORDS = {"1", "anomalous", "anomaly", "defect", "defective", "bad", "ng", "fail",
                    "positive", "true"}
@@ -65,13 +67,19 @@ def resolve_labels(paths: list[str], spec: str | None) -> tuple[dict[str, int], 
     """Labels for ``paths`` and where they came from ("" = none).
 
     ``spec``: a CSV path, ``"mvtec"``, ``"none"``, or ``None`` = MVTec layout if
-    every path follows it and both classes occur.
+    every path follows it and both classes occur. A CSV or ``"mvtec"`` that labels none of
+    ``paths`` is refused (a report would silently lack its ROC).
     """
     if spec == "none" or not paths:
         return {}, ""
     if spec not in (None, "mvtec"):
         table = load_labels_csv(spec)
         found = {p: table[_key(p)] for p in paths if _key(p) in table}
+        if not found:
+            raise ValueError(
+                f"{spec}: the labels CSV names none of the {len(paths)} screened images (its "
+                f"relative paths are taken from the CSV's folder, {Path(spec).parent.resolve()}; "
+                f"e.g. {display_path(paths[0])} is not in it)")
         return found, f"labels CSV {spec} ({len(found)} of {len(paths)} images labelled)"
     found = {}
     for p in paths:

@@ -48,6 +48,7 @@ from .model_dir import (
     file_sha256,
     read_model_info,
     save_model_dir,
+    saved_graphs,
     verify_model_files,
 )
 
@@ -107,7 +108,11 @@ class Model:
         return self.calibration.threshold
 
     def save(self, directory: Path | str, overwrite: bool = False) -> Path:
-        exports = {f"{BACKBONE_DIR}/{p.name}": p for p in self.extractor.backbone.exports}
+        """Save to ``directory`` with the backbone graphs this run exported and, for a loaded
+        model, those its own directory holds (an int8 graph cannot be remade without the
+        training images); they are copied before a model at ``directory`` is replaced."""
+        graphs = saved_graphs(self.directory) if self.directory is not None else {}
+        exports = {**graphs, **{f"{BACKBONE_DIR}/{p.name}": p for p in self.extractor.backbone.exports}}
         return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite,
                               extra_files=exports)
 

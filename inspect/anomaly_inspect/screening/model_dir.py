@@ -24,12 +24,15 @@ Loading verifies every checksum first, so a changed, truncated or damaged file
 is refused with one line naming it (models saved before checksums existed
 load with a warning). ``overwrite`` replaces only a directory recognised as a
 model and removes only the files a model writes (and exported graphs ``backbone/*.onnx`` the
-new model does not hold); other files in it are kept.
+new model does not hold); other files in it are kept: moved into the new folder before the swap
+(:func:`_replace_model`). A save holds ``.NAME.lock`` beside the target from start to end, so a
+second save to it meanwhile is refused.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
@@ -42,6 +45,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
 
 from .. import __version__
 from ..config import ConfigError, check_field_types
@@ -225,6 +233,15 @@ def _model_files(target: Path) -> set[str]:
     return {rel for rel in listed | set(MODEL_FILES) | graphs if (target / rel).is_file()}
 
 
+def saved_graphs(directory: Path | str) -> dict[str, Path]:
+    """The backbone graphs model directory ``directory`` holds as part of the model (those its
+    checksums list): relative name -> file, for a save of the loaded model to carry over."""
+    directory = Path(directory)
+    listed = _read_checksums(directory) or {}
+    return {rel: directory / rel for rel in sorted(listed)
+            if Path(rel).parts[0] == BACKBONE_DIR and (directory / rel).is_file()}
+
+
 def check_replaceable(target: Path | str, overwrite: bool) -> None:
     """Raise unless a model may be saved to ``target`` (new, empty, or a model with ``overwrite``)."""
     target = Path(target)
@@ -257,15 +274,27 @@ SWAPPED = "swapped"
 
 
 def recover_replace(target: Path | str) -> bool:
+    """Undo what a run replacing the model at ``target`` left when it was killed: put a model
+    back at a missing ``target`` (:func:`_put_back`), and give back the user's files it had
+    moved into its staging folder (:func:`_replace_model`). Folders a live run holds are left
+    alone. True where a model was put back."""
+    target = Path(target)
+    put_back = not (target.exists() or target.is_symlink()) and _put_back(target)
+    if target.is_dir() and not target.is_symlink():
+        _return_users_files(target)
+    fd = lock_folder(_lock_path(target))  # a killed save's lock file (a live one's is held)
+    if fd is not None:
+        _lock_path(target).unlink(missing_ok=True)
+        os.close(fd)
+    return put_back
+
+
+def _put_back(target: Path) -> bool:
     """Put a model back at a missing ``target`` where a run replacing the model there was
     killed between moving the old one aside and moving the new one in: the new one
     (``.NAME.tmp-X``) where it is complete (its checksums verify), else the old one
     (``.NAME.old-X/model``). An aside marked as swapped is stale (the run was killed after the
-    new model was in place; a model deleted since is not brought back) and removed. Folders a
-    live run holds are left alone. True where a model was put back."""
-    target = Path(target)
-    if target.exists() or target.is_symlink():
-        return False
+    new model was in place; a model deleted since is not brought back) and removed."""
     pattern = _folders(target, _aside_prefix(target))
     try:
         siblings = sorted(target.parent.iterdir())
@@ -308,6 +337,32 @@ def recover_replace(target: Path | str) -> bool:
     return False
 
 
+def _return_users_files(target: Path) -> None:
+    """Move back into ``target`` the user's files that a replacing run, killed since, had
+    moved into its staging folder (a name ``target`` has again stays as it is there)."""
+    pattern = _folders(target, _staging_prefix(target))
+    try:
+        siblings = sorted(target.parent.iterdir())
+    except OSError:
+        return
+    for staging in siblings:
+        if not pattern.fullmatch(staging.name) or staging.is_symlink() or not staging.is_dir():
+            continue
+        fd = lock_folder(staging)
+        if fd is None:  # a live run's
+            continue
+        try:
+            taken = _taken_along(staging)
+            left = _hand_back(staging, target, taken)
+        finally:
+            os.close(fd)
+        if taken:
+            log.warning("%s: a run replacing the model was killed; gave back %d of its files "
+                        "that are not part of the model%s", target, len(taken) - len(left),
+                        f" ({len(left)} left in {staging}: {target} has those names again)"
+                        if left else "")
+
+
 def _verifies(folder: Path) -> bool:
     """``folder`` holds a checksum list (written last) and every file verifies against it."""
     try:
@@ -328,29 +383,71 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
     left missing (:func:`recover_replace`); refuses a ``target`` that
     :func:`check_replaceable` refuses; removes the folders of killed runs."""
     target = Path(target)
-    recover_replace(target)
-    check_replaceable(target, overwrite)
     make_folder(target.parent)
-    remove_stale_folders(target.parent, _folders(target, _staging_prefix(target)))
-    if target.exists():  # never the only copy of a model: only where one is in place
-        remove_stale_folders(target.parent, _folders(target, _aside_prefix(target)))
-    tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
-    with holding_lock(tmp):
+    with _saving(target):
+        recover_replace(target)
+        check_replaceable(target, overwrite)
+        remove_stale_folders(target.parent, _folders(target, _staging_prefix(target)))
+        if target.exists():  # never the only copy of a model: only where one is in place
+            remove_stale_folders(target.parent, _folders(target, _aside_prefix(target)))
+        tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
+        with holding_lock(tmp):
+            try:
+                tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it owner-only
+                yield tmp
+                mode = 0o666 & ~current_umask()
+                for f in tmp.rglob("*"):  # some writers (safetensors) make their files owner-only
+                    if f.is_file() and not f.is_symlink():
+                        f.chmod(mode)
+                _fsync_tree(tmp)
+                if target.exists():
+                    _replace_model(tmp, target)
+                else:
+                    os.replace(tmp, target)
+            except BaseException:
+                if _taken_along(tmp):  # the user's files no move could give back: kept there
+                    log.warning("%s: holds files of %s that could not be moved back; the next "
+                                "save or load of %s gives them back", tmp, target, target.name)
+                else:
+                    shutil.rmtree(tmp, ignore_errors=True)
+                raise
+
+
+def _lock_path(target: Path) -> Path:
+    return target.parent / f".{target.name}.lock"
+
+
+@contextlib.contextmanager
+def _saving(target: Path) -> Iterator[None]:
+    """Hold ``target``'s save lock (the ``flock`` of ``.NAME.lock`` beside it) for a whole
+    save: a second save to the same target is refused instead of racing the first for it."""
+    if fcntl is None:  # pragma: no cover - Windows: saves are not locked
+        yield
+        return
+    path = _lock_path(target)
+    while True:
+        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
-            tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes it owner-only
-            yield tmp
-            mode = 0o666 & ~current_umask()
-            for f in tmp.rglob("*"):  # some writers (safetensors) make their files owner-only
-                if f.is_file() and not f.is_symlink():
-                    f.chmod(mode)
-            _fsync_tree(tmp)
-            if target.exists():
-                _replace_model(tmp, target)
-            else:
-                os.replace(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                log.debug("%s: cannot be locked (%s); saving unlocked", path, exc)
+                yield  # a file system without flock: as before the lock existed
+                return
+            raise RuntimeError(f"{target}: another save to it is in progress (it holds "
+                               f"{path}); wait for it to finish") from None
+        try:  # the holder may have removed the file between our open and flock: retry
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        yield
+    finally:
+        path.unlink(missing_ok=True)  # while still holding it: a waiting opener sees a new inode
+        os.close(fd)
 
 
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,
@@ -370,43 +467,82 @@ def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool 
     return target
 
 
-def _replace_model(new: Path, target: Path) -> None:
-    """Put the model in ``new`` at ``target``, keeping any file there that a model did not write."""
-    old_files = _model_files(target)
-    present = {p.relative_to(target).as_posix() for p in target.rglob("*")
+def _users_files(folder: Path) -> list[str]:
+    """The files in ``folder`` (a model directory) that a model did not write: the user's."""
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*")
                if p.is_file() or p.is_symlink()}
-    foreign = sorted(present - old_files)
-    if not foreign:
-        # os.replace cannot replace a non-empty directory: move the old one aside first, into
-        # a locked folder named after ``new`` (what recover_replace needs, if killed between).
-        aside = target.parent / (_aside_prefix(target) + new.name[-8:])
-        aside.mkdir()
+    return sorted(present - _model_files(folder))
+
+
+def _taken_along(staging: Path) -> list[str]:
+    """The user's files a replacing run moved into its staging folder: only one it had
+    finished writing (its checksum list reads) holds any."""
+    try:
+        complete = _read_checksums(staging) is not None
+    except ModelFormatError:
+        complete = False
+    return _users_files(staging) if complete else []
+
+
+def _hand_back(folder: Path, target: Path, files: list[str]) -> list[str]:
+    """Move ``files`` from ``folder`` back into ``target``; those that could not be."""
+    left = []
+    for rel in files:
+        dst = target / rel
         try:
-            with holding_lock(aside):
-                os.replace(target, aside / "model")
-                try:
-                    os.replace(new, target)
-                except BaseException:
-                    os.replace(aside / "model", target)
-                    raise
-                (aside / SWAPPED).touch()  # the aside is now only the old copy: never put back
-        finally:
-            if target.exists():  # else the old model lies there alone: recover_replace's
-                shutil.rmtree(aside / "model", ignore_errors=True)  # before its marker goes
-                shutil.rmtree(aside, ignore_errors=True)
-        return
-    # Someone's own files live here: replace the model's files one by one around them, the
-    # checksum list and model.json last (a crash in between fails verification, never loads).
-    new_files = sorted((p.relative_to(new).as_posix() for p in new.rglob("*") if p.is_file()),
-                       key=lambda rel: (rel in (CHECKSUMS_JSON, MODEL_JSON), rel == MODEL_JSON))
-    for rel in new_files:
-        (target / rel).parent.mkdir(parents=True, exist_ok=True)
-        os.replace(new / rel, target / rel)
-    for rel in sorted(old_files - set(new_files)):
-        (target / rel).unlink(missing_ok=True)
-    shutil.rmtree(new, ignore_errors=True)
-    log.info("%s: kept %d file(s) that are not part of the model: %s", target, len(foreign),
-             ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""))
+            if dst.exists() or dst.is_symlink():
+                raise FileExistsError(dst)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(folder / rel, dst)
+        except OSError:
+            left.append(rel)
+    return left
+
+
+def _replace_model(new: Path, target: Path) -> None:
+    """Put the model in ``new`` at ``target``, keeping the files there that a model did not
+    write: they are moved into ``new`` first, so that the model folder is swapped whole
+    (through a set-aside folder, as :func:`recover_replace` expects). On an error they are
+    moved back; a run killed while they lie in ``new`` leaves a complete old model at
+    ``target``, or none (the new one, with them, is put back), and the next save or load of
+    ``target`` gives them back."""
+    foreign = [rel for rel in _users_files(target)
+               if not ((new / rel).exists() or (new / rel).is_symlink())]  # else the model's
+    moved: list[str] = []
+    try:
+        for rel in foreign:
+            (new / rel).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target / rel, new / rel)
+            moved.append(rel)
+        _swap(new, target)
+    except BaseException:
+        if target.is_dir():  # else the new model (with them) is what recover_replace puts back
+            _hand_back(new, target, moved)
+        raise
+    if foreign:
+        log.info("%s: kept %d file(s) that are not part of the model: %s", target, len(foreign),
+                 ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else ""))
+
+
+def _swap(new: Path, target: Path) -> None:
+    """Replace the model folder ``target`` by ``new``. os.replace cannot replace a non-empty
+    folder: the old one is moved aside first, into a locked folder named after ``new`` (what
+    recover_replace needs, if killed between)."""
+    aside = target.parent / (_aside_prefix(target) + new.name[-8:])
+    aside.mkdir()
+    try:
+        with holding_lock(aside):
+            os.replace(target, aside / "model")
+            try:
+                os.replace(new, target)
+            except BaseException:
+                os.replace(aside / "model", target)
+                raise
+            (aside / SWAPPED).touch()  # the aside is now only the old copy: never put back
+    finally:
+        if target.exists():  # else the old model lies there alone: recover_replace's
+            shutil.rmtree(aside / "model", ignore_errors=True)  # before its marker goes
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -418,11 +554,12 @@ def _fsync_tree(root: Path) -> None:
 
 def read_model_info(directory: Path | str) -> ModelInfo:
     """Read and check ``model.json`` (format version first); nothing else is touched, except
-    that a model a killed replacing run left missing is put back first (:func:`recover_replace`)."""
+    that what a killed replacing run left is undone first (:func:`recover_replace`)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory}: is a file, not a model directory")
-    if not directory.is_dir() and not recover_replace(directory):
+    recover_replace(directory)
+    if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: model directory not found")
     path = directory / MODEL_JSON
     if not path.is_file():

@@ -3,9 +3,11 @@
 Anomaly maps come from :func:`scorers.maps.anomaly_map` (patch scores upsampled
 and blurred over the model input), mapped back onto the original image through
 the resize (stretch or pad) and the centre crop, so that a defect's heat sits on
-the defect; the border a crop leaves out gets no heat. Colours are scaled
-against the model's threshold so that the same colour means the same thing on
-every image: blue well below the threshold, red at twice the threshold and above.
+the defect; the border a crop leaves out gets no heat. Colours use one scale
+for every image, so that the same colour means the same thing on each: blue at
+the median normal patch score of the calibration images (``map_vmin`` in
+``model.json``), red as far above the threshold (``map_vmax``); a model without
+that range uses half and one and a half times the threshold.
 """
 
 from __future__ import annotations

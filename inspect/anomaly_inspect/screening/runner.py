@@ -160,12 +160,15 @@ def model_identity(model: Model) -> str:
 
 
 def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
-    """Complete rows of ``results.csv`` and how many lines were malformed (e.g. a cut-off last line)."""
-    if not csv_path.is_file():
+    """Complete rows of ``results.csv`` and how many lines were malformed (e.g. a cut-off last
+    line); a zero-byte file has none. A complete row that is not one this tool writes (a
+    hand-edited score or decision) is refused naming its line."""
+    if not csv_path.is_file() or csv_path.stat().st_size == 0:
         return [], 0
-    rows, bad = [], 0
-    # older versions wrote undecodable file names' raw bytes: read them back escaped
-    with open(csv_path, newline="", encoding="utf-8", errors="backslashreplace") as fh:
+    rows, lines, bad = [], [], 0
+    # older versions wrote undecodable file names' raw bytes: read back as the file system's
+    # names, so that each row gets its raw_path (and its key) as the current layout writes it
+    with open(csv_path, newline="", encoding="utf-8", errors="surrogateescape") as fh:
         reader = csv.DictReader(fh)
         columns = tuple(reader.fieldnames or ())
         if columns != CSV_COLUMNS and columns not in LEGACY_CSV_COLUMNS:
@@ -175,7 +178,8 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
         for row in reader:
             last_ok = not (None in row or any(row.get(c) is None for c in columns))
             if last_ok:
-                rows.append({"raw_path": "", "explain": "", **row})
+                rows.append(_current_layout(row))
+                lines.append(reader.line_num)
             else:
                 bad += 1
     with open(csv_path, "rb") as fh:
@@ -184,7 +188,40 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
     if unterminated and last_ok:  # the last line was cut off, even if all its fields parse
         rows.pop()
         bad += 1
+    for row, line in zip(rows, lines, strict=False):
+        _check_row(row, f"{csv_path}:{line}")
     return rows, bad
+
+
+def _current_layout(row: dict[str, str]) -> dict[str, str]:
+    """A row as this version writes it: every text valid UTF-8, and a name that is not in
+    ``raw_path`` (older layouts wrote its raw bytes into ``path``)."""
+    row = {"raw_path": "", "explain": "", **{k: display_path(v) if k != "path" else v
+                                            for k, v in row.items()}}
+    if not row["raw_path"]:
+        row["raw_path"], row["path"] = raw_path_field(row["path"]), display_path(row["path"])
+    return row
+
+
+DECISIONS = ("normal", "anomalous", "error")
+
+
+def _check_row(row: dict[str, str], where: str) -> None:
+    """Refuse a row screen did not write (hand-edited): the report would fail on it, late."""
+    fix = "correct or delete that row, or pass rescore=True"
+    if row["decision"] not in DECISIONS:
+        raise ValueError(f"{where}: decision {row['decision']!r} is none of "
+                         f"{', '.join(DECISIONS)}; {fix}")
+    if (row["decision"] == "error") != bool(row["error"]):
+        raise ValueError(f"{where}: decision {row['decision']!r} with error {row['error']!r} "
+                         f"(an error row, and only one, names its error); {fix}")
+    for col in ("score", "p_value"):
+        if row[col] == "" and (col == "p_value" or row["error"]):
+            continue  # no p-value without calibration scores; no score for an error
+        try:
+            float(row[col])
+        except ValueError:
+            raise ValueError(f"{where}: {col} {row[col]!r} is not a number; {fix}") from None
 
 
 def _write_rows_atomic(csv_path: Path, rows: list[dict[str, str]]) -> None:
@@ -238,10 +275,12 @@ def screen(
     paths = [os.path.abspath(p) for p in without_earlier_outputs(found, inputs)]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
-    if report and labels not in (None, "mvtec", "none"):
-        from .labels import load_labels_csv
+    if report and labels not in (None, "none"):
+        from .labels import resolve_labels
 
-        load_labels_csv(labels)  # a missing or bad CSV fails now, not after scoring everything
+        # a missing or bad CSV, or labels naming none of the images, fail now, not after
+        # scoring everything
+        resolve_labels(paths, labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
@@ -271,8 +310,10 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     csv_path, run_path = out_dir / RESULTS_CSV, out_dir / RUN_JSON
     ident = model_identity(model)
 
-    rows: list[dict[str, str]] = []
-    if not rescore and csv_path.exists():
+    # a results.csv without rows (a run killed before its first batch, or a rescore killed
+    # once it started the file over) is a fresh start, whatever screen.json says
+    rows, bad = ([], 0) if rescore else read_results(csv_path)
+    if rows:
         again = "pass rescore=True to start over or choose another out_dir"
         if not run_path.is_file():
             raise ValueError(f"{csv_path}: {RUN_JSON} is missing beside it, so the model that "
@@ -284,7 +325,6 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
                              f"is unknown; {again}") from exc
         if not isinstance(meta, dict) or meta.get("model_id") != ident:
             raise ValueError(f"{csv_path}: was written by a different model; {again}")
-        rows, bad = read_results(csv_path)
         n_read = len(rows)
         # a path's last good row wins; a failed row is retried if this run screens its path,
         # kept (still an error of that earlier input) otherwise
@@ -300,8 +340,10 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
             log.info("%s: dropped %d malformed, %d failed (retried now) and %d repeated rows",
                      csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
-        earlier = _earlier_rows(csv_path)  # rescore: the files they name are not this run's
-        _write_rows_atomic(csv_path, [])  # first: a kill between leaves no row naming a removed file
+        earlier = _earlier_rows(csv_path) if rescore else []  # their files are not this run's
+        # first (before screen.json names this model): a kill between leaves an empty
+        # results.csv, never another model's rows under this model's name
+        _write_rows_atomic(csv_path, [])
         _remove_row_files(out_dir, earlier, csv_path)
     cal = model.calibration
     if not cal.has_p_values:

@@ -60,6 +60,8 @@ STARTING = textwrap.dedent("""
         time.sleep(60)
 
     def done_then_slow_shutdown(argv):
+        import atexit
+        atexit.register(print, "cleaned up", flush=True)  # e.g. Ray's shutdown: still runs
         threading.Thread(target=time.sleep, args=(60,)).start()  # joined at exit
         print("summary", flush=True)
         return 0
@@ -78,5 +80,6 @@ def test_ctrl_c_during_start_up_or_shutdown_is_interrupted_and_130():
                                 stderr=subprocess.PIPE, text=True)
         assert proc.stdout.readline().strip() in ("importing", "summary")
         os.kill(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=30)
         assert (proc.returncode, err.strip()) == (130, "interrupted"), when
+        assert ("cleaned up" in out) == (when == "shutdown")

@@ -565,6 +565,21 @@ def test_a_hand_edited_results_row_is_refused_naming_its_line(tiny, tmp_path, ed
     assert _screen(model, imgs, out, rescore=True).n_scored == 2
 
 
+def test_a_row_with_a_nan_score_as_screen_writes_it_is_resumed(tiny, tmp_path):
+    """screen writes a NaN score as an empty field; reading it back is no reason to refuse."""
+    _, model, _ = tiny
+    imgs = [write_image(tmp_path / "in" / f"{i}.png", rgb_image(40, seed=i)) for i in range(2)]
+    out = tmp_path / "out"
+    _screen(model, imgs, out)
+    rows = _rows(out)
+    rows[1]["score"] = ""
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+    assert _screen(model, imgs, out).n_resumed == 2
+
+
 @pytest.mark.parametrize("left", ["empty", "header", "header, other model"])
 def test_results_without_rows_are_a_fresh_start(tiny, tmp_path, left):
     """A run killed before its first row (results.csv written, screen.json not yet), or a
@@ -598,6 +613,10 @@ def test_labels_naming_none_of_the_images_are_refused_before_scoring(tiny, tmp_p
     labels.write_text("path,label\n../in/a.png,1\n")
     assert screen(model, [img], out, progress=False, labels=str(labels)).n_scored == 1
     assert "labels CSV" in (out / "report.html").read_text(encoding="utf-8")
+    # adding images to the same results: the report covers the earlier rows, which the CSV
+    # labels, so an unlabelled new image is no reason to refuse
+    other = write_image(tmp_path / "in2" / "b.png", rgb_image(40))
+    assert screen(model, [other], out, progress=False, labels=str(labels)).n_scored == 1
 
 
 # ---------------------------------------------------------------- tamper-evident model directories

@@ -119,3 +119,35 @@ def test_the_runs_preamble_makes_sigterm_raise():
     assert proc.returncode == 143 and proc.stdout == "cleaned up\n"
 
 
+
+
+def test_a_run_ends_when_bench_scale_is_killed_outright(tmp_path):
+    """The run has a session of its own (a Ctrl-C reaches bench-scale only), so a bench-scale
+    killed with SIGKILL would leave it running with its Ray instance: it gets SIGTERM then."""
+    import os
+    import signal
+    import time
+
+    pid_file = tmp_path / "run.pid"
+    call = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    parent = subprocess.Popen([sys.executable, "-c", (
+        f"from anomaly_inspect.screening.scale_bench import run_child; run_child({call!r})")])
+    try:
+        deadline = time.time() + 30
+        while not (pid_file.is_file() and pid_file.read_text()) and time.time() < deadline:
+            time.sleep(0.05)
+        run = int(pid_file.read_text())
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                os.kill(run, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            os.kill(run, signal.SIGKILL)
+            raise AssertionError("the run outlived bench-scale")
+    finally:
+        parent.kill()

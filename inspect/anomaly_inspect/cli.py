@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib
 import logging
 import os
@@ -98,8 +99,13 @@ def _raise_terminated(signum, frame):
 
 
 def _exit_interrupted(signum, frame):
+    """Ctrl-C once the command has returned: 130 "interrupted", after the exit handlers
+    (Ray's shutdown, temporary copies removed), which a bare exit would skip; a second
+    Ctrl-C ends the process at once."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.stdout.flush()
     print("interrupted", file=sys.stderr, flush=True)
+    atexit._run_exitfuncs()
     os._exit(130)
 
 

@@ -166,10 +166,12 @@ def holding_lock(folder: Path | str) -> Iterator[None]:
             os.close(fd)
 
 
-def remove_stale_folders(parent: Path | str, names: re.Pattern) -> None:
+def remove_stale_folders(parent: Path | str, names: re.Pattern,
+                         keep: Callable[[Path], bool] | None = None) -> None:
     """Remove the folders in ``parent`` whose names match ``names`` and that no live process
     holds (:func:`lock_folder`): left by a run killed with SIGKILL. One that is locked, younger
-    than :data:`STALE_AFTER_S`, or on a file system without ``flock`` is left alone."""
+    than :data:`STALE_AFTER_S`, on a file system without ``flock``, or that ``keep`` says holds
+    something to keep is left alone."""
     removed = []
     try:
         siblings = sorted(Path(parent).iterdir())
@@ -184,6 +186,9 @@ def remove_stale_folders(parent: Path | str, names: re.Pattern) -> None:
         except OSError:
             continue
         if fd is None:
+            continue
+        if keep is not None and keep(path):
+            os.close(fd)
             continue
         try:
             shutil.rmtree(path)

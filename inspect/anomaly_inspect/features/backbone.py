@@ -468,7 +468,9 @@ class Backbone(nn.Module):
             raise PrecisionError(  # OpenVINO runs bf16 as f32 on a CPU without bf16
                 f"precision {self.precision}: {self.runtime} runs {runner.runs_precision} on this "
                 f"CPU, not {self.precision}; the backbone is not run at another precision "
-                f"instead: use --precision {runner.runs_precision}")
+                f"instead: use --precision {runner.runs_precision} (a model fitted at "
+                f"{self.precision}: use it on a CPU that runs {self.precision}, or fit it again "
+                f"with --precision {runner.runs_precision})")
         self._runners[slot] = runner
         if runner is not None:
             self._exports[slot] = list(dict.fromkeys([path, runner.path]))

@@ -216,7 +216,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
     embed = len(rows) <= EMBED_LIMIT if embed_images is None else embed_images
     cal = model.calibration
     ok = [r for r in rows if not r["error"]]
-    scores = np.array([float(r["score"]) for r in ok], np.float64)
+    scores = np.array([float(r["score"] or "nan") for r in ok], np.float64)  # NaN: written empty
     label_map, label_source = resolve_labels([row_key(r) for r in rows], labels)  # as named
     lab = np.array([label_map.get(row_key(r), -1) for r in ok], np.int64) if label_map else None
     n_flag = sum(1 for r in ok if r["decision"] == "anomalous")

@@ -282,10 +282,6 @@ def recover_replace(target: Path | str) -> bool:
     put_back = not (target.exists() or target.is_symlink()) and _put_back(target)
     if target.is_dir() and not target.is_symlink():
         _return_users_files(target)
-    fd = lock_folder(_lock_path(target))  # a killed save's lock file (a live one's is held)
-    if fd is not None:
-        _lock_path(target).unlink(missing_ok=True)
-        os.close(fd)
     return put_back
 
 
@@ -387,7 +383,8 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
     with _saving(target):
         recover_replace(target)
         check_replaceable(target, overwrite)
-        remove_stale_folders(target.parent, _folders(target, _staging_prefix(target)))
+        remove_stale_folders(target.parent, _folders(target, _staging_prefix(target)),
+                             keep=_taken_along)  # the user's files recover_replace left there
         if target.exists():  # never the only copy of a model: only where one is in place
             remove_stale_folders(target.parent, _folders(target, _aside_prefix(target)))
         tmp = Path(tempfile.mkdtemp(prefix=_staging_prefix(target), dir=target.parent))
@@ -431,12 +428,12 @@ def _saving(target: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
             os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                log.debug("%s: cannot be locked (%s); saving unlocked", path, exc)
-                yield  # a file system without flock: as before the lock existed
-                return
-            raise RuntimeError(f"{target}: another save to it is in progress (it holds "
-                               f"{path}); wait for it to finish") from None
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise RuntimeError(f"{target}: another save to it is in progress (it holds "
+                                   f"{path}); wait for it to finish") from None
+            log.debug("%s: cannot be locked (%s); saving unlocked", path, exc)
+            fd = None  # a file system without flock: as before the lock existed
+            break
         try:  # the holder may have removed the file between our open and flock: retry
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 break
@@ -447,7 +444,8 @@ def _saving(target: Path) -> Iterator[None]:
         yield
     finally:
         path.unlink(missing_ok=True)  # while still holding it: a waiting opener sees a new inode
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
 
 
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,

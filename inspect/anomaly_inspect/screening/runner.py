@@ -216,8 +216,8 @@ def _check_row(row: dict[str, str], where: str) -> None:
         raise ValueError(f"{where}: decision {row['decision']!r} with error {row['error']!r} "
                          f"(an error row, and only one, names its error); {fix}")
     for col in ("score", "p_value"):
-        if row[col] == "" and (col == "p_value" or row["error"]):
-            continue  # no p-value without calibration scores; no score for an error
+        if row[col] == "":
+            continue  # no p-value without calibration scores; a NaN score is written empty
         try:
             float(row[col])
         except ValueError:
@@ -278,9 +278,10 @@ def screen(
     if report and labels not in (None, "none"):
         from .labels import resolve_labels
 
-        # a missing or bad CSV, or labels naming none of the images, fail now, not after
-        # scoring everything
-        resolve_labels(paths, labels)
+        # a missing or bad CSV, or labels naming none of the images the report covers (this
+        # run's and, resumed, the earlier runs' rows), fail now, not after scoring everything
+        kept = [] if rescore else [row_key(r) for r in read_results(out_dir / RESULTS_CSV)[0]]
+        resolve_labels([*paths, *kept], labels)
     out_dir.mkdir(parents=True, exist_ok=True)
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,

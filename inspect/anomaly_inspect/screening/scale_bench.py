@@ -134,6 +134,18 @@ def load_average() -> float:
         return float("nan")
 
 
+def _die_with_parent() -> None:
+    """In the run, before it starts (Linux): SIGTERM when bench-scale dies however it dies
+    (SIGKILL, a closed terminal's SIGHUP), so that a run in its own session is not left behind
+    with its Ray instance."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: an interrupted bench-scale still stops it
+        pass
+
+
 def run_child(call: str, grace: float = STOP_GRACE_S) -> subprocess.CompletedProcess:
     """``python -c`` running ``call`` in a fresh process (its own session, so a Ctrl-C reaches
     only this one), output captured. If this process is interrupted meanwhile, the child gets
@@ -141,7 +153,8 @@ def run_child(call: str, grace: float = STOP_GRACE_S) -> subprocess.CompletedPro
     ``grace`` seconds."""
     proc = subprocess.Popen([sys.executable, "-c", _CHILD_PREAMBLE + call],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "RAY_DEDUP_LOGS": "1"}, start_new_session=True)
+                            env={**os.environ, "RAY_DEDUP_LOGS": "1"}, start_new_session=True,
+                            preexec_fn=_die_with_parent)
     try:
         out, err = proc.communicate()
     except BaseException:

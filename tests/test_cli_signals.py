@@ -66,10 +66,24 @@ STARTING = textwrap.dedent("""
         print("summary", flush=True)
         return 0
 
+    def done_then_slow_exit_handler(argv):
+        import atexit
+
+        def slow():  # e.g. Ray's shutdown, interrupted while it runs: it finishes, once
+            print("handler start", flush=True)
+            time.sleep(2)
+            print("handler end", flush=True)
+
+        atexit.register(slow)
+        print("summary", flush=True)
+        return 0
+
     if sys.argv[1] == "start-up":
         cli.build_parser = slow_imports
-    else:
+    elif sys.argv[1] == "shutdown":
         cli._main = done_then_slow_shutdown
+    else:
+        cli._main = done_then_slow_exit_handler
     sys.exit(cli.main())
 """)
 
@@ -83,3 +97,15 @@ def test_ctrl_c_during_start_up_or_shutdown_is_interrupted_and_130():
         out, err = proc.communicate(timeout=30)
         assert (proc.returncode, err.strip()) == (130, "interrupted"), when
         assert ("cleaned up" in out) == (when == "shutdown")
+
+
+def test_ctrl_c_while_an_exit_handler_runs_lets_it_finish_once_then_130():
+    """Before, the handlers were run again from inside the interrupted one (Ray's shutdown
+    re-entered half-way), and the outer run never finished."""
+    proc = subprocess.Popen([sys.executable, "-c", STARTING, "exit-handler"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "summary"
+    assert proc.stdout.readline().strip() == "handler start"
+    os.kill(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert (proc.returncode, err.strip(), out.split()) == (130, "interrupted", ["handler", "end"])

@@ -566,9 +566,11 @@ def test_a_hand_edited_results_row_is_refused_naming_its_line(tiny, tmp_path, ed
 
 
 def test_a_row_with_a_nan_score_as_screen_writes_it_is_resumed(tiny, tmp_path):
-    """screen writes a NaN score as an empty field; reading it back is no reason to refuse."""
+    """screen writes a NaN score as an empty field; reading it back is no reason to refuse,
+    and the report leaves it out of its charts and metrics (the histogram was drawn at
+    x="nan" and the AUROC raised after every image was scored)."""
     _, model, _ = tiny
-    imgs = [write_image(tmp_path / "in" / f"{i}.png", rgb_image(40, seed=i)) for i in range(2)]
+    imgs = [write_image(tmp_path / "in" / f"{i}.png", rgb_image(40, seed=i)) for i in range(3)]
     out = tmp_path / "out"
     _screen(model, imgs, out)
     rows = _rows(out)
@@ -577,7 +579,14 @@ def test_a_row_with_a_nan_score_as_screen_writes_it_is_resumed(tiny, tmp_path):
         w = csv.DictWriter(fh, CSV_COLUMNS)
         w.writeheader()
         w.writerows(rows)
-    assert _screen(model, imgs, out).n_resumed == 2
+    assert _screen(model, imgs, out).n_resumed == 3
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\nin/0.png,0\nin/1.png,1\nin/2.png,1\n")
+    assert screen(model, imgs, out, progress=False, overlays="none",
+                  labels=str(labels)).n_resumed == 3
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "1 image(s) without a finite score" in html and '"nan"' not in html
+    assert "AUROC" in html
 
 
 @pytest.mark.parametrize("left", ["empty", "header", "header, other model"])

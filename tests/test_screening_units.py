@@ -264,6 +264,32 @@ def test_a_killed_save_over_a_folder_with_the_users_files_keeps_a_model_and_the_
     assert _tag(target) == ("a.png" if at < 3 else "new") and _users_files_kept(target)
 
 
+def test_users_files_that_cannot_be_given_back_are_set_apart_once(tmp_path, caplog):
+    """Killed after moving the user's notes.txt into its staging folder; the user then wrote a
+    new notes.txt: the old one cannot go back. It is kept in m.recovered-X without the model
+    copy (before: the staging folder, a whole model, stayed forever and every load warned)."""
+    import logging
+
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    _with_users_files(target)
+    _save_killed(target, "new", 2)  # both of the user's files moved, the model not yet
+    (target / "notes.txt").write_text("newer")
+    with caplog.at_level(logging.WARNING):
+        _tag(target)
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("m.recovered-")]
+    assert len(kept) == 1 and (kept[0] / "notes.txt").read_text() == "mine"
+    assert sorted(str(f.relative_to(kept[0])) for f in kept[0].rglob("*") if f.is_file()) == [
+        "notes.txt"]
+    assert (target / "notes.txt").read_text() == "newer"
+    assert (target / "scorer" / "readme.md").read_text() == "also mine"  # given back
+    assert "1 kept in" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        _tag(target)
+    assert caplog.text == ""  # said once
+
+
 @pytest.mark.parametrize("at", range(1, 6))
 def test_a_failed_move_over_a_folder_with_the_users_files_keeps_the_old_model_and_them(
         tmp_path, monkeypatch, at):

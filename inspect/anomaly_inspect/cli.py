@@ -98,15 +98,30 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+#: Ctrl-C after the command returned: {"interrupted": asked, "exiting": the exit handlers run}
+_SHUTDOWN = {"interrupted": False, "exiting": False}
+
+
 def _exit_interrupted(signum, frame):
-    """Ctrl-C once the command has returned: 130 "interrupted", after the exit handlers
-    (Ray's shutdown, temporary copies removed), which a bare exit would skip; a second
-    Ctrl-C ends the process at once."""
+    """Ctrl-C once the command has returned: "interrupted" and 130, after the exit handlers
+    (Ray's shutdown, temporary copies removed), which a bare exit would skip, each run once
+    (a Ctrl-C while they run lets them finish); a second Ctrl-C ends the process at once."""
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.stdout.flush()
     print("interrupted", file=sys.stderr, flush=True)
-    atexit._run_exitfuncs()
-    os._exit(130)
+    _SHUTDOWN["interrupted"] = True
+    if not _SHUTDOWN["exiting"]:  # e.g. waiting for threads: run the handlers now, then 130
+        atexit._run_exitfuncs()
+        os._exit(130)
+
+
+def _exit_code_after_handlers() -> None:  # registered first, so it runs last
+    if _SHUTDOWN["interrupted"]:
+        os._exit(130)
+
+
+def _handlers_started() -> None:  # registered last, so it runs first
+    _SHUTDOWN["exiting"] = True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -114,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     the process's exit (for the command line, ``argv`` None: also during its shutdown)."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
+    if argv is None:
+        atexit.register(_exit_code_after_handlers)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _main(argv)
@@ -126,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         if argv is None:  # the process ends next: nothing is left for a KeyboardInterrupt to undo
+            atexit.register(_handlers_started)
             signal.signal(signal.SIGINT, _exit_interrupted)
 
 

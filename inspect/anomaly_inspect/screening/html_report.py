@@ -250,10 +250,14 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
                     f"score, whose expected FPR is {cal.expected_fpr:.2%}. Calibrate on more normal "
                     f"images (--calibration DIR).</p>")
 
-    charts = [histogram_svg(scores, lab, cal.threshold)]
+    finite = np.isfinite(scores)  # a NaN score (written empty) is in no chart nor metric
+    if not finite.all():
+        body.append(f"<p class='muted'>{int((~finite).sum())} image(s) without a finite score "
+                    f"are left out of the charts and metrics.</p>")
+    charts = [histogram_svg(scores[finite], None if lab is None else lab[finite], cal.threshold)]
     metrics_html = ""
     if lab is not None:
-        known = lab >= 0
+        known = (lab >= 0) & finite
         y, s = lab[known], scores[known]
         if y.size and 0 < y.sum() < y.size:
             auc = auroc(y, s)

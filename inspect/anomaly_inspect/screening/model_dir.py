@@ -350,13 +350,29 @@ def _return_users_files(target: Path) -> None:
         try:
             taken = _taken_along(staging)
             left = _hand_back(staging, target, taken)
+            kept = _set_apart(staging, target) if left else None
         finally:
             os.close(fd)
         if taken:
             log.warning("%s: a run replacing the model was killed; gave back %d of its files "
                         "that are not part of the model%s", target, len(taken) - len(left),
-                        f" ({len(left)} left in {staging}: {target} has those names again)"
-                        if left else "")
+                        f" ({len(left)} kept in {kept or staging}: {target} has those names "
+                        f"again)" if left else "")
+
+
+def _set_apart(staging: Path, target: Path) -> Path | None:
+    """The user's files a killed run left in ``staging`` that could not be given back (the
+    model has those names again), in a folder of their own beside ``target``
+    (``NAME.recovered-X``), the model copy removed: never taken for a staging folder again."""
+    for rel in _model_files(staging):
+        with contextlib.suppress(OSError):
+            (staging / rel).unlink()
+    kept = target.parent / f"{target.name}.recovered-{staging.name.rsplit('-', 1)[-1]}"
+    try:
+        os.rename(staging, kept)
+    except OSError:
+        return None
+    return kept
 
 
 def _verifies(folder: Path) -> bool:

@@ -16,6 +16,7 @@ SIGTERM and shuts its Ray instance down (killed only if it has not ended in
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -134,16 +135,25 @@ def load_average() -> float:
         return float("nan")
 
 
-def _die_with_parent() -> None:
-    """In the run, before it starts (Linux): SIGTERM when bench-scale dies however it dies
-    (SIGKILL, a closed terminal's SIGHUP), so that a run in its own session is not left behind
-    with its Ray instance."""
+def _die_with_parent(parent: int, prctl) -> None:
+    """In the run, before it starts (Linux; ``prctl`` resolved in ``parent`` beforehand):
+    SIGTERM when bench-scale dies however it dies (SIGKILL, a closed terminal's SIGHUP), so
+    that a run in its own session is not left behind with its Ray instance; also where
+    bench-scale died before this ran."""
+    if prctl is not None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _prctl():
+    """libc's ``prctl`` (Linux), else None (an interrupted bench-scale still stops its run)."""
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: an interrupted bench-scale still stops it
-        pass
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
 
 
 def run_child(call: str, grace: float = STOP_GRACE_S) -> subprocess.CompletedProcess:
@@ -154,7 +164,7 @@ def run_child(call: str, grace: float = STOP_GRACE_S) -> subprocess.CompletedPro
     proc = subprocess.Popen([sys.executable, "-c", _CHILD_PREAMBLE + call],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "RAY_DEDUP_LOGS": "1"}, start_new_session=True,
-                            preexec_fn=_die_with_parent)
+                            preexec_fn=functools.partial(_die_with_parent, os.getpid(), _prctl()))
     try:
         out, err = proc.communicate()
     except BaseException:

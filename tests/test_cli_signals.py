@@ -59,11 +59,15 @@ STARTING = textwrap.dedent("""
         print("importing", flush=True)
         time.sleep(60)
 
+    def joined_at_exit():  # says so once main has returned (its Ctrl-C handling is set up)
+        time.sleep(0.5)
+        print("summary", flush=True)
+        time.sleep(60)
+
     def done_then_slow_shutdown(argv):
         import atexit
         atexit.register(print, "cleaned up", flush=True)  # e.g. Ray's shutdown: still runs
-        threading.Thread(target=time.sleep, args=(60,)).start()  # joined at exit
-        print("summary", flush=True)
+        threading.Thread(target=joined_at_exit).start()
         return 0
 
     def done_then_slow_exit_handler(argv):

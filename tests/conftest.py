@@ -7,6 +7,7 @@ is absent and ``CI`` is unset; on CI a missing data folder is a failure.
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -93,3 +94,61 @@ def ray_session():
              log_to_driver=False)
     yield ray
     ray.shutdown()
+
+
+# -- permissions that hold as root too (CI runs as root, where chmod stops nothing) --
+
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+@pytest.fixture()
+def unlistable(monkeypatch):
+    """Make a folder unlistable by ``chmod 000``; where that changes nothing (root, as in CI),
+    listing it is made to fail as it would (``os.scandir`` raises EACCES)."""
+    made = []
+    scandir = os.scandir
+
+    def denied(path="."):
+        if any(_same_file(path, f) for f in made):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+        return scandir(path)
+
+    def make(folder):
+        folder.chmod(0)
+        made.append(folder)
+        if os.access(folder, os.R_OK):
+            monkeypatch.setattr(os, "scandir", denied)
+        return folder
+
+    yield make
+    for folder in made:
+        folder.chmod(0o755)
+
+
+@pytest.fixture()
+def read_only(monkeypatch):
+    """Make a folder read-only (``chmod 555``); where that changes nothing (root, as in CI),
+    ``os.access`` is made to answer for it as it would."""
+    made = []
+    access = os.access
+
+    def denied(path, mode, **kwargs):
+        if mode & os.W_OK and any(_same_file(path, f) for f in made):
+            return False
+        return access(path, mode, **kwargs)
+
+    def make(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o555)
+        made.append(folder)
+        if os.access(folder, os.W_OK):
+            monkeypatch.setattr(os, "access", denied)
+        return folder
+
+    yield make
+    for folder in made:
+        folder.chmod(0o755)

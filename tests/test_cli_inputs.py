@@ -3,9 +3,7 @@ never fewer images without a word."""
 
 from __future__ import annotations
 
-import errno
 import logging
-import os
 
 import numpy as np
 import pytest
@@ -18,37 +16,6 @@ from anomaly_inspect.data.layout import expand_inputs, list_images
 def _image(path):
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
-
-
-def _same(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-@pytest.fixture()
-def unlistable(monkeypatch):
-    """Make a folder unlistable by ``chmod 000``; where that changes nothing (root, as in CI),
-    listing it is made to fail as it would (``os.scandir`` raises EACCES)."""
-    made = []
-    scandir = os.scandir
-
-    def denied(path="."):
-        if any(_same(path, f) for f in made):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
-        return scandir(path)
-
-    def make(folder):
-        folder.chmod(0)
-        made.append(folder)
-        if os.access(folder, os.R_OK):
-            monkeypatch.setattr(os, "scandir", denied)
-        return folder
-
-    yield make
-    for folder in made:
-        folder.chmod(0o755)
 
 
 def test_a_named_folder_that_cannot_be_listed_is_an_error_naming_it(tmp_path, unlistable):

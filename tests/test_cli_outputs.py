@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -21,38 +20,6 @@ def _images(folder, n=6):
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     return folder
-
-
-def _same(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-@pytest.fixture()
-def read_only(monkeypatch):
-    """Make a folder read-only (``chmod 555``); where that changes nothing (root, as in CI),
-    ``os.access`` is made to answer for it as it would."""
-    made = []
-    access = os.access
-
-    def denied(path, mode, **kwargs):
-        if mode & os.W_OK and any(_same(path, f) for f in made):
-            return False
-        return access(path, mode, **kwargs)
-
-    def make(folder):
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(0o555)
-        made.append(folder)
-        if os.access(folder, os.W_OK):
-            monkeypatch.setattr(os, "access", denied)
-        return folder
-
-    yield make
-    for folder in made:
-        folder.chmod(0o755)
 
 
 def _one_line(capsys) -> str:

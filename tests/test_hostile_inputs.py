@@ -541,6 +541,14 @@ def test_results_of_the_oldest_layout_with_raw_names_resume_once(tiny, tmp_path)
     assert _rows(out) == [row] and urllib.parse.unquote_to_bytes(row["raw_path"]) == raw
 
 
+def _write_rows(out, rows) -> None:
+    """Rewrite ``out``'s results.csv with ``rows`` (as a hand edit would)."""
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, CSV_COLUMNS)
+        w.writeheader()
+        w.writerows(rows)
+
+
 @pytest.mark.parametrize(("edit", "message"), [
     ({"score": "abc"}, "score 'abc' is not a number"),
     ({"decision": "maybe"}, "decision 'maybe' is none of normal, anomalous, error"),
@@ -554,10 +562,7 @@ def test_a_hand_edited_results_row_is_refused_naming_its_line(tiny, tmp_path, ed
     _screen(model, imgs, out)
     rows = _rows(out)
     rows[1].update(edit)
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, CSV_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    _write_rows(out, rows)
     with pytest.raises(ValueError) as info:
         _screen(model, imgs, out)
     assert str(info.value).startswith(f"{out / 'results.csv'}:3: {message}")
@@ -575,10 +580,7 @@ def test_a_row_with_a_nan_score_as_screen_writes_it_is_resumed(tiny, tmp_path):
     _screen(model, imgs, out)
     rows = _rows(out)
     rows[1]["score"] = ""
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, CSV_COLUMNS)
-        w.writeheader()
-        w.writerows(rows)
+    _write_rows(out, rows)
     assert _screen(model, imgs, out).n_resumed == 3
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\nin/0.png,0\nin/1.png,1\nin/2.png,1\n")

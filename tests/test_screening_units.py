@@ -212,19 +212,16 @@ def test_a_killed_replace_rolls_back_where_the_new_model_is_incomplete(tmp_path,
     assert _tag(target) == "a.png" and not aside.exists()
 
 
-@pytest.mark.parametrize("fails", [[0], [1], [1, 2]])
-def test_a_failed_move_keeps_the_old_model(tmp_path, monkeypatch, fails):
-    """os.replace raising at the first move, the second (the old model is moved back), or the
-    second and the move back (the next load puts it back)."""
+def _save_new_failing(target, monkeypatch, fails) -> None:
+    """Save a model tagged "new.png" over ``target`` with ``os.replace`` raising at its k-th
+    call (1-based) where ``fails(k)``; the save must raise it."""
     from anomaly_inspect.screening import model_dir as md
 
-    target = tmp_path / "m"
-    save_model_dir(target, _info(), _fitted_scorer())
     real, calls = os.replace, []
 
     def replace(a, b):
         calls.append(b)
-        if len(calls) - 1 in fails:
+        if fails(len(calls)):
             raise OSError("device busy")
         real(a, b)
 
@@ -233,6 +230,15 @@ def test_a_failed_move_keeps_the_old_model(tmp_path, monkeypatch, fails):
     with pytest.raises(OSError, match="device busy"):
         save_model_dir(target, other, _fitted_scorer(), overwrite=True)
     monkeypatch.setattr(md.os, "replace", real)
+
+
+@pytest.mark.parametrize("fails", [[0], [1], [1, 2]])
+def test_a_failed_move_keeps_the_old_model(tmp_path, monkeypatch, fails):
+    """os.replace raising at the first move, the second (the old model is moved back), or the
+    second and the move back (the next load puts it back)."""
+    target = tmp_path / "m"
+    save_model_dir(target, _info(), _fitted_scorer())
+    _save_new_failing(target, monkeypatch, lambda k: k - 1 in fails)
     assert target.exists() == (fails != [1, 2])
     assert _tag(target) == "a.png"
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
@@ -295,24 +301,10 @@ def test_a_failed_move_over_a_folder_with_the_users_files_keeps_the_old_model_an
         tmp_path, monkeypatch, at):
     """os.replace raising at its at-th call (at=5: at the 4th, and at the 5th, the old model's
     move back: the next load puts the new one, with the files, in place)."""
-    from anomaly_inspect.screening import model_dir as md
-
     target = tmp_path / "m"
     save_model_dir(target, _info(), _fitted_scorer())
     _with_users_files(target)
-    real, calls = os.replace, []
-
-    def replace(a, b):
-        calls.append(b)
-        if len(calls) in (at, 4 if at == 5 else at):
-            raise OSError("device busy")
-        real(a, b)
-
-    monkeypatch.setattr(md.os, "replace", replace)
-    other = ModelInfo(**{**_info().__dict__, "train_images": ["new.png"]})
-    with pytest.raises(OSError, match="device busy"):
-        save_model_dir(target, other, _fitted_scorer(), overwrite=True)
-    monkeypatch.setattr(md.os, "replace", real)
+    _save_new_failing(target, monkeypatch, lambda k: k in (at, 4 if at == 5 else at))
     assert _tag(target) == ("new.png" if at == 5 else "a.png") and _users_files_kept(target)
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
 

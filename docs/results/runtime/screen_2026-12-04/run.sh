@@ -2,7 +2,7 @@
 # issue 14: screen throughput against evaluate's test img/s (bottle), side by side in one script
 # (interleaved, two rounds), and screen's peak RSS. From the repository root, venv active.
 # JSONs and time -v output beside this script.
-out=$(cd $(dirname $0) && pwd); M=../shared/data/mvtec_ad; W=$(mktemp -d)
+out=${OUT:-$(cd $(dirname $0) && pwd)}; M=../shared/data/mvtec_ad; W=$(mktemp -d)
 anomaly-inspect fit --train $M/bottle/train/good --out $W/model_bottle --quiet > /dev/null
 for r in 1 2; do
   anomaly-inspect evaluate --root $M --category bottle --quiet --output-json $out/evaluate_$r.json > /dev/null

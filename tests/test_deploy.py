@@ -304,6 +304,9 @@ def test_export_help_says_what_overwrite_replaces(capsys):
         main(["export", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--overwrite replace an existing --out: with MODEL_DIR a bundle or model folder" in help_text
+    from anomaly_inspect.commands.export import TOLERANCE
+
+    assert f"by more than {TOLERANCE:g} (``TOLERANCE``" in help_text and ":data:" not in help_text
 
 
 def test_backbone_export_takes_the_crop_and_refuses_what_it_would_ignore(tmp_path, capsys):

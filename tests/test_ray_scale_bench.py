@@ -66,6 +66,34 @@ def test_bench_scale_command_writes_every_row_and_exits_non_zero(runs, tmp_path,
            "ValueError: cannot score x.png)" in err
 
 
+def test_images_is_the_count_per_run_and_one_batch_has_no_steady_rate(tmp_path, monkeypatch):
+    """--images below the inputs' count took every input (max of the two); a run that scored
+    everything in its first batch wrote NaN (invalid JSON) and printed 'nan img/s (xnan)'."""
+    pytest.importorskip("ray")
+    from anomaly_inspect.cli import main
+
+    seen = {}
+
+    def fake_bench(model_dir, paths, configs, work, rounds, progress, batch_size):
+        seen["n"] = len(paths)
+        return [dict(_row("local", None), steady_img_s=None, round=0, load_before=0.0,
+                     load_after=0.0),
+                dict(_row("ray", 1), round=0, load_before=0.0, load_after=0.0)]
+
+    monkeypatch.setattr(scale_bench, "bench_scale", fake_bench)
+    for name in "abc":
+        (tmp_path / f"{name}.png").write_bytes(b"x")
+    out = tmp_path / "bs.json"
+    assert main(["bench-scale", str(tmp_path / "m"), str(tmp_path), "--images", "2",
+                 "--workers", "1", "--quiet", "--output-json", str(out)]) == 0
+    assert seen["n"] == 2
+    assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(c))["runs"][0][
+        "steady_img_s"] is None
+    rows = json.loads(out.read_text())["runs"]
+    assert "steady n/a (one batch)" in scale_bench.format_row(rows[0], rows)
+    assert "steady   4.00 img/s (xnan)" in scale_bench.format_row(rows[1], rows)
+
+
 def test_failure_reason_of_a_killed_or_silent_run():
     assert scale_bench.failure_reason(subprocess.CompletedProcess([], -9, "", "")) == \
         "killed by SIGKILL"

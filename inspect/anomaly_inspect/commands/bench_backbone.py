@@ -26,7 +26,8 @@ VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8"), (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-backbone", help="measure backbone-only images/s per runtime",
                        description=__doc__)
-    p.add_argument("--backbone", default=BackboneConfig.name)
+    p.add_argument("--backbone", default=BackboneConfig.name,
+                   help=f"timm model name (default {BackboneConfig.name})")
     p.add_argument("--layers", type=int_list,
                    help="comma-separated timm feature indices (default: stride 8 and 16)")
     p.add_argument("--weights", help="checkpoint FILE or 'random'")
@@ -42,9 +43,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="run the full network for the pooled embedding too (norm / classifier scorers)")
     p.add_argument("--image-size", type=image_size, default=FeatureConfig.image_size,
                    help=f"input side in pixels (default {FeatureConfig.image_size}, as evaluate)")
-    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32,
+                   help="images per timed call (default 32)")
     p.add_argument("--rounds", type=positive_int, default=5,
-                   help="interleaved rounds, one batch per runtime each (after a warm-up); best kept")
+                   help="interleaved rounds, one batch per runtime each (after a warm-up); best "
+                        "kept (default 5)")
     add_output_args(p)
     p.set_defaults(func=run)
 

@@ -16,7 +16,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--images", type=positive_int, default=1000,
-                   help="repeat the inputs up to this many images (default 1000)")
+                   help="images per run: the inputs repeated, or the first this many (default 1000)")
     p.add_argument("--workers", type=positive_int_list, default=[1, 2], metavar="N,N,...",
                    help="Ray actor pool sizes to run (default 1,2)")
     p.add_argument("--rounds", type=positive_int, default=1,
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     found = expand_inputs(list(args.inputs))
     if not found:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
-    paths = [found[i % len(found)] for i in range(max(args.images, len(found)))]
+    paths = [found[i % len(found)] for i in range(args.images)]
     configs = [("local", None)] + [("ray", w) for w in args.workers]
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         rows = bench_scale(args.model_dir, paths, configs, Path(tmp), args.rounds,

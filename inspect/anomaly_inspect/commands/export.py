@@ -11,7 +11,7 @@ runtime it was fitted with.
 with the model's mean / std; outputs ``stage0``, ``stage1``, ... (the configured stages) and,
 with ``--pooled``, ``pooled`` (B, D). The batch axis is dynamic. The export is checked
 against torch on one random batch before it is written: a graph that cannot be loaded, or
-differs from torch by more than :data:`TOLERANCE` (max relative difference), is an error and
+differs from torch by more than 1e-4 (``TOLERANCE``, max relative difference), is an error and
 ``--out`` is left as it was.
 """
 

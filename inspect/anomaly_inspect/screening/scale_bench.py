@@ -118,12 +118,13 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
             if first_at is None:
                 first_at, first_n = time.perf_counter(), n
         end = time.perf_counter()
-    steady = (n - first_n) / (end - first_at) if end > first_at and n > first_n else float("nan")
+    # undefined (None, "n/a") when everything came in the first batch
+    steady = (n - first_n) / (end - first_at) if end > first_at and n > first_n else None
     return {"engine": engine, "workers": workers, "images": n,
             "batch_size": model.extractor.batch_size,
             "init_s": round(init_s, 2), "first_batch_s": round(first_at - start, 2),
             "startup_s": round(first_at - t0, 2), "total_s": round(end - t0, 2),
-            "steady_img_s": round(steady, 3), "overall_img_s": round(n / (end - t0), 3),
+            "steady_img_s": None if steady is None else round(steady, 3), "overall_img_s": round(n / (end - t0), 3),
             "driver_peak_rss_mb": round(peak_rss_mb(), 1),
             "worker_peak_rss_mb": round(peaks.max_mb, 1), "worker_processes": len(peaks.peaks)}
 
@@ -217,9 +218,10 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
 
 
 def local_rate(row: dict, rows: list[dict], key: str) -> float:
-    """The same round's local rate (the reference of the ratio; NaN where that run failed)."""
+    """The same round's local rate (the reference of the ratio; NaN where that run failed or
+    has no such rate)."""
     ref = [r[key] for r in rows if r["engine"] == "local" and r["round"] == row["round"]
-           and "error" not in r]
+           and "error" not in r and r[key] is not None]
     return ref[0] if ref else float("nan")
 
 
@@ -228,9 +230,11 @@ def format_row(row: dict, rows: list[dict]) -> str:
     if "error" in row:
         return f"{name:<8} failed: {row['error']}"
     ratio = row["overall_img_s"] / local_rate(row, rows, "overall_img_s")
-    sratio = row["steady_img_s"] / local_rate(row, rows, "steady_img_s")
+    steady = row["steady_img_s"]
+    steady_text = ("n/a (one batch)" if steady is None else
+                   f"{steady:6.2f} img/s (x{steady / local_rate(row, rows, 'steady_img_s'):.2f})")
     return (f"{name:<8} {row['images']:>5} img  overall {row['overall_img_s']:6.2f} img/s "
-            f"(x{ratio:.2f} local)  steady {row['steady_img_s']:6.2f} img/s (x{sratio:.2f})  "
+            f"(x{ratio:.2f} local)  steady {steady_text}  "
             f"start-up {row['startup_s']:5.1f} s (ray.init {row['init_s']:.1f} s)  "
             f"peak RSS driver {row['driver_peak_rss_mb']:.0f} MB, worker "
             f"{row['worker_peak_rss_mb']:.0f} MB  load {row['load_before']:.1f}->"

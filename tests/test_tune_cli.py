@@ -424,3 +424,23 @@ def test_judge_with_two_candidates_writes_valid_json_and_no_warning(demo, tmp_pa
                                                    "undefined with 2 candidates (needs 3)")
     assert "Warning" not in captured.err
     assert re.search(r"Spearman \(Borda, test\) +n/a, undefined with 2 candidates \(needs 3\)\n", captured.out)
+
+
+def test_judge_refuses_a_test_split_without_defects_before_tuning(tmp_path, capsys, monkeypatch):
+    """tune --judge tuned every candidate, then failed with 'AUROC needs both positive and
+    negative samples' (no category, no path); the labels are checked first now."""
+    import shutil
+
+    from anomaly_inspect.commands import tune as tune_cmd
+
+    root = tmp_path / "d"
+    cat = generate_dataset(root, "solo", "fabric", n_train=6, n_test_good=2, n_test_per_defect=1,
+                           image_size=64, seed=0)
+    for d in (cat / "test").iterdir():
+        if d.name != "good":
+            shutil.rmtree(d)
+    shutil.rmtree(cat / "ground_truth", ignore_errors=True)
+    monkeypatch.setattr(tune_cmd, "run_tune", lambda *a, **k: pytest.fail("tuned before the check"))
+    assert main(["tune", "--root", str(root), "--category", "solo", "--judge", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert "solo" in err and "AUROC needs both" not in err, err

@@ -133,6 +133,10 @@ def run(args: argparse.Namespace) -> int:
                          "(default 3)")
     if args.judge and dataset is None:
         raise ValueError("tune --judge needs a labelled MVTec category (--root/--category)")
+    if args.judge:
+        from ..evaluation.evaluate import check_dataset
+
+        check_dataset(dataset)  # before the tuning, not after it
     result = run_tune(train, args, cfg)
     out = {"tuning": result.to_dict()}
     rows = [(c["name"], f"synthetic AUROC {c['mean_auroc']:.4f}, Borda {c['borda']:.2f}")

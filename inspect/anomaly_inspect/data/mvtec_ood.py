@@ -111,7 +111,8 @@ def colour_similarity(object_rgb: np.ndarray, group_rgb: dict[str, np.ndarray],
             "rule": f"similar = the colour group whose mean defect colour (measured inside the masks) "
                     f"is nearest in RGB to the object's mean colour on the ID-train good images "
                     f"(foreground: RGB distance > {FOREGROUND_DISTANCE:g} from the median "
-                    f"{BORDER_PX}-px border colour); no OOD label is used"}
+                    f"{BORDER_PX}-px border colour); the groups' colours come from their own images' masks "
+                    f"(the split's definition), no score or detection outcome enters"}
 
 
 def mvtec_heldout_benchmark(

@@ -14,7 +14,7 @@ then takes its ``stretch`` twin's validation (``same_as``) instead of repeating 
 ensemble never takes both; it is still ranked, a column of the Borda table like any candidate.
 
 Each candidate also keeps the median / MAD of its cross-fitted scores on held-out normal images:
-the normal calibration of :func:`.rank.fuse` for ensembles. Nothing here sees a test image.
+the normal calibration of :func:`..evaluation.fusion.fuse` for ensembles. Nothing here sees a test image.
 """
 
 from __future__ import annotations

@@ -1033,13 +1033,14 @@ def test_named_folder_without_images_is_refused_before_fitting(tmp_path, capsys)
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes here")
 def test_a_fifo_or_device_is_refused_unread_not_waited_on(tmp_path, monkeypatch):
     """A FIFO's size is 0 and reading it waits for a writer; a device never ends: both are
-    refused by what they are, in a folder walk, a glob and when named."""
+    refused by what they are, when named and when a folder walk or a glob brings them in (the
+    same inputs either way: one with an image extension is an error row, not left out)."""
     fifo = tmp_path / "in" / "pipe.png"
     fifo.parent.mkdir()
     os.mkfifo(fifo)
     os.mkfifo(tmp_path / "in" / "noext")  # content sniffing must not open it either
     write_image(tmp_path / "in" / "ok.png", rgb_image(8))
-    assert [p.name for p in expand_inputs([tmp_path / "in"])] == ["ok.png"]
+    assert [p.name for p in expand_inputs([tmp_path / "in"])] == ["ok.png", "pipe.png"]
     monkeypatch.chdir(tmp_path)
     assert sorted(p.name for p in expand_inputs(["in/*"])) == ["ok.png", "pipe.png"]
     with pytest.raises(ImageReadError, match=r"pipe\.png: not a regular file \(a FIFO"):
@@ -1047,6 +1048,27 @@ def test_a_fifo_or_device_is_refused_unread_not_waited_on(tmp_path, monkeypatch)
     if os.path.exists("/dev/zero"):
         with pytest.raises(ImageReadError, match=r"/dev/zero: not a regular file \(a character"):
             read_image("/dev/zero")
+
+
+def test_a_folder_and_a_glob_of_it_bring_in_the_same_unusable_files(tmp_path, monkeypatch):
+    """A link in a loop (its stat fails with ELOOP) is an error row whether its folder is walked
+    or globbed, as a dangling link is; files that are not images by extension or content stay
+    out, and sub-folders are walked as before."""
+    d = tmp_path / "in"
+    write_image(d / "ok.png", rgb_image(8))
+    write_image(d / "sub" / "deep.png", rgb_image(8, 1))
+    (d / "self.png").symlink_to("self.png")
+    (d / "loop_a.png").symlink_to("loop_b.png")
+    (d / "loop_b.png").symlink_to("loop_a.png")
+    (d / "notes.txt").write_text("not an image")
+    walked = expand_inputs([d])
+    assert [p.name for p in walked] == ["loop_a.png", "loop_b.png", "ok.png", "self.png",
+                                        "deep.png"]
+    monkeypatch.chdir(tmp_path)
+    assert sorted(expand_inputs(["in/*", "in/sub/*"])) == sorted(walked)
+    assert expand_inputs([d], recursive=False) == walked[:4]
+    with pytest.raises(ImageReadError, match=r"self\.png: cannot read file \(Too many levels"):
+        read_image(d / "self.png")
 
 
 def test_links_to_one_file_are_one_input_under_the_file_they_name(tmp_path, monkeypatch):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -347,3 +350,21 @@ def test_a_huge_jpeg_is_decoded_alike_with_or_without_a_mask(tmp_path):
     inner[64:128, 128:192], inner[65:127, 129:191] = False, True
     outer[63:129, 127:193] = True
     assert got[inner].all() and not got[~outer].any()
+
+
+def test_an_image_above_the_decoders_own_cap_says_so_not_corrupt(tmp_path):
+    """OpenCV refuses an image above its own cap (OPENCV_IO_MAX_IMAGE_PIXELS, 2^30 pixels) whatever
+    --max-pixels allows, and PIL's bomb guard then refuses it too: the error says so rather than
+    "corrupt". Both caps are lowered here (OpenCV reads its own at start: a child process) so that
+    a 40x40 image stands for a 33000x33000 one."""
+    path = write_image(tmp_path / "big.png", rgb_image(40, seed=9))
+    code = ("import sys; from PIL import Image; Image.MAX_IMAGE_PIXELS = 100\n"
+            "from anomaly_inspect.data.image_io import ImageReadError, read_image\n"
+            "try:\n    read_image(sys.argv[1], max_pixels=10**9)\n"
+            "except ImageReadError as exc:\n    print(exc.reason)\n")
+    env = {**os.environ, "OPENCV_IO_MAX_IMAGE_PIXELS": "1000"}
+    out = subprocess.run([sys.executable, "-c", code, str(path)], env=env, capture_output=True,
+                         text=True, timeout=60, check=True).stdout.strip()
+    assert out == ("40x40 = 0.0 MP: above the decoder's own size limit (OpenCV's "
+                   "OPENCV_IO_MAX_IMAGE_PIXELS, by default 2^30 pixels, 2^20 a side); "
+                   "--max-pixels cannot raise it")

@@ -365,12 +365,20 @@ def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[n
         {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
          8: cv2.IMREAD_REDUCED_COLOR_8}[factor] | cv2.IMREAD_IGNORE_ORIENTATION)
     buf = np.frombuffer(data, dtype=np.uint8)
+    capped = False
     try:
         img = cv2.imdecode(buf, flags)
-    except cv2.error:
+    except cv2.error as exc:
         img = None
+        capped = "CV_IO_MAX_IMAGE" in str(exc)  # OpenCV's own size cap, checked before decoding
     if (img is None or img.size == 0) and header is not None:
         img = _decode_pil(path, data)
+    if (img is None or img.size == 0) and capped:  # PIL's bomb guard refused it too
+        size = "" if header is None else (f"{header.width}x{header.height} = "
+                                          f"{header.width * header.height / 1e6:.1f} MP: ")
+        raise ImageReadError(path, f"{size}above the decoder's own size limit (OpenCV's "
+                                   f"OPENCV_IO_MAX_IMAGE_PIXELS, by default 2^30 pixels, 2^20 a "
+                                   f"side); --max-pixels cannot raise it")
     if img is None or img.size == 0:
         raise ImageReadError(path, "not a decodable image (corrupt or unsupported format)")
     if header is None:  # a format PIL's header probe does not read: the budget holds after all

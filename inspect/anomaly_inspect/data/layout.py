@@ -4,8 +4,9 @@ Inputs are accounted for exactly once: every file is scheduled under one
 canonical path (``..`` and symbolic links resolved), directory walks and
 recursive globs visit each real directory once (so a symlink loop cannot make
 them repeat or hang), and a folder's files are kept when they look like
-images by extension *or* by their first bytes. A dangling symbolic link is
-kept as well (it becomes an error row instead of vanishing). Hidden files and
+images by extension *or* by their first bytes. A dangling symbolic link or one in a loop is
+kept as well, and so is a FIFO or a device with an image extension (each becomes an error row
+instead of vanishing), in a folder as in a glob. Hidden files and
 folders below a listed folder are not images of the set (notebook checkpoints,
 macOS ``._`` resource forks, temporaries being written), as for a shell glob. A named folder
 that cannot be listed is an error; one below it is left out with a warning naming it.
@@ -107,8 +108,9 @@ def _entries(d: Path | str, named: bool, seen: set[tuple[int, int]]) -> list[os.
 
 
 def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
-    """Files (and dangling links) under ``folder``, hidden names (a leading dot) left out, as a
-    shell glob leaves them out; each real directory is entered once."""
+    """Every entry but a folder under ``folder`` (files, dangling links, links in a loop, FIFOs,
+    ...: :func:`_is_candidate` picks the images, as for a glob's matches), hidden names (a
+    leading dot) left out, as a shell glob leaves them out; each real directory is entered once."""
     seen: set[tuple[int, int]] = set()
     stack = [folder]
     while stack:
@@ -121,12 +123,13 @@ def _walk_files(folder: Path, recursive: bool) -> Iterator[Path]:
             if e.name.startswith("."):  # hidden: .ipynb_checkpoints, macOS ._x.png, temporaries
                 continue
             try:
-                if e.is_dir():  # follows links; loops are cut by ``seen``
-                    subdirs.append(Path(e.path))
-                elif e.is_file() or (e.is_symlink() and not os.path.exists(e.path)):
-                    yield Path(e.path)
-            except OSError:
-                continue
+                is_dir = e.is_dir()  # follows links; loops of folders are cut by ``seen``
+            except OSError:  # e.g. a link in a loop: its read gives the reason
+                is_dir = False
+            if is_dir:
+                subdirs.append(Path(e.path))
+            else:
+                yield Path(e.path)
         if recursive:
             stack.extend(reversed(subdirs))
 

@@ -10,6 +10,10 @@ import pytest
 from PIL import Image
 
 from anomaly_inspect.cli import main
+from anomaly_inspect.commands.common import check_output_json
+from anomaly_inspect.features.extractor import Features
+from anomaly_inspect.scorers.patchcore import PatchCore
+from anomaly_inspect.screening.model_dir import ModelInfo, read_model_info, save_model_dir
 
 TINY_FIT = ["--image-size", "64", "--runtime", "torch", "--quiet"]
 
@@ -92,3 +96,40 @@ def test_screen_writes_its_json_before_the_table(tmp_path, fitted, monkeypatch):
     assert main(["screen", str(fitted / "model"), str(fitted / "train"), "--out",
                  str(tmp_path / "r"), "--output-json", str(out), "--quiet"]) == 1
     assert json.loads(out.read_text())["n_inputs"] == 6
+
+
+def test_output_json_may_not_replace_a_model_directorys_file(tmp_path, capsys):
+    scorer = PatchCore(coreset_ratio=0.5, progress=False).fit(
+        Features(patches=np.random.default_rng(0).normal(size=(4, 3, 3, 8)).astype(np.float32)))
+    info = ModelInfo(config={}, backbone={"name": "b", "weights": {"checksum": "abc"}},
+                     calibration={}, train_images=["a.png"], calibration_images=["b.png"])
+    model = save_model_dir(tmp_path / "model", info, scorer)
+    saved = (model / "model.json").read_bytes()
+    # the missing --train shows that nothing ran before the check
+    assert main(["fit", "--train", str(tmp_path / "missing"), "--out", str(tmp_path / "m2"),
+                 "--output-json", str(model / "model.json"), "--quiet"]) == 1
+    assert _one_line(capsys) == (f"error: --output-json {model / 'model.json'}: is a file of "
+                                 f"model directory {model}; give another path")
+    assert (model / "model.json").read_bytes() == saved
+    assert read_model_info(model).train_images == ["a.png"]
+    for rel in ("checksums.json", "scorer/scorer.json"):
+        with pytest.raises(ValueError, match="is a file of model directory"):
+            check_output_json(model / rel)
+    check_output_json(model / "notes.json")  # beside the model's files: fine
+
+
+@pytest.mark.parametrize("written, name, command", [
+    (("results.csv", "screen.json"), "results.csv", "screen"),
+    (("results.csv", "screen.json"), "report.html", "screen"),
+    (("explanations.json",), "explanations.json", "explain"),
+])
+def test_output_json_may_not_replace_an_earlier_runs_results(tmp_path, written, name, command):
+    run = tmp_path / "run"
+    run.mkdir()
+    check_output_json(run / name)  # not (yet) a results folder: any file name
+    for w in written:
+        (run / w).write_text("x")
+    with pytest.raises(ValueError, match=f"is the {name} of an earlier {command} run in {run}; "
+                                         f"give another path"):
+        check_output_json(run / name)
+    check_output_json(run / "r.json")  # beside them: fine

@@ -163,6 +163,21 @@ def test_config_errors_name_the_file(tmp_path):
         load_ood_config(bad)
 
 
+def test_a_model_config_is_named_as_one(tmp_path, capsys):
+    # before: only "unknown keys ['method', 'scorer']; expected [...]"
+    assert main(["ood-benchmark", "--config", "patchcore", "--quiet"]) == 1
+    assert capsys.readouterr().err == (
+        "error: patchcore: a model config (it names ['method', 'scorer']), not an ood-benchmark "
+        "config; give it to the --config of 'anomaly-inspect evaluate', 'fit' or 'tune'\n")
+    bad = tmp_path / "m.yaml"
+    bad.write_text("method: knn\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: a model config \(it names \['method'\]\)"):
+        load_ood_config(bad)
+    bad.write_text("benchmark: isic\nsplits: [ink_all]\nscorers: [nan]\nmethod: knn\n")
+    with pytest.raises(ConfigError, match=r"m\.yaml: unknown keys \['method'\]"):
+        load_ood_config(bad)  # a benchmark config with a stray key: that key
+
+
 def test_fusion_config_errors(tmp_path):
     base = "benchmark: isic\ndata: {}\nsplits: [ink_all]\nscorers: [nan, mahalanobis]\n"
     bad = tmp_path / "f.yaml"

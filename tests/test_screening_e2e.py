@@ -215,9 +215,10 @@ def test_refusals(setup, tmp_path, capsys):
     write_checksums(copy)  # as if fitted with other weights
     assert main(["screen", str(copy), str(img), "--out", str(tmp_path / "r"), "--quiet"]) == 1
     assert "backbone weights differ" in capsys.readouterr().err
-    # format version mismatch is checked first (before the checksums)
+    # a newer model (its checksums match) gets the format version's message, not the checksums'
     info["format_version"] = MODEL_FORMAT_VERSION + 1
     (copy / "model.json").write_text(json.dumps(info))
+    write_checksums(copy)
     assert main(["screen", str(copy), str(img), "--out", str(tmp_path / "r"), "--quiet"]) == 1
     assert f"format version {MODEL_FORMAT_VERSION + 1} is not supported" in capsys.readouterr().err
     # missing input

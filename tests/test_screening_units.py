@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,10 +18,13 @@ from anomaly_inspect.screening.model_dir import (
     MODEL_JSON,
     ModelFormatError,
     ModelInfo,
+    model_dir_holding,
     read_model_info,
     save_model_dir,
+    write_checksums,
 )
 from anomaly_inspect.screening.runner import image_key
+from layout_writer import rgb_image, write_image
 
 
 def test_labels_csv(tmp_path):
@@ -383,10 +387,40 @@ def test_model_dir_refuses_other_format_version(tmp_path):
     data = json.loads((target / MODEL_JSON).read_text())
     data["format_version"] = 99
     (target / MODEL_JSON).write_text(json.dumps(data))
+    write_checksums(target)  # as a newer version saves it
     with pytest.raises(ModelFormatError, match="format version 99"):
         read_model_info(target)
     with pytest.raises(ModelFormatError, match="not a model directory"):
         read_model_info(tmp_path)
+
+
+@pytest.mark.parametrize("content", [{"format_version": 99}, {"auroc": 0.9}])
+def test_a_replaced_model_json_is_reported_as_changed_not_as_another_version(tmp_path, content):
+    # another command's JSON written over model.json: the damage, not "re-fit with this version"
+    target = save_model_dir(tmp_path / "m", _info(), _fitted_scorer())
+    (target / MODEL_JSON).write_text(json.dumps(content))
+    with pytest.raises(ModelFormatError, match=r"model\.json: changed or truncated since the model "
+                                               r"was saved"):
+        read_model_info(target)
+    (target / "checksums.json").unlink()  # nothing to compare with: still no version "None"
+    if "format_version" not in content:
+        with pytest.raises(ModelFormatError, match=r"model\.json: not a model description \(no "
+                                                   r"format_version\); restore"):
+            read_model_info(target)
+
+
+def test_model_dir_holding_names_a_models_own_files_only(tmp_path):
+    target = save_model_dir(tmp_path / "m", _info(), _fitted_scorer())
+    for rel in ("model.json", "checksums.json", "scorer/scorer.json",
+                "scorer/scorer_state.safetensors"):
+        assert model_dir_holding(target / rel) == target.resolve()
+    (target / "backbone").mkdir()
+    (target / "backbone" / "g.onnx").write_bytes(b"x")
+    assert model_dir_holding(target / "backbone" / "g.onnx") == target.resolve()
+    (tmp_path / "link").symlink_to(target)
+    assert model_dir_holding(tmp_path / "link" / "model.json") == target.resolve()
+    for other in (target / "notes.json", tmp_path / "model.json", tmp_path / "x" / "model.json"):
+        assert model_dir_holding(other) is None
 
 
 def test_raw_training_image_names_are_saved_and_checked_and_older_models_load(tmp_path):
@@ -452,3 +486,139 @@ def test_written_scores_give_the_decision_against_the_kept_threshold():
     values = np.random.default_rng(0).random(1000).astype(np.float32) * 10
     assert all(float(_fmt(v)) == float(v) for v in values)
     assert _fmt(math.nan) == ""
+
+
+# -- fit's inputs, calibration hold-out and skipped images; the writer's file errors ----------
+def _corrupt_data_png(path, seed: int = 0):
+    """A PNG whose header reads (``image_size``) but whose pixel data does not decode."""
+    data = bytearray(write_image(path, rgb_image(40, seed=seed)).read_bytes())
+    k = data.find(b"IDAT")
+    data[k + 20:k + 60] = b"\x00" * 40
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _earlier_screen(run):
+    """A results folder as screen leaves it, with an overlay, a thumbnail and a strip."""
+    (run / "thumbs").mkdir(parents=True)
+    (run / "results.csv").write_text("path\n")
+    (run / "screen.json").write_text("{}")
+    for rel in ("overlays/a_0123456789.jpg", "thumbs/a_0123456789.jpg", "explain/a_0123456789.jpg"):
+        write_image(run / rel, rgb_image(16))
+
+
+def test_fit_calibration_and_screen_take_inputs_without_earlier_outputs(tmp_path):
+    from anomaly_inspect.screening.model import calibration_split, input_images
+
+    good = [write_image(tmp_path / "train" / f"n{i}.png", rgb_image(16, seed=i)) for i in range(3)]
+    _earlier_screen(tmp_path / "train" / "res")
+    assert input_images([tmp_path / "train"]) == [p.resolve() for p in good]
+    named = tmp_path / "train" / "res" / "overlays" / "a_0123456789.jpg"
+    assert input_images([named]) == [named.resolve()]  # a file named itself stays
+    cal = calibration_split(good, [tmp_path / "train"], 0.2, 0)[1]
+    assert cal == [p.resolve() for p in good]  # --calibration: the same expansion
+
+
+def test_the_hold_out_replaces_well_headed_images_that_do_not_decode(tmp_path, caplog):
+    from anomaly_inspect.data.image_io import image_size, read_image
+    from anomaly_inspect.screening.calibration import holdout_split
+    from anomaly_inspect.screening.model import calibration_split, fit_split
+
+    drawn = set(holdout_split(15, 0.2, 12)[1].tolist())  # 9 of 15 do not decode, among them
+    corrupt = drawn | set([i for i in range(15) if i not in drawn][:9 - len(drawn)])  # the 3 drawn
+    paths = [_corrupt_data_png(tmp_path / f"{i:02d}.png", i) if i in corrupt
+             else write_image(tmp_path / f"{i:02d}.png", rgb_image(40, seed=i)) for i in range(15)]
+    bad = {paths[i] for i in corrupt}
+    assert all(image_size(p) == (40, 40) for p in bad)  # only decoding finds them
+    assert set(calibration_split(paths, None, 0.2, 12)[1]) <= bad  # the plain draw: all bad
+    with caplog.at_level("WARNING"):
+        fit_part, cal, _, skipped = fit_split(paths, None, 0.2, 12)
+    assert cal and not set(cal) & bad
+    for p in cal:
+        read_image(p)
+    left_out = {s["path"] for s in skipped}
+    assert left_out <= {str(p) for p in bad} and caplog.text.count("skipping ") == len(skipped)
+    kept = [p for p in paths if str(p) not in left_out]
+    assert sorted(fit_part + cal) == kept  # the bad ones not drawn stay, skipped at extraction
+    assert (fit_part, cal) == calibration_split(kept, None, 0.2, 12)[:2]  # as a remote fit draws
+    assert fit_split(paths, None, 0.2, 12) == (fit_part, cal, _, skipped)  # deterministic
+    plain = [p for p in paths if p not in bad]  # where every image reads, the plain split
+    assert fit_split(plain, None, 0.2, 12)[:2] == calibration_split(plain, None, 0.2, 12)[:2]
+
+
+def test_skipped_images_keep_their_role_and_older_models_count_them_as_training():
+    from anomaly_inspect.screening.model import skipped_as, with_roles
+
+    skipped = with_roles([{"path": "/t/a.png", "error": "e"}, {"path": "/c/b.png", "error": "e"}],
+                         [Path("/c/b.png")])
+    assert [s["role"] for s in skipped] == ["training", "calibration"]
+    info = ModelInfo.from_dict({**_info().to_dict(), "skipped_images": skipped}, "new")
+    assert [s["path"] for s in skipped_as(info, "calibration")] == ["/c/b.png"]
+    old = ModelInfo.from_dict({**_info().to_dict(), "skipped_images": [
+        {"path": "/t/a.png", "error": "e"}]}, "old")  # saved before roles
+    assert len(skipped_as(old, "training")) == 1 and not skipped_as(old, "calibration")
+
+
+def _writer(tmp_path, monkeypatch, fail):
+    """A batch writer of a stub model whose image writes fail where ``fail(path)`` raises."""
+    from types import SimpleNamespace
+
+    from anomaly_inspect.data.transforms import TransformConfig
+    from anomaly_inspect.screening import runner
+
+    write_rgb = runner.write_rgb
+
+    def failing(path, image):
+        fail(path)
+        write_rgb(path, image)
+
+    monkeypatch.setattr(runner, "write_rgb", failing)
+    model = SimpleNamespace(extractor=SimpleNamespace(transform=TransformConfig()),
+                            info=SimpleNamespace(display={}), threshold=1.0)
+    csv_path = tmp_path / "out" / "results.csv"
+    csv_path.parent.mkdir()
+    runner._write_rows_atomic(csv_path, [])  # the header, as screen starts the file
+    return runner._BatchWriter(model, csv_path.parent, csv_path, "none", 16), csv_path
+
+
+def _batch(n):
+    from anomaly_inspect.screening.model import ScoredImage
+
+    images = [ScoredImage(f"/in/img{i}.png", 0.5, 0.5, False) for i in range(n)]
+    return images, {i: np.full((8, 8, 3), 100, np.uint8) for i in range(n)}
+
+
+def test_a_thumbnail_that_cannot_be_written_keeps_its_row_with_a_warning(tmp_path, monkeypatch,
+                                                                         caplog):
+    from anomaly_inspect.screening.runner import read_results, thumb_relpath
+
+    images, inputs = _batch(3)
+    writer, csv_path = _writer(tmp_path, monkeypatch, lambda path: None)
+    blocked = tmp_path / "out" / thumb_relpath(images[1].path)
+    blocked.mkdir(parents=True)  # a folder where the thumbnail goes
+    with caplog.at_level("WARNING"):
+        writer.write(images, inputs)
+    writer.close()
+    assert [r["path"] for r in read_results(csv_path)[0]] == [r.path for r in images]
+    assert "no thumbnail for /in/img1.png: cannot write " + str(blocked) in caplog.text
+    assert (tmp_path / "out" / thumb_relpath(images[2].path)).is_file()
+
+
+def test_a_full_disk_stops_naming_the_file_once_the_rows_done_are_written(tmp_path, monkeypatch):
+    import errno
+
+    from anomaly_inspect.screening.runner import DiskFullError, read_results, thumb_relpath
+
+    images, inputs = _batch(3)
+    full = tmp_path / "out" / thumb_relpath(images[1].path)
+
+    def fail(path):
+        if path == full:
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer, csv_path = _writer(tmp_path, monkeypatch, fail)
+    with pytest.raises(DiskFullError, match=f"^{full}: cannot write the thumbnail of "
+                                            f"/in/img1.png \\(No space left on device\\)"):
+        writer.write(images, inputs)
+    writer.close()
+    assert [r["path"] for r in read_results(csv_path)[0]] == [images[0].path]

@@ -251,7 +251,9 @@ def check_output_json(path: Path | None, managed: Path | None = None,
     process may not write in (:func:`check_writable`), or a path inside
     ``managed`` (the command's ``--out`` folder) that the command writes: with ``owns``, the
     names it returns (files and folders directly in ``managed``, e.g. a screen's
-    ``results.csv``); without, anything there (a model directory is replaced whole)."""
+    ``results.csv``); without, anything there (a model directory is replaced whole). Nor may
+    it replace what an earlier run wrote: a model directory's file or a file a screen /
+    explain wrote in its results folder (:func:`_earlier_output`)."""
     if path is None:
         return
     if path.is_dir():
@@ -267,6 +269,29 @@ def check_output_json(path: Path | None, managed: Path | None = None,
             if first[0] in owns():
                 raise ValueError(f"--output-json {path}: this command writes {first[0]} in "
                                  f"--out {managed}; give another path")
+    earlier = _earlier_output(path)
+    if earlier:
+        raise ValueError(f"--output-json {path}: is {earlier}; give another path")
+
+
+def _earlier_output(path: Path) -> str | None:
+    """What ``path`` is, where it is a file of a model directory or one that screen or explain
+    wrote in a results folder (recognised as by ``screening.model.without_earlier_outputs``:
+    ``results.csv`` beside ``screen.json``, ``explanations.json`` or its journal)."""
+    from ..screening import explain, runner
+    from ..screening.model_dir import model_dir_holding
+
+    model = model_dir_holding(path)
+    if model is not None:
+        return f"a file of model directory {model}"
+    folder = path.parent
+    if path.name in runner.OUTPUTS and all((folder / name).is_file()
+                                           for name in (runner.RESULTS_CSV, runner.RUN_JSON)):
+        return f"the {path.name} of an earlier screen run in {folder}"
+    if path.name in explain.OUTPUTS and any((folder / name).is_file()
+                                            for name in (explain.EXPLANATIONS_JSON, explain.JOURNAL)):
+        return f"the {path.name} of an earlier explain run in {folder}"
+    return None
 
 
 def write_json(path: Path | None, data: dict) -> None:

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from ..screening import fit
+    from ..screening.model import fit_split, input_images, skipped_as
     from ..screening.model_dir import check_replaceable
 
     check_tune_args(args, fuses=False)
@@ -77,10 +78,7 @@ def _run(args: argparse.Namespace) -> int:
     engine = engine_from_args(args)  # its option errors before tuning, too
     tuning = None
     if args.auto:  # on the images fit fits on: the split fit draws again (same seed)
-        from ..data.layout import expand_inputs
-        from ..screening.model import fit_split
-
-        fit_part = fit_split(expand_inputs(list(args.train)), args.calibration,
+        fit_part = fit_split(input_images(args.train), args.calibration,
                              args.calibration_fraction, cfg.seed, args.max_pixels)[0]
         tuning = run_tune(fit_part, args, cfg)
         write_json(args.output_json, {"tuning": tuning.to_dict()})  # kept should the fit fail
@@ -99,8 +97,10 @@ def _run(args: argparse.Namespace) -> int:
         ("model", str(args.out)),
         ("method", f"{cfg.method} on {cfg.backbone.name} ({model.info.backbone['weights']['kind']} weights, "
                    f"{model.extractor.backbone.runs_on} runtime)"),
-        ("training images", f"{len(model.info.train_images)} (skipped {len(model.info.skipped_images)} unreadable)"),
-        ("calibration", f"{cal.n_calibration} normal images, {cal.source}"),
+        ("training images", f"{len(model.info.train_images)} (skipped "
+                            f"{len(skipped_as(model.info, 'training'))} unreadable)"),
+        ("calibration", f"{cal.n_calibration} normal images (skipped "
+                        f"{len(skipped_as(model.info, 'calibration'))} unreadable), {cal.source}"),
         ("threshold", f"score > {cal.threshold:.6g}"),
         ("expected FPR", f"{cal.expected_fpr:.2%} (target {cal.target_fpr:.2%}; "
                          f"{cal.interval_level:.0%} interval {lo:.2%}-{hi:.2%})"

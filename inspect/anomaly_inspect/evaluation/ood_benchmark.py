@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import BackboneConfig, ConfigError, FeatureConfig, read_yaml_mapping
+from ..config import BackboneConfig, ConfigError, FeatureConfig, ModelConfig, read_yaml_mapping
 from ..core import Features, FitContext, SharedResults
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
 from ..data.colour_shift import ColourShift, colour_shift
@@ -178,6 +178,11 @@ class OODBenchmarkConfig:
         data = dict(data or {})
         known = {f.name for f in fields(cls)} - {"source"}
         unknown = set(data) - known
+        model_keys = sorted(unknown & {f.name for f in fields(ModelConfig)})
+        if "benchmark" not in data and model_keys:
+            raise ConfigError(f"{source}: a model config (it names {model_keys}), not an "
+                              f"ood-benchmark config; give it to the --config of 'anomaly-inspect "
+                              f"evaluate', 'fit' or 'tune'")
         if unknown:
             raise ConfigError(f"{source}: unknown keys {sorted(unknown)}; expected {sorted(known)}")
         for key in ("benchmark", "data", "splits", "scorers"):

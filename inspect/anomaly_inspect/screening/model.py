@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ import numpy as np
 
 from ..config import ConfigError, ModelConfig
 from ..core import Features
-from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, read_image
 from ..data.layout import display_path, expand_inputs
 from ..data.transforms import Box
 from ..features.backbone import Backbone, LayerRangeError
@@ -38,6 +39,7 @@ from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
 from ..scorers import Scorer
 from .calibration import Calibration, calibrate, holdout_split
+from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
 from .model_dir import (
     BACKBONE_DIR,
     MODEL_JSON,
@@ -54,9 +56,51 @@ from .model_dir import (
 
 log = logging.getLogger(__name__)
 
+RESULTS_CSV = "results.csv"
+RUN_JSON = "screen.json"
+OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain")  # what screen writes besides its files
+
 #: the share of the training images held out to calibrate the threshold when no calibration
 #: images are given
 DEFAULT_CALIBRATION_FRACTION = 0.2
+
+
+def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
+    """``paths`` less the images an earlier screen / explain wrote (its ``overlays/``,
+    ``thumbs/``, ``explain/`` beside a ``results.csv`` + ``screen.json`` or an
+    ``explanations.json`` or its journal, and the strips they list beside them) that a
+    folder or glob brought in; a file named itself stays. Without this a results folder inside
+    an input folder was screened as new images, run after run."""
+    named = {os.path.abspath(i) for i in inputs if os.path.isfile(i)}
+    verdict: dict[Path, bool] = {}
+    strips: dict[Path, set[str]] = {}
+
+    def written(folder: Path) -> bool:
+        if folder not in verdict:
+            run = folder.parent
+            verdict[folder] = folder.name in OUTPUT_SUBDIRS and (
+                ((run / RUN_JSON).is_file() and (run / RESULTS_CSV).is_file())
+                or (run / EXPLANATIONS_JSON).is_file() or (run / JOURNAL).is_file())
+        return verdict[folder]
+
+    def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json
+        if path.parent not in strips:
+            strips[path.parent] = listed_strips(path.parent)
+        return path.name in strips[path.parent]
+
+    def earlier_output(p: Path) -> bool:
+        p = Path(os.path.abspath(p))
+        return str(p) not in named and (strip(p) or any(written(d) for d in p.parents))
+
+    return [p for p in paths if not earlier_output(p)]
+
+
+def input_images(inputs: Sequence[Path | str], exclude: Sequence[Path] = ()) -> list[Path]:
+    """The images of files / folders / globs as fit, screen and explain take them
+    (``data.layout.expand_inputs``, which leaves out ``exclude``), less the outputs of earlier
+    runs (:func:`without_earlier_outputs`): overlays of a results folder inside a training
+    folder are no training or calibration images either."""
+    return without_earlier_outputs(expand_inputs(list(inputs), exclude=exclude), inputs)
 
 
 @dataclass
@@ -172,7 +216,7 @@ class Model:
 
     def score(self, inputs: Sequence[Path | str], progress: bool = False) -> list[ScoredImage]:
         """Score files / folders / globs and return one :class:`ScoredImage` per image."""
-        paths = expand_inputs(list(inputs))
+        paths = input_images(inputs)
         out: list[ScoredImage] = []
         with Progress(len(paths), "score", enabled=progress) as bar:
             for b in self.iter_score(paths, bar):
@@ -256,7 +300,7 @@ def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str]
         fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, seed)
         return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
                 f"held-out {calibration_fraction:.0%} of training images (seed {seed})")
-    cal_all = expand_inputs(list(calibration))
+    cal_all = input_images(calibration)
     if not cal_all:
         raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
     overlap = {p.resolve() for p in cal_all} & {p.resolve() for p in train_paths}
@@ -282,23 +326,43 @@ def fit_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
               ) -> tuple[list[Path], list[Path], str, list[dict[str, str]]]:
     """:func:`calibration_split` as ``fit`` draws it, and the training images left out unread:
     without ``calibration``, the headers are checked first (``image_io.image_size``) and the
-    hold-out is drawn over the readable images only (the others skipped with fit's warning), so
-    that no unreadable image takes a calibration place; where every image reads, the split is
-    :func:`calibration_split`'s. ``calibration_fraction`` None = the default
+    hold-out is drawn over the readable images only; the few images it draws are then decoded,
+    and one that cannot be leaves the pool and the hold-out is drawn again (same seed), until
+    every calibration image decodes. So no unreadable image takes a calibration place, and the
+    split is :func:`calibration_split`'s over the images kept (as a distributed fit draws it
+    again); where every image reads, over all of them. The images left out are skipped with
+    fit's warning. ``calibration_fraction`` None = the default
     (:data:`DEFAULT_CALIBRATION_FRACTION`); it is refused with ``calibration``, which it
     does not apply to. ``fit --auto`` tunes on the fit part."""
     fraction = _held_out_fraction(calibration, calibration_fraction)
     if calibration is not None:
         return (*calibration_split(train_paths, calibration, fraction, seed), [])
-    errors = []
+    reasons: dict[int, str] = {}
     for i, p in enumerate(train_paths):
         try:
             image_size(p, max_pixels)
         except ImageReadError as exc:
-            errors.append((i, exc.reason))
-    skipped = skip_unreadable(train_paths, errors)
-    bad = {i for i, _ in errors}
-    readable = [p for i, p in enumerate(train_paths) if i not in bad]
+            reasons[i] = exc.reason
+    readable = [p for i, p in enumerate(train_paths) if i not in reasons]
+    decoded: set[Path] = set()
+    while readable:
+        try:
+            drawn = calibration_split(readable, None, fraction, seed)[1]
+        except ValueError:
+            break  # raised below, after the skipped images are named
+        failed = {}
+        for p in drawn:
+            if p not in decoded:
+                try:
+                    read_image(p, max_pixels)
+                    decoded.add(p)
+                except ImageReadError as exc:
+                    failed[p] = exc.reason
+        if not failed:
+            break
+        reasons.update({i: failed[p] for i, p in enumerate(train_paths) if p in failed})
+        readable = [p for p in readable if p not in failed]
+    skipped = skip_unreadable(train_paths, sorted(reasons.items()))
     if not readable:
         raise ValueError(f"none of the {len(train_paths)} training images could be read")
     try:
@@ -330,7 +394,7 @@ def fit(
     :func:`.distributed_fit.fit_on_engine`.
     """
     cfg = cfg or ModelConfig()
-    train_paths = expand_inputs(list(train))
+    train_paths = input_images(train)
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
     fit_all, cal_all, source, unread = fit_split(train_paths, calibration, calibration_fraction,
@@ -342,10 +406,9 @@ def fit(
         model = fit_on_engine([p for p in train_paths if p in kept], cfg, engine, calibration,
                               target_fpr, _held_out_fraction(calibration, calibration_fraction),
                               progress, max_pixels)
-        if not unread:
-            return model
+        skipped = with_roles(unread + model.info.skipped_images, cal_all)
         return Model(model.cfg, model.extractor, model.scorer, model.calibration,
-                     replace(model.info, skipped_images=unread + model.info.skipped_images))
+                     replace(model.info, skipped_images=skipped))
     backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     runner = Runner(extractor, progress=progress)
     # streamed: the training features go batch by batch into the scorer (PatchCore's coreset),
@@ -364,7 +427,20 @@ def fit(
     return calibrated_model(cfg, backbone, extractor, scorer, np.concatenate(scores),
                             np.concatenate(patch_scores) if patch_scores else None, target_fpr,
                             source, [fit_all[i] for i in fitted.indices],
-                            [cal_all[i] for i in cal_ok], skipped)
+                            [cal_all[i] for i in cal_ok], with_roles(skipped, cal_all))
+
+
+def with_roles(skipped: list[dict[str, str]], cal_paths: Sequence[Path]) -> list[dict[str, str]]:
+    """``skipped`` as model.json lists them, each with its ``role``: "calibration" for one of
+    ``cal_paths``, else "training" (see :func:`skipped_as`)."""
+    cal = {display_path(p) for p in cal_paths}
+    return [{**s, "role": "calibration" if s["path"] in cal else "training"} for s in skipped]
+
+
+def skipped_as(info: ModelInfo, role: str) -> list[dict[str, str]]:
+    """The unreadable images of ``role`` ("training" or "calibration") a fit skipped; an entry
+    without a role (a model saved before roles) counts as a training image's, as it did."""
+    return [s for s in info.skipped_images if s.get("role", "training") == role]
 
 
 def on_image(patch_scores: np.ndarray, features: Features) -> np.ndarray:

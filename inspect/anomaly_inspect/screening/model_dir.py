@@ -196,20 +196,25 @@ def verify_model_files(directory: Path | str) -> None:
                     directory, CHECKSUMS_JSON)
         return
     for rel, want in table.items():
-        path = directory / rel
-        if ".." in Path(rel).parts or Path(rel).is_absolute():
-            raise ModelFormatError(f"{directory / CHECKSUMS_JSON}: bad file name {rel!r}")
-        if not path.is_file():
-            raise ModelFormatError(f"{path}: missing from the model directory")
-        size = path.stat().st_size
-        if size != want["bytes"]:
-            how = "changed or truncated" if size < want["bytes"] else "changed"
-            raise ModelFormatError(f"{path}: {how} since the model was saved ({size} bytes, "
-                                   f"{want['bytes']} when saved); restore the model directory "
-                                   f"or re-fit")
-        if file_sha256(path) != want["sha256"]:
-            raise ModelFormatError(f"{path}: changed since the model was saved (sha256 "
-                                   f"mismatch); restore the model directory or re-fit")
+        _verify_file(directory, rel, want)
+
+
+def _verify_file(directory: Path, rel: str, want: dict[str, Any]) -> None:
+    """Refuse file ``rel`` of ``directory`` unless its size and sha256 are ``want``'s."""
+    path = directory / rel
+    if ".." in Path(rel).parts or Path(rel).is_absolute():
+        raise ModelFormatError(f"{directory / CHECKSUMS_JSON}: bad file name {rel!r}")
+    if not path.is_file():
+        raise ModelFormatError(f"{path}: missing from the model directory")
+    size = path.stat().st_size
+    if size != want["bytes"]:
+        how = "changed or truncated" if size < want["bytes"] else "changed"
+        raise ModelFormatError(f"{path}: {how} since the model was saved ({size} bytes, "
+                               f"{want['bytes']} when saved); restore the model directory "
+                               f"or re-fit")
+    if file_sha256(path) != want["sha256"]:
+        raise ModelFormatError(f"{path}: changed since the model was saved (sha256 "
+                               f"mismatch); restore the model directory or re-fit")
 
 
 def is_model_dir(target: Path) -> bool:
@@ -219,6 +224,20 @@ def is_model_dir(target: Path) -> bool:
     except (OSError, ValueError, UnicodeDecodeError):
         return False
     return isinstance(data, dict) and "format_version" in data
+
+
+def model_dir_holding(path: Path | str) -> Path | None:
+    """The model directory (:func:`is_model_dir`) one of whose own files (:func:`_model_files`,
+    or one a save writes) ``path`` is, else None: another command writing there would leave
+    the model unusable."""
+    path = Path(path)
+    path = path.parent.resolve() / path.name  # a link itself is replaced, not what it names
+    for folder in path.parents:
+        if is_model_dir(folder):
+            rel = path.relative_to(folder).as_posix()
+            if rel in MODEL_FILES or rel in _model_files(folder):
+                return folder
+    return None
 
 
 def _model_files(target: Path) -> set[str]:
@@ -567,8 +586,9 @@ def _fsync_tree(root: Path) -> None:
 
 
 def read_model_info(directory: Path | str) -> ModelInfo:
-    """Read and check ``model.json`` (format version first); nothing else is touched, except
-    that what a killed replacing run left is undone first (:func:`recover_replace`)."""
+    """Read and check ``model.json`` (format version first, unless the file differs from its
+    checksum: then that); nothing else is touched, except that what a killed replacing run
+    left is undone first (:func:`recover_replace`)."""
     directory = Path(directory)
     if directory.exists() and not directory.is_dir():
         raise NotADirectoryError(f"{directory}: is a file, not a model directory")
@@ -587,6 +607,10 @@ def read_model_info(directory: Path | str) -> ModelInfo:
         raise ModelFormatError(f"{path}: expected a JSON object")
     version = data.get("format_version")
     if version != MODEL_FORMAT_VERSION:
+        _verify_model_json(directory)  # a replaced or damaged file says so, not "re-fit"
+        if version is None:
+            raise ModelFormatError(f"{path}: not a model description (no format_version); "
+                                   f"restore the model directory or re-fit")
         raise ModelFormatError(
             f"{path}: model format version {version!r} is not supported by anomaly-inspect "
             f"{__version__} (reads version {MODEL_FORMAT_VERSION}); re-fit the model with this version"
@@ -596,6 +620,17 @@ def read_model_info(directory: Path | str) -> ModelInfo:
         log.warning("%s: saved by anomaly-inspect %s, loading with %s", path, info.toolkit_version,
                     __version__)
     return info
+
+
+def _verify_model_json(directory: Path) -> None:
+    """Refuse ``model.json`` where the checksum list names it and it differs; a list this
+    version cannot read is left to the format version check (a newer model's may differ)."""
+    try:
+        want = (_read_checksums(directory) or {}).get(MODEL_JSON)
+    except ModelFormatError:
+        return
+    if want is not None:
+        _verify_file(directory, MODEL_JSON, want)
 
 
 def check_backbone_checksum(directory: Path | str, info: ModelInfo, checksum: str) -> None:

@@ -18,7 +18,9 @@ row (empty: none); the report shows only those.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import hashlib
 import json
 import logging
@@ -36,20 +38,26 @@ import cv2
 import numpy as np
 
 from ..data.image_io import read_image
-from ..data.layout import display_path, expand_inputs
+from ..data.layout import display_path
 from ..files import replacing, write_json
 from ..pipeline.engine import Engine
 from ..progress import Progress
-from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
+from .explain import listed_strips
 from .lock import LOCK_NAME, OutputLock
-from .model import Model, ScoredImage
+from .model import (
+    OUTPUT_SUBDIRS,
+    RESULTS_CSV,
+    RUN_JSON,
+    Model,
+    ScoredImage,
+    input_images,
+    without_earlier_outputs,  # noqa: F401 (explain imports it from here)
+)
 from .model_dir import is_model_dir
 from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
 
 log = logging.getLogger(__name__)
 
-RESULTS_CSV = "results.csv"
-RUN_JSON = "screen.json"
 CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay", "raw_path", "explain")
 # earlier layouts (before explain; before raw_path too): read on resume, rewritten
 LEGACY_CSV_COLUMNS = (CSV_COLUMNS[:-1], CSV_COLUMNS[:-2])
@@ -101,7 +109,6 @@ def image_key(path: str) -> str:
     return f"{stem}_{hashlib.sha1(os.fsencode(path)).hexdigest()[:10]}"
 
 
-OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain")  # what screen writes besides its files
 OUTPUTS = (RESULTS_CSV, RUN_JSON, "report.html", LOCK_NAME, *OUTPUT_SUBDIRS)
 
 
@@ -109,36 +116,6 @@ def written_folders(out_dir: Path) -> list[Path]:
     """Folders of tool output that are never inputs: ``out_dir`` where it lies inside an input
     folder, and the subfolders screen writes in it also where ``out_dir`` is an input folder."""
     return [out_dir, *(out_dir / d for d in OUTPUT_SUBDIRS)]
-
-
-def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
-    """``paths`` less the images an earlier screen / explain wrote (its ``overlays/``,
-    ``thumbs/``, ``explain/`` beside a ``results.csv`` + ``screen.json`` or an
-    ``explanations.json`` or its journal, and the strips they list beside them) that a
-    folder or glob brought in; a file named itself stays. Without this a results folder inside
-    an input folder was screened as new images, run after run."""
-    named = {os.path.abspath(i) for i in inputs if os.path.isfile(i)}
-    verdict: dict[Path, bool] = {}
-    strips: dict[Path, set[str]] = {}
-
-    def written(folder: Path) -> bool:
-        if folder not in verdict:
-            run = folder.parent
-            verdict[folder] = folder.name in OUTPUT_SUBDIRS and (
-                ((run / RUN_JSON).is_file() and (run / RESULTS_CSV).is_file())
-                or (run / EXPLANATIONS_JSON).is_file() or (run / JOURNAL).is_file())
-        return verdict[folder]
-
-    def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json
-        if path.parent not in strips:
-            strips[path.parent] = listed_strips(path.parent)
-        return path.name in strips[path.parent]
-
-    def earlier_output(p: Path) -> bool:
-        p = Path(os.path.abspath(p))
-        return str(p) not in named and (strip(p) or any(written(d) for d in p.parents))
-
-    return [p for p in paths if not earlier_output(p)]
 
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:
@@ -271,8 +248,7 @@ def screen(
     if is_model_dir(out_dir):
         raise ValueError(f"{out_dir}: is a model directory; choose another out_dir (screening "
                          f"writes {RESULTS_CSV}, thumbs/ and report.html into it)")
-    found = expand_inputs(list(inputs), exclude=written_folders(out_dir))
-    paths = [os.path.abspath(p) for p in without_earlier_outputs(found, inputs)]
+    paths = [os.path.abspath(p) for p in input_images(inputs, exclude=written_folders(out_dir))]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     if report and labels not in (None, "none"):
@@ -514,8 +490,15 @@ class _Strips:
         return rel
 
 
+class DiskFullError(OSError):
+    """The output folder's disk is full: screening stops (a later file would fail too)."""
+
+
 class _BatchWriter:
-    """Writes thumbnails, overlays, strips and CSV rows for one batch (runs in a worker thread)."""
+    """Writes thumbnails, overlays, strips and CSV rows for one batch (runs in a worker thread).
+
+    An image file that cannot be written is left out with a warning and its row kept; a full
+    disk stops the run, naming the file, once the rows done before it are in the CSV."""
 
     def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int,
                  explain: int = 0):
@@ -532,30 +515,63 @@ class _BatchWriter:
         self.csv = csv.DictWriter(self.fh, CSV_COLUMNS)
 
     def close(self) -> None:
-        self.fh.close()
+        # each batch was flushed; only one whose flush failed (a full disk, already raised)
+        # can fail again here, which must not hide that error
+        with contextlib.suppress(OSError):
+            self.fh.close()
 
     def write(self, images: list[ScoredImage], inputs: dict[int, np.ndarray]) -> None:
-        t = self.transform
         rows = []
-        for k, r in enumerate(images):
-            overlay = strip = ""
-            if not r.error:
-                # a remote engine sends uint8 RGB: the thumbnail, or with strips a flagged
-                # image's model input (remote.thumbnailed, by the same calls as here)
-                x = inputs[k]
-                image = x if x.dtype == np.uint8 else denormalise(x, t.mean, t.std)
-                write_rgb(self.out_dir / thumb_relpath(r.path), fit_within(image, self.thumb_size))
-                want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
-                if want and r.patch_scores is not None:
-                    overlay = self._overlay(r)
-                if self.strips is not None and r.flagged and r.nearest is not None:
-                    strip = self.strips.write(r, image)
-            rows.append({"path": display_path(r.path), "score": _fmt(r.score),
-                         "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
-                         "overlay": overlay, "raw_path": raw_path_field(r.path),
-                         "explain": strip})
+        try:
+            for k, r in enumerate(images):
+                rows.append(self._row(r, inputs.get(k)))
+        except DiskFullError:
+            with contextlib.suppress(OSError):
+                self._append(rows)
+            raise
+        self._append(rows)
+
+    def _append(self, rows: list[dict[str, str]]) -> None:
         self.csv.writerows(rows)
         self.fh.flush()
+
+    def _row(self, r: ScoredImage, x: np.ndarray | None) -> dict[str, str]:
+        """``r``'s results row, once its thumbnail, overlay and strip are written."""
+        overlay = strip = ""
+        if not r.error:
+            # a remote engine sends uint8 RGB: the thumbnail, or with strips a flagged
+            # image's model input (remote.thumbnailed, by the same calls as here)
+            t = self.transform
+            image = x if x.dtype == np.uint8 else denormalise(x, t.mean, t.std)
+            self._image(r, thumb_relpath(r.path), fit_within(image, self.thumb_size), "thumbnail")
+            want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
+            if want and r.patch_scores is not None:
+                overlay = self._overlay(r)
+            if self.strips is not None and r.flagged and r.nearest is not None:
+                strip = self.strips.write(r, image)
+        return {"path": display_path(r.path), "score": _fmt(r.score),
+                "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
+                "overlay": overlay, "raw_path": raw_path_field(r.path), "explain": strip}
+
+    def _image(self, r: ScoredImage, rel: str, image: np.ndarray, what: str) -> bool:
+        """Write ``image`` to ``rel``; False, with a warning naming ``r`` and the file, where it
+        cannot be (the row is kept); :class:`DiskFullError` on a full disk."""
+        path = self.out_dir / rel
+        try:
+            write_rgb(path, image)
+            return True
+        except OSError as exc:
+            with contextlib.suppress(OSError):  # no part-written file is taken for the image's
+                if path.is_file():
+                    path.unlink()
+            reason = exc.strerror or str(exc)
+            if exc.errno == errno.ENOSPC:
+                raise DiskFullError(f"{display_path(path)}: cannot write the {what} of "
+                                    f"{display_path(r.path)} ({reason}); the rows screened so far "
+                                    f"are kept: free some space and run again to resume") from exc
+            log.warning("no %s for %s: cannot write %s (%s)", what, display_path(r.path),
+                        display_path(path), reason)
+            return False
 
     def _overlay(self, r: ScoredImage) -> str:
         """The heatmap over the original image (a huge JPEG decoded reduced), not over the
@@ -568,6 +584,8 @@ class _BatchWriter:
         over = heatmap_overlay(image, r.patch_scores, r.cells, r.grid, self.transform, self.vmin,
                                self.vmax, max_side=OVERLAY_SIDE)
         rel = overlay_relpath(r.path)
-        write_rgb(self.out_dir / rel, over)
-        write_rgb(self.out_dir / thumb_relpath(r.path, overlay=True), fit_within(over, self.thumb_size))
+        if not self._image(r, rel, over, "overlay"):
+            return ""
+        self._image(r, thumb_relpath(r.path, overlay=True), fit_within(over, self.thumb_size),
+                    "overlay thumbnail")
         return rel

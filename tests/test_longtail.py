@@ -589,3 +589,55 @@ def test_long_tail_report_records_its_tail_views():
 
     report = LongTailReport([], {}, {}, {}, {}, {}, "rot15flip")
     assert report.to_dict()["tail_views"] == "rot15flip"
+
+
+def test_evaluate_lt_keeps_null_scorer_settings_of_its_config(tmp_path):
+    """``chunk_size: null`` (exact greedy) and ``first_round_ratio: null`` (one round) in the
+    config reach the scorers as ``evaluate`` gives them (they fell back to 4096 / 'auto'); an
+    unset flag still leaves the config's value."""
+    from anomaly_inspect.evaluation.longtail import build_scorers
+
+    nulls = {"chunk_size": None, "first_round_ratio": None}
+    for method, scorer in build_scorers(["patchcore", "tailedcore"], nulls, 0, False).items():
+        assert {k: scorer.get_params()[k] for k in nulls} == nulls, method
+    root = _noise_layout(tmp_path / "r")
+    cfg = tmp_path / "exact.yaml"
+    cfg.write_text("scorer: {chunk_size: null, first_round_ratio: null}\n")
+    out = tmp_path / "lt.json"
+    assert main(["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--methods", "patchcore",
+                 "--config", str(cfg), "--coreset-ratio", "0.5", "--tail", "step", "--k", "2",
+                 "--image-size", "64", "--tail-views", "none", "--manifest-dir", str(tmp_path / "m"),
+                 "--output-json", str(out), "--quiet"]) == 0
+    params = json.loads(out.read_text())["methods"]["patchcore"]["params"]
+    assert (params["chunk_size"], params["first_round_ratio"], params["coreset_ratio"]) == (None, None, 0.5)
+
+
+@pytest.mark.parametrize(("flags", "scorer", "message"), [
+    (["--chunk-size", "0"], None, "--chunk-size 0: patchcore: chunk_size must be"),
+    (["--coreset-ratio", "2"], None, "--coreset-ratio 2.0: patchcore: coreset_ratio must be"),
+    (["--coreset-ratio", "nan"], None, "--coreset-ratio nan: patchcore: coreset_ratio must be"),
+    (["--coreset-ratio", "inf"], None, "--coreset-ratio inf: patchcore: coreset_ratio must be"),
+    # a flag refused on top of a valid config is the flag's fault, an invalid config the config's
+    (["--chunk-size", "0"], "{chunk_size: null}", "--chunk-size 0: patchcore: chunk_size must be"),
+    (["--chunk-size", "8"], "{coreset_ratio: 0}", "lt.yaml: scorer: patchcore: coreset_ratio must be"),
+    ([], "{chunk_size: 0}", "lt.yaml: scorer: patchcore: chunk_size must be"),
+])
+def test_evaluate_lt_refuses_scorer_settings_before_any_work(tmp_path, monkeypatch, capsys, flags,
+                                                            scorer, message):
+    """They were checked only after the split manifest was written, naming no flag (a config naming no
+    ``method`` is not checked when read)."""
+    from anomaly_inspect.data import mvtec
+
+    def listed(*args, **kwargs):
+        raise RuntimeError("a dataset was read")
+
+    monkeypatch.setattr(mvtec, "load_mvtec", listed)
+    root = _fake_layout(tmp_path / "r")
+    if scorer is not None:
+        (tmp_path / "lt.yaml").write_text(f"scorer: {scorer}\n")
+        flags = [*flags, "--config", str(tmp_path / "lt.yaml")]
+    assert main(["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--methods",
+                 "patchcore,tailedcore", "--manifest-dir", str(tmp_path / "m"), *flags]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "a dataset was read" not in err, err
+    assert not (tmp_path / "m").exists()

@@ -11,12 +11,14 @@ import argparse
 from pathlib import Path
 
 from ..choices import VIEW_KINDS
+from ..config import ModelConfig
 from ..data.longtail import TAIL_KINDS
 from .common import (
     add_model_args,
     add_output_args,
     given_options,
     model_config_from_args,
+    options_of,
     print_table,
     write_json,
 )
@@ -37,10 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--manifest", type=Path,
                    help="use this manifest file (its recipe: --tail, --k, --noise, --overlap must "
                         "agree with it or be left out)")
-    p.add_argument("--coreset-ratio", type=float, help="coreset ratio for every method (default 0.1)")
-    p.add_argument("--chunk-size", type=int, help="coreset chunk size (default 4096)")
-    p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"],
-                   help="faiss index (default auto: exact for small banks, HNSW for large)")
+    add_scorer_args(p)
     p.add_argument("--tail-views", choices=sorted(VIEW_KINDS),
                    help="tail augmentation (default rot15flip for step, rot30flip for pareto)")
     add_model_args(p)
@@ -59,12 +58,42 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help="leave injected anomalies in the test sets (published protocol)")
 
 
+def add_scorer_args(p: argparse.ArgumentParser) -> None:
+    """Scorer settings for every method; unset (None) they leave the config's or the default."""
+    p.add_argument("--coreset-ratio", type=float, help="coreset ratio for every method (default 0.1)")
+    p.add_argument("--chunk-size", type=int, help="coreset chunk size (default 4096)")
+    p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"],
+                   help="faiss index (default auto: exact for small banks, HNSW for large)")
+
+
+def scorer_settings(args: argparse.Namespace, cfg: ModelConfig, methods: list[str]) -> dict:
+    """The config's ``scorer`` section overridden by the scorer flags given, checked before any
+    work by building every method's scorer: a value refused names the config, or the flag that
+    gave it (the flags are added one at a time on top of the config)."""
+    from ..evaluation.longtail import build_scorers
+    from ..scorers import merge_scorer_params
+
+    options = options_of(add_scorer_args)
+    params = merge_scorer_params(cfg.scorer, methods, {d: getattr(args, d) for d in options})
+    settings = dict(cfg.scorer)
+    steps = [(f"{args.config or 'config'}: scorer", settings)]
+    for dest, action in options.items():
+        if (value := getattr(args, dest)) is not None:
+            settings = {**settings, dest: value}
+            steps.append((f"{max(action.option_strings, key=len)} {value}", settings))
+    for source, settings in steps:
+        try:
+            build_scorers(methods, settings, cfg.seed, progress=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{source}: {exc}") from None
+    return params
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.layout import resolve_category_dirs
     from ..data.longtail import LongTailSet, load_or_build_longtail
     from ..data.mvtec import load_mvtec
     from ..evaluation.longtail import check_methods, evaluate_longtail
-    from ..scorers import merge_scorer_params
 
     if args.method is not None:  # one model-args helper for every command; here it would be ignored
         raise ValueError(f"--method {args.method}: evaluate-lt fits several methods; "
@@ -79,12 +108,13 @@ def run(args: argparse.Namespace) -> int:
     if "k" in given and not args.manifest and recipe["tail"] != "step":  # a manifest's is checked below
         raise ValueError(f"--k {args.k}: the images kept per tail class of a step split; "
                          f"--tail {recipe['tail']} does not use it, leave it out")
+    cfg = model_config_from_args(args)
+    params = scorer_settings(args, cfg, methods)  # before a manifest is written
+    seed = cfg.seed
     dirs = resolve_category_dirs(args.root, categories)
     datasets = {c: load_mvtec(d) for c, d in dirs.items()}
     for c, d in list(datasets.items()):  # name by the requested category, not the folder
         d.name = c
-    cfg = model_config_from_args(args)
-    seed = cfg.seed
     if args.manifest:
         split = LongTailSet.load(args.manifest)
         if sorted(split.categories) != sorted(categories):
@@ -99,8 +129,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         split = load_or_build_longtail(datasets, dirs, recipe["tail"], recipe["k"], recipe["noise"],
                                        seed, recipe["overlap"], args.manifest_dir)
-    params = merge_scorer_params(cfg.scorer, methods, {"coreset_ratio": args.coreset_ratio,
-                                                 "chunk_size": args.chunk_size, "index": args.index})
     report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, args.tail_views,
                                progress=not args.quiet)
 

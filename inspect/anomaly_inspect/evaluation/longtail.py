@@ -23,7 +23,7 @@ from ..features.views import ViewFeatures
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..pipeline.builders import seeded_params
 from ..resources import Timer, peak_rss_mb
-from ..scorers import available_scorers, build_scorer, get_scorer_class, scorer_parameters
+from ..scorers import Scorer, available_scorers, build_scorer, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSamplerResult
 from .evaluate import check_files
 from .metrics import auroc
@@ -134,7 +134,7 @@ def evaluate_longtail(
     for c, test in tests.items():  # and readable images (masks are not read here)
         check_files(c, [*(s for s in train if s.group == c), *test], masks=False)
     params = dict(scorer_params or {})
-    scorers = {m: build_scorer(m, **_params_for(m, params, cfg.seed, progress)) for m in methods}
+    scorers = build_scorers(methods, params, cfg.seed, progress)
     backbone = build_backbone(cfg)
     extractor = build_extractor(cfg, backbone, outputs=FIT_FEATURES)
     runner = Runner(extractor, progress=progress)
@@ -193,9 +193,16 @@ def _report_keys(summary: dict) -> dict:
                                                      "head_items", "tail_images")}
 
 
+def build_scorers(methods: list[str], params: dict, seed: int, progress: bool = True) -> dict[str, Scorer]:
+    """Each method's scorer from ``params`` (the merged ``scorer`` settings, see
+    :func:`~anomaly_inspect.scorers.merge_scorer_params`): a setting it refuses is a ``ValueError``."""
+    return {m: build_scorer(m, **_params_for(m, params, seed, progress)) for m in methods}
+
+
 def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:
+    """The settings of ``params`` that ``method`` takes, None included (``chunk_size: null`` is
+    the exact greedy); unset flags were left out by ``merge_scorer_params``."""
     accepted = scorer_parameters(method)
-    out = seeded_params(method, {k: v for k, v in params.items() if k in accepted and v is not None},
-                        seed)
+    out = seeded_params(method, {k: v for k, v in params.items() if k in accepted}, seed)
     out.update(get_scorer_class(method).runtime_kwargs(progress=progress, patch_maps=False))  # AUROC only
     return out

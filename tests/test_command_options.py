@@ -143,6 +143,39 @@ def test_flags_override_the_config_as_before(tmp_path):
     assert _cfg("--config", str(path), "--layers", "2,3").backbone.layers == [2, 3]
 
 
+def test_another_backbone_drops_the_configs_weights_file_as_a_tuning_candidate_does(tmp_path):
+    """A lite0 checkpoint kept with ``--backbone tf_efficientnet_lite1`` failed at load ('296
+    tensors, but the model has 386'): the file is the config's backbone's, like its layers."""
+    from anomaly_inspect.tuning.candidates import Candidate
+
+    ckpt = tmp_path / "lite0.pth"
+    ckpt.write_bytes(b"x")
+    path = _config(tmp_path, f"backbone: {{name: tf_efficientnet_lite0, weights: {ckpt}}}")
+    lite1 = ("--config", str(path), "--backbone", "tf_efficientnet_lite1")
+    assert _cfg(*lite1).backbone.weights is None  # the default weights of lite1
+    assert _cfg(*lite1, "--weights", "random").backbone.weights == "random"
+    assert _cfg("--config", str(path), "--backbone", "tf_efficientnet_lite0").backbone.weights == str(ckpt)
+    base = _cfg("--config", str(path))
+    assert Candidate.parse("lite1-320-8+16-rows-stretch").config(base).backbone.weights is None
+    random = _config(tmp_path, "backbone: {name: tf_efficientnet_lite0, weights: random}", "r.yaml")
+    assert _cfg("--config", str(random), *lite1[2:]).backbone.weights == "random"  # no file
+
+
+@pytest.mark.parametrize("command, tunes", [("tune", True), ("fit", True), ("evaluate", True),
+                                            ("demo", False), ("export", False)])
+def test_seed_help_says_tuning_validation_keeps_seed_0(command, tunes):
+    """--seed never reseeded tuning's image subset, folds or synthetic anomalies (seed 0, on
+    which recorded tuning results depend), yet its help said only 'random seed'."""
+    from anomaly_inspect.commands.common import add_model_args, options_of
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command").choices[command]
+    help_text = next(a.help for a in sub._actions if a.dest == "seed")
+    assert help_text.startswith("random seed (default 0)")
+    assert ("tuning's image subset, folds and synthetic anomalies always use seed 0" in help_text) is tunes
+    assert options_of(add_model_args)["seed"].default is None  # given or not: read as before
+
+
 # ---------------------------------------------------------------- the flags given (from argparse)
 
 

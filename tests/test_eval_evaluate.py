@@ -174,3 +174,16 @@ def test_evaluate_root_errors_reach_the_command_line(tiny, tmp_path, capsys):
     assert "nope: dataset root not found" in capsys.readouterr().err
     assert main(["evaluate", "--root", str(tiny), "--category", "bottle"]) == 1
     assert "leave out the category (--category)" in capsys.readouterr().err
+
+
+def test_evaluate_json_records_the_built_scorers_parameters(tmp_path):
+    cat = generate_dataset(tmp_path / "d", "cat", "fabric", n_train=4, n_test_good=2,
+                           n_test_per_defect=1, image_size=64, defects=("hole",))
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "--root", str(cat.parent), "--category", "cat", "--weights", "random",
+                 "--image-size", "64", "--seed", "3", "--quiet", "--output-json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["config"]["scorer"] == {}  # what the config says: nothing
+    params = result["scorer_params"]  # what the scorer used: its defaults, the model's seed
+    assert params["coreset_ratio"] == 0.1 and params["seed"] == 3
+    assert params["num_neighbors"] == 1 and "progress" not in params  # no runtime switches

@@ -444,3 +444,37 @@ def test_judge_refuses_a_test_split_without_defects_before_tuning(tmp_path, caps
     assert main(["tune", "--root", str(root), "--category", "solo", "--judge", *TINY]) == 1
     err = capsys.readouterr().err
     assert "solo" in err and "AUROC needs both" not in err, err
+
+
+@pytest.mark.parametrize("command", ["fit", "evaluate"])
+@pytest.mark.parametrize("given, refusal", [
+    (["--method", "softpatch"], "a distributed fit builds PatchCore memory banks only, not 'softpatch'"),
+    (["--precision", "int8"], "precision int8 cannot run on a distributed engine"),
+    (["--weights", "WEIGHTS", "--no-shared-storage"], "--no-shared-storage says they cannot see"),
+])
+def test_auto_refuses_what_the_distributed_fit_cannot_take_before_tuning(
+        demo, tmp_path, monkeypatch, capsys, command, given, refusal):
+    """``--auto --engine ray`` tuned for minutes, then the fit refused the method, int8 or a
+    weights file the workers cannot read; the command refuses them before tuning now."""
+    import anomaly_inspect.pipeline as pipeline
+    from anomaly_inspect.commands import evaluate, fit
+    from anomaly_inspect.pipeline.engine import LocalEngine
+
+    class FakeRay(LocalEngine):  # never started: the command must stop before any work
+        name, in_process = "ray", False
+
+        def __init__(self, shared_storage: bool):
+            self.shared_storage = shared_storage
+
+    monkeypatch.setattr(pipeline, "make_engine", lambda name, address, workers, shared: FakeRay(shared))
+    for module in (fit, evaluate):
+        monkeypatch.setattr(module, "run_tune", lambda *a, **k: pytest.fail("tuned before the check"))
+    weights = tmp_path / "lite0.pth"
+    weights.write_bytes(b"x")
+    given = [str(weights) if g == "WEIGHTS" else g for g in given]
+    head = {"fit": ["fit", "--train", str(demo / "train" / "good"), "--out", str(tmp_path / "m")],
+            "evaluate": ["evaluate", "--root", str(demo.parent), "--category", demo.name]}[command]
+    assert main([*head, "--auto", *given, "--engine", "ray", *TINY]) == 1
+    err = capsys.readouterr().err
+    assert refusal in err and err.count("\n") == 1, err
+    assert not (tmp_path / "m").exists()

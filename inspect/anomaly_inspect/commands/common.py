@@ -105,8 +105,9 @@ def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_MAX_PIXELS:.0e})")
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--config plus the overrides every model-building command accepts."""
+def add_model_args(p: argparse.ArgumentParser, tunes: bool = False) -> None:
+    """--config plus the overrides every model-building command accepts; ``tunes``: the
+    command tunes (``tune``, ``--auto``), so --seed's help says what it does not seed there."""
     p.add_argument("--config", type=Path, help="YAML config FILE or packaged config name (e.g. patchcore); flags below override it")
     p.add_argument("--method", help="scorer name, e.g. patchcore")
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
@@ -119,7 +120,11 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="stretch: squash to a square (default); pad: keep the aspect ratio and "
                         "mirror-pad, the padding is ignored")
     p.add_argument("--batch-size", type=positive_int, help="images per backbone batch (default 32)")
-    p.add_argument("--seed", type=non_negative_int, help="random seed (default 0)")
+    p.add_argument("--seed", type=non_negative_int,
+                   help="random seed (default 0)" + (
+                       ": seeds the scorer (its coreset, tuning's fold banks' too), random weights "
+                       "and fit's calibration split; tuning's image subset, folds and synthetic "
+                       "anomalies always use seed 0 (docs/auto_config.md)" if tunes else ""))
 
 
 def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
@@ -153,6 +158,26 @@ def engine_from_args(args: argparse.Namespace):
     from ..pipeline import make_engine
 
     return make_engine(args.engine or "local", args.address, args.workers, args.shared_storage)
+
+
+def check_engine_fits(cfg: ModelConfig, engine) -> None:
+    """Refuse, before tuning or fitting, a ``cfg`` that a distributed ``engine`` cannot fit: a
+    method other than PatchCore, precision int8, a weights file its workers cannot read. The
+    fit refuses them too, but only after ``--auto``'s minutes of tuning, which keeps the method
+    and the precision, and the weights file wherever it keeps the base backbone."""
+    if engine.in_process:
+        return
+    from ..pipeline.remote_fit import (
+        check_distributable,
+        check_distributed_precision,
+        check_weights_reach_workers,
+    )
+    from ..scorers import build_scorer, get_scorer_class
+
+    runtime = get_scorer_class(cfg.method).runtime_kwargs(progress=False)
+    check_distributable(build_scorer(cfg.method, **cfg.scorer, **runtime))  # no backbone yet
+    check_distributed_precision(cfg)
+    check_weights_reach_workers(cfg, engine)
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
@@ -197,7 +222,10 @@ def given_flags(args: argparse.Namespace, add_args: Callable[[argparse.ArgumentP
 def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     """The ``--config`` file with the flags' overrides, checked as a whole: an override that
     does not fit the file (``--image-size`` below its crop_size, a ``--method`` that does not
-    take its ``scorer:`` keys) is refused naming both."""
+    take its ``scorer:`` keys) is refused naming both. A ``--backbone`` other than the file's
+    drops the file's ``layers`` and its weights file (another model's; ``random`` is kept), as
+    a tuning candidate of another backbone does, unless ``--layers`` / ``--weights`` say."""
+    from ..features.weights import RANDOM
     from ..scorers import get_scorer_class
 
     cfg = load_config(args.config)
@@ -209,6 +237,8 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     if args.backbone is not None:
         if args.backbone != cfg.backbone.name:
             backbone["layers"] = None  # the file's stages are another model's
+            if args.weights is None and cfg.backbone.weights != RANDOM:
+                backbone["weights"] = None  # so is its checkpoint: the new backbone's default
         backbone["name"] = args.backbone
     if args.layers is not None:
         backbone["layers"] = list(args.layers)

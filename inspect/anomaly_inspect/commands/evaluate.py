@@ -11,6 +11,7 @@ from .common import (
     add_engine_args,
     add_model_args,
     add_output_args,
+    check_engine_fits,
     engine_from_args,
     model_config_from_args,
     print_table,
@@ -44,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="choose the configuration first with `tune` on the training images only "
                         "(synthetic anomalies); the choice is recorded in the JSON")
     add_tune_args(p)
-    add_model_args(p)
+    add_model_args(p, tunes=True)
     add_engine_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
                          f"{', '.join(OPTION_FLAGS[k] for k in required + optional if k in OPTION_FLAGS)}")
     cfg = model_config_from_args(args)
     engine = engine_from_args(args)  # its options checked before minutes of tuning
+    check_engine_fits(cfg, engine)
     dataset = load_dataset(args.dataset, **options)
     tuning = None
     if args.auto:

@@ -13,6 +13,7 @@ from .common import (
     add_max_pixels_arg,
     add_model_args,
     add_output_args,
+    check_engine_fits,
     check_writable,
     engine_from_args,
     fraction,
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model fits on (synthetic anomalies; not the held-out calibration "
                         "images); the choice is recorded in model.json")
     add_tune_args(p)
-    add_model_args(p)
+    add_model_args(p, tunes=True)
     add_max_pixels_arg(p)
     add_engine_args(p)
     add_output_args(p)
@@ -76,6 +77,7 @@ def _run(args: argparse.Namespace) -> int:
     check_writable(args.out, "--out")
     cfg = model_config_from_args(args)
     engine = engine_from_args(args)  # its option errors before tuning, too
+    check_engine_fits(cfg, engine)
     tuning = None
     if args.auto:  # on the images fit fits on: the split fit draws again (same seed)
         fit_part = fit_split(input_images(args.train), args.calibration,

@@ -106,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also score every candidate on the category's labelled test split and "
                         "report test AUROC, rank correlation and regret (never used to choose)")
     add_tune_args(p)
-    add_model_args(p)
+    add_model_args(p, tunes=True)
     add_output_args(p)
     p.set_defaults(func=run)
 

@@ -51,6 +51,9 @@ class EvaluationResult:
     stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, fit, search, maps
     search_graph: dict | None = None  # an HNSW graph's M and its fit-time check(s): excess distance
     pixel_auroc_note: str | None = None  # why there is no pixel AUROC (None when there is one)
+    #: the built scorer's effective parameters (get_params): ``config`` holds only the
+    #: config's ``scorer:`` section, which leaves the defaults (and the seed) out
+    scorer_params: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -210,4 +213,5 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
         search_graph={"m": summary["search_graph_m"], "excess": summary["search_graph_excess"]}
         if "search_graph_m" in summary else None,
         pixel_auroc_note=note,
+        scorer_params=scorer.get_params(),
     )

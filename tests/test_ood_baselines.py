@@ -76,6 +76,31 @@ def test_vim_by_hand():
     np.testing.assert_allclose(conf, [np.log(2 * np.e) - 6.0], rtol=1e-12)
 
 
+def test_vim_refuses_training_activations_with_no_residual_by_hand():
+    # 5 rows, 2 of them distinct: x = a - origin has rank 2 = dim, so the residual of every
+    # training row is rounding noise and alpha would be ~1e15
+    w, b = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]), np.array([0.5, -0.5])
+    a_train = np.array([[1.0, 2, 3], [0, 1, 0]])[[0, 1, 0, 1, 1]]
+    with pytest.raises(ValueError, match=r"^vim: the training features span no residual space "
+                                         r"beyond the principal subspace of dim=2"):
+        vim_fit(a_train, w, b, dim=2)
+    assert vim_fit(a_train, w, b, dim=1)[2] > 0  # one direction fewer leaves a residual
+
+
+def test_vim_refuses_repeated_images_and_keeps_a_fitted_scorer_whole():
+    # 40 distinct images 5 times each: more images (200) than dim (8), but of rank <= 40
+    rng = np.random.default_rng(0)
+    x = np.abs(rng.normal(size=(40, 64))).astype(np.float32)
+    s = build_scorer("vim", hidden=256, dim=128, epochs=2)
+    with pytest.raises(ValueError, match="span no residual space"):
+        s.fit(Features(pooled=np.repeat(x, 5, axis=0)), np.arange(200) % 3)
+    fitted = build_scorer("vim", hidden=16, dim=8, epochs=2).fit(Features(pooled=x), np.arange(40) % 3)
+    before = fitted.score(Features(pooled=x[:4])).image_scores
+    with pytest.raises(ValueError, match="span no residual space"):  # 4 distinct images
+        fitted.fit(Features(pooled=np.repeat(x[:4], 10, axis=0)), np.arange(40) % 3)
+    np.testing.assert_array_equal(fitted.score(Features(pooled=x[:4])).image_scores, before)
+
+
 # --- ODIN on features ----------------------------------------------------------------------
 def test_odin_feature_perturbs_towards_the_predicted_class_by_hand():
     w1, b1 = np.array([[1.0]]), np.zeros(1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -126,6 +128,16 @@ def test_mahalanobis_class_conditional_and_roundtrip(tmp_path):
                                m.score(Features(pooled=x[:3])).image_scores, rtol=1e-6)
     with pytest.raises(ValueError, match="labels"):
         build_scorer("mahalanobis", class_conditional=True).fit(Features(pooled=x))
+
+
+@pytest.mark.parametrize("labels", [np.arange(5) % 2, (np.arange(100) % 2)[:, None]])
+def test_mahalanobis_class_conditional_refuses_labels_not_one_per_image(labels):
+    # 5 labels, or (100, 1), for 100 images: a raw IndexError from the class means before
+    x = np.random.default_rng(0).normal(size=(100, 3))
+    with pytest.raises(ValueError, match=r"^mahalanobis: class_conditional=True needs one ID class "
+                                         r"label per training image, shape \(100,\), got labels of "
+                                         r"shape " + re.escape(str(labels.shape))):
+        build_scorer("mahalanobis", class_conditional=True).fit(Features(pooled=x), labels)
 
 
 def test_knn_kth_and_mean_by_hand():

@@ -265,3 +265,52 @@ def test_features_of_the_wrong_shape_are_refused_when_made():
     with pytest.raises(ValueError, match=r"Features.pooled has 2 images, another field 3"):
         Features(patches=rng.random((3, 2, 2, 8)), pooled=rng.random((2, 8)))
     assert len(Features(patches=rng.random((0, 2, 2, 8)), pooled=rng.random((0, 8)))) == 0
+
+
+@pytest.mark.parametrize("name", SCORERS)
+def test_an_empty_batch_scores_to_no_scores(name, data, fitted):
+    # feature_norm, nan, head_feature_norm, head_nan, l2norm and knn_nan could not reshape
+    # (0, D) features to (0, -1)
+    empty = Features(patches=np.zeros((0, H, W, D), np.float32), pooled=np.zeros((0, D), np.float32))
+    assert fitted(name).score(empty).image_scores.shape == (0,)
+
+
+LABEL_FREE = [n for n in SCORERS if "epochs" not in get_scorer_class(n).constructor_params()]
+
+
+@pytest.mark.parametrize("name", LABEL_FREE)
+def test_fit_batches_takes_n_images_as_an_upper_bound(name, data):
+    # 18 of the 24 announced images arrive (the runner skips unreadable ones): the fit is that
+    # of the 18, not "expected features of 24 images, got 18" after the whole extraction
+    train, _, test_in, _ = data
+    parts = [train.subset(np.arange(i, i + 6)) for i in range(0, 18, 6)]
+    streamed = get_scorer_class(name)(**_params(name)).fit_batches(iter(parts), N_TRAIN)
+    whole = get_scorer_class(name)(**_params(name)).fit(train.subset(np.arange(18)))
+    np.testing.assert_allclose(streamed.score(test_in).image_scores, whole.score(test_in).image_scores,
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["feature_norm", "knn", "mahalanobis", "softpatch"])
+def test_fit_batches_with_no_images_says_so(name):
+    with pytest.raises(ValueError, match=r"\.fit_batches: no training features arrived \(expected up "
+                                         r"to 5 images\)"):
+        get_scorer_class(name)(**_params(name)).fit_batches(iter([]), 5)
+
+
+def test_a_refused_fit_leaves_a_fitted_scorers_widths(data, tmp_path):
+    # the widths were recorded before the fit ran: a refused fit on narrower features left the
+    # old state with the new widths, and score (and the saved scorer) refused the right ones
+    import json
+
+    train, _, test_in, _ = data
+    knn = get_scorer_class("knn")(**_params("knn")).fit(train)
+    expected = knn.score(test_in).image_scores
+    narrow = Features(pooled=train.pooled[:1, :-2])
+    with pytest.raises(ValueError, match="k=2 but only 1 training images"):
+        knn.fit(narrow)
+    with pytest.raises(ValueError, match="k=2 but only 1 training images"):
+        knn.fit_batches(iter([narrow]), 1)
+    np.testing.assert_array_equal(knn.score(test_in).image_scores, expected)
+    knn.save(tmp_path / "knn")
+    assert json.loads((tmp_path / "knn" / "scorer.json").read_text())["input_widths"] == {"pooled": D}
+    np.testing.assert_array_equal(Scorer.load(tmp_path / "knn").score(test_in).image_scores, expected)

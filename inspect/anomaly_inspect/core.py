@@ -71,14 +71,19 @@ class Features:
         return np.ones(self.patches.shape[:3], dtype=bool)
 
     @staticmethod
-    def collect(parts: Iterable[Features], n: int) -> Features:
+    def collect(parts: Iterable[Features], n: int, at_most: bool = False) -> Features:
         """Features arriving part by part, written into arrays allocated once for ``n`` rows
-        (the peak is one copy of the features, not a list plus its concatenation)."""
+        (the peak is one copy of the features, not a list plus its concatenation). ``n`` is
+        exact, or with ``at_most`` an upper bound (images skipped as unreadable): the arrays
+        are then cut to the rows that came."""
         out: dict[str, np.ndarray] = {}
         start = 0
         # ``valid`` is kept only once a part has padding; earlier parts were all valid.
         for part in parts:
             m = len(part)
+            if start + m > n:
+                raise ValueError(f"expected features of {'at most ' if at_most else ''}{n} "
+                                 f"images, got more")
             arrays = {"patches": part.patches, "pooled": part.pooled, "valid": part.valid,
                       **{f"block:{k}": v for k, v in (part.blocks or {}).items()}}
             for name, arr in arrays.items():
@@ -89,8 +94,10 @@ class Features:
                     out[name] = fill((n, *arr.shape[1:]), dtype=arr.dtype)
                 out[name][start:start + m] = arr
             start += m
-        if start != n:
+        if start != n and not at_most:
             raise ValueError(f"expected features of {n} images, got {start}")
+        if start != n:
+            out = {k: v[:start] for k, v in out.items()}
         blocks = {k[6:]: v for k, v in out.items() if k.startswith("block:")} or None
         return Features(out.get("patches"), out.get("pooled"), out.get("valid"), blocks)
 

@@ -75,9 +75,10 @@ class Scorer(ABC):
                 raise ValueError(f"{type(self).__name__}.score: {field} features have width "
                                  f"{arr.shape[-1]}, the scorer was fitted on width {fitted[field]}")
 
-    def _record_widths(self, features: Features) -> None:
-        self._input_widths = {f: getattr(features, f).shape[-1] for f in self.requires
-                              if getattr(features, f, None) is not None}
+    def _widths(self, features: Features) -> dict[str, int]:
+        """The widths of the fields this scorer reads, which score checks after a fit."""
+        return {f: getattr(features, f).shape[-1] for f in self.requires
+                if getattr(features, f, None) is not None}
 
     @classmethod
     def constructor_params(cls) -> list[str]:
@@ -118,12 +119,17 @@ class Scorer(ABC):
 
     def fit_batches(self, batches: Iterable[Features], n_images: int,
                     context: FitContext | None = None) -> Scorer:
-        """Fit on training features that arrive batch by batch (``n_images`` in all).
+        """Fit on training features that arrive batch by batch (at most ``n_images``: the
+        caller may skip unreadable images).
 
         The default gathers them (one copy) and calls :meth:`fit`; scorers that can
         learn from a stream (PatchCore's coreset) override it to keep memory flat.
         """
-        return self.fit(Features.collect(batches, n_images), context=context)
+        features = Features.collect(batches, n_images, at_most=True)
+        if len(features) == 0:
+            raise ValueError(f"{type(self).__name__}.fit_batches: no training features arrived "
+                             f"(expected up to {n_images} images)")
+        return self.fit(features, context=context)
 
     def fit_summary(self) -> dict[str, Any]:
         """What the fit produced, for reports (e.g. memory-bank size); empty by default."""
@@ -214,24 +220,30 @@ class Scorer(ABC):
 
 def _checking_input(method, stage: str):
     """``method`` (a scorer's fit, fit_batches or score) checking its features first; a fit
-    records the widths that score then expects."""
+    that returns records the widths that score then expects (a refused one leaves a fitted
+    scorer's widths, like its state, as they were)."""
     if stage == "fit_batches":
         @functools.wraps(method)
         def checked(self, batches, n_images, context=None):
+            widths: dict[str, int] = {}
+
             def each():
                 for i, batch in enumerate(batches):
                     self.check_input(batch, "fit")
                     if i == 0:
-                        self._record_widths(batch)
+                        widths.update(self._widths(batch))
                     yield batch
-            return method(self, each(), n_images, context)
+            result = method(self, each(), n_images, context)
+            self._input_widths = widths
+            return result
     else:
         @functools.wraps(method)
         def checked(self, features, *args, **kwargs):
             self.check_input(features, stage)
+            result = method(self, features, *args, **kwargs)
             if stage == "fit":
-                self._record_widths(features)
-            return method(self, features, *args, **kwargs)
+                self._input_widths = self._widths(features)
+            return result
     checked._checks_input = True
     return checked
 

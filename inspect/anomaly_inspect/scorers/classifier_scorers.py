@@ -67,8 +67,13 @@ class HeadScorer(Scorer):
             context: FitContext | None = None) -> HeadScorer:
         if labels is None:
             raise ValueError(f"{self.name} trains a classifier head and needs ID class labels")
-        self.head = train_head(self._pooled(features), labels, self.head_config())
-        self._after_fit(features, np.asarray(labels))
+        previous, self.head = self.head, train_head(self._pooled(features), labels,
+                                                    self.head_config())
+        try:
+            self._after_fit(features, np.asarray(labels))
+        except Exception:
+            self.head = previous  # a refused fit leaves a fitted scorer's head with its statistics
+            raise
         self._fitted = True
         return self
 

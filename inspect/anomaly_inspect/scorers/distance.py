@@ -75,6 +75,10 @@ class Mahalanobis(Scorer):
             if labels is None:
                 raise ValueError(f"{self.name}: class_conditional=True needs ID class labels")
             labels = np.asarray(labels)
+            if labels.shape != (len(x),):
+                raise ValueError(f"{self.name}: class_conditional=True needs one ID class label "
+                                 f"per training image, shape ({len(x)},), got labels of shape "
+                                 f"{labels.shape}")
             classes = np.unique(labels)
             means = np.stack([x[labels == c].mean(0) for c in classes])
             centred = x - means[np.searchsorted(classes, labels)]

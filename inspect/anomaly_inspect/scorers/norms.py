@@ -17,8 +17,9 @@ EPS = 1e-6
 
 
 def _as_2d(a: np.ndarray) -> np.ndarray:
+    """(N, ...) -> (N, prod(...)) float64; the width is explicit, so that N = 0 works too."""
     a = np.asarray(a, dtype=np.float64)
-    return a.reshape(len(a), -1)
+    return a.reshape(len(a), int(np.prod(a.shape[1:])))
 
 
 def feature_norm(a: np.ndarray, p: float = 2.0) -> np.ndarray:

@@ -42,6 +42,10 @@ from .classifier_scorers import HeadScorer
 from .params import check_number
 
 PERTURB_BATCH = 8  # images per backward pass in ODIN.perturb (bounds its activation memory)
+#: ViM refuses a mean training residual norm below this share of the mean principal-space
+#: norm: activations of float32 features (~1e-7 precision) leave residuals that small only
+#: when the principal subspace holds every training feature (rounding noise, not a residual)
+MIN_RELATIVE_RESIDUAL = 1e-6
 
 
 def clip_threshold(a: np.ndarray, percentile: float) -> float:
@@ -66,14 +70,23 @@ def dice_mask(a_train: np.ndarray, w: np.ndarray, sparsity: float) -> np.ndarray
 
 
 def vim_fit(a_train: np.ndarray, w: np.ndarray, b: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, float]:
-    """ViM statistics: origin (H,), residual basis (H, H - dim) and alpha."""
+    """ViM statistics: origin (H,), residual basis (H, H - dim) and alpha. Refuses training
+    activations with no residual beyond the top ``dim`` directions (rank at most ``dim``, e.g.
+    few distinct images): alpha would divide by rounding noise."""
     origin = -np.linalg.pinv(w) @ b
     x = a_train - origin
     vals, vecs = np.linalg.eigh(x.T @ x / len(x))
-    residual = vecs[:, np.argsort(-vals)[dim:]]
+    order = np.argsort(-vals)
+    residual = vecs[:, order[dim:]]
     vnorm = np.linalg.norm(x @ residual, axis=1)
+    pnorm = np.linalg.norm(x @ vecs[:, order[:dim]], axis=1)
+    if not vnorm.mean() > MIN_RELATIVE_RESIDUAL * pnorm.mean():
+        raise ValueError(f"vim: the training features span no residual space beyond the "
+                         f"principal subspace of dim={dim} (mean residual norm {vnorm.mean():.3g}, "
+                         f"mean principal-space norm {pnorm.mean():.3g}): train on more distinct "
+                         f"images or lower dim")
     max_logit = (a_train @ w.T + b).max(axis=1)
-    alpha = float(max_logit.mean() / max(vnorm.mean(), 1e-12))
+    alpha = float(max_logit.mean() / vnorm.mean())
     return origin, residual, alpha
 
 
@@ -188,7 +201,7 @@ class ViM(PostHocHeadScorer):
             context: FitContext | None = None) -> ViM:
         """As :meth:`HeadScorer.fit`, but first refuses at most ``principal_dim`` training
         images: the principal subspace would then hold them all, leaving residuals of ~0 and
-        alpha ~1e12."""
+        alpha ~1e12 (:func:`vim_fit` refuses the same after training, for repeated images)."""
         n = len(self._pooled(features))
         if n <= self.principal_dim:
             raise ValueError(f"{self.name} needs more training images than dim="

@@ -342,13 +342,14 @@ def test_a_feature_cache_that_cannot_be_written_is_one_warning_and_the_run_goes_
         report = run_ood_benchmark(cfg, progress=False)
     assert {r["scorer"] for r in report["results"]} >= {"mahalanobis", "knn"}
     said = [r.getMessage() for r in caplog.records if r.name == "anomaly_inspect.features.cache"]
-    assert len(said) == 1 and str(tmp_path / "cache") in said[0] and "No space left" in said[0]
+    assert len(said) == 1 and str(tmp_path / "cache") in said[0] and "no space left" in said[0].lower()
     assert [p.name for p in (tmp_path / "cache").iterdir() if p.is_file()] == []  # no half file
 
 
 def test_splits_the_data_section_does_not_define_are_config_errors(tmp_path):
-    """An isic_archive split missing from ood_lists, and an ood_groups entry that is not a list,
-    are one line naming the config (a KeyError traceback / "missing folder for OOD group 'c'")."""
+    """An isic_archive split missing from ood_lists, and an ood_groups entry that is not a list
+    (when the config is read), are one line naming the config (a KeyError traceback / "missing
+    folder for OOD group 'c'")."""
     from anomaly_inspect.evaluation.ood_benchmark import build_data
 
     cfg = OODBenchmarkConfig.from_dict({
@@ -358,13 +359,12 @@ def test_splits_the_data_section_does_not_define_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"arch\.yaml: splits \['ink_black'\] are not defined "
                                           r"in data\.ood_lists"):
         build_data(cfg, tmp_path)
-    cfg = OODBenchmarkConfig.from_dict({
-        "benchmark": "mvtec_heldout", "splits": ["contamination"], "scorers": ["nan"],
-        "data": {"root": str(tmp_path), "category": "c", "id_groups": ["good"],
-                 "ood_groups": {"contamination": "contamination"}}}, "mv.yaml")
     with pytest.raises(ConfigError, match=r"mv\.yaml: data\.ood_groups \['contamination'\] must "
                                           r"each be a list"):
-        build_data(cfg, tmp_path)
+        OODBenchmarkConfig.from_dict({
+            "benchmark": "mvtec_heldout", "splits": ["contamination"], "scorers": ["nan"],
+            "data": {"root": str(tmp_path), "category": "c", "id_groups": ["good"],
+                     "ood_groups": {"contamination": "contamination"}}}, "mv.yaml")
 
 
 def test_cached_arrays_are_keyed_by_every_module_the_benchmark_can_reach(tmp_path, monkeypatch):
@@ -558,3 +558,162 @@ def test_a_setting_the_data_cannot_meet_names_the_config_and_row_before_any_scor
     with pytest.raises(ConfigError, match=r"^k\.yaml: scorer 'knn50': knn: k=50 but only \d+ "
                                           r"training images$"):
         ood_benchmark.run_ood_benchmark(cfg, progress=False)
+
+
+MVTEC = {"root": "r", "category": "c", "id_groups": ["good"]}
+ARCHIVE = {"image_dir": "i", "metadata_csv": "m.csv", "id_list": "id.txt"}
+
+
+@pytest.mark.parametrize("benchmark, data, splits, message", [
+    ("mvtec_heldout", MVTEC | {"ood_groups": {"id_test": ["scratch"], "o": ["stain"]}}, ["id_test", "o"],
+     "data: ood_groups: split name 'id_test' is reserved for the ID test set; rename the split"),
+    ("mvtec_heldout", MVTEC | {"ood_groups": {"id_train": ["scratch"]}}, ["id_train"],
+     "data: ood_groups: split name 'id_train' is reserved for the ID training set; rename the split"),
+    ("mvtec_heldout", MVTEC | {"ood_groups": {"pseudo": ["scratch"]}}, ["pseudo"],
+     "data: ood_groups: split name 'pseudo' is reserved for the jigsaw pseudo-OOD copies of the ID "
+     "training set; rename the split"),
+    ("mvtec_heldout", MVTEC | {"ood_groups": {"similar": ["crack"], "red": ["colour:red"],
+                                              "blue": ["colour:blue"]},
+                               "colour_manifest": "m.csv", "similar_groups": ["red", "blue"]},
+     ["similar", "dissimilar"], "data: ood_groups: split name 'similar' is reserved for the colour "
+                                "rule's similar group (data.similar_groups adds it); rename the split"),
+    ("isic_archive", ARCHIVE | {"ood_lists": {"id_test": "red.txt"}}, ["id_test"],
+     "data: ood_lists: split name 'id_test' is reserved for the ID test set; rename the split"),
+    ("isic", {"root": "r"}, ["ink_all", "id_test"],
+     "splits: 'id_test' is reserved for the ID test set; rename the split"),
+    ("mvtec_heldout", MVTEC | {"ood_groups": {"d": ["scratch"]}}, ["d", "d"],
+     "splits: ['d'] listed more than once"),
+    ("mvtec_heldout", MVTEC | {"ood_groups": {"d": ["scratch", "scratch", "stain"]}}, ["d"],
+     "data: ood_groups: d: ['scratch'] listed more than once; list each defect folder once"),
+])
+def test_split_names_that_would_replace_a_set_or_count_it_twice_are_refused(
+        benchmark, data, splits, message):
+    """An OOD split named as one of the benchmark's own sets replaced it (OOD images scored as
+    ID test; ID train fitted on OOD images; the pseudo-OOD check's copies in the JSON's split),
+    and a repeated split or defect group counted its images twice; all loaded silently."""
+    with pytest.raises(ConfigError) as err:
+        OODBenchmarkConfig.from_dict({"benchmark": benchmark, "data": data, "splits": splits,
+                                      "scorers": ["nan"]}, "s.yaml")
+    assert str(err.value) == f"s.yaml: {message}"
+
+
+def test_similar_is_an_ordinary_split_name_without_the_colour_rule():
+    cfg = OODBenchmarkConfig.from_dict({"benchmark": "mvtec_heldout", "splits": ["similar"],
+                                        "data": MVTEC | {"ood_groups": {"similar": ["crack"]}},
+                                        "scorers": ["nan"]})
+    assert cfg.splits == ["similar"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("seed: null\nscorers: [nan]", "seed: expected a whole number >= 0, got None"),
+    ("cache_dir: null\nscorers: [nan]", "cache_dir: expected a string, got None"),
+    ("cache_dir: 5\nscorers: [nan]", "cache_dir: expected a string, got 5"),
+    ("scorers: feature_norm", "scorers: expected a list of scorer names or mappings, got 'feature_norm'"),
+    ("scorers: [5]", "scorers: expected a list of scorer names or mappings, got [5]"),
+    ("scorers: [{name: knn, lable: x}]", "scorer 'knn': unknown key(s) ['lable']; accepted: "
+                                         "['name', 'label', 'params', 'input', 'orient', 'nuisance', "
+                                         "'nuisance_k']"),
+    ("scorers: [{label: x}]", "scorer {'label': 'x'}: missing key(s) ['name']"),
+    ("scorers: [{name: knn, label: 5}]", "scorer '5': label: expected a string, got 5"),
+    ("scorers: [{name: knn, params: [3]}]", "scorer 'knn': params: expected a mapping, got [3]"),
+    ("scorers: [{name: msp, label: m, params: {seed: 3}}]",
+     "scorer 'm': params: seed: set the top-level 'seed' instead; it seeds every row"),
+    ("scorers: [nan, knn]\nfusions: [{label: f, members: knnnan}]",
+     "fusion 'f': members: expected a list of strings, got 'knnnan'"),
+    ("scorers: [nan, knn]\nfusions: [{label: f, memebrs: [nan, knn]}]",
+     "fusion 'f': unknown key(s) ['memebrs']; accepted: ['label', 'members', 'folds']"),
+    ("synthetic: {threshold: abc}\nscorers: [nan]", "synthetic: threshold must be a number > 0, got 'abc'"),
+    ("synthetic: {roi_rgb: 5}\nscorers: [nan]",
+     "synthetic: roi_rgb: expected three numbers in [0, 255] (R, G, B), got 5"),
+    ("synthetic: {roi_rgb: [1, 2]}\nscorers: [nan]",
+     "synthetic: roi_rgb: expected three numbers in [0, 255] (R, G, B), got [1, 2]"),
+    ("synthetic: {seed: x}\nscorers: [nan]", "synthetic: seed must be a whole number >= 0, got 'x'"),
+    ("data: {root: 5}\nscorers: [nan]", "data: root: expected a string or null, got 5"),
+    ("data: {root: r, colours_csv: [a]}\nscorers: [nan]",
+     "data: colours_csv: expected a string or null, got ['a']"),
+])
+def test_values_of_the_wrong_kind_are_one_line_naming_the_config_and_key(tmp_path, text, message):
+    """Each was a traceback (TypeError from torch.manual_seed, Path / int, ScorerSpec.__init__),
+    "unknown method 'f'" (a string iterated as scorers), or a raw message when the synthetic
+    splits were drawn; a scorer seed was accepted and silently won over the top-level one."""
+    path = tmp_path / "t.yaml"
+    data = "" if text.startswith("data:") else "data: {root: r}\n"
+    path.write_text(f"benchmark: isic\n{data}splits: [ink_all, ink_synth_similar]\n{text}\n")
+    with pytest.raises(ConfigError) as err:
+        load_ood_config(path)
+    assert str(err.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"category": 5}, "data: category: expected a string or null, got 5"),
+    ({"id_groups": "good"}, "data: id_groups: expected a list of strings or null, got 'good'"),
+    ({"ood_groups": {"d": ["scratch", 3]}},
+     "data.ood_groups ['d'] must each be a list of defect folders (or colour:<name> entries)"),
+])
+def test_mvtec_data_values_of_the_wrong_kind_are_refused_when_read(data, message):
+    with pytest.raises(ConfigError) as err:
+        OODBenchmarkConfig.from_dict({"benchmark": "mvtec_heldout", "splits": ["d"], "scorers": ["nan"],
+                                      "data": MVTEC | {"ood_groups": {"d": ["scratch"]}} | data}, "v.yaml")
+    assert str(err.value) == f"v.yaml: {message}"
+
+
+def test_empty_params_and_synthetic_sections_are_empty(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_text("benchmark: isic\ndata: {root: r}\nsplits: [ink_synth_similar]\nsynthetic:\n"
+                    "scorers: [{name: knn, params: null}]\n")
+    cfg = load_ood_config(path)
+    assert cfg.scorers[0].params == {} and cfg.synthetic == {}
+
+
+def test_the_json_records_what_ran_and_the_table_is_rounded_once(tmp_path, monkeypatch):
+    """The JSON names the backbone's runtime and precision, the feature settings, the seed and
+    each row's scorer parameters (it had the backbone's name, layers, weights and image size
+    only); the table's cells are formatted from the unrounded metrics (they were formatted from
+    the JSON's 4-decimal ones: 0.10254 printed as 0.102, an FPR of 0.37496 as 0.38)."""
+    import json
+    from dataclasses import asdict
+
+    from anomaly_inspect.data.synthetic import generate_dataset
+    from anomaly_inspect.evaluation import ood_benchmark
+    from anomaly_inspect.evaluation.ood import OODMetrics
+
+    root = generate_dataset(tmp_path / "data", "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+    monkeypatch.setattr(ood_benchmark, "ood_metrics",
+                        lambda i, o: OODMetrics(0.10254, 0.37496, 0.5, len(i), len(o)))
+    cfg = OODBenchmarkConfig.from_dict({
+        "benchmark": "mvtec_heldout", "splits": ["defects"], "seed": 3,
+        "scorers": [{"name": "knn", "params": {"k": 2}}, {"name": "msp", "params": {"epochs": 2}}],
+        "data": {"root": str(root), "category": "tiny", "id_groups": ["good", "scratch"],
+                 "ood_groups": {"defects": ["stain"]}, "folds": 2},
+        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")})
+    report = json.loads(json.dumps(run_ood_benchmark(cfg, progress=False)))
+    row = report["results"][0]
+    assert (row["auroc"], row["fpr_at_tpr80"], row["fpr_at_tpr95"]) == (0.1025, 0.375, 0.5)
+    assert report["table"].splitlines()[2].split()[1:] == ["0.103", "/", "0.37"]
+    assert report["seed"] == 3 and report["features"] == asdict(cfg.features)
+    assert {k: report["backbone"][k] for k in ("runtime", "precision")} == {
+        "runtime": cfg.backbone.runtime, "precision": cfg.backbone.precision}
+    params = {r["scorer"]: r["params"] for r in report["results"]}
+    assert params["knn"] == {"k": 2, "normalize": True, "reduction": "kth"}  # the defaults too
+    assert params["msp"]["seed"] == 3 and params["msp"]["epochs"] == 2
+
+
+def test_the_command_writes_its_json_before_the_table(tmp_path, monkeypatch):
+    """A closed pipe while the table is printed (``| head``) must not lose the JSON: it was
+    written after the table, unlike every other command's."""
+    import json
+
+    from anomaly_inspect.commands import ood_benchmark as command
+    from anomaly_inspect.evaluation import ood_benchmark
+
+    def closed_pipe(*args, **kwargs):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("benchmark: isic\ndata: {root: r}\nsplits: [ink_all]\nscorers: [nan]\n")
+    monkeypatch.setattr(ood_benchmark, "run_ood_benchmark", lambda cfg, root, progress: {"table": "t"})
+    monkeypatch.setattr(command, "print", closed_pipe, raising=False)
+    out = tmp_path / "o.json"
+    assert main(["ood-benchmark", "--config", str(cfg), "--quiet", "--output-json", str(out)]) == 1
+    assert json.loads(out.read_text()) == {"table": "t"}

@@ -534,3 +534,37 @@ def test_object_mean_colour_reads_images_as_read_image_does(tmp_path):
     sixteen = write_image(tmp_path / "g16.png", grey.astype(np.uint16) * 257)
     np.testing.assert_allclose(object_mean_colour([eight]), [200, 200, 200])
     np.testing.assert_allclose(object_mean_colour([sixteen]), [200, 200, 200])
+
+
+def test_an_image_two_entries_of_one_ood_split_bring_in_counts_once(tmp_path, caplog):
+    """A colour: entry and the defect folder its images are in (or a folder listed twice) brought
+    the same images into the split twice: 6 images counted where 4 exist, each scored twice."""
+    cat = tmp_path / "mv" / "pill"
+    for i in range(4):
+        _img(cat / "train" / "good" / f"{i:03d}.png")
+    for g, n in (("good", 2), ("scratch", 3), ("color", 4)):
+        for i in range(n):
+            _img(cat / "test" / g / f"{i:03d}.png")
+    man = tmp_path / "m.csv"
+    man.write_text("category,relpath,colour\npill,test/color/000.png,red\npill,test/color/002.png,red\n")
+    with caplog.at_level(logging.WARNING, logger="anomaly_inspect.data.mvtec_ood"):
+        d = mvtec_heldout_benchmark(tmp_path / "mv", "pill", ["good"],
+                                    {"c": ["colour:red", "color"], "s": ["scratch", "scratch"],
+                                     "red": ["colour:red"]}, man, folds=2)
+    assert [p.path.name for p in d.ood["c"]] == ["000.png", "002.png", "001.png", "003.png"]
+    assert len(d.ood["s"]) == 3 and len(d.ood["red"]) == 2  # other splits may share images
+    assert [r.getMessage() for r in caplog.records] == [
+        "OOD split 'c': 2 image(s) brought in by more than one of ['colour:red', 'color'] are counted once",
+        "OOD split 's': 3 image(s) brought in by more than one of ['scratch', 'scratch'] are counted once"]
+
+
+def test_an_image_twice_in_one_ood_split_is_refused(tmp_path):
+    from anomaly_inspect.data.isic import OODData
+    from anomaly_inspect.data.samples import Sample
+
+    a, b, c = (_img(tmp_path / f"{n}.png") for n in "abc")
+    with pytest.raises(DatasetLayoutError, match=r"c\.png: twice in OOD split 'o'; each image must "
+                                                 r"count once"):
+        OODData("x", [Sample(a)], np.zeros(1, np.int64), [Sample(b)],
+                {"o": [Sample(c), Sample(tmp_path / "." / "c.png")]})
+    OODData("x", [Sample(a)], np.zeros(1, np.int64), [Sample(b)], {"o": [Sample(c)], "p": [Sample(c)]})

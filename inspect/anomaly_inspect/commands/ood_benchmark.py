@@ -23,13 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..evaluation.ood_benchmark import format_table, load_ood_config, run_ood_benchmark
+    from ..evaluation.ood_benchmark import load_ood_config, run_ood_benchmark
 
     cfg = load_ood_config(args.config)
     if args.cache_dir:
         cfg.cache_dir = str(args.cache_dir)
     report = run_ood_benchmark(cfg, args.data_root, progress=not args.quiet)
-    print(format_table(report))
+    write_json(args.output_json, report)  # before printing: a closed pipe must not lose it
+    print(report["table"])
     print(f"convention: {report['convention']}")
     if report["synthetic"]:
         print(f"synthetic artefacts: {report['synthetic']['rule']}")
@@ -39,5 +40,4 @@ def run(args: argparse.Namespace) -> int:
     t = report["timings_s"]
     print(f"time: {t['total']:.1f} s total, {t['features']:.1f} s features "
           f"({t['images_extracted']} images extracted), peak RSS {report['peak_rss_mb']:.0f} MB")
-    write_json(args.output_json, report)
     return 0

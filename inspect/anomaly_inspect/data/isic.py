@@ -75,13 +75,18 @@ class OODData:
     def __post_init__(self):
         """Refuse an image in two of ID train, ID test and an OOD split (a config listing an ID
         group as OOD, an id list with repeats or shared with an OOD list): its AUROC would score
-        what was fitted, or the same image as ID and as OOD."""
+        what was fitted, or the same image as ID and as OOD; and an image twice in one OOD split,
+        which would count it twice there."""
         role: dict[str, str] = {}
         sets = [("ID train", self.id_train), ("ID test", self.id_test),
                 *((f"OOD split '{k}'", v) for k, v in self.ood.items())]
         for what, samples in sets:  # OOD splits may share images (ink_similar is in ink_all)
+            seen: set[str] = set()
             for s in samples:
                 key = os.path.realpath(s.path)
+                if key in seen and what.startswith("OOD"):
+                    raise DatasetLayoutError(f"{s.path}: twice in {what}; each image must count once")
+                seen.add(key)
                 if key in role and role[key] != what and role[key].startswith("ID"):
                     raise DatasetLayoutError(f"{s.path}: both in {role[key]} and in {what}; "
                                              f"ID and OOD images must be distinct")

@@ -16,6 +16,8 @@ ID-train ``good`` images.
 from __future__ import annotations
 
 import csv
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,6 +27,8 @@ from .image_io import read_image
 from .isic import OODData, kfold_split
 from .layout import DatasetLayoutError, list_images
 from .samples import Sample
+
+log = logging.getLogger(__name__)
 
 #: accepted column names: (relative path, colour) in the repo's manifests / the shared meta CSV
 _MANIFEST_COLUMNS = (("relpath", "colour"), ("path", "colour_group"))
@@ -143,24 +147,31 @@ def mvtec_heldout_benchmark(
     colours = read_colour_manifest(colour_manifest, category) if colour_manifest else {}
     ood: dict[str, list[Sample]] = {}
     for name, members in ood_groups.items():
-        samples = []
+        found: dict[str, Path] = {}  # resolved path -> the path as listed, first entry's
+        repeats = 0
         for m in members:
             if m.startswith("colour:"):
                 col = m.split(":", 1)[1]
                 if col not in colours:
                     raise DatasetLayoutError(f"{colour_manifest}: no images of colour '{col}' "
                                              f"(has: {', '.join(sorted(colours))})")
-                for rel in colours[col]:
-                    p = cat_dir / rel
+                listed = [cat_dir / rel for rel in colours[col]]
+                for p in listed:
                     if not p.is_file():
                         raise FileNotFoundError(f"{p}: listed in {colour_manifest} but missing")
-                    samples.append(Sample(p, 1, "test", name))
             else:
                 d = cat_dir / "test" / m
                 if not d.is_dir():
                     raise DatasetLayoutError(f"{d}: missing folder for OOD group '{m}'")
-                samples += [Sample(p, 1, "test", name) for p in list_images(d)]
-        ood[name] = samples
+                listed = list_images(d)
+            for p in listed:
+                key = os.path.realpath(p)
+                repeats += key in found
+                found.setdefault(key, p)
+        if repeats:  # e.g. a colour: entry and the defect folder its images are in
+            log.warning("OOD split '%s': %d image(s) brought in by more than one of %s are counted once",
+                        name, repeats, list(members))
+        ood[name] = [Sample(p, 1, "test", name) for p in found.values()]
     return OODData(
         name=f"mvtec_{category}",
         id_train=[Sample(paths[i], 0, "train", groups[y[i]]) for i in tr],

@@ -15,13 +15,14 @@ import hashlib
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from ..choices import check_field_types
 from ..config import BackboneConfig, ConfigError, FeatureConfig, ModelConfig, read_yaml_mapping
 from ..core import Features, FitContext, SharedResults
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
@@ -41,9 +42,10 @@ from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import FeatureExtractor
 from ..features.views import ViewFeatures
 from ..pipeline import Runner, build_backbone
+from ..pipeline.builders import seeded_params
 from ..progress import Progress
 from ..resources import peak_rss_mb
-from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
+from ..scorers import build_scorer, check_scorer_params, get_scorer_class
 from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
 from ..scorers.params import check_number
 from ..scorers.tail_sampler import TailSampler, TailSamplerResult
@@ -64,6 +66,11 @@ DATA_KEYS = {"isic": ("root", "colours_csv"),
 DATA_REQUIRED = {"isic": ("root",), "isic_archive": ("image_dir", "metadata_csv", "id_list", "ood_lists"),
                  "mvtec_heldout": ("root", "category", "ood_groups")}
 SYNTHETIC_KEYS = ("roi_rgb", "threshold", "seed")  # the isic benchmark's synthetic splits
+#: names of the benchmark's own sets (ID train / test, the jigsaw pseudo-OOD copies of ID train):
+#: an OOD split of that name would replace them
+RESERVED_SPLITS = {"id_train": "the ID training set", "id_test": "the ID test set",
+                   "pseudo": "the jigsaw pseudo-OOD copies of the ID training set"}
+SIMILARITY_SPLITS = ("similar", "dissimilar")  # added by data.similar_groups (the colour rule)
 ORIENT_MODES = ("published", "pseudo_ood")
 NUISANCES = ("", "colour")
 # scorers that keep the ID-train features (or their mean and covariance): in-sample, those images
@@ -99,9 +106,15 @@ class ScorerSpec:
     nuisance_k: int = 5
 
     def __post_init__(self):
+        owner = f"scorer '{self.label or self.name}'"
+        check_number(owner, "nuisance_k", self.nuisance_k, 1, whole=True)
+        check_field_types(self, f"{owner}: ")
         cls = get_scorer_class(self.name)  # raises for unknown names
         self.label = self.label or self.name
         check_scorer_params(self.name, self.params, f"scorer '{self.label}' params")
+        if "seed" in self.params:  # as a model config's scorer section (config.check_scorer_seed)
+            raise ValueError(f"scorer '{self.label}': params: seed: set the top-level 'seed' "
+                             f"instead; it seeds every row")
         try:  # the values, now rather than after every set is extracted
             cls(**self.params)
         except (TypeError, ValueError) as exc:
@@ -123,7 +136,6 @@ class ScorerSpec:
             raise ValueError(f"scorer '{self.label}': '{self.name}' scores "
                              f"{' and '.join({'patches': 'patch'}.get(r, r) for r in cls.requires)} "
                              f"features, not input {self.input!r}")
-        check_number(f"scorer '{self.label}'", "nuisance_k", self.nuisance_k, 1, whole=True)
         if self.orient not in ORIENT_MODES:
             raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
         if self.input == "pixels" and not hasattr(cls, "perturb"):
@@ -153,10 +165,11 @@ class FusionSpec:
     folds: int = 5
 
     def __post_init__(self):
+        check_number(f"fusion '{self.label}'", "folds", self.folds, 2, whole=True)
+        check_field_types(self, f"fusion '{self.label}': ")
         if len(self.members) < 2 or len(set(self.members)) != len(self.members):
             raise ValueError(f"fusion '{self.label}': members must be two or more distinct row labels, "
                              f"got {self.members}")
-        check_number(f"fusion '{self.label}'", "folds", self.folds, 2, whole=True)
 
 
 @dataclass
@@ -172,6 +185,9 @@ class OODBenchmarkConfig:
     cache_dir: str = ".cache/anomaly-inspect/ood"
     seed: int = 0
     source: str = "config"
+
+    def __post_init__(self):
+        check_field_types(self, f"{self.source}: ")
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> OODBenchmarkConfig:
@@ -192,29 +208,39 @@ class OODBenchmarkConfig:
             raise ConfigError(f"{source}: benchmark must be one of {BENCHMARKS}, got {data['benchmark']!r}")
         for section, accepted in (("data", DATA_KEYS[data["benchmark"]]),
                                   ("synthetic", SYNTHETIC_KEYS if data["benchmark"] == "isic" else ())):
-            given = data.get(section) or {}
+            if data.get(section, {}) is None:  # an empty section, as for backbone: and features:
+                data[section] = {}
+            given = data.get(section, {})
             if not isinstance(given, dict):
                 raise ConfigError(f"{source}: {section}: expected a mapping, got {given!r}")
             bad = sorted(set(given) - set(accepted))
             if bad:  # a typo ("flod: 1") would otherwise run with the default silently
                 raise ConfigError(f"{source}: {section}: unknown key(s) {bad} for benchmark "
                                   f"'{data['benchmark']}'; accepted: {sorted(accepted) or 'none'}")
-        if isinstance(data["splits"], str):
+        if not isinstance(data["splits"], list) or not all(isinstance(x, str) for x in data["splits"]):
             raise ConfigError(f"{source}: splits: expected a list of split names, got "
                               f"{data['splits']!r}")
-        whole = [("seed", data.get("seed", 0), 0), *((f"data: {k}", (data.get("data") or {}).get(k), low)
+        for key, what in (("scorers", (str, dict)), ("fusions", dict)):
+            entries = data.get(key) or []
+            if not isinstance(entries, list) or not all(isinstance(x, what) for x in entries):
+                raise ConfigError(f"{source}: {key}: expected a list of "
+                                  f"{'scorer names or ' if key == 'scorers' else ''}mappings, got {entries!r}")
+        given = data["data"]
+        whole = [("seed", data.get("seed", 0), 0), *((f"data: {k}", given.get(k), low)
                                                     for k, low in (("folds", 2), ("fold", 0)))]
-        for name, value, low in whole:
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                      or value < low):
+        for name, value, low in whole:  # a null fold / folds is the default; a null seed is not
+            if (value is not None or name == "seed") and (isinstance(value, bool) or not isinstance(value, int)
+                                                          or value < low):
                 raise ConfigError(f"{source}: {name}: expected a whole number >= {low}, got {value!r}")
-        given = data.get("data") or {}
         folds, fold = (default if given.get(k) is None else given[k] for k, default in (("folds", 5), ("fold", 0)))
         if fold >= folds:
             raise ConfigError(f"{source}: data: fold: expected a whole number < folds ({folds}), got {fold}")
+        _check_data_values(source, given, data["splits"])
+        _check_synthetic(source, data.get("synthetic", {}))
         try:
-            specs = [ScorerSpec(**s) if isinstance(s, dict) else ScorerSpec(str(s)) for s in data.pop("scorers")]
-            fusions = [FusionSpec(**f) for f in data.pop("fusions", None) or []]
+            specs = [_spec(ScorerSpec, {"name": s} if isinstance(s, str) else s, "scorer")
+                     for s in data.pop("scorers")]
+            fusions = [_spec(FusionSpec, f, "fusion") for f in data.pop("fusions", None) or []]
             bb = BackboneConfig(**(data.pop("backbone", None) or {}))
             ft = FeatureConfig(**(data.pop("features", None) or {}))
         except (TypeError, ValueError) as exc:
@@ -261,6 +287,98 @@ def check_blocks(source: str, specs: list[ScorerSpec], layers) -> None:
         if s.input.startswith("block:") and s.input[6:] not in have:
             raise ConfigError(f"{source}: scorer '{s.label}': no block '{s.input}'; "
                               f"available: {', '.join('block:' + h for h in have)}")
+
+
+def _spec(cls, entry: dict, what: str):
+    """A :class:`ScorerSpec` / :class:`FusionSpec` from its config mapping: an unknown or missing
+    key is named with the row (not a bare ``__init__()`` TypeError); ``params: null`` is an empty
+    section, as a model config's ``scorer: null``."""
+    keys = [f.name for f in fields(cls)]
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    row = f"{what} '{entry.get('label') or entry.get('name')}'"
+    unknown = sorted(map(str, set(entry) - set(keys)))
+    if unknown:
+        raise ValueError(f"{row}: unknown key(s) {unknown}; accepted: {keys}")
+    missing = [k for k in required if k not in entry]
+    if missing:
+        raise ValueError(f"{what} {entry}: missing key(s) {missing}")
+    if "params" in entry and entry["params"] is None:
+        entry = {**entry, "params": {}}
+    return cls(**entry)
+
+
+@dataclass
+class _DataTypes:
+    """The kinds of the ``data`` keys (each benchmark takes some: ``DATA_KEYS``), checked when the
+    config is read; ``folds`` / ``fold`` are checked beside ``seed``."""
+
+    root: str | None = None
+    colours_csv: str | None = None
+    image_dir: str | None = None
+    metadata_csv: str | None = None
+    id_list: str | None = None
+    ood_lists: dict[str, str] | None = None
+    category: str | None = None
+    id_groups: list[str] | None = None
+    ood_groups: dict[str, list[str]] | None = None
+    colour_manifest: str | None = None
+    similar_groups: list[str] | None = None
+    folds: Any = None
+    fold: Any = None
+
+
+def _check_data_values(source: str, given: dict, splits: list[str]) -> None:
+    """Refuse, naming the config and the key, data values of the wrong kind, split names the
+    benchmark uses for its own sets (``RESERVED_SPLITS``; ``similar`` / ``dissimilar`` where
+    ``similar_groups`` adds them), which would replace those sets, and names given twice (a
+    repeated split or defect group would count its images twice)."""
+    check_field_types(_DataTypes(**given), f"{source}: data: ")
+    groups, lists = given.get("ood_groups") or {}, given.get("ood_lists") or {}
+    not_lists = sorted(str(k) for k, v in groups.items()
+                       if not isinstance(v, list) or not all(isinstance(m, str) for m in v))
+    if not_lists:
+        raise ConfigError(f"{source}: data.ood_groups {not_lists} must each be a list of defect "
+                          f"folders (or colour:<name> entries)")
+    not_paths = sorted(str(k) for k, v in lists.items() if not isinstance(v, str))
+    if not_paths:
+        raise ConfigError(f"{source}: data.ood_lists {not_paths} must each be the path of an id list")
+    similarity = {s: f"the colour rule's {s} group (data.similar_groups adds it)"
+                  for s in SIMILARITY_SPLITS} if given.get("similar_groups") else {}
+    for key, defined, reserved in (("ood_groups", groups, RESERVED_SPLITS | similarity),
+                                   ("ood_lists", lists, RESERVED_SPLITS)):
+        for name in defined:
+            if not isinstance(name, str):
+                raise ConfigError(f"{source}: data: {key}: split names must be strings, got {name!r}")
+            if name in reserved:
+                raise ConfigError(f"{source}: data: {key}: split name '{name}' is reserved for "
+                                  f"{reserved[name]}; rename the split")
+    for name, members in groups.items():
+        repeated = sorted({m for m in members if members.count(m) > 1})
+        if repeated:
+            raise ConfigError(f"{source}: data: ood_groups: {name}: {repeated} listed more than once; "
+                              f"list each defect folder once")
+    for name in splits:
+        if name in RESERVED_SPLITS:
+            raise ConfigError(f"{source}: splits: '{name}' is reserved for {RESERVED_SPLITS[name]}; "
+                              f"rename the split")
+    repeated = sorted({s for s in splits if splits.count(s) > 1})
+    if repeated:
+        raise ConfigError(f"{source}: splits: {repeated} listed more than once")
+
+
+def _check_synthetic(source: str, synth: dict) -> None:
+    """The ``synthetic`` values (the drawing rule and seed of the ISIC synthetic splits), refused
+    naming the config and the key rather than failing when the first split is drawn."""
+    roi = synth.get("roi_rgb", [0, 0, 0])
+    if not (isinstance(roi, list) and len(roi) == 3 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 255 for v in roi)):
+        raise ConfigError(f"{source}: synthetic: roi_rgb: expected three numbers in [0, 255] "
+                          f"(R, G, B), got {roi!r}")
+    try:
+        check_number("synthetic", "threshold", synth.get("threshold", 115.0), 0, low_open=True)
+        check_number("synthetic", "seed", synth.get("seed", 0), 0, whole=True)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def load_ood_config(path: Path | str) -> OODBenchmarkConfig:
@@ -324,10 +442,6 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         manifest = d.get("colour_manifest")
         manifest = _path(manifest, data_root, "colour_manifest") if manifest else None
         groups = d.get("ood_groups") or {}
-        not_lists = sorted(k for k, v in groups.items() if not isinstance(v, list))
-        if not_lists:
-            raise ConfigError(f"{cfg.source}: data.ood_groups {not_lists} must each be a list of "
-                              f"defect folders")
         with _config_errors(f"{cfg.source}: data: folds"):
             data = mvtec_heldout_benchmark(
                 _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
@@ -488,8 +602,8 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         return pc_extra[label] | {"crossfit_folds": folds}
 
     def row_params(s: ScorerSpec) -> dict:
-        return ({"seed": cfg.seed} if "seed" in scorer_parameters(s.name) else {}) | \
-            get_scorer_class(s.name).runtime_kwargs(progress=progress, patch_maps=False) | s.params
+        return get_scorer_class(s.name).runtime_kwargs(progress=progress, patch_maps=False) | \
+            seeded_params(s.name, s.params, cfg.seed)
 
     # the TailSampler report: the first TailedCore row's sampler (its fit runs it; the result
     # is cached beside the row's scores), else TailSampler's defaults on the pooled embedding
@@ -608,15 +722,18 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             scorer = ProjectedScorer(scorer, proj)
         return scorer
 
-    results, timings, orientations, row_scores = [], {}, {}, {}
+    results, exact, timings, orientations, row_scores = [], [], {}, {}, {}
 
-    def add_rows(label: str, method: str, scores: dict[str, np.ndarray]) -> None:
+    def add_rows(label: str, method: str, params: dict, scores: dict[str, np.ndarray]) -> None:
+        """The row's metrics on every split: rounded in the JSON, unrounded in the table."""
         row_scores[label] = scores
         for split in data.ood:
             m = ood_metrics(scores["id_test"], scores[split])
-            results.append({"scorer": label, "method": method, "split": split,
-                            "auroc": round(m.auroc, 4), "fpr_at_tpr80": round(m.fpr_at_tpr80, 4),
-                            "fpr_at_tpr95": round(m.fpr_at_tpr95, 4), "n_id": m.n_id, "n_ood": m.n_ood})
+            row = {"scorer": label, "method": method, "split": split, "auroc": m.auroc,
+                   "fpr_at_tpr80": m.fpr_at_tpr80, "fpr_at_tpr95": m.fpr_at_tpr95, "n_id": m.n_id,
+                   "n_ood": m.n_ood, "params": params}
+            exact.append(row)
+            results.append(row | {k: round(row[k], 4) for k in ("auroc", "fpr_at_tpr80", "fpr_at_tpr95")})
 
     for spec in cfg.scorers:
         t = time.perf_counter()
@@ -627,18 +744,17 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             train = _features_for(spec, arrays["id_train"])
             with _config_errors(f"{cfg.source}: scorer '{spec.label}'"):
                 runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
-            scored = arrays
+            scored, own_pseudo = arrays, pseudo
             if spec.input == "pixels":
-                scored, n = _perturbed_arrays(runner, scorer, backbone, spec, sets, desc(
+                scored, own_pseudo, n = _perturbed_arrays(runner, scorer, backbone, spec, sets, desc(
                     "id_train", feat_extra), cache, lambda name, extra: desc(name, feat_extra | extra),
                     cfg.seed, progress)
                 n_extracted += n
             scores = {n: _image_scores(runner, spec, scorer, scored[n]) for n in sets if n != "id_train"}
             sign = 1.0
             if spec.orient == "pseudo_ood":
-                own = scored if spec.input == "pixels" else {"id_train": arrays["id_train"], "pseudo": pseudo}
-                o = orientation(_image_scores(runner, spec, scorer, own["id_train"]),
-                                _image_scores(runner, spec, scorer, own["pseudo"]))
+                o = orientation(_image_scores(runner, spec, scorer, scored["id_train"]),
+                                _image_scores(runner, spec, scorer, own_pseudo))
                 orientations[spec.label] = o.to_dict()
                 sign = o.sign
                 scores = {n: sign * v for n, v in scores.items()}
@@ -651,13 +767,13 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
                 cv[spec.label, folds] = sign * crossfit_scores(
                     crossfit_folds(len(data.id_train), folds, cfg.seed), fit_score)
-        add_rows(spec.label, spec.name, scores)
+        add_rows(spec.label, spec.name, build_scorer(spec.name, **row_params(spec)).get_params(), scores)
         timings[spec.label] = round(time.perf_counter() - t, 3)
     fusions = {}
     for fu in cfg.fusions:
         cals = [NormalCalibration.fit(cv[m, fu.folds]) for m in fu.members]
-        add_rows(fu.label, "fuse", {n: fuse([row_scores[m][n] for m in fu.members], cals)
-                                    for n in row_scores[fu.members[0]]})
+        add_rows(fu.label, "fuse", {"members": fu.members, "folds": fu.folds},
+                 {n: fuse([row_scores[m][n] for m in fu.members], cals) for n in row_scores[fu.members[0]]})
         fusions[fu.label] = {"members": fu.members, "folds": fu.folds,
                              "normal_calibration": {m: c.to_dict() for m, c in zip(fu.members, cals, strict=True)},
                              "source": "median / MAD of each member's cross-fitted ID-train scores"}
@@ -665,14 +781,16 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         tail_result = TailSampler().run(arrays["id_train"]["pooled"])
     sampler = _sampler_settings(tail_spec and build_scorer(tail_spec.name, **row_params(tail_spec)),
                                 tail_spec)
+    sizes = {"id_train": len(data.id_train), "id_test": len(data.id_test),
+             **{k: len(v) for k, v in data.ood.items()}}
     return {
         "benchmark": cfg.benchmark,
         "dataset": data.name,
         "config": cfg.source,
         "convention": CONVENTION,
         "results": results,
-        "sets": {"id_train": len(data.id_train), "id_test": len(data.id_test),
-                 **{k: len(v) for k, v in data.ood.items()}},
+        "table": format_table({"results": exact, "sets": sizes, "dataset": data.name}),
+        "sets": sizes,
         "id_train_class_counts": {str(k): int(v) for k, v in
                                   zip(*np.unique(data.id_train_labels, return_counts=True), strict=True)},
         "notes": data.notes,
@@ -683,8 +801,10 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                      for k, p in projections.items()},
         "tail_sampler": tail_sampler_report(tail_result, data.id_train_labels, sampler),
         "synthetic": synth_info,
-        "backbone": {"name": backbone.name, "layers": list(backbone.layers),
+        "backbone": {**asdict(cfg.backbone), "name": backbone.name, "layers": list(backbone.layers),
                      "weights": backbone.weight_source.to_dict(), "image_size": cfg.features.image_size},
+        "features": asdict(cfg.features),
+        "seed": cfg.seed,
         "timings_s": {"data": round(t_data, 2), "features": round(t_features, 2),
                       "images_extracted": n_extracted, "scorers": timings,
                       "total": round(time.perf_counter() - t0, 2)},
@@ -699,12 +819,13 @@ def _pseudo_extra(seed: int) -> dict:
 
 def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSpec,
                       sets: dict[str, list[Sample]], train_desc: dict, cache: FeatureCache,
-                      desc, seed: int, progress: bool) -> tuple[dict[str, dict], int]:
+                      desc, seed: int, progress: bool) -> tuple[dict[str, dict], dict | None, int]:
     """Features of every scored set's images as ``scorer.perturb`` changes them (ODIN: one
     backward pass through the torch backbone per image, then the usual extraction), cached per
-    set under the scorer's settings and a digest of its fitted state. An image in several sets
-    (``ink_similar`` is part of ``ink_all``) is perturbed once. With ``orient: pseudo_ood`` the
-    ID-train images and their jigsaw copies (``"pseudo"``) are perturbed too, for the check."""
+    set under the scorer's settings and a digest of its fitted state; images extracted. An image
+    in several sets (``ink_similar`` is part of ``ink_all``) is perturbed once. With ``orient:
+    pseudo_ood`` the ID-train images and their jigsaw copies (the second item, kept apart from
+    the sets) are perturbed too, for the check."""
     state = scorer.get_state()
     digest = cache_key({"v": 1, "train": train_desc, "scorer": spec.name, "params": scorer.get_params(),
                         "state": {k: hashlib.sha256(np.ascontiguousarray(v).tobytes()).hexdigest()
@@ -731,17 +852,18 @@ def _perturbed_arrays(runner: Runner, scorer, backbone: Backbone, spec: ScorerSp
             out[name] = {k: v[idx] for k, v in arrays.items()}
             cache.save(d, out[name])
     n = len(unique)
+    pseudo = None
     if oriented:
         d = desc("id_train", {"perturbed_by": digest} | _pseudo_extra(seed))
-        out["pseudo"] = cache.load(d)
-        if out["pseudo"] is None:
+        pseudo = cache.load(d)
+        if pseudo is None:
             gen = torch.Generator().manual_seed(seed)  # the same jigsaw copies as the other rows' check
             with Progress(len(sets["id_train"]), f"{spec.label}: perturbed pseudo-OOD", enabled=progress) as bar:
-                out["pseudo"] = extract_arrays(runner, sets["id_train"], None, bar,
-                                               image_fn=lambda x: perturbed(jigsaw(x, JIGSAW_GRID, gen)))
-            cache.save(d, out["pseudo"])
+                pseudo = extract_arrays(runner, sets["id_train"], None, bar,
+                                        image_fn=lambda x: perturbed(jigsaw(x, JIGSAW_GRID, gen)))
+            cache.save(d, pseudo)
             n += len(sets["id_train"])
-    return out, n
+    return out, pseudo, n
 
 
 def _colour_shifted_train(runner: Runner, train: list[Sample], cache: FeatureCache,
@@ -797,7 +919,9 @@ def tail_sampler_report(r: TailSamplerResult, labels: np.ndarray, sampler: dict)
 
 
 def format_table(report: dict) -> str:
-    """Rows: scorers; columns: splits (with sizes); cells: AUROC / FPR@TPR80."""
+    """Rows: scorers; columns: splits (with sizes); cells: AUROC / FPR@TPR80, formatted from the
+    rows' metrics as given (``run_ood_benchmark``'s ``table`` from the unrounded ones: the JSON's
+    are rounded to 4 decimals, and rounding those again could move the last digit)."""
     splits = list(dict.fromkeys(r["split"] for r in report["results"]))
     scorers = list(dict.fromkeys(r["scorer"] for r in report["results"]))
     cell = {(r["scorer"], r["split"]): f"{r['auroc']:.3f} / {r['fpr_at_tpr80']:.2f}"

@@ -31,6 +31,41 @@ def test_a_failed_write_keeps_the_old_file_and_removes_its_temporary(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["results.csv"]
 
 
+@pytest.mark.parametrize("error, said", [
+    (OSError(28, "No space left on device"), "no space left on the device to write it; free "
+                                             "space there or write to another folder"),
+    (OSError(122, "Disk quota exceeded"), "no space left on the device"),
+    (OSError(5, "Input/output error"), "cannot write it (Input/output error)"),
+    (OSError(13, "Permission denied"), "cannot write it (Permission denied)"),
+    (OSError(28, "No space left on device", "TMP"), "no space left on the device")])
+def test_a_write_error_naming_no_file_names_the_target(tmp_path, monkeypatch, error, said):
+    """A full disk fails a write with no file name (``[Errno 28] No space left on device``
+    alone), or only the temporary file's: the error names the target, keeps its type and
+    errno (callers test them), and the temporary file is removed."""
+    import errno
+
+    target = tmp_path / "report.html"
+    target.write_text("old")
+
+    def failing(self, *args, **kwargs):
+        if error.filename == "TMP":
+            error.filename = str(self)
+        raise error
+
+    monkeypatch.setattr(type(target), "write_text", failing)
+    with pytest.raises(OSError) as info:
+        files.write_text(target, "<html></html>")
+    monkeypatch.undo()
+    assert str(info.value).startswith(f"{target}: {said}")
+    assert info.value.errno == error.errno and type(info.value) is type(error)
+    assert [p.name for p in tmp_path.iterdir()] == ["report.html"] and target.read_text() == "old"
+    # an error that names another file already says where: kept as it is
+    other = PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "elsewhere"))
+    with pytest.raises(PermissionError) as info, files.replacing(target):
+        raise other
+    assert info.value is other
+
+
 def test_unserialisable_json_leaves_the_old_file(tmp_path):
     target = tmp_path / "screen.json"
     files.write_json(target, {"model_id": "x"})
@@ -106,3 +141,31 @@ def test_cached_entry_builds_once_rebuilds_a_broken_entry_and_names_one_it_canno
 
     with pytest.raises(OSError, match="other: the test entry there is not the one just built"):
         files.cached_entry(tmp_path / "other", lambda d: None, build, "the test entry")
+
+
+def test_cached_entry_in_a_folder_it_cannot_write_names_the_folder_and_the_reason(tmp_path,
+                                                                                  monkeypatch):
+    import errno
+    from pathlib import Path
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if "ro" in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(OSError) as info:  # its folder, or one above it, cannot be made
+        files.cached_entry(tmp_path / "ro" / "tc" / "key", lambda d: None, lambda tmp: None,
+                           "the test entry")
+    assert str(info.value) == (f"{tmp_path / 'ro' / 'tc'}: cannot write the test entry there "
+                               f"(Read-only file system: {tmp_path / 'ro' / 'tc'}); use another "
+                               f"cache folder")
+
+    def unreadable_source(tmp):  # another file's error is its own, as it was
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / "image.png"))
+
+    with pytest.raises(PermissionError, match=r"\[Errno 13\] Permission denied: .*image\.png"):
+        files.cached_entry(tmp_path / "tc" / "key", lambda d: None, unreadable_source, "x",
+                           "choose another with --cache")

@@ -622,3 +622,111 @@ def test_a_full_disk_stops_naming_the_file_once_the_rows_done_are_written(tmp_pa
         writer.write(images, inputs)
     writer.close()
     assert [r["path"] for r in read_results(csv_path)[0]] == [images[0].path]
+
+
+
+def _two_models(tmp_path):
+    """A model (A) at ``tmp_path/m`` and a save of A or B (another threshold, another bank)
+    over it."""
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.screening.calibration import calibrate
+
+    def made(n_images: int, offset: float):
+        rng = np.random.default_rng(n_images)
+        scorer = PatchCore(coreset_ratio=0.5, progress=False).fit(
+            Features(patches=rng.normal(size=(n_images, 3, 3, 8)).astype(np.float32)))
+        info = ModelInfo(config=ModelConfig.from_dict({}, "config").to_dict(),
+                         backbone={"name": "b", "weights": {"checksum": "abc"}},
+                         calibration=calibrate(np.arange(20.0) + offset, 0.1, "x").to_dict(),
+                         train_images=["a.png"] * n_images, calibration_images=["b.png"])
+        return info, scorer
+
+    target = tmp_path / "m"
+    models = {"A": made(4, 0.0), "B": made(2, 100.0)}
+    save_model_dir(target, *models["A"])
+    return target, lambda name: save_model_dir(target, *models[name], overwrite=True)
+
+
+def _stub_backbone(monkeypatch, built=(), extracted=()):
+    """load_model without a backbone: its build and the extractor's stubbed. The n-th build
+    runs ``built[n]`` (after ``model.json`` and the checksums are read and verified, before
+    the scorer is), the n-th extractor ``extracted[n]`` (after the scorer is read)."""
+    from types import SimpleNamespace
+
+    from anomaly_inspect.screening import model as model_module
+
+    built, extracted = list(built), list(extracted)
+
+    def build(cfg, cache_dir):
+        if built:
+            built.pop(0)()
+        return SimpleNamespace(weight_source=SimpleNamespace(checksum="abc"))
+
+    def extractor(*args, **kwargs):
+        if extracted:
+            extracted.pop(0)()
+
+    monkeypatch.setattr(model_module, "build_backbone", build)
+    monkeypatch.setattr(model_module, "build_extractor", extractor)
+
+
+def _which(model) -> tuple[int, int, bool]:
+    """(images in model.json, rows of the bank, threshold of B): (4, 18, False) for A,
+    (2, 9, True) for B, anything else mixes the two."""
+    return (len(model.info.train_images), model.scorer.memory_bank.shape[0],
+            model.threshold > 100)
+
+
+def test_a_model_replaced_while_it_loads_is_loaded_again_whole(tmp_path, monkeypatch):
+    from anomaly_inspect.screening.model import load_model
+
+    target, save = _two_models(tmp_path)
+    _stub_backbone(monkeypatch, built=[lambda: save("B")])  # after A's model.json is read
+    assert _which(load_model(target)) == (2, 9, True)  # all of B, not A's threshold
+    # B, then A, then B again while it loads (its scorer read from A): the same checksums.json
+    # bytes before and after, yet two saves
+    before = (target / "checksums.json").read_bytes()
+    _stub_backbone(monkeypatch, built=[lambda: save("A")], extracted=[lambda: save("B")])
+    assert _which(load_model(target)) == (2, 9, True)
+    assert (target / "checksums.json").read_bytes() == before
+
+
+def test_the_errors_of_a_load_a_save_raced_are_retried_and_a_folder_replaced_on_every_try_is_refused(
+        tmp_path, monkeypatch):
+    from anomaly_inspect.screening import model as model_module
+    from anomaly_inspect.screening import model_dir
+
+    target, save = _two_models(tmp_path)
+    verify, saves, calls = model_dir._verify_file, [lambda: save("B")], []
+
+    def replaced_first(directory, rel, want):  # A's checksums read, B's files: "changed"
+        if saves:
+            saves.pop()()
+        calls.append(rel)
+        verify(directory, rel, want)
+
+    monkeypatch.setattr(model_dir, "_verify_file", replaced_first)
+    _stub_backbone(monkeypatch)
+    assert _which(model_module.load_model(target)) == (2, 9, True)
+    listed = list(json.loads((target / "checksums.json").read_text())["files"])
+    assert calls == [listed[0], *listed]  # the first try refused its first file, then B whole
+    _stub_backbone(monkeypatch, built=[lambda: save("A"), lambda: save("B"), lambda: save("A")])
+    with pytest.raises(RuntimeError, match=f"^{target}: replaced while loading \\(3 times in a "
+                                           f"row: saves to it ran meanwhile\\); retry$"):
+        model_module.load_model(target)
+    # damage that no save explains is reported at once, as it was
+    calls.clear()
+    (target / "model.json").write_bytes((target / "model.json").read_bytes() + b" ")
+    with pytest.raises(ModelFormatError, match=r"model\.json: changed since the model was saved"):
+        model_module.load_model(target)
+    assert calls == ["model.json"]
+
+
+def test_a_load_takes_no_save_lock(tmp_path, monkeypatch):
+    from anomaly_inspect.screening import model_dir
+    from anomaly_inspect.screening.model import load_model
+
+    target, _ = _two_models(tmp_path)
+    _stub_backbone(monkeypatch)
+    with model_dir._saving(target):  # a save to it in progress
+        assert _which(load_model(target)) == (4, 18, False)

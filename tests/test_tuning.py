@@ -515,6 +515,69 @@ def test_a_broken_entry_is_extracted_again_with_a_warning(tmp_path, caplog):
     assert [p.name for p in (tmp_path / "cache").iterdir()] == [entry.name]
 
 
+@pytest.mark.parametrize("done", [[], {"n": 3, "skipped": 5}, {"n": 3, "skipped": [[7, "x"]]},
+                                  {"n": 3, "skipped": [{"0": "x"}]}, {"n": "3"}, {"n": True}])
+def test_a_done_file_of_the_wrong_shape_is_a_broken_entry(tmp_path, caplog, done):
+    """Valid JSON that is not what an extraction writes: extracted again, with a warning (it
+    crashed every later run, and the entry was never rebuilt)."""
+    import json
+
+    from anomaly_inspect.tuning.stage_cache import _complete
+
+    entry = tmp_path / "entry"
+    entry.mkdir()
+    np.save(entry / "boxes.npy", np.zeros((3, 4), np.int64))
+    np.save(entry / "stride8.npy", np.zeros((3, 2, 2, 2), np.float32))
+    (entry / "done").write_text(json.dumps({"n": 3, "strides": [8], "skipped": [[1, "bad"]]}))
+    assert _complete(entry, [8], 64).skipped == [(1, "bad")]  # what an extraction writes
+    (entry / "done").write_text(json.dumps(done))
+    assert _complete(entry, [8], 64) is None
+    assert f"{entry}: broken stage-map cache entry (done: " in caplog.text
+
+
+def test_an_unwritable_tune_cache_names_the_option_and_a_complete_one_still_reads(tmp_path,
+                                                                               monkeypatch):
+    """A read-only cache folder was fatal as ``[Errno 30] Read-only file system: 'ro/tc'``;
+    an entry already there is read without writing anything."""
+    import errno
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from anomaly_inspect.tuning import stage_cache
+
+    def extract(backbone, paths, image_size, resize, out, *rest):  # without a backbone
+        np.save(out / "boxes.npy", np.zeros((len(paths), 4), np.int64))
+        np.save(out / "stride8.npy", np.zeros((len(paths), 2, 2, 2), np.float32))
+        (out / "done").write_text(f'{{"n": {len(paths)}, "strides": [8], "skipped": []}}')
+
+    backbone = SimpleNamespace(name="toy", weight_source=SimpleNamespace(checksum="abc"),
+                               layers=[2], strides=[8], mean=[0.5], std=[0.5], release=lambda: None)
+    paths = _pngs(tmp_path / "imgs", 2)
+    monkeypatch.setattr(stage_cache, "_extract", extract)
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if "cache" in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    def maps(cache):
+        return stage_cache.stage_maps(backbone, paths, 64, "stretch", cache, progress=False)
+
+    complete = maps(tmp_path / "written" / "cache")
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    assert maps(tmp_path / "written" / "cache").directory == complete.directory  # read as it is
+    for cache in (tmp_path / "cache", tmp_path / "written" / "cache"):
+        if cache.exists():
+            (complete.directory / "done").unlink()  # broken: rebuilding it needs writing
+        with pytest.raises(OSError) as info:
+            maps(cache)
+        assert str(info.value).startswith(f"{cache}: cannot write the stage-map cache entry "
+                                          f"there (Read-only file system: {cache}")
+        assert str(info.value).endswith("; choose a writable folder with --tune-cache or "
+                                        "$ANOMALY_INSPECT_CACHE")
+
+
 def test_cache_space_is_reserved_up_front_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
     import errno
     import os
@@ -808,3 +871,26 @@ def test_ensemble_normal_calibration_reads_the_stage_maps_validation_extracted(t
                                       result.settings, tmp_path / "cache", progress=False)
     assert extracted == [[2, 3]]
     assert (alone.median, alone.mad) == pytest.approx((cals[0].median, cals[0].mad), rel=1e-4)
+
+
+def test_an_unwritable_tune_cache_names_the_option_for_the_synthetic_set_too(tmp_path, monkeypatch):
+    """The synthetic-anomaly set is tune's first cache entry: it said 'use another cache
+    folder', not which option chooses it."""
+    import errno
+    from pathlib import Path
+
+    from anomaly_inspect.tuning.tune import TuneSettings, synthetic_set
+
+    paths = _pngs(tmp_path / "imgs", 4)
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if "cache" in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)
+    with pytest.raises(OSError, match=r"choose a writable folder with --tune-cache or "
+                                      r"\$ANOMALY_INSPECT_CACHE$"):
+        synthetic_set(paths, np.array([0, 0, 1, 1]), np.zeros(4, np.int64), TuneSettings(),
+                      tmp_path / "cache")

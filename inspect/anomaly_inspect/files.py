@@ -60,7 +60,8 @@ def replacing(path: Path | str) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; moved onto ``path`` when the block
     ends, removed if it raises. It ends with ``path``'s suffix (``np.savez`` adds ``.npz`` to a
     name without it) and gets the permissions a plain ``open`` would give (``mkstemp``'s are
-    owner-only)."""
+    owner-only). An ``OSError`` that names no file, or only the temporary one (a full disk),
+    is raised naming ``path`` (:func:`_naming`)."""
     path = Path(path)
     make_folder(path.parent)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
@@ -70,9 +71,25 @@ def replacing(path: Path | str) -> Iterator[Path]:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno is not None and exc.filename2 is None and (
+                exc.filename is None or os.fspath(exc.filename) == name):
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc``, raised writing ``path``, as one line naming ``path``; its ``errno`` (and the
+    type Python gives that errno, e.g. ``PermissionError``) kept for the callers that test them."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        text = (f"{path}: no space left on the device to write it; free space there or write "
+                f"to another folder")
+    else:
+        text = f"{path}: cannot write it ({exc.strerror or exc})"
+    named = type(OSError(exc.errno, text))(text)
+    named.errno = exc.errno  # not strerror: with it set, str() would be "[Errno N] strerror"
+    return named
 
 
 #: a temporary file a killed run left is removed once it is older than this (no file is
@@ -241,24 +258,40 @@ def new_entry(directory: Path) -> Iterator[Path]:
 
 
 def cached_entry(directory: Path, read: Callable[[Path], T | None], build: Callable[[Path], object],
-                 what: str) -> T:
+                 what: str, elsewhere: str = "use another cache folder") -> T:
     """Cache entry ``directory`` as ``read`` gives it back, built first where it is missing or
     broken (``read`` returns None): a broken or unfinished one is removed, the new one is built
     by ``build`` in a :func:`new_entry` folder and read back. ``what`` names the entry in the
-    error raised if even the new entry cannot be read back (another run replaced it meanwhile)."""
+    error raised if even the new entry cannot be read back (another run replaced it meanwhile),
+    or if its cache folder cannot be written (read-only, no permission; a complete entry is
+    read without writing): then ``elsewhere`` says how to choose another folder."""
     directory = Path(directory)
     value = read(directory)
     if value is not None:
         return value
-    if directory.exists() or directory.is_symlink():
-        discard_entry(directory)
-    with new_entry(directory) as tmp:
-        build(tmp)
+    try:
+        if directory.exists() or directory.is_symlink():
+            discard_entry(directory)
+        with new_entry(directory) as tmp:
+            build(tmp)
+    except OSError as exc:
+        if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM) and _names(exc, directory.parent):
+            raise OSError(f"{directory.parent}: cannot write {what} there ({exc.strerror}: "
+                          f"{exc.filename}); {elsewhere}") from None
+        raise
     value = read(directory)
     if value is None:
         raise OSError(f"{directory}: {what} there is not the one just built (another run put "
                       f"other data there meanwhile, or it cannot be read back); run again")
     return value
+
+
+def _names(exc: OSError, folder: Path) -> bool:
+    """``exc`` is about ``folder``, something in it, or one of its parents (being made)."""
+    if exc.filename is None:
+        return False
+    named, folder = Path(os.path.abspath(exc.filename)), Path(os.path.abspath(folder))
+    return named == folder or folder in named.parents or named in folder.parents
 
 
 def discard_entry(directory: Path) -> None:

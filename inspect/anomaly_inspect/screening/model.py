@@ -48,6 +48,7 @@ from .model_dir import (
     ModelInfo,
     check_backbone_checksum,
     file_sha256,
+    loaded_whole,
     read_model_info,
     save_model_dir,
     saved_graphs,
@@ -253,7 +254,7 @@ class ScoreTask:
     model_files: Shared | None = None  # {relative path: bytes} of a model directory
     overrides: dict | None = None  # batch_size / max_pixels set on the driver's model
     model_origin: str | None = None  # where model_files came from, for errors
-    model_fingerprint: str | None = None  # the driver's model's (remote.fingerprint)
+    model_fingerprint: str | None = None  # the driver's model's (model_dir.fingerprint)
     thumb_size: int | None = None  # send thumbnails, not model inputs (see Model.iter_score)
     flagged_inputs: bool = False  # ... except for flagged images (uint8 model inputs)
 
@@ -514,13 +515,18 @@ def open_model_dir(directory: Path | str
 
 def load_model(directory: Path | str, progress: bool = False, batch_size: int | None = None,
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Model:
-    """Load a saved model, checked by :func:`open_model_dir`. ``progress``, ``batch_size``
-    and ``max_pixels`` are how this run screens, not part of the model."""
+    """Load a saved model, checked by :func:`open_model_dir`, all from one save of it
+    (:func:`.model_dir.loaded_whole`). ``progress``, ``batch_size`` and ``max_pixels`` are
+    how this run screens, not part of the model."""
     directory = Path(directory)
-    info, cfg, calibration, backbone = open_model_dir(directory)
-    scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
-    extractor = build_extractor(cfg, backbone, type(scorer), batch_size=batch_size,
-                                max_pixels=max_pixels)
-    model = Model(cfg, extractor, scorer, calibration, info)
+
+    def load() -> Model:
+        info, cfg, calibration, backbone = open_model_dir(directory)
+        scorer = Scorer.load(directory / SCORER_DIR, progress=progress)
+        extractor = build_extractor(cfg, backbone, type(scorer), batch_size=batch_size,
+                                    max_pixels=max_pixels)
+        return Model(cfg, extractor, scorer, calibration, info)
+
+    model = loaded_whole(directory, load)
     model.directory = directory
     return model

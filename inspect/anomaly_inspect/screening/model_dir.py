@@ -22,11 +22,12 @@ its checksums verify, else the old one (:func:`recover_replace`). Both folders a
 (``kill -9``) left behind. The model folder gets the permissions the umask gives a new folder.
 Loading verifies every checksum first, so a changed, truncated or damaged file
 is refused with one line naming it (models saved before checksums existed
-load with a warning). ``overwrite`` replaces only a directory recognised as a
-model and removes only the files a model writes (and exported graphs ``backbone/*.onnx`` the
-new model does not hold); other files in it are kept: moved into the new folder before the swap
-(:func:`_replace_model`). A save holds ``.NAME.lock`` beside the target from start to end, so a
-second save to it meanwhile is refused.
+load with a warning); a load that a save replaced the directory under is run again, never
+mixing two models' files (:func:`loaded_whole`). ``overwrite`` replaces only a directory
+recognised as a model and removes only the files a model writes (and exported graphs
+``backbone/*.onnx`` the new model does not hold); other files in it are kept: moved into the
+new folder before the swap (:func:`_replace_model`). A save holds ``.NAME.lock`` beside the
+target from start to end, so a second save to it meanwhile is refused.
 """
 
 from __future__ import annotations
@@ -41,10 +42,10 @@ import platform
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 try:
     import fcntl
@@ -56,6 +57,8 @@ from ..config import ConfigError, check_field_types
 from ..files import current_umask, holding_lock, lock_folder, make_folder, remove_stale_folders
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 MODEL_FORMAT_VERSION = 2
 MODEL_JSON = "model.json"
@@ -185,6 +188,54 @@ def _read_checksums(directory: Path) -> dict[str, dict[str, Any]] | None:
         raise ModelFormatError(f"{path}: damaged checksum list ({exc}); restore the model "
                                f"directory or re-fit") from None
     return files
+
+
+def fingerprint(checksums: bytes | None) -> str | None:
+    """A model directory's fingerprint: the sha256 of its ``checksums.json`` (``checksums``),
+    None for a model saved without one."""
+    return None if checksums is None else hashlib.sha256(checksums).hexdigest()
+
+
+def directory_fingerprint(directory: Path) -> str | None:
+    """The fingerprint (:func:`fingerprint`) of the model directory now at ``directory``."""
+    path = directory / CHECKSUMS_JSON
+    return fingerprint(path.read_bytes() if path.is_file() else None)
+
+
+def _load_state(directory: Path) -> tuple:
+    """What tells that a save replaced ``directory`` meanwhile: its fingerprint, and which file
+    holds its checksum list (a save writes a new one, also for the same model saved again)."""
+    try:
+        stat = (directory / CHECKSUMS_JSON).stat()
+        held = (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
+    except OSError:
+        held = None
+    try:
+        return held, directory_fingerprint(directory)
+    except OSError:  # removed since the stat: that one differs
+        return held, None
+
+
+#: loads of one model directory that a save replaced while they ran, before a load is refused
+LOAD_ATTEMPTS = 3
+
+
+def loaded_whole(directory: Path, load: Callable[[], T], attempts: int = LOAD_ATTEMPTS) -> T:
+    """``load()`` of the model directory ``directory``, run again where a save replaced it
+    meanwhile (what it read may be of two models, and its error, if any, of neither); refused
+    after ``attempts`` such runs. Takes no lock: a load needs no write access."""
+    for _ in range(attempts):
+        before = _load_state(directory)
+        try:
+            loaded = load()
+        except Exception:
+            if _load_state(directory) == before:
+                raise
+            continue
+        if _load_state(directory) == before:
+            return loaded
+    raise RuntimeError(f"{directory}: replaced while loading ({attempts} times in a row: saves "
+                       f"to it ran meanwhile); retry")
 
 
 def verify_model_files(directory: Path | str) -> None:

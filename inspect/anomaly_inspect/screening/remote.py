@@ -17,7 +17,6 @@ strips) its own.
 from __future__ import annotations
 
 import atexit
-import hashlib
 import json
 import shutil
 import tempfile
@@ -27,7 +26,7 @@ from pathlib import Path
 from ..pipeline.engine import Engine, Shared
 from ..pipeline.remote_fit import check_weights_reach_workers
 from .model import Model, ScoredBatch, load_model
-from .model_dir import CHECKSUMS_JSON, MODEL_JSON, ModelInfo
+from .model_dir import CHECKSUMS_JSON, MODEL_JSON, ModelInfo, directory_fingerprint, fingerprint
 
 
 def model_files(directory: Path) -> dict[str, bytes]:
@@ -67,12 +66,6 @@ def model_source(model: Model, engine: Engine) -> dict:
             "model_fingerprint": sealed}
 
 
-def fingerprint(checksums: bytes | None) -> str | None:
-    """A model directory's fingerprint: the sha256 of its ``checksums.json`` (``checksums``),
-    None for a model saved without one."""
-    return None if checksums is None else hashlib.sha256(checksums).hexdigest()
-
-
 def driver_fingerprint(model: Model, files: dict[str, bytes], where: Path | str) -> str | None:
     """The fingerprint of ``files`` (a model directory's, ``where``), refused unless its
     ``model.json`` still describes ``model``: the folder may have been replaced since the
@@ -90,8 +83,7 @@ def driver_fingerprint(model: Model, files: dict[str, bytes], where: Path | str)
 def _check_fingerprint(directory: Path, expected: str | None, name: str) -> None:
     if expected is None:  # a model saved without checksums (loading warns)
         return
-    path = directory / CHECKSUMS_JSON
-    if fingerprint(path.read_bytes() if path.is_file() else None) != expected:
+    if directory_fingerprint(directory) != expected:
         raise ValueError(f"{name}: the model directory was replaced or changed since the driver "
                          f"loaded it (its {CHECKSUMS_JSON} differs); the workers would score "
                          f"with another model than the one reported; run again")

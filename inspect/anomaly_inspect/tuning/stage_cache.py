@@ -38,6 +38,9 @@ from ..progress import Progress
 
 log = logging.getLogger(__name__)
 
+#: how to point tune at another cache folder, where this one cannot be written
+TUNE_CACHE_ELSEWHERE = "choose a writable folder with --tune-cache or $ANOMALY_INSPECT_CACHE"
+
 
 class StageMaps:
     """The cached maps of one image list: ``maps[stride]`` is an (N, C, h, w) float32 memmap,
@@ -49,13 +52,23 @@ class StageMaps:
         self.directory = Path(directory)
         self.input_size = input_size
         done = json.loads((self.directory / "done").read_text())
+        if not isinstance(done, dict):
+            raise ValueError(f"done: expected a JSON object, got {type(done).__name__}")
         self.boxes = np.load(self.directory / "boxes.npy")
         self.maps = {s: np.load(self.directory / f"stride{s}.npy", mmap_mode="r") for s in strides}
-        n = int(done.get("n", len(self.boxes)))
+        n = done.get("n", len(self.boxes))
+        if not _is_index(n):
+            raise ValueError(f"done: n={n!r} is not a number of images")
         for name, arr in [("boxes", self.boxes), *((f"stride{s}", m) for s, m in self.maps.items())]:
             if len(arr) != n:
                 raise ValueError(f"{name}.npy holds {len(arr)} images, expected {n}")
-        self.skipped = [(int(i), str(reason)) for i, reason in done.get("skipped", [])]
+        skipped = done.get("skipped", [])
+        if not isinstance(skipped, list) or not all(
+                isinstance(s, list) and len(s) == 2 and _is_index(s[0]) and s[0] < n
+                and isinstance(s[1], str) for s in skipped):
+            raise ValueError(f"done: skipped={str(skipped)[:80]} is not a list of "
+                             f"[image index, reason]")
+        self.skipped = [(i, reason) for i, reason in skipped]
         self.rows = np.setdiff1d(np.arange(n), [i for i, _ in self.skipped])
 
     def __len__(self) -> int:
@@ -76,6 +89,11 @@ class StageMaps:
         idx = np.asarray(idx)
         for start in range(0, len(idx), batch_size):
             yield self.features(idx[start:start + batch_size], strides, embedding)
+
+
+def _is_index(value) -> bool:
+    """``value`` is a whole number >= 0 (not a bool, which JSON's true would give)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def calibrate(backbone: Backbone, train_paths: Sequence[Path], image_size: int, resize: str,
@@ -118,7 +136,7 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
         backbone.release()
 
     maps = cached_entry(directory, lambda d: _complete(d, strides, input_size), extract,
-                        "the stage-map cache entry")
+                        "the stage-map cache entry", TUNE_CACHE_ELSEWHERE)
     if maps.skipped and not skip_unreadable:
         index, reason = maps.skipped[0]
         raise ImageReadError(paths[index], reason)

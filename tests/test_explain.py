@@ -749,7 +749,7 @@ def test_remote_results_carry_a_flagged_images_model_input_for_its_strip():
 
 
 def test_strips_listed_in_explanations_json_are_not_inputs_other_files_are(tmp_path):
-    from anomaly_inspect.screening.runner import without_earlier_outputs
+    from anomaly_inspect.screening.model import without_earlier_outputs
 
     folder = tmp_path / "in"
     names = ["part_1700000000.jpg", "part_1700000000_9e3ada8587.jpg", "x_0123456789.jpg"]
@@ -766,7 +766,7 @@ def test_strips_listed_in_explanations_json_are_not_inputs_other_files_are(tmp_p
 
 def test_strips_a_killed_runs_journal_lists_are_not_inputs_either(tmp_path):
     from anomaly_inspect.screening.explain import JOURNAL
-    from anomaly_inspect.screening.runner import without_earlier_outputs
+    from anomaly_inspect.screening.model import without_earlier_outputs
 
     folder = tmp_path / "in"
     names = ["part.jpg", "part_9e3ada8587.jpg"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
@@ -478,3 +479,32 @@ def test_auto_refuses_what_the_distributed_fit_cannot_take_before_tuning(
     err = capsys.readouterr().err
     assert refusal in err and err.count("\n") == 1, err
     assert not (tmp_path / "m").exists()
+
+
+def test_tune_takes_its_training_images_without_earlier_screen_outputs(demo, tmp_path, monkeypatch):
+    """tune --train took an earlier screen's overlays and thumbnails under the folder as normal
+    images, while fit --auto (the same tuning) left them out."""
+    import shutil
+
+    import cv2
+
+    from anomaly_inspect.commands import tune as tune_cmd
+
+    train = tmp_path / "train"
+    shutil.copytree(demo / "train" / "good", train)
+    run = train / "res"
+    (run / "results.csv").parent.mkdir()
+    (run / "results.csv").write_text("path\n")
+    (run / "screen.json").write_text("{}")
+    (run / "thumbs").mkdir()
+    cv2.imwrite(str(run / "thumbs" / "a_0123456789.jpg"), np.zeros((8, 8, 3), np.uint8))
+    seen = {}
+
+    def fake_tune(paths, args, cfg):
+        seen["paths"] = paths
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tune_cmd, "run_tune", fake_tune)
+    with pytest.raises(SystemExit):
+        main(["tune", "--train", str(train), *TINY])
+    assert sorted(p.name for p in seen["paths"]) == sorted(p.name for p in (demo / "train" / "good").iterdir())

@@ -16,6 +16,7 @@ RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("f32", "bf16", "int8")
 DEFAULT_RUNTIME = "onnxruntime"
 DEFAULT_PRECISION = "f32"
+RANDOM_WEIGHTS = "random"  # weights: a seeded random initialisation (tests, benchmarks)
 RESIZE_MODES = ("stretch", "pad")
 FINEST_MODES = ("mean", "rows", "full")  # how the patch embedding summarises the finest stage
 ENGINES = ("local", "ray")

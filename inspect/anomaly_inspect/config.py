@@ -15,6 +15,7 @@ import yaml
 from .choices import (
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
+    RANDOM_WEIGHTS,
     RESIZE_MODES,
     ConfigError,
     check_embedding,
@@ -47,6 +48,12 @@ class BackboneConfig:
     weights: str | None = None
     runtime: str = DEFAULT_RUNTIME
     precision: str = DEFAULT_PRECISION
+
+    def weights_for(self, name: str) -> str | None:
+        """The weights kept when the backbone becomes ``name`` (``--backbone``, a tuning
+        candidate): a checkpoint file is this backbone's (None: ``name``'s default weights);
+        random weights are no backbone's."""
+        return self.weights if name == self.name or self.weights == RANDOM_WEIGHTS else None
 
     def __post_init__(self):
         check_field_types(self, "backbone: ")

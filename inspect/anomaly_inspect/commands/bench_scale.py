@@ -28,12 +28,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.layout import expand_inputs
     from ..pipeline.ray_engine import import_ray
+    from ..screening.model import input_images
     from ..screening.scale_bench import bench_scale, format_row
 
     import_ray()  # one line saying how to install it, before any run
-    found = expand_inputs(list(args.inputs))
+    found = input_images(args.inputs)
     if not found:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     paths = [found[i % len(found)] for i in range(args.images)]

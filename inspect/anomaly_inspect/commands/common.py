@@ -122,9 +122,10 @@ def add_model_args(p: argparse.ArgumentParser, tunes: bool = False) -> None:
     p.add_argument("--batch-size", type=positive_int, help="images per backbone batch (default 32)")
     p.add_argument("--seed", type=non_negative_int,
                    help="random seed (default 0)" + (
-                       ": seeds the scorer (its coreset, tuning's fold banks' too), random weights "
-                       "and fit's calibration split; tuning's image subset, folds and synthetic "
-                       "anomalies always use seed 0 (docs/auto_config.md)" if tunes else ""))
+                       ": seeds the scorer's coreset, random weights and, in fit, the calibration "
+                       "split; tuning (tune, --auto) seeds its fold banks with it, but tuning's "
+                       "image subset, folds and synthetic anomalies always use seed 0 "
+                       "(docs/auto_config.md)" if tunes else ""))
 
 
 def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
@@ -225,7 +226,6 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     take its ``scorer:`` keys) is refused naming both. A ``--backbone`` other than the file's
     drops the file's ``layers`` and its weights file (another model's; ``random`` is kept), as
     a tuning candidate of another backbone does, unless ``--layers`` / ``--weights`` say."""
-    from ..features.weights import RANDOM
     from ..scorers import get_scorer_class
 
     cfg = load_config(args.config)
@@ -237,8 +237,8 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     if args.backbone is not None:
         if args.backbone != cfg.backbone.name:
             backbone["layers"] = None  # the file's stages are another model's
-            if args.weights is None and cfg.backbone.weights != RANDOM:
-                backbone["weights"] = None  # so is its checkpoint: the new backbone's default
+            if args.weights is None:
+                backbone["weights"] = cfg.backbone.weights_for(args.backbone)
         backbone["name"] = args.backbone
     if args.layers is not None:
         backbone["layers"] = list(args.layers)

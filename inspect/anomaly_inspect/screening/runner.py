@@ -51,7 +51,6 @@ from .model import (
     Model,
     ScoredImage,
     input_images,
-    without_earlier_outputs,  # noqa: F401 (explain imports it from here)
 )
 from .model_dir import is_model_dir
 from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb

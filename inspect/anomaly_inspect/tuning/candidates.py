@@ -77,8 +77,7 @@ class Candidate:
         cfg = copy.deepcopy(base)
         cfg.backbone.name = self.backbone
         cfg.backbone.layers = self.layers()
-        if self.backbone != base.backbone.name and cfg.backbone.weights != "random":
-            cfg.backbone.weights = None  # a checkpoint file belongs to the base backbone
+        cfg.backbone.weights = base.backbone.weights_for(self.backbone)
         cfg.features.image_size = self.image_size
         cfg.features.resize = self.resize
         cfg.features.finest_stage = self.embedding

@@ -44,7 +44,7 @@ from ..progress import Progress
 from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
 from .rank import Decision, beats_default, fold_gain, trimmed_borda
-from .stage_cache import StageMaps, calibrate, stage_maps
+from .stage_cache import TUNE_CACHE_ELSEWHERE, StageMaps, calibrate, stage_maps
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
         cache_dir / "synthetic" / key, read_anomalies,
         lambda tmp: write_anomalies(paths, fams, donors, tmp, settings.recipe,
                                     max_pixels=max_pixels, min_side=min_side),
-        "the synthetic-anomaly set")
+        "the synthetic-anomaly set", TUNE_CACHE_ELSEWHERE)
     return [Path(r.path) for r in rows]
 
 

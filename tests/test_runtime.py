@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -117,6 +118,77 @@ def test_unreadable_cache_entry_is_exported_again(x, tmp_path, caplog):
         maps = bb(x)
     assert "unreadable cached export" in caplog.text
     assert rel_diff(maps[0], random_backbone("torch")(x)[0]) < 1e-4
+
+
+def _damage_in_place(path):
+    """400 bytes in the middle of ``path`` zeroed: its size kept, and it still reads as a graph."""
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid:mid + 400] = bytes(400)
+    path.write_bytes(bytes(data))
+    assert rt.graph_signature(path) is not None
+
+
+def _recorded(path) -> bool:
+    return rt.checksum_path(path).read_text().strip() == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_cached_export_damaged_in_place_or_without_its_checksum_is_exported_again(
+        x, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path))
+    want = random_backbone("torch")(x)
+    path = random_backbone("onnxruntime").export((SIZE, SIZE))
+    assert path.parent == rt.default_cache_dir() and _recorded(path)
+    _damage_in_place(path)
+    with caplog.at_level(logging.WARNING):
+        bb = random_backbone("onnxruntime")
+        maps = bb(x)
+    assert (f"{path}: damaged cached export (changed since it was written: its sha256 is not the "
+            f"one {path.name}.sha256 records); exporting again") in caplog.text
+    assert bb.exports == [path] and bb.runs_on == "onnxruntime f32" and _recorded(path)
+    assert all(rel_diff(a, b) < 1e-4 for a, b in zip(maps, want, strict=True))
+    # a user-cache entry that records no checksum (an older version's): exported again too
+    rt.checksum_path(path).unlink()
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        random_backbone("onnxruntime")(x)
+    assert f"{path}: damaged cached export (no checksum recorded: {path.name}.sha256 is missing)" \
+        in caplog.text
+    assert _recorded(path)
+    # and what export() hands out (the export command) is checked alike
+    _damage_in_place(path)
+    assert random_backbone("onnxruntime").export((SIZE, SIZE)) == path and _recorded(path)
+
+
+def test_a_cached_int8_graph_damaged_in_place_is_quantised_again(x, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path))
+    made = random_backbone("onnxruntime", precision="int8")
+    made.calibrate(x.numpy())
+    want = made(x)
+    f32, int8 = made.exports
+    assert int8.parent == rt.default_cache_dir() and _recorded(f32) and _recorded(int8)
+    _damage_in_place(int8)
+    again = random_backbone("onnxruntime", precision="int8")
+    again.calibrate(x.numpy())
+    with caplog.at_level(logging.WARNING):
+        got = again(x)
+    assert f"{int8}: damaged cached int8 graph (changed since it was written" in caplog.text
+    assert again.exports == [f32, int8] and _recorded(int8)
+    assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
+
+
+def test_a_cached_graph_is_hashed_once_per_process_not_per_batch(x, tmp_path, monkeypatch):
+    path = random_backbone("onnxruntime", tmp_path).export((SIZE, SIZE))
+    hashed = []
+    real = hashlib.file_digest
+    monkeypatch.setattr(rt.hashlib, "file_digest",
+                        lambda f, digest: hashed.append(str(f.name)) or real(f, digest))
+    bb = random_backbone("onnxruntime", tmp_path)
+    bb(x), bb(x[:1])
+    bb.release()  # the session is loaded again, the file is not hashed again
+    bb(x)
+    random_backbone("onnxruntime", tmp_path)(x)
+    assert hashed == [str(path)]
 
 
 def test_cache_key_changes_with_what_the_graph_depends_on():
@@ -643,11 +715,13 @@ def test_a_damaged_int8_graph_is_quantised_again_and_a_damaged_f32_export_export
     again.calibrate(x.numpy())
     with caplog.at_level(logging.WARNING):
         got = again(x)
-    assert f"{int8}: unreadable cached int8 graph (" in caplog.text
+    assert f"{int8}: damaged cached int8 graph (changed since it was written" in caplog.text
     assert again.exports == [f32, int8] and again.runs_on == "onnxruntime int8"
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
-    # a loaded model's folder cannot quantise again (no training images): one clear line
+    # a loaded model's folder cannot quantise again (no training images): one clear line (a
+    # saved model's graphs record no checksum beside them: its checksums.json covers them)
     int8.write_bytes(b"not an onnx file")
+    rt.checksum_path(int8).unlink()
     with pytest.raises(rt.CalibrationError, match=r"unreadable int8 graph .*fit it again$"):
         random_backbone("onnxruntime", tmp_path, precision="int8")(x)
     # the f32 export it is quantised from is unreadable: exported again, then quantised
@@ -658,7 +732,7 @@ def test_a_damaged_int8_graph_is_quantised_again_and_a_damaged_f32_export_export
     third.calibrate(x.numpy())
     with caplog.at_level(logging.WARNING):
         got = third(x)
-    assert f"{f32}: unreadable cached export (" in caplog.text
+    assert f"{f32}: damaged cached export (changed since it was written" in caplog.text
     assert third.runs_on == "onnxruntime int8"
     assert all(torch.equal(a, b) for a, b in zip(got, want, strict=True))
 

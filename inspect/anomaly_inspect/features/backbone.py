@@ -21,10 +21,12 @@ from ..data.transforms import TransformConfig
 from ..files import write_json
 from .runtime import (
     CalibrationError,
+    DamagedGraphError,
     OnnxRunner,
     PrecisionError,
     RuntimeUnavailableError,
     calibration_digest,
+    check_graph,
     check_runtime,
     default_cache_dir,
     export_key,
@@ -137,6 +139,19 @@ def cached_feature_info(name: str, weights: str | Path | None = None) -> list[di
     return None if card is None else card["feature_info"]
 
 
+def _reusable(path: Path) -> bool:
+    """Whether ``path`` holds a readable, undamaged export (:func:`.runtime.check_graph`);
+    a damaged one is named in a warning (it is exported again)."""
+    if not path.is_file() or graph_signature(path) is None:
+        return False
+    try:
+        check_graph(path)
+    except DamagedGraphError as exc:
+        log.warning("%s: damaged cached export (%s); exporting again", path, exc)
+        return False
+    return True
+
+
 def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
     """Indices of the stride-8 and stride-16 stages (the PatchCore choice)."""
     reductions = [f["reduction"] for f in feature_info]
@@ -164,7 +179,8 @@ class Backbone(nn.Module):
     another precision than asked for (a precision is never chosen silently). A saved model's
     ``cache_dir`` holds its graphs: one made there under another torch version (so named by
     another key) is still found and run where it records these weights and stages
-    (:meth:`_graph_path`).
+    (:meth:`_graph_path`). A cached graph runs only where its bytes are those recorded when it
+    was written (:func:`.runtime.check_graph`); else it is made again, like an unreadable one.
     ``model`` stays the torch module for whatever needs gradients or other outputs. It is
     built on first use where a card of these weights is cached (:func:`card_path`, written
     by the first backbone built from them): a backbone that runs from its cached export then
@@ -349,11 +365,11 @@ class Backbone(nn.Module):
         return text + (" (torch where the export failed)" if failed else "")
 
     def export(self, input_hw: tuple[int, int], outputs: str = "stages", reuse: bool = True) -> Path:
-        """The cached ONNX export for this input size, made now if absent or not a readable
-        graph (or ``reuse=False``). A read-only ``cache_dir`` (e.g. a model directory) falls
-        back to the user cache."""
+        """The cached ONNX export for this input size, made now if absent, not a readable
+        graph or damaged (or ``reuse=False``). A read-only ``cache_dir`` (e.g. a model
+        directory) falls back to the user cache."""
         path = self.export_path(input_hw, outputs)
-        if reuse and path.is_file() and graph_signature(path) is not None:
+        if reuse and _reusable(path):
             return path
         try:
             return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
@@ -361,7 +377,7 @@ class Backbone(nn.Module):
             if self.cache_dir is None:
                 raise
         path = default_cache_dir() / path.name
-        if reuse and path.is_file() and graph_signature(path) is not None:
+        if reuse and _reusable(path):
             return path
         return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
 
@@ -412,14 +428,16 @@ class Backbone(nn.Module):
         int8 = self._int8_path(path)
         if int8.is_file():
             try:
+                check_graph(int8)
                 return OnnxRunner(int8, self.runtime, self.precision)
             except Exception as exc:  # noqa: BLE001 - the runtimes raise their own types
+                what = "damaged" if isinstance(exc, DamagedGraphError) else "unreadable"
                 if self._calibration is None:
                     raise CalibrationError(
-                        f"precision int8: {int8}: unreadable int8 graph ({first_line(exc)}); it is "
+                        f"precision int8: {int8}: {what} int8 graph ({first_line(exc)}); it is "
                         "made from the training images when a model is fitted: fit it again"
                     ) from exc
-                log.warning("%s: unreadable cached int8 graph (%s); quantising again", int8,
+                log.warning("%s: %s cached int8 graph (%s); quantising again", int8, what,
                             first_line(exc))
                 int8.unlink(missing_ok=True)
         elif self._calibration is None:  # found by _int8_path, removed since
@@ -447,9 +465,12 @@ class Backbone(nn.Module):
         try:
             if path.is_file():
                 try:
+                    check_graph(path)
                     runner = self._session(path)
                 except (CalibrationError, PrecisionError):
                     raise
+                except DamagedGraphError as exc:
+                    log.warning("%s: damaged cached export (%s); exporting again", path, exc)
                 except Exception as exc:  # unreadable cache entry: export again
                     log.warning("%s: unreadable cached export (%s); exporting again", path,
                                 first_line(exc))

@@ -14,7 +14,8 @@ saved models, otherwise ``$ANOMALY_INSPECT_CACHE`` or ``~/.cache/anomaly_inspect
 A saved model runs the graphs it holds whatever torch version runs now: in its
 folder a graph is also found by its input size and outputs (:func:`graph_signature`) and by
 the backbone, weights checksum and stages each export records in its metadata
-(:func:`export_record`).
+(:func:`export_record`). Each graph written is recorded with its sha256 and checked against
+it before it runs (:func:`check_graph`): a damaged cache entry is made again.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from ..files import (
     remove_stale_temp_files,
     replacing,
     work_folder,
+    write_text,
 )
 
 log = logging.getLogger(__name__)
@@ -173,6 +175,58 @@ def graph_signature(path: Path) -> tuple[tuple[int, ...], tuple[str, ...], dict[
     return shape, tuple(o.name for o in graph.output), record
 
 
+class DamagedGraphError(ValueError):
+    """A cached graph whose bytes are not those recorded when it was written, or one in the user
+    cache that records none (it is made again, like an unreadable one)."""
+
+
+def checksum_path(graph: Path) -> Path:
+    """The file beside ``graph`` holding the sha256 of its bytes, written with it by
+    :func:`export_onnx` and :func:`quantize_int8`."""
+    return graph.with_name(f"{graph.name}.sha256")
+
+
+def _record_checksum(graph: Path, written: Path) -> None:
+    """Record in :func:`checksum_path` of ``graph`` the sha256 of ``written``, the finished file
+    about to be renamed onto ``graph``. Recorded first, so that a run never finds a new graph
+    without its checksum (runs exporting the same graph at once write the same bytes)."""
+    write_text(checksum_path(graph), _sha256(written) + "\n")
+
+
+#: file identity (path, device, inode, size, mtime, ctime) -> sha256: each graph is hashed once
+#: per process, not at every session load
+_digests: dict[tuple, str] = {}
+
+
+def _sha256(path: Path) -> str:
+    """The sha256 of the file at ``path``, from :data:`_digests` where it is unchanged."""
+    with open(path, "rb") as f:
+        st = os.fstat(f.fileno())
+        key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        if key not in _digests:
+            _digests[key] = hashlib.file_digest(f, "sha256").hexdigest()
+    return _digests[key]
+
+
+def check_graph(path: Path) -> None:
+    """Raise :class:`DamagedGraphError` where the graph at ``path`` is not the file whose sha256
+    was recorded when it was written (:func:`checksum_path`), or records none and lies in the
+    user cache (written by an older version, or its checksum removed). A graph elsewhere
+    without one is a saved model's: its ``checksums.json`` covers the graphs saved with it."""
+    record = checksum_path(path)
+    try:
+        want = record.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        if path.parent.resolve() != default_cache_dir().resolve():
+            return
+        raise DamagedGraphError(f"no checksum recorded: {record.name} is missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DamagedGraphError(f"{record.name}: unreadable checksum ({first_line(exc)})") from None
+    if _sha256(path) != want:
+        raise DamagedGraphError(f"changed since it was written: its sha256 is not the one "
+                                f"{record.name} records")
+
+
 class _StagesGraph(nn.Module):
     """What is exported: the stage maps (``stages``: early exit); with ``pooled`` also the
     pooled embedding; with ``full`` also the final feature map before it (block norms)."""
@@ -272,7 +326,8 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
     the convolutions). The ``torch.export``-based exporter is the fallback where it fails; its
     graphs are opset 18, the lowest it implements (asked for 17 it fails to convert the ``Pad``
     nodes and writes 18 anyway), the TorchScript one's 17: the same function either way. The
-    file is written beside ``path`` and renamed into place (no half-written cache).
+    file is written beside ``path`` and renamed into place (no half-written cache), its sha256
+    recorded beside it (:func:`check_graph`).
     """
     graph = _StagesGraph(static_same_padding(model, input_hw), layers, outputs).eval()
     names = list(graph_outputs(len(layers), outputs))
@@ -295,6 +350,7 @@ def export_onnx(model: nn.Module, layers: Sequence[int], input_hw: tuple[int, in
                 dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
             )
             _finish_graph(Path(tmp), record, drop_pad_inputs=False)
+        _record_checksum(path, Path(tmp))
     log.info("exported backbone graph to %s", path)
     return path
 
@@ -308,8 +364,8 @@ def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8,
                   source: str = "training images") -> Path:
     """Static int8 quantisation of the f32 graph ``src`` (QDQ, per-channel int8 weights,
     uint8 activations, min-max ranges) calibrated on ``images`` (B, 3, H, W), normalised
-    as for the backbone; written beside ``dst`` and renamed into place. ``source`` says
-    what the images are (logged)."""
+    as for the backbone; written beside ``dst`` and renamed into place, its sha256 recorded
+    beside it (:func:`check_graph`). ``source`` says what the images are (logged)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -337,6 +393,7 @@ def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8,
         quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=True)
+        _record_checksum(dst, out)
         os.replace(out, dst)
     return dst
 

@@ -304,7 +304,7 @@ def test_export_help_says_what_overwrite_replaces(capsys):
         main(["export", "--help"])
     help_text = " ".join(capsys.readouterr().out.split())
     assert "--overwrite replace an existing --out: with MODEL_DIR a bundle or model folder" in help_text
-    from anomaly_inspect.commands.export import TOLERANCE
+    from anomaly_inspect.screening.deploy import TOLERANCE
 
     said = help_text.split("by more than ")[1].split()[0]
     assert float(said) == TOLERANCE and ":data:" not in help_text
@@ -351,3 +351,68 @@ def test_openvino_export_without_openvino_names_the_install_command(tmp_path, mo
                                'installed: pip install -e ".[openvino]"')
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     assert f"`{rt.OPENVINO_INSTALL}`" in readme  # the one install command, as the README gives it
+
+
+def test_an_ir_beyond_the_tolerance_is_refused_and_out_is_left_as_it_was(tmp_path, monkeypatch,
+                                                                         capsys):
+    """The IR's difference from its ONNX graph was only written to the manifest; beyond the
+    backbone export's TOLERANCE the bundle is now refused, the one in place kept."""
+    pytest.importorskip("openvino")
+    from anomaly_inspect.screening import deploy
+
+    model_dir = _model(tmp_path, "openvino")
+    out = tmp_path / "ov"
+    export_model(model_dir, out)
+    before = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    real = deploy._to_openvino
+
+    def off_by(diff):
+        def convert(*args):
+            real(*args)
+            return diff
+        return convert
+
+    monkeypatch.setattr(deploy, "_to_openvino", off_by(deploy.TOLERANCE))  # at it: written
+    assert export_model(model_dir, tmp_path / "at")["backbone"]["graphs"][0]["openvino"][
+        "max_rel_diff_vs_onnx"] == deploy.TOLERANCE
+    monkeypatch.setattr(deploy, "_to_openvino", off_by(2 * deploy.TOLERANCE))
+    assert main(["export", str(model_dir), "--out", str(out), "--overwrite", "--quiet"]) == 1
+    (graph,) = (model_dir / "backbone").glob("*.onnx")
+    assert capsys.readouterr().err == (
+        f"error: {out}: not written: the OpenVINO IR of {graph} differs from the ONNX graph by "
+        f"2.0e-04 (max relative difference on one random batch), more than the f32 tolerance "
+        f"1e-04\n")
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_export_into_a_folder_that_is_no_model_says_why_without_overwrite(onnx_model, tmp_path,
+                                                                          capsys):
+    """It said "pass --overwrite to replace it", which then refused: not a model directory."""
+    _, model_dir = onnx_model
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    for extra in ([], ["--overwrite"]):
+        assert main(["export", str(model_dir), "--out", str(tmp_path / "taken"), *extra]) == 1
+        assert capsys.readouterr().err == (f"error: {tmp_path / 'taken'}: exists and is not a "
+                                           f"model directory; refusing to replace it\n")
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["notes.txt"]
+
+
+def test_the_manifest_names_the_resolved_source_model(onnx_model, tmp_path, monkeypatch):
+    root, model_dir = onnx_model
+    monkeypatch.chdir(root)
+    manifest = export_model(Path(model_dir.name), tmp_path / "b")
+    assert manifest["source_model"] == str(model_dir.resolve())
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text())["source_model"] == \
+        str(model_dir.resolve())
+
+
+def test_a_bundle_out_named_like_an_onnx_file_is_refused(onnx_model, tmp_path, capsys):
+    """``export MODEL --out x.onnx`` wrote a bundle folder named x.onnx."""
+    _, model_dir = onnx_model
+    out = tmp_path / "x.onnx"
+    assert main(["export", str(model_dir), "--out", str(out), "--quiet"]) == 1
+    assert capsys.readouterr().err == (f"error: {out}: with MODEL_DIR, --out is the bundle folder "
+                                       f"(the backbone graph is written inside it); drop MODEL_DIR "
+                                       f"to write the backbone alone as an .onnx file\n")
+    assert not out.exists()

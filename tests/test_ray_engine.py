@@ -457,3 +457,36 @@ def test_engine_help_does_not_promise_equal_fits(capsys):
     assert "results are the same" not in text
     assert "screen results are identical, a distributed fit differs slightly by design: " \
            "docs/scaling.md" in text
+
+
+def test_a_worker_that_died_in_a_task_is_named_not_an_empty_error():
+    """A worker killed inside a task (os._exit, SIGKILL, OOM) reached the user as Ray Data's
+    message-less ``SystemException: ``; the line now says what happened and where to look."""
+    from anomaly_inspect.pipeline.ray_engine import _one_line
+
+    class SystemException(Exception):  # Ray Data's, raised without a message
+        pass
+
+    died = RuntimeError("The worker died unexpectedly while executing this task.")
+    died.__cause__ = SystemException()
+    assert _one_line(died) == ("a Ray worker process died (killed, out of memory or crashed); "
+                               "see Ray's logs (/tmp/ray/session_latest/logs)")
+    assert _one_line(RuntimeError("Actor died.\nmore")) == "RuntimeError: Actor died."
+
+
+@pytest.mark.parametrize("resources", [{}, {"CPU": 0.0}, {"CPU": 0.5}])
+def test_a_cluster_without_a_whole_cpu_is_refused_not_waited_on(resources):
+    """Ray Data waited forever (0/N, its warning filtered) for an actor a cluster started with
+    ``--num-cpus 0`` could never place; the pool is refused naming the address."""
+    from anomaly_inspect.pipeline.ray_engine import EngineFailed
+
+    engine = _started_engine()
+    engine.address, engine.workers = "auto", None
+    engine.ray.cluster_resources = lambda: resources
+    with pytest.raises(EngineFailed, match=r"^the Ray cluster at auto has 0(\.5)? CPUs; an actor "
+                                           r"needs at least 1 "):
+        engine.pool()
+    engine.ray.cluster_resources = lambda: {"CPU": 3.0}
+    assert engine.pool() == (3, 1.0)
+    engine.workers = 2
+    assert engine.pool() == (2, 1.0)

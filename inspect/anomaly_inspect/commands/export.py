@@ -3,7 +3,8 @@
 ``export MODEL_DIR --format onnx|openvino --out DIR`` writes the model's deployment bundle
 (the backbone graph in that format, the bank, ``manifest.json``; a model directory itself, so
 ``screen DIR`` scores with the same code). A model is exported only in the format of the
-runtime it was fitted with.
+runtime it was fitted with. Its OpenVINO IR is checked against its ONNX graph on one random
+batch, with the tolerance below: an IR beyond it is an error and ``--out`` is left as it was.
 
 ``export --out FILE.onnx [model options]`` writes the backbone alone: the f32 graph the
 ``onnxruntime`` runtime runs (a config of another runtime or precision is refused). Input
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..features.runtime import OnnxRunner, first_line, max_rel_diff
     from ..files import replacing
     from ..pipeline import build_backbone
+    from ..screening.deploy import TOLERANCE
 
     if args.model_dir is not None:
         return run_model(args)
@@ -118,10 +120,6 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: largest max relative difference from torch the written f32 graph may have (it agrees to a
-#: few 1e-6)
-TOLERANCE = 1e-4
-
 #: model options the backbone-alone form has no use for (the graph does not depend on them)
 UNUSED_BY_BACKBONE = ("method", "resize", "batch_size")
 
@@ -138,6 +136,10 @@ def run_model(args: argparse.Namespace) -> int:
     if given:
         raise ValueError(f"{' '.join(given)}: not used with MODEL_DIR (a saved model brings its "
                          f"own settings); drop them, or drop MODEL_DIR to export a backbone alone")
+    if args.out.suffix == ".onnx":
+        raise ValueError(f"{args.out}: with MODEL_DIR, --out is the bundle folder (the backbone "
+                         f"graph is written inside it); drop MODEL_DIR to write the backbone "
+                         f"alone as an .onnx file")
     manifest = export_model(args.model_dir, args.out, args.format, overwrite=args.overwrite)
     graphs = manifest["backbone"]["graphs"]
     rows = [("wrote", f"{args.out} ({MANIFEST_JSON}, the model's files, checksums)"),

@@ -68,6 +68,8 @@ _PROGRESS_LOGGER = "ray.data._internal.progress"
 _TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 _TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
 DEBUG_ENV = "ANOMALY_INSPECT_DEBUG"  # the CLI's debug switch (cli.DEBUG_ENV): Ray Data's errors shown
+WORKER_DIED = ("a Ray worker process died (killed, out of memory or crashed); see Ray's logs "
+               "(/tmp/ray/session_latest/logs)")
 PROBE_S = 3.0  # how long an explicit --address may take to accept a connection
 
 
@@ -254,9 +256,16 @@ class RayEngine:
 
     def pool(self) -> tuple[int, float]:
         """(actors, CPUs per actor): the cluster's CPUs shared among the actors (whole CPUs
-        when there are enough, so that each actor's backbone gets that many threads)."""
+        when there are enough, so that each actor's backbone gets that many threads). A
+        cluster without one whole CPU is refused: no actor could start, and the map would wait
+        forever."""
         self.start()
-        cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        total = float(self.ray.cluster_resources().get("CPU", 0))
+        if total < 1:
+            raise EngineFailed(f"the Ray cluster at {self.address or 'this machine (local)'} has "
+                               f"{total:g} CPUs; an actor needs at least 1 (start it with "
+                               f"--num-cpus 1 or more)")
+        cpus = int(total)
         n = self.workers or cpus
         return n, float(cpus // n) if n <= cpus else cpus / n
 
@@ -353,7 +362,9 @@ def _one_line(exc: BaseException) -> str:
                                                              "RayTaskError")):
                 return line
     lines = [ln.strip() for ln in str(chain[-1]).splitlines() if ln.strip()]
-    return f"{type(chain[-1]).__name__}: {lines[0] if lines else ''}"
+    if not lines:  # a worker that died inside a task (SystemException) leaves no message
+        return WORKER_DIED
+    return f"{type(chain[-1]).__name__}: {lines[0]}"
 
 
 def _quiet_data_errors(record: logging.LogRecord) -> bool:

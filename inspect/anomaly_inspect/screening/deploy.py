@@ -4,8 +4,8 @@
 (so ``load_model(OUT)`` and ``anomaly-inspect screen OUT ...`` score with the same code, and
 its checksums cover every file) plus, for ``openvino``, the backbone as OpenVINO IR
 (``backbone/*.xml`` / ``.bin``, f32 weights, checked against the ONNX graph on a random
-batch), and ``manifest.json``: what a deployment outside this toolkit needs to feed the graph
-and read the bank (input name, shape and normalisation, outputs, the patch embedding, the
+batch: one differing by more than :data:`TOLERANCE` is refused), and ``manifest.json``: what
+a deployment outside this toolkit needs to feed the graph and read the bank (input name, shape and normalisation, outputs, the patch embedding, the
 scorer and its state file, the threshold). A model is exported only in the format of the
 runtime it was fitted with (``onnx``: onnxruntime f32 / int8; ``openvino``: openvino f32 /
 bf16): its bank was built from that runtime's features, and another runtime's differ.
@@ -30,16 +30,25 @@ from .model_dir import (
     SCORER_DIR,
     ModelFormatError,
     _read_checksums,
+    check_replaceable,
     staged_model_dir,
     write_checksums,
 )
 
 FORMATS = {"onnx": "onnxruntime", "openvino": "openvino"}  # format -> the runtime it serves
 MANIFEST_JSON = "manifest.json"
+#: largest max relative difference an exported f32 graph may have from its reference (the IR
+#: from its ONNX graph; the backbone-alone export's ONNX graph from torch); they agree to a few
+#: 1e-6
+TOLERANCE = 1e-4
 
 
 class ExportMismatchError(ValueError):
     """The model was fitted with a runtime whose graph is not the format asked for."""
+
+
+class ExportCheckError(RuntimeError):
+    """An exported graph differs from its reference by more than :data:`TOLERANCE`."""
 
 
 def _graph_io(path: Path) -> dict[str, Any]:
@@ -125,6 +134,7 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
     if dst == src or src in dst.parents or dst in src.parents:
         raise ValueError(f"{out}: the bundle must be a folder outside the model directory "
                          f"{model_dir} (and not contain it)")
+    check_replaceable(out, overwrite=True)  # with or without overwrite: only a model goes
     listed = _read_checksums(model_dir)
     names = _model_file_names(model_dir, listed)
     graphs = [n for n in names if n.startswith(f"{BACKBONE_DIR}/") and n.endswith(".onnx")]
@@ -145,16 +155,20 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
             for entry in entries:
                 onnx_path = tmp / entry["onnx"]
                 xml = onnx_path.with_suffix(".xml")
+                diff = _to_openvino(onnx_path, xml, size, size, model_dir / entry["onnx"])
+                if not diff <= TOLERANCE:
+                    raise ExportCheckError(
+                        f"{out}: not written: the OpenVINO IR of {model_dir / entry['onnx']} "
+                        f"differs from the ONNX graph by {diff:.1e} (max relative difference "
+                        f"on one random batch), more than the f32 tolerance {TOLERANCE:.0e}")
                 entry["openvino"] = {
                     "xml": f"{BACKBONE_DIR}/{xml.name}", "bin": f"{BACKBONE_DIR}/{xml.stem}.bin",
-                    "inference_precision_hint": precision,
-                    "max_rel_diff_vs_onnx": _to_openvino(onnx_path, xml, size, size,
-                                                         model_dir / entry["onnx"])}
+                    "inference_precision_hint": precision, "max_rel_diff_vs_onnx": diff}
         scorer = json.loads((tmp / SCORER_DIR / "scorer.json").read_text(encoding="utf-8"))
         features = cfg.features
         manifest = {
             "format": fmt, "runtime": runtime, "precision": precision,
-            "toolkit_version": __version__, "source_model": str(model_dir),
+            "toolkit_version": __version__, "source_model": str(src),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "backbone": {"name": info.backbone.get("name"), "layers": info.backbone.get("layers"),
                          "weights_checksum": backbone.weight_source.checksum,

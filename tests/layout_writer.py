@@ -73,3 +73,22 @@ def link_subset(src: Path, dst: Path, n: int, pattern: str = "*.png") -> list[Pa
         (dst / p.name).symlink_to(p)
         links.append(dst / p.name)
     return links
+
+
+def corrupt_data_png(path: Path, seed: int = 0) -> Path:
+    """A PNG whose header reads (``image_size``) but whose pixel data does not decode."""
+    data = bytearray(write_image(path, rgb_image(40, seed=seed)).read_bytes())
+    k = data.find(b"IDAT")
+    data[k + 20:k + 60] = b"\x00" * 40
+    path.write_bytes(bytes(data))
+    return path
+
+
+def earlier_screen(run: Path) -> None:
+    """A results folder as screen --overlays all --explain leaves it."""
+    (run / "thumbs").mkdir(parents=True)
+    (run / "results.csv").write_text("path\n")
+    (run / "screen.json").write_text("{}")
+    for rel in ("overlays/a_0123456789.jpg", "thumbs/a_0123456789.jpg",
+                "thumbs/a_0123456789_overlay.jpg", "explain/a_0123456789.jpg"):
+        write_image(run / rel, rgb_image(16))

@@ -13,7 +13,7 @@ from anomaly_inspect.config import ModelConfig
 from anomaly_inspect.screening import fit
 from anomaly_inspect.screening.calibration import holdout_split
 from anomaly_inspect.screening.runner import read_results, thumb_relpath
-from layout_writer import rgb_image, write_image
+from layout_writer import corrupt_data_png, earlier_screen, rgb_image, write_image
 
 SMALL = ["--weights", "random", "--image-size", "64", "--quiet"]
 
@@ -30,32 +30,17 @@ def _good(folder, n: int, start: int = 0) -> list:
             for i in range(start, start + n)]
 
 
-def _corrupt_data_png(path, seed: int = 0):
-    """A PNG whose header reads but whose pixel data does not decode."""
-    data = bytearray(write_image(path, rgb_image(40, seed=seed)).read_bytes())
-    k = data.find(b"IDAT")
-    data[k + 20:k + 60] = b"\x00" * 40
-    path.write_bytes(bytes(data))
-    return path
 
 
-def _earlier_screen(run) -> None:
-    """A results folder as screen --overlays all --explain leaves it."""
-    (run / "thumbs").mkdir(parents=True)
-    (run / "results.csv").write_text("path\n")
-    (run / "screen.json").write_text("{}")
-    for rel in ("overlays/a_0123456789.jpg", "thumbs/a_0123456789.jpg",
-                "thumbs/a_0123456789_overlay.jpg", "explain/a_0123456789.jpg"):
-        write_image(run / rel, rgb_image(16))
 
 
 def test_fit_trains_and_calibrates_without_an_earlier_screens_outputs(tmp_path):
     _good(tmp_path / "train", 3)
-    _earlier_screen(tmp_path / "train" / "res")
+    earlier_screen(tmp_path / "train" / "res")
     model = fit([tmp_path / "train"], _small_config(), progress=False)
     assert len(model.info.train_images) + len(model.info.calibration_images) == 3
     _good(tmp_path / "cal", 2, start=10)
-    _earlier_screen(tmp_path / "cal" / "res")
+    earlier_screen(tmp_path / "cal" / "res")
     model = fit([tmp_path / "train"], _small_config(), calibration=[tmp_path / "cal"],
                 progress=False)
     assert len(model.info.train_images) == 3 and len(model.info.calibration_images) == 2
@@ -65,7 +50,7 @@ def test_fit_auto_tunes_without_an_earlier_screens_outputs(tmp_path, monkeypatch
     import anomaly_inspect.commands.fit as fit_command
 
     paths = _good(tmp_path / "train", 10)
-    _earlier_screen(tmp_path / "train" / "res")
+    earlier_screen(tmp_path / "train" / "res")
     tuned_on = []
 
     def tune_stub(train_paths, args, cfg):
@@ -84,7 +69,7 @@ def test_a_fit_whose_plain_hold_out_does_not_decode_calibrates_on_images_that_do
     corrupt = drawn | set([i for i in range(15) if i not in drawn][:9 - len(drawn)])  # the 3 drawn
     for i in range(15):
         path = tmp_path / "train" / f"{i:02d}.png"
-        _corrupt_data_png(path, i) if i in corrupt else write_image(path, rgb_image(40, seed=i))
+        corrupt_data_png(path, i) if i in corrupt else write_image(path, rgb_image(40, seed=i))
     cfg = _small_config()
     cfg.seed = 12
     model = fit([tmp_path / "train"], cfg, progress=False)  # was: none of the 3 could be read
@@ -99,7 +84,7 @@ def test_fit_keeps_unreadable_calibration_images_apart_from_training_ones(tmp_pa
     _good(tmp_path / "train", 4)
     (tmp_path / "train" / "bad.png").write_bytes(b"not an image")
     _good(tmp_path / "cal", 2, start=10)
-    _corrupt_data_png(tmp_path / "cal" / "x.png")
+    corrupt_data_png(tmp_path / "cal" / "x.png")
     (tmp_path / "cal" / "y.png").write_bytes(b"not an image")
     code = main(["fit", "--train", str(tmp_path / "train"), "--calibration", str(tmp_path / "cal"),
                  "--out", str(tmp_path / "m"), *SMALL])

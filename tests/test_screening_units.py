@@ -24,7 +24,7 @@ from anomaly_inspect.screening.model_dir import (
     write_checksums,
 )
 from anomaly_inspect.screening.runner import image_key
-from layout_writer import rgb_image, write_image
+from layout_writer import corrupt_data_png, earlier_screen, rgb_image, write_image
 
 
 def test_labels_csv(tmp_path):
@@ -489,29 +489,15 @@ def test_written_scores_give_the_decision_against_the_kept_threshold():
 
 
 # -- fit's inputs, calibration hold-out and skipped images; the writer's file errors ----------
-def _corrupt_data_png(path, seed: int = 0):
-    """A PNG whose header reads (``image_size``) but whose pixel data does not decode."""
-    data = bytearray(write_image(path, rgb_image(40, seed=seed)).read_bytes())
-    k = data.find(b"IDAT")
-    data[k + 20:k + 60] = b"\x00" * 40
-    path.write_bytes(bytes(data))
-    return path
 
 
-def _earlier_screen(run):
-    """A results folder as screen leaves it, with an overlay, a thumbnail and a strip."""
-    (run / "thumbs").mkdir(parents=True)
-    (run / "results.csv").write_text("path\n")
-    (run / "screen.json").write_text("{}")
-    for rel in ("overlays/a_0123456789.jpg", "thumbs/a_0123456789.jpg", "explain/a_0123456789.jpg"):
-        write_image(run / rel, rgb_image(16))
 
 
 def test_fit_calibration_and_screen_take_inputs_without_earlier_outputs(tmp_path):
     from anomaly_inspect.screening.model import calibration_split, input_images
 
     good = [write_image(tmp_path / "train" / f"n{i}.png", rgb_image(16, seed=i)) for i in range(3)]
-    _earlier_screen(tmp_path / "train" / "res")
+    earlier_screen(tmp_path / "train" / "res")
     assert input_images([tmp_path / "train"]) == [p.resolve() for p in good]
     named = tmp_path / "train" / "res" / "overlays" / "a_0123456789.jpg"
     assert input_images([named]) == [named.resolve()]  # a file named itself stays
@@ -526,7 +512,7 @@ def test_the_hold_out_replaces_well_headed_images_that_do_not_decode(tmp_path, c
 
     drawn = set(holdout_split(15, 0.2, 12)[1].tolist())  # 9 of 15 do not decode, among them
     corrupt = drawn | set([i for i in range(15) if i not in drawn][:9 - len(drawn)])  # the 3 drawn
-    paths = [_corrupt_data_png(tmp_path / f"{i:02d}.png", i) if i in corrupt
+    paths = [corrupt_data_png(tmp_path / f"{i:02d}.png", i) if i in corrupt
              else write_image(tmp_path / f"{i:02d}.png", rgb_image(40, seed=i)) for i in range(15)]
     bad = {paths[i] for i in corrupt}
     assert all(image_size(p) == (40, 40) for p in bad)  # only decoding finds them

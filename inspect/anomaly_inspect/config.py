@@ -26,6 +26,7 @@ from .choices import (
 
 if TYPE_CHECKING:
     from .features.patch_embed import PatchEmbedding
+    from .scorers import Scorer
 
 
 MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
@@ -179,10 +180,10 @@ class ModelConfig:
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
-    def check_scorer(self, source: str = "config") -> None:
+    def check_scorer(self, source: str = "config") -> Scorer:
         """Refuse, naming ``source``, a ``method`` that is not a scorer or ``scorer`` settings its
         constructor refuses (unknown keys, wrong types or ranges): found when the file is read,
-        not at fit."""
+        not at fit. Returns the scorer it built (unseeded, unfitted)."""
         from .scorers import build_scorer, check_scorer_params, get_scorer_class
 
         try:
@@ -191,7 +192,7 @@ class ModelConfig:
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
         try:
-            build_scorer(self.method, **self.scorer, **scorer_cls.runtime_kwargs(progress=False))
+            return build_scorer(self.method, **self.scorer, **scorer_cls.runtime_kwargs(progress=False))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: scorer: {exc}") from None
 

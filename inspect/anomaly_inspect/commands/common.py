@@ -173,10 +173,7 @@ def check_engine_fits(cfg: ModelConfig, engine) -> None:
         check_distributed_precision,
         check_weights_reach_workers,
     )
-    from ..scorers import build_scorer, get_scorer_class
-
-    runtime = get_scorer_class(cfg.method).runtime_kwargs(progress=False)
-    check_distributable(build_scorer(cfg.method, **cfg.scorer, **runtime))  # no backbone yet
+    check_distributable(cfg.check_scorer())  # the scorer alone: no backbone yet
     check_distributed_precision(cfg)
     check_weights_reach_workers(cfg, engine)
 
@@ -306,21 +303,20 @@ def check_output_json(path: Path | None, managed: Path | None = None,
 
 def _earlier_output(path: Path) -> str | None:
     """What ``path`` is, where it is a file of a model directory or one that screen or explain
-    wrote in a results folder (recognised as by ``screening.model.without_earlier_outputs``:
-    ``results.csv`` beside ``screen.json``, ``explanations.json`` or its journal)."""
+    wrote in a results folder (``screening.model.earlier_runs``, as screen and fit tell their
+    earlier outputs)."""
     from ..screening import explain, runner
+    from ..screening.model import earlier_runs
     from ..screening.model_dir import model_dir_holding
 
     model = model_dir_holding(path)
     if model is not None:
         return f"a file of model directory {model}"
     folder = path.parent
-    if path.name in runner.OUTPUTS and all((folder / name).is_file()
-                                           for name in (runner.RESULTS_CSV, runner.RUN_JSON)):
-        return f"the {path.name} of an earlier screen run in {folder}"
-    if path.name in explain.OUTPUTS and any((folder / name).is_file()
-                                            for name in (explain.EXPLANATIONS_JSON, explain.JOURNAL)):
-        return f"the {path.name} of an earlier explain run in {folder}"
+    runs = earlier_runs(folder)
+    for run, outputs in (("screen", runner.OUTPUTS), ("explain", explain.OUTPUTS)):
+        if run in runs and path.name in outputs:
+            return f"the {path.name} of an earlier {run} run in {folder}"
     return None
 
 

@@ -66,6 +66,17 @@ OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain")  # what screen writes besides
 DEFAULT_CALIBRATION_FRACTION = 0.2
 
 
+def earlier_runs(folder: Path) -> set[str]:
+    """The runs whose records ``folder`` holds: "screen" (a ``results.csv`` beside its
+    ``screen.json``), "explain" (an ``explanations.json`` or its journal)."""
+    runs = set()
+    if (folder / RUN_JSON).is_file() and (folder / RESULTS_CSV).is_file():
+        runs.add("screen")
+    if (folder / EXPLANATIONS_JSON).is_file() or (folder / JOURNAL).is_file():
+        runs.add("explain")
+    return runs
+
+
 def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
     """``paths`` less the images an earlier screen / explain wrote (its ``overlays/``,
     ``thumbs/``, ``explain/`` beside a ``results.csv`` + ``screen.json`` or an
@@ -78,10 +89,7 @@ def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str])
 
     def written(folder: Path) -> bool:
         if folder not in verdict:
-            run = folder.parent
-            verdict[folder] = folder.name in OUTPUT_SUBDIRS and (
-                ((run / RUN_JSON).is_file() and (run / RESULTS_CSV).is_file())
-                or (run / EXPLANATIONS_JSON).is_file() or (run / JOURNAL).is_file())
+            verdict[folder] = folder.name in OUTPUT_SUBDIRS and bool(earlier_runs(folder.parent))
         return verdict[folder]
 
     def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json

@@ -1,22 +1,49 @@
-"""Progress reporting (count, rate, ETA) that can be silenced with --quiet."""
+"""Progress reporting (count, rate, ETA) that can be silenced with --quiet.
+
+On a terminal tqdm redraws its bar in place; to a log file or a CI pipe it writes one plain line
+at the start, at most one per ``LOG_INTERVAL_S`` and one at close (redraws every 0.5 s would fill
+the log with carriage-return lines)."""
 
 from __future__ import annotations
 
 import sys
+from typing import TextIO
 
 from tqdm import tqdm
+
+LOG_INTERVAL_S = 30.0
+
+
+class _Lines:
+    """A stream that turns tqdm's redraws ('\\r' + bar + padding) into newline-terminated lines;
+    the bare newline tqdm ends a bar with, and blank clears, are dropped."""
+
+    def __init__(self, stream: TextIO):
+        self._stream = stream
+
+    def write(self, s: str) -> None:
+        line = s.replace("\r", "").strip()
+        if line:
+            self._stream.write(line + "\n")
+
+    def flush(self) -> None:
+        getattr(self._stream, "flush", lambda: None)()
 
 
 class Progress:
     """A thin tqdm wrapper; ``enabled=False`` makes every call a no-op."""
 
     def __init__(self, total: int | None, desc: str, unit: str = "img", enabled: bool = True):
-        self._bar = (
-            tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                 smoothing=0.1, mininterval=0.5)
-            if enabled
-            else None
-        )
+        self._bar = None
+        self._tty = False
+        if enabled:
+            self._tty = getattr(sys.stderr, "isatty", lambda: False)()
+            # a log: no in-place redraws, no cursor moves for nested bars (position 0), and no
+            # extra refresh from tqdm's monitor before the interval (maxinterval)
+            kwargs = ({"file": sys.stderr, "dynamic_ncols": True, "mininterval": 0.5} if self._tty
+                      else {"file": _Lines(sys.stderr), "position": 0,
+                            "mininterval": LOG_INTERVAL_S, "maxinterval": LOG_INTERVAL_S})
+            self._bar = tqdm(total=total, desc=desc, unit=unit, smoothing=0.1, **kwargs)
 
     def update(self, n: int = 1) -> None:
         if self._bar is not None:
@@ -24,10 +51,11 @@ class Progress:
 
     def grow(self, n: int) -> None:
         """Add ``n`` to the total (work found to be needed on the way; negative: an estimate
-        corrected)."""
+        corrected). A log shows the new total in its next line."""
         if self._bar is not None and n:
             self._bar.total = (self._bar.total or 0) + n
-            self._bar.refresh()
+            if self._tty:
+                self._bar.refresh()
 
     def close(self) -> None:
         if self._bar is not None:

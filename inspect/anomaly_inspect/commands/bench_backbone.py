@@ -89,6 +89,7 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
 
     from ..features.backbone import Backbone
     from ..features.runtime import PrecisionError, first_line, max_rel_diff
+    from ..progress import Progress
     from ..resources import peak_rss_mb
 
     layers = args.layers or None
@@ -108,18 +109,25 @@ def _run(args: argparse.Namespace, variants: list[tuple[str, str]], scratch: str
 
     ref = step(backbones[VARIANTS[0]])
     diffs, failed = {}, {}
-    for v, b in list(backbones.items()):  # warm-up (and the export on first use)
-        try:
-            diffs[v] = max_rel_diff(step(b), ref)
-        except PrecisionError as exc:  # that variant cannot run here: a row says why
-            failed[v] = first_line(exc)
-            del backbones[v]
-    best = dict.fromkeys(backbones, float("inf"))
-    for _ in range(max(1, args.rounds)):
-        for v, b in backbones.items():
-            start = time.perf_counter()
-            step(b)
-            best[v] = min(best[v], time.perf_counter() - start)
+    rounds = max(1, args.rounds)
+    # on stderr, after each timed call (outside the timing): the figures on stdout stay clean
+    with Progress(len(backbones) * (1 + rounds), "bench-backbone", unit="batch",
+                  enabled=not args.quiet) as bar:
+        for v, b in list(backbones.items()):  # warm-up (and the export on first use)
+            try:
+                diffs[v] = max_rel_diff(step(b), ref)
+            except PrecisionError as exc:  # that variant cannot run here: a row says why
+                failed[v] = first_line(exc)
+                del backbones[v]
+                bar.grow(-rounds)
+            bar.update()
+        best = dict.fromkeys(backbones, float("inf"))
+        for _ in range(rounds):
+            for v, b in backbones.items():
+                start = time.perf_counter()
+                step(b)
+                best[v] = min(best[v], time.perf_counter() - start)
+                bar.update()
     base = args.batch_size / best[VARIANTS[0]]
     rows = []
     for v in variants:

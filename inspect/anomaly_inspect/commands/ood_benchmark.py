@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_output_args, write_json
+from .common import add_output_args, add_runtime_args, given_options, non_negative_int, write_json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,14 +18,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder that relative data paths in the config are resolved against "
                         "(default: the current directory)")
     p.add_argument("--cache-dir", type=Path, help="feature cache folder (overrides the config)")
+    add_config_args(p)
     add_output_args(p)
     p.set_defaults(func=run)
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    """--runtime / --precision / --seed: the config's ``backbone`` runtime and precision and its
+    top-level ``seed``, as in the model-building commands."""
+    add_runtime_args(p, "; overrides the config's backbone")
+    p.add_argument("--seed", type=non_negative_int,
+                   help="random seed of the folds, the pseudo-OOD copies, the scorers and random "
+                        "weights (overrides the config's seed, default 0; synthetic: seed, where "
+                        "set, stays)")
 
 
 def run(args: argparse.Namespace) -> int:
     from ..evaluation.ood_benchmark import load_ood_config, run_ood_benchmark
 
-    cfg = load_ood_config(args.config)
+    flags = " ".join(f"{flag} {value}" for flag, value in given_options(args, add_config_args).items())
+    cfg = load_ood_config(args.config, args.seed, {k: getattr(args, k) for k in ("runtime", "precision")
+                                                   if getattr(args, k) is not None}, flags)
     if args.cache_dir:
         cfg.cache_dir = str(args.cache_dir)
     report = run_ood_benchmark(cfg, args.data_root, progress=not args.quiet)

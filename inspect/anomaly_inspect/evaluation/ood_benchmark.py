@@ -73,6 +73,7 @@ RESERVED_SPLITS = {"id_train": "the ID training set", "id_test": "the ID test se
 SIMILARITY_SPLITS = ("similar", "dissimilar")  # added by data.similar_groups (the colour rule)
 ORIENT_MODES = ("published", "pseudo_ood")
 NUISANCES = ("", "colour")
+NUISANCE_K = 5  # directions a nuisance projection removes, unless a row sets nuisance_k
 # scorers that keep the ID-train features (or their mean and covariance): in-sample, those images
 # score (near) 0 (kNN with k = 1: exactly 0), so the jigsaw check would always keep the published direction
 IN_SAMPLE_DEGENERATE = ("knn", "knn_nan", "mahalanobis")
@@ -93,7 +94,8 @@ class ScorerSpec:
     (label-free pseudo-OOD) above the ID-train images themselves (refused for
     ``IN_SAMPLE_DEGENERATE`` scorers, whose own training images score degenerately).
     ``nuisance``: ``colour`` projects pooled features onto the complement of the
-    ``nuisance_k`` most colour-sensitive principal directions (learned from ID-train
+    ``nuisance_k`` (default ``NUISANCE_K``; refused without ``nuisance``, where it would
+    change nothing) most colour-sensitive principal directions (learned from ID-train
     images and colour-shifted copies of them, ``scorers/nuisance.py``) before fit and score.
     """
 
@@ -103,11 +105,12 @@ class ScorerSpec:
     input: str = ""
     orient: str = "published"
     nuisance: str = ""
-    nuisance_k: int = 5
+    nuisance_k: int | None = None
 
     def __post_init__(self):
         owner = f"scorer '{self.label or self.name}'"
-        check_number(owner, "nuisance_k", self.nuisance_k, 1, whole=True)
+        if self.nuisance_k is not None:  # None: NUISANCE_K with a nuisance
+            check_number(owner, "nuisance_k", self.nuisance_k, 1, whole=True)
         check_field_types(self, f"{owner}: ")
         cls = get_scorer_class(self.name)  # raises for unknown names
         self.label = self.label or self.name
@@ -152,6 +155,11 @@ class ScorerSpec:
             raise ValueError(f"scorer '{self.label}': nuisance must be one of {NUISANCES}, got {self.nuisance!r}")
         if self.nuisance and self.input != "pooled":
             raise ValueError(f"scorer '{self.label}': nuisance '{self.nuisance}' is for pooled inputs")
+        if self.nuisance_k is not None and not self.nuisance:
+            raise ValueError(f"scorer '{self.label}': nuisance_k needs nuisance (one of "
+                             f"{[n for n in NUISANCES if n]}); without it nothing is projected")
+        if self.nuisance and self.nuisance_k is None:
+            self.nuisance_k = NUISANCE_K
 
 
 @dataclass
@@ -381,8 +389,18 @@ def _check_synthetic(source: str, synth: dict) -> None:
         raise ConfigError(f"{source}: {exc}") from None
 
 
-def load_ood_config(path: Path | str) -> OODBenchmarkConfig:
-    return OODBenchmarkConfig.from_dict(read_yaml_mapping(path), str(path))
+def load_ood_config(path: Path | str, seed: int | None = None, backbone: dict[str, Any] | None = None,
+                    flags: str = "") -> OODBenchmarkConfig:
+    """The benchmark config at ``path`` (a file or a packaged name). ``seed`` and ``backbone``
+    keys (a command's flags, e.g. ``runtime``) replace the file's before it is checked, so that
+    one that does not fit the file is refused naming both (``flags``: as given on the command
+    line, in the source and so in the JSON's ``config``)."""
+    data = read_yaml_mapping(path)
+    if seed is not None:
+        data["seed"] = seed
+    if backbone and isinstance(data.get("backbone") or {}, dict):  # else from_dict says why
+        data["backbone"] = {**(data.get("backbone") or {}), **backbone}
+    return OODBenchmarkConfig.from_dict(data, " with ".join(s for s in (str(path), flags) if s))
 
 
 # --- data ----------------------------------------------------------------------------------

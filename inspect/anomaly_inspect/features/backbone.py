@@ -139,17 +139,20 @@ def cached_feature_info(name: str, weights: str | Path | None = None) -> list[di
     return None if card is None else card["feature_info"]
 
 
-def _reusable(path: Path) -> bool:
-    """Whether ``path`` holds a readable, undamaged export (:func:`.runtime.check_graph`);
-    a damaged one is named in a warning (it is exported again)."""
-    if not path.is_file() or graph_signature(path) is None:
-        return False
+def _undamaged(path: Path) -> bool:
+    """Whether the export at ``path`` is the file written (:func:`.runtime.check_graph`); a
+    damaged one is named in a warning (it is exported again)."""
     try:
         check_graph(path)
     except DamagedGraphError as exc:
         log.warning("%s: damaged cached export (%s); exporting again", path, exc)
         return False
     return True
+
+
+def _reusable(path: Path) -> bool:
+    """Whether ``path`` holds a readable, undamaged export."""
+    return path.is_file() and graph_signature(path) is not None and _undamaged(path)
 
 
 def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
@@ -465,12 +468,10 @@ class Backbone(nn.Module):
         try:
             if path.is_file():
                 try:
-                    check_graph(path)
-                    runner = self._session(path)
+                    if _undamaged(path):
+                        runner = self._session(path)
                 except (CalibrationError, PrecisionError):
                     raise
-                except DamagedGraphError as exc:
-                    log.warning("%s: damaged cached export (%s); exporting again", path, exc)
                 except Exception as exc:  # unreadable cache entry: export again
                     log.warning("%s: unreadable cached export (%s); exporting again", path,
                                 first_line(exc))

@@ -116,8 +116,10 @@ def test_write_anomalies_is_reproducible_and_lossless(tmp_path):
     back = read_anomalies(tmp_path / "moved")
     assert [r.path for r in back] == [str(tmp_path / "moved" / f"{i:05d}_{f}.png") for i, f in enumerate(fams)]
     assert [(r.source, r.family, r.area) for r in back] == [(r.source, r.family, r.area) for r in rows]
-    (tmp_path / "moved" / "00001_poisson_mask.png").unlink()
-    assert read_anomalies(tmp_path / "moved") is None and read_anomalies(tmp_path / "none") is None
+    (tmp_path / "moved" / "00001_poisson_mask.png").unlink()  # a damaged set: said, naming the file
+    with pytest.raises(ValueError, match="00001_poisson_mask.png"):
+        read_anomalies(tmp_path / "moved")
+    assert read_anomalies(tmp_path / "none") is None
 
 
 def test_a_source_too_small_is_an_unreadable_image_naming_it(tmp_path):

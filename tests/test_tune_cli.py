@@ -108,7 +108,7 @@ def test_tune_takes_the_pixel_budget_fit_takes(demo, tmp_path):
     from anomaly_inspect.tuning.tune import tune
 
     paths = sorted((demo / "train" / "good").glob("*.png"))  # 64 x 64 = 4,096 pixels each
-    with pytest.raises(ValueError, match=r"at least 6 training images, got 5 readable \(7 unreadable skipped\)"):
+    with pytest.raises(ValueError, match=r"at least 6 training images, only 5 left after skipping 7 unreadable"):
         tune(paths, ModelConfig(), cache_dir=tmp_path / "cache", progress=False, max_pixels=4000)
 
 

@@ -71,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
     from ..screening import fit
     from ..screening.model import fit_split, input_images, skipped_as
     from ..screening.model_dir import check_replaceable
+    from ..tuning.tune import TooFewImagesError
 
     check_tune_args(args, fuses=False)
     check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
@@ -80,9 +81,17 @@ def _run(args: argparse.Namespace) -> int:
     check_engine_fits(cfg, engine)
     tuning = None
     if args.auto:  # on the images fit fits on: the split fit draws again (same seed)
-        fit_part = fit_split(input_images(args.train), args.calibration,
-                             args.calibration_fraction, cfg.seed, args.max_pixels)[0]
-        tuning = run_tune(fit_part, args, cfg)
+        fit_part, held = fit_split(input_images(args.train), args.calibration,
+                                   args.calibration_fraction, cfg.seed, args.max_pixels)[:2]
+        try:
+            tuning = run_tune(fit_part, args, cfg)
+        except TooFewImagesError as exc:
+            if args.calibration is not None or not held:
+                raise
+            raise TooFewImagesError(
+                f"{exc}; {len(held)} of the {len(fit_part) + len(held)} readable --train images are "
+                f"held out for calibration: give --calibration DIR instead, a smaller "
+                f"--calibration-fraction, or fewer --folds") from None
         write_json(args.output_json, {"tuning": tuning.to_dict()})  # kept should the fit fail
         cfg = tuning.chosen_config(cfg)
     model = fit(args.train, cfg, calibration=args.calibration, target_fpr=args.target_fpr,

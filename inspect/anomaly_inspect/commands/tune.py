@@ -77,10 +77,15 @@ def settings_from_args(args: argparse.Namespace):
 
 def run_tune(train_paths, args: argparse.Namespace, cfg):
     """Tune on ``train_paths`` with the command-line settings; prints a one-line summary.
-    ``--grid`` with ``--candidates`` is refused: the list replaces the grid."""
+    ``--grid`` with ``--candidates`` is refused: the list replaces the grid; so is an empty
+    list (not the grid: that is what leaving ``--candidates`` out gives)."""
     from ..tuning.candidates import Candidate
     from ..tuning.tune import tune
 
+    if args.candidates is not None and not args.candidates.replace(",", "").strip():
+        raise ValueError(f"--candidates {args.candidates!r}: no candidate names; give "
+                         "comma-separated names, e.g. lite0-320-8+16-rows-stretch, or drop it "
+                         "for --grid's candidates")
     if args.candidates and given_flags(args, add_tune_args, only=("grid",)):
         raise ValueError("--grid: not with --candidates (the listed candidates replace the grid); "
                          "drop one of them")

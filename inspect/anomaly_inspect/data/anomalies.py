@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -351,19 +352,56 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
             raise OSError(f"{path}: could not write image")
         rows.append(SyntheticAnomaly(str(src), fam, str(path), str(mask_path), float(mask.mean())))
     images = [{**asdict(r), "path": Path(r.path).name, "mask_path": Path(r.mask_path).name} for r in rows]
-    write_json(out_dir / MANIFEST, {"recipe": recipe.to_dict(), "stream": stream, "images": images},
-               indent=1)
+    files = {name: _file_record(out_dir / name) for r in images for name in (r["path"], r["mask_path"])}
+    write_json(out_dir / MANIFEST, {"recipe": recipe.to_dict(), "stream": stream, "images": images,
+                                    "files": files}, indent=1)
     return rows
+
+
+def _file_record(path: Path) -> dict:
+    """Size and SHA-256 of the written file ``path``: how :func:`read_anomalies` tells it intact."""
+    with open(path, "rb") as f:
+        return {"size": os.fstat(f.fileno()).st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
 
 
 def read_anomalies(out_dir: Path) -> list[SyntheticAnomaly] | None:
     """The set :func:`write_anomalies` finished in ``out_dir`` (wherever the folder has moved
-    since: the manifest names its files relative to it), or None if there is none."""
+    since: the manifest names its files relative to it), or None if there is none (no manifest).
+
+    A damaged set is a ``ValueError`` naming the file and what is wrong: an unreadable manifest,
+    or one written without file checksums (by an older version), or a PNG missing or not the
+    size and SHA-256 written (truncated, overwritten), so that a cache drops it and draws the
+    set again instead of failing on the PNG at every later run."""
     out_dir = Path(out_dir)
+    manifest = out_dir / MANIFEST
     try:
-        images = json.loads((out_dir / MANIFEST).read_text())["images"]
-        rows = [SyntheticAnomaly(**{**r, "path": str(out_dir / r["path"]),
-                                    "mask_path": str(out_dir / r["mask_path"])}) for r in images]
-    except (OSError, ValueError, KeyError, TypeError):
+        text = manifest.read_text()
+    except FileNotFoundError:
         return None
-    return rows if all(Path(r.path).is_file() and Path(r.mask_path).is_file() for r in rows) else None
+    try:
+        content = json.loads(text)
+        rows = [SyntheticAnomaly(**{**r, "path": str(out_dir / r["path"]),
+                                    "mask_path": str(out_dir / r["mask_path"])}) for r in content["images"]]
+        files = content.get("files")
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(f"{manifest}: not a synthetic-anomaly manifest ({e})") from None
+    if not isinstance(files, dict):
+        raise ValueError(f"{manifest}: written without file checksums (by an older version)")
+    for path in (Path(p) for r in rows for p in (r.path, r.mask_path)):
+        _check_file(path, files.get(path.name))
+    return rows
+
+
+def _check_file(path: Path, written: dict | None) -> None:
+    """Refuse ``path`` unless it is the file :func:`_file_record` recorded (``written``)."""
+    if not isinstance(written, dict):
+        raise ValueError(f"{path}: not in the manifest's file checksums")
+    try:
+        found = _file_record(path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if found["size"] != written.get("size"):
+        raise ValueError(f"{path}: {found['size']} bytes, {written.get('size')} written (truncated "
+                         f"or overwritten)")
+    if found["sha256"] != written.get("sha256"):
+        raise ValueError(f"{path}: SHA-256 checksum differs from the one written (damaged or overwritten)")

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
-from ..data.anomalies import AnomalyRecipe, read_anomalies, write_anomalies
+from ..data.anomalies import AnomalyRecipe, SyntheticAnomaly, read_anomalies, write_anomalies
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
 from ..data.loader import decode_factor, reduced_side
@@ -47,6 +47,12 @@ from .rank import Decision, beats_default, fold_gain, trimmed_borda
 from .stage_cache import TUNE_CACHE_ELSEWHERE, StageMaps, calibrate, stage_maps
 
 log = logging.getLogger(__name__)
+
+
+class TooFewImagesError(ValueError):
+    """Fewer training images than tune's folds need (two per fold): a caller that held some
+    out (``fit --auto``'s calibration images) adds how many and the options that set it."""
+
 
 #: the user cache the ONNX exports go to (``$ANOMALY_INSPECT_CACHE`` moves both), not a folder
 #: in /tmp that every user of the machine shares
@@ -262,11 +268,21 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
         described.append({"reduced_decode": factors})
     key = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
     rows = cached_entry(
-        cache_dir / "synthetic" / key, read_anomalies,
+        cache_dir / "synthetic" / key, _synthetic_entry,
         lambda tmp: write_anomalies(paths, fams, donors, tmp, settings.recipe,
                                     max_pixels=max_pixels, min_side=min_side),
         "the synthetic-anomaly set", TUNE_CACHE_ELSEWHERE)
     return [Path(r.path) for r in rows]
+
+
+def _synthetic_entry(directory: Path) -> list[SyntheticAnomaly] | None:
+    """The synthetic-anomaly set cached in ``directory``, or None (absent, or damaged: said,
+    and :func:`..files.cached_entry` discards it and draws it again)."""
+    try:
+        return read_anomalies(directory)
+    except ValueError as e:
+        log.warning("broken synthetic-anomaly cache entry: %s; drawing it again", e)  # e names the file
+        return None
 
 
 def check_method(base: ModelConfig) -> None:
@@ -484,11 +500,11 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
     skipped: list[dict[str, str]] = []
     while True:
         kept = len(paths) if settings.max_images is None else min(len(paths), settings.max_images)
-        if kept < 2 * settings.n_folds:
-            more = f" readable ({len(skipped)} unreadable skipped)" if skipped else ""
+        if kept < 2 * settings.n_folds:  # the images left are not all read yet: not "readable"
+            got = f"only {kept} left after skipping {len(skipped)} unreadable" if skipped else f"got {kept}"
             cap = f" (max_images={settings.max_images} of {len(paths)} images)" if kept < len(paths) else ""
-            raise ValueError(f"tune needs at least {2 * settings.n_folds} training images, "
-                             f"got {kept}{more}{cap}")
+            raise TooFewImagesError(f"tune needs at least {2 * settings.n_folds} training images, "
+                                    f"{got}{cap}")
         plan = fold_plan(len(paths), settings)
         planned = [paths[i] for i in plan[0]]
         try:

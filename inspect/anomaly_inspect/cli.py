@@ -181,7 +181,7 @@ def _main(argv: list[str] | None) -> int:
         from .commands.common import check_output_json
 
         check_output_json(getattr(args, "output_json", None), getattr(args, "out", None),
-                          getattr(args, "out_owns", None))
+                          getattr(args, "out_owns", None), getattr(args, "inputs", None))
         return int(args.func(args) or 0)
     except (OSError, ValueError, RuntimeError) as exc:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.

@@ -13,7 +13,8 @@ from typing import Any
 from .. import files
 from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
 from ..config import MIN_IMAGE_SIZE, ConfigError, ModelConfig, load_config
-from ..data.image_io import DEFAULT_MAX_PIXELS
+from ..data.image_io import DEFAULT_MAX_PIXELS, looks_like_image
+from ..data.layout import canonical_path, expand_inputs
 
 
 def _int(text: str, what: str) -> int:
@@ -272,7 +273,8 @@ def check_writable(path: Path, flag: str) -> None:
 
 
 def check_output_json(path: Path | None, managed: Path | None = None,
-                      owns: Callable[[], Sequence[str]] | None = None) -> None:
+                      owns: Callable[[], Sequence[str]] | None = None,
+                      inputs: Sequence[str | Path] | None = None) -> None:
     """Refuse, before any work, an ``--output-json`` that could not be written at the end or
     would replace what the command writes: a folder, a path below a file or in a folder this
     process may not write in (:func:`check_writable`), or a path inside
@@ -280,7 +282,8 @@ def check_output_json(path: Path | None, managed: Path | None = None,
     names it returns (files and folders directly in ``managed``, e.g. a screen's
     ``results.csv``); without, anything there (a model directory is replaced whole). Nor may
     it replace what an earlier run wrote: a model directory's file or a file a screen /
-    explain wrote in its results folder (:func:`_earlier_output`)."""
+    explain wrote in its results folder (:func:`_earlier_output`); nor an image the command
+    reads (:func:`_input_image`)."""
     if path is None:
         return
     if path.is_dir():
@@ -296,9 +299,22 @@ def check_output_json(path: Path | None, managed: Path | None = None,
             if first[0] in owns():
                 raise ValueError(f"--output-json {path}: this command writes {first[0]} in "
                                  f"--out {managed}; give another path")
-    earlier = _earlier_output(path)
+    earlier = _earlier_output(path) or _input_image(path, inputs)
     if earlier:
         raise ValueError(f"--output-json {path}: is {earlier}; give another path")
+
+
+def _input_image(path: Path, inputs: Sequence[str | Path] | None) -> str | None:
+    """What ``path`` is, where it is one of ``inputs``' images (files / folders / globs as the
+    command expands them, compared resolved; a named file whatever it holds) or an image by its
+    content: the summary would replace it. Inputs are expanded only when ``path`` exists."""
+    if not os.path.lexists(path):
+        return None
+    if inputs and canonical_path(path) in expand_inputs(list(inputs)):
+        return "an input image of this command"
+    if looks_like_image(path):
+        return "an image file (by its content)"
+    return None
 
 
 def _earlier_output(path: Path) -> str | None:

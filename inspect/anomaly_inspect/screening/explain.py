@@ -578,13 +578,15 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     from .lock import OutputLock
     from .model import input_images
     from .overlays import write_rgb
-    from .runner import explain_relpath, model_identity, written_folders
+    from .runner import check_out_dir, explain_relpath, model_identity
 
+    out_dir = Path(out_dir)
+    check_out_dir(out_dir, f"explain writes {EXPLANATIONS_JSON} and its strips")
     check_explainable(model)
     _check_top(top)
-    out_dir = Path(out_dir)
-    # strips an earlier run listed in explanations.json are not inputs (out_dir may be one)
-    paths = input_images(inputs, exclude=written_folders(out_dir))
+    # out_dir inside an input folder is no input, nor where it is one are the strips an
+    # earlier run listed in explanations.json (input_images)
+    paths = input_images(inputs, exclude=[out_dir])
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)

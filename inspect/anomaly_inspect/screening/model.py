@@ -78,18 +78,19 @@ def earlier_runs(folder: Path) -> set[str]:
 
 
 def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
-    """``paths`` less the images an earlier screen / explain wrote (its ``overlays/``,
-    ``thumbs/``, ``explain/`` beside a ``results.csv`` + ``screen.json`` or an
-    ``explanations.json`` or its journal, and the strips they list beside them) that a
-    folder or glob brought in; a file named itself stays. Without this a results folder inside
-    an input folder was screened as new images, run after run."""
+    """``paths`` less the images an earlier screen / explain wrote (a screen's ``overlays/``,
+    ``thumbs/``, ``explain/`` beside its ``results.csv`` + ``screen.json``; the strips an
+    ``explanations.json`` or its journal lists beside it) that a folder or glob brought in; a
+    file named itself stays, and so do a user's images in such subfolders where no screen
+    wrote them (explain writes none). Without this a results folder inside an input folder
+    was screened as new images, run after run."""
     named = {os.path.abspath(i) for i in inputs if os.path.isfile(i)}
     verdict: dict[Path, bool] = {}
     strips: dict[Path, set[str]] = {}
 
     def written(folder: Path) -> bool:
         if folder not in verdict:
-            verdict[folder] = folder.name in OUTPUT_SUBDIRS and bool(earlier_runs(folder.parent))
+            verdict[folder] = folder.name in OUTPUT_SUBDIRS and "screen" in earlier_runs(folder.parent)
         return verdict[folder]
 
     def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json

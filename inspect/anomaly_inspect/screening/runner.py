@@ -111,10 +111,12 @@ def image_key(path: str) -> str:
 OUTPUTS = (RESULTS_CSV, RUN_JSON, "report.html", LOCK_NAME, *OUTPUT_SUBDIRS)
 
 
-def written_folders(out_dir: Path) -> list[Path]:
-    """Folders of tool output that are never inputs: ``out_dir`` where it lies inside an input
-    folder, and the subfolders screen writes in it also where ``out_dir`` is an input folder."""
-    return [out_dir, *(out_dir / d for d in OUTPUT_SUBDIRS)]
+def check_out_dir(out_dir: Path, writes: str) -> None:
+    """Refuse a screen's or explain's ``out_dir`` that is a model directory: what the command
+    ``writes`` (its files, named in the message) would lie among the model's."""
+    if is_model_dir(out_dir):
+        raise ValueError(f"{out_dir}: is a model directory; choose another out_dir ({writes} "
+                         f"into it)")
 
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:
@@ -244,10 +246,10 @@ def screen(
                          f"turns off; drop one of them")
     start = time.perf_counter()
     out_dir = Path(out_dir)
-    if is_model_dir(out_dir):
-        raise ValueError(f"{out_dir}: is a model directory; choose another out_dir (screening "
-                         f"writes {RESULTS_CSV}, thumbs/ and report.html into it)")
-    paths = [os.path.abspath(p) for p in input_images(inputs, exclude=written_folders(out_dir))]
+    check_out_dir(out_dir, f"screening writes {RESULTS_CSV}, thumbs/ and report.html")
+    # out_dir inside an input folder is no input; what an earlier run wrote where out_dir is
+    # an input folder is left out by input_images
+    paths = [os.path.abspath(p) for p in input_images(inputs, exclude=[out_dir])]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     if report and labels not in (None, "none"):

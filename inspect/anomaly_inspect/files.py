@@ -15,6 +15,7 @@ Folders built beside their target and renamed into place (saved models, tune's c
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +27,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 try:
     import fcntl
@@ -125,6 +126,21 @@ def remove_stale_temp_files(folder: Path | str) -> None:
     if removed:
         log.info("%s: removed %d temporary file(s) left by a killed run: %s", folder, len(removed),
                  ", ".join(removed))
+
+
+def stream_sha256(f: BinaryIO) -> str:
+    """The sha256 hex digest of what is left to read in the binary file ``f``, read 1 MiB at
+    a time (``hashlib.file_digest`` is Python 3.11+)."""
+    h = hashlib.sha256()
+    while block := f.read(1 << 20):
+        h.update(block)
+    return h.hexdigest()
+
+
+def file_sha256(path: Path | str) -> str:
+    """The sha256 hex digest of the file at ``path``."""
+    with open(path, "rb") as f:
+        return stream_sha256(f)
 
 
 def write_text(path: Path | str, text: str, errors: str = "strict") -> Path:

@@ -33,7 +33,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..files import write_json
+from ..files import stream_sha256, write_json
 from .image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from .synthetic import TEXTURES, texture_image
 
@@ -361,7 +361,7 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
 def _file_record(path: Path) -> dict:
     """Size and SHA-256 of the written file ``path``: how :func:`read_anomalies` tells it intact."""
     with open(path, "rb") as f:
-        return {"size": os.fstat(f.fileno()).st_size, "sha256": hashlib.file_digest(f, "sha256").hexdigest()}
+        return {"size": os.fstat(f.fileno()).st_size, "sha256": stream_sha256(f)}
 
 
 def read_anomalies(out_dir: Path) -> list[SyntheticAnomaly] | None:

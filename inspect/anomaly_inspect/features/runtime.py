@@ -47,6 +47,7 @@ from ..files import (
     remove_stale_folders,
     remove_stale_temp_files,
     replacing,
+    stream_sha256,
     work_folder,
     write_text,
 )
@@ -56,7 +57,7 @@ log = logging.getLogger(__name__)
 CALIBRATION_IMAGES = 32  # training images an int8 graph is calibrated on
 EXPORT_FORMAT = 1  # bump when the exported graph's layout changes
 CACHE_ENV = "ANOMALY_INSPECT_CACHE"
-OPENVINO_INSTALL = 'pip install -e ".[openvino]"'  # as the README says
+OPENVINO_INSTALL = 'pip install "openvino>=2024.4"'  # as the README says (the [openvino] extra)
 # Images per runtime call: a batch runs in slices of about this many pixels. Both runtimes
 # are 15-50 % faster on slices of two 320 px images than on 32 at once (the activations of a
 # few images stay in cache), and ONNX Runtime's arena shrinks from ~650 MB to ~100 MB
@@ -204,7 +205,7 @@ def _sha256(path: Path) -> str:
         st = os.fstat(f.fileno())
         key = (str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
         if key not in _digests:
-            _digests[key] = hashlib.file_digest(f, "sha256").hexdigest()
+            _digests[key] = stream_sha256(f)
     return _digests[key]
 
 

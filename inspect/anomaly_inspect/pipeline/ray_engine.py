@@ -55,8 +55,8 @@ from .engine import BatchTask, T, run_task
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = ('the ray engine needs Ray, which is not installed: pip install -e ".[ray]" '
-                '(or pip install "ray[data]>=2.51,<3")')
+INSTALL_HINT = ('the ray engine needs Ray, which is not installed: pip install "ray[data]>=2.51,<3" '
+                '(in a source checkout: pip install -e ".[ray]")')
 GROUPS_PER_BLOCK = 4  # batches per Ray Data block (fewer for a short map: every actor gets some)
 READERS = 4  # without shared storage: byte-reading tasks at once on the driver's node
 RUN_PREFIX = "anomaly-inspect-run-"  # an actor's temporary folder: RUN_PREFIX + map id + "-..."

@@ -54,7 +54,14 @@ except ImportError:  # pragma: no cover - Windows
 
 from .. import __version__
 from ..config import ConfigError, check_field_types
-from ..files import current_umask, holding_lock, lock_folder, make_folder, remove_stale_folders
+from ..files import (
+    current_umask,
+    file_sha256,
+    holding_lock,
+    lock_folder,
+    make_folder,
+    remove_stale_folders,
+)
 
 log = logging.getLogger(__name__)
 
@@ -153,14 +160,6 @@ class ModelInfo:
             raise ModelFormatError(f"{source}: train_images_raw: {len(info.train_images_raw)} "
                                    f"entries for {len(info.train_images)} train_images")
         return info
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_checksums(root: Path) -> None:

@@ -207,8 +207,11 @@ def test_given_options_are_read_from_the_parsers_actions(argv, given):
     assert given_flags(args, _toy_options, but=("count",)) == [f for f in given if f != "--count"]
 
 
-@pytest.mark.parametrize("argv, positional", [(["bench-coreset"], set()),
-                                              (["export", "--out", "x"], {"model_dir"})])
+@pytest.mark.parametrize("argv, positional", [
+    (["bench-coreset"], set()),
+    # and the model options export does not offer, read as not given (None)
+    (["export", "--out", "x"], {"model_dir", "method", "runtime", "precision", "resize",
+                                "batch_size"})])
 def test_the_options_read_for_refusals_are_the_commands_own(argv, positional):
     """``given_flags`` reads the function that builds the command's parser, so every option of
     the command (and no other) has its flag there: nothing to keep in step by hand."""
@@ -374,25 +377,46 @@ def test_bench_scale_quiet_prints_the_rows_once_at_the_end(tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--seed", "0", "--precision", "f32", "--runtime", "onnxruntime"],
-     "--runtime --precision: not used without MODEL_DIR: the backbone alone is written as its "
-     "f32 ONNX graph; to deploy another runtime or precision, fit a model with it and export "
-     "MODEL_DIR"),
-    (["--batch-size", "2", "--resize", "pad", "--method", "knn", "--seed", "0", "--pooled"],
-     "--method --resize --batch-size: not used when exporting the backbone alone (its graph has "
-     "a dynamic batch axis and takes the resized input)"),
-    (["no_such_model", "--seed", "0", "--batch-size", "2", "--resize", "pad", "--image-size", "64",
-      "--precision", "f32", "--runtime", "torch", "--layers", "1,2", "--weights", "random",
-      "--backbone", "b", "--method", "knn", "--config", "patchcore", "--pooled", "--quiet",
-      "--overwrite", "--format", "onnx"],
-     "--pooled --config --method --backbone --weights --layers --runtime --precision "
-     "--image-size --resize --batch-size --seed: not used with MODEL_DIR (a saved model brings "
-     "its own settings); drop them, or drop MODEL_DIR to export a backbone alone"),
+    (["no_such_model", "--seed", "0", "--image-size", "64", "--layers", "1,2", "--weights",
+      "random", "--backbone", "b", "--config", "patchcore", "--pooled", "--quiet", "--overwrite",
+      "--format", "onnx"],
+     "--pooled --config --backbone --weights --layers --image-size --seed: not used with "
+     "MODEL_DIR (a saved model brings its own settings); drop them, or drop MODEL_DIR to export "
+     "a backbone alone"),
 ])
 def test_export_names_the_options_it_does_not_use(tmp_path, capsys, argv, message):
     assert main(["export", "--out", str(tmp_path / "b.onnx"), *argv]) == 1
     assert _one_line_error(capsys) == f"error: {message}"
     assert not (tmp_path / "b.onnx").exists()
+
+
+@pytest.mark.parametrize("flags", [["--runtime", "onnxruntime"], ["--precision", "f32"],
+                                   ["--method", "knn"], ["--resize", "pad"], ["--batch-size", "2"]])
+def test_export_offers_no_option_it_cannot_use(tmp_path, capsys, flags):
+    """The backbone alone is always its f32 ONNX graph (dynamic batch, resized input, no
+    scorer) and a saved model brings its own settings: neither form takes these."""
+    assert all(f"  {flags[0]}" not in line for line in _export_help(capsys).splitlines())
+    for argv in ([], ["some_model"]):
+        with pytest.raises(SystemExit) as info:
+            main(["export", *argv, "--out", str(tmp_path / "b.onnx"), *flags])
+        assert info.value.code == 2
+        assert f"unrecognized arguments: {flags[0]}" in capsys.readouterr().err
+    assert not (tmp_path / "b.onnx").exists()
+
+
+def _export_help(capsys) -> str:
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    return capsys.readouterr().out
+
+
+def test_other_commands_keep_every_model_option(capsys):
+    for command in ("fit", "evaluate", "tune", "demo", "bench-coreset", "evaluate-lt"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        for flag in ("--method", "--runtime", "--precision", "--resize", "--batch-size"):
+            assert flag in text, (command, flag)
 
 
 # ---------------------------------------------------------------- the coreset bar

@@ -106,21 +106,30 @@ def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
                         f"(default {DEFAULT_MAX_PIXELS:.0e})")
 
 
-def add_model_args(p: argparse.ArgumentParser, tunes: bool = False) -> None:
+def add_model_args(p: argparse.ArgumentParser, tunes: bool = False,
+                   but: Collection[str] = ()) -> None:
     """--config plus the overrides every model-building command accepts; ``tunes``: the
-    command tunes (``tune``, ``--auto``), so --seed's help says what it does not seed there."""
+    command tunes (``tune``, ``--auto``), so --seed's help says what it does not seed there;
+    ``but``: dests of the optional overrides (method, runtime, precision, resize, batch_size)
+    the command has no use for: not offered, and read as not given (None) by
+    :func:`model_config_from_args`."""
+    p.set_defaults(**dict.fromkeys(but))
     p.add_argument("--config", type=Path, help="YAML config FILE or packaged config name (e.g. patchcore); flags below override it")
-    p.add_argument("--method", help="scorer name, e.g. patchcore")
+    if "method" not in but:
+        p.add_argument("--method", help="scorer name, e.g. patchcore")
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
     p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
     p.add_argument("--layers", type=int_list,
                    help="comma-separated timm feature indices (default: stride 8 and 16)")
-    add_runtime_args(p)
+    add_runtime_args(p, but=but)
     p.add_argument("--image-size", type=image_size, help="input side length in pixels (default 320)")
-    p.add_argument("--resize", choices=RESIZE_MODES,
-                   help="stretch: squash to a square (default); pad: keep the aspect ratio and "
-                        "mirror-pad, the padding is ignored")
-    p.add_argument("--batch-size", type=positive_int, help="images per backbone batch (default 32)")
+    if "resize" not in but:
+        p.add_argument("--resize", choices=RESIZE_MODES,
+                       help="stretch: squash to a square (default); pad: keep the aspect ratio "
+                            "and mirror-pad, the padding is ignored")
+    if "batch_size" not in but:
+        p.add_argument("--batch-size", type=positive_int,
+                       help="images per backbone batch (default 32)")
     p.add_argument("--seed", type=non_negative_int,
                    help="random seed (default 0)" + (
                        ": seeds the scorer's coreset, random weights and, in fit, the calibration "
@@ -129,13 +138,17 @@ def add_model_args(p: argparse.ArgumentParser, tunes: bool = False) -> None:
                        "(docs/auto_config.md)" if tunes else ""))
 
 
-def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "") -> None:
-    """--runtime / --precision: how the backbone runs (never what it computes)."""
-    p.add_argument("--runtime", choices=RUNTIMES,
-                   help="how the backbone runs (default onnxruntime; torch = eager PyTorch)" + help_suffix)
-    p.add_argument("--precision", choices=PRECISIONS,
-                   help="f32 (default); bf16 (openvino only) or int8 (onnxruntime only, calibrated on "
-                        "the training images): faster, not bit-equal to torch")
+def add_runtime_args(p: argparse.ArgumentParser, help_suffix: str = "",
+                     but: Collection[str] = ()) -> None:
+    """--runtime / --precision: how the backbone runs (never what it computes); ``but``: as
+    :func:`add_model_args`'s (the caller sets their defaults)."""
+    if "runtime" not in but:
+        p.add_argument("--runtime", choices=RUNTIMES,
+                       help="how the backbone runs (default onnxruntime; torch = eager PyTorch)" + help_suffix)
+    if "precision" not in but:
+        p.add_argument("--precision", choices=PRECISIONS,
+                       help="f32 (default); bf16 (openvino only) or int8 (onnxruntime only, calibrated on "
+                            "the training images): faster, not bit-equal to torch")
 
 
 def add_engine_args(p: argparse.ArgumentParser) -> None:
@@ -144,7 +157,7 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                              "distributed fit differs slightly by design: docs/scaling.md)")
     g.add_argument("--engine", choices=ENGINES,
                    help="local: this process (default); ray: a pool of Ray actors "
-                        "(pip install -e \".[ray]\")")
+                        "(pip install \"ray[data]>=2.51,<3\")")
     g.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to join (auto, ray://host:port); default: start a local "
                         "Ray instance with this machine's cores")

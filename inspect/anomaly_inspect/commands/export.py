@@ -24,6 +24,11 @@ from pathlib import Path
 
 from .common import add_model_args, given_flags, model_config_from_args, options_of, print_table
 
+#: model options export has no use for: the backbone alone is always its f32 ONNX graph (what
+#: the onnxruntime runtime runs at f32), with a dynamic batch axis, taking the resized input,
+#: without a scorer; a saved model brings its own settings
+NOT_OFFERED = ("method", "runtime", "precision", "resize", "batch_size")
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a saved model (or the backbone alone) for deployment",
@@ -45,7 +50,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out: with MODEL_DIR a bundle or model folder "
                         "(other files in it are kept), otherwise the .onnx file")
-    add_model_args(p)
+    add_model_args(p, but=NOT_OFFERED)
     p.add_argument("--quiet", action="store_true", help="no info logs")
 
 
@@ -61,15 +66,6 @@ def run(args: argparse.Namespace) -> int:
         return run_model(args)
     if args.format is not None:
         raise ValueError("--format exports a saved model: give its MODEL_DIR")
-    given = given_flags(args, add_arguments, only=("runtime", "precision"))
-    if given:
-        raise ValueError(f"{' '.join(given)}: not used without MODEL_DIR: the backbone alone is "
-                         f"written as its f32 ONNX graph; to deploy another runtime or precision, "
-                         f"fit a model with it and export MODEL_DIR")
-    unused = given_flags(args, add_arguments, only=UNUSED_BY_BACKBONE)
-    if unused:
-        raise ValueError(f"{' '.join(unused)}: not used when exporting the backbone alone (its "
-                         f"graph has a dynamic batch axis and takes the resized input)")
     if args.out.is_dir():
         raise IsADirectoryError(f"{args.out}: is a folder; --out names the .onnx file to write")
     if args.out.exists() and not args.overwrite:
@@ -120,13 +116,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-#: model options the backbone-alone form has no use for (the graph does not depend on them)
-UNUSED_BY_BACKBONE = ("method", "resize", "batch_size")
-
 def backbone_only() -> tuple[str, ...]:
-    """Options of the backbone-alone form (--pooled and the model's); a saved model brings its
-    own. Read when a command needs it, not at import (every CLI start imports this module)."""
-    return ("pooled", *options_of(add_model_args))
+    """Options of the backbone-alone form (--pooled and the model's it offers); a saved model
+    brings its own. Read when a command needs it, not at import (every CLI start imports this
+    module)."""
+    return ("pooled", *(d for d in options_of(add_model_args) if d not in NOT_OFFERED))
 
 
 def run_model(args: argparse.Namespace) -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from ..choices import DEFAULT_PRECISION, DEFAULT_RUNTIME, check_layers
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import TransformConfig
-from ..files import write_json
+from ..files import file_sha256, write_json
 from .runtime import (
     CalibrationError,
     DamagedGraphError,
@@ -60,6 +60,19 @@ class StaleCardError(RuntimeError):
 
 
 CARD_FORMAT = 1  # bump when what a card records, or how the weights' checksum is made, changes
+INT8_FORMAT = 1  # bump when quantize_int8's settings (format, types, ranges) change
+
+
+def int8_key(images: np.ndarray) -> str:
+    """What an int8 graph is made from: the digest of its calibration ``images``,
+    :data:`INT8_FORMAT` and the onnxruntime version whose quantiser makes it. Part of the
+    graph's file name and of the feature cache keys at int8, so that neither serves a graph
+    another quantiser made."""
+    import onnxruntime  # int8 runs on onnxruntime only: it is installed (require_runtime)
+
+    desc = {"images": calibration_digest(images), "format": INT8_FORMAT,
+            "onnxruntime": onnxruntime.__version__}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _create(name: str) -> nn.Module:
@@ -87,12 +100,8 @@ def card_path(name: str, file: Path, explicit: bool) -> Path:
     (weight checksum, stages, normalisation), keyed by the file's bytes, the timm and torch
     versions and :data:`CARD_FORMAT`. (The whole file is hashed each time: 20-40 ms for the
     Lite wheels.)"""
-    digest = hashlib.sha256()
-    with open(file, "rb") as f:
-        while block := f.read(1 << 22):
-            digest.update(block)
     key = hashlib.sha256(json.dumps({
-        "name": name, "file": digest.hexdigest(), "explicit": explicit, "timm": timm_version(),
+        "name": name, "file": file_sha256(file), "explicit": explicit, "timm": timm_version(),
         "torch": torch.__version__, "format": CARD_FORMAT}, sort_keys=True).encode()).hexdigest()[:24]
     return default_cache_dir() / f"{name}-{key}.card.json"
 
@@ -238,7 +247,7 @@ class Backbone(nn.Module):
         self.std = tuple(float(v) for v in card["std"])
         self._calibration: np.ndarray | None = None  # int8: the training images it is calibrated on
         self._calibration_source = "training images"
-        self.calibration_digest: str | None = None  # of ``_calibration``
+        self.calibration_digest: str | None = None  # int8_key of ``_calibration``
         self._runners: dict[tuple[int, int, str], OnnxRunner | None] = {}
         self._exports: dict[tuple[int, int, str], list[Path]] = {}  # graphs run so far
         self._ran: dict[tuple[int, int, str], str] = {}  # the precision each graph runs at
@@ -396,15 +405,16 @@ class Backbone(nn.Module):
         if not self.needs_calibration:
             return
         images = np.ascontiguousarray(images, np.float32)
-        digest = calibration_digest(images)
+        digest = int8_key(images)
         if digest != self.calibration_digest:
             self._runners, self._exports, self._ran = {}, {}, {}
         self._calibration, self._calibration_source, self.calibration_digest = images, source, digest
 
     def _int8_path(self, f32: Path) -> Path:
         """The int8 graph made from the f32 export ``f32``: calibrated on this backbone's
-        images, or, not calibrated, the one calibrated graph in ``cache_dir`` (a saved model's
-        folder; never the user cache, where graphs of other runs lie)."""
+        images (named by :func:`int8_key`), or, not calibrated, the one calibrated graph in
+        ``cache_dir`` whatever its key (a saved model's folder, which holds the graph it was
+        fitted with; never the user cache, where graphs of other runs lie)."""
         if self._calibration is not None:
             return f32.with_name(f"{f32.stem}-int8-{self.calibration_digest}.onnx")
         folder = self.cache_dir

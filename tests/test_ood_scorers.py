@@ -42,8 +42,11 @@ def test_block_feature_norm_by_hand():
     maps[0, :, :, 0] = [[3, -1], [0, 4]]
     maps[0, :, :, 1] = 1.0
     np.testing.assert_allclose(block_feature_norm(maps), [3.5])
-    # a map of per-channel norms as 1x1 "maps" gives the same value (used by the OOD cache)
+    # the scorer reads the per-channel norms the extractor computes (Features.blocks): the same
     np.testing.assert_allclose(block_feature_norm(np.array([[[[5.0, 2.0]]]])), [3.5])
+    norms = {"final": np.array([[5.0, 2.0]])}
+    s = build_scorer("block_feature_norm").fit(Features(blocks=norms))
+    np.testing.assert_allclose(s.score(Features(blocks=norms)).image_scores, [-3.5])
 
 
 def test_block_feature_norm_leaves_padding_out_by_hand():
@@ -52,12 +55,11 @@ def test_block_feature_norm_leaves_padding_out_by_hand():
     valid = np.array([[[True, True, False]]])
     np.testing.assert_allclose(block_feature_norm(maps, valid), [5.0])
     np.testing.assert_allclose(block_feature_norm(maps), [np.sqrt(9 + 16 + 100 ** 2)])
-    # the scorer reads Features.valid: whatever the padding holds, the score is -5
-    s = build_scorer("block_feature_norm").fit(Features(patches=maps, valid=valid))
+    # whatever the padding holds, the norm is 5
     for pad in (100.0, -7.0, 1e4):
         m = maps.copy()
         m[0, 0, 2, 0] = pad
-        np.testing.assert_allclose(s.score(Features(patches=m, valid=valid)).image_scores, [-5.0])
+        np.testing.assert_allclose(block_feature_norm(m, valid), [5.0])
     with pytest.raises(ValueError, match="valid mask of shape"):
         block_feature_norm(maps, valid[:, :, :2])
 

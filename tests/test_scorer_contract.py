@@ -47,10 +47,31 @@ def _inliers(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return centres[labels] + rng.normal(0, 0.1, (n, D)), labels
 
 
+def _block_norms(patches: np.ndarray) -> dict[str, np.ndarray]:
+    """The grids' per-channel L2 norms after ReLU, as the extractor gives a block's."""
+    return {"final": np.sqrt((np.maximum(patches, 0) ** 2).sum(axis=(1, 2))).astype(np.float32)}
+
+
 def _features(pooled: np.ndarray, rng: np.random.Generator) -> Features:
-    """Pooled rows plus (N, H, W, D) patch grids scattered tightly around each row."""
+    """Pooled rows plus (N, H, W, D) patch grids scattered tightly around each row, and the
+    grids' block norms."""
     patches = pooled[:, None, None, :] + rng.normal(0, 0.05, (len(pooled), H, W, D))
-    return Features(patches=patches.astype(np.float32), pooled=pooled.astype(np.float32))
+    return Features(patches=patches.astype(np.float32), pooled=pooled.astype(np.float32),
+                    blocks=_block_norms(patches))
+
+
+def _field(name: str, features: Features) -> tuple[str, np.ndarray]:
+    """The first field scorer ``name`` reads, as its errors name it, and its array."""
+    field = get_scorer_class(name).requires[0]
+    if field == "blocks":
+        return "block 'final'", features.blocks["final"]
+    return field, getattr(features, field)
+
+
+def _narrow(features: Features) -> Features:
+    """``features`` two units narrower in every field."""
+    return Features(patches=features.patches[..., :-2].copy(), pooled=features.pooled[:, :-2].copy(),
+                    blocks={k: v[:, :-2].copy() for k, v in features.blocks.items()})
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +113,7 @@ def test_registry_is_not_empty():
 def test_class_declares_its_name_and_inputs(name):
     cls = get_scorer_class(name)
     assert issubclass(cls, Scorer) and cls.name == name
-    assert cls.requires and set(cls.requires) <= {"patches", "pooled"}
+    assert cls.requires and set(cls.requires) <= {"patches", "pooled", "blocks"}
     assert set(cls.runtime_params) & set(cls.constructor_params()) <= {"progress", "patch_maps"}
 
 
@@ -169,10 +190,11 @@ def test_planted_outliers_score_above_inliers(name, data, fitted):
 @pytest.mark.parametrize("name", SCORERS)
 def test_non_finite_features_are_refused_at_fit_and_score(name, data, fitted):
     train, labels, test_in, _ = data
-    field = get_scorer_class(name).requires[0]
-    bad = Features(patches=test_in.patches.copy(), pooled=test_in.pooled.copy())
-    getattr(bad, field).reshape(len(bad), -1)[1, 0] = np.nan
-    getattr(bad, field).reshape(len(bad), -1)[3, 2] = np.inf
+    bad = Features(patches=test_in.patches.copy(), pooled=test_in.pooled.copy(),
+                   blocks={k: v.copy() for k, v in test_in.blocks.items()})
+    field, arr = _field(name, bad)
+    arr.reshape(len(bad), -1)[1, 0] = np.nan
+    arr.reshape(len(bad), -1)[3, 2] = np.inf
     with pytest.raises(ValueError, match=rf"{field} features of 2 of {N_TEST} images hold NaN or Inf"):
         fitted(name).score(bad)
     with pytest.raises(ValueError, match=r"\.fit: .* hold NaN or Inf"):
@@ -195,8 +217,8 @@ def test_half_float_features_are_checked_without_overflow():
 @pytest.mark.parametrize("name", SCORERS)
 def test_features_of_another_width_are_refused_at_score(name, data, fitted, tmp_path):
     _, _, test_in, _ = data
-    field = get_scorer_class(name).requires[0]
-    narrow = Features(patches=test_in.patches[..., :-2].copy(), pooled=test_in.pooled[:, :-2].copy())
+    field, _ = _field(name, test_in)
+    narrow = _narrow(test_in)
     fitted(name).save(tmp_path / name)
     for scorer in (fitted(name), Scorer.load(tmp_path / name, progress=False)):  # saved with the scorer
         with pytest.raises(ValueError, match=rf"{field} features have width {D - 2}, the scorer was "
@@ -271,7 +293,8 @@ def test_features_of_the_wrong_shape_are_refused_when_made():
 def test_an_empty_batch_scores_to_no_scores(name, data, fitted):
     # feature_norm, nan, head_feature_norm, head_nan, l2norm and knn_nan could not reshape
     # (0, D) features to (0, -1)
-    empty = Features(patches=np.zeros((0, H, W, D), np.float32), pooled=np.zeros((0, D), np.float32))
+    empty = Features(patches=np.zeros((0, H, W, D), np.float32), pooled=np.zeros((0, D), np.float32),
+                     blocks={"final": np.zeros((0, D), np.float32)})
     assert fitted(name).score(empty).image_scores.shape == (0,)
 
 

@@ -16,14 +16,30 @@ from ..data.longtail import TAIL_KINDS
 from .common import (
     add_model_args,
     add_output_args,
+    check_writable,
     given_options,
     model_config_from_args,
     options_of,
+    positive_int,
     print_table,
-    write_json,
+    write_json_and_show,
 )
 
 RECIPE_DEFAULTS = {"tail": "step", "k": 4, "noise": 0.1, "overlap": False}
+DEFAULT_METHODS = "patchcore,softpatch,tailedcore"
+#: model options evaluate-lt has no use for: --methods names its scorers
+NOT_OFFERED = ("method",)
+
+
+def noise_ratio(text: str) -> float:
+    """argparse type of --noise: a share of the test anomalies in [0, 1)."""
+    try:
+        v = float(text)
+    except ValueError:
+        v = float("nan")
+    if not 0.0 <= v < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="folder holding CATEGORY/ folders (repeatable), or CATEGORY=DIR for one category")
     p.add_argument("--categories", required=True, help="comma-separated category names")
     add_recipe_args(p)
-    p.add_argument("--methods", default="patchcore,softpatch,tailedcore", help="comma-separated scorers")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma-separated scorers (default {DEFAULT_METHODS})")
     p.add_argument("--manifest-dir", type=Path, default=Path("datasets"),
                    help="where split manifests are read / written (default datasets/)")
     p.add_argument("--manifest", type=Path,
@@ -42,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_scorer_args(p)
     p.add_argument("--tail-views", choices=sorted(VIEW_KINDS),
                    help="tail augmentation (default rot15flip for step, rot30flip for pareto)")
-    add_model_args(p)
+    add_model_args(p, but=NOT_OFFERED)
     add_output_args(p)
     p.set_defaults(func=run)
 
@@ -51,8 +68,8 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
     """The split's recipe flags; they default to None so that one given with --manifest can be
     checked against it (:func:`.common.given_options` finds those given)."""
     p.add_argument("--tail", choices=TAIL_KINDS, help=f"split shape (default {RECIPE_DEFAULTS['tail']})")
-    p.add_argument("--k", type=int, help=f"step: images kept per tail class (default {RECIPE_DEFAULTS['k']})")
-    p.add_argument("--noise", type=float,
+    p.add_argument("--k", type=positive_int, help=f"step: images kept per tail class (default {RECIPE_DEFAULTS['k']})")
+    p.add_argument("--noise", type=noise_ratio,
                    help=f"ratio of injected test anomalies (default {RECIPE_DEFAULTS['noise']})")
     p.add_argument("--overlap", action="store_true", default=None,
                    help="leave injected anomalies in the test sets (published protocol)")
@@ -91,18 +108,16 @@ def scorer_settings(args: argparse.Namespace, cfg: ModelConfig, methods: list[st
 
 def run(args: argparse.Namespace) -> int:
     from ..data.layout import resolve_category_dirs
-    from ..data.longtail import LongTailSet, load_or_build_longtail
+    from ..data.longtail import LongTailSet, load_or_build_longtail, manifest_name
     from ..data.mvtec import load_mvtec
-    from ..evaluation.longtail import check_methods, evaluate_longtail
+    from ..evaluation.longtail import check_methods, check_tail_views, evaluate_longtail
 
-    if args.method is not None:  # one model-args helper for every command; here it would be ignored
-        raise ValueError(f"--method {args.method}: evaluate-lt fits several methods; "
-                         f"give them with --methods")
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if len(set(categories)) != len(categories):
         raise ValueError(f"--categories lists a category twice: {args.categories}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     check_methods(methods)  # before any work
+    check_tail_views(methods, args.tail_views)
     given = {flag.removeprefix("--"): v for flag, v in given_options(args, add_recipe_args).items()}
     recipe = {**RECIPE_DEFAULTS, **given}
     if "k" in given and not args.manifest and recipe["tail"] != "step":  # a manifest's is checked below
@@ -111,11 +126,17 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config_from_args(args)
     params = scorer_settings(args, cfg, methods)  # before a manifest is written
     seed = cfg.seed
+    if not args.manifest:
+        built = args.manifest_dir / manifest_name(recipe["tail"], recipe["k"], recipe["noise"],
+                                                  seed, categories, recipe["overlap"])
+        if not built.is_file():  # one already there is only read
+            check_writable(args.manifest_dir, "--manifest-dir", into=True)
     dirs = resolve_category_dirs(args.root, categories)
     datasets = {c: load_mvtec(d) for c, d in dirs.items()}
     for c, d in list(datasets.items()):  # name by the requested category, not the folder
         d.name = c
-    if args.manifest:
+    manifest = args.manifest
+    if manifest:
         split = LongTailSet.load(args.manifest)
         if sorted(split.categories) != sorted(categories):
             raise ValueError(f"{args.manifest}: manifest categories {split.categories} differ "
@@ -129,11 +150,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         split = load_or_build_longtail(datasets, dirs, recipe["tail"], recipe["k"], recipe["noise"],
                                        seed, recipe["overlap"], args.manifest_dir)
+        manifest = built
     report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, args.tail_views,
-                               progress=not args.quiet)
+                               progress=not args.quiet, manifest=manifest)
 
+    # a manifest's split seed need not be --seed, which seeds the scorers
+    seeds = f"seed {split.seed}" if split.seed == seed else f"split seed {split.seed}, scorer seed {seed}"
     rows = [("split", f"{split.tail}" + (f" k={split.k}" if split.k else "") +
-             f", noise {split.noise:g}, seed {split.seed}, tail classes {split.tail_classes or 'none'}")]
+             f", noise {split.noise:g}, {seeds}, tail classes {split.tail_classes or 'none'}")]
     for c, v in split.counts.items():
         est = report.class_size_estimates["per_class"][c]
         rows.append((f"  {c}", f"{v['good']} good + {v['noise']} noise; TailSampler median size "
@@ -145,6 +169,5 @@ def run(args: argparse.Namespace) -> int:
         rows.append((m, f"mean {mean:.4f} ({per}); fit {info['fit_seconds']:.0f} s, "
                         f"bank {info.get('memory_bank_items', 'n/a')}"))
     rows.append(("timings", ", ".join(f"{k} {v}" for k, v in report.timings.items())))
-    write_json(args.output_json, report.to_dict())  # first: the table cannot lose it
-    print_table(rows)
+    write_json_and_show(args.output_json, report.to_dict(), lambda: print_table(rows))
     return 0

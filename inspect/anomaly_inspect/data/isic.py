@@ -93,15 +93,32 @@ class OODData:
                 role.setdefault(key, what)
 
 
+def not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetLayoutError:
+    """The layout error for a text file that is not UTF-8 (a Latin-1 export), naming it."""
+    return DatasetLayoutError(f"{path}: not UTF-8 text ({exc.reason}: byte "
+                              f"0x{exc.object[exc.start]:02x}); save it as UTF-8 (Excel: 'CSV UTF-8')")
+
+
+def read_csv_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[dict[str, str]]]:
+    """The header and rows of a UTF-8 CSV file, a byte-order mark (Excel's "CSV UTF-8") left
+    out of the first column's name; other encodings are a :class:`DatasetLayoutError` naming
+    the file."""
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh, delimiter=delimiter)
+            return list(reader.fieldnames or []), list(reader)
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
+
+
 def _read_csv(path: Path, required: Iterable[str], delimiter: str = ",") -> list[dict[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        missing = [c for c in required if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DatasetLayoutError(f"{path}: missing columns {missing}; found {reader.fieldnames}")
-        return list(reader)
+    header, rows = read_csv_rows(path, delimiter)
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise DatasetLayoutError(f"{path}: missing columns {missing}; found {header}")
+    return rows
 
 
 def _flag(value: str, column: str) -> int | None:
@@ -122,7 +139,8 @@ def read_isic_index(root: Path | str, index: str = "index.csv") -> list[IsicReco
     """Records of ``root/index.csv``; image paths are resolved against ``root``. Refused,
     naming the line: a split other than train / val / test, flags other than 0 / 1, a blank
     artefacts_annotated, a blank ink / patches / ruler flag on an annotated row, an image_id
-    listed twice."""
+    listed twice, a blank path or one that is not a file (found here, not minutes into the
+    extraction)."""
     root = Path(root)
     path = root / index
     records = []
@@ -144,7 +162,13 @@ def read_isic_index(root: Path | str, index: str = "index.csv") -> list[IsicReco
             blank = [k for k in ANNOTATED_FLAGS if flags[k] is None]
             if annotated and blank:
                 raise ValueError(f"annotated row with blank {', '.join(blank)}")
-            records.append(IsicRecord(image_id, row["split"], root / row["path"],
+            rel = (row["path"] or "").strip()
+            if not rel:
+                raise ValueError("path is blank")
+            if not (root / rel).is_file():
+                where = "" if Path(rel).is_absolute() else f" ({root / rel})"
+                raise ValueError(f"path {rel}: no such file{where}")
+            records.append(IsicRecord(image_id, row["split"], root / rel,
                                       _flag(row["melanoma_isic2017"], "melanoma_isic2017"),
                                       bool(annotated), flags, i))
         except ValueError as exc:
@@ -243,8 +267,12 @@ def read_id_list(path: Path | str) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: id list not found")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise not_utf8(path, exc) from None
     ids = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             ids.append(Path(line).stem)

@@ -264,7 +264,9 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
 
 
 def resolve_category_dirs(roots: list[str], categories: list[str]) -> dict[str, Path]:
-    """Category -> its folder, from plain roots (searched in order) and CATEGORY=DIR entries."""
+    """Category -> its folder, from plain roots (searched in order) and CATEGORY=DIR entries.
+    Two categories in one folder are refused: the same images under two names would leak one
+    name's injected training anomalies into the other's test set."""
     mapping: dict[str, Path] = {}
     plain: list[Path] = []
     for entry in roots:
@@ -287,4 +289,9 @@ def resolve_category_dirs(roots: list[str], categories: list[str]) -> dict[str, 
             raise DatasetLayoutError(
                 f"category '{c}': no {c}/train/ under {', '.join(map(str, plain)) or 'any root'}")
         out[c] = found[0]
+    seen: dict[Path, str] = {}
+    for c, d in out.items():
+        if (other := seen.setdefault(d.resolve(), c)) != c:
+            raise ValueError(f"categories '{other}' and '{c}' are one folder, {d.resolve()}: "
+                             f"give each category its own folder")
     return out

@@ -15,7 +15,6 @@ ID-train ``good`` images.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .image_io import read_image
-from .isic import OODData, kfold_split
+from .isic import OODData, kfold_split, read_csv_rows
 from .layout import DatasetLayoutError, list_images
 from .samples import Sample
 
@@ -38,15 +37,12 @@ def _manifest_rows(path: Path | str, category: str | None) -> tuple[list[dict], 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: colour manifest not found")
-    with path.open(newline="") as fh:
-        reader = csv.DictReader(fh)
-        fields = set(reader.fieldnames or [])
-        cols = next((c for c in _MANIFEST_COLUMNS if {"category", *c} <= fields), None)
-        if cols is None:
-            raise DatasetLayoutError(f"{path}: needs columns category + relpath, colour (or path, "
-                                     f"colour_group), found {reader.fieldnames}")
-        rows = [r for r in reader if category is None or r["category"] == category]
-    return rows, *cols
+    header, rows = read_csv_rows(path)
+    cols = next((c for c in _MANIFEST_COLUMNS if {"category", *c} <= set(header)), None)
+    if cols is None:
+        raise DatasetLayoutError(f"{path}: needs columns category + relpath, colour (or path, "
+                                 f"colour_group), found {header}")
+    return [r for r in rows if category is None or r["category"] == category], *cols
 
 
 def read_colour_manifest(path: Path | str, category: str | None = None) -> dict[str, list[str]]:
@@ -119,6 +115,14 @@ def colour_similarity(object_rgb: np.ndarray, group_rgb: dict[str, np.ndarray],
                     f"(the split's definition), no score or detection outcome enters"}
 
 
+def check_no_repeats(key: str, groups: Sequence[str]) -> None:
+    """Refuse a group listed more than once (a repeated ID group put its images in ID train and
+    ID test both, and was reported as such)."""
+    repeated = sorted({g for g in groups if list(groups).count(g) > 1})
+    if repeated:
+        raise ValueError(f"{key}: {repeated} listed more than once; list each group once")
+
+
 def mvtec_heldout_benchmark(
     root: Path | str, category: str, id_groups: Sequence[str], ood_groups: dict[str, Sequence[str]],
     colour_manifest: Path | str | None = None, folds: int = 5, fold: int = 0, seed: int = 0,
@@ -131,6 +135,7 @@ def mvtec_heldout_benchmark(
     cat_dir = Path(root) / category
     if not (cat_dir / "test").is_dir():
         raise FileNotFoundError(f"{cat_dir}: not an MVTec-layout category (no test/ folder)")
+    check_no_repeats("id_groups", id_groups)
     groups = ["good", *[g for g in id_groups if g != "good"]]
     paths: list[Path] = []
     labels: list[int] = []

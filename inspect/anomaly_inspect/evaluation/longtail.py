@@ -19,7 +19,6 @@ from ..config import ModelConfig
 from ..core import FitContext, SharedResults
 from ..data.longtail import LongTailSet
 from ..data.mvtec import AnomalyDataset
-from ..features.views import ViewFeatures
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..pipeline.builders import seeded_params
 from ..resources import Timer, peak_rss_mb
@@ -28,7 +27,8 @@ from ..scorers.tail_sampler import TailSamplerResult
 from .evaluate import check_files
 from .metrics import auroc
 
-#: tail augmentation per split kind when none is given (as the TailedCore MVTec configs)
+#: TailedCore's tail views per split kind when neither --tail-views nor the config's scorer
+#: section gives them (as the TailedCore MVTec configs)
 DEFAULT_TAIL_VIEWS = {"step": "rot15flip", "pareto": "rot30flip"}
 #: the features extracted from the training images (pooled: TailSampler's, and TailedCore's at
 #: fit); the test images give patches only, so a method must score from patches
@@ -57,6 +57,25 @@ def check_methods(methods: list[str]) -> None:
                              f"and runs {', '.join(can)}")
 
 
+def check_tail_views(methods: list[str], tail_views: str | None) -> None:
+    """Refuse tail views given to a run without TailedCore, the one method that reads them
+    (they would be recorded but change nothing)."""
+    if tail_views is not None and "tailedcore" not in methods:
+        raise ValueError(f"--tail-views {tail_views}: only tailedcore reads tail views, and "
+                         f"--methods {','.join(methods)} leaves it out")
+
+
+def tail_views_of(split: LongTailSet, methods: list[str], params: dict,
+                  tail_views: str | None = None) -> str | None:
+    """The tail views TailedCore fits with: ``tail_views``, else the ``tail_views`` of the
+    scorer settings, else :data:`DEFAULT_TAIL_VIEWS` of the split's kind; None without
+    TailedCore."""
+    check_tail_views(methods, tail_views)
+    if "tailedcore" not in methods:
+        return None
+    return tail_views or params.get("tail_views") or DEFAULT_TAIL_VIEWS[split.tail]
+
+
 @dataclass
 class LongTailReport:
     results: list[dict]
@@ -65,7 +84,7 @@ class LongTailReport:
     split: dict
     timings: dict[str, float]
     config: dict
-    tail_views: str
+    tail_views: str | None  # TailedCore's (None without it)
     peak_rss_mb: float = 0.0
 
     def to_dict(self) -> dict:
@@ -116,24 +135,31 @@ def evaluate_longtail(
     scorer_params: dict | None = None,
     tail_views: str | None = None,
     progress: bool = True,
+    manifest: Path | None = None,
 ) -> LongTailReport:
     """Fit every method on the split's training features (one extraction, one set of
-    shared LOF scores), score each category's test set once for all of them. ``tail_views``
-    defaults to :data:`DEFAULT_TAIL_VIEWS` of the split's kind."""
+    shared LOF scores), score each category's test set once for all of them. TailedCore's
+    ``tail_views`` (refused without it) is its parameter, see :func:`tail_views_of`.
+    ``manifest``: the split's file, recorded in the report's ``split``."""
     check_methods(methods)
-    tail_views = tail_views or DEFAULT_TAIL_VIEWS[split.tail]
+    params = dict(scorer_params or {})
+    tail_views = tail_views_of(split, methods, params, tail_views)
+    if tail_views is not None:
+        params["tail_views"] = tail_views  # TailedCore's parameter: what it records is what ran
     tests = {c: split.test_samples(c, datasets[c], Path(category_dirs[c])) for c in split.categories}
     for c, test in tests.items():  # before any extraction: every category needs both labels
         labels = [s.label for s in test]
         if 0 not in labels or 1 not in labels:
+            # the injection took its last anomaly (the normal images are never moved)
+            injected = 0 in labels and any(s.label for s in datasets[c].test)
+            why = ("--noise moves anomalies into training: lower it, or change --seed" if injected
+                   else f"{category_dirs[c]}/test needs both normal and anomalous images")
             raise ValueError(f"{c}: the long-tailed split leaves its test set {sum(labels)} "
                              f"anomalous and {len(labels) - sum(labels)} normal images, so it has "
-                             f"no AUROC (--noise moves anomalies into training: lower it, or "
-                             f"change --seed)")
+                             f"no AUROC ({why})")
     train = split.train_samples(category_dirs)
     for c, test in tests.items():  # and readable images (masks are not read here)
         check_files(c, [*(s for s in train if s.group == c), *test], masks=False)
-    params = dict(scorer_params or {})
     scorers = build_scorers(methods, params, cfg.seed, progress)
     backbone = build_backbone(cfg)
     extractor = build_extractor(cfg, backbone, outputs=FIT_FEATURES)
@@ -146,8 +172,7 @@ def evaluate_longtail(
         feats = runner.extract(train_paths, "extract train").features
     timings["extract_train_s"] = round(t.seconds, 2)
 
-    context = FitContext(views=ViewFeatures(extractor, train_paths, tail_views, progress),
-                         shared=SharedResults())
+    context = runner.fit_context(scorers, train_paths, FitContext(shared=SharedResults()))
     fitted = runner.fit_features(scorers, feats, context=context)
     if "tailedcore" in scorers:  # its fit ran TailSampler
         tail_result = scorers["tailedcore"].tail_result
@@ -182,8 +207,10 @@ def evaluate_longtail(
         method_info[m]["score_seconds"] = round(score_time[m], 2)
     split_info = {"tail": split.tail, "k": split.k, "noise": split.noise, "seed": split.seed,
                   "overlap": split.overlap, "tail_classes": split.tail_classes, "counts": split.counts,
-                  "n_train": len(train)}
-    return LongTailReport(results, sizes, method_info, split_info, timings, cfg.to_dict(),
+                  "n_train": len(train), "manifest": None if manifest is None else str(manifest)}
+    # the config's single ``method`` is not what ran here: the methods are
+    config = {k: v for k, v in cfg.to_dict().items() if k != "method"} | {"methods": list(methods)}
+    return LongTailReport(results, sizes, method_info, split_info, timings, config,
                           tail_views, round(peak_rss_mb(), 1))
 
 

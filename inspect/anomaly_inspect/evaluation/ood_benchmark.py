@@ -30,6 +30,7 @@ from ..data.colour_shift import ColourShift, colour_shift
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
 from ..data.layout import DatasetLayoutError
 from ..data.mvtec_ood import (
+    check_no_repeats,
     colour_similarity,
     mvtec_heldout_benchmark,
     object_mean_colour,
@@ -78,7 +79,7 @@ NUISANCE_K = 5  # directions a nuisance projection removes, unless a row sets nu
 # score (near) 0 (kNN with k = 1: exactly 0), so the jigsaw check would always keep the published direction
 IN_SAMPLE_DEGENERATE = ("knn", "knn_nan", "mahalanobis")
 JIGSAW_GRID = 3
-TAIL_VIEWS = "rotflip"  # TailedCore's tail views: 90-degree rotations x flip (7 per image; rot15flip has 47)
+TAIL_VIEWS = "rotflip"  # TailedCore's default tail_views: 90-degree rotations x flip (7 per image; rot15flip has 47)
 
 
 @dataclass
@@ -123,7 +124,7 @@ class ScorerSpec:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"scorer '{self.label}': {exc}") from None
         if not self.input:
-            if self.name == "block_feature_norm":
+            if "blocks" in cls.requires:
                 self.input = "block:final"
             elif hasattr(cls, "perturb"):
                 self.input = "pixels"
@@ -134,11 +135,15 @@ class ScorerSpec:
                 block == "final" or (block or "").isdigit()):
             raise ValueError(f"scorer '{self.label}': input must be pooled, patches, pixels, "
                              f"block:final or block:<stage index>, got {self.input!r}")
-        reads = "patches" if self.input == "patches" or block is not None else "pooled"
+        reads = "blocks" if block is not None else "patches" if self.input == "patches" else "pooled"
         if reads not in cls.requires:
+            named = {"patches": "patch", "blocks": "block"}
             raise ValueError(f"scorer '{self.label}': '{self.name}' scores "
-                             f"{' and '.join({'patches': 'patch'}.get(r, r) for r in cls.requires)} "
+                             f"{' and '.join(named.get(r, r) for r in cls.requires)} "
                              f"features, not input {self.input!r}")
+        if "block" in self.params:  # the row's input chooses the block: one way to say it
+            raise ValueError(f"scorer '{self.label}': params: block: set the row's input "
+                             f"('block:final' or 'block:<stage index>') instead")
         if self.orient not in ORIENT_MODES:
             raise ValueError(f"scorer '{self.label}': orient must be one of {ORIENT_MODES}, got {self.orient!r}")
         if self.input == "pixels" and not hasattr(cls, "perturb"):
@@ -339,7 +344,8 @@ def _check_data_values(source: str, given: dict, splits: list[str]) -> None:
     """Refuse, naming the config and the key, data values of the wrong kind, split names the
     benchmark uses for its own sets (``RESERVED_SPLITS``; ``similar`` / ``dissimilar`` where
     ``similar_groups`` adds them), which would replace those sets, and names given twice (a
-    repeated split or defect group would count its images twice)."""
+    repeated split or defect group would count its images twice; a repeated ID group, its
+    images as both ID train and ID test)."""
     check_field_types(_DataTypes(**given), f"{source}: data: ")
     groups, lists = given.get("ood_groups") or {}, given.get("ood_lists") or {}
     not_lists = sorted(str(k) for k, v in groups.items()
@@ -365,6 +371,10 @@ def _check_data_values(source: str, given: dict, splits: list[str]) -> None:
         if repeated:
             raise ConfigError(f"{source}: data: ood_groups: {name}: {repeated} listed more than once; "
                               f"list each defect folder once")
+    try:  # a repeated ID group read as an image both in ID train and in ID test
+        check_no_repeats("id_groups", given.get("id_groups") or [])
+    except ValueError as exc:
+        raise ConfigError(f"{source}: data: {exc}") from None
     for name in splits:
         if name in RESERVED_SPLITS:
             raise ConfigError(f"{source}: splits: '{name}' is reserved for {RESERVED_SPLITS[name]}; "
@@ -555,17 +565,31 @@ def extract_arrays(runner: Runner, samples: list[Sample], on_patches, progress: 
 
 def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
     """What a row that does not read patches fits and scores on (its input was checked by
-    :class:`ScorerSpec` and :func:`check_blocks`): a block's norms for ``block:...``, else
-    (pooled, pixels) the pooled embedding."""
+    :class:`ScorerSpec` and :func:`check_blocks`): the block norms for ``block:...`` (the
+    row's scorer reads its block, :func:`_block_param`), else (pooled, pixels) the pooled
+    embedding."""
     if not spec.input.startswith("block:"):
         return Features(pooled=arrays["pooled"])
-    key = "block_" + spec.input.split(":", 1)[1]
-    # per-channel L2 norms as 1x1 maps: the block feature norm of these equals that of the maps
-    return Features(patches=arrays[key][:, None, None, :])
+    return Features(blocks={k[len("block_"):]: v for k, v in arrays.items() if k.startswith("block_")})
+
+
+def _block_param(spec: ScorerSpec) -> dict:
+    """The ``block`` parameter a ``block:<name>`` row's scorer takes from the row's input."""
+    return {"block": spec.input.split(":", 1)[1]} if spec.input.startswith("block:") else {}
 
 
 def _image_scores(runner: Runner, spec: ScorerSpec, scorer, arrays: dict) -> np.ndarray:
     return runner.score_features({spec.label: scorer}, _features_for(spec, arrays))[spec.label].image_scores
+
+
+def check_nuisance_k(cfg: OODBenchmarkConfig, n_train: int) -> None:
+    """Refuse, before any extraction, a row whose ``nuisance_k`` the ID-train images cannot
+    give: ``n_train`` centred images span at most ``n_train - 1`` directions."""
+    for s in cfg.scorers:
+        if s.nuisance and s.nuisance_k >= n_train:
+            raise ConfigError(f"{cfg.source}: scorer '{s.label}': nuisance_k {s.nuisance_k} needs more "
+                              f"than {s.nuisance_k} ID-train images (its directions are learned from "
+                              f"them), the data has {n_train}")
 
 
 # --- run -----------------------------------------------------------------------------------
@@ -573,6 +597,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       progress: bool = True) -> dict:
     t0 = time.perf_counter()
     data, synth_info = build_data(cfg, data_root)
+    check_nuisance_k(cfg, len(data.id_train))
     t_data = time.perf_counter() - t0
     backbone = build_backbone(cfg)  # reads cfg.backbone and cfg.seed, as of a ModelConfig
     check_blocks(cfg.source, cfg.scorers, backbone.layers)  # a config without layers: the backbone's
@@ -586,9 +611,15 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     sources[False].extractor.calibrate([x.path for x in data.id_train])
 
     def fit_context(samples: list[Sample]) -> FitContext:
-        # TailedCore's tail memory takes rotated / flipped views of its tail images (as evaluate-lt)
+        # TailedCore's tail memory takes the rotated / flipped views of its tail images that its
+        # tail_views names (TAIL_VIEWS, its default, unless a row sets it); rows share the views
+        kinds = sorted({s.params.get("tail_views", TAIL_VIEWS) for s in cfg.scorers
+                        if s.name == "tailedcore"}) or [TAIL_VIEWS]
+        if len(kinds) > 1:
+            raise ValueError(f"{cfg.source}: tailedcore rows set different tail_views "
+                             f"({', '.join(kinds)}); give them one")
         return FitContext(views=ViewFeatures(sources[True].extractor, [x.path for x in samples],
-                                             TAIL_VIEWS, progress), shared=SharedResults())
+                                             kinds[0], progress), shared=SharedResults())
 
     train_context = fit_context(data.id_train)
     # fused rows' members: cross-fitted ID-train scores, per (label, folds)
@@ -621,7 +652,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
     def row_params(s: ScorerSpec) -> dict:
         return get_scorer_class(s.name).runtime_kwargs(progress=progress, patch_maps=False) | \
-            seeded_params(s.name, s.params, cfg.seed)
+            seeded_params(s.name, s.params, cfg.seed) | _block_param(s)
 
     # the TailSampler report: the first TailedCore row's sampler (its fit runs it; the result
     # is cached beside the row's scores), else TailSampler's defaults on the pooled embedding
@@ -742,14 +773,17 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
     results, exact, timings, orientations, row_scores = [], [], {}, {}, {}
 
-    def add_rows(label: str, method: str, params: dict, scores: dict[str, np.ndarray]) -> None:
-        """The row's metrics on every split: rounded in the JSON, unrounded in the table."""
+    def add_rows(label: str, method: str, params: dict, scores: dict[str, np.ndarray],
+                 spec: ScorerSpec | None = None) -> None:
+        """The row's metrics on every split: rounded in the JSON, unrounded in the table; with
+        the row's ``spec`` settings that tell two rows of one scorer apart (a fused row: null)."""
         row_scores[label] = scores
+        settings = {k: getattr(spec, k, None) for k in ("input", "orient", "nuisance", "nuisance_k")}
         for split in data.ood:
             m = ood_metrics(scores["id_test"], scores[split])
             row = {"scorer": label, "method": method, "split": split, "auroc": m.auroc,
                    "fpr_at_tpr80": m.fpr_at_tpr80, "fpr_at_tpr95": m.fpr_at_tpr95, "n_id": m.n_id,
-                   "n_ood": m.n_ood, "params": params}
+                   "n_ood": m.n_ood, "params": params, **settings}
             exact.append(row)
             results.append(row | {k: round(row[k], 4) for k in ("auroc", "fpr_at_tpr80", "fpr_at_tpr95")})
 
@@ -758,9 +792,9 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         if spec.input == "patches":
             scores = patch_scores[spec.label]
         else:
-            scorer = pooled_scorer(spec)
             train = _features_for(spec, arrays["id_train"])
-            with _config_errors(f"{cfg.source}: scorer '{spec.label}'"):
+            with _config_errors(f"{cfg.source}: scorer '{spec.label}'"):  # the projection's k too
+                scorer = pooled_scorer(spec)
                 runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
             scored, own_pseudo = arrays, pseudo
             if spec.input == "pixels":
@@ -778,14 +812,18 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 scores = {n: sign * v for n, v in scores.items()}
             for folds in sorted(cv_folds.get(spec.label, ())):
 
-                def fit_score(bank: np.ndarray, held: np.ndarray, spec=spec, train=train) -> np.ndarray:
-                    member = pooled_scorer(spec, bank)
-                    runner.fit_features({spec.label: member}, train.subset(bank), data.id_train_labels[bank])
+                def fit_score(bank: np.ndarray, held: np.ndarray, spec=spec, train=train,
+                              folds=folds) -> np.ndarray:
+                    with _config_errors(f"{cfg.source}: scorer '{spec.label}' (cross-fitted, {folds} folds)"):
+                        member = pooled_scorer(spec, bank)
+                        runner.fit_features({spec.label: member}, train.subset(bank),
+                                            data.id_train_labels[bank])
                     return runner.score_features({spec.label: member}, train.subset(held))[spec.label].image_scores
 
                 cv[spec.label, folds] = sign * crossfit_scores(
                     crossfit_folds(len(data.id_train), folds, cfg.seed), fit_score)
-        add_rows(spec.label, spec.name, build_scorer(spec.name, **row_params(spec)).get_params(), scores)
+        add_rows(spec.label, spec.name, build_scorer(spec.name, **row_params(spec)).get_params(), scores,
+                 spec)
         timings[spec.label] = round(time.perf_counter() - t, 3)
     fusions = {}
     for fu in cfg.fusions:

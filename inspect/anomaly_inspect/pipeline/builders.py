@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..config import ModelConfig, check_scorer_seed
+from ..config import ConfigError, ModelConfig, check_scorer_seed
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..features.backbone import Backbone, LayerRangeError
 from ..features.extractor import FeatureExtractor
@@ -35,9 +35,15 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[
                     max_pixels: int = DEFAULT_MAX_PIXELS) -> FeatureExtractor:
     """The feature source for ``cfg``: the outputs the scorer classes require (``patches``,
     ``pooled``, ``blocks``) plus ``outputs``; ``batch_size`` overrides the config's (a
-    runtime choice that never changes the features)."""
+    runtime choice that never changes the features). Block norms sum over every cell of the
+    map, so a scorer that reads them is refused with ``features: resize`` other than stretch
+    (they would count the padding), as ood-benchmark refuses its block rows."""
     wanted = set(outputs).union(*(c.requires for c in scorer_classes))
     f = cfg.features
+    blocks = [c.name for c in scorer_classes if "blocks" in c.requires]
+    if blocks and f.resize != "stretch":
+        raise ConfigError(f"features: resize: {', '.join(blocks)} reads block norms, which would "
+                          f"count the padding of resize {f.resize!r}; use resize 'stretch'")
     return FeatureExtractor(
         backbone, f.image_size, f.crop_size, batch_size or f.batch_size, f.embedding(),
         patches="patches" in wanted, pooled="pooled" in wanted, resize=f.resize,

@@ -9,8 +9,8 @@ engine task (:mod:`.engine`), so where it runs is one switch.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from ..core import Features, FitContext, ScoreResult
 from ..data.layout import display_path
 from ..data.loader import Batch
 from ..features.extractor import FeatureExtractor, raise_first_error
+from ..features.views import ViewFeatures
 from ..progress import Progress
 from ..resources import StageTimes, Timer
 from ..scorers import Scorer
@@ -142,6 +143,21 @@ class Extracted:
     skipped: list[dict[str, str]] = field(default_factory=list)
 
 
+def view_kind(scorers: Iterable[Scorer]) -> str | None:
+    """The kind of views (:data:`~..choices.VIEW_KINDS`) the scorers read at fit, from their
+    ``fit_views`` (TailedCore's ``tail_views``); None when none reads any. Scorers fitted on
+    one context share its views, so two different kinds are refused."""
+    kinds = {}
+    for scorer in scorers:
+        if (kind := scorer.fit_views) is not None:
+            kinds.setdefault(kind, type(scorer).__name__)
+    if len(kinds) > 1:
+        raise ValueError(f"scorers fitted together read different tail views: "
+                         f"{', '.join(f'{k} ({who})' for k, who in kinds.items())}; fit them "
+                         f"separately or give them one tail_views")
+    return next(iter(kinds), None)
+
+
 class Runner:
     """Fits scorers on training images and scores image sets through one feature source.
 
@@ -197,10 +213,13 @@ class Runner:
             labels: np.ndarray | None = None, context: FitContext | None = None,
             desc: str = "extract train", skip_errors: bool = False) -> Fitted:
         """Fit every scorer on the training images' features (extracted once). Unreadable
-        images raise, or with ``skip_errors`` are left out with a warning.
+        images raise, or with ``skip_errors`` are left out with a warning. Views a scorer
+        reads at fit (TailedCore's ``tail_views``) are added to ``context`` when it has none
+        (:meth:`fit_context`, over the readable images).
 
         A single scorer fits while the batches arrive (:meth:`Scorer.fit_batches`: PatchCore's
-        coreset streams, so memory stays flat); several share one gathered copy."""
+        coreset streams, so memory stays flat); several, or one that reads views (it gathers
+        its batches anyway), share one gathered copy."""
         paths = list(paths)
         self.extractor.calibrate(paths)  # int8 backbones: on training images only
         skipped: list[dict[str, str]] | None = [] if skip_errors else None
@@ -213,7 +232,9 @@ class Runner:
             if not readable:
                 raise ValueError(f"none of the {len(paths)} training images could be read")
 
-        if len(scorers) == 1 and labels is None:
+        needs_views = view_kind(scorers.values()) is not None and (context is None
+                                                                   or context.views is None)
+        if len(scorers) == 1 and labels is None and not needs_views:
             (name, scorer), = scorers.items()
             before = sum(self.times.seconds.values())
             with Timer() as t:
@@ -224,8 +245,22 @@ class Runner:
         else:
             gathered = Features.concat(list(features())) if skip_errors else \
                 Features.collect(features(), len(paths))
+            # the views' image indices are positions among the readable images
+            context = self.fit_context(scorers, [paths[i] for i in readable], context)
             info = self.fit_features(scorers, gathered, labels, context)
         return Fitted(info, readable, skipped or [])
+
+    def fit_context(self, scorers: Mapping[str, Scorer] | Iterable[Scorer], paths: Sequence[Path],
+                    context: FitContext | None = None) -> FitContext | None:
+        """``context`` with the views the scorers read at fit (:func:`view_kind`) added, as
+        :class:`~..features.views.ViewFeatures` of ``paths`` (the training images, in the order
+        of their features) from this runner's extractor; unchanged when no scorer reads views
+        or it holds some already (fit, evaluate, screen and evaluate-lt take their views here)."""
+        kind = view_kind(scorers.values() if isinstance(scorers, Mapping) else scorers)
+        if kind is None or (context is not None and context.views is not None):
+            return context
+        return replace(context or FitContext(),
+                       views=ViewFeatures(self.extractor, paths, kind, self.progress))
 
     def fit_features(self, scorers: Mapping[str, Scorer], features: Features,
                      labels: np.ndarray | None = None,

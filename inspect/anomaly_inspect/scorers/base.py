@@ -42,12 +42,21 @@ class Scorer(ABC):
     name: ClassVar[str] = ""
     #: which :class:`Features` fields the scorer reads: "patches" and/or "pooled"
     requires: ClassVar[tuple[str, ...]] = ("patches",)
+    #: whether ``fit`` needs ID class labels (a classifier head): a model config's fit has none
+    #: (normal images only), so ``ModelConfig.check_scorer`` refuses such a method before any work
+    needs_labels: ClassVar[bool] = False
     #: constructor arguments that are runtime switches, not model parameters: left out of
     #: :meth:`get_params` and the saved scorer; whoever builds or loads the scorer sets them
     #: (each scorer takes the ones its constructor names): ``progress`` (bars) and
     #: ``patch_maps`` (False where only image scores are read: memory banks then search
     #: for cheaper upper bounds, the image scores being exact either way)
     runtime_params: ClassVar[tuple[str, ...]] = ("progress", "patch_maps")
+    #: parameters added after models were saved without them, with the value that describes
+    #: what those older fits did (not the new default): :meth:`load` fills them in
+    saved_before: ClassVar[dict[str, Any]] = {}
+    #: the view kind (:data:`~..choices.VIEW_KINDS`) the scorer reads at fit from
+    #: ``FitContext.views``; None: none (the runner adds views only for a scorer that names them)
+    fit_views: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any):
         super().__init_subclass__(**kwargs)
@@ -201,6 +210,7 @@ class Scorer(ABC):
         try:
             # files written before runtime switches were left out may still hold them
             params = {k: v for k, v in meta["params"].items() if k not in scorer_cls.runtime_params}
+            params = {**scorer_cls.saved_before, **params}
             scorer = scorer_cls(**params, **switches)
             scorer.set_state(state)
         except (KeyError, TypeError, ValueError, IndexError) as exc:

@@ -1,8 +1,9 @@
 """Label-free norm scorers on backbone features: feature norm, block feature norm, NAN.
 
-All three read activations only (no memory bank, no labels); ``fit`` just
-checks the training features. Each returns an anomaly score (higher = more
-OOD), i.e. the negated confidence of the published method.
+All three read activations only (the pooled embedding; block feature norm: one block's
+per-channel norms), no memory bank and no labels; ``fit`` just checks the training
+features. Each returns an anomaly score (higher = more OOD), i.e. the negated confidence
+of the published method.
 """
 
 from __future__ import annotations
@@ -101,16 +102,64 @@ class FeatureNorm(_Stateless):
 
 
 class BlockFeatureNorm(_Stateless):
-    """Score = -block feature norm of a block's (N, h, w, C) maps (``Features.patches``), over
-    the cells on the image (``Features.valid``) only."""
+    """Score = -block feature norm (Yu et al.) of one backbone block: the mean over channels of
+    the per-channel L2 norms of its ReLU'd map, which the extractor computes
+    (``Features.blocks``, over every cell). ``block``: ``"final"`` (the map before global
+    pooling, the published choice) or the stage index of one of the backbone's ``layers``
+    (``"3"``). Fit, evaluate, screen and ood-benchmark all read these norms, so that each
+    computes the same quantity (it once read the PatchCore patch embedding here)."""
 
     name = "block_feature_norm"
-    requires = ("patches",)
+    requires = ("blocks",)
+
+    def __init__(self, block: str = "final"):
+        if not (isinstance(block, str) and (block == "final" or block.isdigit())):
+            raise ValueError(f"{self.name}: block must be 'final' or a stage index such as '3' "
+                             f"(a string), got {block!r}")
+        self.block = block
+
+    def _input(self, features: Features) -> np.ndarray:
+        blocks = features.blocks or {}
+        if self.block not in blocks:
+            have = f"only blocks {sorted(blocks)} were" if blocks else "no block norms were"
+            raise ValueError(f"{self.name} needs the norms of block '{self.block}', but {have} "
+                             f"extracted")
+        return blocks[self.block]
+
+    def check_input(self, features: Features, stage: str) -> None:
+        """The base check (NaN / Inf, the width of the fit) on the chosen block's norms: the
+        base reads array fields, and ``blocks`` is a mapping of them."""
+        norms = (features.blocks or {}).get(self.block)
+        if norms is None:
+            return  # _input says why
+        what = f"block '{self.block}'"
+        bad = ~np.isfinite(np.asarray(norms, dtype=np.float64)).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{type(self).__name__}.{stage}: {what} features of {int(bad.sum())} of "
+                             f"{len(norms)} images hold NaN or Inf values")
+        fitted = (getattr(self, "_input_widths", None) or {}).get("blocks")
+        if stage == "score" and fitted is not None and fitted != norms.shape[-1]:
+            raise ValueError(f"{type(self).__name__}.score: {what} features have width "
+                             f"{norms.shape[-1]}, the scorer was fitted on width {fitted}")
+
+    def _widths(self, features: Features) -> dict[str, int]:
+        norms = (features.blocks or {}).get(self.block)
+        return {} if norms is None else {"blocks": int(norms.shape[-1])}
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        # "reads_blocks" tells this scorer's state from one saved when it read patch embeddings
+        return {"fitted": np.ones(1, np.uint8), "reads_blocks": np.ones(1, np.uint8)}
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        if "reads_blocks" not in state:
+            raise ValueError("saved by a version whose block_feature_norm scored the PatchCore "
+                             "patch embedding, not a backbone block; re-fit the model")
+        self._fitted = True
 
     def score(self, features: Features) -> ScoreResult:
         self._check_fitted()
-        maps = self._input(features)
-        return ScoreResult((-block_feature_norm(maps, features.valid)).astype(np.float32))
+        norms = np.asarray(self._input(features), dtype=np.float64)  # (N, C), >= 0
+        return ScoreResult((-norms.mean(axis=1)).astype(np.float32))
 
 
 class NAN(_Stateless):

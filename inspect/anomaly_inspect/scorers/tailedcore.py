@@ -12,10 +12,13 @@
   rotated / flipped views, which the LOF filter would otherwise throw away as
   "rare"). Score = 1-NN distance, image score = max over patches (as PatchCore).
 
-Both keep the :class:`~.base.Scorer` interface; ``fit(features)`` works on its
-own, and TailedCore uses extra views only when the fit's context holds a view source
-(``FitContext.views``, :class:`~..features.views.ViewFeatures`). Neither streams: the LOF
-filter reads every training patch at once, so ``fit_batches`` gathers the batches first.
+Both keep the :class:`~.base.Scorer` interface. TailedCore's ``tail_views`` names the views
+(a kind of :data:`~..choices.VIEW_KINDS`); its :attr:`TailedCore.fit_views` tells
+:meth:`~..pipeline.runner.Runner.fit_context` to put them in the fit's context
+(``FitContext.views``, :class:`~..features.views.ViewFeatures`), so every command's fit
+builds the same memory. ``fit(features)`` without a view source still works (no views: see
+:meth:`TailedCore.fit`). Neither streams: the LOF filter reads every training patch at once,
+so ``fit_batches`` gathers the batches first.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..choices import VIEW_KINDS
 from ..core import Features, FitContext, SharedResults, ViewSource
 from .base import Scorer
 from .coreset import TwoRoundCoreset, coreset_size
@@ -39,6 +43,7 @@ from .tail_sampler import TailSampler, TailSamplerResult, check_tail_settings
 log = logging.getLogger(__name__)
 
 EMBEDDINGS = ("pooled", "patch_mean")
+NO_VIEWS = "none"  # the view kind without views (in VIEW_KINDS)
 
 
 class SoftPatch(PatchCore):
@@ -148,7 +153,10 @@ class TailedCore(SoftPatch):
     ``embedding`` picks the global image embedding TailSampler reads:
     ``"pooled"`` (the backbone's pooled last-stage features, default) or
     ``"patch_mean"`` (mean of the patch features; no full network pass).
-    ``tail_coreset_ratio`` defaults to ``coreset_ratio``.
+    ``tail_coreset_ratio`` defaults to ``coreset_ratio``. ``tail_views``: the rotated /
+    flipped views of the tail images added to the tail memory, a kind of
+    :data:`~..choices.VIEW_KINDS` (default ``rotflip``: the 90-degree rotations x flip, 7
+    per image; ``"none"`` adds none); whoever fits it supplies them (:attr:`fit_views`).
 
     ``max_bank_items`` caps the whole memory (tail + head). When the two parts' targets
     (``tail_coreset_ratio`` of the tail rows, ``coreset_ratio`` of the kept head rows) add
@@ -159,6 +167,7 @@ class TailedCore(SoftPatch):
 
     name = "tailedcore"
     requires = ("patches", "pooled")
+    saved_before = {"tail_views": NO_VIEWS}  # fit gave no views before tail_views existed
 
     def __init__(
         self,
@@ -176,6 +185,7 @@ class TailedCore(SoftPatch):
         tail_keep: float = 0.85,
         tail_mass: float = 0.15,
         embedding: str = "pooled",
+        tail_views: str = "rotflip",
         seed: int = 0,
         progress: bool = True,
         patch_maps: bool = True,
@@ -187,14 +197,23 @@ class TailedCore(SoftPatch):
                      allowed=(None,))
         check_tail_settings(tail_keep, tail_mass, self.name, ("tail_keep", "tail_mass"))
         check_choice(self.name, "embedding", embedding, EMBEDDINGS)
+        check_choice(self.name, "tail_views", tail_views, tuple(VIEW_KINDS))
         self.tail_coreset_ratio = tail_coreset_ratio
         self.tail_keep = tail_keep
         self.tail_mass = tail_mass
         self.embedding = embedding
+        self.tail_views = tail_views
+        self.views_used_: str | None = None  # the view kind the last fit added (see fit)
         self.tail_result: TailSamplerResult | None = None
         self.tail_provenance_: Provenance | None = None
         self.head_size = 0
         self.tail_size = 0
+
+    @property
+    def fit_views(self) -> str | None:
+        """The view kind this scorer reads at fit (``FitContext.views``): ``tail_views``, or
+        None for ``"none"``."""
+        return None if self.tail_views == NO_VIEWS else self.tail_views
 
     def global_embeddings(self, features: Features) -> np.ndarray:
         if self.embedding == "pooled":
@@ -292,13 +311,19 @@ class TailedCore(SoftPatch):
 
     def fit(self, features: Features, labels: np.ndarray | None = None,
             context: FitContext | None = None) -> TailedCore:
+        """Head and tail memory. The tail's views come from ``context.views``, which must be of
+        the kind ``tail_views`` names (a :class:`~..features.views.ViewFeatures` of another
+        kind is refused; ``Runner.fit`` builds the right one). Without a view source (a plain
+        ``fit(features)``) the tail memory holds the tail images' own patches only, and
+        :meth:`fit_summary` records ``tail_views: "none"``, the views this fit used."""
         if features.patches is None:
             raise ValueError("TailedCore needs patch features")
+        context = context or FitContext()
+        self.views_used_ = self._check_views(context.views)
         self.tail_result = self.find_tail(features)
         tail = self.tail_result.tail_indices
         log.info("TailSampler: %d of %d images in tail classes (class size <= %d); histogram %s",
                  len(tail), len(features), self.tail_result.max_k, self.tail_result.histogram.tolist())
-        context = context or FitContext()
         keep, lof = self.lof_keep(features.patches, features.valid, context.shared)
         # the tail streams first: its row count (patches and views) splits max_bank_items
         head_cap = tail_cap = self.max_bank_items
@@ -320,11 +345,30 @@ class TailedCore(SoftPatch):
                  self.head_size)
         return self
 
+    def _check_views(self, views: ViewSource | None) -> str:
+        """The kind of the fit's ``views`` (``"none"`` without any), refused when it is not
+        ``tail_views``: the saved parameters must say what the memory holds."""
+        if views is None:
+            return NO_VIEWS
+        kind = getattr(views, "kind", None)  # ViewFeatures says; other sources cannot
+        if self.tail_views == NO_VIEWS and kind in (None, NO_VIEWS):
+            if kind is None:
+                raise ValueError("TailedCore(tail_views='none') was given a view source; "
+                                 "set tail_views to the kind of its views")
+            return NO_VIEWS
+        if kind is not None and kind != self.tail_views:
+            raise ValueError(f"TailedCore(tail_views={self.tail_views!r}) was given views of "
+                             f"kind {kind!r}; build the fit context from the scorer's "
+                             f"fit_views (Runner.fit_context)")
+        return self.tail_views
+
     def fit_summary(self) -> dict[str, Any]:
         out = super().fit_summary()
         if self.tail_result is not None:
             out.update(tail_items=self.tail_size, head_items=self.head_size,
                        tail_images=int(len(self.tail_result.tail_indices)))
+        if self.views_used_ is not None:
+            out["tail_views"] = self.views_used_
         return out
 
     # -- persistence -----------------------------------------------------------

@@ -1,0 +1,283 @@
+"""Fixes from an ood-benchmark review: block_feature_norm reads a backbone block everywhere (fit,
+evaluate, screen and ood-benchmark compute the same quantity), nuisance_k checked before the
+extraction, BOM / Latin-1 CSVs and blank index paths named with their file, repeated id_groups,
+and the JSON rows' input / orient / nuisance settings."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from anomaly_inspect.cli import main
+from anomaly_inspect.config import ConfigError, ModelConfig
+from anomaly_inspect.core import Features
+from anomaly_inspect.evaluation import ood_benchmark
+from anomaly_inspect.evaluation.ood_benchmark import (
+    OODBenchmarkConfig,
+    build_data,
+    run_ood_benchmark,
+)
+from anomaly_inspect.scorers import Scorer, build_scorer
+from anomaly_inspect.scorers.base import ScorerFormatError
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small synthetic MVTec-layout category (64 px): 8 train good, 4 test good, 2 + 2 defects."""
+    from anomaly_inspect.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("data"), "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+
+
+def _heldout(root, tmp_path, scorers, **data) -> OODBenchmarkConfig:
+    return OODBenchmarkConfig.from_dict({
+        "benchmark": "mvtec_heldout", "splits": ["defects"], "scorers": scorers,
+        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
+                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2, **data},
+        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")}, "c.yaml")
+
+
+# --- 1. block_feature_norm reads a backbone block ------------------------------------------
+def test_block_feature_norm_scores_the_chosen_blocks_norms_not_patches():
+    norms = {"final": np.array([[3.0, 5.0], [1.0, 1.0]]), "3": np.array([[10.0], [20.0]])}
+    patches = np.full((2, 2, 2, 4), 100.0)  # ignored: the patch embedding is not a block
+    final = build_scorer("block_feature_norm").fit(Features(patches=patches, blocks=norms))
+    np.testing.assert_allclose(final.score(Features(blocks=norms)).image_scores, [-4.0, -1.0])
+    three = build_scorer("block_feature_norm", block="3").fit(Features(blocks=norms))
+    np.testing.assert_allclose(three.score(Features(blocks=norms)).image_scores, [-10.0, -20.0])
+    with pytest.raises(ValueError, match=r"block_feature_norm needs the norms of block 'final', but no "
+                                         r"block norms were extracted"):
+        build_scorer("block_feature_norm").fit(Features(patches=patches))
+    with pytest.raises(ValueError, match=r"block '2', but only blocks \['3', 'final'\] were extracted"):
+        build_scorer("block_feature_norm", block="2").fit(Features(blocks=norms))
+    with pytest.raises(ValueError, match=r"block must be 'final' or a stage index"):
+        build_scorer("block_feature_norm", block=3)
+    with pytest.raises(ValueError, match=r"block 'final' features have width 1, the scorer was fitted "
+                                         r"on width 2"):
+        final.score(Features(blocks={"final": np.ones((1, 1))}))
+    with pytest.raises(ValueError, match=r"block 'final' features of 1 of 2 images hold NaN"):
+        final.score(Features(blocks={"final": np.array([[1.0, np.nan], [1.0, 1.0]])}))
+
+
+def test_a_block_feature_norm_saved_when_it_read_patches_is_refused_on_load(tmp_path):
+    fitted = build_scorer("block_feature_norm").fit(Features(blocks={"final": np.ones((2, 3))}))
+    fitted.save(tmp_path / "new")
+    back = Scorer.load(tmp_path / "new")
+    assert json.loads((tmp_path / "new" / "scorer.json").read_text())["input_widths"] == {"blocks": 3}
+    np.testing.assert_array_equal(back.score(Features(blocks={"final": np.full((1, 3), 2.0)})).image_scores,
+                                  [-2.0])
+    # as the earlier version wrote it: no parameters, the patch width, state {"fitted"} only
+    from safetensors.numpy import save_file
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "scorer.json").write_text(json.dumps({"format_version": 1, "name": "block_feature_norm",
+                                                 "params": {}, "input_widths": {"patches": 8}}))
+    save_file({"fitted": np.ones(1, np.uint8)}, str(old / "scorer_state.safetensors"))
+    with pytest.raises(ScorerFormatError, match=r"scored the PatchCore patch embedding, not a backbone "
+                                                r"block; re-fit the model"):
+        Scorer.load(old)
+
+
+def test_the_shared_builder_and_ood_benchmark_give_the_same_block_feature_norm(tiny, tmp_path,
+                                                                                monkeypatch):
+    """fit / evaluate / screen build the extractor from the scorer's ``requires``; ood-benchmark
+    caches the block norms. The same images score the same both ways (the builder path scored
+    the PatchCore patch embedding)."""
+    from anomaly_inspect.pipeline.builders import build
+
+    seen = []
+    real = ood_benchmark._image_scores
+    monkeypatch.setattr(ood_benchmark, "_image_scores",
+                        lambda runner, spec, scorer, arrays: seen.append(real(runner, spec, scorer, arrays))
+                        or seen[-1])
+    cfg = _heldout(tiny, tmp_path, ["block_feature_norm"])
+    report = run_ood_benchmark(cfg, progress=False)
+    assert report["results"][0]["params"] == {"block": "final"}
+    data = build_data(cfg)[0]
+    model = ModelConfig.from_dict({"method": "block_feature_norm",
+                                   "features": {"image_size": 64, "batch_size": 8}})
+    _, extractor, scorer = build(model, progress=False)
+    assert (extractor.want_blocks, extractor.want_patches) == (True, False)
+
+    def features(samples):
+        return Features.concat([b.features for b in extractor.iter_extract([s.path for s in samples])])
+
+    scorer.fit(features(data.id_train))
+    ours = scorer.score(features(data.id_test)).image_scores
+    np.testing.assert_allclose(ours, seen[0], rtol=1e-5)  # the first scored set: ID test
+    assert len(ours) == len(data.id_test) == 6 and np.ptp(ours) > 0
+
+
+def test_fit_and_screen_a_block_feature_norm_model(tiny, tmp_path, capsys):
+    """A fitted model records the block; one saved when the scorer read patches is refused by
+    screen, saying to re-fit."""
+    from safetensors.numpy import save_file
+
+    from anomaly_inspect.screening.model_dir import write_checksums
+
+    model = tmp_path / "m"
+    assert main(["fit", "--train", str(tiny / "tiny" / "train" / "good"), "--out", str(model),
+                 "--method", "block_feature_norm", "--image-size", "64", "--quiet"]) == 0
+    meta = json.loads((model / "scorer" / "scorer.json").read_text())
+    assert meta["params"] == {"block": "final"} and meta["input_widths"] == {"blocks": 1280}
+    out = tmp_path / "screen.json"
+    args = ["screen", str(model), str(tiny / "tiny" / "test"), "--out", str(tmp_path / "r"),
+            "--output-json", str(out), "--quiet"]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["n_inputs"] == 8
+    # the earlier version's scorer: no block, the patch width, state {"fitted"} only
+    (model / "scorer" / "scorer.json").write_text(json.dumps(
+        {"format_version": 1, "name": "block_feature_norm", "params": {}, "input_widths": {"patches": 96}}))
+    save_file({"fitted": np.ones(1, np.uint8)}, str(model / "scorer" / "scorer_state.safetensors"))
+    write_checksums(model)  # as that version saved it
+    capsys.readouterr()
+    assert main([*args[:4], str(tmp_path / "r2"), *args[5:]]) != 0
+    assert "re-fit the model" in capsys.readouterr().err
+
+
+def test_a_block_scorer_with_padded_inputs_is_refused_when_the_extractor_is_built():
+    from anomaly_inspect.pipeline.builders import build_extractor
+    from anomaly_inspect.scorers import get_scorer_class
+
+    cfg = ModelConfig.from_dict({"method": "block_feature_norm", "features": {"resize": "pad"}})
+    with pytest.raises(ConfigError, match=r"features: resize: block_feature_norm reads block norms, "
+                                          r"which would count the padding of resize 'pad'"):
+        build_extractor(cfg, None, get_scorer_class("block_feature_norm"))
+
+
+@pytest.mark.parametrize("row, message", [
+    ("{name: block_feature_norm, params: {block: '3'}}", r"params: block: set the row's input"),
+    ("{name: patchcore, input: 'block:final'}", r"'patchcore' scores patch features, not input 'block:final'"),
+    ("{name: block_feature_norm, input: pooled}", r"'block_feature_norm' scores block features, not input"),
+])
+def test_ood_rows_choose_a_block_by_their_input_only(tmp_path, row, message):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"benchmark: isic\ndata: {{root: r}}\nsplits: [ink_all]\nscorers: [{row}]\n")
+    with pytest.raises(ConfigError, match=message):
+        ood_benchmark.load_ood_config(cfg)
+
+
+# --- 3. BOM-prefixed and non-UTF-8 CSVs ----------------------------------------------------
+def _with_bom(path) -> None:
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def _latin1(path) -> None:
+    """A Latin-1 'é' in the last line (e.g. a comment or a free-text column)."""
+    path.write_bytes(path.read_bytes().rstrip(b"\n") + b"\xe9\n")
+
+
+def test_bom_prefixed_csvs_are_read_and_latin1_ones_are_named(tmp_path):
+    from anomaly_inspect.data.isic import isic_index_benchmark, read_artefact_colours
+    from anomaly_inspect.data.layout import DatasetLayoutError
+    from test_ood_data import _isic_root
+
+    root = _isic_root(tmp_path)
+    plain = isic_index_benchmark(root)
+    _with_bom(root / "index.csv")  # Excel's "CSV UTF-8"
+    _with_bom(root / "labels" / "artefact_colours.csv")
+    bom = isic_index_benchmark(root)
+    assert [s.path for s in bom.id_train] == [s.path for s in plain.id_train]
+    assert {k: [s.path for s in v] for k, v in bom.ood.items()} == \
+        {k: [s.path for s in v] for k, v in plain.ood.items()}
+    for name in ("index.csv", "labels/artefact_colours.csv"):
+        _latin1(root / name)
+        with pytest.raises(DatasetLayoutError, match=rf"{root / name}: not UTF-8 text"):
+            (read_artefact_colours(root / name) if "labels" in name else isic_index_benchmark(root))
+        (root / name).write_bytes((root / name).read_bytes()[:-2] + b"\n")
+
+
+def test_bom_prefixed_id_lists_and_colour_manifests(tmp_path):
+    from anomaly_inspect.data.isic import read_id_list
+    from anomaly_inspect.data.layout import DatasetLayoutError
+    from anomaly_inspect.data.mvtec_ood import read_colour_manifest
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("ISIC_0000001\nISIC_0000002\n")
+    _with_bom(ids)
+    assert read_id_list(ids) == ["ISIC_0000001", "ISIC_0000002"]
+    _latin1(ids)
+    with pytest.raises(DatasetLayoutError, match=rf"{ids}: not UTF-8 text"):
+        read_id_list(ids)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("category,relpath,colour\npill,test/color/000.png,red\n")
+    _with_bom(manifest)
+    assert read_colour_manifest(manifest, "pill") == {"red": ["test/color/000.png"]}
+    _latin1(manifest)
+    with pytest.raises(DatasetLayoutError, match=rf"{manifest}: not UTF-8 text"):
+        read_colour_manifest(manifest, "pill")
+
+
+# --- 4. a blank or missing image path in index.csv -----------------------------------------
+@pytest.mark.parametrize("path, message", [
+    ("", r"line 3: path is blank"),
+    ("  ", r"line 3: path is blank"),
+    ("imgs/gone.png", r"line 3: path imgs/gone\.png: no such file \(.*imgs/gone\.png\)"),
+])
+def test_index_paths_are_checked_when_the_index_is_read(tmp_path, path, message):
+    from anomaly_inspect.data.isic import read_isic_index
+    from anomaly_inspect.data.layout import DatasetLayoutError
+    from test_ood_data import _edit_index, _isic_root
+
+    root = _isic_root(tmp_path)
+    _edit_index(root, lambda rows: rows[1].update(path=path))
+    with pytest.raises(DatasetLayoutError, match=rf"isic/index\.csv, {message}"):
+        read_isic_index(root)
+
+
+# --- 5. a repeated id group ----------------------------------------------------------------
+def test_a_repeated_id_group_is_refused_as_such(tiny, tmp_path):
+    from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark
+
+    with pytest.raises(ConfigError, match=r"c\.yaml: data: id_groups: \['scratch'\] listed more than "
+                                          r"once; list each group once"):
+        _heldout(tiny, tmp_path, ["nan"], id_groups=["good", "scratch", "scratch"],
+                 ood_groups={"defects": ["stain"]})
+    with pytest.raises(ValueError, match=r"id_groups: \['scratch'\] listed more than once"):
+        mvtec_heldout_benchmark(tiny, "tiny", ["good", "scratch", "scratch"], {"defects": ["stain"]}, folds=2)
+
+
+# --- 2. nuisance_k the ID-train images cannot give -----------------------------------------
+def test_a_nuisance_k_above_the_id_train_images_is_refused_before_extraction(tiny, tmp_path, monkeypatch):
+    def built(*args, **kwargs):
+        raise RuntimeError("the backbone was built")
+
+    monkeypatch.setattr(ood_benchmark, "build_backbone", built)
+    cfg = _heldout(tiny, tmp_path, ["nan", {"name": "nan", "label": "nan+colour", "nuisance": "colour",
+                                            "nuisance_k": 6}])
+    assert len(build_data(cfg)[0].id_train) == 6
+    with pytest.raises(ConfigError, match=r"^c\.yaml: scorer 'nan\+colour': nuisance_k 6 needs more than "
+                                          r"6 ID-train images .*the data has 6$"):
+        run_ood_benchmark(cfg, progress=False)
+
+
+def test_a_projection_the_data_cannot_give_is_named_with_its_row(tiny, tmp_path):
+    """A cross-fitted member learns its projection from the fold's bank only (3 of the 6
+    images here, 2 directions): k = 3 passes the whole-set check and fails there, named."""
+    row = {"name": "mahalanobis", "label": "m+colour", "nuisance": "colour", "nuisance_k": 3}
+    cfg = _heldout(tiny, tmp_path, ["nan", row])
+    cfg.fusions = [ood_benchmark.FusionSpec("f", ["nan", "m+colour"], folds=2)]
+    with pytest.raises(ConfigError, match=r"^c\.yaml: scorer 'm\+colour' \(cross-fitted, 2 folds\): nuisance "
+                                          r"subspace: k=3 but the training features span only 2"):
+        run_ood_benchmark(cfg, progress=False)
+
+
+# --- 6. the row settings in the JSON -------------------------------------------------------
+def test_json_rows_record_input_orient_and_nuisance(tiny, tmp_path):
+    scorers = ["nan", {"name": "nan", "label": "nan+colour3", "nuisance": "colour", "nuisance_k": 3},
+               {"name": "nan", "label": "nan+colour", "nuisance": "colour"},
+               {"name": "feature_norm", "label": "fn_o", "orient": "pseudo_ood"}, "block_feature_norm"]
+    cfg = _heldout(tiny, tmp_path, scorers)
+    cfg.fusions = [ood_benchmark.FusionSpec("f", ["nan", "fn_o"], folds=2)]
+    rows = {r["scorer"]: r for r in run_ood_benchmark(cfg, progress=False)["results"]}
+    keys = ("input", "orient", "nuisance", "nuisance_k")
+    assert [rows["nan"][k] for k in keys] == ["pooled", "published", "", None]
+    assert [rows["nan+colour3"][k] for k in keys] == ["pooled", "published", "colour", 3]
+    assert [rows["nan+colour"][k] for k in keys] == ["pooled", "published", "colour", 5]
+    assert [rows["fn_o"][k] for k in keys] == ["pooled", "pseudo_ood", "", None]
+    assert [rows["block_feature_norm"][k] for k in keys] == ["block:final", "published", "", None]
+    assert [rows["f"][k] for k in keys] == [None] * 4

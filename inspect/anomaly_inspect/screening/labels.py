@@ -37,19 +37,29 @@ def load_labels_csv(path: Path | str) -> dict[str, int]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: labels CSV not found")
     out: dict[str, int] = {}
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        if "path" not in cols or "label" not in cols:
-            raise ValueError(f"{path}: labels CSV needs 'path' and 'label' columns, "
-                             f"found {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            raw = (row[cols["path"]] or "").strip()
-            if not raw:
-                raise ValueError(f"{path}:{line}: empty path")
-            p = Path(raw)
-            full = p if p.is_absolute() else path.parent / p
-            out[_key(full)] = parse_label(row[cols["label"]] or "", f"{path}:{line}")
+    first: dict[str, int] = {}  # key: the CSV line that labelled it
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.DictReader(fh)
+            cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+            if "path" not in cols or "label" not in cols:
+                raise ValueError(f"{path}: labels CSV needs 'path' and 'label' columns, "
+                                 f"found {reader.fieldnames}")
+            for line, row in enumerate(reader, start=2):
+                raw = (row[cols["path"]] or "").strip()
+                if not raw:
+                    raise ValueError(f"{path}:{line}: empty path")
+                p = Path(raw)
+                key = _key(p if p.is_absolute() else path.parent / p)
+                label = parse_label(row[cols["label"]] or "", f"{path}:{line}")
+                if key in out and out[key] != label:  # the same image, maybe spelt another way
+                    raise ValueError(f"{path}:{line}: {raw} is labelled {label}, but line "
+                                     f"{first[key]} labels the same image {out[key]}")
+                out[key] = label
+                first.setdefault(key, line)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{path}: labels CSV is not UTF-8 text ({exc.reason} at byte "
+                         f"{exc.start}); save it as UTF-8 (Excel: 'CSV UTF-8')") from None
     if not out:
         raise ValueError(f"{path}: labels CSV has no rows")
     return out
@@ -89,5 +99,7 @@ def resolve_labels(paths: list[str], spec: str | None) -> tuple[dict[str, int], 
     if spec is None and (len(found) < len(paths) or len(set(found.values())) < 2):
         return {}, ""
     if spec == "mvtec" and not found:
-        raise ValueError("labels='mvtec': no screened image lies in a test/<type>/ folder")
+        raise ValueError("labels='mvtec': no screened image lies in a test/<type>/ folder (each "
+                         "image's resolved path is read: symbolic links into a flat folder carry "
+                         "no label; give a labels CSV)")
     return found, f"MVTec layout (test/good = normal; {len(found)} of {len(paths)} images labelled)"

@@ -281,3 +281,13 @@ def test_json_rows_record_input_orient_and_nuisance(tiny, tmp_path):
     assert [rows["fn_o"][k] for k in keys] == ["pooled", "pseudo_ood", "", None]
     assert [rows["block_feature_norm"][k] for k in keys] == ["block:final", "published", "", None]
     assert [rows["f"][k] for k in keys] == [None] * 4
+
+
+def test_a_missing_mvtec_category_folder_is_named_as_missing(tmp_path):
+    from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark
+
+    with pytest.raises(FileNotFoundError, match=r"bottle: category folder not found"):
+        mvtec_heldout_benchmark(tmp_path, "bottle", [], {"x": ["broken_large"]})
+    (tmp_path / "bottle").mkdir()
+    with pytest.raises(FileNotFoundError, match="no test/ folder"):
+        mvtec_heldout_benchmark(tmp_path, "bottle", [], {"x": ["broken_large"]})

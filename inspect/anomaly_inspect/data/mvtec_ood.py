@@ -133,6 +133,9 @@ def mvtec_heldout_benchmark(
     that select images of the colour manifest.
     """
     cat_dir = Path(root) / category
+    if not cat_dir.is_dir():
+        raise FileNotFoundError(f"{cat_dir}: category folder not found (data: root {root}, "
+                                f"category {category})")
     if not (cat_dir / "test").is_dir():
         raise FileNotFoundError(f"{cat_dir}: not an MVTec-layout category (no test/ folder)")
     check_no_repeats("id_groups", id_groups)

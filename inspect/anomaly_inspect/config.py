@@ -6,6 +6,7 @@ given as a file path or by name: ``patchcore``, ``ood/isic_all``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -182,8 +183,10 @@ class ModelConfig:
 
     def check_scorer(self, source: str = "config") -> Scorer:
         """Refuse, naming ``source``, a ``method`` that is not a scorer or ``scorer`` settings its
-        constructor refuses (unknown keys, wrong types or ranges): found when the file is read,
-        not at fit. Returns the scorer it built (unseeded, unfitted)."""
+        constructor refuses (unknown keys, wrong types or ranges), or a method whose fit needs
+        ID class labels (``Scorer.needs_labels``), which a model's fit never has: found when the
+        file is read, or at the top of ``fit``, not after the features are extracted. Returns
+        the scorer it built (unseeded, unfitted)."""
         from .scorers import build_scorer, check_scorer_params, get_scorer_class
 
         try:
@@ -191,6 +194,10 @@ class ModelConfig:
             check_scorer_params(self.method, self.scorer)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        if scorer_cls.needs_labels:
+            raise ConfigError(f"{source}: method {self.method!r} trains a classifier head on ID "
+                              f"class labels, which fitting a model never has (normal images "
+                              f"only); it is for ood-benchmark configs")
         try:
             return build_scorer(self.method, **self.scorer, **scorer_cls.runtime_kwargs(progress=False))
         except (TypeError, ValueError) as exc:
@@ -246,6 +253,22 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# YAML 1.2's floats that YAML 1.1 (PyYAML) reads as strings: an exponent without a dot
+# (1e-3, 5E-4) or without its sign (1.0e5). Ints stay ints: PyYAML's int rule is tried first.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def _yaml_error(exc: yaml.YAMLError) -> str:
+    """``exc`` in one line: where (1-based line and column) and what PyYAML found there."""
+    mark, problem = getattr(exc, "problem_mark", None), getattr(exc, "problem", None)
+    if mark is None or problem is None:
+        return f"invalid YAML ({' '.join(str(exc).split())})"
+    return f"line {mark.line + 1}, column {mark.column + 1}: invalid YAML ({problem})"
+
+
 def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
     """The top-level mapping of a YAML file (an empty file is an empty mapping); a key given
     twice in one mapping is refused.
@@ -260,7 +283,7 @@ def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
         raise ConfigError(f"{path}: line {line}: key {key!r} given twice (first at line {first}); "
                           f"only one would be read: merge them") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({exc})") from None
+        raise ConfigError(f"{path}: {_yaml_error(exc)}") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if not isinstance(data, dict):

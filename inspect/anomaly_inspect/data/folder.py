@@ -2,24 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from .layout import DatasetLayoutError, check_disjoint, list_images
 from .mvtec import AnomalyDataset, mask_image_stem
 from .samples import Sample
 
 
+def path_list(value: Any, name: str) -> list[Path | str]:
+    """``value``, an API argument naming images or folders, as a list: one path (a str or
+    ``os.PathLike``) is a one-item list, a list, tuple or iterator of them is listed; anything
+    else (an image, an array, bytes, a mapping) is refused naming ``name``. Without this a str
+    was read character by character ("/" first: the whole filesystem)."""
+    if isinstance(value, str | os.PathLike):
+        return [value]
+    if isinstance(value, list | tuple | Iterator):
+        items = list(value)
+        bad = next((i for i in items if not isinstance(i, str | os.PathLike)), None)
+        if bad is None:
+            return items
+        got = f"a {type(value).__name__} holding a {_type_name(bad)}"
+    else:
+        got = f"a {_type_name(value)}"
+    raise TypeError(f"{name}: expected paths of images or folders (a str or os.PathLike, or a "
+                    f"list of them), got {got}")
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    return kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
+
+
 def load_folders(
-    train_dirs: Sequence[Path | str],
-    test_normal_dirs: Sequence[Path | str] = (),
-    test_anomalous_dirs: Sequence[Path | str] = (),
+    train_dirs: Sequence[Path | str] | Path | str,
+    test_normal_dirs: Sequence[Path | str] | Path | str = (),
+    test_anomalous_dirs: Sequence[Path | str] | Path | str = (),
     mask_dir: Path | str | None = None,
     name: str = "folder",
 ) -> AnomalyDataset:
     """Build a dataset from plain folders; masks (optional) pair by file stem. A named folder
     without images is refused (a mistyped path must not pass as an empty split), and so is a
-    file that lands in two splits or labels."""
+    file that lands in two splits or labels. Each of the three may name one folder or a list."""
+    train_dirs = path_list(train_dirs, "train_dirs")
+    test_normal_dirs = path_list(test_normal_dirs, "test_normal_dirs")
+    test_anomalous_dirs = path_list(test_anomalous_dirs, "test_anomalous_dirs")
+
     def images(d: Path | str) -> list[Path]:
         found = list_images(d)
         if not found:

@@ -29,6 +29,7 @@ class HeadScorer(Scorer):
     """Shared fit / state for classifier-head scorers; subclasses define ``confidence``."""
 
     requires = ("pooled",)
+    needs_labels = True
     default_l2_normalize = False
 
     def __init__(self, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime as _dt
 import logging
 import os
@@ -20,6 +21,7 @@ import numpy as np
 
 from ..config import ConfigError, ModelConfig
 from ..core import Features
+from ..data.folder import path_list
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, read_image
 from ..data.layout import display_path, expand_inputs
 from ..data.transforms import Box
@@ -38,6 +40,7 @@ from ..pipeline.engine import Shared
 from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
 from ..scorers import Scorer
+from ..scorers.params import check_number
 from .calibration import Calibration, calibrate, holdout_split
 from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
 from .model_dir import (
@@ -170,7 +173,7 @@ class Model:
         return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite,
                               extra_files=exports)
 
-    def iter_score(self, paths: Sequence[Path | str], progress: Progress | None = None,
+    def iter_score(self, paths: Sequence[Path | str] | Path | str, progress: Progress | None = None,
                    keep_maps: bool = True, engine: Engine | None = None,
                    thumb_size: int | None = None, flagged_inputs: bool = False
                    ) -> Iterator[ScoredBatch]:
@@ -185,7 +188,7 @@ class Model:
                          **({"model": self} if engine.in_process else
                             {**self.remote_source(engine), "thumb_size": thumb_size,
                              "flagged_inputs": flagged_inputs}))
-        return engine.map(task, [Path(p) for p in paths], progress)
+        return engine.map(task, [Path(p) for p in path_list(paths, "paths")], progress)
 
     def remote_source(self, engine: Engine) -> dict:
         """How workers get this model: its directory's path (shared storage), or the
@@ -224,17 +227,20 @@ class Model:
             pos = {i: k for k, i in enumerate(order)}
             yield n, ScoredBatch([rows[i] for i in order], {pos[i]: x for i, x in inputs.items()})
 
-    def score(self, inputs: Sequence[Path | str], progress: bool = False) -> list[ScoredImage]:
-        """Score files / folders / globs and return one :class:`ScoredImage` per image."""
-        paths = input_images(inputs)
+    def score(self, inputs: Sequence[Path | str] | Path | str, progress: bool = False
+              ) -> list[ScoredImage]:
+        """Score files / folders / globs (one, or a list) and return one :class:`ScoredImage`
+        per image."""
+        paths = input_images(path_list(inputs, "inputs"))
         out: list[ScoredImage] = []
         with Progress(len(paths), "score", enabled=progress) as bar:
             for b in self.iter_score(paths, bar):
                 out.extend(b.images)
         return out
 
-    def screen(self, inputs: Sequence[Path | str], out_dir: Path | str, **kwargs):
-        """Screen files / folders / globs into ``out_dir`` (results.csv, overlays, report.html).
+    def screen(self, inputs: Sequence[Path | str] | Path | str, out_dir: Path | str, **kwargs):
+        """Screen files / folders / globs (one, or a list) into ``out_dir`` (results.csv,
+        overlays, report.html).
 
         Keyword arguments are those of :func:`screening.runner.screen`.
         """
@@ -384,9 +390,9 @@ def fit_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
 
 
 def fit(
-    train: Sequence[Path | str],
+    train: Sequence[Path | str] | Path | str,
     cfg: ModelConfig | None = None,
-    calibration: Sequence[Path | str] | None = None,
+    calibration: Sequence[Path | str] | Path | str | None = None,
     target_fpr: float = 0.01,
     calibration_fraction: float | None = None,
     progress: bool = True,
@@ -402,8 +408,21 @@ def fit(
     labels are never used. Images above ``max_pixels`` are skipped unread (see
     ``data.image_io``). With a distributed ``engine``, see
     :func:`.distributed_fit.fit_on_engine`.
+
+    ``train`` and ``calibration`` may each be one path or a list. The arguments are checked
+    before any work (``cfg.check_scorer`` refuses a method that needs class labels), and the
+    model keeps a copy of ``cfg``: the caller may change or reuse theirs.
     """
-    cfg = cfg or ModelConfig()
+    if cfg is None:
+        cfg = ModelConfig()
+    elif not isinstance(cfg, ModelConfig):
+        raise TypeError(f"cfg: expected a ModelConfig (read a YAML file or a packaged config "
+                        f"with load_config(...)), got a {type(cfg).__name__}")
+    cfg = copy.deepcopy(cfg)
+    cfg.check_scorer()
+    check_number("fit", "target_fpr", target_fpr, 0, 1, low_open=True, high_open=True)
+    train = path_list(train, "train")
+    calibration = None if calibration is None else path_list(calibration, "calibration")
     train_paths = input_images(train)
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..data.folder import path_list
 from ..data.image_io import read_image
 from ..data.layout import display_path
 from ..files import replacing, write_json
@@ -218,7 +219,7 @@ def _fmt(v: float) -> str:
 
 def screen(
     model: Model,
-    inputs: Sequence[Path | str],
+    inputs: Sequence[Path | str] | Path | str,
     out_dir: Path | str,
     rescore: bool = False,
     overlays: str = "flagged",
@@ -230,7 +231,7 @@ def screen(
     explain: int = 0,
     engine: Engine | None = None,
 ) -> ScreenSummary:
-    """Screen files / folders / globs with ``model`` into ``out_dir``; ``engine`` says where
+    """Screen files / folders / globs (one, or a list) with ``model`` into ``out_dir``; ``engine`` says where
     the images are scored (default: this process); the results are written here either way.
 
     ``explain`` > 0: for each flagged image, a strip of its ``explain`` most anomalous
@@ -245,6 +246,7 @@ def screen(
         raise ValueError(f"labels={labels!r}: used only by the report, which report=False "
                          f"turns off; drop one of them")
     start = time.perf_counter()
+    inputs = path_list(inputs, "inputs")  # one path, or a list
     out_dir = Path(out_dir)
     check_out_dir(out_dir, f"screening writes {RESULTS_CSV}, thumbs/ and report.html")
     # out_dir inside an input folder is no input; what an earlier run wrote where out_dir is

@@ -92,8 +92,8 @@ def test_calibration_split_holds_out_or_takes_the_given_images(tmp_path, caplog)
     from anomaly_inspect.screening.model import calibration_split
 
     train = [tmp_path / f"t{i}.png" for i in range(10)]
-    for t in train:
-        t.write_bytes(b"")
+    for i, t in enumerate(train):
+        t.write_bytes(bytes([i]))  # distinct: byte-identical copies are warned of
     fit, cal, source = calibration_split(train, None, 0.3, seed=3)
     fit_idx, cal_idx = holdout_split(10, 0.3, seed=3)
     assert fit == [train[i] for i in fit_idx] and cal == [train[i] for i in cal_idx]
@@ -102,7 +102,7 @@ def test_calibration_split_holds_out_or_takes_the_given_images(tmp_path, caplog)
     folder = tmp_path / "cal"
     folder.mkdir()
     for name in ("b.png", "a.png"):
-        (folder / name).write_bytes(b"")
+        (folder / name).write_bytes(name.encode())
     fit, cal, source = calibration_split(train, [folder], 0.3, seed=3)
     assert fit == train and [p.name for p in cal] == ["a.png", "b.png"]
     assert source == f"calibration images from {folder}" and not caplog.records

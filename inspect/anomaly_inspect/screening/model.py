@@ -14,6 +14,7 @@ import datetime as _dt
 import logging
 import os
 from collections.abc import Iterator, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -319,12 +320,44 @@ def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str]
     cal_all = input_images(calibration)
     if not cal_all:
         raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
-    overlap = {p.resolve() for p in cal_all} & {p.resolve() for p in train_paths}
+    overlap = _same_files(cal_all, train_paths)
     if overlap:
-        log.warning("%d calibration images are also training images: their scores are too "
-                    "low, so the threshold is too low and the real FPR higher than stated",
-                    len(overlap))
+        log.warning("%d calibration images are also training images (the same files or copies "
+                    "of them): their scores are too low, so the threshold is too low and the "
+                    "real FPR higher than stated", overlap)
     return train_paths, cal_all, f"calibration images from {', '.join(map(str, calibration))}"
+
+
+def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:
+    """How many of ``these`` are one of ``those``: the same file, or a byte-identical copy
+    (sha256, computed only where the sizes agree)."""
+    def size(p: Path) -> int:
+        try:
+            return p.stat().st_size
+        except OSError:  # unreadable: the fit names it
+            return -1
+
+    resolved = {p.resolve() for p in those}
+    by_size: dict[int, list[Path]] = {}
+    for p in those:
+        by_size.setdefault(size(p), []).append(p)
+    hashes: dict[Path, str] = {}
+
+    def digest(p: Path) -> str:
+        if p not in hashes:
+            hashes[p] = file_sha256(p)
+        return hashes[p]
+
+    count = 0
+    for p in these:
+        if p.resolve() in resolved:
+            count += 1
+            continue
+        twins = by_size.get(size(p), []) if size(p) >= 0 else []
+        with suppress(OSError):
+            if twins and digest(p) in {digest(q) for q in twins}:
+                count += 1
+    return count
 
 
 def _held_out_fraction(calibration: Sequence[Path | str] | None,

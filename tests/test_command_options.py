@@ -362,9 +362,18 @@ def test_bench_scale_quiet_prints_the_rows_once_at_the_end(tmp_path, monkeypatch
                  "steady_img_s": 1.0, "startup_s": 0.0, "init_s": 0.0, "driver_peak_rss_mb": 1,
                  "worker_peak_rss_mb": 1, "load_before": 0.0, "load_after": 0.0} for e, w in configs]
 
+    from anomaly_inspect.features.extractor import Features
+    from anomaly_inspect.scorers.patchcore import PatchCore
+    from anomaly_inspect.screening.model_dir import ModelInfo, save_model_dir
+
+    scorer = PatchCore(coreset_ratio=0.5, progress=False).fit(
+        Features(patches=np.random.default_rng(0).normal(size=(4, 3, 3, 8)).astype(np.float32)))
+    info = ModelInfo(config={}, backbone={}, calibration={}, train_images=[],
+                     calibration_images=[])
+    model = save_model_dir(tmp_path / "m", info, scorer)  # bench-scale checks it before any run
     monkeypatch.setattr(ray_engine, "import_ray", lambda: None)
     monkeypatch.setattr(scale_bench, "bench_scale", fake)
-    argv = ["bench-scale", str(tmp_path), str(tmp_path / "a.png"), "--workers", "1,3"]
+    argv = ["bench-scale", str(model), str(tmp_path / "a.png"), "--workers", "1,3"]
     assert main([*argv, "--quiet"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert seen == {"progress": False, "configs": [("local", None), ("ray", 1), ("ray", 3)]}

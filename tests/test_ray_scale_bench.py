@@ -28,6 +28,22 @@ def _row(engine, workers):
             "worker_processes": 0}
 
 
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A saved model directory (bench-scale checks it before any run; the runs are stubbed)."""
+    import numpy as np
+
+    from anomaly_inspect.features.extractor import Features
+    from anomaly_inspect.scorers.patchcore import PatchCore
+    from anomaly_inspect.screening.model_dir import ModelInfo, save_model_dir
+
+    scorer = PatchCore(coreset_ratio=0.5, progress=False).fit(
+        Features(patches=np.random.default_rng(0).normal(size=(4, 3, 3, 8)).astype(np.float32)))
+    info = ModelInfo(config={}, backbone={"name": "b", "weights": {"checksum": "abc"}},
+                     calibration={}, train_images=["a.png"], calibration_images=["b.png"])
+    return save_model_dir(tmp_path_factory.mktemp("bench") / "m", info, scorer)
+
+
 @pytest.fixture
 def runs(monkeypatch):
     """run_child stubbed: 'ray' x1 fails as a Ray run does (a traceback), the others succeed."""
@@ -50,13 +66,13 @@ def test_a_failed_configuration_is_a_row_with_its_reason_and_the_rest_run(runs, 
     assert out[1] == "ray x1   failed: EngineFailed: ray engine: ValueError: cannot score x.png"
 
 
-def test_bench_scale_command_writes_every_row_and_exits_non_zero(runs, tmp_path, capsys):
+def test_bench_scale_command_writes_every_row_and_exits_non_zero(runs, model_dir, tmp_path, capsys):
     pytest.importorskip("ray")
     from anomaly_inspect.cli import main
 
     (tmp_path / "a.png").write_bytes(b"x")
     out = tmp_path / "bs.json"
-    rc = main(["bench-scale", str(tmp_path / "m"), str(tmp_path / "a.png"), "--images", "4",
+    rc = main(["bench-scale", str(model_dir), str(tmp_path / "a.png"), "--images", "4",
                "--workers", "1,2", "--quiet", "--output-json", str(out)])
     assert rc == 1
     runs_ = json.loads(out.read_text())["runs"]
@@ -66,7 +82,8 @@ def test_bench_scale_command_writes_every_row_and_exits_non_zero(runs, tmp_path,
            "ValueError: cannot score x.png)" in err
 
 
-def test_images_is_the_count_per_run_and_one_batch_has_no_steady_rate(tmp_path, monkeypatch):
+def test_images_is_the_count_per_run_and_one_batch_has_no_steady_rate(model_dir, tmp_path,
+                                                                      monkeypatch):
     """--images below the inputs' count took every input (max of the two); a run that scored
     everything in its first batch wrote NaN (invalid JSON) and printed 'nan img/s (xnan)'."""
     pytest.importorskip("ray")
@@ -84,7 +101,7 @@ def test_images_is_the_count_per_run_and_one_batch_has_no_steady_rate(tmp_path, 
     for name in "abc":
         (tmp_path / f"{name}.png").write_bytes(b"x")
     out = tmp_path / "bs.json"
-    assert main(["bench-scale", str(tmp_path / "m"), str(tmp_path), "--images", "2",
+    assert main(["bench-scale", str(model_dir), str(tmp_path), "--images", "2",
                  "--workers", "1", "--quiet", "--output-json", str(out)]) == 0
     assert seen["n"] == 2
     assert json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(c))["runs"][0][

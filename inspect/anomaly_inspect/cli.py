@@ -181,7 +181,9 @@ def _main(argv: list[str] | None) -> int:
         from .commands.common import check_output_json
 
         check_output_json(getattr(args, "output_json", None), getattr(args, "out", None),
-                          getattr(args, "out_owns", None), getattr(args, "inputs", None))
+                          getattr(args, "out_owns", None), getattr(args, "inputs", None),
+                          {flag: getattr(args, flag[2:], None)
+                           for flag in ("--config", "--labels", "--manifest")})
         return int(args.func(args) or 0)
     except (OSError, ValueError, RuntimeError) as exc:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.

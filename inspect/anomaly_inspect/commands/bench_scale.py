@@ -30,8 +30,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.ray_engine import import_ray
     from ..screening.model import input_images
-    from ..screening.scale_bench import bench_scale, format_row
+    from ..screening.model_dir import read_model_info, verify_model_files
+    from ..screening.scale_bench import bench_scale, format_row, run_label
 
+    read_model_info(args.model_dir)  # once, not in every run (each would start Ray first)
+    verify_model_files(args.model_dir)
     import_ray()  # one line saying how to install it, before any run
     found = input_images(args.inputs)
     if not found:
@@ -48,5 +51,5 @@ def run(args: argparse.Namespace) -> int:
     failed = [row for row in rows if "error" in row]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(rows)} bench-scale runs failed (first: "
-                           f"{failed[0]['engine']} x{failed[0]['workers']}: {failed[0]['error']})")
+                           f"{run_label(failed[0])}: {failed[0]['error']})")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -265,6 +265,9 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         cfg.features = replace(cfg.features, **features)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    if cfg.backbone.layers is not None:
+        _check_layers(cfg, f"--layers {','.join(map(str, args.layers))}" if args.layers is not None
+                      else str(args.config))
     if args.config is not None and not hasattr(args, "methods"):  # evaluate-lt checks its own
         # the scorer's settings are the file's and --method's only: no other flag is blamed
         cfg.check_scorer(" with ".join(s for s in (str(args.config), args.method and
@@ -272,11 +275,28 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     return cfg
 
 
-def check_writable(path: Path, flag: str) -> None:
+def _check_layers(cfg: ModelConfig, source: str) -> None:
+    """Refuse, before any work, layers the backbone lacks, naming ``source`` (the flag or the
+    file that gave them): building the backbone refuses them too, but later and naming
+    neither."""
+    from ..features.backbone import LayerRangeError
+    from ..tuning.candidates import layer_strides
+
+    try:
+        layer_strides(cfg.backbone.name, cfg.backbone.layers)
+    except LayerRangeError as exc:
+        raise LayerRangeError(f"{source}: {exc}") from None
+    except ValueError:
+        pass  # not a timm model: building the backbone says so, with the names it resembles
+
+
+def check_writable(path: Path, flag: str, into: bool = False) -> None:
     """Refuse, before any work, a ``flag`` path that could not be written at the end: the
     nearest of its parent folders that exists must be a folder this process may write in
-    (the file or folder is made beside its target and renamed onto it, see ``files``)."""
-    for parent in path.parents:
+    (the file or folder is made beside its target and renamed onto it, see ``files``).
+    ``into``: ``path`` is a folder the command writes files into (screen's ``--out``, a
+    cache): where it exists, it is the folder checked."""
+    for parent in ((path,) if into else ()) + tuple(path.parents):
         if parent.exists():
             if not parent.is_dir():
                 raise NotADirectoryError(f"{flag} {path}: {parent} is a file, not a folder")
@@ -287,7 +307,8 @@ def check_writable(path: Path, flag: str) -> None:
 
 def check_output_json(path: Path | None, managed: Path | None = None,
                       owns: Callable[[], Sequence[str]] | None = None,
-                      inputs: Sequence[str | Path] | None = None) -> None:
+                      inputs: Sequence[str | Path] | None = None,
+                      reads: Mapping[str, str | Path | None] | None = None) -> None:
     """Refuse, before any work, an ``--output-json`` that could not be written at the end or
     would replace what the command writes: a folder, a path below a file or in a folder this
     process may not write in (:func:`check_writable`), or a path inside
@@ -296,7 +317,9 @@ def check_output_json(path: Path | None, managed: Path | None = None,
     ``results.csv``); without, anything there (a model directory is replaced whole). Nor may
     it replace what an earlier run wrote: a model directory's file or a file a screen /
     explain wrote in its results folder (:func:`_earlier_output`); nor an image the command
-    reads (:func:`_input_image`)."""
+    reads (:func:`_input_image`); nor one of ``reads``, flag -> the file the command reads
+    (``--config``, ``--labels``, ``--manifest``; compared resolved, a name that is no file,
+    e.g. ``--labels mvtec``, is none)."""
     if path is None:
         return
     if path.is_dir():
@@ -312,6 +335,10 @@ def check_output_json(path: Path | None, managed: Path | None = None,
             if first[0] in owns():
                 raise ValueError(f"--output-json {path}: this command writes {first[0]} in "
                                  f"--out {managed}; give another path")
+    for flag, read in (reads or {}).items():
+        if read is not None and os.path.isfile(read) and Path(read).resolve() == path.resolve():
+            raise ValueError(f"--output-json {path}: is this command's {flag} file; give "
+                             f"another path")
     earlier = _earlier_output(path) or _input_image(path, inputs)
     if earlier:
         raise ValueError(f"--output-json {path}: is {earlier}; give another path")
@@ -350,9 +377,24 @@ def _earlier_output(path: Path) -> str | None:
 
 
 def write_json(path: Path | None, data: dict) -> None:
-    """``--output-json``: written atomically (:mod:`anomaly_inspect.files`), if given."""
+    """``--output-json``: written atomically (:mod:`anomaly_inspect.files`), if given; a
+    failure is one line naming the flag and the reason (not the temporary file)."""
     if path is not None:
-        files.write_json(path, data)
+        try:
+            files.write_json(path, data)
+        except OSError as exc:
+            reason = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+            raise type(exc)(f"--output-json {path}: cannot write it ({reason})") from None
+
+
+def write_json_and_show(path: Path | None, data: dict, show: Callable[[], None]) -> None:
+    """``--output-json`` first (a reader that closes the pipe early, ``| head``, must not lose
+    it), then ``show`` (the command's table) even where the JSON cannot be written: the
+    results are printed before that error."""
+    try:
+        write_json(path, data)
+    finally:
+        show()
 
 
 def print_table(rows: list[tuple[str, str]]) -> None:

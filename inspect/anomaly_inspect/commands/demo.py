@@ -18,10 +18,11 @@ from ..data.synthetic import DEFECTS, TEXTURES
 from .common import (
     add_model_args,
     add_output_args,
+    check_writable,
     model_config_from_args,
     out_dir,
     positive_int,
-    write_json,
+    write_json_and_show,
 )
 from .evaluate import print_result
 
@@ -36,6 +37,15 @@ def data_size(text: str) -> int:
     return v
 
 
+def defect_list(text: str) -> list[str]:
+    """argparse type of --defects: comma-separated defect types, at least one."""
+    defects = [d.strip() for d in text.split(",") if d.strip()]
+    if not defects or any(d not in DEFECTS for d in defects):
+        raise argparse.ArgumentTypeError(f"must be comma-separated defect types from "
+                                         f"{', '.join(DEFECTS)}, got {text!r}")
+    return defects
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the main job on a generated synthetic dataset", description=__doc__)
     p.add_argument("--out", type=out_dir, help="write the dataset here (kept); default: a temporary folder")
@@ -43,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="keep the temporary dataset folder and print its path, also where the run "
                         "fails (without --out)")
     p.add_argument("--texture", choices=TEXTURES, default="fabric")
-    p.add_argument("--defects", default=",".join(DEFECTS),
+    p.add_argument("--defects", type=defect_list, default=",".join(DEFECTS),
                    help=f"comma-separated defect types (default {','.join(DEFECTS)})")
     p.add_argument("--n-train", type=positive_int, default=40, help="normal training images (default 40)")
     p.add_argument("--n-test-good", type=positive_int, default=12, help="normal test images (default 12)")
@@ -73,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
     if args.overwrite and args.out is None:
         raise ValueError("--overwrite replaces a dataset generated earlier under --out; "
                          "without --out there is none")
+    if args.out is not None:
+        check_writable(args.out, "--out", into=True)
     cfg = model_config_from_args(args)
-    defects = [d.strip() for d in args.defects.split(",") if d.strip()]
+    defects = args.defects
     if args.out is not None:
         root, cleanup = args.out, False
     else:
@@ -98,8 +110,7 @@ def run(args: argparse.Namespace) -> int:
     data = result.to_dict()
     data["dataset"] = {"synthetic": True, "texture": args.texture, "defects": defects,
                        "path": None if cleanup else str(cat_dir)}
-    write_json(args.output_json, data)  # before printing: a closed pipe (| head) must not lose it
-    print_result(result)
+    write_json_and_show(args.output_json, data, lambda: print_result(result))
     if not cleanup:
         print(f"dataset: {cat_dir}")
     return 0

@@ -16,6 +16,7 @@ from .common import (
     model_config_from_args,
     print_table,
     write_json,
+    write_json_and_show,
 )
 from .tune import add_tune_args, check_tune_args, run_tune
 
@@ -78,8 +79,7 @@ def run(args: argparse.Namespace) -> int:
     out = result.to_dict()
     if tuning is not None:
         out["tuning"] = tuning.to_dict()
-    write_json(args.output_json, out)  # kept should the ensemble fail
-    print_result(result)
+    write_json_and_show(args.output_json, out, lambda: print_result(result))  # kept should the ensemble fail
     if tuning is not None and args.ensemble:
         from ..tuning.judge import evaluate_ensemble
 

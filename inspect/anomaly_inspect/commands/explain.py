@@ -9,6 +9,7 @@ from pathlib import Path
 from .common import (
     add_max_pixels_arg,
     add_output_args,
+    check_writable,
     out_dir,
     positive_int,
     print_table,
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     from ..screening import load_model
     from ..screening.explain import ExplainUnavailable, explain_to_dir
 
+    check_writable(args.out, "--out", into=True)
     model = load_model(args.model_dir, progress=not args.quiet, batch_size=args.batch_size,
                        max_pixels=args.max_pixels)
     try:

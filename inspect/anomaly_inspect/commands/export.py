@@ -22,7 +22,14 @@ import argparse
 import shutil
 from pathlib import Path
 
-from .common import add_model_args, given_flags, model_config_from_args, options_of, print_table
+from .common import (
+    add_model_args,
+    check_writable,
+    given_flags,
+    model_config_from_args,
+    options_of,
+    print_table,
+)
 
 #: model options export has no use for: the backbone alone is always its f32 ONNX graph (what
 #: the onnxruntime runtime runs at f32), with a dynamic batch axis, taking the resized input,
@@ -62,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..pipeline import build_backbone
     from ..screening.deploy import TOLERANCE
 
+    check_writable(args.out, "--out")  # either form is written beside --out, then renamed
     if args.model_dir is not None:
         return run_model(args)
     if args.format is not None:

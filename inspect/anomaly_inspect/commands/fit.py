@@ -52,27 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..features.backbone import LayerRangeError
-
-    if args.calibration is not None and args.calibration_fraction is not None:
-        raise ValueError("--calibration-fraction: sets the share of --train held out for "
-                         "calibration, so it does not apply with --calibration; drop one of them")
-    try:
-        return _run(args)
-    except LayerRangeError as exc:  # known once the backbone is built: name where they came from
-        if args.layers is not None:
-            raise LayerRangeError(f"--layers {','.join(map(str, args.layers))}: {exc}") from None
-        if args.config is not None:
-            raise LayerRangeError(f"{args.config}: {exc}") from None
-        raise
-
-
-def _run(args: argparse.Namespace) -> int:
     from ..screening import fit
     from ..screening.model import fit_split, input_images, skipped_as
     from ..screening.model_dir import check_replaceable
     from ..tuning.tune import TooFewImagesError
 
+    if args.calibration is not None and args.calibration_fraction is not None:
+        raise ValueError("--calibration-fraction: sets the share of --train held out for "
+                         "calibration, so it does not apply with --calibration; drop one of them")
     check_tune_args(args, fuses=False)
     check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
     check_writable(args.out, "--out")

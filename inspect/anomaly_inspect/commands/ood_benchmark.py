@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .common import add_output_args, add_runtime_args, given_options, non_negative_int, write_json
+from .common import (
+    add_output_args,
+    add_runtime_args,
+    given_options,
+    non_negative_int,
+    write_json_and_show,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +48,12 @@ def run(args: argparse.Namespace) -> int:
     if args.cache_dir:
         cfg.cache_dir = str(args.cache_dir)
     report = run_ood_benchmark(cfg, args.data_root, progress=not args.quiet)
-    write_json(args.output_json, report)  # before printing: a closed pipe must not lose it
+    write_json_and_show(args.output_json, report, lambda: show(report))
+    return 0
+
+
+def show(report: dict) -> None:
+    """The benchmark's table and notes."""
     print(report["table"])
     print(f"convention: {report['convention']}")
     if report["synthetic"]:
@@ -53,4 +64,3 @@ def run(args: argparse.Namespace) -> int:
     t = report["timings_s"]
     print(f"time: {t['total']:.1f} s total, {t['features']:.1f} s features "
           f"({t['images_extracted']} images extracted), peak RSS {report['peak_rss_mb']:.0f} MB")
-    return 0

@@ -9,11 +9,12 @@ from .common import (
     add_engine_args,
     add_max_pixels_arg,
     add_output_args,
+    check_writable,
     engine_from_args,
     out_dir,
     positive_int,
     print_table,
-    write_json,
+    write_json_and_show,
 )
 
 
@@ -59,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from ..resources import peak_rss_mb
     from ..screening import load_model
 
+    check_writable(args.out, "--out", into=True)
     if args.labels is not None and args.no_report:
         raise ValueError("--labels: used only by the report, which --no-report turns off; "
                          "drop one of them")
@@ -81,13 +83,12 @@ def run(args: argparse.Namespace) -> int:
     ]
     if s.report_html:
         rows.append(("report", str(s.report_html)))
-    write_json(args.output_json, {  # before the table: a closed pipe (| head) must not lose it
+    write_json_and_show(args.output_json, {
         "n_inputs": s.n_inputs, "n_scored": s.n_scored, "n_resumed": s.n_resumed,
         "n_flagged": s.n_flagged, "n_errors": s.n_errors, "seconds": round(s.seconds, 3),
         "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
         "errors": [{"path": p, "error": e} for p, e in s.errors],
-    })
-    print_table(rows)
+    }, lambda: print_table(rows))
     if s.n_errors:
         import sys
 

@@ -14,6 +14,7 @@ from ..data.image_io import DEFAULT_MAX_PIXELS
 from .common import (
     add_model_args,
     add_output_args,
+    check_writable,
     given_flags,
     model_config_from_args,
     non_negative_int,
@@ -57,7 +58,8 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
 
 def check_tune_args(args: argparse.Namespace, fuses: bool = True) -> None:
     """Refuse the selector's options without ``--auto`` (``fit``, ``evaluate``): unused there;
-    and ``--ensemble`` where nothing is fused (``fit`` saves one model)."""
+    ``--ensemble`` where nothing is fused (``fit`` saves one model); a ``--tune-cache`` it
+    could not write in (:func:`check_tune_cache`)."""
     given = given_flags(args, add_tune_args)
     if given and not args.auto:
         raise ValueError(f"{', '.join(given)}: tuning option{'s' if len(given) > 1 else ''}, "
@@ -65,6 +67,13 @@ def check_tune_args(args: argparse.Namespace, fuses: bool = True) -> None:
     if not fuses and args.ensemble is not None:
         raise ValueError("--ensemble: fit saves one model (the chosen configuration); "
                          "fusion is evaluate --auto's")
+    check_tune_cache(args)
+
+
+def check_tune_cache(args: argparse.Namespace) -> None:
+    """Refuse, before any work, a ``--tune-cache`` folder this process could not write in."""
+    if args.tune_cache is not None:
+        check_writable(args.tune_cache, "--tune-cache", into=True)
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -124,6 +133,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("tune: give --train DIR or --root/--category, not both")
     if args.category and args.root is None:
         raise ValueError("tune --category: needs --root, the folder holding the category")
+    check_tune_cache(args)
     cfg = model_config_from_args(args)
     dataset = None
     if args.root is not None:

@@ -27,6 +27,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..progress import Progress
 from ..resources import peak_rss_mb
 
 STOP_GRACE_S = 30.0  # an interrupted run's time to shut its Ray instance down before a kill
@@ -194,26 +195,29 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
                 work_dir: Path, rounds: int = 1, progress: bool = True,
                 batch_size: int | None = None) -> list[dict]:
     """Every (engine, workers) configuration in a fresh process, ``rounds`` times interleaved;
-    a failed one's row holds ``error`` (one line) instead of the measurements."""
+    a failed one's row holds ``error`` (one line) instead of the measurements. ``progress``:
+    a bar over the runs on stderr and each row printed as its run ends."""
     work_dir.mkdir(parents=True, exist_ok=True)
     paths_file = work_dir / "paths.txt"
     paths_file.write_text("\n".join(map(str, paths)), encoding="utf-8")
     rows = []
-    for r in range(rounds):
-        for engine, workers in configs:
-            load_before = load_average()
-            proc = run_child("import json; from anomaly_inspect.screening.scale_bench import "
-                             f"run_one; print(json.dumps(run_one({str(model_dir)!r}, "
-                             f"{str(paths_file)!r}, {engine!r}, {workers!r}, {batch_size!r})))")
-            if proc.returncode == 0:
-                row = json.loads(proc.stdout.strip().splitlines()[-1])
-            else:
-                row = {"engine": engine, "workers": workers, "error": failure_reason(proc)}
-            row.update(round=r, load_before=round(load_before, 2),
-                       load_after=round(load_average(), 2))
-            rows.append(row)
-            if progress:
-                print(format_row(row, rows), flush=True)
+    with Progress(rounds * len(configs), "bench-scale runs", unit="run", enabled=progress) as bar:
+        for r in range(rounds):
+            for engine, workers in configs:
+                load_before = load_average()
+                proc = run_child("import json; from anomaly_inspect.screening.scale_bench import "
+                                 f"run_one; print(json.dumps(run_one({str(model_dir)!r}, "
+                                 f"{str(paths_file)!r}, {engine!r}, {workers!r}, {batch_size!r})))")
+                if proc.returncode == 0:
+                    row = json.loads(proc.stdout.strip().splitlines()[-1])
+                else:
+                    row = {"engine": engine, "workers": workers, "error": failure_reason(proc)}
+                row.update(round=r, load_before=round(load_before, 2),
+                           load_after=round(load_average(), 2))
+                rows.append(row)
+                bar.update()
+                if progress:
+                    print(format_row(row, rows), flush=True)
     return rows
 
 
@@ -225,8 +229,13 @@ def local_rate(row: dict, rows: list[dict], key: str) -> float:
     return ref[0] if ref else float("nan")
 
 
+def run_label(row: dict) -> str:
+    """A run's configuration as printed: ``local``, or ``ray x2`` (its Ray actors)."""
+    return "local" if row["engine"] == "local" else f"ray x{row['workers']}"
+
+
 def format_row(row: dict, rows: list[dict]) -> str:
-    name = "local" if row["engine"] == "local" else f"ray x{row['workers']}"
+    name = run_label(row)
     if "error" in row:
         return f"{name:<8} failed: {row['error']}"
     ratio = row["overall_img_s"] / local_rate(row, rows, "overall_img_s")

@@ -43,6 +43,20 @@ def stage_strides(backbone: str) -> tuple[int, ...]:
     return tuple(int(r) for r in model.feature_info.reduction())
 
 
+def layer_strides(backbone: str, layers: Sequence[int]) -> tuple[int, ...]:
+    """The strides of the timm feature stages ``layers`` of ``backbone``; indices it lacks
+    (negative ones too: no counting from the end) are the :class:`LayerRangeError` that
+    building the backbone raises, naming the ``backbone: layers`` key."""
+    from ..features.backbone import LayerRangeError
+
+    strides = stage_strides(backbone)
+    bad = [i for i in layers if not 0 <= i < len(strides)]
+    if bad:
+        raise LayerRangeError(f"backbone: layers: {backbone}: layer indices {bad} out of range "
+                              f"0..{len(strides) - 1}")
+    return tuple(strides[i] for i in layers)
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One configuration to rank: timm ``backbone``, ``image_size``, ``strides`` of the stages,
@@ -110,9 +124,8 @@ class Candidate:
     @classmethod
     def of(cls, cfg: ModelConfig) -> Candidate:
         """The candidate that ``cfg`` is (layers None = the stride-8 and stride-16 stages)."""
-        strides = stage_strides(cfg.backbone.name)
         layers = cfg.backbone.layers
-        picked = (8, 16) if layers is None else tuple(strides[i] for i in layers)
+        picked = (8, 16) if layers is None else layer_strides(cfg.backbone.name, layers)
         return cls(cfg.backbone.name, cfg.features.image_size, picked, cfg.features.finest_stage,
                    cfg.features.resize)
 

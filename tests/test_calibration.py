@@ -69,7 +69,7 @@ def test_expected_fpr_holds_in_simulation():
 def test_round_trip_and_bad_input():
     cal = calibrate([1.0, 2.0, 3.0, 4.0], 0.25, source="x")
     assert Calibration.from_dict(cal.to_dict()) == cal
-    with pytest.raises(ValueError, match="target FPR"):
+    with pytest.raises(ValueError, match="target_fpr must be a number in"):
         calibrate([1.0], 0.0)
     with pytest.raises(ValueError, match="at least one"):
         calibrate([], 0.1)

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ..scorers.params import check_number
+
 log = logging.getLogger(__name__)
 
 NO_P_VALUE = float("nan")  # the p-value of a record without calibration scores: none
@@ -124,6 +126,11 @@ def min_calibration_size(target_fpr: float) -> int:
     return max(1, math.ceil(1.0 / target_fpr - 1e-12) - 1)
 
 
+def check_target_fpr(owner: str, target_fpr: float) -> None:
+    """Refuse a ``target_fpr`` that is not a number in (0, 1), naming ``owner``."""
+    check_number(owner, "target_fpr", target_fpr, 0, 1, low_open=True, high_open=True)
+
+
 def calibrate(
     scores: np.ndarray | Sequence[float],
     target_fpr: float = 0.01,
@@ -131,8 +138,7 @@ def calibrate(
     interval_level: float = 0.9,
 ) -> Calibration:
     """Threshold at ``target_fpr`` from normal-only calibration scores."""
-    if not 0.0 < target_fpr < 1.0:
-        raise ValueError(f"target FPR must be in (0, 1), got {target_fpr}")
+    check_target_fpr("calibrate", target_fpr)
     cal = np.sort(np.asarray(scores, np.float64))
     if cal.size == 0:
         raise ValueError("calibration needs at least one normal image score")

@@ -41,8 +41,7 @@ from ..pipeline.engine import Shared
 from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
 from ..scorers import Scorer
-from ..scorers.params import check_number
-from .calibration import Calibration, calibrate, holdout_split
+from .calibration import Calibration, calibrate, check_target_fpr, holdout_split
 from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
 from .model_dir import (
     BACKBONE_DIR,
@@ -453,7 +452,7 @@ def fit(
                         f"with load_config(...)), got a {type(cfg).__name__}")
     cfg = copy.deepcopy(cfg)
     cfg.check_scorer()
-    check_number("fit", "target_fpr", target_fpr, 0, 1, low_open=True, high_open=True)
+    check_target_fpr("fit", target_fpr)
     train = path_list(train, "train")
     calibration = None if calibration is None else path_list(calibration, "calibration")
     train_paths = input_images(train)

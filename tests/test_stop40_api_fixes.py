@@ -108,6 +108,15 @@ def test_what_is_no_path_is_refused_naming_the_argument(tiny, tmp_path, bad, no_
         fit([tmp_path], _cfg(), calibration=bad)
     with pytest.raises(TypeError, match=rf"^test_anomalous_dirs: {accepts}"):
         load_folders([tmp_path], test_anomalous_dirs=bad)
+    with pytest.raises(TypeError, match=r"^image: expected the path of one image"):
+        model.explain(bad)
+
+
+def test_explain_takes_one_path_and_says_so_for_a_list(tiny):
+    _, model = tiny
+    with pytest.raises(TypeError, match=r"^image: expected the path of one image .* got a list; "
+                                        r"explain one image per call"):
+        model.explain(["x.png"])
 
 
 # ---------------------------------------------------------------- fit's arguments, before any work

@@ -254,6 +254,9 @@ class Model:
         :class:`~.explain.Explanation`; see :mod:`.explain`)."""
         from .explain import explain_image
 
+        if not isinstance(image, (str, os.PathLike)):
+            raise TypeError(f"image: expected the path of one image (a str or os.PathLike), got "
+                            f"a {type(image).__name__}; explain one image per call")
         return explain_image(self, image, top)
 
 

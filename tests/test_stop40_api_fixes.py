@@ -137,6 +137,18 @@ def test_fit_refuses_a_cfg_that_is_no_model_config(tiny, cfg, no_build):
         fit([root / "train"], cfg, progress=False)
 
 
+def test_a_class_conditional_mahalanobis_needs_labels_and_is_refused_before_any_work(tiny,
+                                                                                     no_build):
+    root, _ = tiny
+    cfg = _cfg()
+    cfg.method, cfg.scorer = "mahalanobis", {"class_conditional": True}
+    with pytest.raises(ConfigError, match=r"^config: method 'mahalanobis' with these settings "
+                                          r"fits on ID class labels"):
+        fit([root / "train"], cfg, progress=False)
+    cfg.scorer = {}
+    assert not cfg.check_scorer().needs_labels
+
+
 def test_label_scorers_say_so_and_only_they():
     for name in HEAD_SCORERS:
         assert get_scorer_class(name).needs_labels, name
@@ -149,7 +161,7 @@ def test_fit_refuses_a_label_scorer_before_building_the_backbone(tiny, method, n
     root, _ = tiny
     cfg = _cfg()
     cfg.method = method
-    with pytest.raises(ConfigError, match=rf"^config: method '{method}' trains a classifier head "
+    with pytest.raises(ConfigError, match=rf"^config: method '{method}' with these settings fits "
                                           r"on ID class labels, which fitting a model never has"):
         fit([root / "train"], cfg, progress=False)
 
@@ -160,14 +172,14 @@ def test_the_cli_refuses_a_label_scorer_before_building_the_backbone(tiny, tmp_p
     assert main(["fit", "--train", str(root / "train"), "--out", str(tmp_path / "m"),
                  "--method", "msp", "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: config: method 'msp' trains a classifier head on ID class labels")
+    assert err.startswith("error: config: method 'msp' with these settings fits on ID class labels")
     assert err.count("\n") == 1
 
 
 def test_a_config_file_naming_a_label_scorer_is_refused_when_read(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("method: energy\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match=rf"^{f}: method 'energy' trains a classifier head"):
+    with pytest.raises(ConfigError, match=rf"^{f}: method 'energy' with these settings fits on ID"):
         load_config(f)
 
 

@@ -194,14 +194,16 @@ class ModelConfig:
             check_scorer_params(self.method, self.scorer)
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}") from None
-        if scorer_cls.needs_labels:
-            raise ConfigError(f"{source}: method {self.method!r} trains a classifier head on ID "
-                              f"class labels, which fitting a model never has (normal images "
-                              f"only); it is for ood-benchmark configs")
         try:
-            return build_scorer(self.method, **self.scorer, **scorer_cls.runtime_kwargs(progress=False))
+            scorer = build_scorer(self.method, **self.scorer,
+                                  **scorer_cls.runtime_kwargs(progress=False))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: scorer: {exc}") from None
+        if scorer.needs_labels:
+            raise ConfigError(f"{source}: method {self.method!r} with these settings fits on ID "
+                              f"class labels, which fitting a model never has (normal images "
+                              f"only); it is for ood-benchmark configs")
+        return scorer
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

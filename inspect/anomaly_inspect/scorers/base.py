@@ -42,9 +42,10 @@ class Scorer(ABC):
     name: ClassVar[str] = ""
     #: which :class:`Features` fields the scorer reads: "patches" and/or "pooled"
     requires: ClassVar[tuple[str, ...]] = ("patches",)
-    #: whether ``fit`` needs ID class labels (a classifier head): a model config's fit has none
-    #: (normal images only), so ``ModelConfig.check_scorer`` refuses such a method before any work
-    needs_labels: ClassVar[bool] = False
+    #: whether ``fit`` needs ID class labels (a classifier head; a class-conditional
+    #: Mahalanobis sets it per instance): a model config's fit has none (normal images only),
+    #: so ``ModelConfig.check_scorer`` refuses such a scorer before any work
+    needs_labels: bool = False
     #: constructor arguments that are runtime switches, not model parameters: left out of
     #: :meth:`get_params` and the saved scorer; whoever builds or loads the scorer sets them
     #: (each scorer takes the ones its constructor names): ``progress`` (bars) and

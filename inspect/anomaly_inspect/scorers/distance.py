@@ -62,6 +62,7 @@ class Mahalanobis(Scorer):
         check_number(self.name, "shrinkage", shrinkage, 0, 1, low_open=True, allowed=(None,))
         check_flag(self.name, "class_conditional", class_conditional)
         self.class_conditional = class_conditional
+        self.needs_labels = class_conditional
         self.shrinkage = shrinkage  # None = Ledoit-Wolf estimate, else fixed in (0, 1]
         self.means: np.ndarray | None = None
         self.precision: np.ndarray | None = None

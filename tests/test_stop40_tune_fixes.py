@@ -54,12 +54,15 @@ def test_read_anomalies_refuses_a_damaged_png_naming_it(tmp_path):
     assert read_anomalies(tmp_path / "none") is None  # no set there: a miss, not damage
 
 
-def test_read_anomalies_refuses_a_manifest_without_checksums(tmp_path):
+def test_a_set_written_without_checksums_is_a_plain_miss_not_damage(tmp_path):
     out = _written_set(tmp_path)
     manifest = json.loads((out / MANIFEST).read_text())
-    del manifest["files"]  # as written before the checksums were recorded
+    del manifest["files"]  # as an older version wrote it: drawn again, without a warning
     (out / MANIFEST).write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="checksums"):
+    assert read_anomalies(out) is None
+    manifest["files"] = ["not", "a", "mapping"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="not a synthetic-anomaly manifest"):
         read_anomalies(out)
 
 

@@ -59,6 +59,8 @@ class Progress:
 
     def close(self) -> None:
         if self._bar is not None:
+            if not self._tty:  # a log: the closing line only where the last one is not it
+                self._bar.leave = self._bar.last_print_n < self._bar.n
             self._bar.close()
 
     def __enter__(self) -> Progress:

@@ -366,12 +366,13 @@ def _file_record(path: Path) -> dict:
 
 def read_anomalies(out_dir: Path) -> list[SyntheticAnomaly] | None:
     """The set :func:`write_anomalies` finished in ``out_dir`` (wherever the folder has moved
-    since: the manifest names its files relative to it), or None if there is none (no manifest).
+    since: the manifest names its files relative to it), or None if there is none (no manifest,
+    or one an older version wrote without file checksums: a cache draws such a set again
+    without calling it damaged).
 
     A damaged set is a ``ValueError`` naming the file and what is wrong: an unreadable manifest,
-    or one written without file checksums (by an older version), or a PNG missing or not the
-    size and SHA-256 written (truncated, overwritten), so that a cache drops it and draws the
-    set again instead of failing on the PNG at every later run."""
+    or a PNG missing or not the size and SHA-256 written (truncated, overwritten), so that a
+    cache drops it and draws the set again instead of failing on the PNG at every later run."""
     out_dir = Path(out_dir)
     manifest = out_dir / MANIFEST
     try:
@@ -385,8 +386,10 @@ def read_anomalies(out_dir: Path) -> list[SyntheticAnomaly] | None:
         files = content.get("files")
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         raise ValueError(f"{manifest}: not a synthetic-anomaly manifest ({e})") from None
+    if files is None:  # an older version's set: not damaged, just not checkable
+        return None
     if not isinstance(files, dict):
-        raise ValueError(f"{manifest}: written without file checksums (by an older version)")
+        raise ValueError(f"{manifest}: not a synthetic-anomaly manifest (files is not a mapping)")
     for path in (Path(p) for r in rows for p in (r.path, r.mask_path)):
         _check_file(path, files.get(path.name))
     return rows

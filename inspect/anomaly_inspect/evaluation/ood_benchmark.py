@@ -41,7 +41,6 @@ from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import FeatureExtractor
-from ..features.views import ViewFeatures
 from ..pipeline import Runner, build_backbone
 from ..pipeline.builders import seeded_params
 from ..progress import Progress
@@ -610,16 +609,16 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     # int8: calibrated on the ID training images before any feature (and its cache key)
     sources[False].extractor.calibrate([x.path for x in data.id_train])
 
+    tail_rows = [build_scorer(s.name, **s.params) for s in cfg.scorers if s.name == "tailedcore"]
+
     def fit_context(samples: list[Sample]) -> FitContext:
-        # TailedCore's tail memory takes the rotated / flipped views of its tail images that its
-        # tail_views names (TAIL_VIEWS, its default, unless a row sets it); rows share the views
-        kinds = sorted({s.params.get("tail_views", TAIL_VIEWS) for s in cfg.scorers
-                        if s.name == "tailedcore"}) or [TAIL_VIEWS]
-        if len(kinds) > 1:
-            raise ValueError(f"{cfg.source}: tailedcore rows set different tail_views "
-                             f"({', '.join(kinds)}); give them one")
-        return FitContext(views=ViewFeatures(sources[True].extractor, [x.path for x in samples],
-                                             kinds[0], progress), shared=SharedResults())
+        # TailedCore's tail memory takes the rotated / flipped views its tail_views names
+        # (TAIL_VIEWS, its default, unless a row sets it), as fit and evaluate-lt give them
+        try:
+            return patch_runner.fit_context(tail_rows, [x.path for x in samples],
+                                            FitContext(shared=SharedResults()))
+        except ValueError as exc:  # rows that read different views
+            raise ValueError(f"{cfg.source}: {exc}") from None
 
     train_context = fit_context(data.id_train)
     # fused rows' members: cross-fitted ID-train scores, per (label, folds)
@@ -641,7 +640,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         for s in patch_specs}
     for s in patch_specs:
         if s.name == "tailedcore":
-            pc_extra[s.label]["views"] = TAIL_VIEWS
+            pc_extra[s.label]["views"] = s.params.get("tail_views", TAIL_VIEWS)
 
     def desc(name: str, extra: dict) -> dict:
         return cache.describe(backbone, cfg.features.image_size, cfg.features.crop_size,

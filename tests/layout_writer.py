@@ -92,3 +92,33 @@ def earlier_screen(run: Path) -> None:
     for rel in ("overlays/a_0123456789.jpg", "thumbs/a_0123456789.jpg",
                 "thumbs/a_0123456789_overlay.jpg", "explain/a_0123456789.jpg"):
         write_image(run / rel, rgb_image(16))
+
+
+def fake_datasets(root: Path, sizes: dict[str, tuple[int, int]]):
+    """Category -> (n_train, n_anomalous) datasets of paths (files need not exist for the builder)."""
+    from anomaly_inspect.data.mvtec import AnomalyDataset
+    from anomaly_inspect.data.samples import Sample
+
+    datasets, dirs = {}, {}
+    for c, (n_train, n_anom) in sizes.items():
+        d = root / c
+        train = [Sample(d / "train/good" / f"{i:03d}.png", 0, "train", "good") for i in range(n_train)]
+        test = [Sample(d / "test/good" / f"{i:03d}.png", 0, "test", "good") for i in range(5)]
+        test += [Sample(d / "test/crack" / f"{i:03d}.png", 1, "test", "crack") for i in range(n_anom)]
+        datasets[c], dirs[c] = AnomalyDataset(c, train, test), d
+    return datasets, dirs
+
+
+def fit_tiny_model(root: Path):
+    """A PatchCore model on 8 small random-weight training images written under ``root/train``
+    (64 px, a quarter held out for calibration), and its saved directory ``root/model``."""
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.screening.model import fit
+
+    for i in range(8):
+        write_image(root / "train" / f"{i}.png", rgb_image(48, seed=i))
+    cfg = ModelConfig()
+    cfg.backbone.weights = "random"
+    cfg.features.image_size = 64
+    model = fit([root / "train"], cfg, calibration_fraction=0.25, progress=False)
+    return model, model.save(root / "model")

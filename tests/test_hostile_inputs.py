@@ -36,7 +36,7 @@ from anomaly_inspect.screening import ModelFormatError, fit, load_model
 from anomaly_inspect.screening.lock import LOCK_NAME, OutputLock, OutputLockedError
 from anomaly_inspect.screening.model_dir import CHECKSUMS_JSON, save_model_dir
 from anomaly_inspect.screening.runner import CSV_COLUMNS, screen
-from layout_writer import rgb_image, write_image
+from layout_writer import fit_tiny_model, rgb_image, write_image
 
 REPO = Path(__file__).resolve().parents[1]
 SRC = str(REPO / "inspect")
@@ -46,13 +46,7 @@ SRC = str(REPO / "inspect")
 def tiny(tmp_path_factory):
     """(root folder, fitted model, saved model directory)."""
     root = tmp_path_factory.mktemp("hostile")
-    for i in range(8):
-        write_image(root / "train" / f"{i}.png", rgb_image(48, seed=i))
-    cfg = ModelConfig()
-    cfg.backbone.weights = "random"
-    cfg.features.image_size = 64
-    model = fit([root / "train"], cfg, calibration_fraction=0.25, progress=False)
-    return root, model, model.save(root / "model")
+    return root, *fit_tiny_model(root)
 
 
 def _rows(out: Path) -> list[dict[str, str]]:

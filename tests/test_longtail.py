@@ -13,19 +13,7 @@ from anomaly_inspect.data.layout import resolve_category_dirs as resolve_categor
 from anomaly_inspect.data.longtail import LongTailSet, build_longtail, manifest_name, pareto_profile
 from anomaly_inspect.data.mvtec import AnomalyDataset
 from anomaly_inspect.data.samples import Sample
-
-
-def fake_datasets(root: Path, sizes: dict[str, tuple[int, int]]):
-    """Category -> (n_train, n_anomalous) datasets of paths (files need not exist for the builder)."""
-    datasets, dirs = {}, {}
-    for c, (n_train, n_anom) in sizes.items():
-        d = root / c
-        train = [Sample(d / "train/good" / f"{i:03d}.png", 0, "train", "good") for i in range(n_train)]
-        test = [Sample(d / "test/good" / f"{i:03d}.png", 0, "test", "good") for i in range(5)]
-        test += [Sample(d / "test/crack" / f"{i:03d}.png", 1, "test", "crack") for i in range(n_anom)]
-        datasets[c], dirs[c] = AnomalyDataset(c, train, test), d
-    return datasets, dirs
-
+from layout_writer import fake_datasets
 
 SIZES = {"a": (200, 30), "b": (100, 5), "c": (60, 20), "d": (50, 20), "e": (40, 20)}
 

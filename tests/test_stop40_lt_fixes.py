@@ -19,7 +19,7 @@ from anomaly_inspect.features.views import ViewFeatures, view_params
 from anomaly_inspect.pipeline import Runner, build_backbone, build_extractor
 from anomaly_inspect.scorers import build_scorer
 from anomaly_inspect.scorers.tailedcore import TailedCore
-from layout_writer import rgb_image, write_image
+from layout_writer import fake_datasets, rgb_image, write_image
 
 
 def _tailed_train(folder: Path) -> list[Path]:
@@ -225,25 +225,11 @@ def test_one_folder_under_two_categories_is_refused(tmp_path):
 
 
 # -- defect 6: the no-AUROC hint --------------------------------------------------------------
-def _fake_datasets(root: Path, sizes: dict[str, tuple[int, int]]):
-    from anomaly_inspect.data.mvtec import AnomalyDataset
-    from anomaly_inspect.data.samples import Sample
-
-    datasets, dirs = {}, {}
-    for c, (n_train, n_anom) in sizes.items():
-        d = root / c
-        train = [Sample(d / "train/good" / f"{i:03d}.png", 0, "train", "good") for i in range(n_train)]
-        test = [Sample(d / "test/good" / f"{i:03d}.png", 0, "test", "good") for i in range(5)]
-        test += [Sample(d / "test/crack" / f"{i:03d}.png", 1, "test", "crack") for i in range(n_anom)]
-        datasets[c], dirs[c] = AnomalyDataset(c, train, test), d
-    return datasets, dirs
-
-
 def test_no_auroc_hint_blames_the_injection_only_when_it_took_the_last_anomaly(tmp_path):
     from anomaly_inspect.data.longtail import build_longtail
     from anomaly_inspect.evaluation.longtail import evaluate_longtail
 
-    ds, dirs = _fake_datasets(tmp_path, {"a": (40, 3), "b": (30, 20), "c": (30, 20)})
+    ds, dirs = fake_datasets(tmp_path, {"a": (40, 3), "b": (30, 20), "c": (30, 20)})
     split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0)
     head = next(c for c in ("a", "b", "c") if c not in split.tail_classes)
     # the category's own test set has no anomalies (nothing injected took them)

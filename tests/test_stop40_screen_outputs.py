@@ -14,24 +14,15 @@ import pytest
 
 from anomaly_inspect.cli import main
 from anomaly_inspect.commands.common import check_output_json
-from anomaly_inspect.config import ModelConfig
-from anomaly_inspect.screening import fit
 from anomaly_inspect.screening.explain import explain_to_dir
 from anomaly_inspect.screening.runner import screen
-from layout_writer import rgb_image, write_image
+from layout_writer import fit_tiny_model, rgb_image, write_image
 
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(fitted model, saved model directory)."""
-    root = tmp_path_factory.mktemp("stop40_screen")
-    for i in range(8):
-        write_image(root / "train" / f"{i}.png", rgb_image(48, seed=i))
-    cfg = ModelConfig()
-    cfg.backbone.weights = "random"
-    cfg.features.image_size = 64
-    model = fit([root / "train"], cfg, calibration_fraction=0.25, progress=False)
-    return model, model.save(root / "model")
+    return fit_tiny_model(tmp_path_factory.mktemp("stop40_screen"))
 
 
 @pytest.mark.parametrize("command", ["screen", "explain"])

@@ -122,3 +122,17 @@ def fit_tiny_model(root: Path):
     cfg.features.image_size = 64
     model = fit([root / "train"], cfg, calibration_fraction=0.25, progress=False)
     return model, model.save(root / "model")
+
+
+def noise_layout(root: Path, categories=("x", "y", "z"), n_train: int = 10) -> Path:
+    """Small seeded random-noise PNGs in an MVTec layout (readable images)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for c in categories:
+        for sub, n in (("train/good", n_train), ("test/good", 3), ("test/crack", 4)):
+            (root / c / sub).mkdir(parents=True)
+            for i in range(n):
+                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    root / c / sub / f"{i:03d}.png")
+    return root

@@ -13,7 +13,7 @@ from anomaly_inspect.data.layout import resolve_category_dirs as resolve_categor
 from anomaly_inspect.data.longtail import LongTailSet, build_longtail, manifest_name, pareto_profile
 from anomaly_inspect.data.mvtec import AnomalyDataset
 from anomaly_inspect.data.samples import Sample
-from layout_writer import fake_datasets
+from layout_writer import fake_datasets, noise_layout
 
 SIZES = {"a": (200, 30), "b": (100, 5), "c": (60, 20), "d": (50, 20), "e": (40, 20)}
 
@@ -499,20 +499,6 @@ def test_evaluate_lt_takes_k_with_a_step_tail(tmp_path, monkeypatch, capsys):
         assert f"evaluating the {split}" in capsys.readouterr().err
 
 
-def _noise_layout(root: Path, categories=("x", "y", "z"), n_train: int = 10) -> Path:
-    """Small seeded random-noise PNGs in an MVTec layout (readable images)."""
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in categories:
-        for sub, n in (("train/good", n_train), ("test/good", 3), ("test/crack", 4)):
-            (root / c / sub).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                    root / c / sub / f"{i:03d}.png")
-    return root
-
-
 def test_evaluate_longtail_checks_every_image_before_extracting(tmp_path, monkeypatch):
     """A corrupt test image of the last category was found only after every fit."""
     from anomaly_inspect.config import ModelConfig
@@ -520,7 +506,7 @@ def test_evaluate_longtail_checks_every_image_before_extracting(tmp_path, monkey
     from anomaly_inspect.data.mvtec import load_mvtec
     from anomaly_inspect.evaluation import longtail as evaluation
 
-    root = _noise_layout(tmp_path / "r")
+    root = noise_layout(tmp_path / "r")
     dirs = {c: root / c for c in ("x", "y", "z")}
     datasets = {c: load_mvtec(d) for c, d in dirs.items()}
     split = build_longtail(datasets, dirs, "step", k=4, noise=0.1, seed=0)
@@ -542,7 +528,7 @@ def test_evaluate_lt_json_first_tail_views_and_methods_without_a_bank(tmp_path, 
     listed once."""
     from anomaly_inspect.commands import evaluate_lt as command
 
-    root = _noise_layout(tmp_path / "r")
+    root = noise_layout(tmp_path / "r")
     listed = []
     real = LongTailSet.test_samples
 
@@ -589,7 +575,7 @@ def test_evaluate_lt_keeps_null_scorer_settings_of_its_config(tmp_path):
     nulls = {"chunk_size": None, "first_round_ratio": None}
     for method, scorer in build_scorers(["patchcore", "tailedcore"], nulls, 0, False).items():
         assert {k: scorer.get_params()[k] for k in nulls} == nulls, method
-    root = _noise_layout(tmp_path / "r")
+    root = noise_layout(tmp_path / "r")
     cfg = tmp_path / "exact.yaml"
     cfg.write_text("scorer: {chunk_size: null, first_round_ratio: null}\n")
     out = tmp_path / "lt.json"

@@ -19,7 +19,7 @@ from anomaly_inspect.features.views import ViewFeatures, view_params
 from anomaly_inspect.pipeline import Runner, build_backbone, build_extractor
 from anomaly_inspect.scorers import build_scorer
 from anomaly_inspect.scorers.tailedcore import TailedCore
-from layout_writer import fake_datasets, rgb_image, write_image
+from layout_writer import fake_datasets, noise_layout, rgb_image, write_image
 
 
 def _tailed_train(folder: Path) -> list[Path]:
@@ -136,19 +136,6 @@ def test_ood_benchmarks_tail_views_is_tailedcores_default():
 
 
 # -- evaluate-lt --------------------------------------------------------------------------
-def _noise_layout(root: Path, categories=("x", "y", "z"), n_train: int = 10) -> Path:
-    from PIL import Image
-
-    rng = np.random.default_rng(0)
-    for c in categories:
-        for sub, n in (("train/good", n_train), ("test/good", 3), ("test/crack", 4)):
-            (root / c / sub).mkdir(parents=True)
-            for i in range(n):
-                Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                    root / c / sub / f"{i:03d}.png")
-    return root
-
-
 def _lt_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
     return ["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--tail", "step",
             "--k", "2", "--image-size", "64", "--weights", "random", "--runtime", "torch",
@@ -158,7 +145,7 @@ def _lt_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
 def test_evaluate_lt_tail_views_is_tailedcores_parameter(tmp_path):
     """What the report records is what TailedCore ran with; the JSON names the methods that
     ran (not the config's single default method) and the manifest."""
-    root = _noise_layout(tmp_path / "r")
+    root = noise_layout(tmp_path / "r")
     out = tmp_path / "lt.json"
     assert main(_lt_args(root, tmp_path, "--methods", "patchcore,tailedcore", "--tail-views",
                          "rotflip", "--output-json", str(out))) == 0
@@ -185,7 +172,7 @@ def test_evaluate_longtail_default_tail_views_follow_the_split_then_the_config()
 
 
 def test_evaluate_lt_refuses_tail_views_without_tailedcore(tmp_path, capsys):
-    root = _noise_layout(tmp_path / "r")
+    root = noise_layout(tmp_path / "r")
     assert main(_lt_args(root, tmp_path, "--methods", "patchcore", "--tail-views",
                          "rot15flip")) == 1
     assert "--tail-views rot15flip: only tailedcore reads tail views, and --methods patchcore " \
@@ -194,7 +181,7 @@ def test_evaluate_lt_refuses_tail_views_without_tailedcore(tmp_path, capsys):
 
 
 def test_evaluate_lt_with_a_manifest_prints_both_seeds_and_records_the_file(tmp_path, capsys):
-    root = _noise_layout(tmp_path / "r")
+    root = noise_layout(tmp_path / "r")
     assert main(_lt_args(root, tmp_path, "--methods", "patchcore", "--seed", "3",
                          "--output-json", str(tmp_path / "a.json"))) == 0
     manifest, = (tmp_path / "m").glob("*.json")

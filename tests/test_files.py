@@ -169,3 +169,15 @@ def test_cached_entry_in_a_folder_it_cannot_write_names_the_folder_and_the_reaso
     with pytest.raises(PermissionError, match=r"\[Errno 13\] Permission denied: .*image\.png"):
         files.cached_entry(tmp_path / "tc" / "key", lambda d: None, unreadable_source, "x",
                            "choose another with --cache")
+
+
+def test_a_symbolic_link_is_written_through_and_kept(tmp_path):
+    """``latest.json`` -> a dated file: the target gets the new content, the link stays."""
+    dated = tmp_path / "runs" / "2026-12-04.json"
+    dated.parent.mkdir()
+    dated.write_text('{"old": 1}')
+    link = tmp_path / "latest.json"
+    link.symlink_to(os.path.join("runs", dated.name))
+    files.write_json(link, {"new": 2})
+    assert link.is_symlink() and json.loads(dated.read_text()) == {"new": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["latest.json", "runs"]  # no temp left

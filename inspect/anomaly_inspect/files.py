@@ -62,8 +62,11 @@ def replacing(path: Path | str) -> Iterator[Path]:
     ends, removed if it raises. It ends with ``path``'s suffix (``np.savez`` adds ``.npz`` to a
     name without it) and gets the permissions a plain ``open`` would give (``mkstemp``'s are
     owner-only). An ``OSError`` that names no file, or only the temporary one (a full disk),
-    is raised naming ``path`` (:func:`_naming`)."""
-    path = Path(path)
+    is raised naming ``path`` (:func:`_naming`). A symbolic link is written through: its
+    target gets the content and the link stays (a ``latest.json`` pointing into a dated folder)."""
+    shown = path = Path(path)
+    if path.is_symlink():
+        path = Path(os.path.realpath(path))
     make_folder(path.parent)
     fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
@@ -76,7 +79,7 @@ def replacing(path: Path | str) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno is not None and exc.filename2 is None and (
                 exc.filename is None or os.fspath(exc.filename) == name):
-            raise _naming(exc, path) from None
+            raise _naming(exc, shown) from None
         raise
 
 

@@ -14,8 +14,8 @@ from anomaly_inspect.choices import DEFAULT_RUNTIME, check_runtime
 from anomaly_inspect.cli import main
 from anomaly_inspect.config import BackboneConfig, ConfigError, ModelConfig, load_config
 from anomaly_inspect.features import runtime as rt
-from anomaly_inspect.features.backbone import Backbone, int8_key
-from anomaly_inspect.features.runtime import export_key, runtime_available
+from anomaly_inspect.features.backbone import Backbone
+from anomaly_inspect.features.runtime import export_key, int8_key, runtime_available
 
 SIZE = 64  # small inputs keep the export and the runs fast
 

@@ -36,10 +36,10 @@ def test_the_int8_key_holds_the_images_the_settings_and_the_onnxruntime_version(
     assert path.name == f"g-int8-{int8_backbone.calibration_digest}.onnx"
     assert _keys(int8_backbone, images) == (path, key)  # stable
     changed = {"images": lambda: _keys(int8_backbone, images + 1)}
-    for what, value in (("INT8_FORMAT", bbmod.INT8_FORMAT + 1), ("__version__", "0.0.1")):
+    for what, value in (("INT8_FORMAT", rt.INT8_FORMAT + 1), ("__version__", "0.0.1")):
         def under(what=what, value=value):
             with monkeypatch.context() as m:
-                m.setattr(bbmod if what == "INT8_FORMAT" else onnxruntime, what, value)
+                m.setattr(rt if what == "INT8_FORMAT" else onnxruntime, what, value)
                 return _keys(int8_backbone, images)
         changed[what] = under
     seen = {(path, key)}

@@ -25,7 +25,6 @@ from .runtime import (
     OnnxRunner,
     PrecisionError,
     RuntimeUnavailableError,
-    calibration_digest,
     check_graph,
     check_runtime,
     default_cache_dir,
@@ -35,6 +34,7 @@ from .runtime import (
     first_line,
     graph_outputs,
     graph_signature,
+    int8_key,
     max_rel_diff,
     quantize_int8,
     require_runtime,
@@ -60,21 +60,6 @@ class StaleCardError(RuntimeError):
 
 
 CARD_FORMAT = 1  # bump when what a card records, or how the weights' checksum is made, changes
-INT8_FORMAT = 1  # bump when quantize_int8's settings (format, types, ranges) change
-
-
-def int8_key(images: np.ndarray) -> str:
-    """What an int8 graph is made from: the digest of its calibration ``images``,
-    :data:`INT8_FORMAT` and the onnxruntime version whose quantiser makes it. Part of the
-    graph's file name and of the feature cache keys at int8, so that neither serves a graph
-    another quantiser made."""
-    import onnxruntime  # int8 runs on onnxruntime only: it is installed (require_runtime)
-
-    desc = {"images": calibration_digest(images), "format": INT8_FORMAT,
-            "onnxruntime": onnxruntime.__version__}
-    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
-
-
 def _create(name: str) -> nn.Module:
     import timm  # with timm, torchvision: 1.5-2 s of import that a cached export never needs
 

@@ -361,6 +361,21 @@ def calibration_digest(images: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(images, np.float32).tobytes()).hexdigest()[:12]
 
 
+INT8_FORMAT = 1  # bump when quantize_int8's settings (format, types, ranges) change
+
+
+def int8_key(images: np.ndarray) -> str:
+    """What an int8 graph is made from: the digest of its calibration ``images``,
+    :data:`INT8_FORMAT` and the onnxruntime version whose quantiser makes it. Part of the
+    graph's file name and of the feature cache keys at int8, so that neither serves a graph
+    another quantiser made."""
+    import onnxruntime  # int8 runs on onnxruntime only: it is installed (require_runtime)
+
+    desc = {"images": calibration_digest(images), "format": INT8_FORMAT,
+            "onnxruntime": onnxruntime.__version__}
+    return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:12]
+
+
 def quantize_int8(src: Path, images: np.ndarray, dst: Path, batch: int = 8,
                   source: str = "training images") -> Path:
     """Static int8 quantisation of the f32 graph ``src`` (QDQ, per-channel int8 weights,

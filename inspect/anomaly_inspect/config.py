@@ -24,6 +24,7 @@ from .choices import (
     check_layers,
     check_runtime,
 )
+from .files import not_utf8
 
 if TYPE_CHECKING:
     from .features.patch_embed import PatchEmbedding
@@ -287,7 +288,7 @@ def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_error(exc)}") from None
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        raise ConfigError(not_utf8(path, exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

@@ -131,6 +131,13 @@ def remove_stale_temp_files(folder: Path | str) -> None:
                  ", ".join(removed))
 
 
+def not_utf8(path: Path | str, exc: UnicodeDecodeError, what: str = "") -> str:
+    """The one-line reason a text file ``path`` (``what``: e.g. "labels CSV") could not be
+    read as UTF-8, with where and how to fix it (a spreadsheet's Latin-1 or UTF-16 export)."""
+    return (f"{path}: {what + ' is ' if what else ''}not UTF-8 text ({exc.reason} at byte "
+            f"{exc.start}, 0x{exc.object[exc.start]:02x}); save it as UTF-8 (Excel: 'CSV UTF-8')")
+
+
 def stream_sha256(f: BinaryIO) -> str:
     """The sha256 hex digest of what is left to read in the binary file ``f``, read 1 MiB at
     a time (``hashlib.file_digest`` is Python 3.11+)."""

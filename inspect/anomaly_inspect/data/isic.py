@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..files import not_utf8 as utf8_reason
 from .layout import DatasetLayoutError
 from .samples import Sample
 
@@ -95,8 +96,7 @@ class OODData:
 
 def not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetLayoutError:
     """The layout error for a text file that is not UTF-8 (a Latin-1 export), naming it."""
-    return DatasetLayoutError(f"{path}: not UTF-8 text ({exc.reason}: byte "
-                              f"0x{exc.object[exc.start]:02x}); save it as UTF-8 (Excel: 'CSV UTF-8')")
+    return DatasetLayoutError(utf8_reason(path, exc))
 
 
 def read_csv_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[dict[str, str]]]:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from ..data.layout import display_path
+from ..files import not_utf8
 
 NORMAL_WORDS = {"0", "normal", "good", "ok", "pass", "negative", "false"}
 ANOMALOUS_WORDS = {"1", "anomalous", "anomaly", "defect", "defective", "bad", "ng", "fail",
@@ -58,8 +59,7 @@ def load_labels_csv(path: Path | str) -> dict[str, int]:
                 out[key] = label
                 first.setdefault(key, line)
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: labels CSV is not UTF-8 text ({exc.reason} at byte "
-                         f"{exc.start}); save it as UTF-8 (Excel: 'CSV UTF-8')") from None
+        raise ValueError(not_utf8(path, exc, "labels CSV")) from None
     if not out:
         raise ValueError(f"{path}: labels CSV has no rows")
     return out

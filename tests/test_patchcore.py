@@ -298,12 +298,12 @@ def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch
 
     seen = {}
 
-    def stop(cfg, progress=True, patch_maps=True):
+    def stop(cfg, progress=True, patch_maps=True, max_pixels=None):
         seen["patch_maps"] = patch_maps
         raise RuntimeError("stop")
 
     monkeypatch.setattr(ev, "build", stop)
-    monkeypatch.setattr(ev, "check_dataset", lambda dataset: None)  # no files behind these
+    monkeypatch.setattr(ev, "check_dataset", lambda *a: None)  # no files behind these
     with pytest.raises(RuntimeError, match="stop"):
         test = [SimpleNamespace(label=0), SimpleNamespace(label=1)]
         ev.evaluate(SimpleNamespace(name="fake", has_masks=has_masks, train=[], test=test),

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..data.registry import available_datasets, dataset_options, load_dataset
 from .common import (
     add_engine_args,
+    add_max_pixels_arg,
     add_model_args,
     add_output_args,
     check_engine_fits,
@@ -45,6 +46,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--auto", action="store_true",
                    help="choose the configuration first with `tune` on the training images only "
                         "(synthetic anomalies); the choice is recorded in the JSON")
+    add_max_pixels_arg(p)
     add_tune_args(p)
     add_model_args(p, tunes=True)
     add_engine_args(p)
@@ -71,11 +73,12 @@ def run(args: argparse.Namespace) -> int:
     dataset = load_dataset(args.dataset, **options)
     tuning = None
     if args.auto:
-        check_dataset(dataset)  # before minutes of tuning (evaluate checks it before fitting)
+        # before minutes of tuning (evaluate checks it before fitting)
+        check_dataset(dataset, args.max_pixels)
         tuning = run_tune([s.path for s in dataset.train], args, cfg)
         write_json(args.output_json, {"tuning": tuning.to_dict()})  # kept should evaluate fail
     result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,
-                      engine=engine)
+                      engine=engine, max_pixels=args.max_pixels)
     out = result.to_dict()
     if tuning is not None:
         out["tuning"] = tuning.to_dict()
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         from ..tuning.judge import evaluate_ensemble
 
         out["ensemble"] = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache,
-                                            progress=not args.quiet)
+                                            progress=not args.quiet, max_pixels=args.max_pixels)
         write_json(args.output_json, out)
         print(f"ensemble image AUROC  {out['ensemble']['image_auroc']:.4f} "
               f"({', '.join(out['ensemble']['members'])}; normal-calibrated)")

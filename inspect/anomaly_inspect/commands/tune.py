@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..data.image_io import DEFAULT_MAX_PIXELS
 from .common import (
+    add_max_pixels_arg,
     add_model_args,
     add_output_args,
     check_writable,
@@ -101,7 +101,7 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
     cands = None if not args.candidates else [Candidate.parse(n) for n in args.candidates.split(",")]
     result = tune(train_paths, cfg, settings_from_args(args), cands,
                   cache_dir=args.tune_cache, progress=not args.quiet,
-                  max_pixels=getattr(args, "max_pixels", DEFAULT_MAX_PIXELS))  # fit --auto's
+                  max_pixels=args.max_pixels)
     d = result.decision
     skipped = f", {len(result.skipped)} unreadable images skipped" if result.skipped else ""
     print(f"tune: chose {result.chosen.name} ({d.reason}; {len(result.candidates)} candidates, "
@@ -119,6 +119,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--judge", action="store_true",
                    help="also score every candidate on the category's labelled test split and "
                         "report test AUROC, rank correlation and regret (never used to choose)")
+    add_max_pixels_arg(p)
     add_tune_args(p)
     add_model_args(p, tunes=True)
     add_output_args(p)
@@ -151,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
     if args.judge:
         from ..evaluation.evaluate import check_dataset
 
-        check_dataset(dataset)  # before the tuning, not after it
+        check_dataset(dataset, args.max_pixels)  # before the tuning, not after it
     result = run_tune(train, args, cfg)
     out = {"tuning": result.to_dict()}
     rows = [(c["name"], f"synthetic AUROC {c['mean_auroc']:.4f}, Borda {c['borda']:.2f}")
@@ -162,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.output_json, out)  # the choice is kept even if judging is interrupted
 
         judged = judge_selector(dataset, result, cfg, args.tune_cache,
-                                progress=not args.quiet)
+                                progress=not args.quiet, max_pixels=args.max_pixels)
         out["judge"] = judged
         test = {c["name"]: c["test_auroc"] for c in judged["candidates"]}
         rows = [(n, f"{v}, test AUROC {test[n]:.4f}") for n, v in rows]

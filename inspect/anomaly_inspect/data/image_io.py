@@ -41,7 +41,10 @@ REDUCE_ABOVE_PIXELS = 16_000_000
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
 # A BMP starts with "BM", as plenty of text does ("BMW parts"): its DIB header size says which
 _BMP_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
-_PROBE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")
+# the formats whose size PIL reads from the header, so the budget holds before decoding; PPM
+# covers PBM / PGM / PPM / PNM. Others OpenCV reads (PAM, PFM, Sun raster, HDR, EXR) are
+# decoded first and refused after (:func:`_decode`)
+_PROBE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000")
 _PNG_IEND = b"IEND\xaeB`\x82"
 _DARK_16_BIT: list[Path] = []  # the first 16-bit image with 12-bit values, warned about once
 _DARK_WIDE: list[Path] = []  # the first int16 / uint32 / ... image nearly black
@@ -220,13 +223,15 @@ def _check_complete(path: Path, data: bytes) -> None:
 
 def _probe(path: Path, data: bytes) -> _Header | None:
     """Size, format, frame count and EXIF orientation from the header; None if PIL cannot tell."""
-    # the six formats' plugins only (importing one registers it), not every plugin PIL has
+    # those formats' plugins only (importing one registers it), not every plugin PIL has
     from PIL import (  # noqa: F401
         BmpImagePlugin,
         GifImagePlugin,
         Image,
+        Jpeg2KImagePlugin,
         JpegImagePlugin,
         PngImagePlugin,
+        PpmImagePlugin,
         TiffImagePlugin,
         WebPImagePlugin,
     )

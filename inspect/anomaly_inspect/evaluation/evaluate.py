@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..config import ModelConfig
+from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import DatasetLayoutError
 from ..data.mvtec import AnomalyDataset
 from ..data.samples import Sample
@@ -79,30 +80,33 @@ def check_test_labels(dataset: AnomalyDataset) -> None:
                                  f"{n_anomalous} anomalous")
 
 
-def check_dataset(dataset: AnomalyDataset) -> None:
+def check_dataset(dataset: AnomalyDataset, max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Refuse, before any fitting or tuning, a dataset that cannot give its metrics: a test
-    split without both labels (:func:`check_test_labels`) or files :func:`check_files` refuses."""
+    split without both labels (:func:`check_test_labels`) or files :func:`check_files` refuses
+    (with the ``max_pixels`` budget the images are then read with)."""
     check_test_labels(dataset)
-    check_files(dataset.name, [*dataset.train, *dataset.test])
+    check_files(dataset.name, [*dataset.train, *dataset.test], max_pixels=max_pixels)
 
 
-def check_files(name: str, samples: Sequence[Sample], masks: bool = True) -> None:
+def check_files(name: str, samples: Sequence[Sample], masks: bool = True,
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> None:
     """Refuse, before any fitting, an image that cannot be read (found from headers, without
-    decoding) and, with ``masks``, a mask that cannot be read or has another shape than its
-    image (it would be stretched onto it); ``name`` heads the error."""
+    decoding; one over ``max_pixels`` included) and, with ``masks``, a mask that cannot be read
+    or has another shape than its image (it would be stretched onto it); ``name`` heads the
+    error."""
     from ..data.image_io import ImageReadError, image_size
 
     problems = []
     for s in samples:
         try:
-            width, height = image_size(s.path)
+            width, height = image_size(s.path, max_pixels)
         except ImageReadError as exc:
             problems.append(str(exc))
             continue
         if not masks or s.mask_path is None:
             continue
         try:
-            w, h = image_size(s.mask_path)
+            w, h = image_size(s.mask_path, max_pixels)
         except ImageReadError as exc:
             problems.append(f"{exc} (the mask of {s.path})")
             continue
@@ -140,14 +144,16 @@ def pixel_auroc_note(has_masks: bool, masks: list[np.ndarray], method: str) -> s
 
 
 def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
-             engine: Engine | None = None) -> EvaluationResult:
-    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``. A distributed
+             engine: Engine | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> EvaluationResult:
+    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``; images (and masks)
+    over ``max_pixels`` are refused before any fitting (:func:`check_dataset`). A distributed
     ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
-    check_dataset(dataset)
+    check_dataset(dataset, max_pixels)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
-    backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks)
+    backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks,
+                                       max_pixels=max_pixels)
     remote = engine is not None and not engine.in_process
     runner = Runner(extractor, None if remote else engine, progress)
     train_paths = [s.path for s in dataset.train]

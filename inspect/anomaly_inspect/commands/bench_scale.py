@@ -30,11 +30,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipeline.ray_engine import import_ray
     from ..screening.model import input_images
-    from ..screening.model_dir import read_model_info, verify_model_files
+    from ..screening.model_dir import checked_model_info
     from ..screening.scale_bench import bench_scale, format_row, run_label
 
-    read_model_info(args.model_dir)  # once, not in every run (each would start Ray first)
-    verify_model_files(args.model_dir)
+    checked_model_info(args.model_dir)  # once, not in every run (each would start Ray first)
     import_ray()  # one line saying how to install it, before any run
     found = input_images(args.inputs)
     if not found:

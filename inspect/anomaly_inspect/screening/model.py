@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import datetime as _dt
+import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
@@ -50,12 +51,11 @@ from .model_dir import (
     ModelFormatError,
     ModelInfo,
     check_backbone_checksum,
+    checked_model_info,
     file_sha256,
     loaded_whole,
-    read_model_info,
     save_model_dir,
     saved_graphs,
-    verify_model_files,
 )
 
 log = logging.getLogger(__name__)
@@ -332,33 +332,21 @@ def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str]
 
 def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:
     """How many of ``these`` are one of ``those``: the same file, or a byte-identical copy
-    (sha256, computed only where the sizes agree)."""
-    def size(p: Path) -> int:
-        try:
-            return p.stat().st_size
-        except OSError:  # unreadable: the fit names it
-            return -1
-
+    (sha256, computed only where the sizes agree; an unreadable file is none: the fit names it)."""
     resolved = {p.resolve() for p in those}
     by_size: dict[int, list[Path]] = {}
     for p in those:
-        by_size.setdefault(size(p), []).append(p)
-    hashes: dict[Path, str] = {}
-
-    def digest(p: Path) -> str:
-        if p not in hashes:
-            hashes[p] = file_sha256(p)
-        return hashes[p]
-
+        with suppress(OSError):
+            by_size.setdefault(p.stat().st_size, []).append(p)
+    digest = functools.cache(file_sha256)
     count = 0
     for p in these:
         if p.resolve() in resolved:
             count += 1
             continue
-        twins = by_size.get(size(p), []) if size(p) >= 0 else []
         with suppress(OSError):
-            if twins and digest(p) in {digest(q) for q in twins}:
-                count += 1
+            twins = by_size.get(p.stat().st_size)
+            count += bool(twins) and digest(p) in {digest(q) for q in twins}
     return count
 
 
@@ -555,8 +543,7 @@ def open_model_dir(directory: Path | str
     config, then the backbone weights' checksum; any damage is a one-line
     :class:`ModelFormatError`."""
     directory = Path(directory)
-    info = read_model_info(directory)
-    verify_model_files(directory)
+    info = checked_model_info(directory)
     try:
         config = dict(info.config)
         # Models saved before ``features.resize`` existed were fitted on stretched inputs.

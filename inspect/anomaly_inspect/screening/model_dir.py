@@ -672,6 +672,15 @@ def read_model_info(directory: Path | str) -> ModelInfo:
     return info
 
 
+def checked_model_info(directory: Path | str) -> ModelInfo:
+    """``directory``'s ``model.json`` (:func:`read_model_info`) once every file of it verifies
+    against its checksums (:func:`verify_model_files`): a model's files, checked without
+    building its backbone."""
+    info = read_model_info(directory)
+    verify_model_files(directory)
+    return info
+
+
 def _verify_model_json(directory: Path) -> None:
     """Refuse ``model.json`` where the checksum list names it and it differs; a list this
     version cannot read is left to the format version check (a newer model's may differ)."""

@@ -92,6 +92,14 @@ def fraction(text: str) -> float:
     return v
 
 
+def noise_ratio(text: str) -> float:
+    """argparse type: a share in [0, 1) (evaluate-lt's --noise: of the test anomalies)."""
+    v = _float(text)
+    if not 0.0 <= v < 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
+    return v
+
+
 def pixel_budget(text: str) -> int:
     """argparse type: a positive pixel count, e.g. 100000000 or 1e8."""
     v = _float(text)

@@ -19,6 +19,7 @@ from .common import (
     check_writable,
     given_options,
     model_config_from_args,
+    noise_ratio,
     options_of,
     positive_int,
     print_table,
@@ -29,17 +30,6 @@ RECIPE_DEFAULTS = {"tail": "step", "k": 4, "noise": 0.1, "overlap": False}
 DEFAULT_METHODS = "patchcore,softpatch,tailedcore"
 #: model options evaluate-lt has no use for: --methods names its scorers
 NOT_OFFERED = ("method",)
-
-
-def noise_ratio(text: str) -> float:
-    """argparse type of --noise: a share of the test anomalies in [0, 1)."""
-    try:
-        v = float(text)
-    except ValueError:
-        v = float("nan")
-    if not 0.0 <= v < 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1), got {text!r}")
-    return v
 
 
 def register(sub: argparse._SubParsersAction) -> None:

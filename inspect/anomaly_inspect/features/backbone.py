@@ -60,6 +60,8 @@ class StaleCardError(RuntimeError):
 
 
 CARD_FORMAT = 1  # bump when what a card records, or how the weights' checksum is made, changes
+
+
 def _create(name: str) -> nn.Module:
     import timm  # with timm, torchvision: 1.5-2 s of import that a cached export never needs
 

@@ -351,12 +351,11 @@ class TailedCore(SoftPatch):
         if views is None:
             return NO_VIEWS
         kind = getattr(views, "kind", None)  # ViewFeatures says; other sources cannot
-        if self.tail_views == NO_VIEWS and kind in (None, NO_VIEWS):
-            if kind is None:
+        if kind is None:  # taken to be tail_views', unless that is none
+            if self.tail_views == NO_VIEWS:
                 raise ValueError("TailedCore(tail_views='none') was given a view source; "
                                  "set tail_views to the kind of its views")
-            return NO_VIEWS
-        if kind is not None and kind != self.tail_views:
+        elif kind != self.tail_views:
             raise ValueError(f"TailedCore(tail_views={self.tail_views!r}) was given views of "
                              f"kind {kind!r}; build the fit context from the scorer's "
                              f"fit_views (Runner.fit_context)")

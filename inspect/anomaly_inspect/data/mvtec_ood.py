@@ -115,12 +115,13 @@ def colour_similarity(object_rgb: np.ndarray, group_rgb: dict[str, np.ndarray],
                     f"(the split's definition), no score or detection outcome enters"}
 
 
-def check_no_repeats(key: str, groups: Sequence[str]) -> None:
-    """Refuse a group listed more than once (a repeated ID group put its images in ID train and
-    ID test both, and was reported as such)."""
+def check_no_repeats(key: str, groups: Sequence[str], hint: str = "list each group once") -> None:
+    """Refuse a name listed more than once under ``key`` (a repeated ID group put its images in
+    ID train and ID test both, and was reported as such; a repeated split or defect group
+    counted its images twice); ``hint`` ends the message where given."""
     repeated = sorted({g for g in groups if list(groups).count(g) > 1})
     if repeated:
-        raise ValueError(f"{key}: {repeated} listed more than once; list each group once")
+        raise ValueError(f"{key}: {repeated} listed more than once" + (f"; {hint}" if hint else ""))
 
 
 def mvtec_heldout_benchmark(

@@ -365,12 +365,9 @@ def _check_data_values(source: str, given: dict, splits: list[str]) -> None:
             if name in reserved:
                 raise ConfigError(f"{source}: data: {key}: split name '{name}' is reserved for "
                                   f"{reserved[name]}; rename the split")
-    for name, members in groups.items():
-        repeated = sorted({m for m in members if members.count(m) > 1})
-        if repeated:
-            raise ConfigError(f"{source}: data: ood_groups: {name}: {repeated} listed more than once; "
-                              f"list each defect folder once")
-    try:  # a repeated ID group read as an image both in ID train and in ID test
+    try:  # a repeated defect group counts its images twice, a repeated ID group in train and test
+        for name, members in groups.items():
+            check_no_repeats(f"ood_groups: {name}", members, "list each defect folder once")
         check_no_repeats("id_groups", given.get("id_groups") or [])
     except ValueError as exc:
         raise ConfigError(f"{source}: data: {exc}") from None
@@ -378,9 +375,10 @@ def _check_data_values(source: str, given: dict, splits: list[str]) -> None:
         if name in RESERVED_SPLITS:
             raise ConfigError(f"{source}: splits: '{name}' is reserved for {RESERVED_SPLITS[name]}; "
                               f"rename the split")
-    repeated = sorted({s for s in splits if splits.count(s) > 1})
-    if repeated:
-        raise ConfigError(f"{source}: splits: {repeated} listed more than once")
+    try:
+        check_no_repeats("splits", splits, hint="")
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
 
 
 def _check_synthetic(source: str, synth: dict) -> None:

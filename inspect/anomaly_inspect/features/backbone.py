@@ -55,6 +55,14 @@ class LayerRangeError(ValueError):
     """Layer indices the backbone does not have (known only once its stages are)."""
 
 
+def check_layer_range(name: str, layers: Sequence[int], n_stages: int) -> None:
+    """Refuse (:class:`LayerRangeError`) indices of ``layers`` outside the ``n_stages`` feature
+    stages of backbone ``name``; negative ones too (no counting from the end)."""
+    bad = [i for i in layers if not 0 <= i < n_stages]
+    if bad:
+        raise LayerRangeError(f"{name}: layer indices {bad} out of range 0..{n_stages - 1}")
+
+
 class StaleCardError(RuntimeError):
     """A cached backbone card does not describe the weights it is keyed by (removed when found)."""
 
@@ -226,9 +234,7 @@ class Backbone(nn.Module):
         info = card["feature_info"]
         self.feature_info = info
         self.layers = tuple(int(i) for i in (layers if layers is not None else default_layers(info)))
-        bad = [i for i in self.layers if not 0 <= i < len(info)]
-        if bad:
-            raise LayerRangeError(f"{name}: layer indices {bad} out of range 0..{len(info) - 1}")
+        check_layer_range(name, self.layers, len(info))
         self._has_intermediates = bool(card["intermediates"])
         self.mean = tuple(float(v) for v in card["mean"])
         self.std = tuple(float(v) for v in card["std"])

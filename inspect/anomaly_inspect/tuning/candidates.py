@@ -47,13 +47,13 @@ def layer_strides(backbone: str, layers: Sequence[int]) -> tuple[int, ...]:
     """The strides of the timm feature stages ``layers`` of ``backbone``; indices it lacks
     (negative ones too: no counting from the end) are the :class:`LayerRangeError` that
     building the backbone raises, naming the ``backbone: layers`` key."""
-    from ..features.backbone import LayerRangeError
+    from ..features.backbone import LayerRangeError, check_layer_range
 
     strides = stage_strides(backbone)
-    bad = [i for i in layers if not 0 <= i < len(strides)]
-    if bad:
-        raise LayerRangeError(f"backbone: layers: {backbone}: layer indices {bad} out of range "
-                              f"0..{len(strides) - 1}")
+    try:
+        check_layer_range(backbone, layers, len(strides))
+    except LayerRangeError as exc:
+        raise LayerRangeError(f"backbone: layers: {exc}") from None
     return tuple(strides[i] for i in layers)
 
 

@@ -136,3 +136,18 @@ def noise_layout(root: Path, categories=("x", "y", "z"), n_train: int = 10) -> P
                 Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
                     root / c / sub / f"{i:03d}.png")
     return root
+
+
+def read_only_below(monkeypatch, part: str) -> None:
+    """Make ``Path.mkdir`` fail with EROFS (a read-only file system) for folders with ``part``
+    among their path components, as a read-only cache folder would."""
+    import errno
+
+    real_mkdir = Path.mkdir
+
+    def read_only(self, *args, **kwargs):
+        if part in self.parts:
+            raise OSError(errno.EROFS, "Read-only file system", str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only)

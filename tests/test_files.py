@@ -146,16 +146,10 @@ def test_cached_entry_builds_once_rebuilds_a_broken_entry_and_names_one_it_canno
 def test_cached_entry_in_a_folder_it_cannot_write_names_the_folder_and_the_reason(tmp_path,
                                                                                   monkeypatch):
     import errno
-    from pathlib import Path
 
-    real_mkdir = Path.mkdir
+    from layout_writer import read_only_below
 
-    def read_only(self, *args, **kwargs):
-        if "ro" in self.parts:
-            raise OSError(errno.EROFS, "Read-only file system", str(self))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", read_only)
+    read_only_below(monkeypatch, "ro")
     with pytest.raises(OSError) as info:  # its folder, or one above it, cannot be made
         files.cached_entry(tmp_path / "ro" / "tc" / "key", lambda d: None, lambda tmp: None,
                            "the test entry")

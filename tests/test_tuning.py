@@ -876,20 +876,11 @@ def test_ensemble_normal_calibration_reads_the_stage_maps_validation_extracted(t
 def test_an_unwritable_tune_cache_names_the_option_for_the_synthetic_set_too(tmp_path, monkeypatch):
     """The synthetic-anomaly set is tune's first cache entry: it said 'use another cache
     folder', not which option chooses it."""
-    import errno
-    from pathlib import Path
-
     from anomaly_inspect.tuning.tune import TuneSettings, synthetic_set
+    from layout_writer import read_only_below
 
     paths = _pngs(tmp_path / "imgs", 4)
-    real_mkdir = Path.mkdir
-
-    def read_only(self, *args, **kwargs):
-        if "cache" in self.parts:
-            raise OSError(errno.EROFS, "Read-only file system", str(self))
-        return real_mkdir(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "mkdir", read_only)
+    read_only_below(monkeypatch, "cache")
     with pytest.raises(OSError, match=r"choose a writable folder with --tune-cache or "
                                       r"\$ANOMALY_INSPECT_CACHE$"):
         synthetic_set(paths, np.array([0, 0, 1, 1]), np.zeros(4, np.int64), TuneSettings(),

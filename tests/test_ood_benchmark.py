@@ -606,8 +606,7 @@ def test_similar_is_an_ordinary_split_name_without_the_colour_rule():
 
 @pytest.mark.parametrize("text, message", [
     ("seed: null\nscorers: [nan]", "seed: expected a whole number >= 0, got None"),
-    ("cache_dir: null\nscorers: [nan]", "cache_dir: expected a string, got None"),
-    ("cache_dir: 5\nscorers: [nan]", "cache_dir: expected a string, got 5"),
+    ("cache_dir: 5\nscorers: [nan]", "cache_dir: expected a string or null, got 5"),
     ("scorers: feature_norm", "scorers: expected a list of scorer names or mappings, got 'feature_norm'"),
     ("scorers: [5]", "scorers: expected a list of scorer names or mappings, got [5]"),
     ("scorers: [{name: knn, lable: x}]", "scorer 'knn': unknown key(s) ['lable']; accepted: "

@@ -52,17 +52,46 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..screening import fit
-    from ..screening.model import fit_split, input_images, skipped_as
-    from ..screening.model_dir import check_replaceable
-    from ..tuning.tune import TooFewImagesError
+    from ..screening.model import skipped_as
+    from ..screening.model_dir import check_replaceable, save_lock
 
     if args.calibration is not None and args.calibration_fraction is not None:
         raise ValueError("--calibration-fraction: sets the share of --train held out for "
                          "calibration, so it does not apply with --calibration; drop one of them")
     check_tune_args(args, fuses=False)
-    check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
     check_writable(args.out, "--out")
+    # --out's save lock from before the fit to the end of its save: a second fit into the same
+    # folder is refused at once, not after minutes of fitting
+    with save_lock(args.out):
+        check_replaceable(args.out, args.overwrite)  # fail before minutes of fitting
+        model, cfg, tuning = _fit(args)
+        model.save(args.out, overwrite=args.overwrite)
+    cal = model.calibration
+    lo, hi = cal.fpr_interval
+    write_json(args.output_json, {"model_dir": str(args.out), "calibration": cal.to_dict(),
+                                  **({"tuning": tuning.to_dict()} if tuning else {})})
+    print_table([
+        ("model", str(args.out)),
+        ("method", f"{cfg.method} on {cfg.backbone.name} ({model.info.backbone['weights']['kind']} weights, "
+                   f"{model.extractor.backbone.runs_on} runtime)"),
+        ("training images", f"{len(model.info.train_images)} (skipped "
+                            f"{len(skipped_as(model.info, 'training'))} unreadable)"),
+        ("calibration", f"{cal.n_calibration} normal images (skipped "
+                        f"{len(skipped_as(model.info, 'calibration'))} unreadable), {cal.source}"),
+        ("threshold", f"score > {cal.threshold:.6g}"),
+        ("expected FPR", f"{cal.expected_fpr:.2%} (target {cal.target_fpr:.2%}; "
+                         f"{cal.interval_level:.0%} interval {lo:.2%}-{hi:.2%})"
+                         + ("" if cal.target_met else " TARGET NOT REACHABLE: too few calibration images")),
+    ])
+    return 0
+
+
+def _fit(args: argparse.Namespace):
+    """The model ``args`` ask for (tuned first with ``--auto``), its config and the tuning."""
+    from ..screening import fit
+    from ..screening.model import fit_split, input_images
+    from ..tuning.tune import TooFewImagesError
+
     cfg = model_config_from_args(args)
     engine = engine_from_args(args)  # its option errors before tuning, too
     check_engine_fits(cfg, engine)
@@ -86,22 +115,4 @@ def run(args: argparse.Namespace) -> int:
                 max_pixels=args.max_pixels, engine=engine)
     if tuning is not None:
         model.info.tuning = tuning.to_dict()
-    model.save(args.out, overwrite=args.overwrite)
-    cal = model.calibration
-    lo, hi = cal.fpr_interval
-    write_json(args.output_json, {"model_dir": str(args.out), "calibration": cal.to_dict(),
-                                  **({"tuning": tuning.to_dict()} if tuning else {})})
-    print_table([
-        ("model", str(args.out)),
-        ("method", f"{cfg.method} on {cfg.backbone.name} ({model.info.backbone['weights']['kind']} weights, "
-                   f"{model.extractor.backbone.runs_on} runtime)"),
-        ("training images", f"{len(model.info.train_images)} (skipped "
-                            f"{len(skipped_as(model.info, 'training'))} unreadable)"),
-        ("calibration", f"{cal.n_calibration} normal images (skipped "
-                        f"{len(skipped_as(model.info, 'calibration'))} unreadable), {cal.source}"),
-        ("threshold", f"score > {cal.threshold:.6g}"),
-        ("expected FPR", f"{cal.expected_fpr:.2%} (target {cal.target_fpr:.2%}; "
-                         f"{cal.interval_level:.0%} interval {lo:.2%}-{hi:.2%})"
-                         + ("" if cal.target_met else " TARGET NOT REACHABLE: too few calibration images")),
-    ])
-    return 0
+    return model, cfg, tuning

@@ -23,7 +23,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-root", type=Path,
                    help="folder that relative data paths in the config are resolved against "
                         "(default: the current directory)")
-    p.add_argument("--cache-dir", type=Path, help="feature cache folder (overrides the config)")
+    p.add_argument("--cache-dir", type=Path,
+                   help="feature cache folder (overrides the config's cache_dir; default "
+                        "$ANOMALY_INSPECT_CACHE/ood or ~/.cache/anomaly_inspect/ood)")
     add_config_args(p)
     add_output_args(p)
     p.set_defaults(func=run)

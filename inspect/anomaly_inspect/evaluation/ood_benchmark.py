@@ -41,6 +41,7 @@ from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
 from ..features.extractor import FeatureExtractor
+from ..features.runtime import user_cache_dir
 from ..pipeline import Runner, build_backbone
 from ..pipeline.builders import seeded_params
 from ..progress import Progress
@@ -194,12 +195,18 @@ class OODBenchmarkConfig:
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     synthetic: dict[str, Any] = field(default_factory=dict)
-    cache_dir: str = ".cache/anomaly-inspect/ood"
+    cache_dir: str | None = None  # None: the user cache's ``ood`` folder (cache_folder)
     seed: int = 0
     source: str = "config"
 
     def __post_init__(self):
         check_field_types(self, f"{self.source}: ")
+
+    def cache_folder(self) -> Path:
+        """The feature cache: ``cache_dir`` as given, else the user cache's ``ood`` folder
+        (``$ANOMALY_INSPECT_CACHE``/ood or ``~/.cache/anomaly_inspect/ood``, as the ONNX exports'),
+        which does not depend on the folder the benchmark runs from."""
+        return user_cache_dir("ood") if self.cache_dir is None else Path(self.cache_dir)
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> OODBenchmarkConfig:
@@ -437,7 +444,7 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
                               float(cfg.synthetic.get("threshold", 115.0)))
             seed = int(cfg.synthetic.get("seed", cfg.seed))
             sources = [s.path for s in data.id_test]
-            base = Path(cfg.cache_dir) / "synthetic" / cache_key(
+            base = cfg.cache_folder() / "synthetic" / cache_key(
                 {"files": file_list_hash(sources), "rule": asdict(rule), "seed": seed,
                  "code": code_fingerprint()})
             synth_info = {"rule": rule.describe(), "roi_rgb": list(rule.roi_rgb),
@@ -625,7 +632,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         for m in fu.members:
             cv_folds.setdefault(m, set()).add(fu.folds)
     cv: dict[tuple[str, int], np.ndarray] = {}
-    cache = FeatureCache(cfg.cache_dir)
+    cache = FeatureCache(cfg.cache_folder())
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}
     code = code_fingerprint()
     feat_extra = {"v": 1, "kind": "pooled+block_norms", "code": code}

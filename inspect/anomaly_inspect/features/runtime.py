@@ -109,11 +109,17 @@ def max_rel_diff(got: Sequence, want: Sequence) -> float:
                for g, w in zip(got, want, strict=True))
 
 
-def default_cache_dir() -> Path:
-    """``$ANOMALY_INSPECT_CACHE``/onnx, else ``~/.cache/anomaly_inspect/onnx``."""
+def user_cache_dir(name: str) -> Path:
+    """The user cache's folder ``name``: ``$ANOMALY_INSPECT_CACHE``/NAME, else
+    ``~/.cache/anomaly_inspect/NAME``, read when called (the environment may change)."""
     root = os.environ.get(CACHE_ENV)
     base = Path(root).expanduser() if root else Path.home() / ".cache" / "anomaly_inspect"
-    return base / "onnx"
+    return base / name
+
+
+def default_cache_dir() -> Path:
+    """Where the backbone's ONNX exports go: the user cache's ``onnx`` folder."""
+    return user_cache_dir("onnx")
 
 
 OUTPUTS = ("stages", "pooled", "full")  # what an exported graph returns, see _StagesGraph

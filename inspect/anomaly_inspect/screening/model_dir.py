@@ -27,7 +27,8 @@ mixing two models' files (:func:`loaded_whole`). ``overwrite`` replaces only a d
 recognised as a model and removes only the files a model writes (and exported graphs
 ``backbone/*.onnx`` the new model does not hold); other files in it are kept: moved into the
 new folder before the swap (:func:`_replace_model`). A save holds ``.NAME.lock`` beside the
-target from start to end, so a second save to it meanwhile is refused.
+target from start to end (:func:`save_lock`; ``fit --out`` takes it before it fits), so a
+second save to it meanwhile is refused.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import platform
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -464,7 +466,6 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
     left missing (:func:`recover_replace`); refuses a ``target`` that
     :func:`check_replaceable` refuses; removes the folders of killed runs."""
     target = Path(target)
-    make_folder(target.parent)
     with _saving(target):
         recover_replace(target)
         check_replaceable(target, overwrite)
@@ -499,14 +500,66 @@ def _lock_path(target: Path) -> Path:
     return target.parent / f".{target.name}.lock"
 
 
+class _HeldLocks(threading.local):
+    """The save locks this thread holds in a :func:`save_lock` block and lends to the save
+    inside (their lock files' paths): that save must not ``flock`` again, which the held open
+    description would refuse; one lent out is not in the set, so a save inside a save is."""
+
+    def __init__(self):
+        self.paths: set[Path] = set()
+
+
+_held = _HeldLocks()
+
+
+def _lock_key(target: Path) -> Path:
+    return Path(os.path.realpath(target.parent)) / _lock_path(target).name
+
+
+@contextlib.contextmanager
+def save_lock(target: Path | str) -> Iterator[None]:
+    """Hold ``target``'s save lock while the block runs, for a caller that makes a model for
+    ``target`` before saving it (``fit --out``): a second save to ``target`` meanwhile, from
+    another process or thread, is refused at once instead of after its own fit. The save to
+    ``target`` inside the block (:func:`save_model_dir`, ``Model.save``) runs under it; a
+    second one nested in that save is refused, as without the block."""
+    target = Path(target)
+    path = _lock_key(target)
+    with _flocked(target):
+        _held.paths.add(path)
+        try:
+            yield
+        finally:
+            _held.paths.discard(path)
+
+
 @contextlib.contextmanager
 def _saving(target: Path) -> Iterator[None]:
-    """Hold ``target``'s save lock (the ``flock`` of ``.NAME.lock`` beside it) for a whole
-    save: a second save to the same target is refused instead of racing the first for it."""
+    """One save's hold of ``target``'s save lock: this thread's :func:`save_lock` block's,
+    lent for the save, else its own (:func:`_flocked`)."""
+    path = _lock_key(target)
+    if path not in _held.paths:
+        with _flocked(target):
+            yield
+        return
+    _held.paths.discard(path)  # lent: a save nested in this one takes the lock itself, refused
+    try:
+        yield
+    finally:
+        _held.paths.add(path)
+
+
+@contextlib.contextmanager
+def _flocked(target: Path) -> Iterator[None]:
+    """Hold ``target``'s save lock (the ``flock`` of ``.NAME.lock`` beside it, its parent
+    folders made) while the block runs, or refuse at once where another open description of
+    it (another process, thread or save) holds it. The lock file is removed at the end, also
+    on an error."""
+    make_folder(target.parent)
     if fcntl is None:  # pragma: no cover - Windows: saves are not locked
         yield
         return
-    path = _lock_path(target)
+    path = _lock_key(target)
     while True:
         fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
         try:
@@ -515,7 +568,7 @@ def _saving(target: Path) -> Iterator[None]:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
                 raise RuntimeError(f"{target}: another save to it is in progress (it holds "
-                                   f"{path}); wait for it to finish") from None
+                                   f"{_lock_path(target)}); wait for it to finish") from None
             log.debug("%s: cannot be locked (%s); saving unlocked", path, exc)
             fd = None  # a file system without flock: as before the lock existed
             break

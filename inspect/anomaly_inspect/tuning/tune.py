@@ -36,7 +36,7 @@ from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..features.cache import file_fingerprints
-from ..features.runtime import default_cache_dir
+from ..features.runtime import user_cache_dir
 from ..files import cached_entry
 from ..pipeline import build_backbone
 from ..pipeline.builders import seeded_params
@@ -54,12 +54,12 @@ class TooFewImagesError(ValueError):
     out (``fit --auto``'s calibration images) adds how many and the options that set it."""
 
 
-#: the user cache the ONNX exports go to (``$ANOMALY_INSPECT_CACHE`` moves both), not a folder
-#: in /tmp that every user of the machine shares
+#: the user cache (``$ANOMALY_INSPECT_CACHE`` moves it with the ONNX exports), not a folder in
+#: /tmp that every user of the machine shares
 def tune_cache(cache_dir: Path | str | None = None) -> Path:
     """``cache_dir``, else the user cache's ``tune`` folder (``$ANOMALY_INSPECT_CACHE``/tune or
     ``~/.cache/anomaly_inspect/tune``), read when called (the environment may change)."""
-    return Path(cache_dir) if cache_dir is not None else default_cache_dir().parent / "tune"
+    return Path(cache_dir) if cache_dir is not None else user_cache_dir("tune")
 
 
 @dataclass(frozen=True)

@@ -158,7 +158,7 @@ def test_view_features_name_the_images_and_view_of_every_block():
     class _Extractor:  # batches of 2 images, one block per view in view_params order
         batch_size = 2
 
-        def iter_views(self, paths, kind, progress=None):
+        def iter_views(self, paths, kind, progress=None, times=None):
             for s in range(0, len(paths), self.batch_size):
                 for _ in view_params(kind):
                     yield Features(np.zeros((len(paths[s:s + 2]), 2, 2, 3), np.float32))

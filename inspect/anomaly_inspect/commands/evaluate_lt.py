@@ -116,10 +116,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = model_config_from_args(args)
     params = scorer_settings(args, cfg, methods)  # before a manifest is written
     seed = cfg.seed
+    new = False  # whether the split is built now (no manifest of it yet)
     if not args.manifest:
         built = args.manifest_dir / manifest_name(recipe["tail"], recipe["k"], recipe["noise"],
                                                   seed, categories, recipe["overlap"])
-        if not built.is_file():  # one already there is only read
+        new = not built.is_file()  # one already there is only read
+        if new:
             check_writable(args.manifest_dir, "--manifest-dir", into=True)
     dirs = resolve_category_dirs(args.root, categories)
     datasets = {c: load_mvtec(d) for c, d in dirs.items()}
@@ -138,11 +140,14 @@ def run(args: argparse.Namespace) -> int:
                                  f"{key} = {getattr(split, key)}; leave --{key} out")
         split.check_data(datasets, dirs, args.manifest)
     else:
+        # not saved here: evaluate_longtail writes a new split's manifest once it passed the
+        # checks, so a refused run leaves none behind to refuse the corrected data
         split = load_or_build_longtail(datasets, dirs, recipe["tail"], recipe["k"], recipe["noise"],
-                                       seed, recipe["overlap"], args.manifest_dir)
+                                       seed, recipe["overlap"], args.manifest_dir, False)
         manifest = built
     report = evaluate_longtail(split, datasets, dirs, cfg, methods, params, args.tail_views,
-                               progress=not args.quiet, manifest=manifest)
+                               progress=not args.quiet, manifest=manifest,
+                               save_manifest=new)
 
     # a manifest's split seed need not be --seed, which seeds the scorers
     seeds = f"seed {split.seed}" if split.seed == seed else f"split seed {split.seed}, scorer seed {seed}"

@@ -45,7 +45,8 @@ def load_folders(
 ) -> AnomalyDataset:
     """Build a dataset from plain folders; masks (optional) pair by file stem. A named folder
     without images is refused (a mistyped path must not pass as an empty split), and so is a
-    file that lands in two splits or labels. Each of the three may name one folder or a list."""
+    file that lands in two splits or labels. Each of the three may name one folder or a list.
+    Each anomalous folder is one defect type (group), see :func:`defect_groups`."""
     train_dirs = path_list(train_dirs, "train_dirs")
     test_normal_dirs = path_list(test_normal_dirs, "test_normal_dirs")
     test_anomalous_dirs = path_list(test_anomalous_dirs, "test_anomalous_dirs")
@@ -60,13 +61,31 @@ def load_folders(
     if not train:
         raise DatasetLayoutError(f"no training images in {', '.join(map(str, train_dirs))}")
     test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]
-    test += [Sample(p, 1, "test", Path(d).name) for d in test_anomalous_dirs for p in images(d)]
+    test += [Sample(p, 1, "test", group) for d, group in
+             zip(test_anomalous_dirs, defect_groups(test_anomalous_dirs), strict=True) for p in images(d)]
     masks = None if mask_dir is None else images(mask_dir)
     check_disjoint(train, test)
     if masks is not None:
         test = _with_masks(test, mask_dir, masks)
     groups = sorted({s.group for s in test})
     return AnomalyDataset(name, train, test, mask_dir is not None, groups)
+
+
+def defect_groups(dirs: Sequence[Path | str]) -> list[str]:
+    """One defect-type name per anomalous folder: its base name, or, where another folder
+    shares that name or it is ``good`` (the normal images' group), as many of its parent
+    folders as set it apart, joined by ``/`` (``a/bad``, ``b/bad``). Folders that are one path
+    keep one name (the file check refuses them)."""
+    parts = [Path(os.path.abspath(d)).parts for d in dirs]
+    depth = [1] * len(dirs)
+    while True:
+        names = [str(Path(*p[-n:])) for p, n in zip(parts, depth, strict=True)]
+        clash = [i for i, name in enumerate(names)
+                 if (names.count(name) > 1 or name == "good") and depth[i] < len(parts[i])]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
 
 
 def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> list[Sample]:

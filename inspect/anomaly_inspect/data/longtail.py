@@ -319,16 +319,20 @@ def manifest_name(tail: str, k: int | None, noise: float, seed: int, categories:
 
 
 def load_or_build_longtail(datasets: dict, dirs: dict[str, Path], tail: str, k: int | None,
-                           noise: float, seed: int, overlap: bool, manifest_dir: Path) -> LongTailSet:
+                           noise: float, seed: int, overlap: bool, manifest_dir: Path,
+                           save: bool = True) -> LongTailSet:
     """The split of this recipe: re-read from ``manifest_dir`` when its manifest is there
-    (refused if that file holds another recipe or was drawn from other data), else built and
-    its manifest written."""
+    (refused if that file holds another recipe or was drawn from other data), else built and,
+    with ``save``, its manifest written. evaluate-lt saves a built split only once it passed
+    the evaluation's checks (``evaluate_longtail(save_manifest=True)``): a refused run must
+    leave no manifest, which would then refuse the corrected data."""
     categories = list(dirs)
     path = Path(manifest_dir) / manifest_name(tail, k, noise, seed, categories, overlap)
     if not path.is_file():
         split = build_longtail(datasets, dirs, tail, k, noise, seed, overlap)
-        split.save(path)
-        log.info("wrote split manifest %s", path)
+        if save:
+            split.save(path)
+            log.info("wrote split manifest %s", path)
         return split
     split = LongTailSet.load(path)
     if not split.same_recipe(tail, k, noise, seed, overlap, categories):

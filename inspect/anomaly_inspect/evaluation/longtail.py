@@ -10,6 +10,7 @@ generated split. Nothing sees test labels except the metric.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from ..scorers import Scorer, available_scorers, build_scorer, get_scorer_class,
 from ..scorers.tail_sampler import TailSamplerResult
 from .evaluate import check_files
 from .metrics import auroc
+
+log = logging.getLogger(__name__)
 
 #: TailedCore's tail views per split kind when neither --tail-views nor the config's scorer
 #: section gives them (as the TailedCore MVTec configs)
@@ -136,11 +139,14 @@ def evaluate_longtail(
     tail_views: str | None = None,
     progress: bool = True,
     manifest: Path | None = None,
+    save_manifest: bool = False,
 ) -> LongTailReport:
     """Fit every method on the split's training features (one extraction, one set of
     shared LOF scores), score each category's test set once for all of them. TailedCore's
     ``tail_views`` (refused without it) is its parameter, see :func:`tail_views_of`.
-    ``manifest``: the split's file, recorded in the report's ``split``."""
+    ``manifest``: the split's file, recorded in the report's ``split``; with ``save_manifest``
+    the split is written there once every category's test set has both labels and every
+    image is readable (before any extraction)."""
     check_methods(methods)
     params = dict(scorer_params or {})
     tail_views = tail_views_of(split, methods, params, tail_views)
@@ -160,6 +166,9 @@ def evaluate_longtail(
     train = split.train_samples(category_dirs)
     for c, test in tests.items():  # and readable images (masks are not read here)
         check_files(c, [*(s for s in train if s.group == c), *test], masks=False)
+    if save_manifest:  # only now: a refused split leaves no manifest to refuse the corrected data
+        split.save(manifest)
+        log.info("wrote split manifest %s", manifest)
     scorers = build_scorers(methods, params, cfg.seed, progress)
     backbone = build_backbone(cfg)
     extractor = build_extractor(cfg, backbone, outputs=FIT_FEATURES)

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from .patch_embed import PatchEmbedding
 from .runtime import CALIBRATION_IMAGES
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_END = object()  # :func:`timed`'s end-of-items marker
 
 
 def patch_array(emb: torch.Tensor) -> np.ndarray:
@@ -167,25 +171,40 @@ class FeatureExtractor:
                 # RSS creeps up (heap fragmentation) although what it holds is bounded
                 release_free_memory()
 
-    def iter_views(self, paths: Sequence[Path], kind: str, progress: Progress | None = None
-                   ) -> Iterator[Features]:
+    def iter_views(self, paths: Sequence[Path], kind: str, progress: Progress | None = None,
+                   times: StageTimes | None = None) -> Iterator[Features]:
         """Patch features of the rotated / flipped views (``kind``, see :mod:`.views`) of
         ``paths``, one (batch, view) at a time; patches whose centre falls off the rotated
-        image content are not ``valid``. Raises on the first unreadable image."""
+        image content are not ``valid``. Raises on the first unreadable image. ``times``
+        accumulates ``decode`` (waiting for decoded batches and making the views),
+        ``backbone`` and ``embed``, as for the training images themselves."""
         from .views import cells_inside, content_masks, rotated_views
 
-        for batch in iter_batches(paths, self.transform, self.batch_size):
+        times = times or StageTimes()
+        for batch in timed(iter_batches(paths, self.transform, self.batch_size), times, "decode"):
             raise_first_error(batch, paths)
             images = torch.from_numpy(batch.images)
             content = content_masks(batch.boxes, images.shape[-1])
             masks = rotated_views(content, kind) if content is not None else None
-            for view in rotated_views(images, kind):
-                feats = self.features_of(view, patches_only=True)
+            for view in timed(rotated_views(images, kind), times, "decode"):
+                feats = self.features_of(view, times=times, patches_only=True)
                 if masks is not None:
-                    feats.valid = cells_inside(next(masks), feats.patches.shape[1:3])
+                    with times("decode"):  # the content mask rotated as its view
+                        mask = next(masks)
+                    feats.valid = cells_inside(mask, feats.patches.shape[1:3])
                 if progress is not None:
                     progress.update(len(view))
                 yield feats
+
+
+def timed(items: Iterator[T], times: StageTimes, stage: str) -> Iterator[T]:
+    """``items``, the time spent making each one counted in ``stage`` of ``times``."""
+    while True:
+        with times(stage):
+            item = next(items, _END)
+        if item is _END:
+            return
+        yield item
 
 
 def raise_first_error(batch: Batch, paths: Sequence[Path]) -> None:

@@ -23,6 +23,7 @@ from ..choices import VIEW_KINDS
 from ..core import Features
 from ..data.transforms import Box, cell_centres
 from ..progress import Progress
+from ..resources import StageTimes
 
 if TYPE_CHECKING:
     from .extractor import FeatureExtractor
@@ -70,12 +71,13 @@ class ViewFeatures:
     input transform and patch embedding)."""
 
     def __init__(self, extractor: FeatureExtractor, paths: Sequence[Path], kind: str = "rot15flip",
-                 progress: bool = True):
+                 progress: bool = True, times: StageTimes | None = None):
         view_params(kind)  # validate early
         self.extractor = extractor
         self.paths = list(paths)
         self.kind = kind
         self.progress = progress
+        self.times = times  # where the views' decode / backbone / embed seconds are counted
 
     @property
     def views_per_image(self) -> int:
@@ -88,7 +90,7 @@ class ViewFeatures:
             return
         paths = [self.paths[int(i)] for i in indices]
         with Progress(len(paths) * self.views_per_image, "tail views", enabled=self.progress) as bar:
-            yield from self.extractor.iter_views(paths, self.kind, bar)
+            yield from self.extractor.iter_views(paths, self.kind, bar, self.times)
 
     def iter_view_blocks(self, indices: Sequence[int]
                          ) -> Iterator[tuple[np.ndarray, tuple[int, bool], Features]]:

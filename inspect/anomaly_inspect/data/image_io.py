@@ -32,13 +32,18 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif",
+                    ".pbm", ".pgm", ".ppm", ".pnm", ".pam", ".pfm", ".jp2", ".j2k")
 #: default pixel budget (width x height) of one image; larger ones are refused before decoding
 DEFAULT_MAX_PIXELS = 100_000_000
 #: images above this many pixels are decoded at a reduced size where the format allows it
 REDUCE_ABOVE_PIXELS = 16_000_000
 # First bytes of the formats we read, to find images whose extension is unusual.
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*")
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*",
+          b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")  # JPEG 2000: JP2 file, J2K codestream
+# Netpbm P1-P6 (PBM / PGM / PPM, plain or raw) and PFM (PF / Pf) go on with a width (or a
+# comment), PAM (P7) with a header line: text that starts "P1 notes" is no image
+_NETPBM = re.compile(rb"P[1-6Ff]\s+[\d#]|P7\s+(WIDTH|HEIGHT|DEPTH|MAXVAL|TUPLTYPE|ENDHDR|#)")
 # A BMP starts with "BM", as plenty of text does ("BMW parts"): its DIB header size says which
 _BMP_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 # the formats whose size PIL reads from the header, so the budget holds before decoding; PPM
@@ -49,6 +54,7 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 _DARK_16_BIT: list[Path] = []  # the first 16-bit image with 12-bit values, warned about once
 _DARK_WIDE: list[Path] = []  # the first int16 / uint32 / ... image nearly black
 _EMPTY_MASK: list[Path] = []  # the first mask that marks no pixel, warned about once
+_FULL_MASK: list[Path] = []  # the first mask that marks every pixel, warned about once
 _TIFF_ORIENTATION_TAG = 0x0112
 
 
@@ -75,7 +81,8 @@ def looks_like_image(path: Path | str) -> bool:
             head = fh.read(18)
     except OSError:
         return False
-    return (head.startswith(_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return (head.startswith(_MAGIC) or _NETPBM.match(head) is not None
+            or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
             or (head[:2] == b"BM" and len(head) == 18
                 and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES))
 
@@ -510,12 +517,22 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
     is that mask; so is an integer mask whose values all stay below 128 (a label or
     class-index mask, 0 / 1 / 2 ...: every non-zero label is defect). Any other is thresholded
     at the middle of the 8-bit range (anti-aliased or JPEG-compressed masks, 0 / 128 / 255).
-    A mask that marks no pixel is logged (once) naming the file: only an anomalous image's
-    mask is read, and an empty one usually means levels the rules above do not fit."""
+    Colour channels count by their largest value. Where the mask has an alpha channel that
+    varies (RGBA, LA), a pixel is marked only where it is also opaque (alpha above the middle):
+    a drawn defect on a transparent background is the defect, whatever colour the background
+    holds. A mask that marks no pixel, or every pixel, is logged (once each) naming the file:
+    only an anomalous image's mask is read, and either usually means levels the rules above
+    do not fit."""
     path = Path(path)
     raw, orientation = _decode(path, max_pixels)
+    opaque = None
     if raw.ndim == 3:
-        raw = raw[:, :, :3].max(axis=2)
+        colours = 1 if raw.shape[2] == 2 else min(raw.shape[2], 3)  # LA / BGR / BGRA
+        if raw.shape[2] in (2, 4):
+            alpha = raw[:, :, -1]
+            if alpha.size and alpha.min() != alpha.max():
+                opaque = _to_uint8(alpha.copy(), path) > 127
+        raw = raw[:, :, :colours].max(axis=2)
     levels = np.unique(raw)
     two_level = len(levels) == 2 and levels[0] == 0
     labels = (np.issubdtype(raw.dtype, np.integer) and len(levels) > 0 and levels[0] >= 0
@@ -524,9 +541,16 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
         img = (raw > 0).astype(np.uint8)
     else:
         img = (_to_uint8(raw, path) > 127).astype(np.uint8)
+    if opaque is not None:
+        img &= opaque
+    shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
     if not img.any() and not _EMPTY_MASK:
         _EMPTY_MASK.append(path)
-        shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
         log.warning("%s: the mask marks no pixel (values %s); its anomalous image counts as "
                     "having no defect area in the pixel metrics (said once)", path, shown)
+    elif img.size and img.all() and not _FULL_MASK:
+        _FULL_MASK.append(path)
+        log.warning("%s: the mask marks every pixel (values %s); its whole image counts as "
+                    "defect in the pixel metrics: check that its background is 0 (said once)",
+                    path, shown)
     return _orient(img, orientation) if orientation != 1 else img

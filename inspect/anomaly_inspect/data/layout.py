@@ -19,6 +19,7 @@ import itertools
 import logging
 import os
 import re
+import unicodedata
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -44,25 +45,45 @@ def canonical_path(path: Path | str) -> Path:
     return Path(os.path.realpath(p))
 
 
+def file_key(path: Path | str) -> tuple:
+    """What makes two paths one file: for a file that exists, its device and inode (one
+    ``stat``), so that a hard link is the file it links, as a symbolic link is; else (a dangling
+    link, a file gone) its :func:`canonical_path`."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        st = None
+    if st is None or st.st_ino == 0:  # no inode numbers on this file system: the path decides
+        return ("path", canonical_path(path))
+    return ("inode", st.st_dev, st.st_ino)
+
+
+def nfc(name: str) -> str:
+    """``name`` in Unicode normalisation form NFC: a name copied from macOS (decomposed, NFD:
+    ``e`` + combining accent) and one typed elsewhere (composed, NFC: ``é``) look the same
+    and pair as one. The one normaliser for pairing files by name."""
+    return unicodedata.normalize("NFC", name)
+
+
 def check_disjoint(train: list[Sample], test: list[Sample],
                    repeats: str = "refuse") -> tuple[list[Sample], list[Sample]]:
     """``train`` and ``test`` with each file once; a file in two roles is refused.
 
-    Files are compared by :func:`canonical_path`, so a symbolic link or another spelling does
-    not hide one. A file that is both a training and a test image (the AUROC would be measured
+    Files are compared by :func:`file_key`, so a symbolic or hard link or another spelling
+    does not hide one. A file that is both a training and a test image (the AUROC would be measured
     on what was fitted) or both a normal and an anomalous test image is refused. A file brought
     in twice in one role is refused with ``repeats="refuse"`` (named folders that overlap, e.g.
     a test folder inside another) or kept once, the first, with ``repeats="once"`` (two links
     to one file inside a dataset's split), which is logged."""
     if repeats not in ("refuse", "once"):
         raise ValueError(f"repeats must be 'refuse' or 'once', got {repeats!r}")
-    role: dict[Path, tuple[str, Path]] = {}
+    role: dict[tuple, tuple[str, Path]] = {}
     kept: dict[str, list[Sample]] = {"train": [], "test": []}
     again: list[str] = []
     for s in train + test:
         what = "a training image" if s.split == "train" else (
             "a normal test image" if s.label == 0 else "an anomalous test image")
-        key = canonical_path(s.path)
+        key = file_key(s.path)
         if key in role:
             first, where = role[key]
             same = "" if os.path.abspath(where) == os.path.abspath(s.path) else f" (the same file as {where})"

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import DatasetLayoutError, check_disjoint, list_images
+from .layout import DatasetLayoutError, check_disjoint, list_images, nfc
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -47,11 +47,11 @@ def mask_image_stem(mask: Path) -> str:
 
 
 def _mask_index(gt_dir: Path) -> dict[tuple[str, str], list[Path]]:
-    """The masks under ``gt_dir`` by (folder relative to it, image stem): ``<stem>_mask.<ext>``
-    or ``<stem>.<ext>``, any image extension in any case."""
+    """The masks under ``gt_dir`` by (folder relative to it, image stem), both in NFC:
+    ``<stem>_mask.<ext>`` or ``<stem>.<ext>``, any image extension in any case."""
     index: dict[tuple[str, str], list[Path]] = defaultdict(list)
     for m in list_images(gt_dir):
-        index[(m.parent.relative_to(gt_dir).as_posix(), mask_image_stem(m))].append(m)
+        index[(nfc(m.parent.relative_to(gt_dir).as_posix()), nfc(mask_image_stem(m)))].append(m)
     return index
 
 
@@ -65,7 +65,7 @@ def _pair_masks(images: list[Path], image_dir: Path, gt_dir: Path,
     out: list[Path | None] = []
     for img in images:
         rel = img.parent.relative_to(image_dir).as_posix()
-        found = index.get((rel, img.stem), [])
+        found = index.get((nfc(rel), nfc(img.stem)), [])
         mask = found[0] if len(found) == 1 else None
         if not found:
             problems.append(f"{img}: no mask {gt_dir / rel / (img.stem + MASK_SUFFIX + '.png')}")
@@ -84,6 +84,28 @@ def _pair_masks(images: list[Path], image_dir: Path, gt_dir: Path,
     return out
 
 
+def type_folder_label(test_dir: Path, group: str) -> int:
+    """The label of the images in ``test_dir/group`` (a type folder right below test/): 0 for
+    good, 1 for a defect type; a case variant of good (``Good``) is refused, being neither.
+    The one rule of the adapter and of ``screen``'s MVTec labels."""
+    if group == GOOD:
+        return 0
+    if group.lower() == GOOD:
+        raise DatasetLayoutError(f"{test_dir / group}: normal test images go in test/{GOOD}/ "
+                                 f"(lower case); '{group}' would be a defect type")
+    return 1
+
+
+def _mask_folder(gt_root: Path, group: str) -> Path:
+    """``gt_root/group``, or the one folder there whose name is ``group`` in another Unicode
+    form (NFD from macOS, NFC elsewhere)."""
+    exact = gt_root / group
+    if exact.is_dir():
+        return exact
+    same = [p for p in gt_root.iterdir() if nfc(p.name) == nfc(group) and p.is_dir()]
+    return same[0] if len(same) == 1 else exact
+
+
 def _categories(root: Path) -> list[str]:
     """The folders in ``root`` that hold a train/ folder."""
     return sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
@@ -92,9 +114,11 @@ def _categories(root: Path) -> list[str]:
 def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category.
 
-    Images are compared by canonical path (:func:`.layout.check_disjoint`, as the folder
-    adapter does): a file that is both a training and a test image, or both normal and
-    anomalous, is refused; two links to one file within a split count once."""
+    Images are compared as files (:func:`.layout.check_disjoint`, as the folder adapter does;
+    a symbolic or hard link is its file): a file that is both a training and a test image, or
+    both normal and anomalous, is refused; two links to one file within a split count once.
+    Names pair masks and type folders in one Unicode form (:func:`.layout.nfc`), so that a
+    name copied from macOS pairs with one typed elsewhere."""
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset root not found")
@@ -126,23 +150,20 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     groups = sorted(p.name for p in test_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not groups:
         raise DatasetLayoutError(f"{test_dir}: no test/<type>/ folders found")
-    for group in groups:
-        if group != GOOD and group.lower() == GOOD:
-            raise DatasetLayoutError(f"{test_dir / group}: normal test images go in "
-                                     f"test/{GOOD}/ (lower case); '{group}' would be a defect type")
+    labels = {group: type_folder_label(test_dir, group) for group in groups}
     loose = list_images(test_dir, recursive=False)
     if loose:
         log.warning("%s: %d image(s) directly in test/ left out (test images go in "
                     "test/<type>/)", test_dir, len(loose))
     problems: list[str] = []
     for group in groups:
-        label = 0 if group == GOOD else 1
+        label = labels[group]
         images = list_images(test_dir / group)
         if not images:  # left out before its masks are looked for: it needs none
             log.warning("%s: no images; '%s' left out of the test split", test_dir / group, group)
             continue
         if has_masks and label == 1:
-            gt_dir = gt_root / group
+            gt_dir = _mask_folder(gt_root, group)
             if not gt_dir.is_dir():
                 problems.append(f"{gt_dir}: no mask folder for defect type '{group}'")
                 continue

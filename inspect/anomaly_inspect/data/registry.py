@@ -41,11 +41,16 @@ def dataset_options(name: str) -> tuple[list[str], list[str]]:
 
 
 def load_dataset(name: str, **options: Any) -> AnomalyDataset:
-    """Load dataset ``name``; options it does not take, or left unset (None / empty), are
-    ignored; a missing required one is a one-line ``ValueError``."""
+    """Load dataset ``name``. Options left unset (None / empty) are ignored, so that a caller
+    may pass every adapter's options (as ``evaluate`` passes its flags); a set one the adapter
+    does not take (a misspelt name would silently drop, e.g., the masks) is a one-line
+    ``TypeError`` naming the options it takes, a missing required one a ``ValueError``."""
     required, optional = dataset_options(name)
-    given = {k: v for k, v in options.items()
-             if k in required + optional and v is not None and v != [] and v != ()}
+    given = {k: v for k, v in options.items() if v is not None and v != [] and v != ()}
+    unknown = [k for k in given if k not in required + optional]
+    if unknown:
+        raise TypeError(f"dataset '{name}' does not take {', '.join(unknown)}; it takes "
+                        f"{', '.join(required + optional)}")
     missing = [k for k in required if k not in given]
     if missing:
         raise ValueError(f"dataset '{name}' needs {', '.join(missing)}")

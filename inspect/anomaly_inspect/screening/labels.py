@@ -2,17 +2,23 @@
 
 Two sources: a CSV with ``path,label`` columns (label 0/1, or normal/good/ok vs
 anomalous/defect/bad/ng), or the MVTec layout, where ``.../test/good/x.png`` is
-normal and ``.../test/<defect>/x.png`` is anomalous.
+normal and ``.../test/<defect>/x.png`` (or deeper, ``.../test/<defect>/<sub>/x.png``) is
+anomalous, as the MVTec adapter labels them.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
+from itertools import pairwise
 from pathlib import Path
 
-from ..data.layout import display_path
+from ..data.layout import DatasetLayoutError, display_path
+from ..data.mvtec import type_folder_label
 from ..files import not_utf8
+
+log = logging.getLogger(__name__)
 
 NORMAL_WORDS = {"0", "normal", "good", "ok", "pass", "negative", "false"}
 ANOMALOUS_WORDS = {"1", "anomalous", "anomaly", "defect", "defective", "bad", "ng", "fail",
@@ -66,11 +72,18 @@ def load_labels_csv(path: Path | str) -> dict[str, int]:
 
 
 def mvtec_label(path: Path | str) -> int | None:
-    """0 for test/good, 1 for test/<defect>, None when the path is not in that layout."""
+    """The MVTec adapter's label of ``path``: 0 under test/good/, 1 under test/<defect>/ (at
+    any depth below the type folder, as the adapter reads nested images), None when the path
+    is not in that layout (no type folder between it and a ``test`` folder, or a hidden one).
+    The type is the folder right below the nearest such ``test`` ancestor; a case variant of
+    good is refused as the adapter refuses it (:func:`..data.mvtec.type_folder_label`)."""
     p = Path(path)
-    if p.parent.parent.name != "test" or not p.parent.name:
-        return None
-    return 0 if p.parent.name == "good" else 1
+    for below, folder in pairwise(p.parents):
+        if folder.name == "test":
+            if below.name.startswith("."):  # hidden: the adapter reads no such folder
+                return None
+            return type_folder_label(folder, below.name)
+    return None
 
 
 def resolve_labels(paths: list[str], spec: str | None) -> tuple[dict[str, int], str]:
@@ -93,7 +106,13 @@ def resolve_labels(paths: list[str], spec: str | None) -> tuple[dict[str, int], 
         return found, f"labels CSV {spec} ({len(found)} of {len(paths)} images labelled)"
     found = {}
     for p in paths:
-        lab = mvtec_label(p)
+        try:
+            lab = mvtec_label(p)
+        except DatasetLayoutError as exc:
+            if spec == "mvtec":
+                raise
+            log.warning("%s; the report has no labels (give --labels a CSV)", exc)
+            return {}, ""
         if lab is not None:
             found[p] = lab
     if spec is None and (len(found) < len(paths) or len(set(found.values())) < 2):

@@ -155,7 +155,16 @@ class Scorer(ABC):
 
     @abstractmethod
     def set_state(self, state: dict[str, np.ndarray]) -> None:
-        """Restore fitted state from :meth:`get_state`'s arrays."""
+        """Restore fitted state from :meth:`get_state`'s arrays (checked first with
+        :meth:`check_state`)."""
+
+    def check_state(self, state: dict[str, np.ndarray], shapes: dict[str, tuple[int | str, ...]],
+                    optional: Iterable[str] = (), **sizes: int) -> None:
+        """:func:`check_shapes` of a ``state`` to restore, the named sizes being ``sizes`` and
+        the feature widths of the fit ("patches", "pooled", ...; :meth:`load` sets those of
+        the saved model first)."""
+        check_shapes(state, shapes, {**(getattr(self, "_input_widths", None) or {}), **sizes},
+                     optional)
 
     def save(self, directory: Path | str) -> None:
         if not self.is_fitted:
@@ -208,25 +217,49 @@ class Scorer(ABC):
         except (KeyError, TypeError, ValueError) as exc:
             raise ScorerFormatError(f"{meta_path}: unknown scorer ({exc})") from None
         switches = scorer_cls.runtime_kwargs(**runtime)  # a wrong switch is the caller's error
+        # files written before the widths were saved lack them: score then skips that check
+        widths = meta.get("input_widths")
+        if widths is not None and not (isinstance(widths, dict) and all(
+                isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths.values())):
+            raise ScorerFormatError(f"{meta_path}: input_widths must map feature fields to "
+                                    f"widths, got {widths!r}")
         try:
             # files written before runtime switches were left out may still hold them
             params = {k: v for k, v in meta["params"].items() if k not in scorer_cls.runtime_params}
             params = {**scorer_cls.saved_before, **params}
             scorer = scorer_cls(**params, **switches)
+            if widths is not None:  # before set_state, which checks the arrays' widths against them
+                scorer._input_widths = widths
             scorer.set_state(state)
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ScorerFormatError(f"{state_path}: does not match the scorer described in "
                                     f"{meta_path.name} ({type(exc).__name__}: {exc})") from None
-        # files written before the widths were saved lack them: score then skips that check
-        widths = meta.get("input_widths")
-        if widths is not None:
-            if not (isinstance(widths, dict) and all(
-                    isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths.values())):
-                raise ScorerFormatError(f"{meta_path}: input_widths must map feature fields to "
-                                        f"widths, got {widths!r}")
-            scorer._input_widths = widths
         scorer._fitted = True
         return scorer
+
+
+def check_shapes(state: dict[str, np.ndarray], shapes: dict[str, tuple[int | str, ...]],
+                 sizes: dict[str, int] | None = None, optional: Iterable[str] = ()) -> None:
+    """Refuse (``ValueError`` naming the array) saved ``state`` that lacks an array of
+    ``shapes`` (but those in ``optional``) or holds one of another shape: restored, it would
+    fail deep in scoring, or score wrongly. An expected shape lists sizes: ints, and names
+    whose size every array naming them shares, given in ``sizes`` or else set by the first
+    array (in ``shapes``' order) that has them."""
+    known = dict(sizes or {})
+    for key, shape in shapes.items():
+        if key not in state:
+            if key in optional:
+                continue
+            raise ValueError(f"array {key!r} is missing")
+        actual, bound = np.shape(state[key]), dict(known)
+        fits = len(actual) == len(shape) and all(
+            (bound.setdefault(dim, n) if isinstance(dim, str) else dim) == n
+            for dim, n in zip(shape, actual, strict=True))
+        if not fits:
+            dims = [f"{d}={known[d]}" if d in known else str(d) for d in shape]
+            raise ValueError(f"array {key!r} has shape {actual}, expected "
+                             f"({', '.join(dims)}{',' if len(dims) == 1 else ''})")
+        known = bound
 
 
 def _checking_input(method, stage: str):

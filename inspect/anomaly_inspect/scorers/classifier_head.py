@@ -36,6 +36,13 @@ class HeadConfig:
     standardize: bool = True  # z-score inputs with the training mean / std
 
 
+#: the shapes of a saved head's arrays (``Scorer.check_state``), without the key prefix
+STATE_SHAPES: dict[str, tuple] = {
+    "in_mean": ("pooled",), "in_std": ("pooled",), "w1": ("hidden", "pooled"), "b1": ("hidden",),
+    "w2": ("classes", "hidden"), "b2": ("classes",), "classes": ("classes",), "l2_normalize": (1,),
+}
+
+
 @dataclass
 class HeadWeights:
     """Trained head as plain arrays (saved with the scorer's state)."""

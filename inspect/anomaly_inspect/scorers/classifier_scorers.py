@@ -20,7 +20,7 @@ from scipy.special import logsumexp, softmax
 
 from ..core import Features, FitContext
 from .base import Scorer, ScoreResult
-from .classifier_head import HeadConfig, HeadWeights, train_head
+from .classifier_head import STATE_SHAPES, HeadConfig, HeadWeights, train_head
 from .norms import feature_norm, nan_confidence
 from .params import check_flag, check_number
 
@@ -91,7 +91,13 @@ class HeadScorer(Scorer):
     def get_state(self) -> dict[str, np.ndarray]:
         return self.head.to_state()
 
+    def state_shapes(self) -> dict[str, tuple]:
+        """The arrays :meth:`set_state` restores and their shapes (``Scorer.check_state``);
+        scorers that save statistics beside the head add theirs."""
+        return {f"head.{k}": shape for k, shape in STATE_SHAPES.items()}
+
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.check_state(state, self.state_shapes(), hidden=self.hidden)
         self.head = HeadWeights.from_state(state)
 
 

@@ -111,6 +111,8 @@ class Mahalanobis(Scorer):
         return {"means": self.means, "precision": self.precision}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        shapes = {"means": ("classes", "pooled"), "precision": ("pooled", "pooled")}
+        self.check_state(state, shapes, **({} if self.class_conditional else {"classes": 1}))
         self.means, self.precision = state["means"], state["precision"]
 
 
@@ -156,6 +158,7 @@ class KNN(Scorer):
         return {"bank": self.bank}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.check_state(state, {"bank": ("items", "pooled")})
         self.bank = np.ascontiguousarray(state["bank"], dtype=np.float32)
         self._nn = NearestNeighbours("flat").fit(self.bank)
 

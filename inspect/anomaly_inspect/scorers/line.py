@@ -90,6 +90,9 @@ class LINe(HeadScorer):
     def get_state(self) -> dict[str, np.ndarray]:
         return super().get_state() | {"contrib": self.contrib, "clip": np.array([self.clip])}
 
+    def state_shapes(self) -> dict[str, tuple]:
+        return super().state_shapes() | {"contrib": ("classes", "hidden"), "clip": (1,)}
+
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         super().set_state(state)
         self.contrib = state["contrib"]

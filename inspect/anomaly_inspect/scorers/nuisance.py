@@ -19,9 +19,12 @@ import numpy as np
 from safetensors.numpy import load_file, save_file
 
 from ..core import Features, FitContext
-from .base import Scorer, ScoreResult
+from .base import Scorer, ScoreResult, ScorerFormatError, check_shapes
 
 FORMAT_VERSION = 1
+#: the shapes of a saved projection's arrays (:func:`~.base.check_shapes`)
+STATE_SHAPES: dict[str, tuple] = {"basis": ("pooled", "k"), "displacement": ("k",),
+                                  "variance": ("k",), "rank": ("k",)}
 
 
 @dataclass
@@ -56,7 +59,11 @@ class NuisanceProjection:
                 "rank": self.rank.astype(np.int64)}
 
     @classmethod
-    def from_state(cls, state: dict[str, np.ndarray], nuisance: str = "colour") -> NuisanceProjection:
+    def from_state(cls, state: dict[str, np.ndarray], nuisance: str = "colour",
+                   widths: dict[str, int] | None = None) -> NuisanceProjection:
+        """The saved projection, its arrays' shapes checked first (``widths``: the feature
+        widths the scorer behind it was fitted on, whose "pooled" the basis must have)."""
+        check_shapes(state, STATE_SHAPES, widths)
         return cls(state["basis"], state["displacement"], state["variance"], state["rank"], nuisance)
 
 
@@ -138,5 +145,11 @@ class ProjectedScorer:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"{meta_path}: projection format version {meta.get('format_version')} "
                              f"is not supported (this version reads {FORMAT_VERSION})")
-        projection = NuisanceProjection.from_state(load_file(str(state_path)), meta["nuisance"])
-        return cls(Scorer.load(directory / "scorer", **runtime), projection)
+        scorer = Scorer.load(directory / "scorer", **runtime)
+        try:
+            projection = NuisanceProjection.from_state(load_file(str(state_path)), meta["nuisance"],
+                                                       getattr(scorer, "_input_widths", None))
+        except ValueError as exc:
+            raise ScorerFormatError(f"{state_path}: does not match the scorer saved beside it "
+                                    f"({exc})") from None
+        return cls(scorer, projection)

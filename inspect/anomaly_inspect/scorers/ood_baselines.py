@@ -132,6 +132,11 @@ class PostHocHeadScorer(HeadScorer):
             state[key] = np.array([value]) if kind is float else value.astype(np.uint8) if kind is bool else value
         return state
 
+    def state_shapes(self) -> dict[str, tuple]:
+        """The head's arrays and a float statistic's one value; scorers with array statistics
+        add their shapes."""
+        return super().state_shapes() | {k: (1,) for k, kind in self.stats.items() if kind is float}
+
     def set_state(self, state: dict[str, np.ndarray]) -> None:
         super().set_state(state)
         for key, kind in self.stats.items():
@@ -172,6 +177,9 @@ class DICE(PostHocHeadScorer):
         check_number(self.name, "sparsity", sparsity, 0, 100, high_open=True)
         self.sparsity = sparsity
 
+    def state_shapes(self) -> dict[str, tuple]:
+        return super().state_shapes() | {"mask": ("classes", "hidden")}
+
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
         self.mask = dice_mask(self.head.hidden(self._pooled(features)), self.head.w2, self.sparsity)
 
@@ -207,6 +215,11 @@ class ViM(PostHocHeadScorer):
             raise ValueError(f"{self.name} needs more training images than dim="
                              f"{self.principal_dim}, got {n}")
         return super().fit(features, labels, context)
+
+    def state_shapes(self) -> dict[str, tuple]:
+        """The residual basis spans the hidden directions beyond the principal ones."""
+        return super().state_shapes() | {"origin": ("hidden",),
+                                         "residual": ("hidden", self.hidden - self.principal_dim)}
 
     def _after_fit(self, features: Features, labels: np.ndarray) -> None:
         self.origin, self.residual, self.alpha = vim_fit(

@@ -85,4 +85,5 @@ class PatchMahalanobis(Scorer):
         return {"mean": self.mean, "precision": self.precision}
 
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.check_state(state, {"mean": ("patches",), "precision": ("patches", "patches")})
         self.mean, self.precision = state["mean"], state["precision"]

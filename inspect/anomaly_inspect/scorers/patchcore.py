@@ -25,6 +25,11 @@ from .provenance import Provenance
 log = logging.getLogger(__name__)
 
 GRAPH_PREFIX = "search_links_"  # a saved bank's HNSW graph: search_links_neighbors, ...
+#: the shapes of a saved bank's arrays (``Scorer.check_state``); provenance and the graph links
+#: are checked where they are read (damaged, they are dropped or built again)
+BANK_SHAPES: dict[str, tuple] = {"memory_bank": ("items", "patches"), "item_weights": ("items",),
+                                 "search_graph_m": (1,)}
+BANK_OPTIONAL = ("item_weights", "search_graph_m")  # no soft weights; saved before the M was kept
 
 # efSearch of an HNSW bank when only image scores are read (``patch_maps=False``): the search
 # then only bounds each patch's distance from above and the exact image maxima do the rest.
@@ -107,6 +112,14 @@ def exact_image_maxima(
         checked[rows, cols] = True
         exact = d[:, 0] if weights is None else weighted_scores(d[:, 0], weights[i[:, 0]])
         np.maximum.at(best, rows, exact.astype(np.float64))
+
+
+def check_bank(bank: np.ndarray) -> None:
+    """Refuse a memory bank that is not a non-empty (items, width) array (an empty one ended in
+    faiss's bare AssertionError at the first search)."""
+    if np.ndim(bank) != 2 or len(bank) == 0:
+        raise ValueError(f"memory bank must be a non-empty (items, width) array, got shape "
+                         f"{np.shape(bank)}")
 
 
 def image_patches(features: Features) -> np.ndarray:
@@ -263,9 +276,7 @@ class PatchCore(Scorer):
         ``provenance`` says where each item came from. ``probes`` (a sample of training
         patches) check an HNSW index at fit; ``graph`` is a saved model's graph (its links),
         ``graph_m`` the M that check chose, to rebuild a graph saved without its links."""
-        if np.ndim(bank) != 2 or len(bank) == 0:
-            raise ValueError(f"memory bank must be a non-empty (items, width) array, got shape "
-                             f"{np.shape(bank)}")
+        check_bank(bank)
         if weights is not None and len(weights) != len(bank):
             raise ValueError(f"{len(weights)} item weights for a bank of {len(bank)} items")
         if provenance is not None and len(provenance) != len(bank):
@@ -355,7 +366,15 @@ class PatchCore(Scorer):
         m = int(state["search_graph_m"][0]) if "search_graph_m" in state else None
         return {"graph_m": m, "graph": links or None}
 
+    def check_bank_state(self, state: dict[str, np.ndarray], **shapes: tuple) -> None:
+        """Refuse a saved bank :meth:`_set_bank` cannot install, or whose arrays (those of
+        ``BANK_SHAPES`` and ``shapes``) have other shapes (``Scorer.check_state``)."""
+        if "memory_bank" in state:
+            check_bank(state["memory_bank"])
+        self.check_state(state, {**BANK_SHAPES, **shapes}, BANK_OPTIONAL)
+
     def set_state(self, state: dict[str, np.ndarray]) -> None:
+        self.check_bank_state(state)
         self._set_bank(state["memory_bank"], state.get("item_weights"),
                        Provenance.from_state(state, len(state["memory_bank"])),
                        **self.saved_graph(state))

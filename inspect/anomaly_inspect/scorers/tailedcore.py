@@ -43,6 +43,11 @@ from .tail_sampler import TailSampler, TailSamplerResult, check_tail_settings
 log = logging.getLogger(__name__)
 
 EMBEDDINGS = ("pooled", "patch_mean")
+#: the shapes of TailSampler's saved result (``Scorer.check_state``): one class size and
+#: threshold per training image
+TAIL_SHAPES: dict[str, tuple] = {"class_sizes": ("images",), "tail_indices": ("tail",),
+                                 "tail_thresholds": ("images",), "tail_histogram": ("bins",),
+                                 "tail_max_k": (1,)}
 NO_VIEWS = "none"  # the view kind without views (in VIEW_KINDS)
 
 
@@ -387,6 +392,9 @@ class TailedCore(SoftPatch):
         """Restores the bank and ``tail_result``. States saved before the histogram, thresholds
         and max_k were kept give zero thresholds, an empty histogram and max_k = the largest
         class size among the tail images."""
+        tail = [k for k in TAIL_SHAPES if "class_sizes" in state and (
+            k in ("class_sizes", "tail_indices") or "tail_max_k" in state)]
+        self.check_bank_state(state, sizes=(2,), **{k: TAIL_SHAPES[k] for k in tail})
         self._set_bank(state["memory_bank"],
                        provenance=Provenance.from_state(state, len(state["memory_bank"])),
                        **self.saved_graph(state))

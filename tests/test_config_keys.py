@@ -293,3 +293,14 @@ def test_tune_and_evaluate_lt_seed_the_scorer_as_fit_does():
     for call in (lambda: _scorer(seeded), lambda: _params_for("patchcore", {"seed": 3}, 5, False)):
         with pytest.raises(ConfigError, match="scorer: seed: set the top-level 'seed'"):
             call()
+
+
+def test_the_listed_keys_leave_out_seed_which_the_section_refuses():
+    """A key the message lists must be one the section takes: a scorer's seed is the top-level one."""
+    from anomaly_inspect.scorers import check_scorer_params
+
+    with pytest.raises(ValueError) as info:
+        check_scorer_params("patchcore", {"coreset_ration": 0.5})
+    listed = str(info.value).split("accepted keys: ")[1]
+    assert "coreset_ratio" in listed and "seed," not in listed and not listed.startswith("seed")
+    assert listed.endswith("(seed: the top-level 'seed')")

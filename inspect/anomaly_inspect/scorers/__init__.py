@@ -63,8 +63,11 @@ def check_scorer_params(name: str, params: dict, section: str = "scorer") -> Non
     unknown = sorted(set(params) - accepted)
     if unknown:
         keys = ", ".join(repr(k) for k in unknown)
+        # a scorer's seed comes from the config's top-level seed, never from its section
+        listed = ", ".join(sorted(accepted - {"seed"}))
+        seed = " (seed: the top-level 'seed')" if "seed" in accepted else ""
         raise ValueError(f"{section}: unknown key{'s' if len(unknown) > 1 else ''} {keys} for method "
-                         f"'{name}'; accepted keys: {', '.join(sorted(accepted))}")
+                         f"'{name}'; accepted keys: {listed}{seed}")
 
 
 def merge_scorer_params(section: dict, methods: list[str], options: dict) -> dict:

@@ -172,7 +172,8 @@ def test_the_cli_refuses_a_label_scorer_before_building_the_backbone(tiny, tmp_p
     assert main(["fit", "--train", str(root / "train"), "--out", str(tmp_path / "m"),
                  "--method", "msp", "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith("error: config: method 'msp' with these settings fits on ID class labels")
+    assert err.startswith("error: --method msp: method 'msp' with these settings fits on ID "
+                          "class labels")
     assert err.count("\n") == 1
 
 

@@ -7,6 +7,7 @@ given as a file path or by name: ``patchcore``, ``ood/isic_all``.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,8 +89,9 @@ class FeatureConfig:
 
     def __post_init__(self):
         check_field_types(self, "features: ")
-        _at_least("features: ", "image_size", self.image_size, MIN_IMAGE_SIZE)
-        for name in ("crop_size", "batch_size", "aggregate", "embed_dim"):
+        for name in ("image_size", "crop_size"):  # the crop, where given, is the backbone's input
+            _at_least("features: ", name, getattr(self, name), MIN_IMAGE_SIZE)
+        for name in ("batch_size", "aggregate", "embed_dim"):
             _at_least("features: ", name, getattr(self, name), 1)
         if self.crop_size is not None and self.crop_size > self.image_size:
             raise ConfigError(f"features: crop_size ({self.crop_size}) must not exceed "
@@ -186,8 +188,9 @@ class ModelConfig:
         """Refuse, naming ``source``, a ``method`` that is not a scorer or ``scorer`` settings its
         constructor refuses (unknown keys, wrong types or ranges), or a method whose fit needs
         ID class labels (``Scorer.needs_labels``), which a model's fit never has: found when the
-        file is read, or at the top of ``fit``, not after the features are extracted. Returns
-        the scorer it built (unseeded, unfitted)."""
+        file is read, or at the top of ``fit`` and ``evaluate``, not after the features are
+        extracted; nor a block the backbone does not make (:meth:`check_block`). Returns the
+        scorer it built (unseeded, unfitted)."""
         from .scorers import build_scorer, check_scorer_params, get_scorer_class
 
         try:
@@ -204,7 +207,40 @@ class ModelConfig:
             raise ConfigError(f"{source}: method {self.method!r} with these settings fits on ID "
                               f"class labels, which fitting a model never has (normal images "
                               f"only); it is for ood-benchmark configs")
+        self.check_block(source)
         return scorer
+
+    def check_block(self, source: str = "config", layers: Sequence[int] | None = None) -> None:
+        """Refuse, naming ``source``, a ``scorer: block`` (of a method that reads block norms,
+        block_feature_norm) that the backbone's layers do not make (:func:`model_blocks`):
+        found when the config is read, not after the features are extracted. Without
+        ``backbone: layers`` the block is checked against ``layers``, the backbone's default
+        stages, which the caller looks up (a built backbone's, or ``model_config_from_args``'s
+        from its card or timm: this module reaches no backbone); not at all without them. A
+        block that is not a string, or a method that is no scorer, is left to the checks that
+        name them."""
+        from .scorers import get_scorer_class
+
+        block = self.scorer.get("block")
+        layers = self.backbone.layers if self.backbone.layers is not None else layers
+        if not isinstance(block, str) or block == "final" or layers is None:
+            return  # every backbone makes "final"; a block of another kind the scorer refuses
+        try:
+            if "blocks" not in get_scorer_class(self.method).requires:
+                return
+        except ValueError:
+            return
+        have = model_blocks(layers)
+        if block not in have:
+            raise ConfigError(f"{source}: scorer: block: no block '{block}'; available: "
+                              f"{', '.join(have)}")
+
+
+def model_blocks(layers: Sequence[int]) -> list[str]:
+    """The blocks whose norms the extractor computes (``Features.blocks``) for a backbone with
+    these feature ``layers``: ``final`` (the map before pooling) and each layer's index. The
+    one rule for block_feature_norm's ``block`` and ood-benchmark's ``block:<name>`` inputs."""
+    return ["final", *map(str, layers)]
 
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"

@@ -244,7 +244,9 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     does not fit the file (``--image-size`` below its crop_size, a ``--method`` that does not
     take its ``scorer:`` keys) is refused naming both. A ``--backbone`` other than the file's
     drops the file's ``layers`` and its weights file (another model's; ``random`` is kept), as
-    a tuning candidate of another backbone does, unless ``--layers`` / ``--weights`` say."""
+    a tuning candidate of another backbone does, unless ``--layers`` / ``--weights`` say. A
+    backbone that is no timm model, layers it lacks, and a ``scorer: block`` its stages do not
+    make are refused too, naming the flag or the file's key that gave them."""
     from ..scorers import get_scorer_class
 
     cfg = load_config(args.config)
@@ -273,14 +275,55 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         cfg.features = replace(cfg.features, **features)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    layers = args.layers and f"--layers {','.join(map(str, args.layers))}"
+    if args.backbone is not None or args.config is not None:
+        _check_backbone_name(cfg, f"--backbone {args.backbone}" if args.backbone is not None
+                             else f"{args.config}: backbone: name")
     if cfg.backbone.layers is not None:
-        _check_layers(cfg, f"--layers {','.join(map(str, args.layers))}" if args.layers is not None
-                      else str(args.config))
-    if args.config is not None and not hasattr(args, "methods"):  # evaluate-lt checks its own
-        # the scorer's settings are the file's and --method's only: no other flag is blamed
-        cfg.check_scorer(" with ".join(s for s in (str(args.config), args.method and
-                                                   f"--method {args.method}") if s))
+        _check_layers(cfg, layers or str(args.config))
+    if not hasattr(args, "methods"):  # evaluate-lt checks its own
+        method = args.method and f"--method {args.method}"
+        # the block, the flags that set the backbone's stages too
+        cfg.check_block(" with ".join(s for s in (args.config and str(args.config), method,
+                                                  args.backbone and f"--backbone {args.backbone}",
+                                                  layers) if s), _default_layers(cfg))
+        if args.config is not None or args.method is not None:
+            # the scorer's settings are the file's and --method's only: no other flag is blamed
+            cfg.check_scorer(" with ".join(s for s in (args.config and str(args.config), method) if s))
     return cfg
+
+
+def _default_layers(cfg: ModelConfig) -> tuple[int, ...] | None:
+    """The stages ``cfg``'s backbone extracts without ``backbone: layers`` (stride 8 and 16),
+    from its card or timm, where a scorer reads a block (``ModelConfig.check_block``); None
+    where that is not needed or the backbone is no timm model (refused elsewhere)."""
+    if cfg.backbone.layers is not None or cfg.scorer.get("block", "final") == "final":
+        return None
+    from ..features.backbone import default_layers
+    from ..tuning.candidates import stage_strides
+
+    try:
+        return default_layers([{"reduction": s} for s in stage_strides(cfg.backbone.name)])
+    except ValueError:
+        return None
+
+
+def _check_backbone_name(cfg: ModelConfig, source: str) -> None:
+    """Refuse, before any work, a backbone name that is no timm model, naming ``source`` (the
+    flag or the file's key): building the backbone refuses it too (with the names it
+    resembles), but later and naming neither. A name with a cached card needs no timm import."""
+    from ..features.backbone import UnknownBackboneError, _create, cached_feature_info
+
+    b = cfg.backbone
+    if cached_feature_info(b.name, b.weights) is not None:
+        return
+    import timm
+
+    if not timm.is_model(b.name):
+        try:
+            _create(b.name)  # refuses it at once, with its message and the names it resembles
+        except UnknownBackboneError as exc:
+            raise UnknownBackboneError(f"{source}: {exc}") from None
 
 
 def _check_layers(cfg: ModelConfig, source: str) -> None:

@@ -145,11 +145,14 @@ def pixel_auroc_note(has_masks: bool, masks: list[np.ndarray], method: str) -> s
 
 def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
              engine: Engine | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> EvaluationResult:
-    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``; images (and masks)
-    over ``max_pixels`` are refused before any fitting (:func:`check_dataset`). A distributed
-    ``engine`` fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
+    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``. Refused before any
+    fitting, as ``fit`` refuses them: a ``cfg`` whose scorer cannot fit here
+    (``cfg.check_scorer``: a method that needs class labels, a block the backbone lacks) and
+    images (and masks) over ``max_pixels`` (:func:`check_dataset`). A distributed ``engine``
+    fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
+    cfg.check_scorer()
     check_dataset(dataset, max_pixels)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
     backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks,

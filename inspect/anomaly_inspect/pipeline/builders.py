@@ -66,7 +66,9 @@ def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX
           patch_maps: bool = True, batch_size: int | None = None,
           ) -> tuple[Backbone, FeatureExtractor, Scorer]:
     """Backbone, extractor and scorer for ``cfg``; an unknown ``scorer`` key, or a ``seed``
-    there (the scorer takes ``cfg.seed``, the one model.json records), is a ``ValueError``.
+    there (the scorer takes ``cfg.seed``, the one model.json records), is a ``ValueError``, as
+    is a ``scorer: block`` the backbone's default stages lack (``ModelConfig.check_block``:
+    refused here, before any image is extracted).
     ``patch_maps=False`` where only image scores are read (see ``Scorer.runtime_params``);
     ``batch_size`` as for :func:`build_extractor`."""
     scorer_cls = get_scorer_class(cfg.method)
@@ -75,5 +77,6 @@ def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX
     scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress,
                                                                                patch_maps=patch_maps))
     backbone = build_backbone(cfg)
+    cfg.check_block("config", backbone.layers)
     extractor = build_extractor(cfg, backbone, scorer_cls, batch_size=batch_size, max_pixels=max_pixels)
     return backbone, extractor, scorer

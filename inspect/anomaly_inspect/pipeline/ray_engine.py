@@ -207,8 +207,9 @@ def _quiet_token_notice(record: logging.LogRecord) -> bool:
 class RayEngine:
     """Runs a task's batches on ``workers`` Ray actors (default: one per CPU of the cluster).
 
-    ``address``: an existing cluster (``auto``, ``host:port``, ``ray://host:port``; an explicit
-    host and port must accept a connection within :data:`PROBE_S` seconds); without it a local
+    ``address``: an existing cluster (``auto``, ``host:port``, ``ray://host:port``; its host
+    and port, ``auto``'s as Ray finds them, must accept a connection within :data:`PROBE_S`
+    seconds); without it a local
     Ray instance is started with this machine's cores (or the running one is reused).
     """
 
@@ -333,9 +334,30 @@ def probe_target(address: str | None) -> tuple[str, int] | None:
     return host.strip("[]"), int(port)
 
 
+def auto_address() -> str | None:
+    """The address ``ray.init(address="auto")`` would join (``RAY_ADDRESS``, the last ``ray
+    start``'s, or a Ray instance running on this machine), as Ray itself finds it; None where
+    this Ray does not say (Ray judges at start). No cluster at all is refused."""
+    try:
+        from ray._private.services import get_ray_address_from_environment
+    except ImportError:
+        return None
+    try:
+        return get_ray_address_from_environment("auto", None)
+    except ConnectionError:
+        raise EngineFailed("cannot reach the Ray cluster at auto (no running Ray instance found: "
+                           "start one with 'ray start --head', or give its address)") from None
+
+
 def check_reachable(address: str | None, timeout: float = PROBE_S) -> None:
-    """Refuse an explicit cluster address that accepts no TCP connection within ``timeout``
-    seconds: ``ray.init`` would retry it forever, silently."""
+    """Refuse a cluster address that accepts no TCP connection within ``timeout`` seconds:
+    ``ray.init`` would retry it forever, silently. ``auto`` is resolved first (and refused
+    where there is no cluster), so that a command fails before it writes anything."""
+    where = address
+    if address == "auto":
+        resolved = auto_address()
+        where = f"auto ({resolved})" if resolved else address
+        address = resolved
     target = probe_target(address)
     if target is None:
         return
@@ -343,7 +365,7 @@ def check_reachable(address: str | None, timeout: float = PROBE_S) -> None:
         socket.create_connection(target, timeout=timeout).close()
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
-        raise EngineFailed(f"cannot reach the Ray cluster at {address} ({reason})") from None
+        raise EngineFailed(f"cannot reach the Ray cluster at {where} ({reason})") from None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -54,9 +54,10 @@ def model_source(model: Model, engine: Engine) -> dict:
                  if (directory / name).is_file()}
         return {"model_dir": directory, "overrides": overrides,
                 "model_fingerprint": driver_fingerprint(model, files, directory)}
-    if directory is None:  # never saved: save a copy to ship
+    if directory is None:  # never saved: save a copy to ship, removed once read
         origin = "the model (never saved)"
-        files = model_files(model.save(_private_dir("anomaly-inspect-model-") / "model"))
+        with tempfile.TemporaryDirectory(prefix="anomaly-inspect-model-") as copy:
+            files = model_files(model.save(Path(copy) / "model"))
         sealed = fingerprint(files.get(CHECKSUMS_JSON))
     else:
         origin = str(Path(directory).resolve())

@@ -5,7 +5,8 @@ one after the other in one call, with the load average recorded around each run:
 shared machine are only comparable side by side. A run scores the images through
 ``Model.iter_score`` (the path ``screen`` takes, maps off as with ``--overlays none``,
 remote workers sending 128 px thumbnails as ``screen`` asks them to) and drops the results, so it times the engine, not the CSV writer. Reported per run: start-up
-(``ray.init`` and the first batch's arrival, model loading included), the steady rate after
+(from the run's process start to the first batch's arrival: imports, ``ray.init``, model
+loading), the steady rate after
 the first batch, the overall rate, the driver's peak RSS and the largest peak RSS of a Ray
 worker process (sampled from ``/proc``). A configuration that fails gets its row with the
 reason (``error``) and the others still run. Each run is a session of its own whose SIGTERM
@@ -31,8 +32,11 @@ from ..progress import Progress
 from ..resources import peak_rss_mb
 
 STOP_GRACE_S = 30.0  # an interrupted run's time to shut its Ray instance down before a kill
-#: a run's own preamble: SIGTERM raises SystemExit, so its cleanup (ray.shutdown, atexit) runs
-_CHILD_PREAMBLE = "import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); "
+#: a run's own preamble: ``started``, the clock at its start (before any import of the package,
+#: for the start-up figure), and SIGTERM raising SystemExit, so its cleanup (ray.shutdown,
+#: atexit) runs
+_CHILD_PREAMBLE = ("import time; started = time.perf_counter(); import signal, sys; "
+                   "signal.signal(signal.SIGTERM, lambda *_: sys.exit(143)); ")
 
 
 def _descendants(root: int) -> list[int]:
@@ -98,18 +102,21 @@ class WorkerPeaks:
 
 
 def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
-            batch_size: int | None = None) -> dict:
-    """One configuration, in this process: timings and memory as a dict."""
+            batch_size: int | None = None, started: float | None = None) -> dict:
+    """One configuration, in this process: timings and memory as a dict. ``started``: the
+    ``time.perf_counter()`` of the process's start (the run's preamble takes it), from which
+    the start-up and overall figures count, imports included; default: now."""
+    t0 = time.perf_counter() if started is None else started
     from ..pipeline import make_engine
     from .model import load_model
 
     paths = Path(paths_file).read_text(encoding="utf-8").splitlines()
-    t0 = time.perf_counter()
+    made = time.perf_counter()
     eng = make_engine(engine, workers=workers)
     init_s = 0.0
     if engine == "ray":
         eng.start()
-        init_s = time.perf_counter() - t0
+        init_s = time.perf_counter() - made  # importing Ray and ray.init
     model = load_model(model_dir, batch_size=batch_size)
     first_at, first_n, n = None, 0, 0
     with WorkerPeaks() as peaks:
@@ -207,7 +214,8 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
                 load_before = load_average()
                 proc = run_child("import json; from anomaly_inspect.screening.scale_bench import "
                                  f"run_one; print(json.dumps(run_one({str(model_dir)!r}, "
-                                 f"{str(paths_file)!r}, {engine!r}, {workers!r}, {batch_size!r})))")
+                                 f"{str(paths_file)!r}, {engine!r}, {workers!r}, {batch_size!r}, "
+                                 f"started)))")
                 if proc.returncode == 0:
                     row = json.loads(proc.stdout.strip().splitlines()[-1])
                 else:

@@ -5,7 +5,8 @@ variant then picks a bank from the same training patches, and the bank is
 scored with exact search and the config's other scorer settings (``max_bank_items``,
 ``num_neighbors``; PatchCore only), so the variants differ only in the coreset. The
 covering radius is the largest distance from a training patch to its nearest
-centre, on the same random projection the coreset selects on.
+centre, on the same random projection the coreset selects on. Each long stage of a row
+(coreset, radius, scoring) shows a bar named after the row (:func:`row_label`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ from ..scorers.coreset import covering_radius, projection_matrix
 from ..scorers.nn_index import ProbeSample
 from ..scorers.patchcore import PatchCore, image_patches
 from .metrics import auroc
+
+#: the steps of the radius bar: :func:`covering_radius`'s own block of points, so that block
+#: by block it makes the same faiss searches and gives the same radius
+RADIUS_BLOCK = 65536
+#: the steps of the scoring bar: test images per ``score`` call (faiss's exact search may round
+#: a distance's last bit by batch, as by thread count; the rounded AUROC does not move)
+SCORE_IMAGES = 8
 
 
 def check_variants(variants: Sequence[str]) -> None:
@@ -134,7 +142,8 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
         rows.append({
             "category": dataset.name, "ratio": local.coreset_ratio, "variant": name,
             "bank": scorer.bank_size, "patches": n_patches, "seconds": round(seconds[name], 2),
-            "radius": round(covering_radius(projected, project(scorer.memory_bank)), 4),
+            "radius": round(radius_with_bar(projected, project(scorer.memory_bank),
+                                            row_label(name, local.coreset_ratio), progress), 4),
             "radius_points": len(projected),
             "image_auroc": round(float(auroc(labels, np.concatenate(scores[name]))), 4),
         })
@@ -165,11 +174,13 @@ def _engine_rows(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[flo
                             DEFAULT_MAX_PIXELS, bar)
         seconds = time.perf_counter() - start
         bank = scorer.memory_bank
+        label = row_label(f"engine:{engine.name}", ratio)
         rows.append({
             "category": dataset.name, "ratio": ratio, "variant": f"engine:{engine.name}",
             "bank": len(bank), "patches": len(flat), "seconds": round(seconds, 2),
-            "radius": round(covering_radius(projected, project(bank)), 4),
-            "image_auroc": round(float(auroc(labels, scorer.score(test).image_scores)), 4),
+            "radius": round(radius_with_bar(projected, project(bank), label, progress), 4),
+            "image_auroc": round(float(auroc(labels, image_scores(scorer, test, label,
+                                                                  progress))), 4),
         })
         if progress:
             print(format_row(rows[-1]), flush=True)
@@ -192,21 +203,55 @@ def bench_coreset_features(name: str, train: Features, test: Features, labels: n
                                                      ratio)
             scorer = bench_scorer(scorer_params, ratio, seed, chunk_size=chunk,
                                   first_round_ratio=first)
+            label = row_label(variant, ratio)
             start = time.perf_counter()
-            coreset = scorer.coreset()
-            coreset.add(flat)
-            idx = coreset.finish()
+            coreset = scorer.run_coreset(scorer.coreset(), [flat], Progress(
+                len(flat), f"{label}: coreset", unit="pt", enabled=progress))
+            with Progress(coreset.target, f"{label}: coreset round 2", unit="pt",
+                          enabled=progress and coreset.greedy_round_two) as bar:
+                idx = coreset.finish(bar)
             seconds = time.perf_counter() - start
             scorer.set_state({"memory_bank": np.ascontiguousarray(flat[idx])})
             rows.append({
                 "category": name, "ratio": ratio, "variant": variant, "bank": len(idx),
                 "patches": len(flat), "seconds": round(seconds, 2),
-                "radius": round(covering_radius(projected, projected[idx]), 4),
-                "image_auroc": round(float(auroc(labels, scorer.score(test).image_scores)), 4),
+                "radius": round(radius_with_bar(projected, projected[idx], label, progress), 4),
+                "image_auroc": round(float(auroc(labels, image_scores(scorer, test, label,
+                                                                      progress))), 4),
             })
             if progress:
                 print(format_row(rows[-1]), flush=True)
     return rows
+
+
+def row_label(variant: str, ratio: float) -> str:
+    """A row's name on its bars, e.g. ``two_round 10 %`` (a bar adds the stage)."""
+    return f"{variant} {ratio * 100:g} %"
+
+
+def radius_with_bar(points: np.ndarray, centres: np.ndarray, label: str,
+                    progress: bool = True) -> float:
+    """:func:`covering_radius`, :data:`RADIUS_BLOCK` points a call, with a bar (``label``:
+    radius) counting the points: the largest of the blocks' radii is the radius."""
+    worst = 0.0
+    with Progress(len(points), f"{label}: radius", unit="pt", enabled=progress) as bar:
+        for s in range(0, len(points), RADIUS_BLOCK):
+            block = points[s:s + RADIUS_BLOCK]
+            worst = max(worst, covering_radius(block, centres, RADIUS_BLOCK))
+            bar.update(len(block))
+    return worst
+
+
+def image_scores(scorer: PatchCore, test: Features, label: str, progress: bool = True) -> np.ndarray:
+    """``scorer``'s image scores of ``test``, :data:`SCORE_IMAGES` images a call, with a bar
+    (``label``: scoring) counting the images."""
+    parts = []
+    with Progress(len(test), f"{label}: scoring", enabled=progress) as bar:
+        for s in range(0, len(test), SCORE_IMAGES):
+            part = test.subset(np.arange(s, min(s + SCORE_IMAGES, len(test))))
+            parts.append(scorer.score(part).image_scores)
+            bar.update(len(part))
+    return np.concatenate(parts)
 
 
 def format_row(row: dict) -> str:

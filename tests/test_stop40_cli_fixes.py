@@ -15,7 +15,7 @@ import pytest
 
 from anomaly_inspect.cli import main
 from anomaly_inspect.commands.common import check_output_json
-from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.config import BackboneConfig, ModelConfig
 from anomaly_inspect.features.backbone import LayerRangeError
 from anomaly_inspect.tuning.candidates import Candidate
 
@@ -123,7 +123,7 @@ def _ood(tmp_path, monkeypatch):
               "timings_s": {"total": 1.0, "features": 1.0, "images_extracted": 2},
               "peak_rss_mb": 1.0}
     monkeypatch.setattr("anomaly_inspect.evaluation.ood_benchmark.load_ood_config",
-                        lambda *a, **k: type("C", (), {"cache_dir": None})())
+                        lambda *a, **k: type("C", (), {"cache_dir": None, "backbone": BackboneConfig()})())
     monkeypatch.setattr("anomaly_inspect.evaluation.ood_benchmark.run_ood_benchmark",
                         lambda *a, **k: report)
     return ["ood-benchmark", "--config", "ood/isic_all"]

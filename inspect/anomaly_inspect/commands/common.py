@@ -277,10 +277,10 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         raise ConfigError(f"{source}: {exc}") from None
     layers = args.layers and f"--layers {','.join(map(str, args.layers))}"
     if args.backbone is not None or args.config is not None:
-        _check_backbone_name(cfg, f"--backbone {args.backbone}" if args.backbone is not None
+        check_backbone_name(cfg, f"--backbone {args.backbone}" if args.backbone is not None
                              else f"{args.config}: backbone: name")
     if cfg.backbone.layers is not None:
-        _check_layers(cfg, layers or str(args.config))
+        check_layers(cfg, layers or str(args.config))
     if not hasattr(args, "methods"):  # evaluate-lt checks its own
         method = args.method and f"--method {args.method}"
         # the block, the flags that set the backbone's stages too
@@ -308,7 +308,7 @@ def _default_layers(cfg: ModelConfig) -> tuple[int, ...] | None:
         return None
 
 
-def _check_backbone_name(cfg: ModelConfig, source: str) -> None:
+def check_backbone_name(cfg: ModelConfig, source: str) -> None:
     """Refuse, before any work, a backbone name that is no timm model, naming ``source`` (the
     flag or the file's key): building the backbone refuses it too (with the names it
     resembles), but later and naming neither. A name with a cached card needs no timm import."""
@@ -326,7 +326,7 @@ def _check_backbone_name(cfg: ModelConfig, source: str) -> None:
             raise UnknownBackboneError(f"{source}: {exc}") from None
 
 
-def _check_layers(cfg: ModelConfig, source: str) -> None:
+def check_layers(cfg: ModelConfig, source: str) -> None:
     """Refuse, before any work, layers the backbone lacks, naming ``source`` (the flag or the
     file that gave them): building the backbone refuses them too, but later and naming
     neither."""

@@ -81,9 +81,14 @@ def scorer_settings(args: argparse.Namespace, cfg: ModelConfig, methods: list[st
     from ..scorers import merge_scorer_params
 
     options = options_of(add_scorer_args)
+    config = f"{args.config or 'config'}: scorer"
+    try:  # the config's keys first, so that a key no method takes names the config
+        merge_scorer_params(cfg.scorer, methods, {})
+    except ValueError as exc:
+        raise ValueError(f"{config}: {exc}") from None
     params = merge_scorer_params(cfg.scorer, methods, {d: getattr(args, d) for d in options})
     settings = dict(cfg.scorer)
-    steps = [(f"{args.config or 'config'}: scorer", settings)]
+    steps = [(config, settings)]
     for dest, action in options.items():
         if (value := getattr(args, dest)) is not None:
             settings = {**settings, dest: value}

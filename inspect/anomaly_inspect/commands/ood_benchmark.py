@@ -8,6 +8,8 @@ from pathlib import Path
 from .common import (
     add_output_args,
     add_runtime_args,
+    check_backbone_name,
+    check_layers,
     given_options,
     non_negative_int,
     write_json_and_show,
@@ -47,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     flags = " ".join(f"{flag} {value}" for flag, value in given_options(args, add_config_args).items())
     cfg = load_ood_config(args.config, args.seed, {k: getattr(args, k) for k in ("runtime", "precision")
                                                    if getattr(args, k) is not None}, flags)
+    # as the model-building commands (commands.common, which the benchmark's fingerprinted code
+    # may not import): a backbone name or layers it lacks, naming the file's key, before any data
+    check_backbone_name(cfg, f"{args.config}: backbone: name")
+    if cfg.backbone.layers is not None:
+        check_layers(cfg, str(args.config))
     if args.cache_dir:
         cfg.cache_dir = str(args.cache_dir)
     report = run_ood_benchmark(cfg, args.data_root, progress=not args.quiet)

@@ -260,10 +260,11 @@ class OODBenchmarkConfig:
             specs = [_spec(ScorerSpec, {"name": s} if isinstance(s, str) else s, "scorer")
                      for s in data.pop("scorers")]
             fusions = [_spec(FusionSpec, f, "fusion") for f in data.pop("fusions", None) or []]
-            bb = BackboneConfig(**(data.pop("backbone", None) or {}))
-            ft = FeatureConfig(**(data.pop("features", None) or {}))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        # the sections of a model config, with its checks (mapping, unknown keys, types, values)
+        model = ModelConfig.from_dict({k: data.pop(k, None) for k in ("backbone", "features")}, source)
+        bb, ft = model.backbone, model.features
         if not specs or not data["splits"]:
             raise ConfigError(f"{source}: 'scorers' and 'splits' must not be empty")
         labels = [s.label for s in specs] + [f.label for f in fusions]

@@ -1,5 +1,5 @@
 """The values that options take (runtimes, precisions, resize modes, engines, views, coreset
-variants) and their check, with no
+variants, overlays, export formats, index kinds) and their check, with no
 heavy import: the configuration and the command line use them without loading torch,
 albumentations or ONNX Runtime, so ``--help`` and argument errors answer at once."""
 
@@ -20,6 +20,9 @@ RANDOM_WEIGHTS = "random"  # weights: a seeded random initialisation (tests, ben
 RESIZE_MODES = ("stretch", "pad")
 FINEST_MODES = ("mean", "rows", "full")  # how the patch embedding summarises the finest stage
 ENGINES = ("local", "ray")
+OVERLAY_CHOICES = ("flagged", "all", "none")  # which screened images get a heatmap overlay
+EXPORT_FORMATS = {"onnx": "onnxruntime", "openvino": "openvino"}  # format -> the runtime it serves
+INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")  # faiss index of a nearest-neighbour scorer
 # tail views: kind -> (rotation step in degrees or None, horizontal flip)
 VIEW_KINDS = {"rot15flip": (15, True), "rot30flip": (30, True), "rot45flip": (45, True),
               "rotflip": (90, True), "none": (None, False)}

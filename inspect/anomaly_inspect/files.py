@@ -9,7 +9,9 @@ machine, is what this guards against; saved models fsync their tree, ``screening
 Folders are made with :func:`make_folder`, which names a file standing where a folder should be.
 Folders built beside their target and renamed into place (saved models, tune's cache entries) are
 ``flock``-ed while a run builds them (:func:`lock_folder`), so the next run can tell those a
-``kill -9`` left from live ones and remove them (:func:`remove_stale_folders`).
+``kill -9`` left from live ones and remove them (:func:`remove_stale_folders`). A lock file (one
+writer per output folder, one save per model folder) is taken with :func:`flock_file` and
+released with :func:`unlock_file`.
 """
 
 from __future__ import annotations
@@ -207,6 +209,48 @@ def holding_lock(folder: Path | str) -> Iterator[None]:
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def flock_file(path: Path | str, held: Callable[[int], BaseException], writable: bool = False,
+               mode: int = 0o666) -> tuple[int, OSError | None]:
+    """Open lock file ``path`` (made with ``mode``, read-write if ``writable``) and take its
+    exclusive ``flock`` without waiting: the open descriptor and None once held; where it cannot
+    be taken (a file system or platform without ``flock``) the open, unlocked descriptor and the
+    reason, for the caller to decide how to go on. Where another open description holds it, the
+    exception ``held`` makes of the descriptor (it may read the holder's content from it) is
+    raised once that is closed. A file its holder removed meanwhile (:func:`unlock_file`) is
+    opened again, so the descriptor is always of the file now at ``path``."""
+    flags = os.O_RDWR if writable else os.O_RDONLY
+    while True:
+        fd = os.open(path, flags | os.O_CREAT, mode)
+        refused = None
+        try:
+            if fcntl is None:  # pragma: no cover - Windows
+                raise OSError(errno.ENOSYS, "flock is not available on this platform")
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                exc = held(fd)
+            finally:
+                os.close(fd)
+            raise exc from None
+        except OSError as exc:
+            refused = exc
+        try:  # the holder may have removed the file between our open and flock: retry
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd, refused
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def unlock_file(path: Path | str, fd: int | None) -> None:
+    """Release a :func:`flock_file` lock: remove ``path`` while still holding it (an opener
+    waiting for it then sees a new file), then close ``fd`` (None: none left open)."""
+    with suppress(FileNotFoundError):
+        os.unlink(path)
+    if fd is not None:
+        os.close(fd)
 
 
 def remove_stale_folders(parent: Path | str, names: re.Pattern,

@@ -22,6 +22,7 @@ import argparse
 import shutil
 from pathlib import Path
 
+from ..choices import EXPORT_FORMATS
 from .common import (
     add_model_args,
     check_writable,
@@ -48,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """All of export's arguments (its options read by ``given_flags``)."""
     p.add_argument("model_dir", type=Path, nargs="?", metavar="MODEL_DIR",
                    help="a saved model (from 'anomaly-inspect fit'); without it, the backbone alone")
-    p.add_argument("--format", choices=["onnx", "openvino"],
+    p.add_argument("--format", choices=EXPORT_FORMATS,
                    help="with MODEL_DIR: the backbone graph's format (default, and the only one "
                         "accepted: that of the runtime the model was fitted with)")
     p.add_argument("--out", type=Path, required=True,

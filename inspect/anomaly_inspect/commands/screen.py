@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..choices import OVERLAY_CHOICES
 from .common import (
     add_engine_args,
     add_max_pixels_arg,
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="ground truth for ROC/AUROC in the report: a CSV with path,label columns, "
                         "'mvtec' (test/good = normal), or 'none'; default: MVTec layout when every "
                         "image follows it")
-    p.add_argument("--overlays", choices=["flagged", "all", "none"], default="flagged",
+    p.add_argument("--overlays", choices=OVERLAY_CHOICES, default="flagged",
                    help="which images get a heatmap overlay (default: flagged)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html (then --labels, used only there, is refused)")

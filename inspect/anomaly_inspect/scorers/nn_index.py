@@ -29,9 +29,10 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 
+from ..choices import INDEX_KINDS  # defined there for the command line; imported from here too
+
 log = logging.getLogger(__name__)
 
-INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 APPROX_MIN_ITEMS = 1024  # banks smaller than this are searched exactly (flat), whatever the kind
 # An HNSW graph's links as faiss keeps them (``faiss.HNSW``): saved with a bank (not its
 # vectors, which are the bank), so a loaded bank is searched on the graph it was fitted with.

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..choices import EXPORT_FORMATS as FORMATS  # format -> the runtime it serves
 from ..features.runtime import first_line, max_rel_diff, require_runtime
 from .model import open_model_dir
 from .model_dir import (
@@ -35,7 +36,6 @@ from .model_dir import (
     write_checksums,
 )
 
-FORMATS = {"onnx": "onnxruntime", "openvino": "openvino"}  # format -> the runtime it serves
 MANIFEST_JSON = "manifest.json"
 #: largest max relative difference an exported f32 graph may have from its reference (the IR
 #: from its ONNX graph; the backbone-alone export's ONNX graph from torch); they agree to a few

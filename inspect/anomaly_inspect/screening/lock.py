@@ -10,7 +10,6 @@ automatically: whether that run is still going cannot be checked from here.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import json
 import logging
@@ -20,8 +19,10 @@ from pathlib import Path
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover - Windows: fall back to the pid check alone
+except ImportError:  # pragma: no cover - Windows: the pid check alone, without a warning
     fcntl = None  # type: ignore[assignment]
+
+from ..files import flock_file, unlock_file
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +74,12 @@ class OutputLock:
 
     def acquire(self) -> OutputLock:
         host = socket.gethostname()
-        flocked = fcntl is not None
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                if flocked:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = self._read(fd)
-                os.close(fd)
-                raise self._refuse(holder, "") from None
-            except OSError as exc:  # a file system without flock: the pid check alone
-                log.warning("%s: cannot lock (%s); relying on the pid in the lock file",
-                            self.path, exc.strerror or exc)
-                flocked = False
-            try:  # the holder may have removed the file between our open and flock: retry
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                break
-            os.close(fd)
+        fd, refused = flock_file(self.path, held=lambda fd: self._refuse(self._read(fd), ""),
+                                 writable=True, mode=0o644)
+        flocked = refused is None
+        if refused is not None and fcntl is not None:  # a file system without flock: the pid check alone
+            log.warning("%s: cannot lock (%s); relying on the pid in the lock file",
+                        self.path, refused.strerror or refused)
         holder = self._read(fd)
         pid = holder.get("pid")
         if holder and pid != os.getpid():
@@ -116,9 +102,7 @@ class OutputLock:
     def release(self) -> None:
         if self._fd is None:
             return
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)  # while still holding it: a waiting opener sees a new inode
-        os.close(self._fd)
+        unlock_file(self.path, self._fd)
         self._fd = None
 
     def __enter__(self) -> OutputLock:

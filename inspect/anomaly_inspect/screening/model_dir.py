@@ -34,7 +34,6 @@ second save to it meanwhile is refused.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
 import logging
@@ -49,20 +48,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
-
 from .. import __version__
 from ..config import ConfigError, check_field_types
 from ..files import (
     current_umask,
     file_sha256,
+    flock_file,
     holding_lock,
     lock_folder,
     make_folder,
     remove_stale_folders,
+    unlock_file,
 )
 
 log = logging.getLogger(__name__)
@@ -556,34 +552,18 @@ def _flocked(target: Path) -> Iterator[None]:
     it (another process, thread or save) holds it. The lock file is removed at the end, also
     on an error."""
     make_folder(target.parent)
-    if fcntl is None:  # pragma: no cover - Windows: saves are not locked
-        yield
-        return
     path = _lock_key(target)
-    while True:
-        fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            os.close(fd)
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise RuntimeError(f"{target}: another save to it is in progress (it holds "
-                                   f"{_lock_path(target)}); wait for it to finish") from None
-            log.debug("%s: cannot be locked (%s); saving unlocked", path, exc)
-            fd = None  # a file system without flock: as before the lock existed
-            break
-        try:  # the holder may have removed the file between our open and flock: retry
-            if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                break
-        except FileNotFoundError:
-            pass
+    fd, refused = flock_file(path, held=lambda fd: RuntimeError(
+        f"{target}: another save to it is in progress (it holds {_lock_path(target)}); wait for "
+        f"it to finish"))
+    if refused is not None:  # a file system without flock: as before the lock existed
+        log.debug("%s: cannot be locked (%s); saving unlocked", path, refused)
         os.close(fd)
+        fd = None
     try:
         yield
     finally:
-        path.unlink(missing_ok=True)  # while still holding it: a waiting opener sees a new inode
-        if fd is not None:
-            os.close(fd)
+        unlock_file(path, fd)
 
 
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,

@@ -37,6 +37,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..choices import OVERLAY_CHOICES
 from ..data.folder import path_list
 from ..data.image_io import read_image
 from ..data.layout import display_path
@@ -61,7 +62,6 @@ log = logging.getLogger(__name__)
 CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay", "raw_path", "explain")
 # earlier layouts (before explain; before raw_path too): read on resume, rewritten
 LEGACY_CSV_COLUMNS = (CSV_COLUMNS[:-1], CSV_COLUMNS[:-2])
-OVERLAY_CHOICES = ("flagged", "all", "none")
 OVERLAY_SIDE = 768  # longer side of an overlay image at most
 
 

@@ -116,7 +116,38 @@ def content_masks(boxes: Sequence[Box], size: int) -> torch.Tensor | None:
 
 
 def cells_inside(mask: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
-    """(B, h, w) bool: the grid cells whose centre lies on content in a (rotated) content mask."""
+    """(B, h, w) bool: the grid cells whose centre lies on content in a (rotated) content mask.
+    Content that no cell centre meets (thinner than a cell) keeps cells by
+    :func:`thin_content_cells`, so that the mask of a content box gives
+    :func:`~.extractor.valid_grid`'s cells (:meth:`Box.on_grid`'s rule) in every view."""
     size = mask.shape[-1]
+    content = (mask[:, 0] > 0.5).numpy()
     ys, xs = (cell_centres(size, cells).astype(int) for cells in grid)
-    return (mask[:, 0][:, ys][:, :, xs] > 0.5).numpy()
+    valid = content[:, ys][:, :, xs]
+    for i in np.nonzero(content.any(axis=(1, 2)) & ~valid.any(axis=(1, 2)))[0]:
+        valid[i] = thin_content_cells(content[i], grid, ys, xs)
+    return valid
+
+
+def thin_content_cells(content: np.ndarray, grid: tuple[int, int], ys: np.ndarray,
+                       xs: np.ndarray) -> np.ndarray:
+    """(h, w) bool: the cells kept for a (size, size) content mask on which no cell centre
+    (pixel rows ``ys``, columns ``xs``) lies. As :meth:`Box.on_grid` does for a box, an axis
+    along which no centre meets the content keeps one cell, the one holding the middle of the
+    content's extent, sampled at that middle; where the content still meets no sample (a thin
+    oblique strip), the cell holding the middle of the extent is kept."""
+    size = content.shape[-1]
+    rows, cols = np.nonzero(content.any(axis=1))[0], np.nonzero(content.any(axis=0))[0]
+    extent = Box(int(rows[0]), int(cols[0]), int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1))
+    middle = Box(extent.top + extent.height // 2, extent.left + extent.width // 2, 1, 1)
+    cells = extent.on_grid(size, grid)  # one cell, the middle one, along an axis no centre meets
+    row_cells, col_cells = np.arange(grid[0]), np.arange(grid[1])
+    if not content[ys].any():
+        row_cells, ys = np.array([cells.top]), np.array([middle.top])
+    if not content[:, xs].any():
+        col_cells, xs = np.array([cells.left]), np.array([middle.left])
+    valid = np.zeros(grid, dtype=bool)
+    valid[np.ix_(row_cells, col_cells)] = content[np.ix_(ys, xs)]
+    if not valid.any():
+        valid[middle.on_grid(size, grid).slices()] = True
+    return valid

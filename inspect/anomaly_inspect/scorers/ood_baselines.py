@@ -121,7 +121,9 @@ class PostHocHeadScorer(HeadScorer):
 
     def __init__(self, hidden: int = 256, epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4,
                  batch_size: int = 64, dropout: float = 0.0, seed: int = 0, standardize: bool = True):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed, standardize)
+        super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, dropout=dropout, l2_normalize=False, seed=seed,
+                         standardize=standardize)
         for key in self.stats:
             setattr(self, key, None)
 
@@ -153,7 +155,8 @@ class ReAct(PostHocHeadScorer):
     def __init__(self, percentile: float = 90.0, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, dropout=dropout, seed=seed, standardize=standardize)
         check_number(self.name, "percentile", percentile, 0, 100, low_open=True)
         self.percentile = percentile
 
@@ -173,7 +176,8 @@ class DICE(PostHocHeadScorer):
     def __init__(self, sparsity: float = 90.0, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, dropout=dropout, seed=seed, standardize=standardize)
         check_number(self.name, "sparsity", sparsity, 0, 100, high_open=True)
         self.sparsity = sparsity
 
@@ -196,7 +200,8 @@ class ViM(PostHocHeadScorer):
     def __init__(self, dim: int | None = None, hidden: int = 256, epochs: int = 60, lr: float = 1e-3,
                  weight_decay: float = 1e-4, batch_size: int = 64, dropout: float = 0.0, seed: int = 0,
                  standardize: bool = True):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, dropout=dropout, seed=seed, standardize=standardize)
         check_number(self.name, "dim", dim, 1, hidden - 1, whole=True, allowed=(None,))
         self.dim = dim
 
@@ -236,7 +241,8 @@ class _ODINSettings(PostHocHeadScorer):
     def __init__(self, temperature: float = 1000.0, epsilon: float = 0.0014, hidden: int = 256,
                  epochs: int = 60, lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
                  dropout: float = 0.0, seed: int = 0, standardize: bool = True):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, seed, standardize)
+        super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, dropout=dropout, seed=seed, standardize=standardize)
         check_number(self.name, "temperature", temperature, 0, low_open=True)
         check_number(self.name, "epsilon", epsilon, 0)
         self.temperature = temperature

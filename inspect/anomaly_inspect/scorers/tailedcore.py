@@ -82,8 +82,11 @@ class SoftPatch(PatchCore):
         progress: bool = True,
         patch_maps: bool = True,
     ):
-        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
-                         first_round_ratio, index, num_neighbors, seed, progress, patch_maps)
+        super().__init__(coreset_ratio=coreset_ratio, max_bank_items=max_bank_items,
+                         projection_dim=projection_dim, chunk_size=chunk_size,
+                         first_round_ratio=first_round_ratio, index=index,
+                         num_neighbors=num_neighbors, seed=seed, progress=progress,
+                         patch_maps=patch_maps)
         check_number(self.name, "lof_k", lof_k, 1, whole=True)
         check_discard(lof_discard, self.name, "lof_discard")
         check_number(self.name, "lof_projection_dim", lof_projection_dim, 1, whole=True, allowed=(None,))
@@ -195,9 +198,12 @@ class TailedCore(SoftPatch):
         progress: bool = True,
         patch_maps: bool = True,
     ):
-        super().__init__(coreset_ratio, max_bank_items, projection_dim, chunk_size,
-                         first_round_ratio, index, num_neighbors, lof_k, lof_discard,
-                         lof_projection_dim, seed=seed, progress=progress, patch_maps=patch_maps)
+        super().__init__(coreset_ratio=coreset_ratio, max_bank_items=max_bank_items,
+                         projection_dim=projection_dim, chunk_size=chunk_size,
+                         first_round_ratio=first_round_ratio, index=index,
+                         num_neighbors=num_neighbors, lof_k=lof_k, lof_discard=lof_discard,
+                         lof_projection_dim=lof_projection_dim, seed=seed, progress=progress,
+                         patch_maps=patch_maps)
         check_number(self.name, "tail_coreset_ratio", tail_coreset_ratio, 0, 1, low_open=True,
                      allowed=(None,))
         check_tail_settings(tail_keep, tail_mass, self.name, ("tail_keep", "tail_mass"))

@@ -25,6 +25,7 @@ NON_DEFAULT = {
     "react": {"percentile": 80.0, **HEAD},
     "dice": {"sparsity": 70.0, **HEAD},
     "vim": {"dim": 5, **HEAD},
+    "line": {"p_a": 80.0, "p_w": 70.0, "clip_percentile": 95.0, "clip_value": 2.5, **HEAD},
     "odin": ODIN,
     "odin_feature": ODIN,
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..choices import VIEW_KINDS
+from ..choices import INDEX_KINDS, VIEW_KINDS
 from ..config import ModelConfig
 from ..data.longtail import TAIL_KINDS
 from .common import (
@@ -69,7 +69,7 @@ def add_scorer_args(p: argparse.ArgumentParser) -> None:
     """Scorer settings for every method; unset (None) they leave the config's or the default."""
     p.add_argument("--coreset-ratio", type=float, help="coreset ratio for every method (default 0.1)")
     p.add_argument("--chunk-size", type=int, help="coreset chunk size (default 4096)")
-    p.add_argument("--index", choices=["auto", "flat", "hnsw", "ivf"],
+    p.add_argument("--index", choices=INDEX_KINDS,
                    help="faiss index (default auto: exact for small banks, HNSW for large)")
 
 

@@ -61,7 +61,9 @@ class LINe(HeadScorer):
                  clip_value: float | None = None, hidden: int = 256, epochs: int = 60,
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64,
                  dropout: float = 0.0, seed: int = 0, standardize: bool = True):
-        super().__init__(hidden, epochs, lr, weight_decay, batch_size, dropout, False, seed, standardize)
+        super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
+                         batch_size=batch_size, dropout=dropout, l2_normalize=False, seed=seed,
+                         standardize=standardize)
         # p_a / p_w = 100 would keep no neuron / weight (a constant score), as DICE's sparsity
         for key, value in (("p_a", p_a), ("p_w", p_w)):
             check_number(self.name, key, value, 0, 100, high_open=True)

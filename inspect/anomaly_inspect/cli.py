@@ -23,6 +23,7 @@ if "OMP_WAIT_POLICY" not in os.environ:  # a policy the user set decides the spi
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__
+from .progress import DEBUG_ENV
 
 # Each module in anomaly_inspect.commands registers one or more sub-commands.
 COMMAND_MODULES = (
@@ -156,10 +157,6 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
         sub = commands.choices.get(getattr(args, "command", None) or "", parser)
         sub.error(f"unrecognized arguments: {' '.join(extra)}")
     return args
-
-
-#: set to 1 to get the traceback of an error instead of its one line
-DEBUG_ENV = "ANOMALY_INSPECT_DEBUG"
 
 
 def _main(argv: list[str] | None) -> int:

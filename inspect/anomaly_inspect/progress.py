@@ -12,6 +12,9 @@ from typing import TextIO
 from tqdm import tqdm
 
 LOG_INTERVAL_S = 30.0
+#: set to 1 to get the traceback of an error instead of its one line (the CLI), and the errors
+#: Ray Data logs on the console (the ray engine)
+DEBUG_ENV = "ANOMALY_INSPECT_DEBUG"
 
 
 class _Lines:

@@ -299,8 +299,7 @@ def _default_layers(cfg: ModelConfig) -> tuple[int, ...] | None:
     where that is not needed or the backbone is no timm model (refused elsewhere)."""
     if cfg.backbone.layers is not None or cfg.scorer.get("block", "final") == "final":
         return None
-    from ..features.backbone import default_layers
-    from ..tuning.candidates import stage_strides
+    from ..features.backbone import default_layers, stage_strides
 
     try:
         return default_layers([{"reduction": s} for s in stage_strides(cfg.backbone.name)])
@@ -312,7 +311,7 @@ def check_backbone_name(cfg: ModelConfig, source: str) -> None:
     """Refuse, before any work, a backbone name that is no timm model, naming ``source`` (the
     flag or the file's key): building the backbone refuses it too (with the names it
     resembles), but later and naming neither. A name with a cached card needs no timm import."""
-    from ..features.backbone import UnknownBackboneError, _create, cached_feature_info
+    from ..features.backbone import UnknownBackboneError, cached_feature_info, create_timm_model
 
     b = cfg.backbone
     if cached_feature_info(b.name, b.weights) is not None:
@@ -321,7 +320,7 @@ def check_backbone_name(cfg: ModelConfig, source: str) -> None:
 
     if not timm.is_model(b.name):
         try:
-            _create(b.name)  # refuses it at once, with its message and the names it resembles
+            create_timm_model(b.name)  # refuses it now, with its message and the names it resembles
         except UnknownBackboneError as exc:
             raise UnknownBackboneError(f"{source}: {exc}") from None
 
@@ -330,8 +329,7 @@ def check_layers(cfg: ModelConfig, source: str) -> None:
     """Refuse, before any work, layers the backbone lacks, naming ``source`` (the flag or the
     file that gave them): building the backbone refuses them too, but later and naming
     neither."""
-    from ..features.backbone import LayerRangeError
-    from ..tuning.candidates import layer_strides
+    from ..features.backbone import LayerRangeError, layer_strides
 
     try:
         layer_strides(cfg.backbone.name, cfg.backbone.layers)

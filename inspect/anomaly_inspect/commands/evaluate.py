@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data.registry import available_datasets, dataset_options, load_dataset
+from ..data.registry import available_datasets, load_dataset
 from .common import (
     add_engine_args,
     add_max_pixels_arg,
@@ -24,25 +24,32 @@ from .tune import add_tune_args, check_tune_args, run_tune
 if TYPE_CHECKING:
     from ..evaluation.evaluate import EvaluationResult
 
+#: each adapter's option (``data.registry.dataset_options``) -> its flag and argparse settings: the
+#: parser's flags and the names ``load_dataset``'s errors give them (the one check), from one table
+DATASET_FLAGS = {
+    "root": ("--root", {"type": Path,
+                        "help": "mvtec: folder holding CATEGORY/ (or the category itself)"}),
+    "category": ("--category", {"help": "mvtec: category name, e.g. bottle"}),
+    "train_dirs": ("--train-dir", {"type": Path, "action": "append", "default": [],
+                                   "help": "folder: normal training images"}),
+    "test_normal_dirs": ("--test-normal-dir", {"type": Path, "action": "append", "default": [],
+                                               "help": "folder: normal test images"}),
+    "test_anomalous_dirs": ("--test-anomalous-dir", {"type": Path, "action": "append",
+                                                     "default": [],
+                                                     "help": "folder: anomalous test images"}),
+    "mask_dir": ("--mask-dir", {"type": Path,
+                                "help": "folder: masks named like the anomalous images"}),
+}
 #: adapter option -> the flag that sets it
-OPTION_FLAGS = {"root": "--root", "category": "--category", "train_dirs": "--train-dir",
-                "test_normal_dirs": "--test-normal-dir",
-                "test_anomalous_dirs": "--test-anomalous-dir", "mask_dir": "--mask-dir"}
+OPTION_FLAGS = {option: flag for option, (flag, _) in DATASET_FLAGS.items()}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="fit on train/good, score test, print AUROC and resources",
                        description=__doc__)
     p.add_argument("--dataset", choices=available_datasets(), default="mvtec")
-    p.add_argument("--root", type=Path, help="mvtec: folder holding CATEGORY/ (or the category itself)")
-    p.add_argument("--category", help="mvtec: category name, e.g. bottle")
-    p.add_argument("--train-dir", dest="train_dirs", type=Path, action="append", default=[],
-                   help="folder: normal training images")
-    p.add_argument("--test-normal-dir", dest="test_normal_dirs", type=Path, action="append",
-                   default=[], help="folder: normal test images")
-    p.add_argument("--test-anomalous-dir", dest="test_anomalous_dirs", type=Path, action="append",
-                   default=[], help="folder: anomalous test images")
-    p.add_argument("--mask-dir", type=Path, help="folder: masks named like the anomalous images")
+    for option, (flag, settings) in DATASET_FLAGS.items():
+        p.add_argument(flag, dest=option, **settings)
     p.add_argument("--auto", action="store_true",
                    help="choose the configuration first with `tune` on the training images only "
                         "(synthetic anomalies); the choice is recorded in the JSON")
@@ -58,19 +65,12 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluation.evaluate import check_dataset, evaluate
 
     check_tune_args(args)
-    options = {k: v for k, v in vars(args).items() if k in OPTION_FLAGS}
-    required, optional = dataset_options(args.dataset)
-    missing = [OPTION_FLAGS[k] for k in required if not options.get(k)]
-    if missing:
-        raise ValueError(f"--dataset {args.dataset} needs {', '.join(missing)}")
-    ignored = [OPTION_FLAGS[k] for k, v in options.items() if v and k not in required + optional]
-    if ignored:
-        raise ValueError(f"--dataset {args.dataset} does not take {', '.join(ignored)}; it takes "
-                         f"{', '.join(OPTION_FLAGS[k] for k in required + optional if k in OPTION_FLAGS)}")
     cfg = model_config_from_args(args)
     engine = engine_from_args(args)  # its options checked before minutes of tuning
     check_engine_fits(cfg, engine)
-    dataset = load_dataset(args.dataset, **options)
+    # the dataset's options checked (by load_dataset, naming the flags) as it is read
+    options = {option: getattr(args, option) for option in OPTION_FLAGS}
+    dataset = load_dataset(args.dataset, OPTION_FLAGS, **options)
     tuning = None
     if args.auto:
         # before minutes of tuning (evaluate checks it before fitting)

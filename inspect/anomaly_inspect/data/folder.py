@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .layout import DatasetLayoutError, check_disjoint, list_images
+from .layout import DatasetLayoutError, check_disjoint, list_images, nfc
 from .mvtec import AnomalyDataset, mask_image_stem
 from .samples import Sample
 
@@ -90,12 +90,13 @@ def defect_groups(dirs: Sequence[Path | str]) -> list[str]:
 
 def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> list[Sample]:
     """The anomalous test samples with their masks, paired by file stem (``<stem>_mask.<ext>``
-    or ``<stem>.<ext>``); a stem two masks or two anomalous images share is refused, and so is
-    a mask no anomalous image pairs with (as in the MVTec layout: a misnamed mask must not
-    leave its image unpaired or vanish)."""
+    or ``<stem>.<ext>``) in one Unicode form (:func:`.layout.nfc`, as the MVTec layout); a stem
+    two masks or two anomalous images share is refused, and so is a mask no anomalous image
+    pairs with (as in the MVTec layout: a misnamed mask must not leave its image unpaired or
+    vanish)."""
     by_stem: dict[str, Path] = {}
     for m in masks:
-        stem = mask_image_stem(m)
+        stem = nfc(mask_image_stem(m))
         if stem in by_stem:
             raise DatasetLayoutError(f"{mask_dir}: two masks for the images named {stem!r}: "
                                      f"{by_stem[stem]} and {m}")
@@ -104,13 +105,14 @@ def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> 
     missing, out = [], []
     for s in test:
         if s.label == 1:
-            if s.path.stem in owner:
-                raise DatasetLayoutError(f"{s.path}: named like {owner[s.path.stem]}; masks pair "
+            stem = nfc(s.path.stem)
+            if stem in owner:
+                raise DatasetLayoutError(f"{s.path}: named like {owner[stem]}; masks pair "
                                          f"by name, so anomalous images need distinct names")
-            owner[s.path.stem] = s.path
-            if s.path.stem not in by_stem:
+            owner[stem] = s.path
+            if stem not in by_stem:
                 missing.append(str(s.path))
-            s = Sample(s.path, 1, "test", s.group, by_stem.get(s.path.stem))
+            s = Sample(s.path, 1, "test", s.group, by_stem.get(stem))
         out.append(s)
     if missing:
         raise DatasetLayoutError(f"{mask_dir}: no mask for {len(missing)} image(s): {missing[:5]}")

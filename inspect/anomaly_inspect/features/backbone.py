@@ -9,6 +9,7 @@ import json
 import logging
 import re
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -70,7 +71,9 @@ class StaleCardError(RuntimeError):
 CARD_FORMAT = 1  # bump when what a card records, or how the weights' checksum is made, changes
 
 
-def _create(name: str) -> nn.Module:
+def create_timm_model(name: str) -> nn.Module:
+    """timm's model ``name`` with random weights; a name that is no timm model is an
+    :class:`UnknownBackboneError` naming the models it resembles."""
     import timm  # with timm, torchvision: 1.5-2 s of import that a cached export never needs
 
     if not timm.is_model(name):
@@ -166,6 +169,34 @@ def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
     return picked if len(picked) == 2 else tuple(range(len(reductions)))[-3:-1]
 
 
+@cache
+def stage_strides(name: str) -> tuple[int, ...]:
+    """Stride of each timm feature stage of backbone ``name`` (e.g. 2, 4, 8, 16, 32): from its
+    cached card where there is one (no timm import), else from timm; a name that is no timm
+    model is an :class:`UnknownBackboneError`."""
+    info = cached_feature_info(name)
+    if info is not None:
+        return tuple(int(f["reduction"]) for f in info)
+    import timm
+
+    if not timm.is_model(name):
+        raise UnknownBackboneError(f"backbone {name!r}: not a timm model name")
+    model = timm.create_model(name, pretrained=False, features_only=True)
+    return tuple(int(r) for r in model.feature_info.reduction())
+
+
+def layer_strides(name: str, layers: Sequence[int]) -> tuple[int, ...]:
+    """The strides of the timm feature stages ``layers`` of backbone ``name``; indices it lacks
+    (negative ones too: no counting from the end) are the :class:`LayerRangeError` that
+    building the backbone raises, naming the ``backbone: layers`` key."""
+    strides = stage_strides(name)
+    try:
+        check_layer_range(name, layers, len(strides))
+    except LayerRangeError as exc:
+        raise LayerRangeError(f"backbone: layers: {exc}") from None
+    return tuple(strides[i] for i in layers)
+
+
 class Backbone(nn.Module):
     """Frozen timm model in eval mode.
 
@@ -250,7 +281,7 @@ class Backbone(nn.Module):
         # can flow through it (ODIN, LINe); seeded without touching the caller's RNG
         with torch.inference_mode(False), torch.random.fork_rng():
             torch.manual_seed(self.seed)
-            net = _create(self.name)
+            net = create_timm_model(self.name)
             source = load_weights(net, self.name, self._weights)
         net.eval().requires_grad_(False)
         return net, source

@@ -50,7 +50,7 @@ import numpy as np
 
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_file, unreadable_copies
 from ..files import lock_folder, remove_stale_folders
-from ..progress import Progress
+from ..progress import DEBUG_ENV, Progress
 from .engine import BatchTask, T, run_task
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,6 @@ _RUNS: list[str] = []  # this process's maps, whose folders are removed at exit 
 _PROGRESS_LOGGER = "ray.data._internal.progress"
 _TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 _TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
-DEBUG_ENV = "ANOMALY_INSPECT_DEBUG"  # the CLI's debug switch (cli.DEBUG_ENV): Ray Data's errors shown
 WORKER_DIED = ("a Ray worker process died (killed, out of memory or crashed); see Ray's logs "
                "(/tmp/ray/session_latest/logs)")
 PROBE_S = 3.0  # how long an explicit --address may take to accept a connection

@@ -75,7 +75,7 @@ class Scorer(ABC):
             arr = getattr(features, field, None)
             if arr is None:
                 continue
-            if arr.dtype.kind in "fc" and arr.size and not _sum_is_finite(arr):
+            if arr.dtype.kind in "fc" and arr.size and not sum_is_finite(arr):
                 # the sum (one fast pass) can also overflow on finite values: count for sure
                 bad = ~np.isfinite(arr.reshape(len(arr), -1)).all(axis=1)
                 if bad.any():
@@ -292,7 +292,7 @@ def _checking_input(method, stage: str):
     return checked
 
 
-def _sum_is_finite(arr: np.ndarray) -> bool:
+def sum_is_finite(arr: np.ndarray) -> bool:
     """Whether the sum of ``arr`` is finite: False for any NaN or Inf in it, and (rarely) for
     finite values whose sum overflows. Half floats are summed in float32, whose range their
     sums never leave."""

@@ -53,7 +53,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..progress import Progress
-from .base import _sum_is_finite
+from .base import sum_is_finite
 from .params import check_number
 
 WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is independent of how
@@ -96,7 +96,7 @@ def project_rows(x: np.ndarray, proj: np.ndarray | None) -> np.ndarray:
 def check_finite_rows(rows: np.ndarray, owner: str) -> None:
     """Refuse rows holding NaN or Inf: a NaN distance in the greedy overwrites the mark of the
     rows already picked, so picks repeat and the bank holds NaN."""
-    if rows.size and not _sum_is_finite(rows):  # the sum can also overflow: count for sure
+    if rows.size and not sum_is_finite(rows):  # the sum can also overflow: count for sure
         bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
         if bad.any():
             raise ValueError(f"{owner}: {int(bad.sum())} of {len(rows)} rows hold NaN or Inf values")

@@ -30,8 +30,8 @@ from .model_dir import (
     MODEL_FILES,
     SCORER_DIR,
     ModelFormatError,
-    _read_checksums,
     check_replaceable,
+    read_checksums,
     staged_model_dir,
     write_checksums,
 )
@@ -135,7 +135,7 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
         raise ValueError(f"{out}: the bundle must be a folder outside the model directory "
                          f"{model_dir} (and not contain it)")
     check_replaceable(out, overwrite=True)  # with or without overwrite: only a model goes
-    listed = _read_checksums(model_dir)
+    listed = read_checksums(model_dir)
     names = _model_file_names(model_dir, listed)
     graphs = [n for n in names if n.startswith(f"{BACKBONE_DIR}/") and n.endswith(".onnx")]
     if not graphs:
@@ -228,7 +228,7 @@ def _same_as_source(model_dir: Path, listed: dict | None, copy: Path, names: lis
     changed between the check and the copy)."""
     if listed is None:
         return
-    copied = _read_checksums(copy) or {}
+    copied = read_checksums(copy) or {}
     for name in names:
         if name in listed and copied.get(name, {}).get("sha256") != listed[name]["sha256"]:
             raise ModelFormatError(f"{model_dir / name}: changed while it was exported; "

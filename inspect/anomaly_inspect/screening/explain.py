@@ -290,7 +290,7 @@ def _check_top(top: int) -> None:
         raise ValueError(f"top must be >= 1, got {top}")
 
 
-def _reason(exc: Exception, path: Path | str) -> str:
+def error_reason(exc: Exception, path: Path | str) -> str:
     """Why ``exc`` was raised, less ``path`` where an :class:`ImageReadError` names it (the
     caller names it once)."""
     return exc.reason if isinstance(exc, ImageReadError) and exc.path == Path(path) else str(exc)
@@ -341,7 +341,7 @@ def _match(model: Model, prov, item: int, grid: tuple[int, int], train: Training
     try:
         _, content, size, factor = train.model_input(index)
     except OSError as exc:
-        match.note = f"training image unreadable: {path} ({_reason(exc, path)})"
+        match.note = f"training image unreadable: {path} ({error_reason(exc, path)})"
         return match
     rect = match_rects(match, grid, t.output_size, content)[0]
     top, left, bottom, right = rect
@@ -375,7 +375,7 @@ def iter_explain(model: Model, paths, top: int = 3, progress=None,
             try:
                 explanation = explain_scored(model, scored, top, train)
             except (OSError, ValueError) as exc:  # e.g. the file changed since it was scored
-                yield _reason(exc, scored.path), None
+                yield error_reason(exc, scored.path), None
                 continue
             yield explanation, denormalise(batch.inputs[k], t.mean, t.std)
 

@@ -169,7 +169,7 @@ def write_checksums(root: Path) -> None:
                                                   indent=2), encoding="utf-8")
 
 
-def _read_checksums(directory: Path) -> dict[str, dict[str, Any]] | None:
+def read_checksums(directory: Path) -> dict[str, dict[str, Any]] | None:
     """``{relative path: {sha256, bytes}}``, or None for a model saved without checksums."""
     path = directory / CHECKSUMS_JSON
     if not path.exists():
@@ -238,7 +238,7 @@ def loaded_whole(directory: Path, load: Callable[[], T], attempts: int = LOAD_AT
 def verify_model_files(directory: Path | str) -> None:
     """Refuse a model directory whose files differ from those written at ``fit``."""
     directory = Path(directory)
-    table = _read_checksums(directory)
+    table = read_checksums(directory)
     if table is None:
         log.warning("%s: no %s (saved by an older version): file integrity not verified",
                     directory, CHECKSUMS_JSON)
@@ -293,7 +293,7 @@ def _model_files(target: Path) -> set[str]:
     checksum list names, the list itself, and every ``backbone/**.onnx`` (graphs exported
     there after the model was saved are a cache, not the user's)."""
     try:
-        listed = set(_read_checksums(target) or {})
+        listed = set(read_checksums(target) or {})
     except ModelFormatError:
         listed = set()
     graphs = {p.relative_to(target).as_posix() for p in (target / BACKBONE_DIR).rglob("*.onnx")}
@@ -304,7 +304,7 @@ def saved_graphs(directory: Path | str) -> dict[str, Path]:
     """The backbone graphs model directory ``directory`` holds as part of the model (those its
     checksums list): relative name -> file, for a save of the loaded model to carry over."""
     directory = Path(directory)
-    listed = _read_checksums(directory) or {}
+    listed = read_checksums(directory) or {}
     return {rel: directory / rel for rel in sorted(listed)
             if Path(rel).parts[0] == BACKBONE_DIR and (directory / rel).is_file()}
 
@@ -445,7 +445,7 @@ def _set_apart(staging: Path, target: Path) -> Path | None:
 def _verifies(folder: Path) -> bool:
     """``folder`` holds a checksum list (written last) and every file verifies against it."""
     try:
-        if _read_checksums(folder) is None:
+        if read_checksums(folder) is None:
             return False
         verify_model_files(folder)
     except (ModelFormatError, OSError):
@@ -594,7 +594,7 @@ def _taken_along(staging: Path) -> list[str]:
     """The user's files a replacing run moved into its staging folder: only one it had
     finished writing (its checksum list reads) holds any."""
     try:
-        complete = _read_checksums(staging) is not None
+        complete = read_checksums(staging) is not None
     except ModelFormatError:
         complete = False
     return _users_files(staging) if complete else []
@@ -718,7 +718,7 @@ def _verify_model_json(directory: Path) -> None:
     """Refuse ``model.json`` where the checksum list names it and it differs; a list this
     version cannot read is left to the format version check (a newer model's may differ)."""
     try:
-        want = (_read_checksums(directory) or {}).get(MODEL_JSON)
+        want = (read_checksums(directory) or {}).get(MODEL_JSON)
     except ModelFormatError:
         return
     if want is not None:

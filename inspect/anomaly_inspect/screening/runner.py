@@ -470,19 +470,19 @@ class _Strips:
         """Explain ``r`` and draw its strip on ``image_input`` (the image as the model saw it,
         content only); the strip's path relative to ``out_dir``, or "" (with a warning) when
         it cannot be made: an explanation never stops the screening."""
-        from .explain import _reason, explain_scored, render_strip
+        from .explain import error_reason, explain_scored, render_strip
 
         rel = explain_relpath(r.path)
         try:
             e = explain_scored(self.model, r, self.top, self.train)
         except (OSError, ValueError, cv2.error) as exc:
-            log.warning("no explanation for %s: %s", display_path(r.path), _reason(exc, r.path))
+            log.warning("no explanation for %s: %s", display_path(r.path), error_reason(exc, r.path))
             return ""
         entry = e.to_dict()
         try:
             write_rgb(self.out_dir / rel, render_strip(self.model, e, image_input, self.train))
         except (OSError, ValueError, cv2.error) as exc:  # the explanation is kept, as explain keeps it
-            entry["strip_error"] = _reason(exc, r.path)
+            entry["strip_error"] = error_reason(exc, r.path)
             log.warning("no explanation strip for %s: %s", display_path(r.path), entry["strip_error"])
             rel = ""
         try:

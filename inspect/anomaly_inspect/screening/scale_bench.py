@@ -7,7 +7,8 @@ shared machine are only comparable side by side. A run scores the images through
 remote workers sending 128 px thumbnails as ``screen`` asks them to) and drops the results, so it times the engine, not the CSV writer. Reported per run: start-up
 (from the run's process start to the first batch's arrival: imports, ``ray.init``, model
 loading), the steady rate after
-the first batch, the overall rate, the driver's peak RSS and the largest peak RSS of a Ray
+the first batch (n/a below :data:`MIN_STEADY_BATCHES` batches or :data:`MIN_STEADY_S` seconds
+after it), the overall rate, the driver's peak RSS and the largest peak RSS of a Ray
 worker process (sampled from ``/proc``). A configuration that fails gets its row with the
 reason (``error``) and the others still run. Each run is a session of its own whose SIGTERM
 raises SystemExit, so that when this process is interrupted the run is stopped with
@@ -32,6 +33,11 @@ from ..progress import Progress
 from ..resources import peak_rss_mb
 
 STOP_GRACE_S = 30.0  # an interrupted run's time to shut its Ray instance down before a kill
+#: the least a steady rate is measured over: batches after the first, and seconds from the first
+#: batch's arrival to the last's; below either the rate is "n/a" (None): a short run's later
+#: batches, finished while the first was in flight, arrive at once (40 images on Ray: 758 img/s)
+MIN_STEADY_BATCHES = 3
+MIN_STEADY_S = 1.0
 #: a run's own preamble: ``started``, the clock at its start (before any import of the package,
 #: for the start-up figure), and SIGTERM raising SystemExit, so its cleanup (ray.shutdown,
 #: atexit) runs
@@ -118,23 +124,37 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
         eng.start()
         init_s = time.perf_counter() - made  # importing Ray and ray.init
     model = load_model(model_dir, batch_size=batch_size)
-    first_at, first_n, n = None, 0, 0
+    first_at, first_n, n, batches = None, 0, 0, 0
     with WorkerPeaks() as peaks:
         start = time.perf_counter()
         for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128):
             n += len(batch.images)
+            batches += 1
             if first_at is None:
                 first_at, first_n = time.perf_counter(), n
         end = time.perf_counter()
-    # undefined (None, "n/a") when everything came in the first batch
-    steady = (n - first_n) / (end - first_at) if end > first_at and n > first_n else None
+    steady, steady_na = steady_rate(n - first_n, batches - 1, end - first_at)
     return {"engine": engine, "workers": workers, "images": n,
             "batch_size": model.extractor.batch_size,
             "init_s": round(init_s, 2), "first_batch_s": round(first_at - start, 2),
             "startup_s": round(first_at - t0, 2), "total_s": round(end - t0, 2),
             "steady_img_s": None if steady is None else round(steady, 3), "overall_img_s": round(n / (end - t0), 3),
             "driver_peak_rss_mb": round(peak_rss_mb(), 1),
-            "worker_peak_rss_mb": round(peaks.max_mb, 1), "worker_processes": len(peaks.peaks)}
+            "worker_peak_rss_mb": round(peaks.max_mb, 1), "worker_processes": len(peaks.peaks),
+            **({} if steady_na is None else {"steady_na": steady_na})}
+
+
+def steady_rate(images: int, batches: int, seconds: float) -> tuple[float | None, str | None]:
+    """(img/s, None) of the ``images`` in the ``batches`` that arrived in the ``seconds`` after
+    the first batch; (None, why) below :data:`MIN_STEADY_BATCHES` or :data:`MIN_STEADY_S`."""
+    if batches < 1:
+        return None, "one batch"
+    if batches < MIN_STEADY_BATCHES:
+        return None, (f"{batches} batch{'es' if batches > 1 else ''} after the first; "
+                      f"{MIN_STEADY_BATCHES} needed")
+    if seconds < MIN_STEADY_S:
+        return None, f"{seconds:.2f} s after the first batch; {MIN_STEADY_S:g} s needed"
+    return images / seconds, None
 
 
 def load_average() -> float:
@@ -248,7 +268,7 @@ def format_row(row: dict, rows: list[dict]) -> str:
         return f"{name:<8} failed: {row['error']}"
     ratio = row["overall_img_s"] / local_rate(row, rows, "overall_img_s")
     steady = row["steady_img_s"]
-    steady_text = ("n/a (one batch)" if steady is None else
+    steady_text = (f"n/a ({row.get('steady_na', 'one batch')})" if steady is None else
                    f"{steady:6.2f} img/s (x{steady / local_rate(row, rows, 'steady_img_s'):.2f})")
     return (f"{name:<8} {row['images']:>5} img  overall {row['overall_img_s']:6.2f} img/s "
             f"(x{ratio:.2f} local)  steady {steady_text}  "

@@ -11,9 +11,11 @@ import copy
 import itertools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from functools import cache
 
 from ..config import ModelConfig
+
+# layer_strides, stage_strides: backbone facts (the backbone's card), re-exported here
+from ..features.backbone import UnknownBackboneError, layer_strides, stage_strides
 
 BACKBONES = {"lite0": "tf_efficientnet_lite0", "lite1": "tf_efficientnet_lite1",
              "lite2": "tf_efficientnet_lite2"}
@@ -25,36 +27,14 @@ GRIDS = ("compact", "ascent", "full")
 AXES = ("backbone", "image_size", "strides", "embedding", "resize")
 
 
-@cache
-def stage_strides(backbone: str) -> tuple[int, ...]:
-    """Stride of each timm feature stage of ``backbone`` (e.g. 2, 4, 8, 16, 32): from the
-    backbone's cached card where there is one (no timm import), else from timm."""
-    from ..features.backbone import cached_feature_info
-
-    info = cached_feature_info(backbone)
-    if info is not None:
-        return tuple(int(f["reduction"]) for f in info)
-    import timm
-
-    if not timm.is_model(backbone):
-        raise ValueError(f"backbone {backbone!r}: not a timm model name (candidates name "
-                         f"{', '.join(BACKBONES)} or a timm model, e.g. tf_efficientnet_lite0)")
-    model = timm.create_model(backbone, pretrained=False, features_only=True)
-    return tuple(int(r) for r in model.feature_info.reduction())
-
-
-def layer_strides(backbone: str, layers: Sequence[int]) -> tuple[int, ...]:
-    """The strides of the timm feature stages ``layers`` of ``backbone``; indices it lacks
-    (negative ones too: no counting from the end) are the :class:`LayerRangeError` that
-    building the backbone raises, naming the ``backbone: layers`` key."""
-    from ..features.backbone import LayerRangeError, check_layer_range
-
-    strides = stage_strides(backbone)
+def _strides(backbone: str, layers: Sequence[int] | None = None) -> tuple[int, ...]:
+    """:func:`stage_strides` (:func:`layer_strides` of ``layers`` where given), an unknown
+    name's error saying which names candidates take."""
     try:
-        check_layer_range(backbone, layers, len(strides))
-    except LayerRangeError as exc:
-        raise LayerRangeError(f"backbone: layers: {exc}") from None
-    return tuple(strides[i] for i in layers)
+        return stage_strides(backbone) if layers is None else layer_strides(backbone, layers)
+    except UnknownBackboneError as exc:
+        raise UnknownBackboneError(f"{exc} (candidates name {', '.join(BACKBONES)} or a timm "
+                                   f"model, e.g. tf_efficientnet_lite0)") from None
 
 
 @dataclass(frozen=True)
@@ -80,7 +60,7 @@ class Candidate:
         return self.backbone, self.image_size, self.resize
 
     def layers(self) -> list[int]:
-        strides = stage_strides(self.backbone)
+        strides = _strides(self.backbone)
         missing = [s for s in self.strides if s not in strides]
         if missing:
             raise ValueError(f"{self.backbone}: no stage with stride {missing} (has {strides})")
@@ -125,7 +105,7 @@ class Candidate:
     def of(cls, cfg: ModelConfig) -> Candidate:
         """The candidate that ``cfg`` is (layers None = the stride-8 and stride-16 stages)."""
         layers = cfg.backbone.layers
-        picked = (8, 16) if layers is None else layer_strides(cfg.backbone.name, layers)
+        picked = (8, 16) if layers is None else _strides(cfg.backbone.name, layers)
         return cls(cfg.backbone.name, cfg.features.image_size, picked, cfg.features.finest_stage,
                    cfg.features.resize)
 

@@ -4,6 +4,7 @@ its manifest and checksums, converts to OpenVINO IR faithfully, and refuses anot
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,10 @@ def test_export_refuses_another_runtime_and_an_existing_folder(onnx_model, tmp_p
 
 
 def test_an_openvino_bundle_carries_a_faithful_ir(tmp_path):
-    pytest.importorskip("openvino")
+    if os.environ.get("CI"):  # CI installs openvino (the dev extra): it fails there without
+        import openvino  # noqa: F401
+    else:
+        pytest.importorskip("openvino")
     import openvino as ov
 
     model_dir = _model(tmp_path, "openvino")
@@ -352,7 +356,10 @@ def test_an_ir_beyond_the_tolerance_is_refused_and_out_is_left_as_it_was(tmp_pat
                                                                          capsys):
     """The IR's difference from its ONNX graph was only written to the manifest; beyond the
     backbone export's TOLERANCE the bundle is now refused, the one in place kept."""
-    pytest.importorskip("openvino")
+    if os.environ.get("CI"):  # CI installs openvino (the dev extra): it fails there without
+        import openvino  # noqa: F401
+    else:
+        pytest.importorskip("openvino")
     from anomaly_inspect.screening import deploy
 
     model_dir = _model(tmp_path, "openvino")

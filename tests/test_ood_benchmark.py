@@ -111,7 +111,13 @@ def test_isic_subset_baselines_nuisance_and_patch_rows(shared_data, tmp_path):
     # 30 train + 16 test + 20 OOD, the jigsaw and the colour-shifted copies of the 30 train images
     assert report["timings_s"]["images_extracted"] == 30 + 16 + 20 + 30 + 30
     assert len(report["results"]) == 11 * 2
-    assert all(0.0 <= r["auroc"] <= 1.0 for r in report["results"])
+    # loose floors, about 0.15 below what this subset measured (vim .92/.94, mahalanobis .83/.79,
+    # patch_mahalanobis .73/.74, softpatch .73/.73, tailedcore .81/.85, ink/charts); react, dice
+    # and odin_feature measured below chance here (.26/.43, .08/.08, .07/.09): range only
+    floors = {"vim": 0.75, "mahalanobis": 0.6, "patch_mahalanobis": 0.55, "softpatch": 0.55,
+              "tailedcore": 0.65}
+    aurocs = {(r["scorer"], r["split"]): r["auroc"] for r in report["results"]}
+    assert all(floors.get(s, 0.0) <= a <= 1.0 for (s, _), a in aurocs.items()), aurocs
     nuis = report["nuisance"]["colour_k5"]
     assert nuis["k"] == 5 and len(nuis["variance_ranks"]) == 5
     assert nuis["mean_sq_displacement"] == sorted(nuis["mean_sq_displacement"], reverse=True)

@@ -67,7 +67,10 @@ def test_a_failed_configuration_is_a_row_with_its_reason_and_the_rest_run(runs, 
 
 
 def test_bench_scale_command_writes_every_row_and_exits_non_zero(runs, model_dir, tmp_path, capsys):
-    pytest.importorskip("ray")
+    if os.environ.get("CI"):  # CI installs the ray extra: without it, the test fails there
+        import ray  # noqa: F401
+    else:
+        pytest.importorskip("ray")
     from anomaly_inspect.cli import main
 
     (tmp_path / "a.png").write_bytes(b"x")
@@ -86,7 +89,10 @@ def test_images_is_the_count_per_run_and_one_batch_has_no_steady_rate(model_dir,
                                                                       monkeypatch):
     """--images below the inputs' count took every input (max of the two); a run that scored
     everything in its first batch wrote NaN (invalid JSON) and printed 'nan img/s (xnan)'."""
-    pytest.importorskip("ray")
+    if os.environ.get("CI"):  # CI installs the ray extra: without it, the test fails there
+        import ray  # noqa: F401
+    else:
+        pytest.importorskip("ray")
     from anomaly_inspect.cli import main
 
     seen = {}

@@ -12,8 +12,6 @@ from anomaly_inspect.features import backbone as bbmod
 from anomaly_inspect.features import runtime as rt
 from anomaly_inspect.features.cache import precision_key
 
-pytest.importorskip("onnxruntime")
-
 
 @pytest.fixture(scope="module")
 def int8_backbone(tmp_path_factory):

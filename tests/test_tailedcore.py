@@ -55,9 +55,9 @@ def test_tail_sampler_three_images_hand_checked():
 
 
 def test_trim_min_threshold_hand_checked():
-    # one row, N = 4: quantised sorted [0, .75, .75, 1]; h = cos(90/2) = .707;
-    # U = [.75, .75, 1] -> floor(.85*3) = 2 -> U[-2] = .75
-    s = np.array([[1.0, 0.8, 0.8, 0.0]] * 4)
+    # one row, N = 4: quantised sorted [-1, .5, .75, 1]; h = cos(180/2) = 0;
+    # U = [.5, .75, 1] -> floor(.85*3) = 2 -> U[-2] = .75 (a ceiling, 3, would give .5)
+    s = np.array([[1.0, 0.8, 0.5, -1.0]] * 4)
     tau = trim_min_thresholds(s)
     assert tau[0] == pytest.approx(0.75)
 

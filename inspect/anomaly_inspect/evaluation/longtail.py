@@ -21,9 +21,9 @@ from ..core import FitContext, SharedResults
 from ..data.longtail import LongTailSet
 from ..data.mvtec import AnomalyDataset
 from ..pipeline import Runner, build_backbone, build_extractor
-from ..pipeline.builders import seeded_params
+from ..pipeline.builders import scorer_for
 from ..resources import Timer, peak_rss_mb
-from ..scorers import Scorer, available_scorers, build_scorer, get_scorer_class, scorer_parameters
+from ..scorers import Scorer, available_scorers, get_scorer_class, scorer_parameters
 from ..scorers.tail_sampler import TailSamplerResult
 from .evaluate import check_files
 from .metrics import auroc
@@ -186,7 +186,7 @@ def evaluate_longtail(
     if "tailedcore" in scorers:  # its fit ran TailSampler
         tail_result = scorers["tailedcore"].tail_result
     else:  # TailSampler as a TailedCore of the same settings would run it (never fitted)
-        finder = build_scorer("tailedcore", **_params_for("tailedcore", params, cfg.seed, False))
+        finder = build_scorers(["tailedcore"], params, cfg.seed, progress=False)["tailedcore"]
         with Timer() as t:
             tail_result = finder.find_tail(feats)
         timings["tail_sampler_s"] = round(t.seconds, 3)
@@ -231,14 +231,9 @@ def _report_keys(summary: dict) -> dict:
 
 def build_scorers(methods: list[str], params: dict, seed: int, progress: bool = True) -> dict[str, Scorer]:
     """Each method's scorer from ``params`` (the merged ``scorer`` settings, see
-    :func:`~anomaly_inspect.scorers.merge_scorer_params`): a setting it refuses is a ``ValueError``."""
-    return {m: build_scorer(m, **_params_for(m, params, seed, progress)) for m in methods}
-
-
-def _params_for(method: str, params: dict, seed: int, progress: bool) -> dict:
-    """The settings of ``params`` that ``method`` takes, None included (``chunk_size: null`` is
-    the exact greedy); unset flags were left out by ``merge_scorer_params``."""
-    accepted = scorer_parameters(method)
-    out = seeded_params(method, {k: v for k, v in params.items() if k in accepted}, seed)
-    out.update(get_scorer_class(method).runtime_kwargs(progress=progress, patch_maps=False))  # AUROC only
-    return out
+    :func:`~anomaly_inspect.scorers.merge_scorer_params`), for image scores only (AUROC): a
+    setting it refuses is a ``ValueError``. Each takes the settings of ``params`` it accepts,
+    None included (``chunk_size: null`` is the exact greedy); unset flags were left out by
+    ``merge_scorer_params``."""
+    return {m: scorer_for(m, {k: v for k, v in params.items() if k in scorer_parameters(m)}, seed,
+                          progress=progress, patch_maps=False) for m in methods}

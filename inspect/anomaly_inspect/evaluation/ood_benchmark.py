@@ -23,7 +23,14 @@ import numpy as np
 import torch
 
 from ..choices import check_field_types
-from ..config import BackboneConfig, ConfigError, FeatureConfig, ModelConfig, read_yaml_mapping
+from ..config import (
+    BackboneConfig,
+    ConfigError,
+    FeatureConfig,
+    ModelConfig,
+    model_blocks,
+    read_yaml_mapping,
+)
 from ..core import Features, FitContext, SharedResults
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
 from ..data.colour_shift import ColourShift, colour_shift
@@ -40,13 +47,12 @@ from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
-from ..features.extractor import FeatureExtractor
 from ..features.runtime import user_cache_dir
-from ..pipeline import Runner, build_backbone
-from ..pipeline.builders import seeded_params
+from ..pipeline import Runner, build_backbone, build_extractor
+from ..pipeline.builders import scorer_for
 from ..progress import Progress
 from ..resources import peak_rss_mb
-from ..scorers import build_scorer, check_scorer_params, get_scorer_class
+from ..scorers import Scorer, check_scorer_params, get_scorer_class
 from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
 from ..scorers.params import check_number
 from ..scorers.tail_sampler import TailSampler, TailSamplerResult
@@ -302,7 +308,7 @@ class OODBenchmarkConfig:
 def check_blocks(source: str, specs: list[ScorerSpec], layers) -> None:
     """Refuse a ``block:<name>`` input that a backbone with these feature ``layers`` does not
     make (its blocks: ``final`` and each layer)."""
-    have = ["final", *map(str, layers)]
+    have = model_blocks(layers)
     for s in specs:
         if s.input.startswith("block:") and s.input[6:] not in have:
             raise ConfigError(f"{source}: scorer '{s.label}': no block '{s.input}'; "
@@ -606,16 +612,20 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     t_data = time.perf_counter() - t0
     backbone = build_backbone(cfg)  # reads cfg.backbone and cfg.seed, as of a ModelConfig
     check_blocks(cfg.source, cfg.scorers, backbone.layers)  # a config without layers: the backbone's
-    f = cfg.features
-    sources = {want: Runner(FeatureExtractor(backbone, f.image_size, f.crop_size, f.batch_size,
-                                             f.embedding(), patches=want, pooled=True,
-                                             resize=f.resize, blocks=True), progress=progress)
+    # the one feature source (it reads cfg.features, as of a ModelConfig); every set's pooled
+    # features and block norms, and the patches where a patch row needs them
+    sources = {want: Runner(build_extractor(cfg, backbone, outputs=("pooled", "blocks", *["patches"] * want)),
+                            progress=progress)
                for want in (False, True)}
     runner, patch_runner = sources[False], sources[True]  # fit / score on the (cached) features
     # int8: calibrated on the ID training images before any feature (and its cache key)
     sources[False].extractor.calibrate([x.path for x in data.id_train])
 
-    tail_rows = [build_scorer(s.name, **s.params) for s in cfg.scorers if s.name == "tailedcore"]
+    def row_scorer(s: ScorerSpec) -> Scorer:
+        """The row's scorer, seeded with the benchmark's seed, for image scores only."""
+        return scorer_for(s.name, s.params | _block_param(s), cfg.seed, progress=progress, patch_maps=False)
+
+    tail_rows = [row_scorer(s) for s in cfg.scorers if s.name == "tailedcore"]  # their view kind
 
     def fit_context(samples: list[Sample]) -> FitContext:
         # TailedCore's tail memory takes the rotated / flipped views its tail_views names
@@ -654,10 +664,6 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
     def cv_extra(label: str, folds: int) -> dict:
         return pc_extra[label] | {"crossfit_folds": folds}
-
-    def row_params(s: ScorerSpec) -> dict:
-        return get_scorer_class(s.name).runtime_kwargs(progress=progress, patch_maps=False) | \
-            seeded_params(s.name, s.params, cfg.seed) | _block_param(s)
 
     # the TailSampler report: the first TailedCore row's sampler (its fit runs it; the result
     # is cached beside the row's scores), else TailSampler's defaults on the pooled embedding
@@ -713,7 +719,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                 if train_patches is not None:
                     train_patches.pooled = out["pooled"]  # TailedCore's TailSampler reads it
                 for s in missing_patch:
-                    fitted_patch[s.label] = build_scorer(s.name, **row_params(s))
+                    fitted_patch[s.label] = row_scorer(s)
                     with _config_errors(f"{cfg.source}: scorer '{s.label}'"):
                         patch_runner.fit_features({s.label: fitted_patch[s.label]}, train_patches,
                                                   data.id_train_labels, train_context)
@@ -725,7 +731,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                             continue
 
                         def fit_score(bank: np.ndarray, held: np.ndarray, s=s, tp=train_patches) -> np.ndarray:
-                            scorer = build_scorer(s.name, **row_params(s))
+                            scorer = row_scorer(s)
                             patch_runner.fit_features(
                                 {s.label: scorer}, tp.subset(bank), data.id_train_labels[bank],
                                 fit_context([data.id_train[i] for i in bank]))
@@ -763,7 +769,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     def pooled_scorer(spec: ScorerSpec, rows: np.ndarray | None = None):
         """The row's scorer; a colour projection is learned from the ID-train ``rows`` (None:
         all, cached), so that a cross-fitted member never learns it from its held-out fold."""
-        scorer = build_scorer(spec.name, **row_params(spec))
+        scorer = row_scorer(spec)
         if spec.nuisance:
             if rows is not None:
                 proj = nuisance_subspace(arrays["id_train"]["pooled"][rows], shifted["pooled"][rows],
@@ -827,8 +833,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
 
                 cv[spec.label, folds] = sign * crossfit_scores(
                     crossfit_folds(len(data.id_train), folds, cfg.seed), fit_score)
-        add_rows(spec.label, spec.name, build_scorer(spec.name, **row_params(spec)).get_params(), scores,
-                 spec)
+        add_rows(spec.label, spec.name, row_scorer(spec).get_params(), scores, spec)
         timings[spec.label] = round(time.perf_counter() - t, 3)
     fusions = {}
     for fu in cfg.fusions:
@@ -840,8 +845,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                              "source": "median / MAD of each member's cross-fitted ID-train scores"}
     if tail_spec is None:
         tail_result = TailSampler().run(arrays["id_train"]["pooled"])
-    sampler = _sampler_settings(tail_spec and build_scorer(tail_spec.name, **row_params(tail_spec)),
-                                tail_spec)
+    sampler = _sampler_settings(tail_spec and row_scorer(tail_spec), tail_spec)
     sizes = {"id_train": len(data.id_train), "id_test": len(data.id_test),
              **{k: len(v) for k, v in data.ood.items()}}
     return {

@@ -62,6 +62,19 @@ def seeded_params(method: str, params: dict, seed: int) -> dict:
     return out
 
 
+def scorer_for(method: str, params: dict, seed: int, *, progress: bool = True,
+               patch_maps: bool = True) -> Scorer:
+    """The ``method`` scorer with ``params`` (a ``scorer`` section, or the settings of it a
+    command passes on), seeded with the model's ``seed`` (:func:`seeded_params`) and given the
+    runtime switches: the one way fit, evaluate, tune, evaluate-lt and ood-benchmark build a
+    scorer, so a new switch or seeding rule is one edit here. A key ``method`` does not take,
+    or a ``seed`` in ``params``, is a ``ValueError``. ``patch_maps=False`` where only image
+    scores are read (see ``Scorer.runtime_params``)."""
+    check_scorer_params(method, params)
+    return build_scorer(method, **seeded_params(method, params, seed),
+                        **get_scorer_class(method).runtime_kwargs(progress=progress, patch_maps=patch_maps))
+
+
 def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS,
           patch_maps: bool = True, batch_size: int | None = None,
           ) -> tuple[Backbone, FeatureExtractor, Scorer]:
@@ -71,12 +84,9 @@ def build(cfg: ModelConfig, progress: bool = True, max_pixels: int = DEFAULT_MAX
     refused here, before any image is extracted).
     ``patch_maps=False`` where only image scores are read (see ``Scorer.runtime_params``);
     ``batch_size`` as for :func:`build_extractor`."""
-    scorer_cls = get_scorer_class(cfg.method)
-    check_scorer_params(cfg.method, cfg.scorer)
-    params = seeded_params(cfg.method, cfg.scorer, cfg.seed)
-    scorer = build_scorer(cfg.method, **params, **scorer_cls.runtime_kwargs(progress=progress,
-                                                                               patch_maps=patch_maps))
+    scorer = scorer_for(cfg.method, cfg.scorer, cfg.seed, progress=progress, patch_maps=patch_maps)
     backbone = build_backbone(cfg)
     cfg.check_block("config", backbone.layers)
-    extractor = build_extractor(cfg, backbone, scorer_cls, batch_size=batch_size, max_pixels=max_pixels)
+    extractor = build_extractor(cfg, backbone, get_scorer_class(cfg.method), batch_size=batch_size,
+                                max_pixels=max_pixels)
     return backbone, extractor, scorer

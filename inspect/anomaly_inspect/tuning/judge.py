@@ -23,10 +23,11 @@ from ..data.mvtec import AnomalyDataset
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
 from ..pipeline import build_backbone
+from ..pipeline.builders import scorer_for
 from ..progress import Progress
 from .candidates import Candidate
 from .stage_cache import calibrate, stage_maps
-from .tune import TuningResult, _scorer, extraction_of, normal_calibrations, tune_cache
+from .tune import TuningResult, check_method, extraction_of, normal_calibrations, tune_cache
 
 
 def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[Candidate],
@@ -36,6 +37,7 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
     that can be read (unreadable training images are skipped with a warning, as ``fit`` skips
     them, also those outside the tuning subset). An int8 backbone is calibrated on those
     training images, as ``fit`` and :func:`.tune.normal_calibrations` calibrate it."""
+    check_method(base)
     cache_dir = tune_cache(cache_dir)
     train = sorted(result.readable([s.path for s in dataset.train]))
     test = [s.path for s in dataset.test]
@@ -54,7 +56,7 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
                             "extract test", max_pixels, crop)
             for c in members:
                 emb = c.config(base).features.embedding()
-                scorer = _scorer(base)
+                scorer = scorer_for(base.method, base.scorer, base.seed, progress=False, patch_maps=False)
                 scorer.fit_batches(tr.iter_features(np.arange(len(tr)), c.strides, emb, bs), len(tr))
                 out[c.name] = np.concatenate([scorer.score(x).image_scores for x in
                                               te.iter_features(np.arange(len(te)), c.strides, emb, bs)])

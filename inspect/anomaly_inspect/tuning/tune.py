@@ -33,15 +33,15 @@ from ..data.anomalies import AnomalyRecipe, SyntheticAnomaly, read_anomalies, wr
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
 from ..data.loader import decode_factor, reduced_side
-from ..evaluation.fusion import NormalCalibration, fuse
+from ..evaluation.fusion import NormalCalibration, balanced_folds, fold_splits, fuse
 from ..evaluation.metrics import auroc
 from ..features.cache import file_fingerprints
 from ..features.runtime import user_cache_dir
 from ..files import cached_entry
 from ..pipeline import build_backbone
-from ..pipeline.builders import seeded_params
+from ..pipeline.builders import scorer_for
 from ..progress import Progress
-from ..scorers import build_scorer, check_scorer_params, get_scorer_class, scorer_parameters
+from ..scorers import Scorer, check_scorer_params, get_scorer_class, scorer_parameters
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
 from .rank import Decision, beats_default, fold_gain, trimmed_borda
 from .stage_cache import TUNE_CACHE_ELSEWHERE, StageMaps, calibrate, stage_maps
@@ -184,10 +184,8 @@ def fold_plan(n: int, settings: TuneSettings) -> tuple[np.ndarray, np.ndarray, n
     rng = np.random.default_rng((settings.seed, 1))
     keep = n if settings.max_images is None else min(n, settings.max_images)
     chosen = np.sort(rng.permutation(n)[:keep])
-    folds = np.empty(keep, np.int64)
-    folds[rng.permutation(keep)] = np.arange(keep) % settings.n_folds
-    families = np.empty(keep, np.int64)
-    families[rng.permutation(keep)] = np.arange(keep) % len(settings.recipe.families)
+    folds = balanced_folds(keep, settings.n_folds, rng)  # drawn after the subset, from one generator
+    families = balanced_folds(keep, len(settings.recipe.families), rng)
     return chosen, folds, families
 
 
@@ -300,15 +298,13 @@ def check_method(base: ModelConfig) -> None:
                          f"(e.g. patchcore){hint}")
 
 
-def _scorer(base: ModelConfig, overrides: dict | None = None):
-    """The base config's scorer, for image scores only; ``overrides`` (validation settings)
-    replace the parameters it has."""
+def _scorer(base: ModelConfig, overrides: dict | None = None) -> Scorer:
+    """The base config's scorer (:func:`..pipeline.builders.scorer_for`), for image scores
+    only; ``overrides`` (validation settings) replace the parameters it has."""
     check_method(base)
-    cls = get_scorer_class(base.method)
-    params = seeded_params(base.method, base.scorer, base.seed)
     known = scorer_parameters(base.method)
-    params.update({k: v for k, v in (overrides or {}).items() if k in known})
-    return build_scorer(base.method, **params, **cls.runtime_kwargs(progress=False, patch_maps=False))
+    params = base.scorer | {k: v for k, v in (overrides or {}).items() if k in known}
+    return scorer_for(base.method, params, base.seed, progress=False, patch_maps=False)
 
 
 def score_candidate(cand: Candidate, base: ModelConfig, normal: StageMaps, anomalous: StageMaps,
@@ -319,8 +315,7 @@ def score_candidate(cand: Candidate, base: ModelConfig, normal: StageMaps, anoma
     t0 = time.perf_counter()
     embedding = cand.config(base).features.embedding()
     judge, fold_auroc, normals, raw = {}, [], [], {}
-    for f in range(int(folds.max()) + 1):
-        bank, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+    for f, bank, held in fold_splits(folds):
         scorer = _scorer(base, overrides)
         scorer.fit_batches(normal.iter_features(bank, cand.strides, embedding, batch_size), len(bank))
         s_norm = np.concatenate([scorer.score(x).image_scores for x in
@@ -348,8 +343,7 @@ def ensemble_validation(members: list[int], raw: list[dict], folds: np.ndarray, 
     standardised by its held-out normal scores of the *other* folds."""
     out = {}
     n_folds = int(folds.max()) + 1
-    for f in range(n_folds):
-        held = np.flatnonzero(folds == f)
+    for f, _, held in fold_splits(folds):
         cals = [NormalCalibration.fit(np.concatenate([raw[m][g][0] for g in range(n_folds) if g != f]))
                 for m in members]
         s_norm = fuse([raw[m][f][0] for m in members], cals)
@@ -542,9 +536,8 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
         normal = stage_maps(backbone, paths, ext.image_size, ext.resize, cache_dir / "maps", bs,
                             progress, f"extract {cand.name}", max_pixels, base.features.crop_size)
         embedding = cand.config(base).features.embedding()
-        scores = []
-        for f in range(settings.n_folds):
-            bank, held = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+        scores = []  # fold by fold, as validation's: the calibration's std fallback sums in order
+        for _, bank, held in fold_splits(folds):
             scorer = _scorer(base)
             scorer.fit_batches(normal.iter_features(bank, cand.strides, embedding, bs), len(bank))
             scores += [scorer.score(x).image_scores for x in

@@ -33,11 +33,26 @@ if TYPE_CHECKING:
 
 
 MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
+#: the largest input side: generous for real inspection (the docs use at most 384; a 4096²
+#: input already makes 262144 stride-8 patches an image, 1 GiB of 1024-d float32 features),
+#: refused up front: a larger side failed only once images were read, in OpenCV's allocation of
+#: the resized image ("Insufficient memory"), as unreadable images
+MAX_IMAGE_SIZE = 4096
+#: seeds must be below this: the smallest range of the seed's consumers is faiss's IVF
+#: clustering seed (``ClusteringParameters.seed``, a C int); torch takes < 2**64, numpy any
+SEED_LIMIT = 2**31
+#: what a seed must be, the words of both the --seed flag's and the config's refusal
+SEED_RANGE = "must be below 2**31 (faiss's IVF clustering takes a 32-bit seed)"
 
 
 def _at_least(section: str, name: str, value: int | None, low: int) -> None:
     if value is not None and value < low:
         raise ConfigError(f"{section}{name}: must be at least {low}, got {value}")
+
+
+def _at_most(section: str, name: str, value: int | None, high: int) -> None:
+    if value is not None and value > high:
+        raise ConfigError(f"{section}{name}: must be at most {high}, got {value}")
 
 
 @dataclass
@@ -91,6 +106,7 @@ class FeatureConfig:
         check_field_types(self, "features: ")
         for name in ("image_size", "crop_size"):  # the crop, where given, is the backbone's input
             _at_least("features: ", name, getattr(self, name), MIN_IMAGE_SIZE)
+        _at_most("features: ", "image_size", self.image_size, MAX_IMAGE_SIZE)  # the crop is smaller
         for name in ("batch_size", "aggregate", "embed_dim"):
             _at_least("features: ", name, getattr(self, name), 1)
         if self.crop_size is not None and self.crop_size > self.image_size:
@@ -131,6 +147,8 @@ class ModelConfig:
     def __post_init__(self):
         check_field_types(self, "")
         _at_least("", "seed", self.seed, 0)
+        if self.seed >= SEED_LIMIT:
+            raise ConfigError(f"seed: {SEED_RANGE}, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

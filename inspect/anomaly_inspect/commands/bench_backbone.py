@@ -17,7 +17,15 @@ import time
 
 from ..choices import PRECISIONS, RUNTIMES
 from ..config import BackboneConfig, FeatureConfig
-from .common import add_output_args, image_size, int_list, positive_int, print_table, write_json
+from .common import (
+    add_output_args,
+    image_size,
+    int_list,
+    nonempty,
+    positive_int,
+    print_table,
+    write_json,
+)
 
 VARIANTS = [("torch", "f32"), ("onnxruntime", "f32"), ("onnxruntime", "int8"), ("openvino", "f32"),
             ("openvino", "bf16")]
@@ -30,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"timm model name (default {BackboneConfig.name})")
     p.add_argument("--layers", type=int_list,
                    help="comma-separated timm feature indices (default: stride 8 and 16)")
-    p.add_argument("--weights", help="checkpoint FILE or 'random'")
+    p.add_argument("--weights", type=nonempty, help="checkpoint FILE or 'random'")
     p.add_argument("--runtime", choices=RUNTIMES, action="append",
                    help="measure this runtime (repeatable; default: every installed one; one "
                         "named here must be installed); torch f32 is always measured as the "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..choices import CORESET_VARIANTS
 from .common import (
@@ -13,6 +12,7 @@ from .common import (
     engine_from_args,
     given_flags,
     model_config_from_args,
+    nonempty_path,
     positive_int,
     positive_int_list,
     write_json,
@@ -30,6 +30,23 @@ def ratio_list(text: str) -> list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--ratios must be comma-separated shares in (0, 1] "
                                          f"(e.g. 0.01,0.1), got {text!r}") from None
+
+
+def variant_list(text: str) -> list[str]:
+    """argparse type of --variants: comma-separated coreset variant names, none empty or given
+    twice (a row each: an empty list would quietly run the defaults, a repeat a row twice);
+    ``coreset_bench`` refuses an unknown name."""
+    names = text.split(",")
+    if not text.replace(",", "").strip():
+        raise argparse.ArgumentTypeError(f"no variant names in {text!r}; give comma-separated "
+                                         f"names, e.g. {DEFAULT_VARIANTS}, or drop it for the default")
+    if "" in names:
+        raise argparse.ArgumentTypeError(f"an empty name in {text!r}")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(twice)} given twice in {text!r}; each "
+                                         f"variant is one row")
+    return names
 
 
 def check_ratios(ratios: list[float]) -> None:
@@ -53,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """All of bench-coreset's options (read by :func:`check_options` through ``given_flags``)."""
-    p.add_argument("--root", type=Path, help="folder holding CATEGORY/")
+    p.add_argument("--root", type=nonempty_path, help="folder holding CATEGORY/")
     p.add_argument("--category")
     p.add_argument("--stream-images", type=positive_int_list, metavar="N,N,...",
                    help="instead: peak RSS of the streamed fit on N images of random features "
@@ -61,7 +78,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bank-items", type=positive_int, help="with --stream-images: cap the bank")
     p.add_argument("--ratios", type=ratio_list, metavar="R,R,...",
                    help=f"comma-separated coreset ratios in (0, 1] (default {DEFAULT_RATIOS})")
-    p.add_argument("--variants",
+    p.add_argument("--variants", type=variant_list, metavar="V,V,...",
                    help=f"comma-separated, from {', '.join(CORESET_VARIANTS)} (default "
                         f"{DEFAULT_VARIANTS}; exact is slow at large ratios)")
     p.add_argument("--engine-only", action="store_true",
@@ -114,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = bench_coreset(load_mvtec(args.root, args.category), cfg,
                          args.ratios or ratio_list(DEFAULT_RATIOS),
-                         (args.variants or DEFAULT_VARIANTS).split(","),
+                         args.variants or variant_list(DEFAULT_VARIANTS),
                          progress=not args.quiet, engine=engine_from_args(args))
     if args.quiet:
         for row in rows:

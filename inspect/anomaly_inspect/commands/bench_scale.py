@@ -7,14 +7,21 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from .common import add_output_args, positive_int, positive_int_list, write_json
+from .common import (
+    add_output_args,
+    nonempty,
+    nonempty_path,
+    positive_int,
+    positive_int_list,
+    write_json,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench-scale", help="local vs Ray engine throughput and memory, side by side",
                        description=__doc__)
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or globs")
+    p.add_argument("model_dir", type=nonempty_path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
+    p.add_argument("inputs", type=nonempty, nargs="+", metavar="INPUT", help="image files, folders or globs")
     p.add_argument("--images", type=positive_int, default=1000,
                    help="images per run: the inputs repeated, or the first this many (default 1000)")
     p.add_argument("--workers", type=positive_int_list, default=[1, 2], metavar="N,N,...",

@@ -12,7 +12,15 @@ from typing import Any
 
 from .. import files
 from ..choices import ENGINES, PRECISIONS, RESIZE_MODES, RUNTIMES
-from ..config import MIN_IMAGE_SIZE, ConfigError, ModelConfig, load_config
+from ..config import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    SEED_LIMIT,
+    SEED_RANGE,
+    ConfigError,
+    ModelConfig,
+    load_config,
+)
 from ..data.image_io import DEFAULT_MAX_PIXELS, looks_like_image
 from ..data.layout import canonical_path, expand_inputs
 
@@ -32,10 +40,35 @@ def positive_int(text: str) -> int:
     return v
 
 
+def nonempty(text: str) -> str:
+    """argparse type of every path argument (and of one that may be a name instead, e.g.
+    ``--config patchcore``, ``--weights random``): not empty, which the OS reads as the current
+    folder, so that ``--train ''`` would quietly train on every image below it."""
+    if not text:
+        raise argparse.ArgumentTypeError("empty path")
+    return text
+
+
+def nonempty_path(text: str) -> Path:
+    """argparse type: :func:`nonempty`, as a Path."""
+    return Path(nonempty(text))
+
+
+def _checked(path: Path, test: Callable[[Path], bool]) -> bool:
+    """``test(path)`` (it looks at the file system) in an argparse type: an OSError (a name too
+    long, a parent folder this process may not search) becomes an argparse error naming the
+    path and the reason, not a traceback (argparse turns only ArgumentTypeError, TypeError and
+    ValueError into errors)."""
+    try:
+        return test(path)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{path}: cannot check it ({exc.strerror or exc})") from None
+
+
 def out_dir(text: str) -> Path:
     """argparse type: a folder to write into (it may not exist yet, but must not be a file)."""
-    path = Path(text)
-    if path.exists() and not path.is_dir():
+    path = nonempty_path(text)
+    if _checked(path, lambda p: p.exists() and not p.is_dir()):
         raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
     return path
 
@@ -68,11 +101,22 @@ def non_negative_int(text: str) -> int:
     return v
 
 
+def seed(text: str) -> int:
+    """argparse type: a random seed, in [0, ``SEED_LIMIT``) (``config.SEED_RANGE`` says why)."""
+    v = non_negative_int(text)
+    if v >= SEED_LIMIT:
+        raise argparse.ArgumentTypeError(f"{SEED_RANGE}, got {text!r}")
+    return v
+
+
 def image_size(text: str) -> int:
-    """argparse type: a model input side length in pixels."""
+    """argparse type: a model input side length in pixels, in [``MIN_IMAGE_SIZE``,
+    ``MAX_IMAGE_SIZE``] (the config's bounds)."""
     v = _int(text, "a whole number of pixels")
     if v < MIN_IMAGE_SIZE:
         raise argparse.ArgumentTypeError(f"must be at least {MIN_IMAGE_SIZE} pixels, got {text!r}")
+    if v > MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_IMAGE_SIZE} pixels, got {text!r}")
     return v
 
 
@@ -122,11 +166,11 @@ def add_model_args(p: argparse.ArgumentParser, tunes: bool = False,
     the command has no use for: not offered, and read as not given (None) by
     :func:`model_config_from_args`."""
     p.set_defaults(**dict.fromkeys(but))
-    p.add_argument("--config", type=Path, help="YAML config FILE or packaged config name (e.g. patchcore); flags below override it")
+    p.add_argument("--config", type=nonempty_path, help="YAML config FILE or packaged config name (e.g. patchcore); flags below override it")
     if "method" not in but:
         p.add_argument("--method", help="scorer name, e.g. patchcore")
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
-    p.add_argument("--weights", help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
+    p.add_argument("--weights", type=nonempty, help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
     p.add_argument("--layers", type=int_list,
                    help="comma-separated timm feature indices (default: stride 8 and 16)")
     add_runtime_args(p, but=but)
@@ -138,7 +182,7 @@ def add_model_args(p: argparse.ArgumentParser, tunes: bool = False,
     if "batch_size" not in but:
         p.add_argument("--batch-size", type=positive_int,
                        help="images per backbone batch (default 32)")
-    p.add_argument("--seed", type=non_negative_int,
+    p.add_argument("--seed", type=seed,
                    help="random seed (default 0)" + (
                        ": seeds the scorer's coreset, random weights and, in fit, the calibration "
                        "split; tuning (tune, --auto) seeds its fold banks with it, but tuning's "
@@ -201,7 +245,7 @@ def check_engine_fits(cfg: ModelConfig, engine) -> None:
 
 
 def add_output_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--output-json", type=Path, help="write the results as JSON here")
+    p.add_argument("--output-json", type=nonempty_path, help="write the results as JSON here")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info logs")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..data.registry import available_datasets, load_dataset
@@ -15,6 +14,7 @@ from .common import (
     check_engine_fits,
     engine_from_args,
     model_config_from_args,
+    nonempty_path,
     print_table,
     write_json,
     write_json_and_show,
@@ -27,17 +27,17 @@ if TYPE_CHECKING:
 #: each adapter's option (``data.registry.dataset_options``) -> its flag and argparse settings: the
 #: parser's flags and the names ``load_dataset``'s errors give them (the one check), from one table
 DATASET_FLAGS = {
-    "root": ("--root", {"type": Path,
+    "root": ("--root", {"type": nonempty_path,
                         "help": "mvtec: folder holding CATEGORY/ (or the category itself)"}),
     "category": ("--category", {"help": "mvtec: category name, e.g. bottle"}),
-    "train_dirs": ("--train-dir", {"type": Path, "action": "append", "default": [],
+    "train_dirs": ("--train-dir", {"type": nonempty_path, "action": "append", "default": [],
                                    "help": "folder: normal training images"}),
-    "test_normal_dirs": ("--test-normal-dir", {"type": Path, "action": "append", "default": [],
+    "test_normal_dirs": ("--test-normal-dir", {"type": nonempty_path, "action": "append", "default": [],
                                                "help": "folder: normal test images"}),
-    "test_anomalous_dirs": ("--test-anomalous-dir", {"type": Path, "action": "append",
+    "test_anomalous_dirs": ("--test-anomalous-dir", {"type": nonempty_path, "action": "append",
                                                      "default": [],
                                                      "help": "folder: anomalous test images"}),
-    "mask_dir": ("--mask-dir", {"type": Path,
+    "mask_dir": ("--mask-dir", {"type": nonempty_path,
                                 "help": "folder: masks named like the anomalous images"}),
 }
 #: adapter option -> the flag that sets it

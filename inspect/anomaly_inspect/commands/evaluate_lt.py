@@ -20,6 +20,8 @@ from .common import (
     given_options,
     model_config_from_args,
     noise_ratio,
+    nonempty,
+    nonempty_path,
     options_of,
     positive_int,
     print_table,
@@ -35,15 +37,15 @@ NOT_OFFERED = ("method",)
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate-lt", help="long-tailed noisy multi-class benchmark (TailedCore)",
                        description=__doc__)
-    p.add_argument("--root", action="append", required=True, metavar="DIR|CATEGORY=DIR",
+    p.add_argument("--root", type=nonempty, action="append", required=True, metavar="DIR|CATEGORY=DIR",
                    help="folder holding CATEGORY/ folders (repeatable), or CATEGORY=DIR for one category")
     p.add_argument("--categories", required=True, help="comma-separated category names")
     add_recipe_args(p)
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated scorers (default {DEFAULT_METHODS})")
-    p.add_argument("--manifest-dir", type=Path, default=Path("datasets"),
+    p.add_argument("--manifest-dir", type=nonempty_path, default=Path("datasets"),
                    help="where split manifests are read / written (default datasets/)")
-    p.add_argument("--manifest", type=Path,
+    p.add_argument("--manifest", type=nonempty_path,
                    help="use this manifest file (its recipe: --tail, --k, --noise, --overlap must "
                         "agree with it or be left out)")
     add_scorer_args(p)

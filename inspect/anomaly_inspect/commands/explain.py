@@ -10,6 +10,8 @@ from .common import (
     add_max_pixels_arg,
     add_output_args,
     check_writable,
+    nonempty,
+    nonempty_path,
     out_dir,
     positive_int,
     print_table,
@@ -22,8 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__ + " For every image: its most anomalous patches "
                        "beside the normal training patches they were compared with (a strip "
                        "per image in --out, details in --out/explanations.json).")
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
-    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
+    p.add_argument("model_dir", type=nonempty_path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
+    p.add_argument("inputs", type=nonempty, nargs="+", metavar="IMAGE", help="image files, folders or glob patterns")
     p.add_argument("--out", type=out_dir, required=True, metavar="DIR", help="where strips are written")
     p.add_argument("--top", type=positive_int, default=3,
                    help="non-overlapping suspicious patches per image (default 3; a strip draws "

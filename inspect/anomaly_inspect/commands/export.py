@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import shutil
-from pathlib import Path
 
 from ..choices import EXPORT_FORMATS
 from .common import (
@@ -28,6 +27,7 @@ from .common import (
     check_writable,
     given_flags,
     model_config_from_args,
+    nonempty_path,
     options_of,
     print_table,
 )
@@ -47,12 +47,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """All of export's arguments (its options read by ``given_flags``)."""
-    p.add_argument("model_dir", type=Path, nargs="?", metavar="MODEL_DIR",
+    p.add_argument("model_dir", type=nonempty_path, nargs="?", metavar="MODEL_DIR",
                    help="a saved model (from 'anomaly-inspect fit'); without it, the backbone alone")
     p.add_argument("--format", choices=EXPORT_FORMATS,
                    help="with MODEL_DIR: the backbone graph's format (default, and the only one "
                         "accepted: that of the runtime the model was fitted with)")
-    p.add_argument("--out", type=Path, required=True,
+    p.add_argument("--out", type=nonempty_path, required=True,
                    help="with MODEL_DIR, the bundle folder; otherwise the .onnx file to write")
     p.add_argument("--pooled", action="store_true", help="add the pooled embedding as an output")
     p.add_argument("--overwrite", action="store_true",

@@ -18,6 +18,7 @@ from .common import (
     engine_from_args,
     fraction,
     model_config_from_args,
+    nonempty,
     out_dir,
     print_table,
     write_json,
@@ -28,11 +29,11 @@ from .tune import add_tune_args, check_tune_args, run_tune
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("fit", help="fit on normal images and save a calibrated model directory",
                        description=__doc__)
-    p.add_argument("--train", action="append", required=True, metavar="DIR",
+    p.add_argument("--train", type=nonempty, action="append", required=True, metavar="DIR",
                    help="normal training images: folder (searched recursively), file or glob; repeatable")
     p.add_argument("--out", type=out_dir, required=True, metavar="MODEL_DIR", help="model directory to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
-    p.add_argument("--calibration", action="append", metavar="DIR",
+    p.add_argument("--calibration", type=nonempty, action="append", metavar="DIR",
                    help="normal images that set the threshold (default: hold out part of --train)")
     p.add_argument("--calibration-fraction", type=fraction,
                    help="fraction of the readable training images held out for calibration "

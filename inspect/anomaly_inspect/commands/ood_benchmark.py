@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .common import (
     add_output_args,
@@ -11,7 +10,8 @@ from .common import (
     check_backbone_name,
     check_layers,
     given_options,
-    non_negative_int,
+    nonempty_path,
+    seed,
     write_json_and_show,
 )
 
@@ -21,11 +21,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "ood-benchmark", help="run OOD scorers on ISIC / MVTec artefact splits, print AUROC table",
         description="Fit every scorer of the config on the ID training images (features extracted "
                     "once and cached), score ID test and each OOD split, print AUROC / FPR@TPR80.")
-    p.add_argument("--config", type=Path, required=True, help="benchmark YAML FILE or packaged config name, e.g. ood/isic_all")
-    p.add_argument("--data-root", type=Path,
+    p.add_argument("--config", type=nonempty_path, required=True, help="benchmark YAML FILE or packaged config name, e.g. ood/isic_all")
+    p.add_argument("--data-root", type=nonempty_path,
                    help="folder that relative data paths in the config are resolved against "
                         "(default: the current directory)")
-    p.add_argument("--cache-dir", type=Path,
+    p.add_argument("--cache-dir", type=nonempty_path,
                    help="feature cache folder (overrides the config's cache_dir; default "
                         "$ANOMALY_INSPECT_CACHE/ood or ~/.cache/anomaly_inspect/ood)")
     add_config_args(p)
@@ -37,7 +37,7 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     """--runtime / --precision / --seed: the config's ``backbone`` runtime and precision and its
     top-level ``seed``, as in the model-building commands."""
     add_runtime_args(p, "; overrides the config's backbone")
-    p.add_argument("--seed", type=non_negative_int,
+    p.add_argument("--seed", type=seed,
                    help="random seed of the folds, the pseudo-OOD copies, the scorers and random "
                         "weights (overrides the config's seed, default 0; synthetic: seed, where "
                         "set, stays)")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ..choices import OVERLAY_CHOICES
 from .common import (
@@ -12,6 +11,8 @@ from .common import (
     add_output_args,
     check_writable,
     engine_from_args,
+    nonempty,
+    nonempty_path,
     out_dir,
     positive_int,
     print_table,
@@ -22,14 +23,14 @@ from .common import (
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("screen", help="screen images with a saved model (results.csv, report.html)",
                        description=__doc__)
-    p.add_argument("model_dir", type=Path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
+    p.add_argument("model_dir", type=nonempty_path, metavar="MODEL_DIR", help="written by 'anomaly-inspect fit'")
+    p.add_argument("inputs", type=nonempty, nargs="+", metavar="INPUT", help="image files, folders or glob patterns")
     p.add_argument("--out", type=out_dir, required=True, metavar="RESULTS_DIR", help="results folder")
     p.add_argument("--rescore", action="store_true",
                    help="score every image again instead of skipping those already in "
                         "results.csv (which starts over: the thumbnails, overlays and strips "
                         "its earlier rows name are removed)")
-    p.add_argument("--labels", metavar="CSV|mvtec|none",
+    p.add_argument("--labels", type=nonempty, metavar="CSV|mvtec|none",
                    help="ground truth for ROC/AUROC in the report: a CSV with path,label columns, "
                         "'mvtec' (test/good = normal), or 'none'; default: MVTec layout when every "
                         "image follows it")

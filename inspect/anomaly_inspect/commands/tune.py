@@ -8,7 +8,6 @@ change the choice.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from .common import (
     add_max_pixels_arg,
@@ -18,6 +17,8 @@ from .common import (
     given_flags,
     model_config_from_args,
     non_negative_int,
+    nonempty,
+    nonempty_path,
     positive_int,
     print_table,
     write_json,
@@ -51,7 +52,7 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
                    help="evaluate --auto: fuse the top K candidates, each standardised by its "
                         "held-out normal scores (default 0 = the single chosen configuration); "
                         "tune: the size of the ensemble it validates (default 3); not for fit")
-    p.add_argument("--tune-cache", type=Path, default=None, metavar="DIR",
+    p.add_argument("--tune-cache", type=nonempty_path, default=None, metavar="DIR",
                    help="where extracted stage maps and synthetic images are kept "
                         "(default ~/.cache/anomaly_inspect/tune, or $ANOMALY_INSPECT_CACHE/tune)")
 
@@ -112,9 +113,9 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("tune", help="choose a configuration from normal images (synthetic anomalies)",
                        description=__doc__)
-    p.add_argument("--train", action="append", metavar="DIR",
+    p.add_argument("--train", type=nonempty, action="append", metavar="DIR",
                    help="normal training images: folder, file or glob; repeatable")
-    p.add_argument("--root", type=Path, help="MVTec layout: folder holding CATEGORY/")
+    p.add_argument("--root", type=nonempty_path, help="MVTec layout: folder holding CATEGORY/")
     p.add_argument("--category", help="MVTec category (its train/good images are used)")
     p.add_argument("--judge", action="store_true",
                    help="also score every candidate on the category's labelled test split and "

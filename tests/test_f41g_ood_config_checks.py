@@ -71,3 +71,12 @@ def test_evaluate_lt_does_not_blame_its_config_for_a_flag_no_method_takes(tmp_pa
     assert main([*args, "--coreset-ratio", "0.1", "--config", str(path)]) == 1
     assert _one_line(capsys) == ("error: scorer settings ['coreset_ratio'] are not parameters "
                                  "of any of ['patch_mahalanobis']")
+
+
+@pytest.mark.parametrize("text", ["seed: 2147483648", "synthetic: {seed: 2147483648}"])
+def test_an_ood_config_seed_beyond_the_model_configs_bound_is_refused(tmp_path, text):
+    """The benchmark's seeds reach the same consumers as a model's (faiss IVF takes 32 bits)."""
+    path = tmp_path / "c.yaml"
+    path.write_text(HEAD + text + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"seed: must be below 2\*\*31"):
+        load_ood_config(path)

@@ -24,6 +24,8 @@ import torch
 
 from ..choices import check_field_types
 from ..config import (
+    SEED_LIMIT,
+    SEED_RANGE,
     BackboneConfig,
     ConfigError,
     FeatureConfig,
@@ -257,6 +259,10 @@ class OODBenchmarkConfig:
             if (value is not None or name == "seed") and (isinstance(value, bool) or not isinstance(value, int)
                                                           or value < low):
                 raise ConfigError(f"{source}: {name}: expected a whole number >= {low}, got {value!r}")
+        for name, value in (("seed", data.get("seed", 0)), ("synthetic: seed",
+                                                            (data.get("synthetic") or {}).get("seed"))):
+            if isinstance(value, int) and value >= SEED_LIMIT:  # the model configs' bound
+                raise ConfigError(f"{source}: {name}: {SEED_RANGE}, got {value}")
         folds, fold = (default if given.get(k) is None else given[k] for k, default in (("folds", 5), ("fold", 0)))
         if fold >= folds:
             raise ConfigError(f"{source}: data: fold: expected a whole number < folds ({folds}), got {fold}")

@@ -63,14 +63,21 @@ def replacing(path: Path | str) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; moved onto ``path`` when the block
     ends, removed if it raises. It ends with ``path``'s suffix (``np.savez`` adds ``.npz`` to a
     name without it) and gets the permissions a plain ``open`` would give (``mkstemp``'s are
-    owner-only). An ``OSError`` that names no file, or only the temporary one (a full disk),
-    is raised naming ``path`` (:func:`_naming`). A symbolic link is written through: its
-    target gets the content and the link stays (a ``latest.json`` pointing into a dated folder)."""
+    owner-only). An ``OSError`` that names no file, or only the temporary one (a full disk, a
+    folder made read-only), is raised naming ``path`` (:func:`write_error`). A symbolic link is
+    written through: its target gets the content and the link stays (a ``latest.json`` pointing
+    into a dated folder)."""
     shown = path = Path(path)
     if path.is_symlink():
         path = Path(os.path.realpath(path))
     make_folder(path.parent)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}",
+                                    dir=path.parent)
+    except OSError as exc:  # a read-only folder: its error names the temporary file
+        if exc.errno is not None and exc.filename2 is None:
+            raise write_error(exc, shown) from None
+        raise
     os.close(fd)
     tmp = Path(name)
     try:
@@ -78,14 +85,15 @@ def replacing(path: Path | str) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException as exc:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # a read-only folder: its error must not replace this one
+            tmp.unlink()
         if isinstance(exc, OSError) and exc.errno is not None and exc.filename2 is None and (
                 exc.filename is None or os.fspath(exc.filename) == name):
-            raise _naming(exc, shown) from None
+            raise write_error(exc, shown) from None
         raise
 
 
-def _naming(exc: OSError, path: Path) -> OSError:
+def write_error(exc: OSError, path: Path | str) -> OSError:
     """``exc``, raised writing ``path``, as one line naming ``path``; its ``errno`` (and the
     type Python gives that errno, e.g. ``PermissionError``) kept for the callers that test them."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -93,6 +101,12 @@ def _naming(exc: OSError, path: Path) -> OSError:
                 f"to another folder")
     else:
         text = f"{path}: cannot write it ({exc.strerror or exc})"
+    return reworded(exc, text)
+
+
+def reworded(exc: OSError, text: str) -> OSError:
+    """An ``OSError`` saying ``text`` (no ``[Errno N]`` prefix), with ``exc``'s ``errno`` and
+    the type Python gives that errno (e.g. ``PermissionError``), for the callers that test them."""
     named = type(OSError(exc.errno, text))(text)
     named.errno = exc.errno  # not strerror: with it set, str() would be "[Errno N] strerror"
     return named
@@ -246,9 +260,15 @@ def flock_file(path: Path | str, held: Callable[[int], BaseException], writable:
 
 def unlock_file(path: Path | str, fd: int | None) -> None:
     """Release a :func:`flock_file` lock: remove ``path`` while still holding it (an opener
-    waiting for it then sees a new file), then close ``fd`` (None: none left open)."""
-    with suppress(FileNotFoundError):
+    waiting for it then sees a new file), then close ``fd`` (None: none left open). A file
+    that cannot be removed is left (the next run takes it over) without an error: a release
+    runs in ``finally`` blocks, where it would replace the error that ended the run."""
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a folder made read-only meanwhile: never hides the error in flight
+        log.debug("%s: lock file left (%s); the next run takes it over", path, exc)
     if fd is not None:
         os.close(fd)
 

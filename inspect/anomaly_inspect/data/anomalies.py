@@ -35,7 +35,7 @@ import numpy as np
 
 from ..files import stream_sha256, write_json
 from .image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
-from .synthetic import TEXTURES, texture_image
+from .synthetic import TEXTURES, texture_image, write_png
 
 FAMILIES = ("cutpaste", "scar", "texture", "poisson", "local")
 MANIFEST = "anomalies.json"
@@ -347,9 +347,8 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
         except RuntimeError as e:
             raise RuntimeError(f"{src}: {e}") from None
         path, mask_path = out_dir / f"{i:05d}_{fam}.png", out_dir / f"{i:05d}_{fam}_mask.png"
-        if not (cv2.imwrite(str(path), cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-                and cv2.imwrite(str(mask_path), mask.astype(np.uint8) * 255)):
-            raise OSError(f"{path}: could not write image")
+        write_png(path, out)
+        write_png(mask_path, mask.astype(np.uint8) * 255)
         rows.append(SyntheticAnomaly(str(src), fam, str(path), str(mask_path), float(mask.mean())))
     images = [{**asdict(r), "path": Path(r.path).name, "mask_path": Path(r.mask_path).name} for r in rows]
     files = {name: _file_record(out_dir / name) for r in images for name in (r["path"], r["mask_path"])}

@@ -280,11 +280,17 @@ def render_sample(
     return RenderedSample(clean, image, (mask.astype(bool) & changed).astype(np.uint8))
 
 
-def _write_png(path: Path, array: np.ndarray) -> None:
+def write_png(path: Path, array: np.ndarray) -> None:
+    """Write ``array`` (RGB, or one channel) to ``path`` as PNG, the bytes ``cv2.imwrite``
+    writes: encoded in memory, then written by Python, so a failed write raises the
+    ``OSError`` of its reason (a full disk: ``ENOSPC``, naming ``path``), which ``imwrite``
+    only reports as False (printing libpng's own error)."""
     if array.ndim == 3:
         array = cv2.cvtColor(array, cv2.COLOR_RGB2BGR)
-    if not cv2.imwrite(str(path), array):
-        raise OSError(f"{path}: could not write image")
+    ok, buf = cv2.imencode(".png", array)
+    if not ok:
+        raise OSError(f"{path}: could not encode image")
+    Path(path).write_bytes(buf.tobytes())
 
 
 def generate_dataset(
@@ -339,9 +345,9 @@ def generate_dataset(
             for k, (folder, defect, i) in enumerate(jobs):
                 # Stream k of this seed: every image independent and reproducible.
                 sample = render_sample(texture, defect, (seed, k), image_size)
-                _write_png(tmp / folder / f"{i:03d}.png", sample.image)
+                write_png(tmp / folder / f"{i:03d}.png", sample.image)
                 if defect is not None:
-                    _write_png(tmp / "ground_truth" / defect / f"{i:03d}_mask.png", sample.mask * 255)
+                    write_png(tmp / "ground_truth" / defect / f"{i:03d}_mask.png", sample.mask * 255)
                 bar.update()
         write_json(tmp / MANIFEST, spec.to_dict())
         if replace:

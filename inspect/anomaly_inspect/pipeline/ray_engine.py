@@ -227,7 +227,9 @@ class RayEngine:
 
     def start(self) -> None:
         """Connect to (or start) Ray; a no-op when this process is already connected. Our
-        SIGTERM handler survives (``ray.init`` installs its own, which dumps a stack)."""
+        SIGTERM handler survives (``ray.init`` installs its own, which dumps a stack); a
+        SIGTERM that Ray's handler took during ``ray.init`` (it exits 15) stops what Ray had
+        started and is raised by ours (the CLI's: "terminated", 143)."""
         logging.getLogger(_PROGRESS_LOGGER).setLevel(logging.ERROR)
         token = logging.getLogger(_TOKEN_LOGGER)
         if _quiet_token_notice not in token.filters:
@@ -238,6 +240,12 @@ class RayEngine:
             try:
                 self.ray.init(address=self.address, include_dashboard=False,
                               logging_level=logging.WARNING, log_to_driver=False)
+            except BaseException as exc:
+                self._stop_starting()
+                if isinstance(exc, SystemExit) and exc.code == signal.SIGTERM and callable(sigterm):
+                    # SIGTERM under Ray's handler (sys.exit(15)): ours says it (the CLI: 143)
+                    sigterm(signal.SIGTERM, None)
+                raise
             finally:
                 if sigterm is not None and threading.current_thread() is threading.main_thread():
                     signal.signal(signal.SIGTERM, sigterm)
@@ -253,6 +261,14 @@ class RayEngine:
             if isinstance(handler, logging.StreamHandler) and not isinstance(
                     handler, logging.FileHandler) and _quiet_data_errors not in handler.filters:
                 handler.addFilter(_quiet_data_errors)
+
+    def _stop_starting(self) -> None:
+        """Stop what a ``ray.init`` cut short (SIGTERM, Ctrl-C, an error) had started: its
+        helper processes would outlive the run (about a minute)."""
+        try:
+            self.ray.shutdown()
+        except Exception as exc:  # noqa: BLE001 - the error that cut ray.init is the one to raise
+            log.debug("ray.shutdown after a failed start: %s", exc)
 
     def pool(self) -> tuple[int, float]:
         """(actors, CPUs per actor): the cluster's CPUs shared among the actors (whole CPUs

@@ -8,15 +8,19 @@ arrays (safetensors) plus JSON, never pickle.
 
 from __future__ import annotations
 
+import errno
 import functools
 import inspect
 import json
+import os
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from ..core import Features, FitContext, ScoreResult
@@ -30,6 +34,22 @@ class NotFittedError(RuntimeError):
 
 class ScorerFormatError(ValueError):
     """Saved scorer state that this version cannot read."""
+
+
+def save_state(state: dict[str, np.ndarray], path: Path) -> None:
+    """Write ``state`` as safetensors to ``path``; where the write fails (a full disk, a folder
+    made read-only), an ``OSError`` naming ``path`` with the reason's errno (safetensors raises
+    its own error type, which no caller would take for an I/O error), ``EIO`` where its message
+    gives none."""
+    try:
+        save_file(state, str(path))
+    except SafetensorError as exc:
+        text = str(exc)
+        if "I/O error" not in text:
+            raise
+        found = re.search(r"os error (\d+)", text)
+        code = int(found[1]) if found else errno.EIO
+        raise OSError(code, os.strerror(code), str(path)) from exc
 
 
 class Scorer(ABC):
@@ -177,7 +197,7 @@ class Scorer(ABC):
             meta["input_widths"] = widths
         (directory / "scorer.json").write_text(json.dumps(meta, indent=2, default=_jsonable))
         state = {k: np.ascontiguousarray(v) for k, v in self.get_state().items()}
-        save_file(state, str(directory / "scorer_state.safetensors"))
+        save_state(state, directory / "scorer_state.safetensors")
 
     @classmethod
     def load(cls, directory: Path | str, **runtime: Any) -> Scorer:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from ..core import Features, FitContext
-from .base import Scorer, ScoreResult, ScorerFormatError, check_shapes
+from .base import Scorer, ScoreResult, ScorerFormatError, check_shapes, save_state
 
 FORMAT_VERSION = 1
 #: the shapes of a saved projection's arrays (:func:`~.base.check_shapes`)
@@ -129,8 +129,8 @@ class ProjectedScorer:
     def save(self, directory: Path | str) -> None:
         directory = Path(directory)
         self.scorer.save(directory / "scorer")
-        save_file({k: np.ascontiguousarray(v) for k, v in self.projection.to_state().items()},
-                  str(directory / "projection.safetensors"))
+        save_state({k: np.ascontiguousarray(v) for k, v in self.projection.to_state().items()},
+                   directory / "projection.safetensors")
         meta = {"format_version": FORMAT_VERSION, **self.projection.describe()}
         (directory / "projection.json").write_text(json.dumps(meta, indent=2))
 

@@ -59,6 +59,7 @@ from ..files import (
     make_folder,
     remove_stale_folders,
     unlock_file,
+    write_error,
 )
 
 log = logging.getLogger(__name__)
@@ -460,9 +461,11 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
     to disk and put at ``target`` (a model already there is replaced, keeping files a model
     did not write); on an error it is removed. First puts back a model a killed replacing run
     left missing (:func:`recover_replace`); refuses a ``target`` that
-    :func:`check_replaceable` refuses; removes the folders of killed runs."""
+    :func:`check_replaceable` refuses; removes the folders of killed runs. An error writing
+    it (a full disk, a folder made read-only) is one line naming ``target``
+    (:func:`_naming_target`)."""
     target = Path(target)
-    with _saving(target):
+    with _saving(target), _naming_target(target):  # the lock: _flocked names it
         recover_replace(target)
         check_replaceable(target, overwrite)
         remove_stale_folders(target.parent, _folders(target, _staging_prefix(target)),
@@ -490,6 +493,40 @@ def staged_model_dir(target: Path | str, overwrite: bool = False) -> Iterator[Pa
                 else:
                     shutil.rmtree(tmp, ignore_errors=True)
                 raise
+
+
+@contextlib.contextmanager
+def _naming_target(target: Path) -> Iterator[None]:
+    """Raise an error writing the model at ``target`` (:func:`_writes_model`) as one line naming
+    ``target`` (:func:`~..files.write_error`: a full disk says so), not the staging folder or
+    lock file beside it that the user never asked for."""
+    try:
+        yield
+    except OSError as exc:
+        if not _writes_model(exc, target):
+            raise
+        raise write_error(exc, target) from None
+
+
+def _writes_model(exc: OSError, target: Path) -> bool:
+    """``exc`` comes from writing the model at ``target`` (not from reading a source, nor one of
+    our own one-line errors, which have no errno): it has an errno and names no file, or one
+    that a save writes (``target``, the ``.NAME.*`` staging, set-aside and lock files beside
+    it, or a folder above them being made)."""
+    if exc.errno is None:
+        return False
+    named = [n for n in (exc.filename, exc.filename2) if isinstance(n, (str, bytes, os.PathLike))]
+    if not named:
+        return True
+    folders = {Path(os.path.abspath(target.parent)), Path(os.path.realpath(target.parent))}
+    for name in named:
+        path = Path(os.path.abspath(os.fsdecode(name)))
+        if path in folders or any(path in f.parents for f in folders):
+            return True
+        if any(p.parent in folders and (p.name == target.name or p.name.startswith(f".{target.name}."))
+               for p in (path, *path.parents)):
+            return True
+    return False
 
 
 def _lock_path(target: Path) -> Path:
@@ -551,11 +588,12 @@ def _flocked(target: Path) -> Iterator[None]:
     folders made) while the block runs, or refuse at once where another open description of
     it (another process, thread or save) holds it. The lock file is removed at the end, also
     on an error."""
-    make_folder(target.parent)
-    path = _lock_key(target)
-    fd, refused = flock_file(path, held=lambda fd: RuntimeError(
-        f"{target}: another save to it is in progress (it holds {_lock_path(target)}); wait for "
-        f"it to finish"))
+    with _naming_target(target):
+        make_folder(target.parent)
+        path = _lock_key(target)
+        fd, refused = flock_file(path, held=lambda fd: RuntimeError(
+            f"{target}: another save to it is in progress (it holds {_lock_path(target)}); wait "
+            f"for it to finish"))
     if refused is not None:  # a file system without flock: as before the lock existed
         log.debug("%s: cannot be locked (%s); saving unlocked", path, refused)
         os.close(fd)

@@ -41,7 +41,7 @@ from ..choices import OVERLAY_CHOICES
 from ..data.folder import path_list
 from ..data.image_io import read_image
 from ..data.layout import display_path
-from ..files import replacing, write_json
+from ..files import replacing, reworded, write_json
 from ..pipeline.engine import Engine
 from ..progress import Progress
 from .explain import listed_strips
@@ -366,17 +366,27 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         writer.close()
     seconds = time.perf_counter() - start
 
-    report_path = None
-    if report:
-        from .html_report import write_report
-
-        all_rows, _ = read_results(csv_path)
-        report_path = write_report(out_dir, all_rows, model, labels=labels, embed_images=embed_images)
+    report_path = _write_report(out_dir, csv_path, model, labels, embed_images) if report else None
     summary = ScreenSummary(out_dir, csv_path, report_path, len(paths), n_scored, n_resumed,
                             n_flagged, len(errors), errors, seconds)
     log.info("screened %d images (%d flagged, %d errors, %d resumed) in %.1f s (%.1f img/s)",
              n_scored, n_flagged, len(errors), n_resumed, seconds, summary.images_per_second)
     return summary
+
+
+def _write_report(out_dir: Path, csv_path: Path, model: Model, labels: str | None,
+                  embed_images: bool | None) -> Path:
+    """Write ``report.html`` for every row of ``csv_path``; where it cannot be written (a full
+    disk, a folder made read-only meanwhile), the error says the rows are kept."""
+    from . import html_report
+
+    all_rows, _ = read_results(csv_path)
+    try:
+        return html_report.write_report(out_dir, all_rows, model, labels=labels,
+                                         embed_images=embed_images)
+    except OSError as exc:
+        raise reworded(exc, f"{exc}; the rows screened are kept in {csv_path}: run again (it "
+                            f"resumes) to write the report") from None
 
 
 def row_files(row: dict[str, str]) -> list[str]:
@@ -494,14 +504,21 @@ class _Strips:
 
 
 class DiskFullError(OSError):
-    """The output folder's disk is full: screening stops (a later file would fail too)."""
+    """The output folder's disk is full, or the folder cannot be written (read-only, no
+    permission): screening stops (a later file would fail too)."""
+
+
+#: write errors that stop the screening (:class:`DiskFullError`), each with what to do
+_STOPPING = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
+             errno.EACCES: "make the folder writable", errno.EROFS: "make the folder writable"}
 
 
 class _BatchWriter:
     """Writes thumbnails, overlays, strips and CSV rows for one batch (runs in a worker thread).
 
     An image file that cannot be written is left out with a warning and its row kept; a full
-    disk stops the run, naming the file, once the rows done before it are in the CSV."""
+    disk or a folder that cannot be written (read-only, no permission) stops the run, naming
+    the file, once the rows done before it are in the CSV."""
 
     def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int,
                  explain: int = 0):
@@ -558,7 +575,8 @@ class _BatchWriter:
 
     def _image(self, r: ScoredImage, rel: str, image: np.ndarray, what: str) -> bool:
         """Write ``image`` to ``rel``; False, with a warning naming ``r`` and the file, where it
-        cannot be (the row is kept); :class:`DiskFullError` on a full disk."""
+        cannot be (the row is kept); :class:`DiskFullError` on a full disk or a folder that
+        cannot be written."""
         path = self.out_dir / rel
         try:
             write_rgb(path, image)
@@ -568,10 +586,11 @@ class _BatchWriter:
                 if path.is_file():
                     path.unlink()
             reason = exc.strerror or str(exc)
-            if exc.errno == errno.ENOSPC:
+            if exc.errno in _STOPPING:  # every later image would fail too: no silent gap
                 raise DiskFullError(f"{display_path(path)}: cannot write the {what} of "
                                     f"{display_path(r.path)} ({reason}); the rows screened so far "
-                                    f"are kept: free some space and run again to resume") from exc
+                                    f"are kept: {_STOPPING[exc.errno]} and run again to resume"
+                                    ) from exc
             log.warning("no %s for %s: cannot write %s (%s)", what, display_path(r.path),
                         display_path(path), reason)
             return False

@@ -45,8 +45,10 @@ def load_folders(
 ) -> AnomalyDataset:
     """Build a dataset from plain folders; masks (optional) pair by file stem. A named folder
     without images is refused (a mistyped path must not pass as an empty split), and so is a
-    file that lands in two splits or labels. Each of the three may name one folder or a list.
-    Each anomalous folder is one defect type (group), see :func:`defect_groups`."""
+    file that lands in two splits or labels, or twice in one split through folders that overlap
+    (links to one file within a split are kept once: :func:`.layout.check_disjoint`). Each of
+    the three may name one folder or a list. Each anomalous folder is one defect type (group),
+    see :func:`defect_groups`."""
     train_dirs = path_list(train_dirs, "train_dirs")
     test_normal_dirs = path_list(test_normal_dirs, "test_normal_dirs")
     test_anomalous_dirs = path_list(test_anomalous_dirs, "test_anomalous_dirs")
@@ -64,7 +66,7 @@ def load_folders(
     test += [Sample(p, 1, "test", group) for d, group in
              zip(test_anomalous_dirs, defect_groups(test_anomalous_dirs), strict=True) for p in images(d)]
     masks = None if mask_dir is None else images(mask_dir)
-    check_disjoint(train, test)
+    train, test = check_disjoint(train, test)
     if masks is not None:
         test = _with_masks(test, mask_dir, masks)
     groups = sorted({s.group for s in test})

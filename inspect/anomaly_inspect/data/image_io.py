@@ -41,9 +41,17 @@ REDUCE_ABOVE_PIXELS = 16_000_000
 # First bytes of the formats we read, to find images whose extension is unusual.
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*",
           b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")  # JPEG 2000: JP2 file, J2K codestream
-# Netpbm P1-P6 (PBM / PGM / PPM, plain or raw) and PFM (PF / Pf) go on with a width (or a
-# comment), PAM (P7) with a header line: text that starts "P1 notes" is no image
-_NETPBM = re.compile(rb"P[1-6Ff]\s+[\d#]|P7\s+(WIDTH|HEIGHT|DEPTH|MAXVAL|TUPLTYPE|ENDHDR|#)")
+# A Netpbm, PAM or PFM file without its extension is an image only by a full header: text can
+# start "P1 12, bracket" or "P3 #12 reshoot". Between tokens: whitespace and "#" comments to
+# the line's end; each number is a decimal integer followed by whitespace
+_PNM_GAP = rb"(?:\s|#[^\r\n]*[\r\n])*"
+_PNM_NUM = rb"0*([1-9][0-9]{0,8})\s" + _PNM_GAP
+_NETPBM = re.compile(rb"P[14](?:\s|#[^\r\n]*[\r\n])" + _PNM_GAP + _PNM_NUM * 2  # width height
+                     + rb"|P[2356](?:\s|#[^\r\n]*[\r\n])" + _PNM_GAP + _PNM_NUM * 3)  # + maxval
+_PFM = re.compile(rb"P[Ff]\s+0*[1-9][0-9]{0,8}\s+0*[1-9][0-9]{0,8}\s+"  # width height scale
+                  rb"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s")
+_PAM_NEEDS = {b"WIDTH", b"HEIGHT", b"DEPTH", b"MAXVAL"}
+_PNM_HEAD = 1024  # bytes read for a header: room for comments
 # A BMP starts with "BM", as plenty of text does ("BMW parts"): its DIB header size says which
 _BMP_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 # the formats whose size PIL reads from the header, so the budget holds before decoding; PPM
@@ -78,13 +86,38 @@ def looks_like_image(path: Path | str) -> bool:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
         with open(path, "rb") as fh:
-            head = fh.read(18)
+            head = fh.read(_PNM_HEAD)
     except OSError:
         return False
-    return (head.startswith(_MAGIC) or _NETPBM.match(head) is not None
+    return (head.startswith(_MAGIC) or _netpbm_header(head)
             or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
-            or (head[:2] == b"BM" and len(head) == 18
+            or (head[:2] == b"BM" and len(head) >= 18
                 and int.from_bytes(head[14:18], "little") in _BMP_DIB_SIZES))
+
+
+def _netpbm_header(head: bytes) -> bool:
+    """True when ``head`` starts with a whole Netpbm header: P1 / P4 width height, P2 / P3 /
+    P5 / P6 width height maxval (1 to 65535), P7 (PAM) lines naming WIDTH, HEIGHT, DEPTH and
+    MAXVAL up to ENDHDR, PF / Pf width height scale."""
+    if (m := _NETPBM.match(head)) is not None:
+        return m.group(1) is not None or int(m.group(5)) <= 65535  # P1 / P4: no maxval
+    if _PFM.match(head) is not None:
+        return True
+    if not head.startswith((b"P7\n", b"P7\r\n")):
+        return False
+    seen: set[bytes] = set()
+    for line in head.splitlines()[1:]:
+        words = line.split()
+        if not words or words[0].startswith(b"#"):
+            continue
+        if words[0] == b"ENDHDR":
+            return seen >= _PAM_NEEDS
+        if words[0] == b"TUPLTYPE":
+            continue
+        if words[0] not in _PAM_NEEDS or len(words) != 2 or not words[1].isdigit() or int(words[1]) < 1:
+            return False
+        seen.add(words[0])
+    return False
 
 
 @dataclass(frozen=True)
@@ -518,20 +551,20 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
     class-index mask, 0 / 1 / 2 ...: every non-zero label is defect). Any other is thresholded
     at the middle of the 8-bit range (anti-aliased or JPEG-compressed masks, 0 / 128 / 255).
     Colour channels count by their largest value. Where the mask has an alpha channel that
-    varies (RGBA, LA), a pixel is marked only where it is also opaque (alpha above the middle):
-    a drawn defect on a transparent background is the defect, whatever colour the background
-    holds. A mask that marks no pixel, or every pixel, is logged (once each) naming the file:
+    varies (RGBA, LA), a pixel is marked only where it is also visible (alpha above 0): a
+    defect drawn on a transparent background, opaque or as a semi-transparent overlay, is the
+    defect, whatever colour the background holds. A mask that marks no pixel, or every pixel, is logged (once each) naming the file:
     only an anomalous image's mask is read, and either usually means levels the rules above
     do not fit."""
     path = Path(path)
     raw, orientation = _decode(path, max_pixels)
-    opaque = None
+    visible = None
     if raw.ndim == 3:
         colours = 1 if raw.shape[2] == 2 else min(raw.shape[2], 3)  # LA / BGR / BGRA
         if raw.shape[2] in (2, 4):
             alpha = raw[:, :, -1]
             if alpha.size and alpha.min() != alpha.max():
-                opaque = _to_uint8(alpha.copy(), path) > 127
+                visible = alpha > 0
         raw = raw[:, :, :colours].max(axis=2)
     levels = np.unique(raw)
     two_level = len(levels) == 2 and levels[0] == 0
@@ -541,8 +574,8 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
         img = (raw > 0).astype(np.uint8)
     else:
         img = (_to_uint8(raw, path) > 127).astype(np.uint8)
-    if opaque is not None:
-        img &= opaque
+    if visible is not None:
+        img &= visible
     shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
     if not img.any() and not _EMPTY_MASK:
         _EMPTY_MASK.append(path)

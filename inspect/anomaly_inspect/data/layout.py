@@ -71,10 +71,12 @@ def check_disjoint(train: list[Sample], test: list[Sample],
 
     Files are compared by :func:`file_key`, so a symbolic or hard link or another spelling
     does not hide one. A file that is both a training and a test image (the AUROC would be measured
-    on what was fitted) or both a normal and an anomalous test image is refused. A file brought
-    in twice in one role is refused with ``repeats="refuse"`` (named folders that overlap, e.g.
-    a test folder inside another) or kept once, the first, with ``repeats="once"`` (two links
-    to one file inside a dataset's split), which is logged."""
+    on what was fitted) or both a normal and an anomalous test image is refused. Within one role,
+    two links to one file (a deduplicated dataset: ``rdfind``, ``jdupes -L``, ``cp -al``, a DVC
+    hard-link cache) are kept once, the first, which is logged. The same file at one place brought
+    in twice (:func:`_place`: named folders that overlap, a test folder inside another or a link
+    to it) is refused with ``repeats="refuse"`` (folders the user named) and kept once with
+    ``repeats="once"`` (a dataset's own split)."""
     if repeats not in ("refuse", "once"):
         raise ValueError(f"repeats must be 'refuse' or 'once', got {repeats!r}")
     role: dict[tuple, tuple[str, Path]] = {}
@@ -90,7 +92,7 @@ def check_disjoint(train: list[Sample], test: list[Sample],
             if first != what:
                 raise DatasetLayoutError(f"{s.path}: both {first} and {what}{same}; the folders "
                                          f"must not overlap")
-            if repeats == "refuse":
+            if repeats == "refuse" and _place(where) == _place(s.path):
                 raise DatasetLayoutError(f"{s.path}: {what} twice{same}; the folders must not "
                                          f"overlap")
             again.append(f"{s.path} (= {where})")
@@ -102,6 +104,14 @@ def check_disjoint(train: list[Sample], test: list[Sample],
                     "once: %s%s", len(again), ", ".join(again[:5]),
                     " ..." if len(again) > 5 else "")
     return kept["train"], kept["test"]
+
+
+def _place(path: Path | str) -> Path:
+    """Where ``path`` is listed: its folder resolved (``..`` and links to folders), its own name
+    kept. One place reached twice is one folder listed twice; two places holding one file (a
+    hard link, a symbolic link to a file) are two entries of a folder."""
+    p = os.path.abspath(os.fspath(path))
+    return Path(os.path.realpath(os.path.dirname(p))) / os.path.basename(p)
 
 
 def display_path(path: Path | str) -> str:

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -587,21 +588,41 @@ def _flocked(target: Path) -> Iterator[None]:
     """Hold ``target``'s save lock (the ``flock`` of ``.NAME.lock`` beside it, its parent
     folders made) while the block runs, or refuse at once where another open description of
     it (another process, thread or save) holds it. The lock file is removed at the end, also
-    on an error."""
-    with _naming_target(target):
-        make_folder(target.parent)
-        path = _lock_key(target)
-        fd, refused = flock_file(path, held=lambda fd: RuntimeError(
-            f"{target}: another save to it is in progress (it holds {_lock_path(target)}); wait "
-            f"for it to finish"))
+    on an error; on an error (a refused or failed fit or save) so are the parent folders it
+    made that stayed empty: a run that fails creates nothing it did not need."""
+    made = list(itertools.takewhile(lambda p: not os.path.lexists(p),
+                                    (target.parent, *target.parent.parents)))  # deepest first
+    try:
+        with _naming_target(target):
+            make_folder(target.parent)
+            path = _lock_key(target)
+            fd, refused = flock_file(path, held=lambda fd: RuntimeError(
+                f"{target}: another save to it is in progress (it holds {_lock_path(target)}); "
+                f"wait for it to finish"))
+    except BaseException:
+        _remove_empty(made)
+        raise
     if refused is not None:  # a file system without flock: as before the lock existed
         log.debug("%s: cannot be locked (%s); saving unlocked", path, refused)
         os.close(fd)
         fd = None
     try:
         yield
-    finally:
+    except BaseException:
         unlock_file(path, fd)
+        _remove_empty(made)
+        raise
+    unlock_file(path, fd)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) where they are empty; never raises (it runs while an
+    error is in flight, which it must not replace)."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return  # not empty (a file another run put there) or not ours to remove: keep above
 
 
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,

@@ -151,3 +151,25 @@ def read_only_below(monkeypatch, part: str) -> None:
         return real_mkdir(self, *args, **kwargs)
 
     monkeypatch.setattr(Path, "mkdir", read_only)
+
+
+def stub_batch_writer(tmp_path, monkeypatch, fail):
+    """A batch writer of a stub model whose image writes fail where ``fail(path)`` raises."""
+    from types import SimpleNamespace
+
+    from anomaly_inspect.data.transforms import TransformConfig
+    from anomaly_inspect.screening import runner
+
+    write_rgb = runner.write_rgb
+
+    def failing(path, image):
+        fail(path)
+        write_rgb(path, image)
+
+    monkeypatch.setattr(runner, "write_rgb", failing)
+    model = SimpleNamespace(extractor=SimpleNamespace(transform=TransformConfig()),
+                            info=SimpleNamespace(display={}), threshold=1.0)
+    csv_path = tmp_path / "out" / "results.csv"
+    csv_path.parent.mkdir()
+    runner._write_rows_atomic(csv_path, [])  # the header, as screen starts the file
+    return runner._BatchWriter(model, csv_path.parent, csv_path, "none", 16), csv_path

@@ -17,6 +17,7 @@ import pytest
 from anomaly_inspect import files
 from anomaly_inspect.features.extractor import Features
 from anomaly_inspect.scorers.patchcore import PatchCore
+from layout_writer import stub_batch_writer
 
 NO_SPACE = "no space left on the device to write it; free space there or write to another folder"
 
@@ -270,27 +271,17 @@ def test_a_synthetic_image_on_a_full_disk_keeps_its_errno(tmp_path, monkeypatch)
 @pytest.mark.parametrize("code", [errno.EACCES, errno.EROFS])
 def test_a_thumbnail_folder_that_cannot_be_written_stops_keeping_the_rows(tmp_path, monkeypatch,
                                                                           code):
-    from anomaly_inspect.data.transforms import TransformConfig
     from anomaly_inspect.screening import runner
     from anomaly_inspect.screening.model import ScoredImage
 
     images = [ScoredImage(f"/in/img{i}.png", 0.5, 0.5, False) for i in range(3)]
     inputs = {i: np.full((8, 8, 3), 100, np.uint8) for i in range(3)}
     blocked = tmp_path / "out" / runner.thumb_relpath(images[1].path)
-    write_rgb = runner.write_rgb
-
-    def failing(path, image):
+    def fail(path):
         if path == blocked:
             raise OSError(code, os.strerror(code))
-        write_rgb(path, image)
 
-    monkeypatch.setattr(runner, "write_rgb", failing)
-    model = SimpleNamespace(extractor=SimpleNamespace(transform=TransformConfig()),
-                            info=SimpleNamespace(display={}), threshold=1.0)
-    csv_path = tmp_path / "out" / "results.csv"
-    csv_path.parent.mkdir()
-    runner._write_rows_atomic(csv_path, [])
-    writer = runner._BatchWriter(model, csv_path.parent, csv_path, "none", 16)
+    writer, csv_path = stub_batch_writer(tmp_path, monkeypatch, fail)
     with pytest.raises(runner.DiskFullError) as caught:
         writer.write(images, inputs)
     writer.close()

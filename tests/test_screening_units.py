@@ -24,7 +24,13 @@ from anomaly_inspect.screening.model_dir import (
     write_checksums,
 )
 from anomaly_inspect.screening.runner import image_key
-from layout_writer import corrupt_data_png, earlier_screen, rgb_image, write_image
+from layout_writer import (
+    corrupt_data_png,
+    earlier_screen,
+    rgb_image,
+    stub_batch_writer,
+    write_image,
+)
 
 
 def test_labels_csv(tmp_path):
@@ -545,28 +551,6 @@ def test_skipped_images_keep_their_role_and_older_models_count_them_as_training(
     assert len(skipped_as(old, "training")) == 1 and not skipped_as(old, "calibration")
 
 
-def _writer(tmp_path, monkeypatch, fail):
-    """A batch writer of a stub model whose image writes fail where ``fail(path)`` raises."""
-    from types import SimpleNamespace
-
-    from anomaly_inspect.data.transforms import TransformConfig
-    from anomaly_inspect.screening import runner
-
-    write_rgb = runner.write_rgb
-
-    def failing(path, image):
-        fail(path)
-        write_rgb(path, image)
-
-    monkeypatch.setattr(runner, "write_rgb", failing)
-    model = SimpleNamespace(extractor=SimpleNamespace(transform=TransformConfig()),
-                            info=SimpleNamespace(display={}), threshold=1.0)
-    csv_path = tmp_path / "out" / "results.csv"
-    csv_path.parent.mkdir()
-    runner._write_rows_atomic(csv_path, [])  # the header, as screen starts the file
-    return runner._BatchWriter(model, csv_path.parent, csv_path, "none", 16), csv_path
-
-
 def _batch(n):
     from anomaly_inspect.screening.model import ScoredImage
 
@@ -579,7 +563,7 @@ def test_a_thumbnail_that_cannot_be_written_keeps_its_row_with_a_warning(tmp_pat
     from anomaly_inspect.screening.runner import read_results, thumb_relpath
 
     images, inputs = _batch(3)
-    writer, csv_path = _writer(tmp_path, monkeypatch, lambda path: None)
+    writer, csv_path = stub_batch_writer(tmp_path, monkeypatch, lambda path: None)
     blocked = tmp_path / "out" / thumb_relpath(images[1].path)
     blocked.mkdir(parents=True)  # a folder where the thumbnail goes
     with caplog.at_level("WARNING"):
@@ -602,7 +586,7 @@ def test_a_full_disk_stops_naming_the_file_once_the_rows_done_are_written(tmp_pa
         if path == full:
             raise OSError(errno.ENOSPC, "No space left on device")
 
-    writer, csv_path = _writer(tmp_path, monkeypatch, fail)
+    writer, csv_path = stub_batch_writer(tmp_path, monkeypatch, fail)
     with pytest.raises(DiskFullError, match=f"^{full}: cannot write the thumbnail of "
                                             f"/in/img1.png \\(No space left on device\\)"):
         writer.write(images, inputs)

@@ -147,8 +147,13 @@ class ModelConfig:
     def __post_init__(self):
         check_field_types(self, "")
         _at_least("", "seed", self.seed, 0)
+
+    def check_seed(self, source: str = "config") -> None:
+        """Refuse, naming ``source``, a seed that a new fit's consumers cannot take (faiss IVF:
+        32 bits): checked where a config for a fit is read or given (``load_config``, the tops
+        of ``fit`` and ``evaluate``), not when a saved model is loaded, whose fit is done."""
         if self.seed >= SEED_LIMIT:
-            raise ConfigError(f"seed: {SEED_RANGE}, got {self.seed}")
+            raise ConfigError(f"{source}: seed: {SEED_RANGE}, got {self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -354,7 +359,9 @@ def load_config(path: Path | str | None) -> ModelConfig:
         return ModelConfig()
     data = read_yaml_mapping(path)
     check_scorer_seed(data.get("scorer"), str(path))
-    return ModelConfig.from_dict(data, str(path))
+    cfg = ModelConfig.from_dict(data, str(path))
+    cfg.check_seed(str(path))
+    return cfg
 
 
 def check_scorer_seed(scorer: Any, source: str) -> None:

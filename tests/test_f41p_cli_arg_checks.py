@@ -143,7 +143,7 @@ def test_the_largest_seed_is_parsed_and_works_in_every_consumer():
 def test_a_config_seed_beyond_the_limit_is_refused_in_the_same_words(tmp_path):
     with pytest.raises(ConfigError, match=r"^config: seed: must be below 2\*\*31 \(faiss's IVF "
                                           r"clustering takes a 32-bit seed\), got 2147483648$"):
-        ModelConfig(seed=SEED_LIMIT).check_seed()
+        ModelConfig(seed=SEED_LIMIT).check_new_fit()
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump({"seed": 99999999999999999999999}))
     with pytest.raises(ConfigError, match=rf"^{path}: seed: must be below 2\*\*31"):
@@ -157,10 +157,29 @@ def test_an_image_size_beyond_the_maximum_is_refused_on_the_command_line_and_in_
         assert f"argument --image-size: must be at most {MAX_IMAGE_SIZE} pixels, got '100000000'" in err
     assert build_parser().parse_args(["bench-backbone", "--image-size", str(MAX_IMAGE_SIZE)]).image_size \
         == MAX_IMAGE_SIZE
-    with pytest.raises(ConfigError, match=rf"^features: image_size: must be at most {MAX_IMAGE_SIZE}, "
-                                          r"got 4097$"):
-        FeatureConfig(image_size=MAX_IMAGE_SIZE + 1)
+    big = ModelConfig(features=FeatureConfig(image_size=MAX_IMAGE_SIZE + 1))  # a saved model's
+    with pytest.raises(ConfigError, match=rf"^config: features: image_size: must be at most "
+                                          rf"{MAX_IMAGE_SIZE}, got 4097$"):
+        big.check_new_fit()
     assert MAX_IMAGE_SIZE == 4096
+
+
+def test_a_saved_model_beyond_the_new_fit_bounds_still_loads(tmp_path):
+    """The seed and size bounds are for new fits: a model fitted before they existed is done,
+    and refusing it would lose that work."""
+    from anomaly_inspect.screening.model import load_model
+    from anomaly_inspect.screening.model_dir import MODEL_JSON, write_checksums
+    from layout_writer import fit_tiny_model
+
+    _, model_dir = fit_tiny_model(tmp_path)
+    path = model_dir / MODEL_JSON
+    info = json.loads(path.read_text())
+    info["config"]["seed"] = 4294967296
+    info["config"]["features"]["image_size"] = 4608
+    path.write_text(json.dumps(info))
+    write_checksums(model_dir)
+    cfg = load_model(model_dir).cfg
+    assert (cfg.seed, cfg.features.image_size) == (4294967296, 4608)
 
 
 @pytest.mark.parametrize(("value", "reason"), [
@@ -175,18 +194,3 @@ def test_bench_coreset_parses_its_variants_into_a_list():
     args = build_parser().parse_args(["bench-coreset", "--variants", "exact,two_round"])
     assert args.variants == ["exact", "two_round"]
 
-
-def test_a_saved_model_with_a_seed_beyond_the_bound_still_loads(tmp_path):
-    """The bound is for new fits: a model fitted with such a seed before the bound existed is
-    done, and refusing it would lose that work."""
-    from anomaly_inspect.screening.model import load_model
-    from anomaly_inspect.screening.model_dir import MODEL_JSON, write_checksums
-    from layout_writer import fit_tiny_model
-
-    _, model_dir = fit_tiny_model(tmp_path)
-    path = model_dir / MODEL_JSON
-    info = json.loads(path.read_text())
-    info["config"]["seed"] = 4294967296
-    path.write_text(json.dumps(info))
-    write_checksums(model_dir)
-    assert load_model(model_dir).cfg.seed == 4294967296

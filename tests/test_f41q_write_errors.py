@@ -200,6 +200,25 @@ def test_copying_a_graph_onto_a_full_disk_names_the_model_not_its_staging_folder
     _no_staging_left(target.parent)
 
 
+def test_a_copy_that_fails_reading_its_source_keeps_both_paths(tmp_path, monkeypatch):
+    """Only a full or read-only disk is the model folder's fault: an I/O error reading the cached
+    graph mid-copy names the graph and where it went, not 'cannot write' the model."""
+    from anomaly_inspect.screening import model_dir
+
+    graph = tmp_path / "cache" / "bb.onnx"
+    graph.parent.mkdir()
+    graph.write_bytes(b"graph")
+
+    def unreadable(src, dst):
+        raise OSError(errno.EIO, os.strerror(errno.EIO), str(src), None, str(dst))
+
+    monkeypatch.setattr(model_dir.shutil, "copyfile", unreadable)
+    with pytest.raises(OSError) as caught:
+        model_dir.save_model_dir(tmp_path / "tiny" / "m", _info(), _fitted(),
+                                 extra_files={"backbone/bb.onnx": graph})
+    assert caught.value.errno == errno.EIO and caught.value.filename == str(graph)
+
+
 def test_a_model_folder_made_read_only_before_the_save_is_named(tmp_path, monkeypatch):
     from anomaly_inspect.screening import model_dir
 

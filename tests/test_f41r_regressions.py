@@ -120,3 +120,12 @@ def test_the_lock_removes_only_the_empty_parents_it_made_and_only_on_an_error(tm
     with save_lock(tmp_path / "new" / "y" / "z"):
         pass
     assert (tmp_path / "new" / "y").is_dir()
+
+
+def test_a_netpbm_file_with_a_long_header_comment_is_listed_by_content(tmp_path):
+    """A header comment longer than the first kilobyte still leaves the file an image."""
+    from anomaly_inspect.data.image_io import looks_like_image
+
+    path = tmp_path / "scan"  # no extension: found by content
+    path.write_bytes(b"P5\n# " + b"x" * 3000 + b"\n4 2\n255\n" + bytes(8))
+    assert looks_like_image(path)

@@ -106,7 +106,6 @@ class FeatureConfig:
         check_field_types(self, "features: ")
         for name in ("image_size", "crop_size"):  # the crop, where given, is the backbone's input
             _at_least("features: ", name, getattr(self, name), MIN_IMAGE_SIZE)
-        _at_most("features: ", "image_size", self.image_size, MAX_IMAGE_SIZE)  # the crop is smaller
         for name in ("batch_size", "aggregate", "embed_dim"):
             _at_least("features: ", name, getattr(self, name), 1)
         if self.crop_size is not None and self.crop_size > self.image_size:
@@ -148,12 +147,17 @@ class ModelConfig:
         check_field_types(self, "")
         _at_least("", "seed", self.seed, 0)
 
-    def check_seed(self, source: str = "config") -> None:
-        """Refuse, naming ``source``, a seed that a new fit's consumers cannot take (faiss IVF:
-        32 bits): checked where a config for a fit is read or given (``load_config``, the tops
-        of ``fit`` and ``evaluate``), not when a saved model is loaded, whose fit is done."""
+    def check_new_fit(self, source: str = "config") -> None:
+        """Refuse, naming ``source``, settings a new fit cannot use: a seed its consumers cannot
+        take (faiss IVF: 32 bits) or an input size beyond ``MAX_IMAGE_SIZE``. Checked where a
+        config for a fit is read or given (``load_config``, the tops of ``fit`` and
+        ``evaluate``), not when a saved model is loaded, whose fit is done."""
         if self.seed >= SEED_LIMIT:
             raise ConfigError(f"{source}: seed: {SEED_RANGE}, got {self.seed}")
+        try:  # the crop, where given, is smaller
+            _at_most("features: ", "image_size", self.features.image_size, MAX_IMAGE_SIZE)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -360,7 +364,7 @@ def load_config(path: Path | str | None) -> ModelConfig:
     data = read_yaml_mapping(path)
     check_scorer_seed(data.get("scorer"), str(path))
     cfg = ModelConfig.from_dict(data, str(path))
-    cfg.check_seed(str(path))
+    cfg.check_new_fit(str(path))
     return cfg
 
 

@@ -51,7 +51,7 @@ _NETPBM = re.compile(rb"P[14](?:\s|#[^\r\n]*[\r\n])" + _PNM_GAP + _PNM_NUM * 2  
 _PFM = re.compile(rb"P[Ff]\s+0*[1-9][0-9]{0,8}\s+0*[1-9][0-9]{0,8}\s+"  # width height scale
                   rb"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?\s")
 _PAM_NEEDS = {b"WIDTH", b"HEIGHT", b"DEPTH", b"MAXVAL"}
-_PNM_HEAD = 1024  # bytes read for a header: room for comments
+_PNM_HEAD = 1 << 16  # bytes read for a Netpbm header: room for long comments
 # A BMP starts with "BM", as plenty of text does ("BMW parts"): its DIB header size says which
 _BMP_DIB_SIZES = (12, 16, 40, 52, 56, 64, 108, 124)
 # the formats whose size PIL reads from the header, so the budget holds before decoding; PPM
@@ -86,7 +86,9 @@ def looks_like_image(path: Path | str) -> bool:
         if not stat.S_ISREG(os.stat(path).st_mode):
             return False
         with open(path, "rb") as fh:
-            head = fh.read(_PNM_HEAD)
+            head = fh.read(32)
+            if head[:1] == b"P":  # a Netpbm header may hold long comments
+                head += fh.read(_PNM_HEAD - len(head))
     except OSError:
         return False
     return (head.startswith(_MAGIC) or _netpbm_header(head)

@@ -153,7 +153,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
     cfg.check_scorer()
-    cfg.check_seed()
+    cfg.check_new_fit()
     check_dataset(dataset, max_pixels)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
     backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks,

@@ -443,7 +443,7 @@ def fit(
                         f"with load_config(...)), got a {type(cfg).__name__}")
     cfg = copy.deepcopy(cfg)
     cfg.check_scorer()
-    cfg.check_seed()
+    cfg.check_new_fit()
     check_target_fpr("fit", target_fpr)
     train = path_list(train, "train")
     calibration = None if calibration is None else path_list(calibration, "calibration")

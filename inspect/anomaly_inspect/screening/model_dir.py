@@ -34,6 +34,7 @@ second save to it meanwhile is refused.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import itertools
 import json
@@ -509,6 +510,9 @@ def _naming_target(target: Path) -> Iterator[None]:
         raise write_error(exc, target) from None
 
 
+_FULL_OR_READ_ONLY = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, n))
+
+
 def _writes_model(exc: OSError, target: Path) -> bool:
     """``exc`` comes from writing the model at ``target`` (not from reading a source, nor one of
     our own one-line errors, which have no errno): it has an errno and names no file, or one
@@ -516,6 +520,8 @@ def _writes_model(exc: OSError, target: Path) -> bool:
     it, or a folder above them being made)."""
     if exc.errno is None:
         return False
+    if exc.filename2 is not None and exc.errno not in _FULL_OR_READ_ONLY:
+        return False  # a copy into the model failed reading its source: both paths say where
     named = [n for n in (exc.filename, exc.filename2) if isinstance(n, (str, bytes, os.PathLike))]
     if not named:
         return True

@@ -181,42 +181,38 @@ def test_a_model_save_on_a_full_disk_is_one_line_naming_the_model(tmp_path, monk
     _no_staging_left(target.parent)
 
 
-def test_copying_a_graph_onto_a_full_disk_names_the_model_not_its_staging_folder(tmp_path,
-                                                                                 monkeypatch):
+def _save_copying_a_graph(tmp_path, monkeypatch, code: int):
+    """Save a model carrying a cached graph whose copy into it fails with ``code`` (the error
+    names the graph and the copy's destination, as ``shutil.copyfile``'s do)."""
     from anomaly_inspect.screening import model_dir
 
     graph = tmp_path / "cache" / "bb.onnx"
     graph.parent.mkdir()
     graph.write_bytes(b"graph")
 
-    def full(src, dst):
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(src), None, str(dst))
+    def failing(src, dst):
+        raise OSError(code, os.strerror(code), str(src), None, str(dst))
 
-    monkeypatch.setattr(model_dir.shutil, "copyfile", full)
+    monkeypatch.setattr(model_dir.shutil, "copyfile", failing)
+    model_dir.save_model_dir(tmp_path / "tiny" / "m", _info(), _fitted(),
+                             extra_files={"backbone/bb.onnx": graph})
+
+
+def test_copying_a_graph_onto_a_full_disk_names_the_model_not_its_staging_folder(tmp_path,
+                                                                                 monkeypatch):
     target = tmp_path / "tiny" / "m"
     with pytest.raises(OSError, match=f"^{target}: {NO_SPACE}$"):
-        model_dir.save_model_dir(target, _info(), _fitted(),
-                                 extra_files={"backbone/bb.onnx": graph})
+        _save_copying_a_graph(tmp_path, monkeypatch, errno.ENOSPC)
     _no_staging_left(target.parent)
 
 
 def test_a_copy_that_fails_reading_its_source_keeps_both_paths(tmp_path, monkeypatch):
     """Only a full or read-only disk is the model folder's fault: an I/O error reading the cached
     graph mid-copy names the graph and where it went, not 'cannot write' the model."""
-    from anomaly_inspect.screening import model_dir
-
-    graph = tmp_path / "cache" / "bb.onnx"
-    graph.parent.mkdir()
-    graph.write_bytes(b"graph")
-
-    def unreadable(src, dst):
-        raise OSError(errno.EIO, os.strerror(errno.EIO), str(src), None, str(dst))
-
-    monkeypatch.setattr(model_dir.shutil, "copyfile", unreadable)
     with pytest.raises(OSError) as caught:
-        model_dir.save_model_dir(tmp_path / "tiny" / "m", _info(), _fitted(),
-                                 extra_files={"backbone/bb.onnx": graph})
-    assert caught.value.errno == errno.EIO and caught.value.filename == str(graph)
+        _save_copying_a_graph(tmp_path, monkeypatch, errno.EIO)
+    assert caught.value.errno == errno.EIO
+    assert caught.value.filename == str(tmp_path / "cache" / "bb.onnx")
 
 
 def test_a_model_folder_made_read_only_before_the_save_is_named(tmp_path, monkeypatch):

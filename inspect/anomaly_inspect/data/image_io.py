@@ -555,9 +555,9 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
     Colour channels count by their largest value. Where the mask has an alpha channel that
     varies (RGBA, LA), a pixel is marked only where it is also visible (alpha above 0): a
     defect drawn on a transparent background, opaque or as a semi-transparent overlay, is the
-    defect, whatever colour the background holds. A mask that marks no pixel, or every pixel, is logged (once each) naming the file:
-    only an anomalous image's mask is read, and either usually means levels the rules above
-    do not fit."""
+    defect, whatever colour the background holds. A mask that marks no pixel, or every pixel,
+    is logged (once each) naming the file: only an anomalous image's mask is read, and either
+    usually means levels the rules above do not fit."""
     path = Path(path)
     raw, orientation = _decode(path, max_pixels)
     visible = None

@@ -50,7 +50,7 @@ def test_flag_hints_replace_phrases_not_parts_of_paths(message, expect):
 def test_a_path_containing_a_parameter_name_is_printed_as_given(tmp_path, capsys):
     out = tmp_path / "my_out_dir"
     out.mkdir()
-    (out / "mine.txt").write_text("not a model")
+    (out / "model.json").write_text('{"format_version": 1}')  # a model: --overwrite replaces it
     train = tmp_path / "train"
     train.mkdir()
     assert main(["fit", "--train", str(train), "--out", str(out), "--quiet"]) == 1

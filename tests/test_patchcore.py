@@ -290,9 +290,9 @@ def test_streamed_fit_gives_the_same_bank_as_fitting_all_features():
 
 @pytest.mark.parametrize("has_masks", [False, True])
 def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch, has_masks):
-    from types import SimpleNamespace
-
     from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.data.mvtec import AnomalyDataset
+    from anomaly_inspect.data.samples import Sample
     from anomaly_inspect.evaluation import evaluate as ev
     from anomaly_inspect.pipeline.builders import build
 
@@ -305,9 +305,8 @@ def test_evaluate_searches_for_patch_maps_only_where_masks_read_them(monkeypatch
     monkeypatch.setattr(ev, "build", stop)
     monkeypatch.setattr(ev, "check_dataset", lambda *a: None)  # no files behind these
     with pytest.raises(RuntimeError, match="stop"):
-        test = [SimpleNamespace(label=0), SimpleNamespace(label=1)]
-        ev.evaluate(SimpleNamespace(name="fake", has_masks=has_masks, train=[], test=test),
-                    ModelConfig(), progress=False)
+        test = [Sample("good.png", 0), Sample("bad.png", 1)]
+        ev.evaluate(AnomalyDataset("fake", [], test, has_masks), ModelConfig(), progress=False)
     assert seen == {"patch_maps": has_masks}
     assert build(ModelConfig(), progress=False, patch_maps=has_masks)[2].patch_maps is has_masks
 

@@ -113,7 +113,21 @@ def check_field_types(obj: Any, section: str) -> None:
     hints = typing.get_type_hints(type(obj))
     for f in fields(obj):
         value = getattr(obj, f.name)
-        if is_dataclass(hints[f.name]):
+        if is_dataclass(hints[f.name]):  # a section (ModelConfig's backbone, features)
+            if not isinstance(value, hints[f.name]):
+                raise ConfigError(f"{section}{f.name}: expected a {hints[f.name].__name__}, got "
+                                  f"{value!r}; a mapping (or a YAML file) is read with "
+                                  f"ModelConfig.from_dict(...) or load_config(...)")
             continue
         if not _is_a(value, hints[f.name]):
             raise ConfigError(f"{section}{f.name}: expected {_describe(hints[f.name])}, got {value!r}")
+
+
+def check_instance(name: str, value: Any, kind: type, how: str) -> None:
+    """Raise a one-line TypeError unless ``value``, the API argument ``name``, is a ``kind``;
+    ``how`` says how one is made. Without it a wrong argument (a config's name for the
+    config, a model's folder for the model) failed later as an AttributeError."""
+    if not isinstance(value, kind):
+        got = "None" if value is None else f"a {type(value).__name__}"
+        article = "an" if kind.__name__[0] in "AEIOU" else "a"
+        raise TypeError(f"{name}: expected {article} {kind.__name__} ({how}), got {got}")

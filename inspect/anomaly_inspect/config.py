@@ -6,6 +6,7 @@ given as a file path or by name: ``patchcore``, ``ood/isic_all``.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +23,7 @@ from .choices import (
     ConfigError,
     check_embedding,
     check_field_types,
+    check_instance,
     check_layers,
     check_runtime,
 )
@@ -147,6 +149,17 @@ class ModelConfig:
         check_field_types(self, "")
         _at_least("", "seed", self.seed, 0)
 
+    def checked(self) -> ModelConfig:
+        """A copy of this config, checked again as constructing it checks it: a field edited
+        since (``cfg.features.image_size = 24`` on a loaded config) is refused with the same
+        one-line :class:`ConfigError` as ``FeatureConfig(image_size=24)``, not once the images
+        are read, nor by ``load_model`` of the model it fitted. See :func:`config_for_fit`."""
+        cfg = copy.deepcopy(self)
+        cfg.__post_init__()  # the sections' kinds first: their checks read their fields
+        cfg.backbone.__post_init__()
+        cfg.features.__post_init__()
+        return cfg
+
     def check_new_fit(self, source: str = "config") -> None:
         """Refuse, naming ``source``, settings a new fit cannot use: a seed its consumers cannot
         take (faiss IVF: 32 bits) or an input size beyond ``MAX_IMAGE_SIZE``. Checked where a
@@ -261,6 +274,22 @@ class ModelConfig:
         if block not in have:
             raise ConfigError(f"{source}: scorer: block: no block '{block}'; available: "
                               f"{', '.join(have)}")
+
+
+def config_for_fit(cfg: ModelConfig | None) -> ModelConfig:
+    """``cfg`` as ``fit`` and ``evaluate`` take it, checked before any image is read: None is
+    the defaults, anything but a :class:`ModelConfig` is a TypeError; a copy checked again
+    (:meth:`ModelConfig.checked`: the caller may change or reuse theirs) whose scorer can fit
+    (:meth:`ModelConfig.check_scorer`) and that a new fit can use
+    (:meth:`ModelConfig.check_new_fit`)."""
+    if cfg is None:
+        cfg = ModelConfig()
+    check_instance("cfg", cfg, ModelConfig,
+                   "read a YAML file or a packaged config with load_config(...)")
+    cfg = cfg.checked()
+    cfg.check_scorer()
+    cfg.check_new_fit()
+    return cfg
 
 
 def model_blocks(layers: Sequence[int]) -> list[str]:

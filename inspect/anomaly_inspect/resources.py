@@ -12,7 +12,9 @@ from contextlib import contextmanager
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MiB."""
+    """The peak resident set size of this process so far, in MiB (``ru_maxrss``: it never
+    falls, so a figure taken after an earlier, larger run in the same process is that run's
+    peak; a fresh process per measurement gives each its own)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024
 

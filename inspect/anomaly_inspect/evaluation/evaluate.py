@@ -12,7 +12,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ..config import ModelConfig
+from ..choices import check_instance
+from ..config import ModelConfig, config_for_fit
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.layout import DatasetLayoutError
 from ..data.mvtec import AnomalyDataset
@@ -21,6 +22,7 @@ from ..pipeline import Engine, Runner, build
 from ..progress import Progress
 from ..resources import Timer, peak_rss_mb
 from ..scorers.maps import anomaly_maps
+from ..scorers.params import check_number
 from .metrics import auroc, auroc_by_group
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,9 @@ class EvaluationResult:
     memory_bank_items: int | None
     memory_bank_mb: float | None
     search_index: str | None
+    #: the process's peak RSS so far (``ru_maxrss``, :func:`..resources.peak_rss_mb`), not this
+    #: evaluation's own: a later evaluate() in the same process (a notebook) reports an earlier,
+    #: larger peak again; run each in a fresh process to compare them
     peak_rss_mb: float
     config: dict
     runtime: str = "torch"
@@ -143,17 +148,21 @@ def pixel_auroc_note(has_masks: bool, masks: list[np.ndarray], method: str) -> s
         "the masks mark every pixel anomalous"
 
 
-def evaluate(dataset: AnomalyDataset, cfg: ModelConfig, progress: bool = True,
+def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: bool = True,
              engine: Engine | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> EvaluationResult:
-    """Fit ``cfg``'s scorer on ``dataset.train``, score ``dataset.test``. Refused before any
-    fitting, as ``fit`` refuses them: a ``cfg`` whose scorer cannot fit here
-    (``cfg.check_scorer``: a method that needs class labels, a block the backbone lacks) and
-    images (and masks) over ``max_pixels`` (:func:`check_dataset`). A distributed ``engine``
+    """Fit ``cfg``'s scorer (None: the defaults) on ``dataset.train``, score ``dataset.test``.
+    Refused before any fitting, as ``fit`` refuses them: a ``cfg`` that is no ModelConfig,
+    whose fields (also edited since it was made) its construction refuses, or whose scorer
+    cannot fit here (:func:`~..config.config_for_fit`: a method that needs class labels, a
+    block the backbone lacks), and images (and masks) over ``max_pixels``
+    (:func:`check_dataset`). A distributed ``engine``
     fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
     is scored here either way."""
-    cfg.check_scorer()
-    cfg.check_new_fit()
+    check_instance("dataset", dataset, AnomalyDataset,
+                   "load_mvtec(...), load_folders(...) or load_dataset(...)")
+    cfg = config_for_fit(cfg)
+    check_number("evaluate", "max_pixels", max_pixels, 1, whole=True)
     check_dataset(dataset, max_pixels)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)
     backbone, extractor, scorer = build(cfg, progress=progress, patch_maps=dataset.has_masks,

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import SEED_LIMIT, SEED_RANGE
 from ..core import Features, FitContext
 from ..progress import Progress
 from .base import Scorer, ScoreResult
@@ -170,6 +171,8 @@ class PatchCore(Scorer):
         check_first_round_ratio(first_round_ratio, self.name)
         check_choice(self.name, "index", index, INDEX_KINDS)
         check_number(self.name, "seed", seed, 0, whole=True)
+        if seed >= SEED_LIMIT:  # refused now, not by faiss's IVF clustering after the coreset
+            raise ValueError(f"{self.name}: seed {SEED_RANGE}, got {seed}")
         self.coreset_ratio = coreset_ratio
         self.max_bank_items = max_bank_items
         self.projection_dim = projection_dim

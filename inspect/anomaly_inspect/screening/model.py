@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as _dt
 import functools
 import logging
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..config import ConfigError, ModelConfig
+from ..config import ConfigError, ModelConfig, config_for_fit
 from ..core import Features
 from ..data.folder import path_list
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, read_image
@@ -42,6 +41,7 @@ from ..pipeline.engine import Shared
 from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
 from ..scorers import Scorer
+from ..scorers.params import check_number
 from .calibration import Calibration, calibrate, check_target_fpr, holdout_split
 from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
 from .model_dir import (
@@ -116,6 +116,21 @@ def input_images(inputs: Sequence[Path | str], exclude: Sequence[Path] = ()) -> 
     return without_earlier_outputs(expand_inputs(list(inputs), exclude=exclude), inputs)
 
 
+def scored_paths(inputs: Sequence[Path | str] | Path | str) -> list[Path]:
+    """The images :meth:`Model.iter_score` scores for ``inputs``: a folder or glob pattern
+    expanded by :func:`input_images`, as ``score``, ``fit`` and ``screen`` expand it; a named
+    file kept as given, in order, one row each (callers pass the images they listed, e.g.
+    results.csv's rows: one gone since is an error row, not a refused run)."""
+    out: list[Path] = []
+    for item in path_list(inputs, "paths"):
+        if os.path.isdir(item) or (not os.path.lexists(item)
+                                   and any(ch in str(item) for ch in "*?[")):
+            out += input_images([item])
+        else:
+            out.append(Path(item))
+    return out
+
+
 @dataclass
 class ScoredImage:
     """One screened image. ``error`` is set (and the numbers are NaN) when it could not be read;
@@ -177,18 +192,20 @@ class Model:
                    keep_maps: bool = True, engine: Engine | None = None,
                    thumb_size: int | None = None, flagged_inputs: bool = False
                    ) -> Iterator[ScoredBatch]:
-        """Score ``paths`` batch by batch (bounded memory); unreadable images become error rows.
+        """Score ``paths`` (files / folders / globs, one or a list: :func:`scored_paths`) batch
+        by batch (bounded memory); unreadable images become error rows.
         ``engine`` says where the batches run (default: this process); with a remote engine and
         ``thumb_size``, ``inputs`` come back as uint8 (H, W, 3) thumbnails of at most that side
         (about 49 kB an image instead of the 1.2 MB model input at 320 px), and with
         ``flagged_inputs`` a flagged image's as its whole model input in uint8 (for its
         explanation strip)."""
         engine = engine or LocalEngine()
+        paths = scored_paths(paths)
         task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size,
                          **({"model": self} if engine.in_process else
                             {**self.remote_source(engine), "thumb_size": thumb_size,
                              "flagged_inputs": flagged_inputs}))
-        return engine.map(task, [Path(p) for p in path_list(paths, "paths")], progress)
+        return engine.map(task, paths, progress)
 
     def remote_source(self, engine: Engine) -> dict:
         """How workers get this model: its directory's path (shared storage), or the
@@ -433,20 +450,20 @@ def fit(
     :func:`.distributed_fit.fit_on_engine`.
 
     ``train`` and ``calibration`` may each be one path or a list. The arguments are checked
-    before any work (``cfg.check_scorer`` refuses a method that needs class labels), and the
+    before any work (:func:`~..config.config_for_fit`: ``cfg`` as its construction checks it,
+    also after it was edited, and a method that needs class labels is refused), and the
     model keeps a copy of ``cfg``: the caller may change or reuse theirs.
     """
-    if cfg is None:
-        cfg = ModelConfig()
-    elif not isinstance(cfg, ModelConfig):
-        raise TypeError(f"cfg: expected a ModelConfig (read a YAML file or a packaged config "
-                        f"with load_config(...)), got a {type(cfg).__name__}")
-    cfg = copy.deepcopy(cfg)
-    cfg.check_scorer()
-    cfg.check_new_fit()
+    cfg = config_for_fit(cfg)
     check_target_fpr("fit", target_fpr)
+    check_number("fit", "calibration_fraction", calibration_fraction, 0, 1, low_open=True,
+                 high_open=True, allowed=(None,))
+    check_number("fit", "max_pixels", max_pixels, 1, whole=True)
     train = path_list(train, "train")
     calibration = None if calibration is None else path_list(calibration, "calibration")
+    for name, given in (("training", train), ("calibration", calibration)):
+        if given == []:
+            raise ValueError(f"no {name} images given (an empty list)")
     train_paths = input_images(train)
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
@@ -568,7 +585,9 @@ def load_model(directory: Path | str, progress: bool = False, batch_size: int | 
                max_pixels: int = DEFAULT_MAX_PIXELS) -> Model:
     """Load a saved model, checked by :func:`open_model_dir`, all from one save of it
     (:func:`.model_dir.loaded_whole`). ``progress``, ``batch_size`` and ``max_pixels`` are
-    how this run screens, not part of the model."""
+    how this run screens, not part of the model (``batch_size`` None = the config's)."""
+    check_number("load_model", "batch_size", batch_size, 1, whole=True, allowed=(None,))
+    check_number("load_model", "max_pixels", max_pixels, 1, whole=True)
     directory = Path(directory)
 
     def load() -> Model:

@@ -313,14 +313,18 @@ def saved_graphs(directory: Path | str) -> dict[str, Path]:
 
 
 def check_replaceable(target: Path | str, overwrite: bool) -> None:
-    """Raise unless a model may be saved to ``target`` (new, empty, or a model with ``overwrite``)."""
+    """Raise unless a model may be saved to ``target``: a new path or an empty folder, or a
+    model directory with ``overwrite``. Anything else (a file, a folder of other files) is
+    never replaced, so its refusal does not suggest ``overwrite``."""
     target = Path(target)
     if not (target.exists() or target.is_symlink()):
         return
-    if not overwrite:
-        raise FileExistsError(f"{target}: already exists; pass overwrite=True to replace it")
-    if target.is_dir() and not target.is_symlink() and (
-            is_model_dir(target) or not any(target.iterdir())):
+    folder = target.is_dir() and not target.is_symlink()
+    if folder and not any(target.iterdir()):
+        return
+    if folder and is_model_dir(target):
+        if not overwrite:
+            raise FileExistsError(f"{target}: already exists; pass overwrite=True to replace it")
         return
     # Never delete something that is not a model directory, --overwrite or not.
     raise FileExistsError(f"{target}: exists and is not a model directory; refusing to replace it")

@@ -37,11 +37,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..choices import OVERLAY_CHOICES
+from ..choices import OVERLAY_CHOICES, check_instance
 from ..data.folder import path_list
 from ..data.image_io import read_image
 from ..data.layout import display_path
-from ..files import replacing, reworded, write_json
+from ..files import make_folder, replacing, reworded, write_json
 from ..pipeline.engine import Engine
 from ..progress import Progress
 from .explain import listed_strips
@@ -261,7 +261,8 @@ def screen(
         # run's and, resumed, the earlier runs' rows), fail now, not after scoring everything
         kept = [] if rescore else [row_key(r) for r in read_results(out_dir / RESULTS_CSV)[0]]
         resolve_labels([*paths, *kept], labels)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_instance("model", model, Model, "fit(...) or load_model(DIR)")  # before out_dir is made
+    make_folder(out_dir)  # a file there: one line saying so
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
                               thumb_size, embed_images, start, _explain_top(model, explain),

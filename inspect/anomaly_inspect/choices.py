@@ -71,6 +71,13 @@ def check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
     return layers
 
 
+#: seeds must be below this: the smallest range of the seed's consumers is faiss's IVF
+#: clustering seed (``ClusteringParameters.seed``, a C int); torch takes < 2**64, numpy any
+SEED_LIMIT = 2**31
+#: what a seed must be, the words of both the --seed flag's and the config's refusal
+SEED_RANGE = "must be below 2**31 (faiss's IVF clustering takes a 32-bit seed)"
+
+
 class ConfigError(ValueError):
     """A configuration file or value that cannot be used."""
 

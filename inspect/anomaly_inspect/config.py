@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .choices import (
+from .choices import (  # SEED_LIMIT / SEED_RANGE re-exported: config's names for them
     DEFAULT_PRECISION,
     DEFAULT_RUNTIME,
     RANDOM_WEIGHTS,
     RESIZE_MODES,
+    SEED_LIMIT,
+    SEED_RANGE,
     ConfigError,
     check_embedding,
     check_field_types,
@@ -40,11 +42,6 @@ MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
 #: refused up front: a larger side failed only once images were read, in OpenCV's allocation of
 #: the resized image ("Insufficient memory"), as unreadable images
 MAX_IMAGE_SIZE = 4096
-#: seeds must be below this: the smallest range of the seed's consumers is faiss's IVF
-#: clustering seed (``ClusteringParameters.seed``, a C int); torch takes < 2**64, numpy any
-SEED_LIMIT = 2**31
-#: what a seed must be, the words of both the --seed flag's and the config's refusal
-SEED_RANGE = "must be below 2**31 (faiss's IVF clustering takes a 32-bit seed)"
 
 
 def _at_least(section: str, name: str, value: int | None, low: int) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import SEED_LIMIT, SEED_RANGE
+from ..choices import SEED_LIMIT, SEED_RANGE
 from ..core import Features, FitContext
 from ..progress import Progress
 from .base import Scorer, ScoreResult

@@ -64,9 +64,10 @@ def replacing(path: Path | str) -> Iterator[Path]:
     ends, removed if it raises. It ends with ``path``'s suffix (``np.savez`` adds ``.npz`` to a
     name without it) and gets the permissions a plain ``open`` would give (``mkstemp``'s are
     owner-only). An ``OSError`` that names no file, or only the temporary one (a full disk, a
-    folder made read-only), is raised naming ``path`` (:func:`write_error`). A symbolic link is
-    written through: its target gets the content and the link stays (a ``latest.json`` pointing
-    into a dated folder)."""
+    folder made read-only), is raised naming ``path`` (:func:`write_error`); so is a full disk
+    or read-only folder met copying into the temporary file (``shutil.copyfile`` names the
+    source, then it: :func:`_writing`). A symbolic link is written through: its target gets the
+    content and the link stays (a ``latest.json`` pointing into a dated folder)."""
     shown = path = Path(path)
     if path.is_symlink():
         path = Path(os.path.realpath(path))
@@ -87,10 +88,25 @@ def replacing(path: Path | str) -> Iterator[Path]:
     except BaseException as exc:
         with suppress(OSError):  # a read-only folder: its error must not replace this one
             tmp.unlink()
-        if isinstance(exc, OSError) and exc.errno is not None and exc.filename2 is None and (
-                exc.filename is None or os.fspath(exc.filename) == name):
+        if isinstance(exc, OSError) and _writing(exc, name):
             raise write_error(exc, shown) from None
         raise
+
+
+#: errors writing a file that only another device or folder avoids, whatever the copy's source
+FULL_OR_READ_ONLY = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS")
+                              if hasattr(errno, n))
+
+
+def _writing(exc: OSError, tmp: str) -> bool:
+    """``exc`` comes from writing the temporary file ``tmp``: it names no file or only ``tmp``,
+    or (a copy into it, which names its source first) is a full disk or read-only folder that
+    names ``tmp`` second; a copy that failed reading its source is not (both paths say where)."""
+    if exc.errno is None:
+        return False
+    if exc.filename2 is not None:
+        return exc.errno in FULL_OR_READ_ONLY and os.fspath(exc.filename2) == tmp
+    return exc.filename is None or os.fspath(exc.filename) == tmp
 
 
 def write_error(exc: OSError, path: Path | str) -> OSError:

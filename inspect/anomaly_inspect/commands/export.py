@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..files import replacing
     from ..pipeline import build_backbone
     from ..screening.deploy import TOLERANCE
+    from ..screening.model_dir import model_dir_holding
 
     check_writable(args.out, "--out")  # either form is written beside --out, then renamed
     if args.model_dir is not None:
@@ -77,6 +78,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--format exports a saved model: give its MODEL_DIR")
     if args.out.is_dir():
         raise IsADirectoryError(f"{args.out}: is a folder; --out names the .onnx file to write")
+    model = model_dir_holding(args.out)  # its own graph: replacing it breaks the model
+    if model is not None:
+        raise ValueError(f"{args.out}: is a file of model directory {model}; give another path")
     if args.out.exists() and not args.overwrite:
         raise FileExistsError(f"{args.out}: already exists; pass --overwrite to replace it")
     if args.out.suffix != ".onnx":

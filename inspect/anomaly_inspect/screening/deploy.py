@@ -23,10 +23,12 @@ import numpy as np
 
 from .. import __version__
 from ..choices import EXPORT_FORMATS as FORMATS  # format -> the runtime it serves
+from ..config import FeatureConfig
 from ..features.runtime import first_line, max_rel_diff, require_runtime
 from .model import open_model_dir
 from .model_dir import (
     BACKBONE_DIR,
+    CHECKSUMS_JSON,
     MODEL_FILES,
     SCORER_DIR,
     ModelFormatError,
@@ -95,13 +97,16 @@ def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int, sourc
 def _model_file_names(model_dir: Path, listed: dict | None) -> list[str]:
     """The files of a model directory that a bundle copies: those its checksums list
     (``listed``; or, for a model saved before checksums, the model files and its exported
-    graphs), never other files a user keeps there."""
+    graphs), never other files a user keeps there, nor the checksum list itself: the bundle's
+    is written last, and a staging folder holding one is taken for a complete model (the
+    files in it that the list does not name for the user's, given into ``--out`` after an
+    error or a kill)."""
     if listed is None:
         names = {f for f in MODEL_FILES if (model_dir / f).is_file()}
         names |= {f"{BACKBONE_DIR}/{p.name}" for p in (model_dir / BACKBONE_DIR).glob("*.onnx")}
     else:
         names = set(listed) | {f for f in MODEL_FILES if (model_dir / f).is_file()}
-    stale = {MANIFEST_JSON}  # a bundle exported again: its own manifest and IR are remade
+    stale = {MANIFEST_JSON, CHECKSUMS_JSON}  # remade: the list (last), a bundle's manifest, IR
     return sorted(n for n in names if n not in stale and not n.endswith((".xml", ".bin")))
 
 
@@ -182,8 +187,11 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
                                     "crop_size if set, then (x - mean) / std",
                            "mean": [float(v) for v in backbone.mean],
                            "std": [float(v) for v in backbone.std]},
-            "embedding": {k: getattr(features, k)
-                          for k in ("aggregate", "embed_dim", "finest_stage", "equal_stage_weights")},
+            "embedding": {"aggregate": features.aggregate,
+                          "embed_dim": _embedding_width(features, entries[0]),
+                          "embed_dim_cap": features.embed_dim,
+                          "finest_stage": features.finest_stage,
+                          "equal_stage_weights": features.equal_stage_weights},
             "scorer": {"name": scorer.get("name"), "params": scorer.get("params"),
                        "state": f"{SCORER_DIR}/scorer_state.safetensors"},
             "threshold": calibration.threshold,
@@ -210,6 +218,14 @@ def _graph_entry(model_dir: Path, name: str, precision: str, size: int) -> dict[
     if precision == "int8" and not int8:
         entry["role"] = "the f32 graph the int8 one was quantised from"
     return entry
+
+
+def _embedding_width(features: FeatureConfig, entry: dict[str, Any]) -> int:
+    """The width of each patch's embedding (the bank's rows) from the stage outputs of the
+    graph ``entry`` (one the model runs); the config's ``embed_dim`` only caps it: a stage
+    wider than ``embed_dim / n_stages`` is pooled down to that width."""
+    stages = [o["shape"][1] for o in entry["outputs"] if o["name"].startswith("stage")]
+    return features.embedding().output_dim(stages)
 
 
 def _none_runs(entries: list[dict[str, Any]], precision: str, size: int) -> str:

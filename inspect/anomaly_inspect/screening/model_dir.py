@@ -34,7 +34,6 @@ second save to it meanwhile is refused.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import itertools
 import json
@@ -53,6 +52,7 @@ from typing import Any, TypeVar
 from .. import __version__
 from ..config import ConfigError, check_field_types
 from ..files import (
+    FULL_OR_READ_ONLY,
     current_umask,
     file_sha256,
     flock_file,
@@ -514,9 +514,6 @@ def _naming_target(target: Path) -> Iterator[None]:
         raise write_error(exc, target) from None
 
 
-_FULL_OR_READ_ONLY = frozenset(getattr(errno, n) for n in ("ENOSPC", "EDQUOT", "EROFS") if hasattr(errno, n))
-
-
 def _writes_model(exc: OSError, target: Path) -> bool:
     """``exc`` comes from writing the model at ``target`` (not from reading a source, nor one of
     our own one-line errors, which have no errno): it has an errno and names no file, or one
@@ -524,7 +521,7 @@ def _writes_model(exc: OSError, target: Path) -> bool:
     it, or a folder above them being made)."""
     if exc.errno is None:
         return False
-    if exc.filename2 is not None and exc.errno not in _FULL_OR_READ_ONLY:
+    if exc.filename2 is not None and exc.errno not in FULL_OR_READ_ONLY:
         return False  # a copy into the model failed reading its source: both paths say where
     named = [n for n in (exc.filename, exc.filename2) if isinstance(n, (str, bytes, os.PathLike))]
     if not named:

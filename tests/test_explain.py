@@ -522,9 +522,10 @@ def _loaded(path, t):
     return batch.images[0], batch.boxes[0]
 
 
-# cells 3..5 = input px 24..48 on the decode's 63 x 64 px of content: decode rows 190..382
-# (x 501 / 63), columns 192..385 (x 513 / 64); times 8 in the file's pixels
-HUGE_BOX = Box(1520, 1536, 3056 - 1520, 3080 - 1536)
+# cells 3..5 = input px 24..48 on the decode's 63 x 64 px of content: decode rows 191..382
+# (x 501 / 63: 190.9..381.7), columns 192..385 (x 513 / 64: 192.4..384.8), both edges rounded
+# half up; times 8 in the file's pixels
+HUGE_BOX = Box(1528, 1536, 3056 - 1528, 3080 - 1536)
 
 
 def test_a_huge_jpeg_is_explained_on_the_reduced_decode_it_was_scored_from(tmp_path):

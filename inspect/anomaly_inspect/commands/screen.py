@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("report", str(s.report_html)))
     write_json_and_show(args.output_json, {
         "n_inputs": s.n_inputs, "n_scored": s.n_scored, "n_resumed": s.n_resumed,
-        "n_flagged": s.n_flagged, "n_errors": s.n_errors, "seconds": round(s.seconds, 3),
+        "n_flagged": s.n_flagged, "n_errors": s.n_errors, **_totals(s.results_csv),
+        "seconds": round(s.seconds, 3),
         "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
         "errors": [{"path": p, "error": e} for p, e in s.errors],
     }, lambda: print_table(rows))
@@ -101,3 +102,15 @@ def run(args: argparse.Namespace) -> int:
         if s.n_errors > 10:
             print(f"  ... and {s.n_errors - 10} more", file=sys.stderr)
     return s.exit_code
+
+
+def _totals(results_csv) -> dict[str, int]:
+    """The rows of the whole results folder, counted as report.html counts them (n_flagged /
+    n_errors count only this run's images: 0 flagged on a resumed run that scored nothing)."""
+    from ..screening.runner import read_results
+
+    rows, _ = read_results(results_csv)
+    ok = [r for r in rows if not r["error"]]
+    return {"n_rows_total": len(rows),
+            "n_flagged_total": sum(r["decision"] == "anomalous" for r in ok),
+            "n_errors_total": len(rows) - len(ok)}

@@ -108,14 +108,20 @@ class TransformConfig:
     def input_to_image(self, height: int, width: int, top: float, left: float, bottom: float,
                        right: float) -> Box:
         """A rectangle of the model input (pixels, after the optional crop) in the pixels of
-        the ``height`` x ``width`` image it came from (stretch or pad undone), clipped to it."""
+        the ``height`` x ``width`` image it came from (stretch or pad undone), clipped to it.
+        Both edges are rounded alike (half up), so rectangles that touch in the model input
+        touch in the image too: no shared pixel, no gap."""
         off = self.crop_offset
         rb = self.resized_box(height, width)
         sy, sx = height / rb.height, width / rb.width
-        y0 = int(np.clip(np.floor((top + off - rb.top) * sy), 0, height - 1))
-        x0 = int(np.clip(np.floor((left + off - rb.left) * sx), 0, width - 1))
-        y1 = int(np.clip(np.ceil((bottom + off - rb.top) * sy), y0 + 1, height))
-        x1 = int(np.clip(np.ceil((right + off - rb.left) * sx), x0 + 1, width))
+
+        def edge(v: float, scale: float) -> float:
+            return np.floor(v * scale + 0.5)
+
+        y0 = int(np.clip(edge(top + off - rb.top, sy), 0, height - 1))
+        x0 = int(np.clip(edge(left + off - rb.left, sx), 0, width - 1))
+        y1 = int(np.clip(edge(bottom + off - rb.top, sy), y0 + 1, height))
+        x1 = int(np.clip(edge(right + off - rb.left, sx), x0 + 1, width))
         return Box(y0, x0, y1 - y0, x1 - x0)
 
     def cropped(self, box: Box) -> Box:

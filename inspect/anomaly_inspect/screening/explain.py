@@ -569,7 +569,8 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     the run stops (its end, an error, Ctrl-C, SIGTERM), so finished work is kept; a journal a
     ``kill -9`` left is folded in by the next run (:func:`read_explanations` reads both). An
     image that cannot be read or explained gets an entry with its ``error``; one whose strip
-    cannot be drawn keeps its explanation, with a ``strip_error``. The folder is locked against
+    cannot be drawn keeps its explanation, with a ``strip_error`` (either keeps naming the
+    ``strip`` an earlier run drew for it, whose file stays). The folder is locked against
     other runs while this one writes. Returns (path as text, :class:`Explanation` or None,
     error text or "") per image; the error text does not name the image."""
 
@@ -601,14 +602,16 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
                         zip(paths, iter_explain(model, paths, top, bar, train), strict=True), 1):
                     if isinstance(e, str):
                         results.append((display_path(path), None, e))
-                        record.add({**path_fields(str(path)), "error": e, "model_id": ident})
+                        entry = {**path_fields(str(path)), "error": e, "model_id": ident}
+                        record.add({**entry, **record.earlier_strip(entry)})
                     else:
                         strip = Path(explain_relpath(str(path))).name
                         try:
                             write_rgb(out_dir / strip, render_strip(model, e, image, train))
                             drawn, error = {"strip": strip}, ""
                         except (OSError, ValueError, cv2.error) as exc:
-                            drawn = {"strip_error": str(exc)}
+                            drawn = {**record.earlier_strip(path_fields(str(path))),
+                                     "strip_error": str(exc)}
                             error = f"no strip: {drawn['strip_error']}"
                         results.append((display_path(path), e, error))
                         record.add({**e.to_dict(), **drawn, "model_id": ident})
@@ -638,6 +641,15 @@ class ExplanationsRecord:
     def add(self, entry: dict) -> None:
         self.entries[_entry_key(entry)] = entry
         self.pending.append(entry)
+
+    def earlier_strip(self, entry: dict) -> dict:
+        """``{"strip": name}`` of the entry ``entry`` replaces, where it named one (else
+        empty): an entry without a new strip keeps naming the file an earlier run left, so
+        that it stays out of the inputs (:func:`listed_strips`) when this folder is one."""
+        known = [*self.earlier, *self.entries.values()]
+        kept = {id(d) for d in _merged(known, [entry])}
+        strips = [d["strip"] for d in known if id(d) not in kept and isinstance(d.get("strip"), str)]
+        return {"strip": strips[-1]} if strips else {}
 
     def append_batch(self) -> None:
         """Append the entries added since the last call to the journal, as one line."""

@@ -39,7 +39,7 @@ import numpy as np
 
 from ..choices import OVERLAY_CHOICES, check_instance
 from ..data.folder import path_list
-from ..data.image_io import read_image
+from ..data.image_io import image_size, read_image
 from ..data.layout import display_path
 from ..files import make_folder, replacing, reworded, write_json
 from ..pipeline.engine import Engine
@@ -564,7 +564,7 @@ class _BatchWriter:
             # image's model input (remote.thumbnailed, by the same calls as here)
             t = self.transform
             image = x if x.dtype == np.uint8 else denormalise(x, t.mean, t.std)
-            self._image(r, thumb_relpath(r.path), fit_within(image, self.thumb_size), "thumbnail")
+            self._image(r, thumb_relpath(r.path), self._thumbnail(r, image), "thumbnail")
             want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
             if want and r.patch_scores is not None:
                 overlay = self._overlay(r)
@@ -573,6 +573,24 @@ class _BatchWriter:
         return {"path": display_path(r.path), "score": _fmt(r.score),
                 "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
                 "overlay": overlay, "raw_path": raw_path_field(r.path), "explain": strip}
+
+    def _thumbnail(self, r: ScoredImage, image: np.ndarray) -> np.ndarray:
+        """The report's thumbnail of ``r`` from its model input ``image`` (or a remote worker's
+        thumbnail of it), at the source image's aspect ratio, as its overlay thumbnail: a
+        stretched input is square whatever the image's shape (its size comes from the file's
+        header, no second decode; the square stays where the header cannot be read now). A
+        padded input's content already has the image's shape."""
+        if self.transform.resize != "stretch":
+            return fit_within(image, self.thumb_size)
+        try:
+            width, height = image_size(r.path, self.transform.max_pixels)
+        except OSError:
+            return fit_within(image, self.thumb_size)
+        scale = min(self.thumb_size, max(image.shape[:2])) / max(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        if size == (image.shape[1], image.shape[0]):
+            return image
+        return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def _image(self, r: ScoredImage, rel: str, image: np.ndarray, what: str) -> bool:
         """Write ``image`` to ``rel``; False, with a warning naming ``r`` and the file, where it

@@ -791,10 +791,11 @@ def test_ensemble_normal_calibration_and_test_scores_share_the_int8_calibration(
 
     recording(judge, "test scores")
     recording(tune, "normal calibration")
-    result = SimpleNamespace(readable=lambda paths: [Path(p) for p in paths])
+    settings = TuneSettings(n_folds=2, max_images=6)  # a tuning subset of 6 of the 8 images
+    result = SimpleNamespace(readable=lambda paths: [Path(p) for p in paths], settings=settings,
+                             candidates=[])
     scores = judge.test_scores(dataset, result, [cand], base, tmp_path / "cache", progress=False)
-    cal, = tune.normal_calibrations(train, base, [tune.CandidateScores(cand, {}, [])],
-                                    TuneSettings(n_folds=2, max_images=6),
+    cal, = tune.normal_calibrations(train, base, [tune.CandidateScores(cand, {}, [])], settings,
                                     tmp_path / "cache", progress=False)
     assert digests["test scores"] == digests["normal calibration"] and digests["test scores"][0] == 8
     assert len(scores[cand.name]) == 2 and np.isfinite(cal.median) and cal.mad > 0

@@ -99,7 +99,8 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
     if args.candidates and given_flags(args, add_tune_args, only=("grid",)):
         raise ValueError("--grid: not with --candidates (the listed candidates replace the grid); "
                          "drop one of them")
-    cands = None if not args.candidates else [Candidate.parse(n) for n in args.candidates.split(",")]
+    cands = None if not args.candidates else [Candidate.parse(n.strip())  # "a, b" as "a,b"
+                                              for n in args.candidates.split(",")]
     result = tune(train_paths, cfg, settings_from_args(args), cands,
                   cache_dir=args.tune_cache, progress=not args.quiet,
                   max_pixels=args.max_pixels)

@@ -27,7 +27,14 @@ from ..pipeline.builders import scorer_for
 from ..progress import Progress
 from .candidates import Candidate
 from .stage_cache import calibrate, stage_maps
-from .tune import TuningResult, check_method, extraction_of, normal_calibrations, tune_cache
+from .tune import (
+    TuningResult,
+    check_method,
+    extraction_of,
+    fold_plan,
+    normal_calibrations,
+    tune_cache,
+)
 
 
 def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[Candidate],
@@ -36,19 +43,33 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
     """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``
     that can be read (unreadable training images are skipped with a warning, as ``fit`` skips
     them, also those outside the tuning subset). An int8 backbone is calibrated on those
-    training images, as ``fit`` and :func:`.tune.normal_calibrations` calibrate it."""
+    training images, as ``fit`` and :func:`.tune.normal_calibrations` calibrate it. Where those
+    images are the tuning subset, each candidate is extracted as its validation was (its
+    recorded ``extraction``, as :func:`.tune.normal_calibrations` does), so that the training
+    images' stage maps are read from validation's cache entry, not extracted again for a
+    subset of the candidates (``evaluate --auto --ensemble K``'s members)."""
     check_method(base)
     cache_dir = tune_cache(cache_dir)
     train = sorted(result.readable([s.path for s in dataset.train]))
     test = [s.path for s in dataset.test]
-    groups: dict[tuple, list[Candidate]] = defaultdict(list)
+    tuned_on_all = len(fold_plan(len(train), result.settings)[0]) == len(train)
+    validated = {v.candidate: v.extraction for v in result.candidates} if tuned_on_all else {}
+    groups: dict[Candidate, list[Candidate]] = defaultdict(list)
+    by_own: dict[tuple, list[Candidate]] = defaultdict(list)
     for c in cands:
-        groups[c.extraction].append(c)
+        ext = validated.get(c)
+        if ext is not None and ext.extraction == c.extraction:  # not a pad twin's stretch one
+            groups[ext].append(c)
+        else:
+            by_own[c.extraction].append(c)
+    for members in by_own.values():
+        groups[extraction_of(members)] += members
     out = {}
     bs, crop = base.features.batch_size, base.features.crop_size
     with Progress(len(cands), "score test per candidate", unit="cand", enabled=progress) as bar:
-        for (name, size, resize), members in groups.items():
-            backbone = build_backbone(extraction_of(members).config(base))
+        for ext, members in groups.items():
+            name, size, resize = ext.extraction
+            backbone = build_backbone(ext.config(base))
             calibrate(backbone, train, size, resize, crop, max_pixels)  # int8: on the training images
             tr = stage_maps(backbone, train, size, resize, cache_dir / "maps", bs, progress,
                             f"extract train {name} {size} {resize}", max_pixels, crop, skip_unreadable=True)

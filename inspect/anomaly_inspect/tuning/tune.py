@@ -495,7 +495,8 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
     while True:
         kept = len(paths) if settings.max_images is None else min(len(paths), settings.max_images)
         if kept < 2 * settings.n_folds:  # the images left are not all read yet: not "readable"
-            got = f"only {kept} left after skipping {len(skipped)} unreadable" if skipped else f"got {kept}"
+            got = (f"only {kept} left after skipping {len(skipped)} unreadable (reading stopped "
+                   f"there: some of those {kept} may be unreadable too)") if skipped else f"got {kept}"
             cap = f" (max_images={settings.max_images} of {len(paths)} images)" if kept < len(paths) else ""
             raise TooFewImagesError(f"tune needs at least {2 * settings.n_folds} training images, "
                                     f"{got}{cap}")

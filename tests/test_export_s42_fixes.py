@@ -199,5 +199,6 @@ def test_the_manifest_records_the_embeddings_actual_width(onnx_model, tmp_path):
     manifest = export_model(onnx_model, tmp_path / "b")
     bank = load_file(str(onnx_model / "scorer" / "scorer_state.safetensors"))["memory_bank"]
     scorer = json.loads((onnx_model / "scorer" / "scorer.json").read_text())
-    assert manifest["embedding"]["embed_dim"] == bank.shape[1] == scorer["input_widths"]["patches"]
-    assert bank.shape[1] < 1024 and manifest["embedding"]["embed_dim_cap"] == 1024
+    assert manifest["embedding"]["width"] == bank.shape[1] == scorer["input_widths"]["patches"]
+    # embed_dim stays the setting (a cap) the embedding is rebuilt from, as before
+    assert bank.shape[1] < 1024 and manifest["embedding"]["embed_dim"] == 1024

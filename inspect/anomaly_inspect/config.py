@@ -277,8 +277,9 @@ def config_for_fit(cfg: ModelConfig | None) -> ModelConfig:
     """``cfg`` as ``fit`` and ``evaluate`` take it, checked before any image is read: None is
     the defaults, anything but a :class:`ModelConfig` is a TypeError; a copy checked again
     (:meth:`ModelConfig.checked`: the caller may change or reuse theirs) whose scorer can fit
-    (:meth:`ModelConfig.check_scorer`) and that a new fit can use
-    (:meth:`ModelConfig.check_new_fit`)."""
+    (:meth:`ModelConfig.check_scorer`), that a new fit can use
+    (:meth:`ModelConfig.check_new_fit`) and whose ``backbone: layers`` its backbone has
+    (:func:`check_layers_exist`)."""
     if cfg is None:
         cfg = ModelConfig()
     check_instance("cfg", cfg, ModelConfig,
@@ -286,7 +287,26 @@ def config_for_fit(cfg: ModelConfig | None) -> ModelConfig:
     cfg = cfg.checked()
     cfg.check_scorer()
     cfg.check_new_fit()
+    check_layers_exist(cfg)
     return cfg
+
+
+def check_layers_exist(cfg: ModelConfig) -> None:
+    """Refuse ``backbone: layers`` that ``cfg``'s backbone lacks (the one-line
+    :class:`~.features.backbone.LayerRangeError` building it raises, naming that key) before
+    any image is read: its stages come from the backbone's cached card, else from timm
+    (random weights, cached per name: :func:`~.features.backbone.layer_strides`). A name that
+    is no timm model is left to the build, which names the models it resembles."""
+    if cfg.backbone.layers is None:
+        return
+    from .features.backbone import LayerRangeError, layer_strides
+
+    try:
+        layer_strides(cfg.backbone.name, cfg.backbone.layers)
+    except LayerRangeError:
+        raise
+    except ValueError:
+        pass
 
 
 def model_blocks(layers: Sequence[int]) -> list[str]:

@@ -44,12 +44,14 @@ def load_folders(
     name: str = "folder",
 ) -> AnomalyDataset:
     """Build a dataset from plain folders; masks (optional) pair by file stem. A named folder
-    without images is refused (a mistyped path must not pass as an empty split), and so is a
-    file that lands in two splits or labels, or twice in one split through folders that overlap
-    (links to one file within a split are kept once: :func:`.layout.check_disjoint`). Each of
-    the three may name one folder or a list. Each anomalous folder is one defect type (group),
+    without images is refused (a mistyped path must not pass as an empty split), and so are
+    an empty ``train_dirs`` and a file that lands in two splits or labels, or twice in one
+    split through folders that overlap (links to one file within a split are kept once:
+    :func:`.layout.check_disjoint`). Each of the three may name one folder or a list. Each anomalous folder is one defect type (group),
     see :func:`defect_groups`."""
     train_dirs = path_list(train_dirs, "train_dirs")
+    if not train_dirs:  # each folder named must hold images: only no folder gives no images
+        raise DatasetLayoutError("train_dirs: no training images given (an empty list)")
     test_normal_dirs = path_list(test_normal_dirs, "test_normal_dirs")
     test_anomalous_dirs = path_list(test_anomalous_dirs, "test_anomalous_dirs")
 
@@ -60,8 +62,6 @@ def load_folders(
         return found
 
     train = [Sample(p, 0, "train", "good") for d in train_dirs for p in images(d)]
-    if not train:
-        raise DatasetLayoutError(f"no training images in {', '.join(map(str, train_dirs))}")
     test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]
     test += [Sample(p, 1, "test", group) for d, group in
              zip(test_anomalous_dirs, defect_groups(test_anomalous_dirs), strict=True) for p in images(d)]

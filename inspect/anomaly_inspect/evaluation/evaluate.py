@@ -19,6 +19,7 @@ from ..data.layout import DatasetLayoutError
 from ..data.mvtec import AnomalyDataset
 from ..data.samples import Sample
 from ..pipeline import Engine, Runner, build
+from ..pipeline.engine import check_engine
 from ..progress import Progress
 from ..resources import Timer, peak_rss_mb
 from ..scorers.maps import anomaly_maps
@@ -162,6 +163,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
     check_instance("dataset", dataset, AnomalyDataset,
                    "load_mvtec(...), load_folders(...) or load_dataset(...)")
     cfg = config_for_fit(cfg)
+    check_engine(engine)
     check_number("evaluate", "max_pixels", max_pixels, 1, whole=True)
     check_dataset(dataset, max_pixels)
     # without masks nothing reads the patch maps: image scores only (the same, searched faster)

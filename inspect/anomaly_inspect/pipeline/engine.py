@@ -122,3 +122,15 @@ def make_engine(name: str = "local", address: str | None = None,
 
         return RayEngine(address=address, workers=workers, shared_storage=shared_storage)
     raise ValueError(f"unknown engine '{name}'; choose from {', '.join(ENGINES)}")
+
+
+def check_engine(engine: object) -> None:
+    """Raise a one-line TypeError unless ``engine``, an API argument, is None (this process) or
+    an engine (:func:`make_engine` makes one; :class:`Engine` is a protocol,
+    so its members are what is checked). Without it an engine's name ("local", "ray") failed
+    later as an AttributeError."""
+    if engine is None or all(hasattr(engine, a) for a in ("in_process", "map", "share")):
+        return
+    got = f"{engine!r} (a str)" if isinstance(engine, str) else f"a {type(engine).__name__}"
+    raise TypeError(f"engine: expected an Engine (make_engine('local') or make_engine('ray', "
+                    f"...)), got {got}")

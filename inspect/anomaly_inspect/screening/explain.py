@@ -367,7 +367,7 @@ def iter_explain(model: Model, paths, top: int = 3, progress=None,
     _check_top(top)
     train = train or TrainingImages(model)
     t = model.extractor.transform
-    for batch in model.iter_score([Path(p) for p in paths], progress, keep_maps=True):
+    for batch in model.iter_score([Path(p) for p in paths], progress, keep_maps=True, expand=False):
         for k, scored in enumerate(batch.images):
             if scored.error:
                 yield scored.error, None

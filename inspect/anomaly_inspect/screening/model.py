@@ -37,7 +37,7 @@ from ..pipeline import (
     build_extractor,
     score_batches,
 )
-from ..pipeline.engine import Shared
+from ..pipeline.engine import Shared, check_engine
 from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
 from ..scorers import Scorer
@@ -190,17 +190,20 @@ class Model:
 
     def iter_score(self, paths: Sequence[Path | str] | Path | str, progress: Progress | None = None,
                    keep_maps: bool = True, engine: Engine | None = None,
-                   thumb_size: int | None = None, flagged_inputs: bool = False
-                   ) -> Iterator[ScoredBatch]:
+                   thumb_size: int | None = None, flagged_inputs: bool = False,
+                   expand: bool = True) -> Iterator[ScoredBatch]:
         """Score ``paths`` (files / folders / globs, one or a list: :func:`scored_paths`) batch
-        by batch (bounded memory); unreadable images become error rows.
+        by batch (bounded memory); unreadable images become error rows. ``expand=False`` takes
+        ``paths`` as image files already listed (screen's and explain's rows): one gone since,
+        or named like a glob (``scan[9].png``), is an error row, never expanded.
         ``engine`` says where the batches run (default: this process); with a remote engine and
         ``thumb_size``, ``inputs`` come back as uint8 (H, W, 3) thumbnails of at most that side
         (about 49 kB an image instead of the 1.2 MB model input at 320 px), and with
         ``flagged_inputs`` a flagged image's as its whole model input in uint8 (for its
         explanation strip)."""
+        check_engine(engine)
         engine = engine or LocalEngine()
-        paths = scored_paths(paths)
+        paths = scored_paths(paths) if expand else [Path(p) for p in path_list(paths, "paths")]
         task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size,
                          **({"model": self} if engine.in_process else
                             {**self.remote_source(engine), "thumb_size": thumb_size,
@@ -251,7 +254,7 @@ class Model:
         paths = input_images(path_list(inputs, "inputs"))
         out: list[ScoredImage] = []
         with Progress(len(paths), "score", enabled=progress) as bar:
-            for b in self.iter_score(paths, bar):
+            for b in self.iter_score(paths, bar, expand=False):
                 out.extend(b.images)
         return out
 
@@ -446,19 +449,21 @@ def fit(
     ``target_fpr`` (see :func:`fit_split`). With ``calibration`` (normal images only), the
     scorer fits on every training image; ``calibration_fraction`` is then refused. Anomalous
     labels are never used. Images above ``max_pixels`` are skipped unread (see
-    ``data.image_io``). With a distributed ``engine``, see
+    ``data.image_io``). ``engine`` is None (this process) or one
+    :func:`~..pipeline.engine.make_engine` made (not its name); with a distributed one, see
     :func:`.distributed_fit.fit_on_engine`.
 
     ``train`` and ``calibration`` may each be one path or a list. The arguments are checked
     before any work (:func:`~..config.config_for_fit`: ``cfg`` as its construction checks it,
-    also after it was edited, and a method that needs class labels is refused), and the
-    model keeps a copy of ``cfg``: the caller may change or reuse theirs.
+    also after it was edited, layers its backbone lacks and a method that needs class labels
+    are refused), and the model keeps a copy of ``cfg``: the caller may change or reuse theirs.
     """
     cfg = config_for_fit(cfg)
     check_target_fpr("fit", target_fpr)
     check_number("fit", "calibration_fraction", calibration_fraction, 0, 1, low_open=True,
                  high_open=True, allowed=(None,))
     check_number("fit", "max_pixels", max_pixels, 1, whole=True)
+    check_engine(engine)
     train = path_list(train, "train")
     calibration = None if calibration is None else path_list(calibration, "calibration")
     for name, given in (("training", train), ("calibration", calibration)):

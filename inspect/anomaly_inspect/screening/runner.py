@@ -42,8 +42,9 @@ from ..data.folder import path_list
 from ..data.image_io import image_size, read_image
 from ..data.layout import display_path
 from ..files import make_folder, replacing, reworded, write_json
-from ..pipeline.engine import Engine
+from ..pipeline.engine import Engine, check_engine
 from ..progress import Progress
+from ..scorers.params import check_number
 from .explain import listed_strips
 from .lock import LOCK_NAME, OutputLock
 from .model import (
@@ -239,9 +240,13 @@ def screen(
     (``explain/*.jpg``, details in ``explain/*.json``; see :mod:`.explain`), named in the
     ``explain`` column and shown in the report. A resumed run also draws the strips its
     flagged rows lack (their maps are computed again; their scores in results.csv stay).
+    ``explain`` (a whole number, 0: none) and ``engine`` (None, or one ``make_engine`` made)
+    are checked before any work.
     """
     if overlays not in OVERLAY_CHOICES:
         raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
+    check_number("screen", "explain", explain, 0, whole=True)
+    check_engine(engine)
     if labels is not None and not report:
         raise ValueError(f"labels={labels!r}: used only by the report, which report=False "
                          f"turns off; drop one of them")
@@ -351,7 +356,7 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
             pending: Future | None = None
             for batch in model.iter_score(todo, bar, keep_maps=overlays != "none" or explain > 0,
                                             engine=engine, thumb_size=thumb_size,
-                                            flagged_inputs=explain > 0):
+                                            flagged_inputs=explain > 0, expand=False):
                 for r in batch.images:
                     if r.error:
                         errors.append((display_path(r.path), r.error))
@@ -455,7 +460,7 @@ def _missing_strips(model: Model, rows: list[dict[str, str]], paths: set[str], o
     try:
         with Progress(len(todo), "explain", enabled=progress) as bar:
             for batch in model.iter_score([row_key(r) for r in todo], bar, keep_maps=True,
-                                          engine=engine):  # whole model inputs come back
+                                          engine=engine, expand=False):  # whole inputs back
                 for k, r in enumerate(batch.images):
                     if r.error:
                         log.warning("no explanation for %s: %s", r.path, r.error)

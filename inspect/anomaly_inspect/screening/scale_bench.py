@@ -127,7 +127,7 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
     first_at, first_n, n, batches = None, 0, 0, 0
     with WorkerPeaks() as peaks:
         start = time.perf_counter()
-        for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128):
+        for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128, expand=False):
             n += len(batch.images)
             batches += 1
             if first_at is None:

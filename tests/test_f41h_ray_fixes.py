@@ -57,7 +57,7 @@ import anomaly_inspect.screening.model as model_module
 class _Model:
     extractor = types.SimpleNamespace(batch_size=2)
     def iter_score(self, paths, **kwargs):
-        yield types.SimpleNamespace(images=list(paths))
+        yield types.SimpleNamespace(images=[types.SimpleNamespace(error="") for _ in paths])
 model_module.load_model = lambda directory, batch_size=None: _Model()
 time.sleep(1.5)  # the heavy imports of a real run
 """

@@ -5,6 +5,7 @@ folder masks pairing across Unicode forms."""
 from __future__ import annotations
 
 import ast
+import types
 import unicodedata
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_the_steady_rate_needs_batches_and_time_after_the_first():
 
 class _Batch:
     def __init__(self, n):
-        self.images = [None] * n
+        self.images = [types.SimpleNamespace(error="")] * n
 
 
 class _Model:

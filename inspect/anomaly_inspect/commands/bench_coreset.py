@@ -23,13 +23,19 @@ DEFAULT_VARIANTS = "two_round,exact"
 
 
 def ratio_list(text: str) -> list[float]:
-    """argparse type of --ratios: comma-separated numbers (:func:`check_ratios` checks that
-    each is a share in (0, 1], once the options the benchmark ignores have been refused)."""
+    """argparse type of --ratios: comma-separated numbers, none given twice (a row each: a
+    repeat would run the same rows again); :func:`check_ratios` checks that each is a share in
+    (0, 1], once the options the benchmark ignores have been refused."""
     try:
-        return [float(v) for v in text.split(",")]
+        ratios = [float(v) for v in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(f"--ratios must be comma-separated shares in (0, 1] "
                                          f"(e.g. 0.01,0.1), got {text!r}") from None
+    twice = sorted({r for r in ratios if ratios.count(r) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice in {text!r}; "
+                                         f"each ratio is one row")
+    return ratios
 
 
 def variant_list(text: str) -> list[str]:
@@ -104,6 +110,8 @@ def check_options(args: argparse.Namespace) -> None:
         unused = given_flags(args, add_arguments, only=("ratios", "variants"))
         if unused:
             raise ValueError(f"--engine-only (the config's own coreset) does not take {', '.join(unused)}")
+        if args.engine != "ray":  # an in-process engine's row would be the one-machine fit again
+            raise ValueError("--engine-only applies to a distributed engine (--engine ray) only")
     elif args.radius_sample is not None:
         raise ValueError("--radius-sample applies to --engine-only only")
     if args.root is None or args.category is None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import tempfile
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from .common import (
     positive_int_list,
     write_json,
 )
+
+log = logging.getLogger(__name__)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -58,4 +61,26 @@ def run(args: argparse.Namespace) -> int:
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(rows)} bench-scale runs failed (first: "
                            f"{run_label(failed[0])}: {failed[0]['error']})")
+    check_unreadable(rows, len(paths))
     return 0
+
+
+def check_unreadable(rows: list[dict], images: int) -> None:
+    """Refuse runs that read no image (their rates time nothing); warn, with the count (the
+    most of a run), where some images could not be read (the rates count the scored ones).
+    Rows of runs that failed have no ``errors``."""
+    from ..screening.scale_bench import run_label
+
+    def first(some: list[dict]) -> str:
+        return f"{run_label(some[0])}: {some[0]['first_error']}"
+
+    empty = [row for row in rows if row.get("errors") and not row["images"]]
+    if empty:
+        raise ValueError(f"no image could be read in {len(empty)} of {len(rows)} bench-scale "
+                         f"runs (first: {first(empty)})")
+    unread = [row for row in rows if row.get("errors")]
+    if unread:
+        log.warning("%d of %d images could not be read in %d of %d bench-scale runs (first: "
+                    "%s); the rates count the scored images only",
+                    max(r["errors"] for r in unread), images, len(unread), len(rows),
+                    first(unread))

@@ -82,7 +82,8 @@ def int_list(text: str) -> list[int]:
 
 
 def positive_int_list(text: str) -> list[int]:
-    """argparse type: comma-separated integers >= 1, e.g. ``1,2,4``."""
+    """argparse type: comma-separated integers >= 1, e.g. ``1,2,4``, none given twice (each
+    is a run of a benchmark: a repeat would run it again)."""
     try:
         values = [int(v) for v in text.split(",")]
     except ValueError:
@@ -90,6 +91,10 @@ def positive_int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"must be comma-separated positive integers (e.g. 1,2), "
                                          f"got {text!r}")
+    twice = sorted({v for v in values if values.count(v) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice in {text!r}; "
+                                         f"each value is one run")
     return values
 
 

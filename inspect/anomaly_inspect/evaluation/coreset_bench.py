@@ -6,7 +6,10 @@ scored with exact search and the config's other scorer settings (``max_bank_item
 ``num_neighbors``; PatchCore only), so the variants differ only in the coreset. The
 covering radius is the largest distance from a training patch to its nearest
 centre, on the same random projection the coreset selects on. Each long stage of a row
-(coreset, radius, scoring) shows a bar named after the row (:func:`row_label`).
+(coreset, radius, scoring) shows a bar named after the row (:func:`row_label`). Each row's
+``timed`` says what its ``seconds`` cover: :data:`TIMED_CORESET` (a variant's rows, on
+features already extracted) or :data:`TIMED_FIT` (a fit from the image paths: the engine's
+rows, and :func:`bench_engine_fit`'s ``streamed_fit`` row).
 """
 
 from __future__ import annotations
@@ -35,6 +38,12 @@ RADIUS_BLOCK = 65536
 #: the steps of the scoring bar: test images per ``score`` call (faiss's exact search may round
 #: a distance's last bit by batch, as by thread count; the rounded AUROC does not move)
 SCORE_IMAGES = 8
+#: what a row's seconds cover (its ``timed``): the coreset alone, or extraction and the fit
+TIMED_CORESET = "coreset"
+TIMED_FIT = "extraction + fit"
+#: :func:`bench_engine_fit`'s one-machine row (the streamed fit, as ``fit`` runs it): not a
+#: coreset variant's name, whose rows time the coreset alone
+STREAMED_FIT = "streamed_fit"
 
 
 def check_variants(variants: Sequence[str]) -> None:
@@ -64,7 +73,7 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
                   progress: bool = True, engine: Engine | None = None) -> list[dict]:
     """One row per (ratio, variant): bank size, coreset seconds, covering radius, image AUROC.
     With a distributed ``engine``, one more row per ratio (variant ``engine:NAME``): the bank
-    fitted on its workers (extraction and round 1 there, round 2 here)."""
+    fitted on its workers (extraction and round 1 there, round 2 here; timed :data:`TIMED_FIT`)."""
     check_variants(variants)
     check_method(cfg)
     for ratio in ratios:  # the scorer settings, before any extraction
@@ -89,10 +98,11 @@ def bench_coreset(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[fl
 
 def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
                      radius_sample: int | None = None, progress: bool = True) -> list[dict]:
-    """The one-machine fit (streamed, as ``fit`` / ``evaluate`` run it) against ``engine``'s,
-    holding no features: only the training patches' 128-d projections (a seeded uniform sample
-    of ``radius_sample`` of them, kept as the batches pass, when given) for the covering radius. The config's index is kept
-    (image scores are exact with any index)."""
+    """The one-machine fit (streamed, as ``fit`` / ``evaluate`` run it; row
+    :data:`STREAMED_FIT`) against ``engine``'s, both timed from the image paths (extraction
+    and fit), holding no features: only the training patches' 128-d projections (a seeded
+    uniform sample of ``radius_sample`` of them, kept as the batches pass, when given) for the
+    covering radius. The config's index is kept (image scores are exact with any index)."""
     from ..pipeline.remote_fit import check_distributed_precision, fit_bank_remote
 
     check_method(cfg)
@@ -125,7 +135,7 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
     seconds = {}
     start = time.perf_counter()
     local.fit_batches(tee(runner.iter_features(paths, "local fit")), len(paths))
-    seconds["two_round"] = time.perf_counter() - start
+    seconds[STREAMED_FIT] = time.perf_counter() - start
     start = time.perf_counter()
     with Progress(len(paths), f"{engine.name} fit", enabled=progress) as bar:
         fit_bank_remote(remote, engine, cfg, paths, DEFAULT_MAX_PIXELS, bar)
@@ -142,6 +152,7 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
         rows.append({
             "category": dataset.name, "ratio": local.coreset_ratio, "variant": name,
             "bank": scorer.bank_size, "patches": n_patches, "seconds": round(seconds[name], 2),
+            "timed": TIMED_FIT,
             "radius": round(radius_with_bar(projected, project(scorer.memory_bank),
                                             row_label(name, local.coreset_ratio), progress), 4),
             "radius_points": len(projected),
@@ -178,6 +189,7 @@ def _engine_rows(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[flo
         rows.append({
             "category": dataset.name, "ratio": ratio, "variant": f"engine:{engine.name}",
             "bank": len(bank), "patches": len(flat), "seconds": round(seconds, 2),
+            "timed": TIMED_FIT,
             "radius": round(radius_with_bar(projected, project(bank), label, progress), 4),
             "image_auroc": round(float(auroc(labels, image_scores(scorer, test, label,
                                                                   progress))), 4),
@@ -214,7 +226,7 @@ def bench_coreset_features(name: str, train: Features, test: Features, labels: n
             scorer.set_state({"memory_bank": np.ascontiguousarray(flat[idx])})
             rows.append({
                 "category": name, "ratio": ratio, "variant": variant, "bank": len(idx),
-                "patches": len(flat), "seconds": round(seconds, 2),
+                "patches": len(flat), "seconds": round(seconds, 2), "timed": TIMED_CORESET,
                 "radius": round(radius_with_bar(projected, projected[idx], label, progress), 4),
                 "image_auroc": round(float(auroc(labels, image_scores(scorer, test, label,
                                                                       progress))), 4),
@@ -256,7 +268,8 @@ def image_scores(scorer: PatchCore, test: Features, label: str, progress: bool =
 
 def format_row(row: dict) -> str:
     return (f"{row['category']}  ratio {row['ratio']:<5}  {row['variant']:<9}  bank {row['bank']:>7}"
-            f"  {row['seconds']:>8.1f} s  radius {row['radius']:.3f}  image AUROC {row['image_auroc']:.4f}")
+            f"  {row['seconds']:>8.1f} s ({row['timed']})  radius {row['radius']:.3f}"
+            f"  image AUROC {row['image_auroc']:.4f}")
 
 
 def stream_fit(n_images: int, grid: int = 40, dim: int = 232, batch_size: int = 32,

@@ -9,8 +9,10 @@ remote workers sending 128 px thumbnails as ``screen`` asks them to) and drops t
 loading), the steady rate after
 the first batch (n/a below :data:`MIN_STEADY_BATCHES` batches or :data:`MIN_STEADY_S` seconds
 after it), the overall rate, the driver's peak RSS and the largest peak RSS of a Ray
-worker process (sampled from ``/proc``). A configuration that fails gets its row with the
-reason (``error``) and the others still run. Each run is a session of its own whose SIGTERM
+worker process (sampled from ``/proc``). The rates count the images scored; unreadable
+ones (error rows) are the run's ``errors`` (``first_error``: the first one's path and
+reason). A configuration that fails gets its row with the reason (``error``) and the
+others still run. Each run is a session of its own whose SIGTERM
 raises SystemExit, so that when this process is interrupted the run is stopped with
 SIGTERM and shuts its Ray instance down (killed only if it has not ended in
 :data:`STOP_GRACE_S` seconds).
@@ -125,16 +127,19 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
         init_s = time.perf_counter() - made  # importing Ray and ray.init
     model = load_model(model_dir, batch_size=batch_size)
     first_at, first_n, n, batches = None, 0, 0, 0
+    failed = []  # the error rows (unreadable images): not screened, so not in the rates
     with WorkerPeaks() as peaks:
         start = time.perf_counter()
         for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128, expand=False):
-            n += len(batch.images)
+            failed += [s for s in batch.images if s.error]
+            n += sum(not s.error for s in batch.images)
             batches += 1
             if first_at is None:
                 first_at, first_n = time.perf_counter(), n
         end = time.perf_counter()
     steady, steady_na = steady_rate(n - first_n, batches - 1, end - first_at)
-    return {"engine": engine, "workers": workers, "images": n,
+    return {"engine": engine, "workers": workers, "images": n, "errors": len(failed),
+            **({"first_error": f"{failed[0].path}: {failed[0].error}"} if failed else {}),
             "batch_size": model.extractor.batch_size,
             "init_s": round(init_s, 2), "first_batch_s": round(first_at - start, 2),
             "startup_s": round(first_at - t0, 2), "total_s": round(end - t0, 2),
@@ -250,10 +255,10 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
 
 
 def local_rate(row: dict, rows: list[dict], key: str) -> float:
-    """The same round's local rate (the reference of the ratio; NaN where that run failed or
-    has no such rate)."""
+    """The same round's local rate (the reference of the ratio; NaN where that run failed,
+    has no such rate or read no image)."""
     ref = [r[key] for r in rows if r["engine"] == "local" and r["round"] == row["round"]
-           and "error" not in r and r[key] is not None]
+           and "error" not in r and r[key]]
     return ref[0] if ref else float("nan")
 
 
@@ -270,7 +275,7 @@ def format_row(row: dict, rows: list[dict]) -> str:
     steady = row["steady_img_s"]
     steady_text = (f"n/a ({row.get('steady_na', 'one batch')})" if steady is None else
                    f"{steady:6.2f} img/s (x{steady / local_rate(row, rows, 'steady_img_s'):.2f})")
-    return (f"{name:<8} {row['images']:>5} img  overall {row['overall_img_s']:6.2f} img/s "
+    return (f"{name:<8} {row['images']:>5} img ({row.get('errors', 0)} unreadable)  overall {row['overall_img_s']:6.2f} img/s "
             f"(x{ratio:.2f} local)  steady {steady_text}  "
             f"start-up {row['startup_s']:5.1f} s (ray.init {row['init_s']:.1f} s)  "
             f"peak RSS driver {row['driver_peak_rss_mb']:.0f} MB, worker "

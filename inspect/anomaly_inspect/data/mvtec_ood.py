@@ -94,14 +94,37 @@ def object_mean_colour(paths: Sequence[Path]) -> np.ndarray:
     return total / count
 
 
+def check_similarity_groups(group_rgb: dict[str, np.ndarray], groups: Sequence[str]) -> None:
+    """Refuse ``groups`` the rule cannot compare: fewer than two, or a name that is not one of
+    the manifest's colour groups (``group_rgb``'s keys): a group's colour is looked up by its name."""
+    if len(set(groups)) < 2:
+        raise ValueError(f"needs at least 2 colour groups to compare, got {list(groups)}")
+    unknown = [g for g in groups if g not in group_rgb]
+    if unknown:
+        raise ValueError(f"{unknown} are not colour groups of the manifest, whose groups for this "
+                         f"category are {sorted(group_rgb)}; a group's colour is looked up by its "
+                         f"name, so name each split after the colour group it holds")
+
+
+def check_colour_splits(splits: dict[str, Sequence[Path]], colours: dict[str, list[str]],
+                        cat_dir: Path) -> None:
+    """Refuse a split whose images are not all of the colour group it is named after
+    (``colours``: group -> manifest paths relative to ``cat_dir``): the rule gives the split
+    that group's colour, which says nothing of its other images."""
+    for name, paths in splits.items():
+        own = {os.path.realpath(cat_dir / rel) for rel in colours.get(name, [])}
+        foreign = [p for p in paths if os.path.realpath(p) not in own]
+        if foreign:
+            raise ValueError(f"split '{name}' holds {len(foreign)} image(s) outside colour group "
+                             f"'{name}' (first: {foreign[0]}); the rule gives the split that group's "
+                             f"colour, so it must hold only colour:{name} images")
+
+
 def colour_similarity(object_rgb: np.ndarray, group_rgb: dict[str, np.ndarray],
                       groups: Sequence[str]) -> dict:
     """The rule: of ``groups``, the one whose mean colour is nearest (Euclidean RGB) to the
     object's mean colour is "similar", the farthest "dissimilar"."""
-    missing = [g for g in groups if g not in group_rgb]
-    if len(groups) < 2 or missing:
-        raise ValueError(f"colour similarity: need >= 2 known groups, got {list(groups)} "
-                         f"(unknown: {missing})")
+    check_similarity_groups(group_rgb, groups)
     dist = {g: float(np.linalg.norm(group_rgb[g] - object_rgb)) for g in groups}
     order = sorted(groups, key=dist.__getitem__)
     return {"similar": order[0], "dissimilar": order[-1],

@@ -39,10 +39,13 @@ from ..data.colour_shift import ColourShift, colour_shift
 from ..data.isic import REAL_SPLITS, OODData, isic_archive_benchmark, isic_index_benchmark
 from ..data.layout import DatasetLayoutError
 from ..data.mvtec_ood import (
+    check_colour_splits,
     check_no_repeats,
+    check_similarity_groups,
     colour_similarity,
     mvtec_heldout_benchmark,
     object_mean_colour,
+    read_colour_manifest,
     read_group_colours,
 )
 from ..data.pseudo_ood import jigsaw
@@ -492,7 +495,8 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
                 _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
                 groups, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
         if d.get("similar_groups"):
-            _add_similarity_splits(data, manifest, d.get("category"), d["similar_groups"], cfg.source)
+            _add_similarity_splits(data, manifest, _path(d.get("root"), data_root, "root") / d.get("category"),
+                                   d["similar_groups"], cfg.source)
         _check_defined(cfg, data.ood, "ood_groups")
         data.ood = {s: data.ood[s] for s in cfg.splits}
     empty = [k for k, v in data.ood.items() if not v]
@@ -540,17 +544,25 @@ def code_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
-def _add_similarity_splits(data: OODData, manifest: Path | None, category: str, groups: list[str],
+def _add_similarity_splits(data: OODData, manifest: Path | None, cat_dir: Path, groups: list[str],
                            source: str) -> None:
     """OOD splits ``similar`` / ``dissimilar``: the colour groups the label-free rule picks
-    (``data.mvtec_ood.colour_similarity``), each defined in ``ood_groups`` under its colour name."""
+    (``data.mvtec_ood.colour_similarity``), each defined in ``ood_groups`` under its colour name
+    (the manifest's ``colour_group`` value, which gives the split its colour) and holding only
+    that group's images; checked before the object's colour is measured."""
     if manifest is None:
         raise ConfigError(f"{source}: data.similar_groups needs data.colour_manifest")
     missing = [g for g in groups if g not in data.ood]
     if missing:
         raise ConfigError(f"{source}: data.similar_groups {missing} must be splits of data.ood_groups")
+    category = cat_dir.name
+    group_rgb = read_group_colours(manifest, category)
+    with _config_errors(f"{source}: data.similar_groups: category '{category}' ({manifest})"):
+        check_similarity_groups(group_rgb, groups)
+        check_colour_splits({g: [s.path for s in data.ood[g]] for g in groups},
+                            read_colour_manifest(manifest, category), cat_dir)
     good = [s.path for s in data.id_train if s.group == "good"]
-    rule = colour_similarity(object_mean_colour(good), read_group_colours(manifest, category), groups)
+    rule = colour_similarity(object_mean_colour(good), group_rgb, groups)
     data.ood["similar"] = list(data.ood[rule["similar"]])
     data.ood["dissimilar"] = list(data.ood[rule["dissimilar"]])
     data.notes["colour_similarity"] = rule
@@ -599,14 +611,47 @@ def _image_scores(runner: Runner, spec: ScorerSpec, scorer, arrays: dict) -> np.
     return runner.score_features({spec.label: scorer}, _features_for(spec, arrays))[spec.label].image_scores
 
 
-def check_nuisance_k(cfg: OODBenchmarkConfig, n_train: int) -> None:
-    """Refuse, before any extraction, a row whose ``nuisance_k`` the ID-train images cannot
-    give: ``n_train`` centred images span at most ``n_train - 1`` directions."""
+def _row_scorer(cfg: OODBenchmarkConfig, s: ScorerSpec, progress: bool = True) -> Scorer:
+    """The row's scorer, seeded with the benchmark's seed, for image scores only."""
+    return scorer_for(s.name, s.params | _block_param(s), cfg.seed, progress=progress, patch_maps=False)
+
+
+def _train_count_check(scorer: Scorer):
+    """The scorer's own refusal of too few training images (``n -> None``, raising
+    ``ValueError``: kNN's and ViM's ``check_train_count``, which their ``fit`` runs), or None
+    where it has none."""
+    return getattr(scorer, "check_train_count", None)
+
+
+def check_train_counts(cfg: OODBenchmarkConfig, n_train: int) -> None:
+    """Refuse, once the data is read and before any extraction, settings that ``n_train``
+    ID-train images cannot meet, naming the config and the row: a ``nuisance_k`` (``n_train``
+    centred images span at most ``n_train - 1`` directions), a fusion's ``folds`` (the fold draw's
+    own check), and a scorer's own bound (:func:`_train_count_check`) on the ID-train images and
+    on the smallest bank a fused row's member is cross-fitted on."""
     for s in cfg.scorers:
         if s.nuisance and s.nuisance_k >= n_train:
             raise ConfigError(f"{cfg.source}: scorer '{s.label}': nuisance_k {s.nuisance_k} needs more "
                               f"than {s.nuisance_k} ID-train images (its directions are learned from "
                               f"them), the data has {n_train}")
+    banks: dict[str, tuple[int, FusionSpec]] = {}  # member label -> its smallest bank, the fusion
+    for fu in cfg.fusions:
+        with _config_errors(f"{cfg.source}: fusion '{fu.label}'"):
+            bank = n_train - int(np.bincount(crossfit_folds(n_train, fu.folds, cfg.seed)).max())
+        for m in fu.members:
+            if m not in banks or bank < banks[m][0]:
+                banks[m] = (bank, fu)
+    for s in cfg.scorers:
+        check = _train_count_check(_row_scorer(cfg, s, progress=False))
+        if check is None:
+            continue
+        with _config_errors(f"{cfg.source}: scorer '{s.label}'"):
+            check(n_train)
+        if s.label in banks:
+            bank, fu = banks[s.label]
+            with _config_errors(f"{cfg.source}: scorer '{s.label}' (cross-fitted for fusion "
+                                f"'{fu.label}', {fu.folds} folds)"):
+                check(bank)
 
 
 # --- run -----------------------------------------------------------------------------------
@@ -614,7 +659,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                       progress: bool = True) -> dict:
     t0 = time.perf_counter()
     data, synth_info = build_data(cfg, data_root)
-    check_nuisance_k(cfg, len(data.id_train))
+    check_train_counts(cfg, len(data.id_train))
     t_data = time.perf_counter() - t0
     backbone = build_backbone(cfg)  # reads cfg.backbone and cfg.seed, as of a ModelConfig
     check_blocks(cfg.source, cfg.scorers, backbone.layers)  # a config without layers: the backbone's
@@ -628,8 +673,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     sources[False].extractor.calibrate([x.path for x in data.id_train])
 
     def row_scorer(s: ScorerSpec) -> Scorer:
-        """The row's scorer, seeded with the benchmark's seed, for image scores only."""
-        return scorer_for(s.name, s.params | _block_param(s), cfg.seed, progress=progress, patch_maps=False)
+        return _row_scorer(cfg, s, progress)
 
     tail_rows = [row_scorer(s) for s in cfg.scorers if s.name == "tailedcore"]  # their view kind
 
@@ -645,9 +689,16 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
     train_context = fit_context(data.id_train)
     # fused rows' members: cross-fitted ID-train scores, per (label, folds)
     cv_folds: dict[str, set[int]] = {}
+    fused_by: dict[tuple[str, int], str] = {}  # (member, folds): the first fusion that asks for them
     for fu in cfg.fusions:
         for m in fu.members:
             cv_folds.setdefault(m, set()).add(fu.folds)
+            fused_by.setdefault((m, fu.folds), fu.label)
+
+    def member_folds(label: str, folds: int) -> np.ndarray:
+        """The fold of each ID-train image, a refusal named with the config and the fusion."""
+        with _config_errors(f"{cfg.source}: fusion '{fused_by[label, folds]}'"):
+            return crossfit_folds(len(data.id_train), folds, cfg.seed)
     cv: dict[tuple[str, int], np.ndarray] = {}
     cache = FeatureCache(cfg.cache_folder())
     sets = {"id_train": data.id_train, "id_test": data.id_test, **data.ood}
@@ -736,17 +787,18 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                         if (s.label, folds) in cv:
                             continue
 
-                        def fit_score(bank: np.ndarray, held: np.ndarray, s=s, tp=train_patches) -> np.ndarray:
+                        def fit_score(bank: np.ndarray, held: np.ndarray, s=s, tp=train_patches,
+                                      folds=folds) -> np.ndarray:
                             scorer = row_scorer(s)
-                            patch_runner.fit_features(
-                                {s.label: scorer}, tp.subset(bank), data.id_train_labels[bank],
-                                fit_context([data.id_train[i] for i in bank]))
+                            with _config_errors(f"{cfg.source}: scorer '{s.label}' (cross-fitted, {folds} folds)"):
+                                patch_runner.fit_features(
+                                    {s.label: scorer}, tp.subset(bank), data.id_train_labels[bank],
+                                    fit_context([data.id_train[i] for i in bank]))
                             return patch_runner.score_features(
                                 {s.label: scorer}, tp.subset(held))[s.label].image_scores
 
                         log.info("cross-fitting %s on ID train (%d folds)", s.label, folds)
-                        cv[s.label, folds] = crossfit_scores(
-                            crossfit_folds(len(data.id_train), folds, cfg.seed), fit_score)
+                        cv[s.label, folds] = crossfit_scores(member_folds(s.label, folds), fit_score)
                         cache.save(desc("id_train", cv_extra(s.label, folds)), {"scores": cv[s.label, folds]})
                 del collected[:], train_patches
             else:
@@ -837,8 +889,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
                                             data.id_train_labels[bank])
                     return runner.score_features({spec.label: member}, train.subset(held))[spec.label].image_scores
 
-                cv[spec.label, folds] = sign * crossfit_scores(
-                    crossfit_folds(len(data.id_train), folds, cfg.seed), fit_score)
+                cv[spec.label, folds] = sign * crossfit_scores(member_folds(spec.label, folds), fit_score)
         add_rows(spec.label, spec.name, row_scorer(spec).get_params(), scores, spec)
         timings[spec.label] = round(time.perf_counter() - t, 3)
     fusions = {}

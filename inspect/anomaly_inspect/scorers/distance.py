@@ -139,12 +139,17 @@ class KNN(Scorer):
     def fit(self, features: Features, labels: np.ndarray | None = None,
             context: FitContext | None = None) -> KNN:
         bank = self._prep(features)
-        if len(bank) < self.k:
-            raise ValueError(f"{self.name}: k={self.k} but only {len(bank)} training images")
+        self.check_train_count(len(bank))
         self.bank = bank
         self._nn = NearestNeighbours("flat").fit(bank)
         self._fitted = True
         return self
+
+    def check_train_count(self, n: int) -> None:
+        """Refuse fitting on ``n`` training images: the k-th nearest needs at least k (callers
+        that know the count before extracting, the OOD benchmark, check it early)."""
+        if n < self.k:
+            raise ValueError(f"{self.name}: k={self.k} but only {n} training images")
 
     def distances(self, features: Features) -> np.ndarray:
         self._check_fitted()

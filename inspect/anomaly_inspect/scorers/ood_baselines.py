@@ -210,15 +210,19 @@ class ViM(PostHocHeadScorer):
         """The principal subspace's dimension: ``dim``, or hidden / 2 when None."""
         return self.dim if self.dim is not None else self.hidden // 2
 
-    def fit(self, features: Features, labels: np.ndarray | None = None,
-            context: FitContext | None = None) -> ViM:
-        """As :meth:`HeadScorer.fit`, but first refuses at most ``principal_dim`` training
-        images: the principal subspace would then hold them all, leaving residuals of ~0 and
-        alpha ~1e12 (:func:`vim_fit` refuses the same after training, for repeated images)."""
-        n = len(self._pooled(features))
+    def check_train_count(self, n: int) -> None:
+        """Refuse fitting on at most ``principal_dim`` training images: the principal subspace
+        would then hold them all, leaving residuals of ~0 and alpha ~1e12 (:func:`vim_fit`
+        refuses the same after training, for repeated images). Callers that know the count
+        before extracting (the OOD benchmark) check it early."""
         if n <= self.principal_dim:
             raise ValueError(f"{self.name} needs more training images than dim="
                              f"{self.principal_dim}, got {n}")
+
+    def fit(self, features: Features, labels: np.ndarray | None = None,
+            context: FitContext | None = None) -> ViM:
+        """As :meth:`HeadScorer.fit`, after :meth:`check_train_count`."""
+        self.check_train_count(len(self._pooled(features)))
         return super().fit(features, labels, context)
 
     def state_shapes(self) -> dict[str, tuple]:

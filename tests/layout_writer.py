@@ -173,3 +173,17 @@ def stub_batch_writer(tmp_path, monkeypatch, fail):
     csv_path.parent.mkdir()
     runner._write_rows_atomic(csv_path, [])  # the header, as screen starts the file
     return runner._BatchWriter(model, csv_path.parent, csv_path, "none", 16), csv_path
+
+
+def stub_model_dir(folder: Path) -> Path:
+    """A saved model directory holding a tiny PatchCore on random patches (for commands that
+    check a model folder before their stubbed runs, e.g. bench-scale)."""
+    from anomaly_inspect.features.extractor import Features
+    from anomaly_inspect.scorers.patchcore import PatchCore
+    from anomaly_inspect.screening.model_dir import ModelInfo, save_model_dir
+
+    scorer = PatchCore(coreset_ratio=0.5, progress=False).fit(
+        Features(patches=np.random.default_rng(0).normal(size=(4, 3, 3, 8)).astype(np.float32)))
+    info = ModelInfo(config={}, backbone={"name": "b", "weights": {"checksum": "abc"}},
+                     calibration={}, train_images=["a.png"], calibration_images=["b.png"])
+    return save_model_dir(folder, info, scorer)

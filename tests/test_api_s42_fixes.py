@@ -1,7 +1,9 @@
 """The Python API's checks as a notebook meets them: a config edited after it was built or
 loaded, sections given as mappings or names, a seed faiss cannot take, arguments of the wrong
-kind to evaluate / screen, iter_score's folders and globs, and the wording of save / screen /
-fit refusals."""
+kind to evaluate / screen, iter_score's folders and globs, the wording of save / screen /
+fit refusals; then an engine given by name, screen's ``explain`` of the wrong kind, empty
+lists, ``backbone: layers`` the backbone lacks, and screen's / explain's listed rows never
+taken as globs."""
 
 from __future__ import annotations
 
@@ -14,22 +16,29 @@ from anomaly_inspect.config import (
     ConfigError,
     FeatureConfig,
     ModelConfig,
+    config_for_fit,
     load_config,
 )
+from anomaly_inspect.data.folder import load_folders
+from anomaly_inspect.data.layout import DatasetLayoutError
 from anomaly_inspect.data.mvtec import AnomalyDataset
 from anomaly_inspect.data.samples import Sample
 from anomaly_inspect.evaluation import evaluate as evaluate_mod
 from anomaly_inspect.evaluation.evaluate import evaluate
+from anomaly_inspect.features.backbone import LayerRangeError
+from anomaly_inspect.pipeline import LocalEngine
 from anomaly_inspect.scorers import get_scorer_class
 from anomaly_inspect.screening import fit
 from anomaly_inspect.screening import model as model_mod
+from anomaly_inspect.screening import runner as runner_mod
 from anomaly_inspect.screening.model import load_model
 from anomaly_inspect.screening.runner import screen
 from layout_writer import rgb_image, write_image
 
 
-def _cfg() -> ModelConfig:
-    return ModelConfig(backbone=BackboneConfig(weights="random"), features=FeatureConfig(image_size=64))
+def _cfg(**backbone) -> ModelConfig:
+    return ModelConfig(backbone=BackboneConfig(weights="random", **backbone),
+                       features=FeatureConfig(image_size=64))
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +63,14 @@ def images(tmp_path):
 
 @pytest.fixture()
 def reads_nothing(monkeypatch):
-    """fit() and evaluate() fail loudly should they list or read an image before refusing."""
+    """fit(), evaluate() and screen() fail loudly should they list or read an image before
+    refusing."""
     def read(*args, **kwargs):
         raise AssertionError("images were read before the arguments were refused")
 
     monkeypatch.setattr(model_mod, "input_images", read)
     monkeypatch.setattr(model_mod, "build", read)
+    monkeypatch.setattr(runner_mod, "input_images", read)
     monkeypatch.setattr(evaluate_mod, "check_dataset", read)
     monkeypatch.setattr(evaluate_mod, "build", read)
 
@@ -283,3 +294,118 @@ def test_load_model_refuses_numeric_arguments_up_front(kwargs, name, tiny, monke
 def test_load_model_takes_a_batch_size(tiny):
     _, _, saved = tiny
     assert load_model(saved, batch_size=2).extractor.batch_size == 2
+
+
+# ===================== second pass: engines by name, explain, empty lists, layers, listed rows
+
+
+# ---------------------------------------------------------------- 1: an engine given by name
+
+
+ENGINE_REFUSAL = r"^engine: expected an Engine \(make_engine\(.*\), got 'local' \(a str\)$"
+
+
+def test_fit_refuses_an_engine_given_by_name(images, reads_nothing):
+    with pytest.raises(TypeError, match=ENGINE_REFUSAL):
+        fit(images, _cfg(), engine="local", progress=False)
+
+
+def test_screen_refuses_an_engine_given_by_name_before_making_out_dir(tiny, tmp_path,
+                                                                     reads_nothing):
+    root, model, _ = tiny
+    out = tmp_path / "out"
+    with pytest.raises(TypeError, match=ENGINE_REFUSAL):
+        screen(model, root / "new", out, engine="local", progress=False)
+    with pytest.raises(TypeError, match=ENGINE_REFUSAL):
+        model.screen(root / "new", out, engine="local", progress=False)
+    assert not out.exists()
+
+
+def test_iter_score_refuses_an_engine_given_by_name(tiny):
+    root, model, _ = tiny
+    with pytest.raises(TypeError, match=ENGINE_REFUSAL):
+        model.iter_score(root / "new", engine="local")
+
+
+def test_an_engine_object_is_still_taken(tiny):
+    root, model, _ = tiny
+    rows = [r for b in model.iter_score(root / "new", engine=LocalEngine()) for r in b.images]
+    assert len(rows) == 3 and not any(r.error for r in rows)
+
+
+# ---------------------------------------------------------------- 2: screen's explain
+
+
+@pytest.mark.parametrize("explain", ["3", 2.5, -1, True])
+def test_screen_refuses_an_explain_that_is_no_count_before_making_out_dir(
+        explain, tiny, tmp_path, reads_nothing):
+    root, model, _ = tiny
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"^screen: explain must be a whole number >= 0, got "):
+        model.screen(root / "new", out, explain=explain, progress=False)
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------- 3: load_folders([])
+
+
+@pytest.mark.parametrize("train", [[], ()])
+def test_load_folders_of_an_empty_list_says_so(train):
+    with pytest.raises(DatasetLayoutError,
+                       match=r"^train_dirs: no training images given \(an empty list\)$"):
+        load_folders(train)
+
+
+# ---------------------------------------------------------------- 4: layers the backbone lacks
+
+
+LAYERS_REFUSAL = r"^backbone: layers: tf_efficientnet_lite0: layer indices \[9\] out of range 0\.\.4$"
+
+
+def test_fit_refuses_layers_the_backbone_lacks_before_reading_images(images, reads_nothing):
+    cfg = _cfg()
+    cfg.backbone.layers = [9]  # a notebook edit: BackboneConfig cannot know the stages
+    with pytest.raises(LayerRangeError, match=LAYERS_REFUSAL):
+        fit(images, cfg, progress=False)
+
+
+def test_evaluate_refuses_layers_the_backbone_lacks_before_reading_images(reads_nothing):
+    with pytest.raises(LayerRangeError, match=LAYERS_REFUSAL):
+        evaluate(_dataset(), _cfg(layers=[1, 9]), progress=False)
+
+
+def test_layers_the_backbone_has_pass_and_an_unknown_backbone_is_left_to_the_build():
+    assert config_for_fit(_cfg(layers=[1, 2])).backbone.layers == [1, 2]
+    cfg = _cfg(name="not_a_timm_model", layers=[9])
+    assert config_for_fit(cfg).backbone.name == "not_a_timm_model"
+
+
+# ------------------------------------------- screen's and explain's listed rows are never globs
+
+
+def test_evaluate_refuses_an_engine_given_by_name(reads_nothing):
+    with pytest.raises(TypeError, match=ENGINE_REFUSAL):
+        evaluate(_dataset(), _cfg(), progress=False, engine="local")
+
+
+def test_a_listed_image_named_like_a_glob_and_gone_is_an_error_row(tiny, tmp_path, monkeypatch):
+    """screen scores the images it listed as files: one gone since, named like a glob
+    (``scan[9].png``), is one error row beside the scored ones, not a refused run."""
+    root, model, _ = tiny
+    new = tmp_path / "new"
+    for i in range(2):
+        write_image(new / f"n{i}.png", rgb_image(48, seed=100 + i))
+    gone = new / "scan[9].png"
+    listed = runner_mod.input_images
+    monkeypatch.setattr(runner_mod, "input_images", lambda *a, **k: [*listed(*a, **k), gone])
+    screen(model, new, tmp_path / "out", progress=False)
+    rows = (tmp_path / "out" / "results.csv").read_text().splitlines()[1:]
+    assert len(rows) == 3
+    assert sum(",error," in r for r in rows) == 1 and any("scan[9].png" in r for r in rows)
+
+
+def test_explain_of_a_folder_or_glob_is_refused_not_the_first_image(tiny):
+    root, model, _ = tiny
+    for target in (root / "new", root / "new" / "*.png"):
+        with pytest.raises(ValueError, match="not an image file|file not found"):
+            model.explain(target)

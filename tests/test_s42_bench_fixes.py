@@ -14,6 +14,7 @@ import pytest
 from anomaly_inspect.cli import main
 from anomaly_inspect.screening import scale_bench
 from anomaly_inspect.screening.model import ScoredImage
+from layout_writer import stub_model_dir
 
 
 def _one_line_error(capsys) -> str:
@@ -82,25 +83,12 @@ def _row(engine, workers, images, errors):
             "round": 0, "load_before": 0.0, "load_after": 0.0}
 
 
-def _model_dir(folder):
-    """A saved model directory (bench-scale checks it before any run; the runs are stubbed)."""
-    from anomaly_inspect.features.extractor import Features
-    from anomaly_inspect.scorers.patchcore import PatchCore
-    from anomaly_inspect.screening.model_dir import ModelInfo, save_model_dir
-
-    scorer = PatchCore(coreset_ratio=0.5, progress=False).fit(
-        Features(patches=np.random.default_rng(0).normal(size=(4, 3, 3, 8)).astype(np.float32)))
-    info = ModelInfo(config={}, backbone={"name": "b", "weights": {"checksum": "abc"}},
-                     calibration={}, train_images=["a.png"], calibration_images=["b.png"])
-    return save_model_dir(folder, info, scorer)
-
-
 def _bench_scale(tmp_path, monkeypatch, rows):
     monkeypatch.setattr("anomaly_inspect.pipeline.ray_engine.import_ray", lambda: None)
     monkeypatch.setattr(scale_bench, "bench_scale", lambda *a, **k: rows)
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "a.png").write_bytes(b"x")
-    return main(["bench-scale", str(_model_dir(tmp_path / "model")), str(tmp_path / "x"),
+    return main(["bench-scale", str(stub_model_dir(tmp_path / "model")), str(tmp_path / "x"),
                  "--images", "8", "--workers", "1", "--quiet"])
 
 

@@ -10,7 +10,6 @@ import errno
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
@@ -18,6 +17,7 @@ from anomaly_inspect.commands.common import check_output_json
 from anomaly_inspect.config import BackboneConfig, ModelConfig
 from anomaly_inspect.features.backbone import LayerRangeError
 from anomaly_inspect.tuning.candidates import Candidate
+from layout_writer import stub_model_dir
 
 RANGE = "backbone: layers: tf_efficientnet_lite0: layer indices {} out of range 0..4"
 
@@ -221,18 +221,6 @@ def test_cli_passes_config_labels_and_manifest_to_the_output_json_check(tmp_path
 # ---------------------------------------------------------------- 4: bench-scale
 
 
-def _model_dir(folder):
-    from anomaly_inspect.features.extractor import Features
-    from anomaly_inspect.scorers.patchcore import PatchCore
-    from anomaly_inspect.screening.model_dir import ModelInfo, save_model_dir
-
-    scorer = PatchCore(coreset_ratio=0.5, progress=False).fit(
-        Features(patches=np.random.default_rng(0).normal(size=(4, 3, 3, 8)).astype(np.float32)))
-    info = ModelInfo(config={}, backbone={"name": "b", "weights": {"checksum": "abc"}},
-                     calibration={}, train_images=["a.png"], calibration_images=["b.png"])
-    return save_model_dir(folder, info, scorer)
-
-
 def test_bench_scale_checks_the_model_directory_once_before_any_run(tmp_path, monkeypatch, capsys):
     from anomaly_inspect.screening import scale_bench
 
@@ -255,7 +243,7 @@ def test_bench_scale_labels_the_local_run_local(tmp_path, monkeypatch, capsys):
         {"engine": "local", "workers": None, "error": "boom", "round": 0},
         {"engine": "ray", "workers": 1, "error": "boom", "round": 0}])
     (tmp_path / "a.png").write_bytes(b"x")
-    model = _model_dir(tmp_path / "model")
+    model = stub_model_dir(tmp_path / "model")
     assert main(["bench-scale", str(model), str(tmp_path / "a.png"), "--images", "2",
                  "--workers", "1", "--quiet"]) == 1
     assert _one_line(capsys) == "error: 2 of 2 bench-scale runs failed (first: local: boom)"

@@ -409,3 +409,15 @@ def test_explain_of_a_folder_or_glob_is_refused_not_the_first_image(tiny):
     for target in (root / "new", root / "new" / "*.png"):
         with pytest.raises(ValueError, match="not an image file|file not found"):
             model.explain(target)
+
+
+def test_layers_are_counted_as_the_backbone_counts_them_for_a_vit():
+    """timm's features_only model of a ViT has 3 stages, the full model Backbone runs 12: the
+    early check counts the latter, so layers [5, 8] of vit_tiny pass as Backbone takes them."""
+    from anomaly_inspect.features.backbone import stage_strides
+
+    assert len(stage_strides("vit_tiny_patch16_224", "random")) == 12
+    cfg = ModelConfig(backbone=BackboneConfig(name="vit_tiny_patch16_224", weights="random",
+                                              layers=[5, 8], runtime="torch"),
+                      features=FeatureConfig(image_size=224))
+    assert config_for_fit(cfg).backbone.layers == [5, 8]

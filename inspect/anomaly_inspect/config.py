@@ -302,7 +302,7 @@ def check_layers_exist(cfg: ModelConfig) -> None:
     from .features.backbone import LayerRangeError, layer_strides
 
     try:
-        layer_strides(cfg.backbone.name, cfg.backbone.layers)
+        layer_strides(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights)
     except LayerRangeError:
         raise
     except ValueError:

@@ -351,7 +351,7 @@ def _default_layers(cfg: ModelConfig) -> tuple[int, ...] | None:
     from ..features.backbone import default_layers, stage_strides
 
     try:
-        return default_layers([{"reduction": s} for s in stage_strides(cfg.backbone.name)])
+        return default_layers([{"reduction": s} for s in stage_strides(cfg.backbone.name, cfg.backbone.weights)])
     except ValueError:
         return None
 
@@ -381,7 +381,7 @@ def check_layers(cfg: ModelConfig, source: str) -> None:
     from ..features.backbone import LayerRangeError, layer_strides
 
     try:
-        layer_strides(cfg.backbone.name, cfg.backbone.layers)
+        layer_strides(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights)
     except LayerRangeError as exc:
         raise LayerRangeError(f"{source}: {exc}") from None
     except ValueError:

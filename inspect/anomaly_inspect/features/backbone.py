@@ -170,26 +170,30 @@ def default_layers(feature_info: list[dict]) -> tuple[int, ...]:
 
 
 @cache
-def stage_strides(name: str) -> tuple[int, ...]:
-    """Stride of each timm feature stage of backbone ``name`` (e.g. 2, 4, 8, 16, 32): from its
-    cached card where there is one (no timm import), else from timm; a name that is no timm
-    model is an :class:`UnknownBackboneError`."""
-    info = cached_feature_info(name)
-    if info is not None:
-        return tuple(int(f["reduction"]) for f in info)
-    import timm
+def stage_strides(name: str, weights: str | Path | None = None) -> tuple[int, ...]:
+    """Stride of each timm feature stage of backbone ``name`` (e.g. 2, 4, 8, 16, 32), the
+    stages :class:`Backbone` counts: from the cached card of ``weights`` or, the stages being
+    the architecture's, of its bundled weights (no timm import), else from timm's full model
+    (its ``feature_info``, as the card is written; ``features_only`` models count fewer
+    stages for ViT-like ones); a name that is no timm model is an
+    :class:`UnknownBackboneError`."""
+    info = cached_feature_info(name, weights) or cached_feature_info(name)
+    if info is None:
+        import timm
 
-    if not timm.is_model(name):
-        raise UnknownBackboneError(f"backbone {name!r}: not a timm model name")
-    model = timm.create_model(name, pretrained=False, features_only=True)
-    return tuple(int(r) for r in model.feature_info.reduction())
+        if not timm.is_model(name):
+            raise UnknownBackboneError(f"backbone {name!r}: not a timm model name")
+        info = create_timm_model(name).feature_info
+    return tuple(int(f["reduction"]) for f in info)
 
 
-def layer_strides(name: str, layers: Sequence[int]) -> tuple[int, ...]:
-    """The strides of the timm feature stages ``layers`` of backbone ``name``; indices it lacks
-    (negative ones too: no counting from the end) are the :class:`LayerRangeError` that
-    building the backbone raises, naming the ``backbone: layers`` key."""
-    strides = stage_strides(name)
+def layer_strides(name: str, layers: Sequence[int], weights: str | Path | None = None
+                  ) -> tuple[int, ...]:
+    """The strides of the timm feature stages ``layers`` of backbone ``name`` (``weights``:
+    whose card to read, :func:`stage_strides`); indices it lacks (negative ones too: no
+    counting from the end) are the :class:`LayerRangeError` that building the backbone
+    raises, naming the ``backbone: layers`` key."""
+    strides = stage_strides(name, weights)
     try:
         check_layer_range(name, layers, len(strides))
     except LayerRangeError as exc:

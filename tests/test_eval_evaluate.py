@@ -136,7 +136,8 @@ def test_distributed_engine_start_is_its_own_stage_outside_the_fit(tiny, monkeyp
     monkeypatch.setattr(ev, "fit_remote", fit_here)
     cfg = ModelConfig()
     cfg.features.image_size = 64
-    engine = SimpleNamespace(name="fake", in_process=False, shared_storage=True, start=start)
+    engine = SimpleNamespace(name="fake", in_process=False, shared_storage=True, start=start,
+                             map=None, share=None)  # an Engine by its members (check_engine)
     result = ev.evaluate(load_mvtec(tiny), cfg, progress=False, engine=engine)
     assert calls == ["start", "fit"]
     assert result.stage_seconds["engine_start"] >= 0.5

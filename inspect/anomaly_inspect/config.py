@@ -291,20 +291,23 @@ def config_for_fit(cfg: ModelConfig | None) -> ModelConfig:
     return cfg
 
 
-def check_layers_exist(cfg: ModelConfig) -> None:
+def check_layers_exist(cfg: ModelConfig, source: str | None = None) -> None:
     """Refuse ``backbone: layers`` that ``cfg``'s backbone lacks (the one-line
-    :class:`~.features.backbone.LayerRangeError` building it raises, naming that key) before
-    any image is read: its stages come from the backbone's cached card, else from timm
-    (random weights, cached per name: :func:`~.features.backbone.layer_strides`). A name that
-    is no timm model is left to the build, which names the models it resembles."""
+    :class:`~.features.backbone.LayerRangeError` building it raises, naming that key, after
+    ``source``, the flag or file that gave them, where given) before any image is read: its
+    stages come from the backbone's cached card, else from timm
+    (:func:`~.features.backbone.layer_strides`). A name that is no timm model is left to the
+    build, which names the models it resembles."""
     if cfg.backbone.layers is None:
         return
     from .features.backbone import LayerRangeError, layer_strides
 
     try:
         layer_strides(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights)
-    except LayerRangeError:
-        raise
+    except LayerRangeError as exc:
+        if source is None:
+            raise
+        raise LayerRangeError(f"{source}: {exc}") from None
     except ValueError:
         pass
 

@@ -15,6 +15,7 @@ from .common import (
     nonempty_path,
     positive_int,
     positive_int_list,
+    refuse_repeats,
     write_json,
 )
 
@@ -31,10 +32,7 @@ def ratio_list(text: str) -> list[float]:
     except ValueError:
         raise argparse.ArgumentTypeError(f"--ratios must be comma-separated shares in (0, 1] "
                                          f"(e.g. 0.01,0.1), got {text!r}") from None
-    twice = sorted({r for r in ratios if ratios.count(r) > 1})
-    if twice:
-        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice in {text!r}; "
-                                         f"each ratio is one row")
+    refuse_repeats(ratios, text, "each ratio is one row")
     return ratios
 
 

@@ -19,6 +19,7 @@ from ..config import (
     SEED_RANGE,
     ConfigError,
     ModelConfig,
+    check_layers_exist,
     load_config,
 )
 from ..data.image_io import DEFAULT_MAX_PIXELS, looks_like_image
@@ -91,11 +92,16 @@ def positive_int_list(text: str) -> list[int]:
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(f"must be comma-separated positive integers (e.g. 1,2), "
                                          f"got {text!r}")
+    refuse_repeats(values, text, "each value is one run")
+    return values
+
+
+def refuse_repeats(values: list, text: str, why: str) -> None:
+    """argparse: refuse a list ``text`` naming a value twice (compared as parsed: 0.1 and 0.10
+    are one), saying ``why`` each must be given once."""
     twice = sorted({v for v in values if values.count(v) > 1})
     if twice:
-        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice in {text!r}; "
-                                         f"each value is one run")
-    return values
+        raise argparse.ArgumentTypeError(f"{', '.join(map(str, twice))} given twice in {text!r}; {why}")
 
 
 def non_negative_int(text: str) -> int:
@@ -328,8 +334,8 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     if args.backbone is not None or args.config is not None:
         check_backbone_name(cfg, f"--backbone {args.backbone}" if args.backbone is not None
                              else f"{args.config}: backbone: name")
-    if cfg.backbone.layers is not None:
-        check_layers(cfg, layers or str(args.config))
+    if cfg.backbone.layers is not None:  # naming the flag or file, before any work
+        check_layers_exist(cfg, layers or str(args.config))
     if not hasattr(args, "methods"):  # evaluate-lt checks its own
         method = args.method and f"--method {args.method}"
         # the block, the flags that set the backbone's stages too
@@ -351,7 +357,8 @@ def _default_layers(cfg: ModelConfig) -> tuple[int, ...] | None:
     from ..features.backbone import default_layers, stage_strides
 
     try:
-        return default_layers([{"reduction": s} for s in stage_strides(cfg.backbone.name, cfg.backbone.weights)])
+        strides = stage_strides(cfg.backbone.name, cfg.backbone.weights)
+        return default_layers([{"reduction": s} for s in strides])
     except ValueError:
         return None
 
@@ -372,20 +379,6 @@ def check_backbone_name(cfg: ModelConfig, source: str) -> None:
             create_timm_model(b.name)  # refuses it now, with its message and the names it resembles
         except UnknownBackboneError as exc:
             raise UnknownBackboneError(f"{source}: {exc}") from None
-
-
-def check_layers(cfg: ModelConfig, source: str) -> None:
-    """Refuse, before any work, layers the backbone lacks, naming ``source`` (the flag or the
-    file that gave them): building the backbone refuses them too, but later and naming
-    neither."""
-    from ..features.backbone import LayerRangeError, layer_strides
-
-    try:
-        layer_strides(cfg.backbone.name, cfg.backbone.layers, cfg.backbone.weights)
-    except LayerRangeError as exc:
-        raise LayerRangeError(f"{source}: {exc}") from None
-    except ValueError:
-        pass  # not a timm model: building the backbone says so, with the names it resembles
 
 
 def check_writable(path: Path, flag: str, into: bool = False) -> None:

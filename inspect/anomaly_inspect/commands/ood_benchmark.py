@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import check_layers_exist
 from .common import (
     add_output_args,
     add_runtime_args,
     check_backbone_name,
-    check_layers,
     given_options,
     nonempty_path,
     seed,
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> int:
     # as the model-building commands (commands.common, which the benchmark's fingerprinted code
     # may not import): a backbone name or layers it lacks, naming the file's key, before any data
     check_backbone_name(cfg, f"{args.config}: backbone: name")
-    if cfg.backbone.layers is not None:
-        check_layers(cfg, str(args.config))
+    check_layers_exist(cfg, str(args.config))
     if args.cache_dir:
         cfg.cache_dir = str(args.cache_dir)
     report = run_ood_benchmark(cfg, args.data_root, progress=not args.quiet)

@@ -130,7 +130,8 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
     failed = []  # the error rows (unreadable images): not screened, so not in the rates
     with WorkerPeaks() as peaks:
         start = time.perf_counter()
-        for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128, expand=False):
+        for batch in model.iter_score(paths, keep_maps=False, engine=eng, thumb_size=128,
+                                      expand=False):
             failed += [s for s in batch.images if s.error]
             n += sum(not s.error for s in batch.images)
             batches += 1
@@ -275,8 +276,8 @@ def format_row(row: dict, rows: list[dict]) -> str:
     steady = row["steady_img_s"]
     steady_text = (f"n/a ({row.get('steady_na', 'one batch')})" if steady is None else
                    f"{steady:6.2f} img/s (x{steady / local_rate(row, rows, 'steady_img_s'):.2f})")
-    return (f"{name:<8} {row['images']:>5} img ({row.get('errors', 0)} unreadable)  overall {row['overall_img_s']:6.2f} img/s "
-            f"(x{ratio:.2f} local)  steady {steady_text}  "
+    return (f"{name:<8} {row['images']:>5} img ({row.get('errors', 0)} unreadable)  "
+            f"overall {row['overall_img_s']:6.2f} img/s (x{ratio:.2f} local)  steady {steady_text}  "
             f"start-up {row['startup_s']:5.1f} s (ray.init {row['init_s']:.1f} s)  "
             f"peak RSS driver {row['driver_peak_rss_mb']:.0f} MB, worker "
             f"{row['worker_peak_rss_mb']:.0f} MB  load {row['load_before']:.1f}->"

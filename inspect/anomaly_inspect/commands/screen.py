@@ -107,10 +107,9 @@ def run(args: argparse.Namespace) -> int:
 def _totals(results_csv) -> dict[str, int]:
     """The rows of the whole results folder, counted as report.html counts them (n_flagged /
     n_errors count only this run's images: 0 flagged on a resumed run that scored nothing)."""
+    from ..screening.html_report import row_counts
     from ..screening.runner import read_results
 
     rows, _ = read_results(results_csv)
-    ok = [r for r in rows if not r["error"]]
-    return {"n_rows_total": len(rows),
-            "n_flagged_total": sum(r["decision"] == "anomalous" for r in ok),
-            "n_errors_total": len(rows) - len(ok)}
+    flagged, errors = row_counts(rows)
+    return {"n_rows_total": len(rows), "n_flagged_total": flagged, "n_errors_total": errors}

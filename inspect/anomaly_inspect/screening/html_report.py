@@ -206,6 +206,12 @@ def _common_dir(paths: list[str]) -> str:
     return common if len(paths) > 1 else os.path.dirname(common)
 
 
+def row_counts(rows: list[dict[str, str]]) -> tuple[int, int]:
+    """(flagged anomalous, errors) among the rows of results.csv, as the report shows them."""
+    errors = sum(1 for r in rows if r["error"])
+    return sum(1 for r in rows if not r["error"] and r["decision"] == "anomalous"), errors
+
+
 def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels: str | None = None,
                  embed_images: bool | None = None) -> Path:
     """Write ``out_dir/report.html`` for the rows of results.csv; returns its path."""
@@ -219,8 +225,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
     scores = np.array([float(r["score"] or "nan") for r in ok], np.float64)  # NaN: written empty
     label_map, label_source = resolve_labels([row_key(r) for r in rows], labels)  # as named
     lab = np.array([label_map.get(row_key(r), -1) for r in ok], np.int64) if label_map else None
-    n_flag = sum(1 for r in ok if r["decision"] == "anomalous")
-    n_err = len(rows) - len(ok)
+    n_flag, n_err = row_counts(rows)
 
     body = [f"<h1>Screening report</h1><div class='muted'>model fitted {_esc(model.info.created)}"
             f" &middot; {_esc(model.cfg.method)} on {_esc(model.info.backbone.get('name'))}"

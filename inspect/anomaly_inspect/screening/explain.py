@@ -33,6 +33,7 @@ import json
 import logging
 import sys
 from collections import OrderedDict
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -646,9 +647,9 @@ class ExplanationsRecord:
         """``{"strip": name}`` of the entry ``entry`` replaces, where it named one (else
         empty): an entry without a new strip keeps naming the file an earlier run left, so
         that it stays out of the inputs (:func:`listed_strips`) when this folder is one."""
-        known = [*self.earlier, *self.entries.values()]
-        kept = {id(d) for d in _merged(known, [entry])}
-        strips = [d["strip"] for d in known if id(d) not in kept and isinstance(d.get("strip"), str)]
+        replaced = _replaced_by([entry])
+        strips = [d["strip"] for d in (*self.earlier, *self.entries.values())
+                  if replaced(d) and isinstance(d.get("strip"), str)]
         return {"strip": strips[-1]} if strips else {}
 
     def append_batch(self) -> None:
@@ -672,17 +673,21 @@ class ExplanationsRecord:
         self.pending = []
 
 
+def _replaced_by(later: Iterable[dict]) -> Callable[[dict], bool]:
+    """Whether an entry is for an image one of ``later`` is for: by :func:`_entry_key`, or,
+    for an entry from before ``raw_path``, by its text."""
+    keys = {_entry_key(d) for d in later}
+    shown = {d["path"] for d in later}
+    return lambda d: _entry_key(d) in keys or ("raw_path" not in d and d["path"] in shown)
+
+
 def _merged(earlier: list[dict], later) -> list[dict]:
     """``earlier`` entries less the images ``later`` has, then ``later``'s (the last entry of
     an image wins, in the place of its first); images by :func:`_entry_key`."""
     newer: dict[str, dict] = {}
     for d in later:
         newer[_entry_key(d)] = d
-    shown = {d["path"] for d in newer.values()}  # an entry from before raw_path: by its text
-
-    def replaced(d: dict) -> bool:
-        return _entry_key(d) in newer or ("raw_path" not in d and d["path"] in shown)
-
+    replaced = _replaced_by(newer.values())
     return [d for d in earlier if not replaced(d)] + list(newer.values())
 
 

@@ -47,8 +47,8 @@ def load_folders(
     without images is refused (a mistyped path must not pass as an empty split), and so are
     an empty ``train_dirs`` and a file that lands in two splits or labels, or twice in one
     split through folders that overlap (links to one file within a split are kept once:
-    :func:`.layout.check_disjoint`). Each of the three may name one folder or a list. Each anomalous folder is one defect type (group),
-    see :func:`defect_groups`."""
+    :func:`.layout.check_disjoint`). Each of the three may name one folder or a list. Each
+    anomalous folder is one defect type (group), see :func:`defect_groups`."""
     train_dirs = path_list(train_dirs, "train_dirs")
     if not train_dirs:  # each folder named must hold images: only no folder gives no images
         raise DatasetLayoutError("train_dirs: no training images given (an empty list)")

@@ -490,13 +490,14 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         manifest = d.get("colour_manifest")
         manifest = _path(manifest, data_root, "colour_manifest") if manifest else None
         groups = d.get("ood_groups") or {}
+        root = _path(d.get("root"), data_root, "root")
         with _config_errors(f"{cfg.source}: data: folds"):
             data = mvtec_heldout_benchmark(
-                _path(d.get("root"), data_root, "root"), d.get("category"), d.get("id_groups", []),
+                root, d.get("category"), d.get("id_groups", []),
                 groups, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
         if d.get("similar_groups"):
-            _add_similarity_splits(data, manifest, _path(d.get("root"), data_root, "root") / d.get("category"),
-                                   d["similar_groups"], cfg.source)
+            _add_similarity_splits(data, manifest, root / d.get("category"), d["similar_groups"],
+                                   cfg.source)
         _check_defined(cfg, data.ood, "ood_groups")
         data.ood = {s: data.ood[s] for s in cfg.splits}
     empty = [k for k, v in data.ood.items() if not v]
@@ -616,19 +617,12 @@ def _row_scorer(cfg: OODBenchmarkConfig, s: ScorerSpec, progress: bool = True) -
     return scorer_for(s.name, s.params | _block_param(s), cfg.seed, progress=progress, patch_maps=False)
 
 
-def _train_count_check(scorer: Scorer):
-    """The scorer's own refusal of too few training images (``n -> None``, raising
-    ``ValueError``: kNN's and ViM's ``check_train_count``, which their ``fit`` runs), or None
-    where it has none."""
-    return getattr(scorer, "check_train_count", None)
-
-
 def check_train_counts(cfg: OODBenchmarkConfig, n_train: int) -> None:
     """Refuse, once the data is read and before any extraction, settings that ``n_train``
     ID-train images cannot meet, naming the config and the row: a ``nuisance_k`` (``n_train``
     centred images span at most ``n_train - 1`` directions), a fusion's ``folds`` (the fold draw's
-    own check), and a scorer's own bound (:func:`_train_count_check`) on the ID-train images and
-    on the smallest bank a fused row's member is cross-fitted on."""
+    own check), and a scorer's own bound on the ID-train images and on the smallest bank a fused
+    row's member is cross-fitted on (``check_train_count``, which kNN's and ViM's ``fit`` run)."""
     for s in cfg.scorers:
         if s.nuisance and s.nuisance_k >= n_train:
             raise ConfigError(f"{cfg.source}: scorer '{s.label}': nuisance_k {s.nuisance_k} needs more "
@@ -642,7 +636,7 @@ def check_train_counts(cfg: OODBenchmarkConfig, n_train: int) -> None:
             if m not in banks or bank < banks[m][0]:
                 banks[m] = (bank, fu)
     for s in cfg.scorers:
-        check = _train_count_check(_row_scorer(cfg, s, progress=False))
+        check = getattr(_row_scorer(cfg, s, progress=False), "check_train_count", None)
         if check is None:
             continue
         with _config_errors(f"{cfg.source}: scorer '{s.label}'"):

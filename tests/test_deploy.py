@@ -64,7 +64,8 @@ def test_export_refuses_another_runtime_and_an_existing_folder(onnx_model, tmp_p
     assert not (tmp_path / "ov").exists()
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "notes.txt").write_text("mine")
-    with pytest.raises(FileExistsError):
+    with pytest.raises(FileExistsError,
+                       match=r"taken: exists and is not a model directory; refusing to replace it$"):
         export_model(model_dir, tmp_path / "taken", "onnx", overwrite=True)
     assert (tmp_path / "taken" / "notes.txt").read_text() == "mine"
     assert main(["export", str(model_dir), "--format", "openvino", "--out", str(tmp_path / "x")]) == 1
@@ -114,7 +115,7 @@ def test_a_bundle_copies_only_the_model_and_never_lands_inside_it(onnx_model, tm
         assert not (model_dir / "bundle").exists() and load_model(model_dir) is not None
         export_model(tmp_path / "b", tmp_path / "b2")  # a bundle exports like a model
         assert json.loads((tmp_path / "b2" / "manifest.json").read_text())["source_model"] == str(tmp_path / "b")
-        with pytest.raises(FileExistsError):
+        with pytest.raises(FileExistsError, match=r"/b: already exists; pass overwrite=True"):
             export_model(model_dir, tmp_path / "b")
         export_model(model_dir, tmp_path / "b", overwrite=True)  # replaces a bundle
         assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]

@@ -348,12 +348,33 @@ def test_a_training_image_with_a_non_utf8_name_is_opened_by_its_raw_name(tmp_pat
 
 
 def test_strip_shows_the_matched_crop(tmp_path):
+    import cv2
+
+    from anomaly_inspect.screening.explain import BAND, GAP, PANEL
+
     model, train, _ = _hand_made(tmp_path)
     test = train[0].copy()
     test[2, 3] = train[1, 2, 3] + 1.5
     e = explain_scored(model, _scored(model, test), top=3, image_size=(64, 64))
     strip = render_strip(model, e, rgb_image(SIZE), TrainingImages(model))
-    assert strip.shape[0] > 3 * 160 and strip.shape[1] >= 4 * 160
+    assert strip.shape == (2 * BAND + 3 * (PANEL + BAND), 4 * PANEL + 3 * GAP, 3)
+    assert e.patches[0].cell == (2, 3) and e.patches[0].match.image_index == 1
+
+    def nearest_image(panel):
+        """The seed of the image (screened: 0, training i: i) whose pixels ``panel`` shows:
+        the images share a gradient, their noise tells them apart."""
+        diff = [np.median(np.abs(panel.astype(int) - cv2.resize(
+            rgb_image(SIZE, seed=s), (PANEL, PANEL), interpolation=cv2.INTER_NEAREST)))
+            for s in range(3)]
+        return int(np.argmin(diff))
+
+    # each row: the screened image and its patch's crop, then the matched training image's
+    # crop and the whole training image (the crop of 9 cells is the whole 8 x 8 grid here)
+    for k, p in enumerate(e.patches):
+        row = strip[2 * BAND + k * (PANEL + BAND):][:PANEL]
+        panels = [row[:, j * (PANEL + GAP):][:, :PANEL] for j in range(4)]
+        assert [nearest_image(x) for x in panels] == [0, 0, p.match.image_index,
+                                                      p.match.image_index], k
 
 
 def test_models_without_provenance_say_refit(tmp_path):

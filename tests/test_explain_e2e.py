@@ -266,6 +266,7 @@ def test_the_report_shows_the_strips_results_csv_records(setup):
 
     assert main(["screen", str(b), test, "--out", str(out), "--rescore", "--quiet"]) == 0
     b_rows = _csv(out)
+    assert [r["path"] for r in b_rows] == [r["path"] for r in a_rows]  # every image rescored
     assert all(r["decision"] == "anomalous" and r["explain"] == "" for r in b_rows)
     assert not any((out / explain_relpath(r["path"], suffix)).exists()
                    for r in a_flagged for suffix in (".jpg", ".json"))  # A's: gone with its rows

@@ -147,7 +147,7 @@ def test_a_scorer_state_that_cannot_be_written_is_an_os_error_naming_it(tmp_path
         raise SafetensorError("Error while serializing: something else")
 
     monkeypatch.setattr(base, "save_file", not_io)
-    with pytest.raises(SafetensorError):
+    with pytest.raises(SafetensorError, match="something else"):  # passed on as it was
         _fitted().save(tmp_path / "s")
 
 

@@ -20,7 +20,7 @@ def test_crossfit_folds_are_balanced_and_seeded():
     assert not np.array_equal(f, crossfit_folds(10, 3, seed=1))
     with pytest.raises(ValueError, match="2 <= folds <= 4"):
         crossfit_folds(4, 5, seed=0)
-    with pytest.raises(ValueError, match="folds"):
+    with pytest.raises(ValueError, match="2 <= folds <= 4 images, got 1$"):
         crossfit_folds(4, 1, seed=0)
 
 

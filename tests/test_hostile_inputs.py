@@ -753,7 +753,8 @@ def test_overwrite_refuses_a_folder_that_is_not_a_model(tiny, tmp_path, content,
 
 def test_load_refuses_model_json_that_is_not_a_model(tmp_path):
     (tmp_path / "model.json").write_text("{}")
-    with pytest.raises(ModelFormatError):
+    with pytest.raises(ModelFormatError,
+                       match=r"model\.json: not a model description \(no format_version\)"):
         load_model(tmp_path)
 
 

@@ -29,8 +29,10 @@ def test_auroc_matches_pairwise_count_on_random_data():
 
 
 def test_auroc_needs_both_classes():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="needs both positive and negative samples"):
         auroc([1, 1], [0.1, 0.2])
+    with pytest.raises(ValueError, match="needs both positive and negative samples"):
+        auroc([0, 0], [0.1, 0.2])
 
 
 def test_fpr_at_tpr_by_hand():

@@ -47,7 +47,7 @@ def test_reweighting_matches_paper_formula_by_hand():
 
 
 def test_score_before_fit_raises():
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match=r"^PatchCore\.score\(\) called before fit\(\)$"):
         PatchCore().score(grid(np.zeros((1, 1, 1, 2))))
 
 

@@ -147,7 +147,7 @@ def test_construction_and_fit_leave_the_parameters_as_given(name, data, fitted):
 def test_score_before_fit_raises(name, data):
     scorer = get_scorer_class(name)(**_params(name))
     assert not scorer.is_fitted
-    with pytest.raises(NotFittedError):
+    with pytest.raises(NotFittedError, match=r"\.score\(\) called before fit\(\)$"):
         scorer.score(data[2])
 
 

@@ -65,7 +65,8 @@ def test_roc_points_by_hand():
     np.testing.assert_allclose(tpr, [0, 0.5, 0.5, 1, 1])
     # a tie between a positive and a negative is one diagonal step
     fpr, tpr = roc_points(np.array([1, 0]), np.array([1.0, 1.0]))
-    np.testing.assert_allclose(fpr, [0, 1]) and np.testing.assert_allclose(tpr, [0, 1])
+    np.testing.assert_allclose(fpr, [0, 1])
+    np.testing.assert_allclose(tpr, [0, 1])  # was never run: assert_allclose returns None
 
 
 def test_histogram_counts_all_scores():

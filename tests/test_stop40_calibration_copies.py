@@ -31,7 +31,9 @@ def test_copies_of_training_images_in_the_calibration_folder_are_warned_of(tmp_p
 
 def test_distinct_calibration_images_give_no_warning(tmp_path, caplog):
     train = _files(tmp_path / "train", 6)
-    _files(tmp_path / "cal", 4, start=10)
+    cal = _files(tmp_path / "cal", 4, start=10)  # sizes shared with training files: hashed
     with caplog.at_level(logging.WARNING):
-        calibration_split(train, [tmp_path / "cal"], 0.2, 0)
-    assert "also training images" not in caplog.text
+        fit_paths, cal_paths, what = calibration_split(train, [tmp_path / "cal"], 0.2, 0)
+    assert fit_paths == train and sorted(cal_paths) == cal
+    assert what == f"calibration images from {tmp_path / 'cal'}"
+    assert "also training images" not in caplog.text and not caplog.records

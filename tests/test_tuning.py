@@ -81,7 +81,7 @@ def test_fusion_puts_members_on_one_scale():
     fused = fuse([np.array([100.0, 130.0]), np.array([1.3, 1.0])], cals)
     np.testing.assert_allclose(fused[0], fused[1])
     np.testing.assert_allclose(fused, [0.3 / (2 * cals[1].mad)] * 2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="one calibration per member"):
         fuse([a_norm], cals)
 
 

@@ -16,6 +16,17 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_configure(config):
+    """Import OpenVINO, where installed, the way the toolkit does (its usage telemetry declined:
+    ``load_openvino``) before any test imports it directly and turns the telemetry on."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino") is not None:
+        from anomaly_inspect.features.runtime import load_openvino
+
+        load_openvino()
+
+
 def shared_data_dir() -> Path:
     env = os.environ.get("ANOMALY_INSPECT_DATA")
     return Path(env) if env else REPO.parent / "shared" / "data"

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Sequence
@@ -95,6 +96,35 @@ def require_runtime(runtime: str, purpose: str | None = None) -> None:
         hint = f": {OPENVINO_INSTALL}" if runtime == "openvino" else ""
         raise RuntimeUnavailableError(f"{purpose or f'runtime {runtime}'} needs the {runtime} "
                                       f"package, which is not installed{hint}")
+
+
+_IMPORT_LOCK = threading.Lock()
+
+
+def load_openvino():
+    """The ``openvino`` module (see :func:`require_runtime`), imported with OpenVINO's usage
+    telemetry declined. Its Python tools decide at import whether to send usage events (on
+    unless a user opted out) and send each from a process forked on a worker thread: a network
+    call from a tool meant to run offline, a client id written under ``~/intel``, and a fork of
+    a process whose other threads (ONNX Runtime, faiss) may hold locks, which can leave the
+    child hanging and the process with it at exit. The telemetry declines where ``CI`` is
+    "true", so the import sees that, and the environment is restored after it; an ``openvino``
+    the caller imported already is returned as it is."""
+    import sys
+
+    if "openvino" in sys.modules:
+        return sys.modules["openvino"]
+    with _IMPORT_LOCK:
+        before = os.environ.get("CI")
+        os.environ["CI"] = "true"
+        try:
+            import openvino
+        finally:
+            if before is None:
+                os.environ.pop("CI", None)
+            else:
+                os.environ["CI"] = before
+    return openvino
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:
@@ -504,7 +534,7 @@ class OnnxRunner:
             self._input = self._session.get_inputs()[0].name
         else:
             require_runtime("openvino")
-            import openvino as ov
+            ov = load_openvino()
 
             core = ov.Core()
             config = {"INFERENCE_NUM_THREADS": self.threads,

@@ -24,7 +24,7 @@ import numpy as np
 from .. import __version__
 from ..choices import EXPORT_FORMATS as FORMATS  # format -> the runtime it serves
 from ..config import FeatureConfig
-from ..features.runtime import first_line, max_rel_diff, require_runtime
+from ..features.runtime import first_line, load_openvino, max_rel_diff, require_runtime
 from .model import open_model_dir
 from .model_dir import (
     BACKBONE_DIR,
@@ -76,7 +76,7 @@ def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int, sourc
     difference between the two on a random batch of two images, both run by OpenVINO f32. A
     graph OpenVINO cannot convert or run is refused naming ``source``, the model's file."""
     require_runtime("openvino", "export --format openvino")
-    import openvino as ov
+    ov = load_openvino()
 
     x = np.random.default_rng(0).standard_normal((2, 3, height, width)).astype(np.float32)
     try:

@@ -17,13 +17,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def pytest_configure(config):
-    """Import OpenVINO, where installed, the way the toolkit does (its usage telemetry declined:
-    ``load_openvino``) before any test imports it directly and turns the telemetry on."""
+    """Import the runtimes' telemetry switches as the toolkit does before any test imports
+    onnxruntime or OpenVINO directly: features/runtime.py sets ``ORT_DISABLE_TELEMETRY``, and
+    OpenVINO, where installed, is imported with its telemetry declined (``load_openvino``)."""
     import importlib.util
 
-    if importlib.util.find_spec("openvino") is not None:
-        from anomaly_inspect.features.runtime import load_openvino
+    from anomaly_inspect.features.runtime import load_openvino
 
+    if importlib.util.find_spec("openvino") is not None:
         load_openvino()
 
 

@@ -99,19 +99,27 @@ def test_the_library_never_reaches_the_network():
     assert _python_without("NO_ALBUMENTATIONS_UPDATE", code) == "(3, 32, 32) []"
 
 
-def test_the_only_environment_write_at_import_is_the_network_guard():
-    """Library modules set one variable, NO_ALBUMENTATIONS_UPDATE (in data/transforms.py, before
-    albumentations' only import), keeping a value the caller set; HF_HUB_OFFLINE is left alone
-    (the weights are found offline without it); other variables are set by cli.py only, but for
-    features/runtime.py, which sets CI while OpenVINO imports and restores it after
-    (``load_openvino``: its telemetry declines there; tests/test_openvino_telemetry.py)."""
+def test_the_only_environment_writes_at_import_are_the_network_guards():
+    """Library modules set two variables, each keeping a value the caller set:
+    NO_ALBUMENTATIONS_UPDATE (data/transforms.py, before albumentations' only import) and
+    ORT_DISABLE_TELEMETRY (features/runtime.py, which every onnxruntime import follows);
+    HF_HUB_OFFLINE is left alone (the weights are found offline without it); other variables
+    are set by cli.py only, but for features/runtime.py's CI while OpenVINO imports or converts,
+    restored after (``openvino_telemetry_declined``; tests/test_library_telemetry.py)."""
     code = ("import os; before = dict(os.environ); import anomaly_inspect.features.backbone, "
             "anomaly_inspect.data.transforms, anomaly_inspect.screening.model; "
-            "print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'), "
-            "sorted(k for k in ('HF_HUB_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE') "
+            "print(os.environ.get('NO_ALBUMENTATIONS_UPDATE'), os.environ.get('ORT_DISABLE_TELEMETRY'), "
+            "sorted(k for k in ('HF_HUB_OFFLINE', 'NO_ALBUMENTATIONS_UPDATE', 'ORT_DISABLE_TELEMETRY') "
             "if os.environ.get(k) != before.get(k)))")
-    assert _python_without("NO_ALBUMENTATIONS_UPDATE", code) == "1 ['NO_ALBUMENTATIONS_UPDATE']"
-    assert _python_without("NO_ALBUMENTATIONS_UPDATE", code, NO_ALBUMENTATIONS_UPDATE="true") == "true []"
+    base = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in base.items() if k != "NO_ALBUMENTATIONS_UPDATE"}
+                         | {"PYTHONPATH": str(SRC)}).stdout.strip()
+    assert out == "1 1 ['NO_ALBUMENTATIONS_UPDATE', 'ORT_DISABLE_TELEMETRY']"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env=base | {"PYTHONPATH": str(SRC), "NO_ALBUMENTATIONS_UPDATE": "true",
+                                     "ORT_DISABLE_TELEMETRY": "0"}).stdout.strip()
+    assert out == "true 0 []"
     writers = [p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if p.name != "cli.py" and
                ("os.environ.setdefault" in p.read_text() or "os.environ[" in p.read_text())]
     assert sorted(writers) == ["anomaly_inspect/data/transforms.py", "anomaly_inspect/features/runtime.py"]

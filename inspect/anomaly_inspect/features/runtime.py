@@ -55,6 +55,12 @@ from ..files import (
 
 log = logging.getLogger(__name__)
 
+# ONNX Runtime's Linux builds send usage telemetry (session creations with model names and graph
+# hashes, a device id kept under ~/.cache/Microsoft, a session file in the temporary folder) unless
+# this is set before its first session; kept where the caller set it. Set before any onnxruntime
+# import: every module that imports onnxruntime imports this one first.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 CALIBRATION_IMAGES = 32  # training images an int8 graph is calibrated on
 EXPORT_FORMAT = 1  # bump when the exported graph's layout changes
 CACHE_ENV = "ANOMALY_INSPECT_CACHE"
@@ -98,33 +104,40 @@ def require_runtime(runtime: str, purpose: str | None = None) -> None:
                                       f"package, which is not installed{hint}")
 
 
-_IMPORT_LOCK = threading.Lock()
+_ENV_LOCK = threading.Lock()
 
 
-def load_openvino():
-    """The ``openvino`` module (see :func:`require_runtime`), imported with OpenVINO's usage
-    telemetry declined. Its Python tools decide at import whether to send usage events (on
-    unless a user opted out) and send each from a process forked on a worker thread: a network
-    call from a tool meant to run offline, a client id written under ``~/intel``, and a fork of
-    a process whose other threads (ONNX Runtime, faiss) may hold locks, which can leave the
-    child hanging and the process with it at exit. The telemetry declines where ``CI`` is
-    "true", so the import sees that, and the environment is restored after it; an ``openvino``
-    the caller imported already is returned as it is."""
-    import sys
-
-    if "openvino" in sys.modules:
-        return sys.modules["openvino"]
-    with _IMPORT_LOCK:
+@contextlib.contextmanager
+def openvino_telemetry_declined():
+    """OpenVINO's usage telemetry declined for the calls inside. Its Python tools decide
+    whether to send usage events (on unless a user opted out) at ``import openvino`` and again
+    at every ``convert_model``, and send each from a process forked on a worker thread: a
+    network call from a tool meant to run offline, a client id written under ``~/intel``, and
+    a fork of a process whose other threads (ONNX Runtime, faiss) may hold locks, which can
+    leave the child hanging and the process with it at exit. The telemetry declines where
+    ``CI`` is "true", so the calls inside see that; the environment is restored after them."""
+    with _ENV_LOCK:
         before = os.environ.get("CI")
         os.environ["CI"] = "true"
         try:
-            import openvino
+            yield
         finally:
             if before is None:
                 os.environ.pop("CI", None)
             else:
                 os.environ["CI"] = before
-    return openvino
+
+
+def load_openvino():
+    """The ``openvino`` module (see :func:`require_runtime`), imported with its telemetry
+    declined (:func:`openvino_telemetry_declined`); an ``openvino`` the caller imported already
+    is returned as it is."""
+    import sys
+
+    if "openvino" not in sys.modules:
+        with openvino_telemetry_declined():
+            import openvino  # noqa: F401
+    return sys.modules["openvino"]
 
 
 def first_line(exc: BaseException, limit: int = 200) -> str:

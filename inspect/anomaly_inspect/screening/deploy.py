@@ -24,7 +24,13 @@ import numpy as np
 from .. import __version__
 from ..choices import EXPORT_FORMATS as FORMATS  # format -> the runtime it serves
 from ..config import FeatureConfig
-from ..features.runtime import first_line, load_openvino, max_rel_diff, require_runtime
+from ..features.runtime import (
+    first_line,
+    load_openvino,
+    max_rel_diff,
+    openvino_telemetry_declined,
+    require_runtime,
+)
 from .model import open_model_dir
 from .model_dir import (
     BACKBONE_DIR,
@@ -80,7 +86,9 @@ def _to_openvino(onnx_path: Path, xml_path: Path, height: int, width: int, sourc
 
     x = np.random.default_rng(0).standard_normal((2, 3, height, width)).astype(np.float32)
     try:
-        ov.save_model(ov.convert_model(str(onnx_path)), str(xml_path), compress_to_fp16=False)
+        with openvino_telemetry_declined():  # convert_model decides again whether to send
+            converted = ov.convert_model(str(onnx_path))
+        ov.save_model(converted, str(xml_path), compress_to_fp16=False)
         core = ov.Core()
         outs = []
         for path in (onnx_path, xml_path):

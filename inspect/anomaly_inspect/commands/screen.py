@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append(("report", str(s.report_html)))
     write_json_and_show(args.output_json, {
         "n_inputs": s.n_inputs, "n_scored": s.n_scored, "n_resumed": s.n_resumed,
-        "n_flagged": s.n_flagged, "n_errors": s.n_errors, **_totals(s.results_csv),
+        "n_flagged": s.n_flagged, "n_errors": s.n_errors,
+        **(_totals(s.results_csv) if args.output_json else {}),  # read only for the JSON
         "seconds": round(s.seconds, 3),
         "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
         "errors": [{"path": p, "error": e} for p, e in s.errors],

@@ -334,8 +334,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
     if args.backbone is not None or args.config is not None:
         check_backbone_name(cfg, f"--backbone {args.backbone}" if args.backbone is not None
                              else f"{args.config}: backbone: name")
-    if cfg.backbone.layers is not None:  # naming the flag or file, before any work
-        check_layers_exist(cfg, layers or str(args.config))
+    check_layers_exist(cfg, layers or str(args.config))  # naming the flag or file, before any work
     if not hasattr(args, "methods"):  # evaluate-lt checks its own
         method = args.method and f"--method {args.method}"
         # the block, the flags that set the backbone's stages too

@@ -165,7 +165,8 @@ def pixel_budget(text: str) -> int:
 
 def add_max_pixels_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-pixels", type=pixel_budget, default=DEFAULT_MAX_PIXELS, metavar="N",
-                   help="refuse (error row) images with more pixels than this, before decoding "
+                   help="refuse images with more pixels than this, before decoding (an error row, or "
+                        "a training image skipped; evaluate refuses the dataset, naming them) "
                         f"(default {DEFAULT_MAX_PIXELS:.0e})")
 
 

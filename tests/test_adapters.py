@@ -235,3 +235,29 @@ def test_mvtec_refuses_a_training_image_linked_into_test_and_counts_links_once(t
     (cat / "test" / "good" / "both.png").symlink_to(tmp_path / "c.png")  # normal and anomalous
     with pytest.raises(DatasetLayoutError, match=r"both an anomalous test image and a normal"):
         load_mvtec(tmp_path, "cat")
+
+
+# Folder defect groups are one per anomalous folder.
+def _images(folder, n=2, seed=0):
+    for i in range(n):
+        write_image(folder / f"{folder.parent.name}_{i}.png", rgb_image(16, seed + i))
+    return folder
+
+
+def test_folder_defect_groups_are_one_per_anomalous_folder(tmp_path):
+    from anomaly_inspect.data.folder import load_folders
+
+    train = _images(tmp_path / "train" / "ok")
+    normal = _images(tmp_path / "test" / "ok", seed=5)
+    a, b = _images(tmp_path / "a" / "bad", seed=10), _images(tmp_path / "b" / "bad", seed=20)
+    hole = _images(tmp_path / "c" / "hole", seed=30)
+    d = load_folders(train, normal, [a, b, hole])
+    assert d.groups == ["a/bad", "b/bad", "good", "hole"]  # clashing names get their parent
+    assert {(s.path.parent, s.group) for s in d.test if s.label} == {
+        (a, "a/bad"), (b, "b/bad"), (hole, "hole")}
+    deep = [_images(tmp_path / p / "x" / "bad", seed=40 + 3 * i) for i, p in enumerate("pq")]
+    assert load_folders(train, normal, deep).groups == ["good", "p/x/bad", "q/x/bad"]
+    # an anomalous folder called good is never the normal images' group
+    named_good = _images(tmp_path / "fold" / "good", seed=50)
+    d = load_folders(train, normal, [named_good])
+    assert sorted({(s.group, s.label) for s in d.test}) == [("fold/good", 1), ("good", 0)]

@@ -10,6 +10,7 @@ import pytest
 
 from anomaly_inspect.data.anomalies import (
     FAMILIES,
+    MANIFEST,
     AnomalyRecipe,
     draw_anomaly,
     perlin,
@@ -189,3 +190,46 @@ def test_a_scar_on_a_very_elongated_image_is_drawn_along_its_long_side(shape):
         ys, xs = np.nonzero(mask)
         lengths.append(max(np.ptp(ys), np.ptp(xs)) + 1)
     assert max(lengths) > 0.4 * min(shape)  # longer than the short side allows the recipe's scar
+
+
+# A damaged synthetic-anomaly set is refused naming the file; one written without checksums is a
+# plain miss.
+def _written_set(tmp_path):
+    srcs = []
+    for i in range(2):
+        p = tmp_path / f"src{i}.png"
+        cv2.imwrite(str(p), render_sample("metal", None, i, 96).clean)
+        srcs.append(p)
+    write_anomalies(srcs, ["cutpaste", "local"], [None, None], tmp_path / "set", AnomalyRecipe())
+    return tmp_path / "set"
+
+
+def test_read_anomalies_refuses_a_damaged_png_naming_it(tmp_path):
+    out = _written_set(tmp_path)
+    assert len(read_anomalies(out)) == 2
+    png = out / "00001_local.png"
+    data = png.read_bytes()
+    png.write_bytes(data[:100])  # truncated
+    with pytest.raises(ValueError, match=r"00001_local\.png: .*bytes"):
+        read_anomalies(out)
+    png.write_bytes(data[:50] + bytes([data[50] ^ 1]) + data[51:])  # same size, one bit changed
+    with pytest.raises(ValueError, match=r"00001_local\.png: .*checksum"):
+        read_anomalies(out)
+    png.write_bytes(data)
+    assert len(read_anomalies(out)) == 2
+    (out / "00000_cutpaste_mask.png").unlink()
+    with pytest.raises(ValueError, match=r"00000_cutpaste_mask\.png"):
+        read_anomalies(out)
+    assert read_anomalies(tmp_path / "none") is None  # no set there: a miss, not damage
+
+
+def test_a_set_written_without_checksums_is_a_plain_miss_not_damage(tmp_path):
+    out = _written_set(tmp_path)
+    manifest = json.loads((out / MANIFEST).read_text())
+    del manifest["files"]  # as an older version wrote it: drawn again, without a warning
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert read_anomalies(out) is None
+    manifest["files"] = ["not", "a", "mapping"]
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="not a synthetic-anomaly manifest"):
+        read_anomalies(out)

@@ -165,3 +165,52 @@ def test_command_line_sets_a_short_openmp_spin_unless_the_user_did():
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                              check=True, env={**env, **given})
         assert out.stdout.strip() == expect
+
+
+# Public names where modules share a helper; one debug switch.
+# ------------------------------------------------------------------ public names across modules
+
+
+def _private_imports(path: Path) -> list[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [f"{node.module}.{a.name}" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+
+
+@pytest.mark.parametrize("module", ["commands/common.py", "screening/runner.py",
+                                    "screening/deploy.py", "scorers/coreset.py"])
+def test_no_private_name_is_imported_from_another_module(module):
+    assert _private_imports(ROOT / module) == []
+
+
+def test_the_shared_helpers_are_public():
+    from anomaly_inspect.features.backbone import create_timm_model
+    from anomaly_inspect.scorers.base import sum_is_finite
+    from anomaly_inspect.screening.explain import error_reason
+    from anomaly_inspect.screening.model_dir import read_checksums
+
+    assert all(map(callable, (create_timm_model, sum_is_finite, error_reason, read_checksums)))
+
+
+def test_stage_strides_live_with_the_backbone_and_tuning_reexports_them():
+    from anomaly_inspect.features import backbone
+    from anomaly_inspect.tuning import candidates
+
+    assert candidates.stage_strides is backbone.stage_strides
+    assert candidates.layer_strides is backbone.layer_strides
+    tree = ast.parse((ROOT / "commands" / "common.py").read_text(encoding="utf-8"))
+    modules = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    assert not any(m and m.lstrip(".").startswith("tuning") for m in modules), modules
+
+
+# ------------------------------------------------------------------ one debug switch
+
+
+def test_the_debug_switch_is_defined_once():
+    from anomaly_inspect import cli, progress
+    from anomaly_inspect.pipeline import ray_engine
+
+    assert cli.DEBUG_ENV is progress.DEBUG_ENV is ray_engine.DEBUG_ENV == "ANOMALY_INSPECT_DEBUG"
+    literal = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*.py")
+               if '"ANOMALY_INSPECT_DEBUG"' in p.read_text(encoding="utf-8")]
+    assert literal == ["progress.py"]

@@ -12,6 +12,8 @@ import pytest
 from anomaly_inspect.cli import build_parser, main, with_flag_hints
 from anomaly_inspect.commands.common import model_config_from_args
 from anomaly_inspect.config import ConfigError, ModelConfig, load_config
+from anomaly_inspect.features.backbone import LayerRangeError
+from anomaly_inspect.tuning.candidates import Candidate
 
 
 def _config(tmp_path, text: str, name: str = "c.yaml"):
@@ -499,3 +501,117 @@ def test_demo_output_json_may_go_beside_the_dataset_but_not_into_it(tmp_path, ca
     assert main(["demo", "--out", str(out), "--output-json", str(out / "synthetic_fabric" / "r.json")]) == 1
     assert "this command writes synthetic_fabric in --out" in _one_line_error(capsys)
     assert not out.exists()
+
+
+# Out-of-range --layers name the flag (or the config) in every model-building command, before any
+# work.
+RANGE = "backbone: layers: tf_efficientnet_lite0: layer indices {} out of range 0..4"
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+# ---------------------------------------------------------------- --layers out of range
+
+
+@pytest.mark.parametrize("layers", [[9, 10], [-2, -1], [2, 5]])
+def test_candidate_of_refuses_layers_the_backbone_lacks(layers):
+    cfg = ModelConfig()
+    cfg.backbone.layers = layers
+    bad = [i for i in layers if not 0 <= i <= 4]
+    with pytest.raises(LayerRangeError) as info:
+        Candidate.of(cfg)
+    assert str(info.value) == RANGE.format(bad)
+
+
+def _command(name, tmp_path):
+    """``name``'s arguments up to the model options, with inputs that do not exist: reaching
+    them would be another error, so the layers' error shows that it came before any work."""
+    missing = str(tmp_path / "missing")
+    return {
+        "evaluate": ["evaluate", "--root", missing, "--category", "c"],
+        "evaluate --auto": ["evaluate", "--auto", "--root", missing, "--category", "c"],
+        "fit": ["fit", "--train", missing, "--out", str(tmp_path / "m")],
+        "fit --auto": ["fit", "--auto", "--train", missing, "--out", str(tmp_path / "m")],
+        "tune": ["tune", "--train", missing],
+        "demo": ["demo", "--out", str(tmp_path / "d")],
+        "bench-coreset": ["bench-coreset", "--root", missing, "--category", "c"],
+        "export": ["export", "--out", str(tmp_path / "b.onnx")],
+        "evaluate-lt": ["evaluate-lt", "--root", missing, "--categories", "a,b",
+                        "--methods", "patchcore", "--manifest-dir", str(tmp_path / "md")],
+    }[name]
+
+
+COMMANDS = ["evaluate", "evaluate --auto", "fit", "fit --auto", "tune", "demo", "bench-coreset",
+            "export", "evaluate-lt"]
+
+
+@pytest.mark.parametrize("name", COMMANDS)
+def test_layers_flag_out_of_range_names_the_flag_before_any_work(tmp_path, capsys, name):
+    assert main([*_command(name, tmp_path), "--layers", "9,10", "--quiet"]) == 1
+    assert _one_line(capsys) == f"error: --layers 9,10: {RANGE.format([9, 10])}"
+    assert not (tmp_path / "d").exists() and not (tmp_path / "md").exists()
+
+
+@pytest.mark.parametrize("name", ["tune", "evaluate"])
+def test_negative_layers_are_refused(tmp_path, capsys, name):
+    assert main([*_command(name, tmp_path), "--layers=-2,-1", "--quiet"]) == 1
+    assert _one_line(capsys) == f"error: --layers -2,-1: {RANGE.format([-2, -1])}"
+
+
+@pytest.mark.parametrize("name", ["evaluate", "tune", "fit --auto"])
+def test_config_layers_out_of_range_name_the_config(tmp_path, capsys, name):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("backbone: {layers: [9, 10]}\n")
+    assert main([*_command(name, tmp_path), "--config", str(cfg), "--quiet"]) == 1
+    assert _one_line(capsys) == f"error: {cfg}: {RANGE.format([9, 10])}"
+
+
+# evaluate-lt does not offer --method; demo / evaluate-lt name the flag of a bad value.
+# ---------------------------------------------------------------- evaluate-lt and demo flags
+
+
+def test_evaluate_lt_does_not_offer_method_and_shows_the_methods_default(capsys):
+    with pytest.raises(SystemExit):
+        main(["evaluate-lt", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--method " not in out and "--method," not in out
+    assert "(default patchcore,softpatch,tailedcore)" in out
+    from anomaly_inspect.cli import build_parser
+
+    # argparse reads --method as an abbreviation of --methods, now the only option it can be
+    args = build_parser().parse_args(["evaluate-lt", "--root", "r", "--categories", "a,b",
+                                      "--method", "softpatch"])
+    assert (args.methods, args.method) == ("softpatch", None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["evaluate-lt", "--root", "r", "--categories", "a,b", "--k", "-1"],
+     "argument --k: must be a positive integer, got '-1'"),
+    (["evaluate-lt", "--root", "r", "--categories", "a,b", "--noise", "5"],
+     "argument --noise: must be a number in [0, 1), got '5'"),
+    (["evaluate-lt", "--root", "r", "--categories", "a,b", "--noise", "x"],
+     "argument --noise: must be a number in [0, 1), got 'x'"),
+    (["demo", "--defects", "bogus"],
+     "argument --defects: must be comma-separated defect types from scratch, stain, hole, crack, "
+     "got 'bogus'"),
+    (["demo", "--defects", ","],
+     "argument --defects: must be comma-separated defect types from scratch, stain, hole, crack, "
+     "got ','"),
+])
+def test_bad_values_name_their_flag(capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_demo_defects_default_and_list_parse():
+    from anomaly_inspect.cli import build_parser
+    from anomaly_inspect.data.synthetic import DEFECTS
+
+    assert build_parser().parse_args(["demo"]).defects == list(DEFECTS)
+    assert build_parser().parse_args(["demo", "--defects", "hole, crack"]).defects == ["hole", "crack"]

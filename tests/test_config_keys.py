@@ -304,3 +304,31 @@ def test_the_listed_keys_leave_out_seed_which_the_section_refuses():
     listed = str(info.value).split("accepted keys: ")[1]
     assert "coreset_ratio" in listed and "seed," not in listed and not listed.startswith("seed")
     assert listed.endswith("(seed: the top-level 'seed')")
+
+
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_evaluate_lt_names_its_config_for_a_scorer_key_no_method_takes(tmp_path, capsys):
+    path = tmp_path / "lt_knn.yaml"
+    path.write_text("method: knn\nscorer: {k: 3}\n")
+    assert main(["evaluate-lt", "--config", str(path), "--root", str(tmp_path / "missing"),
+                 "--categories", "a,b", "--manifest-dir", str(tmp_path / "md")]) == 1
+    assert _one_line(capsys) == (f"error: {path}: scorer: scorer settings ['k'] are not parameters "
+                                 f"of any of ['patchcore', 'softpatch', 'tailedcore']")
+
+
+def test_evaluate_lt_does_not_blame_its_config_for_a_flag_no_method_takes(tmp_path, capsys):
+    path = tmp_path / "lt.yaml"
+    path.write_text("scorer: {k: 3}\n")  # kNN's: refused for these methods, naming the file
+    args = ["evaluate-lt", "--root", str(tmp_path / "missing"), "--categories", "a,b",
+            "--methods", "patch_mahalanobis", "--manifest-dir", str(tmp_path / "md")]
+    assert main([*args, "--coreset-ratio", "0.1", "--config", str(path)]) == 1
+    assert _one_line(capsys).startswith(f"error: {path}: scorer: scorer settings ['k']")
+    path.write_text("scorer: {}\n")
+    assert main([*args, "--coreset-ratio", "0.1", "--config", str(path)]) == 1
+    assert _one_line(capsys) == ("error: scorer settings ['coreset_ratio'] are not parameters "
+                                 "of any of ['patch_mahalanobis']")

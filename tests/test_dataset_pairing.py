@@ -3,6 +3,10 @@ every mask with its own image, and what cannot be used refused before any fittin
 
 from __future__ import annotations
 
+import logging
+import os
+import unicodedata
+
 import numpy as np
 import pytest
 
@@ -12,7 +16,7 @@ from anomaly_inspect.data.image_io import looks_like_image, read_mask
 from anomaly_inspect.data.layout import DatasetLayoutError, list_images
 from anomaly_inspect.data.mvtec import load_mvtec
 from anomaly_inspect.evaluation.evaluate import check_dataset
-from layout_writer import rgb_image, write_image
+from layout_writer import rgb_image, write_image, write_mask, write_mvtec
 
 
 def mask_array(seed: int, size: int = 32) -> np.ndarray:
@@ -228,3 +232,89 @@ def test_masks_without_an_anomalous_pixel_give_no_pixel_auroc_and_keep_the_image
     assert "cat: the masks mark no pixel anomalous: no pixel AUROC" in caplog.text
     assert _pixel_auroc([], [], "cat") is None
     assert _pixel_auroc([np.array([False, True]), np.array([False, False])], maps, "cat") == 1.0
+
+
+# Links to one file inside one folder split are kept once (a deduplicated dataset loads), while
+# overlapping named folders and links across roles stay refused.
+def _folders(root):
+    for i in range(3):
+        write_image(root / "train" / f"{i}.png", rgb_image(32, seed=i))
+        write_image(root / "good" / f"{i}.png", rgb_image(32, seed=10 + i))
+        write_image(root / "bad" / f"{i}.png", rgb_image(32, seed=20 + i))
+    return root
+
+
+@pytest.mark.parametrize("link", [os.link, os.symlink])
+def test_links_to_one_file_in_one_split_are_kept_once_with_a_log_line(tmp_path, link, caplog):
+    root = _folders(tmp_path)
+    link(root / "train" / "0.png", root / "train" / "0_dup.png")  # rdfind / jdupes -L / cp -al
+    link(root / "bad" / "1.png", root / "bad" / "1_dup.png")
+    with caplog.at_level(logging.WARNING):
+        ds = load_folders(root / "train", root / "good", root / "bad")
+    assert sorted(s.path.name for s in ds.train) == ["0.png", "1.png", "2.png"]
+    assert sorted(s.path.name for s in ds.test if s.label == 1) == ["0.png", "1.png", "2.png"]
+    assert "0_dup.png" in caplog.text and "1_dup.png" in caplog.text
+
+
+def test_overlapping_named_folders_and_links_across_roles_stay_refused(tmp_path):
+    root = _folders(tmp_path)
+    write_image(root / "train" / "sub" / "s.png", rgb_image(32, seed=30))
+    with pytest.raises(DatasetLayoutError, match=r"s\.png: a training image twice; the folders "
+                                                 r"must not overlap"):
+        load_folders([root / "train", root / "train" / "sub"], root / "good", root / "bad")
+    (tmp_path / "again").symlink_to(root / "train", target_is_directory=True)
+    with pytest.raises(DatasetLayoutError, match=r"a training image twice.*; the folders must not"):
+        load_folders([root / "train", tmp_path / "again"], root / "good", root / "bad")
+    os.link(root / "train" / "2.png", root / "good" / "leak.png")
+    with pytest.raises(DatasetLayoutError, match=r"leak\.png: both a training image and a normal "
+                                                 r"test image \(the same file as .*2\.png\)"):
+        load_folders(root / "train", root / "good", root / "bad")
+    os.unlink(root / "good" / "leak.png")
+    os.symlink(root / "good" / "0.png", root / "bad" / "both.png")
+    with pytest.raises(DatasetLayoutError, match=r"both\.png: both a normal test image and an "
+                                                 r"anomalous test image"):
+        load_folders(root / "train", root / "good", root / "bad")
+
+
+# Hard links cannot leak; NFD names pair.
+def test_a_hard_link_of_a_training_image_in_test_is_refused(tmp_path):
+    cat = write_mvtec(tmp_path, "w")
+    os.link(cat / "train" / "good" / "000.png", cat / "test" / "good" / "leak.png")
+    with pytest.raises(DatasetLayoutError, match=r"leak\.png: both a training image and a normal "
+                                                 r"test image \(the same file as .*000\.png\)"):
+        load_mvtec(cat)
+
+
+def test_a_dangling_link_keeps_its_path_key(tmp_path):
+    cat = write_mvtec(tmp_path, "w")
+    (cat / "test" / "good" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (cat / "test" / "good" / "gone2.png").symlink_to(tmp_path / "nowhere2.png")
+    assert sum(s.path.name.startswith("gone") for s in load_mvtec(cat).test) == 2
+
+
+def test_nfc_and_nfd_names_pair_image_and_mask(tmp_path):
+    cat = write_mvtec(tmp_path, "w", defects={"crack": 1})
+    nfc, nfd = (unicodedata.normalize(f, "café") for f in ("NFC", "NFD"))
+    assert nfc != nfd
+    write_image(cat / "test" / "crack" / f"{nfc}.png", rgb_image(32, 7))
+    write_mask(cat / "ground_truth" / "crack" / f"{nfd}_mask.png")
+    # a defect type whose folder names differ by normalisation too
+    write_image(cat / "test" / f"{nfc}_type" / "0.png", rgb_image(32, 8))
+    write_mask(cat / "ground_truth" / f"{nfd}_type" / "0_mask.png")
+    masks = {s.path.name: s.mask_path.name for s in load_mvtec(cat).test if s.label}
+    assert masks[f"{nfc}.png"] == f"{nfd}_mask.png" and masks["0.png"] == "0_mask.png"
+
+
+# Folder masks pair across Unicode forms.
+# ------------------------------------------------------------------ folder masks, Unicode forms
+
+
+def test_folder_masks_pair_nfc_and_nfd_names(tmp_path):
+    nfc, nfd = (unicodedata.normalize(f, "café") for f in ("NFC", "NFD"))
+    assert nfc != nfd
+    write_image(tmp_path / "good" / "0.png", rgb_image(32, 1))
+    write_image(tmp_path / "bad" / f"{nfc}.png", rgb_image(32, 2))
+    write_mask(tmp_path / "masks" / f"{nfd}_mask.png")
+    ds = load_folders(tmp_path / "good", test_anomalous_dirs=tmp_path / "bad",
+                      mask_dir=tmp_path / "masks")
+    assert [(s.path.name, s.mask_path.name) for s in ds.test] == [(f"{nfc}.png", f"{nfd}_mask.png")]

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -25,6 +26,8 @@ from anomaly_inspect.screening.explain import (
     TrainingImages,
     cell_rect,
     explain_scored,
+    explain_to_dir,
+    input_to_file,
     render_strip,
     top_patches,
 )
@@ -32,7 +35,7 @@ from anomaly_inspect.screening.model import ScoredImage
 from anomaly_inspect.screening.model_dir import ModelInfo, file_sha256
 from anomaly_inspect.screening.runner import raw_path_field
 from browser import headless_dom
-from layout_writer import rgb_image, write_image
+from layout_writer import fit_tiny_model, rgb_image, write_image
 from test_tailedcore import lt_features
 
 
@@ -927,3 +930,101 @@ def test_an_entry_from_before_raw_path_is_replaced_by_the_image_it_was_written_f
     doc = json.loads((tmp_path / ex.EXPLANATIONS_JSON).read_text(encoding="utf-8"))
     assert [(e["path"], e.get("strip")) for e in doc] == [("/d/other.png", "o.jpg"),
                                                           ("/d/\\xe9.png", "new.jpg")]
+
+
+# An earlier strip stays out of the inputs after its entry became an error; patch boxes in file
+# pixels never overlap (also at a fractional scale). The model is a tiny one (random backbone
+# weights, 64 px inputs, stretch) fitted once per module.
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """(fitted model, saved model directory)."""
+    return fit_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+# -- an error entry keeps the strip of the entry it replaces ------------------------------
+def test_a_strip_stays_out_of_the_inputs_after_its_entry_became_an_error(tiny_model, tmp_path):
+    """explain --out INPUT_FOLDER; the image made unreadable (its entry becomes an error);
+    restored: the first run's strip used to be scored as an input (and a strip of it drawn)."""
+    model, _ = tiny_model
+    inp = tmp_path / "inp2"
+    first = write_image(inp / "000.png", rgb_image(40, seed=0))
+    write_image(inp / "001.png", rgb_image(40, seed=1))
+    names = ["000.png", "001.png"]
+    assert [Path(p).name for p, _, _ in explain_to_dir(model, [inp], inp, top=1)] == names
+    strip = {e["path"]: e["strip"] for e in json.loads((inp / "explanations.json").read_text())}
+    good = first.read_bytes()
+    first.write_bytes(b"not an image")
+    results = explain_to_dir(model, [inp], inp, top=1)
+    assert [Path(p).name for p, _, _ in results] == names and results[0][2]  # an error
+    entries = {e["path"]: e for e in json.loads((inp / "explanations.json").read_text())}
+    broken = entries[str(first)]
+    assert broken["error"] and broken["strip"] == strip[str(first)]  # its file is still there
+    assert (inp / broken["strip"]).is_file()
+    first.write_bytes(good)
+    results = explain_to_dir(model, [inp], inp, top=1)
+    assert [Path(p).name for p, _, _ in results] == names  # no strip among them
+    assert all(not error for _, _, error in results)
+    assert sorted(p.name for p in inp.glob("*.jpg")) == sorted(strip.values())
+
+
+# -- boxes of adjacent cells share no pixel --------------------------------------------------
+@pytest.mark.parametrize("resize", ["stretch", "pad"])
+@pytest.mark.parametrize("size,factor", [((900, 900), 1), ((900, 700), 1), ((1801, 1203), 2)])
+def test_boxes_of_adjacent_cells_are_disjoint_and_cover_the_image(resize, size, factor):
+    """Input-pixel cells mapped to file pixels at a fractional scale (320 px over 900 px):
+    the start was floored and the end ceiled, so neighbours shared a pixel."""
+    t = TransformConfig(image_size=320, resize=resize)
+    content = t.content_box(-(-size[0] // factor), -(-size[1] // factor))
+    for axis, (start, extent) in enumerate(((content.top, content.height),
+                                            (content.left, content.width))):
+        edges = list(range(start, start + extent, 8)) + [start + extent]
+        spans = []
+        for a, b in zip(edges, edges[1:], strict=False):
+            rect = (a, 0, b, 8) if axis == 0 else (0, a, 8, b)
+            box = input_to_file(t, size, factor, rect)
+            spans.append((box.top, box.height) if axis == 0 else (box.left, box.width))
+        assert spans[0][0] == 0 and spans[-1][0] + spans[-1][1] == size[axis]  # all of it
+        for (s0, n0), (s1, _) in zip(spans, spans[1:], strict=False):
+            assert s0 + n0 == s1, (axis, s0, n0, s1)  # touching, not overlapping, no gap
+
+
+def test_explained_boxes_never_overlap_in_the_files_pixels(tmp_path):
+    """Patches 3 cells apart at a fractional scale (64 px input over a 100 px image)."""
+    model, _, _ = _hand_made(tmp_path)
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        e = explain_scored(model, _scored_map(rng.random((8, 8)).astype(np.float32)), top=9,
+                           image_size=(100, 100))
+        boxes = [p.box for p in e.patches]
+        assert len(boxes) > 1
+        assert not any(_overlap(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+
+
+def test_the_input_to_image_rounding_is_hand_checked():
+    t = TransformConfig(image_size=64)
+    # 100 / 64 = 1.5625 px per input px: 8 -> 12.5, 16 -> 25, 24 -> 37.5, rounded half up
+    assert t.input_to_image(100, 100, 8, 8, 24, 16) == Box(13, 13, 25, 12)
+    assert t.input_to_image(100, 100, 0, 0, 8, 8) == Box(0, 0, 13, 13)
+    assert t.input_to_image(100, 100, 56, 56, 64, 64) == Box(88, 88, 12, 12)
+
+
+def test_a_strip_that_cannot_be_drawn_again_keeps_the_earlier_ones_name(tiny_model, tmp_path,
+                                                                       monkeypatch):
+    import anomaly_inspect.screening.explain as ex
+
+    model, _ = tiny_model
+    inp = tmp_path / "inp"
+    write_image(inp / "000.png", rgb_image(40, seed=0))
+    explain_to_dir(model, [inp], inp, top=1)
+    (entry,) = json.loads((inp / "explanations.json").read_text())
+
+    def fails(*args):
+        raise OSError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(ex, "render_strip", fails)
+        (result,) = explain_to_dir(model, [inp], inp, top=1)
+    assert result[2] == "no strip: disk full"
+    (again,) = json.loads((inp / "explanations.json").read_text())
+    assert again["strip_error"] == "disk full" and again["strip"] == entry["strip"]
+    assert [Path(p).name for p, _, _ in explain_to_dir(model, [inp], inp, top=1)] == ["000.png"]

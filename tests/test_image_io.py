@@ -10,16 +10,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
+from anomaly_inspect.data import image_io
 from anomaly_inspect.data.image_io import (
     ImageReadError,
+    image_size,
     is_image_file,
+    looks_like_image,
     read_file,
     read_image,
     read_mask,
     unreadable_copies,
 )
-from layout_writer import rgb_image, write_image
+from anomaly_inspect.data.layout import expand_inputs, list_images
+from layout_writer import rgb_image, write_image, write_mask
 
 
 def test_rgb_png_roundtrip(tmp_path):
@@ -368,3 +373,177 @@ def test_an_image_above_the_decoders_own_cap_says_so_not_corrupt(tmp_path):
     assert out == ("40x40 = 0.0 MP: above the decoder's own size limit (OpenCV's "
                    "OPENCV_IO_MAX_IMAGE_PIXELS, by default 2^30 pixels, 2^20 a side); "
                    "--max-pixels cannot raise it")
+
+
+# Text that starts like a Netpbm magic is no image (a full header decides); a mask drawn as a
+# semi-transparent overlay keeps its defect.
+def test_text_files_that_start_like_a_netpbm_magic_are_not_listed(tmp_path):
+    write_image(tmp_path / "0.png", rgb_image(32, seed=0))
+    (tmp_path / "parts.csv").write_text("P1 12, bracket left\nP2 7, bracket right\n")
+    (tmp_path / "notes.txt").write_text("P3 #12 reshoot pending\n")
+    texts = [b"P1 12, bracket", b"P6 foo", b"PF 2024 report", b"P3 #12 reshoot", b"P2 3 4 x",
+             b"P5 3 4\n", b"P4 3", b"P7 WIDTH 3\n", b"Pf 2 2 x", b"P6 1 2 3"]
+    for i, text in enumerate(texts):
+        (tmp_path / f"t{i}.bin").write_bytes(text)
+        assert not looks_like_image(tmp_path / f"t{i}.bin"), text
+    assert [p.name for p in list_images(tmp_path)] == ["0.png"]
+
+
+def test_netpbm_pam_and_pfm_files_with_comments_are_listed_by_content(tmp_path):
+    bgr = rgb_image(8, seed=3)[:6]
+    (tmp_path / "p1").write_bytes(b"P1\n# drawn by hand\n4 2\n0 1 0 1\n1 0 1 0\n")
+    (tmp_path / "p2").write_bytes(b"P2 # c\n2 # w\n2\n# maxval next\n255\n0 255\n128 64\n")
+    (tmp_path / "p4").write_bytes(b"P4 8 1\n\xff")
+    (tmp_path / "p6").write_bytes(b"P6\n#x\n2 1 255\n" + bytes(6))
+    (tmp_path / "pam").write_bytes(b"P7\n# pam\nWIDTH 2\nHEIGHT 1\nDEPTH 1\nMAXVAL 255\n"
+                                   b"TUPLTYPE GRAYSCALE\nENDHDR\n\x00\xff")
+    (tmp_path / "pf").write_bytes(b"Pf\n1 1\n-1.0\n" + bytes(4))
+    assert cv2.imwrite(str(tmp_path / "cv.pam"), bgr)
+    assert cv2.imwrite(str(tmp_path / "cv.pfm"), bgr.astype(np.float32) / 255)
+    os.rename(tmp_path / "cv.pam", tmp_path / "cv_pam")
+    os.rename(tmp_path / "cv.pfm", tmp_path / "cv_pfm")
+    names = ["cv_pam", "cv_pfm", "p1", "p2", "p4", "p6", "pam", "pf"]
+    assert all(looks_like_image(tmp_path / n) for n in names)
+    (tmp_path / "x.pgm").write_text("P2 notes\n")  # a Netpbm extension: listed (an error row)
+    assert [p.name for p in list_images(tmp_path)] == [*names, "x.pgm"]
+
+
+def test_a_semi_transparent_overlay_mask_marks_its_visible_pixels(tmp_path):
+    m = np.zeros((32, 32, 4), np.uint8)
+    m[8:16, 8:16] = (0, 0, 255, 100)  # BGRA: red defect at 40 % opacity, transparent background
+    m[20:24, 20:24] = (0, 0, 0, 200)  # visible but black: the colour rule leaves it out
+    cv2.imwrite(str(tmp_path / "m.png"), m)
+    want = np.zeros((32, 32), np.uint8)
+    want[8:16, 8:16] = 1
+    np.testing.assert_array_equal(read_mask(tmp_path / "m.png"), want)
+
+
+def test_a_netpbm_file_with_a_long_header_comment_is_listed_by_content(tmp_path):
+    """A header comment longer than the first kilobyte still leaves the file an image."""
+    from anomaly_inspect.data.image_io import looks_like_image
+
+    path = tmp_path / "scan"  # no extension: found by content
+    path.write_bytes(b"P5\n# " + b"x" * 3000 + b"\n4 2\n255\n" + bytes(8))
+    assert looks_like_image(path)
+
+
+# Every format read_image decodes is listed; an RGBA mask's alpha counts.
+RGB = rgb_image(8, seed=3)[:6]  # 6 x 8
+
+
+def _write_formats(d):
+    """One small file per format: name -> (RGB array read_image must give, or None = decodes)."""
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "p1.pbm").write_bytes(b"P1\n4 2\n0 1 0 1\n1 0 1 0\n")
+    (d / "p2.pgm").write_bytes(b"P2\n# a comment\n2 2\n255\n0 255\n128 64\n")
+    (d / "p3.ppm").write_bytes(b"P3\n2 1\n255\n255 0 0 0 255 0\n")
+    Image.fromarray(RGB[..., 0] > 128).save(d / "p4.pbm")
+    Image.fromarray(RGB[..., 0]).save(d / "p5.pgm")
+    Image.fromarray(RGB).save(d / "p6.ppm")
+    Image.fromarray(RGB).save(d / "p6.pnm")
+    bgr = np.ascontiguousarray(RGB[..., ::-1])
+    assert cv2.imwrite(str(d / "p7.pam"), bgr)
+    assert cv2.imwrite(str(d / "pf.pfm"), bgr.astype(np.float32) / 255)
+    assert cv2.imwrite(str(d / "pfg.pfm"), RGB[..., 0].astype(np.float32) / 255)
+    Image.fromarray(RGB).save(d / "a.jp2")
+    Image.fromarray(RGB).save(d / "a.j2k")
+    gray = np.repeat(RGB[..., :1], 3, axis=2)
+    return {"p1.pbm": np.repeat(np.array([[255, 0, 255, 0], [0, 255, 0, 255]], np.uint8)[..., None], 3, 2),
+            "p2.pgm": np.repeat(np.array([[0, 255], [128, 64]], np.uint8)[..., None], 3, 2),
+            "p3.ppm": np.array([[[255, 0, 0], [0, 255, 0]]], np.uint8),
+            "p4.pbm": None, "p5.pgm": gray, "p6.ppm": RGB, "p6.pnm": RGB, "p7.pam": RGB,
+            "pf.pfm": RGB, "pfg.pfm": gray, "a.jp2": RGB, "a.j2k": RGB}
+
+
+def test_every_netpbm_pfm_and_jpeg_2000_image_is_listed_by_extension_and_by_content(tmp_path):
+    expected = _write_formats(tmp_path / "ext")
+    write_image(tmp_path / "ext" / "ok.png", RGB)
+    assert [p.name for p in list_images(tmp_path / "ext")] == sorted([*expected, "ok.png"])
+    for name, want in expected.items():
+        got = read_image(tmp_path / "ext" / name)
+        assert got.shape[:2] == (want if want is not None else RGB).shape[:2], name
+        if want is not None:
+            np.testing.assert_allclose(got.astype(int), want.astype(int), atol=1, err_msg=name)
+    # the same files without an extension: found by their first bytes
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in expected:
+        os.link(tmp_path / "ext" / name, bare / name.replace(".", "_"))
+    assert len(list_images(bare)) == len(expected)
+    assert len(expand_inputs([str(tmp_path / "ext" / "*")])) == len(expected) + 1
+
+
+def test_text_that_starts_like_a_netpbm_header_is_not_an_image(tmp_path):
+    for i, text in enumerate(["P1 notes: check\n", "PF tasks\n", "P7 NOTES\n", "Pfizer\n"]):
+        (tmp_path / f"t{i}").write_text(text)
+        assert not looks_like_image(tmp_path / f"t{i}"), text
+
+
+def _rgba_mask(path, la=False):
+    """Transparent white background, an opaque red (LA: white) 10x10 defect."""
+    m = np.zeros((32, 32, 4), np.uint8)
+    m[..., :3] = 255
+    m[10:20, 10:20] = (255, 0, 0, 255)
+    Image.fromarray(m[..., [0, 3]] if la else m, "LA" if la else "RGBA").save(path)
+    return path
+
+
+@pytest.mark.parametrize("la", [False, True])
+def test_a_mask_with_an_alpha_channel_marks_only_its_opaque_pixels(tmp_path, la):
+    got = read_mask(_rgba_mask(tmp_path / "m.png", la))
+    want = np.zeros((32, 32), np.uint8)
+    want[10:20, 10:20] = 1
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_constant_alpha_channel_leaves_the_colour_rule(tmp_path):
+    m = np.zeros((32, 32, 4), np.uint8)
+    m[..., 3] = 255
+    m[4:8, 4:8, :3] = 255
+    Image.fromarray(m, "RGBA").save(tmp_path / "m.png")
+    assert int(read_mask(tmp_path / "m.png").sum()) == 16
+
+
+def test_a_mask_that_marks_every_pixel_is_warned_about_once(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(image_io, "_FULL_MASK", [])
+    write_image(tmp_path / "full.png", np.full((16, 16), 255, np.uint8))
+    write_mask(tmp_path / "part.png", 16, (2, 2, 6, 6))
+    with caplog.at_level("WARNING"):
+        read_mask(tmp_path / "part.png")
+        assert "every pixel" not in caplog.text
+        read_mask(tmp_path / "full.png")
+        read_mask(tmp_path / "full.png")
+    assert caplog.text.count("marks every pixel") == 1 and "full.png" in caplog.text
+
+
+# A PGM / PPM / JPEG 2000 over the pixel budget is refused from its header, before any pixel is
+# decoded.
+# ---------------------------------------------------------------- PGM / PPM / JPEG 2000 headers
+
+
+def _no_decoding(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("decoded before the pixel budget was checked")
+
+    monkeypatch.setattr(image_io.cv2, "imdecode", refuse)
+    monkeypatch.setattr(image_io, "_decode_pil", refuse)
+
+
+@pytest.mark.parametrize("ext", [".pgm", ".ppm", ".pbm", ".jp2"])
+def test_an_over_budget_netpbm_or_jpeg2000_is_refused_from_its_header(tmp_path, monkeypatch, ext):
+    path = tmp_path / f"img{ext}"
+    shape = (300, 400, 3) if ext in (".ppm", ".jp2") else (300, 400)
+    assert cv2.imwrite(str(path), np.full(shape, 255, np.uint8))
+    assert read_image(path).shape == (300, 400, 3)  # a format the reader reads
+    _no_decoding(monkeypatch)
+    assert image_size(path) == (400, 300)  # from the header
+    with pytest.raises(ImageReadError, match=r"400x300 = 0\.1 MP > 0\.119999 MP; raise --max-pixels"):
+        read_image(path, max_pixels=119_999)
+
+
+def test_a_huge_pgm_header_is_refused_unread(tmp_path, monkeypatch):
+    path = tmp_path / "huge.pgm"
+    path.write_bytes(b"P5\n12000 12000\n255\n" + bytes(64))  # claims 144 MP
+    _no_decoding(monkeypatch)
+    with pytest.raises(ImageReadError, match=r"12000x12000 = 144\.0 MP > 100 MP"):
+        read_image(path)

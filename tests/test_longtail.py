@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
+from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.data.layout import resolve_category_dirs
 from anomaly_inspect.data.layout import resolve_category_dirs as resolve_categories
 from anomaly_inspect.data.longtail import LongTailSet, build_longtail, manifest_name, pareto_profile
 from anomaly_inspect.data.mvtec import AnomalyDataset
 from anomaly_inspect.data.samples import Sample
+from anomaly_inspect.evaluation.longtail import class_size_report
+from anomaly_inspect.scorers.tail_sampler import TailSamplerResult
 from layout_writer import fake_datasets, noise_layout
 
 SIZES = {"a": (200, 30), "b": (100, 5), "c": (60, 20), "d": (50, 20), "e": (40, 20)}
@@ -616,3 +621,125 @@ def test_evaluate_lt_refuses_scorer_settings_before_any_work(tmp_path, monkeypat
     err = capsys.readouterr().err
     assert message in err and "a dataset was read" not in err, err
     assert not (tmp_path / "m").exists()
+
+
+# evaluate-lt writes no manifest for a refused split.
+def _no_backbone(monkeypatch):
+    from anomaly_inspect.evaluation import longtail as evaluation
+
+    def built(*args, **kwargs):
+        raise RuntimeError("the backbone was built")
+
+    monkeypatch.setattr(evaluation, "build_backbone", built)
+
+
+def test_evaluate_lt_refused_split_writes_no_manifest_and_the_corrected_rerun_runs(
+        tmp_path, monkeypatch, capsys):
+    """A category whose test set has only normal images was refused after its manifest was
+    written, and that manifest then refused the run with anomalies added."""
+    _no_backbone(monkeypatch)
+    root = noise_layout(tmp_path / "r")
+    crack = root / "z" / "test" / "crack"
+    kept = shutil.move(crack, tmp_path / "crack")
+    man = tmp_path / "m"
+    args = ["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--methods", "patchcore",
+            "--manifest-dir", str(man), "--quiet"]
+    assert main(args) == 1
+    assert "z: the long-tailed split leaves its test set 0 anomalous and 3 normal" in capsys.readouterr().err
+    assert not man.exists() or not any(man.iterdir())
+    shutil.move(kept, crack)
+    assert main(args) == 1
+    assert "the backbone was built" in capsys.readouterr().err  # past every check
+    assert len(list(man.glob("lt_*.json"))) == 1
+
+
+def test_evaluate_lt_unreadable_image_writes_no_manifest(tmp_path, monkeypatch, capsys):
+    _no_backbone(monkeypatch)
+    root = noise_layout(tmp_path / "r")
+    bad = root / "y" / "test" / "good" / "000.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    man = tmp_path / "m"
+    assert main(["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--methods",
+                 "patchcore", "--manifest-dir", str(man), "--quiet"]) == 1
+    assert f"y: 1 file(s) cannot be used:\n  {bad}" in capsys.readouterr().err
+    assert not man.exists() or not any(man.iterdir())
+
+
+# The long-tail class-size report, checked by hand.
+def test_class_size_report_precision_recall_and_detection_by_hand():
+    """Head class a (6 images, 1 flagged), tail b (2, both flagged), tail c (3, 1 flagged):
+    4 flagged, 3 of them in tail classes -> precision 3/4; 3 of the 5 tail images flagged ->
+    recall 3/5; b is detected (2/2 > half), c is not (1/3)."""
+    categories = ["a"] * 6 + ["b"] * 2 + ["c"] * 3
+    sizes = np.array([6] * 6 + [2] * 2 + [3] * 3)
+    result = TailSamplerResult(class_sizes=sizes, thresholds=np.zeros(11, np.float32),
+                               histogram=np.array([6, 3, 2]), max_k=2,
+                               tail_indices=np.array([0, 6, 7, 8]))
+    counts = {c: {"original": n, "good": n, "noise": 0} for c, n in (("a", 6), ("b", 2), ("c", 3))}
+    split = LongTailSet(tail="step", k=2, noise=0.0, seed=0, overlap=False,
+                        categories=["a", "b", "c"], tail_classes=["b", "c"], train=[],
+                        counts=counts)
+    report = class_size_report(result, categories, split)
+    assert report["n_tail_images_flagged"] == 4
+    assert report["tail_image_precision"] == pytest.approx(3 / 4)
+    assert report["tail_image_recall"] == pytest.approx(3 / 5)
+    assert report["tail_classes_detected"] == {"b": True, "c": False}
+    assert report["per_class"]["c"]["flagged_fraction"] == pytest.approx(1 / 3)
+    assert report["true_histogram"] == [6, 3, 2]
+
+
+# evaluate-lt's refusals and records: one folder under two categories, the manifest's seed and
+# path, the no-AUROC hint.
+# -- evaluate-lt --------------------------------------------------------------------------
+def _lt_args(root: Path, tmp_path: Path, *extra: str) -> list[str]:
+    return ["evaluate-lt", "--root", str(root), "--categories", "x,y,z", "--tail", "step",
+            "--k", "2", "--image-size", "64", "--weights", "random", "--runtime", "torch",
+            "--coreset-ratio", "0.5", "--manifest-dir", str(tmp_path / "m"), "--quiet", *extra]
+
+
+def test_evaluate_lt_with_a_manifest_prints_both_seeds_and_records_the_file(tmp_path, capsys):
+    root = noise_layout(tmp_path / "r")
+    assert main(_lt_args(root, tmp_path, "--methods", "patchcore", "--seed", "3",
+                         "--output-json", str(tmp_path / "a.json"))) == 0
+    manifest, = (tmp_path / "m").glob("*.json")
+    capsys.readouterr()
+    out = tmp_path / "b.json"
+    args = [a for a in _lt_args(root, tmp_path, "--methods", "patchcore", "--output-json", str(out))
+            if a not in ("--tail", "step", "--k", "2")]
+    assert main([*args, "--manifest", str(manifest)]) == 0
+    table = capsys.readouterr().out
+    assert "split seed 3, scorer seed 0" in table
+    report = json.loads(out.read_text())
+    assert report["split"]["manifest"] == str(manifest) and report["split"]["seed"] == 3
+    assert report["config"]["seed"] == 0
+
+
+# -- one folder under two category names ----------------------------------------
+def test_one_folder_under_two_categories_is_refused(tmp_path):
+    (tmp_path / "data" / "bottle" / "train").mkdir(parents=True)
+    (tmp_path / "data" / "cap" / "train").mkdir(parents=True)
+    data = tmp_path / "data"
+    with pytest.raises(ValueError, match=rf"categories 'bottle' and 'a' are one folder, "
+                                         rf"{data / 'bottle'}"):
+        resolve_category_dirs([str(data), f"a={data}/bottle/"], ["bottle", "a"])
+    with pytest.raises(ValueError, match="categories 'cap' and 'b' are one folder"):
+        resolve_category_dirs([str(data), f"b={data}/x/../cap"], ["cap", "b"])
+    assert resolve_category_dirs([str(data)], ["bottle", "cap"]) == {
+        "bottle": data / "bottle", "cap": data / "cap"}
+
+
+# -- the no-AUROC hint --------------------------------------------------------------
+def test_no_auroc_hint_blames_the_injection_only_when_it_took_the_last_anomaly(tmp_path):
+    from anomaly_inspect.data.longtail import build_longtail
+    from anomaly_inspect.evaluation.longtail import evaluate_longtail
+
+    ds, dirs = fake_datasets(tmp_path, {"a": (40, 3), "b": (30, 20), "c": (30, 20)})
+    split = build_longtail(ds, dirs, "step", k=4, noise=0.1, seed=0)
+    head = next(c for c in ("a", "b", "c") if c not in split.tail_classes)
+    # the category's own test set has no anomalies (nothing injected took them)
+    ds[head].test = [s for s in ds[head].test if s.label == 0]
+    with pytest.raises(ValueError, match=rf"{head}: .* 0 anomalous and 5 normal images, so it has "
+                                         rf"no AUROC \(.*{head}/test needs both normal and "
+                                         rf"anomalous images\)") as err:
+        evaluate_longtail(split, ds, dirs, ModelConfig(), ["patchcore"], progress=False)
+    assert "--noise" not in str(err.value)

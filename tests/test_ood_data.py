@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from anomaly_inspect.config import ConfigError
 from anomaly_inspect.data.artefacts import (
     ColourRule,
     SyntheticSpec,
@@ -28,6 +29,9 @@ from anomaly_inspect.data.isic import (
 )
 from anomaly_inspect.data.layout import DatasetLayoutError
 from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark, read_colour_manifest
+from anomaly_inspect.evaluation.ood_benchmark import (
+    OODBenchmarkConfig,
+)
 from anomaly_inspect.features.cache import FeatureCache, file_list_hash
 from anomaly_inspect.features.runtime import CalibrationError
 
@@ -568,3 +572,112 @@ def test_an_image_twice_in_one_ood_split_is_refused(tmp_path):
         OODData("x", [Sample(a)], np.zeros(1, np.int64), [Sample(b)],
                 {"o": [Sample(c), Sample(tmp_path / "." / "c.png")]})
     OODData("x", [Sample(a)], np.zeros(1, np.int64), [Sample(b)], {"o": [Sample(c)], "p": [Sample(c)]})
+
+
+# BOM / Latin-1 CSVs and blank index paths are named with their file; repeated id_groups and a
+# missing MVTec category folder are named as such.
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A small synthetic MVTec-layout category (64 px): 8 train good, 4 test good, 2 + 2 defects."""
+    from anomaly_inspect.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("data"), "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+
+
+def _heldout(root, tmp_path, scorers, **data) -> OODBenchmarkConfig:
+    return OODBenchmarkConfig.from_dict({
+        "benchmark": "mvtec_heldout", "splits": ["defects"], "scorers": scorers,
+        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
+                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2, **data},
+        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")}, "c.yaml")
+
+
+# --- BOM-prefixed and non-UTF-8 CSVs ----------------------------------------------------
+def _with_bom(path) -> None:
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+
+
+def _latin1(path) -> None:
+    """A Latin-1 'é' in the last line (e.g. a comment or a free-text column)."""
+    path.write_bytes(path.read_bytes().rstrip(b"\n") + b"\xe9\n")
+
+
+def test_bom_prefixed_csvs_are_read_and_latin1_ones_are_named(tmp_path):
+    from anomaly_inspect.data.isic import isic_index_benchmark, read_artefact_colours
+    from anomaly_inspect.data.layout import DatasetLayoutError
+    from test_ood_data import _isic_root
+
+    root = _isic_root(tmp_path)
+    plain = isic_index_benchmark(root)
+    _with_bom(root / "index.csv")  # Excel's "CSV UTF-8"
+    _with_bom(root / "labels" / "artefact_colours.csv")
+    bom = isic_index_benchmark(root)
+    assert [s.path for s in bom.id_train] == [s.path for s in plain.id_train]
+    assert {k: [s.path for s in v] for k, v in bom.ood.items()} == \
+        {k: [s.path for s in v] for k, v in plain.ood.items()}
+    for name in ("index.csv", "labels/artefact_colours.csv"):
+        _latin1(root / name)
+        with pytest.raises(DatasetLayoutError, match=rf"{root / name}: not UTF-8 text"):
+            (read_artefact_colours(root / name) if "labels" in name else isic_index_benchmark(root))
+        (root / name).write_bytes((root / name).read_bytes()[:-2] + b"\n")
+
+
+def test_bom_prefixed_id_lists_and_colour_manifests(tmp_path):
+    from anomaly_inspect.data.isic import read_id_list
+    from anomaly_inspect.data.layout import DatasetLayoutError
+    from anomaly_inspect.data.mvtec_ood import read_colour_manifest
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("ISIC_0000001\nISIC_0000002\n")
+    _with_bom(ids)
+    assert read_id_list(ids) == ["ISIC_0000001", "ISIC_0000002"]
+    _latin1(ids)
+    with pytest.raises(DatasetLayoutError, match=rf"{ids}: not UTF-8 text"):
+        read_id_list(ids)
+    manifest = tmp_path / "m.csv"
+    manifest.write_text("category,relpath,colour\npill,test/color/000.png,red\n")
+    _with_bom(manifest)
+    assert read_colour_manifest(manifest, "pill") == {"red": ["test/color/000.png"]}
+    _latin1(manifest)
+    with pytest.raises(DatasetLayoutError, match=rf"{manifest}: not UTF-8 text"):
+        read_colour_manifest(manifest, "pill")
+
+
+# --- a blank or missing image path in index.csv -----------------------------------------
+@pytest.mark.parametrize("path, message", [
+    ("", r"line 3: path is blank"),
+    ("  ", r"line 3: path is blank"),
+    ("imgs/gone.png", r"line 3: path imgs/gone\.png: no such file \(.*imgs/gone\.png\)"),
+])
+def test_index_paths_are_checked_when_the_index_is_read(tmp_path, path, message):
+    from anomaly_inspect.data.isic import read_isic_index
+    from anomaly_inspect.data.layout import DatasetLayoutError
+    from test_ood_data import _edit_index, _isic_root
+
+    root = _isic_root(tmp_path)
+    _edit_index(root, lambda rows: rows[1].update(path=path))
+    with pytest.raises(DatasetLayoutError, match=rf"isic/index\.csv, {message}"):
+        read_isic_index(root)
+
+
+# --- a repeated id group ----------------------------------------------------------------
+def test_a_repeated_id_group_is_refused_as_such(tiny, tmp_path):
+    from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark
+
+    with pytest.raises(ConfigError, match=r"c\.yaml: data: id_groups: \['scratch'\] listed more than "
+                                          r"once; list each group once"):
+        _heldout(tiny, tmp_path, ["nan"], id_groups=["good", "scratch", "scratch"],
+                 ood_groups={"defects": ["stain"]})
+    with pytest.raises(ValueError, match=r"id_groups: \['scratch'\] listed more than once"):
+        mvtec_heldout_benchmark(tiny, "tiny", ["good", "scratch", "scratch"], {"defects": ["stain"]}, folds=2)
+
+
+def test_a_missing_mvtec_category_folder_is_named_as_missing(tmp_path):
+    from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark
+
+    with pytest.raises(FileNotFoundError, match=r"bottle: category folder not found"):
+        mvtec_heldout_benchmark(tmp_path, "bottle", [], {"x": ["broken_large"]})
+    (tmp_path / "bottle").mkdir()
+    with pytest.raises(FileNotFoundError, match="no test/ folder"):
+        mvtec_heldout_benchmark(tmp_path, "bottle", [], {"x": ["broken_large"]})

@@ -326,3 +326,49 @@ def test_orientation_by_hand():
     assert o.pseudo_auroc == 0.25 and o.flipped and o.sign == -1.0
     # exactly 0.5 keeps the published direction
     assert not orientation(np.array([1.0, 2.0]), np.array([1.0, 2.0])).flipped
+
+
+# Defining behaviours checked by hand: the energy score, l2norm's normalised head, patch
+# Mahalanobis's image score.
+def test_energy_score_is_minus_logsumexp_of_the_logits_by_hand():
+    """Identity head, input [3, -1]: hidden relu -> [3, 0] = the logits; the energy confidence
+    is log(e^3 + e^0), and the score (higher = more anomalous) is its negation; the largest
+    logit alone (max_logit's) would give -3."""
+    head = HeadWeights(in_mean=np.zeros(2), in_std=np.ones(2), w1=np.eye(2), b1=np.zeros(2),
+                       w2=np.eye(2), b2=np.zeros(2), classes=np.array([0, 1]))
+    s = build_scorer("energy")
+    s.head, s._fitted = head, True
+    score = s.score(Features(pooled=np.array([[3.0, -1.0]]))).image_scores
+    np.testing.assert_allclose(score, [-np.log(np.exp(3.0) + 1.0)], atol=1e-6)  # -3.0486
+
+
+def test_l2norm_trains_a_head_on_l2_normalised_hidden_features():
+    """Haas et al.: the head's logits read a / ||a||, so scaling the hidden activations by 3
+    leaves them unchanged, while the score (the un-normalised ||a||) reads the scale."""
+    s = build_scorer("l2norm", hidden=8, epochs=3)
+    assert s.head_config().l2_normalize and not build_scorer("head_feature_norm").head_config().l2_normalize
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (12, 4)) + np.repeat(np.eye(4)[:2] * 3, 6, axis=0)
+    s.fit(Features(pooled=x.astype(np.float32)), np.repeat([0, 1], 6))
+    assert s.head.l2_normalize
+    a = s.head.hidden(x)
+    assert (np.linalg.norm(a, axis=1) > 0).all()
+    np.testing.assert_allclose(s.head.logits_from_hidden(3 * a), s.head.logits_from_hidden(a),
+                               rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(s.score(Features(pooled=x.astype(np.float32))).image_scores,
+                               -np.linalg.norm(a, axis=1), rtol=1e-5)
+
+
+def test_patch_mahalanobis_image_score_is_the_max_over_valid_patches_by_hand():
+    """Mean 0, precision I: one image patch at [3, 0] among zeros scores 3^2 = 9, the image
+    scores 9 (the max, not the mean); a padding patch at 100 (valid False) is ignored."""
+    s = build_scorer("patch_mahalanobis")
+    s.mean, s.precision, s._fitted = np.zeros(2), np.eye(2), True
+    patches = np.zeros((1, 2, 2, 2), np.float32)
+    patches[0, 0, 0] = [3.0, 0.0]
+    patches[0, 1, 1] = [100.0, 0.0]
+    valid = np.ones((1, 2, 2), bool)
+    valid[0, 1, 1] = False
+    result = s.score(Features(patches=patches, valid=valid))
+    np.testing.assert_allclose(result.image_scores, [9.0])
+    assert result.patch_scores[0, 0, 0] == pytest.approx(9.0)

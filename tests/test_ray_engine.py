@@ -499,3 +499,132 @@ def test_a_cluster_without_a_whole_cpu_is_refused_not_waited_on(resources):
     assert engine.pool() == (3, 1.0)
     engine.workers = 2
     assert engine.pool() == (2, 1.0)
+
+
+# --address auto without a cluster is refused before --out is touched. No Ray instance is started.
+@pytest.mark.parametrize("found", [None, "127.0.0.1:1"])
+def test_address_auto_without_a_cluster_is_refused_when_the_engine_is_made(monkeypatch, found):
+    """None: Ray finds no instance; 127.0.0.1:1: the last `ray start`'s address, stopped since
+    (ray.init would retry it forever). screen makes the engine before it touches --out; the
+    cluster was looked for only when the first batch was sent, after results.csv was begun."""
+    import argparse
+    import os
+    import time
+
+    if os.environ.get("CI"):  # CI installs the ray extra: without it, the test fails there
+        import ray._private.services as services
+    else:
+        services = pytest.importorskip("ray._private.services")
+    from anomaly_inspect.commands.common import engine_from_args
+    from anomaly_inspect.pipeline.ray_engine import EngineFailed
+
+    def resolve(addr, temp_dir):
+        if found is None:
+            raise ConnectionError("Could not find any running Ray instance.\nPlease specify...")
+        return found
+
+    monkeypatch.setattr(services, "get_ray_address_from_environment", resolve)
+    args = argparse.Namespace(engine="ray", address="auto", workers=None, shared_storage=True)
+    start = time.monotonic()
+    with pytest.raises(EngineFailed, match=r"^cannot reach the Ray cluster at auto \(") as err:
+        engine_from_args(args)
+    assert "\n" not in str(err.value) and time.monotonic() - start < 5
+    if found:
+        assert "127.0.0.1:1" in str(err.value)
+
+
+def test_address_auto_with_a_cluster_listening_is_accepted(monkeypatch):
+    """The address Ray finds for auto is only probed: a listening one makes the engine (Ray
+    connects when the first map starts)."""
+    import os
+    import socket
+
+    if os.environ.get("CI"):  # CI installs the ray extra: without it, the test fails there
+        import ray._private.services as services
+    else:
+        services = pytest.importorskip("ray._private.services")
+    from anomaly_inspect.pipeline import make_engine
+
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        found = f"127.0.0.1:{server.getsockname()[1]}"
+        monkeypatch.setattr(services, "get_ray_address_from_environment", lambda a, t: found)
+        engine = make_engine("ray", address="auto")
+    assert engine.address == "auto"  # ray.init still resolves it itself
+
+
+# SIGTERM while the Ray engine starts: Ray's own handler (installed by ray.init) exits 15; the
+# engine stops what Ray started and raises the CLI's termination (143, "terminated").
+class _TermDuringInit:
+    """A ``ray`` whose ``init`` is cut by SIGTERM under Ray's handler (``sys.exit(signum)``)."""
+
+    def __init__(self):
+        self.shutdowns = 0
+
+    def is_initialized(self):
+        return False
+
+    def init(self, **kwargs):
+        signal.signal(signal.SIGTERM, lambda signum, frame: None)  # Ray's, replacing ours
+        raise SystemExit(signal.SIGTERM)
+
+    def shutdown(self):
+        self.shutdowns += 1
+
+
+def _engine(ray):
+    from anomaly_inspect.pipeline.ray_engine import RayEngine
+
+    engine = RayEngine.__new__(RayEngine)
+    engine.ray, engine.address = ray, None
+    return engine
+
+
+def test_sigterm_while_ray_starts_is_the_clis_termination_and_ray_is_stopped():
+    from anomaly_inspect.cli import Terminated, _raise_terminated
+
+    ray = _TermDuringInit()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        with pytest.raises(Terminated):
+            _engine(ray).start()
+        assert ray.shutdowns == 1
+        assert signal.getsignal(signal.SIGTERM) is _raise_terminated
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_the_cli_says_terminated_and_exits_143(monkeypatch, capsys):
+    from anomaly_inspect import cli
+
+    ray = _TermDuringInit()
+
+    def run(args):
+        _engine(ray).start()
+
+    monkeypatch.setattr(cli, "_main", lambda argv: run(argv))
+    assert cli.main(["screen"]) == 143
+    assert capsys.readouterr().err == "terminated\n"
+    assert ray.shutdowns == 1
+
+
+def test_without_a_handler_of_ours_ray_s_exit_stands():
+    ray = _TermDuringInit()
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        with pytest.raises(SystemExit) as caught:
+            _engine(ray).start()
+        assert caught.value.code == signal.SIGTERM and ray.shutdowns == 1
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_another_failure_of_ray_init_is_raised_as_it_was():
+    ray = types.SimpleNamespace(is_initialized=lambda: False, shutdown=lambda: None)
+
+    def init(**kwargs):
+        raise ConnectionError("no cluster")
+
+    ray.init = init
+    with pytest.raises(ConnectionError, match="no cluster"):
+        _engine(ray).start()

@@ -5,6 +5,7 @@ the load itself is stubbed, the check is what is tested."""
 from __future__ import annotations
 
 import json
+import tempfile
 import types
 from pathlib import Path
 
@@ -112,3 +113,37 @@ def test_a_weights_file_is_refused_on_workers_without_shared_storage(tmp_path, w
             remote.model_source(model, _Engine(shared))
     else:
         remote.model_source(model, _Engine(shared))
+
+
+# A never-saved model is shipped without leaving a copy behind on the driver.
+def _unsaved_model():
+    """A model that was never saved, as far as model_source reads it (``save`` writes a
+    model.json, a bank and the checksums)."""
+    info = ModelInfo(config={"seed": 0}, backbone={"name": "toy"}, calibration={},
+                     train_images=["a.png"], calibration_images=[])
+
+    def save(directory):
+        directory = Path(directory)
+        (directory / "scorer").mkdir(parents=True)
+        (directory / MODEL_JSON).write_text(json.dumps(info.to_dict()), encoding="utf-8")
+        (directory / "scorer" / "bank.bin").write_bytes(b"\0" * 1000)
+        write_checksums(directory)
+        return directory
+
+    return types.SimpleNamespace(
+        info=info, directory=None, save=save,
+        cfg=types.SimpleNamespace(backbone=types.SimpleNamespace(weights=None)),
+        extractor=types.SimpleNamespace(batch_size=4,
+                                        transform=types.SimpleNamespace(max_pixels=1000)))
+
+
+def test_a_never_saved_model_is_shipped_without_leaving_a_copy_behind(tmp_path, monkeypatch):
+    """Each call saved a full copy under /tmp, removed only at exit (30-45 MB at 320 px)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    model = _unsaved_model()
+    for _ in range(2):
+        source = remote.model_source(model, LocalEngine())
+        files = source["model_files"].get()
+        assert set(files) == {MODEL_JSON, "checksums.json", "scorer/bank.bin"}
+        assert source["model_fingerprint"] is not None
+        assert list(tmp_path.iterdir()) == []

@@ -5,15 +5,21 @@ JSON is written, the exit status says it); an interrupted run is stopped so that
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+import types
 
 import pytest
 
+from anomaly_inspect.cli import main
 from anomaly_inspect.screening import scale_bench
+from anomaly_inspect.screening.model import ScoredImage
+from layout_writer import stub_model_dir
 
 TRACEBACK = """Traceback (most recent call last):
   File "<string>", line 1, in <module>
@@ -202,3 +208,242 @@ def test_a_run_ends_when_bench_scale_is_killed_outright(tmp_path):
             raise AssertionError("the run outlived bench-scale")
     finally:
         parent.kill()
+
+
+# bench-scale's steady rate only where it means something.
+# ------------------------------------------------------------------ bench-scale's steady rate
+
+
+def test_the_steady_rate_needs_batches_and_time_after_the_first():
+    need = scale_bench.MIN_STEADY_BATCHES
+    assert need == 3 and scale_bench.MIN_STEADY_S == 1.0
+    # 40 images at batch 32 on Ray: 8 images 0.01 s after the first batch (it printed 758.80)
+    assert scale_bench.steady_rate(8, 1, 0.0105) == (None, "1 batch after the first; 3 needed")
+    assert scale_bench.steady_rate(0, 0, 0.0) == (None, "one batch")
+    # enough batches, but drained at once (finished while the first was in flight)
+    assert scale_bench.steady_rate(32, 4, 0.05) == (None, "0.05 s after the first batch; 1 s needed")
+    # the recorded 1,000-image runs: ~62 batches over ~20 s, the rate as before
+    assert scale_bench.steady_rate(984, 61, 20.17) == (984 / 20.17, None)
+
+
+class _Batch:
+    def __init__(self, n):
+        self.images = [types.SimpleNamespace(error="")] * n
+
+
+class _Model:
+    class extractor:  # noqa: N801  (the attribute run_one reads)
+        batch_size = 32
+
+    def iter_score(self, paths, **kwargs):
+        yield _Batch(32)
+        yield _Batch(len(paths) - 32)
+
+
+def test_a_short_run_has_no_steady_rate(monkeypatch, tmp_path):
+    import anomaly_inspect.screening.model as model_module
+
+    monkeypatch.setattr(model_module, "load_model", lambda directory, **kw: _Model())
+    (tmp_path / "paths.txt").write_text("\n".join(f"{i}.png" for i in range(40)))
+    row = scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.txt"), "local", None)
+    assert row["images"] == 40 and row["steady_img_s"] is None
+    assert row["steady_na"] == "1 batch after the first; 3 needed"
+    row.update(round=0, load_before=0.0, load_after=0.0)
+    assert "steady n/a (1 batch after the first; 3 needed)" in scale_bench.format_row(row, [row])
+
+
+# bench-scale's start-up counts from the run's process start.
+_STUB = """
+import time, types
+import anomaly_inspect.screening.model as model_module
+class _Model:
+    extractor = types.SimpleNamespace(batch_size=2)
+    def iter_score(self, paths, **kwargs):
+        yield types.SimpleNamespace(images=[types.SimpleNamespace(error="") for _ in paths])
+model_module.load_model = lambda directory, batch_size=None: _Model()
+time.sleep(1.5)  # the heavy imports of a real run
+"""
+
+
+def test_bench_scale_start_up_counts_from_the_runs_process_start(tmp_path, monkeypatch):
+    """The start-up figure began after the run's imports (torch, the model module), while the
+    docs say 'process start to the first scored batch'."""
+    (tmp_path / "stub.py").write_text(_STUB, encoding="utf-8")
+
+    def run_child(call, grace=scale_bench.STOP_GRACE_S):
+        code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import stub; {call}"
+        return subprocess.run([sys.executable, "-c", scale_bench._CHILD_PREAMBLE + code],
+                              capture_output=True, text=True, timeout=120)
+
+    monkeypatch.setattr(scale_bench, "run_child", run_child)
+    rows = scale_bench.bench_scale(tmp_path / "m", [tmp_path / "a.png"], [("local", None)],
+                                   tmp_path / "w", progress=False)
+    assert "error" not in rows[0], rows[0]
+    assert rows[0]["startup_s"] >= 1.5 and rows[0]["total_s"] >= rows[0]["startup_s"]
+
+
+# bench-scale checks its model directory once, before any run.
+def _one_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1, err
+    return err.strip()
+
+
+# ---------------------------------------------------------------- bench-scale
+
+
+def test_bench_scale_checks_the_model_directory_once_before_any_run(tmp_path, monkeypatch, capsys):
+    from anomaly_inspect.screening import scale_bench
+
+    def no_run(*args, **kwargs):
+        raise AssertionError("a run started")
+
+    monkeypatch.setattr(scale_bench, "run_child", no_run)
+    (tmp_path / "a.png").write_bytes(b"x")
+    missing = tmp_path / "missing"
+    assert main(["bench-scale", str(missing), str(tmp_path / "a.png"), "--images", "2",
+                 "--quiet"]) == 1
+    assert _one_line(capsys) == f"error: {missing}: model directory not found"
+
+
+def test_bench_scale_labels_the_local_run_local(tmp_path, monkeypatch, capsys):
+    from anomaly_inspect.screening import scale_bench
+
+    monkeypatch.setattr("anomaly_inspect.pipeline.ray_engine.import_ray", lambda: None)
+    monkeypatch.setattr(scale_bench, "bench_scale", lambda *a, **k: [
+        {"engine": "local", "workers": None, "error": "boom", "round": 0},
+        {"engine": "ray", "workers": 1, "error": "boom", "round": 0}])
+    (tmp_path / "a.png").write_bytes(b"x")
+    model = stub_model_dir(tmp_path / "model")
+    assert main(["bench-scale", str(model), str(tmp_path / "a.png"), "--images", "2",
+                 "--workers", "1", "--quiet"]) == 1
+    assert _one_line(capsys) == "error: 2 of 2 bench-scale runs failed (first: local: boom)"
+    assert scale_bench.run_label({"engine": "ray", "workers": 2}) == "ray x2"
+
+
+def test_bench_scale_shows_a_progress_bar_over_runs(tmp_path, monkeypatch):
+    import subprocess
+
+    from anomaly_inspect.screening import scale_bench
+
+    bars = []
+
+    class Bar:
+        def __init__(self, total, desc, unit="img", enabled=True):
+            self.total, self.desc, self.unit, self.enabled, self.n = total, desc, unit, enabled, 0
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def update(self, n=1):
+            self.n += n
+
+    monkeypatch.setattr(scale_bench, "Progress", Bar)
+    monkeypatch.setattr(scale_bench, "run_child",
+                        lambda call: subprocess.CompletedProcess([], 1, "", "ValueError: x"))
+    for progress in (True, False):
+        scale_bench.bench_scale(tmp_path / "m", [tmp_path / "a.png"], [("local", None), ("ray", 1)],
+                                tmp_path / "w", rounds=2, progress=progress)
+    assert [(b.total, b.unit, b.enabled, b.n) for b in bars] == [(4, "run", True, 4),
+                                                                 (4, "run", False, 4)]
+
+
+# bench-scale counts only the images it scored (unreadable ones are an errors count, all of them
+# a refusal).
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    return err.strip()
+
+
+# ------------------------------------------------------ bench-scale: unreadable images
+
+
+class _RowsBatch:
+    def __init__(self, rows):
+        self.images = rows
+
+
+class _ErrorRowsModel:
+    """Scores a batch of 4: the paths named ``bad*`` come back as error rows, as unreadable
+    images do from ``Model.iter_score``."""
+
+    class extractor:  # noqa: N801  (the attribute run_one reads)
+        batch_size = 4
+
+    def iter_score(self, paths, **kwargs):
+        for s in range(0, len(paths), 4):
+            yield _RowsBatch([ScoredImage(p, float("nan"), float("nan"), None,
+                                      "cannot identify image file") if "bad" in p else
+                          ScoredImage(p, 1.0, 0.5, False) for p in paths[s:s + 4]])
+
+
+def _run(tmp_path, monkeypatch, names):
+    import anomaly_inspect.screening.model as model_module
+
+    monkeypatch.setattr(model_module, "load_model", lambda directory, **kw: _ErrorRowsModel())
+    (tmp_path / "paths.txt").write_text("\n".join(names))
+    started = time.perf_counter() - 10  # the run's process started 10 s ago
+    row = scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.txt"), "local", None,
+                              started=started)
+    row.update(round=0, load_before=0.0, load_after=0.0)
+    return row
+
+
+def test_run_one_counts_only_the_scored_images(tmp_path, monkeypatch):
+    """8 random-byte files gave '40 img overall 11.26 img/s': error rows were counted."""
+    row = _run(tmp_path, monkeypatch, [f"bad{i}.png" if i % 4 == 0 else f"{i}.png"
+                                       for i in range(40)])
+    assert row["images"] == 30 and row["errors"] == 10
+    assert row["first_error"] == "bad0.png: cannot identify image file"
+    assert row["overall_img_s"] == pytest.approx(30 / row["total_s"], rel=0.01)
+    assert "   30 img (10 unreadable)" in scale_bench.format_row(row, [row])
+
+
+def test_a_run_that_read_no_image_prints_without_dividing_by_zero(tmp_path, monkeypatch):
+    row = _run(tmp_path, monkeypatch, [f"bad{i}.png" for i in range(8)])
+    assert row["images"] == 0 and row["errors"] == 8 and row["overall_img_s"] == 0.0
+    assert "0 img (8 unreadable)" in scale_bench.format_row(row, [row])
+    assert "(xnan local)" in scale_bench.format_row(row, [row])
+
+
+def _error_count_row(engine, workers, images, errors):
+    return {"engine": engine, "workers": workers, "images": images, "errors": errors,
+            **({"first_error": "x/bad.png: cannot identify image file"} if errors else {}),
+            "batch_size": 4, "init_s": 0.0, "first_batch_s": 0.1, "startup_s": 0.2,
+            "total_s": 1.0, "steady_img_s": None, "overall_img_s": float(images),
+            "driver_peak_rss_mb": 1.0, "worker_peak_rss_mb": 0.0, "worker_processes": 0,
+            "round": 0, "load_before": 0.0, "load_after": 0.0}
+
+
+def _bench_scale(tmp_path, monkeypatch, rows):
+    monkeypatch.setattr("anomaly_inspect.pipeline.ray_engine.import_ray", lambda: None)
+    monkeypatch.setattr(scale_bench, "bench_scale", lambda *a, **k: rows)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "a.png").write_bytes(b"x")
+    return main(["bench-scale", str(stub_model_dir(tmp_path / "model")), str(tmp_path / "x"),
+                 "--images", "8", "--workers", "1", "--quiet"])
+
+
+def test_bench_scale_refuses_when_every_image_failed(tmp_path, monkeypatch, capsys):
+    assert _bench_scale(tmp_path, monkeypatch, [_error_count_row("local", None, 0, 8),
+                                                _error_count_row("ray", 1, 0, 8)]) == 1
+    assert _one_line_error(capsys) == (
+        "error: no image could be read in 2 of 2 bench-scale runs (first: local: "
+        "x/bad.png: cannot identify image file)")
+
+
+def test_bench_scale_warns_with_the_count_when_some_images_failed(tmp_path, monkeypatch, capsys,
+                                                                  caplog):
+    with caplog.at_level(logging.WARNING):
+        assert _bench_scale(tmp_path, monkeypatch, [_error_count_row("local", None, 6, 2),
+                                                    _error_count_row("ray", 1, 6, 2)]) == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["2 of 8 images could not be read in 2 of 2 bench-scale runs (first: "
+                        "local: x/bad.png: cannot identify image file); the rates count the "
+                        "scored images only"]
+    assert "6 img (2 unreadable)" in capsys.readouterr().out

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.resources import STAGES, StageTimes
+from layout_writer import rgb_image, write_image
 
 
 def test_stage_times_accumulate_and_keep_the_stage_order():
@@ -47,3 +48,49 @@ def test_extractor_times_its_stages(tmp_path):
     assert len(feats) == 3
     assert times.seconds["backbone"] > 0 and times.seconds["embed"] > 0 and times.seconds["decode"] > 0
     assert times.seconds["fit"] == times.seconds["search"] == 0.0
+
+
+# TailedCore's view passes count in backbone / embed, not fit.
+def test_tailedcore_view_passes_count_in_backbone_not_fit(tmp_path):
+    """The rotated / flipped views' backbone passes were timed as the scorer's fit."""
+    import torch.nn.functional as F
+
+    from anomaly_inspect.core import FitContext
+    from anomaly_inspect.data.transforms import TransformConfig
+    from anomaly_inspect.features.extractor import FeatureExtractor
+    from anomaly_inspect.features.views import view_params
+    from anomaly_inspect.pipeline import Runner
+
+    pause = 0.05
+
+    class SlowBackbone:  # two pooled "stages"; each pass takes ``pause``
+        def transform_config(self, size, crop, resize, max_pixels):
+            return TransformConfig(size, crop, resize=resize, max_pixels=max_pixels)
+
+        def __call__(self, images):
+            time.sleep(pause)
+            return [F.avg_pool2d(images, 4), F.avg_pool2d(images, 8)]
+
+    class ReadsViews:  # a scorer that reads the tail views at fit and does nothing else
+        fit_views = "rotflip"
+
+        def fit(self, features, labels=None, context=None):
+            self.rows = sum(len(f) for f in context.views.iter_views([0, 1]))
+
+        def fit_summary(self):
+            return {}
+
+    paths = [write_image(tmp_path / f"{i}.png", rgb_image(32, i)) for i in range(2)]
+    ex = FeatureExtractor(SlowBackbone(), image_size=32, batch_size=2)
+    runner = Runner(ex, progress=False)
+    scorer = ReadsViews()
+    context = runner.fit_context({"s": scorer}, paths, FitContext())
+    start = time.perf_counter()
+    runner.fit_features({"s": scorer}, None, context=context)  # features unread
+    wall = time.perf_counter() - start
+    n_views = len(view_params("rotflip"))
+    assert scorer.rows == 2 * n_views
+    times = runner.times.seconds
+    assert times["backbone"] >= n_views * pause and times["embed"] > 0
+    assert times["fit"] < n_views * pause / 2  # the scorer's own work: none here (was >= 7 pauses)
+    assert sum(times.values()) == pytest.approx(wall, abs=0.02)  # the stages still sum to the total

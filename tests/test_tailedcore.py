@@ -510,3 +510,12 @@ def test_tail_mass_is_not_a_hard_bound_when_no_class_fits():
     # is still the 1-image class, a third of the images
     res = TailSampler(tail_mass=0.15).run(np.array([[1, 0, 0], [1, 0, 0], [0, 1, 0]], np.float32))
     assert len(res.tail_indices) / 3 > 0.15
+
+
+# TailSampler's elbow, checked by hand.
+def test_tail_sampler_cut_is_the_elbow_when_below_the_mass_cut():
+    """Classes of 58, 41, 29, 19, 1 and 1 images: the 15 % mass cut (22 images) lets 19 in,
+    the histogram's elbow is 1; the cut-off is the smaller (1): only the two single images."""
+    res = TailSampler().run(clusters([58, 41, 29, 19, 1, 1], dim=32))
+    assert res.max_k == 1
+    np.testing.assert_array_equal(res.tail_indices, [147, 148])

@@ -3,14 +3,23 @@ real category (slow)."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import json
+import logging
+import shutil
 
 import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
+from anomaly_inspect.config import ModelConfig
+from anomaly_inspect.data.anomalies import read_anomalies
+from anomaly_inspect.data.mvtec import load_mvtec
 from anomaly_inspect.data.synthetic import generate_dataset
 from anomaly_inspect.tuning.candidates import Candidate
+from anomaly_inspect.tuning.judge import test_scores as scores_of_test  # not a test itself
+from anomaly_inspect.tuning.tune import tune
 
 TINY = ["--image-size", "64", "--candidates", "lite0-64-8+16-rows-stretch,lite0-64-8+16-mean-stretch",
         "--batch-size", "8", "--quiet"]
@@ -508,3 +517,113 @@ def test_tune_takes_its_training_images_without_earlier_screen_outputs(demo, tmp
     with pytest.raises(SystemExit):
         main(["tune", "--train", str(train), *TINY])
     assert sorted(p.name for p in seen["paths"]) == sorted(p.name for p in (demo / "train" / "good").iterdir())
+
+
+# tune's cache and messages: a damaged synthetic-anomaly set is drawn again, fit --auto names its
+# calibration hold-out when too few images are left, and an empty --candidates list is refused.
+TINY_ONE = ["--image-size", "64", "--candidates", "lite0-64-8+16-mean-stretch", "--batch-size", "8", "--quiet"]
+
+
+def test_a_damaged_synthetic_cache_entry_is_drawn_again(demo, tmp_path, caplog, capsys):
+    cache = tmp_path / "cache"
+    args = ["tune", "--train", str(demo / "train" / "good"), "--tune-cache", str(cache), *TINY_ONE]
+    assert main([*args, "--output-json", str(tmp_path / "first.json")]) == 0
+    (entry,) = (cache / "synthetic").iterdir()
+    png = sorted(p for p in entry.glob("00001_*.png") if "mask" not in p.name)[0]
+    png.write_bytes(png.read_bytes()[:100])
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main([*args, "--output-json", str(tmp_path / "second.json")]) == 0
+    warned = [r.getMessage() for r in caplog.records if "synthetic-anomaly" in r.getMessage()]
+    assert len(warned) == 1 and png.name in warned[0] and "\n" not in warned[0]
+    assert read_anomalies(entry) is not None  # drawn again in place
+    first, second = (json.loads((tmp_path / f"{n}.json").read_text())["tuning"]["candidates"]
+                     for n in ("first", "second"))
+    assert [(c["name"], c["fold_auroc"], c["judge_auroc"]) for c in second] == \
+        [(c["name"], c["fold_auroc"], c["judge_auroc"]) for c in first]
+    capsys.readouterr()
+
+
+def test_fit_auto_names_the_calibration_hold_out_when_too_few_are_left(demo, tmp_path, capsys):
+    seven = tmp_path / "seven"
+    seven.mkdir()
+    for p in sorted((demo / "train" / "good").glob("*.png"))[:7]:
+        shutil.copy(p, seven)
+    rc = main(["fit", "--auto", "--train", str(seven), "--calibration-fraction", "0.3",
+               "--out", str(tmp_path / "model"), "--tune-cache", str(tmp_path / "cache"), *TINY_ONE])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err, err
+    assert "got 5" in err and "2 of the 7" in err and "held out for calibration" in err
+    for option in ("--calibration DIR", "--calibration-fraction", "--folds"):
+        assert option in err
+
+
+@pytest.mark.parametrize("given", ["", " ", ","])
+def test_an_empty_candidate_list_is_refused(tmp_path, capsys, given):
+    (tmp_path / "empty").mkdir()
+    rc = main(["tune", "--train", str(tmp_path / "empty"), "--candidates", given, "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "\n" not in err and err.startswith("error: --candidates"), err
+
+
+# The ensemble's test scores read the training maps validation cached, the "too few images"
+# message does not call images it never read readable, and --candidates takes spaces after its
+# commas.
+def _base() -> ModelConfig:
+    base = ModelConfig()
+    base.features.image_size, base.features.batch_size = 64, 8
+    return base
+
+
+# -- the ensemble's training maps are those validation extracted ------------------------------
+def test_ensemble_test_scores_read_the_training_maps_validation_cached(demo, tmp_path):
+    """evaluate --auto --ensemble K scores only the members: a member with fewer stages than
+    its validation group was extracted again on the training images (its own stages, another
+    cache key); with the training list equal to the tuning subset it reads validation's entry,
+    with the same scores."""
+    base = _base()
+    member = Candidate.parse("lite0-64-16-rows-stretch")  # validated with the default's 8+16
+    result = tune(sorted((demo / "train" / "good").glob("*.png")), base, candidates=[member],
+                  cache_dir=tmp_path / "cache", progress=False)
+    dataset = load_mvtec(demo.parent, demo.name)
+    maps = tmp_path / "cache" / "maps"
+    before = set(maps.iterdir())
+    got = scores_of_test(dataset, result, [member], base, tmp_path / "cache", False)
+    added = set(maps.iterdir()) - before
+    assert len(added) == 1  # the test images only: the training images' maps were there
+    # as before the fix: the member's own extraction (in a cache of its own)
+    alone = dataclasses.replace(result, candidates=[dataclasses.replace(c, extraction=None)
+                                                    for c in result.candidates])
+    own = scores_of_test(dataset, alone, [member], base, tmp_path / "other", False)
+    assert len(list((tmp_path / "other" / "maps").iterdir())) == 2  # train and test
+    np.testing.assert_array_equal(got[member.name], own[member.name])
+
+
+# -- images never read are not called readable ---------------------------------------------
+def test_too_few_left_does_not_call_the_images_left_readable(demo, tmp_path):
+    """Every image is over the budget: 7 skipped, then 5 left that were never read; the
+    message said "only 5 left after skipping 7 unreadable" as if those 5 were fine."""
+    paths = sorted((demo / "train" / "good").glob("*.png"))  # 64 x 64 = 4,096 pixels each
+    with pytest.raises(ValueError) as caught:
+        tune(paths, ModelConfig(), cache_dir=tmp_path / "cache", progress=False, max_pixels=4000)
+    assert str(caught.value) == (
+        "tune needs at least 6 training images, only 5 left after skipping 7 unreadable "
+        "(reading stopped there: some of those 5 may be unreadable too)")
+
+
+# -- --candidates with spaces after the commas ---------------------------------------------
+@pytest.mark.parametrize("given", ["lite0-64-8+16-mean-stretch, lite0-64-8+16-rows-stretch",
+                                   " lite0-64-8+16-mean-stretch ,lite0-64-8+16-rows-stretch "])
+def test_candidates_take_spaces_around_the_commas(demo, tmp_path, monkeypatch, capsys, given):
+    tuning = importlib.import_module("anomaly_inspect.tuning.tune")  # the module, not the function
+    seen = []
+
+    def stop(paths, cfg, settings, cands, **kwargs):
+        seen.append([c.name for c in cands])
+        raise RuntimeError("stopped once the candidates were parsed")
+
+    monkeypatch.setattr(tuning, "tune", stop)
+    assert main(["tune", "--train", str(demo / "train" / "good"), "--image-size", "64", "--quiet",
+                 "--candidates", given, "--tune-cache", str(tmp_path / "cache")]) == 1
+    assert "stopped once the candidates were parsed" in capsys.readouterr().err
+    assert seen == [["lite0-64-8+16-mean-stretch", "lite0-64-8+16-rows-stretch"]]

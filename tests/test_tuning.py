@@ -886,3 +886,18 @@ def test_an_unwritable_tune_cache_names_the_option_for_the_synthetic_set_too(tmp
                                       r"\$ANOMALY_INSPECT_CACHE$"):
         synthetic_set(paths, np.array([0, 0, 1, 1]), np.zeros(4, np.int64), TuneSettings(),
                       tmp_path / "cache")
+
+
+# An unknown backbone keeps its messages.
+def test_an_unknown_backbone_keeps_its_messages():
+    from anomaly_inspect.config import ModelConfig
+    from anomaly_inspect.features.backbone import stage_strides
+    from anomaly_inspect.tuning.candidates import Candidate
+
+    with pytest.raises(ValueError, match=r"^backbone 'lite9': not a timm model name$"):
+        stage_strides.__wrapped__("lite9")
+    with pytest.raises(ValueError, match=r"^candidate lite9-320-8\+16-rows-stretch: backbone "
+                                         r"'lite9': not a timm model name \(candidates name "
+                                         r"lite0, lite1, lite2 or a timm model, e\.g\. "
+                                         r"tf_efficientnet_lite0\)$"):
+        Candidate.parse("lite9-320-8+16-rows-stretch").check(ModelConfig())

@@ -1,7 +1,6 @@
-"""Fixes from an ood-benchmark review: block_feature_norm reads a backbone block everywhere (fit,
-evaluate, screen and ood-benchmark compute the same quantity), nuisance_k checked before the
-extraction, BOM / Latin-1 CSVs and blank index paths named with their file, repeated id_groups,
-and the JSON rows' input / orient / nuisance settings."""
+"""block_feature_norm reads a backbone block everywhere (fit, evaluate, screen and ood-benchmark
+compute the same quantity); a model saved when it read patches is refused; a block scorer with
+padded inputs is refused; ood rows choose a block by their input."""
 
 from __future__ import annotations
 
@@ -40,7 +39,7 @@ def _heldout(root, tmp_path, scorers, **data) -> OODBenchmarkConfig:
         "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")}, "c.yaml")
 
 
-# --- 1. block_feature_norm reads a backbone block ------------------------------------------
+# --- block_feature_norm reads a backbone block ------------------------------------------
 def test_block_feature_norm_scores_the_chosen_blocks_norms_not_patches():
     norms = {"final": np.array([[3.0, 5.0], [1.0, 1.0]]), "3": np.array([[10.0], [20.0]])}
     patches = np.full((2, 2, 2, 4), 100.0)  # ignored: the patch embedding is not a block
@@ -159,135 +158,3 @@ def test_ood_rows_choose_a_block_by_their_input_only(tmp_path, row, message):
     cfg.write_text(f"benchmark: isic\ndata: {{root: r}}\nsplits: [ink_all]\nscorers: [{row}]\n")
     with pytest.raises(ConfigError, match=message):
         ood_benchmark.load_ood_config(cfg)
-
-
-# --- 3. BOM-prefixed and non-UTF-8 CSVs ----------------------------------------------------
-def _with_bom(path) -> None:
-    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
-
-
-def _latin1(path) -> None:
-    """A Latin-1 'é' in the last line (e.g. a comment or a free-text column)."""
-    path.write_bytes(path.read_bytes().rstrip(b"\n") + b"\xe9\n")
-
-
-def test_bom_prefixed_csvs_are_read_and_latin1_ones_are_named(tmp_path):
-    from anomaly_inspect.data.isic import isic_index_benchmark, read_artefact_colours
-    from anomaly_inspect.data.layout import DatasetLayoutError
-    from test_ood_data import _isic_root
-
-    root = _isic_root(tmp_path)
-    plain = isic_index_benchmark(root)
-    _with_bom(root / "index.csv")  # Excel's "CSV UTF-8"
-    _with_bom(root / "labels" / "artefact_colours.csv")
-    bom = isic_index_benchmark(root)
-    assert [s.path for s in bom.id_train] == [s.path for s in plain.id_train]
-    assert {k: [s.path for s in v] for k, v in bom.ood.items()} == \
-        {k: [s.path for s in v] for k, v in plain.ood.items()}
-    for name in ("index.csv", "labels/artefact_colours.csv"):
-        _latin1(root / name)
-        with pytest.raises(DatasetLayoutError, match=rf"{root / name}: not UTF-8 text"):
-            (read_artefact_colours(root / name) if "labels" in name else isic_index_benchmark(root))
-        (root / name).write_bytes((root / name).read_bytes()[:-2] + b"\n")
-
-
-def test_bom_prefixed_id_lists_and_colour_manifests(tmp_path):
-    from anomaly_inspect.data.isic import read_id_list
-    from anomaly_inspect.data.layout import DatasetLayoutError
-    from anomaly_inspect.data.mvtec_ood import read_colour_manifest
-
-    ids = tmp_path / "ids.txt"
-    ids.write_text("ISIC_0000001\nISIC_0000002\n")
-    _with_bom(ids)
-    assert read_id_list(ids) == ["ISIC_0000001", "ISIC_0000002"]
-    _latin1(ids)
-    with pytest.raises(DatasetLayoutError, match=rf"{ids}: not UTF-8 text"):
-        read_id_list(ids)
-    manifest = tmp_path / "m.csv"
-    manifest.write_text("category,relpath,colour\npill,test/color/000.png,red\n")
-    _with_bom(manifest)
-    assert read_colour_manifest(manifest, "pill") == {"red": ["test/color/000.png"]}
-    _latin1(manifest)
-    with pytest.raises(DatasetLayoutError, match=rf"{manifest}: not UTF-8 text"):
-        read_colour_manifest(manifest, "pill")
-
-
-# --- 4. a blank or missing image path in index.csv -----------------------------------------
-@pytest.mark.parametrize("path, message", [
-    ("", r"line 3: path is blank"),
-    ("  ", r"line 3: path is blank"),
-    ("imgs/gone.png", r"line 3: path imgs/gone\.png: no such file \(.*imgs/gone\.png\)"),
-])
-def test_index_paths_are_checked_when_the_index_is_read(tmp_path, path, message):
-    from anomaly_inspect.data.isic import read_isic_index
-    from anomaly_inspect.data.layout import DatasetLayoutError
-    from test_ood_data import _edit_index, _isic_root
-
-    root = _isic_root(tmp_path)
-    _edit_index(root, lambda rows: rows[1].update(path=path))
-    with pytest.raises(DatasetLayoutError, match=rf"isic/index\.csv, {message}"):
-        read_isic_index(root)
-
-
-# --- 5. a repeated id group ----------------------------------------------------------------
-def test_a_repeated_id_group_is_refused_as_such(tiny, tmp_path):
-    from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark
-
-    with pytest.raises(ConfigError, match=r"c\.yaml: data: id_groups: \['scratch'\] listed more than "
-                                          r"once; list each group once"):
-        _heldout(tiny, tmp_path, ["nan"], id_groups=["good", "scratch", "scratch"],
-                 ood_groups={"defects": ["stain"]})
-    with pytest.raises(ValueError, match=r"id_groups: \['scratch'\] listed more than once"):
-        mvtec_heldout_benchmark(tiny, "tiny", ["good", "scratch", "scratch"], {"defects": ["stain"]}, folds=2)
-
-
-# --- 2. nuisance_k the ID-train images cannot give -----------------------------------------
-def test_a_nuisance_k_above_the_id_train_images_is_refused_before_extraction(tiny, tmp_path, monkeypatch):
-    def built(*args, **kwargs):
-        raise RuntimeError("the backbone was built")
-
-    monkeypatch.setattr(ood_benchmark, "build_backbone", built)
-    cfg = _heldout(tiny, tmp_path, ["nan", {"name": "nan", "label": "nan+colour", "nuisance": "colour",
-                                            "nuisance_k": 6}])
-    assert len(build_data(cfg)[0].id_train) == 6
-    with pytest.raises(ConfigError, match=r"^c\.yaml: scorer 'nan\+colour': nuisance_k 6 needs more than "
-                                          r"6 ID-train images .*the data has 6$"):
-        run_ood_benchmark(cfg, progress=False)
-
-
-def test_a_projection_the_data_cannot_give_is_named_with_its_row(tiny, tmp_path):
-    """A cross-fitted member learns its projection from the fold's bank only (3 of the 6
-    images here, 2 directions): k = 3 passes the whole-set check and fails there, named."""
-    row = {"name": "mahalanobis", "label": "m+colour", "nuisance": "colour", "nuisance_k": 3}
-    cfg = _heldout(tiny, tmp_path, ["nan", row])
-    cfg.fusions = [ood_benchmark.FusionSpec("f", ["nan", "m+colour"], folds=2)]
-    with pytest.raises(ConfigError, match=r"^c\.yaml: scorer 'm\+colour' \(cross-fitted, 2 folds\): nuisance "
-                                          r"subspace: k=3 but the training features span only 2"):
-        run_ood_benchmark(cfg, progress=False)
-
-
-# --- 6. the row settings in the JSON -------------------------------------------------------
-def test_json_rows_record_input_orient_and_nuisance(tiny, tmp_path):
-    scorers = ["nan", {"name": "nan", "label": "nan+colour3", "nuisance": "colour", "nuisance_k": 3},
-               {"name": "nan", "label": "nan+colour", "nuisance": "colour"},
-               {"name": "feature_norm", "label": "fn_o", "orient": "pseudo_ood"}, "block_feature_norm"]
-    cfg = _heldout(tiny, tmp_path, scorers)
-    cfg.fusions = [ood_benchmark.FusionSpec("f", ["nan", "fn_o"], folds=2)]
-    rows = {r["scorer"]: r for r in run_ood_benchmark(cfg, progress=False)["results"]}
-    keys = ("input", "orient", "nuisance", "nuisance_k")
-    assert [rows["nan"][k] for k in keys] == ["pooled", "published", "", None]
-    assert [rows["nan+colour3"][k] for k in keys] == ["pooled", "published", "colour", 3]
-    assert [rows["nan+colour"][k] for k in keys] == ["pooled", "published", "colour", 5]
-    assert [rows["fn_o"][k] for k in keys] == ["pooled", "pseudo_ood", "", None]
-    assert [rows["block_feature_norm"][k] for k in keys] == ["block:final", "published", "", None]
-    assert [rows["f"][k] for k in keys] == [None] * 4
-
-
-def test_a_missing_mvtec_category_folder_is_named_as_missing(tmp_path):
-    from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark
-
-    with pytest.raises(FileNotFoundError, match=r"bottle: category folder not found"):
-        mvtec_heldout_benchmark(tmp_path, "bottle", [], {"x": ["broken_large"]})
-    (tmp_path / "bottle").mkdir()
-    with pytest.raises(FileNotFoundError, match="no test/ folder"):
-        mvtec_heldout_benchmark(tmp_path, "bottle", [], {"x": ["broken_large"]})

@@ -1,15 +1,19 @@
 """screen / explain against their own inputs and a model directory: --output-json never
 replaces an input image, explain --out refuses a model directory as screen --out does, and a
 user's images in thumbs/ overlays/ explain/ of an input folder used as --out are screened
-unless an earlier screen wrote those folders.
+unless an earlier screen wrote those folders; thumbnails keep the source's aspect ratio in
+stretch mode; ``screen --output-json`` gives whole-folder totals beside this run's counts.
 
 The model is a tiny one (random backbone weights, 64 px inputs) fitted once per module."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
@@ -22,7 +26,7 @@ from layout_writer import fit_tiny_model, rgb_image, write_image
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """(fitted model, saved model directory)."""
-    return fit_tiny_model(tmp_path_factory.mktemp("stop40_screen"))
+    return fit_tiny_model(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.mark.parametrize("command", ["screen", "explain"])
@@ -102,3 +106,80 @@ def test_user_images_in_output_named_subfolders_are_inputs_until_a_screen_wrote_
     # now an earlier screen wrote thumbs/ and overlays/: its thumbnails are no inputs
     s = screen(model, [odd2], odd2, progress=False, report=False, overlays="all")
     assert s.n_scored == 0 and not s.n_errors
+
+
+# Thumbnails keep the source's aspect ratio in stretch mode, and screen --output-json gives
+# whole-folder totals beside this run's counts.
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """(fitted model, saved model directory)."""
+    return fit_tiny_model(tmp_path_factory.mktemp("tiny_model"))
+
+
+# -- thumbnails keep the source's aspect ratio ---------------------------------------------
+def _wide(seed: int = 0) -> np.ndarray:
+    return np.concatenate([rgb_image(48, seed), rgb_image(48, seed + 1)], axis=1)  # 48 x 96
+
+
+def test_stretch_thumbnails_keep_the_source_aspect_ratio(tiny_model, tmp_path):
+    model, _ = tiny_model
+    assert model.extractor.transform.resize == "stretch"
+    write_image(tmp_path / "in" / "wide.png", _wide())
+    write_image(tmp_path / "in" / "tall.png", _wide(2).transpose(1, 0, 2).copy())
+    out = tmp_path / "out"
+    screen(model, [tmp_path / "in"], out, progress=False, report=False, overlays="all")
+    shapes = {}
+    for p in (out / "thumbs").glob("*.jpg"):
+        kind = "overlay" if p.stem.endswith("_overlay") else "thumb"
+        shapes[(p.name.split("_")[0], kind)] = cv2.imread(str(p)).shape[:2]
+    # the 64 px model input (not upscaled) at the source's 1:2 / 2:1, as its overlay thumbnail
+    assert shapes[("wide", "thumb")] == (32, 64) and shapes[("tall", "thumb")] == (64, 32)
+    assert shapes[("wide", "overlay")] == (48, 96) and shapes[("tall", "overlay")] == (96, 48)
+
+
+def test_a_remote_workers_square_thumbnail_is_brought_back_to_the_aspect_ratio(tiny_model, tmp_path):
+    """A remote engine sends the thumbnail of the (squashed) model input: the writer makes the
+    same shape of it as of a local model input."""
+    from anomaly_inspect.screening.model import ScoredImage
+    from anomaly_inspect.screening.runner import _BatchWriter, thumb_relpath
+
+    model, _ = tiny_model
+    src = write_image(tmp_path / "wide.png", _wide())
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = _BatchWriter(model, out, out / "results.csv", "none", 128)
+    try:
+        r = ScoredImage(str(src), 0.1, 0.5, False)
+        writer.write([r], {0: np.zeros((128, 128, 3), np.uint8)})  # remote: a 128 px square
+    finally:
+        writer.close()
+    assert cv2.imread(str(out / thumb_relpath(str(src)))).shape[:2] == (64, 128)
+
+
+# -- --output-json totals of the whole results folder ---------------------------------------
+def test_output_json_gives_the_results_folders_totals_on_a_resumed_run(tiny_model, tmp_path):
+    """On a resumed run this run's n_flagged is 0 while report.html counts every row: the JSON
+    now also gives the totals of the rows the report counts."""
+    _, saved = tiny_model
+    inp = tmp_path / "in"
+    for i in range(2):
+        write_image(inp / f"{i}.png", rgb_image(40, seed=i))
+    striped = np.zeros((40, 40, 3), np.uint8)
+    striped[::4] = 255  # far from the training images: flagged
+    write_image(inp / "striped.png", striped)
+    (inp / "broken.png").write_bytes(b"not an image")
+    out = tmp_path / "out"
+    args = ["screen", str(saved), str(inp), "--out", str(out), "--quiet", "--overlays", "none"]
+    assert main([*args, "--output-json", str(tmp_path / "a.json")]) == 1
+    first = json.loads((tmp_path / "a.json").read_text())
+    assert main([*args, "--output-json", str(tmp_path / "b.json")]) == 1  # resumed: the error retried
+    second = json.loads((tmp_path / "b.json").read_text())
+    summary = json.loads((out / "report.html").read_text().split(
+        "<script type='application/json' id='summary'>")[1].split("</script>")[0])
+    assert first["n_flagged"] >= 1 and first["n_flagged_total"] == first["n_flagged"]
+    assert (first["n_rows_total"], first["n_errors_total"]) == (4, 1)
+    assert (second["n_scored"], second["n_resumed"], second["n_flagged"], second["n_errors"]) == (
+        0, 3, 0, 1)
+    assert (second["n_rows_total"], second["n_flagged_total"], second["n_errors_total"]) == (
+        summary["n_images"], summary["n_flagged"], summary["n_errors"]) == (
+        4, first["n_flagged"], 1)

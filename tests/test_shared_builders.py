@@ -1,4 +1,4 @@
-"""One scorer builder, one block rule, one feature source and one fold draw (f41m).
+"""One scorer builder, one block rule, one feature source and one fold draw.
 
 Building a scorer from its settings (seed, runtime switches) was written at five sites; the
 fold assignment and the fold loop at three. Each site now calls the shared helper with the

@@ -1,6 +1,6 @@
 """Arguments refused when parsed (exit 2, one line naming the flag), before any work: empty
 paths, a --out that cannot be checked, seeds and image sizes beyond what the code can use,
-bench-coreset's empty or repeated --variants."""
+bench-coreset's empty or repeated --variants, a ratio or a worker count given twice."""
 
 from __future__ import annotations
 
@@ -194,3 +194,19 @@ def test_bench_coreset_parses_its_variants_into_a_list():
     args = build_parser().parse_args(["bench-coreset", "--variants", "exact,two_round"])
     assert args.variants == ["exact", "two_round"]
 
+
+# A ratio or a worker count given twice is refused when parsed.
+# ------------------------------------------------------ a value given twice in a list
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["bench-coreset", "--root", "r", "--category", "c", "--ratios", "0.1,0.25,0.10"],
+     "argument --ratios: 0.1 given twice in '0.1,0.25,0.10'; each ratio is one row"),
+    (["bench-scale", "m", "x", "--workers", "1,2,1"],
+     "argument --workers: 1 given twice in '1,2,1'; each value is one run"),
+])
+def test_a_value_given_twice_is_refused_when_parsed(capsys, argv, message):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and err.count("\n") == 1 and message in err, err

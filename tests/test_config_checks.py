@@ -2,7 +2,8 @@
 at the top of fit / evaluate), naming the file or the flag and the key, not after the
 training images are extracted: a ``--method`` that needs class labels without ``--config``,
 a ``block_feature_norm`` block the backbone does not make, a crop below the backbone's
-minimum input, an unknown backbone name."""
+minimum input, an unknown backbone name. Also how YAML is read: exponent floats, and invalid
+YAML as one line."""
 
 from __future__ import annotations
 
@@ -14,7 +15,14 @@ import yaml
 from PIL import Image
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.config import CONFIG_DIR, ConfigError, FeatureConfig, ModelConfig, load_config
+from anomaly_inspect.config import (
+    CONFIG_DIR,
+    ConfigError,
+    FeatureConfig,
+    ModelConfig,
+    load_config,
+    read_yaml_mapping,
+)
 from anomaly_inspect.data.mvtec import AnomalyDataset
 from anomaly_inspect.data.samples import Sample
 from anomaly_inspect.evaluation.evaluate import evaluate
@@ -163,3 +171,32 @@ def test_the_soft_weight_comment_says_what_evaluate_lt_does():
     with pytest.raises(ValueError, match="soft_weight"):
         merge_scorer_params(section, ["patchcore", "tailedcore"], {})
     assert merge_scorer_params(section, ["patchcore", "softpatch"], {}) == {"soft_weight": True}
+
+
+# YAML: exponent floats are floats, and invalid YAML is one line.
+# ---------------------------------------------------------------- YAML
+
+
+def test_yaml_exponent_floats_are_floats_and_ints_stay_ints(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("method: patchcore\nseed: 3\nscorer:\n  coreset_ratio: 5E-2\n", encoding="utf-8")
+    cfg = load_config(f)
+    assert cfg.scorer["coreset_ratio"] == 0.05 and type(cfg.scorer["coreset_ratio"]) is float
+    assert cfg.seed == 3 and type(cfg.seed) is int
+    g = tmp_path / "g.yaml"
+    g.write_text("a: 1e-3\nb: 5E-4\nc: -1.5e+2\nd: 1.0e5\ne: 10\nf: '1e-3'\ng: .5e1\nh: 1_000\n",
+                 encoding="utf-8")
+    assert read_yaml_mapping(g) == {"a": 1e-3, "b": 5e-4, "c": -150.0, "d": 1e5, "e": 10,
+                                    "f": "1e-3", "g": 5.0, "h": 1000}
+    assert [type(v) for v in read_yaml_mapping(g).values()] == [float] * 4 + [int, str, float, int]
+    import yaml
+    assert yaml.safe_load("a: 1e-3") == {"a": "1e-3"}  # PyYAML's own loader is left as it is
+
+
+def test_invalid_yaml_is_one_line_with_its_line_and_column(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("method: patchcore\n: [\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(f)
+    assert "\n" not in str(err.value)
+    assert str(err.value).startswith(f"{f}: line 2, column 1: invalid YAML (")

@@ -1,6 +1,6 @@
-"""From a scale review: ``evaluate`` and ``tune`` take the ``--max-pixels`` that their pixel-budget
-error tells the user to raise (as ``fit`` and ``screen`` do), and a PGM / PPM / JPEG 2000 over
-the budget is refused from its header, before any pixel is decoded."""
+"""``evaluate`` and ``tune`` take the ``--max-pixels`` that their pixel-budget error tells the
+user to raise (as ``fit`` and ``screen`` do). (PGM / PPM / JPEG 2000 headers over the budget:
+test_image_io.py.)"""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.data import image_io
-from anomaly_inspect.data.image_io import ImageReadError, image_size, read_image
 
 
 def _write(path: Path, side: int, seed: int) -> None:
@@ -84,34 +82,3 @@ def test_tune_skips_images_over_its_max_pixels(tmp_path, capsys):
                  "--tune-cache", str(tmp_path / "cache"), "--quiet"]) == 1
     # the first image over the budget is skipped, and too few are left (1,024 pixels each)
     assert "only 5 left after skipping 1 unreadable" in capsys.readouterr().err
-
-
-# ---------------------------------------------------------------- 2: PGM / PPM / JPEG 2000 headers
-
-
-def _no_decoding(monkeypatch):
-    def refuse(*args, **kwargs):
-        raise AssertionError("decoded before the pixel budget was checked")
-
-    monkeypatch.setattr(image_io.cv2, "imdecode", refuse)
-    monkeypatch.setattr(image_io, "_decode_pil", refuse)
-
-
-@pytest.mark.parametrize("ext", [".pgm", ".ppm", ".pbm", ".jp2"])
-def test_an_over_budget_netpbm_or_jpeg2000_is_refused_from_its_header(tmp_path, monkeypatch, ext):
-    path = tmp_path / f"img{ext}"
-    shape = (300, 400, 3) if ext in (".ppm", ".jp2") else (300, 400)
-    assert cv2.imwrite(str(path), np.full(shape, 255, np.uint8))
-    assert read_image(path).shape == (300, 400, 3)  # a format the reader reads
-    _no_decoding(monkeypatch)
-    assert image_size(path) == (400, 300)  # from the header
-    with pytest.raises(ImageReadError, match=r"400x300 = 0\.1 MP > 0\.119999 MP; raise --max-pixels"):
-        read_image(path, max_pixels=119_999)
-
-
-def test_a_huge_pgm_header_is_refused_unread(tmp_path, monkeypatch):
-    path = tmp_path / "huge.pgm"
-    path.write_bytes(b"P5\n12000 12000\n255\n" + bytes(64))  # claims 144 MP
-    _no_decoding(monkeypatch)
-    with pytest.raises(ImageReadError, match=r"12000x12000 = 144\.0 MP > 100 MP"):
-        read_image(path)

@@ -277,24 +277,6 @@ def test_the_library_error_for_missing_layers_names_the_key_and_its_type():
         build_backbone(cfg)
 
 
-def test_tune_and_evaluate_lt_seed_the_scorer_as_fit_does():
-    """One seeding rule (pipeline.builders.seeded_params): the model's seed, and a seed under
-    scorer: refused; tune and evaluate-lt let such a seed win (setdefault) before."""
-    from anomaly_inspect.config import ConfigError, ModelConfig
-    from anomaly_inspect.evaluation.longtail import build_scorers
-    from anomaly_inspect.pipeline.builders import seeded_params
-    from anomaly_inspect.tuning.tune import _scorer
-
-    cfg = ModelConfig.from_dict({"seed": 5}, "test")
-    assert _scorer(cfg).seed == 5
-    assert build_scorers(["patchcore"], {}, 5, False)["patchcore"].seed == 5
-    assert seeded_params("patchcore", {"coreset_ratio": 0.2}, 7) == {"coreset_ratio": 0.2, "seed": 7}
-    seeded = ModelConfig.from_dict({"seed": 5, "scorer": {"seed": 3}}, "model.json")
-    for call in (lambda: _scorer(seeded), lambda: build_scorers(["patchcore"], {"seed": 3}, 5, False)):
-        with pytest.raises(ConfigError, match="scorer: seed: set the top-level 'seed'"):
-            call()
-
-
 def test_the_listed_keys_leave_out_seed_which_the_section_refuses():
     """A key the message lists must be one the section takes: a scorer's seed is the top-level one."""
     from anomaly_inspect.scorers import check_scorer_params

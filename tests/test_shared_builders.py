@@ -144,11 +144,13 @@ def test_tune_and_evaluate_lt_seed_the_scorer_as_fit_does():
     private ``_params_for``, now gone): the model's seed; a seed under ``scorer`` refused."""
     from anomaly_inspect.config import ModelConfig
     from anomaly_inspect.evaluation.longtail import build_scorers
+    from anomaly_inspect.pipeline.builders import seeded_params
     from anomaly_inspect.tuning.judge import test_scores
     from anomaly_inspect.tuning.tune import _scorer
 
     assert _scorer(ModelConfig.from_dict({"seed": 5}, "test")).seed == 5
     assert build_scorers(["patchcore"], {}, 5, False)["patchcore"].seed == 5
+    assert seeded_params("patchcore", {"coreset_ratio": 0.2}, 7) == {"coreset_ratio": 0.2, "seed": 7}
     seeded = ModelConfig.from_dict({"seed": 5, "scorer": {"seed": 3}}, "model.json")
     for call in (lambda: _scorer(seeded), lambda: build_scorers(["patchcore"], {"seed": 3}, 5, False),
                  lambda: scorer_for("patchcore", seeded.scorer, 5)):

@@ -129,6 +129,7 @@ class _Header:
     format: str
     frames: int
     orientation: int
+    palette: bool = False  # a palette (P-mode) image: a mask's class indices are its pixels
 
 
 #: copies of files that could not be read where they live (a distributed engine ships the
@@ -295,12 +296,14 @@ def _probe(path: Path, data: bytes) -> _Header | None:
                 frames = int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
                 if im.format == "MPO":  # a camera JPEG with extra pictures: the first is the image
                     frames = 1
+                palette = im.mode == "P"
                 orientation = 1
                 if im.format != "PNG" or "exif" in im.info:  # PNG's getexif() would decode it
                     orientation = int(im.getexif().get(_TIFF_ORIENTATION_TAG, 1) or 1)
         except Exception:  # noqa: BLE001 - a header PIL cannot parse: let the decoder decide
             continue
-        return _Header(width, height, fmt, frames, orientation if 1 <= orientation <= 8 else 1)
+        return _Header(width, height, fmt, frames, orientation if 1 <= orientation <= 8 else 1,
+                       palette)
     return None
 
 
@@ -402,11 +405,27 @@ def reduction_factor(path: Path | str, min_side: int, max_pixels: int = DEFAULT_
     return _reduction(header, min_side)
 
 
-def _decode(path: Path, max_pixels: int, min_side: int | None = None) -> tuple[np.ndarray, int]:
-    """Decoded array (OpenCV channel order) and the EXIF orientation still to apply."""
-    data, header = _checked_header(path, max_pixels)
+def image_orientation(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """The EXIF orientation (1-8; 1: as stored) by which :func:`read_image` and
+    :func:`read_mask` turn ``path`` upright, from the header; raises :class:`ImageReadError` as
+    :func:`image_size` would. For messages that give an image's size as stored too."""
+    _, header = _checked_header(Path(path), max_pixels)
+    return 1 if header is None else header.orientation
+
+
+def _upright_data(data: bytes, header: _Header | None) -> bytes | bytearray:
+    """``data`` for a decoder that must leave the orientation to :func:`_orient`."""
     if header is not None and header.format == "TIFF" and header.orientation != 1:
-        data = _tiff_upright_as_stored(data)
+        return _tiff_upright_as_stored(data)
+    return data
+
+
+def _decode(path: Path, max_pixels: int, min_side: int | None = None,
+            checked: tuple[bytes, _Header | None] | None = None) -> tuple[np.ndarray, int]:
+    """Decoded array (OpenCV channel order) and the EXIF orientation still to apply.
+    ``checked``: the file's :func:`_checked_header`, where the caller has read it already."""
+    data, header = _checked_header(path, max_pixels) if checked is None else checked
+    data = _upright_data(data, header)
     factor = _reduction(header, min_side)
     flags = cv2.IMREAD_UNCHANGED if factor == 1 else (
         {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4,
@@ -449,6 +468,43 @@ def _decode_pil(path: Path, data: bytes | bytearray) -> np.ndarray | None:
     except Exception:  # noqa: BLE001 - any decoder failure is "not decodable"
         return None
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+
+
+def _palette_mask(data: bytes | bytearray, header: _Header) -> tuple[np.ndarray, str] | None:
+    """A palette mask by its class indices, not their colours (a VOC / labelme / CVAT colour
+    map draws class 8 darker than the middle grey): (H, W) ``uint8``, 1 where the index is not
+    background, as stored, and the indices used (for messages). Background: the indices
+    drawn black, or index 0 (the convention) where no pixel is black, and any index the
+    palette makes fully transparent. Black rather than index 0 first, because a quantiser
+    may put a black-and-white mask's white at index 0. None where PIL does not give the
+    indices (then the colours decide, as for any image)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # the plugin itself, as _probe: the pixel budget was checked, not PIL's bomb limit
+            with Image.OPEN[header.format][0](io.BytesIO(_upright_data(data, header)), "") as im:
+                indices = np.asarray(im)
+                mode, colours = im.mode, im.getpalette("RGB") or []
+                transparency = im.info.get("transparency")
+    except Exception:  # noqa: BLE001 - the decoder below decides
+        return None
+    if mode != "P" or indices.dtype != np.uint8 or indices.ndim != 2:
+        return None
+    used = np.flatnonzero(np.bincount(indices.ravel(), minlength=256))
+    rgb = np.zeros((256, 3), np.int32)
+    rgb[: len(colours) // 3] = np.reshape(colours[: len(colours) // 3 * 3], (-1, 3))
+    black = [int(i) for i in used if not rgb[i].any()]
+    background = set(black) if black else {0}
+    if isinstance(transparency, int):
+        background.add(transparency)
+    elif isinstance(transparency, bytes):  # one alpha per index
+        background.update(i for i, alpha in enumerate(transparency) if alpha == 0)
+    defect = np.ones(256, np.uint8)
+    defect[[i for i in background if 0 <= i < 256]] = 0
+    shown = ", ".join(str(i) for i in used[:6]) + (", ..." if len(used) > 6 else "")
+    return defect[indices], f"palette indices {shown}"
 
 
 def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -545,21 +601,9 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
     return _orient(img, orientation) if orientation != 1 else img
 
 
-def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read a ground-truth mask as an upright (H, W) ``uint8`` array of {0, 1}.
-
-    A mask with two values, 0 and one other (0 / 255, 0 / 1, 0 / 65535, 0 / 255 in 16 bits),
-    is that mask; so is an integer mask whose values all stay below 128 (a label or
-    class-index mask, 0 / 1 / 2 ...: every non-zero label is defect). Any other is thresholded
-    at the middle of the 8-bit range (anti-aliased or JPEG-compressed masks, 0 / 128 / 255).
-    Colour channels count by their largest value. Where the mask has an alpha channel that
-    varies (RGBA, LA), a pixel is marked only where it is also visible (alpha above 0): a
-    defect drawn on a transparent background, opaque or as a semi-transparent overlay, is the
-    defect, whatever colour the background holds. A mask that marks no pixel, or every pixel,
-    is logged (once each) naming the file: only an anomalous image's mask is read, and either
-    usually means levels the rules above do not fit."""
-    path = Path(path)
-    raw, orientation = _decode(path, max_pixels)
+def _levels_mask(raw: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
+    """A decoded mask (OpenCV channel order) as {0, 1} by its levels (:func:`read_mask`'s
+    rules), as stored, and its values (for messages)."""
     visible = None
     if raw.ndim == 3:
         colours = 1 if raw.shape[2] == 2 else min(raw.shape[2], 3)  # LA / BGR / BGRA
@@ -579,13 +623,40 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
     if visible is not None:
         img &= visible
     shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
+    return img, f"values {shown}"
+
+
+def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a ground-truth mask as an upright (H, W) ``uint8`` array of {0, 1}.
+
+    A mask with two values, 0 and one other (0 / 255, 0 / 1, 0 / 65535, 0 / 255 in 16 bits),
+    is that mask; so is an integer mask whose values all stay below 128 (a label or
+    class-index mask, 0 / 1 / 2 ...: every non-zero label is defect). Any other is thresholded
+    at the middle of the 8-bit range (anti-aliased or JPEG-compressed masks, 0 / 128 / 255).
+    Colour channels count by their largest value. A palette image (PNG, GIF, BMP, TIFF) is
+    read by its indices, not their colours: every index but the background's is defect (the
+    indices drawn black, else index 0, and a transparent one: :func:`_palette_mask`). Where
+    the mask has an alpha channel that varies (RGBA, LA), a pixel is marked only where it is
+    also visible (alpha above 0): a defect drawn on a transparent background, opaque or as a
+    semi-transparent overlay, is the defect, whatever colour the background holds. A mask
+    that marks no pixel, or every pixel, is logged (once each) naming the file: only an
+    anomalous image's mask is read, and either usually means levels the rules above do not
+    fit."""
+    path = Path(path)
+    data, header = _checked_header(path, max_pixels)
+    palette = _palette_mask(data, header) if header is not None and header.palette else None
+    if palette is not None:
+        (img, shown), orientation = palette, header.orientation
+    else:
+        raw, orientation = _decode(path, max_pixels, checked=(data, header))
+        img, shown = _levels_mask(raw, path)
     if not img.any() and not _EMPTY_MASK:
         _EMPTY_MASK.append(path)
-        log.warning("%s: the mask marks no pixel (values %s); its anomalous image counts as "
+        log.warning("%s: the mask marks no pixel (%s); its anomalous image counts as "
                     "having no defect area in the pixel metrics (said once)", path, shown)
     elif img.size and img.all() and not _FULL_MASK:
         _FULL_MASK.append(path)
-        log.warning("%s: the mask marks every pixel (values %s); its whole image counts as "
+        log.warning("%s: the mask marks every pixel (%s); its whole image counts as "
                     "defect in the pixel metrics: check that its background is 0 (said once)",
                     path, shown)
     return _orient(img, orientation) if orientation != 1 else img

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -117,12 +118,27 @@ def check_files(name: str, samples: Sequence[Sample], masks: bool = True,
             problems.append(f"{exc} (the mask of {s.path})")
             continue
         if (w, h) != (width, height):
-            problems.append(f"{s.mask_path}: a {w}x{h} mask for the {width}x{height} image "
-                            f"{s.path}; a mask has its image's shape")
+            problems.append(f"{s.mask_path}: a {w}x{h} mask"
+                            f"{_as_stored(s.mask_path, w, h, max_pixels)} for the "
+                            f"{width}x{height} image {s.path}"
+                            f"{_as_stored(s.path, width, height, max_pixels)}; a mask has its "
+                            f"image's shape")
     if problems:
         more = f"\n  ... and {len(problems) - 10} more" if len(problems) > 10 else ""
         raise DatasetLayoutError(f"{name}: {len(problems)} file(s) cannot be used:\n  "
                                  + "\n  ".join(problems[:10]) + more)
+
+
+def _as_stored(path: Path, width: int, height: int, max_pixels: int) -> str:
+    """"" or, for a file with an EXIF orientation, that its upright ``width`` x ``height`` is
+    after it, and its size as stored (a mask drawn on the stored pixels reads as the same)."""
+    from ..data.image_io import image_orientation
+
+    orientation = image_orientation(path, max_pixels)
+    if orientation == 1:
+        return ""
+    stored = f"{height}x{width}" if orientation in (5, 6, 7, 8) else f"{width}x{height}"
+    return f" (after its EXIF orientation {orientation}; {stored} as stored)"
 
 
 def _pixel_auroc(masks: list[np.ndarray], maps: list[np.ndarray], name: str) -> float | None:

@@ -177,9 +177,15 @@ def holdout_split(n: int, fraction: float, seed: int = 0) -> tuple[np.ndarray, n
         raise ValueError(f"calibration fraction must be in (0, 1), got {fraction}")
     n_cal = int(round(n * fraction))
     if n_cal < 1 or n - n_cal < 1:
+        # 1 / n holds out one image; 0.5 leaves at least one to fit on (both need n >= 2)
+        share = (f"a larger calibration_fraction (--calibration-fraction, e.g. {1 / n:.2g})"
+                 if n_cal < 1 else
+                 "a smaller calibration_fraction (--calibration-fraction, e.g. 0.5)")
         raise ValueError(
             f"cannot hold out {fraction:.0%} of {n} training images for calibration "
-            f"(need at least one image on each side); add images or pass calibration=DIR"
+            f"(need at least one image on each side); "
+            + (f"hold out {share}, add images" if n >= 2 else "add images")
+            + " or pass calibration=DIR"
         )
     perm = np.random.default_rng(seed).permutation(n)
     return np.sort(perm[n_cal:]), np.sort(perm[:n_cal])

@@ -14,7 +14,7 @@ import os
 from itertools import pairwise
 from pathlib import Path
 
-from ..data.layout import DatasetLayoutError, display_path
+from ..data.layout import DatasetLayoutError, display_path, nfc
 from ..data.mvtec import type_folder_label
 from ..files import not_utf8
 
@@ -26,7 +26,9 @@ ANOMALOUS_WORDS = {"1", "anomalous", "anomaly", "defect", "defective", "bad", "n
 
 
 def _key(path: Path | str) -> str:
-    return os.path.normcase(os.path.realpath(str(path)))
+    """How a CSV row and a screened image pair: the resolved path, in one Unicode form (a name
+    copied from macOS pairs with one typed in the CSV, as masks pair with their images)."""
+    return nfc(os.path.normcase(os.path.realpath(str(path))))
 
 
 def parse_label(value: str, where: str) -> int:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .layout import DatasetLayoutError, check_disjoint, list_images, nfc
+from .layout import DatasetLayoutError, check_disjoint, list_images, listing_order, nfc
 from .mvtec import AnomalyDataset, mask_image_stem
 from .samples import Sample
 
@@ -48,7 +48,9 @@ def load_folders(
     an empty ``train_dirs`` and a file that lands in two splits or labels, or twice in one
     split through folders that overlap (links to one file within a split are kept once:
     :func:`.layout.check_disjoint`). Each of the three may name one folder or a list. Each
-    anomalous folder is one defect type (group), see :func:`defect_groups`."""
+    anomalous folder is one defect type (group), see :func:`defect_groups`. The training
+    images come in :func:`.layout.listing_order` (a single folder's as listed); the test
+    images as the folders were named."""
     train_dirs = path_list(train_dirs, "train_dirs")
     if not train_dirs:  # each folder named must hold images: only no folder gives no images
         raise DatasetLayoutError("train_dirs: no training images given (an empty list)")
@@ -61,7 +63,10 @@ def load_folders(
             raise DatasetLayoutError(f"{d}: no images in this folder")
         return found
 
-    train = [Sample(p, 0, "train", "good") for d in train_dirs for p in images(d)]
+    # in one folder's listing order, whatever order the folders were named in: the fit's
+    # seeded draws (the coreset's) go by position, so they depend on the images only
+    train = [Sample(p, 0, "train", "good")
+             for p in listing_order([p for d in train_dirs for p in images(d)])]
     test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]
     test += [Sample(p, 1, "test", group) for d, group in
              zip(test_anomalous_dirs, defect_groups(test_anomalous_dirs), strict=True) for p in images(d)]

@@ -20,7 +20,7 @@ import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .image_io import is_image_file, looks_like_image
@@ -173,14 +173,23 @@ def _is_candidate(path: Path) -> bool:
     return looks_like_image(path)
 
 
+def listing_order(paths: Iterable[Path]) -> list[Path]:
+    """``paths`` in the order a folder's listing gives them (:func:`list_images`): as
+    ``Path`` objects sort, part by part. Training images are fitted in this order, whatever
+    order they were named in, so the seeded draws (calibration hold-out, coreset) depend on
+    the set of images only, and a single folder's images keep their order."""
+    return sorted(paths)
+
+
 def list_images(folder: Path | str, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (by extension or content), sorted; raises if the folder is missing."""
+    """Image files under ``folder`` (by extension or content), in :func:`listing_order`;
+    raises if the folder is missing."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    return sorted(p for p in _walk_files(folder, recursive) if _is_candidate(p))
+    return listing_order(p for p in _walk_files(folder, recursive) if _is_candidate(p))
 
 
 def _glob_root(pattern: str) -> tuple[str, list[str]]:

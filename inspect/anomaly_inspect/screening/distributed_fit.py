@@ -5,7 +5,8 @@ two-round coreset there (:func:`..pipeline.remote_fit.fit_bank_remote`); the dri
 round 2 once. The calibration images follow in the same pass (one actor pool); their
 features are scored here batch by batch, so the driver holds the bank plus one batch of
 features. The held-out calibration split is the one-machine fit's (drawn over the readable
-training paths ``fit`` passes here). Differences from the one-machine fit, by design: calibration images must not
+training paths ``fit`` passes here, in :func:`.model.calibration_split`'s listing order
+whatever order they come in). Differences from the one-machine fit, by design: calibration images must not
 also be training images (the local fit warns); round 1 chunks each batch's patches rather
 than windows of 16 chunks, so the bank differs slightly (covering radius and AUROC:
 docs/scaling.md), and an HNSW graph is checked on a probe sample drawn per batch. Neither

@@ -24,7 +24,7 @@ from ..config import ConfigError, ModelConfig, config_for_fit
 from ..core import Features
 from ..data.folder import path_list
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, read_image
-from ..data.layout import display_path, expand_inputs
+from ..data.layout import display_path, expand_inputs, listing_order
 from ..data.transforms import Box
 from ..features.backbone import Backbone, LayerRangeError
 from ..features.extractor import FeatureExtractor
@@ -334,12 +334,16 @@ def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str]
                       calibration_fraction: float, seed: int) -> tuple[list[Path], list[Path], str]:
     """The images the scorer fits on, the normal images its threshold is calibrated on, and a
     description of the latter: a seeded held-out ``calibration_fraction`` of the training
-    images, or the images of ``calibration`` (then the scorer fits on every training image)."""
+    images, or the images of ``calibration`` (then the scorer fits on every training image).
+    Both come in :func:`~..data.layout.listing_order` whatever order they were given in: every
+    fit (local, ``--auto``, distributed) draws here, so the hold-out and the coreset's seeded
+    draws depend on the set of images and the seed only, and a single folder's are unchanged."""
+    train_paths = listing_order(train_paths)
     if calibration is None:
         fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, seed)
         return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
                 f"held-out {calibration_fraction:.0%} of training images (seed {seed})")
-    cal_all = input_images(calibration)
+    cal_all = listing_order(input_images(calibration))
     if not cal_all:
         raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
     overlap = _same_files(cal_all, train_paths)
@@ -392,8 +396,10 @@ def fit_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
     again); where every image reads, over all of them. The images left out are skipped with
     fit's warning. ``calibration_fraction`` None = the default
     (:data:`DEFAULT_CALIBRATION_FRACTION`); it is refused with ``calibration``, which it
-    does not apply to. ``fit --auto`` tunes on the fit part."""
+    does not apply to. ``fit --auto`` tunes on the fit part. The images are taken in
+    :func:`calibration_split`'s order, so the skipped ones are named in it too."""
     fraction = _held_out_fraction(calibration, calibration_fraction)
+    train_paths = listing_order(train_paths)
     if calibration is not None:
         return (*calibration_split(train_paths, calibration, fraction, seed), [])
     reasons: dict[int, str] = {}
@@ -453,7 +459,9 @@ def fit(
     :func:`~..pipeline.engine.make_engine` made (not its name); with a distributed one, see
     :func:`.distributed_fit.fit_on_engine`.
 
-    ``train`` and ``calibration`` may each be one path or a list. The arguments are checked
+    ``train`` and ``calibration`` may each be one path or a list; the order they list the
+    images in does not matter (the images are fitted in a folder's listing order, see
+    :func:`calibration_split`). The arguments are checked
     before any work (:func:`~..config.config_for_fit`: ``cfg`` as its construction checks it,
     also after it was edited, layers its backbone lacks and a method that needs class labels
     are refused), and the model keeps a copy of ``cfg``: the caller may change or reuse theirs.

@@ -20,7 +20,8 @@ PACKAGE = "anomaly_inspect"
 ROOT = Path(__file__).resolve().parents[1] / "inspect" / PACKAGE
 
 # Lowest first: a component may import only components listed before it.
-LAYERS = ["choices", "core", "files", "progress", "resources", "data", "features", "scorers", "config", "pipeline",
+LAYERS = ["choices", "core", "files", "user_cache", "progress", "resources", "data", "features", "scorers", "config",
+          "pipeline",
           "evaluation", "tuning", "screening", "commands", "cli"]
 SUBPACKAGES = {"data", "features", "scorers", "evaluation", "tuning", "screening", "commands"}
 

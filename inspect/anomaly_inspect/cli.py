@@ -39,6 +39,7 @@ COMMAND_MODULES = (
     "ood_benchmark",
     "export",
     "tune",
+    "cache",
 )
 
 

@@ -24,6 +24,7 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -323,6 +324,33 @@ def remove_stale_folders(parent: Path | str, names: re.Pattern,
     if removed:
         log.info("%s: removed %d temporary folder(s) left by a killed run: %s", parent,
                  len(removed), ", ".join(removed))
+
+
+def being_written(path: Path | str) -> bool:
+    """Whether ``path`` is a write still in progress, which a clean-up must leave: a temporary
+    file of :func:`replacing` younger than :data:`STALE_TEMP_AFTER_S`, or a work folder
+    (:data:`WORK_FOLDERS`) that a live run holds (:func:`lock_folder`; also where it cannot be
+    locked) or that is younger than :data:`STALE_AFTER_S`. Links are not followed."""
+    path = Path(path)
+    temp, work = _REPLACING.fullmatch(path.name), WORK_FOLDERS.fullmatch(path.name)
+    if temp is None and work is None:
+        return False
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return False
+    age = time.time() - st.st_mtime
+    if temp is not None and stat.S_ISREG(st.st_mode) and (temp[2] or "") == Path(temp[1]).suffix:
+        return age < STALE_TEMP_AFTER_S
+    if work is None or not stat.S_ISDIR(st.st_mode):
+        return False
+    if age < STALE_AFTER_S:
+        return True
+    fd = lock_folder(path)
+    if fd is None:
+        return True
+    os.close(fd)  # a killed run's: it never becomes live again
+    return False
 
 
 @contextmanager

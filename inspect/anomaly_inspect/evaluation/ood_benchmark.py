@@ -52,7 +52,6 @@ from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, file_list_hash
-from ..features.runtime import user_cache_dir
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..pipeline.builders import scorer_for
 from ..progress import Progress
@@ -61,6 +60,7 @@ from ..scorers import Scorer, check_scorer_params, get_scorer_class
 from ..scorers.nuisance import NuisanceProjection, ProjectedScorer, nuisance_subspace
 from ..scorers.params import check_number
 from ..scorers.tail_sampler import TailSampler, TailSamplerResult
+from ..user_cache import user_cache_dir
 from .fusion import NormalCalibration, crossfit_folds, crossfit_scores, fuse
 from .ood import CONVENTION, ood_metrics, orientation
 

@@ -148,11 +148,14 @@ def cached_feature_info(name: str, weights: str | Path | None = None) -> list[di
 
 def _undamaged(path: Path) -> bool:
     """Whether the export at ``path`` is the file written (:func:`.runtime.check_graph`); a
-    damaged one is named in a warning (it is exported again)."""
+    damaged one is named in a warning (it is exported again); one removed since it was found
+    (``anomaly-inspect cache --clear`` while this run goes on) is a miss too."""
     try:
         check_graph(path)
     except DamagedGraphError as exc:
         log.warning("%s: damaged cached export (%s); exporting again", path, exc)
+        return False
+    except FileNotFoundError:
         return False
     return True
 

@@ -52,6 +52,7 @@ from ..files import (
     work_folder,
     write_text,
 )
+from ..user_cache import CACHE_ENV, user_cache_dir  # noqa: F401 - CACHE_ENV: where the exports go
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,6 @@ os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 CALIBRATION_IMAGES = 32  # training images an int8 graph is calibrated on
 EXPORT_FORMAT = 1  # bump when the exported graph's layout changes
-CACHE_ENV = "ANOMALY_INSPECT_CACHE"
 OPENVINO_INSTALL = 'pip install "openvino>=2024.4"'  # as the README says (the [openvino] extra)
 # Images per runtime call: a batch runs in slices of about this many pixels. Both runtimes
 # are 15-50 % faster on slices of two 320 px images than on 32 at once (the activations of a
@@ -150,14 +150,6 @@ def max_rel_diff(got: Sequence, want: Sequence) -> float:
     return max(float(np.abs(np.asarray(g, np.float64) - np.asarray(w, np.float64)).max()
                      / max(float(np.abs(np.asarray(w, np.float64)).max()), 1e-12))
                for g, w in zip(got, want, strict=True))
-
-
-def user_cache_dir(name: str) -> Path:
-    """The user cache's folder ``name``: ``$ANOMALY_INSPECT_CACHE``/NAME, else
-    ``~/.cache/anomaly_inspect/NAME``, read when called (the environment may change)."""
-    root = os.environ.get(CACHE_ENV)
-    base = Path(root).expanduser() if root else Path.home() / ".cache" / "anomaly_inspect"
-    return base / name
 
 
 def default_cache_dir() -> Path:

@@ -36,12 +36,12 @@ from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, balanced_folds, fold_splits, fuse
 from ..evaluation.metrics import auroc
 from ..features.cache import file_fingerprints
-from ..features.runtime import user_cache_dir
 from ..files import cached_entry
 from ..pipeline import build_backbone
 from ..pipeline.builders import scorer_for
 from ..progress import Progress
 from ..scorers import Scorer, check_scorer_params, get_scorer_class, scorer_parameters
+from ..user_cache import user_cache_dir
 from .candidates import AXES, Candidate, candidate_grid, changed_axis, combinations
 from .rank import Decision, beats_default, fold_gain, trimmed_borda
 from .stage_cache import TUNE_CACHE_ELSEWHERE, StageMaps, calibrate, stage_maps

@@ -1,0 +1,255 @@
+"""The user cache as a whole (``$ANOMALY_INSPECT_CACHE``, else ``~/.cache/anomaly_inspect``):
+what each of its folders holds, and emptying them (``anomaly-inspect cache``).
+
+Its folders: ``onnx`` (backbone exports and cards, :mod:`.features.runtime`), ``tune`` (stage maps and
+synthetic-anomaly sets, grouped in ``maps`` and ``synthetic``) and ``ood`` (ood-benchmark's
+features). Runs add to them and nothing prunes them. An *entry* is a file or folder in a
+cache folder, or in a group (a folder holding only folders: ``tune/maps``).
+
+Emptying is careful in three ways. It refuses a root that holds anything but the folders
+:data:`CACHE_FOLDERS` (and the home folder and ``/`` themselves), so that a root set to ``~``
+by mistake is never emptied. It removes only what lies below the root: a symbolic link is
+removed as a link, never followed. It leaves the writes in progress
+(:func:`.files.being_written`: an export, an entry being built), and the folders and groups
+themselves (a run may be about to build an entry in them). Runs reading the cache meanwhile
+count an entry removed under them as a miss and make it again; tune's synthetic-anomaly
+images are the exception (a tune run reads them by path until it ends).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import sys
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .files import being_written, reworded
+
+#: the environment variable that moves the user cache
+CACHE_ENV = "ANOMALY_INSPECT_CACHE"
+#: the folders runs write in the user cache
+CACHE_FOLDERS = ("onnx", "tune", "ood")
+
+
+def user_cache_dir(name: str) -> Path:
+    """The user cache's folder ``name``: ``$ANOMALY_INSPECT_CACHE``/NAME, else
+    ``~/.cache/anomaly_inspect/NAME``, read when called (the environment may change)."""
+    root = os.environ.get(CACHE_ENV)
+    base = Path(root).expanduser() if root else Path.home() / ".cache" / "anomaly_inspect"
+    return base / name
+
+
+class CacheRootError(ValueError):
+    """The cache root is not a folder, or does not look like a cache (not emptied)."""
+
+
+def cache_root() -> Path:
+    """The user cache's root, read when called (the environment may change)."""
+    return user_cache_dir(CACHE_FOLDERS[0]).parent
+
+
+@dataclass(frozen=True)
+class FolderUsage:
+    """One item of the cache root: ``entries``, ``size`` (bytes on disk) and ``last_used``
+    (the latest modification time below it; None where it is empty). ``cache_folder``: one of
+    :data:`CACHE_FOLDERS` (a real folder, not a link)."""
+
+    name: str
+    path: Path
+    entries: int
+    size: int
+    last_used: float | None
+    cache_folder: bool
+
+
+def human_size(n: int) -> str:
+    """``n`` bytes as e.g. "412.3 MB" (powers of 1000)."""
+    if n < 1000:
+        return f"{n} B"
+    for unit in ("kB", "MB", "GB", "TB"):
+        n /= 1000
+        if n < 1000 or unit == "TB":
+            return f"{n:.1f} {unit}"
+    raise AssertionError("unreachable")
+
+
+def _check_root(root: Path) -> bool:
+    """Whether ``root`` is there (a folder); :class:`CacheRootError` where it is something else."""
+    if not root.exists():
+        return False
+    if not root.is_dir():
+        raise CacheRootError(f"{root}: not a folder")
+    return True
+
+
+def _items(folder: Path) -> list[os.DirEntry]:
+    """``folder``'s items by name; one that cannot be listed is an OSError naming it."""
+    try:
+        with os.scandir(folder) as it:
+            return sorted(it, key=lambda e: e.name)
+    except FileNotFoundError:
+        return []  # removed meanwhile (a run discarding a broken entry)
+    except OSError as exc:
+        raise reworded(exc, f"{folder}: cannot list it ({exc.strerror or exc})") from None
+
+
+def _is_group(entry: os.DirEntry) -> bool:
+    """A folder holding only folders (``tune/maps``): its items are the entries. A work folder
+    (a hidden name) never is one."""
+    return (entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
+            and all(e.is_dir(follow_symlinks=False) for e in _items(Path(entry.path))))
+
+
+def _entries(folder: Path) -> int:
+    return sum(_entries(Path(e.path)) if _is_group(e) else 1 for e in _items(folder))
+
+
+def _below(path: Path) -> Iterator[os.stat_result]:
+    """The ``lstat`` of ``path`` and of everything below it, links not followed."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    yield st
+    if stat.S_ISDIR(st.st_mode):
+        for e in _items(path):
+            yield from _below(Path(e.path))
+
+
+def _disk_usage(stats: Iterable[os.stat_result]) -> tuple[int, float | None]:
+    """Bytes on disk (each inode once) and the latest modification time of ``stats``."""
+    seen, size, last = set(), 0, None
+    for st in stats:
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            size += getattr(st, "st_blocks", 0) * 512 or st.st_size
+        last = st.st_mtime if last is None else max(last, st.st_mtime)
+    return size, last
+
+
+def cache_usage(root: Path | str) -> list[FolderUsage]:
+    """Every item of ``root``: :data:`CACHE_FOLDERS` first, then the others by name (listed,
+    never emptied); [] where ``root`` is absent."""
+    root = Path(root)
+    if not _check_root(root):
+        return []
+    rank = {name: i for i, name in enumerate(CACHE_FOLDERS)}
+    out = []
+    for e in sorted(_items(root), key=lambda e: (rank.get(e.name, len(rank)), e.name)):
+        path = Path(e.path)
+        known = e.name in rank and e.is_dir(follow_symlinks=False)
+        if known or _is_group(e):
+            inside = [s for i in _items(path) for s in _below(Path(i.path))]
+            entries = _entries(path)
+        else:
+            inside, entries = list(_below(path)), 1
+        size, last = _disk_usage(inside)
+        out.append(FolderUsage(e.name, path, entries, size, last, known))
+    return out
+
+
+def summed(usages: Sequence[FolderUsage], name: str = "total") -> FolderUsage:
+    """The total of ``usages``, as one row."""
+    lasts = [u.last_used for u in usages if u.last_used is not None]
+    return FolderUsage(name, Path(), sum(u.entries for u in usages), sum(u.size for u in usages),
+                       max(lasts) if lasts else None, False)
+
+
+def check_clearable(root: Path | str) -> None:
+    """Refuse (:class:`CacheRootError`) a root that does not look like a cache: the home folder
+    or ``/``, or one holding anything but the folders :data:`CACHE_FOLDERS`."""
+    root = Path(root)
+    real = Path(os.path.realpath(root))
+    why = None
+    if real == Path(real.anchor) or real == Path(os.path.realpath(Path.home())):
+        why = "it is the home folder" if real.anchor != str(real) else "it is the file system root"
+    else:
+        for e in _items(root):
+            if e.name not in CACHE_FOLDERS:
+                why = f"it holds {e.name!r}"
+            elif not e.is_dir(follow_symlinks=False):
+                why = f"its {e.name!r} is {'a link' if e.is_symlink() else 'a file'}"
+            if why:
+                break
+    if why:
+        raise CacheRootError(
+            f"{root}: does not look like an anomaly-inspect cache ({why}); nothing deleted: "
+            f"--clear empties only a folder holding nothing but the folders "
+            f"{', '.join(CACHE_FOLDERS)}")
+
+
+@dataclass
+class Cleared:
+    """What emptying one cache folder did: ``freed`` bytes in ``entries`` entries removed,
+    ``left`` writes in progress left, ``failed`` (path, reason) of what could not be removed;
+    ``present``: False where the folder was absent."""
+
+    name: str
+    present: bool = True
+    freed: int = 0
+    entries: int = 0
+    left: int = 0
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def clear(root: Path | str, names: Iterable[str]) -> list[Cleared]:
+    """Empty the cache folders ``names`` (of :data:`CACHE_FOLDERS`, or "all") of ``root``,
+    after :func:`check_clearable`; [] where ``root`` is absent."""
+    root = Path(root)
+    wanted = list(dict.fromkeys(n for name in names
+                                for n in (CACHE_FOLDERS if name == "all" else (name,))))
+    unknown = [n for n in wanted if n not in CACHE_FOLDERS]
+    if unknown:
+        raise CacheRootError(f"not a cache folder: {', '.join(unknown)} (one of "
+                             f"{', '.join(CACHE_FOLDERS)}, or all)")
+    if not _check_root(root):
+        return []
+    check_clearable(root)
+    out = []
+    for name in wanted:
+        done = Cleared(name, present=(root / name).is_dir())
+        if done.present:
+            _empty(root / name, done)
+        out.append(done)
+    return out
+
+
+def _empty(folder: Path, done: Cleared) -> None:
+    """Remove ``folder``'s entries (those of its groups too), leaving writes in progress."""
+    for e in _items(folder):
+        path = Path(e.path)
+        if being_written(path):
+            done.left += 1
+        elif _is_group(e):
+            _empty(path, done)
+        else:
+            size, _ = _disk_usage(_below(path))
+            failed = _remove(path, e.is_dir(follow_symlinks=False))
+            if failed:
+                done.failed += failed
+            else:
+                done.freed += size
+                done.entries += 1
+
+
+def _remove(path: Path, folder: bool) -> list[tuple[Path, str]]:
+    """Remove the file, link or ``folder`` ``path`` (links inside it removed, not followed):
+    (path, reason) of what could not be; what a run removed meanwhile is no failure."""
+    failed: list[tuple[Path, str]] = []
+
+    def note(func, failed_path, exc) -> None:  # exc: the exception (onexc) or its exc_info
+        exc = exc if isinstance(exc, BaseException) else exc[1]
+        if not isinstance(exc, FileNotFoundError):
+            failed.append((Path(failed_path), exc.strerror or str(exc)))
+
+    if folder:
+        shutil.rmtree(path, **({"onexc": note} if sys.version_info >= (3, 12) else {"onerror": note}))
+    else:
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            note(os.unlink, path, exc)
+    return failed

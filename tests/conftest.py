@@ -164,3 +164,40 @@ def read_only(monkeypatch):
     yield make
     for folder in made:
         folder.chmod(0o755)
+
+
+@pytest.fixture(scope="module")
+def ood_tiny(tmp_path_factory):
+    """A small synthetic MVTec-layout category (64 px): 8 train good, 4 test good, 2 + 2 defects."""
+    from anomaly_inspect.data.synthetic import generate_dataset
+
+    return generate_dataset(tmp_path_factory.mktemp("data"), "tiny", n_train=8, n_test_good=4,
+                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
+
+
+@pytest.fixture()
+def images(tmp_path):
+    """A folder of readable training images."""
+    from layout_writer import rgb_image, write_image
+
+    for i in range(4):
+        write_image(tmp_path / "train" / f"{i}.png", rgb_image(48, seed=i))
+    return tmp_path / "train"
+
+
+@pytest.fixture()
+def reads_nothing(monkeypatch):
+    """fit(), evaluate() and screen() fail loudly should they list or read an image before
+    refusing."""
+    def read(*args, **kwargs):
+        raise AssertionError("images were read before the arguments were refused")
+
+    from anomaly_inspect.evaluation import evaluate as evaluate_mod
+    from anomaly_inspect.screening import model as model_mod
+    from anomaly_inspect.screening import runner as runner_mod
+
+    monkeypatch.setattr(model_mod, "input_images", read)
+    monkeypatch.setattr(model_mod, "build", read)
+    monkeypatch.setattr(runner_mod, "input_images", read)
+    monkeypatch.setattr(evaluate_mod, "check_dataset", read)
+    monkeypatch.setattr(evaluate_mod, "build", read)

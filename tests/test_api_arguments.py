@@ -24,8 +24,6 @@ from anomaly_inspect.config import (
 )
 from anomaly_inspect.data.folder import load_folders
 from anomaly_inspect.data.layout import DatasetLayoutError
-from anomaly_inspect.data.mvtec import AnomalyDataset
-from anomaly_inspect.data.samples import Sample
 from anomaly_inspect.evaluation import evaluate as evaluate_mod
 from anomaly_inspect.evaluation.evaluate import evaluate
 from anomaly_inspect.pipeline import LocalEngine
@@ -35,6 +33,7 @@ from anomaly_inspect.screening import model as model_mod
 from anomaly_inspect.screening import runner as runner_mod
 from anomaly_inspect.screening.model import load_model
 from anomaly_inspect.screening.runner import screen
+from api_helpers import labelled_dataset as _dataset
 from layout_writer import rgb_image, write_image
 
 HEAD_SCORERS = ["msp", "energy", "max_logit", "head_nan", "head_feature_norm", "l2norm", "line",
@@ -234,33 +233,6 @@ def saved_tiny(tmp_path_factory):
         write_image(root / "new" / f"n{i}.png", rgb_image(48, seed=100 + i))
     model = fit([root / "train"], _random_cfg(), calibration_fraction=0.25, progress=False)
     return root, model, model.save(root / "model")
-
-
-@pytest.fixture()
-def images(tmp_path):
-    """A folder of readable training images."""
-    for i in range(4):
-        write_image(tmp_path / "train" / f"{i}.png", rgb_image(48, seed=i))
-    return tmp_path / "train"
-
-
-@pytest.fixture()
-def reads_nothing(monkeypatch):
-    """fit(), evaluate() and screen() fail loudly should they list or read an image before
-    refusing."""
-    def read(*args, **kwargs):
-        raise AssertionError("images were read before the arguments were refused")
-
-    monkeypatch.setattr(model_mod, "input_images", read)
-    monkeypatch.setattr(model_mod, "build", read)
-    monkeypatch.setattr(runner_mod, "input_images", read)
-    monkeypatch.setattr(evaluate_mod, "check_dataset", read)
-    monkeypatch.setattr(evaluate_mod, "build", read)
-
-
-def _dataset(labels=(0, 1)) -> AnomalyDataset:
-    return AnomalyDataset("tiny", [Sample(f"train{i}.png", 0, "train") for i in range(2)],
-                          [Sample(f"test{i}.png", label) for i, label in enumerate(labels)])
 
 
 # ---------------------------------------------------------------- arguments of the wrong kind

@@ -14,16 +14,11 @@ from anomaly_inspect.config import (
     config_for_fit,
     load_config,
 )
-from anomaly_inspect.data.mvtec import AnomalyDataset
-from anomaly_inspect.data.samples import Sample
-from anomaly_inspect.evaluation import evaluate as evaluate_mod
 from anomaly_inspect.evaluation.evaluate import evaluate
 from anomaly_inspect.features.backbone import LayerRangeError
 from anomaly_inspect.scorers import get_scorer_class
 from anomaly_inspect.screening import fit
-from anomaly_inspect.screening import model as model_mod
-from anomaly_inspect.screening import runner as runner_mod
-from layout_writer import rgb_image, write_image
+from api_helpers import labelled_dataset as _dataset
 
 
 def _cfg(**backbone) -> ModelConfig:
@@ -31,37 +26,10 @@ def _cfg(**backbone) -> ModelConfig:
                        features=FeatureConfig(image_size=64))
 
 
-@pytest.fixture()
-def images(tmp_path):
-    """A folder of readable training images."""
-    for i in range(4):
-        write_image(tmp_path / "train" / f"{i}.png", rgb_image(48, seed=i))
-    return tmp_path / "train"
-
-
-@pytest.fixture()
-def reads_nothing(monkeypatch):
-    """fit(), evaluate() and screen() fail loudly should they list or read an image before
-    refusing."""
-    def read(*args, **kwargs):
-        raise AssertionError("images were read before the arguments were refused")
-
-    monkeypatch.setattr(model_mod, "input_images", read)
-    monkeypatch.setattr(model_mod, "build", read)
-    monkeypatch.setattr(runner_mod, "input_images", read)
-    monkeypatch.setattr(evaluate_mod, "check_dataset", read)
-    monkeypatch.setattr(evaluate_mod, "build", read)
-
-
 def _error(make) -> str:
     with pytest.raises(ConfigError) as info:
         make()
     return str(info.value)
-
-
-def _dataset(labels=(0, 1)) -> AnomalyDataset:
-    return AnomalyDataset("tiny", [Sample(f"train{i}.png", 0, "train") for i in range(2)],
-                          [Sample(f"test{i}.png", label) for i, label in enumerate(labels)])
 
 
 # ---------------------------------------------------------------- an edited config

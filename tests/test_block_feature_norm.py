@@ -14,29 +14,12 @@ from anomaly_inspect.config import ConfigError, ModelConfig
 from anomaly_inspect.core import Features
 from anomaly_inspect.evaluation import ood_benchmark
 from anomaly_inspect.evaluation.ood_benchmark import (
-    OODBenchmarkConfig,
     build_data,
     run_ood_benchmark,
 )
 from anomaly_inspect.scorers import Scorer, build_scorer
 from anomaly_inspect.scorers.base import ScorerFormatError
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A small synthetic MVTec-layout category (64 px): 8 train good, 4 test good, 2 + 2 defects."""
-    from anomaly_inspect.data.synthetic import generate_dataset
-
-    return generate_dataset(tmp_path_factory.mktemp("data"), "tiny", n_train=8, n_test_good=4,
-                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
-
-
-def _heldout(root, tmp_path, scorers, **data) -> OODBenchmarkConfig:
-    return OODBenchmarkConfig.from_dict({
-        "benchmark": "mvtec_heldout", "splits": ["defects"], "scorers": scorers,
-        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
-                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2, **data},
-        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")}, "c.yaml")
+from ood_helpers import heldout_config as _heldout
 
 
 # --- block_feature_norm reads a backbone block ------------------------------------------
@@ -81,7 +64,7 @@ def test_a_block_feature_norm_saved_when_it_read_patches_is_refused_on_load(tmp_
         Scorer.load(old)
 
 
-def test_the_shared_builder_and_ood_benchmark_give_the_same_block_feature_norm(tiny, tmp_path,
+def test_the_shared_builder_and_ood_benchmark_give_the_same_block_feature_norm(ood_tiny, tmp_path,
                                                                                 monkeypatch):
     """fit / evaluate / screen build the extractor from the scorer's ``requires``; ood-benchmark
     caches the block norms. The same images score the same both ways (the builder path scored
@@ -93,7 +76,7 @@ def test_the_shared_builder_and_ood_benchmark_give_the_same_block_feature_norm(t
     monkeypatch.setattr(ood_benchmark, "_image_scores",
                         lambda runner, spec, scorer, arrays: seen.append(real(runner, spec, scorer, arrays))
                         or seen[-1])
-    cfg = _heldout(tiny, tmp_path, ["block_feature_norm"])
+    cfg = _heldout(ood_tiny, tmp_path, ["block_feature_norm"])
     report = run_ood_benchmark(cfg, progress=False)
     assert report["results"][0]["params"] == {"block": "final"}
     data = build_data(cfg)[0]
@@ -111,7 +94,7 @@ def test_the_shared_builder_and_ood_benchmark_give_the_same_block_feature_norm(t
     assert len(ours) == len(data.id_test) == 6 and np.ptp(ours) > 0
 
 
-def test_fit_and_screen_a_block_feature_norm_model(tiny, tmp_path, capsys):
+def test_fit_and_screen_a_block_feature_norm_model(ood_tiny, tmp_path, capsys):
     """A fitted model records the block; one saved when the scorer read patches is refused by
     screen, saying to re-fit."""
     from safetensors.numpy import save_file
@@ -119,12 +102,12 @@ def test_fit_and_screen_a_block_feature_norm_model(tiny, tmp_path, capsys):
     from anomaly_inspect.screening.model_dir import write_checksums
 
     model = tmp_path / "m"
-    assert main(["fit", "--train", str(tiny / "tiny" / "train" / "good"), "--out", str(model),
+    assert main(["fit", "--train", str(ood_tiny / "tiny" / "train" / "good"), "--out", str(model),
                  "--method", "block_feature_norm", "--image-size", "64", "--quiet"]) == 0
     meta = json.loads((model / "scorer" / "scorer.json").read_text())
     assert meta["params"] == {"block": "final"} and meta["input_widths"] == {"blocks": 1280}
     out = tmp_path / "screen.json"
-    args = ["screen", str(model), str(tiny / "tiny" / "test"), "--out", str(tmp_path / "r"),
+    args = ["screen", str(model), str(ood_tiny / "tiny" / "test"), "--out", str(tmp_path / "r"),
             "--output-json", str(out), "--quiet"]
     assert main(args) == 0
     assert json.loads(out.read_text())["n_inputs"] == 8

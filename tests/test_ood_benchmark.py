@@ -17,6 +17,7 @@ from anomaly_inspect.evaluation.ood_benchmark import (
     load_ood_config,
     run_ood_benchmark,
 )
+from ood_helpers import heldout_config as _heldout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -728,30 +729,13 @@ def test_the_command_writes_its_json_before_the_table(tmp_path, monkeypatch):
 
 # nuisance_k the ID-train images cannot give is refused before the extraction; the JSON rows
 # record their input / orient / nuisance settings.
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A small synthetic MVTec-layout category (64 px): 8 train good, 4 test good, 2 + 2 defects."""
-    from anomaly_inspect.data.synthetic import generate_dataset
-
-    return generate_dataset(tmp_path_factory.mktemp("data"), "tiny", n_train=8, n_test_good=4,
-                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
-
-
-def _heldout(root, tmp_path, scorers, **data) -> OODBenchmarkConfig:
-    return OODBenchmarkConfig.from_dict({
-        "benchmark": "mvtec_heldout", "splits": ["defects"], "scorers": scorers,
-        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
-                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2, **data},
-        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")}, "c.yaml")
-
-
 # --- nuisance_k the ID-train images cannot give -----------------------------------------
-def test_a_nuisance_k_above_the_id_train_images_is_refused_before_extraction(tiny, tmp_path, monkeypatch):
+def test_a_nuisance_k_above_the_id_train_images_is_refused_before_extraction(ood_tiny, tmp_path, monkeypatch):
     def built(*args, **kwargs):
         raise RuntimeError("the backbone was built")
 
     monkeypatch.setattr(ood_benchmark, "build_backbone", built)
-    cfg = _heldout(tiny, tmp_path, ["nan", {"name": "nan", "label": "nan+colour", "nuisance": "colour",
+    cfg = _heldout(ood_tiny, tmp_path, ["nan", {"name": "nan", "label": "nan+colour", "nuisance": "colour",
                                             "nuisance_k": 6}])
     assert len(build_data(cfg)[0].id_train) == 6
     with pytest.raises(ConfigError, match=r"^c\.yaml: scorer 'nan\+colour': nuisance_k 6 needs more than "
@@ -759,11 +743,11 @@ def test_a_nuisance_k_above_the_id_train_images_is_refused_before_extraction(tin
         run_ood_benchmark(cfg, progress=False)
 
 
-def test_a_projection_the_data_cannot_give_is_named_with_its_row(tiny, tmp_path):
+def test_a_projection_the_data_cannot_give_is_named_with_its_row(ood_tiny, tmp_path):
     """A cross-fitted member learns its projection from the fold's bank only (3 of the 6
     images here, 2 directions): k = 3 passes the whole-set check and fails there, named."""
     row = {"name": "mahalanobis", "label": "m+colour", "nuisance": "colour", "nuisance_k": 3}
-    cfg = _heldout(tiny, tmp_path, ["nan", row])
+    cfg = _heldout(ood_tiny, tmp_path, ["nan", row])
     cfg.fusions = [ood_benchmark.FusionSpec("f", ["nan", "m+colour"], folds=2)]
     with pytest.raises(ConfigError, match=r"^c\.yaml: scorer 'm\+colour' \(cross-fitted, 2 folds\): nuisance "
                                           r"subspace: k=3 but the training features span only 2"):
@@ -771,11 +755,11 @@ def test_a_projection_the_data_cannot_give_is_named_with_its_row(tiny, tmp_path)
 
 
 # --- the row settings in the JSON -------------------------------------------------------
-def test_json_rows_record_input_orient_and_nuisance(tiny, tmp_path):
+def test_json_rows_record_input_orient_and_nuisance(ood_tiny, tmp_path):
     scorers = ["nan", {"name": "nan", "label": "nan+colour3", "nuisance": "colour", "nuisance_k": 3},
                {"name": "nan", "label": "nan+colour", "nuisance": "colour"},
                {"name": "feature_norm", "label": "fn_o", "orient": "pseudo_ood"}, "block_feature_norm"]
-    cfg = _heldout(tiny, tmp_path, scorers)
+    cfg = _heldout(ood_tiny, tmp_path, scorers)
     cfg.fusions = [ood_benchmark.FusionSpec("f", ["nan", "fn_o"], folds=2)]
     rows = {r["scorer"]: r for r in run_ood_benchmark(cfg, progress=False)["results"]}
     keys = ("input", "orient", "nuisance", "nuisance_k")

@@ -29,11 +29,9 @@ from anomaly_inspect.data.isic import (
 )
 from anomaly_inspect.data.layout import DatasetLayoutError
 from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark, read_colour_manifest
-from anomaly_inspect.evaluation.ood_benchmark import (
-    OODBenchmarkConfig,
-)
 from anomaly_inspect.features.cache import FeatureCache, file_list_hash
 from anomaly_inspect.features.runtime import CalibrationError
+from ood_helpers import heldout_config as _heldout
 
 HEADER = ["image_id", "split", "path", "melanoma_isic2017", "bissoto_label", "artefacts_annotated",
           "dark_corner", "hair", "gel_border", "gel_bubble", "ruler", "ink", "patches"]
@@ -576,23 +574,6 @@ def test_an_image_twice_in_one_ood_split_is_refused(tmp_path):
 
 # BOM / Latin-1 CSVs and blank index paths are named with their file; repeated id_groups and a
 # missing MVTec category folder are named as such.
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """A small synthetic MVTec-layout category (64 px): 8 train good, 4 test good, 2 + 2 defects."""
-    from anomaly_inspect.data.synthetic import generate_dataset
-
-    return generate_dataset(tmp_path_factory.mktemp("data"), "tiny", n_train=8, n_test_good=4,
-                            n_test_per_defect=2, image_size=64, defects=("scratch", "stain")).parent
-
-
-def _heldout(root, tmp_path, scorers, **data) -> OODBenchmarkConfig:
-    return OODBenchmarkConfig.from_dict({
-        "benchmark": "mvtec_heldout", "splits": ["defects"], "scorers": scorers,
-        "data": {"root": str(root), "category": "tiny", "id_groups": ["good"],
-                 "ood_groups": {"defects": ["scratch", "stain"]}, "folds": 2, **data},
-        "features": {"image_size": 64, "batch_size": 8}, "cache_dir": str(tmp_path / "cache")}, "c.yaml")
-
-
 # --- BOM-prefixed and non-UTF-8 CSVs ----------------------------------------------------
 def _with_bom(path) -> None:
     path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
@@ -662,15 +643,15 @@ def test_index_paths_are_checked_when_the_index_is_read(tmp_path, path, message)
 
 
 # --- a repeated id group ----------------------------------------------------------------
-def test_a_repeated_id_group_is_refused_as_such(tiny, tmp_path):
+def test_a_repeated_id_group_is_refused_as_such(ood_tiny, tmp_path):
     from anomaly_inspect.data.mvtec_ood import mvtec_heldout_benchmark
 
     with pytest.raises(ConfigError, match=r"c\.yaml: data: id_groups: \['scratch'\] listed more than "
                                           r"once; list each group once"):
-        _heldout(tiny, tmp_path, ["nan"], id_groups=["good", "scratch", "scratch"],
+        _heldout(ood_tiny, tmp_path, ["nan"], id_groups=["good", "scratch", "scratch"],
                  ood_groups={"defects": ["stain"]})
     with pytest.raises(ValueError, match=r"id_groups: \['scratch'\] listed more than once"):
-        mvtec_heldout_benchmark(tiny, "tiny", ["good", "scratch", "scratch"], {"defects": ["stain"]}, folds=2)
+        mvtec_heldout_benchmark(ood_tiny, "tiny", ["good", "scratch", "scratch"], {"defects": ["stain"]}, folds=2)
 
 
 def test_a_missing_mvtec_category_folder_is_named_as_missing(tmp_path):

@@ -105,9 +105,16 @@ def graph_note(graph: dict | None) -> str:
 def print_result(result: EvaluationResult) -> None:
     """Print an evaluation result as the table every evaluating command shows."""
     px = f"n/a ({result.pixel_auroc_note})" if result.pixel_auroc is None else f"{result.pixel_auroc:.4f}"
+    outside = result.anomalous_pixels_outside_crop
+    if result.pixel_auroc_whole_image is not None and outside is not None:
+        px += (f" over the {result.crop_size} px crop; {result.pixel_auroc_whole_image:.4f} over the "
+               f"whole image, where {outside['anomalous']} of {outside['of']} anomalous mask pixels "
+               f"lie outside the crop (scored as the lowest)")
+    crop = f", {result.crop_size}px centre crop" if result.crop_size else ""
     print_table([
         ("category", result.category),
-        ("method", f"{result.method} on {result.backbone} ({result.weights} weights, {result.image_size}px)"),
+        ("method", f"{result.method} on {result.backbone} ({result.weights} weights, "
+                   f"{result.image_size}px{crop})"),
         ("image AUROC", f"{result.image_auroc:.4f}"),
         ("pixel AUROC", px),
         ("image AUROC by defect", ", ".join(f"{g} {v:.3f}" for g, v in result.image_auroc_by_defect.items())),

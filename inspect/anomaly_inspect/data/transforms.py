@@ -153,10 +153,24 @@ class ImageTransform:
         border = (box.top, s - box.top - box.height, box.left, s - box.left - box.width)
         image = cv2.resize(image, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
         image = cv2.copyMakeBorder(image, *border, cv2.BORDER_REFLECT_101)
-        if mask is not None:
-            mask = cv2.resize(mask, (box.width, box.height), interpolation=cv2.INTER_NEAREST)
-            mask = cv2.copyMakeBorder(mask, *border, cv2.BORDER_CONSTANT, value=0)
-        return image, mask
+        return image, None if mask is None else self._pad_mask(mask, box)
+
+    def _pad_mask(self, mask: np.ndarray, box: Box) -> np.ndarray:
+        s = self.cfg.image_size
+        border = (box.top, s - box.top - box.height, box.left, s - box.left - box.width)
+        mask = cv2.resize(mask, (box.width, box.height), interpolation=cv2.INTER_NEAREST)
+        return cv2.copyMakeBorder(mask, *border, cv2.BORDER_CONSTANT, value=0)
+
+    def uncropped_mask(self, mask: np.ndarray, height: int, width: int) -> np.ndarray:
+        """The (image_size, image_size) mask of a ``height`` x ``width`` image as
+        :meth:`__call__` places it before the centre crop (the mask it returns is this one's
+        crop): evaluate's pixel AUROC covers the pixels the crop leaves out too."""
+        if mask.shape[:2] != (height, width):
+            mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+        if self.cfg.resize == "pad":
+            return self._pad_mask(mask, self.cfg.resized_box(height, width))
+        s = self.cfg.image_size  # albumentations' Resize takes masks by nearest neighbour
+        return cv2.resize(mask, (s, s), interpolation=cv2.INTER_NEAREST)
 
     def __call__(self, image: np.ndarray, mask: np.ndarray | None = None):
         if mask is not None and mask.shape[:2] != image.shape[:2]:

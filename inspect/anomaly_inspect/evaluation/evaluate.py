@@ -15,10 +15,11 @@ import numpy as np
 
 from ..choices import check_instance
 from ..config import ModelConfig, config_for_fit
-from ..data.image_io import DEFAULT_MAX_PIXELS
+from ..data.image_io import DEFAULT_MAX_PIXELS, read_mask
 from ..data.layout import DatasetLayoutError
 from ..data.mvtec import AnomalyDataset
 from ..data.samples import Sample
+from ..data.transforms import ImageTransform, build_transform
 from ..pipeline import Engine, Runner, build
 from ..pipeline.engine import check_engine
 from ..progress import Progress
@@ -59,6 +60,15 @@ class EvaluationResult:
     stage_seconds: dict[str, float] | None = None  # decode, backbone, embed, fit, search, maps
     search_graph: dict | None = None  # an HNSW graph's M and its fit-time check(s): excess distance
     pixel_auroc_note: str | None = None  # why there is no pixel AUROC (None when there is one)
+    #: the centre crop of the resized image that is the backbone's input (None: the whole image);
+    #: ``pixel_auroc`` is then over the crop, as the published MVTec protocol crops the masks
+    crop_size: int | None = None
+    #: with a crop: the pixel AUROC over every pixel of each image's content, those outside the
+    #: crop scored below every pixel the model saw (:func:`score_unseen`: a defect there is a miss)
+    pixel_auroc_whole_image: float | None = None
+    #: with a crop and a pixel AUROC: {"anomalous": N, "of": M}, N of the M anomalous mask
+    #: pixels (in the resized image's pixels) lie outside the crop, unseen by the model
+    anomalous_pixels_outside_crop: dict[str, int] | None = None
     #: the built scorer's effective parameters (get_params): ``config`` holds only the
     #: config's ``scorer:`` section, which leaves the defaults (and the seed) out
     scorer_params: dict | None = None
@@ -154,6 +164,33 @@ def _pixel_auroc(masks: list[np.ndarray], maps: list[np.ndarray], name: str) -> 
     return auroc(labels, np.concatenate(maps))
 
 
+def uncropped(amap: np.ndarray, mask_path: Path | None, height: int, width: int,
+              transform: ImageTransform) -> tuple[np.ndarray, np.ndarray]:
+    """The map and mask over all of a ``height`` x ``width`` image's content in the resized
+    image (``image_size`` px, the padding of ``resize: pad`` left out), from ``amap``, the map
+    of the centre crop the backbone saw: the pixels outside the crop are NaN in the map
+    (:func:`score_unseen` scores them) and the mask is read again, as the loader crops it."""
+    cfg = transform.cfg
+    s, off, crop = cfg.image_size, cfg.crop_offset, cfg.output_size
+    full = np.full((s, s), np.nan, np.float32)
+    full[off:off + crop, off:off + crop] = amap
+    mask = (read_mask(mask_path, cfg.max_pixels) if mask_path is not None
+            else np.zeros((height, width), np.uint8))
+    content = cfg.resized_box(height, width).slices()
+    return full[content].ravel(), transform.uncropped_mask(mask, height, width)[content].ravel() > 0
+
+
+def score_unseen(maps: list[np.ndarray]) -> None:
+    """Score, in place, the pixels outside the crop (NaN in ``maps``) just below the lowest
+    score of any pixel the model saw, over the whole test set: they rank as the most normal,
+    so a defect outside the crop is a miss, as it is for the detector."""
+    if not maps:
+        return
+    floor = np.nextafter(np.float32(min(np.nanmin(m) for m in maps)), np.float32(-np.inf))
+    for m in maps:
+        m[np.isnan(m)] = floor
+
+
 def pixel_auroc_note(has_masks: bool, masks: list[np.ndarray], method: str) -> str:
     """Why :func:`_pixel_auroc` gave none: no masks, no anomaly maps from ``method``, or masks
     that mark no (or every) pixel anomalous."""
@@ -175,7 +212,10 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
     (:func:`check_dataset`). A distributed ``engine``
     fits the memory bank on its workers (:func:`..pipeline.remote_fit.fit_bank_remote`:
     extraction and the coreset's first round there, the second round here); the test split
-    is scored here either way."""
+    is scored here either way. With ``features.crop_size`` the pixel AUROC is over the crop (the
+    published protocol), and the result also gives it over every pixel of each image's content,
+    those outside the crop scored as the most normal (:func:`uncropped`, :func:`score_unseen`),
+    with how many anomalous mask pixels lie there."""
     check_instance("dataset", dataset, AnomalyDataset,
                    "load_mvtec(...), load_folders(...) or load_dataset(...)")
     cfg = config_for_fit(cfg)
@@ -203,7 +243,10 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
         backbone.release()  # the runtime's memory arena is not needed until the test images
     test = dataset.test
     mask_paths = [s.mask_path for s in test] if dataset.has_masks else None
+    crop = cfg.features.crop_size
+    full = build_transform(extractor.transform) if crop else None  # the crop's maps made whole
     scores, maps, masks = [], [], []
+    whole_maps, whole_masks = [], []  # with a crop: every content pixel
     with Timer() as test_t:
         for item in runner.score({cfg.method: scorer}, [s.path for s in test], "score test",
                                  mask_paths):
@@ -213,15 +256,30 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
                 with runner.times("maps"):
                     size = item.batch.masks.shape[1:]
                     batch_maps = anomaly_maps(result.patch_scores, size).astype(np.float32)
-                    for amap, mask, box in zip(batch_maps, item.batch.masks, item.batch.boxes,
-                                               strict=True):
+                    for j, (amap, mask, box) in enumerate(zip(batch_maps, item.batch.masks,
+                                                              item.batch.boxes, strict=True)):
+                        if full is not None:  # every content pixel, those outside the crop too
+                            whole = uncropped(amap, test[item.batch.indices[j]].mask_path,
+                                              *item.batch.originals[j], full)
+                            whole_maps.append(whole[0])
+                            whole_masks.append(whole[1])
                         maps.append(amap[box.slices()].ravel())  # the image's pixels, not padding
                         masks.append(mask[box.slices()].ravel().astype(bool))
+    outside = whole_pixel = None
+    if whole_maps:
+        outside = {"anomalous": sum(int((np.isnan(a) & m).sum())
+                                    for a, m in zip(whole_maps, whole_masks, strict=True)),
+                   "of": sum(int(m.sum()) for m in whole_masks)}
+        score_unseen(whole_maps)
     image_scores = np.concatenate(scores)
     labels = np.array([s.label for s in test])
     image_auroc = auroc(labels, image_scores)
     pixel = _pixel_auroc(masks, maps, dataset.name)
     note = None if pixel is not None else pixel_auroc_note(dataset.has_masks, masks, cfg.method)
+    if pixel is None:
+        outside = None
+    elif whole_maps:
+        whole_pixel = float(auroc(np.concatenate(whole_masks), np.concatenate(whole_maps)))
     n_train, n_test = len(train_paths), len(test)
     return EvaluationResult(
         category=dataset.name,
@@ -250,5 +308,8 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
         search_graph={"m": summary["search_graph_m"], "excess": summary["search_graph_excess"]}
         if "search_graph_m" in summary else None,
         pixel_auroc_note=note,
+        crop_size=crop,
+        pixel_auroc_whole_image=whole_pixel,
+        anomalous_pixels_outside_crop=outside,
         scorer_params=scorer.get_params(),
     )

@@ -584,7 +584,15 @@ class _BatchWriter:
         thumbnail of it), at the source image's aspect ratio, as its overlay thumbnail: a
         stretched input is square whatever the image's shape (its size comes from the file's
         header, no second decode; the square stays where the header cannot be read now). A
-        padded input's content already has the image's shape."""
+        padded input's content already has the image's shape. With a centre crop the input
+        holds only the crop: the thumbnail is made from the whole image, as its overlay is
+        (:meth:`_overlay`; from the input, with a warning, where the file cannot be read now)."""
+        if self.transform.crop_size:
+            try:
+                whole = read_image(r.path, self.transform.max_pixels, min_side=2 * self.thumb_size)
+                return fit_within(whole, self.thumb_size)
+            except OSError as exc:
+                log.warning("the thumbnail of %s shows its centre crop only: %s", r.path, exc)
         if self.transform.resize != "stretch":
             return fit_within(image, self.thumb_size)
         try:

@@ -390,7 +390,9 @@ def test_cached_arrays_are_keyed_by_every_module_the_benchmark_can_reach(tmp_pat
     for rel in files:
         (src / rel).parent.mkdir(parents=True, exist_ok=True)
         (src / rel).write_text("x = 1\n")
-    monkeypatch.setattr(ood_benchmark, "__file__", str(src / "evaluation" / "ood_benchmark.py"))
+    from anomaly_inspect.features import cache as feature_cache
+
+    monkeypatch.setattr(feature_cache, "__file__", str(src / "features" / "cache.py"))
     for rel in files:
         before = ood_benchmark.code_fingerprint()
         (src / rel).write_text((src / rel).read_text() + "x += 1\n")

@@ -51,7 +51,13 @@ from ..data.mvtec_ood import (
 from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
-from ..features.cache import FeatureCache, cache_key, file_list_hash
+from ..features.cache import (  # noqa: F401 - UNFINGERPRINTED: checked by the tests here
+    UNFINGERPRINTED,
+    FeatureCache,
+    cache_key,
+    code_fingerprint,
+    file_list_hash,
+)
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..pipeline.builders import scorer_for
 from ..progress import Progress
@@ -524,25 +530,6 @@ def _check_defined(cfg: OODBenchmarkConfig, defined, section: str) -> None:
     missing = [s for s in cfg.splits if s not in defined]
     if missing:
         raise ConfigError(f"{cfg.source}: splits {missing} are not defined in data.{section}")
-
-
-#: parts of the package the benchmark never imports (front ends, the screening and tuning tools)
-UNFINGERPRINTED = ("cli.py", "commands", "screening", "tuning")
-
-
-def code_fingerprint() -> str:
-    """A hash of the package's source but ``UNFINGERPRINTED``: cached features, scores and
-    synthetic drawings depend on more than the feature and scorer code (image decoding,
-    transforms, pseudo-OOD, colour shifts, artefact drawing, fusion, the runner), so every
-    module the benchmark can reach keys them, and a run after a code change recomputes them
-    instead of reporting the old rows."""
-    root = Path(__file__).resolve().parent.parent
-    digest = hashlib.sha256()
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root)
-        if rel.parts[0] not in UNFINGERPRINTED:
-            digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _add_similarity_splits(data: OODData, manifest: Path | None, cat_dir: Path, groups: list[str],

@@ -34,6 +34,27 @@ from .runtime import CalibrationError
 
 log = logging.getLogger(__name__)
 
+#: parts of the package that compute no cached array (front ends, the screening and tuning
+#: tools; their caches' keys name what they decide themselves)
+UNFINGERPRINTED = ("cli.py", "commands", "screening", "tuning")
+
+
+def code_fingerprint(include: Sequence[str] = ()) -> str:
+    """A hash of the package's source but ``UNFINGERPRINTED`` (save the files ``include``
+    names, relative to the package, e.g. the tuning module that extracts): cached features, stage maps,
+    scores and synthetic drawings depend on more than the feature and scorer code (image
+    decoding, transforms, synthetic anomalies, pseudo-OOD, colour shifts, artefact drawing,
+    fusion, the runner), so every module that can compute them keys them, and a run after a
+    code change (an upgrade) recomputes them instead of serving the old arrays
+    (ood-benchmark's features and scores, tune's stage maps and synthetic sets)."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root)
+        if rel.parts[0] not in UNFINGERPRINTED or rel.as_posix() in include:
+            digest.update(rel.as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
 
 def file_fingerprints(paths: Sequence[Path | str]) -> list[list]:
     """[resolved path, size, mtime in ns] of each file, in order: a cache key that changes

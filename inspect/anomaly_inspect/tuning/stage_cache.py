@@ -30,7 +30,7 @@ from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path
 from ..data.transforms import Box
 from ..features.backbone import Backbone
-from ..features.cache import file_fingerprints, precision_key
+from ..features.cache import code_fingerprint, file_fingerprints, precision_key
 from ..features.extractor import FeatureExtractor, patch_array, raise_first_error, valid_grid
 from ..features.patch_embed import PatchEmbedding
 from ..files import cached_entry, write_json
@@ -111,8 +111,9 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
                crop_size: int | None = None, skip_unreadable: bool = False) -> StageMaps:
     """The stage maps of ``paths`` through ``backbone`` (all of its ``layers``), read from
     ``cache_dir`` when an extraction with the same backbone, weights, precision (at int8 the
-    calibration images, see :func:`calibrate`), geometry, files (path, size, mtime) and pixel
-    budget is there, else extracted now. Raises on the first unreadable image, or with
+    calibration images, see :func:`calibrate`), geometry, files (path, size, mtime), pixel
+    budget and package code (:func:`~..features.cache.code_fingerprint`) is there, else
+    extracted now. Raises on the first unreadable image, or with
     ``skip_unreadable`` leaves it out with a warning naming it. (``skip_unreadable`` is no part
     of the key: an entry holds unreadable images only when extracted with it, and one read
     without it raises at the first of them, as the extraction would.)"""
@@ -126,6 +127,8 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
         # entry (nothing at the default: those keys are those of earlier versions)
         **({"max_pixels": max_pixels} if max_pixels != DEFAULT_MAX_PIXELS else {}),
         **precision_key(backbone),  # nothing at f32: f32 keys are those of earlier versions
+        # decoding, transforms, the extractor and this module: an upgrade extracts again
+        "code": code_fingerprint(include=("tuning/stage_cache.py",)),
     }).encode()).hexdigest()[:16]
     directory = Path(cache_dir) / f"{backbone.name}-{image_size}-{resize}-{key}"
     input_size = crop_size or image_size

@@ -35,7 +35,7 @@ from ..data.layout import display_path
 from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, balanced_folds, fold_splits, fuse
 from ..evaluation.metrics import auroc
-from ..features.cache import file_fingerprints
+from ..features.cache import code_fingerprint, file_fingerprints
 from ..files import cached_entry
 from ..pipeline import build_backbone
 from ..pipeline.builders import scorer_for
@@ -255,7 +255,8 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
         donors.append(paths[int(rng.choice(bank))])
     fams = [settings.recipe.families[f] for f in families]
     described = [settings.recipe.to_dict(), file_fingerprints(paths), folds.tolist(), fams,
-                 file_fingerprints(donors), max_pixels]
+                 file_fingerprints(donors), max_pixels,
+                 code_fingerprint()]  # the drawing and decoding code: an upgrade draws again
     factors = []
     if output_size is not None:  # each file's header once (a donor is also one of the paths)
         factor = {p: decode_factor(p, output_size, max_pixels) for p in set(paths)}

@@ -677,14 +677,16 @@ def test_building_folders_a_killed_run_left_are_removed_by_the_next_build(tmp_pa
                                                               "not_ours"))])
 
 
-def test_stage_map_key_holds_the_precision_and_keeps_earlier_f32_keys(tmp_path):
-    """f32 entries keep the key of earlier versions on any runtime (hand-computed below);
+def test_stage_map_key_holds_the_precision_and_the_code(tmp_path):
+    """f32 entries have one key on any runtime (hand-computed below: the settings, the files
+    and the package's code, :func:`code_fingerprint`);
     int8 entries are keyed by the images the graph is calibrated on, and an uncalibrated
     int8 backbone is refused before anything is extracted."""
     import hashlib
     import json
 
     from anomaly_inspect.features.backbone import Backbone
+    from anomaly_inspect.features.cache import code_fingerprint
     from anomaly_inspect.features.runtime import CalibrationError
     from anomaly_inspect.tuning.stage_cache import calibrate, stage_maps
     from layout_writer import rgb_image, write_image
@@ -701,6 +703,7 @@ def test_stage_map_key_holds_the_precision_and_keeps_earlier_f32_keys(tmp_path):
     key = hashlib.sha256(json.dumps({
         "backbone": f32.name, "weights": f32.weight_source.checksum, "layers": [2, 3],
         "size": 64, "resize": "stretch", "mean": f32.mean, "std": f32.std, "files": files,
+        "code": code_fingerprint(include=("tuning/stage_cache.py",)),
     }).encode()).hexdigest()[:16]
     assert plain.directory == cache / f"tf_efficientnet_lite0-64-stretch-{key}"
     assert maps_of(Backbone(layers=[2, 3], runtime="onnxruntime")).directory == plain.directory

@@ -124,9 +124,9 @@ def stage_maps(backbone: Backbone, paths: Sequence[Path], image_size: int, resiz
         "mean": backbone.mean, "std": backbone.std, "files": file_fingerprints(paths),
         **({"crop": crop_size} if crop_size else {}),
         # the budget decides which images are refused as too large: another budget, another
-        # entry (nothing at the default: those keys are those of earlier versions)
+        # entry (nothing at the default: the key stays that of the default budget)
         **({"max_pixels": max_pixels} if max_pixels != DEFAULT_MAX_PIXELS else {}),
-        **precision_key(backbone),  # nothing at f32: f32 keys are those of earlier versions
+        **precision_key(backbone),  # nothing at f32: one key on every runtime
         # decoding, transforms, the extractor and this module: an upgrade extracts again
         "code": code_fingerprint(include=("tuning/stage_cache.py",)),
     }).encode()).hexdigest()[:16]

@@ -63,7 +63,8 @@ def make_folder(folder: Path | str) -> Path:
 def replacing(path: Path | str) -> Iterator[Path]:
     """A temporary path to write ``path``'s new content to; moved onto ``path`` when the block
     ends, removed if it raises. It ends with ``path``'s suffix (``np.savez`` adds ``.npz`` to a
-    name without it) and gets the permissions a plain ``open`` would give (``mkstemp``'s are
+    name without it) and gets the permissions of the file it replaces (a private file stays
+    private), or for a new file those a plain ``open`` would give (``mkstemp``'s are
     owner-only). An ``OSError`` that names no file, or only the temporary one (a full disk, a
     folder made read-only), is raised naming ``path`` (:func:`write_error`); so is a full disk
     or read-only folder met copying into the temporary file (``shutil.copyfile`` names the
@@ -84,7 +85,7 @@ def replacing(path: Path | str) -> Iterator[Path]:
     tmp = Path(name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~current_umask())
+        os.chmod(tmp, _mode_for(path))
         os.replace(tmp, path)
     except BaseException as exc:
         with suppress(OSError):  # a read-only folder: its error must not replace this one
@@ -92,6 +93,15 @@ def replacing(path: Path | str) -> Iterator[Path]:
         if isinstance(exc, OSError) and _writing(exc, name):
             raise write_error(exc, shown) from None
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits a new file written to ``path`` gets: those of the file there now,
+    or where there is none those a plain ``open`` gives."""
+    try:
+        return os.stat(path).st_mode & 0o777  # not set-id bits onto new content
+    except OSError:  # none there (yet), or not to be looked at: as a new file
+        return 0o666 & ~current_umask()
 
 
 #: errors writing a file that only another device or folder avoids, whatever the copy's source

@@ -451,7 +451,8 @@ def _input_image(path: Path, inputs: Sequence[str | Path] | None) -> str | None:
 def _earlier_output(path: Path) -> str | None:
     """What ``path`` is, where it is a file of a model directory or one that screen or explain
     wrote in a results folder (``screening.model.earlier_runs``, as screen and fit tell their
-    earlier outputs)."""
+    earlier outputs). A link is looked at as itself and as the file it names, which is the one
+    written (``files.replacing`` writes through a link)."""
     from ..screening import explain, runner
     from ..screening.model import earlier_runs
     from ..screening.model_dir import model_dir_holding
@@ -459,11 +460,12 @@ def _earlier_output(path: Path) -> str | None:
     model = model_dir_holding(path)
     if model is not None:
         return f"a file of model directory {model}"
-    folder = path.parent
-    runs = earlier_runs(folder)
-    for run, outputs in (("screen", runner.OUTPUTS), ("explain", explain.OUTPUTS)):
-        if run in runs and path.name in outputs:
-            return f"the {path.name} of an earlier {run} run in {folder}"
+    for named in dict.fromkeys((path, Path(os.path.realpath(path)))):
+        folder = named.parent
+        runs = earlier_runs(folder)
+        for run, outputs in (("screen", runner.OUTPUTS), ("explain", explain.OUTPUTS)):
+            if run in runs and named.name in outputs:
+                return f"the {named.name} of an earlier {run} run in {folder}"
     return None
 
 

@@ -34,6 +34,17 @@ if TYPE_CHECKING:
 EMBED_LIMIT = 2000
 STRIP_EMBED_LIMIT = 200  # explanation strips (~70 kB each) are inlined only up to this many
 REPORT_HTML = "report.html"
+#: the title every report of this tool has had, near its start: what tells it from a user's page
+REPORT_TITLE = "<title>anomaly-inspect screening report</title>"
+
+
+def is_report(path: Path) -> bool:
+    """Whether the file at ``path`` begins as the reports of this tool do (an HTML page with
+    :data:`REPORT_TITLE` in its first 512 bytes); one that cannot be read raises naming it."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    return head.startswith(b"<!DOCTYPE html>") and REPORT_TITLE.encode("ascii") in head
+
 
 _CSS = """
 body{font:14px/1.4 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -339,7 +350,7 @@ def write_report(out_dir: Path, rows: list[dict[str, str]], model: Model, labels
                "n_calibration": cal.n_calibration}
     page = ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'>"
-            "<title>anomaly-inspect screening report</title><style>" + _CSS + "</style></head><body>"
+            + REPORT_TITLE + "<style>" + _CSS + "</style></head><body>"
             + "".join(body)
             + "<script type='application/json' id='summary'>"
             + json.dumps(summary).replace("</", "<\\/") + "</script>"

@@ -280,14 +280,15 @@ def is_model_dir(target: Path) -> bool:
 def model_dir_holding(path: Path | str) -> Path | None:
     """The model directory (:func:`is_model_dir`) one of whose own files (:func:`_model_files`,
     or one a save writes) ``path`` is, else None: another command writing there would leave
-    the model unusable."""
+    the model unusable. A link is looked at as itself and as the file it names, which is the
+    one written (``files.replacing`` writes through a link)."""
     path = Path(path)
-    path = path.parent.resolve() / path.name  # a link itself is replaced, not what it names
-    for folder in path.parents:
-        if is_model_dir(folder):
-            rel = path.relative_to(folder).as_posix()
-            if rel in MODEL_FILES or rel in _model_files(folder):
-                return folder
+    for named in dict.fromkeys((path.parent.resolve() / path.name, Path(os.path.realpath(path)))):
+        for folder in named.parents:
+            if is_model_dir(folder):
+                rel = named.relative_to(folder).as_posix()
+                if rel in MODEL_FILES or rel in _model_files(folder):
+                    return folder
     return None
 
 

@@ -45,6 +45,7 @@ from ..files import make_folder, replacing, reworded, write_json
 from ..pipeline.engine import Engine, check_engine
 from ..progress import Progress
 from ..scorers.params import check_number
+from .explain import OUTPUTS as EXPLAIN_OUTPUTS
 from .explain import listed_strips
 from .lock import LOCK_NAME, OutputLock
 from .model import (
@@ -113,12 +114,41 @@ def image_key(path: str) -> str:
 OUTPUTS = (RESULTS_CSV, RUN_JSON, "report.html", LOCK_NAME, *OUTPUT_SUBDIRS)
 
 
+#: the name of a file screen or explain writes per image (:func:`image_key`, then a suffix)
+_PER_IMAGE = re.compile(r".*_[0-9a-f]{10}(_overlay)?\.(jpg|json)")
+
+
 def check_out_dir(out_dir: Path, writes: str) -> None:
     """Refuse a screen's or explain's ``out_dir`` that is a model directory: what the command
-    ``writes`` (its files, named in the message) would lie among the model's."""
+    ``writes`` (its files, named in the message) would lie among the model's. Refuse too a
+    symbolic link in it where screen or explain writes a file of its own (:func:`_planted_link`):
+    the file would be written where the link points (a results folder another account
+    prepared could so have any file of this user's replaced)."""
     if is_model_dir(out_dir):
         raise ValueError(f"{out_dir}: is a model directory; choose another out_dir ({writes} "
                          f"into it)")
+    link = _planted_link(out_dir)
+    if link is not None:
+        raise ValueError(f"{link}: is a symbolic link; this command writes its own files in "
+                         f"out_dir, not through links; remove it or choose another out_dir")
+
+
+def _planted_link(out_dir: Path) -> Path | None:
+    """A symbolic link in ``out_dir`` named as a file or folder screen or explain writes there
+    (:data:`OUTPUTS`, explain's, the per-image files), or in one of screen's subfolders
+    (:data:`OUTPUT_SUBDIRS`) named as a per-image file; None where there is none. ``out_dir``
+    itself may be a link: the user named it."""
+    own = {*OUTPUTS, *EXPLAIN_OUTPUTS}
+    for folder in (out_dir, *(out_dir / d for d in OUTPUT_SUBDIRS)):
+        try:
+            entries = list(os.scandir(folder))
+        except OSError:  # none there (yet), or no folder: nothing is written through it
+            continue
+        for e in entries:
+            if e.is_symlink() and ((folder == out_dir and e.name in own)
+                                   or _PER_IMAGE.fullmatch(e.name)):
+                return Path(e.path)
+    return None
 
 
 def thumb_relpath(path: str, overlay: bool = False) -> str:
@@ -299,6 +329,13 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     # a results.csv without rows (a run killed before its first batch, or a rescore killed
     # once it started the file over) is a fresh start, whatever screen.json says
     rows, bad = ([], 0) if rescore else read_results(csv_path)
+    if report and not rescore:
+        from .html_report import REPORT_HTML, is_report
+
+        page = out_dir / REPORT_HTML
+        if page.is_file() and not is_report(page):
+            raise ValueError(f"{page}: not a report of this tool; choose another out_dir or "
+                             f"pass rescore=True")
     if rows:
         again = "pass rescore=True to start over or choose another out_dir"
         if not run_path.is_file():
@@ -326,6 +363,9 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
             log.info("%s: dropped %d malformed, %d failed (retried now) and %d repeated rows",
                      csv_path, bad, n_err, n_read - n_err - len(rows))
     else:
+        if not rescore and run_path.is_file() and not _is_run_record(run_path):
+            raise ValueError(f"{run_path}: not a run record of this tool; choose another "
+                             f"out_dir or pass rescore=True")
         earlier = _earlier_rows(csv_path) if rescore else []  # their files are not this run's
         # first (before screen.json names this model): a kill between leaves an empty
         # results.csv, never another model's rows under this model's name
@@ -378,6 +418,16 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     log.info("screened %d images (%d flagged, %d errors, %d resumed) in %.1f s (%.1f img/s)",
              n_scored, n_flagged, len(errors), n_resumed, seconds, summary.images_per_second)
     return summary
+
+
+def _is_run_record(path: Path) -> bool:
+    """Whether ``path`` is a ``screen.json`` as screen writes it: a JSON object naming a
+    ``model_id`` (a damaged one is none)."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(meta, dict) and "model_id" in meta
 
 
 def _write_report(out_dir: Path, csv_path: Path, model: Model, labels: str | None,

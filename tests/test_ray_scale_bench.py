@@ -160,9 +160,9 @@ def test_run_one_passes_the_batch_size_to_load_model(monkeypatch, tmp_path):
         raise Stop
 
     monkeypatch.setattr(model_module, "load_model", fake)
-    (tmp_path / "paths.txt").write_text("a.png")
+    scale_bench.write_path_list(["a.png"], tmp_path / "paths.json")
     with pytest.raises(Stop):
-        scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.txt"), "local", None, 3)
+        scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.json"), "local", None, 3)
     assert seen == {"batch_size": 3}
 
 
@@ -244,8 +244,8 @@ def test_a_short_run_has_no_steady_rate(monkeypatch, tmp_path):
     import anomaly_inspect.screening.model as model_module
 
     monkeypatch.setattr(model_module, "load_model", lambda directory, **kw: _Model())
-    (tmp_path / "paths.txt").write_text("\n".join(f"{i}.png" for i in range(40)))
-    row = scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.txt"), "local", None)
+    scale_bench.write_path_list([f"{i}.png" for i in range(40)], tmp_path / "paths.json")
+    row = scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.json"), "local", None)
     assert row["images"] == 40 and row["steady_img_s"] is None
     assert row["steady_na"] == "1 batch after the first; 3 needed"
     row.update(round=0, load_before=0.0, load_after=0.0)
@@ -386,9 +386,9 @@ def _run(tmp_path, monkeypatch, names):
     import anomaly_inspect.screening.model as model_module
 
     monkeypatch.setattr(model_module, "load_model", lambda directory, **kw: _ErrorRowsModel())
-    (tmp_path / "paths.txt").write_text("\n".join(names))
+    scale_bench.write_path_list(names, tmp_path / "paths.json")
     started = time.perf_counter() - 10  # the run's process started 10 s ago
-    row = scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.txt"), "local", None,
+    row = scale_bench.run_one(str(tmp_path / "m"), str(tmp_path / "paths.json"), "local", None,
                               started=started)
     row.update(round=0, load_before=0.0, load_after=0.0)
     return row

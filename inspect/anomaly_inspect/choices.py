@@ -6,6 +6,7 @@ albumentations or ONNX Runtime, so ``--help`` and argument errors answer at once
 from __future__ import annotations
 
 import itertools
+import reprlib
 import types
 import typing
 from collections.abc import Sequence
@@ -40,19 +41,19 @@ CORESET_VARIANTS = {
 def check_runtime(runtime: str, precision: str) -> None:
     """Raise ValueError for an unknown runtime / precision or an unsupported pair."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        raise ValueError(f"runtime must be one of {RUNTIMES}, got {shown(runtime)}")
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {shown(precision)}")
     if precision == "bf16" and runtime != "openvino":
-        raise ValueError(f"precision bf16 needs runtime openvino (got runtime {runtime!r})")
+        raise ValueError(f"precision bf16 needs runtime openvino (got runtime {shown(runtime)})")
     if precision == "int8" and runtime != "onnxruntime":
-        raise ValueError(f"precision int8 needs runtime onnxruntime (got runtime {runtime!r})")
+        raise ValueError(f"precision int8 needs runtime onnxruntime (got runtime {shown(runtime)})")
 
 
 def check_embedding(aggregate: int, finest: str) -> None:
     """Raise ValueError for patch-embedding settings ``PatchEmbedding`` cannot take."""
     if finest not in FINEST_MODES:
-        raise ValueError(f"finest_stage must be one of {FINEST_MODES}, got {finest!r}")
+        raise ValueError(f"finest_stage must be one of {FINEST_MODES}, got {shown(finest)}")
     if aggregate < 1 or aggregate % 2 == 0:
         raise ValueError(f"aggregate must be an odd number >= 1 (a neighbourhood centred on "
                          f"its patch), got {aggregate}")
@@ -67,7 +68,7 @@ def check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
         raise ValueError(f"{name}: layers must not be empty")
     if any(a >= b for a, b in itertools.pairwise(layers)):
         raise ValueError(f"{name}: layers must be increasing indices without repeats "
-                         f"(shallow to deep), got {list(layers)}")
+                         f"(shallow to deep), got {shown(list(layers))}")
     return layers
 
 
@@ -76,6 +77,22 @@ def check_layers(name: str, layers: Sequence[int]) -> tuple[int, ...]:
 SEED_LIMIT = 2**31
 #: what a seed must be, the words of both the --seed flag's and the config's refusal
 SEED_RANGE = "must be below 2**31 (faiss's IVF clustering takes a 32-bit seed)"
+
+
+#: how much of a user's value an error message shows (:func:`shown`)
+SHOWN_CHARS = 80
+_SHORT_REPR = reprlib.Repr()
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 4, SHOWN_CHARS, SHOWN_CHARS
+_SHORT_REPR.maxlist = _SHORT_REPR.maxtuple = _SHORT_REPR.maxdict = _SHORT_REPR.maxset = 8
+
+
+def shown(value: Any) -> str:
+    """``repr(value)`` for an error message that quotes a value the user gave, cut to about
+    :data:`SHOWN_CHARS` characters (``...`` where cut). A YAML alias holds one list many times
+    over, by reference: cheap to read, but its whole repr was the message (430 bytes of YAML:
+    gigabytes)."""
+    text = _SHORT_REPR.repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
 class ConfigError(ValueError):
@@ -123,11 +140,11 @@ def check_field_types(obj: Any, section: str) -> None:
         if is_dataclass(hints[f.name]):  # a section (ModelConfig's backbone, features)
             if not isinstance(value, hints[f.name]):
                 raise ConfigError(f"{section}{f.name}: expected a {hints[f.name].__name__}, got "
-                                  f"{value!r}; a mapping (or a YAML file) is read with "
+                                  f"{shown(value)}; a mapping (or a YAML file) is read with "
                                   f"ModelConfig.from_dict(...) or load_config(...)")
             continue
         if not _is_a(value, hints[f.name]):
-            raise ConfigError(f"{section}{f.name}: expected {_describe(hints[f.name])}, got {value!r}")
+            raise ConfigError(f"{section}{f.name}: expected {_describe(hints[f.name])}, got {shown(value)}")
 
 
 def check_instance(name: str, value: Any, kind: type, how: str) -> None:

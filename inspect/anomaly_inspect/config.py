@@ -28,6 +28,7 @@ from .choices import (  # SEED_LIMIT / SEED_RANGE re-exported: config's names fo
     check_instance,
     check_layers,
     check_runtime,
+    shown,
 )
 from .files import not_utf8
 
@@ -42,6 +43,10 @@ MIN_IMAGE_SIZE = 32  # the backbones' stride-16 feature maps need a few cells
 #: refused up front: a larger side failed only once images were read, in OpenCV's allocation of
 #: the resized image ("Insufficient memory"), as unreadable images
 MAX_IMAGE_SIZE = 4096
+#: the largest input side a saved model may declare, checked as it is loaded: above
+#: ``MAX_IMAGE_SIZE``, for models fitted before that bound existed, yet bounded: a model.json
+#: declaring 60000 had each screened image resized to 60000² float32 (11 GB)
+MAX_SAVED_IMAGE_SIZE = 2 * MAX_IMAGE_SIZE
 
 
 def _at_least(section: str, name: str, value: int | None, low: int) -> None:
@@ -111,7 +116,7 @@ class FeatureConfig:
             raise ConfigError(f"features: crop_size ({self.crop_size}) must not exceed "
                               f"image_size ({self.image_size})")
         if self.resize not in RESIZE_MODES:
-            raise ConfigError(f"features: resize must be one of {RESIZE_MODES}, got {self.resize!r}")
+            raise ConfigError(f"features: resize must be one of {RESIZE_MODES}, got {shown(self.resize)}")
         try:  # refused here, not when a model is built (and without importing torch)
             check_embedding(self.aggregate, self.finest_stage)
         except ValueError as exc:
@@ -169,13 +174,23 @@ class ModelConfig:
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
+    def check_saved(self, source: str = "config") -> None:
+        """Refuse, naming ``source``, a saved model's input side beyond
+        ``MAX_SAVED_IMAGE_SIZE`` (its crop is no larger): screening would resize each image to
+        it. Checked as a model directory is opened; a new fit's bounds are
+        :meth:`check_new_fit`'s."""
+        if self.features.image_size > MAX_SAVED_IMAGE_SIZE:
+            raise ConfigError(f"{source}: features: image_size: must be at most "
+                              f"{MAX_SAVED_IMAGE_SIZE} in a saved model (a fit takes at most "
+                              f"{MAX_IMAGE_SIZE}), got {self.features.image_size}")
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> ModelConfig:
         if not isinstance(data, dict | None):
-            raise ConfigError(f"{source}: expected a mapping, got {data!r}")
+            raise ConfigError(f"{source}: expected a mapping, got {shown(data)}")
         data = dict(data or {})
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
@@ -190,7 +205,7 @@ class ModelConfig:
         for name, section_cls in sections.items():
             given = data.get(name) or {}
             if not isinstance(given, dict):
-                raise ConfigError(f"{source}: {name}: expected a mapping, got {given!r}")
+                raise ConfigError(f"{source}: {name}: expected a mapping, got {shown(given)}")
             accepted = sorted(f.name for f in fields(section_cls))
             bad = sorted(set(given) - set(accepted))
             if bad:
@@ -346,10 +361,49 @@ class _DuplicateKey(Exception):
     """A key given twice in one YAML mapping: (key, its first line, its second line)."""
 
 
+#: the most values (scalars, lists, mappings) a YAML file read here may hold once its aliases
+#: are followed; a packaged config holds well under a thousand
+MAX_YAML_VALUES = 100_000
+
+
+def _check_expansion(node: yaml.Node, sizes: dict[int, int], open_: set[int]) -> int:
+    """The number of values ``node`` stands for with its aliases followed (``sizes``: those of
+    the nodes counted, by id; ``open_``: those being counted). An alias shares its node, so a
+    few hundred bytes of nested aliases (or nested ``<<`` merges) stand for billions of values:
+    cheap to read, but not to print, copy or compare; refused (a ``ComposerError`` marking
+    the node) above :data:`MAX_YAML_VALUES`, as is a value that holds itself."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    if id(node) in open_:
+        raise yaml.composer.ComposerError(None, None, "an alias refers to itself (a value that "
+                                          "holds itself)", node.start_mark)
+    open_.add(id(node))
+    children = (node.value if isinstance(node, yaml.SequenceNode) else
+                [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode)
+                else [])
+    size = 1
+    for child in children:
+        size += _check_expansion(child, sizes, open_)
+        if size > MAX_YAML_VALUES:
+            raise yaml.composer.ComposerError(None, None, f"its aliases expand to more than "
+                                              f"{MAX_YAML_VALUES} values", node.start_mark)
+    open_.discard(id(node))
+    sizes[id(node)] = size
+    return size
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """``yaml.SafeLoader`` refusing a key given twice in one mapping, which it would read as
     the last one silently (two ``features:`` blocks: the first is lost). Keys a ``<<`` merge
-    brings in may be overridden, as YAML means them to be."""
+    brings in may be overridden, as YAML means them to be. Aliases are followed up to
+    :data:`MAX_YAML_VALUES` values (:func:`_check_expansion`), checked before anything is
+    built."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        if node is not None:
+            _check_expansion(node, {}, set())
+        return node
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -395,7 +449,7 @@ def read_yaml_mapping(path: Path | str) -> dict[str, Any]:
         data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader) or {}
     except _DuplicateKey as exc:
         key, first, line = exc.args
-        raise ConfigError(f"{path}: line {line}: key {key!r} given twice (first at line {first}); "
+        raise ConfigError(f"{path}: line {line}: key {shown(key)} given twice (first at line {first}); "
                           f"only one would be read: merge them") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: {_yaml_error(exc)}") from None

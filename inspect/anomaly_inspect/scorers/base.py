@@ -243,6 +243,9 @@ class Scorer(ABC):
                 isinstance(w, int) and not isinstance(w, bool) and w >= 0 for w in widths.values())):
             raise ScorerFormatError(f"{meta_path}: input_widths must map feature fields to "
                                     f"widths, got {widths!r}")
+        if not isinstance(meta.get("params"), dict):  # else an AttributeError below
+            raise ScorerFormatError(f"{meta_path}: params must be an object (a mapping), got "
+                                    f"{type(meta.get('params')).__name__}")
         try:
             # files written before runtime switches were left out may still hold them
             params = {k: v for k, v in meta["params"].items() if k not in scorer_cls.runtime_params}

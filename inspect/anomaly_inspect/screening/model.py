@@ -571,8 +571,8 @@ def open_model_dir(directory: Path | str
                    ) -> tuple[ModelInfo, ModelConfig, Calibration, Backbone]:
     """``directory``'s description, config, calibration and backbone (not built where its card
     is cached), checked as a model is loaded: the format version, every file's checksum, the
-    config, then the backbone weights' checksum; any damage is a one-line
-    :class:`ModelFormatError`."""
+    config (and its input side, :meth:`~..config.ModelConfig.check_saved`), then the backbone
+    weights' checksum; any damage is a one-line :class:`ModelFormatError`."""
     directory = Path(directory)
     info = checked_model_info(directory)
     try:
@@ -580,6 +580,7 @@ def open_model_dir(directory: Path | str
         # Models saved before ``features.resize`` existed were fitted on stretched inputs.
         config["features"] = {"resize": "stretch", **(config.get("features") or {})}
         cfg = ModelConfig.from_dict(config, "config")
+        cfg.check_saved("config")
         calibration = Calibration.from_dict(info.calibration)
     except ConfigError as exc:
         raise ModelFormatError(f"{directory}/{MODEL_JSON}: {exc}") from None

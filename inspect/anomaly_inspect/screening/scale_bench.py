@@ -29,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..progress import Progress
@@ -118,7 +119,7 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
     from ..pipeline import make_engine
     from .model import load_model
 
-    paths = Path(paths_file).read_text(encoding="utf-8").splitlines()
+    paths = read_path_list(paths_file)
     made = time.perf_counter()
     eng = make_engine(engine, workers=workers)
     init_s = 0.0
@@ -148,6 +149,25 @@ def run_one(model_dir: str, paths_file: str, engine: str, workers: int | None,
             "driver_peak_rss_mb": round(peak_rss_mb(), 1),
             "worker_peak_rss_mb": round(peaks.max_mb, 1), "worker_processes": len(peaks.peaks),
             **({} if steady_na is None else {"steady_na": steady_na})}
+
+
+def write_path_list(paths: Sequence[Path | str], path: Path) -> None:
+    """Write the image list handed to a run as JSON: each name as results.csv holds it, its
+    text and, where it is not UTF-8, its percent-encoded bytes (``raw_path``), so that a name
+    with a line break, U+2028 or bytes that are not UTF-8 reaches the run whole (lines of
+    UTF-8 text split the first two and could not hold the last)."""
+    from ..data.layout import display_path
+    from .runner import raw_path_field
+
+    rows = [{"path": display_path(p), "raw_path": raw_path_field(str(p))} for p in paths]
+    path.write_text(json.dumps(rows), encoding="utf-8")
+
+
+def read_path_list(path: Path | str) -> list[str]:
+    """The names :func:`write_path_list` wrote to ``path``, as the file system spells them."""
+    from .runner import row_key
+
+    return [row_key(row) for row in json.loads(Path(path).read_text(encoding="utf-8"))]
 
 
 def steady_rate(images: int, batches: int, seconds: float) -> tuple[float | None, str | None]:
@@ -231,8 +251,8 @@ def bench_scale(model_dir: Path, paths: list[Path], configs: list[tuple[str, int
     a failed one's row holds ``error`` (one line) instead of the measurements. ``progress``:
     a bar over the runs on stderr and each row printed as its run ends."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    paths_file = work_dir / "paths.txt"
-    paths_file.write_text("\n".join(map(str, paths)), encoding="utf-8")
+    paths_file = work_dir / "paths.json"
+    write_path_list(paths, paths_file)
     rows = []
     with Progress(rounds * len(configs), "bench-scale runs", unit="run", enabled=progress) as bar:
         for r in range(rounds):

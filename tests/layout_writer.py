@@ -109,18 +109,24 @@ def fake_datasets(root: Path, sizes: dict[str, tuple[int, int]]):
     return datasets, dirs
 
 
+def small_config(**backbone):
+    """The small model config of the fast tests: random backbone weights (nothing to load),
+    64 px inputs; ``backbone``: other ``BackboneConfig`` fields (runtime, layers ...)."""
+    from anomaly_inspect.config import BackboneConfig, FeatureConfig, ModelConfig
+
+    return ModelConfig(backbone=BackboneConfig(weights="random", **backbone),
+                       features=FeatureConfig(image_size=64))
+
+
 def fit_tiny_model(root: Path):
     """A PatchCore model on 8 small random-weight training images written under ``root/train``
-    (64 px, a quarter held out for calibration), and its saved directory ``root/model``."""
-    from anomaly_inspect.config import ModelConfig
+    (:func:`small_config`, a quarter held out for calibration), and its saved directory
+    ``root/model``."""
     from anomaly_inspect.screening.model import fit
 
     for i in range(8):
         write_image(root / "train" / f"{i}.png", rgb_image(48, seed=i))
-    cfg = ModelConfig()
-    cfg.backbone.weights = "random"
-    cfg.features.image_size = 64
-    model = fit([root / "train"], cfg, calibration_fraction=0.25, progress=False)
+    model = fit([root / "train"], small_config(), calibration_fraction=0.25, progress=False)
     return model, model.save(root / "model")
 
 

@@ -16,10 +16,7 @@ from PIL import Image
 
 from anomaly_inspect.cli import main
 from anomaly_inspect.config import (
-    BackboneConfig,
     ConfigError,
-    FeatureConfig,
-    ModelConfig,
     load_config,
 )
 from anomaly_inspect.data.folder import load_folders
@@ -34,17 +31,11 @@ from anomaly_inspect.screening import runner as runner_mod
 from anomaly_inspect.screening.model import load_model
 from anomaly_inspect.screening.runner import screen
 from api_helpers import labelled_dataset as _dataset
-from layout_writer import rgb_image, write_image
+from layout_writer import fit_tiny_model, rgb_image, write_image
+from layout_writer import small_config as _cfg
 
 HEAD_SCORERS = ["msp", "energy", "max_logit", "head_nan", "head_feature_norm", "l2norm", "line",
                 "react", "dice", "vim", "odin", "odin_feature"]
-
-
-def _cfg() -> ModelConfig:
-    cfg = ModelConfig()
-    cfg.backbone.weights = "random"
-    cfg.features.image_size = 64
-    return cfg
 
 
 @pytest.fixture(scope="module")
@@ -218,21 +209,13 @@ def test_the_model_keeps_its_own_copy_of_the_config(tiny):
 # screen, iter_score's folders and globs, the wording of save / screen / fit refusals; an engine
 # given by name, screen's explain of the wrong kind, empty lists, and screen's / explain's listed
 # rows never taken as globs.
-def _random_cfg(**backbone) -> ModelConfig:
-    return ModelConfig(backbone=BackboneConfig(weights="random", **backbone),
-                       features=FeatureConfig(image_size=64))
-
-
 @pytest.fixture(scope="module")
 def saved_tiny(tmp_path_factory):
     """(root folder with train/ and new/, a model fitted on train/, that model saved)."""
     root = tmp_path_factory.mktemp("api_saved")
-    for i in range(8):
-        write_image(root / "train" / f"{i}.png", rgb_image(48, seed=i))
     for i in range(3):
         write_image(root / "new" / f"n{i}.png", rgb_image(48, seed=100 + i))
-    model = fit([root / "train"], _random_cfg(), calibration_fraction=0.25, progress=False)
-    return root, model, model.save(root / "model")
+    return root, *fit_tiny_model(root)
 
 
 # ---------------------------------------------------------------- arguments of the wrong kind
@@ -263,7 +246,7 @@ def test_evaluate_takes_no_cfg_as_the_default_config(monkeypatch):
 @pytest.mark.parametrize("dataset", ["/some/folder", ["a.png"]])
 def test_evaluate_refuses_a_dataset_that_is_no_dataset(dataset, reads_nothing):
     with pytest.raises(TypeError, match=r"^dataset: expected an AnomalyDataset .*load_mvtec"):
-        evaluate(dataset, _random_cfg(), progress=False)
+        evaluate(dataset, _cfg(), progress=False)
 
 
 def test_screen_refuses_a_model_that_is_no_model_before_making_out_dir(saved_tiny, tmp_path):
@@ -336,7 +319,7 @@ def test_screen_into_a_file_says_it_is_a_file(saved_tiny, tmp_path):
 
 def test_fit_of_an_empty_list_says_so(reads_nothing):
     with pytest.raises(ValueError, match=r"^no training images given \(an empty list\)$"):
-        fit([], _random_cfg(), progress=False)
+        fit([], _cfg(), progress=False)
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -348,7 +331,7 @@ def test_fit_of_an_empty_list_says_so(reads_nothing):
 ])
 def test_fit_refuses_numeric_arguments_up_front(kwargs, name, images, reads_nothing):
     with pytest.raises(ValueError, match=rf"^fit: {name} must be "):
-        fit(images, _random_cfg(), progress=False, **kwargs)
+        fit(images, _cfg(), progress=False, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs, name", [
@@ -377,7 +360,7 @@ ENGINE_REFUSAL = r"^engine: expected an Engine \(make_engine\(.*\), got 'local' 
 
 def test_fit_refuses_an_engine_given_by_name(images, reads_nothing):
     with pytest.raises(TypeError, match=ENGINE_REFUSAL):
-        fit(images, _random_cfg(), engine="local", progress=False)
+        fit(images, _cfg(), engine="local", progress=False)
 
 
 def test_screen_refuses_an_engine_given_by_name_before_making_out_dir(saved_tiny, tmp_path,
@@ -431,7 +414,7 @@ def test_load_folders_of_an_empty_list_says_so(train):
 
 def test_evaluate_refuses_an_engine_given_by_name(reads_nothing):
     with pytest.raises(TypeError, match=ENGINE_REFUSAL):
-        evaluate(_dataset(), _random_cfg(), progress=False, engine="local")
+        evaluate(_dataset(), _cfg(), progress=False, engine="local")
 
 
 def test_a_listed_image_named_like_a_glob_and_gone_is_an_error_row(saved_tiny, tmp_path, monkeypatch):

@@ -19,11 +19,7 @@ from anomaly_inspect.features.backbone import LayerRangeError
 from anomaly_inspect.scorers import get_scorer_class
 from anomaly_inspect.screening import fit
 from api_helpers import labelled_dataset as _dataset
-
-
-def _cfg(**backbone) -> ModelConfig:
-    return ModelConfig(backbone=BackboneConfig(weights="random", **backbone),
-                       features=FeatureConfig(image_size=64))
+from layout_writer import small_config as _cfg
 
 
 def _error(make) -> str:

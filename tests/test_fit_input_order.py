@@ -11,7 +11,6 @@ import json
 import numpy as np
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.config import ModelConfig
 from anomaly_inspect.data.folder import load_folders
 from anomaly_inspect.data.layout import list_images, listing_order
 from anomaly_inspect.pipeline import LocalEngine
@@ -19,15 +18,9 @@ from anomaly_inspect.screening import fit
 from anomaly_inspect.screening.distributed_fit import fit_on_engine
 from anomaly_inspect.screening.model import fit_split, input_images
 from layout_writer import rgb_image, write_image
+from layout_writer import small_config as _small_config
 
 TINY_FIT = ["--image-size", "64", "--runtime", "torch", "--quiet"]
-
-
-def _small_config() -> ModelConfig:
-    cfg = ModelConfig()
-    cfg.backbone.weights = "random"
-    cfg.features.image_size = 64
-    return cfg
 
 
 def _line(folder, n: int, first_seed: int) -> list:

@@ -9,20 +9,13 @@ import json
 import pytest
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.config import ModelConfig
 from anomaly_inspect.screening import fit
 from anomaly_inspect.screening.calibration import holdout_split
 from anomaly_inspect.screening.runner import read_results, thumb_relpath
 from layout_writer import corrupt_data_png, earlier_screen, rgb_image, write_image
+from layout_writer import small_config as _small_config
 
 SMALL = ["--weights", "random", "--image-size", "64", "--quiet"]
-
-
-def _small_config() -> ModelConfig:
-    cfg = ModelConfig()
-    cfg.backbone.weights = "random"
-    cfg.features.image_size = 64
-    return cfg
 
 
 def _good(folder, n: int, start: int = 0) -> list:

@@ -10,18 +10,11 @@ import shutil
 import pytest
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.config import ModelConfig
 from anomaly_inspect.screening import fit
 from anomaly_inspect.screening.calibration import holdout_split
 from anomaly_inspect.screening.model import calibration_split, fit_split
 from layout_writer import rgb_image, write_image
-
-
-def _small_config() -> ModelConfig:
-    cfg = ModelConfig()
-    cfg.backbone.weights = "random"
-    cfg.features.image_size = 64
-    return cfg
+from layout_writer import small_config as _small_config
 
 
 def _folder(root, n_good: int, corrupt: set[int] = frozenset()) -> list:

@@ -143,8 +143,14 @@ def reworded(exc: OSError, text: str) -> OSError:
 #: written that long before it is renamed into place)
 STALE_TEMP_AFTER_S = 3600.0
 #: :func:`replacing`'s temporary files: ``.<name>.<8 of mkstemp's letters>.tmp<suffix>``,
-#: where ``<suffix>`` is ``<name>``'s (checked by :func:`remove_stale_temp_files`)
+#: where ``<suffix>`` is ``<name>``'s (checked by :func:`_replacing_temp`)
 _REPLACING = re.compile(r"\.(.+)\.[a-z0-9_]{8}\.tmp(\.[^.]+)?")
+
+
+def _replacing_temp(name: str) -> bool:
+    """Whether ``name`` is that of a temporary file :func:`replacing` writes."""
+    m = _REPLACING.fullmatch(name)
+    return m is not None and (m[2] or "") == Path(m[1]).suffix
 
 
 def remove_stale_temp_files(folder: Path | str) -> None:
@@ -158,8 +164,7 @@ def remove_stale_temp_files(folder: Path | str) -> None:
         return
     removed = []
     for entry in entries:
-        m = _REPLACING.fullmatch(entry.name)
-        if m is None or (m[2] or "") != Path(m[1]).suffix:
+        if not _replacing_temp(entry.name):
             continue
         try:
             if (not entry.is_file(follow_symlinks=False)
@@ -342,15 +347,15 @@ def being_written(path: Path | str) -> bool:
     (:data:`WORK_FOLDERS`) that a live run holds (:func:`lock_folder`; also where it cannot be
     locked) or that is younger than :data:`STALE_AFTER_S`. Links are not followed."""
     path = Path(path)
-    temp, work = _REPLACING.fullmatch(path.name), WORK_FOLDERS.fullmatch(path.name)
-    if temp is None and work is None:
+    temp, work = _replacing_temp(path.name), WORK_FOLDERS.fullmatch(path.name)
+    if not temp and work is None:
         return False
     try:
         st = path.lstat()
     except FileNotFoundError:
         return False
     age = time.time() - st.st_mtime
-    if temp is not None and stat.S_ISREG(st.st_mode) and (temp[2] or "") == Path(temp[1]).suffix:
+    if temp and stat.S_ISREG(st.st_mode):
         return age < STALE_TEMP_AFTER_S
     if work is None or not stat.S_ISDIR(st.st_mode):
         return False

@@ -148,18 +148,19 @@ class ImageTransform:
         steps.append(A.Normalize(mean=cfg.mean, std=cfg.std, max_pixel_value=255.0))
         self.compose = A.Compose(steps)
 
-    def _pad(self, image: np.ndarray, mask: np.ndarray | None, box: Box):
+    def _border(self, box: Box) -> tuple[int, int, int, int]:
+        """The (top, bottom, left, right) padding around ``box`` in the square input."""
         s = self.cfg.image_size
-        border = (box.top, s - box.top - box.height, box.left, s - box.left - box.width)
+        return box.top, s - box.top - box.height, box.left, s - box.left - box.width
+
+    def _pad(self, image: np.ndarray, mask: np.ndarray | None, box: Box):
         image = cv2.resize(image, (box.width, box.height), interpolation=cv2.INTER_LINEAR)
-        image = cv2.copyMakeBorder(image, *border, cv2.BORDER_REFLECT_101)
+        image = cv2.copyMakeBorder(image, *self._border(box), cv2.BORDER_REFLECT_101)
         return image, None if mask is None else self._pad_mask(mask, box)
 
     def _pad_mask(self, mask: np.ndarray, box: Box) -> np.ndarray:
-        s = self.cfg.image_size
-        border = (box.top, s - box.top - box.height, box.left, s - box.left - box.width)
         mask = cv2.resize(mask, (box.width, box.height), interpolation=cv2.INTER_NEAREST)
-        return cv2.copyMakeBorder(mask, *border, cv2.BORDER_CONSTANT, value=0)
+        return cv2.copyMakeBorder(mask, *self._border(box), cv2.BORDER_CONSTANT, value=0)
 
     def uncropped_mask(self, mask: np.ndarray, height: int, width: int) -> np.ndarray:
         """The (image_size, image_size) mask of a ``height`` x ``width`` image as

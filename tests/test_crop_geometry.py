@@ -17,6 +17,7 @@ from anomaly_inspect.config import ModelConfig
 from anomaly_inspect.data.mvtec import load_mvtec
 from anomaly_inspect.data.transforms import TransformConfig, build_transform
 from anomaly_inspect.evaluation import evaluate as ev
+from anomaly_inspect.evaluation.metrics import aupro
 from layout_writer import rgb_image, write_image
 
 
@@ -102,6 +103,15 @@ def test_pixel_auroc_scores_the_pixels_outside_the_crop_as_the_lowest(tmp_path, 
     in_crop = [lbl.reshape(h, w)[16 - top:48 - top, 16:48].ravel() for lbl in labels]
     assert result.pixel_auroc == pytest.approx(
         roc_auc_score(np.concatenate(in_crop), np.tile(crop_map.ravel(), 4)), abs=1e-9)
+    # AUPRO likewise: over the crop only the centre defect is a region (its pixels score 5 in
+    # every image, so the curve climbs to PRO 1 at FPR 192 / 4032, area 1 - 0.0476 / 0.6);
+    # over the whole image the corner defect is a region that is missed
+    crop_masks = [m.reshape(32, 32) for m in in_crop]
+    assert result.pixel_aupro == pytest.approx(aupro(crop_masks, [crop_map] * 4), abs=1e-12)
+    assert result.pixel_aupro == pytest.approx(1 - 192 / 4032 / 0.6, abs=1e-12)
+    masks = [lbl.reshape(h, w) for lbl in labels]
+    assert result.pixel_aupro_whole_image == pytest.approx(aupro(masks, [content] * 4), abs=1e-12)
+    assert result.pixel_aupro_whole_image < 0.75
 
 
 def test_without_a_crop_the_map_covers_the_input_and_no_crop_is_recorded(tmp_path, monkeypatch):
@@ -117,7 +127,7 @@ def test_without_a_crop_the_map_covers_the_input_and_no_crop_is_recorded(tmp_pat
     assert result.pixel_auroc == pytest.approx(roc_auc_score(labels, np.tile(ramp.ravel(), 3)),
                                                abs=1e-9)
     assert result.crop_size is None and result.anomalous_pixels_outside_crop is None
-    assert result.pixel_auroc_whole_image is None
+    assert result.pixel_auroc_whole_image is None and result.pixel_aupro_whole_image is None
 
 
 def test_score_unseen_ranks_them_below_every_seen_pixel():

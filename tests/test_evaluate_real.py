@@ -24,6 +24,8 @@ def test_evaluate_bottle_defaults(shared_data, tmp_path, capsys):
     assert result["n_train"] == 209 and result["n_test"] == 83
     assert result["image_auroc"] >= 0.99
     assert result["pixel_auroc"] >= 0.96
+    assert 0.93 <= result["pixel_aupro"] <= 1  # 0.961 on 2026-12-05
+    assert result["image_fpr_at_tpr95"] <= 0.1  # 0.0: 20 test normals
     by_defect = result["image_auroc_by_defect"]
     assert set(by_defect) == {"broken_large", "broken_small", "contamination"}
     assert min(by_defect.values()) <= result["image_auroc"] <= max(by_defect.values()) + 1e-9
@@ -33,7 +35,7 @@ def test_evaluate_bottle_defaults(shared_data, tmp_path, capsys):
     assert all(v >= 0 for v in stages.values()) and stages["backbone"] > 0 and stages["maps"] > 0
     assert sum(stages.values()) <= result["fit_seconds"] + result["test_seconds"] + 1e-6
     printed = capsys.readouterr().out
-    assert "image AUROC" in printed and "time by stage" in printed
+    assert "image AUROC" in printed and "time by stage" in printed and "pixel AUPRO" in printed
 
 
 def test_evaluate_reports_missing_category(shared_data, capsys):

@@ -175,3 +175,65 @@ def test_evaluate_reports_the_aupro_of_the_image_pixels_and_the_image_fpr(tmp_pa
     assert result.pixel_aupro == pytest.approx(aupro([none, none, *masks], [ramp] * 4), abs=1e-12)
     assert 0 < result.pixel_aupro < 1
     assert result.image_fpr_at_tpr95 in (0.0, 0.5, 1.0)  # two test normals
+
+
+def test_with_every_defect_outside_the_crop_the_whole_image_figures_show_the_miss(
+        tmp_path, monkeypatch, caplog, capsys):
+    """64 px inputs, a 48 px centre crop (rows / columns 8..55): defects in rows 0..4 are never
+    seen. The crop has no defect pixel, so no pixel AUROC or AUPRO over it, said as such (not
+    "the masks mark no pixel"); over the whole image the defects score below every seen pixel:
+    pixel AUROC and AUPRO as computed here by hand, and all 300 defect pixels counted outside."""
+    from anomaly_inspect.commands.evaluate import print_result
+
+    cat = tmp_path / "w"
+    for i in range(3):
+        write_image(cat / "train" / "good" / f"{i}.png", rgb_image(64, seed=i))
+    for i in range(2):
+        write_image(cat / "test" / "good" / f"{i}.png", rgb_image(64, seed=10 + i))
+    mask = np.zeros((64, 64), np.uint8)
+    mask[0:5, 20:50] = 1
+    for i in range(2):
+        write_image(cat / "test" / "bad" / f"{i}.png", rgb_image(64, seed=20 + i))
+        write_image(cat / "ground_truth" / "bad" / f"{i}_mask.png", mask * 255)
+    ramp = np.tile(np.arange(48, dtype=np.float32), (48, 1))
+    monkeypatch.setattr(ev, "anomaly_maps",
+                        lambda patch_scores, size: np.stack([ramp] * len(patch_scores)))
+    cfg = ModelConfig(backbone=BackboneConfig(weights="random", runtime="torch"),
+                      features=FeatureConfig(image_size=64, crop_size=48))
+    result = ev.evaluate(load_mvtec(tmp_path, "w"), cfg, progress=False)
+    assert result.pixel_auroc is None and result.pixel_aupro is None
+    assert result.pixel_auroc_note == "the masks mark no pixel anomalous inside the 48 px crop"
+    assert caplog.text.count("no pixel AUROC") == 1
+    full = np.full((64, 64), -1.0, np.float32)  # unseen: below every seen pixel
+    full[8:56, 8:56] = ramp
+    none = np.zeros_like(mask)
+    labels = np.concatenate([none.ravel(), none.ravel(), mask.ravel(), mask.ravel()]).astype(bool)
+    from sklearn.metrics import roc_auc_score
+
+    assert result.pixel_auroc_whole_image == pytest.approx(
+        roc_auc_score(labels, np.tile(full.ravel(), 4)), abs=1e-9)
+    assert result.pixel_aupro_whole_image == pytest.approx(
+        aupro([none, none, mask, mask], [full] * 4), abs=1e-12)
+    assert result.pixel_aupro_whole_image == 0.0  # never reached before FPR 0.3
+    assert result.anomalous_pixels_outside_crop == {"anomalous": 300, "of": 300}
+    print_result(result)
+    printed = capsys.readouterr().out
+    assert "pixel AUPRO            n/a (to 30 % FPR) over the crop; 0.0000 over the whole image" \
+        in printed
+
+
+def test_masks_with_no_defect_anywhere_are_said_once_without_the_crop(tmp_path, monkeypatch,
+                                                                     caplog):
+    cat = tmp_path / "w"
+    for i in range(3):
+        write_image(cat / "train" / "good" / f"{i}.png", rgb_image(64, seed=i))
+        write_image(cat / "test" / "good" / f"{i}.png", rgb_image(64, seed=10 + i))
+    write_image(cat / "test" / "bad" / "0.png", rgb_image(64, seed=20))
+    write_image(cat / "ground_truth" / "bad" / "0_mask.png", np.zeros((64, 64), np.uint8))
+    cfg = ModelConfig(backbone=BackboneConfig(weights="random", runtime="torch"),
+                      features=FeatureConfig(image_size=64, crop_size=48))
+    result = ev.evaluate(load_mvtec(tmp_path, "w"), cfg, progress=False)
+    assert result.pixel_auroc is None and result.pixel_auroc_whole_image is None
+    assert result.pixel_auroc_note == "the masks mark no pixel anomalous"
+    assert caplog.text.count("no pixel AUROC") == 1
+    assert result.anomalous_pixels_outside_crop is None and result.pixel_aupro_whole_image is None

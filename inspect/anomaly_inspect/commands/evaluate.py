@@ -110,8 +110,10 @@ def print_result(result: EvaluationResult) -> None:
         px += (f" over the {result.crop_size} px crop; {result.pixel_auroc_whole_image:.4f} over the "
                f"whole image, where {outside['anomalous']} of {outside['of']} anomalous mask pixels "
                f"lie outside the crop (scored as the lowest)")
-    if result.pixel_aupro is not None:
-        pro = f"{result.pixel_aupro:.4f} (to 30 % FPR)"
+    pro = None
+    if result.pixel_aupro is not None or result.pixel_aupro_whole_image is not None:
+        pro = "n/a" if result.pixel_aupro is None else f"{result.pixel_aupro:.4f}"
+        pro += " (to 30 % FPR)"
         if result.pixel_aupro_whole_image is not None:
             pro += f" over the crop; {result.pixel_aupro_whole_image:.4f} over the whole image"
     crop = f", {result.crop_size}px centre crop" if result.crop_size else ""
@@ -121,7 +123,7 @@ def print_result(result: EvaluationResult) -> None:
                    f"{result.image_size}px{crop})"),
         ("image AUROC", f"{result.image_auroc:.4f}"),
         ("pixel AUROC", px),
-        *([("pixel AUPRO", pro)] if result.pixel_aupro is not None else []),
+        *([("pixel AUPRO", pro)] if pro is not None else []),
         *([("image FPR at 95 % TPR", f"{result.image_fpr_at_tpr95:.4f}")]
           if result.image_fpr_at_tpr95 is not None else []),
         ("image AUROC by defect", ", ".join(f"{g} {v:.3f}" for g, v in result.image_auroc_by_defect.items())),

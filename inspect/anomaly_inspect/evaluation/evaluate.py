@@ -160,16 +160,19 @@ def _as_stored(path: Path, width: int, height: int, max_pixels: int) -> str:
     return f" (after its EXIF orientation {orientation}; {stored} as stored)"
 
 
-def _pixel_auroc(masks: list[np.ndarray], maps: list[np.ndarray], name: str) -> float | None:
+def _pixel_auroc(masks: list[np.ndarray], maps: list[np.ndarray], name: str,
+                 where: str = "", warn: bool = True) -> float | None:
     """Pixel AUROC over every test image's pixels (one mask and map per image, any shape);
-    None, said once, where the masks cannot give one (no masks, or no anomalous pixel in any
-    of them), so the image AUROC is kept."""
+    None, said once (unless not ``warn``), where the masks cannot give one (no masks, or no
+    anomalous pixel in any of them), so the image AUROC is kept. ``where``: which pixels
+    (e.g. " inside the 224 px crop"), for the warning."""
     if not masks:
         return None
     labels = np.concatenate([m.ravel() for m in masks])
     if not labels.any() or labels.all():
-        log.warning("%s: the masks mark %s pixel anomalous: no pixel AUROC", name,
-                    "no" if not labels.any() else "every")
+        if warn:
+            log.warning("%s: the masks mark %s pixel anomalous%s: no pixel AUROC", name,
+                        "no" if not labels.any() else "every", where)
         return None
     return auroc(labels, np.concatenate([m.ravel() for m in maps]))
 
@@ -284,16 +287,18 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
     image_scores = np.concatenate(scores)
     labels = np.array([s.label for s in test])
     image_auroc = auroc(labels, image_scores)
-    pixel = _pixel_auroc(masks, maps, dataset.name)
-    note = None if pixel is not None else pixel_auroc_note(dataset.has_masks, masks, cfg.method)
-    pro = whole_pro = None
-    if pixel is None:
+    # with a crop, the whole image's figures stand on their own: every defect may lie outside
+    # the crop, where they show the miss (said once where neither scope has a defect)
+    if whole_maps:
+        whole_pixel = _pixel_auroc(whole_masks, whole_maps, dataset.name)
+    where = f" inside the {crop} px crop" if whole_pixel is not None else ""
+    pixel = _pixel_auroc(masks, maps, dataset.name, where, warn=not whole_maps or bool(where))
+    note = None if pixel is not None else \
+        pixel_auroc_note(dataset.has_masks, masks, cfg.method) + where
+    pro = None if pixel is None else aupro(masks, maps)
+    whole_pro = None if whole_pixel is None else aupro(whole_masks, whole_maps)
+    if whole_pixel is None:
         outside = None
-    else:
-        pro = aupro(masks, maps)
-        if whole_maps:
-            whole_pixel = _pixel_auroc(whole_masks, whole_maps, dataset.name)
-            whole_pro = aupro(whole_masks, whole_maps)
     n_train, n_test = len(train_paths), len(test)
     return EvaluationResult(
         category=dataset.name,

@@ -3,14 +3,19 @@ what each of its folders holds, and emptying them (``anomaly-inspect cache``).
 
 Its folders: ``onnx`` (backbone exports and cards, :mod:`.features.runtime`), ``tune`` (stage maps and
 synthetic-anomaly sets, grouped in ``maps`` and ``synthetic``) and ``ood`` (ood-benchmark's
-features). Runs add to them and nothing prunes them. An *entry* is a file or folder in a
-cache folder, or in a group (a folder holding only folders: ``tune/maps``).
+features, and its synthetic sets in ``synthetic``). Runs add to them and nothing prunes them.
+An *entry* is a file or folder in a cache folder, or in one of its :data:`GROUPS`. A cache
+folder may be a link to a folder elsewhere (moved to a bigger disk): runs read and write
+through it, and it is listed by its target's use.
 
-Emptying is careful in three ways. It refuses a root that holds anything but the folders
-:data:`CACHE_FOLDERS` (and the home folder and ``/`` themselves), so that a root set to ``~``
-by mistake is never emptied. It removes only what lies below the root: a symbolic link is
-removed as a link, never followed. It leaves the writes in progress
-(:func:`.files.being_written`: an export, an entry being built), and the folders and groups
+Listing never sizes what is not a cache folder (a root set to a project folder by mistake is
+not walked) and refuses the home folder and ``/``. Emptying is careful in four ways. It
+refuses a root that holds anything but the folders :data:`CACHE_FOLDERS` (and the home folder
+and ``/`` themselves), so that a root set to ``~`` by mistake is never emptied. It removes
+only what lies below the root: a symbolic link is removed as a link, never followed, and a
+cache folder that is a link is never emptied (naming it refuses the whole request). It leaves
+the writes in progress (:func:`.files.being_written`: an export, an entry being built) and an
+entry holding one (an ood synthetic set with a split being built), and the folders and groups
 themselves (a run may be about to build an entry in them). Runs reading the cache meanwhile
 count an entry removed under them as a miss and make it again; tune's synthetic-anomaly
 images are the exception (a tune run reads them by path until it ends).
@@ -22,7 +27,7 @@ import os
 import shutil
 import stat
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +37,9 @@ from .files import being_written, reworded
 CACHE_ENV = "ANOMALY_INSPECT_CACHE"
 #: the folders runs write in the user cache
 CACHE_FOLDERS = ("onnx", "tune", "ood")
+#: the folders of a cache folder whose items are its entries (tuning/tune.py, tuning/judge.py,
+#: evaluation/ood_benchmark.py): named, since a stray file in one must not make it an entry
+GROUPS = ("tune/maps", "tune/synthetic", "ood/synthetic")
 
 
 def user_cache_dir(name: str) -> Path:
@@ -55,7 +63,8 @@ def cache_root() -> Path:
 class FolderUsage:
     """One item of the cache root: ``entries``, ``size`` (bytes on disk) and ``last_used``
     (the latest modification time below it; None where it is empty). ``cache_folder``: one of
-    :data:`CACHE_FOLDERS` (a real folder, not a link)."""
+    :data:`CACHE_FOLDERS`, a folder or a link to one (``link_to``: its target), sized; any other
+    item is one entry, not sized (0 bytes, never used)."""
 
     name: str
     path: Path
@@ -63,6 +72,7 @@ class FolderUsage:
     size: int
     last_used: float | None
     cache_folder: bool
+    link_to: Path | None = None
 
 
 def human_size(n: int) -> str:
@@ -96,15 +106,24 @@ def _items(folder: Path) -> list[os.DirEntry]:
         raise reworded(exc, f"{folder}: cannot list it ({exc.strerror or exc})") from None
 
 
-def _is_group(entry: os.DirEntry) -> bool:
-    """A folder holding only folders (``tune/maps``): its items are the entries. A work folder
-    (a hidden name) never is one."""
-    return (entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".")
-            and all(e.is_dir(follow_symlinks=False) for e in _items(Path(entry.path))))
+def _is_group(entry: os.DirEntry, name: str) -> bool:
+    """``entry``, at ``name`` below the root (``tune/maps``), is one of :data:`GROUPS`, a folder
+    (a link in its place is an entry: removed as a link)."""
+    return name in GROUPS and entry.is_dir(follow_symlinks=False)
 
 
-def _entries(folder: Path) -> int:
-    return sum(_entries(Path(e.path)) if _is_group(e) else 1 for e in _items(folder))
+def _entries(folder: Path, name: str) -> int:
+    """The entries of ``folder``, at ``name`` below the root."""
+    return sum(_entries(Path(e.path), f"{name}/{e.name}") if _is_group(e, f"{name}/{e.name}") else 1
+               for e in _items(folder))
+
+
+def _holds_write(folder: Path) -> bool:
+    """Whether a write in progress (:func:`.files.being_written`) lies anywhere below ``folder``
+    (links not followed): the entry is left whole."""
+    return any(being_written(Path(e.path))
+               or (e.is_dir(follow_symlinks=False) and _holds_write(Path(e.path)))
+               for e in _items(folder))
 
 
 def _below(path: Path) -> Iterator[os.stat_result]:
@@ -130,24 +149,48 @@ def _disk_usage(stats: Iterable[os.stat_result]) -> tuple[int, float | None]:
     return size, last
 
 
+def _mistaken_root(root: Path) -> str | None:
+    """Why ``root`` is never a cache (the home folder, the file system root), or None."""
+    real = Path(os.path.realpath(root))
+    if real == Path(real.anchor):
+        return "it is the file system root"
+    if real == Path(os.path.realpath(Path.home())):
+        return "it is the home folder"
+    return None
+
+
+def _link_target(root: Path, e: os.DirEntry) -> Path | None:
+    """Where the cache folder ``e``, a link, leads: None where it is no link, or leads to no
+    folder, or to the home folder, ``/``, the root or a folder above it (never walked)."""
+    if not (e.name in CACHE_FOLDERS and e.is_symlink() and e.is_dir()):
+        return None
+    target = Path(os.path.realpath(e.path))
+    real_root = Path(os.path.realpath(root))
+    if _mistaken_root(target) or target == real_root or target in real_root.parents:
+        return None
+    return target
+
+
 def cache_usage(root: Path | str) -> list[FolderUsage]:
-    """Every item of ``root``: :data:`CACHE_FOLDERS` first, then the others by name (listed,
-    never emptied); [] where ``root`` is absent."""
+    """Every item of ``root``: :data:`CACHE_FOLDERS` first (a link to a folder by its target's
+    use), then the others by name (one entry each, not sized: a mistaken root is not walked);
+    [] where ``root`` is absent. :class:`CacheRootError` for the home folder and ``/``."""
     root = Path(root)
     if not _check_root(root):
         return []
+    why = _mistaken_root(root)
+    if why:
+        raise CacheRootError(f"{root}: does not look like an anomaly-inspect cache ({why}); not "
+                             f"listed: name the cache root with --cache-dir or ${CACHE_ENV}")
     rank = {name: i for i, name in enumerate(CACHE_FOLDERS)}
     out = []
     for e in sorted(_items(root), key=lambda e: (rank.get(e.name, len(rank)), e.name)):
-        path = Path(e.path)
-        known = e.name in rank and e.is_dir(follow_symlinks=False)
-        if known or _is_group(e):
-            inside = [s for i in _items(path) for s in _below(Path(i.path))]
-            entries = _entries(path)
+        path, link = Path(e.path), _link_target(root, e)
+        if (e.name in rank and e.is_dir(follow_symlinks=False)) or link is not None:
+            size, last = _disk_usage(s for i in _items(path) for s in _below(Path(i.path)))
+            out.append(FolderUsage(e.name, path, _entries(path, e.name), size, last, True, link))
         else:
-            inside, entries = list(_below(path)), 1
-        size, last = _disk_usage(inside)
-        out.append(FolderUsage(e.name, path, entries, size, last, known))
+            out.append(FolderUsage(e.name, path, 1, 0, None, False))
     return out
 
 
@@ -158,27 +201,29 @@ def summed(usages: Sequence[FolderUsage], name: str = "total") -> FolderUsage:
                        max(lasts) if lasts else None, False)
 
 
-def check_clearable(root: Path | str) -> None:
+def check_clearable(root: Path | str, names: Collection[str] = CACHE_FOLDERS) -> None:
     """Refuse (:class:`CacheRootError`) a root that does not look like a cache: the home folder
-    or ``/``, or one holding anything but the folders :data:`CACHE_FOLDERS`."""
+    or ``/``, or one holding anything but the folders :data:`CACHE_FOLDERS` (a link to a folder
+    counts as one); or one whose cache folder among ``names`` is a link (never emptied)."""
     root = Path(root)
-    real = Path(os.path.realpath(root))
-    why = None
-    if real == Path(real.anchor) or real == Path(os.path.realpath(Path.home())):
-        why = "it is the home folder" if real.anchor != str(real) else "it is the file system root"
-    else:
-        for e in _items(root):
-            if e.name not in CACHE_FOLDERS:
-                why = f"it holds {e.name!r}"
-            elif not e.is_dir(follow_symlinks=False):
-                why = f"its {e.name!r} is {'a link' if e.is_symlink() else 'a file'}"
-            if why:
-                break
+    why, rule = _mistaken_root(root), (f"--clear empties only a folder holding nothing but the "
+                                       f"folders {', '.join(CACHE_FOLDERS)}")
+    for e in [] if why else _items(root):
+        link = _link_target(root, e)
+        if e.name not in CACHE_FOLDERS:
+            why = f"it holds {e.name!r}"
+        elif link is not None and e.name in names:
+            why, rule = (f"its {e.name!r} is a link to {link}",
+                         f"--clear never empties a folder through a link: name only the other "
+                         f"folders, or empty {link} yourself")
+        elif not e.is_dir(follow_symlinks=False) and link is None:
+            why = (f"its {e.name!r} is a link to {os.path.realpath(e.path)}, not a cache folder"
+                   if e.is_symlink() else f"its {e.name!r} is a file")
+        if why:
+            break
     if why:
         raise CacheRootError(
-            f"{root}: does not look like an anomaly-inspect cache ({why}); nothing deleted: "
-            f"--clear empties only a folder holding nothing but the folders "
-            f"{', '.join(CACHE_FOLDERS)}")
+            f"{root}: does not look like an anomaly-inspect cache ({why}); nothing deleted: {rule}")
 
 
 @dataclass
@@ -207,24 +252,25 @@ def clear(root: Path | str, names: Iterable[str]) -> list[Cleared]:
                              f"{', '.join(CACHE_FOLDERS)}, or all)")
     if not _check_root(root):
         return []
-    check_clearable(root)
+    check_clearable(root, wanted)
     out = []
     for name in wanted:
         done = Cleared(name, present=(root / name).is_dir())
         if done.present:
-            _empty(root / name, done)
+            _empty(root / name, name, done)
         out.append(done)
     return out
 
 
-def _empty(folder: Path, done: Cleared) -> None:
-    """Remove ``folder``'s entries (those of its groups too), leaving writes in progress."""
+def _empty(folder: Path, name: str, done: Cleared) -> None:
+    """Remove the entries of ``folder``, at ``name`` below the root (those of its groups too),
+    leaving writes in progress and the entries that hold one."""
     for e in _items(folder):
-        path = Path(e.path)
-        if being_written(path):
+        path, sub = Path(e.path), f"{name}/{e.name}"
+        if _is_group(e, sub):
+            _empty(path, sub, done)
+        elif being_written(path) or (e.is_dir(follow_symlinks=False) and _holds_write(path)):
             done.left += 1
-        elif _is_group(e):
-            _empty(path, done)
         else:
             size, _ = _disk_usage(_below(path))
             failed = _remove(path, e.is_dir(follow_symlinks=False))

@@ -63,8 +63,8 @@ def load_folders(
             raise DatasetLayoutError(f"{d}: no images in this folder")
         return found
 
-    # in one folder's listing order, whatever order the folders were named in: the fit's
-    # seeded draws (the coreset's) go by position, so they depend on the images only
+    # in the one listing order (fit's too), whatever order and spelling the folders were named
+    # in: the fit's seeded draws (the coreset's) go by position, so they depend on the images only
     train = [Sample(p, 0, "train", "good")
              for p in listing_order([p for d in train_dirs for p in images(d)])]
     test = [Sample(p, 0, "test", "good") for d in test_normal_dirs for p in images(d)]

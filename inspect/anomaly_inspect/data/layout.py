@@ -15,12 +15,13 @@ that cannot be listed is an error; one below it is left out with a warning namin
 from __future__ import annotations
 
 import fnmatch
+import functools
 import itertools
 import logging
 import os
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from .image_io import is_image_file, looks_like_image
@@ -99,11 +100,18 @@ def check_disjoint(train: list[Sample], test: list[Sample],
             continue
         role[key] = (what, s.path)
         kept["train" if s.split == "train" else "test"].append(s)
-    if again:
-        log.warning("%d file(s) brought in twice within a split (links to one file) counted "
-                    "once: %s%s", len(again), ", ".join(again[:5]),
-                    " ..." if len(again) > 5 else "")
+    log_counted_once(again, "within a split")
     return kept["train"], kept["test"]
+
+
+def log_counted_once(again: list[str], where: str) -> None:
+    """Warn of the files ``again`` (each named with the one kept: ``"x (= y)"``) that were
+    brought in twice ``where`` as links to one file and counted once, up to five named: the
+    one wording for :func:`check_disjoint` (``evaluate``'s splits) and :func:`expand_inputs`
+    (``fit``'s inputs)."""
+    if again:
+        log.warning("%d file(s) brought in twice %s (links to one file) counted once: %s%s",
+                    len(again), where, ", ".join(again[:5]), " ..." if len(again) > 5 else "")
 
 
 def _place(path: Path | str) -> Path:
@@ -173,23 +181,49 @@ def _is_candidate(path: Path) -> bool:
     return looks_like_image(path)
 
 
+def _by_name(path: str) -> tuple[list[str], list[str]]:
+    """How paths compare: part by part as ``Path`` objects sort, each name in NFC first
+    (:func:`nfc`: a copy from macOS is NFD, so ``é`` would sort before ``f`` there and after
+    ``z`` elsewhere), then as it is (one name in two Unicode forms)."""
+    parts = path.split(os.sep)
+    return [nfc(part) for part in parts], parts
+
+
+def listing_key(path: Path | str, real_folder: Callable[[str], str] = os.path.realpath
+                ) -> tuple[tuple[list[str], list[str]], list[str]]:
+    """Where ``path`` comes in :func:`listing_order`: its :func:`canonical_path` compared by
+    :func:`_by_name`, then (two links to one file) its :func:`_place`. So the order does not
+    depend on how a folder was named (relative, absolute, through ``..`` or a link: ``fit``
+    lists canonical paths, ``evaluate`` the paths as named) nor on the Unicode form of the
+    names; a folder without links and with ASCII names keeps the order its paths sort in.
+    ``real_folder`` resolves a folder (``listing_order`` passes a cached
+    :func:`os.path.realpath`: once per folder)."""
+    a = os.path.abspath(os.fspath(path))
+    place = os.path.join(real_folder(os.path.dirname(a)), os.path.basename(a))
+    real = os.fspath(canonical_path(a)) if os.path.islink(a) else place
+    return _by_name(real), place.split(os.sep)
+
+
 def listing_order(paths: Iterable[Path]) -> list[Path]:
-    """``paths`` in the order a folder's listing gives them (:func:`list_images`): as
-    ``Path`` objects sort, part by part. Training images are fitted in this order, whatever
-    order they were named in, so the seeded draws (calibration hold-out, coreset) depend on
-    the set of images only, and a single folder's images keep their order."""
-    return sorted(paths)
+    """``paths`` (as given) in the one order of training images, :func:`listing_key`'s: that
+    of every fit (local, distributed, ``evaluate``'s folders), whatever order and spelling the
+    images were named in, so the seeded draws (calibration hold-out, coreset) depend on the
+    set of images only; a single folder's images keep their listing order (:func:`list_images`)
+    where the folder holds no links to files elsewhere."""
+    real_folder = functools.cache(os.path.realpath)
+    return sorted(paths, key=lambda p: listing_key(p, real_folder))
 
 
 def list_images(folder: Path | str, recursive: bool = True) -> list[Path]:
-    """Image files under ``folder`` (by extension or content), in :func:`listing_order`;
-    raises if the folder is missing."""
+    """Image files under ``folder`` (by extension or content) by name (:func:`_by_name`, as
+    found: a link by its own name); raises if the folder is missing."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    return listing_order(p for p in _walk_files(folder, recursive) if _is_candidate(p))
+    return sorted((p for p in _walk_files(folder, recursive) if _is_candidate(p)),
+                  key=lambda p: _by_name(os.fspath(p)))
 
 
 def _glob_root(pattern: str) -> tuple[str, list[str]]:
@@ -260,10 +294,14 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
     command's own output, e.g. ``screen``'s overlays when its results folder lies
     inside the input. An input inside the ``exclude`` folder is read as usual.
     Paths are compared as resolved and as spelled (an ``exclude`` folder may be a
-    link to elsewhere).
+    link to elsewhere). Files are counted once by :func:`file_key`, as ``evaluate`` counts
+    them (:func:`check_disjoint`): of two hard links to one file the one first in
+    :func:`listing_order` is kept (whatever order the inputs were named in) and the other is
+    named in a warning; one path brought in twice (folders that overlap) is kept once silently.
     """
     out: list[Path] = []
-    seen: set[Path] = set()
+    names: dict[tuple, list[Path]] = {}  # file_key -> its canonical paths brought in, first in out
+    at: dict[tuple, int] = {}  # file_key -> its place in out
     skip = [(canonical_path(Path(e)), Path(os.path.abspath(e))) for e in exclude]
 
     def inside(f: Path, e: Path, r: Path) -> bool:
@@ -275,9 +313,12 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
             rc, ra, fa = canonical_path(root), Path(os.path.abspath(root)), Path(os.path.abspath(p))
             if any(inside(c, ec, rc) or inside(fa, ea, ra) for ec, ea in skip):
                 return
-        if c not in seen:
-            seen.add(c)
+        key = file_key(c)
+        if key not in at:
+            at[key], names[key] = len(out), [c]
             out.append(c)
+        elif c not in names[key]:
+            names[key].append(c)
 
     for item in inputs:
         p = Path(item)
@@ -300,6 +341,12 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                     add(m, fixed)
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
+    again = []
+    for key, twins in names.items():
+        if len(twins) > 1:
+            out[at[key]] = first = listing_order(twins)[0]
+            again += [f"{p} (= {first})" for p in twins if p != first]
+    log_counted_once(again, "among the inputs")
     return out
 
 

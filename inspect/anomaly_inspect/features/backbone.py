@@ -388,6 +388,31 @@ class Backbone(nn.Module):
         graph was quantised from)."""
         return [p for paths in self._exports.values() for p in paths]
 
+    def present_exports(self) -> list[Path]:
+        """:attr:`exports`, each one gone since it ran (the user cache cleared while a model
+        was fitted: ``cache --clear onnx``) made again as the next batch after :meth:`release`
+        would make it (:meth:`_runner`'s path): the f32 graph exported under its key, an int8
+        one quantised again from the images this backbone is calibrated on (the same name);
+        for a model save to copy. One that cannot be made again is a ``FileNotFoundError``
+        naming it and why."""
+        for slot, paths in self._exports.items():
+            gone = [p for p in paths if not p.is_file()]
+            if not gone:
+                continue
+            log.warning("%s: gone from the cache since the backbone ran (cleared meanwhile?); "
+                        "making it again", ", ".join(map(str, gone)))
+            try:
+                path = self.export(slot[:2], slot[2])
+                runner = self._session(path)
+            except Exception as exc:  # noqa: BLE001 - exports and runtimes raise their own types
+                raise FileNotFoundError(
+                    f"{', '.join(map(str, gone))}: the backbone graph this model ran is gone "
+                    f"(removed since, e.g. by `anomaly-inspect cache --clear onnx`) and could not "
+                    f"be made again ({type(exc).__name__}: {first_line(exc)})") from exc
+            self._runners[slot] = runner
+            self._exports[slot] = list(dict.fromkeys([path, runner.path]))
+        return self.exports
+
     def release(self) -> None:
         """Free the runtimes' sessions and their memory arenas (hundreds of MB at batch 32);
         the next batch reloads them from the cached export, without exporting again."""

@@ -636,8 +636,13 @@ def _remove_empty(folders: list[Path]) -> None:
 def save_model_dir(target: Path | str, info: ModelInfo, scorer, overwrite: bool = False,
                    extra_files: dict[str, Path] | None = None) -> Path:
     """Write ``info`` and ``scorer`` (and ``extra_files``: relative name -> file to copy, e.g.
-    the backbone's ONNX exports) to ``target`` atomically; refuse to overwrite unless asked."""
+    the backbone's ONNX exports) to ``target`` atomically; refuse to overwrite unless asked.
+    An extra file that is gone is named before anything of ``target`` is written."""
     target = Path(target)
+    gone = [f"{src} (to be saved as {name})" for name, src in (extra_files or {}).items()
+            if not os.path.isfile(src)]
+    if gone:
+        raise FileNotFoundError(f"{', '.join(gone)}: gone; the model is not saved without it")
     with staged_model_dir(target, overwrite) as tmp:
         scorer.save(tmp / SCORER_DIR)
         for name, src in (extra_files or {}).items():

@@ -16,7 +16,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .layout import DatasetLayoutError, check_disjoint, list_images, nfc
+from .layout import DatasetLayoutError, check_disjoint, list_images, listing_order, nfc
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,8 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
             raise DatasetLayoutError(
                 f"{needed}: missing; an MVTec-layout category needs train/good/ and test/<type>/{hint}"
             )
-    train = [Sample(p, 0, "train", GOOD) for p in list_images(train_dir)]
+    # fit's order (a folder of links to files elsewhere: by the files, as fit orders them)
+    train = [Sample(p, 0, "train", GOOD) for p in listing_order(list_images(train_dir))]
     if not train:
         raise DatasetLayoutError(f"{train_dir}: no training images found")
 

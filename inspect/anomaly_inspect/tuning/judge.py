@@ -19,6 +19,7 @@ from scipy.stats import ConstantInputWarning, spearmanr
 
 from ..config import ModelConfig
 from ..data.image_io import DEFAULT_MAX_PIXELS
+from ..data.layout import listing_order
 from ..data.mvtec import AnomalyDataset
 from ..evaluation.fusion import NormalCalibration, fuse
 from ..evaluation.metrics import auroc
@@ -50,7 +51,7 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
     subset of the candidates (``evaluate --auto --ensemble K``'s members)."""
     check_method(base)
     cache_dir = tune_cache(cache_dir)
-    train = sorted(result.readable([s.path for s in dataset.train]))
+    train = listing_order(result.readable([s.path for s in dataset.train]))
     test = [s.path for s in dataset.test]
     tuned_on_all = len(fold_plan(len(train), result.settings)[0]) == len(train)
     validated = {v.candidate: v.extraction for v in result.candidates} if tuned_on_all else {}

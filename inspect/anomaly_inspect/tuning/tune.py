@@ -31,7 +31,7 @@ import numpy as np
 from ..config import ModelConfig
 from ..data.anomalies import AnomalyRecipe, SyntheticAnomaly, read_anomalies, write_anomalies
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
-from ..data.layout import display_path
+from ..data.layout import display_path, listing_order
 from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, balanced_folds, fold_splits, fuse
 from ..evaluation.metrics import auroc
@@ -403,7 +403,7 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
     t0 = time.perf_counter()
     check_method(base)
     cache_dir = tune_cache(cache_dir)
-    paths = sorted(Path(p) for p in train_paths)
+    paths = listing_order([Path(p) for p in train_paths])  # fit's order, however named
     default = Candidate.of(base)
     default.check(base)
     if candidates is None:
@@ -526,7 +526,7 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
     calibrate the member whose scores this standardises (tune's validation calibrates on the
     tuning subset, which differs where there are more than ``max_images`` images)."""
     cache_dir = tune_cache(cache_dir)
-    train = sorted(Path(p) for p in train_paths)
+    train = listing_order([Path(p) for p in train_paths])
     chosen, folds, _ = fold_plan(len(train), settings)
     paths = [train[i] for i in chosen]
     bs = base.features.batch_size

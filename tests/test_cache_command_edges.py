@@ -150,3 +150,23 @@ def test_quiet_keeps_the_results_and_the_errors(tmp_path, capsys):
     _file(tmp_path / "f")
     rc, out, err = _run(capsys, "--cache-dir", str(tmp_path / "f"), "--quiet")
     assert rc == 2 and out == "" and f"error: {tmp_path / 'f'}: not a folder" in err
+
+
+def test_a_cache_folder_linked_to_a_missing_folder_blocks_only_its_own_clear(tmp_path, capsys):
+    """``onnx`` moved to a disk that is not mounted now: listed as a link to a missing folder;
+    ``--clear tune`` empties tune; naming onnx (or all) refuses, saying so, nothing deleted."""
+    root, gone = tmp_path / "c", tmp_path / "unmounted" / "onnx"
+    _file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy")
+    (root / "onnx").symlink_to(gone, target_is_directory=True)
+    said = f"a link to {gone}, which is missing"
+    rc, out, err = _run(capsys, "--cache-dir", str(root))
+    rows = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert rc == 0 and err == "" and said in rows["onnx"] and "not a cache folder" not in out
+    for names in (["onnx"], ["all"], ["tune", "onnx"]):
+        rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", *names)
+        assert rc == 2 and out == "" and err.count("\n") == 1
+        assert f"its 'onnx' is {said})" in err and "nothing deleted" in err
+        assert os.listdir(root / "tune" / "maps") == ["net-64-stretch-1"]
+    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "tune")
+    assert rc == 0 and err == "" and "tune: freed " in out and "(1 entry)" in out
+    assert os.listdir(root / "tune" / "maps") == [] and (root / "onnx").is_symlink()

@@ -31,9 +31,9 @@ def _twins(tmp_path):
 def test_fit_counts_a_hard_linked_twin_once_as_evaluate_does(tmp_path, caplog):
     a, b = _twins(tmp_path)
     with caplog.at_level(logging.WARNING):
-        forward = input_images([a, b])
+        forward = input_images([a, b], twins="once")
     fit_says = [r.getMessage() for r in caplog.records if "brought in twice" in r.getMessage()]
-    backward = input_images([b, a])
+    backward = input_images([b, a], twins="once")
     caplog.clear()
     assert len(forward) == 10
     # the twin kept is the one listed first, whichever folder was named first
@@ -62,10 +62,10 @@ def test_the_training_order_does_not_depend_on_how_the_folders_are_spelled(tmp_p
     spellings = [["A", "../b/B"], [str(tmp_path / "a" / "A"), str(tmp_path / "b" / "B")],
                  ["../link", "./A/"], [str(tmp_path / "link"), "A"]]
     orders = [[canonical_path(s.path) for s in load_folders(dirs).train] for dirs in spellings]
-    fitted = [fit_split(input_images(dirs), None, 0.25, 0)[:2] for dirs in spellings]
+    fitted = [fit_split(input_images(dirs, twins="once"), None, 0.25, 0)[:2] for dirs in spellings]
     assert all(order == orders[0] for order in orders)
     assert all(f == fitted[0] for f in fitted)
-    assert listing_order(input_images(spellings[0])) == orders[0]  # fit's order is evaluate's
+    assert listing_order(input_images(spellings[0], twins="once")) == orders[0]  # fit's order is evaluate's
 
 
 def test_the_training_order_does_not_depend_on_the_unicode_form_of_the_names(tmp_path):
@@ -82,3 +82,20 @@ def test_the_training_order_does_not_depend_on_the_unicode_form_of_the_names(tmp
         assert listing_order(reversed(listed)) == listed
         orders[form] = [unicodedata.normalize("NFC", p.stem) for p in listed]
     assert orders["NFC"] == orders["NFD"] == ["e", "f", "z", "\u00e9"]
+
+
+def test_calibration_images_count_a_hard_linked_twin_once_and_screening_keeps_it(tmp_path):
+    """fit's calibration images are training inputs too (one file, one calibration score);
+    screening's inputs keep each hard link (tests/test_screen_hardlinks.py)."""
+    from anomaly_inspect.screening.model import calibration_split
+
+    a, b = _twins(tmp_path)
+    cal = tmp_path / "cal"
+    for i in range(3):
+        write_image(cal / f"c{i}.png", rgb_image(40, seed=200 + i))
+    os.link(cal / "c0.png", cal / "c0_again.png")
+    train = input_images([a], twins="once")
+    fitted, calibrated, _ = calibration_split(train, [cal], 0.2, 0)
+    assert fitted == listing_order(train)
+    assert [p.name for p in calibrated] == ["c0.png", "c1.png", "c2.png"]
+    assert len(input_images([a, b], twins="keep")) == 12

@@ -505,9 +505,9 @@ def test_fit_calibration_and_screen_take_inputs_without_earlier_outputs(tmp_path
 
     good = [write_image(tmp_path / "train" / f"n{i}.png", rgb_image(16, seed=i)) for i in range(3)]
     earlier_screen(tmp_path / "train" / "res")
-    assert input_images([tmp_path / "train"]) == [p.resolve() for p in good]
+    assert input_images([tmp_path / "train"], twins="once") == [p.resolve() for p in good]
     named = tmp_path / "train" / "res" / "overlays" / "a_0123456789.jpg"
-    assert input_images([named]) == [named.resolve()]  # a file named itself stays
+    assert input_images([named], twins="once") == [named.resolve()]  # a file named itself stays
     cal = calibration_split(good, [tmp_path / "train"], 0.2, 0)[1]
     assert cal == [p.resolve() for p in good]  # --calibration: the same expansion
 

@@ -59,4 +59,4 @@ def test_an_mvtec_folder_of_links_is_fitted_in_fit_s_order(tmp_path):
                 np.full((32, 32), 255, np.uint8))
     train = [s.path for s in load_mvtec(tmp_path, "cat").train]
     assert [p.name for p in train] == ["c.png", "b.png", "a.png"]  # x3, y2, z1
-    assert [p.resolve() for p in train] == [p.resolve() for p in listing_order(input_images([good]))]
+    assert [p.resolve() for p in train] == [p.resolve() for p in listing_order(input_images([good], twins="once"))]

@@ -64,7 +64,8 @@ class FolderUsage:
     """One item of the cache root: ``entries``, ``size`` (bytes on disk) and ``last_used``
     (the latest modification time below it; None where it is empty). ``cache_folder``: one of
     :data:`CACHE_FOLDERS`, a folder or a link to one (``link_to``: its target), sized; any other
-    item is one entry, not sized (0 bytes, never used)."""
+    item is one entry, not sized (0 bytes, never used), among them a cache folder's name that
+    is a link to a folder that is missing (an unmounted disk; ``link_to``: where it leads)."""
 
     name: str
     path: Path
@@ -171,6 +172,25 @@ def _link_target(root: Path, e: os.DirEntry) -> Path | None:
     return target
 
 
+def _missing_target(e: os.DirEntry) -> Path | None:
+    """Where the cache folder ``e`` leads where it is a link to something missing (a folder
+    moved to a disk that is not mounted now), else None."""
+    if not (e.name in CACHE_FOLDERS and e.is_symlink()):
+        return None
+    try:
+        os.stat(e.path)
+    except FileNotFoundError:
+        return Path(os.path.realpath(e.path))
+    except OSError:  # a loop, a part that is a file: not missing
+        pass
+    return None
+
+
+def missing_link(target: Path) -> str:
+    """How a cache folder that is a link to the missing ``target`` is named (listing, refusal)."""
+    return f"a link to {target}, which is missing"
+
+
 def cache_usage(root: Path | str) -> list[FolderUsage]:
     """Every item of ``root``: :data:`CACHE_FOLDERS` first (a link to a folder by its target's
     use), then the others by name (one entry each, not sized: a mistaken root is not walked);
@@ -190,7 +210,7 @@ def cache_usage(root: Path | str) -> list[FolderUsage]:
             size, last = _disk_usage(s for i in _items(path) for s in _below(Path(i.path)))
             out.append(FolderUsage(e.name, path, _entries(path, e.name), size, last, True, link))
         else:
-            out.append(FolderUsage(e.name, path, 1, 0, None, False))
+            out.append(FolderUsage(e.name, path, 1, 0, None, False, _missing_target(e)))
     return out
 
 
@@ -204,18 +224,24 @@ def summed(usages: Sequence[FolderUsage], name: str = "total") -> FolderUsage:
 def check_clearable(root: Path | str, names: Collection[str] = CACHE_FOLDERS) -> None:
     """Refuse (:class:`CacheRootError`) a root that does not look like a cache: the home folder
     or ``/``, or one holding anything but the folders :data:`CACHE_FOLDERS` (a link to a folder
-    counts as one); or one whose cache folder among ``names`` is a link (never emptied)."""
+    counts as one, and a link to a missing folder, an unmounted disk); or one whose cache
+    folder among ``names`` is a link (never emptied)."""
     root = Path(root)
     why, rule = _mistaken_root(root), (f"--clear empties only a folder holding nothing but the "
                                        f"folders {', '.join(CACHE_FOLDERS)}")
     for e in [] if why else _items(root):
-        link = _link_target(root, e)
+        link, missing = _link_target(root, e), _missing_target(e)
         if e.name not in CACHE_FOLDERS:
             why = f"it holds {e.name!r}"
         elif link is not None and e.name in names:
             why, rule = (f"its {e.name!r} is a link to {link}",
                          f"--clear never empties a folder through a link: name only the other "
                          f"folders, or empty {link} yourself")
+        elif missing is not None:
+            if e.name in names:
+                why, rule = (f"its {e.name!r} is {missing_link(missing)}",
+                             "--clear never empties a folder through a link: name only the "
+                             "other folders")
         elif not e.is_dir(follow_symlinks=False) and link is None:
             why = (f"its {e.name!r} is a link to {os.path.realpath(e.path)}, not a cache folder"
                    if e.is_symlink() else f"its {e.name!r} is a file")

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     checked_model_info(args.model_dir)  # once, not in every run (each would start Ray first)
     import_ray()  # one line saying how to install it, before any run
-    found = input_images(args.inputs)
+    found = input_images(args.inputs, twins="keep")  # as screen takes them
     if not found:
         raise ValueError(f"no images found in {', '.join(args.inputs)}")
     paths = [found[i % len(found)] for i in range(args.images)]

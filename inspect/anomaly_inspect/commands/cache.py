@@ -4,8 +4,9 @@ The user cache ($ANOMALY_INSPECT_CACHE, else ~/.cache/anomaly_inspect) holds the
 ONNX exports (onnx), tune's stage maps and synthetic-anomaly sets (tune) and ood-benchmark's
 features (ood); nothing prunes it. Without --clear: each folder's entries, size on disk and
 last use (the latest write: reading does not change it), then the total. A folder moved
-elsewhere and linked back is sized where it leads ("a link to X"); any other item of the root
-is named, not sized (a root set to a project folder by mistake is not walked); the home folder
+elsewhere and linked back is sized where it leads ("a link to X"; "which is missing" where
+that disk is not mounted: it blocks no --clear of the others); any other item of the root is
+named, not sized (a root set to a project folder by mistake is not walked); the home folder
 and / are refused.
 
 --clear NAME ... deletes those folders' contents (the folders, and tune's and ood's groups
@@ -25,7 +26,15 @@ import argparse
 import sys
 import time
 
-from ..user_cache import CACHE_FOLDERS, CacheRootError, cache_root, cache_usage, human_size, summed
+from ..user_cache import (
+    CACHE_FOLDERS,
+    CacheRootError,
+    cache_root,
+    cache_usage,
+    human_size,
+    missing_link,
+    summed,
+)
 from ..user_cache import clear as clear_folders
 from .common import nonempty_path
 
@@ -52,7 +61,9 @@ def _entries(n: int) -> str:
 
 def _row(u) -> tuple[str, str, str, str]:
     if not u.cache_folder:
-        return (u.name, _entries(u.entries), "-", "not a cache folder, not sized")
+        return (u.name, _entries(u.entries), "-",
+                f"{missing_link(u.link_to)}, not sized" if u.link_to
+                else "not a cache folder, not sized")
     last = ("never" if u.last_used is None
             else time.strftime("%Y-%m-%d %H:%M", time.localtime(u.last_used)))
     return (u.name, _entries(u.entries), human_size(u.size),

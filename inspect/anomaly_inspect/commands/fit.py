@@ -98,7 +98,7 @@ def _fit(args: argparse.Namespace):
     check_engine_fits(cfg, engine)
     tuning = None
     if args.auto:  # on the images fit fits on: the split fit draws again (same seed)
-        fit_part, held = fit_split(input_images(args.train), args.calibration,
+        fit_part, held = fit_split(input_images(args.train, twins="once"), args.calibration,
                                    args.calibration_fraction, cfg.seed, args.max_pixels)[:2]
         try:
             tuning = run_tune(fit_part, args, cfg)

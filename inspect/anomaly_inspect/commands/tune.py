@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_mvtec(args.root, args.category)
         train = [s.path for s in dataset.train]
     elif args.train:
-        train = input_images(args.train)  # less earlier screen / explain outputs, as fit
+        train = input_images(args.train, twins="once")  # less earlier outputs, as fit
     else:
         raise ValueError("tune: give --train DIR or --root/--category")
     if args.ensemble == 0:

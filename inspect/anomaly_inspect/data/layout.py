@@ -282,8 +282,11 @@ def _glob(pattern: str) -> list[Path]:
     return sorted(out)
 
 
+TWINS = ("keep", "once")
+
+
 def expand_inputs(inputs: list[str | Path], recursive: bool = True,
-                  exclude: Sequence[str | Path] = ()) -> list[Path]:
+                  exclude: Sequence[str | Path] = (), twins: str = "keep") -> list[Path]:
     """Resolve a mix of files, folders and glob patterns into canonical image paths, each once.
 
     Explicitly named files are kept even if their extension is unusual (and
@@ -294,14 +297,20 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
     command's own output, e.g. ``screen``'s overlays when its results folder lies
     inside the input. An input inside the ``exclude`` folder is read as usual.
     Paths are compared as resolved and as spelled (an ``exclude`` folder may be a
-    link to elsewhere). Files are counted once by :func:`file_key`, as ``evaluate`` counts
-    them (:func:`check_disjoint`): of two hard links to one file the one first in
-    :func:`listing_order` is kept (whatever order the inputs were named in) and the other is
-    named in a warning; one path brought in twice (folders that overlap) is kept once silently.
+    link to elsewhere). One path brought in twice (folders that overlap) is kept once silently.
+    ``twins``: ``"keep"`` (screening: ``screen``, ``explain``, ``Model.score``) keeps each
+    canonical path, so two hard links to one file are two rows under their own names;
+    ``"once"`` (training inputs: ``fit``, its calibration images, ``tune``) counts files once
+    by :func:`file_key`, as ``evaluate`` counts them (:func:`check_disjoint`): of two hard
+    links to one file the one first in :func:`listing_order` is kept (whatever order the
+    inputs were named in) and the other is named in a warning.
     """
+    if twins not in TWINS:
+        raise ValueError(f"twins={twins!r}: one of {', '.join(map(repr, TWINS))}")
     out: list[Path] = []
-    names: dict[tuple, list[Path]] = {}  # file_key -> its canonical paths brought in, first in out
-    at: dict[tuple, int] = {}  # file_key -> its place in out
+    names: dict[object, list[Path]] = {}  # file (key) -> its canonical paths brought in
+    at: dict[object, int] = {}  # file (key) -> its place in out
+    identity = file_key if twins == "once" else (lambda c: c)
     skip = [(canonical_path(Path(e)), Path(os.path.abspath(e))) for e in exclude]
 
     def inside(f: Path, e: Path, r: Path) -> bool:
@@ -313,7 +322,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
             rc, ra, fa = canonical_path(root), Path(os.path.abspath(root)), Path(os.path.abspath(p))
             if any(inside(c, ec, rc) or inside(fa, ea, ra) for ec, ea in skip):
                 return
-        key = file_key(c)
+        key = identity(c)
         if key not in at:
             at[key], names[key] = len(out), [c]
             out.append(c)

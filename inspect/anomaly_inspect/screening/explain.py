@@ -588,7 +588,7 @@ def explain_to_dir(model: Model, inputs, out_dir: Path | str, top: int = 3,
     _check_top(top)
     # out_dir inside an input folder is no input, nor where it is one are the strips an
     # earlier run listed in explanations.json (input_images)
-    paths = input_images(inputs, exclude=[out_dir])
+    paths = input_images(inputs, exclude=[out_dir], twins="keep")
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     out_dir.mkdir(parents=True, exist_ok=True)

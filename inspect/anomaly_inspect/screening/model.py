@@ -108,24 +108,29 @@ def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str])
     return [p for p in paths if not earlier_output(p)]
 
 
-def input_images(inputs: Sequence[Path | str], exclude: Sequence[Path] = ()) -> list[Path]:
-    """The images of files / folders / globs as fit, screen and explain take them
+def input_images(inputs: Sequence[Path | str], exclude: Sequence[Path] = (), *,
+                 twins: str) -> list[Path]:
+    """The images of files / folders / globs as fit, tune, screen and explain take them
     (``data.layout.expand_inputs``, which leaves out ``exclude``), less the outputs of earlier
     runs (:func:`without_earlier_outputs`): overlays of a results folder inside a training
-    folder are no training or calibration images either."""
-    return without_earlier_outputs(expand_inputs(list(inputs), exclude=exclude), inputs)
+    folder are no training or calibration images either. ``twins``, named by every caller:
+    ``"once"`` for training and calibration images (a hard-linked twin counted once, so none
+    is both fitted on and held out); ``"keep"`` for screen, explain, :meth:`Model.score` and
+    bench-scale: a row per canonical path, each hard link under its own name."""
+    return without_earlier_outputs(expand_inputs(list(inputs), exclude=exclude, twins=twins),
+                                   inputs)
 
 
 def scored_paths(inputs: Sequence[Path | str] | Path | str) -> list[Path]:
     """The images :meth:`Model.iter_score` scores for ``inputs``: a folder or glob pattern
-    expanded by :func:`input_images`, as ``score``, ``fit`` and ``screen`` expand it; a named
-    file kept as given, in order, one row each (callers pass the images they listed, e.g.
-    results.csv's rows: one gone since is an error row, not a refused run)."""
+    expanded by :func:`input_images`, as ``score`` and ``screen`` expand it (a row per hard
+    link); a named file kept as given, in order, one row each (callers pass the images they
+    listed, e.g. results.csv's rows: one gone since is an error row, not a refused run)."""
     out: list[Path] = []
     for item in path_list(inputs, "paths"):
         if os.path.isdir(item) or (not os.path.lexists(item)
                                    and any(ch in str(item) for ch in "*?[")):
-            out += input_images([item])
+            out += input_images([item], twins="keep")
         else:
             out.append(Path(item))
     return out
@@ -255,7 +260,7 @@ class Model:
               ) -> list[ScoredImage]:
         """Score files / folders / globs (one, or a list) and return one :class:`ScoredImage`
         per image."""
-        paths = input_images(path_list(inputs, "inputs"))
+        paths = input_images(path_list(inputs, "inputs"), twins="keep")
         out: list[ScoredImage] = []
         with Progress(len(paths), "score", enabled=progress) as bar:
             for b in self.iter_score(paths, bar, expand=False):
@@ -347,7 +352,7 @@ def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str]
         fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, seed)
         return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
                 f"held-out {calibration_fraction:.0%} of training images (seed {seed})")
-    cal_all = listing_order(input_images(calibration))
+    cal_all = listing_order(input_images(calibration, twins="once"))
     if not cal_all:
         raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
     overlap = _same_files(cal_all, train_paths)
@@ -481,7 +486,7 @@ def fit(
     for name, given in (("training", train), ("calibration", calibration)):
         if given == []:
             raise ValueError(f"no {name} images given (an empty list)")
-    train_paths = input_images(train)
+    train_paths = input_images(train, twins="once")
     if not train_paths:
         raise ValueError(f"no training images found in {', '.join(map(str, train))}")
     fit_all, cal_all, source, unread = fit_split(train_paths, calibration, calibration_fraction,

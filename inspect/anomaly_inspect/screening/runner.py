@@ -286,7 +286,7 @@ def screen(
     check_out_dir(out_dir, f"screening writes {RESULTS_CSV}, thumbs/ and report.html")
     # out_dir inside an input folder is no input; what an earlier run wrote where out_dir is
     # an input folder is left out by input_images
-    paths = [os.path.abspath(p) for p in input_images(inputs, exclude=[out_dir])]
+    paths = [os.path.abspath(p) for p in input_images(inputs, exclude=[out_dir], twins="keep")]
     if not paths:
         raise ValueError(f"no images found in {', '.join(map(str, inputs))}")
     if report and labels not in (None, "none"):

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 
 from anomaly_inspect import user_cache as cache_dir
-from anomaly_inspect.cli import main
 from anomaly_inspect.features import backbone, runtime
 from anomaly_inspect.features.cache import FeatureCache, cache_key
 from anomaly_inspect.files import STALE_AFTER_S, replacing, work_folder
 from anomaly_inspect.tuning import stage_cache
+from cache_helpers import cache_file, run_cache
 
 # ------------------------------------------------------------------ readers: a vanished entry
 
@@ -63,42 +63,24 @@ def test_a_stage_map_entry_removed_after_it_was_found_is_a_miss(tmp_path):
 # ------------------------------------------------------------------ the command
 
 
-def _file(path: Path, size: int = 1000, age_s: float = 0.0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x" * size)
-    if age_s:
-        t = time.time() - age_s
-        os.utime(path, (t, t))
-    return path
-
-
 def _cache(root: Path) -> Path:
     """A small cache: two exports, a stage-map entry and a synthetic set, two ood arrays."""
-    _file(root / "onnx" / "net-a.onnx", 5000)
-    _file(root / "onnx" / "net-a.onnx.sha256", 65)
-    _file(root / "onnx" / "net-b.onnx", 5000, age_s=86400)
-    _file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy", 20000)
-    _file(root / "tune" / "maps" / "net-64-stretch-1" / "done", 10)
-    _file(root / "tune" / "synthetic" / "0123" / "00000_scar.png", 3000)
-    _file(root / "ood" / "k1.npz", 4000)
-    _file(root / "ood" / "k1.json", 100)
+    cache_file(root / "onnx" / "net-a.onnx", 5000)
+    cache_file(root / "onnx" / "net-a.onnx.sha256", 65)
+    cache_file(root / "onnx" / "net-b.onnx", 5000, age_s=86400)
+    cache_file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy", 20000)
+    cache_file(root / "tune" / "maps" / "net-64-stretch-1" / "done", 10)
+    cache_file(root / "tune" / "synthetic" / "0123" / "00000_scar.png", 3000)
+    cache_file(root / "ood" / "k1.npz", 4000)
+    cache_file(root / "ood" / "k1.json", 100)
     return root
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = main(["cache", *argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
 
 
 def test_cache_lists_each_folder_with_its_entries_size_and_last_use(tmp_path, monkeypatch, capsys):
     root = _cache(tmp_path / "c")
-    _file(root / "models" / "m.bin", 10)  # not a cache folder: listed as such
+    cache_file(root / "models" / "m.bin", 10)  # not a cache folder: listed as such
     monkeypatch.setenv(cache_dir.CACHE_ENV, str(root))
-    rc, out, err = _run(capsys)
+    rc, out, err = run_cache(capsys)
     assert rc == 0 and err == ""
     lines = out.splitlines()
     assert lines[0] == f"cache: {root}"
@@ -118,14 +100,14 @@ def test_cache_lists_each_folder_with_its_entries_size_and_last_use(tmp_path, mo
 
 def test_an_absent_cache_is_empty(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(cache_dir.CACHE_ENV, str(tmp_path / "none"))
-    assert _run(capsys) == (0, f"cache: {tmp_path / 'none'}: empty (no such folder)\n", "")
-    rc, out, _ = _run(capsys, "--clear", "all")
+    assert run_cache(capsys) == (0, f"cache: {tmp_path / 'none'}: empty (no such folder)\n", "")
+    rc, out, _ = run_cache(capsys, "--clear", "all")
     assert rc == 0 and "nothing to free" in out
 
 
 def test_clear_empties_the_named_folders_and_says_what_it_freed(tmp_path, capsys):
     root = _cache(tmp_path / "c")
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "onnx", "tune")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "onnx", "tune")
     assert rc == 0 and err == ""
     assert out.startswith("onnx: freed ") and "3 entries" in out.splitlines()[0]
     assert "tune: freed " in out and out.splitlines()[-1].startswith("total: freed ")
@@ -134,17 +116,17 @@ def test_clear_empties_the_named_folders_and_says_what_it_freed(tmp_path, capsys
     assert sorted(os.listdir(root / "tune")) == ["maps", "synthetic"]
     assert os.listdir(root / "tune" / "maps") == os.listdir(root / "tune" / "synthetic") == []
     assert sorted(os.listdir(root / "ood")) == ["k1.json", "k1.npz"]  # not named: kept
-    assert _run(capsys, "--cache-dir", str(root), "--clear", "all")[0] == 0
+    assert run_cache(capsys, "--cache-dir", str(root), "--clear", "all")[0] == 0
     assert os.listdir(root / "ood") == []
 
 
 def test_clear_removes_links_never_what_they_point_to(tmp_path, capsys):
     root = _cache(tmp_path / "c")
-    outside = _file(tmp_path / "precious" / "data.bin")
+    outside = cache_file(tmp_path / "precious" / "data.bin")
     (root / "onnx" / "link").symlink_to(outside.parent)
     (root / "tune" / "maps" / "net-64-stretch-2").mkdir()
     (root / "tune" / "maps" / "net-64-stretch-2" / "done").symlink_to(outside)
-    assert _run(capsys, "--cache-dir", str(root), "--clear", "all")[0] == 0
+    assert run_cache(capsys, "--cache-dir", str(root), "--clear", "all")[0] == 0
     assert outside.read_bytes() == b"x" * 1000 and not (root / "onnx" / "link").is_symlink()
     assert os.listdir(root / "tune" / "maps") == []
 
@@ -155,13 +137,13 @@ def test_clear_refuses_a_root_that_holds_more_than_cache_folders(tmp_path, capsy
     cache folder's place), so nothing in it is deleted."""
     root = _cache(tmp_path / "home")
     if stray == "file":
-        _file(root / ".bashrc")
+        cache_file(root / ".bashrc")
     elif stray == "folder":
         (root / "Documents").mkdir()
     else:
         (root / "ood").rename(tmp_path / "ood")
         (root / "ood").symlink_to(tmp_path / "ood")
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "all")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "all")
     assert rc == 2 and out == "" and err.count("\n") == 1
     assert err.startswith(f"error: {root}: does not look like an anomaly-inspect cache")
     assert len(os.listdir(root / "onnx")) == 3 and len(os.listdir(root / "ood")) == 2
@@ -172,7 +154,7 @@ def test_clear_refuses_the_home_folder_and_the_file_system_root(tmp_path, monkey
     home.mkdir()  # empty, so only the explicit rule refuses it
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv(cache_dir.CACHE_ENV, "~")
-    rc, _, err = _run(capsys, "--clear", "all")
+    rc, _, err = run_cache(capsys, "--clear", "all")
     assert rc == 2 and f"{home}: does not look like an anomaly-inspect cache" in err
     with pytest.raises(ValueError, match="does not look like an anomaly-inspect cache"):
         cache_dir.check_clearable(Path("/"))
@@ -184,15 +166,15 @@ def test_clear_skips_writes_in_progress(tmp_path, capsys):
     root = _cache(tmp_path / "c")
     maps = root / "tune" / "maps"
     with work_folder(maps / "net-64-stretch-9") as building:
-        _file(building / "stride8.npy")
+        cache_file(building / "stride8.npy")
         writing = replacing(root / "ood" / "k2.npz")
         tmp = writing.__enter__()
         tmp.write_bytes(b"half")
         dead = maps / f".net-64-stretch-8.{os.getpid()}.0123abcd.tmp"
-        _file(dead / "stride8.npy", age_s=2 * STALE_AFTER_S)
+        cache_file(dead / "stride8.npy", age_s=2 * STALE_AFTER_S)
         t = time.time() - 2 * STALE_AFTER_S
         os.utime(dead, (t, t))
-        rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "tune", "ood")
+        rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "tune", "ood")
         assert rc == 0 and err == ""
         assert os.listdir(maps) == [building.name] and (building / "stride8.npy").is_file()
         assert os.listdir(root / "ood") == [tmp.name]
@@ -209,23 +191,23 @@ def test_a_deletion_that_fails_exits_1_naming_the_path(tmp_path, capsys, monkeyp
         raise PermissionError(13, "Permission denied", str(path))
 
     monkeypatch.setattr(cache_dir.os, "unlink", denied)
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", name)
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", name)
     assert rc == 1 and err.count("\n") == 1
     assert err.startswith(f"error: {root / name}/") and "cannot delete it (Permission denied)" in err
     assert f"{name}: freed 0 B (0 entries)" in out
 
 
 def test_bad_arguments_exit_2(tmp_path, capsys):
-    assert _run(capsys, "--clear", "models")[0] == 2
-    assert _run(capsys, "--clear")[0] == 2
-    assert _run(capsys, "--cache-dir", "")[0] == 2
-    _file(tmp_path / "f")
-    rc, _, err = _run(capsys, "--cache-dir", str(tmp_path / "f"))
+    assert run_cache(capsys, "--clear", "models")[0] == 2
+    assert run_cache(capsys, "--clear")[0] == 2
+    assert run_cache(capsys, "--cache-dir", "")[0] == 2
+    cache_file(tmp_path / "f")
+    rc, _, err = run_cache(capsys, "--cache-dir", str(tmp_path / "f"))
     assert rc == 2 and f"error: {tmp_path / 'f'}: not a folder" in err
 
 
 def test_help_states_the_safety_rule(capsys):
-    rc, out, _ = _run(capsys, "--help")
+    rc, out, _ = run_cache(capsys, "--help")
     text = " ".join(out.split())
     assert rc == 0 and "anything but the folders onnx, tune and ood" in text
     assert "a symbolic link as a link" in text and "being written" in text

@@ -9,28 +9,13 @@ from pathlib import Path
 import pytest
 
 from anomaly_inspect import user_cache
-from anomaly_inspect.cli import main
-
-
-def _file(path: Path, size: int = 1000) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"x" * size)
-    return path
-
-
-def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        rc = main(["cache", *argv])
-    except SystemExit as exc:
-        rc = exc.code
-    out, err = capsys.readouterr()
-    return rc, out, err
+from cache_helpers import cache_file, run_cache
 
 
 def _young_work_folder(parent: Path, name: str) -> Path:
     """A work folder as :func:`..files.work_folder` names it, of a run that started just now."""
     work = parent / f".{name}.4242.deadbeef.tmp"
-    _file(work / "stride8.npy")
+    cache_file(work / "stride8.npy")
     return work
 
 
@@ -38,16 +23,16 @@ def _young_work_folder(parent: Path, name: str) -> Path:
 def test_clear_keeps_a_group_holding_a_stray_item_and_its_writes_in_progress(tmp_path, capsys, stray):
     """``tune/maps`` holding a ``.DS_Store`` (or a link) is still a group: its entries are
     removed one by one, the young work folder beside them left, the group kept."""
-    root, outside = tmp_path / "c", _file(tmp_path / "outside" / "keep.txt")
+    root, outside = tmp_path / "c", cache_file(tmp_path / "outside" / "keep.txt")
     maps = root / "tune" / "maps"
-    _file(maps / "net-64-stretch-1" / "stride8.npy", 20000)
+    cache_file(maps / "net-64-stretch-1" / "stride8.npy", 20000)
     if stray == "file":
-        _file(maps / ".DS_Store", 10)
+        cache_file(maps / ".DS_Store", 10)
     else:
         (maps / "linkgroup").symlink_to(outside.parent)
     work = _young_work_folder(maps, "net-64-stretch-2")
-    _file(root / "tune" / "synthetic" / "0123" / "00000_scar.png")
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "all")
+    cache_file(root / "tune" / "synthetic" / "0123" / "00000_scar.png")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "all")
     assert rc == 0 and err == ""
     assert os.listdir(maps) == [work.name] and (work / "stride8.npy").is_file()
     assert os.listdir(root / "tune" / "synthetic") == []
@@ -60,11 +45,11 @@ def test_clear_leaves_an_entry_that_holds_a_write_in_progress(tmp_path, capsys):
     split being built is left whole; the others, and the group, go and stay."""
     root = tmp_path / "c"
     building = root / "ood" / "synthetic" / "key1"
-    _file(building / "scar" / "00000.png")
+    cache_file(building / "scar" / "00000.png")
     work = _young_work_folder(building, "blob")
-    _file(root / "ood" / "synthetic" / "key2" / "scar" / "00000.png")
-    _file(root / "ood" / "k1.npz")
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "ood")
+    cache_file(root / "ood" / "synthetic" / "key2" / "scar" / "00000.png")
+    cache_file(root / "ood" / "k1.npz")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "ood")
     assert rc == 0 and err == ""
     assert os.listdir(root / "ood") == ["synthetic"]
     assert os.listdir(root / "ood" / "synthetic") == ["key1"] and (work / "stride8.npy").is_file()
@@ -74,17 +59,17 @@ def test_clear_leaves_an_entry_that_holds_a_write_in_progress(tmp_path, capsys):
 def _linked_onnx(tmp_path: Path) -> tuple[Path, Path]:
     """A cache whose onnx folder was moved to a bigger disk and linked back."""
     root, big = tmp_path / "c", tmp_path / "big" / "onnx"
-    _file(big / "net-a.onnx", 300_000)
-    _file(big / "net-b.onnx", 1000)
+    cache_file(big / "net-a.onnx", 300_000)
+    cache_file(big / "net-b.onnx", 1000)
     root.mkdir()
     (root / "onnx").symlink_to(big)
-    _file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy")
+    cache_file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy")
     return root, big
 
 
 def test_a_linked_cache_folder_is_listed_by_its_target_s_use(tmp_path, capsys):
     root, big = _linked_onnx(tmp_path)
-    rc, out, err = _run(capsys, "--cache-dir", str(root))
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root))
     assert rc == 0 and err == ""
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert " 2 entries " in rows["onnx"] and f"(a link to {big})" in rows["onnx"]
@@ -95,12 +80,12 @@ def test_a_linked_cache_folder_is_listed_by_its_target_s_use(tmp_path, capsys):
 
 def test_clear_empties_the_other_folders_and_refuses_a_linked_one(tmp_path, capsys):
     root, big = _linked_onnx(tmp_path)
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "tune")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "tune")
     assert rc == 0 and err == "" and "tune: freed " in out
     assert os.listdir(root / "tune" / "maps") == [] and len(os.listdir(big)) == 2
     for names in (["onnx"], ["all"], ["tune", "onnx"]):
-        _file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy")
-        rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", *names)
+        cache_file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy")
+        rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", *names)
         assert rc == 2 and out == "" and err.count("\n") == 1
         assert f"its 'onnx' is a link to {big}" in err and "nothing deleted" in err
         assert len(os.listdir(big)) == 2 and os.listdir(root / "tune" / "maps") == ["net-64-stretch-1"]
@@ -110,13 +95,13 @@ def test_the_listing_does_not_size_what_is_not_a_cache_folder(tmp_path, capsys, 
     """A root set to a project folder by mistake: its other items are named, never walked (a
     tree of 15 GB, or one that cannot be listed), and their bytes are not in the total."""
     root = tmp_path / "c"
-    _file(root / "onnx" / "net-a.onnx", 5000)
-    _file(root / "project" / "deep" / "data.bin", 500_000)
-    _file(root / "notes.txt", 100_000)
+    cache_file(root / "onnx" / "net-a.onnx", 5000)
+    cache_file(root / "project" / "deep" / "data.bin", 500_000)
+    cache_file(root / "notes.txt", 100_000)
     listed = []
     items = user_cache._items
     monkeypatch.setattr(user_cache, "_items", lambda folder: listed.append(Path(folder)) or items(folder))
-    rc, out, err = _run(capsys, "--cache-dir", str(root))
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root))
     assert rc == 0 and err == ""
     assert not any(p == root / "project" or root / "project" in p.parents for p in listed)
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
@@ -128,27 +113,27 @@ def test_the_listing_does_not_size_what_is_not_a_cache_folder(tmp_path, capsys, 
 
 def test_the_listing_refuses_the_home_folder_and_the_file_system_root(tmp_path, monkeypatch, capsys):
     home = tmp_path / "home"
-    _file(home / "big" / "x.bin")
+    cache_file(home / "big" / "x.bin")
     monkeypatch.setenv("HOME", str(home))
     for root, why in ((str(home), "it is the home folder"), ("/", "it is the file system root")):
-        rc, out, err = _run(capsys, "--cache-dir", root)
+        rc, out, err = run_cache(capsys, "--cache-dir", root)
         assert rc == 2 and out == "" and err.count("\n") == 1
         assert err.startswith(f"error: {root}: does not look like an anomaly-inspect cache ({why})")
 
 
 def test_quiet_keeps_the_results_and_the_errors(tmp_path, capsys):
     root = tmp_path / "c"
-    _file(root / "onnx" / "net-a.onnx", 5000)
-    _file(root / "ood" / "k1.npz", 4000)
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--quiet")
+    cache_file(root / "onnx" / "net-a.onnx", 5000)
+    cache_file(root / "ood" / "k1.npz", 4000)
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--quiet")
     assert rc == 0 and err == "" and out.splitlines()[-1].startswith("total ")
     _young_work_folder(root / "ood", "k2")
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "all", "--quiet")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "all", "--quiet")
     assert rc == 0 and err == ""
     assert out.splitlines() == [out.splitlines()[-1]]  # the total line alone
     assert out.startswith("total: freed ") and "(2 entries) (1 being written, left)" in out
-    _file(tmp_path / "f")
-    rc, out, err = _run(capsys, "--cache-dir", str(tmp_path / "f"), "--quiet")
+    cache_file(tmp_path / "f")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(tmp_path / "f"), "--quiet")
     assert rc == 2 and out == "" and f"error: {tmp_path / 'f'}: not a folder" in err
 
 
@@ -156,17 +141,17 @@ def test_a_cache_folder_linked_to_a_missing_folder_blocks_only_its_own_clear(tmp
     """``onnx`` moved to a disk that is not mounted now: listed as a link to a missing folder;
     ``--clear tune`` empties tune; naming onnx (or all) refuses, saying so, nothing deleted."""
     root, gone = tmp_path / "c", tmp_path / "unmounted" / "onnx"
-    _file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy")
+    cache_file(root / "tune" / "maps" / "net-64-stretch-1" / "stride8.npy")
     (root / "onnx").symlink_to(gone, target_is_directory=True)
     said = f"a link to {gone}, which is missing"
-    rc, out, err = _run(capsys, "--cache-dir", str(root))
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root))
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert rc == 0 and err == "" and said in rows["onnx"] and "not a cache folder" not in out
     for names in (["onnx"], ["all"], ["tune", "onnx"]):
-        rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", *names)
+        rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", *names)
         assert rc == 2 and out == "" and err.count("\n") == 1
         assert f"its 'onnx' is {said})" in err and "nothing deleted" in err
         assert os.listdir(root / "tune" / "maps") == ["net-64-stretch-1"]
-    rc, out, err = _run(capsys, "--cache-dir", str(root), "--clear", "tune")
+    rc, out, err = run_cache(capsys, "--cache-dir", str(root), "--clear", "tune")
     assert rc == 0 and err == "" and "tune: freed " in out and "(1 entry)" in out
     assert os.listdir(root / "tune" / "maps") == [] and (root / "onnx").is_symlink()

@@ -16,6 +16,12 @@ from anomaly_inspect.evaluation.metrics import aupro
 from layout_writer import rgb_image, write_image
 
 
+def _cfg(**features) -> ModelConfig:
+    """The small evaluate config of these tests: random weights, torch, ``features``."""
+    return ModelConfig(backbone=BackboneConfig(weights="random", runtime="torch"),
+                       features=FeatureConfig(**features))
+
+
 def _two_regions():
     """A 2 x 3 image: region R1 = (0, 0) alone, region R2 = (0, 2) and (1, 2) (not touching
     R1, even diagonally), normal pixels (0, 1), (1, 0), (1, 1)."""
@@ -169,8 +175,7 @@ def test_evaluate_reports_the_aupro_of_the_image_pixels_and_the_image_fpr(tmp_pa
         return np.stack([amap] * len(patch_scores))
 
     monkeypatch.setattr(ev, "anomaly_maps", fake_maps)
-    result = ev.evaluate(load_mvtec(cat), ModelConfig(backbone=BackboneConfig(weights="random", runtime="torch"),
-                                   features=FeatureConfig(image_size=64, resize="pad")), progress=False)
+    result = ev.evaluate(load_mvtec(cat), _cfg(image_size=64, resize="pad"), progress=False)
     none = np.zeros((h, w), np.uint8)
     assert result.pixel_aupro == pytest.approx(aupro([none, none, *masks], [ramp] * 4), abs=1e-12)
     assert 0 < result.pixel_aupro < 1
@@ -198,8 +203,7 @@ def test_with_every_defect_outside_the_crop_the_whole_image_figures_show_the_mis
     ramp = np.tile(np.arange(48, dtype=np.float32), (48, 1))
     monkeypatch.setattr(ev, "anomaly_maps",
                         lambda patch_scores, size: np.stack([ramp] * len(patch_scores)))
-    cfg = ModelConfig(backbone=BackboneConfig(weights="random", runtime="torch"),
-                      features=FeatureConfig(image_size=64, crop_size=48))
+    cfg = _cfg(image_size=64, crop_size=48)
     result = ev.evaluate(load_mvtec(tmp_path, "w"), cfg, progress=False)
     assert result.pixel_auroc is None and result.pixel_aupro is None
     assert result.pixel_auroc_note == "the masks mark no pixel anomalous inside the 48 px crop"
@@ -222,16 +226,15 @@ def test_with_every_defect_outside_the_crop_the_whole_image_figures_show_the_mis
         in printed
 
 
-def test_masks_with_no_defect_anywhere_are_said_once_without_the_crop(tmp_path, monkeypatch,
-                                                                     caplog):
+def test_masks_with_no_defect_anywhere_are_said_once_without_naming_the_crop(
+        tmp_path, monkeypatch, caplog):
     cat = tmp_path / "w"
     for i in range(3):
         write_image(cat / "train" / "good" / f"{i}.png", rgb_image(64, seed=i))
         write_image(cat / "test" / "good" / f"{i}.png", rgb_image(64, seed=10 + i))
     write_image(cat / "test" / "bad" / "0.png", rgb_image(64, seed=20))
     write_image(cat / "ground_truth" / "bad" / "0_mask.png", np.zeros((64, 64), np.uint8))
-    cfg = ModelConfig(backbone=BackboneConfig(weights="random", runtime="torch"),
-                      features=FeatureConfig(image_size=64, crop_size=48))
+    cfg = _cfg(image_size=64, crop_size=48)
     result = ev.evaluate(load_mvtec(tmp_path, "w"), cfg, progress=False)
     assert result.pixel_auroc is None and result.pixel_auroc_whole_image is None
     assert result.pixel_auroc_note == "the masks mark no pixel anomalous"

@@ -503,8 +503,7 @@ def _palette_mask(data: bytes | bytearray, header: _Header) -> tuple[np.ndarray,
         background.update(i for i, alpha in enumerate(transparency) if alpha == 0)
     defect = np.ones(256, np.uint8)
     defect[[i for i in background if 0 <= i < 256]] = 0
-    shown = ", ".join(str(i) for i in used[:6]) + (", ..." if len(used) > 6 else "")
-    return defect[indices], f"palette indices {shown}"
+    return defect[indices], f"palette indices {_first_values(used)}"
 
 
 def _orient(img: np.ndarray, orientation: int) -> np.ndarray:
@@ -622,8 +621,12 @@ def _levels_mask(raw: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
         img = (_to_uint8(raw, path) > 127).astype(np.uint8)
     if visible is not None:
         img &= visible
-    shown = ", ".join(str(v) for v in levels[:6]) + (", ..." if len(levels) > 6 else "")
-    return img, f"values {shown}"
+    return img, f"values {_first_values(levels)}"
+
+
+def _first_values(values) -> str:
+    """The first six of a mask's ``values`` (levels or palette indices), for messages."""
+    return ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
 
 
 def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:

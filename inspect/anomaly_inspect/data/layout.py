@@ -308,8 +308,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
     if twins not in TWINS:
         raise ValueError(f"twins={twins!r}: one of {', '.join(map(repr, TWINS))}")
     out: list[Path] = []
-    names: dict[object, list[Path]] = {}  # file (key) -> its canonical paths brought in
-    at: dict[object, int] = {}  # file (key) -> its place in out
+    found: dict[object, tuple[int, list[Path]]] = {}  # file -> its place in out, its paths
     identity = file_key if twins == "once" else (lambda c: c)
     skip = [(canonical_path(Path(e)), Path(os.path.abspath(e))) for e in exclude]
 
@@ -323,11 +322,11 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
             if any(inside(c, ec, rc) or inside(fa, ea, ra) for ec, ea in skip):
                 return
         key = identity(c)
-        if key not in at:
-            at[key], names[key] = len(out), [c]
+        if key not in found:
+            found[key] = len(out), [c]
             out.append(c)
-        elif c not in names[key]:
-            names[key].append(c)
+        elif c not in found[key][1]:
+            found[key][1].append(c)
 
     for item in inputs:
         p = Path(item)
@@ -351,10 +350,10 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
         else:
             raise FileNotFoundError(f"{item}: no such file or folder")
     again = []
-    for key, twins in names.items():
-        if len(twins) > 1:
-            out[at[key]] = first = listing_order(twins)[0]
-            again += [f"{p} (= {first})" for p in twins if p != first]
+    for at, paths in found.values():
+        if len(paths) > 1:
+            out[at] = first = listing_order(paths)[0]
+            again += [f"{p} (= {first})" for p in paths if p != first]
     log_counted_once(again, "among the inputs")
     return out
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..choices import check_instance
 from ..config import ModelConfig, config_for_fit
-from ..data.image_io import DEFAULT_MAX_PIXELS, read_mask
+from ..data.image_io import DEFAULT_MAX_PIXELS, image_orientation, read_mask
 from ..data.layout import DatasetLayoutError
 from ..data.mvtec import AnomalyDataset
 from ..data.samples import Sample
@@ -151,8 +151,6 @@ def check_files(name: str, samples: Sequence[Sample], masks: bool = True,
 def _as_stored(path: Path, width: int, height: int, max_pixels: int) -> str:
     """"" or, for a file with an EXIF orientation, that its upright ``width`` x ``height`` is
     after it, and its size as stored (a mask drawn on the stored pixels reads as the same)."""
-    from ..data.image_io import image_orientation
-
     orientation = image_orientation(path, max_pixels)
     if orientation == 1:
         return ""

@@ -51,13 +51,7 @@ from ..data.mvtec_ood import (
 from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
-from ..features.cache import (  # noqa: F401 - UNFINGERPRINTED: checked by the tests here
-    UNFINGERPRINTED,
-    FeatureCache,
-    cache_key,
-    code_fingerprint,
-    file_list_hash,
-)
+from ..features.cache import FeatureCache, cache_key, code_fingerprint, file_list_hash
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..pipeline.builders import scorer_for
 from ..progress import Progress

@@ -52,7 +52,7 @@ from ..files import (
     work_folder,
     write_text,
 )
-from ..user_cache import CACHE_ENV, user_cache_dir  # noqa: F401 - CACHE_ENV: where the exports go
+from ..user_cache import user_cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -347,7 +347,12 @@ def calibration_split(train_paths: list[Path], calibration: Sequence[Path | str]
     Both come in :func:`~..data.layout.listing_order` whatever order they were given in: every
     fit (local, ``--auto``, distributed) draws here, so the hold-out and the coreset's seeded
     draws depend on the set of images and the seed only, and a single folder's are unchanged."""
-    train_paths = listing_order(train_paths)
+    return _split(listing_order(train_paths), calibration, calibration_fraction, seed)
+
+
+def _split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
+           calibration_fraction: float, seed: int) -> tuple[list[Path], list[Path], str]:
+    """:func:`calibration_split` of ``train_paths`` already in its order."""
     if calibration is None:
         fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, seed)
         return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
@@ -410,7 +415,7 @@ def fit_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
     fraction = _held_out_fraction(calibration, calibration_fraction)
     train_paths = listing_order(train_paths)
     if calibration is not None:
-        return (*calibration_split(train_paths, calibration, fraction, seed), [])
+        return (*_split(train_paths, calibration, fraction, seed), [])
     reasons: dict[int, str] = {}
     for i, p in enumerate(train_paths):
         try:
@@ -421,7 +426,7 @@ def fit_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
     decoded: set[Path] = set()
     while readable:
         try:
-            drawn = calibration_split(readable, None, fraction, seed)[1]
+            drawn = _split(readable, None, fraction, seed)[1]
         except ValueError:
             break  # raised below, after the skipped images are named
         failed = {}
@@ -440,7 +445,7 @@ def fit_split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
     if not readable:
         raise ValueError(f"none of the {len(train_paths)} training images could be read")
     try:
-        return (*calibration_split(readable, None, fraction, seed), skipped)
+        return (*_split(readable, None, fraction, seed), skipped)
     except ValueError as exc:
         if not skipped:
             raise

@@ -139,9 +139,11 @@ def fpr_at_tpr(labels: np.ndarray, scores: np.ndarray, tpr: float = 0.95) -> flo
 
 def auroc_by_group(labels: np.ndarray, scores: np.ndarray, groups: Sequence[str]) -> dict[str, float]:
     """Image AUROC of each anomalous group (e.g. defect type) against all normal samples."""
-    labels = np.asarray(labels).astype(bool)
-    scores = np.asarray(scores)
-    groups = np.asarray(groups)
+    labels, scores = _checked(labels, scores, "AUROC by group")
+    groups = np.asarray(groups).ravel()
+    if groups.size != labels.size:
+        raise ValueError(f"AUROC by group: {groups.size} group names for {labels.size} labels; "
+                         f"they must match")
     if labels.all():
         return {}
     return {g: auroc(labels[keep], scores[keep])

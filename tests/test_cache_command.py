@@ -1,4 +1,4 @@
-"""``anomaly-inspect cache``: the user cache's folders listed (entries, size, last use) and
+"""``anomaly-inspect cache``: the user cache's folders listed (entries, size, last write) and
 emptied on request, never anything outside the cache root; and the cache's readers, which
 count an entry that ``--clear`` removed under them as a miss."""
 
@@ -89,7 +89,7 @@ def test_cache_lists_each_folder_with_its_entries_size_and_last_use(tmp_path, mo
     assert " 3 entries " in rows["onnx"] and " 2 entries " in rows["tune"]  # a map, a synthetic set
     assert " 2 entries " in rows["ood"] and "not a cache folder" in rows["models"]
     today = time.strftime("%Y-%m-%d")
-    assert f"last used {today}" in rows["onnx"]
+    assert f"last written {today}" in rows["onnx"]
     assert " 8 entries " in rows["total"]  # the other folder's counted too: it is on that disk
     usage = cache_dir.cache_usage(root)
     assert [u.name for u in usage] == ["onnx", "tune", "ood", "models"]

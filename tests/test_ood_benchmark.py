@@ -249,7 +249,9 @@ def test_cli_reports_missing_data(tmp_path, capsys):
     assert main(["ood-benchmark", "--config", str(cfg), "--data-root", str(tmp_path), "--quiet",
                  "--output-json", str(tmp_path / "o.json")]) == 1
     err = capsys.readouterr().err
-    assert "nowhere" in err and "index.csv" in err
+    # the dataset root is named as the missing folder, with what it was read relative to
+    assert "c.yaml: data.root:" in err and "nowhere is not a folder" in err
+    assert f"read relative to --data-root {tmp_path}" in err
     assert not (tmp_path / "o.json").exists()
 
 

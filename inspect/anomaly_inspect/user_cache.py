@@ -61,17 +61,17 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class FolderUsage:
-    """One item of the cache root: ``entries``, ``size`` (bytes on disk) and ``last_used``
-    (the latest modification time below it; None where it is empty). ``cache_folder``: one of
+    """One item of the cache root: ``entries``, ``size`` (bytes on disk) and ``last_written``
+    (the latest modification time below it: reading an entry does not change it; None where it is empty). ``cache_folder``: one of
     :data:`CACHE_FOLDERS`, a folder or a link to one (``link_to``: its target), sized; any other
-    item is one entry, not sized (0 bytes, never used), among them a cache folder's name that
+    item is one entry, not sized (0 bytes, never written), among them a cache folder's name that
     is a link to a folder that is missing (an unmounted disk; ``link_to``: where it leads)."""
 
     name: str
     path: Path
     entries: int
     size: int
-    last_used: float | None
+    last_written: float | None
     cache_folder: bool
     link_to: Path | None = None
 
@@ -216,7 +216,7 @@ def cache_usage(root: Path | str) -> list[FolderUsage]:
 
 def summed(usages: Sequence[FolderUsage], name: str = "total") -> FolderUsage:
     """The total of ``usages``, as one row."""
-    lasts = [u.last_used for u in usages if u.last_used is not None]
+    lasts = [u.last_written for u in usages if u.last_written is not None]
     return FolderUsage(name, Path(), sum(u.entries for u in usages), sum(u.size for u in usages),
                        max(lasts) if lasts else None, False)
 

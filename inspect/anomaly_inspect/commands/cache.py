@@ -3,7 +3,7 @@
 The user cache ($ANOMALY_INSPECT_CACHE, else ~/.cache/anomaly_inspect) holds the backbone's
 ONNX exports (onnx), tune's stage maps and synthetic-anomaly sets (tune) and ood-benchmark's
 features (ood); nothing prunes it. Without --clear: each folder's entries, size on disk and
-last use (the latest write: reading does not change it), then the total. A folder moved
+last write (reading an entry does not change it), then the total. A folder moved
 elsewhere and linked back is sized where it leads ("a link to X"; "which is missing" where
 that disk is not mounted: it blocks no --clear of the others); any other item of the root is
 named, not sized (a root set to a project folder by mistake is not walked); the home folder
@@ -64,10 +64,10 @@ def _row(u) -> tuple[str, str, str, str]:
         return (u.name, _entries(u.entries), "-",
                 f"{missing_link(u.link_to)}, not sized" if u.link_to
                 else "not a cache folder, not sized")
-    last = ("never" if u.last_used is None
-            else time.strftime("%Y-%m-%d %H:%M", time.localtime(u.last_used)))
+    last = ("never" if u.last_written is None
+            else time.strftime("%Y-%m-%d %H:%M", time.localtime(u.last_written)))
     return (u.name, _entries(u.entries), human_size(u.size),
-            f"last used {last}" + (f" (a link to {u.link_to})" if u.link_to else ""))
+            f"last written {last}" + (f" (a link to {u.link_to})" if u.link_to else ""))
 
 
 def run(args: argparse.Namespace) -> int:

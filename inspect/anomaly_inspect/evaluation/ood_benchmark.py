@@ -441,18 +441,32 @@ def _path(value: Any, data_root: Path | None, key: str) -> Path:
     return p if p.is_absolute() or data_root is None else data_root / p
 
 
+def _dataset_root(cfg: OODBenchmarkConfig, data_root: Path | None, key: str) -> Path:
+    """The dataset folder ``data.key``, refused where it does not exist: a relative root read
+    from the wrong folder is said as such, not as a file missing inside the dataset."""
+    p = _path(cfg.data.get(key), data_root, key)
+    if not p.is_dir():
+        value = cfg.data[key]
+        where = "" if Path(value).is_absolute() else (
+            f" ({value} is read relative to "
+            + (f"--data-root {data_root}" if data_root is not None else f"the current folder {Path.cwd()}")
+            + "; run from the folder it is relative to, or pass --data-root)")
+        raise ConfigError(f"{cfg.source}: data.{key}: {p} is not a folder{where}")
+    return p
+
+
 def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[OODData, dict]:
     """ID / OOD samples for the configured splits, plus a record of how synthetic sets were made."""
     d = cfg.data
     synth_info: dict = {}
     if cfg.benchmark == "isic":
-        root = _path(d.get("root"), data_root, "root")
         real = [s for s in cfg.splits if s in REAL_SPLITS]
         bad = [s for s in cfg.splits if s not in REAL_SPLITS and s not in SYNTHETIC_SPLITS]
         if bad:
             raise ConfigError(f"{cfg.source}: unknown ISIC splits {bad}; available: "
                               f"{', '.join(REAL_SPLITS + tuple(SYNTHETIC_SPLITS))}")
         colours = d.get("colours_csv")
+        root = _dataset_root(cfg, data_root, "root")
         data = isic_index_benchmark(root, _path(colours, data_root, "colours_csv") if colours else None, real)
         synth = [s for s in cfg.splits if s in SYNTHETIC_SPLITS]
         if synth:
@@ -480,8 +494,9 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     elif cfg.benchmark == "isic_archive":
         lists = {k: _path(v, data_root, f"ood_lists.{k}") for k, v in (d.get("ood_lists") or {}).items()}
         _check_defined(cfg, lists, "ood_lists")
+        image_dir = _dataset_root(cfg, data_root, "image_dir")
         with _config_errors(f"{cfg.source}: data: folds"):
-            data = isic_archive_benchmark(_path(d.get("image_dir"), data_root, "image_dir"),
+            data = isic_archive_benchmark(image_dir,
                                           _path(d.get("metadata_csv"), data_root, "metadata_csv"),
                                           _path(d.get("id_list"), data_root, "id_list"), lists,
                                           int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
@@ -490,7 +505,7 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         manifest = d.get("colour_manifest")
         manifest = _path(manifest, data_root, "colour_manifest") if manifest else None
         groups = d.get("ood_groups") or {}
-        root = _path(d.get("root"), data_root, "root")
+        root = _dataset_root(cfg, data_root, "root")
         with _config_errors(f"{cfg.source}: data: folds"):
             data = mvtec_heldout_benchmark(
                 root, d.get("category"), d.get("id_groups", []),

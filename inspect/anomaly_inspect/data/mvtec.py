@@ -111,6 +111,15 @@ def _categories(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
 
 
+def _roots_below(root: Path, category: str) -> list[Path]:
+    """The folders one level below ``root`` that hold ``category`` with a train/ folder (a root
+    given one level too high, e.g. the folder of several datasets)."""
+    try:
+        return sorted(p for p in root.iterdir() if (p / category / "train").is_dir())
+    except OSError:
+        return []
+
+
 def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category.
 
@@ -130,6 +139,9 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
         hint = (f"; {root} is itself a category folder (it has train/): leave out the category "
                 f"(--category)" if (root / "train").is_dir() else
                 f"; categories found under {root}: {', '.join(_categories(root)) or 'none'}")
+        below = [] if (root / "train").is_dir() or not category else _roots_below(root, category)
+        if below:
+            hint += f"; {category} is under {' and '.join(map(str, below))}: pass that as the root"
         raise FileNotFoundError(f"{cat_dir}: category folder not found{hint}")
     train_dir, test_dir = cat_dir / "train" / GOOD, cat_dir / "test"
     for needed in (train_dir, test_dir):

@@ -251,7 +251,7 @@ def test_cli_reports_missing_data(tmp_path, capsys):
     err = capsys.readouterr().err
     # the dataset root is named as the missing folder, with what it was read relative to
     assert "c.yaml: data.root:" in err and "nowhere is not a folder" in err
-    assert f"read relative to --data-root {tmp_path}" in err
+    assert f"read relative to --data-root {tmp_path}, which does not hold it" in err
     assert not (tmp_path / "o.json").exists()
 
 

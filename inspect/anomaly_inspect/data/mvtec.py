@@ -106,18 +106,35 @@ def _mask_folder(gt_root: Path, group: str) -> Path:
     return same[0] if len(same) == 1 else exact
 
 
-def _categories(root: Path) -> list[str]:
-    """The folders in ``root`` that hold a train/ folder."""
-    return sorted(p.name for p in root.iterdir() if (p / "train").is_dir())
-
-
-def _roots_below(root: Path, category: str) -> list[Path]:
-    """The folders one level below ``root`` that hold ``category`` with a train/ folder (a root
-    given one level too high, e.g. the folder of several datasets)."""
+def _is_dir(path: Path) -> bool:
+    """``path.is_dir()``, False where it cannot be read (a root-only ``lost+found``)."""
     try:
-        return sorted(p for p in root.iterdir() if (p / category / "train").is_dir())
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _subfolders(root: Path) -> list[Path]:
+    try:
+        return sorted(root.iterdir())
     except OSError:
         return []
+
+
+def _categories(root: Path) -> list[str]:
+    """The folders in ``root`` that hold a train/ folder (unreadable ones skipped)."""
+    return [p.name for p in _subfolders(root) if _is_dir(p / "train")]
+
+
+def missing_category_hint(root: Path, category: str) -> str:
+    """What to say where ``root/category`` is missing: the categories ``root`` holds, and the
+    folders one level below it that hold ``category`` (a root given one level too high, e.g.
+    the folder of several datasets)."""
+    hint = f"; categories found under {root}: {', '.join(_categories(root)) or 'none'}"
+    below = [p for p in _subfolders(root) if _is_dir(p / category / "train")]
+    if below:
+        hint += f"; {category} is under {' and '.join(map(str, below))}: pass that as the root"
+    return hint
 
 
 def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
@@ -137,11 +154,7 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     name = Path(os.path.abspath(cat_dir)).name  # "cat/", "." and ".." named as the folder is
     if not cat_dir.is_dir():
         hint = (f"; {root} is itself a category folder (it has train/): leave out the category "
-                f"(--category)" if (root / "train").is_dir() else
-                f"; categories found under {root}: {', '.join(_categories(root)) or 'none'}")
-        below = [] if (root / "train").is_dir() or not category else _roots_below(root, category)
-        if below:
-            hint += f"; {category} is under {' and '.join(map(str, below))}: pass that as the root"
+                f"(--category)" if (root / "train").is_dir() else missing_category_hint(root, category))
         raise FileNotFoundError(f"{cat_dir}: category folder not found{hint}")
     train_dir, test_dir = cat_dir / "train" / GOOD, cat_dir / "test"
     for needed in (train_dir, test_dir):

@@ -25,6 +25,7 @@ import numpy as np
 from .image_io import read_image
 from .isic import OODData, kfold_split, read_csv_rows
 from .layout import DatasetLayoutError, list_images
+from .mvtec import missing_category_hint
 from .samples import Sample
 
 log = logging.getLogger(__name__)
@@ -158,8 +159,9 @@ def mvtec_heldout_benchmark(
     """
     cat_dir = Path(root) / category
     if not cat_dir.is_dir():
+        hint = missing_category_hint(Path(root), category) if Path(root).is_dir() else ""
         raise FileNotFoundError(f"{cat_dir}: category folder not found (data: root {root}, "
-                                f"category {category})")
+                                f"category {category}){hint}")
     if not (cat_dir / "test").is_dir():
         raise FileNotFoundError(f"{cat_dir}: not an MVTec-layout category (no test/ folder)")
     check_no_repeats("id_groups", id_groups)

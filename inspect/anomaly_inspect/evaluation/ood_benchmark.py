@@ -437,7 +437,7 @@ def load_ood_config(path: Path | str, seed: int | None = None, backbone: dict[st
 def _path(value: Any, data_root: Path | None, key: str) -> Path:
     if value is None:
         raise ConfigError(f"data.{key} is required")
-    p = Path(value)
+    p = Path(value).expanduser()
     return p if p.is_absolute() or data_root is None else data_root / p
 
 
@@ -447,10 +447,15 @@ def _dataset_root(cfg: OODBenchmarkConfig, data_root: Path | None, key: str) -> 
     p = _path(cfg.data.get(key), data_root, key)
     if not p.is_dir():
         value = cfg.data[key]
-        where = "" if Path(value).is_absolute() else (
-            f" ({value} is read relative to "
-            + (f"--data-root {data_root}" if data_root is not None else f"the current folder {Path.cwd()}")
-            + "; run from the folder it is relative to, or pass --data-root)")
+        if Path(value).expanduser().is_absolute():
+            where = ""
+        elif data_root is None:
+            where = (f" ({value} is read relative to the current folder {Path.cwd()}; run from "
+                     f"the folder it is relative to, or pass --data-root)")
+        else:
+            where = (f" ({value} is read relative to --data-root {data_root}, which "
+                     + ("is not a folder" if not data_root.is_dir() else "does not hold it")
+                     + f"; check data.{key} and --data-root)")
         raise ConfigError(f"{cfg.source}: data.{key}: {p} is not a folder{where}")
     return p
 

@@ -527,8 +527,8 @@ def test_results_of_the_oldest_layout_with_raw_names_resume_once(tiny, tmp_path)
     out = tmp_path / "out"
     _screen(model, [tmp_path / "in"], out)
     (row,) = _rows(out)
-    old = ",".join(CSV_COLUMNS[:-2]).encode() + b"\n" + b",".join(
-        [raw, *(row[c].encode() for c in CSV_COLUMNS[1:-2])]) + b"\n"
+    old = ",".join(CSV_COLUMNS[:-3]).encode() + b"\n" + b",".join(
+        [raw, *(row[c].encode() for c in CSV_COLUMNS[1:-3])]) + b"\n"
     (out / "results.csv").write_bytes(old)
     s = _screen(model, [tmp_path / "in"], out)
     assert (s.n_resumed, s.n_scored) == (1, 0)

@@ -28,14 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=out_dir, required=True, metavar="RESULTS_DIR", help="results folder")
     p.add_argument("--rescore", action="store_true",
                    help="score every image again instead of skipping those already in "
-                        "results.csv (which starts over: the thumbnails, overlays and strips "
-                        "its earlier rows name are removed)")
+                        "results.csv (which starts over: the thumbnails, overlays, strips and "
+                        "maps its earlier rows name are removed)")
     p.add_argument("--labels", type=nonempty, metavar="CSV|mvtec|none",
                    help="ground truth for ROC/AUROC in the report: a CSV with path,label columns, "
                         "'mvtec' (test/good = normal), or 'none'; default: MVTec layout when every "
                         "image follows it")
     p.add_argument("--overlays", choices=OVERLAY_CHOICES, default="flagged",
                    help="which images get a heatmap overlay (default: flagged)")
+    p.add_argument("--maps", choices=OVERLAY_CHOICES, default="none",
+                   help="which images get their raw anomaly map as maps/*.npy (float32 at the "
+                        "image's size, at most 4096 px on the longer side; the score's units; NaN "
+                        "outside a centre crop), named in results.csv's map column (default: none)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html (then --labels, used only there, is refused)")
     p.add_argument("--explain", nargs="?", type=positive_int, const=3, default=0, metavar="TOP",
@@ -71,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
                        max_pixels=args.max_pixels)
     s = model.screen(args.inputs, args.out, rescore=args.rescore, overlays=args.overlays,
                      labels=args.labels, report=not args.no_report, progress=not args.quiet,
-                     explain=args.explain, engine=engine)
+                     explain=args.explain, engine=engine, maps=args.maps)
     rows = [
         ("images", f"{s.n_inputs} ({s.n_scored} scored now, {s.n_resumed} already in results.csv)"),
         ("flagged anomalous", f"{s.n_flagged} of {s.n_scored} scored now"),

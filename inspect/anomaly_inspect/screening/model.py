@@ -62,7 +62,7 @@ log = logging.getLogger(__name__)
 
 RESULTS_CSV = "results.csv"
 RUN_JSON = "screen.json"
-OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain")  # what screen writes besides its files
+OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain", "maps")  # what screen writes besides its files
 
 #: the share of the training images held out to calibrate the threshold when no calibration
 #: images are given

@@ -1,19 +1,19 @@
-"""Streaming screening: images -> ``results.csv`` (+ thumbnails, overlays, ``report.html``).
+"""Streaming screening: images -> ``results.csv`` (+ thumbnails, overlays, maps, ``report.html``).
 
 Memory is bounded whatever the number of images: images are decoded, scored
 and written batch by batch, and only one batch of thumbnails / overlays is in
 flight in the writer thread. ``results.csv`` is appended and flushed after
 every batch, so an interrupted run loses at most one batch and a re-run skips
 every image already scored (unless ``rescore``, which starts ``results.csv`` over and
-removes the thumbnails, overlays and strips its earlier rows named). Images that failed before
+removes the thumbnails, overlays, strips and maps its earlier rows named). Images that failed before
 are retried. A run that resumes with a different model is refused, and so is a
 second run while another one writes to the same folder (see :mod:`.lock`).
 
 ``results.csv`` is always valid UTF-8: a file name that is not is written
 with its undecodable bytes escaped (``\xff``) in ``path``, and its raw bytes,
-percent-encoded, in ``raw_path`` (empty for every other file). ``overlay`` and
-``explain`` name the heatmap overlay and the explanation strip written for the
-row (empty: none); the report shows only those.
+percent-encoded, in ``raw_path`` (empty for every other file). ``overlay``,
+``explain`` and ``map`` name the heatmap overlay, the explanation strip and the anomaly
+map (``.npy``) written for the row (empty: none); the report shows the first two.
 """
 
 from __future__ import annotations
@@ -57,14 +57,16 @@ from .model import (
     input_images,
 )
 from .model_dir import is_model_dir
-from .overlays import denormalise, fit_within, heatmap_overlay, write_rgb
+from .overlays import denormalise, fit_within, heatmap_overlay, image_map, write_rgb
 
 log = logging.getLogger(__name__)
 
-CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay", "raw_path", "explain")
-# earlier layouts (before explain; before raw_path too): read on resume, rewritten
-LEGACY_CSV_COLUMNS = (CSV_COLUMNS[:-1], CSV_COLUMNS[:-2])
+CSV_COLUMNS = ("path", "score", "p_value", "decision", "error", "overlay", "raw_path", "explain",
+               "map")
+# earlier layouts (before map; before explain too; before raw_path too): read on resume, rewritten
+LEGACY_CSV_COLUMNS = (CSV_COLUMNS[:-1], CSV_COLUMNS[:-2], CSV_COLUMNS[:-3])
 OVERLAY_SIDE = 768  # longer side of an overlay image at most
+MAP_SIDE = 4096  # longer side of a written anomaly map at most (a 100 MP image's would be 400 MB)
 
 
 @dataclass
@@ -115,7 +117,7 @@ OUTPUTS = (RESULTS_CSV, RUN_JSON, "report.html", LOCK_NAME, *OUTPUT_SUBDIRS)
 
 
 #: the name of a file screen or explain writes per image (:func:`image_key`, then a suffix)
-_PER_IMAGE = re.compile(r".*_[0-9a-f]{10}(_overlay)?\.(jpg|json)")
+_PER_IMAGE = re.compile(r".*_[0-9a-f]{10}(_overlay)?\.(jpg|json|npy)")
 
 
 def check_out_dir(out_dir: Path, writes: str) -> None:
@@ -157,6 +159,11 @@ def thumb_relpath(path: str, overlay: bool = False) -> str:
 
 def overlay_relpath(path: str) -> str:
     return f"overlays/{image_key(path)}.jpg"
+
+
+def map_relpath(path: str) -> str:
+    """Where ``screen --maps`` writes an image's anomaly map."""
+    return f"maps/{image_key(path)}.npy"
 
 
 def explain_relpath(path: str, suffix: str = ".jpg") -> str:
@@ -206,7 +213,7 @@ def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
 def _current_layout(row: dict[str, str]) -> dict[str, str]:
     """A row as this version writes it: every text valid UTF-8, and a name that is not in
     ``raw_path`` (older layouts wrote its raw bytes into ``path``)."""
-    row = {"raw_path": "", "explain": "", **{k: display_path(v) if k != "path" else v
+    row = {"raw_path": "", "explain": "", "map": "", **{k: display_path(v) if k != "path" else v
                                             for k, v in row.items()}}
     if not row["raw_path"]:
         row["raw_path"], row["path"] = raw_path_field(row["path"]), display_path(row["path"])
@@ -261,6 +268,7 @@ def screen(
     embed_images: bool | None = None,
     explain: int = 0,
     engine: Engine | None = None,
+    maps: str = "none",
 ) -> ScreenSummary:
     """Screen files / folders / globs (one, or a list) with ``model`` into ``out_dir``; ``engine`` says where
     the images are scored (default: this process); the results are written here either way.
@@ -272,9 +280,17 @@ def screen(
     flagged rows lack (their maps are computed again; their scores in results.csv stay).
     ``explain`` (a whole number, 0: none) and ``engine`` (None, or one ``make_engine`` made)
     are checked before any work.
+
+    ``maps`` ("none", "flagged" or "all"): which images of this run get their anomaly map as
+    ``maps/*.npy`` (named in the ``map`` column): float32 at the image's own size (after its
+    EXIF orientation; scaled down to :data:`MAP_SIDE` px on the longer side where larger), the
+    same map as the overlay shows, unscaled (the score's units; ``model.threshold`` is the
+    image decision's), NaN where the model input does not cover the image (a centre crop's
+    border). Resumed rows keep what they had.
     """
-    if overlays not in OVERLAY_CHOICES:
-        raise ValueError(f"overlays must be one of {OVERLAY_CHOICES}, got {overlays!r}")
+    for name, value in (("overlays", overlays), ("maps", maps)):
+        if value not in OVERLAY_CHOICES:
+            raise ValueError(f"{name} must be one of {OVERLAY_CHOICES}, got {value!r}")
     check_number("screen", "explain", explain, 0, whole=True)
     check_engine(engine)
     if labels is not None and not report:
@@ -301,7 +317,7 @@ def screen(
     with OutputLock(out_dir, "screen"):
         return _screen_locked(model, paths, out_dir, rescore, overlays, labels, report, progress,
                               thumb_size, embed_images, start, _explain_top(model, explain),
-                              engine)
+                              engine, maps)
 
 
 def _explain_top(model: Model, top: int) -> int:
@@ -321,7 +337,7 @@ def _explain_top(model: Model, top: int) -> int:
 def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool, overlays: str,
                    labels: str | None, report: bool, progress: bool, thumb_size: int,
                    embed_images: bool | None, start: float, explain: int = 0,
-                   engine: Engine | None = None) -> ScreenSummary:
+                   engine: Engine | None = None, maps: str = "none") -> ScreenSummary:
     """:func:`screen` once ``out_dir`` is locked for this run."""
     csv_path, run_path = out_dir / RESULTS_CSV, out_dir / RUN_JSON
     ident = model_identity(model)
@@ -387,14 +403,15 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     if explain:
         _missing_strips(model, rows, set(paths), out_dir, csv_path, explain, engine, progress)
 
-    writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain)
+    writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain, maps)
     n_flagged = n_scored = 0
     errors: list[tuple[str, str]] = []
     try:
         with Progress(len(todo), "screen", enabled=progress) as bar, \
                 ThreadPoolExecutor(max_workers=1) as pool:
             pending: Future | None = None
-            for batch in model.iter_score(todo, bar, keep_maps=overlays != "none" or explain > 0,
+            keep = overlays != "none" or maps != "none" or explain > 0
+            for batch in model.iter_score(todo, bar, keep_maps=keep,
                                             engine=engine, thumb_size=thumb_size,
                                             flagged_inputs=explain > 0, expand=False):
                 for r in batch.images:
@@ -447,8 +464,9 @@ def _write_report(out_dir: Path, csv_path: Path, model: Model, labels: str | Non
 
 def row_files(row: dict[str, str]) -> list[str]:
     """The files screen wrote for a results row, relative to its folder: the thumbnail, and
-    the overlay (with its thumbnail) and explanation strip (with its JSON) the row names, where
-    they are the names screen gives that row's files (a hand-edited cell names nothing)."""
+    the overlay (with its thumbnail), explanation strip (with its JSON) and anomaly map the row
+    names, where they are the names screen gives that row's files (a hand-edited cell names
+    nothing)."""
     if row["error"]:
         return []
     key = row_key(row)
@@ -457,6 +475,8 @@ def row_files(row: dict[str, str]) -> list[str]:
         files += [row["overlay"], thumb_relpath(key, overlay=True)]
     if row["explain"] and row["explain"] == explain_relpath(key):
         files += [row["explain"], explain_relpath(key, ".json")]
+    if row.get("map") and row["map"] == map_relpath(key):
+        files.append(row["map"])
     return files
 
 
@@ -489,7 +509,7 @@ def _remove_row_files(out_dir: Path, rows: list[dict[str, str]], csv_path: Path)
             except OSError as exc:
                 log.warning("could not remove the earlier run's %s: %s", out_dir / rel, exc)
     if removed:
-        log.info("rescore: removed %d thumbnails, overlays and strips of the earlier rows of %s",
+        log.info("rescore: removed %d thumbnails, overlays, strips and maps of the earlier rows of %s",
                  removed, csv_path)
 
 
@@ -577,10 +597,11 @@ class _BatchWriter:
     the file, once the rows done before it are in the CSV."""
 
     def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int,
-                 explain: int = 0):
+                 explain: int = 0, maps: str = "none"):
         self.strips = _Strips(model, out_dir, explain) if explain else None
         self.out_dir = out_dir
         self.overlays = overlays
+        self.maps = maps
         self.thumb_size = thumb_size
         self.transform = model.extractor.transform
         disp = model.info.display or {}
@@ -613,7 +634,7 @@ class _BatchWriter:
 
     def _row(self, r: ScoredImage, x: np.ndarray | None) -> dict[str, str]:
         """``r``'s results row, once its thumbnail, overlay and strip are written."""
-        overlay = strip = ""
+        overlay = strip = amap = ""
         if not r.error:
             # a remote engine sends uint8 RGB: the thumbnail, or with strips a flagged
             # image's model input (remote.thumbnailed, by the same calls as here)
@@ -625,9 +646,13 @@ class _BatchWriter:
                 overlay = self._overlay(r)
             if self.strips is not None and r.flagged and r.nearest is not None:
                 strip = self.strips.write(r, image)
+            if (self.maps == "all" or (self.maps == "flagged" and r.flagged)) \
+                    and r.patch_scores is not None:
+                amap = self._map(r)
         return {"path": display_path(r.path), "score": _fmt(r.score),
                 "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
-                "overlay": overlay, "raw_path": raw_path_field(r.path), "explain": strip}
+                "overlay": overlay, "raw_path": raw_path_field(r.path), "explain": strip,
+                "map": amap}
 
     def _thumbnail(self, r: ScoredImage, image: np.ndarray) -> np.ndarray:
         """The report's thumbnail of ``r`` from its model input ``image`` (or a remote worker's
@@ -656,12 +681,16 @@ class _BatchWriter:
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def _image(self, r: ScoredImage, rel: str, image: np.ndarray, what: str) -> bool:
-        """Write ``image`` to ``rel``; False, with a warning naming ``r`` and the file, where it
+        """Write ``image`` to ``rel`` (see :meth:`_save`)."""
+        return self._save(r, rel, what, lambda path: write_rgb(path, image))
+
+    def _save(self, r: ScoredImage, rel: str, what: str, write) -> bool:
+        """``write(path)`` to ``rel``; False, with a warning naming ``r`` and the file, where it
         cannot be (the row is kept); :class:`DiskFullError` on a full disk or a folder that
         cannot be written."""
         path = self.out_dir / rel
         try:
-            write_rgb(path, image)
+            write(path)
             return True
         except OSError as exc:
             with contextlib.suppress(OSError):  # no part-written file is taken for the image's
@@ -676,6 +705,27 @@ class _BatchWriter:
             log.warning("no %s for %s: cannot write %s (%s)", what, display_path(r.path),
                         display_path(path), reason)
             return False
+
+    def _map(self, r: ScoredImage) -> str:
+        """``r``'s anomaly map as ``maps/*.npy`` (see :func:`screen`); its path relative to the
+        output folder, or "" (with a warning)."""
+        try:
+            width, height = image_size(r.path, self.transform.max_pixels)
+        except OSError as exc:
+            log.warning("no anomaly map for %s: %s", r.path, exc)
+            return ""
+        scale = min(1.0, MAP_SIDE / max(height, width))
+        shown = (max(1, round(height * scale)), max(1, round(width * scale)))
+        amap, covered = image_map(r.patch_scores, r.cells, r.grid, self.transform,
+                                  (height, width), shown)
+        amap[~covered] = np.nan
+
+        def write(path: Path) -> None:
+            with replacing(path) as tmp:
+                np.save(tmp, amap.astype(np.float32, copy=False))
+
+        rel = map_relpath(r.path)
+        return rel if self._save(r, rel, "anomaly map", write) else ""
 
     def _overlay(self, r: ScoredImage) -> str:
         """The heatmap over the original image (a huge JPEG decoded reduced), not over the

@@ -14,6 +14,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..choices import RANDOM_WEIGHTS
+from ..config import ModelConfig
 from ..data.synthetic import DEFECTS, TEXTURES
 from .common import (
     add_model_args,
@@ -38,12 +40,25 @@ def data_size(text: str) -> int:
 
 
 def defect_list(text: str) -> list[str]:
-    """argparse type of --defects: comma-separated defect types, at least one."""
+    """argparse type of --defects: comma-separated defect types, at least one, each once."""
     defects = [d.strip() for d in text.split(",") if d.strip()]
     if not defects or any(d not in DEFECTS for d in defects):
         raise argparse.ArgumentTypeError(f"must be comma-separated defect types from "
                                          f"{', '.join(DEFECTS)}, got {text!r}")
+    if len(set(defects)) != len(defects):
+        raise argparse.ArgumentTypeError(f"lists a defect type twice: {text!r}")
     return defects
+
+
+def check_weights_file(cfg: ModelConfig) -> None:
+    """Refuse, before the dataset is written, a backbone weights file (``--weights`` or the
+    config's) that is missing or a folder, as building the backbone would refuse it: only
+    after the dataset was written, whose folder then refuses the corrected run."""
+    weights = cfg.backbone.weights
+    if weights is not None and str(weights) != RANDOM_WEIGHTS:
+        from ..features.weights import check_weights_file as check
+
+        check(Path(weights).expanduser())
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_writable(args.out, "--out", into=True)
     cfg = model_config_from_args(args)
+    check_weights_file(cfg)
     defects = args.defects
     if args.out is not None:
         root, cleanup = args.out, False
@@ -93,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
         root = Path(tempfile.mkdtemp(prefix="anomaly-inspect-demo-"))
         cleanup = not args.keep
     done = False
+    cat_dir = None  # set once the dataset is written
     try:
         cat_dir = generate_dataset(
             root, texture=args.texture, n_train=args.n_train, n_test_good=args.n_test_good,
@@ -103,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         result = evaluate(dataset, cfg, progress=not args.quiet)
         done = True
     finally:
-        if cleanup:
+        if cleanup or (args.keep and cat_dir is None):  # --keep: nothing was written to keep
             shutil.rmtree(root, ignore_errors=True)
         elif args.keep and not done:  # failed or interrupted: say where the kept folder is
             print(f"dataset folder kept: {root}", file=sys.stderr)

@@ -3,7 +3,7 @@
 From several MVTec-layout categories one unified training set is built:
 
 * ``step``: round(0.6 * C) randomly chosen tail classes keep ``k`` random
-  train/good images each, head classes keep all;
+  train/good images each (``k`` below each one's count, or it is no tail), head classes keep all;
 * ``pareto``: class sizes follow a shuffled Pareto(alpha = 6) profile scaled so
   the largest-share class keeps all its images, clipped to [5, N_c];
 * noise: real test anomalies copied into the training set - step: each head
@@ -168,8 +168,11 @@ class LongTailSet:
                     diffs.append(f"{c}: as many images, other file names")
             what = "was drawn from other data than found now"
         else:
-            again = build_longtail(datasets, category_dirs, self.tail, self.k or 1, self.noise,
-                                   self.seed, self.overlap, self.tail_ratio, self.alpha)
+            try:
+                again = build_longtail(datasets, category_dirs, self.tail, self.k or 1, self.noise,
+                                       self.seed, self.overlap, self.tail_ratio, self.alpha)
+            except ValueError as exc:
+                raise ValueError(f"{path}: this manifest's recipe cannot be rebuilt ({exc})") from None
             # with overlap nothing is removed; the committed manifests list the injected images
             ignored = {"sources": {}, **({"removed_from_test": {}} if self.overlap else {})}
             same = {**again.to_dict(), **ignored} == {**self.to_dict(), **ignored}
@@ -271,7 +274,13 @@ def build_longtail(
     if tail == "step":
         n_tail = _round(tail_ratio * len(cats))
         tails = sorted(cats[i] for i in rng.choice(len(cats), n_tail, replace=False))
-        keep_n = {c: min(k, n_orig[c]) if c in tails else n_orig[c] for c in cats}
+        whole = [c for c in tails if k >= n_orig[c]]
+        if whole:  # that class would keep all its images: the split is not long-tailed
+            c = whole[0]
+            raise ValueError(f"step tail: k {k} keeps every one of the {n_orig[c]} training "
+                             f"images of tail class '{c}', so the split is not long-tailed; "
+                             f"choose k below {min(n_orig[c] for c in whole)}")
+        keep_n = {c: k if c in tails else n_orig[c] for c in cats}
     else:
         shares = pareto_profile(len(cats), alpha)[rng.permutation(len(cats))]
         biggest = int(shares.argmax())
@@ -313,9 +322,13 @@ def build_longtail(
 
 def manifest_name(tail: str, k: int | None, noise: float, seed: int, categories: list[str],
                   overlap: bool = False) -> str:
+    """The manifest file name of a recipe. The noise ratio is written short (``0.1``) where
+    that reads back as the same number, else in full (``0.1000001``): distinct ratios get
+    distinct names, and the names of the manifests written so far stay."""
     shape = f"step_k{k}" if tail == "step" else tail
     suffix = "_overlap" if overlap else ""
-    return f"lt_{shape}_noise{noise:g}_seed{seed}_{'-'.join(sorted(categories))}{suffix}.json"
+    ratio = f"{noise:g}" if float(f"{noise:g}") == noise else repr(float(noise))
+    return f"lt_{shape}_noise{ratio}_seed{seed}_{'-'.join(sorted(categories))}{suffix}.json"
 
 
 def load_or_build_longtail(datasets: dict, dirs: dict[str, Path], tail: str, k: int | None,

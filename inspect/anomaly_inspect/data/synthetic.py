@@ -318,6 +318,8 @@ def generate_dataset(
     bad = [d for d in defects if d not in DEFECTS]
     if bad or not defects:
         raise ValueError(f"unknown or no defects {bad}; choose from {', '.join(DEFECTS)}")
+    if len(set(defects)) != len(defects):  # its images would be written twice, counted once
+        raise ValueError(f"defects {list(defects)} name a defect type twice; name each once")
     if n_train < 1 or n_test_good < 1 or n_test_per_defect < 1:
         raise ValueError("n_train, n_test_good and n_test_per_defect must all be >= 1")
     if image_size < 64:

@@ -46,11 +46,13 @@ def runnable(method: str) -> bool:
 
 
 def check_methods(methods: list[str]) -> None:
-    """Refuse, before any work, no method, an unknown one or one this benchmark cannot run,
-    naming those it can."""
+    """Refuse, before any work, no method, one named twice (its results would be counted
+    twice), an unknown one or one this benchmark cannot run, naming those it can."""
     can = [m for m in available_scorers() if runnable(m)]
     if not methods:
         raise ValueError(f"--methods: no method given; evaluate-lt runs {', '.join(can)}")
+    if len(set(methods)) != len(methods):
+        raise ValueError(f"--methods lists a method twice: {','.join(methods)}")
     for m in methods:
         if m not in available_scorers():
             raise ValueError(f"unknown method '{m}'; evaluate-lt runs {', '.join(can)}")

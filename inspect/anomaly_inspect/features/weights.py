@@ -66,12 +66,18 @@ def state_dict_checksum(model: nn.Module, but: Collection[str] = ()) -> str:
     return h.hexdigest()
 
 
-def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+def check_weights_file(path: Path) -> None:
+    """Refuse a weights file that is a folder or missing (before reading it, or before long
+    work that would end in reading it)."""
     if path.is_dir():
         raise WeightsUnavailableError(f"{path}: is a folder; give the weights file in it "
                                       f"(.pth, .pt or .safetensors)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: weights file not found")
+
+
+def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
+    check_weights_file(path)
     kind = "safetensors file" if path.suffix == ".safetensors" else "torch checkpoint"
     try:
         if path.suffix == ".safetensors":

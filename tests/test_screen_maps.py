@@ -142,3 +142,44 @@ def test_maps_value_is_checked_before_any_work(tiny, tmp_path):
     with pytest.raises(ValueError, match=r"maps must be one of \('flagged', 'all', 'none'\), got 'yes'"):
         _screen(model, [inp], tmp_path / "out", maps="yes")
     assert not (tmp_path / "out").exists()
+
+
+def test_no_nan_without_a_crop_on_an_image_larger_than_the_input(tiny, tmp_path):
+    """Corner pixels whose centres lie in the model input are covered (a bilinear warp of ones
+    thresholded at 0.5 left the corners of images over about 2.4x the input side uncovered)."""
+    model, _, _ = tiny
+    img = write_image(tmp_path / "big.png", np.kron(rgb_image(40, seed=5), np.ones((5, 5, 1), np.uint8)))
+    out = tmp_path / "out"
+    _screen(model, [img], out, maps="all")
+    amap = np.load(out / _rows(out)["big.png"]["map"])
+    assert amap.shape == (200, 200) and np.isfinite(amap).all()
+
+
+def test_a_resumed_run_writes_the_maps_its_rows_lack(tiny, tmp_path):
+    model, _, inp = tiny
+    out = tmp_path / "out"
+    _screen(model, [inp / "wide.png"], out)  # no maps
+    first = _rows(out)["wide.png"]["score"]
+    s = _screen(model, [inp], out, maps="all")  # wide.png resumed, square.png new
+    assert (s.n_resumed, s.n_scored) == (1, 1)
+    rows = _rows(out)
+    assert all(r["map"] and (out / r["map"]).is_file() for r in rows.values())
+    assert np.load(out / rows["wide.png"]["map"]).shape == (30, 40)
+    # the resumed row's score stays what the first run wrote
+    assert rows["wide.png"]["score"] == first
+
+
+def test_a_full_disk_names_the_map_and_its_reason_once(tiny, tmp_path, monkeypatch):
+    import errno
+
+    model, _, inp = tiny
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(screen_runner.DiskFullError) as e:
+        _screen(model, [inp / "wide.png"], tmp_path / "out", maps="all")
+    msg = str(e.value)
+    assert "cannot write the anomaly map of" in msg and "(No space left on device)" in msg
+    assert msg.count("maps/") == 1 and msg.count("free some space") == 1

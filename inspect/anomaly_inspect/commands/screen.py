@@ -39,7 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--maps", choices=OVERLAY_CHOICES, default="none",
                    help="which images get their raw anomaly map as maps/*.npy (float32 at the "
                         "image's size, at most 4096 px on the longer side; the score's units; NaN "
-                        "outside a centre crop), named in results.csv's map column (default: none)")
+                        "outside a centre crop), named in results.csv's map column; resumed rows without "
+                        "one get theirs (default: none)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write report.html (then --labels, used only there, is refused)")
     p.add_argument("--explain", nargs="?", type=positive_int, const=3, default=0, metavar="TOP",

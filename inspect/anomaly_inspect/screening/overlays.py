@@ -74,12 +74,14 @@ def image_map(patch_scores: np.ndarray, cells: Box, grid: tuple[int, int],
     to_input = np.float32([[sx, 0, 0.5 * sx - 0.5 + resized.left - crop],
                            [0, sy, 0.5 * sy - 0.5 + resized.top - crop]])
 
-    def warp(a: np.ndarray, border: int) -> np.ndarray:
-        return cv2.warpAffine(a, to_input, (shown[1], shown[0]),
-                              flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=border)
-
-    covered = warp(np.ones((size, size), np.float32), cv2.BORDER_CONSTANT) > 0.5
-    return warp(amap, cv2.BORDER_REPLICATE), covered
+    # a shown pixel is covered where its centre falls inside the model input (pixel i of the
+    # input spans [i - 0.5, i + 0.5]); per axis, so a corner is covered as its edges are
+    rows = np.arange(shown[0]) * sy + to_input[1, 2]
+    cols = np.arange(shown[1]) * sx + to_input[0, 2]
+    covered = np.outer((rows >= -0.5) & (rows <= size - 0.5), (cols >= -0.5) & (cols <= size - 0.5))
+    return cv2.warpAffine(amap, to_input, (shown[1], shown[0]),
+                          flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE), covered
 
 
 def denormalise(chw: np.ndarray, mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:

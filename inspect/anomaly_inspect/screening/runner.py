@@ -286,7 +286,8 @@ def screen(
     EXIF orientation; scaled down to :data:`MAP_SIDE` px on the longer side where larger), the
     same map as the overlay shows, unscaled (the score's units; ``model.threshold`` is the
     image decision's), NaN where the model input does not cover the image (a centre crop's
-    border). Resumed rows keep what they had.
+    border). Resumed rows this run names that lack their map get it (a scoring pass over
+    those images, as for their strips; their scores stay).
     """
     for name, value in (("overlays", overlays), ("maps", maps)):
         if value not in OVERLAY_CHOICES:
@@ -400,8 +401,9 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     n_resumed = len(paths) - len(todo)
     if n_resumed:
         log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
-    if explain:
-        _missing_strips(model, rows, set(paths), out_dir, csv_path, explain, engine, progress)
+    if explain or maps != "none":
+        _complete_resumed(model, rows, set(paths), out_dir, csv_path, explain, maps, engine,
+                          progress)
 
     writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain, maps)
     n_flagged = n_scored = 0
@@ -513,33 +515,50 @@ def _remove_row_files(out_dir: Path, rows: list[dict[str, str]], csv_path: Path)
                  removed, csv_path)
 
 
-def _missing_strips(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
-                    csv_path: Path, top: int, engine: Engine | None, progress: bool) -> None:
-    """Draw the strips of this run's flagged ``rows`` that have none (screened without
-    ``explain``, rescored since, or the file is gone) and record them in ``rows`` and
-    results.csv (also when the run stops half-way). Their maps are computed again; their
-    scores in results.csv stay."""
-    todo = [r for r in rows if r["decision"] == "anomalous" and row_key(r) in paths
-            and not (r["explain"] and (out_dir / r["explain"]).is_file())]
+def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
+                      csv_path: Path, top: int, maps: str, engine: Engine | None,
+                      progress: bool) -> None:
+    """Write what this run's resumed ``rows`` lack (screened without ``explain`` / ``maps``,
+    rescored since, or the file is gone): the strip of a flagged row (``top`` > 0) and the map
+    of a row ``maps`` asks for, recorded in ``rows`` and results.csv (also when the run stops
+    half-way). Their maps are computed again (a scoring pass); their scores in results.csv
+    stay."""
+    def lacks(r: dict[str, str], column: str) -> bool:
+        return not (r[column] and (out_dir / r[column]).is_file())
+
+    def wants(r: dict[str, str]) -> tuple[bool, bool]:
+        flagged = r["decision"] == "anomalous"
+        return (top > 0 and flagged and lacks(r, "explain"),
+                (maps == "all" or (maps == "flagged" and flagged)) and lacks(r, "map"))
+
+    todo = [r for r in rows if not r["error"] and row_key(r) in paths and any(wants(r))]
     if not todo:
         return
-    log.info("drawing the explanation strips of %d flagged images already in %s (their scores "
-             "there stay)", len(todo), csv_path)
-    strips = _Strips(model, out_dir, top)
-    done = drawn = 0
+    log.info("writing the %s of %d images already in %s (their scores there stay)",
+             " and ".join(w for w, k in (("explanation strips", top), ("anomaly maps", maps != "none"))
+                          if k), len(todo), csv_path)
+    strips = _Strips(model, out_dir, top) if top else None
+    transform = model.extractor.transform
+    done = written = 0
     try:
-        with Progress(len(todo), "explain", enabled=progress) as bar:
+        with Progress(len(todo), "resumed rows", enabled=progress) as bar:
             for batch in model.iter_score([row_key(r) for r in todo], bar, keep_maps=True,
                                           engine=engine, expand=False):  # whole inputs back
                 for k, r in enumerate(batch.images):
+                    row = todo[done + k]
                     if r.error:
-                        log.warning("no explanation for %s: %s", r.path, r.error)
-                    else:
-                        todo[done + k]["explain"] = strips.write(r, batch.inputs[k])
-                        drawn += bool(todo[done + k]["explain"])
+                        log.warning("no strip or map for %s: %s", r.path, r.error)
+                        continue
+                    strip, amap = wants(row)
+                    if strip:
+                        row["explain"] = strips.write(r, batch.inputs[k])
+                        written += bool(row["explain"])
+                    if amap:
+                        row["map"] = _write_map(out_dir, transform, r)
+                        written += bool(row["map"])
                 done += len(batch.images)
     finally:
-        if drawn:
+        if written:
             _write_rows_atomic(csv_path, rows)
 
 
@@ -587,6 +606,51 @@ class DiskFullError(OSError):
 #: write errors that stop the screening (:class:`DiskFullError`), each with what to do
 _STOPPING = {errno.ENOSPC: "free some space", errno.EDQUOT: "free some space",
              errno.EACCES: "make the folder writable", errno.EROFS: "make the folder writable"}
+
+
+def _save(out_dir: Path, r: ScoredImage, rel: str, what: str, write) -> bool:
+    """``write(path)`` to ``out_dir / rel``; False, with a warning naming ``r`` and the file,
+    where it cannot be (the row is kept); :class:`DiskFullError` on a full disk or a folder that
+    cannot be written."""
+    path = out_dir / rel
+    try:
+        write(path)
+        return True
+    except OSError as exc:
+        with contextlib.suppress(OSError):  # no part-written file is taken for the image's
+            if path.is_file():
+                path.unlink()
+        # the system's words only: a message that names the path and a fix is said once, below
+        reason = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+        if exc.errno in _STOPPING:  # every later image would fail too: no silent gap
+            raise DiskFullError(f"{display_path(path)}: cannot write the {what} of "
+                                f"{display_path(r.path)} ({reason}); the rows screened so far "
+                                f"are kept: {_STOPPING[exc.errno]} and run again to resume"
+                                ) from exc
+        log.warning("no %s for %s: cannot write %s (%s)", what, display_path(r.path),
+                    display_path(path), reason)
+        return False
+
+
+def _write_map(out_dir: Path, transform, r: ScoredImage) -> str:
+    """``r``'s anomaly map as ``maps/*.npy`` (see :func:`screen`); its path relative to
+    ``out_dir``, or "" (with a warning)."""
+    try:
+        width, height = image_size(r.path, transform.max_pixels)
+    except OSError as exc:
+        log.warning("no anomaly map for %s: %s", r.path, exc)
+        return ""
+    scale = min(1.0, MAP_SIDE / max(height, width))
+    shown = (max(1, round(height * scale)), max(1, round(width * scale)))
+    amap, covered = image_map(r.patch_scores, r.cells, r.grid, transform, (height, width), shown)
+    amap[~covered] = np.nan
+
+    def write(path: Path) -> None:
+        with replacing(path) as tmp:
+            np.save(tmp, amap.astype(np.float32, copy=False))
+
+    rel = map_relpath(r.path)
+    return rel if _save(out_dir, r, rel, "anomaly map", write) else ""
 
 
 class _BatchWriter:
@@ -648,7 +712,7 @@ class _BatchWriter:
                 strip = self.strips.write(r, image)
             if (self.maps == "all" or (self.maps == "flagged" and r.flagged)) \
                     and r.patch_scores is not None:
-                amap = self._map(r)
+                amap = _write_map(self.out_dir, self.transform, r)
         return {"path": display_path(r.path), "score": _fmt(r.score),
                 "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
                 "overlay": overlay, "raw_path": raw_path_field(r.path), "explain": strip,
@@ -681,51 +745,8 @@ class _BatchWriter:
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
     def _image(self, r: ScoredImage, rel: str, image: np.ndarray, what: str) -> bool:
-        """Write ``image`` to ``rel`` (see :meth:`_save`)."""
-        return self._save(r, rel, what, lambda path: write_rgb(path, image))
-
-    def _save(self, r: ScoredImage, rel: str, what: str, write) -> bool:
-        """``write(path)`` to ``rel``; False, with a warning naming ``r`` and the file, where it
-        cannot be (the row is kept); :class:`DiskFullError` on a full disk or a folder that
-        cannot be written."""
-        path = self.out_dir / rel
-        try:
-            write(path)
-            return True
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # no part-written file is taken for the image's
-                if path.is_file():
-                    path.unlink()
-            reason = exc.strerror or str(exc)
-            if exc.errno in _STOPPING:  # every later image would fail too: no silent gap
-                raise DiskFullError(f"{display_path(path)}: cannot write the {what} of "
-                                    f"{display_path(r.path)} ({reason}); the rows screened so far "
-                                    f"are kept: {_STOPPING[exc.errno]} and run again to resume"
-                                    ) from exc
-            log.warning("no %s for %s: cannot write %s (%s)", what, display_path(r.path),
-                        display_path(path), reason)
-            return False
-
-    def _map(self, r: ScoredImage) -> str:
-        """``r``'s anomaly map as ``maps/*.npy`` (see :func:`screen`); its path relative to the
-        output folder, or "" (with a warning)."""
-        try:
-            width, height = image_size(r.path, self.transform.max_pixels)
-        except OSError as exc:
-            log.warning("no anomaly map for %s: %s", r.path, exc)
-            return ""
-        scale = min(1.0, MAP_SIDE / max(height, width))
-        shown = (max(1, round(height * scale)), max(1, round(width * scale)))
-        amap, covered = image_map(r.patch_scores, r.cells, r.grid, self.transform,
-                                  (height, width), shown)
-        amap[~covered] = np.nan
-
-        def write(path: Path) -> None:
-            with replacing(path) as tmp:
-                np.save(tmp, amap.astype(np.float32, copy=False))
-
-        rel = map_relpath(r.path)
-        return rel if self._save(r, rel, "anomaly map", write) else ""
+        """Write ``image`` to ``rel`` (see :func:`_save`)."""
+        return _save(self.out_dir, r, rel, what, lambda path: write_rgb(path, image))
 
     def _overlay(self, r: ScoredImage) -> str:
         """The heatmap over the original image (a huge JPEG decoded reduced), not over the

@@ -183,3 +183,48 @@ def test_a_full_disk_names_the_map_and_its_reason_once(tiny, tmp_path, monkeypat
     msg = str(e.value)
     assert "cannot write the anomaly map of" in msg and "(No space left on device)" in msg
     assert msg.count("maps/") == 1 and msg.count("free some space") == 1
+
+
+def test_a_model_without_patch_maps_says_so_and_resumes(tmp_path, caplog):
+    """knn gives image scores only: --maps writes nothing and says why, on a first run and on a
+    resumed one (the resumed pass crashed on the missing cells)."""
+    import logging
+    from dataclasses import replace
+
+    for i in range(8):
+        write_image(tmp_path / "train" / f"{i}.png", rgb_image(48, seed=i))
+    model = fit([tmp_path / "train"], replace(small_config(), method="knn"),
+                calibration_fraction=0.25, progress=False)
+    inp = tmp_path / "inp"
+    write_image(inp / "a.png", rgb_image(40, seed=21))
+    out = tmp_path / "out"
+    with caplog.at_level(logging.WARNING, logger="anomaly_inspect"):
+        _screen(model, [inp], out, maps="all")
+        assert "no anomaly maps written: the model's scorer (knn)" in caplog.text
+        caplog.clear()
+        write_image(inp / "b.png", rgb_image(40, seed=22))
+        s = _screen(model, [inp], out, maps="all")  # a.png resumed, b.png new
+        assert (s.n_resumed, s.n_scored) == (1, 1)
+        assert "no anomaly maps written" in caplog.text
+    assert all(r["map"] == "" for r in _rows(out).values()) and not (out / "maps").exists()
+
+
+def test_coverage_is_the_exact_pixel_centre_rule():
+    """A pixel is covered where its centre lies in the model input, edges included, decided
+    exactly (float offsets rounded some centres on a crop's edge out, or in)."""
+    from fractions import Fraction
+
+    from anomaly_inspect.data.transforms import Box, TransformConfig
+
+    g = 8
+    for t in (TransformConfig(256, crop_size=224), TransformConfig(255, crop_size=224, resize="pad")):
+        size, crop = t.output_size, t.crop_offset
+        for h, w in ((56, 72), (88, 104), (600, 600), (333, 517)):
+            _, covered = image_map(np.ones((g, g), np.float32), Box(0, 0, g, g), (g, g), t,
+                                   (h, w), (h, w))
+            r = t.resized_box(h, w)
+
+            want = np.outer(*(np.array([0 <= Fraction(2 * k + 1, 2) * Fraction(extent, n) + start - crop
+                                        <= size for k in range(n)])
+                               for n, extent, start in ((h, r.height, r.top), (w, r.width, r.left))))
+            assert np.array_equal(covered, want), (t, h, w)

@@ -74,11 +74,15 @@ def image_map(patch_scores: np.ndarray, cells: Box, grid: tuple[int, int],
     to_input = np.float32([[sx, 0, 0.5 * sx - 0.5 + resized.left - crop],
                            [0, sy, 0.5 * sy - 0.5 + resized.top - crop]])
 
-    # a shown pixel is covered where its centre falls inside the model input (pixel i of the
-    # input spans [i - 0.5, i + 0.5]); per axis, so a corner is covered as its edges are
-    rows = np.arange(shown[0]) * sy + to_input[1, 2]
-    cols = np.arange(shown[1]) * sx + to_input[0, 2]
-    covered = np.outer((rows >= -0.5) & (rows <= size - 0.5), (cols >= -0.5) & (cols <= size - 0.5))
+    def inside(n: int, extent: int, start: int) -> np.ndarray:
+        """Which of ``n`` shown pixels have their centre in [0, size] of the input, edges
+        included: (k + 1/2) * extent / n + start - crop, times 2n, in integers (exact ties)."""
+        at = (2 * np.arange(n, dtype=np.int64) + 1) * extent + 2 * n * (start - crop)
+        return (at >= 0) & (at <= 2 * n * size)
+
+    # per axis, so a corner is covered as its edges are
+    covered = np.outer(inside(shown[0], resized.height, resized.top),
+                       inside(shown[1], resized.width, resized.left))
     return cv2.warpAffine(amap, to_input, (shown[1], shown[0]),
                           flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
                           borderMode=cv2.BORDER_REPLICATE), covered

@@ -429,6 +429,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
                 pending.result()
     finally:
         writer.close()
+    if writer.mapless:
+        _warn_mapless(model)
     seconds = time.perf_counter() - start
 
     report_path = _write_report(out_dir, csv_path, model, labels, embed_images) if report else None
@@ -540,6 +542,7 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
     strips = _Strips(model, out_dir, top) if top else None
     transform = model.extractor.transform
     done = written = 0
+    mapless = False
     try:
         with Progress(len(todo), "resumed rows", enabled=progress) as bar:
             for batch in model.iter_score([row_key(r) for r in todo], bar, keep_maps=True,
@@ -550,6 +553,8 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
                         log.warning("no strip or map for %s: %s", r.path, r.error)
                         continue
                     strip, amap = wants(row)
+                    if amap and r.patch_scores is None:
+                        mapless, amap = True, False
                     if strip:
                         row["explain"] = strips.write(r, batch.inputs[k])
                         written += bool(row["explain"])
@@ -560,6 +565,8 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
     finally:
         if written:
             _write_rows_atomic(csv_path, rows)
+        if mapless:
+            _warn_mapless(model)
 
 
 class _Strips:
@@ -632,6 +639,11 @@ def _save(out_dir: Path, r: ScoredImage, rel: str, what: str, write) -> bool:
         return False
 
 
+def _warn_mapless(model: Model) -> None:
+    log.warning("no anomaly maps written: the model's scorer (%s) gives image scores only, no "
+                "patch maps", model.cfg.method)
+
+
 def _write_map(out_dir: Path, transform, r: ScoredImage) -> str:
     """``r``'s anomaly map as ``maps/*.npy`` (see :func:`screen`); its path relative to
     ``out_dir``, or "" (with a warning)."""
@@ -666,6 +678,7 @@ class _BatchWriter:
         self.out_dir = out_dir
         self.overlays = overlays
         self.maps = maps
+        self.mapless = False  # a map was asked for an image whose scorer gives none
         self.thumb_size = thumb_size
         self.transform = model.extractor.transform
         disp = model.info.display or {}
@@ -710,9 +723,11 @@ class _BatchWriter:
                 overlay = self._overlay(r)
             if self.strips is not None and r.flagged and r.nearest is not None:
                 strip = self.strips.write(r, image)
-            if (self.maps == "all" or (self.maps == "flagged" and r.flagged)) \
-                    and r.patch_scores is not None:
-                amap = _write_map(self.out_dir, self.transform, r)
+            if self.maps == "all" or (self.maps == "flagged" and r.flagged):
+                if r.patch_scores is None:
+                    self.mapless = True
+                else:
+                    amap = _write_map(self.out_dir, self.transform, r)
         return {"path": display_path(r.path), "score": _fmt(r.score),
                 "p_value": _fmt(r.p_value), "decision": r.decision, "error": r.error,
                 "overlay": overlay, "raw_path": raw_path_field(r.path), "explain": strip,

@@ -62,10 +62,11 @@ def cache_root() -> Path:
 @dataclass(frozen=True)
 class FolderUsage:
     """One item of the cache root: ``entries``, ``size`` (bytes on disk) and ``last_written``
-    (the latest modification time below it: reading an entry does not change it; None where it is empty). ``cache_folder``: one of
-    :data:`CACHE_FOLDERS`, a folder or a link to one (``link_to``: its target), sized; any other
-    item is one entry, not sized (0 bytes, never written), among them a cache folder's name that
-    is a link to a folder that is missing (an unmounted disk; ``link_to``: where it leads)."""
+    (the latest modification time below it: reading an entry does not change it; None where
+    it is empty). ``cache_folder``: one of :data:`CACHE_FOLDERS`, a folder or a link to one
+    (``link_to``: its target), sized; any other item is one entry, not sized (0 bytes, never
+    written), among them a cache folder's name that is a link to a folder that is missing (an
+    unmounted disk; ``link_to``: where it leads)."""
 
     name: str
     path: Path

@@ -279,7 +279,7 @@ def build_longtail(
             c = whole[0]
             raise ValueError(f"step tail: k {k} keeps every one of the {n_orig[c]} training "
                              f"images of tail class '{c}', so the split is not long-tailed; "
-                             f"choose k below {min(n_orig[c] for c in whole)}")
+                             f"choose k below {min(n_orig[w] for w in whole)}")
         keep_n = {c: k if c in tails else n_orig[c] for c in cats}
     else:
         shares = pareto_profile(len(cats), alpha)[rng.permutation(len(cats))]

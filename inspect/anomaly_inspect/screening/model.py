@@ -190,7 +190,9 @@ class Model:
         model, those its own directory holds (an int8 graph cannot be remade without the
         training images); they are copied before a model at ``directory`` is replaced."""
         graphs = saved_graphs(self.directory) if self.directory is not None else {}
-        ran = self.extractor.backbone.present_exports()
+        ran = self.extractor.backbone.exports
+        if not all(p.is_file() for p in ran):  # the cache cleared since they ran
+            ran = self.extractor.backbone.present_exports()
         exports = {**graphs, **{f"{BACKBONE_DIR}/{p.name}": p for p in ran}}
         return save_model_dir(directory, self.info, self.scorer, overwrite=overwrite,
                               extra_files=exports)

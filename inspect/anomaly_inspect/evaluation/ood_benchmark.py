@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..choices import check_field_types
+from ..choices import VIEW_KINDS, check_field_types
 from ..config import (
     SEED_LIMIT,
     SEED_RANGE,
@@ -52,6 +52,7 @@ from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, code_fingerprint, file_list_hash
+from ..features.views import rotated_views, view_params
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..pipeline.builders import scorer_for
 from ..progress import Progress
@@ -86,6 +87,7 @@ SIMILARITY_SPLITS = ("similar", "dissimilar")  # added by data.similar_groups (t
 ORIENT_MODES = ("published", "pseudo_ood")
 NUISANCES = ("", "colour")
 NUISANCE_K = 5  # directions a nuisance projection removes, unless a row sets nuisance_k
+VIEWS = ("", *(k for k in VIEW_KINDS if view_params(k)))  # a pooled row's views ("": none)
 # scorers that keep the ID-train features (or their mean and covariance): in-sample, those images
 # score (near) 0 (kNN with k = 1: exactly 0), so the jigsaw check would always keep the published direction
 IN_SAMPLE_DEGENERATE = ("knn", "knn_nan", "mahalanobis")
@@ -109,6 +111,10 @@ class ScorerSpec:
     ``nuisance_k`` (default ``NUISANCE_K``; refused without ``nuisance``, where it would
     change nothing) most colour-sensitive principal directions (learned from ID-train
     images and colour-shifted copies of them, ``scorers/nuisance.py``) before fit and score.
+    ``views``: a :data:`~..choices.VIEW_KINDS` name (``rotflip``: the 90-degree rotations x
+    flip, exact on the square input) for a pooled row whose images have no canonical
+    orientation: the scorer is fitted on the pooled features of every ID-train image and of its
+    views, and an image scores the mean of its own and its views' scores.
     """
 
     name: str
@@ -118,6 +124,7 @@ class ScorerSpec:
     orient: str = "published"
     nuisance: str = ""
     nuisance_k: int | None = None
+    views: str = ""
 
     def __post_init__(self):
         owner = f"scorer '{self.label or self.name}'"
@@ -176,6 +183,14 @@ class ScorerSpec:
                              f"{[n for n in NUISANCES if n]}); without it nothing is projected")
         if self.nuisance and self.nuisance_k is None:
             self.nuisance_k = NUISANCE_K
+        if self.views not in VIEWS:
+            raise ValueError(f"scorer '{self.label}': views must be one of {[v for v in VIEWS if v]} "
+                             f"(or left out), got {self.views!r}")
+        if self.views and self.input != "pooled":
+            raise ValueError(f"scorer '{self.label}': views '{self.views}' is for pooled inputs")
+        if self.views and (self.nuisance or self.orient != "published"):
+            raise ValueError(f"scorer '{self.label}': views are not combined with a nuisance "
+                             f"projection or orient 'pseudo_ood'")
 
 
 @dataclass
@@ -594,6 +609,36 @@ def extract_arrays(runner: Runner, samples: list[Sample], on_patches, progress: 
     return out
 
 
+def view_arrays(runner: Runner, samples: list[Sample], kind: str, progress: Progress) -> np.ndarray:
+    """(N, V, D) pooled embeddings of the ``kind`` views (:mod:`~..features.views`, the identity
+    left out) of ``samples``: each batch decoded once, its views through the backbone together."""
+    n_views = len(view_params(kind))
+    parts = []
+    for feats in runner.iter_features([s.path for s in samples], "views",
+                                      lambda x: torch.cat(list(rotated_views(x, kind))), bar=progress):
+        parts.append(feats.pooled.reshape(n_views, -1, feats.pooled.shape[-1]).transpose(1, 0, 2))
+    return np.concatenate(parts)
+
+
+def view_stack(arrays: dict, kind: str) -> np.ndarray:
+    """(N, V + 1, D): each image's pooled embedding, then those of its ``kind`` views."""
+    return np.concatenate([arrays["pooled"][:, None], arrays[f"views_{kind}"]], axis=1)
+
+
+def fit_on_views(runner: Runner, label: str, scorer, stack: np.ndarray, labels: np.ndarray | None) -> None:
+    """Fit ``scorer`` on every view of every training image of ``stack`` (N, V, D), each view
+    with its image's label."""
+    n, v, d = stack.shape
+    runner.fit_features({label: scorer}, Features(pooled=stack.reshape(n * v, d)),
+                        None if labels is None else np.repeat(labels, v))
+
+
+def view_mean_scores(runner: Runner, label: str, scorer, stack: np.ndarray) -> np.ndarray:
+    """Each image's mean score over its views (``stack``: (N, V, D))."""
+    return np.mean([runner.score_features({label: scorer}, Features(pooled=stack[:, i]))[label].image_scores
+                    for i in range(stack.shape[1])], axis=0)
+
+
 def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
     """What a row that does not read patches fits and scores on (its input was checked by
     :class:`ScorerSpec` and :func:`check_blocks`): the block norms for ``block:...`` (the
@@ -816,6 +861,16 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         shifted, n = _colour_shifted_train(sources[False], data.id_train, cache, desc("id_train", feat_extra),
                                            cfg.seed, progress)
         n_extracted += n
+    for kind in dict.fromkeys(s.views for s in cfg.scorers if s.views):
+        for name, samples in sets.items():
+            d = desc(name, feat_extra | {"views": kind})
+            hit = cache.load(d)
+            if hit is None:
+                with Progress(len(samples), f"{kind} views of {name}", enabled=progress) as bar:
+                    hit = {"pooled": view_arrays(sources[False], samples, kind, bar)}
+                n_extracted += len(samples) * len(view_params(kind))
+                cache.save(d, hit)
+            arrays[name][f"views_{kind}"] = hit["pooled"]
     t_features = time.perf_counter() - t1
     projections: dict[int, NuisanceProjection] = {}
 
@@ -842,7 +897,7 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
         """The row's metrics on every split: rounded in the JSON, unrounded in the table; with
         the row's ``spec`` settings that tell two rows of one scorer apart (a fused row: null)."""
         row_scores[label] = scores
-        settings = {k: getattr(spec, k, None) for k in ("input", "orient", "nuisance", "nuisance_k")}
+        settings = {k: getattr(spec, k, None) for k in ("input", "orient", "nuisance", "nuisance_k", "views")}
         for split in data.ood:
             m = ood_metrics(scores["id_test"], scores[split])
             row = {"scorer": label, "method": method, "split": split, "auroc": m.auroc,
@@ -857,16 +912,21 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             scores = patch_scores[spec.label]
         else:
             train = _features_for(spec, arrays["id_train"])
+            stacks = {n: view_stack(arrays[n], spec.views) for n in sets} if spec.views else {}
             with _config_errors(f"{cfg.source}: scorer '{spec.label}'"):  # the projection's k too
                 scorer = pooled_scorer(spec)
-                runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
+                if stacks:
+                    fit_on_views(runner, spec.label, scorer, stacks["id_train"], data.id_train_labels)
+                else:
+                    runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
             scored, own_pseudo = arrays, pseudo
             if spec.input == "pixels":
                 scored, own_pseudo, n = _perturbed_arrays(runner, scorer, backbone, spec, sets, desc(
                     "id_train", feat_extra), cache, lambda name, extra: desc(name, feat_extra | extra),
                     cfg.seed, progress)
                 n_extracted += n
-            scores = {n: _image_scores(runner, spec, scorer, scored[n]) for n in sets if n != "id_train"}
+            scores = {n: view_mean_scores(runner, spec.label, scorer, stacks[n]) if stacks
+                      else _image_scores(runner, spec, scorer, scored[n]) for n in sets if n != "id_train"}
             sign = 1.0
             if spec.orient == "pseudo_ood":
                 o = orientation(_image_scores(runner, spec, scorer, scored["id_train"]),
@@ -877,11 +937,17 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             for folds in sorted(cv_folds.get(spec.label, ())):
 
                 def fit_score(bank: np.ndarray, held: np.ndarray, spec=spec, train=train,
-                              folds=folds) -> np.ndarray:
+                              folds=folds, stacks=stacks) -> np.ndarray:
                     with _config_errors(f"{cfg.source}: scorer '{spec.label}' (cross-fitted, {folds} folds)"):
                         member = pooled_scorer(spec, bank)
-                        runner.fit_features({spec.label: member}, train.subset(bank),
-                                            data.id_train_labels[bank])
+                        if stacks:
+                            fit_on_views(runner, spec.label, member, stacks["id_train"][bank],
+                                         data.id_train_labels[bank])
+                        else:
+                            runner.fit_features({spec.label: member}, train.subset(bank),
+                                                data.id_train_labels[bank])
+                    if stacks:
+                        return view_mean_scores(runner, spec.label, member, stacks["id_train"][held])
                     return runner.score_features({spec.label: member}, train.subset(held))[spec.label].image_scores
 
                 cv[spec.label, folds] = sign * crossfit_scores(member_folds(spec.label, folds), fit_score)

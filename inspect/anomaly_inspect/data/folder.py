@@ -7,8 +7,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .layout import DatasetLayoutError, check_disjoint, list_images, listing_order, nfc
-from .mvtec import AnomalyDataset, mask_image_stem
+from .layout import (
+    DatasetLayoutError,
+    canonical_path,
+    check_disjoint,
+    list_images,
+    listing_order,
+    nfc,
+)
+from .mvtec import AnomalyDataset, mask_image_stem, refuse_empty_path
 from .samples import Sample
 
 
@@ -16,13 +23,17 @@ def path_list(value: Any, name: str) -> list[Path | str]:
     """``value``, an API argument naming images or folders, as a list: one path (a str or
     ``os.PathLike``) is a one-item list, a list, tuple or iterator of them is listed; anything
     else (an image, an array, bytes, a mapping) is refused naming ``name``. Without this a str
-    was read character by character ("/" first: the whole filesystem)."""
+    was read character by character ("/" first: the whole filesystem). An empty path (``""``,
+    the current folder) is refused too (:func:`.mvtec.refuse_empty_path`)."""
     if isinstance(value, str | os.PathLike):
+        refuse_empty_path(value, name)
         return [value]
     if isinstance(value, list | tuple | Iterator):
         items = list(value)
         bad = next((i for i in items if not isinstance(i, str | os.PathLike)), None)
         if bad is None:
+            for item in items:
+                refuse_empty_path(item, name)
             return items
         got = f"a {type(value).__name__} holding a {_type_name(bad)}"
     else:
@@ -56,6 +67,7 @@ def load_folders(
         raise DatasetLayoutError("train_dirs: no training images given (an empty list)")
     test_normal_dirs = path_list(test_normal_dirs, "test_normal_dirs")
     test_anomalous_dirs = path_list(test_anomalous_dirs, "test_anomalous_dirs")
+    refuse_empty_path(mask_dir, "mask_dir")
 
     def images(d: Path | str) -> list[Path]:
         found = list_images(d)
@@ -71,6 +83,9 @@ def load_folders(
     test += [Sample(p, 1, "test", group) for d, group in
              zip(test_anomalous_dirs, defect_groups(test_anomalous_dirs), strict=True) for p in images(d)]
     masks = None if mask_dir is None else images(mask_dir)
+    if mask_dir is not None:
+        _check_mask_dir_apart(mask_dir, {"training": train_dirs, "normal test": test_normal_dirs,
+                                         "anomalous test": test_anomalous_dirs})
     train, test = check_disjoint(train, test)
     if masks is not None:
         test = _with_masks(test, mask_dir, masks)
@@ -93,6 +108,19 @@ def defect_groups(dirs: Sequence[Path | str]) -> list[str]:
             return names
         for i in clash:
             depth[i] += 1
+
+
+def _check_mask_dir_apart(mask_dir: Path | str, image_dirs: dict[str, list[Path | str]]) -> None:
+    """Refuse a mask folder that is, holds or lies in an image folder (links resolved): both are
+    read with their sub-folders, so its masks would be read as images, or its images as masks
+    (then named "two masks" for one image)."""
+    masks = canonical_path(mask_dir)
+    for role, dirs in image_dirs.items():
+        for d in dirs:
+            folder = canonical_path(d)
+            if masks == folder or masks in folder.parents or folder in masks.parents:
+                raise DatasetLayoutError(f"{mask_dir}: the mask folder overlaps the {role} folder "
+                                         f"{d}; masks must be in a folder of their own")
 
 
 def _with_masks(test: list[Sample], mask_dir: Path | str, masks: list[Path]) -> list[Sample]:

@@ -251,7 +251,8 @@ def _jpeg_has_end(data: bytes) -> bool:
 
 
 def _check_complete(path: Path, data: bytes) -> None:
-    """Reject truncated JPEG/PNG files that OpenCV would decode partially."""
+    """Reject a truncated JPEG (no end-of-image marker) or PNG (no IEND chunk), which OpenCV
+    would decode partially; other formats: :func:`_check_data_end`."""
     if data[:3] == b"\xff\xd8\xff":
         if not _jpeg_has_end(data):
             raise ImageReadError(path, "truncated JPEG (no end-of-image marker)")
@@ -262,6 +263,97 @@ def _check_complete(path: Path, data: bytes) -> None:
         extra = len(data) - end - len(_PNG_IEND)
         if extra:
             log.warning("%s: %d bytes after the PNG's end (IEND chunk) ignored", path, extra)
+
+
+def _check_data_end(path: Path, data: bytes) -> None:
+    """Reject a file shorter than its header says, from its bytes alone, with no decoding (a
+    decoder would refuse it only when it decodes, after the header checks of a whole split, or
+    fill the missing rows): WebP (its RIFF size), uncompressed BMP, binary PBM / PGM / PPM and
+    TIFF (where their pixel data ends). Other formats (GIF, JPEG 2000, ASCII Netpbm, PAM, PFM,
+    compressed BMP) are left to the decoder."""
+    fmt, end = _data_end(data)
+    if end is not None and end > len(data):
+        raise ImageReadError(path, f"truncated {fmt} (the file has {len(data)} bytes; its "
+                                   f"header puts the end of its image data at byte {end})")
+
+
+def _data_end(data: bytes) -> tuple[str, int | None]:
+    """The format and where its image data ends by the header (the RIFF size of a WebP, the
+    rows of an uncompressed BMP or a binary PBM / PGM / PPM, the strips or tiles of a TIFF);
+    None where the header does not tell."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WebP", 8 + int.from_bytes(data[4:8], "little")
+    if data[:2] == b"BM":
+        return "BMP", _bmp_end(data)
+    if (netpbm := {b"P4": "PBM", b"P5": "PGM", b"P6": "PPM"}.get(data[:2])) is not None:
+        return netpbm, _pnm_end(data)
+    if data[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):  # classic and BigTIFF
+        return "TIFF", _tiff_end(data)
+    return "", None
+
+
+# BMP compressions whose pixel rows are stored as they are: BI_RGB, BI_BITFIELDS,
+# BI_ALPHABITFIELDS (in OS/2's 16 and 64-byte headers 3 means Huffman: not read as rows)
+_BMP_ROWS = {0: _BMP_DIB_SIZES, 3: (40, 52, 56, 108, 124), 6: (40, 52, 56, 108, 124)}
+
+
+def _bmp_end(data: bytes) -> int | None:
+    """Where an uncompressed BMP's pixel rows end: the pixel-data offset plus each row padded
+    to 4 bytes, but for the last row's padding (some writers leave it out); None for a
+    compressed (RLE, JPEG, PNG) BMP or a header that does not add up (the decoder decides)."""
+    dib = int.from_bytes(data[14:18], "little")
+    if dib not in _BMP_DIB_SIZES or len(data) < 14 + min(dib, 20):
+        return None
+    offset = int.from_bytes(data[10:14], "little")
+    if dib == 12:  # OS/2 1.x: 16-bit sizes, no compression field
+        width, height, bits = struct.unpack_from("<HHxxH", data, 18)
+        compression = 0
+    else:
+        width, height, bits = struct.unpack_from("<iixxH", data, 18)
+        compression = int.from_bytes(data[30:34], "little") if dib >= 20 else 0
+        height = abs(height)  # negative: rows stored top-down
+    if (dib not in _BMP_ROWS.get(compression, ()) or bits not in (1, 2, 4, 8, 16, 24, 32)
+            or width <= 0 or height <= 0 or offset < 14 + dib):
+        return None
+    stride = (width * bits + 31) // 32 * 4
+    return offset + stride * (height - 1) + (width * bits + 7) // 8
+
+
+def _pnm_end(data: bytes) -> int | None:
+    """Where a binary PBM (P4), PGM (P5) or PPM (P6) raster ends: the header, the one
+    whitespace byte after its last number, then the rows (P4: a bit a pixel, each row padded
+    to a byte; P5 / P6: one or three samples a pixel, two bytes a sample above maxval 255)."""
+    if (m := _NETPBM.match(data[:_PNM_HEAD])) is None:
+        return None
+    if data[:2] == b"P4":
+        width, height = int(m.group(1)), int(m.group(2))
+        return m.end(2) + 1 + (width + 7) // 8 * height
+    width, height, maxval = int(m.group(3)), int(m.group(4)), int(m.group(5))
+    sample = (1 if maxval < 256 else 2) * (3 if data[:2] == b"P6" else 1)
+    return m.end(5) + 1 + width * height * sample
+
+
+def _tiff_end(data: bytes) -> int | None:
+    """Where the last strip or tile of a TIFF's first image (the one read) ends, by its
+    offsets and byte counts (tags 273 / 279, 324 / 325, read by PIL without decoding); None
+    where the header cannot be read or holds no byte counts."""
+    from PIL import TiffImagePlugin
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tags = TiffImagePlugin.TiffImageFile(io.BytesIO(data)).tag_v2
+            ends = []
+            for offsets_tag, counts_tag in ((273, 279), (324, 325)):
+                offsets, counts = tags.get(offsets_tag), tags.get(counts_tag)
+                if offsets is None or counts is None:
+                    continue
+                offsets = offsets if isinstance(offsets, tuple) else (offsets,)
+                counts = counts if isinstance(counts, tuple) else (counts,)
+                ends += [int(o) + int(c) for o, c in zip(offsets, counts, strict=False)]
+    except Exception:  # noqa: BLE001 - a header PIL cannot parse: the decoder decides
+        return None
+    return max(ends, default=None)
 
 
 def _probe(path: Path, data: bytes) -> _Header | None:
@@ -372,6 +464,7 @@ def _checked_header(path: Path, max_pixels: int) -> tuple[bytes, _Header | None]
             raise ImageReadError(path, f"multi-frame image ({header.frames} frames, e.g. an "
                                        f"animated {header.format}); save the frame to screen as "
                                        f"a single image")
+    _check_data_end(path, data)  # after the budget: a header claiming too much says so first
     return data, header
 
 

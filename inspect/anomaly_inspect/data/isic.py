@@ -287,16 +287,26 @@ def read_id_list(path: Path | str) -> list[str]:
 
 
 def resolve_archive_images(ids: Sequence[str], image_dir: Path | str) -> list[Path]:
-    """``<image_dir>/<id>.jpg|jpeg|png`` for each id; errors name the missing ids."""
+    """``<image_dir>/<id>.jpg|jpeg|png`` for each id; errors name the missing ids, and the
+    files of an id with more than one (``ISIC_1.png`` and ``ISIC_1.jpg``: which is the image
+    cannot be told)."""
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise FileNotFoundError(f"{image_dir}: image folder not found")
-    present = {p.stem: p for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    present: dict[str, list[Path]] = {}
+    for p in sorted(image_dir.iterdir()):
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            present.setdefault(p.stem, []).append(p)
     missing = [i for i in ids if i not in present]
     if missing:
         raise DatasetLayoutError(f"{image_dir}: {len(missing)} of {len(ids)} listed images are missing "
                                  f"(first: {', '.join(missing[:5])})")
-    return [present[i] for i in ids]
+    twice = [i for i in ids if len(present[i]) > 1]
+    if twice:
+        raise DatasetLayoutError(f"{image_dir}: {len(twice)} listed id(s) have more than one image "
+                                 f"file (first: {' and '.join(map(str, present[twice[0]]))}); "
+                                 f"keep one file per id")
+    return [present[i][0] for i in ids]
 
 
 #: archive benign_malignant values; "indeterminate/<x>" takes its leaning x, plain

@@ -40,6 +40,14 @@ class AnomalyDataset:
         return sum(1 for s in self.test if s.label == 1)
 
 
+def refuse_empty_path(value: object, name: str) -> None:
+    """Refuse ``""`` as the path of option ``name``: ``Path("")`` is the current folder, so a
+    path left empty by mistake would read whatever folder the program runs in."""
+    if isinstance(value, str) and not value:
+        raise ValueError(f'{name}: an empty path (""), which would be the current folder; '
+                         f'write "." if that is meant')
+
+
 def mask_image_stem(mask: Path) -> str:
     """The stem of the image a mask file is named for: ``<stem>_mask.<ext>`` (any case) or
     ``<stem>.<ext>``."""
@@ -126,6 +134,30 @@ def _categories(root: Path) -> list[str]:
     return [p.name for p in _subfolders(root) if _is_dir(p / "train")]
 
 
+def _images_or_none(folder: Path, recursive: bool = True) -> list[Path]:
+    """:func:`.layout.list_images`, or none where the folder cannot be listed (for warnings
+    about images left out: they must not stop a load)."""
+    try:
+        return list_images(folder, recursive)
+    except OSError:
+        return []
+
+
+def _warn_outside_train_good(train_root: Path) -> None:
+    """Warn of images in ``train_root`` but outside its good/ folder (directly in it or in
+    another sub-folder), naming each folder and how many: only train/good/ is read, and a
+    training image put elsewhere must not vanish unsaid."""
+    loose = _images_or_none(train_root, recursive=False)
+    if loose:
+        log.warning("%s: %d image(s) directly in train/ left out (training images go in "
+                    "train/%s/)", train_root, len(loose), GOOD)
+    for sub in _subfolders(train_root):
+        if sub.name != GOOD and not sub.name.startswith(".") and _is_dir(sub) \
+                and (images := _images_or_none(sub)):
+            log.warning("%s: %d image(s) left out of training (only train/%s/ is read)",
+                        sub, len(images), GOOD)
+
+
 def missing_category_hint(root: Path, category: str) -> str:
     """What to say where ``root/category`` is missing: the categories ``root`` holds, and the
     folders one level below it that hold ``category`` (a root given one level too high, e.g.
@@ -145,6 +177,7 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     both normal and anomalous, is refused; two links to one file within a split count once.
     Names pair masks and type folders in one Unicode form (:func:`.layout.nfc`), so that a
     name copied from macOS pairs with one typed elsewhere."""
+    refuse_empty_path(root, "root")
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"{root}: dataset root not found")
@@ -169,6 +202,7 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     train = [Sample(p, 0, "train", GOOD) for p in listing_order(list_images(train_dir))]
     if not train:
         raise DatasetLayoutError(f"{train_dir}: no training images found")
+    _warn_outside_train_good(cat_dir / "train")
 
     gt_root = cat_dir / "ground_truth"
     has_masks = gt_root.is_dir()
@@ -181,6 +215,9 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     if loose:
         log.warning("%s: %d image(s) directly in test/ left out (test images go in "
                     "test/<type>/)", test_dir, len(loose))
+    if has_masks and _is_dir(gt_root / GOOD) and (normal := _images_or_none(gt_root / GOOD)):
+        log.warning("%s: %d mask(s) of normal images not read (only a defect type's images "
+                    "have masks; a normal image has no defect area)", gt_root / GOOD, len(normal))
     problems: list[str] = []
     for group in groups:
         label = labels[group]

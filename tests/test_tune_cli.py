@@ -269,7 +269,8 @@ def test_an_image_too_small_for_anomalies_is_skipped_naming_it(demo, tmp_path, c
                      "--output-json", str(tmp_path / out)]) == 0
     small, clean = _tuning(tmp_path / "small.json"), _tuning(tmp_path / "clean.json")
     assert small["skipped_images"] == [{"path": str(train / "005_small.png"), "error":
-                                        "too small for synthetic anomalies: 12 x 12 px (need at least 32 on each side)"}]
+                                        "too small for synthetic anomalies: 12 x 12 px (need at least 32 on each side)",
+                                        "kind": "too_small"}]
     small["skipped_images"] = []
     assert small == clean  # the plan drawn again without it: the clean folder's validation
     assert any("skipping" in r.getMessage() and "005_small.png" in r.getMessage() for r in caplog.records)

@@ -8,6 +8,9 @@ change the choice.
 from __future__ import annotations
 
 import argparse
+import itertools
+import os
+from pathlib import Path
 
 from .common import (
     add_max_pixels_arg,
@@ -54,13 +57,14 @@ def add_tune_args(p: argparse.ArgumentParser) -> None:
                         "tune: the size of the ensemble it validates (default 3); not for fit")
     p.add_argument("--tune-cache", type=nonempty_path, default=None, metavar="DIR",
                    help="where extracted stage maps and synthetic images are kept "
-                        "(default ~/.cache/anomaly_inspect/tune, or $ANOMALY_INSPECT_CACHE/tune)")
+                        "(default ~/.cache/anomaly_inspect/tune, or $ANOMALY_INSPECT_CACHE/tune); "
+                        "not inside a folder whose images the command reads")
 
 
 def check_tune_args(args: argparse.Namespace, fuses: bool = True) -> None:
     """Refuse the selector's options without ``--auto`` (``fit``, ``evaluate``): unused there;
-    ``--ensemble`` where nothing is fused (``fit`` saves one model); a ``--tune-cache`` it
-    could not write in (:func:`check_tune_cache`)."""
+    ``--ensemble`` where nothing is fused (``fit`` saves one model); with ``--auto``, a tune
+    cache it could not write in or that its inputs would read (:func:`check_tune_cache`)."""
     given = given_flags(args, add_tune_args)
     if given and not args.auto:
         raise ValueError(f"{', '.join(given)}: tuning option{'s' if len(given) > 1 else ''}, "
@@ -68,13 +72,76 @@ def check_tune_args(args: argparse.Namespace, fuses: bool = True) -> None:
     if not fuses and args.ensemble is not None:
         raise ValueError("--ensemble: fit saves one model (the chosen configuration); "
                          "fusion is evaluate --auto's")
-    check_tune_cache(args)
+    if args.auto:  # without it no tune cache is written
+        check_tune_cache(args)
+
+
+#: the options (of ``tune``, ``fit`` and ``evaluate``) that name files, folders or globs whose
+#: images the command reads, and their flags; ``--root`` is read as its category folder
+INPUT_FLAGS = {"train": "--train", "calibration": "--calibration", "train_dirs": "--train-dir",
+               "test_normal_dirs": "--test-normal-dir",
+               "test_anomalous_dirs": "--test-anomalous-dir", "mask_dir": "--mask-dir"}
+
+
+def input_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """(flag, folder) of each folder whose images the command lists recursively: a folder
+    named (:data:`INPUT_FLAGS`), a glob's fixed leading folders (as
+    :func:`..data.layout.expand_inputs` roots it), ``--root``'s category folder (``--root``
+    itself without ``--category``). A file named brings in no other image."""
+    out = []
+    for option, flag in INPUT_FLAGS.items():
+        value = getattr(args, option, None)
+        for item in [] if value is None else [value] if isinstance(value, (str, Path)) else value:
+            p = Path(item)
+            if p.is_dir():
+                out.append((flag, p))
+            elif not os.path.lexists(p) and any(ch in str(item) for ch in "*?["):
+                out.append((flag, Path(*itertools.takewhile(
+                    lambda part: not any(ch in part for ch in "*?["), p.parts))))
+    root, category = getattr(args, "root", None), getattr(args, "category", None)
+    if root is not None:
+        out.append(("--root/--category" if category else "--root",
+                    Path(root) / category if category else Path(root)))
+    return out
+
+
+def listed_below(folder: Path, path: Path) -> bool:
+    """Whether listing ``folder`` recursively reaches ``path`` (both resolved): ``path`` is
+    ``folder`` or lies below it, with no hidden name on the way (a listing skips those)."""
+    f, p = Path(os.path.realpath(folder)), Path(os.path.realpath(path))
+    return (p == f or f in p.parents) and not any(part.startswith(".")
+                                                  for part in p.relative_to(f).parts)
 
 
 def check_tune_cache(args: argparse.Namespace) -> None:
-    """Refuse, before any work, a ``--tune-cache`` folder this process could not write in."""
+    """Refuse, before any work, a ``--tune-cache`` folder this process could not write in, and
+    a tune cache (``--tune-cache``, else the user cache's) that lies in a folder whose images the
+    command reads (:func:`input_folders`, :func:`listed_below`): the synthetic anomalies and
+    masks tuning writes there were read as normal training images by the next tune or fit,
+    the set growing run after run. Refused rather than left out of the listings: a dataset
+    adapter or a later plain ``fit`` would still read them."""
+    from ..tuning.tune import tune_cache
+    from ..user_cache import CACHE_ENV
+
     if args.tune_cache is not None:
         check_writable(args.tune_cache, "--tune-cache", into=True)
+    cache = tune_cache(args.tune_cache)
+    for flag, folder in input_folders(args):
+        if not listed_below(folder, cache):
+            continue
+        real = os.path.realpath(cache)
+        resolved = "" if real == os.path.abspath(cache) else f" (= {real})"
+        if args.tune_cache is not None:
+            named, fix = f"--tune-cache {cache}{resolved}", "give a --tune-cache outside it"
+        elif os.environ.get(CACHE_ENV):
+            named = f"the tune cache {cache}{resolved} (${CACHE_ENV}/tune)"
+            fix = f"set ${CACHE_ENV} to a folder outside it, or give --tune-cache DIR"
+        else:
+            named = f"the default tune cache {cache}{resolved}"
+            fix = "give --tune-cache DIR outside it"
+        raise ValueError(f"{named}: inside the {flag} folder {folder}, whose images this "
+                         f"command reads: its synthetic anomalies (and their masks) would be "
+                         f"read as training images by the next run; {fix}")
 
 
 def settings_from_args(args: argparse.Namespace):
@@ -90,7 +157,7 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
     ``--grid`` with ``--candidates`` is refused: the list replaces the grid; so is an empty
     list (not the grid: that is what leaving ``--candidates`` out gives)."""
     from ..tuning.candidates import Candidate
-    from ..tuning.tune import tune
+    from ..tuning.tune import TOO_SMALL, tune
 
     if args.candidates is not None and not args.candidates.replace(",", "").strip():
         raise ValueError(f"--candidates {args.candidates!r}: no candidate names; give "
@@ -105,9 +172,14 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
                   cache_dir=args.tune_cache, progress=not args.quiet,
                   max_pixels=args.max_pixels)
     d = result.decision
-    skipped = f", {len(result.skipped)} unreadable images skipped" if result.skipped else ""
+    small = [s for s in result.skipped if s.get("kind") == TOO_SMALL]
+    n_bad = len(result.skipped) - len(small)
+    skipped = f", {n_bad} unreadable image{'s' * (n_bad != 1)} skipped" if n_bad else ""
     print(f"tune: chose {result.chosen.name} ({d.reason}; {len(result.candidates)} candidates, "
           f"{result.seconds:.0f} s{skipped})")
+    if small:  # no copy drawn on them; a fit (and --judge's) still trains on them
+        print(f"tune: {len(small)} image{'s' * (len(small) != 1)} too small for synthetic "
+              f"anomalies: used for fitting, not held out")
     return result
 
 
@@ -128,6 +200,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def mvtec_train(root: Path, category: str | None) -> list[Path]:
+    """An MVTec-layout category's training images (``train/good``) as
+    :func:`..data.mvtec.load_mvtec` gives them (its order, a file linked twice kept once),
+    without its test split: ``tune`` without ``--judge`` reads no other. A missing root,
+    category or ``train/good`` is named as the adapter names it."""
+    from ..data.layout import DatasetLayoutError, check_disjoint, list_images, listing_order
+    from ..data.mvtec import GOOD, missing_category_hint
+    from ..data.samples import Sample
+
+    if not root.is_dir():
+        raise (NotADirectoryError(f"{root}: dataset root is a file, not a folder") if root.exists()
+               else FileNotFoundError(f"{root}: dataset root not found"))
+    cat_dir = root / category if category else root
+    if not cat_dir.is_dir():
+        raise FileNotFoundError(f"{cat_dir}: category folder not found"
+                                f"{missing_category_hint(root, category)}")
+    train_dir = cat_dir / "train" / GOOD
+    if not train_dir.is_dir():
+        raise DatasetLayoutError(f"{train_dir}: missing; tune reads an MVTec-layout category's "
+                                 f"train/{GOOD}/ (and, with --judge, its test/<type>/)")
+    train = [Sample(p, 0, "train", GOOD) for p in listing_order(list_images(train_dir))]
+    if not train:
+        raise DatasetLayoutError(f"{train_dir}: no training images found")
+    return [s.path for s in check_disjoint(train, [], repeats="once")[0]]
+
+
 def run(args: argparse.Namespace) -> int:
     from ..data.mvtec import load_mvtec
     from ..screening.model import input_images
@@ -139,9 +237,11 @@ def run(args: argparse.Namespace) -> int:
     check_tune_cache(args)
     cfg = model_config_from_args(args)
     dataset = None
-    if args.root is not None:
+    if args.root is not None and args.judge:
         dataset = load_mvtec(args.root, args.category)
         train = [s.path for s in dataset.train]
+    elif args.root is not None:  # tuning reads train/good alone: no test split needed
+        train = mvtec_train(args.root, args.category)
     elif args.train:
         train = input_images(args.train, twins="once")  # less earlier outputs, as fit
     else:

@@ -43,7 +43,8 @@ def test_scores(dataset: AnomalyDataset, result: TuningResult, cands: Sequence[C
                 progress: bool = True, max_pixels: int = DEFAULT_MAX_PIXELS) -> dict[str, np.ndarray]:
     """Image scores of ``dataset.test`` for each candidate fitted on all of ``dataset.train``
     that can be read (unreadable training images are skipped with a warning, as ``fit`` skips
-    them, also those outside the tuning subset). An int8 backbone is calibrated on those
+    them, also those outside the tuning subset; those too small for synthetic anomalies, left
+    out of validation, are fitted on as ``fit`` fits on them). An int8 backbone is calibrated on those
     training images, as ``fit`` and :func:`.tune.normal_calibrations` calibrate it. Where those
     images are the tuning subset, each candidate is extracted as its validation was (its
     recorded ``extraction``, as :func:`.tune.normal_calibrations` does), so that the training
@@ -95,8 +96,9 @@ def ensemble_test_auroc(dataset: AnomalyDataset, result: TuningResult, base: Mod
     labels = np.array([s.label for s in dataset.test])
     members = [result.candidates[i] for i in result.ensemble]
     cands = [m.candidate for m in members]
-    cals = normal_calibrations(result.readable([s.path for s in dataset.train]), base, members, result.settings,
-                               cache_dir, progress, max_pixels)
+    every = [s.path for s in dataset.train]
+    cals = normal_calibrations(result.tuned(every), base, members, result.settings, cache_dir,
+                               progress, max_pixels, calibrate_on=result.readable(every))
     fused = fuse([scores[c.name] for c in cands], cals)
     return float(auroc(labels, fused)), cals
 

@@ -29,8 +29,14 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ModelConfig
-from ..data.anomalies import AnomalyRecipe, SyntheticAnomaly, read_anomalies, write_anomalies
-from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
+from ..data.anomalies import (
+    MIN_SIDE,
+    AnomalyRecipe,
+    SyntheticAnomaly,
+    read_anomalies,
+    write_anomalies,
+)
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
 from ..data.layout import display_path, listing_order
 from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, balanced_folds, fold_splits, fuse
@@ -47,6 +53,21 @@ from .rank import Decision, beats_default, fold_gain, trimmed_borda
 from .stage_cache import TUNE_CACHE_ELSEWHERE, StageMaps, calibrate, stage_maps
 
 log = logging.getLogger(__name__)
+
+
+#: why an image is left out of validation (``kind`` of a ``skipped_images`` record): it cannot
+#: be read (``fit`` skips it too), or it is under :data:`..data.anomalies.MIN_SIDE` pixels on a
+#: side, too small for a synthetic anomaly (``fit`` trains on it: only held-out copies need it)
+UNREADABLE, TOO_SMALL = "unreadable", "too_small"
+
+
+def skipped_counts(skipped: Sequence[dict[str, str]]) -> str:
+    """``skipped`` images counted by kind: "2 unreadable and 1 too small for synthetic
+    anomalies" (a record without ``kind``, written before it, is unreadable)."""
+    n_small = sum(s.get("kind") == TOO_SMALL for s in skipped)
+    parts = [f"{len(skipped) - n_small} unreadable" if len(skipped) > n_small else "",
+             f"{n_small} too small for synthetic anomalies" if n_small else ""]
+    return " and ".join(p for p in parts if p)
 
 
 class TooFewImagesError(ValueError):
@@ -142,13 +163,20 @@ class TuningResult:
     seconds: float
     base: dict  # the base config the candidates were derived from (``ModelConfig.to_dict``)
     scores: dict = field(default_factory=dict, repr=False)  # name -> fold -> (normal, anomalous)
-    skipped: list[dict[str, str]] = field(default_factory=list)  # unreadable: path, error
+    skipped: list[dict[str, str]] = field(default_factory=list)  # path, error, kind (UNREADABLE...)
     candidate_source: str = "grid"  # "grid": settings.grid's; "given": tune's ``candidates``
 
     def readable(self, train_paths: Sequence[Path | str]) -> list[Path]:
-        """``train_paths`` without the images tuning skipped as unreadable."""
-        bad = {s["path"] for s in self.skipped}
+        """``train_paths`` without the images tuning skipped as unreadable: the images a model
+        is fitted on (those too small for synthetic anomalies kept, as ``fit`` keeps them)."""
+        bad = {s["path"] for s in self.skipped if s.get("kind", UNREADABLE) == UNREADABLE}
         return [Path(p) for p in train_paths if display_path(p) not in bad]
+
+    def tuned(self, train_paths: Sequence[Path | str]) -> list[Path]:
+        """``train_paths`` without every image tuning skipped: those its fold plan was drawn
+        over (:func:`normal_calibrations` draws it again)."""
+        left = {s["path"] for s in self.skipped}
+        return [Path(p) for p in train_paths if display_path(p) not in left]
 
     @property
     def chosen(self) -> Candidate:
@@ -489,14 +517,15 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
     """The fold plan and synthetic set (for model inputs of ``output_size``, see
     :func:`synthetic_set`) of the readable images among ``paths``. Drawing the
     synthetic set reads each planned image, before any extraction; at an unreadable one the
-    set drawn so far is dropped, the image skipped with a warning (as ``fit`` skips it) and
+    set drawn so far is dropped, the image skipped with a warning (as ``fit`` skips it; one
+    too small for synthetic anomalies, :func:`skip_kind`, ``fit`` still trains on) and
     the plan drawn again without it (each bad image repeats the drawing, which is cheap next
     to validation). Returns (planned paths, (chosen, folds, families), synthetic paths, skipped)."""
     skipped: list[dict[str, str]] = []
     while True:
         kept = len(paths) if settings.max_images is None else min(len(paths), settings.max_images)
         if kept < 2 * settings.n_folds:  # the images left are not all read yet: not "readable"
-            got = (f"only {kept} left after skipping {len(skipped)} unreadable (reading stopped "
+            got = (f"only {kept} left after skipping {skipped_counts(skipped)} (reading stopped "
                    f"there: some of those {kept} may be unreadable too)") if skipped else f"got {kept}"
             cap = f" (max_images={settings.max_images} of {len(paths)} images)" if kept < len(paths) else ""
             raise TooFewImagesError(f"tune needs at least {2 * settings.n_folds} training images, "
@@ -509,24 +538,42 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
         except ImageReadError as e:
             if e.path not in planned:
                 raise
-            log.warning("skipping %s: %s", display_path(e.path), e.reason)
-            skipped.append({"path": display_path(e.path), "error": e.reason})
+            kind = skip_kind(e.path, max_pixels)
+            log.warning("skipping %s: %s%s", display_path(e.path), e.reason,
+                        "; not held out, still fitted on" if kind == TOO_SMALL else "")
+            skipped.append({"path": display_path(e.path), "error": e.reason, "kind": kind})
             paths = [p for p in paths if p != e.path]
+
+
+def skip_kind(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
+    """Why no synthetic copy of ``path`` could be drawn: :data:`TOO_SMALL` where it reads and
+    is under :data:`..data.anomalies.MIN_SIDE` pixels on a side, else :data:`UNREADABLE`
+    (read again: the error's text is no contract)."""
+    try:
+        image = read_image(path, max_pixels)
+    except (ImageReadError, OSError):
+        return UNREADABLE
+    return TOO_SMALL if min(image.shape[:2]) < MIN_SIDE else UNREADABLE
 
 
 def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
                         members: Sequence[CandidateScores], settings: TuneSettings = TuneSettings(),
                         cache_dir: Path | str | None = None, progress: bool = True,
-                        max_pixels: int = DEFAULT_MAX_PIXELS) -> list[NormalCalibration]:
+                        max_pixels: int = DEFAULT_MAX_PIXELS,
+                        calibrate_on: Sequence[Path | str] | None = None) -> list[NormalCalibration]:
     """Each member's normal calibration at the *deployed* scorer settings (the base config's
     coreset ratio): median / MAD of its cross-fitted scores on the tuning folds' held-out normal
     images (same folds and stage-map cache as :func:`tune`: each member is extracted as its
     validation was, ``extraction``, else alone). Test images never enter. An int8
     backbone is calibrated on all of ``train_paths``, as ``fit`` and :func:`.judge.test_scores`
     calibrate the member whose scores this standardises (tune's validation calibrates on the
-    tuning subset, which differs where there are more than ``max_images`` images)."""
+    tuning subset, which differs where there are more than ``max_images`` images).
+    ``train_paths``: the images tuning planned its folds over (:meth:`TuningResult.tuned`);
+    ``calibrate_on`` (default ``train_paths``): the images a fit takes
+    (:meth:`TuningResult.readable`: also those too small for synthetic anomalies)."""
     cache_dir = tune_cache(cache_dir)
     train = listing_order([Path(p) for p in train_paths])
+    fitted = train if calibrate_on is None else listing_order([Path(p) for p in calibrate_on])
     chosen, folds, _ = fold_plan(len(train), settings)
     paths = [train[i] for i in chosen]
     bs = base.features.batch_size
@@ -534,7 +581,7 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
     for member in members:
         cand, ext = member.candidate, member.extraction or extraction_of([member.candidate])
         backbone = build_backbone(ext.config(base))
-        calibrate(backbone, train, ext.image_size, ext.resize, base.features.crop_size, max_pixels)
+        calibrate(backbone, fitted, ext.image_size, ext.resize, base.features.crop_size, max_pixels)
         normal = stage_maps(backbone, paths, ext.image_size, ext.resize, cache_dir / "maps", bs,
                             progress, f"extract {cand.name}", max_pixels, base.features.crop_size)
         embedding = cand.config(base).features.embedding()

@@ -194,6 +194,7 @@ def _edited(model_dir, dst, edit):
     shutil.copytree(model_dir, dst)
     info = json.loads((dst / "model.json").read_text())
     edit(info)
+    del info["train_image_sha256"]  # every save since checksums writes it: their absence is refused
     (dst / "model.json").write_text(json.dumps(info))
     (dst / "checksums.json").unlink()
     return dst

@@ -636,6 +636,16 @@ def _copy_model(model_dir: Path, dst: Path) -> Path:
 STATE = "scorer/scorer_state.safetensors"
 
 
+def _saved_before_checksums(m: Path) -> None:
+    """``m`` as a model saved before checksums existed: no checksums.json, and no
+    train_image_sha256 in its model.json (every save since writes both; the list alone missing
+    is refused)."""
+    (m / CHECKSUMS_JSON).unlink()
+    doc = json.loads((m / "model.json").read_text())
+    del doc["train_image_sha256"]
+    (m / "model.json").write_text(json.dumps(doc))
+
+
 def _set_nan(path: Path) -> None:
     state = load_file(str(path))
     key = next(k for k, v in state.items() if v.dtype.kind == "f")
@@ -668,7 +678,7 @@ def test_damaged_scorer_state_is_refused_in_one_line(tiny, tmp_path, kind, with_
     _, _, model_dir = tiny
     m = _copy_model(model_dir, tmp_path / "m")
     if not with_checksums:  # a model saved before checksums existed
-        (m / CHECKSUMS_JSON).unlink()
+        _saved_before_checksums(m)
     _damage(kind, m / STATE)
     rc = main(["screen", str(m), str(model_dir.parent / "train"), "--out", str(tmp_path / "o"),
                "--quiet"])
@@ -714,7 +724,7 @@ def test_fuzzed_model_files_never_load_silently_nor_crash(tiny, tmp_path, name):
 def test_model_without_checksums_still_loads(tiny, tmp_path, caplog):
     _, model, model_dir = tiny
     m = _copy_model(model_dir, tmp_path / "m")
-    (m / CHECKSUMS_JSON).unlink()
+    _saved_before_checksums(m)
     loaded = load_model(m)
     assert "file integrity not verified" in caplog.text
     assert loaded.threshold == model.threshold
@@ -771,7 +781,7 @@ def test_hand_edited_model_json_is_one_line_naming_the_field(tiny, tmp_path, edi
     changed by hand: refused at load in one line naming the file and the field."""
     _, _, model_dir = tiny
     m = _copy_model(model_dir, tmp_path / "m")
-    (m / CHECKSUMS_JSON).unlink()
+    _saved_before_checksums(m)
     doc = json.loads((m / "model.json").read_text())
     edit(doc)
     (m / "model.json").write_text(json.dumps(doc))

@@ -68,6 +68,24 @@ class StaleCardError(RuntimeError):
     """A cached backbone card does not describe the weights it is keyed by (removed when found)."""
 
 
+class SavedGraphError(ValueError):
+    """A graph in a saved model's folder that cannot be read or is damaged: refused, never
+    exported again into the model's folder (that would mend a damaged model silently)."""
+
+
+#: a saved model's graphs lie in ``backbone/`` beside its ``model.json`` (the names
+#: :mod:`..screening.model_dir` gives them; this layer cannot import it)
+SAVED_MODEL_JSON = "model.json"
+SAVED_GRAPHS_DIR = "backbone"
+
+
+def saved_model_graphs(folder: Path | None) -> bool:
+    """Whether ``folder`` (a backbone's ``cache_dir``) is a saved model's or bundle's graph
+    folder: ``backbone/`` beside a ``model.json``."""
+    return (folder is not None and folder.name == SAVED_GRAPHS_DIR
+            and (folder.parent / SAVED_MODEL_JSON).is_file())
+
+
 CARD_FORMAT = 1  # bump when what a card records, or how the weights' checksum is made, changes
 
 
@@ -250,6 +268,9 @@ class Backbone(nn.Module):
         self.runtime = runtime
         self.precision = precision
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
+        #: the backbone of a loaded model (its graphs in the model's folder): a damaged graph
+        #: there is refused, and errors say what to do with a model, not with --precision
+        self.loaded = saved_model_graphs(self.cache_dir)
         self.name = name
         self.seed = seed
         self._weights = weights
@@ -525,7 +546,8 @@ class Backbone(nn.Module):
     def _runner(self, input_hw: tuple[int, int], outputs: str) -> OnnxRunner | None:
         """The compiled graph for this input size and outputs; None = run in torch (f32 only:
         the export failed). At another precision a failed export is a :class:`PrecisionError`
-        (a precision is never chosen silently)."""
+        (a precision is never chosen silently). A loaded model's unreadable or damaged graph is
+        a :class:`SavedGraphError` naming it and why (never exported again into its folder)."""
         slot = (int(input_hw[0]), int(input_hw[1]), outputs)
         if slot in self._runners:
             return self._runners[slot]
@@ -534,17 +556,27 @@ class Backbone(nn.Module):
         try:
             if path.is_file():
                 try:
-                    if _undamaged(path):
+                    if self.loaded:
+                        check_graph(path)  # damage is refused below, not exported again
+                        runner = self._session(path)
+                    elif _undamaged(path):
                         runner = self._session(path)
                 except (CalibrationError, PrecisionError):
                     raise
                 except Exception as exc:  # unreadable cache entry: export again
+                    if self.loaded:
+                        what = "damaged" if isinstance(exc, DamagedGraphError) else "unreadable"
+                        raise SavedGraphError(
+                            f"{path}: {what} backbone graph of a saved model ({first_line(exc)}); "
+                            f"it is not exported again into the model's folder: restore the "
+                            f"model directory or re-fit") from None
                     log.warning("%s: unreadable cached export (%s); exporting again", path,
                                 first_line(exc))
             if runner is None:
                 path = self.export(slot[:2], outputs, reuse=False)
                 runner = self._session(path)
-        except (RuntimeUnavailableError, CalibrationError, PrecisionError, StaleCardError):
+        except (RuntimeUnavailableError, CalibrationError, PrecisionError, StaleCardError,
+                SavedGraphError):
             raise
         except Exception as exc:
             why = f"ONNX export / {self.runtime} load failed ({type(exc).__name__}: {first_line(exc)})"
@@ -553,12 +585,14 @@ class Backbone(nn.Module):
                                      "in torch f32 instead: use --precision f32") from exc
             log.warning("%s: %s; running the backbone in torch", self.name, why)
         if runner is not None and runner.runs_precision != self.precision:
+            asked, runs = self.precision, runner.runs_precision
+            # a loaded model's commands (screen, explain, export) have no --precision
+            todo = (f"this model was fitted at {asked}: use it on a CPU that runs {asked}, or fit "
+                    f"it again with --precision {runs}" if self.loaded else
+                    f"use --precision {runs}, or a CPU that runs {asked}")
             raise PrecisionError(  # OpenVINO runs bf16 as f32 on a CPU without bf16
-                f"precision {self.precision}: {self.runtime} runs {runner.runs_precision} on this "
-                f"CPU, not {self.precision}; the backbone is not run at another precision "
-                f"instead: use --precision {runner.runs_precision} (a model fitted at "
-                f"{self.precision}: use it on a CPU that runs {self.precision}, or fit it again "
-                f"with --precision {runner.runs_precision})")
+                f"precision {asked}: {self.runtime} runs {runs} on this CPU, not {asked}; the "
+                f"backbone is not run at another precision instead: {todo}")
         self._runners[slot] = runner
         if runner is not None:
             self._exports[slot] = list(dict.fromkeys([path, runner.path]))

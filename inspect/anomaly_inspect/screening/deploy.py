@@ -5,8 +5,10 @@
 its checksums cover every file) plus, for ``openvino``, the backbone as OpenVINO IR
 (``backbone/*.xml`` / ``.bin``, f32 weights, checked against the ONNX graph on a random
 batch: one differing by more than :data:`TOLERANCE` is refused), and ``manifest.json``: what
-a deployment outside this toolkit needs to feed the graph and read the bank (input name, shape and normalisation, outputs, the patch embedding, the
-scorer and its state file, the threshold). A model is exported only in the format of the
+a deployment outside this toolkit needs to feed the graph and read the bank (input name, shape
+and normalisation, where a padded image's content lies, outputs, how the patch embedding is
+formed from them, which grid cells are scored, the scorer's input, state file and threshold;
+:data:`MANIFEST_VERSION`). A model is exported only in the format of the
 runtime it was fitted with (``onnx``: onnxruntime f32 / int8; ``openvino``: openvino f32 /
 bf16): its bank was built from that runtime's features, and another runtime's differ.
 """
@@ -45,6 +47,11 @@ from .model_dir import (
 )
 
 MANIFEST_JSON = "manifest.json"
+#: ``manifest_version`` of the manifests this version writes: bumped when a field is added or
+#: changes meaning (2: the padded content box, the scored cells, the embedding's steps per stage
+#: and the scorer's input; version-1 manifests have no ``manifest_version``). Loading a bundle
+#: never reads its manifest: a bundle with an older one loads and screens as before.
+MANIFEST_VERSION = 2
 #: largest max relative difference an exported f32 graph may have from its reference (the IR
 #: from its ONNX graph; the backbone-alone export's ONNX graph from torch); they agree to a few
 #: 1e-6
@@ -180,6 +187,7 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
         scorer = json.loads((tmp / SCORER_DIR / "scorer.json").read_text(encoding="utf-8"))
         features = cfg.features
         manifest = {
+            "manifest_version": MANIFEST_VERSION,
             "format": fmt, "runtime": runtime, "precision": precision,
             "toolkit_version": __version__, "source_model": str(src),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -194,14 +202,19 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
                                     "mirror padding BORDER_REFLECT_101), then centre crop to "
                                     "crop_size if set, then (x - mean) / std",
                            "mean": [float(v) for v in backbone.mean],
-                           "std": [float(v) for v in backbone.std]},
+                           "std": [float(v) for v in backbone.std],
+                           "content_box": _content_box(features.resize)},
             "embedding": {"aggregate": features.aggregate,
                           "embed_dim": features.embed_dim,  # the setting (a cap), as configured
                           "width": _embedding_width(features, entries[0]),
                           "finest_stage": features.finest_stage,
-                          "equal_stage_weights": features.equal_stage_weights},
+                          "equal_stage_weights": features.equal_stage_weights,
+                          "stages": _embedding_stages(features, entries[0]),
+                          "steps": EMBEDDING_STEPS,
+                          "scored_cells": _scored_cells(features.resize)},
             "scorer": {"name": scorer.get("name"), "params": scorer.get("params"),
-                       "state": f"{SCORER_DIR}/scorer_state.safetensors"},
+                       "state": f"{SCORER_DIR}/scorer_state.safetensors",
+                       **_scorer_input(scorer.get("name"), scorer.get("params") or {})},
             "threshold": calibration.threshold,
             "target_fpr": calibration.target_fpr,
             "usage": "anomaly_inspect.load_model(DIR).score(paths), or: anomaly-inspect screen DIR "
@@ -234,6 +247,97 @@ def _embedding_width(features: FeatureConfig, entry: dict[str, Any]) -> int:
     wider than ``embed_dim / n_stages`` is pooled down to that width."""
     stages = [o["shape"][1] for o in entry["outputs"] if o["name"].startswith("stage")]
     return features.embedding().output_dim(stages)
+
+
+#: how the patch embedding is formed from the graph's stage outputs
+#: (:class:`~..features.patch_embed.PatchEmbedding`); each stage's own numbers are in
+#: ``embedding.stages``
+EMBEDDING_STEPS = [
+    "1. each stage output (1, C, h_i, w_i) is summarised per channel over the k x k "
+    "neighbourhood of each cell (k = aggregate; stride 1, zero padding k // 2, the zeros counted "
+    "in every mean; k = 1: the map as is): 'mean': the k x k mean (C values); 'rows' (the finest "
+    "stage only, finest_stage): the mean of each of the k rows (C * k values, channel-major: "
+    "index c * k + r, r = 0 the row above); 'full': all k * k values (index c * k * k + r * k + "
+    "col). The finest stage (stage0) takes finest_stage; every coarser stage 'mean'",
+    "2. a stage wider than cap = max(1, embed_dim // number of stages) (embed_dim null: no "
+    "cap) is pooled over its channels to cap values: adaptive average pooling (torch "
+    "adaptive_avg_pool1d: value j is the mean of channels floor(j * W / cap) .. "
+    "ceil((j + 1) * W / cap) - 1 of its W values)",
+    "3. a stage on a coarser grid than stage0's (h, w) is upsampled to it bilinearly with "
+    "align_corners=False (torch F.interpolate; source coordinate (x + 0.5) * w_i / w - 0.5, "
+    "clamped at 0)",
+    "4. with equal_stage_weights each stage's values are divided by sqrt(its width after step 2)",
+    "5. the stages are concatenated in stage order: each cell (i, j) of stage0's grid, row-major "
+    "(i * w + j), has one row of width embedding.width, not L2-normalised: the rows of "
+    "the bank (memory_bank in the scorer's state) are such rows",
+]
+
+
+def _embedding_stages(features: FeatureConfig, entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per stage output of the graph ``entry`` (one the model runs): its neighbourhood summary,
+    its width before and after the cap (:data:`EMBEDDING_STEPS`), whether it is upsampled."""
+    embedding = features.embedding()
+    stages = [o for o in entry["outputs"] if o["name"].startswith("stage")]
+    cap = None if embedding.embed_dim is None else max(1, embedding.embed_dim // len(stages))
+    finest = stages[0]["shape"][2:]
+    out = []
+    for i, o in enumerate(stages):
+        mode = embedding.finest if i == 0 else "mean"
+        summary = o["shape"][1] * {"mean": 1, "rows": embedding.aggregate,
+                                   "full": embedding.aggregate ** 2}[mode]
+        width = summary if cap is None else min(summary, cap)
+        out.append({"output": o["name"], "channels": o["shape"][1], "neighbourhood": mode,
+                    "summary_width": summary, "width": width, "pooled_to_cap": width < summary,
+                    "upsampled": o["shape"][2:] != finest})
+    return out
+
+
+def _content_box(resize: str) -> dict[str, str]:
+    """Where an h x w image's content lies in the model input
+    (:meth:`~..data.transforms.TransformConfig.content_box`), as formulas."""
+    if resize == "stretch":
+        box = {"top": "0", "left": "0", "height": "image_size", "width": "image_size"}
+    else:
+        box = {"scale": "image_size / max(h, w)",
+               "height": "min(image_size, max(1, round(h * scale)))",
+               "width": "min(image_size, max(1, round(w * scale)))",
+               "round": "Python's round: halves to the even integer",
+               "top": "(image_size - height) // 2", "left": "(image_size - width) // 2",
+               "padding": "top rows above, image_size - top - height below, left columns "
+                          "left, image_size - left - width right: cv2.copyMakeBorder "
+                          "BORDER_REFLECT_101 of the resized image"}
+    return {**box, "after_crop": "with crop_size set, o = (image_size - crop_size) // 2: "
+                                 "top' = max(top - o, 0), left' = max(left - o, 0), height' = "
+                                 "max(min(top + height - o, crop_size) - top', 1), width' "
+                                 "likewise; input_size is crop_size or image_size"}
+
+
+def _scored_cells(resize: str) -> str:
+    """Which cells of the embedding's grid a patch scorer scores
+    (:func:`~..features.extractor.valid_grid`)."""
+    if resize == "stretch":
+        return "every cell"
+    return ("the cells whose centre lies in the content box (after the crop): row i of h is "
+            "scored where top' <= (i + 0.5) * input_size / h < top' + height', column j of w "
+            "where left' <= (j + 0.5) * input_size / w < left' + width' (where no centre "
+            "does, the one cell clip(floor((top' + height' / 2) / (input_size / h)), 0, h - 1), "
+            "likewise for columns); the other cells lie on the padding: they are not searched "
+            "and take no part in the image score (the maximum over the scored cells)")
+
+
+def _scorer_input(name: str | None, params: dict[str, Any]) -> dict[str, Any]:
+    """What the scorer ``name`` reads (its ``requires``) and whether it L2-normalises it first
+    (``normalize``: the knn family; no other scorer normalises its input)."""
+    from ..scorers import get_scorer_class
+
+    reads = {"patches": "the patch embedding (embedding section): one row per cell",
+             "pooled": "the graph output 'pooled': the backbone's globally pooled pre-logit "
+                       "vector, over the whole input (padding included)",
+             "blocks": "the L2 norm per channel of stage outputs and of the graph output "
+                       "'final', over every cell"}
+    requires = get_scorer_class(name).requires if name else ()
+    return {"input": list(requires), "input_meaning": {r: reads[r] for r in requires},
+            "l2_normalized": bool(params.get("normalize", False))}
 
 
 def _none_runs(entries: list[dict[str, Any]], precision: str, size: int) -> str:

@@ -22,7 +22,8 @@ its checksums verify, else the old one (:func:`recover_replace`). Both folders a
 (``kill -9``) left behind. The model folder gets the permissions the umask gives a new folder.
 Loading verifies every checksum first, so a changed, truncated or damaged file
 is refused with one line naming it (models saved before checksums existed
-load with a warning); a load that a save replaced the directory under is run again, never
+load with a warning; a later model without its list is refused: :func:`verify_model_files`);
+a load that a save replaced the directory under is run again, never
 mixing two models' files (:func:`loaded_whole`). ``overwrite`` replaces only a directory
 recognised as a model and removes only the files a model writes (and exported graphs
 ``backbone/*.onnx`` the new model does not hold); other files in it are kept: moved into the
@@ -76,6 +77,10 @@ CHECKSUMS_JSON = "checksums.json"
 MODEL_FILES = (MODEL_JSON, CHECKSUMS_JSON, f"{SCORER_DIR}/scorer.json",
                f"{SCORER_DIR}/scorer_state.safetensors")
 BACKBONE_DIR = "backbone"
+#: a ``model.json`` key every save has written since 2026-12-02 (e677514), after checksums.json
+#: came in (2026-12-01, 8d2a31c; both under format version 2, which predates checksums): a
+#: model.json holding it was saved with a checksum list, so one without the list is refused
+SAVED_WITH_CHECKSUMS_KEY = "train_image_sha256"
 
 
 class ModelFormatError(ValueError):
@@ -239,15 +244,34 @@ def loaded_whole(directory: Path, load: Callable[[], T], attempts: int = LOAD_AT
 
 
 def verify_model_files(directory: Path | str) -> None:
-    """Refuse a model directory whose files differ from those written at ``fit``."""
+    """Refuse a model directory whose files differ from those written at ``fit``. Without a
+    checksum list: a model saved before checksums existed loads with a warning; one saved
+    since (:data:`SAVED_WITH_CHECKSUMS_KEY`) is refused: its list was removed, and every
+    integrity check with it."""
     directory = Path(directory)
     table = read_checksums(directory)
     if table is None:
+        if _saved_with_checksums(directory):
+            raise ModelFormatError(
+                f"{directory / CHECKSUMS_JSON}: missing, but {MODEL_JSON} was written by a "
+                f"version that saves it with every model, so the files cannot be verified; "
+                f"restore the model directory or re-fit")
         log.warning("%s: no %s (saved by an older version): file integrity not verified",
                     directory, CHECKSUMS_JSON)
         return
     for rel, want in table.items():
         _verify_file(directory, rel, want)
+
+
+def _saved_with_checksums(directory: Path) -> bool:
+    """Whether ``directory``'s model.json was written by a version that saves a checksum list
+    with every model (:data:`SAVED_WITH_CHECKSUMS_KEY`); False where it cannot be read (what
+    reads it says why)."""
+    try:
+        data = json.loads((directory / MODEL_JSON).read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and SAVED_WITH_CHECKSUMS_KEY in data
 
 
 def _verify_file(directory: Path, rel: str, want: dict[str, Any]) -> None:

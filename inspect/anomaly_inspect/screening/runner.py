@@ -277,7 +277,8 @@ def screen(
     patches beside the normal training patches they were matched with
     (``explain/*.jpg``, details in ``explain/*.json``; see :mod:`.explain`), named in the
     ``explain`` column and shown in the report. A resumed run also draws the strips its
-    flagged rows lack (their maps are computed again; their scores in results.csv stay).
+    flagged rows lack, or have for a smaller ``explain`` (one for a larger is kept); their
+    maps are computed again, their scores in results.csv stay.
     ``explain`` (a whole number, 0: none) and ``engine`` (None, or one ``make_engine`` made)
     are checked before any work.
 
@@ -310,9 +311,10 @@ def screen(
         from .labels import resolve_labels
 
         # a missing or bad CSV, or labels naming none of the images the report covers (this
-        # run's and, resumed, the earlier runs' rows), fail now, not after scoring everything
+        # run's and, resumed, the earlier runs' rows: each once, as results.csv keys them
+        # under the same absolute paths), fail now, not after scoring everything
         kept = [] if rescore else [row_key(r) for r in read_results(out_dir / RESULTS_CSV)[0]]
-        resolve_labels([*paths, *kept], labels)
+        resolve_labels(list(dict.fromkeys([*paths, *kept])), labels)
     check_instance("model", model, Model, "fit(...) or load_model(DIR)")  # before out_dir is made
     make_folder(out_dir)  # a file there: one line saying so
     with OutputLock(out_dir, "screen"):
@@ -521,16 +523,20 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
                       csv_path: Path, top: int, maps: str, engine: Engine | None,
                       progress: bool) -> None:
     """Write what this run's resumed ``rows`` lack (screened without ``explain`` / ``maps``,
-    rescored since, or the file is gone): the strip of a flagged row (``top`` > 0) and the map
-    of a row ``maps`` asks for, recorded in ``rows`` and results.csv (also when the run stops
-    half-way). Their maps are computed again (a scoring pass); their scores in results.csv
-    stay."""
+    rescored since, or the file is gone): the strip of a flagged row (``top`` > 0; also one
+    drawn for a smaller ``top``, or whose explanation JSON is damaged: :func:`_strip_top`) and
+    the map of a row ``maps`` asks for, recorded in ``rows`` and results.csv (also when the run
+    stops half-way). Their maps are computed again (a scoring pass); their scores in
+    results.csv stay."""
     def lacks(r: dict[str, str], column: str) -> bool:
         return not (r[column] and (out_dir / r[column]).is_file())
 
+    def lacks_strip(r: dict[str, str]) -> bool:
+        return lacks(r, "explain") or _strip_top(out_dir / explain_relpath(row_key(r), ".json")) < top
+
     def wants(r: dict[str, str]) -> tuple[bool, bool]:
         flagged = r["decision"] == "anomalous"
-        return (top > 0 and flagged and lacks(r, "explain"),
+        return (top > 0 and flagged and lacks_strip(r),
                 (maps == "all" or (maps == "flagged" and flagged)) and lacks(r, "map"))
 
     todo = [r for r in rows if not r["error"] and row_key(r) in paths and any(wants(r))]
@@ -569,8 +575,23 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
             _warn_mapless(model)
 
 
+def _strip_top(path: Path) -> int:
+    """The TOP the explanation JSON screen wrote at ``path`` was drawn for: the ``top`` it
+    records (an image may give fewer patches), or, written before it did, its number of
+    patches; 0 where it is missing, damaged or not ours (its strip is drawn again)."""
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # a UnicodeDecodeError is a ValueError
+        return 0
+    if not isinstance(entry, dict) or not isinstance(entry.get("patches"), list):
+        return 0
+    asked = entry.get("top")
+    return max(asked if isinstance(asked, int) else 0, len(entry["patches"]))
+
+
 class _Strips:
-    """Writes the explanation strips of flagged images (``explain/<key>.jpg`` and ``.json``)."""
+    """Writes the explanation strips of flagged images (``explain/<key>.jpg`` and ``.json``,
+    which records the ``top`` asked for: :func:`_strip_top`)."""
 
     def __init__(self, model: Model, out_dir: Path, top: int):
         from .explain import TrainingImages
@@ -590,7 +611,7 @@ class _Strips:
         except (OSError, ValueError, cv2.error) as exc:
             log.warning("no explanation for %s: %s", display_path(r.path), error_reason(exc, r.path))
             return ""
-        entry = e.to_dict()
+        entry = {**e.to_dict(), "top": self.top}
         try:
             write_rgb(self.out_dir / rel, render_strip(self.model, e, image_input, self.train))
         except (OSError, ValueError, cv2.error) as exc:  # the explanation is kept, as explain keeps it

@@ -10,6 +10,8 @@ instead of vanishing), in a folder as in a glob. Hidden files and
 folders below a listed folder are not images of the set (notebook checkpoints,
 macOS ``._`` resource forks, temporaries being written), as for a shell glob. A named folder
 that cannot be listed is an error; one below it is left out with a warning naming it.
+What an earlier ``screen`` wrote beside its results (:func:`without_earlier_outputs`) is no
+image of a set either: a folder listing leaves it out, with a warning naming its folder.
 """
 
 from __future__ import annotations
@@ -28,6 +30,10 @@ from .image_io import is_image_file, looks_like_image
 from .samples import Sample
 
 log = logging.getLogger(__name__)
+
+RESULTS_CSV = "results.csv"
+RUN_JSON = "screen.json"
+OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain", "maps")  # what screen writes besides its files
 
 
 class DatasetLayoutError(ValueError):
@@ -214,16 +220,75 @@ def listing_order(paths: Iterable[Path]) -> list[Path]:
     return sorted(paths, key=lambda p: listing_key(p, real_folder))
 
 
-def list_images(folder: Path | str, recursive: bool = True) -> list[Path]:
+def list_images(folder: Path | str, recursive: bool = True, *,
+                earlier_outputs: bool = False) -> list[Path]:
     """Image files under ``folder`` (by extension or content) by name (:func:`_by_name`, as
-    found: a link by its own name); raises if the folder is missing."""
+    found: a link by its own name); raises if the folder is missing. Those an earlier screen
+    wrote are left out (:func:`without_earlier_outputs`) unless ``earlier_outputs``
+    (:func:`expand_inputs`, whose callers leave them out once its ``exclude`` is applied)."""
     folder = Path(folder)
     if not folder.exists():
         raise FileNotFoundError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise NotADirectoryError(f"{folder}: not a folder")
-    return sorted((p for p in _walk_files(folder, recursive) if _is_candidate(p)),
-                  key=lambda p: _by_name(os.fspath(p)))
+    found = sorted((p for p in _walk_files(folder, recursive) if _is_candidate(p)),
+                   key=lambda p: _by_name(os.fspath(p)))
+    return found if earlier_outputs else without_earlier_outputs(found)
+
+
+def holds_screen_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a screen's records: a ``results.csv`` beside its
+    ``screen.json``."""
+    return (folder / RUN_JSON).is_file() and (folder / RESULTS_CSV).is_file()
+
+
+def is_screen_output_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one a screen wrote its images into (``overlays/``, ``thumbs/``,
+    ``explain/``, ``maps/``) beside its records (:func:`holds_screen_run`); a user's folder of
+    such a name elsewhere is not."""
+    return folder.name in OUTPUT_SUBDIRS and holds_screen_run(folder.parent)
+
+
+def without_earlier_outputs(paths: Sequence[Path], keep: Iterable[Path | str] = (),
+                            written: Callable[[Path], set[str]] | None = None) -> list[Path]:
+    """``paths`` less the images an earlier run wrote: those in (or below) a folder a screen
+    wrote (:func:`is_screen_output_folder`), and the names ``written(folder)`` gives for their
+    folder (``screening`` passes explain's strips, listed in its ``explanations.json``); a path
+    in ``keep`` (a file the user named) stays. The one rule for every listing (a dataset's
+    folders, ``fit``'s and ``screen``'s inputs): without it a results folder inside an image
+    folder is read as images, run after run. One warning names the folders left out."""
+    kept = {os.path.abspath(k) for k in keep}
+    screen_folder: dict[Path, bool] = {}
+    listed: dict[Path, set[str]] = {}
+    left_out: dict[Path, int] = {}
+
+    def written_in(p: Path) -> Path | None:
+        for d in p.parents:
+            if d not in screen_folder:
+                screen_folder[d] = is_screen_output_folder(d)
+            if screen_folder[d]:
+                return d
+        if written is not None:
+            if p.parent not in listed:
+                listed[p.parent] = written(p.parent)
+            if p.name in listed[p.parent]:
+                return p.parent
+        return None
+
+    out = []
+    for p in paths:
+        a = os.path.abspath(p)
+        folder = None if a in kept else written_in(Path(a))
+        if folder is None:
+            out.append(p)
+        else:
+            left_out[folder] = left_out.get(folder, 0) + 1
+    if left_out:
+        named = [f"{display_path(d)} ({n})" for d, n in list(left_out.items())[:5]]
+        log.warning("%d image(s) an earlier screen or explain run wrote left out (not images "
+                    "of the set): %s%s", sum(left_out.values()), ", ".join(named),
+                    " ..." if len(left_out) > 5 else "")
+    return out
 
 
 def _glob_root(pattern: str) -> tuple[str, list[str]]:
@@ -303,7 +368,9 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
     ``"once"`` (training inputs: ``fit``, its calibration images, ``tune``) counts files once
     by :func:`file_key`, as ``evaluate`` counts them (:func:`check_disjoint`): of two hard
     links to one file the one first in :func:`listing_order` is kept (whatever order the
-    inputs were named in) and the other is named in a warning.
+    inputs were named in) and the other is named in a warning. What an earlier screen wrote is
+    kept here: ``screening.model.input_images`` leaves it out after ``exclude``
+    (:func:`without_earlier_outputs`), sparing a warning for the results folder being written.
     """
     if twins not in TWINS:
         raise ValueError(f"twins={twins!r}: one of {', '.join(map(repr, TWINS))}")
@@ -331,7 +398,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            for f in list_images(p, recursive=recursive):
+            for f in list_images(p, recursive=recursive, earlier_outputs=True):
                 add(f, p)
         elif os.path.lexists(p):
             add(p)
@@ -343,7 +410,7 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
                                               p.parts))
             for m in matches:
                 if m.is_dir():  # the glob's fixed part is the root: m may be an excluded folder
-                    for f in list_images(m, recursive=recursive):
+                    for f in list_images(m, recursive=recursive, earlier_outputs=True):
                         add(f, fixed)
                 elif _is_candidate(m):
                     add(m, fixed)

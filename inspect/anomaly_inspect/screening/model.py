@@ -22,9 +22,13 @@ import numpy as np
 
 from ..config import ConfigError, ModelConfig, config_for_fit
 from ..core import Features
+from ..data import layout
 from ..data.folder import path_list
 from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, image_size, read_image
-from ..data.layout import display_path, expand_inputs, listing_order
+from ..data.layout import OUTPUT_SUBDIRS as OUTPUT_SUBDIRS  # screen's; runner takes them here
+from ..data.layout import RESULTS_CSV as RESULTS_CSV
+from ..data.layout import RUN_JSON as RUN_JSON
+from ..data.layout import display_path, expand_inputs, holds_screen_run, listing_order
 from ..data.transforms import Box
 from ..features.backbone import Backbone, LayerRangeError
 from ..features.extractor import FeatureExtractor
@@ -60,10 +64,6 @@ from .model_dir import (
 
 log = logging.getLogger(__name__)
 
-RESULTS_CSV = "results.csv"
-RUN_JSON = "screen.json"
-OUTPUT_SUBDIRS = ("overlays", "thumbs", "explain", "maps")  # what screen writes besides its files
-
 #: the share of the training images held out to calibrate the threshold when no calibration
 #: images are given
 DEFAULT_CALIBRATION_FRACTION = 0.2
@@ -73,7 +73,7 @@ def earlier_runs(folder: Path) -> set[str]:
     """The runs whose records ``folder`` holds: "screen" (a ``results.csv`` beside its
     ``screen.json``), "explain" (an ``explanations.json`` or its journal)."""
     runs = set()
-    if (folder / RUN_JSON).is_file() and (folder / RESULTS_CSV).is_file():
+    if holds_screen_run(folder):
         runs.add("screen")
     if (folder / EXPLANATIONS_JSON).is_file() or (folder / JOURNAL).is_file():
         runs.add("explain")
@@ -81,31 +81,14 @@ def earlier_runs(folder: Path) -> set[str]:
 
 
 def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str]) -> list[Path]:
-    """``paths`` less the images an earlier screen / explain wrote (a screen's ``overlays/``,
-    ``thumbs/``, ``explain/`` beside its ``results.csv`` + ``screen.json``; the strips an
-    ``explanations.json`` or its journal lists beside it) that a folder or glob brought in; a
-    file named itself stays, and so do a user's images in such subfolders where no screen
-    wrote them (explain writes none). Without this a results folder inside an input folder
-    was screened as new images, run after run."""
-    named = {os.path.abspath(i) for i in inputs if os.path.isfile(i)}
-    verdict: dict[Path, bool] = {}
-    strips: dict[Path, set[str]] = {}
-
-    def written(folder: Path) -> bool:
-        if folder not in verdict:
-            verdict[folder] = folder.name in OUTPUT_SUBDIRS and "screen" in earlier_runs(folder.parent)
-        return verdict[folder]
-
-    def strip(path: Path) -> bool:  # explain writes its strips beside explanations.json
-        if path.parent not in strips:
-            strips[path.parent] = listed_strips(path.parent)
-        return path.name in strips[path.parent]
-
-    def earlier_output(p: Path) -> bool:
-        p = Path(os.path.abspath(p))
-        return str(p) not in named and (strip(p) or any(written(d) for d in p.parents))
-
-    return [p for p in paths if not earlier_output(p)]
+    """``paths`` less the images an earlier screen / explain wrote that a folder or glob of
+    ``inputs`` brought in: :func:`data.layout.without_earlier_outputs`'s rule (a screen's
+    ``overlays/``, ``thumbs/``, ``explain/``, ``maps/`` beside its ``results.csv`` +
+    ``screen.json``), and the strips an ``explanations.json`` or its journal lists beside it
+    (explain writes no folder of its own). A file named itself stays, and so do a user's
+    images in such subfolders where no screen wrote them."""
+    named = [i for i in inputs if os.path.isfile(i)]
+    return layout.without_earlier_outputs(paths, keep=named, written=listed_strips)
 
 
 def input_images(inputs: Sequence[Path | str], exclude: Sequence[Path] = (), *,

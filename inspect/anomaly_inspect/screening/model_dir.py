@@ -340,11 +340,15 @@ def saved_graphs(directory: Path | str) -> dict[str, Path]:
 def check_replaceable(target: Path | str, overwrite: bool) -> None:
     """Raise unless a model may be saved to ``target``: a new path or an empty folder, or a
     model directory with ``overwrite``. Anything else (a file, a folder of other files) is
-    never replaced, so its refusal does not suggest ``overwrite``."""
+    never replaced, so its refusal does not suggest ``overwrite``; nor is a symbolic link
+    (the save would replace the link, not the model it names), refused as one."""
     target = Path(target)
-    if not (target.exists() or target.is_symlink()):
+    if target.is_symlink():
+        raise FileExistsError(f"{target}: is a symbolic link (to {os.readlink(target)}); give "
+                              f"the model directory itself")
+    if not target.exists():
         return
-    folder = target.is_dir() and not target.is_symlink()
+    folder = target.is_dir()
     if folder and not any(target.iterdir()):
         return
     if folder and is_model_dir(target):

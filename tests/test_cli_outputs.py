@@ -234,7 +234,7 @@ def test_output_json_is_still_written_before_the_table(tmp_path, monkeypatch, ca
     monkeypatch.setattr("anomaly_inspect.commands.evaluate.print_result", closed)
     out = tmp_path / "r.json"
     assert main([*args, "--output-json", str(out), "--quiet"]) == 1
-    assert json.loads(out.read_text()) == {"image_auroc": 0.5}
+    assert json.loads(out.read_text()) == {"image_auroc": 0.5, "engine": "local", "workers": None}
 
 
 # ---------------------------------------------------------------- --output-json onto an input file

@@ -533,25 +533,6 @@ def test_address_auto_without_a_cluster_is_refused_when_the_engine_is_made(monke
         assert "127.0.0.1:1" in str(err.value)
 
 
-def test_address_auto_with_a_cluster_listening_is_accepted(monkeypatch):
-    """The address Ray finds for auto is only probed: a listening one makes the engine (Ray
-    connects when the first map starts)."""
-    import os
-    import socket
-
-    if os.environ.get("CI"):  # CI installs the ray extra: without it, the test fails there
-        import ray._private.services as services
-    else:
-        services = pytest.importorskip("ray._private.services")
-    from anomaly_inspect.pipeline import make_engine
-
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        found = f"127.0.0.1:{server.getsockname()[1]}"
-        monkeypatch.setattr(services, "get_ray_address_from_environment", lambda a, t: found)
-        engine = make_engine("ray", address="auto")
-    assert engine.address == "auto"  # ray.init still resolves it itself
-
-
 # SIGTERM while the Ray engine starts: Ray's own handler (installed by ray.init) exits 15; the
 # engine stops what Ray started and raises the CLI's termination (143, "terminated").
 class _TermDuringInit:

@@ -7,6 +7,7 @@ given as a file path or by name: ``patchcore``, ``ood/isic_all``.
 from __future__ import annotations
 
 import copy
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -89,6 +90,16 @@ class BackboneConfig:
             check_runtime(self.runtime, self.precision)
         except ValueError as exc:
             raise ConfigError(f"backbone: {exc}") from None
+
+
+def absolute_weights(weights: str | None) -> str | None:
+    """``weights`` with a checkpoint file's path made absolute, read against the current folder
+    (as a config's relative data root is): a fitted model records it, and then loads from any
+    folder, as Ray workers (whose current folder is their own) do. None (the bundled or timm
+    weights) and ``random`` stay as they are."""
+    if weights is None or weights == RANDOM_WEIGHTS:
+        return weights
+    return os.path.abspath(os.path.expanduser(weights))
 
 
 @dataclass
@@ -294,12 +305,13 @@ def config_for_fit(cfg: ModelConfig | None) -> ModelConfig:
     (:meth:`ModelConfig.checked`: the caller may change or reuse theirs) whose scorer can fit
     (:meth:`ModelConfig.check_scorer`), that a new fit can use
     (:meth:`ModelConfig.check_new_fit`) and whose ``backbone: layers`` its backbone has
-    (:func:`check_layers_exist`)."""
+    (:func:`check_layers_exist`); a weights file's path made absolute (:func:`absolute_weights`)."""
     if cfg is None:
         cfg = ModelConfig()
     check_instance("cfg", cfg, ModelConfig,
                    "read a YAML file or a packaged config with load_config(...)")
     cfg = cfg.checked()
+    cfg.backbone.weights = absolute_weights(cfg.backbone.weights)  # the model loads from anywhere
     cfg.check_scorer()
     cfg.check_new_fit()
     check_layers_exist(cfg)

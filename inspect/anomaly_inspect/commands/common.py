@@ -19,6 +19,7 @@ from ..config import (
     SEED_RANGE,
     ConfigError,
     ModelConfig,
+    absolute_weights,
     check_layers_exist,
     load_config,
 )
@@ -182,7 +183,10 @@ def add_model_args(p: argparse.ArgumentParser, tunes: bool = False,
     if "method" not in but:
         p.add_argument("--method", help="scorer name, e.g. patchcore")
     p.add_argument("--backbone", help="timm model name (default tf_efficientnet_lite0)")
-    p.add_argument("--weights", type=nonempty, help="checkpoint FILE, or 'random' (default: bundled/offline weights)")
+    p.add_argument("--weights", type=nonempty,
+                   help="checkpoint FILE (a relative path, here or in --config, is read from the "
+                        "current folder; the model records it absolute), or 'random' (default: "
+                        "bundled/offline weights)")
     p.add_argument("--layers", type=int_list,
                    help="comma-separated timm feature indices (default: stride 8 and 16)")
     add_runtime_args(p, but=but)
@@ -223,8 +227,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                    help="local: this process (default); ray: a pool of Ray actors "
                         "(pip install \"ray[data]>=2.51,<3\")")
     g.add_argument("--address", metavar="ADDR",
-                   help="Ray cluster to join (auto, ray://host:port); default: start a local "
-                        "Ray instance with this machine's cores")
+                   help="Ray cluster to join (auto, host:port, ray://host:port; one where no "
+                        "Ray answers within 3 s is refused); default: start a local Ray "
+                        "instance with this machine's cores")
     g.add_argument("--workers", type=positive_int, metavar="N",
                    help="Ray actors (default: one per CPU of the cluster)")
     g.add_argument("--no-shared-storage", dest="shared_storage", action="store_false",
@@ -328,6 +333,7 @@ def model_config_from_args(args: argparse.Namespace) -> ModelConfig:
         if args.seed is not None:
             cfg.seed = args.seed
         cfg.backbone = replace(cfg.backbone, **backbone)  # rebuilt, so that __post_init__ checks
+        cfg.backbone.weights = absolute_weights(cfg.backbone.weights)  # model.json keeps it
         cfg.features = replace(cfg.features, **features)
     except ValueError as exc:
         raise ConfigError(f"{source}: {exc}") from None

@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         write_json(args.output_json, {"tuning": tuning.to_dict()})  # kept should evaluate fail
     result = evaluate(dataset, tuning.chosen_config(cfg) if tuning else cfg, progress=not args.quiet,
                       engine=engine, max_pixels=args.max_pixels)
-    out = result.to_dict()
+    # where the fit ran (a distributed bank differs slightly by design): the engine, and the
+    # Ray actors its last map ran on (null for the local engine)
+    out = {**result.to_dict(), "engine": engine.name, "workers": getattr(engine, "actors", None)}
     if tuning is not None:
         out["tuning"] = tuning.to_dict()
     write_json_and_show(args.output_json, out, lambda: print_result(result))  # kept should the ensemble fail

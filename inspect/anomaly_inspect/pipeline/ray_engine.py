@@ -39,6 +39,7 @@ import signal
 import socket
 import tempfile
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator, Sequence
@@ -69,7 +70,11 @@ _TOKEN_LOGGER = "ray._private.authentication.authentication_token_setup"
 _TOKEN_NOTICE = "Token authentication is enabled for this Ray cluster"
 WORKER_DIED = ("a Ray worker process died (killed, out of memory or crashed); see Ray's logs "
                "(/tmp/ray/session_latest/logs)")
-PROBE_S = 3.0  # how long an explicit --address may take to accept a connection
+PROBE_S = 3.0  # how long an explicit --address may take to accept a connection and answer
+ADDRESS_FORMS = "auto, host:port, ray://host:port"  # the --address forms the engine reads
+# an HTTP/2 client's first bytes (its preface and an empty SETTINGS frame): a gRPC server answers
+# them with its SETTINGS frame
+_HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
 
 class EngineUnavailable(RuntimeError):
@@ -207,9 +212,9 @@ class RayEngine:
     """Runs a task's batches on ``workers`` Ray actors (default: one per CPU of the cluster).
 
     ``address``: an existing cluster (``auto``, ``host:port``, ``ray://host:port``; its host
-    and port, ``auto``'s as Ray finds them, must accept a connection within :data:`PROBE_S`
-    seconds); without it a local
-    Ray instance is started with this machine's cores (or the running one is reused).
+    and port, ``auto``'s as Ray finds them, must accept a connection and answer as a gRPC
+    server within :data:`PROBE_S` seconds); without it a local Ray instance is started with
+    this machine's cores (or the running one is reused).
     """
 
     name = "ray"
@@ -223,6 +228,7 @@ class RayEngine:
         self.address = address
         self.workers = workers
         self.shared_storage = shared_storage
+        self.actors: int | None = None  # the actor pool the last map ran on (a record of it)
         check_reachable(address)  # before the caller's first progress bar
 
     def start(self) -> None:
@@ -235,7 +241,7 @@ class RayEngine:
         if _quiet_token_notice not in token.filters:
             token.addFilter(_quiet_token_notice)
         if not self.ray.is_initialized():
-            check_reachable(self.address)  # ray.init would retry an unreachable one forever
+            check_reachable(self.address)  # ray.init would retry a silent one for ever
             sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 self.ray.init(address=self.address, include_dashboard=False,
@@ -296,6 +302,7 @@ class RayEngine:
             return
         ray = self.ray
         n_actors, cpus = self.pool()
+        self.actors = n_actors
         remove_stale_folders(tempfile.gettempdir(), _RUN_FOLDER)
         run = uuid.uuid4().hex[:12]
         _RUNS.append(run)
@@ -338,8 +345,8 @@ class EngineFailed(RuntimeError):
 
 def probe_target(address: str | None) -> tuple[str, int] | None:
     """(host, port) of an explicit cluster address (``host:port``, ``ray://host:port``, IPv6
-    in brackets); None for none, ``auto``, ``local`` or a form this does not know (Ray
-    judges those)."""
+    in brackets); None for none, ``auto``, ``local`` or a form this does not know
+    (:func:`check_reachable` refuses those)."""
     if not address:
         return None
     rest = address.removeprefix("ray://")
@@ -365,22 +372,58 @@ def auto_address() -> str | None:
 
 
 def check_reachable(address: str | None, timeout: float = PROBE_S) -> None:
-    """Refuse a cluster address that accepts no TCP connection within ``timeout`` seconds:
-    ``ray.init`` would retry it forever, silently. ``auto`` is resolved first (and refused
-    where there is no cluster), so that a command fails before it writes anything."""
+    """Refuse a cluster address that ``ray.init`` would retry for ever, silently, or refuse
+    only after a command has written its outputs: one of no form Ray reads, one that accepts
+    no TCP connection within ``timeout`` seconds, or one where no Ray answers within them
+    (:func:`_answers_grpc`). ``auto`` is resolved first (and refused where there is no
+    cluster), so that a command fails before it writes anything."""
     where = address
     if address == "auto":
         resolved = auto_address()
         where = f"auto ({resolved})" if resolved else address
         address = resolved
+    elif address not in (None, "local") and probe_target(address) is None:
+        raise EngineFailed(f"--address {address}: not a Ray address ({ADDRESS_FORMS})")
     target = probe_target(address)
     if target is None:
         return
+    deadline = time.monotonic() + timeout
     try:
-        socket.create_connection(target, timeout=timeout).close()
+        conn = socket.create_connection(target, timeout=timeout)
     except OSError as exc:
         reason = exc.strerror or str(exc) or type(exc).__name__
         raise EngineFailed(f"cannot reach the Ray cluster at {where} ({reason})") from None
+    with conn:
+        if os.environ.get("RAY_USE_TLS", "0").lower() in ("1", "true"):
+            return  # a TLS handshake comes first there: Ray checks its certificates itself
+        answered = _answers_grpc(conn, deadline)
+    if answered is None:
+        raise EngineFailed(f"cannot connect to the Ray cluster at {where}: no Ray answered "
+                           f"within {timeout:g} s")
+    if not answered:
+        raise EngineFailed(f"cannot connect to the Ray cluster at {where}: what answers there "
+                           f"is not Ray (no gRPC handshake)")
+
+
+def _answers_grpc(conn: socket.socket, deadline: float) -> bool | None:
+    """Whether the server on ``conn`` opens an HTTP/2 session, as every gRPC server does (Ray's
+    GCS and its client server are; a reply in well under a millisecond): True when its first
+    frame is SETTINGS, False when it answers otherwise or hangs up, None when it says nothing
+    before ``deadline`` (``time.monotonic``)."""
+    head = b""
+    try:
+        conn.sendall(_HTTP2_PREFACE)
+        while len(head) < 9:  # a frame header: length (3 bytes), type (1), flags, stream
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            chunk = conn.recv(9 - len(head))
+            if not chunk:
+                return False
+            head += chunk
+    except TimeoutError:
+        return None
+    except OSError:  # reset: it hung up
+        return False
+    return head[3] == 0x4
 
 
 def _one_line(exc: BaseException) -> str:

@@ -176,7 +176,9 @@ def fit_bank_remote(scorer: PatchCore, engine: Engine, cfg: ModelConfig, paths: 
 
     ``then``: images extracted in the same pass (one actor pool) once the training images
     are done; ``on_then`` gets each batch of them (features, positions in ``then``) after
-    the bank is finished. They must not be training images too."""
+    the bank is finished. They must not be training paths too: the workers tell the two
+    apart by path (a fit refuses copies and links as well, before any work:
+    ``screening.distributed_fit.check_disjoint``)."""
     check_distributable(scorer)
     then_keys = frozenset(map(os.fsencode, then))
     both = then_keys.intersection(map(os.fsencode, paths))

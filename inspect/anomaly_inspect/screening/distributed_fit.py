@@ -7,7 +7,7 @@ features are scored here batch by batch, so the driver holds the bank plus one b
 features. The held-out calibration split is the one-machine fit's (drawn over the readable
 training paths ``fit`` passes here, in :func:`.model.calibration_split`'s listing order
 whatever order they come in). Differences from the one-machine fit, by design: calibration images must not
-also be training images (the local fit warns); round 1 chunks each batch's patches rather
+also be training images, nor copies of them (:func:`check_disjoint`; the local fit warns); round 1 chunks each batch's patches rather
 than windows of 16 chunks, so the bank differs slightly (covering radius and AUROC:
 docs/scaling.md), and an HNSW graph is checked on a probe sample drawn per batch. Neither
 depends on the number of workers or on where the images live.
@@ -26,13 +26,21 @@ from ..pipeline import Engine, build
 from ..pipeline.remote_fit import ExtractedPart, check_distributable, fit_bank_remote
 from ..pipeline.runner import skip_unreadable
 from ..progress import Progress
-from .model import Model, calibrated_model, calibration_split, on_image
+from .model import (
+    Model,
+    _same_files,
+    calibrated_model,
+    calibration_split,
+    input_images,
+    on_image,
+)
 
 
 def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
                   calibration: Sequence[Path | str] | None, target_fpr: float,
                   calibration_fraction: float, progress: bool, max_pixels: int) -> Model:
     """:func:`.model.fit` with extraction and round 1 of the coreset on ``engine``'s workers."""
+    check_disjoint(train_paths, calibration)
     backbone, extractor, scorer = build(cfg, progress=progress, max_pixels=max_pixels)
     check_distributable(scorer)
     fit_all, cal_all, source = calibration_split(train_paths, calibration, calibration_fraction,
@@ -63,3 +71,20 @@ def fit_on_engine(train_paths: list[Path], cfg: ModelConfig, engine: Engine,
                             np.concatenate(patch_scores) if patch_scores else None, target_fpr,
                             source, [fit_all[i] for i in ok], [cal_all[i] for i in cal_ok],
                             skipped)
+
+
+def check_disjoint(train_paths: Sequence[Path], calibration: Sequence[Path | str] | None) -> None:
+    """Refuse calibration images that are training images, in every form the local fit warns
+    about (:func:`.model._same_files`: the same file, by any path, or a byte-identical copy),
+    before any work: their scores are too low, so the threshold would be too low, and the
+    workers tell the two sets apart by path. Checked before :func:`.model.calibration_split`,
+    so that its warning (``fit`` gave it already) is not repeated."""
+    if calibration is None:
+        return
+    both = _same_files(input_images(calibration, twins="once"), train_paths)
+    if both:
+        raise ValueError(f"{both} calibration images are also training images (the same files "
+                         f"or copies of them, in {', '.join(map(str, calibration))}); a "
+                         f"distributed fit needs the two disjoint: give other calibration "
+                         f"images, or none to hold out a share of the training images")
+

@@ -114,8 +114,8 @@ def test_isic_subset_baselines_nuisance_and_patch_rows(shared_data, tmp_path):
         "fusions": [{"label": "fused", "members": ["mahalanobis", "mahalanobis+colour"], "folds": 3}]})
     report = run_ood_benchmark(cfg, progress=False)
     # 30 train + 16 test + 20 OOD, the jigsaw and the colour-shifted copies of the 30 train
-    # images, the 7 rotated / flipped views of every image
-    assert report["timings_s"]["images_extracted"] == (30 + 16 + 20) * 8 + 30 + 30
+    # images, and every image again with its 7 rotated / flipped views (the views' extractor)
+    assert report["timings_s"]["images_extracted"] == (30 + 16 + 20) * 9 + 30 + 30
     assert len(report["results"]) == 12 * 2
     # loose floors, about 0.15 below what this subset measured (vim .92/.94, mahalanobis .83/.79,
     # patch_mahalanobis .73/.74, softpatch .73/.73, tailedcore .81/.85, ink/charts); react, dice
@@ -628,7 +628,7 @@ def test_similar_is_an_ordinary_split_name_without_the_colour_rule():
     ("scorers: [5]", "scorers: expected a list of scorer names or mappings, got [5]"),
     ("scorers: [{name: knn, lable: x}]", "scorer 'knn': unknown key(s) ['lable']; accepted: "
                                          "['name', 'label', 'params', 'input', 'orient', 'nuisance', "
-                                         "'nuisance_k']"),
+                                         "'nuisance_k', 'views']"),
     ("scorers: [{label: x}]", "scorer {'label': 'x'}: missing key(s) ['name']"),
     ("scorers: [{name: knn, label: 5}]", "scorer '5': label: expected a string, got 5"),
     ("scorers: [{name: knn, params: [3]}]", "scorer 'knn': params: expected a mapping, got [3]"),

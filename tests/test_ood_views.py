@@ -1,4 +1,4 @@
-"""Pooled rows with ``views`` (rotated / flipped copies of every image) in ood-benchmark."""
+"""Rotated / flipped views of every image for pooled scorers: `features: views` (fit / score) and the ood-benchmark rows' `views`."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ import torch
 
 from anomaly_inspect.config import ConfigError
 from anomaly_inspect.core import Features
-from anomaly_inspect.data.samples import Sample
 from anomaly_inspect.evaluation import ood_benchmark
 from anomaly_inspect.evaluation.ood import ood_metrics
 from anomaly_inspect.evaluation.ood_benchmark import (
     OODBenchmarkConfig,
     build_data,
-    fit_on_views,
     run_ood_benchmark,
-    view_arrays,
-    view_mean_scores,
 )
 from anomaly_inspect.pipeline import Runner, build_backbone, build_extractor
+from anomaly_inspect.pipeline.runner import timed_scores, with_views_as_rows
+from anomaly_inspect.resources import StageTimes
 from anomaly_inspect.scorers.distance import Mahalanobis
 from ood_helpers import heldout_config as _heldout
 
@@ -44,80 +42,92 @@ def test_views_a_row_cannot_take_are_refused_naming_the_config(row, message):
                                       "scorers": [row]}, "c.yaml")
 
 
-def test_view_arrays_are_each_images_views_in_order(ood_tiny, tmp_path):
-    """Batched views (4 images a batch, 7 views each) come back per image, in view order:
-    equal to extracting every image under each (angle, flip) separately."""
+def test_the_extractors_views_are_each_images_views_in_order(ood_tiny, tmp_path):
+    """``features: views``: the pooled embeddings of every image's views (4 images a batch,
+    7 views each), per image and in view order: equal to extracting every image under each
+    (angle, flip) separately; the image's own pooled embedding as without views."""
     cfg = _heldout(ood_tiny, tmp_path, ["mahalanobis"])
     cfg.features.batch_size = 4
     data, _ = build_data(cfg)
-    samples = data.id_train + data.id_test[:1]  # 7: a batch of 4 and one of 3
-    runner = Runner(build_extractor(cfg, build_backbone(cfg), outputs=("pooled",)), progress=False)
-    got = view_arrays(runner, samples, "rotflip", None)
-    assert got.shape[:2] == (7, 7)
-    paths = [s.path for s in samples]
+    paths = [s.path for s in data.id_train + data.id_test[:1]]  # 7: a batch of 4 and one of 3
+    backbone = build_backbone(cfg)
+    plain = Runner(build_extractor(cfg, backbone, outputs=("pooled",)), progress=False)
+    cfg.features.views = "rotflip"
+    got = Runner(build_extractor(cfg, backbone, outputs=("pooled",)), progress=False).extract(paths, "v").features
+    assert got.pooled_views.shape[:2] == (7, 7)
+    np.testing.assert_array_equal(got.pooled, plain.extract(paths, "p").features.pooled)
     # rotflip's order: angle 0 flipped, then 90, 180, 270 each plain and flipped
     order = [(a // 90, f) for a in (0, 90, 180, 270) for f in (False, True) if (a, f) != (0, False)]
     for v, (k, flip) in enumerate(order):
-        want = runner.extract(paths, "one view", lambda x, k=k, flip=flip: _dihedral(x, k, flip)).features.pooled
-        np.testing.assert_allclose(got[:, v], want, rtol=1e-5, atol=1e-6)
+        want = plain.extract(paths, "one view", lambda x, k=k, flip=flip: _dihedral(x, k, flip)).features.pooled
+        np.testing.assert_allclose(got.pooled_views[:, v], want, rtol=1e-5, atol=1e-6)
 
 
-def test_a_view_mean_over_the_dihedral_group_does_not_depend_on_how_an_image_is_held(ood_tiny, tmp_path):
-    """Mean score over the 8 dihedral views: an image rotated by 90 degrees or mirrored is the
-    same set of views, so it scores the same (the group average is invariant)."""
-    cfg = _heldout(ood_tiny, tmp_path, ["mahalanobis"])
-    data, _ = build_data(cfg)
-    runner = Runner(build_extractor(cfg, build_backbone(cfg), outputs=("pooled",)), progress=False)
+def test_a_fitted_model_scores_an_image_as_its_rotated_and_mirrored_copies(ood_tiny, tmp_path):
+    """fit / score with ``features: views: rotflip``: the mean over the 8 dihedral views does
+    not depend on how an image is held (64-px squares at 64 px: no resize), and the saved model
+    keeps its views."""
+    from PIL import Image
 
-    def stack(samples, image_fn=None):
-        own = runner.extract([s.path for s in samples], "own", image_fn).features.pooled
-        if image_fn is None:
-            views = view_arrays(runner, samples, "rotflip", None)
-        else:  # the views of the transformed image
-            views = np.stack([runner.extract([s.path for s in samples], "v", lambda x, k=k, f=f: _dihedral(
-                image_fn(x), k, f)).features.pooled for k, f in DIHEDRAL[1:]], axis=1)
-        return np.concatenate([own[:, None], views], axis=1)
+    from anomaly_inspect import fit, load_model
+    from anomaly_inspect.config import ModelConfig
 
-    scorer = Mahalanobis()
-    fit_on_views(runner, "m", scorer, stack(data.id_train), data.id_train_labels)
-    test = [Sample(p) for p in sorted((ood_tiny / "tiny" / "test").rglob("*.png"))[:4]]
-    plain = view_mean_scores(runner, "m", scorer, stack(test))
-    for k, flip in ((1, False), (0, True), (3, True)):
-        moved = view_mean_scores(runner, "m", scorer, stack(test, lambda x, k=k, f=flip: _dihedral(x, k, f)))
-        np.testing.assert_allclose(moved, plain, rtol=1e-4)
-
-
-def test_fit_on_views_gives_every_view_its_images_label():
-    class Recorder:
-        def fit(self, features, labels=None, context=None):
-            self.x, self.labels = features.pooled, labels
-
-        def fit_summary(self):
-            return {}
-
-    stack = np.arange(2 * 3 * 4, dtype=np.float32).reshape(2, 3, 4)
-    rec = Recorder()
-    fit_on_views(_runner_stub(), "r", rec, stack, np.array([5, 7]))
-    np.testing.assert_array_equal(rec.x, stack.reshape(6, 4))
-    np.testing.assert_array_equal(rec.labels, [5, 5, 5, 7, 7, 7])
+    cfg = ModelConfig.from_dict({"method": "mahalanobis", "backbone": {"weights": "random"},
+                                 "features": {"image_size": 64, "batch_size": 4, "views": "rotflip"}})
+    train = sorted((ood_tiny / "tiny" / "train" / "good").glob("*.png"))
+    model = fit(train, cfg, calibration_fraction=0.25, progress=False)
+    src = sorted((ood_tiny / "tiny" / "test").rglob("*.png"))[:3]
+    copies = []
+    for p in src:
+        img = Image.open(p)
+        for i, t in enumerate((Image.Transpose.ROTATE_90, Image.Transpose.FLIP_LEFT_RIGHT,
+                               Image.Transpose.TRANSPOSE)):
+            copies.append(tmp_path / f"{p.parent.name}_{p.stem}_{i}.png")
+            img.transpose(t).save(copies[-1])
+    scores = np.array([r.score for r in model.score(src + copies, progress=False)])
+    np.testing.assert_allclose(scores[3:].reshape(3, 3), np.repeat(scores[:3, None], 3, 1), rtol=1e-4)
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    assert again.cfg.features.views == "rotflip"
+    np.testing.assert_allclose([r.score for r in again.score(src, progress=False)], scores[:3], rtol=1e-5)
 
 
-def _runner_stub():
-    from anomaly_inspect.resources import StageTimes
+def test_views_are_for_pooled_scorers_and_ood_rows_take_them_per_row(tmp_path):
+    from anomaly_inspect.config import ModelConfig
 
-    runner = Runner.__new__(Runner)
-    runner.times = StageTimes()
-    return runner
+    with pytest.raises(ConfigError, match=r"features: views 'rotflip' is for scorers of the pooled "
+                                          r"embedding; 'patchcore' reads patches features"):
+        ModelConfig.from_dict({"features": {"views": "rotflip"}}).check_scorer()
+    with pytest.raises(ConfigError, match=r"features: views must be one of"):
+        ModelConfig.from_dict({"features": {"views": "rot90"}})
+    with pytest.raises(ConfigError, match=r"^c\.yaml: features: views: set views on the rows"):
+        OODBenchmarkConfig.from_dict({"benchmark": "isic", "data": {"root": "x"}, "splits": ["ink_all"],
+                                      "scorers": ["mahalanobis"], "features": {"views": "rotflip"}},
+                                     "c.yaml")
 
 
-def test_view_mean_scores_average_each_images_views():
+def test_fitting_on_views_gives_every_view_its_images_label():
+    pooled = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)
+    views = np.arange(2 * 2 * 4, dtype=np.float32).reshape(2, 2, 4) + 100
+    rows, labels = with_views_as_rows(Features(pooled=pooled, pooled_views=views), np.array([5, 7]))
+    np.testing.assert_array_equal(rows.pooled, [pooled[0], *views[0], pooled[1], *views[1]])
+    np.testing.assert_array_equal(labels, [5, 5, 5, 7, 7, 7])
+    plain = Features(pooled=pooled)
+    assert with_views_as_rows(plain, None) == (plain, None)
+
+
+def test_a_score_with_views_is_the_mean_over_the_image_and_its_views():
     class Sum:
         def score(self, features):
             from anomaly_inspect.scorers.base import ScoreResult
             return ScoreResult(features.pooled.sum(1))
 
-    stack = np.array([[[1, 1], [3, 3]], [[0, 2], [4, 0]]], dtype=np.float32)  # 2 images x 2 views
-    np.testing.assert_allclose(view_mean_scores(_runner_stub(), "s", Sum(), stack), [4.0, 3.0])
+    pooled = np.array([[1, 1], [0, 2]], dtype=np.float32)
+    views = np.array([[[3, 3], [5, 5]], [[4, 0], [2, 2]]], dtype=np.float32)  # 2 images x 2 views
+    got, _ = timed_scores({"s": Sum()}, Features(pooled=pooled, pooled_views=views), StageTimes())
+    np.testing.assert_allclose(got["s"].image_scores, [(2 + 6 + 10) / 3, (2 + 4 + 4) / 3])
+    plain, _ = timed_scores({"s": Sum()}, Features(pooled=pooled), StageTimes())
+    np.testing.assert_allclose(plain["s"].image_scores, [2, 2])
 
 
 def test_a_views_row_end_to_end_with_its_fusion_and_cache(ood_tiny, tmp_path):
@@ -130,7 +140,7 @@ def test_a_views_row_end_to_end_with_its_fusion_and_cache(ood_tiny, tmp_path):
     report = run_ood_benchmark(cfg, progress=False)
     data, _ = build_data(cfg)
     n_sets = len(data.id_train) + len(data.id_test) + sum(map(len, data.ood.values()))
-    assert report["timings_s"]["images_extracted"] == 8 * n_sets
+    assert report["timings_s"]["images_extracted"] == 9 * n_sets  # the views extractor's own pass too
     got = {r["scorer"]: r for r in report["results"]}
     assert got["m8"]["views"] == "rotflip" and got["mahalanobis"]["views"] == ""
     assert got["f"]["views"] is None and report["fusions"]["f"]["members"] == ["mahalanobis", "m8"]

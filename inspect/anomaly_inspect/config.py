@@ -23,6 +23,7 @@ from .choices import (  # SEED_LIMIT / SEED_RANGE re-exported: config's names fo
     RESIZE_MODES,
     SEED_LIMIT,
     SEED_RANGE,
+    VIEW_KINDS,
     ConfigError,
     check_embedding,
     check_field_types,
@@ -106,7 +107,10 @@ def absolute_weights(weights: str | None) -> str | None:
 class FeatureConfig:
     """Model input geometry and patch embedding. ``resize``: "stretch" squashes every image
     to a square (default); "pad" keeps the aspect ratio (longer side = ``image_size``,
-    mirrored padding that the scorers ignore)."""
+    mirrored padding that the scorers ignore). ``views``: for images with no canonical
+    orientation (dermoscopy), a :data:`~.choices.VIEW_KINDS` name (``rotflip``: the 90-degree
+    rotations x flip) whose views' pooled embeddings a pooled scorer is fitted on too, an image
+    scoring the mean over it and its views; "none" by default."""
 
     image_size: int = 320
     crop_size: int | None = None
@@ -116,6 +120,7 @@ class FeatureConfig:
     embed_dim: int | None = 1024
     finest_stage: str = "rows"
     equal_stage_weights: bool = True
+    views: str = "none"
 
     def __post_init__(self):
         check_field_types(self, "features: ")
@@ -128,6 +133,8 @@ class FeatureConfig:
                               f"image_size ({self.image_size})")
         if self.resize not in RESIZE_MODES:
             raise ConfigError(f"features: resize must be one of {RESIZE_MODES}, got {shown(self.resize)}")
+        if self.views not in VIEW_KINDS:
+            raise ConfigError(f"features: views must be one of {tuple(VIEW_KINDS)}, got {shown(self.views)}")
         try:  # refused here, not when a model is built (and without importing torch)
             check_embedding(self.aggregate, self.finest_stage)
         except ValueError as exc:
@@ -266,6 +273,10 @@ class ModelConfig:
                                   **scorer_cls.runtime_kwargs(progress=False))
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{source}: scorer: {exc}") from None
+        if self.features.views != "none" and scorer_cls.requires != ("pooled",):
+            raise ConfigError(f"{source}: features: views {self.features.views!r} is for scorers of "
+                              f"the pooled embedding; {self.method!r} reads "
+                              f"{' and '.join(scorer_cls.requires)} features")
         if scorer.needs_labels:
             raise ConfigError(f"{source}: method {self.method!r} with these settings fits on ID "
                               f"class labels, which fitting a model never has (normal images "

@@ -26,15 +26,20 @@ class Features:
     the padding of an aspect-preserving resize; None when all do.
     ``blocks``: block name ("final" or a stage index) -> (N, C) per-channel L2 norms of
     that feature map, for block-norm scorers.
+    ``pooled_views``: (N, V, D) the pooled embeddings of each image's V rotated / flipped
+    views (``features: views``): a pooled scorer is fitted on them too and scores an image by
+    the mean over it and its views (:mod:`.pipeline.runner`).
     """
 
     patches: np.ndarray | None = None
     pooled: np.ndarray | None = None
     valid: np.ndarray | None = None
     blocks: dict[str, np.ndarray] | None = None
+    pooled_views: np.ndarray | None = None
 
     def __post_init__(self):
-        shapes = {"patches": (4, "(N, h, w, D)"), "pooled": (2, "(N, D)"), "valid": (3, "(N, h, w)")}
+        shapes = {"patches": (4, "(N, h, w, D)"), "pooled": (2, "(N, D)"), "valid": (3, "(N, h, w)"),
+                  "pooled_views": (3, "(N, V, D)")}
         arrays = {k: getattr(self, k) for k in shapes}
         arrays.update({f"blocks[{k!r}]": v for k, v in (self.blocks or {}).items()})
         n = None
@@ -62,6 +67,7 @@ class Features:
             None if self.pooled is None else self.pooled[idx],
             None if self.valid is None else self.valid[idx],
             None if self.blocks is None else {k: v[idx] for k, v in self.blocks.items()},
+            None if self.pooled_views is None else self.pooled_views[idx],
         )
 
     def valid_mask(self) -> np.ndarray:
@@ -85,6 +91,7 @@ class Features:
                 raise ValueError(f"expected features of {'at most ' if at_most else ''}{n} "
                                  f"images, got more")
             arrays = {"patches": part.patches, "pooled": part.pooled, "valid": part.valid,
+                      "pooled_views": part.pooled_views,
                       **{f"block:{k}": v for k, v in (part.blocks or {}).items()}}
             for name, arr in arrays.items():
                 if arr is None:
@@ -99,7 +106,8 @@ class Features:
         if start != n:
             out = {k: v[:start] for k, v in out.items()}
         blocks = {k[6:]: v for k, v in out.items() if k.startswith("block:")} or None
-        return Features(out.get("patches"), out.get("pooled"), out.get("valid"), blocks)
+        return Features(out.get("patches"), out.get("pooled"), out.get("valid"), blocks,
+                        out.get("pooled_views"))
 
     @staticmethod
     def concat(parts: list[Features]) -> Features:

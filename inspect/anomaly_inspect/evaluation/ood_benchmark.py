@@ -15,7 +15,7 @@ import hashlib
 import logging
 import time
 from contextlib import contextmanager
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from ..data.pseudo_ood import jigsaw
 from ..data.samples import Sample
 from ..features.backbone import Backbone
 from ..features.cache import FeatureCache, cache_key, code_fingerprint, file_list_hash
-from ..features.views import rotated_views, view_params
+from ..features.views import view_params
 from ..pipeline import Runner, build_backbone, build_extractor
 from ..pipeline.builders import scorer_for
 from ..progress import Progress
@@ -295,6 +295,9 @@ class OODBenchmarkConfig:
         # the sections of a model config, with its checks (mapping, unknown keys, types, values)
         model = ModelConfig.from_dict({k: data.pop(k, None) for k in ("backbone", "features")}, source)
         bb, ft = model.backbone, model.features
+        if ft.views != "none":  # one way to say it: each row takes its own
+            raise ConfigError(f"{source}: features: views: set views on the rows that take them "
+                              f"(scorers: - {{name: ..., views: {ft.views}}})")
         if not specs or not data["splits"]:
             raise ConfigError(f"{source}: 'scorers' and 'splits' must not be empty")
         labels = [s.label for s in specs] + [f.label for f in fusions]
@@ -609,34 +612,15 @@ def extract_arrays(runner: Runner, samples: list[Sample], on_patches, progress: 
     return out
 
 
-def view_arrays(runner: Runner, samples: list[Sample], kind: str, progress: Progress) -> np.ndarray:
-    """(N, V, D) pooled embeddings of the ``kind`` views (:mod:`~..features.views`, the identity
-    left out) of ``samples``: each batch decoded once, its views through the backbone together."""
-    n_views = len(view_params(kind))
-    parts = []
-    for feats in runner.iter_features([s.path for s in samples], "views",
-                                      lambda x: torch.cat(list(rotated_views(x, kind))), bar=progress):
-        parts.append(feats.pooled.reshape(n_views, -1, feats.pooled.shape[-1]).transpose(1, 0, 2))
-    return np.concatenate(parts)
-
-
-def view_stack(arrays: dict, kind: str) -> np.ndarray:
-    """(N, V + 1, D): each image's pooled embedding, then those of its ``kind`` views."""
-    return np.concatenate([arrays["pooled"][:, None], arrays[f"views_{kind}"]], axis=1)
-
-
-def fit_on_views(runner: Runner, label: str, scorer, stack: np.ndarray, labels: np.ndarray | None) -> None:
-    """Fit ``scorer`` on every view of every training image of ``stack`` (N, V, D), each view
-    with its image's label."""
-    n, v, d = stack.shape
-    runner.fit_features({label: scorer}, Features(pooled=stack.reshape(n * v, d)),
-                        None if labels is None else np.repeat(labels, v))
-
-
-def view_mean_scores(runner: Runner, label: str, scorer, stack: np.ndarray) -> np.ndarray:
-    """Each image's mean score over its views (``stack``: (N, V, D))."""
-    return np.mean([runner.score_features({label: scorer}, Features(pooled=stack[:, i]))[label].image_scores
-                    for i in range(stack.shape[1])], axis=0)
+def view_arrays(cfg: OODBenchmarkConfig, backbone: Backbone, samples: list[Sample], kind: str,
+                progress: Progress) -> dict[str, np.ndarray]:
+    """``pooled`` (N, D) and ``pooled_views`` (N, V, D) of ``samples`` from the extractor with
+    ``features: views`` ``kind`` (the pooled embeddings of their rotated / flipped views)."""
+    views_cfg = replace(cfg, features=replace(cfg.features, views=kind))
+    runner = Runner(build_extractor(views_cfg, backbone, outputs=("pooled",)), progress=False)
+    parts = list(runner.iter_features([s.path for s in samples], "views", bar=progress))
+    return {"pooled": np.concatenate([f.pooled for f in parts]),
+            "pooled_views": np.concatenate([f.pooled_views for f in parts])}
 
 
 def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
@@ -644,6 +628,9 @@ def _features_for(spec: ScorerSpec, arrays: dict) -> Features:
     :class:`ScorerSpec` and :func:`check_blocks`): the block norms for ``block:...`` (the
     row's scorer reads its block, :func:`_block_param`), else (pooled, pixels) the pooled
     embedding."""
+    if spec.views:
+        return Features(pooled=arrays[f"views:{spec.views}:pooled"],
+                        pooled_views=arrays[f"views:{spec.views}:pooled_views"])
     if not spec.input.startswith("block:"):
         return Features(pooled=arrays["pooled"])
     return Features(blocks={k[len("block_"):]: v for k, v in arrays.items() if k.startswith("block_")})
@@ -867,10 +854,10 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             hit = cache.load(d)
             if hit is None:
                 with Progress(len(samples), f"{kind} views of {name}", enabled=progress) as bar:
-                    hit = {"pooled": view_arrays(sources[False], samples, kind, bar)}
-                n_extracted += len(samples) * len(view_params(kind))
+                    hit = view_arrays(cfg, backbone, samples, kind, bar)
+                n_extracted += len(samples) * (1 + len(view_params(kind)))
                 cache.save(d, hit)
-            arrays[name][f"views_{kind}"] = hit["pooled"]
+            arrays[name].update({f"views:{kind}:{k}": v for k, v in hit.items()})
     t_features = time.perf_counter() - t1
     projections: dict[int, NuisanceProjection] = {}
 
@@ -912,21 +899,16 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             scores = patch_scores[spec.label]
         else:
             train = _features_for(spec, arrays["id_train"])
-            stacks = {n: view_stack(arrays[n], spec.views) for n in sets} if spec.views else {}
             with _config_errors(f"{cfg.source}: scorer '{spec.label}'"):  # the projection's k too
                 scorer = pooled_scorer(spec)
-                if stacks:
-                    fit_on_views(runner, spec.label, scorer, stacks["id_train"], data.id_train_labels)
-                else:
-                    runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
+                runner.fit_features({spec.label: scorer}, train, data.id_train_labels)
             scored, own_pseudo = arrays, pseudo
             if spec.input == "pixels":
                 scored, own_pseudo, n = _perturbed_arrays(runner, scorer, backbone, spec, sets, desc(
                     "id_train", feat_extra), cache, lambda name, extra: desc(name, feat_extra | extra),
                     cfg.seed, progress)
                 n_extracted += n
-            scores = {n: view_mean_scores(runner, spec.label, scorer, stacks[n]) if stacks
-                      else _image_scores(runner, spec, scorer, scored[n]) for n in sets if n != "id_train"}
+            scores = {n: _image_scores(runner, spec, scorer, scored[n]) for n in sets if n != "id_train"}
             sign = 1.0
             if spec.orient == "pseudo_ood":
                 o = orientation(_image_scores(runner, spec, scorer, scored["id_train"]),
@@ -937,17 +919,11 @@ def run_ood_benchmark(cfg: OODBenchmarkConfig, data_root: Path | None = None,
             for folds in sorted(cv_folds.get(spec.label, ())):
 
                 def fit_score(bank: np.ndarray, held: np.ndarray, spec=spec, train=train,
-                              folds=folds, stacks=stacks) -> np.ndarray:
+                              folds=folds) -> np.ndarray:
                     with _config_errors(f"{cfg.source}: scorer '{spec.label}' (cross-fitted, {folds} folds)"):
                         member = pooled_scorer(spec, bank)
-                        if stacks:
-                            fit_on_views(runner, spec.label, member, stacks["id_train"][bank],
-                                         data.id_train_labels[bank])
-                        else:
-                            runner.fit_features({spec.label: member}, train.subset(bank),
-                                                data.id_train_labels[bank])
-                    if stacks:
-                        return view_mean_scores(runner, spec.label, member, stacks["id_train"][held])
+                        runner.fit_features({spec.label: member}, train.subset(bank),
+                                            data.id_train_labels[bank])
                     return runner.score_features({spec.label: member}, train.subset(held))[spec.label].image_scores
 
                 cv[spec.label, folds] = sign * crossfit_scores(member_folds(spec.label, folds), fit_score)

@@ -20,6 +20,7 @@ from ..resources import StageTimes, release_free_memory
 from .backbone import Backbone
 from .patch_embed import PatchEmbedding
 from .runtime import CALIBRATION_IMAGES
+from .views import rotated_views, view_params
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,9 @@ class FeatureExtractor:
         blocks: bool = False,
         max_pixels: int = DEFAULT_MAX_PIXELS,
         maps: bool = False,
+        views: str = "none",
     ):
+        view_params(views)  # validate early
         self.backbone = backbone
         self.transform: TransformConfig = backbone.transform_config(image_size, crop_size, resize,
                                                                     max_pixels)
@@ -83,6 +86,7 @@ class FeatureExtractor:
         self.want_pooled = pooled
         self.want_blocks = blocks
         self.want_maps = maps
+        self.views = views  # with the pooled embedding, its views' too (Features.pooled_views)
 
     def features_of(self, images: torch.Tensor, boxes: Sequence[Box] | None = None,
                     times: StageTimes | None = None, patches_only: bool = False) -> Features:
@@ -111,6 +115,10 @@ class FeatureExtractor:
                 pooled_np = pooled.float().numpy()
             else:
                 maps = self.backbone(images)
+            views_np = None
+            if pooled_np is not None and self.views != "none":  # a view at a time: the batch's memory
+                views_np = np.stack([self.backbone.forward_with_pooled(view)[1].float().numpy()
+                                     for view in rotated_views(images, self.views)], axis=1)
         with times("embed"):
             patches = None
             if self.want_patches or patches_only:
@@ -120,7 +128,7 @@ class FeatureExtractor:
             valid = None
             if patches is not None and boxes is not None:
                 valid = valid_grid(boxes, images.shape[-1], patches.shape[1:3])
-        return Features(patches, pooled_np, valid, blocks), maps
+        return Features(patches, pooled_np, valid, blocks, views_np), maps
 
     def calibrate(self, paths: Sequence[Path]) -> None:
         """Calibrate a backbone that needs it (int8) on up to ``CALIBRATION_IMAGES`` of these

@@ -1,4 +1,6 @@
-"""Rotated / flipped views of training images, for TailedCore's tail-memory augmentation.
+"""Rotated / flipped views of images: TailedCore's tail-memory augmentation, and the views a
+pooled scorer is fitted on and averages over (``features: views``, the extractor's
+``pooled_views``).
 
 A tail class has only a few images, so TailedCore adds their rotated and
 flipped versions to the memory (methods.md §1.5): for every (angle, flip) in

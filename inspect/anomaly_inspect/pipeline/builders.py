@@ -47,7 +47,7 @@ def build_extractor(cfg: ModelConfig, backbone: Backbone, *scorer_classes: type[
     return FeatureExtractor(
         backbone, f.image_size, f.crop_size, batch_size or f.batch_size, f.embedding(),
         patches="patches" in wanted, pooled="pooled" in wanted, resize=f.resize,
-        blocks="blocks" in wanted, max_pixels=max_pixels,
+        blocks="blocks" in wanted, max_pixels=max_pixels, views=f.views,
     )
 
 

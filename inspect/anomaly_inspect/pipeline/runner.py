@@ -56,14 +56,32 @@ def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
 
 def timed_scores(scorers: Mapping[str, Scorer], features: Features,
                  times: StageTimes) -> tuple[dict[str, ScoreResult], dict[str, float]]:
-    """Every scorer's result on ``features`` and the seconds each took (stage "search")."""
+    """Every scorer's result on ``features`` and the seconds each took (stage "search").
+    With ``pooled_views`` (``features: views``), an image's score is the mean of its own and
+    its views' scores."""
     results: dict[str, ScoreResult] = {}
     seconds: dict[str, float] = {}
     for name, scorer in scorers.items():
         with Timer() as t, times("search"):
-            results[name] = scorer.score(features)
+            if features.pooled_views is None:
+                results[name] = scorer.score(features)
+            else:
+                views = [features.pooled, *features.pooled_views.swapaxes(0, 1)]
+                results[name] = ScoreResult(np.mean(
+                    [scorer.score(Features(pooled=v)).image_scores for v in views], axis=0))
         seconds[name] = t.seconds
     return results, seconds
+
+
+def with_views_as_rows(features: Features, labels: np.ndarray | None
+                       ) -> tuple[Features, np.ndarray | None]:
+    """What a pooled scorer fits on when ``features`` hold ``pooled_views``: every image's
+    pooled embedding and its views' as rows, each with its image's label; else as given."""
+    if features.pooled_views is None:
+        return features, labels
+    rows = np.concatenate([features.pooled[:, None], features.pooled_views], axis=1)
+    n, v, d = rows.shape
+    return Features(pooled=rows.reshape(n * v, d)), None if labels is None else np.repeat(labels, v)
 
 
 def skip_unreadable(paths: Sequence[Path], errors: Sequence[tuple[int, str]]) -> list[dict[str, str]]:
@@ -234,7 +252,7 @@ class Runner:
 
         needs_views = view_kind(scorers.values()) is not None and (context is None
                                                                    or context.views is None)
-        if len(scorers) == 1 and labels is None and not needs_views:
+        if len(scorers) == 1 and labels is None and not needs_views and self.extractor.views == "none":
             (name, scorer), = scorers.items()
             seconds = self._timed_fit(lambda: scorer.fit_batches(features(), len(paths), context))
             info = {name: {"fit_seconds": round(seconds, 2), **scorer.fit_summary()}}
@@ -264,6 +282,7 @@ class Runner:
         """Fit every scorer on features already extracted (stage "fit", see :meth:`_timed_fit`)
         and return each one's :meth:`~..scorers.Scorer.fit_summary` with its fit seconds."""
         info: dict[str, dict] = {}
+        features, labels = with_views_as_rows(features, labels)
         for name, scorer in scorers.items():
             seconds = self._timed_fit(lambda scorer=scorer: scorer.fit(features, labels, context))
             info[name] = {"fit_seconds": round(seconds, 2), **scorer.fit_summary()}

@@ -214,7 +214,8 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
                           "scored_cells": _scored_cells(features.resize)},
             "scorer": {"name": scorer.get("name"), "params": scorer.get("params"),
                        "state": f"{SCORER_DIR}/scorer_state.safetensors",
-                       **_scorer_input(scorer.get("name"), scorer.get("params") or {})},
+                       **_scorer_input(scorer.get("name"), scorer.get("params") or {}),
+                       "views": _views(features.views)},
             "threshold": calibration.threshold,
             "target_fpr": calibration.target_fpr,
             "usage": "anomaly_inspect.load_model(DIR).score(paths), or: anomaly-inspect screen DIR "
@@ -323,6 +324,23 @@ def _scored_cells(resize: str) -> str:
             "does, the one cell clip(floor((top' + height' / 2) / (input_size / h)), 0, h - 1), "
             "likewise for columns); the other cells lie on the padding: they are not searched "
             "and take no part in the image score (the maximum over the scored cells)")
+
+
+def _views(kind: str) -> dict[str, Any]:
+    """``features: views`` as a deployment needs it: the views of each image whose pooled
+    outputs the scorer also reads, and how an image's score is formed from them."""
+    from ..features.views import view_params
+
+    views = view_params(kind)
+    if not views:
+        return {"kind": kind}
+    return {"kind": kind,
+            "views": [{"rotate_degrees": a, "hflip": f} for a, f in views],
+            "view_rule": "on the normalised input: flip horizontally first (if hflip), then rotate "
+                         "counter-clockwise (torch.rot90, exact for multiples of 90 on the square "
+                         "input; other angles: replicate-pad to the diagonal, bilinear rotation, "
+                         "centre crop back)",
+            "score": "the mean of the scorer's score of the image itself and of each view"}
 
 
 def _scorer_input(name: str | None, params: dict[str, Any]) -> dict[str, Any]:

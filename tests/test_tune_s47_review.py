@@ -81,7 +81,7 @@ def test_fit_and_evaluate_auto_refuse_it_too_and_a_glob_by_its_fixed_folder(demo
             (["tune", "--train", f"{train}/*.png"], train / "c"),
             (["evaluate", "--auto", "--root", str(demo.parent), "--category", demo.name],
              demo / "train" / "good" / "c"),
-            (["tune", "--root", str(demo.parent), "--category", demo.name], demo / "c")):
+            (["tune", "--root", str(demo.parent), "--category", demo.name], demo / "train" / "c")):
         assert main([*command, *TINY, "--tune-cache", str(inside)]) == 1
         err = _err(capsys)
         assert f"--tune-cache {inside}:" in err and "would be read as training images" in err

@@ -77,7 +77,7 @@ def check_tune_args(args: argparse.Namespace, fuses: bool = True) -> None:
 
 
 #: the options (of ``tune``, ``fit`` and ``evaluate``) that name files, folders or globs whose
-#: images the command reads, and their flags; ``--root`` is read as its category folder
+#: images the command reads, and their flags; ``--root`` by its category's folders (:func:`input_folders`)
 INPUT_FLAGS = {"train": "--train", "calibration": "--calibration", "train_dirs": "--train-dir",
                "test_normal_dirs": "--test-normal-dir",
                "test_anomalous_dirs": "--test-anomalous-dir", "mask_dir": "--mask-dir"}
@@ -86,8 +86,11 @@ INPUT_FLAGS = {"train": "--train", "calibration": "--calibration", "train_dirs":
 def input_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
     """(flag, folder) of each folder whose images the command lists recursively: a folder
     named (:data:`INPUT_FLAGS`), a glob's fixed leading folders (as
-    :func:`..data.layout.expand_inputs` roots it), ``--root``'s category folder (``--root``
-    itself without ``--category``). A file named brings in no other image."""
+    :func:`..data.layout.expand_inputs` roots it), and the folders of ``--root``'s category
+    (``--root`` itself without ``--category``) that :mod:`..data.mvtec` lists: ``train/``,
+    and ``test/`` and ``ground_truth/`` where the command reads the test split (``evaluate``;
+    ``tune`` with ``--judge`` only). A file named brings in no other image, nor does the rest
+    of the category folder (a tune cache beside train/ is taken)."""
     out = []
     for option, flag in INPUT_FLAGS.items():
         value = getattr(args, option, None)
@@ -100,8 +103,10 @@ def input_folders(args: argparse.Namespace) -> list[tuple[str, Path]]:
                     lambda part: not any(ch in part for ch in "*?["), p.parts))))
     root, category = getattr(args, "root", None), getattr(args, "category", None)
     if root is not None:
-        out.append(("--root/--category" if category else "--root",
-                    Path(root) / category if category else Path(root)))
+        cat_dir = Path(root) / category if category else Path(root)
+        reads_test = getattr(args, "judge", True)  # tune reads the test split with --judge only
+        out += [("--root/--category" if category else "--root", cat_dir / sub)
+                for sub in ("train", "test", "ground_truth")[:3 if reads_test else 1]]
     return out
 
 
@@ -200,34 +205,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def mvtec_train(root: Path, category: str | None) -> list[Path]:
-    """An MVTec-layout category's training images (``train/good``) as
-    :func:`..data.mvtec.load_mvtec` gives them (its order, a file linked twice kept once),
-    without its test split: ``tune`` without ``--judge`` reads no other. A missing root,
-    category or ``train/good`` is named as the adapter names it."""
-    from ..data.layout import DatasetLayoutError, check_disjoint, list_images, listing_order
-    from ..data.mvtec import GOOD, missing_category_hint
-    from ..data.samples import Sample
-
-    if not root.is_dir():
-        raise (NotADirectoryError(f"{root}: dataset root is a file, not a folder") if root.exists()
-               else FileNotFoundError(f"{root}: dataset root not found"))
-    cat_dir = root / category if category else root
-    if not cat_dir.is_dir():
-        raise FileNotFoundError(f"{cat_dir}: category folder not found"
-                                f"{missing_category_hint(root, category)}")
-    train_dir = cat_dir / "train" / GOOD
-    if not train_dir.is_dir():
-        raise DatasetLayoutError(f"{train_dir}: missing; tune reads an MVTec-layout category's "
-                                 f"train/{GOOD}/ (and, with --judge, its test/<type>/)")
-    train = [Sample(p, 0, "train", GOOD) for p in listing_order(list_images(train_dir))]
-    if not train:
-        raise DatasetLayoutError(f"{train_dir}: no training images found")
-    return [s.path for s in check_disjoint(train, [], repeats="once")[0]]
-
-
 def run(args: argparse.Namespace) -> int:
-    from ..data.mvtec import load_mvtec
+    from ..data.mvtec import load_mvtec, load_mvtec_train
     from ..screening.model import input_images
 
     if (args.root is not None or args.category) and args.train:
@@ -241,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
         dataset = load_mvtec(args.root, args.category)
         train = [s.path for s in dataset.train]
     elif args.root is not None:  # tuning reads train/good alone: no test split needed
-        train = mvtec_train(args.root, args.category)
+        train = [s.path for s in load_mvtec_train(args.root, args.category)]
     elif args.train:
         train = input_images(args.train, twins="once")  # less earlier outputs, as fit
     else:

@@ -10,8 +10,9 @@ instead of vanishing), in a folder as in a glob. Hidden files and
 folders below a listed folder are not images of the set (notebook checkpoints,
 macOS ``._`` resource forks, temporaries being written), as for a shell glob. A named folder
 that cannot be listed is an error; one below it is left out with a warning naming it.
-What an earlier ``screen`` wrote beside its results (:func:`without_earlier_outputs`) is no
-image of a set either: a folder listing leaves it out, with a warning naming its folder.
+What an earlier ``screen`` wrote beside its results, or an ``explain`` beside its
+``explanations.json`` (:func:`without_earlier_outputs`), is no image of a set either: a folder
+listing leaves it out, with a warning naming its folder.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from .explanations import listed_strips
 from .image_io import is_image_file, looks_like_image
 from .samples import Sample
 
@@ -224,7 +226,7 @@ def list_images(folder: Path | str, recursive: bool = True, *,
                 earlier_outputs: bool = False) -> list[Path]:
     """Image files under ``folder`` (by extension or content) by name (:func:`_by_name`, as
     found: a link by its own name); raises if the folder is missing. Those an earlier screen
-    wrote are left out (:func:`without_earlier_outputs`) unless ``earlier_outputs``
+    or explain wrote are left out (:func:`without_earlier_outputs`) unless ``earlier_outputs``
     (:func:`expand_inputs`, whose callers leave them out once its ``exclude`` is applied)."""
     folder = Path(folder)
     if not folder.exists():
@@ -250,11 +252,12 @@ def is_screen_output_folder(folder: Path) -> bool:
 
 
 def without_earlier_outputs(paths: Sequence[Path], keep: Iterable[Path | str] = (),
-                            written: Callable[[Path], set[str]] | None = None) -> list[Path]:
+                            written: Callable[[Path], set[str]] = listed_strips) -> list[Path]:
     """``paths`` less the images an earlier run wrote: those in (or below) a folder a screen
     wrote (:func:`is_screen_output_folder`), and the names ``written(folder)`` gives for their
-    folder (``screening`` passes explain's strips, listed in its ``explanations.json``); a path
-    in ``keep`` (a file the user named) stays. The one rule for every listing (a dataset's
+    folder (by default explain's strips, which it writes straight into its ``--out`` folder and
+    lists in its ``explanations.json`` and journal: :func:`.explanations.listed_strips`); a
+    path in ``keep`` (a file the user named) stays. The one rule for every listing (a dataset's
     folders, ``fit``'s and ``screen``'s inputs): without it a results folder inside an image
     folder is read as images, run after run. One warning names the folders left out."""
     kept = {os.path.abspath(k) for k in keep}
@@ -268,12 +271,9 @@ def without_earlier_outputs(paths: Sequence[Path], keep: Iterable[Path | str] = 
                 screen_folder[d] = is_screen_output_folder(d)
             if screen_folder[d]:
                 return d
-        if written is not None:
-            if p.parent not in listed:
-                listed[p.parent] = written(p.parent)
-            if p.name in listed[p.parent]:
-                return p.parent
-        return None
+        if p.parent not in listed:
+            listed[p.parent] = written(p.parent)
+        return p.parent if p.name in listed[p.parent] else None
 
     out = []
     for p in paths:

@@ -22,6 +22,7 @@ from .samples import Sample
 log = logging.getLogger(__name__)
 
 GOOD = "good"
+TRAIN_GOOD = f"train/{GOOD}"  # the training images, below a category folder
 MASK_SUFFIX = "_mask"
 
 
@@ -169,14 +170,10 @@ def missing_category_hint(root: Path, category: str) -> str:
     return hint
 
 
-def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
-    """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category.
-
-    Images are compared as files (:func:`.layout.check_disjoint`, as the folder adapter does;
-    a symbolic or hard link is its file): a file that is both a training and a test image, or
-    both normal and anomalous, is refused; two links to one file within a split count once.
-    Names pair masks and type folders in one Unicode form (:func:`.layout.nfc`), so that a
-    name copied from macOS pairs with one typed elsewhere."""
+def _category_folder(root: Path | str, category: str | None, needed: tuple[str, ...]) -> Path:
+    """``root/category`` (``root`` itself without a category), checked: the root and the
+    category folder exist, and so does each of its sub-folders ``needed``; each missing one is
+    named, with the categories found where a category is to be named."""
     refuse_empty_path(root, "root")
     root = Path(root)
     if not root.exists():
@@ -184,25 +181,55 @@ def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
     if not root.is_dir():
         raise NotADirectoryError(f"{root}: dataset root is a file, not a folder")
     cat_dir = root / category if category else root
-    name = Path(os.path.abspath(cat_dir)).name  # "cat/", "." and ".." named as the folder is
     if not cat_dir.is_dir():
         hint = (f"; {root} is itself a category folder (it has train/): leave out the category "
                 f"(--category)" if (root / "train").is_dir() else missing_category_hint(root, category))
         raise FileNotFoundError(f"{cat_dir}: category folder not found{hint}")
-    train_dir, test_dir = cat_dir / "train" / GOOD, cat_dir / "test"
-    for needed in (train_dir, test_dir):
-        if not needed.is_dir():
+    for needed_dir in (cat_dir / sub for sub in needed):
+        if not needed_dir.is_dir():
             cats = [] if category or (root / "train").is_dir() else _categories(root)
             hint = f"; categories found under {root}: {', '.join(cats)}: name one (--category)" \
                 if cats else ""
             raise DatasetLayoutError(
-                f"{needed}: missing; an MVTec-layout category needs train/good/ and test/<type>/{hint}"
+                f"{needed_dir}: missing; an MVTec-layout category needs train/good/ and "
+                f"test/<type>/{hint}"
             )
+    return cat_dir
+
+
+def load_mvtec_train(root: Path | str, category: str | None = None) -> list[Sample]:
+    """The training split of an MVTec-layout category (``train/good``) as :func:`load_mvtec`
+    gives it, without reading (or needing) its test split: the same images in fit's order (a
+    file linked twice within the split once), the same warnings (images in train/ outside
+    good/) and errors (a missing root, category or train/good, no images). ``tune --root``
+    without ``--judge`` reads this alone."""
+    return _train_split(_category_folder(root, category, (TRAIN_GOOD,)))
+
+
+def _train_split(cat_dir: Path) -> list[Sample]:
+    """:func:`load_mvtec_train` of the checked category folder ``cat_dir``."""
+    train_dir = cat_dir / TRAIN_GOOD
     # fit's order (a folder of links to files elsewhere: by the files, as fit orders them)
     train = [Sample(p, 0, "train", GOOD) for p in listing_order(list_images(train_dir))]
     if not train:
         raise DatasetLayoutError(f"{train_dir}: no training images found")
     _warn_outside_train_good(cat_dir / "train")
+    return check_disjoint(train, [], repeats="once")[0]
+
+
+def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:
+    """Read an MVTec-layout category; ``root/category`` or ``root`` itself if no category.
+
+    Images are compared as files (:func:`.layout.check_disjoint`, as the folder adapter does;
+    a symbolic or hard link is its file): a file that is both a training and a test image, or
+    both normal and anomalous, is refused; two links to one file within a split count once.
+    Names pair masks and type folders in one Unicode form (:func:`.layout.nfc`), so that a
+    name copied from macOS pairs with one typed elsewhere. The training split is
+    :func:`load_mvtec_train`'s."""
+    cat_dir = _category_folder(root, category, (TRAIN_GOOD, "test"))
+    name = Path(os.path.abspath(cat_dir)).name  # "cat/", "." and ".." named as the folder is
+    test_dir = cat_dir / "test"
+    train = _train_split(cat_dir)
 
     gt_root = cat_dir / "ground_truth"
     has_masks = gt_root.is_dir()

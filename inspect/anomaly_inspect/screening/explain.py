@@ -33,7 +33,6 @@ import json
 import logging
 import sys
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +41,9 @@ import cv2
 import numpy as np
 
 from ..data import image_io
+from ..data.explanations import EXPLANATIONS_JSON, JOURNAL, entry_key, merged_entries, replaced_by
+from ..data.explanations import listed_strips as listed_strips  # runner takes it here
+from ..data.explanations import read_explanations as read_explanations
 from ..data.image_io import ImageReadError, read_image
 from ..data.loader import decode_factor, reduced_side
 from ..data.transforms import Box, ImageTransform, TransformConfig
@@ -58,9 +60,6 @@ log = logging.getLogger(__name__)
 PATCH_CELLS = 3  # a patch box spans (up to, at the border) 3 x 3 grid cells
 CROP_CELLS = 9  # the crops shown span 9 x 9 cells of model input around the patch
 MAX_STRIP_ROWS = 50  # patches drawn in a strip (JPEG stops at 65,535 px); the JSON keeps all
-EXPLANATIONS_JSON = "explanations.json"
-#: a run's finished batches, one JSON line each, until they are folded into explanations.json
-JOURNAL = "explanations.journal.jsonl"
 OUTPUTS = (EXPLANATIONS_JSON, JOURNAL, LOCK_NAME)  # besides the strips
 REFIT = "refit the model with this version (anomaly-inspect fit) to explain its scores"
 
@@ -128,15 +127,6 @@ def path_fields(path: str) -> dict[str, str]:
     from .runner import raw_path_field
 
     return {"path": display_path(path), "raw_path": raw_path_field(path)}
-
-
-def _entry_key(entry: dict) -> str:
-    """The image path (as the file system spells it) an entry of ``explanations.json`` is
-    for: two names that display alike are two images (entries written before ``raw_path``
-    existed are keyed by their ``path``)."""
-    from .runner import row_key
-
-    return row_key(entry)
 
 
 def decoded_size(size: tuple[int, int], factor: int) -> tuple[int, int]:
@@ -634,20 +624,20 @@ class ExplanationsRecord:
     def __init__(self, folder: Path):
         self.path, self.journal = folder / EXPLANATIONS_JSON, folder / JOURNAL
         self.earlier = read_explanations(folder)  # a damaged file is refused before any work
-        self.entries: dict[str, dict] = {}  # this run's, by image (_entry_key)
+        self.entries: dict[str, dict] = {}  # this run's, by image (entry_key)
         self.pending: list[dict] = []  # not in the journal yet
         if self.journal.exists():
             self._fold()
 
     def add(self, entry: dict) -> None:
-        self.entries[_entry_key(entry)] = entry
+        self.entries[entry_key(entry)] = entry
         self.pending.append(entry)
 
     def earlier_strip(self, entry: dict) -> dict:
         """``{"strip": name}`` of the entry ``entry`` replaces, where it named one (else
         empty): an entry without a new strip keeps naming the file an earlier run left, so
         that it stays out of the inputs (:func:`listed_strips`) when this folder is one."""
-        replaced = _replaced_by([entry])
+        replaced = replaced_by([entry])
         strips = [d["strip"] for d in (*self.earlier, *self.entries.values())
                   if replaced(d) and isinstance(d.get("strip"), str)]
         return {"strip": strips[-1]} if strips else {}
@@ -667,95 +657,7 @@ class ExplanationsRecord:
 
     def _fold(self) -> None:
         # explanations.json first, then the journal goes: a reader in between sees both
-        write_json(self.path, _merged(self.earlier, self.entries.values()), indent=1,
+        write_json(self.path, merged_entries(self.earlier, self.entries.values()), indent=1,
                    default=str)
         self.journal.unlink(missing_ok=True)
         self.pending = []
-
-
-def _replaced_by(later: Iterable[dict]) -> Callable[[dict], bool]:
-    """Whether an entry is for an image one of ``later`` is for: by :func:`_entry_key`, or,
-    for an entry from before ``raw_path``, by its text."""
-    keys = {_entry_key(d) for d in later}
-    shown = {d["path"] for d in later}
-    return lambda d: _entry_key(d) in keys or ("raw_path" not in d and d["path"] in shown)
-
-
-def _merged(earlier: list[dict], later) -> list[dict]:
-    """``earlier`` entries less the images ``later`` has, then ``later``'s (the last entry of
-    an image wins, in the place of its first); images by :func:`_entry_key`."""
-    newer: dict[str, dict] = {}
-    for d in later:
-        newer[_entry_key(d)] = d
-    replaced = _replaced_by(newer.values())
-    return [d for d in earlier if not replaced(d)] + list(newer.values())
-
-
-def read_explanations(folder: Path | str) -> list[dict]:
-    """The entries of ``folder``'s ``explanations.json`` as explain leaves them: with those a
-    run's journal holds (a run in progress, or one killed) folded in. None where neither
-    exists; a file that is not ours or is damaged is refused (ValueError naming it)."""
-    folder = Path(folder)
-    journal = _journal_entries(folder / JOURNAL)  # before the file: a run folding in between
-    return _merged(_earlier_explanations(folder / EXPLANATIONS_JSON), journal)  # is seen whole
-
-
-def _journal_entries(path: Path) -> list[dict]:
-    """The entries of a journal's lines; an unterminated last line that does not parse is the
-    batch a killed run was writing, and is dropped."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: damaged explanations journal ({exc}); remove it (its "
-                         f"entries are lost, their strips stay) or give another --out "
-                         f"folder") from None
-    lines = text.split("\n")
-    out: list[dict] = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            batch = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if n == len(lines):  # cut off by a kill: the batch in flight
-                log.warning("%s: dropped its cut-off last line (a batch a stopped run was "
-                            "writing)", path)
-                break
-            batch, err = None, exc
-        else:
-            err = "not a list of entries with a path"
-        if not isinstance(batch, list) or not all(isinstance(d, dict) and "path" in d
-                                                   for d in batch):
-            raise ValueError(f"{path}: line {n}: damaged explanations journal ({err}); remove "
-                             f"it (its entries are lost, their strips stay) or give another "
-                             f"--out folder")
-        out.extend(batch)
-    return out
-
-
-def _earlier_explanations(path: Path) -> list[dict]:
-    """The entries an earlier run wrote to ``path`` (none if it does not exist); anything else
-    there is refused before any work, so that no file of another kind is replaced."""
-    if not path.exists():
-        return []
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not an explanations file of this tool ({exc}); give another "
-                         f"--out folder or remove it") from None
-    if not isinstance(doc, list) or not all(isinstance(d, dict) and "path" in d for d in doc):
-        raise ValueError(f"{path}: not an explanations file of this tool (a list of entries "
-                         f"with a path); give another --out folder or remove it")
-    return doc
-
-
-def listed_strips(folder: Path) -> set[str]:
-    """The strip names the ``explanations.json`` in ``folder`` (and its journal) lists (none
-    where there is no such file, or one that is not ours)."""
-    try:
-        doc = read_explanations(folder)
-    except ValueError:
-        return set()
-    return {d["strip"] for d in doc if isinstance(d.get("strip"), str)}

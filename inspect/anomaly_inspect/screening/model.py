@@ -47,7 +47,7 @@ from ..progress import Progress
 from ..scorers import Scorer
 from ..scorers.params import check_number
 from .calibration import Calibration, calibrate, check_target_fpr, holdout_split
-from .explain import EXPLANATIONS_JSON, JOURNAL, listed_strips
+from .explain import EXPLANATIONS_JSON, JOURNAL
 from .model_dir import (
     BACKBONE_DIR,
     MODEL_JSON,
@@ -84,11 +84,11 @@ def without_earlier_outputs(paths: Sequence[Path], inputs: Sequence[Path | str])
     """``paths`` less the images an earlier screen / explain wrote that a folder or glob of
     ``inputs`` brought in: :func:`data.layout.without_earlier_outputs`'s rule (a screen's
     ``overlays/``, ``thumbs/``, ``explain/``, ``maps/`` beside its ``results.csv`` +
-    ``screen.json``), and the strips an ``explanations.json`` or its journal lists beside it
-    (explain writes no folder of its own). A file named itself stays, and so do a user's
+    ``screen.json``, and the strips an ``explanations.json`` or its journal lists beside it:
+    explain writes no folder of its own). A file named itself stays, and so do a user's
     images in such subfolders where no screen wrote them."""
     named = [i for i in inputs if os.path.isfile(i)]
-    return layout.without_earlier_outputs(paths, keep=named, written=listed_strips)
+    return layout.without_earlier_outputs(paths, keep=named)
 
 
 def input_images(inputs: Sequence[Path | str], exclude: Sequence[Path] = (), *,

@@ -38,6 +38,7 @@ import cv2
 import numpy as np
 
 from ..choices import OVERLAY_CHOICES, check_instance
+from ..data.explanations import entry_key as row_key  # results rows are keyed alike
 from ..data.folder import path_list
 from ..data.image_io import image_size, read_image
 from ..data.layout import display_path
@@ -96,12 +97,6 @@ class ScreenSummary:
 def raw_path_field(path: str) -> str:
     """The ``raw_path`` column: percent-encoded bytes when the name is not UTF-8, else empty."""
     return "" if display_path(path) == path else urllib.parse.quote(os.fsencode(path), safe="/")
-
-
-def row_key(row: dict[str, str]) -> str:
-    """The input path (as the file system spells it) a results row stands for."""
-    raw = row.get("raw_path") or ""
-    return os.fsdecode(urllib.parse.unquote_to_bytes(raw)) if raw else row["path"]
 
 
 def image_key(path: str) -> str:

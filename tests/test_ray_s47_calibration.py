@@ -7,6 +7,7 @@ the warning was printed twice. The engine is the local one run as a distributed 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 
 import pytest
@@ -64,3 +65,25 @@ def test_disjoint_calibration_images_fit_without_the_warning(train, tmp_path, ca
                     engine=Distributed())
     assert len(model.info.calibration_images) == 1 and len(model.info.train_images) == 5
     assert not any(OVERLAP in r.getMessage() for r in caplog.records)
+
+
+def test_the_overlap_check_reads_each_file_once_however_often_it_runs(tmp_path, monkeypatch):
+    """fit, the distributed fit's refusal and its split each check the calibration images
+    against the training images: every same-size file is hashed once in the process, and a
+    file changed since is hashed again."""
+    from anomaly_inspect.screening import model as model_mod
+
+    calls = []
+    real = model_mod.file_sha256
+    monkeypatch.setattr(model_mod, "file_sha256", lambda p: calls.append(p) or real(p))
+    train = [tmp_path / f"t{i}.bin" for i in range(3)]
+    cal = [tmp_path / f"c{i}.bin" for i in range(2)]
+    for i, p in enumerate(train + cal):
+        p.write_bytes(bytes([i % 3]) * 64)  # every file the same size; c0 = t0, c1 = t1
+    assert [model_mod._same_files(cal, train) for _ in range(3)] == [2, 2, 2]
+    assert len(calls) == 5 and len(set(calls)) == 5
+    cal[1].write_bytes(b"\x09" * 64)  # changed: hashed again, no longer a copy
+    st = cal[1].stat()
+    os.utime(cal[1], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # a coarse clock still sees it
+    assert model_mod._same_files(cal, train) == 1
+    assert len(calls) == 6

@@ -351,6 +351,18 @@ def _split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
     return train_paths, cal_all, f"calibration images from {', '.join(map(str, calibration))}"
 
 
+@functools.cache
+def _sha256_as_of(path: Path, size: int, mtime_ns: int) -> str:
+    """``path``'s sha256 while its size and modification time are these (a distributed fit
+    checks the same calibration files as ``fit`` did: each file is read once per process)."""
+    return file_sha256(path)
+
+
+def _digest(path: Path) -> str:
+    st = path.stat()
+    return _sha256_as_of(path.resolve(), st.st_size, st.st_mtime_ns)
+
+
 def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:
     """How many of ``these`` are one of ``those``: the same file, or a byte-identical copy
     (sha256, computed only where the sizes agree; an unreadable file is none: the fit names it)."""
@@ -359,7 +371,7 @@ def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:
     for p in those:
         with suppress(OSError):
             by_size.setdefault(p.stat().st_size, []).append(p)
-    digest = functools.cache(file_sha256)
+    digest = _digest
     count = 0
     for p in these:
         if p.resolve() in resolved:

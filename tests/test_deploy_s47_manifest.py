@@ -122,19 +122,41 @@ def _outside_score(bundle: Path, image: Path, every_cell: bool = False) -> float
     cells = (scored(top, bh, h)[:, None] & scored(left, bw, w)[None, :]).ravel()
     if every_cell:
         cells[:] = True
-    bank = load_file(str(bundle / m["scorer"]["state"]))["memory_bank"].astype(np.float64)
-    d = np.sqrt(((emb[cells, None, :] - bank[None]) ** 2).sum(-1)).min(1)
-    return float(d.max())
+    return _outside_image_score(m["scorer"], load_file(str(bundle / m["scorer"]["state"])),
+                                emb[cells])
+
+
+def _outside_image_score(scorer: dict, state: dict, emb: np.ndarray) -> float:
+    """The image score of the scored cells' embedding rows ``emb`` as the manifest's
+    ``scorer.patch_score`` and ``scorer.image_score`` state it, from the scorer's state."""
+    params = scorer["params"]
+    bank = state["memory_bank"].astype(np.float64)
+    dist = np.sqrt(((emb[:, None, :] - bank[None]) ** 2).sum(-1))  # (cells, rows)
+    nearest = dist.argmin(1)
+    patch = dist[np.arange(len(emb)), nearest]
+    if params.get("soft_weight"):
+        assert "times sqrt(item_weights[m*])" in scorer["patch_score"]
+        patch = patch * np.sqrt(state["item_weights"][nearest].astype(np.float64))
+    b = params["num_neighbors"]
+    assert scorer["image_score"].startswith(f"num_neighbors = {'b = ' if b > 1 else ''}{b}")
+    t = int(patch.argmax())
+    if b <= 1:
+        return float(patch[t])
+    m_star = bank[nearest[t]]
+    support = np.argsort(np.linalg.norm(bank - m_star, axis=1), kind="stable")[:b]
+    d = np.linalg.norm(bank[support] - emb[t], axis=1)
+    return float((1 - np.exp(d.min()) / np.exp(d).sum()) * patch[t])
 
 
 # --- the toolkit's side ----------------------------------------------------------------------
 
 
-def _bundle(root: Path, features: FeatureConfig) -> Path:
+def _bundle(root: Path, features: FeatureConfig, method: str = "patchcore",
+            scorer: dict | None = None) -> Path:
     for i in range(6):
         write_image(root / "train" / f"{i}.png", rgb_image(48, seed=i))
     cfg = ModelConfig(backbone=BackboneConfig(weights="random", runtime="onnxruntime"),
-                      features=features)
+                      features=features, method=method, scorer=scorer or {})
     model = fit([root / "train"], cfg, calibration_fraction=0.34, progress=False)
     export_model(model.save(root / "model"), root / "bundle")
     return root / "bundle"
@@ -160,7 +182,7 @@ def _banded(path: Path, h: int, w: int) -> Path:
 def test_an_outside_reimplementation_from_the_manifest_scores_as_screen_does(tmp_path, features):
     bundle = _bundle(tmp_path, features)
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["manifest_version"] == MANIFEST_VERSION == 2
+    assert manifest["manifest_version"] == MANIFEST_VERSION == 3
     images = [_banded(tmp_path / "wide.png", 20, 80), _banded(tmp_path / "tall.png", 72, 30),
               write_image(tmp_path / "square.png", rgb_image(48, seed=9))]
     want = [r.score for r in load_model(bundle).score(images)]
@@ -173,6 +195,50 @@ def test_an_outside_reimplementation_from_the_manifest_scores_as_screen_does(tmp
         # the padding's cells matter: scored too, a non-square image's score is another
         every = [_outside_score(bundle, p, every_cell=True) for p in images[:2]]
         assert every != pytest.approx(want[:2], rel=1e-2)
+
+
+@pytest.mark.parametrize("method, scorer", [
+    ("patchcore", {"num_neighbors": 3}),
+    ("softpatch", {"soft_weight": True, "lof_k": 2, "num_neighbors": 2}),
+], ids=["patchcore-nn3", "softpatch-soft-weight"])
+def test_the_manifest_states_the_image_score_rule_screen_applies(tmp_path, method, scorer):
+    """With num_neighbors > 1 the image score is the paper's re-weighted one, not the maximum
+    patch score the manifest claimed (the threshold is calibrated on it); SoftPatch's soft
+    weights scale each patch's distance. Both stated and followed from the manifest alone."""
+    bundle = _bundle(tmp_path, FeatureConfig(image_size=64, resize="pad", embed_dim=64),
+                     method, scorer)
+    m = json.loads((bundle / "manifest.json").read_text())
+    assert "maximum" not in m["embedding"]["scored_cells"]
+    assert "(1 - exp(min_k d_k) / sum_k exp(d_k)) * s*" in m["scorer"]["image_score"]
+    images = [_banded(tmp_path / "wide.png", 20, 80),
+              write_image(tmp_path / "square.png", rgb_image(48, seed=9))]
+    results = load_model(bundle).score(images)
+    got = [_outside_score(bundle, p) for p in images]
+    assert got == pytest.approx([r.score for r in results], rel=1e-5)
+    # the re-weighted score is not the largest patch score the manifest used to promise
+    largest = [float(np.nanmax(r.patch_scores)) for r in results]
+    assert got != pytest.approx(largest, rel=1e-3)
+    if method == "softpatch":  # the weights matter: without them the score is another
+        from safetensors.numpy import load_file
+
+        state = load_file(str(bundle / m["scorer"]["state"]))
+        assert not np.allclose(state["item_weights"], 1)
+
+
+def test_the_score_rules_follow_the_scorer_and_its_params():
+    from anomaly_inspect.screening.deploy import _score_rules
+
+    plain = _score_rules("patchcore", {"num_neighbors": 1}, views=False)
+    assert plain["image_score"].startswith("num_neighbors = 1: the largest patch score")
+    assert "sqrt(item_weights" not in plain["patch_score"]
+    tailed = _score_rules("tailedcore", {"num_neighbors": 1, "soft_weight": False}, views=True)
+    assert tailed["patch_score"] == plain["patch_score"]
+    assert tailed["image_score"].endswith("(with scorer.views: per view, then their mean)")
+    gauss = _score_rules("patch_mahalanobis", {"shrinkage": 0.01}, views=False)
+    assert gauss["patch_score"].startswith("per scored cell, x its embedding row: (x - mean)^T "
+                                           "precision (x - mean)")
+    pooled = _score_rules("knn", {"k": 5}, views=False)
+    assert pooled["patch_score"] is None and "scorers.distance.KNN" in pooled["image_score"]
 
 
 def test_the_manifest_states_each_stage_and_the_scorers_input(tmp_path):

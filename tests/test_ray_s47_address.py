@@ -141,3 +141,36 @@ def test_address_auto_answering_as_grpc_is_accepted(monkeypatch):
         engine = make_engine("ray", address="auto")
         thread.join(5)
     assert engine.address == "auto"  # ray.init still resolves it itself
+
+
+def test_ray_address_from_the_environment_is_probed(silent_port, monkeypatch):
+    """Without --address ray.init joins RAY_ADDRESS: a silent one hung screen after it had
+    written --out. It is probed as --address is, and the refusal says where it came from."""
+    address = f"127.0.0.1:{silent_port}"
+    monkeypatch.setenv("RAY_ADDRESS", address)
+    start = time.monotonic()
+    with pytest.raises(EngineFailed) as err:
+        make_engine("ray")
+    assert str(err.value) == (f"cannot connect to the Ray cluster at {address} (from RAY_ADDRESS): "
+                              f"no Ray answered within {PROBE_S:g} s")
+    assert time.monotonic() - start < PROBE_S + 2
+    monkeypatch.setenv("RAY_ADDRESS", "garbage")
+    with pytest.raises(EngineFailed, match=r"^RAY_ADDRESS=garbage: not a Ray address \(auto, "):
+        make_engine("ray")
+
+
+def test_screen_refuses_a_silent_ray_address_env_before_writing_out(tmp_path, capsys, silent_port,
+                                                                    monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{silent_port}")
+    model = tmp_path / "model"
+    model.mkdir()
+    (tmp_path / "a.png").write_bytes(b"")
+    out = tmp_path / "out"
+    start = time.monotonic()
+    code = main(["screen", str(model), str(tmp_path / "a.png"), "--out", str(out),
+                 "--engine", "ray", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert time.monotonic() - start < 10
+    assert code == 1 and len(err) == 1
+    assert err[0].startswith("error: ") and "(from RAY_ADDRESS): no Ray answered" in err[0]
+    assert not out.exists()

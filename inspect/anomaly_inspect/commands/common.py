@@ -228,8 +228,9 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
                         "(pip install \"ray[data]>=2.51,<3\")")
     g.add_argument("--address", metavar="ADDR",
                    help="Ray cluster to join (auto, host:port, ray://host:port; one where no "
-                        "Ray answers within 3 s is refused); default: start a local Ray "
-                        "instance with this machine's cores")
+                        "Ray answers within 3 s is refused); default: the one in RAY_ADDRESS "
+                        "where that is set (checked alike), else start a local Ray instance "
+                        "with this machine's cores")
     g.add_argument("--workers", type=positive_int, metavar="N",
                    help="Ray actors (default: one per CPU of the cluster)")
     g.add_argument("--no-shared-storage", dest="shared_storage", action="store_false",

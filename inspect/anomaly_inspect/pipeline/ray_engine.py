@@ -72,6 +72,7 @@ WORKER_DIED = ("a Ray worker process died (killed, out of memory or crashed); se
                "(/tmp/ray/session_latest/logs)")
 PROBE_S = 3.0  # how long an explicit --address may take to accept a connection and answer
 ADDRESS_FORMS = "auto, host:port, ray://host:port"  # the --address forms the engine reads
+RAY_ADDRESS_ENV = "RAY_ADDRESS"  # the cluster ray.init joins when no address is given
 # an HTTP/2 client's first bytes (its preface and an empty SETTINGS frame): a gRPC server answers
 # them with its SETTINGS frame
 _HTTP2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
@@ -213,8 +214,9 @@ class RayEngine:
 
     ``address``: an existing cluster (``auto``, ``host:port``, ``ray://host:port``; its host
     and port, ``auto``'s as Ray finds them, must accept a connection and answer as a gRPC
-    server within :data:`PROBE_S` seconds); without it a local Ray instance is started with
-    this machine's cores (or the running one is reused).
+    server within :data:`PROBE_S` seconds); without it the cluster in ``RAY_ADDRESS`` is
+    joined where that is set (probed alike), else a local Ray instance is started with this
+    machine's cores (or the running one is reused).
     """
 
     name = "ray"
@@ -375,18 +377,25 @@ def check_reachable(address: str | None, timeout: float = PROBE_S) -> None:
     """Refuse a cluster address that ``ray.init`` would retry for ever, silently, or refuse
     only after a command has written its outputs: one of no form Ray reads, one that accepts
     no TCP connection within ``timeout`` seconds, or one where no Ray answers within them
-    (:func:`_answers_grpc`). ``auto`` is resolved first (and refused where there is no
+    (:func:`_answers_grpc`). No address means ``RAY_ADDRESS`` where it is set (``ray.init``
+    joins that one), probed alike; ``auto`` is resolved first (and refused where there is no
     cluster), so that a command fails before it writes anything."""
+    from_env = address is None and bool(os.environ.get(RAY_ADDRESS_ENV))
+    if from_env:
+        address = os.environ[RAY_ADDRESS_ENV]
+    given = f"{RAY_ADDRESS_ENV}={address}" if from_env else f"--address {address}"
     where = address
     if address == "auto":
         resolved = auto_address()
         where = f"auto ({resolved})" if resolved else address
         address = resolved
     elif address not in (None, "local") and probe_target(address) is None:
-        raise EngineFailed(f"--address {address}: not a Ray address ({ADDRESS_FORMS})")
+        raise EngineFailed(f"{given}: not a Ray address ({ADDRESS_FORMS})")
     target = probe_target(address)
     if target is None:
         return
+    if from_env:
+        where = f"{where} (from {RAY_ADDRESS_ENV})"
     deadline = time.monotonic() + timeout
     try:
         conn = socket.create_connection(target, timeout=timeout)

@@ -7,7 +7,8 @@ its checksums cover every file) plus, for ``openvino``, the backbone as OpenVINO
 batch: one differing by more than :data:`TOLERANCE` is refused), and ``manifest.json``: what
 a deployment outside this toolkit needs to feed the graph and read the bank (input name, shape
 and normalisation, where a padded image's content lies, outputs, how the patch embedding is
-formed from them, which grid cells are scored, the scorer's input, state file and threshold;
+formed from them, which grid cells are scored, the scorer's input, state file, patch- and
+image-score rules and threshold;
 :data:`MANIFEST_VERSION`). A model is exported only in the format of the
 runtime it was fitted with (``onnx``: onnxruntime f32 / int8; ``openvino``: openvino f32 /
 bf16): its bank was built from that runtime's features, and another runtime's differ.
@@ -49,9 +50,10 @@ from .model_dir import (
 MANIFEST_JSON = "manifest.json"
 #: ``manifest_version`` of the manifests this version writes: bumped when a field is added or
 #: changes meaning (2: the padded content box, the scored cells, the embedding's steps per stage
-#: and the scorer's input; version-1 manifests have no ``manifest_version``). Loading a bundle
-#: never reads its manifest: a bundle with an older one loads and screens as before.
-MANIFEST_VERSION = 2
+#: and the scorer's input; 3: the scorer's views and its patch- and image-score rules;
+#: version-1 manifests have no ``manifest_version``). Loading a bundle never reads its
+#: manifest: a bundle with an older one loads and screens as before.
+MANIFEST_VERSION = 3
 #: largest max relative difference an exported f32 graph may have from its reference (the IR
 #: from its ONNX graph; the backbone-alone export's ONNX graph from torch); they agree to a few
 #: 1e-6
@@ -186,6 +188,7 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
                     "inference_precision_hint": precision, "max_rel_diff_vs_onnx": diff}
         scorer = json.loads((tmp / SCORER_DIR / "scorer.json").read_text(encoding="utf-8"))
         features = cfg.features
+        views = _views(features.views)
         manifest = {
             "manifest_version": MANIFEST_VERSION,
             "format": fmt, "runtime": runtime, "precision": precision,
@@ -215,7 +218,9 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
             "scorer": {"name": scorer.get("name"), "params": scorer.get("params"),
                        "state": f"{SCORER_DIR}/scorer_state.safetensors",
                        **_scorer_input(scorer.get("name"), scorer.get("params") or {}),
-                       "views": _views(features.views)},
+                       "views": views,
+                       **_score_rules(scorer.get("name"), scorer.get("params") or {},
+                                      "views" in views)},
             "threshold": calibration.threshold,
             "target_fpr": calibration.target_fpr,
             "usage": "anomaly_inspect.load_model(DIR).score(paths), or: anomaly-inspect screen DIR "
@@ -323,7 +328,7 @@ def _scored_cells(resize: str) -> str:
             "where left' <= (j + 0.5) * input_size / w < left' + width' (where no centre "
             "does, the one cell clip(floor((top' + height' / 2) / (input_size / h)), 0, h - 1), "
             "likewise for columns); the other cells lie on the padding: they are not searched "
-            "and take no part in the image score (the maximum over the scored cells)")
+            "and take no part in the image score (scorer.image_score)")
 
 
 def _views(kind: str) -> dict[str, Any]:
@@ -356,6 +361,51 @@ def _scorer_input(name: str | None, params: dict[str, Any]) -> dict[str, Any]:
     requires = get_scorer_class(name).requires if name else ()
     return {"input": list(requires), "input_meaning": {r: reads[r] for r in requires},
             "l2_normalized": bool(params.get("normalize", False))}
+
+
+def _score_rules(name: str | None, params: dict[str, Any], views: bool) -> dict[str, Any]:
+    """How the scorer ``name`` with saved ``params`` scores a patch and an image, as formulas an
+    outside reimplementation can follow (:func:`~..scorers.patchcore.reweight_image_scores`,
+    :func:`~..scorers.patchcore.weighted_scores`, :class:`~..scorers.patch_gaussian.
+    PatchMahalanobis`); ``views``: the model scores views too (``scorer.views``)."""
+    from ..scorers import get_scorer_class
+    from ..scorers.patch_gaussian import PatchMahalanobis
+    from ..scorers.patchcore import PatchCore
+
+    cls = get_scorer_class(name) if name else None
+    per_view = " (with scorer.views: per view, then their mean)" if views else ""
+    largest = ("the largest patch score over the scored cells (embedding.scored_cells)"
+               + per_view)
+    if cls is not None and issubclass(cls, PatchCore):
+        patch = ("per scored cell, x its embedding row: the Euclidean (L2) distance from x "
+                 "to its nearest row m* of memory_bank (in the scorer's state; float32; exact: an "
+                 "hnsw or ivf bank's search may give upper bounds, but never for the cells the "
+                 "image score reads)")
+        if params.get("soft_weight", False):
+            patch += ("; the patch score is that distance times sqrt(item_weights[m*]) "
+                      "(item_weights: the state's weight of each "
+                      "bank row, its LOF score; m* is still the nearest row by plain distance)")
+        b = int(params.get("num_neighbors", 1))
+        if b <= 1:
+            image = f"num_neighbors = {b}: {largest}"
+        else:
+            image = (f"num_neighbors = b = {b}, the paper's re-weighting (Roth et al. 2022): t = "
+                     f"the scored cell with the largest patch score s* (the first in row-major "
+                     f"order on ties), x_t its embedding row, m* its nearest bank row; N = the "
+                     f"b rows of memory_bank nearest to m* (Euclidean, exact; m* itself first; "
+                     f"fewer where the bank has fewer rows); d_k = ||x_t - n_k|| for each n_k "
+                     f"in N; image score = (1 - exp(min_k d_k) / sum_k exp(d_k)) * s* (float64, "
+                     f"stored as float32){per_view}; the threshold is on this score")
+        return {"patch_score": patch, "image_score": image}
+    if cls is not None and issubclass(cls, PatchMahalanobis):
+        return {"patch_score": "per scored cell, x its embedding row: (x - mean)^T precision "
+                               "(x - mean), the squared Mahalanobis distance (mean and precision "
+                               "in the scorer's state; float32)",
+                "image_score": largest}
+    where = f"{cls.__module__}.{cls.__name__}" if cls is not None else "unknown"
+    return {"patch_score": None,
+            "image_score": f"the scorer's own score of its input ({where}); it scores no "
+                           f"patches{per_view}"}
 
 
 def _none_runs(entries: list[dict[str, Any]], precision: str, size: int) -> str:

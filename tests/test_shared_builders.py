@@ -83,14 +83,15 @@ def test_check_blocks_reads_the_one_block_rule(monkeypatch):
 
 
 def test_the_benchmark_extracts_through_build_extractor():
-    """ood-benchmark's two feature sources are :func:`build_extractor`'s (the one feature
-    source); built that way they equal the extractor it constructed by hand."""
+    """ood-benchmark's feature sources (two, and the views' extractor of rows with views) are
+    :func:`build_extractor`'s (the one feature source); built that way they equal the
+    extractor it constructed by hand."""
     from anomaly_inspect.features.backbone import Backbone
     from anomaly_inspect.features.extractor import FeatureExtractor
     from anomaly_inspect.pipeline import build_extractor
 
     assert not _calls("evaluation/ood_benchmark.py", "FeatureExtractor")
-    assert _calls("evaluation/ood_benchmark.py", "build_extractor") == ["run_ood_benchmark"]
+    assert _calls("evaluation/ood_benchmark.py", "build_extractor") == ["view_arrays", "run_ood_benchmark"]
     cfg = ob.OODBenchmarkConfig.from_dict({
         "benchmark": "mvtec_heldout", "splits": ["d"], "scorers": ["nan"],
         "data": {"root": "r", "category": "c", "id_groups": ["good"], "ood_groups": {"d": ["x"]}},

@@ -55,7 +55,7 @@ def test_tailedcore_view_passes_count_in_backbone_not_fit(tmp_path):
     """The rotated / flipped views' backbone passes were timed as the scorer's fit."""
     import torch.nn.functional as F
 
-    from anomaly_inspect.core import FitContext
+    from anomaly_inspect.core import Features, FitContext
     from anomaly_inspect.data.transforms import TransformConfig
     from anomaly_inspect.features.extractor import FeatureExtractor
     from anomaly_inspect.features.views import view_params
@@ -86,7 +86,7 @@ def test_tailedcore_view_passes_count_in_backbone_not_fit(tmp_path):
     scorer = ReadsViews()
     context = runner.fit_context({"s": scorer}, paths, FitContext())
     start = time.perf_counter()
-    runner.fit_features({"s": scorer}, None, context=context)  # features unread
+    runner.fit_features({"s": scorer}, Features(), context=context)  # features unread
     wall = time.perf_counter() - start
     n_views = len(view_params("rotflip"))
     assert scorer.rows == 2 * n_views

@@ -380,9 +380,10 @@ def check_reachable(address: str | None, timeout: float = PROBE_S) -> None:
     (:func:`_answers_grpc`). No address means ``RAY_ADDRESS`` where it is set (``ray.init``
     joins that one), probed alike; ``auto`` is resolved first (and refused where there is no
     cluster), so that a command fails before it writes anything."""
-    from_env = address is None and bool(os.environ.get(RAY_ADDRESS_ENV))
+    env = os.environ.get(RAY_ADDRESS_ENV)
+    from_env = address is None and bool(env)
     if from_env:
-        address = os.environ[RAY_ADDRESS_ENV]
+        address = env
     given = f"{RAY_ADDRESS_ENV}={address}" if from_env else f"--address {address}"
     where = address
     if address == "auto":

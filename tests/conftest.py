@@ -201,3 +201,19 @@ def reads_nothing(monkeypatch):
     monkeypatch.setattr(runner_mod, "input_images", read)
     monkeypatch.setattr(evaluate_mod, "check_dataset", read)
     monkeypatch.setattr(evaluate_mod, "build", read)
+
+
+@pytest.fixture
+def tune_reached(monkeypatch):
+    """The training images ``anomaly-inspect tune`` handed to ``run_tune``, which then stops
+    the command (exit 0): a run got past the command's checks."""
+    from anomaly_inspect.commands import tune as tune_cmd
+
+    seen = {}
+
+    def fake_tune(paths, args, cfg):
+        seen["paths"] = list(paths)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(tune_cmd, "run_tune", fake_tune)
+    return seen

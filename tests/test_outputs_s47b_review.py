@@ -13,7 +13,6 @@ import shutil
 import pytest
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.commands import tune as tune_cmd
 from anomaly_inspect.data import layout
 from anomaly_inspect.data.folder import load_folders
 from anomaly_inspect.data.mvtec import load_mvtec, load_mvtec_train
@@ -31,19 +30,6 @@ def cat(tmp_path):
     """A small synthetic MVTec-layout category (64 px) with masks."""
     return generate_dataset(tmp_path / "d", "cat", "fabric", n_train=6, n_test_good=3,
                             n_test_per_defect=2, image_size=64, defects=("hole",))
-
-
-@pytest.fixture
-def reached(monkeypatch):
-    """The training images run_tune was given (it then stops the command)."""
-    seen = {}
-
-    def fake_tune(paths, args, cfg):
-        seen["paths"] = list(paths)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(tune_cmd, "run_tune", fake_tune)
-    return seen
 
 
 def _paths(dataset):
@@ -124,22 +110,22 @@ def test_load_mvtec_train_warns_and_refuses_as_load_mvtec(cat, caplog):
         load_mvtec_train(cat.parent, "nope")
 
 
-def test_tune_root_warns_of_images_outside_train_good(cat, caplog, reached):
+def test_tune_root_warns_of_images_outside_train_good(cat, caplog, tune_reached):
     shutil.copy(cat / "train" / "good" / "000.png", cat / "train" / "extra.png")
     with caplog.at_level(logging.WARNING), pytest.raises(SystemExit):
         main(["tune", "--root", str(cat.parent), "--category", cat.name, *TINY])
     assert "directly in train/ left out" in caplog.text
-    assert reached["paths"] == [s.path for s in load_mvtec(cat).train]
+    assert tune_reached["paths"] == [s.path for s in load_mvtec(cat).train]
 
 
 # 3. a tune cache in the category folder, outside what the command reads
 
 def test_a_tune_cache_beside_train_is_taken_and_one_inside_what_is_read_refused(cat, capsys,
-                                                                                 reached):
+                                                                                 tune_reached):
     root = ["--root", str(cat.parent), "--category", cat.name]
     with pytest.raises(SystemExit):
         main(["tune", *root, *TINY, "--tune-cache", str(cat / "tune_cache")])
-    assert len(reached.pop("paths")) == 6
+    assert len(tune_reached.pop("paths")) == 6
     with pytest.raises(SystemExit):  # tune without --judge reads no test split
         main(["tune", *root, *TINY, "--tune-cache", str(cat / "test" / "tc")])
     refused = [(["tune", *root], cat / "train" / "tc"),

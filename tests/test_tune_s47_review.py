@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 
 from anomaly_inspect.cli import main
-from anomaly_inspect.commands import tune as tune_cmd
 from anomaly_inspect.data.synthetic import generate_dataset
 
 TINY = ["--image-size", "64", "--candidates", "lite0-64-8+16-mean-stretch", "--batch-size", "8", "--quiet"]
@@ -31,20 +30,6 @@ def train(demo, tmp_path):
     folder = tmp_path / "train"
     shutil.copytree(demo / "train" / "good", folder)
     return folder
-
-
-@pytest.fixture
-def reached(monkeypatch):
-    """The training images run_tune was given (it then stops the command): a run got past
-    the checks."""
-    seen = {}
-
-    def fake_tune(paths, args, cfg):
-        seen["paths"] = list(paths)
-        raise SystemExit(0)
-
-    monkeypatch.setattr(tune_cmd, "run_tune", fake_tune)
-    return seen
 
 
 def _err(capsys) -> str:
@@ -97,17 +82,17 @@ def test_the_user_cache_inside_the_train_folder_names_the_variable(train, capsys
     assert not (train / "user").exists()
 
 
-def test_a_cache_the_listing_does_not_reach_is_taken(demo, train, tmp_path, capsys, reached, monkeypatch):
+def test_a_cache_the_listing_does_not_reach_is_taken(demo, train, tmp_path, capsys, tune_reached, monkeypatch):
     """Hidden folders are not listed (the user cache under ~/.cache with --train ~), nor a
     folder beside the one named; fit and evaluate without --auto write no tune cache."""
     for cache in (train / ".cache" / "tune", tmp_path / "elsewhere"):
         with pytest.raises(SystemExit):
             main(["tune", "--train", str(train), *TINY, "--tune-cache", str(cache)])
-        assert len(reached.pop("paths")) == 12
+        assert len(tune_reached.pop("paths")) == 12
     monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(train / ".cache" / "anomaly_inspect"))
     with pytest.raises(SystemExit):
         main(["tune", "--train", str(train), *TINY])
-    assert len(reached.pop("paths")) == 12
+    assert len(tune_reached.pop("paths")) == 12
     from anomaly_inspect.commands.tune import check_tune_args
 
     monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(train / "user"))
@@ -119,12 +104,12 @@ def test_a_cache_the_listing_does_not_reach_is_taken(demo, train, tmp_path, caps
 
 # 2. tune --root/--category without --judge
 
-def test_tune_root_category_without_judge_needs_only_train_good(demo, tmp_path, capsys, reached):
+def test_tune_root_category_without_judge_needs_only_train_good(demo, tmp_path, capsys, tune_reached):
     root = tmp_path / "root"
     shutil.copytree(demo / "train", root / "fab" / "train")
     with pytest.raises(SystemExit):
         main(["tune", "--root", str(root), "--category", "fab", *TINY])
-    assert sorted(p.name for p in reached["paths"]) == sorted(p.name for p in (demo / "train" / "good").iterdir())
+    assert sorted(p.name for p in tune_reached["paths"]) == sorted(p.name for p in (demo / "train" / "good").iterdir())
     assert main(["tune", "--root", str(root), "--category", "fab", "--judge", *TINY]) == 1
     assert f"{root / 'fab' / 'test'}: missing" in _err(capsys)  # --judge reads the test split
     # what is missing is named as the adapter names it
@@ -135,13 +120,13 @@ def test_tune_root_category_without_judge_needs_only_train_good(demo, tmp_path, 
     assert f"{root / 'bare' / 'train' / 'good'}: missing" in _err(capsys)
 
 
-def test_tune_root_category_lists_train_good_as_the_adapter_does(demo, reached):
+def test_tune_root_category_lists_train_good_as_the_adapter_does(demo, tune_reached):
     """The same images, in the same order, as ``load_mvtec``'s training split."""
     from anomaly_inspect.data.mvtec import load_mvtec
 
     with pytest.raises(SystemExit):
         main(["tune", "--root", str(demo.parent), "--category", demo.name, *TINY])
-    assert reached["paths"] == [s.path for s in load_mvtec(demo.parent, demo.name).train]
+    assert tune_reached["paths"] == [s.path for s in load_mvtec(demo.parent, demo.name).train]
 
 
 # 3. images too small for synthetic anomalies

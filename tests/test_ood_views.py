@@ -163,3 +163,38 @@ def test_a_views_row_end_to_end_with_its_fusion_and_cache(ood_tiny, tmp_path):
     assert got["m8"]["fpr_at_tpr80"] == round(want.fpr_at_tpr80, 4)
     again = run_ood_benchmark(cfg, progress=False)
     assert again["timings_s"]["images_extracted"] == 0 and again["results"] == report["results"]
+
+
+def test_making_the_views_counts_in_decode_their_passes_in_backbone(monkeypatch):
+    """As TailedCore's views: rotating (slow for rot15flip's interpolated views) is `decode`,
+    the backbone passes `backbone`."""
+    import time
+
+    from anomaly_inspect.features import extractor as ex_mod
+
+    pause = 0.03
+
+    class Backbone:
+        def transform_config(self, size, crop, resize, max_pixels):
+            from anomaly_inspect.data.transforms import TransformConfig
+            return TransformConfig(size, crop, resize=resize, max_pixels=max_pixels)
+
+        def forward_with_pooled(self, images):
+            time.sleep(pause)
+            return [images], images.mean(dim=(2, 3))
+
+    def slow_views(images, kind):
+        for k in range(3):
+            time.sleep(pause)
+            yield torch.rot90(images, k=k + 1, dims=(-2, -1))
+
+    monkeypatch.setattr(ex_mod, "rotated_views", slow_views)
+    extractor = ex_mod.FeatureExtractor(Backbone(), image_size=32, patches=False, pooled=True,
+                                        views="rotflip")
+    times = StageTimes()
+    feats = extractor.features_of(torch.rand(2, 3, 32, 32), times=times)
+    assert feats.pooled_views.shape == (2, 3, 3)
+    # the three views' making, and the image's pass and the three views': were either counted
+    # in the other stage too, it would hold 3 more pauses (2 of margin for a loaded machine)
+    assert 3 * pause <= times.seconds["decode"] < 5 * pause
+    assert 4 * pause <= times.seconds["backbone"] < 6 * pause

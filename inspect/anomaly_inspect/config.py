@@ -110,7 +110,9 @@ class FeatureConfig:
     mirrored padding that the scorers ignore). ``views``: for images with no canonical
     orientation (dermoscopy), a :data:`~.choices.VIEW_KINDS` name (``rotflip``: the 90-degree
     rotations x flip) whose views' pooled embeddings a pooled scorer is fitted on too, an image
-    scoring the mean over it and its views; "none" by default."""
+    scoring the mean over it and its views; "none" by default. The views are made from the model
+    input (after resize / padding), so the mean is exactly invariant to rotating that input, and
+    to rotating the file up to resize rounding."""
 
     image_size: int = 320
     crop_size: int | None = None

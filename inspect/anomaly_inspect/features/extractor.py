@@ -115,10 +115,14 @@ class FeatureExtractor:
                 pooled_np = pooled.float().numpy()
             else:
                 maps = self.backbone(images)
-            views_np = None
-            if pooled_np is not None and self.views != "none":  # a view at a time: the batch's memory
-                views_np = np.stack([self.backbone.forward_with_pooled(view)[1].float().numpy()
-                                     for view in rotated_views(images, self.views)], axis=1)
+        views_np = None
+        if pooled_np is not None and self.views != "none":
+            # a view at a time (the batch's memory); making it counts in decode, as TailedCore's
+            views = []
+            for view in timed(rotated_views(images, self.views), times, "decode"):
+                with times("backbone"):
+                    views.append(self.backbone.forward_with_pooled(view)[1].float().numpy())
+            views_np = np.stack(views, axis=1)
         with times("embed"):
             patches = None
             if self.want_patches or patches_only:

@@ -203,18 +203,20 @@ def load_mvtec_train(root: Path | str, category: str | None = None) -> list[Samp
     file linked twice within the split once), the same warnings (images in train/ outside
     good/) and errors (a missing root, category or train/good, no images). ``tune --root``
     without ``--judge`` reads this alone."""
-    return _train_split(_category_folder(root, category, (TRAIN_GOOD,)))
+    train = _train_split(_category_folder(root, category, (TRAIN_GOOD,)))
+    return check_disjoint(train, [], repeats="once")[0]
 
 
 def _train_split(cat_dir: Path) -> list[Sample]:
-    """:func:`load_mvtec_train` of the checked category folder ``cat_dir``."""
+    """The training images of the checked category folder ``cat_dir``, links to one file not
+    yet counted once (:func:`load_mvtec` does it with the test split, in one pass)."""
     train_dir = cat_dir / TRAIN_GOOD
     # fit's order (a folder of links to files elsewhere: by the files, as fit orders them)
     train = [Sample(p, 0, "train", GOOD) for p in listing_order(list_images(train_dir))]
     if not train:
         raise DatasetLayoutError(f"{train_dir}: no training images found")
     _warn_outside_train_good(cat_dir / "train")
-    return check_disjoint(train, [], repeats="once")[0]
+    return train
 
 
 def load_mvtec(root: Path | str, category: str | None = None) -> AnomalyDataset:

@@ -66,11 +66,17 @@ def timed_scores(scorers: Mapping[str, Scorer], features: Features,
             if features.pooled_views is None:
                 results[name] = scorer.score(features)
             else:
-                views = [features.pooled, *features.pooled_views.swapaxes(0, 1)]
+                views = with_views(features)
                 results[name] = ScoreResult(np.mean(
-                    [scorer.score(Features(pooled=v)).image_scores for v in views], axis=0))
+                    [scorer.score(Features(pooled=views[:, i])).image_scores
+                     for i in range(views.shape[1])], axis=0))
         seconds[name] = t.seconds
     return results, seconds
+
+
+def with_views(features: Features) -> np.ndarray:
+    """(N, V + 1, D): each image's pooled embedding, then its views' (``pooled_views``)."""
+    return np.concatenate([features.pooled[:, None], features.pooled_views], axis=1)
 
 
 def with_views_as_rows(features: Features, labels: np.ndarray | None
@@ -79,7 +85,7 @@ def with_views_as_rows(features: Features, labels: np.ndarray | None
     pooled embedding and its views' as rows, each with its image's label; else as given."""
     if features.pooled_views is None:
         return features, labels
-    rows = np.concatenate([features.pooled[:, None], features.pooled_views], axis=1)
+    rows = with_views(features)
     n, v, d = rows.shape
     return Features(pooled=rows.reshape(n * v, d)), None if labels is None else np.repeat(labels, v)
 

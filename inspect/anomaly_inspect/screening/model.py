@@ -371,7 +371,6 @@ def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:
     for p in those:
         with suppress(OSError):
             by_size.setdefault(p.stat().st_size, []).append(p)
-    digest = _digest
     count = 0
     for p in these:
         if p.resolve() in resolved:
@@ -379,7 +378,7 @@ def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:
             continue
         with suppress(OSError):
             twins = by_size.get(p.stat().st_size)
-            count += bool(twins) and digest(p) in {digest(q) for q in twins}
+            count += bool(twins) and _digest(p) in {_digest(q) for q in twins}
     return count
 
 

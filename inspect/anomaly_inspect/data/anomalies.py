@@ -42,6 +42,11 @@ MANIFEST = "anomalies.json"
 MIN_SIDE = 32  # pixels: the shortest side an anomaly is drawn on
 
 
+class TooSmallForAnomalies(ImageReadError):
+    """A readable image under :data:`MIN_SIDE` pixels on a side: no synthetic anomaly is drawn
+    on it (a fit still trains on it)."""
+
+
 @dataclass(frozen=True)
 class AnomalyRecipe:
     """What is drawn: ``families``, region sizes as fractions of the image area (log-uniform in
@@ -329,8 +334,8 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
     ``min_side``: decode a very large JPEG at the reduced size :func:`.image_io.read_image` gives
     for it (the loader's decode for model inputs of ``min_side / 2`` pixels), so that the copy
     differs only inside the mask from the source as the model sees it.
-    A source that cannot be read, or is under :data:`MIN_SIDE` pixels, is an
-    :class:`ImageReadError` naming it.
+    A source that cannot be read is an :class:`ImageReadError` naming it, one under
+    :data:`MIN_SIDE` pixels a :class:`TooSmallForAnomalies`.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -339,7 +344,7 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
         rng = np.random.default_rng((recipe.seed, stream, i))
         image = read_image(src, max_pixels, min_side)
         if min(image.shape[:2]) < MIN_SIDE:
-            raise ImageReadError(src, f"too small for synthetic anomalies: {image.shape[1]} x "
+            raise TooSmallForAnomalies(src, f"too small for synthetic anomalies: {image.shape[1]} x "
                                       f"{image.shape[0]} px (need at least {MIN_SIDE} on each side)")
         donor_img = read_image(donor, max_pixels, min_side) if donor is not None else None
         try:

@@ -30,13 +30,13 @@ import numpy as np
 
 from ..config import ModelConfig
 from ..data.anomalies import (
-    MIN_SIDE,
     AnomalyRecipe,
     SyntheticAnomaly,
+    TooSmallForAnomalies,
     read_anomalies,
     write_anomalies,
 )
-from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError, read_image
+from ..data.image_io import DEFAULT_MAX_PIXELS, ImageReadError
 from ..data.layout import display_path, listing_order
 from ..data.loader import decode_factor, reduced_side
 from ..evaluation.fusion import NormalCalibration, balanced_folds, fold_splits, fuse
@@ -518,7 +518,8 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
     :func:`synthetic_set`) of the readable images among ``paths``. Drawing the
     synthetic set reads each planned image, before any extraction; at an unreadable one the
     set drawn so far is dropped, the image skipped with a warning (as ``fit`` skips it; one
-    too small for synthetic anomalies, :func:`skip_kind`, ``fit`` still trains on) and
+    too small for synthetic anomalies, :class:`..data.anomalies.TooSmallForAnomalies`, ``fit``
+    still trains on) and
     the plan drawn again without it (each bad image repeats the drawing, which is cheap next
     to validation). Returns (planned paths, (chosen, folds, families), synthetic paths, skipped)."""
     skipped: list[dict[str, str]] = []
@@ -538,22 +539,11 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
         except ImageReadError as e:
             if e.path not in planned:
                 raise
-            kind = skip_kind(e.path, max_pixels)
+            kind = TOO_SMALL if isinstance(e, TooSmallForAnomalies) else UNREADABLE
             log.warning("skipping %s: %s%s", display_path(e.path), e.reason,
                         "; not held out, still fitted on" if kind == TOO_SMALL else "")
             skipped.append({"path": display_path(e.path), "error": e.reason, "kind": kind})
             paths = [p for p in paths if p != e.path]
-
-
-def skip_kind(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> str:
-    """Why no synthetic copy of ``path`` could be drawn: :data:`TOO_SMALL` where it reads and
-    is under :data:`..data.anomalies.MIN_SIDE` pixels on a side, else :data:`UNREADABLE`
-    (read again: the error's text is no contract)."""
-    try:
-        image = read_image(path, max_pixels)
-    except (ImageReadError, OSError):
-        return UNREADABLE
-    return TOO_SMALL if min(image.shape[:2]) < MIN_SIDE else UNREADABLE
 
 
 def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,

@@ -534,7 +534,9 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
         return (top > 0 and flagged and lacks_strip(r),
                 (maps == "all" or (maps == "flagged" and flagged)) and lacks(r, "map"))
 
-    todo = [r for r in rows if not r["error"] and row_key(r) in paths and any(wants(r))]
+    # each row's wants once (a strip's JSON is read for it): (row, (strip, map))
+    todo = [(r, w) for r in rows if not r["error"] and row_key(r) in paths
+            for w in [wants(r)] if any(w)]
     if not todo:
         return
     log.info("writing the %s of %d images already in %s (their scores there stay)",
@@ -546,14 +548,13 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
     mapless = False
     try:
         with Progress(len(todo), "resumed rows", enabled=progress) as bar:
-            for batch in model.iter_score([row_key(r) for r in todo], bar, keep_maps=True,
+            for batch in model.iter_score([row_key(r) for r, _ in todo], bar, keep_maps=True,
                                           engine=engine, expand=False):  # whole inputs back
                 for k, r in enumerate(batch.images):
-                    row = todo[done + k]
+                    row, (strip, amap) = todo[done + k]
                     if r.error:
                         log.warning("no strip or map for %s: %s", r.path, r.error)
                         continue
-                    strip, amap = wants(row)
                     if amap and r.patch_scores is None:
                         mapless, amap = True, False
                     if strip:

@@ -435,12 +435,17 @@ def cached_entry(directory: Path, read: Callable[[Path], T | None], build: Calla
     return value
 
 
+def overlaps(a: Path, b: Path) -> bool:
+    """Whether paths ``a`` and ``b`` (as given: resolve them first where links count) are one,
+    or one lies inside the other."""
+    return a == b or a in b.parents or b in a.parents
+
+
 def _names(exc: OSError, folder: Path) -> bool:
     """``exc`` is about ``folder``, something in it, or one of its parents (being made)."""
     if exc.filename is None:
         return False
-    named, folder = Path(os.path.abspath(exc.filename)), Path(os.path.abspath(folder))
-    return named == folder or folder in named.parents or named in folder.parents
+    return overlaps(Path(os.path.abspath(exc.filename)), Path(os.path.abspath(folder)))
 
 
 def discard_entry(directory: Path) -> None:

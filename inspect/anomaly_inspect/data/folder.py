@@ -7,6 +7,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..files import overlaps
 from .layout import (
     DatasetLayoutError,
     canonical_path,
@@ -118,7 +119,7 @@ def _check_mask_dir_apart(mask_dir: Path | str, image_dirs: dict[str, list[Path 
     for role, dirs in image_dirs.items():
         for d in dirs:
             folder = canonical_path(d)
-            if masks == folder or masks in folder.parents or folder in masks.parents:
+            if overlaps(masks, folder):
                 raise DatasetLayoutError(f"{mask_dir}: the mask folder overlaps the {role} folder "
                                          f"{d}; masks must be in a folder of their own")
 

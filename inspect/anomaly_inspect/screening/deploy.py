@@ -34,6 +34,7 @@ from ..features.runtime import (
     openvino_telemetry_declined,
     require_runtime,
 )
+from ..files import overlaps
 from .model import open_model_dir
 from .model_dir import (
     BACKBONE_DIR,
@@ -153,7 +154,7 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
             f"runtime's features; --format {fmt} would run the backbone on {FORMATS[fmt]}. "
             f"Re-fit with --runtime {FORMATS[fmt]}{other}")
     src, dst = model_dir.resolve(), out.resolve()
-    if dst == src or src in dst.parents or dst in src.parents:
+    if overlaps(src, dst):
         raise ValueError(f"{out}: the bundle must be a folder outside the model directory "
                          f"{model_dir} (and not contain it)")
     check_replaceable(out, overwrite=True)  # with or without overwrite: only a model goes

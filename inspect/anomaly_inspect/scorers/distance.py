@@ -102,9 +102,9 @@ class Mahalanobis(Scorer):
     def score(self, features: Features) -> ScoreResult:
         self._check_fitted()
         x = _pooled(features, self.name)
-        d = np.stack([
-            np.einsum("nd,de,ne->n", x - m, self.precision, x - m) for m in self.means
-        ], axis=1)
+        # (x - m) P (x - m) as one GEMM and a row sum: einsum's unoptimised three-operand form
+        # was 16-18x slower (1,000 images of 1,280 dims: 1.47 -> 0.08 s)
+        d = np.stack([((x - m) @ self.precision * (x - m)).sum(1) for m in self.means], axis=1)
         return ScoreResult(d.min(axis=1).astype(np.float32))
 
     def get_state(self) -> dict[str, np.ndarray]:

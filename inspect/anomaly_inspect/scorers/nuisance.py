@@ -141,13 +141,27 @@ class ProjectedScorer:
         if not meta_path.is_file() or not state_path.is_file():
             raise FileNotFoundError(f"{directory}: no saved nuisance projection "
                                     "(projection.json + projection.safetensors)")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise ScorerFormatError(f"{meta_path}: unreadable projection description ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ScorerFormatError(f"{meta_path}: expected a JSON object")
         if meta.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: projection format version {meta.get('format_version')} "
-                             f"is not supported (this version reads {FORMAT_VERSION})")
+            raise ScorerFormatError(f"{meta_path}: projection format version "
+                                    f"{meta.get('format_version')} is not supported (this version "
+                                    f"reads {FORMAT_VERSION})")
+        if not isinstance(meta.get("nuisance"), str):
+            raise ScorerFormatError(f"{meta_path}: no nuisance name (the key 'nuisance', a string)")
         scorer = Scorer.load(directory / "scorer", **runtime)
         try:
-            projection = NuisanceProjection.from_state(load_file(str(state_path)), meta["nuisance"],
+            state = load_file(str(state_path))
+        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+            first = (str(exc).splitlines() or [""])[0]
+            raise ScorerFormatError(f"{state_path}: damaged projection state "
+                                    f"({type(exc).__name__}: {first})") from None
+        try:
+            projection = NuisanceProjection.from_state(state, meta["nuisance"],
                                                        getattr(scorer, "_input_widths", None))
         except ValueError as exc:
             raise ScorerFormatError(f"{state_path}: does not match the scorer saved beside it "

@@ -45,11 +45,14 @@ def reweight_image_scores(
 ) -> np.ndarray:
     """Paper re-weighting: s = (1 - exp(d*) / sum_{m in N_b(m*)} exp(||m_test* - m||)) * d*.
 
-    patches: (N, P, D) test patches; patch_scores / nn_idx: (N, P).
+    patches: (N, P, D) test patches; patch_scores / nn_idx: (N, P). ``b`` is capped at the
+    bank's size, and with b = 1 the image score is s*: N_1(m*) is m* alone, whose weight
+    1 - exp(d*) / exp(d*) would score every image 0.
     """
     n = len(patches)
     worst = patch_scores.argmax(1)
     s_star = patch_scores[np.arange(n), worst]
+    b = min(b, len(bank))
     if b <= 1:
         return s_star
     m_test = patches[np.arange(n), worst]  # (N, D)
@@ -57,7 +60,7 @@ def reweight_image_scores(
     # exact, as the image maxima are (an approximate index gave another N_b, and -1 labels)
     _, support = bank_index.search_exact(m_star, b)  # (N, b), m* itself first
     d = np.linalg.norm(bank[support] - m_test[:, None, :], axis=-1).astype(np.float64)
-    d[support < 0] = np.inf  # fewer than b items in the bank: no such neighbour
+    d[support < 0] = np.inf  # a neighbour the index did not return (label -1): none
     d_star = d.min(axis=1, keepdims=True)
     softmax_first = 1.0 / np.exp(d - d_star).sum(axis=1)  # exp(d*) / sum exp(d), stable
     return ((1.0 - softmax_first) * s_star).astype(np.float32)

@@ -392,9 +392,10 @@ def _score_rules(name: str | None, params: dict[str, Any], views: bool) -> dict[
         else:
             image = (f"num_neighbors = b = {b}, the paper's re-weighting (Roth et al. 2022): t = "
                      f"the scored cell with the largest patch score s* (the first in row-major "
-                     f"order on ties), x_t its embedding row, m* its nearest bank row; N = the "
-                     f"b rows of memory_bank nearest to m* (Euclidean, exact; m* itself first; "
-                     f"fewer where the bank has fewer rows); d_k = ||x_t - n_k|| for each n_k "
+                     f"order on ties), x_t its embedding row, m* its nearest bank row; B = "
+                     f"min(b, the number of rows of memory_bank); where B is 1, image score = "
+                     f"s*; else N = the B rows of memory_bank nearest to m* (Euclidean, exact; "
+                     f"m* itself first); d_k = ||x_t - n_k|| for each n_k "
                      f"in N; image score = (1 - exp(min_k d_k) / sum_k exp(d_k)) * s* (float64, "
                      f"stored as float32){per_view}; the threshold is on this score")
         return {"patch_score": patch, "image_score": image}

@@ -97,7 +97,7 @@ def test_calibration_split_holds_out_or_takes_the_given_images(tmp_path, caplog)
     fit, cal, source = calibration_split(train, None, 0.3, seed=3)
     fit_idx, cal_idx = holdout_split(10, 0.3, seed=3)
     assert fit == [train[i] for i in fit_idx] and cal == [train[i] for i in cal_idx]
-    assert source == "held-out 30% of training images (seed 3)"
+    assert source == "held-out 3 of 10 training images (calibration fraction 0.3, seed 3)"
 
     folder = tmp_path / "cal"
     folder.mkdir()

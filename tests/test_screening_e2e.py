@@ -84,7 +84,7 @@ def test_screen_csv_overlays_report(setup):
     assert page.count("<tr class=") == len(rows)
     assert 'id="histogram"' in page and 'id="threshold"' in page
     assert "id='auroc'" in page and 'id="roc"' in page  # MVTec layout -> labels
-    assert "6 (held-out 25% of training images" in page  # number of calibration images
+    assert "6 (held-out 6 of 24 training images" in page  # number of calibration images
     assert "http://" not in page and "https://" not in page  # no network
     assert "data:image/jpeg;base64," in page  # thumbnails inlined
 

@@ -35,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "'mvtec' (test/good = normal), or 'none'; default: MVTec layout when every "
                         "image follows it")
     p.add_argument("--overlays", choices=OVERLAY_CHOICES, default="flagged",
-                   help="which images get a heatmap overlay (default: flagged)")
+                   help="which images get a heatmap overlay; resumed rows without the one it "
+                        "asks for get theirs (default: flagged)")
     p.add_argument("--maps", choices=OVERLAY_CHOICES, default="none",
                    help="which images get their raw anomaly map as maps/*.npy (float32 at the "
                         "image's size, at most 4096 px on the longer side; the score's units; NaN "

@@ -52,7 +52,9 @@ class Calibration:
     n_calibration: int
     rank: int  # k: the threshold is the k-th largest calibration score
     target_met: bool
-    source: str  # e.g. "held-out 20% of training images (seed 0)" or "--calibration DIR"
+    # e.g. "held-out 12 of 60 training images (calibration fraction 0.2, seed 0)" or
+    # "calibration images from DIR"
+    source: str
     scores: list[float] = field(default_factory=list)  # the reference scores, ascending
 
     @property

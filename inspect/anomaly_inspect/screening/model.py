@@ -338,8 +338,10 @@ def _split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
     """:func:`calibration_split` of ``train_paths`` already in its order."""
     if calibration is None:
         fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, seed)
+        # the count held out (the share rounds: 0.2 of 3 images holds out one, a third)
         return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
-                f"held-out {calibration_fraction:.0%} of training images (seed {seed})")
+                f"held-out {len(cal_idx)} of {len(train_paths)} training images (calibration "
+                f"fraction {calibration_fraction:g}, seed {seed})")
     cal_all = listing_order(input_images(calibration, twins="once"))
     if not cal_all:
         raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")

@@ -167,14 +167,16 @@ def explain_relpath(path: str, suffix: str = ".jpg") -> str:
 
 
 def model_identity(model: Model) -> str:
+    """The identity ``screen.json`` records: a SHA-256 of the model's description
+    (``model.json``'s content, keys sorted), not of the file's bytes."""
     blob = json.dumps(model.info.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
     return hashlib.sha256(blob).hexdigest()
 
 
 def read_results(csv_path: Path) -> tuple[list[dict[str, str]], int]:
     """Complete rows of ``results.csv`` and how many lines were malformed (e.g. a cut-off last
-    line); a zero-byte file has none. A complete row that is not one this tool writes (a
-    hand-edited score or decision) is refused naming its line."""
+    line); a zero-byte file has none. A complete row screen could not have written
+    (:func:`_check_row`) is refused naming its line."""
     if not csv_path.is_file() or csv_path.stat().st_size == 0:
         return [], 0
     rows, lines, bad = [], [], 0
@@ -219,7 +221,10 @@ DECISIONS = ("normal", "anomalous", "error")
 
 
 def _check_row(row: dict[str, str], where: str) -> None:
-    """Refuse a row screen did not write (hand-edited): the report would fail on it, late."""
+    """Refuse a row screen could not have written (the report would fail on it, late): a score
+    or p-value that is not a number, an unknown decision, an error row without its error or
+    another row with one. A row whose values parse is taken as written: its score is not
+    checked against its decision (the CSV's rounding of older files would make that fragile)."""
     fix = "correct or delete that row, or pass rescore=True"
     if row["decision"] not in DECISIONS:
         raise ValueError(f"{where}: decision {row['decision']!r} is none of "
@@ -284,6 +289,10 @@ def screen(
     image decision's), NaN where the model input does not cover the image (a centre crop's
     border). Resumed rows this run names that lack their map get it (a scoring pass over
     those images, as for their strips; their scores stay).
+
+    ``overlays`` ("flagged", "all" or "none"): which images of this run get a heatmap overlay
+    (``overlays/*.jpg``, named in the ``overlay`` column); resumed rows it asks for that lack
+    theirs get it, as with ``maps`` (none where the scorer gives no patch maps).
     """
     for name, value in (("overlays", overlays), ("maps", maps)):
         if value not in OVERLAY_CHOICES:
@@ -398,9 +407,9 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     n_resumed = len(paths) - len(todo)
     if n_resumed:
         log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
-    if explain or maps != "none":
-        _complete_resumed(model, rows, set(paths), out_dir, csv_path, explain, maps, engine,
-                          progress)
+    if explain or maps != "none" or overlays != "none":
+        _complete_resumed(model, rows, set(paths), out_dir, csv_path, explain, maps, overlays,
+                          thumb_size, engine, progress)
 
     writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain, maps)
     n_flagged = n_scored = 0
@@ -515,34 +524,44 @@ def _remove_row_files(out_dir: Path, rows: list[dict[str, str]], csv_path: Path)
 
 
 def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
-                      csv_path: Path, top: int, maps: str, engine: Engine | None,
-                      progress: bool) -> None:
-    """Write what this run's resumed ``rows`` lack (screened without ``explain`` / ``maps``,
-    rescored since, or the file is gone): the strip of a flagged row (``top`` > 0; also one
-    drawn for a smaller ``top``, or whose explanation JSON is damaged: :func:`_strip_top`) and
-    the map of a row ``maps`` asks for, recorded in ``rows`` and results.csv (also when the run
-    stops half-way). Their maps are computed again (a scoring pass); their scores in
-    results.csv stay."""
+                      csv_path: Path, top: int, maps: str, overlays: str, thumb_size: int,
+                      engine: Engine | None, progress: bool) -> None:
+    """Write what this run's resumed ``rows`` lack (screened without ``explain`` / ``maps`` /
+    ``overlays``, rescored since, or the file is gone): the strip of a flagged row (``top`` > 0;
+    also one drawn for a smaller ``top``, or whose explanation JSON is damaged:
+    :func:`_strip_top`), and the map and the overlay of a row ``maps`` and ``overlays`` ask for
+    (an overlay only where the scorer gives patch maps: else it would score them again on every
+    resume for nothing), recorded in ``rows`` and results.csv (also when the run stops
+    half-way). Their maps are computed again (a scoring pass); their scores in results.csv
+    stay."""
     def lacks(r: dict[str, str], column: str) -> bool:
         return not (r[column] and (out_dir / r[column]).is_file())
 
     def lacks_strip(r: dict[str, str]) -> bool:
         return lacks(r, "explain") or _strip_top(out_dir / explain_relpath(row_key(r), ".json")) < top
 
-    def wants(r: dict[str, str]) -> tuple[bool, bool]:
+    def asks(which: str, flagged: bool) -> bool:
+        return which == "all" or (which == "flagged" and flagged)
+
+    patch_maps = "patches" in model.scorer.requires  # the features a patch map is made of
+
+    def wants(r: dict[str, str]) -> tuple[bool, bool, bool]:
         flagged = r["decision"] == "anomalous"
         return (top > 0 and flagged and lacks_strip(r),
-                (maps == "all" or (maps == "flagged" and flagged)) and lacks(r, "map"))
+                asks(maps, flagged) and lacks(r, "map"),
+                patch_maps and asks(overlays, flagged) and lacks(r, "overlay"))
 
-    # each row's wants once (a strip's JSON is read for it): (row, (strip, map))
+    # each row's wants once (a strip's JSON is read for it): (row, (strip, map, overlay))
     todo = [(r, w) for r in rows if not r["error"] and row_key(r) in paths
             for w in [wants(r)] if any(w)]
     if not todo:
         return
+    kinds = ("explanation strips", "anomaly maps", "overlays")
     log.info("writing the %s of %d images already in %s (their scores there stay)",
-             " and ".join(w for w, k in (("explanation strips", top), ("anomaly maps", maps != "none"))
-                          if k), len(todo), csv_path)
+             " and ".join(kind for i, kind in enumerate(kinds) if any(w[i] for _, w in todo)),
+             len(todo), csv_path)
     strips = _Strips(model, out_dir, top) if top else None
+    drawn = _Overlays(model, out_dir, thumb_size)
     transform = model.extractor.transform
     done = written = 0
     mapless = False
@@ -551,9 +570,9 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
             for batch in model.iter_score([row_key(r) for r, _ in todo], bar, keep_maps=True,
                                           engine=engine, expand=False):  # whole inputs back
                 for k, r in enumerate(batch.images):
-                    row, (strip, amap) = todo[done + k]
+                    row, (strip, amap, overlay) = todo[done + k]
                     if r.error:
-                        log.warning("no strip or map for %s: %s", r.path, r.error)
+                        log.warning("no strip, map or overlay for %s: %s", r.path, r.error)
                         continue
                     if amap and r.patch_scores is None:
                         mapless, amap = True, False
@@ -563,6 +582,9 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
                     if amap:
                         row["map"] = _write_map(out_dir, transform, r)
                         written += bool(row["map"])
+                    if overlay and r.patch_scores is not None:
+                        row["overlay"] = drawn.write(r)
+                        written += bool(row["overlay"])
                 done += len(batch.images)
     finally:
         if written:
@@ -656,6 +678,11 @@ def _save(out_dir: Path, r: ScoredImage, rel: str, what: str, write) -> bool:
         return False
 
 
+def _save_rgb(out_dir: Path, r: ScoredImage, rel: str, image: np.ndarray, what: str) -> bool:
+    """Write the RGB ``image`` (``r``'s ``what``) to ``out_dir / rel`` (see :func:`_save`)."""
+    return _save(out_dir, r, rel, what, lambda path: write_rgb(path, image))
+
+
 def _warn_mapless(model: Model) -> None:
     log.warning("no anomaly maps written: the model's scorer (%s) gives image scores only, no "
                 "patch maps", model.cfg.method)
@@ -692,16 +719,13 @@ class _BatchWriter:
     def __init__(self, model: Model, out_dir: Path, csv_path: Path, overlays: str, thumb_size: int,
                  explain: int = 0, maps: str = "none"):
         self.strips = _Strips(model, out_dir, explain) if explain else None
+        self.drawn = _Overlays(model, out_dir, thumb_size)
         self.out_dir = out_dir
         self.overlays = overlays
         self.maps = maps
         self.mapless = False  # a map was asked for an image whose scorer gives none
         self.thumb_size = thumb_size
         self.transform = model.extractor.transform
-        disp = model.info.display or {}
-        thr = model.threshold
-        self.vmin = disp.get("map_vmin", 0.5 * thr)
-        self.vmax = disp.get("map_vmax", 1.5 * thr)
         self.fh = open(csv_path, "a", newline="", encoding="utf-8")  # noqa: SIM115 (closed in close())
         self.csv = csv.DictWriter(self.fh, CSV_COLUMNS)
 
@@ -734,10 +758,11 @@ class _BatchWriter:
             # image's model input (remote.thumbnailed, by the same calls as here)
             t = self.transform
             image = x if x.dtype == np.uint8 else denormalise(x, t.mean, t.std)
-            self._image(r, thumb_relpath(r.path), self._thumbnail(r, image), "thumbnail")
+            _save_rgb(self.out_dir, r, thumb_relpath(r.path), self._thumbnail(r, image),
+                      "thumbnail")
             want = self.overlays == "all" or (self.overlays == "flagged" and r.flagged)
             if want and r.patch_scores is not None:
-                overlay = self._overlay(r)
+                overlay = self.drawn.write(r)
             if self.strips is not None and r.flagged and r.nearest is not None:
                 strip = self.strips.write(r, image)
             if self.maps == "all" or (self.maps == "flagged" and r.flagged):
@@ -757,7 +782,7 @@ class _BatchWriter:
         header, no second decode; the square stays where the header cannot be read now). A
         padded input's content already has the image's shape. With a centre crop the input
         holds only the crop: the thumbnail is made from the whole image, as its overlay is
-        (:meth:`_overlay`; from the input, with a warning, where the file cannot be read now)."""
+        (:class:`_Overlays`; from the input, with a warning, where the file cannot be read now)."""
         if self.transform.crop_size:
             try:
                 whole = read_image(r.path, self.transform.max_pixels, min_side=2 * self.thumb_size)
@@ -776,13 +801,24 @@ class _BatchWriter:
             return image
         return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
-    def _image(self, r: ScoredImage, rel: str, image: np.ndarray, what: str) -> bool:
-        """Write ``image`` to ``rel`` (see :func:`_save`)."""
-        return _save(self.out_dir, r, rel, what, lambda path: write_rgb(path, image))
 
-    def _overlay(self, r: ScoredImage) -> str:
-        """The heatmap over the original image (a huge JPEG decoded reduced), not over the
-        model input; its path relative to the output folder, or "" (with a warning)."""
+class _Overlays:
+    """Writes the heatmap overlays of scored images (``overlays/<key>.jpg`` and their
+    thumbnails), all in the model's one colour range: for new rows (:class:`_BatchWriter`) and
+    resumed rows that lack theirs (:func:`_complete_resumed`)."""
+
+    def __init__(self, model: Model, out_dir: Path, thumb_size: int):
+        self.out_dir, self.thumb_size = out_dir, thumb_size
+        self.transform = model.extractor.transform
+        disp = model.info.display or {}
+        thr = model.threshold
+        self.vmin = disp.get("map_vmin", 0.5 * thr)
+        self.vmax = disp.get("map_vmax", 1.5 * thr)
+
+    def write(self, r: ScoredImage) -> str:
+        """The heatmap of ``r`` (its patch scores) over the original image (a huge JPEG decoded
+        reduced), not over the model input; its path relative to the output folder, or ""
+        (with a warning; a full disk raises :class:`DiskFullError`, see :func:`_save`)."""
         try:
             image = read_image(r.path, self.transform.max_pixels, min_side=2 * OVERLAY_SIDE)
         except OSError as exc:
@@ -791,8 +827,8 @@ class _BatchWriter:
         over = heatmap_overlay(image, r.patch_scores, r.cells, r.grid, self.transform, self.vmin,
                                self.vmax, max_side=OVERLAY_SIDE)
         rel = overlay_relpath(r.path)
-        if not self._image(r, rel, over, "overlay"):
+        if not _save_rgb(self.out_dir, r, rel, over, "overlay"):
             return ""
-        self._image(r, thumb_relpath(r.path, overlay=True), fit_within(over, self.thumb_size),
-                    "overlay thumbnail")
+        _save_rgb(self.out_dir, r, thumb_relpath(r.path, overlay=True),
+                  fit_within(over, self.thumb_size), "overlay thumbnail")
         return rel

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 _MANIFEST_COLUMNS = (("relpath", "colour"), ("path", "colour_group"))
 
 
-def _manifest_rows(path: Path | str, category: str | None) -> tuple[list[dict], str, str]:
+def _manifest_rows(path: Path | str, category: str | None
+                   ) -> tuple[list[tuple[int, dict]], str, str]:
+    """(line, row) of ``category``'s rows (all rows for None), and the path and colour columns."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: colour manifest not found")
@@ -43,7 +45,8 @@ def _manifest_rows(path: Path | str, category: str | None) -> tuple[list[dict], 
     if cols is None:
         raise DatasetLayoutError(f"{path}: needs columns category + relpath, colour (or path, "
                                  f"colour_group), found {header}")
-    return [r for r in rows if category is None or r["category"] == category], *cols
+    return [(i, r) for i, r in enumerate(rows, start=2)
+            if category is None or r["category"] == category], *cols
 
 
 def read_colour_manifest(path: Path | str, category: str | None = None) -> dict[str, list[str]]:
@@ -51,7 +54,7 @@ def read_colour_manifest(path: Path | str, category: str | None = None) -> dict[
     ``category, path, colour_group, ...`` meta CSV)."""
     rows, rel, col = _manifest_rows(path, category)
     out: dict[str, list[str]] = {}
-    for row in rows:
+    for _, row in rows:
         out.setdefault(row[col], []).append(row[rel])
     if not out:
         raise DatasetLayoutError(f"{path}: no rows for category {category!r}")
@@ -60,15 +63,29 @@ def read_colour_manifest(path: Path | str, category: str | None = None) -> dict[
 
 def read_group_colours(path: Path | str, category: str) -> dict[str, np.ndarray]:
     """colour group -> mean of its images' measured mean RGB inside the defect mask
-    (``mask_mean_r/g/b`` columns of the shared meta CSV)."""
+    (``mask_mean_r/g/b`` columns of the shared meta CSV). A cell that is not a finite number
+    is refused naming the line and column (it would make every distance of the rule NaN)."""
     rows, _, col = _manifest_rows(path, category)
     need = ("mask_mean_r", "mask_mean_g", "mask_mean_b")
-    if not rows or any(k not in rows[0] for k in need):
+    if not rows or any(k not in rows[0][1] for k in need):
         raise DatasetLayoutError(f"{path}: needs columns {', '.join(need)} for the colour-similarity rule")
     groups: dict[str, list[list[float]]] = {}
-    for r in rows:
-        groups.setdefault(r[col], []).append([float(r[k]) for k in need])
+    for i, r in rows:
+        groups.setdefault(r[col], []).append([_colour_cell(path, i, r, k) for k in need])
     return {g: np.mean(v, axis=0) for g, v in groups.items()}
+
+
+def _colour_cell(path: Path | str, line: int, row: dict, column: str) -> float:
+    """The measured colour in ``column`` of the manifest's ``row``; a cell that is not a finite
+    number is a :class:`DatasetLayoutError` naming the file, line and column."""
+    try:
+        value = float(row[column])
+    except (TypeError, ValueError):  # TypeError: a short row's missing cell (None)
+        value = np.nan
+    if not np.isfinite(value):
+        raise DatasetLayoutError(f"{path}, line {line}: {column} {row[column]!r} is not a number "
+                                 f"(the mean colour measured inside the image's defect mask)")
+    return value
 
 
 #: foreground = pixels whose RGB distance to the image's median border colour exceeds this

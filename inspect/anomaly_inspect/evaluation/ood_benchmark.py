@@ -481,6 +481,9 @@ def _dataset_root(cfg: OODBenchmarkConfig, data_root: Path | None, key: str) -> 
 def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[OODData, dict]:
     """ID / OOD samples for the configured splits, plus a record of how synthetic sets were made."""
     d = cfg.data
+    # a null folds / fold / id_groups is the default, as the config check reads it
+    folds, fold = (default if d.get(k) is None else int(d[k])
+                   for k, default in (("folds", 5), ("fold", 0)))
     synth_info: dict = {}
     if cfg.benchmark == "isic":
         real = [s for s in cfg.splits if s in REAL_SPLITS]
@@ -522,7 +525,7 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
             data = isic_archive_benchmark(image_dir,
                                           _path(d.get("metadata_csv"), data_root, "metadata_csv"),
                                           _path(d.get("id_list"), data_root, "id_list"), lists,
-                                          int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+                                          folds, fold, cfg.seed)
         data.ood = {s: data.ood[s] for s in cfg.splits}
     else:
         manifest = d.get("colour_manifest")
@@ -531,8 +534,8 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
         root = _dataset_root(cfg, data_root, "root")
         with _config_errors(f"{cfg.source}: data: folds"):
             data = mvtec_heldout_benchmark(
-                root, d.get("category"), d.get("id_groups", []),
-                groups, manifest, int(d.get("folds", 5)), int(d.get("fold", 0)), cfg.seed)
+                root, d.get("category"), d.get("id_groups") or [],
+                groups, manifest, folds, fold, cfg.seed)
         if d.get("similar_groups"):
             _add_similarity_splits(data, manifest, root / d.get("category"), d["similar_groups"],
                                    cfg.source)

@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import json
 import logging
+import os
 import re
 from collections.abc import Sequence
 from functools import cache
@@ -20,6 +21,7 @@ from ..choices import DEFAULT_PRECISION, DEFAULT_RUNTIME, check_layers
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import TransformConfig
 from ..files import file_sha256, write_json
+from ..user_cache import CACHE_ENV, cache_root
 from .runtime import (
     CalibrationError,
     DamagedGraphError,
@@ -66,6 +68,25 @@ def check_layer_range(name: str, layers: Sequence[int], n_stages: int) -> None:
 
 class StaleCardError(RuntimeError):
     """A cached backbone card does not describe the weights it is keyed by (removed when found)."""
+
+
+class UserCacheError(OSError):
+    """The user cache cannot hold the backbone's export: a setting to change (where the cache
+    lies), not the precision."""
+
+
+def user_cache_error(exc: OSError) -> UserCacheError:
+    """``exc``, met writing an export into the user cache, as one line naming the setting that
+    places it (``$ANOMALY_INSPECT_CACHE``, or the default folder) and how to mend it; ``exc``'s
+    ``errno`` kept."""
+    if os.environ.get(CACHE_ENV):
+        where, fix = f"${CACHE_ENV} {cache_root()}", "set it to a writable folder"
+    else:
+        where, fix = f"the user cache {cache_root()} (the default)", f"set ${CACHE_ENV} to a writable folder"
+    error = UserCacheError(f"{where}: the backbone's ONNX export cannot be written there "
+                           f"({first_line(exc)}); {fix}")
+    error.errno = exc.errno
+    return error
 
 
 class SavedGraphError(ValueError):
@@ -456,19 +477,22 @@ class Backbone(nn.Module):
     def export(self, input_hw: tuple[int, int], outputs: str = "stages", reuse: bool = True) -> Path:
         """The cached ONNX export for this input size, made now if absent, not a readable
         graph or damaged (or ``reuse=False``). A read-only ``cache_dir`` (e.g. a model
-        directory) falls back to the user cache."""
+        directory) falls back to the user cache; a user cache that cannot be written is a
+        :class:`UserCacheError` naming its setting."""
         path = self.export_path(input_hw, outputs)
         if reuse and _reusable(path):
             return path
+        if self.cache_dir is not None:
+            try:
+                return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
+            except OSError:
+                path = default_cache_dir() / path.name
+            if reuse and _reusable(path):
+                return path
         try:
             return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
-        except OSError:
-            if self.cache_dir is None:
-                raise
-        path = default_cache_dir() / path.name
-        if reuse and _reusable(path):
-            return path
-        return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
+        except OSError as exc:
+            raise user_cache_error(exc) from exc
 
     @property
     def needs_calibration(self) -> bool:
@@ -546,7 +570,8 @@ class Backbone(nn.Module):
     def _runner(self, input_hw: tuple[int, int], outputs: str) -> OnnxRunner | None:
         """The compiled graph for this input size and outputs; None = run in torch (f32 only:
         the export failed). At another precision a failed export is a :class:`PrecisionError`
-        (a precision is never chosen silently). A loaded model's unreadable or damaged graph is
+        (a precision is never chosen silently), except a :class:`UserCacheError` (the user
+        cache cannot be written), raised as it is. A loaded model's unreadable or damaged graph is
         a :class:`SavedGraphError` naming it and why (never exported again into its folder)."""
         slot = (int(input_hw[0]), int(input_hw[1]), outputs)
         if slot in self._runners:
@@ -578,6 +603,10 @@ class Backbone(nn.Module):
         except (RuntimeUnavailableError, CalibrationError, PrecisionError, StaleCardError,
                 SavedGraphError):
             raise
+        except UserCacheError as exc:  # its own fix, not another precision
+            if self.precision != "f32":
+                raise
+            log.warning("%s: %s; running the backbone in torch", self.name, exc)
         except Exception as exc:
             why = f"ONNX export / {self.runtime} load failed ({type(exc).__name__}: {first_line(exc)})"
             if self.precision != "f32":

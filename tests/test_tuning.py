@@ -743,7 +743,7 @@ def test_synthetic_copies_of_a_huge_jpeg_differ_from_it_only_inside_the_mask_as_
     _, folds, fams = fold_plan(4, settings)
     sets = {}
     for size in (64, 96, 320):  # reduced 8x, 8x and 4x for these input sizes
-        sets[size] = synthetic_set(paths, folds, fams, settings, tmp_path / "cache", output_size=size)
+        sets[size] = synthetic_set(paths, folds, fams, settings, tmp_path / "cache", image_size=size)
         cfg = TransformConfig(image_size=size)
         transform = build_transform(cfg)
         for src, copy in zip(paths, sets[size], strict=True):
@@ -758,7 +758,7 @@ def test_synthetic_copies_of_a_huge_jpeg_differ_from_it_only_inside_the_mask_as_
     assert cv2.imread(str(sets[320][0])).shape[:2] == (1000, 1025)
     pngs = _pngs(tmp_path / "png", 4)
     plain = synthetic_set(pngs, folds, fams, settings, tmp_path / "cache")
-    assert synthetic_set(pngs, folds, fams, settings, tmp_path / "cache", output_size=32) == plain
+    assert synthetic_set(pngs, folds, fams, settings, tmp_path / "cache", image_size=32) == plain
 
 
 def test_ensemble_normal_calibration_and_test_scores_share_the_int8_calibration(tmp_path, monkeypatch):

@@ -31,22 +31,23 @@ class Batch:
     boxes: list[Box]  # where each image's content lies in the model input
 
 
-def reduced_side(output_size: int) -> int:
+def reduced_side(image_size: int) -> int:
     """The shortest side a very large JPEG keeps where the loader decodes it at a reduced size
-    for model inputs of ``output_size`` pixels (``read_image``'s ``min_side``)."""
-    return 2 * output_size
+    for images resized to ``image_size`` pixels (``read_image``'s ``min_side``): the resize's
+    side, not a centre crop's, which would leave a crop under half of it upsampled."""
+    return 2 * image_size
 
 
-def decode_factor(path: Path | str, output_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
-    """1, 2, 4 or 8: the factor by which the loader reduces ``path``'s decode for model inputs
-    of ``output_size`` pixels (:func:`reduction_factor`)."""
-    return reduction_factor(path, reduced_side(output_size), max_pixels)
+def decode_factor(path: Path | str, image_size: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """1, 2, 4 or 8: the factor by which the loader reduces ``path``'s decode for images
+    resized to ``image_size`` pixels (:func:`reduction_factor`)."""
+    return reduction_factor(path, reduced_side(image_size), max_pixels)
 
 
 def _load_one(path: Path, mask_path: Path | None, transform, want_mask: bool, cfg: TransformConfig):
     # a huge JPEG is decoded at a reduced size, with or without a mask (training and test
     # images go through one decode); the transform resizes its mask to the decoded image
-    image = read_image(path, cfg.max_pixels, reduced_side(cfg.output_size))
+    image = read_image(path, cfg.max_pixels, reduced_side(cfg.image_size))
     mask = None
     if want_mask:
         mask = (read_mask(mask_path, cfg.max_pixels) if mask_path is not None

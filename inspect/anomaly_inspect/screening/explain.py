@@ -265,8 +265,8 @@ class TrainingImages:
             self._inputs.move_to_end(index)
             return self._inputs[index]
         t, path = self.model.extractor.transform, self.files[index]
-        factor = decode_factor(path, t.output_size, UNLIMITED)
-        image = read_image(path, UNLIMITED, min_side=reduced_side(t.output_size))
+        factor = decode_factor(path, t.image_size, UNLIMITED)
+        image = read_image(path, UNLIMITED, min_side=reduced_side(t.image_size))
         size = image.shape[:2] if factor == 1 else image_io.image_size(path, UNLIMITED)[::-1]
         chw, _, box = self._transform(image)
         entry = (denormalise(chw, t.mean, t.std), box, tuple(size), factor)
@@ -305,7 +305,7 @@ def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
     if image_size is None:
         width, height = image_io.image_size(scored.path, t.max_pixels)
         image_size = (height, width)
-        factor = decode_factor(scored.path, t.output_size, t.max_pixels)
+        factor = decode_factor(scored.path, t.image_size, t.max_pixels)
     prov = model.scorer.provenance
     cells, grid = scored.cells, scored.grid
     out = Explanation(scored.path, scored.score, model.threshold, bool(scored.flagged),

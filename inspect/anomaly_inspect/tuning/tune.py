@@ -264,13 +264,13 @@ def ensemble_members(scores: Sequence[CandidateScores], borda: np.ndarray, size:
 
 def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray,
                   settings: TuneSettings, cache_dir: Path,
-                  max_pixels: int = DEFAULT_MAX_PIXELS, output_size: int | None = None) -> list[Path]:
+                  max_pixels: int = DEFAULT_MAX_PIXELS, image_size: int | None = None) -> list[Path]:
     """Write (or reuse) one anomalous copy of each image; donors come from its fold's bank.
-    With ``output_size`` (the model input side), each copy is drawn on the decode the loader
-    gives its source for that input (a JPEG over 16 MP at reduced size, see
+    With ``image_size`` (the side images are resized to), each copy is drawn on the decode the
+    loader gives its source for that input (a JPEG over 16 MP at reduced size, see
     :func:`..data.loader.decode_factor`), so that a copy differs from its source only inside
     the mask as the features see them; where no decode is reduced (every PNG) the set is the one
-    drawn without ``output_size``. The set is reused only for the same files (path, size, mtime
+    drawn without ``image_size``. The set is reused only for the same files (path, size, mtime
     of sources and donors), pixel budget and reduced decodes. At an unreadable image nothing is
     kept and the error raised."""
     import hashlib
@@ -286,12 +286,12 @@ def synthetic_set(paths: Sequence[Path], folds: np.ndarray, families: np.ndarray
                  file_fingerprints(donors), max_pixels,
                  code_fingerprint()]  # the drawing and decoding code: an upgrade draws again
     factors = []
-    if output_size is not None:  # each file's header once (a donor is also one of the paths)
-        factor = {p: decode_factor(p, output_size, max_pixels) for p in set(paths)}
+    if image_size is not None:  # each file's header once (a donor is also one of the paths)
+        factor = {p: decode_factor(p, image_size, max_pixels) for p in set(paths)}
         factors = [factor[p] for p in [*paths, *donors]]
     min_side = None
     if any(f > 1 for f in factors):  # else the key (and set) of a full decode
-        min_side = reduced_side(output_size)
+        min_side = reduced_side(image_size)
         described.append({"reduced_decode": factors})
     key = hashlib.sha256(json.dumps(described).encode()).hexdigest()[:16]
     rows = cached_entry(
@@ -442,10 +442,10 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
             c.check(base)
     crop = base.features.crop_size
     paths, (_, folds, families), synthetic, skipped = _readable_plan(paths, settings, cache_dir,
-                                                                     max_pixels, crop or default.image_size)
+                                                                     max_pixels, default.image_size)
     square = any(c.resize == "pad" for c in cands) and all_square([*paths, *synthetic])
     # the synthetic set per decode size (the one drawn for the default's, then as groups ask)
-    drawn_for = {crop or default.image_size: synthetic}
+    drawn_for = {default.image_size: synthetic}
 
     def validate(batch: list[Candidate]) -> list[tuple[CandidateScores, dict]]:
         """Cross-fitted validation of ``batch``, one feature extraction per backbone x size x
@@ -466,11 +466,10 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
                                 f"extract {name} {size} {resize}", max_pixels, crop)
             # drawn on the decode of this input size (the set drawn first, unless a JPEG over
             # 16 MP is decoded at another reduced size for it)
-            side = crop or size
-            if side not in drawn_for:
-                drawn_for[side] = synthetic_set(paths, folds, families, settings, cache_dir,
-                                                max_pixels, side)
-            drawn = drawn_for[side]
+            if size not in drawn_for:
+                drawn_for[size] = synthetic_set(paths, folds, families, settings, cache_dir,
+                                                max_pixels, size)
+            drawn = drawn_for[size]
             anomalous = stage_maps(backbone, drawn, size, resize, cache_dir / "maps", bs, progress,
                                    "extract synthetic", max_pixels, crop)
             for i in members:
@@ -513,8 +512,8 @@ def tune(train_paths: Sequence[Path | str], base: ModelConfig, settings: TuneSet
 
 
 def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, max_pixels: int,
-                   output_size: int | None = None):
-    """The fold plan and synthetic set (for model inputs of ``output_size``, see
+                   image_size: int | None = None):
+    """The fold plan and synthetic set (for images resized to ``image_size``, see
     :func:`synthetic_set`) of the readable images among ``paths``. Drawing the
     synthetic set reads each planned image, before any extraction; at an unreadable one the
     set drawn so far is dropped, the image skipped with a warning (as ``fit`` skips it; one
@@ -535,7 +534,7 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
         planned = [paths[i] for i in plan[0]]
         try:
             return (planned, plan, synthetic_set(planned, *plan[1:], settings, cache_dir, max_pixels,
-                                                 output_size), skipped)
+                                                 image_size), skipped)
         except ImageReadError as e:
             if e.path not in planned:
                 raise

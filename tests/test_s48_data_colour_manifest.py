@@ -36,3 +36,18 @@ def test_the_group_colours_are_the_means_of_their_rows(tmp_path):
     assert sorted(got) == ["blue", "red"]
     np.testing.assert_allclose(got["red"], [150, 50, 60])
     np.testing.assert_allclose(got["blue"], [20, 20, 200])
+
+
+def test_the_line_named_counts_the_blank_lines_the_reader_skips(tmp_path):
+    path = _manifest(tmp_path, "tiny,a.png,red,200,50,50", "", "", "tiny,b.png,red,200,x,50")
+    with pytest.raises(DatasetLayoutError, match=r", line 5: mask_mean_g 'x'"):
+        read_group_colours(path, "tiny")
+
+
+def test_isic_index_lines_count_blank_lines(tmp_path):
+    from anomaly_inspect.data.isic import read_csv_rows
+
+    path = tmp_path / "a.csv"
+    path.write_text("a,b\n1,2\n\n3,4\n")
+    header, rows = read_csv_rows(path)
+    assert header == ["a", "b"] and rows == [(2, {"a": "1", "b": "2"}), (4, {"a": "3", "b": "4"})]

@@ -332,7 +332,7 @@ def write_anomalies(sources: Sequence[Path], families: Sequence[str], donors: Se
     Image ``i`` uses the generator seeded ``(recipe.seed, stream, i)``, so each image is
     reproducible on its own. PNG is lossless: pixels outside the mask equal the decoded source.
     ``min_side``: decode a very large JPEG at the reduced size :func:`.image_io.read_image` gives
-    for it (the loader's decode for model inputs of ``min_side / 2`` pixels), so that the copy
+    for it (the loader's decode for images resized to ``min_side / 2`` pixels), so that the copy
     differs only inside the mask from the source as the model sees it.
     A source that cannot be read is an :class:`ImageReadError` naming it, one under
     :data:`MIN_SIDE` pixels a :class:`TooSmallForAnomalies`.

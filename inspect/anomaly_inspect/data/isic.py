@@ -99,19 +99,21 @@ def not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetLayoutError:
     return DatasetLayoutError(utf8_reason(path, exc))
 
 
-def read_csv_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[dict[str, str]]]:
-    """The header and rows of a UTF-8 CSV file, a byte-order mark (Excel's "CSV UTF-8") left
-    out of the first column's name; other encodings are a :class:`DatasetLayoutError` naming
-    the file."""
+def read_csv_rows(path: Path, delimiter: str = ",") -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """The header and (line, row) pairs of a UTF-8 CSV file, a byte-order mark (Excel's "CSV
+    UTF-8") left out of the first column's name; other encodings are a
+    :class:`DatasetLayoutError` naming the file. ``line`` is the file's line where the row ends
+    (blank lines, which the reader skips, counted), for messages that name it."""
     try:
         with path.open(newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, delimiter=delimiter)
-            return list(reader.fieldnames or []), list(reader)
+            rows = [(reader.line_num, row) for row in reader]
+            return list(reader.fieldnames or []), rows
     except UnicodeDecodeError as exc:
         raise not_utf8(path, exc) from None
 
 
-def _read_csv(path: Path, required: Iterable[str], delimiter: str = ",") -> list[dict[str, str]]:
+def _read_csv(path: Path, required: Iterable[str], delimiter: str = ",") -> list[tuple[int, dict[str, str]]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: file not found")
     header, rows = read_csv_rows(path, delimiter)
@@ -145,7 +147,7 @@ def read_isic_index(root: Path | str, index: str = "index.csv") -> list[IsicReco
     path = root / index
     records = []
     first_line: dict[str, int] = {}
-    for i, row in enumerate(_read_csv(path, INDEX_COLUMNS), start=2):
+    for i, row in _read_csv(path, INDEX_COLUMNS):
         try:
             image_id = row["image_id"].strip()
             if not image_id:
@@ -184,7 +186,7 @@ def read_artefact_colours(path: Path | str) -> dict[str, tuple[set[str], set[str
     repeated image ids are refused, naming the line."""
     path = Path(path)
     out: dict[str, tuple[set[str], set[str]]] = {}
-    for i, r in enumerate(_read_csv(path, ("image_id", "ink_colour", "chart_colour")), start=2):
+    for i, r in _read_csv(path, ("image_id", "ink_colour", "chart_colour")):
         colours = []
         for column, vocabulary in (("ink_colour", INK_VOCABULARY), ("chart_colour", CHART_VOCABULARY)):
             names = [c.strip().lower() for c in r[column].split("+")]
@@ -330,13 +332,13 @@ def read_archive_labels(metadata_csv: Path | str, ids: Iterable[str] | None = No
     naming the line."""
     path = Path(metadata_csv)
     rows = _read_csv(path, ("isic_id",))
-    columns = [c for c in ("benign_malignant", "diagnosis") if c in rows[0]] if rows else []
+    columns = [c for c in ("benign_malignant", "diagnosis") if c in rows[0][1]] if rows else []
     if rows and not columns:
         raise DatasetLayoutError(f"{path}: needs a 'benign_malignant' or 'diagnosis' column; "
-                                 f"found {list(rows[0])}")
+                                 f"found {list(rows[0][1])}")
     wanted = None if ids is None else set(ids)
     out: dict[str, int] = {}
-    for i, r in enumerate(rows, start=2):
+    for i, r in rows:
         iid = r["isic_id"].strip()
         if wanted is not None and iid not in wanted:
             continue

@@ -45,8 +45,7 @@ def _manifest_rows(path: Path | str, category: str | None
     if cols is None:
         raise DatasetLayoutError(f"{path}: needs columns category + relpath, colour (or path, "
                                  f"colour_group), found {header}")
-    return [(i, r) for i, r in enumerate(rows, start=2)
-            if category is None or r["category"] == category], *cols
+    return [(i, r) for i, r in rows if category is None or r["category"] == category], *cols
 
 
 def read_colour_manifest(path: Path | str, category: str | None = None) -> dict[str, list[str]]:

@@ -27,7 +27,7 @@ from layout_writer import fit_tiny_model, rgb_image, small_config, write_image
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    root = tmp_path_factory.mktemp("s47_integrity")
+    root = tmp_path_factory.mktemp("integrity")
     model, model_dir = fit_tiny_model(root)
     return root, model, model_dir
 

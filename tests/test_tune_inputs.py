@@ -1,4 +1,4 @@
-"""tune from a review (s47): a tune cache inside a folder the command reads is refused (its
+"""tune's inputs: a tune cache inside a folder the command reads is refused (its
 synthetic anomalies became training images, run after run); ``tune --root/--category`` without
 ``--judge`` needs only train/good; images too small for synthetic anomalies are recorded apart
 from unreadable ones and still fitted on."""

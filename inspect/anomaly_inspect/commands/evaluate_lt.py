@@ -30,6 +30,9 @@ from .common import (
 
 RECIPE_DEFAULTS = {"tail": "step", "k": 4, "noise": 0.1, "overlap": False}
 DEFAULT_METHODS = "patchcore,softpatch,tailedcore"
+#: --manifest-dir's default: one object, so that :func:`.common.given_options` tells it from a
+#: --manifest-dir given (even ``datasets``)
+MANIFEST_DIR = Path("datasets")
 #: model options evaluate-lt has no use for: --methods names its scorers
 NOT_OFFERED = ("method",)
 
@@ -43,14 +46,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_recipe_args(p)
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated scorers (default {DEFAULT_METHODS})")
-    p.add_argument("--manifest-dir", type=nonempty_path, default=Path("datasets"),
-                   help="where split manifests are read / written (default datasets/)")
-    p.add_argument("--manifest", type=nonempty_path,
-                   help="use this manifest file (its recipe: --tail, --k, --noise, --overlap must "
-                        "agree with it or be left out)")
+    add_manifest_args(p)
     add_scorer_args(p)
     p.add_argument("--tail-views", choices=sorted(VIEW_KINDS),
-                   help="tail augmentation (default rot15flip for step, rot30flip for pareto)")
+                   help="TailedCore's tail augmentation (default: the config's scorer: tail_views, "
+                        "else rot15flip for step, rot30flip for pareto)")
     add_model_args(p, but=NOT_OFFERED)
     add_output_args(p)
     p.set_defaults(func=run)
@@ -65,6 +65,17 @@ def add_recipe_args(p: argparse.ArgumentParser) -> None:
                    help=f"ratio of injected test anomalies (default {RECIPE_DEFAULTS['noise']})")
     p.add_argument("--overlap", action="store_true", default=None,
                    help="leave injected anomalies in the test sets (published protocol)")
+
+
+def add_manifest_args(p: argparse.ArgumentParser) -> None:
+    """Where the split's manifest is: a folder of manifests named by recipe, or one file (then
+    the folder is not read: one given is refused unless it holds that file)."""
+    p.add_argument("--manifest-dir", type=nonempty_path, default=MANIFEST_DIR,
+                   help="where split manifests are read / written (default datasets/; not read "
+                        "with --manifest)")
+    p.add_argument("--manifest", type=nonempty_path,
+                   help="use this manifest file (its recipe: --tail, --k, --noise, --overlap must "
+                        "agree with it or be left out)")
 
 
 def add_scorer_args(p: argparse.ArgumentParser) -> None:
@@ -105,13 +116,24 @@ def scorer_settings(args: argparse.Namespace, cfg: ModelConfig, methods: list[st
 
 def run(args: argparse.Namespace) -> int:
     from ..data.layout import resolve_category_dirs
-    from ..data.longtail import LongTailSet, load_or_build_longtail, manifest_name
+    from ..data.longtail import (
+        LongTailSet,
+        check_category_names,
+        load_or_build_longtail,
+        manifest_name,
+    )
     from ..data.mvtec import load_mvtec
     from ..evaluation.longtail import check_methods, check_tail_views, evaluate_longtail
 
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     if len(set(categories)) != len(categories):
         raise ValueError(f"--categories lists a category twice: {args.categories}")
+    check_category_names(categories, "--categories")
+    if (args.manifest and given_options(args, add_manifest_args, only=("manifest_dir",))
+            and args.manifest.resolve().parent != args.manifest_dir.resolve()):
+        raise ValueError(f"--manifest-dir {args.manifest_dir}: not read with --manifest "
+                         f"{args.manifest}, which is not in it (the split is that file's); "
+                         f"leave one out")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     check_methods(methods)  # before any work
     check_tail_views(methods, args.tail_views)
@@ -121,6 +143,11 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--k {args.k}: the images kept per tail class of a step split; "
                          f"--tail {recipe['tail']} does not use it, leave it out")
     cfg = model_config_from_args(args)
+    if cfg.features.views != "none":  # the config's method, which takes views, is not run here
+        raise ValueError(f"{args.config or 'config'}: features: views {cfg.features.views!r} is for "
+                         f"scorers of the pooled embedding, and every method evaluate-lt runs "
+                         f"scores patch features; leave it out (TailedCore's tail augmentation "
+                         f"is --tail-views)")
     params = scorer_settings(args, cfg, methods)  # before a manifest is written
     seed = cfg.seed
     new = False  # whether the split is built now (no manifest of it yet)

@@ -17,6 +17,7 @@ listing leaves it out, with a warning naming its folder.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import functools
 import itertools
@@ -428,12 +429,18 @@ def expand_inputs(inputs: list[str | Path], recursive: bool = True,
 def resolve_category_dirs(roots: list[str], categories: list[str]) -> dict[str, Path]:
     """Category -> its folder, from plain roots (searched in order) and CATEGORY=DIR entries.
     Two categories in one folder are refused: the same images under two names would leak one
-    name's injected training anomalies into the other's test set."""
+    name's injected training anomalies into the other's test set. A CATEGORY=DIR of a category
+    not in ``categories`` is refused too (a typo would leave its folder unread, silently)."""
     mapping: dict[str, Path] = {}
     plain: list[Path] = []
     for entry in roots:
         if "=" in entry:
             cat, d = entry.split("=", 1)
+            if cat.strip() not in categories:
+                close = difflib.get_close_matches(cat.strip(), categories, n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                raise ValueError(f"{entry}: category '{cat.strip()}' is not in the categories asked "
+                                 f"for ({', '.join(categories)}), so its folder would not be read{hint}")
             mapping[cat.strip()] = Path(d)
         else:
             plain.append(Path(entry))

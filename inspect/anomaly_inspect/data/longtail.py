@@ -320,11 +320,24 @@ def build_longtail(
     return split
 
 
+def check_category_names(categories: list[str], source: str = "categories") -> None:
+    """Refuse, naming ``source``, a category that is not one folder name (a ``/``, or ``.`` /
+    ``..``): the names are joined into the manifest's file name, which would then land in
+    folders below (or outside) the manifest folder."""
+    for c in categories:
+        if "/" in c or c in (".", ".."):
+            raise ValueError(f"{source}: category '{c}' is not one folder name (it holds '/' or is "
+                             f"'.' or '..'), and the categories name the split's manifest file; "
+                             f"name a folder elsewhere as CATEGORY=DIR (--root)")
+
+
 def manifest_name(tail: str, k: int | None, noise: float, seed: int, categories: list[str],
                   overlap: bool = False) -> str:
     """The manifest file name of a recipe. The noise ratio is written short (``0.1``) where
     that reads back as the same number, else in full (``0.1000001``): distinct ratios get
-    distinct names, and the names of the manifests written so far stay."""
+    distinct names, and the names of the manifests written so far stay. Categories that are
+    not one folder name are refused (:func:`check_category_names`)."""
+    check_category_names(categories)
     shape = f"step_k{k}" if tail == "step" else tail
     suffix = "_overlap" if overlap else ""
     ratio = f"{noise:g}" if float(f"{noise:g}") == noise else repr(float(noise))

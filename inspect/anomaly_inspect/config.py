@@ -219,11 +219,12 @@ class ModelConfig:
                               f"model config; give it to 'anomaly-inspect ood-benchmark --config'")
         if unknown:
             raise ConfigError(f"{source}: unknown top-level keys {sorted(unknown)}; expected {sorted(known)}")
-        if data.get("scorer", {}) is None:  # an empty section, as for backbone: and features:
-            data["scorer"] = {}
+        for name in ("backbone", "features", "scorer"):  # only null is an empty section
+            if name in data and data[name] is None:
+                data[name] = {}
         sections = {"backbone": BackboneConfig, "features": FeatureConfig}
         for name, section_cls in sections.items():
-            given = data.get(name) or {}
+            given = data.get(name, {})
             if not isinstance(given, dict):
                 raise ConfigError(f"{source}: {name}: expected a mapping, got {shown(given)}")
             accepted = sorted(f.name for f in fields(section_cls))
@@ -232,8 +233,8 @@ class ModelConfig:
                 raise ConfigError(f"{source}: {name}: unknown key{'s' if len(bad) > 1 else ''} "
                                   f"{', '.join(map(repr, bad))}; accepted keys: {', '.join(accepted)}")
         try:
-            bb = BackboneConfig(**(data.pop("backbone", None) or {}))
-            ft = FeatureConfig(**(data.pop("features", None) or {}))
+            bb = BackboneConfig(**data.pop("backbone", {}))
+            ft = FeatureConfig(**data.pop("features", {}))
         except (TypeError, ConfigError) as exc:
             raise ConfigError(f"{source}: {exc}") from None
         try:
@@ -261,10 +262,12 @@ class ModelConfig:
         constructor refuses (unknown keys, wrong types or ranges), or a method whose fit needs
         ID class labels (``Scorer.needs_labels``), which a model's fit never has: found when the
         file is read, or at the top of ``fit`` and ``evaluate``, not after the features are
-        extracted; nor a block the backbone does not make (:meth:`check_block`). Returns the
+        extracted; nor a ``seed`` in ``scorer`` (:func:`check_scorer_seed`), nor a block the
+        backbone does not make (:meth:`check_block`). Returns the
         scorer it built (unseeded, unfitted)."""
         from .scorers import build_scorer, check_scorer_params, get_scorer_class
 
+        check_scorer_seed(self.scorer, source)  # else refused by build, once images were read
         try:
             scorer_cls = get_scorer_class(self.method)
             check_scorer_params(self.method, self.scorer)

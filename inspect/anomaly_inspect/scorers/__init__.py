@@ -66,8 +66,9 @@ def check_scorer_params(name: str, params: dict, section: str = "scorer") -> Non
         # a scorer's seed comes from the config's top-level seed, never from its section
         listed = ", ".join(sorted(accepted - {"seed"}))
         seed = " (seed: the top-level 'seed')" if "seed" in accepted else ""
+        keys_of = f"accepted keys: {listed}" if listed else "it takes no settings"
         raise ValueError(f"{section}: unknown key{'s' if len(unknown) > 1 else ''} {keys} for method "
-                         f"'{name}'; accepted keys: {listed}{seed}")
+                         f"'{name}'; {keys_of}{seed}")
 
 
 def merge_scorer_params(section: dict, methods: list[str], options: dict) -> dict:

@@ -201,7 +201,9 @@ class Scorer(ABC):
 
     @classmethod
     def load(cls, directory: Path | str, **runtime: Any) -> Scorer:
-        """Load a saved scorer; ``runtime`` switches (e.g. ``progress=False``) are the caller's."""
+        """Load a saved scorer; ``runtime`` switches (e.g. ``progress=False``) are the caller's.
+        ``Scorer.load`` loads any scorer; a subclass's (``PatchCore.load``) only its own kind
+        (its subclasses included), as its callers expect that type."""
         from . import get_scorer_class
 
         directory = Path(directory)
@@ -236,6 +238,9 @@ class Scorer(ABC):
             scorer_cls = get_scorer_class(meta["name"])
         except (KeyError, TypeError, ValueError) as exc:
             raise ScorerFormatError(f"{meta_path}: unknown scorer ({exc})") from None
+        if not issubclass(scorer_cls, cls):
+            raise ScorerFormatError(f"{meta_path}: holds a {meta['name']!r} scorer, not "
+                                    f"{cls.name or cls.__name__}")
         switches = scorer_cls.runtime_kwargs(**runtime)  # a wrong switch is the caller's error
         # files written before the widths were saved lack them: score then skips that check
         widths = meta.get("input_widths")

@@ -165,6 +165,10 @@ def train_head(x: np.ndarray, labels: np.ndarray, cfg: HeadConfig) -> HeadWeight
             _train_loop(net, z, yt, loss_fn, opt, cfg, gen)
     finally:
         torch.set_num_threads(threads)
+    if not all(bool(torch.isfinite(p).all()) for p in net.parameters()):
+        # refused now: such a head scores NaN, and its saved state is refused as damaged on load
+        raise ValueError(f"classifier head: training diverged (its weights hold NaN or Inf); "
+                         f"lr {cfg.lr:g} or weight_decay {cfg.weight_decay:g} is likely too large")
     net.eval()
     with torch.no_grad():
         acc = float((net(z).argmax(1) == yt).float().mean())

@@ -38,8 +38,8 @@ class HeadScorer(Scorer):
         for key, value in (("hidden", hidden), ("epochs", epochs), ("batch_size", batch_size)):
             check_number(self.name, key, value, 1, whole=True)
         check_number(self.name, "seed", seed, 0, whole=True)
-        check_number(self.name, "lr", lr, 0, low_open=True)
-        check_number(self.name, "weight_decay", weight_decay, 0)
+        check_number(self.name, "lr", lr, 0, low_open=True, finite=True)
+        check_number(self.name, "weight_decay", weight_decay, 0, finite=True)
         check_number(self.name, "dropout", dropout, 0, 1, high_open=True)
         check_flag(self.name, "l2_normalize", l2_normalize, allow_none=True)
         check_flag(self.name, "standardize", standardize)

@@ -247,8 +247,8 @@ class _ODINSettings(PostHocHeadScorer):
                  dropout: float = 0.0, seed: int = 0, standardize: bool = True):
         super().__init__(hidden=hidden, epochs=epochs, lr=lr, weight_decay=weight_decay,
                          batch_size=batch_size, dropout=dropout, seed=seed, standardize=standardize)
-        check_number(self.name, "temperature", temperature, 0, low_open=True)
-        check_number(self.name, "epsilon", epsilon, 0)
+        check_number(self.name, "temperature", temperature, 0, low_open=True, finite=True)
+        check_number(self.name, "epsilon", epsilon, 0, finite=True)
         self.temperature = temperature
         self.epsilon = epsilon
 

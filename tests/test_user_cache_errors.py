@@ -92,10 +92,12 @@ def test_a_read_only_model_folder_falls_back_to_the_cache_and_names_it(tmp_path,
         _backbone(precision="int8", cache_dir=model).export((32, 32))
 
 
-def test_other_export_failures_keep_the_precision_advice(monkeypatch):
+def test_other_export_failures_keep_the_precision_advice(monkeypatch, tmp_path):
     def broken(*a, **k):
         raise RuntimeError("unsupported operator Foo")
 
+    # an empty cache of its own: an export cached by an earlier test would be reused, not made
+    monkeypatch.setenv("ANOMALY_INSPECT_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("anomaly_inspect.features.backbone.export_onnx", broken)
     with pytest.raises(Exception, match="unsupported operator Foo.*use --precision f32"):
         _int8()(_x())

@@ -32,6 +32,29 @@ class NotFittedError(RuntimeError):
     """``score`` was called before ``fit``."""
 
 
+
+def read_saved_json(path: Path, what: str) -> dict:
+    """The JSON object in ``path`` (a saved ``what``'s description); unreadable, or not an
+    object, is a :class:`ScorerFormatError` naming the file."""
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ScorerFormatError(f"{path}: unreadable {what} description ({exc})") from None
+    if not isinstance(meta, dict):
+        raise ScorerFormatError(f"{path}: expected a JSON object")
+    return meta
+
+
+def read_saved_state(path: Path, what: str) -> dict[str, np.ndarray]:
+    """The arrays in the safetensors file ``path`` (a saved ``what``'s state); a damaged file is
+    a :class:`ScorerFormatError` naming it and why."""
+    try:
+        return load_file(str(path))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
+        first = (str(exc).splitlines() or [""])[0]
+        raise ScorerFormatError(f"{path}: damaged {what} state ({type(exc).__name__}: "
+                                f"{first})") from None
+
 class ScorerFormatError(ValueError):
     """Saved scorer state that this version cannot read."""
 
@@ -210,12 +233,7 @@ class Scorer(ABC):
         meta_path = directory / "scorer.json"
         if not meta_path.is_file():
             raise FileNotFoundError(f"{meta_path}: no saved scorer here")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ScorerFormatError(f"{meta_path}: unreadable scorer description ({exc})") from None
-        if not isinstance(meta, dict):
-            raise ScorerFormatError(f"{meta_path}: expected a JSON object")
+        meta = read_saved_json(meta_path, "scorer")
         if meta.get("format_version") != SCORER_FORMAT_VERSION:
             raise ScorerFormatError(
                 f"{meta_path}: scorer format version {meta.get('format_version')} is not "
@@ -224,12 +242,7 @@ class Scorer(ABC):
         state_path = directory / "scorer_state.safetensors"
         if not state_path.is_file():
             raise ScorerFormatError(f"{state_path}: missing scorer state")
-        try:
-            state = load_file(str(state_path))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            first = (str(exc).splitlines() or [""])[0]
-            raise ScorerFormatError(f"{state_path}: damaged scorer state ({type(exc).__name__}: "
-                                    f"{first})") from None
+        state = read_saved_state(state_path, "scorer")
         for key, arr in state.items():
             if arr.dtype.kind in "fc" and not np.isfinite(arr).all():
                 raise ScorerFormatError(f"{state_path}: array {key!r} holds NaN or Inf values; "

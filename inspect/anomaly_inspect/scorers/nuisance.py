@@ -16,10 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import load_file
 
 from ..core import Features, FitContext
-from .base import Scorer, ScoreResult, ScorerFormatError, check_shapes, save_state
+from .base import (
+    Scorer,
+    ScoreResult,
+    ScorerFormatError,
+    check_shapes,
+    read_saved_json,
+    read_saved_state,
+    save_state,
+)
 
 FORMAT_VERSION = 1
 #: the shapes of a saved projection's arrays (:func:`~.base.check_shapes`)
@@ -141,12 +148,7 @@ class ProjectedScorer:
         if not meta_path.is_file() or not state_path.is_file():
             raise FileNotFoundError(f"{directory}: no saved nuisance projection "
                                     "(projection.json + projection.safetensors)")
-        try:
-            meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ScorerFormatError(f"{meta_path}: unreadable projection description ({exc})") from None
-        if not isinstance(meta, dict):
-            raise ScorerFormatError(f"{meta_path}: expected a JSON object")
+        meta = read_saved_json(meta_path, "projection")
         if meta.get("format_version") != FORMAT_VERSION:
             raise ScorerFormatError(f"{meta_path}: projection format version "
                                     f"{meta.get('format_version')} is not supported (this version "
@@ -154,12 +156,7 @@ class ProjectedScorer:
         if not isinstance(meta.get("nuisance"), str):
             raise ScorerFormatError(f"{meta_path}: no nuisance name (the key 'nuisance', a string)")
         scorer = Scorer.load(directory / "scorer", **runtime)
-        try:
-            state = load_file(str(state_path))
-        except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types
-            first = (str(exc).splitlines() or [""])[0]
-            raise ScorerFormatError(f"{state_path}: damaged projection state "
-                                    f"({type(exc).__name__}: {first})") from None
+        state = read_saved_state(state_path, "projection")
         try:
             projection = NuisanceProjection.from_state(state, meta["nuisance"],
                                                        getattr(scorer, "_input_widths", None))

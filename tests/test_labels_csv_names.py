@@ -3,6 +3,7 @@ do: a file copied from macOS (NFD) pairs with the name typed in the CSV (NFC), a
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 import pytest
@@ -40,3 +41,10 @@ def test_two_spellings_of_one_name_in_a_labels_csv_are_one_image(tmp_path):
                                          encoding="utf-8")
     with pytest.raises(ValueError, match="labels the same image"):
         load_labels_csv(tmp_path / "labels.csv")
+
+
+def test_a_labels_csv_message_names_the_files_line_past_blank_lines(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("path,label\na.png,0\n\n\nb.png,x\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(path))}:5: label 'x'"):
+        load_labels_csv(path)

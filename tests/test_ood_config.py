@@ -135,3 +135,13 @@ def test_the_readme_names_the_scorers_pseudo_ood_is_refused_for():
     start = text.index("- `orient: pseudo_ood` on any")
     bullet = text[start:text.index("\n- ", start + 1)]
     assert all(f"`{name}`" in bullet for name in IN_SAMPLE_DEGENERATE), bullet
+
+
+@pytest.mark.parametrize("value", ["false", "''", "[]"])
+def test_a_backbone_that_is_no_mapping_is_refused_with_runtime_flags_too(tmp_path, value):
+    """--runtime / --precision merge into the backbone section; one that is no mapping was
+    replaced by the flags' values instead of refused."""
+    path = tmp_path / "o.yaml"
+    path.write_text(HEAD + f"backbone: {value}\n")
+    with pytest.raises(ConfigError, match=r"backbone: expected a mapping, got "):
+        load_ood_config(path, backbone={"runtime": "torch"})

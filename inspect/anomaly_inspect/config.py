@@ -183,10 +183,13 @@ class ModelConfig:
         return cfg
 
     def check_new_fit(self, source: str = "config") -> None:
-        """Refuse, naming ``source``, settings a new fit cannot use: a seed its consumers cannot
-        take (faiss IVF: 32 bits) or an input size beyond ``MAX_IMAGE_SIZE``. Checked where a
-        config for a fit is read or given (``load_config``, the tops of ``fit`` and
-        ``evaluate``), not when a saved model is loaded, whose fit is done."""
+        """Refuse, naming ``source``, settings a new fit cannot use: a ``seed`` in ``scorer``
+        (:func:`check_scorer_seed`; a model saved before that refusal holds one and still
+        loads), a seed its consumers cannot take (faiss IVF: 32 bits) or an input size beyond
+        ``MAX_IMAGE_SIZE``. Checked where a config for a fit is read or given (``load_config``,
+        the tops of ``fit`` and ``evaluate``), not when a saved model is loaded, whose fit is
+        done."""
+        check_scorer_seed(self.scorer, source)
         if self.seed >= SEED_LIMIT:
             raise ConfigError(f"{source}: seed: {SEED_RANGE}, got {self.seed}")
         try:  # the crop, where given, is smaller
@@ -262,12 +265,10 @@ class ModelConfig:
         constructor refuses (unknown keys, wrong types or ranges), or a method whose fit needs
         ID class labels (``Scorer.needs_labels``), which a model's fit never has: found when the
         file is read, or at the top of ``fit`` and ``evaluate``, not after the features are
-        extracted; nor a ``seed`` in ``scorer`` (:func:`check_scorer_seed`), nor a block the
-        backbone does not make (:meth:`check_block`). Returns the
+        extracted; nor a block the backbone does not make (:meth:`check_block`). Returns the
         scorer it built (unseeded, unfitted)."""
         from .scorers import build_scorer, check_scorer_params, get_scorer_class
 
-        check_scorer_seed(self.scorer, source)  # else refused by build, once images were read
         try:
             scorer_cls = get_scorer_class(self.method)
             check_scorer_params(self.method, self.scorer)
@@ -328,8 +329,8 @@ def config_for_fit(cfg: ModelConfig | None) -> ModelConfig:
                    "read a YAML file or a packaged config with load_config(...)")
     cfg = cfg.checked()
     cfg.backbone.weights = absolute_weights(cfg.backbone.weights)  # the model loads from anywhere
+    cfg.check_new_fit()  # first: a scorer seed is named as such, not as a key the scorer lacks
     cfg.check_scorer()
-    cfg.check_new_fit()
     check_layers_exist(cfg)
     return cfg
 

@@ -446,8 +446,9 @@ def load_ood_config(path: Path | str, seed: int | None = None, backbone: dict[st
     data = read_yaml_mapping(path)
     if seed is not None:
         data["seed"] = seed
-    if backbone and isinstance(data.get("backbone") or {}, dict):  # else from_dict says why
-        data["backbone"] = {**(data.get("backbone") or {}), **backbone}
+    given = data.get("backbone")
+    if backbone and (given is None or isinstance(given, dict)):  # else from_dict says why
+        data["backbone"] = {**(given or {}), **backbone}
     return OODBenchmarkConfig.from_dict(data, " with ".join(s for s in (str(path), flags) if s))
 
 

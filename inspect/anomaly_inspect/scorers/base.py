@@ -252,8 +252,8 @@ class Scorer(ABC):
         except (KeyError, TypeError, ValueError) as exc:
             raise ScorerFormatError(f"{meta_path}: unknown scorer ({exc})") from None
         if not issubclass(scorer_cls, cls):
-            raise ScorerFormatError(f"{meta_path}: holds a {meta['name']!r} scorer, not "
-                                    f"{cls.name or cls.__name__}")
+            raise ScorerFormatError(f"{meta_path}: holds a {meta['name']!r} scorer "
+                                    f"({scorer_cls.__name__}), not a {cls.__name__}")
         switches = scorer_cls.runtime_kwargs(**runtime)  # a wrong switch is the caller's error
         # files written before the widths were saved lack them: score then skips that check
         widths = meta.get("input_widths")

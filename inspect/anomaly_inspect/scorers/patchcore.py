@@ -20,7 +20,7 @@ from .base import Scorer, ScoreResult
 from .coreset import TwoRoundCoreset, check_first_round_ratio
 from .maps import fill_padding
 from .nn_index import INDEX_KINDS, NearestNeighbours, ProbeSample
-from .params import check_choice, check_flag, check_number
+from .params import check_choice, check_number
 from .provenance import Provenance
 
 log = logging.getLogger(__name__)
@@ -174,8 +174,6 @@ class PatchCore(Scorer):
         check_first_round_ratio(first_round_ratio, self.name)
         check_choice(self.name, "index", index, INDEX_KINDS)
         check_number(self.name, "seed", seed, 0, whole=True)
-        check_flag(self.name, "progress", progress)
-        check_flag(self.name, "patch_maps", patch_maps)
         if seed >= SEED_LIMIT:  # refused now, not by faiss's IVF clustering after the coreset
             raise ValueError(f"{self.name}: seed {SEED_RANGE}, got {seed}")
         self.coreset_ratio = coreset_ratio

@@ -54,7 +54,8 @@ def load_labels_csv(path: Path | str) -> dict[str, int]:
             if "path" not in cols or "label" not in cols:
                 raise ValueError(f"{path}: labels CSV needs 'path' and 'label' columns, "
                                  f"found {reader.fieldnames}")
-            for line, row in enumerate(reader, start=2):
+            for row in reader:
+                line = reader.line_num  # the file's line (blank lines, which it skips, counted)
                 raw = (row[cols["path"]] or "").strip()
                 if not raw:
                     raise ValueError(f"{path}:{line}: empty path")

@@ -39,7 +39,8 @@ DEFAULT_MAX_PIXELS = 100_000_000
 #: images above this many pixels are decoded at a reduced size where the format allows it
 REDUCE_ABOVE_PIXELS = 16_000_000
 # First bytes of the formats we read, to find images whose extension is unusual.
-_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"II*\x00", b"MM\x00*",
+_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a",
+          b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # classic TIFF, BigTIFF
           b"\x00\x00\x00\x0cjP  \r\n\x87\n", b"\xff\x4f\xff\x51")  # JPEG 2000: JP2 file, J2K codestream
 # A Netpbm, PAM or PFM file without its extension is an image only by a full header: text can
 # start "P1 12, bracket" or "P3 #12 reshoot". Between tokens: whitespace and "#" comments to
@@ -61,6 +62,7 @@ _PROBE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP", "PPM", "JPEG2000"
 _PNG_IEND = b"IEND\xaeB`\x82"
 _DARK_16_BIT: list[Path] = []  # the first 16-bit image with 12-bit values, warned about once
 _DARK_WIDE: list[Path] = []  # the first int16 / uint32 / ... image nearly black
+_BRIGHT_FLOAT: list[Path] = []  # the first float image largely above 1 (clipped to white)
 _EMPTY_MASK: list[Path] = []  # the first mask that marks no pixel, warned about once
 _FULL_MASK: list[Path] = []  # the first mask that marks every pixel, warned about once
 _TIFF_ORIENTATION_TAG = 0x0112
@@ -130,6 +132,7 @@ class _Header:
     frames: int
     orientation: int
     palette: bool = False  # a palette (P-mode) image: a mask's class indices are its pixels
+    samples: int = 0  # a TIFF's samples per pixel (tag 277), alpha included; 0: not read
 
 
 #: copies of files that could not be read where they live (a distributed engine ships the
@@ -357,7 +360,8 @@ def _tiff_end(data: bytes) -> int | None:
 
 
 def _probe(path: Path, data: bytes) -> _Header | None:
-    """Size, format, frame count and EXIF orientation from the header; None if PIL cannot tell."""
+    """Size, format, frame count (of a TIFF: its full-resolution pages), EXIF orientation and
+    a TIFF's samples per pixel from the header; None if PIL cannot tell."""
     # those formats' plugins only (importing one registers it), not every plugin PIL has
     from PIL import (  # noqa: F401
         BmpImagePlugin,
@@ -385,18 +389,34 @@ def _probe(path: Path, data: bytes) -> _Header | None:
                 if im.format == "TIFF":  # as stored: recent Pillow swaps size by orientation
                     width = int(im.tag_v2.get(256, width))
                     height = int(im.tag_v2.get(257, height))
-                frames = int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
-                if im.format == "MPO":  # a camera JPEG with extra pictures: the first is the image
-                    frames = 1
                 palette = im.mode == "P"
+                samples = int(im.tag_v2.get(277, 1)) if im.format == "TIFF" else 0
                 orientation = 1
                 if im.format != "PNG" or "exif" in im.info:  # PNG's getexif() would decode it
                     orientation = int(im.getexif().get(_TIFF_ORIENTATION_TAG, 1) or 1)
+                frames = int(getattr(im, "n_frames", 1)) if getattr(im, "is_animated", False) else 1
+                if im.format == "MPO":  # a camera JPEG with extra pictures: the first is the image
+                    frames = 1
+                elif im.format == "TIFF" and frames > 1:
+                    frames = _tiff_full_pages(im, frames)
         except Exception:  # noqa: BLE001 - a header PIL cannot parse: let the decoder decide
             continue
         return _Header(width, height, fmt, frames, orientation if 1 <= orientation <= 8 else 1,
-                       palette)
+                       palette, samples)
     return None
+
+
+def _tiff_full_pages(im, frames: int) -> int:
+    """How many of a TIFF's ``frames`` IFDs are full-resolution pages: one whose
+    NewSubfileType (tag 254) has bit 0 set is a reduced-resolution copy (a thumbnail or
+    preview) of another, not a page of its own. Reads the IFDs only; leaves ``im`` at IFD 0,
+    the image read."""
+    pages = 0
+    for i in range(frames):
+        im.seek(i)
+        pages += not int(im.tag_v2.get(254, 0)) & 1
+    im.seek(0)
+    return pages
 
 
 def _tiff_upright_as_stored(data: bytes) -> bytes | bytearray:
@@ -563,6 +583,26 @@ def _decode_pil(path: Path, data: bytes | bytearray) -> np.ndarray | None:
     return cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
 
 
+def _tiff_with_alpha(data: bytes | bytearray, header: _Header) -> np.ndarray | None:
+    """A gray+alpha (LA) or RGBA TIFF with its alpha channel (OpenCV's TIFF decoder returns
+    LA as one channel), in OpenCV's channel order, as stored; None where PIL does not read
+    it so (e.g. 16-bit gray+alpha): then the decoder's array is used."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            # the plugin itself, as _probe: the pixel budget was checked, not PIL's bomb limit
+            with Image.OPEN[header.format][0](io.BytesIO(_upright_data(data, header)), "") as im:
+                mode = im.mode
+                if mode not in ("LA", "RGBA"):
+                    return None
+                img = np.asarray(im)
+    except Exception:  # noqa: BLE001 - the decoder's array is used
+        return None
+    return img if mode == "LA" else cv2.cvtColor(img, cv2.COLOR_RGBA2BGRA)
+
+
 def _palette_mask(data: bytes | bytearray, header: _Header) -> tuple[np.ndarray, str] | None:
     """A palette mask by its class indices, not their colours (a VOC / labelme / CVAT colour
     map draws class 8 darker than the middle grey): (H, W) ``uint8``, 1 where the index is not
@@ -664,9 +704,15 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
       ``x * 255 / (2**32 - 1)``); a signed image with a negative sample is refused (no
       fixed scale fits it);
     - floats: ``[0, 1]`` to ``[0, 255]``, rounded; values outside are clipped (``NaN`` is 0).
+
+    An image that comes out nearly black or largely white by these rules (16-bit data in 12
+    bits, a wide integer type holding small counts, floats in ``[0, 255]`` or HDR) is logged,
+    once each, naming the file.
     """
     path = Path(path)
     raw, orientation = _decode(path, max_pixels, min_side)
+    if np.issubdtype(raw.dtype, np.floating) and not _BRIGHT_FLOAT:
+        _warn_bright_float(raw, path)  # before _to_uint8, which clips raw in place
     if raw.dtype == np.uint16 and not _DARK_16_BIT and 0 < int(raw.max()) < 4096:
         _DARK_16_BIT.append(path)
         log.warning("%s: a 16-bit image whose values stay below 4096 (12-bit camera data?) is "
@@ -691,6 +737,23 @@ def read_image(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS,
     else:
         raise ImageReadError(path, f"unsupported number of channels: {img.shape[2]}")
     return _orient(img, orientation) if orientation != 1 else img
+
+
+def _warn_bright_float(raw: np.ndarray, path: Path) -> None:
+    """Log (once) a float image with more than 1/16 of its samples above 1, which clipping
+    turns largely white: data in ``[0, 255]`` or HDR rather than ``[0, 1]``. Counted a block
+    of rows at a time (no temporary the size of the image)."""
+    over = 0
+    for r in range(0, raw.shape[0], _ROWS_PER_BLOCK):
+        block = raw[r:r + _ROWS_PER_BLOCK]
+        over += np.count_nonzero((block > 1.0) & (block < np.inf))  # +inf: 1 by _to_uint8's rule
+    if over * 16 <= raw.size:
+        return
+    _BRIGHT_FLOAT.append(path)
+    top = float(np.max(raw, where=np.isfinite(raw), initial=-np.inf))
+    log.warning("%s: a float image with %.0f%% of its samples above 1 (max %g) comes out largely "
+                "white: floats are scaled from [0, 1] and clipped; scale such images to [0, 1] or "
+                "convert them to 8 or 16 bit first (said once)", path, 100 * over / raw.size, top)
 
 
 def _levels_mask(raw: np.ndarray, path: Path) -> tuple[np.ndarray, str]:
@@ -745,6 +808,9 @@ def read_mask(path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndar
         (img, shown), orientation = palette, header.orientation
     else:
         raw, orientation = _decode(path, max_pixels, checked=(data, header))
+        if header is not None and (raw.shape[2] if raw.ndim == 3 else 1) < header.samples:
+            with_alpha = _tiff_with_alpha(data, header)  # the decoder dropped the alpha
+            raw = raw if with_alpha is None else with_alpha
         img, shown = _levels_mask(raw, path)
     if not img.any() and not _EMPTY_MASK:
         _EMPTY_MASK.append(path)

@@ -5,10 +5,10 @@
 its checksums cover every file) plus, for ``openvino``, the backbone as OpenVINO IR
 (``backbone/*.xml`` / ``.bin``, f32 weights, checked against the ONNX graph on a random
 batch: one differing by more than :data:`TOLERANCE` is refused), and ``manifest.json``: what
-a deployment outside this toolkit needs to feed the graph and read the bank (input name, shape
-and normalisation, where a padded image's content lies, outputs, how the patch embedding is
-formed from them, which grid cells are scored, the scorer's input, state file, patch- and
-image-score rules and threshold;
+a deployment outside this toolkit needs to feed the graph and read the bank (how a file is
+decoded, the order of resize and normalisation, input name and shape, where a padded image's
+content lies, outputs, how the patch embedding is formed from them, which grid cells are
+scored, the scorer's input, state file, patch- and image-score rules and threshold;
 :data:`MANIFEST_VERSION`). A model is exported only in the format of the
 runtime it was fitted with (``onnx``: onnxruntime f32 / int8; ``openvino``: openvino f32 /
 bf16): its bank was built from that runtime's features, and another runtime's differ.
@@ -27,6 +27,8 @@ import numpy as np
 from .. import __version__
 from ..choices import EXPORT_FORMATS as FORMATS  # format -> the runtime it serves
 from ..config import FeatureConfig
+from ..data.image_io import REDUCE_ABOVE_PIXELS
+from ..data.loader import reduced_side
 from ..features.runtime import (
     first_line,
     load_openvino,
@@ -52,8 +54,11 @@ MANIFEST_JSON = "manifest.json"
 #: ``manifest_version`` of the manifests this version writes: bumped when a field is added or
 #: changes meaning (2: the padded content box, the scored cells, the embedding's steps per stage
 #: and the scorer's input; 3: the scorer's views and its patch- and image-score rules;
-#: version-1 manifests have no ``manifest_version``). Loading a bundle never reads its
-#: manifest: a bundle with an older one loads and screens as before.
+#: version-1 manifests have no ``manifest_version``). Not bumped for ``preprocess.decode`` and
+#: the spelled-out ``preprocess.order``: they state rules every bundle has followed (no field
+#: changed meaning, nothing a version-3 reader reads differs), and a reader that refuses
+#: versions it does not know would refuse new bundles for nothing; test for the key. Loading a
+#: bundle never reads its manifest: a bundle with an older one loads and screens as before.
 MANIFEST_VERSION = 3
 #: largest max relative difference an exported f32 graph may have from its reference (the IR
 #: from its ONNX graph; the backbone-alone export's ONNX graph from torch); they agree to a few
@@ -202,9 +207,8 @@ def export_model(model_dir: Path | str, out: Path | str, fmt: str | None = None,
                            "image_size": features.image_size, "crop_size": features.crop_size,
                            "resize": features.resize,
                            "interpolation": "bilinear (OpenCV INTER_LINEAR)",
-                           "order": "resize to image_size (stretch, or pad: longer side, "
-                                    "mirror padding BORDER_REFLECT_101), then centre crop to "
-                                    "crop_size if set, then (x - mean) / std",
+                           "order": PREPROCESS_ORDER,
+                           "decode": _decode_rules(features.image_size),
                            "mean": [float(v) for v in backbone.mean],
                            "std": [float(v) for v in backbone.std],
                            "content_box": _content_box(features.resize)},
@@ -297,6 +301,55 @@ def _embedding_stages(features: FeatureConfig, entry: dict[str, Any]) -> list[di
                     "summary_width": summary, "width": width, "pooled_to_cap": width < summary,
                     "upsampled": o["shape"][2:] != finest})
     return out
+
+
+#: the order in which an image becomes the graph's input (:func:`~..data.image_io.read_image`,
+#: :class:`~..data.transforms.ImageTransform`): the resize, padding and crop work on 8-bit
+#: samples, so x / 255 after them is not x / 255 resized (up to 4e-3 apart in a score)
+PREPROCESS_ORDER = (
+    "1. decode the file to an upright h x w x 3 uint8 RGB image (preprocess.decode); "
+    "2. resize that uint8 image to image_size with cv2.resize INTER_LINEAR (OpenCV's "
+    "fixed-point bilinear on uint8: the result is uint8, rounded): stretch to image_size x "
+    "image_size, or pad: to the content box's height x width (content_box), then mirror padding "
+    "cv2.copyMakeBorder BORDER_REFLECT_101 to image_size x image_size; "
+    "3. centre crop to crop_size if set (rows and columns o .. o + crop_size - 1, o = "
+    "(image_size - crop_size) // 2), still uint8; "
+    "4. x / 255 in float32 (scale: only now, never before the resize); "
+    "5. (x - mean) / std per channel (R, G, B); "
+    "6. HWC to CHW, batch axis first: (1, 3, input_size, input_size) float32")
+
+
+def _decode_rules(image_size: int) -> dict[str, Any]:
+    """How :func:`~..data.image_io.read_image` turns a file into the uint8 RGB image the resize
+    takes, for a model resized to ``image_size`` (the reduced JPEG decode depends on it), the
+    threshold and side from the loader's own constants so that the manifest cannot drift from
+    them."""
+    min_side = reduced_side(image_size)
+    return {
+        "result": "an upright h x w x 3 uint8 RGB image; h, w (content_box) are its sides",
+        "orientation": "the EXIF orientation (2-8; a TIFF's orientation tag too) is applied "
+                       "once, so the image is upright; the reduced decode below reads the sides "
+                       "as stored",
+        "channels": "grey: copied to R, G and B; alpha: dropped (not composited); palette: "
+                    "its colours; OpenCV's BGR order turned to RGB",
+        "samples": {
+            "uint8": "as stored",
+            "uint16": "round(x / 257) (cv2.convertScaleAbs with alpha 1 / 257; not OpenCV's "
+                      "cv2.imread IMREAD_COLOR, which keeps the high byte, x >> 8)",
+            "other_integers": "round(x * 255 / M), M the type's maximum (int16: 32767, "
+                              "uint32: 2**32 - 1); a signed image with a negative sample is "
+                              "refused",
+            "float": "NaN -> 0, +inf -> 1, -inf -> 0, clipped to [0, 1], then "
+                     "floor(x * 255 + 0.5) in the image's float type"},
+        "reduced_jpeg": {
+            "above_pixels": REDUCE_ABOVE_PIXELS, "min_side": min_side, "factors": [2, 4, 8],
+            "rule": f"a JPEG whose stored width * height is above {REDUCE_ABOVE_PIXELS:,} "
+                    f"pixels (above_pixels) is decoded at 1 / f of its size by libjpeg's DCT "
+                    f"scaling (cv2.imdecode with IMREAD_REDUCED_COLOR_f: ceil(width / f) x "
+                    f"ceil(height / f)), f the largest of factors with min(width, height) // f "
+                    f">= min_side ({min_side}: from image_size, whatever crop_size); where no "
+                    f"factor keeps that side, and for every other image, f = 1 (full size)"},
+    }
 
 
 def _content_box(resize: str) -> dict[str, str]:

@@ -59,7 +59,9 @@ log = logging.getLogger(__name__)
 INSTALL_HINT = ('the ray engine needs Ray, which is not installed: pip install "ray[data]>=2.51,<3" '
                 '(in a source checkout: pip install -e ".[ray]")')
 GROUPS_PER_BLOCK = 4  # batches per Ray Data block (fewer for a short map: every actor gets some)
-READERS = 4  # without shared storage: byte-reading tasks at once on the driver's node
+# without shared storage: byte-reading tasks at once on the driver's node (no more than the
+# actors, nor the blocks: Ray Data warns of a limit above its inputs, even under --quiet)
+READERS = 4
 RUN_PREFIX = "anomaly-inspect-run-"  # an actor's temporary folder: RUN_PREFIX + map id + "-..."
 _RUN_FOLDER = re.compile(re.escape(RUN_PREFIX) + r"[0-9a-f]{12}-[a-z0-9_]{8}")
 _RUNS: list[str] = []  # this process's maps, whose folders are removed at exit too
@@ -310,9 +312,9 @@ class RayEngine:
         _RUNS.append(run)
         # a batch is a row, so blocks (a task's input) never cut one
         per_block = max(1, min(GROUPS_PER_BLOCK, len(groups) // (2 * n_actors)))
+        n_blocks = -(-len(groups) // per_block)
         ds = ray.data.from_items([{"first": first, "paths": pickle.dumps(group, protocol=5)}
-                                  for first, group in groups],
-                                 override_num_blocks=-(-len(groups) // per_block))
+                                  for first, group in groups], override_num_blocks=n_blocks)
         del groups  # the dataset holds them now
         with warnings.catch_warnings():
             # max_restarts has no named parameter yet; a restarted actor would need the task
@@ -323,7 +325,8 @@ class RayEngine:
                 ds = ds.map_batches(_read_groups, fn_kwargs={"max_pixels": _max_pixels(task)},
                                     batch_size=1, batch_format="numpy", num_cpus=0,
                                     resources={here: 0.001},
-                                    compute=ray.data.TaskPoolStrategy(size=min(READERS, n_actors)))
+                                    compute=ray.data.TaskPoolStrategy(
+                                        size=min(READERS, n_actors, n_blocks)))
             ds = ds.map_batches(_TaskActor, fn_constructor_kwargs={"task": task, "run": run},
                                 batch_size=1, batch_format="numpy", num_cpus=cpus,
                                 compute=ray.data.ActorPoolStrategy(size=n_actors),

@@ -3,14 +3,17 @@
 Every memory item of a memory-bank scorer (PatchCore, SoftPatch, TailedCore)
 keeps its provenance (:mod:`..scorers.provenance`): training image, patch cell
 and view. Scoring already finds, for every patch of a new image, the memory item
-it was matched with (``ScoredImage.nearest``), so an explanation costs no extra
-search: the ``top`` most anomalous, non-overlapping patches are picked from the
-patch-score map, and each one's memory item is resolved to a training image path
-and box. The first patch is the image's maximum, so its distance is the image
-score itself (with ``num_neighbors`` = 1, the default; with an approximate index
-it is the exactly re-searched maximum, as the score is). The other patches keep
-the memory item the index returned: a real normal patch at the stated distance,
-with an approximate index not always the very nearest.
+it was matched with (``ScoredImage.nearest``): the ``top`` most anomalous,
+non-overlapping patches are picked from the patch-score map, and each one's
+memory item is resolved to a training image path and box. The first patch is the
+image's maximum, so its distance is the image score itself (with
+``num_neighbors`` = 1, the default; with an approximate index it is the exactly
+re-searched maximum, as the score is). An approximate index overstates the other
+cells' distances where its graph failed, so with one (and the image's patch
+features, :func:`scored_patches`) the patches are chosen and matched by exact
+search (:func:`exact_top_patches`); without the features they keep the memory
+item the index returned: a real normal patch at the stated distance, not always
+the very nearest.
 
 A patch is its 3 x 3 neighbourhood of grid cells (what a patch feature
 summarises), clipped to the image's cells at its border, so that the boxes of the
@@ -48,6 +51,8 @@ from ..data.image_io import ImageReadError, read_image
 from ..data.loader import decode_factor, reduced_side
 from ..data.transforms import Box, ImageTransform, TransformConfig
 from ..files import write_json
+from ..scorers.params import check_number
+from ..scorers.patchcore import weighted_scores
 from .lock import LOCK_NAME
 from .model_dir import file_sha256
 from .overlays import denormalise, fit_within
@@ -171,6 +176,49 @@ def top_patches(scores: np.ndarray, top: int, size: int = PATCH_CELLS) -> list[t
     return chosen
 
 
+def exact_top_patches(scorer, scores: np.ndarray, nearest: np.ndarray, patches: np.ndarray,
+                      top: int, size: int = PATCH_CELLS) -> list[tuple[int, int, float, int]]:
+    """(row, col, score, memory item) of the :func:`top_patches` of the exact patch-score map,
+    from an approximate one (``scores``, ``nearest``) and the patches' features (``patches``,
+    (h, w, D)), searching as few cells exactly as it takes.
+
+    An approximate index returns a real memory item, so a cell's approximate distance is never
+    below its exact one (with item weights, see ``patchcore.exact_image_maxima``, that distance
+    times the root of the largest weight bounds its exact score). Cells are searched exactly in
+    decreasing order of that bound until ``top`` non-overlapping ones score at least the bound
+    of every cell left: none of those can change the selection. The map's maximum is exact
+    already (the image score is) and is kept as scored. With an exact index, the scored map."""
+    nn, weights = scorer._nn, scorer.item_weights
+    if nn.is_exact:
+        return [(r, c, float(scores[r, c]), int(nearest[r, c])) for r, c in top_patches(
+            scores, top, size)]
+    flat_scores, flat_items = scores.ravel().astype(np.float64), nearest.ravel()
+    bound = flat_scores.copy()
+    if weights is not None:  # the approximate distance, times the root of the largest weight
+        bound *= np.sqrt(float(weights.max()) / np.maximum(weights[flat_items], 1e-30))
+    order = np.argsort(-bound, kind="stable")
+    exact = np.full(len(bound), -np.inf)
+    items = flat_items.copy()
+    first = int(np.argmax(flat_scores))
+    exact[first] = flat_scores[first]
+    rest = order[order != first]
+    done, step = 0, max(8, 2 * top)
+    while True:
+        cells = rest[done:done + step]
+        if len(cells):
+            d, i = nn.search_exact(patches.reshape(len(bound), -1)[cells], 1)
+            exact[cells] = d[:, 0] if weights is None else weighted_scores(d[:, 0], weights[i[:, 0]])
+            items[cells] = i[:, 0]
+            done, step = done + len(cells), 2 * step
+        chosen = top_patches(exact.reshape(scores.shape), top, size)
+        chosen = [(r, c) for r, c in chosen if np.isfinite(exact[r * scores.shape[1] + c])]
+        left = bound[rest[done]] if done < len(rest) else -np.inf
+        if done >= len(rest) or (len(chosen) == top and
+                                 min(exact[r * scores.shape[1] + c] for r, c in chosen) >= left):
+            return [(r, c, float(exact[k]), int(items[k]))
+                    for r, c in chosen for k in [r * scores.shape[1] + c]]
+
+
 def cell_rect(r: int, c: int, grid: tuple[int, int], input_size: int, cells: int,
               limit: Box | None = None, shift: bool = False) -> Rect:
     """(top, left, bottom, right) in model-input pixels of the ``cells`` x ``cells`` cells
@@ -277,8 +325,8 @@ class TrainingImages:
 
 
 def _check_top(top: int) -> None:
-    if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+    """Refuse a ``top`` that is not a whole number >= 1 (2.5 listed every patch, True one)."""
+    check_number("explain", "top", top, 1, whole=True)
 
 
 def error_reason(exc: Exception, path: Path | str) -> str:
@@ -287,13 +335,36 @@ def error_reason(exc: Exception, path: Path | str) -> str:
     return exc.reason if isinstance(exc, ImageReadError) and exc.path == Path(path) else str(exc)
 
 
+def needs_patches(model: Model, top: int) -> bool:
+    """Whether explaining ``top`` patches with ``model`` needs the images' patch features: an
+    approximate index ranks the patches after the first (the exact maximum) by distances that
+    may lie above the exact ones (:func:`exact_top_patches`)."""
+    return top > 1 and not model.scorer._nn.is_exact
+
+
+def scored_patches(model: Model, scored: list[ScoredImage]) -> list[np.ndarray | None]:
+    """The patch features (h, w, D) of the cells of each of ``scored`` (extracted again from
+    its file, one backbone pass for all), or None for one that has no maps or cannot be read."""
+    keep = [k for k, s in enumerate(scored) if not s.error and s.cells is not None]
+    out: list[np.ndarray | None] = [None] * len(scored)
+    for item in model.extractor.iter_extract([Path(scored[k].path) for k in keep]):
+        for j, i in enumerate(item.batch.indices):
+            if item.features.patches.shape[1:3] == scored[keep[i]].grid:
+                out[keep[i]] = item.features.patches[j][scored[keep[i]].cells.slices()]
+    return out
+
+
 def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
                    train: TrainingImages | None = None,
-                   image_size: tuple[int, int] | None = None) -> Explanation:
+                   image_size: tuple[int, int] | None = None,
+                   patches: np.ndarray | None = None) -> Explanation:
     """Explain an image already scored with ``keep_maps`` (its patch scores and nearest memory
     items). ``image_size``: (height, width) of an image the loader decoded whole; when not
     given, the file's header gives it and whether the loader decoded it reduced (no decode).
-    Errors do not name the image (callers do)."""
+    ``patches``: the features (h, w, D) of its scored cells (:func:`scored_patches`), with
+    which an approximate index's patches are chosen, and matched, by exact search
+    (:func:`exact_top_patches`); without, its patches after the first keep the approximate
+    distances and matches. Errors do not name the image (callers do)."""
     check_explainable(model)
     if scored.error or scored.patch_scores is None or scored.nearest is None:
         raise ValueError("no patch scores to explain" + (f" ({scored.error})" if scored.error
@@ -310,13 +381,16 @@ def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
     cells, grid = scored.cells, scored.grid
     out = Explanation(scored.path, scored.score, model.threshold, bool(scored.flagged),
                       tuple(int(v) for v in image_size), tuple(grid), cells, [], factor)
-    for r, c in top_patches(scored.patch_scores, top):
+    if patches is None:
+        chosen = [(r, c, float(scored.patch_scores[r, c]), int(scored.nearest[r, c]))
+                  for r, c in top_patches(scored.patch_scores, top)]
+    else:
+        chosen = exact_top_patches(model.scorer, scored.patch_scores, scored.nearest, patches, top)
+    for r, c, distance, item in chosen:
         cell = (r + cells.top, c + cells.left)
         patch, _ = patch_rects(cell, grid, t.output_size, cells)
         out.patches.append(PatchExplanation(cell, input_to_file(t, out.image_size, factor, patch),
-                                            float(scored.patch_scores[r, c]),
-                                            _match(model, prov, int(scored.nearest[r, c]), grid,
-                                                   train)))
+                                            distance, _match(model, prov, item, grid, train)))
     return out
 
 
@@ -359,12 +433,14 @@ def iter_explain(model: Model, paths, top: int = 3, progress=None,
     train = train or TrainingImages(model)
     t = model.extractor.transform
     for batch in model.iter_score([Path(p) for p in paths], progress, keep_maps=True, expand=False):
+        features = scored_patches(model, batch.images) if needs_patches(model, top) else \
+            [None] * len(batch.images)
         for k, scored in enumerate(batch.images):
             if scored.error:
                 yield scored.error, None
                 continue
             try:
-                explanation = explain_scored(model, scored, top, train)
+                explanation = explain_scored(model, scored, top, train, patches=features[k])
             except (OSError, ValueError) as exc:  # e.g. the file changed since it was scored
                 yield error_reason(exc, scored.path), None
                 continue

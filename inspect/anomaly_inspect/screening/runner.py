@@ -621,11 +621,21 @@ class _Strips:
         """Explain ``r`` and draw its strip on ``image_input`` (the image as the model saw it,
         content only); the strip's path relative to ``out_dir``, or "" (with a warning) when
         it cannot be made: an explanation never stops the screening."""
-        from .explain import error_reason, explain_scored, render_strip
+        from .explain import (
+            error_reason,
+            explain_scored,
+            needs_patches,
+            render_strip,
+            scored_patches,
+        )
 
         rel = explain_relpath(r.path)
         try:
-            e = explain_scored(self.model, r, self.top, self.train)
+            # an approximate index: the patches after the first by exact search, on the image's
+            # patch features extracted again (only for the flagged images explained)
+            patches = scored_patches(self.model, [r])[0] if needs_patches(self.model, self.top) \
+                else None
+            e = explain_scored(self.model, r, self.top, self.train, patches=patches)
         except (OSError, ValueError, cv2.error) as exc:
             log.warning("no explanation for %s: %s", display_path(r.path), error_reason(exc, r.path))
             return ""

@@ -30,7 +30,13 @@ from safetensors.numpy import load_file, save_file
 
 from anomaly_inspect.data.layout import expand_inputs
 from anomaly_inspect.screening import fit, load_model
-from anomaly_inspect.screening.explain import TrainingImages, explain_scored, render_strip
+from anomaly_inspect.screening.explain import (
+    TrainingImages,
+    explain_scored,
+    needs_patches,
+    render_strip,
+    scored_patches,
+)
 from anomaly_inspect.screening.overlays import denormalise, write_rgb
 
 
@@ -60,7 +66,10 @@ def explain_vs_rescore(model, paths: list[Path], top: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for k, (r, x) in enumerate(flagged):
             t0 = time.perf_counter()
-            e = explain_scored(model, r, top, train)  # reads the image's header, as screen does
+            # as screen does: the image's header read, its patch features extracted again where
+            # the index is approximate (the patches after the first by exact search)
+            patches = scored_patches(model, [r])[0] if needs_patches(model, top) else None
+            e = explain_scored(model, r, top, train, patches=patches)
             exact += int(e.patches[0].distance == r.score)
             write_rgb(Path(tmp) / f"{k}.jpg", render_strip(model, e, denormalise(x, t.mean, t.std),
                                                            train))

@@ -100,26 +100,32 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
-#: Ctrl-C after the command returned: {"interrupted": asked, "exiting": the exit handlers run}
-_SHUTDOWN = {"interrupted": False, "exiting": False}
+#: a stop after the command returned: {"code": the exit code of the first (Ctrl-C 130, SIGTERM
+#: 143), None while none came; "exiting": the exit handlers run}
+_SHUTDOWN: dict = {"code": None, "exiting": False}
+#: signal -> (the line said, the exit code) of a stop during the process's shutdown
+_STOPS = {signal.SIGINT: ("interrupted", 130), signal.SIGTERM: ("terminated", 143)}
 
 
-def _exit_interrupted(signum, frame):
-    """Ctrl-C once the command has returned: "interrupted" and 130, after the exit handlers
-    (Ray's shutdown, temporary copies removed), which a bare exit would skip, each run once
-    (a Ctrl-C while they run lets them finish); a second Ctrl-C ends the process at once."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+def _exit_stopped(signum, frame):
+    """Ctrl-C (SIGTERM) once the command has returned: "interrupted" and 130 ("terminated" and
+    143), after the exit handlers (Ray's shutdown, temporary copies removed), which a bare exit
+    would skip, each run once (a stop while they run lets them finish); a second of the same
+    signal ends the process at once."""
+    signal.signal(signum, signal.SIG_DFL)
     sys.stdout.flush()
-    print("interrupted", file=sys.stderr, flush=True)
-    _SHUTDOWN["interrupted"] = True
-    if not _SHUTDOWN["exiting"]:  # e.g. waiting for threads: run the handlers now, then 130
+    line, code = _STOPS[signum]
+    print(line, file=sys.stderr, flush=True)
+    if _SHUTDOWN["code"] is None:
+        _SHUTDOWN["code"] = code
+    if not _SHUTDOWN["exiting"]:  # e.g. waiting for threads: run the handlers now, then exit
         atexit._run_exitfuncs()
-        os._exit(130)
+        os._exit(_SHUTDOWN["code"])
 
 
 def _exit_code_after_handlers() -> None:  # registered first, so it runs last
-    if _SHUTDOWN["interrupted"]:
-        os._exit(130)
+    if _SHUTDOWN["code"] is not None:
+        os._exit(_SHUTDOWN["code"])
 
 
 def _handlers_started() -> None:  # registered last, so it runs first
@@ -127,8 +133,9 @@ def _handlers_started() -> None:  # registered last, so it runs first
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run a command; Ctrl-C is "interrupted" and 130 from the first import of a command to
-    the process's exit (for the command line, ``argv`` None: also during its shutdown)."""
+    """Run a command; Ctrl-C is "interrupted" and 130, SIGTERM "terminated" and 143, from the
+    first import of a command to the process's exit (for the command line, ``argv`` None: also
+    during its shutdown; a library caller gets its own SIGTERM handler back)."""
     if threading.current_thread() is not threading.main_thread():
         return _main(argv)
     if argv is None:
@@ -143,10 +150,28 @@ def main(argv: list[str] | None = None) -> int:
         print("terminated", file=sys.stderr)
         return 143
     finally:
-        signal.signal(signal.SIGTERM, previous)
         if argv is None:  # the process ends next: nothing is left for a KeyboardInterrupt to undo
             atexit.register(_handlers_started)
-            signal.signal(signal.SIGINT, _exit_interrupted)
+            for signum in _STOPS:
+                signal.signal(signum, _exit_stopped)
+        else:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _setup_logging(quiet: bool) -> None:
+    """Our INFO lines (WARNING with ``quiet``) on stderr, without the libraries' INFO: faiss's
+    loader, torch's (its own setup keeps "torch" at WARNING, but only once it has run: a command
+    stopped while torch loads printed its FakeTensor cache stats after "interrupted"), and
+    what libraries log on the root logger."""
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for name in ("faiss.loader", "torch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:  # the handler basicConfig made (or the caller's)
+        if _quiet_root_info not in handler.filters:
+            handler.addFilter(_quiet_root_info)
 
 
 def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
@@ -166,15 +191,7 @@ def _main(argv: list[str] | None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    quiet = getattr(args, "quiet", False)
-    logging.basicConfig(
-        level=logging.WARNING if quiet else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:  # the handler basicConfig made (or the caller's)
-        if _quiet_root_info not in handler.filters:
-            handler.addFilter(_quiet_root_info)
+    _setup_logging(getattr(args, "quiet", False))
     try:
         from .commands.common import check_output_json
 

@@ -34,11 +34,14 @@ class _Lines:
 
 
 class Progress:
-    """A thin tqdm wrapper; ``enabled=False`` makes every call a no-op."""
+    """A thin tqdm wrapper; ``enabled=False`` makes every call a no-op. A bar without a total
+    is drawn at its first ``update`` or ``grow``: tqdm draws when made, and fit's "coreset" bar,
+    made before the training images are extracted, showed an empty "coreset: 0pt" above them."""
 
     def __init__(self, total: int | None, desc: str, unit: str = "img", enabled: bool = True):
         self._bar = None
         self._tty = False
+        self._settings: dict | None = None  # tqdm's arguments; None: disabled
         if enabled:
             self._tty = getattr(sys.stderr, "isatty", lambda: False)()
             # a log: no in-place redraws, no cursor moves for nested bars (position 0), and no
@@ -46,16 +49,29 @@ class Progress:
             kwargs = ({"file": sys.stderr, "dynamic_ncols": True, "mininterval": 0.5} if self._tty
                       else {"file": _Lines(sys.stderr), "position": 0,
                             "mininterval": LOG_INTERVAL_S, "maxinterval": LOG_INTERVAL_S})
-            self._bar = tqdm(total=total, desc=desc, unit=unit, smoothing=0.1, **kwargs)
+            self._settings = dict(total=total, desc=desc, unit=unit, smoothing=0.1, **kwargs)
+            if total is not None:
+                self._open()
+
+    def _open(self) -> tqdm:
+        if self._bar is None:
+            self._bar = tqdm(**self._settings)
+        return self._bar
 
     def update(self, n: int = 1) -> None:
-        if self._bar is not None:
-            self._bar.update(n)
+        if self._settings is not None:
+            self._open().update(n)
 
     def grow(self, n: int) -> None:
         """Add ``n`` to the total (work found to be needed on the way; negative: an estimate
-        corrected). A log shows the new total in its next line."""
-        if self._bar is not None and n:
+        corrected). A log shows the new total in its next line; a bar not drawn yet is drawn
+        with it."""
+        if self._settings is None or not n:
+            return
+        if self._bar is None:
+            self._settings["total"] = n
+            self._open()
+        else:
             self._bar.total = (self._bar.total or 0) + n
             if self._tty:
                 self._bar.refresh()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import logging
 import os
 from pathlib import Path
 
@@ -182,6 +183,9 @@ def run_tune(train_paths, args: argparse.Namespace, cfg):
     skipped = f", {n_bad} unreadable image{'s' * (n_bad != 1)} skipped" if n_bad else ""
     print(f"tune: chose {result.chosen.name} ({d.reason}; {len(result.candidates)} candidates, "
           f"{result.seconds:.0f} s{skipped})")
+    if args.ensemble and result.ensemble_note:  # asked for: fused (evaluate) or validated (tune)
+        logging.getLogger(__name__).warning("--ensemble %d: %s", args.ensemble,
+                                            result.ensemble_note)
     if small:  # no copy drawn on them; a fit (and --judge's) still trains on them
         print(f"tune: {len(small)} image{'s' * (len(small) != 1)} too small for synthetic "
               f"anomalies: used for fitting, not held out")

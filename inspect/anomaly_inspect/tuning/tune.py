@@ -185,8 +185,22 @@ class TuningResult:
     def chosen_config(self, base: ModelConfig) -> ModelConfig:
         return self.chosen.config(base)
 
+    @property
+    def ensemble_note(self) -> str | None:
+        """Why the ensemble has fewer members than ``settings.ensemble`` (None where it has them
+        all): only that many candidates give distinct model inputs (:func:`ensemble_members`)."""
+        asked, taken = self.settings.ensemble, len(self.ensemble)
+        if taken >= asked:
+            return None
+        twins = sum(bool(c.same_as) for c in self.candidates)
+        why = (f" (a pad candidate on square images is its stretch twin's input: {twins} of "
+               f"them)" if twins else "")
+        return (f"ensemble of {taken}, not the {asked} asked: only {taken} distinct model "
+                f"input{'s' * (taken != 1)} among the {len(self.candidates)} candidates{why}")
+
     def to_dict(self) -> dict:
         order = np.argsort([-c.borda for c in self.candidates], kind="stable")
+        note = self.ensemble_note
         return {
             "chosen": self.chosen.name,
             "chosen_config": self.chosen.to_dict(),
@@ -196,6 +210,7 @@ class TuningResult:
                          "chosen": self.chosen.name,
                          "default": self.candidates[self.decision.default].candidate.name},
             "ensemble": [self.candidates[i].candidate.name for i in self.ensemble],
+            **({"ensemble_requested": self.settings.ensemble, "ensemble_note": note} if note else {}),
             "ensemble_mean_auroc": round(float(np.mean(list(self.ensemble_judge_auroc.values()))), 4),
             "ensemble_judge_auroc": {k: round(v, 4) for k, v in self.ensemble_judge_auroc.items()},
             "settings": {**self.settings.to_dict(), "candidates": self.candidate_source},

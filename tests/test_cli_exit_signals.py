@@ -78,3 +78,15 @@ def test_torch_info_is_off_before_torch_loads():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                          check=True).stdout
     assert out.split() == ["False", "True"]
+
+
+def test_a_library_callers_torch_log_level_is_kept(monkeypatch):
+    """``cli.main([...])`` from Python leaves a level the caller set on the "torch" logger."""
+    import logging
+
+    from anomaly_inspect import cli
+
+    torch_log = logging.getLogger("torch")
+    monkeypatch.setattr(torch_log, "level", logging.DEBUG)
+    cli._setup_logging(quiet=True)
+    assert torch_log.level == logging.DEBUG

@@ -105,3 +105,25 @@ def test_a_tiff_with_two_full_pages_is_still_refused(tmp_path):
     path, _ = _two_page_tiff(tmp_path / "pages.tif", 0)
     with pytest.raises(ImageReadError, match=r"pages\.tif: multi-frame image \(2 frames"):
         read_image(path)
+
+
+def test_a_tiff_whose_first_page_is_the_thumbnail_is_refused_not_read_as_it(tmp_path):
+    """IFD 0 is what is decoded: where it is the reduced copy and the full page comes second,
+    the file is refused as multi-frame (as before thumbnails were told apart), not scored as
+    its thumbnail."""
+    tifffile = pytest.importorskip("tifffile")
+    page = np.zeros((32, 32, 3), np.uint8)
+    with tifffile.TiffWriter(tmp_path / "first.tif") as tw:
+        tw.write(page[::4, ::4].copy(), photometric="rgb", subfiletype=1)
+        tw.write(page, photometric="rgb")
+    with pytest.raises(ImageReadError, match=r"first\.tif: multi-frame image \(2 frames"):
+        read_image(tmp_path / "first.tif")
+
+
+def test_a_float_image_past_1_by_rounding_only_is_not_warned_about(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(image_io, "_BRIGHT_FLOAT", [])
+    img = np.ones((8, 8), np.float32) * 1.00001  # a [0, 1] pipeline's saturated area
+    Image.fromarray(img, "F").save(tmp_path / "sat.tif")
+    with caplog.at_level("WARNING"):
+        out = read_image(tmp_path / "sat.tif")
+    assert (out == 255).all() and "above 1" not in caplog.text

@@ -167,8 +167,9 @@ def _setup_logging(quiet: bool) -> None:
         level=logging.WARNING if quiet else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for name in ("faiss.loader", "torch"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    if logging.getLogger("torch").level == logging.NOTSET:  # a library caller's level stays
+        logging.getLogger("torch").setLevel(logging.WARNING)
     for handler in logging.getLogger().handlers:  # the handler basicConfig made (or the caller's)
         if _quiet_root_info not in handler.filters:
             handler.addFilter(_quiet_root_info)

@@ -63,6 +63,7 @@ _PNG_IEND = b"IEND\xaeB`\x82"
 _DARK_16_BIT: list[Path] = []  # the first 16-bit image with 12-bit values, warned about once
 _DARK_WIDE: list[Path] = []  # the first int16 / uint32 / ... image nearly black
 _BRIGHT_FLOAT: list[Path] = []  # the first float image largely above 1 (clipped to white)
+_FLOAT_WHITE = 1.0 + 0.5 / 255  # a float sample above this is more than rounding past 1
 _EMPTY_MASK: list[Path] = []  # the first mask that marks no pixel, warned about once
 _FULL_MASK: list[Path] = []  # the first mask that marks every pixel, warned about once
 _TIFF_ORIENTATION_TAG = 0x0112
@@ -410,13 +411,14 @@ def _tiff_full_pages(im, frames: int) -> int:
     """How many of a TIFF's ``frames`` IFDs are full-resolution pages: one whose
     NewSubfileType (tag 254) has bit 0 set is a reduced-resolution copy (a thumbnail or
     preview) of another, not a page of its own. Reads the IFDs only; leaves ``im`` at IFD 0,
-    the image read."""
-    pages = 0
+    the image read. Where IFD 0 is itself such a copy (the full page comes later), all
+    ``frames``: the file is refused as multi-frame rather than read as its thumbnail."""
+    reduced = []
     for i in range(frames):
         im.seek(i)
-        pages += not int(im.tag_v2.get(254, 0)) & 1
+        reduced.append(bool(int(im.tag_v2.get(254, 0)) & 1))
     im.seek(0)
-    return pages
+    return frames if reduced[0] else reduced.count(False)
 
 
 def _tiff_upright_as_stored(data: bytes) -> bytes | bytearray:
@@ -746,7 +748,9 @@ def _warn_bright_float(raw: np.ndarray, path: Path) -> None:
     over = 0
     for r in range(0, raw.shape[0], _ROWS_PER_BLOCK):
         block = raw[r:r + _ROWS_PER_BLOCK]
-        over += np.count_nonzero((block > 1.0) & (block < np.inf))  # +inf: 1 by _to_uint8's rule
+        # above what still rounds to 255 (1.00001 from a [0, 1] pipeline is no [0, 255] data);
+        # +inf is 1 by _to_uint8's rule
+        over += np.count_nonzero((block > _FLOAT_WHITE) & (block < np.inf))
     if over * 16 <= raw.size:
         return
     _BRIGHT_FLOAT.append(path)

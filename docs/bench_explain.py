@@ -30,13 +30,7 @@ from safetensors.numpy import load_file, save_file
 
 from anomaly_inspect.data.layout import expand_inputs
 from anomaly_inspect.screening import fit, load_model
-from anomaly_inspect.screening.explain import (
-    TrainingImages,
-    explain_scored,
-    needs_patches,
-    render_strip,
-    scored_patches,
-)
+from anomaly_inspect.screening.explain import TrainingImages, explain_scored, render_strip
 from anomaly_inspect.screening.overlays import denormalise, write_rgb
 
 
@@ -56,7 +50,7 @@ def explain_vs_rescore(model, paths: list[Path], top: int) -> dict:
     t = model.extractor.transform
     train = TrainingImages(model)  # cold: every training image is hashed and decoded once
     t0 = time.perf_counter()
-    scored = [(r, x) for b in model.iter_score(paths, keep_maps=True) for r, x in
+    scored = [(r, x) for b in model.iter_score(paths, keep_maps=True, explain_top=top) for r, x in
               ((b.images[k], b.inputs.get(k)) for k in range(len(b.images)))]
     batched = (time.perf_counter() - t0) / len(paths)
     flagged = [(r, x) for r, x in scored if r.flagged]
@@ -66,10 +60,7 @@ def explain_vs_rescore(model, paths: list[Path], top: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         for k, (r, x) in enumerate(flagged):
             t0 = time.perf_counter()
-            # as screen does: the image's header read, its patch features extracted again where
-            # the index is approximate (the patches after the first by exact search)
-            patches = scored_patches(model, [r])[0] if needs_patches(model, top) else None
-            e = explain_scored(model, r, top, train, patches=patches)
+            e = explain_scored(model, r, top, train)  # reads the image's header, as screen does
             exact += int(e.patches[0].distance == r.score)
             write_rgb(Path(tmp) / f"{k}.jpg", render_strip(model, e, denormalise(x, t.mean, t.std),
                                                            train))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import functools
+from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -66,14 +67,22 @@ def test_patches_equal_the_exact_top_patches_with_a_poor_approximate_index(weigh
         scored = _scored(res)
         for top in (3, 6):
             want = top_patches(ref.patch_scores[0], top)
-            e = explain_scored(model, scored, top, image_size=(128, 128), patches=test[0])
+            scored.exact_top = (top, exact_top_patches(approx, res.patch_scores[0], res.nearest[0],
+                                                        test[0], top))
+            e = explain_scored(model, scored, top, image_size=(128, 128))
             assert [p.cell for p in e.patches] == want
             assert [p.distance for p in e.patches] == pytest.approx(
                 [float(ref.patch_scores[0][c]) for c in want], rel=1e-5)
             assert [p.match.item for p in e.patches] == [int(ref.nearest[0][c]) for c in want]
             assert e.patches[0].distance == scored.score  # #1 is the image score, as scored
-            # without the features, the approximate ranking (what explain listed before)
-            before = explain_scored(model, scored, top, image_size=(128, 128))
+            # the first 3 of an exact top 6 are the exact top 3
+            if top == 3:
+                six = (6, exact_top_patches(approx, res.patch_scores[0], res.nearest[0], test[0], 6))
+                assert explain_scored(model, replace(scored, exact_top=six), 3,
+                                      image_size=(128, 128)).patches == e.patches
+            # scored for fewer patches than asked, or without: the map's (approximate) ranking
+            before = explain_scored(model, replace(scored, exact_top=None), top,
+                                    image_size=(128, 128))
             stale += [(p.cell, p.match.item) for p in before.patches] != \
                 [(p.cell, p.match.item) for p in e.patches]
     assert stale > 0  # the approximate ranking really differs from the exact one
@@ -107,23 +116,50 @@ def test_top_must_be_a_whole_number(top):
         next(iter_explain(_model(approx), ["t.png"], top))
 
 
-def test_screen_strips_choose_patches_by_exact_search_with_an_approximate_index(monkeypatch, tmp_path):
-    """``screen --explain`` hands the image's patch features to the explanation where the index
-    is approximate (so its patches after the first are exact), and none where it is exact."""
-    from anomaly_inspect.screening import explain as explain_mod
-    from anomaly_inspect.screening.runner import _Strips
+def _fake_model(scorer, images: np.ndarray, threshold: float):
+    """A :class:`Model` whose extractor hands out ``images``' patch features (one batch)."""
+    from anomaly_inspect.data.loader import Batch
+    from anomaly_inspect.features.extractor import ExtractedBatch
+    from anomaly_inspect.screening.calibration import Calibration
+    from anomaly_inspect.screening.model import Model
 
-    seen = []
-    monkeypatch.setattr(explain_mod, "scored_patches", lambda model, scored: ["features"] * len(scored))
+    n = len(images)
+    batch = Batch(list(range(n)), np.zeros((n, 3, 128, 128), np.float32), None, [(128, 128)] * n,
+                  [], [Box(0, 0, 128, 128)] * n)
 
-    def fake_explain(model, r, top, train, patches=None):
-        seen.append(patches)
-        raise ValueError("stop here")  # the strip is not drawn: only the call is checked
+    def iter_extract(paths, mask_paths=None, times=None):
+        yield ExtractedBatch(batch, Features(images))
 
-    monkeypatch.setattr(explain_mod, "explain_scored", fake_explain)
-    for exact, expected in [(False, "features"), (True, None)]:
-        strips = object.__new__(_Strips)
-        strips.model = SimpleNamespace(scorer=SimpleNamespace(_nn=SimpleNamespace(is_exact=exact)))
-        strips.out_dir, strips.top, strips.train = tmp_path, 3, None
-        assert strips.write(SimpleNamespace(path=str(tmp_path / "a.png")), None) == ""
-        assert seen[-1] == expected
+    extractor = SimpleNamespace(iter_extract=iter_extract, batch_size=n,
+                                transform=TransformConfig(image_size=128))
+    calibration = Calibration(threshold, 0.05, 0.05, (0.0, 0.1), 0.95, 20, 1, True, "test")
+    return Model(None, extractor, scorer, calibration, ModelInfo({}, {}, {}, [], []))
+
+
+@pytest.mark.parametrize("explain_all", [False, True])
+def test_scoring_for_an_explanation_finds_the_exact_patches_on_the_scored_features(explain_all):
+    """``Model.iter_score(explain_top=k)`` (what explain, screen --explain and model.explain
+    score with) chooses each image's patches by exact search on the features it scores, for
+    the flagged images (every image with ``explain_all``): no second backbone pass."""
+    exact, approx, rng = _scorers()
+    test = (1.2 * rng.standard_normal((6, GRID, GRID, 32))).astype(np.float32)
+    ref = exact.score(Features(test))
+    threshold = float(np.median(ref.image_scores))
+    model = _fake_model(approx, test, threshold)
+    (batch,) = list(model.iter_score([f"{k}.png" for k in range(6)], keep_maps=True,
+                                     explain_top=3, explain_all=explain_all, expand=False))
+    for k, scored in enumerate(batch.images):
+        if not (explain_all or scored.flagged):
+            assert scored.exact_top is None
+            continue
+        want = top_patches(ref.patch_scores[k], 3)
+        assert scored.exact_top[0] == 3
+        assert [(r, c) for r, c, _, _ in scored.exact_top[1]] == want
+        assert [i for _, _, _, i in scored.exact_top[1]] == [int(ref.nearest[k][c]) for c in want]
+    assert any(s.exact_top is None for s in batch.images) != explain_all
+    # an exact index, or no explanation asked: nothing extra
+    for scorer, top in [(exact, 3), (approx, 0)]:
+        (batch,) = list(_fake_model(scorer, test, threshold).iter_score(
+            [f"{k}.png" for k in range(6)], keep_maps=True, explain_top=top, explain_all=True,
+            expand=False))
+        assert all(s.exact_top is None for s in batch.images)

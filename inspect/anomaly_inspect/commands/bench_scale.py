@@ -56,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     for row in rows if args.quiet else []:  # printed as each run ends otherwise
         print(format_row(row, rows))
     write_json(args.output_json, {"model_dir": str(args.model_dir), "images": len(paths),
-                                  "distinct_images": len(found), "runs": rows})
+                                  "distinct_images": len(set(paths)), "runs": rows})
     failed = [row for row in rows if "error" in row]
     if failed:
         raise RuntimeError(f"{len(failed)} of {len(rows)} bench-scale runs failed (first: "

@@ -85,7 +85,12 @@ def run(args: argparse.Namespace) -> int:
         ("threshold", f"score > {model.threshold:.6g} (expected FPR "
                       f"{model.calibration.expected_fpr:.2%}, {model.calibration.n_calibration} "
                       f"calibration images)"),
-        ("throughput", f"{s.images_per_second:.1f} img/s ({s.seconds:.1f} s)"),
+        ("throughput", f"{s.images_per_second:.1f} img/s ({s.n_scored} scored in "
+                       f"{s.seconds:.1f} s)"),
+        *([("engine start", f"{s.engine_start:.1f} s (not in the throughput)")]
+          if s.engine_start else []),
+        *([("resumed rows", f"{s.resumed_seconds:.1f} s writing their missing strips, maps or "
+                            f"overlays (not in the throughput)")] if s.resumed_seconds else []),
         ("peak RSS", f"{peak_rss_mb():.0f} MB"),
         ("results", str(s.results_csv)),
     ]
@@ -95,7 +100,8 @@ def run(args: argparse.Namespace) -> int:
         "n_inputs": s.n_inputs, "n_scored": s.n_scored, "n_resumed": s.n_resumed,
         "n_flagged": s.n_flagged, "n_errors": s.n_errors,
         **(_totals(s.results_csv) if args.output_json else {}),  # read only for the JSON
-        "seconds": round(s.seconds, 3),
+        "seconds": round(s.seconds, 3), "engine_start": round(s.engine_start, 3),
+        "resumed_seconds": round(s.resumed_seconds, 3),
         "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
         "errors": [{"path": p, "error": e} for p, e in s.errors],
     }, lambda: print_table(rows))

@@ -28,6 +28,7 @@ from ..core import Features
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.mvtec import AnomalyDataset
 from ..pipeline import Engine, Runner, build
+from ..pipeline.engine import start_engine
 from ..progress import Progress
 from ..resources import peak_rss_mb
 from ..scorers.coreset import covering_radius, projection_matrix
@@ -206,18 +207,6 @@ def _engine_rows(dataset: AnomalyDataset, cfg: ModelConfig, ratios: Sequence[flo
         if progress:
             print(format_row(rows[-1]), flush=True)
     return rows
-
-
-def start_engine(engine: Engine) -> float:
-    """Start ``engine`` (Ray: connect to or start the instance; its first ``map`` would do it
-    otherwise, inside the first timed fit) and return the seconds it took; 0 for an engine
-    without a ``start`` (the local one)."""
-    start = getattr(engine, "start", None)
-    if start is None:
-        return 0.0
-    begin = time.perf_counter()
-    start()
-    return time.perf_counter() - begin
 
 
 def bench_coreset_features(name: str, train: Features, test: Features, labels: np.ndarray,

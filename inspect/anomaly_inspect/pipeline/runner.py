@@ -39,6 +39,7 @@ class BatchScores:
     batch: Batch
     results: dict[str, ScoreResult]
     seconds: dict[str, float] = field(default_factory=dict)
+    features: Features | None = None  # what the scorers scored (an explanation's exact search)
 
 
 def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
@@ -48,7 +49,7 @@ def score_batches(extractor: FeatureExtractor, scorers: Mapping[str, Scorer],
     images are in ``batch.errors`` and have no scores."""
     times = times or StageTimes()
     for item in extractor.iter_extract(paths, mask_paths, times=times):
-        out = BatchScores(item.batch, {})
+        out = BatchScores(item.batch, {}, features=item.features)
         if item.batch.indices:
             out.results, out.seconds = timed_scores(scorers, item.features, times)
         yield len(item.batch.indices) + len(item.batch.errors), out

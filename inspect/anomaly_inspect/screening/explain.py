@@ -9,11 +9,12 @@ memory item is resolved to a training image path and box. The first patch is the
 image's maximum, so its distance is the image score itself (with
 ``num_neighbors`` = 1, the default; with an approximate index it is the exactly
 re-searched maximum, as the score is). An approximate index overstates the other
-cells' distances where its graph failed, so with one (and the image's patch
-features, :func:`scored_patches`) the patches are chosen and matched by exact
-search (:func:`exact_top_patches`); without the features they keep the memory
-item the index returned: a real normal patch at the stated distance, not always
-the very nearest.
+cells' distances where its graph failed, so with one, scoring for an explanation
+(``Model.iter_score(explain_top=...)``) chooses and matches the patches by exact
+search on the features it has just scored (:func:`exact_top_patches`,
+``ScoredImage.exact_top``): no second backbone pass. A scored image without them
+keeps the memory items the index returned: a real normal patch at the stated
+distance, not always the very nearest.
 
 A patch is its 3 x 3 neighbourhood of grid cells (what a patch feature
 summarises), clipped to the image's cells at its border, so that the boxes of the
@@ -335,36 +336,15 @@ def error_reason(exc: Exception, path: Path | str) -> str:
     return exc.reason if isinstance(exc, ImageReadError) and exc.path == Path(path) else str(exc)
 
 
-def needs_patches(model: Model, top: int) -> bool:
-    """Whether explaining ``top`` patches with ``model`` needs the images' patch features: an
-    approximate index ranks the patches after the first (the exact maximum) by distances that
-    may lie above the exact ones (:func:`exact_top_patches`)."""
-    return top > 1 and not model.scorer._nn.is_exact
-
-
-def scored_patches(model: Model, scored: list[ScoredImage]) -> list[np.ndarray | None]:
-    """The patch features (h, w, D) of the cells of each of ``scored`` (extracted again from
-    its file, one backbone pass for all), or None for one that has no maps or cannot be read."""
-    keep = [k for k, s in enumerate(scored) if not s.error and s.cells is not None]
-    out: list[np.ndarray | None] = [None] * len(scored)
-    for item in model.extractor.iter_extract([Path(scored[k].path) for k in keep]):
-        for j, i in enumerate(item.batch.indices):
-            if item.features.patches.shape[1:3] == scored[keep[i]].grid:
-                out[keep[i]] = item.features.patches[j][scored[keep[i]].cells.slices()]
-    return out
-
-
 def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
                    train: TrainingImages | None = None,
-                   image_size: tuple[int, int] | None = None,
-                   patches: np.ndarray | None = None) -> Explanation:
+                   image_size: tuple[int, int] | None = None) -> Explanation:
     """Explain an image already scored with ``keep_maps`` (its patch scores and nearest memory
     items). ``image_size``: (height, width) of an image the loader decoded whole; when not
     given, the file's header gives it and whether the loader decoded it reduced (no decode).
-    ``patches``: the features (h, w, D) of its scored cells (:func:`scored_patches`), with
-    which an approximate index's patches are chosen, and matched, by exact search
-    (:func:`exact_top_patches`); without, its patches after the first keep the approximate
-    distances and matches. Errors do not name the image (callers do)."""
+    The patches are ``scored.exact_top`` where it was scored for at least ``top`` (an
+    approximate index: chosen and matched by exact search), else the map's. Errors do not name
+    the image (callers do)."""
     check_explainable(model)
     if scored.error or scored.patch_scores is None or scored.nearest is None:
         raise ValueError("no patch scores to explain" + (f" ({scored.error})" if scored.error
@@ -381,11 +361,11 @@ def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
     cells, grid = scored.cells, scored.grid
     out = Explanation(scored.path, scored.score, model.threshold, bool(scored.flagged),
                       tuple(int(v) for v in image_size), tuple(grid), cells, [], factor)
-    if patches is None:
+    if scored.exact_top is not None and scored.exact_top[0] >= top:
+        chosen = scored.exact_top[1][:top]  # the first top of a greedy top-k are its top
+    else:
         chosen = [(r, c, float(scored.patch_scores[r, c]), int(scored.nearest[r, c]))
                   for r, c in top_patches(scored.patch_scores, top)]
-    else:
-        chosen = exact_top_patches(model.scorer, scored.patch_scores, scored.nearest, patches, top)
     for r, c, distance, item in chosen:
         cell = (r + cells.top, c + cells.left)
         patch, _ = patch_rects(cell, grid, t.output_size, cells)
@@ -432,15 +412,14 @@ def iter_explain(model: Model, paths, top: int = 3, progress=None,
     _check_top(top)
     train = train or TrainingImages(model)
     t = model.extractor.transform
-    for batch in model.iter_score([Path(p) for p in paths], progress, keep_maps=True, expand=False):
-        features = scored_patches(model, batch.images) if needs_patches(model, top) else \
-            [None] * len(batch.images)
+    for batch in model.iter_score([Path(p) for p in paths], progress, keep_maps=True,
+                                  explain_top=top, explain_all=True, expand=False):
         for k, scored in enumerate(batch.images):
             if scored.error:
                 yield scored.error, None
                 continue
             try:
-                explanation = explain_scored(model, scored, top, train, patches=features[k])
+                explanation = explain_scored(model, scored, top, train)
             except (OSError, ValueError) as exc:  # e.g. the file changed since it was scored
                 yield error_reason(exc, scored.path), None
                 continue

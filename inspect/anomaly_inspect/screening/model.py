@@ -135,6 +135,10 @@ class ScoredImage:
     nearest: np.ndarray | None = None
     cells: Box | None = None
     grid: tuple[int, int] | None = None
+    #: (k, [(row, col, distance, memory item), ...]): the k patches an explanation lists, chosen
+    #: and matched by exact search where the index is approximate (``Model.iter_score``'s
+    #: ``explain_top``; :func:`.explain.exact_top_patches`); None: the map's own
+    exact_top: tuple[int, list[tuple[int, int, float, int]]] | None = None
 
     @property
     def decision(self) -> str:
@@ -183,6 +187,7 @@ class Model:
     def iter_score(self, paths: Sequence[Path | str] | Path | str, progress: Progress | None = None,
                    keep_maps: bool = True, engine: Engine | None = None,
                    thumb_size: int | None = None, flagged_inputs: bool = False,
+                   explain_top: int = 0, explain_all: bool = False,
                    expand: bool = True) -> Iterator[ScoredBatch]:
         """Score ``paths`` (files / folders / globs, one or a list: :func:`scored_paths`) batch
         by batch (bounded memory); unreadable images become error rows. ``expand=False`` takes
@@ -192,11 +197,14 @@ class Model:
         ``thumb_size``, ``inputs`` come back as uint8 (H, W, 3) thumbnails of at most that side
         (about 49 kB an image instead of the 1.2 MB model input at 320 px), and with
         ``flagged_inputs`` a flagged image's as its whole model input in uint8 (for its
-        explanation strip)."""
+        explanation strip). ``explain_top``: each flagged image's (every image's with
+        ``explain_all``) ``explain_top`` explanation patches are found where its features are
+        (:meth:`score_batches`)."""
         check_engine(engine)
         engine = engine or LocalEngine()
         paths = scored_paths(paths) if expand else [Path(p) for p in path_list(paths, "paths")]
         task = ScoreTask(keep_maps=keep_maps, batch_size=self.extractor.batch_size,
+                         explain_top=explain_top if keep_maps else 0, explain_all=explain_all,
                          **({"model": self} if engine.in_process else
                             {**self.remote_source(engine), "thumb_size": thumb_size,
                              "flagged_inputs": flagged_inputs}))
@@ -209,9 +217,17 @@ class Model:
 
         return model_source(self, engine)
 
-    def score_batches(self, paths: Sequence[Path], keep_maps: bool = True
-                      ) -> Iterator[tuple[int, ScoredBatch]]:
-        """The per-batch screening step: ``(paths consumed, scored batch)`` in order."""
+    def score_batches(self, paths: Sequence[Path], keep_maps: bool = True, explain_top: int = 0,
+                      explain_all: bool = False) -> Iterator[tuple[int, ScoredBatch]]:
+        """The per-batch screening step: ``(paths consumed, scored batch)`` in order. With
+        ``explain_top`` and an approximate index, each flagged image's (every image's with
+        ``explain_all``) explanation patches are chosen and matched by exact search on the
+        features just scored (``ScoredImage.exact_top``): the index overstates the distances of
+        cells its graph failed on, and the features are gone once the batch is."""
+        from .explain import exact_top_patches
+
+        nn = getattr(self.scorer, "_nn", None)
+        exact_top = explain_top > 0 and keep_maps and nn is not None and not nn.is_exact
         for n, item in score_batches(self.extractor, {"model": self.scorer}, paths):
             batch = item.batch
             rows: dict[int, ScoredImage] = {}
@@ -229,8 +245,13 @@ class Model:
                         maps = result.patch_scores[j][cells.slices()]
                         if result.nearest is not None:
                             nearest = result.nearest[j][cells.slices()]
+                    top = None
+                    if exact_top and nearest is not None and (explain_all or flags[j]):
+                        top = (explain_top, exact_top_patches(
+                            self.scorer, maps, nearest,
+                            item.features.patches[j][cells.slices()], explain_top))
                     rows[i] = ScoredImage(str(paths[i]), float(scores[j]), float(pvals[j]),
-                                          bool(flags[j]), "", maps, nearest, cells, grid)
+                                          bool(flags[j]), "", maps, nearest, cells, grid, top)
                     rows_, cols_ = batch.boxes[j].slices()
                     inputs[i] = batch.images[j][:, rows_, cols_]  # thumbnails without the padding
             for i, reason in batch.errors:
@@ -285,6 +306,8 @@ class ScoreTask:
     overrides: dict | None = None  # batch_size / max_pixels set on the driver's model
     model_origin: str | None = None  # where model_files came from, for errors
     model_fingerprint: str | None = None  # the driver's model's (model_dir.fingerprint)
+    explain_top: int = 0  # explanation patches by exact search (Model.score_batches)
+    explain_all: bool = False  # ... for every image, not only the flagged ones
     thumb_size: int | None = None  # send thumbnails, not model inputs (see Model.iter_score)
     flagged_inputs: bool = False  # ... except for flagged images (uint8 model inputs)
 
@@ -309,7 +332,7 @@ class ScoreTask:
         from .remote import renamed, thumbnailed
 
         batches = self.model.score_batches(paths if local_copies is None else local_copies,
-                                           self.keep_maps)
+                                           self.keep_maps, self.explain_top, self.explain_all)
         if local_copies is not None:
             batches = renamed(batches, paths)
         if self.thumb_size:

@@ -43,7 +43,7 @@ from ..data.folder import path_list
 from ..data.image_io import image_size, read_image
 from ..data.layout import display_path
 from ..files import make_folder, replacing, reworded, write_json
-from ..pipeline.engine import Engine, check_engine
+from ..pipeline.engine import Engine, check_engine, start_engine
 from ..progress import Progress
 from ..scorers.params import check_number
 from .explain import OUTPUTS as EXPLAIN_OUTPUTS
@@ -72,7 +72,12 @@ MAP_SIDE = 4096  # longer side of a written anomaly map at most (a 100 MP image'
 
 @dataclass
 class ScreenSummary:
-    """What a screening run did. ``exit_code`` is 1 when any image of this run failed."""
+    """What a screening run did. ``exit_code`` is 1 when any image of this run failed.
+
+    ``seconds``: this run's time for its new images (listing, scoring, writing their rows;
+    not the report), less ``engine_start`` (the engine's start-up, Ray's ``ray.init``) and
+    ``resumed_seconds`` (the scoring pass that writes the strips, maps and overlays resumed rows
+    lack), which are timed apart: their images are not this run's."""
 
     out_dir: Path
     results_csv: Path
@@ -84,10 +89,14 @@ class ScreenSummary:
     n_errors: int
     errors: list[tuple[str, str]] = field(default_factory=list)
     seconds: float = 0.0
+    engine_start: float = 0.0
+    resumed_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
-        return (self.n_scored + self.n_errors) / self.seconds if self.seconds > 0 else 0.0
+        """The scored images of this run per second of ``seconds``; the unreadable files are
+        no screened images (``n_errors``, apart, as bench-scale's rates leave them out)."""
+        return self.n_scored / self.seconds if self.seconds > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -407,9 +416,17 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     n_resumed = len(paths) - len(todo)
     if n_resumed:
         log.info("resuming: %d of %d images already in %s", n_resumed, len(paths), csv_path)
-    if explain or maps != "none" or overlays != "none":
-        _complete_resumed(model, rows, set(paths), out_dir, csv_path, explain, maps, overlays,
-                          thumb_size, engine, progress)
+    incomplete = _incomplete_rows(model, rows, set(paths), out_dir, explain, maps, overlays) \
+        if explain or maps != "none" or overlays != "none" else []
+    # the engine (Ray) starts here, timed apart (as evaluate's engine_start), and only where
+    # it has work: neither its start-up nor the resumed rows' pass is in the throughput
+    engine_start = start_engine(engine) if todo or incomplete else 0.0
+    resumed_seconds = 0.0
+    if incomplete:
+        begun = time.perf_counter()
+        _complete_resumed(model, rows, incomplete, out_dir, csv_path, explain, thumb_size, engine,
+                          progress)
+        resumed_seconds = time.perf_counter() - begun
 
     writer = _BatchWriter(model, out_dir, csv_path, overlays, thumb_size, explain, maps)
     n_flagged = n_scored = 0
@@ -421,7 +438,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
             keep = overlays != "none" or maps != "none" or explain > 0
             for batch in model.iter_score(todo, bar, keep_maps=keep,
                                             engine=engine, thumb_size=thumb_size,
-                                            flagged_inputs=explain > 0, expand=False):
+                                            flagged_inputs=explain > 0, explain_top=explain,
+                                            expand=False):
                 for r in batch.images:
                     if r.error:
                         errors.append((display_path(r.path), r.error))
@@ -437,13 +455,15 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         writer.close()
     if writer.mapless:
         _warn_mapless(model)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - engine_start - resumed_seconds
 
     report_path = _write_report(out_dir, csv_path, model, labels, embed_images) if report else None
     summary = ScreenSummary(out_dir, csv_path, report_path, len(paths), n_scored, n_resumed,
-                            n_flagged, len(errors), errors, seconds)
-    log.info("screened %d images (%d flagged, %d errors, %d resumed) in %.1f s (%.1f img/s)",
-             n_scored, n_flagged, len(errors), n_resumed, seconds, summary.images_per_second)
+                            n_flagged, len(errors), errors, seconds, engine_start, resumed_seconds)
+    log.info("screened %d images (%d flagged, %d errors, %d resumed) in %.1f s (%.1f img/s; "
+             "engine start %.1f s and resumed rows %.1f s apart)", n_scored, n_flagged,
+             len(errors), n_resumed, seconds, summary.images_per_second, engine_start,
+             resumed_seconds)
     return summary
 
 
@@ -523,17 +543,15 @@ def _remove_row_files(out_dir: Path, rows: list[dict[str, str]], csv_path: Path)
                  removed, csv_path)
 
 
-def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
-                      csv_path: Path, top: int, maps: str, overlays: str, thumb_size: int,
-                      engine: Engine | None, progress: bool) -> None:
-    """Write what this run's resumed ``rows`` lack (screened without ``explain`` / ``maps`` /
-    ``overlays``, rescored since, or the file is gone): the strip of a flagged row (``top`` > 0;
-    also one drawn for a smaller ``top``, or whose explanation JSON is damaged:
-    :func:`_strip_top`), and the map and the overlay of a row ``maps`` and ``overlays`` ask for
-    (an overlay only where the scorer gives patch maps: else it would score them again on every
-    resume for nothing), recorded in ``rows`` and results.csv (also when the run stops
-    half-way). Their maps are computed again (a scoring pass); their scores in results.csv
-    stay."""
+def _incomplete_rows(model: Model, rows: list[dict[str, str]], paths: set[str], out_dir: Path,
+                     top: int, maps: str, overlays: str) -> list[tuple[dict[str, str], tuple]]:
+    """This run's resumed ``rows`` (their keys in ``paths``) that lack what it asks for
+    (screened without ``explain`` / ``maps`` / ``overlays``, rescored since, or the file is
+    gone), each with what it lacks, ``(strip, map, overlay)``: the strip of a flagged row
+    (``top`` > 0; also one drawn for a smaller ``top``, or whose explanation JSON is damaged:
+    :func:`_strip_top`), and the map and the overlay of a row ``maps`` and ``overlays`` ask
+    for (an overlay only where the scorer gives patch maps: else it would score them again on
+    every resume for nothing)."""
     def lacks(r: dict[str, str], column: str) -> bool:
         return not (r[column] and (out_dir / r[column]).is_file())
 
@@ -551,11 +569,17 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
                 asks(maps, flagged) and lacks(r, "map"),
                 patch_maps and asks(overlays, flagged) and lacks(r, "overlay"))
 
-    # each row's wants once (a strip's JSON is read for it): (row, (strip, map, overlay))
-    todo = [(r, w) for r in rows if not r["error"] and row_key(r) in paths
+    # each row's wants once (a strip's JSON is read for it)
+    return [(r, w) for r in rows if not r["error"] and row_key(r) in paths
             for w in [wants(r)] if any(w)]
-    if not todo:
-        return
+
+
+def _complete_resumed(model: Model, rows: list[dict[str, str]],
+                      todo: list[tuple[dict[str, str], tuple]], out_dir: Path, csv_path: Path,
+                      top: int, thumb_size: int, engine: Engine | None, progress: bool) -> None:
+    """Write what the resumed rows in ``todo`` lack (:func:`_incomplete_rows`), recorded in
+    ``rows`` and results.csv (also when the run stops half-way). Their maps are computed again
+    (a scoring pass); their scores in results.csv stay."""
     kinds = ("explanation strips", "anomaly maps", "overlays")
     log.info("writing the %s of %d images already in %s (their scores there stay)",
              " and ".join(kind for i, kind in enumerate(kinds) if any(w[i] for _, w in todo)),
@@ -568,7 +592,8 @@ def _complete_resumed(model: Model, rows: list[dict[str, str]], paths: set[str],
     try:
         with Progress(len(todo), "resumed rows", enabled=progress) as bar:
             for batch in model.iter_score([row_key(r) for r, _ in todo], bar, keep_maps=True,
-                                          engine=engine, expand=False):  # whole inputs back
+                                          engine=engine, explain_top=top,
+                                          expand=False):  # whole inputs back
                 for k, r in enumerate(batch.images):
                     row, (strip, amap, overlay) = todo[done + k]
                     if r.error:
@@ -621,21 +646,11 @@ class _Strips:
         """Explain ``r`` and draw its strip on ``image_input`` (the image as the model saw it,
         content only); the strip's path relative to ``out_dir``, or "" (with a warning) when
         it cannot be made: an explanation never stops the screening."""
-        from .explain import (
-            error_reason,
-            explain_scored,
-            needs_patches,
-            render_strip,
-            scored_patches,
-        )
+        from .explain import error_reason, explain_scored, render_strip
 
         rel = explain_relpath(r.path)
         try:
-            # an approximate index: the patches after the first by exact search, on the image's
-            # patch features extracted again (only for the flagged images explained)
-            patches = scored_patches(self.model, [r])[0] if needs_patches(self.model, self.top) \
-                else None
-            e = explain_scored(self.model, r, self.top, self.train, patches=patches)
+            e = explain_scored(self.model, r, self.top, self.train)
         except (OSError, ValueError, cv2.error) as exc:
             log.warning("no explanation for %s: %s", display_path(r.path), error_reason(exc, r.path))
             return ""

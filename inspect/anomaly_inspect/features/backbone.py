@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cache
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from ..choices import DEFAULT_PRECISION, DEFAULT_RUNTIME, check_layers
 from ..data.image_io import DEFAULT_MAX_PIXELS
 from ..data.transforms import TransformConfig
 from ..files import file_sha256, write_json
+from ..resources import Timer
 from ..user_cache import CACHE_ENV, cache_root
 from .runtime import (
     CalibrationError,
@@ -324,6 +325,10 @@ class Backbone(nn.Module):
         self._runners: dict[tuple[int, int, str], OnnxRunner | None] = {}
         self._exports: dict[tuple[int, int, str], list[Path]] = {}  # graphs run so far
         self._ran: dict[tuple[int, int, str], str] = {}  # the precision each graph runs at
+        #: seconds spent making graphs so far (ONNX exports, int8 quantisations): one-time work
+        #: that a warm cache skips, reported apart from the backbone's passes (evaluate's
+        #: ``export`` stage); loading a session stays in the pass, as every run does it
+        self.export_seconds = 0.0
 
     def _build(self) -> tuple[nn.Module, WeightSource]:
         # built outside inference mode (it may be first used inside it), so that gradients
@@ -484,15 +489,28 @@ class Backbone(nn.Module):
             return path
         if self.cache_dir is not None:
             try:
-                return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
+                with self._making():
+                    return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
             except OSError:
                 path = default_cache_dir() / path.name
             if reuse and _reusable(path):
                 return path
         try:
-            return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
+            with self._making():
+                return export_onnx(self.model, self.layers, input_hw, outputs, path, self._record)
         except OSError as exc:
             raise user_cache_error(exc) from exc
+
+    @contextlib.contextmanager
+    def _making(self) -> Iterator[None]:
+        """Count the seconds of a graph being made (exported or quantised, failed or not) in
+        :attr:`export_seconds`."""
+        timer = Timer()
+        try:
+            with timer:
+                yield
+        finally:
+            self.export_seconds += timer.seconds
 
     @property
     def needs_calibration(self) -> bool:
@@ -559,7 +577,8 @@ class Backbone(nn.Module):
         if graph_signature(path) is None:
             raise ValueError(f"{path}: not a readable ONNX graph")
         try:
-            quantize_int8(path, self._calibration, int8, source=self._calibration_source)
+            with self._making():
+                quantize_int8(path, self._calibration, int8, source=self._calibration_source)
             return OnnxRunner(int8, self.runtime, self.precision)
         except Exception as exc:  # noqa: BLE001 - onnxruntime's quantiser raises its own types
             raise PrecisionError(

@@ -25,7 +25,7 @@ def _folder(root, n_good: int, corrupt: set[int] = frozenset()) -> list:
         p = root / f"{i:02d}.png"
         if i in corrupt:
             p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_bytes(b"not an image")
+            p.write_bytes(b"not an image %d" % i)  # distinct: copies are held out together
         else:
             write_image(p, rgb_image(40, seed=i))
         paths.append(p)

@@ -71,11 +71,12 @@ def test_the_overlap_check_reads_each_file_once_however_often_it_runs(tmp_path, 
     """fit, the distributed fit's refusal and its split each check the calibration images
     against the training images: every same-size file is hashed once in the process, and a
     file changed since is hashed again."""
+    from anomaly_inspect import files
     from anomaly_inspect.screening import model as model_mod
 
     calls = []
-    real = model_mod.file_sha256
-    monkeypatch.setattr(model_mod, "file_sha256", lambda p: calls.append(p) or real(p))
+    real = files.file_sha256
+    monkeypatch.setattr(files, "file_sha256", lambda p: calls.append(p) or real(p))
     train = [tmp_path / f"t{i}.bin" for i in range(3)]
     cal = [tmp_path / f"c{i}.bin" for i in range(2)]
     for i, p in enumerate(train + cal):

@@ -17,6 +17,7 @@ released with :func:`unlock_file`.
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -27,7 +28,7 @@ import shutil
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import BinaryIO, TypeVar
@@ -199,6 +200,56 @@ def file_sha256(path: Path | str) -> str:
     """The sha256 hex digest of the file at ``path``."""
     with open(path, "rb") as f:
         return stream_sha256(f)
+
+
+@functools.cache
+def _sha256_as_of(path: str, size: int, mtime_ns: int) -> str:
+    """``path``'s sha256 while its size and modification time are these."""
+    return file_sha256(path)
+
+
+def content_sha256(path: Path | str) -> str:
+    """The sha256 of the file at ``path`` (links followed), read once per process while its
+    size and modification time stay: fit's split, its calibration check and the distributed
+    fit's compare the same files, and fit records every training image's digest."""
+    st = os.stat(path)
+    return _sha256_as_of(os.path.realpath(path), st.st_size, st.st_mtime_ns)
+
+
+def _same_bytes(paths: Sequence[Path | str], wanted: Callable[[list[int]], bool]) -> list[list[int]]:
+    """The positions in ``paths`` of files holding the same bytes, in groups (each ascending,
+    the groups by their first position) that ``wanted`` keeps; only files whose size is that
+    of a group ``wanted`` keeps are hashed. A file that cannot be read is in none."""
+    by_size: dict[int, list[int]] = {}
+    for i, p in enumerate(paths):
+        with suppress(OSError):
+            by_size.setdefault(os.stat(p).st_size, []).append(i)
+    groups = []
+    for same_size in by_size.values():
+        if not wanted(same_size):
+            continue
+        by_digest: dict[str, list[int]] = {}
+        for i in same_size:
+            with suppress(OSError):
+                by_digest.setdefault(content_sha256(paths[i]), []).append(i)
+        groups += [g for g in by_digest.values() if wanted(g)]
+    return sorted(groups)
+
+
+def same_bytes(paths: Sequence[Path | str]) -> list[list[int]]:
+    """The positions in ``paths`` of byte-identical files (copies, or one file by two paths), in
+    groups of two or more, each ascending, ordered by their first position. Only files whose
+    sizes agree are hashed (:func:`content_sha256`); one that cannot be read is in none."""
+    return _same_bytes(paths, lambda group: len(group) > 1)
+
+
+def copies_across(these: Sequence[Path | str], those: Sequence[Path | str]) -> list[tuple[int, int]]:
+    """``(i, j)`` for each of ``these`` that holds the bytes of one of ``those`` (a copy, or the
+    same file by another path): ``j`` the first such, in the order of ``these``. Only files whose
+    size is on both sides are hashed; one that cannot be read is a copy of none."""
+    n = len(these)
+    groups = _same_bytes([*these, *those], lambda group: group[0] < n <= group[-1])
+    return sorted((i, next(j for j in g if j >= n) - n) for g in groups for i in g if i < n)
 
 
 def write_text(path: Path | str, text: str, errors: str = "strict") -> Path:

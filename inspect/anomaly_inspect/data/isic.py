@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..files import not_utf8 as utf8_reason
-from .layout import DatasetLayoutError
+from .layout import DatasetLayoutError, warn_copies
 from .samples import Sample
 
 INDEX_COLUMNS = ("image_id", "split", "path", "melanoma_isic2017", "artefacts_annotated",
@@ -77,7 +77,8 @@ class OODData:
         """Refuse an image in two of ID train, ID test and an OOD split (a config listing an ID
         group as OOD, an id list with repeats or shared with an OOD list): its AUROC would score
         what was fitted, or the same image as ID and as OOD; and an image twice in one OOD split,
-        which would count it twice there."""
+        which would count it twice there. An ID test or OOD image with the bytes of an ID
+        training image in another file (a copy) is warned about (:func:`.layout.warn_copies`)."""
         role: dict[str, str] = {}
         sets = [("ID train", self.id_train), ("ID test", self.id_test),
                 *((f"OOD split '{k}'", v) for k, v in self.ood.items())]
@@ -92,6 +93,9 @@ class OODData:
                     raise DatasetLayoutError(f"{s.path}: both in {role[key]} and in {what}; "
                                              f"ID and OOD images must be distinct")
                 role.setdefault(key, what)
+        scored = {os.path.realpath(s.path): s.path for _, v in sets[1:] for s in v}
+        warn_copies(list(scored.values()), [s.path for s in self.id_train], "ID test / OOD",
+                    "ID training")
 
 
 def not_utf8(path: Path, exc: UnicodeDecodeError) -> DatasetLayoutError:

@@ -28,6 +28,7 @@ import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
+from ..files import copies_across
 from .explanations import listed_strips
 from .image_io import is_image_file, looks_like_image
 from .samples import Sample
@@ -86,7 +87,8 @@ def check_disjoint(train: list[Sample], test: list[Sample],
     hard-link cache) are kept once, the first, which is logged. The same file at one place brought
     in twice (:func:`_place`: named folders that overlap, a test folder inside another or a link
     to it) is refused with ``repeats="refuse"`` (folders the user named) and kept once with
-    ``repeats="once"`` (a dataset's own split)."""
+    ``repeats="once"`` (a dataset's own split). A test image that is another file with a
+    training image's bytes (a copy) is warned about (:func:`warn_copies`), not refused."""
     if repeats not in ("refuse", "once"):
         raise ValueError(f"repeats must be 'refuse' or 'once', got {repeats!r}")
     role: dict[tuple, tuple[str, Path]] = {}
@@ -110,7 +112,23 @@ def check_disjoint(train: list[Sample], test: list[Sample],
         role[key] = (what, s.path)
         kept["train" if s.split == "train" else "test"].append(s)
     log_counted_once(again, "within a split")
+    warn_copies([s.path for s in kept["test"]], [s.path for s in kept["train"]], "test",
+                "training")
     return kept["train"], kept["test"]
+
+
+def warn_copies(scored: Sequence[Path], fitted: Sequence[Path], scored_what: str,
+                fitted_what: str) -> None:
+    """Warn, in one line with the count and two examples, of the images of ``scored`` that are
+    byte-for-byte copies of images of ``fitted`` (:func:`~..files.copies_across`: only files of
+    a size on both sides are hashed): the AUROC is then partly measured on what was fitted. Not
+    refused: a dataset may hold copies by chance; a link to one file is refused before this."""
+    pairs = copies_across(scored, fitted)
+    if pairs:
+        log.warning("%d %s image(s) are byte-for-byte copies of %s images, so the AUROC is partly "
+                    "measured on images the model was fitted on: %s%s", len(pairs), scored_what,
+                    fitted_what, "; ".join(f"{scored[i]} = {fitted[j]}" for i, j in pairs[:2]),
+                    "; ..." if len(pairs) > 2 else "")
 
 
 def log_counted_once(again: list[str], where: str) -> None:

@@ -10,11 +10,9 @@
 from __future__ import annotations
 
 import datetime as _dt
-import functools
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from contextlib import suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -32,6 +30,7 @@ from ..data.layout import display_path, expand_inputs, holds_screen_run, listing
 from ..data.transforms import Box
 from ..features.backbone import Backbone, LayerRangeError
 from ..features.extractor import FeatureExtractor
+from ..files import content_sha256, copies_across, same_bytes
 from ..pipeline import (
     Engine,
     LocalEngine,
@@ -56,7 +55,6 @@ from .model_dir import (
     ModelInfo,
     check_backbone_checksum,
     checked_model_info,
-    file_sha256,
     loaded_whole,
     save_model_dir,
     saved_graphs,
@@ -360,11 +358,7 @@ def _split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
            calibration_fraction: float, seed: int) -> tuple[list[Path], list[Path], str]:
     """:func:`calibration_split` of ``train_paths`` already in its order."""
     if calibration is None:
-        fit_idx, cal_idx = holdout_split(len(train_paths), calibration_fraction, seed)
-        # the count held out (the share rounds: 0.2 of 3 images holds out one, a third)
-        return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
-                f"held-out {len(cal_idx)} of {len(train_paths)} training images (calibration "
-                f"fraction {calibration_fraction:g}, seed {seed})")
+        return _held_out(train_paths, calibration_fraction, seed)
     cal_all = listing_order(input_images(calibration, twins="once"))
     if not cal_all:
         raise ValueError(f"no calibration images found in {', '.join(map(str, calibration))}")
@@ -376,35 +370,43 @@ def _split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
     return train_paths, cal_all, f"calibration images from {', '.join(map(str, calibration))}"
 
 
-@functools.cache
-def _sha256_as_of(path: Path, size: int, mtime_ns: int) -> str:
-    """``path``'s sha256 while its size and modification time are these (a distributed fit
-    checks the same calibration files as ``fit`` did: each file is read once per process)."""
-    return file_sha256(path)
-
-
-def _digest(path: Path) -> str:
-    st = path.stat()
-    return _sha256_as_of(path.resolve(), st.st_size, st.st_mtime_ns)
+def _held_out(train_paths: list[Path], fraction: float, seed: int
+              ) -> tuple[list[Path], list[Path], str]:
+    """:func:`_split` without calibration images: the seeded hold-out, drawn over sets of
+    byte-identical copies (:func:`~..files.same_bytes`), each kept on one side, so that no
+    held-out image is scored against its own copy in the fit part (its score too low, the
+    threshold too low). A set stands where its first image is listed, a copy-free image alone;
+    so without copies the split is the plain seeded one of the images."""
+    owner = {i: group[0] for group in same_bytes(train_paths) for i in group[1:]}
+    units: dict[int, list[int]] = {}
+    for i in range(len(train_paths)):
+        units.setdefault(owner.get(i, i), []).append(i)
+    sets = list(units.values())
+    try:
+        fit_units, cal_units = holdout_split(len(sets), fraction, seed)
+    except ValueError as exc:
+        if not owner:
+            raise
+        raise ValueError(f"{exc}; the {len(train_paths)} training images are {len(sets)} distinct "
+                         f"ones and byte-identical copies of them, held out together") from None
+    fit_idx = sorted(i for u in fit_units for i in sets[u])
+    cal_idx = sorted(i for u in cal_units for i in sets[u])
+    copied = sum(len(s) > 1 for s in sets)
+    # the count held out (the share rounds: 0.2 of 3 images holds out one, a third)
+    return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
+            f"held-out {len(cal_idx)} of {len(train_paths)} training images (calibration "
+            f"fraction {fraction:g}, seed {seed}"
+            + (f"; {copied} sets of byte-identical copies each kept on one side)" if copied
+               else ")"))
 
 
 def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:
     """How many of ``these`` are one of ``those``: the same file, or a byte-identical copy
-    (sha256, computed only where the sizes agree; an unreadable file is none: the fit names it)."""
+    (:func:`~..files.copies_across`: hashed only where the sizes agree, each file once per
+    process; an unreadable file is none: the fit names it)."""
     resolved = {p.resolve() for p in those}
-    by_size: dict[int, list[Path]] = {}
-    for p in those:
-        with suppress(OSError):
-            by_size.setdefault(p.stat().st_size, []).append(p)
-    count = 0
-    for p in these:
-        if p.resolve() in resolved:
-            count += 1
-            continue
-        with suppress(OSError):
-            twins = by_size.get(p.stat().st_size)
-            count += bool(twins) and _digest(p) in {_digest(q) for q in twins}
-    return count
+    copies = {i for i, _ in copies_across(these, those)}
+    return sum(i in copies or p.resolve() in resolved for i, p in enumerate(these))
 
 
 def _held_out_fraction(calibration: Sequence[Path | str] | None,
@@ -484,8 +486,8 @@ def fit(
     """Fit on normal images (files, folders searched recursively, globs) and calibrate.
 
     Without ``calibration``, a seeded ``calibration_fraction`` (default 0.2) of the readable
-    training images is held out (not fitted on) and its scores set the threshold at
-    ``target_fpr`` (see :func:`fit_split`). With ``calibration`` (normal images only), the
+    training images is held out (not fitted on; byte-identical copies together, on one side)
+    and its scores set the threshold at ``target_fpr`` (see :func:`fit_split`). With ``calibration`` (normal images only), the
     scorer fits on every training image; ``calibration_fraction`` is then refused. Anomalous
     labels are never used. Images above ``max_pixels`` are skipped unread (see
     ``data.image_io``). ``engine`` is None (this process) or one
@@ -581,7 +583,9 @@ def calibrated_model(cfg: ModelConfig, backbone, extractor: FeatureExtractor, sc
                   "weights": backbone.weight_source.to_dict()},
         calibration=cal.to_dict(),
         train_images=[display_path(p) for p in fit_paths],  # model.json is UTF-8
-        train_image_sha256=[file_sha256(p) for p in fit_paths],  # explanations check these
+        # explanations check these; read once in the process (the split's copy check read
+        # the same-size ones already)
+        train_image_sha256=[content_sha256(p) for p in fit_paths],
         train_images_raw=[raw_path_field(str(p)) for p in fit_paths],  # ... and open these
         calibration_images=[display_path(p) for p in cal_paths],
         skipped_images=skipped,

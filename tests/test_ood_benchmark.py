@@ -140,7 +140,7 @@ def test_mvtec_colour_similarity_rule_on_real_data(shared_data):
 
     for name, groups in (("mvtec_pill_colour", {"red", "yellow"}), ("mvtec_metal_nut_colour", {"black", "blue"})):
         cfg = load_ood_config(REPO / "configs" / "ood" / f"{name}.yaml")
-        data, _ = build_data(cfg, REPO)
+        data, _ = build_data(cfg, shared_data)  # a packaged config: --data-root is the data folder
         rule = data.notes["colour_similarity"]
         assert {rule["similar"], rule["dissimilar"]} == groups
         assert rule["distance"][rule["similar"]] <= rule["distance"][rule["dissimilar"]]

@@ -373,11 +373,15 @@ def packaged_configs() -> list[str]:
 
 
 def resolve_config(ref: Path | str) -> Path:
-    """A config file path: ``ref`` itself if it is a file, else the packaged config named ``ref``."""
+    """A config file path: ``ref`` itself if it is a file, else the packaged config named ``ref``,
+    which may be written as the docs write it, with a trailing ``.yaml`` / ``.yml`` and / or a
+    leading ``configs/`` (the checkout's link to the packaged configs), so that those commands
+    also work outside a checkout."""
     path = Path(ref)
     if path.is_file():
         return path
-    name = path.as_posix()
+    stem = path.with_suffix("") if path.suffix in (".yaml", ".yml") else path
+    name = stem.as_posix().removeprefix("configs/")
     if name in packaged_configs():
         return CONFIG_DIR / f"{name}.yaml"
     if path.is_dir():

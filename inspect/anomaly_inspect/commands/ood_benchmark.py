@@ -23,8 +23,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "once and cached), score ID test and each OOD split, print AUROC / FPR@TPR80.")
     p.add_argument("--config", type=nonempty_path, required=True, help="benchmark YAML FILE or packaged config name, e.g. ood/isic_all")
     p.add_argument("--data-root", type=nonempty_path,
-                   help="folder that relative data paths in the config are resolved against "
-                        "(default: the current directory)")
+                   help="folder that relative data paths in the config are resolved against: a "
+                        "packaged config's data folder, holding mvtec_ad/, isic2017_256/, meta/ "
+                        "(default $ANOMALY_INSPECT_DATA, else ../shared/data); for a config file "
+                        "of your own, default the current directory")
     p.add_argument("--cache-dir", type=nonempty_path,
                    help="feature cache folder (overrides the config's cache_dir; default "
                         "$ANOMALY_INSPECT_CACHE/ood or ~/.cache/anomaly_inspect/ood)")

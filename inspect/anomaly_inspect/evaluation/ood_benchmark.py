@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from contextlib import contextmanager
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
@@ -24,6 +25,7 @@ import torch
 
 from ..choices import VIEW_KINDS, check_field_types
 from ..config import (
+    CONFIG_DIR,
     SEED_LIMIT,
     SEED_RANGE,
     BackboneConfig,
@@ -32,6 +34,7 @@ from ..config import (
     ModelConfig,
     model_blocks,
     read_yaml_mapping,
+    resolve_config,
 )
 from ..core import Features, FitContext, SharedResults
 from ..data.artefacts import ColourRule, SyntheticSpec, make_synthetic_set
@@ -224,6 +227,7 @@ class OODBenchmarkConfig:
     cache_dir: str | None = None  # None: the user cache's ``ood`` folder (cache_folder)
     seed: int = 0
     source: str = "config"
+    packaged: bool = False  # a packaged config's file (load_ood_config): see data_folder
 
     def __post_init__(self):
         check_field_types(self, f"{self.source}: ")
@@ -237,7 +241,7 @@ class OODBenchmarkConfig:
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> OODBenchmarkConfig:
         data = dict(data or {})
-        known = {f.name for f in fields(cls)} - {"source"}
+        known = {f.name for f in fields(cls)} - {"source", "packaged"}
         unknown = set(data) - known
         model_keys = sorted(unknown & {f.name for f in fields(ModelConfig)})
         if "benchmark" not in data and model_keys:
@@ -442,39 +446,76 @@ def load_ood_config(path: Path | str, seed: int | None = None, backbone: dict[st
     """The benchmark config at ``path`` (a file or a packaged name). ``seed`` and ``backbone``
     keys (a command's flags, e.g. ``runtime``) replace the file's before it is checked, so that
     one that does not fit the file is refused naming both (``flags``: as given on the command
-    line, in the source and so in the JSON's ``config``)."""
+    line, in the source and so in the JSON's ``config``). ``packaged`` says whether the file is a
+    packaged config's (by name or by path), whose data paths are read as :func:`data_folder` says."""
     data = read_yaml_mapping(path)
+    packaged = resolve_config(path).resolve().is_relative_to(CONFIG_DIR)
     if seed is not None:
         data["seed"] = seed
     given = data.get("backbone")
     if backbone and (given is None or isinstance(given, dict)):  # else from_dict says why
         data["backbone"] = {**(given or {}), **backbone}
-    return OODBenchmarkConfig.from_dict(data, " with ".join(s for s in (str(path), flags) if s))
+    cfg = OODBenchmarkConfig.from_dict(data, " with ".join(s for s in (str(path), flags) if s))
+    return replace(cfg, packaged=packaged)
 
 
 # --- data ----------------------------------------------------------------------------------
-def _path(value: Any, data_root: Path | None, key: str) -> Path:
-    if value is None:
-        raise ConfigError(f"data.{key} is required")
+#: the data keys that name a file or folder (and each entry of ``ood_lists``)
+PATH_KEYS = ("root", "colours_csv", "image_dir", "metadata_csv", "id_list", "colour_manifest")
+#: a packaged config's data folder unless --data-root or $ANOMALY_INSPECT_DATA says otherwise:
+#: beside the repository root, where the recorded commands run from (as the tests' real data)
+DEFAULT_DATA_FOLDER = Path("../shared/data")
+
+
+def data_folder(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> Path | None:
+    """What the config's relative data paths are read relative to: ``data_root`` (--data-root)
+    where given; else, for a packaged config (whose paths name a data folder's entries:
+    ``mvtec_ad``, ``isic2017_256``, ``meta/...``, so that it runs wherever the data is),
+    ``$ANOMALY_INSPECT_DATA`` where set, else :data:`DEFAULT_DATA_FOLDER`; for a user's own
+    file, None: the current folder."""
+    if data_root is not None or not cfg.packaged:
+        return data_root
+    return Path(os.environ.get("ANOMALY_INSPECT_DATA") or DEFAULT_DATA_FOLDER)
+
+
+def data_paths(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> dict[str, Path]:
+    """The files and folders the config's data section names, as read (see :func:`data_folder`),
+    by key (``ood_lists.NAME`` for an id list); keys not given are left out."""
+    base = data_folder(cfg, data_root)
+    paths = {key: _path(cfg.data[key], base) for key in PATH_KEYS if cfg.data.get(key)}
+    lists = cfg.data.get("ood_lists") or {}
+    return paths | {f"ood_lists.{name}": _path(value, base) for name, value in lists.items()}
+
+
+def _path(value: str, base: Path | None) -> Path:
     p = Path(value).expanduser()
-    return p if p.is_absolute() or data_root is None else data_root / p
+    return p if p.is_absolute() or base is None else base / p
 
 
 def _dataset_root(cfg: OODBenchmarkConfig, data_root: Path | None, key: str) -> Path:
     """The dataset folder ``data.key``, refused where it does not exist: a relative root read
-    from the wrong folder is said as such, not as a file missing inside the dataset."""
-    p = _path(cfg.data.get(key), data_root, key)
+    from the wrong folder is said as such, not as a file missing inside the dataset, with what
+    to do (a packaged config: give its data folder; a user's own file: --data-root or run from
+    the folder its paths are relative to)."""
+    p = data_paths(cfg, data_root)[key]
     if not p.is_dir():
         value = cfg.data[key]
+        base = data_folder(cfg, data_root)
+        state = ", which " + ("is not a folder" if not base or not base.is_dir() else "does not hold it")
+        env = os.environ.get("ANOMALY_INSPECT_DATA")
         if Path(value).expanduser().is_absolute():
             where = ""
+        elif cfg.packaged:
+            origin = (f"--data-root {data_root}" if data_root is not None else
+                      f"$ANOMALY_INSPECT_DATA {env}" if env else
+                      f"{DEFAULT_DATA_FOLDER} relative to the current folder {Path.cwd()} (the default)")
+            where = (f" (a packaged config reads {value} in its data folder, here {origin}{state}; "
+                     f"give the folder that holds {value}/ as --data-root DIR or in ANOMALY_INSPECT_DATA)")
         elif data_root is None:
             where = (f" ({value} is read relative to the current folder {Path.cwd()}; run from "
                      f"the folder it is relative to, or pass --data-root)")
         else:
-            where = (f" ({value} is read relative to --data-root {data_root}, which "
-                     + ("is not a folder" if not data_root.is_dir() else "does not hold it")
-                     + f"; check data.{key} and --data-root)")
+            where = f" ({value} is read relative to --data-root {data_root}{state}; check data.{key} and --data-root)"
         raise ConfigError(f"{cfg.source}: data.{key}: {p} is not a folder{where}")
     return p
 
@@ -486,15 +527,15 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
     folds, fold = (default if d.get(k) is None else int(d[k])
                    for k, default in (("folds", 5), ("fold", 0)))
     synth_info: dict = {}
+    paths = data_paths(cfg, data_root)
     if cfg.benchmark == "isic":
         real = [s for s in cfg.splits if s in REAL_SPLITS]
         bad = [s for s in cfg.splits if s not in REAL_SPLITS and s not in SYNTHETIC_SPLITS]
         if bad:
             raise ConfigError(f"{cfg.source}: unknown ISIC splits {bad}; available: "
                               f"{', '.join(REAL_SPLITS + tuple(SYNTHETIC_SPLITS))}")
-        colours = d.get("colours_csv")
         root = _dataset_root(cfg, data_root, "root")
-        data = isic_index_benchmark(root, _path(colours, data_root, "colours_csv") if colours else None, real)
+        data = isic_index_benchmark(root, paths.get("colours_csv"), real)
         synth = [s for s in cfg.splits if s in SYNTHETIC_SPLITS]
         if synth:
             rule = ColourRule(tuple(cfg.synthetic.get("roi_rgb", (176.0, 116.0, 77.0))),
@@ -519,18 +560,15 @@ def build_data(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> tuple[
                     "manifest": str(base / name / "manifest.csv")}
         data.ood = {s: data.ood[s] for s in cfg.splits}
     elif cfg.benchmark == "isic_archive":
-        lists = {k: _path(v, data_root, f"ood_lists.{k}") for k, v in (d.get("ood_lists") or {}).items()}
+        lists = {k: paths[f"ood_lists.{k}"] for k in d.get("ood_lists") or {}}
         _check_defined(cfg, lists, "ood_lists")
         image_dir = _dataset_root(cfg, data_root, "image_dir")
         with _config_errors(f"{cfg.source}: data: folds"):
-            data = isic_archive_benchmark(image_dir,
-                                          _path(d.get("metadata_csv"), data_root, "metadata_csv"),
-                                          _path(d.get("id_list"), data_root, "id_list"), lists,
+            data = isic_archive_benchmark(image_dir, paths["metadata_csv"], paths["id_list"], lists,
                                           folds, fold, cfg.seed)
         data.ood = {s: data.ood[s] for s in cfg.splits}
     else:
-        manifest = d.get("colour_manifest")
-        manifest = _path(manifest, data_root, "colour_manifest") if manifest else None
+        manifest = paths.get("colour_manifest")
         groups = d.get("ood_groups") or {}
         root = _dataset_root(cfg, data_root, "root")
         with _config_errors(f"{cfg.source}: data: folds"):

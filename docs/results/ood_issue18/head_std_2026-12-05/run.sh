@@ -7,6 +7,9 @@
 # Rows without the head read the same features and code and must equal the earlier runs.
 . /work/main/.venv/bin/activate
 out=$(cd $(dirname $0) && pwd); cd /work/main
+# Since 2026-12-05 (stop 49) a packaged config's data paths are relative to the data folder
+# (--data-root, else $ANOMALY_INSPECT_DATA, else ../shared/data): to read the same files now, run
+# this without the two "--data-root ." below (as recorded, it ran with them).
 for cfg in mvtec_pill_colour mvtec_metal_nut_colour mvtec_bottle_heldout isic_all; do
   rm -rf /tmp/headstd_cache
   uptime

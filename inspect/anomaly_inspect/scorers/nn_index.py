@@ -61,6 +61,22 @@ HNSW_MIN_SCALE = 0.25
 # default from 20 queries on in earlier versions) is 4-20x faster there and equal above; the
 # exact image maxima search a few hundred patches a batch (magnetic tile's `search` 37 -> 20 s).
 BLAS_MIN_QUERIES = 20
+# An exact search of fewer queries than this runs on one faiss thread: a few queries take
+# milliseconds, and two threads synchronising per query cost more than they share (an
+# explanation's 8-32 cells: 55-512 ms a search on two threads on a busy machine, 2-5 ms on one;
+# 83 bottle images' explanations 1.3-7.6 s against 0.5 s)
+ONE_THREAD_MAX_QUERIES = 64
+
+
+@contextlib.contextmanager
+def faiss_threads(n: int) -> Iterator[None]:
+    """faiss's OpenMP threads set to ``n`` while inside (process-wide; restored on the way out)."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 @contextlib.contextmanager
@@ -313,7 +329,8 @@ class NearestNeighbours:
             else:
                 self._exact = faiss.IndexFlatL2(self._bank.shape[1])
                 self._exact.add(self._bank)
-        with gemm_distances():
+        few = len(queries) < ONE_THREAD_MAX_QUERIES
+        with gemm_distances(), faiss_threads(1) if few else contextlib.nullcontext():
             d2, idx = self._exact.search(np.ascontiguousarray(queries, dtype=np.float32), k)
         return np.sqrt(np.maximum(d2, 0)), idx
 

@@ -372,32 +372,51 @@ def _split(train_paths: list[Path], calibration: Sequence[Path | str] | None,
 
 def _held_out(train_paths: list[Path], fraction: float, seed: int
               ) -> tuple[list[Path], list[Path], str]:
-    """:func:`_split` without calibration images: the seeded hold-out, drawn over sets of
-    byte-identical copies (:func:`~..files.same_bytes`), each kept on one side, so that no
-    held-out image is scored against its own copy in the fit part (its score too low, the
-    threshold too low). A set stands where its first image is listed, a copy-free image alone;
-    so without copies the split is the plain seeded one of the images."""
-    owner = {i: group[0] for group in same_bytes(train_paths) for i in group[1:]}
-    units: dict[int, list[int]] = {}
-    for i in range(len(train_paths)):
-        units.setdefault(owner.get(i, i), []).append(i)
-    sets = list(units.values())
-    try:
-        fit_units, cal_units = holdout_split(len(sets), fraction, seed)
-    except ValueError as exc:
-        if not owner:
-            raise
-        raise ValueError(f"{exc}; the {len(train_paths)} training images are {len(sets)} distinct "
-                         f"ones and byte-identical copies of them, held out together") from None
-    fit_idx = sorted(i for u in fit_units for i in sets[u])
-    cal_idx = sorted(i for u in cal_units for i in sets[u])
-    copied = sum(len(s) > 1 for s in sets)
-    # the count held out (the share rounds: 0.2 of 3 images holds out one, a third)
+    """:func:`_split` without calibration images: the seeded hold-out of ``fraction`` of the
+    images, drawn from those without a byte-identical copy among them (:func:`~..files.
+    same_bytes`), so that no held-out image is scored against its own copy in the fit part (its
+    score too low, the threshold too low); every copied image is fitted on. Without copies this
+    is the plain seeded split of the images. Where fewer than that share have no copy, as many
+    are held out as there are; where none has, whole sets of copies are held out (their other
+    copies left out of both sides, so each calibration score is one distinct image)."""
+    n = len(train_paths)
+    groups = same_bytes(train_paths)
+    if not groups:
+        fit_idx, cal_idx = holdout_split(n, fraction, seed)
+        # the count held out (the share rounds: 0.2 of 3 images holds out one, a third)
+        return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
+                f"held-out {len(cal_idx)} of {n} training images (calibration fraction "
+                f"{fraction:g}, seed {seed})")
+    copied = {i for g in groups for i in g}
+    singles = [i for i in range(n) if i not in copied]
+    left_out: list[int] = []
+    n_cal = min(int(round(n * fraction)), len(singles))
+    if n_cal >= 1:  # as holdout_split draws, over the copy-free images
+        perm = np.random.default_rng(seed).permutation(len(singles))
+        cal_idx = sorted(singles[k] for k in perm[:n_cal])
+        how = (f"drawn from the {len(singles)} without a byte-identical copy; the {len(copied)} "
+               f"copied images are fitted on")
+    else:  # every image has a copy: whole sets held out, one image of each calibrates
+        sets = [[i] for i in singles] + groups
+        sets.sort()
+        try:
+            _, cal_units = holdout_split(len(sets), fraction, seed)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; the {n} training images are {len(sets)} distinct ones and "
+                             f"byte-identical copies of them, held out together") from None
+        cal_idx = sorted(sets[u][0] for u in cal_units)
+        left_out = sorted(i for u in cal_units for i in sets[u][1:])
+        how = (f"every image has a byte-identical copy: {len(cal_units)} sets held out, one "
+               f"image of each calibrating, {len(left_out)} copies left out of both sides")
+    out = set(cal_idx) | set(left_out)
+    fit_idx = [i for i in range(n) if i not in out]
+    if not fit_idx:
+        raise ValueError(f"cannot hold out {fraction:.0%} of {n} training images for calibration "
+                         f"and fit on the rest: they are copies of {len(cal_idx)} distinct ones; "
+                         f"add images or pass calibration=DIR")
     return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
-            f"held-out {len(cal_idx)} of {len(train_paths)} training images (calibration "
-            f"fraction {fraction:g}, seed {seed}"
-            + (f"; {copied} sets of byte-identical copies each kept on one side)" if copied
-               else ")"))
+            f"held-out {len(cal_idx)} of {n} training images (calibration fraction {fraction:g}, "
+            f"seed {seed}; {how})")
 
 
 def _same_files(these: Sequence[Path], those: Sequence[Path]) -> int:

@@ -32,7 +32,7 @@ def _model_scoring(tmp_path, flagged: bool):
     scored = _scored(model, test, path)
     scored.flagged = flagged
     x, _, _ = ImageTransform(model.extractor.transform)(rgb_image(SIZE, seed=5))
-    model.iter_score = lambda paths, keep_maps=True: [ScoredBatch([scored], {0: x})]
+    model.iter_score = lambda paths, keep_maps=True, explain_top=0: [ScoredBatch([scored], {0: x})]
     model.score = lambda paths: None
     return model, path
 

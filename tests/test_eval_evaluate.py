@@ -148,8 +148,11 @@ def test_distributed_engine_start_is_its_own_stage_outside_the_fit(tiny, monkeyp
     assert result.stage_seconds["engine_start"] >= 0.5
     assert result.fit_seconds < result.stage_seconds["remote fit"] + 0.3
     n = result.n_train + result.n_test
+    # fit_seconds and test_seconds are rounded to 1 ms on a run of under 0.1 s, so the rate
+    # agrees to a few per cent only (1.2 % off in a CI run); with engine_start's 0.5 s in the
+    # denominator it would be several times lower
     assert result.images_per_second == pytest.approx(
-        n / (result.fit_seconds + result.test_seconds), rel=0.01)
+        n / (result.fit_seconds + result.test_seconds), rel=0.05)
 
 
 # -- --root: the folder checked first, with hints ------------------------------------------

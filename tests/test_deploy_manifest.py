@@ -25,6 +25,15 @@ from layout_writer import rgb_image, write_image
 def _preprocess(path: Path, p: dict) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """The (1, 3, S, S) input and the content box (top, left, height, width) after the crop."""
     img = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    img, box = resize_pad_crop(img, p)
+    x = (img.astype(np.float32) / 255 - np.float32(p["mean"])) / np.float32(p["std"])
+    return x.transpose(2, 0, 1)[None].astype(np.float32), box
+
+
+def resize_pad_crop(img: np.ndarray, p: dict) -> tuple[np.ndarray, tuple[int, int, int, int]]:
+    """Resize (stretch or pad), then centre crop, as the manifest's ``order`` states, on ``img``
+    whatever its dtype (cv2.resize keeps it); and the content box (top, left, height, width)
+    after the crop."""
     h, w = img.shape[:2]
     size, crop = p["image_size"], p["crop_size"]
     if p["resize"] == "stretch":
@@ -43,8 +52,7 @@ def _preprocess(path: Path, p: dict) -> tuple[np.ndarray, tuple[int, int, int, i
         t2, l2 = max(top - o, 0), max(left - o, 0)
         bh, bw = max(min(top + bh - o, crop) - t2, 1), max(min(left + bw - o, crop) - l2, 1)
         top, left = t2, l2
-    x = (img.astype(np.float32) / 255 - np.float32(p["mean"])) / np.float32(p["std"])
-    return x.transpose(2, 0, 1)[None].astype(np.float32), (top, left, bh, bw)
+    return img, (top, left, bh, bw)
 
 
 def _neighbourhood(fm: np.ndarray, k: int, mode: str) -> np.ndarray:

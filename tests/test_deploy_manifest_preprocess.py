@@ -21,28 +21,9 @@ from anomaly_inspect.data.transforms import TransformConfig, build_transform
 from anomaly_inspect.screening import fit, load_model
 from anomaly_inspect.screening.deploy import _decode_rules, export_model
 from layout_writer import rgb_image, write_image
+from test_deploy_manifest import resize_pad_crop  # the outside reimplementation's resize
 
 # --- outside reimplementations of the preprocessing, from the manifest's fields --------------
-
-
-def _resize_pad_crop(img: np.ndarray, p: dict) -> np.ndarray:
-    """Resize (stretch or pad), then centre crop, as the manifest's ``order`` states, on
-    ``img`` whatever its dtype (cv2.resize keeps it)."""
-    h, w = img.shape[:2]
-    size, crop = p["image_size"], p["crop_size"]
-    if p["resize"] == "stretch":
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LINEAR)
-    else:
-        scale = size / max(h, w)
-        bh, bw = min(size, max(1, round(h * scale))), min(size, max(1, round(w * scale)))
-        top, left = (size - bh) // 2, (size - bw) // 2
-        img = cv2.resize(img, (bw, bh), interpolation=cv2.INTER_LINEAR)
-        img = cv2.copyMakeBorder(img, top, size - top - bh, left, size - left - bw,
-                                 cv2.BORDER_REFLECT_101)
-    if crop:
-        o = (size - crop) // 2
-        img = img[o:o + crop, o:o + crop]
-    return img
 
 
 def _normalise(x: np.ndarray, p: dict) -> np.ndarray:
@@ -53,12 +34,12 @@ def _normalise(x: np.ndarray, p: dict) -> np.ndarray:
 
 def _uint8_first(rgb: np.ndarray, p: dict) -> np.ndarray:
     """The order the manifest states: resize / pad / crop on uint8, then x / 255."""
-    return _normalise(_resize_pad_crop(rgb, p).astype(np.float32) / 255, p)
+    return _normalise(resize_pad_crop(rgb, p)[0].astype(np.float32) / 255, p)
 
 
 def _float_first(rgb: np.ndarray, p: dict) -> np.ndarray:
     """The order "scale: pixel / 255" alone suggested: x / 255 first, then resize in float."""
-    return _normalise(_resize_pad_crop(rgb.astype(np.float32) / 255, p), p)
+    return _normalise(resize_pad_crop(rgb.astype(np.float32) / 255, p)[0], p)
 
 
 def _textured(h: int, w: int) -> np.ndarray:

@@ -38,6 +38,9 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", "
 DEFAULT_MAX_PIXELS = 100_000_000
 #: images above this many pixels are decoded at a reduced size where the format allows it
 REDUCE_ABOVE_PIXELS = 16_000_000
+#: the factors such an image's decode is reduced by (libjpeg's DCT scaling), the largest that
+#: keeps the asked side
+REDUCE_FACTORS = (2, 4, 8)
 # First bytes of the formats we read, to find images whose extension is unusual.
 _MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a",
           b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+",  # classic TIFF, BigTIFF
@@ -462,7 +465,7 @@ def _reduction(header: _Header | None, min_side: int | None) -> int:
             or header.width * header.height <= REDUCE_ABOVE_PIXELS):
         return 1
     short = min(header.width, header.height)
-    return next((f for f in (8, 4, 2) if short // f >= min_side), 1)
+    return next((f for f in sorted(REDUCE_FACTORS, reverse=True) if short // f >= min_side), 1)
 
 
 def _check_budget(path: Path, width: int, height: int, max_pixels: int) -> None:

@@ -21,7 +21,7 @@ from ..data.mvtec import AnomalyDataset
 from ..data.samples import Sample
 from ..data.transforms import ImageTransform, build_transform
 from ..pipeline import Engine, Runner, build
-from ..pipeline.engine import check_engine
+from ..pipeline.engine import check_engine, start_engine
 from ..progress import Progress
 from ..resources import Timer, peak_rss_mb
 from ..scorers.maps import anomaly_maps
@@ -247,10 +247,8 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
     remote = engine is not None and not engine.in_process
     runner = Runner(extractor, None if remote else engine, progress)
     train_paths = [s.path for s in dataset.train]
-    start = getattr(engine, "start", None) if remote else None
-    if start is not None:  # Ray starts here, not inside the timed fit (nor in its img/s)
-        with runner.times("engine_start"):
-            start()
+    if remote and getattr(engine, "start", None) is not None:  # Ray starts here, not inside
+        runner.times.add("engine_start", start_engine(engine))  # the timed fit (nor its img/s)
     made = backbone.export_seconds  # graphs made here (not on remote workers): stage export
     with Timer() as fit_t:
         if remote:  # the workers' stages are not timed here

@@ -465,6 +465,7 @@ PATH_KEYS = ("root", "colours_csv", "image_dir", "metadata_csv", "id_list", "col
 #: a packaged config's data folder unless --data-root or $ANOMALY_INSPECT_DATA says otherwise:
 #: beside the repository root, where the recorded commands run from (as the tests' real data)
 DEFAULT_DATA_FOLDER = Path("../shared/data")
+DATA_ENV = "ANOMALY_INSPECT_DATA"  # where a packaged config's data folder is, unless --data-root
 
 
 def data_folder(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> Path | None:
@@ -475,7 +476,7 @@ def data_folder(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> Path 
     file, None: the current folder."""
     if data_root is not None or not cfg.packaged:
         return data_root
-    return Path(os.environ.get("ANOMALY_INSPECT_DATA") or DEFAULT_DATA_FOLDER)
+    return Path(os.environ.get(DATA_ENV) or DEFAULT_DATA_FOLDER)
 
 
 def data_paths(cfg: OODBenchmarkConfig, data_root: Path | None = None) -> dict[str, Path]:
@@ -502,15 +503,15 @@ def _dataset_root(cfg: OODBenchmarkConfig, data_root: Path | None, key: str) -> 
         value = cfg.data[key]
         base = data_folder(cfg, data_root)
         state = ", which " + ("is not a folder" if not base or not base.is_dir() else "does not hold it")
-        env = os.environ.get("ANOMALY_INSPECT_DATA")
+        env = os.environ.get(DATA_ENV)
         if Path(value).expanduser().is_absolute():
             where = ""
         elif cfg.packaged:
             origin = (f"--data-root {data_root}" if data_root is not None else
-                      f"$ANOMALY_INSPECT_DATA {env}" if env else
+                      f"${DATA_ENV} {env}" if env else
                       f"{DEFAULT_DATA_FOLDER} relative to the current folder {Path.cwd()} (the default)")
             where = (f" (a packaged config reads {value} in its data folder, here {origin}{state}; "
-                     f"give the folder that holds {value}/ as --data-root DIR or in ANOMALY_INSPECT_DATA)")
+                     f"give the folder that holds {value}/ as --data-root DIR or in {DATA_ENV})")
         elif data_root is None:
             where = (f" ({value} is read relative to the current folder {Path.cwd()}; run from "
                      f"the folder it is relative to, or pass --data-root)")

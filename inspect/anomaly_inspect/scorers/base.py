@@ -32,6 +32,9 @@ class NotFittedError(RuntimeError):
     """``score`` was called before ``fit``."""
 
 
+class ScorerFormatError(ValueError):
+    """Saved scorer state that this version cannot read."""
+
 
 def read_saved_json(path: Path, what: str) -> dict:
     """The JSON object in ``path`` (a saved ``what``'s description); unreadable, or not an
@@ -54,9 +57,6 @@ def read_saved_state(path: Path, what: str) -> dict[str, np.ndarray]:
         first = (str(exc).splitlines() or [""])[0]
         raise ScorerFormatError(f"{path}: damaged {what} state ({type(exc).__name__}: "
                                 f"{first})") from None
-
-class ScorerFormatError(ValueError):
-    """Saved scorer state that this version cannot read."""
 
 
 def save_state(state: dict[str, np.ndarray], path: Path) -> None:

@@ -27,7 +27,7 @@ import numpy as np
 from .. import __version__
 from ..choices import EXPORT_FORMATS as FORMATS  # format -> the runtime it serves
 from ..config import FeatureConfig
-from ..data.image_io import REDUCE_ABOVE_PIXELS
+from ..data.image_io import REDUCE_ABOVE_PIXELS, REDUCE_FACTORS
 from ..data.loader import reduced_side
 from ..features.runtime import (
     first_line,
@@ -342,7 +342,8 @@ def _decode_rules(image_size: int) -> dict[str, Any]:
             "float": "NaN -> 0, +inf -> 1, -inf -> 0, clipped to [0, 1], then "
                      "floor(x * 255 + 0.5) in the image's float type"},
         "reduced_jpeg": {
-            "above_pixels": REDUCE_ABOVE_PIXELS, "min_side": min_side, "factors": [2, 4, 8],
+            "above_pixels": REDUCE_ABOVE_PIXELS, "min_side": min_side,
+            "factors": list(REDUCE_FACTORS),
             "rule": f"a JPEG whose stored width * height is above {REDUCE_ABOVE_PIXELS:,} "
                     f"pixels (above_pixels) is decoded at 1 / f of its size by libjpeg's DCT "
                     f"scaling (cv2.imdecode with IMREAD_REDUCED_COLOR_f: ceil(width / f) x "

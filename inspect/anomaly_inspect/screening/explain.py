@@ -177,6 +177,12 @@ def top_patches(scores: np.ndarray, top: int, size: int = PATCH_CELLS) -> list[t
     return chosen
 
 
+def map_top_patches(scores: np.ndarray, nearest: np.ndarray, top: int, size: int = PATCH_CELLS
+                    ) -> list[tuple[int, int, float, int]]:
+    """(row, col, score, memory item) of the :func:`top_patches` of a scored map, as scored."""
+    return [(r, c, float(scores[r, c]), int(nearest[r, c])) for r, c in top_patches(scores, top, size)]
+
+
 def exact_top_patches(scorer, scores: np.ndarray, nearest: np.ndarray, patches: np.ndarray,
                       top: int, size: int = PATCH_CELLS) -> list[tuple[int, int, float, int]]:
     """(row, col, score, memory item) of the :func:`top_patches` of the exact patch-score map,
@@ -191,8 +197,7 @@ def exact_top_patches(scorer, scores: np.ndarray, nearest: np.ndarray, patches: 
     already (the image score is) and is kept as scored. With an exact index, the scored map."""
     nn, weights = scorer._nn, scorer.item_weights
     if nn.is_exact:
-        return [(r, c, float(scores[r, c]), int(nearest[r, c])) for r, c in top_patches(
-            scores, top, size)]
+        return map_top_patches(scores, nearest, top, size)
     flat_scores, flat_items = scores.ravel().astype(np.float64), nearest.ravel()
     bound = flat_scores.copy()
     if weights is not None:  # the approximate distance, times the root of the largest weight
@@ -364,8 +369,7 @@ def explain_scored(model: Model, scored: ScoredImage, top: int = 3,
     if scored.exact_top is not None and scored.exact_top[0] >= top:
         chosen = scored.exact_top[1][:top]  # the first top of a greedy top-k are its top
     else:
-        chosen = [(r, c, float(scored.patch_scores[r, c]), int(scored.nearest[r, c]))
-                  for r, c in top_patches(scored.patch_scores, top)]
+        chosen = map_top_patches(scored.patch_scores, scored.nearest, top)
     for r, c, distance, item in chosen:
         cell = (r + cells.top, c + cells.left)
         patch, _ = patch_rects(cell, grid, t.output_size, cells)

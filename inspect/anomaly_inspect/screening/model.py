@@ -409,11 +409,7 @@ def _held_out(train_paths: list[Path], fraction: float, seed: int
         how = (f"every image has a byte-identical copy: {len(cal_units)} sets held out, one "
                f"image of each calibrating, {len(left_out)} copies left out of both sides")
     out = set(cal_idx) | set(left_out)
-    fit_idx = [i for i in range(n) if i not in out]
-    if not fit_idx:
-        raise ValueError(f"cannot hold out {fraction:.0%} of {n} training images for calibration "
-                         f"and fit on the rest: they are copies of {len(cal_idx)} distinct ones; "
-                         f"add images or pass calibration=DIR")
+    fit_idx = [i for i in range(n) if i not in out]  # never empty: copied images, or a set left
     return ([train_paths[i] for i in fit_idx], [train_paths[i] for i in cal_idx],
             f"held-out {len(cal_idx)} of {n} training images (calibration fraction {fraction:g}, "
             f"seed {seed}; {how})")

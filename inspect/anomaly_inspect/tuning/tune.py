@@ -222,22 +222,21 @@ class TuningResult:
         }
 
 
-def fold_plan(n: int, settings: TuneSettings, copies: Sequence[Sequence[int]] = ()
+def fold_plan(n: int, settings: TuneSettings, paths: Sequence[Path] | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(chosen image indices, fold of each, family index of each) for ``n`` training images.
-    ``copies``: groups of byte-identical images (:func:`~..files.same_bytes`), each put in the
-    fold of its first chosen image, so that no held-out image is validated against its own copy
-    in its fold's bank (without copies the plain seeded folds)."""
+    With their ``paths``, byte-identical chosen images (:func:`~..files.same_bytes`: only the
+    chosen ones are read, where their sizes agree) share the fold of the first of them, so that
+    no held-out image is validated against its own copy in its fold's bank (without copies the
+    plain seeded folds)."""
     rng = np.random.default_rng((settings.seed, 1))
     keep = n if settings.max_images is None else min(n, settings.max_images)
     chosen = np.sort(rng.permutation(n)[:keep])
     folds = balanced_folds(keep, settings.n_folds, rng)  # drawn after the subset, from one generator
     families = balanced_folds(keep, len(settings.recipe.families), rng)
-    position = {int(c): k for k, c in enumerate(chosen)}
-    for group in copies:
-        ks = [position[i] for i in group if i in position]
-        if ks:
-            folds[ks] = folds[ks[0]]
+    copies = same_bytes([paths[i] for i in chosen]) if paths is not None else []
+    for group in copies:  # positions among the chosen
+        folds[group] = folds[group[0]]
     if copies and len(np.unique(folds)) < settings.n_folds:
         raise TooFewImagesError(f"tune needs images in each of its {settings.n_folds} folds; the "
                                 f"{keep} training images are too few distinct ones (byte-identical "
@@ -558,7 +557,7 @@ def _readable_plan(paths: list[Path], settings: TuneSettings, cache_dir: Path, m
             cap = f" (max_images={settings.max_images} of {len(paths)} images)" if kept < len(paths) else ""
             raise TooFewImagesError(f"tune needs at least {2 * settings.n_folds} training images, "
                                     f"{got}{cap}")
-        plan = fold_plan(len(paths), settings, same_bytes(paths))
+        plan = fold_plan(len(paths), settings, paths)
         planned = [paths[i] for i in plan[0]]
         try:
             return (planned, plan, synthetic_set(planned, *plan[1:], settings, cache_dir, max_pixels,
@@ -591,7 +590,7 @@ def normal_calibrations(train_paths: Sequence[Path | str], base: ModelConfig,
     cache_dir = tune_cache(cache_dir)
     train = listing_order([Path(p) for p in train_paths])
     fitted = train if calibrate_on is None else listing_order([Path(p) for p in calibrate_on])
-    chosen, folds, _ = fold_plan(len(train), settings, same_bytes(train))
+    chosen, folds, _ = fold_plan(len(train), settings, train)
     paths = [train[i] for i in chosen]
     bs = base.features.batch_size
     out = []

@@ -2,8 +2,9 @@
 # End of stop 48: the default detector's figures and speed with this stop's code (the HNSW
 # graph check's scale, num_neighbors capped by the bank, the reduced-decode rule for crops), quiet
 # machine, one job at a time: bench-backbone, then evaluate bottle and screw twice each.
+# Usage: bash run.sh [OUT_DIR] (default: this folder; a later stop passes its own).
 . /work/main/.venv/bin/activate
-out=$(cd $(dirname $0) && pwd); cd /tmp
+out=$(mkdir -p ${1:-$(dirname $0)} && cd ${1:-$(dirname $0)} && pwd); cd /tmp
 uptime
 anomaly-inspect bench-backbone --rounds 3 --quiet --output-json $out/bench_backbone.json | tail -8
 for i in 1 2; do for cat in bottle screw; do

@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
                        f"{s.seconds:.1f} s)"),
         *([("engine start", f"{s.engine_start:.1f} s (not in the throughput)")]
           if s.engine_start else []),
+        *([("engine warm-up", f"{s.engine_warm_up:.1f} s (workers starting, loading the model; "
+                              f"not in the throughput)")] if s.engine_warm_up else []),
         *([("resumed rows", f"{s.resumed_seconds:.1f} s writing their missing strips, maps or "
                             f"overlays (not in the throughput)")] if s.resumed_seconds else []),
         ("peak RSS", f"{peak_rss_mb():.0f} MB"),
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "n_flagged": s.n_flagged, "n_errors": s.n_errors,
         **(_totals(s.results_csv) if args.output_json else {}),  # read only for the JSON
         "seconds": round(s.seconds, 3), "engine_start": round(s.engine_start, 3),
+        "engine_warm_up": round(s.engine_warm_up, 3),
         "resumed_seconds": round(s.resumed_seconds, 3),
         "images_per_second": round(s.images_per_second, 3), "peak_rss_mb": round(peak_rss_mb(), 1),
         "errors": [{"path": p, "error": e} for p, e in s.errors],

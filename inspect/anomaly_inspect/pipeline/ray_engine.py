@@ -9,7 +9,9 @@ and the driver consumes the outputs one batch at a time, so whatever the caller 
 (``results.csv``, overlays, a coreset) is written on the driver exactly as with the local
 engine. One dataset (every path, about 100 bytes each in the object store) and one actor
 pool serve the whole map, so each actor loads the model once; Ray Data's streaming executor
-keeps only a few batches in flight.
+keeps only a few batches in flight. Each map records its warm-up (``warm_up``): the wait for
+its first output less that batch's own run, as the actor timed it (a duration, so no clocks
+are compared across nodes): the actors' start and ``setup`` (a model load), no scoring.
 
 Without shared storage (``shared_storage=False``) the image bytes are read by a few Ray
 tasks pinned to the driver's node, with the local reader's checks
@@ -153,8 +155,11 @@ class _TaskActor:
         task.setup()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        ns, outs = [], []
+        """Each output with its paths' number (``n``) and the seconds its work took here
+        (``busy``: spooling, reading, running the task; see :attr:`RayEngine.warm_up`)."""
+        ns, busy, outs = [], [], []
         for k, first in enumerate(batch["first"]):
+            began = time.perf_counter()
             paths = [Path(os.fsdecode(p)) for p in pickle.loads(batch["paths"][k])]
             files = pickle.loads(batch["files"][k]) if "files" in batch else None
             copies, refused = (None, {}) if files is None else self._spool(paths, files)
@@ -163,9 +168,13 @@ class _TaskActor:
                     for n, out in run_task(self.task, paths, copies, int(first)):
                         ns.append(n)
                         outs.append(pickle.dumps(out, protocol=5))
+                        now = time.perf_counter()
+                        busy.append(now - began)
+                        began = now
             finally:
                 _unlink(copies or ())
-        return {"n": np.asarray(ns, np.int64), "out": np.asarray(outs, dtype=object)}
+        return {"n": np.asarray(ns, np.int64), "busy": np.asarray(busy, np.float64),
+                "out": np.asarray(outs, dtype=object)}
 
     def _spool(self, paths: list[Path], files: list[tuple[bytes, str]]
                ) -> tuple[list[Path], dict[Path, str]]:
@@ -233,6 +242,10 @@ class RayEngine:
         self.workers = workers
         self.shared_storage = shared_storage
         self.actors: int | None = None  # the actor pool the last map ran on (a record of it)
+        #: the last map's wait, before its first output, for its actors to start and set up
+        #: (a model load), less that output's own work (0: no map, or one without paths);
+        #: read by :func:`~.engine.warm_up_seconds`
+        self.warm_up = 0.0
         check_reachable(address)  # before the caller's first progress bar
 
     def start(self) -> None:
@@ -301,12 +314,14 @@ class RayEngine:
 
     def map(self, task: BatchTask[T], paths: Sequence[Path],
             progress: Progress | None = None) -> Iterator[T]:
+        self.warm_up = 0.0
         groups = batch_groups(paths, task.batch_size)
         if not groups:
             return
         ray = self.ray
         n_actors, cpus = self.pool()
         self.actors = n_actors
+        begun = time.perf_counter()  # after the start (pool): ray.init is start_engine's
         remove_stale_folders(tempfile.gettempdir(), _RUN_FOLDER)
         run = uuid.uuid4().hex[:12]
         _RUNS.append(run)
@@ -333,6 +348,9 @@ class RayEngine:
                                 max_restarts=0)
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
+                if begun is not None and len(out["busy"]):  # the first output: warm actors
+                    self.warm_up = max(0.0, time.perf_counter() - begun - float(out["busy"][0]))
+                    begun = None
                 for n, blob in zip(out["n"], out["out"], strict=True):
                     if progress is not None:
                         progress.update(int(n))

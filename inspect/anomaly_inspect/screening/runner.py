@@ -43,7 +43,7 @@ from ..data.folder import path_list
 from ..data.image_io import image_size, read_image
 from ..data.layout import display_path
 from ..files import make_folder, replacing, reworded, write_json
-from ..pipeline.engine import Engine, check_engine, start_engine
+from ..pipeline.engine import Engine, check_engine, start_engine, warm_up_seconds
 from ..progress import Progress
 from ..scorers.params import check_number
 from .explain import OUTPUTS as EXPLAIN_OUTPUTS
@@ -75,9 +75,12 @@ class ScreenSummary:
     """What a screening run did. ``exit_code`` is 1 when any image of this run failed.
 
     ``seconds``: this run's time for its new images (listing, scoring, writing their rows;
-    not the report), less ``engine_start`` (the engine's start-up, Ray's ``ray.init``) and
-    ``resumed_seconds`` (the scoring pass that writes the strips, maps and overlays resumed rows
-    lack), which are timed apart: their images are not this run's."""
+    not the report), less ``engine_start`` (the engine's start-up, Ray's ``ray.init``),
+    ``engine_warm_up`` (the wait for the engine's workers to start and load the model before
+    the new images' first batch: :func:`~..pipeline.engine.warm_up_seconds`; the local engine's
+    model is loaded before, by the caller) and ``resumed_seconds`` (the scoring pass that writes
+    the strips, maps and overlays resumed rows lack, its own warm-up included), which are timed
+    apart: none of them scores this run's images."""
 
     out_dir: Path
     results_csv: Path
@@ -91,6 +94,7 @@ class ScreenSummary:
     seconds: float = 0.0
     engine_start: float = 0.0
     resumed_seconds: float = 0.0
+    engine_warm_up: float = 0.0
 
     @property
     def images_per_second(self) -> float:
@@ -419,7 +423,8 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
     incomplete = _incomplete_rows(model, rows, set(paths), out_dir, explain, maps, overlays) \
         if explain or maps != "none" or overlays != "none" else []
     # the engine (Ray) starts here, timed apart (as evaluate's engine_start), and only where
-    # it has work: neither its start-up nor the resumed rows' pass is in the throughput
+    # it has work: neither its start-up, nor its workers' warm-up, nor the resumed rows' pass
+    # is in the throughput
     engine_start = start_engine(engine) if todo or incomplete else 0.0
     resumed_seconds = 0.0
     if incomplete:
@@ -455,15 +460,17 @@ def _screen_locked(model: Model, paths: list[str], out_dir: Path, rescore: bool,
         writer.close()
     if writer.mapless:
         _warn_mapless(model)
-    seconds = time.perf_counter() - start - engine_start - resumed_seconds
+    warm_up = warm_up_seconds(engine) if todo else 0.0  # the new images' map's (the last)
+    seconds = time.perf_counter() - start - engine_start - resumed_seconds - warm_up
 
     report_path = _write_report(out_dir, csv_path, model, labels, embed_images) if report else None
     summary = ScreenSummary(out_dir, csv_path, report_path, len(paths), n_scored, n_resumed,
-                            n_flagged, len(errors), errors, seconds, engine_start, resumed_seconds)
+                            n_flagged, len(errors), errors, seconds, engine_start, resumed_seconds,
+                            warm_up)
     log.info("screened %d images (%d flagged, %d errors, %d resumed) in %.1f s (%.1f img/s; "
-             "engine start %.1f s and resumed rows %.1f s apart)", n_scored, n_flagged,
-             len(errors), n_resumed, seconds, summary.images_per_second, engine_start,
-             resumed_seconds)
+             "engine start %.1f s, engine warm-up %.1f s and resumed rows %.1f s apart)",
+             n_scored, n_flagged, len(errors), n_resumed, seconds, summary.images_per_second,
+             engine_start, warm_up, resumed_seconds)
     return summary
 
 

@@ -23,7 +23,7 @@ if "OMP_WAIT_POLICY" not in os.environ:  # a policy the user set decides the spi
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__
-from .progress import DEBUG_ENV
+from .progress import DEBUG_ENV, close_drawn
 
 # Each module in anomaly_inspect.commands registers one or more sub-commands.
 COMMAND_MODULES = (
@@ -144,9 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
+        close_drawn()  # the bars the stop left open: their closing lines before this one
         print("interrupted", file=sys.stderr)
         return 130
     except Terminated:
+        close_drawn()
         print("terminated", file=sys.stderr)
         return 143
     finally:
@@ -205,6 +207,7 @@ def _main(argv: list[str] | None) -> int:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.
         if os.environ.get(DEBUG_ENV) == "1":
             raise
+        close_drawn()
         print(f"error: {with_flag_hints(str(exc))}", file=sys.stderr)
         return 1
 

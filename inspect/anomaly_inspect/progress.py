@@ -7,6 +7,7 @@ the log with carriage-return lines)."""
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import TextIO
 
 from tqdm import tqdm
@@ -56,6 +57,7 @@ class Progress:
     def _open(self) -> tqdm:
         if self._bar is None:
             self._bar = tqdm(**self._settings)
+            _DRAWN[self] = None
         return self._bar
 
     def update(self, n: int = 1) -> None:
@@ -77,6 +79,7 @@ class Progress:
                 self._bar.refresh()
 
     def close(self) -> None:
+        _DRAWN.pop(self, None)
         if self._bar is not None:
             if not self._tty:  # a log: the closing line only where the last one is not it
                 self._bar.leave = self._bar.last_print_n < self._bar.n
@@ -87,3 +90,17 @@ class Progress:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+#: the bars drawn and not closed yet, in the order drawn (values unused)
+_DRAWN: weakref.WeakKeyDictionary[Progress, None] = weakref.WeakKeyDictionary()
+
+
+def close_drawn() -> None:
+    """Close every bar still drawn, newest first, for good (its later calls do nothing): the
+    CLI calls it before its one line for a stop or an error. A generator the stop left
+    suspended (evaluate's training images, while the coreset took a batch) would close its bar
+    only when collected, after that line."""
+    for bar in reversed(list(_DRAWN.keys())):
+        bar.close()
+        bar._settings = None

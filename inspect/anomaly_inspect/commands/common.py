@@ -399,8 +399,19 @@ def check_writable(path: Path, flag: str, into: bool = False) -> None:
             if not parent.is_dir():
                 raise NotADirectoryError(f"{flag} {path}: {parent} is a file, not a folder")
             if not os.access(parent, os.W_OK | os.X_OK):
+                if _read_only_mount(parent):  # e.g. a read-only bind mount: no chmod helps
+                    raise OSError(f"{flag} {path}: cannot write in {parent} (read-only file system)")
                 raise PermissionError(f"{flag} {path}: cannot write in {parent} (permission denied)")
             return
+
+
+def _read_only_mount(folder: Path) -> bool:
+    """Whether ``folder`` lies on a file system mounted read-only (False where that cannot be
+    told: no ``os.statvfs``, or it fails)."""
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (AttributeError, OSError):
+        return False
 
 
 def check_output_json(path: Path | None, managed: Path | None = None,

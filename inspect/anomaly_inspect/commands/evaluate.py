@@ -88,11 +88,17 @@ def run(args: argparse.Namespace) -> int:
     if tuning is not None and args.ensemble:
         from ..tuning.judge import evaluate_ensemble
 
-        out["ensemble"] = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache,
-                                            progress=not args.quiet, max_pixels=args.max_pixels)
+        # the K asked beside the members fused: fewer where the candidates give fewer distinct
+        # model inputs (the tuning block's ensemble_note says why)
+        ensemble = evaluate_ensemble(dataset, tuning, cfg, args.tune_cache,
+                                     progress=not args.quiet, max_pixels=args.max_pixels)
+        out["ensemble"] = {**ensemble, "requested": args.ensemble}
         write_json(args.output_json, out)
-        print(f"ensemble image AUROC  {out['ensemble']['image_auroc']:.4f} "
-              f"({', '.join(out['ensemble']['members'])}; normal-calibrated)")
+        members = ensemble["members"]
+        short = (f"; {len(members)} of the {args.ensemble} asked"
+                 if len(members) < args.ensemble else "")
+        print(f"ensemble image AUROC  {ensemble['image_auroc']:.4f} "
+              f"({', '.join(members)}; normal-calibrated{short})")
     return 0
 
 

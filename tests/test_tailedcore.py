@@ -143,7 +143,9 @@ def test_batch_by_batch_fit_is_the_whole_method_not_plain_patchcore(name):
     batched = build_scorer(name, coreset_ratio=0.5, progress=False).fit_batches(
         [feats.subset(range(0, 16)), feats.subset(range(16, 32))], 32)
     np.testing.assert_array_equal(batched.memory_bank, whole.memory_bank)
-    assert batched.fit_summary() == whole.fit_summary()
+    timings = ("index_seconds",)  # wall seconds: equal fits need not take equal time
+    assert ({k: v for k, v in batched.fit_summary().items() if k not in timings}
+            == {k: v for k, v in whole.fit_summary().items() if k not in timings})
     defect = Features(feats.patches[5, 2, 2][None, None, None])
     assert batched.score(defect).image_scores[0] > 1.0  # the LOF filter kept it out
     with pytest.raises(ValueError, match=f"not '{name}'"):

@@ -67,6 +67,10 @@ class EvaluationResult:
     #: finding it cached: its peak RSS is then higher than a warm run's (it cannot be split)
     exported: bool = False
     search_graph: dict | None = None  # an HNSW graph's M and its fit-time check(s): excess distance
+    #: of ``fit_seconds`` (stage ``fit``), the seconds the search index took to build (an HNSW
+    #: graph's check and rebuilds included; the rest of the stage is mostly the coreset); None
+    #: for scorers without one
+    index_seconds: float | None = None
     pixel_auroc_note: str | None = None  # why there is no pixel AUROC (None when there is one)
     #: the area under the per-region-overlap curve to 30 % FPR, divided by 0.3 (MVTec AD's
     #: localisation metric, :func:`..evaluation.metrics.aupro`), over the pixels of the pixel
@@ -339,6 +343,7 @@ def evaluate(dataset: AnomalyDataset, cfg: ModelConfig | None = None, progress: 
         exported=export > 0,
         search_graph={"m": summary["search_graph_m"], "excess": summary["search_graph_excess"]}
         if "search_graph_m" in summary else None,
+        index_seconds=summary.get("index_seconds"),
         pixel_auroc_note=note,
         crop_size=crop,
         pixel_auroc_whole_image=whole_pixel,

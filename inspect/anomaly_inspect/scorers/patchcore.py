@@ -191,6 +191,9 @@ class PatchCore(Scorer):
         #: where each memory item came from (None for models saved before it was kept)
         self.provenance: Provenance | None = None
         self._nn: NearestNeighbours | None = None
+        #: the seconds the search index of a bank fitted in this process took to build
+        #: (``fit_summary``'s ``index_seconds``); None for a loaded bank
+        self._index_seconds: float | None = None
 
     # -- fitting ---------------------------------------------------------------
     def coreset(self, ratio: float | None = None, keep_rows: bool = False,
@@ -280,8 +283,9 @@ class PatchCore(Scorer):
         """Install the memory bank; ``weights`` (one per item) weigh the distances to it
         (score = distance x sqrt(weight), see :func:`weighted_scores`);
         ``provenance`` says where each item came from. ``probes`` (a sample of training
-        patches) check an HNSW index at fit; ``graph`` is a saved model's graph (its links),
-        ``graph_m`` the M that check chose, to rebuild a graph saved without its links."""
+        patches) check an HNSW index at fit, and come with a fit only: the index's build
+        seconds are then kept for :meth:`fit_summary`; ``graph`` is a saved model's graph (its
+        links), ``graph_m`` the M that check chose, to rebuild a graph saved without its links."""
         check_bank(bank)
         if weights is not None and len(weights) != len(bank):
             raise ValueError(f"{len(weights)} item weights for a bank of {len(bank)} items")
@@ -292,6 +296,7 @@ class PatchCore(Scorer):
         self.item_weights = None if weights is None else np.asarray(weights, np.float32)
         params = {"seed": self.seed} if graph_m is None else {"seed": self.seed, "hnsw_m": graph_m}
         self._nn = NearestNeighbours(self.index, **params).fit(self.memory_bank, probes, graph)
+        self._index_seconds = None if probes is None else self._nn.build_seconds
         self._fitted = True
 
     # -- scoring ---------------------------------------------------------------
@@ -341,11 +346,16 @@ class PatchCore(Scorer):
         return None if self._nn is None else self._nn.resolved_kind
 
     def fit_summary(self) -> dict[str, Any]:
+        """The bank's size and search index; for a bank fitted in this process also
+        ``index_seconds``, the part of the fit that built the index (an HNSW graph's check and
+        rebuilds included; the rest is mostly the coreset)."""
         out = {"memory_bank_items": self.bank_size,
                "memory_bank_mb": round(self.bank_megabytes, 3),
                "search_index": self.search_index}
         if self._nn is not None and getattr(self._nn, "graph_checks", None):
             out.update(search_graph_m=self._nn.graph_m, search_graph_excess=self._nn.graph_checks)
+        if self._index_seconds is not None:
+            out["index_seconds"] = round(self._index_seconds, 3)
         return out
 
     def get_state(self) -> dict[str, np.ndarray]:

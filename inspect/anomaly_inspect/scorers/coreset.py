@@ -45,6 +45,7 @@ measured against the exact greedy in ``docs/coreset.md``.
 
 from __future__ import annotations
 
+import logging
 import math
 from concurrent.futures import ThreadPoolExecutor
 
@@ -55,6 +56,8 @@ from threadpoolctl import threadpool_limits
 from ..progress import Progress
 from .base import sum_is_finite
 from .params import check_number
+
+log = logging.getLogger(__name__)
 
 WINDOW_CHUNKS = 16  # round 1 shuffles windows of 16 chunks: its result is independent of how
 #                     the rows arrive (one array, or batch by batch)
@@ -72,6 +75,8 @@ PRUNE_SHARE = (0.15, 2 * 2**20)  # ...unless at least 15 % of a block of at leas
 #   (1600 rows: 30 % picked 1.21x)
 PRUNE_GATHER_COST = 8  # gathering a row from memory costs about 8 rows of a streamed GEMV
 PRUNE_SLACK = 1e-3  # relative (and, times the largest squared norm, absolute) slack on that bound
+_WARNED_RATIOS: set[float] = set()  # ratios warned about for first_round_ratio None (once each
+#                                     per process: bench-coreset's one_round rows, a worker's blocks)
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -341,6 +346,21 @@ def check_first_round_ratio(value: float | str | None, owner: str = "coreset") -
     check_number(owner, "first_round_ratio", value, 0, 1, low_open=True, allowed=(None, "auto"))
 
 
+def warn_no_oversampling(ratio: float, chunk_size: int | None,
+                         first_round_ratio: float | str | None) -> None:
+    """Warn (once per ratio and process) where ``first_round_ratio`` None leaves a chunked
+    round 1 without the oversampling ``"auto"`` gives below sqrt(:data:`ROUND_TWO_BUDGET`):
+    the plain chunked greedy collapses at small ratios (1 %: 41 picks in a 4096-row chunk)."""
+    if (chunk_size is None or first_round_ratio is not None
+            or ratio >= math.sqrt(ROUND_TWO_BUDGET) or ratio in _WARNED_RATIOS):
+        return
+    _WARNED_RATIOS.add(ratio)
+    log.warning("coreset ratio %g with first_round_ratio None: round 1 does not oversample (it "
+                "keeps %d of every %d-row chunk), so the memory bank may cover the patches "
+                "badly; first_round_ratio 'auto' (the default) avoids it", ratio,
+                math.ceil(ratio * chunk_size), chunk_size)
+
+
 class TwoRoundCoreset:
     """Streamed two-round greedy coreset (see the module docstring).
 
@@ -361,6 +381,7 @@ class TwoRoundCoreset:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         check_first_round_ratio(first_round_ratio)
+        warn_no_oversampling(ratio, chunk_size, first_round_ratio)
         self.ratio = ratio
         self.max_items = max_items
         self.chunk_size = chunk_size

@@ -553,3 +553,4 @@ def test_bench_engine_fit_holds_only_the_radius_sample(tmp_path, monkeypatch):
     assert [r["radius_points"] for r in rows] == [10, 10] and rows[0]["patches"] == 4 * 64
     assert 10 in sizes  # the projections went through a sample of 10, batch by batch
     assert all(r["radius"] > 0 for r in rows)
+    assert {r["radius_sampler"] for r in rows} == {f"probe_sample seed {cfg.seed}"}

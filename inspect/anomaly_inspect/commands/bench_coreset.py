@@ -89,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="with --engine ray: only the one-machine streamed fit against the engine's, "
                         "holding no features (for large training sets)")
     p.add_argument("--radius-sample", type=positive_int, metavar="N",
-                   help="with --engine-only: covering radius over a seeded sample of N patches")
+                   help="with --engine-only: covering radius over a seeded sample of N patches (a maximum "
+                        "over the sample: compare it only between the rows of one run)")
     add_model_args(p)
     add_engine_args(p)
     add_output_args(p)

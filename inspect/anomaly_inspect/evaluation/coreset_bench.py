@@ -161,6 +161,10 @@ def bench_engine_fit(dataset: AnomalyDataset, cfg: ModelConfig, engine: Engine,
             "radius": round(radius_with_bar(projected, project(scorer.memory_bank),
                                             row_label(name, local.coreset_ratio), progress), 4),
             "radius_points": len(projected),
+            # how the radius' points were drawn: a sampled maximum is comparable only between
+            # rows of one run (the sampler changed on 2026-12-04, docs/scaling.md)
+            "radius_sampler": ("every patch" if sample is None
+                               else f"probe_sample seed {cfg.seed}"),
             "image_auroc": round(float(auroc(labels, np.concatenate(scores[name]))), 4),
         })
         if scorer is remote:

@@ -161,3 +161,17 @@ def test_the_ray_engine_records_its_actors_warm_up(ray_session, tmp_path):
     assert first - engine.warm_up >= RUN_S  # the first batch's run is scoring: not in it
     assert warm_up_seconds(engine) == engine.warm_up
     assert list(engine.map(SlowSetup(), [])) == [] and engine.warm_up == 0.0
+
+
+def test_the_warm_up_leaves_out_every_batch_of_the_first_block(ray_session, tmp_path):
+    """An actor returns a block's batches together: the wait for the first output holds them
+    all (here 2 per block), and none of them is warm-up."""
+    ray_session.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    engine = make_engine("ray", workers=2)
+    begun = time.perf_counter()
+    outputs = engine.map(SlowSetup(), [tmp_path / f"f{i}" for i in range(16)])
+    next(outputs)
+    first = time.perf_counter() - begun
+    assert len([n for out in outputs for n in out]) == 14
+    assert engine.warm_up >= SETUP_S
+    assert first - engine.warm_up >= 2 * RUN_S

@@ -10,7 +10,7 @@ and the driver consumes the outputs one batch at a time, so whatever the caller 
 engine. One dataset (every path, about 100 bytes each in the object store) and one actor
 pool serve the whole map, so each actor loads the model once; Ray Data's streaming executor
 keeps only a few batches in flight. Each map records its warm-up (``warm_up``): the wait for
-its first output less that batch's own run, as the actor timed it (a duration, so no clocks
+its first output less the run of that output's block (its batches), as the actor timed it (a duration, so no clocks
 are compared across nodes): the actors' start and ``setup`` (a model load), no scoring.
 
 Without shared storage (``shared_storage=False``) the image bytes are read by a few Ray
@@ -349,7 +349,9 @@ class RayEngine:
         try:
             for out in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=1):
                 if begun is not None and len(out["busy"]):  # the first output: warm actors
-                    self.warm_up = max(0.0, time.perf_counter() - begun - float(out["busy"][0]))
+                    # less the whole first block's work: an actor returns a block's batches
+                    # (up to GROUPS_PER_BLOCK) together, after running them all
+                    self.warm_up = max(0.0, time.perf_counter() - begun - float(out["busy"].sum()))
                     begun = None
                 for n, blob in zip(out["n"], out["out"], strict=True):
                     if progress is not None:

@@ -23,7 +23,7 @@ if "OMP_WAIT_POLICY" not in os.environ:  # a policy the user set decides the spi
     os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 from . import __version__
-from .progress import DEBUG_ENV, close_drawn
+from .progress import DEBUG_ENV, close_drawn, drawn_mark
 
 # Each module in anomaly_inspect.commands registers one or more sub-commands.
 COMMAND_MODULES = (
@@ -141,14 +141,15 @@ def main(argv: list[str] | None = None) -> int:
     if argv is None:
         atexit.register(_exit_code_after_handlers)
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    mark = drawn_mark()
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        close_drawn()  # the bars the stop left open: their closing lines before this one
+        close_drawn(mark)  # the bars the stop left open: their closing lines before this one
         print("interrupted", file=sys.stderr)
         return 130
     except Terminated:
-        close_drawn()
+        close_drawn(mark)
         print("terminated", file=sys.stderr)
         return 143
     finally:
@@ -189,6 +190,7 @@ def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.
 
 
 def _main(argv: list[str] | None) -> int:
+    mark = drawn_mark()
     parser = build_parser()
     args = _parse(parser, argv)
     if not getattr(args, "func", None):
@@ -207,7 +209,7 @@ def _main(argv: list[str] | None) -> int:
         # Expected user-facing failures (bad paths, layouts, configs, weights): one clear line.
         if os.environ.get(DEBUG_ENV) == "1":
             raise
-        close_drawn()
+        close_drawn(mark)
         print(f"error: {with_flag_hints(str(exc))}", file=sys.stderr)
         return 1
 

@@ -6,7 +6,9 @@ the log with carriage-return lines)."""
 
 from __future__ import annotations
 
+import itertools
 import sys
+import threading
 import weakref
 from typing import TextIO
 
@@ -57,7 +59,8 @@ class Progress:
     def _open(self) -> tqdm:
         if self._bar is None:
             self._bar = tqdm(**self._settings)
-            _DRAWN[self] = None
+            with _LOCK:
+                _DRAWN[self] = (threading.get_ident(), next(_ORDER))
         return self._bar
 
     def update(self, n: int = 1) -> None:
@@ -79,7 +82,8 @@ class Progress:
                 self._bar.refresh()
 
     def close(self) -> None:
-        _DRAWN.pop(self, None)
+        with _LOCK:
+            _DRAWN.pop(self, None)
         if self._bar is not None:
             if not self._tty:  # a log: the closing line only where the last one is not it
                 self._bar.leave = self._bar.last_print_n < self._bar.n
@@ -92,15 +96,27 @@ class Progress:
         self.close()
 
 
-#: the bars drawn and not closed yet, in the order drawn (values unused)
-_DRAWN: weakref.WeakKeyDictionary[Progress, None] = weakref.WeakKeyDictionary()
+#: the bars drawn and not closed yet: bar -> (the thread that drew it, its place in draw order)
+_DRAWN: weakref.WeakKeyDictionary[Progress, tuple[int, int]] = weakref.WeakKeyDictionary()
+_ORDER = itertools.count(1)
+_LOCK = threading.Lock()
 
 
-def close_drawn() -> None:
-    """Close every bar still drawn, newest first, for good (its later calls do nothing): the
-    CLI calls it before its one line for a stop or an error. A generator the stop left
-    suspended (evaluate's training images, while the coreset took a batch) would close its bar
-    only when collected, after that line."""
-    for bar in reversed(list(_DRAWN.keys())):
+def drawn_mark() -> int:
+    """A mark in draw order: :func:`close_drawn` given it closes only the bars drawn after it."""
+    return next(_ORDER)
+
+
+def close_drawn(since: int) -> None:
+    """Close the bars this thread drew after mark ``since`` and still holds open, newest first,
+    for good (their later calls do nothing): the CLI calls it before its one line for a stop or
+    an error. A generator the stop left suspended (evaluate's training images, while the
+    coreset took a batch) would close its bar only when collected, after that line. Bars of
+    other threads, or drawn before the command (a library caller's), are left alone."""
+    me = threading.get_ident()
+    with _LOCK:
+        mine = sorted(((order, bar) for bar, (thread, order) in _DRAWN.items()
+                       if thread == me and order > since), key=lambda item: -item[0])
+    for _, bar in mine:
         bar.close()
         bar._settings = None

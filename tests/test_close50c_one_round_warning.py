@@ -29,14 +29,33 @@ def warnings(caplog) -> list[str]:
             if r.name == LOGGER and r.levelno == logging.WARNING]
 
 
+ROWS = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
+
+
+def plain(ratio: float, rows: np.ndarray = ROWS) -> np.ndarray:
+    coreset = TwoRoundCoreset(ratio, chunk_size=64, first_round_ratio=None)
+    coreset.add(rows)
+    return coreset.finish()
+
+
 def test_plain_chunked_greedy_at_a_small_ratio_warns_once(caplog):
-    TwoRoundCoreset(0.01, chunk_size=4096, first_round_ratio=None)
-    TwoRoundCoreset(0.01, chunk_size=4096, first_round_ratio=None)
+    TwoRoundCoreset(0.01, chunk_size=64, first_round_ratio=None)
+    assert warnings(caplog) == []  # nothing chunked yet
+    plain(0.01)
+    plain(0.01)
     (message,) = warnings(caplog)
     assert "first_round_ratio None" in message and "ratio 0.01" in message
     assert "does not oversample" in message and "'auto'" in message
-    TwoRoundCoreset(0.03, chunk_size=4096, first_round_ratio=None)  # another ratio: its own
+    plain(0.03)  # another ratio: its own
     assert len(warnings(caplog)) == 2
+
+
+def test_rows_within_one_chunk_get_the_exact_greedy_and_no_warning(caplog):
+    picks = plain(0.02, ROWS[:60])
+    auto = TwoRoundCoreset(0.02, chunk_size=64)
+    auto.add(ROWS[:60])
+    np.testing.assert_array_equal(picks, auto.finish())
+    assert warnings(caplog) == []
 
 
 @pytest.mark.parametrize("ratio, chunk_size, first", [
@@ -47,7 +66,9 @@ def test_plain_chunked_greedy_at_a_small_ratio_warns_once(caplog):
     (math.sqrt(ROUND_TWO_BUDGET), 4096, None),
 ])
 def test_no_warning_where_round_one_loses_nothing_against_auto(caplog, ratio, chunk_size, first):
-    TwoRoundCoreset(ratio, chunk_size=chunk_size, first_round_ratio=first)
+    coreset = TwoRoundCoreset(ratio, chunk_size=chunk_size and 64, first_round_ratio=first)
+    coreset.add(ROWS)
+    coreset.finish()
     assert warnings(caplog) == []
 
 

@@ -381,7 +381,6 @@ class TwoRoundCoreset:
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1 or None, got {chunk_size}")
         check_first_round_ratio(first_round_ratio)
-        warn_no_oversampling(ratio, chunk_size, first_round_ratio)
         self.ratio = ratio
         self.max_items = max_items
         self.chunk_size = chunk_size
@@ -501,6 +500,8 @@ class TwoRoundCoreset:
         are made up front, so the result does not depend on the thread count."""
         n = len(rows)
         parts = np.array_split(self._rng.permutation(n), math.ceil(n / self.chunk_size))
+        if len(parts) > 1:  # rows that fit one chunk get the exact greedy: nothing to warn of
+            warn_no_oversampling(self.ratio, self.chunk_size, self.first_round_ratio)
         starts = [int(self._rng.integers(len(idx))) for idx in parts]
         self._proj_for(rows)
 

@@ -193,3 +193,27 @@ def stub_model_dir(folder: Path) -> Path:
     info = ModelInfo(config={}, backbone={"name": "b", "weights": {"checksum": "abc"}},
                      calibration={}, train_images=["a.png"], calibration_images=["b.png"])
     return save_model_dir(folder, info, scorer)
+
+
+def fake_screen_clock(monkeypatch, per_image_s: float):
+    """Screen's clock (and the engine start's) moved only by faked work: ``per_image_s`` per
+    image any scoring pass yields. Returns the clock (``.t``, seconds) for a test to move."""
+    import types
+
+    from anomaly_inspect.pipeline import engine
+    from anomaly_inspect.screening import runner
+    from anomaly_inspect.screening.model import Model
+
+    now = types.SimpleNamespace(t=0.0)
+    fake = types.SimpleNamespace(perf_counter=lambda: now.t)
+    monkeypatch.setattr(runner, "time", fake)
+    monkeypatch.setattr(engine, "time", fake)
+    scored = Model.iter_score
+
+    def iter_score(self, paths, *args, **kwargs):
+        for batch in scored(self, paths, *args, **kwargs):
+            now.t += per_image_s * len(batch.images)
+            yield batch
+
+    monkeypatch.setattr(Model, "iter_score", iter_score)
+    return now

@@ -10,7 +10,6 @@ import json
 import re
 import sys
 import time
-import types
 from dataclasses import dataclass
 
 import pytest
@@ -19,10 +18,8 @@ import anomaly_inspect.commands.screen as screen_command
 from anomaly_inspect.cli import main
 from anomaly_inspect.pipeline import LocalEngine, make_engine
 from anomaly_inspect.pipeline.engine import warm_up_seconds
-from anomaly_inspect.screening import runner
-from anomaly_inspect.screening.model import Model
 from anomaly_inspect.screening.runner import screen
-from layout_writer import fit_tiny_model, rgb_image, write_image
+from layout_writer import fake_screen_clock, fit_tiny_model, rgb_image, write_image
 
 PER_IMAGE_S = 10.0  # the faked time each image's scoring takes
 START_S = 100.0  # the faked engine start-up (ray.init)
@@ -42,21 +39,7 @@ def tiny(tmp_path_factory):
 def clock(monkeypatch):
     """A clock that moves only as the faked work says: PER_IMAGE_S per image a scoring pass
     yields."""
-    now = types.SimpleNamespace(t=0.0)
-    fake = types.SimpleNamespace(perf_counter=lambda: now.t)
-    from anomaly_inspect.pipeline import engine
-
-    monkeypatch.setattr(runner, "time", fake)
-    monkeypatch.setattr(engine, "time", fake)
-    scored = Model.iter_score
-
-    def iter_score(self, paths, *args, **kwargs):
-        for batch in scored(self, paths, *args, **kwargs):
-            now.t += PER_IMAGE_S * len(batch.images)
-            yield batch
-
-    monkeypatch.setattr(Model, "iter_score", iter_score)
-    return now
+    return fake_screen_clock(monkeypatch, PER_IMAGE_S)
 
 
 class WarmingEngine(LocalEngine):

@@ -7,16 +7,13 @@ Clocks are faked: every figure is exact."""
 from __future__ import annotations
 
 import json
-import types
 
 import pytest
 
 from anomaly_inspect.cli import main
 from anomaly_inspect.pipeline.engine import LocalEngine
-from anomaly_inspect.screening import runner
-from anomaly_inspect.screening.model import Model
 from anomaly_inspect.screening.runner import ScreenSummary, screen
-from layout_writer import fit_tiny_model, rgb_image, stub_model_dir, write_image
+from layout_writer import fake_screen_clock, fit_tiny_model, rgb_image, stub_model_dir, write_image
 
 PER_IMAGE_S = 10.0  # the faked time each image's scoring takes
 START_S = 100.0  # the faked engine start-up
@@ -36,21 +33,7 @@ def tiny(tmp_path_factory):
 def clock(monkeypatch):
     """A clock that moves only as the faked work says: PER_IMAGE_S per image any scoring pass
     yields (this run's or the resumed rows'), START_S per engine start."""
-    now = types.SimpleNamespace(t=0.0)
-    fake = types.SimpleNamespace(perf_counter=lambda: now.t)
-    from anomaly_inspect.pipeline import engine
-
-    monkeypatch.setattr(runner, "time", fake)
-    monkeypatch.setattr(engine, "time", fake)  # its start_engine times the start
-    scored = Model.iter_score
-
-    def iter_score(self, paths, *args, **kwargs):
-        for batch in scored(self, paths, *args, **kwargs):
-            now.t += PER_IMAGE_S * len(batch.images)
-            yield batch
-
-    monkeypatch.setattr(Model, "iter_score", iter_score)
-    return now
+    return fake_screen_clock(monkeypatch, PER_IMAGE_S)
 
 
 class StartedEngine(LocalEngine):

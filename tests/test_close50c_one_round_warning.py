@@ -72,10 +72,18 @@ def test_no_warning_where_round_one_loses_nothing_against_auto(caplog, ratio, ch
     assert warnings(caplog) == []
 
 
-def test_workers_round_one_on_many_blocks_warns_once(caplog):
-    rows = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
-    for stream in range(4):
-        round_one(rows, 0.02, 64, None, None, stream=stream)
+def test_the_distributed_fit_warns_on_the_driver_whatever_its_blocks(caplog):
+    """Workers run round 1 on blocks that each fit one chunk (so each keeps 2 % of its block
+    and round 2 has nothing to choose): the driver, which sees every row, warns once; the
+    workers, whose logs do not reach the user, do not."""
+    blocks = np.random.default_rng(0).standard_normal((4, 60, 8)).astype(np.float32)
+    driver = TwoRoundCoreset(0.02, chunk_size=64, first_round_ratio=None)
+    for stream, block in enumerate(blocks):
+        chunks = round_one(block, 0.02, 64, None, None, stream=stream)
+        assert warnings(caplog) == []
+        driver.add_round_one(chunks, block[np.concatenate(chunks)], len(block))
+    driver.finish()
+    driver.finish()
     assert len(warnings(caplog)) == 1
 
 

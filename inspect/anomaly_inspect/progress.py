@@ -99,7 +99,7 @@ class Progress:
 #: the bars drawn and not closed yet: bar -> (the thread that drew it, its place in draw order)
 _DRAWN: weakref.WeakKeyDictionary[Progress, tuple[int, int]] = weakref.WeakKeyDictionary()
 _ORDER = itertools.count(1)
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a bar finalised by the collector inside it closes
 
 
 def drawn_mark() -> int:
@@ -115,8 +115,9 @@ def close_drawn(since: int) -> None:
     other threads, or drawn before the command (a library caller's), are left alone."""
     me = threading.get_ident()
     with _LOCK:
-        mine = sorted(((order, bar) for bar, (thread, order) in _DRAWN.items()
-                       if thread == me and order > since), key=lambda item: -item[0])
+        drawn = list(_DRAWN.items())
+    mine = sorted(((order, bar) for bar, (thread, order) in drawn
+                   if thread == me and order > since), key=lambda item: -item[0])
     for _, bar in mine:
         bar.close()
         bar._settings = None

@@ -500,8 +500,6 @@ class TwoRoundCoreset:
         are made up front, so the result does not depend on the thread count."""
         n = len(rows)
         parts = np.array_split(self._rng.permutation(n), math.ceil(n / self.chunk_size))
-        if len(parts) > 1:  # rows that fit one chunk get the exact greedy: nothing to warn of
-            warn_no_oversampling(self.ratio, self.chunk_size, self.first_round_ratio)
         starts = [int(self._rng.integers(len(idx))) for idx in parts]
         self._proj_for(rows)
 
@@ -589,6 +587,9 @@ class TwoRoundCoreset:
         if not self._positions:
             raise ValueError("no rows were added to the coreset")
         if self._selection is None:
+            if self.chunk_size is not None and self.n_seen > self.chunk_size:  # rows in one
+                # chunk get the exact greedy; more were cut into chunks here or by workers
+                warn_no_oversampling(self.ratio, self.chunk_size, self.first_round_ratio)
             self._selection = self._round_two(progress)
         return self._selection
 

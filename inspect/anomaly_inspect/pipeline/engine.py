@@ -139,8 +139,8 @@ def start_engine(engine: Engine) -> float:
 
 def warm_up_seconds(engine: Engine | None) -> float:
     """The seconds ``engine``'s last ``map`` waited, before its first output, for its workers
-    to start and set up (Ray: the actors' processes and ``setup``, a model load), less that
-    output's own work. No image is scored in it, so a rate leaves it out, as it leaves out
+    to start and set up (Ray: the actors' processes and ``setup``, a model load), less the
+    work of the batches that output carries. No image is scored in it, so a rate leaves it out, as it leaves out
     :func:`start_engine`'s seconds. 0 for an engine that records none (the local one: no
     workers to start, and an in-process task is given its model already loaded)."""
     return float(getattr(engine, "warm_up", 0.0))

@@ -10,8 +10,9 @@ and the driver consumes the outputs one batch at a time, so whatever the caller 
 engine. One dataset (every path, about 100 bytes each in the object store) and one actor
 pool serve the whole map, so each actor loads the model once; Ray Data's streaming executor
 keeps only a few batches in flight. Each map records its warm-up (``warm_up``): the wait for
-its first output less the run of that output's block (its batches), as the actor timed it (a duration, so no clocks
-are compared across nodes): the actors' start and ``setup`` (a model load), no scoring.
+its first output less the run of the batches that output carries (a block), as the actor timed
+it (a duration, so no clocks are compared across nodes): the actors' start and ``setup`` (a
+model load), no scoring.
 
 Without shared storage (``shared_storage=False``) the image bytes are read by a few Ray
 tasks pinned to the driver's node, with the local reader's checks
@@ -243,7 +244,8 @@ class RayEngine:
         self.shared_storage = shared_storage
         self.actors: int | None = None  # the actor pool the last map ran on (a record of it)
         #: the last map's wait, before its first output, for its actors to start and set up
-        #: (a model load), less that output's own work (0: no map, or one without paths);
+        #: (a model load), less the work of the batches it carries (0: no map, or one without
+        #: paths);
         #: read by :func:`~.engine.warm_up_seconds`
         self.warm_up = 0.0
         check_reachable(address)  # before the caller's first progress bar

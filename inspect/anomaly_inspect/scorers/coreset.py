@@ -76,7 +76,7 @@ PRUNE_SHARE = (0.15, 2 * 2**20)  # ...unless at least 15 % of a block of at leas
 PRUNE_GATHER_COST = 8  # gathering a row from memory costs about 8 rows of a streamed GEMV
 PRUNE_SLACK = 1e-3  # relative (and, times the largest squared norm, absolute) slack on that bound
 _WARNED_RATIOS: set[float] = set()  # ratios warned about for first_round_ratio None (once each
-#                                     per process: bench-coreset's one_round rows, a worker's blocks)
+#                                     per process: bench-coreset's one_round rows, one per ratio)
 
 
 def projection_matrix(d: int, dim: int | None, seed: int) -> torch.Tensor | None:
@@ -346,21 +346,6 @@ def check_first_round_ratio(value: float | str | None, owner: str = "coreset") -
     check_number(owner, "first_round_ratio", value, 0, 1, low_open=True, allowed=(None, "auto"))
 
 
-def warn_no_oversampling(ratio: float, chunk_size: int | None,
-                         first_round_ratio: float | str | None) -> None:
-    """Warn (once per ratio and process) where ``first_round_ratio`` None leaves a chunked
-    round 1 without the oversampling ``"auto"`` gives below sqrt(:data:`ROUND_TWO_BUDGET`):
-    the plain chunked greedy collapses at small ratios (1 %: 41 picks in a 4096-row chunk)."""
-    if (chunk_size is None or first_round_ratio is not None
-            or ratio >= math.sqrt(ROUND_TWO_BUDGET) or ratio in _WARNED_RATIOS):
-        return
-    _WARNED_RATIOS.add(ratio)
-    log.warning("coreset ratio %g with first_round_ratio None: round 1 does not oversample (it "
-                "keeps %d of every %d-row chunk), so the memory bank may cover the patches "
-                "badly; first_round_ratio 'auto' (the default) avoids it", ratio,
-                math.ceil(ratio * chunk_size), chunk_size)
-
-
 class TwoRoundCoreset:
     """Streamed two-round greedy coreset (see the module docstring).
 
@@ -587,11 +572,24 @@ class TwoRoundCoreset:
         if not self._positions:
             raise ValueError("no rows were added to the coreset")
         if self._selection is None:
-            if self.chunk_size is not None and self.n_seen > self.chunk_size:  # rows in one
-                # chunk get the exact greedy; more were cut into chunks here or by workers
-                warn_no_oversampling(self.ratio, self.chunk_size, self.first_round_ratio)
+            self._warn_no_oversampling()
             self._selection = self._round_two(progress)
         return self._selection
+
+    def _warn_no_oversampling(self) -> None:
+        """Warn (once per ratio and process) where ``first_round_ratio`` None left round 1,
+        here or on workers, cutting the rows into chunks without the oversampling ``"auto"``
+        gives below sqrt(:data:`ROUND_TWO_BUDGET`): the plain chunked greedy collapses at small
+        ratios (1 %: 41 picks in a 4096-row chunk). Rows that fit one chunk get the exact greedy."""
+        ratio, chunk = self.ratio, self.chunk_size
+        if (chunk is None or self.n_seen <= chunk or self.first_round_ratio is not None
+                or ratio >= math.sqrt(ROUND_TWO_BUDGET) or ratio in _WARNED_RATIOS):
+            return
+        _WARNED_RATIOS.add(ratio)
+        log.warning("coreset ratio %g with first_round_ratio None: round 1 does not oversample (it "
+                    "keeps %d of every %d-row chunk), so the memory bank may cover the patches "
+                    "badly; first_round_ratio 'auto' (the default) avoids it", ratio,
+                    math.ceil(ratio * chunk), chunk)
 
     def _round_two(self, progress: Progress | None) -> np.ndarray:
         target = self.target
